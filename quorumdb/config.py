@@ -1,0 +1,157 @@
+"""Cluster configuration: which nodes exist, their AZ, address and data directory.
+
+A cluster is described by one TOML file (`cluster.toml`), written by `quorumdb up`
+into the cluster's data directory and read by every node and tool. Nothing else
+names addresses. The default layout derives every port from one base port:
+
+    compute-az{1,2,3}      base + 0..2    (client API; compute i on base + i)
+    journal-az{1,2,3}      base + 10..12
+    adjudicator-az{1,2,3}  base + 20..22
+    storage-az{1,2,3}-{a,b} base + 30..35
+
+Node data lives in `<data_dir>/nodes/<name>/`, logs in `<data_dir>/logs/<name>.log`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import tomllib
+
+AZS = ("az1", "az2", "az3")
+SERVICES = ("journal", "adjudicator", "storage", "compute")
+CONFIG_FILE = "cluster.toml"
+DEFAULT_BASE_PORT = 7100
+
+# Offsets of each service's first port from the base port (see module docstring).
+PORT_OFFSET = {"compute": 0, "journal": 10, "adjudicator": 20, "storage": 30}
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeConfig:
+    name: str
+    service: str  # journal | adjudicator | storage | compute
+    az: str
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterConfig:
+    data_dir: pathlib.Path
+    nodes: tuple[NodeConfig, ...]
+    # ClockBound-style error bound: now() returns [t - e, t + e].
+    clock_error_ns: int = 1_000_000
+    # How often an idle adjudicator leader heartbeats (closed timestamp).
+    heartbeat_ms: int = 10
+    # The adjudicator that fences the journal and leads when the cluster starts.
+    initial_leader: str = "adjudicator-az1"
+    # A standby takes over when it has seen no leader heartbeat for this long (0 = never).
+    failover_timeout_ms: int = 3000
+
+    def node(self, name: str) -> NodeConfig:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(f"no node named {name!r} in the cluster file")
+
+    def by_service(self, service: str) -> list[NodeConfig]:
+        assert service in SERVICES, service
+        return [n for n in self.nodes if n.service == service]
+
+    @property
+    def journals(self) -> list[NodeConfig]:
+        return self.by_service("journal")
+
+    @property
+    def adjudicators(self) -> list[NodeConfig]:
+        return self.by_service("adjudicator")
+
+    @property
+    def storages(self) -> list[NodeConfig]:
+        return self.by_service("storage")
+
+    @property
+    def computes(self) -> list[NodeConfig]:
+        return self.by_service("compute")
+
+    def node_data_dir(self, name: str) -> pathlib.Path:
+        return self.data_dir / "nodes" / name
+
+    def log_path(self, name: str) -> pathlib.Path:
+        return self.data_dir / "logs" / f"{name}.log"
+
+    @property
+    def config_path(self) -> pathlib.Path:
+        return self.data_dir / CONFIG_FILE
+
+    def to_toml(self) -> str:
+        lines = [
+            "# QuorumDB cluster file: every node, its AZ and address.",
+            "[cluster]",
+            f"clock_error_ns = {self.clock_error_ns}",
+            f"heartbeat_ms = {self.heartbeat_ms}",
+            f'initial_leader = "{self.initial_leader}"',
+            f"failover_timeout_ms = {self.failover_timeout_ms}",
+            "",
+        ]
+        for node in self.nodes:
+            lines += [
+                "[[nodes]]",
+                f'name = "{node.name}"',
+                f'service = "{node.service}"',
+                f'az = "{node.az}"',
+                f'host = "{node.host}"',
+                f"port = {node.port}",
+                "",
+            ]
+        return "\n".join(lines)
+
+    def write(self) -> pathlib.Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.to_toml())
+        return self.config_path
+
+
+def default_nodes(base_port: int = DEFAULT_BASE_PORT, host: str = "127.0.0.1") -> tuple[NodeConfig, ...]:
+    nodes: list[NodeConfig] = []
+    for i, az in enumerate(AZS):
+        nodes.append(NodeConfig(f"journal-{az}", "journal", az, host, base_port + PORT_OFFSET["journal"] + i))
+    for i, az in enumerate(AZS):
+        nodes.append(
+            NodeConfig(f"adjudicator-{az}", "adjudicator", az, host, base_port + PORT_OFFSET["adjudicator"] + i)
+        )
+    for i, az in enumerate(AZS):
+        for j, suffix in enumerate("ab"):
+            port = base_port + PORT_OFFSET["storage"] + 2 * i + j
+            nodes.append(NodeConfig(f"storage-{az}-{suffix}", "storage", az, host, port))
+    for i, az in enumerate(AZS):
+        nodes.append(NodeConfig(f"compute-{az}", "compute", az, host, base_port + PORT_OFFSET["compute"] + i))
+    return tuple(nodes)
+
+
+def default_cluster(data_dir: pathlib.Path | str, base_port: int = DEFAULT_BASE_PORT, **settings) -> ClusterConfig:
+    return ClusterConfig(data_dir=pathlib.Path(data_dir).resolve(), nodes=default_nodes(base_port), **settings)
+
+
+def load(path: pathlib.Path | str) -> ClusterConfig:
+    """Read a cluster file. The cluster's data directory is the file's directory."""
+    path = pathlib.Path(path).resolve()
+    with path.open("rb") as f:
+        raw = tomllib.load(f)
+    settings = raw.get("cluster", {})
+    nodes = tuple(
+        NodeConfig(n["name"], n["service"], n["az"], n.get("host", "127.0.0.1"), int(n["port"]))
+        for n in raw.get("nodes", [])
+    )
+    for node in nodes:
+        if node.service not in SERVICES:
+            raise ValueError(f"{path}: node {node.name}: unknown service {node.service!r}")
+    known = {f.name for f in dataclasses.fields(ClusterConfig)} - {"data_dir", "nodes"}
+    unknown = set(settings) - known
+    if unknown:
+        raise ValueError(f"{path}: unknown [cluster] settings: {sorted(unknown)}")
+    return ClusterConfig(data_dir=path.parent, nodes=nodes, **settings)

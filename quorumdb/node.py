@@ -1,0 +1,64 @@
+"""Run one QuorumDB node: `python -m quorumdb.node --config CLUSTER.toml --name NAME`.
+
+Loads the cluster file, sets up logging, installs uvloop and runs the service of
+that node until SIGTERM/SIGINT. The process command line contains the node's
+name, so `ps` and `pkill -f journal-az1` find it.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+
+from quorumdb import config as config_mod
+from quorumdb import rpc
+
+# service -> module with `async def serve(cluster, node, stop: asyncio.Event)`.
+SERVICE_MODULES = {
+    "journal": "journal.main",
+    "adjudicator": "adjudicator.main",
+    "storage": "storage_node.main",
+    "compute": "compute_node.main",
+}
+
+
+def setup_logging(name: str, level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level,
+        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _run(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig) -> None:
+    module = importlib.import_module(SERVICE_MODULES[node.service])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await module.serve(cluster, node, stop)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="quorumdb-node", description="Run one QuorumDB node.")
+    parser.add_argument("--config", required=True, help="path of the cluster file (cluster.toml)")
+    parser.add_argument("--name", required=True, help="node name, e.g. journal-az1")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    cluster = config_mod.load(args.config)
+    node = cluster.node(args.name)
+    setup_logging(node.name, args.log_level)
+    cluster.node_data_dir(node.name).mkdir(parents=True, exist_ok=True)
+    logging.getLogger("quorumdb.node").info(
+        "starting %s (%s, %s) on %s", node.name, node.service, node.az, node.address
+    )
+    rpc.install_uvloop()
+    asyncio.run(_run(cluster, node))
+    logging.getLogger("quorumdb.node").info("%s stopped", node.name)
+
+
+if __name__ == "__main__":
+    main()
