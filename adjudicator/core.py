@@ -1,0 +1,216 @@
+"""The adjudicator's conflict checker: optimistic concurrency control and commit timestamps.
+
+Theory of operation
+-------------------
+QuorumDB runs snapshot isolation with first-committer-wins, as Aurora DSQL does. A
+transaction reads at `start_ts` and buffers its writes; at COMMIT the adjudicator leader
+gets `{start_ts, write keys, lock keys}` and must answer, in the order requests arrive:
+
+  TOO_OLD    start_ts is older than the maximum transaction age (now - TXN_AGE_MAX_NS),
+             or older than `known_since_ts`, the point before which this checker does not
+             know every commit (the journal was truncated under it, or its table was
+             garbage-collected there). Refusing is the only safe answer: a conflicting
+             commit may exist that we cannot see.
+  CONFLICT   some write key or lock key was committed by another transaction with
+             commit_ts > start_ts (write-write conflict). Lock keys (SELECT ... FOR UPDATE)
+             are checked but not recorded as written.
+  COMMITTED  otherwise: commit_ts = max(now_latest, last_ts + 1, start_ts + 1), so commit
+             timestamps are strictly increasing, greater than start_ts and not behind the
+             clock; the write keys are recorded with commit_ts at once, so later requests
+             of the same batch see them (the first committer of a batch wins).
+
+State (all soft, rebuildable from the journal):
+  last_commit    key -> (commit_ts, txn_id) of its latest commit, for commits younger than
+                 the age horizon;
+  last_ts        the highest timestamp assigned, applied or closed: every later commit_ts
+                 is above it;
+  known_since_ts every commit with commit_ts >= known_since_ts is in last_commit (if
+                 younger than the horizon). A request with start_ts >= known_since_ts thus
+                 sees every commit that could conflict with it (those have ts > start_ts).
+
+Standbys call `apply_committed` with the journal's committed transactions (idempotent:
+per key the max commit_ts wins, last_ts only grows), and `observe_closed` with closed
+timestamps, so their table answers exactly as the leader's would. A leader calls
+`close_timestamp` for each heartbeat: it returns a closed_ts and raises last_ts to it, so
+every later commit_ts is above any closed timestamp already promised to storage.
+
+Garbage collection: a deque of (commit_ts, key) in recording order. Each call pops at most
+`gc_keys_per_call` items older than the horizon (now_latest - age) and deletes the key only
+if its recorded commit_ts is that item's (a newer commit keeps it). known_since_ts is raised
+to the horizon so that a clock going backwards (a new leader whose clock is behind) cannot
+make a forgotten commit look absent. Items recorded out of commit_ts order (re-applied
+entries) only delay collection, never make it unsafe.
+
+A leader whose journal append failed cannot know which of its decisions became durable:
+it drops the whole checker (`ConflictChecker()` anew) and rebuilds from the journal as a
+standby. This module does no I/O and reads no clock: `now_latest` is passed in.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+from typing import Iterable, Sequence
+
+from quorumdb import limits
+
+
+class Outcome(enum.Enum):
+    COMMITTED = "committed"
+    CONFLICT = "conflict"
+    TOO_OLD = "too_old"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TxnRequest:
+    """One commit request as the checker sees it (no values: only keys matter)."""
+
+    start_ts: int
+    write_keys: tuple[bytes, ...]
+    lock_keys: tuple[bytes, ...] = ()
+    txn_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: Outcome
+    commit_ts: int = 0  # COMMITTED only
+    conflict_key: bytes = b""  # CONFLICT only
+    message: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CommittedTxn:
+    """A committed journal entry as the checker needs it. A leader entry has no keys."""
+
+    commit_ts: int
+    write_keys: tuple[bytes, ...]
+    txn_id: str = ""
+
+
+class ConflictChecker:
+    def __init__(
+        self,
+        txn_age_max_ns: int = limits.TXN_AGE_MAX_NS,
+        gc_keys_per_call: int = limits.ADJUDICATOR_GC_KEYS_PER_CALL,
+        start_ts_ahead_max_ns: int = limits.START_TS_AHEAD_MAX_NS,
+    ):
+        assert txn_age_max_ns > 0
+        assert gc_keys_per_call > 0
+        self.txn_age_max_ns = txn_age_max_ns
+        self.gc_keys_per_call = gc_keys_per_call
+        self.start_ts_ahead_max_ns = start_ts_ahead_max_ns
+        self.last_commit: dict[bytes, tuple[int, str]] = {}
+        self._gc_queue: collections.deque[tuple[int, bytes]] = collections.deque()
+        self.last_ts = 0
+        self.known_since_ts = 0
+
+    # --- leader ---------------------------------------------------------------
+    def decide_batch(self, requests: Sequence[TxnRequest], now_latest: int) -> list[Decision]:
+        """Decide each request in order; COMMITTED ones are recorded before the next is checked."""
+        self.collect_garbage(now_latest)
+        return [self._decide(request, now_latest) for request in requests]
+
+    def _decide(self, request: TxnRequest, now_latest: int) -> Decision:
+        start_ts = request.start_ts
+        age_horizon_ts = now_latest - self.txn_age_max_ns
+        if start_ts < age_horizon_ts:
+            return Decision(
+                Outcome.TOO_OLD,
+                message=f"transaction too old: start_ts {start_ts} is more than "
+                f"{self.txn_age_max_ns // 1_000_000_000} s behind the adjudicator clock",
+            )
+        if start_ts < self.known_since_ts:
+            return Decision(
+                Outcome.TOO_OLD,
+                message=f"transaction too old: start_ts {start_ts} is before {self.known_since_ts}, "
+                "the oldest commit this adjudicator knows",
+            )
+        if start_ts > now_latest + self.start_ts_ahead_max_ns:
+            return Decision(
+                Outcome.TOO_OLD,
+                message=f"start_ts {start_ts} is ahead of the adjudicator clock ({now_latest}) "
+                "by more than the allowed clock error; the client's clock is broken",
+            )
+        conflict = self._first_conflict(request)
+        if conflict is not None:
+            key, other_commit_ts, other_txn_id = conflict
+            return Decision(
+                Outcome.CONFLICT,
+                conflict_key=key,
+                message=f"change conflicts with another transaction, please retry: (OC000) "
+                f"key {key!r} was committed at {other_commit_ts} by {other_txn_id or 'another transaction'} "
+                f"after start_ts {start_ts}",
+            )
+        commit_ts = max(now_latest, self.last_ts + 1, start_ts + 1)
+        self._record(commit_ts, request.write_keys, request.txn_id)
+        assert commit_ts > start_ts
+        return Decision(Outcome.COMMITTED, commit_ts=commit_ts)
+
+    def _first_conflict(self, request: TxnRequest) -> tuple[bytes, int, str] | None:
+        for keys in (request.write_keys, request.lock_keys):
+            for key in keys:
+                last = self.last_commit.get(key)
+                if last is not None and last[0] > request.start_ts:
+                    return key, last[0], last[1]
+        return None
+
+    def _record(self, commit_ts: int, write_keys: Iterable[bytes], txn_id: str) -> None:
+        assert commit_ts > self.last_ts, "commit timestamps strictly increase"
+        self.last_ts = commit_ts
+        for key in write_keys:
+            self.last_commit[key] = (commit_ts, txn_id)
+            self._gc_queue.append((commit_ts, key))
+
+    def close_timestamp(self, now_latest: int) -> int:
+        """A closed_ts for a heartbeat: every later commit_ts will be above it."""
+        closed_ts = max(now_latest, self.last_ts)
+        self.last_ts = closed_ts
+        return closed_ts
+
+    # --- standby --------------------------------------------------------------
+    def apply_committed(self, txns: Iterable[CommittedTxn]) -> None:
+        """Apply committed journal entries (idempotent; entries may repeat or come late)."""
+        for txn in txns:
+            self.last_ts = max(self.last_ts, txn.commit_ts)
+            if txn.commit_ts < self.known_since_ts:
+                continue  # no request we still accept can conflict with it
+            for key in txn.write_keys:
+                last = self.last_commit.get(key)
+                if last is None or last[0] < txn.commit_ts:
+                    self.last_commit[key] = (txn.commit_ts, txn.txn_id)
+                    self._gc_queue.append((txn.commit_ts, key))
+
+    def observe_closed(self, closed_ts: int) -> None:
+        """A closed timestamp seen in the journal (or a new journal's last_ts): stay above it."""
+        self.last_ts = max(self.last_ts, closed_ts)
+
+    def forget_before(self, ts: int) -> None:
+        """Commits before ts may be unknown to this checker (the journal skipped them)."""
+        self.known_since_ts = max(self.known_since_ts, ts)
+
+    # --- memory bound ---------------------------------------------------------
+    def collect_garbage(self, now_latest: int) -> int:
+        """Forget commits older than the age horizon; at most gc_keys_per_call items. Returns items popped."""
+        horizon_ts = now_latest - self.txn_age_max_ns
+        if horizon_ts <= 0:
+            return 0
+        self.forget_before(horizon_ts)
+        popped = 0
+        queue = self._gc_queue
+        while queue and popped < self.gc_keys_per_call and queue[0][0] < horizon_ts:
+            commit_ts, key = queue.popleft()
+            popped += 1
+            last = self.last_commit.get(key)
+            if last is not None and last[0] == commit_ts:
+                del self.last_commit[key]
+        return popped
+
+    # --- introspection (status, tests) ------------------------------------------
+    def last_commit_ts(self, key: bytes) -> int | None:
+        last = self.last_commit.get(key)
+        return None if last is None else last[0]
+
+    @property
+    def tracked_keys(self) -> int:
+        return len(self.last_commit)

@@ -1,0 +1,35 @@
+"""Wires an adjudicator node: clock, channels, the AdjudicatorNode and its gRPC server."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from adjudicator.service import AdjudicatorNode, AdjudicatorService
+from quorumdb import rpc
+from quorumdb.clock import Clock
+from quorumdb.config import ClusterConfig, NodeConfig
+from quorumdb.pb import adjudicator_pb2_grpc
+
+log = logging.getLogger("adjudicator")
+
+# Time in-flight RPCs get to finish when the node stops.
+SHUTDOWN_GRACE_S = 0.5
+
+
+async def serve(cluster: ClusterConfig, node: NodeConfig, stop: asyncio.Event) -> None:
+    assert node.service == "adjudicator", node
+    channels = rpc.Channels()
+    adjudicator = AdjudicatorNode(cluster, node, Clock(cluster.clock_error_ns), channels)
+    server = rpc.new_server()
+    adjudicator_pb2_grpc.add_AdjudicatorServicer_to_server(AdjudicatorService(adjudicator), server)
+    server.add_insecure_port(node.address)
+    await server.start()
+    log.info("adjudicator %s serving on %s", node.name, node.address)
+    try:
+        await adjudicator.start()
+        await stop.wait()
+    finally:
+        # Step down first (queued commits get NOT_LEADER, in-flight ones UNKNOWN), then stop serving.
+        await adjudicator.close()
+        await server.stop(SHUTDOWN_GRACE_S)
+        await channels.close()

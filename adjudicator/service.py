@@ -1,0 +1,463 @@
+"""The adjudicator node: leader/standby roles around the pure ConflictChecker, and its gRPC API.
+
+Every adjudicator follows the journal and applies committed entries to its checker, so a
+standby's table matches the leader's. Leadership is won only through the journal: a node
+becomes leader by `JournalWriter.take_over` (fencing a journal majority with epoch + 1),
+then applies the journal up to its own leader entry before it decides anything.
+
+Leader loop (one task per term): take up to COMMIT_BATCH_MAX queued requests, decide them
+in order, append the COMMITTED ones to the journal in one call (group commit), then reply;
+each Commit handler does its own commit-wait (now().earliest > commit_ts) before answering.
+Heartbeats run in the same loop between batches, so a closed timestamp is never sent while
+a decided batch is not yet handed to the writer. An append that raises Fenced or
+JournalUnavailable leaves the batch's outcome unknown (UNKNOWN to the clients), and the node
+steps down: queued requests get NOT_LEADER, the checker (which may hold decisions that never
+reached the journal) is dropped and rebuilt by following the journal from the start.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import logging
+import random
+import time
+from typing import Callable
+
+from adjudicator.core import CommittedTxn, ConflictChecker, Outcome, TxnRequest
+from journal.follower import FollowBatch, JournalFollower
+from journal.writer import Fenced, JournalUnavailable, JournalWriter
+from quorumdb import limits, rpc
+from quorumdb.clock import Clock
+from quorumdb.config import ClusterConfig, NodeConfig
+from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2
+
+log = logging.getLogger("adjudicator")
+
+
+class Role(enum.Enum):
+    STANDBY = "standby"
+    LEADER = "leader"
+
+
+class TakeOverFailed(Exception):
+    pass
+
+
+@dataclasses.dataclass
+class PendingCommit:
+    request: TxnRequest
+    writes: list[common_pb2.Write]
+    future: asyncio.Future  # -> adjudicator_pb2.CommitReply
+
+
+@dataclasses.dataclass
+class LeaderTerm:
+    writer: JournalWriter
+    epoch: int
+    leader_index: int
+    queue: asyncio.Queue = dataclasses.field(default_factory=lambda: asyncio.Queue(maxsize=limits.COMMIT_QUEUE_MAX))
+    wakeup: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+
+
+def resolve(pending: PendingCommit, reply: adjudicator_pb2.CommitReply) -> None:
+    if not pending.future.done():
+        pending.future.set_result(reply)
+
+
+class AdjudicatorNode:
+    def __init__(
+        self,
+        cluster: ClusterConfig,
+        node: NodeConfig,
+        clock: Clock,
+        channels: rpc.Channels,
+        writer_factory: Callable[..., JournalWriter] = JournalWriter,
+        follower_factory: Callable[..., JournalFollower] = JournalFollower,
+    ):
+        self.cluster = cluster
+        self.node = node
+        self.clock = clock
+        self.channels = channels
+        self._writer_factory = writer_factory
+        self._follower_factory = follower_factory
+        self.checker = ConflictChecker()
+        self.role = Role.STANDBY
+        self.term: LeaderTerm | None = None
+        # What the journal stream told us.
+        self.applied_index = 0
+        self.commit_index_seen = 0
+        self.closed_ts_seen = 0
+        self.epoch_seen = 0
+        self.leader_seen = ""
+        self.last_progress_mono = time.monotonic()
+        self._skip_pending = False
+        self._applied_changed = asyncio.Event()
+        self._transition_lock = asyncio.Lock()
+        self._rng = random.Random(node.name)
+        self._follow_task: asyncio.Task | None = None
+        self._background: list[asyncio.Task] = []
+        self._step_down_tasks: set[asyncio.Task] = set()
+        self._closing = False
+
+    # --- lifecycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        self._restart_follower()
+        self._background.append(asyncio.create_task(self._watch_leader(), name="watch-leader"))
+        if self.node.name == self.cluster.initial_leader:
+            self._background.append(asyncio.create_task(self._initial_leadership(), name="initial-leader"))
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.term is not None:
+            await self._step_down(self.term, "node stopping", rebuild=False)
+        if self._follow_task is not None:
+            self._follow_task.cancel()
+            await asyncio.gather(self._follow_task, return_exceptions=True)
+
+    # --- following the journal ---------------------------------------------------
+    def _restart_follower(self) -> None:
+        if self._follow_task is not None:
+            self._follow_task.cancel()
+        self._follow_task = asyncio.create_task(self._follow_forever(), name="follow-journal")
+
+    async def _follow_forever(self) -> None:
+        while True:
+            follower = self._follower_factory(self.cluster, self.node.name, self.node.az, self.channels)
+            batches = follower.batches(self.applied_index + 1, allow_skip=True)
+            try:
+                async for batch in batches:
+                    self._on_batch(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the stream failed: resubscribe from where we are
+                log.warning("journal stream failed at applied_index %d: %r", self.applied_index, e)
+            finally:
+                try:
+                    await batches.aclose()
+                except Exception:  # noqa: BLE001 - closing a broken stream
+                    pass
+            await asyncio.sleep(limits.FOLLOW_RETRY_BACKOFF_MS / 1000)
+
+    def _on_batch(self, batch: FollowBatch) -> None:
+        if batch.skipped_to:
+            log.warning("journal skipped to index %d (truncated); older commits are unknown", batch.skipped_to)
+            self.applied_index = max(self.applied_index, batch.skipped_to - 1)
+            self._skip_pending = True
+        txns: list[CommittedTxn] = []
+        for entry in batch.entries:
+            if entry.index <= self.applied_index:
+                continue  # delivered twice (resubscribe)
+            if entry.index != self.applied_index + 1 and not self._skip_pending:
+                log.warning("journal gap: applied %d, got %d; treating it as a skip", self.applied_index, entry.index)
+                self._skip_pending = True
+            if self._skip_pending:
+                self.checker.forget_before(entry.ts)
+                self._skip_pending = False
+            match entry.kind:
+                case common_pb2.ENTRY_TXN:
+                    txns.append(CommittedTxn(entry.ts, tuple(w.key for w in entry.writes), entry.txn_id))
+                case common_pb2.ENTRY_LEADER:
+                    txns.append(CommittedTxn(entry.ts, ()))
+                case _:
+                    log.warning("ignoring journal entry %d of unknown kind %d", entry.index, entry.kind)
+            self.applied_index = entry.index
+        self.checker.apply_committed(txns)
+        if batch.closed_ts:
+            self.checker.observe_closed(batch.closed_ts)
+        self.checker.collect_garbage(self.clock.now().latest)
+        progressed = bool(batch.entries) or batch.closed_ts > self.closed_ts_seen or batch.commit_index > self.commit_index_seen
+        self.closed_ts_seen = max(self.closed_ts_seen, batch.closed_ts)
+        self.commit_index_seen = max(self.commit_index_seen, batch.commit_index)
+        if batch.epoch >= self.epoch_seen and batch.leader:
+            self.epoch_seen = batch.epoch
+            self.leader_seen = batch.leader
+            if progressed:
+                self.last_progress_mono = time.monotonic()
+        self._applied_changed.set()
+        term = self.term
+        if term is not None and batch.epoch > term.epoch:
+            task = asyncio.create_task(self._step_down(term, f"journal shows epoch {batch.epoch} led by {batch.leader}"))
+            self._step_down_tasks.add(task)
+            task.add_done_callback(self._step_down_tasks.discard)
+
+    async def _wait_applied(self, index: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.applied_index < index:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TakeOverFailed(f"applied only up to {self.applied_index} of {index} within {timeout_s} s")
+            self._applied_changed.clear()
+            try:
+                await asyncio.wait_for(self._applied_changed.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    # --- becoming leader -----------------------------------------------------------
+    async def take_over(self, why: str) -> int:
+        """Become leader (fence the journal with a higher epoch); returns the epoch. Raises TakeOverFailed."""
+        async with self._transition_lock:
+            if self.term is not None:
+                return self.term.epoch
+            if self._closing:
+                raise TakeOverFailed("node is stopping")
+            writer = self._writer_factory(self.cluster, self.node.name, self.channels, self.clock)
+            try:
+                result = await writer.take_over(limits.TAKE_OVER_TIMEOUT_S)
+                await self._wait_applied(result.leader_index, limits.LEADER_CATCH_UP_TIMEOUT_S)
+            except BaseException as e:
+                await self._close_writer(writer)
+                if isinstance(e, (asyncio.CancelledError, KeyboardInterrupt)):
+                    raise
+                raise TakeOverFailed(f"take over failed: {e!r}") from e
+            # The old leader may have promised closed timestamps we never saw. Its promise was
+            # at most its now().latest <= true time + 2 * error at that moment, which is before
+            # our now, so commit_ts above our latest + 2 * error stays above every such promise.
+            self.checker.observe_closed(max(result.last_ts, self.clock.now().latest + 2 * self.clock.error_ns))
+            term = LeaderTerm(writer=writer, epoch=result.epoch, leader_index=result.leader_index)
+            self.term = term
+            self.role = Role.LEADER
+            self.epoch_seen = max(self.epoch_seen, result.epoch)
+            self.leader_seen = self.node.name
+            term.task = asyncio.create_task(self._lead(term), name=f"lead-epoch-{term.epoch}")
+            log.info("role change: leader at epoch %d (leader_index %d, %s)", term.epoch, term.leader_index, why)
+            return term.epoch
+
+    async def _initial_leadership(self) -> None:
+        backoff_ms = limits.TAKE_OVER_BACKOFF_MIN_MS
+        while not self._closing:
+            try:
+                await self.take_over("initial leader")
+                return
+            except TakeOverFailed as e:
+                log.warning("initial take over failed (retrying in %d ms): %s", backoff_ms, e)
+            await asyncio.sleep(backoff_ms / 1000)
+            backoff_ms = min(2 * backoff_ms, limits.TAKE_OVER_BACKOFF_MAX_MS)
+
+    def _failover_jitter_s(self) -> float:
+        return self._rng.uniform(0.0, 0.5) * self.cluster.failover_timeout_ms / 1000
+
+    async def _watch_leader(self) -> None:
+        """A standby that hears nothing from the leader for failover_timeout (+ jitter) takes over."""
+        timeout_ms = self.cluster.failover_timeout_ms
+        if timeout_ms <= 0:
+            return
+        check_s = max(self.cluster.heartbeat_ms, 20) / 1000
+        jitter_s = self._failover_jitter_s()
+        while True:
+            await asyncio.sleep(check_s)
+            if self.term is not None or self._transition_lock.locked():
+                continue
+            silent_s = time.monotonic() - self.last_progress_mono
+            if silent_s < timeout_ms / 1000 + jitter_s:
+                continue
+            log.info("no progress from leader %r (epoch %d) for %.1f s: taking over",
+                     self.leader_seen, self.epoch_seen, silent_s)
+            try:
+                await self.take_over("failover")
+            except TakeOverFailed as e:
+                log.info("failover attempt lost: %s", e)
+            self.last_progress_mono = time.monotonic()
+            jitter_s = self._failover_jitter_s()
+
+    # --- leading -----------------------------------------------------------------
+    async def _lead(self, term: LeaderTerm) -> None:
+        heartbeat_s = self.cluster.heartbeat_ms / 1000
+        next_heartbeat = time.monotonic()
+        reason = ""
+        while not reason:
+            if term.queue.empty():
+                wait_s = next_heartbeat - time.monotonic()
+                if wait_s > 0:
+                    term.wakeup.clear()
+                    try:
+                        await asyncio.wait_for(term.wakeup.wait(), wait_s)
+                    except TimeoutError:
+                        pass
+            if not term.queue.empty():
+                batch = [term.queue.get_nowait() for _ in range(min(term.queue.qsize(), limits.COMMIT_BATCH_MAX))]
+                reason = await self._commit_batch(term, batch)
+            if not reason and time.monotonic() >= next_heartbeat:
+                reason = await self._heartbeat(term)
+                next_heartbeat = time.monotonic() + heartbeat_s
+        await self._step_down(term, reason)
+
+    async def _commit_batch(self, term: LeaderTerm, batch: list[PendingCommit]) -> str:
+        """Decide, append, reply. Returns why leadership ended ("" if it did not)."""
+        decisions = self.checker.decide_batch([p.request for p in batch], self.clock.now().latest)
+        entries: list[common_pb2.Entry] = []
+        committed: list[PendingCommit] = []
+        for pending, decision in zip(batch, decisions):
+            match decision.outcome:
+                case Outcome.COMMITTED:
+                    entries.append(common_pb2.Entry(
+                        kind=common_pb2.ENTRY_TXN, ts=decision.commit_ts, writes=pending.writes,
+                        txn_id=pending.request.txn_id, leader=self.node.name,
+                    ))
+                    committed.append(pending)
+                case Outcome.CONFLICT:
+                    resolve(pending, adjudicator_pb2.CommitReply(
+                        outcome=adjudicator_pb2.CONFLICT, message=decision.message, conflict_key=decision.conflict_key))
+                case Outcome.TOO_OLD:
+                    resolve(pending, adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.TOO_OLD, message=decision.message))
+        if not entries:
+            return ""
+        try:
+            appended = await term.writer.append(entries)
+        except Fenced as e:
+            self._reply_unknown(committed, f"leader was fenced during the journal append ({e})")
+            return f"fenced: {e}"
+        except JournalUnavailable as e:
+            self._reply_unknown(committed, f"journal unavailable during the append ({e})")
+            return f"journal unavailable: {e}"
+        except asyncio.CancelledError:
+            self._reply_unknown(committed, "leader stepped down during the journal append")
+            raise
+        except Exception as e:  # a bug or an unexpected transport error: the outcome is unknown
+            log.exception("journal append failed unexpectedly")
+            self._reply_unknown(committed, f"journal append failed ({e!r})")
+            return f"append failed: {e!r}"
+        assert len(appended) == len(entries), "the writer returns one entry per entry appended"
+        for pending, entry, sent in zip(committed, appended, entries):
+            assert entry.ts == sent.ts, "the writer keeps commit_ts"
+            resolve(pending, adjudicator_pb2.CommitReply(
+                outcome=adjudicator_pb2.COMMITTED, commit_ts=entry.ts, index=entry.index))
+        return ""
+
+    def _reply_unknown(self, committed: list[PendingCommit], why: str) -> None:
+        for pending in committed:
+            resolve(pending, adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.UNKNOWN, message=why))
+
+    async def _heartbeat(self, term: LeaderTerm) -> str:
+        closed_ts = self.checker.close_timestamp(self.clock.now().latest)
+        try:
+            await term.writer.heartbeat(closed_ts)
+        except Fenced as e:
+            return f"fenced on heartbeat: {e}"
+        except JournalUnavailable as e:
+            log.debug("heartbeat: journal unavailable: %s", e)  # no decision rides on it; retry next tick
+        except Exception:  # noqa: BLE001 - keep leading; the next append will tell
+            log.exception("heartbeat failed unexpectedly")
+        return ""
+
+    async def _step_down(self, term: LeaderTerm, reason: str, rebuild: bool = True) -> None:
+        if self.term is not term:
+            return
+        self.term = None
+        self.role = Role.STANDBY
+        if self.leader_seen == self.node.name:
+            self.leader_seen = ""
+        log.info("role change: standby (stepped down from epoch %d: %s)", term.epoch, reason)
+        hint = self.leader_seen
+        while not term.queue.empty():
+            resolve(term.queue.get_nowait(), adjudicator_pb2.CommitReply(
+                outcome=adjudicator_pb2.NOT_LEADER, leader_hint=hint, message="this adjudicator stepped down"))
+        if term.task is not None and term.task is not asyncio.current_task():
+            term.task.cancel()
+            await asyncio.gather(term.task, return_exceptions=True)
+        await self._close_writer(term.writer)
+        if rebuild:
+            # Decisions may be in the checker that never reached the journal: rebuild from the journal.
+            self.rebuild()
+
+    def rebuild(self) -> None:
+        """Drop the checker and follow the journal again from its start (standbys only)."""
+        assert self.term is None, "a leader's table holds its own decisions"
+        self.checker = ConflictChecker()
+        self.applied_index = 0
+        self._skip_pending = False
+        self._restart_follower()
+
+    async def _close_writer(self, writer: JournalWriter) -> None:
+        try:
+            await writer.close()
+        except Exception:  # noqa: BLE001 - best effort
+            log.exception("closing the journal writer failed")
+
+    # --- requests ----------------------------------------------------------------
+    def not_leader_reply(self) -> adjudicator_pb2.CommitReply:
+        hint = self.leader_seen if self.leader_seen != self.node.name else ""
+        return adjudicator_pb2.CommitReply(
+            outcome=adjudicator_pb2.NOT_LEADER, leader_hint=hint, message=f"{self.node.name} is not the leader")
+
+    async def commit(self, request: adjudicator_pb2.CommitRequest) -> adjudicator_pb2.CommitReply:
+        term = self.term
+        if term is None:
+            return self.not_leader_reply()
+        txn = TxnRequest(
+            start_ts=request.start_ts,
+            write_keys=tuple(w.key for w in request.writes),
+            lock_keys=tuple(request.lock_keys),
+            txn_id=request.txn_id,
+        )
+        pending = PendingCommit(txn, list(request.writes), asyncio.get_running_loop().create_future())
+        try:
+            term.queue.put_nowait(pending)
+        except asyncio.QueueFull:
+            return adjudicator_pb2.CommitReply(
+                outcome=adjudicator_pb2.UNAVAILABLE, message="overloaded: commit queue full; nothing was committed")
+        term.wakeup.set()
+        # Shielded: a client that gives up must not cancel the batch's bookkeeping.
+        reply = await asyncio.shield(pending.future)
+        if reply.outcome == adjudicator_pb2.COMMITTED:
+            await self._commit_wait(reply.commit_ts)
+        return reply
+
+    async def _commit_wait(self, commit_ts: int) -> None:
+        """Answer only once now().earliest > commit_ts: every later start_ts is then above it."""
+        for _ in range(1_000):  # each sleep covers the whole remaining gap; a few rounds at most
+            delay_s = self.clock.wait_until_past_s(commit_ts)
+            if delay_s <= 0:
+                return
+            await asyncio.sleep(delay_s)
+        raise AssertionError(f"commit-wait for {commit_ts} did not end")
+
+    def status(self) -> common_pb2.NodeStatus:
+        term = self.term
+        silent_ms = (time.monotonic() - self.last_progress_mono) * 1000
+        if term is not None:
+            health = "ok"
+        elif not self.leader_seen:
+            health = "degraded: no leader known"
+        elif silent_ms > limits.ADJUDICATOR_JOURNAL_SILENCE_MS:
+            health = f"degraded: no progress from leader {self.leader_seen} for {silent_ms / 1000:.1f} s"
+        else:
+            health = "ok"
+        return common_pb2.NodeStatus(
+            name=self.node.name,
+            az=self.node.az,
+            service="adjudicator",
+            role=self.role.value,
+            epoch=term.epoch if term is not None else self.epoch_seen,
+            commit_index=max(term.writer.commit_index, self.commit_index_seen) if term is not None else self.commit_index_seen,
+            applied_index=self.applied_index,
+            closed_ts=self.closed_ts_seen,
+            leader=self.leader_seen,
+            health=health,
+            detail=f"tracked_keys={self.checker.tracked_keys} last_ts={self.checker.last_ts} "
+            f"known_since_ts={self.checker.known_since_ts}",
+        )
+
+
+class AdjudicatorService(adjudicator_pb2_grpc.AdjudicatorServicer):
+    """Thin gRPC shell: protobuf in -> AdjudicatorNode -> protobuf out."""
+
+    def __init__(self, adjudicator: AdjudicatorNode):
+        self.adjudicator = adjudicator
+
+    async def Commit(self, request, context):
+        return await self.adjudicator.commit(request)
+
+    async def TakeOver(self, request, context):
+        try:
+            epoch = await self.adjudicator.take_over("TakeOver request")
+        except TakeOverFailed as e:
+            return adjudicator_pb2.TakeOverReply(ok=False, message=str(e))
+        return adjudicator_pb2.TakeOverReply(ok=True, epoch=epoch, message=f"{self.adjudicator.node.name} leads")
+
+    async def Status(self, request, context):
+        return self.adjudicator.status()

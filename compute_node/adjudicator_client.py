@@ -1,0 +1,198 @@
+"""Sending commits to the adjudicator leader, and what its answers mean for SQL.
+
+Routing: a commit goes to the cached leader. NOT_LEADER means nothing was done;
+the client follows `leader_hint` (or, without a usable hint, the next adjudicator
+not yet asked this round). A connection refused before anything was sent is also
+safe to send elsewhere. When a round finds no leader (a failover in progress), the
+client pauses COMMIT_ROUTE_BACKOFF_S and tries again, bounded by
+COMMIT_ROUTE_ATTEMPTS_MAX attempts and the commit deadline (COMMIT_TIMEOUT_S).
+
+Outcomes are never guessed: a gRPC failure after the request may have reached the
+leader (deadline, reset connection) is "statement completion unknown" (40003),
+exactly like an UNKNOWN outcome. `outcome_error` and `next_target` are pure.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import logging
+from typing import Sequence
+
+import grpc
+
+from quorumdb import config as config_mod
+from quorumdb import errors, limits, rpc
+from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2
+
+log = logging.getLogger("compute_node.adjudicator_client")
+
+
+def outcome_error(reply: adjudicator_pb2.CommitReply) -> errors.SqlError | None:
+    """The SqlError for a final commit outcome (None for COMMITTED). NOT_LEADER is not final."""
+    outcome = reply.outcome
+    if outcome == adjudicator_pb2.COMMITTED:
+        return None
+    if outcome == adjudicator_pb2.CONFLICT:
+        if "OC0" in reply.message:  # the adjudicator named the case (OC000 or OC001)
+            return errors.SqlError(errors.SERIALIZATION_FAILURE, reply.message, detail=_conflict_detail(reply))
+        return errors.conflict(_key_text(reply.conflict_key))
+    if outcome == adjudicator_pb2.TOO_OLD:
+        return errors.SqlError(
+            errors.SERIALIZATION_FAILURE,
+            "transaction is older than the maximum transaction age, please retry: (OC000)",
+            detail=reply.message,
+        )
+    if outcome == adjudicator_pb2.UNAVAILABLE:
+        return errors.SqlError(
+            errors.CANNOT_CONNECT_NOW,
+            "cluster unavailable: the commit was not made (no journal majority)",
+            detail=reply.message,
+            hint="Nothing was committed; retry the transaction later.",
+        )
+    if outcome == adjudicator_pb2.UNKNOWN:
+        return errors.completion_unknown(reply.message or "the journal append may or may not be durable")
+    if outcome == adjudicator_pb2.NOT_LEADER:
+        raise AssertionError("NOT_LEADER is routed, never mapped to an error")
+    # OUTCOME_UNSPECIFIED or a value this build does not know: the commit may have happened.
+    return errors.completion_unknown(f"unexpected commit outcome {outcome}")
+
+
+def _key_text(key: bytes) -> str:
+    return key.hex() if key else ""
+
+
+def _conflict_detail(reply: adjudicator_pb2.CommitReply) -> str:
+    return f"Conflicting key: {_key_text(reply.conflict_key)}" if reply.conflict_key else ""
+
+
+class SendFailure(enum.Enum):
+    NOT_SENT = "not_sent"        # connection refused: the adjudicator never saw the request
+    MAYBE_SENT = "maybe_sent"    # anything else: the outcome is unknown
+
+
+def classify_rpc_error(code: grpc.StatusCode, details: str) -> SendFailure:
+    """Whether a failed Commit RPC can have reached the adjudicator."""
+    text = (details or "").lower()
+    if code == grpc.StatusCode.UNAVAILABLE and (
+        "failed to connect" in text or "connection refused" in text or "dns resolution failed" in text
+    ):
+        return SendFailure.NOT_SENT
+    return SendFailure.MAYBE_SENT
+
+
+@dataclasses.dataclass
+class RouteState:
+    """Which adjudicators one commit has asked in the current round."""
+
+    names: Sequence[str]
+    asked_this_round: set[str] = dataclasses.field(default_factory=set)
+
+
+def next_target(state: RouteState, hint: str | None) -> str | None:
+    """The next adjudicator to ask: the hint when usable, else one not asked this round; None ends the round."""
+    if hint and hint in state.names and hint not in state.asked_this_round:
+        return hint
+    for name in state.names:
+        if name not in state.asked_this_round:
+            return name
+    return None
+
+
+class AdjudicatorClient:
+    def __init__(self, cluster: config_mod.ClusterConfig, channels: rpc.Channels) -> None:
+        adjudicators = cluster.adjudicators
+        assert adjudicators, "a cluster needs an adjudicator"
+        self._names = [node.name for node in adjudicators]
+        self._stubs = {
+            node.name: adjudicator_pb2_grpc.AdjudicatorStub(channels.get(node.address)) for node in adjudicators
+        }
+        # The leader we last heard of; the cluster file's initial leader to begin with.
+        self.leader: str | None = cluster.initial_leader if cluster.initial_leader in self._stubs else None
+
+    async def commit(
+        self, start_ts: int, writes: list[tuple[bytes, bytes | None]], lock_keys: list[bytes], txn_id: str
+    ) -> int:
+        """Commit at the leader; returns commit_ts or raises SqlError (40001, 40003, 57P03)."""
+        request = adjudicator_pb2.CommitRequest(
+            start_ts=start_ts,
+            writes=[
+                common_pb2.Write(key=key, value=value or b"", tombstone=value is None) for key, value in writes
+            ],
+            lock_keys=lock_keys,
+            txn_id=txn_id,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limits.COMMIT_TIMEOUT_S
+        state = RouteState(self._names)
+        hint = self.leader
+        refusals: list[str] = []
+        for _ in range(limits.COMMIT_ROUTE_ATTEMPTS_MAX):
+            target = next_target(state, hint)
+            if target is None:  # nobody leads right now: wait for a failover to finish
+                state.asked_this_round.clear()
+                hint = None
+                if loop.time() + limits.COMMIT_ROUTE_BACKOFF_S >= deadline:
+                    break
+                await asyncio.sleep(limits.COMMIT_ROUTE_BACKOFF_S)
+                continue
+            state.asked_this_round.add(target)
+            remaining_s = deadline - loop.time()
+            if remaining_s <= 0:
+                break
+            try:
+                reply = await self._stubs[target].Commit(request, timeout=remaining_s)
+            except grpc.aio.AioRpcError as error:
+                if classify_rpc_error(error.code(), error.details()) == SendFailure.NOT_SENT:
+                    refusals.append(f"{target}: unreachable")
+                    if self.leader == target:
+                        self.leader = None
+                    hint = None
+                    continue
+                log.warning("commit %s to %s failed after sending: %s", txn_id, target, error.code().name)
+                raise errors.completion_unknown(
+                    f"adjudicator {target}: {error.code().name} {error.details() or ''}".strip()
+                ) from None
+            if reply.outcome == adjudicator_pb2.NOT_LEADER:
+                refusals.append(f"{target}: not leader (hint {reply.leader_hint or 'none'})")
+                if self.leader == target:
+                    self.leader = None
+                hint = reply.leader_hint or None
+                continue
+            self.leader = target
+            error = outcome_error(reply)
+            if error is not None:
+                raise error
+            assert reply.commit_ts > start_ts, "the adjudicator must assign commit_ts > start_ts"
+            return reply.commit_ts
+        raise errors.SqlError(
+            errors.CANNOT_CONNECT_NOW,
+            "cluster unavailable: no adjudicator leader reachable; nothing was committed",
+            detail="; ".join(refusals[-6:]),
+            hint="Retry the transaction when an adjudicator leads again.",
+        )
+
+    async def find_leader(self) -> tuple[str | None, str]:
+        """Ask every adjudicator's Status; returns (leader name or None, why not)."""
+        names = self._names
+
+        async def status(name: str):
+            return await self._stubs[name].Status(common_pb2.StatusRequest(), timeout=limits.STATUS_TIMEOUT_S)
+
+        results = await asyncio.gather(*(status(name) for name in names), return_exceptions=True)
+        best: tuple[int, str] | None = None
+        hints: list[str] = []
+        for name, result in zip(names, results):
+            if isinstance(result, BaseException):
+                continue
+            if result.role == "leader" and (best is None or result.epoch > best[0]):
+                best = (result.epoch, name)
+            if result.leader:
+                hints.append(result.leader)
+        if best is not None:
+            self.leader = best[1]
+            return best[1], ""
+        reachable = sum(1 for result in results if not isinstance(result, BaseException))
+        if reachable == 0:
+            return None, "no adjudicator reachable"
+        return None, f"no adjudicator leads ({reachable} reachable, hints {sorted(set(hints))})"

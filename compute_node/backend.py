@@ -1,0 +1,89 @@
+"""The compute node's Backend: what a SQL session needs from the rest of the cluster.
+
+- start_ts(): clock.now().latest (a snapshot that includes every acknowledged
+  commit, thanks to the adjudicator's commit-wait);
+- get_many()/scan(): quorum reads from 3 of the 6 storage copies (StorageReader);
+- commit(): the write set to the adjudicator leader (AdjudicatorClient).
+It also runs the readiness probe behind the node's Status health.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from compute_node.adjudicator_client import AdjudicatorClient
+from compute_node.storage_reader import StorageReader
+from quorumdb import clock as clock_mod
+from quorumdb import config as config_mod
+from quorumdb import errors, rpc
+
+log = logging.getLogger("compute_node.backend")
+
+# The key the readiness probe reads: any key works, this one is in no table's range.
+PROBE_KEY = b"\xff\xffquorumdb-readiness-probe"
+
+
+class QuorumBackend:
+    def __init__(
+        self,
+        cluster: config_mod.ClusterConfig,
+        node: config_mod.NodeConfig,
+        channels: rpc.Channels,
+        clock: clock_mod.Clock | None = None,
+    ) -> None:
+        self.clock = clock or clock_mod.Clock(cluster.clock_error_ns)
+        self.storage = StorageReader(cluster, node.az, channels)
+        self.adjudicators = AdjudicatorClient(cluster, channels)
+
+    def start_ts(self) -> int:
+        return self.clock.now().latest
+
+    async def get_many(self, keys: list[bytes], ts: int) -> dict[bytes, bytes | None]:
+        return await self.storage.get_many(keys, ts)
+
+    async def scan(
+        self, start: bytes, end: bytes | None, ts: int, limit: int
+    ) -> tuple[list[tuple[bytes, bytes]], bool]:
+        return await self.storage.scan(start, end, ts, limit)
+
+    async def commit(
+        self, start_ts: int, writes: list[tuple[bytes, bytes | None]], lock_keys: list[bytes], txn_id: str
+    ) -> int:
+        return await self.adjudicators.commit(start_ts, writes, lock_keys, txn_id)
+
+    @property
+    def leader(self) -> str | None:
+        return self.adjudicators.leader
+
+    async def probe(self) -> str | None:
+        """One readiness probe: a quorum read at a fresh ts and a known leader. None when ok, else why not."""
+        try:
+            await self.storage.get_many([PROBE_KEY], self.start_ts())
+        except errors.SqlError as error:
+            return f"storage: {error.message}"
+        leader, why = await self.adjudicators.find_leader()
+        if leader is None:
+            return f"adjudicator: {why}"
+        return None
+
+
+class Readiness:
+    """Remembers when the last probe succeeded; `health` is what Status reports."""
+
+    def __init__(self, fresh_s: float, monotonic=time.monotonic) -> None:
+        self._fresh_s = fresh_s
+        self._monotonic = monotonic
+        self._last_ok_s: float | None = None
+        self._last_problem = "not probed yet"
+
+    def record(self, problem: str | None) -> None:
+        if problem is None:
+            self._last_ok_s = self._monotonic()
+        else:
+            self._last_problem = problem
+
+    @property
+    def health(self) -> str:
+        if self._last_ok_s is not None and self._monotonic() - self._last_ok_s <= self._fresh_s:
+            return "ok"
+        return f"degraded: {self._last_problem}"

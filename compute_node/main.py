@@ -1,0 +1,75 @@
+"""Run a compute node (query processor): `serve(cluster, node, stop)`.
+
+Wires the Backend (quorum storage reads + adjudicator client), the session
+servicer, the readiness probe behind Status health and the idle-session reaper.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from compute_node.backend import QuorumBackend, Readiness
+from compute_node.service import ComputeService
+from quorumdb import config as config_mod
+from quorumdb import limits, rpc
+from quorumdb.pb import compute_pb2_grpc
+
+log = logging.getLogger("compute_node.main")
+
+
+async def serve(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig, stop: asyncio.Event) -> None:
+    from compute_node.session import Session  # the SQL layer, imported only where it runs
+
+    channels = rpc.Channels()
+    backend = QuorumBackend(cluster, node, channels)
+    readiness = Readiness(limits.READINESS_FRESH_S)
+    service = ComputeService(node, backend, session_factory=Session, health=lambda: readiness.health)
+    server = rpc.new_server()
+    compute_pb2_grpc.add_ComputeServicer_to_server(service, server)
+    server.add_insecure_port(node.address)
+    await server.start()
+    log.info("compute %s serving on %s", node.name, node.address)
+    tasks = [
+        asyncio.create_task(_probe_loop(backend, readiness, stop), name="readiness-probe"),
+        asyncio.create_task(_reap_loop(service, stop), name="session-reaper"),
+    ]
+    try:
+        await stop.wait()
+    finally:
+        await server.stop(grace=1.0)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await service.close_all()
+        await channels.close()
+        log.info("compute %s stopped", node.name)
+
+
+async def _probe_loop(backend: QuorumBackend, readiness: Readiness, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            async with asyncio.timeout(limits.READ_QUORUM_TIMEOUT_S + limits.STATUS_TIMEOUT_S):
+                problem = await backend.probe()
+        except TimeoutError:
+            problem = "readiness probe timed out"
+        except Exception as error:  # keep probing; report why
+            log.exception("readiness probe failed")
+            problem = f"readiness probe failed: {error!r}"
+        previous = readiness.health
+        readiness.record(problem)
+        if readiness.health != previous:
+            log.info("health: %s", readiness.health)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limits.READINESS_PROBE_INTERVAL_S):
+                await stop.wait()
+
+
+async def _reap_loop(service: ComputeService, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limits.SESSION_REAP_INTERVAL_S):
+                await stop.wait()
+        await service.reap_idle()

@@ -1,0 +1,180 @@
+"""Quorum reads from storage: which copies to ask and how to merge their answers.
+
+Theory of operation
+-------------------
+Every key lives on 6 storage copies (2 per AZ). A read at `ts` needs answers from
+3 of them (the 3/6 read quorum; a write is durable on 4/6, so any 3 copies include
+at least one holding every durable version). A copy answers only once it has
+applied every commit with commit_ts <= ts, so copies that answer should agree;
+when they do not, the newest version wins (merge by highest version_ts) and the
+disagreement is reported so the caller can log it (repair is the storage node's job).
+
+This module is pure: no I/O, no clock reads; `now_s` is passed in.
+
+* `order_copies` decides the order in which copies are asked: the compute node's
+  own AZ first (cheapest, lowest latency), then the others in the cluster file's
+  order. Copies that failed recently (`suspect_until_s`) move to the end, keeping
+  their relative order, so a dead copy in our AZ does not cost every read a retry.
+  The caller asks the first 3 concurrently and the next one each time a copy fails.
+
+* `merge_point` merges per-key answers of Get: for each key the version with the
+  highest version_ts wins (found=false with version_ts>0 is a tombstone and wins
+  like any version; version_ts=0 means "no version at all").
+
+* `merge_scan` merges pages of Scan that were all asked with the same
+  (start, end, ts, limit). Scans return live versions only, in ascending key order,
+  and `more=true` when the copy stopped at `limit`. A copy with more=true has only
+  told us about keys up to its last key, so the merged page is valid up to the
+  smallest last key among copies that said more (`bound`). Rows beyond the bound
+  are dropped (a later page returns them), and the merged page says more=true; the
+  caller continues strictly after the last key returned. A key present on one copy
+  and absent on another within the bound is a disagreement; presence wins (the
+  copy that lacks it is the one missing a version, since answering copies are
+  caught up to ts). Merged rows are capped at `limit`; a cap also means more=true.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+# Copies that answer a read (3 of 6).
+READ_QUORUM = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Version:
+    """One copy's answer for one key (mirrors storage.proto Version)."""
+
+    key: bytes
+    value: bytes
+    version_ts: int
+    found: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanPage:
+    """One copy's answer to a Scan: live versions in ascending key order."""
+
+    copy_name: str
+    versions: tuple[Version, ...]
+    more: bool
+
+
+@dataclasses.dataclass
+class PointMerge:
+    # key -> value (None: no live version at ts).
+    values: dict[bytes, bytes | None]
+    # Keys on which the answering copies disagreed (distinct version_ts).
+    disagreements: list[bytes]
+
+
+@dataclasses.dataclass
+class ScanMerge:
+    rows: list[tuple[bytes, bytes]]
+    more: bool
+    disagreements: list[bytes]
+    # When more: the last key this page covers; the next page starts strictly after it.
+    resume_after: bytes | None
+
+
+def order_copies(
+    copy_names_azs: Sequence[tuple[str, str]],
+    own_az: str,
+    suspect_until_s: dict[str, float],
+    now_s: float,
+) -> list[str]:
+    """Names of the copies in the order to ask them (see module docstring)."""
+    own = [name for name, az in copy_names_azs if az == own_az]
+    others = [name for name, az in copy_names_azs if az != own_az]
+    preferred = own + others
+    healthy = [name for name in preferred if suspect_until_s.get(name, 0.0) <= now_s]
+    suspect = [name for name in preferred if suspect_until_s.get(name, 0.0) > now_s]
+    return healthy + suspect
+
+
+def merge_point(keys: Sequence[bytes], answers: Sequence[Sequence[Version]]) -> PointMerge:
+    """Merge the Get answers of several copies; each answer has one Version per key, in `keys` order."""
+    assert len(answers) > 0
+    values: dict[bytes, bytes | None] = {}
+    disagreements: list[bytes] = []
+    for position, key in enumerate(keys):
+        best: Version | None = None
+        seen_ts: set[int] = set()
+        for answer in answers:
+            assert len(answer) == len(keys), "a copy answered a different number of keys"
+            version = answer[position]
+            assert version.key == key, "a copy answered keys out of order"
+            seen_ts.add(version.version_ts)
+            if best is None or version.version_ts > best.version_ts:
+                best = version
+        assert best is not None
+        if len(seen_ts) > 1:
+            disagreements.append(key)
+        values[key] = best.value if best.found else None
+    return PointMerge(values, disagreements)
+
+
+def merge_scan(pages: Sequence[ScanPage], limit: int) -> ScanMerge:
+    """Merge Scan pages of several copies asked with the same (start, end, ts, limit)."""
+    assert len(pages) > 0
+    assert limit > 0
+    bound: bytes | None = None  # None: no copy stopped early, every row is covered
+    for page in pages:
+        if page.more:
+            assert page.versions, "a copy said more=true with an empty page"
+            last_key = page.versions[-1].key
+            if bound is None or last_key < bound:
+                bound = last_key
+    best: dict[bytes, Version] = {}
+    # key -> version_ts reported by each copy that holds it (within the bound).
+    holders: dict[bytes, list[int]] = {}
+    for page in pages:
+        previous: bytes | None = None
+        for version in page.versions:
+            assert previous is None or version.key > previous, "a copy returned keys out of order"
+            previous = version.key
+            if bound is not None and version.key > bound:
+                break
+            holders.setdefault(version.key, []).append(version.version_ts)
+            current = best.get(version.key)
+            if current is None or version.version_ts > current.version_ts:
+                best[version.key] = version
+    # Every page covers every key up to the bound, so each copy should hold each key once.
+    disagreements = [
+        key for key in sorted(best) if len(holders[key]) != len(pages) or len(set(holders[key])) > 1
+    ]
+    rows = [(key, best[key].value) for key in sorted(best) if best[key].found]
+    resume_after = bound
+    if len(rows) > limit:
+        rows = rows[:limit]
+        resume_after = rows[-1][0]
+    if resume_after is not None and rows:
+        assert rows[-1][0] <= resume_after
+    return ScanMerge(rows, resume_after is not None, disagreements, resume_after)
+
+
+def check_get_answer(keys: Sequence[bytes], versions: Sequence[Version]) -> str | None:
+    """Why a copy's Get answer is malformed (None when it is well formed)."""
+    if len(versions) != len(keys):
+        return f"answered {len(versions)} versions for {len(keys)} keys"
+    for key, version in zip(keys, versions):
+        if version.key != key:
+            return "answered keys out of request order"
+    return None
+
+
+def check_scan_page(page: ScanPage, start: bytes, end: bytes | None, limit: int) -> str | None:
+    """Why a copy's Scan page is malformed (None when it is well formed)."""
+    if len(page.versions) > limit:
+        return f"returned {len(page.versions)} rows for limit {limit}"
+    if page.more and not page.versions:
+        return "said more=true with an empty page"
+    previous: bytes | None = None
+    for version in page.versions:
+        if previous is not None and version.key <= previous:
+            return "returned keys out of ascending order"
+        if version.key < start or (end is not None and version.key >= end):
+            return "returned a key outside the requested range"
+        previous = version.key
+    return None
+

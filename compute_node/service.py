@@ -1,0 +1,275 @@
+"""The Compute gRPC servicer: sessions in, SQL results out.
+
+A thin shell: sessions (compute_node.session.Session) do the SQL; this module
+keeps the session table (bounded by SESSIONS_MAX, idle ones reaped after
+SESSION_IDLE_S), serializes requests on one session with a lock, bounds each
+Execute by STATEMENT_TIMEOUT_S and converts results to protobuf.
+
+A statement that times out answers 57014 and the session stays open, except when
+the deadline struck while a commit was in flight: then the outcome is unknown and
+the answer is 40003, never a guess.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import decimal
+import logging
+import time
+import uuid
+from typing import Any, Callable, Protocol
+
+import grpc
+
+from quorumdb import config as config_mod
+from quorumdb import errors, limits
+from quorumdb.pb import common_pb2, compute_pb2, compute_pb2_grpc
+
+log = logging.getLogger("compute_node.service")
+
+SQLSTATE_CONNECTION_DOES_NOT_EXIST = "08003"
+SQLSTATE_TOO_MANY_CONNECTIONS = "53300"
+
+SINT64_MIN = -(2**63)
+SINT64_MAX = 2**63 - 1
+
+
+class SessionLike(Protocol):
+    transaction_status: str
+
+    async def execute(self, sql: str) -> list[Any]: ...
+
+    async def close(self) -> None: ...
+
+
+class CommitTracker:
+    """A per-session view of the Backend that knows whether a commit is in flight."""
+
+    def __init__(self, backend) -> None:
+        self._backend = backend
+        self.commit_in_flight = False
+
+    def start_ts(self) -> int:
+        return self._backend.start_ts()
+
+    async def get_many(self, keys, ts):
+        return await self._backend.get_many(keys, ts)
+
+    async def scan(self, start, end, ts, limit):
+        return await self._backend.scan(start, end, ts, limit)
+
+    async def commit(self, start_ts, writes, lock_keys, txn_id):
+        self.commit_in_flight = True
+        try:
+            commit_ts = await self._backend.commit(start_ts, writes, lock_keys, txn_id)
+        except asyncio.CancelledError:
+            raise  # cancelled mid-commit (statement deadline): the flag stays set, the outcome is unknown
+        except BaseException:
+            self.commit_in_flight = False
+            raise
+        self.commit_in_flight = False
+        return commit_ts
+
+    def __getattr__(self, name: str):  # anything else the session may use (clock, leader, ...)
+        return getattr(self._backend, name)
+
+
+@dataclasses.dataclass
+class _SessionEntry:
+    session: SessionLike
+    tracker: CommitTracker
+    lock: asyncio.Lock
+    last_used_s: float
+
+
+# session_factory(backend_view, session_id) -> Session
+SessionFactory = Callable[[Any, str], SessionLike]
+
+
+class ComputeService(compute_pb2_grpc.ComputeServicer):
+    def __init__(
+        self,
+        node: config_mod.NodeConfig,
+        backend,
+        session_factory: SessionFactory,
+        health: Callable[[], str] = lambda: "ok",
+        statement_timeout_s: float = limits.STATEMENT_TIMEOUT_S,
+        sessions_max: int = limits.SESSIONS_MAX,
+        session_idle_s: float = limits.SESSION_IDLE_S,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._node = node
+        self._backend = backend
+        self._session_factory = session_factory
+        self._health = health
+        self._statement_timeout_s = statement_timeout_s
+        self._sessions_max = sessions_max
+        self._session_idle_s = session_idle_s
+        self._monotonic = monotonic
+        self._sessions: dict[str, _SessionEntry] = {}
+
+    # --- sessions --------------------------------------------------------------------
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    async def OpenSession(self, request, context):
+        if len(self._sessions) >= self._sessions_max:
+            await self.reap_idle()
+        if len(self._sessions) >= self._sessions_max:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{SQLSTATE_TOO_MANY_CONNECTIONS}: too many sessions on {self._node.name} "
+                f"(at most {self._sessions_max})",
+            )
+        session_id = uuid.uuid4().hex
+        tracker = CommitTracker(self._backend)
+        session = self._session_factory(tracker, session_id)
+        self._sessions[session_id] = _SessionEntry(session, tracker, asyncio.Lock(), self._monotonic())
+        log.debug("session %s opened by %r", session_id, request.client)
+        return compute_pb2.OpenSessionReply(session_id=session_id)
+
+    async def CloseSession(self, request, context):
+        entry = self._sessions.pop(request.session_id, None)
+        if entry is not None:
+            async with entry.lock:
+                await _close_quietly(entry.session)
+        return compute_pb2.CloseSessionReply()
+
+    async def reap_idle(self) -> int:
+        """Close sessions idle for longer than session_idle_s; returns how many."""
+        now_s = self._monotonic()
+        idle = [
+            session_id
+            for session_id, entry in self._sessions.items()
+            if not entry.lock.locked() and now_s - entry.last_used_s > self._session_idle_s
+        ]
+        for session_id in idle:
+            entry = self._sessions.pop(session_id)
+            await _close_quietly(entry.session)
+        if idle:
+            log.info("closed %d idle session(s)", len(idle))
+        return len(idle)
+
+    async def close_all(self) -> None:
+        entries, self._sessions = list(self._sessions.values()), {}
+        for entry in entries:
+            await _close_quietly(entry.session)
+
+    # --- statements ------------------------------------------------------------------
+
+    async def Execute(self, request, context):
+        entry = self._sessions.get(request.session_id)
+        if entry is None:
+            error = errors.SqlError(
+                SQLSTATE_CONNECTION_DOES_NOT_EXIST,
+                f"session {request.session_id!r} does not exist on {self._node.name} "
+                "(closed, idle too long, or the node restarted)",
+                hint="Open a new session.",
+            )
+            return compute_pb2.ExecuteReply(results=[error_result(error)], transaction_status="I")
+        async with entry.lock:
+            entry.last_used_s = self._monotonic()
+            results = await self._execute_bounded(entry, request.sql)
+            entry.last_used_s = self._monotonic()
+            return compute_pb2.ExecuteReply(
+                results=[result_to_pb(result) for result in results],
+                transaction_status=entry.session.transaction_status,
+            )
+
+    async def _execute_bounded(self, entry: _SessionEntry, sql: str) -> list[Any]:
+        entry.tracker.commit_in_flight = False
+        try:
+            async with asyncio.timeout(self._statement_timeout_s):
+                return await entry.session.execute(sql)
+        except TimeoutError:
+            if entry.tracker.commit_in_flight:
+                entry.tracker.commit_in_flight = False
+                error = errors.completion_unknown("the statement deadline passed while the commit was in flight")
+            else:
+                error = errors.SqlError(
+                    errors.QUERY_CANCELED,
+                    f"canceling statement due to statement timeout ({self._statement_timeout_s:g}s)",
+                )
+            return [_ErrorOnly(error)]
+        except errors.SqlError as error:
+            return [_ErrorOnly(error)]
+        except Exception as error:  # a bug in a session must not take the node down
+            log.exception("session execute failed")
+            return [_ErrorOnly(errors.SqlError(errors.INTERNAL_ERROR, f"internal error: {error!r}"))]
+
+    async def Status(self, request, context):
+        leader = getattr(self._backend, "leader", None) or ""
+        return common_pb2.NodeStatus(
+            name=self._node.name,
+            az=self._node.az,
+            service="compute",
+            role="query",
+            leader=leader,
+            health=self._health(),
+            detail=f"sessions={len(self._sessions)}",
+        )
+
+
+@dataclasses.dataclass
+class _ErrorOnly:
+    """A result with no rows, only an error (duck-types session.StatementResult)."""
+
+    error: errors.SqlError
+    columns: list = dataclasses.field(default_factory=list)
+    rows: list = dataclasses.field(default_factory=list)
+    command_tag: str = ""
+
+
+async def _close_quietly(session: SessionLike) -> None:
+    try:
+        await session.close()
+    except Exception:
+        log.exception("closing a session failed")
+
+
+# --- protobuf conversion ------------------------------------------------------------
+
+
+def error_result(error: errors.SqlError) -> compute_pb2.StatementResult:
+    return compute_pb2.StatementResult(has_error=True, error=error_to_pb(error))
+
+
+def error_to_pb(error: errors.SqlError) -> compute_pb2.SqlError:
+    return compute_pb2.SqlError(
+        sqlstate=error.sqlstate, message=error.message, detail=error.detail or "", hint=error.hint or ""
+    )
+
+
+def result_to_pb(result: Any) -> compute_pb2.StatementResult:
+    """session.StatementResult -> protobuf."""
+    message = compute_pb2.StatementResult(
+        columns=[compute_pb2.Column(name=name, type=type_name) for name, type_name in result.columns],
+        rows=[compute_pb2.Row(values=[value_to_pb(value) for value in row]) for row in result.rows],
+        command_tag=result.command_tag or "",
+    )
+    if result.error is not None:
+        message.has_error = True
+        message.error.CopyFrom(error_to_pb(result.error))
+    return message
+
+
+def value_to_pb(value: Any) -> compute_pb2.Value:
+    if value is None:
+        return compute_pb2.Value(is_null=True)
+    if isinstance(value, bool):  # before int: bool is an int subclass
+        return compute_pb2.Value(bool_value=value)
+    if isinstance(value, int):
+        if SINT64_MIN <= value <= SINT64_MAX:
+            return compute_pb2.Value(int_value=value)
+        return compute_pb2.Value(text_value=str(value))
+    if isinstance(value, float):
+        return compute_pb2.Value(double_value=value)
+    if isinstance(value, str):
+        return compute_pb2.Value(text_value=value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return compute_pb2.Value(bytes_value=bytes(value))
+    if isinstance(value, decimal.Decimal):
+        return compute_pb2.Value(text_value=str(value))
+    return compute_pb2.Value(text_value=str(value))

@@ -1,0 +1,176 @@
+"""A SQL session on a compute node: transaction state around the SQL engine.
+
+Theory of operation
+-------------------
+A session runs the `;`-separated statements of each `execute` call in order and
+stops after the first error (that statement's result carries the error). It is in
+one of three states, reported as PostgreSQL's ReadyForQuery status:
+
+  'I' idle:   each statement is its own transaction (autocommit): it takes a
+              start_ts, runs, and commits (a transaction that wrote nothing commits
+              locally); an error discards it.
+  'T' block:  after BEGIN / START TRANSACTION every statement runs in the same
+              transaction (same start_ts, one write buffer, read-your-writes) until
+              COMMIT/END or ROLLBACK/ABORT.
+  'E' failed: a statement of the block failed; every statement but COMMIT/ROLLBACK
+              fails with 25P02; COMMIT then reports ROLLBACK, as PostgreSQL.
+
+COMMIT sends the write buffer to `Backend.commit`; whatever it raises (40001
+conflict, 40003 outcome unknown, 08006/57P03 unavailable) ends the transaction and
+is returned as the COMMIT's error. A transaction older than limits.TXN_AGE_MAX_NS
+(measured with backend.start_ts(), the session's only clock) fails its next statement
+with 40001, as the adjudicator would refuse its commit anyway.
+
+The session never writes to storage itself; the transport implements `Backend`.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from compute_node.sql import executor
+from compute_node.sql.parser import TransactionAction, TransactionControl, parse_script
+from compute_node.sql.result import StatementResult
+from compute_node.sql.transaction import Transaction
+from quorumdb import errors, limits
+from quorumdb.errors import SqlError
+
+__all__ = ["Backend", "Session", "StatementResult"]
+
+
+class Backend(Protocol):
+    def start_ts(self) -> int:
+        """clock.now().latest: the snapshot a new transaction reads."""
+
+    async def get_many(self, keys: list[bytes], ts: int) -> dict[bytes, bytes | None]:
+        """The value of each key at ts (None: absent or deleted)."""
+
+    async def scan(self, start: bytes, end: bytes | None, ts: int,
+                   limit: int) -> tuple[list[tuple[bytes, bytes]], bool]:
+        """Live rows with start <= key < end (end None = unbounded) at ts, ascending, at most
+        limit; the bool says there may be more."""
+
+    async def commit(self, start_ts: int, writes: list[tuple[bytes, bytes | None]], lock_keys: list[bytes],
+                     txn_id: str) -> int:
+        """The commit_ts; raises SqlError (40001 OC000, 40003 unknown, 08006/57P03 unavailable)."""
+
+
+IN_FAILED_BLOCK = "current transaction is aborted, commands ignored until end of transaction block"
+
+
+class Session:
+    def __init__(self, backend: Backend, session_id: str):
+        self.backend = backend
+        self.session_id = session_id
+        self._txn: Transaction | None = None   # the open block's transaction
+        self._failed = False
+        self._txn_count = 0
+        self._lock = asyncio.Lock()             # one execute at a time
+        self.last_plan = None                   # access plan of the last statement that read a table
+
+    @property
+    def transaction_status(self) -> str:
+        if self._txn is None:
+            return "I"
+        return "E" if self._failed else "T"
+
+    @property
+    def transaction(self) -> Transaction | None:
+        return self._txn
+
+    async def execute(self, sql: str) -> list[StatementResult]:
+        async with self._lock:
+            try:
+                statements = parse_script(sql)
+            except SqlError as error:
+                if self._txn is not None:
+                    self._failed = True
+                return [StatementResult.failed(error)]
+            results: list[StatementResult] = []
+            for statement in statements:
+                result = await self._run(statement)
+                results.append(result)
+                if result.error is not None:
+                    break
+            return results
+
+    async def close(self) -> None:
+        self._end()
+
+    # --- statements ---------------------------------------------------------------
+    async def _run(self, statement) -> StatementResult:
+        self.last_plan = None
+        if isinstance(statement, TransactionControl):
+            return await self._control(statement.action)
+        if self._txn is None:
+            return await self._autocommit(statement)
+        if self._failed:
+            return StatementResult.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+        try:
+            self._check_age(self._txn)
+            self._txn.last_plan = None
+            result = await executor.execute(self._txn, statement)
+            self.last_plan = self._txn.last_plan
+            return result
+        except SqlError as error:
+            self._failed = True
+            return StatementResult.failed(error)
+        except BaseException:
+            self._failed = True
+            raise
+
+    async def _autocommit(self, statement) -> StatementResult:
+        txn = self._new_transaction()
+        try:
+            result = await executor.execute(txn, statement)
+            self.last_plan = txn.last_plan
+            await txn.commit()
+        except SqlError as error:
+            return StatementResult.failed(error)
+        return result
+
+    async def _control(self, action: TransactionAction) -> StatementResult:
+        match action:
+            case TransactionAction.BEGIN:
+                if self._failed:
+                    return StatementResult.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+                if self._txn is None:  # BEGIN inside a block: PostgreSQL warns and goes on
+                    self._txn = self._new_transaction()
+                return StatementResult.tag("BEGIN")
+            case TransactionAction.COMMIT:
+                return await self._commit()
+            case TransactionAction.ROLLBACK:
+                self._end()
+                return StatementResult.tag("ROLLBACK")
+        raise AssertionError(action)
+
+    async def _commit(self) -> StatementResult:
+        txn = self._txn
+        if txn is None:  # PostgreSQL: WARNING there is no transaction in progress
+            return StatementResult.tag("COMMIT")
+        if self._failed:
+            self._end()
+            return StatementResult.tag("ROLLBACK")
+        try:
+            self._check_age(txn)
+            await txn.commit()
+        except SqlError as error:
+            return StatementResult.failed(error)
+        finally:
+            self._end()
+        return StatementResult.tag("COMMIT")
+
+    def _new_transaction(self) -> Transaction:
+        self._txn_count += 1
+        return Transaction(self.backend, self.backend.start_ts(), f"{self.session_id}:{self._txn_count}")
+
+    def _end(self) -> None:
+        self._txn = None
+        self._failed = False
+
+    def _check_age(self, txn: Transaction) -> None:
+        age_ns = self.backend.start_ts() - txn.start_ts
+        if age_ns > limits.TXN_AGE_MAX_NS:
+            raise SqlError(errors.SERIALIZATION_FAILURE,
+                           f"transaction age limit of {limits.TXN_AGE_MAX_NS // 1_000_000_000} seconds exceeded",
+                           hint="Retry the transaction; keep transactions short.")

@@ -1,0 +1,147 @@
+"""SQL text -> statements: sqlglot (PostgreSQL dialect) plus transaction control.
+
+The whole string is tokenized and split at `;` first, and every statement is parsed
+before any runs, so a syntax error anywhere runs nothing (as PostgreSQL's simple
+query protocol). Transaction control (BEGIN, START TRANSACTION, COMMIT, END,
+ROLLBACK, ABORT) is recognised from its words here because sqlglot does not parse
+all of its spellings. Statements outside the supported surface are 0A000; text that
+is not a statement at all is 42601, with PostgreSQL's `syntax error at or near "x"`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import TokenType
+
+from quorumdb import errors
+from quorumdb.errors import SqlError
+
+# sqlglot logs a warning when it falls back to an opaque Command; we report those as 0A000.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
+
+SUPPORTED_STATEMENTS = (exp.Select, exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop)
+
+# First words of PostgreSQL commands we do not implement: 0A000, not a syntax error.
+_COMMAND_WORDS = {
+    "ALTER", "TRUNCATE", "SET", "SHOW", "RESET", "GRANT", "REVOKE", "COPY", "EXPLAIN", "VACUUM", "ANALYZE",
+    "ANALYSE", "LOCK", "PREPARE", "EXECUTE", "DEALLOCATE", "DO", "CALL", "COMMENT", "DISCARD", "LISTEN",
+    "NOTIFY", "UNLISTEN", "VALUES", "WITH", "TABLE", "MERGE", "REINDEX", "CLUSTER", "CHECKPOINT", "DECLARE",
+    "FETCH", "CLOSE", "MOVE", "REFRESH", "SECURITY", "IMPORT", "LOAD", "SAVEPOINT", "RELEASE", "PREPARE",
+    "CREATE", "DROP", "INSERT", "UPDATE", "DELETE", "SELECT",
+}
+
+
+class TransactionAction(enum.Enum):
+    BEGIN = "BEGIN"
+    COMMIT = "COMMIT"
+    ROLLBACK = "ROLLBACK"
+
+
+@dataclasses.dataclass(frozen=True)
+class TransactionControl:
+    action: TransactionAction
+
+
+Statement = TransactionControl | exp.Expression
+
+
+def parse_script(sql: str) -> list[Statement]:
+    try:
+        tokens = sqlglot.tokenize(sql, read="postgres")
+    except TokenError as error:
+        raise SqlError(errors.SYNTAX_ERROR, f"syntax error: {_first_line(str(error))}") from None
+    statements: list[Statement] = []
+    chunk: list = []
+    for token in tokens + [None]:
+        if token is None or token.token_type == TokenType.SEMICOLON:
+            if chunk:
+                statements.append(_parse_statement(sql[chunk[0].start:chunk[-1].end + 1], chunk))
+            chunk = []
+        else:
+            chunk.append(token)
+    return statements
+
+
+def _parse_statement(text: str, tokens: list) -> Statement:
+    words = [token.text.upper() for token in tokens]
+    control = _transaction_control(words)
+    if control is not None:
+        return control
+    if words[0] in ("SAVEPOINT", "RELEASE"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{words[0]} is not supported")
+    if words[0] not in _COMMAND_WORDS and words[0] != "(":
+        raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[0].text}"')
+    try:
+        statement = sqlglot.parse_one(text, read="postgres")
+    except ParseError as error:
+        detail = error.errors[0] if error.errors else {}
+        near = detail.get("highlight") or ""
+        if near:
+            raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{near}"') from None
+        raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input") from None
+    except TokenError as error:
+        raise SqlError(errors.SYNTAX_ERROR, f"syntax error: {_first_line(str(error))}") from None
+    if isinstance(statement, SUPPORTED_STATEMENTS):
+        return statement
+    if isinstance(statement, (exp.Union, exp.Intersect, exp.Except)):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{type(statement).__name__.upper()} is not supported")
+    if words[0] in _COMMAND_WORDS:
+        shown = " ".join(words[:2]) if words[0] in ("CREATE", "DROP", "ALTER") and len(words) > 1 else words[0]
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{shown} is not supported")
+    raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[0].text}"')
+
+
+_BEGIN_WORDS = {"BEGIN", "START"}
+_COMMIT_WORDS = {"COMMIT", "END"}
+_ROLLBACK_WORDS = {"ROLLBACK", "ABORT"}
+# Transaction modes DSQL accepts: its only isolation level is REPEATABLE READ (snapshot isolation).
+_ACCEPTED_MODES = [["ISOLATION", "LEVEL", "REPEATABLE", "READ"], ["READ", "WRITE"]]
+
+
+def _transaction_control(words: list[str]) -> TransactionControl | None:
+    first = words[0]
+    if first == "START":
+        if len(words) < 2 or words[1] != "TRANSACTION":
+            return None
+        rest = words[2:]
+    elif first in _BEGIN_WORDS | _COMMIT_WORDS | _ROLLBACK_WORDS:
+        rest = words[1:]
+        if rest and rest[0] in ("WORK", "TRANSACTION"):
+            rest = rest[1:]
+    else:
+        return None
+    if first in _BEGIN_WORDS:
+        _check_modes(rest)
+        return TransactionControl(TransactionAction.BEGIN)
+    if rest:
+        if rest[0] in ("TO", "AND"):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{first} {' '.join(rest[:2])} is not supported")
+        raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{rest[0]}"')
+    if first in _COMMIT_WORDS:
+        return TransactionControl(TransactionAction.COMMIT)
+    return TransactionControl(TransactionAction.ROLLBACK)
+
+
+def _check_modes(rest: list[str]) -> None:
+    position = 0
+    while position < len(rest):
+        if rest[position] == ",":
+            position += 1
+            continue
+        for mode in _ACCEPTED_MODES:
+            if rest[position:position + len(mode)] == mode:
+                position += len(mode)
+                break
+        else:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           f"transaction mode {' '.join(rest[position:])} is not supported "
+                           "(transactions are REPEATABLE READ, snapshot isolation)")
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text else text

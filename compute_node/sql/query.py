@@ -1,0 +1,327 @@
+"""SELECT compiled into a program: filter, project, group, sort, limit (pure, no I/O).
+
+Theory of operation
+-------------------
+`compile_select(select, scope)` resolves everything a SELECT needs before a row is
+read: the select list (with * expanded), WHERE, GROUP BY/HAVING and aggregates,
+ORDER BY (output names and positions first, then expressions over the table's
+columns, as PostgreSQL), DISTINCT, LIMIT and OFFSET. The resulting `SelectProgram`
+consumes source rows (`add_row`) and produces the result rows (`finish`); the
+executor feeds it rows from storage and stops early when `enough()` says the
+remaining rows cannot change the answer (no ORDER BY, grouping or DISTINCT, and
+OFFSET + LIMIT rows already matched).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+from sqlglot import exp
+
+from compute_node.sql import types
+from compute_node.sql.catalog import identifier_name
+from compute_node.sql.expressions import (
+    EMPTY_SCOPE, AggregateCollector, AggregateSpec, Compiled, Compiler, Scope, coerce_constant,
+    contains_aggregate, output_name,
+)
+from compute_node.sql.types import Kind
+from quorumdb import errors, limits
+from quorumdb.errors import SqlError
+
+_SELECT_ARGS = {"expressions", "from", "from_", "where", "group", "having", "order", "limit", "offset",
+                "distinct", "locks", "kind"}
+
+
+@dataclasses.dataclass
+class OrderItem:
+    output_index: int | None      # sort by this output column, or
+    compiled: Compiled | None     # by this expression over the source (or grouped) row
+    descending: bool
+    nulls_first: bool
+
+
+class SelectProgram:
+    def __init__(self):
+        self.columns: list[tuple[str, types.SqlType]] = []
+        self.outputs: list[Compiled] = []
+        self.where: Compiled | None = None
+        self.collector: AggregateCollector | None = None
+        self.having: Compiled | None = None
+        self.order: list[OrderItem] = []
+        self.distinct = False
+        self.limit: int | None = None
+        self.offset = 0
+        self.for_update = False
+        # Run state.
+        self._rows: list[tuple[tuple, tuple, bytes | None]] = []  # (output, sort keys, source key)
+        self._groups: dict[tuple, tuple[tuple, list]] = {}
+
+    @property
+    def grouped(self) -> bool:
+        return self.collector is not None
+
+    def matches(self, row: Sequence[Any]) -> bool:
+        return self.where is None or self.where.evaluate(row) is True
+
+    def enough(self) -> bool:
+        if self.grouped or self.order or self.distinct or self.limit is None:
+            return False
+        return len(self._rows) >= self.offset + self.limit
+
+    def add_row(self, row: Sequence[Any], key: bytes | None = None) -> None:
+        """Feeds one source row (already known to match WHERE)."""
+        if self.collector is not None:
+            self._accumulate(row)
+            return
+        output = tuple(compiled.evaluate(row) for compiled in self.outputs)
+        self._append(output, row, key)
+
+    def _append(self, output: tuple, source_row: Sequence[Any], key: bytes | None) -> None:
+        sort_keys = tuple(output[item.output_index] if item.output_index is not None
+                          else item.compiled.evaluate(source_row) for item in self.order)
+        if len(self._rows) >= limits.RESULT_ROWS_MAX:
+            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                           f"query result exceeds the limit of {limits.RESULT_ROWS_MAX} rows")
+        self._rows.append((output, sort_keys, key))
+
+    def _accumulate(self, row: Sequence[Any]) -> None:
+        collector = self.collector
+        group_values = tuple(compiled.evaluate(row) for compiled in collector.group_compiled)
+        group_key = tuple(_group_key(value) for value in group_values)
+        entry = self._groups.get(group_key)
+        if entry is None:
+            if len(self._groups) >= limits.RESULT_ROWS_MAX:
+                raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                               f"query has more than {limits.RESULT_ROWS_MAX} groups")
+            entry = (group_values, [_Accumulator(spec) for spec in collector.aggregates])
+            self._groups[group_key] = entry
+        for accumulator in entry[1]:
+            accumulator.add(row)
+
+    def finish(self) -> tuple[list[tuple], list[bytes]]:
+        """The result rows, and the keys of the source rows they came from (for FOR UPDATE)."""
+        if self.collector is not None:
+            if not self._groups and not self.collector.group_nodes:
+                self._groups[()] = ((), [_Accumulator(spec) for spec in self.collector.aggregates])
+            for group_values, accumulators in self._groups.values():
+                grouped_row = group_values + tuple(a.result() for a in accumulators)
+                if self.having is not None and self.having.evaluate(grouped_row) is not True:
+                    continue
+                output = tuple(compiled.evaluate(grouped_row) for compiled in self.outputs)
+                self._append(output, grouped_row, None)
+        entries = self._rows
+        if self.distinct:
+            seen = set()
+            unique = []
+            for entry in entries:
+                marker = tuple(_group_key(v) for v in entry[0])
+                if marker not in seen:
+                    seen.add(marker)
+                    unique.append(entry)
+            entries = unique
+        for position in range(len(self.order) - 1, -1, -1):
+            item = self.order[position]
+            null_rank = 1 if (not item.nulls_first) != item.descending else 0
+
+            def sort_key(entry, position=position, null_rank=null_rank):
+                value = entry[1][position]
+                if value is None:
+                    return (null_rank, 0)
+                return (1 - null_rank, types.sort_key(value))
+            entries = sorted(entries, key=sort_key, reverse=item.descending)
+        end = None if self.limit is None else self.offset + self.limit
+        entries = entries[self.offset:end]
+        return [entry[0] for entry in entries], [entry[2] for entry in entries if entry[2] is not None]
+
+
+def _group_key(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return ("NaN",)
+    return value
+
+
+class _Accumulator:
+    def __init__(self, spec: AggregateSpec):
+        self.spec = spec
+        self.count = 0
+        self.total: Any = None
+        self.seen: set | None = set() if spec.distinct else None
+
+    def add(self, row: Sequence[Any]) -> None:
+        spec = self.spec
+        if spec.argument is None:
+            self.count += 1
+            return
+        value = spec.argument.evaluate(row)
+        if value is None:
+            return
+        if self.seen is not None:
+            marker = _group_key(value)
+            if marker in self.seen:
+                return
+            self.seen.add(marker)
+        self.count += 1
+        name = spec.name
+        if name in ("sum", "avg"):
+            self.total = value if self.total is None else self.total + value
+            if name == "sum" and spec.result_type.kind in types.INT_KINDS:
+                types.check_int_range(self.total, spec.result_type)
+        elif name == "min":
+            if self.total is None or types.sort_key(value) < types.sort_key(self.total):
+                self.total = value
+        elif name == "max":
+            if self.total is None or types.sort_key(value) > types.sort_key(self.total):
+                self.total = value
+
+    def result(self) -> Any:
+        name = self.spec.name
+        if name == "count":
+            return self.count
+        if name == "avg":
+            return None if self.count == 0 else float(self.total) / self.count
+        return self.total
+
+
+def compile_select(select: exp.Select, scope: Scope, has_table: bool) -> SelectProgram:
+    for key, value in select.args.items():
+        if key not in _SELECT_ARGS and value not in (None, False, []):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{key.rstrip('_').upper()} in SELECT is not supported")
+    program = SelectProgram()
+    row_compiler = Compiler(scope, "WHERE")
+    select_nodes = _expand_star(select.expressions, scope, has_table)
+    where_node = select.args.get("where")
+    if where_node is not None:
+        program.where = row_compiler.compile_condition(where_node.this)
+    group = select.args.get("group")
+    having_node = select.args.get("having")
+    order = select.args.get("order")
+    order_nodes = [item.this for item in order.expressions] if order is not None else []
+    distinct = select.args.get("distinct")
+    if distinct is not None:
+        if distinct.args.get("on") is not None:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "SELECT DISTINCT ON is not supported")
+        program.distinct = True
+    grouped = (group is not None or having_node is not None
+               or any(contains_aggregate(node) for node in select_nodes + order_nodes))
+    if grouped:
+        if group is not None and (group.args.get("rollup") or group.args.get("cube") or group.args.get("grouping_sets")):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ROLLUP, CUBE and GROUPING SETS are not supported")
+        group_nodes = [_resolve_group_node(node, select_nodes) for node in (group.expressions if group else [])]
+        program.collector = AggregateCollector(Compiler(scope, "GROUP BY"), group_nodes)
+        output_compiler = Compiler(scope, "SELECT", program.collector)
+    else:
+        output_compiler = Compiler(scope, "SELECT")
+    for node in select_nodes:
+        inner = node.this if isinstance(node, exp.Alias) else node
+        compiled = output_compiler.compile(inner)
+        if compiled.sql_type.kind is Kind.UNKNOWN:
+            compiled = coerce_constant(compiled, types.TEXT)
+        program.outputs.append(compiled)
+        program.columns.append((output_name(node), compiled.sql_type))
+    if having_node is not None:
+        having_compiler = Compiler(scope, "HAVING", program.collector)
+        program.having = having_compiler.compile_condition(having_node.this)
+    if order is not None:
+        for item in order.expressions:
+            program.order.append(_order_item(item, select_nodes, program, output_compiler))
+    program.limit = _limit_value(select.args.get("limit"), "LIMIT")
+    program.offset = _limit_value(select.args.get("offset"), "OFFSET") or 0
+    locks = select.args.get("locks") or []
+    if locks:
+        if any(not lock.args.get("update") for lock in locks):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "FOR SHARE is not supported; use FOR UPDATE")
+        if grouped or program.distinct:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           "FOR UPDATE is not allowed with aggregate functions, GROUP BY or DISTINCT")
+        if not has_table:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "FOR UPDATE requires a table")
+        program.for_update = True
+    return program
+
+
+def _expand_star(nodes: Sequence[exp.Expression], scope: Scope, has_table: bool) -> list[exp.Expression]:
+    expanded: list[exp.Expression] = []
+    for node in nodes:
+        is_star = isinstance(node, exp.Star) or (isinstance(node, exp.Column) and isinstance(node.this, exp.Star))
+        if not is_star:
+            expanded.append(node)
+            continue
+        if not has_table:
+            raise SqlError(errors.SYNTAX_ERROR, "SELECT * with no tables specified is not valid")
+        if isinstance(node, exp.Column):
+            qualifier = identifier_name(node.args["table"])
+            visible = scope.alias if scope.alias is not None else scope.table_name
+            if qualifier != visible:
+                raise SqlError(errors.UNDEFINED_TABLE, f'missing FROM-clause entry for table "{qualifier}"')
+        for name, _ in scope.columns:
+            expanded.append(exp.Column(this=exp.Identifier(this=name, quoted=True)))
+    return expanded
+
+
+def _resolve_group_node(node: exp.Expression, select_nodes: Sequence[exp.Expression]) -> exp.Expression:
+    """GROUP BY 1 and GROUP BY <output alias> refer to select-list entries, as in PostgreSQL."""
+    if isinstance(node, exp.Literal) and not node.is_string and node.this.isdigit():
+        position = int(node.this)
+        if not 1 <= position <= len(select_nodes):
+            raise SqlError("42P10", f"GROUP BY position {position} is not in select list")
+        chosen = select_nodes[position - 1]
+        return chosen.this if isinstance(chosen, exp.Alias) else chosen
+    if isinstance(node, exp.Column) and node.args.get("table") is None:
+        name = identifier_name(node.this)
+        for select_node in select_nodes:
+            if isinstance(select_node, exp.Alias) and identifier_name(select_node.args["alias"]) == name:
+                return select_node.this
+    return node
+
+
+def _order_item(item: exp.Ordered, select_nodes, program: SelectProgram, compiler: Compiler) -> OrderItem:
+    node = item.this
+    descending = bool(item.args.get("desc"))
+    nulls_first = item.args.get("nulls_first")
+    if nulls_first is None:
+        nulls_first = descending
+    output_index = None
+    if isinstance(node, exp.Literal) and not node.is_string and node.this.isdigit():
+        position = int(node.this)
+        if not 1 <= position <= len(program.outputs):
+            raise SqlError("42P10", f"ORDER BY position {position} is not in select list")
+        output_index = position - 1
+    elif isinstance(node, exp.Column) and node.args.get("table") is None and not isinstance(node.this, exp.Star):
+        name = identifier_name(node.this)
+        named = [i for i, (column_name, _) in enumerate(program.columns) if column_name == name]
+        if named:
+            output_index = named[0]
+    if output_index is None:
+        for index, select_node in enumerate(select_nodes):
+            if not isinstance(select_node, exp.Alias) and select_node == node:
+                output_index = index
+                break
+    if output_index is not None:
+        return OrderItem(output_index, None, descending, bool(nulls_first))
+    if program.distinct:
+        raise SqlError("42P10", "for SELECT DISTINCT, ORDER BY expressions must appear in select list")
+    compiled = compiler.compile(node)
+    if compiled.sql_type.kind is Kind.UNKNOWN:
+        compiled = coerce_constant(compiled, types.TEXT)
+    return OrderItem(None, compiled, descending, bool(nulls_first))
+
+
+def _limit_value(clause: exp.Expression | None, word: str) -> int | None:
+    if clause is None:
+        return None
+    node = clause.args.get("expression")
+    if node is None or (isinstance(node, exp.Var) and node.name.upper() == "ALL"):
+        return None
+    compiled = Compiler(EMPTY_SCOPE, word).compile(node)
+    if compiled.sql_type.kind is Kind.UNKNOWN:
+        compiled = coerce_constant(compiled, types.BIGINT)
+    if compiled.sql_type.kind not in types.INT_KINDS + (Kind.NULL,):
+        raise SqlError(errors.DATATYPE_MISMATCH,
+                       f"argument of {word} must be type bigint, not type {compiled.sql_type.display_name}")
+    value = compiled.evaluate(())
+    if value is None:
+        return None
+    if value < 0:
+        raise SqlError("2201W" if word == "LIMIT" else "2201X", f"{word} must not be negative")
+    return value

@@ -1,0 +1,138 @@
+"""One transaction of a session: a snapshot, a write buffer and the DSQL quotas.
+
+Theory of operation
+-------------------
+A transaction reads the database as of `start_ts` through the Backend and never
+writes to storage: INSERT/UPDATE/DELETE put new row values (or None tombstones)
+into `write_buffer`. Reads see the buffer first (read-your-writes):
+  * `get_many` answers buffered keys from the buffer and asks the backend for the rest;
+  * `scan` pages through `backend.scan` (limits.SCAN_PAGE_MAX rows a page) and merges
+    the buffered keys of the same range in key order, a buffered value replacing the
+    stored one and a tombstone hiding it.
+`commit()` sends the buffer and the lock keys to `backend.commit`; a transaction that
+wrote nothing commits locally. The quotas (rows changed, bytes changed, key size,
+row size) are checked on every `put`, so a statement fails with 54000 as soon as it
+would pass one; limits are read from quorumdb.limits at call time so tests and
+deployments may change them.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, AsyncIterator
+
+from quorumdb import errors, limits
+from quorumdb.errors import SqlError
+
+if TYPE_CHECKING:
+    from compute_node.session import Backend
+
+
+class Transaction:
+    def __init__(self, backend: "Backend", start_ts: int, txn_id: str):
+        self.backend = backend
+        self.start_ts = start_ts
+        self.txn_id = txn_id
+        self.write_buffer: dict[bytes, bytes | None] = {}
+        self.lock_keys: set[bytes] = set()
+        self.write_bytes = 0
+        # Catalog cache for this snapshot (table name -> definition or None); DDL updates it.
+        self.tables: dict[str, object] = {}
+        # The access plan of the last statement that read a table (tests and EXPLAIN-like tools).
+        self.last_plan = None
+
+    @property
+    def has_writes(self) -> bool:
+        return bool(self.write_buffer)
+
+    # --- writes -------------------------------------------------------------------
+    def put(self, key: bytes, value: bytes | None) -> None:
+        if len(key) > limits.KEY_BYTES_MAX:
+            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                           f"key size {len(key)} bytes exceeds the limit of {limits.KEY_BYTES_MAX} bytes")
+        if value is not None and len(value) > limits.ROW_BYTES_MAX:
+            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                           f"row size {len(value)} bytes exceeds the limit of {limits.ROW_BYTES_MAX} bytes")
+        previous_bytes = 0
+        if key in self.write_buffer:
+            previous_value = self.write_buffer[key]
+            previous_bytes = len(key) + (len(previous_value) if previous_value is not None else 0)
+        elif len(self.write_buffer) >= limits.TXN_ROWS_MAX:
+            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                           f"transaction exceeds the limit of {limits.TXN_ROWS_MAX} modified rows",
+                           hint="Split the change into several smaller transactions.")
+        new_bytes = len(key) + (len(value) if value is not None else 0)
+        total = self.write_bytes - previous_bytes + new_bytes
+        if total > limits.TXN_BYTES_MAX:
+            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                           f"transaction exceeds the limit of {limits.TXN_BYTES_MAX} bytes of modified data",
+                           hint="Split the change into several smaller transactions.")
+        self.write_buffer[key] = value
+        self.write_bytes = total
+
+    def lock(self, key: bytes) -> None:
+        """Makes the commit fail (OCC) if `key` was committed by another transaction after start_ts."""
+        self.lock_keys.add(key)
+
+    # --- reads ----------------------------------------------------------------------
+    async def get(self, key: bytes) -> bytes | None:
+        return (await self.get_many([key]))[key]
+
+    async def get_many(self, keys: list[bytes]) -> dict[bytes, bytes | None]:
+        result: dict[bytes, bytes | None] = {}
+        missing: list[bytes] = []
+        for key in keys:
+            if key in self.write_buffer:
+                result[key] = self.write_buffer[key]
+            else:
+                missing.append(key)
+        for offset in range(0, len(missing), limits.GET_KEYS_MAX):
+            chunk = missing[offset:offset + limits.GET_KEYS_MAX]
+            found = await self.backend.get_many(chunk, self.start_ts)
+            for key in chunk:
+                result[key] = found.get(key)
+        return result
+
+    async def scan(self, start: bytes, end: bytes | None) -> AsyncIterator[tuple[bytes, bytes]]:
+        """Live rows with start <= key < end in key order, the write buffer merged in."""
+        buffered = sorted((key, value) for key, value in self.write_buffer.items()
+                          if key >= start and (end is None or key < end))
+        buffered_index = 0
+        position = start
+        rows_read = 0
+        while True:
+            page, more = await self.backend.scan(position, end, self.start_ts, limits.SCAN_PAGE_MAX)
+            assert len(page) <= limits.SCAN_PAGE_MAX, "backend returned more rows than asked"
+            assert page or not more, "backend said more but returned no rows"
+            rows_read += len(page)
+            if rows_read > limits.STATEMENT_ROWS_READ_MAX:
+                raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                               f"statement reads more than {limits.STATEMENT_ROWS_READ_MAX} rows")
+            for key, value in page:
+                assert key >= position, "backend scan went backwards"
+                while buffered_index < len(buffered) and buffered[buffered_index][0] < key:
+                    buffered_key, buffered_value = buffered[buffered_index]
+                    buffered_index += 1
+                    if buffered_value is not None:
+                        yield buffered_key, buffered_value
+                if buffered_index < len(buffered) and buffered[buffered_index][0] == key:
+                    buffered_value = buffered[buffered_index][1]
+                    buffered_index += 1
+                    if buffered_value is not None:
+                        yield key, buffered_value
+                    continue
+                yield key, value
+            if not more:
+                break
+            position = page[-1][0] + b"\x00"  # the smallest key after the last one returned
+        for buffered_key, buffered_value in buffered[buffered_index:]:
+            if buffered_value is not None:
+                yield buffered_key, buffered_value
+
+    # --- end ---------------------------------------------------------------------------
+    async def commit(self) -> int | None:
+        """The commit timestamp, or None for a transaction that wrote nothing (committed locally)."""
+        if not self.write_buffer:
+            return None
+        writes = sorted(self.write_buffer.items())
+        commit_ts = await self.backend.commit(self.start_ts, writes, sorted(self.lock_keys), self.txn_id)
+        assert commit_ts > self.start_ts, f"commit_ts {commit_ts} must follow start_ts {self.start_ts}"
+        return commit_ts

@@ -1,0 +1,178 @@
+"""Quorum reads from the 6 storage copies (the network shell around read_core).
+
+Each read is sent to 3 copies at once (own AZ first); when a copy fails or times
+out, the next copy in order is asked, so that 3 answers arrive within
+READ_QUORUM_TIMEOUT_S. The answers are merged by read_core (highest version_ts
+wins); a disagreement is logged at WARNING. When fewer than 3 copies can answer,
+the read fails with SQLSTATE 57P03 ("cannot reach a read quorum").
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable, TypeVar
+
+import grpc
+
+from compute_node import read_core
+from quorumdb import config as config_mod
+from quorumdb import errors, limits, rpc
+from quorumdb.pb import storage_pb2, storage_pb2_grpc
+
+log = logging.getLogger("compute_node.storage_reader")
+
+T = TypeVar("T")
+
+
+class BadAnswer(Exception):
+    """A copy answered, but its answer is malformed; it counts as a failed copy."""
+
+
+class StorageReader:
+    def __init__(
+        self,
+        cluster: config_mod.ClusterConfig,
+        own_az: str,
+        channels: rpc.Channels,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._copies = [(node.name, node.az) for node in cluster.storages]
+        assert len(self._copies) >= read_core.READ_QUORUM, "a cluster needs at least 3 storage copies"
+        self._stubs = {node.name: storage_pb2_grpc.StorageStub(channels.get(node.address)) for node in cluster.storages}
+        self._own_az = own_az
+        self._monotonic = monotonic
+        self._suspect_until_s: dict[str, float] = {}
+
+    # --- public API (used by Backend) ----------------------------------------------
+
+    async def get_many(self, keys: list[bytes], ts: int) -> dict[bytes, bytes | None]:
+        unique_keys = list(dict.fromkeys(keys))
+        values: dict[bytes, bytes | None] = {}
+        for first in range(0, len(unique_keys), limits.GET_KEYS_MAX):
+            chunk = unique_keys[first : first + limits.GET_KEYS_MAX]
+            values.update(await self._get_chunk(chunk, ts))
+        return values
+
+    async def scan(self, start: bytes, end: bytes | None, ts: int, limit: int) -> tuple[list[tuple[bytes, bytes]], bool]:
+        """One merged page of at most min(limit, SCAN_PAGE_MAX) rows; more=True: continue after the last row."""
+        assert limit > 0
+        page_limit = min(limit, limits.SCAN_PAGE_MAX)
+        for _ in range(limits.SCAN_EMPTY_PAGES_MAX):
+            merged = await self._scan_page(start, end, ts, page_limit)
+            if merged.rows or not merged.more:
+                return merged.rows, merged.more
+            # Copies that said more all stopped on keys no copy holds live: skip past them.
+            assert merged.resume_after is not None
+            start = merged.resume_after + b"\x00"
+        raise errors.SqlError(errors.INTERNAL_ERROR, "storage copies keep disagreeing on a scan; try again")
+
+    # --- one quorum round ----------------------------------------------------------
+
+    async def _get_chunk(self, keys: list[bytes], ts: int) -> dict[bytes, bytes | None]:
+        async def ask(name: str, timeout_s: float) -> list[read_core.Version]:
+            request = storage_pb2.GetRequest(keys=keys, ts=ts, wait_ms=_wait_ms(timeout_s))
+            reply = await self._stubs[name].Get(request, timeout=timeout_s)
+            versions = [_version(v) for v in reply.versions]
+            why = read_core.check_get_answer(keys, versions)
+            if why is not None:
+                raise BadAnswer(why)
+            return versions
+
+        answers = await self._quorum(ask, f"read of {len(keys)} key(s) at ts {ts}")
+        merged = read_core.merge_point(keys, [versions for _, versions in answers])
+        if merged.disagreements:
+            self._log_disagreements("get", ts, merged.disagreements, answers)
+        return merged.values
+
+    async def _scan_page(self, start: bytes, end: bytes | None, ts: int, limit: int) -> read_core.ScanMerge:
+        async def ask(name: str, timeout_s: float) -> read_core.ScanPage:
+            request = storage_pb2.ScanRequest(
+                start=start, end=end or b"", ts=ts, limit=limit, wait_ms=_wait_ms(timeout_s)
+            )
+            reply = await self._stubs[name].Scan(request, timeout=timeout_s)
+            page = read_core.ScanPage(name, tuple(_version(v) for v in reply.versions), reply.more)
+            why = read_core.check_scan_page(page, start, end or None, limit)
+            if why is not None:
+                raise BadAnswer(why)
+            return page
+
+        answers = await self._quorum(ask, f"scan from {start.hex()} at ts {ts}")
+        merged = read_core.merge_scan([page for _, page in answers], limit)
+        if merged.disagreements:
+            self._log_disagreements("scan", ts, merged.disagreements, answers)
+        return merged
+
+    async def _quorum(
+        self, ask: Callable[[str, float], Awaitable[T]], what: str
+    ) -> list[tuple[str, T]]:
+        """Answers of READ_QUORUM copies, asking the next copy whenever one fails."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limits.READ_QUORUM_TIMEOUT_S
+        order = read_core.order_copies(self._copies, self._own_az, self._suspect_until_s, self._monotonic())
+        answers: list[tuple[str, T]] = []
+        failures: list[str] = []
+        pending: dict[asyncio.Task, str] = {}
+        next_position = 0
+        try:
+            while len(answers) < read_core.READ_QUORUM:
+                remaining_s = deadline - loop.time()
+                while (
+                    len(answers) + len(pending) < read_core.READ_QUORUM
+                    and next_position < len(order)
+                    and remaining_s > 0
+                ):
+                    name = order[next_position]
+                    next_position += 1
+                    timeout_s = min(limits.STORAGE_READ_TIMEOUT_S, remaining_s)
+                    pending[asyncio.ensure_future(ask(name, timeout_s))] = name
+                if not pending or remaining_s <= 0:
+                    break
+                done, _ = await asyncio.wait(pending, timeout=remaining_s, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    name = pending.pop(task)
+                    try:
+                        answers.append((name, task.result()))
+                        self._suspect_until_s.pop(name, None)
+                    except (grpc.aio.AioRpcError, BadAnswer) as error:
+                        failures.append(f"{name}: {_describe(error)}")
+                        self._suspect_until_s[name] = self._monotonic() + limits.STORAGE_SUSPECT_S
+        finally:
+            for task in pending:
+                task.cancel()
+        if len(answers) < read_core.READ_QUORUM:
+            for name in pending.values():
+                failures.append(f"{name}: no answer within {limits.READ_QUORUM_TIMEOUT_S:.0f}s")
+            log.warning("%s: no read quorum (%d of 3 answered): %s", what, len(answers), "; ".join(failures))
+            raise errors.SqlError(
+                errors.CANNOT_CONNECT_NOW,
+                f"cannot reach a read quorum (3 of {len(self._copies)} storage copies): "
+                f"{len(answers)} answered",
+                detail="; ".join(failures),
+                hint="Storage copies are down or not caught up; retry when more are back.",
+            )
+        if failures:
+            log.info("%s: answered after failures: %s", what, "; ".join(failures))
+        return answers
+
+    def _log_disagreements(self, kind: str, ts: int, keys: list[bytes], answers: list[tuple[str, object]]) -> None:
+        shown = ", ".join(key.hex() for key in keys[:5])
+        log.warning(
+            "storage copies %s disagree on %s at ts %d for %d key(s): %s",
+            [name for name, _ in answers], kind, ts, len(keys), shown,
+        )
+
+
+def _wait_ms(timeout_s: float) -> int:
+    """How long a copy may wait for its closed timestamp: the wait must end before the RPC deadline."""
+    return max(0, min(limits.STORAGE_READ_WAIT_MS, int(timeout_s * 1000) - 500))
+
+
+def _version(version: storage_pb2.Version) -> read_core.Version:
+    return read_core.Version(version.key, version.value, version.version_ts, version.found)
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name} {error.details() or ''}".strip()
+    return str(error)

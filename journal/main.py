@@ -1,0 +1,37 @@
+"""Run a journal replica: open the store, build the core, serve gRPC until `stop` is set."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from journal.core import ReplicaCore
+from journal.service import JournalService
+from journal.store import JournalStore
+from quorumdb import rpc
+from quorumdb.config import ClusterConfig, NodeConfig
+from quorumdb.pb import journal_pb2_grpc
+
+log = logging.getLogger("journal.main")
+
+# Seconds in-flight RPCs get to finish at shutdown.
+SHUTDOWN_GRACE_S = 1.0
+
+
+async def serve(cluster: ClusterConfig, node: NodeConfig, stop: asyncio.Event) -> None:
+    store = JournalStore(cluster.node_data_dir(node.name) / "journal")
+    meta, entries = await asyncio.to_thread(store.open)
+    core = ReplicaCore([n.name for n in cluster.storages], meta, entries)
+    log.info(
+        "journal log: first_index %d last_index %d commit_index %d promised epoch %d",
+        core.first_index, core.last_index, core.commit_index, core.promised_epoch,
+    )
+    service = JournalService(node.name, node.az, core, store)
+    server = rpc.new_server()
+    journal_pb2_grpc.add_JournalServicer_to_server(service, server)
+    server.add_insecure_port(node.address)
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        service.close()
+        await server.stop(SHUTDOWN_GRACE_S)

@@ -1,0 +1,205 @@
+"""gRPC shell of a journal replica: protobuf in -> ReplicaCore -> disk -> protobuf out.
+
+Every request that changes state runs under one lock: the core step, then the disk
+effects (in a worker thread, fsynced), then the reply. So a reply never claims what
+is not on disk, and Appends are applied in arrival order. Readers (Subscribe,
+ReadEntries, Status) read the core's in-memory state without the lock.
+
+Subscribers are woken by a "changed" event that is replaced on every change (commit
+index, closed timestamp, leader, truncation); each stream reads entries from the
+in-memory log on demand, so there is no per-subscriber queue.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import grpc
+
+from journal.core import AppendResult, AppendStatus, BadAppend, ReplicaCore
+from journal.store import JournalStore
+from quorumdb import limits
+from quorumdb.pb import common_pb2, journal_pb2, journal_pb2_grpc
+
+log = logging.getLogger("journal.service")
+
+_APPEND_STATUS = {
+    AppendStatus.OK: journal_pb2.APPEND_OK,
+    AppendStatus.FENCED: journal_pb2.APPEND_FENCED,
+    AppendStatus.MISMATCH: journal_pb2.APPEND_MISMATCH,
+}
+# Exit code when the disk fails under us: the in-memory state is ahead of the disk.
+EXIT_DISK_FAILURE = 70
+
+
+class JournalService(journal_pb2_grpc.JournalServicer):
+    def __init__(self, name: str, az: str, core: ReplicaCore, store: JournalStore):
+        self.name = name
+        self.az = az
+        self.core = core
+        self.store = store
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+        self._closing = False
+        self._subscribers = 0
+
+    # --- plumbing -----------------------------------------------------------------
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def close(self) -> None:
+        """End every Subscribe stream (called on shutdown)."""
+        self._closing = True
+        self._notify()
+
+    async def _disk(self, fn, *args) -> None:
+        try:
+            await asyncio.to_thread(fn, *args)
+        except Exception:  # the core is now ahead of the disk: crash rather than lie
+            log.critical("journal disk write failed; exiting", exc_info=True)
+            os._exit(EXIT_DISK_FAILURE)
+
+    def _persist_append(self, result: AppendResult, meta) -> None:
+        if result.reset:
+            self.store.reset(meta)
+        if result.truncate_from is not None:
+            self.store.truncate_suffix(result.truncate_from)
+        self.store.append(result.appended)
+        if result.meta_changed and not result.reset:
+            self.store.write_meta(meta)
+
+    # --- RPCs ---------------------------------------------------------------------
+    async def Fence(self, request, context):
+        async with self._lock:
+            result = self.core.fence(request.epoch, request.candidate)
+            if result.meta_changed:
+                await self._disk(self.store.write_meta, self.core.meta())
+        if result.ok:
+            log.info("fenced: promised epoch %d to %s", result.promised_epoch, request.candidate)
+        return journal_pb2.FenceReply(
+            ok=result.ok,
+            promised_epoch=result.promised_epoch,
+            last_index=result.last_index,
+            last_epoch=result.last_epoch,
+            commit_index=result.commit_index,
+            first_index=result.first_index,
+        )
+
+    async def Append(self, request, context):
+        async with self._lock:
+            try:
+                result = self.core.append(
+                    epoch=request.epoch,
+                    leader=request.leader,
+                    prev_index=request.prev_index,
+                    prev_epoch=request.prev_epoch,
+                    entries=list(request.entries),
+                    commit_index=request.commit_index,
+                    closed_ts=request.closed_ts,
+                    closed_index=request.closed_index,
+                )
+            except BadAppend as error:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            if result.needs_disk:
+                await self._disk(self._persist_append, result, self.core.meta())
+            if result.reset:
+                log.warning("log reset to start at %d (storage holds everything before)", self.core.first_index)
+        if result.status is not AppendStatus.FENCED:
+            self._notify()
+        return journal_pb2.AppendReply(
+            status=_APPEND_STATUS[result.status],
+            promised_epoch=result.promised_epoch,
+            last_index=result.last_index,
+            match_index=result.match_index,
+        )
+
+    async def ReadEntries(self, request, context):
+        max_entries = min(request.max_entries or limits.ENTRIES_PER_MESSAGE_MAX, limits.ENTRIES_PER_MESSAGE_MAX)
+        core = self.core
+        return journal_pb2.ReadEntriesReply(
+            entries=core.read(request.from_index, max_entries),
+            first_index=core.first_index,
+            last_index=core.last_index,
+            commit_index=core.commit_index,
+        )
+
+    async def ReportScl(self, request, context):
+        async with self._lock:
+            result = self.core.report_scl(request.node, request.scl)
+            if result.truncate_before is not None:
+                await self._disk(self.store.truncate_prefix, self.core.meta())
+                log.info("truncated the log below %d (durable index %d)", result.truncate_before, result.durable_index)
+        if result.truncate_before is not None:
+            self._notify()
+        return journal_pb2.ReportSclReply(durable_index=result.durable_index, first_index=self.core.first_index)
+
+    async def Status(self, request, context):
+        core = self.core
+        return common_pb2.NodeStatus(
+            name=self.name,
+            az=self.az,
+            service="journal",
+            role="replica",
+            epoch=core.promised_epoch,
+            commit_index=core.commit_index,
+            last_index=core.last_index,
+            first_index=core.first_index,
+            durable_index=core.durable_index,
+            closed_ts=core.closed_ts,
+            leader=core.leader,
+            health="ok",
+        )
+
+    async def Subscribe(self, request, context):
+        if self._subscribers >= limits.JOURNAL_SUBSCRIBERS_MAX:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many journal subscribers")
+        self._subscribers += 1
+        try:
+            async for reply in self._stream(request, context):
+                yield reply
+        finally:
+            self._subscribers -= 1
+
+    async def _stream(self, request, context):
+        loop = asyncio.get_running_loop()
+        remaining = context.time_remaining()
+        stream_s = limits.SUBSCRIBE_STREAM_S if remaining is None else min(remaining, limits.SUBSCRIBE_STREAM_S)
+        deadline = loop.time() + stream_s
+        next_index = max(1, request.from_index)
+        sent_state = None
+        while not self._closing:
+            changed = self._changed  # taken before reading the state: no lost wake-up
+            core = self.core
+            if next_index < core.first_index:
+                yield self._reply(core, [], truncated=True)
+                return
+            entries = core.read_committed(next_index, limits.ENTRIES_PER_MESSAGE_MAX)
+            state = (core.commit_index, core.closed_ts, core.closed_index, core.leader_epoch, core.leader)
+            if entries or state != sent_state:
+                yield self._reply(core, entries)
+                sent_state = state
+                next_index += len(entries)
+                if entries:
+                    continue
+            wait_s = deadline - loop.time()
+            if wait_s <= 0:
+                return
+            try:
+                await asyncio.wait_for(changed.wait(), wait_s)
+            except TimeoutError:
+                return
+
+    @staticmethod
+    def _reply(core: ReplicaCore, entries, truncated: bool = False) -> journal_pb2.SubscribeReply:
+        return journal_pb2.SubscribeReply(
+            entries=entries,
+            commit_index=core.commit_index,
+            closed_ts=core.closed_ts,
+            closed_index=core.closed_index,
+            epoch=core.leader_epoch,
+            leader=core.leader,
+            first_index=core.first_index,
+            truncated=truncated,
+        )

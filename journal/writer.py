@@ -1,0 +1,350 @@
+"""The journal writer used by the adjudicator leader: fencing, take-over, appends, heartbeats.
+
+A thin async shell around `journal.writer_core.WriterCore`: one pipeline task per
+replica sends Appends one at a time (in order), so a dead replica stalls only its own
+pipeline; callers wait for the commit index to pass their entries.
+
+Usage:
+    writer = JournalWriter(cluster, "adjudicator-az1", channels, clock)
+    result = await writer.take_over(timeout_s=5)   # Fenced / JournalUnavailable
+    committed = await writer.append([Entry(kind=ENTRY_TXN, ts=commit_ts, writes=..., txn_id=...)])
+    await writer.heartbeat(closed_ts)              # when idle, every heartbeat_ms
+    await writer.close()
+
+Outcomes: `append` returns once the entries are fsynced on 2 of 3 replicas; it raises
+`JournalUnavailable` after limits.JOURNAL_COMMIT_TIMEOUT_S and `Fenced` when a replica
+holds a higher epoch (another writer took over; this one must stop). After either, the
+entries' outcome is unknown: they may be committed (and survive the next take-over).
+If take_over raises, call close() (its pipelines may already run).
+
+Closed timestamps: `heartbeat(closed_ts)` clamps the claim to clock.now().earliest and
+publishes it to replicas (on the next Append or heartbeat) only once 2 replicas acked an
+Append sent after the claim, so a rival that fences a majority later has a clock past it.
+Appends also carry (ts, index) of the entry at the commit index. So followers see a
+heartbeat's closed_ts about one heartbeat period after it was made.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+
+import grpc
+
+from journal.writer_core import BufferFull, ReplicaTail, SendPlan, WriterCore, best_tail
+from quorumdb import limits, rpc
+from quorumdb.clock import Clock
+from quorumdb.config import ClusterConfig
+from quorumdb.pb import common_pb2, journal_pb2, journal_pb2_grpc
+
+log = logging.getLogger("journal.writer")
+
+
+class JournalUnavailable(Exception):
+    """No majority of journal replicas within the deadline; the outcome of in-flight entries is unknown."""
+
+
+class Fenced(Exception):
+    """A replica holds a higher epoch: this writer must stop writing."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TakeOverResult:
+    epoch: int
+    leader_index: int
+    last_ts: int  # max ts in the log (the ENTRY_LEADER's)
+
+
+class JournalWriter:
+    def __init__(self, cluster: ClusterConfig, leader_name: str, channels: rpc.Channels, clock: Clock):
+        self.cluster = cluster
+        self.leader_name = leader_name
+        self.clock = clock
+        self.replicas = [node.name for node in cluster.journals]
+        self._stubs = {node.name: journal_pb2_grpc.JournalStub(channels.get(node.address)) for node in cluster.journals}
+        self._core: WriterCore | None = None
+        self._fenced = False
+        self._closed = False
+        self._highest_epoch_seen = 0
+        self._progress = asyncio.Event()  # replaced on every commit advance / fence
+        self._work = {name: asyncio.Event() for name in self.replicas}
+        self._pipelines: list[asyncio.Task] = []
+
+    # --- properties ---------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        return self._core.epoch if self._core else 0
+
+    @property
+    def commit_index(self) -> int:
+        return self._core.commit_index if self._core else 0
+
+    @property
+    def last_index(self) -> int:
+        return self._core.last_index if self._core else 0
+
+    @property
+    def last_ts(self) -> int:
+        return self._core.last_ts if self._core else 0
+
+    @property
+    def is_leader(self) -> bool:
+        return self._core is not None and not self._fenced and not self._closed
+
+    # --- take over ----------------------------------------------------------------
+    async def take_over(self, timeout_s: float) -> TakeOverResult:
+        assert self._core is None, "take_over runs once per writer"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        epoch, tails = await self._fence_majority(deadline)
+        best = best_tail(tails)
+        commit_index = min(max(tail.commit_index for tail in tails), best.last_index)
+        last_ts = await self._read_ts(best, deadline)
+        self._core = WriterCore(self.replicas, self.leader_name, epoch, best, commit_index)
+        self._pipelines = [asyncio.create_task(self._pipeline(name), name=f"journal-pipeline-{name}")
+                           for name in self.replicas]
+        log.info("fenced the journal at epoch %d; log of %s up to %d (epoch %d)",
+                 epoch, best.name, best.last_index, best.last_epoch)
+        leader_entry = common_pb2.Entry(
+            kind=common_pb2.ENTRY_LEADER,
+            ts=max(self.clock.now().latest, last_ts + 1),
+            leader=self.leader_name,
+        )
+        [assigned] = self._assign([leader_entry])
+        await self._wait_committed(assigned.index, deadline - loop.time())
+        log.info("leading the journal: epoch %d, leader entry %d", epoch, assigned.index)
+        return TakeOverResult(epoch=epoch, leader_index=assigned.index, last_ts=assigned.ts)
+
+    async def _fence_majority(self, deadline: float) -> tuple[int, list[ReplicaTail]]:
+        loop = asyncio.get_running_loop()
+        for _ in range(limits.JOURNAL_TAKE_OVER_ATTEMPTS_MAX):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            epoch = self._highest_epoch_seen + 1
+            replies = await asyncio.gather(*(self._fence(name, epoch, remaining) for name in self.replicas))
+            tails = []
+            for name, reply in zip(self.replicas, replies):
+                if reply is None:
+                    continue
+                self._highest_epoch_seen = max(self._highest_epoch_seen, reply.promised_epoch)
+                if reply.ok:
+                    tails.append(ReplicaTail(name, reply.last_index, reply.last_epoch,
+                                             reply.commit_index, reply.first_index))
+            if len(tails) >= 2:
+                return epoch, tails
+            log.info("fencing epoch %d won %d of 3 replicas; retrying", epoch, len(tails))
+            if all(reply is None for reply in replies):
+                await asyncio.sleep(min(limits.JOURNAL_RETRY_BACKOFF_MAX_S, max(0.0, deadline - loop.time())))
+        raise JournalUnavailable("could not fence a majority of the journal replicas")
+
+    async def _fence(self, name: str, epoch: int, timeout_s: float) -> journal_pb2.FenceReply | None:
+        request = journal_pb2.FenceRequest(epoch=epoch, candidate=self.leader_name)
+        try:
+            return await self._stubs[name].Fence(request, timeout=min(timeout_s, limits.JOURNAL_RPC_TIMEOUT_S))
+        except grpc.aio.AioRpcError as error:
+            log.info("fence %s: %s", name, error.code())
+            return None
+
+    async def _read_ts(self, best: ReplicaTail, deadline: float) -> int:
+        """ts of the last entry of the best log (0 if that log is empty)."""
+        if best.last_index < max(1, best.first_index):
+            return 0
+        loop = asyncio.get_running_loop()
+        request = journal_pb2.ReadEntriesRequest(from_index=best.last_index, max_entries=1)
+        try:
+            reply = await self._stubs[best.name].ReadEntries(
+                request, timeout=max(0.01, min(deadline - loop.time(), limits.JOURNAL_RPC_TIMEOUT_S)))
+        except grpc.aio.AioRpcError as error:
+            raise JournalUnavailable(f"could not read the log tail of {best.name}: {error.code()}") from error
+        return reply.entries[-1].ts if reply.entries else 0
+
+    # --- append -------------------------------------------------------------------
+    async def append(self, entries: list[common_pb2.Entry]) -> list[common_pb2.Entry]:
+        """Append entries (kind/ts/writes/txn_id set); returns them with index and epoch once committed."""
+        if not entries:
+            return []
+        assigned = self._assign(entries)
+        await self._wait_committed(assigned[-1].index, limits.JOURNAL_COMMIT_TIMEOUT_S)
+        return assigned
+
+    def _assign(self, entries: list[common_pb2.Entry]) -> list[common_pb2.Entry]:
+        self._check_leading()
+        try:
+            assigned = self._core.assign(entries)
+        except BufferFull as error:
+            raise JournalUnavailable(str(error)) from error
+        self._kick_all()
+        return assigned
+
+    def _check_leading(self) -> None:
+        if self._core is None:
+            raise RuntimeError("take_over first")
+        if self._fenced:
+            raise Fenced(f"a journal replica holds an epoch above {self._core.epoch}")
+        if self._closed:
+            raise JournalUnavailable("writer closed")
+
+    async def _wait_committed(self, index: int, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            progress = self._progress
+            if self._core.commit_index >= index:
+                return  # committed is a fact, even if this writer was fenced right after
+            if self._fenced:
+                raise Fenced(f"a journal replica holds an epoch above {self._core.epoch}")
+            if self._closed:
+                raise JournalUnavailable("writer closed")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise JournalUnavailable(f"entry {index} not committed on 2 of 3 journal replicas in {timeout_s:.1f} s")
+            try:
+                await asyncio.wait_for(progress.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    def _notify_progress(self) -> None:
+        progress, self._progress = self._progress, asyncio.Event()
+        progress.set()
+
+    def _kick_all(self) -> None:
+        for event in self._work.values():
+            event.set()
+
+    # --- heartbeat ----------------------------------------------------------------
+    async def heartbeat(self, closed_ts: int) -> None:
+        """Best effort: tell the replicas the commit index and that no entry will have ts <= closed_ts.
+
+        Returns once 2 replicas acked (or after limits.JOURNAL_RPC_TIMEOUT_S). The claim
+        is clamped to clock.now().earliest and carried from the next Append on.
+        """
+        self._check_leading()
+        number = self._core.request_heartbeat(min(closed_ts, self.clock.now().earliest))
+        self._kick_all()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limits.JOURNAL_RPC_TIMEOUT_S
+        while not self._core.heartbeat_confirmed(number) and not self._fenced and not self._closed:
+            progress = self._progress
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(progress.wait(), remaining)
+            except TimeoutError:
+                return
+        if self._fenced:
+            raise Fenced(f"a journal replica holds an epoch above {self._core.epoch}")
+
+    # --- pipelines ----------------------------------------------------------------
+    async def _pipeline(self, name: str) -> None:
+        """Send Appends to one replica, one at a time, until fenced or closed."""
+        try:
+            await self._pipeline_loop(name)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            log.exception("journal pipeline to %s crashed", name)
+            raise
+
+    async def _pipeline_loop(self, name: str) -> None:
+        backoff_s = limits.JOURNAL_RETRY_BACKOFF_MIN_S
+        core = self._core
+        while not self._fenced and not self._closed:
+            work = self._work[name]
+            if not core.has_work(name):
+                work.clear()
+                await work.wait()
+                continue
+            try:
+                ok = await self._send_once(name)
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in rpc.UNREACHABLE:
+                    log.warning("append to %s failed: %s %s", name, error.code(), error.details())
+                ok = False
+            if ok:
+                backoff_s = limits.JOURNAL_RETRY_BACKOFF_MIN_S
+            else:
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, limits.JOURNAL_RETRY_BACKOFF_MAX_S)
+
+    async def _send_once(self, name: str) -> bool:
+        """One Append to `name`. Returns False when the pipeline should back off."""
+        core = self._core
+        plan = core.plan(name)
+        prev_index, prev_epoch, entries = plan.prev_index, plan.prev_epoch, plan.entries
+        jumped = False
+        if entries is None:
+            prev_index, prev_epoch, entries, jumped = await self._fetch(name, plan)
+            if entries is None:
+                return False
+        closed_ts, closed_index = core.closed()
+        commit_index = core.commit_index
+        request = journal_pb2.AppendRequest(
+            epoch=core.epoch,
+            leader=core.leader,
+            prev_index=prev_index,
+            prev_epoch=prev_epoch,
+            entries=entries,
+            commit_index=commit_index,
+            closed_ts=closed_ts,
+            closed_index=closed_index,
+        )
+        reply = await self._stubs[name].Append(request, timeout=limits.JOURNAL_RPC_TIMEOUT_S)
+        if self._fenced or self._closed:
+            return True
+        if reply.status == journal_pb2.APPEND_FENCED:
+            self._on_fenced(name, reply.promised_epoch)
+            return True
+        if reply.status == journal_pb2.APPEND_MISMATCH:
+            core.on_mismatch(name, dataclasses.replace(plan, prev_index=prev_index), reply.last_index)
+            return not jumped  # a jump that did not fit: the replica must learn the durable index first
+        if core.on_ok(name, plan, reply.match_index, commit_index):
+            self._kick_all()  # carry the new commit index to every replica
+        self._notify_progress()
+        return True
+
+    async def _fetch(self, name: str, plan: SendPlan):
+        """Entries the buffer no longer holds, read from a replica that matches the writer's log.
+
+        Returns (prev_index, prev_epoch, entries, jumped); entries None if nothing could be read.
+        `jumped`: the source has truncated what `name` misses; send what exists after it.
+        """
+        core = self._core
+        source = core.source_for(name, plan.to_index)
+        if source is None:
+            return 0, 0, None, False
+        source_match = core.progress[source].match_index
+        from_index = max(1, plan.from_index - 1)  # one more for prev_epoch
+        max_entries = min(limits.ENTRIES_PER_MESSAGE_MAX, source_match - from_index + 1)
+        if max_entries <= 0:
+            return 0, 0, None, False
+        request = journal_pb2.ReadEntriesRequest(from_index=from_index, max_entries=max_entries)
+        reply = await self._stubs[source].ReadEntries(request, timeout=limits.JOURNAL_RPC_TIMEOUT_S)
+        fetched = [entry for entry in reply.entries if entry.index <= source_match]
+        if not fetched:
+            return 0, 0, None, False
+        if plan.from_index == 1 and fetched[0].index == 1:
+            return 0, 0, fetched, False
+        if fetched[0].index == plan.from_index - 1:
+            return fetched[0].index, fetched[0].epoch, fetched[1:], False
+        # The source truncated below fetched[0]: those entries are on 4 of 6 storage copies.
+        return fetched[0].index - 1, 0, fetched, True
+
+    def _on_fenced(self, name: str, promised_epoch: int) -> None:
+        if not self._fenced:
+            log.warning("fenced by %s: it promised epoch %d > ours %d", name, promised_epoch, self._core.epoch)
+        self._fenced = True
+        self._notify_progress()
+        self._kick_all()
+
+    # --- close --------------------------------------------------------------------
+    async def close(self) -> None:
+        """Stop the pipelines; pending appends fail with JournalUnavailable. Channels belong to the caller."""
+        self._closed = True
+        self._notify_progress()
+        self._kick_all()
+        for task in self._pipelines:
+            task.cancel()
+        await asyncio.gather(*self._pipelines, return_exceptions=True)
+        self._pipelines = []

@@ -1,0 +1,248 @@
+"""Journal writer core: the single writer's replication state, without I/O.
+
+Theory of operation
+-------------------
+The writer (the adjudicator leader) owns an epoch won by fencing 2 of 3 replicas.
+Its log is the log of the best fenced replica (highest (last_epoch, last_index)):
+any entry that may have been committed is on 2 of 3 replicas, so on at least one
+fenced replica, and the best one holds it (Raft's election restriction). The writer
+then appends its own ENTRY_LEADER entry at `leader_index`; committing it commits every
+earlier entry.
+
+* Indexes: `assign` gives entries consecutive indexes and the writer's epoch, in call
+  order, and keeps them in a bounded buffer until committed and no longer needed.
+* Per replica: `match_index` (highest index known to equal the writer's log there) and
+  `next_index` (the next index to send). Each replica has one in-order pipeline in the
+  shell; a dead or slow replica only stalls its own pipeline.
+* Commit: the 2nd highest match index of the 3 replicas (2 of 3 have it fsynced), and
+  only if it is at or above leader_index, i.e. an entry of this epoch (Raft's rule: an
+  older epoch's entry is committed only indirectly).
+* Mismatch: the replica's log differs at prev_index. Resend from further back:
+  min(its last_index + 1, prev_index - 2^k + 1) after k consecutive mismatches, so long
+  divergent suffixes are found in log(n) round trips. Entries no longer in the buffer
+  are read (ReadEntries) from a replica whose match_index covers them.
+* Closed timestamp carried on every Append: the later of
+    (ts of the entry at commit_index, commit_index) - committed, so every later leader
+      assigns larger timestamps, and
+    the last heartbeat's (closed_ts, last assigned index) once 2 replicas acked an
+      Append sent after that heartbeat was requested. Acked by a majority before any
+      rival can fence a majority, so a new leader's clock is already past it.
+  Entries not yet committed are never the basis of a closed timestamp: a new leader may
+  replace them with earlier timestamps.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+from quorumdb import limits
+from quorumdb.pb import common_pb2
+
+JOURNAL_QUORUM = 2  # of 3 replicas
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaTail:
+    """What a fenced replica reported."""
+    name: str
+    last_index: int
+    last_epoch: int
+    commit_index: int
+    first_index: int
+
+
+def best_tail(tails: list[ReplicaTail]) -> ReplicaTail:
+    """The replica whose log every possibly-committed entry is in: highest (last_epoch, last_index)."""
+    assert tails
+    return max(tails, key=lambda tail: (tail.last_epoch, tail.last_index))
+
+
+def quorum_match(match_indexes: list[int]) -> int:
+    """The highest index held by 2 of the replicas."""
+    assert len(match_indexes) >= JOURNAL_QUORUM
+    return sorted(match_indexes, reverse=True)[JOURNAL_QUORUM - 1]
+
+
+class BufferFull(Exception):
+    """Too many uncommitted entries: the replicas are not keeping up (or a majority is gone)."""
+
+
+@dataclasses.dataclass
+class ReplicaProgress:
+    match_index: int = 0
+    next_index: int = 1
+    mismatches: int = 0  # consecutive MISMATCH replies
+    sent_commit_index: int = 0  # commit index carried by the last OK Append
+    acked_heartbeat: int = 0  # highest heartbeat number an OK Append was sent after
+
+
+@dataclasses.dataclass(frozen=True)
+class SendPlan:
+    """What to send next to one replica. `entries is None`: fetch (from_index .. to_index) first."""
+    prev_index: int
+    prev_epoch: int | None  # None: unknown here, comes with the fetched entries
+    entries: list[common_pb2.Entry] | None
+    from_index: int
+    to_index: int  # inclusive; from_index > to_index means no entries (a heartbeat)
+    heartbeat: int
+
+
+class WriterCore:
+    def __init__(
+        self,
+        replicas: list[str],
+        leader: str,
+        epoch: int,
+        best: ReplicaTail,
+        commit_index: int,
+        buffer_max: int = limits.WRITER_BUFFER_ENTRIES_MAX,
+    ):
+        assert len(replicas) == 3
+        assert best.name in replicas
+        assert commit_index <= best.last_index
+        self.leader = leader
+        self.epoch = epoch
+        self.buffer_max = buffer_max
+        self.commit_index = commit_index
+        # The buffer holds entries base_index + 1 .. last_index; base_epoch is the epoch at base_index.
+        self.base_index = best.last_index
+        self.base_epoch = best.last_epoch
+        self.buffer: collections.deque[common_pb2.Entry] = collections.deque()
+        self.leader_index = 0  # set by the first assign (the ENTRY_LEADER entry)
+        self.last_ts = 0
+        self.progress = {name: ReplicaProgress(next_index=best.last_index + 1) for name in replicas}
+        self.progress[best.name].match_index = best.last_index
+        self.heartbeat_number = 0
+        self.pending_heartbeat: tuple[int, int, int] | None = None  # (number, closed_ts, closed_index)
+        self.heartbeat_closed = (0, 0)  # confirmed (closed_ts, closed_index)
+        self.commit_closed = (0, 0)  # (ts of the entry at commit_index, commit_index)
+
+    # --- views ------------------------------------------------------------------
+    @property
+    def last_index(self) -> int:
+        return self.base_index + len(self.buffer)
+
+    def epoch_at(self, index: int) -> int | None:
+        if index == 0:
+            return 0
+        if index == self.base_index:
+            return self.base_epoch
+        entry = self.buffered(index)
+        return None if entry is None else entry.epoch
+
+    def buffered(self, index: int) -> common_pb2.Entry | None:
+        if self.base_index < index <= self.last_index:
+            return self.buffer[index - self.base_index - 1]
+        return None
+
+    def closed(self) -> tuple[int, int]:
+        """(closed_ts, closed_index) to carry on Appends."""
+        return max(self.heartbeat_closed, self.commit_closed)
+
+    @property
+    def uncommitted(self) -> int:
+        return self.last_index - self.commit_index
+
+    # --- assigning entries --------------------------------------------------------
+    def assign(self, entries: list[common_pb2.Entry]) -> list[common_pb2.Entry]:
+        """Give entries their index and epoch, in order; they join the buffer."""
+        if self.uncommitted + len(entries) > self.buffer_max:
+            raise BufferFull(f"{self.uncommitted} uncommitted journal entries")
+        assigned = []
+        for entry in entries:
+            assert entry.ts > self.last_ts, "entries must be strictly increasing in ts"
+            record = common_pb2.Entry()
+            record.CopyFrom(entry)
+            record.index = self.last_index + 1
+            record.epoch = self.epoch
+            if self.leader_index == 0:
+                assert record.kind == common_pb2.ENTRY_LEADER, "a writer's first entry is its ENTRY_LEADER"
+                self.leader_index = record.index
+            self.buffer.append(record)
+            self.last_ts = record.ts
+            assigned.append(record)
+        self._evict()
+        return assigned
+
+    def _evict(self) -> None:
+        """Drop the oldest committed entries beyond buffer_max (they can be read back from replicas)."""
+        while len(self.buffer) > self.buffer_max and self.base_index + 1 <= self.commit_index:
+            dropped = self.buffer.popleft()
+            self.base_index = dropped.index
+            self.base_epoch = dropped.epoch
+
+    # --- heartbeats ---------------------------------------------------------------
+    def request_heartbeat(self, closed_ts: int) -> int:
+        """Record a heartbeat claim (closed_ts, last assigned index); returns its number."""
+        self.heartbeat_number += 1
+        self.pending_heartbeat = (self.heartbeat_number, closed_ts, self.last_index)
+        return self.heartbeat_number
+
+    def heartbeat_confirmed(self, number: int) -> bool:
+        acks = [p.acked_heartbeat for p in self.progress.values()]
+        return quorum_match(acks) >= number
+
+    # --- pipelines ----------------------------------------------------------------
+    def has_work(self, replica: str) -> bool:
+        progress = self.progress[replica]
+        return (
+            progress.next_index <= self.last_index
+            or progress.sent_commit_index < self.commit_index
+            or progress.acked_heartbeat < self.heartbeat_number
+        )
+
+    def plan(self, replica: str) -> SendPlan:
+        progress = self.progress[replica]
+        from_index = progress.next_index
+        to_index = min(self.last_index, from_index + limits.ENTRIES_PER_MESSAGE_MAX - 1)
+        prev_index = from_index - 1
+        prev_epoch = self.epoch_at(prev_index)
+        entries = None
+        if from_index > to_index:
+            entries = []
+        elif prev_epoch is not None and self.buffered(from_index) is not None:
+            entries = [self.buffered(i) for i in range(from_index, to_index + 1)]
+        return SendPlan(prev_index, prev_epoch, entries, from_index, to_index, self.heartbeat_number)
+
+    def source_for(self, replica: str, to_index: int) -> str | None:
+        """A replica other than `replica` whose log matches the writer's up to the highest index <= to_index."""
+        others = [(p.match_index, name) for name, p in self.progress.items() if name != replica]
+        best_match, name = max(others)
+        return name if best_match > 0 else None
+
+    def on_ok(self, replica: str, plan: SendPlan, match_index: int, commit_sent: int) -> bool:
+        """An Append was accepted. Returns True if the commit index advanced."""
+        progress = self.progress[replica]
+        progress.mismatches = 0
+        progress.match_index = max(progress.match_index, match_index)
+        progress.next_index = max(progress.next_index, match_index + 1)
+        progress.sent_commit_index = max(progress.sent_commit_index, commit_sent)
+        progress.acked_heartbeat = max(progress.acked_heartbeat, plan.heartbeat)
+        self._confirm_heartbeat()
+        return self._advance_commit()
+
+    def on_mismatch(self, replica: str, plan: SendPlan, replica_last_index: int) -> None:
+        progress = self.progress[replica]
+        step = 2 ** progress.mismatches
+        progress.mismatches = min(progress.mismatches + 1, 62)
+        progress.next_index = max(1, min(replica_last_index + 1, plan.prev_index + 1 - step))
+        progress.match_index = min(progress.match_index, progress.next_index - 1)
+
+    def _confirm_heartbeat(self) -> None:
+        if self.pending_heartbeat is None:
+            return
+        number, closed_ts, closed_index = self.pending_heartbeat
+        if self.heartbeat_confirmed(number):
+            self.heartbeat_closed = max(self.heartbeat_closed, (closed_ts, closed_index))
+            self.pending_heartbeat = None
+
+    def _advance_commit(self) -> bool:
+        candidate = quorum_match([p.match_index for p in self.progress.values()])
+        if candidate <= self.commit_index or self.leader_index == 0 or candidate < self.leader_index:
+            return False
+        self.commit_index = candidate
+        entry = self.buffered(candidate)
+        assert entry is not None, "uncommitted entries stay buffered"
+        self.commit_closed = max(self.commit_closed, (entry.ts, candidate))
+        self._evict()
+        return True

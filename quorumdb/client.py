@@ -1,0 +1,570 @@
+"""The Python client for QuorumDB compute nodes (sync, plus an asyncio variant).
+
+    import quorumdb.client
+    with quorumdb.client.connect("127.0.0.1", 7100) as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, name text)")
+        conn.execute("INSERT INTO t VALUES ($1, $2)", [1, "O'Brien"])
+        rows = conn.execute("SELECT name FROM t WHERE id = $1", [1]).rows
+
+        def transfer(c):
+            c.execute("UPDATE t SET name = $1 WHERE id = $2", ["x", 1])
+        conn.run_transaction(transfer)   # retries 40001 with jittered backoff
+
+A Connection holds one session on one compute node. Errors:
+  - DatabaseError: the server answered with an error (sqlstate, message, detail, hint);
+  - OperationalError (a DatabaseError): the node could not be reached or did not answer
+    (08001 could not connect, 08006 connection failure: a statement may or may not have run).
+
+Parameters: `$1, $2, ...` placeholders are replaced on the client by SQL literals before
+the SQL is sent (the gRPC API carries plain SQL text). Placeholders inside string
+literals, quoted identifiers, dollar-quoted bodies and comments are left alone.
+Values are quoted as:
+    None -> NULL;  True/False -> TRUE/FALSE;  int, float, Decimal -> their repr
+    (a leading space before negatives so `x-$1` never becomes a `--` comment;
+    NaN/Infinity as 'NaN'::float8 ...);  str -> '...' with ' doubled (NUL is refused);
+    bytes -> '\\x<hex>'::bytea;  date/time/datetime -> '<isoformat>'.
+Other types raise TypeError. A placeholder with no matching parameter raises
+DatabaseError 42P02.
+
+Every RPC carries a deadline: Execute gets timeout_s + CLIENT_DEADLINE_MARGIN_S so the
+server's own statement timeout (57014) arrives first.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import decimal
+import math
+import random
+import time
+from typing import Awaitable, Callable, Sequence, TypeVar
+
+import grpc
+
+from quorumdb import limits, rpc
+from quorumdb.pb import compute_pb2, compute_pb2_grpc
+
+T = TypeVar("T")
+
+SERIALIZATION_FAILURE = "40001"
+STATEMENT_COMPLETION_UNKNOWN = "40003"
+CONNECTION_FAILURE = "08006"
+CLIENT_CANNOT_CONNECT = "08001"
+UNDEFINED_PARAMETER = "42P02"
+
+
+# --- errors and results ------------------------------------------------------------------
+
+
+class DatabaseError(Exception):
+    def __init__(self, sqlstate: str, message: str, detail: str = "", hint: str = ""):
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.message = message
+        self.detail = detail
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = f"{self.message} (SQLSTATE {self.sqlstate})"
+        if self.detail:
+            text += f"\nDETAIL: {self.detail}"
+        if self.hint:
+            text += f"\nHINT: {self.hint}"
+        return text
+
+
+class OperationalError(DatabaseError):
+    """The compute node could not be reached, or did not answer in time."""
+
+
+@dataclasses.dataclass
+class Result:
+    columns: list[tuple[str, str]]
+    rows: list[tuple]
+    command_tag: str
+    error: DatabaseError | None = None
+
+    @property
+    def rowcount(self) -> int:
+        """Rows affected or returned, from the command tag (INSERT 0 3 -> 3); -1 when the tag has none."""
+        parts = self.command_tag.split()
+        if len(parts) >= 2 and parts[-1].isdigit():
+            return int(parts[-1])
+        return -1
+
+    def fetchall(self) -> list[tuple]:
+        return list(self.rows)
+
+    def fetchone(self) -> tuple | None:
+        return self.rows[0] if self.rows else None
+
+    def scalar(self):
+        """The first column of the first row (None when there is no row)."""
+        return self.rows[0][0] if self.rows else None
+
+
+def _value_from_pb(value: compute_pb2.Value):
+    kind = value.WhichOneof("kind")
+    if kind is None or kind == "is_null":
+        return None
+    return getattr(value, kind)
+
+
+def _result_from_pb(message: compute_pb2.StatementResult) -> Result:
+    error = None
+    if message.has_error:
+        error = DatabaseError(message.error.sqlstate, message.error.message, message.error.detail, message.error.hint)
+    return Result(
+        columns=[(column.name, column.type) for column in message.columns],
+        rows=[tuple(_value_from_pb(value) for value in row.values) for row in message.rows],
+        command_tag=message.command_tag,
+        error=error,
+    )
+
+
+def _rpc_error(error: grpc.RpcError, what: str, opening: bool) -> OperationalError:
+    code = error.code() if hasattr(error, "code") else None
+    details = error.details() if hasattr(error, "details") else str(error)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and details and details[:5].isalnum() and details[5:6] == ":":
+        return OperationalError(details[:5], details[6:].strip())
+    if opening:
+        return OperationalError(CLIENT_CANNOT_CONNECT, f"could not open a session: {what}: {code} {details}")
+    return OperationalError(
+        CONNECTION_FAILURE,
+        f"connection failure: {what}: {code.name if code else ''} {details}",
+        hint="The statement may or may not have run; reconnect and check.",
+    )
+
+
+# --- parameters -------------------------------------------------------------------------
+
+
+def quote_literal(value) -> str:
+    """A SQL literal for `value` (see the module docstring for the rules)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return _signed(repr(value))
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "'NaN'::float8"
+        if math.isinf(value):
+            return "'Infinity'::float8" if value > 0 else "'-Infinity'::float8"
+        return _signed(repr(value))
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            return "'NaN'::numeric" if value.is_nan() else f"'{value}'::numeric"
+        return _signed(str(value))
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("a SQL string cannot contain a NUL character")
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "'\\x" + bytes(value).hex() + "'::bytea"
+    if isinstance(value, datetime.datetime):  # before date: datetime is a date subclass
+        return f"'{value.isoformat(sep=' ')}'"
+    if isinstance(value, (datetime.date, datetime.time)):
+        return f"'{value.isoformat()}'"
+    raise TypeError(f"cannot pass a {type(value).__name__} as a SQL parameter")
+
+
+def _signed(text: str) -> str:
+    # A space before a minus: `x-$1` with -5 must read `x- -5`, not the comment `x--5`.
+    return " " + text if text.startswith("-") else text
+
+
+_IDENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_$")
+
+
+def substitute_params(sql: str, params: Sequence) -> str:
+    """Replace $n placeholders outside literals, identifiers and comments with quoted params."""
+    out: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch == "'":
+            escape_backslash = i > 0 and sql[i - 1] in "eE" and (i < 2 or sql[i - 2] not in _IDENT_CHARS)
+            j = _skip_quoted(sql, i, "'", escape_backslash)
+        elif ch == '"':
+            j = _skip_quoted(sql, i, '"', False)
+        elif sql.startswith("--", i):
+            j = sql.find("\n", i)
+            j = n if j < 0 else j + 1
+        elif sql.startswith("/*", i):
+            j = _skip_block_comment(sql, i)
+        elif ch == "$" and (i == 0 or sql[i - 1] not in _IDENT_CHARS):
+            j = i + 1
+            while j < n and sql[j].isdigit():
+                j += 1
+            if j > i + 1:  # $n
+                number = int(sql[i + 1 : j])
+                if not 1 <= number <= len(params):
+                    raise DatabaseError(UNDEFINED_PARAMETER, f"there is no parameter ${number}")
+                out.append(quote_literal(params[number - 1]))
+                i = j
+                continue
+            j = _skip_dollar_quoted(sql, i)
+        else:
+            j = i + 1
+            while j < n and sql[j] not in "'\"-/$":
+                j += 1
+        out.append(sql[i:j])
+        i = j
+    return "".join(out)
+
+
+def _skip_quoted(sql: str, i: int, quote: str, escape_backslash: bool) -> int:
+    j = i + 1
+    while j < len(sql):
+        if escape_backslash and sql[j] == "\\":
+            j += 2
+            continue
+        if sql[j] == quote:
+            if j + 1 < len(sql) and sql[j + 1] == quote:
+                j += 2
+                continue
+            return j + 1
+        j += 1
+    return len(sql)
+
+
+def _skip_block_comment(sql: str, i: int) -> int:
+    depth, j = 0, i
+    while j < len(sql):
+        if sql.startswith("/*", j):
+            depth += 1
+            j += 2
+        elif sql.startswith("*/", j):
+            depth -= 1
+            j += 2
+            if depth == 0:
+                return j
+        else:
+            j += 1
+    return len(sql)
+
+
+def _skip_dollar_quoted(sql: str, i: int) -> int:
+    """At a `$` that is not a $n placeholder: skip a $tag$...$tag$ body, or just the `$`."""
+    j = i + 1
+    while j < len(sql) and (sql[j].isalnum() or sql[j] == "_"):
+        j += 1
+    if j < len(sql) and sql[j] == "$":
+        tag = sql[i : j + 1]
+        end = sql.find(tag, j + 1)
+        return len(sql) if end < 0 else end + len(tag)
+    return i + 1
+
+
+def _prepare(sql: str, params: Sequence | None) -> str:
+    return sql if params is None else substitute_params(sql, params)
+
+
+def _raise_first_error(results: list[Result]) -> Result:
+    for result in results:
+        if result.error is not None:
+            raise result.error
+    return results[-1] if results else Result([], [], "", None)
+
+
+@dataclasses.dataclass
+class _Backoff:
+    first_s: float
+    max_s: float
+    rng: random.Random
+
+    def delay_s(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(max, first * 2^attempt)]."""
+        return self.rng.uniform(0, min(self.max_s, self.first_s * (2 ** min(attempt, 30))))
+
+
+# --- sync connection -------------------------------------------------------------------
+
+
+class Connection:
+    """One session on one compute node. Not thread-safe: use one Connection per thread."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 7100, timeout_s: float = 30.0, client_name: str = "python"):
+        self.address = f"{host}:{port}"
+        self.timeout_s = timeout_s
+        self._client_name = client_name
+        self._channel = grpc.insecure_channel(self.address, options=rpc.OPTIONS)
+        self._stub = compute_pb2_grpc.ComputeStub(self._channel)
+        self.transaction_status = "I"
+        self._session_id: str | None = None
+        try:
+            self._open_session()
+        except BaseException:
+            self._channel.close()
+            raise
+
+    def _open_session(self) -> None:
+        try:
+            reply = self._stub.OpenSession(
+                compute_pb2.OpenSessionRequest(client=self._client_name), timeout=self.timeout_s
+            )
+        except grpc.RpcError as error:
+            raise _rpc_error(error, self.address, opening=True) from None
+        self._session_id = reply.session_id
+        self.transaction_status = "I"
+
+    def reconnect(self) -> None:
+        """Open a fresh session (the old one's open transaction is lost)."""
+        self._close_session()
+        self._open_session()
+
+    def execute_script(self, sql: str) -> list[Result]:
+        """Every statement's result; the failing one has .error set. Raises only OperationalError."""
+        if self._session_id is None:
+            raise OperationalError(CONNECTION_FAILURE, "connection is closed")
+        try:
+            reply = self._stub.Execute(
+                compute_pb2.ExecuteRequest(session_id=self._session_id, sql=sql),
+                timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S,
+            )
+        except grpc.RpcError as error:
+            raise _rpc_error(error, self.address, opening=False) from None
+        self.transaction_status = reply.transaction_status or "I"
+        return [_result_from_pb(result) for result in reply.results]
+
+    def execute(self, sql: str, params: Sequence | None = None) -> Result:
+        """Run sql (one or more statements); returns the last result, raises DatabaseError on error."""
+        return _raise_first_error(self.execute_script(_prepare(sql, params)))
+
+    def fetchall(self, sql: str, params: Sequence | None = None) -> list[tuple]:
+        return self.execute(sql, params).rows
+
+    def fetchone(self, sql: str, params: Sequence | None = None) -> tuple | None:
+        return self.execute(sql, params).fetchone()
+
+    def begin(self) -> None:
+        self.execute("BEGIN")
+
+    def commit(self) -> None:
+        self.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.execute("ROLLBACK")
+
+    def run_transaction(
+        self,
+        fn: Callable[["Connection"], T],
+        attempts_max: int = 20,
+        backoff_s: tuple[float, float] = (0.005, 0.5),
+        rng: random.Random | None = None,
+    ) -> T:
+        """BEGIN; fn(conn); COMMIT, retrying the whole of it on 40001 (and on a lost connection
+        before COMMIT was sent) with jittered exponential backoff, at most attempts_max times.
+        40003 and a connection lost during COMMIT are raised: the outcome is unknown."""
+        assert attempts_max >= 1
+        backoff = _Backoff(backoff_s[0], backoff_s[1], rng or random.Random())
+        for attempt in range(attempts_max):
+            committing = False
+            try:
+                self.begin()
+                value = fn(self)
+                committing = True
+                self.commit()
+                return value
+            except DatabaseError as error:
+                retry = _should_retry(error, committing) and attempt + 1 < attempts_max
+                if isinstance(error, OperationalError):
+                    if not retry:
+                        raise
+                    self._reconnect_quietly()
+                else:
+                    self._rollback_quietly()
+                    if not retry:
+                        raise
+                time.sleep(backoff.delay_s(attempt))
+            except BaseException:
+                self._rollback_quietly()
+                raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _rollback_quietly(self) -> None:
+        if self.transaction_status == "I":
+            return
+        try:
+            self.rollback()
+        except DatabaseError:
+            pass
+
+    def _reconnect_quietly(self) -> None:
+        try:
+            self.reconnect()
+        except OperationalError:
+            pass  # the next attempt reports it
+
+    def _close_session(self) -> None:
+        session_id, self._session_id = self._session_id, None
+        if session_id is None:
+            return
+        try:
+            self._stub.CloseSession(
+                compute_pb2.CloseSessionRequest(session_id=session_id), timeout=limits.STATUS_TIMEOUT_S
+            )
+        except grpc.RpcError:
+            pass  # the node reaps idle sessions
+
+    def close(self) -> None:
+        self._close_session()
+        self._channel.close()
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _should_retry(error: DatabaseError, committing: bool) -> bool:
+    if error.sqlstate == SERIALIZATION_FAILURE:
+        return True
+    if isinstance(error, OperationalError) and not committing:
+        return True  # nothing was committed: the transaction never reached COMMIT
+    return False
+
+
+def connect(host: str = "127.0.0.1", port: int = 7100, **kw) -> Connection:
+    return Connection(host, port, **kw)
+
+
+# --- asyncio connection ------------------------------------------------------------------
+
+
+class AsyncConnection:
+    """The asyncio twin of Connection. Create it with `await connect_async(host, port)`."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 7100, timeout_s: float = 30.0, client_name: str = "python-async"):
+        self.address = f"{host}:{port}"
+        self.timeout_s = timeout_s
+        self._client_name = client_name
+        self._channel = grpc.aio.insecure_channel(self.address, options=rpc.OPTIONS)
+        self._stub = compute_pb2_grpc.ComputeStub(self._channel)
+        self.transaction_status = "I"
+        self._session_id: str | None = None
+
+    async def open(self) -> "AsyncConnection":
+        try:
+            reply = await self._stub.OpenSession(
+                compute_pb2.OpenSessionRequest(client=self._client_name), timeout=self.timeout_s
+            )
+        except grpc.RpcError as error:
+            raise _rpc_error(error, self.address, opening=True) from None
+        self._session_id = reply.session_id
+        self.transaction_status = "I"
+        return self
+
+    async def reconnect(self) -> None:
+        await self._close_session()
+        await self.open()
+
+    async def execute_script(self, sql: str) -> list[Result]:
+        if self._session_id is None:
+            raise OperationalError(CONNECTION_FAILURE, "connection is closed")
+        try:
+            reply = await self._stub.Execute(
+                compute_pb2.ExecuteRequest(session_id=self._session_id, sql=sql),
+                timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S,
+            )
+        except grpc.RpcError as error:
+            raise _rpc_error(error, self.address, opening=False) from None
+        self.transaction_status = reply.transaction_status or "I"
+        return [_result_from_pb(result) for result in reply.results]
+
+    async def execute(self, sql: str, params: Sequence | None = None) -> Result:
+        return _raise_first_error(await self.execute_script(_prepare(sql, params)))
+
+    async def fetchall(self, sql: str, params: Sequence | None = None) -> list[tuple]:
+        return (await self.execute(sql, params)).rows
+
+    async def fetchone(self, sql: str, params: Sequence | None = None) -> tuple | None:
+        return (await self.execute(sql, params)).fetchone()
+
+    async def begin(self) -> None:
+        await self.execute("BEGIN")
+
+    async def commit(self) -> None:
+        await self.execute("COMMIT")
+
+    async def rollback(self) -> None:
+        await self.execute("ROLLBACK")
+
+    async def run_transaction(
+        self,
+        fn: Callable[["AsyncConnection"], Awaitable[T]],
+        attempts_max: int = 20,
+        backoff_s: tuple[float, float] = (0.005, 0.5),
+        rng: random.Random | None = None,
+    ) -> T:
+        """As Connection.run_transaction; fn is a coroutine function."""
+        assert attempts_max >= 1
+        backoff = _Backoff(backoff_s[0], backoff_s[1], rng or random.Random())
+        for attempt in range(attempts_max):
+            committing = False
+            try:
+                await self.begin()
+                value = await fn(self)
+                committing = True
+                await self.commit()
+                return value
+            except DatabaseError as error:
+                retry = _should_retry(error, committing) and attempt + 1 < attempts_max
+                if isinstance(error, OperationalError):
+                    if not retry:
+                        raise
+                    try:
+                        await self.reconnect()
+                    except OperationalError:
+                        pass
+                else:
+                    await self._rollback_quietly()
+                    if not retry:
+                        raise
+                await asyncio.sleep(backoff.delay_s(attempt))
+            except BaseException:
+                await self._rollback_quietly()
+                raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _rollback_quietly(self) -> None:
+        if self.transaction_status == "I":
+            return
+        try:
+            await self.rollback()
+        except DatabaseError:
+            pass
+
+    async def _close_session(self) -> None:
+        session_id, self._session_id = self._session_id, None
+        if session_id is None:
+            return
+        try:
+            await self._stub.CloseSession(
+                compute_pb2.CloseSessionRequest(session_id=session_id), timeout=limits.STATUS_TIMEOUT_S
+            )
+        except grpc.RpcError:
+            pass
+
+    async def close(self) -> None:
+        await self._close_session()
+        await self._channel.close()
+
+    async def __aenter__(self) -> "AsyncConnection":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+
+async def connect_async(host: str = "127.0.0.1", port: int = 7100, **kw) -> AsyncConnection:
+    connection = AsyncConnection(host, port, **kw)
+    try:
+        return await connection.open()
+    except BaseException:
+        await connection._channel.close()
+        raise

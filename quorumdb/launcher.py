@@ -1,0 +1,185 @@
+"""Start, stop, kill and restart the nodes of a cluster as separate OS processes.
+
+Used by `quorumdb up` and by the tests. Each node runs as
+    python -m quorumdb.node --config <data_dir>/cluster.toml --name <node>
+in its own process group (so a Ctrl-C at the terminal reaches only the launcher,
+which then stops the nodes in order), with stdout and stderr appended to
+`<data_dir>/logs/<node>.log`.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Iterable
+
+import grpc
+
+from quorumdb import limits
+from quorumdb.config import ClusterConfig, NodeConfig
+from quorumdb.pb import adjudicator_pb2_grpc, common_pb2, compute_pb2_grpc, journal_pb2_grpc, storage_pb2_grpc
+
+STUBS = {
+    "journal": journal_pb2_grpc.JournalStub,
+    "adjudicator": adjudicator_pb2_grpc.AdjudicatorStub,
+    "storage": storage_pb2_grpc.StorageStub,
+    "compute": compute_pb2_grpc.ComputeStub,
+}
+# Start order: the journal first (everything follows it), compute last.
+START_ORDER = ("journal", "adjudicator", "storage", "compute")
+
+
+def node_status(node: NodeConfig, timeout_s: float = limits.STATUS_TIMEOUT_S) -> common_pb2.NodeStatus | None:
+    """The node's Status, or None if it does not answer within timeout_s."""
+    with grpc.insecure_channel(node.address) as channel:
+        stub = STUBS[node.service](channel)
+        try:
+            return stub.Status(common_pb2.StatusRequest(), timeout=timeout_s)
+        except grpc.RpcError:
+            return None
+
+
+class LaunchError(RuntimeError):
+    pass
+
+
+class Cluster:
+    """The processes of one cluster. Every process it starts, it can stop by PID."""
+
+    def __init__(self, config: ClusterConfig, python: str = sys.executable, log_level: str = "INFO"):
+        self.config = config
+        self.python = python
+        self.log_level = log_level
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    # --- lifecycle -------------------------------------------------------------
+    def names(self, services: Iterable[str] | None = None) -> list[str]:
+        services = tuple(services) if services is not None else START_ORDER
+        return [n.name for s in START_ORDER if s in services for n in self.config.by_service(s)]
+
+    def start(self, names: Iterable[str] | None = None) -> None:
+        if not self.config.config_path.exists():
+            self.config.write()
+        for name in names if names is not None else self.names():
+            if not self.is_running(name):
+                self._spawn(name)
+
+    def _spawn(self, name: str) -> None:
+        self.config.node(name)  # KeyError for an unknown name
+        log_path = self.config.log_path(name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        with open(log_path, "ab") as log:
+            self.processes[name] = subprocess.Popen(
+                [self.python, "-m", "quorumdb.node", "--config", str(self.config.config_path),
+                 "--name", name, "--log-level", self.log_level],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+            )
+
+    def is_running(self, name: str) -> bool:
+        process = self.processes.get(name)
+        return process is not None and process.poll() is None
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {name: p.pid for name, p in self.processes.items() if p.poll() is None}
+
+    def exited(self) -> dict[str, int]:
+        """Nodes that were started and have exited, with their exit codes."""
+        return {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: the node gets no chance to clean up (a crash)."""
+        process = self.processes.get(name)
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+    def stop_node(self, name: str, timeout_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within timeout_s."""
+        process = self.processes.get(name)
+        if process is None or process.poll() is not None:
+            return
+        if process.returncode is None:
+            try:
+                os.kill(process.pid, signal.SIGCONT)  # a paused node cannot handle SIGTERM
+            except ProcessLookupError:
+                pass
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    def restart(self, name: str, kill: bool = True) -> None:
+        if kill:
+            self.kill(name)
+        else:
+            self.stop_node(name)
+        self._spawn(name)
+
+    def pause(self, name: str) -> None:
+        os.kill(self.processes[name].pid, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        os.kill(self.processes[name].pid, signal.SIGCONT)
+
+    def stop_all(self, timeout_s: float = 10.0) -> None:
+        """Stop every node this Cluster started: SIGTERM all, wait, SIGKILL stragglers."""
+        running = [p for p in self.processes.values() if p.poll() is None]
+        for process in running:
+            try:
+                os.kill(process.pid, signal.SIGCONT)
+                process.terminate()
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout_s
+        for process in running:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+    def __enter__(self) -> "Cluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_all()
+
+    # --- readiness -------------------------------------------------------------
+    def wait_ready(self, names: Iterable[str] | None = None, timeout_s: float = 60.0,
+                   healthy: bool = False) -> dict[str, common_pb2.NodeStatus]:
+        """Wait until every named node answers Status (and, with healthy=True, reports health "ok").
+
+        Raises LaunchError naming the nodes that did not, and the log files to read.
+        """
+        pending = list(names if names is not None else self.names())
+        statuses: dict[str, common_pb2.NodeStatus] = {}
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            for name in list(pending):
+                if name in self.processes and not self.is_running(name):
+                    raise LaunchError(
+                        f"{name} exited with code {self.processes[name].returncode}; "
+                        f"see {self.config.log_path(name)}"
+                    )
+                status = node_status(self.config.node(name), timeout_s=1.0)
+                if status is not None and (not healthy or status.health == "ok"):
+                    statuses[name] = status
+                    pending.remove(name)
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                logs = ", ".join(str(self.config.log_path(n)) for n in pending)
+                raise LaunchError(f"not ready after {timeout_s:.0f} s: {', '.join(pending)} (logs: {logs})")
+            time.sleep(0.1)
+        return statuses

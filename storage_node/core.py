@@ -1,0 +1,260 @@
+"""The storage segment: a log-structured MVCC key-value index fed by the journal (pure, no I/O).
+
+Theory of operation
+-------------------
+A storage node holds one segment of the protection group. Its only input is the
+journal: committed entries, in strictly increasing index and ts order, plus closed
+timestamps carried by heartbeats. The shell (storage_node/main.py) appends every
+entry to the local segment log and fsyncs it *before* handing it to `Segment.apply`,
+so whatever the core has applied is durable locally.
+
+Versions. For every key the segment keeps its versions sorted by commit_ts; a
+version is a value or a tombstone (a delete). An ENTRY_TXN entry's ts is the
+commit_ts of all of its writes. Entries arrive in ts order, so a new version is
+always the newest of its key and appending keeps the list sorted. A sorted list of
+all keys (bisect) serves range scans in key order.
+
+Reads. `get(key, ts)` returns the newest version with commit_ts <= ts;
+`scan(start, end, ts, limit)` walks the key index from `start` and returns the live
+(non-tombstone) versions at ts. A read at ts is only *right* once every commit with
+commit_ts <= ts has been applied; `can_serve(ts)` says whether that is so, and the
+shell waits (bounded) until it is before calling get/scan.
+
+Closed time. `closed_ts` is a timestamp such that every commit with ts <= closed_ts
+has been applied here. Two sources raise it:
+  * the ts of the last applied entry: entries are strictly increasing in ts, so any
+    entry not yet applied has a larger ts;
+  * a heartbeat (closed_ts, closed_index) from the journal stream, which promises
+    "every commit with ts <= closed_ts has index <= closed_index": it becomes usable
+    only once applied_index >= closed_index. Earlier heartbeats wait in a small,
+    bounded pending list.
+
+Complete point (SCL). The highest index with no hole below it. The segment applies
+strictly consecutive entries (asserted), and the shell makes them durable before
+applying, so SCL == applied_index.
+
+Garbage collection. `gc_step(horizon_ts, keys_max)` drops versions no read at
+ts >= horizon can see: for each key it keeps the newest version at or below the
+horizon and everything above it; a key whose only remaining version is a tombstone
+at or below the horizon is forgotten altogether (a later read then reports it as
+missing, version_ts 0, rather than deleted at its tombstone's ts). Work per call is bounded by
+`keys_max`; a cursor continues the sweep on the next call. Reads at ts < horizon
+would be wrong afterwards, so `readiness(ts)` reports them as TOO_OLD and
+`get`/`scan` raise ReadBelowHorizon.
+"""
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import enum
+from typing import Iterable
+
+from quorumdb import limits
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """A journal entry as the segment sees it (protobuf types stay at the edge)."""
+
+    index: int
+    ts: int
+    # (key, value) for a write, (key, None) for a tombstone. Empty for non-txn entries.
+    writes: tuple[tuple[bytes, bytes | None], ...] = ()
+
+
+class Readiness(enum.Enum):
+    READY = "ready"          # every commit <= ts is applied; the read is right
+    WAIT = "wait"            # commits <= ts may still be missing; wait for closed_ts
+    TOO_OLD = "too_old"      # ts is below the GC horizon; versions it needs are gone
+
+
+class ReadBelowHorizon(Exception):
+    def __init__(self, ts: int, gc_horizon_ts: int):
+        super().__init__(f"read at ts {ts} is below the garbage-collection horizon {gc_horizon_ts}")
+        self.ts = ts
+        self.gc_horizon_ts = gc_horizon_ts
+
+
+class _KeyVersions:
+    """Versions of one key, ascending by commit_ts. value None = tombstone."""
+
+    __slots__ = ("commit_ts_list", "values")
+
+    def __init__(self) -> None:
+        self.commit_ts_list: list[int] = []
+        self.values: list[bytes | None] = []
+
+    def add(self, commit_ts: int, value: bytes | None) -> None:
+        if self.commit_ts_list and self.commit_ts_list[-1] == commit_ts:
+            # The same key twice in one transaction: the last write wins.
+            self.values[-1] = value
+            return
+        assert not self.commit_ts_list or self.commit_ts_list[-1] < commit_ts, "versions must arrive in ts order"
+        self.commit_ts_list.append(commit_ts)
+        self.values.append(value)
+
+    def at(self, ts: int) -> tuple[bytes | None, int]:
+        """(value or None, version_ts) of the newest version with commit_ts <= ts; (None, 0) if none."""
+        position = bisect.bisect_right(self.commit_ts_list, ts) - 1
+        if position < 0:
+            return None, 0
+        return self.values[position], self.commit_ts_list[position]
+
+    def collect(self, horizon_ts: int) -> int:
+        """Drop versions older than the newest one at or below horizon_ts. Returns how many were dropped."""
+        keep_from = bisect.bisect_right(self.commit_ts_list, horizon_ts) - 1
+        if keep_from <= 0:
+            return 0
+        del self.commit_ts_list[:keep_from]
+        del self.values[:keep_from]
+        return keep_from
+
+    def only_dead(self, horizon_ts: int) -> bool:
+        """True when the key's single version is a tombstone at or below the horizon."""
+        return len(self.values) == 1 and self.values[0] is None and self.commit_ts_list[0] <= horizon_ts
+
+
+class Segment:
+    """One storage segment's MVCC state. Single-threaded; the shell serializes calls."""
+
+    def __init__(self) -> None:
+        self.applied_index = 0
+        self.last_applied_ts = 0
+        self.closed_ts = 0
+        self.gc_horizon_ts = 0
+        self._versions: dict[bytes, _KeyVersions] = {}
+        self._keys: list[bytes] = []  # sorted; every key in _versions
+        # Heartbeats (closed_ts, closed_index) not yet usable, ascending in both.
+        self._pending_closed: list[tuple[int, int]] = []
+        self._gc_cursor: bytes | None = None  # next key for gc_step; None = start of a sweep
+        self.version_count = 0
+
+    # --- the journal side ------------------------------------------------------
+    @property
+    def scl(self) -> int:
+        return self.applied_index
+
+    @property
+    def key_count(self) -> int:
+        return len(self._keys)
+
+    def apply(self, records: Iterable[Record]) -> None:
+        """Apply entries that directly follow applied_index, in order."""
+        for record in records:
+            assert record.index == self.applied_index + 1, (
+                f"entry {record.index} does not follow applied index {self.applied_index}"
+            )
+            assert record.ts > self.last_applied_ts, f"entry {record.index} ts {record.ts} not increasing"
+            for key, value in record.writes:
+                self._put(key, record.ts, value)
+            self.applied_index = record.index
+            self.last_applied_ts = record.ts
+        self._advance_closed()
+
+    def _put(self, key: bytes, commit_ts: int, value: bytes | None) -> None:
+        versions = self._versions.get(key)
+        if versions is None:
+            versions = _KeyVersions()
+            self._versions[key] = versions
+            bisect.insort(self._keys, key)
+        before = len(versions.values)
+        versions.add(commit_ts, value)
+        self.version_count += len(versions.values) - before
+
+    def observe_closed(self, closed_ts: int, closed_index: int) -> None:
+        """A heartbeat: every commit with ts <= closed_ts has index <= closed_index."""
+        if closed_ts <= self.closed_ts:
+            return
+        if closed_index <= self.applied_index:
+            self.closed_ts = closed_ts
+            return
+        pending = self._pending_closed
+        if pending and pending[-1][1] >= closed_index:
+            # A later promise that needs no more entries than the last pending one supersedes it.
+            pending[-1] = (max(pending[-1][0], closed_ts), pending[-1][1])
+            return
+        if len(pending) >= limits.STORAGE_PENDING_CLOSED_MAX:
+            # Keep the bound: the newest promise replaces the last one (it needs more entries,
+            # so the closed time advances a little later than it could have; never wrongly).
+            pending[-1] = (closed_ts, closed_index)
+            return
+        pending.append((closed_ts, closed_index))
+
+    def _advance_closed(self) -> None:
+        closed_ts = max(self.closed_ts, self.last_applied_ts)
+        pending = self._pending_closed
+        usable = 0
+        while usable < len(pending) and pending[usable][1] <= self.applied_index:
+            closed_ts = max(closed_ts, pending[usable][0])
+            usable += 1
+        del pending[:usable]
+        self.closed_ts = closed_ts
+
+    # --- the read side ---------------------------------------------------------
+    def readiness(self, ts: int) -> Readiness:
+        if ts < self.gc_horizon_ts:
+            return Readiness.TOO_OLD
+        if ts <= self.closed_ts:
+            return Readiness.READY
+        return Readiness.WAIT
+
+    def can_serve(self, ts: int) -> bool:
+        return self.readiness(ts) is Readiness.READY
+
+    def get(self, key: bytes, ts: int) -> tuple[bytes | None, int]:
+        """(value, version_ts) at ts; value None when missing or deleted (version_ts 0 when missing)."""
+        self._check_horizon(ts)
+        versions = self._versions.get(key)
+        if versions is None:
+            return None, 0
+        return versions.at(ts)
+
+    def scan(self, start: bytes, end: bytes | None, ts: int, limit: int) -> tuple[list[tuple[bytes, bytes, int]], bool]:
+        """Live versions at ts of keys in [start, end) in key order, at most `limit`; more=True if cut short."""
+        assert limit > 0, limit
+        self._check_horizon(ts)
+        rows: list[tuple[bytes, bytes, int]] = []
+        position = bisect.bisect_left(self._keys, start)
+        keys = self._keys
+        while position < len(keys):
+            key = keys[position]
+            if end is not None and key >= end:
+                break
+            if len(rows) == limit:
+                return rows, True
+            value, version_ts = self._versions[key].at(ts)
+            if value is not None:
+                rows.append((key, value, version_ts))
+            position += 1
+        return rows, False
+
+    def _check_horizon(self, ts: int) -> None:
+        if ts < self.gc_horizon_ts:
+            raise ReadBelowHorizon(ts, self.gc_horizon_ts)
+
+    # --- garbage collection ----------------------------------------------------
+    def gc_step(self, horizon_ts: int, keys_max: int) -> bool:
+        """Collect up to keys_max keys below horizon_ts. Returns True when a full sweep just ended."""
+        assert keys_max > 0, keys_max
+        # The horizon only moves forward: reads below an earlier horizon are already refused.
+        self.gc_horizon_ts = max(self.gc_horizon_ts, horizon_ts)
+        horizon_ts = self.gc_horizon_ts
+        keys = self._keys
+        position = 0 if self._gc_cursor is None else bisect.bisect_left(keys, self._gc_cursor)
+        examined = 0
+        while position < len(keys) and examined < keys_max:
+            key = keys[position]
+            versions = self._versions[key]
+            self.version_count -= versions.collect(horizon_ts)
+            if versions.only_dead(horizon_ts):
+                del self._versions[key]
+                del keys[position]
+                self.version_count -= 1
+            else:
+                position += 1
+            examined += 1
+        if position >= len(keys):
+            self._gc_cursor = None
+            return True
+        self._gc_cursor = keys[position]
+        return False

@@ -1,0 +1,70 @@
+"""Shared fixtures: real clusters of processes on 127.0.0.1.
+
+`cluster_factory(**settings)` starts the whole default cluster (3 journal,
+3 adjudicator, 6 storage, 3 compute) in a temporary directory on a free block of
+ports and waits until every node is healthy; every process it started is stopped
+at teardown (by PID), and the tail of each node's log is printed if the test failed.
+"""
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from quorumdb.launcher import Cluster
+from tests.util import make_config
+
+READY_TIMEOUT_S = 90.0
+
+
+def start_cluster(tmp_path: pathlib.Path, **settings) -> Cluster:
+    cluster = Cluster(make_config(tmp_path, **settings))
+    try:
+        cluster.start()
+        cluster.wait_ready(timeout_s=READY_TIMEOUT_S, healthy=True)
+    except BaseException:
+        dump_logs(cluster)
+        cluster.stop_all()
+        raise
+    return cluster
+
+
+def dump_logs(cluster: Cluster, lines: int = 25) -> None:
+    for node in cluster.config.nodes:
+        path = cluster.config.log_path(node.name)
+        if path.exists():
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            print(f"----- {node.name} ({path}) -----")
+            print("\n".join(tail))
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "rep_" + report.when, report)
+
+
+@pytest.fixture
+def cluster_factory(tmp_path, request):
+    started: list[Cluster] = []
+
+    def factory(**settings) -> Cluster:
+        cluster = start_cluster(tmp_path / f"c{len(started)}", **settings)
+        started.append(cluster)
+        return cluster
+
+    yield factory
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    for cluster in started:
+        if failed:
+            dump_logs(cluster)
+        cluster.stop_all()
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory):
+    """One healthy cluster shared by the tests of a module that do not break it."""
+    cluster = start_cluster(tmp_path_factory.mktemp("shared"))
+    yield cluster
+    cluster.stop_all()

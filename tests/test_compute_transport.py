@@ -1,0 +1,348 @@
+"""StorageReader and AdjudicatorClient against fake in-process gRPC servers.
+
+The fakes stand in for real storage and adjudicator nodes on the ports of a
+cluster file, so quorum reads and commit routing are tested with real gRPC
+failures (refused connections, deadlines, aborts) but without other services.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+import pytest
+
+from compute_node import adjudicator_client
+from compute_node.adjudicator_client import AdjudicatorClient
+from compute_node.storage_reader import StorageReader
+from quorumdb import config as config_mod
+from quorumdb import errors, limits, rpc
+from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2, storage_pb2, storage_pb2_grpc
+from tests.util import free_base_port
+
+
+class FakeStorage(storage_pb2_grpc.StorageServicer):
+    """Serves a fixed MVCC map {key: [(ts, value or None), ...]}; `mode` injects faults."""
+
+    def __init__(self, data: dict[bytes, list[tuple[int, bytes | None]]]):
+        self.data = data
+        self.mode = "ok"  # ok | unavailable | hang
+        self.calls = 0
+
+    async def _fault(self, context):
+        self.calls += 1
+        if self.mode == "unavailable":
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "not caught up")
+        if self.mode == "hang":
+            await asyncio.sleep(60)
+
+    def _at(self, key: bytes, ts: int) -> tuple[int, bytes | None]:
+        visible = [(vts, value) for vts, value in self.data.get(key, []) if vts <= ts]
+        return max(visible, key=lambda item: item[0]) if visible else (0, None)
+
+    async def Get(self, request, context):
+        await self._fault(context)
+        versions = []
+        for key in request.keys:
+            version_ts, value = self._at(key, request.ts)
+            versions.append(storage_pb2.Version(key=key, value=value or b"", version_ts=version_ts, found=value is not None))
+        return storage_pb2.GetReply(versions=versions)
+
+    async def Scan(self, request, context):
+        await self._fault(context)
+        versions = []
+        for key in sorted(self.data):
+            if key < request.start or (request.end and key >= request.end):
+                continue
+            version_ts, value = self._at(key, request.ts)
+            if value is None:
+                continue
+            if len(versions) == request.limit:
+                return storage_pb2.ScanReply(versions=versions, more=True)
+            versions.append(storage_pb2.Version(key=key, value=value, version_ts=version_ts, found=True))
+        return storage_pb2.ScanReply(versions=versions, more=False)
+
+
+class FakeAdjudicator(adjudicator_pb2_grpc.AdjudicatorServicer):
+    def __init__(self, name: str):
+        self.name = name
+        self.mode = "leader"  # leader | follower | hang | crash_after_receive | conflict | unknown
+        self.hint = ""
+        self.calls = 0
+
+    async def Commit(self, request, context):
+        self.calls += 1
+        if self.mode == "follower":
+            return adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.NOT_LEADER, leader_hint=self.hint)
+        if self.mode == "hang":
+            await asyncio.sleep(60)
+        if self.mode == "crash_after_receive":
+            await context.abort(grpc.StatusCode.INTERNAL, "connection reset")
+        if self.mode == "conflict":
+            return adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.CONFLICT, conflict_key=request.writes[0].key)
+        if self.mode == "unknown":
+            return adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.UNKNOWN, message="journal timeout")
+        return adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.COMMITTED, commit_ts=request.start_ts + 1)
+
+    async def Status(self, request, context):
+        role = "leader" if self.mode != "follower" else "standby"
+        return common_pb2.NodeStatus(name=self.name, service="adjudicator", role=role, epoch=1, leader=self.hint)
+
+
+class FakeCluster:
+    def __init__(self, tmp_path):
+        self.config = config_mod.default_cluster(tmp_path, base_port=free_base_port())
+        self.servers: dict[str, grpc.aio.Server] = {}
+        self.storages: dict[str, FakeStorage] = {}
+        self.adjudicators: dict[str, FakeAdjudicator] = {}
+        self.channels = rpc.Channels()
+
+    async def start_storage(self, data) -> None:
+        for node in self.config.storages:
+            fake = FakeStorage(data)
+            self.storages[node.name] = fake
+            server = rpc.new_server()
+            storage_pb2_grpc.add_StorageServicer_to_server(fake, server)
+            await self._start(node, server)
+
+    async def start_adjudicators(self, names=None) -> None:
+        for node in self.config.adjudicators:
+            fake = FakeAdjudicator(node.name)
+            self.adjudicators[node.name] = fake
+            if names is not None and node.name not in names:
+                continue  # configured, but nothing listens: connection refused
+            server = rpc.new_server()
+            adjudicator_pb2_grpc.add_AdjudicatorServicer_to_server(fake, server)
+            await self._start(node, server)
+
+    async def _start(self, node, server) -> None:
+        server.add_insecure_port(node.address)
+        await server.start()
+        self.servers[node.name] = server
+
+    async def stop(self, name: str) -> None:
+        await self.servers.pop(name).stop(grace=None)
+
+    async def close(self) -> None:
+        await self.channels.close()
+        for server in self.servers.values():
+            await server.stop(grace=None)
+
+
+@pytest.fixture
+async def fake(tmp_path):
+    cluster = FakeCluster(tmp_path)
+    yield cluster
+    await cluster.close()
+
+
+DATA = {
+    b"k1": [(10, b"v1")],
+    b"k2": [(10, b"old"), (20, b"new")],
+    b"k3": [(10, b"x"), (30, None)],  # deleted at 30
+}
+
+
+# --- storage reads -----------------------------------------------------------------------
+
+
+async def test_read_asks_three_copies_own_az_first(fake):
+    await fake.start_storage(DATA)
+    reader = StorageReader(fake.config, "az3", fake.channels)
+    values = await reader.get_many([b"k1", b"k2", b"k3", b"missing"], ts=25)
+    assert values == {b"k1": b"v1", b"k2": b"new", b"k3": b"x", b"missing": None}
+    asked = sorted(name for name, s in fake.storages.items() if s.calls)
+    assert len(asked) == 3
+    assert "storage-az3-a" in asked and "storage-az3-b" in asked
+    assert (await reader.get_many([b"k3"], ts=35)) == {b"k3": None}
+
+
+async def test_read_survives_three_failed_copies(fake):
+    await fake.start_storage(DATA)
+    for name in ("storage-az1-a", "storage-az1-b"):
+        fake.storages[name].mode = "unavailable"  # answering, but not caught up
+    await fake.stop("storage-az2-a")  # refused
+    reader = StorageReader(fake.config, "az1", fake.channels)
+    assert (await reader.get_many([b"k2"], ts=25)) == {b"k2": b"new"}
+    rows, more = await reader.scan(b"", None, ts=25, limit=10)
+    assert rows == [(b"k1", b"v1"), (b"k2", b"new"), (b"k3", b"x")] and not more
+
+
+async def test_read_without_quorum_fails_fast_with_57p03(fake):
+    await fake.start_storage(DATA)
+    for name in ("storage-az1-a", "storage-az2-a", "storage-az2-b"):
+        await fake.stop(name)
+    fake.storages["storage-az3-a"].mode = "unavailable"
+    reader = StorageReader(fake.config, "az1", fake.channels)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(errors.SqlError) as raised:
+        await reader.get_many([b"k1"], ts=25)
+    assert raised.value.sqlstate == errors.CANNOT_CONNECT_NOW
+    assert "read quorum" in raised.value.message
+    assert loop.time() - began < limits.READ_QUORUM_TIMEOUT_S
+
+
+async def test_hanging_copy_is_replaced_within_the_deadline(fake, monkeypatch):
+    monkeypatch.setattr(limits, "STORAGE_READ_TIMEOUT_S", 0.5)
+    await fake.start_storage(DATA)
+    fake.storages["storage-az1-a"].mode = "hang"
+    reader = StorageReader(fake.config, "az1", fake.channels)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    assert (await reader.get_many([b"k1"], ts=25)) == {b"k1": b"v1"}
+    assert loop.time() - began < 2.0
+    # The hung copy is now suspect: the next read does not wait for it.
+    began = loop.time()
+    assert (await reader.get_many([b"k1"], ts=25)) == {b"k1": b"v1"}
+    assert loop.time() - began < 0.4
+
+
+async def test_stale_copy_loses_and_disagreement_is_logged(fake, caplog):
+    await fake.start_storage(DATA)
+    stale = FakeStorage({b"k2": [(10, b"old")]})
+    fake.storages["storage-az1-a"].data = stale.data
+    reader = StorageReader(fake.config, "az1", fake.channels)
+    with caplog.at_level(logging.WARNING, logger="compute_node.storage_reader"):
+        assert (await reader.get_many([b"k2"], ts=25)) == {b"k2": b"new"}
+    assert any("disagree" in record.message for record in caplog.records)
+
+
+async def test_scan_pages_until_done(fake):
+    data = {f"r{i:03d}".encode(): [(5, f"v{i}".encode())] for i in range(25)}
+    await fake.start_storage(data)
+    reader = StorageReader(fake.config, "az2", fake.channels)
+    seen, start = [], b"r"
+    for _ in range(10):
+        rows, more = await reader.scan(start, b"s", ts=10, limit=10)
+        assert len(rows) <= 10
+        seen += rows
+        if not more:
+            break
+        start = rows[-1][0] + b"\x00"
+    assert [key for key, _ in seen] == sorted(data)
+
+
+# --- commits -------------------------------------------------------------------------------
+
+
+def reply(outcome, **fields):
+    return adjudicator_pb2.CommitReply(outcome=outcome, **fields)
+
+
+def test_outcome_mapping():
+    assert adjudicator_client.outcome_error(reply(adjudicator_pb2.COMMITTED, commit_ts=5)) is None
+    conflict = adjudicator_client.outcome_error(reply(adjudicator_pb2.CONFLICT, conflict_key=b"\x01"))
+    assert conflict.sqlstate == "40001" and "OC000" in conflict.message
+    schema = adjudicator_client.outcome_error(reply(adjudicator_pb2.CONFLICT, message="schema changed (OC001)"))
+    assert schema.sqlstate == "40001" and "OC001" in schema.message
+    too_old = adjudicator_client.outcome_error(reply(adjudicator_pb2.TOO_OLD))
+    assert too_old.sqlstate == "40001" and "OC000" in too_old.message
+    assert adjudicator_client.outcome_error(reply(adjudicator_pb2.UNAVAILABLE)).sqlstate == "57P03"
+    assert adjudicator_client.outcome_error(reply(adjudicator_pb2.UNKNOWN)).sqlstate == "40003"
+    assert adjudicator_client.outcome_error(reply(adjudicator_pb2.OUTCOME_UNSPECIFIED)).sqlstate == "40003"
+    with pytest.raises(AssertionError):
+        adjudicator_client.outcome_error(reply(adjudicator_pb2.NOT_LEADER))
+
+
+def test_rpc_error_classification():
+    classify = adjudicator_client.classify_rpc_error
+    refused = "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Connection refused"
+    assert classify(grpc.StatusCode.UNAVAILABLE, refused) == adjudicator_client.SendFailure.NOT_SENT
+    assert classify(grpc.StatusCode.UNAVAILABLE, "Socket closed") == adjudicator_client.SendFailure.MAYBE_SENT
+    assert classify(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") == adjudicator_client.SendFailure.MAYBE_SENT
+
+
+def test_next_target_follows_usable_hints_only():
+    state = adjudicator_client.RouteState(["a", "b", "c"])
+    assert adjudicator_client.next_target(state, "c") == "c"
+    state.asked_this_round.update({"a", "c"})
+    assert adjudicator_client.next_target(state, "c") == "b"  # a stale hint is not followed twice
+    assert adjudicator_client.next_target(state, "zzz") == "b"
+    state.asked_this_round.add("b")
+    assert adjudicator_client.next_target(state, None) is None
+
+
+WRITES = [(b"k", b"v"), (b"gone", None)]
+
+
+async def test_commit_follows_not_leader_hint_and_caches_leader(fake):
+    await fake.start_adjudicators()
+    first = fake.adjudicators["adjudicator-az1"]
+    first.mode, first.hint = "follower", "adjudicator-az3"
+    fake.adjudicators["adjudicator-az2"].mode = "follower"
+    client = AdjudicatorClient(fake.config, fake.channels)
+    assert await client.commit(100, WRITES, [], "t1") == 101
+    assert client.leader == "adjudicator-az3"
+    assert fake.adjudicators["adjudicator-az2"].calls == 0  # the hint went straight to az3
+    assert await client.commit(200, WRITES, [], "t2") == 201
+    assert first.calls == 1  # the cached leader is asked first now
+
+
+async def test_commit_skips_refused_leader(fake):
+    await fake.start_adjudicators(names={"adjudicator-az2", "adjudicator-az3"})
+    fake.adjudicators["adjudicator-az3"].mode = "follower"
+    client = AdjudicatorClient(fake.config, fake.channels)  # caches adjudicator-az1, which is down
+    assert await client.commit(100, WRITES, [b"lock"], "t1") == 101
+    assert client.leader == "adjudicator-az2"
+
+
+async def test_commit_without_any_leader_is_unavailable_not_unknown(fake, monkeypatch):
+    monkeypatch.setattr(limits, "COMMIT_TIMEOUT_S", 0.6)
+    await fake.start_adjudicators(names={"adjudicator-az2"})
+    fake.adjudicators["adjudicator-az2"].mode = "follower"
+    client = AdjudicatorClient(fake.config, fake.channels)
+    with pytest.raises(errors.SqlError) as raised:
+        await client.commit(100, WRITES, [], "t1")
+    assert raised.value.sqlstate == errors.CANNOT_CONNECT_NOW
+    assert fake.adjudicators["adjudicator-az2"].calls >= 2  # it kept looking during the deadline
+
+
+async def test_commit_waits_for_a_failover_to_finish(fake):
+    await fake.start_adjudicators()
+    for adjudicator in fake.adjudicators.values():
+        adjudicator.mode = "follower"
+    client = AdjudicatorClient(fake.config, fake.channels)
+
+    async def elect():
+        await asyncio.sleep(0.3)
+        fake.adjudicators["adjudicator-az2"].mode = "leader"
+
+    election = asyncio.create_task(elect())
+    assert await client.commit(100, WRITES, [], "t1") == 101
+    await election
+    assert client.leader == "adjudicator-az2"
+
+
+@pytest.mark.parametrize("mode", ["hang", "crash_after_receive", "unknown"])
+async def test_commit_outcome_unknown_after_sending(fake, monkeypatch, mode):
+    monkeypatch.setattr(limits, "COMMIT_TIMEOUT_S", 0.5)
+    await fake.start_adjudicators()
+    fake.adjudicators["adjudicator-az1"].mode = mode
+    client = AdjudicatorClient(fake.config, fake.channels)
+    with pytest.raises(errors.SqlError) as raised:
+        await client.commit(100, WRITES, [], "t1")
+    assert raised.value.sqlstate == errors.STATEMENT_COMPLETION_UNKNOWN
+    # Never re-sent elsewhere: that could commit twice.
+    assert fake.adjudicators["adjudicator-az2"].calls == 0
+    assert fake.adjudicators["adjudicator-az3"].calls == 0
+
+
+async def test_commit_conflict_is_40001(fake):
+    await fake.start_adjudicators()
+    fake.adjudicators["adjudicator-az1"].mode = "conflict"
+    client = AdjudicatorClient(fake.config, fake.channels)
+    with pytest.raises(errors.SqlError) as raised:
+        await client.commit(100, WRITES, [], "t1")
+    assert raised.value.sqlstate == "40001" and "OC000" in raised.value.message
+
+
+async def test_find_leader_uses_status(fake):
+    await fake.start_adjudicators(names={"adjudicator-az2", "adjudicator-az3"})
+    fake.adjudicators["adjudicator-az2"].mode = "follower"
+    client = AdjudicatorClient(fake.config, fake.channels)
+    leader, why = await client.find_leader()
+    assert leader == "adjudicator-az3" and why == ""
+    fake.adjudicators["adjudicator-az3"].mode = "follower"
+    leader, why = await client.find_leader()
+    assert leader is None and "no adjudicator leads" in why

@@ -1,0 +1,329 @@
+"""qsql without a server: statement splitting, prompts, meta-commands, script exit codes.
+
+A FakeConnection plays the compute node: it records the SQL it receives and answers
+from a table of canned results, so the shell's printing and control flow are checked
+byte for byte.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import itertools
+
+import pytest
+
+from quorumdb import qsql
+from quorumdb.qsql import MetaOutcome, Shell, StatementSplitter, split_statements
+
+
+@dataclasses.dataclass
+class FakeError(Exception):
+    sqlstate: str
+    message: str
+    detail: str = ""
+    hint: str = ""
+
+
+class FakeLost(Exception):
+    sqlstate = "08006"
+    message = "connection failure: UNAVAILABLE"
+
+
+@dataclasses.dataclass
+class FakeResult:
+    columns: list
+    rows: list
+    command_tag: str
+    error: FakeError | None = None
+
+
+ONE = FakeResult([("?column?", "integer")], [(1,)], "SELECT 1")
+MISSING = FakeResult([], [], "", FakeError("42P01", 'relation "nope" does not exist'))
+
+
+class FakeConnection:
+    def __init__(self, answers=None):
+        self.answers = answers or {}
+        self.sent: list[str] = []
+        self.transaction_status = "I"
+
+    def execute_script(self, sql):
+        self.sent.append(sql)
+        for statement in sql.split(";"):
+            word = statement.strip().split(" ")[0].upper() if statement.strip() else ""
+            if word == "BEGIN":
+                self.transaction_status = "T"
+            elif word in ("COMMIT", "ROLLBACK"):
+                self.transaction_status = "I"
+        answer = self.answers.get(sql.strip())
+        if answer is None:
+            if "nope" in sql:
+                if self.transaction_status == "T":
+                    self.transaction_status = "E"
+                return [MISSING]
+            if "lost" in sql:
+                raise FakeLost()
+            return [ONE]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def close(self):
+        pass
+
+
+def fake_clock():
+    """Each statement appears to take 1.2345 ms (the clock is read before and after it)."""
+    readings = itertools.count()
+
+    def now() -> float:
+        reading = next(readings)
+        return reading // 2 + (0.0012345 if reading % 2 else 0.0)
+
+    return now
+
+
+def make_shell(connection=None, **settings):
+    out, err = io.StringIO(), io.StringIO()
+    shell = Shell(connection or FakeConnection(), qsql.Settings(**settings), out=out, err=err,
+                  clock=fake_clock(),
+                  is_connection_error=lambda error: isinstance(error, FakeLost))
+    return shell, out, err
+
+
+# --- splitting ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("sql", "statements", "rest"),
+    [
+        ("select 1; select 2;", ["select 1", "select 2"], ""),
+        ("select 1;select 2", ["select 1"], "select 2"),
+        ("select ';' ; select 'it''s;'", ["select ';'"], "select 'it''s;'"),
+        ('select "a;b" from t;', ['select "a;b" from t'], ""),
+        ("select $$a;b$$; select $tag$ $$ ; $tag$;", ["select $$a;b$$", "select $tag$ $$ ; $tag$"], ""),
+        ("select E'\\';' ;", ["select E'\\';'"], ""),
+        ("select 1 -- not; the end\n;", ["select 1 -- not; the end"], ""),
+        ("/* a; /* nested; */ still; */ select 1;", ["/* a; /* nested; */ still; */ select 1"], ""),
+        (";;  ;", [], ""),
+        ("select $1; select a$b;", ["select $1", "select a$b"], ""),
+        ("create table t (a int, b text); insert into t values (1, ';');",
+         ["create table t (a int, b text)", "insert into t values (1, ';')"], ""),
+    ],
+)
+def test_split_statements(sql, statements, rest):
+    assert split_statements(sql) == (statements, rest)
+
+
+def test_splitting_is_the_same_fed_one_character_at_a_time():
+    sql = "select 'a;b', $q$x;y$q$, \"c;d\" /* ; */ -- ;\n from t; select E'\\'';\n"
+    expected, _ = split_statements(sql)
+    splitter = StatementSplitter()
+    got = []
+    for char in sql:
+        got += splitter.feed(char)
+    assert got == expected
+    assert len(got) == 2
+
+
+def test_prompt_markers_follow_what_is_open():
+    splitter = StatementSplitter()
+    assert splitter.prompt_marker() == "="
+    splitter.feed("select 1\n")
+    assert splitter.prompt_marker() == "-"
+    splitter.feed("  , 'abc\n")
+    assert splitter.prompt_marker() == "'"
+    splitter.feed("' , (1 +\n")
+    assert splitter.prompt_marker() == "("
+    splitter.feed(") /* x\n")
+    assert splitter.prompt_marker() == "*"
+    splitter.feed("*/ , \"q\n")
+    assert splitter.prompt_marker() == '"'
+    splitter.feed('" , $$\n')
+    assert splitter.prompt_marker() == "$"
+    assert splitter.feed("$$;\n") == ["select 1\n  , 'abc\n' , (1 +\n) /* x\n*/ , \"q\n\" , $$\n$$"]
+    assert splitter.prompt_marker() == "="
+
+
+@pytest.mark.parametrize(
+    ("marker", "status", "expected"),
+    [("=", "I", "quorumdb=> "), ("=", "T", "quorumdb=*> "), ("=", "E", "quorumdb=!> "),
+     ("-", "I", "quorumdb-> "), ("-", "T", "quorumdb-*> "), ("'", "I", "quorumdb'> ")],
+)
+def test_prompt_like_psql(marker, status, expected):
+    assert qsql.prompt(marker, status) == expected
+
+
+def test_interactive_prompts_show_transaction_state():
+    connection = FakeConnection()
+    shell, out, err = make_shell(connection)
+    lines = iter(["begin;", "select * from nope;", "rollback;", "select", "1;"])
+    prompts = []
+
+    def read_line(prompt):
+        prompts.append(prompt)
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+
+    assert shell.interactive(read_line) == qsql.EXIT_OK
+    assert prompts == ["quorumdb=> ", "quorumdb=*> ", "quorumdb=!> ", "quorumdb=> ", "quorumdb-> ", "quorumdb=> "]
+    assert connection.sent == ["begin", "select * from nope", "rollback", "select\n1"]
+    assert err.getvalue() == 'ERROR:  relation "nope" does not exist\n'
+
+
+def test_interactive_reconnects_after_a_lost_connection():
+    shell, out, err = make_shell()
+    replacement = FakeConnection()
+    lines = iter(["select lost;", "select 1;"])
+
+    def read_line(prompt):
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+
+    assert shell.interactive(read_line, reconnect=lambda: replacement) == qsql.EXIT_OK
+    assert replacement.sent == ["select 1"]
+    assert "Attempting reset: Succeeded." in err.getvalue()
+
+
+# --- output and errors ------------------------------------------------------------------------
+def test_command_string_prints_each_result_in_order():
+    connection = FakeConnection({"create table t (a int); insert into t values (1)": [
+        FakeResult([], [], "CREATE TABLE"), FakeResult([], [], "INSERT 0 1")]})
+    shell, out, err = make_shell(connection)
+    assert shell.run_command_string("create table t (a int); insert into t values (1)") == qsql.EXIT_OK
+    assert out.getvalue() == "CREATE TABLE\nINSERT 0 1\n"
+    assert connection.sent == ["create table t (a int); insert into t values (1)"]  # one piece, as psql -c
+
+
+def test_error_format_default_and_verbose():
+    shell, out, err = make_shell()
+    assert shell.run_command_string("select * from nope") == qsql.EXIT_ERROR
+    assert err.getvalue() == 'ERROR:  relation "nope" does not exist\n'
+    shell, out, err = make_shell(verbose_errors=True)
+    shell.run_command_string("select * from nope")
+    assert err.getvalue() == 'ERROR:  42P01: relation "nope" does not exist\n'
+
+
+def test_script_continues_after_error_without_on_error_stop():
+    shell, out, err = make_shell()
+    status = shell.run_lines(qsql.iter_lines("select 1;\nselect * from nope;\nselect 2;\n"), "f.sql")
+    assert status == qsql.EXIT_ERROR
+    assert out.getvalue().count("(1 row)") == 2
+    assert err.getvalue() == 'qsql:f.sql:2: ERROR:  relation "nope" does not exist\n'
+
+
+def test_script_stops_with_3_under_on_error_stop():
+    connection = FakeConnection()
+    shell, out, err = make_shell(connection, on_error_stop=True)
+    status = shell.run_lines(qsql.iter_lines("select 1;\nselect * from nope;\nselect 2;\n"), "f.sql")
+    assert status == qsql.EXIT_SCRIPT_STOPPED
+    assert connection.sent == ["select 1", "select * from nope"]
+
+
+def test_script_runs_unterminated_last_statement_and_meta_commands():
+    connection = FakeConnection()
+    shell, out, err = make_shell(connection)
+    status = shell.run_lines(qsql.iter_lines("\\x\nselect 1;\n\\x off\nselect\n 2"), None)
+    assert status == qsql.EXIT_OK
+    assert connection.sent == ["select 1", "select\n 2"]
+    assert out.getvalue() == (
+        "Expanded display is on.\n-[ RECORD 1 ]\n?column? | 1\n\n"
+        "Expanded display is off.\n ?column? \n----------\n        1\n(1 row)\n\n"
+    )
+
+
+def test_quit_stops_a_script():
+    connection = FakeConnection()
+    shell, _, _ = make_shell(connection)
+    assert shell.run_lines(qsql.iter_lines("select 1;\n\\q\nselect 2;\n"), None) == qsql.EXIT_OK
+    assert connection.sent == ["select 1"]
+
+
+def test_timing_prints_elapsed_like_psql():
+    shell, out, _ = make_shell()
+    assert shell.run_meta("\\timing on") is MetaOutcome.CONTINUE
+    shell.run_sql("select 1")
+    assert out.getvalue().endswith("(1 row)\n\nTime: 1.234 ms\n")
+    assert out.getvalue().startswith("Timing is on.\n")
+    assert qsql.format_elapsed(61234.5678) == "Time: 61234.568 ms (01:01.235)"
+
+
+def test_unknown_meta_command_is_an_error():
+    shell, _, err = make_shell()
+    assert shell.run_meta("\\bogus") is MetaOutcome.FAILED
+    assert err.getvalue() == "invalid command \\bogus\nTry \\? for help.\n"
+
+
+def test_dt_and_d_through_information_schema():
+    tables = [FakeResult([("table_schema", "text"), ("table_name", "text")], [("public", "accounts")], "SELECT 1")]
+    columns = [FakeResult([("column_name", "text"), ("data_type", "text"), ("is_nullable", "text")],
+                          [("id", "bigint", "NO"), ("owner", "text", "YES")], "SELECT 2")]
+    key = [FakeResult([("column_name", "text")], [("id",)], "SELECT 1")]
+
+    class Catalog(FakeConnection):
+        def execute_script(self, sql):
+            self.sent.append(sql)
+            if "information_schema.tables" in sql:
+                return tables
+            if "information_schema.columns" in sql:
+                return columns
+            return key
+
+    shell, out, _ = make_shell(Catalog())
+    assert shell.run_meta("\\dt") is MetaOutcome.CONTINUE
+    assert shell.run_meta("\\d accounts") is MetaOutcome.CONTINUE
+    assert out.getvalue() == (
+        "     List of relations\n"
+        " Schema |   Name   | Type  \n"
+        "--------+----------+-------\n"
+        " public | accounts | table\n"
+        "(1 row)\n\n"
+        '      Table "accounts"\n'
+        " Column |  Type  | Nullable \n"
+        "--------+--------+----------\n"
+        " id     | bigint | not null\n"
+        " owner  | text   | \n"
+        "Indexes:\n"
+        '    "accounts_pkey" PRIMARY KEY (id)\n\n'
+    )
+
+
+def test_d_falls_back_to_column_metadata_without_information_schema():
+    unsupported = [FakeResult([], [], "", FakeError("42P01", 'relation "information_schema.columns" does not exist'))]
+    probe = [FakeResult([("id", "integer"), ("name", "text")], [], "SELECT 0")]
+
+    class NoCatalog(FakeConnection):
+        def execute_script(self, sql):
+            self.sent.append(sql)
+            return unsupported if "information_schema" in sql else probe
+
+    connection = NoCatalog()
+    shell, out, _ = make_shell(connection)
+    assert shell.run_meta("\\d T") is MetaOutcome.CONTINUE
+    assert connection.sent[-1] == 'SELECT * FROM "t" LIMIT 0'
+    assert " id     | integer | \n" in out.getvalue()
+    assert "nullability and primary key unknown" in out.getvalue()
+
+
+def test_parser_keeps_c_and_f_in_order_and_variables():
+    args = qsql.build_parser().parse_args(
+        ["-p", "7101", "-c", "select 1", "-f", "a.sql", "-c", "\\dt", "-A", "-t", "-v", "VERBOSITY=verbose",
+         "-v", "ON_ERROR_STOP=1", "-X"])
+    assert args.port == 7101
+    assert args.actions == [("command", "select 1"), ("file", "a.sql"), ("command", "\\dt")]
+    settings = qsql.settings_from_args(args)
+    assert settings.verbose_errors and settings.on_error_stop
+    assert not settings.print_options.aligned and settings.print_options.tuples_only
+
+
+def test_cannot_connect_exits_2(capsys):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again below: nothing listens there
+    status = qsql.main(["-p", str(port), "-c", "select 1"])
+    assert status == qsql.EXIT_CONNECTION
+    assert f'connection to server at "127.0.0.1", port {port} failed' in capsys.readouterr().err
