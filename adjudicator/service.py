@@ -110,9 +110,9 @@ class AdjudicatorNode:
 
     async def close(self) -> None:
         self._closing = True
-        for task in self._background:
+        for task in [*self._background, *self._step_down_tasks]:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*self._background, *self._step_down_tasks, return_exceptions=True)
         if self.term is not None:
             await self._step_down(self.term, "node stopping", rebuild=False)
         if self._follow_task is not None:
@@ -121,6 +121,8 @@ class AdjudicatorNode:
 
     # --- following the journal ---------------------------------------------------
     def _restart_follower(self) -> None:
+        if self._closing:
+            return  # a late step-down must not start following again while the node stops
         if self._follow_task is not None:
             self._follow_task.cancel()
         self._follow_task = asyncio.create_task(self._follow_forever(), name="follow-journal")

@@ -106,11 +106,53 @@ class StorageReader:
     async def _quorum(
         self, ask: Callable[[str, float], Awaitable[T]], what: str
     ) -> list[tuple[str, T]]:
-        """Answers of READ_QUORUM copies, asking the next copy whenever one fails."""
+        """Answers of READ_QUORUM copies, asking the next copy whenever one fails.
+
+        When every copy was tried and fewer than 3 answered, the copies that failed are
+        asked again after READ_RETRY_PAUSE_S (a restarted copy, or a channel still in
+        reconnect backoff), at most READ_QUORUM_ROUNDS_MAX rounds within the deadline.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limits.READ_QUORUM_TIMEOUT_S
-        order = read_core.order_copies(self._copies, self._own_az, self._suspect_until_s, self._monotonic())
         answers: list[tuple[str, T]] = []
+        failures: list[str] = []
+        for round_number in range(limits.READ_QUORUM_ROUNDS_MAX):
+            if round_number > 0:
+                if loop.time() + limits.READ_RETRY_PAUSE_S >= deadline:
+                    break
+                await asyncio.sleep(limits.READ_RETRY_PAUSE_S)
+            answered = {name for name, _ in answers}
+            order = [
+                name
+                for name in read_core.order_copies(self._copies, self._own_az, self._suspect_until_s, self._monotonic())
+                if name not in answered
+            ]
+            failures = await self._round(ask, order, answers, deadline)
+            if len(answers) >= read_core.READ_QUORUM:
+                break
+        if len(answers) < read_core.READ_QUORUM:
+            log.warning("%s: no read quorum (%d of 3 answered): %s", what, len(answers), "; ".join(failures))
+            raise errors.SqlError(
+                errors.CANNOT_CONNECT_NOW,
+                f"cannot reach a read quorum (3 of {len(self._copies)} storage copies): "
+                f"{len(answers)} answered",
+                detail="; ".join(failures),
+                hint="Storage copies are down or not caught up; retry when more are back.",
+            )
+        if failures:
+            log.info("%s: answered after failures: %s", what, "; ".join(failures))
+        return answers
+
+    async def _round(
+        self,
+        ask: Callable[[str, float], Awaitable[T]],
+        order: list[str],
+        answers: list[tuple[str, T]],
+        deadline: float,
+    ) -> list[str]:
+        """Ask copies in `order` (at most READ_QUORUM - len(answers) at once) until enough answered
+        or all were tried; appends to `answers`, returns this round's failures."""
+        loop = asyncio.get_running_loop()
         failures: list[str] = []
         pending: dict[asyncio.Task, str] = {}
         next_position = 0
@@ -138,22 +180,10 @@ class StorageReader:
                         failures.append(f"{name}: {_describe(error)}")
                         self._suspect_until_s[name] = self._monotonic() + limits.STORAGE_SUSPECT_S
         finally:
-            for task in pending:
+            for task, name in pending.items():
                 task.cancel()
-        if len(answers) < read_core.READ_QUORUM:
-            for name in pending.values():
-                failures.append(f"{name}: no answer within {limits.READ_QUORUM_TIMEOUT_S:.0f}s")
-            log.warning("%s: no read quorum (%d of 3 answered): %s", what, len(answers), "; ".join(failures))
-            raise errors.SqlError(
-                errors.CANNOT_CONNECT_NOW,
-                f"cannot reach a read quorum (3 of {len(self._copies)} storage copies): "
-                f"{len(answers)} answered",
-                detail="; ".join(failures),
-                hint="Storage copies are down or not caught up; retry when more are back.",
-            )
-        if failures:
-            log.info("%s: answered after failures: %s", what, "; ".join(failures))
-        return answers
+                failures.append(f"{name}: no answer within the read deadline")
+        return failures
 
     def _log_disagreements(self, kind: str, ts: int, keys: list[bytes], answers: list[tuple[str, object]]) -> None:
         shown = ", ".join(key.hex() for key in keys[:5])

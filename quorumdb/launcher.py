@@ -107,11 +107,10 @@ class Cluster:
         process = self.processes.get(name)
         if process is None or process.poll() is not None:
             return
-        if process.returncode is None:
-            try:
-                os.kill(process.pid, signal.SIGCONT)  # a paused node cannot handle SIGTERM
-            except ProcessLookupError:
-                pass
+        try:
+            os.kill(process.pid, signal.SIGCONT)  # a paused node cannot handle SIGTERM
+        except ProcessLookupError:
+            pass
         process.terminate()
         try:
             process.wait(timeout=timeout_s)
@@ -133,21 +132,27 @@ class Cluster:
         os.kill(self.processes[name].pid, signal.SIGCONT)
 
     def stop_all(self, timeout_s: float = 10.0) -> None:
-        """Stop every node this Cluster started: SIGTERM all, wait, SIGKILL stragglers."""
-        running = [p for p in self.processes.values() if p.poll() is None]
-        for process in running:
-            try:
-                os.kill(process.pid, signal.SIGCONT)
-                process.terminate()
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + timeout_s
-        for process in running:
-            try:
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        """Stop every node this Cluster started, compute first and the journal last.
+
+        Each tier gets SIGTERM and up to timeout_s to exit, then SIGKILL, so the
+        nodes still running never spend their shutdown reconnecting to stopped ones.
+        """
+        order = {name: START_ORDER.index(self.config.node(name).service) for name in self.processes}
+        for tier in reversed(range(len(START_ORDER))):
+            running = [p for name, p in self.processes.items() if order[name] == tier and p.poll() is None]
+            for process in running:
+                try:
+                    os.kill(process.pid, signal.SIGCONT)  # a paused node cannot handle SIGTERM
+                    process.terminate()
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + timeout_s
+            for process in running:
+                try:
+                    process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
 
     def __enter__(self) -> "Cluster":
         return self

@@ -88,6 +88,11 @@ STORAGE_JOURNAL_SILENCE_MS = 3_000
 READ_QUORUM_TIMEOUT_S = 2 * STORAGE_READ_TIMEOUT_S + 1.0
 # A storage copy that failed a read is asked last for this long (no retry cost per read).
 STORAGE_SUSPECT_S = 5.0
+# When every copy was tried and fewer than 3 answered, ask the failed ones again after a
+# pause, this many rounds in all: a restarted copy (or a gRPC channel still in its
+# <= 1 s reconnect backoff) answers then; a lost quorum still fails in about a second.
+READ_QUORUM_ROUNDS_MAX = 3
+READ_RETRY_PAUSE_S = 0.6
 # Empty merged scan pages a compute node skips past before answering (copies disagreeing).
 SCAN_EMPTY_PAGES_MAX = 100
 # Commit routing: adjudicators tried (NOT_LEADER hops, refused connections) for one

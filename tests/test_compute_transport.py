@@ -120,6 +120,11 @@ class FakeCluster:
         await server.start()
         self.servers[node.name] = server
 
+    async def restart_storage(self, name: str) -> None:
+        server = rpc.new_server()
+        storage_pb2_grpc.add_StorageServicer_to_server(self.storages[name], server)
+        await self._start(self.config.node(name), server)
+
     async def stop(self, name: str) -> None:
         await self.servers.pop(name).stop(grace=None)
 
@@ -181,6 +186,21 @@ async def test_read_without_quorum_fails_fast_with_57p03(fake):
     assert raised.value.sqlstate == errors.CANNOT_CONNECT_NOW
     assert "read quorum" in raised.value.message
     assert loop.time() - began < limits.READ_QUORUM_TIMEOUT_S
+
+
+async def test_read_waits_briefly_for_a_copy_that_comes_back(fake):
+    await fake.start_storage(DATA)
+    for name in ("storage-az1-a", "storage-az1-b", "storage-az2-a", "storage-az2-b"):
+        await fake.stop(name)
+    reader = StorageReader(fake.config, "az1", fake.channels)
+
+    async def come_back():
+        await asyncio.sleep(0.2)
+        await fake.restart_storage("storage-az2-b")
+
+    comeback = asyncio.create_task(come_back())
+    assert (await reader.get_many([b"k1"], ts=25)) == {b"k1": b"v1"}
+    await comeback
 
 
 async def test_hanging_copy_is_replaced_within_the_deadline(fake, monkeypatch):

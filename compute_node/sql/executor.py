@@ -12,7 +12,10 @@ a primary-key range or a full scan), then executed against the transaction:
   * UPDATE/DELETE read the matching rows, then buffer new values or tombstones;
     an UPDATE that changes a primary key deletes the old key and inserts the new
     one with the same duplicate check;
-  * CREATE/DROP TABLE read and write catalog keys through the same buffer.
+  * CREATE/DROP TABLE read and write catalog keys through the same buffer;
+  * SELECT from information_schema.tables/columns/key_column_usage scans the catalog
+    keys (through the buffer, so it sees the transaction's own DDL) and feeds the
+    rows system_views.py builds from them to the same SelectProgram.
 Writes to a table also lock its catalog key, so a concurrent change of the table's
 definition makes the commit fail with 40001 rather than write to a dropped table.
 """
@@ -22,7 +25,7 @@ from typing import Any, AsyncIterator, Sequence
 
 from sqlglot import exp
 
-from compute_node.sql import types
+from compute_node.sql import system_views, types
 from compute_node.sql.catalog import TableDef, identifier_name, table_from_create, table_name
 from compute_node.sql.expressions import EMPTY_SCOPE, Compiled, Compiler, Scope, constant, contains_aggregate
 from compute_node.sql.planner import AccessPlan, PlanKind, plan_access
@@ -59,6 +62,17 @@ async def load_table(txn: Transaction, name: str) -> TableDef | None:
     return table
 
 
+async def load_all_tables(txn: Transaction) -> list[TableDef]:
+    """Every table of the snapshot (start_ts plus the transaction's own DDL), in name order."""
+    prefix = keys.CATALOG_TABLE_PREFIX
+    tables = []
+    async for _, value in txn.scan(prefix, keys.prefix_end(prefix)):
+        table = TableDef.decode(value)
+        txn.tables[table.name] = table
+        tables.append(table)
+    return tables
+
+
 async def require_table(txn: Transaction, table_node: exp.Expression) -> TableDef:
     name = table_name(table_node)
     table = await load_table(txn, name)
@@ -68,11 +82,15 @@ async def require_table(txn: Transaction, table_node: exp.Expression) -> TableDe
 
 
 def table_scope(table: TableDef, table_node: exp.Expression) -> Scope:
+    return _scope(table.name, tuple((c.name, c.sql_type) for c in table.columns), table_node)
+
+
+def _scope(name: str, columns: tuple[tuple[str, types.SqlType], ...], table_node: exp.Expression) -> Scope:
     alias = table_node.args.get("alias")
     alias_name = identifier_name(alias.this) if alias is not None and alias.this is not None else None
     if alias is not None and alias.columns:
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "column aliases in FROM are not supported")
-    return Scope(table.name, alias_name, tuple((c.name, c.sql_type) for c in table.columns))
+    return Scope(name, alias_name, columns)
 
 
 async def read_rows(txn: Transaction, table: TableDef, plan: AccessPlan) -> AsyncIterator[tuple[bytes, tuple]]:
@@ -120,6 +138,8 @@ async def select_rows(txn: Transaction, select: exp.Select):
     table_node = from_clause.this
     if not isinstance(table_node, exp.Table):
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "subqueries in FROM are not supported")
+    if system_views.is_system_reference(table_node):
+        return await _select_from_view(txn, select, table_node)
     table = await require_table(txn, table_node)
     program = compile_select(select, table_scope(table, table_node), has_table=True)
     plan = plan_for(txn, table, select.args.get("where"))
@@ -133,6 +153,20 @@ async def select_rows(txn: Transaction, select: exp.Select):
         for key in source_keys:
             txn.lock(key)
     return program, rows, table
+
+
+async def _select_from_view(txn: Transaction, select: exp.Select, table_node: exp.Table):
+    view = system_views.resolve_view(table_node)
+    program = compile_select(select, _scope(view.name, view.columns, table_node), has_table=True)
+    if program.for_update:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'cannot lock rows in view "{view.name}"')
+    for row in system_views.view_rows(view, await load_all_tables(txn)):
+        if program.matches(row):
+            program.add_row(row)
+            if program.enough():
+                break
+    rows, _ = program.finish()
+    return program, rows, None
 
 
 # --- INSERT ---------------------------------------------------------------------------
@@ -151,6 +185,7 @@ async def run_insert(txn: Transaction, insert: exp.Insert) -> StatementResult:
     if isinstance(target, exp.Schema):
         column_nodes = target.expressions
         target = target.this
+    system_views.reject_write(target, "INSERT")
     table = await require_table(txn, target)
     positions = _insert_positions(table, column_nodes)
     source = insert.args.get("expression")
@@ -270,6 +305,7 @@ _UPDATE_ARGS = {"this", "expressions", "where"}
 
 async def run_update(txn: Transaction, update: exp.Update) -> StatementResult:
     _reject_unknown_args(update, _UPDATE_ARGS, "UPDATE")
+    system_views.reject_write(update.this, "UPDATE")
     table = await require_table(txn, update.this)
     scope = table_scope(table, update.this)
     compiler = Compiler(scope, "UPDATE")
@@ -309,6 +345,7 @@ async def run_delete(txn: Transaction, delete: exp.Delete) -> StatementResult:
     _reject_unknown_args(delete, _DELETE_ARGS, "DELETE")
     if delete.args.get("using"):
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "DELETE ... USING is not supported")
+    system_views.reject_write(delete.this, "DELETE")
     table = await require_table(txn, delete.this)
     scope = table_scope(table, delete.this)
     matched = await _matching_rows(txn, table, delete.args.get("where"), scope)
@@ -331,6 +368,7 @@ async def run_create(txn: Transaction, create: exp.Create) -> StatementResult:
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "this form of CREATE TABLE is not supported")
     _reject_unknown_args(create, _CREATE_ARGS, "CREATE TABLE")
     schema = create.this
+    system_views.reject_write(schema.this if isinstance(schema, exp.Schema) else schema, "CREATE TABLE")
     name = table_name(schema.this if isinstance(schema, exp.Schema) else schema)
     table_from_create(create, 1)  # validate the definition before reading anything
     if await load_table(txn, name) is not None:
@@ -355,6 +393,10 @@ async def run_drop(txn: Transaction, drop: exp.Drop) -> StatementResult:
     table_nodes = drop.args.get("tables") or ([drop.this] if drop.this is not None else [])
     dropped: list[TableDef] = []
     for table_node in table_nodes:
+        if system_views.is_system_reference(table_node) and drop.args.get("exists") \
+                and system_views.view_name(table_node) not in system_views.VIEWS:
+            continue  # PostgreSQL: NOTICE table does not exist, skipping
+        system_views.reject_write(table_node, "DROP TABLE")
         name = table_name(table_node)
         table = await load_table(txn, name)
         if table is None:
