@@ -137,7 +137,7 @@ class StorageReader:
                 f"cannot reach a read quorum (3 of {len(self._copies)} storage copies): "
                 f"{len(answers)} answered",
                 detail="; ".join(failures),
-                hint="Storage copies are down or not caught up; retry when more are back.",
+                hint=_quorum_hint(failures),
             )
         if failures:
             log.info("%s: answered after failures: %s", what, "; ".join(failures))
@@ -191,6 +191,16 @@ class StorageReader:
             "storage copies %s disagree on %s at ts %d for %d key(s): %s",
             [name for name, _ in answers], kind, ts, len(keys), shown,
         )
+
+
+def _quorum_hint(failures: list[str]) -> str:
+    if failures and all("not caught up" in failure for failure in failures):
+        # Every copy is alive but none has been told that the snapshot time is closed:
+        # the journal is not advancing (no adjudicator leader, or no journal majority).
+        return ("The storage copies are up but the journal has not delivered anything up to this "
+                "transaction's start time: is the adjudicator leader or a majority of the journal down? "
+                "QuorumDB refuses rather than return stale data.")
+    return "Storage copies are down or not caught up; retry when more are back."
 
 
 def _wait_ms(timeout_s: float) -> int:

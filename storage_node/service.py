@@ -126,8 +126,8 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
             case Readiness.WAIT:
                 await context.abort(
                     grpc.StatusCode.UNAVAILABLE,
-                    f"storage node {self.state.node.name} not caught up to ts {ts} "
-                    f"(closed_ts {segment.closed_ts}, applied_index {segment.applied_index})",
+                    f"storage node {self.state.node.name} not caught up to ts {ts}: its closed timestamp is "
+                    f"{(ts - segment.closed_ts) / 1e6:.0f} ms behind (applied_index {segment.applied_index})",
                 )
             case Readiness.TOO_OLD:
                 await context.abort(

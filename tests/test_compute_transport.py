@@ -366,3 +366,15 @@ async def test_find_leader_uses_status(fake):
     fake.adjudicators["adjudicator-az3"].mode = "follower"
     leader, why = await client.find_leader()
     assert leader is None and "no adjudicator leads" in why
+
+
+async def test_no_copy_caught_up_says_the_journal_is_not_advancing(fake):
+    """All copies alive but none caught up: the error names the likely cause, not a dead storage tier."""
+    await fake.start_storage(DATA)
+    for storage in fake.storages.values():
+        storage.mode = "unavailable"  # each answers UNAVAILABLE "not caught up"
+    reader = StorageReader(fake.config, "az1", fake.channels)
+    with pytest.raises(errors.SqlError) as raised:
+        await reader.get_many([b"k1"], ts=25)
+    assert raised.value.sqlstate == errors.CANNOT_CONNECT_NOW
+    assert "journal" in raised.value.hint and "stale" in raised.value.hint
