@@ -44,6 +44,40 @@ entries) only delay collection, never make it unsafe.
 A leader whose journal append failed cannot know which of its decisions became durable:
 it drops the whole checker (`ConflictChecker()` anew) and rebuilds from the journal as a
 standby. This module does no I/O and reads no clock: `now_latest` is passed in.
+
+Retries and the txn_id table
+----------------------------
+A compute node whose Commit RPC ends without a known outcome (an UNKNOWN reply, a
+deadline, a connection broken after sending, a fenced leader) sends the SAME request again
+(same txn_id, start_ts, writes) with `retry` set, to whoever leads now, until its deadline.
+To answer such a resend without committing twice, the checker keeps
+    txns   txn_id -> TxnRecord(commit_ts, index) for every commit it knows with
+           commit_ts >= known_since_ts (the same horizon as last_commit). index is 0 while
+           the commit is this leader's own decision whose journal append has not returned.
+It is filled from two sources: the leader's own decisions (`_record`, index 0, then
+`apply_committed` with the index once the append returns) and committed journal entries
+(`apply_committed`), so a standby that becomes leader holds it too.
+
+A request whose txn_id is in the table gets DUPLICATE (the original commit_ts and index;
+the shell answers COMMITTED, flagged duplicate, or, for index 0, waits for the original's
+append). Otherwise it is decided normally; except that a retry with start_ts <
+known_since_ts gets UNKNOWN: its commit, if any, would have commit_ts > start_ts but may be
+older than what this table knows, so "not in the table" proves nothing there.
+
+Why "not in the table" means "never committed" (and deciding normally is safe): the
+leader decides only after `begin_term(leader_index)`, i.e. once it has applied the journal
+up to its own ENTRY_LEADER entry (asserted here). To write that entry it fenced a journal
+majority with a higher epoch; from that moment no older leader can commit anything (a
+commit needs 2 of 3 replicas, and 2 of 3 now refuse older epochs), and its log is the best
+fenced log, which holds every entry that was or ever will be committed by an older leader
+(any committed entry is on 2 of 3 replicas, so on a fenced one; entries not in the best log
+were on a minority and are overwritten). Committing the leader entry commits all of them.
+So after applying through leader_index, every commit an older leader ever acknowledged, or
+ever can, is in `txns` (if younger than known_since_ts): a txn_id absent there never
+committed and never will, and this leader may decide it afresh. Conversely a leader never
+answers COMMITTED for something not in the journal: DUPLICATE with index > 0 comes from a
+committed entry or an append that returned committed; index 0 waits for that append; a
+fenced old leader's appends fail, so its answers are UNKNOWN, never COMMITTED.
 """
 from __future__ import annotations
 
@@ -59,6 +93,8 @@ class Outcome(enum.Enum):
     COMMITTED = "committed"
     CONFLICT = "conflict"
     TOO_OLD = "too_old"
+    DUPLICATE = "duplicate"  # txn_id already committed: commit_ts and index are the original's
+    UNKNOWN = "unknown"  # a retry this checker cannot settle (its history is forgotten)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -69,14 +105,24 @@ class TxnRequest:
     write_keys: tuple[bytes, ...]
     lock_keys: tuple[bytes, ...] = ()
     txn_id: str = ""
+    retry: bool = False  # a resend of a request whose outcome the sender does not know
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Decision:
     outcome: Outcome
-    commit_ts: int = 0  # COMMITTED only
+    commit_ts: int = 0  # COMMITTED and DUPLICATE
     conflict_key: bytes = b""  # CONFLICT only
     message: str = ""
+    index: int = 0  # DUPLICATE: the original's journal index (0: its append is still in flight)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TxnRecord:
+    """A known commit of one txn_id. index 0: this leader's decision, append in flight."""
+
+    commit_ts: int
+    index: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -86,6 +132,7 @@ class CommittedTxn:
     commit_ts: int
     write_keys: tuple[bytes, ...]
     txn_id: str = ""
+    index: int = 0  # journal index (0: not known to the caller)
 
 
 class ConflictChecker:
@@ -104,8 +151,20 @@ class ConflictChecker:
         self._gc_queue: collections.deque[tuple[int, bytes]] = collections.deque()
         self.last_ts = 0
         self.known_since_ts = 0
+        self.txns: dict[str, TxnRecord] = {}
+        self._txn_gc_queue: collections.deque[tuple[int, str]] = collections.deque()
+        self.applied_index = 0  # highest journal index passed to apply_committed
+        self.term_leader_index = 0  # set by begin_term: this checker decides for a leader
 
     # --- leader ---------------------------------------------------------------
+    def begin_term(self, leader_index: int) -> None:
+        """This checker now decides for the leader whose ENTRY_LEADER is at leader_index.
+
+        Only once the journal is applied through that entry (see "Retries" above)."""
+        assert leader_index > 0
+        assert self.applied_index >= leader_index, "a leader decides only after applying its leader entry"
+        self.term_leader_index = leader_index
+
     def decide_batch(self, requests: Sequence[TxnRequest], now_latest: int) -> list[Decision]:
         """Decide each request in order; COMMITTED ones are recorded before the next is checked."""
         self.collect_garbage(now_latest)
@@ -113,6 +172,18 @@ class ConflictChecker:
 
     def _decide(self, request: TxnRequest, now_latest: int) -> Decision:
         start_ts = request.start_ts
+        known = self.txns.get(request.txn_id) if request.txn_id else None
+        if known is not None:
+            return Decision(Outcome.DUPLICATE, commit_ts=known.commit_ts, index=known.index,
+                            message=f"transaction {request.txn_id} was already committed")
+        if request.retry:
+            assert self.term_leader_index > 0, "retries are answered only by a caught-up leader"
+            if start_ts < self.known_since_ts:
+                return Decision(
+                    Outcome.UNKNOWN,
+                    message=f"cannot tell whether transaction {request.txn_id} committed: this adjudicator "
+                    f"knows commits only from {self.known_since_ts} on, and start_ts is {start_ts}",
+                )
         age_horizon_ts = now_latest - self.txn_age_max_ns
         if start_ts < age_horizon_ts:
             return Decision(
@@ -147,6 +218,18 @@ class ConflictChecker:
         assert commit_ts > start_ts
         return Decision(Outcome.COMMITTED, commit_ts=commit_ts)
 
+    def record_appended(self, txn_id: str, commit_ts: int, index: int) -> None:
+        """The leader's append of its decision for txn_id returned committed at index."""
+        assert index > 0
+        if not txn_id:
+            return
+        known = self.txns.get(txn_id)
+        assert known is not None and known.commit_ts == commit_ts, "only this leader's own decisions"
+        self.txns[txn_id] = TxnRecord(commit_ts, index)
+
+    def lookup(self, txn_id: str) -> TxnRecord | None:
+        return self.txns.get(txn_id) if txn_id else None
+
     def _first_conflict(self, request: TxnRequest) -> tuple[bytes, int, str] | None:
         for keys in (request.write_keys, request.lock_keys):
             for key in keys:
@@ -161,6 +244,10 @@ class ConflictChecker:
         for key in write_keys:
             self.last_commit[key] = (commit_ts, txn_id)
             self._gc_queue.append((commit_ts, key))
+        if txn_id:
+            assert txn_id not in self.txns, "a known txn_id is answered DUPLICATE, never decided again"
+            self.txns[txn_id] = TxnRecord(commit_ts, 0)
+            self._txn_gc_queue.append((commit_ts, txn_id))
 
     def close_timestamp(self, now_latest: int) -> int:
         """A closed_ts for a heartbeat: every later commit_ts will be above it."""
@@ -173,13 +260,31 @@ class ConflictChecker:
         """Apply committed journal entries (idempotent; entries may repeat or come late)."""
         for txn in txns:
             self.last_ts = max(self.last_ts, txn.commit_ts)
+            self.applied_index = max(self.applied_index, txn.index)
             if txn.commit_ts < self.known_since_ts:
                 continue  # no request we still accept can conflict with it
+            if txn.txn_id:
+                self._apply_txn_id(txn)
             for key in txn.write_keys:
                 last = self.last_commit.get(key)
                 if last is None or last[0] < txn.commit_ts:
                     self.last_commit[key] = (txn.commit_ts, txn.txn_id)
                     self._gc_queue.append((txn.commit_ts, key))
+
+    def _apply_txn_id(self, txn: CommittedTxn) -> None:
+        known = self.txns.get(txn.txn_id)
+        if known is None:
+            self.txns[txn.txn_id] = TxnRecord(txn.commit_ts, txn.index)
+            self._txn_gc_queue.append((txn.commit_ts, txn.txn_id))
+            return
+        if known.commit_ts == txn.commit_ts:
+            if known.index == 0 and txn.index:
+                self.txns[txn.txn_id] = TxnRecord(known.commit_ts, txn.index)
+            return
+        # A txn_id reused by a client after the horizon (never within it: that is a DUPLICATE).
+        if txn.commit_ts > known.commit_ts:
+            self.txns[txn.txn_id] = TxnRecord(txn.commit_ts, txn.index)
+            self._txn_gc_queue.append((txn.commit_ts, txn.txn_id))
 
     def observe_closed(self, closed_ts: int) -> None:
         """A closed timestamp seen in the journal (or a new journal's last_ts): stay above it."""
@@ -204,6 +309,13 @@ class ConflictChecker:
             last = self.last_commit.get(key)
             if last is not None and last[0] == commit_ts:
                 del self.last_commit[key]
+        txn_queue = self._txn_gc_queue
+        while txn_queue and popped < self.gc_keys_per_call and txn_queue[0][0] < horizon_ts:
+            commit_ts, txn_id = txn_queue.popleft()
+            popped += 1
+            known = self.txns.get(txn_id)
+            if known is not None and known.commit_ts == commit_ts:
+                del self.txns[txn_id]
         return popped
 
     # --- introspection (status, tests) ------------------------------------------

@@ -13,6 +13,22 @@ a decided batch is not yet handed to the writer. An append that raises Fenced or
 JournalUnavailable leaves the batch's outcome unknown (UNKNOWN to the clients), and the node
 steps down: queued requests get NOT_LEADER, the checker (which may hold decisions that never
 reached the journal) is dropped and rebuilt by following the journal from the start.
+
+Retried commits (same txn_id, `retry` set) are answered from the checker's txn_id table:
+COMMITTED with the original commit_ts and `duplicate` set when the transaction is already
+in the journal (or, for a resend that lands in the same batch as its original, once the
+original's append returns), else decided normally; see adjudicator/core.py for why that is
+safe only after the leader applied the journal through its own leader entry. While the
+writer sees 2 of 3 journal replicas unreachable, a batch is refused UNAVAILABLE before it
+is decided (nothing committed, a clear "journal unavailable" message) instead of waiting
+for an append that cannot commit.
+
+Failover: a standby whose journal stream shows no progress for failover_timeout_ms plus a
+jitter asks the journal replicas and takes over only when `adjudicator.election.assess`
+says so (the journal has not heard the leader for the timeout either, and no rival is
+fencing); it fences above every promised epoch and gives way to a rival in the same round.
+The initial leader does the same assessment at start: it leads at once on a fresh cluster
+and joins as a standby when a live leader exists.
 """
 from __future__ import annotations
 
@@ -22,15 +38,20 @@ import enum
 import logging
 import random
 import time
-from typing import Callable
+from typing import Awaitable, Callable
 
+import grpc
+
+from adjudicator import election
 from adjudicator.core import CommittedTxn, ConflictChecker, Outcome, TxnRequest
 from journal.follower import FollowBatch, JournalFollower
 from journal.writer import Fenced, JournalUnavailable, JournalWriter
 from quorumdb import limits, rpc
 from quorumdb.clock import Clock
 from quorumdb.config import ClusterConfig, NodeConfig
-from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2
+from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2, journal_pb2_grpc
+
+JournalProbe = Callable[[], Awaitable[list[election.ReplicaView]]]
 
 log = logging.getLogger("adjudicator")
 
@@ -75,6 +96,7 @@ class AdjudicatorNode:
         channels: rpc.Channels,
         writer_factory: Callable[..., JournalWriter] = JournalWriter,
         follower_factory: Callable[..., JournalFollower] = JournalFollower,
+        journal_probe: JournalProbe | None = None,
     ):
         self.cluster = cluster
         self.node = node
@@ -82,6 +104,9 @@ class AdjudicatorNode:
         self.channels = channels
         self._writer_factory = writer_factory
         self._follower_factory = follower_factory
+        self._journal_probe = journal_probe or self._probe_journal
+        # Why no adjudicator leads, as far as this one knows ("" when a leader is known alive).
+        self.no_leader_reason = ""
         self.checker = ConflictChecker()
         self.role = Role.STANDBY
         self.term: LeaderTerm | None = None
@@ -162,9 +187,9 @@ class AdjudicatorNode:
                 self._skip_pending = False
             match entry.kind:
                 case common_pb2.ENTRY_TXN:
-                    txns.append(CommittedTxn(entry.ts, tuple(w.key for w in entry.writes), entry.txn_id))
+                    txns.append(CommittedTxn(entry.ts, tuple(w.key for w in entry.writes), entry.txn_id, entry.index))
                 case common_pb2.ENTRY_LEADER:
-                    txns.append(CommittedTxn(entry.ts, ()))
+                    txns.append(CommittedTxn(entry.ts, (), index=entry.index))
                 case _:
                     log.warning("ignoring journal entry %d of unknown kind %d", entry.index, entry.kind)
             self.applied_index = entry.index
@@ -180,6 +205,7 @@ class AdjudicatorNode:
             self.leader_seen = batch.leader
             if progressed:
                 self.last_progress_mono = time.monotonic()
+                self.no_leader_reason = ""
         self._applied_changed.set()
         term = self.term
         if term is not None and batch.epoch > term.epoch:
@@ -200,8 +226,10 @@ class AdjudicatorNode:
                 pass
 
     # --- becoming leader -----------------------------------------------------------
-    async def take_over(self, why: str) -> int:
-        """Become leader (fence the journal with a higher epoch); returns the epoch. Raises TakeOverFailed."""
+    async def take_over(self, why: str, known_epoch: int = 0, give_way: bool = False) -> int:
+        """Become leader (fence the journal with a higher epoch); returns the epoch. Raises TakeOverFailed.
+
+        known_epoch / give_way: see JournalWriter.take_over (a failover gives way to a rival)."""
         async with self._transition_lock:
             if self.term is not None:
                 return self.term.epoch
@@ -209,8 +237,11 @@ class AdjudicatorNode:
                 raise TakeOverFailed("node is stopping")
             writer = self._writer_factory(self.cluster, self.node.name, self.channels, self.clock)
             try:
-                result = await writer.take_over(limits.TAKE_OVER_TIMEOUT_S)
+                result = await writer.take_over(limits.TAKE_OVER_TIMEOUT_S, known_epoch=known_epoch, give_way=give_way)
                 await self._wait_applied(result.leader_index, limits.LEADER_CATCH_UP_TIMEOUT_S)
+                # Every commit an older leader ever acknowledged is now in the checker's
+                # txn_id table: retries may be answered from it (adjudicator/core.py).
+                self.checker.begin_term(result.leader_index)
             except BaseException as e:
                 await self._close_writer(writer)
                 if isinstance(e, (asyncio.CancelledError, KeyboardInterrupt)):
@@ -225,46 +256,111 @@ class AdjudicatorNode:
             self.role = Role.LEADER
             self.epoch_seen = max(self.epoch_seen, result.epoch)
             self.leader_seen = self.node.name
+            self.no_leader_reason = ""
             term.task = asyncio.create_task(self._lead(term), name=f"lead-epoch-{term.epoch}")
             log.info("role change: leader at epoch %d (leader_index %d, %s)", term.epoch, term.leader_index, why)
             return term.epoch
 
     async def _initial_leadership(self) -> None:
+        """Lead at start, unless the journal shows a live leader (then stay a standby)."""
         backoff_ms = limits.TAKE_OVER_BACKOFF_MIN_MS
+        timeout_ms = self.cluster.failover_timeout_ms or limits.INITIAL_LEADER_SILENCE_MS
         while not self._closing:
-            try:
-                await self.take_over("initial leader")
-                return
-            except TakeOverFailed as e:
-                log.warning("initial take over failed (retrying in %d ms): %s", backoff_ms, e)
+            assessment = await self._assess(timeout_ms, deferred_epoch=0)
+            match assessment.verdict:
+                case election.Verdict.LEADER_ALIVE:
+                    log.info("initial leader joins as standby: %s", assessment.reason)
+                    return
+                case election.Verdict.NO_MAJORITY:
+                    log.info("initial leader waits for the journal: %s", assessment.reason)
+                case election.Verdict.TAKE_OVER | election.Verdict.RIVAL_TAKING_OVER:
+                    known_epoch = max(assessment.fence_epoch - 1, assessment.rival_epoch)
+                    try:
+                        await self.take_over(f"initial leader: {assessment.reason}", known_epoch=known_epoch)
+                        return
+                    except TakeOverFailed as e:
+                        log.warning("initial take over failed (retrying in %d ms): %s", backoff_ms, e)
             await asyncio.sleep(backoff_ms / 1000)
             backoff_ms = min(2 * backoff_ms, limits.TAKE_OVER_BACKOFF_MAX_MS)
 
     def _failover_jitter_s(self) -> float:
-        return self._rng.uniform(0.0, 0.5) * self.cluster.failover_timeout_ms / 1000
+        return election.failover_jitter_ms(self.cluster.failover_timeout_ms, self._rng.random()) / 1000
+
+    def _silence_allowed_s(self, jitter_s: float) -> float:
+        allowed_s = self.cluster.failover_timeout_ms / 1000 + jitter_s
+        if not self.leader_seen and self.epoch_seen == 0:
+            # Never seen a leader (the cluster is starting): leave the initial leader time to
+            # start on a slow machine, so that the cluster file's initial leader is the one that leads.
+            allowed_s = max(allowed_s, limits.INITIAL_LEADER_SILENCE_MS / 1000)
+        return allowed_s
+
+    async def _probe_journal(self) -> list[election.ReplicaView]:
+        """Status of every journal replica that answers within FAILOVER_PROBE_TIMEOUT_S."""
+        async def one(name: str, address: str) -> election.ReplicaView:
+            stub = journal_pb2_grpc.JournalStub(self.channels.get(address))
+            reply = await stub.Status(common_pb2.StatusRequest(), timeout=limits.FAILOVER_PROBE_TIMEOUT_S)
+            return election.ReplicaView(name, reply.epoch, reply.leader, reply.closed_ts, reply.commit_index)
+
+        journals = self.cluster.journals
+        results = await asyncio.gather(*(one(n.name, n.address) for n in journals), return_exceptions=True)
+        views = []
+        for node, result in zip(journals, results):
+            if isinstance(result, election.ReplicaView):
+                views.append(result)
+            elif not isinstance(result, grpc.aio.AioRpcError):
+                log.warning("journal probe of %s failed: %r", node.name, result)
+        return views
+
+    async def _assess(self, timeout_ms: int, deferred_epoch: int) -> election.Assessment:
+        views = await self._journal_probe()
+        return election.assess(
+            views, len(self.cluster.journals), self.clock.now().earliest, timeout_ms * 1_000_000,
+            self.epoch_seen, deferred_epoch)
 
     async def _watch_leader(self) -> None:
-        """A standby that hears nothing from the leader for failover_timeout (+ jitter) takes over."""
+        """A standby that hears nothing from the leader for failover_timeout (+ jitter) may take over.
+
+        It asks the journal first (election.assess): a standby that was itself starved, or
+        whose stream hangs, must not depose a live leader; a rival already fencing is let be.
+        """
         timeout_ms = self.cluster.failover_timeout_ms
         if timeout_ms <= 0:
             return
-        check_s = max(self.cluster.heartbeat_ms, 20) / 1000
+        check_s = max(self.cluster.heartbeat_ms, limits.FAILOVER_CHECK_MS) / 1000
         jitter_s = self._failover_jitter_s()
+        deferred_epoch = 0
         while True:
             await asyncio.sleep(check_s)
             if self.term is not None or self._transition_lock.locked():
                 continue
             silent_s = time.monotonic() - self.last_progress_mono
-            if silent_s < timeout_ms / 1000 + jitter_s:
+            if silent_s < self._silence_allowed_s(jitter_s):
                 continue
-            log.info("no progress from leader %r (epoch %d) for %.1f s: taking over",
-                     self.leader_seen, self.epoch_seen, silent_s)
-            try:
-                await self.take_over("failover")
-            except TakeOverFailed as e:
-                log.info("failover attempt lost: %s", e)
+            assessment = await self._assess(timeout_ms, deferred_epoch)
+            jitter_s = self._failover_jitter_s()  # redrawn after every attempt: two standbys rarely fire together
+            if self.term is not None or self._transition_lock.locked():
+                continue
+            match assessment.verdict:
+                case election.Verdict.LEADER_ALIVE:
+                    log.info("no progress seen for %.2f s, but %s: not taking over", silent_s, assessment.reason)
+                    self.no_leader_reason = ""
+                case election.Verdict.RIVAL_TAKING_OVER:
+                    log.info("leader silent for %.2f s; %s: giving it time", silent_s, assessment.reason)
+                    deferred_epoch = assessment.rival_epoch
+                    self.no_leader_reason = f"a take-over is in progress ({assessment.reason})"
+                case election.Verdict.NO_MAJORITY:
+                    log.info("leader silent for %.2f s; cannot take over: %s", silent_s, assessment.reason)
+                    self.no_leader_reason = assessment.reason
+                case election.Verdict.TAKE_OVER:
+                    log.info("no progress from leader %r (epoch %d) for %.2f s and %s: taking over",
+                             self.leader_seen, self.epoch_seen, silent_s, assessment.reason)
+                    try:
+                        await self.take_over(f"failover: {assessment.reason}",
+                                             known_epoch=assessment.fence_epoch - 1, give_way=True)
+                    except TakeOverFailed as e:
+                        log.info("failover attempt lost: %s", e)
+                        self.no_leader_reason = f"last take-over attempt failed: {e}"
             self.last_progress_mono = time.monotonic()
-            jitter_s = self._failover_jitter_s()
 
     # --- leading -----------------------------------------------------------------
     async def _lead(self, term: LeaderTerm) -> None:
@@ -290,9 +386,18 @@ class AdjudicatorNode:
 
     async def _commit_batch(self, term: LeaderTerm, batch: list[PendingCommit]) -> str:
         """Decide, append, reply. Returns why leadership ended ("" if it did not)."""
+        if not term.writer.majority_reachable:
+            # Deciding would put decisions in the table that cannot reach the journal: refuse first.
+            unreachable = ", ".join(term.writer.unreachable_replicas)
+            why = (f"journal unavailable: no majority of journal replicas (2 of {len(self.cluster.journals)} "
+                   f"needed; unreachable: {unreachable}); nothing was committed")
+            for pending in batch:
+                resolve(pending, adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.UNAVAILABLE, message=why))
+            return ""
         decisions = self.checker.decide_batch([p.request for p in batch], self.clock.now().latest)
         entries: list[common_pb2.Entry] = []
         committed: list[PendingCommit] = []
+        resent: list[PendingCommit] = []  # resends of a request decided earlier in this batch
         for pending, decision in zip(batch, decisions):
             match decision.outcome:
                 case Outcome.COMMITTED:
@@ -301,33 +406,50 @@ class AdjudicatorNode:
                         txn_id=pending.request.txn_id, leader=self.node.name,
                     ))
                     committed.append(pending)
+                case Outcome.DUPLICATE if decision.index > 0:
+                    resolve(pending, adjudicator_pb2.CommitReply(
+                        outcome=adjudicator_pb2.COMMITTED, commit_ts=decision.commit_ts, index=decision.index,
+                        duplicate=True, message=decision.message))
+                case Outcome.DUPLICATE:
+                    resent.append(pending)
                 case Outcome.CONFLICT:
                     resolve(pending, adjudicator_pb2.CommitReply(
                         outcome=adjudicator_pb2.CONFLICT, message=decision.message, conflict_key=decision.conflict_key))
                 case Outcome.TOO_OLD:
                     resolve(pending, adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.TOO_OLD, message=decision.message))
+                case Outcome.UNKNOWN:
+                    resolve(pending, adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.UNKNOWN, message=decision.message))
         if not entries:
+            assert not resent, "a resend waits only for an original of its own batch"
             return ""
         try:
             appended = await term.writer.append(entries)
         except Fenced as e:
-            self._reply_unknown(committed, f"leader was fenced during the journal append ({e})")
+            self._reply_unknown(committed + resent, f"leader was fenced during the journal append ({e})")
             return f"fenced: {e}"
         except JournalUnavailable as e:
-            self._reply_unknown(committed, f"journal unavailable during the append ({e})")
+            self._reply_unknown(committed + resent, f"journal unavailable during the append ({e})")
             return f"journal unavailable: {e}"
         except asyncio.CancelledError:
-            self._reply_unknown(committed, "leader stepped down during the journal append")
+            self._reply_unknown(committed + resent, "leader stepped down during the journal append")
             raise
         except Exception as e:  # a bug or an unexpected transport error: the outcome is unknown
             log.exception("journal append failed unexpectedly")
-            self._reply_unknown(committed, f"journal append failed ({e!r})")
+            self._reply_unknown(committed + resent, f"journal append failed ({e!r})")
             return f"append failed: {e!r}"
         assert len(appended) == len(entries), "the writer returns one entry per entry appended"
+        by_txn_id: dict[str, common_pb2.Entry] = {}
         for pending, entry, sent in zip(committed, appended, entries):
             assert entry.ts == sent.ts, "the writer keeps commit_ts"
+            self.checker.record_appended(entry.txn_id, entry.ts, entry.index)
+            by_txn_id[entry.txn_id] = entry
             resolve(pending, adjudicator_pb2.CommitReply(
                 outcome=adjudicator_pb2.COMMITTED, commit_ts=entry.ts, index=entry.index))
+        for pending in resent:
+            entry = by_txn_id[pending.request.txn_id]
+            resolve(pending, adjudicator_pb2.CommitReply(
+                outcome=adjudicator_pb2.COMMITTED, commit_ts=entry.ts, index=entry.index, duplicate=True,
+                message=f"transaction {entry.txn_id} was already committed"))
         return ""
 
     def _reply_unknown(self, committed: list[PendingCommit], why: str) -> None:
@@ -335,6 +457,10 @@ class AdjudicatorNode:
             resolve(pending, adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.UNKNOWN, message=why))
 
     async def _heartbeat(self, term: LeaderTerm) -> str:
+        if not term.writer.majority_reachable:
+            # Nothing can be confirmed; the pipelines keep retrying the last heartbeat and the
+            # replicas' answers bring the majority back. Do not hold up the batch loop.
+            return ""
         closed_ts = self.checker.close_timestamp(self.clock.now().latest)
         try:
             await term.writer.heartbeat(closed_ts)
@@ -383,8 +509,11 @@ class AdjudicatorNode:
     # --- requests ----------------------------------------------------------------
     def not_leader_reply(self) -> adjudicator_pb2.CommitReply:
         hint = self.leader_seen if self.leader_seen != self.node.name else ""
-        return adjudicator_pb2.CommitReply(
-            outcome=adjudicator_pb2.NOT_LEADER, leader_hint=hint, message=f"{self.node.name} is not the leader")
+        message = f"{self.node.name} is not the leader"
+        if self.no_leader_reason:
+            hint = ""  # the leader we knew of is silent
+            message += f"; no leader known: {self.no_leader_reason}"
+        return adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.NOT_LEADER, leader_hint=hint, message=message)
 
     async def commit(self, request: adjudicator_pb2.CommitRequest) -> adjudicator_pb2.CommitReply:
         term = self.term
@@ -395,6 +524,7 @@ class AdjudicatorNode:
             write_keys=tuple(w.key for w in request.writes),
             lock_keys=tuple(request.lock_keys),
             txn_id=request.txn_id,
+            retry=request.retry,
         )
         pending = PendingCommit(txn, list(request.writes), asyncio.get_running_loop().create_future())
         try:
@@ -440,7 +570,8 @@ class AdjudicatorNode:
             closed_ts=self.closed_ts_seen,
             leader=self.leader_seen,
             health=health,
-            detail=f"tracked_keys={self.checker.tracked_keys} last_ts={self.checker.last_ts} "
+            detail=f"tracked_keys={self.checker.tracked_keys} txn_ids={len(self.checker.txns)} "
+            f"last_ts={self.checker.last_ts} "
             f"known_since_ts={self.checker.known_since_ts}",
         )
 

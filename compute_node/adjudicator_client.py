@@ -4,12 +4,23 @@ Routing: a commit goes to the cached leader. NOT_LEADER means nothing was done;
 the client follows `leader_hint` (or, without a usable hint, the next adjudicator
 not yet asked this round). A connection refused before anything was sent is also
 safe to send elsewhere. When a round finds no leader (a failover in progress), the
-client pauses COMMIT_ROUTE_BACKOFF_S and tries again, bounded by
-COMMIT_ROUTE_ATTEMPTS_MAX attempts and the commit deadline (COMMIT_TIMEOUT_S).
+client pauses COMMIT_ROUTE_BACKOFF_S and tries again, bounded by COMMIT_SENDS_MAX
+sends and the commit deadline (COMMIT_TIMEOUT_S); each send gets at most
+COMMIT_ATTEMPT_TIMEOUT_S, so a hung leader leaves time for the next one.
 
-Outcomes are never guessed: a gRPC failure after the request may have reached the
-leader (deadline, reset connection) is "statement completion unknown" (40003),
-exactly like an UNKNOWN outcome. `outcome_error` and `next_target` are pure.
+Resends: when a send may have reached a leader without an answer (deadline, a
+connection broken after sending, an UNKNOWN reply: the leader was fenced or lost the
+journal mid-append), the SAME request (same txn_id, start_ts, writes) is sent again
+with `retry` set, to whoever leads, until the deadline. The adjudicator answers a
+resend from its txn_id table: COMMITTED with the original commit_ts if the
+transaction is in the journal, else it decides it afresh (adjudicator/core.py says
+why that cannot commit twice). Outcomes are never guessed: "statement completion
+unknown" (40003) is reported only when no leader gave a final answer within the
+deadline after a send whose fate is unknown. Without such a send, failing to find a
+leader is 57P03 (nothing was committed), naming the cause the adjudicators gave
+(for instance "journal unavailable: no majority of journal replicas"). An UNAVAILABLE
+reply to a first send (nothing decided) is 57P03 at once. `outcome_error`,
+`next_target` and `give_up_error` are pure.
 """
 from __future__ import annotations
 
@@ -44,9 +55,13 @@ def outcome_error(reply: adjudicator_pb2.CommitReply) -> errors.SqlError | None:
             detail=reply.message,
         )
     if outcome == adjudicator_pb2.UNAVAILABLE:
+        if reply.message.startswith("journal unavailable"):
+            message = reply.message
+        else:
+            message = f"cluster unavailable: the commit was not made ({reply.message or 'no journal majority'})"
         return errors.SqlError(
             errors.CANNOT_CONNECT_NOW,
-            "cluster unavailable: the commit was not made (no journal majority)",
+            message,
             detail=reply.message,
             hint="Nothing was committed; retry the transaction later.",
         )
@@ -76,6 +91,7 @@ def classify_rpc_error(code: grpc.StatusCode, details: str) -> SendFailure:
     text = (details or "").lower()
     if code == grpc.StatusCode.UNAVAILABLE and (
         "failed to connect" in text or "connection refused" in text or "dns resolution failed" in text
+        or "network partition" in text  # refused by the fault-injection interceptor before sending
     ):
         return SendFailure.NOT_SENT
     return SendFailure.MAYBE_SENT
@@ -99,6 +115,30 @@ def next_target(state: RouteState, hint: str | None) -> str | None:
     return None
 
 
+def give_up_error(unknowns: list[str], refusals: list[str]) -> errors.SqlError:
+    """The error when no leader gave a final answer within the deadline."""
+    if unknowns:
+        return errors.SqlError(
+            errors.STATEMENT_COMPLETION_UNKNOWN,
+            "statement completion unknown: the commit may or may not have happened "
+            "(no adjudicator leader answered its resends within the deadline)",
+            detail="; ".join([*unknowns[-3:], *refusals[-3:]]),
+            hint="Check whether the transaction's effects are present before retrying it.",
+        )
+    journal_down = [refusal for refusal in refusals if "journal unavailable" in refusal]
+    if journal_down:
+        cause = journal_down[-1].split("no leader known: ", 1)[-1]
+        message = f"cluster unavailable: no adjudicator leader ({cause}); nothing was committed"
+    else:
+        message = "cluster unavailable: no adjudicator leader reachable; nothing was committed"
+    return errors.SqlError(
+        errors.CANNOT_CONNECT_NOW,
+        message,
+        detail="; ".join(refusals[-6:]),
+        hint="Retry the transaction when an adjudicator leads again.",
+    )
+
+
 class AdjudicatorClient:
     def __init__(self, cluster: config_mod.ClusterConfig, channels: rpc.Channels) -> None:
         adjudicators = cluster.adjudicators
@@ -114,6 +154,7 @@ class AdjudicatorClient:
         self, start_ts: int, writes: list[tuple[bytes, bytes | None]], lock_keys: list[bytes], txn_id: str
     ) -> int:
         """Commit at the leader; returns commit_ts or raises SqlError (40001, 40003, 57P03)."""
+        assert txn_id, "a commit carries a txn_id: resends are recognised by it"
         request = adjudicator_pb2.CommitRequest(
             start_ts=start_ts,
             writes=[
@@ -127,7 +168,8 @@ class AdjudicatorClient:
         state = RouteState(self._names)
         hint = self.leader
         refusals: list[str] = []
-        for _ in range(limits.COMMIT_ROUTE_ATTEMPTS_MAX):
+        unknowns: list[str] = []  # sends whose fate is unknown: from then on, every send is a resend
+        for _ in range(limits.COMMIT_SENDS_MAX):
             target = next_target(state, hint)
             if target is None:  # nobody leads right now: wait for a failover to finish
                 state.asked_this_round.clear()
@@ -140,37 +182,47 @@ class AdjudicatorClient:
             remaining_s = deadline - loop.time()
             if remaining_s <= 0:
                 break
+            request.retry = bool(unknowns)
             try:
-                reply = await self._stubs[target].Commit(request, timeout=remaining_s)
+                reply = await self._stubs[target].Commit(
+                    request, timeout=min(remaining_s, limits.COMMIT_ATTEMPT_TIMEOUT_S))
             except grpc.aio.AioRpcError as error:
+                if self.leader == target:
+                    self.leader = None
+                hint = None
                 if classify_rpc_error(error.code(), error.details()) == SendFailure.NOT_SENT:
                     refusals.append(f"{target}: unreachable")
-                    if self.leader == target:
-                        self.leader = None
-                    hint = None
                     continue
-                log.warning("commit %s to %s failed after sending: %s", txn_id, target, error.code().name)
-                raise errors.completion_unknown(
-                    f"adjudicator {target}: {error.code().name} {error.details() or ''}".strip()
-                ) from None
+                log.warning("commit %s to %s failed after sending (%s); resending to the leader",
+                            txn_id, target, error.code().name)
+                unknowns.append(f"{target}: {error.code().name} {error.details() or ''}".strip())
+                continue
             if reply.outcome == adjudicator_pb2.NOT_LEADER:
-                refusals.append(f"{target}: not leader (hint {reply.leader_hint or 'none'})")
+                refusals.append(f"{target}: {reply.message or 'not leader'}")
                 if self.leader == target:
                     self.leader = None
                 hint = reply.leader_hint or None
+                continue
+            if reply.outcome == adjudicator_pb2.UNKNOWN or (
+                reply.outcome == adjudicator_pb2.UNAVAILABLE and unknowns
+            ):
+                # The leader could not tell (fenced, journal lost mid-append), or cannot take
+                # the resend now: the transaction may still be committed; ask again.
+                log.warning("commit %s at %s: %s; resending", txn_id, target, reply.message)
+                unknowns.append(f"{target}: {reply.message}")
+                if self.leader == target:
+                    self.leader = None
+                hint = None
                 continue
             self.leader = target
             error = outcome_error(reply)
             if error is not None:
                 raise error
             assert reply.commit_ts > start_ts, "the adjudicator must assign commit_ts > start_ts"
+            if reply.duplicate:
+                log.info("commit %s: resend answered from the txn_id table (commit_ts %d)", txn_id, reply.commit_ts)
             return reply.commit_ts
-        raise errors.SqlError(
-            errors.CANNOT_CONNECT_NOW,
-            "cluster unavailable: no adjudicator leader reachable; nothing was committed",
-            detail="; ".join(refusals[-6:]),
-            hint="Retry the transaction when an adjudicator leads again.",
-        )
+        raise give_up_error(unknowns, refusals)
 
     async def find_leader(self) -> tuple[str | None, str]:
         """Ask every adjudicator's Status; returns (leader name or None, why not)."""

@@ -30,6 +30,8 @@ async def serve(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig, 
     server.add_insecure_port(node.address)
     await server.start()
     log.info("compute %s serving on %s", node.name, node.address)
+    from compute_node.pgwire.server import start_for_node  # issue 5: the PostgreSQL endpoint beside gRPC
+    pg_server = await start_for_node(cluster, node, backend)
     tasks = [
         asyncio.create_task(_probe_loop(backend, readiness, stop), name="readiness-probe"),
         asyncio.create_task(_reap_loop(service, stop), name="session-reaper"),
@@ -37,6 +39,8 @@ async def serve(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig, 
     try:
         await stop.wait()
     finally:
+        if pg_server is not None:
+            await pg_server.close()
         await server.stop(grace=1.0)
         for task in tasks:
             task.cancel()

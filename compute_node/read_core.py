@@ -17,6 +17,15 @@ This module is pure: no I/O, no clock reads; `now_s` is passed in.
   their relative order, so a dead copy in our AZ does not cost every read a retry.
   The caller asks the first 3 concurrently and the next one each time a copy fails.
 
+* Hedging: a copy that is alive but not answering (paused, swapping, stuck on a
+  disk) must not cost the whole RPC deadline. `LatencyWindow` keeps the recent
+  answer latencies; `hedge_delay_s` is max(READ_HEDGE_DELAY_MIN_S, factor x median),
+  capped at READ_HEDGE_DELAY_MAX_S. A copy asked that long ago without an answer no
+  longer counts as "on its way": the caller asks the next copy too, and the first 3
+  answers win (any 3 answering copies are a valid quorum; the merge does not care
+  which). A copy left without an answer when the quorum completes is suspected like
+  a failed one, so the next reads do not wait for it at all.
+
 * `merge_point` merges per-key answers of Get: for each key the version with the
   highest version_ts wins (found=false with version_ts>0 is a tombstone and wins
   like any version; version_ts=0 means "no version at all").
@@ -34,8 +43,12 @@ This module is pure: no I/O, no clock reads; `now_s` is passed in.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+import statistics
 from typing import Sequence
+
+from quorumdb import limits
 
 # Copies that answer a read (3 of 6).
 READ_QUORUM = 3
@@ -90,6 +103,39 @@ def order_copies(
     healthy = [name for name in preferred if suspect_until_s.get(name, 0.0) <= now_s]
     suspect = [name for name in preferred if suspect_until_s.get(name, 0.0) > now_s]
     return healthy + suspect
+
+
+class LatencyWindow:
+    """The last `size` read latencies of successful answers (seconds)."""
+
+    def __init__(self, size: int = limits.READ_LATENCY_WINDOW) -> None:
+        assert size > 0
+        self._samples: collections.deque[float] = collections.deque(maxlen=size)
+
+    def record(self, latency_s: float) -> None:
+        assert latency_s >= 0
+        self._samples.append(latency_s)
+
+    def median_s(self) -> float | None:
+        return statistics.median(self._samples) if self._samples else None
+
+
+def hedge_delay_s(
+    median_s: float | None,
+    delay_min_s: float = limits.READ_HEDGE_DELAY_MIN_S,
+    delay_max_s: float = limits.READ_HEDGE_DELAY_MAX_S,
+    factor: float = limits.READ_HEDGE_MEDIAN_FACTOR,
+) -> float:
+    """How long a copy may take before the next copy is asked as well."""
+    if median_s is None:
+        return delay_min_s
+    return min(delay_max_s, max(delay_min_s, factor * median_s))
+
+
+def copies_to_launch(answers: int, on_time_pending: int, unasked: int) -> int:
+    """How many more copies to ask now: enough that answers plus on-time pending reach the quorum."""
+    assert answers >= 0 and on_time_pending >= 0 and unasked >= 0
+    return max(0, min(unasked, READ_QUORUM - answers - on_time_pending))
 
 
 def merge_point(keys: Sequence[bytes], answers: Sequence[Sequence[Version]]) -> PointMerge:

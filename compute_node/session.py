@@ -21,14 +21,23 @@ is returned as the COMMIT's error. A transaction older than limits.TXN_AGE_MAX_N
 (measured with backend.start_ts(), the session's only clock) fails its next statement
 with 40001, as the adjudicator would refuse its commit anyway.
 
+Values leave the session as the transport carries them: int, float, bool, str,
+bytes and None; numeric, date, timestamp and uuid values become the text
+PostgreSQL prints for them (`1.50`, `2024-01-02 03:04:05+00`), so every client
+shows exactly what psql would.
+
 The session never writes to storage itself; the transport implements `Backend`.
 """
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+import datetime
+import decimal
+import random
+import uuid
+from typing import Any, Protocol
 
-from compute_node.sql import executor
+from compute_node.sql import executor, types
 from compute_node.sql.parser import TransactionAction, TransactionControl, parse_script
 from compute_node.sql.result import StatementResult
 from compute_node.sql.transaction import Transaction
@@ -59,8 +68,9 @@ IN_FAILED_BLOCK = "current transaction is aborted, commands ignored until end of
 
 
 class Session:
-    def __init__(self, backend: Backend, session_id: str):
+    def __init__(self, backend: Backend, session_id: str, rng: random.Random | None = None):
         self.backend = backend
+        self.rng = rng or random.Random()
         self.session_id = session_id
         self._txn: Transaction | None = None   # the open block's transaction
         self._failed = False
@@ -89,7 +99,7 @@ class Session:
             results: list[StatementResult] = []
             for statement in statements:
                 result = await self._run(statement)
-                results.append(result)
+                results.append(_wire_values(result))
                 if result.error is not None:
                     break
             return results
@@ -101,7 +111,10 @@ class Session:
     async def _run(self, statement) -> StatementResult:
         self.last_plan = None
         if isinstance(statement, TransactionControl):
-            return await self._control(statement.action)
+            result = await self._control(statement.action)
+            if result.error is None and result.command_tag == statement.action.value and statement.tag:
+                result.command_tag = statement.tag
+            return result
         if self._txn is None:
             return await self._autocommit(statement)
         if self._failed:
@@ -162,7 +175,9 @@ class Session:
 
     def _new_transaction(self) -> Transaction:
         self._txn_count += 1
-        return Transaction(self.backend, self.backend.start_ts(), f"{self.session_id}:{self._txn_count}")
+        txn = Transaction(self.backend, self.backend.start_ts(), f"{self.session_id}:{self._txn_count}")
+        txn.rng = self.rng
+        return txn
 
     def _end(self) -> None:
         self._txn = None
@@ -174,3 +189,20 @@ class Session:
             raise SqlError(errors.SERIALIZATION_FAILURE,
                            f"transaction age limit of {limits.TXN_AGE_MAX_NS // 1_000_000_000} seconds exceeded",
                            hint="Retry the transaction; keep transactions short.")
+
+
+_TEXT_TYPES = (decimal.Decimal, datetime.date, uuid.UUID)
+
+
+def _wire_values(result: StatementResult) -> StatementResult:
+    """Numeric/date/time/uuid values as their PostgreSQL text (what the wire protocol carries)."""
+    if not any(isinstance(v, _TEXT_TYPES) for row in result.rows for v in row):
+        return result
+    result.rows = [tuple(_wire_value(v) for v in row) for row in result.rows]
+    return result
+
+
+def _wire_value(value: Any) -> Any:
+    if isinstance(value, _TEXT_TYPES):
+        return types.format_value(value)
+    return value

@@ -2,7 +2,11 @@
 
 Each read is sent to 3 copies at once (own AZ first); when a copy fails or times
 out, the next copy in order is asked, so that 3 answers arrive within
-READ_QUORUM_TIMEOUT_S. The answers are merged by read_core (highest version_ts
+READ_QUORUM_TIMEOUT_S. A copy that has not answered within the hedge delay
+(read_core.hedge_delay_s: a few times the recent median latency, at least 50 ms) gets
+company: the next copy is asked too and the first 3 answers win, so a paused copy
+costs a read about the hedge delay, not the RPC deadline; it is then suspected and
+asked last by the next reads. The answers are merged by read_core (highest version_ts
 wins); a disagreement is logged at WARNING. When fewer than 3 copies can answer,
 the read fails with SQLSTATE 57P03 ("cannot reach a read quorum").
 """
@@ -43,6 +47,8 @@ class StorageReader:
         self._own_az = own_az
         self._monotonic = monotonic
         self._suspect_until_s: dict[str, float] = {}
+        self._latencies = read_core.LatencyWindow()
+        self.hedges = 0  # copies asked because another was slow (status, tests)
 
     # --- public API (used by Backend) ----------------------------------------------
 
@@ -150,39 +156,56 @@ class StorageReader:
         answers: list[tuple[str, T]],
         deadline: float,
     ) -> list[str]:
-        """Ask copies in `order` (at most READ_QUORUM - len(answers) at once) until enough answered
-        or all were tried; appends to `answers`, returns this round's failures."""
+        """Ask copies in `order` until READ_QUORUM answered or all were tried; appends to
+        `answers`, returns this round's failures. Copies slower than the hedge delay stop
+        counting as on their way, so the next copy is asked too (see the module docstring)."""
         loop = asyncio.get_running_loop()
         failures: list[str] = []
-        pending: dict[asyncio.Task, str] = {}
+        pending: dict[asyncio.Task, tuple[str, float]] = {}  # task -> (copy, asked at)
+        slow: set[asyncio.Task] = set()
         next_position = 0
+        hedge_s = read_core.hedge_delay_s(self._latencies.median_s())
         try:
             while len(answers) < read_core.READ_QUORUM:
-                remaining_s = deadline - loop.time()
-                while (
-                    len(answers) + len(pending) < read_core.READ_QUORUM
-                    and next_position < len(order)
-                    and remaining_s > 0
-                ):
+                now = loop.time()
+                remaining_s = deadline - now
+                if remaining_s <= 0:
+                    break
+                for task, (_, asked_at) in pending.items():
+                    if now - asked_at >= hedge_s:
+                        slow.add(task)
+                launch = read_core.copies_to_launch(len(answers), len(pending) - len(slow), len(order) - next_position)
+                for _ in range(launch):
                     name = order[next_position]
                     next_position += 1
+                    if slow:
+                        self.hedges += 1
                     timeout_s = min(limits.STORAGE_READ_TIMEOUT_S, remaining_s)
-                    pending[asyncio.ensure_future(ask(name, timeout_s))] = name
-                if not pending or remaining_s <= 0:
+                    pending[asyncio.ensure_future(ask(name, timeout_s))] = (name, now)
+                if not pending:
                     break
-                done, _ = await asyncio.wait(pending, timeout=remaining_s, return_when=asyncio.FIRST_COMPLETED)
+                wait_s = remaining_s
+                on_time = [asked_at for task, (_, asked_at) in pending.items() if task not in slow]
+                if on_time and next_position < len(order):
+                    wait_s = min(wait_s, max(0.0, min(on_time) + hedge_s - now))
+                done, _ = await asyncio.wait(pending, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    name = pending.pop(task)
+                    name, asked_at = pending.pop(task)
+                    slow.discard(task)
                     try:
                         answers.append((name, task.result()))
+                        self._latencies.record(loop.time() - asked_at)
                         self._suspect_until_s.pop(name, None)
                     except (grpc.aio.AioRpcError, BadAnswer) as error:
                         failures.append(f"{name}: {_describe(error)}")
                         self._suspect_until_s[name] = self._monotonic() + limits.STORAGE_SUSPECT_S
         finally:
-            for task, name in pending.items():
+            for task, (name, _) in pending.items():
                 task.cancel()
-                failures.append(f"{name}: no answer within the read deadline")
+                if len(answers) < read_core.READ_QUORUM:
+                    failures.append(f"{name}: no answer within the read deadline")
+                if task in slow:  # outpaced by a hedge: ask it last for a while
+                    self._suspect_until_s[name] = self._monotonic() + limits.STORAGE_SUSPECT_S
         return failures
 
     def _log_disagreements(self, kind: str, ts: int, keys: list[bytes], answers: list[tuple[str, object]]) -> None:

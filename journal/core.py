@@ -27,8 +27,14 @@ highest epoch it has promised, and the highest index it knows committed.
 * Subscribe reads committed entries (`index <= commit_index`) on demand.
 * ReportScl: durable_index = 4th highest SCL among the 6 storage nodes (0 while fewer
   than 4 reported). The prefix up to min(durable_index, commit_index) may be dropped;
-  the core rounds down to whole segments (limits.JOURNAL_SEGMENT_ENTRIES) so the store
-  deletes whole files.
+  the core rounds down to whole segments (the cluster's journal_segment_entries) so the
+  store deletes whole files. Each node's *latest* report counts, even when it is lower
+  than before: a storage node whose data directory was wiped comes back with SCL 0 and
+  must not keep counting as a holder of what it lost while it rebuilds. A node that is
+  down keeps its last report, which is still true of its disk, so while 3 copies are
+  down the 4th highest SCL is stuck at the best of theirs: truncation pauses until
+  enough copies are complete again. durable_index itself never goes back (entries
+  already dropped stay dropped).
 * Closed timestamp: (closed_ts, closed_index) from the newest valid Append (highest
   closed_ts wins): every transaction with commit_ts <= closed_ts has index <=
   closed_index. Followers may use it once they hold closed_index.
@@ -254,7 +260,7 @@ class ReplicaCore:
     # --- ReportScl --------------------------------------------------------------
     def report_scl(self, node: str, scl: int) -> SclResult:
         if node in self.storage_nodes:
-            self.scl_by_node[node] = max(scl, self.scl_by_node.get(node, 0))
+            self.scl_by_node[node] = scl  # the latest report, even if lower (see the module docstring)
             self.durable_index = max(self.durable_index, storage_durable_index(self.scl_by_node))
         return SclResult(self.durable_index, self.first_index, self._truncate_prefix())
 

@@ -18,9 +18,9 @@ SHUTDOWN_GRACE_S = 1.0
 
 
 async def serve(cluster: ClusterConfig, node: NodeConfig, stop: asyncio.Event) -> None:
-    store = JournalStore(cluster.node_data_dir(node.name) / "journal")
+    store = JournalStore(cluster.node_data_dir(node.name) / "journal", segment_entries=cluster.journal_segment_entries)
     meta, entries = await asyncio.to_thread(store.open)
-    core = ReplicaCore([n.name for n in cluster.storages], meta, entries)
+    core = ReplicaCore([n.name for n in cluster.storages], meta, entries, segment_entries=cluster.journal_segment_entries)
     log.info(
         "journal log: first_index %d last_index %d commit_index %d promised epoch %d",
         core.first_index, core.last_index, core.commit_index, core.promised_epoch,

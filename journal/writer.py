@@ -69,6 +69,8 @@ class JournalWriter:
         self._progress = asyncio.Event()  # replaced on every commit advance / fence
         self._work = {name: asyncio.Event() for name in self.replicas}
         self._pipelines: list[asyncio.Task] = []
+        # Replicas whose last RPC from a pipeline failed as unreachable (refused, deadline).
+        self._unreachable: set[str] = set()
 
     # --- properties ---------------------------------------------------------------
     @property
@@ -88,19 +90,37 @@ class JournalWriter:
         return self._core.last_ts if self._core else 0
 
     @property
+    def unreachable_replicas(self) -> list[str]:
+        """Replicas whose last Append failed as unreachable (a dead or cut-off replica)."""
+        return sorted(self._unreachable)
+
+    @property
+    def majority_reachable(self) -> bool:
+        """False once the last Appends to 2 of 3 replicas failed: an append cannot commit now."""
+        return len(self.replicas) - len(self._unreachable) >= 2
+
+    @property
     def is_leader(self) -> bool:
         return self._core is not None and not self._fenced and not self._closed
 
     # --- take over ----------------------------------------------------------------
-    async def take_over(self, timeout_s: float) -> TakeOverResult:
+    async def take_over(self, timeout_s: float, known_epoch: int = 0, give_way: bool = False) -> TakeOverResult:
+        """Fence a majority, reconcile the tail, commit an ENTRY_LEADER.
+
+        known_epoch: the highest epoch the caller knows was promised (the first round fences
+        above it). give_way: a replica that refuses because it promised our epoch or a higher
+        one to someone else means a rival candidate is fencing: raise Fenced at once instead
+        of fencing again over it (two standbys that keep outbidding each other never lead).
+        """
         assert self._core is None, "take_over runs once per writer"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        epoch, tails = await self._fence_majority(deadline)
+        self._highest_epoch_seen = max(self._highest_epoch_seen, known_epoch)
+        epoch, tails = await self._fence_majority(deadline, give_way)
         best = best_tail(tails)
         commit_index = min(max(tail.commit_index for tail in tails), best.last_index)
         last_ts = await self._read_ts(best, deadline)
-        self._core = WriterCore(self.replicas, self.leader_name, epoch, best, commit_index)
+        self._core = WriterCore(self.replicas, self.leader_name, epoch, best, commit_index, tails=tails)
         self._pipelines = [asyncio.create_task(self._pipeline(name), name=f"journal-pipeline-{name}")
                            for name in self.replicas]
         log.info("fenced the journal at epoch %d; log of %s up to %d (epoch %d)",
@@ -115,7 +135,7 @@ class JournalWriter:
         log.info("leading the journal: epoch %d, leader entry %d", epoch, assigned.index)
         return TakeOverResult(epoch=epoch, leader_index=assigned.index, last_ts=assigned.ts)
 
-    async def _fence_majority(self, deadline: float) -> tuple[int, list[ReplicaTail]]:
+    async def _fence_majority(self, deadline: float, give_way: bool = False) -> tuple[int, list[ReplicaTail]]:
         loop = asyncio.get_running_loop()
         for _ in range(limits.JOURNAL_TAKE_OVER_ATTEMPTS_MAX):
             remaining = deadline - loop.time()
@@ -133,6 +153,9 @@ class JournalWriter:
                                              reply.commit_index, reply.first_index))
             if len(tails) >= 2:
                 return epoch, tails
+            rival = max((reply.promised_epoch for reply in replies if reply is not None and not reply.ok), default=0)
+            if give_way and rival >= epoch:
+                raise Fenced(f"another candidate fenced epoch {rival} while we tried {epoch}")
             log.info("fencing epoch %d won %d of 3 replicas; retrying", epoch, len(tails))
             if all(reply is None for reply in replies):
                 await asyncio.sleep(min(limits.JOURNAL_RETRY_BACKOFF_MAX_S, max(0.0, deadline - loop.time())))
@@ -224,7 +247,8 @@ class JournalWriter:
         self._kick_all()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limits.JOURNAL_RPC_TIMEOUT_S
-        while not self._core.heartbeat_confirmed(number) and not self._fenced and not self._closed:
+        while (not self._core.heartbeat_confirmed(number) and not self._fenced and not self._closed
+               and self.majority_reachable):
             progress = self._progress
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -258,9 +282,13 @@ class JournalWriter:
                 continue
             try:
                 ok = await self._send_once(name)
+                self._unreachable.discard(name)
             except grpc.aio.AioRpcError as error:
                 if error.code() not in rpc.UNREACHABLE:
                     log.warning("append to %s failed: %s %s", name, error.code(), error.details())
+                elif name not in self._unreachable:
+                    self._unreachable.add(name)
+                    self._notify_progress()  # a heartbeat waiting for a majority may stop waiting
                 ok = False
             if ok:
                 backoff_s = limits.JOURNAL_RETRY_BACKOFF_MIN_S

@@ -96,6 +96,7 @@ class WriterCore:
         best: ReplicaTail,
         commit_index: int,
         buffer_max: int = limits.WRITER_BUFFER_ENTRIES_MAX,
+        tails: tuple[ReplicaTail, ...] | list[ReplicaTail] = (),
     ):
         assert len(replicas) == 3
         assert best.name in replicas
@@ -111,6 +112,14 @@ class WriterCore:
         self.leader_index = 0  # set by the first assign (the ENTRY_LEADER entry)
         self.last_ts = 0
         self.progress = {name: ReplicaProgress(next_index=best.last_index + 1) for name in replicas}
+        # A fenced replica whose log is shorter than the best one lags (the slowest of 3 when
+        # the old leader died): resume it after its own last entry. Probing it from the best
+        # tail instead would look like a gap at or below the storage-durable index, which a
+        # replica answers by restarting its log there: a false truncation that costs every
+        # follower of that replica its history (and in-flight transactions a TOO_OLD).
+        for tail in tails:
+            if tail.name in self.progress and tail.name != best.name and tail.last_index < best.last_index:
+                self.progress[tail.name].next_index = max(1, tail.last_index + 1)
         self.progress[best.name].match_index = best.last_index
         self.heartbeat_number = 0
         self.pending_heartbeat: tuple[int, int, int] | None = None  # (number, closed_ts, closed_index)

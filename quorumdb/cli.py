@@ -2,6 +2,7 @@
 
     quorumdb up [--data-dir DIR] [--base-port N] [--ready-timeout S]
     quorumdb status [--base-port N] [--host H] [--data-dir DIR] [--json]
+    quorumdb chaos [--base-port N | --data-dir DIR] ACTION [ARG]
 
 `up` runs the whole cluster (3 journal, 3 adjudicator, 6 storage, 3 compute
 nodes) as separate processes on 127.0.0.1. The data directory defaults to
@@ -14,11 +15,16 @@ compute-az1, prints the nodes and endpoints and a line with `ready`, then
 watches its nodes (reporting any that exit) until Ctrl-C or SIGTERM, when it
 stops them (SIGTERM, then SIGKILL after a bounded wait) and exits 0. If the
 cluster does not become ready it stops what it started, points at the logs and
-exits 1.
+exits 1. While it runs, its supervisor (`quorumdb.supervisor`, on base port + 39)
+takes `quorumdb chaos` actions; a node killed that way is reported as such, not
+as an unexpected death, and `chaos restart` brings it back.
 
 `status` asks every node for its Status concurrently, each call with a
 deadline, and prints one row per node; a node that does not answer is "down".
 Exit status 0 when every node answered, 1 otherwise.
+
+`chaos` asks the supervisor of a running `quorumdb up` to break something (see
+CHAOS_HELP) and prints what it did; exit 0 on success, 1 with a message otherwise.
 """
 from __future__ import annotations
 
@@ -30,8 +36,9 @@ import pathlib
 import signal
 import socket
 import sys
+import threading
 import time
-from typing import Any, Sequence, TextIO
+from typing import Any, Callable, Sequence, TextIO
 
 import grpc
 from google.protobuf import json_format
@@ -39,7 +46,9 @@ from google.protobuf import json_format
 from quorumdb import config as config_mod
 from quorumdb import format as fmt
 from quorumdb import limits, rpc
-from quorumdb.pb import adjudicator_pb2_grpc, common_pb2, compute_pb2_grpc, journal_pb2_grpc, storage_pb2_grpc
+from quorumdb import supervisor as supervisor_mod
+from quorumdb.pb import (adjudicator_pb2_grpc, common_pb2, compute_pb2_grpc, journal_pb2_grpc, storage_pb2_grpc,
+                         supervisor_pb2, supervisor_pb2_grpc)
 
 DEFAULT_DATA_DIR = "quorumdb-data"
 EXIT_OK = 0
@@ -175,16 +184,24 @@ def load_or_create_cluster(data_dir: pathlib.Path, base_port: int | None,
     return cluster
 
 
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def ports_in_use(cluster: config_mod.ClusterConfig) -> list[config_mod.NodeConfig]:
-    busy = []
-    for node in cluster.nodes:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((node.host, node.port))
-            except OSError:
-                busy.append(node)
-    return busy
+    return [node for node in cluster.nodes if not port_free(node.host, node.port)]
+
+
+def supervisor_address_of(cluster: config_mod.ClusterConfig) -> str | None:
+    """Where `up`'s supervisor listens: base port + 39 (None for a cluster file with a custom layout)."""
+    base = base_port_of(cluster)
+    return supervisor_mod.address(base) if base is not None else None
 
 
 def log_tail(path: pathlib.Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -234,7 +251,7 @@ def wait_until_ready(launched: Any, deadline: float) -> dict[str, common_pb2.Nod
 
 
 def ready_report(cluster: config_mod.ClusterConfig, statuses: dict[str, common_pb2.NodeStatus],
-                 pids: dict[str, int]) -> str:
+                 pids: dict[str, int], supervisor_address: str | None = None) -> str:
     rows = []
     for node in cluster.nodes:
         status = statuses.get(node.name)
@@ -248,9 +265,19 @@ def ready_report(cluster: config_mod.ClusterConfig, statuses: dict[str, common_p
     lines = [table.rstrip("\n"), "", "SQL endpoints (compute nodes):"]
     for node in cluster.computes:
         lines.append(f"  {node.name:<14} {node.address:<18} qsql -h {node.host} -p {node.port}")
+    lines += ["", "PostgreSQL endpoints (psql, psycopg, SQLAlchemy; password: `quorumdb token --user admin`"
+                  + (", TRUST MODE: no authentication" if cluster.pg_trust else "") + "):"]  # issue 5
+    for node in cluster.computes:
+        lines.append(f"  {node.name:<14} {node.host}:{cluster.pg_port(node.name):<12} "
+                     f"psql -h {node.host} -p {cluster.pg_port(node.name)} -U admin -d postgres")
     lines += [
         "",
         f"data: {cluster.data_dir}   logs: {cluster.data_dir / 'logs'}",
+    ]
+    if supervisor_address is not None:
+        base = base_port_of(cluster)
+        lines.append(f"supervisor: {supervisor_address}   break things with `quorumdb chaos --base-port {base} ACTION`")
+    lines += [
         f"QuorumDB is ready: {len(cluster.nodes)} nodes up. Press Ctrl-C to stop.",
     ]
     return "\n".join(lines) + "\n"
@@ -283,15 +310,25 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
-def monitor(launched: Any, out: TextIO) -> None:
-    """Report nodes that exit, until a shutdown signal interrupts (runs forever otherwise)."""
-    reported: set[str] = set()
+def monitor(launched: Any, say: Callable[[str], None], supervisor: Any = None) -> None:
+    """Report nodes that exit, until a shutdown signal interrupts (runs forever otherwise).
+
+    Each process is reported once (by PID: a restarted node that dies again is reported
+    again); an exit the supervisor caused is reported as asked for, not as a surprise.
+    """
+    reported: set[int] = set()
     while True:
-        for name, code in sorted(launched.exited().items()):
-            if name not in reported:
-                reported.add(name)
-                _say(out, f"node {name} {describe_exit(code)}; see {launched.config.log_path(name)} "
-                          f"(the cluster keeps running; restart `quorumdb up` to bring it back)")
+        for name, pid, code in sorted(launched.exits()):
+            if pid in reported:
+                continue
+            reported.add(pid)
+            if supervisor is not None and supervisor.expected_exit(pid):
+                say(f"node {name} (pid {pid}) {describe_exit(code)}, as `quorumdb chaos` asked "
+                          f"(`quorumdb chaos restart {name}` brings it back)")
+            else:
+                say(f"node {name} (pid {pid}) {describe_exit(code)}; see {launched.config.log_path(name)} "
+                          f"(the cluster keeps running; `quorumdb chaos restart {name}` or restarting "
+                          f"`quorumdb up` brings it back)")
         time.sleep(limits.UP_MONITOR_INTERVAL_S)
 
 
@@ -300,24 +337,40 @@ def command_up(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO =
 
     data_dir = pathlib.Path(args.data_dir).resolve()
     cluster_config = load_or_create_cluster(data_dir, args.base_port, err)
-    busy = ports_in_use(cluster_config)
+    cluster_config = apply_pg_options(cluster_config, args)  # issue 5
+    busy = [f"{node.name} ({node.address})" for node in ports_in_use(cluster_config)]
+    supervisor_address = supervisor_address_of(cluster_config)
+    if supervisor_address is not None and not port_free(*_host_port(supervisor_address)):
+        busy.append(f"supervisor ({supervisor_address})")
     if busy:
-        names = ", ".join(f"{node.name} ({node.address})" for node in busy)
-        err.write(f"quorumdb up: ports in use: {names}. Is a cluster already running? Try `quorumdb status"
+        err.write(f"quorumdb up: ports in use: {', '.join(busy)}. Is a cluster already running? Try `quorumdb status"
                   f" --data-dir {data_dir}`.\n")
         return EXIT_FAILED
     launched = Cluster(cluster_config)
+    output_lock = threading.Lock()
+
+    def say(text: str) -> None:
+        with output_lock:
+            _say(out, text)
+
+    supervisor = supervisor_mod.Supervisor(launched, say)
+    supervisor_server = None
     previous_handlers = _install_shutdown_handlers()
     try:
         try:
             _say(out, f"starting {len(cluster_config.nodes)} nodes from {cluster_config.config_path}")
             _say(out, f"logs: {data_dir / 'logs'}/<node>.log")
             launched.start()
+            if supervisor_address is not None:
+                supervisor_server = supervisor_mod.serve(supervisor, supervisor_address)
+            else:
+                err.write("warning: the cluster file has a custom layout: no supervisor (quorumdb chaos)\n")
             deadline = time.monotonic() + args.ready_timeout
             statuses = wait_until_ready(launched, deadline)
-            out.write(ready_report(cluster_config, statuses, launched.pids))
-            out.flush()
-            monitor(launched, out)
+            with output_lock:
+                out.write(ready_report(cluster_config, statuses, launched.pids, supervisor_address))
+                out.flush()
+            monitor(launched, say, supervisor)
         except NotReady as error:
             err.write(f"quorumdb up: the cluster did not become ready: {error}\n")
             for node in cluster_config.nodes:
@@ -326,15 +379,15 @@ def command_up(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO =
                               f"{log_tail(cluster_config.log_path(node.name))}\n")
             err.write(f"  all logs: {data_dir / 'logs'}\nstopping the nodes it started\n")
             err.flush()
-            _stop(launched, out)
+            _stop(launched, supervisor, supervisor_server)
             return EXIT_FAILED
     except ShutdownRequested as signal_name:
-        _say(out, f"{signal_name}: stopping {len(launched.pids)} nodes")
-        _stop(launched, out)
-        _say(out, "stopped")
+        say(f"{signal_name}: stopping {len(launched.pids)} nodes")
+        _stop(launched, supervisor, supervisor_server)
+        say("stopped")
         return EXIT_OK
     except BaseException:
-        _stop(launched, out)
+        _stop(launched, supervisor, supervisor_server)
         raise
     finally:
         for signum, handler in previous_handlers.items():
@@ -342,12 +395,177 @@ def command_up(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO =
     return EXIT_OK
 
 
-def _stop(launched: Any, out: TextIO) -> None:
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+def _stop(launched: Any, supervisor: Any = None, supervisor_server: Any = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if supervisor is not None:
+        supervisor.close()  # no chaos action starts a node after this
+    if supervisor_server is not None:
+        supervisor_server.stop(grace=1.0)
     launched.stop_all(timeout_s=limits.UP_STOP_TIMEOUT_S)
     still_running = launched.pids
     assert not still_running, f"nodes still running after stop_all: {still_running}"
+
+
+# --- chaos -------------------------------------------------------------------------------------
+CHAOS_HELP = """\
+Break a running `quorumdb up` cluster on purpose and watch it cope. The actions go to
+the supervisor inside `quorumdb up` (127.0.0.1:<base port + 39>), which prints them too.
+
+actions:
+  kill NODE         SIGKILL one node (a crash); `up` reports it and keeps running
+  restart NODE      SIGKILL it if it runs, start it again, wait until it answers
+  pause NODE        SIGSTOP: the process freezes with its connections open
+  resume NODE       SIGCONT a paused node
+  stop NODE         SIGTERM: a clean shutdown
+  kill-az AZ        SIGKILL every node of an AZ (az1, az2, az3)
+  restart-az AZ     start every node of an AZ again (killing those still running)
+  partition AZ      cut every network link between the AZ's nodes and the other AZs
+                    (nodes keep running; clients like qsql still reach every node)
+  heal              remove every network cut
+  kill-leader       SIGKILL whichever adjudicator leads now
+  nodes             list the nodes, their PIDs and states, and the cut links
+
+examples:
+  quorumdb chaos kill-leader            # a standby takes over; commits resume
+  quorumdb chaos partition az3          # az1 + az2 go on; az3's compute node refuses
+  quorumdb chaos heal
+  quorumdb chaos --base-port 7200 kill storage-az2-a
+
+Exit status: 0 when the action was done, 1 otherwise (unknown node or AZ, node not
+running, no `quorumdb up` on that base port), 2 for a usage error.
+"""
+# action -> (argument it takes or None, supervisor RPC)
+CHAOS_ACTIONS: dict[str, tuple[str | None, str]] = {
+    "kill": ("NODE", "Kill"),
+    "restart": ("NODE", "Restart"),
+    "pause": ("NODE", "Pause"),
+    "resume": ("NODE", "Resume"),
+    "stop": ("NODE", "Stop"),
+    "kill-az": ("AZ", "KillAz"),
+    "restart-az": ("AZ", "RestartAz"),
+    "partition": ("AZ", "Partition"),
+    "heal": (None, "Heal"),
+    "kill-leader": (None, "KillLeader"),
+    "nodes": (None, "Nodes"),
+}
+EXIT_USAGE = 2
+CHAOS_CUTS_SHOWN = 8  # cut links `chaos nodes` lists by name (an AZ partition cuts 50)
+
+
+def chaos_request(action: str, argument: str | None) -> Any:
+    kind, _ = CHAOS_ACTIONS[action]
+    match kind:
+        case "NODE":
+            return supervisor_pb2.NodeActionRequest(name=argument)
+        case "AZ":
+            return supervisor_pb2.AzActionRequest(az=argument)
+    match action:
+        case "heal":
+            return supervisor_pb2.HealRequest()
+        case "kill-leader":
+            return supervisor_pb2.KillLeaderRequest()
+        case "nodes":
+            return supervisor_pb2.NodesRequest()
+    raise AssertionError(action)
+
+
+def supervised_nodes_table(reply: supervisor_pb2.NodesReply) -> str:
+    rows = [(n.name, n.az, n.service, n.state, str(n.pid or ""), n.address) for n in reply.nodes]
+    table = fmt.format_table(
+        [("node", "text"), ("az", "text"), ("service", "text"), ("state", "text"), ("pid", "integer"),
+         ("address", "text")],
+        rows, fmt.PrintOptions(), footers=[f"({len(rows)} nodes)"],
+    ).rstrip("\n")
+    shown = list(reply.cut_links[:CHAOS_CUTS_SHOWN])
+    if len(reply.cut_links) > len(shown):
+        shown.append(f"... and {len(reply.cut_links) - len(shown)} more")
+    cuts = f"{len(reply.cut_links)}: " + ", ".join(shown) if reply.cut_links else "none"
+    return f"{table}\ncut links (rules v{reply.rules_version}): {cuts}\n"
+
+
+def _chaos_target(args: argparse.Namespace) -> str:
+    if args.data_dir is not None:
+        path = pathlib.Path(args.data_dir) / config_mod.CONFIG_FILE
+        if not path.exists():
+            raise SystemExit(f"quorumdb chaos: no cluster file at {path}")
+        target = supervisor_address_of(config_mod.load(path))
+        if target is None:
+            raise SystemExit(f"quorumdb chaos: {path} has a custom layout: `quorumdb up` runs no supervisor for it")
+        return target
+    return supervisor_mod.address(args.base_port, args.host)
+
+
+def command_chaos(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    kind, method = CHAOS_ACTIONS[args.action]
+    if kind is not None and not args.argument:
+        err.write(f"quorumdb chaos: {args.action} needs a {kind} (see quorumdb chaos --help)\n")
+        return EXIT_USAGE
+    if kind is None and args.argument:
+        err.write(f"quorumdb chaos: {args.action} takes no argument (got {args.argument!r})\n")
+        return EXIT_USAGE
+    target = _chaos_target(args)
+    with grpc.insecure_channel(target, options=rpc.OPTIONS) as channel:
+        stub = supervisor_pb2_grpc.SupervisorStub(channel)
+        try:
+            nodes = stub.Nodes(supervisor_pb2.NodesRequest(), timeout=limits.CHAOS_CONNECT_TIMEOUT_S)
+        except grpc.RpcError as error:
+            if error.code() in rpc.UNREACHABLE:
+                err.write(f"quorumdb chaos: no `quorumdb up` answers at {target} (its supervisor listens on base "
+                          f"port + {supervisor_mod.PORT_OFFSET}); is it running with that --base-port?\n")
+            else:
+                err.write(f"quorumdb chaos: {target}: {error.code().name}: {error.details()}\n")
+            return EXIT_FAILED
+        if args.action == "nodes":
+            out.write(supervised_nodes_table(nodes))
+            out.flush()
+            return EXIT_OK
+        try:
+            reply = getattr(stub, method)(chaos_request(args.action, args.argument), timeout=limits.CHAOS_RPC_TIMEOUT_S)
+        except grpc.RpcError as error:
+            err.write(f"quorumdb chaos {args.action}: {error.details() or error.code().name}\n")
+            return EXIT_FAILED
+    out.write(reply.message + "\n")
+    out.flush()
+    return EXIT_OK
+
+
+# --- token (issue 5) --------------------------------------------------------------------------
+def command_token(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    from quorumdb import tokens
+
+    out, err = out or sys.stdout, err or sys.stderr
+
+    try:
+        lifetime_s = tokens.parse_duration(args.expires)
+        secret = tokens.load_or_create_secret(pathlib.Path(args.data_dir).resolve())
+        token, _ = tokens.issue(secret, args.user, lifetime_s, time.time())
+    except (tokens.TokenError, OSError) as error:
+        err.write(f"quorumdb token: {error}\n")
+        return EXIT_FAILED
+    out.write(token + "\n")
+    return EXIT_OK
+
+
+def apply_pg_options(cluster: config_mod.ClusterConfig, args: argparse.Namespace) -> config_mod.ClusterConfig:
+    """`up --pg-port/--trust` written into the cluster file (issue 5)."""
+    import dataclasses
+
+    changes: dict[str, Any] = {}
+    if getattr(args, "pg_port", None) is not None and args.pg_port != cluster.pg_base_port:
+        changes["pg_base_port"] = args.pg_port
+    if getattr(args, "trust", False) != cluster.pg_trust:
+        changes["pg_trust"] = bool(getattr(args, "trust", False))
+    if not changes:
+        return cluster
+    cluster = dataclasses.replace(cluster, **changes)
+    cluster.write()
+    return cluster
 
 
 # --- command line ---------------------------------------------------------------------------
@@ -363,6 +581,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "only used when the data directory has no cluster.toml yet)")
     up.add_argument("--ready-timeout", type=float, default=limits.UP_READY_TIMEOUT_S,
                     help=f"seconds to wait for the cluster to be ready (default {limits.UP_READY_TIMEOUT_S:.0f})")
+    # issue 5: PostgreSQL endpoint options (see docs/POSTGRES.md)
+    up.add_argument("--pg-port", type=int, default=None,
+                    help=f"PostgreSQL port of compute-az1; compute i on PG_PORT + i (default "
+                         f"{config_mod.DEFAULT_PG_PORT} for the default base port)")
+    up.add_argument("--trust", action="store_true",
+                    help="no authentication on the PostgreSQL endpoint (development only)")
 
     status = commands.add_parser("status", help="show every node's role, progress and health")
     status.add_argument("--base-port", type=int, default=config_mod.DEFAULT_BASE_PORT,
@@ -370,6 +594,28 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--host", default="127.0.0.1", help="host of every node (default 127.0.0.1)")
     status.add_argument("--data-dir", default=None, help="read the nodes from DIR/cluster.toml instead")
     status.add_argument("--json", action="store_true", help="print a JSON list of node objects")
+
+    # issue 5: `quorumdb token` prints a PostgreSQL password (see docs/POSTGRES.md)
+    token = commands.add_parser("token", help="print a short-lived auth token: the password for psql/psycopg")
+    token.add_argument("--user", required=True, help="the PostgreSQL user name the token is for")
+    token.add_argument("--expires", default="15m", help="lifetime: 30s, 15m, 2h, 1d, 1w (default 15m, max 1w)")
+    token.add_argument("--data-dir", default=os.environ.get("QUORUMDB_DATA_DIR", DEFAULT_DATA_DIR),
+                       help="the cluster's data directory, which holds the signing secret")
+
+    chaos = commands.add_parser(
+        "chaos", help="kill, pause, restart or partition nodes of a running `quorumdb up`",
+        description=CHAOS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="quorumdb chaos [--base-port N | --data-dir DIR] ACTION [NODE|AZ]",
+    )
+    chaos.add_argument("--base-port", type=int, default=config_mod.DEFAULT_BASE_PORT,
+                       help=f"base port of the cluster (default {config_mod.DEFAULT_BASE_PORT}); the supervisor "
+                            f"is on base + {supervisor_mod.PORT_OFFSET}")
+    chaos.add_argument("--host", default="127.0.0.1", help="host of `quorumdb up` (default 127.0.0.1)")
+    chaos.add_argument("--data-dir", default=None, help="find the base port in DIR/cluster.toml instead")
+    chaos.add_argument("action", choices=sorted(CHAOS_ACTIONS), metavar="ACTION",
+                       help="one of: " + ", ".join(CHAOS_ACTIONS))
+    chaos.add_argument("argument", nargs="?", default=None, metavar="NODE|AZ",
+                       help="the node (e.g. journal-az2) or AZ (az1..az3) the action applies to")
     return parser
 
 
@@ -380,6 +626,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_up(args)
         case "status":
             return command_status(args)
+        case "token":
+            return command_token(args)
+        case "chaos":
+            return command_chaos(args)
     raise AssertionError(f"unknown command {args.command}")
 
 

@@ -10,7 +10,23 @@
             c.execute("UPDATE t SET name = $1 WHERE id = $2", ["x", 1])
         conn.run_transaction(transfer)   # retries 40001 with jittered backoff
 
-A Connection holds one session on one compute node. Errors:
+A Connection holds one session on one compute node at a time. Give it several compute
+nodes and it moves to the next one when its node dies:
+
+    conn = quorumdb.client.connect(endpoints=[("127.0.0.1", 7100), ("127.0.0.1", 7101)])
+    conn = quorumdb.client.connect(endpoints="127.0.0.1:7100,127.0.0.1:7101")
+
+Failover happens only between transactions. When the node stops answering, the statement
+in flight fails with 08006 (it may or may not have run if it was a COMMIT or an autocommit
+statement), and the next statement opens a session on the next endpoint that answers. A
+transaction that was open is lost with its session, never half-applied (its writes were
+buffered on the dead node): until ROLLBACK (or reconnect()), statements fail with 08006
+rather than run outside the transaction the application thinks it is in. A statement sent
+to a node that restarted (08003: the session does not exist, nothing ran) is resent on a
+new session when no transaction was open. run_transaction retries a transaction lost
+before its COMMIT was sent.
+
+Errors:
   - DatabaseError: the server answered with an error (sqlstate, message, detail, hint);
   - OperationalError (a DatabaseError): the node could not be reached or did not answer
     (08001 could not connect, 08006 connection failure: a statement may or may not have run).
@@ -51,6 +67,7 @@ SERIALIZATION_FAILURE = "40001"
 STATEMENT_COMPLETION_UNKNOWN = "40003"
 CONNECTION_FAILURE = "08006"
 CLIENT_CANNOT_CONNECT = "08001"
+CONNECTION_DOES_NOT_EXIST = "08003"
 UNDEFINED_PARAMETER = "42P02"
 
 
@@ -281,54 +298,160 @@ class _Backoff:
         return self.rng.uniform(0, min(self.max_s, self.first_s * (2 ** min(attempt, 30))))
 
 
+# --- endpoints -------------------------------------------------------------------------------
+
+Endpoint = tuple[str, int]
+
+
+def parse_endpoints(host: str, port: int, endpoints=None) -> list[Endpoint]:
+    """The compute nodes to use, in order: `endpoints` ([(host, port), ...], ["h:p", ...] or
+    "h:p,h:p") when given, else (host, port); host may itself be a comma list "h:p,h:p"."""
+    if endpoints is None:
+        endpoints = host if "," in host or ":" in host else [(host, port)]
+    if isinstance(endpoints, str):
+        endpoints = [item for item in endpoints.split(",") if item.strip()]
+    parsed: list[Endpoint] = []
+    for item in endpoints:
+        if isinstance(item, str):
+            name, _, number = item.strip().rpartition(":")
+            if not name or not number.isdigit():
+                raise ValueError(f"endpoint {item!r} is not host:port")
+            parsed.append((name, int(number)))
+        else:
+            name, number = item
+            parsed.append((str(name), int(number)))
+    if not parsed:
+        raise ValueError("no endpoint given")
+    return parsed
+
+
+def _is_rollback(sql: str) -> bool:
+    return sql.strip().rstrip(";").strip().upper() in ("ROLLBACK", "ABORT", "ROLLBACK TRANSACTION", "ROLLBACK WORK")
+
+
+def _lost_transaction_error() -> OperationalError:
+    return OperationalError(
+        CONNECTION_FAILURE,
+        "connection failure: the transaction in progress was lost with its compute node",
+        hint="Nothing of it was applied unless its COMMIT was in flight; ROLLBACK (or reconnect) and run it again.",
+    )
+
+
 # --- sync connection -------------------------------------------------------------------
 
 
 class Connection:
-    """One session on one compute node. Not thread-safe: use one Connection per thread."""
+    """One session on one compute node (of `endpoints`). Not thread-safe: use one Connection per thread."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 7100, timeout_s: float = 30.0, client_name: str = "python"):
-        self.address = f"{host}:{port}"
+    def __init__(self, host: str = "127.0.0.1", port: int = 7100, timeout_s: float = 30.0, client_name: str = "python",
+                 endpoints=None):
+        self.endpoints = parse_endpoints(host, port, endpoints)
         self.timeout_s = timeout_s
         self._client_name = client_name
-        self._channel = grpc.insecure_channel(self.address, options=rpc.OPTIONS)
-        self._stub = compute_pb2_grpc.ComputeStub(self._channel)
+        self._position = 0  # the endpoint in use (or to try first)
+        self._channel: grpc.Channel | None = None
+        self._stub: compute_pb2_grpc.ComputeStub | None = None
+        self.address = self._endpoint_address(0)
         self.transaction_status = "I"
         self._session_id: str | None = None
-        try:
-            self._open_session()
-        except BaseException:
-            self._channel.close()
-            raise
+        self._lost_transaction = False  # the session died with a transaction open
+        self._closed = False
+        self.failovers = 0  # sessions opened on another endpoint after a failure
+        self._open_session()
+
+    def _endpoint_address(self, position: int) -> str:
+        host, port = self.endpoints[position % len(self.endpoints)]
+        return f"{host}:{port}"
+
+    def _use_endpoint(self, position: int) -> None:
+        address = self._endpoint_address(position)
+        if self._channel is not None and address == self.address:
+            return
+        self._drop_channel()
+        self._position = position % len(self.endpoints)
+        self.address = address
+        self._channel = grpc.insecure_channel(address, options=rpc.OPTIONS)
+        self._stub = compute_pb2_grpc.ComputeStub(self._channel)
+
+    def _drop_channel(self) -> None:
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None:
+            channel.close()
 
     def _open_session(self) -> None:
-        try:
-            reply = self._stub.OpenSession(
-                compute_pb2.OpenSessionRequest(client=self._client_name), timeout=self.timeout_s
-            )
-        except grpc.RpcError as error:
-            raise _rpc_error(error, self.address, opening=True) from None
-        self._session_id = reply.session_id
-        self.transaction_status = "I"
+        """A new session on the current endpoint, else on the next ones in turn (08001 if none answers)."""
+        failures = []
+        for offset in range(len(self.endpoints)):
+            self._use_endpoint(self._position + offset)
+            try:
+                reply = self._stub.OpenSession(
+                    compute_pb2.OpenSessionRequest(client=self._client_name), timeout=self.timeout_s
+                )
+            except grpc.RpcError as error:
+                failures.append(_rpc_error(error, self.address, opening=True))
+                if failures[-1].sqlstate != CLIENT_CANNOT_CONNECT:
+                    raise failures[-1] from None  # the node answered (e.g. too many sessions)
+                continue
+            if offset:
+                self.failovers += 1
+            self._session_id = reply.session_id
+            self.transaction_status = "I"
+            self._lost_transaction = False
+            return
+        self._drop_channel()
+        if len(failures) == 1:
+            raise failures[0]
+        raise OperationalError(
+            CLIENT_CANNOT_CONNECT,
+            f"could not open a session on any of {len(self.endpoints)} compute nodes",
+            detail="; ".join(f.message for f in failures),
+        )
 
     def reconnect(self) -> None:
         """Open a fresh session (the old one's open transaction is lost)."""
         self._close_session()
         self._open_session()
 
+    def _session_lost(self) -> None:
+        """The node stopped answering: forget the session; the next statement opens one elsewhere."""
+        self._lost_transaction = self._lost_transaction or self.transaction_status != "I"
+        self._session_id = None
+        self._drop_channel()
+        self._position = (self._position + 1) % len(self.endpoints)
+        self.transaction_status = "I"
+
     def execute_script(self, sql: str) -> list[Result]:
         """Every statement's result; the failing one has .error set. Raises only OperationalError."""
-        if self._session_id is None:
+        if self._closed:
             raise OperationalError(CONNECTION_FAILURE, "connection is closed")
-        try:
-            reply = self._stub.Execute(
-                compute_pb2.ExecuteRequest(session_id=self._session_id, sql=sql),
-                timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S,
-            )
-        except grpc.RpcError as error:
-            raise _rpc_error(error, self.address, opening=False) from None
-        self.transaction_status = reply.transaction_status or "I"
-        return [_result_from_pb(result) for result in reply.results]
+        if self._lost_transaction:
+            if not _is_rollback(sql):
+                raise _lost_transaction_error()
+            self._open_session()
+            return [Result([], [], "ROLLBACK")]
+        if self._session_id is None:
+            self._open_session()
+        for _ in range(2):  # a second time only after 08003: the statement did not run
+            status_before = self.transaction_status
+            try:
+                reply = self._stub.Execute(
+                    compute_pb2.ExecuteRequest(session_id=self._session_id, sql=sql),
+                    timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S,
+                )
+            except grpc.RpcError as error:
+                self._session_lost()
+                raise _rpc_error(error, self.address, opening=False) from None
+            results = [_result_from_pb(result) for result in reply.results]
+            if _session_gone(results):
+                self.transaction_status = status_before
+                self._session_lost()
+                if self._lost_transaction:
+                    raise _lost_transaction_error()
+                self._open_session()
+                continue
+            self.transaction_status = reply.transaction_status or "I"
+            return results
+        return results
 
     def execute(self, sql: str, params: Sequence | None = None) -> Result:
         """Run sql (one or more statements); returns the last result, raises DatabaseError on error."""
@@ -401,7 +524,9 @@ class Connection:
 
     def _close_session(self) -> None:
         session_id, self._session_id = self._session_id, None
-        if session_id is None:
+        self._lost_transaction = False
+        self.transaction_status = "I"
+        if session_id is None or self._stub is None:
             return
         try:
             self._stub.CloseSession(
@@ -412,13 +537,18 @@ class Connection:
 
     def close(self) -> None:
         self._close_session()
-        self._channel.close()
+        self._drop_channel()
+        self._closed = True
 
     def __enter__(self) -> "Connection":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _session_gone(results: list[Result]) -> bool:
+    return len(results) == 1 and results[0].error is not None and results[0].error.sqlstate == CONNECTION_DOES_NOT_EXIST
 
 
 def _should_retry(error: DatabaseError, committing: bool) -> bool:
@@ -429,52 +559,119 @@ def _should_retry(error: DatabaseError, committing: bool) -> bool:
     return False
 
 
-def connect(host: str = "127.0.0.1", port: int = 7100, **kw) -> Connection:
-    return Connection(host, port, **kw)
+def connect(host: str = "127.0.0.1", port: int = 7100, endpoints=None, **kw) -> Connection:
+    """A Connection to (host, port), or to the first of `endpoints` that answers (see the module docstring)."""
+    return Connection(host, port, endpoints=endpoints, **kw)
 
 
 # --- asyncio connection ------------------------------------------------------------------
 
 
 class AsyncConnection:
-    """The asyncio twin of Connection. Create it with `await connect_async(host, port)`."""
+    """The asyncio twin of Connection (endpoints and failover included).
+    Create it with `await connect_async(host, port)` or `await connect_async(endpoints=...)`."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 7100, timeout_s: float = 30.0, client_name: str = "python-async"):
-        self.address = f"{host}:{port}"
+    def __init__(self, host: str = "127.0.0.1", port: int = 7100, timeout_s: float = 30.0,
+                 client_name: str = "python-async", endpoints=None):
+        self.endpoints = parse_endpoints(host, port, endpoints)
         self.timeout_s = timeout_s
         self._client_name = client_name
-        self._channel = grpc.aio.insecure_channel(self.address, options=rpc.OPTIONS)
-        self._stub = compute_pb2_grpc.ComputeStub(self._channel)
+        self._position = 0
+        self.address = ""
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: compute_pb2_grpc.ComputeStub | None = None
         self.transaction_status = "I"
         self._session_id: str | None = None
+        self._lost_transaction = False
+        self._closed = False
+        self.failovers = 0
+
+    async def _use_endpoint(self, position: int) -> None:
+        host, port = self.endpoints[position % len(self.endpoints)]
+        address = f"{host}:{port}"
+        if self._channel is not None and address == self.address:
+            return
+        await self._drop_channel()
+        self._position = position % len(self.endpoints)
+        self.address = address
+        self._channel = grpc.aio.insecure_channel(address, options=rpc.OPTIONS)
+        self._stub = compute_pb2_grpc.ComputeStub(self._channel)
+
+    async def _drop_channel(self) -> None:
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None:
+            await channel.close()
 
     async def open(self) -> "AsyncConnection":
-        try:
-            reply = await self._stub.OpenSession(
-                compute_pb2.OpenSessionRequest(client=self._client_name), timeout=self.timeout_s
-            )
-        except grpc.RpcError as error:
-            raise _rpc_error(error, self.address, opening=True) from None
-        self._session_id = reply.session_id
-        self.transaction_status = "I"
-        return self
+        failures = []
+        for offset in range(len(self.endpoints)):
+            await self._use_endpoint(self._position + offset)
+            try:
+                reply = await self._stub.OpenSession(
+                    compute_pb2.OpenSessionRequest(client=self._client_name), timeout=self.timeout_s
+                )
+            except grpc.RpcError as error:
+                failures.append(_rpc_error(error, self.address, opening=True))
+                if failures[-1].sqlstate != CLIENT_CANNOT_CONNECT:
+                    raise failures[-1] from None
+                continue
+            if offset:
+                self.failovers += 1
+            self._session_id = reply.session_id
+            self.transaction_status = "I"
+            self._lost_transaction = False
+            return self
+        await self._drop_channel()
+        if len(failures) == 1:
+            raise failures[0]
+        raise OperationalError(
+            CLIENT_CANNOT_CONNECT,
+            f"could not open a session on any of {len(self.endpoints)} compute nodes",
+            detail="; ".join(f.message for f in failures),
+        )
 
     async def reconnect(self) -> None:
         await self._close_session()
         await self.open()
 
+    async def _session_lost(self) -> None:
+        self._lost_transaction = self._lost_transaction or self.transaction_status != "I"
+        self._session_id = None
+        await self._drop_channel()
+        self._position = (self._position + 1) % len(self.endpoints)
+        self.transaction_status = "I"
+
     async def execute_script(self, sql: str) -> list[Result]:
-        if self._session_id is None:
+        if self._closed:
             raise OperationalError(CONNECTION_FAILURE, "connection is closed")
-        try:
-            reply = await self._stub.Execute(
-                compute_pb2.ExecuteRequest(session_id=self._session_id, sql=sql),
-                timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S,
-            )
-        except grpc.RpcError as error:
-            raise _rpc_error(error, self.address, opening=False) from None
-        self.transaction_status = reply.transaction_status or "I"
-        return [_result_from_pb(result) for result in reply.results]
+        if self._lost_transaction:
+            if not _is_rollback(sql):
+                raise _lost_transaction_error()
+            await self.open()
+            return [Result([], [], "ROLLBACK")]
+        if self._session_id is None:
+            await self.open()
+        for _ in range(2):  # a second time only after 08003: the statement did not run
+            status_before = self.transaction_status
+            try:
+                reply = await self._stub.Execute(
+                    compute_pb2.ExecuteRequest(session_id=self._session_id, sql=sql),
+                    timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S,
+                )
+            except grpc.RpcError as error:
+                await self._session_lost()
+                raise _rpc_error(error, self.address, opening=False) from None
+            results = [_result_from_pb(result) for result in reply.results]
+            if _session_gone(results):
+                self.transaction_status = status_before
+                await self._session_lost()
+                if self._lost_transaction:
+                    raise _lost_transaction_error()
+                await self.open()
+                continue
+            self.transaction_status = reply.transaction_status or "I"
+            return results
+        return results
 
     async def execute(self, sql: str, params: Sequence | None = None) -> Result:
         return _raise_first_error(await self.execute_script(_prepare(sql, params)))
@@ -541,7 +738,9 @@ class AsyncConnection:
 
     async def _close_session(self) -> None:
         session_id, self._session_id = self._session_id, None
-        if session_id is None:
+        self._lost_transaction = False
+        self.transaction_status = "I"
+        if session_id is None or self._stub is None:
             return
         try:
             await self._stub.CloseSession(
@@ -552,7 +751,8 @@ class AsyncConnection:
 
     async def close(self) -> None:
         await self._close_session()
-        await self._channel.close()
+        await self._drop_channel()
+        self._closed = True
 
     async def __aenter__(self) -> "AsyncConnection":
         return self
@@ -561,10 +761,10 @@ class AsyncConnection:
         await self.close()
 
 
-async def connect_async(host: str = "127.0.0.1", port: int = 7100, **kw) -> AsyncConnection:
-    connection = AsyncConnection(host, port, **kw)
+async def connect_async(host: str = "127.0.0.1", port: int = 7100, endpoints=None, **kw) -> AsyncConnection:
+    connection = AsyncConnection(host, port, endpoints=endpoints, **kw)
     try:
         return await connection.open()
     except BaseException:
-        await connection._channel.close()
+        await connection._drop_channel()
         raise

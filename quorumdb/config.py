@@ -21,6 +21,8 @@ AZS = ("az1", "az2", "az3")
 SERVICES = ("journal", "adjudicator", "storage", "compute")
 CONFIG_FILE = "cluster.toml"
 DEFAULT_BASE_PORT = 7100
+DEFAULT_PG_PORT = 5433  # the PostgreSQL port of compute-az1 in the default cluster (issue 5)
+PG_PORT_OFFSET = 3       # PostgreSQL ports of a non-default cluster: compute port + 3 (free in the block)
 
 # Offsets of each service's first port from the base port (see module docstring).
 PORT_OFFSET = {"compute": 0, "journal": 10, "adjudicator": 20, "storage": 30}
@@ -50,7 +52,24 @@ class ClusterConfig:
     # The adjudicator that fences the journal and leads when the cluster starts.
     initial_leader: str = "adjudicator-az1"
     # A standby takes over when it has seen no leader heartbeat for this long (0 = never).
-    failover_timeout_ms: int = 3000
+    failover_timeout_ms: int = 500
+    # Journal entries per journal segment file: prefix truncation drops whole segments, so this is
+    # the granularity of truncation. Fixed when the cluster is created (segment files are named by it).
+    journal_segment_entries: int = 10_000
+    # A storage node writes a checkpoint of its MVCC state after this many entries since the
+    # last one, then drops its local log up to the checkpoint before (bounds log size and restart).
+    storage_checkpoint_entries: int = 20_000
+    # --- PostgreSQL endpoint (issue 5, compute_node/pgwire) ---
+    # Compute node i listens for PostgreSQL clients on pg_base_port + i. 0: the default, 5433
+    # for a cluster on the default base port 7100, else the first compute port + 3 (inside the
+    # cluster's 40-port block, so test clusters on free blocks never collide).
+    pg_base_port: int = 0
+    # No authentication at all on the PostgreSQL endpoint (development only; logged loudly).
+    pg_trust: bool = False
+    # DSQL's connection limits, per compute node (see quorumdb/limits.py PG_*).
+    pg_connection_lifetime_s: float = 3600.0
+    pg_connections_max: int = 10_000
+    pg_connections_per_s: float = 100.0
 
     def node(self, name: str) -> NodeConfig:
         for node in self.nodes:
@@ -78,6 +97,16 @@ class ClusterConfig:
     def computes(self) -> list[NodeConfig]:
         return self.by_service("compute")
 
+    def pg_port(self, name: str) -> int:
+        """The PostgreSQL port of a compute node (see pg_base_port)."""
+        computes = self.computes
+        index = [node.name for node in computes].index(name)
+        if self.pg_base_port:
+            return self.pg_base_port + index
+        if computes[0].port == DEFAULT_BASE_PORT + PORT_OFFSET["compute"]:
+            return DEFAULT_PG_PORT + index
+        return computes[0].port + PG_PORT_OFFSET + index
+
     def node_data_dir(self, name: str) -> pathlib.Path:
         return self.data_dir / "nodes" / name
 
@@ -96,6 +125,13 @@ class ClusterConfig:
             f"heartbeat_ms = {self.heartbeat_ms}",
             f'initial_leader = "{self.initial_leader}"',
             f"failover_timeout_ms = {self.failover_timeout_ms}",
+            f"journal_segment_entries = {self.journal_segment_entries}",
+            f"storage_checkpoint_entries = {self.storage_checkpoint_entries}",
+            f"pg_base_port = {self.pg_base_port}",
+            f"pg_trust = {'true' if self.pg_trust else 'false'}",
+            f"pg_connection_lifetime_s = {float(self.pg_connection_lifetime_s)!r}",
+            f"pg_connections_max = {self.pg_connections_max}",
+            f"pg_connections_per_s = {float(self.pg_connections_per_s)!r}",
             "",
         ]
         for node in self.nodes:

@@ -42,7 +42,7 @@ NUMERIC_TYPES = frozenset({
     "numeric", "decimal", "oid", "xid", "cid", "money",
 })
 # Commands whose result is a table even when it has no columns.
-TUPLE_COMMANDS = ("SELECT", "VALUES", "SHOW", "FETCH", "TABLE")
+TUPLE_COMMANDS = ("SELECT", "VALUES", "SHOW", "FETCH", "TABLE", "EXPLAIN")
 
 
 @dataclasses.dataclass(frozen=True)

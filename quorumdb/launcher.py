@@ -91,6 +91,11 @@ class Cluster:
     def pids(self) -> dict[str, int]:
         return {name: p.pid for name, p in self.processes.items() if p.poll() is None}
 
+    def exits(self) -> list[tuple[str, int, int]]:
+        """(name, pid, exit code) of every current process that has exited (one per name: the latest)."""
+        processes = list(self.processes.items())  # a snapshot: a supervisor thread may restart nodes
+        return [(name, p.pid, p.returncode) for name, p in processes if p.poll() is not None]
+
     def exited(self) -> dict[str, int]:
         """Nodes that were started and have exited, with their exit codes."""
         return {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}

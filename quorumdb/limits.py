@@ -95,9 +95,8 @@ READ_QUORUM_ROUNDS_MAX = 3
 READ_RETRY_PAUSE_S = 0.6
 # Empty merged scan pages a compute node skips past before answering (copies disagreeing).
 SCAN_EMPTY_PAGES_MAX = 100
-# Commit routing: adjudicators tried (NOT_LEADER hops, refused connections) for one
-# commit, and the pause between rounds when no adjudicator leads (failover takes ~1-3 s).
-COMMIT_ROUTE_ATTEMPTS_MAX = 60
+# Commit routing: the pause between rounds when no adjudicator leads (failover takes
+# ~0.6-0.8 s); the number of sends is COMMIT_SENDS_MAX below.
 COMMIT_ROUTE_BACKOFF_S = 0.1
 # Readiness probe of a compute node (quorum read + leader Status), its period, and how
 # long a success keeps the node "ok".
@@ -173,3 +172,128 @@ JOURNAL_FOLLOWER_IDLE_S = 3.0
 assert JOURNAL_FOLLOWER_IDLE_S < SUBSCRIBE_STREAM_S
 assert PLAN_POINT_KEYS_MAX <= GET_KEYS_MAX, "a point plan's keys fit in one storage Get"
 assert RESULT_ROWS_MAX <= STATEMENT_ROWS_READ_MAX
+
+# --- Network partitions and chaos (quorumdb/netfault.py, rpc.py, supervisor.py) ---------------
+# How often a node stats its cluster's rules file: a cut takes effect within about this long,
+# and no RPC ever touches the disk.
+NETFAULT_POLL_MS = 50
+# How often a server stream re-checks its peer's link while no message flows: a cut ends the
+# stream within this long even when the stream is idle.
+NETFAULT_STREAM_CHECK_MS = 100
+# netfault.cut_links/isolate_*/heal wait this long after rewriting the rules, so that every live
+# node has applied them when the call returns (a few poll periods plus scheduling slack).
+NETFAULT_SETTLE_S = 0.25
+# Cut links one rules file may hold (15 nodes have 105 links; room for much larger clusters)
+# and the bytes a node reads from it.
+NETFAULT_CUTS_MAX = 10_000
+NETFAULT_RULES_BYTES_MAX = 4 * 1024 * 1024
+# Threads of `quorumdb up`'s supervisor gRPC server: actions are serialized anyway.
+SUPERVISOR_WORKERS = 4
+# A restarted node must answer Status within this long, or the supervisor says it did not.
+SUPERVISOR_RESTART_READY_TIMEOUT_S = 60.0
+# One `quorumdb chaos` action RPC (covers restart-az waiting for 6 nodes to answer).
+CHAOS_RPC_TIMEOUT_S = SUPERVISOR_RESTART_READY_TIMEOUT_S + 15.0
+# The first call `quorumdb chaos` makes: a supervisor that does not answer this fast is not there.
+CHAOS_CONNECT_TIMEOUT_S = 3.0
+
+assert NETFAULT_POLL_MS < NETFAULT_STREAM_CHECK_MS * 2
+assert NETFAULT_SETTLE_S * 1000 > 3 * NETFAULT_POLL_MS, "the settle wait covers several polls"
+assert STATUS_TIMEOUT_S < SUPERVISOR_RESTART_READY_TIMEOUT_S < CHAOS_RPC_TIMEOUT_S
+
+# --- Storage self-healing: checkpoints and repair (storage_node/) -------------------------
+# A checkpoint is due every storage_checkpoint_entries entries (a cluster setting), and also after
+# this many bytes of log since the last one: big transactions must not let the local log (and
+# restart replay) grow without bound.
+STORAGE_CHECKPOINT_LOG_BYTES_MAX = 256 * 1024 * 1024
+# Bytes per checkpoint chunk: the unit the encoder hands to the disk writer and the size of one
+# ReadCheckpoint stream message (far below the gRPC message limit).
+CHECKPOINT_CHUNK_BYTES = 1024 * 1024
+# Deadline of a whole ReadCheckpoint stream from a peer (a few GiB at local-disk speed).
+PEER_CHECKPOINT_TIMEOUT_S = 300.0
+# ReadCheckpoint streams one storage node serves at once (each reads its disk sequentially).
+STORAGE_CHECKPOINT_STREAMS_MAX = 2
+
+assert CHECKPOINT_CHUNK_BYTES < GRPC_MESSAGE_BYTES_MAX, "a checkpoint chunk fits in one message"
+assert PEER_READ_LOG_TIMEOUT_S < PEER_CHECKPOINT_TIMEOUT_S
+
+# --- PostgreSQL wire protocol (compute_node/pgwire/, quorumdb/tokens.py) ---------------------
+# Largest frontend message accepted (Query text, Bind with its parameters): far above any
+# statement a transaction may write (TXN_BYTES_MAX), far below what would strain a node's memory.
+PG_MESSAGE_BYTES_MAX = 32 * 1024 * 1024
+# Largest startup packet (PostgreSQL's own MAX_STARTUP_PACKET_LENGTH).
+PG_STARTUP_BYTES_MAX = 10_000
+# A client must finish startup and authentication within this long (PostgreSQL's authentication_timeout).
+PG_STARTUP_TIMEOUT_S = 60.0
+# DSQL closes every connection after one hour; clients reconnect (57P01, see docs/POSTGRES.md).
+PG_CONNECTION_LIFETIME_S = 3_600.0
+# Open PostgreSQL connections per compute node (DSQL's default maximum per cluster): 53300 beyond.
+PG_CONNECTIONS_MAX = 10_000
+# New connections per second per compute node and the burst allowed (DSQL's defaults): 53400 beyond.
+PG_CONNECTIONS_PER_S = 100.0
+PG_CONNECTIONS_BURST = 1_000
+# Prepared statements and open portals one connection may hold (bounds a connection's memory).
+PG_PREPARED_STATEMENTS_MAX = 10_000
+PG_PORTALS_MAX = 1_000
+# Parameters in one Bind (the protocol's own int16 count).
+PG_PARAMETERS_MAX = 65_535
+# DataRow messages written before waiting for the socket to drain (bounds the write buffer).
+PG_ROWS_PER_DRAIN = 1_000
+# Socket bytes read at once.
+PG_READ_CHUNK_BYTES = 256 * 1024
+# How long a CancelRequest connection may take to send its 16 bytes.
+PG_CANCEL_READ_TIMEOUT_S = 5.0
+# SCRAM-SHA-256 iteration count: RFC 7677's minimum, which clients (scramp, used by pg8000) enforce.
+PG_SCRAM_ITERATIONS = 4096
+# SCRAM keys cached per (user, token expiry): the server derives them for every candidate expiry
+# (about 60) on a user's first connection; ~100 bytes each, so this bounds the cache to ~10 MB.
+PG_SCRAM_CACHE_ENTRIES = 100_000
+# Authentications doing key stretching at once (each holds a thread for up to ~0.2 s).
+PG_AUTH_CONCURRENCY = 2
+# Auth tokens (`quorumdb token`): default and maximum lifetime (as DSQL's IAM tokens).
+TOKEN_LIFETIME_DEFAULT_S = 15 * 60
+TOKEN_LIFETIME_MAX_S = 7 * 24 * 3600
+
+assert PG_STARTUP_BYTES_MAX < PG_MESSAGE_BYTES_MAX
+assert TXN_BYTES_MAX < PG_MESSAGE_BYTES_MAX, "a statement inserting a full transaction fits in one Query"
+assert PG_CONNECTIONS_BURST >= PG_CONNECTIONS_PER_S
+assert TOKEN_LIFETIME_DEFAULT_S <= TOKEN_LIFETIME_MAX_S
+
+# --- Failover, commit retries, hedged reads (issue 3 part A: adjudicator/, compute_node/) -------
+# Deadline of a standby's Status probe of each journal replica before it takes over: short, since
+# it sits on the failover path; a replica that does not answer in time counts as unreachable.
+FAILOVER_PROBE_TIMEOUT_S = 0.25
+# How often a standby compares its journal silence with the failover timeout.
+FAILOVER_CHECK_MS = 20
+# The initial leader's liveness horizon when failover is disabled (failover_timeout_ms = 0):
+# a journal that heard a leader this recently means another adjudicator leads. Also how long a
+# standby that has never seen a leader (cluster start) waits before taking over itself.
+INITIAL_LEADER_SILENCE_MS = 3_000
+# One Commit attempt from a compute node: below COMMIT_TIMEOUT_S so that a hung (SIGSTOPped)
+# leader leaves time to resend to the next one. A resend is always safe (same txn_id).
+COMMIT_ATTEMPT_TIMEOUT_S = 3.0
+# Commit sends (NOT_LEADER hops, refused connections, resends) for one commit: with 3
+# adjudicators and COMMIT_ROUTE_BACKOFF_S between rounds, enough rounds to cover the whole
+# COMMIT_TIMEOUT_S deadline.
+COMMIT_SENDS_MAX = 400
+# Hedged storage reads: a copy that has not answered within max(min, factor x the recent median
+# latency), capped at max, gets company: the next copy is asked too; the first 3 answers win.
+READ_HEDGE_DELAY_MIN_S = 0.05
+READ_HEDGE_DELAY_MAX_S = 1.0
+READ_HEDGE_MEDIAN_FACTOR = 4
+# Recent read latencies kept for the median (per compute node).
+READ_LATENCY_WINDOW = 64
+
+assert FAILOVER_PROBE_TIMEOUT_S < STATUS_TIMEOUT_S
+assert COMMIT_ATTEMPT_TIMEOUT_S < COMMIT_TIMEOUT_S
+assert COMMIT_SENDS_MAX * COMMIT_ROUTE_BACKOFF_S / 3 >= COMMIT_TIMEOUT_S, "sends last the whole deadline"
+assert READ_HEDGE_DELAY_MIN_S < READ_HEDGE_DELAY_MAX_S < STORAGE_READ_TIMEOUT_S
+
+# --- SQL schema and statements (compute_node/sql; issue 4) ---------------------------------
+# Columns per table, as DSQL's quota (PostgreSQL allows 1,600); more is SQLSTATE 54011.
+TABLE_COLUMNS_MAX = 255
+# Secondary indexes (CREATE INDEX and UNIQUE constraints) per table, as DSQL's quota; more is 54000.
+TABLE_INDEXES_MAX = 24
+# Columns in one index, as DSQL's quota; more is 54011.
+INDEX_COLUMNS_MAX = 8
+# Characters in one SQL statement: bounds parse time and memory; more is 54000.
+STATEMENT_BYTES_MAX = 1024 * 1024

@@ -1,13 +1,16 @@
 """Run one QuorumDB node: `python -m quorumdb.node --config CLUSTER.toml --name NAME`.
 
-Loads the cluster file, sets up logging, installs uvloop and runs the service of
-that node until SIGTERM/SIGINT. The process command line contains the node's
-name, so `ps` and `pkill -f journal-az1` find it.
+Loads the cluster file, sets up logging, tells `quorumdb.rpc` which node this
+process is (so its channels and server obey the cluster's network partitions, see
+`quorumdb.netfault`), installs uvloop and runs the service of that node until
+SIGTERM/SIGINT, watching the partition rules file meanwhile. The process command
+line contains the node's name, so `ps` and `pkill -f journal-az1` find it.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import logging
 import signal
@@ -39,7 +42,15 @@ async def _run(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig) -
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await module.serve(cluster, node, stop)
+    watcher_stop = asyncio.Event()
+    watcher = asyncio.create_task(rpc.watch_rules(watcher_stop), name="netfault-rules-watcher")
+    try:
+        await module.serve(cluster, node, stop)
+    finally:
+        watcher_stop.set()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await watcher
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("quorumdb.node").info(
         "starting %s (%s, %s) on %s", node.name, node.service, node.az, node.address
     )
+    rpc.set_identity(cluster, node.name)  # before serving: a restarted node obeys existing cuts at once
     rpc.install_uvloop()
     asyncio.run(_run(cluster, node))
     logging.getLogger("quorumdb.node").info("%s stopped", node.name)

@@ -59,17 +59,22 @@ General
   \\q                     quit qsql
   \\? [commands]          show help on backslash commands
 Informational
-  \\d [NAME]              describe table, or list tables
+  \\d [NAME]              describe table (columns, indexes, checks), or list tables
   \\dt                    list tables
+  \\di                    list indexes
+Input/Output
+  \\i FILE                execute commands from file
 Formatting
   \\x [on|off]            toggle expanded output (currently {expanded})
   \\timing [on|off]       toggle timing of commands (currently {timing})
 Query Buffer
   \\r                     reset (clear) the query buffer
-Variables (qsql -v NAME=VALUE)
+Variables (\\set NAME VALUE, \\unset NAME, qsql -v NAME=VALUE)
+  \\set                   list the variables
   VERBOSITY=default|verbose   show the SQLSTATE in error messages
   ON_ERROR_STOP=on            stop a script at the first error (exit status 3)
 """
+INCLUDE_DEPTH_MAX = 16  # nested \i files, as a bound on recursion
 
 
 # --- statement splitting (pure) ---------------------------------------------------------
@@ -324,6 +329,53 @@ class Shell:
         self.clock = clock
         self.is_connection_error = is_connection_error or _is_connection_error
         self.had_error = False
+        self.variables: dict[str, str] = {}
+        self.include_depth = 0
+        if self.settings.verbose_errors:
+            self.variables["VERBOSITY"] = "verbose"
+        if self.settings.on_error_stop:
+            self.variables["ON_ERROR_STOP"] = "on"
+
+    # --- variables and included files ----------------------------------------------------
+    def set_variable(self, arguments: list[str]) -> MetaOutcome:
+        if not arguments:
+            for name in sorted(self.variables):
+                self.out.write(f"{name} = '{self.variables[name]}'\n")
+            return MetaOutcome.CONTINUE
+        name, value = arguments[0], "".join(arguments[1:])
+        self.variables[name] = value
+        self._apply_variable(name, value)
+        return MetaOutcome.CONTINUE
+
+    def _apply_variable(self, name: str, value: str | None) -> None:
+        if name == "ON_ERROR_STOP":
+            self.settings.on_error_stop = bool(value is not None and (value == "" or parse_bool(value)))
+        elif name == "VERBOSITY":
+            self.settings.verbose_errors = value is not None and value.lower() == "verbose"
+
+    def include_file(self, path: str, location: str = "") -> MetaOutcome:
+        """\\i FILE: runs the file's lines as if typed here (errors prefixed with its name)."""
+        if self.include_depth >= INCLUDE_DEPTH_MAX:
+            self.print_notice(f"{path}: too many nested \\i files", location)
+            self.had_error = True
+            return MetaOutcome.FAILED
+        try:
+            text = pathlib.Path(os.path.expanduser(path)).read_text()
+        except OSError as error:
+            self.print_notice(f"{location}{path}: {error.strerror or error}")
+            self.had_error = True
+            return MetaOutcome.FAILED
+        self.include_depth += 1
+        had_error, self.had_error = self.had_error, False
+        try:
+            status = self.run_lines(iter_lines(text), path)
+        finally:
+            self.include_depth -= 1
+        failed = self.had_error
+        self.had_error = had_error or failed
+        if status == EXIT_SCRIPT_STOPPED:
+            return MetaOutcome.FAILED
+        return MetaOutcome.FAILED if failed else MetaOutcome.CONTINUE
 
     # --- printing --------------------------------------------------------------------
     def print_error(self, error: Any, location: str = "") -> None:
@@ -387,6 +439,21 @@ class Shell:
                 return self._toggle_expanded(arguments, location)
             case "\\dt" | "\\dt+":
                 return self.list_tables(location)
+            case "\\di" | "\\di+":
+                return self.list_indexes(location)
+            case "\\i" | "\\include":
+                if not arguments:
+                    self.print_notice("\\i: missing required argument", location)
+                    self.had_error = True
+                    return MetaOutcome.FAILED
+                return self.include_file(" ".join(arguments), location)
+            case "\\set":
+                return self.set_variable(arguments)
+            case "\\unset":
+                if arguments:
+                    self.variables.pop(arguments[0], None)
+                    self._apply_variable(arguments[0], None)
+                return MetaOutcome.CONTINUE
             case "\\d" | "\\d+":
                 if not arguments:
                     return self.list_tables(location)
@@ -455,6 +522,64 @@ class Shell:
         ))
         return MetaOutcome.CONTINUE
 
+    def list_indexes(self, location: str = "") -> MetaOutcome:
+        result, error = self._query_quietly(
+            "SELECT schemaname, indexname, tablename FROM pg_indexes ORDER BY schemaname, indexname")
+        if result is None:
+            self.print_error(_catalog_error(error, "\\di", "pg_indexes"), location)
+            return MetaOutcome.FAILED
+        rows = [(str(schema), str(name), "index", str(table)) for schema, name, table in result.rows]
+        if not rows:
+            self.print_notice("Did not find any relations.", location)
+            return MetaOutcome.FAILED
+        self.out.write(fmt.format_table(
+            [("Schema", "text"), ("Name", "text"), ("Type", "text"), ("Table", "text")], rows,
+            self.settings.print_options, title="List of relations",
+        ))
+        return MetaOutcome.CONTINUE
+
+    def _table_footers(self, table: str, literal: str, primary_key: list[str]) -> list[str]:
+        """psql's `Indexes:` and `Check constraints:` sections of \\d."""
+        indexes, _ = self._query_quietly(
+            f"SELECT indexname, indexdef FROM pg_indexes WHERE tablename = {literal} ORDER BY indexname")
+        constraints, _ = self._query_quietly(
+            "SELECT constraint_name, constraint_type FROM information_schema.table_constraints "
+            f"WHERE table_name = {literal}")
+        if indexes is not None and len(indexes.columns) != 2:
+            indexes = None  # a server without pg_indexes
+        if constraints is not None and len(constraints.columns) != 2:
+            constraints = None
+        kinds = {str(name): str(kind) for name, kind in constraints.rows} if constraints is not None else {}
+        lines = []
+        if indexes is not None:
+            entries = []
+            for name, definition in indexes.rows:
+                name, definition = str(name), str(definition)
+                method = definition[definition.index(" USING ") + 7:] if " USING " in definition else ""
+                kind = kinds.get(name)
+                if kind == "PRIMARY KEY":
+                    label = "PRIMARY KEY, "
+                elif kind == "UNIQUE":
+                    label = "UNIQUE CONSTRAINT, "
+                elif definition.startswith("CREATE UNIQUE"):
+                    label = "UNIQUE, "
+                else:
+                    label = ""
+                order = 0 if kind == "PRIMARY KEY" else 1
+                entries.append((order, name, f'    "{name}" {label}{method}'))
+            lines += [entry[2] for entry in sorted(entries)]
+        elif primary_key:
+            lines.append(f'    "{table}_pkey" PRIMARY KEY ({", ".join(primary_key)})')
+        footers = ["Indexes:"] + lines if lines else []
+        checks, _ = self._query_quietly(
+            "SELECT c.constraint_name, c.check_clause FROM information_schema.check_constraints c "
+            f"JOIN information_schema.table_constraints t ON t.constraint_name = c.constraint_name "
+            f"WHERE t.table_name = {literal} AND t.constraint_type = 'CHECK' ORDER BY c.constraint_name")
+        if checks is not None and len(checks.columns) == 2 and checks.rows:
+            footers.append("Check constraints:")
+            footers += [f'    "{name}" CHECK ({clause})' for name, clause in checks.rows]
+        return footers
+
     def describe_table(self, table: str, location: str = "") -> MetaOutcome:
         literal = "'" + table.replace("'", "''") + "'"
         columns_result, error = self._query_quietly(
@@ -470,9 +595,7 @@ class Shell:
                 (str(name), str(data_type), "" if str(nullable).upper() == "YES" else "not null")
                 for name, data_type, nullable in columns_result.rows
             ]
-            footers = []
-            if primary_key:
-                footers = ["Indexes:", f'    "{table}_pkey" PRIMARY KEY ({", ".join(primary_key)})']
+            footers = self._table_footers(table, literal, primary_key)
             self.out.write(fmt.format_table(
                 [("Column", "text"), ("Type", "text"), ("Nullable", "text")], rows,
                 self.settings.print_options, title=f'Table "{table}"', footers=footers,

@@ -41,6 +41,18 @@ missing, version_ts 0, rather than deleted at its tombstone's ts). Work per call
 `keys_max`; a cursor continues the sweep on the next call. Reads at ts < horizon
 would be wrong afterwards, so `readiness(ts)` reports them as TOO_OLD and
 `get`/`scan` raise ReadBelowHorizon.
+
+Checkpoints. `checkpoint_view()` fixes a point of the segment: (applied_index,
+last_applied_ts, closed_ts, gc_horizon_ts) and a copy of the sorted key list.
+`checkpoint_records(view)` then yields, key by key, the versions a checkpoint at that
+point must hold: those with commit_ts <= the view's last_applied_ts (entries are in ts
+order, so anything newer was applied after the view), minus what GC at the view's
+horizon would drop. It may run in a worker thread while the event loop keeps applying
+entries, because applying only ever *appends* versions newer than the view (or rewrites
+the last one of the entry being applied) and adds keys the copied key list does not
+hold; the caller must not run `gc_step` (which deletes old versions and keys) until it
+has finished. `Segment.from_checkpoint` rebuilds a segment from such records; pending
+closed-time promises are not kept (the journal's next heartbeat brings them again).
 """
 from __future__ import annotations
 
@@ -112,6 +124,17 @@ class _KeyVersions:
     def only_dead(self, horizon_ts: int) -> bool:
         """True when the key's single version is a tombstone at or below the horizon."""
         return len(self.values) == 1 and self.values[0] is None and self.commit_ts_list[0] <= horizon_ts
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointView:
+    """A point of the segment a checkpoint materializes (see the module docstring)."""
+
+    applied_index: int
+    last_applied_ts: int
+    closed_ts: int
+    gc_horizon_ts: int
+    keys: tuple[bytes, ...]  # sorted; every key that existed at the point
 
 
 class Segment:
@@ -258,3 +281,51 @@ class Segment:
             return True
         self._gc_cursor = keys[position]
         return False
+
+    # --- checkpoints -----------------------------------------------------------------
+    def checkpoint_view(self) -> CheckpointView:
+        return CheckpointView(self.applied_index, self.last_applied_ts, self.closed_ts, self.gc_horizon_ts,
+                              tuple(self._keys))
+
+    def checkpoint_records(self, view: CheckpointView) -> Iterable[tuple[bytes, list[int], list[bytes | None]]]:
+        """(key, commit_ts list, values) for every key of the view that a read at ts >= horizon can see."""
+        upto_ts = view.last_applied_ts
+        horizon_ts = view.gc_horizon_ts
+        for key in view.keys:
+            versions = self._versions.get(key)
+            assert versions is not None, "gc_step ran while a checkpoint was being written"
+            stop = bisect.bisect_right(versions.commit_ts_list, upto_ts)
+            commit_ts_list = versions.commit_ts_list[:stop]
+            values = versions.values[:stop]
+            keep_from = bisect.bisect_right(commit_ts_list, horizon_ts) - 1
+            if keep_from > 0:
+                del commit_ts_list[:keep_from]
+                del values[:keep_from]
+            if not commit_ts_list:
+                continue
+            if len(values) == 1 and values[0] is None and commit_ts_list[0] <= horizon_ts:
+                continue  # a tombstone nobody can read past: forgotten, as gc_step does
+            yield key, commit_ts_list, values
+
+    @classmethod
+    def from_checkpoint(cls, applied_index: int, last_applied_ts: int, closed_ts: int, gc_horizon_ts: int,
+                        records: Iterable[tuple[bytes, list[int], list[bytes | None]]]) -> "Segment":
+        """A segment holding exactly what a checkpoint holds; records in ascending key order."""
+        segment = cls()
+        segment.applied_index = applied_index
+        segment.last_applied_ts = last_applied_ts
+        segment.closed_ts = max(closed_ts, last_applied_ts)
+        segment.gc_horizon_ts = gc_horizon_ts
+        keys = segment._keys
+        for key, commit_ts_list, values in records:
+            assert not keys or keys[-1] < key, "checkpoint keys must be strictly ascending"
+            assert len(commit_ts_list) == len(values), key
+            assert commit_ts_list, key
+            assert commit_ts_list[-1] <= last_applied_ts, "a checkpoint version is newer than its applied index"
+            versions = _KeyVersions()
+            for commit_ts, value in zip(commit_ts_list, values):
+                versions.add(commit_ts, value)
+            segment._versions[key] = versions
+            keys.append(key)
+            segment.version_count += len(versions.values)
+        return segment

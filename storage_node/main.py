@@ -1,22 +1,35 @@
-"""A storage node process: replay the local log, follow the journal, serve reads.
+"""A storage node process: restore from checkpoint + local log, follow the journal, heal, serve reads.
 
 `serve(cluster, node, stop)` (called by quorumdb.node):
   1. opens the local segment log (cutting a torn tail) and starts the gRPC server
      (Status answers "degraded: replaying local log" meanwhile);
-  2. replays the log into the segment;
+  2. loads the newest valid checkpoint and replays the log after it (service.py);
   3. runs, until `stop` is set or a task crashes:
      - the follow loop: journal batches from applied_index + 1 (own AZ's replica
        preferred); each batch is appended + fsynced, applied, its closed time observed
        and waiting reads woken. When the journal has truncated past what this node
-       needs (JournalTruncated), the missing range is fetched from storage peers
-       (ReadLog, own AZ first, bounded rounds): peer repair;
-     - the SCL reporter: every SCL_REPORT_INTERVAL_MS, ReportScl to every journal replica;
-     - version GC: bounded steps below closed_ts - STORAGE_VERSION_RETENTION_NS.
+       needs (JournalTruncated), `repair` fills [applied_index + 1, journal first index):
+         a. from storage peers' local logs (ReadLog, own AZ first);
+         b. when no peer's log reaches back far enough (they dropped it behind their
+            checkpoints), from the newest peer checkpoint (ReadCheckpoint stream,
+            verified, installed), then from peers' logs after it;
+       in bounded rounds; Status says "degraded: repairing" meanwhile. A node whose data
+       directory was wiped starts at index 0 and rebuilds exactly this way, and it
+       serves reads only once its closed timestamp (from the checkpoint and the journal)
+       covers them, so it is never stale;
+     - the SCL reporter: every SCL_REPORT_INTERVAL_MS, ReportScl to every journal replica
+       (the first report goes out at once, so a wiped node stops counting as a holder);
+     - the checkpoint loop: writes the checkpoint the appender asks for every
+       storage_checkpoint_entries entries (or STORAGE_CHECKPOINT_LOG_BYTES_MAX of log),
+       then drops old log files;
+     - version GC: bounded steps below closed_ts - STORAGE_VERSION_RETENTION_NS, paused
+       while a checkpoint is being encoded.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Callable
 
 import grpc
@@ -24,6 +37,7 @@ import grpc
 from quorumdb import limits, rpc
 from quorumdb.config import ClusterConfig, NodeConfig
 from quorumdb.pb import journal_pb2, journal_pb2_grpc, storage_pb2, storage_pb2_grpc
+from storage_node import checkpoint
 from storage_node.service import SegmentState, StorageServicer
 from storage_node.store import SegmentLog
 
@@ -57,15 +71,16 @@ class StorageNode:
         self.node = node
         self.channels = rpc.Channels()
         self.segment_log = SegmentLog(cluster.node_data_dir(node.name))
-        self.state = SegmentState(node, self.segment_log)
+        self.state = SegmentState(node, self.segment_log, checkpoint_entries=cluster.storage_checkpoint_entries)
         factory = follower_factory or _default_follower
         self.follower = factory(cluster, node, self.channels)
         self.truncated_type = truncated_type or _journal_truncated_type()
 
     async def run(self, stop: asyncio.Event) -> None:
         records = await asyncio.to_thread(self.segment_log.open)
-        log.info("segment log %s: %d records [%d, %d], torn tail cut: %d bytes", self.segment_log.path, records,
-                 self.segment_log.first_index, self.segment_log.last_index, self.segment_log.truncated_bytes)
+        log.info("local log in %s: %d records [%d, %d] in %d files, torn tail cut: %d bytes",
+                 self.segment_log.directory, records, self.segment_log.first_index, self.segment_log.last_index,
+                 self.segment_log.file_count, self.segment_log.truncated_bytes)
         server = rpc.new_server()
         storage_pb2_grpc.add_StorageServicer_to_server(StorageServicer(self.state), server)
         server.add_insecure_port(self.node.address)
@@ -74,13 +89,16 @@ class StorageNode:
         tasks: list[asyncio.Task] = []
         stop_task = asyncio.create_task(stop.wait())
         try:
+            started = time.monotonic()
             replayed = await self.state.replay(stop)
-            log.info("replayed %d entries from the local log: applied_index %d, closed_ts %d", replayed,
+            log.info("replayed %d entries from the local log after checkpoint %d in %.0f ms: applied_index %d, "
+                     "closed_ts %d", replayed, self.state.checkpoint_index, (time.monotonic() - started) * 1000,
                      self.state.segment.applied_index, self.state.segment.closed_ts)
             tasks = [
                 asyncio.create_task(self.follow_loop(), name="follow"),
                 asyncio.create_task(self.scl_loop(), name="scl"),
                 asyncio.create_task(self.gc_loop(), name="gc"),
+                asyncio.create_task(self.checkpoint_loop(), name="checkpoint"),
             ]
             done, _ = await asyncio.wait([stop_task, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -109,7 +127,7 @@ class StorageNode:
             except self.truncated_type as truncated:
                 first_index = truncated.first_index
                 state.journal_first_index = max(state.journal_first_index, first_index)
-                await self.repair_from_peers(first_index)
+                await self.repair(first_index)
                 if state.segment.applied_index + 1 >= first_index:
                     continue
             except grpc.aio.AioRpcError as error:
@@ -120,27 +138,91 @@ class StorageNode:
                 log.exception("journal follower failed; following again")
             await asyncio.sleep(limits.FOLLOW_RETRY_BACKOFF_MS / 1000)
 
-    async def repair_from_peers(self, until_index: int) -> bool:
-        """Fetch [applied_index + 1, until_index) from storage peers. True when the range is complete."""
+    async def repair(self, until_index: int) -> bool:
+        """Fill [applied_index + 1, until_index) from peers' logs, or a peer checkpoint and then their logs."""
         state = self.state
         first_wanted = state.segment.applied_index + 1
         log.info("peer repair: journal starts at %d; fetching [%d, %d) from storage peers",
                  until_index, first_wanted, until_index)
         peers = peers_in_order(self.cluster, self.node)
-        for round_number in range(limits.PEER_REPAIR_ROUNDS_MAX):
-            for peer in peers:
-                await self._repair_from(peer, until_index)
-                if state.segment.applied_index + 1 >= until_index:
-                    log.info("peer repair: [%d, %d) complete", first_wanted, until_index)
-                    await state.wake_reads()
+        state.repairing = True
+        try:
+            for round_number in range(limits.PEER_REPAIR_ROUNDS_MAX):
+                checkpoints: dict[str, int] = {}
+                for peer in peers:
+                    checkpoints[peer.name] = await self._repair_from(peer, until_index)
+                    if state.segment.applied_index + 1 >= until_index:
+                        log.info("peer repair: [%d, %d) complete", first_wanted, until_index)
+                        return True
+                # No peer log reaches back to what we miss: take the newest peer checkpoint
+                # that is ahead of us, then go round the logs again for what follows it.
+                if await self._install_checkpoint_from(peers, checkpoints):
+                    if state.segment.applied_index + 1 >= until_index:
+                        log.info("peer repair: [%d, %d) complete with a checkpoint", first_wanted, until_index)
+                        return True
+                    continue
+                log.warning("peer repair round %d: still missing [%d, %d)", round_number + 1,
+                            state.segment.applied_index + 1, until_index)
+                await asyncio.sleep(limits.FOLLOW_RETRY_BACKOFF_MS / 1000)
+            return False
+        finally:
+            state.repairing = False
+            await state.wake_reads()
+
+    async def _install_checkpoint_from(self, peers: list[NodeConfig], checkpoints: dict[str, int]) -> bool:
+        """Install the newest checkpoint a peer offers beyond applied_index. True if one was installed."""
+        applied_index = self.state.segment.applied_index
+        candidates = sorted((p for p in peers if checkpoints.get(p.name, 0) > applied_index),
+                            key=lambda p: -checkpoints[p.name])  # stable: own AZ first among equals
+        for peer in candidates:
+            try:
+                if await self._fetch_checkpoint(peer, applied_index + 1):
                     return True
-            log.warning("peer repair round %d: still missing [%d, %d)", round_number + 1,
-                        state.segment.applied_index + 1, until_index)
-            await asyncio.sleep(limits.FOLLOW_RETRY_BACKOFF_MS / 1000)
+            except (grpc.aio.AioRpcError, ValueError) as error:
+                detail = f"{error.code()} {error.details()}" if isinstance(error, grpc.aio.AioRpcError) else error
+                log.warning("checkpoint from %s failed: %s", peer.name, detail)
         return False
 
-    async def _repair_from(self, peer: NodeConfig, until_index: int) -> None:
+    async def _fetch_checkpoint(self, peer: NodeConfig, min_index: int) -> bool:
+        stub = storage_pb2_grpc.StorageStub(self.channels.get(peer.address))
+        call = stub.ReadCheckpoint(storage_pb2.ReadCheckpointRequest(min_index=min_index),
+                                   timeout=limits.PEER_CHECKPOINT_TIMEOUT_S)
+        try:
+            first = await call.read()
+            if first is grpc.aio.EOF:
+                raise ValueError("empty checkpoint stream")
+            index, total = first.index, first.total_bytes
+            log.info("fetching checkpoint %d (%d bytes) from %s", index, total, peer.name)
+            started = time.monotonic()
+
+            async def chunks():
+                chunk = first
+                received = 0
+                while chunk is not grpc.aio.EOF:  # bounded: the stream carries `total` bytes and has a deadline
+                    if (chunk.index, chunk.total_bytes, chunk.offset) != (index, total, received):
+                        raise ValueError(f"chunk at {chunk.offset} of checkpoint {chunk.index} out of order")
+                    if len(chunk.data) > limits.CHECKPOINT_CHUNK_BYTES or received + len(chunk.data) > total:
+                        raise ValueError("checkpoint chunk larger than announced")
+                    received += len(chunk.data)
+                    yield chunk.data
+                    chunk = await call.read()
+                if received != total:
+                    raise ValueError(f"checkpoint stream ended after {received} of {total} bytes")
+
+            installed = await self.state.install_checkpoint(index, chunks())
+        except checkpoint.CorruptCheckpoint as error:
+            raise ValueError(f"checkpoint failed verification: {error}") from None
+        finally:
+            call.cancel()
+        if installed:
+            log.info("installed checkpoint %d from %s in %.0f ms: applied_index %d", index, peer.name,
+                     (time.monotonic() - started) * 1000, self.state.segment.applied_index)
+        return installed
+
+    async def _repair_from(self, peer: NodeConfig, until_index: int) -> int:
+        """Fetch what we miss from one peer's log. Returns the peer's checkpoint index (0 if unknown)."""
         state = self.state
+        checkpoint_index = 0
         stub = storage_pb2_grpc.StorageStub(self.channels.get(peer.address))
         # Each call fetches at least one entry or ends the loop, and until_index is fixed: bounded.
         while state.segment.applied_index + 1 < until_index:
@@ -151,24 +233,29 @@ class StorageNode:
                                            timeout=limits.PEER_READ_LOG_TIMEOUT_S)
             except grpc.aio.AioRpcError as error:
                 log.info("peer repair: %s did not answer ReadLog: %s", peer.name, error.code())
-                return
+                return checkpoint_index
+            checkpoint_index = reply.checkpoint_index
             entries = []
             for entry in reply.entries:
                 if entry.index != next_index + len(entries) or entry.index >= until_index:
                     break
                 entries.append(entry)
             if not entries:
-                log.info("peer repair: %s does not hold index %d (its log starts at %d, scl %d)",
-                         peer.name, next_index, reply.first_index, reply.scl)
-                return
+                log.info("peer repair: %s does not hold index %d (its log starts at %d, checkpoint %d, scl %d)",
+                         peer.name, next_index, reply.first_index, reply.checkpoint_index, reply.scl)
+                return checkpoint_index
             await state.append_and_apply(entries)
             log.info("peer repair: applied [%d, %d] from %s", entries[0].index, entries[-1].index, peer.name)
+        return checkpoint_index
 
     # --- SCL reports and GC -------------------------------------------------------------
     async def scl_loop(self) -> None:
         stubs = [journal_pb2_grpc.JournalStub(self.channels.get(j.address)) for j in self.cluster.journals]
+        first = True
         while True:
-            await asyncio.sleep(limits.SCL_REPORT_INTERVAL_MS / 1000)
+            if not first:  # the first report at once: a wiped node must stop counting as a holder
+                await asyncio.sleep(limits.SCL_REPORT_INTERVAL_MS / 1000)
+            first = False
             request = journal_pb2.ReportSclRequest(node=self.node.name, scl=self.state.segment.scl)
             replies = await asyncio.gather(
                 *(stub.ReportScl(request, timeout=limits.SCL_REPORT_TIMEOUT_S) for stub in stubs),
@@ -184,12 +271,21 @@ class StorageNode:
                     self.state.journal_first_index = max(self.state.journal_first_index, reply.first_index)
 
     async def gc_loop(self) -> None:
-        segment = self.state.segment
+        state = self.state
         while True:
             await asyncio.sleep(limits.STORAGE_GC_INTERVAL_MS / 1000)
+            if state.checkpointing:
+                continue  # a checkpoint is reading old versions from a worker thread
+            segment = state.segment  # anew each time: a checkpoint install replaces it
             horizon_ts = segment.closed_ts - limits.STORAGE_VERSION_RETENTION_NS
             if horizon_ts > segment.gc_horizon_ts:
                 segment.gc_step(horizon_ts, limits.STORAGE_GC_KEYS_PER_STEP)
+
+    async def checkpoint_loop(self) -> None:
+        state = self.state
+        while True:
+            await state.checkpoint_wanted.wait()  # set by the appender when a checkpoint is due
+            await state.write_checkpoint()
 
 
 async def serve(cluster: ClusterConfig, node: NodeConfig, stop: asyncio.Event) -> None:

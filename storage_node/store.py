@@ -1,99 +1,207 @@
-"""The local segment log: journal entries a storage node holds durably, on disk.
+"""A storage node's disk: the segmented local log and the checkpoint files.
 
-File `<node data dir>/segment.log` is a sequence of framed records:
+Local log. Files `<node data dir>/log-<first index, 20 digits>.seg`, each a sequence of
+framed records holding strictly consecutive entry indexes, the files one after the other:
 
     length (4 bytes, big endian) | crc32 of payload (4 bytes) | payload (a serialized Entry)
 
-Records hold strictly consecutive entry indexes. `append` writes a whole batch with
-one write and one os.fsync, so a batch costs one fsync however many entries it has;
-the shell acknowledges nothing (SCL, reads) about an entry before `append` returns.
-The calls are blocking: the shell runs them in a thread (asyncio.to_thread). One
-lock serializes appends; reads use os.pread on their own descriptor and only touch
-offsets of records already written, so they may run at the same time.
+`append` writes a whole batch with one write and one os.fsync (a batch costs one fsync
+however many entries it has); the shell acknowledges nothing (SCL, reads) about an entry
+before `append` returns. `roll()` makes the next append start a new file, which is how the
+log gets file boundaries to drop at: the shell rolls at every checkpoint, and
+`drop_through(index)` deletes, oldest first, the files whose entries are all <= index.
+`reset()` deletes every file (a checkpoint fetched from a peer replaced the whole state).
+The calls block: the shell runs them in a thread (asyncio.to_thread). One lock serializes
+the writers; `read` only takes the lock to see which records exist, then preads on a
+descriptor of its own, so a file deleted meanwhile just ends the read early.
 
-`open` scans the file, checks every frame and keeps the offset of each record. A
-torn last record (a crash during a write: short header, short payload or wrong crc)
-and anything after it is cut off and the truncation fsynced; the lost entries were
-never reported durable by this node, and the journal or a peer supplies them again.
+`open` scans every file and checks every frame. A torn last record (a crash during a
+write: short header, short payload or wrong crc) and anything after it, including later
+files, is cut off and the cut fsynced: the lost entries were never reported durable, and
+the journal or a peer supplies them again. A file whose first record does not follow the
+previous file is a gap: it and every later file are dropped the same way. A log written
+before the log was segmented (`segment.log`) is renamed into the new scheme at open.
 
-Later: checkpoints (an immutable file of materialized versions) so the log before a
-checkpoint can be dropped and restart does not replay the whole history. Until then
-the log grows with the journal and always starts at the node's first entry.
+Checkpoints. Files `<node data dir>/checkpoint-<applied index, 20 digits>.ckpt` in the
+format of storage_node/checkpoint.py, written to a `.tmp` file, fsynced, renamed and the
+directory fsynced, so a name only ever holds a complete file; `load_newest` still
+verifies the sha256 and falls back to the next older checkpoint when one is corrupt.
+A checkpoint received from a peer is written the same way and verified before its rename.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pathlib
+import re
 import struct
 import threading
 import zlib
-from typing import Sequence
+from typing import BinaryIO, Iterable, Sequence
 
 from quorumdb.pb import common_pb2
+from storage_node import checkpoint
 
 log = logging.getLogger(__name__)
 
-LOG_FILE = "segment.log"
+LEGACY_LOG_FILE = "segment.log"
+LOG_PREFIX = "log-"
+LOG_SUFFIX = ".seg"
+CHECKPOINT_PREFIX = "checkpoint-"
+CHECKPOINT_SUFFIX = ".ckpt"
+TMP_SUFFIX = ".tmp"
 _FRAME = struct.Struct(">II")  # payload length, crc32(payload)
+_LOG_NAME = re.compile(r"^log-(\d{20})\.seg$")
+_CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d{20})\.ckpt$")
+
+
+def log_file_name(first_index: int) -> str:
+    return f"{LOG_PREFIX}{first_index:020d}{LOG_SUFFIX}"
+
+
+def checkpoint_file_name(index: int) -> str:
+    return f"{CHECKPOINT_PREFIX}{index:020d}{CHECKPOINT_SUFFIX}"
+
+
+@dataclasses.dataclass
+class _LogFile:
+    path: pathlib.Path
+    first_index: int
+    offsets: list[int]  # offset of the record for first_index + i
+    end: int            # bytes written (offset after the last record)
+
+    @property
+    def last_index(self) -> int:
+        return self.first_index + len(self.offsets) - 1
 
 
 class SegmentLog:
     def __init__(self, directory: pathlib.Path | str):
-        self.path = pathlib.Path(directory) / LOG_FILE
-        self.first_index = 0  # index of the first record (0 while empty)
-        self.last_index = 0   # index of the last record (0 while empty)
-        self.truncated_bytes = 0  # bytes cut off as a torn tail by the last open()
-        self._offsets: list[int] = []  # offset of the record for first_index + i
-        self._end = 0
+        self.directory = pathlib.Path(directory)
+        self.truncated_bytes = 0  # bytes cut off as a torn tail (or gap) by the last open()
+        self._files: list[_LogFile] = []
         self._lock = threading.Lock()
-        self._append_file = None
-        self._read_fd = -1
+        self._append_file: BinaryIO | None = None  # open on self._files[-1] when not None
+        self._roll_pending = False
 
-    # --- lifecycle ---------------------------------------------------------------
+    # --- views -----------------------------------------------------------------------
+    @property
+    def first_index(self) -> int:
+        """Index of the first record (0 while empty)."""
+        files = self._files
+        return files[0].first_index if files else 0
+
+    @property
+    def last_index(self) -> int:
+        """Index of the last record (0 while empty)."""
+        files = self._files
+        return files[-1].last_index if files else 0
+
+    @property
+    def entry_count(self) -> int:
+        return sum(len(f.offsets) for f in self._files)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.end for f in self._files)
+
+    @property
+    def file_count(self) -> int:
+        return len(self._files)
+
+    # --- lifecycle ---------------------------------------------------------------------
     def open(self) -> int:
-        """Scan the log, cut a torn tail, get ready to append. Returns the number of records."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        created = not self.path.exists()
-        self._append_file = open(self.path, "ab")
-        if created:
-            _fsync_dir(self.path.parent)
-        self._read_fd = os.open(self.path, os.O_RDONLY)
-        size = os.fstat(self._read_fd).st_size
-        offset = 0
-        while offset < size:
-            entry, next_offset = self._read_record(offset, size)
-            if entry is None:
-                break
-            self._remember(entry.index, offset)
-            offset = next_offset
-        if offset < size:
-            self.truncated_bytes = size - offset
-            log.warning("segment log %s: cutting torn tail of %d bytes at offset %d", self.path, size - offset, offset)
-            os.truncate(self.path, offset)
-            os.fsync(self._append_file.fileno())
-        self._end = offset
-        return len(self._offsets)
+        """Scan the files, cut a torn tail, get ready to append. Returns the number of records."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._adopt_legacy_log()
+        self.truncated_bytes = 0
+        self._files = []
+        paths = sorted(p for p in self.directory.iterdir() if _LOG_NAME.match(p.name))
+        cut = False
+        for path in paths:
+            if cut:
+                self.truncated_bytes += path.stat().st_size
+                log.warning("local log: dropping %s, which follows a cut", path.name)
+                path.unlink()
+                continue
+            log_file, cut = self._scan(path)
+            if log_file is None:
+                path.unlink()
+            else:
+                self._files.append(log_file)
+        _fsync_dir(self.directory)
+        return self.entry_count
+
+    def _scan(self, path: pathlib.Path) -> tuple[_LogFile | None, bool]:
+        """(the file's records, True if it was cut); None when it holds no usable record."""
+        named_first = int(_LOG_NAME.match(path.name).group(1))
+        expected = self.last_index + 1 if self._files else named_first
+        offsets: list[int] = []
+        with open(path, "rb") as f:
+            fd = f.fileno()
+            size = os.fstat(fd).st_size
+            offset = 0
+            while offset < size:
+                entry, next_offset = _read_record(fd, offset, size)
+                if entry is None or entry.index != expected + len(offsets) or named_first != expected:
+                    break
+                offsets.append(offset)
+                offset = next_offset
+        cut = offset < size
+        if cut:
+            log.warning("local log %s: cutting %d bytes at offset %d (torn, corrupt or not following index %d)",
+                        path.name, size - offset, offset, expected + len(offsets) - 1)
+            self.truncated_bytes += size - offset
+            os.truncate(path, offset)
+            with open(path, "rb+") as f:
+                os.fsync(f.fileno())
+        if not offsets:
+            return None, cut
+        return _LogFile(path, named_first, offsets, offset), cut
+
+    def _adopt_legacy_log(self) -> None:
+        legacy = self.directory / LEGACY_LOG_FILE
+        if not legacy.exists():
+            return
+        with open(legacy, "rb") as f:
+            entry, _ = _read_record(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        if entry is None:
+            legacy.unlink()
+        else:
+            os.replace(legacy, self.directory / log_file_name(entry.index))
+            log.info("local log: adopted %s as %s", LEGACY_LOG_FILE, log_file_name(entry.index))
+        _fsync_dir(self.directory)
 
     def close(self) -> None:
+        with self._lock:
+            self._close_append_file()
+
+    def _close_append_file(self) -> None:
         if self._append_file is not None:
             self._append_file.close()
             self._append_file = None
-        if self._read_fd >= 0:
-            os.close(self._read_fd)
-            self._read_fd = -1
 
-    # --- writing -------------------------------------------------------------------
+    # --- writing -------------------------------------------------------------------------
     def append(self, entries: Sequence[common_pb2.Entry]) -> None:
-        """Write entries that directly follow last_index, then fsync once."""
+        """Write entries that directly follow last_index (any index when empty), then fsync once."""
         if not entries:
             return
         with self._lock:
-            assert self._append_file is not None, "open() first"
-            expected = self.last_index + 1 if self._offsets else entries[0].index
+            expected = self.last_index + 1 if self._files else entries[0].index
+            new_file = self._roll_pending or not self._files
+            if new_file:
+                self._close_append_file()
+                path = self.directory / log_file_name(expected)
+                target = _LogFile(path, expected, [], 0)
+                self._append_file = open(path, "ab")
+            else:
+                target = self._files[-1]
+                if self._append_file is None:
+                    self._append_file = open(target.path, "ab")
             frames = []
             offsets = []
-            offset = self._end
+            offset = target.end
             for entry in entries:
                 assert entry.index == expected, f"log append {entry.index} does not follow {expected - 1}"
                 payload = entry.SerializeToString()
@@ -105,52 +213,216 @@ class SegmentLog:
             self._append_file.write(b"".join(frames))
             self._append_file.flush()
             os.fsync(self._append_file.fileno())
-            for entry, entry_offset in zip(entries, offsets):
-                self._remember(entry.index, entry_offset)
-            self._end = offset
+            if new_file:
+                _fsync_dir(self.directory)
+                self._files.append(target)
+                self._roll_pending = False
+            target.offsets.extend(offsets)
+            target.end = offset
 
-    def _remember(self, index: int, offset: int) -> None:
-        if not self._offsets:
-            self.first_index = index
-        else:
-            assert index == self.last_index + 1, f"segment log record {index} follows {self.last_index}"
-        self._offsets.append(offset)
-        self.last_index = index
+    def roll(self) -> None:
+        """The next append starts a new file (so everything before can later be dropped whole).
 
-    # --- reading -------------------------------------------------------------------
+        Takes no lock, so the event loop may call it directly: an append already running
+        finishes in the current file (or has just started a new one, which serves as well).
+        """
+        if self._files:
+            self._roll_pending = True
+
+    def drop_through(self, index: int) -> int:
+        """Delete, oldest first, every file whose entries are all <= index. Returns how many."""
+        dropped = 0
+        with self._lock:
+            while self._files and self._files[0].last_index <= index:
+                if len(self._files) == 1:
+                    self._close_append_file()
+                    self._roll_pending = False
+                self._files.pop(0).path.unlink()
+                dropped += 1
+            if dropped:
+                _fsync_dir(self.directory)
+        return dropped
+
+    def reset(self) -> None:
+        """Delete every file (newest first, so a crash leaves a prefix); the log is empty."""
+        with self._lock:
+            self._close_append_file()
+            self._roll_pending = False
+            for log_file in reversed(self._files):
+                log_file.path.unlink()
+            self._files = []
+            _fsync_dir(self.directory)
+
+    # --- reading -------------------------------------------------------------------------
     def read(self, from_index: int, max_entries: int, bytes_max: int) -> list[common_pb2.Entry]:
         """Entries from from_index on: at most max_entries and about bytes_max (always at least one)."""
         assert max_entries > 0, max_entries
-        with self._lock:  # a consistent view of what is written: (record count, end offset)
-            count, written_end, first_index = len(self._offsets), self._end, self.first_index
-        if count == 0 or from_index >= first_index + count:
-            return []
-        position = max(from_index, first_index) - first_index
-        stop = min(count, position + max_entries)
-        end = self._offsets[stop] if stop < count else written_end
-        start = self._offsets[position]
-        entries = []
-        offset = start
-        while offset < end:
-            entry, offset = self._read_record(offset, end)
-            assert entry is not None, f"segment log {self.path}: record at {offset} became unreadable"
-            entries.append(entry)
-            if offset - start >= bytes_max:
-                break
+        plan: list[tuple[pathlib.Path, list[int], int]] = []  # (file, record offsets, end offset)
+        with self._lock:  # a consistent view of what is written
+            index = max(from_index, self.first_index)
+            remaining = max_entries
+            for log_file in self._files:
+                if remaining == 0:
+                    break
+                if log_file.last_index < index:
+                    continue
+                position = index - log_file.first_index
+                stop = min(len(log_file.offsets), position + remaining)
+                end = log_file.offsets[stop] if stop < len(log_file.offsets) else log_file.end
+                plan.append((log_file.path, log_file.offsets[position:stop], end))
+                remaining -= stop - position
+                index = log_file.first_index + stop
+        entries: list[common_pb2.Entry] = []
+        read_bytes = 0
+        for path, offsets, end in plan:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                break  # dropped behind a checkpoint meanwhile: what was read so far is still consecutive
+            try:
+                for offset in offsets:
+                    entry, next_offset = _read_record(fd, offset, end)
+                    assert entry is not None, f"local log {path}: record at {offset} became unreadable"
+                    entries.append(entry)
+                    read_bytes += next_offset - offset
+                    if read_bytes >= bytes_max:
+                        return entries
+            finally:
+                os.close(fd)
         return entries
 
-    def _read_record(self, offset: int, size: int) -> tuple[common_pb2.Entry | None, int]:
-        """The entry at offset and the next offset; (None, offset) for a torn or corrupt record."""
-        if offset + _FRAME.size > size:
-            return None, offset
-        length, crc = _FRAME.unpack(os.pread(self._read_fd, _FRAME.size, offset))
-        payload_at = offset + _FRAME.size
-        if payload_at + length > size:
-            return None, offset
-        payload = os.pread(self._read_fd, length, payload_at)
-        if len(payload) != length or zlib.crc32(payload) != crc:
-            return None, offset
+
+def _read_record(fd: int, offset: int, size: int) -> tuple[common_pb2.Entry | None, int]:
+    """The entry at offset and the next offset; (None, offset) for a torn or corrupt record."""
+    if offset + _FRAME.size > size:
+        return None, offset
+    length, crc = _FRAME.unpack(os.pread(fd, _FRAME.size, offset))
+    payload_at = offset + _FRAME.size
+    if payload_at + length > size:
+        return None, offset
+    payload = os.pread(fd, length, payload_at)
+    if len(payload) != length or zlib.crc32(payload) != crc:
+        return None, offset
+    try:
         return common_pb2.Entry.FromString(payload), payload_at + length
+    except Exception:  # noqa: BLE001 - a crc-valid record that does not parse is corruption
+        return None, offset
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class LoadedCheckpoint:
+    index: int
+    header: checkpoint.CheckpointHeader
+    records: list[checkpoint.Record]
+    size_bytes: int
+
+
+class CheckpointStore:
+    def __init__(self, directory: pathlib.Path | str):
+        self.directory = pathlib.Path(directory)
+
+    def open(self) -> list[int]:
+        """Remove leftovers of interrupted writes; return the checkpoint indexes present."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for path in self.directory.glob(f"{CHECKPOINT_PREFIX}*{CHECKPOINT_SUFFIX}{TMP_SUFFIX}"):
+            log.info("removing unfinished checkpoint %s", path.name)
+            path.unlink()
+        _fsync_dir(self.directory)
+        return self.indexes()
+
+    def indexes(self) -> list[int]:
+        found = []
+        for path in self.directory.iterdir():
+            match = _CHECKPOINT_NAME.match(path.name)
+            if match:
+                found.append(int(match.group(1)))
+        return sorted(found)
+
+    def path(self, index: int) -> pathlib.Path:
+        return self.directory / checkpoint_file_name(index)
+
+    def write(self, index: int, chunks: Iterable[bytes]) -> int:
+        """Write a checkpoint durably under its final name; returns its size in bytes."""
+        writer = self.receiver(index)
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+            return writer.publish(verify=False)
+        except BaseException:
+            writer.abort()
+            raise
+
+    def receiver(self, index: int) -> "CheckpointWriter":
+        return CheckpointWriter(self, index)
+
+    def load_newest(self) -> LoadedCheckpoint | None:
+        """The newest checkpoint that verifies; corrupt ones are logged and skipped (not deleted)."""
+        for index in reversed(self.indexes()):
+            loaded = self.load(index)
+            if loaded is not None:
+                return loaded
+        return None
+
+    def load(self, index: int) -> LoadedCheckpoint | None:
+        path = self.path(index)
+        try:
+            data = path.read_bytes()
+            header, records = checkpoint.decode(data)
+        except (OSError, checkpoint.CorruptCheckpoint) as error:
+            log.warning("checkpoint %s is unusable (%s); trying an older one", path.name, error)
+            return None
+        if header.applied_index != index:
+            log.warning("checkpoint %s holds applied index %d; ignored", path.name, header.applied_index)
+            return None
+        return LoadedCheckpoint(index, header, records, len(data))
+
+    def delete_below(self, index: int) -> int:
+        """Delete checkpoints older than index. Returns how many."""
+        older = [i for i in self.indexes() if i < index]
+        for old in older:
+            self.path(old).unlink()
+        if older:
+            _fsync_dir(self.directory)
+        return len(older)
+
+
+class CheckpointWriter:
+    """Writes one checkpoint into a .tmp file; publish() fsyncs (verifies) and renames it."""
+
+    def __init__(self, store: CheckpointStore, index: int):
+        self.store = store
+        self.index = index
+        self.tmp_path = store.path(index).with_name(checkpoint_file_name(index) + TMP_SUFFIX)
+        self._file: BinaryIO | None = open(self.tmp_path, "wb")
+        self.size_bytes = 0
+
+    def write(self, chunk: bytes) -> None:
+        assert self._file is not None
+        self._file.write(chunk)
+        self.size_bytes += len(chunk)
+
+    def publish(self, verify: bool) -> int:
+        """fsync, optionally verify the whole file (a peer's bytes), rename, fsync the directory."""
+        assert self._file is not None
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+        if verify:
+            header = checkpoint.verify(self.tmp_path.read_bytes())
+            if header.applied_index != self.index:
+                raise checkpoint.CorruptCheckpoint(
+                    f"received checkpoint holds applied index {header.applied_index}, announced {self.index}")
+        os.replace(self.tmp_path, self.store.path(self.index))
+        _fsync_dir(self.store.directory)
+        return self.size_bytes
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.tmp_path.unlink(missing_ok=True)
 
 
 def _fsync_dir(directory: pathlib.Path) -> None:

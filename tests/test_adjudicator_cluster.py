@@ -9,6 +9,7 @@ test SIGKILLs the leader and checks that a standby takes over on its own.
 from __future__ import annotations
 
 import time
+import uuid
 
 import grpc
 import pytest
@@ -34,7 +35,7 @@ def commit(stub_, clock: Clock, key: bytes, start_ts: int | None = None, txn_id:
     request = adjudicator_pb2.CommitRequest(
         start_ts=clock.now().latest if start_ts is None else start_ts,
         writes=[common_pb2.Write(key=key, value=b"value of " + key)],
-        txn_id=txn_id or key.decode(),
+        txn_id=txn_id or uuid.uuid4().hex,  # a txn_id seen before is answered as a duplicate
     )
     return stub_.Commit(request, timeout=RPC_TIMEOUT_S)
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 
 import pytest
 
+from adjudicator import election
 from adjudicator.service import AdjudicatorNode, Role
 from journal.writer import Fenced, JournalUnavailable
 from quorumdb import limits, rpc
@@ -39,6 +41,8 @@ class FakeJournal:
         self.append_gate: asyncio.Event | None = None  # set by a test to hold appends
         self.skip_to = 0  # followers starting below this index are told they skipped
         self.changed = asyncio.Event()
+        self.reachable = True  # False: writers see 2 of 3 replicas unreachable
+        self.fences = 0  # take-overs attempted (successful or not)
 
     @property
     def last_ts(self) -> int:
@@ -61,7 +65,16 @@ class FakeWriter:
         self.commit_index = 0
         self.closed = False
 
-    async def take_over(self, timeout_s: float):
+    @property
+    def majority_reachable(self) -> bool:
+        return self.journal.reachable
+
+    @property
+    def unreachable_replicas(self) -> list[str]:
+        return [] if self.journal.reachable else ["journal-az2", "journal-az3"]
+
+    async def take_over(self, timeout_s: float, known_epoch: int = 0, give_way: bool = False):
+        self.journal.fences += 1
         if not self.journal.available:
             raise JournalUnavailable("no majority")
         self.journal.promised_epoch += 1
@@ -148,7 +161,16 @@ class Harness:
                 self.cluster, node, self.clock, rpc.Channels(),
                 writer_factory=lambda cluster, name, channels, clock: FakeWriter(self.journal, name, clock),
                 follower_factory=lambda cluster, subscriber, az, channels: FakeFollower(self.journal),
+                journal_probe=self.probe,
             )
+
+    async def probe(self) -> list[election.ReplicaView]:
+        """The fake journal as 3 replicas' Status (none when it is unavailable)."""
+        if not self.journal.available:
+            return []
+        j = self.journal
+        return [election.ReplicaView(f"journal-{az}", j.promised_epoch, j.leader, j.closed_ts, len(j.entries))
+                for az in ("az1", "az2", "az3")]
 
     async def start(self):
         for node in self.nodes.values():
@@ -174,11 +196,14 @@ async def wait_for(predicate, what: str, timeout_s: float = WAIT_S):
         await asyncio.sleep(0.01)
 
 
-def commit_request(clock: Clock, *keys: bytes, start_ts: int | None = None, locks=(), txn_id="t"):
+_txn_numbers = itertools.count()
+
+
+def commit_request(clock: Clock, *keys: bytes, start_ts: int | None = None, locks=(), txn_id="", retry=False):
     return adjudicator_pb2.CommitRequest(
         start_ts=clock.now().latest if start_ts is None else start_ts,
         writes=[common_pb2.Write(key=k, value=b"v" + k) for k in keys],
-        lock_keys=list(locks), txn_id=txn_id)
+        lock_keys=list(locks), txn_id=txn_id or f"t{next(_txn_numbers)}", retry=retry)
 
 
 async def test_leader_commits_detects_conflicts_and_standbys_redirect(harness):
@@ -335,5 +360,183 @@ async def test_skipped_journal_history_makes_older_transactions_too_old(tmp_path
         await standby.take_over("test")
         reply = await standby.commit(commit_request(h.clock, b"fresh", start_ts=old_start_ts))
         assert reply.outcome == adjudicator_pb2.TOO_OLD
+    finally:
+        await h.close()
+
+
+# --- retried commits (txn_id table) ---------------------------------------------------------
+
+
+def entries_of(journal: FakeJournal, txn_id: str) -> list[common_pb2.Entry]:
+    return [e for e in journal.entries if e.txn_id == txn_id]
+
+
+async def test_resent_commit_is_answered_from_the_txn_table_not_committed_twice(harness):
+    leader = harness.nodes["adjudicator-az1"]
+    await wait_for(lambda: leader.role is Role.LEADER, "the initial leader")
+    request = commit_request(harness.clock, b"once", txn_id="resent-1")
+    first = await leader.commit(request)
+    assert first.outcome == adjudicator_pb2.COMMITTED and not first.duplicate
+    request.retry = True
+    again = await leader.commit(request)
+    assert again.outcome == adjudicator_pb2.COMMITTED and again.duplicate, again
+    assert (again.commit_ts, again.index) == (first.commit_ts, first.index)
+    assert len(entries_of(harness.journal, "resent-1")) == 1
+
+
+async def test_resend_in_the_same_batch_waits_for_the_original(harness):
+    leader = harness.nodes["adjudicator-az1"]
+    await wait_for(lambda: leader.role is Role.LEADER, "the initial leader")
+    gate = harness.journal.append_gate = asyncio.Event()
+    blocker = asyncio.create_task(leader.commit(commit_request(harness.clock, b"blocker")))
+    await asyncio.sleep(0.05)  # the blocker's batch is in the (held) append
+    request = commit_request(harness.clock, b"twice", txn_id="same-batch")
+    original = asyncio.create_task(leader.commit(request))
+    resend = adjudicator_pb2.CommitRequest()
+    resend.CopyFrom(request)
+    resend.retry = True
+    duplicate = asyncio.create_task(leader.commit(resend))
+    await asyncio.sleep(0.05)  # both queued behind the held append: they share the next batch
+    gate.set()
+    replies = await asyncio.wait_for(asyncio.gather(blocker, original, duplicate), WAIT_S)
+    assert [r.outcome for r in replies] == [adjudicator_pb2.COMMITTED] * 3, replies
+    assert not replies[1].duplicate and replies[2].duplicate
+    assert replies[1].commit_ts == replies[2].commit_ts and replies[1].index == replies[2].index
+    assert len(entries_of(harness.journal, "same-batch")) == 1
+
+
+async def test_new_leader_answers_resends_from_the_journal_and_decides_lost_ones_afresh(harness):
+    """A commit durable under the old leader is a duplicate at the new one; one whose append
+    never reached the journal is committed exactly once there; the old leader, fenced, never
+    answers COMMITTED for what is not in the journal."""
+    old, new = harness.nodes["adjudicator-az1"], harness.nodes["adjudicator-az2"]
+    await wait_for(lambda: old.role is Role.LEADER, "the initial leader")
+    durable_request = commit_request(harness.clock, b"durable", txn_id="durable")
+    durable = await old.commit(durable_request)
+    assert durable.outcome == adjudicator_pb2.COMMITTED
+    lost_request = commit_request(harness.clock, b"lost", txn_id="lost")
+    harness.journal.available = False
+    lost = await old.commit(lost_request)
+    assert lost.outcome == adjudicator_pb2.UNKNOWN  # the sender does not know; it resends
+    harness.journal.available = True
+    await new.take_over("test")
+    durable_request.retry = lost_request.retry = True
+    durable_again = await new.commit(durable_request)
+    assert durable_again.outcome == adjudicator_pb2.COMMITTED and durable_again.duplicate
+    assert durable_again.commit_ts == durable.commit_ts and durable_again.index == durable.index
+    lost_again = await new.commit(lost_request)
+    assert lost_again.outcome == adjudicator_pb2.COMMITTED and not lost_again.duplicate
+    assert len(entries_of(harness.journal, "lost")) == 1
+    # The fenced old leader (stepped down): it never says COMMITTED for the lost request.
+    from_old = await old.commit(lost_request)
+    assert from_old.outcome == adjudicator_pb2.NOT_LEADER
+    third = await new.commit(lost_request)
+    assert third.duplicate and third.index == lost_again.index
+    assert len(entries_of(harness.journal, "lost")) == 1
+
+
+async def test_fenced_leader_that_does_not_know_it_yet_answers_unknown_not_committed(harness):
+    old, new = harness.nodes["adjudicator-az1"], harness.nodes["adjudicator-az3"]
+    await wait_for(lambda: old.role is Role.LEADER, "the initial leader")
+    harness.journal.promised_epoch += 1  # a rival fenced the journal; old has not appended since
+    harness.journal.leader = new.node.name
+    reply = await old.commit(commit_request(harness.clock, b"k", txn_id="to-fenced", retry=True))
+    assert reply.outcome in (adjudicator_pb2.UNKNOWN, adjudicator_pb2.NOT_LEADER), reply
+    assert entries_of(harness.journal, "to-fenced") == []
+
+
+async def test_resend_older_than_the_known_history_is_unknown_not_refused(tmp_path):
+    h = Harness(tmp_path)
+    await h.start()
+    try:
+        leader = h.nodes["adjudicator-az1"]
+        await wait_for(lambda: leader.role is Role.LEADER, "the initial leader")
+        old_start_ts = h.clock.now().latest
+        for i in range(4):
+            assert (await leader.commit(commit_request(h.clock, b"h%d" % i))).outcome == adjudicator_pb2.COMMITTED
+        h.journal.skip_to = 4  # entries 1..3 truncated away: their txn_ids are unknown to a rebuilt table
+        standby = h.nodes["adjudicator-az2"]
+        standby.rebuild()
+        await wait_for(lambda: standby.applied_index == len(h.journal.entries), "the standby to catch up")
+        await standby.take_over("test")
+        reply = await standby.commit(commit_request(h.clock, b"maybe", start_ts=old_start_ts, retry=True))
+        assert reply.outcome == adjudicator_pb2.UNKNOWN, reply
+        fresh = await standby.commit(commit_request(h.clock, b"maybe", start_ts=old_start_ts))
+        assert fresh.outcome == adjudicator_pb2.TOO_OLD  # a first send: refusing is safe
+    finally:
+        await h.close()
+
+
+# --- journal majority lost -------------------------------------------------------------------
+
+
+async def test_unreachable_journal_majority_refuses_commits_at_once_and_keeps_leading(harness):
+    leader = harness.nodes["adjudicator-az1"]
+    await wait_for(lambda: leader.role is Role.LEADER, "the initial leader")
+    harness.journal.reachable = False
+    started = asyncio.get_running_loop().time()
+    reply = await leader.commit(commit_request(harness.clock, b"nope", txn_id="nope"))
+    took_s = asyncio.get_running_loop().time() - started
+    print(f"refused in {took_s * 1000:.1f} ms")
+    assert reply.outcome == adjudicator_pb2.UNAVAILABLE, reply
+    assert "journal unavailable: no majority of journal replicas (2 of 3 needed" in reply.message
+    assert entries_of(harness.journal, "nope") == [] and leader.role is Role.LEADER
+    harness.journal.reachable = True
+    assert (await leader.commit(commit_request(harness.clock, b"nope", txn_id="nope"))).outcome == adjudicator_pb2.COMMITTED
+
+
+# --- failover decisions ------------------------------------------------------------------------
+
+
+async def test_starved_standby_does_not_depose_a_live_leader(tmp_path):
+    h = Harness(tmp_path, failover_timeout_ms=200, heartbeat_ms=10)
+    await h.start()
+    try:
+        leader, standby = h.nodes["adjudicator-az1"], h.nodes["adjudicator-az2"]
+        await wait_for(lambda: leader.role is Role.LEADER, "the initial leader")
+        fences = h.journal.fences
+        for _ in range(5):  # the standby "slept" for a second: its own view says silence
+            standby.last_progress_mono -= 1.0
+            await asyncio.sleep(0.1)
+        assert h.journal.fences == fences, "a standby fenced a live leader"
+        assert leader.role is Role.LEADER and standby.role is Role.STANDBY
+    finally:
+        await h.close()
+
+
+async def test_restarted_initial_leader_joins_as_standby(tmp_path):
+    h = Harness(tmp_path, failover_timeout_ms=200, heartbeat_ms=10)
+    await h.start()
+    try:
+        first = h.nodes["adjudicator-az1"]
+        await wait_for(lambda: first.role is Role.LEADER, "the initial leader")
+        await first.close()  # it dies; a standby takes over
+        await wait_for(lambda: any(n.role is Role.LEADER for n in h.nodes.values() if n is not first),
+                       "a standby to take over")
+        await asyncio.sleep(0.3)
+        [leader] = [n for n in h.nodes.values() if n.role is Role.LEADER]
+        epoch = leader.term.epoch
+        again = AdjudicatorNode(
+            h.cluster, h.cluster.node("adjudicator-az1"), h.clock, rpc.Channels(),
+            writer_factory=lambda cluster, name, channels, clock: FakeWriter(h.journal, name, clock),
+            follower_factory=lambda cluster, subscriber, az, channels: FakeFollower(h.journal),
+            journal_probe=h.probe,
+        )
+        h.nodes["adjudicator-az1"] = again
+        await again.start()
+        await asyncio.sleep(0.6)  # well past the failover timeout
+        assert again.role is Role.STANDBY and leader.role is Role.LEADER
+        assert leader.term.epoch == epoch == h.journal.promised_epoch, "the restarted node fenced the journal"
+        assert again.leader_seen == leader.node.name
+    finally:
+        await h.close()
+
+
+async def test_initial_leader_leads_at_once_on_a_fresh_journal(tmp_path):
+    h = Harness(tmp_path, failover_timeout_ms=200)
+    await h.start()
+    try:
+        await wait_for(lambda: h.nodes["adjudicator-az1"].role is Role.LEADER, "the initial leader", timeout_s=1.0)
+        assert h.journal.promised_epoch == 1
     finally:
         await h.close()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from compute_node import read_core
 from compute_node.read_core import ScanPage, Version
 
@@ -146,3 +148,24 @@ def test_check_answers_reject_malformed_pages():
     assert read_core.check_scan_page(page("x", [b"a", b"z"], False), b"a", b"m", 5) is not None
     assert read_core.check_scan_page(page("x", [b"a", b"b", b"c"], True), b"", None, 2) is not None
     assert read_core.check_scan_page(page("x", [b"a", b"b"], True), b"a", b"m", 2) is None
+
+
+def test_hedge_delay_follows_the_median_within_bounds():
+    window = read_core.LatencyWindow(size=5)
+    assert read_core.hedge_delay_s(window.median_s(), 0.05, 1.0, 4) == 0.05  # nothing measured yet
+    for latency_s in (0.001, 0.002, 0.003):
+        window.record(latency_s)
+    assert read_core.hedge_delay_s(window.median_s(), 0.05, 1.0, 4) == 0.05  # fast reads: the floor
+    for latency_s in (0.1, 0.2, 0.3, 0.4, 0.5):  # the window keeps only the last 5
+        window.record(latency_s)
+    assert window.median_s() == 0.3
+    assert read_core.hedge_delay_s(window.median_s(), 0.05, 1.0, 2) == pytest.approx(0.6)
+    assert read_core.hedge_delay_s(window.median_s(), 0.05, 1.0, 4) == 1.0  # capped
+
+
+def test_copies_to_launch_replaces_slow_and_failed_copies_only():
+    assert read_core.copies_to_launch(answers=0, on_time_pending=0, unasked=6) == 3
+    assert read_core.copies_to_launch(answers=0, on_time_pending=2, unasked=3) == 1  # one copy is slow
+    assert read_core.copies_to_launch(answers=2, on_time_pending=1, unasked=3) == 0
+    assert read_core.copies_to_launch(answers=1, on_time_pending=0, unasked=1) == 1  # none left beyond it
+    assert read_core.copies_to_launch(answers=3, on_time_pending=0, unasked=3) == 0

@@ -259,11 +259,16 @@ async def test_session_limit_and_idle_reaping():
         harness.now_s = 12.0  # first idle 12 s, second 7 s
         third = await qclient.connect_async("127.0.0.1", harness.node.port)  # reaps the idle one
         assert harness.service.session_count == 2
+        # The reaped session answers 08003 (nothing ran); the client opens a new session to
+        # resend it, which the full node refuses.
         with pytest.raises(qclient.DatabaseError) as raised:
             await first.execute("ECHO x")
-        assert raised.value.sqlstate == "08003"
+        assert raised.value.sqlstate == "53300"
         assert (await second.execute("ECHO alive")).rows == [("alive",)]
-        for connection in (first, second, third):
+        await third.close()
+        assert (await first.execute("ECHO back")).rows == [("back",)]  # a new session, statement resent
+        assert harness.service.session_count == 2
+        for connection in (first, second):
             await connection.close()
         assert harness.service.session_count == 0
 

@@ -66,14 +66,21 @@ class FakeStorage(storage_pb2_grpc.StorageServicer):
 class FakeAdjudicator(adjudicator_pb2_grpc.AdjudicatorServicer):
     def __init__(self, name: str):
         self.name = name
-        self.mode = "leader"  # leader | follower | hang | crash_after_receive | conflict | unknown
+        # leader | follower | hang | crash_after_receive | conflict | unknown | unavailable
+        self.mode = "leader"
         self.hint = ""
+        self.message = ""
         self.calls = 0
+        self.retry_flags: list[bool] = []  # CommitRequest.retry of each call
 
     async def Commit(self, request, context):
         self.calls += 1
+        self.retry_flags.append(request.retry)
         if self.mode == "follower":
-            return adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.NOT_LEADER, leader_hint=self.hint)
+            return adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.NOT_LEADER, leader_hint=self.hint,
+                                               message=self.message)
+        if self.mode == "unavailable":
+            return adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.UNAVAILABLE, message=self.message)
         if self.mode == "hang":
             await asyncio.sleep(60)
         if self.mode == "crash_after_receive":
@@ -82,7 +89,8 @@ class FakeAdjudicator(adjudicator_pb2_grpc.AdjudicatorServicer):
             return adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.CONFLICT, conflict_key=request.writes[0].key)
         if self.mode == "unknown":
             return adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.UNKNOWN, message="journal timeout")
-        return adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.COMMITTED, commit_ts=request.start_ts + 1)
+        return adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.COMMITTED, commit_ts=request.start_ts + 1,
+                                           duplicate=request.retry)
 
     async def Status(self, request, context):
         role = "leader" if self.mode != "follower" else "standby"
@@ -218,6 +226,25 @@ async def test_hanging_copy_is_replaced_within_the_deadline(fake, monkeypatch):
     assert loop.time() - began < 0.4
 
 
+async def test_paused_copy_is_hedged_not_waited_for(fake):
+    """A copy that hangs with the full 3 s deadline still costs a read only the hedge delay."""
+    await fake.start_storage(DATA)
+    fake.storages["storage-az1-b"].mode = "hang"
+    reader = StorageReader(fake.config, "az1", fake.channels)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    assert (await reader.get_many([b"k1"], ts=25)) == {b"k1": b"v1"}  # this one meets the hung copy
+    latencies_ms = [(loop.time() - began) * 1000]
+    for _ in range(5):
+        began = loop.time()
+        assert (await reader.scan(b"k", b"l", ts=25, limit=10))[0] == [(b"k1", b"v1"), (b"k2", b"new"), (b"k3", b"x")]
+        latencies_ms.append((loop.time() - began) * 1000)
+    print(f"reads with a hung copy: {', '.join(f'{ms:.0f}' for ms in latencies_ms)} ms (hedges {reader.hedges})")
+    assert reader.hedges >= 1
+    assert max(latencies_ms) < limits.STORAGE_READ_TIMEOUT_S * 1000 / 2, "a read waited for the hung copy"
+    assert fake.storages["storage-az1-b"].calls <= 2, "the hung copy stays suspect"
+
+
 async def test_stale_copy_loses_and_disagreement_is_logged(fake, caplog):
     await fake.start_storage(DATA)
     stale = FakeStorage({b"k2": [(10, b"old")]})
@@ -335,17 +362,61 @@ async def test_commit_waits_for_a_failover_to_finish(fake):
 
 
 @pytest.mark.parametrize("mode", ["hang", "crash_after_receive", "unknown"])
-async def test_commit_outcome_unknown_after_sending(fake, monkeypatch, mode):
-    monkeypatch.setattr(limits, "COMMIT_TIMEOUT_S", 0.5)
+async def test_commit_outcome_unknown_only_when_no_leader_answers_the_resends(fake, monkeypatch, mode):
+    monkeypatch.setattr(limits, "COMMIT_TIMEOUT_S", 0.8)
+    monkeypatch.setattr(limits, "COMMIT_ATTEMPT_TIMEOUT_S", 0.3)
     await fake.start_adjudicators()
     fake.adjudicators["adjudicator-az1"].mode = mode
+    for name in ("adjudicator-az2", "adjudicator-az3"):
+        fake.adjudicators[name].mode = "follower"
+        fake.adjudicators[name].hint = "adjudicator-az1"
     client = AdjudicatorClient(fake.config, fake.channels)
     with pytest.raises(errors.SqlError) as raised:
         await client.commit(100, WRITES, [], "t1")
     assert raised.value.sqlstate == errors.STATEMENT_COMPLETION_UNKNOWN
-    # Never re-sent elsewhere: that could commit twice.
-    assert fake.adjudicators["adjudicator-az2"].calls == 0
-    assert fake.adjudicators["adjudicator-az3"].calls == 0
+    assert "resends" in raised.value.message
+    flags = fake.adjudicators["adjudicator-az1"].retry_flags
+    assert flags[0] is False and len(flags) >= 2 and all(flags[1:]), flags  # resent, flagged
+
+
+@pytest.mark.parametrize("mode", ["hang", "crash_after_receive", "unknown"])
+async def test_commit_with_unknown_outcome_is_resent_to_the_new_leader(fake, monkeypatch, mode):
+    monkeypatch.setattr(limits, "COMMIT_ATTEMPT_TIMEOUT_S", 0.3)
+    await fake.start_adjudicators()
+    fake.adjudicators["adjudicator-az1"].mode = mode
+    client = AdjudicatorClient(fake.config, fake.channels)
+    assert await client.commit(100, WRITES, [], "t1") == 101
+    assert fake.adjudicators["adjudicator-az2"].retry_flags == [True]  # the same request, flagged as a resend
+    assert client.leader == "adjudicator-az2"
+
+
+async def test_unavailable_journal_is_57p03_at_once_naming_the_cause(fake):
+    await fake.start_adjudicators()
+    fake.adjudicators["adjudicator-az1"].mode = "unavailable"
+    fake.adjudicators["adjudicator-az1"].message = (
+        "journal unavailable: no majority of journal replicas (2 of 3 needed; unreachable: journal-az2, "
+        "journal-az3); nothing was committed")
+    client = AdjudicatorClient(fake.config, fake.channels)
+    with pytest.raises(errors.SqlError) as raised:
+        await client.commit(100, WRITES, [], "t1")
+    assert raised.value.sqlstate == errors.CANNOT_CONNECT_NOW
+    assert raised.value.message.startswith("journal unavailable: no majority of journal replicas (2 of 3 needed")
+    assert fake.adjudicators["adjudicator-az1"].calls == 1
+
+
+async def test_no_leader_because_the_journal_is_down_says_so(fake, monkeypatch):
+    monkeypatch.setattr(limits, "COMMIT_TIMEOUT_S", 0.5)
+    await fake.start_adjudicators()
+    for adjudicator in fake.adjudicators.values():
+        adjudicator.mode = "follower"
+        adjudicator.message = (f"{adjudicator.name} is not the leader; no leader known: journal unavailable: "
+                               "no majority of journal replicas (2 of 3 needed, 1 reachable)")
+    client = AdjudicatorClient(fake.config, fake.channels)
+    with pytest.raises(errors.SqlError) as raised:
+        await client.commit(100, WRITES, [], "t1")
+    assert raised.value.sqlstate == errors.CANNOT_CONNECT_NOW
+    assert "journal unavailable: no majority of journal replicas (2 of 3 needed" in raised.value.message
+    assert all(flag is False for a in fake.adjudicators.values() for flag in a.retry_flags)
 
 
 async def test_commit_conflict_is_40001(fake):

@@ -48,7 +48,9 @@ class InsertWorkload:
                 conn.execute(f"INSERT INTO acks VALUES ({next_id}, 'w{worker}')")
             except DatabaseError as e:
                 with self._lock:
-                    if e.sqlstate == "40003":
+                    # 40003, or the connection lost mid-statement (08xxx), leaves the outcome
+                    # unknown: the commit may have become durable before the reply was lost.
+                    if e.sqlstate == "40003" or e.sqlstate.startswith("08"):
                         self.unknown.add(next_id)
                     else:
                         self.failed.append(f"{next_id}: {e.sqlstate} {e.message}")

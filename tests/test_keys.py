@@ -148,3 +148,42 @@ def test_row_codec_nan_and_random_rows():
         for a, b in zip(got, row):
             assert (a is None and b is None) or sql_compare(a, b) == 0, (row, got)
     assert len(keys.encode_row((1, 2, 3))) <= 7  # compact: small ints take two bytes
+
+
+# --- issue 4: new value types --------------------------------------------------------------
+def test_new_types_keep_sql_order_and_round_trip():
+    import datetime
+    import decimal
+    import uuid
+    D = decimal.Decimal
+    ordered_groups = [
+        [D("-1e10"), D("-100.5"), D("-100"), D("-99.99"), D("-1"), D("-0.001"), D(0), D("0.001"), D("0.5"),
+         D("1"), D("1.5"), D("10"), D("99.9"), D("100"), D("12345678901234567890.123")],
+        [datetime.date(1, 1, 1), datetime.date(1969, 12, 31), datetime.date(1970, 1, 1), datetime.date(2024, 2, 29)],
+        [datetime.datetime(1900, 1, 1), datetime.datetime(2024, 1, 1, 0, 0, 0, 1), datetime.datetime(2024, 1, 1, 0, 0, 1)],
+        [uuid.UUID(int=0), uuid.UUID(int=1), uuid.UUID(int=2**127)],
+    ]
+    for values in ordered_groups:
+        encoded = [keys.encode_key_element(v) for v in values]
+        assert encoded == sorted(encoded), values
+        for value in values:
+            assert keys.decode_key_tuple(keys.encode_key_tuple((value, "tail"))) == (value, "tail")
+    assert keys.encode_key_element(D("1.0")) == keys.encode_key_element(D("1.00"))  # equal numerics, one key
+    aware = datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    row = (D("1.50"), datetime.date(2024, 1, 2), datetime.datetime(2024, 1, 2, 3, 4, 5, 6), aware, uuid.UUID(int=7),
+           None, -3, "x", b"\x00", True, 1.5)
+    assert keys.decode_row(keys.encode_row(row)) == row
+    assert str(keys.decode_row(keys.encode_row((D("1.50"),)))[0]) == "1.50"  # the scale survives
+
+
+def test_rows_and_catalogs_written_before_issue_4_still_decode():
+    from compute_node.sql.catalog import TableDef
+    old_row = bytes([3, keys.ROW_INT, 4, keys.ROW_TEXT, 1]) + b"a" + bytes([keys.ROW_NULL])
+    assert keys.decode_row(old_row) == (2, "a", None)
+    old_catalog = (b'{"columns": [{"name": "id", "not_null": true, "type": {"kind": "integer", "length": null}}, '
+                   b'{"name": "v", "not_null": false, "type": {"kind": "text", "length": null}}], '
+                   b'"name": "t", "primary_key": [0], "table_id": 7}')
+    table = TableDef.decode(old_catalog)
+    assert table.indexes == () and table.checks == () and table.identity_layout
+    assert table.decode_row(keys.encode_row((1, "x"))) == (1, "x")
+    assert TableDef.decode(table.encode()) == table

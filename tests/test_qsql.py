@@ -327,3 +327,86 @@ def test_cannot_connect_exits_2(capsys):
     status = qsql.main(["-p", str(port), "-c", "select 1"])
     assert status == qsql.EXIT_CONNECTION
     assert f'connection to server at "127.0.0.1", port {port} failed' in capsys.readouterr().err
+
+
+def test_d_lists_indexes_and_checks_like_psql_and_di_lists_indexes():
+    columns = [FakeResult([("column_name", "text"), ("data_type", "text"), ("is_nullable", "text")],
+                          [("id", "integer", "NO"), ("email", "text", "YES")], "SELECT 2")]
+    indexes = [FakeResult([("indexname", "text"), ("indexdef", "text")], [
+        ("t_email_key", "CREATE UNIQUE INDEX t_email_key ON public.t USING btree (email)"),
+        ("t_id_email_idx", "CREATE INDEX t_id_email_idx ON public.t USING btree (id, email)"),
+        ("t_pkey", "CREATE UNIQUE INDEX t_pkey ON public.t USING btree (id)")], "SELECT 3")]
+    constraints = [FakeResult([("constraint_name", "text"), ("constraint_type", "text")],
+                              [("t_pkey", "PRIMARY KEY"), ("t_email_key", "UNIQUE"), ("t_id_check", "CHECK")],
+                              "SELECT 3")]
+    checks = [FakeResult([("constraint_name", "text"), ("check_clause", "text")], [("t_id_check", "id > 0")],
+                         "SELECT 1")]
+    listing = [FakeResult([("schemaname", "text"), ("indexname", "text"), ("tablename", "text")],
+                          [("public", "t_email_key", "t"), ("public", "t_pkey", "t")], "SELECT 2")]
+
+    class Catalog(FakeConnection):
+        def execute_script(self, sql):
+            self.sent.append(sql)
+            if "check_clause" in sql:
+                return checks
+            if "information_schema.columns" in sql:
+                return columns
+            if "table_constraints" in sql:
+                return constraints
+            if "indexdef" in sql:
+                return indexes
+            if "pg_indexes" in sql:
+                return listing
+            return [FakeResult([("column_name", "text")], [("id",)], "SELECT 1")]
+
+    shell, out, _ = make_shell(Catalog())
+    assert shell.run_meta("\\d t") is MetaOutcome.CONTINUE
+    assert out.getvalue().splitlines()[-7:] == [
+        "Indexes:",
+        '    "t_pkey" PRIMARY KEY, btree (id)',
+        '    "t_email_key" UNIQUE CONSTRAINT, btree (email)',
+        '    "t_id_email_idx" btree (id, email)',
+        "Check constraints:",
+        '    "t_id_check" CHECK (id > 0)',
+        "",
+    ]
+    out.truncate(0)
+    out.seek(0)
+    assert shell.run_meta("\\di") is MetaOutcome.CONTINUE
+    assert out.getvalue() == (
+        "          List of relations\n"
+        " Schema |    Name     | Type  | Table \n"
+        "--------+-------------+-------+-------\n"
+        " public | t_email_key | index | t\n"
+        " public | t_pkey      | index | t\n"
+        "(2 rows)\n\n"
+    )
+
+
+def test_include_file_and_set_variables(tmp_path):
+    script = tmp_path / "inner.sql"
+    script.write_text("SELECT 1;\nSELECT bad;\nSELECT 2;\n")
+
+    class Echo(FakeConnection):
+        def execute_script(self, sql):
+            self.sent.append(sql)
+            if "bad" in sql:
+                return [FakeResult([], [], "", FakeError("42703", 'column "bad" does not exist'))]
+            return [FakeResult([("?column?", "integer")], [(1,)], "SELECT 1")]
+
+    connection = Echo()
+    shell, out, err = make_shell(connection)
+    assert shell.run_meta(f"\\i {script}") is MetaOutcome.FAILED
+    assert connection.sent == ["SELECT 1", "SELECT bad", "SELECT 2"]
+    assert f"qsql:{script}:2: ERROR:  column \"bad\" does not exist" in err.getvalue()
+    assert shell.run_meta("\\set ON_ERROR_STOP on") is MetaOutcome.CONTINUE
+    assert shell.run_meta("\\set VERBOSITY verbose") is MetaOutcome.CONTINUE
+    connection.sent.clear()
+    assert shell.run_meta(f"\\i {script}") is MetaOutcome.FAILED
+    assert connection.sent == ["SELECT 1", "SELECT bad"]  # stopped at the error
+    assert "ERROR:  42703: column" in err.getvalue()
+    out.truncate(0)
+    out.seek(0)
+    shell.run_meta("\\set")
+    assert out.getvalue() == "ON_ERROR_STOP = 'on'\nVERBOSITY = 'verbose'\n"
+    assert shell.run_meta("\\i /nonexistent/file.sql") is MetaOutcome.FAILED

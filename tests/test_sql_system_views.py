@@ -180,5 +180,5 @@ def test_qsql_dt_and_d_against_the_engine():
     assert " public | accounts | table" in text and " public | events   | table" in text
     assert ' seq    | integer | not null' in text
     assert ' body   | text    | ' in text
-    assert '"events_pkey" PRIMARY KEY (seq, kind)' in text
+    assert '"events_pkey" PRIMARY KEY, btree (seq, kind)' in text
     assert 'Did not find any relation named "nope".' in err.getvalue()

@@ -122,7 +122,8 @@ class Harness:
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
-    config = make_config(tmp_path_factory.mktemp("storage-cluster"))
+    # Small journal segments: the peer-repair test needs the journal to truncate past a down node.
+    config = make_config(tmp_path_factory.mktemp("storage-cluster"), journal_segment_entries=500)
     cluster = Cluster(config)
     try:
         names = cluster.names(SERVICES)
@@ -199,7 +200,7 @@ def test_peer_repair_when_the_journal_truncated_past_a_down_node(harness):
     harness.cluster.kill(victim)
     # The other 5 copies keep reporting SCL, so the 4/6 durable index passes the victim and the
     # journal drops whole segments below it. Commit (concurrently: group commit) until it has.
-    segment_entries = getattr(harness.config, "journal_segment_entries", limits.JOURNAL_SEGMENT_ENTRIES)
+    segment_entries = harness.config.journal_segment_entries
     keys: list[bytes] = []
     last = before
     deadline = time.monotonic() + 4 * DEADLINE_S

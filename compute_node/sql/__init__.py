@@ -1,7 +1,10 @@
 """The SQL engine of the compute node.
 
 parser (text -> statements) -> catalog/types (schema and values) -> expressions
-(typed evaluators) -> planner (point / range / full access paths, pure) -> query
-(SELECT programs, pure) -> executor (the only part that awaits, over a Transaction
-with its write buffer). compute_node/session.py drives it per client session.
+(typed evaluators) -> planner (point / range / index / full access paths, pure) ->
+query (the SELECT program: filter, group, sort, limit, pure) -> select (FROM clauses,
+joins, subqueries, CTEs, set operations: compile, fetch, run) -> executor (DML, DDL,
+EXPLAIN; with select.py's fetch phase, the only parts that await), over a Transaction
+with its write buffer. compute_node/session.py drives it per client session.
+docs/SQL.md describes the supported surface.
 """

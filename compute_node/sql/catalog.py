@@ -1,20 +1,31 @@
-"""Table definitions and how they are stored in the key-value catalog.
+"""Table and index definitions and how they are stored in the key-value catalog.
 
 The catalog lives in the same keyspace as the data (quorumdb/keys.py): one key per
-table name under the system prefix holds the table's definition as JSON, and a
-counter key holds the last table id handed out. A transaction reads them at its
-start_ts through its own write buffer, and DDL writes them through that buffer, so
-CREATE/DROP TABLE commit (or roll back) with the transaction and replicate like any
-other write. Two transactions that both create tables both write the counter key,
-so the adjudicator lets only the first commit (OCC). A transaction that writes rows
-of a table also locks the table's catalog key, so a concurrent DROP/CREATE of that
-table makes one of them fail with 40001 instead of writing rows to a dead table id.
+table name under the system prefix holds the table's definition as JSON (columns,
+primary key, defaults, CHECK constraints and secondary indexes), one key per index
+name holds the name of its table, and a counter key holds the last table/index id
+handed out. A transaction reads them at its start_ts through its own write buffer,
+and DDL writes them through that buffer, so DDL commits (or rolls back) with the
+transaction and replicates like any other write. Two transactions that both create
+tables or indexes both write the counter key, so the adjudicator lets only the
+first commit (OCC).
+
+Schema changes and transactions: every transaction that reads a table definition
+locks its catalog key (executor.load_table). A transaction that used a definition
+which another transaction changed after its start_ts therefore cannot commit; the
+session reports that as 40001 with code OC001, as DSQL does.
+
+Rows are stored by physical *slot*: ADD COLUMN appends a slot (rows written before
+hold fewer values and read the column's `missing` value, the DEFAULT evaluated when
+the column was added, as PostgreSQL's attmissingval); DROP COLUMN removes the
+column from the definition but leaves its slot in old rows, so neither rewrites a
+row. Definitions written before slots existed decode with slot = position.
 
 Every table needs a PRIMARY KEY: a table without one is rejected with 0A000 (rows are
 stored under their primary key; there is no hidden rowid).
 
-DROP TABLE deletes only the catalog key; the rows under the old table id become
-unreachable and stay in storage (garbage collection of dropped tables is missing).
+DROP TABLE deletes the catalog keys; the rows and index entries under the old ids
+become unreachable and stay in storage (garbage collection of them is missing).
 """
 from __future__ import annotations
 
@@ -26,8 +37,10 @@ from sqlglot import exp
 
 from compute_node.sql import types
 from compute_node.sql.types import SqlType
-from quorumdb import errors, keys
+from quorumdb import errors, keys, limits
 from quorumdb.errors import SqlError
+
+TOO_MANY_COLUMNS = "54011"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +48,32 @@ class ColumnDef:
     name: str
     sql_type: SqlType
     not_null: bool
+    default: str | None = None   # SQL text of the DEFAULT expression
+    slot: int = -1               # physical position in stored rows; -1: the logical position
+    missing: str | None = None   # hex of keys.encode_row([value]) for rows older than the column
+
+    def missing_value(self) -> Any:
+        return keys.decode_row(bytes.fromhex(self.missing))[0] if self.missing is not None else None
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexDef:
+    name: str
+    index_id: int
+    columns: tuple[str, ...]
+    unique: bool
+    constraint: bool = False     # created by a UNIQUE constraint (not CREATE INDEX)
+    descending: tuple[bool, ...] = ()
+
+    @property
+    def prefix(self) -> bytes:
+        return keys.index_prefix(self.index_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckDef:
+    name: str
+    sql: str                     # the boolean expression, PostgreSQL dialect
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,14 +82,31 @@ class TableDef:
     name: str
     columns: tuple[ColumnDef, ...]
     primary_key: tuple[int, ...]  # column positions, in key order
+    indexes: tuple[IndexDef, ...] = ()
+    checks: tuple[CheckDef, ...] = ()
+    slot_count: int = -1          # physical slots in stored rows; -1: len(columns)
 
     def __post_init__(self):
         assert self.primary_key, "every table has a primary key"
         assert len(set(self.primary_key)) == len(self.primary_key)
+        assert all(0 <= p < len(self.columns) for p in self.primary_key)
 
     @property
     def constraint_name(self) -> str:
         return f"{self.name}_pkey"
+
+    @property
+    def physical_slots(self) -> int:
+        return self.slot_count if self.slot_count >= 0 else len(self.columns)
+
+    def column_slot(self, position: int) -> int:
+        slot = self.columns[position].slot
+        return slot if slot >= 0 else position
+
+    @property
+    def identity_layout(self) -> bool:
+        return self.physical_slots == len(self.columns) and all(
+            self.column_slot(i) == i for i in range(len(self.columns)))
 
     def column_index(self, name: str) -> int | None:
         for index, column in enumerate(self.columns):
@@ -58,11 +114,22 @@ class TableDef:
                 return index
         return None
 
+    def index_positions(self, index: IndexDef) -> tuple[int, ...]:
+        positions = tuple(self.column_index(name) for name in index.columns)
+        assert all(p is not None for p in positions), f"index {index.name} names a missing column"
+        return positions  # type: ignore[return-value]
+
+    def find_index(self, name: str) -> IndexDef | None:
+        return next((index for index in self.indexes if index.name == name), None)
+
     def primary_key_values(self, row: Sequence[Any]) -> tuple:
         return tuple(row[index] for index in self.primary_key)
 
     def row_key(self, row: Sequence[Any]) -> bytes:
         return keys.row_key(self.table_id, self.primary_key_values(row))
+
+    def key_for_primary_key(self, values: Sequence[Any]) -> bytes:
+        return keys.row_key(self.table_id, values)
 
     @property
     def rows_prefix(self) -> bytes:
@@ -72,19 +139,79 @@ class TableDef:
     def catalog_key(self) -> bytes:
         return keys.catalog_table_key(self.name)
 
+    # --- rows ---------------------------------------------------------------------
+    def encode_row(self, row: Sequence[Any]) -> bytes:
+        assert len(row) == len(self.columns)
+        if self.identity_layout:
+            return keys.encode_row(row)
+        physical: list[Any] = [None] * self.physical_slots
+        for position, value in enumerate(row):
+            physical[self.column_slot(position)] = value
+        return keys.encode_row(physical)
+
+    def decode_row(self, data: bytes) -> tuple:
+        stored = keys.decode_row(data)
+        if len(stored) == len(self.columns) and self.identity_layout:
+            return stored
+        assert len(stored) <= self.physical_slots, f"row of {self.name} has {len(stored)} values"
+        out = []
+        for position, column in enumerate(self.columns):
+            slot = self.column_slot(position)
+            out.append(stored[slot] if slot < len(stored) else column.missing_value())
+        return tuple(out)
+
+    # --- index entries ------------------------------------------------------------------
+    def index_entry(self, index: IndexDef, row: Sequence[Any]) -> tuple[bytes, bytes]:
+        """(key, value) of the entry `row` has in `index`; the value is the encoded primary key."""
+        values = tuple(row[p] for p in self.index_positions(index))
+        primary_key = keys.encode_key_tuple(self.primary_key_values(row))
+        key = index.prefix + keys.encode_key_tuple(values)
+        if not index.unique or any(v is None for v in values):
+            key += primary_key
+        return key, primary_key
+
+    def index_entries(self, row: Sequence[Any]) -> dict[bytes, bytes]:
+        return dict(self.index_entry(index, row) for index in self.indexes)
+
+    # --- JSON ----------------------------------------------------------------------------
     def encode(self) -> bytes:
-        return json.dumps({
+        doc: dict = {
             "table_id": self.table_id,
             "name": self.name,
-            "columns": [{"name": c.name, "type": c.sql_type.to_json(), "not_null": c.not_null} for c in self.columns],
+            "columns": [_column_json(c) for c in self.columns],
             "primary_key": list(self.primary_key),
-        }, sort_keys=True).encode("utf-8")
+        }
+        if self.indexes:
+            doc["indexes"] = [{"name": i.name, "index_id": i.index_id, "columns": list(i.columns),
+                               "unique": i.unique, "constraint": i.constraint, "descending": list(i.descending)}
+                              for i in self.indexes]
+        if self.checks:
+            doc["checks"] = [{"name": c.name, "sql": c.sql} for c in self.checks]
+        if self.slot_count >= 0:
+            doc["slot_count"] = self.slot_count
+        return json.dumps(doc, sort_keys=True).encode("utf-8")
 
     @staticmethod
     def decode(data: bytes) -> "TableDef":
         doc = json.loads(data.decode("utf-8"))
-        columns = tuple(ColumnDef(c["name"], SqlType.from_json(c["type"]), c["not_null"]) for c in doc["columns"])
-        return TableDef(doc["table_id"], doc["name"], columns, tuple(doc["primary_key"]))
+        columns = tuple(ColumnDef(c["name"], SqlType.from_json(c["type"]), c["not_null"], c.get("default"),
+                                  c.get("slot", -1), c.get("missing")) for c in doc["columns"])
+        indexes = tuple(IndexDef(i["name"], i["index_id"], tuple(i["columns"]), i["unique"], i.get("constraint", False),
+                                 tuple(i.get("descending", ()))) for i in doc.get("indexes", ()))
+        checks = tuple(CheckDef(c["name"], c["sql"]) for c in doc.get("checks", ()))
+        return TableDef(doc["table_id"], doc["name"], columns, tuple(doc["primary_key"]), indexes, checks,
+                        doc.get("slot_count", -1))
+
+
+def _column_json(column: ColumnDef) -> dict:
+    doc: dict = {"name": column.name, "type": column.sql_type.to_json(), "not_null": column.not_null}
+    if column.default is not None:
+        doc["default"] = column.default
+    if column.slot >= 0:
+        doc["slot"] = column.slot
+    if column.missing is not None:
+        doc["missing"] = column.missing
+    return doc
 
 
 def identifier_name(identifier: exp.Expression) -> str:
@@ -94,7 +221,7 @@ def identifier_name(identifier: exp.Expression) -> str:
     return identifier.name.lower()
 
 
-def table_name(table: exp.Table) -> str:
+def table_name(table: exp.Expression) -> str:
     """The name of a table reference; only the `public` schema exists."""
     if not isinstance(table, exp.Table) or not isinstance(table.this, exp.Identifier):
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "this kind of table reference is not supported")
@@ -103,50 +230,86 @@ def table_name(table: exp.Table) -> str:
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "cross-database references are not implemented")
     schema = table.args.get("db")
     if schema is not None and identifier_name(schema) != "public":
-        raise SqlError(errors.UNDEFINED_TABLE, f'relation "{identifier_name(schema)}.{name}" does not exist')
+        raise SqlError("3F000", f'schema "{identifier_name(schema)}" does not exist')
     return name
 
 
-def table_from_create(create: exp.Create, table_id: int) -> TableDef:
-    """Builds a TableDef from CREATE TABLE (validation only; nothing is written)."""
+def unique_name(base: str, taken: set[str]) -> str:
+    """PostgreSQL's ChooseRelationName: base, then base1, base2, ..."""
+    if base not in taken:
+        return base
+    for suffix in range(1, 10_000):
+        if f"{base}{suffix}" not in taken:
+            return f"{base}{suffix}"
+    raise AssertionError("no free name")
+
+
+@dataclasses.dataclass
+class CreateSpec:
+    """What CREATE TABLE asks for, before ids are handed out."""
+    table: TableDef                               # with table_id 1 and no indexes
+    unique_constraints: list[tuple[str | None, tuple[str, ...]]]  # (explicit name, columns)
+    check_nodes: list[tuple[str, exp.Expression]]
+    default_nodes: dict[int, exp.Expression]
+
+
+def table_from_create(create: exp.Create, table_id: int = 1) -> TableDef:
+    """The definition CREATE TABLE describes, without its secondary indexes (nothing is written)."""
+    return create_spec(create, table_id).table
+
+
+def create_spec(create: exp.Create, table_id: int = 1) -> CreateSpec:
+    """Validates CREATE TABLE and builds the definition (nothing is written)."""
     schema = create.this
+    if create.args.get("expression") is not None:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "CREATE TABLE AS is not supported")
     if not isinstance(schema, exp.Schema):
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "CREATE TABLE without a column list is not supported")
     name = table_name(schema.this)
-    if create.args.get("expression") is not None:
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "CREATE TABLE AS is not supported")
     columns: list[ColumnDef] = []
-    primary_key: list[int] | None = None
-    pending_not_null: set[str] = set()
+    primary_key: list | None = None
+    uniques: list[tuple[str | None, tuple[str, ...]]] = []
+    checks: list[tuple[str | None, exp.Expression, str | None]] = []  # (explicit name, expr, column)
+    defaults: dict[int, exp.Expression] = {}
     for element in schema.expressions:
         if isinstance(element, exp.ColumnDef):
-            column, is_primary = _column_from_def(element, name)
+            position = len(columns)
+            column, is_primary = _column_from_def(element, name, uniques, checks, defaults, position)
             if any(c.name == column.name for c in columns):
                 raise SqlError(errors.DUPLICATE_COLUMN, f'column "{column.name}" specified more than once')
             columns.append(column)
             if is_primary:
-                primary_key = _set_primary_key(primary_key, [len(columns) - 1], name)
-        elif isinstance(element, exp.PrimaryKey):
-            positions = []
-            for key_part in element.expressions:
-                part_name = identifier_name(key_part.this if isinstance(key_part, (exp.Ordered, exp.Column)) else key_part)
-                pending_not_null.add(part_name)
-                positions.append(part_name)
-            primary_key = _set_primary_key(primary_key, positions, name)
+                primary_key = _set_primary_key(primary_key, [column.name], name)
         else:
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
-                           f"table constraint {element.sql(dialect='postgres')} is not supported")
+            constraint_name = None
+            parts = [element]
+            if isinstance(element, exp.Constraint):
+                constraint_name = identifier_name(element.this)
+                parts = element.expressions
+            for part in parts:
+                if isinstance(part, exp.PrimaryKey):
+                    names = [identifier_name(k.this if isinstance(k, (exp.Ordered, exp.Column)) else k)
+                             for k in part.expressions]
+                    primary_key = _set_primary_key(primary_key, names, name)
+                elif isinstance(part, exp.UniqueColumnConstraint) and isinstance(part.this, exp.Schema):
+                    uniques.append((constraint_name, tuple(identifier_name(i) for i in part.this.expressions)))
+                elif isinstance(part, exp.CheckColumnConstraint):
+                    checks.append((constraint_name, part.this, None))
+                elif isinstance(part, exp.ForeignKey):
+                    raise SqlError(errors.FEATURE_NOT_SUPPORTED, "foreign keys are not supported")
+                else:
+                    raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                                   f"table constraint {part.sql(dialect='postgres')} is not supported")
     if not columns:
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "tables without columns are not supported")
+    if len(columns) > limits.TABLE_COLUMNS_MAX:
+        raise SqlError(TOO_MANY_COLUMNS, f"tables can have at most {limits.TABLE_COLUMNS_MAX} columns")
     if primary_key is None:
         raise SqlError(errors.FEATURE_NOT_SUPPORTED,
                        f'tables without a primary key are not supported (table "{name}")',
                        hint="Add a PRIMARY KEY to the table definition.")
     resolved: list[int] = []
     for part in primary_key:
-        if isinstance(part, int):
-            resolved.append(part)
-            continue
         index = next((i for i, c in enumerate(columns) if c.name == part), None)
         if index is None:
             raise SqlError(errors.UNDEFINED_COLUMN, f'column "{part}" named in key does not exist')
@@ -155,17 +318,43 @@ def table_from_create(create: exp.Create, table_id: int) -> TableDef:
         resolved.append(index)
     for index in resolved:  # primary-key columns are implicitly NOT NULL
         columns[index] = dataclasses.replace(columns[index], not_null=True)
-    return TableDef(table_id, name, tuple(columns), tuple(resolved))
+    for _, unique_columns in uniques:
+        for column_name in unique_columns:
+            if not any(c.name == column_name for c in columns):
+                raise SqlError(errors.UNDEFINED_COLUMN, f'column "{column_name}" named in key does not exist')
+    check_defs: list[CheckDef] = []
+    check_nodes: list[tuple[str, exp.Expression]] = []
+    taken: set[str] = set()
+    for explicit, node, column_name in checks:
+        if explicit is not None:
+            check_name = explicit
+        else:
+            referenced = column_name or next((identifier_name(c.this) for c in node.find_all(exp.Column)), None)
+            check_name = unique_name(f"{name}_{referenced}_check" if referenced else f"{name}_check", taken)
+        taken.add(check_name)
+        check_defs.append(CheckDef(check_name, node.sql(dialect="postgres")))
+        check_nodes.append((check_name, node))
+    table = TableDef(table_id, name, tuple(columns), tuple(resolved), (), tuple(check_defs))
+    return CreateSpec(table, uniques, check_nodes, defaults)
 
 
-def _set_primary_key(current, positions, table: str):
+def _set_primary_key(current, names, table: str):
     if current is not None:
         raise SqlError(errors.INVALID_TABLE_DEFINITION,
                        f'multiple primary keys for table "{table}" are not allowed')
-    return positions
+    return names
 
 
-def _column_from_def(element: exp.ColumnDef, table: str) -> tuple[ColumnDef, bool]:
+def column_from_def(element: exp.ColumnDef, table: str) -> tuple[ColumnDef, bool, list, list, dict]:
+    uniques: list = []
+    checks: list = []
+    defaults: dict = {}
+    column, is_primary = _column_from_def(element, table, uniques, checks, defaults, 0)
+    return column, is_primary, uniques, checks, defaults
+
+
+def _column_from_def(element: exp.ColumnDef, table: str, uniques: list, checks: list, defaults: dict,
+                     position: int) -> tuple[ColumnDef, bool]:
     name = identifier_name(element.this)
     kind = element.args.get("kind")
     if kind is None:
@@ -173,15 +362,26 @@ def _column_from_def(element: exp.ColumnDef, table: str) -> tuple[ColumnDef, boo
     sql_type = types.type_from_sqlglot(kind)
     not_null = False
     is_primary = False
+    default = None
     for constraint in element.constraints:
         constraint_kind = constraint.kind
+        explicit = identifier_name(constraint.this) if constraint.this is not None else None
         if isinstance(constraint_kind, exp.PrimaryKeyColumnConstraint):
             is_primary = True
         elif isinstance(constraint_kind, exp.NotNullColumnConstraint):
             if constraint_kind.args.get("allow_null"):
                 continue  # an explicit NULL constraint: nullable, the default
             not_null = True
+        elif isinstance(constraint_kind, exp.DefaultColumnConstraint):
+            default = constraint_kind.this.sql(dialect="postgres")
+            defaults[position] = constraint_kind.this
+        elif isinstance(constraint_kind, exp.UniqueColumnConstraint):
+            uniques.append((explicit, (name,)))
+        elif isinstance(constraint_kind, exp.CheckColumnConstraint):
+            checks.append((explicit, constraint_kind.this, name))
+        elif isinstance(constraint_kind, exp.Reference):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "foreign keys are not supported")
         else:
             raise SqlError(errors.FEATURE_NOT_SUPPORTED,
                            f"column constraint {constraint.sql(dialect='postgres')} is not supported")
-    return ColumnDef(name, sql_type, not_null), is_primary
+    return ColumnDef(name, sql_type, not_null, default), is_primary

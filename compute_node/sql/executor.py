@@ -3,42 +3,66 @@
 Theory of operation
 -------------------
 Each statement is compiled first (names, types and constant conversions are checked,
-so errors come before any read), then planned (`planner.plan_access`: point reads,
-a primary-key range or a full scan), then executed against the transaction:
-  * SELECT feeds matching rows to its SelectProgram (query.py);
-  * INSERT converts every value to its column's type, checks NOT NULL and the
-    primary key (against storage at start_ts, the write buffer and the statement's
-    own earlier rows) and buffers the new rows;
-  * UPDATE/DELETE read the matching rows, then buffer new values or tombstones;
-    an UPDATE that changes a primary key deletes the old key and inserts the new
-    one with the same duplicate check;
-  * CREATE/DROP TABLE read and write catalog keys through the same buffer;
-  * SELECT from information_schema.tables/columns/key_column_usage scans the catalog
-    keys (through the buffer, so it sees the transaction's own DDL) and feeds the
-    rows system_views.py builds from them to the same SelectProgram.
-Writes to a table also lock its catalog key, so a concurrent change of the table's
-definition makes the commit fail with 40001 rather than write to a dropped table.
+so errors come before any read), then planned, then executed against the transaction:
+  * queries (SELECT, set operations, VALUES) go through select.py: compile, fetch,
+    run; SELECT ... FOR UPDATE adds the keys of the rows it returns to the commit's
+    lock keys, so a concurrent change of them makes this transaction's commit fail;
+  * INSERT builds every row (column defaults, assignment casts, NOT NULL, CHECK),
+    reads the primary keys and unique-index entries of all rows in one batch, then
+    applies ON CONFLICT (DO NOTHING skips, DO UPDATE updates the existing row with
+    EXCLUDED.*) or fails with 23505, and buffers the row and its index entries;
+  * UPDATE/DELETE read the matching rows (point, range, index or full plan), then
+    buffer new values or tombstones and keep every secondary index in step
+    (old entries deleted, new ones written, unique ones checked);
+  * RETURNING is a select list evaluated over the rows written (deleted for DELETE);
+  * DDL (CREATE/DROP TABLE, CREATE/DROP INDEX, ALTER TABLE ADD/DROP COLUMN) reads and
+    writes catalog keys through the same buffer, so it is transactional; CREATE INDEX
+    fills the index from the table's rows in the same transaction;
+  * EXPLAIN compiles and plans a statement without reading rows and prints the plan.
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Sequence
+import dataclasses
+from typing import Any, Sequence
 
 from sqlglot import exp
 
 from compute_node.sql import system_views, types
-from compute_node.sql.catalog import TableDef, identifier_name, table_from_create, table_name
-from compute_node.sql.expressions import EMPTY_SCOPE, Compiled, Compiler, Scope, constant, contains_aggregate
+from compute_node.sql.catalog import (
+    CheckDef, ColumnDef, IndexDef, TableDef, column_from_def, create_spec, identifier_name, table_name,
+    unique_name, TOO_MANY_COLUMNS,
+)
+from compute_node.sql.expressions import Compiled, Compiler, Scope, constant, contains_aggregate
+from compute_node.sql.parser import Explain
 from compute_node.sql.planner import AccessPlan, PlanKind, plan_access
 from compute_node.sql.query import compile_select
 from compute_node.sql.result import StatementResult
+from compute_node.sql.select import (
+    QueryContext, SelectPlan, compile_query, compile_select_plan, fetch, load_table, output_columns,
+    preload_tables, read_rows, run_query,
+)
 from compute_node.sql.transaction import Transaction
 from quorumdb import errors, keys, limits
 from quorumdb.errors import SqlError
 
+CHECK_VIOLATION = "23514"
+UNDEFINED_OBJECT = "42704"
+WRONG_OBJECT_TYPE = "42809"
+DEPENDENT_OBJECTS = "2BP01"
+INVALID_COLUMN_REFERENCE = "42P10"
+CARDINALITY_VIOLATION = "21000"
+
+# Backwards-compatible names (tests and tools import these).
+load_table = load_table
+
 
 async def execute(txn: Transaction, statement: exp.Expression) -> StatementResult:
-    if isinstance(statement, exp.Select):
+    if isinstance(statement, Explain):
+        return await run_explain(txn, statement)
+    if isinstance(statement, (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Values, exp.Subquery)):
         return await run_select(txn, statement)
+    if statement.args.get("with_") is not None or statement.args.get("with") is not None:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "WITH on INSERT, UPDATE or DELETE is not supported")
     if isinstance(statement, exp.Insert):
         return await run_insert(txn, statement)
     if isinstance(statement, exp.Update):
@@ -49,28 +73,13 @@ async def execute(txn: Transaction, statement: exp.Expression) -> StatementResul
         return await run_create(txn, statement)
     if isinstance(statement, exp.Drop):
         return await run_drop(txn, statement)
+    if isinstance(statement, exp.Alter):
+        return await run_alter(txn, statement)
     raise AssertionError(f"parser let through {type(statement).__name__}")
 
 
-# --- catalog ----------------------------------------------------------------------
-async def load_table(txn: Transaction, name: str) -> TableDef | None:
-    if name in txn.tables:
-        return txn.tables[name]
-    raw = await txn.get(keys.catalog_table_key(name))
-    table = TableDef.decode(raw) if raw is not None else None
-    txn.tables[name] = table
-    return table
-
-
-async def load_all_tables(txn: Transaction) -> list[TableDef]:
-    """Every table of the snapshot (start_ts plus the transaction's own DDL), in name order."""
-    prefix = keys.CATALOG_TABLE_PREFIX
-    tables = []
-    async for _, value in txn.scan(prefix, keys.prefix_end(prefix)):
-        table = TableDef.decode(value)
-        txn.tables[table.name] = table
-        tables.append(table)
-    return tables
+def new_context(txn: Transaction) -> QueryContext:
+    return QueryContext(txn, txn.start_ts, txn.rng)
 
 
 async def require_table(txn: Transaction, table_node: exp.Expression) -> TableDef:
@@ -81,104 +90,152 @@ async def require_table(txn: Transaction, table_node: exp.Expression) -> TableDe
     return table
 
 
-def table_scope(table: TableDef, table_node: exp.Expression) -> Scope:
-    return _scope(table.name, tuple((c.name, c.sql_type) for c in table.columns), table_node)
-
-
-def _scope(name: str, columns: tuple[tuple[str, types.SqlType], ...], table_node: exp.Expression) -> Scope:
-    alias = table_node.args.get("alias")
+def table_scope(table: TableDef, table_node: exp.Expression | None = None, parent: Scope | None = None) -> Scope:
+    alias = table_node.args.get("alias") if table_node is not None else None
     alias_name = identifier_name(alias.this) if alias is not None and alias.this is not None else None
     if alias is not None and alias.columns:
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "column aliases in FROM are not supported")
-    return Scope(name, alias_name, columns)
-
-
-async def read_rows(txn: Transaction, table: TableDef, plan: AccessPlan) -> AsyncIterator[tuple[bytes, tuple]]:
-    """Rows the plan selects, in primary-key order, with the transaction's own writes merged in."""
-    if plan.kind is PlanKind.POINT:
-        found = await txn.get_many(list(plan.point_keys))
-        for key in plan.point_keys:
-            value = found[key]
-            if value is not None:
-                yield key, _decode(table, value)
-        return
-    async for key, value in txn.scan(plan.start, plan.end):
-        yield key, _decode(table, value)
-
-
-def _decode(table: TableDef, value: bytes) -> tuple:
-    row = keys.decode_row(value)
-    assert len(row) == len(table.columns), f"row of {table.name} has {len(row)} values"
-    return row
-
-
-def plan_for(txn: Transaction, table: TableDef, where: exp.Where | None) -> AccessPlan:
-    plan = plan_access(table, where.this if where is not None else None)
-    txn.last_plan = plan
-    return plan
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "column aliases on the target table are not supported")
+    scope = Scope.single(table.name, tuple((c.name, c.sql_type) for c in table.columns), alias_name)
+    scope.parent = parent
+    return scope
 
 
 # --- SELECT -------------------------------------------------------------------------
-async def run_select(txn: Transaction, select: exp.Select) -> StatementResult:
-    program, rows, _ = await select_rows(txn, select)
-    columns = [(name, sql_type.pg_name) for name, sql_type in program.columns]
-    return StatementResult(columns, rows, f"SELECT {len(rows)}")
-
-
-async def select_rows(txn: Transaction, select: exp.Select):
-    from_clause = select.args.get("from_") or select.args.get("from")
-    if select.args.get("joins"):
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "joins are not supported")
-    if from_clause is None:
-        program = compile_select(select, EMPTY_SCOPE, has_table=False)
-        if program.matches(()):
-            program.add_row(())
-        rows, _ = program.finish()
-        return program, rows, None
-    table_node = from_clause.this
-    if not isinstance(table_node, exp.Table):
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "subqueries in FROM are not supported")
-    if system_views.is_system_reference(table_node):
-        return await _select_from_view(txn, select, table_node)
-    table = await require_table(txn, table_node)
-    program = compile_select(select, table_scope(table, table_node), has_table=True)
-    plan = plan_for(txn, table, select.args.get("where"))
-    async for key, row in read_rows(txn, table, plan):
-        if program.matches(row):
-            program.add_row(row, key)
-            if program.enough():
-                break
-    rows, source_keys = program.finish()
-    if program.for_update:
+async def run_select(txn: Transaction, select: exp.Expression) -> StatementResult:
+    ctx = new_context(txn)
+    plan, rows, source_keys = await run_query(txn, select, ctx)
+    if isinstance(plan, SelectPlan) and plan.sources and plan.sources[0].plan is not None:
+        txn.last_plan = plan.sources[0].plan
+    if isinstance(plan, SelectPlan) and plan.program.for_update:
         for key in source_keys:
             txn.lock(key)
-    return program, rows, table
+    return StatementResult(output_columns(plan), rows, f"SELECT {len(rows)}")
 
 
-async def _select_from_view(txn: Transaction, select: exp.Select, table_node: exp.Table):
-    view = system_views.resolve_view(table_node)
-    program = compile_select(select, _scope(view.name, view.columns, table_node), has_table=True)
-    if program.for_update:
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'cannot lock rows in view "{view.name}"')
-    for row in system_views.view_rows(view, await load_all_tables(txn)):
-        if program.matches(row):
-            program.add_row(row)
-            if program.enough():
-                break
-    rows, _ = program.finish()
-    return program, rows, None
+async def select_rows(txn: Transaction, select: exp.Expression):
+    """(columns as (name, SqlType), rows) of a query run inside another statement."""
+    ctx = new_context(txn)
+    plan, rows, _ = await run_query(txn, select, ctx)
+    return plan.columns, rows
+
+
+# --- shared row checks ------------------------------------------------------------------
+@dataclasses.dataclass
+class TableRules:
+    """What every written row of a table must satisfy, compiled once per statement."""
+    table: TableDef
+    checks: list[tuple[str, Compiled]]
+
+    def validate(self, row: Sequence[Any]) -> None:
+        _check_not_null(self.table, row)
+        for name, check in self.checks:
+            if check.evaluate(row) is False:
+                raise SqlError(CHECK_VIOLATION,
+                               f'new row for relation "{self.table.name}" violates check constraint "{name}"',
+                               detail=f"Failing row contains ({_format_values(row)}).")
+
+
+def compile_rules(table: TableDef, ctx: QueryContext | None = None) -> TableRules:
+    scope = table_scope(table)
+    checks = []
+    for check in table.checks:
+        node = _parse_expression(check.sql)
+        checks.append((check.name, Compiler(scope, "CHECK", None, ctx).compile_condition(node)))
+    return TableRules(table, checks)
+
+
+def _parse_expression(sql: str) -> exp.Expression:
+    import sqlglot
+    return sqlglot.parse_one(f"SELECT {sql}", read="postgres").expressions[0]
+
+
+def _check_not_null(table: TableDef, row: Sequence[Any]) -> None:
+    for column, value in zip(table.columns, row):
+        if value is None and column.not_null:
+            raise SqlError(errors.NOT_NULL_VIOLATION,
+                           f'null value in column "{column.name}" of relation "{table.name}" violates not-null constraint',
+                           detail=f"Failing row contains ({_format_values(row)}).")
+
+
+def _duplicate_key(table: TableDef, row: Sequence[Any], index: IndexDef | None = None) -> SqlError:
+    if index is None:
+        positions = table.primary_key
+        constraint = table.constraint_name
+    else:
+        positions = table.index_positions(index)
+        constraint = index.name
+    names = ", ".join(table.columns[p].name for p in positions)
+    values = _format_values([row[p] for p in positions])
+    return SqlError(errors.UNIQUE_VIOLATION, f'duplicate key value violates unique constraint "{constraint}"',
+                    detail=f"Key ({names})=({values}) already exists.")
+
+
+def _format_values(values: Sequence[Any]) -> str:
+    return ", ".join("null" if v is None else types.format_value(v) for v in values)
+
+
+def _unique_probe(table: TableDef, index: IndexDef, row: Sequence[Any]) -> bytes | None:
+    """The key a unique index entry of `row` would have, None when its columns hold a NULL."""
+    values = tuple(row[p] for p in table.index_positions(index))
+    if any(v is None for v in values):
+        return None
+    return index.prefix + keys.encode_key_tuple(values)
+
+
+def write_row(txn: Transaction, table: TableDef, row: Sequence[Any], old_row: Sequence[Any] | None,
+              old_key: bytes | None) -> bytes:
+    """Buffers `row` (replacing `old_row` stored at `old_key`) and keeps the indexes in step."""
+    key = table.row_key(row)
+    new_entries = table.index_entries(row)
+    if old_row is not None:
+        old_entries = table.index_entries(old_row)
+        for entry_key, entry_value in old_entries.items():
+            if new_entries.get(entry_key) != entry_value:
+                txn.put(entry_key, None)
+        if old_key is not None and old_key != key:
+            txn.put(old_key, None)
+    else:
+        old_entries = {}
+    txn.put(key, table.encode_row(row))
+    for entry_key, entry_value in new_entries.items():
+        if old_entries.get(entry_key) != entry_value:
+            txn.put(entry_key, entry_value)
+    return key
+
+
+def delete_row(txn: Transaction, table: TableDef, row: Sequence[Any], key: bytes) -> None:
+    for entry_key in table.index_entries(row):
+        txn.put(entry_key, None)
+    txn.put(key, None)
+
+
+async def check_unique(txn: Transaction, table: TableDef, row: Sequence[Any], key: bytes,
+                       old_key: bytes | None) -> None:
+    """23505 if `row` (to be stored at `key`) duplicates the primary key or a unique index of another row."""
+    probes = [(None, key)] if key != old_key else []
+    primary_key = keys.encode_key_tuple(table.primary_key_values(row))
+    for index in table.indexes:
+        if index.unique:
+            probe = _unique_probe(table, index, row)
+            if probe is not None:
+                probes.append((index, probe))
+    if not probes:
+        return
+    found = await txn.get_many([probe for _, probe in probes])
+    for index, probe in probes:
+        value = found[probe]
+        if value is None:
+            continue
+        if index is None or value != primary_key:
+            raise _duplicate_key(table, row, index)
 
 
 # --- INSERT ---------------------------------------------------------------------------
 _INSERT_ARGS = {"this", "expression", "is_function", "stored", "by_name", "exists", "partition", "settings",
-                "default", "overwrite", "ignore", "source"}
+                "default", "overwrite", "ignore", "source", "conflict", "returning"}
 
 
 async def run_insert(txn: Transaction, insert: exp.Insert) -> StatementResult:
-    if insert.args.get("conflict") is not None:
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "INSERT ... ON CONFLICT is not supported")
-    if insert.args.get("returning") is not None:
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "RETURNING is not supported")
     _reject_unknown_args(insert, _INSERT_ARGS, "INSERT")
     target = insert.this
     column_nodes = None
@@ -186,38 +243,205 @@ async def run_insert(txn: Transaction, insert: exp.Insert) -> StatementResult:
         column_nodes = target.expressions
         target = target.this
     system_views.reject_write(target, "INSERT")
+    await preload_tables(txn, insert)
     table = await require_table(txn, target)
+    ctx = new_context(txn)
     positions = _insert_positions(table, column_nodes)
+    defaults = _compile_defaults(table, ctx)
     source = insert.args.get("expression")
-    if isinstance(source, exp.Values):
-        widths = {len(t.expressions) if isinstance(t, exp.Tuple) else 1 for t in source.expressions}
+    typed_rows: list[list[tuple[Any, types.SqlType] | None]] = []
+    if source is None and insert.args.get("default"):
+        typed_rows = [[]]
+        positions = []
+    elif isinstance(source, exp.Values):
+        compiler = Compiler(Scope(), "VALUES", None, ctx)
+        compiled_rows = []
+        for tuple_node in source.expressions:
+            value_nodes = tuple_node.expressions if isinstance(tuple_node, exp.Tuple) else [tuple_node]
+            _check_width(len(value_nodes), positions, column_nodes is not None)
+            compiled_rows.append([_compile_value(compiler, node) for node in value_nodes])
+        widths = {len(row) for row in compiled_rows}
         if len(widths) > 1:
             raise SqlError(errors.SYNTAX_ERROR, "VALUES lists must all be the same length")
-        typed_rows = [_values_row(table, positions, tuple_node, column_nodes is not None)
-                      for tuple_node in source.expressions]
-    elif isinstance(source, exp.Select):
-        program, rows, _ = await select_rows(txn, source)
-        if len(program.columns) > len(positions):
-            raise SqlError(errors.SYNTAX_ERROR, "INSERT has more expressions than target columns")
-        if len(program.columns) < len(positions) and column_nodes is not None:
-            raise SqlError(errors.SYNTAX_ERROR, "INSERT has more target columns than expressions")
-        column_types = [sql_type for _, sql_type in program.columns]
+        await fetch(ctx)
+        for compiled_row in compiled_rows:
+            typed_rows.append([None if c is None else (c.evaluate(()), c.sql_type) for c in compiled_row])
+    elif isinstance(source, (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery)):
+        columns, rows = await select_rows(txn, source)
+        _check_width(len(columns), positions, column_nodes is not None)
+        column_types = [sql_type for _, sql_type in columns]
         typed_rows = [list(zip(row, column_types)) for row in rows]
     else:
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "this form of INSERT is not supported")
-    new_rows = [_build_row(table, positions, typed) for typed in typed_rows]
+    for position, item in zip(positions, typed_rows[0] if typed_rows and typed_rows[0] else []):
+        if item is None:
+            continue
+        sql_type = item[1]
+        column = table.columns[position]
+        if not types.can_assign(sql_type, column.sql_type):
+            raise SqlError(errors.DATATYPE_MISMATCH,
+                           f'column "{column.name}" is of type {column.sql_type.display_name} but expression is of '
+                           f'type {sql_type.display_name}', hint="You will need to rewrite or cast the expression.")
+    rules = compile_rules(table, ctx)
+    new_rows = [_build_row(table, positions, typed, defaults, rules) for typed in typed_rows]
+    conflict = insert.args.get("conflict")
+    handler = _ConflictHandler(table, conflict, ctx, insert.this) if conflict is not None else None
+    returning = _compile_returning(insert.args.get("returning"), table, target, ctx)
+    written: list[Sequence[Any]] = []
     row_keys = [table.row_key(row) for row in new_rows]
-    existing = await txn.get_many(list(dict.fromkeys(row_keys)))
-    seen: set[bytes] = set()
+    probe_keys = list(dict.fromkeys(row_keys + [p for row in new_rows for p in _unique_probes(table, row)]))
+    existing = await txn.get_many(probe_keys) if probe_keys else {}
+    touched: set[bytes] = set()
     for row, key in zip(new_rows, row_keys):
-        if key in seen or existing[key] is not None:
-            raise _duplicate_key(table, row)
-        seen.add(key)
-    for row, key in zip(new_rows, row_keys):
-        txn.put(key, keys.encode_row(row))
-    if new_rows:
-        txn.lock(table.catalog_key)
-    return StatementResult.tag(f"INSERT 0 {len(new_rows)}")
+        conflict_found = await _find_conflict(txn, table, row, key, existing, touched)
+        if conflict_found is None:
+            write_row(txn, table, row, None, None)
+            touched.add(key)
+            _remember(table, row, key, existing)
+            written.append(row)
+            continue
+        index, old_key = conflict_found
+        if handler is None or not handler.matches(index):
+            raise _duplicate_key(table, row, index)
+        if handler.do_nothing:
+            continue
+        if old_key in touched:
+            raise SqlError(CARDINALITY_VIOLATION, "ON CONFLICT DO UPDATE command cannot affect row a second time",
+                           hint="Ensure that no rows proposed for insertion within the same command have duplicate "
+                                "constrained values.")
+        old_value = await txn.get(old_key)
+        assert old_value is not None
+        old_row = table.decode_row(old_value)
+        updated = handler.update(old_row, row, rules)
+        if updated is None:
+            continue
+        new_key = table.row_key(updated)
+        await check_unique(txn, table, updated, new_key, old_key)
+        write_row(txn, table, updated, old_row, old_key)
+        touched.add(new_key)
+        _forget(table, old_row, old_key, existing)
+        _remember(table, updated, new_key, existing)
+        written.append(updated)
+    return _dml_result(f"INSERT 0 {len(written)}", returning, written)
+
+
+def _check_width(width: int, positions: list[int], explicit: bool) -> None:
+    if width > len(positions):
+        raise SqlError(errors.SYNTAX_ERROR, "INSERT has more expressions than target columns")
+    if width < len(positions) and explicit:
+        raise SqlError(errors.SYNTAX_ERROR, "INSERT has more target columns than expressions")
+
+
+def _unique_probes(table: TableDef, row: Sequence[Any]) -> list[bytes]:
+    probes = []
+    for index in table.indexes:
+        if index.unique:
+            probe = _unique_probe(table, index, row)
+            if probe is not None:
+                probes.append(probe)
+    return probes
+
+
+def _remember(table: TableDef, row, key: bytes, existing: dict) -> None:
+    existing[key] = b"row"
+    primary_key = keys.encode_key_tuple(table.primary_key_values(row))
+    for index in table.indexes:
+        if index.unique:
+            probe = _unique_probe(table, index, row)
+            if probe is not None:
+                existing[probe] = primary_key
+
+
+def _forget(table: TableDef, row, key: bytes, existing: dict) -> None:
+    existing[key] = None
+    for index in table.indexes:
+        if index.unique:
+            probe = _unique_probe(table, index, row)
+            if probe is not None:
+                existing[probe] = None
+
+
+async def _find_conflict(txn, table: TableDef, row, key: bytes, existing: dict, touched: set):
+    """(None for the primary key | the unique index, key of the conflicting row) or None."""
+    if key not in existing:
+        existing[key] = await txn.get(key)
+    if existing.get(key) is not None:
+        return None, key
+    for index in table.indexes:
+        if not index.unique:
+            continue
+        probe = _unique_probe(table, index, row)
+        if probe is None:
+            continue
+        if probe not in existing:
+            existing[probe] = await txn.get(probe)
+        value = existing.get(probe)
+        if value is not None:
+            return index, table.rows_prefix + value
+    return None
+
+
+class _ConflictHandler:
+    def __init__(self, table: TableDef, conflict: exp.OnConflict, ctx: QueryContext, target: exp.Expression):
+        self.table = table
+        action = str(conflict.args.get("action") or "").upper()
+        if conflict.args.get("constraint") is not None:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ON CONFLICT ON CONSTRAINT is not supported")
+        if conflict.args.get("duplicate"):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ON DUPLICATE KEY is not supported")
+        self.do_nothing = action == "DO NOTHING"
+        target_nodes = conflict.args.get("conflict_keys") or []
+        self.target: set | None = None
+        if target_nodes:
+            names = []
+            for node in target_nodes:
+                inner = node.this if isinstance(node, exp.Ordered) else node
+                if not isinstance(inner, (exp.Column, exp.Identifier)):
+                    raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ON CONFLICT on expressions is not supported")
+                name = identifier_name(inner.this if isinstance(inner, exp.Column) else inner)
+                if table.column_index(name) is None:
+                    raise SqlError(errors.UNDEFINED_COLUMN, f'column "{name}" does not exist')
+                names.append(name)
+            wanted = frozenset(names)
+            self.target = set()
+            if wanted == frozenset(table.columns[p].name for p in table.primary_key):
+                self.target.add(None)
+            for index in table.indexes:
+                if index.unique and wanted == frozenset(index.columns):
+                    self.target.add(index.name)
+            if not self.target:
+                raise SqlError(INVALID_COLUMN_REFERENCE,
+                               "there is no unique or exclusion constraint matching the ON CONFLICT specification")
+        elif not self.do_nothing:
+            raise SqlError(errors.SYNTAX_ERROR, "ON CONFLICT DO UPDATE requires inference specification or "
+                                                "constraint name",
+                           hint="For example, ON CONFLICT (column_name).")
+        if self.do_nothing:
+            return
+        alias = target.args.get("alias")
+        visible = identifier_name(alias.this) if alias is not None else table.name
+        columns = tuple((c.name, c.sql_type) for c in table.columns)
+        from compute_node.sql.expressions import Relation
+        scope = Scope([Relation(visible, columns), Relation("excluded", columns)])
+        compiler = Compiler(scope, "UPDATE", None, ctx)
+        self.assignments = _compile_assignments(table, conflict.expressions, compiler)
+        where = conflict.args.get("where")
+        self.where = compiler.compile_condition(where.this) if where is not None else None
+
+    def matches(self, index: IndexDef | None) -> bool:
+        return self.target is None or (index.name if index is not None else None) in self.target
+
+    def update(self, old_row, proposed, rules: TableRules):
+        combined = tuple(old_row) + tuple(proposed)
+        if self.where is not None and self.where.evaluate(combined) is not True:
+            return None
+        new_row = list(old_row)
+        for position, compiled in self.assignments:
+            column = self.table.columns[position]
+            new_row[position] = types.assign(compiled.evaluate(combined), compiled.sql_type, column.sql_type,
+                                             column.name)
+        rules.validate(new_row)
+        return new_row
 
 
 def _insert_positions(table: TableDef, column_nodes) -> list[int]:
@@ -235,62 +459,83 @@ def _insert_positions(table: TableDef, column_nodes) -> list[int]:
     return positions
 
 
-def _values_row(table: TableDef, positions: list[int], tuple_node: exp.Expression, explicit: bool):
-    value_nodes = tuple_node.expressions if isinstance(tuple_node, exp.Tuple) else [tuple_node]
-    if len(value_nodes) > len(positions):
-        raise SqlError(errors.SYNTAX_ERROR, "INSERT has more expressions than target columns")
-    if len(value_nodes) < len(positions) and explicit:
-        raise SqlError(errors.SYNTAX_ERROR, "INSERT has more target columns than expressions")
-    compiler = Compiler(EMPTY_SCOPE, "VALUES")
-    typed = []
-    for node in value_nodes:
-        compiled = _compile_value(compiler, node)
-        typed.append((compiled.evaluate(()), compiled.sql_type))
-    return typed
+def _compile_defaults(table: TableDef, ctx: QueryContext) -> list[Compiled | None]:
+    compiler = Compiler(Scope(), "DEFAULT expressions", None, ctx)
+    out = []
+    for column in table.columns:
+        if column.default is None:
+            out.append(None)
+            continue
+        compiled = compiler.compile(_parse_expression(column.default))
+        out.append(compiled)
+    return out
 
 
-def _compile_value(compiler: Compiler, node: exp.Expression) -> Compiled:
+def _compile_value(compiler: Compiler, node: exp.Expression) -> Compiled | None:
+    """None for the DEFAULT keyword."""
     if isinstance(node, exp.Var) and node.name.upper() == "DEFAULT":
-        return constant(None, types.NULL)  # no column defaults exist: DEFAULT is NULL
+        return None
+    if isinstance(node, exp.Column) and not node.args.get("table") and isinstance(node.this, exp.Identifier) \
+            and not node.this.quoted and node.this.this.upper() == "DEFAULT":
+        return None
     if contains_aggregate(node):
         raise SqlError(errors.GROUPING_ERROR, f"aggregate functions are not allowed in {compiler.clause}")
     return compiler.compile(node)
 
 
-def _build_row(table: TableDef, positions: Sequence[int], typed: Sequence[tuple[Any, types.SqlType]]) -> list:
+def _build_row(table: TableDef, positions: Sequence[int], typed, defaults: list[Compiled | None],
+               rules: TableRules) -> list:
     row: list[Any] = [None] * len(table.columns)
-    for position, (value, sql_type) in zip(positions, typed):
+    given: set[int] = set()
+    for position, item in zip(positions, typed):
+        if item is None:
+            continue  # DEFAULT keyword
+        value, sql_type = item
         column = table.columns[position]
         row[position] = types.assign(value, sql_type, column.sql_type, column.name)
-    _check_not_null(table, row)
+        given.add(position)
+    for position, default in enumerate(defaults):
+        if position not in given and default is not None:
+            column = table.columns[position]
+            row[position] = types.assign(default.evaluate(()), default.sql_type, column.sql_type, column.name)
+    rules.validate(row)
     return row
 
 
-def _check_not_null(table: TableDef, row: Sequence[Any]) -> None:
-    for column, value in zip(table.columns, row):
-        if value is None and column.not_null:
-            raise SqlError(errors.NOT_NULL_VIOLATION,
-                           f'null value in column "{column.name}" of relation "{table.name}" violates not-null constraint',
-                           detail=f"Failing row contains ({_format_values(row)}).")
+def _compile_returning(returning: exp.Returning | None, table: TableDef, target: exp.Expression,
+                       ctx: QueryContext):
+    if returning is None:
+        return None
+    if returning.args.get("into"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "RETURNING INTO is not supported")
+    if any(contains_aggregate(node) for node in returning.expressions):
+        raise SqlError(errors.GROUPING_ERROR, "aggregate functions are not allowed in RETURNING")
+    scope = table_scope(table, target if isinstance(target, exp.Table) else None)
+    select = exp.Select(expressions=[node.copy() for node in returning.expressions])
+    return compile_select(select, scope, True, ctx)
 
 
-def _duplicate_key(table: TableDef, row: Sequence[Any]) -> SqlError:
-    names = ", ".join(table.columns[p].name for p in table.primary_key)
-    values = _format_values(table.primary_key_values(row))
-    return SqlError(errors.UNIQUE_VIOLATION,
-                    f'duplicate key value violates unique constraint "{table.constraint_name}"',
-                    detail=f"Key ({names})=({values}) already exists.")
-
-
-def _format_values(values: Sequence[Any]) -> str:
-    return ", ".join("null" if v is None else types.format_value(v) for v in values)
+def _dml_result(tag: str, returning, rows: list[Sequence[Any]]) -> StatementResult:
+    if returning is None:
+        return StatementResult.tag(tag)
+    returning.reset()
+    for row in rows:
+        returning.add_row(tuple(row))
+    out, _ = returning.finish()
+    columns = [(name, sql_type.pg_name) for name, sql_type in returning.columns]
+    return StatementResult(columns, out, tag)
 
 
 # --- UPDATE / DELETE ----------------------------------------------------------------------
-async def _matching_rows(txn: Transaction, table: TableDef, where: exp.Where | None, scope: Scope):
-    condition = Compiler(scope, "WHERE").compile_condition(where.this) if where is not None else None
+async def _matching_rows(txn: Transaction, table: TableDef, target: exp.Expression, where: exp.Where | None,
+                         ctx: QueryContext, scope: Scope):
+    condition = Compiler(scope, "WHERE", None, ctx).compile_condition(where.this) if where is not None else None
+    plan = plan_access(table, where.this if where is not None else None,
+                       lambda column: _target_position(scope, table, column))
+    txn.last_plan = plan
+    await fetch(ctx)
     matched: list[tuple[bytes, tuple]] = []
-    async for key, row in read_rows(txn, table, plan_for(txn, table, where)):
+    async for key, row in read_rows(txn, table, plan):
         if condition is None or condition.evaluate(row) is True:
             if len(matched) >= limits.TXN_ROWS_MAX:
                 raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
@@ -300,45 +545,76 @@ async def _matching_rows(txn: Transaction, table: TableDef, where: exp.Where | N
     return matched
 
 
-_UPDATE_ARGS = {"this", "expressions", "where"}
+def _target_position(scope: Scope, table: TableDef, column: exp.Column) -> int | None:
+    try:
+        found = scope.resolve_local(column)
+    except SqlError:
+        return None
+    return None if found is None else found[0]
 
 
-async def run_update(txn: Transaction, update: exp.Update) -> StatementResult:
-    _reject_unknown_args(update, _UPDATE_ARGS, "UPDATE")
-    system_views.reject_write(update.this, "UPDATE")
-    table = await require_table(txn, update.this)
-    scope = table_scope(table, update.this)
-    compiler = Compiler(scope, "UPDATE")
+_UPDATE_ARGS = {"this", "expressions", "where", "returning"}
+
+
+def _compile_assignments(table: TableDef, nodes, compiler: Compiler) -> list[tuple[int, Compiled]]:
     assignments: list[tuple[int, Compiled]] = []
-    for assignment in update.expressions:
+    for assignment in nodes:
         if not isinstance(assignment, exp.EQ) or not isinstance(assignment.this, exp.Column):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "this form of UPDATE ... SET is not supported")
-        name = identifier_name(assignment.this.this)
+        column_node = assignment.this
+        if column_node.args.get("table") is not None:
+            raise SqlError(errors.UNDEFINED_COLUMN,
+                           f'column "{identifier_name(column_node.args["table"])}" of relation "{table.name}" does not exist')
+        name = identifier_name(column_node.this)
         position = table.column_index(name)
         if position is None:
             raise SqlError(errors.UNDEFINED_COLUMN, f'column "{name}" of relation "{table.name}" does not exist')
         if any(existing == position for existing, _ in assignments):
             raise SqlError(errors.SYNTAX_ERROR, f'multiple assignments to same column "{name}"')
-        assignments.append((position, _compile_value(compiler, assignment.expression)))
-    matched = await _matching_rows(txn, table, update.args.get("where"), scope)
+        compiled = _compile_value(compiler, assignment.expression)
+        column = table.columns[position]
+        if compiled is None:
+            default = column.default
+            compiled = compiler.compile(_parse_expression(default)) if default is not None else constant(None, types.NULL)
+        if not types.can_assign(compiled.sql_type, column.sql_type):
+            raise SqlError(errors.DATATYPE_MISMATCH,
+                           f'column "{column.name}" is of type {column.sql_type.display_name} but expression is of '
+                           f'type {compiled.sql_type.display_name}', hint="You will need to rewrite or cast the expression.")
+        assignments.append((position, compiled))
+    return assignments
+
+
+async def run_update(txn: Transaction, update: exp.Update) -> StatementResult:
+    if update.args.get("from_") is not None or update.args.get("from") is not None:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "UPDATE ... FROM is not supported")
+    _reject_unknown_args(update, _UPDATE_ARGS, "UPDATE")
+    system_views.reject_write(update.this, "UPDATE")
+    await preload_tables(txn, update)
+    table = await require_table(txn, update.this)
+    ctx = new_context(txn)
+    scope = table_scope(table, update.this)
+    compiler = Compiler(scope, "UPDATE", None, ctx)
+    assignments = _compile_assignments(table, update.expressions, compiler)
+    rules = compile_rules(table, ctx)
+    returning = _compile_returning(update.args.get("returning"), table, update.this, ctx)
+    matched = await _matching_rows(txn, table, update.this, update.args.get("where"), ctx, scope)
+    written = []
     for key, row in matched:
         new_row = list(row)
         for position, compiled in assignments:
             column = table.columns[position]
             new_row[position] = types.assign(compiled.evaluate(row), compiled.sql_type, column.sql_type, column.name)
-        _check_not_null(table, new_row)
+        rules.validate(new_row)
         new_key = table.row_key(new_row)
         if new_key != key:
-            txn.put(key, None)
-            if await txn.get(new_key) is not None:
-                raise _duplicate_key(table, new_row)
-        txn.put(new_key, keys.encode_row(new_row))
-    if matched:
-        txn.lock(table.catalog_key)
-    return StatementResult.tag(f"UPDATE {len(matched)}")
+            txn.put(key, None)  # the old key is free before the new one is checked
+        await check_unique(txn, table, new_row, new_key, key)
+        write_row(txn, table, new_row, row, key)
+        written.append(new_row)
+    return _dml_result(f"UPDATE {len(matched)}", returning, written)
 
 
-_DELETE_ARGS = {"this", "where", "using", "cluster"}
+_DELETE_ARGS = {"this", "where", "using", "cluster", "returning"}
 
 
 async def run_delete(txn: Transaction, delete: exp.Delete) -> StatementResult:
@@ -346,48 +622,197 @@ async def run_delete(txn: Transaction, delete: exp.Delete) -> StatementResult:
     if delete.args.get("using"):
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "DELETE ... USING is not supported")
     system_views.reject_write(delete.this, "DELETE")
+    await preload_tables(txn, delete)
     table = await require_table(txn, delete.this)
+    ctx = new_context(txn)
     scope = table_scope(table, delete.this)
-    matched = await _matching_rows(txn, table, delete.args.get("where"), scope)
-    for key, _ in matched:
-        txn.put(key, None)
-    if matched:
-        txn.lock(table.catalog_key)
-    return StatementResult.tag(f"DELETE {len(matched)}")
+    returning = _compile_returning(delete.args.get("returning"), table, delete.this, ctx)
+    matched = await _matching_rows(txn, table, delete.this, delete.args.get("where"), ctx, scope)
+    for key, row in matched:
+        delete_row(txn, table, row, key)
+    return _dml_result(f"DELETE {len(matched)}", returning, [row for _, row in matched])
 
 
 # --- DDL ---------------------------------------------------------------------------------
 _CREATE_ARGS = {"this", "kind", "exists", "replace", "refresh", "unique", "concurrently"}
 
 
+async def _next_id(txn: Transaction) -> int:
+    counter = await txn.get(keys.TABLE_ID_COUNTER_KEY)
+    last_id = int.from_bytes(counter, "big") if counter is not None else 0
+    if last_id >= keys.TABLE_ID_MAX:
+        raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, "no table ids left")
+    txn.put(keys.TABLE_ID_COUNTER_KEY, (last_id + 1).to_bytes(8, "big"))
+    return last_id + 1
+
+
+async def _relation_exists(txn: Transaction, name: str) -> str | None:
+    """'table', 'index' or None: tables and indexes share one namespace, as in PostgreSQL."""
+    if await load_table(txn, name) is not None:
+        return "table"
+    if await txn.get(keys.catalog_index_key(name)) is not None:
+        return "index"
+    return None
+
+
+async def _free_name(txn: Transaction, base: str, taken: set[str]) -> str:
+    for attempt in range(10_000):
+        candidate = base if attempt == 0 else f"{base}{attempt}"
+        if candidate in taken:
+            continue
+        if await _relation_exists(txn, candidate) is None:
+            return candidate
+    raise AssertionError("no free relation name")
+
+
+def _save_table(txn: Transaction, table: TableDef) -> None:
+    txn.put(table.catalog_key, table.encode())
+    txn.tables[table.name] = table
+
+
 async def run_create(txn: Transaction, create: exp.Create) -> StatementResult:
     kind = str(create.args.get("kind") or "").upper()
+    if kind == "INDEX":
+        return await run_create_index(txn, create)
     if kind != "TABLE":
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"CREATE {kind or 'this object'} is not supported")
     if create.args.get("replace") or create.args.get("properties") is not None:
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "this form of CREATE TABLE is not supported")
-    _reject_unknown_args(create, _CREATE_ARGS, "CREATE TABLE")
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "this form of CREATE TABLE (TEMP, UNLOGGED, OR REPLACE, ...) "
+                                                     "is not supported")
+    _reject_unknown_args(create, _CREATE_ARGS | {"expression"}, "CREATE TABLE")
     schema = create.this
     system_views.reject_write(schema.this if isinstance(schema, exp.Schema) else schema, "CREATE TABLE")
-    name = table_name(schema.this if isinstance(schema, exp.Schema) else schema)
-    table_from_create(create, 1)  # validate the definition before reading anything
-    if await load_table(txn, name) is not None:
+    spec = create_spec(create, 1)  # validate the definition before reading anything
+    name = spec.table.name
+    _validate_expressions(spec.table, spec.check_nodes, spec.default_nodes)
+    existing = await _relation_exists(txn, name)
+    if existing is not None:
         if create.args.get("exists"):
             return StatementResult.tag("CREATE TABLE")  # PostgreSQL: NOTICE relation already exists, skipping
         raise SqlError(errors.DUPLICATE_TABLE, f'relation "{name}" already exists')
-    counter = await txn.get(keys.TABLE_ID_COUNTER_KEY)
-    last_table_id = int.from_bytes(counter, "big") if counter is not None else 0
-    if last_table_id >= keys.TABLE_ID_MAX:
-        raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, "no table ids left")
-    table = table_from_create(create, last_table_id + 1)
-    txn.put(keys.TABLE_ID_COUNTER_KEY, table.table_id.to_bytes(8, "big"))
-    txn.put(table.catalog_key, table.encode())
-    txn.tables[name] = table
+    if len(spec.unique_constraints) > limits.TABLE_INDEXES_MAX:
+        raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, f"a table can have at most {limits.TABLE_INDEXES_MAX} indexes")
+    table_id = await _next_id(txn)
+    table = dataclasses.replace(spec.table, table_id=table_id)
+    taken = {name} | {check.name for check in table.checks}
+    indexes = []
+    for explicit, columns in spec.unique_constraints:
+        if any(existing_index.columns == columns for existing_index in indexes) or \
+                columns == tuple(table.columns[p].name for p in table.primary_key):
+            continue  # PostgreSQL keeps one index per distinct column list
+        index_name = explicit or await _free_name(txn, f"{name}_{'_'.join(columns)}_key", taken)
+        if index_name in taken or await _relation_exists(txn, index_name) is not None:
+            raise SqlError(errors.DUPLICATE_TABLE, f'relation "{index_name}" already exists')
+        taken.add(index_name)
+        _check_index_columns(table, columns)
+        indexes.append(IndexDef(index_name, await _next_id(txn), columns, True, True, (False,) * len(columns)))
+    table = dataclasses.replace(table, indexes=tuple(indexes))
+    for index in indexes:
+        txn.put(keys.catalog_index_key(index.name), name.encode("utf-8"))
+    _save_table(txn, table)
     return StatementResult.tag("CREATE TABLE")
+
+
+def _validate_expressions(table: TableDef, check_nodes, default_nodes) -> None:
+    scope = table_scope(table)
+    for _, node in check_nodes:
+        if any(isinstance(n, (exp.Subquery, exp.Exists, exp.Select)) for n in node.walk()):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "cannot use subquery in check constraint")
+        if contains_aggregate(node):
+            raise SqlError(errors.GROUPING_ERROR, "aggregate functions are not allowed in check constraints")
+        Compiler(scope, "CHECK constraint").compile_condition(node)
+    for position, node in default_nodes.items():
+        if any(isinstance(n, exp.Column) for n in node.walk()):
+            raise SqlError("0A000" if False else "42P10", "cannot use column reference in DEFAULT expression")
+        if any(isinstance(n, (exp.Subquery, exp.Exists, exp.Select)) for n in node.walk()):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "cannot use subquery in DEFAULT expression")
+        column = table.columns[position]
+        compiled = Compiler(Scope(), "DEFAULT expressions").compile(node)
+        if not types.can_assign(compiled.sql_type, column.sql_type):
+            raise SqlError(errors.DATATYPE_MISMATCH,
+                           f'column "{column.name}" is of type {column.sql_type.display_name} but default expression '
+                           f'is of type {compiled.sql_type.display_name}',
+                           hint="You will need to rewrite or cast the expression.")
+        if compiled.constant:
+            types.assign(compiled.evaluate(()), compiled.sql_type, column.sql_type, column.name)
+
+
+def _check_index_columns(table: TableDef, columns: Sequence[str]) -> None:
+    if len(columns) > limits.INDEX_COLUMNS_MAX:
+        raise SqlError(TOO_MANY_COLUMNS, f"cannot use more than {limits.INDEX_COLUMNS_MAX} columns in an index")
+    for column_name in columns:
+        if table.column_index(column_name) is None:
+            raise SqlError(errors.UNDEFINED_COLUMN, f'column "{column_name}" does not exist')
+
+
+async def run_create_index(txn: Transaction, create: exp.Create) -> StatementResult:
+    index_node = create.this
+    if not isinstance(index_node, exp.Index):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "this form of CREATE INDEX is not supported")
+    if create.args.get("concurrently"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "CREATE INDEX CONCURRENTLY is not supported")
+    params = index_node.args.get("params")
+    if params is None or not params.args.get("columns"):
+        raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
+    using = params.args.get("using")
+    if using is not None and using.name.lower() != "btree":
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'access method "{using.name.lower()}" is not supported')
+    if params.args.get("where") is not None:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "partial indexes (CREATE INDEX ... WHERE) are not supported")
+    if params.args.get("include"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "INCLUDE columns are not supported")
+    columns: list[str] = []
+    descending: list[bool] = []
+    for item in params.args["columns"]:
+        inner = item.this if isinstance(item, exp.Ordered) else item
+        if not isinstance(inner, exp.Column) or inner.args.get("table") is not None:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "indexes on expressions are not supported")
+        columns.append(identifier_name(inner.this))
+        descending.append(bool(isinstance(item, exp.Ordered) and item.args.get("desc")))
+    table_node = index_node.args.get("table")
+    system_views.reject_write(table_node, "CREATE TABLE")
+    table = await require_table(txn, table_node)
+    _check_index_columns(table, columns)
+    unique = bool(create.args.get("unique"))
+    name_node = index_node.this
+    if name_node is not None:
+        index_name = identifier_name(name_node)
+        if await _relation_exists(txn, index_name) is not None:
+            if create.args.get("exists"):
+                return StatementResult.tag("CREATE INDEX")  # NOTICE: relation already exists, skipping
+            raise SqlError(errors.DUPLICATE_TABLE, f'relation "{index_name}" already exists')
+    else:
+        index_name = await _free_name(txn, f"{table.name}_{'_'.join(columns)}_idx", set())
+    if len(table.indexes) >= limits.TABLE_INDEXES_MAX:
+        raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, f"a table can have at most {limits.TABLE_INDEXES_MAX} indexes")
+    index = IndexDef(index_name, await _next_id(txn), tuple(columns), unique, False, tuple(descending))
+    table = dataclasses.replace(table, indexes=table.indexes + (index,))
+    await _fill_index(txn, table, index)
+    txn.put(keys.catalog_index_key(index_name), table.name.encode("utf-8"))
+    _save_table(txn, table)
+    return StatementResult.tag("CREATE INDEX")
+
+
+async def _fill_index(txn: Transaction, table: TableDef, index: IndexDef) -> None:
+    """Writes the entry of every existing row; a duplicate in a unique index fails the statement."""
+    seen: dict[bytes, tuple] = {}
+    prefix = table.rows_prefix
+    async for _, value in txn.scan(prefix, keys.prefix_end(prefix)):
+        row = table.decode_row(value)
+        entry_key, entry_value = table.index_entry(index, row)
+        if index.unique and entry_key in seen:
+            positions = table.index_positions(index)
+            names = ", ".join(table.columns[p].name for p in positions)
+            raise SqlError(errors.UNIQUE_VIOLATION, f'could not create unique index "{index.name}"',
+                           detail=f"Key ({names})=({_format_values([row[p] for p in positions])}) is duplicated.")
+        seen[entry_key] = row
+        txn.put(entry_key, entry_value)
 
 
 async def run_drop(txn: Transaction, drop: exp.Drop) -> StatementResult:
     kind = str(drop.args.get("kind") or "").upper()
+    if kind == "INDEX":
+        return await run_drop_index(txn, drop)
     if kind != "TABLE":
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"DROP {kind or 'this object'} is not supported")
     table_nodes = drop.args.get("tables") or ([drop.this] if drop.this is not None else [])
@@ -400,14 +825,206 @@ async def run_drop(txn: Transaction, drop: exp.Drop) -> StatementResult:
         name = table_name(table_node)
         table = await load_table(txn, name)
         if table is None:
+            if await txn.get(keys.catalog_index_key(name)) is not None:
+                raise SqlError(WRONG_OBJECT_TYPE, f'"{name}" is not a table', hint="Use DROP INDEX to remove an index.")
             if drop.args.get("exists"):
                 continue  # PostgreSQL: NOTICE table does not exist, skipping
             raise SqlError(errors.UNDEFINED_TABLE, f'table "{name}" does not exist')
         dropped.append(table)
     for table in dropped:
+        for index in table.indexes:
+            txn.put(keys.catalog_index_key(index.name), None)
         txn.put(table.catalog_key, None)
         txn.tables[table.name] = None
     return StatementResult.tag("DROP TABLE")
+
+
+async def run_drop_index(txn: Transaction, drop: exp.Drop) -> StatementResult:
+    if drop.args.get("concurrently"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "DROP INDEX CONCURRENTLY is not supported")
+    targets: list[tuple[TableDef, IndexDef]] = []
+    for node in drop.args.get("tables") or []:
+        name = table_name(node)
+        owner = await txn.get(keys.catalog_index_key(name))
+        if owner is None:
+            if await load_table(txn, name) is not None:
+                raise SqlError(WRONG_OBJECT_TYPE, f'"{name}" is not an index', hint="Use DROP TABLE to remove a table.")
+            if drop.args.get("exists"):
+                continue  # NOTICE: index does not exist, skipping
+            raise SqlError(UNDEFINED_OBJECT, f'index "{name}" does not exist')
+        table = await load_table(txn, owner.decode("utf-8"))
+        assert table is not None, f"index {name} names a missing table"
+        index = table.find_index(name)
+        assert index is not None, f"table {table.name} does not list index {name}"
+        if index.constraint:
+            raise SqlError(DEPENDENT_OBJECTS,
+                           f"cannot drop index {name} because constraint {name} on table {table.name} requires it",
+                           hint=f"You can drop constraint {name} on table {table.name} instead.")
+        targets.append((table, index))
+    for table, index in targets:
+        current = txn.tables[table.name]
+        _save_table(txn, dataclasses.replace(current, indexes=tuple(i for i in current.indexes if i.name != index.name)))
+        txn.put(keys.catalog_index_key(index.name), None)
+    return StatementResult.tag("DROP INDEX")
+
+
+async def run_alter(txn: Transaction, alter: exp.Alter) -> StatementResult:
+    kind = str(alter.args.get("kind") or "").upper()
+    if kind != "TABLE":
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"ALTER {kind or 'this object'} is not supported")
+    if alter.args.get("only"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ALTER TABLE ONLY is not supported")
+    system_views.reject_write(alter.this, "ALTER TABLE")
+    name = table_name(alter.this)
+    table = await load_table(txn, name)
+    if table is None:
+        if alter.args.get("exists"):
+            return StatementResult.tag("ALTER TABLE")  # NOTICE: relation does not exist, skipping
+        raise SqlError(errors.UNDEFINED_TABLE, f'relation "{name}" does not exist')
+    for action in alter.args.get("actions") or []:
+        if isinstance(action, exp.ColumnDef):
+            table = await _add_column(txn, table, action)
+        elif isinstance(action, exp.Drop) and str(action.args.get("kind") or "").upper() == "COLUMN":
+            table = await _drop_column(txn, table, action)
+        else:
+            shown = type(action).__name__
+            words = {"AlterRename": "RENAME", "AlterColumn": "ALTER COLUMN", "AddConstraint": "ADD CONSTRAINT",
+                     "RenameColumn": "RENAME COLUMN", "DropPartition": "DROP PARTITION"}.get(shown, shown)
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"ALTER TABLE ... {words} is not supported")
+    _save_table(txn, table)
+    return StatementResult.tag("ALTER TABLE")
+
+
+def _with_explicit_slots(table: TableDef) -> TableDef:
+    columns = tuple(dataclasses.replace(c, slot=table.column_slot(i)) for i, c in enumerate(table.columns))
+    return dataclasses.replace(table, columns=columns, slot_count=table.physical_slots)
+
+
+async def _table_has_rows(txn: Transaction, table: TableDef) -> bool:
+    prefix = table.rows_prefix
+    async for _ in txn.scan(prefix, keys.prefix_end(prefix)):
+        return True
+    return False
+
+
+async def _add_column(txn: Transaction, table: TableDef, action: exp.ColumnDef) -> TableDef:
+    column, is_primary, uniques, checks, defaults = column_from_def(action, table.name)
+    if table.column_index(column.name) is not None:
+        if action.args.get("exists"):
+            return table  # NOTICE: column already exists, skipping
+        raise SqlError(errors.DUPLICATE_COLUMN, f'column "{column.name}" of relation "{table.name}" already exists')
+    if is_primary:
+        raise SqlError(errors.INVALID_TABLE_DEFINITION, f'multiple primary keys for table "{table.name}" are not allowed')
+    if uniques:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ADD COLUMN ... UNIQUE is not supported; add the column, then "
+                                                     "CREATE UNIQUE INDEX")
+    if len(table.columns) + 1 > limits.TABLE_COLUMNS_MAX:
+        raise SqlError(TOO_MANY_COLUMNS, f"tables can have at most {limits.TABLE_COLUMNS_MAX} columns")
+    table = _with_explicit_slots(table)
+    slot = table.physical_slots
+    missing = None
+    if 0 in defaults:
+        probe = dataclasses.replace(table, columns=table.columns + (dataclasses.replace(column, slot=slot),),
+                                    slot_count=slot + 1)
+        _validate_expressions(probe, [], {len(table.columns): defaults[0]})
+        compiled = Compiler(Scope(), "DEFAULT expressions", None, new_context(txn)).compile(defaults[0])
+        value = types.assign(compiled.evaluate(()), compiled.sql_type, column.sql_type, column.name)
+        if value is not None:
+            missing = keys.encode_row([value]).hex()
+    if column.not_null and missing is None and await _table_has_rows(txn, table):
+        raise SqlError(errors.NOT_NULL_VIOLATION, f'column "{column.name}" of relation "{table.name}" contains null values')
+    new_column = dataclasses.replace(column, slot=slot, missing=missing)
+    check_defs = list(table.checks)
+    taken = {c.name for c in check_defs}
+    new_checks = []
+    for explicit, node, column_name in checks:
+        check_name = explicit or unique_name(f"{table.name}_{column_name}_check", taken)
+        taken.add(check_name)
+        new_checks.append((check_name, node))
+        check_defs.append(CheckDef(check_name, node.sql(dialect="postgres")))
+    result = dataclasses.replace(table, columns=table.columns + (new_column,), slot_count=slot + 1,
+                                 checks=tuple(check_defs))
+    if new_checks:
+        _validate_expressions(result, new_checks, {})
+        rules = compile_rules(dataclasses.replace(result, checks=tuple(CheckDef(n, x.sql(dialect="postgres"))
+                                                                      for n, x in new_checks)))
+        prefix = result.rows_prefix
+        async for _, value in txn.scan(prefix, keys.prefix_end(prefix)):
+            row = result.decode_row(value)
+            for check_name, check in rules.checks:
+                if check.evaluate(row) is False:
+                    raise SqlError(CHECK_VIOLATION,
+                                   f'check constraint "{check_name}" of relation "{table.name}" is violated by some row')
+    return result
+
+
+async def _drop_column(txn: Transaction, table: TableDef, action: exp.Drop) -> TableDef:
+    targets = action.args.get("tables") or []
+    for node in targets:
+        name = identifier_name(node.this if isinstance(node, exp.Column) else node)
+        position = table.column_index(name)
+        if position is None:
+            if action.args.get("exists"):
+                continue  # NOTICE: column does not exist, skipping
+            raise SqlError(errors.UNDEFINED_COLUMN, f'column "{name}" of relation "{table.name}" does not exist')
+        if position in table.primary_key:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           f'cannot drop column "{name}": it is part of the primary key of "{table.name}"')
+        table = _with_explicit_slots(table)
+        columns = table.columns[:position] + table.columns[position + 1:]
+        primary_key = tuple(p - (1 if p > position else 0) for p in table.primary_key)
+        kept_indexes = []
+        for index in table.indexes:
+            if name in index.columns:
+                txn.put(keys.catalog_index_key(index.name), None)  # PostgreSQL drops the index with the column
+            else:
+                kept_indexes.append(index)
+        kept_checks = [check for check in table.checks
+                       if name not in {identifier_name(c.this) for c in _parse_expression(check.sql).find_all(exp.Column)}]
+        table = TableDef(table.table_id, table.name, columns, primary_key, tuple(kept_indexes), tuple(kept_checks),
+                         table.slot_count)
+    return table
+
+
+# --- EXPLAIN ------------------------------------------------------------------------------------
+async def run_explain(txn: Transaction, explain: Explain) -> StatementResult:
+    statement = explain.statement
+    if explain.analyze:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "EXPLAIN ANALYZE is not supported")
+    await preload_tables(txn, statement)
+    ctx = new_context(txn)
+    if isinstance(statement, (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Values)):
+        if isinstance(statement, exp.Select) and not statement.args.get("with_"):
+            plan = compile_select_plan(statement, None, ctx)
+        else:
+            plan = compile_query(statement, None, ctx)
+        if isinstance(plan, SelectPlan):
+            plan.subplans = list(ctx.expression_subplans)
+        lines = plan.explain()
+    elif isinstance(statement, (exp.Update, exp.Delete)):
+        table = await require_table(txn, statement.this)
+        scope = table_scope(table, statement.this)
+        where = statement.args.get("where")
+        if where is not None:
+            Compiler(scope, "WHERE", None, ctx).compile_condition(where.this)
+        access = plan_access(table, where.this if where is not None else None,
+                             lambda column: _target_position(scope, table, column))
+        from compute_node.sql.select import Source
+        from compute_node.sql.expressions import Relation
+        source = Source(Relation(table.name, ()), "table", table=table, plan=access)
+        verb = "Update" if isinstance(statement, exp.Update) else "Delete"
+        lines = [f"{verb} on {table.name}", "  ->  " + source.describe()]
+        if where is not None:
+            lines.insert(1, "  ->  Filter (WHERE)")
+            lines[2] = "        ->  " + source.describe()
+    elif isinstance(statement, exp.Insert):
+        target = statement.this.this if isinstance(statement.this, exp.Schema) else statement.this
+        table = await require_table(txn, target)
+        lines = [f"Insert on {table.name} ({1 + len(table.indexes)} key(s) per row: row"
+                 f"{', ' + ', '.join(i.name for i in table.indexes) if table.indexes else ''})"]
+    else:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "EXPLAIN of this statement is not supported")
+    return StatementResult([("QUERY PLAN", "text")], [(line,) for line in lines], "EXPLAIN")
 
 
 def _reject_unknown_args(node: exp.Expression, allowed: set[str], statement: str) -> None:

@@ -10,22 +10,38 @@ row is read, as PostgreSQL does at parse/plan time. Evaluation implements SQL
 three-valued logic: NULL (None) propagates through operators; AND/OR/NOT follow
 the SQL truth tables; WHERE keeps a row only when its condition is true.
 
+Scopes: a Scope lists the relations of one FROM clause (each with a visible name and
+its columns at an offset of the combined row) and points to the scope of the query
+around it. A column found in an enclosing scope is an outer reference: its
+evaluator reads the row that scope is evaluating now (`Scope.cell`, set by the
+subquery expression just before it runs the subquery), and every scope in between
+is marked `uses_outer` (the subquery is correlated and cannot be cached).
+
+Subqueries (scalar, EXISTS, IN) are compiled through `context.compile_subquery`,
+which returns a SubPlan whose `run()` is synchronous: its base tables were read
+before the statement's rows are evaluated (compute_node/sql/select.py).
+
 Untyped string literals ('12') have type UNKNOWN and are converted to the type of
 the other operand at compile time (so `id = '12'` compares integers); untyped NULL
 likewise takes the other operand's type.
 
 Aggregates: when the compiler is given an `AggregateCollector`, it compiles the
 select list of a grouped query. An expression equal to a GROUP BY expression reads
-the group's value; an aggregate call (count/sum/min/max/avg) registers a slot whose
-argument is compiled against the input row; any other column reference is 42803.
-The grouped row seen by such evaluators is group values followed by aggregate values.
+the group's value; an aggregate call registers a slot whose argument is compiled
+against the input row; any other column reference is 42803. The grouped row seen
+by such evaluators is group values followed by aggregate values.
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import decimal
+import hashlib
 import math
 import operator
+import random
 import re
+import uuid
 from typing import Any, Callable, Sequence
 
 from sqlglot import exp
@@ -38,6 +54,12 @@ from quorumdb.errors import SqlError
 
 Row = Sequence[Any]
 Evaluator = Callable[[Row], Any]
+CARDINALITY_VIOLATION = "21000"
+AMBIGUOUS_FUNCTION = "42725"
+INVALID_ARGUMENT = "22023"
+INVALID_ESCAPE = "22025"
+D = decimal.Decimal
+CTX = types.DECIMAL_CONTEXT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,39 +73,117 @@ def constant(value: Any, sql_type: SqlType) -> Compiled:
     return Compiled(lambda row: value, sql_type, True)
 
 
-@dataclasses.dataclass(frozen=True)
-class Scope:
-    """The columns an expression may name: one table (or none, for SELECT without FROM)."""
-    table_name: str | None
-    alias: str | None
+# --- scopes ----------------------------------------------------------------------------
+@dataclasses.dataclass
+class Relation:
+    name: str                                   # what qualifiers match: the alias, else the table name
     columns: tuple[tuple[str, SqlType], ...]
+    offset: int = 0
+    hidden: frozenset = frozenset()             # USING columns shown once (by the left relation)
 
-    def resolve(self, column: exp.Column) -> tuple[int, SqlType]:
+
+class Scope:
+    """The columns an expression may name: the relations of one FROM clause, then enclosing scopes."""
+
+    def __init__(self, relations: Sequence[Relation] = (), parent: "Scope | None" = None):
+        self.relations = list(relations)
+        self.parent = parent
+        self.using: dict[str, tuple[int, SqlType]] = {}
+        self.cell: list = [()]        # the row this scope is evaluating (for correlated subqueries)
+        self.uses_outer = False
+        offset = 0
+        for relation in self.relations:
+            relation.offset = offset
+            offset += len(relation.columns)
+        self.width = offset
+
+    @staticmethod
+    def single(name: str, columns, alias: str | None = None) -> "Scope":
+        return Scope([Relation(alias or name, tuple(columns))])
+
+    @property
+    def columns(self) -> list[tuple[str, SqlType]]:
+        return [column for relation in self.relations for column in relation.columns]
+
+    def find_relation(self, name: str) -> Relation | None:
+        return next((r for r in self.relations if r.name == name), None)
+
+    def resolve_local(self, column: exp.Column) -> tuple[int, SqlType] | None:
+        """(index, type) of a column of this scope's own relations, None if it is not one of them."""
         name = identifier_name(column.this)
         qualifier = column.args.get("table")
         if qualifier is not None:
-            qualifier_name = identifier_name(qualifier)
-            visible = self.alias if self.alias is not None else self.table_name
-            if qualifier_name != visible:
-                raise SqlError(errors.UNDEFINED_TABLE, f'missing FROM-clause entry for table "{qualifier_name}"')
-        for index, (column_name, sql_type) in enumerate(self.columns):
-            if column_name == name:
-                return index, sql_type
-        shown = f"{identifier_name(qualifier)}.{name}" if qualifier is not None else name
-        raise SqlError(errors.UNDEFINED_COLUMN, f'column "{shown}" does not exist')
+            relation = self.find_relation(identifier_name(qualifier))
+            if relation is None:
+                return None
+            for index, (column_name, sql_type) in enumerate(relation.columns):
+                if column_name == name:
+                    return relation.offset + index, sql_type
+            raise SqlError(errors.UNDEFINED_COLUMN, f'column {relation.name}.{name} does not exist')
+        if name in self.using:
+            return self.using[name]
+        found = [(r.offset + i, t) for r in self.relations for i, (n, t) in enumerate(r.columns) if n == name]
+        if len(found) > 1:
+            raise SqlError(errors.AMBIGUOUS_COLUMN, f'column reference "{name}" is ambiguous')
+        return found[0] if found else None
+
+    def resolve(self, column: exp.Column) -> tuple[int, int, SqlType]:
+        """(depth, index, type): depth 0 is this scope, 1 the enclosing one, ..."""
+        scope: Scope | None = self
+        depth = 0
+        while scope is not None:
+            found = scope.resolve_local(column)
+            if found is not None:
+                return depth, found[0], found[1]
+            scope = scope.parent
+            depth += 1
+        name = identifier_name(column.this)
+        qualifier = column.args.get("table")
+        if qualifier is not None:
+            raise SqlError(errors.UNDEFINED_TABLE, f'missing FROM-clause entry for table "{identifier_name(qualifier)}"')
+        raise SqlError(errors.UNDEFINED_COLUMN, f'column "{name}" does not exist')
+
+    def ancestor(self, depth: int) -> "Scope":
+        scope = self
+        for _ in range(depth):
+            scope.uses_outer = True
+            assert scope.parent is not None
+            scope = scope.parent
+        return scope
 
 
-EMPTY_SCOPE = Scope(None, None, ())
+EMPTY_SCOPE = Scope()
 
-AGGREGATE_NODES = (exp.Count, exp.Sum, exp.Min, exp.Max, exp.Avg)
+
+class Context:
+    """What expressions may need besides their row: the statement's time, randomness, subqueries."""
+
+    def __init__(self, start_ts_ns: int = 0, rng: random.Random | None = None, compile_subquery=None):
+        self.start_ts_ns = start_ts_ns
+        self.rng = rng or random.Random(start_ts_ns)
+        self.compile_subquery = compile_subquery
+
+    @property
+    def now(self) -> datetime.datetime:
+        return (datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+                + datetime.timedelta(microseconds=self.start_ts_ns // 1000))
+
+
+DEFAULT_CONTEXT = Context()
+
+AGGREGATE_NODES = (exp.Count, exp.Sum, exp.Min, exp.Max, exp.Avg, exp.LogicalAnd, exp.LogicalOr, exp.GroupConcat)
+_AGGREGATE_NAMES = {exp.Count: "count", exp.Sum: "sum", exp.Min: "min", exp.Max: "max", exp.Avg: "avg",
+                    exp.LogicalAnd: "bool_and", exp.LogicalOr: "bool_or", exp.GroupConcat: "string_agg"}
 
 
 @dataclasses.dataclass
 class AggregateSpec:
-    name: str               # count, sum, min, max, avg
+    name: str                  # count, sum, min, max, avg, bool_and, bool_or, string_agg
     argument: Compiled | None  # None for count(*)
     distinct: bool
     result_type: SqlType
+    filter: Compiled | None = None
+    separator: Compiled | None = None
 
 
 class AggregateCollector:
@@ -93,20 +193,25 @@ class AggregateCollector:
         self.row_compiler = row_compiler
         self.group_nodes = list(group_nodes)
         self.group_compiled = [row_compiler.compile(node) for node in self.group_nodes]
+        self.group_compiled = [coerce(c, types.TEXT) if c.sql_type.kind is Kind.UNKNOWN else c
+                               for c in self.group_compiled]
         self.group_columns = [self._column_index(node) for node in self.group_nodes]
         self.aggregates: list[AggregateSpec] = []
 
     def _column_index(self, node: exp.Expression) -> int | None:
         if isinstance(node, exp.Column) and not isinstance(node.this, exp.Star):
-            return self.row_compiler.scope.resolve(node)[0]
+            depth, index, _ = self.row_compiler.scope.resolve(node)
+            return index if depth == 0 else None
         return None
 
     def match_group(self, node: exp.Expression) -> int | None:
-        column_index = self._column_index(node) if isinstance(node, exp.Column) else None
+        column_index = None
+        if isinstance(node, exp.Column) and not isinstance(node.this, exp.Star):
+            column_index = self._column_index(node)
         for position, group_node in enumerate(self.group_nodes):
             if column_index is not None and self.group_columns[position] == column_index:
                 return position
-            if column_index is None and not isinstance(node, exp.Column) and node == group_node:
+            if not isinstance(node, exp.Column) and node == group_node:
                 return position
         return None
 
@@ -121,16 +226,20 @@ _COMPARISONS = {
     exp.GT: (">", operator.gt), exp.GTE: (">=", operator.ge),
 }
 _ARITHMETIC = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.Mod: "%"}
-_INT_WIDTH = {Kind.SMALLINT: 0, Kind.INTEGER: 1, Kind.BIGINT: 2}
 
 
 class Compiler:
     """Compiles expressions over one scope; `clause` names the context in error messages."""
 
-    def __init__(self, scope: Scope, clause: str, aggregates: AggregateCollector | None = None):
+    def __init__(self, scope: Scope, clause: str, aggregates: AggregateCollector | None = None,
+                 context: Context | None = None):
         self.scope = scope
         self.clause = clause
         self.aggregates = aggregates
+        self.context = context or DEFAULT_CONTEXT
+
+    def child(self, clause: str, aggregates: AggregateCollector | None = None) -> "Compiler":
+        return Compiler(self.scope, clause, aggregates, self.context)
 
     def compile(self, node: exp.Expression) -> Compiled:
         if self.aggregates is not None:
@@ -144,8 +253,12 @@ class Compiler:
 
     def compile_condition(self, node: exp.Expression) -> Compiled:
         """A WHERE/HAVING condition: must be boolean (an unknown literal is read as boolean)."""
+        return self.as_boolean(self.compile(node), f"argument of {self.clause}")
+
+    def compile_typed(self, node: exp.Expression) -> Compiled:
+        """An expression whose untyped literal becomes text (select lists, VALUES)."""
         compiled = self.compile(node)
-        return self._as_boolean(compiled, f"argument of {self.clause}")
+        return coerce(compiled, types.TEXT) if compiled.sql_type.kind is Kind.UNKNOWN else compiled
 
     # --- leaves -----------------------------------------------------------------
     def _paren(self, node: exp.Paren) -> Compiled:
@@ -161,13 +274,12 @@ class Compiler:
                 low, high = types.INT_RANGES[sql_type.kind]
                 if low <= value <= high:
                     return constant(value, sql_type)
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
-                           f"numeric constant {value} is not supported (type numeric is not implemented)")
+            return constant(D(value), types.NUMERIC)
         try:
-            value = float(text)
-        except ValueError:
+            value = D(text)
+        except decimal.InvalidOperation:
             raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{text}"') from None
-        return constant(-value if negate else value, types.DOUBLE)
+        return constant(-value if negate else value, types.NUMERIC)
 
     def _escape_string(self, node: exp.ByteString) -> Compiled:
         return constant(node.this, types.UNKNOWN)  # E'...': sqlglot already resolved the escapes
@@ -181,12 +293,15 @@ class Compiler:
     def _column(self, node: exp.Column) -> Compiled:
         if isinstance(node.this, exp.Star):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{node.sql()} is only supported in the select list")
+        depth, index, sql_type = self.scope.resolve(node)
+        sql_type = sql_type.base
+        if depth > 0:
+            cell = self.scope.ancestor(depth).cell
+            return Compiled(lambda row, i=index, c=cell: c[0][i], sql_type)
         if self.aggregates is not None:
-            self.scope.resolve(node)  # 42703 before 42803, as PostgreSQL
             shown = node.sql(dialect="postgres")
             raise SqlError(errors.GROUPING_ERROR,
                            f'column "{shown}" must appear in the GROUP BY clause or be used in an aggregate function')
-        index, sql_type = self.scope.resolve(node)
         return Compiled(lambda row, i=index: row[i], sql_type)
 
     # --- arithmetic ---------------------------------------------------------------
@@ -196,7 +311,7 @@ class Compiler:
             return self._literal(inner, negate=True)
         operand = self.compile(inner)
         if operand.sql_type.kind is Kind.UNKNOWN:
-            operand = coerce_constant(operand, types.DOUBLE)
+            raise SqlError(AMBIGUOUS_FUNCTION, "operator is not unique: - unknown")
         kind = operand.sql_type.kind
         if kind is Kind.NULL:
             return constant(None, types.INTEGER)
@@ -204,79 +319,84 @@ class Compiler:
             raise _no_operator(f"- {operand.sql_type.display_name}")
         sql_type = operand.sql_type
         evaluate = operand.evaluate
-        if kind is Kind.DOUBLE:
-            return Compiled(lambda row: _none_or(evaluate(row), operator.neg), sql_type)
-        return Compiled(lambda row: _none_or(evaluate(row), lambda v: types.check_int_range(-v, sql_type)), sql_type)
+        if kind in types.INT_KINDS:
+            return Compiled(lambda row: _none_or(evaluate(row), lambda v: types.check_int_range(-v, sql_type)),
+                            sql_type, operand.constant)
+        return Compiled(lambda row: _none_or(evaluate(row), operator.neg), sql_type, operand.constant)
 
     def _arithmetic(self, node: exp.Binary) -> Compiled:
         symbol = _ARITHMETIC[type(node)]
-        left, right = self._unify(self.compile(node.this), self.compile(node.expression), symbol, numeric_default=True)
-        if left.sql_type.kind is Kind.NULL and right.sql_type.kind is Kind.NULL:
-            return constant(None, types.INTEGER)
+        return self.arithmetic(symbol, self.compile(node.this), self.compile(node.expression))
+
+    def arithmetic(self, symbol: str, left: Compiled, right: Compiled) -> Compiled:
+        left, right = self._unify(left, right, symbol, numeric_default=True)
         left_kind, right_kind = left.sql_type.kind, right.sql_type.kind
+        if left_kind is Kind.NULL and right_kind is Kind.NULL:
+            return constant(None, types.INTEGER)
+        if Kind.DATE in (left_kind, right_kind):
+            return self._date_arithmetic(symbol, left, right)
         if left_kind not in types.NUMERIC_KINDS or right_kind not in types.NUMERIC_KINDS:
             raise _no_operator(f"{left.sql_type.display_name} {symbol} {right.sql_type.display_name}")
-        if Kind.DOUBLE in (left_kind, right_kind):
-            if symbol == "%":
-                raise _no_operator("double precision % double precision")
-            result_type = types.DOUBLE
-            apply = _double_operation(symbol)
-        else:
-            result_type = max(left.sql_type, right.sql_type, key=lambda t: _INT_WIDTH[t.kind])
-            result_type = SqlType(result_type.kind)
-            apply = _int_operation(symbol, result_type)
-        left_eval, right_eval = left.evaluate, right.evaluate
+        result_type = types.numeric_result(left.sql_type, right.sql_type)
+        if result_type.kind in types.FLOAT_KINDS and symbol == "%":
+            raise _no_operator(f"{result_type.display_name} % {result_type.display_name}")
+        apply = _OPERATIONS[_family(result_type.kind)](symbol, result_type)
+        return _binary(left, right, result_type, apply)
 
-        def evaluate(row):
-            a = left_eval(row)
-            if a is None:
-                return None
-            b = right_eval(row)
-            if b is None:
-                return None
-            return apply(a, b)
-        return Compiled(evaluate, result_type, left.constant and right.constant)
+    def _date_arithmetic(self, symbol: str, left: Compiled, right: Compiled) -> Compiled:
+        left_kind, right_kind = left.sql_type.kind, right.sql_type.kind
+        if symbol == "-" and left_kind is Kind.DATE and right_kind is Kind.DATE:
+            return _binary(left, right, types.INTEGER, lambda a, b: (a - b).days)
+        if symbol in "+-" and left_kind is Kind.DATE and right_kind in (Kind.SMALLINT, Kind.INTEGER):
+            sign = 1 if symbol == "+" else -1
+            return _binary(left, right, types.DATE, lambda a, b: _add_days(a, sign * b))
+        if symbol == "+" and right_kind is Kind.DATE and left_kind in (Kind.SMALLINT, Kind.INTEGER):
+            return _binary(left, right, types.DATE, lambda a, b: _add_days(b, a))
+        raise _no_operator(f"{left.sql_type.display_name} {symbol} {right.sql_type.display_name}")
+
+    def _pow(self, node: exp.Pow) -> Compiled:
+        left, right = self._unify(self.compile(node.this), self.compile(node.expression), "^", numeric_default=True)
+        for operand in (left, right):
+            if operand.sql_type.kind not in types.NUMERIC_KINDS + (Kind.NULL,):
+                raise _no_operator(f"{left.sql_type.display_name} ^ {right.sql_type.display_name}")
+        if Kind.NUMERIC in (left.sql_type.kind, right.sql_type.kind) and \
+                not {left.sql_type.kind, right.sql_type.kind} & set(types.FLOAT_KINDS):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "power of numeric values is not supported; cast to double precision")
+        return _binary(left, right, types.DOUBLE, _float_power)
 
     def _concat(self, node: exp.DPipe) -> Compiled:
         left, right = self.compile(node.this), self.compile(node.expression)
+        kinds = (left.sql_type.kind, right.sql_type.kind)
+        if Kind.BYTEA in kinds and all(k in (Kind.BYTEA, Kind.UNKNOWN, Kind.NULL) for k in kinds):
+            left, right = coerce(left, types.BYTEA), coerce(right, types.BYTEA)
+            return _binary(left, right, types.BYTEA, operator.add)
         text_like = types.TEXT_KINDS + (Kind.UNKNOWN,)
-        if left.sql_type.kind not in text_like and right.sql_type.kind not in text_like:
-            if Kind.NULL not in (left.sql_type.kind, right.sql_type.kind):
+        if kinds[0] not in text_like and kinds[1] not in text_like:
+            if Kind.NULL not in kinds:
                 raise _no_operator(f"{left.sql_type.display_name} || {right.sql_type.display_name}")
-        left_eval, right_eval = left.evaluate, right.evaluate
-
-        def evaluate(row):
-            a = left_eval(row)
-            b = right_eval(row)
-            if a is None or b is None:
-                return None
-            return types.format_value(a) + types.format_value(b)
-        return Compiled(evaluate, types.TEXT)
+        left_text, right_text = _as_text(left), _as_text(right)
+        return _binary(left_text, right_text, types.TEXT, operator.add)
 
     # --- comparisons -----------------------------------------------------------------
     def _comparison(self, node: exp.Binary) -> Compiled:
         symbol, compare = _COMPARISONS[type(node)]
+        if isinstance(node.expression, (exp.Any, exp.All)) or isinstance(node.this, (exp.Any, exp.All)):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ANY/ALL comparisons are not supported")
         return self.compare(self.compile(node.this), self.compile(node.expression), symbol, compare)
 
     def compare(self, left: Compiled, right: Compiled, symbol: str, compare) -> Compiled:
-        left, right = self._unify(left, right, symbol)
-        key = _comparison_key(left.sql_type, right.sql_type, symbol)
-        left_eval, right_eval = left.evaluate, right.evaluate
+        left, right = self.comparable(left, right, symbol)
+        return _binary(left, right, types.BOOLEAN, compare)
 
-        def evaluate(row):
-            a = left_eval(row)
-            if a is None:
-                return None
-            b = right_eval(row)
-            if b is None:
-                return None
-            return compare(key(a), key(b))
-        return Compiled(evaluate, types.BOOLEAN)
+    def comparable(self, left: Compiled, right: Compiled, symbol: str) -> tuple[Compiled, Compiled]:
+        """Both operands converted to comparable Python values of their common type."""
+        left, right = self._unify(left, right, symbol)
+        common = _comparison_type(left.sql_type, right.sql_type, symbol)
+        return _comparison_form(left, common), _comparison_form(right, common)
 
     def _distinct_from(self, node: exp.Binary) -> Compiled:
         negate = isinstance(node, exp.NullSafeEQ)  # IS NOT DISTINCT FROM
-        left, right = self._unify(self.compile(node.this), self.compile(node.expression), "IS DISTINCT FROM")
-        key = _comparison_key(left.sql_type, right.sql_type, "IS DISTINCT FROM")
+        left, right = self.comparable(self.compile(node.this), self.compile(node.expression), "IS DISTINCT FROM")
         left_eval, right_eval = left.evaluate, right.evaluate
 
         def evaluate(row):
@@ -284,30 +404,32 @@ class Compiler:
             if a is None or b is None:
                 distinct = (a is None) != (b is None)
             else:
-                distinct = key(a) != key(b)
+                distinct = a != b
             return not distinct if negate else distinct
         return Compiled(evaluate, types.BOOLEAN)
 
     def _in(self, node: exp.In) -> Compiled:
-        if node.args.get("query") is not None or node.args.get("unnest") is not None:
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "subqueries are not supported")
+        if node.args.get("unnest") is not None:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "IN UNNEST is not supported")
+        if node.args.get("query") is not None:
+            return self._in_subquery(node)
         subject = self.compile(node.this)
         options = [self.compile(option) for option in node.expressions]
-        common = _common_type([subject] + options, "IN")
-        subject = coerce_constant(subject, common)
-        options = [coerce_constant(option, common) for option in options]
-        key = _comparison_key(common, common, "=")
+        common = types.common_type([subject.sql_type] + [o.sql_type for o in options], "IN")
+        subject = _comparison_form(coerce(subject, common), _comparison_type(common, common, "="))
+        options = [_comparison_form(coerce(option, common), _comparison_type(common, common, "="))
+                   for option in options]
         subject_eval = subject.evaluate
         if all(option.constant for option in options):
             values = [option.evaluate(()) for option in options]
             has_null = any(value is None for value in values)
-            value_keys = {key(value) for value in values if value is not None}
+            value_set = {_hashable(value) for value in values if value is not None}
 
             def evaluate(row):
                 a = subject_eval(row)
                 if a is None:
                     return None
-                if key(a) in value_keys:
+                if _hashable(a) in value_set:
                     return True
                 return None if has_null else False
             return Compiled(evaluate, types.BOOLEAN)
@@ -322,28 +444,42 @@ class Compiler:
                 b = option_eval(row)
                 if b is None:
                     saw_null = True
-                elif key(a) == key(b):
+                elif a == b:
                     return True
             return None if saw_null else False
         return Compiled(evaluate_general, types.BOOLEAN)
 
     def _between(self, node: exp.Between) -> Compiled:
-        if node.args.get("symmetric"):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "BETWEEN SYMMETRIC is not supported")
         subject = self.compile(node.this)
-        low = self.compare(subject, self.compile(node.args["low"]), ">=", operator.ge)
-        high = self.compare(subject, self.compile(node.args["high"]), "<=", operator.le)
-        return _and(low, high)
+        low_node, high_node = node.args["low"], node.args["high"]
+        low = self.compare(subject, self.compile(low_node), ">=", operator.ge)
+        high = self.compare(subject, self.compile(high_node), "<=", operator.le)
+        straight = _and(low, high)
+        if not node.args.get("symmetric"):
+            return straight
+        low2 = self.compare(subject, self.compile(high_node), ">=", operator.ge)
+        high2 = self.compare(subject, self.compile(low_node), "<=", operator.le)
+        return _or(straight, _and(low2, high2))
 
-    def _like(self, node: exp.Like | exp.ILike) -> Compiled:
-        if node.args.get("escape") is not None:
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "LIKE ... ESCAPE is not supported")
+    def _escape(self, node: exp.Escape) -> Compiled:
+        inner = node.this
+        if not isinstance(inner, (exp.Like, exp.ILike)):
+            return self._unsupported(node)
+        escape_node = node.expression
+        if not (isinstance(escape_node, exp.Literal) and escape_node.is_string):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "a non-constant ESCAPE is not supported")
+        return self._like(inner, escape=escape_node.this)
+
+    def _like(self, node: exp.Like | exp.ILike, escape: str = "\\") -> Compiled:
+        if len(escape) > 1:
+            raise SqlError(INVALID_ESCAPE, "invalid escape string", hint="Escape string must be empty or one character.")
         subject = self.compile(node.this)
         pattern = self.compile(node.expression)
         name = "~~*" if isinstance(node, exp.ILike) else "~~"
         for operand in (subject, pattern):
             if operand.sql_type.kind not in types.TEXT_KINDS + (Kind.UNKNOWN, Kind.NULL):
                 raise _no_operator(f"{subject.sql_type.display_name} {name} {pattern.sql_type.display_name}")
+        subject, pattern = _as_text(subject), _as_text(pattern)
         flags = re.IGNORECASE | re.DOTALL if isinstance(node, exp.ILike) else re.DOTALL
         negate = bool(node.args.get("negate"))
         subject_eval, pattern_eval = subject.evaluate, pattern.evaluate
@@ -358,7 +494,7 @@ class Compiler:
             if compiled is None:
                 if len(cache) > 64:
                     cache.clear()
-                compiled = cache[like] = re.compile(_like_to_regex(like), flags)
+                compiled = cache[like] = re.compile(like_to_regex(like, escape), flags)
             matched = compiled.fullmatch(text) is not None
             return not matched if negate else matched
         return Compiled(evaluate, types.BOOLEAN)
@@ -366,12 +502,12 @@ class Compiler:
     # --- logic -------------------------------------------------------------------------
     def _and_or(self, node: exp.And | exp.Or) -> Compiled:
         word = "AND" if isinstance(node, exp.And) else "OR"
-        left = self._as_boolean(self.compile(node.this), f"argument of {word}")
-        right = self._as_boolean(self.compile(node.expression), f"argument of {word}")
+        left = self.as_boolean(self.compile(node.this), f"argument of {word}")
+        right = self.as_boolean(self.compile(node.expression), f"argument of {word}")
         return _and(left, right) if word == "AND" else _or(left, right)
 
     def _not(self, node: exp.Not) -> Compiled:
-        operand = self._as_boolean(self.compile(node.this), "argument of NOT")
+        operand = self.as_boolean(self.compile(node.this), "argument of NOT")
         evaluate = operand.evaluate
         return Compiled(lambda row: _none_or(evaluate(row), operator.not_), types.BOOLEAN)
 
@@ -383,70 +519,53 @@ class Compiler:
         if isinstance(target, exp.Null):
             return Compiled(lambda row: (evaluate(row) is None) != negate, types.BOOLEAN)
         if isinstance(target, exp.Boolean):
-            subject = self._as_boolean(subject, "argument of IS")
+            subject = self.as_boolean(subject, "argument of IS TRUE" if target.this else "argument of IS FALSE")
             evaluate = subject.evaluate
             wanted = bool(target.this)
             return Compiled(lambda row: (evaluate(row) is wanted) != negate, types.BOOLEAN)
         return self._unsupported(node)
 
-    def _as_boolean(self, compiled: Compiled, what: str) -> Compiled:
+    def as_boolean(self, compiled: Compiled, what: str) -> Compiled:
         kind = compiled.sql_type.kind
         if kind is Kind.BOOLEAN:
             return compiled
         if kind is Kind.NULL:
             return constant(None, types.BOOLEAN)
         if kind is Kind.UNKNOWN:
-            return coerce_constant(compiled, types.BOOLEAN)
+            return coerce(compiled, types.BOOLEAN)
         raise SqlError(errors.DATATYPE_MISMATCH, f"{what} must be type boolean, not type {compiled.sql_type.display_name}")
 
-    # --- functions -----------------------------------------------------------------------
-    def _cast(self, node: exp.Cast) -> Compiled:
-        target = types.type_from_sqlglot(node.args["to"])
-        operand = self.compile(node.this)
-        source = operand.sql_type
-        if source.kind is Kind.NULL:
-            return constant(None, target)
-        if operand.constant:
-            return constant(types.cast(operand.evaluate(()), source, target), target)
-        evaluate = operand.evaluate
-        return Compiled(lambda row: types.cast(evaluate(row), source, target), target)
+    # --- conditionals ------------------------------------------------------------------
+    def _case(self, node: exp.Case) -> Compiled:
+        subject_node = node.this
+        subject = self.compile(subject_node) if subject_node is not None else None
+        conditions: list[Compiled] = []
+        results: list[Compiled] = []
+        for branch in node.args.get("ifs") or []:
+            if subject is not None:
+                conditions.append(self.compare(subject, self.compile(branch.this), "=", operator.eq))
+            else:
+                conditions.append(self.as_boolean(self.compile(branch.this), "argument of CASE/WHEN"))
+            results.append(self.compile(branch.args["true"]))
+        default_node = node.args.get("default")
+        default = self.compile(default_node) if default_node is not None else constant(None, types.NULL)
+        common = types.common_type([r.sql_type for r in results] + [default.sql_type], "CASE")
+        results = [coerce(r, common) for r in results]
+        default = coerce(default, common)
+        pairs = [(c.evaluate, r.evaluate) for c, r in zip(conditions, results)]
+        default_eval = default.evaluate
 
-    def _text_function(self, node: exp.Func, name: str, apply, result_type: SqlType) -> Compiled:
-        operand = self.compile(node.this)
-        if operand.sql_type.kind not in types.TEXT_KINDS + (Kind.UNKNOWN, Kind.NULL):
-            raise _no_function(name, [operand])
-        evaluate = operand.evaluate
-        return Compiled(lambda row: _none_or(evaluate(row), apply), result_type)
-
-    def _lower(self, node) -> Compiled:
-        return self._text_function(node, "lower", str.lower, types.TEXT)
-
-    def _upper(self, node) -> Compiled:
-        return self._text_function(node, "upper", str.upper, types.TEXT)
-
-    def _length(self, node) -> Compiled:
-        return self._text_function(node, "length", len, types.INTEGER)
-
-    def _abs(self, node) -> Compiled:
-        operand = self.compile(node.this)
-        if operand.sql_type.kind is Kind.UNKNOWN:
-            operand = coerce_constant(operand, types.DOUBLE)
-        kind = operand.sql_type.kind
-        if kind is Kind.NULL:
-            return constant(None, types.DOUBLE)
-        if kind not in types.NUMERIC_KINDS:
-            raise _no_function("abs", [operand])
-        sql_type = operand.sql_type
-        evaluate = operand.evaluate
-        if kind is Kind.DOUBLE:
-            return Compiled(lambda row: _none_or(evaluate(row), abs), sql_type)
-        return Compiled(lambda row: _none_or(evaluate(row), lambda v: types.check_int_range(abs(v), sql_type)), sql_type)
+        def evaluate(row):
+            for condition_eval, result_eval in pairs:
+                if condition_eval(row) is True:
+                    return result_eval(row)
+            return default_eval(row)
+        return Compiled(evaluate, common)
 
     def _coalesce(self, node: exp.Coalesce) -> Compiled:
         operands = [self.compile(node.this)] + [self.compile(e) for e in node.expressions]
-        common = _common_type(operands, "COALESCE")
-        operands = [coerce_constant(o, common) for o in operands]
-        evals = [o.evaluate for o in operands]
+        common = types.common_type([o.sql_type for o in operands], "COALESCE")
+        evals = [coerce(o, common).evaluate for o in operands]
 
         def evaluate(row):
             for operand_eval in evals:
@@ -456,10 +575,459 @@ class Compiler:
             return None
         return Compiled(evaluate, common)
 
-    def _aggregate(self, node: exp.Expression) -> Compiled:
-        name = type(node).__name__.lower()
+    def _nullif(self, node: exp.Nullif) -> Compiled:
+        first = self.compile(node.this)
+        second = self.compile(node.expression)
+        left, right = self.comparable(first, second, "=")
+        if first.sql_type.kind in types.UNTYPED_KINDS:
+            first = coerce(first, left.sql_type if left.sql_type.kind not in types.UNTYPED_KINDS else types.TEXT)
+        first_eval, left_eval, right_eval = first.evaluate, left.evaluate, right.evaluate
+
+        def evaluate(row):
+            a = left_eval(row)
+            if a is not None and a == right_eval(row):
+                return None
+            return first_eval(row)
+        return Compiled(evaluate, first.sql_type)
+
+    def _greatest_least(self, node: exp.Greatest | exp.Least) -> Compiled:
+        name = "GREATEST" if isinstance(node, exp.Greatest) else "LEAST"
+        operands = [self.compile(node.this)] + [self.compile(e) for e in node.expressions]
+        common = types.common_type([o.sql_type for o in operands], name)
+        compare_type = _comparison_type(common, common, "<")
+        forms = [_comparison_form(coerce(o, common), compare_type).evaluate for o in operands]
+        values = [coerce(o, common).evaluate for o in operands]
+        pick = max if name == "GREATEST" else min
+
+        def evaluate(row):
+            present = [(form(row), value(row)) for form, value in zip(forms, values)]
+            present = [p for p in present if p[0] is not None]
+            if not present:
+                return None
+            return pick(present, key=lambda p: types.sort_key(p[0]))[1]
+        return Compiled(evaluate, common)
+
+    # --- subqueries -------------------------------------------------------------------
+    def _subplan(self, select: exp.Expression):
+        if self.context.compile_subquery is None:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"subqueries are not supported in {self.clause}")
+        plan = self.context.compile_subquery(select, self.scope)
+        if plan.correlated and self.aggregates is not None:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           "correlated subqueries in a grouped query's select list, HAVING or ORDER BY are not supported")
+        return plan
+
+    def _run_subplan(self, plan) -> Callable[[Row], list]:
+        if not plan.correlated:
+            cache: list = []
+
+            def run_once(row):
+                if not cache:
+                    cache.append(plan.run())
+                return cache[0]
+            return run_once
+        cell = self.scope.cell
+
+        def run(row):
+            saved = cell[0]
+            cell[0] = row
+            try:
+                return plan.run()
+            finally:
+                cell[0] = saved
+        return run
+
+    def _scalar_subquery(self, node: exp.Subquery) -> Compiled:
+        plan = self._subplan(node.this)
+        if len(plan.columns) != 1:
+            raise SqlError(errors.SYNTAX_ERROR, "subquery must return only one column")
+        run = self._run_subplan(plan)
+
+        def evaluate(row):
+            rows = run(row)
+            if len(rows) > 1:
+                raise SqlError(CARDINALITY_VIOLATION, "more than one row returned by a subquery used as an expression")
+            return rows[0][0] if rows else None
+        sql_type = plan.columns[0][1]
+        return Compiled(evaluate, types.TEXT if sql_type.kind in types.UNTYPED_KINDS else sql_type.base)
+
+    def _exists(self, node: exp.Exists) -> Compiled:
+        plan = self._subplan(node.this)
+        run = self._run_subplan(plan)
+        return Compiled(lambda row: bool(run(row)), types.BOOLEAN)
+
+    def _in_subquery(self, node: exp.In) -> Compiled:
+        query = node.args["query"]
+        plan = self._subplan(query.this if isinstance(query, exp.Subquery) else query)
+        if len(plan.columns) != 1:
+            raise SqlError(errors.SYNTAX_ERROR, "subquery has too many columns" if len(plan.columns) > 1
+                           else "subquery has too few columns")
+        subject = self.compile(node.this)
+        inner_type = plan.columns[0][1]
+        inner = Compiled(lambda row: row[0], inner_type)
+        left, right = self.comparable(subject, inner, "=")
+        subject_eval, inner_eval = left.evaluate, right.evaluate
+        run = self._run_subplan(plan)
+
+        def evaluate(row):
+            rows = run(row)
+            if not rows:
+                return False
+            a = subject_eval(row)
+            if a is None:
+                return None
+            saw_null = False
+            for inner_row in rows:
+                b = inner_eval(inner_row)
+                if b is None:
+                    saw_null = True
+                elif a == b:
+                    return True
+            return None if saw_null else False
+        return Compiled(evaluate, types.BOOLEAN)
+
+    # --- casts and functions ------------------------------------------------------------
+    def _cast(self, node: exp.Cast) -> Compiled:
+        to = node.args["to"]
+        if not isinstance(to, exp.DataType):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"type {to.sql(dialect='postgres')} is not supported")
+        if isinstance(node.this, exp.IntDiv):
+            return self._int_div(node.this)
+        target = types.type_from_sqlglot(to)
+        operand = self.compile(node.this)
+        source = operand.sql_type
+        if source.kind is Kind.NULL:
+            return constant(None, target)
+        if source.kind in types.UNTYPED_KINDS or not _castable(source, target):
+            if source.kind is not Kind.UNKNOWN:
+                raise SqlError(types.CANNOT_COERCE, f"cannot cast type {source.display_name} to {target.display_name}")
+        if operand.constant:
+            return constant(types.cast(operand.evaluate(()), source, target), target)
+        evaluate = operand.evaluate
+        return Compiled(lambda row: types.cast(evaluate(row), source, target), target)
+
+    def _int_div(self, node: exp.IntDiv) -> Compiled:
+        left, right = self._numeric_args("div", [node.this, node.expression], types.NUMERIC)
+        return _binary(left, right, types.NUMERIC, lambda a, b: _decimal_div_trunc(a, b))
+
+    def _args(self, nodes: Sequence[exp.Expression | None]) -> list[Compiled]:
+        return [self.compile(n) for n in nodes if n is not None]
+
+    def _text_args(self, name: str, nodes, int_positions: Sequence[int] = ()) -> list[Compiled]:
+        """Arguments of a string function: text (char trimmed) except the integer positions."""
+        compiled = self._args(nodes)
+        out = []
+        for position, operand in enumerate(compiled):
+            kind = operand.sql_type.kind
+            if position in int_positions:
+                operand = coerce(operand, types.INTEGER)
+                if operand.sql_type.kind not in types.INT_KINDS + (Kind.NULL,):
+                    raise _no_function(name, compiled)
+                operand = _converted(operand, types.INTEGER)
+            elif kind in types.TEXT_KINDS + types.UNTYPED_KINDS:
+                operand = _as_text(operand)
+            else:
+                raise _no_function(name, compiled)
+            out.append(operand)
+        return out
+
+    def _string_function(self, name: str, nodes, apply, result_type: SqlType = types.TEXT,
+                         int_positions: Sequence[int] = ()) -> Compiled:
+        operands = self._text_args(name, nodes, int_positions)
+        evals = [o.evaluate for o in operands]
+        all_constant = all(o.constant for o in operands)
+
+        def evaluate(row):
+            values = [e(row) for e in evals]
+            if any(v is None for v in values):
+                return None
+            return apply(*values)
+        if all_constant:
+            return constant(evaluate(()), result_type)
+        return Compiled(evaluate, result_type)
+
+    def _lower(self, node) -> Compiled:
+        return self._string_function("lower", [node.this], str.lower)
+
+    def _upper(self, node) -> Compiled:
+        return self._string_function("upper", [node.this], str.upper)
+
+    def _length(self, node) -> Compiled:
+        operand = self.compile(node.this)
+        if operand.sql_type.kind is Kind.BYTEA:
+            return Compiled(lambda row, e=operand.evaluate: _none_or(e(row), len), types.INTEGER)
+        return self._string_function("length", [node.this], len, types.INTEGER)
+
+    def _substring(self, node: exp.Substring) -> Compiled:
+        length = node.args.get("length")
+        nodes = [node.this, node.args.get("start"), length]
+        return self._string_function("substring", nodes, _substring, int_positions=(1, 2))
+
+    def _strpos(self, node: exp.StrPosition) -> Compiled:
+        if node.args.get("position") is not None:
+            return self._unsupported(node)
+        return self._string_function("strpos", [node.this, node.args["substr"]],
+                                     lambda text, sub: text.find(sub) + 1, types.INTEGER)
+
+    def _trim(self, node: exp.Trim) -> Compiled:
+        position = str(node.args.get("position") or "BOTH").upper()
+        if node.args.get("collation") is not None:
+            return self._unsupported(node)
+        chars = node.args.get("expression")
+        method = {"BOTH": str.strip, "LEADING": str.lstrip, "TRAILING": str.rstrip}[position]
+        if chars is None:
+            return self._string_function("btrim", [node.this], lambda text: method(text, " "))
+        return self._string_function("btrim", [node.this, chars], lambda text, c: method(text, c))
+
+    def _replace(self, node: exp.Replace) -> Compiled:
+        return self._string_function("replace", [node.this, node.expression, node.args["replacement"]],
+                                     lambda text, old, new: text.replace(old, new) if old else text)
+
+    def _left_right(self, node) -> Compiled:
+        is_left = isinstance(node, exp.Left)
+        return self._string_function("left" if is_left else "right", [node.this, node.expression],
+                                     _left if is_left else _right, int_positions=(1,))
+
+    def _pad(self, node: exp.Pad) -> Compiled:
+        is_left = bool(node.args.get("is_left"))
+        fill = node.args.get("fill_pattern")
+        nodes = [node.this, node.expression] + ([fill] if fill is not None else [])
+        return self._string_function("lpad" if is_left else "rpad", nodes,
+                                     lambda text, n, f=" ": _pad(text, n, f, is_left), int_positions=(1,))
+
+    def _repeat(self, node) -> Compiled:
+        return self._string_function("repeat", [node.this, node.args["times"]],
+                                     lambda text, n: text * max(n, 0), int_positions=(1,))
+
+    def _reverse(self, node) -> Compiled:
+        return self._string_function("reverse", [node.this], lambda text: text[::-1])
+
+    def _initcap(self, node) -> Compiled:
+        if node.args.get("expression") is not None and not (
+                isinstance(node.expression, exp.Literal) and node.expression.this.strip() == ""):
+            pass
+        return self._string_function("initcap", [node.this], _initcap)
+
+    def _split_part(self, node) -> Compiled:
+        return self._string_function("split_part", [node.this, node.args["delimiter"], node.args["part_index"]],
+                                     _split_part, int_positions=(2,))
+
+    def _starts_with(self, node) -> Compiled:
+        return self._string_function("starts_with", [node.this, node.expression],
+                                     lambda text, prefix: text.startswith(prefix), types.BOOLEAN)
+
+    def _md5(self, node) -> Compiled:
+        return self._string_function("md5", [node.this], lambda text: hashlib.md5(text.encode()).hexdigest())
+
+    def _ascii(self, node) -> Compiled:
+        return self._string_function("ascii", [node.this], lambda text: ord(text[0]) if text else 0, types.INTEGER)
+
+    def _chr(self, node) -> Compiled:
+        return self._string_function("chr", list(node.expressions), _chr, int_positions=(0,))
+
+    def _concat_function(self, node: exp.Concat | exp.ConcatWs) -> Compiled:
+        operands = [_as_text(o) for o in self._args(node.expressions)]
+        if isinstance(node, exp.ConcatWs):
+            if not operands:
+                raise _no_function("concat_ws", [])
+            separator, rest = operands[0].evaluate, [o.evaluate for o in operands[1:]]
+
+            def evaluate_ws(row):
+                sep = separator(row)
+                if sep is None:
+                    return None
+                return sep.join(v for v in (e(row) for e in rest) if v is not None)
+            return Compiled(evaluate_ws, types.TEXT)
+        evals = [o.evaluate for o in operands]
+        return Compiled(lambda row: "".join(v for v in (e(row) for e in evals) if v is not None), types.TEXT)
+
+    def _octet_length(self, operands: list[Compiled]) -> Compiled:
+        operand = operands[0]
+        if operand.sql_type.kind is Kind.BYTEA:
+            return Compiled(lambda row, e=operand.evaluate: _none_or(e(row), len), types.INTEGER)
+        text = _as_text(operand)
+        return Compiled(lambda row, e=text.evaluate: _none_or(e(row), lambda v: len(v.encode())), types.INTEGER)
+
+    # numeric functions
+    def _numeric_args(self, name: str, nodes, default: SqlType) -> list[Compiled]:
+        compiled = self._args(nodes)
+        out = []
+        for operand in compiled:
+            if operand.sql_type.kind is Kind.UNKNOWN:
+                operand = coerce(operand, default)
+            if operand.sql_type.kind not in types.NUMERIC_KINDS + (Kind.NULL,):
+                raise _no_function(name, compiled)
+            out.append(operand)
+        return out
+
+    def _abs(self, node) -> Compiled:
+        (operand,) = self._numeric_args("abs", [node.this], types.DOUBLE)
+        sql_type = operand.sql_type if operand.sql_type.kind is not Kind.NULL else types.DOUBLE
+        evaluate = operand.evaluate
+        if sql_type.kind in types.INT_KINDS:
+            return Compiled(lambda row: _none_or(evaluate(row), lambda v: types.check_int_range(abs(v), sql_type)),
+                            sql_type)
+        return Compiled(lambda row: _none_or(evaluate(row), abs), sql_type)
+
+    def _float_or_numeric(self, name: str, operand: Compiled) -> SqlType:
+        """Functions defined for double precision and numeric: integers go to double, as PostgreSQL."""
+        kind = operand.sql_type.kind
+        return types.NUMERIC if kind is Kind.NUMERIC else types.DOUBLE
+
+    def _round_like(self, node, name: str) -> Compiled:
+        decimals = node.args.get("decimals")
+        (operand,) = self._numeric_args(name, [node.this], types.DOUBLE)
+        if decimals is not None:
+            places = coerce(self.compile(decimals), types.INTEGER)
+            if places.sql_type.kind not in types.INT_KINDS + (Kind.NULL,):
+                raise _no_function(name, [operand, places])
+            value = _converted(operand, types.NUMERIC)
+            rounding = decimal.ROUND_HALF_UP if name == "round" else decimal.ROUND_DOWN
+            return _binary(value, _converted(places, types.INTEGER), types.NUMERIC,
+                           lambda v, p: _round_decimal(v, p, rounding))
+        target = self._float_or_numeric(name, operand)
+        value = _converted(operand, target)
+        evaluate = value.evaluate
+        if target.kind is Kind.NUMERIC:
+            rounding = {"round": decimal.ROUND_HALF_UP, "trunc": decimal.ROUND_DOWN,
+                        "ceil": decimal.ROUND_CEILING, "floor": decimal.ROUND_FLOOR}[name]
+            return Compiled(lambda row: _none_or(evaluate(row), lambda v: _round_decimal(v, 0, rounding)), target)
+        apply = {"round": _float_round, "trunc": _float_trunc, "ceil": _float_ceil, "floor": _float_floor}[name]
+        return Compiled(lambda row: _none_or(evaluate(row), apply), target)
+
+    def _round(self, node) -> Compiled:
+        return self._round_like(node, "round")
+
+    def _trunc(self, node) -> Compiled:
+        return self._round_like(node, "trunc")
+
+    def _ceil(self, node) -> Compiled:
+        if node.args.get("decimals") is not None:
+            return self._unsupported(node)
+        return self._round_like(node, "ceil")
+
+    def _floor(self, node) -> Compiled:
+        if node.args.get("decimals") is not None:
+            return self._unsupported(node)
+        return self._round_like(node, "floor")
+
+    def _mod(self, node: exp.Mod) -> Compiled:
+        return self.arithmetic("%", self.compile(node.this), self.compile(node.expression))
+
+    def _sign(self, node) -> Compiled:
+        (operand,) = self._numeric_args("sign", [node.this], types.DOUBLE)
+        target = self._float_or_numeric("sign", operand)
+        evaluate = _converted(operand, target).evaluate
+        if target.kind is Kind.NUMERIC:
+            return Compiled(lambda row: _none_or(evaluate(row), lambda v: D((v > 0) - (v < 0))), target)
+        return Compiled(lambda row: _none_or(evaluate(row), lambda v: float((v > 0) - (v < 0))), target)
+
+    def _float_function(self, name: str, node, apply) -> Compiled:
+        (operand,) = self._numeric_args(name, [node.this], types.DOUBLE)
+        if operand.sql_type.kind is Kind.NUMERIC:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           f"{name}(numeric) is not supported; cast the argument to double precision")
+        evaluate = _converted(operand, types.DOUBLE).evaluate
+        return Compiled(lambda row: _none_or(evaluate(row), apply), types.DOUBLE)
+
+    def _sqrt(self, node) -> Compiled:
+        return self._float_function("sqrt", node, _float_sqrt)
+
+    def _cbrt(self, node) -> Compiled:
+        return self._float_function("cbrt", node, lambda v: math.copysign(abs(v) ** (1 / 3), v))
+
+    def _exp(self, node) -> Compiled:
+        return self._float_function("exp", node, _float_exp)
+
+    def _ln(self, node) -> Compiled:
+        return self._float_function("ln", node, _float_ln)
+
+    def _pi(self, node) -> Compiled:
+        return constant(math.pi, types.DOUBLE)
+
+    def _random(self, node) -> Compiled:
+        rng = self.context.rng
+        return Compiled(lambda row: rng.random(), types.DOUBLE)
+
+    def _uuid(self, node) -> Compiled:
+        rng = self.context.rng
+        return Compiled(lambda row: uuid.UUID(int=rng.getrandbits(128), version=4), types.UUID)
+
+    # date/time
+    def _current_timestamp(self, node) -> Compiled:
+        if node.args.get("this") is not None:
+            return self._unsupported(node)
+        return constant(self.context.now, types.TIMESTAMPTZ)
+
+    def _current_date(self, node) -> Compiled:
+        return constant(self.context.now.date(), types.DATE)
+
+    def _localtimestamp(self, node) -> Compiled:
+        return constant(self.context.now.replace(tzinfo=None), types.TIMESTAMP)
+
+    def _extract(self, node: exp.Extract) -> Compiled:
+        field = node.this.name.lower() if isinstance(node.this, (exp.Var, exp.Identifier, exp.Column)) else None
+        if isinstance(node.this, exp.Literal):
+            field = node.this.this.lower()
+        operand = self.compile(node.expression)
+        if operand.sql_type.kind is Kind.UNKNOWN:
+            operand = coerce(operand, types.TIMESTAMPTZ)
+        kind = operand.sql_type.kind
+        if kind not in types.DATETIME_KINDS + (Kind.NULL,):
+            raise _no_function("extract", [constant(field, types.TEXT), operand])
+        apply = _extract_function(field, kind)
+        evaluate = operand.evaluate
+        return Compiled(lambda row: _none_or(evaluate(row), apply), types.NUMERIC)
+
+    def _date_trunc(self, node: exp.TimestampTrunc) -> Compiled:
+        unit = node.args["unit"].name.lower()
+        operand = self.compile(node.this)
+        if operand.sql_type.kind is Kind.UNKNOWN:
+            operand = coerce(operand, types.TIMESTAMPTZ)
+        kind = operand.sql_type.kind
+        if kind not in types.DATETIME_KINDS:
+            raise _no_function("date_trunc", [constant(unit, types.TEXT), operand])
+        result_type = types.TIMESTAMPTZ if kind in (Kind.DATE, Kind.TIMESTAMPTZ) else types.TIMESTAMP
+        value = _converted(operand, result_type).evaluate
+        if unit not in _TRUNC_UNITS:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'date_trunc unit "{unit}" is not supported')
+        return Compiled(lambda row: _none_or(value(row), lambda v: _truncate(v, unit)), result_type)
+
+    def _anonymous(self, node: exp.Anonymous) -> Compiled:
+        name = str(node.this).lower()
+        if name == "octet_length" and len(node.expressions) == 1:
+            return self._octet_length(self._args(node.expressions))
+        if name in ("strpos",) and len(node.expressions) == 2:
+            return self._string_function("strpos", node.expressions, lambda t, s: t.find(s) + 1, types.INTEGER)
+        raise SqlError(errors.UNDEFINED_FUNCTION if name not in _KNOWN_UNSUPPORTED else errors.FEATURE_NOT_SUPPORTED,
+                       f"function {name}({', '.join(self._arg_type_names(node.expressions))}) does not exist"
+                       if name not in _KNOWN_UNSUPPORTED else f"function {name}() is not supported",
+                       hint="No function matches the given name and argument types. You might need to add explicit "
+                            "type casts." if name not in _KNOWN_UNSUPPORTED else "")
+
+    def _arg_type_names(self, nodes) -> list[str]:
+        names = []
+        for node in nodes:
+            try:
+                names.append(self.compile(node).sql_type.display_name)
+            except SqlError:
+                names.append("unknown")
+        return names
+
+    # --- aggregates --------------------------------------------------------------------
+    def _filter(self, node: exp.Filter) -> Compiled:
+        inner = node.this
+        if not isinstance(inner, AGGREGATE_NODES):
+            raise SqlError(errors.SYNTAX_ERROR, "FILTER specified, but it is not an aggregate function")
+        condition_node = node.expression.this if isinstance(node.expression, exp.Where) else node.expression
+        return self._aggregate(inner, condition_node)
+
+    def _aggregate(self, node: exp.Expression, filter_node: exp.Expression | None = None) -> Compiled:
+        name = _AGGREGATE_NAMES[type(node)]
         if self.aggregates is None:
             raise SqlError(errors.GROUPING_ERROR, f"aggregate functions are not allowed in {self.clause}")
+        if node.args.get("expressions") and name in ("min", "max"):
+            raise _no_function(name, [])
         argument_node = node.this
         distinct = False
         if isinstance(argument_node, exp.Distinct):
@@ -467,105 +1035,523 @@ class Compiler:
                 raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{name}(DISTINCT ...) with several arguments is not supported")
             distinct = True
             argument_node = argument_node.expressions[0]
+        inner = Compiler(self.scope, "aggregate function calls", None, self.context)
         argument = None
         if isinstance(argument_node, exp.Star):
             if name != "count":
-                raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "*"')
+                raise SqlError(errors.SYNTAX_ERROR, 'syntax error at or near "*"')
         else:
-            inner = Compiler(self.scope, "aggregate function calls", None)
-            try:
-                argument = inner.compile(argument_node)
-            except SqlError as error:
-                if error.sqlstate == errors.GROUPING_ERROR:
-                    raise SqlError(errors.GROUPING_ERROR, "aggregate function calls cannot be nested") from None
-                raise
-            if argument.sql_type.kind is Kind.UNKNOWN:
-                argument = coerce_constant(argument, types.TEXT)
+            argument = self._aggregate_argument(inner, argument_node)
+        separator = None
+        if name == "string_agg":
+            separator_node = node.args.get("separator")
+            if separator_node is None:
+                raise _no_function("string_agg", [argument] if argument else [])
+            separator = _as_text(self._aggregate_argument(inner, separator_node))
+            if argument.sql_type.kind not in types.TEXT_KINDS + types.UNTYPED_KINDS:
+                raise _no_function("string_agg", [argument, separator])
+            argument = _as_text(argument)
+        condition = None
+        if filter_node is not None:
+            condition = Compiler(self.scope, "FILTER", None, self.context).compile_condition(filter_node)
         result_type = _aggregate_type(name, argument)
-        position = self.aggregates.add(AggregateSpec(name, argument, distinct, result_type))
+        if argument is not None and name in ("sum", "avg") and argument.sql_type.kind in types.INT_KINDS:
+            argument = _converted(argument, types.NUMERIC) if result_type.kind is Kind.NUMERIC else argument
+        if argument is not None and argument.sql_type.kind is Kind.CHAR and name not in ("min", "max", "count"):
+            argument = _as_text(argument)
+        position = self.aggregates.add(AggregateSpec(name, argument, distinct, result_type, condition, separator))
         return Compiled(lambda row, i=position: row[i], result_type)
 
+    def _aggregate_argument(self, inner: "Compiler", node: exp.Expression) -> Compiled:
+        try:
+            argument = inner.compile(node)
+        except SqlError as error:
+            if error.sqlstate == errors.GROUPING_ERROR and "aggregate functions are not allowed" in error.message:
+                raise SqlError(errors.GROUPING_ERROR, "aggregate function calls cannot be nested") from None
+            raise
+        if argument.sql_type.kind is Kind.UNKNOWN:
+            argument = coerce(argument, types.TEXT)
+        return argument
+
+    def _window(self, node) -> Compiled:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "window functions are not supported")
+
     def _unsupported(self, node: exp.Expression) -> Compiled:
-        if isinstance(node, (exp.Subquery, exp.Select, exp.Exists, exp.Union)):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "subqueries are not supported")
-        if isinstance(node, exp.Anonymous):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"function {node.name.lower()}() is not supported")
+        if isinstance(node, exp.Interval):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "type interval is not supported")
+        if isinstance(node, (exp.HexString, exp.BitString)):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "bit string constants are not supported")
+        if isinstance(node, (exp.RegexpLike, exp.RegexpILike)):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "regular expression operators (~) are not supported")
+        if isinstance(node, exp.SimilarTo):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "SIMILAR TO is not supported")
+        if isinstance(node, (exp.Select, exp.Union)):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "this form of subquery is not supported")
+        if isinstance(node, exp.Placeholder) or isinstance(node, exp.Parameter):
+            raise SqlError("42P02", f"there is no parameter {node.sql()}")
         if isinstance(node, exp.Func):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"function {node.sql_name().lower()}() is not supported")
+            name = node.sql_name().lower() if not isinstance(node, exp.Anonymous) else str(node.this).lower()
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"function {name}() is not supported")
         if isinstance(node, exp.Star):
             raise SqlError(errors.SYNTAX_ERROR, 'syntax error at or near "*"')
+        if isinstance(node, exp.Collate):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "COLLATE is not supported (text compares in C collation)")
         raise SqlError(errors.FEATURE_NOT_SUPPORTED,
                        f'expression "{node.sql(dialect="postgres")}" is not supported')
 
     # --- type unification -------------------------------------------------------------
     def _unify(self, left: Compiled, right: Compiled, symbol: str, numeric_default: bool = False):
         """Gives untyped literals the type of the other side (both untyped: text, or error for arithmetic)."""
-        untyped = (Kind.UNKNOWN, Kind.NULL)
         left_kind, right_kind = left.sql_type.kind, right.sql_type.kind
-        if left_kind in untyped and right_kind not in untyped:
-            return coerce_constant(left, right.sql_type), right
-        if right_kind in untyped and left_kind not in untyped:
-            return left, coerce_constant(right, left.sql_type)
-        if left_kind in untyped and right_kind in untyped:
+        if left_kind in types.UNTYPED_KINDS and right_kind not in types.UNTYPED_KINDS:
+            target = right.sql_type.base
+            if numeric_default and right_kind is Kind.DATE and left_kind is Kind.UNKNOWN:
+                target = types.INTEGER if symbol == "+" else types.DATE
+            return coerce(left, target), right
+        if right_kind in types.UNTYPED_KINDS and left_kind not in types.UNTYPED_KINDS:
+            target = left.sql_type.base
+            if numeric_default and left_kind is Kind.DATE and right_kind is Kind.UNKNOWN:
+                target = types.INTEGER if symbol == "+" else types.DATE
+            return left, coerce(right, target)
+        if left_kind in types.UNTYPED_KINDS and right_kind in types.UNTYPED_KINDS:
             if numeric_default:
                 if Kind.UNKNOWN in (left_kind, right_kind):
-                    raise SqlError("42725", f"operator is not unique: unknown {symbol} unknown")
+                    raise SqlError(AMBIGUOUS_FUNCTION, f"operator is not unique: unknown {symbol} unknown")
                 return left, right
-            return coerce_constant(left, types.TEXT), coerce_constant(right, types.TEXT)
+            return coerce(left, types.TEXT), coerce(right, types.TEXT)
         return left, right
 
 
-def coerce_constant(compiled: Compiled, target: SqlType) -> Compiled:
-    """Gives an untyped literal (UNKNOWN or NULL) the type `target`; typed expressions pass through."""
+# --- helpers used by several compilers ------------------------------------------------------
+def coerce(compiled: Compiled, target: SqlType) -> Compiled:
+    """Gives an untyped literal (UNKNOWN or NULL) the type `target`; typed expressions of the
+    same category are converted to it; anything else passes through unchanged."""
     kind = compiled.sql_type.kind
     if kind is Kind.NULL:
         return constant(None, target)
     if kind is Kind.UNKNOWN:
         assert compiled.constant
-        if target.kind in (Kind.UNKNOWN, Kind.NULL):
+        if target.kind in types.UNTYPED_KINDS:
             return constant(compiled.evaluate(()), types.TEXT)
-        value = types.parse_text_as(compiled.evaluate(()), SqlType(target.kind) if target.kind is Kind.VARCHAR else target)
-        return constant(value, SqlType(Kind.TEXT) if target.kind is Kind.VARCHAR else target)
+        text = compiled.evaluate(())
+        parse_type = target if target.kind is not Kind.VARCHAR else types.TEXT
+        value = types.parse_text_as(text, parse_type if target.kind is not Kind.CHAR else SqlType(Kind.CHAR))
+        return constant(value, parse_type.base if target.kind is not Kind.CHAR else SqlType(Kind.CHAR))
+    if types.category(kind) == types.category(target.kind) and kind != target.kind:
+        return _converted(compiled, target)
     return compiled
 
 
-def _category(kind: Kind) -> str:
-    if kind in types.NUMERIC_KINDS:
-        return "numeric"
+coerce_constant = coerce
+
+
+def _converted(compiled: Compiled, target: SqlType) -> Compiled:
+    source = compiled.sql_type
+    if source.kind == target.kind or source.kind is Kind.NULL:
+        return Compiled(compiled.evaluate, target if source.kind is Kind.NULL else source, compiled.constant)
+    evaluate = compiled.evaluate
+    if compiled.constant:
+        return constant(types.convert(evaluate(()), source, target), target)
+    return Compiled(lambda row: types.convert(evaluate(row), source, target), target)
+
+
+def _as_text(compiled: Compiled) -> Compiled:
+    """A string operand as text (char(n) loses its padding; unknown literals become text)."""
+    kind = compiled.sql_type.kind
+    if kind in types.UNTYPED_KINDS:
+        return coerce(compiled, types.TEXT)
+    if kind is Kind.CHAR:
+        return _converted(compiled, types.TEXT)
     if kind in types.TEXT_KINDS:
-        return "text"
-    if kind is Kind.BOOLEAN:
-        return "boolean"
-    return kind.value
+        return compiled
+    evaluate, source = compiled.evaluate, compiled.sql_type
+    return Compiled(lambda row: _none_or(evaluate(row), lambda v: types.format_value(v, source)), types.TEXT,
+                    compiled.constant)
 
 
-def _comparison_key(left: SqlType, right: SqlType, symbol: str):
-    if _category(left.kind) != _category(right.kind):
+def _castable(source: SqlType, target: SqlType) -> bool:
+    src, dst = source.kind, target.kind
+    if src == dst or dst in types.TEXT_KINDS or src in types.TEXT_KINDS:
+        return True
+    if src in types.NUMERIC_KINDS and dst in types.NUMERIC_KINDS:
+        return True
+    if {src, dst} == {Kind.INTEGER, Kind.BOOLEAN}:
+        return True
+    return src in types.DATETIME_KINDS and dst in types.DATETIME_KINDS
+
+
+def _comparison_type(left: SqlType, right: SqlType, symbol: str) -> SqlType:
+    left_category, right_category = types.category(left.kind), types.category(right.kind)
+    if left_category != right_category:
         raise _no_operator(f"{left.display_name} {symbol} {right.display_name}")
-    if Kind.DOUBLE in (left.kind, right.kind):
-        return lambda value: types.sort_key(float(value))
-    return _identity
+    if left_category == "numeric":
+        return types.numeric_result(left, right)
+    if left_category == "datetime":
+        return types.datetime_result(left, right)
+    if left_category == "string":
+        return left if left.kind is Kind.CHAR and right.kind is Kind.CHAR else types.TEXT
+    return left
 
 
-def _identity(value):
+def _comparison_form(compiled: Compiled, common: SqlType) -> Compiled:
+    """The operand as values that compare (==, <) as PostgreSQL compares them in type `common`."""
+    converted = _converted(compiled, common) if compiled.sql_type.kind != common.kind else compiled
+    kind = common.kind
+    evaluate = converted.evaluate
+    if kind is Kind.CHAR:
+        return Compiled(lambda row: _none_or(evaluate(row), lambda v: v.rstrip(" ")), common, converted.constant)
+    if kind in types.FLOAT_KINDS:
+        return Compiled(lambda row: _none_or(evaluate(row), _float_key), common, converted.constant)
+    return converted
+
+
+class _FloatKey(float):
+    """A float where NaN equals NaN and sorts above every number (PostgreSQL's float ordering)."""
+    __slots__ = ()
+
+    def _key(self):
+        return (1, 0.0) if math.isnan(self) else (0, float(self))
+
+    def __eq__(self, other):
+        return self._key() == _FloatKey(other)._key()
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __lt__(self, other):
+        return self._key() < _FloatKey(other)._key()
+
+    def __le__(self, other):
+        return self._key() <= _FloatKey(other)._key()
+
+    def __gt__(self, other):
+        return self._key() > _FloatKey(other)._key()
+
+    def __ge__(self, other):
+        return self._key() >= _FloatKey(other)._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+
+def _float_key(value: float) -> float:
+    return _FloatKey(value) if math.isnan(value) else value + 0.0
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return ("NaN",)
     return value
 
 
-def _common_type(operands: Sequence[Compiled], construct: str) -> SqlType:
-    typed = [o.sql_type for o in operands if o.sql_type.kind not in (Kind.UNKNOWN, Kind.NULL)]
-    if not typed:
-        return types.TEXT
-    categories = {_category(t.kind) for t in typed}
-    if len(categories) > 1:
-        names = sorted({t.display_name for t in typed})
-        raise SqlError(errors.DATATYPE_MISMATCH, f"{construct} types {names[0]} and {names[1]} cannot be matched")
-    if categories == {"numeric"}:
-        if any(t.kind is Kind.DOUBLE for t in typed):
-            return types.DOUBLE
-        return SqlType(max(typed, key=lambda t: _INT_WIDTH[t.kind]).kind)
-    if categories == {"text"}:
-        return types.TEXT
-    return typed[0]
+_group_key_value = _hashable
+
+
+def _binary(left: Compiled, right: Compiled, result_type: SqlType, apply) -> Compiled:
+    left_eval, right_eval = left.evaluate, right.evaluate
+
+    def evaluate(row):
+        a = left_eval(row)
+        if a is None:
+            return None
+        b = right_eval(row)
+        if b is None:
+            return None
+        return apply(a, b)
+    if left.constant and right.constant:
+        return constant(evaluate(()), result_type)
+    return Compiled(evaluate, result_type)
+
+
+def _family(kind: Kind) -> str:
+    if kind in types.INT_KINDS:
+        return "int"
+    if kind is Kind.NUMERIC:
+        return "numeric"
+    return "float"
+
+
+def _int_operation(symbol: str, result_type: SqlType):
+    check = types.check_int_range
+
+    def div(a, b):
+        if b == 0:
+            raise SqlError(errors.DIVISION_BY_ZERO, "division by zero")
+        quotient = abs(a) // abs(b)
+        return check(quotient if (a >= 0) == (b >= 0) else -quotient, result_type)
+
+    def mod(a, b):
+        if b == 0:
+            raise SqlError(errors.DIVISION_BY_ZERO, "division by zero")
+        remainder = abs(a) % abs(b)
+        return remainder if a >= 0 else -remainder
+    return {"+": lambda a, b: check(a + b, result_type), "-": lambda a, b: check(a - b, result_type),
+            "*": lambda a, b: check(a * b, result_type), "/": div, "%": mod}[symbol]
+
+
+def _numeric_operation(symbol: str, result_type: SqlType):
+    def to_decimal(value):
+        return D(value) if isinstance(value, int) else value
+
+    def div(a, b):
+        a, b = to_decimal(a), to_decimal(b)
+        if b.is_zero():
+            raise SqlError(errors.DIVISION_BY_ZERO, "division by zero")
+        scale = _division_scale(a, b)
+        return CTX.divide(a, b).quantize(D(1).scaleb(-scale), rounding=decimal.ROUND_HALF_UP, context=CTX)
+
+    def mod(a, b):
+        a, b = to_decimal(a), to_decimal(b)
+        if b.is_zero():
+            raise SqlError(errors.DIVISION_BY_ZERO, "division by zero")
+        return CTX.remainder(a, b)
+    return {"+": lambda a, b: CTX.add(to_decimal(a), to_decimal(b)),
+            "-": lambda a, b: CTX.subtract(to_decimal(a), to_decimal(b)),
+            "*": lambda a, b: CTX.multiply(to_decimal(a), to_decimal(b)), "/": div, "%": mod}[symbol]
+
+
+def _display_scale(value: D) -> int:
+    exponent = value.as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def _base10000(value: D) -> tuple[int, int]:
+    """(weight, first digit) of |value| in PostgreSQL's base-10000 numeric representation."""
+    if value.is_zero():
+        return 0, 0
+    magnitude = abs(value)
+    weight = magnitude.adjusted() // 4
+    first = int(magnitude.scaleb(-4 * weight, context=CTX).to_integral_value(rounding=decimal.ROUND_FLOOR))
+    return weight, first
+
+
+def _division_scale(a: D, b: D) -> int:
+    """PostgreSQL's select_div_scale: at least 16 significant digits, no less than either input's scale."""
+    weight1, first1 = _base10000(a)
+    weight2, first2 = _base10000(b)
+    quotient_weight = weight1 - weight2
+    if first1 <= first2:
+        quotient_weight -= 1
+    scale = 16 - quotient_weight * 4
+    scale = max(scale, _display_scale(a), _display_scale(b), 0)
+    return min(scale, 1000)
+
+
+def _decimal_div_trunc(a, b) -> D:
+    a = D(a) if isinstance(a, int) else a
+    b = D(b) if isinstance(b, int) else b
+    if b.is_zero():
+        raise SqlError(errors.DIVISION_BY_ZERO, "division by zero")
+    return CTX.divide_int(a, b)
+
+
+def _float_operation(symbol: str, result_type: SqlType):
+    is_real = result_type.kind is Kind.REAL
+
+    def checked(a, b, result):
+        if is_real:
+            result = types.to_real(result)
+        if math.isinf(result) and not math.isinf(a) and not math.isinf(b):
+            raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE, "value out of range: overflow")
+        if result == 0 and symbol in "*/" and a != 0 and not math.isinf(b):
+            raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE, "value out of range: underflow")
+        return result
+
+    def div(a, b):
+        a, b = float(a), float(b)
+        if b == 0:
+            raise SqlError(errors.DIVISION_BY_ZERO, "division by zero")
+        return checked(a, b, a / b)
+    return {"+": lambda a, b: checked(float(a), float(b), float(a) + float(b)),
+            "-": lambda a, b: checked(float(a), float(b), float(a) - float(b)),
+            "*": lambda a, b: checked(float(a), float(b), float(a) * float(b)), "/": div}[symbol]
+
+
+_OPERATIONS = {"int": _int_operation, "numeric": _numeric_operation, "float": _float_operation}
+
+
+def _float_power(a, b) -> float:
+    a, b = float(a), float(b)
+    if a == 0 and b < 0:
+        raise SqlError("2201F", "zero raised to a negative power is undefined")
+    if a < 0 and not b.is_integer():
+        raise SqlError("2201F", "a negative number raised to a non-integer power yields a complex result")
+    try:
+        result = math.pow(a, b)
+    except OverflowError:
+        raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE, "value out of range: overflow") from None
+    return result
+
+
+def _float_sqrt(value: float) -> float:
+    if value < 0:
+        raise SqlError("2201F", "cannot take square root of a negative number")
+    return math.sqrt(value)
+
+
+def _float_exp(value: float) -> float:
+    try:
+        return math.exp(value)
+    except OverflowError:
+        raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE, "value out of range: overflow") from None
+
+
+def _float_ln(value: float) -> float:
+    if value == 0:
+        raise SqlError("2201E", "cannot take logarithm of zero")
+    if value < 0:
+        raise SqlError("2201E", "cannot take logarithm of a negative number")
+    return math.log(value)
+
+
+def _float_round(value: float) -> float:
+    if math.isnan(value) or math.isinf(value):
+        return value
+    return float(round(value))  # rint(): half to even
+
+
+def _float_trunc(value: float) -> float:
+    return value if math.isnan(value) or math.isinf(value) else float(math.trunc(value))
+
+
+def _float_ceil(value: float) -> float:
+    return value if math.isnan(value) or math.isinf(value) else float(math.ceil(value))
+
+
+def _float_floor(value: float) -> float:
+    return value if math.isnan(value) or math.isinf(value) else float(math.floor(value))
+
+
+def _round_decimal(value: D, places: int, rounding: str) -> D:
+    if places < -1000 or places > 1000:
+        raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE, "value overflows numeric format")
+    quantum = D(1).scaleb(-places)
+    result = value.quantize(quantum, rounding=rounding, context=CTX)
+    if places < 0:
+        result = result.quantize(D(1), context=CTX)
+    return result
+
+
+def _add_days(day: datetime.date, days: int) -> datetime.date:
+    try:
+        return day + datetime.timedelta(days=days)
+    except OverflowError:
+        raise SqlError(types.DATETIME_FIELD_OVERFLOW, "date out of range") from None
+
+
+def _substring(text: str, start: int, length: int | None = None) -> str:
+    if length is not None and length < 0:
+        raise SqlError("22011", "negative substring length not allowed")
+    begin = start - 1
+    end = None if length is None else begin + length
+    begin = max(begin, 0)
+    if end is not None and end <= begin:
+        return ""
+    return text[begin:end]
+
+
+def _left(text: str, n: int) -> str:
+    return text[:n] if n >= 0 else text[:max(len(text) + n, 0)]
+
+
+def _right(text: str, n: int) -> str:
+    if n >= 0:
+        return text[len(text) - n:] if n else ""
+    return text[-n:]
+
+
+def _pad(text: str, length: int, fill: str, is_left: bool) -> str:
+    if length <= 0:
+        return ""
+    if len(text) >= length or not fill:
+        return text[:length]
+    needed = length - len(text)
+    padding = (fill * (needed // len(fill) + 1))[:needed]
+    return padding + text if is_left else text + padding
+
+
+def _initcap(text: str) -> str:
+    out = []
+    previous_alnum = False
+    for char in text:
+        out.append(char.lower() if previous_alnum else char.upper())
+        previous_alnum = char.isalnum()
+    return "".join(out)
+
+
+def _split_part(text: str, delimiter: str, index: int) -> str:
+    if index == 0:
+        raise SqlError(INVALID_ARGUMENT, "field position must not be zero")
+    parts = text.split(delimiter) if delimiter else [text]
+    if index < 0:
+        index = len(parts) + index + 1
+        if index <= 0:
+            return ""
+    return parts[index - 1] if index <= len(parts) else ""
+
+
+def _chr(code: int) -> str:
+    if code == 0:
+        raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, "null character not permitted")
+    if code < 0 or code > 0x10FFFF:
+        raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, "requested character too large for encoding: %d" % code)
+    return chr(code)
+
+
+_TRUNC_UNITS = ("year", "quarter", "month", "week", "day", "hour", "minute", "second")
+
+
+def _truncate(value: datetime.datetime, unit: str) -> datetime.datetime:
+    if unit == "year":
+        return value.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+    if unit == "quarter":
+        return value.replace(month=(value.month - 1) // 3 * 3 + 1, day=1, hour=0, minute=0, second=0, microsecond=0)
+    if unit == "month":
+        return value.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if unit == "week":
+        start = value - datetime.timedelta(days=value.weekday())
+        return start.replace(hour=0, minute=0, second=0, microsecond=0)
+    if unit == "day":
+        return value.replace(hour=0, minute=0, second=0, microsecond=0)
+    if unit == "hour":
+        return value.replace(minute=0, second=0, microsecond=0)
+    if unit == "minute":
+        return value.replace(second=0, microsecond=0)
+    return value.replace(microsecond=0)
+
+
+def _extract_function(field: str | None, kind: Kind):
+    is_date = kind is Kind.DATE
+    epoch_utc = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    epoch = datetime.datetime(1970, 1, 1)
+    simple = {
+        "year": lambda v: v.year, "month": lambda v: v.month, "day": lambda v: v.day,
+        "quarter": lambda v: (v.month - 1) // 3 + 1, "dow": lambda v: v.isoweekday() % 7,
+        "isodow": lambda v: v.isoweekday(), "doy": lambda v: v.timetuple().tm_yday,
+        "week": lambda v: v.isocalendar()[1], "decade": lambda v: v.year // 10,
+        "century": lambda v: (v.year + 99) // 100, "millennium": lambda v: (v.year + 999) // 1000,
+    }
+    if field in simple:
+        getter = simple[field]
+        return lambda v: D(getter(v))
+    if is_date:
+        if field == "epoch":
+            return lambda v: D((v - datetime.date(1970, 1, 1)).days * 86400)
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED if field in ("hour", "minute", "second") else "22023",
+                       f'unit "{field}" not supported for type date')
+    if field == "hour":
+        return lambda v: D(v.hour)
+    if field == "minute":
+        return lambda v: D(v.minute)
+    if field == "second":
+        return lambda v: (D(v.second * 1_000_000 + v.microsecond) / D(1_000_000)).quantize(D("0.000001"))
+    if field == "epoch":
+        def epoch_seconds(v):
+            delta = v - (epoch_utc if v.tzinfo is not None else epoch)
+            micros = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+            return (D(micros) / D(1_000_000)).quantize(D("0.000001"))
+        return epoch_seconds
+    raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'EXTRACT field "{field}" is not supported')
 
 
 def _aggregate_type(name: str, argument: Compiled | None) -> SqlType:
@@ -573,21 +1559,35 @@ def _aggregate_type(name: str, argument: Compiled | None) -> SqlType:
         return types.BIGINT
     assert argument is not None
     kind = argument.sql_type.kind
+    if name in ("bool_and", "bool_or"):
+        if kind not in (Kind.BOOLEAN, Kind.NULL, Kind.UNKNOWN):
+            raise _no_function(name, [argument])
+        return types.BOOLEAN
+    if name == "string_agg":
+        return types.TEXT
     if kind is Kind.NULL:
-        return types.BIGINT if name == "sum" else types.DOUBLE if name == "avg" else types.TEXT
+        if name in ("sum", "avg"):
+            raise SqlError(AMBIGUOUS_FUNCTION, f"function {name}(unknown) is not unique")
+        return types.TEXT
     if name == "sum":
-        if kind in types.INT_KINDS:
+        if kind in (Kind.SMALLINT, Kind.INTEGER):
             return types.BIGINT
-        if kind is Kind.DOUBLE:
-            return types.DOUBLE
+        if kind in (Kind.BIGINT, Kind.NUMERIC):
+            return types.NUMERIC
+        if kind in types.FLOAT_KINDS:
+            return SqlType(kind)
         raise _no_function(name, [argument])
     if name == "avg":
-        if kind in types.NUMERIC_KINDS:
+        if kind in types.INT_KINDS or kind is Kind.NUMERIC:
+            return types.NUMERIC
+        if kind in types.FLOAT_KINDS:
             return types.DOUBLE
         raise _no_function(name, [argument])
-    if kind is Kind.VARCHAR:
+    if kind in (Kind.VARCHAR, Kind.TEXT):
         return types.TEXT
-    return argument.sql_type
+    if kind in (Kind.UUID,):
+        raise _no_function(name, [argument])
+    return argument.sql_type.base
 
 
 def _and(left: Compiled, right: Compiled) -> Compiled:
@@ -626,60 +1626,14 @@ def _none_or(value, apply):
     return None if value is None else apply(value)
 
 
-def _int_operation(symbol: str, result_type: SqlType):
-    check = types.check_int_range
-
-    def add(a, b):
-        return check(a + b, result_type)
-
-    def sub(a, b):
-        return check(a - b, result_type)
-
-    def mul(a, b):
-        return check(a * b, result_type)
-
-    def div(a, b):
-        if b == 0:
-            raise SqlError(errors.DIVISION_BY_ZERO, "division by zero")
-        quotient = abs(a) // abs(b)
-        return check(quotient if (a >= 0) == (b >= 0) else -quotient, result_type)
-
-    def mod(a, b):
-        if b == 0:
-            raise SqlError(errors.DIVISION_BY_ZERO, "division by zero")
-        remainder = abs(a) % abs(b)
-        return remainder if a >= 0 else -remainder
-    return {"+": add, "-": sub, "*": mul, "/": div, "%": mod}[symbol]
-
-
-def _double_operation(symbol: str):
-    def checked(a, b, result):
-        if math.isinf(result) and not math.isinf(a) and not math.isinf(b):
-            raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE, "value out of range: overflow")
-        return result
-
-    def add(a, b):
-        return checked(a, b, float(a) + float(b))
-
-    def sub(a, b):
-        return checked(a, b, float(a) - float(b))
-
-    def mul(a, b):
-        return checked(a, b, float(a) * float(b))
-
-    def div(a, b):
-        if b == 0:
-            raise SqlError(errors.DIVISION_BY_ZERO, "division by zero")
-        return checked(a, b, float(a) / float(b))
-    return {"+": add, "-": sub, "*": mul, "/": div}[symbol]
-
-
-def _like_to_regex(pattern: str) -> str:
+def like_to_regex(pattern: str, escape: str = "\\") -> str:
     out = []
     index = 0
     while index < len(pattern):
         char = pattern[index]
-        if char == "\\" and index + 1 < len(pattern):
+        if escape and char == escape:
+            if index + 1 >= len(pattern):
+                raise SqlError(INVALID_ESCAPE, "LIKE pattern must not end with escape character")
             out.append(re.escape(pattern[index + 1]))
             index += 2
             continue
@@ -704,61 +1658,164 @@ def _no_function(name: str, operands: Sequence[Compiled]) -> SqlError:
                     hint="No function matches the given name and argument types. You might need to add explicit type casts.")
 
 
+_KNOWN_UNSUPPORTED = {
+    "age", "every", "gcd", "lcm", "quote_ident", "quote_literal", "to_timestamp", "to_date", "to_number",
+    "array_length", "unnest", "generate_series", "nextval", "currval", "setval", "row_number", "rank",
+    "dense_rank", "lag", "lead", "json_build_object", "jsonb_build_object", "regexp_match", "pg_sleep",
+    "clock_timestamp", "statement_timestamp", "transaction_timestamp", "timeofday", "make_date",
+}
+
 _HANDLERS: dict[type, Callable[[Compiler, Any], Compiled]] = {
     exp.Paren: Compiler._paren,
     exp.Literal: Compiler._literal,
     exp.Boolean: Compiler._boolean,
     exp.ByteString: Compiler._escape_string,
+    exp.RawString: Compiler._escape_string,
+    exp.National: Compiler._escape_string,
     exp.Null: Compiler._null,
     exp.Column: Compiler._column,
     exp.Neg: Compiler._neg,
     exp.DPipe: Compiler._concat,
+    exp.Pow: Compiler._pow,
     exp.NullSafeEQ: Compiler._distinct_from,
     exp.NullSafeNEQ: Compiler._distinct_from,
     exp.In: Compiler._in,
     exp.Between: Compiler._between,
     exp.Like: Compiler._like,
     exp.ILike: Compiler._like,
+    exp.Escape: Compiler._escape,
     exp.And: Compiler._and_or,
     exp.Or: Compiler._and_or,
     exp.Not: Compiler._not,
     exp.Is: Compiler._is,
     exp.Cast: Compiler._cast,
+    exp.Case: Compiler._case,
+    exp.Coalesce: Compiler._coalesce,
+    exp.Nullif: Compiler._nullif,
+    exp.Greatest: Compiler._greatest_least,
+    exp.Least: Compiler._greatest_least,
+    exp.Subquery: Compiler._scalar_subquery,
+    exp.Exists: Compiler._exists,
     exp.Lower: Compiler._lower,
     exp.Upper: Compiler._upper,
     exp.Length: Compiler._length,
+    exp.Substring: Compiler._substring,
+    exp.StrPosition: Compiler._strpos,
+    exp.Trim: Compiler._trim,
+    exp.Replace: Compiler._replace,
+    exp.Left: Compiler._left_right,
+    exp.Right: Compiler._left_right,
+    exp.Pad: Compiler._pad,
+    exp.Repeat: Compiler._repeat,
+    exp.Reverse: Compiler._reverse,
+    exp.Initcap: Compiler._initcap,
+    exp.SplitPart: Compiler._split_part,
+    exp.StartsWith: Compiler._starts_with,
+    exp.MD5: Compiler._md5,
+    exp.Ascii: Compiler._ascii,
+    exp.Chr: Compiler._chr,
+    exp.Concat: Compiler._concat_function,
+    exp.ConcatWs: Compiler._concat_function,
     exp.Abs: Compiler._abs,
-    exp.Coalesce: Compiler._coalesce,
+    exp.Round: Compiler._round,
+    exp.Trunc: Compiler._trunc,
+    exp.Ceil: Compiler._ceil,
+    exp.Floor: Compiler._floor,
+    exp.Mod: Compiler._mod,
+    exp.Sign: Compiler._sign,
+    exp.Sqrt: Compiler._sqrt,
+    exp.Cbrt: Compiler._cbrt,
+    exp.Exp: Compiler._exp,
+    exp.Ln: Compiler._ln,
+    exp.Pi: Compiler._pi,
+    exp.Rand: Compiler._random,
+    exp.Uuid: Compiler._uuid,
+    exp.CurrentTimestamp: Compiler._current_timestamp,
+    exp.CurrentDate: Compiler._current_date,
+    exp.Localtimestamp: Compiler._localtimestamp,
+    exp.Extract: Compiler._extract,
+    exp.TimestampTrunc: Compiler._date_trunc,
+    exp.Anonymous: Compiler._anonymous,
+    exp.Filter: Compiler._filter,
+    exp.Window: Compiler._window,
 }
 for _node_type in _COMPARISONS:
     _HANDLERS[_node_type] = Compiler._comparison
 for _node_type in _ARITHMETIC:
-    _HANDLERS[_node_type] = Compiler._arithmetic
+    if _node_type is not exp.Mod:
+        _HANDLERS[_node_type] = Compiler._arithmetic
 for _node_type in AGGREGATE_NODES:
     _HANDLERS[_node_type] = Compiler._aggregate
 
 
 def contains_aggregate(node: exp.Expression | None) -> bool:
-    return node is not None and any(isinstance(n, AGGREGATE_NODES) for n in node.walk())
+    """True when `node` calls an aggregate at this query level (not inside a subquery)."""
+    if node is None:
+        return False
+    for found in node.walk(prune=lambda n: isinstance(n, (exp.Subquery, exp.Select, exp.Exists)) and n is not node):
+        if isinstance(found, AGGREGATE_NODES):
+            return True
+    return False
+
+
+_FUNCTION_NAMES = {
+    exp.Lower: "lower", exp.Upper: "upper", exp.Length: "length", exp.Abs: "abs", exp.Coalesce: "coalesce",
+    exp.Nullif: "nullif", exp.Greatest: "greatest", exp.Least: "least",
+    exp.Substring: "substring", exp.StrPosition: "strpos", exp.Trim: "btrim", exp.Replace: "replace",
+    exp.Concat: "concat", exp.ConcatWs: "concat_ws", exp.Left: "left", exp.Right: "right",
+    exp.Repeat: "repeat", exp.Reverse: "reverse", exp.Initcap: "initcap", exp.SplitPart: "split_part",
+    exp.StartsWith: "starts_with", exp.MD5: "md5", exp.Ascii: "ascii", exp.Chr: "chr", exp.Round: "round",
+    exp.Trunc: "trunc", exp.Ceil: "ceil", exp.Floor: "floor", exp.Sign: "sign",
+    exp.Sqrt: "sqrt", exp.Cbrt: "cbrt", exp.Exp: "exp", exp.Ln: "ln", exp.Pi: "pi", exp.Rand: "random",
+    exp.Uuid: "gen_random_uuid", exp.CurrentTimestamp: "now", exp.CurrentDate: "current_date",
+    exp.Localtimestamp: "localtimestamp", exp.Extract: "extract", exp.TimestampTrunc: "date_trunc",
+    exp.Pow: "power", exp.Exists: "exists",
+}
 
 
 def output_name(node: exp.Expression) -> str:
-    """The column name PostgreSQL gives an output expression."""
+    """The column name PostgreSQL gives an output expression (its FigureColname)."""
+    return _figure_name(node)[0]
+
+
+def _figure_name(node: exp.Expression) -> tuple[str, int]:
+    """(name, strength): 2 for names from columns and functions, 1 for weak ones (casts, CASE)."""
     if isinstance(node, exp.Alias):
-        return identifier_name(node.args["alias"])
+        return identifier_name(node.args["alias"]), 2
     if isinstance(node, exp.Paren):
-        return output_name(node.this)
+        return _figure_name(node.this)
     if isinstance(node, exp.Column):
-        return identifier_name(node.this)
+        return identifier_name(node.this), 2
     if isinstance(node, exp.Cast):
-        inner = output_name(node.this)
-        if inner != "?column?":
-            return inner
-        return types.type_from_sqlglot(node.args["to"]).kind.name.lower().replace("double", "float8")
+        if isinstance(node.this, exp.IntDiv):
+            return "div", 2
+        inner, strength = _figure_name(node.this)
+        if strength > 1:
+            return inner, strength
+        try:
+            return types.CAST_COLUMN_NAMES[types.type_from_sqlglot(node.args["to"]).kind], 1
+        except SqlError:
+            return "?column?", 0
+    if isinstance(node, exp.Case):
+        return "case", 1
+    name = _simple_name(node)
+    return name, (0 if name == "?column?" else 2)
+
+
+def _simple_name(node: exp.Expression) -> str:
+    if isinstance(node, exp.Filter):
+        return output_name(node.this)
     if isinstance(node, AGGREGATE_NODES):
-        return type(node).__name__.lower()
-    if isinstance(node, (exp.Lower, exp.Upper, exp.Length, exp.Abs, exp.Coalesce)):
-        return type(node).__name__.lower()
-    if isinstance(node, exp.Boolean):
-        return "bool"
+        return _AGGREGATE_NAMES[type(node)]
+    if isinstance(node, exp.Pad):
+        return "lpad" if node.args.get("is_left") else "rpad"
+    if isinstance(node, exp.Trim):
+        position = str(node.args.get("position") or "").upper()
+        return {"LEADING": "ltrim", "TRAILING": "rtrim"}.get(position, "btrim")
+    if isinstance(node, exp.Subquery) and isinstance(node.this, exp.Select) and node.this.expressions:
+        return output_name(node.this.expressions[0])
+    if type(node) in _FUNCTION_NAMES:
+        return _FUNCTION_NAMES[type(node)]
+    if isinstance(node, exp.Anonymous):
+        return str(node.this).lower()
     return "?column?"

@@ -18,13 +18,14 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
-from quorumdb import errors
+from quorumdb import errors, limits
 from quorumdb.errors import SqlError
 
 # sqlglot logs a warning when it falls back to an opaque Command; we report those as 0A000.
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
-SUPPORTED_STATEMENTS = (exp.Select, exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop)
+SUPPORTED_STATEMENTS = (exp.Select, exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter,
+                        exp.Union, exp.Intersect, exp.Except, exp.Values)
 
 # First words of PostgreSQL commands we do not implement: 0A000, not a syntax error.
 _COMMAND_WORDS = {
@@ -45,9 +46,21 @@ class TransactionAction(enum.Enum):
 @dataclasses.dataclass(frozen=True)
 class TransactionControl:
     action: TransactionAction
+    tag: str = ""  # the command tag PostgreSQL answers (START TRANSACTION for that spelling)
+
+    @property
+    def command_tag(self) -> str:
+        return self.tag or self.action.value
 
 
-Statement = TransactionControl | exp.Expression
+@dataclasses.dataclass(frozen=True)
+class Explain:
+    """EXPLAIN [ANALYZE] statement: the executor prints the plan it would run."""
+    statement: exp.Expression
+    analyze: bool = False
+
+
+Statement = TransactionControl | Explain | exp.Expression
 
 
 def parse_script(sql: str) -> list[Statement]:
@@ -74,6 +87,14 @@ def _parse_statement(text: str, tokens: list) -> Statement:
         return control
     if words[0] in ("SAVEPOINT", "RELEASE"):
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{words[0]} is not supported")
+    if words[0] == "EXPLAIN":
+        return _parse_explain(text, tokens, words)
+    if len(text) > limits.STATEMENT_BYTES_MAX:
+        raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                       f"statement of {len(text)} bytes exceeds the limit of {limits.STATEMENT_BYTES_MAX} bytes")
+    if words[:3] == ["CREATE", "INDEX", "ASYNC"] or words[:4] == ["CREATE", "UNIQUE", "INDEX", "ASYNC"]:
+        async_token = tokens[words.index("ASYNC")]  # DSQL's asynchronous index build: built synchronously here
+        text = text[:async_token.start - tokens[0].start] + text[async_token.end + 1 - tokens[0].start:]
     if words[0] not in _COMMAND_WORDS and words[0] != "(":
         raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[0].text}"')
     try:
@@ -86,14 +107,45 @@ def _parse_statement(text: str, tokens: list) -> Statement:
         raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input") from None
     except TokenError as error:
         raise SqlError(errors.SYNTAX_ERROR, f"syntax error: {_first_line(str(error))}") from None
+    if isinstance(statement, exp.Subquery) and isinstance(statement.this, (exp.Select, exp.Union)):
+        return statement
     if isinstance(statement, SUPPORTED_STATEMENTS):
         return statement
-    if isinstance(statement, (exp.Union, exp.Intersect, exp.Except)):
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{type(statement).__name__.upper()} is not supported")
     if words[0] in _COMMAND_WORDS:
         shown = " ".join(words[:2]) if words[0] in ("CREATE", "DROP", "ALTER") and len(words) > 1 else words[0]
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{shown} is not supported")
     raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[0].text}"')
+
+
+def _parse_explain(text: str, tokens: list, words: list[str]) -> Explain:
+    rest_text = text[tokens[0].end + 1 - tokens[0].start:]
+    try:
+        tokens = tokens[:1] + sqlglot.tokenize(rest_text, read="postgres")
+    except TokenError as error:
+        raise SqlError(errors.SYNTAX_ERROR, f"syntax error: {_first_line(str(error))}") from None
+    offset = tokens[0].end + 1 - tokens[0].start
+    words = [token.text.upper() for token in tokens]
+    text = text[:offset] + rest_text
+    position = 1
+    analyze = False
+    if position < len(words) and words[position] == "(":
+        close = words.index(")", position) if ")" in words[position:] else len(words)
+        options = [w for w in words[position + 1:close] if w not in (",",)]
+        analyze = "ANALYZE" in options
+        unknown = [w for w in options if w not in ("ANALYZE", "VERBOSE", "COSTS", "TRUE", "FALSE", "ON", "OFF")]
+        if unknown:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"EXPLAIN option {unknown[0]} is not supported")
+        position = close + 1
+    while position < len(words) and words[position] in ("ANALYZE", "ANALYSE", "VERBOSE"):
+        analyze = analyze or words[position] != "VERBOSE"
+        position += 1
+    if position >= len(words):
+        raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
+    rest = tokens[position:]
+    inner = _parse_statement(rest_text[rest[0].start:], rest)
+    if isinstance(inner, (TransactionControl, Explain)):
+        raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{rest[0].text}"')
+    return Explain(inner, analyze)
 
 
 _BEGIN_WORDS = {"BEGIN", "START"}
@@ -117,7 +169,7 @@ def _transaction_control(words: list[str]) -> TransactionControl | None:
         return None
     if first in _BEGIN_WORDS:
         _check_modes(rest)
-        return TransactionControl(TransactionAction.BEGIN)
+        return TransactionControl(TransactionAction.BEGIN, "START TRANSACTION" if first == "START" else "")
     if rest:
         if rest[0] in ("TO", "AND"):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{first} {' '.join(rest[:2])} is not supported")

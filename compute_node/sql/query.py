@@ -22,15 +22,15 @@ from sqlglot import exp
 from compute_node.sql import types
 from compute_node.sql.catalog import identifier_name
 from compute_node.sql.expressions import (
-    EMPTY_SCOPE, AggregateCollector, AggregateSpec, Compiled, Compiler, Scope, coerce_constant,
-    contains_aggregate, output_name,
+    EMPTY_SCOPE, AggregateCollector, AggregateSpec, Compiled, Compiler, Context, Scope, coerce_constant,
+    contains_aggregate, output_name, _numeric_operation,
 )
 from compute_node.sql.types import Kind
 from quorumdb import errors, limits
 from quorumdb.errors import SqlError
 
 _SELECT_ARGS = {"expressions", "from", "from_", "where", "group", "having", "order", "limit", "offset",
-                "distinct", "locks", "kind"}
+                "distinct", "locks", "kind", "joins", "with", "with_"}
 
 
 @dataclasses.dataclass
@@ -53,9 +53,15 @@ class SelectProgram:
         self.limit: int | None = None
         self.offset = 0
         self.for_update = False
+        self.unknown_outputs: set[int] = set()  # outputs that are untyped literals (UNION resolves them)
         # Run state.
         self._rows: list[tuple[tuple, tuple, bytes | None]] = []  # (output, sort keys, source key)
         self._groups: dict[tuple, tuple[tuple, list]] = {}
+
+    def reset(self) -> None:
+        """Forgets the rows of a previous run (a correlated subquery runs once per outer row)."""
+        self._rows = []
+        self._groups = {}
 
     @property
     def grouped(self) -> bool:
@@ -97,7 +103,8 @@ class SelectProgram:
             entry = (group_values, [_Accumulator(spec) for spec in collector.aggregates])
             self._groups[group_key] = entry
         for accumulator in entry[1]:
-            accumulator.add(row)
+            if accumulator.spec.filter is None or accumulator.spec.filter.evaluate(row) is True:
+                accumulator.add(row)
 
     def finish(self) -> tuple[list[tuple], list[bytes]]:
         """The result rows, and the keys of the source rows they came from (for FOR UPDATE)."""
@@ -147,6 +154,7 @@ class _Accumulator:
         self.count = 0
         self.total: Any = None
         self.seen: set | None = set() if spec.distinct else None
+        self.parts: list[str] = []
 
     def add(self, row: Sequence[Any]) -> None:
         spec = self.spec
@@ -164,9 +172,25 @@ class _Accumulator:
         self.count += 1
         name = spec.name
         if name in ("sum", "avg"):
-            self.total = value if self.total is None else self.total + value
+            if self.total is None:
+                self.total = value
+            elif isinstance(value, float):
+                self.total = self.total + value
+                if spec.result_type.kind is Kind.REAL:
+                    self.total = types.to_real(self.total)
+            else:
+                self.total = _ADD_EXACT(self.total, value) if not isinstance(value, int) else self.total + value
             if name == "sum" and spec.result_type.kind in types.INT_KINDS:
                 types.check_int_range(self.total, spec.result_type)
+        elif name == "bool_and":
+            self.total = value if self.total is None else (self.total and value)
+        elif name == "bool_or":
+            self.total = value if self.total is None else (self.total or value)
+        elif name == "string_agg":
+            separator = spec.separator.evaluate(row) if spec.separator is not None else ""
+            if self.parts:
+                self.parts.append(separator or "")
+            self.parts.append(value)
         elif name == "min":
             if self.total is None or types.sort_key(value) < types.sort_key(self.total):
                 self.total = value
@@ -179,17 +203,28 @@ class _Accumulator:
         if name == "count":
             return self.count
         if name == "avg":
-            return None if self.count == 0 else float(self.total) / self.count
+            if self.count == 0:
+                return None
+            if self.spec.result_type.kind is Kind.NUMERIC:
+                return _DIVIDE_NUMERIC(self.total, self.count)
+            return float(self.total) / self.count
+        if name == "string_agg":
+            return "".join(self.parts) if self.parts else None
         return self.total
 
 
-def compile_select(select: exp.Select, scope: Scope, has_table: bool) -> SelectProgram:
+_ADD_EXACT = _numeric_operation("+", types.NUMERIC)
+_DIVIDE_NUMERIC = _numeric_operation("/", types.NUMERIC)
+
+
+def compile_select(select: exp.Select, scope: Scope, has_table: bool, context: Context | None = None,
+                   star_entries: Sequence[tuple[str, int, str]] | None = None) -> SelectProgram:
     for key, value in select.args.items():
         if key not in _SELECT_ARGS and value not in (None, False, []):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{key.rstrip('_').upper()} in SELECT is not supported")
     program = SelectProgram()
-    row_compiler = Compiler(scope, "WHERE")
-    select_nodes = _expand_star(select.expressions, scope, has_table)
+    row_compiler = Compiler(scope, "WHERE", None, context)
+    select_nodes = _expand_star(select.expressions, scope, has_table, star_entries)
     where_node = select.args.get("where")
     if where_node is not None:
         program.where = row_compiler.compile_condition(where_node.this)
@@ -208,19 +243,20 @@ def compile_select(select: exp.Select, scope: Scope, has_table: bool) -> SelectP
         if group is not None and (group.args.get("rollup") or group.args.get("cube") or group.args.get("grouping_sets")):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ROLLUP, CUBE and GROUPING SETS are not supported")
         group_nodes = [_resolve_group_node(node, select_nodes) for node in (group.expressions if group else [])]
-        program.collector = AggregateCollector(Compiler(scope, "GROUP BY"), group_nodes)
-        output_compiler = Compiler(scope, "SELECT", program.collector)
+        program.collector = AggregateCollector(Compiler(scope, "GROUP BY", None, context), group_nodes)
+        output_compiler = Compiler(scope, "SELECT", program.collector, context)
     else:
-        output_compiler = Compiler(scope, "SELECT")
+        output_compiler = Compiler(scope, "SELECT", None, context)
     for node in select_nodes:
         inner = node.this if isinstance(node, exp.Alias) else node
         compiled = output_compiler.compile(inner)
         if compiled.sql_type.kind is Kind.UNKNOWN:
+            program.unknown_outputs.add(len(program.outputs))
             compiled = coerce_constant(compiled, types.TEXT)
         program.outputs.append(compiled)
         program.columns.append((output_name(node), compiled.sql_type))
     if having_node is not None:
-        having_compiler = Compiler(scope, "HAVING", program.collector)
+        having_compiler = Compiler(scope, "HAVING", program.collector, context)
         program.having = having_compiler.compile_condition(having_node.this)
     if order is not None:
         for item in order.expressions:
@@ -240,7 +276,9 @@ def compile_select(select: exp.Select, scope: Scope, has_table: bool) -> SelectP
     return program
 
 
-def _expand_star(nodes: Sequence[exp.Expression], scope: Scope, has_table: bool) -> list[exp.Expression]:
+def _expand_star(nodes: Sequence[exp.Expression], scope: Scope, has_table: bool,
+                 star_entries: Sequence[tuple[str, int, str]] | None) -> list[exp.Expression]:
+    """`*` and `t.*` become qualified column references (USING columns once, first, as PostgreSQL)."""
     expanded: list[exp.Expression] = []
     for node in nodes:
         is_star = isinstance(node, exp.Star) or (isinstance(node, exp.Column) and isinstance(node.this, exp.Star))
@@ -251,12 +289,23 @@ def _expand_star(nodes: Sequence[exp.Expression], scope: Scope, has_table: bool)
             raise SqlError(errors.SYNTAX_ERROR, "SELECT * with no tables specified is not valid")
         if isinstance(node, exp.Column):
             qualifier = identifier_name(node.args["table"])
-            visible = scope.alias if scope.alias is not None else scope.table_name
-            if qualifier != visible:
+            relation = scope.find_relation(qualifier)
+            if relation is None:
                 raise SqlError(errors.UNDEFINED_TABLE, f'missing FROM-clause entry for table "{qualifier}"')
-        for name, _ in scope.columns:
-            expanded.append(exp.Column(this=exp.Identifier(this=name, quoted=True)))
+            for name, _ in relation.columns:
+                expanded.append(_qualified(relation.name, name))
+            continue
+        entries = star_entries if star_entries is not None else [
+            (name, relation.offset + i, relation.name)
+            for relation in scope.relations for i, (name, _) in enumerate(relation.columns)]
+        for name, _, relation_name in entries:
+            expanded.append(_qualified(relation_name, name))
     return expanded
+
+
+def _qualified(relation_name: str, column_name: str) -> exp.Column:
+    return exp.Column(this=exp.Identifier(this=column_name, quoted=True),
+                      table=exp.Identifier(this=relation_name, quoted=True))
 
 
 def _resolve_group_node(node: exp.Expression, select_nodes: Sequence[exp.Expression]) -> exp.Expression:
@@ -276,6 +325,8 @@ def _resolve_group_node(node: exp.Expression, select_nodes: Sequence[exp.Express
 
 
 def _order_item(item: exp.Ordered, select_nodes, program: SelectProgram, compiler: Compiler) -> OrderItem:
+    if item.args.get("with_fill") is not None:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "WITH FILL is not supported")
     node = item.this
     descending = bool(item.args.get("desc"))
     nulls_first = item.args.get("nulls_first")
@@ -313,6 +364,10 @@ def _limit_value(clause: exp.Expression | None, word: str) -> int | None:
     node = clause.args.get("expression")
     if node is None or (isinstance(node, exp.Var) and node.name.upper() == "ALL"):
         return None
+    if any(isinstance(n, (exp.Column, exp.Subquery, exp.Select)) for n in node.walk()):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED if not isinstance(node, exp.Column) else "42P10",
+                       f"argument of {word} must not contain variables" if isinstance(node, exp.Column)
+                       else f"subqueries in {word} are not supported")
     compiled = Compiler(EMPTY_SCOPE, word).compile(node)
     if compiled.sql_type.kind is Kind.UNKNOWN:
         compiled = coerce_constant(compiled, types.BIGINT)

@@ -59,10 +59,48 @@ def _columns_rows(tables: Sequence[TableDef]) -> list[tuple]:
     rows = []
     for table in tables:
         for position, column in enumerate(table.columns, start=1):
-            max_length = column.sql_type.length if column.sql_type.kind is Kind.VARCHAR else None
+            sql_type = column.sql_type
+            max_length = sql_type.length if sql_type.kind in (Kind.VARCHAR, Kind.CHAR) else None
             rows.append((DATABASE_NAME, USER_SCHEMA, table.name, column.name, position,
-                         column.sql_type.kind.value, "NO" if column.not_null else "YES", max_length, None))
+                         sql_type.kind.value, "NO" if column.not_null else "YES", max_length, column.default,
+                         sql_type.precision, sql_type.scale if sql_type.precision is not None else None))
     return rows
+
+
+def index_definition(table: TableDef, name: str, columns: Sequence[str], unique: bool,
+                     descending: Sequence[bool] = ()) -> str:
+    """pg_indexes.indexdef: `CREATE [UNIQUE] INDEX name ON public.t USING btree (a, b DESC)`."""
+    parts = [f"{c} DESC" if i < len(descending) and descending[i] else c for i, c in enumerate(columns)]
+    return (f"CREATE {'UNIQUE ' if unique else ''}INDEX {name} ON {USER_SCHEMA}.{table.name} "
+            f"USING btree ({', '.join(parts)})")
+
+
+def _pg_indexes_rows(tables: Sequence[TableDef]) -> list[tuple]:
+    rows = []
+    for table in tables:
+        key_columns = [table.columns[p].name for p in table.primary_key]
+        rows.append((USER_SCHEMA, table.name, table.constraint_name,
+                     index_definition(table, table.constraint_name, key_columns, True)))
+        for index in table.indexes:
+            rows.append((USER_SCHEMA, table.name, index.name,
+                         index_definition(table, index.name, index.columns, index.unique, index.descending)))
+    return rows
+
+
+def _table_constraints_rows(tables: Sequence[TableDef]) -> list[tuple]:
+    rows = []
+    for table in tables:
+        rows.append((DATABASE_NAME, USER_SCHEMA, table.constraint_name, USER_SCHEMA, table.name, "PRIMARY KEY"))
+        for index in table.indexes:
+            if index.constraint:
+                rows.append((DATABASE_NAME, USER_SCHEMA, index.name, USER_SCHEMA, table.name, "UNIQUE"))
+        for check in table.checks:
+            rows.append((DATABASE_NAME, USER_SCHEMA, check.name, USER_SCHEMA, table.name, "CHECK"))
+    return rows
+
+
+def _check_constraints_rows(tables: Sequence[TableDef]) -> list[tuple]:
+    return [(DATABASE_NAME, USER_SCHEMA, check.name, check.sql) for table in tables for check in table.checks]
 
 
 def _key_column_usage_rows(tables: Sequence[TableDef]) -> list[tuple]:
@@ -83,14 +121,31 @@ VIEWS: dict[str, SystemView] = {view.name: view for view in (
         ("table_catalog", _IDENTIFIER), ("table_schema", _IDENTIFIER), ("table_name", _IDENTIFIER),
         ("column_name", _IDENTIFIER), ("ordinal_position", _CARDINAL), ("data_type", _CHARACTER_DATA),
         ("is_nullable", _YES_OR_NO), ("character_maximum_length", _CARDINAL),
-        ("column_default", _CHARACTER_DATA),
+        ("column_default", _CHARACTER_DATA), ("numeric_precision", _CARDINAL), ("numeric_scale", _CARDINAL),
     ), _columns_rows),
+    SystemView("table_constraints", (
+        ("constraint_catalog", _IDENTIFIER), ("constraint_schema", _IDENTIFIER), ("constraint_name", _IDENTIFIER),
+        ("table_schema", _IDENTIFIER), ("table_name", _IDENTIFIER), ("constraint_type", _CHARACTER_DATA),
+    ), _table_constraints_rows),
+    SystemView("check_constraints", (
+        ("constraint_catalog", _IDENTIFIER), ("constraint_schema", _IDENTIFIER), ("constraint_name", _IDENTIFIER),
+        ("check_clause", _CHARACTER_DATA),
+    ), _check_constraints_rows),
     SystemView("key_column_usage", (
         ("constraint_catalog", _IDENTIFIER), ("constraint_schema", _IDENTIFIER),
         ("constraint_name", _IDENTIFIER), ("table_catalog", _IDENTIFIER), ("table_schema", _IDENTIFIER),
         ("table_name", _IDENTIFIER), ("column_name", _IDENTIFIER), ("ordinal_position", _CARDINAL),
         ("position_in_unique_constraint", _CARDINAL),
     ), _key_column_usage_rows),
+)}
+
+
+# pg_catalog views (pg_catalog is searched first, as in PostgreSQL, so `pg_indexes` names it unqualified).
+CATALOG_SCHEMA = "pg_catalog"
+CATALOG_VIEWS: dict[str, SystemView] = {view.name: view for view in (
+    SystemView("pg_indexes", (
+        ("schemaname", _IDENTIFIER), ("tablename", _IDENTIFIER), ("indexname", _IDENTIFIER), ("indexdef", types.TEXT),
+    ), _pg_indexes_rows),
 )}
 
 
@@ -103,7 +158,12 @@ def schema_of(table: exp.Expression) -> str | None:
 
 
 def is_system_reference(table: exp.Expression) -> bool:
-    return schema_of(table) == SCHEMA_NAME and table.args.get("catalog") is None
+    if not isinstance(table, exp.Table) or table.args.get("catalog") is not None:
+        return False
+    schema = schema_of(table)
+    if schema in (SCHEMA_NAME, CATALOG_SCHEMA):
+        return True
+    return schema is None and isinstance(table.this, exp.Identifier) and view_name(table) in CATALOG_VIEWS
 
 
 def view_name(table: exp.Table) -> str:
@@ -114,9 +174,10 @@ def resolve_view(table: exp.Table) -> SystemView:
     """The view `information_schema.<name>` names; 42P01 for one that does not exist."""
     assert is_system_reference(table)
     name = view_name(table)
-    view = VIEWS.get(name)
+    schema = schema_of(table) or CATALOG_SCHEMA
+    view = (VIEWS if schema == SCHEMA_NAME else CATALOG_VIEWS).get(name)
     if view is None:
-        raise SqlError(errors.UNDEFINED_TABLE, f'relation "{SCHEMA_NAME}.{name}" does not exist')
+        raise SqlError(errors.UNDEFINED_TABLE, f'relation "{schema}.{name}" does not exist')
     return view
 
 

@@ -36,6 +36,10 @@ class Transaction:
         self.write_bytes = 0
         # Catalog cache for this snapshot (table name -> definition or None); DDL updates it.
         self.tables: dict[str, object] = {}
+        # Catalog keys this transaction read, with the value it saw (OC001 detection). Each is
+        # also a lock key: a concurrent schema change makes the commit fail.
+        self.schema_reads: dict[bytes, bytes | None] = {}
+        self.rng = None  # the session's random.Random (random(), gen_random_uuid())
         # The access plan of the last statement that read a table (tests and EXPLAIN-like tools).
         self.last_plan = None
 
@@ -67,6 +71,12 @@ class Transaction:
                            hint="Split the change into several smaller transactions.")
         self.write_buffer[key] = value
         self.write_bytes = total
+
+    def note_schema_read(self, key: bytes, value: bytes | None) -> None:
+        """Records that the statement used the catalog entry `key` as it was at start_ts."""
+        if key not in self.schema_reads and key not in self.write_buffer:
+            self.schema_reads[key] = value
+            self.lock_keys.add(key)
 
     def lock(self, key: bytes) -> None:
         """Makes the commit fail (OCC) if `key` was committed by another transaction after start_ts."""
@@ -133,6 +143,26 @@ class Transaction:
         if not self.write_buffer:
             return None
         writes = sorted(self.write_buffer.items())
-        commit_ts = await self.backend.commit(self.start_ts, writes, sorted(self.lock_keys), self.txn_id)
+        try:
+            commit_ts = await self.backend.commit(self.start_ts, writes, sorted(self.lock_keys), self.txn_id)
+        except SqlError as error:
+            if error.sqlstate == errors.SERIALIZATION_FAILURE and await self._schema_changed():
+                raise SqlError(errors.SERIALIZATION_FAILURE,
+                               "schema has been updated by another transaction, please retry: (OC001)",
+                               detail=error.detail,
+                               hint="A table this transaction used was created, altered or dropped after it started.") \
+                    from None
+            raise
         assert commit_ts > self.start_ts, f"commit_ts {commit_ts} must follow start_ts {self.start_ts}"
         return commit_ts
+
+    async def _schema_changed(self) -> bool:
+        """After a conflict: did a catalog entry this transaction used change since start_ts?"""
+        if not self.schema_reads:
+            return False
+        schema_keys = sorted(self.schema_reads)
+        try:
+            now = await self.backend.get_many(schema_keys[:limits.GET_KEYS_MAX], self.backend.start_ts())
+        except SqlError:
+            return False
+        return any(now.get(key) != self.schema_reads[key] for key in schema_keys[:limits.GET_KEYS_MAX])

@@ -1,30 +1,57 @@
-"""SQL types, literal parsing and the coercions PostgreSQL applies.
+"""SQL types, literal parsing, casts and the text PostgreSQL prints for each value.
 
-Values travel as plain Python objects: int (smallint/integer/bigint), float
-(double precision; REAL is stored as double), str (text, varchar) and bool; NULL
-is None. Two pseudo-types describe literals before context decides their type:
-UNKNOWN (a quoted string, which PostgreSQL coerces to the type it meets) and NULL.
+Values travel as plain Python objects:
+  smallint/integer/bigint -> int        numeric(p,s) -> decimal.Decimal (exact)
+  real/double precision   -> float      (real values are rounded to 32-bit floats)
+  text/varchar(n)/char(n) -> str        (char(n) is stored blank-padded to n)
+  boolean -> bool   date -> datetime.date   timestamp -> naive datetime.datetime
+  timestamptz -> aware datetime (UTC; the session time zone is UTC)
+  uuid -> uuid.UUID   bytea -> bytes    NULL -> None
+Two pseudo-types describe literals before context decides their type: UNKNOWN (a
+quoted string, which PostgreSQL coerces to the type it meets) and NULL.
+
+Type categories decide which operands may meet (numeric, string, boolean,
+datetime, uuid, bytea); within the numeric category the result type follows
+PostgreSQL's operator resolution: integers widen, numeric absorbs integers, any
+double precision (or real meeting a non-real) makes double precision.
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import decimal
 import enum
 import math
 import re
+import struct
+import uuid
 from typing import Any
 
 from quorumdb import errors
 from quorumdb.errors import SqlError
+
+INVALID_DATETIME_FORMAT = "22007"
+DATETIME_FIELD_OVERFLOW = "22008"
+INVALID_PARAMETER_VALUE = "22023"
+CANNOT_COERCE = "42846"
 
 
 class Kind(enum.Enum):
     SMALLINT = "smallint"
     INTEGER = "integer"
     BIGINT = "bigint"
+    NUMERIC = "numeric"
+    REAL = "real"
     DOUBLE = "double precision"
     TEXT = "text"
     VARCHAR = "character varying"
+    CHAR = "character"
     BOOLEAN = "boolean"
+    DATE = "date"
+    TIMESTAMP = "timestamp without time zone"
+    TIMESTAMPTZ = "timestamp with time zone"
+    UUID = "uuid"
+    BYTEA = "bytea"
     UNKNOWN = "unknown"  # an untyped string literal
     NULL = "null"        # an untyped NULL literal
 
@@ -35,58 +62,101 @@ INT_RANGES = {
     Kind.BIGINT: (-(2**63), 2**63 - 1),
 }
 INT_KINDS = (Kind.SMALLINT, Kind.INTEGER, Kind.BIGINT)
-NUMERIC_KINDS = INT_KINDS + (Kind.DOUBLE,)
-TEXT_KINDS = (Kind.TEXT, Kind.VARCHAR)
+FLOAT_KINDS = (Kind.REAL, Kind.DOUBLE)
+NUMERIC_KINDS = INT_KINDS + (Kind.NUMERIC,) + FLOAT_KINDS
+TEXT_KINDS = (Kind.TEXT, Kind.VARCHAR, Kind.CHAR)
+DATETIME_KINDS = (Kind.DATE, Kind.TIMESTAMP, Kind.TIMESTAMPTZ)
+UNTYPED_KINDS = (Kind.UNKNOWN, Kind.NULL)
+_INT_WIDTH = {Kind.SMALLINT: 0, Kind.INTEGER: 1, Kind.BIGINT: 2}
+# The names PostgreSQL's input functions put in "invalid input syntax for type X".
+_INPUT_NAMES = {Kind.TIMESTAMP: "timestamp", Kind.CHAR: "character"}
+# The names PostgreSQL gives a result column that is a bare cast (`x::int` -> int4).
+CAST_COLUMN_NAMES = {
+    Kind.SMALLINT: "int2", Kind.INTEGER: "int4", Kind.BIGINT: "int8", Kind.NUMERIC: "numeric",
+    Kind.REAL: "float4", Kind.DOUBLE: "float8", Kind.TEXT: "text", Kind.VARCHAR: "varchar",
+    Kind.CHAR: "bpchar", Kind.BOOLEAN: "bool", Kind.DATE: "date", Kind.TIMESTAMP: "timestamp",
+    Kind.TIMESTAMPTZ: "timestamptz", Kind.UUID: "uuid", Kind.BYTEA: "bytea",
+}
+NUMERIC_PRECISION_MAX = 1000
+DECIMAL_CONTEXT = decimal.Context(prec=2000, rounding=decimal.ROUND_HALF_UP, Emax=999_999, Emin=-999_999)
 
 
 @dataclasses.dataclass(frozen=True)
 class SqlType:
     kind: Kind
-    length: int | None = None  # varchar(n)
+    length: int | None = None     # varchar(n), char(n)
+    precision: int | None = None  # numeric(p, s)
+    scale: int | None = None
 
     @property
     def pg_name(self) -> str:
         """The name PostgreSQL's protocol reports for a result column."""
-        if self.kind in (Kind.UNKNOWN, Kind.NULL):
+        if self.kind in UNTYPED_KINDS:
             return "text"
         return self.kind.value
 
     @property
     def display_name(self) -> str:
-        """The name used in error messages: `character varying(10)`."""
-        if self.kind is Kind.VARCHAR and self.length is not None:
-            return f"character varying({self.length})"
+        """The name used in error messages: `character varying(10)`, `numeric(5,2)`."""
+        if self.kind in (Kind.VARCHAR, Kind.CHAR) and self.length is not None:
+            return f"{self.kind.value}({self.length})"
+        if self.kind is Kind.NUMERIC and self.precision is not None:
+            return f"numeric({self.precision},{self.scale or 0})"
         if self.kind is Kind.NULL:
             return "unknown"
         return self.kind.value
 
+    @property
+    def input_name(self) -> str:
+        return _INPUT_NAMES.get(self.kind, self.kind.value)
+
+    @property
+    def base(self) -> "SqlType":
+        """The type without modifiers (what an expression over this column has)."""
+        return SqlType(self.kind) if self.kind is not Kind.CHAR else self
+
     def to_json(self) -> dict:
-        return {"kind": self.kind.value, "length": self.length}
+        doc: dict = {"kind": self.kind.value, "length": self.length}
+        if self.precision is not None:
+            doc["precision"] = self.precision
+            doc["scale"] = self.scale
+        return doc
 
     @staticmethod
     def from_json(data: dict) -> "SqlType":
-        return SqlType(Kind(data["kind"]), data.get("length"))
+        return SqlType(Kind(data["kind"]), data.get("length"), data.get("precision"), data.get("scale"))
 
 
 SMALLINT = SqlType(Kind.SMALLINT)
 INTEGER = SqlType(Kind.INTEGER)
 BIGINT = SqlType(Kind.BIGINT)
+NUMERIC = SqlType(Kind.NUMERIC)
+REAL = SqlType(Kind.REAL)
 DOUBLE = SqlType(Kind.DOUBLE)
 TEXT = SqlType(Kind.TEXT)
 BOOLEAN = SqlType(Kind.BOOLEAN)
+DATE = SqlType(Kind.DATE)
+TIMESTAMP = SqlType(Kind.TIMESTAMP)
+TIMESTAMPTZ = SqlType(Kind.TIMESTAMPTZ)
+UUID = SqlType(Kind.UUID)
+BYTEA = SqlType(Kind.BYTEA)
 UNKNOWN = SqlType(Kind.UNKNOWN)
 NULL = SqlType(Kind.NULL)
 
-# sqlglot DataType names -> our types.
+# sqlglot DataType names -> our types (None: a known name we refuse with 0A000).
 _TYPE_NAMES = {
-    "INT": INTEGER, "INTEGER": INTEGER, "INT4": INTEGER, "SERIAL": None,
+    "INT": INTEGER, "INTEGER": INTEGER, "INT4": INTEGER,
     "BIGINT": BIGINT, "INT8": BIGINT,
     "SMALLINT": SMALLINT, "INT2": SMALLINT,
+    "DECIMAL": NUMERIC, "NUMERIC": NUMERIC,
     "TEXT": TEXT,
     "VARCHAR": SqlType(Kind.VARCHAR), "CHARACTER VARYING": SqlType(Kind.VARCHAR),
+    "CHAR": SqlType(Kind.CHAR), "BPCHAR": SqlType(Kind.CHAR), "CHARACTER": SqlType(Kind.CHAR),
     "BOOLEAN": BOOLEAN, "BOOL": BOOLEAN,
-    "DOUBLE": DOUBLE, "DOUBLE PRECISION": DOUBLE, "FLOAT8": DOUBLE, "FLOAT": DOUBLE,
-    "REAL": DOUBLE, "FLOAT4": DOUBLE,
+    "DOUBLE": DOUBLE, "DOUBLE PRECISION": DOUBLE, "FLOAT8": DOUBLE,
+    "FLOAT": REAL, "REAL": REAL, "FLOAT4": REAL,
+    "DATE": DATE, "TIMESTAMP": TIMESTAMP, "TIMESTAMPTZ": TIMESTAMPTZ,
+    "UUID": UUID, "VARBINARY": BYTEA, "BYTEA": BYTEA,
 }
 
 
@@ -94,28 +164,148 @@ def type_from_sqlglot(data_type) -> SqlType:
     """Maps a sqlglot DataType node to a SqlType; 0A000 for anything else."""
     name = data_type.this.name if hasattr(data_type.this, "name") else str(data_type.this)
     sql_type = _TYPE_NAMES.get(name)
+    if sql_type is None and name == "USERDEFINED":
+        kind_node = data_type.args.get("kind")
+        shown = kind_node.name.lower() if kind_node is not None else data_type.sql(dialect="postgres").lower()
+        raise SqlError("42704", f'type "{shown}" does not exist')
     if sql_type is None:
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"type {data_type.sql(dialect='postgres').lower()} is not supported")
-    if sql_type.kind is Kind.VARCHAR:
-        params = data_type.expressions
+        shown = data_type.sql(dialect="postgres").lower()
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"type {shown} is not supported")
+    params = [_type_param(p) for p in data_type.expressions]
+    kind = sql_type.kind
+    if kind in (Kind.VARCHAR, Kind.CHAR):
         if not params:
-            return SqlType(Kind.VARCHAR, None)
-        length = int(params[0].this.this if hasattr(params[0].this, "this") else params[0].name)
-        if length < 1:
-            raise SqlError("22023", "length for type varchar must be at least 1")
-        return SqlType(Kind.VARCHAR, length)
-    if data_type.expressions:
+            return SqlType(kind, 1 if kind is Kind.CHAR and name != "BPCHAR" else None)
+        if len(params) > 1:
+            raise SqlError(errors.SYNTAX_ERROR, f"invalid type modifier for {kind.value}")
+        if params[0] < 1:
+            word = "varchar" if kind is Kind.VARCHAR else "char"
+            raise SqlError(INVALID_PARAMETER_VALUE, f"length for type {word} must be at least 1")
+        if params[0] > 10_485_760:
+            word = "varchar" if kind is Kind.VARCHAR else "char"
+            raise SqlError(INVALID_PARAMETER_VALUE, f"length for type {word} cannot exceed 10485760")
+        return SqlType(kind, params[0])
+    if kind is Kind.NUMERIC:
+        if not params:
+            return NUMERIC
+        precision = params[0]
+        scale = params[1] if len(params) > 1 else 0
+        if len(params) > 2:
+            raise SqlError(errors.SYNTAX_ERROR, "invalid NUMERIC type modifier")
+        if not 1 <= precision <= NUMERIC_PRECISION_MAX:
+            raise SqlError(INVALID_PARAMETER_VALUE,
+                           f"NUMERIC precision {precision} must be between 1 and {NUMERIC_PRECISION_MAX}")
+        if not 0 <= scale <= precision:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           f"NUMERIC scale {scale} outside 0..precision is not supported")
+        return SqlType(Kind.NUMERIC, None, precision, scale)
+    if params:
+        if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ) and params[0] == 6:
+            return sql_type
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"type modifiers on {sql_type.pg_name} are not supported")
     return sql_type
 
 
+def _type_param(param) -> int:
+    node = param.this if hasattr(param, "this") else param
+    text = node.this if hasattr(node, "this") else str(node)
+    try:
+        return int(str(text))
+    except ValueError:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"type modifier {text} is not supported") from None
+
+
+# --- categories and common types -------------------------------------------------------
+def category(kind: Kind) -> str:
+    if kind in NUMERIC_KINDS:
+        return "numeric"
+    if kind in TEXT_KINDS:
+        return "string"
+    if kind in DATETIME_KINDS:
+        return "datetime"
+    return kind.value
+
+
+def numeric_result(left: SqlType, right: SqlType) -> SqlType:
+    """The type of a binary arithmetic/comparison over two numeric types, as PostgreSQL resolves it."""
+    kinds = (left.kind, right.kind)
+    if Kind.DOUBLE in kinds:
+        return DOUBLE
+    if Kind.REAL in kinds:
+        return REAL if kinds == (Kind.REAL, Kind.REAL) else DOUBLE
+    if Kind.NUMERIC in kinds:
+        return NUMERIC
+    return SqlType(max(kinds, key=lambda k: _INT_WIDTH[k]))
+
+
+def datetime_result(left: SqlType, right: SqlType) -> SqlType:
+    kinds = (left.kind, right.kind)
+    if Kind.TIMESTAMPTZ in kinds:
+        return TIMESTAMPTZ
+    if Kind.TIMESTAMP in kinds:
+        return TIMESTAMP
+    return DATE
+
+
+def common_type(sql_types: list[SqlType], construct: str) -> SqlType:
+    """The type UNION/CASE/COALESCE/IN resolve their branches to (untyped ones follow)."""
+    typed = [t for t in sql_types if t.kind not in UNTYPED_KINDS]
+    if not typed:
+        return TEXT
+    categories = {category(t.kind) for t in typed}
+    if len(categories) > 1:
+        first = typed[0]
+        other = next(t for t in typed if category(t.kind) != category(first.kind))
+        raise SqlError(errors.DATATYPE_MISMATCH,
+                       f"{construct} types {first.display_name} and {other.display_name} cannot be matched")
+    result = typed[0].base
+    for sql_type in typed[1:]:
+        kind = category(sql_type.kind)
+        if kind == "numeric":
+            result = numeric_result(result, sql_type)
+        elif kind == "string":
+            if result.kind != sql_type.kind or result.kind is not Kind.CHAR:
+                result = TEXT
+        elif kind == "datetime":
+            result = datetime_result(result, sql_type)
+    if result.kind is Kind.VARCHAR:
+        return TEXT
+    return result
+
+
+def convert(value: Any, source: SqlType, target: SqlType) -> Any:
+    """An implicit, lossless-or-PostgreSQL-equivalent conversion within one category."""
+    if value is None or source.kind == target.kind:
+        return value
+    dst = target.kind
+    if dst is Kind.NUMERIC:
+        return decimal.Decimal(value) if isinstance(value, int) else value
+    if dst in FLOAT_KINDS:
+        return float(value)
+    if dst in INT_KINDS:
+        return value
+    if dst is Kind.TEXT:
+        return value.rstrip(" ") if source.kind is Kind.CHAR else value
+    if dst is Kind.TIMESTAMP and source.kind is Kind.DATE:
+        return datetime.datetime(value.year, value.month, value.day)
+    if dst is Kind.TIMESTAMPTZ:
+        if source.kind is Kind.DATE:
+            value = datetime.datetime(value.year, value.month, value.day)
+        return value.replace(tzinfo=datetime.timezone.utc)
+    return value
+
+
 # --- literal parsing (PostgreSQL input functions) --------------------------------
 _INT_TEXT = re.compile(r"^\s*[+-]?\d+\s*$")
-_FLOAT_TEXT = re.compile(r"^\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?)\s*$")
+_NUMERIC_TEXT = re.compile(r"^\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?)\s*$")
 _FLOAT_SPECIAL = {"nan": math.nan, "infinity": math.inf, "+infinity": math.inf, "-infinity": -math.inf,
                   "inf": math.inf, "+inf": math.inf, "-inf": -math.inf}
 _BOOL_TRUE = ("true", "yes", "on", "1")
 _BOOL_FALSE = ("false", "no", "off", "0")
+_DATE_TEXT = re.compile(r"^\s*(\d{4,})-(\d{1,2})-(\d{1,2})")
+_TIME_TEXT = re.compile(r"^[T ]\s*(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?")
+_ZONE_TEXT = re.compile(r"^\s*(?:(Z|UTC|GMT)|([+-])(\d{1,2})(?::?(\d{2}))?)", re.IGNORECASE)
+_HEX_UUID = re.compile(r"^[0-9a-fA-F]{32}$")
 
 
 def parse_text_as(text: str, target: SqlType) -> Any:
@@ -124,22 +314,37 @@ def parse_text_as(text: str, target: SqlType) -> Any:
     if kind in INT_KINDS:
         if not _INT_TEXT.match(text):
             raise invalid_input(target, text)
-        return check_int_range(int(text.strip()), target)
-    if kind is Kind.DOUBLE:
+        value = int(text.strip())
+        low, high = INT_RANGES[kind]
+        if not low <= value <= high:
+            raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE, f'value "{text}" is out of range for type {kind.value}')
+        return value
+    if kind is Kind.NUMERIC:
+        stripped = text.strip()
+        if stripped.lower() in ("nan", "infinity", "-infinity", "+infinity", "inf", "-inf"):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"numeric value {stripped} is not supported")
+        if not _NUMERIC_TEXT.match(text):
+            raise invalid_input(target, text)
+        return check_numeric(decimal.Decimal(stripped), target)
+    if kind in FLOAT_KINDS:
         stripped = text.strip()
         special = _FLOAT_SPECIAL.get(stripped.lower())
         if special is not None:
             return special
-        if not _FLOAT_TEXT.match(text):
+        if not _NUMERIC_TEXT.match(text):
             raise invalid_input(target, text)
         value = float(stripped)
-        if math.isinf(value):
+        if kind is Kind.REAL:
+            if math.isinf(to_real(value)) or (value != 0 and to_real(value) == 0):
+                raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE, f'"{stripped}" is out of range for type real')
+            return to_real(value)
+        if math.isinf(value) or (value == 0 and _nonzero_digits(stripped)):
             raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE,
                            f'"{stripped}" is out of range for type double precision')
         return value
     if kind is Kind.BOOLEAN:
         word = text.strip().lower()
-        if word and (word in _BOOL_TRUE or (len(word) >= 1 and any(w.startswith(word) for w in ("true", "yes")))
+        if word and (word in _BOOL_TRUE or any(w.startswith(word) for w in ("true", "yes"))
                      or (len(word) >= 2 and "on".startswith(word))):
             return True
         if word and (word in _BOOL_FALSE or any(w.startswith(word) for w in ("false", "no"))
@@ -147,17 +352,128 @@ def parse_text_as(text: str, target: SqlType) -> Any:
             return False
         raise invalid_input(target, text)
     if kind in TEXT_KINDS:
-        return check_varchar(text, target)
-    if kind in (Kind.UNKNOWN, Kind.NULL):
+        return check_string(text, target)
+    if kind is Kind.DATE:
+        return _parse_date(text, target)
+    if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
+        return _parse_timestamp(text, target)
+    if kind is Kind.UUID:
+        return _parse_uuid(text, target)
+    if kind is Kind.BYTEA:
+        return _parse_bytea(text)
+    if kind in UNTYPED_KINDS:
         return text
     raise AssertionError(f"no input function for {target}")
 
 
+def _nonzero_digits(text: str) -> bool:
+    mantissa = re.split(r"[eE]", text)[0]
+    return any(c in "123456789" for c in mantissa)
+
+
 def invalid_input(target: SqlType, text: str) -> SqlError:
-    return SqlError(errors.INVALID_TEXT_REPRESENTATION,
-                    f'invalid input syntax for type {target.kind.value}: "{text}"')
+    sqlstate = INVALID_DATETIME_FORMAT if target.kind in DATETIME_KINDS else errors.INVALID_TEXT_REPRESENTATION
+    return SqlError(sqlstate, f'invalid input syntax for type {target.input_name}: "{text}"')
 
 
+def _parse_date(text: str, target: SqlType) -> datetime.date:
+    match = _DATE_TEXT.match(text)
+    if match is None or text[match.end():].strip():
+        if text.strip().lower() in ("infinity", "-infinity", "epoch", "today", "now", "tomorrow", "yesterday"):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'special date value "{text.strip()}" is not supported')
+        raise invalid_input(target, text)
+    return _make_date(match, text)
+
+
+def _make_date(match: re.Match, text: str) -> datetime.date:
+    year, month, day = (int(g) for g in match.groups()[:3])
+    try:
+        return datetime.date(year, month, day)
+    except ValueError:
+        raise SqlError(DATETIME_FIELD_OVERFLOW, f'date/time field value out of range: "{text}"') from None
+
+
+def _parse_timestamp(text: str, target: SqlType) -> datetime.datetime:
+    match = _DATE_TEXT.match(text)
+    if match is None:
+        if text.strip().lower() in ("infinity", "-infinity", "epoch", "now", "today", "tomorrow", "yesterday"):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'special timestamp value "{text.strip()}" is not supported')
+        raise invalid_input(target, text)
+    day = _make_date(match, text)
+    rest = text[match.end():]
+    hour = minute = second = micro = 0
+    time_match = _TIME_TEXT.match(rest)
+    if time_match is not None:
+        hour, minute = int(time_match.group(1)), int(time_match.group(2))
+        second = int(time_match.group(3) or 0)
+        fraction = time_match.group(4) or ""
+        micro = int(decimal.Decimal("0." + fraction).quantize(decimal.Decimal("0.000001"),
+                                                              rounding=decimal.ROUND_HALF_EVEN) * 1_000_000) \
+            if fraction else 0
+        rest = rest[time_match.end():]
+    offset = None
+    zone = _ZONE_TEXT.match(rest) if rest.strip() else None
+    if zone is not None:
+        if zone.group(1):
+            offset = 0
+        else:
+            offset = int(zone.group(3)) * 60 + int(zone.group(4) or 0)
+            if zone.group(2) == "-":
+                offset = -offset
+        rest = rest[zone.end():]
+    if rest.strip():
+        raise invalid_input(target, text)
+    if hour > 24 or minute > 59 or second > 60 or (hour == 24 and (minute or second or micro)):
+        raise SqlError(DATETIME_FIELD_OVERFLOW, f'date/time field value out of range: "{text}"')
+    value = datetime.datetime(day.year, day.month, day.day) + datetime.timedelta(
+        hours=hour, minutes=minute, seconds=second, microseconds=micro)
+    if target.kind is Kind.TIMESTAMP:
+        return value  # PostgreSQL ignores a zone in timestamp-without-time-zone input
+    value -= datetime.timedelta(minutes=offset or 0)
+    return value.replace(tzinfo=datetime.timezone.utc)
+
+
+def _parse_uuid(text: str, target: SqlType) -> uuid.UUID:
+    stripped = text.strip()
+    body = stripped[1:-1] if stripped.startswith("{") and stripped.endswith("}") else stripped
+    compact = body.replace("-", "")
+    groups_ok = re.fullmatch(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}", body) \
+        or re.fullmatch(r"([0-9a-fA-F]{4}-?){7}[0-9a-fA-F]{4}", body)
+    if not groups_ok or not _HEX_UUID.match(compact):
+        raise invalid_input(target, text)
+    return uuid.UUID(hex=compact)
+
+
+def _parse_bytea(text: str) -> bytes:
+    if text.startswith("\\x"):
+        digits = re.sub(r"\s", "", text[2:])
+        if len(digits) % 2 or not re.fullmatch(r"[0-9a-fA-F]*", digits):
+            raise SqlError(errors.INVALID_TEXT_REPRESENTATION, "invalid hexadecimal data: odd number of digits"
+                           if len(digits) % 2 else f'invalid hexadecimal digit: "{_first_bad_hex(digits)}"')
+        return bytes.fromhex(digits)
+    out = bytearray()
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char != "\\":
+            out += char.encode("utf-8")
+            index += 1
+        elif text[index + 1:index + 2] == "\\":
+            out.append(0x5C)
+            index += 2
+        elif re.fullmatch(r"[0-3][0-7][0-7]", text[index + 1:index + 4]):
+            out.append(int(text[index + 1:index + 4], 8))
+            index += 4
+        else:
+            raise SqlError(errors.INVALID_TEXT_REPRESENTATION, "invalid input syntax for type bytea")
+    return bytes(out)
+
+
+def _first_bad_hex(digits: str) -> str:
+    return next((c for c in digits if c not in "0123456789abcdefABCDEF"), "")
+
+
+# --- range and length checks ----------------------------------------------------------
 def check_int_range(value: int, target: SqlType) -> int:
     low, high = INT_RANGES[target.kind]
     if not low <= value <= high:
@@ -165,33 +481,108 @@ def check_int_range(value: int, target: SqlType) -> int:
     return value
 
 
-def check_varchar(value: str, target: SqlType) -> str:
-    """Enforces varchar(n): longer values fail (22001) unless only trailing spaces overflow."""
-    if target.kind is not Kind.VARCHAR or target.length is None or len(value) <= target.length:
+def check_numeric(value: decimal.Decimal, target: SqlType) -> decimal.Decimal:
+    """Rounds to numeric(p,s)'s scale; 22003 when the integer digits do not fit."""
+    if target.precision is None:
         return value
-    if value[target.length:].strip(" ") == "":
-        return value[:target.length]
-    raise SqlError(errors.STRING_DATA_RIGHT_TRUNCATION,
-                   f"value too long for type character varying({target.length})")
+    scale = target.scale or 0
+    rounded = value.quantize(decimal.Decimal(1).scaleb(-scale), rounding=decimal.ROUND_HALF_UP,
+                             context=DECIMAL_CONTEXT)
+    if not rounded.is_zero() and rounded.adjusted() >= target.precision - scale:
+        raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE, "numeric field overflow",
+                       detail=f"A field with precision {target.precision}, scale {scale} must round to an "
+                              f"absolute value less than {'1' if target.precision == scale else '10^' + str(target.precision - scale)}.")
+    return rounded
+
+
+def check_string(value: str, target: SqlType) -> str:
+    """varchar(n)/char(n): longer values fail (22001) unless only spaces overflow; char pads."""
+    if target.kind is Kind.TEXT or target.length is None:
+        return value
+    if len(value) > target.length:
+        if value[target.length:].strip(" ") != "":
+            raise SqlError(errors.STRING_DATA_RIGHT_TRUNCATION,
+                           f"value too long for type {target.kind.value}({target.length})")
+        value = value[:target.length]
+    if target.kind is Kind.CHAR:
+        return value.ljust(target.length)
+    return value
+
+
+def check_varchar(value: str, target: SqlType) -> str:
+    return check_string(value, target)
+
+
+def to_real(value: float) -> float:
+    """Rounds a double to the nearest 32-bit float (inf when out of range)."""
+    if math.isnan(value) or math.isinf(value):
+        return value
+    try:
+        return struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:
+        return math.copysign(math.inf, value)
 
 
 def round_half_away(value: float) -> int:
     return int(math.floor(value + 0.5)) if value >= 0 else -int(math.floor(-value + 0.5))
 
 
-def double_to_int(value: float, target: SqlType) -> int:
+def float_to_int(value: float, target: SqlType) -> int:
     if math.isnan(value) or math.isinf(value):
         raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE, f"{target.kind.value} out of range")
-    return check_int_range(round_half_away(value), target)
+    rounded = int(round(value))  # PostgreSQL's float->int cast uses rint(): half to even
+    return check_int_range(rounded, target)
 
 
-def format_value(value: Any) -> str:
-    """The text PostgreSQL prints for a value (used by casts to text and ||)."""
+double_to_int = float_to_int
+
+
+def numeric_to_int(value: decimal.Decimal, target: SqlType) -> int:
+    return check_int_range(int(value.to_integral_value(rounding=decimal.ROUND_HALF_UP)), target)
+
+
+def float_to_numeric(value: float, source: SqlType, target: SqlType) -> decimal.Decimal:
+    if math.isnan(value) or math.isinf(value):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "numeric NaN and Infinity are not supported")
+    digits = 6 if source.kind is Kind.REAL else 15  # FLT_DIG / DBL_DIG, as float4/8_numeric
+    return check_numeric(decimal.Decimal(f"{value:.{digits}g}"), target)
+
+
+# --- output: the text PostgreSQL prints ------------------------------------------------
+def format_value(value: Any, sql_type: SqlType | None = None) -> str:
+    """The text output of a value (used by casts to text, ||, and results sent to clients)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
+        if sql_type is not None and sql_type.kind is Kind.REAL:
+            return format_real(value)
         return format_double(value)
+    if isinstance(value, decimal.Decimal):
+        return format_numeric(value)
+    if isinstance(value, datetime.datetime):
+        return format_timestamp(value)
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
     return str(value)
+
+
+def format_numeric(value: decimal.Decimal) -> str:
+    if value.is_zero():
+        value = abs(value)  # numeric has no negative zero
+    return format(value, "f")
+
+
+def format_timestamp(value: datetime.datetime) -> str:
+    text = value.strftime("%Y-%m-%d %H:%M:%S")
+    if value.year < 1000:
+        text = f"{value.year:04d}" + text[text.index("-"):]
+    if value.microsecond:
+        text += f".{value.microsecond:06d}".rstrip("0")
+    if value.tzinfo is not None:
+        text += "+00"
+    return text
 
 
 def format_double(value: float) -> str:
@@ -199,10 +590,39 @@ def format_double(value: float) -> str:
         return "NaN"
     if math.isinf(value):
         return "Infinity" if value > 0 else "-Infinity"
-    text = repr(value)
-    if text.endswith(".0"):
-        text = text[:-2]
-    return text
+    return _shortest(repr(value), 15)
+
+
+def format_real(value: float) -> str:
+    if math.isnan(value) or math.isinf(value):
+        return format_double(value)
+    for precision in range(1, 10):
+        text = f"{value:.{precision}g}"
+        if to_real(float(text)) == value:
+            return _shortest(text, 6)
+    return _shortest(repr(value), 6)
+
+
+def _shortest(shortest: str, max_fixed_exponent: int) -> str:
+    """PostgreSQL's float output with extra_float_digits = 1 (shortest exact digits)."""
+    value = float(shortest)
+    if value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    sign, digits, exponent = decimal.Decimal(shortest).normalize().as_tuple()
+    digit_text = "".join(map(str, digits))
+    point_exponent = len(digit_text) - 1 + exponent
+    prefix = "-" if sign else ""
+    if -4 <= point_exponent < max_fixed_exponent:
+        if exponent >= 0:
+            body = digit_text + "0" * exponent
+        elif point_exponent >= 0:
+            body = digit_text[: point_exponent + 1] + "." + digit_text[point_exponent + 1:]
+        else:
+            body = "0." + "0" * (-point_exponent - 1) + digit_text
+        return prefix + body
+    mantissa = digit_text[0] + ("." + digit_text[1:] if len(digit_text) > 1 else "")
+    exponent_sign = "-" if point_exponent < 0 else "+"
+    return f"{prefix}{mantissa}e{exponent_sign}{abs(point_exponent):02d}"
 
 
 # --- assignment (INSERT / UPDATE) and explicit casts ------------------------------
@@ -211,22 +631,18 @@ def assign(value: Any, source: SqlType, target: SqlType, column_name: str) -> An
 
     Follows PostgreSQL's assignment casts: unknown literals go through the input
     function, numbers convert among themselves (with range checks), anything converts
-    to text, and everything else is 42804.
+    to a string type, and everything else is 42804.
     """
+    src, dst = source.kind, target.kind
     if value is None:
         return None
-    src, dst = source.kind, target.kind
     if src is Kind.UNKNOWN:
         return parse_text_as(value, target)
     if dst in TEXT_KINDS:
-        return check_varchar(value if src in TEXT_KINDS else format_value(value), target)
-    if dst in INT_KINDS and src in INT_KINDS:
-        return check_int_range(value, target)
-    if dst in INT_KINDS and src is Kind.DOUBLE:
-        return double_to_int(value, target)
-    if dst is Kind.DOUBLE and src in NUMERIC_KINDS:
-        return float(value)
-    if dst is Kind.BOOLEAN and src is Kind.BOOLEAN:
+        return check_string(value if src in TEXT_KINDS else format_value(value, source), target)
+    if category(src) == category(dst) and category(src) in ("numeric", "datetime"):
+        return cast(value, source, target)
+    if src == dst:
         return value
     raise SqlError(
         errors.DATATYPE_MISMATCH,
@@ -235,35 +651,67 @@ def assign(value: Any, source: SqlType, target: SqlType, column_name: str) -> An
     )
 
 
+def can_assign(source: SqlType, target: SqlType) -> bool:
+    src, dst = source.kind, target.kind
+    if src in UNTYPED_KINDS or dst in TEXT_KINDS or src == dst:
+        return True
+    return category(src) == category(dst) and category(src) in ("numeric", "datetime")
+
+
 def cast(value: Any, source: SqlType, target: SqlType) -> Any:
     """An explicit CAST(value AS target) / value::target."""
     if value is None:
         return None
     src, dst = source.kind, target.kind
-    if src in (Kind.UNKNOWN,) or (src in TEXT_KINDS and dst not in TEXT_KINDS):
-        return parse_text_as(value, target)
+    if (src is Kind.UNKNOWN and dst not in TEXT_KINDS) or (src in TEXT_KINDS and dst not in TEXT_KINDS):
+        return parse_text_as(value.rstrip(" ") if src is Kind.CHAR else value, target)
     if dst in TEXT_KINDS:
-        text = value if src in TEXT_KINDS else format_value(value)
-        if dst is Kind.VARCHAR and target.length is not None:
-            return text[:target.length]  # an explicit cast truncates silently, as PostgreSQL
+        text = value if src in TEXT_KINDS else format_value(value, source)
+        if src is Kind.CHAR and dst is not Kind.CHAR:
+            text = text.rstrip(" ")
+        if target.length is not None:
+            text = text[:target.length]  # an explicit cast truncates silently, as PostgreSQL
+            if dst is Kind.CHAR:
+                text = text.ljust(target.length)
         return text
-    if dst in INT_KINDS and src in INT_KINDS:
-        return check_int_range(value, target)
-    if dst in INT_KINDS and src is Kind.DOUBLE:
-        return double_to_int(value, target)
-    if dst is Kind.DOUBLE and src in NUMERIC_KINDS:
-        return float(value)
-    if dst is Kind.BOOLEAN and src is Kind.BOOLEAN:
-        return value
-    if dst is Kind.INTEGER and src is Kind.BOOLEAN:
-        return 1 if value else 0
+    if dst in INT_KINDS:
+        if src in INT_KINDS:
+            return check_int_range(value, target)
+        if src in FLOAT_KINDS:
+            return float_to_int(value, target)
+        if src is Kind.NUMERIC:
+            return numeric_to_int(value, target)
+        if src is Kind.BOOLEAN and dst is Kind.INTEGER:
+            return 1 if value else 0
+    if dst is Kind.NUMERIC:
+        if src in INT_KINDS:
+            return check_numeric(decimal.Decimal(value), target)
+        if src is Kind.NUMERIC:
+            return check_numeric(value, target)
+        if src in FLOAT_KINDS:
+            return float_to_numeric(value, source, target)
+    if dst in FLOAT_KINDS and src in NUMERIC_KINDS:
+        result = float(value)
+        if dst is Kind.REAL:
+            result = to_real(result)
+            if math.isinf(result) and not math.isinf(float(value)):
+                raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE, "value out of range: overflow")
+        return result
     if dst is Kind.BOOLEAN and src is Kind.INTEGER:
         return value != 0
-    raise SqlError("42846", f"cannot cast type {source.display_name} to {target.display_name}")
+    if src == dst:
+        return value
+    if dst in DATETIME_KINDS and src in DATETIME_KINDS:
+        if dst is Kind.DATE:
+            return value.date() if isinstance(value, datetime.datetime) else value
+        if dst is Kind.TIMESTAMP and src is Kind.TIMESTAMPTZ:
+            return value.replace(tzinfo=None)
+        return convert(value, source, target)
+    raise SqlError(CANNOT_COERCE, f"cannot cast type {source.display_name} to {target.display_name}")
 
 
 def sort_key(value: Any) -> Any:
     """A Python sort key that orders non-NULL values of one type as PostgreSQL does (NaN last)."""
     if isinstance(value, float):
         return (1, 0.0) if math.isnan(value) else (0, value)
-    return value
+    return value  # str: code point order is UTF-8 byte order (C collation)

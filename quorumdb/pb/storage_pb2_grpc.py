@@ -50,6 +50,11 @@ class StorageStub:
                 request_serializer=storage__pb2.ReadLogRequest.SerializeToString,
                 response_deserializer=storage__pb2.ReadLogReply.FromString,
                 _registered_method=True)
+        self.ReadCheckpoint = channel.unary_stream(
+                '/quorumdb.Storage/ReadCheckpoint',
+                request_serializer=storage__pb2.ReadCheckpointRequest.SerializeToString,
+                response_deserializer=storage__pb2.CheckpointChunk.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/quorumdb.Storage/Status',
                 request_serializer=common__pb2.StatusRequest.SerializeToString,
@@ -81,6 +86,14 @@ class StorageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadCheckpoint(self, request, context):
+        """Repair / rebuild: this node's newest checkpoint file, in bounded chunks (the receiver
+        verifies the file's sha256 trailer before using it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Status(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -104,6 +117,11 @@ def add_StorageServicer_to_server(servicer, server):
                     servicer.ReadLog,
                     request_deserializer=storage__pb2.ReadLogRequest.FromString,
                     response_serializer=storage__pb2.ReadLogReply.SerializeToString,
+            ),
+            'ReadCheckpoint': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadCheckpoint,
+                    request_deserializer=storage__pb2.ReadCheckpointRequest.FromString,
+                    response_serializer=storage__pb2.CheckpointChunk.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -192,6 +210,33 @@ class Storage:
             '/quorumdb.Storage/ReadLog',
             storage__pb2.ReadLogRequest.SerializeToString,
             storage__pb2.ReadLogReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/quorumdb.Storage/ReadCheckpoint',
+            storage__pb2.ReadCheckpointRequest.SerializeToString,
+            storage__pb2.CheckpointChunk.FromString,
             options,
             channel_credentials,
             insecure,

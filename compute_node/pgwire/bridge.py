@@ -1,0 +1,329 @@
+"""One PostgreSQL connection's SQL side: the engine Session plus what only the wire needs.
+
+Theory of operation
+-------------------
+Statements reach the same `compute_node.session.Session` (and so the same executor, write
+buffer and commit path) as the gRPC API. Before a statement goes to the engine, two things that
+PostgreSQL clients send and the engine does not know are answered here:
+
+  * SET / RESET / SHOW / DISCARD / DEALLOCATE: run-time settings (settings.py);
+  * catalog queries and session functions (version(), current_user, psql's \\d queries,
+    SQLAlchemy's reflection): compute_node/sql/pg_catalog.py recognises them and builds the
+    rows from the table definitions of the session's snapshot.
+
+Both respect the transaction state: in a failed block they fail with 25P02 like anything else.
+Every statement's result is an `Outcome` the server turns into protocol messages.
+
+A simple Query with several statements and no transaction control runs as one implicit
+transaction, as PostgreSQL does: an error rolls back the earlier statements of the message.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from compute_node.pgwire import settings as settings_mod
+from compute_node.pgwire import sqltext
+from compute_node.sql import pg_catalog
+from quorumdb import errors
+from quorumdb.errors import SqlError
+
+IN_FAILED_BLOCK = "current transaction is aborted, commands ignored until end of transaction block"
+SAVEPOINT_EXCEPTION = "3B001"
+_TRANSACTION_WORDS = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "PREPARE"}
+
+
+@dataclasses.dataclass
+class Outcome:
+    columns: list[tuple[str, str]]   # (name, type name)
+    rows: list[tuple]
+    tag: str
+    error: SqlError | None = None
+    notices: list[SqlError] = dataclasses.field(default_factory=list)
+    parameter_changes: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def returns_rows(self) -> bool:
+        return bool(self.columns)
+
+    @staticmethod
+    def failed(error: SqlError) -> "Outcome":
+        return Outcome([], [], "", error)
+
+    @staticmethod
+    def tag_only(tag: str) -> "Outcome":
+        return Outcome([], [], tag)
+
+
+def is_transaction_control(statement: str) -> bool:
+    words = sqltext.leading_words(statement, 1)
+    return bool(words) and words[0] in _TRANSACTION_WORDS
+
+
+class PgSession:
+    def __init__(self, session, backend, user: str, database: str, application_name: str,
+                 process_id: int, node_name: str, deallocate: Callable[[str | None], None]):
+        self.session = session            # compute_node.session.Session (over a CommitTracker)
+        self.backend = backend
+        self.user = user
+        self.database = database
+        self.process_id = process_id
+        self.node_name = node_name
+        self.settings = settings_mod.Settings(user, application_name)
+        self._deallocate = deallocate
+        self._catalog_reads = 0
+        self._savepoints: list[tuple[str, dict]] = []   # (name, write buffer when it was set)
+        self._savepoint_txn: Any = None
+
+    @property
+    def transaction_status(self) -> str:
+        return self.session.transaction_status
+
+    async def run_script(self, statements: list[str]) -> list[Outcome]:
+        """A simple Query's statements, in order, stopping at the first error."""
+        implicit = (len(statements) > 1 and self.transaction_status == "I"
+                    and not any(is_transaction_control(statement) for statement in statements))
+        if implicit:
+            await self._control("BEGIN")
+        outcomes: list[Outcome] = []
+        for statement in statements:
+            outcome = await self.run(statement)
+            outcomes.append(outcome)
+            if outcome.error is not None:
+                break
+        if implicit:
+            if outcomes[-1].error is not None:
+                await self._control("ROLLBACK")
+            else:
+                commit = await self._control("COMMIT")
+                if commit.error is not None:
+                    outcomes.append(commit)
+        return outcomes
+
+    async def _control(self, sql: str) -> Outcome:
+        results = await self.session.execute(sql)
+        result = results[-1]
+        return Outcome([], [], result.command_tag, result.error)
+
+    async def run(self, statement: str) -> Outcome:
+        words = sqltext.words(statement)
+        if not words:
+            return Outcome.tag_only("")
+        first = words[0]
+        if first in ("SAVEPOINT", "RELEASE") or (first in ("ROLLBACK", "ABORT") and "TO" in words[1:3]):
+            return self._savepoint(first, words)
+        if first in ("SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE") and not (first == "SET" and "FROM" in words):
+            if self.transaction_status == "E":
+                return Outcome.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+            try:
+                return self._command(first, words, statement)
+            except SqlError as error:
+                return self._fail_block(error)
+        answer = pg_catalog.recognise(statement)
+        if answer is not None:
+            if self.transaction_status == "E":
+                return Outcome.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+            try:
+                result = await answer(self)
+            except SqlError as error:
+                return self._fail_block(error)
+            return Outcome(result.columns, result.rows, result.tag)
+        results = await self.session.execute(statement)
+        outcomes = [Outcome(list(r.columns), list(r.rows), r.command_tag or "", r.error) for r in results]
+        failed = [outcome for outcome in outcomes if outcome.error is not None]
+        return failed[0] if failed else outcomes[-1] if outcomes else Outcome.tag_only("")
+
+    def _savepoint(self, first: str, words: list[str]) -> Outcome:
+        """SAVEPOINT / RELEASE / ROLLBACK TO, as far as they can be honoured without engine support.
+
+        Setting and releasing savepoints always works (drivers wrap catalog probes in one);
+        ROLLBACK TO works when nothing was written since the savepoint and the block has not
+        failed, and is 0A000 otherwise (undoing part of a write buffer is not supported).
+        """
+        txn = self.session.transaction
+        if txn is None:
+            return Outcome.failed(SqlError(errors.NO_ACTIVE_SQL_TRANSACTION,
+                                           f"{first} can only be used in transaction blocks"))
+        if self._savepoint_txn is not txn:
+            self._savepoints, self._savepoint_txn = [], txn
+        rest = [w for w in words[1:] if w not in ("WORK", "TRANSACTION", "TO", "SAVEPOINT")]
+        if len(rest) != 1:
+            return Outcome.failed(SqlError(errors.SYNTAX_ERROR, f"syntax error in {first}"))
+        name = _unquote_name(rest[0])
+        if first == "SAVEPOINT":
+            if self.transaction_status == "E":
+                return Outcome.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+            self._savepoints.append((name, dict(txn.write_buffer)))
+            return Outcome.tag_only("SAVEPOINT")
+        positions = [i for i, (existing, _) in enumerate(self._savepoints) if existing == name]
+        if not positions:
+            return Outcome.failed(SqlError(SAVEPOINT_EXCEPTION, f'savepoint "{name}" does not exist'))
+        position = positions[-1]
+        if first == "RELEASE":
+            if self.transaction_status == "E":
+                return Outcome.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+            del self._savepoints[position:]
+            return Outcome.tag_only("RELEASE")
+        if self.transaction_status == "E" or self._savepoints[position][1] != txn.write_buffer:
+            return Outcome.failed(SqlError(errors.FEATURE_NOT_SUPPORTED,
+                                           "ROLLBACK TO SAVEPOINT is supported only when nothing was written and "
+                                           "no statement failed since the savepoint",
+                                           hint="Roll back the whole transaction and retry it."))
+        del self._savepoints[position + 1:]
+        return Outcome.tag_only("ROLLBACK")
+
+    def _fail_block(self, error: SqlError) -> Outcome:
+        # PostgreSQL would also fail an open block here; the engine's Session has no hook for
+        # that, so a failed SET/SHOW or catalog query leaves the block usable (docs/POSTGRES.md).
+        return Outcome.failed(error)
+
+    # --- what pg_catalog.py's answers may ask for ------------------------------------------
+    async def tables(self) -> list[Any]:
+        """Every table definition of the current snapshot (the open block's, or a fresh one), by name.
+
+        Reads the catalog keys directly (keys.CATALOG_TABLE_PREFIX, catalog.TableDef.decode) rather
+        than through the executor, whose internals another issue is reshaping; these reads lock
+        nothing, so a tool looking at the catalog never makes a transaction conflict.
+        """
+        from compute_node.sql.catalog import TableDef
+        from compute_node.sql.transaction import Transaction
+        from quorumdb import keys
+
+        txn = self.session.transaction
+        if txn is None:
+            self._catalog_reads += 1
+            txn = Transaction(self.backend, self.backend.start_ts(), f"pg-catalog:{self.process_id}:{self._catalog_reads}")
+        prefix = keys.CATALOG_TABLE_PREFIX
+        return [TableDef.decode(value) async for _, value in txn.scan(prefix, keys.prefix_end(prefix))]
+
+    # --- SET / RESET / SHOW / DISCARD / DEALLOCATE ------------------------------------------
+    def _command(self, first: str, words: list[str], statement: str) -> Outcome:
+        match first:
+            case "SHOW":
+                return self._show(words[1:])
+            case "SET":
+                return self._set(words[1:])
+            case "RESET":
+                return self._reset(words[1:])
+            case "DISCARD":
+                return self._discard(words[1:])
+            case "DEALLOCATE":
+                rest = words[1:]
+                if rest and rest[0] == "PREPARE":
+                    rest = rest[1:]
+                if len(rest) != 1:
+                    raise SqlError(errors.SYNTAX_ERROR, "syntax error in DEALLOCATE")
+                self._deallocate(None if rest[0] == "ALL" else _unquote_name(rest[0]))
+                return Outcome.tag_only("DEALLOCATE ALL" if rest[0] == "ALL" else "DEALLOCATE")
+        raise AssertionError(first)
+
+    def _show(self, rest: list[str]) -> Outcome:
+        if rest == ["ALL"]:
+            return Outcome([("name", "text"), ("setting", "text"), ("description", "text")],
+                           [tuple(row) for row in self.settings.show_all()], "SHOW")
+        name = " ".join(rest).lower() if rest[:1] in (["TIME"], ["TRANSACTION"], ["SESSION"]) else _name(rest)
+        value = self.settings.get(name)
+        column = settings_mod.SETTINGS.get(settings_mod.ALIASES.get(name, name))
+        return Outcome([(column.name if column else name, "text")], [(value,)], "SHOW")
+
+    def _set(self, rest: list[str]) -> Outcome:
+        if rest[:1] in (["SESSION"], ["LOCAL"]) and rest[1:2] != ["CHARACTERISTICS"] and rest[1:2] != ["AUTHORIZATION"]:
+            rest = rest[1:]
+        if rest[:4] == ["SESSION", "CHARACTERISTICS", "AS", "TRANSACTION"]:
+            self._transaction_modes(rest[4:])
+            return Outcome.tag_only("SET")
+        if rest[:1] == ["TRANSACTION"]:
+            self._transaction_modes(rest[1:])
+            return Outcome.tag_only("SET")
+        if rest[:2] == ["TIME", "ZONE"]:
+            name, values = "timezone", rest[2:]
+        elif rest[:1] == ["NAMES"]:
+            name, values = "client_encoding", rest[1:]
+        elif rest[:1] in (["ROLE"], ["SESSION"]):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"SET {' '.join(rest[:2])} is not supported")
+        else:
+            if "TO" in rest:
+                split = rest.index("TO")
+            elif "=" in rest:
+                split = rest.index("=")
+            else:
+                raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{rest[-1] if rest else "SET"}"')
+            name, values = _name(rest[:split]), rest[split + 1:]
+        value = None if values in (["DEFAULT"], ["LOCAL"]) else _value(values)
+        changes = self.settings.set(name, value)
+        return Outcome([], [], "SET", parameter_changes=changes)
+
+    def _transaction_modes(self, rest: list[str]) -> None:
+        position = 0
+        while position < len(rest):
+            if rest[position] == ",":
+                position += 1
+            elif rest[position:position + 2] == ["ISOLATION", "LEVEL"]:
+                level = rest[position + 2:position + 4]
+                if level in (["READ", "COMMITTED"], ["READ", "UNCOMMITTED"]):
+                    self.settings.set("transaction_isolation", " ".join(level))  # raises 0A000
+                if level == ["SERIALIZABLE"]:
+                    self.settings.set("transaction_isolation", "serializable")   # raises 0A000
+                if level != ["REPEATABLE", "READ"]:
+                    raise SqlError(errors.SYNTAX_ERROR, "syntax error in isolation level")
+                position += 4
+            elif rest[position:position + 2] == ["READ", "WRITE"]:
+                position += 2
+            elif rest[position:position + 2] == ["READ", "ONLY"]:
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED, "read-only transactions are not supported")
+            elif rest[position:position + 2] in (["NOT", "DEFERRABLE"],):
+                position += 2
+            else:
+                raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{rest[position]}"')
+
+    def _reset(self, rest: list[str]) -> Outcome:
+        if rest == ["ALL"]:
+            return Outcome([], [], "RESET", parameter_changes=self.settings.reset_all())
+        name = "timezone" if rest == ["TIME", "ZONE"] else _name(rest)
+        return Outcome([], [], "RESET", parameter_changes=self.settings.set(name, None))
+
+    def _discard(self, rest: list[str]) -> Outcome:
+        if rest == ["ALL"]:
+            if self.transaction_status != "I":
+                raise SqlError(errors.ACTIVE_SQL_TRANSACTION, "DISCARD ALL cannot run inside a transaction block")
+            changes = self.settings.reset_all()
+            self._deallocate(None)
+            return Outcome([], [], "DISCARD ALL", parameter_changes=changes)
+        if rest in (["PLANS"], ["SEQUENCES"], ["TEMP"], ["TEMPORARY"]):
+            return Outcome.tag_only(f"DISCARD {rest[0]}")
+        raise SqlError(errors.SYNTAX_ERROR, "syntax error in DISCARD")
+
+
+def _unquote_name(token: str) -> str:
+    if token.startswith('"') and token.endswith('"') and len(token) >= 2:
+        return token[1:-1].replace('""', '"')
+    return token.lower()
+
+
+def _name(tokens: list[str]) -> str:
+    if not tokens:
+        raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
+    parts = [_unquote_name(token) for token in tokens if token != "."]
+    if len(parts) * 2 - 1 != len(tokens) and len(tokens) != 1:
+        raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[1]}"')
+    return ".".join(parts)
+
+
+def _value(tokens: list[str]) -> str:
+    if not tokens:
+        raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
+    values: list[str] = []
+    current = ""
+    for token in tokens:
+        if token == ",":
+            values.append(current)
+            current = ""
+        elif token.startswith("'") or token[:2].upper() == "E'":
+            body = token[token.index("'") + 1:-1]
+            current += body.replace("''", "'")
+        elif token.startswith('"'):
+            current += token[1:-1].replace('""', '"')
+        else:
+            current += token.lower() if token.isalpha() else token
+    values.append(current)
+    return ", ".join(values)

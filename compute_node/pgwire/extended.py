@@ -1,0 +1,148 @@
+"""Extended query protocol state of one connection: prepared statements and portals (pure).
+
+Parse stores a statement (its text and declared parameter types); Bind looks it up, turns each
+parameter into a SQL literal (pgtypes.param_literal) and substitutes them for `$n`
+(sqltext.substitute), giving a portal: the statement text to run plus the result formats.
+The server shell runs a portal when it is first described or executed and keeps its rows, so
+Execute with a row limit hands them out in slices (PortalSuspended between slices).
+
+Errors are SqlErrors with PostgreSQL's codes (26000 unknown statement, 34000 unknown portal,
+42P05 / 42P03 duplicates, 08P01 count mismatches); after one, the shell discards messages until
+Sync (`skipping`). Portals live until the transaction ends (`end_transaction`), the unnamed
+statement and portal until they are replaced. Counts are bounded (limits.PG_*_MAX).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from compute_node.pgwire import pgtypes, sqltext
+from compute_node.pgwire.protocol import Bind, Close, Parse
+from quorumdb import limits
+from quorumdb.errors import SqlError
+
+INVALID_SQL_STATEMENT_NAME = "26000"
+INVALID_CURSOR_NAME = "34000"
+DUPLICATE_PREPARED_STATEMENT = "42P05"
+DUPLICATE_CURSOR = "42P03"
+PROTOCOL_VIOLATION = "08P01"
+SYNTAX_ERROR = "42601"
+UNDEFINED_PARAMETER = "42P02"
+PROGRAM_LIMIT_EXCEEDED = "54000"
+
+
+@dataclasses.dataclass
+class PreparedStatement:
+    name: str
+    sql: str
+    param_oids: tuple[int, ...]   # one per parameter; 0 = unspecified
+
+    @property
+    def param_count(self) -> int:
+        return len(self.param_oids)
+
+
+@dataclasses.dataclass
+class Portal:
+    name: str
+    statement: PreparedStatement
+    sql: str                       # parameters substituted
+    result_formats: tuple[int, ...]
+    outcome: Any = None            # the shell's result once run
+    position: int = 0              # rows already sent
+    done: bool = False
+
+    def format_of(self, column: int, column_count: int) -> int:
+        formats = self.result_formats
+        if not formats:
+            return 0
+        if len(formats) == 1:
+            return formats[0]
+        if len(formats) != column_count:
+            raise SqlError(PROTOCOL_VIOLATION,
+                           f"bind message has {len(formats)} result formats but query has {column_count} columns")
+        return formats[column]
+
+
+class ExtendedState:
+    def __init__(self, statements_max: int = limits.PG_PREPARED_STATEMENTS_MAX,
+                 portals_max: int = limits.PG_PORTALS_MAX):
+        self.statements: dict[str, PreparedStatement] = {}
+        self.portals: dict[str, Portal] = {}
+        self.skipping = False   # an error happened: discard messages until Sync
+        self._statements_max = statements_max
+        self._portals_max = portals_max
+
+    def parse(self, message: Parse) -> PreparedStatement:
+        if message.name and message.name in self.statements:
+            raise SqlError(DUPLICATE_PREPARED_STATEMENT, f'prepared statement "{message.name}" already exists')
+        if len(sqltext.split_statements(message.sql)) > 1:
+            raise SqlError(SYNTAX_ERROR, "cannot insert multiple commands into a prepared statement")
+        if message.name and len(self.statements) >= self._statements_max:
+            raise SqlError(PROGRAM_LIMIT_EXCEEDED,
+                           f"too many prepared statements on this connection (at most {self._statements_max})",
+                           hint="DEALLOCATE or Close statements you no longer use.")
+        used = sqltext.parameter_count(message.sql)
+        if used > limits.PG_PARAMETERS_MAX:
+            raise SqlError(PROGRAM_LIMIT_EXCEEDED, f"number of parameters must be between 0 and {limits.PG_PARAMETERS_MAX}")
+        oids = tuple(message.param_oids) + (0,) * max(0, used - len(message.param_oids))
+        statement = PreparedStatement(message.name, message.sql, oids)
+        self.statements[message.name] = statement
+        return statement
+
+    def statement(self, name: str) -> PreparedStatement:
+        statement = self.statements.get(name)
+        if statement is None:
+            raise SqlError(INVALID_SQL_STATEMENT_NAME,
+                           f'prepared statement "{name}" does not exist' if name else "unnamed prepared statement does not exist")
+        return statement
+
+    def portal(self, name: str) -> Portal:
+        portal = self.portals.get(name)
+        if portal is None:
+            raise SqlError(INVALID_CURSOR_NAME, f'portal "{name}" does not exist')
+        return portal
+
+    def bind(self, message: Bind) -> Portal:
+        statement = self.statement(message.statement)
+        if message.portal and message.portal in self.portals:
+            raise SqlError(DUPLICATE_CURSOR, f'portal "{message.portal}" already exists')
+        if message.portal and len(self.portals) >= self._portals_max:
+            raise SqlError(PROGRAM_LIMIT_EXCEEDED, f"too many open portals on this connection (at most {self._portals_max})")
+        params, formats = message.params, message.param_formats
+        if len(formats) not in (0, 1, len(params)):
+            raise SqlError(PROTOCOL_VIOLATION,
+                           f"bind message has {len(formats)} parameter formats but {len(params)} parameters")
+        if len(params) != statement.param_count:
+            raise SqlError(PROTOCOL_VIOLATION, f'bind message supplies {len(params)} parameters, but prepared '
+                                               f'statement "{statement.name}" requires {statement.param_count}')
+        for code in formats + message.result_formats:
+            if code not in (0, 1):
+                raise SqlError(PROTOCOL_VIOLATION, f"unsupported format code: {code}")
+        literals = []
+        for index, value in enumerate(params):
+            format_code = formats[0] if len(formats) == 1 else (formats[index] if formats else 0)
+            literals.append(pgtypes.param_literal(value, format_code, statement.param_oids[index]))
+        sql = sqltext.substitute(statement.sql, literals) if literals else statement.sql
+        portal = Portal(message.portal, statement, sql, message.result_formats)
+        self.portals[message.portal] = portal
+        return portal
+
+    def close(self, message: Close) -> None:
+        """Closing what does not exist is not an error."""
+        if message.kind == "S":
+            self.statements.pop(message.name, None)
+        else:
+            self.portals.pop(message.name, None)
+
+    def deallocate(self, name: str | None) -> None:
+        """SQL DEALLOCATE name / DEALLOCATE ALL (None)."""
+        if name is None:
+            self.statements = {key: value for key, value in self.statements.items() if key == ""}
+            return
+        if name not in self.statements:
+            raise SqlError(INVALID_SQL_STATEMENT_NAME, f'prepared statement "{name}" does not exist')
+        del self.statements[name]
+
+    def end_transaction(self) -> None:
+        self.portals.clear()

@@ -1,0 +1,627 @@
+"""The PostgreSQL endpoint of a compute node: asyncio streams around the pure protocol code.
+
+Theory of operation
+-------------------
+One asyncio task per connection. It reads bytes into `protocol.Frontend`, which hands back
+decoded messages (a malformed or oversized one raises ProtocolViolation: the connection gets
+FATAL 08P01 and is closed; no other connection notices). The phases:
+
+  startup   SSLRequest / GSSENCRequest -> 'N'; CancelRequest -> cancel the matching running
+            statement, close; StartupMessage -> admission (limits: 53300 too many connections,
+            53400 too many new connections per second) -> authentication.
+  auth      `trust`: none. Otherwise SCRAM-SHA-256 with the token as the password
+            (quorumdb/tokens.py, scram.py); a wrong, forged or expired token -> FATAL 28P01.
+            Startup and authentication must finish within PG_STARTUP_TIMEOUT_S.
+  ready     ParameterStatus, BackendKeyData, ReadyForQuery; then simple and extended queries.
+            Statements run on a `bridge.PgSession` over the node's engine Session, each as a
+            task the CancelRequest path can cancel (57014; 40003 if a commit was in flight),
+            bounded by the statement timeout. After an error in the extended protocol every
+            message up to Sync is discarded. After `lifetime_s` the connection is closed with
+            FATAL 57P01 (PostgreSQL's admin_shutdown: the code poolers and drivers treat as
+            "reconnect"), checked whenever the connection waits for the client.
+
+Writes are drained every PG_ROWS_PER_DRAIN rows, so a slow reader bounds memory.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import itertools
+import logging
+import secrets
+import struct
+import time
+import uuid
+from typing import Any, Callable
+
+from compute_node.pgwire import admission as admission_mod
+from compute_node.pgwire import pgtypes, protocol, scram, sqltext
+from compute_node.pgwire.bridge import Outcome, PgSession
+from compute_node.pgwire.extended import ExtendedState, Portal
+from compute_node.pgwire.protocol import ProtocolViolation
+from quorumdb import errors, limits, tokens
+from quorumdb.errors import SqlError
+
+log = logging.getLogger("compute_node.pgwire")
+
+INVALID_AUTHORIZATION = "28000"
+INVALID_PASSWORD = "28P01"
+ADMIN_SHUTDOWN = "57P01"
+QUERY_CANCELED = "57014"
+
+
+@dataclasses.dataclass(frozen=True)
+class PgConfig:
+    host: str = "127.0.0.1"
+    port: int = 5433
+    trust: bool = False
+    secret: bytes | None = None               # the cluster's token secret (None only with trust)
+    node_name: str = "compute"
+    lifetime_s: float = limits.PG_CONNECTION_LIFETIME_S
+    connections_max: int = limits.PG_CONNECTIONS_MAX
+    connections_per_s: float = limits.PG_CONNECTIONS_PER_S
+    connections_burst: int = limits.PG_CONNECTIONS_BURST
+    statement_timeout_s: float = limits.STATEMENT_TIMEOUT_S
+    startup_timeout_s: float = limits.PG_STARTUP_TIMEOUT_S
+    message_bytes_max: int = limits.PG_MESSAGE_BYTES_MAX
+    scram_iterations: int = limits.PG_SCRAM_ITERATIONS
+
+    def __post_init__(self):
+        assert self.trust or self.secret is not None, "token authentication needs the cluster secret"
+
+
+class ConnectionClosed(Exception):
+    pass
+
+
+class Fatal(Exception):
+    """End the connection with FATAL sqlstate/message."""
+
+    def __init__(self, sqlstate: str, message: str, detail: str = "", hint: str = ""):
+        super().__init__(message)
+        self.sqlstate, self.message, self.detail, self.hint = sqlstate, message, detail, hint
+
+
+class PgServer:
+    def __init__(self, config: PgConfig, backend: Any, session_factory: Callable[[Any, str], Any],
+                 commit_tracker: Callable[[Any], Any] | None = None,
+                 wall_clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.backend = backend
+        self.session_factory = session_factory
+        self.commit_tracker = commit_tracker or (lambda backend: backend)
+        self.wall_clock = wall_clock
+        self.monotonic = monotonic
+        self.admission = admission_mod.Admission(config.connections_max, config.connections_per_s,
+                                                 config.connections_burst, monotonic())
+        self.connections: dict[int, "PgConnection"] = {}
+        self.verifiers = scram.VerifierCache(limits.PG_SCRAM_CACHE_ENTRIES)
+        self._auth_slots = asyncio.Semaphore(limits.PG_AUTH_CONCURRENCY)
+        self._process_ids = itertools.count(secrets.randbelow(1 << 20) + 1000)
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self.port = config.port
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, self.config.host, self.config.port,
+                                                  limit=limits.PG_READ_CHUNK_BYTES)
+        self.port = self._server.sockets[0].getsockname()[1]
+        if self.config.trust:
+            log.warning("*** PostgreSQL endpoint on %s:%d runs in TRUST mode: NO AUTHENTICATION, any user "
+                        "connects without a token. For development only. ***", self.config.host, self.port)
+        else:
+            log.info("PostgreSQL endpoint on %s:%d (SCRAM-SHA-256 with `quorumdb token`)", self.config.host, self.port)
+        return self.port
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), timeout=2.0)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        try:
+            await PgConnection(self, reader, writer).run()
+        finally:
+            self._tasks.discard(task)
+
+    async def check_proof(self, exchange: scram.ScramServer, client_final: bytes, user: str,
+                          expiries: list[int]) -> tuple[int | None, bytes]:
+        """SCRAM proof against the tokens of every candidate expiry (keys cached; stretching in a thread)."""
+        secret, salt, iterations = self.config.secret, tokens.scram_salt(self.config.secret, user), self.config.scram_iterations
+
+        def derive(expiry_s: int) -> tuple[bytes, bytes]:
+            return scram.keys_for(tokens.token_for(secret, user, expiry_s), salt, iterations)
+
+        def work() -> tuple[int | None, bytes]:
+            pairs = self.verifiers.keys(user, expiries, derive)
+            return exchange.server_final(client_final, pairs)
+
+        async with self._auth_slots:
+            self.verifiers.forget_before(int(self.wall_clock()) - tokens.RECENTLY_EXPIRED_S)
+            return await asyncio.to_thread(work)
+
+    def next_process_id(self) -> int:
+        return next(self._process_ids) & 0x7FFFFFFF
+
+    def cancel(self, process_id: int, secret_key: int) -> bool:
+        connection = self.connections.get(process_id)
+        if connection is None:
+            return False
+        if not hmac.compare_digest(struct.pack("!i", connection.secret_key), struct.pack("!i", secret_key)):
+            return False
+        return connection.cancel_running()
+
+
+class PgConnection:
+    def __init__(self, server: PgServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.server = server
+        self.config = server.config
+        self.reader = reader
+        self.writer = writer
+        self.frontend = protocol.Frontend(self.config.message_bytes_max, limits.PG_STARTUP_BYTES_MAX)
+        self.process_id = server.next_process_id()
+        self.secret_key = secrets.randbits(31)
+        self.extended = ExtendedState()
+        self.pg: PgSession | None = None
+        self.tracker: Any = None
+        self.running: asyncio.Task | None = None
+        self.cancel_requested = False
+        self.admitted = False
+        self.deadline_s = 0.0
+        self.peer = writer.get_extra_info("peername")
+
+    # --- top level -------------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            async with asyncio.timeout(self.config.startup_timeout_s):
+                startup = await self._startup()
+            if startup is None:
+                return
+            self.deadline_s = self.server.monotonic() + self.config.lifetime_s
+            self.server.connections[self.process_id] = self
+            await self._serve()
+        except Fatal as fatal:
+            await self._fatal(fatal.sqlstate, fatal.message, fatal.detail, fatal.hint)
+        except ProtocolViolation as violation:
+            log.info("closing connection from %s: protocol violation: %s", self.peer, violation.message)
+            await self._fatal(violation.sqlstate, violation.message)
+        except TimeoutError:
+            await self._fatal(protocol.PROTOCOL_VIOLATION, "canceling authentication due to timeout")
+        except (ConnectionClosed, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await self._fatal(ADMIN_SHUTDOWN, "terminating connection due to administrator command",
+                                  detail=f"compute node {self.config.node_name} is shutting down")
+            raise
+        except Exception:
+            log.exception("PostgreSQL connection from %s failed", self.peer)
+            with contextlib.suppress(Exception):
+                await self._fatal(errors.INTERNAL_ERROR, "internal error; the connection is closed")
+        finally:
+            await self._cleanup()
+
+    async def _cleanup(self) -> None:
+        self.server.connections.pop(self.process_id, None)
+        if self.running is not None and not self.running.done():
+            self.running.cancel()
+        if self.pg is not None:
+            with contextlib.suppress(Exception):
+                await self.pg.session.close()
+        if self.admitted:
+            self.server.admission.release()
+            self.admitted = False
+        with contextlib.suppress(Exception):
+            self.writer.close()
+            await asyncio.wait_for(self.writer.wait_closed(), timeout=1.0)
+
+    async def _fatal(self, sqlstate: str, message: str, detail: str = "", hint: str = "") -> None:
+        with contextlib.suppress(Exception):
+            self.writer.write(protocol.error_response(sqlstate, message, detail, hint, severity="FATAL"))
+            await asyncio.wait_for(self.writer.drain(), timeout=1.0)
+
+    async def _next_message(self, timeout_s: float | None = None):
+        while True:
+            message = self.frontend.next_message()
+            if message is not None:
+                return message
+            if self.frontend.phase is protocol.Phase.CLOSED:
+                raise ConnectionClosed()
+            if timeout_s is None:
+                data = await self.reader.read(limits.PG_READ_CHUNK_BYTES)
+            else:
+                async with asyncio.timeout(timeout_s):
+                    data = await self.reader.read(limits.PG_READ_CHUNK_BYTES)
+            if not data:
+                raise ConnectionClosed()
+            self.frontend.receive_data(data)
+
+    async def _send(self, *messages: bytes) -> None:
+        self.writer.write(b"".join(messages))
+        await self.writer.drain()
+
+    # --- startup and authentication -------------------------------------------------------------
+    async def _startup(self) -> protocol.StartupMessage | None:
+        while True:
+            message = await self._next_message()
+            match message:
+                case protocol.SSLRequest() | protocol.GSSENCRequest():
+                    await self._send(protocol.SSL_NOT_SUPPORTED)
+                case protocol.CancelRequest(process_id=process_id, secret_key=secret_key):
+                    cancelled = self.server.cancel(process_id, secret_key)
+                    log.info("cancel request for %d: %s", process_id, "cancelled" if cancelled else "nothing to cancel")
+                    return None
+                case protocol.StartupMessage():
+                    await self._begin_session(message)
+                    return message
+                case _:
+                    raise ProtocolViolation(f"unexpected {type(message).__name__} during startup")
+
+    async def _begin_session(self, startup: protocol.StartupMessage) -> None:
+        refusal = self.server.admission.admit(self.server.monotonic())
+        if refusal is not None:
+            raise Fatal(*refusal)
+        self.admitted = True
+        parameters = startup.parameters
+        user = parameters.get("user", "")
+        if not user:
+            raise Fatal(INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet")
+        database = parameters.get("database") or user
+        unknown = [name for name in parameters if name.startswith("_pq_.")]
+        if startup.protocol != protocol.PROTOCOL_3_0 or unknown:
+            await self._send(protocol.negotiate_protocol_version(0, unknown))
+        if not self.config.trust:
+            await self._authenticate(user)
+        self.frontend.authenticated()
+        session_id = f"pg-{self.process_id}-{uuid.uuid4().hex[:8]}"
+        self.tracker = self.server.commit_tracker(self.server.backend)
+        session = self.server.session_factory(self.tracker, session_id)
+        self.pg = PgSession(session, self.tracker, user, database, parameters.get("application_name", ""),
+                            self.process_id, self.config.node_name, self.extended.deallocate)
+        messages = [protocol.authentication_ok()]
+        messages += [protocol.parameter_status(name, value) for name, value in self.pg.settings.reported()]
+        messages.append(protocol.backend_key_data(self.process_id, self.secret_key))
+        messages.append(protocol.ready_for_query("I"))
+        await self._send(*messages)
+        log.info("PostgreSQL session %d: user %s, database %s, from %s", self.process_id, user, database, self.peer)
+
+    async def _authenticate(self, user: str) -> None:
+        await self._send(protocol.authentication_sasl([scram.MECHANISM]))
+        initial = await self._next_message()
+        if not isinstance(initial, protocol.PasswordData):
+            raise ProtocolViolation("expected SASL response")
+        mechanism, client_first = _sasl_initial(initial.payload)
+        if mechanism != scram.MECHANISM:
+            raise Fatal(protocol.PROTOCOL_VIOLATION, f"client selected an invalid SASL authentication mechanism {mechanism!r}")
+        secret = self.config.secret
+        salt = tokens.scram_salt(secret, user)
+        exchange = scram.ScramServer(secrets.token_urlsafe(18), salt, self.config.scram_iterations)
+        try:
+            server_first = exchange.server_first(client_first)
+        except scram.ScramError as error:
+            raise Fatal(protocol.PROTOCOL_VIOLATION, f"malformed SCRAM message: {error}") from None
+        await self._send(protocol.authentication_sasl_continue(server_first))
+        final = await self._next_message()
+        if not isinstance(final, protocol.PasswordData):
+            raise ProtocolViolation("expected SASL response")
+        now_s = self.server.wall_clock()
+        try:
+            index, server_final = await self.server.check_proof(exchange, final.payload, user,
+                                                                tokens.candidate_expiries(now_s))
+            expired_index = None
+            if index is None:
+                expired = tokens.recently_expired(now_s)
+                expired_index, _ = await self.server.check_proof(exchange, final.payload, user, expired)
+        except scram.ScramError as error:
+            raise Fatal(protocol.PROTOCOL_VIOLATION, f"malformed SCRAM message: {error}") from None
+        if index is None:
+            if expired_index is not None:
+                expired_at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expired[expired_index]))
+                detail = f"The token expired at {expired_at}."
+            else:
+                detail = (f"The password must be a current token for user {user!r} of this cluster "
+                          "(wrong user, wrong cluster, forged, or expired more than a day ago).")
+            log.info("authentication failed for user %s from %s: %s", user, self.peer, detail)
+            raise Fatal(INVALID_PASSWORD, f'password authentication failed for user "{user}"', detail=detail,
+                        hint="Make a new token with `quorumdb token --user NAME --data-dir DIR` and use it as the password.")
+        await self._send(protocol.authentication_sasl_final(server_final))
+
+    # --- ready: queries ----------------------------------------------------------------------------
+    async def _serve(self) -> None:
+        while True:
+            remaining_s = self.deadline_s - self.server.monotonic()
+            if remaining_s <= 0:
+                self._lifetime_over()
+            try:
+                message = await self._next_message(timeout_s=remaining_s)
+            except TimeoutError:
+                self._lifetime_over()
+            if self.server.monotonic() >= self.deadline_s:
+                self._lifetime_over()
+            if self.extended.skipping and not isinstance(message, (protocol.Sync, protocol.Terminate)):
+                continue
+            match message:
+                case protocol.Terminate():
+                    return
+                case protocol.Query(sql=sql):
+                    await self._simple_query(sql)
+                case protocol.Sync():
+                    self.extended.skipping = False
+                    if self.pg.transaction_status == "I":
+                        self.extended.end_transaction()
+                    await self._send(protocol.ready_for_query(self.pg.transaction_status))
+                case protocol.Flush():
+                    await self.writer.drain()
+                case protocol.Unsupported(type_code=code):
+                    await self._extended_error(SqlError(errors.FEATURE_NOT_SUPPORTED,
+                                                        f"protocol message {code!r} (COPY or function call) is not supported"))
+                case _:
+                    try:
+                        await self._extended(message)
+                    except SqlError as error:
+                        await self._extended_error(error)
+
+    def _lifetime_over(self) -> None:
+        raise Fatal(ADMIN_SHUTDOWN,
+                    f"terminating connection: its lifetime of {self.config.lifetime_s:g} s is over",
+                    detail="QuorumDB closes every PostgreSQL connection after a fixed lifetime, as Aurora DSQL does.",
+                    hint="Reconnect; connection pools should recycle connections before the lifetime ends.")
+
+    async def _extended_error(self, error: SqlError) -> None:
+        self.extended.skipping = True
+        await self._send(_error(error))
+
+    async def _simple_query(self, sql: str) -> None:
+        self.extended.statements.pop("", None)
+        self.extended.portals.pop("", None)
+        statements = sqltext.split_statements(sql)
+        if not statements:
+            await self._send(protocol.empty_query_response(), protocol.ready_for_query(self.pg.transaction_status))
+            return
+        outcomes = await self._execute(lambda: self.pg.run_script(statements))
+        for outcome in outcomes:
+            await self._send_outcome(outcome, formats=(), describe=True)
+        if self.pg.transaction_status == "I":
+            self.extended.end_transaction()
+        await self._send(protocol.ready_for_query(self.pg.transaction_status))
+
+    async def _execute(self, work: Callable[[], Any]) -> list[Outcome]:
+        """Runs work() as a cancellable task bounded by the statement timeout."""
+        timeout_s = self.config.statement_timeout_s
+        setting_s = self.pg.settings.statement_timeout_s()
+        if setting_s is not None:
+            timeout_s = min(timeout_s, setting_s)
+        if hasattr(self.tracker, "commit_in_flight"):
+            self.tracker.commit_in_flight = False
+        self.cancel_requested = False
+        self.running = asyncio.ensure_future(work())
+        try:
+            done, _ = await asyncio.wait({self.running}, timeout=timeout_s)
+            if not done:
+                self.running.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self.running
+                return [Outcome.failed(self._interrupted(f"canceling statement due to statement timeout ({timeout_s:g}s)"))]
+            if self.running.cancelled():
+                return [Outcome.failed(self._interrupted("canceling statement due to user request"))]
+            try:
+                value = self.running.result()
+            except SqlError as error:
+                return [Outcome.failed(error)]
+            except Exception as error:
+                log.exception("statement failed")
+                return [Outcome.failed(SqlError(errors.INTERNAL_ERROR, f"internal error: {error!r}"))]
+            return value if isinstance(value, list) else [value]
+        finally:
+            if not self.running.done():
+                self.running.cancel()
+            self.running = None
+
+    def _interrupted(self, why: str) -> SqlError:
+        if getattr(self.tracker, "commit_in_flight", False):
+            self.tracker.commit_in_flight = False
+            return errors.completion_unknown(why)
+        return SqlError(QUERY_CANCELED, why)
+
+    def cancel_running(self) -> bool:
+        if self.running is None or self.running.done():
+            return False
+        self.cancel_requested = True
+        self.running.cancel()
+        return True
+
+    async def _send_outcome(self, outcome: Outcome, formats: tuple[int, ...], describe: bool,
+                            portal: Portal | None = None, max_rows: int = 0) -> None:
+        for notice in outcome.notices:
+            self.writer.write(protocol.notice_response(notice.sqlstate, notice.message, notice.detail, notice.hint))
+        for name, value in outcome.parameter_changes:
+            self.writer.write(protocol.parameter_status(name, value))
+        if outcome.error is not None:
+            await self._send(_error(outcome.error))
+            return
+        if not outcome.tag and not outcome.returns_rows:
+            await self._send(protocol.empty_query_response())
+            return
+        oids = _column_oids(outcome)
+        if portal is None:
+            column_formats = [_format(formats, i, len(oids)) for i in range(len(oids))]
+        else:
+            column_formats = [portal.format_of(i, len(oids)) for i in range(len(oids))]
+        if describe and outcome.returns_rows:
+            self.writer.write(protocol.row_description(_fields(outcome, oids, column_formats)))
+        start = portal.position if portal is not None else 0
+        end = len(outcome.rows) if max_rows <= 0 else min(len(outcome.rows), start + max_rows)
+        for count, row in enumerate(outcome.rows[start:end], start=1):
+            self.writer.write(protocol.data_row([_encode(value, oid, fmt) for value, oid, fmt
+                                                 in zip(row, oids, column_formats)]))
+            if count % limits.PG_ROWS_PER_DRAIN == 0:
+                await self.writer.drain()
+        if portal is not None:
+            portal.position = end
+            if end < len(outcome.rows):
+                await self._send(protocol.portal_suspended())
+                return
+            portal.done = True
+        tag = outcome.tag
+        if portal is not None and start > 0 and tag.startswith("SELECT"):
+            tag = f"SELECT {end - start}"
+        await self._send(protocol.command_complete(tag))
+
+    # --- extended protocol ----------------------------------------------------------------------
+    async def _extended(self, message) -> None:
+        match message:
+            case protocol.Parse():
+                self.extended.parse(message)
+                self.writer.write(protocol.parse_complete())
+            case protocol.Bind():
+                self.extended.bind(message)
+                self.writer.write(protocol.bind_complete())
+            case protocol.Describe(kind="S", name=name):
+                statement = self.extended.statement(name)
+                self.writer.write(protocol.parameter_description([oid or pgtypes.TEXT for oid in statement.param_oids]))
+                outcome = await self._dry_run(statement.sql, statement.param_count)
+                if outcome is not None and outcome.returns_rows:
+                    oids = _column_oids(outcome)
+                    self.writer.write(protocol.row_description(_fields(outcome, oids, [0] * len(oids))))
+                else:
+                    self.writer.write(protocol.no_data())
+            case protocol.Describe(kind="P", name=name):
+                portal = self.extended.portal(name)
+                outcome = await self._run_portal(portal)
+                if outcome.error is not None:
+                    raise outcome.error
+                if outcome.returns_rows:
+                    oids = _column_oids(outcome)
+                    formats = [portal.format_of(i, len(oids)) for i in range(len(oids))]
+                    self.writer.write(protocol.row_description(_fields(outcome, oids, formats)))
+                else:
+                    self.writer.write(protocol.no_data())
+            case protocol.Execute(portal=name, max_rows=max_rows):
+                portal = self.extended.portal(name)
+                outcome = await self._run_portal(portal)
+                if outcome.error is not None:
+                    raise outcome.error
+                if portal.done:
+                    await self._send(protocol.command_complete(
+                        "SELECT 0" if outcome.tag.startswith("SELECT") else outcome.tag))
+                    return
+                await self._send_outcome(outcome, (), describe=False, portal=portal, max_rows=max_rows)
+            case protocol.Close():
+                self.extended.close(message)
+                self.writer.write(protocol.close_complete())
+            case _:
+                raise ProtocolViolation(f"unexpected {type(message).__name__}")
+
+    async def _run_portal(self, portal: Portal) -> Outcome:
+        if portal.outcome is None:
+            statements = sqltext.split_statements(portal.sql)
+            if not statements:
+                portal.outcome = Outcome.tag_only("")
+            else:
+                outcomes = await self._execute(lambda: self.pg.run(statements[0]))
+                portal.outcome = outcomes[-1]
+                for name, value in portal.outcome.parameter_changes:
+                    self.writer.write(protocol.parameter_status(name, value))
+                portal.outcome.parameter_changes = []
+        return portal.outcome
+
+    async def _dry_run(self, sql: str, param_count: int) -> Outcome | None:
+        """Describe of a statement: the columns a row-returning statement would have.
+
+        Only statements that cannot write (SELECT without FOR UPDATE, SHOW, VALUES, catalog
+        queries) are run, with NULL for every parameter, in a throwaway session.
+        """
+        words = sqltext.leading_words(sql, 1)
+        if not words or words[0] not in ("SELECT", "SHOW", "VALUES", "TABLE", "WITH"):
+            return None
+        if words[0] == "WITH" or " FOR UPDATE" in " ".join(sqltext.words(sql)).upper():
+            return None
+        bound = sqltext.substitute(sql, ["NULL"] * param_count) if param_count else sql
+        throwaway = self.server.session_factory(self.server.commit_tracker(self.server.backend),
+                                                f"pg-describe-{self.process_id}")
+        probe = PgSession(throwaway, self.tracker, self.pg.user, self.pg.database, "", self.process_id,
+                          self.config.node_name, lambda name: None)
+        probe.settings = self.pg.settings
+        try:
+            outcomes = await self._execute(lambda: probe.run(bound))
+        finally:
+            with contextlib.suppress(Exception):
+                await throwaway.close()
+        outcome = outcomes[-1]
+        return outcome if outcome.error is None else None
+
+
+def _sasl_initial(payload: bytes) -> tuple[str, bytes]:
+    end = payload.find(b"\0")
+    if end < 0 or len(payload) < end + 5:
+        raise ProtocolViolation("malformed SASLInitialResponse")
+    mechanism = payload[:end].decode("utf-8", "replace")
+    size = struct.unpack("!i", payload[end + 1:end + 5])[0]
+    data = payload[end + 5:]
+    if size != len(data):
+        raise ProtocolViolation("malformed SASLInitialResponse length")
+    return mechanism, data
+
+
+def _error(error: SqlError) -> bytes:
+    return protocol.error_response(error.sqlstate, error.message, error.detail or "", error.hint or "")
+
+
+def _format(formats: tuple[int, ...], index: int, count: int) -> int:
+    if not formats:
+        return 0
+    return formats[0] if len(formats) == 1 else formats[index]
+
+
+def _column_oids(outcome: Outcome) -> list[int]:
+    oids = []
+    for index, (_, type_name) in enumerate(outcome.columns):
+        sample = next((row[index] for row in outcome.rows if row[index] is not None), None)
+        oids.append(pgtypes.oid_of(type_name, sample))
+    return oids
+
+
+def _fields(outcome: Outcome, oids: list[int], formats: list[int]) -> list[protocol.FieldDescription]:
+    return [protocol.FieldDescription(name, oid, pgtypes.type_size(oid), -1, fmt)
+            for (name, _), oid, fmt in zip(outcome.columns, oids, formats)]
+
+
+def _encode(value: Any, oid: int, format_code: int) -> bytes | None:
+    if value is None:
+        return None
+    if format_code == 1:
+        return pgtypes.encode_binary(value, oid)
+    return pgtypes.encode_text(value, oid)
+
+
+async def start_for_node(cluster: Any, node: Any, backend: Any) -> PgServer | None:
+    """The compute node's PostgreSQL endpoint on cluster.pg_port(node) (called by compute_node/main.py).
+
+    A port that cannot be bound is logged as an error and the node goes on serving gRPC.
+    """
+    from compute_node.service import CommitTracker
+    from compute_node.session import Session
+
+    secret = None if cluster.pg_trust else await asyncio.to_thread(tokens.load_or_create_secret, cluster.data_dir)
+    config = PgConfig(host=node.host, port=cluster.pg_port(node.name), trust=cluster.pg_trust, secret=secret,
+                      node_name=node.name, lifetime_s=cluster.pg_connection_lifetime_s,
+                      connections_max=cluster.pg_connections_max, connections_per_s=cluster.pg_connections_per_s,
+                      connections_burst=max(limits.PG_CONNECTIONS_BURST, int(cluster.pg_connections_per_s)))
+    server = PgServer(config, backend, Session, CommitTracker)
+    try:
+        await server.start()
+    except OSError as error:
+        log.error("PostgreSQL endpoint NOT started: cannot listen on %s:%d: %s", config.host, config.port, error)
+        return None
+    return server

@@ -1,0 +1,932 @@
+"""Queries: FROM clauses, joins, subqueries, CTEs, VALUES and set operations.
+
+Theory of operation
+-------------------
+A query runs in three phases, so that everything that awaits happens before any
+expression is evaluated and expression evaluation stays synchronous:
+
+  1. compile (pure): `compile_query(node, parent_scope, ctx)` resolves every name
+     and type and returns a plan tree: SelectPlan (sources joined left to right,
+     then a SelectProgram for WHERE/GROUP BY/ORDER BY/LIMIT), SetOpPlan
+     (UNION/INTERSECT/EXCEPT [ALL]) or ValuesPlan. Subqueries in expressions and
+     in FROM, and CTEs, are compiled into the same tree. Each base-table source
+     gets an access plan from the planner, using the conjuncts of WHERE (and of
+     its own ON clause) that name only that table; it reads a superset and the
+     full conditions are applied afterwards.
+  2. fetch (async): `fetch(ctx)` reads the rows of every base-table source the
+     plan tree registered (and the catalog rows of information_schema views),
+     through the transaction (snapshot at start_ts + own writes).
+  3. run (sync): `plan.run()` joins (hash join on equality conditions between the
+     new table and the ones before it, nested loops otherwise; LEFT JOIN pads with
+     NULLs), filters, groups, sorts and limits. A correlated subquery runs once per
+     outer row over its already-fetched rows; an uncorrelated one runs once.
+
+The top-level SELECT streams its first source instead of fetching it, so
+`SELECT ... LIMIT n` over a large table stops reading early (`run_top`).
+Not supported (0A000): RIGHT/FULL joins, NATURAL and LATERAL joins, WITH
+RECURSIVE, FOR UPDATE over joins or derived tables.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any, AsyncIterator, Iterable, Iterator, Sequence
+
+from sqlglot import exp
+
+from compute_node.sql import system_views, types
+from compute_node.sql.catalog import TableDef, identifier_name, table_name
+from compute_node.sql.expressions import (
+    Compiled, Compiler, Context, Relation, Scope, _comparison_form, _comparison_type, _group_key_value,
+    coerce, output_name,
+)
+from compute_node.sql.planner import AccessPlan, PlanKind, plan_access
+from compute_node.sql.query import SelectProgram, _limit_value, compile_select
+from compute_node.sql.types import Kind, SqlType
+from quorumdb import errors, keys, limits
+from quorumdb.errors import SqlError
+
+
+# --- catalog access -------------------------------------------------------------------
+async def load_table(txn, name: str) -> TableDef | None:
+    """The definition of `name` in this transaction's snapshot; the read locks the catalog key (OC001)."""
+    if name in txn.tables:
+        return txn.tables[name]
+    key = keys.catalog_table_key(name)
+    raw = await txn.get(key)
+    txn.note_schema_read(key, raw)
+    table = TableDef.decode(raw) if raw is not None else None
+    txn.tables[name] = table
+    return table
+
+
+async def load_all_tables(txn) -> list[TableDef]:
+    """Every table of the snapshot (start_ts plus the transaction's own DDL), in name order."""
+    prefix = keys.CATALOG_TABLE_PREFIX
+    tables = []
+    async for _, value in txn.scan(prefix, keys.prefix_end(prefix)):
+        tables.append(TableDef.decode(value))
+    return tables
+
+
+async def preload_tables(txn, statement: exp.Expression) -> None:
+    """Reads the definitions of every table the statement names, so compiling needs no I/O."""
+    names = set()
+    for node in statement.find_all(exp.Table):
+        if system_views.is_system_reference(node) or not isinstance(node.this, exp.Identifier):
+            continue
+        if node.args.get("db") is not None and identifier_name(node.args["db"]) != "public":
+            continue
+        names.add(identifier_name(node.this))
+    missing = sorted(name for name in names if name not in txn.tables)
+    if not missing:
+        return
+    catalog_keys = [keys.catalog_table_key(name) for name in missing]
+    found = await txn.get_many(catalog_keys)
+    for name, key in zip(missing, catalog_keys):
+        txn.note_schema_read(key, found[key])
+        txn.tables[name] = TableDef.decode(found[key]) if found[key] is not None else None
+
+
+async def read_rows(txn, table: TableDef, plan: AccessPlan) -> AsyncIterator[tuple[bytes, tuple]]:
+    """Rows the plan selects, with the transaction's own writes merged in."""
+    if plan.kind is PlanKind.POINT:
+        found = await txn.get_many(list(plan.point_keys))
+        for key in plan.point_keys:
+            value = found[key]
+            if value is not None:
+                yield key, table.decode_row(value)
+        return
+    if plan.kind is PlanKind.INDEX:
+        row_keys: list[bytes] = []
+        async for _, value in txn.scan(plan.start, plan.end):
+            row_keys.append(table.rows_prefix + value)
+            if len(row_keys) >= limits.GET_KEYS_MAX:
+                async for item in _read_keys(txn, table, row_keys):
+                    yield item
+                row_keys = []
+        async for item in _read_keys(txn, table, row_keys):
+            yield item
+        return
+    async for key, value in txn.scan(plan.start, plan.end):
+        yield key, table.decode_row(value)
+
+
+async def _read_keys(txn, table: TableDef, row_keys: list[bytes]) -> AsyncIterator[tuple[bytes, tuple]]:
+    if not row_keys:
+        return
+    found = await txn.get_many(row_keys)
+    for key in row_keys:
+        value = found[key]
+        assert value is not None, f"index entry of {table.name} names a missing row"
+        yield key, table.decode_row(value)
+
+
+# --- statement context ---------------------------------------------------------------------
+class QueryContext(Context):
+    """Everything one statement's compile and fetch phases share."""
+
+    def __init__(self, txn, start_ts_ns: int = 0, rng=None):
+        super().__init__(start_ts_ns, rng, self._compile_subquery)
+        self.txn = txn
+        self.table_sources: list["Source"] = []
+        self.view_sources: list["Source"] = []
+        self.ctes: list[dict[str, "CtePlan"]] = []
+        self.streamed: "Source | None" = None
+        self.expression_subplans: list["QueryPlan"] = []
+
+    def _compile_subquery(self, node: exp.Expression, scope: Scope) -> "QueryPlan":
+        plan = compile_query(node, scope, self)
+        self.expression_subplans.append(plan)
+        return plan
+
+    def table(self, name: str) -> TableDef:
+        table = self.txn.tables.get(name)
+        if table is None:
+            raise SqlError(errors.UNDEFINED_TABLE, f'relation "{name}" does not exist')
+        return table
+
+    def find_cte(self, name: str) -> "CtePlan | None":
+        for frame in reversed(self.ctes):
+            if name in frame:
+                return frame[name]
+        return None
+
+
+async def fetch(ctx: QueryContext) -> None:
+    """Phase 2: reads the rows of every registered source (except the streamed one)."""
+    for source in ctx.table_sources:
+        if source is ctx.streamed:
+            continue
+        rows = []
+        async for key, row in read_rows(ctx.txn, source.table, source.plan):
+            rows.append((key, row))
+            if len(rows) > limits.STATEMENT_ROWS_READ_MAX:
+                raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                               f"statement reads more than {limits.STATEMENT_ROWS_READ_MAX} rows")
+        source.fetched = rows
+    if ctx.view_sources:
+        tables = await load_all_tables(ctx.txn)
+        for source in ctx.view_sources:
+            source.fetched = [(None, row) for row in system_views.view_rows(source.view, tables)]
+
+
+# --- plans -------------------------------------------------------------------------------
+class QueryPlan:
+    columns: list[tuple[str, SqlType]]
+    correlated: bool = False
+    unknown_columns: frozenset = frozenset()  # columns that are untyped string literals
+
+    def resolution_types(self) -> list[SqlType]:
+        """Column types as a set operation sees them (untyped literals still untyped)."""
+        return [types.UNKNOWN if i in self.unknown_columns else t for i, (_, t) in enumerate(self.columns)]
+
+    def run(self) -> list[tuple]:
+        raise NotImplementedError
+
+    def explain(self, depth: int = 0) -> list[str]:
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(eq=False)
+class Source:
+    relation: Relation
+    kind: str                               # table, view, derived, cte, values
+    join_kind: str = "root"                 # root, inner, left, cross
+    table: TableDef | None = None
+    plan: AccessPlan | None = None
+    view: Any = None
+    subplan: QueryPlan | None = None
+    condition: Compiled | None = None
+    hash_keys: tuple[list[Compiled], list[Compiled]] | None = None
+    fetched: list | None = None
+    # per-run state
+    _rows: list | None = None
+    _hash: dict | None = None
+
+    @property
+    def width(self) -> int:
+        return len(self.relation.columns)
+
+    def start_run(self) -> None:
+        self._rows = None
+        self._hash = None
+
+    def rows(self) -> list[tuple[bytes | None, tuple]]:
+        if self._rows is not None:
+            return self._rows
+        if self.kind in ("table", "view"):
+            assert self.fetched is not None, f"source {self.relation.name} was not fetched"
+            self._rows = self.fetched
+        else:
+            assert self.subplan is not None
+            self._rows = [(None, row) for row in self.subplan.run()]
+        return self._rows
+
+    def join(self, left_rows: list[tuple]) -> list[tuple]:
+        right = self.rows()
+        padding_before = self.relation.offset
+        out: list[tuple] = []
+        condition = self.condition.evaluate if self.condition is not None else None
+        if self.hash_keys is not None and self._hash is None:
+            table: dict = collections.defaultdict(list)
+            right_evals = [k.evaluate for k in self.hash_keys[1]]
+            pad = (None,) * padding_before
+            for _, row in right:
+                combined = pad + row
+                key = tuple(e(combined) for e in right_evals)
+                if any(v is None for v in key):
+                    continue
+                table[tuple(_group_key_value(v) for v in key)].append(row)
+            self._hash = table
+        left_evals = [k.evaluate for k in self.hash_keys[0]] if self.hash_keys is not None else None
+        nulls = (None,) * self.width
+        for left in left_rows:
+            if left_evals is not None:
+                key = tuple(e(left) for e in left_evals)
+                candidates = [] if any(v is None for v in key) else \
+                    self._hash.get(tuple(_group_key_value(v) for v in key), [])
+            else:
+                candidates = [row for _, row in right]
+            matched = False
+            for row in candidates:
+                combined = left + row
+                if condition is None or condition(combined) is True:
+                    out.append(combined)
+                    matched = True
+            if not matched and self.join_kind == "left":
+                out.append(left + nulls)
+            if len(out) > limits.RESULT_ROWS_MAX:
+                raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                               f"join result exceeds the limit of {limits.RESULT_ROWS_MAX} rows")
+        return out
+
+    def describe(self) -> str:
+        name = self.relation.name
+        if self.kind == "table":
+            table = self.table
+            alias = f" {name}" if name != table.name else ""
+            plan = self.plan
+            if plan.kind is PlanKind.POINT:
+                if not plan.point_keys:
+                    return f"Empty Result on {table.name}{alias} (contradictory key conditions)"
+                return f"Point Lookup on {table.name}{alias} ({len(plan.point_keys)} key(s): {plan.detail})"
+            if plan.kind is PlanKind.RANGE:
+                return f"Primary Key Range Scan on {table.name}{alias} ({plan.detail})"
+            if plan.kind is PlanKind.INDEX:
+                return f"Index Scan using {plan.index.name} on {table.name}{alias} ({plan.detail})"
+            return f"Full Scan on {table.name}{alias}"
+        if self.kind == "view":
+            return f"System View Scan on {self.view.name}"
+        if self.kind == "cte":
+            return f"CTE Scan on {name}"
+        if self.kind == "values":
+            return f"Values Scan on {name}"
+        return f"Subquery Scan on {name}"
+
+
+class CtePlan(QueryPlan):
+    def __init__(self, name: str, plan: QueryPlan, column_names: list[str] | None):
+        self.name = name
+        self.plan = plan
+        names = column_names or [c[0] for c in plan.columns]
+        if len(names) > len(plan.columns):
+            raise SqlError("42P10", f'WITH query "{name}" has {len(plan.columns)} columns available but {len(names)} columns specified')
+        names = names + [c[0] for c in plan.columns[len(names):]]
+        self.columns = [(n, t) for n, (_, t) in zip(names, plan.columns)]
+        self.correlated = plan.correlated
+        self._cache: list | None = None
+
+    def run(self) -> list[tuple]:
+        if self.correlated:
+            return self.plan.run()
+        if self._cache is None:
+            self._cache = self.plan.run()
+        return self._cache
+
+    def explain(self, depth: int = 0) -> list[str]:
+        return self.plan.explain(depth)
+
+
+class SelectPlan(QueryPlan):
+    def __init__(self, sources: list[Source], program: SelectProgram, scope: Scope, ctx: QueryContext):
+        self.sources = sources
+        self.program = program
+        self.scope = scope
+        self.ctx = ctx
+        self.columns = list(program.columns)
+        self.correlated = scope.uses_outer
+        self.unknown_columns = frozenset(program.unknown_outputs)
+        self.subplans: list[QueryPlan] = []
+
+    def _joined(self, key: bytes | None, row: tuple) -> list[tuple]:
+        rows = [row]
+        for source in self.sources[1:]:
+            rows = source.join(rows)
+            if not rows:
+                break
+        return rows
+
+    def _start(self) -> None:
+        self.program.reset()
+        for source in self.sources:
+            source.start_run()
+
+    def _feed(self, key: bytes | None, row: tuple) -> bool:
+        """Feeds one root row through the joins and the program; True when the program has enough."""
+        program = self.program
+        for combined in (self._joined(key, row) if len(self.sources) > 1 else (row,)):
+            if program.matches(combined):
+                program.add_row(combined, key)
+                if program.enough():
+                    return True
+        return False
+
+    def run(self) -> list[tuple]:
+        self._start()
+        if not self.sources:
+            if self.program.matches(()):
+                self.program.add_row(())
+        else:
+            for key, row in self.sources[0].rows():
+                if self._feed(key, row):
+                    break
+        rows, _ = self.program.finish()
+        return rows
+
+    async def run_top(self) -> tuple[list[tuple], list[bytes]]:
+        """The top-level run: streams the first source when it is a base table."""
+        self._start()
+        root = self.sources[0] if self.sources else None
+        if root is not None and root is self.ctx.streamed:
+            async for key, row in read_rows(self.ctx.txn, root.table, root.plan):
+                if self._feed(key, row):
+                    break
+        elif root is None:
+            if self.program.matches(()):
+                self.program.add_row(())
+        else:
+            for key, row in root.rows():
+                if self._feed(key, row):
+                    break
+        return self.program.finish()
+
+    def explain(self, depth: int = 0) -> list[str]:
+        program = self.program
+        lines: list[str] = []
+        steps = []
+        if program.limit is not None or program.offset:
+            steps.append(f"Limit ({'' if program.limit is None else program.limit}"
+                         f"{', offset ' + str(program.offset) if program.offset else ''})")
+        if program.for_update:
+            steps.append("Lock Rows (FOR UPDATE: keys join the commit's conflict check)")
+        if program.order:
+            steps.append(f"Sort ({len(program.order)} key(s))")
+        if program.distinct:
+            steps.append("Distinct")
+        if program.grouped:
+            steps.append(f"Aggregate ({len(program.collector.group_nodes)} group key(s), "
+                         f"{len(program.collector.aggregates)} aggregate(s))")
+        if program.where is not None:
+            steps.append("Filter (WHERE)")
+        indent = depth
+        for step in steps:
+            lines.append(_indent(indent) + step)
+            indent += 1
+        if not self.sources:
+            lines.append(_indent(indent) + "Result (no table)")
+        elif len(self.sources) == 1:
+            lines += _source_lines(self.sources[0], indent)
+        else:
+            lines += _join_lines(self.sources, indent)
+        for subplan in self.subplans:
+            lines.append(_indent(indent) + ("Correlated SubPlan" if subplan.correlated else "SubPlan (run once)"))
+            lines += subplan.explain(indent + 1)
+        return lines
+
+
+def _indent(depth: int) -> str:
+    return "" if depth == 0 else "  " * depth + "->  "
+
+
+def _source_lines(source: Source, depth: int) -> list[str]:
+    lines = [_indent(depth) + source.describe()]
+    if source.subplan is not None:
+        lines += source.subplan.explain(depth + 1)
+    return lines
+
+
+def _join_lines(sources: list[Source], depth: int) -> list[str]:
+    if len(sources) == 1:
+        return _source_lines(sources[0], depth)
+    last = sources[-1]
+    method = "Hash Join" if last.hash_keys is not None else "Nested Loop"
+    kind = {"left": "Left ", "cross": "Cross ", "inner": ""}[last.join_kind]
+    lines = [_indent(depth) + f"{method} ({kind or 'Inner '}join {last.relation.name})"]
+    lines += _join_lines(sources[:-1], depth + 1)
+    lines += _source_lines(last, depth + 1)
+    return lines
+
+
+class ValuesPlan(QueryPlan):
+    def __init__(self, rows: list[list[Compiled]], names: list[str] | None = None):
+        width = len(rows[0])
+        column_types = []
+        for position in range(width):
+            column_types.append(types.common_type([row[position].sql_type for row in rows], "VALUES"))
+        self.rows = [[coerce(row[p], column_types[p]) for p in range(width)] for row in rows]
+        names = names or [f"column{i + 1}" for i in range(width)]
+        self.columns = list(zip(names, column_types))
+        self.correlated = False
+
+    def run(self) -> list[tuple]:
+        return [tuple(c.evaluate(()) for c in row) for row in self.rows]
+
+    def explain(self, depth: int = 0) -> list[str]:
+        return [_indent(depth) + f"Values ({len(self.rows)} row(s))"]
+
+
+def _set_value(value: Any, source: SqlType, target: SqlType) -> Any:
+    if value is None or source.kind == target.kind:
+        return value
+    if source.kind is Kind.UNKNOWN:
+        return types.parse_text_as(value, target)
+    return types.convert(value, source, target)
+
+
+class SetOpPlan(QueryPlan):
+    def __init__(self, kind: str, distinct: bool, left: QueryPlan, right: QueryPlan):
+        self.kind = kind
+        self.distinct = distinct
+        self.left, self.right = left, right
+        if len(left.columns) != len(right.columns):
+            raise SqlError(errors.SYNTAX_ERROR, f"each {kind} query must have the same number of columns")
+        self.columns = []
+        unknown = set()
+        for position, (name, left_type, right_type) in enumerate(
+                zip([n for n, _ in left.columns], left.resolution_types(), right.resolution_types())):
+            if left_type.kind is Kind.UNKNOWN and right_type.kind is Kind.UNKNOWN:
+                unknown.add(position)
+            self.columns.append((name, types.common_type([left_type, right_type], kind)))
+        self.unknown_columns = frozenset(unknown)
+        self.correlated = left.correlated or right.correlated
+        self.order: list[tuple[int, bool, bool]] = []
+        self.limit: int | None = None
+        self.offset = 0
+
+    def _convert(self, plan: QueryPlan, rows: list[tuple]) -> list[tuple]:
+        conversions = [(source, target) for source, (_, target) in zip(plan.resolution_types(), self.columns)]
+        if all(s.kind == t.kind for s, t in conversions):
+            return rows
+        return [tuple(_set_value(v, s, t) for v, (s, t) in zip(row, conversions)) for row in rows]
+
+    def _marker(self, row: tuple) -> tuple:
+        return tuple(_group_key_value(v.rstrip(" ") if isinstance(v, str) and t.kind is Kind.CHAR else v)
+                     for v, (_, t) in zip(row, self.columns))
+
+    def run(self) -> list[tuple]:
+        left = self._convert(self.left, self.left.run())
+        right = self._convert(self.right, self.right.run())
+        if self.kind == "UNION":
+            rows = left + right
+            if self.distinct:
+                seen: dict = {}
+                for row in rows:
+                    seen.setdefault(self._marker(row), row)
+                rows = list(seen.values())
+        else:
+            right_counts = collections.Counter(self._marker(r) for r in right)
+            rows = []
+            emitted: set = set()
+            for row in left:
+                marker = self._marker(row)
+                present = right_counts.get(marker, 0) > 0
+                if self.kind == "INTERSECT":
+                    keep = present
+                    if present and not self.distinct:
+                        right_counts[marker] -= 1
+                else:
+                    keep = not present
+                    if present and not self.distinct:
+                        right_counts[marker] -= 1
+                        keep = False
+                if keep and self.distinct:
+                    if marker in emitted:
+                        continue
+                    emitted.add(marker)
+                if keep:
+                    rows.append(row)
+        if len(rows) > limits.RESULT_ROWS_MAX:
+            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, f"query result exceeds the limit of {limits.RESULT_ROWS_MAX} rows")
+        for position, descending, nulls_first in reversed(self.order):
+            null_rank = 1 if (not nulls_first) != descending else 0
+
+            def sort_key(row, position=position, null_rank=null_rank):
+                value = row[position]
+                if value is None:
+                    return (null_rank, 0)
+                return (1 - null_rank, types.sort_key(value))
+            rows = sorted(rows, key=sort_key, reverse=descending)
+        end = None if self.limit is None else self.offset + self.limit
+        return rows[self.offset:end]
+
+    def explain(self, depth: int = 0) -> list[str]:
+        word = self.kind + ("" if self.distinct else " ALL")
+        lines = [_indent(depth) + word]
+        lines += self.left.explain(depth + 1)
+        lines += self.right.explain(depth + 1)
+        return lines
+
+
+# --- compile ---------------------------------------------------------------------------------
+def compile_query(node: exp.Expression, parent: Scope | None, ctx: QueryContext) -> QueryPlan:
+    """Phase 1 for any query expression (SELECT, set operation, VALUES, parenthesized query)."""
+    while isinstance(node, exp.Subquery) and not node.args.get("alias"):
+        inner = node.this
+        _reject_modifiers(node)
+        node = inner
+    with_clause = node.args.get("with_") or node.args.get("with")
+    if with_clause is not None:
+        if with_clause.args.get("recursive"):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "WITH RECURSIVE is not supported")
+        frame: dict[str, CtePlan] = {}
+        ctx.ctes.append(frame)
+        try:
+            for cte in with_clause.expressions:
+                alias = cte.args["alias"]
+                name = identifier_name(alias.this)
+                if name in frame:
+                    raise SqlError("42712", f'WITH query name "{name}" specified more than once')
+                if not isinstance(cte.this, (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Values,
+                                             exp.Subquery)):
+                    raise SqlError(errors.FEATURE_NOT_SUPPORTED, "data-modifying statements in WITH are not supported")
+                column_names = [identifier_name(c) for c in alias.columns] if alias.columns else None
+                frame[name] = CtePlan(name, compile_query(cte.this, parent, ctx), column_names)
+            return _compile_body(node, parent, ctx)
+        finally:
+            ctx.ctes.pop()
+    return _compile_body(node, parent, ctx)
+
+
+def _reject_modifiers(node: exp.Expression) -> None:
+    for key in ("order", "limit", "offset"):
+        if node.args.get(key) is not None:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{key.upper()} on a parenthesized query is not supported")
+
+
+def _compile_body(node: exp.Expression, parent: Scope | None, ctx: QueryContext) -> QueryPlan:
+    if isinstance(node, exp.Select):
+        return compile_select_plan(node, parent, ctx)
+    if isinstance(node, (exp.Union, exp.Intersect, exp.Except)):
+        return _compile_set_operation(node, parent, ctx)
+    if isinstance(node, exp.Values):
+        return _compile_values(node, parent, ctx, None)
+    raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"this kind of query ({type(node).__name__}) is not supported")
+
+
+def _compile_set_operation(node, parent: Scope | None, ctx: QueryContext) -> SetOpPlan:
+    kind = {exp.Union: "UNION", exp.Intersect: "INTERSECT", exp.Except: "EXCEPT"}[type(node)]
+    left = compile_query(node.this, parent, ctx)
+    right = compile_query(node.expression, parent, ctx)
+    plan = SetOpPlan(kind, bool(node.args.get("distinct")), left, right)
+    order = node.args.get("order")
+    if order is not None:
+        for item in order.expressions:
+            plan.order.append(_set_order_item(item, plan))
+    plan.limit = _limit_value(node.args.get("limit"), "LIMIT")
+    plan.offset = _limit_value(node.args.get("offset"), "OFFSET") or 0
+    return plan
+
+
+def _set_order_item(item: exp.Ordered, plan: SetOpPlan) -> tuple[int, bool, bool]:
+    node = item.this
+    descending = bool(item.args.get("desc"))
+    nulls_first = item.args.get("nulls_first")
+    if nulls_first is None:
+        nulls_first = descending
+    if isinstance(node, exp.Literal) and not node.is_string and node.this.isdigit():
+        position = int(node.this)
+        if not 1 <= position <= len(plan.columns):
+            raise SqlError("42P10", f"ORDER BY position {position} is not in select list")
+        return position - 1, descending, bool(nulls_first)
+    if isinstance(node, exp.Column) and node.args.get("table") is None and not isinstance(node.this, exp.Star):
+        name = identifier_name(node.this)
+        for index, (column_name, _) in enumerate(plan.columns):
+            if column_name == name:
+                return index, descending, bool(nulls_first)
+        raise SqlError(errors.UNDEFINED_COLUMN, f'column "{name}" does not exist')
+    raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                   f"ORDER BY on a {plan.kind} result must name an output column or position")
+
+
+def _compile_values(node: exp.Values, parent: Scope | None, ctx: QueryContext, names: list[str] | None) -> ValuesPlan:
+    compiler = Compiler(Scope([], parent), "VALUES", None, ctx)
+    rows = []
+    width = None
+    for tuple_node in node.expressions:
+        items = tuple_node.expressions if isinstance(tuple_node, exp.Tuple) else [tuple_node]
+        if width is None:
+            width = len(items)
+        elif len(items) != width:
+            raise SqlError(errors.SYNTAX_ERROR, "VALUES lists must all be the same length")
+        rows.append([compiler.compile(item) for item in items])
+    if names is not None and len(names) > width:
+        raise SqlError("42P10", f"table \"{names and 'values'}\" has {width} columns available but {len(names)} columns specified")
+    full_names = None
+    if names is not None:
+        full_names = names + [f"column{i + 1}" for i in range(len(names), width)]
+    return ValuesPlan(rows, full_names)
+
+
+def compile_select_plan(select: exp.Select, parent: Scope | None, ctx: QueryContext,
+                        stream_root: bool = False) -> SelectPlan:
+    from_clause = select.args.get("from_") or select.args.get("from")
+    joins = select.args.get("joins") or []
+    if from_clause is None:
+        if joins:
+            raise SqlError(errors.SYNTAX_ERROR, 'syntax error at or near "JOIN"')
+        scope = Scope([], parent)
+        program = compile_select(select, scope, False, ctx)
+        plan = SelectPlan([], program, scope, ctx)
+        return plan
+    items = [(from_clause.this, None)] + [(join.this, join) for join in joins]
+    sources: list[Source] = []
+    for item, join in items:
+        if join is not None:
+            _check_join(join)
+        source = _make_source(item, parent, ctx)
+        if join is not None:
+            source.join_kind = _join_kind(join)
+        if any(s.relation.name == source.relation.name for s in sources):
+            raise SqlError("42712", f'table name "{source.relation.name}" specified more than once')
+        sources.append(source)
+    scope = Scope([s.relation for s in sources], parent)
+    star_entries = [(name, i, sources[0].relation.name) for i, (name, _) in enumerate(sources[0].relation.columns)]
+    for position, (item, join) in enumerate(items):
+        if join is None:
+            continue
+        source = sources[position]
+        prefix = Scope([s.relation for s in sources[:position + 1]], parent)
+        prefix.cell = scope.cell
+        star_entries = _compile_join(join, source, sources[:position], prefix, scope, ctx, star_entries)
+    where = select.args.get("where")
+    where_conjuncts = _conjuncts(where.this) if where is not None else []
+    for position, source in enumerate(sources):
+        if source.kind != "table":
+            continue
+        usable = []
+        if not _nullable_side(sources, position):
+            usable += where_conjuncts
+        join = items[position][1]
+        if join is not None and join.args.get("on") is not None and source.join_kind in ("inner", "left"):
+            usable += _conjuncts(join.args["on"])
+        source.plan = plan_access(source.table, usable, _position_in(scope, source))
+    program = compile_select(select, scope, True, ctx, star_entries)
+    plan = SelectPlan(sources, program, scope, ctx)
+    if program.for_update and (len(sources) > 1 or sources[0].kind != "table"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "FOR UPDATE is supported only on a single table")
+    if stream_root and sources and sources[0].kind == "table":
+        ctx.streamed = sources[0]
+    return plan
+
+
+def _check_join(join: exp.Join) -> None:
+    side = str(join.args.get("side") or "").upper()
+    method = str(join.args.get("method") or "").upper()
+    if side in ("RIGHT", "FULL"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{side} JOIN is not supported")
+    if method == "NATURAL":
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "NATURAL JOIN is not supported")
+    if isinstance(join.this, exp.Lateral):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "LATERAL is not supported")
+
+
+def _join_kind(join: exp.Join) -> str:
+    side = str(join.args.get("side") or "").upper()
+    kind = str(join.args.get("kind") or "").upper()
+    if side == "LEFT":
+        return "left"
+    if kind == "CROSS" or (join.args.get("on") is None and not join.args.get("using")):
+        if kind in ("INNER",) or side:
+            raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
+        return "cross"
+    return "inner"
+
+
+def _nullable_side(sources: list[Source], position: int) -> bool:
+    return sources[position].join_kind == "left"
+
+
+def _position_in(scope: Scope, source: Source):
+    relation = source.relation
+    table = source.table
+
+    def position_of(column: exp.Column) -> int | None:
+        try:
+            found = scope.resolve_local(column)
+        except SqlError:
+            return None
+        if found is None:
+            return None
+        index = found[0] - relation.offset
+        if 0 <= index < len(relation.columns):
+            return table.column_index(relation.columns[index][0])
+        return None
+    return position_of
+
+
+def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
+    if node is None:
+        return []
+    if isinstance(node, exp.Paren):
+        return _conjuncts(node.this)
+    if isinstance(node, exp.And):
+        return _conjuncts(node.this) + _conjuncts(node.expression)
+    return [node]
+
+
+def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext) -> Source:
+    alias_node = item.args.get("alias")
+    alias = identifier_name(alias_node.this) if alias_node is not None and alias_node.this is not None else None
+    column_aliases = [identifier_name(c) for c in alias_node.columns] if alias_node is not None and alias_node.columns \
+        else None
+    if isinstance(item, exp.Table):
+        if not isinstance(item.this, exp.Identifier):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "table functions in FROM are not supported")
+        name = identifier_name(item.this)
+        cte = ctx.find_cte(name) if item.args.get("db") is None else None
+        if cte is not None:
+            columns = _renamed(cte.columns, column_aliases, alias or name)
+            return Source(Relation(alias or name, columns), "cte", subplan=cte)
+        if system_views.is_system_reference(item):
+            view = system_views.resolve_view(item)
+            source = Source(Relation(alias or view.name, _renamed(view.columns, column_aliases, alias or view.name)),
+                            "view", view=view)
+            ctx.view_sources.append(source)
+            return source
+        table = ctx.table(table_name(item))
+        columns = _renamed(tuple((c.name, c.sql_type) for c in table.columns), column_aliases, alias or table.name)
+        source = Source(Relation(alias or table.name, columns), "table", table=table)
+        ctx.table_sources.append(source)
+        return source
+    if isinstance(item, exp.Subquery):
+        if alias is None:
+            raise SqlError(errors.SYNTAX_ERROR, "subquery in FROM must have an alias",
+                           hint='For example, FROM (SELECT ...) [AS] foo.')
+        subplan = compile_query(item.this, parent, ctx)
+        return Source(Relation(alias, _renamed(tuple(subplan.columns), column_aliases, alias)), "derived",
+                      subplan=subplan)
+    if isinstance(item, exp.Values):
+        if alias is None:
+            raise SqlError(errors.SYNTAX_ERROR, "VALUES in FROM must have an alias",
+                           hint='For example, FROM (VALUES ...) [AS] foo.')
+        subplan = _compile_values(item, parent, ctx, column_aliases)
+        return Source(Relation(alias, tuple(subplan.columns)), "values", subplan=subplan)
+    raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{type(item).__name__} in FROM is not supported")
+
+
+def _renamed(columns, aliases: list[str] | None, name: str) -> tuple:
+    columns = tuple(columns)
+    if not aliases:
+        return columns
+    if len(aliases) > len(columns):
+        raise SqlError("42P10", f'table "{name}" has {len(columns)} columns available but {len(aliases)} columns specified')
+    return tuple((aliases[i] if i < len(aliases) else n, t) for i, (n, t) in enumerate(columns))
+
+
+def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], prefix: Scope, scope: Scope,
+                  ctx: QueryContext, star_entries: list) -> list:
+    compiler = Compiler(prefix, "JOIN/ON", None, ctx)
+    conditions: list[Compiled] = []
+    hash_left: list[Compiled] = []
+    hash_right: list[Compiled] = []
+    using = join.args.get("using") or []
+    if using:
+        merged_entries = []
+        for identifier in using:
+            name = identifier_name(identifier)
+            left_matches = [(s, i) for s in left_sources for i, (n, _) in enumerate(s.relation.columns) if n == name]
+            if not left_matches:
+                raise SqlError(errors.UNDEFINED_COLUMN,
+                               f'column "{name}" specified in USING clause does not exist in left table')
+            if len(left_matches) > 1:
+                raise SqlError(errors.AMBIGUOUS_COLUMN, f'common column name "{name}" appears more than once in left table')
+            right_index = next((i for i, (n, _) in enumerate(source.relation.columns) if n == name), None)
+            if right_index is None:
+                raise SqlError(errors.UNDEFINED_COLUMN,
+                               f'column "{name}" specified in USING clause does not exist in right table')
+            left_source, left_index = left_matches[0]
+            left_type = left_source.relation.columns[left_index][1]
+            right_type = source.relation.columns[right_index][1]
+            left_compiled = Compiled(lambda row, i=left_source.relation.offset + left_index: row[i], left_type.base)
+            right_compiled = Compiled(lambda row, i=source.relation.offset + right_index: row[i], right_type.base)
+            left_form, right_form = compiler.comparable(left_compiled, right_compiled, "=")
+            hash_left.append(left_form)
+            hash_right.append(right_form)
+            scope.using[name] = (left_source.relation.offset + left_index, left_type)
+            prefix.using[name] = (left_source.relation.offset + left_index, left_type)
+            merged_entries.append((name, left_source.relation.offset + left_index, left_source.relation.name))
+        merged_names = {e[0] for e in merged_entries}
+        star_entries = merged_entries + [e for e in star_entries if e[0] not in merged_names] + [
+            (n, source.relation.offset + i, source.relation.name)
+            for i, (n, _) in enumerate(source.relation.columns) if n not in merged_names]
+    else:
+        star_entries = star_entries + [(n, source.relation.offset + i, source.relation.name)
+                                       for i, (n, _) in enumerate(source.relation.columns)]
+    on = join.args.get("on")
+    if on is not None:
+        for conjunct in _conjuncts(on):
+            pair = _equi_pair(conjunct, prefix, source, compiler)
+            if pair is not None:
+                hash_left.append(pair[0])
+                hash_right.append(pair[1])
+            else:
+                conditions.append(compiler.compile_condition(conjunct))
+    if hash_left:
+        source.hash_keys = (hash_left, hash_right)
+    if conditions:
+        combined = conditions[0]
+        for extra in conditions[1:]:
+            combined = _and_compiled(combined, extra)
+        source.condition = combined
+    return star_entries
+
+
+def _and_compiled(left: Compiled, right: Compiled) -> Compiled:
+    left_eval, right_eval = left.evaluate, right.evaluate
+
+    def evaluate(row):
+        a = left_eval(row)
+        if a is False:
+            return False
+        b = right_eval(row)
+        if b is False:
+            return False
+        if a is None or b is None:
+            return None
+        return True
+    return Compiled(evaluate, types.BOOLEAN)
+
+
+def _equi_pair(node: exp.Expression, prefix: Scope, source: Source, compiler: Compiler):
+    """(left form, right form) when `node` is `left-side expr = new-table expr` (either order)."""
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if not isinstance(node, exp.EQ):
+        return None
+    sides = [_side(part, prefix, source) for part in (node.this, node.expression)]
+    if sides == ["left", "right"]:
+        left_node, right_node = node.this, node.expression
+    elif sides == ["right", "left"]:
+        left_node, right_node = node.expression, node.this
+    else:
+        return None
+    left_form, right_form = compiler.comparable(compiler.compile(left_node), compiler.compile(right_node), "=")
+    return left_form, right_form
+
+
+def _side(node: exp.Expression, prefix: Scope, source: Source) -> str:
+    if any(isinstance(n, (exp.Subquery, exp.Select, exp.Exists)) for n in node.walk()):
+        return "mixed"
+    sides = set()
+    for column in node.find_all(exp.Column):
+        if isinstance(column.this, exp.Star):
+            return "mixed"
+        found = prefix.resolve_local(column)
+        if found is None:
+            continue
+        sides.add("right" if found[0] >= source.relation.offset else "left")
+    if len(sides) != 1:
+        return "mixed"
+    return sides.pop()
+
+
+# --- running a top-level query ----------------------------------------------------------------
+async def run_query(txn, node: exp.Expression, ctx: QueryContext) -> tuple[QueryPlan, list[tuple], list[bytes]]:
+    """Compile, fetch and run a top-level query; also returns the source keys (FOR UPDATE)."""
+    await preload_tables(txn, node)
+    stream = isinstance(node, exp.Select) and not (node.args.get("with_") or node.args.get("with"))
+    if stream:
+        plan = compile_select_plan(node, None, ctx, stream_root=True)
+    else:
+        plan = compile_query(node, None, ctx)
+    _collect_subplans(plan, ctx)
+    await fetch(ctx)
+    if isinstance(plan, SelectPlan):
+        rows, source_keys = await plan.run_top()
+        return plan, rows, source_keys
+    return plan, plan.run(), []
+
+
+def _collect_subplans(plan: QueryPlan, ctx: QueryContext) -> None:
+    """Attaches the expression subqueries compiled during phase 1 to the top plan, for EXPLAIN."""
+    if isinstance(plan, SelectPlan):
+        plan.subplans = list(getattr(ctx, "expression_subplans", []))
+
+
+def output_columns(plan: QueryPlan) -> list[tuple[str, str]]:
+    return [(name, sql_type.pg_name) for name, sql_type in plan.columns]
+
+
+__all__ = ["QueryContext", "QueryPlan", "SelectPlan", "compile_query", "compile_select_plan", "fetch", "run_query",
+           "load_table", "load_all_tables", "preload_tables", "read_rows", "output_columns", "output_name"]
