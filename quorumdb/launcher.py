@@ -9,7 +9,9 @@ which then stops the nodes in order), with stdout and stderr appended to
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +41,32 @@ def node_status(node: NodeConfig, timeout_s: float = limits.STATUS_TIMEOUT_S) ->
             return stub.Status(common_pb2.StatusRequest(), timeout=timeout_s)
         except grpc.RpcError:
             return None
+
+
+# Ports one cluster uses from its base port (see quorumdb/config.py; +39 is the supervisor).
+PORT_BLOCK = 40
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_base_port(attempts: int = 200) -> int:
+    """A base port whose whole block [base, base + 40) is free now, away from 7100 and ephemeral ports.
+
+    For test and harness clusters; not seeded (ports are not part of a replay)."""
+    rng = random.Random()
+    for _ in range(attempts):
+        base = rng.randrange(20_000, 30_000, PORT_BLOCK)
+        if all(_port_free(base + i) for i in range(PORT_BLOCK)):
+            return base
+    raise RuntimeError("no free block of ports found")
 
 
 class LaunchError(RuntimeError):

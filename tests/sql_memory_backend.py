@@ -6,7 +6,6 @@ transaction's start_ts is a conflict (40001). The clock is a counter the test ma
 """
 from __future__ import annotations
 
-import bisect
 
 from quorumdb import errors
 from quorumdb.errors import SqlError

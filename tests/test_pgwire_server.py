@@ -351,7 +351,8 @@ def test_sqlalchemy_core(server):
         "users", metadata,
         sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True, autoincrement=False),
         sqlalchemy.Column("name", sqlalchemy.String(50), nullable=False),
-        sqlalchemy.Column("score", sqlalchemy.Float))
+        sqlalchemy.Column("score", sqlalchemy.Float),
+        sqlalchemy.Index("users_by_name", "name"))
     try:
         metadata.create_all(engine)
         metadata.create_all(engine)  # checkfirst: the table is found through pg_catalog, not created twice
@@ -366,8 +367,12 @@ def test_sqlalchemy_core(server):
         columns = inspector.get_columns("users")
         assert [(c["name"], c["nullable"]) for c in columns] == [("id", False), ("name", False), ("score", True)]
         assert inspector.get_pk_constraint("users")["constrained_columns"] == ["id"]
+        indexes = inspector.get_indexes("users")
+        assert [(i["name"], i["column_names"], i["unique"]) for i in indexes] == [("users_by_name", ["name"], False)]
+        assert inspector.get_foreign_keys("users") == []
         reflected = sqlalchemy.Table("users", sqlalchemy.MetaData(), autoload_with=engine)
         assert list(reflected.c.keys()) == ["id", "name", "score"]
+        assert [index.name for index in reflected.indexes] == ["users_by_name"]
         metadata.drop_all(engine)
         assert sqlalchemy.inspect(engine).get_table_names() == []
     finally:
@@ -491,3 +496,18 @@ def test_psql_commands_scripts_and_describe(server, tmp_path):
     assert done.returncode == 1 and 'ERROR:  relation "nothing" does not exist' in done.stderr
     done = _psql(server, "-v", "VERBOSITY=verbose", "-c", "SELECT 1/0")
     assert "ERROR:  22012" in done.stderr
+
+
+def test_unrecognised_catalog_queries_fail_with_0a000_rather_than_answer_wrongly(server):
+    """An empty pg_class would be a wrong answer: refuse. Catalogs of features QuorumDB lacks are truly empty."""
+    import psycopg
+    with psycopg.connect(host="127.0.0.1", port=server.port, user="admin", password=server.token(),
+                         dbname="postgres", autocommit=True) as conn:
+        conn.execute("CREATE TABLE cat_probe (id INT PRIMARY KEY)")
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as caught:
+            conn.execute("SELECT count(*) FROM pg_catalog.pg_class")
+        assert caught.value.sqlstate == "0A000"
+        assert "pg_class" in str(caught.value)
+        policies = conn.execute("SELECT pol.polname FROM pg_catalog.pg_policy pol WHERE pol.polrelid = 16385")
+        assert policies.fetchall() == []
+        assert conn.execute("SELECT 1").fetchall() == [(1,)]  # the session goes on

@@ -55,6 +55,9 @@ TEXT_ARRAY = 1009
 INT2_ARRAY = 1005
 INT4_ARRAY = 1007
 OID_ARRAY = 1028
+BOOL_ARRAY = 1000
+NAME_ARRAY = 1003
+INT8_ARRAY = 1016
 VOID = 2278
 
 INVALID_BINARY_REPRESENTATION = "22P03"
@@ -86,6 +89,7 @@ _NAME_TO_OID = {
     "regclass": REGCLASS, "regtype": REGTYPE,
     "int2vector": INT2VECTOR, "oidvector": OIDVECTOR,
     "text[]": TEXT_ARRAY, "smallint[]": INT2_ARRAY, "integer[]": INT4_ARRAY, "oid[]": OID_ARRAY,
+    "boolean[]": BOOL_ARRAY, "name[]": NAME_ARRAY, "bigint[]": INT8_ARRAY,
     "void": VOID,
 }
 
@@ -98,8 +102,37 @@ TYPES: dict[int, tuple[str, int]] = {
     NUMERIC: ("numeric", -1), UUID: ("uuid", 16), JSONB: ("jsonb", -1), CHAR: ('char', 1),
     REGCLASS: ("regclass", 4), REGTYPE: ("regtype", 4), INT2VECTOR: ("int2vector", -1),
     OIDVECTOR: ("oidvector", -1), TEXT_ARRAY: ("_text", -1), INT2_ARRAY: ("_int2", -1),
-    INT4_ARRAY: ("_int4", -1), OID_ARRAY: ("_oid", -1), UNKNOWN: ("unknown", -2), VOID: ("void", 4),
+    INT4_ARRAY: ("_int4", -1), OID_ARRAY: ("_oid", -1), BOOL_ARRAY: ("_bool", -1), NAME_ARRAY: ("_name", -1),
+    INT8_ARRAY: ("_int8", -1), UNKNOWN: ("unknown", -2), VOID: ("void", 4),
 }
+
+_ARRAY_OF = {TEXT: TEXT_ARRAY, INT2: INT2_ARRAY, INT4: INT4_ARRAY, OID: OID_ARRAY, BOOL: BOOL_ARRAY,
+             NAME: NAME_ARRAY, INT8: INT8_ARRAY}
+
+
+def regtype_name(oid: int) -> str:
+    """The name PostgreSQL's regtype prints for a type OID (the first engine name mapping to it)."""
+    for name, candidate in _NAME_TO_OID.items():
+        if candidate == oid:
+            return name
+    return TYPES.get(oid, ("", 0))[0]
+
+
+def array_oid(oid: int) -> int:
+    """The OID of the array type of `oid`, 0 where QuorumDB has none."""
+    return _ARRAY_OF.get(oid, 0)
+
+
+def lookup_type(name: str) -> int | None:
+    """The OID of a type named as to_regtype() would accept it, or None if there is no such type."""
+    name = name.strip().lower()
+    if name in _NAME_TO_OID and name != "unknown":
+        return _NAME_TO_OID[name]
+    for oid, (typname, _length) in TYPES.items():
+        if typname == name:
+            return oid
+    return None
+
 
 # OID -> the SQL type name used in CAST(... AS name) for a bound parameter.
 _CAST_NAMES = {

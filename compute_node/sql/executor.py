@@ -29,12 +29,12 @@ from sqlglot import exp
 
 from compute_node.sql import system_views, types
 from compute_node.sql.catalog import (
-    CheckDef, ColumnDef, IndexDef, TableDef, column_from_def, create_spec, identifier_name, table_name,
+    CheckDef, IndexDef, TableDef, column_from_def, create_spec, identifier_name, table_name,
     unique_name, TOO_MANY_COLUMNS,
 )
 from compute_node.sql.expressions import Compiled, Compiler, Scope, constant, contains_aggregate
 from compute_node.sql.parser import Explain
-from compute_node.sql.planner import AccessPlan, PlanKind, plan_access
+from compute_node.sql.planner import plan_access
 from compute_node.sql.query import compile_select
 from compute_node.sql.result import StatementResult
 from compute_node.sql.select import (

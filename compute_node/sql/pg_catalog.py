@@ -40,6 +40,7 @@ PUBLIC_NAMESPACE_OID = 2200
 PG_CATALOG_NAMESPACE_OID = 11
 TABLE_OID_BASE = 16384
 OWNER_OID = 10
+BTREE_AM_OID = 403  # PostgreSQL's oid of the btree access method
 VERSION_TEXT = (f"PostgreSQL 16.0 (QuorumDB 0.1) on {platform.machine() or 'x86_64'}-pc-linux-gnu, "
                 "compiled by Python, 64-bit")
 
@@ -79,8 +80,11 @@ def recognise(sql: str) -> Answer | None:
         answer = matcher(sql, normalized)
         if answer is not None:
             return answer
-    if _reads_pg_catalog(normalized):
-        return _empty_answer(sql)
+    catalogs = _catalog_tables(normalized)
+    if catalogs:
+        if _empty_by_construction(catalogs, normalized):
+            return _empty_answer(sql)
+        return _unsupported_answer(catalogs)
     return None
 
 
@@ -225,11 +229,83 @@ def matcher(function: Callable[[str, str], Answer | None]) -> Callable[[str, str
     return function
 
 
+@matcher
+def _psycopg_type_info(sql: str, normalized: str) -> Answer | None:
+    # psycopg's TypeInfo.fetch(name): SELECT typname AS name, oid, typarray AS array_oid,
+    # oid::regtype::text AS regtype, typdelim AS delimiter FROM pg_type t WHERE t.oid = to_regtype('x')
+    if "from pg_type t where t.oid = to_regtype(" not in normalized:
+        return None
+    found = re.search(r"to_regtype\(\s*'((?:[^']|'')*)'", sql, re.IGNORECASE)
+    name = found.group(1).replace("''", "'").lower() if found else ""
+
+    async def answer(context: Context) -> CatalogResult:
+        from compute_node.pgwire import pgtypes  # the wire layer's type table (OIDs, typnames)
+
+        rows = []
+        oid = pgtypes.lookup_type(name)
+        if oid is not None:  # no row for types QuorumDB lacks (hstore, citext, ...): the true answer
+            rows.append((pgtypes.TYPES[oid][0], oid, pgtypes.array_oid(oid), pgtypes.regtype_name(oid), ","))
+        columns = [("name", "name"), ("oid", "oid"), ("array_oid", "oid"), ("regtype", "text"), ("delimiter", '"char"')]
+        return result(columns, rows)
+
+    return answer
+
+
 _CATALOG_TABLE = re.compile(r"\bpg_catalog\s*\.\s*pg_\w+|\bfrom\s+pg_\w+|\bjoin\s+pg_\w+")
 
 
-def _reads_pg_catalog(normalized: str) -> bool:
-    return bool(_CATALOG_TABLE.search(normalized))
+# Catalogs of features QuorumDB does not have: in QuorumDB they hold no rows, so "no rows" is
+# the true answer to a query that inner-joins one of them (psql's \d asks for policies,
+# publications, statistics objects, inheritance, triggers, ... of every table it describes).
+ALWAYS_EMPTY_CATALOGS = frozenset({
+    "pg_policy", "pg_publication", "pg_publication_rel", "pg_publication_namespace", "pg_statistic_ext",
+    "pg_statistic_ext_data", "pg_inherits", "pg_trigger", "pg_event_trigger", "pg_rewrite", "pg_foreign_table",
+    "pg_foreign_server", "pg_foreign_data_wrapper", "pg_user_mapping", "pg_partitioned_table", "pg_description",
+    "pg_shdescription", "pg_seclabel", "pg_shseclabel", "pg_subscription", "pg_subscription_rel", "pg_sequence",
+    "pg_enum", "pg_range", "pg_extension", "pg_largeobject", "pg_largeobject_metadata", "pg_init_privs",
+    "pg_default_acl", "pg_transform", "pg_policies", "pg_publication_tables", "pg_sequences", "pg_matviews",
+    "pg_views", "pg_rules", "pg_triggers",
+})
+_OUTER = re.compile(r"\b(?:left|right|full|outer|except|intersect)\b")
+# pg_* names that are not function calls: the catalog relations a query reads.
+_CATALOG_NAME = re.compile(r"\b(pg_[a-z_0-9]+)\b(?!\s*\()")
+_NOT_RELATIONS = frozenset({"pg_catalog", "pg_temp", "pg_toast"})
+
+
+def _catalog_tables(normalized: str) -> set[str]:
+    if not _CATALOG_TABLE.search(normalized):
+        return set()
+    return {m.group(1) for m in _CATALOG_NAME.finditer(normalized)} - _NOT_RELATIONS or {"pg_catalog"}
+
+
+_UNION = re.compile(r"\bunion(?:\s+all)?\b")
+
+
+def _empty_by_construction(catalogs: set[str], normalized: str) -> bool:
+    """True when every UNION branch inner-joins a catalog that is always empty here (so the answer
+    is truly empty): no outer join, no EXCEPT/INTERSECT."""
+    if not catalogs & ALWAYS_EMPTY_CATALOGS:
+        return False
+    for branch in _UNION.split(normalized):
+        if _OUTER.search(branch) or not _catalog_tables(branch) & ALWAYS_EMPTY_CATALOGS:
+            return False
+    return True
+
+
+def _unsupported_answer(catalogs: set[str]) -> Answer:
+    """Anything else is refused rather than answered wrongly (an empty pg_class would be a lie)."""
+    names = ", ".join(sorted(catalogs))
+
+    async def answer(context: Context) -> CatalogResult:
+        raise SqlError(
+            errors.FEATURE_NOT_SUPPORTED,
+            f"this pg_catalog query is not supported (reads {names})",
+            detail="QuorumDB answers the catalog queries of psql's \\d commands and SQLAlchemy's reflection, "
+                   "and information_schema.tables/columns/key_column_usage.",
+            hint="See docs/POSTGRES.md.",
+        )
+
+    return answer
 
 
 def _empty_answer(sql: str) -> Answer:
@@ -610,6 +686,152 @@ def _sqlalchemy_columns(sql: str, normalized: str) -> Answer | None:
         columns = [("name", "name"), ("format_type", "text"), ("default", "text"), ("not_null", "boolean"),
                    ("table_name", "name"), ("comment", "text"), ("generated", '"char"'),
                    ("identity_options", "json"), ("collation", "json")]
+        return result(columns, rows)
+
+    return answer
+
+
+@matcher
+def _sqlalchemy_foreign_keys(sql: str, normalized: str) -> Answer | None:
+    # get_foreign_keys / get_multi_foreign_keys: pg_class LEFT OUTER JOIN pg_constraint (contype 'f') ...
+    if not (normalized.startswith("select pg_catalog.pg_class.relname, pg_catalog.pg_constraint.conname,")
+            and re.search(r"pg_constraint\.contype\s*=\s*'f'", normalized)):
+        return None
+    kinds = _relkinds(normalized)
+    matches = _name_filter(sql)
+
+    async def answer(context: Context) -> CatalogResult:
+        # QuorumDB has no foreign keys: each matching table once, its constraint columns NULL.
+        rows = [(relation.name, None, None, None, None)
+                for relation in sorted(await _relations(context), key=lambda r: r.name)
+                if relation.kind in kinds and matches(relation.name)]
+        columns = [("relname", "name"), ("conname", "name"), ("anon_1", "text"), ("nspname", "name"),
+                   ("description", "text")]
+        return result(columns, rows)
+
+    return answer
+
+
+@matcher
+def _access_method_by_name(sql: str, normalized: str) -> Answer | None:
+    # SELECT pg_am.oid, pg_am.amname FROM pg_catalog.pg_am WHERE pg_am.amname = 'btree' (SQLAlchemy)
+    if not re.match(r"select pg_catalog\.pg_am\.oid, pg_catalog\.pg_am\.amname from pg_catalog\.pg_am where", normalized):
+        return None
+    found = re.search(r"amname\s*=\s*'((?:[^']|'')*)'", sql, re.IGNORECASE)
+    name = found.group(1) if found else ""
+
+    async def answer(context: Context) -> CatalogResult:
+        # QuorumDB's indexes are ordered (btree-like); it has no other access method.
+        rows = [(BTREE_AM_OID, "btree")] if name == "btree" else []
+        return result([("oid", "oid"), ("amname", "name")], rows)
+
+    return answer
+
+
+@matcher
+def _non_default_opclasses(sql: str, normalized: str) -> Answer | None:
+    # SELECT pg_opclass.oid, pg_opclass.opcname FROM pg_catalog.pg_opclass WHERE NOT pg_opclass.opcdefault
+    if not re.match(r"select pg_catalog\.pg_opclass\.oid, pg_catalog\.pg_opclass\.opcname from "
+                    r"pg_catalog\.pg_opclass where not pg_catalog\.pg_opclass\.opcdefault", normalized):
+        return None
+
+    async def answer(context: Context) -> CatalogResult:
+        return result([("oid", "oid"), ("opcname", "name")], [])  # QuorumDB has only default opclasses
+
+    return answer
+
+
+@matcher
+def _sqlalchemy_indexes(sql: str, normalized: str) -> Answer | None:
+    # get_indexes / get_multi_indexes: SELECT pg_index.indrelid, pg_class.relname, pg_index.indisunique, ...
+    # FROM pg_index JOIN pg_class ... WHERE pg_index.indrelid IN (oids) AND NOT pg_index.indisprimary
+    if not normalized.startswith("select pg_catalog.pg_index.indrelid, pg_catalog.pg_class.relname, "
+                                 "pg_catalog.pg_index.indisunique"):
+        return None
+    oids = _oids(sql)
+
+    async def answer(context: Context) -> CatalogResult:
+        rows = []
+        for relation in _by_oid(await _relations(context), oids):
+            if relation.kind != "r":
+                continue
+            secondary = sorted((info for _, info in indexes_of(relation.table) if not info.primary),
+                               key=lambda info: info.name)
+            for info in secondary:
+                width = len(info.columns)
+                # int2vector's text form is space-separated (not an array literal); 1 = DESC
+                indoption = " ".join("1" if descending else "0" for descending in info.descending)
+                rows.append((relation.oid, info.name, info.unique, True, info.constraint is not None, indoption,
+                             None, BTREE_AM_OID, None, width, False, list(info.columns), [False] * width,
+                             [0] * width))
+        columns = [("indrelid", "oid"), ("relname", "name"), ("indisunique", "boolean"), ("indisvalid", "boolean"),
+                   ("has_constraint", "boolean"), ("indoption", "int2vector"), ("reloptions", "text[]"),
+                   ("relam", "oid"), ("filter_definition", "text"), ("indnkeyatts", "smallint"),
+                   ("indnullsnotdistinct", "boolean"), ("elements", "text[]"), ("elements_is_expr", "boolean[]"),
+                   ("elements_opclass", "bigint[]")]
+        return result(columns, rows)
+
+    return answer
+
+
+@matcher
+def _sqlalchemy_table_comments(sql: str, normalized: str) -> Answer | None:
+    # get_table_comment: pg_class LEFT OUTER JOIN pg_description -> each table once, comment NULL
+    if not normalized.startswith("select pg_catalog.pg_class.relname, pg_catalog.pg_description.description "
+                                 "from pg_catalog.pg_class left outer join pg_catalog.pg_description"):
+        return None
+    kinds = _relkinds(normalized)
+    matches = _name_filter(sql)
+
+    async def answer(context: Context) -> CatalogResult:
+        rows = [(relation.name, None) for relation in sorted(await _relations(context), key=lambda r: r.name)
+                if relation.kind in kinds and matches(relation.name)]  # QuorumDB keeps no comments
+        return result([("relname", "name"), ("description", "text")], rows)
+
+    return answer
+
+
+@matcher
+def _sqlalchemy_check_constraints(sql: str, normalized: str) -> Answer | None:
+    # get_check_constraints: pg_class LEFT OUTER JOIN pg_constraint (contype 'c') LEFT OUTER JOIN pg_description
+    if not (normalized.startswith("select pg_catalog.pg_class.relname, pg_catalog.pg_constraint.conname,")
+            and re.search(r"pg_constraint\.contype\s*=\s*'c'", normalized)):
+        return None
+    kinds = _relkinds(normalized)
+    matches = _name_filter(sql)
+
+    async def answer(context: Context) -> CatalogResult:
+        rows = []
+        for relation in sorted(await _relations(context), key=lambda r: r.name):
+            if relation.kind not in kinds or not matches(relation.name):
+                continue
+            checks = sorted(getattr(relation.table, "checks", ()) or (), key=lambda check: check.name)
+            if not checks:  # the LEFT JOIN keeps the table, with NULL constraint columns
+                rows.append((relation.name, None, None, None))
+            for check in checks:
+                rows.append((relation.name, check.name, f"CHECK ({check.sql})", None))
+        columns = [("relname", "name"), ("conname", "name"), ("anon_1", "text"), ("description", "text")]
+        return result(columns, rows)
+
+    return answer
+
+
+@matcher
+def _sqlalchemy_table_options(sql: str, normalized: str) -> Answer | None:
+    # get_table_options: oid, relname, reloptions, access method, tablespace, inherited parents
+    if not normalized.startswith("select pg_catalog.pg_class.oid, pg_catalog.pg_class.relname, "
+                                 "pg_catalog.pg_class.reloptions"):
+        return None
+    kinds = _relkinds(normalized)
+    matches = _name_filter(sql)
+
+    async def answer(context: Context) -> CatalogResult:
+        # No storage options, default access method and tablespace, no inheritance.
+        rows = [(relation.oid, relation.name, None, None, None, None, None)
+                for relation in sorted(await _relations(context), key=lambda r: r.name)
+                if relation.kind in kinds and matches(relation.name)]
+        columns = [("oid", "oid"), ("relname", "name"), ("reloptions", "text[]"), ("relhasoids", "boolean"),
+                   ("access_method_name", "name"), ("tablespace_name", "name"), ("parent_table_names", "name[]")]
         return result(columns, rows)
 
     return answer

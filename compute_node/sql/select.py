@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, AsyncIterator, Iterable, Iterator, Sequence
+from typing import Any, AsyncIterator
 
 from sqlglot import exp
 
 from compute_node.sql import system_views, types
 from compute_node.sql.catalog import TableDef, identifier_name, table_name
 from compute_node.sql.expressions import (
-    Compiled, Compiler, Context, Relation, Scope, _comparison_form, _comparison_type, _group_key_value,
+    Compiled, Compiler, Context, Relation, Scope, _group_key_value,
     coerce, output_name,
 )
 from compute_node.sql.planner import AccessPlan, PlanKind, plan_access

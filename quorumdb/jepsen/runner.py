@@ -20,7 +20,6 @@ import dataclasses
 import pathlib
 import random
 import shutil
-import socket
 import statistics
 import tempfile
 import threading
@@ -34,9 +33,8 @@ from quorumdb.jepsen import limits, nemesis as nemesis_mod
 from quorumdb.jepsen.checker import Verdict
 from quorumdb.jepsen.history import FAIL, INFO, OK, Recorder
 from quorumdb.jepsen.workloads import WORKLOADS, Definite, Indefinite, Workload
-from quorumdb.launcher import Cluster, LaunchError
+from quorumdb.launcher import Cluster, LaunchError, free_base_port
 
-PORT_BLOCK = 40
 # Errors worth retrying during setup and the final reads (unavailable, conflict, unknown,
 # lost connection, statement timeout); anything else is reported at once.
 TRANSIENT_SQLSTATES = frozenset({"08001", "08006", "57P03", "40001", "40003", "57014"})
@@ -75,27 +73,6 @@ class RunResult:
         return 0 if self.valid else 1
 
 
-# --- ports (as tests/util.py) ------------------------------------------------------------
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_base_port(attempts: int = 200) -> int:
-    """A base port whose whole block [base, base + 40) is free now, away from 7100 and ephemeral ports."""
-    rng = random.Random()  # not the run's seed: ports are not part of a replay
-    for _ in range(attempts):
-        base = rng.randrange(20_000, 30_000, PORT_BLOCK)
-        if all(_port_free(base + i) for i in range(PORT_BLOCK)):
-            return base
-    raise RuntimeError("no free block of ports found")
 
 
 # --- clients -----------------------------------------------------------------------------
