@@ -46,6 +46,12 @@ class QuorumBackend:
     ) -> tuple[list[tuple[bytes, bytes]], bool]:
         return await self.storage.scan(start, end, ts, limit)
 
+    async def scan_filtered(
+        self, start: bytes, end: bytes | None, ts: int, limit: int, pushdown: bytes
+    ) -> tuple[list[tuple[bytes, bytes]], bool, bytes | None]:
+        """A scan whose filter + projection the storage copies apply (see Backend in session.py)."""
+        return await self.storage.scan(start, end, ts, limit, pushdown=pushdown)
+
     async def commit(
         self, start_ts: int, writes: list[tuple[bytes, bytes | None]], lock_keys: list[bytes], txn_id: str
     ) -> int:

@@ -36,7 +36,10 @@ This module is pure: no I/O, no clock reads; `now_s` is passed in.
   told us about keys up to its last key, so the merged page is valid up to the
   smallest last key among copies that said more (`bound`). Rows beyond the bound
   are dropped (a later page returns them), and the merged page says more=true; the
-  caller continues strictly after the last key returned. A key present on one copy
+  caller continues strictly after `resume_after`. With pushdown (storage filters rows)
+  a copy's page may be short or empty and carries `resume_key`, the last key it
+  examined; that key, not its last row, is its coverage bound (`ScanPage.covered_to`),
+  so a merged page may be empty with more=true. A key present on one copy
   and absent on another within the bound is a disagreement; presence wins (the
   copy that lacks it is the one missing a version, since answering copies are
   caught up to ts). Merged rows are capped at `limit`; a cap also means more=true.
@@ -71,6 +74,16 @@ class ScanPage:
     copy_name: str
     versions: tuple[Version, ...]
     more: bool
+    # Pushdown scans: with more, the last key the copy examined (rows it filtered out
+    # included); its answer covers every key up to it. None: the last version's key.
+    resume_key: bytes | None = None
+
+    @property
+    def covered_to(self) -> bytes | None:
+        """With more: the last key this page answers for; None when it covers the whole range."""
+        if not self.more:
+            return None
+        return self.resume_key if self.resume_key else self.versions[-1].key
 
 
 @dataclasses.dataclass
@@ -167,8 +180,8 @@ def merge_scan(pages: Sequence[ScanPage], limit: int) -> ScanMerge:
     bound: bytes | None = None  # None: no copy stopped early, every row is covered
     for page in pages:
         if page.more:
-            assert page.versions, "a copy said more=true with an empty page"
-            last_key = page.versions[-1].key
+            assert page.versions or page.resume_key, "a copy said more=true with an empty page"
+            last_key = page.covered_to
             if bound is None or last_key < bound:
                 bound = last_key
     best: dict[bytes, Version] = {}
@@ -213,8 +226,15 @@ def check_scan_page(page: ScanPage, start: bytes, end: bytes | None, limit: int)
     """Why a copy's Scan page is malformed (None when it is well formed)."""
     if len(page.versions) > limit:
         return f"returned {len(page.versions)} rows for limit {limit}"
-    if page.more and not page.versions:
+    if page.more and not page.versions and not page.resume_key:
         return "said more=true with an empty page"
+    if page.resume_key:
+        if not page.more:
+            return "returned a resume key with more=false"
+        if page.versions and page.resume_key < page.versions[-1].key:
+            return "returned a resume key before its last row"
+        if page.resume_key < start or (end is not None and page.resume_key >= end):
+            return "returned a resume key outside the requested range"
     previous: bytes | None = None
     for version in page.versions:
         if previous is not None and version.key <= previous:

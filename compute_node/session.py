@@ -57,7 +57,12 @@ class Backend(Protocol):
     async def scan(self, start: bytes, end: bytes | None, ts: int,
                    limit: int) -> tuple[list[tuple[bytes, bytes]], bool]:
         """Live rows with start <= key < end (end None = unbounded) at ts, ascending, at most
-        limit; the bool says there may be more."""
+        limit; the bool says there may be more.
+
+        Optional companion: `scan_filtered(start, end, ts, limit, pushdown)` with a
+        storage_node/pushdown.py spec returns (rows, more, resume_after): only rows the filter
+        keeps, projected, possibly none with more=True, the next page starting strictly after
+        resume_after. A backend without it (or with it set to None) gets plain scans."""
 
     async def commit(self, start_ts: int, writes: list[tuple[bytes, bytes | None]], lock_keys: list[bytes],
                      txn_id: str) -> int:

@@ -49,6 +49,9 @@ class StorageReader:
         self._suspect_until_s: dict[str, float] = {}
         self._latencies = read_core.LatencyWindow()
         self.hedges = 0  # copies asked because another was slow (status, tests)
+        # Scan traffic received from all copies asked (keys + values), for tests and tuning.
+        self.scan_rows_received = 0
+        self.scan_bytes_received = 0
 
     # --- public API (used by Backend) ----------------------------------------------
 
@@ -60,10 +63,18 @@ class StorageReader:
             values.update(await self._get_chunk(chunk, ts))
         return values
 
-    async def scan(self, start: bytes, end: bytes | None, ts: int, limit: int) -> tuple[list[tuple[bytes, bytes]], bool]:
-        """One merged page of at most min(limit, SCAN_PAGE_MAX) rows; more=True: continue after the last row."""
+    async def scan(self, start: bytes, end: bytes | None, ts: int, limit: int, *,
+                   pushdown: bytes | None = None):
+        """One merged page of at most min(limit, SCAN_PAGE_MAX) rows; more=True: continue after the last row.
+
+        With `pushdown` (storage_node/pushdown.py spec) the copies filter and project, and the
+        answer is (rows, more, resume_after): the page may be empty with more=True, and the
+        next page starts strictly after resume_after."""
         assert limit > 0
         page_limit = min(limit, limits.SCAN_PAGE_MAX)
+        if pushdown is not None:
+            merged = await self._scan_page(start, end, ts, page_limit, pushdown)
+            return merged.rows, merged.more, merged.resume_after
         for _ in range(limits.SCAN_EMPTY_PAGES_MAX):
             merged = await self._scan_page(start, end, ts, page_limit)
             if merged.rows or not merged.more:
@@ -91,13 +102,18 @@ class StorageReader:
             self._log_disagreements("get", ts, merged.disagreements, answers)
         return merged.values
 
-    async def _scan_page(self, start: bytes, end: bytes | None, ts: int, limit: int) -> read_core.ScanMerge:
+    async def _scan_page(self, start: bytes, end: bytes | None, ts: int, limit: int,
+                         pushdown: bytes | None = None) -> read_core.ScanMerge:
         async def ask(name: str, timeout_s: float) -> read_core.ScanPage:
             request = storage_pb2.ScanRequest(
-                start=start, end=end or b"", ts=ts, limit=limit, wait_ms=_wait_ms(timeout_s)
+                start=start, end=end or b"", ts=ts, limit=limit, wait_ms=_wait_ms(timeout_s),
+                pushdown=pushdown or b"",
             )
             reply = await self._stubs[name].Scan(request, timeout=timeout_s)
-            page = read_core.ScanPage(name, tuple(_version(v) for v in reply.versions), reply.more)
+            self.scan_rows_received += len(reply.versions)
+            self.scan_bytes_received += sum(len(v.key) + len(v.value) for v in reply.versions)
+            page = read_core.ScanPage(name, tuple(_version(v) for v in reply.versions), reply.more,
+                                      reply.resume_key or None)
             why = read_core.check_scan_page(page, start, end or None, limit)
             if why is not None:
                 raise BadAnswer(why)

@@ -43,7 +43,7 @@ import grpc
 from quorumdb import limits
 from quorumdb.config import NodeConfig
 from quorumdb.pb import common_pb2, storage_pb2, storage_pb2_grpc
-from storage_node import checkpoint
+from storage_node import checkpoint, pushdown
 from storage_node.core import CheckpointView, Readiness, Record, Segment
 from storage_node.store import CheckpointStore, LoadedCheckpoint, SegmentLog
 
@@ -302,11 +302,23 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
     async def Scan(self, request: storage_pb2.ScanRequest, context) -> storage_pb2.ScanReply:
         # A limit above the page size (or 0) is served as one full page; `more` tells the caller to go on.
         limit = min(request.limit or limits.SCAN_PAGE_MAX, limits.SCAN_PAGE_MAX)
+        spec = None
+        if request.pushdown:  # filter + projection here (storage_node/pushdown.py)
+            try:
+                spec = pushdown.parse(request.pushdown)
+            except pushdown.PushdownError as error:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         await self._wait_readable(request.ts, request.wait_ms, context)
-        rows, more = self.state.segment.scan(request.start, request.end or None, request.ts, limit)
+        resume_key = None
+        if spec is None:
+            rows, more = self.state.segment.scan(request.start, request.end or None, request.ts, limit)
+        else:
+            walked, more = self.state.segment.scan(request.start, request.end or None, request.ts,
+                                                   limits.SCAN_PUSHDOWN_EXAMINE_MAX)
+            rows, more, resume_key = pushdown.filter_page(spec, walked, more, limit)
         return storage_pb2.ScanReply(
             versions=[storage_pb2.Version(key=k, value=v, version_ts=ts, found=True) for k, v, ts in rows],
-            more=more,
+            more=more, resume_key=resume_key or b"",
         )
 
     async def ReadLog(self, request: storage_pb2.ReadLogRequest, context) -> storage_pb2.ReadLogReply:

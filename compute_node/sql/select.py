@@ -41,6 +41,8 @@ from compute_node.sql.expressions import (
     coerce, output_name,
 )
 from compute_node.sql.planner import AccessPlan, PlanKind, plan_access
+from compute_node.sql.pushdown import Pushdown
+from compute_node.sql.pushdown import build as build_pushdown
 from compute_node.sql.query import SelectProgram, _limit_value, compile_select
 from compute_node.sql.types import Kind, SqlType
 from quorumdb import errors, keys, limits
@@ -88,8 +90,11 @@ async def preload_tables(txn, statement: exp.Expression) -> None:
         txn.tables[name] = TableDef.decode(found[key]) if found[key] is not None else None
 
 
-async def read_rows(txn, table: TableDef, plan: AccessPlan) -> AsyncIterator[tuple[bytes, tuple]]:
-    """Rows the plan selects, with the transaction's own writes merged in."""
+async def read_rows(txn, table: TableDef, plan: AccessPlan,
+                    pushdown: bytes | None = None) -> AsyncIterator[tuple[bytes, tuple]]:
+    """Rows the plan selects, with the transaction's own writes merged in. A range or full
+    scan with `pushdown` (compute_node/sql/pushdown.py) may skip rows its filter rejects and
+    return unneeded columns as NULL."""
     if plan.kind is PlanKind.POINT:
         found = await txn.get_many(list(plan.point_keys))
         for key in plan.point_keys:
@@ -108,7 +113,7 @@ async def read_rows(txn, table: TableDef, plan: AccessPlan) -> AsyncIterator[tup
         async for item in _read_keys(txn, table, row_keys):
             yield item
         return
-    async for key, value in txn.scan(plan.start, plan.end):
+    async for key, value in txn.scan(plan.start, plan.end, pushdown):
         yield key, table.decode_row(value)
 
 
@@ -159,7 +164,7 @@ async def fetch(ctx: QueryContext) -> None:
         if source is ctx.streamed:
             continue
         rows = []
-        async for key, row in read_rows(ctx.txn, source.table, source.plan):
+        async for key, row in read_rows(ctx.txn, source.table, source.plan, source.pushdown_spec):
             rows.append((key, row))
             if len(rows) > limits.STATEMENT_ROWS_READ_MAX:
                 raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
@@ -200,6 +205,7 @@ class Source:
     condition: Compiled | None = None
     hash_keys: tuple[list[Compiled], list[Compiled]] | None = None
     fetched: list | None = None
+    pushdown: "Pushdown | None" = None     # filter/projection storage applies (single-table scans)
     # per-run state
     _rows: list | None = None
     _hash: dict | None = None
@@ -207,6 +213,10 @@ class Source:
     @property
     def width(self) -> int:
         return len(self.relation.columns)
+
+    @property
+    def pushdown_spec(self) -> bytes | None:
+        return self.pushdown.spec if self.pushdown is not None else None
 
     def start_run(self) -> None:
         self._rows = None
@@ -359,7 +369,7 @@ class SelectPlan(QueryPlan):
         self._start()
         root = self.sources[0] if self.sources else None
         if root is not None and root is self.ctx.streamed:
-            async for key, row in read_rows(self.ctx.txn, root.table, root.plan):
+            async for key, row in read_rows(self.ctx.txn, root.table, root.plan, root.pushdown_spec):
                 if self._feed(key, row):
                     break
         elif root is None:
@@ -411,6 +421,9 @@ def _indent(depth: int) -> str:
 
 def _source_lines(source: Source, depth: int) -> list[str]:
     lines = [_indent(depth) + source.describe()]
+    if source.pushdown is not None:
+        pad = " " * (len(_indent(depth)) + 2)
+        lines += [pad + line for line in source.pushdown.explain_lines()]
     if source.subplan is not None:
         lines += source.subplan.explain(depth + 1)
     return lines
@@ -681,6 +694,10 @@ def compile_select_plan(select: exp.Select, parent: Scope | None, ctx: QueryCont
         if join is not None and join.args.get("on") is not None and source.join_kind in ("inner", "left"):
             usable += _conjuncts(join.args["on"])
         source.plan = plan_access(source.table, usable, _position_in(scope, source))
+    if len(sources) == 1 and sources[0].kind == "table" and sources[0].plan.kind in (PlanKind.FULL, PlanKind.RANGE):
+        root = sources[0]
+        root.pushdown = build_pushdown(root.table, root.relation.name, root.relation.columns, where_conjuncts,
+                                       _position_in(scope, root), select)
     program = compile_select(select, scope, True, ctx, star_entries)
     plan = SelectPlan(sources, program, scope, ctx)
     if program.for_update and (len(sources) > 1 or sources[0].kind != "table"):

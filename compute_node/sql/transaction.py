@@ -101,17 +101,33 @@ class Transaction:
                 result[key] = found.get(key)
         return result
 
-    async def scan(self, start: bytes, end: bytes | None) -> AsyncIterator[tuple[bytes, bytes]]:
-        """Live rows with start <= key < end in key order, the write buffer merged in."""
+    async def scan(self, start: bytes, end: bytes | None,
+                   pushdown: bytes | None = None) -> AsyncIterator[tuple[bytes, bytes]]:
+        """Live rows with start <= key < end in key order, the write buffer merged in.
+
+        With `pushdown` (and a backend that supports it) storage drops rows the filter
+        rejects and projects the rest; buffered rows are merged in unfiltered and whole (the
+        caller re-checks its full WHERE on every row anyway)."""
+        scan_filtered = getattr(self.backend, "scan_filtered", None) if pushdown is not None else None
+        if scan_filtered is None:
+            pushdown = None
         buffered = sorted((key, value) for key, value in self.write_buffer.items()
                           if key >= start and (end is None or key < end))
         buffered_index = 0
         position = start
         rows_read = 0
         while True:
-            page, more = await self.backend.scan(position, end, self.start_ts, limits.SCAN_PAGE_MAX)
+            if pushdown is None:
+                page, more = await self.backend.scan(position, end, self.start_ts, limits.SCAN_PAGE_MAX)
+                resume_after = page[-1][0] if page else None
+            else:
+                page, more, resume_after = await scan_filtered(
+                    position, end, self.start_ts, limits.SCAN_PAGE_MAX, pushdown)
+                assert not more or (resume_after is not None and resume_after >= position), \
+                    "a filtered scan must move forward"
+                assert not page or not more or page[-1][0] <= resume_after
             assert len(page) <= limits.SCAN_PAGE_MAX, "backend returned more rows than asked"
-            assert page or not more, "backend said more but returned no rows"
+            assert page or not more or pushdown is not None, "backend said more but returned no rows"
             rows_read += len(page)
             if rows_read > limits.STATEMENT_ROWS_READ_MAX:
                 raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
@@ -132,7 +148,7 @@ class Transaction:
                 yield key, value
             if not more:
                 break
-            position = page[-1][0] + b"\x00"  # the smallest key after the last one returned
+            position = resume_after + b"\x00"  # the smallest key after the last one covered
         for buffered_key, buffered_value in buffered[buffered_index:]:
             if buffered_value is not None:
                 yield buffered_key, buffered_value

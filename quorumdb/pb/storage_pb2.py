@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rstorage.proto\x12\x08quorumdb\x1a\x0c\x63ommon.proto\"H\n\x07Version\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x12\n\nversion_ts\x18\x03 \x01(\x04\x12\r\n\x05\x66ound\x18\x04 \x01(\x08\"7\n\nGetRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\n\n\x02ts\x18\x02 \x01(\x04\x12\x0f\n\x07wait_ms\x18\x03 \x01(\r\"/\n\x08GetReply\x12#\n\x08versions\x18\x01 \x03(\x0b\x32\x11.quorumdb.Version\"U\n\x0bScanRequest\x12\r\n\x05start\x18\x01 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x0c\x12\n\n\x02ts\x18\x03 \x01(\x04\x12\r\n\x05limit\x18\x04 \x01(\r\x12\x0f\n\x07wait_ms\x18\x05 \x01(\r\">\n\tScanReply\x12#\n\x08versions\x18\x01 \x03(\x0b\x32\x11.quorumdb.Version\x12\x0c\n\x04more\x18\x02 \x01(\x08\"9\n\x0eReadLogRequest\x12\x12\n\nfrom_index\x18\x01 \x01(\x04\x12\x13\n\x0bmax_entries\x18\x02 \x01(\r\"l\n\x0cReadLogReply\x12 \n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x0f.quorumdb.Entry\x12\x13\n\x0b\x66irst_index\x18\x02 \x01(\x04\x12\x0b\n\x03scl\x18\x03 \x01(\x04\x12\x18\n\x10\x63heckpoint_index\x18\x04 \x01(\x04\"*\n\x15ReadCheckpointRequest\x12\x11\n\tmin_index\x18\x01 \x01(\x04\"S\n\x0f\x43heckpointChunk\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x32\xb4\x02\n\x07Storage\x12/\n\x03Get\x12\x14.quorumdb.GetRequest\x1a\x12.quorumdb.GetReply\x12\x32\n\x04Scan\x12\x15.quorumdb.ScanRequest\x1a\x13.quorumdb.ScanReply\x12;\n\x07ReadLog\x12\x18.quorumdb.ReadLogRequest\x1a\x16.quorumdb.ReadLogReply\x12N\n\x0eReadCheckpoint\x12\x1f.quorumdb.ReadCheckpointRequest\x1a\x19.quorumdb.CheckpointChunk0\x01\x12\x37\n\x06Status\x12\x17.quorumdb.StatusRequest\x1a\x14.quorumdb.NodeStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rstorage.proto\x12\x08quorumdb\x1a\x0c\x63ommon.proto\"H\n\x07Version\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x12\n\nversion_ts\x18\x03 \x01(\x04\x12\r\n\x05\x66ound\x18\x04 \x01(\x08\"7\n\nGetRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\n\n\x02ts\x18\x02 \x01(\x04\x12\x0f\n\x07wait_ms\x18\x03 \x01(\r\"/\n\x08GetReply\x12#\n\x08versions\x18\x01 \x03(\x0b\x32\x11.quorumdb.Version\"g\n\x0bScanRequest\x12\r\n\x05start\x18\x01 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x0c\x12\n\n\x02ts\x18\x03 \x01(\x04\x12\r\n\x05limit\x18\x04 \x01(\r\x12\x0f\n\x07wait_ms\x18\x05 \x01(\r\x12\x10\n\x08pushdown\x18\x06 \x01(\x0c\"R\n\tScanReply\x12#\n\x08versions\x18\x01 \x03(\x0b\x32\x11.quorumdb.Version\x12\x0c\n\x04more\x18\x02 \x01(\x08\x12\x12\n\nresume_key\x18\x03 \x01(\x0c\"9\n\x0eReadLogRequest\x12\x12\n\nfrom_index\x18\x01 \x01(\x04\x12\x13\n\x0bmax_entries\x18\x02 \x01(\r\"l\n\x0cReadLogReply\x12 \n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x0f.quorumdb.Entry\x12\x13\n\x0b\x66irst_index\x18\x02 \x01(\x04\x12\x0b\n\x03scl\x18\x03 \x01(\x04\x12\x18\n\x10\x63heckpoint_index\x18\x04 \x01(\x04\"*\n\x15ReadCheckpointRequest\x12\x11\n\tmin_index\x18\x01 \x01(\x04\"S\n\x0f\x43heckpointChunk\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x32\xb4\x02\n\x07Storage\x12/\n\x03Get\x12\x14.quorumdb.GetRequest\x1a\x12.quorumdb.GetReply\x12\x32\n\x04Scan\x12\x15.quorumdb.ScanRequest\x1a\x13.quorumdb.ScanReply\x12;\n\x07ReadLog\x12\x18.quorumdb.ReadLogRequest\x1a\x16.quorumdb.ReadLogReply\x12N\n\x0eReadCheckpoint\x12\x1f.quorumdb.ReadCheckpointRequest\x1a\x19.quorumdb.CheckpointChunk0\x01\x12\x37\n\x06Status\x12\x17.quorumdb.StatusRequest\x1a\x14.quorumdb.NodeStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,17 +39,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETREPLY']._serialized_start=172
   _globals['_GETREPLY']._serialized_end=219
   _globals['_SCANREQUEST']._serialized_start=221
-  _globals['_SCANREQUEST']._serialized_end=306
-  _globals['_SCANREPLY']._serialized_start=308
-  _globals['_SCANREPLY']._serialized_end=370
-  _globals['_READLOGREQUEST']._serialized_start=372
-  _globals['_READLOGREQUEST']._serialized_end=429
-  _globals['_READLOGREPLY']._serialized_start=431
-  _globals['_READLOGREPLY']._serialized_end=539
-  _globals['_READCHECKPOINTREQUEST']._serialized_start=541
-  _globals['_READCHECKPOINTREQUEST']._serialized_end=583
-  _globals['_CHECKPOINTCHUNK']._serialized_start=585
-  _globals['_CHECKPOINTCHUNK']._serialized_end=668
-  _globals['_STORAGE']._serialized_start=671
-  _globals['_STORAGE']._serialized_end=979
+  _globals['_SCANREQUEST']._serialized_end=324
+  _globals['_SCANREPLY']._serialized_start=326
+  _globals['_SCANREPLY']._serialized_end=408
+  _globals['_READLOGREQUEST']._serialized_start=410
+  _globals['_READLOGREQUEST']._serialized_end=467
+  _globals['_READLOGREPLY']._serialized_start=469
+  _globals['_READLOGREPLY']._serialized_end=577
+  _globals['_READCHECKPOINTREQUEST']._serialized_start=579
+  _globals['_READCHECKPOINTREQUEST']._serialized_end=621
+  _globals['_CHECKPOINTCHUNK']._serialized_start=623
+  _globals['_CHECKPOINTCHUNK']._serialized_end=706
+  _globals['_STORAGE']._serialized_start=709
+  _globals['_STORAGE']._serialized_end=1017
 # @@protoc_insertion_point(module_scope)
