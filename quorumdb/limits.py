@@ -308,3 +308,9 @@ SCAN_PUSHDOWN_SPEC_BYTES_MAX = 64 * 1024
 # Nesting depth of a pushed filter (AND/OR/NOT): bounds recursion on the storage node.
 SCAN_PUSHDOWN_DEPTH_MAX = 32
 assert SCAN_PUSHDOWN_EXAMINE_MAX >= SCAN_PAGE_MAX
+
+# --- Node process -------------------------------------------------------------------
+# After SIGTERM a node gets this long to stop gracefully, then exits anyway (logging what was
+# still pending): nothing acknowledged depends on a graceful stop. Below the launcher's
+# SIGKILL fallback (10 s) so a stuck shutdown never costs a tier the full wait.
+NODE_SHUTDOWN_S = 3.0

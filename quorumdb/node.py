@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
 import signal
 import sys
 
 from quorumdb import config as config_mod
-from quorumdb import rpc
+from quorumdb import limits, rpc
 
 # service -> module with `async def serve(cluster, node, stop: asyncio.Event)`.
 SERVICE_MODULES = {
@@ -44,13 +45,33 @@ async def _run(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig) -
         loop.add_signal_handler(sig, stop.set)
     watcher_stop = asyncio.Event()
     watcher = asyncio.create_task(rpc.watch_rules(watcher_stop), name="netfault-rules-watcher")
+    deadline = asyncio.create_task(_shutdown_deadline(stop, node.name), name="shutdown-deadline")
     try:
         await module.serve(cluster, node, stop)
     finally:
+        deadline.cancel()
         watcher_stop.set()
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await watcher
+
+
+async def _shutdown_deadline(stop: asyncio.Event, name: str) -> None:
+    """Bound the shutdown: once stop is set, serve() gets limits.NODE_SHUTDOWN_S to return.
+
+    A node acknowledges nothing before it is fsynced (and the tests SIGKILL nodes at any
+    moment), so exiting without finishing a graceful shutdown loses nothing; it only spares
+    the launcher its SIGKILL fallback. What was still pending is logged, to be fixed.
+    """
+    await stop.wait()
+    await asyncio.sleep(limits.NODE_SHUTDOWN_S)
+    current = asyncio.current_task()
+    pending = sorted(t.get_name() + ": " + repr(t.get_coro())[:120] for t in asyncio.all_tasks() if t is not current)
+    log = logging.getLogger("quorumdb.node")
+    log.warning("%s: graceful shutdown took longer than %.1f s; exiting now. Still pending: %s",
+                name, limits.NODE_SHUTDOWN_S, "; ".join(pending[:20]) or "nothing")
+    logging.shutdown()
+    os._exit(0)
 
 
 def main(argv: list[str] | None = None) -> None:
