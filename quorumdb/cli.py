@@ -616,6 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="one of: " + ", ".join(CHAOS_ACTIONS))
     chaos.add_argument("argument", nargs="?", default=None, metavar="NODE|AZ",
                        help="the node (e.g. journal-az2) or AZ (az1..az3) the action applies to")
+
+    # issue 7: `quorumdb bench` (quorumdb/bench, docs/BENCHMARKS.md)
+    from quorumdb.bench import command as bench_command
+    bench = commands.add_parser("bench", help="run a benchmark workload against a running cluster",
+                                description=bench_command.HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench_command.add_arguments(bench)
     return parser
 
 
@@ -630,6 +636,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_token(args)
         case "chaos":
             return command_chaos(args)
+        case "bench":
+            from quorumdb.bench import command as bench_command
+            return bench_command.command(args)
     raise AssertionError(f"unknown command {args.command}")
 
 

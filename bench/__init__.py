@@ -1,0 +1,1 @@
+"""The comparison runner `bench/compare` and its helpers (see docs/BENCHMARKS.md)."""
