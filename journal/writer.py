@@ -18,10 +18,10 @@ entries' outcome is unknown: they may be committed (and survive the next take-ov
 If take_over raises, call close() (its pipelines may already run).
 
 Closed timestamps: `heartbeat(closed_ts)` clamps the claim to clock.now().earliest and
-publishes it to replicas (on the next Append or heartbeat) only once 2 replicas acked an
+publishes it to replicas (at once, by an Append of its own) only once 2 replicas acked an
 Append sent after the claim, so a rival that fences a majority later has a clock past it.
 Appends also carry (ts, index) of the entry at the commit index. So followers see a
-heartbeat's closed_ts about one heartbeat period after it was made.
+heartbeat's closed_ts about two round trips after it was made.
 """
 from __future__ import annotations
 
@@ -327,8 +327,11 @@ class JournalWriter:
         if reply.status == journal_pb2.APPEND_MISMATCH:
             core.on_mismatch(name, dataclasses.replace(plan, prev_index=prev_index), reply.last_index)
             return not jumped  # a jump that did not fit: the replica must learn the durable index first
-        if core.on_ok(name, plan, reply.match_index, commit_index):
+        closed_before = core.closed()
+        if core.on_ok(name, plan, reply.match_index, commit_index, (closed_ts, closed_index)):
             self._kick_all()  # carry the new commit index to every replica
+        elif core.closed() > closed_before:
+            self._kick_all()  # a heartbeat claim was just confirmed: publish it now
         self._notify_progress()
         return True
 

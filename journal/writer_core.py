@@ -74,6 +74,7 @@ class ReplicaProgress:
     mismatches: int = 0  # consecutive MISMATCH replies
     sent_commit_index: int = 0  # commit index carried by the last OK Append
     acked_heartbeat: int = 0  # highest heartbeat number an OK Append was sent after
+    sent_closed: tuple[int, int] = (0, 0)  # (closed_ts, closed_index) carried by the last OK Append
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +199,9 @@ class WriterCore:
             progress.next_index <= self.last_index
             or progress.sent_commit_index < self.commit_index
             or progress.acked_heartbeat < self.heartbeat_number
+            # A confirmed closed timestamp goes out at once, not with the next heartbeat:
+            # storage serves a read at ts only once it has heard that ts is closed.
+            or progress.sent_closed < self.closed()
         )
 
     def plan(self, replica: str) -> SendPlan:
@@ -219,9 +223,11 @@ class WriterCore:
         best_match, name = max(others)
         return name if best_match > 0 else None
 
-    def on_ok(self, replica: str, plan: SendPlan, match_index: int, commit_sent: int) -> bool:
+    def on_ok(self, replica: str, plan: SendPlan, match_index: int, commit_sent: int,
+              closed_sent: tuple[int, int] = (0, 0)) -> bool:
         """An Append was accepted. Returns True if the commit index advanced."""
         progress = self.progress[replica]
+        progress.sent_closed = max(progress.sent_closed, closed_sent)
         progress.mismatches = 0
         progress.match_index = max(progress.match_index, match_index)
         progress.next_index = max(progress.next_index, match_index + 1)

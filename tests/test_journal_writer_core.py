@@ -22,7 +22,8 @@ def new_core(best=ReplicaTail("j1", 0, 0, 0, 1), epoch=1, commit_index=0, buffer
 
 
 def ack(core, name, match_index):
-    return core.on_ok(name, core.plan(name), match_index, core.commit_index)
+    # As the writer does: the Append carries the commit index and closed timestamp of the moment it is sent.
+    return core.on_ok(name, core.plan(name), match_index, core.commit_index, core.closed())
 
 
 def test_best_tail_prefers_epoch_then_index():
@@ -126,6 +127,27 @@ def test_closed_timestamp_from_committed_entries_and_confirmed_heartbeats():
     ack(core, "j3", 2)
     assert core.heartbeat_confirmed(number)
     assert core.closed() == (500, 2)
+
+
+def test_a_confirmed_heartbeat_claim_is_sent_at_once_and_then_work_stops():
+    core = new_core()
+    core.assign([leader_entry(100)])
+    for name in REPLICAS:
+        ack(core, name, 1)
+    for name in REPLICAS:
+        ack(core, name, 1)  # every replica now carries commit index 1 and closed (100, 1)
+    assert not any(core.has_work(name) for name in REPLICAS)
+    number = core.request_heartbeat(closed_ts=700)
+    assert all(core.has_work(name) for name in REPLICAS)  # the heartbeat itself
+    ack(core, "j1", 1)
+    ack(core, "j2", 1)  # confirmed by these two acks: the claim becomes (700, 1)
+    assert core.heartbeat_confirmed(number) and core.closed() == (700, 1)
+    # j1 and j2 acked Appends that still carried (100, 1): they must hear the claim now,
+    # not a heartbeat period later.
+    assert core.has_work("j1") and core.has_work("j2") and core.has_work("j3")
+    for name in REPLICAS:
+        ack(core, name, 1)
+    assert not any(core.has_work(name) for name in REPLICAS)
 
 
 def test_buffer_bounds_uncommitted_entries_and_evicts_committed_ones():
