@@ -583,22 +583,26 @@ class Shell:
     def describe_table(self, table: str, location: str = "") -> MetaOutcome:
         literal = "'" + table.replace("'", "''") + "'"
         columns_result, error = self._query_quietly(
-            "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+            "SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale, "
+            "is_nullable, column_default FROM information_schema.columns "
             f"WHERE table_name = {literal} ORDER BY ordinal_position"
         )
-        if columns_result is not None:
+        if columns_result is not None and len(columns_result.columns) == 7:
             if not columns_result.rows:
                 self.print_notice(f'Did not find any relation named "{table}".', location)
                 return MetaOutcome.FAILED
             primary_key = self._primary_key_columns(literal)
+            # psql's \d layout: Column | Type (with its modifiers) | Collation | Nullable | Default
             rows = [
-                (str(name), str(data_type), "" if str(nullable).upper() == "YES" else "not null")
-                for name, data_type, nullable in columns_result.rows
+                (str(name), _format_column_type(data_type, length, precision, scale), "",
+                 "" if str(nullable).upper() == "YES" else "not null", "" if default is None else str(default))
+                for name, data_type, length, precision, scale, nullable, default in columns_result.rows
             ]
             footers = self._table_footers(table, literal, primary_key)
             self.out.write(fmt.format_table(
-                [("Column", "text"), ("Type", "text"), ("Nullable", "text")], rows,
-                self.settings.print_options, title=f'Table "{table}"', footers=footers,
+                [("Column", "text"), ("Type", "text"), ("Collation", "text"), ("Nullable", "text"),
+                 ("Default", "text")], rows,
+                self.settings.print_options, title=f'Table "public.{table}"', footers=footers,
             ))
             return MetaOutcome.CONTINUE
         # Fallback: the column metadata of an empty result (names and types only).
@@ -895,3 +899,13 @@ def iter_lines(text: str) -> Iterator[str]:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _format_column_type(data_type, length, precision, scale) -> str:
+    """A column's type as psql's \\d prints it (format_type): modifiers included."""
+    name = str(data_type)
+    if name in ("character varying", "character") and length is not None:
+        return f"{name}({length})"
+    if name == "numeric" and precision is not None:
+        return f"numeric({precision},{scale or 0})"
+    return name

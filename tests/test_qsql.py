@@ -258,8 +258,12 @@ def test_unknown_meta_command_is_an_error():
 
 def test_dt_and_d_through_information_schema():
     tables = [FakeResult([("table_schema", "text"), ("table_name", "text")], [("public", "accounts")], "SELECT 1")]
-    columns = [FakeResult([("column_name", "text"), ("data_type", "text"), ("is_nullable", "text")],
-                          [("id", "bigint", "NO"), ("owner", "text", "YES")], "SELECT 2")]
+    columns = [FakeResult([("column_name", "text"), ("data_type", "text"), ("character_maximum_length", "integer"),
+                           ("numeric_precision", "integer"), ("numeric_scale", "integer"), ("is_nullable", "text"),
+                           ("column_default", "text")],
+                          [("id", "bigint", None, None, None, "NO", None),
+                           ("owner", "character varying", 20, None, None, "YES", None),
+                           ("balance", "numeric", None, 10, 2, "YES", "0")], "SELECT 3")]
     key = [FakeResult([("column_name", "text")], [("id",)], "SELECT 1")]
 
     class Catalog(FakeConnection):
@@ -280,11 +284,13 @@ def test_dt_and_d_through_information_schema():
         "--------+----------+-------\n"
         " public | accounts | table\n"
         "(1 row)\n\n"
-        '      Table "accounts"\n'
-        " Column |  Type  | Nullable \n"
-        "--------+--------+----------\n"
-        " id     | bigint | not null\n"
-        " owner  | text   | \n"
+        # psql's \\d layout (tests/test_format.py has the recorded psql 15 output it follows)
+        '                     Table "public.accounts"\n'
+        " Column  |         Type          | Collation | Nullable | Default \n"
+        "---------+-----------------------+-----------+----------+---------\n"
+        " id      | bigint                |           | not null | \n"
+        " owner   | character varying(20) |           |          | \n"
+        " balance | numeric(10,2)         |           |          | 0\n"
         "Indexes:\n"
         '    "accounts_pkey" PRIMARY KEY (id)\n\n'
     )
@@ -330,8 +336,11 @@ def test_cannot_connect_exits_2(capsys):
 
 
 def test_d_lists_indexes_and_checks_like_psql_and_di_lists_indexes():
-    columns = [FakeResult([("column_name", "text"), ("data_type", "text"), ("is_nullable", "text")],
-                          [("id", "integer", "NO"), ("email", "text", "YES")], "SELECT 2")]
+    columns = [FakeResult([("column_name", "text"), ("data_type", "text"), ("character_maximum_length", "integer"),
+                           ("numeric_precision", "integer"), ("numeric_scale", "integer"), ("is_nullable", "text"),
+                           ("column_default", "text")],
+                          [("id", "integer", None, None, None, "NO", None),
+                           ("email", "text", None, None, None, "YES", None)], "SELECT 2")]
     indexes = [FakeResult([("indexname", "text"), ("indexdef", "text")], [
         ("t_email_key", "CREATE UNIQUE INDEX t_email_key ON public.t USING btree (email)"),
         ("t_id_email_idx", "CREATE INDEX t_id_email_idx ON public.t USING btree (id, email)"),

@@ -178,7 +178,8 @@ def test_qsql_dt_and_d_against_the_engine():
     assert shell.run_meta("\\d nope") is qsql.MetaOutcome.FAILED
     text = out.getvalue()
     assert " public | accounts | table" in text and " public | events   | table" in text
-    assert ' seq    | integer | not null' in text
-    assert ' body   | text    | ' in text
+    assert ' seq    | integer |           | not null | ' in text  # psql's Column|Type|Collation|Nullable|Default
+    assert ' body   | text    |           |          | ' in text
+    assert 'Table "public.events"' in text
     assert '"events_pkey" PRIMARY KEY, btree (seq, kind)' in text
     assert 'Did not find any relation named "nope".' in err.getvalue()
