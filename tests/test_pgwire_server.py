@@ -511,3 +511,15 @@ def test_unrecognised_catalog_queries_fail_with_0a000_rather_than_answer_wrongly
         policies = conn.execute("SELECT pol.polname FROM pg_catalog.pg_policy pol WHERE pol.polrelid = 16385")
         assert policies.fetchall() == []
         assert conn.execute("SELECT 1").fetchall() == [(1,)]  # the session goes on
+
+
+@needs_psql
+def test_floats_reach_psql_in_postgresqls_text_form(server):
+    """float8out/float4out text: shortest exact digits, exponent from 1e15 (double) / 1e6 (real).
+
+    Expected strings are what PostgreSQL 15 prints for these values (the same oracle as
+    tests/test_format.py)."""
+    done = _psql(server, "-A", "-t", "-c",
+                 "SELECT 1e15::float8, 1234567890123456::float8, 0.1::float8, 0.1::real, 1234567::real, 2.5::real")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "1e+15|1.234567890123456e+15|0.1|0.1|1.234567e+06|2.5\n"

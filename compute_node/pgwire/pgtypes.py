@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import datetime
 import decimal
-import math
 import re
 import struct
 import uuid
 
 from quorumdb import errors
+from quorumdb.format import format_float
 from quorumdb.errors import SqlError
 
 BOOL = 16
@@ -181,17 +181,6 @@ def type_size(oid: int) -> int:
 
 
 # --- results: Python value -> wire ----------------------------------------------------------
-def format_float(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    text = repr(float(value))
-    if text.endswith(".0"):
-        text = text[:-2]
-    return text
-
-
 def _format_timestamp(value: datetime.datetime) -> str:
     text = value.strftime("%Y-%m-%d %H:%M:%S")
     if value.microsecond:
@@ -205,7 +194,8 @@ def encode_text(value, oid: int) -> bytes:
     if isinstance(value, bool):
         return b"t" if value else b"f"
     if isinstance(value, float):
-        return format_float(value).encode()
+        # PostgreSQL's float4out/float8out text, as psql shows it (shortest exact digits).
+        return format_float(value, single_precision=oid == FLOAT4).encode()
     if isinstance(value, decimal.Decimal):
         return (format(value, "f") if value.is_finite() else ("NaN" if value.is_nan() else str(value))).encode()
     if isinstance(value, (bytes, bytearray, memoryview)):

@@ -28,6 +28,7 @@ import uuid
 from typing import Any
 
 from quorumdb import errors
+from quorumdb import format as pgtext
 from quorumdb.errors import SqlError
 
 INVALID_DATETIME_FORMAT = "22007"
@@ -586,43 +587,13 @@ def format_timestamp(value: datetime.datetime) -> str:
 
 
 def format_double(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return _shortest(repr(value), 15)
+    """float8out (shortest exact digits), one implementation for engine, wire and qsql."""
+    return pgtext.format_float(value)
 
 
 def format_real(value: float) -> str:
-    if math.isnan(value) or math.isinf(value):
-        return format_double(value)
-    for precision in range(1, 10):
-        text = f"{value:.{precision}g}"
-        if to_real(float(text)) == value:
-            return _shortest(text, 6)
-    return _shortest(repr(value), 6)
-
-
-def _shortest(shortest: str, max_fixed_exponent: int) -> str:
-    """PostgreSQL's float output with extra_float_digits = 1 (shortest exact digits)."""
-    value = float(shortest)
-    if value == 0:
-        return "-0" if math.copysign(1.0, value) < 0 else "0"
-    sign, digits, exponent = decimal.Decimal(shortest).normalize().as_tuple()
-    digit_text = "".join(map(str, digits))
-    point_exponent = len(digit_text) - 1 + exponent
-    prefix = "-" if sign else ""
-    if -4 <= point_exponent < max_fixed_exponent:
-        if exponent >= 0:
-            body = digit_text + "0" * exponent
-        elif point_exponent >= 0:
-            body = digit_text[: point_exponent + 1] + "." + digit_text[point_exponent + 1:]
-        else:
-            body = "0." + "0" * (-point_exponent - 1) + digit_text
-        return prefix + body
-    mantissa = digit_text[0] + ("." + digit_text[1:] if len(digit_text) > 1 else "")
-    exponent_sign = "-" if point_exponent < 0 else "+"
-    return f"{prefix}{mantissa}e{exponent_sign}{abs(point_exponent):02d}"
+    """float4out: the shortest digits that read back as the same 32-bit value."""
+    return pgtext.format_float(value, single_precision=True)
 
 
 # --- assignment (INSERT / UPDATE) and explicit casts ------------------------------
