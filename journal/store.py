@@ -28,6 +28,7 @@ import zlib
 
 from journal.core import Meta
 from quorumdb import limits
+from quorumdb.durable import fsync_dir
 from quorumdb.pb import common_pb2
 
 log = logging.getLogger("journal.store")
@@ -45,14 +46,6 @@ class CorruptJournal(RuntimeError):
 def encode_record(entry: common_pb2.Entry) -> bytes:
     payload = entry.SerializeToString()
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
-
-
-def fsync_dir(path: pathlib.Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class JournalStore:

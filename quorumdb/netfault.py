@@ -40,6 +40,7 @@ from typing import Iterable, Iterator
 
 from quorumdb import limits
 from quorumdb.config import ClusterConfig
+from quorumdb.durable import fsync_dir
 
 log = logging.getLogger("quorumdb.netfault")
 
@@ -209,11 +210,7 @@ def _write(cluster: ClusterConfig, rules: NetRules) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)
 
 
 def _update(cluster: ClusterConfig, change, settle_s: float) -> NetRules:

@@ -35,6 +35,7 @@ import re
 import secrets
 
 from quorumdb import limits
+from quorumdb.durable import fsync_dir
 
 TOKEN_PREFIX = "qdb1"
 SECRET_FILE = "token_secret"
@@ -197,11 +198,7 @@ def load_or_create_secret(data_dir: pathlib.Path | str) -> bytes:
         pass
     finally:
         os.unlink(temporary)
-    directory_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_fd)
-    finally:
-        os.close(directory_fd)
+    fsync_dir(directory)
     secret = load_secret(directory)
     assert secret is not None
     return secret

@@ -40,6 +40,7 @@ import threading
 import zlib
 from typing import BinaryIO, Iterable, Sequence
 
+from quorumdb.durable import fsync_dir
 from quorumdb.pb import common_pb2
 from storage_node import checkpoint
 
@@ -130,7 +131,7 @@ class SegmentLog:
                 path.unlink()
             else:
                 self._files.append(log_file)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return self.entry_count
 
     def _scan(self, path: pathlib.Path) -> tuple[_LogFile | None, bool]:
@@ -171,7 +172,7 @@ class SegmentLog:
         else:
             os.replace(legacy, self.directory / log_file_name(entry.index))
             log.info("local log: adopted %s as %s", LEGACY_LOG_FILE, log_file_name(entry.index))
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def close(self) -> None:
         with self._lock:
@@ -214,7 +215,7 @@ class SegmentLog:
             self._append_file.flush()
             os.fsync(self._append_file.fileno())
             if new_file:
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
                 self._files.append(target)
                 self._roll_pending = False
             target.offsets.extend(offsets)
@@ -240,7 +241,7 @@ class SegmentLog:
                 self._files.pop(0).path.unlink()
                 dropped += 1
             if dropped:
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
         return dropped
 
     def reset(self) -> None:
@@ -251,7 +252,7 @@ class SegmentLog:
             for log_file in reversed(self._files):
                 log_file.path.unlink()
             self._files = []
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     # --- reading -------------------------------------------------------------------------
     def read(self, from_index: int, max_entries: int, bytes_max: int) -> list[common_pb2.Entry]:
@@ -328,7 +329,7 @@ class CheckpointStore:
         for path in self.directory.glob(f"{CHECKPOINT_PREFIX}*{CHECKPOINT_SUFFIX}{TMP_SUFFIX}"):
             log.info("removing unfinished checkpoint %s", path.name)
             path.unlink()
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return self.indexes()
 
     def indexes(self) -> list[int]:
@@ -383,7 +384,7 @@ class CheckpointStore:
         for old in older:
             self.path(old).unlink()
         if older:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         return len(older)
 
 
@@ -415,7 +416,7 @@ class CheckpointWriter:
                 raise checkpoint.CorruptCheckpoint(
                     f"received checkpoint holds applied index {header.applied_index}, announced {self.index}")
         os.replace(self.tmp_path, self.store.path(self.index))
-        _fsync_dir(self.store.directory)
+        fsync_dir(self.store.directory)
         return self.size_bytes
 
     def abort(self) -> None:
@@ -425,9 +426,3 @@ class CheckpointWriter:
         self.tmp_path.unlink(missing_ok=True)
 
 
-def _fsync_dir(directory: pathlib.Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
