@@ -461,6 +461,12 @@ async def _relations(context: Context) -> list[Relation]:
     return relations(await context.tables())
 
 
+async def _named_relations(context: Context, kinds, matches: Callable[[str], bool]) -> list[Relation]:
+    """The relations of the given kinds whose name passes the query's name filter, by name."""
+    return [relation for relation in sorted(await _relations(context), key=lambda r: r.name)
+            if relation.kind in kinds and matches(relation.name)]
+
+
 def _by_oid(found: list[Relation], oids: set[int]) -> list[Relation]:
     return [relation for relation in found if relation.oid in oids]
 
@@ -481,9 +487,7 @@ def _psql_list_relations(sql: str, normalized: str) -> Answer | None:
 
     async def answer(context: Context) -> CatalogResult:
         rows = []
-        for relation in sorted(await _relations(context), key=lambda r: r.name):
-            if relation.kind not in kinds or not matches(relation.name):
-                continue
+        for relation in await _named_relations(context, kinds, matches):
             row: tuple = ("public", relation.name, _KIND_NAMES[relation.kind], context.user)
             if with_table:
                 row += (relation.table.name if relation.kind == "i" else None,)
@@ -659,9 +663,8 @@ def _sqlalchemy_relnames(sql: str, normalized: str) -> Answer | None:
 
     async def answer(context: Context) -> CatalogResult:
         rows = []
-        for relation in sorted(await _relations(context), key=lambda r: r.name):
-            if relation.kind in kinds and matches(relation.name):
-                rows.append((relation.oid, relation.name) if with_oid else (relation.name,))
+        for relation in await _named_relations(context, kinds, matches):
+            rows.append((relation.oid, relation.name) if with_oid else (relation.name,))
         columns = ([("oid", "oid")] if with_oid else []) + [("relname", "name")]
         return result(columns, rows)
 
@@ -677,9 +680,7 @@ def _sqlalchemy_columns(sql: str, normalized: str) -> Answer | None:
 
     async def answer(context: Context) -> CatalogResult:
         rows = []
-        for relation in sorted(await _relations(context), key=lambda r: r.name):
-            if relation.kind not in kinds or not matches(relation.name):
-                continue
+        for relation in await _named_relations(context, kinds, matches):
             for column in relation.table.columns:
                 rows.append((column.name, format_type(column.sql_type), getattr(column, "default", None),
                              bool(column.not_null), relation.name, None, "", None, None))
@@ -703,8 +704,7 @@ def _sqlalchemy_foreign_keys(sql: str, normalized: str) -> Answer | None:
     async def answer(context: Context) -> CatalogResult:
         # QuorumDB has no foreign keys: each matching table once, its constraint columns NULL.
         rows = [(relation.name, None, None, None, None)
-                for relation in sorted(await _relations(context), key=lambda r: r.name)
-                if relation.kind in kinds and matches(relation.name)]
+                for relation in await _named_relations(context, kinds, matches)]
         columns = [("relname", "name"), ("conname", "name"), ("anon_1", "text"), ("nspname", "name"),
                    ("description", "text")]
         return result(columns, rows)
@@ -784,8 +784,8 @@ def _sqlalchemy_table_comments(sql: str, normalized: str) -> Answer | None:
     matches = _name_filter(sql)
 
     async def answer(context: Context) -> CatalogResult:
-        rows = [(relation.name, None) for relation in sorted(await _relations(context), key=lambda r: r.name)
-                if relation.kind in kinds and matches(relation.name)]  # QuorumDB keeps no comments
+        # QuorumDB keeps no comments: each matching table once, its description NULL.
+        rows = [(relation.name, None) for relation in await _named_relations(context, kinds, matches)]
         return result([("relname", "name"), ("description", "text")], rows)
 
     return answer
@@ -802,9 +802,7 @@ def _sqlalchemy_check_constraints(sql: str, normalized: str) -> Answer | None:
 
     async def answer(context: Context) -> CatalogResult:
         rows = []
-        for relation in sorted(await _relations(context), key=lambda r: r.name):
-            if relation.kind not in kinds or not matches(relation.name):
-                continue
+        for relation in await _named_relations(context, kinds, matches):
             checks = sorted(getattr(relation.table, "checks", ()) or (), key=lambda check: check.name)
             if not checks:  # the LEFT JOIN keeps the table, with NULL constraint columns
                 rows.append((relation.name, None, None, None))
@@ -828,8 +826,7 @@ def _sqlalchemy_table_options(sql: str, normalized: str) -> Answer | None:
     async def answer(context: Context) -> CatalogResult:
         # No storage options, default access method and tablespace, no inheritance.
         rows = [(relation.oid, relation.name, None, None, None, None, None)
-                for relation in sorted(await _relations(context), key=lambda r: r.name)
-                if relation.kind in kinds and matches(relation.name)]
+                for relation in await _named_relations(context, kinds, matches)]
         columns = [("oid", "oid"), ("relname", "name"), ("reloptions", "text[]"), ("relhasoids", "boolean"),
                    ("access_method_name", "name"), ("tablespace_name", "name"), ("parent_table_names", "name[]")]
         return result(columns, rows)
