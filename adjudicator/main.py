@@ -22,7 +22,7 @@ async def serve(cluster: ClusterConfig, node: NodeConfig, stop: asyncio.Event) -
     adjudicator = AdjudicatorNode(cluster, node, Clock(cluster.clock_error_ns), channels)
     server = rpc.new_server()
     adjudicator_pb2_grpc.add_AdjudicatorServicer_to_server(AdjudicatorService(adjudicator), server)
-    server.add_insecure_port(node.address)
+    server.add_insecure_port(cluster.listen_address(node))
     await server.start()
     log.info("adjudicator %s serving on %s", node.name, node.address)
     try:

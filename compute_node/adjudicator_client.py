@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import logging
+import os
 from typing import Sequence
 
 import grpc
 
+from compute_node.commit_stream import CommitStream, SendError, SendFailure
 from quorumdb import config as config_mod
 from quorumdb import errors, limits, rpc
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2
@@ -79,11 +80,6 @@ def _key_text(key: bytes) -> str:
 
 def _conflict_detail(reply: adjudicator_pb2.CommitReply) -> str:
     return f"Conflicting key: {_key_text(reply.conflict_key)}" if reply.conflict_key else ""
-
-
-class SendFailure(enum.Enum):
-    NOT_SENT = "not_sent"        # connection refused: the adjudicator never saw the request
-    MAYBE_SENT = "maybe_sent"    # anything else: the outcome is unknown
 
 
 def classify_rpc_error(code: grpc.StatusCode, details: str) -> SendFailure:
@@ -149,6 +145,30 @@ class AdjudicatorClient:
         }
         # The leader we last heard of; the cluster file's initial leader to begin with.
         self.leader: str | None = cluster.initial_leader if cluster.initial_leader in self._stubs else None
+        # Commits go over one CommitStream per adjudicator (group commit); QUORUMDB_UNARY_RPC=1
+        # sends one unary Commit per transaction instead (kept to measure the difference).
+        self.unary = os.environ.get(limits.UNARY_RPC_ENV, "") == "1"
+        self._streams = {name: CommitStream(name, stub) for name, stub in self._stubs.items()}
+
+    def stream_figures(self) -> tuple[int, int]:
+        """(batch messages, requests) sent over the commit streams so far."""
+        streams = self._streams.values()
+        return sum(s.batches_sent for s in streams), sum(s.requests_sent for s in streams)
+
+    async def close(self) -> None:
+        for stream in self._streams.values():
+            await stream.close()
+
+    async def _send(self, target: str, request: adjudicator_pb2.CommitRequest,
+                    timeout_s: float) -> adjudicator_pb2.CommitReply:
+        """One send to one adjudicator; raises SendError."""
+        if not self.unary:
+            return await self._streams[target].send(request, timeout_s)
+        try:
+            return await self._stubs[target].Commit(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as error:
+            kind = classify_rpc_error(error.code(), error.details())
+            raise SendError(kind, error.code().name, error.details() or "") from None
 
     async def commit(
         self, start_ts: int, writes: list[tuple[bytes, bytes | None]], lock_keys: list[bytes], txn_id: str
@@ -184,18 +204,17 @@ class AdjudicatorClient:
                 break
             request.retry = bool(unknowns)
             try:
-                reply = await self._stubs[target].Commit(
-                    request, timeout=min(remaining_s, limits.COMMIT_ATTEMPT_TIMEOUT_S))
-            except grpc.aio.AioRpcError as error:
+                reply = await self._send(target, request, min(remaining_s, limits.COMMIT_ATTEMPT_TIMEOUT_S))
+            except SendError as error:
                 if self.leader == target:
                     self.leader = None
                 hint = None
-                if classify_rpc_error(error.code(), error.details()) == SendFailure.NOT_SENT:
+                if error.kind == SendFailure.NOT_SENT:
                     refusals.append(f"{target}: unreachable")
                     continue
                 log.warning("commit %s to %s failed after sending (%s); resending to the leader",
-                            txn_id, target, error.code().name)
-                unknowns.append(f"{target}: {error.code().name} {error.details() or ''}".strip())
+                            txn_id, target, error.code)
+                unknowns.append(f"{target}: {error.code} {error.details}".strip())
                 continue
             if reply.outcome == adjudicator_pb2.NOT_LEADER:
                 refusals.append(f"{target}: {reply.message or 'not leader'}")

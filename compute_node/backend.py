@@ -2,7 +2,9 @@
 
 - start_ts(): clock.now().latest (a snapshot that includes every acknowledged
   commit, thanks to the adjudicator's commit-wait);
-- get_many()/scan(): quorum reads from 3 of the 6 storage copies (StorageReader);
+- get_many()/scan(): reads from the storage copies (StorageReader): 3 of 6 (read_mode
+  "quorum", the default) or one caught-up copy ("single"); the cluster file's read_mode
+  unless the caller (a session's SET quorumdb.read_mode) names one;
 - commit(): the write set to the adjudicator leader (AdjudicatorClient).
 It also runs the readiness probe behind the node's Status health.
 """
@@ -38,19 +40,28 @@ class QuorumBackend:
     def start_ts(self) -> int:
         return self.clock.now().latest
 
-    async def get_many(self, keys: list[bytes], ts: int) -> dict[bytes, bytes | None]:
-        return await self.storage.get_many(keys, ts)
+    async def get_many(self, keys: list[bytes], ts: int, read_mode: str | None = None) -> dict[bytes, bytes | None]:
+        return await self.storage.get_many(keys, ts, read_mode)
 
     async def scan(
-        self, start: bytes, end: bytes | None, ts: int, limit: int
+        self, start: bytes, end: bytes | None, ts: int, limit: int, read_mode: str | None = None
     ) -> tuple[list[tuple[bytes, bytes]], bool]:
-        return await self.storage.scan(start, end, ts, limit)
+        return await self.storage.scan(start, end, ts, limit, read_mode=read_mode)
 
     async def scan_filtered(
-        self, start: bytes, end: bytes | None, ts: int, limit: int, pushdown: bytes
+        self, start: bytes, end: bytes | None, ts: int, limit: int, pushdown: bytes, read_mode: str | None = None
     ) -> tuple[list[tuple[bytes, bytes]], bool, bytes | None]:
         """A scan whose filter + projection the storage copies apply (see Backend in session.py)."""
-        return await self.storage.scan(start, end, ts, limit, pushdown=pushdown)
+        return await self.storage.scan(start, end, ts, limit, pushdown=pushdown, read_mode=read_mode)
+
+    @property
+    def read_mode(self) -> str:
+        """The cluster's read mode (a session may override it)."""
+        return self.storage.read_mode
+
+    def status_detail(self) -> str:
+        """Read counters for the compute node's Status detail."""
+        return self.storage.status_detail()
 
     async def commit(
         self, start_ts: int, writes: list[tuple[bytes, bytes | None]], lock_keys: list[bytes], txn_id: str

@@ -27,7 +27,7 @@ async def serve(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig, 
     service = ComputeService(node, backend, session_factory=Session, health=lambda: readiness.health)
     server = rpc.new_server()
     compute_pb2_grpc.add_ComputeServicer_to_server(service, server)
-    server.add_insecure_port(node.address)
+    server.add_insecure_port(cluster.listen_address(node))
     await server.start()
     log.info("compute %s serving on %s", node.name, node.address)
     from compute_node.pgwire.server import start_for_node  # issue 5: the PostgreSQL endpoint beside gRPC
@@ -48,6 +48,7 @@ async def serve(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig, 
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await service.close_all()
+        await backend.adjudicators.close()
         await channels.close()
         log.info("compute %s stopped", node.name)
 

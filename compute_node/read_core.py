@@ -1,4 +1,4 @@
-"""Quorum reads from storage: which copies to ask and how to merge their answers.
+"""Reads from storage: which copies to ask and how to merge their answers.
 
 Theory of operation
 -------------------
@@ -8,6 +8,44 @@ at least one holding every durable version). A copy answers only once it has
 applied every commit with commit_ts <= ts, so copies that answer should agree;
 when they do not, the newest version wins (merge by highest version_ts) and the
 disagreement is reported so the caller can log it (repair is the storage node's job).
+
+Read modes (the cluster setting `read_mode`, or per session `SET quorumdb.read_mode`):
+
+* `quorum` (the default): 3 of 6 copies, as described above.
+
+* `single`: ONE copy, own AZ first, the next one only when it fails, says it is not
+  caught up, or is slower than the hedge delay (the same hedge as the quorum read, with
+  one answer needed instead of 3: `answers_needed`). At most READ_SINGLE_COPIES_MAX
+  copies are tried this way; when none of them answered, the read falls back to the
+  quorum read within the same deadline. Copies that recently refused a read as "not
+  caught up" are asked last (`order_copies(..., behind_until_s=...)`), after copies
+  that merely failed, so a lagging copy is skipped while any other can answer.
+
+  Why one copy is not stale. A storage copy answers Get/Scan at `ts` only after
+  `Segment.readiness(ts)` is READY, i.e. `ts <= closed_ts` (storage_node/service.py
+  `_wait_readable`; otherwise it waits, bounded, and fails UNAVAILABLE "not caught up").
+  `closed_ts` is raised only by (a) the ts of the last entry it applied (journal entries
+  are in strictly increasing ts order, so any entry not yet applied has a larger ts) or
+  (b) a journal closed-timestamp promise "every commit with ts <= closed_ts has index <=
+  closed_index", used only once applied_index >= closed_index. A copy applies journal
+  entries strictly consecutively (asserted in storage_node/core.py), so at READY it holds
+  the journal's whole committed prefix through an index that includes every commit with
+  commit_ts <= ts. The journal is the single order of all commits, so that prefix *is*
+  every commit <= ts: the same state every other caught-up copy has. With commit-wait
+  (a commit is acknowledged only when now().earliest > commit_ts) and start_ts =
+  now().latest, a transaction that starts after an acknowledgement reads at a ts above
+  that commit, on any compute node. The storage reply carries no "applied through" field;
+  single mode relies only on what a successful reply guarantees (READY at the request's
+  ts), never on a copy's earlier answers or on timing.
+
+  What the quorum read buys on top: defence in depth. A copy whose local state is wrong
+  but that believes itself caught up (a local log or checkpoint damaged in a way its CRCs
+  and sha256 did not catch, a lost fsync, a bug in apply/repair) answers stale or missing
+  versions with READY; a quorum read takes the newest of 3 answers, so it stays right
+  unless all 3 copies asked are wrong, and it logs the disagreement. Aurora reads one
+  copy in normal operation because its writer tracks each segment's SCL and picks one it
+  knows is complete; here the copy checks itself against the read's ts, the same
+  guarantee checked at the other end, without compute nodes tracking SCLs.
 
 This module is pure: no I/O, no clock reads; `now_s` is passed in.
 
@@ -55,6 +93,18 @@ from quorumdb import limits
 
 # Copies that answer a read (3 of 6).
 READ_QUORUM = 3
+
+READ_MODES = ("quorum", "single")  # as quorumdb/config.py READ_MODES
+
+
+def answers_needed(read_mode: str) -> int:
+    """How many copies must answer a read in this mode."""
+    match read_mode:
+        case "quorum":
+            return READ_QUORUM
+        case "single":
+            return 1
+    raise ValueError(f"unknown read mode {read_mode!r} (one of {', '.join(READ_MODES)})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,14 +158,21 @@ def order_copies(
     own_az: str,
     suspect_until_s: dict[str, float],
     now_s: float,
+    behind_until_s: dict[str, float] | None = None,
 ) -> list[str]:
-    """Names of the copies in the order to ask them (see module docstring)."""
+    """Names of the copies in the order to ask them (see module docstring).
+
+    With `behind_until_s` (single mode), copies that recently said "not caught up" come
+    after every other copy, suspected ones included."""
     own = [name for name, az in copy_names_azs if az == own_az]
     others = [name for name, az in copy_names_azs if az != own_az]
     preferred = own + others
+    behind_until_s = behind_until_s or {}
+    behind = [name for name in preferred if behind_until_s.get(name, 0.0) > now_s]
+    preferred = [name for name in preferred if name not in behind]
     healthy = [name for name in preferred if suspect_until_s.get(name, 0.0) <= now_s]
     suspect = [name for name in preferred if suspect_until_s.get(name, 0.0) > now_s]
-    return healthy + suspect
+    return healthy + suspect + behind
 
 
 class LatencyWindow:
@@ -145,10 +202,12 @@ def hedge_delay_s(
     return min(delay_max_s, max(delay_min_s, factor * median_s))
 
 
-def copies_to_launch(answers: int, on_time_pending: int, unasked: int) -> int:
-    """How many more copies to ask now: enough that answers plus on-time pending reach the quorum."""
+def copies_to_launch(answers: int, on_time_pending: int, unasked: int, needed: int = READ_QUORUM) -> int:
+    """How many more copies to ask now: enough that answers plus on-time pending reach `needed`
+    (READ_QUORUM, or 1 for a single-copy read)."""
     assert answers >= 0 and on_time_pending >= 0 and unasked >= 0
-    return max(0, min(unasked, READ_QUORUM - answers - on_time_pending))
+    assert needed >= 1
+    return max(0, min(unasked, needed - answers - on_time_pending))
 
 
 def merge_point(keys: Sequence[bytes], answers: Sequence[Sequence[Version]]) -> PointMerge:

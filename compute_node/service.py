@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import decimal
+import functools
 import logging
 import time
 import uuid
@@ -43,20 +44,26 @@ class SessionLike(Protocol):
 
 
 class CommitTracker:
-    """A per-session view of the Backend that knows whether a commit is in flight."""
+    """A per-session view of the Backend that knows whether a commit is in flight, and the
+    session's read mode (`SET quorumdb.read_mode`; None: the cluster's)."""
 
     def __init__(self, backend) -> None:
         self._backend = backend
         self.commit_in_flight = False
+        self.session_read_mode: str | None = None
 
     def start_ts(self) -> int:
         return self._backend.start_ts()
 
     async def get_many(self, keys, ts):
-        return await self._backend.get_many(keys, ts)
+        if self.session_read_mode is None:
+            return await self._backend.get_many(keys, ts)
+        return await self._backend.get_many(keys, ts, read_mode=self.session_read_mode)
 
     async def scan(self, start, end, ts, limit):
-        return await self._backend.scan(start, end, ts, limit)
+        if self.session_read_mode is None:
+            return await self._backend.scan(start, end, ts, limit)
+        return await self._backend.scan(start, end, ts, limit, read_mode=self.session_read_mode)
 
     async def commit(self, start_ts, writes, lock_keys, txn_id):
         self.commit_in_flight = True
@@ -71,7 +78,10 @@ class CommitTracker:
         return commit_ts
 
     def __getattr__(self, name: str):  # anything else the session may use (clock, leader, ...)
-        return getattr(self._backend, name)
+        attribute = getattr(self._backend, name)
+        if name == "scan_filtered" and attribute is not None and self.session_read_mode is not None:
+            return functools.partial(attribute, read_mode=self.session_read_mode)
+        return attribute
 
 
 @dataclasses.dataclass
@@ -201,6 +211,7 @@ class ComputeService(compute_pb2_grpc.ComputeServicer):
 
     async def Status(self, request, context):
         leader = getattr(self._backend, "leader", None) or ""
+        reads = getattr(self._backend, "status_detail", None)
         return common_pb2.NodeStatus(
             name=self._node.name,
             az=self._node.az,
@@ -208,7 +219,7 @@ class ComputeService(compute_pb2_grpc.ComputeServicer):
             role="query",
             leader=leader,
             health=self._health(),
-            detail=f"sessions={len(self._sessions)}",
+            detail=f"sessions={len(self._sessions)}" + (f" {reads()}" if reads is not None else ""),
         )
 
 

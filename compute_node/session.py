@@ -27,6 +27,11 @@ PostgreSQL prints for them (`1.50`, `2024-01-02 03:04:05+00`), so every client
 shows exactly what psql would.
 
 The session never writes to storage itself; the transport implements `Backend`.
+
+`SET quorumdb.read_mode = 'single' | 'quorum' | DEFAULT`, `RESET quorumdb.read_mode` and
+`SHOW quorumdb.read_mode` (each alone in its `execute` call) choose how this session's reads
+reach storage (compute_node/read_core.py); the session hands the choice to its backend
+view (service.CommitTracker.session_read_mode). Both modes return the same rows.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ import asyncio
 import datetime
 import decimal
 import random
+import re
 import uuid
 from typing import Any, Protocol
 
@@ -71,6 +77,14 @@ class Backend(Protocol):
 
 IN_FAILED_BLOCK = "current transaction is aborted, commands ignored until end of transaction block"
 
+READ_MODE_SETTING = "quorumdb.read_mode"
+READ_MODES = ("quorum", "single")  # as compute_node/read_core.py READ_MODES
+_READ_MODE_STATEMENT = re.compile(
+    r"\s*(?:(?P<set>SET)\s+(?:SESSION\s+)?quorumdb\.read_mode\s*(?:=|\s+TO\s+)\s*(?P<value>'[^']*'|\w+)"
+    r"|(?P<reset>RESET)\s+quorumdb\.read_mode|(?P<show>SHOW)\s+quorumdb\.read_mode)\s*;?\s*",
+    re.IGNORECASE,
+)
+
 
 class Session:
     def __init__(self, backend: Backend, session_id: str, rng: random.Random | None = None):
@@ -95,6 +109,9 @@ class Session:
 
     async def execute(self, sql: str) -> list[StatementResult]:
         async with self._lock:
+            read_mode_statement = _READ_MODE_STATEMENT.fullmatch(sql)
+            if read_mode_statement is not None:
+                return [self._read_mode(read_mode_statement)]
             try:
                 statements = parse_script(sql)
             except SqlError as error:
@@ -111,6 +128,27 @@ class Session:
 
     async def close(self) -> None:
         self._end()
+
+    def _read_mode(self, statement: re.Match) -> StatementResult:
+        """SET / RESET / SHOW quorumdb.read_mode (see the module docstring)."""
+        if self._failed:
+            return StatementResult.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+        if not hasattr(self.backend, "session_read_mode"):
+            return StatementResult.failed(SqlError(errors.FEATURE_NOT_SUPPORTED,
+                                                   f"{READ_MODE_SETTING} cannot be set on this backend"))
+        if statement["show"]:
+            mode = self.backend.session_read_mode or getattr(self.backend, "read_mode", "quorum")
+            return StatementResult([(READ_MODE_SETTING, "text")], [(mode,)], "SHOW")
+        value = None if statement["reset"] else statement["value"].strip("'").lower()
+        if value == "default":
+            value = None
+        if value is not None and value not in READ_MODES:
+            return StatementResult.failed(SqlError(
+                types.INVALID_PARAMETER_VALUE,
+                f'invalid value for parameter "{READ_MODE_SETTING}": "{value}"',
+                hint=f"Available values: {', '.join(READ_MODES)}."))
+        self.backend.session_read_mode = value
+        return StatementResult.tag("RESET" if statement["reset"] else "SET")
 
     # --- statements ---------------------------------------------------------------
     async def _run(self, statement) -> StatementResult:

@@ -1,4 +1,4 @@
-"""Quorum reads from the 6 storage copies (the network shell around read_core).
+"""Reads from the 6 storage copies (the network shell around read_core).
 
 Each read is sent to 3 copies at once (own AZ first); when a copy fails or times
 out, the next copy in order is asked, so that 3 answers arrive within
@@ -9,6 +9,13 @@ costs a read about the hedge delay, not the RPC deadline; it is then suspected a
 asked last by the next reads. The answers are merged by read_core (highest version_ts
 wins); a disagreement is logged at WARNING. When fewer than 3 copies can answer,
 the read fails with SQLSTATE 57P03 ("cannot reach a read quorum").
+
+Single-copy reads (read_mode "single", from the cluster file or per read): the same
+round asks copies in order until ONE answers (own AZ first; a failed, hedged-out or
+not-caught-up copy hands over to the next, at most READ_SINGLE_COPIES_MAX of them), then
+falls back to the quorum read within the same deadline. read_core's docstring says why
+one answering copy is never stale. Counters (`reads`, `copies_asked`, `hedges`,
+`single_fallbacks`) are in the compute node's Status detail.
 """
 from __future__ import annotations
 
@@ -41,30 +48,41 @@ class StorageReader:
         channels: rpc.Channels,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.read_mode = getattr(cluster, "read_mode", "quorum")  # the default; a read may override it
+        read_core.answers_needed(self.read_mode)  # an unknown mode fails here, at start
         self._copies = [(node.name, node.az) for node in cluster.storages]
         assert len(self._copies) >= read_core.READ_QUORUM, "a cluster needs at least 3 storage copies"
         self._stubs = {node.name: storage_pb2_grpc.StorageStub(channels.get(node.address)) for node in cluster.storages}
         self._own_az = own_az
         self._monotonic = monotonic
         self._suspect_until_s: dict[str, float] = {}
+        self._behind_until_s: dict[str, float] = {}  # copies that refused a read as not caught up
         self._latencies = read_core.LatencyWindow()
         self.hedges = 0  # copies asked because another was slow (status, tests)
+        self.reads = {mode: 0 for mode in read_core.READ_MODES}  # point chunks + scan pages, by mode
+        self.copies_asked = 0  # storage RPCs sent for reads (a single read that nothing slowed: 1)
+        self.single_fallbacks = 0  # single-copy reads that fell back to a quorum read
         # Scan traffic received from all copies asked (keys + values), for tests and tuning.
         self.scan_rows_received = 0
         self.scan_bytes_received = 0
 
     # --- public API (used by Backend) ----------------------------------------------
 
-    async def get_many(self, keys: list[bytes], ts: int) -> dict[bytes, bytes | None]:
+    def status_detail(self) -> str:
+        return (f"read_mode={self.read_mode} reads_quorum={self.reads['quorum']} "
+                f"reads_single={self.reads['single']} copies_asked={self.copies_asked} "
+                f"hedges={self.hedges} single_fallbacks={self.single_fallbacks}")
+
+    async def get_many(self, keys: list[bytes], ts: int, read_mode: str | None = None) -> dict[bytes, bytes | None]:
         unique_keys = list(dict.fromkeys(keys))
         values: dict[bytes, bytes | None] = {}
         for first in range(0, len(unique_keys), limits.GET_KEYS_MAX):
             chunk = unique_keys[first : first + limits.GET_KEYS_MAX]
-            values.update(await self._get_chunk(chunk, ts))
+            values.update(await self._get_chunk(chunk, ts, read_mode or self.read_mode))
         return values
 
     async def scan(self, start: bytes, end: bytes | None, ts: int, limit: int, *,
-                   pushdown: bytes | None = None):
+                   pushdown: bytes | None = None, read_mode: str | None = None):
         """One merged page of at most min(limit, SCAN_PAGE_MAX) rows; more=True: continue after the last row.
 
         With `pushdown` (storage_node/pushdown.py spec) the copies filter and project, and the
@@ -72,11 +90,12 @@ class StorageReader:
         next page starts strictly after resume_after."""
         assert limit > 0
         page_limit = min(limit, limits.SCAN_PAGE_MAX)
+        read_mode = read_mode or self.read_mode
         if pushdown is not None:
-            merged = await self._scan_page(start, end, ts, page_limit, pushdown)
+            merged = await self._scan_page(start, end, ts, page_limit, read_mode, pushdown)
             return merged.rows, merged.more, merged.resume_after
         for _ in range(limits.SCAN_EMPTY_PAGES_MAX):
-            merged = await self._scan_page(start, end, ts, page_limit)
+            merged = await self._scan_page(start, end, ts, page_limit, read_mode)
             if merged.rows or not merged.more:
                 return merged.rows, merged.more
             # Copies that said more all stopped on keys no copy holds live: skip past them.
@@ -86,7 +105,7 @@ class StorageReader:
 
     # --- one quorum round ----------------------------------------------------------
 
-    async def _get_chunk(self, keys: list[bytes], ts: int) -> dict[bytes, bytes | None]:
+    async def _get_chunk(self, keys: list[bytes], ts: int, read_mode: str) -> dict[bytes, bytes | None]:
         async def ask(name: str, timeout_s: float) -> list[read_core.Version]:
             request = storage_pb2.GetRequest(keys=keys, ts=ts, wait_ms=_wait_ms(timeout_s))
             reply = await self._stubs[name].Get(request, timeout=timeout_s)
@@ -96,13 +115,13 @@ class StorageReader:
                 raise BadAnswer(why)
             return versions
 
-        answers = await self._quorum(ask, f"read of {len(keys)} key(s) at ts {ts}")
+        answers = await self._read(ask, f"read of {len(keys)} key(s) at ts {ts}", read_mode)
         merged = read_core.merge_point(keys, [versions for _, versions in answers])
         if merged.disagreements:
             self._log_disagreements("get", ts, merged.disagreements, answers)
         return merged.values
 
-    async def _scan_page(self, start: bytes, end: bytes | None, ts: int, limit: int,
+    async def _scan_page(self, start: bytes, end: bytes | None, ts: int, limit: int, read_mode: str,
                          pushdown: bytes | None = None) -> read_core.ScanMerge:
         async def ask(name: str, timeout_s: float) -> read_core.ScanPage:
             request = storage_pb2.ScanRequest(
@@ -119,14 +138,35 @@ class StorageReader:
                 raise BadAnswer(why)
             return page
 
-        answers = await self._quorum(ask, f"scan from {start.hex()} at ts {ts}")
+        answers = await self._read(ask, f"scan from {start.hex()} at ts {ts}", read_mode)
         merged = read_core.merge_scan([page for _, page in answers], limit)
         if merged.disagreements:
             self._log_disagreements("scan", ts, merged.disagreements, answers)
         return merged
 
+    async def _read(
+        self, ask: Callable[[str, float], Awaitable[T]], what: str, read_mode: str
+    ) -> list[tuple[str, T]]:
+        """The answers a read in `read_mode` merges: 1 (single) or READ_QUORUM (quorum)."""
+        needed = read_core.answers_needed(read_mode)
+        self.reads[read_mode] += 1
+        deadline = asyncio.get_running_loop().time() + limits.READ_QUORUM_TIMEOUT_S
+        if needed == read_core.READ_QUORUM:
+            return await self._quorum(ask, what, deadline)
+        order = read_core.order_copies(self._copies, self._own_az, self._suspect_until_s, self._monotonic(),
+                                       behind_until_s=self._behind_until_s)
+        answers: list[tuple[str, T]] = []
+        failures = await self._round(ask, order[: limits.READ_SINGLE_COPIES_MAX], answers, deadline, needed)
+        if answers:
+            if failures:
+                log.info("%s (single copy): answered after failures: %s", what, "; ".join(failures))
+            return answers
+        self.single_fallbacks += 1
+        log.info("%s: no single copy answered (%s); falling back to a quorum read", what, "; ".join(failures))
+        return await self._quorum(ask, what, deadline)
+
     async def _quorum(
-        self, ask: Callable[[str, float], Awaitable[T]], what: str
+        self, ask: Callable[[str, float], Awaitable[T]], what: str, deadline: float
     ) -> list[tuple[str, T]]:
         """Answers of READ_QUORUM copies, asking the next copy whenever one fails.
 
@@ -135,7 +175,6 @@ class StorageReader:
         reconnect backoff), at most READ_QUORUM_ROUNDS_MAX rounds within the deadline.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + limits.READ_QUORUM_TIMEOUT_S
         answers: list[tuple[str, T]] = []
         failures: list[str] = []
         for round_number in range(limits.READ_QUORUM_ROUNDS_MAX):
@@ -149,7 +188,7 @@ class StorageReader:
                 for name in read_core.order_copies(self._copies, self._own_az, self._suspect_until_s, self._monotonic())
                 if name not in answered
             ]
-            failures = await self._round(ask, order, answers, deadline)
+            failures = await self._round(ask, order, answers, deadline, read_core.READ_QUORUM)
             if len(answers) >= read_core.READ_QUORUM:
                 break
         if len(answers) < read_core.READ_QUORUM:
@@ -171,8 +210,9 @@ class StorageReader:
         order: list[str],
         answers: list[tuple[str, T]],
         deadline: float,
+        needed: int,
     ) -> list[str]:
-        """Ask copies in `order` until READ_QUORUM answered or all were tried; appends to
+        """Ask copies in `order` until `needed` answered (in all) or all were tried; appends to
         `answers`, returns this round's failures. Copies slower than the hedge delay stop
         counting as on their way, so the next copy is asked too (see the module docstring)."""
         loop = asyncio.get_running_loop()
@@ -182,7 +222,7 @@ class StorageReader:
         next_position = 0
         hedge_s = read_core.hedge_delay_s(self._latencies.median_s())
         try:
-            while len(answers) < read_core.READ_QUORUM:
+            while len(answers) < needed:
                 now = loop.time()
                 remaining_s = deadline - now
                 if remaining_s <= 0:
@@ -190,10 +230,12 @@ class StorageReader:
                 for task, (_, asked_at) in pending.items():
                     if now - asked_at >= hedge_s:
                         slow.add(task)
-                launch = read_core.copies_to_launch(len(answers), len(pending) - len(slow), len(order) - next_position)
+                launch = read_core.copies_to_launch(len(answers), len(pending) - len(slow), len(order) - next_position,
+                                                    needed)
                 for _ in range(launch):
                     name = order[next_position]
                     next_position += 1
+                    self.copies_asked += 1
                     if slow:
                         self.hedges += 1
                     timeout_s = min(limits.STORAGE_READ_TIMEOUT_S, remaining_s)
@@ -212,13 +254,16 @@ class StorageReader:
                         answers.append((name, task.result()))
                         self._latencies.record(loop.time() - asked_at)
                         self._suspect_until_s.pop(name, None)
+                        self._behind_until_s.pop(name, None)
                     except (grpc.aio.AioRpcError, BadAnswer) as error:
                         failures.append(f"{name}: {_describe(error)}")
                         self._suspect_until_s[name] = self._monotonic() + limits.STORAGE_SUSPECT_S
+                        if _not_caught_up(error):
+                            self._behind_until_s[name] = self._monotonic() + limits.READ_BEHIND_S
         finally:
             for task, (name, _) in pending.items():
                 task.cancel()
-                if len(answers) < read_core.READ_QUORUM:
+                if len(answers) < needed:
                     failures.append(f"{name}: no answer within the read deadline")
                 if task in slow:  # outpaced by a hedge: ask it last for a while
                     self._suspect_until_s[name] = self._monotonic() + limits.STORAGE_SUSPECT_S
@@ -249,6 +294,12 @@ def _wait_ms(timeout_s: float) -> int:
 
 def _version(version: storage_pb2.Version) -> read_core.Version:
     return read_core.Version(version.key, version.value, version.version_ts, version.found)
+
+
+def _not_caught_up(error: Exception) -> bool:
+    """The copy is alive but refused: its closed timestamp had not reached the read's ts."""
+    return (isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNAVAILABLE
+            and "not caught up" in (error.details() or ""))
 
 
 def _describe(error: Exception) -> str:

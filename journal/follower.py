@@ -89,7 +89,8 @@ class JournalFollower:
             healthy = False
             try:
                 while True:
-                    reply = await asyncio.wait_for(call.read(), limits.JOURNAL_FOLLOWER_IDLE_S)
+                    async with asyncio.timeout(limits.JOURNAL_FOLLOWER_IDLE_S):  # not wait_for (CANCEL_SAFE_WAITS)
+                        reply = await call.read()
                     if reply is grpc.aio.EOF:
                         healthy = True  # the stream's deadline: renew at once
                         break

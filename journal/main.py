@@ -28,7 +28,7 @@ async def serve(cluster: ClusterConfig, node: NodeConfig, stop: asyncio.Event) -
     service = JournalService(node.name, node.az, core, store)
     server = rpc.new_server()
     journal_pb2_grpc.add_JournalServicer_to_server(service, server)
-    server.add_insecure_port(node.address)
+    server.add_insecure_port(cluster.listen_address(node))
     await server.start()
     try:
         await stop.wait()

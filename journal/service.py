@@ -88,6 +88,13 @@ class JournalService(journal_pb2_grpc.JournalServicer):
         )
 
     async def Append(self, request, context):
+        return await self._append(request, context)
+
+    async def AppendStream(self, request_iterator, context):
+        async for request in request_iterator:
+            await context.write(await self._append(request, context))
+
+    async def _append(self, request, context) -> journal_pb2.AppendReply:
         async with self._lock:
             try:
                 result = self.core.append(
@@ -187,7 +194,8 @@ class JournalService(journal_pb2_grpc.JournalServicer):
             if wait_s <= 0:
                 return
             try:
-                await asyncio.wait_for(changed.wait(), wait_s)
+                async with asyncio.timeout(wait_s):  # not wait_for (CANCEL_SAFE_WAITS in limits.py)
+                    await changed.wait()
             except TimeoutError:
                 return
 

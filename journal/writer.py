@@ -1,8 +1,9 @@
 """The journal writer used by the adjudicator leader: fencing, take-over, appends, heartbeats.
 
 A thin async shell around `journal.writer_core.WriterCore`: one pipeline task per
-replica sends Appends one at a time (in order), so a dead replica stalls only its own
-pipeline; callers wait for the commit index to pass their entries.
+replica sends Appends one at a time (in order, over one AppendStream per replica), so a
+dead replica stalls only its own pipeline; callers wait for the commit index to pass
+their entries.
 
 Usage:
     writer = JournalWriter(cluster, "adjudicator-az1", channels, clock)
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 
 import grpc
 
@@ -55,6 +57,62 @@ class TakeOverResult:
     last_ts: int  # max ts in the log (the ENTRY_LEADER's)
 
 
+class AppendStream:
+    """One pipeline's gRPC stream to one replica, used in lockstep: write an Append, read its reply.
+
+    The pipeline sends one Append at a time anyway; a stream message costs much less than a
+    unary call (the CPU profile in docs/BENCHMARKS.md). Any failure cancels the stream (the next
+    append opens a new one) and surfaces as the AioRpcError a unary Append would raise, so the
+    pipeline's handling is the same. The stream is replaced after half its deadline.
+    """
+
+    def __init__(self, target: str, stub: journal_pb2_grpc.JournalStub) -> None:
+        self.target = target
+        self._stub = stub
+        self._call = None
+        self._opened = 0.0
+
+    async def append(self, request: journal_pb2.AppendRequest, timeout_s: float) -> journal_pb2.AppendReply:
+        loop = asyncio.get_running_loop()
+        if self._call is None or loop.time() - self._opened > limits.JOURNAL_APPEND_STREAM_LIFETIME_S / 2:
+            self.reset()
+            self._call = self._stub.AppendStream(timeout=limits.JOURNAL_APPEND_STREAM_LIFETIME_S)
+            self._opened = loop.time()
+        call = self._call
+        wait_s = rpc.cross_az_wait_s(self.target)  # simulated AZ distance, per message
+        try:
+            async with asyncio.timeout(timeout_s + wait_s):
+                if wait_s:
+                    await asyncio.sleep(wait_s)
+                await call.write(request)
+                reply = await call.read()
+        except TimeoutError:
+            self.reset()
+            raise _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, f"no Append reply within {timeout_s:.1f} s") from None
+        except grpc.aio.AioRpcError:
+            self.reset()
+            raise
+        except (grpc.RpcError, asyncio.InvalidStateError) as error:  # e.g. a write after the stream ended
+            self.reset()
+            raise _rpc_error(grpc.StatusCode.UNAVAILABLE, f"append stream ended: {error!r}") from None
+        except BaseException:
+            self.reset()
+            raise
+        if reply is grpc.aio.EOF:
+            self.reset()
+            raise _rpc_error(grpc.StatusCode.UNAVAILABLE, "append stream ended by the replica")
+        return reply
+
+    def reset(self) -> None:
+        call, self._call = self._call, None
+        if call is not None:
+            call.cancel()
+
+
+def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
+
+
 class JournalWriter:
     def __init__(self, cluster: ClusterConfig, leader_name: str, channels: rpc.Channels, clock: Clock):
         self.cluster = cluster
@@ -62,6 +120,9 @@ class JournalWriter:
         self.clock = clock
         self.replicas = [node.name for node in cluster.journals]
         self._stubs = {node.name: journal_pb2_grpc.JournalStub(channels.get(node.address)) for node in cluster.journals}
+        # Appends go over one stream per replica, or (QUORUMDB_UNARY_RPC=1) as unary calls.
+        self._unary = os.environ.get(limits.UNARY_RPC_ENV, "") == "1"
+        self._streams = {name: AppendStream(name, stub) for name, stub in self._stubs.items()}
         self._core: WriterCore | None = None
         self._fenced = False
         self._closed = False
@@ -223,7 +284,8 @@ class JournalWriter:
             if remaining <= 0:
                 raise JournalUnavailable(f"entry {index} not committed on 2 of 3 journal replicas in {timeout_s:.1f} s")
             try:
-                await asyncio.wait_for(progress.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for (CANCEL_SAFE_WAITS in limits.py)
+                    await progress.wait()
             except TimeoutError:
                 pass
 
@@ -254,7 +316,8 @@ class JournalWriter:
             if remaining <= 0:
                 return
             try:
-                await asyncio.wait_for(progress.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for (CANCEL_SAFE_WAITS in limits.py)
+                    await progress.wait()
             except TimeoutError:
                 return
         if self._fenced:
@@ -318,7 +381,10 @@ class JournalWriter:
             closed_ts=closed_ts,
             closed_index=closed_index,
         )
-        reply = await self._stubs[name].Append(request, timeout=limits.JOURNAL_RPC_TIMEOUT_S)
+        if self._unary:
+            reply = await self._stubs[name].Append(request, timeout=limits.JOURNAL_RPC_TIMEOUT_S)
+        else:
+            reply = await self._streams[name].append(request, limits.JOURNAL_RPC_TIMEOUT_S)
         if self._fenced or self._closed:
             return True
         if reply.status == journal_pb2.APPEND_FENCED:
@@ -379,3 +445,5 @@ class JournalWriter:
             task.cancel()
         await asyncio.gather(*self._pipelines, return_exceptions=True)
         self._pipelines = []
+        for stream in self._streams.values():
+            stream.reset()

@@ -553,7 +553,7 @@ def command_token(args: argparse.Namespace, out: TextIO | None = None, err: Text
 
 
 def apply_pg_options(cluster: config_mod.ClusterConfig, args: argparse.Namespace) -> config_mod.ClusterConfig:
-    """`up --pg-port/--trust` written into the cluster file (issue 5)."""
+    """`up --pg-port/--trust` (issue 5) and `--read-mode` written into the cluster file."""
     import dataclasses
 
     changes: dict[str, Any] = {}
@@ -561,6 +561,8 @@ def apply_pg_options(cluster: config_mod.ClusterConfig, args: argparse.Namespace
         changes["pg_base_port"] = args.pg_port
     if getattr(args, "trust", False) != cluster.pg_trust:
         changes["pg_trust"] = bool(getattr(args, "trust", False))
+    if getattr(args, "read_mode", None) is not None and args.read_mode != cluster.read_mode:
+        changes["read_mode"] = args.read_mode
     if not changes:
         return cluster
     cluster = dataclasses.replace(cluster, **changes)
@@ -587,6 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
                          f"{config_mod.DEFAULT_PG_PORT} for the default base port)")
     up.add_argument("--trust", action="store_true",
                     help="no authentication on the PostgreSQL endpoint (development only)")
+    up.add_argument("--read-mode", choices=list(config_mod.READ_MODES), default=None,
+                    help="how compute nodes read storage: quorum (3 of 6 copies) or single (one caught-up "
+                         "copy); written into cluster.toml (default: keep its read_mode, quorum when new)")
 
     status = commands.add_parser("status", help="show every node's role, progress and health")
     status.add_argument("--base-port", type=int, default=config_mod.DEFAULT_BASE_PORT,

@@ -344,8 +344,11 @@ class Connection:
     """One session on one compute node (of `endpoints`). Not thread-safe: use one Connection per thread."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 7100, timeout_s: float = 30.0, client_name: str = "python",
-                 endpoints=None):
+                 endpoints=None, session_sql: Sequence[str] = ()):
         self.endpoints = parse_endpoints(host, port, endpoints)
+        # Run on every session this connection opens (e.g. SET quorumdb.read_mode = 'single'),
+        # so a session setting survives reconnects and failover to another compute node.
+        self.session_sql = tuple(session_sql)
         self.timeout_s = timeout_s
         self._client_name = client_name
         self._position = 0  # the endpoint in use (or to try first)
@@ -397,6 +400,13 @@ class Connection:
             self._session_id = reply.session_id
             self.transaction_status = "I"
             self._lost_transaction = False
+            for sql in self.session_sql:
+                try:
+                    reply = self._stub.Execute(compute_pb2.ExecuteRequest(session_id=self._session_id, sql=sql),
+                                               timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S)
+                except grpc.RpcError as error:
+                    raise _rpc_error(error, self.address, opening=True) from None
+                _raise_first_error([_result_from_pb(result) for result in reply.results])
             return
         self._drop_channel()
         if len(failures) == 1:
@@ -572,8 +582,9 @@ class AsyncConnection:
     Create it with `await connect_async(host, port)` or `await connect_async(endpoints=...)`."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 7100, timeout_s: float = 30.0,
-                 client_name: str = "python-async", endpoints=None):
+                 client_name: str = "python-async", endpoints=None, session_sql: Sequence[str] = ()):
         self.endpoints = parse_endpoints(host, port, endpoints)
+        self.session_sql = tuple(session_sql)  # as Connection.session_sql
         self.timeout_s = timeout_s
         self._client_name = client_name
         self._position = 0
@@ -620,6 +631,13 @@ class AsyncConnection:
             self._session_id = reply.session_id
             self.transaction_status = "I"
             self._lost_transaction = False
+            for sql in self.session_sql:
+                try:
+                    reply = await self._stub.Execute(compute_pb2.ExecuteRequest(session_id=self._session_id, sql=sql),
+                                                     timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S)
+                except grpc.RpcError as error:
+                    raise _rpc_error(error, self.address, opening=True) from None
+                _raise_first_error([_result_from_pb(result) for result in reply.results])
             return self
         await self._drop_channel()
         if len(failures) == 1:

@@ -10,6 +10,12 @@ names addresses. The default layout derives every port from one base port:
     storage-az{1,2,3}-{a,b} base + 30..35
 
 Node data lives in `<data_dir>/nodes/<name>/`, logs in `<data_dir>/logs/<name>.log`.
+
+A node's servers (gRPC, and PostgreSQL on compute nodes) listen on its `host`, unless the
+`[cluster]` setting `listen_host` names another interface: `listen_host = "0.0.0.0"` makes
+every node listen on all interfaces while the others still reach it at `host:port`. The
+docker-compose cluster (docker/cluster.toml) needs that: its hosts are service names, and a
+container on several Docker networks has one address on each.
 """
 from __future__ import annotations
 
@@ -26,6 +32,8 @@ PG_PORT_OFFSET = 3       # PostgreSQL ports of a non-default cluster: compute po
 
 # Offsets of each service's first port from the base port (see module docstring).
 PORT_OFFSET = {"compute": 0, "journal": 10, "adjudicator": 20, "storage": 30}
+
+READ_MODES = ("quorum", "single")  # the [cluster] read_mode values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +67,10 @@ class ClusterConfig:
     # A storage node writes a checkpoint of its MVCC state after this many entries since the
     # last one, then drops its local log up to the checkpoint before (bounds log size and restart).
     storage_checkpoint_entries: int = 20_000
+    # How compute nodes read storage: "quorum" (3 of 6 copies, newest version wins) or "single"
+    # (one copy that is caught up to the read's ts, own AZ first; compute_node/read_core.py says
+    # why that is not stale). A session may override it: SET quorumdb.read_mode = 'single'.
+    read_mode: str = "quorum"
     # --- PostgreSQL endpoint (issue 5, compute_node/pgwire) ---
     # Compute node i listens for PostgreSQL clients on pg_base_port + i. 0: the default, 5433
     # for a cluster on the default base port 7100, else the first compute port + 3 (inside the
@@ -70,6 +82,9 @@ class ClusterConfig:
     pg_connection_lifetime_s: float = 3600.0
     pg_connections_max: int = 10_000
     pg_connections_per_s: float = 100.0
+    # Where nodes listen: "" (the default) = each node's own host; "0.0.0.0" = all interfaces
+    # (containers, see the module docstring). Peers and clients always use host:port.
+    listen_host: str = ""
 
     def node(self, name: str) -> NodeConfig:
         for node in self.nodes:
@@ -107,6 +122,14 @@ class ClusterConfig:
             return DEFAULT_PG_PORT + index
         return computes[0].port + PG_PORT_OFFSET + index
 
+    def bind_host(self, node: NodeConfig) -> str:
+        """The interface a node's servers listen on (see listen_host)."""
+        return self.listen_host or node.host
+
+    def listen_address(self, node: NodeConfig) -> str:
+        """host:port a node's gRPC server binds: its port on bind_host()."""
+        return f"{self.bind_host(node)}:{node.port}"
+
     def node_data_dir(self, name: str) -> pathlib.Path:
         return self.data_dir / "nodes" / name
 
@@ -127,11 +150,13 @@ class ClusterConfig:
             f"failover_timeout_ms = {self.failover_timeout_ms}",
             f"journal_segment_entries = {self.journal_segment_entries}",
             f"storage_checkpoint_entries = {self.storage_checkpoint_entries}",
+            f'read_mode = "{self.read_mode}"',
             f"pg_base_port = {self.pg_base_port}",
             f"pg_trust = {'true' if self.pg_trust else 'false'}",
             f"pg_connection_lifetime_s = {float(self.pg_connection_lifetime_s)!r}",
             f"pg_connections_max = {self.pg_connections_max}",
             f"pg_connections_per_s = {float(self.pg_connections_per_s)!r}",
+            f'listen_host = "{self.listen_host}"',
             "",
         ]
         for node in self.nodes:
@@ -190,4 +215,6 @@ def load(path: pathlib.Path | str) -> ClusterConfig:
     unknown = set(settings) - known
     if unknown:
         raise ValueError(f"{path}: unknown [cluster] settings: {sorted(unknown)}")
+    if settings.get("read_mode", "quorum") not in READ_MODES:
+        raise ValueError(f"{path}: read_mode must be one of {', '.join(READ_MODES)}, not {settings['read_mode']!r}")
     return ClusterConfig(data_dir=path.parent, nodes=nodes, **settings)

@@ -93,6 +93,12 @@ STORAGE_SUSPECT_S = 5.0
 # <= 1 s reconnect backoff) answers then; a lost quorum still fails in about a second.
 READ_QUORUM_ROUNDS_MAX = 3
 READ_RETRY_PAUSE_S = 0.6
+# Single-copy reads (read_mode = "single", compute_node/read_core.py): copies tried one after
+# another (a failed, lagging or slower-than-the-hedge copy hands over to the next) before the
+# read falls back to a quorum read; at least 2, so one failure never costs the fallback. A copy
+# that refused a read as not caught up is asked after every other copy for READ_BEHIND_S.
+READ_SINGLE_COPIES_MAX = 3
+READ_BEHIND_S = 1.0
 # Empty merged scan pages a compute node skips past before answering (copies disagreeing).
 SCAN_EMPTY_PAGES_MAX = 100
 # Commit routing: the pause between rounds when no adjudicator leads (failover takes
@@ -196,7 +202,13 @@ CHAOS_RPC_TIMEOUT_S = SUPERVISOR_RESTART_READY_TIMEOUT_S + 15.0
 # The first call `quorumdb chaos` makes: a supervisor that does not answer this fast is not there.
 CHAOS_CONNECT_TIMEOUT_S = 3.0
 
+# Simulated one-way latency between AZs ($QUORUMDB_CROSS_AZ_DELAY_MS, quorumdb/rpc.py): at most
+# this much, so that a typo cannot push every cross-AZ call past its deadline (real AZs in one
+# region are a few ms apart; 200 ms is already another continent).
+CROSS_AZ_DELAY_MS_MAX = 200
+
 assert NETFAULT_POLL_MS < NETFAULT_STREAM_CHECK_MS * 2
+assert 2 * CROSS_AZ_DELAY_MS_MAX / 1000 < STATUS_TIMEOUT_S, "a delayed Status still answers in time"
 assert NETFAULT_SETTLE_S * 1000 > 3 * NETFAULT_POLL_MS, "the settle wait covers several polls"
 assert STATUS_TIMEOUT_S < SUPERVISOR_RESTART_READY_TIMEOUT_S < CHAOS_RPC_TIMEOUT_S
 
@@ -271,6 +283,29 @@ INITIAL_LEADER_SILENCE_MS = 3_000
 # One Commit attempt from a compute node: below COMMIT_TIMEOUT_S so that a hung (SIGSTOPped)
 # leader leaves time to resend to the next one. A resend is always safe (same txn_id).
 COMMIT_ATTEMPT_TIMEOUT_S = 3.0
+# CANCEL_SAFE_WAITS: loops that a task cancellation must stop (a leader's loop, followers,
+# stream handlers) bound their waits with `async with asyncio.timeout(...)`, never with
+# asyncio.wait_for: in Python 3.11, wait_for returns the inner result and drops a cancellation
+# that arrives as the inner await completes, and the loop then never ends (seen as a follower
+# that kept following after its task was cancelled, under load: a hung test).
+# --- compute -> adjudicator commit stream (compute_node/commit_stream.py) ---
+# Requests per CommitBatch message and bytes per message (at least one request always goes).
+COMMIT_STREAM_BATCH_MAX = 256
+COMMIT_STREAM_BATCH_BYTES = 16 * 1024 * 1024
+# Batches one stream may have unanswered at the adjudicator (it stops reading beyond that).
+COMMIT_STREAM_BATCHES_INFLIGHT_MAX = 64
+# Requests a compute node may have queued or unanswered on one stream; beyond, a send is refused.
+COMMIT_STREAM_PENDING_MAX = 8_192
+# A stream's gRPC deadline; the sender opens a new stream after half of it and half-closes the old.
+COMMIT_STREAM_LIFETIME_S = 120.0
+# A stream with nothing to send for this long is half-closed (reopened on the next commit).
+COMMIT_STREAM_IDLE_S = 30.0
+# The journal writer's Append stream to one replica: its gRPC deadline; reopened after half of it.
+JOURNAL_APPEND_STREAM_LIFETIME_S = 120.0
+# Environment switch: QUORUMDB_UNARY_RPC=1 makes compute nodes send one unary Commit per
+# transaction and the journal writer one unary Append per message, as before the streams
+# (kept so that the streams' effect can be measured; docs/BENCHMARKS.md).
+UNARY_RPC_ENV = "QUORUMDB_UNARY_RPC"
 # Commit sends (NOT_LEADER hops, refused connections, resends) for one commit: with 3
 # adjudicators and COMMIT_ROUTE_BACKOFF_S between rounds, enough rounds to cover the whole
 # COMMIT_TIMEOUT_S deadline.
@@ -287,6 +322,7 @@ assert FAILOVER_PROBE_TIMEOUT_S < STATUS_TIMEOUT_S
 assert COMMIT_ATTEMPT_TIMEOUT_S < COMMIT_TIMEOUT_S
 assert COMMIT_SENDS_MAX * COMMIT_ROUTE_BACKOFF_S / 3 >= COMMIT_TIMEOUT_S, "sends last the whole deadline"
 assert READ_HEDGE_DELAY_MIN_S < READ_HEDGE_DELAY_MAX_S < STORAGE_READ_TIMEOUT_S
+assert 2 <= READ_SINGLE_COPIES_MAX, "a single-copy read survives one failed copy without the quorum fallback"
 
 # --- SQL schema and statements (compute_node/sql; issue 4) ---------------------------------
 # Columns per table, as DSQL's quota (PostgreSQL allows 1,600); more is SQLSTATE 54011.
@@ -314,3 +350,7 @@ assert SCAN_PUSHDOWN_EXAMINE_MAX >= SCAN_PAGE_MAX
 # still pending): nothing acknowledged depends on a graceful stop. Below the launcher's
 # SIGKILL fallback (10 s) so a stuck shutdown never costs a tier the full wait.
 NODE_SHUTDOWN_S = 3.0
+
+assert COMMIT_STREAM_BATCH_BYTES + TXN_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX, "a batch message always fits"
+assert COMMIT_ATTEMPT_TIMEOUT_S < COMMIT_STREAM_LIFETIME_S / 2, "a send outlives no stream it is on"
+assert JOURNAL_RPC_TIMEOUT_S < JOURNAL_APPEND_STREAM_LIFETIME_S / 2, "an append outlives no stream it is on"

@@ -1,19 +1,26 @@
-"""Run one QuorumDB node: `python -m quorumdb.node --config CLUSTER.toml --name NAME`.
+"""Run one QuorumDB node: `python -m quorumdb.node --config CLUSTER.toml --name NAME [--data-dir DIR]`.
 
 Loads the cluster file, sets up logging, tells `quorumdb.rpc` which node this
 process is (so its channels and server obey the cluster's network partitions, see
 `quorumdb.netfault`), installs uvloop and runs the service of that node until
 SIGTERM/SIGINT, watching the partition rules file meanwhile. The process command
 line contains the node's name, so `ps` and `pkill -f journal-az1` find it.
+
+The cluster's data directory is the cluster file's directory unless `--data-dir` names
+another one (a container keeps the file read-only in /etc/quorumdb and its data on a
+volume: see docker/entrypoint.sh). The node's data is then in `DIR/nodes/<name>/`, and a
+compute node's token secret in `DIR/token_secret`.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import logging
 import os
+import pathlib
 import signal
 import sys
 
@@ -78,9 +85,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="quorumdb-node", description="Run one QuorumDB node.")
     parser.add_argument("--config", required=True, help="path of the cluster file (cluster.toml)")
     parser.add_argument("--name", required=True, help="node name, e.g. journal-az1")
+    parser.add_argument("--data-dir", default=None,
+                        help="the cluster's data directory (default: the cluster file's directory)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     cluster = config_mod.load(args.config)
+    if args.data_dir is not None:
+        cluster = dataclasses.replace(cluster, data_dir=pathlib.Path(args.data_dir).resolve())
     node = cluster.node(args.name)
     setup_logging(node.name, args.log_level)
     cluster.node_data_dir(node.name).mkdir(parents=True, exist_ok=True)

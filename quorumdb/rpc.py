@@ -13,6 +13,15 @@ within NETFAULT_STREAM_CHECK_MS of its link being cut. `watch_rules` keeps the
 in-memory cuts current (one stat every NETFAULT_POLL_MS; calls never touch the
 disk). A process without an identity (qsql, the client, tools) gets plain channels
 and servers, and its calls, which carry no node name, are never cut.
+
+Simulated distance between AZs. A node process whose environment has
+`QUORUMDB_CROSS_AZ_DELAY_MS=N` (0 to CROSS_AZ_DELAY_MS_MAX) waits 2N ms, one round trip
+of N ms each way, before every call it makes to a node in another AZ (a stream waits once,
+when it opens). Same-AZ calls and tools' calls are not delayed. It is done here, in the
+process, rather than with `tc netem`, so that it needs no kernel module and no privilege and
+delays exactly the cross-AZ links, whichever Docker network a peer's address resolves to
+(docs/DOCKER.md shows its effect on commit latency). The deadline of a delayed call starts
+after the wait.
 """
 from __future__ import annotations
 
@@ -20,7 +29,8 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from typing import Any
+import os
+from typing import Any, Mapping
 
 import grpc
 
@@ -49,6 +59,9 @@ UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_E
 
 # This process's place in the cluster's partitions; None outside a node process.
 _identity: netfault.PartitionState | None = None
+# The wait before each call to another AZ (set_identity reads it from CROSS_AZ_DELAY_ENV).
+CROSS_AZ_DELAY_ENV = "QUORUMDB_CROSS_AZ_DELAY_MS"
+_cross_az_wait_s: float = 0.0
 # The rules file's stat when the identity last read it (the watcher re-reads on change).
 _identity_signature: tuple[int, int, int] | None = None
 
@@ -62,9 +75,28 @@ def install_uvloop() -> None:
 
 
 # --- identity and the rules watcher ------------------------------------------------------------
+def cross_az_delay_ms(environ: Mapping[str, str] = os.environ) -> int:
+    """The configured one-way cross-AZ delay in ms (0 when unset); ValueError when out of range."""
+    text = environ.get(CROSS_AZ_DELAY_ENV, "").strip() or "0"
+    try:
+        delay_ms = int(text)
+    except ValueError:
+        raise ValueError(f"{CROSS_AZ_DELAY_ENV}={text!r}: not a whole number of milliseconds") from None
+    if not 0 <= delay_ms <= limits.CROSS_AZ_DELAY_MS_MAX:
+        raise ValueError(f"{CROSS_AZ_DELAY_ENV}={delay_ms}: must be 0..{limits.CROSS_AZ_DELAY_MS_MAX}")
+    return delay_ms
+
+
 def set_identity(cluster: ClusterConfig, name: str) -> netfault.PartitionState:
-    """Say which node this process is; reads the current rules (blocking: call before serving)."""
-    global _identity, _identity_signature
+    """Say which node this process is; reads the current rules (blocking: call before serving).
+
+    Also reads the simulated cross-AZ delay from the environment (see the module docstring).
+    """
+    global _identity, _identity_signature, _cross_az_wait_s
+    delay_ms = cross_az_delay_ms()
+    _cross_az_wait_s = 2 * delay_ms / 1000
+    if delay_ms:
+        log.info("simulated cross-AZ latency: %d ms each way (%s)", delay_ms, CROSS_AZ_DELAY_ENV)
     path = netfault.rules_path(cluster)
     _identity_signature = netfault.stat_signature(path)  # taken before the read: no missed change
     state = netfault.PartitionState(cluster, name)
@@ -79,8 +111,8 @@ def set_identity(cluster: ClusterConfig, name: str) -> netfault.PartitionState:
 
 
 def clear_identity() -> None:
-    global _identity, _identity_signature
-    _identity, _identity_signature = None, None
+    global _identity, _identity_signature, _cross_az_wait_s
+    _identity, _identity_signature, _cross_az_wait_s = None, None, 0.0
 
 
 def identity() -> netfault.PartitionState | None:
@@ -127,10 +159,20 @@ def partition_error(own: str, peer: str) -> grpc.aio.AioRpcError:
 class _LinkGuard:
     """The shared part of the four client interceptors of one channel (own node -> target node)."""
 
-    def __init__(self, state: netfault.PartitionState, target: str) -> None:
+    def __init__(self, state: netfault.PartitionState, target: str, wait_s: float = 0.0) -> None:
         self.state = state
         self.target = target
         self.metadata_item = (netfault.NODE_METADATA_KEY, state.name)
+        self.wait_s = wait_s  # simulated cross-AZ round trip, 0 within an AZ
+
+    async def prepare(self, call_details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        """The call's details, tagged; raises at once on a cut link, waits out the simulated distance."""
+        tagged = self.details(call_details)
+        if self.wait_s:
+            await asyncio.sleep(self.wait_s)
+            if self.target in self.state.cut_peers:  # cut while this call waited
+                raise partition_error(self.state.name, self.target)
+        return tagged
 
     def details(self, call_details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         if self.target in self.state.cut_peers:
@@ -145,7 +187,7 @@ class _UnaryUnaryGuard(grpc.aio.UnaryUnaryClientInterceptor):
         self.guard = guard
 
     async def intercept_unary_unary(self, continuation, client_call_details, request):
-        return await continuation(self.guard.details(client_call_details), request)
+        return await continuation(await self.guard.prepare(client_call_details), request)
 
 
 class _UnaryStreamGuard(grpc.aio.UnaryStreamClientInterceptor):
@@ -153,7 +195,7 @@ class _UnaryStreamGuard(grpc.aio.UnaryStreamClientInterceptor):
         self.guard = guard
 
     async def intercept_unary_stream(self, continuation, client_call_details, request):
-        return await continuation(self.guard.details(client_call_details), request)
+        return await continuation(await self.guard.prepare(client_call_details), request)
 
 
 class _StreamUnaryGuard(grpc.aio.StreamUnaryClientInterceptor):
@@ -161,7 +203,7 @@ class _StreamUnaryGuard(grpc.aio.StreamUnaryClientInterceptor):
         self.guard = guard
 
     async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
-        return await continuation(self.guard.details(client_call_details), request_iterator)
+        return await continuation(await self.guard.prepare(client_call_details), request_iterator)
 
 
 class _StreamStreamGuard(grpc.aio.StreamStreamClientInterceptor):
@@ -169,7 +211,23 @@ class _StreamStreamGuard(grpc.aio.StreamStreamClientInterceptor):
         self.guard = guard
 
     async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
-        return await continuation(self.guard.details(client_call_details), request_iterator)
+        return await continuation(await self.guard.prepare(client_call_details), request_iterator)
+
+
+def cross_az_wait_s(target: str) -> float:
+    """The simulated round trip to node `target` (0 within an AZ, for tools, or when not set).
+
+    The interceptors wait it once per call, so once per stream; the commit and append streams
+    (compute_node/commit_stream.py, journal/writer.py) also wait it before each message they send.
+    """
+    state = _identity
+    if not _cross_az_wait_s or state is None or target == state.name:
+        return 0.0
+    try:
+        same_az = state.cluster.node(target).az == state.cluster.node(state.name).az
+    except KeyError:
+        return 0.0
+    return 0.0 if same_az else _cross_az_wait_s
 
 
 def client_interceptors(state: netfault.PartitionState | None, address: str) -> list[grpc.aio.ClientInterceptor]:
@@ -179,7 +237,8 @@ def client_interceptors(state: netfault.PartitionState | None, address: str) -> 
     target = state.node_by_address.get(address)
     if target is None or target == state.name:
         return []
-    guard = _LinkGuard(state, target)
+    same_az = state.cluster.node(target).az == state.cluster.node(state.name).az
+    guard = _LinkGuard(state, target, 0.0 if same_az else _cross_az_wait_s)
     return [_UnaryUnaryGuard(guard), _UnaryStreamGuard(guard), _StreamUnaryGuard(guard), _StreamStreamGuard(guard)]
 
 

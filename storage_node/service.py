@@ -259,10 +259,8 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
             if remaining_s is not None:
                 wait_s = max(0.0, min(wait_s, remaining_s - 0.05))  # leave time to send the answer
             try:
-                async with self.state.changed:
-                    await asyncio.wait_for(
-                        self.state.changed.wait_for(lambda: state.segment.readiness(ts) is not Readiness.WAIT), wait_s
-                    )
+                async with asyncio.timeout(wait_s), self.state.changed:  # not wait_for (CANCEL_SAFE_WAITS in limits.py)
+                    await self.state.changed.wait_for(lambda: state.segment.readiness(ts) is not Readiness.WAIT)
             except TimeoutError:
                 pass
             readiness = state.segment.readiness(ts)

@@ -38,6 +38,20 @@ def dump_logs(cluster: Cluster, lines: int = 25) -> None:
             print("\n".join(tail))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `compose` (Docker, tests/compose) run only when `-m` names the marker.
+
+    So `python -m pytest` and `python -m pytest -m "not cluster"` never start Docker;
+    `python -m pytest -m compose tests/compose` (as .ci/run does, after scripts/build-images) does.
+    """
+    if "compose" in (config.option.markexpr or ""):
+        return
+    kept = [item for item in items if item.get_closest_marker("compose") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("compose")])
+        items[:] = kept
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

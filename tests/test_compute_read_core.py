@@ -169,3 +169,76 @@ def test_copies_to_launch_replaces_slow_and_failed_copies_only():
     assert read_core.copies_to_launch(answers=2, on_time_pending=1, unasked=3) == 0
     assert read_core.copies_to_launch(answers=1, on_time_pending=0, unasked=1) == 1  # none left beyond it
     assert read_core.copies_to_launch(answers=3, on_time_pending=0, unasked=3) == 0
+
+
+# --- read modes: the single caught-up-copy read ----------------------------------------------
+
+
+def test_answers_needed_per_read_mode():
+    assert read_core.answers_needed("quorum") == read_core.READ_QUORUM == 3
+    assert read_core.answers_needed("single") == 1
+    with pytest.raises(ValueError, match="unknown read mode"):
+        read_core.answers_needed("one")
+
+
+def test_single_order_asks_own_az_first():
+    order = read_core.order_copies(COPIES, "az3", {}, now_s=0.0, behind_until_s={})
+    assert order[:2] == ["storage-az3-a", "storage-az3-b"]
+    assert order == read_core.order_copies(COPIES, "az3", {}, now_s=0.0), "no copy behind: same order as quorum"
+
+
+def test_single_order_skips_copies_known_behind_even_after_suspects():
+    # az1-a refused as not caught up (behind, and suspect like every failure); az1-b merely failed.
+    suspect = {"storage-az1-a": 10.0, "storage-az1-b": 10.0}
+    behind = {"storage-az1-a": 3.0}
+    order = read_core.order_copies(COPIES, "az1", suspect, now_s=2.0, behind_until_s=behind)
+    assert order[0] == "storage-az2-a", "a healthy copy of another AZ before any suspect or behind copy"
+    assert order[-2:] == ["storage-az1-b", "storage-az1-a"], "the behind copy is asked after the failed one"
+    # Once "behind" expires the copy is only suspect again, in its AZ's place among suspects.
+    order = read_core.order_copies(COPIES, "az1", suspect, now_s=3.5, behind_until_s=behind)
+    assert order[-2:] == ["storage-az1-a", "storage-az1-b"]
+    # The quorum order (no behind map) is unchanged by it.
+    assert read_core.order_copies(COPIES, "az1", suspect, now_s=2.0)[-2:] == ["storage-az1-a", "storage-az1-b"]
+
+
+def test_single_copy_launch_asks_one_then_hands_over_on_failure_or_slowness():
+    # Start: exactly one copy.
+    assert read_core.copies_to_launch(answers=0, on_time_pending=0, unasked=3, needed=1) == 1
+    # It is on its way and not late: nothing more.
+    assert read_core.copies_to_launch(answers=0, on_time_pending=1, unasked=2, needed=1) == 0
+    # It failed (or said not caught up): the next copy.
+    assert read_core.copies_to_launch(answers=0, on_time_pending=0, unasked=2, needed=1) == 1
+    # It is slower than the hedge delay (pending, but no longer on time): a hedge, one more copy.
+    assert read_core.copies_to_launch(answers=0, on_time_pending=0, unasked=2, needed=1) == 1
+    # Answered: done, whatever is still pending.
+    assert read_core.copies_to_launch(answers=1, on_time_pending=0, unasked=2, needed=1) == 0
+    # Nothing left to ask within the single-copy budget: the caller falls back to a quorum read.
+    assert read_core.copies_to_launch(answers=0, on_time_pending=0, unasked=0, needed=1) == 0
+    # The quorum read's default is unchanged.
+    assert read_core.copies_to_launch(answers=0, on_time_pending=0, unasked=6) == 3
+
+
+def test_single_copy_read_simulated_asks_one_copy_unless_it_fails():
+    """Drive order + launch as the shell does, with scripted copy outcomes: the number of
+    copies asked is 1 when the first copy answers, and each failure adds exactly one."""
+    rng = random.Random(7)
+    for _ in range(500):
+        own_az = rng.choice(["az1", "az2", "az3"])
+        order = read_core.order_copies(COPIES, own_az, {}, now_s=0.0, behind_until_s={})[:3]
+        failing = set(rng.sample(order, rng.randint(0, 3)))
+        asked: list[str] = []
+        answers = 0
+        while True:
+            launch = read_core.copies_to_launch(answers, 0, len(order) - len(asked), needed=1)
+            if launch == 0:
+                break
+            name = order[len(asked)]
+            asked.append(name)
+            if name not in failing:
+                answers += 1
+        assert asked[0].startswith(f"storage-{own_az}-"), "the first copy asked is in the reader's AZ"
+        if answers:
+            assert asked[-1] not in failing and all(name in failing for name in asked[:-1])
+            assert len(asked) == 1 + len([name for name in asked if name in failing])
+        else:
+            assert asked == order, "every copy of the budget was tried before the quorum fallback"

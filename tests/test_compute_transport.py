@@ -73,6 +73,23 @@ class FakeAdjudicator(adjudicator_pb2_grpc.AdjudicatorServicer):
         self.calls = 0
         self.retry_flags: list[bool] = []  # CommitRequest.retry of each call
 
+    async def CommitStream(self, request_iterator, context):
+        """The stream form: each request of a batch is answered as Commit would, one reply batch per batch."""
+        async def answer(requests):
+            replies = []
+            for request in requests:
+                reply = await self.Commit(request, context)
+                reply.seq = request.seq
+                replies.append(reply)
+            await context.write(adjudicator_pb2.CommitReplyBatch(replies=replies))
+
+        tasks = [asyncio.create_task(answer(list(batch.requests))) async for batch in request_iterator]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
     async def Commit(self, request, context):
         self.calls += 1
         self.retry_flags.append(request.retry)
@@ -313,12 +330,24 @@ def test_next_target_follows_usable_hints_only():
 WRITES = [(b"k", b"v"), (b"gone", None)]
 
 
-async def test_commit_follows_not_leader_hint_and_caches_leader(fake):
+@pytest.fixture(params=["stream", "unary"])
+def transport(request):
+    """Each routing test runs over the commit stream (the default) and over unary Commit calls."""
+    return request.param
+
+
+def new_client(fake, transport: str) -> AdjudicatorClient:
+    client = AdjudicatorClient(fake.config, fake.channels)
+    client.unary = transport == "unary"
+    return client
+
+
+async def test_commit_follows_not_leader_hint_and_caches_leader(transport, fake):
     await fake.start_adjudicators()
     first = fake.adjudicators["adjudicator-az1"]
     first.mode, first.hint = "follower", "adjudicator-az3"
     fake.adjudicators["adjudicator-az2"].mode = "follower"
-    client = AdjudicatorClient(fake.config, fake.channels)
+    client = new_client(fake, transport)
     assert await client.commit(100, WRITES, [], "t1") == 101
     assert client.leader == "adjudicator-az3"
     assert fake.adjudicators["adjudicator-az2"].calls == 0  # the hint went straight to az3
@@ -326,30 +355,30 @@ async def test_commit_follows_not_leader_hint_and_caches_leader(fake):
     assert first.calls == 1  # the cached leader is asked first now
 
 
-async def test_commit_skips_refused_leader(fake):
+async def test_commit_skips_refused_leader(transport, fake):
     await fake.start_adjudicators(names={"adjudicator-az2", "adjudicator-az3"})
     fake.adjudicators["adjudicator-az3"].mode = "follower"
-    client = AdjudicatorClient(fake.config, fake.channels)  # caches adjudicator-az1, which is down
+    client = new_client(fake, transport)  # caches adjudicator-az1, which is down
     assert await client.commit(100, WRITES, [b"lock"], "t1") == 101
     assert client.leader == "adjudicator-az2"
 
 
-async def test_commit_without_any_leader_is_unavailable_not_unknown(fake, monkeypatch):
+async def test_commit_without_any_leader_is_unavailable_not_unknown(transport, fake, monkeypatch):
     monkeypatch.setattr(limits, "COMMIT_TIMEOUT_S", 0.6)
     await fake.start_adjudicators(names={"adjudicator-az2"})
     fake.adjudicators["adjudicator-az2"].mode = "follower"
-    client = AdjudicatorClient(fake.config, fake.channels)
+    client = new_client(fake, transport)
     with pytest.raises(errors.SqlError) as raised:
         await client.commit(100, WRITES, [], "t1")
     assert raised.value.sqlstate == errors.CANNOT_CONNECT_NOW
     assert fake.adjudicators["adjudicator-az2"].calls >= 2  # it kept looking during the deadline
 
 
-async def test_commit_waits_for_a_failover_to_finish(fake):
+async def test_commit_waits_for_a_failover_to_finish(transport, fake):
     await fake.start_adjudicators()
     for adjudicator in fake.adjudicators.values():
         adjudicator.mode = "follower"
-    client = AdjudicatorClient(fake.config, fake.channels)
+    client = new_client(fake, transport)
 
     async def elect():
         await asyncio.sleep(0.3)
@@ -362,7 +391,7 @@ async def test_commit_waits_for_a_failover_to_finish(fake):
 
 
 @pytest.mark.parametrize("mode", ["hang", "crash_after_receive", "unknown"])
-async def test_commit_outcome_unknown_only_when_no_leader_answers_the_resends(fake, monkeypatch, mode):
+async def test_commit_outcome_unknown_only_when_no_leader_answers_the_resends(transport, fake, monkeypatch, mode):
     monkeypatch.setattr(limits, "COMMIT_TIMEOUT_S", 0.8)
     monkeypatch.setattr(limits, "COMMIT_ATTEMPT_TIMEOUT_S", 0.3)
     await fake.start_adjudicators()
@@ -370,7 +399,7 @@ async def test_commit_outcome_unknown_only_when_no_leader_answers_the_resends(fa
     for name in ("adjudicator-az2", "adjudicator-az3"):
         fake.adjudicators[name].mode = "follower"
         fake.adjudicators[name].hint = "adjudicator-az1"
-    client = AdjudicatorClient(fake.config, fake.channels)
+    client = new_client(fake, transport)
     with pytest.raises(errors.SqlError) as raised:
         await client.commit(100, WRITES, [], "t1")
     assert raised.value.sqlstate == errors.STATEMENT_COMPLETION_UNKNOWN
@@ -380,23 +409,23 @@ async def test_commit_outcome_unknown_only_when_no_leader_answers_the_resends(fa
 
 
 @pytest.mark.parametrize("mode", ["hang", "crash_after_receive", "unknown"])
-async def test_commit_with_unknown_outcome_is_resent_to_the_new_leader(fake, monkeypatch, mode):
+async def test_commit_with_unknown_outcome_is_resent_to_the_new_leader(transport, fake, monkeypatch, mode):
     monkeypatch.setattr(limits, "COMMIT_ATTEMPT_TIMEOUT_S", 0.3)
     await fake.start_adjudicators()
     fake.adjudicators["adjudicator-az1"].mode = mode
-    client = AdjudicatorClient(fake.config, fake.channels)
+    client = new_client(fake, transport)
     assert await client.commit(100, WRITES, [], "t1") == 101
     assert fake.adjudicators["adjudicator-az2"].retry_flags == [True]  # the same request, flagged as a resend
     assert client.leader == "adjudicator-az2"
 
 
-async def test_unavailable_journal_is_57p03_at_once_naming_the_cause(fake):
+async def test_unavailable_journal_is_57p03_at_once_naming_the_cause(transport, fake):
     await fake.start_adjudicators()
     fake.adjudicators["adjudicator-az1"].mode = "unavailable"
     fake.adjudicators["adjudicator-az1"].message = (
         "journal unavailable: no majority of journal replicas (2 of 3 needed; unreachable: journal-az2, "
         "journal-az3); nothing was committed")
-    client = AdjudicatorClient(fake.config, fake.channels)
+    client = new_client(fake, transport)
     with pytest.raises(errors.SqlError) as raised:
         await client.commit(100, WRITES, [], "t1")
     assert raised.value.sqlstate == errors.CANNOT_CONNECT_NOW
@@ -404,14 +433,14 @@ async def test_unavailable_journal_is_57p03_at_once_naming_the_cause(fake):
     assert fake.adjudicators["adjudicator-az1"].calls == 1
 
 
-async def test_no_leader_because_the_journal_is_down_says_so(fake, monkeypatch):
+async def test_no_leader_because_the_journal_is_down_says_so(transport, fake, monkeypatch):
     monkeypatch.setattr(limits, "COMMIT_TIMEOUT_S", 0.5)
     await fake.start_adjudicators()
     for adjudicator in fake.adjudicators.values():
         adjudicator.mode = "follower"
         adjudicator.message = (f"{adjudicator.name} is not the leader; no leader known: journal unavailable: "
                                "no majority of journal replicas (2 of 3 needed, 1 reachable)")
-    client = AdjudicatorClient(fake.config, fake.channels)
+    client = new_client(fake, transport)
     with pytest.raises(errors.SqlError) as raised:
         await client.commit(100, WRITES, [], "t1")
     assert raised.value.sqlstate == errors.CANNOT_CONNECT_NOW
@@ -419,19 +448,19 @@ async def test_no_leader_because_the_journal_is_down_says_so(fake, monkeypatch):
     assert all(flag is False for a in fake.adjudicators.values() for flag in a.retry_flags)
 
 
-async def test_commit_conflict_is_40001(fake):
+async def test_commit_conflict_is_40001(transport, fake):
     await fake.start_adjudicators()
     fake.adjudicators["adjudicator-az1"].mode = "conflict"
-    client = AdjudicatorClient(fake.config, fake.channels)
+    client = new_client(fake, transport)
     with pytest.raises(errors.SqlError) as raised:
         await client.commit(100, WRITES, [], "t1")
     assert raised.value.sqlstate == "40001" and "OC000" in raised.value.message
 
 
-async def test_find_leader_uses_status(fake):
+async def test_find_leader_uses_status(transport, fake):
     await fake.start_adjudicators(names={"adjudicator-az2", "adjudicator-az3"})
     fake.adjudicators["adjudicator-az2"].mode = "follower"
-    client = AdjudicatorClient(fake.config, fake.channels)
+    client = new_client(fake, transport)
     leader, why = await client.find_leader()
     assert leader == "adjudicator-az3" and why == ""
     fake.adjudicators["adjudicator-az3"].mode = "follower"

@@ -32,6 +32,16 @@ def test_unknown_setting_is_refused(tmp_path):
         config_mod.load(path)
 
 
+def test_read_mode_round_trips_and_a_bad_one_is_refused(tmp_path):
+    assert config_mod.default_cluster(tmp_path / "a").read_mode == "quorum"
+    cluster = config_mod.default_cluster(tmp_path / "b", read_mode="single")
+    assert config_mod.load(cluster.write()).read_mode == "single"
+    path = cluster.write()
+    path.write_text(path.read_text().replace('read_mode = "single"', 'read_mode = "fastest"'))
+    with pytest.raises(ValueError, match="read_mode must be one of quorum, single, not 'fastest'"):
+        config_mod.load(path)
+
+
 def test_clock_interval_contains_now_and_has_the_error_bound():
     clock = Clock(error_ns=2_000_000)
     earliest, latest = clock.now()

@@ -22,9 +22,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+from compute_node import session as session_mod
 from compute_node.pgwire import settings as settings_mod
 from compute_node.pgwire import sqltext
-from compute_node.sql import pg_catalog
+from compute_node.sql import pg_catalog, types
 from quorumdb import errors
 from quorumdb.errors import SqlError
 
@@ -250,6 +251,7 @@ class PgSession:
                 raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{rest[-1] if rest else "SET"}"')
             name, values = _name(rest[:split]), rest[split + 1:]
         value = None if values in (["DEFAULT"], ["LOCAL"]) else _value(values)
+        self._apply_read_mode(name, value)
         changes = self.settings.set(name, value)
         return Outcome([], [], "SET", parameter_changes=changes)
 
@@ -278,15 +280,29 @@ class PgSession:
 
     def _reset(self, rest: list[str]) -> Outcome:
         if rest == ["ALL"]:
+            self._apply_read_mode(session_mod.READ_MODE_SETTING, None)
             return Outcome([], [], "RESET", parameter_changes=self.settings.reset_all())
         name = "timezone" if rest == ["TIME", "ZONE"] else _name(rest)
+        self._apply_read_mode(name, None)
         return Outcome([], [], "RESET", parameter_changes=self.settings.set(name, None))
+
+    def _apply_read_mode(self, name: str, value: str | None) -> None:
+        """quorumdb.read_mode reaches the backend view (compute_node/session.py); others are only stored."""
+        if name.lower() != session_mod.READ_MODE_SETTING or not hasattr(self.backend, "session_read_mode"):
+            return
+        mode = None if value is None or value.lower() == "default" else value.lower()
+        if mode is not None and mode not in session_mod.READ_MODES:
+            raise SqlError(types.INVALID_PARAMETER_VALUE,
+                           f'invalid value for parameter "{session_mod.READ_MODE_SETTING}": "{value}"',
+                           hint=f"Available values: {', '.join(session_mod.READ_MODES)}.")
+        self.backend.session_read_mode = mode
 
     def _discard(self, rest: list[str]) -> Outcome:
         if rest == ["ALL"]:
             if self.transaction_status != "I":
                 raise SqlError(errors.ACTIVE_SQL_TRANSACTION, "DISCARD ALL cannot run inside a transaction block")
             changes = self.settings.reset_all()
+            self._apply_read_mode(session_mod.READ_MODE_SETTING, None)
             self._deallocate(None)
             return Outcome([], [], "DISCARD ALL", parameter_changes=changes)
         if rest in (["PLANS"], ["SEQUENCES"], ["TEMP"], ["TEMPORARY"]):

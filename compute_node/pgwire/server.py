@@ -614,8 +614,8 @@ async def start_for_node(cluster: Any, node: Any, backend: Any) -> PgServer | No
     from compute_node.session import Session
 
     secret = None if cluster.pg_trust else await asyncio.to_thread(tokens.load_or_create_secret, cluster.data_dir)
-    config = PgConfig(host=node.host, port=cluster.pg_port(node.name), trust=cluster.pg_trust, secret=secret,
-                      node_name=node.name, lifetime_s=cluster.pg_connection_lifetime_s,
+    config = PgConfig(host=cluster.bind_host(node), port=cluster.pg_port(node.name), trust=cluster.pg_trust,
+                      secret=secret, node_name=node.name, lifetime_s=cluster.pg_connection_lifetime_s,
                       connections_max=cluster.pg_connections_max, connections_per_s=cluster.pg_connections_per_s,
                       connections_burst=max(limits.PG_CONNECTIONS_BURST, int(cluster.pg_connections_per_s)))
     server = PgServer(config, backend, Session, CommitTracker)

@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="async tasks (default) or one thread per client with the sync client")
     parser.add_argument("--timeout", type=float, default=10.0, help="each statement's deadline in s (default 10)")
     parser.add_argument("--no-setup", action="store_true", help="skip creating and loading the tables")
+    parser.add_argument("--read-mode", choices=["quorum", "single"], default=None,
+                        help="SET quorumdb.read_mode on every client session (default: the cluster's read_mode)")
     parser.add_argument("--json", action="store_true", help="no progress; print one JSON object on stdout")
 
 
@@ -63,7 +65,7 @@ def command(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sy
         options = runner.Options(
             workload=args.workload, clients=args.clients, duration_s=args.duration, warmup_s=args.warmup,
             endpoints=endpoints_of(args), seed=args.seed, driver=args.driver, timeout_s=args.timeout,
-            setup=not args.no_setup,
+            setup=not args.no_setup, read_mode=args.read_mode,
             params=workloads.Params(rows=args.rows, scale=args.scale, hot=args.hot),
         )
         report = runner.run(options, progress=None if args.json else err)

@@ -44,6 +44,8 @@ class Options:
     driver: str = "async"
     timeout_s: float = 10.0  # each statement's deadline (the client's timeout_s)
     setup: bool = True
+    # SET quorumdb.read_mode on every client session (None: the cluster's read_mode).
+    read_mode: str | None = None
 
     def validate(self) -> None:
         if not 1 <= self.clients <= CLIENTS_MAX:
@@ -56,6 +58,13 @@ class Options:
             raise ValueError("--driver is async or threads")
         if not self.endpoints:
             raise ValueError("no compute node given")
+        if self.read_mode not in (None, "quorum", "single"):
+            raise ValueError("--read-mode is quorum or single")
+
+    @property
+    def session_sql(self) -> tuple[str, ...]:
+        """Statements every client session runs when it opens (its read mode)."""
+        return () if self.read_mode is None else (f"SET quorumdb.read_mode = '{self.read_mode}'",)
 
 
 class Tally:
@@ -188,7 +197,8 @@ async def run_async(options: Options, workload: workloads.Workload, tally: Tally
         await _setup_async(options, workload)
     conns = await asyncio.gather(*(
         client_mod.connect_async(endpoints=_endpoints_for(options, i), timeout_s=options.timeout_s,
-                                 client_name="quorumdb-bench") for i in range(options.clients)
+                                 client_name="quorumdb-bench", session_sql=options.session_sql)
+        for i in range(options.clients)
     ), return_exceptions=True)
     opened = [conn for conn in conns if isinstance(conn, client_mod.AsyncConnection)]
     try:
@@ -253,7 +263,7 @@ def _client_thread(options: Options, index: int, workload: workloads.Workload, r
     conn = None
     try:
         conn = client_mod.connect(endpoints=_endpoints_for(options, index), timeout_s=options.timeout_s,
-                                  client_name="quorumdb-bench")
+                                  client_name="quorumdb-bench", session_sql=options.session_sql)
     except client_mod.DatabaseError as error:
         tally.error(error)
     try:
@@ -353,6 +363,7 @@ def run(options: Options, progress: TextIO | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "workload": options.workload, "clients": options.clients, "duration_s": options.duration_s,
         "warmup_s": options.warmup_s, "driver": options.driver, "seed": seed,
+        "read_mode": options.read_mode or "cluster default",
         "endpoints": [f"{host}:{port}" for host, port in options.endpoints],
         "rows": options.params.rows, "scale": options.params.scale, "hot": options.params.hot,
     }
@@ -364,7 +375,8 @@ def run(options: Options, progress: TextIO | None = None) -> dict[str, Any]:
 def report_text(report: dict[str, Any]) -> str:
     lines = [
         f"workload {report['workload']}: {report['clients']} clients, {report['duration_s']:g} s "
-        f"(after {report['warmup_s']:g} s warmup), driver {report['driver']}, seed {report['seed']}",
+        f"(after {report['warmup_s']:g} s warmup), driver {report['driver']}, seed {report['seed']}, "
+        f"read mode {report.get('read_mode', 'cluster default')}",
         f"  ops           {report['ops']}",
         f"  throughput    {report['throughput_tps']:.1f} tps",
         f"  latency ms    p50 {report['latency_ms_p50']:.2f}  p95 {report['latency_ms_p95']:.2f}  "

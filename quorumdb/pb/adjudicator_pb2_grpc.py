@@ -40,6 +40,11 @@ class AdjudicatorStub:
                 request_serializer=adjudicator__pb2.CommitRequest.SerializeToString,
                 response_deserializer=adjudicator__pb2.CommitReply.FromString,
                 _registered_method=True)
+        self.CommitStream = channel.stream_stream(
+                '/quorumdb.Adjudicator/CommitStream',
+                request_serializer=adjudicator__pb2.CommitBatch.SerializeToString,
+                response_deserializer=adjudicator__pb2.CommitReplyBatch.FromString,
+                _registered_method=True)
         self.TakeOver = channel.unary_unary(
                 '/quorumdb.Adjudicator/TakeOver',
                 request_serializer=adjudicator__pb2.TakeOverRequest.SerializeToString,
@@ -57,6 +62,15 @@ class AdjudicatorServicer:
 
     def Commit(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitStream(self, request_iterator, context):
+        """Group commit from a compute node: batches of commit requests in, batches of replies out.
+        Each reply carries its request's seq; replies come in decision order. A reply batch is
+        written after the commit-wait of its commits. Half-close ends the stream once answered.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -81,6 +95,11 @@ def add_AdjudicatorServicer_to_server(servicer, server):
                     servicer.Commit,
                     request_deserializer=adjudicator__pb2.CommitRequest.FromString,
                     response_serializer=adjudicator__pb2.CommitReply.SerializeToString,
+            ),
+            'CommitStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.CommitStream,
+                    request_deserializer=adjudicator__pb2.CommitBatch.FromString,
+                    response_serializer=adjudicator__pb2.CommitReplyBatch.SerializeToString,
             ),
             'TakeOver': grpc.unary_unary_rpc_method_handler(
                     servicer.TakeOver,
@@ -120,6 +139,33 @@ class Adjudicator:
             '/quorumdb.Adjudicator/Commit',
             adjudicator__pb2.CommitRequest.SerializeToString,
             adjudicator__pb2.CommitReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/quorumdb.Adjudicator/CommitStream',
+            adjudicator__pb2.CommitBatch.SerializeToString,
+            adjudicator__pb2.CommitReplyBatch.FromString,
             options,
             channel_credentials,
             insecure,

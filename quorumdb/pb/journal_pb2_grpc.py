@@ -45,6 +45,11 @@ class JournalStub:
                 request_serializer=journal__pb2.AppendRequest.SerializeToString,
                 response_deserializer=journal__pb2.AppendReply.FromString,
                 _registered_method=True)
+        self.AppendStream = channel.stream_stream(
+                '/quorumdb.Journal/AppendStream',
+                request_serializer=journal__pb2.AppendRequest.SerializeToString,
+                response_deserializer=journal__pb2.AppendReply.FromString,
+                _registered_method=True)
         self.ReadEntries = channel.unary_unary(
                 '/quorumdb.Journal/ReadEntries',
                 request_serializer=journal__pb2.ReadEntriesRequest.SerializeToString,
@@ -79,6 +84,14 @@ class JournalServicer:
 
     def Append(self, request, context):
         """Append entries after (prev_index, prev_epoch); also the heartbeat when empty.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppendStream(self, request_iterator, context):
+        """The same, as a stream: the writer's pipeline to one replica sends its Appends one at a
+        time over it; each request gets one reply, in order. Ends at the caller's deadline.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,6 +135,11 @@ def add_JournalServicer_to_server(servicer, server):
             ),
             'Append': grpc.unary_unary_rpc_method_handler(
                     servicer.Append,
+                    request_deserializer=journal__pb2.AppendRequest.FromString,
+                    response_serializer=journal__pb2.AppendReply.SerializeToString,
+            ),
+            'AppendStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.AppendStream,
                     request_deserializer=journal__pb2.AppendRequest.FromString,
                     response_serializer=journal__pb2.AppendReply.SerializeToString,
             ),
@@ -198,6 +216,33 @@ class Journal:
             request,
             target,
             '/quorumdb.Journal/Append',
+            journal__pb2.AppendRequest.SerializeToString,
+            journal__pb2.AppendReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/quorumdb.Journal/AppendStream',
             journal__pb2.AppendRequest.SerializeToString,
             journal__pb2.AppendReply.FromString,
             options,

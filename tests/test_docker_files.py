@@ -1,0 +1,154 @@
+"""The docker-compose deployment's files agree with the cluster file, without Docker (issue 6).
+
+docker/cluster.toml, docker-compose.yml and the Dockerfile are checked against each other and
+against `quorumdb up`'s default layout; plus the two product options the containers need:
+`listen_host` (nodes listen on all interfaces) and the simulated cross-AZ delay. The cluster
+itself runs in tests/compose (marked `compose`).
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import pathlib
+import re
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+import yaml
+
+from quorumdb import config as config_mod
+from quorumdb import healthcheck, limits, rpc
+from tests.util import free_base_port
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DOCKER_CLUSTER = config_mod.load(ROOT / "docker" / "cluster.toml")
+
+
+def compose_file() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def interpolate(text: str) -> str:
+    """Compose's ${VAR:-default} with nothing set: the default."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)
+
+
+def test_docker_cluster_file_is_the_default_layout_with_service_names_as_hosts():
+    defaults = config_mod.default_nodes()
+    assert [(n.name, n.service, n.az, n.port) for n in DOCKER_CLUSTER.nodes] == \
+        [(n.name, n.service, n.az, n.port) for n in defaults]
+    assert all(node.host == node.name for node in DOCKER_CLUSTER.nodes)
+    assert DOCKER_CLUSTER.listen_host == "0.0.0.0"
+    assert [DOCKER_CLUSTER.pg_port(n.name) for n in DOCKER_CLUSTER.computes] == [5433, 5434, 5435]
+    node = DOCKER_CLUSTER.node("storage-az2-b")
+    assert DOCKER_CLUSTER.listen_address(node) == "0.0.0.0:7133" and node.address == "storage-az2-b:7133"
+
+
+def test_compose_services_are_the_nodes_attached_labelled_published_and_on_volumes():
+    compose = compose_file()
+    services = compose["services"]
+    assert list(services) == [node.name for node in DOCKER_CLUSTER.nodes]
+    assert set(compose["networks"]) == {"az1", "az2", "az3", "regional"}
+    assert set(compose["volumes"]) == {node.name for node in DOCKER_CLUSTER.nodes} | {"token-secret"}
+    for node in DOCKER_CLUSTER.nodes:
+        service = services[node.name]
+        assert service["environment"]["QUORUMDB_NODE"] == node.name
+        assert service["labels"] == {"quorumdb.az": node.az, "quorumdb.service": node.service,
+                                     "quorumdb.node": node.name}
+        assert service["networks"] == [node.az, "regional"]
+        assert service["restart"] == "unless-stopped"
+        assert service["healthcheck"]["test"] == ["CMD", "python3", "-m", "quorumdb.healthcheck"]
+        ports = [interpolate(port) for port in service["ports"]]
+        expected = [f"127.0.0.1:{node.port}:{node.port}"]
+        if node.service == "compute":
+            pg = DOCKER_CLUSTER.pg_port(node.name)
+            expected.append(f"127.0.0.1:{pg}:{pg}")
+        assert ports == expected
+        volumes = service["volumes"]
+        assert f"{node.name}:/data" in volumes
+        assert "./docker/cluster.toml:/etc/quorumdb/cluster.toml:ro" in volumes
+        assert ("token-secret:/secret" in volumes) == (node.service == "compute")
+
+
+def test_dockerfile_takes_the_base_image_as_a_build_argument():
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim$", text, re.M)
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.M)
+    assert "--no-index" in text and "python3 -m venv" in text
+
+
+def test_listen_host_defaults_to_the_node_host_and_round_trips(tmp_path):
+    cluster = config_mod.default_cluster(tmp_path, base_port=7100)
+    node = cluster.node("journal-az1")
+    assert cluster.bind_host(node) == "127.0.0.1" and cluster.listen_address(node) == "127.0.0.1:7110"
+    everywhere = dataclasses.replace(cluster, listen_host="0.0.0.0")
+    everywhere.write()
+    loaded = config_mod.load(everywhere.config_path)
+    assert loaded.listen_host == "0.0.0.0" and loaded.listen_address(node) == "0.0.0.0:7110"
+
+
+def test_cross_az_delay_setting_is_parsed_and_bounded():
+    assert rpc.cross_az_delay_ms({}) == 0
+    assert rpc.cross_az_delay_ms({rpc.CROSS_AZ_DELAY_ENV: " 5 "}) == 5
+    for bad in ("-1", "x", "2.5", str(limits.CROSS_AZ_DELAY_MS_MAX + 1)):
+        with pytest.raises(ValueError):
+            rpc.cross_az_delay_ms({rpc.CROSS_AZ_DELAY_ENV: bad})
+
+
+def test_cross_az_delay_waits_a_round_trip_before_calls_to_other_azs_only(tmp_path, monkeypatch):
+    cluster = config_mod.default_cluster(tmp_path, base_port=7100)
+    monkeypatch.setenv(rpc.CROSS_AZ_DELAY_ENV, "20")
+    state = rpc.set_identity(cluster, "compute-az1")
+    try:
+        same = rpc.client_interceptors(state, cluster.node("storage-az1-b").address)
+        other = rpc.client_interceptors(state, cluster.node("storage-az2-a").address)
+        assert same[0].guard.wait_s == 0 and other[0].guard.wait_s == pytest.approx(0.040)
+        details = grpc.aio.ClientCallDetails("/quorumdb.Storage/Get", 1.0, None, None, None)
+
+        async def elapsed(guard) -> float:
+            started = time.monotonic()
+            prepared = await guard.prepare(details)
+            assert ("x-quorumdb-node", "compute-az1") in list(prepared.metadata)
+            return time.monotonic() - started
+
+        assert asyncio.run(elapsed(same[0].guard)) < 0.02
+        assert asyncio.run(elapsed(other[0].guard)) >= 0.040
+    finally:
+        rpc.clear_identity()
+    assert rpc.client_interceptors(None, cluster.node("storage-az2-a").address) == []
+
+
+@pytest.mark.cluster
+def test_a_node_keeps_its_data_in_data_dir_listens_on_listen_host_and_passes_the_healthcheck(tmp_path):
+    """What each container does: the cluster file read-only elsewhere, data on the volume."""
+    cluster = dataclasses.replace(config_mod.default_cluster(tmp_path / "etc", base_port=free_base_port()),
+                                  listen_host="0.0.0.0")
+    cluster.write()
+    node = cluster.node("journal-az1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "quorumdb.node", "--config", str(cluster.config_path), "--name", node.name,
+         "--data-dir", str(tmp_path / "data")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            healthy, line = healthcheck.check(node, "127.0.0.1", timeout_s=1.0)
+            if healthy or time.monotonic() > deadline or process.poll() is not None:
+                break
+            time.sleep(0.2)
+        assert healthy, line
+        assert line.startswith("journal-az1: replica") and line.endswith(": ok")
+        assert (tmp_path / "data" / "nodes" / "journal-az1" / "journal").is_dir()
+        assert not (tmp_path / "etc" / "nodes").exists()
+        other = cluster.node("journal-az2")  # nobody listens there
+        assert healthcheck.check(other, "127.0.0.1", timeout_s=0.5)[0] is False
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
