@@ -9,9 +9,10 @@ Leader loop (one task per term): take up to COMMIT_BATCH_MAX queued requests, de
 in order, append the COMMITTED ones to the journal in one call (group commit), then reply;
 each Commit handler does its own commit-wait (now().earliest > commit_ts) before answering.
 Heartbeats run in the same loop between batches, so a closed timestamp is never sent while
-a decided batch is not yet handed to the writer; a heartbeat is due one heartbeat period after
-the last heartbeat or batch append (an append advances the closed timestamp by itself). An
-append that raises Fenced or JournalUnavailable leaves the batch's outcome unknown (UNKNOWN to the clients), and the node
+a decided batch is not yet handed to the writer. They are due every heartbeat_ms while compute
+nodes say they serve reads, every IDLE_HEARTBEAT_MS otherwise, and not within a heartbeat
+period of a batch append (adjudicator/heartbeat.py). An append that raises Fenced or
+JournalUnavailable leaves the batch's outcome unknown (UNKNOWN to the clients), and the node
 steps down: queued requests get NOT_LEADER, the checker (which may hold decisions that never
 reached the journal) is dropped and rebuilt by following the journal from the start.
 
@@ -37,6 +38,7 @@ import asyncio
 import dataclasses
 import enum
 import logging
+import os
 import random
 import time
 from typing import Awaitable, Callable
@@ -44,6 +46,7 @@ from typing import Awaitable, Callable
 import grpc
 
 from adjudicator import election
+from adjudicator import heartbeat as heartbeat_mod
 from adjudicator.core import CommittedTxn, ConflictChecker, Outcome, TxnRequest
 from journal.follower import FollowBatch, JournalFollower
 from journal.writer import Fenced, JournalUnavailable, JournalWriter
@@ -82,6 +85,9 @@ class LeaderTerm:
     wakeup: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     appends: int = 0  # batch appends made in this term
+    heartbeats: int = 0
+    last_heartbeat: float = float("-inf")  # monotonic
+    last_append: float = float("-inf")
 
 
 def resolve(pending: PendingCommit, reply: adjudicator_pb2.CommitReply) -> None:
@@ -127,6 +133,10 @@ class AdjudicatorNode:
         self._background: list[asyncio.Task] = []
         self._step_down_tasks: set[asyncio.Task] = set()
         self._closing = False
+        # Closed timestamps on demand (adjudicator/heartbeat.py): fast heartbeats until this
+        # monotonic time. Compute nodes sending unary commits cannot say they read: then always.
+        self._demand_until = float("-inf")
+        self._always_demand = os.environ.get(limits.UNARY_RPC_ENV, "") == "1"
 
     # --- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -366,11 +376,27 @@ class AdjudicatorNode:
             self.last_progress_mono = time.monotonic()
 
     # --- leading -----------------------------------------------------------------
+    def note_read_demand(self) -> None:
+        """A compute node serves reads: keep closed timestamps fresh for READ_DEMAND_LEASE_S."""
+        now = time.monotonic()
+        was_live = now < self._demand_until
+        self._demand_until = now + limits.READ_DEMAND_LEASE_S
+        term = self.term
+        if not was_live and term is not None:
+            term.wakeup.set()  # a heartbeat may be due at once (adjudicator/heartbeat.py)
+
+    def _next_heartbeat_at(self, term: LeaderTerm, heartbeat_s: float, idle_s: float) -> float:
+        demand_until = float("inf") if self._always_demand else self._demand_until
+        return heartbeat_mod.next_heartbeat_at(term.last_heartbeat, term.last_append, demand_until,
+                                               time.monotonic(), heartbeat_s, idle_s)
+
     async def _lead(self, term: LeaderTerm) -> None:
         heartbeat_s = self.cluster.heartbeat_ms / 1000
-        next_heartbeat = time.monotonic()
+        idle_s = heartbeat_mod.idle_interval_s(self.cluster.heartbeat_ms, self.cluster.failover_timeout_ms,
+                                               limits.IDLE_HEARTBEAT_MS)
         reason = ""
         while not reason:
+            next_heartbeat = self._next_heartbeat_at(term, heartbeat_s, idle_s)
             if term.queue.empty():
                 wait_s = next_heartbeat - time.monotonic()
                 if wait_s > 0:
@@ -386,12 +412,12 @@ class AdjudicatorNode:
                 reason = await self._commit_batch(term, batch)
                 if term.appends != appended_before:
                     # A batch append moves the closed timestamp by itself (the writer carries the
-                    # commit's ts once committed), so under load no separate heartbeat is needed:
-                    # the next one is due a period after the last append (CPU profile, BENCHMARKS.md).
-                    next_heartbeat = time.monotonic() + heartbeat_s
-            if not reason and time.monotonic() >= next_heartbeat:
+                    # commit's ts once committed): no separate heartbeat for a period after it.
+                    term.last_append = time.monotonic()
+            if not reason and time.monotonic() >= self._next_heartbeat_at(term, heartbeat_s, idle_s):
                 reason = await self._heartbeat(term)
-                next_heartbeat = time.monotonic() + heartbeat_s
+                term.last_heartbeat = time.monotonic()
+                term.heartbeats += 1
         await self._step_down(term, reason)
 
     async def _commit_batch(self, term: LeaderTerm, batch: list[PendingCommit]) -> str:
@@ -599,6 +625,8 @@ class AdjudicatorNode:
             leader=self.leader_seen,
             health=health,
             detail=f"tracked_keys={self.checker.tracked_keys} txn_ids={len(self.checker.txns)} "
+            f"heartbeats={term.heartbeats if term is not None else 0} "
+            f"read_demand={'yes' if time.monotonic() < self._demand_until else 'no'} "
             f"last_ts={self.checker.last_ts} "
             f"known_since_ts={self.checker.known_since_ts}",
         )
@@ -625,6 +653,10 @@ class AdjudicatorService(adjudicator_pb2_grpc.AdjudicatorServicer):
 
         try:
             async for batch in request_iterator:
+                if batch.reads_active:
+                    self.adjudicator.note_read_demand()
+                if not batch.requests:
+                    continue
                 if len(batch.requests) > limits.COMMIT_STREAM_BATCH_MAX:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                         f"a commit batch holds at most {limits.COMMIT_STREAM_BATCH_MAX} requests")

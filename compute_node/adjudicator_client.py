@@ -28,6 +28,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import time
 from typing import Sequence
 
 import grpc
@@ -149,6 +150,17 @@ class AdjudicatorClient:
         # sends one unary Commit per transaction instead (kept to measure the difference).
         self.unary = os.environ.get(limits.UNARY_RPC_ENV, "") == "1"
         self._streams = {name: CommitStream(name, stub) for name, stub in self._stubs.items()}
+        self._demand_sent = float("-inf")  # monotonic time of the last read demand sent
+
+    def note_reads(self) -> None:
+        """A transaction starts here: tell the leader reads are active, at most every
+        READ_DEMAND_RESEND_S (its lease lasts READ_DEMAND_LEASE_S; adjudicator/heartbeat.py)."""
+        now = time.monotonic()
+        if self.unary or now - self._demand_sent < limits.READ_DEMAND_RESEND_S:
+            return
+        target = self.leader or self._names[0]
+        self._demand_sent = now
+        self._streams[target].signal_reads()
 
     def stream_figures(self) -> tuple[int, int]:
         """(batch messages, requests) sent over the commit streams so far."""

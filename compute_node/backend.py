@@ -1,7 +1,8 @@
 """The compute node's Backend: what a SQL session needs from the rest of the cluster.
 
 - start_ts(): clock.now().latest (a snapshot that includes every acknowledged
-  commit, thanks to the adjudicator's commit-wait);
+  commit, thanks to the adjudicator's commit-wait); it also tells the adjudicator leader
+  that reads are active, so that closed timestamps stay fresh (adjudicator/heartbeat.py);
 - get_many()/scan(): reads from the storage copies (StorageReader): 3 of 6 (read_mode
   "quorum", the default) or one caught-up copy ("single"); the cluster file's read_mode
   unless the caller (a session's SET quorumdb.read_mode) names one;
@@ -38,6 +39,7 @@ class QuorumBackend:
         self.adjudicators = AdjudicatorClient(cluster, channels)
 
     def start_ts(self) -> int:
+        self.adjudicators.note_reads()  # a snapshot starts: keep closed timestamps fresh
         return self.clock.now().latest
 
     async def get_many(self, keys: list[bytes], ts: int, read_mode: str | None = None) -> dict[bytes, bytes | None]:
@@ -75,7 +77,8 @@ class QuorumBackend:
     async def probe(self) -> str | None:
         """One readiness probe: a quorum read at a fresh ts and a known leader. None when ok, else why not."""
         try:
-            await self.storage.get_many([PROBE_KEY], self.start_ts())
+            # Not start_ts(): a probe is no user read, and needs no fast closed timestamps.
+            await self.storage.get_many([PROBE_KEY], self.clock.now().latest)
         except errors.SqlError as error:
             return f"storage: {error.message}"
         leader, why = await self.adjudicators.find_leader()

@@ -22,6 +22,10 @@ most COMMIT_STREAM_LIFETIME_S (its gRPC deadline): after half of it the sender h
 (the adjudicator answers what it holds, then ends it) and opens a new one for new requests. An
 idle stream is half-closed after COMMIT_STREAM_IDLE_S. Each send waits at most its timeout.
 `take_batch` and `failure_kind` are the pure parts.
+
+The stream also carries the node's read demand (`signal_reads`, `CommitBatch.reads_active`): a
+hint to the leader to keep closed timestamps fresh (adjudicator/heartbeat.py); it is never
+retried, and losing one only makes the next read wait for a slower heartbeat.
 """
 from __future__ import annotations
 
@@ -101,9 +105,20 @@ class CommitStream:
         self._seq = 0
         self._task: asyncio.Task | None = None
         self._closed = False
+        self._reads_active = False  # to say on the next message (see signal_reads)
         # Figures for the compute node's status: messages written and requests they carried.
         self.batches_sent = 0
         self.requests_sent = 0
+
+    def signal_reads(self) -> None:
+        """Tell this adjudicator (if it leads) that this compute node serves reads, on the next
+        message (at once when nothing is queued): it then keeps closed timestamps fresh."""
+        if self._closed:
+            return
+        self._reads_active = True
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"commit-stream-{self.target}")
 
     async def send(self, request: adjudicator_pb2.CommitRequest, timeout_s: float) -> adjudicator_pb2.CommitReply:
         """The adjudicator's reply; raises SendError (never hangs beyond timeout_s)."""
@@ -160,7 +175,7 @@ class CommitStream:
     # --- the sender task ---------------------------------------------------------------------
     async def _run(self) -> None:
         """Open streams one after another while there is something to send."""
-        while self._queue and not self._closed:
+        while (self._queue or self._reads_active) and not self._closed:
             await self._one_stream()
 
     async def _one_stream(self) -> None:
@@ -172,6 +187,10 @@ class CommitStream:
         error: tuple[grpc.StatusCode | None, str] | None = None
         try:
             while not reader.done():
+                if not self._queue and self._reads_active:
+                    self._reads_active = False
+                    await call.write(adjudicator_pb2.CommitBatch(reads_active=True))
+                    continue
                 if not self._queue:
                     self._wake.clear()
                     waiter = asyncio.ensure_future(self._wake.wait())
@@ -186,6 +205,7 @@ class CommitStream:
                 count = take_batch([p.size for p in self._queue], limits.COMMIT_STREAM_BATCH_MAX,
                                    limits.COMMIT_STREAM_BATCH_BYTES)
                 batch, self._queue[:count] = self._queue[:count], []
+                reads_active, self._reads_active = self._reads_active, False
                 for pending in batch:
                     pending.written = True
                     written[pending.request.seq] = pending
@@ -194,7 +214,8 @@ class CommitStream:
                 wait_s = rpc.cross_az_wait_s(self.target)  # simulated AZ distance, per message
                 if wait_s:
                     await asyncio.sleep(wait_s)
-                await call.write(adjudicator_pb2.CommitBatch(requests=[p.request for p in batch]))
+                await call.write(adjudicator_pb2.CommitBatch(requests=[p.request for p in batch],
+                                                             reads_active=reads_active))
             if not reader.done():
                 await call.done_writing()
             # Half-closed: the adjudicator answers what it holds, then ends the stream; each
@@ -225,6 +246,7 @@ class CommitStream:
                 self._fail(pending, SendError(kind, code.name if code else "UNKNOWN", details))
             written.clear()
         if error is not None:
+            self._reads_active = False  # a read demand is only a hint: not retried
             # Nothing queued was written to the failed stream: fail it as not sent rather than
             # reconnect in a loop; the router picks an adjudicator (or resends here) itself.
             code_name = error[0].name if error[0] is not None else "UNKNOWN"

@@ -300,6 +300,14 @@ COMMIT_STREAM_PENDING_MAX = 8_192
 COMMIT_STREAM_LIFETIME_S = 120.0
 # A stream with nothing to send for this long is half-closed (reopened on the next commit).
 COMMIT_STREAM_IDLE_S = 30.0
+# Closed timestamps on demand (adjudicator/heartbeat.py): a leader heartbeats every heartbeat_ms
+# only while some compute node said, within READ_DEMAND_LEASE_S, that it serves reads (compute
+# nodes repeat it at most every READ_DEMAND_RESEND_S while they do); otherwise every
+# IDLE_HEARTBEAT_MS, which keeps standbys and storage seeing a live leader (their silence
+# limits are 500 ms and more). An idle cluster thus spends a tenth of the heartbeat CPU.
+READ_DEMAND_LEASE_S = 0.25
+READ_DEMAND_RESEND_S = 0.1
+IDLE_HEARTBEAT_MS = 100
 # The journal writer's Append stream to one replica: its gRPC deadline; reopened after half of it.
 JOURNAL_APPEND_STREAM_LIFETIME_S = 120.0
 # Environment switch: QUORUMDB_UNARY_RPC=1 makes compute nodes send one unary Commit per
@@ -354,3 +362,4 @@ NODE_SHUTDOWN_S = 3.0
 assert COMMIT_STREAM_BATCH_BYTES + TXN_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX, "a batch message always fits"
 assert COMMIT_ATTEMPT_TIMEOUT_S < COMMIT_STREAM_LIFETIME_S / 2, "a send outlives no stream it is on"
 assert JOURNAL_RPC_TIMEOUT_S < JOURNAL_APPEND_STREAM_LIFETIME_S / 2, "an append outlives no stream it is on"
+assert READ_DEMAND_RESEND_S * 2 <= READ_DEMAND_LEASE_S, "a busy compute node renews its lease in time"

@@ -81,3 +81,25 @@ def test_streams_wait_the_simulated_cross_az_distance_per_message(tmp_path, monk
     finally:
         rpc.clear_identity()
     assert rpc.cross_az_wait_s("adjudicator-az2") == 0.0  # tools: never delayed
+
+
+async def test_read_demand_reaches_the_leader_at_most_once_per_resend_interval(fake):  # noqa: F811
+    await fake.start_adjudicators()
+    client = AdjudicatorClient(fake.config, fake.channels)
+    leader = fake.adjudicators["adjudicator-az1"]
+    for _ in range(50):  # a burst of transactions starting: one signal
+        client.note_reads()
+    await wait_for_value(lambda: leader.read_signals, 1)
+    await asyncio.sleep(limits.READ_DEMAND_RESEND_S + 0.05)
+    client.note_reads()  # the lease needs renewing: a second one
+    await wait_for_value(lambda: leader.read_signals, 2)
+    assert await client.commit(100, WRITES, [], "t1") == 101  # the stream still carries commits
+    assert leader.read_signals == 2
+    await client.close()
+
+
+async def wait_for_value(get, expected, timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while get() != expected:
+        assert asyncio.get_running_loop().time() < deadline, f"{get()} != {expected} after {timeout_s} s"
+        await asyncio.sleep(0.01)

@@ -72,6 +72,7 @@ class FakeAdjudicator(adjudicator_pb2_grpc.AdjudicatorServicer):
         self.message = ""
         self.calls = 0
         self.retry_flags: list[bool] = []  # CommitRequest.retry of each call
+        self.read_signals = 0  # CommitBatch messages with reads_active set
 
     async def CommitStream(self, request_iterator, context):
         """The stream form: each request of a batch is answered as Commit would, one reply batch per batch."""
@@ -83,7 +84,11 @@ class FakeAdjudicator(adjudicator_pb2_grpc.AdjudicatorServicer):
                 replies.append(reply)
             await context.write(adjudicator_pb2.CommitReplyBatch(replies=replies))
 
-        tasks = [asyncio.create_task(answer(list(batch.requests))) async for batch in request_iterator]
+        tasks = []
+        async for batch in request_iterator:
+            self.read_signals += batch.reads_active
+            if batch.requests:
+                tasks.append(asyncio.create_task(answer(list(batch.requests))))
         try:
             await asyncio.gather(*tasks)
         finally:
