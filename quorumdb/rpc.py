@@ -17,7 +17,7 @@ and servers, and its calls, which carry no node name, are never cut.
 Simulated distance between AZs. A node process whose environment has
 `QUORUMDB_CROSS_AZ_DELAY_MS=N` (0 to CROSS_AZ_DELAY_MS_MAX) waits 2N ms, one round trip
 of N ms each way, before every call it makes to a node in another AZ (a stream waits once,
-when it opens). Same-AZ calls and tools' calls are not delayed. It is done here, in the
+when it opens; the commit and append streams also wait before each message they send). Same-AZ calls and tools' calls are not delayed. It is done here, in the
 process, rather than with `tc netem`, so that it needs no kernel module and no privilege and
 delays exactly the cross-AZ links, whichever Docker network a peer's address resolves to
 (docs/DOCKER.md shows its effect on commit latency). The deadline of a delayed call starts

@@ -523,3 +523,38 @@ def test_floats_reach_psql_in_postgresqls_text_form(server):
                  "SELECT 1e15::float8, 1234567890123456::float8, 0.1::float8, 0.1::real, 1234567::real, 2.5::real")
     assert done.returncode == 0, done.stderr
     assert done.stdout == "1e+15|1.234567890123456e+15|0.1|0.1|1.234567e+06|2.5\n"
+
+
+def test_executes_before_one_sync_are_one_implicit_transaction(server):
+    """PostgreSQL's extended protocol: without BEGIN, everything up to Sync is one transaction,
+    committed at Sync, and rolled back whole when any message before Sync fails."""
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE pipe (k INT PRIMARY KEY, v INT)")
+        with conn.pipeline():  # several Parse/Bind/Execute, one Sync
+            conn.execute("INSERT INTO pipe VALUES (%s, %s)", (1, 10))
+            conn.execute("INSERT INTO pipe VALUES (%s, %s)", (2, 20))
+        assert conn.execute("SELECT count(*) FROM pipe").fetchone() == (2,)
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            with conn.pipeline():
+                conn.execute("INSERT INTO pipe VALUES (%s, %s)", (3, 30))
+                conn.execute("INSERT INTO pipe VALUES (%s, %s)", (1, 99))  # duplicate key
+                conn.execute("INSERT INTO pipe VALUES (%s, %s)", (4, 40))  # skipped
+        # Nothing of the failed batch stayed: not row 3 before the error, not row 4 after it.
+        assert conn.execute("SELECT k, v FROM pipe ORDER BY k").fetchall() == [(1, 10), (2, 20)]
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with conn.cursor() as cursor:  # executemany in autocommit: also one implicit transaction
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                cursor.executemany("INSERT INTO pipe VALUES (%s, %s)", [(5, 50), (6, 60), (2, 0)])
+        assert conn.execute("SELECT count(*) FROM pipe").fetchone() == (2,)
+
+
+def test_explicit_begin_inside_a_pipeline_keeps_the_transaction_open(server):
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE pipe2 (k INT PRIMARY KEY)")
+        with conn.pipeline():
+            conn.execute("INSERT INTO pipe2 VALUES (1)")
+            conn.execute("BEGIN")  # the implicit block becomes an explicit one
+            conn.execute("INSERT INTO pipe2 VALUES (2)")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        conn.execute("ROLLBACK")
+        assert conn.execute("SELECT count(*) FROM pipe2").fetchone() == (0,)  # row 1 was in it too

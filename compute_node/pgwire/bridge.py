@@ -101,6 +101,10 @@ class PgSession:
                     outcomes.append(commit)
         return outcomes
 
+    async def control(self, sql: str) -> Outcome:
+        """BEGIN / COMMIT / ROLLBACK of an implicit transaction (the server's extended protocol)."""
+        return await self._control(sql)
+
     async def _control(self, sql: str) -> Outcome:
         results = await self.session.execute(sql)
         result = results[-1]

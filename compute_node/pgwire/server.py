@@ -16,7 +16,11 @@ FATAL 08P01 and is closed; no other connection notices). The phases:
             Statements run on a `bridge.PgSession` over the node's engine Session, each as a
             task the CancelRequest path can cancel (57014; 40003 if a commit was in flight),
             bounded by the statement timeout. After an error in the extended protocol every
-            message up to Sync is discarded. After `lifetime_s` the connection is closed with
+            message up to Sync is discarded. As in PostgreSQL, the statements executed between
+            two Syncs outside an explicit BEGIN form one implicit transaction: begun at the
+            first Execute, committed at Sync (a commit error is reported before ReadyForQuery)
+            and rolled back whole when any message before the Sync failed; a BEGIN inside it
+            turns it into an ordinary transaction block. After `lifetime_s` the connection is closed with
             FATAL 57P01 (PostgreSQL's admin_shutdown: the code poolers and drivers treat as
             "reconnect"), checked whenever the connection waits for the client.
 
@@ -38,7 +42,7 @@ from typing import Any, Callable
 
 from compute_node.pgwire import admission as admission_mod
 from compute_node.pgwire import pgtypes, protocol, scram, sqltext
-from compute_node.pgwire.bridge import Outcome, PgSession
+from compute_node.pgwire.bridge import Outcome, PgSession, is_transaction_control
 from compute_node.pgwire.extended import ExtendedState, Portal
 from compute_node.pgwire.protocol import ProtocolViolation
 from quorumdb import errors, limits, tokens
@@ -176,6 +180,7 @@ class PgConnection:
         self.pg: PgSession | None = None
         self.tracker: Any = None
         self.running: asyncio.Task | None = None
+        self.implicit = False  # an implicit transaction (extended protocol, up to Sync) is open
         self.cancel_requested = False
         self.admitted = False
         self.deadline_s = 0.0
@@ -355,9 +360,11 @@ class PgConnection:
                 case protocol.Terminate():
                     return
                 case protocol.Query(sql=sql):
+                    await self._end_implicit(failed=False)  # a Query ends the pipeline's transaction
                     await self._simple_query(sql)
                 case protocol.Sync():
-                    self.extended.skipping = False
+                    failed, self.extended.skipping = self.extended.skipping, False
+                    await self._end_implicit(failed)
                     if self.pg.transaction_status == "I":
                         self.extended.end_transaction()
                     await self._send(protocol.ready_for_query(self.pg.transaction_status))
@@ -371,6 +378,42 @@ class PgConnection:
                         await self._extended(message)
                     except SqlError as error:
                         await self._extended_error(error)
+
+    async def _begin_implicit(self, statement: str) -> Outcome | None:
+        """Before an Execute: open the implicit transaction when none is open; an outcome of its
+        own for a BEGIN that turns an open implicit transaction into an explicit block."""
+        if self.implicit:
+            words = sqltext.leading_words(statement, 2)
+            first = words[0] if words else ""
+            if first in ("BEGIN", "START"):
+                self.implicit = False  # the block now ends only at COMMIT/ROLLBACK, as in PostgreSQL
+                return Outcome.tag_only("BEGIN" if first == "BEGIN" else "START TRANSACTION")
+            if first in ("COMMIT", "END", "ABORT") or (first == "ROLLBACK" and words[1:2] != ["TO"]):
+                self.implicit = False  # it ends the implicit transaction itself
+            return None
+        if not is_transaction_control(statement) and self.pg.transaction_status == "I":
+            outcome = (await self._execute(lambda: self.pg.control("BEGIN")))[-1]
+            if outcome.error is not None:
+                return outcome
+            self.implicit = True
+        return None
+
+    async def _end_implicit(self, failed: bool) -> None:
+        """At Sync: commit the implicit transaction, or roll it back if a message before failed."""
+        if not self.implicit:
+            return
+        self.implicit = False
+        status = self.pg.transaction_status
+        if status == "I":
+            return
+        if failed or status == "E":
+            await self._execute(lambda: self.pg.control("ROLLBACK"))
+            return
+        outcome = (await self._execute(lambda: self.pg.control("COMMIT")))[-1]
+        if outcome.error is not None:
+            await self._send(_error(outcome.error))
+            if self.pg.transaction_status != "I":
+                await self._execute(lambda: self.pg.control("ROLLBACK"))
 
     def _lifetime_over(self) -> None:
         raise Fatal(ADMIN_SHUTDOWN,
@@ -529,7 +572,8 @@ class PgConnection:
             if not statements:
                 portal.outcome = Outcome.tag_only("")
             else:
-                outcomes = await self._execute(lambda: self.pg.run(statements[0]))
+                own = await self._begin_implicit(statements[0])
+                outcomes = [own] if own is not None else await self._execute(lambda: self.pg.run(statements[0]))
                 portal.outcome = outcomes[-1]
                 for name, value in portal.outcome.parameter_changes:
                     self.writer.write(protocol.parameter_status(name, value))
