@@ -266,6 +266,9 @@ class AdjudicatorNode:
             self.checker.observe_closed(max(result.last_ts, self.clock.now().latest + 2 * self.clock.error_ns))
             term = LeaderTerm(writer=writer, epoch=result.epoch, leader_index=result.leader_index)
             self.term = term
+            # Compute nodes may still send their read demand to the old leader until they learn of
+            # this one (their next commit or readiness probe): assume reads for one lease.
+            self._demand_until = time.monotonic() + limits.READ_DEMAND_LEASE_S
             self.role = Role.LEADER
             self.epoch_seen = max(self.epoch_seen, result.epoch)
             self.leader_seen = self.node.name
