@@ -50,7 +50,7 @@ from adjudicator import heartbeat as heartbeat_mod
 from adjudicator.core import CommittedTxn, ConflictChecker, Outcome, TxnRequest
 from journal.follower import FollowBatch, JournalFollower
 from journal.writer import Fenced, JournalUnavailable, JournalWriter
-from quorumdb import limits, rpc
+from quorumdb import aio, limits, rpc
 from quorumdb.clock import Clock
 from quorumdb.config import ClusterConfig, NodeConfig
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2, journal_pb2_grpc
@@ -232,11 +232,7 @@ class AdjudicatorNode:
             if remaining <= 0:
                 raise TakeOverFailed(f"applied only up to {self.applied_index} of {index} within {timeout_s} s")
             self._applied_changed.clear()
-            try:
-                async with asyncio.timeout(remaining):  # not wait_for (CANCEL_SAFE_WAITS in limits.py)
-                    await self._applied_changed.wait()
-            except TimeoutError:
-                pass
+            await aio.wait_event(self._applied_changed, remaining)
 
     # --- becoming leader -----------------------------------------------------------
     async def take_over(self, why: str, known_epoch: int = 0, give_way: bool = False) -> int:
@@ -404,11 +400,7 @@ class AdjudicatorNode:
                 wait_s = next_heartbeat - time.monotonic()
                 if wait_s > 0:
                     term.wakeup.clear()
-                    try:
-                        async with asyncio.timeout(wait_s):  # not wait_for (CANCEL_SAFE_WAITS in limits.py)
-                            await term.wakeup.wait()
-                    except TimeoutError:
-                        pass
+                    await aio.wait_event(term.wakeup, wait_s)
             if not term.queue.empty():
                 batch = [term.queue.get_nowait() for _ in range(min(term.queue.qsize(), limits.COMMIT_BATCH_MAX))]
                 appended_before = term.appends

@@ -12,7 +12,7 @@ import logging
 from compute_node.backend import QuorumBackend, Readiness
 from compute_node.service import ComputeService
 from quorumdb import config as config_mod
-from quorumdb import limits, rpc
+from quorumdb import aio, limits, rpc
 from quorumdb.pb import compute_pb2_grpc
 
 log = logging.getLogger("compute_node.main")
@@ -67,14 +67,10 @@ async def _probe_loop(backend: QuorumBackend, readiness: Readiness, stop: asynci
         readiness.record(problem)
         if readiness.health != previous:
             log.info("health: %s", readiness.health)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(limits.READINESS_PROBE_INTERVAL_S):
-                await stop.wait()
+        await aio.wait_event(stop, limits.READINESS_PROBE_INTERVAL_S)
 
 
 async def _reap_loop(service: ComputeService, stop: asyncio.Event) -> None:
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(limits.SESSION_REAP_INTERVAL_S):
-                await stop.wait()
+        await aio.wait_event(stop, limits.SESSION_REAP_INTERVAL_S)
         await service.reap_idle()

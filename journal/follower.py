@@ -89,7 +89,7 @@ class JournalFollower:
             healthy = False
             try:
                 while True:
-                    async with asyncio.timeout(limits.JOURNAL_FOLLOWER_IDLE_S):  # not wait_for (CANCEL_SAFE_WAITS)
+                    async with asyncio.timeout(limits.JOURNAL_FOLLOWER_IDLE_S):  # not wait_for: see quorumdb/aio.py
                         reply = await call.read()
                     if reply is grpc.aio.EOF:
                         healthy = True  # the stream's deadline: renew at once

@@ -19,7 +19,7 @@ import grpc
 
 from journal.core import AppendResult, AppendStatus, BadAppend, ReplicaCore
 from journal.store import JournalStore
-from quorumdb import limits
+from quorumdb import aio, limits
 from quorumdb.pb import common_pb2, journal_pb2, journal_pb2_grpc
 
 log = logging.getLogger("journal.service")
@@ -193,10 +193,7 @@ class JournalService(journal_pb2_grpc.JournalServicer):
             wait_s = deadline - loop.time()
             if wait_s <= 0:
                 return
-            try:
-                async with asyncio.timeout(wait_s):  # not wait_for (CANCEL_SAFE_WAITS in limits.py)
-                    await changed.wait()
-            except TimeoutError:
+            if not await aio.wait_event(changed, wait_s):
                 return
 
     @staticmethod

@@ -34,7 +34,7 @@ import os
 import grpc
 
 from journal.writer_core import BufferFull, ReplicaTail, SendPlan, WriterCore, best_tail
-from quorumdb import limits, rpc
+from quorumdb import aio, limits, rpc
 from quorumdb.clock import Clock
 from quorumdb.config import ClusterConfig
 from quorumdb.pb import common_pb2, journal_pb2, journal_pb2_grpc
@@ -283,11 +283,7 @@ class JournalWriter:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise JournalUnavailable(f"entry {index} not committed on 2 of 3 journal replicas in {timeout_s:.1f} s")
-            try:
-                async with asyncio.timeout(remaining):  # not wait_for (CANCEL_SAFE_WAITS in limits.py)
-                    await progress.wait()
-            except TimeoutError:
-                pass
+            await aio.wait_event(progress, remaining)
 
     def _notify_progress(self) -> None:
         progress, self._progress = self._progress, asyncio.Event()
@@ -315,10 +311,7 @@ class JournalWriter:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
-            try:
-                async with asyncio.timeout(remaining):  # not wait_for (CANCEL_SAFE_WAITS in limits.py)
-                    await progress.wait()
-            except TimeoutError:
+            if not await aio.wait_event(progress, remaining):
                 return
         if self._fenced:
             raise Fenced(f"a journal replica holds an epoch above {self._core.epoch}")

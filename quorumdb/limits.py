@@ -283,11 +283,6 @@ INITIAL_LEADER_SILENCE_MS = 3_000
 # One Commit attempt from a compute node: below COMMIT_TIMEOUT_S so that a hung (SIGSTOPped)
 # leader leaves time to resend to the next one. A resend is always safe (same txn_id).
 COMMIT_ATTEMPT_TIMEOUT_S = 3.0
-# CANCEL_SAFE_WAITS: loops that a task cancellation must stop (a leader's loop, followers,
-# stream handlers) bound their waits with `async with asyncio.timeout(...)`, never with
-# asyncio.wait_for: in Python 3.11, wait_for returns the inner result and drops a cancellation
-# that arrives as the inner await completes, and the loop then never ends (seen as a follower
-# that kept following after its task was cancelled, under load: a hung test).
 # --- compute -> adjudicator commit stream (compute_node/commit_stream.py) ---
 # Requests per CommitBatch message and bytes per message (at least one request always goes).
 COMMIT_STREAM_BATCH_MAX = 256

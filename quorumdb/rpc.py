@@ -34,7 +34,7 @@ from typing import Any, Mapping
 
 import grpc
 
-from quorumdb import limits, netfault
+from quorumdb import aio, limits, netfault
 from quorumdb.config import ClusterConfig
 
 log = logging.getLogger("quorumdb.rpc")
@@ -129,9 +129,7 @@ async def watch_rules(stop: asyncio.Event, state: netfault.PartitionState | None
     path = netfault.rules_path(state.cluster)
     interval_s = limits.NETFAULT_POLL_MS / 1000
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(interval_s):
-                await stop.wait()
+        await aio.wait_event(stop, interval_s)
         try:
             current = await asyncio.to_thread(netfault.stat_signature, path)
         except OSError as error:

@@ -259,7 +259,7 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
             if remaining_s is not None:
                 wait_s = max(0.0, min(wait_s, remaining_s - 0.05))  # leave time to send the answer
             try:
-                async with asyncio.timeout(wait_s), self.state.changed:  # not wait_for (CANCEL_SAFE_WAITS in limits.py)
+                async with asyncio.timeout(wait_s), self.state.changed:  # not wait_for: see quorumdb/aio.py
                     await self.state.changed.wait_for(lambda: state.segment.readiness(ts) is not Readiness.WAIT)
             except TimeoutError:
                 pass
