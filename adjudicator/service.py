@@ -38,7 +38,6 @@ import asyncio
 import dataclasses
 import enum
 import logging
-import os
 import random
 import time
 from typing import Awaitable, Callable
@@ -84,7 +83,6 @@ class LeaderTerm:
     queue: asyncio.Queue = dataclasses.field(default_factory=lambda: asyncio.Queue(maxsize=limits.COMMIT_QUEUE_MAX))
     wakeup: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
-    appends: int = 0  # batch appends made in this term
     heartbeats: int = 0
     last_heartbeat: float = float("-inf")  # monotonic
     last_append: float = float("-inf")
@@ -136,7 +134,7 @@ class AdjudicatorNode:
         # Closed timestamps on demand (adjudicator/heartbeat.py): fast heartbeats until this
         # monotonic time. Compute nodes sending unary commits cannot say they read: then always.
         self._demand_until = float("-inf")
-        self._always_demand = os.environ.get(limits.UNARY_RPC_ENV, "") == "1"
+        self._always_demand = rpc.unary_rpc()
 
     # --- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -403,12 +401,7 @@ class AdjudicatorNode:
                     await aio.wait_event(term.wakeup, wait_s)
             if not term.queue.empty():
                 batch = [term.queue.get_nowait() for _ in range(min(term.queue.qsize(), limits.COMMIT_BATCH_MAX))]
-                appended_before = term.appends
                 reason = await self._commit_batch(term, batch)
-                if term.appends != appended_before:
-                    # A batch append moves the closed timestamp by itself (the writer carries the
-                    # commit's ts once committed): no separate heartbeat for a period after it.
-                    term.last_append = time.monotonic()
             if not reason and time.monotonic() >= self._next_heartbeat_at(term, heartbeat_s, idle_s):
                 reason = await self._heartbeat(term)
                 term.last_heartbeat = time.monotonic()
@@ -455,7 +448,9 @@ class AdjudicatorNode:
             return ""
         try:
             appended = await term.writer.append(entries)
-            term.appends += 1
+            # A batch append moves the closed timestamp by itself (the writer carries the commit's
+            # ts once committed): no separate heartbeat for a period after it.
+            term.last_append = time.monotonic()
         except Fenced as e:
             self._reply_unknown(committed + resent, f"leader was fenced during the journal append ({e})")
             return f"fenced: {e}"

@@ -27,13 +27,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import time
 from typing import Sequence
 
 import grpc
 
-from compute_node.commit_stream import CommitStream, SendError, SendFailure
+from compute_node.commit_stream import CommitStream, SendError, SendFailure, failure_kind
 from quorumdb import config as config_mod
 from quorumdb import errors, limits, rpc
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2
@@ -84,14 +83,12 @@ def _conflict_detail(reply: adjudicator_pb2.CommitReply) -> str:
 
 
 def classify_rpc_error(code: grpc.StatusCode, details: str) -> SendFailure:
-    """Whether a failed Commit RPC can have reached the adjudicator."""
-    text = (details or "").lower()
-    if code == grpc.StatusCode.UNAVAILABLE and (
-        "failed to connect" in text or "connection refused" in text or "dns resolution failed" in text
-        or "network partition" in text  # refused by the fault-injection interceptor before sending
-    ):
+    """Whether a failed unary Commit RPC can have reached the adjudicator: the stream's rule
+    (no connection was ever made), plus a refusal by the fault-injection interceptor, which a
+    unary call meets before sending anything."""
+    if code == grpc.StatusCode.UNAVAILABLE and "network partition" in (details or "").lower():
         return SendFailure.NOT_SENT
-    return SendFailure.MAYBE_SENT
+    return failure_kind(True, code, details)
 
 
 @dataclasses.dataclass
@@ -148,7 +145,7 @@ class AdjudicatorClient:
         self.leader: str | None = cluster.initial_leader if cluster.initial_leader in self._stubs else None
         # Commits go over one CommitStream per adjudicator (group commit); QUORUMDB_UNARY_RPC=1
         # sends one unary Commit per transaction instead (kept to measure the difference).
-        self.unary = os.environ.get(limits.UNARY_RPC_ENV, "") == "1"
+        self.unary = rpc.unary_rpc()
         self._streams = {name: CommitStream(name, stub) for name, stub in self._stubs.items()}
         self._demand_sent = float("-inf")  # monotonic time of the last read demand sent
 

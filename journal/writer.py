@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 
 import grpc
 
@@ -121,7 +120,7 @@ class JournalWriter:
         self.replicas = [node.name for node in cluster.journals]
         self._stubs = {node.name: journal_pb2_grpc.JournalStub(channels.get(node.address)) for node in cluster.journals}
         # Appends go over one stream per replica, or (QUORUMDB_UNARY_RPC=1) as unary calls.
-        self._unary = os.environ.get(limits.UNARY_RPC_ENV, "") == "1"
+        self._unary = rpc.unary_rpc()
         self._streams = {name: AppendStream(name, stub) for name, stub in self._stubs.items()}
         self._core: WriterCore | None = None
         self._fenced = False

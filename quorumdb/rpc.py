@@ -66,6 +66,11 @@ _cross_az_wait_s: float = 0.0
 _identity_signature: tuple[int, int, int] | None = None
 
 
+def unary_rpc() -> bool:
+    """QUORUMDB_UNARY_RPC=1: commits and journal appends as unary calls, not streams (limits.py)."""
+    return os.environ.get(limits.UNARY_RPC_ENV, "") == "1"
+
+
 def install_uvloop() -> None:
     try:
         import uvloop
@@ -212,13 +217,14 @@ class _StreamStreamGuard(grpc.aio.StreamStreamClientInterceptor):
         return await continuation(await self.guard.prepare(client_call_details), request_iterator)
 
 
-def cross_az_wait_s(target: str) -> float:
+def cross_az_wait_s(target: str, state: netfault.PartitionState | None = None) -> float:
     """The simulated round trip to node `target` (0 within an AZ, for tools, or when not set).
 
-    The interceptors wait it once per call, so once per stream; the commit and append streams
-    (compute_node/commit_stream.py, journal/writer.py) also wait it before each message they send.
+    `state`: whose distance (default this process's identity). The interceptors wait it once
+    per call, so once per stream; the commit and append streams (compute_node/commit_stream.py,
+    journal/writer.py) also wait it before each message they send.
     """
-    state = _identity
+    state = state if state is not None else _identity
     if not _cross_az_wait_s or state is None or target == state.name:
         return 0.0
     try:
@@ -235,8 +241,7 @@ def client_interceptors(state: netfault.PartitionState | None, address: str) -> 
     target = state.node_by_address.get(address)
     if target is None or target == state.name:
         return []
-    same_az = state.cluster.node(target).az == state.cluster.node(state.name).az
-    guard = _LinkGuard(state, target, 0.0 if same_az else _cross_az_wait_s)
+    guard = _LinkGuard(state, target, cross_az_wait_s(target, state))
     return [_UnaryUnaryGuard(guard), _UnaryStreamGuard(guard), _StreamUnaryGuard(guard), _StreamStreamGuard(guard)]
 
 
