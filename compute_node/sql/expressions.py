@@ -454,12 +454,12 @@ class Compiler:
         low_node, high_node = node.args["low"], node.args["high"]
         low = self.compare(subject, self.compile(low_node), ">=", operator.ge)
         high = self.compare(subject, self.compile(high_node), "<=", operator.le)
-        straight = _and(low, high)
+        straight = sql_and(low, high)
         if not node.args.get("symmetric"):
             return straight
         low2 = self.compare(subject, self.compile(high_node), ">=", operator.ge)
         high2 = self.compare(subject, self.compile(low_node), "<=", operator.le)
-        return _or(straight, _and(low2, high2))
+        return _or(straight, sql_and(low2, high2))
 
     def _escape(self, node: exp.Escape) -> Compiled:
         inner = node.this
@@ -504,7 +504,7 @@ class Compiler:
         word = "AND" if isinstance(node, exp.And) else "OR"
         left = self.as_boolean(self.compile(node.this), f"argument of {word}")
         right = self.as_boolean(self.compile(node.expression), f"argument of {word}")
-        return _and(left, right) if word == "AND" else _or(left, right)
+        return sql_and(left, right) if word == "AND" else _or(left, right)
 
     def _not(self, node: exp.Not) -> Compiled:
         operand = self.as_boolean(self.compile(node.this), "argument of NOT")
@@ -1590,7 +1590,8 @@ def _aggregate_type(name: str, argument: Compiled | None) -> SqlType:
     return argument.sql_type.base
 
 
-def _and(left: Compiled, right: Compiled) -> Compiled:
+def sql_and(left: Compiled, right: Compiled) -> Compiled:
+    """SQL's three-valued AND of two compiled booleans (also used by select.py's join conditions)."""
     left_eval, right_eval = left.evaluate, right.evaluate
 
     def evaluate(row):

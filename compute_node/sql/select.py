@@ -38,7 +38,7 @@ from compute_node.sql import system_views, types
 from compute_node.sql.catalog import TableDef, identifier_name, table_name
 from compute_node.sql.expressions import (
     Compiled, Compiler, Context, Relation, Scope, _group_key_value,
-    coerce, output_name,
+    coerce, output_name, sql_and,
 )
 from compute_node.sql.planner import AccessPlan, PlanKind, plan_access
 from compute_node.sql.pushdown import Pushdown
@@ -864,25 +864,9 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
     if conditions:
         combined = conditions[0]
         for extra in conditions[1:]:
-            combined = _and_compiled(combined, extra)
+            combined = sql_and(combined, extra)
         source.condition = combined
     return star_entries
-
-
-def _and_compiled(left: Compiled, right: Compiled) -> Compiled:
-    left_eval, right_eval = left.evaluate, right.evaluate
-
-    def evaluate(row):
-        a = left_eval(row)
-        if a is False:
-            return False
-        b = right_eval(row)
-        if b is False:
-            return False
-        if a is None or b is None:
-            return None
-        return True
-    return Compiled(evaluate, types.BOOLEAN)
 
 
 def _equi_pair(node: exp.Expression, prefix: Scope, source: Source, compiler: Compiler):

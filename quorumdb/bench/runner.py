@@ -125,6 +125,28 @@ def progress_line(elapsed_s: float, measuring: bool, window: stats.Histogram, in
             f"aborts {tally.aborts}  errors {tally.errors}")
 
 
+
+def _next_wake(tally: Tally, next_tick: float, measure_at: float, stop_at: float) -> float:
+    """When the progress loop (either driver) wakes next: the next progress line, or the end of
+    the warm-up while it lasts, else the end of the run."""
+    return min(next_tick, measure_at if not tally.measuring else stop_at)
+
+
+def _progress_step(tally: Tally, now: float, start: float, measure_at: float, next_tick: float,
+                   on_progress: Callable[[str], None] | None) -> float:
+    """One wake of the progress loop: start measuring when the warm-up ends, or print a progress
+    line when one is due. Returns the next progress time."""
+    if not tally.measuring and now >= measure_at:
+        tally.take_window()  # the warm-up's operations are not counted
+        tally.measuring = True
+        return now + PROGRESS_INTERVAL_S
+    if now >= next_tick:
+        if on_progress is not None:
+            on_progress(progress_line(now - start, tally.measuring, tally.take_window(), PROGRESS_INTERVAL_S, tally))
+        return next_tick + PROGRESS_INTERVAL_S
+    return next_tick
+
+
 def _backoff_s(rng: random.Random, attempt: int) -> float:
     first, most = RETRY_BACKOFF_S
     return rng.uniform(0, min(most, first * 2 ** min(attempt, 20)))
@@ -213,18 +235,8 @@ async def run_async(options: Options, workload: workloads.Workload, tally: Tally
                  for i, conn in enumerate(opened)]
         next_tick = start + PROGRESS_INTERVAL_S
         while time.perf_counter() < stop_at:
-            await asyncio.sleep(max(0.0, min(next_tick, measure_at if not tally.measuring else stop_at)
-                                    - time.perf_counter()))
-            now = time.perf_counter()
-            if not tally.measuring and now >= measure_at:
-                tally.take_window()
-                tally.measuring = True
-                next_tick = now + PROGRESS_INTERVAL_S
-            elif now >= next_tick:
-                if on_progress is not None:
-                    on_progress(progress_line(now - start, tally.measuring, tally.take_window(),
-                                              PROGRESS_INTERVAL_S, tally))
-                next_tick += PROGRESS_INTERVAL_S
+            await asyncio.sleep(max(0.0, _next_wake(tally, next_tick, measure_at, stop_at) - time.perf_counter()))
+            next_tick = _progress_step(tally, time.perf_counter(), start, measure_at, next_tick, on_progress)
         tally.close()
         _, pending = await asyncio.wait(tasks, timeout=options.timeout_s + STOP_GRACE_S)
         for task in pending:
@@ -324,17 +336,8 @@ def run_threads(options: Options, workload: workloads.Workload, tally: Tally,
     tally.measuring = options.warmup_s == 0
     next_tick = start + PROGRESS_INTERVAL_S
     while time.perf_counter() < stop_at:
-        time.sleep(max(0.0, min(next_tick, measure_at if not tally.measuring else stop_at) - time.perf_counter()))
-        now = time.perf_counter()
-        if not tally.measuring and now >= measure_at:
-            tally.take_window()
-            tally.measuring = True
-            next_tick = now + PROGRESS_INTERVAL_S
-        elif now >= next_tick:
-            if on_progress is not None:
-                on_progress(progress_line(now - start, tally.measuring, tally.take_window(),
-                                          PROGRESS_INTERVAL_S, tally))
-            next_tick += PROGRESS_INTERVAL_S
+        time.sleep(max(0.0, _next_wake(tally, next_tick, measure_at, stop_at) - time.perf_counter()))
+        next_tick = _progress_step(tally, time.perf_counter(), start, measure_at, next_tick, on_progress)
     tally.close()
     deadline = time.perf_counter() + options.timeout_s + STOP_GRACE_S
     for thread in threads:
