@@ -55,11 +55,25 @@ class JournalService(journal_pb2_grpc.JournalServicer):
         self._notify()
 
     async def _disk(self, fn, *args) -> None:
-        try:
-            await asyncio.to_thread(fn, *args)
-        except Exception:  # the core is now ahead of the disk: crash rather than lie
-            log.critical("journal disk write failed; exiting", exc_info=True)
+        """Run a disk effect of a core step in a thread, to the end, under the caller's lock.
+
+        The core has already changed, so the disk must match it before the lock is released: a
+        caller cancelled meanwhile (its RPC cancelled, e.g. a leader's append stream torn down)
+        still waits for the write, then is cancelled. Otherwise the next request's write would
+        race the abandoned one (seen as 'appended entries must be consecutive' after a failover).
+        """
+        work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        cancelled = False
+        while not work.done():
+            try:
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                cancelled = True
+        if work.exception() is not None:  # the core is now ahead of the disk: crash rather than lie
+            log.critical("journal disk write failed; exiting", exc_info=work.exception())
             os._exit(EXIT_DISK_FAILURE)
+        if cancelled:
+            raise asyncio.CancelledError()
 
     def _persist_append(self, result: AppendResult, meta) -> None:
         if result.reset:
