@@ -78,7 +78,7 @@ class QuorumBackend:
         """One readiness probe: a quorum read at a fresh ts and a known leader. None when ok, else why not."""
         try:
             # Not start_ts(): a probe is no user read, and needs no fast closed timestamps.
-            await self.storage.get_many([PROBE_KEY], self.clock.now().latest)
+            await self.storage.get_many([PROBE_KEY], self.clock.now().latest, counted=False)
         except errors.SqlError as error:
             return f"storage: {error.message}"
         leader, why = await self.adjudicators.find_leader()

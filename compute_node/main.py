@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 
 from compute_node.backend import QuorumBackend, Readiness
@@ -20,18 +21,22 @@ log = logging.getLogger("compute_node.main")
 
 async def serve(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig, stop: asyncio.Event) -> None:
     from compute_node.session import Session  # the SQL layer, imported only where it runs
+    from compute_node.sql.engine import Engine
 
     channels = rpc.Channels()
     backend = QuorumBackend(cluster, node, channels)
     readiness = Readiness(limits.READINESS_FRESH_S)
-    service = ComputeService(node, backend, session_factory=Session, health=lambda: readiness.health)
+    engine = Engine()  # one schema cache for every session of this node, gRPC and PostgreSQL alike
+    session_factory = functools.partial(Session, engine=engine)
+    service = ComputeService(node, backend, session_factory=session_factory, health=lambda: readiness.health,
+                             engine_detail=engine.status_detail)
     server = rpc.new_server()
     compute_pb2_grpc.add_ComputeServicer_to_server(service, server)
     server.add_insecure_port(cluster.listen_address(node))
     await server.start()
     log.info("compute %s serving on %s", node.name, node.address)
     from compute_node.pgwire.server import start_for_node  # issue 5: the PostgreSQL endpoint beside gRPC
-    pg_server = await start_for_node(cluster, node, backend)
+    pg_server = await start_for_node(cluster, node, backend, session_factory)
     tasks = [
         asyncio.create_task(_probe_loop(backend, readiness, stop), name="readiness-probe"),
         asyncio.create_task(_reap_loop(service, stop), name="session-reaper"),
@@ -49,6 +54,7 @@ async def serve(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig, 
                 await task
         await service.close_all()
         await backend.adjudicators.close()
+        await backend.storage.close()
         await channels.close()
         log.info("compute %s stopped", node.name)
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Protocol
 import grpc
 
 from quorumdb import config as config_mod
-from quorumdb import errors, limits
+from quorumdb import errors, limits, sqllex
 from quorumdb.pb import common_pb2, compute_pb2, compute_pb2_grpc
 
 log = logging.getLogger("compute_node.service")
@@ -38,7 +38,7 @@ SINT64_MAX = 2**63 - 1
 class SessionLike(Protocol):
     transaction_status: str
 
-    async def execute(self, sql: str) -> list[Any]: ...
+    async def execute(self, sql: str, params: list[str] | None = None) -> list[Any]: ...
 
     async def close(self) -> None: ...
 
@@ -103,6 +103,7 @@ class ComputeService(compute_pb2_grpc.ComputeServicer):
         backend,
         session_factory: SessionFactory,
         health: Callable[[], str] = lambda: "ok",
+        engine_detail: Callable[[], str] | None = None,
         statement_timeout_s: float = limits.STATEMENT_TIMEOUT_S,
         sessions_max: int = limits.SESSIONS_MAX,
         session_idle_s: float = limits.SESSION_IDLE_S,
@@ -112,6 +113,7 @@ class ComputeService(compute_pb2_grpc.ComputeServicer):
         self._backend = backend
         self._session_factory = session_factory
         self._health = health
+        self._engine_detail = engine_detail
         self._statement_timeout_s = statement_timeout_s
         self._sessions_max = sessions_max
         self._session_idle_s = session_idle_s
@@ -179,20 +181,31 @@ class ComputeService(compute_pb2_grpc.ComputeServicer):
                 hint="Open a new session.",
             )
             return compute_pb2.ExecuteReply(results=[error_result(error)], transaction_status="I")
+        params = None
+        if request.has_params:
+            try:
+                params = [value_literal(value) for value in request.params]
+            except (ValueError, errors.SqlError) as error:
+                sql_error = error if isinstance(error, errors.SqlError) else errors.SqlError(
+                    errors.INVALID_PARAMETER_VALUE, f"invalid parameter: {error}")
+                return compute_pb2.ExecuteReply(results=[error_result(sql_error)],
+                                                transaction_status=entry.session.transaction_status)
         async with entry.lock:
             entry.last_used_s = self._monotonic()
-            results = await self._execute_bounded(entry, request.sql)
+            results = await self._execute_bounded(entry, request.sql, params)
             entry.last_used_s = self._monotonic()
             return compute_pb2.ExecuteReply(
                 results=[result_to_pb(result) for result in results],
                 transaction_status=entry.session.transaction_status,
             )
 
-    async def _execute_bounded(self, entry: _SessionEntry, sql: str) -> list[Any]:
+    async def _execute_bounded(self, entry: _SessionEntry, sql: str, params: list[str] | None) -> list[Any]:
         entry.tracker.commit_in_flight = False
         try:
             async with asyncio.timeout(self._statement_timeout_s):
-                return await entry.session.execute(sql)
+                if params is None:
+                    return await entry.session.execute(sql)
+                return await entry.session.execute(sql, params)
         except TimeoutError:
             if entry.tracker.commit_in_flight:
                 entry.tracker.commit_in_flight = False
@@ -212,6 +225,11 @@ class ComputeService(compute_pb2_grpc.ComputeServicer):
     async def Status(self, request, context):
         leader = getattr(self._backend, "leader", None) or ""
         reads = getattr(self._backend, "status_detail", None)
+        details = [f"sessions={len(self._sessions)}"]
+        if reads is not None:
+            details.append(reads())
+        if self._engine_detail is not None:
+            details.append(self._engine_detail())
         return common_pb2.NodeStatus(
             name=self._node.name,
             az=self._node.az,
@@ -219,7 +237,7 @@ class ComputeService(compute_pb2_grpc.ComputeServicer):
             role="query",
             leader=leader,
             health=self._health(),
-            detail=f"sessions={len(self._sessions)}" + (f" {reads()}" if reads is not None else ""),
+            detail=" ".join(details),
         )
 
 
@@ -264,6 +282,16 @@ def result_to_pb(result: Any) -> compute_pb2.StatementResult:
         message.has_error = True
         message.error.CopyFrom(error_to_pb(result.error))
     return message
+
+
+def value_literal(value: compute_pb2.Value) -> str:
+    """A parameter of an ExecuteRequest as the SQL literal it stands for (client.param_value's inverse)."""
+    kind = value.WhichOneof("kind")
+    if kind is None or kind == "is_null":
+        return "NULL"
+    if kind == "literal":
+        return value.literal  # statements.literal_node refuses anything but a literal
+    return sqllex.quote_literal(getattr(value, kind))
 
 
 def value_to_pb(value: Any) -> compute_pb2.Value:

@@ -41,12 +41,13 @@ import decimal
 import random
 import re
 import uuid
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 from compute_node.sql import executor, types
-from compute_node.sql.parser import TransactionAction, TransactionControl, parse_script
+from compute_node.sql.engine import Engine
+from compute_node.sql.parser import TransactionAction, TransactionControl
 from compute_node.sql.result import StatementResult
-from compute_node.sql.transaction import Transaction
+from compute_node.sql.transaction import SchemaStale, Transaction
 from quorumdb import errors, limits
 from quorumdb.errors import SqlError
 
@@ -87,8 +88,10 @@ _READ_MODE_STATEMENT = re.compile(
 
 
 class Session:
-    def __init__(self, backend: Backend, session_id: str, rng: random.Random | None = None):
+    def __init__(self, backend: Backend, session_id: str, rng: random.Random | None = None,
+                 engine: Engine | None = None):
         self.backend = backend
+        self.engine = engine if engine is not None else Engine()
         self.rng = rng or random.Random()
         self.session_id = session_id
         self._txn: Transaction | None = None   # the open block's transaction
@@ -107,24 +110,29 @@ class Session:
     def transaction(self) -> Transaction | None:
         return self._txn
 
-    async def execute(self, sql: str) -> list[StatementResult]:
+    async def execute(self, sql: str, params: Sequence[str] | None = None) -> list[StatementResult]:
+        """Run a script; `params` are SQL literal texts for $1, $2, ... (bound without pasting
+        them into the text: compute_node/sql/statements.py)."""
         async with self._lock:
-            read_mode_statement = _READ_MODE_STATEMENT.fullmatch(sql)
+            read_mode_statement = _READ_MODE_STATEMENT.fullmatch(sql) if params is None else None
             if read_mode_statement is not None:
                 return [self._read_mode(read_mode_statement)]
             try:
-                statements = parse_script(sql)
+                bound = self.engine.statements.bind(sql, params)
             except SqlError as error:
                 if self._txn is not None:
                     self._failed = True
                 return [StatementResult.failed(error)]
-            results: list[StatementResult] = []
-            for statement in statements:
-                result = await self._run(statement)
-                results.append(_wire_values(result))
-                if result.error is not None:
-                    break
-            return results
+            try:
+                results: list[StatementResult] = []
+                for statement in bound.statements:
+                    result = await self._run(statement)
+                    results.append(_wire_values(result))
+                    if result.error is not None:
+                        break
+                return results
+            finally:
+                bound.release()
 
     async def close(self) -> None:
         self._end()
@@ -165,7 +173,7 @@ class Session:
         try:
             self._check_age(self._txn)
             self._txn.last_plan = None
-            result = await executor.execute(self._txn, statement)
+            result = await self._execute_checked(self._txn, statement)
             self.last_plan = self._txn.last_plan
             return result
         except SqlError as error:
@@ -178,12 +186,31 @@ class Session:
     async def _autocommit(self, statement) -> StatementResult:
         txn = self._new_transaction()
         try:
-            result = await executor.execute(txn, statement)
+            result = await self._execute_checked(txn, statement)
             self.last_plan = txn.last_plan
             await txn.commit()
         except SqlError as error:
             return StatementResult.failed(error)
         return result
+
+    async def _execute_checked(self, txn: Transaction, statement) -> StatementResult:
+        """The statement's result once its transaction knows that the table definitions it used
+        are those of its snapshot; run again (once) with definitions read at the snapshot when
+        the node's cached ones were stale (compute_node/sql/schema_cache.py)."""
+        try:
+            result = await executor.execute(txn, statement)
+            await txn.check_schema_version()
+            return result
+        except SchemaStale:
+            pass
+        except SqlError as error:
+            if txn.schema_version is not None or txn.assumed_schema_version is None:
+                raise
+            if not await _schema_was_stale(txn):  # the error may come from a stale definition
+                raise error
+        txn.forget_stale_schema()
+        self.engine.statement_retries += 1
+        return await executor.execute(txn, statement)  # the version is known now: no second retry
 
     async def _control(self, action: TransactionAction) -> StatementResult:
         match action:
@@ -218,7 +245,8 @@ class Session:
 
     def _new_transaction(self) -> Transaction:
         self._txn_count += 1
-        txn = Transaction(self.backend, self.backend.start_ts(), f"{self.session_id}:{self._txn_count}")
+        txn = Transaction(self.backend, self.backend.start_ts(), f"{self.session_id}:{self._txn_count}",
+                          self.engine.schema_cache)
         txn.rng = self.rng
         return txn
 
@@ -232,6 +260,16 @@ class Session:
             raise SqlError(errors.SERIALIZATION_FAILURE,
                            f"transaction age limit of {limits.TXN_AGE_MAX_NS // 1_000_000_000} seconds exceeded",
                            hint="Retry the transaction; keep transactions short.")
+
+
+async def _schema_was_stale(txn: Transaction) -> bool:
+    try:
+        await txn.check_schema_version()
+    except SchemaStale:
+        return True
+    except SqlError:
+        return False  # the check failed too (storage unreachable): the first error stands
+    return False
 
 
 _TEXT_TYPES = (decimal.Decimal, datetime.date, uuid.UUID)

@@ -27,6 +27,7 @@ from typing import Awaitable, Callable, TypeVar
 import grpc
 
 from compute_node import read_core
+from compute_node.read_stream import ReadStream, stream_error
 from quorumdb import config as config_mod
 from quorumdb import errors, limits, rpc
 from quorumdb.pb import storage_pb2, storage_pb2_grpc
@@ -53,6 +54,10 @@ class StorageReader:
         self._copies = [(node.name, node.az) for node in cluster.storages]
         assert len(self._copies) >= read_core.READ_QUORUM, "a cluster needs at least 3 storage copies"
         self._stubs = {node.name: storage_pb2_grpc.StorageStub(channels.get(node.address)) for node in cluster.storages}
+        # One read stream per copy (read_stream.py); QUORUMDB_UNARY_RPC=1 sends unary Get/Scan calls
+        # instead, to measure the difference.
+        self._streams = None if rpc.unary_rpc() else {
+            name: ReadStream(name, stub) for name, stub in self._stubs.items()}
         self._own_az = own_az
         self._monotonic = monotonic
         self._suspect_until_s: dict[str, float] = {}
@@ -73,12 +78,14 @@ class StorageReader:
                 f"reads_single={self.reads['single']} copies_asked={self.copies_asked} "
                 f"hedges={self.hedges} single_fallbacks={self.single_fallbacks}")
 
-    async def get_many(self, keys: list[bytes], ts: int, read_mode: str | None = None) -> dict[bytes, bytes | None]:
+    async def get_many(self, keys: list[bytes], ts: int, read_mode: str | None = None,
+                       counted: bool = True) -> dict[bytes, bytes | None]:
+        """`counted=False`: not in the read counters (the node's own readiness probe)."""
         unique_keys = list(dict.fromkeys(keys))
         values: dict[bytes, bytes | None] = {}
         for first in range(0, len(unique_keys), limits.GET_KEYS_MAX):
             chunk = unique_keys[first : first + limits.GET_KEYS_MAX]
-            values.update(await self._get_chunk(chunk, ts, read_mode or self.read_mode))
+            values.update(await self._get_chunk(chunk, ts, read_mode or self.read_mode, counted))
         return values
 
     async def scan(self, start: bytes, end: bytes | None, ts: int, limit: int, *,
@@ -105,17 +112,34 @@ class StorageReader:
 
     # --- one quorum round ----------------------------------------------------------
 
-    async def _get_chunk(self, keys: list[bytes], ts: int, read_mode: str) -> dict[bytes, bytes | None]:
+    async def close(self) -> None:
+        for stream in (self._streams or {}).values():
+            await stream.close()
+
+    async def _call(self, name: str, kind: str, request, timeout_s: float):
+        """One copy's reply to a Get or Scan: over its read stream, or as a unary call."""
+        if self._streams is None:
+            method = self._stubs[name].Get if kind == "get" else self._stubs[name].Scan
+            return await method(request, timeout=timeout_s)
+        op = storage_pb2.ReadOp(get=request) if kind == "get" else storage_pb2.ReadOp(scan=request)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._streams[name].request(op)
+        except TimeoutError:
+            raise stream_error(grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer within {timeout_s:.1f} s") from None
+
+    async def _get_chunk(self, keys: list[bytes], ts: int, read_mode: str,
+                         counted: bool = True) -> dict[bytes, bytes | None]:
         async def ask(name: str, timeout_s: float) -> list[read_core.Version]:
             request = storage_pb2.GetRequest(keys=keys, ts=ts, wait_ms=_wait_ms(timeout_s))
-            reply = await self._stubs[name].Get(request, timeout=timeout_s)
+            reply = await self._call(name, "get", request, timeout_s)
             versions = [_version(v) for v in reply.versions]
             why = read_core.check_get_answer(keys, versions)
             if why is not None:
                 raise BadAnswer(why)
             return versions
 
-        answers = await self._read(ask, f"read of {len(keys)} key(s) at ts {ts}", read_mode)
+        answers = await self._read(ask, f"read of {len(keys)} key(s) at ts {ts}", read_mode, counted)
         merged = read_core.merge_point(keys, [versions for _, versions in answers])
         if merged.disagreements:
             self._log_disagreements("get", ts, merged.disagreements, answers)
@@ -128,7 +152,7 @@ class StorageReader:
                 start=start, end=end or b"", ts=ts, limit=limit, wait_ms=_wait_ms(timeout_s),
                 pushdown=pushdown or b"",
             )
-            reply = await self._stubs[name].Scan(request, timeout=timeout_s)
+            reply = await self._call(name, "scan", request, timeout_s)
             self.scan_rows_received += len(reply.versions)
             self.scan_bytes_received += sum(len(v.key) + len(v.value) for v in reply.versions)
             page = read_core.ScanPage(name, tuple(_version(v) for v in reply.versions), reply.more,
@@ -145,28 +169,29 @@ class StorageReader:
         return merged
 
     async def _read(
-        self, ask: Callable[[str, float], Awaitable[T]], what: str, read_mode: str
+        self, ask: Callable[[str, float], Awaitable[T]], what: str, read_mode: str, counted: bool = True
     ) -> list[tuple[str, T]]:
         """The answers a read in `read_mode` merges: 1 (single) or READ_QUORUM (quorum)."""
         needed = read_core.answers_needed(read_mode)
-        self.reads[read_mode] += 1
+        if counted:
+            self.reads[read_mode] += 1
         deadline = asyncio.get_running_loop().time() + limits.READ_QUORUM_TIMEOUT_S
         if needed == read_core.READ_QUORUM:
-            return await self._quorum(ask, what, deadline)
+            return await self._quorum(ask, what, deadline, counted)
         order = read_core.order_copies(self._copies, self._own_az, self._suspect_until_s, self._monotonic(),
                                        behind_until_s=self._behind_until_s)
         answers: list[tuple[str, T]] = []
-        failures = await self._round(ask, order[: limits.READ_SINGLE_COPIES_MAX], answers, deadline, needed)
+        failures = await self._round(ask, order[: limits.READ_SINGLE_COPIES_MAX], answers, deadline, needed, counted)
         if answers:
             if failures:
                 log.info("%s (single copy): answered after failures: %s", what, "; ".join(failures))
             return answers
         self.single_fallbacks += 1
         log.info("%s: no single copy answered (%s); falling back to a quorum read", what, "; ".join(failures))
-        return await self._quorum(ask, what, deadline)
+        return await self._quorum(ask, what, deadline, counted)
 
     async def _quorum(
-        self, ask: Callable[[str, float], Awaitable[T]], what: str, deadline: float
+        self, ask: Callable[[str, float], Awaitable[T]], what: str, deadline: float, counted: bool = True
     ) -> list[tuple[str, T]]:
         """Answers of READ_QUORUM copies, asking the next copy whenever one fails.
 
@@ -188,7 +213,7 @@ class StorageReader:
                 for name in read_core.order_copies(self._copies, self._own_az, self._suspect_until_s, self._monotonic())
                 if name not in answered
             ]
-            failures = await self._round(ask, order, answers, deadline, read_core.READ_QUORUM)
+            failures = await self._round(ask, order, answers, deadline, read_core.READ_QUORUM, counted)
             if len(answers) >= read_core.READ_QUORUM:
                 break
         if len(answers) < read_core.READ_QUORUM:
@@ -211,6 +236,7 @@ class StorageReader:
         answers: list[tuple[str, T]],
         deadline: float,
         needed: int,
+        counted: bool = True,
     ) -> list[str]:
         """Ask copies in `order` until `needed` answered (in all) or all were tried; appends to
         `answers`, returns this round's failures. Copies slower than the hedge delay stop
@@ -235,9 +261,10 @@ class StorageReader:
                 for _ in range(launch):
                     name = order[next_position]
                     next_position += 1
-                    self.copies_asked += 1
-                    if slow:
-                        self.hedges += 1
+                    if counted:
+                        self.copies_asked += 1
+                        if slow:
+                            self.hedges += 1
                     timeout_s = min(limits.STORAGE_READ_TIMEOUT_S, remaining_s)
                     pending[asyncio.ensure_future(ask(name, timeout_s))] = (name, now)
                 if not pending:

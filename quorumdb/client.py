@@ -31,16 +31,14 @@ Errors:
   - OperationalError (a DatabaseError): the node could not be reached or did not answer
     (08001 could not connect, 08006 connection failure: a statement may or may not have run).
 
-Parameters: `$1, $2, ...` placeholders are replaced on the client by SQL literals before
-the SQL is sent (the gRPC API carries plain SQL text). Placeholders inside string
-literals, quoted identifiers, dollar-quoted bodies and comments are left alone.
-Values are quoted as:
-    None -> NULL;  True/False -> TRUE/FALSE;  int, float, Decimal -> their repr
-    (a leading space before negatives so `x-$1` never becomes a `--` comment;
-    NaN/Infinity as 'NaN'::float8 ...);  str -> '...' with ' doubled (NUL is refused);
-    bytes -> '\\x<hex>'::bytea;  date/time/datetime -> '<isoformat>'.
-Other types raise TypeError. A placeholder with no matching parameter raises
-DatabaseError 42P02.
+Parameters: `$1, $2, ...` placeholders get their values on the server: the SQL text and
+the values travel separately (ExecuteRequest.params) and the compute node binds them into
+the statement it parsed once for that text (never pasting them into the text). A value
+means what its SQL literal (quorumdb.sqllex.quote_literal) means:
+    None -> NULL;  True/False -> TRUE/FALSE;  int, float, Decimal -> a number
+    (NaN/Infinity as 'NaN'::float8 ...);  str -> an untyped string literal, typed by where
+    it is used (NUL is refused);  bytes -> bytea;  date/time/datetime -> '<isoformat>'.
+Other types raise TypeError. A placeholder with no matching parameter fails with 42P02.
 
 Every RPC carries a deadline: Execute gets timeout_s + CLIENT_DEADLINE_MARGIN_S so the
 server's own statement timeout (57014) arrives first.
@@ -49,17 +47,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime
-import decimal
-import math
 import random
 import time
 from typing import Awaitable, Callable, Sequence, TypeVar
 
 import grpc
 
-from quorumdb import limits, rpc
+from quorumdb import limits, rpc, sqllex
 from quorumdb.pb import compute_pb2, compute_pb2_grpc
+from quorumdb.sqllex import quote_literal
 
 T = TypeVar("T")
 
@@ -157,127 +153,44 @@ def _rpc_error(error: grpc.RpcError, what: str, opening: bool) -> OperationalErr
 # --- parameters -------------------------------------------------------------------------
 
 
-def quote_literal(value) -> str:
-    """A SQL literal for `value` (see the module docstring for the rules)."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, int):
-        return _signed(repr(value))
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "'NaN'::float8"
-        if math.isinf(value):
-            return "'Infinity'::float8" if value > 0 else "'-Infinity'::float8"
-        return _signed(repr(value))
-    if isinstance(value, decimal.Decimal):
-        if not value.is_finite():
-            return "'NaN'::numeric" if value.is_nan() else f"'{value}'::numeric"
-        return _signed(str(value))
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("a SQL string cannot contain a NUL character")
-        return "'" + value.replace("'", "''") + "'"
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return "'\\x" + bytes(value).hex() + "'::bytea"
-    if isinstance(value, datetime.datetime):  # before date: datetime is a date subclass
-        return f"'{value.isoformat(sep=' ')}'"
-    if isinstance(value, (datetime.date, datetime.time)):
-        return f"'{value.isoformat()}'"
-    raise TypeError(f"cannot pass a {type(value).__name__} as a SQL parameter")
-
-
-def _signed(text: str) -> str:
-    # A space before a minus: `x-$1` with -5 must read `x- -5`, not the comment `x--5`.
-    return " " + text if text.startswith("-") else text
-
-
-_IDENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_$")
-
-
 def substitute_params(sql: str, params: Sequence) -> str:
-    """Replace $n placeholders outside literals, identifiers and comments with quoted params."""
-    out: list[str] = []
-    i, n = 0, len(sql)
-    while i < n:
-        ch = sql[i]
-        if ch == "'":
-            escape_backslash = i > 0 and sql[i - 1] in "eE" and (i < 2 or sql[i - 2] not in _IDENT_CHARS)
-            j = _skip_quoted(sql, i, "'", escape_backslash)
-        elif ch == '"':
-            j = _skip_quoted(sql, i, '"', False)
-        elif sql.startswith("--", i):
-            j = sql.find("\n", i)
-            j = n if j < 0 else j + 1
-        elif sql.startswith("/*", i):
-            j = _skip_block_comment(sql, i)
-        elif ch == "$" and (i == 0 or sql[i - 1] not in _IDENT_CHARS):
-            j = i + 1
-            while j < n and sql[j].isdigit():
-                j += 1
-            if j > i + 1:  # $n
-                number = int(sql[i + 1 : j])
-                if not 1 <= number <= len(params):
-                    raise DatabaseError(UNDEFINED_PARAMETER, f"there is no parameter ${number}")
-                out.append(quote_literal(params[number - 1]))
-                i = j
-                continue
-            j = _skip_dollar_quoted(sql, i)
-        else:
-            j = i + 1
-            while j < n and sql[j] not in "'\"-/$":
-                j += 1
-        out.append(sql[i:j])
-        i = j
-    return "".join(out)
+    """`sql` with each $n replaced by the SQL literal of params[n - 1] (quorumdb.sqllex's lexer:
+    placeholders inside literals, identifiers, dollar quotes and comments stay). For tools that
+    need the text; execute() sends the values beside the SQL instead."""
+    for token in sqllex.tokens(sql):
+        if token.kind == sqllex.PARAM:
+            number = int(sql[token.start + 1:token.end])
+            if not 1 <= number <= len(params):
+                raise DatabaseError(UNDEFINED_PARAMETER, f"there is no parameter ${number}")
+    return sqllex.substitute(sql, [quote_literal(value) for value in params])
 
 
-def _skip_quoted(sql: str, i: int, quote: str, escape_backslash: bool) -> int:
-    j = i + 1
-    while j < len(sql):
-        if escape_backslash and sql[j] == "\\":
-            j += 2
-            continue
-        if sql[j] == quote:
-            if j + 1 < len(sql) and sql[j + 1] == quote:
-                j += 2
-                continue
-            return j + 1
-        j += 1
-    return len(sql)
+def param_value(value) -> compute_pb2.Value:
+    """A parameter as the gRPC API carries it (see the module docstring)."""
+    if value is None:
+        return compute_pb2.Value(is_null=True)
+    if isinstance(value, bool):
+        return compute_pb2.Value(bool_value=value)
+    if isinstance(value, int) and -(2**63) <= value < 2**63:
+        return compute_pb2.Value(int_value=value)
+    if isinstance(value, float):
+        return compute_pb2.Value(double_value=value)
+    if isinstance(value, str):
+        quote_literal(value)  # refuses NUL here, before anything is sent
+        return compute_pb2.Value(text_value=value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return compute_pb2.Value(bytes_value=bytes(value))
+    return compute_pb2.Value(literal=quote_literal(value))  # int beyond 64 bits, Decimal, dates: TypeError for others
 
 
-def _skip_block_comment(sql: str, i: int) -> int:
-    depth, j = 0, i
-    while j < len(sql):
-        if sql.startswith("/*", j):
-            depth += 1
-            j += 2
-        elif sql.startswith("*/", j):
-            depth -= 1
-            j += 2
-            if depth == 0:
-                return j
-        else:
-            j += 1
-    return len(sql)
+def _param_values(params: Sequence | None) -> list[compute_pb2.Value] | None:
+    return None if params is None else [param_value(value) for value in params]
 
 
-def _skip_dollar_quoted(sql: str, i: int) -> int:
-    """At a `$` that is not a $n placeholder: skip a $tag$...$tag$ body, or just the `$`."""
-    j = i + 1
-    while j < len(sql) and (sql[j].isalnum() or sql[j] == "_"):
-        j += 1
-    if j < len(sql) and sql[j] == "$":
-        tag = sql[i : j + 1]
-        end = sql.find(tag, j + 1)
-        return len(sql) if end < 0 else end + len(tag)
-    return i + 1
-
-
-def _prepare(sql: str, params: Sequence | None) -> str:
-    return sql if params is None else substitute_params(sql, params)
+def _request(session_id: str, sql: str, values: list[compute_pb2.Value] | None) -> compute_pb2.ExecuteRequest:
+    if values is None:
+        return compute_pb2.ExecuteRequest(session_id=session_id, sql=sql)
+    return compute_pb2.ExecuteRequest(session_id=session_id, sql=sql, params=values, has_params=True)
 
 
 def _raise_first_error(results: list[Result]) -> Result:
@@ -430,8 +343,10 @@ class Connection:
         self._position = (self._position + 1) % len(self.endpoints)
         self.transaction_status = "I"
 
-    def execute_script(self, sql: str) -> list[Result]:
-        """Every statement's result; the failing one has .error set. Raises only OperationalError."""
+    def execute_script(self, sql: str, params: Sequence | None = None) -> list[Result]:
+        """Every statement's result; the failing one has .error set. Raises only OperationalError
+        (and TypeError for a parameter of a type that has no SQL literal)."""
+        values = _param_values(params)
         if self._closed:
             raise OperationalError(CONNECTION_FAILURE, "connection is closed")
         if self._lost_transaction:
@@ -445,7 +360,7 @@ class Connection:
             status_before = self.transaction_status
             try:
                 reply = self._stub.Execute(
-                    compute_pb2.ExecuteRequest(session_id=self._session_id, sql=sql),
+                    _request(self._session_id, sql, values),
                     timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S,
                 )
             except grpc.RpcError as error:
@@ -465,7 +380,7 @@ class Connection:
 
     def execute(self, sql: str, params: Sequence | None = None) -> Result:
         """Run sql (one or more statements); returns the last result, raises DatabaseError on error."""
-        return _raise_first_error(self.execute_script(_prepare(sql, params)))
+        return _raise_first_error(self.execute_script(sql, params))
 
     def fetchall(self, sql: str, params: Sequence | None = None) -> list[tuple]:
         return self.execute(sql, params).rows
@@ -659,7 +574,8 @@ class AsyncConnection:
         self._position = (self._position + 1) % len(self.endpoints)
         self.transaction_status = "I"
 
-    async def execute_script(self, sql: str) -> list[Result]:
+    async def execute_script(self, sql: str, params: Sequence | None = None) -> list[Result]:
+        values = _param_values(params)
         if self._closed:
             raise OperationalError(CONNECTION_FAILURE, "connection is closed")
         if self._lost_transaction:
@@ -673,7 +589,7 @@ class AsyncConnection:
             status_before = self.transaction_status
             try:
                 reply = await self._stub.Execute(
-                    compute_pb2.ExecuteRequest(session_id=self._session_id, sql=sql),
+                    _request(self._session_id, sql, values),
                     timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S,
                 )
             except grpc.RpcError as error:
@@ -692,7 +608,7 @@ class AsyncConnection:
         return results
 
     async def execute(self, sql: str, params: Sequence | None = None) -> Result:
-        return _raise_first_error(await self.execute_script(_prepare(sql, params)))
+        return _raise_first_error(await self.execute_script(sql, params))
 
     async def fetchall(self, sql: str, params: Sequence | None = None) -> list[tuple]:
         return (await self.execute(sql, params)).rows

@@ -73,6 +73,10 @@ TABLE_ID_MAX = 2**64 - 1
 INDEX_ENTRIES_PREFIX = b"\x03"
 # Catalog: one key per index name, holding the name of the table that owns the index.
 CATALOG_INDEX_PREFIX = SYSTEM_PREFIX + b"I"
+# Catalog: the schema version, an 8-byte big-endian counter that every transaction writing a
+# catalog key increments (absent = 0). A compute node's schema cache is valid for a snapshot
+# exactly when this key holds the cache's version there (compute_node/sql/schema_cache.py).
+SCHEMA_VERSION_KEY = SYSTEM_PREFIX + b"V"
 
 # --- element tags ---------------------------------------------------------------
 TAG_FALSE = 0x10

@@ -99,6 +99,21 @@ READ_RETRY_PAUSE_S = 0.6
 # that refused a read as not caught up is asked after every other copy for READ_BEHIND_S.
 READ_SINGLE_COPIES_MAX = 3
 READ_BEHIND_S = 1.0
+# Read streams (compute_node/read_stream.py, storage ReadStream): the Gets and Scans of every
+# session of a compute node to one storage copy share one stream, each message carrying whatever
+# was queued when the last one left. Ops per message, and bytes of keys per message:
+READ_STREAM_BATCH_MAX = 512
+READ_STREAM_BATCH_BYTES = 4 * 1024 * 1024
+# Ops queued or unanswered on one stream (a compute node's read concurrency towards one copy).
+READ_STREAM_PENDING_MAX = 8_192
+# Ops one storage copy holds per stream while they wait for their ts to be closed.
+READ_STREAM_WAITING_MAX = 8_192
+# A stream lives at most this long (its gRPC deadline; rotated at half of it), and is closed
+# after this long without ops.
+READ_STREAM_LIFETIME_S = 120.0
+READ_STREAM_IDLE_S = 30.0
+# A reply message of a read stream stays below this (results beyond it go in the next message).
+READ_STREAM_REPLY_BYTES = 8 * 1024 * 1024
 # Empty merged scan pages a compute node skips past before answering (copies disagreeing).
 SCAN_EMPTY_PAGES_MAX = 100
 # Commit routing: the pause between rounds when no adjudicator leads (failover takes
@@ -326,6 +341,9 @@ assert COMMIT_ATTEMPT_TIMEOUT_S < COMMIT_TIMEOUT_S
 assert COMMIT_SENDS_MAX * COMMIT_ROUTE_BACKOFF_S / 3 >= COMMIT_TIMEOUT_S, "sends last the whole deadline"
 assert READ_HEDGE_DELAY_MIN_S < READ_HEDGE_DELAY_MAX_S < STORAGE_READ_TIMEOUT_S
 assert 2 <= READ_SINGLE_COPIES_MAX, "a single-copy read survives one failed copy without the quorum fallback"
+assert READ_STREAM_BATCH_MAX >= 1 and READ_STREAM_PENDING_MAX >= READ_STREAM_BATCH_MAX
+assert STORAGE_READ_TIMEOUT_S < READ_STREAM_LIFETIME_S / 2, "a read outlives no stream it is on"
+assert READ_STREAM_REPLY_BYTES < GRPC_MESSAGE_BYTES_MAX
 
 # --- SQL schema and statements (compute_node/sql; issue 4) ---------------------------------
 # Columns per table, as DSQL's quota (PostgreSQL allows 1,600); more is SQLSTATE 54011.
@@ -336,6 +354,18 @@ TABLE_INDEXES_MAX = 24
 INDEX_COLUMNS_MAX = 8
 # Characters in one SQL statement: bounds parse time and memory; more is 54000.
 STATEMENT_BYTES_MAX = 1024 * 1024
+# Table definitions a compute node's schema cache holds (compute_node/sql/schema_cache.py):
+# beyond it the least recently stored go, and the next use reads the catalog again.
+SCHEMA_CACHE_TABLES_MAX = 10_000
+# The statement cache (compute_node/sql/statements.py): statement shapes per compute node (least
+# recently used go), variants of one shape (texts whose unliftable literals differ), and idle tree
+# copies per variant (one per concurrent run of that statement: a 64-client benchmark needs 64).
+STATEMENT_CACHE_SHAPES_MAX = 1_000
+STATEMENT_CACHE_VARIANTS_MAX = 4
+STATEMENT_CACHE_INSTANCES_MAX = 128
+# Values one transaction remembers from its point reads (its snapshot never changes, so a key
+# read twice is asked once); beyond it reads still work, uncached.
+TXN_READ_CACHE_KEYS_MAX = 10_000
 
 # --- Scan pushdown (storage_node/pushdown.py; issue 4) --------------------------------------
 # Live keys one filtered Scan call examines: bounds a copy's work per call (decode + predicate

@@ -52,6 +52,15 @@ DEFAULT_CHECKPOINT_ENTRIES = 20_000  # the cluster setting storage_checkpoint_en
 log = logging.getLogger(__name__)
 
 
+def _too_many_keys(count: int) -> str:
+    return f"Get asks for {count} keys; at most {limits.GET_KEYS_MAX} per call"
+
+
+def _pushdown_spec(request: storage_pb2.ScanRequest):
+    """The parsed filter + projection of a Scan (None without one); raises PushdownError."""
+    return pushdown.parse(request.pushdown) if request.pushdown else None
+
+
 def to_record(entry: common_pb2.Entry) -> Record:
     if entry.kind != common_pb2.ENTRY_TXN:
         return Record(index=entry.index, ts=entry.ts)
@@ -69,6 +78,7 @@ class SegmentState:
         self.checkpoints = checkpoints or CheckpointStore(segment_log.directory)
         self.checkpoint_entries = checkpoint_entries
         self.changed = asyncio.Condition()
+        self._change_waiters: list[asyncio.Future] = []  # read streams waiting for the next change
         self.replaying = True
         self.repairing = False
         self.commit_index = 0   # highest committed index seen from the journal
@@ -229,8 +239,18 @@ class SegmentState:
         await self.wake_reads()
 
     async def wake_reads(self) -> None:
+        waiters, self._change_waiters = self._change_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         async with self.changed:
             self.changed.notify_all()
+
+    def next_change(self) -> asyncio.Future:
+        """A future resolved by the next wake_reads (a batch applied, a closed timestamp moved)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._change_waiters.append(waiter)
+        return waiter
 
     def health(self) -> str:
         if self.replaying:
@@ -252,8 +272,7 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
 
     async def _wait_readable(self, ts: int, wait_ms: int, context: grpc.aio.ServicerContext) -> None:
         state = self.state  # state.segment is looked up anew: a checkpoint install replaces it
-        readiness = state.segment.readiness(ts)
-        if readiness is Readiness.WAIT:
+        if state.segment.readiness(ts) is Readiness.WAIT:
             wait_s = min(wait_ms or limits.STORAGE_READ_WAIT_MS, limits.STORAGE_READ_WAIT_MS) / 1000
             remaining_s = context.time_remaining()
             if remaining_s is not None:
@@ -263,50 +282,39 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
                     await self.state.changed.wait_for(lambda: state.segment.readiness(ts) is not Readiness.WAIT)
             except TimeoutError:
                 pass
-            readiness = state.segment.readiness(ts)
-        segment = state.segment
-        match readiness:
-            case Readiness.READY:
-                return
-            case Readiness.WAIT:
-                await context.abort(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"storage node {self.state.node.name} not caught up to ts {ts}: its closed timestamp is "
-                    f"{(ts - segment.closed_ts) / 1e6:.0f} ms behind (applied_index {segment.applied_index})",
-                )
-            case Readiness.TOO_OLD:
-                await context.abort(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"storage node {self.state.node.name}: read at ts {ts} is older than the "
-                    f"version garbage-collection horizon {segment.gc_horizon_ts}",
-                )
+        problem = self.unreadable(ts)
+        if problem is not None:
+            await context.abort(*problem)
 
     async def Get(self, request: storage_pb2.GetRequest, context) -> storage_pb2.GetReply:
         if len(request.keys) > limits.GET_KEYS_MAX:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"Get asks for {len(request.keys)} keys; at most {limits.GET_KEYS_MAX} per call",
-            )
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _too_many_keys(len(request.keys)))
         await self._wait_readable(request.ts, request.wait_ms, context)
-        segment = self.state.segment
-        versions = []
-        for key in request.keys:
-            value, version_ts = segment.get(key, request.ts)
-            versions.append(storage_pb2.Version(
-                key=key, value=value or b"", version_ts=version_ts, found=value is not None,
-            ))
-        return storage_pb2.GetReply(versions=versions)
+        return self.serve_get(request)
 
     async def Scan(self, request: storage_pb2.ScanRequest, context) -> storage_pb2.ScanReply:
+        try:
+            spec = _pushdown_spec(request)
+        except pushdown.PushdownError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        await self._wait_readable(request.ts, request.wait_ms, context)
+        return self.serve_scan(request, spec)
+
+    def serve_get(self, request: storage_pb2.GetRequest) -> storage_pb2.GetReply:
+        """The answer at request.ts; only call it once the segment can serve that ts."""
+        segment = self.state.segment
+        ts = request.ts
+        versions = []
+        for key in request.keys:
+            value, version_ts = segment.get(key, ts)
+            versions.append(storage_pb2.Version(key=key, value=value or b"", version_ts=version_ts,
+                                                found=value is not None))
+        return storage_pb2.GetReply(versions=versions)
+
+    def serve_scan(self, request: storage_pb2.ScanRequest, spec) -> storage_pb2.ScanReply:
+        """The page at request.ts; only call it once the segment can serve that ts."""
         # A limit above the page size (or 0) is served as one full page; `more` tells the caller to go on.
         limit = min(request.limit or limits.SCAN_PAGE_MAX, limits.SCAN_PAGE_MAX)
-        spec = None
-        if request.pushdown:  # filter + projection here (storage_node/pushdown.py)
-            try:
-                spec = pushdown.parse(request.pushdown)
-            except pushdown.PushdownError as error:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        await self._wait_readable(request.ts, request.wait_ms, context)
         resume_key = None
         if spec is None:
             rows, more = self.state.segment.scan(request.start, request.end or None, request.ts, limit)
@@ -318,6 +326,25 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
             versions=[storage_pb2.Version(key=k, value=v, version_ts=ts, found=True) for k, v, ts in rows],
             more=more, resume_key=resume_key or b"",
         )
+
+    def unreadable(self, ts: int) -> tuple[grpc.StatusCode, str] | None:
+        """Why the segment cannot serve a read at ts now (None: it can); as _wait_readable reports it."""
+        segment = self.state.segment
+        match segment.readiness(ts):
+            case Readiness.READY:
+                return None
+            case Readiness.WAIT:
+                return grpc.StatusCode.UNAVAILABLE, (
+                    f"storage node {self.state.node.name} not caught up to ts {ts}: its closed timestamp is "
+                    f"{(ts - segment.closed_ts) / 1e6:.0f} ms behind (applied_index {segment.applied_index})")
+            case Readiness.TOO_OLD:
+                return grpc.StatusCode.FAILED_PRECONDITION, (
+                    f"storage node {self.state.node.name}: read at ts {ts} is older than the "
+                    f"version garbage-collection horizon {segment.gc_horizon_ts}")
+
+    async def ReadStream(self, request_iterator, context):
+        """Batched Gets and Scans (read_stream.py on the compute side): see ReadStreamServer."""
+        await ReadStreamServer(self, context).run(request_iterator)
 
     async def ReadLog(self, request: storage_pb2.ReadLogRequest, context) -> storage_pb2.ReadLogReply:
         max_entries = min(request.max_entries or limits.ENTRIES_PER_MESSAGE_MAX, limits.ENTRIES_PER_MESSAGE_MAX)
@@ -378,3 +405,128 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
                     f"log_entries={state.segment_log.entry_count} log_bytes={state.segment_log.size_bytes} "
                     f"log_files={state.segment_log.file_count}"),
         )
+
+
+class ReadStreamServer:
+    """One compute node's read stream to this copy.
+
+    Every incoming ReadBatch is served at once for the ops whose ts the segment can serve; those
+    are answered together in one ReadReplyBatch. An op whose ts is not closed yet waits (bounded:
+    its wait_ms, and READ_STREAM_WAITING_MAX per stream) in this stream's waiting list; one task
+    per stream (not per op) re-checks the list whenever the segment changes and answers what has
+    become servable, again as one message, and answers ops whose wait ran out with UNAVAILABLE
+    "not caught up", exactly as the unary Get would have failed. Replies are split so a message
+    stays under READ_STREAM_REPLY_BYTES.
+    """
+
+    def __init__(self, servicer: StorageServicer, context) -> None:
+        self._servicer = servicer
+        self._context = context
+        self._waiting: list[tuple[storage_pb2.ReadOp, float]] = []  # (op, deadline on the loop clock)
+        self._rearm = asyncio.Event()  # a new op waits: the waiter task recomputes its deadline
+        self._waiter: asyncio.Task | None = None
+        self._write_lock = asyncio.Lock()
+        self._loop = asyncio.get_running_loop()
+
+    async def run(self, request_iterator) -> None:
+        try:
+            async for batch in request_iterator:
+                if len(batch.ops) > limits.READ_STREAM_BATCH_MAX:
+                    await self._context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                              f"a read batch holds at most {limits.READ_STREAM_BATCH_MAX} ops")
+                results = []
+                for op in batch.ops:
+                    result = self._serve(op, waited_out=False)
+                    if result is not None:
+                        results.append(result)
+                    elif len(self._waiting) >= limits.READ_STREAM_WAITING_MAX:
+                        results.append(_result_error(op.id, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                                     f"{len(self._waiting)} reads already wait on this stream"))
+                    else:
+                        self._wait(op)
+                if results:
+                    await self._write(results)
+            # Half-closed by the compute node: answer what still waits, then end the stream.
+            if self._waiter is not None:
+                await self._waiter
+        finally:
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.cancel()
+                await asyncio.gather(self._waiter, return_exceptions=True)
+
+    def _wait(self, op: storage_pb2.ReadOp) -> None:
+        request = op.get if op.WhichOneof("op") == "get" else op.scan
+        wait_s = min(request.wait_ms or limits.STORAGE_READ_WAIT_MS, limits.STORAGE_READ_WAIT_MS) / 1000
+        self._waiting.append((op, self._loop.time() + wait_s))
+        self._rearm.set()
+        if self._waiter is None or self._waiter.done():
+            self._waiter = asyncio.create_task(self._answer_waiting(), name="storage-read-stream-wait")
+
+    async def _answer_waiting(self) -> None:
+        state = self._servicer.state
+        while self._waiting:
+            deadline = min(deadline for _, deadline in self._waiting)
+            change = state.next_change()
+            self._rearm.clear()
+            rearm = asyncio.ensure_future(self._rearm.wait())
+            try:
+                await asyncio.wait((change, rearm), timeout=max(0.0, deadline - self._loop.time()),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                rearm.cancel()
+                change.cancel()
+            now = self._loop.time()
+            results, still = [], []
+            for op, op_deadline in self._waiting:
+                result = self._serve(op, waited_out=now >= op_deadline)
+                if result is None:
+                    still.append((op, op_deadline))
+                else:
+                    results.append(result)
+            self._waiting = still
+            if results:
+                await self._write(results)
+
+    def _serve(self, op: storage_pb2.ReadOp, waited_out: bool) -> storage_pb2.ReadResult | None:
+        """The result of `op` now; None when it must wait for its ts (and may still)."""
+        servicer = self._servicer
+        kind = op.WhichOneof("op")
+        if kind == "get":
+            request = op.get
+            if len(request.keys) > limits.GET_KEYS_MAX:
+                return _result_error(op.id, grpc.StatusCode.INVALID_ARGUMENT, _too_many_keys(len(request.keys)))
+            problem = servicer.unreadable(request.ts)
+            if problem is None:
+                return storage_pb2.ReadResult(id=op.id, get=servicer.serve_get(request))
+        elif kind == "scan":
+            request = op.scan
+            try:
+                spec = _pushdown_spec(request)
+            except pushdown.PushdownError as error:
+                return _result_error(op.id, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            problem = servicer.unreadable(request.ts)
+            if problem is None:
+                return storage_pb2.ReadResult(id=op.id, scan=servicer.serve_scan(request, spec))
+        else:
+            return _result_error(op.id, grpc.StatusCode.INVALID_ARGUMENT, "a read op needs a get or a scan")
+        code, message = problem
+        if code == grpc.StatusCode.UNAVAILABLE and not waited_out:
+            return None
+        return _result_error(op.id, code, message)
+
+    async def _write(self, results: list[storage_pb2.ReadResult]) -> None:
+        async with self._write_lock:
+            batch: list[storage_pb2.ReadResult] = []
+            size = 0
+            for result in results:
+                result_size = result.ByteSize()
+                if batch and size + result_size > limits.READ_STREAM_REPLY_BYTES:
+                    await self._context.write(storage_pb2.ReadReplyBatch(results=batch))
+                    batch, size = [], 0
+                batch.append(result)
+                size += result_size
+            await self._context.write(storage_pb2.ReadReplyBatch(results=batch))
+
+
+def _result_error(op_id: int, code: grpc.StatusCode, message: str) -> storage_pb2.ReadResult:
+    return storage_pb2.ReadResult(id=op_id, code=code.value[0], message=message)

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from compute_node.service import ComputeService, value_to_pb
-from quorumdb import client as qclient
+from quorumdb import sqllex, client as qclient
 from quorumdb import config as config_mod
 from quorumdb import errors, rpc
 from quorumdb.pb import common_pb2, compute_pb2, compute_pb2_grpc
@@ -78,7 +78,9 @@ class StubSession:
         self.start_ts = 0
         self.closed = False
 
-    async def execute(self, sql: str):
+    async def execute(self, sql: str, params=None):
+        if params is not None:  # the literals the server made of the request's values, pasted for ECHO
+            sql = sqllex.substitute(sql, params)
         if self.session_id in StubSession.active:
             StubSession.overlaps += 1
         StubSession.active.append(self.session_id)

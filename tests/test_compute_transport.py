@@ -63,6 +63,47 @@ class FakeStorage(storage_pb2_grpc.StorageServicer):
         return storage_pb2.ScanReply(versions=versions, more=False)
 
 
+    async def ReadStream(self, request_iterator, context):
+        """The stream form: each op answered as the unary Get/Scan would (an abort is an error
+        result), each as soon as it is done; `calls` counts ops, as it counts unary calls."""
+        write_lock = asyncio.Lock()
+        tasks = []
+
+        async def answer(op):
+            unary = _OpContext()
+            try:
+                if op.WhichOneof("op") == "get":
+                    result = storage_pb2.ReadResult(id=op.id, get=await self.Get(op.get, unary))
+                else:
+                    result = storage_pb2.ReadResult(id=op.id, scan=await self.Scan(op.scan, unary))
+            except _Aborted as aborted:
+                result = storage_pb2.ReadResult(id=op.id, code=aborted.code.value[0], message=aborted.details)
+            async with write_lock:
+                await context.write(storage_pb2.ReadReplyBatch(results=[result]))
+
+        try:
+            async for batch in request_iterator:
+                tasks += [asyncio.create_task(answer(op)) for op in batch.ops]
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+
+class _Aborted(Exception):
+    def __init__(self, code, details):
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class _OpContext:
+    """The part of a servicer context FakeStorage uses, for ops that arrive on a read stream."""
+
+    async def abort(self, code, details):
+        raise _Aborted(code, details)
+
+
 class FakeAdjudicator(adjudicator_pb2_grpc.AdjudicatorServicer):
     def __init__(self, name: str):
         self.name = name
@@ -483,3 +524,40 @@ async def test_no_copy_caught_up_says_the_journal_is_not_advancing(fake):
         await reader.get_many([b"k1"], ts=25)
     assert raised.value.sqlstate == errors.CANNOT_CONNECT_NOW
     assert "journal" in raised.value.hint and "stale" in raised.value.hint
+
+
+async def test_concurrent_reads_share_stream_messages(fake):
+    """Reads of many sessions at once go to each copy as a few messages, not one call each."""
+    await fake.start_storage(DATA)
+    reader = StorageReader(fake.config, "az1", fake.channels)
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(reader.get_many([b"k1", b"k2"], ts=25) for _ in range(50))), 10)
+        assert all(values == {b"k1": b"v1", b"k2": b"new"} for values in results)
+        streams = [stream for stream in reader._streams.values() if stream.ops_sent]
+        assert sum(stream.ops_sent for stream in streams) == 150  # 50 reads x 3 copies
+        assert sum(stream.batches_sent for stream in streams) < 50, [s.batches_sent for s in streams]
+    finally:
+        await reader.close()
+
+
+async def test_a_broken_stream_fails_its_reads_and_the_next_read_reopens(fake):
+    await fake.start_storage(DATA)
+    reader = StorageReader(fake.config, "az1", fake.channels)
+    try:
+        assert await reader.get_many([b"k1"], ts=25, read_mode="single") == {b"k1": b"v1"}
+        fake.storages["storage-az1-a"].mode = "hang"
+        pending = asyncio.ensure_future(reader.get_many([b"k1"], ts=25, read_mode="single"))
+        await asyncio.sleep(0.2)
+        await fake.stop("storage-az1-a")  # the stream breaks under the hanging op: the hedge or the error wins
+        assert await asyncio.wait_for(pending, 10) == {b"k1": b"v1"}
+        fake.storages["storage-az1-a"].mode = "ok"
+        await fake.restart_storage("storage-az1-a")
+        # The copy is suspected for a while; asked directly, its stream opens again.
+        stream = reader._streams["storage-az1-a"]
+        sent = stream.batches_sent
+        op = storage_pb2.ReadOp(get=storage_pb2.GetRequest(keys=[b"k2"], ts=25))
+        reply = await asyncio.wait_for(stream.request(op), 10)
+        assert [v.value for v in reply.versions] == [b"new"] and stream.batches_sent == sent + 1
+    finally:
+        await reader.close()

@@ -14,6 +14,7 @@ import random
 import pytest
 
 from compute_node.session import Session
+from compute_node.sql.engine import Engine
 from quorumdb.client import connect
 from tests.differential.pgserver import PostgresMissing, PostgresServer
 from tests.differential.runner import Report, load_corpus, run_file
@@ -79,6 +80,27 @@ async def test_corpus_matches_postgres_in_memory(postgres):
     assert not mismatches, f"{len(mismatches)} statements differ from PostgreSQL:\n" + "\n".join(mismatches)
     assert report.total >= CORPUS_STATEMENTS_MIN, f"corpus has only {report.total} statements"
     assert report.count("match") > report.count("unsupported") * 4, "most of the corpus must be supported"
+
+
+async def test_corpus_matches_postgres_through_a_warm_statement_cache(postgres):
+    """The whole corpus through ONE engine, twice, the second time in reverse file order: most
+    statements then run from a cached parse of another text of the same shape (other constants,
+    statements.py), and every answer must still be PostgreSQL's."""
+    engine = Engine()
+    corpus = load_corpus()
+    for round_number, files in enumerate((corpus, list(reversed(corpus)))):
+        report = Report()
+        for index, (name, statements) in enumerate(files):
+            connection = fresh_database(postgres, f"warm_{round_number}_{index}")
+            try:
+                session = Session(MemoryBackend(), f"warm-{name}", rng=random.Random(index), engine=engine)
+                await run_file(name, statements, connection, session.execute, report)
+            finally:
+                connection.close()
+        print_report(report, f"differential (warm statement cache, round {round_number + 1})")
+        mismatches = [v.describe() for v in report.verdicts if v.kind == "mismatch"]
+        assert not mismatches, f"{len(mismatches)} statements differ from PostgreSQL:\n" + "\n".join(mismatches)
+    assert engine.statements.hits > engine.statements.misses, (engine.statements.hits, engine.statements.misses)
 
 
 @pytest.mark.cluster

@@ -238,3 +238,40 @@ async def test_peer_repair_after_journal_truncation(world):
     assert got[b"k0"] == b"after"
     assert got[b"k5"] == b"v5", "k5 was committed at index 6, only a peer held it"
     assert running_b.node.segment_log.first_index == 1, "repaired entries are in b's own log"
+
+
+async def test_read_stream_batches_answers_and_waits_per_op(world):
+    """The compute nodes' read path: ops in one message, each answered when its ts is closed."""
+    journal, start = world
+    journal.commit(100, a=b"a100")
+    journal.commit(200, b=b"b200")
+    _, stub = await start("storage-az1-a")
+    await wait_applied(stub, 2)
+    call = stub.ReadStream(timeout=10)
+    await call.write(storage_pb2.ReadBatch(ops=[
+        storage_pb2.ReadOp(id=1, get=storage_pb2.GetRequest(keys=[b"a", b"b"], ts=150)),
+        storage_pb2.ReadOp(id=2, scan=storage_pb2.ScanRequest(start=b"", ts=200, limit=10)),
+        storage_pb2.ReadOp(id=3, get=storage_pb2.GetRequest(keys=[b"a"], ts=1_000, wait_ms=2_000)),
+        storage_pb2.ReadOp(id=4, get=storage_pb2.GetRequest(keys=[b"a"], ts=5_000, wait_ms=100)),
+        storage_pb2.ReadOp(id=5, get=storage_pb2.GetRequest(keys=[b"k"] * 1_001, ts=1)),
+        storage_pb2.ReadOp(id=6, scan=storage_pb2.ScanRequest(start=b"", ts=1, pushdown=b"{not json")),
+    ]))
+    first = await asyncio.wait_for(call.read(), WAIT_S)
+    # Everything servable (or invalid) now comes back in ONE message; 3 and 4 wait for their ts.
+    assert sorted(r.id for r in first.results) == [1, 2, 5, 6]
+    results = {r.id: r for r in first.results}
+    assert [(v.key, v.found, v.version_ts) for v in results[1].get.versions] == [(b"a", True, 100), (b"b", False, 0)]
+    assert [v.key for v in results[2].scan.versions] == [b"a", b"b"]
+    assert results[5].code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert results[6].code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    # Op 4's wait (100 ms) runs out first: UNAVAILABLE "not caught up", as the unary Get says.
+    second = await asyncio.wait_for(call.read(), WAIT_S)
+    assert [(r.id, r.code) for r in second.results] == [(4, grpc.StatusCode.UNAVAILABLE.value[0])]
+    assert "not caught up to ts 5000" in second.results[0].message
+    journal.commit(900, a=b"a900")
+    journal.heartbeat(1_000)
+    third = await asyncio.wait_for(call.read(), WAIT_S)
+    assert [(r.id, r.code) for r in third.results] == [(3, 0)]
+    assert (third.results[0].get.versions[0].value, third.results[0].get.versions[0].version_ts) == (b"a900", 900)
+    await call.done_writing()
+    assert await asyncio.wait_for(call.read(), WAIT_S) == grpc.aio.EOF

@@ -649,20 +649,21 @@ def _encode(value: Any, oid: int, format_code: int) -> bytes | None:
     return pgtypes.encode_text(value, oid)
 
 
-async def start_for_node(cluster: Any, node: Any, backend: Any) -> PgServer | None:
+async def start_for_node(cluster: Any, node: Any, backend: Any,
+                         session_factory: Callable[[Any, str], Any]) -> PgServer | None:
     """The compute node's PostgreSQL endpoint on cluster.pg_port(node) (called by compute_node/main.py).
 
+    `session_factory(backend_view, session_id)` makes the node's SQL sessions (sharing its engine).
     A port that cannot be bound is logged as an error and the node goes on serving gRPC.
     """
     from compute_node.service import CommitTracker
-    from compute_node.session import Session
 
     secret = None if cluster.pg_trust else await asyncio.to_thread(tokens.load_or_create_secret, cluster.data_dir)
     config = PgConfig(host=cluster.bind_host(node), port=cluster.pg_port(node.name), trust=cluster.pg_trust,
                       secret=secret, node_name=node.name, lifetime_s=cluster.pg_connection_lifetime_s,
                       connections_max=cluster.pg_connections_max, connections_per_s=cluster.pg_connections_per_s,
                       connections_burst=max(limits.PG_CONNECTIONS_BURST, int(cluster.pg_connections_per_s)))
-    server = PgServer(config, backend, Session, CommitTracker)
+    server = PgServer(config, backend, session_factory, CommitTracker)
     try:
         await server.start()
     except OSError as error:

@@ -64,16 +64,22 @@ Statement = TransactionControl | Explain | exp.Expression
 
 
 def parse_script(sql: str) -> list[Statement]:
+    return [statement for statement, _ in parse_script_spans(sql)]
+
+
+def parse_script_spans(sql: str) -> list[tuple[Statement, int]]:
+    """Each statement with the offset of its text in `sql` (positions in its tree are relative to it)."""
     try:
         tokens = sqlglot.tokenize(sql, read="postgres")
     except TokenError as error:
         raise SqlError(errors.SYNTAX_ERROR, f"syntax error: {_first_line(str(error))}") from None
-    statements: list[Statement] = []
+    statements: list[tuple[Statement, int]] = []
     chunk: list = []
     for token in tokens + [None]:
         if token is None or token.token_type == TokenType.SEMICOLON:
             if chunk:
-                statements.append(_parse_statement(sql[chunk[0].start:chunk[-1].end + 1], chunk))
+                text = sql[chunk[0].start:chunk[-1].end + 1]
+                statements.append((_parse_statement(text, chunk), chunk[0].start))
             chunk = []
         else:
             chunk.append(token)

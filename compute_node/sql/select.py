@@ -51,15 +51,38 @@ from quorumdb.errors import SqlError
 
 # --- catalog access -------------------------------------------------------------------
 async def load_table(txn, name: str) -> TableDef | None:
-    """The definition of `name` in this transaction's snapshot; the read locks the catalog key (OC001)."""
+    """The definition of `name` in this transaction's snapshot (the node's schema cache when it
+    is right for the snapshot); using it locks the catalog key (OC001)."""
     if name in txn.tables:
         return txn.tables[name]
-    key = keys.catalog_table_key(name)
-    raw = await txn.get(key)
-    txn.note_schema_read(key, raw)
-    table = TableDef.decode(raw) if raw is not None else None
-    txn.tables[name] = table
-    return table
+    await preload_names(txn, [name])
+    return txn.tables[name]
+
+
+async def preload_names(txn, names) -> None:
+    """Definitions of `names` into txn.tables: from the schema cache, else one read for all."""
+    missing = []
+    for name in names:
+        if name in txn.tables:
+            continue
+        key = keys.catalog_table_key(name)
+        cached = txn.cached_table(name)
+        if cached is None:
+            missing.append((name, key))
+            continue
+        table, raw = cached
+        txn.note_schema_read(key, raw)
+        txn.tables[name] = table
+    if not missing:
+        return
+    found = await txn.get_many([key for _, key in missing])
+    for name, key in missing:
+        raw = found[key]
+        txn.note_schema_read(key, raw)
+        table = TableDef.decode(raw) if raw is not None else None
+        txn.tables[name] = table
+        if table is not None:
+            txn.remember_table(name, key, table, raw)
 
 
 async def load_all_tables(txn) -> list[TableDef]:
@@ -80,14 +103,7 @@ async def preload_tables(txn, statement: exp.Expression) -> None:
         if node.args.get("db") is not None and identifier_name(node.args["db"]) != "public":
             continue
         names.add(identifier_name(node.this))
-    missing = sorted(name for name in names if name not in txn.tables)
-    if not missing:
-        return
-    catalog_keys = [keys.catalog_table_key(name) for name in missing]
-    found = await txn.get_many(catalog_keys)
-    for name, key in zip(missing, catalog_keys):
-        txn.note_schema_read(key, found[key])
-        txn.tables[name] = TableDef.decode(found[key]) if found[key] is not None else None
+    await preload_names(txn, sorted(names))
 
 
 async def read_rows(txn, table: TableDef, plan: AccessPlan,

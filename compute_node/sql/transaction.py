@@ -9,29 +9,51 @@ into `write_buffer`. Reads see the buffer first (read-your-writes):
   * `scan` pages through `backend.scan` (limits.SCAN_PAGE_MAX rows a page) and merges
     the buffered keys of the same range in key order, a buffered value replacing the
     stored one and a tombstone hiding it.
+Values read from storage are remembered (`read_cache`, bounded): the snapshot never changes,
+so a key read twice in a transaction is asked for once.
+
+Schema: table definitions come from the node's SchemaCache (schema_cache.py has the
+argument) until the transaction knows the catalog version at its start_ts. Its first storage
+read carries keys.SCHEMA_VERSION_KEY along (same request); if the version differs from the
+one the cached definitions were taken at, the read raises SchemaStale and the session runs
+the statement again with definitions read at this snapshot.
+
 `commit()` sends the buffer and the lock keys to `backend.commit`; a transaction that
-wrote nothing commits locally. The quotas (rows changed, bytes changed, key size,
+wrote nothing commits locally. A transaction that wrote a catalog key also increments the
+schema version. The quotas (rows changed, bytes changed, key size,
 row size) are checked on every `put`, so a statement fails with 54000 as soon as it
 would pass one; limits are read from quorumdb.limits at call time so tests and
 deployments may change them.
 """
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, AsyncIterator
 
+from compute_node.sql.schema_cache import SchemaCache, decode_version, encode_version
 from quorumdb import errors, limits
+from quorumdb import keys as keys_mod
 from quorumdb.errors import SqlError
 
 if TYPE_CHECKING:
     from compute_node.session import Backend
 
 
+class SchemaStale(Exception):
+    """The definitions a statement compiled with are not those of its snapshot: run it again."""
+
+
 class Transaction:
-    def __init__(self, backend: "Backend", start_ts: int, txn_id: str):
+    def __init__(self, backend: "Backend", start_ts: int, txn_id: str, schema_cache: SchemaCache | None = None):
         self.backend = backend
         self.start_ts = start_ts
         self.txn_id = txn_id
         self.write_buffer: dict[bytes, bytes | None] = {}
+        self.read_cache: dict[bytes, bytes | None] = {}
+        self.schema_cache = schema_cache if schema_cache is not None else SchemaCache()
+        self.schema_version: int | None = None          # the catalog version at start_ts, once read
+        self.assumed_schema_version: int | None = None  # the cache's version definitions came from before that
+        self.reads_sent = 0                             # storage requests (tests: one per point statement)
         self.lock_keys: set[bytes] = set()
         self.write_bytes = 0
         # Catalog cache for this snapshot (table name -> definition or None); DDL updates it.
@@ -82,6 +104,45 @@ class Transaction:
         """Makes the commit fail (OCC) if `key` was committed by another transaction after start_ts."""
         self.lock_keys.add(key)
 
+    # --- schema ------------------------------------------------------------------------
+    def cached_table(self, name: str) -> tuple[object, bytes] | None:
+        """(TableDef, encoded) of `name` from the node's cache, if it is right for this snapshot
+        (or assumed to be, until the first read checks the version)."""
+        cache = self.schema_cache
+        if self.schema_version is None:
+            if self.assumed_schema_version is not None and self.assumed_schema_version != cache.version:
+                return None  # the cache moved under this unchecked transaction: read instead
+            found = cache.lookup(name, None)
+            if found is not None:
+                self.assumed_schema_version = cache.version
+            return found
+        return cache.lookup(name, self.schema_version)
+
+    def remember_table(self, name: str, key: bytes, table: object, raw: bytes) -> None:
+        """A definition this transaction read at its snapshot: the node's cache may keep it."""
+        if self.schema_version is not None and key not in self.write_buffer:
+            self.schema_cache.store(self.schema_version, name, table, raw)
+
+    async def check_schema_version(self) -> None:
+        """Before a statement's result leaves: its cached definitions were those of this snapshot."""
+        if self.schema_version is None and self.assumed_schema_version is not None:
+            await self.get_many([])
+
+    def forget_stale_schema(self) -> None:
+        """After SchemaStale: drop what the statement took from the cache (it wrote nothing)."""
+        assert not self.write_buffer, "schema is checked by a transaction's first read, before any write"
+        self.tables.clear()
+        self.schema_reads.clear()
+        self.lock_keys.clear()
+        self.assumed_schema_version = None
+
+    def _learn_schema_version(self, raw: bytes | None) -> None:
+        version = decode_version(raw)
+        self.schema_version = version
+        self.schema_cache.observe(version)
+        if self.assumed_schema_version is not None and self.assumed_schema_version != version:
+            raise SchemaStale(f"catalog version {version} at start_ts, cached {self.assumed_schema_version}")
+
     # --- reads ----------------------------------------------------------------------
     async def get(self, key: bytes) -> bytes | None:
         return (await self.get_many([key]))[key]
@@ -92,13 +153,26 @@ class Transaction:
         for key in keys:
             if key in self.write_buffer:
                 result[key] = self.write_buffer[key]
+            elif key in self.read_cache:
+                result[key] = self.read_cache[key]
             else:
                 missing.append(key)
+        if self.schema_version is None and keys_mod.SCHEMA_VERSION_KEY not in missing:
+            # The first read also learns the catalog version (schema_cache.py), in the same request.
+            missing.append(keys_mod.SCHEMA_VERSION_KEY)
         for offset in range(0, len(missing), limits.GET_KEYS_MAX):
             chunk = missing[offset:offset + limits.GET_KEYS_MAX]
+            self.reads_sent += 1
             found = await self.backend.get_many(chunk, self.start_ts)
+            cache_room = limits.TXN_READ_CACHE_KEYS_MAX - len(self.read_cache)
             for key in chunk:
-                result[key] = found.get(key)
+                value = found.get(key)
+                result[key] = value
+                if cache_room > 0:
+                    self.read_cache[key] = value
+                    cache_room -= 1
+            if self.schema_version is None:
+                self._learn_schema_version(found.get(keys_mod.SCHEMA_VERSION_KEY))
         return result
 
     async def scan(self, start: bytes, end: bytes | None,
@@ -116,16 +190,23 @@ class Transaction:
         buffered_index = 0
         position = start
         rows_read = 0
+        # An unchecked transaction learns the catalog version beside its first page.
+        if self.schema_version is None:
+            version_read = asyncio.ensure_future(self.get_many([]))
+            try:
+                page_result = await self._scan_page(position, end, pushdown, scan_filtered)
+            except BaseException:
+                version_read.cancel()
+                await asyncio.gather(version_read, return_exceptions=True)
+                raise
+            await version_read  # raises SchemaStale before any row leaves
+        else:
+            page_result = await self._scan_page(position, end, pushdown, scan_filtered)
         while True:
-            if pushdown is None:
-                page, more = await self.backend.scan(position, end, self.start_ts, limits.SCAN_PAGE_MAX)
-                resume_after = page[-1][0] if page else None
-            else:
-                page, more, resume_after = await scan_filtered(
-                    position, end, self.start_ts, limits.SCAN_PAGE_MAX, pushdown)
-                assert not more or (resume_after is not None and resume_after >= position), \
-                    "a filtered scan must move forward"
-                assert not page or not more or page[-1][0] <= resume_after
+            if page_result is None:
+                page_result = await self._scan_page(position, end, pushdown, scan_filtered)
+            page, more, resume_after = page_result
+            page_result = None
             assert len(page) <= limits.SCAN_PAGE_MAX, "backend returned more rows than asked"
             assert page or not more or pushdown is not None, "backend said more but returned no rows"
             rows_read += len(page)
@@ -153,11 +234,26 @@ class Transaction:
             if buffered_value is not None:
                 yield buffered_key, buffered_value
 
+    async def _scan_page(self, position: bytes, end: bytes | None, pushdown: bytes | None, scan_filtered):
+        """(rows, more, resume_after) of one page from `position`."""
+        self.reads_sent += 1
+        if pushdown is None:
+            page, more = await self.backend.scan(position, end, self.start_ts, limits.SCAN_PAGE_MAX)
+            return page, more, (page[-1][0] if page else None)
+        page, more, resume_after = await scan_filtered(position, end, self.start_ts, limits.SCAN_PAGE_MAX, pushdown)
+        assert not more or (resume_after is not None and resume_after >= position), \
+            "a filtered scan must move forward"
+        assert not page or not more or page[-1][0] <= resume_after
+        return page, more, resume_after
+
     # --- end ---------------------------------------------------------------------------
     async def commit(self) -> int | None:
         """The commit timestamp, or None for a transaction that wrote nothing (committed locally)."""
         if not self.write_buffer:
             return None
+        if any(key.startswith(keys_mod.SYSTEM_PREFIX) and key != keys_mod.SCHEMA_VERSION_KEY
+               for key in self.write_buffer):
+            await self._bump_schema_version()
         writes = sorted(self.write_buffer.items())
         try:
             commit_ts = await self.backend.commit(self.start_ts, writes, sorted(self.lock_keys), self.txn_id)
@@ -170,7 +266,17 @@ class Transaction:
                     from None
             raise
         assert commit_ts > self.start_ts, f"commit_ts {commit_ts} must follow start_ts {self.start_ts}"
+        new_version = self.write_buffer.get(keys_mod.SCHEMA_VERSION_KEY)
+        if new_version is not None:  # this node's own schema change: its cached definitions are old now
+            self.schema_cache.observe(decode_version(new_version))
         return commit_ts
+
+    async def _bump_schema_version(self) -> None:
+        """A catalog change: the next version, written with it (concurrent DDL conflicts here)."""
+        if keys_mod.SCHEMA_VERSION_KEY in self.write_buffer:
+            return
+        current = (await self.get_many([keys_mod.SCHEMA_VERSION_KEY]))[keys_mod.SCHEMA_VERSION_KEY]
+        self.write_buffer[keys_mod.SCHEMA_VERSION_KEY] = encode_version(decode_version(current) + 1)
 
     async def _schema_changed(self) -> bool:
         """After a conflict: did a catalog entry this transaction used change since start_ts?"""

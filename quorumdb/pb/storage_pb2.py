@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rstorage.proto\x12\x08quorumdb\x1a\x0c\x63ommon.proto\"H\n\x07Version\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x12\n\nversion_ts\x18\x03 \x01(\x04\x12\r\n\x05\x66ound\x18\x04 \x01(\x08\"7\n\nGetRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\n\n\x02ts\x18\x02 \x01(\x04\x12\x0f\n\x07wait_ms\x18\x03 \x01(\r\"/\n\x08GetReply\x12#\n\x08versions\x18\x01 \x03(\x0b\x32\x11.quorumdb.Version\"g\n\x0bScanRequest\x12\r\n\x05start\x18\x01 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x0c\x12\n\n\x02ts\x18\x03 \x01(\x04\x12\r\n\x05limit\x18\x04 \x01(\r\x12\x0f\n\x07wait_ms\x18\x05 \x01(\r\x12\x10\n\x08pushdown\x18\x06 \x01(\x0c\"R\n\tScanReply\x12#\n\x08versions\x18\x01 \x03(\x0b\x32\x11.quorumdb.Version\x12\x0c\n\x04more\x18\x02 \x01(\x08\x12\x12\n\nresume_key\x18\x03 \x01(\x0c\"9\n\x0eReadLogRequest\x12\x12\n\nfrom_index\x18\x01 \x01(\x04\x12\x13\n\x0bmax_entries\x18\x02 \x01(\r\"l\n\x0cReadLogReply\x12 \n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x0f.quorumdb.Entry\x12\x13\n\x0b\x66irst_index\x18\x02 \x01(\x04\x12\x0b\n\x03scl\x18\x03 \x01(\x04\x12\x18\n\x10\x63heckpoint_index\x18\x04 \x01(\x04\"*\n\x15ReadCheckpointRequest\x12\x11\n\tmin_index\x18\x01 \x01(\x04\"S\n\x0f\x43heckpointChunk\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x32\xb4\x02\n\x07Storage\x12/\n\x03Get\x12\x14.quorumdb.GetRequest\x1a\x12.quorumdb.GetReply\x12\x32\n\x04Scan\x12\x15.quorumdb.ScanRequest\x1a\x13.quorumdb.ScanReply\x12;\n\x07ReadLog\x12\x18.quorumdb.ReadLogRequest\x1a\x16.quorumdb.ReadLogReply\x12N\n\x0eReadCheckpoint\x12\x1f.quorumdb.ReadCheckpointRequest\x1a\x19.quorumdb.CheckpointChunk0\x01\x12\x37\n\x06Status\x12\x17.quorumdb.StatusRequest\x1a\x14.quorumdb.NodeStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rstorage.proto\x12\x08quorumdb\x1a\x0c\x63ommon.proto\"H\n\x07Version\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x12\n\nversion_ts\x18\x03 \x01(\x04\x12\r\n\x05\x66ound\x18\x04 \x01(\x08\"7\n\nGetRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\n\n\x02ts\x18\x02 \x01(\x04\x12\x0f\n\x07wait_ms\x18\x03 \x01(\r\"/\n\x08GetReply\x12#\n\x08versions\x18\x01 \x03(\x0b\x32\x11.quorumdb.Version\"g\n\x0bScanRequest\x12\r\n\x05start\x18\x01 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x0c\x12\n\n\x02ts\x18\x03 \x01(\x04\x12\r\n\x05limit\x18\x04 \x01(\r\x12\x0f\n\x07wait_ms\x18\x05 \x01(\r\x12\x10\n\x08pushdown\x18\x06 \x01(\x0c\"R\n\tScanReply\x12#\n\x08versions\x18\x01 \x03(\x0b\x32\x11.quorumdb.Version\x12\x0c\n\x04more\x18\x02 \x01(\x08\x12\x12\n\nresume_key\x18\x03 \x01(\x0c\"f\n\x06ReadOp\x12\n\n\x02id\x18\x01 \x01(\x04\x12#\n\x03get\x18\x02 \x01(\x0b\x32\x14.quorumdb.GetRequestH\x00\x12%\n\x04scan\x18\x03 \x01(\x0b\x32\x15.quorumdb.ScanRequestH\x00\x42\x04\n\x02op\"*\n\tReadBatch\x12\x1d\n\x03ops\x18\x01 \x03(\x0b\x32\x10.quorumdb.ReadOp\"\x88\x01\n\nReadResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\x0f\n\x07message\x18\x03 \x01(\t\x12!\n\x03get\x18\x04 \x01(\x0b\x32\x12.quorumdb.GetReplyH\x00\x12#\n\x04scan\x18\x05 \x01(\x0b\x32\x13.quorumdb.ScanReplyH\x00\x42\x07\n\x05reply\"7\n\x0eReadReplyBatch\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.quorumdb.ReadResult\"9\n\x0eReadLogRequest\x12\x12\n\nfrom_index\x18\x01 \x01(\x04\x12\x13\n\x0bmax_entries\x18\x02 \x01(\r\"l\n\x0cReadLogReply\x12 \n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x0f.quorumdb.Entry\x12\x13\n\x0b\x66irst_index\x18\x02 \x01(\x04\x12\x0b\n\x03scl\x18\x03 \x01(\x04\x12\x18\n\x10\x63heckpoint_index\x18\x04 \x01(\x04\"*\n\x15ReadCheckpointRequest\x12\x11\n\tmin_index\x18\x01 \x01(\x04\"S\n\x0f\x43heckpointChunk\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x32\xf5\x02\n\x07Storage\x12/\n\x03Get\x12\x14.quorumdb.GetRequest\x1a\x12.quorumdb.GetReply\x12\x32\n\x04Scan\x12\x15.quorumdb.ScanRequest\x1a\x13.quorumdb.ScanReply\x12?\n\nReadStream\x12\x13.quorumdb.ReadBatch\x1a\x18.quorumdb.ReadReplyBatch(\x01\x30\x01\x12;\n\x07ReadLog\x12\x18.quorumdb.ReadLogRequest\x1a\x16.quorumdb.ReadLogReply\x12N\n\x0eReadCheckpoint\x12\x1f.quorumdb.ReadCheckpointRequest\x1a\x19.quorumdb.CheckpointChunk0\x01\x12\x37\n\x06Status\x12\x17.quorumdb.StatusRequest\x1a\x14.quorumdb.NodeStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,14 +42,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCANREQUEST']._serialized_end=324
   _globals['_SCANREPLY']._serialized_start=326
   _globals['_SCANREPLY']._serialized_end=408
-  _globals['_READLOGREQUEST']._serialized_start=410
-  _globals['_READLOGREQUEST']._serialized_end=467
-  _globals['_READLOGREPLY']._serialized_start=469
-  _globals['_READLOGREPLY']._serialized_end=577
-  _globals['_READCHECKPOINTREQUEST']._serialized_start=579
-  _globals['_READCHECKPOINTREQUEST']._serialized_end=621
-  _globals['_CHECKPOINTCHUNK']._serialized_start=623
-  _globals['_CHECKPOINTCHUNK']._serialized_end=706
-  _globals['_STORAGE']._serialized_start=709
-  _globals['_STORAGE']._serialized_end=1017
+  _globals['_READOP']._serialized_start=410
+  _globals['_READOP']._serialized_end=512
+  _globals['_READBATCH']._serialized_start=514
+  _globals['_READBATCH']._serialized_end=556
+  _globals['_READRESULT']._serialized_start=559
+  _globals['_READRESULT']._serialized_end=695
+  _globals['_READREPLYBATCH']._serialized_start=697
+  _globals['_READREPLYBATCH']._serialized_end=752
+  _globals['_READLOGREQUEST']._serialized_start=754
+  _globals['_READLOGREQUEST']._serialized_end=811
+  _globals['_READLOGREPLY']._serialized_start=813
+  _globals['_READLOGREPLY']._serialized_end=921
+  _globals['_READCHECKPOINTREQUEST']._serialized_start=923
+  _globals['_READCHECKPOINTREQUEST']._serialized_end=965
+  _globals['_CHECKPOINTCHUNK']._serialized_start=967
+  _globals['_CHECKPOINTCHUNK']._serialized_end=1050
+  _globals['_STORAGE']._serialized_start=1053
+  _globals['_STORAGE']._serialized_end=1426
 # @@protoc_insertion_point(module_scope)

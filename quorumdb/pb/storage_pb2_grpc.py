@@ -45,6 +45,11 @@ class StorageStub:
                 request_serializer=storage__pb2.ScanRequest.SerializeToString,
                 response_deserializer=storage__pb2.ScanReply.FromString,
                 _registered_method=True)
+        self.ReadStream = channel.stream_stream(
+                '/quorumdb.Storage/ReadStream',
+                request_serializer=storage__pb2.ReadBatch.SerializeToString,
+                response_deserializer=storage__pb2.ReadReplyBatch.FromString,
+                _registered_method=True)
         self.ReadLog = channel.unary_unary(
                 '/quorumdb.Storage/ReadLog',
                 request_serializer=storage__pb2.ReadLogRequest.SerializeToString,
@@ -74,6 +79,15 @@ class StorageServicer:
 
     def Scan(self, request, context):
         """Range scan [start, end) at ts (end empty = no bound), at most `limit` keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadStream(self, request_iterator, context):
+        """The compute nodes' read path: Gets and Scans of many sessions batched on one stream per
+        (compute node, copy); each op is answered (in some later reply batch, matched by id) as
+        soon as the copy can serve its ts, or with an error. Same meaning as Get/Scan.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -112,6 +126,11 @@ def add_StorageServicer_to_server(servicer, server):
                     servicer.Scan,
                     request_deserializer=storage__pb2.ScanRequest.FromString,
                     response_serializer=storage__pb2.ScanReply.SerializeToString,
+            ),
+            'ReadStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ReadStream,
+                    request_deserializer=storage__pb2.ReadBatch.FromString,
+                    response_serializer=storage__pb2.ReadReplyBatch.SerializeToString,
             ),
             'ReadLog': grpc.unary_unary_rpc_method_handler(
                     servicer.ReadLog,
@@ -183,6 +202,33 @@ class Storage:
             '/quorumdb.Storage/Scan',
             storage__pb2.ScanRequest.SerializeToString,
             storage__pb2.ScanReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/quorumdb.Storage/ReadStream',
+            storage__pb2.ReadBatch.SerializeToString,
+            storage__pb2.ReadReplyBatch.FromString,
             options,
             channel_credentials,
             insecure,
