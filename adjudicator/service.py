@@ -86,6 +86,9 @@ class LeaderTerm:
     heartbeats: int = 0
     last_heartbeat: float = float("-inf")  # monotonic
     last_append: float = float("-inf")
+    # The highest ts a claim of this term covers or will cover once committed (heartbeat claims,
+    # commit_ts of appended batches): a read demand at or below it needs no new heartbeat.
+    claimed_ts: int = 0
 
 
 def resolve(pending: PendingCommit, reply: adjudicator_pb2.CommitReply) -> None:
@@ -373,14 +376,37 @@ class AdjudicatorNode:
             self.last_progress_mono = time.monotonic()
 
     # --- leading -----------------------------------------------------------------
-    def note_read_demand(self) -> None:
-        """A compute node serves reads: keep closed timestamps fresh for READ_DEMAND_LEASE_S."""
+    def note_read_demand(self, read_ts: int = 0) -> None:
+        """A compute node serves reads (keep closed timestamps fresh for READ_DEMAND_LEASE_S),
+        and one of its transactions reads at read_ts: close it now unless a claim covers it."""
         now = time.monotonic()
         was_live = now < self._demand_until
         self._demand_until = now + limits.READ_DEMAND_LEASE_S
         term = self.term
-        if not was_live and term is not None:
-            term.wakeup.set()  # a heartbeat may be due at once (adjudicator/heartbeat.py)
+        if term is None:
+            return
+        if heartbeat_mod.claim_needed(read_ts, term.claimed_ts):
+            self._claim_closed(term)
+        elif not was_live:
+            term.wakeup.set()  # a periodic heartbeat may be due at once (adjudicator/heartbeat.py)
+
+    def _claim_closed(self, term: LeaderTerm) -> None:
+        """Ask the journal to carry a closed-timestamp claim of now().latest, without waiting.
+
+        Safe at any await point of the leader loop: a batch is decided and handed to the writer
+        in one synchronous step (_commit_batch), so the claim's index covers every commit_ts
+        decided so far, and close_timestamp keeps every later commit_ts above the claim."""
+        if not term.writer.majority_reachable:
+            return  # nothing could be confirmed; reads wait (and fail 57P03) rather than go stale
+        closed_ts = self.checker.close_timestamp(self.clock.now().latest)
+        try:
+            term.writer.request_heartbeat(closed_ts)
+        except (Fenced, JournalUnavailable):
+            term.wakeup.set()  # the leader loop notices and steps down
+            return
+        term.claimed_ts = max(term.claimed_ts, closed_ts)
+        term.last_heartbeat = time.monotonic()
+        term.heartbeats += 1
 
     def _next_heartbeat_at(self, term: LeaderTerm, heartbeat_s: float, idle_s: float) -> float:
         demand_until = float("inf") if self._always_demand else self._demand_until
@@ -418,6 +444,9 @@ class AdjudicatorNode:
             for pending in batch:
                 resolve(pending, adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.UNAVAILABLE, message=why))
             return ""
+        # Deciding and handing the entries to the writer (writer.append's first, synchronous
+        # step) happen with no await between: a closed-timestamp claim (_claim_closed) made at
+        # any await point covers every decided commit_ts with its index.
         decisions = self.checker.decide_batch([p.request for p in batch], self.clock.now().latest)
         entries: list[common_pb2.Entry] = []
         committed: list[PendingCommit] = []
@@ -446,6 +475,7 @@ class AdjudicatorNode:
         if not entries:
             assert not resent, "a resend waits only for an original of its own batch"
             return ""
+        term.claimed_ts = max(term.claimed_ts, entries[-1].ts)  # closed once this batch commits
         try:
             appended = await term.writer.append(entries)
             # A batch append moves the closed timestamp by itself (the writer carries the commit's
@@ -489,6 +519,7 @@ class AdjudicatorNode:
             # replicas' answers bring the majority back. Do not hold up the batch loop.
             return ""
         closed_ts = self.checker.close_timestamp(self.clock.now().latest)
+        term.claimed_ts = max(term.claimed_ts, closed_ts)
         try:
             await term.writer.heartbeat(closed_ts)
         except Fenced as e:
@@ -644,7 +675,7 @@ class AdjudicatorService(adjudicator_pb2_grpc.AdjudicatorServicer):
         try:
             async for batch in request_iterator:
                 if batch.reads_active:
-                    self.adjudicator.note_read_demand()
+                    self.adjudicator.note_read_demand(batch.read_demand_ts)
                 if not batch.requests:
                     continue
                 if len(batch.requests) > limits.COMMIT_STREAM_BATCH_MAX:

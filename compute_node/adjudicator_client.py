@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
 from typing import Sequence
 
 import grpc
@@ -147,17 +146,14 @@ class AdjudicatorClient:
         # sends one unary Commit per transaction instead (kept to measure the difference).
         self.unary = rpc.unary_rpc()
         self._streams = {name: CommitStream(name, stub) for name, stub in self._stubs.items()}
-        self._demand_sent = float("-inf")  # monotonic time of the last read demand sent
 
-    def note_reads(self) -> None:
-        """A transaction starts here: tell the leader reads are active, at most every
-        READ_DEMAND_RESEND_S (its lease lasts READ_DEMAND_LEASE_S; adjudicator/heartbeat.py)."""
-        now = time.monotonic()
-        if self.unary or now - self._demand_sent < limits.READ_DEMAND_RESEND_S:
+    def note_reads(self, read_ts: int) -> None:
+        """A transaction starts here and reads at read_ts: ask the leader to close it now
+        (adjudicator/heartbeat.py). The commit stream's sender coalesces what piles up while it
+        writes, so busy nodes send a demand per message, not per transaction."""
+        if self.unary:
             return
-        target = self.leader or self._names[0]
-        self._demand_sent = now
-        self._streams[target].signal_reads()
+        self._streams[self.leader or self._names[0]].signal_reads(read_ts)
 
     def stream_figures(self) -> tuple[int, int]:
         """(batch messages, requests) sent over the commit streams so far."""

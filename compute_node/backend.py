@@ -39,8 +39,9 @@ class QuorumBackend:
         self.adjudicators = AdjudicatorClient(cluster, channels)
 
     def start_ts(self) -> int:
-        self.adjudicators.note_reads()  # a snapshot starts: keep closed timestamps fresh
-        return self.clock.now().latest
+        start_ts = self.clock.now().latest
+        self.adjudicators.note_reads(start_ts)  # a snapshot starts: the leader closes its ts at once
+        return start_ts
 
     async def get_many(self, keys: list[bytes], ts: int, read_mode: str | None = None) -> dict[bytes, bytes | None]:
         return await self.storage.get_many(keys, ts, read_mode)

@@ -23,9 +23,11 @@ most COMMIT_STREAM_LIFETIME_S (its gRPC deadline): after half of it the sender h
 idle stream is half-closed after COMMIT_STREAM_IDLE_S. Each send waits at most its timeout.
 `take_batch` and `failure_kind` are the pure parts.
 
-The stream also carries the node's read demand (`signal_reads`, `CommitBatch.reads_active`): a
-hint to the leader to keep closed timestamps fresh (adjudicator/heartbeat.py); it is never
-retried, and losing one only makes the next read wait for a slower heartbeat.
+The stream also carries the node's read demand (`signal_reads`, `CommitBatch.reads_active` and
+`read_demand_ts`, the highest start_ts of the transactions begun since the last message): the
+leader closes that ts at once (adjudicator/heartbeat.py), so a read does not wait for the next
+periodic heartbeat. It is never retried; losing one only makes a read wait for a later
+heartbeat.
 """
 from __future__ import annotations
 
@@ -106,16 +108,19 @@ class CommitStream:
         self._task: asyncio.Task | None = None
         self._closed = False
         self._reads_active = False  # to say on the next message (see signal_reads)
+        self._read_demand_ts = 0    # likewise
         # Figures for the compute node's status: messages written and requests they carried.
         self.batches_sent = 0
         self.requests_sent = 0
 
-    def signal_reads(self) -> None:
-        """Tell this adjudicator (if it leads) that this compute node serves reads, on the next
-        message (at once when nothing is queued): it then keeps closed timestamps fresh."""
+    def signal_reads(self, read_ts: int = 0) -> None:
+        """Tell this adjudicator (if it leads) that this compute node serves reads, and that a
+        transaction reads at `read_ts`, on the next message (at once when nothing is queued): it
+        then closes read_ts as soon as it can and keeps closed timestamps fresh."""
         if self._closed:
             return
         self._reads_active = True
+        self._read_demand_ts = max(self._read_demand_ts, read_ts)
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"commit-stream-{self.target}")
@@ -188,8 +193,8 @@ class CommitStream:
         try:
             while not reader.done():
                 if not self._queue and self._reads_active:
-                    self._reads_active = False
-                    await call.write(adjudicator_pb2.CommitBatch(reads_active=True))
+                    demand_ts, self._reads_active, self._read_demand_ts = self._read_demand_ts, False, 0
+                    await call.write(adjudicator_pb2.CommitBatch(reads_active=True, read_demand_ts=demand_ts))
                     continue
                 if not self._queue:
                     self._wake.clear()
@@ -206,6 +211,7 @@ class CommitStream:
                                    limits.COMMIT_STREAM_BATCH_BYTES)
                 batch, self._queue[:count] = self._queue[:count], []
                 reads_active, self._reads_active = self._reads_active, False
+                demand_ts, self._read_demand_ts = self._read_demand_ts, 0
                 for pending in batch:
                     pending.written = True
                     written[pending.request.seq] = pending
@@ -215,7 +221,7 @@ class CommitStream:
                 if wait_s:
                     await asyncio.sleep(wait_s)
                 await call.write(adjudicator_pb2.CommitBatch(requests=[p.request for p in batch],
-                                                             reads_active=reads_active))
+                                                             reads_active=reads_active, read_demand_ts=demand_ts))
             if not reader.done():
                 await call.done_writing()
             # Half-closed: the adjudicator answers what it holds, then ends the stream; each
@@ -246,7 +252,7 @@ class CommitStream:
                 self._fail(pending, SendError(kind, code.name if code else "UNKNOWN", details))
             written.clear()
         if error is not None:
-            self._reads_active = False  # a read demand is only a hint: not retried
+            self._reads_active, self._read_demand_ts = False, 0  # a read demand is only a hint: not retried
             # Nothing queued was written to the failed stream: fail it as not sent rather than
             # reconnect in a loop; the router picks an adjudicator (or resends here) itself.
             code_name = error[0].name if error[0] is not None else "UNKNOWN"

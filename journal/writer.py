@@ -293,15 +293,19 @@ class JournalWriter:
             event.set()
 
     # --- heartbeat ----------------------------------------------------------------
-    async def heartbeat(self, closed_ts: int) -> None:
-        """Best effort: tell the replicas the commit index and that no entry will have ts <= closed_ts.
-
-        Returns once 2 replicas acked (or after limits.JOURNAL_RPC_TIMEOUT_S). The claim
-        is clamped to clock.now().earliest and carried from the next Append on.
-        """
+    def request_heartbeat(self, closed_ts: int) -> int:
+        """Claim that no entry after the last one assigned will have ts <= closed_ts, without
+        waiting: the pipelines carry the claim, and publish it once 2 replicas acked an Append
+        sent after it (writer_core). The caller must have made its own future timestamps exceed
+        closed_ts (ConflictChecker.close_timestamp). Returns the heartbeat's number."""
         self._check_leading()
-        number = self._core.request_heartbeat(min(closed_ts, self.clock.now().earliest))
+        number = self._core.request_heartbeat(closed_ts)
         self._kick_all()
+        return number
+
+    async def heartbeat(self, closed_ts: int) -> None:
+        """request_heartbeat, then wait until 2 replicas acked it (at most JOURNAL_RPC_TIMEOUT_S)."""
+        number = self.request_heartbeat(closed_ts)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limits.JOURNAL_RPC_TIMEOUT_S
         while (not self._core.heartbeat_confirmed(number) and not self._fenced and not self._closed

@@ -26,7 +26,12 @@ earlier entry.
       assigns larger timestamps, and
     the last heartbeat's (closed_ts, last assigned index) once 2 replicas acked an
       Append sent after that heartbeat was requested. Acked by a majority before any
-      rival can fence a majority, so a new leader's clock is already past it.
+      rival can fence a majority, so the claim was made before any later leader took over.
+      A leader claims at most its now().latest <= true time + 2 x clock error, and a new
+      leader starts its timestamps above its own now().latest + 2 x clock error
+      (adjudicator/service.py take_over): above every claim an older leader had confirmed.
+  A claim asked for while another is being confirmed waits for it (merged with any other):
+  each confirmation takes a round trip, and replacing the pending claim would starve it.
   Entries not yet committed are never the basis of a closed timestamp: a new leader may
   replace them with earlier timestamps.
 """
@@ -124,6 +129,7 @@ class WriterCore:
         self.progress[best.name].match_index = best.last_index
         self.heartbeat_number = 0
         self.pending_heartbeat: tuple[int, int, int] | None = None  # (number, closed_ts, closed_index)
+        self.queued_heartbeat: tuple[int, int] = (0, 0)  # (closed_ts, closed_index) asked for meanwhile
         self.heartbeat_closed = (0, 0)  # confirmed (closed_ts, closed_index)
         self.commit_closed = (0, 0)  # (ts of the entry at commit_index, commit_index)
 
@@ -183,9 +189,18 @@ class WriterCore:
 
     # --- heartbeats ---------------------------------------------------------------
     def request_heartbeat(self, closed_ts: int) -> int:
-        """Record a heartbeat claim (closed_ts, last assigned index); returns its number."""
+        """Record a heartbeat claim (closed_ts, last assigned index); returns its number.
+
+        While an earlier claim is being confirmed, the new one waits (merged with any other
+        waiting claim) and gets the next number once the earlier one is confirmed: replacing a
+        claim before its confirmation would starve confirmation altogether when claims are
+        asked for faster than a round trip to the replicas (reads asking for closed time)."""
+        claim = (closed_ts, self.last_index)
+        if self.pending_heartbeat is not None:
+            self.queued_heartbeat = max(self.queued_heartbeat, claim)
+            return self.heartbeat_number + 1
         self.heartbeat_number += 1
-        self.pending_heartbeat = (self.heartbeat_number, closed_ts, self.last_index)
+        self.pending_heartbeat = (self.heartbeat_number, *claim)
         return self.heartbeat_number
 
     def heartbeat_confirmed(self, number: int) -> bool:
@@ -250,6 +265,10 @@ class WriterCore:
         if self.heartbeat_confirmed(number):
             self.heartbeat_closed = max(self.heartbeat_closed, (closed_ts, closed_index))
             self.pending_heartbeat = None
+            if self.queued_heartbeat > self.heartbeat_closed:
+                self.heartbeat_number += 1
+                self.pending_heartbeat = (self.heartbeat_number, *self.queued_heartbeat)
+            self.queued_heartbeat = (0, 0)
 
     def _advance_commit(self) -> bool:
         candidate = quorum_match([p.match_index for p in self.progress.values()])

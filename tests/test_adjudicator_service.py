@@ -43,6 +43,7 @@ class FakeJournal:
         self.changed = asyncio.Event()
         self.reachable = True  # False: writers see 2 of 3 replicas unreachable
         self.fences = 0  # take-overs attempted (successful or not)
+        self.claims: list[int] = []  # closed_ts of every heartbeat claim, in order
 
     @property
     def last_ts(self) -> int:
@@ -102,10 +103,15 @@ class FakeWriter:
         return stored
 
     async def heartbeat(self, closed_ts: int) -> None:
+        self.request_heartbeat(closed_ts)
+
+    def request_heartbeat(self, closed_ts: int) -> int:
         self._check()
         assert closed_ts >= self.journal.closed_ts
         self.journal.closed_ts = closed_ts
+        self.journal.claims.append(closed_ts)
         self.journal.changed.set()
+        return len(self.journal.claims)
 
     async def close(self) -> None:
         self.closed = True
@@ -540,3 +546,34 @@ async def test_initial_leader_leads_at_once_on_a_fresh_journal(tmp_path):
         assert h.journal.promised_epoch == 1
     finally:
         await h.close()
+
+
+async def test_a_read_demand_is_closed_at_once_unless_a_claim_covers_it(harness):
+    """A compute node's read at ts waits for a claim covering ts: the leader makes one when the
+    demand arrives (not at its next periodic heartbeat), also while a batch is being appended,
+    and none when an earlier claim or a decided commit_ts already covers the demand."""
+    leader = harness.nodes["adjudicator-az1"]
+    await wait_for(lambda: leader.role is Role.LEADER, "the initial leader")
+    claims = harness.journal.claims
+    read_ts = harness.clock.now().latest
+    leader.note_read_demand(read_ts)
+    assert claims and claims[-1] >= read_ts, "claimed synchronously, when the demand arrived"
+    count = len(claims)
+    leader.note_read_demand(read_ts)  # covered by that claim
+    assert len(claims) == count
+    # A batch held in the journal append: a demand meanwhile still gets its claim at once, and
+    # the batch's commit_ts, decided before, stays below it (the claim's index covers it).
+    gate = harness.journal.append_gate = asyncio.Event()
+    pending = asyncio.create_task(leader.commit(commit_request(harness.clock, b"held")))
+    await wait_for(lambda: leader.term.claimed_ts > claims[-1], "the batch to be decided")
+    decided_ts = leader.term.claimed_ts
+    leader.note_read_demand(decided_ts)  # the batch's commit will close this one
+    assert len(claims) == count
+    later_ts = harness.clock.now().latest + 1
+    leader.note_read_demand(later_ts)
+    assert len(claims) == count + 1 and claims[-1] >= later_ts
+    gate.set()
+    reply = await asyncio.wait_for(pending, WAIT_S)
+    assert reply.outcome == adjudicator_pb2.COMMITTED and reply.commit_ts == decided_ts < claims[-1]
+    after = await leader.commit(commit_request(harness.clock, b"after"))
+    assert after.commit_ts > claims[-1], "a commit decided after a claim is above it"

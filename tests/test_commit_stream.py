@@ -83,18 +83,19 @@ def test_streams_wait_the_simulated_cross_az_distance_per_message(tmp_path, monk
     assert rpc.cross_az_wait_s("adjudicator-az2") == 0.0  # tools: never delayed
 
 
-async def test_read_demand_reaches_the_leader_at_most_once_per_resend_interval(fake):  # noqa: F811
+async def test_read_demands_are_coalesced_and_carry_the_highest_ts(fake):  # noqa: F811
     await fake.start_adjudicators()
     client = AdjudicatorClient(fake.config, fake.channels)
     leader = fake.adjudicators["adjudicator-az1"]
-    for _ in range(50):  # a burst of transactions starting: one signal
-        client.note_reads()
-    await wait_for_value(lambda: leader.read_signals, 1)
-    await asyncio.sleep(limits.READ_DEMAND_RESEND_S + 0.05)
-    client.note_reads()  # the lease needs renewing: a second one
-    await wait_for_value(lambda: leader.read_signals, 2)
+    for ts in range(1_000, 1_050):  # a burst of transactions starting: few messages, the last ts
+        client.note_reads(ts)
+    await wait_for_value(lambda: leader.read_demand_ts, 1_049)
+    assert 1 <= leader.read_signals < 50, leader.read_signals
+    client.note_reads(2_000)  # a later transaction: its own demand
+    await wait_for_value(lambda: leader.read_demand_ts, 2_000)
+    signals = leader.read_signals
     assert await client.commit(100, WRITES, [], "t1") == 101  # the stream still carries commits
-    assert leader.read_signals == 2
+    assert leader.read_signals == signals
     await client.close()
 
 

@@ -114,6 +114,7 @@ class FakeAdjudicator(adjudicator_pb2_grpc.AdjudicatorServicer):
         self.calls = 0
         self.retry_flags: list[bool] = []  # CommitRequest.retry of each call
         self.read_signals = 0  # CommitBatch messages with reads_active set
+        self.read_demand_ts = 0  # the highest read_demand_ts received
 
     async def CommitStream(self, request_iterator, context):
         """The stream form: each request of a batch is answered as Commit would, one reply batch per batch."""
@@ -128,6 +129,7 @@ class FakeAdjudicator(adjudicator_pb2_grpc.AdjudicatorServicer):
         tasks = []
         async for batch in request_iterator:
             self.read_signals += batch.reads_active
+            self.read_demand_ts = max(self.read_demand_ts, batch.read_demand_ts)
             if batch.requests:
                 tasks.append(asyncio.create_task(answer(list(batch.requests))))
         try:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from adjudicator.heartbeat import idle_interval_s, next_heartbeat_at
+from adjudicator.heartbeat import claim_needed, idle_interval_s, next_heartbeat_at
 
 HB = 0.010
 IDLE = 0.100
@@ -40,3 +40,9 @@ def test_a_batch_append_postpones_the_heartbeat_by_a_period():
     assert next_heartbeat_at(5.0, 5.018, demand_until=6.0, now=5.02, heartbeat_s=HB, idle_s=IDLE) == 5.028
     # With no demand the idle interval still rules when it is later.
     assert next_heartbeat_at(5.0, 5.018, NEVER, now=5.02, heartbeat_s=HB, idle_s=IDLE) == 5.1
+
+
+def test_a_read_demand_needs_a_claim_only_beyond_what_is_claimed():
+    assert claim_needed(read_ts=1_000, claimed_ts=999)
+    assert not claim_needed(read_ts=1_000, claimed_ts=1_000)  # a heartbeat or a batch's commit_ts covers it
+    assert not claim_needed(read_ts=0, claimed_ts=0)          # no demand in the message

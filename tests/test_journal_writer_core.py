@@ -150,6 +150,27 @@ def test_a_confirmed_heartbeat_claim_is_sent_at_once_and_then_work_stops():
     assert not any(core.has_work(name) for name in REPLICAS)
 
 
+def test_claims_asked_for_faster_than_a_round_trip_are_confirmed_one_after_another():
+    """Reads ask for closed time at every transaction; a claim asked for while another is being
+    confirmed must not push that confirmation away (it would never come under steady demand)."""
+    core = new_core()
+    core.assign([leader_entry(100)])
+    for name in REPLICAS:
+        ack(core, name, 1)
+    first = core.request_heartbeat(closed_ts=500)
+    later = [core.request_heartbeat(closed_ts=ts) for ts in (600, 650, 700)]
+    assert set(later) == {first + 1}, "every claim asked for meanwhile merges into the next heartbeat"
+    ack(core, "j1", 1)
+    ack(core, "j2", 1)
+    assert core.heartbeat_confirmed(first) and core.closed() == (500, 1)
+    assert not core.heartbeat_confirmed(first + 1)
+    # The merged claim is the pending one now: the next acks confirm its highest closed_ts.
+    ack(core, "j1", 1)
+    ack(core, "j3", 1)
+    assert core.heartbeat_confirmed(first + 1) and core.closed() == (700, 1)
+    assert core.pending_heartbeat is None
+
+
 def test_buffer_bounds_uncommitted_entries_and_evicts_committed_ones():
     core = new_core(buffer_max=3)
     core.assign([leader_entry(1), txn(2), txn(3)])

@@ -11,7 +11,8 @@ import struct
 import pytest
 import sqlglot
 
-from compute_node.pgwire import admission, extended, pgtypes, protocol, scram, settings, sqltext
+from compute_node.pgwire import admission, extended, pgtypes, protocol, scram, settings
+from quorumdb import sqllex
 from compute_node.pgwire.protocol import Frontend, Phase, ProtocolViolation
 from quorumdb.errors import SqlError
 
@@ -178,18 +179,18 @@ def test_backend_encoders():
 
 # --- statements and literals ----------------------------------------------------------------------
 def test_split_statements():
-    assert sqltext.split_statements("SELECT 1; SELECT 2;") == ["SELECT 1", "SELECT 2"]
-    assert sqltext.split_statements("SELECT ';' ; SELECT $$;$$; SELECT $a$ ; $a$") == \
+    assert sqllex.split_statements("SELECT 1; SELECT 2;") == ["SELECT 1", "SELECT 2"]
+    assert sqllex.split_statements("SELECT ';' ; SELECT $$;$$; SELECT $a$ ; $a$") == \
         ["SELECT ';'", "SELECT $$;$$", "SELECT $a$ ; $a$"]
-    assert sqltext.split_statements("SELECT E'\\';' ; SELECT \"a;b\"") == ["SELECT E'\\';'", 'SELECT "a;b"']
-    assert sqltext.split_statements("-- only; a comment\n/* ; /* ; */ ; */ ;  ") == []
-    assert sqltext.split_statements("SELECT 'a\\'; SELECT 2") == ["SELECT 'a\\'", "SELECT 2"], "backslash is literal"
+    assert sqllex.split_statements("SELECT E'\\';' ; SELECT \"a;b\"") == ["SELECT E'\\';'", 'SELECT "a;b"']
+    assert sqllex.split_statements("-- only; a comment\n/* ; /* ; */ ; */ ;  ") == []
+    assert sqllex.split_statements("SELECT 'a\\'; SELECT 2") == ["SELECT 'a\\'", "SELECT 2"], "backslash is literal"
 
 
 def test_parameters_are_found_only_outside_quotes():
     sql = "SELECT $1, '$2', \"$3\", a$4, $$ $5 $$, $2 -- $9\n /* $8 */"
-    assert sqltext.parameter_count(sql) == 2
-    assert sqltext.substitute(sql, ["x", "y"]) == "SELECT x, '$2', \"$3\", a$4, $$ $5 $$, y -- $9\n /* $8 */"
+    assert sqllex.parameter_count(sql) == 2
+    assert sqllex.substitute(sql, ["x", "y"]) == "SELECT x, '$2', \"$3\", a$4, $$ $5 $$, y -- $9\n /* $8 */"
 
 
 HOSTILE = ["'", "''", "\\", "\\'", "'; DROP TABLE t; --", "$$", "$1", "*/", "/*", "--", "\n--", "E'", "\"",
@@ -200,8 +201,8 @@ HOSTILE = ["'", "''", "\\", "\\'", "'; DROP TABLE t; --", "$$", "$1", "*/", "/*"
 @pytest.mark.parametrize("oid", [0, pgtypes.TEXT, pgtypes.VARCHAR])
 def test_text_literals_cannot_escape(value, oid):
     literal = pgtypes.param_literal(value.encode(), 0, oid)
-    sql = sqltext.substitute("SELECT $1 AS v, 2 AS w", [literal])
-    assert sqltext.split_statements(sql) == [sql], "one statement"
+    sql = sqllex.substitute("SELECT $1 AS v, 2 AS w", [literal])
+    assert sqllex.split_statements(sql) == [sql], "one statement"
     parsed = sqlglot.parse_one(sql, read="postgres")
     assert [e.alias for e in parsed.expressions] == ["v", "w"]
     assert parsed.expressions[0].this.this == value, "the value comes back unchanged"
@@ -210,7 +211,7 @@ def test_text_literals_cannot_escape(value, oid):
 def test_typed_literals():
     assert pgtypes.param_literal(b"42", 0, pgtypes.INT4) == "42"
     assert pgtypes.param_literal(b"-42", 0, pgtypes.INT8) == "(-42)", "no '--' comment after a minus"
-    assert sqltext.substitute("SELECT 1-$1", [pgtypes.param_literal(b"-1", 0, pgtypes.INT4)]) == "SELECT 1-(-1)"
+    assert sqllex.substitute("SELECT 1-$1", [pgtypes.param_literal(b"-1", 0, pgtypes.INT4)]) == "SELECT 1-(-1)"
     assert pgtypes.param_literal(struct.pack("!q", -7), 1, pgtypes.INT8) == "(-7)"
     assert pgtypes.param_literal(struct.pack("!d", 2.5), 1, pgtypes.FLOAT8) == "CAST('2.5' AS DOUBLE PRECISION)"
     assert pgtypes.param_literal(b"t", 0, pgtypes.BOOL) == "TRUE"
@@ -323,7 +324,8 @@ def test_extended_state_parse_bind_close():
     statement = state.statement("s1")
     assert statement.param_oids == (pgtypes.INT4, 0)
     portal = state.bind(protocol.Bind("", "s1", (0,), (b"7", b"it's"), ()))
-    assert portal.sql == "SELECT * FROM t WHERE id = 7 AND v = 'it''s'"
+    assert portal.params == ["7", "'it''s'"], "each parameter as the SQL literal it stands for, never pasted"
+    assert portal.statement.sql == "SELECT * FROM t WHERE id = $1 AND v = $2"
     with pytest.raises(SqlError) as caught:
         state.parse(protocol.Parse("s1", "SELECT 1", ()))
     assert caught.value.sqlstate == "42P05"

@@ -226,6 +226,22 @@ def test_session_functions_and_settings(server):
         conn.execute("COMMIT")
 
 
+def test_startup_options_set_the_read_mode_like_pgoptions(server):
+    """libpq's PGOPTIONS / options='-c name=value' apply at connection start, as SET would; SHOW
+    of the read mode answers the mode in force even before any SET."""
+    with connect(server) as conn:
+        assert conn.execute("SHOW quorumdb.read_mode").fetchone() == ("quorum",)
+    with connect(server, options="'-c quorumdb.read_mode=single -c application_name=opt'") as conn:
+        assert conn.execute("SHOW quorumdb.read_mode").fetchone() == ("single",)
+        assert conn.execute("SHOW application_name").fetchone() == ("opt",)
+        conn.execute("RESET quorumdb.read_mode")
+        assert conn.execute("SHOW quorumdb.read_mode").fetchone() == ("quorum",)
+    with pytest.raises(psycopg.OperationalError, match="quorumdb.read_mode"):
+        connect(server, options="'-c quorumdb.read_mode=sometimes'")
+    with pytest.raises(psycopg.OperationalError, match="invalid command-line argument"):
+        connect(server, options="-x")
+
+
 # --- the protocol at the byte level ----------------------------------------------------------------
 def test_extended_protocol_row_limits_describe_and_error_recovery(make_server):
     server = make_server(trust=True)

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from compute_node import session as session_mod
 from compute_node.pgwire import settings as settings_mod
-from compute_node.pgwire import sqltext
+from quorumdb import sqllex
 from compute_node.sql import pg_catalog, types
 from quorumdb import errors
 from quorumdb.errors import SqlError
@@ -57,7 +57,7 @@ class Outcome:
 
 
 def is_transaction_control(statement: str) -> bool:
-    words = sqltext.leading_words(statement, 1)
+    words = sqllex.leading_words(statement, 1)
     return bool(words) and words[0] in _TRANSACTION_WORDS
 
 
@@ -110,11 +110,18 @@ class PgSession:
         result = results[-1]
         return Outcome([], [], result.command_tag, result.error)
 
-    async def run(self, statement: str) -> Outcome:
-        words = sqltext.words(statement)
+    async def run(self, statement: str, params: list[str] | None = None) -> Outcome:
+        """One statement; `params` are the SQL literals of its $n parameters (extended protocol).
+        The engine binds them into its cached parse; the commands answered here, which read
+        values out of the text, get them pasted in."""
+        words = sqllex.words(statement)
         if not words:
             return Outcome.tag_only("")
         first = words[0]
+        if params is not None and (first in ("SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE", "SAVEPOINT", "RELEASE")
+                                   or pg_catalog.recognise(statement) is not None):
+            statement, params = sqllex.substitute(statement, params), None
+            words = sqllex.words(statement)
         if first in ("SAVEPOINT", "RELEASE") or (first in ("ROLLBACK", "ABORT") and "TO" in words[1:3]):
             return self._savepoint(first, words)
         if first in ("SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE") and not (first == "SET" and "FROM" in words):
@@ -133,7 +140,7 @@ class PgSession:
             except SqlError as error:
                 return self._fail_block(error)
             return Outcome(result.columns, result.rows, result.tag)
-        results = await self.session.execute(statement)
+        results = await self.session.execute(statement, params)
         outcomes = [Outcome(list(r.columns), list(r.rows), r.command_tag or "", r.error) for r in results]
         failed = [outcome for outcome in outcomes if outcome.error is not None]
         return failed[0] if failed else outcomes[-1] if outcomes else Outcome.tag_only("")
@@ -227,6 +234,10 @@ class PgSession:
             return Outcome([("name", "text"), ("setting", "text"), ("description", "text")],
                            [tuple(row) for row in self.settings.show_all()], "SHOW")
         name = " ".join(rest).lower() if rest[:1] in (["TIME"], ["TRANSACTION"], ["SESSION"]) else _name(rest)
+        if name == session_mod.READ_MODE_SETTING and hasattr(self.backend, "session_read_mode"):
+            # The mode in force: the session's own, else the cluster's (never "unrecognized").
+            value = self.backend.session_read_mode or getattr(self.backend, "read_mode", "quorum")
+            return Outcome([(name, "text")], [(value,)], "SHOW")
         value = self.settings.get(name)
         column = settings_mod.SETTINGS.get(settings_mod.ALIASES.get(name, name))
         return Outcome([(column.name if column else name, "text")], [(value,)], "SHOW")
@@ -290,6 +301,13 @@ class PgSession:
         self._apply_read_mode(name, None)
         return Outcome([], [], "RESET", parameter_changes=self.settings.set(name, None))
 
+    def apply_startup_options(self, options: str) -> None:
+        """The startup packet's `options` (libpq's PGOPTIONS): `-c name=value` or `--name=value`
+        settings, applied as SET would; raises SqlError for a malformed or refused one."""
+        for name, value in parse_startup_options(options):
+            self._apply_read_mode(name, value)
+            self.settings.set(name, value)
+
     def _apply_read_mode(self, name: str, value: str | None) -> None:
         """quorumdb.read_mode reaches the backend view (compute_node/session.py); others are only stored."""
         if name.lower() != session_mod.READ_MODE_SETTING or not hasattr(self.backend, "session_read_mode"):
@@ -312,6 +330,47 @@ class PgSession:
         if rest in (["PLANS"], ["SEQUENCES"], ["TEMP"], ["TEMPORARY"]):
             return Outcome.tag_only(f"DISCARD {rest[0]}")
         raise SqlError(errors.SYNTAX_ERROR, "syntax error in DISCARD")
+
+
+def parse_startup_options(options: str) -> list[tuple[str, str]]:
+    """(name, value) pairs of a PostgreSQL startup `options` string: words split at unescaped
+    whitespace (a backslash escapes the next character), each `-c name=value`, `-cname=value`
+    or `--name=value`, as the server's command line takes them."""
+    words: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for char in options:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char.isspace():
+            if current:
+                words.append("".join(current))
+                current = []
+        else:
+            current.append(char)
+    if current:
+        words.append("".join(current))
+    pairs: list[tuple[str, str]] = []
+    position = 0
+    while position < len(words):
+        word = words[position]
+        if word == "-c" and position + 1 < len(words):
+            setting, position = words[position + 1], position + 2
+        elif word.startswith("-c") and len(word) > 2:
+            setting, position = word[2:], position + 1
+        elif word.startswith("--") and len(word) > 2:
+            setting, position = word[2:], position + 1
+        else:
+            raise SqlError(errors.SYNTAX_ERROR, f'invalid command-line argument for server process: {word}',
+                           hint="Startup options take the form -c name=value or --name=value.")
+        name, equals, value = setting.partition("=")
+        if not equals or not name:
+            raise SqlError(errors.SYNTAX_ERROR, f'-c {setting} requires a value')
+        pairs.append((name.replace("-", "_").lower(), value))
+    return pairs
 
 
 def _unquote_name(token: str) -> str:

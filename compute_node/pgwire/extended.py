@@ -1,8 +1,9 @@
 """Extended query protocol state of one connection: prepared statements and portals (pure).
 
-Parse stores a statement (its text and declared parameter types); Bind looks it up, turns each
-parameter into a SQL literal (pgtypes.param_literal) and substitutes them for `$n`
-(sqltext.substitute), giving a portal: the statement text to run plus the result formats.
+Parse stores a statement (its text and declared parameter types); Bind looks it up and turns
+each parameter into the SQL literal text it stands for (pgtypes.param_literal), giving a portal:
+the statement, its parameters and the result formats. The engine binds the parameters into the
+statement it parsed once (compute_node/sql/statements.py); nothing is pasted into the text.
 The server shell runs a portal when it is first described or executed and keeps its rows, so
 Execute with a row limit hands them out in slices (PortalSuspended between slices).
 
@@ -16,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from compute_node.pgwire import pgtypes, sqltext
+from compute_node.pgwire import pgtypes
+from quorumdb import sqllex
 from compute_node.pgwire.protocol import Bind, Close, Parse
 from quorumdb import limits
 from quorumdb.errors import SqlError
@@ -46,7 +48,7 @@ class PreparedStatement:
 class Portal:
     name: str
     statement: PreparedStatement
-    sql: str                       # parameters substituted
+    params: list[str] | None       # one SQL literal per $n (None: the statement has none)
     result_formats: tuple[int, ...]
     outcome: Any = None            # the shell's result once run
     position: int = 0              # rows already sent
@@ -76,13 +78,13 @@ class ExtendedState:
     def parse(self, message: Parse) -> PreparedStatement:
         if message.name and message.name in self.statements:
             raise SqlError(DUPLICATE_PREPARED_STATEMENT, f'prepared statement "{message.name}" already exists')
-        if len(sqltext.split_statements(message.sql)) > 1:
+        if len(sqllex.split_statements(message.sql)) > 1:
             raise SqlError(SYNTAX_ERROR, "cannot insert multiple commands into a prepared statement")
         if message.name and len(self.statements) >= self._statements_max:
             raise SqlError(PROGRAM_LIMIT_EXCEEDED,
                            f"too many prepared statements on this connection (at most {self._statements_max})",
                            hint="DEALLOCATE or Close statements you no longer use.")
-        used = sqltext.parameter_count(message.sql)
+        used = sqllex.parameter_count(message.sql)
         if used > limits.PG_PARAMETERS_MAX:
             raise SqlError(PROGRAM_LIMIT_EXCEEDED, f"number of parameters must be between 0 and {limits.PG_PARAMETERS_MAX}")
         oids = tuple(message.param_oids) + (0,) * max(0, used - len(message.param_oids))
@@ -123,8 +125,8 @@ class ExtendedState:
         for index, value in enumerate(params):
             format_code = formats[0] if len(formats) == 1 else (formats[index] if formats else 0)
             literals.append(pgtypes.param_literal(value, format_code, statement.param_oids[index]))
-        sql = sqltext.substitute(statement.sql, literals) if literals else statement.sql
-        portal = Portal(message.portal, statement, sql, message.result_formats)
+        portal = Portal(message.portal, statement, literals if statement.param_count else None,
+                        message.result_formats)
         self.portals[message.portal] = portal
         return portal
 

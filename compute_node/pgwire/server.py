@@ -41,11 +41,11 @@ import uuid
 from typing import Any, Callable
 
 from compute_node.pgwire import admission as admission_mod
-from compute_node.pgwire import pgtypes, protocol, scram, sqltext
+from compute_node.pgwire import pgtypes, protocol, scram
 from compute_node.pgwire.bridge import Outcome, PgSession, is_transaction_control
 from compute_node.pgwire.extended import ExtendedState, Portal
 from compute_node.pgwire.protocol import ProtocolViolation
-from quorumdb import errors, limits, tokens
+from quorumdb import errors, limits, sqllex, tokens
 from quorumdb.errors import SqlError
 
 log = logging.getLogger("compute_node.pgwire")
@@ -294,6 +294,10 @@ class PgConnection:
         session = self.server.session_factory(self.tracker, session_id)
         self.pg = PgSession(session, self.tracker, user, database, parameters.get("application_name", ""),
                             self.process_id, self.config.node_name, self.extended.deallocate)
+        try:
+            self.pg.apply_startup_options(parameters.get("options", ""))  # PGOPTIONS='-c name=value'
+        except SqlError as error:
+            raise Fatal(error.sqlstate, error.message, hint=error.hint) from None
         messages = [protocol.authentication_ok()]
         messages += [protocol.parameter_status(name, value) for name, value in self.pg.settings.reported()]
         messages.append(protocol.backend_key_data(self.process_id, self.secret_key))
@@ -383,7 +387,7 @@ class PgConnection:
         """Before an Execute: open the implicit transaction when none is open; an outcome of its
         own for a BEGIN that turns an open implicit transaction into an explicit block."""
         if self.implicit:
-            words = sqltext.leading_words(statement, 2)
+            words = sqllex.leading_words(statement, 2)
             first = words[0] if words else ""
             if first in ("BEGIN", "START"):
                 self.implicit = False  # the block now ends only at COMMIT/ROLLBACK, as in PostgreSQL
@@ -428,7 +432,7 @@ class PgConnection:
     async def _simple_query(self, sql: str) -> None:
         self.extended.statements.pop("", None)
         self.extended.portals.pop("", None)
-        statements = sqltext.split_statements(sql)
+        statements = sqllex.split_statements(sql)
         if not statements:
             await self._send(protocol.empty_query_response(), protocol.ready_for_query(self.pg.transaction_status))
             return
@@ -568,12 +572,13 @@ class PgConnection:
 
     async def _run_portal(self, portal: Portal) -> Outcome:
         if portal.outcome is None:
-            statements = sqltext.split_statements(portal.sql)
+            statements = sqllex.split_statements(portal.statement.sql)
             if not statements:
                 portal.outcome = Outcome.tag_only("")
             else:
                 own = await self._begin_implicit(statements[0])
-                outcomes = [own] if own is not None else await self._execute(lambda: self.pg.run(statements[0]))
+                outcomes = [own] if own is not None else await self._execute(
+                    lambda: self.pg.run(statements[0], portal.params))
                 portal.outcome = outcomes[-1]
                 for name, value in portal.outcome.parameter_changes:
                     self.writer.write(protocol.parameter_status(name, value))
@@ -586,12 +591,12 @@ class PgConnection:
         Only statements that cannot write (SELECT without FOR UPDATE, SHOW, VALUES, catalog
         queries) are run, with NULL for every parameter, in a throwaway session.
         """
-        words = sqltext.leading_words(sql, 1)
+        words = sqllex.leading_words(sql, 1)
         if not words or words[0] not in ("SELECT", "SHOW", "VALUES", "TABLE", "WITH"):
             return None
-        if words[0] == "WITH" or " FOR UPDATE" in " ".join(sqltext.words(sql)).upper():
+        if words[0] == "WITH" or " FOR UPDATE" in " ".join(sqllex.words(sql)).upper():
             return None
-        bound = sqltext.substitute(sql, ["NULL"] * param_count) if param_count else sql
+        bound = sqllex.substitute(sql, ["NULL"] * param_count) if param_count else sql
         throwaway = self.server.session_factory(self.server.commit_tracker(self.server.backend),
                                                 f"pg-describe-{self.process_id}")
         probe = PgSession(throwaway, self.tracker, self.pg.user, self.pg.database, "", self.process_id,
