@@ -151,6 +151,10 @@ class EtcdCluster:
             time.sleep(POLL_INTERVAL_S)
         raise RuntimeError(f"etcd cluster not healthy within {ETCD_READY_TIMEOUT_S:.0f} s; logs in {self.work_dir}")
 
+    @property
+    def pids(self) -> dict[int, str]:
+        return {process.pid: name for name, process in zip(self.names, self.processes) if process.poll() is None}
+
     def stop(self) -> None:
         for name, process in zip(self.names, self.processes):
             stop_process(process, name)
@@ -186,10 +190,27 @@ class Postgres:
                             "-l", str(self.work_dir / "postgres.log"), "-w", "-t", str(POSTGRES_START_TIMEOUT_S),
                             "start"], timeout_s=POSTGRES_START_TIMEOUT_S + 10)
 
+    @property
+    def pgbench(self) -> str:
+        return shutil.which("pgbench") or str(self.bin_dir / "pgbench")
+
     def pgbench_command(self, arguments: Sequence[str]) -> list[str]:
-        pgbench = shutil.which("pgbench") or str(self.bin_dir / "pgbench")
-        return self.as_user + [pgbench, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", *arguments,
+        return self.as_user + [self.pgbench, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", *arguments,
                                "postgres"]
+
+    def owned_dir(self, path: pathlib.Path) -> pathlib.Path:
+        """A directory the server's user can write (pgbench's per-transaction logs, as `postgres`)."""
+        path.mkdir(parents=True, exist_ok=True)
+        if self.as_user:
+            shutil.chown(path, user="postgres")
+        return path
+
+    def postmaster_pid(self) -> int | None:
+        """The postmaster's PID (first line of postmaster.pid): its backends are its children."""
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
     def stop(self) -> None:
         if not self.started:
@@ -219,26 +240,54 @@ _BENCH_SHIM = ("import argparse, sys; from quorumdb.bench import command as c; p
                "c.add_arguments(p); sys.exit(c.command(p.parse_args()))")
 
 
-def quorumdb_bench_prefix() -> list[str] | None:
-    """The command that runs `quorumdb bench` here, or None when neither the subcommand nor its module exists."""
+def quorumdb_bench_prefix() -> tuple[list[str] | None, str | None]:
+    """The command that runs `quorumdb bench` here, or (None, why not)."""
     try:
-        if run(quorumdb_command() + ["bench", "--help"], timeout_s=60, check=False, cwd=REPO_ROOT).returncode == 0:
-            return quorumdb_command() + ["bench"]
+        found = run(quorumdb_command() + ["bench", "--help"], timeout_s=60, check=False, cwd=REPO_ROOT)
+        if found.returncode == 0:
+            return quorumdb_command() + ["bench"], None
         shim = [sys.executable, "-c", _BENCH_SHIM]
         if run(shim + ["--help"], timeout_s=60, check=False, cwd=REPO_ROOT).returncode == 0:
-            return shim
+            return shim, None
     except subprocess.TimeoutExpired:
-        return None
-    return None
+        return None, "`quorumdb bench --help` did not answer within 60 s"
+    return None, f"`quorumdb bench --help` exited {found.returncode}: {found.stderr.strip()[-600:]}"
+
+
+def parse_pg_endpoints(lines: Sequence[str]) -> list[tuple[str, int]]:
+    """The PostgreSQL endpoints `quorumdb up` prints after "PostgreSQL endpoints":
+    `  compute-az1    127.0.0.1:7703         psql -h ...`, in order, until the next blank line."""
+    endpoints: list[tuple[str, int]] = []
+    inside = False
+    for line in lines:
+        if line.startswith("PostgreSQL endpoints"):
+            inside = True
+            continue
+        if not inside:
+            continue
+        fields = line.split()
+        if not fields:
+            if endpoints:
+                break
+            continue
+        if len(fields) >= 2 and fields[0].startswith("compute") and ":" in fields[1]:
+            host, _, port = fields[1].rpartition(":")
+            endpoints.append((host, int(port)))
+    return endpoints
 
 
 class QuorumDBCluster:
-    """`quorumdb up --data-dir <tmp> --base-port <free>` in a subprocess; ready when it prints `ready`."""
+    """`quorumdb up --data-dir <tmp> --base-port <free> [--read-mode M]` in a subprocess; ready
+    when it prints `ready`. Its node processes are found by their `--config <data dir>/cluster.toml`."""
 
-    def __init__(self, work_dir: pathlib.Path, base_port: int):
+    def __init__(self, work_dir: pathlib.Path, base_port: int, read_mode: str | None = None, name: str = "qdb"):
         self.work_dir = work_dir
         self.base_port = base_port
-        self.command = quorumdb_command() + ["up", "--data-dir", str(work_dir / "qdb"), "--base-port", str(base_port)]
+        self.read_mode = read_mode
+        self.data_dir = work_dir / name
+        self.command = quorumdb_command() + ["up", "--data-dir", str(self.data_dir), "--base-port", str(base_port)]
+        if read_mode is not None:
+            self.command += ["--read-mode", read_mode]
         self.process: subprocess.Popen | None = None
         self.lines: list[str] = []
         self._ready = threading.Event()
@@ -263,11 +312,66 @@ class QuorumDBCluster:
                 raise RuntimeError(f"quorumdb up not ready within {QUORUMDB_READY_TIMEOUT_S:.0f} s:\n"
                                    + "\n".join(self.lines[-30:]))
 
-    def bench_command(self, prefix: list[str], workload: str, clients: int, duration_s: float) -> list[str]:
-        return prefix + ["--workload", workload, "--clients", str(clients),
-                                    "--duration", f"{duration_s:g}", "--base-port", str(self.base_port), "--json"]
+    @property
+    def config_path(self) -> pathlib.Path:
+        return self.data_dir / "cluster.toml"
+
+    def pg_endpoints(self) -> list[tuple[str, int]]:
+        """Compute nodes' PostgreSQL endpoints, as `up` printed them (docs/POSTGRES.md)."""
+        endpoints = parse_pg_endpoints(self.lines)
+        if not endpoints:
+            raise RuntimeError("`quorumdb up` printed no PostgreSQL endpoints")
+        return endpoints
+
+    def token(self, expires: str = "6h") -> str:
+        """A PostgreSQL password for user admin (a run of the comparison lasts well under 6 h)."""
+        completed = run(quorumdb_command() + ["token", "--user", "admin", "--expires", expires,
+                                              "--data-dir", str(self.data_dir)], cwd=REPO_ROOT)
+        return completed.stdout.strip()
+
+    def status_json(self) -> str | None:
+        """`quorumdb status --json` (the compute nodes' read counters), or None if it failed."""
+        try:
+            completed = run(quorumdb_command() + ["status", "--base-port", str(self.base_port), "--json"],
+                            timeout_s=60, check=False, cwd=REPO_ROOT)
+        except subprocess.TimeoutExpired:
+            return None
+        return completed.stdout
+
+    def bench_command(self, prefix: list[str], workload: str, clients: int, duration_s: float,
+                      warmup_s: float | None = None, read_mode: str | None = None, rows: int | None = None,
+                      scale: int | None = None, setup: bool = True) -> list[str]:
+        command = prefix + ["--workload", workload, "--clients", str(clients),
+                            "--duration", f"{duration_s:g}", "--base-port", str(self.base_port), "--json"]
+        if warmup_s is not None:
+            command += ["--warmup", f"{warmup_s:g}"]
+        if read_mode is not None:
+            command += ["--read-mode", read_mode]
+        if rows is not None:
+            command += ["--rows", str(rows)]
+        if scale is not None:
+            command += ["--scale", str(scale)]
+        if not setup:
+            command.append("--no-setup")
+        return command
 
     def stop(self) -> None:
         if self.process is not None:
             # `up` stops its 15 nodes on SIGTERM (up to its own stop timeout), so wait longer here.
             stop_process(self.process, "quorumdb up", timeout_s=STOP_TIMEOUT_S * 3)
+        # Should `up` have died without stopping its nodes, they are still ours: stop them by PID.
+        from bench import procstat  # noqa: PLC0415
+        for pid, name in procstat.cluster_node_pids(self.config_path).items():
+            say(f"{name} (pid {pid}) outlived `quorumdb up`: SIGTERM")
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while time.monotonic() < deadline and procstat.is_running(pid):
+                time.sleep(POLL_INTERVAL_S)
+            if procstat.is_running(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass

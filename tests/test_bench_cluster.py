@@ -42,6 +42,9 @@ def test_every_workload_reports_sane_numbers(shared_cluster, workload):
         <= report["latency_ms_max"]
     assert report["aborts"] >= 0
     assert len(report["endpoints"]) == 3  # --base-port means the cluster's three compute nodes
+    # the bench's own CPU over the measured window (bench/compare's load-generator column)
+    assert report["warmup_ops"] >= 0
+    assert report["client_cpu_s"] >= 0 and report["client_cpu_ms_per_op"] >= 0
     assert "[" not in done.stderr  # --json: no progress lines
 
 

@@ -91,6 +91,23 @@ def test_tally_counts_nothing_during_warmup_or_after_close():
     assert tally.error_samples == ["23505: duplicate key"]
 
 
+def test_tally_client_cpu_covers_only_the_measured_window(monkeypatch):
+    clock = iter([5.0, 7.5, 99.0])  # process_time at: measuring starts, close, (never read again)
+    monkeypatch.setattr(runner.time, "process_time", lambda: next(clock))
+    tally = runner.Tally()
+    tally.measuring = False  # the warm-up: no CPU reading
+    assert tally.client_cpu_s() is None
+    tally.measuring = True
+    tally.measuring = True  # set again: the start stays the first one
+    tally.op(0.001)
+    tally.close()
+    tally.close()  # idempotent
+    assert tally.client_cpu_s() == pytest.approx(2.5)
+    never = runner.Tally()
+    never.close()  # the window never opened (e.g. every client failed to connect)
+    assert never.client_cpu_s() is None
+
+
 def test_error_samples_are_bounded_and_distinct():
     tally = runner.Tally()
     tally.measuring = True

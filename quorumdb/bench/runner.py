@@ -80,14 +80,37 @@ class Tally:
         self.errors = 0
         self.error_samples: list[str] = []
         self.warmup_ops = 0
-        self.measuring = False  # False during warmup: nothing is counted but warmup_ops
+        self._measuring = False  # False during warmup: nothing is counted but warmup_ops
         self.closed = False  # the run is over
+        # This process's CPU time (all threads: the event loop, gRPC's own threads) when the
+        # measured window opened and closed, so the client's cost per operation can be reported
+        # beside the cluster's (bench/compare) without the start-up, set-up and warm-up in it.
+        self.cpu_at_start_s: float | None = None
+        self.cpu_at_close_s: float | None = None
+
+    @property
+    def measuring(self) -> bool:
+        return self._measuring
+
+    @measuring.setter
+    def measuring(self, value: bool) -> None:
+        if value and not self._measuring and self.cpu_at_start_s is None:
+            self.cpu_at_start_s = time.process_time()
+        self._measuring = value
 
     def close(self) -> None:
         """The measured window is over: what finishes later is not counted."""
         with self._lock:
-            self.measuring = False
+            if self._measuring and self.cpu_at_close_s is None:
+                self.cpu_at_close_s = time.process_time()
+            self._measuring = False
             self.closed = True
+
+    def client_cpu_s(self) -> float | None:
+        """CPU seconds this process used during the measured window (None if it never opened)."""
+        if self.cpu_at_start_s is None or self.cpu_at_close_s is None:
+            return None
+        return max(0.0, self.cpu_at_close_s - self.cpu_at_start_s)
 
     def op(self, latency_s: float) -> None:
         with self._lock:
@@ -372,6 +395,13 @@ def run(options: Options, progress: TextIO | None = None) -> dict[str, Any]:
     }
     report.update(stats.summary(tally.total, tally.ops, tally.aborts, tally.errors, elapsed_s))
     report["error_samples"] = list(tally.error_samples)
+    # Operations completed during the warm-up (not in `ops`): bench/compare divides the cluster's
+    # CPU over the whole run by ops + warmup_ops.
+    report["warmup_ops"] = tally.warmup_ops
+    client_cpu_s = tally.client_cpu_s()
+    report["client_cpu_s"] = client_cpu_s
+    report["client_cpu_ms_per_op"] = (None if client_cpu_s is None or tally.ops == 0
+                                      else 1000.0 * client_cpu_s / tally.ops)
     return report
 
 
@@ -387,5 +417,8 @@ def report_text(report: dict[str, Any]) -> str:
         f"  aborts        {report['aborts']} (40001, retried as new transactions)",
         f"  errors        {report['errors']}",
     ]
+    if report.get("client_cpu_ms_per_op") is not None:
+        lines.insert(-2, f"  client CPU    {report['client_cpu_ms_per_op']:.2f} ms per op "
+                         "(this process, measured window)")
     lines += [f"    {sample}" for sample in report["error_samples"]]
     return "\n".join(lines) + "\n"

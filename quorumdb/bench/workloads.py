@@ -26,6 +26,24 @@ FILLER = "f" * 84  # pgbench's filler is char(84) on accounts
 TELLERS_PER_BRANCH = 10  # as pgbench
 HISTORY_ID_MAX = 2 ** 62  # client-chosen history keys (the table needs a primary key)
 TRANSFER_AMOUNT_MAX = 100
+VALUE_MAX = 1_000_000  # bench_kv.v written by point-write is 0..VALUE_MAX (bench/compare's pgbench scripts too)
+DELTA_MAX = 5000  # tpcb: each transaction moves -DELTA_MAX..DELTA_MAX, as pgbench's builtin
+
+# The statements of the workloads bench/compare also runs through pgbench (bench/pgbench_load.py
+# fills the same templates with pgbench variables), so both clients send the same SQL text.
+POINT_WRITE_SQL = ("INSERT INTO bench_kv (k, v, pad) VALUES ({k}, {v}, '" + PAD + "') "
+                   "ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v")
+POINT_READ_SQL = "SELECT v FROM bench_kv WHERE k = {k}"
+TPCB_SQL = (
+    "BEGIN",
+    "UPDATE pgbench_accounts SET abalance = abalance + {delta} WHERE aid = {aid}",
+    "SELECT abalance FROM pgbench_accounts WHERE aid = {aid}",
+    "UPDATE pgbench_tellers SET tbalance = tbalance + {delta} WHERE tid = {tid}",
+    "UPDATE pgbench_branches SET bbalance = bbalance + {delta} WHERE bid = {bid}",
+    "INSERT INTO pgbench_history (hid, tid, bid, aid, delta, mtime) "
+    "VALUES ({hid}, {tid}, {bid}, {aid}, {delta}, now())",
+    "COMMIT",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +93,7 @@ class _KvWorkload(Workload):
         yield from ensure_rows("bench_kv", "k", self.params.rows, lambda i: f"({i}, 0, '{PAD}')")
 
     def plan(self, rng: random.Random) -> Any:
-        return rng.randint(1, self.params.rows), rng.randint(0, 1_000_000)
+        return rng.randint(1, self.params.rows), rng.randint(0, VALUE_MAX)
 
 
 class PointWrite(_KvWorkload):
@@ -84,8 +102,7 @@ class PointWrite(_KvWorkload):
 
     def steps(self, plan: Any) -> Steps:
         key, value = plan
-        yield (f"INSERT INTO bench_kv VALUES ({key}, {value}, '{PAD}') "
-               f"ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v")
+        yield POINT_WRITE_SQL.format(k=key, v=value)
 
 
 class PointRead(_KvWorkload):
@@ -94,7 +111,7 @@ class PointRead(_KvWorkload):
 
     def steps(self, plan: Any) -> Steps:
         key, _ = plan
-        yield f"SELECT v FROM bench_kv WHERE k = {key}"
+        yield POINT_READ_SQL.format(k=key)
 
 
 class ReadModifyWrite(_KvWorkload):
@@ -142,18 +159,12 @@ class TpcB(Workload):
     def plan(self, rng: random.Random) -> Any:
         scale = self.params.scale
         return (rng.randint(1, self.params.rows), rng.randint(1, scale), rng.randint(1, scale * TELLERS_PER_BRANCH),
-                rng.randint(-5000, 5000), rng.randint(1, HISTORY_ID_MAX - 1) ^ (self.salt % HISTORY_ID_MAX))
+                rng.randint(-DELTA_MAX, DELTA_MAX), rng.randint(1, HISTORY_ID_MAX - 1) ^ (self.salt % HISTORY_ID_MAX))
 
     def steps(self, plan: Any) -> Steps:
         aid, bid, tid, delta, hid = plan
-        yield "BEGIN"
-        yield f"UPDATE pgbench_accounts SET abalance = abalance + {delta} WHERE aid = {aid}"
-        yield f"SELECT abalance FROM pgbench_accounts WHERE aid = {aid}"
-        yield f"UPDATE pgbench_tellers SET tbalance = tbalance + {delta} WHERE tid = {tid}"
-        yield f"UPDATE pgbench_branches SET bbalance = bbalance + {delta} WHERE bid = {bid}"
-        yield (f"INSERT INTO pgbench_history (hid, tid, bid, aid, delta, mtime) "
-               f"VALUES ({hid}, {tid}, {bid}, {aid}, {delta}, now())")
-        yield "COMMIT"
+        for template in TPCB_SQL:
+            yield template.format(aid=aid, bid=bid, tid=tid, delta=delta, hid=hid)
 
 
 class BankContended(Workload):
