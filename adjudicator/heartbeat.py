@@ -5,8 +5,11 @@ a read at `ts` waits until its copy knows `ts` is closed. So a compute node says
 stream, at which ts its transactions read (`read_demand_ts`, taken when each one starts), and
 the leader makes a claim of its now().latest at once unless a claim it made (a heartbeat, or
 the commit_ts of a batch on its way to the journal) already covers that ts (`claim_needed`).
-The read then waits one journal round trip plus the forwarding to storage, not a heartbeat
-period, and the claim needs no wait for the clock: it is of the leader's latest, which is at
+While commits flow, no heartbeat is needed for that: a demand that arrives while a batch is
+queued or on its way to the journal is covered by the next batch, decided after the demand
+(its commit_ts is the leader's latest then); only a demand still uncovered when the queue runs
+empty gets a claim of its own. The read then waits one journal round trip plus the forwarding
+to storage, not a heartbeat period, and the claim needs no wait for the clock: it is of the leader's latest, which is at
 or after the compute node's latest when the transaction started (one clock here; with
 different clocks the demand arrives later than it was taken, which covers the skew in all
 but the worst case, and the periodic heartbeat below covers that case).

@@ -89,6 +89,8 @@ class LeaderTerm:
     # The highest ts a claim of this term covers or will cover once committed (heartbeat claims,
     # commit_ts of appended batches): a read demand at or below it needs no new heartbeat.
     claimed_ts: int = 0
+    demand_ts: int = 0        # the highest read demand received
+    appending: bool = False   # a batch is on its way to the journal
 
 
 def resolve(pending: PendingCommit, reply: adjudicator_pb2.CommitReply) -> None:
@@ -385,8 +387,12 @@ class AdjudicatorNode:
         term = self.term
         if term is None:
             return
+        term.demand_ts = max(term.demand_ts, read_ts)
         if heartbeat_mod.claim_needed(read_ts, term.claimed_ts):
-            self._claim_closed(term)
+            if term.appending or not term.queue.empty():
+                term.wakeup.set()  # the next batch, decided after this demand, will cover it
+            else:
+                self._claim_closed(term)
         elif not was_live:
             term.wakeup.set()  # a periodic heartbeat may be due at once (adjudicator/heartbeat.py)
 
@@ -427,7 +433,14 @@ class AdjudicatorNode:
                     await aio.wait_event(term.wakeup, wait_s)
             if not term.queue.empty():
                 batch = [term.queue.get_nowait() for _ in range(min(term.queue.qsize(), limits.COMMIT_BATCH_MAX))]
-                reason = await self._commit_batch(term, batch)
+                term.appending = True
+                try:
+                    reason = await self._commit_batch(term, batch)
+                finally:
+                    term.appending = False
+            if (not reason and term.queue.empty()
+                    and heartbeat_mod.claim_needed(term.demand_ts, term.claimed_ts)):
+                self._claim_closed(term)  # a demand that came during the append and no batch covered
             if not reason and time.monotonic() >= self._next_heartbeat_at(term, heartbeat_s, idle_s):
                 reason = await self._heartbeat(term)
                 term.last_heartbeat = time.monotonic()

@@ -63,8 +63,9 @@ class QuorumBackend:
         return self.storage.read_mode
 
     def status_detail(self) -> str:
-        """Read counters for the compute node's Status detail."""
-        return self.storage.status_detail()
+        """Read and commit-stream counters for the compute node's Status detail."""
+        messages, requests = self.adjudicators.stream_figures()
+        return f"{self.storage.status_detail()} commit_stream_messages={messages} commit_stream_requests={requests}"
 
     async def commit(
         self, start_ts: int, writes: list[tuple[bytes, bytes | None]], lock_keys: list[bytes], txn_id: str

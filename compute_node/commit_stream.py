@@ -21,7 +21,9 @@ Bounds: COMMIT_STREAM_PENDING_MAX requests queued or unanswered per stream; a st
 most COMMIT_STREAM_LIFETIME_S (its gRPC deadline): after half of it the sender half-closes it
 (the adjudicator answers what it holds, then ends it) and opens a new one for new requests. An
 idle stream is half-closed after COMMIT_STREAM_IDLE_S. Each send waits at most its timeout.
-`take_batch` and `failure_kind` are the pure parts.
+`take_batch` and `failure_kind` are the pure parts. Batching is ack-clocked as on the read
+streams (compute_node/read_stream.py): while something written is unanswered, what comes next
+waits for the next reply batch, at most STREAM_LINGER_S.
 
 The stream also carries the node's read demand (`signal_reads`, `CommitBatch.reads_active` and
 `read_demand_ts`, the highest start_ts of the transactions begun since the last message): the
@@ -39,7 +41,7 @@ from typing import Sequence
 
 import grpc
 
-from quorumdb import limits, rpc
+from quorumdb import aio, limits, rpc
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc
 
 log = logging.getLogger("compute_node.commit_stream")
@@ -109,6 +111,8 @@ class CommitStream:
         self._closed = False
         self._reads_active = False  # to say on the next message (see signal_reads)
         self._read_demand_ts = 0    # likewise
+        self._queued_at = 0.0       # loop time the oldest unsent request or demand arrived
+        self._answered = asyncio.Event()  # set by the reader at every reply batch
         # Figures for the compute node's status: messages written and requests they carried.
         self.batches_sent = 0
         self.requests_sent = 0
@@ -119,6 +123,8 @@ class CommitStream:
         then closes read_ts as soon as it can and keeps closed timestamps fresh."""
         if self._closed:
             return
+        if not self._queue and not self._reads_active:
+            self._queued_at = asyncio.get_running_loop().time()
         self._reads_active = True
         self._read_demand_ts = max(self._read_demand_ts, read_ts)
         self._wake.set()
@@ -140,6 +146,8 @@ class CommitStream:
         message.CopyFrom(request)
         message.seq = self._seq
         pending = _Pending(message, asyncio.get_running_loop().create_future(), message.ByteSize())
+        if not self._queue and not self._reads_active:
+            self._queued_at = asyncio.get_running_loop().time()
         self._queue.append(pending)
         self._unanswered += 1
         self._wake.set()
@@ -192,11 +200,7 @@ class CommitStream:
         error: tuple[grpc.StatusCode | None, str] | None = None
         try:
             while not reader.done():
-                if not self._queue and self._reads_active:
-                    demand_ts, self._reads_active, self._read_demand_ts = self._read_demand_ts, False, 0
-                    await call.write(adjudicator_pb2.CommitBatch(reads_active=True, read_demand_ts=demand_ts))
-                    continue
-                if not self._queue:
+                if not self._queue and not self._reads_active:
                     self._wake.clear()
                     waiter = asyncio.ensure_future(self._wake.wait())
                     done, _ = await asyncio.wait((waiter, reader), timeout=limits.COMMIT_STREAM_IDLE_S,
@@ -207,6 +211,18 @@ class CommitStream:
                     continue
                 if loop.time() - opened > limits.COMMIT_STREAM_LIFETIME_S / 2:
                     break  # rotate: new requests go on a new stream
+                if (written and not self._answered.is_set() and len(self._queue) < limits.COMMIT_STREAM_BATCH_MAX):
+                    linger_s = self._queued_at + limits.STREAM_LINGER_S - loop.time()
+                    if linger_s > 0:  # ack-clocked (compute_node/read_stream.py): no answer since the last message
+                        await aio.wait_event(self._answered, linger_s)
+                        continue
+                self._answered.clear()  # the next message waits for an answer to this one
+                self._queued_at = loop.time()
+                if not self._queue:  # only a read demand to say
+                    demand_ts, self._reads_active, self._read_demand_ts = self._read_demand_ts, False, 0
+                    self.batches_sent += 1
+                    await call.write(adjudicator_pb2.CommitBatch(reads_active=True, read_demand_ts=demand_ts))
+                    continue
                 count = take_batch([p.size for p in self._queue], limits.COMMIT_STREAM_BATCH_MAX,
                                    limits.COMMIT_STREAM_BATCH_BYTES)
                 batch, self._queue[:count] = self._queue[:count], []
@@ -262,6 +278,7 @@ class CommitStream:
 
     async def _read(self, call, written: dict[int, _Pending]) -> None:
         async for reply_batch in call:
+            self._answered.set()
             for reply in reply_batch.replies:
                 pending = written.pop(reply.seq, None)
                 if pending is not None:

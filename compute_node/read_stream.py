@@ -15,6 +15,12 @@ reader asks another copy or again. An op whose caller stopped waiting (its own t
 won) is forgotten; a late answer is dropped. A partition known before sending fails the op at
 once, as the unary call did.
 
+Batching is ack-clocked: an op finding nothing unanswered on the stream goes out at once (one
+client: no added latency); while earlier ops are unanswered, new ones wait for the next answer
+and then leave together, at most STREAM_LINGER_S later. Under load a message then carries what
+arrived during one round trip instead of one op each, and message counts, not bytes, are what
+Python gRPC costs.
+
 Bounds: READ_STREAM_PENDING_MAX ops queued or unanswered per stream; a stream lives at most
 READ_STREAM_LIFETIME_S (its gRPC deadline; the sender half-closes it after half of that and
 opens a new one for new ops) and is half-closed after READ_STREAM_IDLE_S without ops.
@@ -28,7 +34,7 @@ import logging
 import grpc
 
 from compute_node.commit_stream import take_batch
-from quorumdb import limits, rpc
+from quorumdb import aio, limits, rpc
 from quorumdb.pb import storage_pb2, storage_pb2_grpc
 
 log = logging.getLogger("compute_node.read_stream")
@@ -56,7 +62,9 @@ class ReadStream:
         self.target = target
         self._stub = stub
         self._queue: list[tuple[storage_pb2.ReadOp, asyncio.Future, int]] = []  # (op, future, size)
+        self._queued_at = 0.0  # loop time the oldest queued op arrived
         self._wake = asyncio.Event()
+        self._answered = asyncio.Event()  # set by the reader at every reply batch
         self._unanswered = 0
         self._ids = itertools.count(1)
         self._task: asyncio.Task | None = None
@@ -82,6 +90,8 @@ class ReadStream:
                                               f"{self._unanswered} reads already wait on the stream to {self.target}"))
             return future
         op.id = next(self._ids)
+        if not self._queue:
+            self._queued_at = loop.time()
         self._queue.append((op, future, op.ByteSize()))
         self._unanswered += 1
         future.add_done_callback(self._done)
@@ -130,9 +140,16 @@ class ReadStream:
                     continue
                 if loop.time() - opened > limits.READ_STREAM_LIFETIME_S / 2:
                     break  # rotate: new ops go on a new stream
+                if written and not self._answered.is_set() and len(self._queue) < limits.READ_STREAM_BATCH_MAX:
+                    linger_s = self._queued_at + limits.STREAM_LINGER_S - loop.time()
+                    if linger_s > 0:  # ack-clocked: no answer since the last message yet
+                        await aio.wait_event(self._answered, linger_s)
+                        continue
+                self._answered.clear()  # the next message waits for an answer to this one
                 count = take_batch([size for _, _, size in self._queue], limits.READ_STREAM_BATCH_MAX,
                                    limits.READ_STREAM_BATCH_BYTES)
                 batch, self._queue[:count] = self._queue[:count], []
+                self._queued_at = loop.time()
                 ops = []
                 for op, future, _ in batch:
                     if future.done():
@@ -182,6 +199,7 @@ class ReadStream:
 
     async def _read(self, call, written: dict[int, asyncio.Future]) -> None:
         async for reply_batch in call:
+            self._answered.set()
             for result in reply_batch.results:
                 future = written.pop(result.id, None)
                 if future is None or future.done():

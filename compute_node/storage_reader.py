@@ -74,9 +74,12 @@ class StorageReader:
     # --- public API (used by Backend) ----------------------------------------------
 
     def status_detail(self) -> str:
+        streams = (self._streams or {}).values()
         return (f"read_mode={self.read_mode} reads_quorum={self.reads['quorum']} "
                 f"reads_single={self.reads['single']} copies_asked={self.copies_asked} "
-                f"hedges={self.hedges} single_fallbacks={self.single_fallbacks}")
+                f"hedges={self.hedges} single_fallbacks={self.single_fallbacks} "
+                f"read_stream_messages={sum(s.batches_sent for s in streams)} "
+                f"read_stream_ops={sum(s.ops_sent for s in streams)}")
 
     async def get_many(self, keys: list[bytes], ts: int, read_mode: str | None = None,
                        counted: bool = True) -> dict[bytes, bytes | None]:

@@ -112,6 +112,11 @@ READ_STREAM_WAITING_MAX = 8_192
 # after this long without ops.
 READ_STREAM_LIFETIME_S = 120.0
 READ_STREAM_IDLE_S = 30.0
+# Ack-clocked batching (read and commit streams): while ops written on a stream are unanswered,
+# new ops wait for the next answer (then go together in one message) but at most this long.
+# Sending at once would make every message carry one op under load, and a message costs the
+# same Python gRPC work whatever it carries; an idle stream still sends at once.
+STREAM_LINGER_S = 0.001
 # A reply message of a read stream stays below this (results beyond it go in the next message).
 READ_STREAM_REPLY_BYTES = 8 * 1024 * 1024
 # Empty merged scan pages a compute node skips past before answering (copies disagreeing).

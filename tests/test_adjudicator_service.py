@@ -550,8 +550,10 @@ async def test_initial_leader_leads_at_once_on_a_fresh_journal(tmp_path):
 
 async def test_a_read_demand_is_closed_at_once_unless_a_claim_covers_it(harness):
     """A compute node's read at ts waits for a claim covering ts: the leader makes one when the
-    demand arrives (not at its next periodic heartbeat), also while a batch is being appended,
-    and none when an earlier claim or a decided commit_ts already covers the demand."""
+    demand arrives (not at its next periodic heartbeat), none when an earlier claim covers it,
+    and while a batch is on its way to the journal it leaves the demand to the next batch or,
+    when none comes, claims once the append is done. (Calls to note_read_demand are synchronous,
+    so the claim list is compared around each without a periodic heartbeat slipping in.)"""
     leader = harness.nodes["adjudicator-az1"]
     await wait_for(lambda: leader.role is Role.LEADER, "the initial leader")
     claims = harness.journal.claims
@@ -561,19 +563,33 @@ async def test_a_read_demand_is_closed_at_once_unless_a_claim_covers_it(harness)
     count = len(claims)
     leader.note_read_demand(read_ts)  # covered by that claim
     assert len(claims) == count
-    # A batch held in the journal append: a demand meanwhile still gets its claim at once, and
-    # the batch's commit_ts, decided before, stays below it (the claim's index covers it).
+    # A batch held in the journal append: a demand meanwhile waits for the append, then gets its
+    # claim; the batch's commit_ts, decided before, stays below that claim.
     gate = harness.journal.append_gate = asyncio.Event()
     pending = asyncio.create_task(leader.commit(commit_request(harness.clock, b"held")))
-    await wait_for(lambda: leader.term.claimed_ts > claims[-1], "the batch to be decided")
+    await wait_for(lambda: leader.term.appending, "the batch to be on its way")
     decided_ts = leader.term.claimed_ts
-    leader.note_read_demand(decided_ts)  # the batch's commit will close this one
-    assert len(claims) == count
     later_ts = harness.clock.now().latest + 1
+    count = len(claims)
     leader.note_read_demand(later_ts)
-    assert len(claims) == count + 1 and claims[-1] >= later_ts
+    assert len(claims) == count, "no heartbeat while a batch is being appended"
     gate.set()
     reply = await asyncio.wait_for(pending, WAIT_S)
-    assert reply.outcome == adjudicator_pb2.COMMITTED and reply.commit_ts == decided_ts < claims[-1]
+    assert reply.outcome == adjudicator_pb2.COMMITTED and reply.commit_ts == decided_ts
+    await wait_for(lambda: claims[-1] >= later_ts, "the claim after the append")
+    assert claims[-1] > decided_ts
     after = await leader.commit(commit_request(harness.clock, b"after"))
     assert after.commit_ts > claims[-1], "a commit decided after a claim is above it"
+    # Commits queued behind a demand cover it themselves: their commit_ts is decided later.
+    gate = harness.journal.append_gate = asyncio.Event()
+    first = asyncio.create_task(leader.commit(commit_request(harness.clock, b"q1")))
+    await wait_for(lambda: leader.term.appending, "the next batch to be on its way")
+    second = asyncio.create_task(leader.commit(commit_request(harness.clock, b"q2")))
+    await wait_for(lambda: not leader.term.queue.empty(), "a commit to queue behind it")
+    demand = harness.clock.now().latest
+    count = len(claims)
+    leader.note_read_demand(demand)
+    assert len(claims) == count
+    gate.set()
+    replies = await asyncio.wait_for(asyncio.gather(first, second), WAIT_S)
+    assert replies[1].commit_ts > demand, "the queued commit, decided after the demand, closes it"
