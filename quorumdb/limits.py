@@ -203,9 +203,14 @@ assert RESULT_ROWS_MAX <= STATEMENT_ROWS_READ_MAX
 # How often a node stats its cluster's rules file: a cut takes effect within about this long,
 # and no RPC ever touches the disk.
 NETFAULT_POLL_MS = 50
-# How often a server stream re-checks its peer's link while no message flows: a cut ends the
-# stream within this long even when the stream is idle.
+# A server stream ends as soon as its peer's link is cut (quorumdb/rpc.py: the rules watcher
+# completes the peer's cut signal); this bounds how long the stream's handler then gets to clean
+# up before the call ends anyway.
 NETFAULT_STREAM_CHECK_MS = 100
+# Distinct handler objects a generic handler may return whose partition-guarded twins a node's
+# server keeps (quorumdb/rpc.py); the generated code returns the same few objects on every call,
+# and a handler that makes a new object per call is wrapped per call past this bound.
+GUARDED_HANDLERS_MAX = 1024
 # netfault.cut_links/isolate_*/heal wait this long after rewriting the rules, so that every live
 # node has applied them when the call returns (a few poll periods plus scheduling slack).
 NETFAULT_SETTLE_S = 0.25

@@ -9,12 +9,13 @@ the version. Every node polls the file's stat at most every NETFAULT_POLL_MS, re
 it when it changed, and keeps the cuts that involve itself in memory (`PartitionState`).
 `quorumdb.rpc` consults that state:
 
-* on the client side, every channel a node opens to another node carries an
-  interceptor that adds `x-quorumdb-node: <own name>` to each call and fails the call at
-  once with UNAVAILABLE "network partition: link A-B is cut" when the link is cut;
-* on the server side, an interceptor refuses calls whose `x-quorumdb-node` names a cut
-  peer, and ends server streams (the journal's Subscribe) when the link becomes cut
-  mid-stream.
+* on the client side, every channel a node opens to another node checks the link before
+  each call, adds `x-quorumdb-node: <own name>` to it, and fails the call at once with
+  UNAVAILABLE "network partition: link A-B is cut" when the link is cut;
+* on the server side, every method handler is wrapped once, when it is registered: it
+  refuses calls whose `x-quorumdb-node` names a cut peer, and ends a cut peer's server
+  streams (the journal's Subscribe, the commit and append streams) as soon as this node
+  applies the rules that cut the link (`PartitionState.cut_signal`).
 
 A call without the metadata (qsql, the Python client, `quorumdb status`, the
 supervisor) is never cut: tools always see through a partition. A cut is symmetric,
@@ -28,6 +29,7 @@ when it returns.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import fcntl
@@ -136,7 +138,9 @@ class PartitionState:
     """What one process knows of the rules: its own name and the peers it is cut from.
 
     Calls read `cut_peers` (a frozenset, replaced whole) and never the disk; `apply` is
-    fed by the file watcher (`quorumdb.rpc.watch_rules`).
+    fed by the file watcher (`quorumdb.rpc.watch_rules`). An open server stream waits on
+    `cut_signal(peer)`, a future that `apply` completes when that peer becomes cut, so a cut
+    ends the stream at once and an open stream costs nothing per message or per poll.
     """
 
     def __init__(self, cluster: ClusterConfig, name: str, rules: NetRules | None = None) -> None:
@@ -144,8 +148,12 @@ class PartitionState:
         self.cluster = cluster
         self.name = name
         self.node_by_address = {node.address: node.name for node in cluster.nodes}
+        self.node_names = frozenset(node.name for node in cluster.nodes)
         self.rules = NetRules()
         self.cut_peers: frozenset[str] = frozenset()
+        # One future per peer that has had an open stream since its last cut: at most one per
+        # node of the cluster, whatever names callers send.
+        self._cut_signals: dict[str, asyncio.Future[None]] = {}
         if rules is not None:
             self.apply(rules)
 
@@ -153,12 +161,54 @@ class PartitionState:
         """Adopt newer rules; True if the cuts of this node changed."""
         self.rules = rules
         peers = rules.cut_peers(self.name)
+        newly_cut = peers - self.cut_peers
         changed = peers != self.cut_peers
         self.cut_peers = peers
+        for peer in newly_cut:
+            signal = self._cut_signals.pop(peer, None)
+            if signal is not None:
+                _complete(signal)
         return changed
 
     def is_cut_from(self, peer: str) -> bool:
         return peer in self.cut_peers
+
+    def cut_signal(self, peer: str) -> asyncio.Future[None] | None:
+        """A future (of the running loop) that completes when the link to `peer` becomes cut.
+
+        It reports cuts from now on: check `is_cut_from(peer)` first, with no await between.
+        Shared by every stream of that peer. None for a name that is not a node of this
+        cluster: such a caller is only refused when a call opens (no tool cuts it anyway).
+        """
+        if peer == self.name or peer not in self.node_names:
+            return None
+        loop = asyncio.get_running_loop()
+        signal = self._cut_signals.get(peer)
+        if signal is None or signal.done() or signal.get_loop() is not loop:  # first, or a new loop (tests)
+            signal = loop.create_future()
+            self._cut_signals[peer] = signal
+        return signal
+
+
+def _complete(signal: asyncio.Future[None]) -> None:
+    """Complete a cut signal, from its own loop's thread or from any other (set_identity, tools)."""
+    loop = signal.get_loop()
+    if loop.is_closed():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        _set_done(signal)
+        return
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+        loop.call_soon_threadsafe(_set_done, signal)
+
+
+def _set_done(signal: asyncio.Future[None]) -> None:
+    if not signal.done():
+        signal.set_result(None)
 
 
 # --- the rules file -------------------------------------------------------------------------

@@ -4,29 +4,41 @@ Every call made through QuorumDB code passes `timeout=`; the constants live in
 `quorumdb.limits`. Channels are cached per address and closed together.
 
 Network partitions (`quorumdb.netfault`). A node process calls `set_identity`
-before it serves; from then on `Channels()` attaches, to every channel it opens to
-another node of the cluster, client interceptors (unary and streaming) that send
-`x-quorumdb-node: <name>` and fail a call at once with UNAVAILABLE "network
-partition: link A-B is cut" when that link is cut, and `new_server()` attaches a
-server interceptor that refuses calls from a cut peer and ends a server stream
-within NETFAULT_STREAM_CHECK_MS of its link being cut. `watch_rules` keeps the
-in-memory cuts current (one stat every NETFAULT_POLL_MS; calls never touch the
-disk). A process without an identity (qsql, the client, tools) gets plain channels
+before it serves; from then on:
+
+* `Channels()` gives, for every other node of the cluster, a channel whose calls check the
+  link before anything is sent: on a cut link a call fails at once with UNAVAILABLE "network
+  partition: link A-B is cut" (the call object it returns raises when awaited, read or
+  written, as a failed RPC does); otherwise the call goes out with `x-quorumdb-node: <name>`
+  added to its metadata. One set test and one wrapper call per RPC, and no gRPC interceptor:
+  grpc.aio's interceptor machinery costs a task per call (docs/BENCHMARKS.md, "Partition rules
+  without interceptors").
+* `new_server()` gives a server that wraps each method handler once, when it is registered
+  (registered methods, which grpc.aio looks up first, and generic handlers alike). A unary
+  handler reads the caller's name only while some peer is cut, and refuses a cut peer. A
+  response-streaming handler of a node peer runs as one task beside `cut_signal(peer)`; the
+  cut ends it at once (the handler is cancelled, also while it waits on its request
+  iterator, and the call ends UNAVAILABLE). Nothing is done per streamed message.
+
+`watch_rules` keeps the in-memory cuts current (one stat every NETFAULT_POLL_MS; calls never
+touch the disk). A process without an identity (qsql, the client, tools) gets plain channels
 and servers, and its calls, which carry no node name, are never cut.
 
 Simulated distance between AZs. A node process whose environment has
 `QUORUMDB_CROSS_AZ_DELAY_MS=N` (0 to CROSS_AZ_DELAY_MS_MAX) waits 2N ms, one round trip
 of N ms each way, before every call it makes to a node in another AZ (a stream waits once,
-when it opens; the commit and append streams also wait before each message they send). Same-AZ calls and tools' calls are not delayed. It is done here, in the
-process, rather than with `tc netem`, so that it needs no kernel module and no privilege and
-delays exactly the cross-AZ links, whichever Docker network a peer's address resolves to
-(docs/DOCKER.md shows its effect on commit latency). The deadline of a delayed call starts
-after the wait.
+when it opens; the commit and append streams also wait before each message they send). Same-AZ
+calls and tools' calls are not delayed. It is done here, in the process, rather than with
+`tc netem`, so that it needs no kernel module and no privilege and delays exactly the cross-AZ
+links, whichever Docker network a peer's address resolves to (docs/DOCKER.md shows its effect
+on commit latency). The deadline of a delayed call starts after the wait. Only these delayed
+channels use client interceptors (`client_interceptors`): the wait has to happen inside the
+call, and the setting is for experiments, never the default.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -159,8 +171,217 @@ def partition_error(own: str, peer: str) -> grpc.aio.AioRpcError:
                                 details=netfault.partition_message(own, peer))
 
 
+def _peer_at(state: netfault.PartitionState | None, address: str) -> str | None:
+    """The other cluster node listening at `address`, or None (tools, foreign addresses, itself)."""
+    if state is None:
+        return None
+    target = state.node_by_address.get(address)
+    return None if target is None or target == state.name else target
+
+
+class _Link:
+    """One channel's link (own node -> target node): checked before every call, named in its metadata."""
+
+    def __init__(self, state: netfault.PartitionState, target: str) -> None:
+        self.state = state
+        self.target = target
+        self.metadata_item = (netfault.NODE_METADATA_KEY, state.name)
+        # Shared by every call that brings no metadata of its own: grpc copies it into a tuple
+        # per call and never changes it, so the common case builds nothing.
+        self.node_metadata = grpc.aio.Metadata(self.metadata_item)
+
+    def tagged(self, metadata) -> grpc.aio.Metadata:
+        return grpc.aio.Metadata(*metadata, self.metadata_item) if metadata else self.node_metadata
+
+
+class _RefusedCall:
+    """What a call on a cut link returns instead of sending anything: a call that already failed.
+
+    Awaiting, reading and iterating raise the partition error (UNAVAILABLE), as on an RPC that
+    failed; cancel() is a no-op. Writing raises it too, where grpc would raise InvalidStateError
+    for a finished call: the writers (journal/writer.py, compute_node/commit_stream.py) handle
+    both, and this one says why. It is returned rather than raised from `stub.X(...)` because
+    callers create a call first and handle its errors where they use it (journal/follower.py,
+    storage_node/main.py's checkpoint fetch and gathered reports).
+    """
+
+    def __init__(self, own: str, peer: str) -> None:
+        self._own = own
+        self._peer = peer
+
+    def _error(self) -> grpc.aio.AioRpcError:
+        return partition_error(self._own, self._peer)  # a fresh one each time: no shared traceback
+
+    def __await__(self):
+        raise self._error()
+        yield  # never reached: the yield makes this a generator, as __await__ must return an iterator
+
+    def __aiter__(self):
+        return self._responses()
+
+    async def _responses(self):
+        raise self._error()
+        yield  # never reached: the yield makes this an async generator
+
+    async def read(self):
+        raise self._error()
+
+    async def write(self, request) -> None:
+        raise self._error()
+
+    async def done_writing(self) -> None:
+        return None  # like a finished call: nothing left to close
+
+    async def wait_for_connection(self) -> None:
+        raise self._error()
+
+    def cancel(self) -> bool:
+        return False
+
+    def cancelled(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return True
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    def add_done_callback(self, callback) -> None:
+        callback(self)  # already done
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        return grpc.aio.Metadata()
+
+    async def trailing_metadata(self) -> grpc.aio.Metadata:
+        return grpc.aio.Metadata()
+
+    async def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    async def details(self) -> str:
+        return netfault.partition_message(self._own, self._peer)
+
+    async def debug_error_string(self) -> str:
+        return ""
+
+
+class _RefusedUnaryUnaryCall(_RefusedCall, grpc.aio.UnaryUnaryCall):
+    pass
+
+
+class _RefusedUnaryStreamCall(_RefusedCall, grpc.aio.UnaryStreamCall):
+    pass
+
+
+class _RefusedStreamUnaryCall(_RefusedCall, grpc.aio.StreamUnaryCall):
+    pass
+
+
+class _RefusedStreamStreamCall(_RefusedCall, grpc.aio.StreamStreamCall):
+    pass
+
+
+class _GuardedRequest:
+    """A multicallable of a node channel taking one request: link check, node metadata, grpc's call."""
+
+    _refused = _RefusedCall
+
+    def __init__(self, multicallable, link: _Link) -> None:
+        self._multicallable = multicallable
+        self._link = link
+
+    def __call__(self, request, *, timeout=None, metadata=None, credentials=None, wait_for_ready=None,
+                 compression=None):
+        link = self._link
+        if link.target in link.state.cut_peers:
+            return self._refused(link.state.name, link.target)
+        return self._multicallable(request, timeout=timeout, metadata=link.tagged(metadata), credentials=credentials,
+                                   wait_for_ready=wait_for_ready, compression=compression)
+
+
+class _GuardedRequestStream:
+    """A multicallable of a node channel taking a request stream (same signature as grpc's)."""
+
+    _refused = _RefusedCall
+
+    def __init__(self, multicallable, link: _Link) -> None:
+        self._multicallable = multicallable
+        self._link = link
+
+    def __call__(self, request_iterator=None, timeout=None, metadata=None, credentials=None, wait_for_ready=None,
+                 compression=None):
+        link = self._link
+        if link.target in link.state.cut_peers:
+            return self._refused(link.state.name, link.target)
+        return self._multicallable(request_iterator, timeout=timeout, metadata=link.tagged(metadata),
+                                   credentials=credentials, wait_for_ready=wait_for_ready, compression=compression)
+
+
+class _GuardedUnaryUnary(_GuardedRequest, grpc.aio.UnaryUnaryMultiCallable):
+    _refused = _RefusedUnaryUnaryCall
+
+
+class _GuardedUnaryStream(_GuardedRequest, grpc.aio.UnaryStreamMultiCallable):
+    _refused = _RefusedUnaryStreamCall
+
+
+class _GuardedStreamUnary(_GuardedRequestStream, grpc.aio.StreamUnaryMultiCallable):
+    _refused = _RefusedStreamUnaryCall
+
+
+class _GuardedStreamStream(_GuardedRequestStream, grpc.aio.StreamStreamMultiCallable):
+    _refused = _RefusedStreamStreamCall
+
+
+class _PartitionedChannel(grpc.aio.Channel):
+    """A plain aio channel to another node whose multicallables obey the partition rules.
+
+    The generated stubs create their multicallables once, so the wrapping is paid once per
+    stub method; a call pays a set test and one extra Python call.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, link: _Link) -> None:
+        self._channel = channel
+        self._link = link
+
+    async def __aenter__(self) -> _PartitionedChannel:
+        return self
+
+    async def __aexit__(self, exc_type, exc_val, exc_tb) -> None:
+        await self._channel.__aexit__(exc_type, exc_val, exc_tb)
+
+    async def close(self, grace: float | None = None) -> None:
+        await self._channel.close(grace)
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self._channel.get_state(try_to_connect)
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await self._channel.wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        await self._channel.channel_ready()
+
+    def unary_unary(self, method, request_serializer=None, response_deserializer=None, _registered_method=False):
+        return _GuardedUnaryUnary(self._channel.unary_unary(
+            method, request_serializer, response_deserializer, _registered_method), self._link)
+
+    def unary_stream(self, method, request_serializer=None, response_deserializer=None, _registered_method=False):
+        return _GuardedUnaryStream(self._channel.unary_stream(
+            method, request_serializer, response_deserializer, _registered_method), self._link)
+
+    def stream_unary(self, method, request_serializer=None, response_deserializer=None, _registered_method=False):
+        return _GuardedStreamUnary(self._channel.stream_unary(
+            method, request_serializer, response_deserializer, _registered_method), self._link)
+
+    def stream_stream(self, method, request_serializer=None, response_deserializer=None, _registered_method=False):
+        return _GuardedStreamStream(self._channel.stream_stream(
+            method, request_serializer, response_deserializer, _registered_method), self._link)
+
+
 class _LinkGuard:
-    """The shared part of the four client interceptors of one channel (own node -> target node)."""
+    """The shared part of the four client interceptors of one delayed channel (own node -> target node)."""
 
     def __init__(self, state: netfault.PartitionState, target: str, wait_s: float = 0.0) -> None:
         self.state = state
@@ -235,21 +456,33 @@ def cross_az_wait_s(target: str, state: netfault.PartitionState | None = None) -
 
 
 def client_interceptors(state: netfault.PartitionState | None, address: str) -> list[grpc.aio.ClientInterceptor]:
-    """The partition interceptors for a channel to `address` (none for tools or non-cluster addresses)."""
-    if state is None:
-        return []
-    target = state.node_by_address.get(address)
-    if target is None or target == state.name:
+    """The partition interceptors for a channel to `address` (none for tools or non-cluster addresses).
+
+    `Channels` uses them only for a channel with a simulated cross-AZ delay; every other node
+    channel is a `_PartitionedChannel`, which does the same checks without interceptors.
+    """
+    target = _peer_at(state, address)
+    if target is None:
         return []
     guard = _LinkGuard(state, target, cross_az_wait_s(target, state))
     return [_UnaryUnaryGuard(guard), _UnaryStreamGuard(guard), _StreamUnaryGuard(guard), _StreamStreamGuard(guard)]
 
 
+def node_channel(state: netfault.PartitionState | None, address: str) -> grpc.aio.Channel:
+    """A new channel to `address` that obeys `state`'s partitions (a plain one for tools and foreign addresses)."""
+    target = _peer_at(state, address)
+    if target is None:
+        return grpc.aio.insecure_channel(address, options=OPTIONS)
+    if cross_az_wait_s(target, state):
+        return grpc.aio.insecure_channel(address, options=OPTIONS, interceptors=client_interceptors(state, address))
+    return _PartitionedChannel(grpc.aio.insecure_channel(address, options=OPTIONS), _Link(state, target))
+
+
 class Channels:
     """One aio channel per address, created lazily, closed together.
 
-    In a node process (after `set_identity`) each channel to another node carries the
-    partition interceptors; `state` overrides the process identity (tests).
+    In a node process (after `set_identity`) each channel to another node obeys the
+    partition rules (`node_channel`); `state` overrides the process identity (tests).
     """
 
     def __init__(self, state: netfault.PartitionState | None = None) -> None:
@@ -259,8 +492,7 @@ class Channels:
     def get(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            interceptors = client_interceptors(self._state, address)
-            channel = grpc.aio.insecure_channel(address, options=OPTIONS, interceptors=interceptors or None)
+            channel = node_channel(self._state, address)
             self._channels[address] = channel
         return channel
 
@@ -279,90 +511,164 @@ def caller_node(invocation_metadata) -> str | None:
     return None
 
 
-class PartitionServerInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses calls from cut peers; ends server streams when their link is cut mid-stream."""
-
-    def __init__(self, state: netfault.PartitionState) -> None:
-        self.state = state
-
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        peer = caller_node(handler_call_details.invocation_metadata)
-        if handler is None or peer is None or peer == self.state.name:
-            return handler
-        if self.state.is_cut_from(peer):
-            return _refusing(handler, netfault.partition_message(self.state.name, peer))
-        if handler.response_streaming:
-            return _guard_stream(handler, self.state, peer)
-        return handler
+def new_server(state: netfault.PartitionState | None = None) -> grpc.aio.Server:
+    """An aio server; in a node process (or given `state`) it obeys the cluster's partitions."""
+    state = state if state is not None else _identity
+    server = grpc.aio.server(options=OPTIONS)
+    return server if state is None else _PartitionedServer(server, state)
 
 
-def _refusing(handler, message: str):
-    async def refuse(request_or_iterator, context):
-        await context.abort(grpc.StatusCode.UNAVAILABLE, message)
+class _PartitionedServer(grpc.aio.Server):
+    """An aio server whose method handlers are guarded (`guard_handler`) once, as they are registered."""
 
+    def __init__(self, server: grpc.aio.Server, state: netfault.PartitionState) -> None:
+        self._server = server
+        self._state = state
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers) -> None:
+        self._server.add_generic_rpc_handlers(
+            tuple(_GuardedGenericHandler(handlers, self._state) for handlers in generic_rpc_handlers))
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers) -> None:
+        # grpc.aio resolves these before any generic handler: the generated add_*_to_server
+        # registers both, and only this copy is ever consulted for its methods.
+        self._server.add_registered_method_handlers(
+            service_name, {method: guard_handler(handler, self._state) for method, handler in method_handlers.items()})
+
+    def add_insecure_port(self, address: str) -> int:
+        return self._server.add_insecure_port(address)
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        return self._server.add_secure_port(address, server_credentials)
+
+    async def start(self) -> None:
+        await self._server.start()
+
+    async def stop(self, grace: float | None) -> None:
+        await self._server.stop(grace)
+
+    async def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return await self._server.wait_for_termination(timeout)
+
+
+class _GuardedGenericHandler(grpc.GenericRpcHandler):
+    """A generic handler whose method handlers come out guarded, each wrapped once and kept."""
+
+    def __init__(self, handlers: grpc.GenericRpcHandler, state: netfault.PartitionState) -> None:
+        self._handlers = handlers
+        self._state = state
+        self._guarded: dict[int, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def service(self, handler_call_details):
+        handler = self._handlers.service(handler_call_details)
+        if handler is None:
+            return None
+        known = self._guarded.get(id(handler))
+        if known is not None and known[0] is handler:  # the original is kept: its id cannot be reused
+            return known[1]
+        guarded = guard_handler(handler, self._state)
+        if len(self._guarded) < limits.GUARDED_HANDLERS_MAX:
+            self._guarded[id(handler)] = (handler, guarded)
+        return guarded
+
+
+def guard_handler(handler: grpc.RpcMethodHandler, state: netfault.PartitionState) -> grpc.RpcMethodHandler:
+    """`handler` obeying `state`'s cuts (see the module docstring); the same kind of handler.
+
+    grpc.aio picks how to run a handler from its function's kind (coroutine, async generator,
+    plain function), so each wrapper keeps a kind grpc runs the same way.
+    """
     field = {
         (False, False): "unary_unary", (False, True): "unary_stream",
         (True, False): "stream_unary", (True, True): "stream_stream",
     }[(handler.request_streaming, handler.response_streaming)]
-    return handler._replace(**{field: refuse})
-
-
-def _guard_stream(handler, state: netfault.PartitionState, peer: str):
-    field = "stream_stream" if handler.request_streaming else "unary_stream"
     behavior = getattr(handler, field)
-    message = netfault.partition_message(state.name, peer)
-    check_s = limits.NETFAULT_STREAM_CHECK_MS / 1000
-
-    if inspect.isasyncgenfunction(behavior):
-        async def guarded_generator(request, context):
-            responses = behavior(request, context)
-            try:
-                while True:
-                    next_response = asyncio.ensure_future(responses.__anext__())
-                    try:
-                        while not next_response.done():
-                            await asyncio.wait((next_response,), timeout=check_s)
-                            if not next_response.done() and state.is_cut_from(peer):
-                                await context.abort(grpc.StatusCode.UNAVAILABLE, message)
-                    finally:
-                        if not next_response.done():
-                            next_response.cancel()
-                            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
-                                await next_response
-                    try:
-                        response = next_response.result()
-                    except StopAsyncIteration:
-                        return
-                    if state.is_cut_from(peer):
-                        await context.abort(grpc.StatusCode.UNAVAILABLE, message)
-                    yield response
-            finally:
-                await responses.aclose()
-
-        return handler._replace(**{field: guarded_generator})
-
-    if inspect.iscoroutinefunction(behavior):  # the reader/writer API: context.write()
-        async def guarded_coroutine(request, context):
-            task = asyncio.ensure_future(behavior(request, context))
-            try:
-                while not task.done():
-                    await asyncio.wait((task,), timeout=check_s)
-                    if not task.done() and state.is_cut_from(peer):
-                        await context.abort(grpc.StatusCode.UNAVAILABLE, message)
-                return task.result()
-            finally:
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
-
-        return handler._replace(**{field: guarded_coroutine})
-    return handler  # a synchronous generator handler: not used by QuorumDB services
+    if handler.response_streaming:
+        if inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior):
+            return handler._replace(**{field: _guarded_stream(behavior, state)})
+        return handler  # a synchronous generator: no QuorumDB service has one
+    if inspect.iscoroutinefunction(behavior):
+        return handler._replace(**{field: _guarded_unary(behavior, state)})
+    return handler._replace(**{field: _guarded_sync_unary(behavior, state)})
 
 
-def new_server(state: netfault.PartitionState | None = None) -> grpc.aio.Server:
-    """An aio server; in a node process (or given `state`) it obeys the cluster's partitions."""
-    state = state if state is not None else _identity
-    interceptors = [PartitionServerInterceptor(state)] if state is not None else None
-    return grpc.aio.server(options=OPTIONS, interceptors=interceptors)
+def _guarded_unary(behavior, state: netfault.PartitionState):
+    async def guarded(request_or_iterator, context):
+        # Almost always nobody is cut: then a call costs this test, not a read of its metadata.
+        if state.cut_peers:
+            peer = caller_node(context.invocation_metadata())
+            if peer is not None and peer in state.cut_peers:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, netfault.partition_message(state.name, peer))
+        return await behavior(request_or_iterator, context)
+
+    return guarded
+
+
+def _guarded_sync_unary(behavior, state: netfault.PartitionState):
+    def guarded(request_or_iterator, context):  # runs in grpc's thread pool; context.abort raises
+        if state.cut_peers:
+            peer = caller_node(context.invocation_metadata())
+            if peer is not None and peer in state.cut_peers:
+                context.abort(grpc.StatusCode.UNAVAILABLE, netfault.partition_message(state.name, peer))
+        return behavior(request_or_iterator, context)
+
+    return guarded
+
+
+def _guarded_stream(behavior, state: netfault.PartitionState):
+    # An async-generator handler runs in the reader/writer style (_write_all), so that the guard
+    # can run it as one task and stop it: one task per stream instead of one per message.
+    run = behavior if inspect.iscoroutinefunction(behavior) else functools.partial(_write_all, behavior)
+
+    async def guarded(request_or_iterator, context) -> None:
+        peer = caller_node(context.invocation_metadata())
+        if peer is None or peer == state.name:  # a tool, or this node itself: never cut
+            await run(request_or_iterator, context)
+            return
+        message = netfault.partition_message(state.name, peer)
+        if peer in state.cut_peers:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, message)
+        cut = state.cut_signal(peer)  # no await since the test above: no cut can slip between
+        if cut is None:  # not a node of this cluster: nobody can cut it later
+            await run(request_or_iterator, context)
+            return
+        await _serve_until_cut(run(request_or_iterator, context), cut, context, message)
+
+    return guarded
+
+
+async def _write_all(behavior, request, context) -> None:
+    """What grpc.aio does with an async-generator handler: write each response as it comes."""
+    responses = behavior(request, context)
+    try:
+        async for response in responses:
+            await context.write(response)
+    finally:
+        await responses.aclose()  # its finally blocks run now, also when it was stopped between messages
+
+
+async def _serve_until_cut(handling, cut: asyncio.Future, context, message: str) -> None:
+    """Run a stream handler until it ends, or end the call UNAVAILABLE when `cut` completes first."""
+    worker = asyncio.ensure_future(handling)
+    worker.add_done_callback(_retrieve)
+    try:
+        await asyncio.wait((worker, cut), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this call was cancelled (the caller went away, the server stops)
+        worker.cancel()
+        raise
+    if worker.done():  # ended by itself (if both at once, its own outcome stands)
+        worker.result()
+        return
+    # Cancelling stops it wherever it waits: its next response, a context.write, or the
+    # caller's next request (`async for request in request_iterator`).
+    worker.cancel()
+    # Give its finally blocks a moment (counters, open files), bounded: the call ends regardless.
+    await asyncio.wait((worker,), timeout=limits.NETFAULT_STREAM_CHECK_MS / 1000)
+    if not context.done():  # it may have ended the call itself (abort) while stopping
+        await context.abort(grpc.StatusCode.UNAVAILABLE, message)
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    """Mark a stream handler's outcome as seen: its call may have ended before the handler did."""
+    if not task.cancelled():
+        task.exception()
