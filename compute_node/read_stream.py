@@ -11,7 +11,9 @@ per-call cost of Python gRPC is paid per batch, at every hop.
 Reads change nothing, so failure handling is simple: when the stream breaks (reset, deadline,
 the copy restarted, a partition cut it), every op written on it and not yet answered fails with
 the stream's error (as a `grpc.aio.AioRpcError`, like the unary call it replaces), and the
-reader asks another copy or again. An op whose caller stopped waiting (its own timeout, a hedge
+reader asks another copy or again; ops queued but not yet written go on a new stream (or fail
+with the error when the stream never managed to send anything, so a dead copy is not redialled
+in a loop). An op whose caller stopped waiting (its own timeout, a hedge
 won) is forgotten; a late answer is dropped. A partition known before sending fails the op at
 once, as the unary call did.
 
@@ -125,6 +127,7 @@ class ReadStream:
         opened = loop.time()
         call = self._stub.ReadStream(timeout=limits.READ_STREAM_LIFETIME_S)
         written: dict[int, asyncio.Future] = {}
+        messages = 0  # written on this stream
         reader = asyncio.create_task(self._read(call, written), name=f"read-stream-read-{self.target}")
         error: grpc.aio.AioRpcError | None = None
         try:
@@ -164,6 +167,7 @@ class ReadStream:
                 if wait_s:
                     await asyncio.sleep(wait_s)
                 await call.write(storage_pb2.ReadBatch(ops=ops))
+                messages += 1
             if not reader.done():
                 await call.done_writing()
             # Half-closed: the copy answers what it holds (each op within its wait), then ends.
@@ -190,9 +194,10 @@ class ReadStream:
             for future in written.values():
                 _fail(future, error)
             written.clear()
-        if error is not None:
-            # What was queued but not written fails too: the reader asks another copy rather
-            # than have this one reconnect in a loop.
+        if error is not None and not messages:
+            # A stream that broke before it could send anything: what is queued fails too (the
+            # reader asks another copy) rather than have this one reconnect in a loop. After a
+            # stream that worked, what never left it goes on the next one (_run).
             for _, future, _ in self._queue:
                 _fail(future, error)
             self._queue.clear()

@@ -174,12 +174,7 @@ class ComputeService(compute_pb2_grpc.ComputeServicer):
     async def Execute(self, request, context):
         entry = self._sessions.get(request.session_id)
         if entry is None:
-            error = errors.SqlError(
-                SQLSTATE_CONNECTION_DOES_NOT_EXIST,
-                f"session {request.session_id!r} does not exist on {self._node.name} "
-                "(closed, idle too long, or the node restarted)",
-                hint="Open a new session.",
-            )
+            error = _no_session(request.session_id, self._node)
             return compute_pb2.ExecuteReply(results=[error_result(error)], transaction_status="I")
         params = None
         if request.has_params:
@@ -198,6 +193,27 @@ class ComputeService(compute_pb2_grpc.ComputeServicer):
                 results=[result_to_pb(result) for result in results],
                 transaction_status=entry.session.transaction_status,
             )
+
+    async def Describe(self, request, context):
+        entry = self._sessions.get(request.session_id)
+        if entry is None:
+            return compute_pb2.DescribeReply(has_error=True, error=error_to_pb(_no_session(request.session_id, self._node)))
+        async with entry.lock:
+            entry.last_used_s = self._monotonic()
+            try:
+                async with asyncio.timeout(self._statement_timeout_s):
+                    description = await entry.session.describe(request.sql, sqllex.parameter_count(request.sql))
+            except TimeoutError:
+                error = errors.SqlError(errors.QUERY_CANCELED, "canceling statement due to statement timeout")
+                return compute_pb2.DescribeReply(has_error=True, error=error_to_pb(error))
+            except errors.SqlError as error:
+                return compute_pb2.DescribeReply(has_error=True, error=error_to_pb(error))
+        columns = description.columns or []
+        return compute_pb2.DescribeReply(
+            param_types=[sql_type.pg_name for sql_type in description.param_types],
+            columns=[compute_pb2.Column(name=name, type=type_name) for name, type_name in columns],
+            returns_rows=description.columns is not None,
+        )
 
     async def _execute_bounded(self, entry: _SessionEntry, sql: str, params: list[str] | None) -> list[Any]:
         entry.tracker.commit_in_flight = False
@@ -249,6 +265,14 @@ class _ErrorOnly:
     columns: list = dataclasses.field(default_factory=list)
     rows: list = dataclasses.field(default_factory=list)
     command_tag: str = ""
+
+
+def _no_session(session_id: str, node: config_mod.NodeConfig) -> errors.SqlError:
+    return errors.SqlError(
+        SQLSTATE_CONNECTION_DOES_NOT_EXIST,
+        f"session {session_id!r} does not exist on {node.name} (closed, idle too long, or the node restarted)",
+        hint="Open a new session.",
+    )
 
 
 async def _close_quietly(session: SessionLike) -> None:

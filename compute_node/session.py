@@ -44,6 +44,8 @@ import uuid
 from typing import Any, Protocol, Sequence
 
 from compute_node.sql import executor, types
+from compute_node.sql.describe import DescribeTransaction, Description
+from compute_node.sql.describe import describe as describe_statement
 from compute_node.sql.engine import Engine
 from compute_node.sql.parser import TransactionAction, TransactionControl
 from compute_node.sql.result import StatementResult
@@ -131,6 +133,32 @@ class Session:
                     if result.error is not None:
                         break
                 return results
+            finally:
+                bound.release()
+
+    async def describe(self, sql: str, param_count: int,
+                       declared: Sequence[types.SqlType | None] = ()) -> Description:
+        """The parameter types and result columns of one statement, compiled but not run
+        (compute_node/sql/describe.py); raises SqlError for a statement that would not compile."""
+        async with self._lock:
+            bound = self.engine.statements.bind(sql)
+            try:
+                statements = bound.statements
+                if len(statements) != 1:
+                    raise SqlError(errors.SYNTAX_ERROR, "cannot insert multiple commands into a prepared statement")
+                for _ in range(2):
+                    txn = DescribeTransaction(self.backend, self.backend.start_ts(), f"{self.session_id}:describe",
+                                              self.engine.schema_cache)
+                    try:
+                        description = await describe_statement(txn, statements[0], param_count, list(declared))
+                        await txn.check_schema_version()
+                        return description
+                    except SchemaStale:
+                        continue  # the version is known now: the second round reads what it needs
+                    except SqlError:
+                        if not await _schema_was_stale(txn):
+                            raise
+                raise AssertionError("a described statement's schema was stale twice")
             finally:
                 bound.release()
 

@@ -183,6 +183,20 @@ def param_value(value) -> compute_pb2.Value:
     return compute_pb2.Value(literal=quote_literal(value))  # int beyond 64 bits, Decimal, dates: TypeError for others
 
 
+@dataclasses.dataclass
+class Description:
+    param_types: list[str]                    # one per $n, $1 first
+    columns: list[tuple[str, str]] | None     # (name, type); None: the statement returns no rows
+
+
+def _description(reply: compute_pb2.DescribeReply) -> Description:
+    if reply.has_error:
+        error = reply.error
+        raise DatabaseError(error.sqlstate, error.message, error.detail, error.hint)
+    columns = [(column.name, column.type) for column in reply.columns] if reply.returns_rows else None
+    return Description(list(reply.param_types), columns)
+
+
 def _param_values(params: Sequence | None) -> list[compute_pb2.Value] | None:
     return None if params is None else [param_value(value) for value in params]
 
@@ -381,6 +395,17 @@ class Connection:
     def execute(self, sql: str, params: Sequence | None = None) -> Result:
         """Run sql (one or more statements); returns the last result, raises DatabaseError on error."""
         return _raise_first_error(self.execute_script(sql, params))
+
+    def describe(self, sql: str) -> Description:
+        """The parameter types and result columns of one statement, without running it."""
+        if self._session_id is None:
+            self._open_session()
+        try:
+            reply = self._stub.Describe(compute_pb2.DescribeRequest(session_id=self._session_id, sql=sql),
+                                        timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S)
+        except grpc.RpcError as error:
+            raise _rpc_error(error, self.address, opening=False) from None
+        return _description(reply)
 
     def fetchall(self, sql: str, params: Sequence | None = None) -> list[tuple]:
         return self.execute(sql, params).rows
@@ -609,6 +634,17 @@ class AsyncConnection:
 
     async def execute(self, sql: str, params: Sequence | None = None) -> Result:
         return _raise_first_error(await self.execute_script(sql, params))
+
+    async def describe(self, sql: str) -> Description:
+        """The parameter types and result columns of one statement, without running it."""
+        if self._session_id is None:
+            await self.open()
+        try:
+            reply = await self._stub.Describe(compute_pb2.DescribeRequest(session_id=self._session_id, sql=sql),
+                                              timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S)
+        except grpc.RpcError as error:
+            raise _rpc_error(error, self.address, opening=False) from None
+        return _description(reply)
 
     async def fetchall(self, sql: str, params: Sequence | None = None) -> list[tuple]:
         return (await self.execute(sql, params)).rows

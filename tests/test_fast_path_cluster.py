@@ -66,3 +66,20 @@ def test_repeated_point_statements_read_once_and_parse_nothing(shared_cluster, r
         assert changed["copies_asked"] - changed["hedges"] == copies * statements, changed
         assert changed["statement_misses"] == 0, f"{how}: SQL was parsed again: {changed}"
         assert changed["schema_misses"] == 0, f"{how}: the catalog was read again: {changed}"
+
+
+def test_describe_over_the_grpc_api_compiles_and_runs_nothing(shared_cluster):
+    node = shared_cluster.config.node("compute-az2")
+    with client.connect(node.host, node.port, timeout_s=20) as connection:
+        connection.execute("CREATE TABLE described (k BIGINT PRIMARY KEY, v TEXT)")
+        before = counters(node)
+        assert connection.describe("SELECT v, k + 1 AS next FROM described WHERE k = $1") == client.Description(
+            ["bigint"], [("v", "text"), ("next", "bigint")])
+        assert connection.describe("INSERT INTO described VALUES ($1, $2)") == client.Description(["bigint", "text"], None)
+        after = counters(node)
+        assert after["reads_quorum"] + after["reads_single"] - before["reads_quorum"] - before["reads_single"] <= 2, \
+            "Describe reads no rows (at most the schema version, once per description)"
+        assert connection.execute("SELECT count(*) FROM described").rows == [(0,)], "Describe inserted nothing"
+        with pytest.raises(client.DatabaseError) as raised:
+            connection.describe("SELECT nosuch FROM described")
+        assert raised.value.sqlstate == "42703"

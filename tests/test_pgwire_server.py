@@ -283,6 +283,51 @@ def test_extended_protocol_row_limits_describe_and_error_recovery(make_server):
     client.close()
 
 
+def test_describe_answers_inferred_parameter_types_without_running(make_server):
+    """Describe of a prepared statement compiles it: the parameters' types are inferred from where
+    they are used (what asyncpg relies on to send typed, binary values), the result's columns
+    come from the plan, and nothing runs: no row is read or written."""
+    server = make_server(trust=True)
+    client = RawClient(server.port)
+    client.send(msg(b"Q", b"CREATE TABLE d (id INT PRIMARY KEY, name TEXT, at TIMESTAMP)\0"))
+    assert client.until_ready()[-1] == (b"Z", b"I")
+    backend = server.backend
+    gets, scans, commits = backend.get_calls, backend.scan_calls, len(backend.commits)
+
+    def describe(sql: bytes, declared: tuple[int, ...] = ()):
+        client.send(msg(b"P", b"s\0" + sql + b"\0" + struct.pack("!H", len(declared))
+                        + b"".join(struct.pack("!I", oid) for oid in declared)),
+                    msg(b"D", b"Ss\0"), msg(b"C", b"Ss\0"), msg(b"S", b""))
+        replies = client.until_ready()
+        by_code = {code: body for code, body in replies}
+        assert b"E" not in by_code, fields(by_code[b"E"])
+        count = struct.unpack("!H", by_code[b"t"][:2])[0]
+        oids = list(struct.unpack(f"!{count}I", by_code[b"t"][2:2 + 4 * count]))
+        if b"n" in by_code:
+            return oids, None
+        body = by_code[b"T"]
+        names, position = [], 2
+        for _ in range(struct.unpack("!H", body[:2])[0]):
+            end = body.index(b"\0", position)
+            names.append(body[position:end].decode())
+            position = end + 1 + 18
+        return oids, names
+
+    assert describe(b"INSERT INTO d VALUES ($1, $2, $3)") == ([23, 25, 1114], None)
+    assert describe(b"SELECT name, at FROM d WHERE id = $1") == ([23], ["name", "at"])
+    assert describe(b"UPDATE d SET at = $1 WHERE name = $2 RETURNING id") == ([1114, 25], ["id"])
+    assert describe(b"SELECT $1::bigint + 1 AS n, $2") == ([20, 25], ["n", "?column?"])
+    assert describe(b"SELECT id FROM d WHERE id = $1", (20,)) == ([20], ["id"]), "a declared type is kept"
+    assert describe(b"BEGIN") == ([], None)
+    assert (backend.scan_calls, len(backend.commits)) == (scans, commits), "Describe read or wrote rows"
+    assert backend.get_calls - gets <= 6, "only schema-version checks may read"
+    client.send(msg(b"P", b"\0SELECT nosuch FROM d\0" + struct.pack("!H", 0)), msg(b"D", b"S\0"), msg(b"S", b""))
+    replies = client.until_ready()
+    error = fields(next(body for code, body in replies if code == b"E"))
+    assert error["C"] == "42703", error
+    client.close()
+
+
 def test_hostile_input_closes_only_that_connection(make_server):
     server = make_server(trust=True, message_bytes_max=1024 * 1024)
     with connect(server) as survivor:

@@ -145,6 +145,17 @@ POSTGRES_EPOCH_UTC = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
 POSTGRES_EPOCH_DATE = datetime.date(2000, 1, 1)
 
 
+def sql_type_of_oid(oid: int):
+    """The engine type a declared parameter type stands for (None: unspecified or unknown here)."""
+    if not oid or oid not in TYPES:
+        return None
+    from compute_node.sql import types as sql_types  # the engine's types: only for declared parameters
+    try:
+        return sql_types.type_from_name(TYPES[oid][0])
+    except Exception:  # a type the engine does not have: leave the parameter's type to inference
+        return None
+
+
 def oid_of(type_name: str, sample=None) -> int:
     """The OID of an engine type name; for a name we do not know, guess from a value."""
     name = type_name.lower().strip()

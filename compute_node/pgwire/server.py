@@ -43,7 +43,8 @@ from typing import Any, Callable
 from compute_node.pgwire import admission as admission_mod
 from compute_node.pgwire import pgtypes, protocol, scram
 from compute_node.pgwire.bridge import Outcome, PgSession, is_transaction_control
-from compute_node.pgwire.extended import ExtendedState, Portal
+from compute_node.pgwire.extended import ExtendedState, Portal, PreparedStatement
+from compute_node.sql import pg_catalog
 from compute_node.pgwire.protocol import ProtocolViolation
 from quorumdb import errors, limits, sqllex, tokens
 from quorumdb.errors import SqlError
@@ -529,6 +530,10 @@ class PgConnection:
     async def _extended(self, message) -> None:
         match message:
             case protocol.Parse():
+                if not self._answered_here(message.sql):
+                    # A syntax error is reported at Parse (and no statement is made), as in
+                    # PostgreSQL; the parse is cached for the Binds that follow (sql/statements.py).
+                    self.pg.session.engine.statements.bind(message.sql, []).release()
                 self.extended.parse(message)
                 self.writer.write(protocol.parse_complete())
             case protocol.Bind():
@@ -536,24 +541,18 @@ class PgConnection:
                 self.writer.write(protocol.bind_complete())
             case protocol.Describe(kind="S", name=name):
                 statement = self.extended.statement(name)
-                self.writer.write(protocol.parameter_description([oid or pgtypes.TEXT for oid in statement.param_oids]))
-                outcome = await self._dry_run(statement.sql, statement.param_count)
-                if outcome is not None and outcome.returns_rows:
-                    oids = _column_oids(outcome)
-                    self.writer.write(protocol.row_description(_fields(outcome, oids, [0] * len(oids))))
-                else:
-                    self.writer.write(protocol.no_data())
+                param_oids, outcome = await self._describe(statement)
+                self.writer.write(protocol.parameter_description(param_oids))
+                self._write_row_description(outcome, None)
             case protocol.Describe(kind="P", name=name):
                 portal = self.extended.portal(name)
-                outcome = await self._run_portal(portal)
-                if outcome.error is not None:
-                    raise outcome.error
-                if outcome.returns_rows:
-                    oids = _column_oids(outcome)
-                    formats = [portal.format_of(i, len(oids)) for i in range(len(oids))]
-                    self.writer.write(protocol.row_description(_fields(outcome, oids, formats)))
-                else:
-                    self.writer.write(protocol.no_data())
+                if portal.outcome is None and not self._answered_here(portal.statement.sql):
+                    _, outcome = await self._describe(portal.statement)  # compiled, not run: Execute runs it
+                else:  # a command or catalog query answered here cannot write: run it, keep its rows
+                    outcome = await self._run_portal(portal)
+                    if outcome.error is not None:
+                        raise outcome.error
+                self._write_row_description(outcome, portal)
             case protocol.Execute(portal=name, max_rows=max_rows):
                 portal = self.extended.portal(name)
                 outcome = await self._run_portal(portal)
@@ -584,6 +583,41 @@ class PgConnection:
                     self.writer.write(protocol.parameter_status(name, value))
                 portal.outcome.parameter_changes = []
         return portal.outcome
+
+    def _write_row_description(self, outcome: Outcome | None, portal: Portal | None) -> None:
+        if outcome is None or not outcome.returns_rows:
+            self.writer.write(protocol.no_data())
+            return
+        oids = _column_oids(outcome)
+        formats = [portal.format_of(i, len(oids)) for i in range(len(oids))] if portal is not None else [0] * len(oids)
+        self.writer.write(protocol.row_description(_fields(outcome, oids, formats)))
+
+    @staticmethod
+    def _answered_here(sql: str) -> bool:
+        """Settings commands and catalog queries: bridge.py answers them, not the engine."""
+        words = sqllex.leading_words(sql, 1)
+        return bool(words and words[0] in ("SHOW", "SET", "RESET", "DISCARD", "DEALLOCATE")) \
+            or pg_catalog.recognise(sql) is not None
+
+    async def _describe(self, statement: PreparedStatement) -> tuple[list[int], Outcome | None]:
+        """(parameter type OIDs, an outcome with the result's columns, or None for no rows) of a
+        prepared statement, without running it: the engine compiles it (compute_node/sql/
+        describe.py). Commands this endpoint answers itself (SHOW, catalog queries) cannot
+        write and are run, with NULL parameters, to learn their columns."""
+        declared = [oid or 0 for oid in statement.param_oids]
+        if self._answered_here(statement.sql):
+            outcome = await self._dry_run(statement.sql, statement.param_count)
+            return [oid or pgtypes.TEXT for oid in declared], outcome
+        timeout_s = self.pg.settings.statement_timeout_s() or self.config.statement_timeout_s
+        try:
+            async with asyncio.timeout(min(timeout_s, self.config.statement_timeout_s)):
+                description = await self.pg.session.describe(
+                    statement.sql, statement.param_count, [pgtypes.sql_type_of_oid(oid) for oid in declared])
+        except TimeoutError:
+            raise SqlError(errors.QUERY_CANCELED, "canceling statement due to statement timeout") from None
+        oids = [oid or pgtypes.oid_of(sql_type.pg_name) for oid, sql_type in zip(declared, description.param_types)]
+        outcome = Outcome(description.columns, [], "") if description.columns else None
+        return oids, outcome
 
     async def _dry_run(self, sql: str, param_count: int) -> Outcome | None:
         """Describe of a statement: the columns a row-returning statement would have.

@@ -103,7 +103,8 @@ def table_scope(table: TableDef, table_node: exp.Expression | None = None, paren
 # --- SELECT -------------------------------------------------------------------------
 async def run_select(txn: Transaction, select: exp.Expression) -> StatementResult:
     ctx = new_context(txn)
-    plan, rows, source_keys = await run_query(txn, select, ctx)
+    plan, rows, source_keys = await run_query(txn, select, ctx,
+                                              lambda compiled: txn.note_columns(output_columns(compiled)))
     if isinstance(plan, SelectPlan) and plan.sources and plan.sources[0].plan is not None:
         txn.last_plan = plan.sources[0].plan
     if isinstance(plan, SelectPlan) and plan.program.for_update:
@@ -248,6 +249,12 @@ async def run_insert(txn: Transaction, insert: exp.Insert) -> StatementResult:
     ctx = new_context(txn)
     positions = _insert_positions(table, column_nodes)
     defaults = _compile_defaults(table, ctx)
+    # Everything is compiled before any value is computed: errors in names and types come first,
+    # as in PostgreSQL, and Describe (which stops at the first value) sees the whole statement.
+    rules = compile_rules(table, ctx)
+    conflict = insert.args.get("conflict")
+    handler = _ConflictHandler(table, conflict, ctx, insert.this) if conflict is not None else None
+    returning = _compile_returning(insert.args.get("returning"), table, target, ctx, txn)
     source = insert.args.get("expression")
     typed_rows: list[list[tuple[Any, types.SqlType] | None]] = []
     if source is None and insert.args.get("default"):
@@ -263,6 +270,10 @@ async def run_insert(txn: Transaction, insert: exp.Insert) -> StatementResult:
         widths = {len(row) for row in compiled_rows}
         if len(widths) > 1:
             raise SqlError(errors.SYNTAX_ERROR, "VALUES lists must all be the same length")
+        for compiled_row in compiled_rows:  # a $n in VALUES takes its column's type (Describe)
+            for position, compiled in zip(positions, compiled_row):
+                if compiled is not None and compiled.param is not None:
+                    compiled.param.infer(table.columns[position].sql_type)
         await fetch(ctx)
         for compiled_row in compiled_rows:
             typed_rows.append([None if c is None else (c.evaluate(()), c.sql_type) for c in compiled_row])
@@ -282,11 +293,7 @@ async def run_insert(txn: Transaction, insert: exp.Insert) -> StatementResult:
             raise SqlError(errors.DATATYPE_MISMATCH,
                            f'column "{column.name}" is of type {column.sql_type.display_name} but expression is of '
                            f'type {sql_type.display_name}', hint="You will need to rewrite or cast the expression.")
-    rules = compile_rules(table, ctx)
     new_rows = [_build_row(table, positions, typed, defaults, rules) for typed in typed_rows]
-    conflict = insert.args.get("conflict")
-    handler = _ConflictHandler(table, conflict, ctx, insert.this) if conflict is not None else None
-    returning = _compile_returning(insert.args.get("returning"), table, target, ctx)
     written: list[Sequence[Any]] = []
     row_keys = [table.row_key(row) for row in new_rows]
     probe_keys = list(dict.fromkeys(row_keys + [p for row in new_rows for p in _unique_probes(table, row)]))
@@ -384,7 +391,9 @@ async def _find_conflict(txn, table: TableDef, row, key: bytes, existing: dict, 
 class _ConflictHandler:
     def __init__(self, table: TableDef, conflict: exp.OnConflict, ctx: QueryContext, target: exp.Expression):
         self.table = table
-        action = str(conflict.args.get("action") or "").upper()
+        action_node = conflict.args.get("action")
+        # The action is a Var ('DO NOTHING' / 'DO UPDATE'): read its name, not its generated SQL.
+        action = (action_node.name if isinstance(action_node, exp.Expression) else str(action_node or "")).upper()
         if conflict.args.get("constraint") is not None:
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ON CONFLICT ON CONSTRAINT is not supported")
         if conflict.args.get("duplicate"):
@@ -503,7 +512,7 @@ def _build_row(table: TableDef, positions: Sequence[int], typed, defaults: list[
 
 
 def _compile_returning(returning: exp.Returning | None, table: TableDef, target: exp.Expression,
-                       ctx: QueryContext):
+                       ctx: QueryContext, txn: Transaction):
     if returning is None:
         return None
     if returning.args.get("into"):
@@ -512,7 +521,9 @@ def _compile_returning(returning: exp.Returning | None, table: TableDef, target:
         raise SqlError(errors.GROUPING_ERROR, "aggregate functions are not allowed in RETURNING")
     scope = table_scope(table, target if isinstance(target, exp.Table) else None)
     select = exp.Select(expressions=[node.copy() for node in returning.expressions])
-    return compile_select(select, scope, True, ctx)
+    program = compile_select(select, scope, True, ctx)
+    txn.note_columns([(name, sql_type.pg_name) for name, sql_type in program.columns])
+    return program
 
 
 def _dml_result(tag: str, returning, rows: list[Sequence[Any]]) -> StatementResult:
@@ -576,6 +587,8 @@ def _compile_assignments(table: TableDef, nodes, compiler: Compiler) -> list[tup
         if compiled is None:
             default = column.default
             compiled = compiler.compile(_parse_expression(default)) if default is not None else constant(None, types.NULL)
+        if compiled.param is not None:  # SET col = $n: $n takes the column's type (Describe)
+            compiled.param.infer(column.sql_type)
         if not types.can_assign(compiled.sql_type, column.sql_type):
             raise SqlError(errors.DATATYPE_MISMATCH,
                            f'column "{column.name}" is of type {column.sql_type.display_name} but expression is of '
@@ -596,7 +609,7 @@ async def run_update(txn: Transaction, update: exp.Update) -> StatementResult:
     compiler = Compiler(scope, "UPDATE", None, ctx)
     assignments = _compile_assignments(table, update.expressions, compiler)
     rules = compile_rules(table, ctx)
-    returning = _compile_returning(update.args.get("returning"), table, update.this, ctx)
+    returning = _compile_returning(update.args.get("returning"), table, update.this, ctx, txn)
     matched = await _matching_rows(txn, table, update.this, update.args.get("where"), ctx, scope)
     written = []
     for key, row in matched:
@@ -626,7 +639,7 @@ async def run_delete(txn: Transaction, delete: exp.Delete) -> StatementResult:
     table = await require_table(txn, delete.this)
     ctx = new_context(txn)
     scope = table_scope(table, delete.this)
-    returning = _compile_returning(delete.args.get("returning"), table, delete.this, ctx)
+    returning = _compile_returning(delete.args.get("returning"), table, delete.this, ctx, txn)
     matched = await _matching_rows(txn, table, delete.this, delete.args.get("where"), ctx, scope)
     for key, row in matched:
         delete_row(txn, table, row, key)

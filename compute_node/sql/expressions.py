@@ -67,6 +67,44 @@ class Compiled:
     evaluate: Evaluator
     sql_type: SqlType
     constant: bool = False
+    param: "ParamSlot | None" = None  # a $n compiled to describe a statement (see ParamTypes)
+
+
+class DescribeOnly(Exception):
+    """A statement being described (not run) reached a point where it needs a value or a row."""
+
+
+class ParamSlot:
+    """The type of one $n as the statement's compilation decides it (declared, or inferred from
+    where it is used, as PostgreSQL infers a parameter's type)."""
+
+    def __init__(self, number: int, declared: SqlType | None) -> None:
+        self.number = number
+        self.sql_type = declared
+
+    def infer(self, sql_type: SqlType) -> None:
+        if self.sql_type is None and sql_type.kind not in types.UNTYPED_KINDS:
+            self.sql_type = sql_type.base
+
+
+class ParamTypes:
+    """The $n of a statement compiled to be described: Describe answers their types and the
+    result's columns without running it (compute_node/sql/describe.py)."""
+
+    def __init__(self, declared: Sequence[SqlType | None] = ()) -> None:
+        self.slots: dict[int, ParamSlot] = {}
+        self._declared = list(declared)
+
+    def slot(self, number: int) -> ParamSlot:
+        found = self.slots.get(number)
+        if found is None:
+            declared = self._declared[number - 1] if number <= len(self._declared) else None
+            found = self.slots[number] = ParamSlot(number, declared)
+        return found
+
+
+def _describe_only(row):
+    raise DescribeOnly("a parameter's value is needed")
 
 
 def constant(value: Any, sql_type: SqlType) -> Compiled:
@@ -156,12 +194,15 @@ EMPTY_SCOPE = Scope()
 
 
 class Context:
-    """What expressions may need besides their row: the statement's time, randomness, subqueries."""
+    """What expressions may need besides their row: the statement's time, randomness, subqueries,
+    and, when the statement is only described, its parameters' types."""
 
-    def __init__(self, start_ts_ns: int = 0, rng: random.Random | None = None, compile_subquery=None):
+    def __init__(self, start_ts_ns: int = 0, rng: random.Random | None = None, compile_subquery=None,
+                 params: ParamTypes | None = None):
         self.start_ts_ns = start_ts_ns
         self.rng = rng or random.Random(start_ts_ns)
         self.compile_subquery = compile_subquery
+        self.params = params
 
     @property
     def now(self) -> datetime.datetime:
@@ -280,6 +321,15 @@ class Compiler:
         except decimal.InvalidOperation:
             raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{text}"') from None
         return constant(-value if negate else value, types.NUMERIC)
+
+    def _parameter(self, node: exp.Parameter) -> Compiled:
+        """$n: only while describing (a run binds values into the tree before compiling)."""
+        params = self.context.params
+        number = node.this
+        if params is None or not isinstance(number, exp.Literal) or not str(number.this).isdigit():
+            return self._unsupported(node)
+        slot = params.slot(int(number.this))
+        return Compiled(_describe_only, slot.sql_type or types.UNKNOWN, False, slot)
 
     def _escape_string(self, node: exp.ByteString) -> Compiled:
         return constant(node.this, types.UNKNOWN)  # E'...': sqlglot already resolved the escapes
@@ -698,6 +748,9 @@ class Compiler:
         source = operand.sql_type
         if source.kind is Kind.NULL:
             return constant(None, target)
+        if source.kind is Kind.UNKNOWN and operand.param is not None:  # $n::type: $n is of that type
+            operand.param.infer(target)
+            return Compiled(_describe_only, target)
         if source.kind in types.UNTYPED_KINDS or not _castable(source, target):
             if source.kind is not Kind.UNKNOWN:
                 raise SqlError(types.CANNOT_COERCE, f"cannot cast type {source.display_name} to {target.display_name}")
@@ -1088,7 +1141,8 @@ class Compiler:
         if isinstance(node, (exp.Select, exp.Union)):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "this form of subquery is not supported")
         if isinstance(node, exp.Placeholder) or isinstance(node, exp.Parameter):
-            raise SqlError("42P02", f"there is no parameter {node.sql()}")
+            number = node.this.this if isinstance(node.this, exp.Literal) else node.sql(dialect="postgres")
+            raise SqlError(errors.UNDEFINED_PARAMETER, f"there is no parameter ${number}")
         if isinstance(node, exp.Func):
             name = node.sql_name().lower() if not isinstance(node, exp.Anonymous) else str(node.this).lower()
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"function {name}() is not supported")
@@ -1129,6 +1183,9 @@ def coerce(compiled: Compiled, target: SqlType) -> Compiled:
     kind = compiled.sql_type.kind
     if kind is Kind.NULL:
         return constant(None, target)
+    if kind is Kind.UNKNOWN and compiled.param is not None:  # a $n being described takes the type
+        compiled.param.infer(target if target.kind not in types.UNTYPED_KINDS else types.TEXT)
+        return Compiled(_describe_only, compiled.param.sql_type or types.TEXT, False, compiled.param)
     if kind is Kind.UNKNOWN:
         assert compiled.constant
         if target.kind in types.UNTYPED_KINDS:
@@ -1669,6 +1726,7 @@ _KNOWN_UNSUPPORTED = {
 _HANDLERS: dict[type, Callable[[Compiler, Any], Compiled]] = {
     exp.Paren: Compiler._paren,
     exp.Literal: Compiler._literal,
+    exp.Parameter: Compiler._parameter,
     exp.Boolean: Compiler._boolean,
     exp.ByteString: Compiler._escape_string,
     exp.RawString: Compiler._escape_string,

@@ -261,8 +261,8 @@ def compile_select(select: exp.Select, scope: Scope, has_table: bool, context: C
     if order is not None:
         for item in order.expressions:
             program.order.append(_order_item(item, select_nodes, program, output_compiler))
-    program.limit = _limit_value(select.args.get("limit"), "LIMIT")
-    program.offset = _limit_value(select.args.get("offset"), "OFFSET") or 0
+    program.limit = _limit_value(select.args.get("limit"), "LIMIT", context)
+    program.offset = _limit_value(select.args.get("offset"), "OFFSET", context) or 0
     locks = select.args.get("locks") or []
     if locks:
         if any(not lock.args.get("update") for lock in locks):
@@ -358,7 +358,7 @@ def _order_item(item: exp.Ordered, select_nodes, program: SelectProgram, compile
     return OrderItem(None, compiled, descending, bool(nulls_first))
 
 
-def _limit_value(clause: exp.Expression | None, word: str) -> int | None:
+def _limit_value(clause: exp.Expression | None, word: str, context=None) -> int | None:
     if clause is None:
         return None
     node = clause.args.get("expression")
@@ -368,7 +368,10 @@ def _limit_value(clause: exp.Expression | None, word: str) -> int | None:
         raise SqlError(errors.FEATURE_NOT_SUPPORTED if not isinstance(node, exp.Column) else "42P10",
                        f"argument of {word} must not contain variables" if isinstance(node, exp.Column)
                        else f"subqueries in {word} are not supported")
-    compiled = Compiler(EMPTY_SCOPE, word).compile(node)
+    compiled = Compiler(EMPTY_SCOPE, word, None, context).compile(node)
+    if compiled.param is not None:  # LIMIT $n being described: $n is a bigint, the limit unknown
+        compiled.param.infer(types.BIGINT)
+        return None
     if compiled.sql_type.kind is Kind.UNKNOWN:
         compiled = coerce_constant(compiled, types.BIGINT)
     if compiled.sql_type.kind not in types.INT_KINDS + (Kind.NULL,):

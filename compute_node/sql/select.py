@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from sqlglot import exp
 
@@ -148,7 +148,7 @@ class QueryContext(Context):
     """Everything one statement's compile and fetch phases share."""
 
     def __init__(self, txn, start_ts_ns: int = 0, rng=None):
-        super().__init__(start_ts_ns, rng, self._compile_subquery)
+        super().__init__(start_ts_ns, rng, self._compile_subquery, getattr(txn, "param_types", None))
         self.txn = txn
         self.table_sources: list["Source"] = []
         self.view_sources: list["Source"] = []
@@ -622,8 +622,8 @@ def _compile_set_operation(node, parent: Scope | None, ctx: QueryContext) -> Set
     if order is not None:
         for item in order.expressions:
             plan.order.append(_set_order_item(item, plan))
-    plan.limit = _limit_value(node.args.get("limit"), "LIMIT")
-    plan.offset = _limit_value(node.args.get("offset"), "OFFSET") or 0
+    plan.limit = _limit_value(node.args.get("limit"), "LIMIT", ctx)
+    plan.offset = _limit_value(node.args.get("offset"), "OFFSET", ctx) or 0
     return plan
 
 
@@ -919,14 +919,18 @@ def _side(node: exp.Expression, prefix: Scope, source: Source) -> str:
 
 
 # --- running a top-level query ----------------------------------------------------------------
-async def run_query(txn, node: exp.Expression, ctx: QueryContext) -> tuple[QueryPlan, list[tuple], list[bytes]]:
-    """Compile, fetch and run a top-level query; also returns the source keys (FOR UPDATE)."""
+async def run_query(txn, node: exp.Expression, ctx: QueryContext,
+                    compiled: Callable[[QueryPlan], None] | None = None) -> tuple[QueryPlan, list[tuple], list[bytes]]:
+    """Compile, fetch and run a top-level query; also returns the source keys (FOR UPDATE).
+    `compiled(plan)` is told the plan before anything is read (Describe)."""
     await preload_tables(txn, node)
     stream = isinstance(node, exp.Select) and not (node.args.get("with_") or node.args.get("with"))
     if stream:
         plan = compile_select_plan(node, None, ctx, stream_root=True)
     else:
         plan = compile_query(node, None, ctx)
+    if compiled is not None:
+        compiled(plan)
     _collect_subplans(plan, ctx)
     await fetch(ctx)
     if isinstance(plan, SelectPlan):

@@ -54,6 +54,10 @@ class Transaction:
         self.schema_version: int | None = None          # the catalog version at start_ts, once read
         self.assumed_schema_version: int | None = None  # the cache's version definitions came from before that
         self.reads_sent = 0                             # storage requests (tests: one per point statement)
+        # Describe (compute_node/sql/describe.py): the $n types being inferred, and the result
+        # columns the last statement compiled to. None when statements run normally.
+        self.param_types = None
+        self.described_columns: list[tuple[str, str]] | None = None
         self.lock_keys: set[bytes] = set()
         self.write_bytes = 0
         # Catalog cache for this snapshot (table name -> definition or None); DDL updates it.
@@ -99,6 +103,10 @@ class Transaction:
         if key not in self.schema_reads and key not in self.write_buffer:
             self.schema_reads[key] = value
             self.lock_keys.add(key)
+
+    def note_columns(self, columns: list[tuple[str, str]]) -> None:
+        """The result columns (name, type) of the statement being compiled."""
+        self.described_columns = columns
 
     def lock(self, key: bytes) -> None:
         """Makes the commit fail (OCC) if `key` was committed by another transaction after start_ts."""

@@ -21,6 +21,7 @@ import dataclasses
 import datetime
 import decimal
 import enum
+import functools
 import math
 import re
 import struct
@@ -159,6 +160,18 @@ _TYPE_NAMES = {
     "DATE": DATE, "TIMESTAMP": TIMESTAMP, "TIMESTAMPTZ": TIMESTAMPTZ,
     "UUID": UUID, "VARBINARY": BYTEA, "BYTEA": BYTEA,
 }
+
+
+@functools.lru_cache(maxsize=256)
+def type_from_name(name: str) -> SqlType:
+    """The type a PostgreSQL type name (int4, text, timestamptz, ...) stands for; SqlError if none."""
+    from sqlglot import exp
+    from sqlglot.errors import ParseError
+    try:
+        data_type = exp.DataType.build(name, dialect="postgres")
+    except ParseError:
+        raise SqlError("42704", f'type "{name}" does not exist') from None
+    return type_from_sqlglot(data_type)
 
 
 def type_from_sqlglot(data_type) -> SqlType:

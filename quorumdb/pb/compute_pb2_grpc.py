@@ -45,6 +45,11 @@ class ComputeStub:
                 request_serializer=compute__pb2.ExecuteRequest.SerializeToString,
                 response_deserializer=compute__pb2.ExecuteReply.FromString,
                 _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/quorumdb.Compute/Describe',
+                request_serializer=compute__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=compute__pb2.DescribeReply.FromString,
+                _registered_method=True)
         self.CloseSession = channel.unary_unary(
                 '/quorumdb.Compute/CloseSession',
                 request_serializer=compute__pb2.CloseSessionRequest.SerializeToString,
@@ -68,6 +73,14 @@ class ComputeServicer:
 
     def Execute(self, request, context):
         """Runs the `;`-separated statements of `sql` in order; stops at the first error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Describe(self, request, context):
+        """The parameter types and result columns of one statement, compiled but not run (the
+        statement's parse is cached for the Executes that follow).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,6 +110,11 @@ def add_ComputeServicer_to_server(servicer, server):
                     servicer.Execute,
                     request_deserializer=compute__pb2.ExecuteRequest.FromString,
                     response_serializer=compute__pb2.ExecuteReply.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=compute__pb2.DescribeRequest.FromString,
+                    response_serializer=compute__pb2.DescribeReply.SerializeToString,
             ),
             'CloseSession': grpc.unary_unary_rpc_method_handler(
                     servicer.CloseSession,
@@ -163,6 +181,33 @@ class Compute:
             '/quorumdb.Compute/Execute',
             compute__pb2.ExecuteRequest.SerializeToString,
             compute__pb2.ExecuteReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorumdb.Compute/Describe',
+            compute__pb2.DescribeRequest.SerializeToString,
+            compute__pb2.DescribeReply.FromString,
             options,
             channel_credentials,
             insecure,
