@@ -89,6 +89,8 @@ class LeaderTerm:
     # The highest ts a claim of this term covers or will cover once committed (heartbeat claims,
     # commit_ts of appended batches): a read demand at or below it needs no new heartbeat.
     claimed_ts: int = 0
+    appends: int = 0          # batches appended to the journal (Status: entries per batch)
+    appended_entries: int = 0
     demand_ts: int = 0        # the highest read demand received
     appending: bool = False   # a batch is on its way to the journal
 
@@ -508,6 +510,8 @@ class AdjudicatorNode:
             self._reply_unknown(committed + resent, f"journal append failed ({e!r})")
             return f"append failed: {e!r}"
         assert len(appended) == len(entries), "the writer returns one entry per entry appended"
+        term.appends += 1
+        term.appended_entries += len(appended)
         by_txn_id: dict[str, common_pb2.Entry] = {}
         for pending, entry, sent in zip(committed, appended, entries):
             assert entry.ts == sent.ts, "the writer keeps commit_ts"
@@ -660,6 +664,8 @@ class AdjudicatorNode:
             health=health,
             detail=f"tracked_keys={self.checker.tracked_keys} txn_ids={len(self.checker.txns)} "
             f"heartbeats={term.heartbeats if term is not None else 0} "
+            f"appends={term.appends if term is not None else 0} "
+            f"appended_entries={term.appended_entries if term is not None else 0} "
             f"read_demand={'yes' if time.monotonic() < self._demand_until else 'no'} "
             f"last_ts={self.checker.last_ts} "
             f"known_since_ts={self.checker.known_since_ts}",
