@@ -22,12 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import grpc
 
 from compute_node import read_core
-from compute_node.read_stream import ReadStream, stream_error
+from compute_node.read_stream import ReadStream
 from quorumdb import config as config_mod
 from quorumdb import errors, limits, rpc
 from quorumdb.pb import storage_pb2, storage_pb2_grpc
@@ -35,6 +35,10 @@ from quorumdb.pb import storage_pb2, storage_pb2_grpc
 log = logging.getLogger("compute_node.storage_reader")
 
 T = TypeVar("T")
+# ask(copy, timeout_s) sends one copy its request and returns the future of the reply;
+# answer(copy, reply) checks and converts the reply (raises BadAnswer).
+Ask = Callable[[str, float], "asyncio.Future"]
+Answer = Callable[[str, Any], T]
 
 
 class BadAnswer(Exception):
@@ -119,30 +123,29 @@ class StorageReader:
         for stream in (self._streams or {}).values():
             await stream.close()
 
-    async def _call(self, name: str, kind: str, request, timeout_s: float):
-        """One copy's reply to a Get or Scan: over its read stream, or as a unary call."""
+    def _send(self, name: str, kind: str, request, timeout_s: float) -> asyncio.Future:
+        """A future of one copy's reply to a Get or Scan: an op on its read stream (no task, no
+        timer: the read's round enforces timeout_s), or a unary call in a task."""
         if self._streams is None:
             method = self._stubs[name].Get if kind == "get" else self._stubs[name].Scan
-            return await method(request, timeout=timeout_s)
+            return asyncio.ensure_future(method(request, timeout=timeout_s))
         op = storage_pb2.ReadOp(get=request) if kind == "get" else storage_pb2.ReadOp(scan=request)
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await self._streams[name].request(op)
-        except TimeoutError:
-            raise stream_error(grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer within {timeout_s:.1f} s") from None
+        return self._streams[name].request(op)
 
     async def _get_chunk(self, keys: list[bytes], ts: int, read_mode: str,
                          counted: bool = True) -> dict[bytes, bytes | None]:
-        async def ask(name: str, timeout_s: float) -> list[read_core.Version]:
+        def ask(name: str, timeout_s: float) -> asyncio.Future:
             request = storage_pb2.GetRequest(keys=keys, ts=ts, wait_ms=_wait_ms(timeout_s))
-            reply = await self._call(name, "get", request, timeout_s)
+            return self._send(name, "get", request, timeout_s)
+
+        def answer(name: str, reply) -> list[read_core.Version]:
             versions = [_version(v) for v in reply.versions]
             why = read_core.check_get_answer(keys, versions)
             if why is not None:
                 raise BadAnswer(why)
             return versions
 
-        answers = await self._read(ask, f"read of {len(keys)} key(s) at ts {ts}", read_mode, counted)
+        answers = await self._read(ask, answer, f"read of {len(keys)} key(s) at ts {ts}", read_mode, counted)
         merged = read_core.merge_point(keys, [versions for _, versions in answers])
         if merged.disagreements:
             self._log_disagreements("get", ts, merged.disagreements, answers)
@@ -150,12 +153,14 @@ class StorageReader:
 
     async def _scan_page(self, start: bytes, end: bytes | None, ts: int, limit: int, read_mode: str,
                          pushdown: bytes | None = None) -> read_core.ScanMerge:
-        async def ask(name: str, timeout_s: float) -> read_core.ScanPage:
+        def ask(name: str, timeout_s: float) -> asyncio.Future:
             request = storage_pb2.ScanRequest(
                 start=start, end=end or b"", ts=ts, limit=limit, wait_ms=_wait_ms(timeout_s),
                 pushdown=pushdown or b"",
             )
-            reply = await self._call(name, "scan", request, timeout_s)
+            return self._send(name, "scan", request, timeout_s)
+
+        def answer(name: str, reply) -> read_core.ScanPage:
             self.scan_rows_received += len(reply.versions)
             self.scan_bytes_received += sum(len(v.key) + len(v.value) for v in reply.versions)
             page = read_core.ScanPage(name, tuple(_version(v) for v in reply.versions), reply.more,
@@ -165,14 +170,14 @@ class StorageReader:
                 raise BadAnswer(why)
             return page
 
-        answers = await self._read(ask, f"scan from {start.hex()} at ts {ts}", read_mode)
+        answers = await self._read(ask, answer, f"scan from {start.hex()} at ts {ts}", read_mode)
         merged = read_core.merge_scan([page for _, page in answers], limit)
         if merged.disagreements:
             self._log_disagreements("scan", ts, merged.disagreements, answers)
         return merged
 
     async def _read(
-        self, ask: Callable[[str, float], Awaitable[T]], what: str, read_mode: str, counted: bool = True
+        self, ask: Ask, answer: Answer, what: str, read_mode: str, counted: bool = True
     ) -> list[tuple[str, T]]:
         """The answers a read in `read_mode` merges: 1 (single) or READ_QUORUM (quorum)."""
         needed = read_core.answers_needed(read_mode)
@@ -180,21 +185,22 @@ class StorageReader:
             self.reads[read_mode] += 1
         deadline = asyncio.get_running_loop().time() + limits.READ_QUORUM_TIMEOUT_S
         if needed == read_core.READ_QUORUM:
-            return await self._quorum(ask, what, deadline, counted)
+            return await self._quorum(ask, answer, what, deadline, counted)
         order = read_core.order_copies(self._copies, self._own_az, self._suspect_until_s, self._monotonic(),
                                        behind_until_s=self._behind_until_s)
         answers: list[tuple[str, T]] = []
-        failures = await self._round(ask, order[: limits.READ_SINGLE_COPIES_MAX], answers, deadline, needed, counted)
+        failures = await self._round(ask, answer, order[: limits.READ_SINGLE_COPIES_MAX], answers, deadline, needed,
+                                     counted)
         if answers:
             if failures:
                 log.info("%s (single copy): answered after failures: %s", what, "; ".join(failures))
             return answers
         self.single_fallbacks += 1
         log.info("%s: no single copy answered (%s); falling back to a quorum read", what, "; ".join(failures))
-        return await self._quorum(ask, what, deadline, counted)
+        return await self._quorum(ask, answer, what, deadline, counted)
 
     async def _quorum(
-        self, ask: Callable[[str, float], Awaitable[T]], what: str, deadline: float, counted: bool = True
+        self, ask: Ask, answer: Answer, what: str, deadline: float, counted: bool = True
     ) -> list[tuple[str, T]]:
         """Answers of READ_QUORUM copies, asking the next copy whenever one fails.
 
@@ -216,7 +222,7 @@ class StorageReader:
                 for name in read_core.order_copies(self._copies, self._own_az, self._suspect_until_s, self._monotonic())
                 if name not in answered
             ]
-            failures = await self._round(ask, order, answers, deadline, read_core.READ_QUORUM, counted)
+            failures = await self._round(ask, answer, order, answers, deadline, read_core.READ_QUORUM, counted)
             if len(answers) >= read_core.READ_QUORUM:
                 break
         if len(answers) < read_core.READ_QUORUM:
@@ -234,7 +240,8 @@ class StorageReader:
 
     async def _round(
         self,
-        ask: Callable[[str, float], Awaitable[T]],
+        ask: Ask,
+        answer: Answer,
         order: list[str],
         answers: list[tuple[str, T]],
         deadline: float,
@@ -243,11 +250,12 @@ class StorageReader:
     ) -> list[str]:
         """Ask copies in `order` until `needed` answered (in all) or all were tried; appends to
         `answers`, returns this round's failures. Copies slower than the hedge delay stop
-        counting as on their way, so the next copy is asked too (see the module docstring)."""
+        counting as on their way, so the next copy is asked too (see the module docstring); a
+        copy silent past its own timeout counts as failed (DEADLINE_EXCEEDED)."""
         loop = asyncio.get_running_loop()
         failures: list[str] = []
-        pending: dict[asyncio.Task, tuple[str, float]] = {}  # task -> (copy, asked at)
-        slow: set[asyncio.Task] = set()
+        pending: dict[asyncio.Future, tuple[str, float, float]] = {}  # -> (copy, asked at, its deadline)
+        slow: set[asyncio.Future] = set()
         next_position = 0
         hedge_s = read_core.hedge_delay_s(self._latencies.median_s())
         try:
@@ -256,9 +264,16 @@ class StorageReader:
                 remaining_s = deadline - now
                 if remaining_s <= 0:
                     break
-                for task, (_, asked_at) in pending.items():
-                    if now - asked_at >= hedge_s:
-                        slow.add(task)
+                for future, (name, asked_at, copy_deadline) in list(pending.items()):
+                    if now >= copy_deadline:
+                        future.cancel()
+                        del pending[future]
+                        slow.discard(future)
+                        failures.append(f"{name}: DEADLINE_EXCEEDED no answer within "
+                                        f"{copy_deadline - asked_at:.1f} s")
+                        self._suspect_until_s[name] = self._monotonic() + limits.STORAGE_SUSPECT_S
+                    elif now - asked_at >= hedge_s:
+                        slow.add(future)
                 launch = read_core.copies_to_launch(len(answers), len(pending) - len(slow), len(order) - next_position,
                                                     needed)
                 for _ in range(launch):
@@ -269,19 +284,19 @@ class StorageReader:
                         if slow:
                             self.hedges += 1
                     timeout_s = min(limits.STORAGE_READ_TIMEOUT_S, remaining_s)
-                    pending[asyncio.ensure_future(ask(name, timeout_s))] = (name, now)
+                    pending[ask(name, timeout_s)] = (name, now, now + timeout_s)
                 if not pending:
                     break
-                wait_s = remaining_s
-                on_time = [asked_at for task, (_, asked_at) in pending.items() if task not in slow]
+                wait_s = min(remaining_s, min(copy_deadline for _, _, copy_deadline in pending.values()) - now)
+                on_time = [asked_at for future, (_, asked_at, _) in pending.items() if future not in slow]
                 if on_time and next_position < len(order):
                     wait_s = min(wait_s, max(0.0, min(on_time) + hedge_s - now))
-                done, _ = await asyncio.wait(pending, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    name, asked_at = pending.pop(task)
-                    slow.discard(task)
+                done, _ = await asyncio.wait(pending, timeout=max(0.0, wait_s), return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    name, asked_at, _ = pending.pop(future)
+                    slow.discard(future)
                     try:
-                        answers.append((name, task.result()))
+                        answers.append((name, answer(name, future.result())))
                         self._latencies.record(loop.time() - asked_at)
                         self._suspect_until_s.pop(name, None)
                         self._behind_until_s.pop(name, None)
@@ -291,11 +306,11 @@ class StorageReader:
                         if _not_caught_up(error):
                             self._behind_until_s[name] = self._monotonic() + limits.READ_BEHIND_S
         finally:
-            for task, (name, _) in pending.items():
-                task.cancel()
+            for future, (name, _, _) in pending.items():
+                future.cancel()
                 if len(answers) < needed:
                     failures.append(f"{name}: no answer within the read deadline")
-                if task in slow:  # outpaced by a hedge: ask it last for a while
+                if future in slow:  # outpaced by a hedge: ask it last for a while
                     self._suspect_until_s[name] = self._monotonic() + limits.STORAGE_SUSPECT_S
         return failures
 
