@@ -41,7 +41,7 @@ import decimal
 import random
 import re
 import uuid
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 from compute_node.sql import executor, types
 from compute_node.sql.describe import DescribeTransaction, Description
@@ -49,33 +49,11 @@ from compute_node.sql.describe import describe as describe_statement
 from compute_node.sql.engine import Engine
 from compute_node.sql.parser import TransactionAction, TransactionControl
 from compute_node.sql.result import StatementResult
-from compute_node.sql.transaction import SchemaStale, Transaction
+from compute_node.sql.transaction import Backend, SchemaStale, Transaction
 from quorumdb import errors, limits
 from quorumdb.errors import SqlError
 
 __all__ = ["Backend", "Session", "StatementResult"]
-
-
-class Backend(Protocol):
-    def start_ts(self) -> int:
-        """clock.now().latest: the snapshot a new transaction reads."""
-
-    async def get_many(self, keys: list[bytes], ts: int) -> dict[bytes, bytes | None]:
-        """The value of each key at ts (None: absent or deleted)."""
-
-    async def scan(self, start: bytes, end: bytes | None, ts: int,
-                   limit: int) -> tuple[list[tuple[bytes, bytes]], bool]:
-        """Live rows with start <= key < end (end None = unbounded) at ts, ascending, at most
-        limit; the bool says there may be more.
-
-        Optional companion: `scan_filtered(start, end, ts, limit, pushdown)` with a
-        storage_node/pushdown.py spec returns (rows, more, resume_after): only rows the filter
-        keeps, projected, possibly none with more=True, the next page starting strictly after
-        resume_after. A backend without it (or with it set to None) gets plain scans."""
-
-    async def commit(self, start_ts: int, writes: list[tuple[bytes, bytes | None]], lock_keys: list[bytes],
-                     txn_id: str) -> int:
-        """The commit_ts; raises SqlError (40001 OC000, 40003 unknown, 08006/57P03 unavailable)."""
 
 
 IN_FAILED_BLOCK = "current transaction is aborted, commands ignored until end of transaction block"

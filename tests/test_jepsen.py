@@ -295,15 +295,22 @@ def test_failover_times():
 # --- real runs -------------------------------------------------------------------------------
 
 
-def _run(tmp_path, workload, seed, duration_s, kinds, clients=6):
-    options = runner.Options(workload, seed, duration_s, clients, kinds, tmp_path / "out", keep=False)
+def _run(tmp_path, workload, seed, duration_s, kinds, clients=6, read_mode="quorum"):
+    options = runner.Options(workload, seed, duration_s, clients, kinds, tmp_path / "out", keep=False,
+                             read_mode=read_mode)
     return runner.run(options, log=lambda line: print(line, flush=True))
+
+
+# Every workload runs in both read modes: 3-of-6 quorum reads (the default) and single
+# caught-up-copy reads must both give histories without anomalies under the same faults.
+READ_MODES = pytest.mark.parametrize("read_mode", ["quorum", "single"])
 
 
 @pytest.mark.cluster
 @pytest.mark.timeout(240)
-def test_bank_with_leader_node_and_az_kills(tmp_path):
-    result = _run(tmp_path, "bank", 7, 25, ["kill-leader", "kill", "kill-az"])
+@READ_MODES
+def test_bank_with_leader_node_and_az_kills(tmp_path, read_mode):
+    result = _run(tmp_path, "bank", 7, 25, ["kill-leader", "kill", "kill-az"], read_mode=read_mode)
     assert result.valid, f"{result.verdict.text()}\nhistory: {result.history_path}\nnotes: {result.notes}"
     kinds = {f["kind"] for f in result.faults}
     assert {"kill-leader", "kill", "kill-az"} <= kinds, result.faults
@@ -314,8 +321,9 @@ def test_bank_with_leader_node_and_az_kills(tmp_path):
 
 @pytest.mark.cluster
 @pytest.mark.timeout(240)
-def test_set_with_faults(tmp_path):
-    result = _run(tmp_path, "set", 11, 20, ["kill-az-plus-one", "partition-az", "kill"])
+@READ_MODES
+def test_set_with_faults(tmp_path, read_mode):
+    result = _run(tmp_path, "set", 11, 20, ["kill-az-plus-one", "partition-az", "kill"], read_mode=read_mode)
     assert result.valid, f"{result.verdict.text()}\nhistory: {result.history_path}\nnotes: {result.notes}"
     assert len(result.faults) >= 2, result.faults
     assert result.verdict.stats["adds_ok"] >= 20
@@ -323,8 +331,9 @@ def test_set_with_faults(tmp_path):
 
 @pytest.mark.cluster
 @pytest.mark.timeout(240)
-def test_append_with_faults(tmp_path):
-    result = _run(tmp_path, "append", 5, 25, ["kill-leader", "kill", "partition-az"])
+@READ_MODES
+def test_append_with_faults(tmp_path, read_mode):
+    result = _run(tmp_path, "append", 5, 25, ["kill-leader", "kill", "partition-az"], read_mode=read_mode)
     assert result.valid, f"{result.verdict.text()}\nhistory: {result.history_path}\nnotes: {result.notes}"
     assert len(result.faults) >= 2, result.faults
     assert result.verdict.stats["txns_committed"] >= 20

@@ -28,15 +28,36 @@ deployments may change them.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import AsyncIterator, Protocol
 
 from compute_node.sql.schema_cache import SchemaCache, decode_version, encode_version
 from quorumdb import errors, limits
 from quorumdb import keys as keys_mod
 from quorumdb.errors import SqlError
 
-if TYPE_CHECKING:
-    from compute_node.session import Backend
+
+class Backend(Protocol):
+    """What a transaction needs from the cluster (the compute node's client: compute_node/backend.py)."""
+
+    def start_ts(self) -> int:
+        """clock.now().latest: the snapshot a new transaction reads."""
+
+    async def get_many(self, keys: list[bytes], ts: int) -> dict[bytes, bytes | None]:
+        """The value of each key at ts (None: absent or deleted)."""
+
+    async def scan(self, start: bytes, end: bytes | None, ts: int,
+                   limit: int) -> tuple[list[tuple[bytes, bytes]], bool]:
+        """Live rows with start <= key < end (end None = unbounded) at ts, ascending, at most
+        limit; the bool says there may be more.
+
+        Optional companion: `scan_filtered(start, end, ts, limit, pushdown)` with a
+        storage_node/pushdown.py spec returns (rows, more, resume_after): only rows the filter
+        keeps, projected, possibly none with more=True, the next page starting strictly after
+        resume_after. A backend without it (or with it set to None) gets plain scans."""
+
+    async def commit(self, start_ts: int, writes: list[tuple[bytes, bytes | None]], lock_keys: list[bytes],
+                     txn_id: str) -> int:
+        """The commit_ts; raises SqlError (40001 OC000, 40003 unknown, 08006/57P03 unavailable)."""
 
 
 class SchemaStale(Exception):
@@ -44,7 +65,7 @@ class SchemaStale(Exception):
 
 
 class Transaction:
-    def __init__(self, backend: "Backend", start_ts: int, txn_id: str, schema_cache: SchemaCache | None = None):
+    def __init__(self, backend: Backend, start_ts: int, txn_id: str, schema_cache: SchemaCache | None = None):
         self.backend = backend
         self.start_ts = start_ts
         self.txn_id = txn_id

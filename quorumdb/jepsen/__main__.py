@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated fault kinds ({', '.join(nemesis.KINDS)}), 'all' or 'none'")
     parser.add_argument("--out", type=pathlib.Path, help="output directory (history.jsonl, cluster/ data and logs)")
     parser.add_argument("--keep", action="store_true", help="keep the cluster's data and logs after a valid run")
+    parser.add_argument("--read-mode", choices=("quorum", "single"), default="quorum",
+                        help="the cluster's reads: 3 of 6 storage copies (default) or one caught-up copy")
     parser.add_argument("--check", type=pathlib.Path, metavar="HISTORY",
                         help="only re-run the checker on a stored history.jsonl")
     args = parser.parse_args(argv)
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         kinds = nemesis.parse_kinds(args.nemesis)
     except ValueError as error:
         parser.error(str(error))
-    options = runner.Options(args.workload, args.seed, args.duration, args.clients, kinds, args.out, args.keep)
+    options = runner.Options(args.workload, args.seed, args.duration, args.clients, kinds, args.out, args.keep,
+                             args.read_mode)
     return runner.run(options, log=lambda line: print(line, flush=True)).exit_code
 
 

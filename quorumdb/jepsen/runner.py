@@ -49,11 +49,13 @@ class Options:
     nemesis: list[str] = dataclasses.field(default_factory=lambda: list(nemesis_mod.DEFAULT_KINDS))
     out: pathlib.Path | None = None
     keep: bool = False
+    read_mode: str = "quorum"  # the cluster's reads: 3 of 6 copies, or one caught-up copy
 
     def command(self) -> str:
         kinds = ",".join(self.nemesis) or "none"
         return (f"python -m quorumdb.jepsen --workload {self.workload} --seed {self.seed} "
-                f"--duration {self.duration_s:g} --clients {self.clients} --nemesis {kinds}")
+                f"--duration {self.duration_s:g} --clients {self.clients} --nemesis {kinds} "
+                f"--read-mode {self.read_mode}")
 
 
 @dataclasses.dataclass
@@ -207,13 +209,13 @@ def run(options: Options, log: Callable[[str], None] = print) -> RunResult:
     data_dir = out_dir / "cluster"
     if data_dir.exists():
         shutil.rmtree(data_dir)  # every run starts from a fresh cluster
-    cfg = config_mod.default_cluster(data_dir, base_port=free_base_port())
+    cfg = config_mod.default_cluster(data_dir, base_port=free_base_port(), read_mode=options.read_mode)
     faults = nemesis_mod.schedule(options.seed, options.duration_s, options.nemesis, [n.name for n in cfg.nodes])
     history_path = out_dir / "history.jsonl"
     recorder = Recorder(history_path)
     notes: list[str] = []
     log(f"jepsen: workload={options.workload} seed={options.seed} duration={options.duration_s:g}s "
-        f"clients={options.clients} nemesis={','.join(options.nemesis) or 'none'}")
+        f"clients={options.clients} nemesis={','.join(options.nemesis) or 'none'} read_mode={options.read_mode}")
     log(f"jepsen: output {out_dir}")
     log(f"jepsen: fault schedule ({len(faults)} faults, from seed {options.seed}):")
     for fault in faults:
