@@ -50,7 +50,7 @@ from compute_node.sql.engine import Engine
 from compute_node.sql.parser import TransactionAction, TransactionControl
 from compute_node.sql.result import StatementResult
 from compute_node.sql.transaction import Backend, SchemaStale, Transaction
-from quorumdb import errors, limits
+from quorumdb import errors, limits, sqllex
 from quorumdb.errors import SqlError
 
 __all__ = ["Backend", "Session", "StatementResult"]
@@ -90,15 +90,17 @@ class Session:
     def transaction(self) -> Transaction | None:
         return self._txn
 
-    async def execute(self, sql: str, params: Sequence[str] | None = None) -> list[StatementResult]:
+    async def execute(self, sql: str, params: Sequence[str] | None = None,
+                      shape: sqllex.Shape | None = None) -> list[StatementResult]:
         """Run a script; `params` are SQL literal texts for $1, $2, ... (bound without pasting
-        them into the text: compute_node/sql/statements.py)."""
+        them into the text: compute_node/sql/statements.py); `shape` is sqllex.lift_literals(sql)
+        when the caller has it already."""
         async with self._lock:
             read_mode_statement = _READ_MODE_STATEMENT.fullmatch(sql) if params is None else None
             if read_mode_statement is not None:
                 return [self._read_mode(read_mode_statement)]
             try:
-                bound = self.engine.statements.bind(sql, params)
+                bound = self.engine.statements.bind(sql, params, shape)
             except SqlError as error:
                 if self._txn is not None:
                     self._failed = True

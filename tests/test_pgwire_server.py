@@ -226,6 +226,16 @@ def test_session_functions_and_settings(server):
         conn.execute("COMMIT")
 
 
+def test_a_string_literal_that_mentions_the_catalog_is_data(server):
+    """Catalog queries are recognised by the words outside literals: this INSERT is an INSERT."""
+    with connect(server) as conn:
+        conn.execute("CREATE TABLE notes (id INT PRIMARY KEY, body TEXT)")
+        conn.execute("INSERT INTO notes (id, body) VALUES (1, 'copied from pg_dump output')")
+        conn.execute("INSERT INTO notes (id, body) VALUES (%s, %s)", (2, "see pg_class and version()"))
+        assert conn.execute("SELECT body FROM notes ORDER BY id").fetchall() == [
+            ("copied from pg_dump output",), ("see pg_class and version()",)]
+
+
 def test_startup_options_set_the_read_mode_like_pgoptions(server):
     """libpq's PGOPTIONS / options='-c name=value' apply at connection start, as SET would; SHOW
     of the read mode answers the mode in force even before any SET."""

@@ -19,6 +19,7 @@ transaction, as PostgreSQL does: an error rolls back the earlier statements of t
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Any, Callable
 
@@ -26,10 +27,17 @@ from compute_node import session as session_mod
 from compute_node.pgwire import settings as settings_mod
 from quorumdb import sqllex
 from compute_node.sql import pg_catalog, types
-from quorumdb import errors
+from quorumdb import errors, limits
 from quorumdb.errors import SqlError
 
 IN_FAILED_BLOCK = "current transaction is aborted, commands ignored until end of transaction block"
+# First words of what this module answers itself (settings commands, savepoints, transaction
+# control handled around the engine): a statement starting otherwise may go to the engine.
+_ANSWERED_HERE = frozenset({"SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE", "SAVEPOINT", "RELEASE", "ROLLBACK",
+                            "ABORT"})
+# Statement shapes (quorumdb/sqllex.py lift_literals) already found to be engine statements,
+# whatever their constants: classified once per node, not at every statement (bounded, LRU).
+_ENGINE_SHAPES: "collections.OrderedDict[str, bool]" = collections.OrderedDict()
 SAVEPOINT_EXCEPTION = "3B001"
 _TRANSACTION_WORDS = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "PREPARE"}
 
@@ -114,14 +122,22 @@ class PgSession:
         """One statement; `params` are the SQL literals of its $n parameters (extended protocol).
         The engine binds them into its cached parse; the commands answered here, which read
         values out of the text, get them pasted in."""
+        shape = sqllex.lift_literals(statement)
+        if shape.key in _ENGINE_SHAPES:  # classified before: straight to the engine, lexed once
+            _ENGINE_SHAPES.move_to_end(shape.key)
+            return await self._engine(statement, params, shape)
         words = sqllex.words(statement)
         if not words:
             return Outcome.tag_only("")
         first = words[0]
+        # Catalog queries are recognised by words outside string literals: a literal that merely
+        # mentions pg_something is data ("INSERT ... VALUES ('from pg_dump')" is an INSERT).
+        catalog_words = pg_catalog.mentions_catalog(shape.key)
         if params is not None and (first in ("SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE", "SAVEPOINT", "RELEASE")
-                                   or pg_catalog.recognise(statement) is not None):
+                                   or (catalog_words and pg_catalog.recognise(statement) is not None)):
             statement, params = sqllex.substitute(statement, params), None
             words = sqllex.words(statement)
+            shape = sqllex.lift_literals(statement)
         if first in ("SAVEPOINT", "RELEASE") or (first in ("ROLLBACK", "ABORT") and "TO" in words[1:3]):
             return self._savepoint(first, words)
         if first in ("SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE") and not (first == "SET" and "FROM" in words):
@@ -131,7 +147,7 @@ class PgSession:
                 return self._command(first, words, statement)
             except SqlError as error:
                 return self._fail_block(error)
-        answer = pg_catalog.recognise(statement)
+        answer = pg_catalog.recognise(statement) if catalog_words else None
         if answer is not None:
             if self.transaction_status == "E":
                 return Outcome.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
@@ -140,7 +156,16 @@ class PgSession:
             except SqlError as error:
                 return self._fail_block(error)
             return Outcome(result.columns, result.rows, result.tag)
-        results = await self.session.execute(statement, params)
+        if first not in _ANSWERED_HERE and not catalog_words:
+            # Neither a command answered here nor a catalog query, whatever its constants: the
+            # next statement of this shape goes to the engine without being classified again.
+            _ENGINE_SHAPES[shape.key] = True
+            while len(_ENGINE_SHAPES) > limits.STATEMENT_CACHE_SHAPES_MAX:
+                _ENGINE_SHAPES.popitem(last=False)
+        return await self._engine(statement, params, shape)
+
+    async def _engine(self, statement: str, params: list[str] | None, shape: sqllex.Shape | None) -> Outcome:
+        results = await self.session.execute(statement, params, shape=shape)
         outcomes = [Outcome(list(r.columns), list(r.rows), r.command_tag or "", r.error) for r in results]
         failed = [outcome for outcome in outcomes if outcome.error is not None]
         return failed[0] if failed else outcomes[-1] if outcomes else Outcome.tag_only("")

@@ -596,8 +596,9 @@ class PgConnection:
     def _answered_here(sql: str) -> bool:
         """Settings commands and catalog queries: bridge.py answers them, not the engine."""
         words = sqllex.leading_words(sql, 1)
-        return bool(words and words[0] in ("SHOW", "SET", "RESET", "DISCARD", "DEALLOCATE")) \
-            or pg_catalog.recognise(sql) is not None
+        if words and words[0] in ("SHOW", "SET", "RESET", "DISCARD", "DEALLOCATE"):
+            return True
+        return pg_catalog.mentions_catalog(sqllex.lift_literals(sql).key) and pg_catalog.recognise(sql) is not None
 
     async def _describe(self, statement: PreparedStatement) -> tuple[list[int], Outcome | None]:
         """(parameter type OIDs, an outcome with the result's columns, or None for no rows) of a

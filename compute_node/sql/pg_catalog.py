@@ -88,6 +88,11 @@ def recognise(sql: str) -> Answer | None:
     return None
 
 
+def mentions_catalog(text: str) -> bool:
+    """Whether `text` has anything recognise() looks for (a cheap test; False means it never matches)."""
+    return _MARKERS.search(text.lower()) is not None
+
+
 _MARKERS = re.compile(r"pg_|version\s*\(|current_|session_user|\buser\b|inet_server|txid_|has_\w+_privilege"
                       r"|obj_description|col_description|format_type|to_regclass")
 

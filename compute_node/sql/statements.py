@@ -155,15 +155,17 @@ class StatementCache:
     def __len__(self) -> int:
         return len(self._shapes)
 
-    def bind(self, sql: str, params: Sequence[str] | None = None) -> Bound:
+    def bind(self, sql: str, params: Sequence[str] | None = None, shape: sqllex.Shape | None = None) -> Bound:
         """The script's statements, parsed once per shape, with `params` (SQL literal texts, one
-        per $n) in place; raises SqlError as parse_script does."""
+        per $n) in place; raises SqlError as parse_script does. `shape`: lift_literals(sql), when
+        the caller has it already."""
         if len(sql) > limits.STATEMENT_BYTES_MAX:
             if params:
                 raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
                                f"statement of {len(sql)} bytes exceeds the limit of {limits.STATEMENT_BYTES_MAX} bytes")
             return Bound([statement for statement, _ in parse_script_spans(sql)], None, None)
-        shape = sqllex.lift_literals(sql)
+        if shape is None:
+            shape = sqllex.lift_literals(sql)
         # A text run with parameters and the same text run without them are different entries:
         # an instance with bound values must never serve a run that expects `$n` nodes.
         key = shape.key if params is None else _WITH_PARAMS + shape.key
