@@ -338,6 +338,26 @@ def test_describe_answers_inferred_parameter_types_without_running(make_server):
     client.close()
 
 
+def test_a_prepared_statement_is_described_once_not_at_every_execution(make_server):
+    """libpq describes the portal at every execution of a prepared statement: the description
+    is kept with the statement, so each execution reads storage once (its row), not twice."""
+    server = make_server(trust=True)
+    client = RawClient(server.port)
+    client.send(msg(b"Q", b"CREATE TABLE p (id INT PRIMARY KEY, name TEXT); INSERT INTO p VALUES (1, 'one')\0"))
+    assert client.until_ready()[-1] == (b"Z", b"I")
+    client.send(msg(b"P", b"q\0SELECT name FROM p WHERE id = $1\0" + struct.pack("!H", 0)), msg(b"S", b""))
+    assert [code for code, _ in client.until_ready()] == [b"1", b"Z"]
+    backend = server.backend
+    gets = backend.get_calls
+    for _ in range(5):
+        client.send(msg(b"B", b"\0q\0" + struct.pack("!HH", 0, 1) + struct.pack("!i", 1) + b"1" + struct.pack("!H", 0)),
+                    msg(b"D", b"P\0"), msg(b"E", b"\0" + struct.pack("!i", 0)), msg(b"S", b""))
+        replies = client.until_ready()
+        assert [code for code, _ in replies] == [b"2", b"T", b"D", b"C", b"Z"], replies
+    assert backend.get_calls - gets <= 6, f"{backend.get_calls - gets} storage reads for 5 executions"
+    client.close()
+
+
 def test_hostile_input_closes_only_that_connection(make_server):
     server = make_server(trust=True, message_bytes_max=1024 * 1024)
     with connect(server) as survivor:

@@ -39,7 +39,8 @@ _ANSWERED_HERE = frozenset({"SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE", "SA
 # whatever their constants: classified once per node, not at every statement (bounded, LRU).
 _ENGINE_SHAPES: "collections.OrderedDict[str, bool]" = collections.OrderedDict()
 SAVEPOINT_EXCEPTION = "3B001"
-_TRANSACTION_WORDS = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "PREPARE"}
+TRANSACTION_WORDS = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
+                               "PREPARE"})
 
 
 @dataclasses.dataclass
@@ -66,7 +67,7 @@ class Outcome:
 
 def is_transaction_control(statement: str) -> bool:
     words = sqllex.leading_words(statement, 1)
-    return bool(words) and words[0] in _TRANSACTION_WORDS
+    return bool(words) and words[0] in TRANSACTION_WORDS
 
 
 class PgSession:

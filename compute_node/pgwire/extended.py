@@ -18,9 +18,8 @@ import dataclasses
 from typing import Any
 
 from compute_node.pgwire import pgtypes
-from quorumdb import sqllex
 from compute_node.pgwire.protocol import Bind, Close, Parse
-from quorumdb import limits
+from quorumdb import limits, sqllex
 from quorumdb.errors import SqlError
 
 INVALID_SQL_STATEMENT_NAME = "26000"
@@ -38,6 +37,11 @@ class PreparedStatement:
     name: str
     sql: str
     param_oids: tuple[int, ...]   # one per parameter; 0 = unspecified
+    # Worked out once per statement, not at every Bind/Describe/Execute (the server fills them):
+    statements: list[str] = dataclasses.field(default_factory=list)  # sql split at `;` (0 or 1)
+    leading_words: list[str] = dataclasses.field(default_factory=list)  # its first two words, upper case
+    answered_here: bool | None = None      # SET/SHOW/catalog query: the endpoint answers it, not the engine
+    described: Any = None                  # (catalog version, parameter OIDs, columns outcome)
 
     @property
     def param_count(self) -> int:
@@ -53,6 +57,7 @@ class Portal:
     outcome: Any = None            # the shell's result once run
     position: int = 0              # rows already sent
     done: bool = False
+    described: Any = None          # the columns a Describe of this portal announced (before it ran)
 
     def format_of(self, column: int, column_count: int) -> int:
         formats = self.result_formats
@@ -88,7 +93,8 @@ class ExtendedState:
         if used > limits.PG_PARAMETERS_MAX:
             raise SqlError(PROGRAM_LIMIT_EXCEEDED, f"number of parameters must be between 0 and {limits.PG_PARAMETERS_MAX}")
         oids = tuple(message.param_oids) + (0,) * max(0, used - len(message.param_oids))
-        statement = PreparedStatement(message.name, message.sql, oids)
+        statement = PreparedStatement(message.name, message.sql, oids, sqllex.split_statements(message.sql),
+                                      sqllex.leading_words(message.sql, 2))
         self.statements[message.name] = statement
         return statement
 

@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 from compute_node.pgwire import admission as admission_mod
 from compute_node.pgwire import pgtypes, protocol, scram
-from compute_node.pgwire.bridge import Outcome, PgSession, is_transaction_control
+from compute_node.pgwire.bridge import TRANSACTION_WORDS, Outcome, PgSession
 from compute_node.pgwire.extended import ExtendedState, Portal, PreparedStatement
 from compute_node.sql import pg_catalog
 from compute_node.pgwire.protocol import ProtocolViolation
@@ -384,19 +384,19 @@ class PgConnection:
                     except SqlError as error:
                         await self._extended_error(error)
 
-    async def _begin_implicit(self, statement: str) -> Outcome | None:
-        """Before an Execute: open the implicit transaction when none is open; an outcome of its
-        own for a BEGIN that turns an open implicit transaction into an explicit block."""
+    async def _begin_implicit(self, words: list[str]) -> Outcome | None:
+        """Before an Execute of a statement whose first words are `words`: open the implicit
+        transaction when none is open; an outcome of its own for a BEGIN that turns an open
+        implicit transaction into an explicit block."""
+        first = words[0] if words else ""
         if self.implicit:
-            words = sqllex.leading_words(statement, 2)
-            first = words[0] if words else ""
             if first in ("BEGIN", "START"):
                 self.implicit = False  # the block now ends only at COMMIT/ROLLBACK, as in PostgreSQL
                 return Outcome.tag_only("BEGIN" if first == "BEGIN" else "START TRANSACTION")
             if first in ("COMMIT", "END", "ABORT") or (first == "ROLLBACK" and words[1:2] != ["TO"]):
                 self.implicit = False  # it ends the implicit transaction itself
             return None
-        if not is_transaction_control(statement) and self.pg.transaction_status == "I":
+        if first not in TRANSACTION_WORDS and self.pg.transaction_status == "I":
             outcome = (await self._execute(lambda: self.pg.control("BEGIN")))[-1]
             if outcome.error is not None:
                 return outcome
@@ -530,11 +530,12 @@ class PgConnection:
     async def _extended(self, message) -> None:
         match message:
             case protocol.Parse():
-                if not self._answered_here(message.sql):
+                answered_here = self._answered_here(message.sql)
+                if not answered_here:
                     # A syntax error is reported at Parse (and no statement is made), as in
                     # PostgreSQL; the parse is cached for the Binds that follow (sql/statements.py).
                     self.pg.session.engine.statements.bind(message.sql, []).release()
-                self.extended.parse(message)
+                self.extended.parse(message).answered_here = answered_here
                 self.writer.write(protocol.parse_complete())
             case protocol.Bind():
                 self.extended.bind(message)
@@ -546,8 +547,9 @@ class PgConnection:
                 self._write_row_description(outcome, None)
             case protocol.Describe(kind="P", name=name):
                 portal = self.extended.portal(name)
-                if portal.outcome is None and not self._answered_here(portal.statement.sql):
+                if portal.outcome is None and not portal.statement.answered_here:
                     _, outcome = await self._describe(portal.statement)  # compiled, not run: Execute runs it
+                    portal.described = outcome.columns if outcome is not None else []
                 else:  # a command or catalog query answered here cannot write: run it, keep its rows
                     outcome = await self._run_portal(portal)
                     if outcome.error is not None:
@@ -558,6 +560,10 @@ class PgConnection:
                 outcome = await self._run_portal(portal)
                 if outcome.error is not None:
                     raise outcome.error
+                if portal.described is not None and list(outcome.columns) != list(portal.described):
+                    # The schema changed between Describe and Execute: the rows would not match
+                    # the RowDescription the client holds (PostgreSQL refuses the same way).
+                    raise SqlError(errors.FEATURE_NOT_SUPPORTED, "cached plan must not change result type")
                 if portal.done:
                     await self._send(protocol.command_complete(
                         "SELECT 0" if outcome.tag.startswith("SELECT") else outcome.tag))
@@ -571,11 +577,11 @@ class PgConnection:
 
     async def _run_portal(self, portal: Portal) -> Outcome:
         if portal.outcome is None:
-            statements = sqllex.split_statements(portal.statement.sql)
+            statements = portal.statement.statements
             if not statements:
                 portal.outcome = Outcome.tag_only("")
             else:
-                own = await self._begin_implicit(statements[0])
+                own = await self._begin_implicit(portal.statement.leading_words)
                 outcomes = [own] if own is not None else await self._execute(
                     lambda: self.pg.run(statements[0], portal.params))
                 portal.outcome = outcomes[-1]
@@ -606,9 +612,14 @@ class PgConnection:
         describe.py). Commands this endpoint answers itself (SHOW, catalog queries) cannot
         write and are run, with NULL parameters, to learn their columns."""
         declared = [oid or 0 for oid in statement.param_oids]
-        if self._answered_here(statement.sql):
+        if statement.answered_here:
             outcome = await self._dry_run(statement.sql, statement.param_count)
             return [oid or pgtypes.TEXT for oid in declared], outcome
+        # Described once per catalog version: libpq describes the portal at every execution of a
+        # prepared statement, and a description checks the schema version with a storage read.
+        version = self.pg.session.engine.schema_cache.version
+        if statement.described is not None and statement.described[0] == version and version is not None:
+            return statement.described[1], statement.described[2]
         timeout_s = self.pg.settings.statement_timeout_s() or self.config.statement_timeout_s
         try:
             async with asyncio.timeout(min(timeout_s, self.config.statement_timeout_s)):
@@ -618,6 +629,7 @@ class PgConnection:
             raise SqlError(errors.QUERY_CANCELED, "canceling statement due to statement timeout") from None
         oids = [oid or pgtypes.oid_of(sql_type.pg_name) for oid, sql_type in zip(declared, description.param_types)]
         outcome = Outcome(description.columns, [], "") if description.columns else None
+        statement.described = (self.pg.session.engine.schema_cache.version, oids, outcome)
         return oids, outcome
 
     async def _dry_run(self, sql: str, param_count: int) -> Outcome | None:
