@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
+from adjudicator import metrics as adjudicator_metrics
+from adjudicator.metrics import CommitTimeline, TimedJournalWriter
 from adjudicator.service import AdjudicatorNode, AdjudicatorService
-from quorumdb import rpc
+from quorumdb import metrics, rpc
 from quorumdb.clock import Clock
 from quorumdb.config import ClusterConfig, NodeConfig
 from quorumdb.pb import adjudicator_pb2_grpc
@@ -19,7 +22,10 @@ SHUTDOWN_GRACE_S = 0.5
 async def serve(cluster: ClusterConfig, node: NodeConfig, stop: asyncio.Event) -> None:
     assert node.service == "adjudicator", node
     channels = rpc.Channels()
-    adjudicator = AdjudicatorNode(cluster, node, Clock(cluster.clock_error_ns), channels)
+    timeline = CommitTimeline(metrics.current())  # batch timings: EXPLAIN ANALYZE, /metrics
+    adjudicator = AdjudicatorNode(cluster, node, Clock(cluster.clock_error_ns), channels,
+                                  writer_factory=functools.partial(TimedJournalWriter, timeline), timeline=timeline)
+    adjudicator_metrics.attach(adjudicator, timeline)
     server = rpc.new_server()
     adjudicator_pb2_grpc.add_AdjudicatorServicer_to_server(AdjudicatorService(adjudicator), server)
     server.add_insecure_port(cluster.listen_address(node))

@@ -47,6 +47,7 @@ import grpc
 from adjudicator import election
 from adjudicator import heartbeat as heartbeat_mod
 from adjudicator.core import CommittedTxn, ConflictChecker, Outcome, TxnRequest
+from adjudicator.metrics import CommitTimeline, TimedConflictChecker
 from journal.follower import FollowBatch, JournalFollower
 from journal.writer import Fenced, JournalUnavailable, JournalWriter
 from quorumdb import aio, limits, rpc
@@ -110,6 +111,7 @@ class AdjudicatorNode:
         writer_factory: Callable[..., JournalWriter] = JournalWriter,
         follower_factory: Callable[..., JournalFollower] = JournalFollower,
         journal_probe: JournalProbe | None = None,
+        timeline: CommitTimeline | None = None,
     ):
         self.cluster = cluster
         self.node = node
@@ -120,7 +122,9 @@ class AdjudicatorNode:
         self._journal_probe = journal_probe or self._probe_journal
         # Why no adjudicator leads, as far as this one knows ("" when a leader is known alive).
         self.no_leader_reason = ""
-        self.checker = ConflictChecker()
+        # Batch timings for EXPLAIN ANALYZE and the metrics (adjudicator/metrics.py).
+        self.timeline = timeline if timeline is not None else CommitTimeline()
+        self.checker = self._new_checker()
         self.role = Role.STANDBY
         self.term: LeaderTerm | None = None
         # What the journal stream told us.
@@ -567,10 +571,13 @@ class AdjudicatorNode:
             # Decisions may be in the checker that never reached the journal: rebuild from the journal.
             self.rebuild()
 
+    def _new_checker(self) -> ConflictChecker:
+        return TimedConflictChecker(self.timeline)
+
     def rebuild(self) -> None:
         """Drop the checker and follow the journal again from its start (standbys only)."""
         assert self.term is None, "a leader's table holds its own decisions"
-        self.checker = ConflictChecker()
+        self.checker = self._new_checker()
         self.applied_index = 0
         self._skip_pending = False
         self._restart_follower()
@@ -597,11 +604,13 @@ class AdjudicatorNode:
     async def commit_many(self, requests: list[adjudicator_pb2.CommitRequest]) -> list[adjudicator_pb2.CommitReply]:
         """Queue every request for the leader loop; the replies (in request order, each with its seq)
         once all are decided and the commit-wait of the latest commit_ts has passed."""
+        arrived = time.monotonic()  # EXPLAIN ANALYZE and the commit latency metric start here
         term = self.term
         if term is None:
             return [self._with_seq(self.not_leader_reply(), request) for request in requests]
         loop = asyncio.get_running_loop()
         waits: list[asyncio.Future] = []
+        explained: list[tuple[int, TxnRequest]] = []  # (position, request) of those that asked for timings
         for request in requests:
             txn = TxnRequest(
                 start_ts=request.start_ts,
@@ -611,6 +620,8 @@ class AdjudicatorNode:
                 retry=request.retry,
             )
             pending = PendingCommit(txn, list(request.writes), loop.create_future())
+            if request.explain:
+                explained.append((len(waits), txn))
             try:
                 term.queue.put_nowait(pending)
             except asyncio.QueueFull:
@@ -620,9 +631,15 @@ class AdjudicatorNode:
             waits.append(asyncio.shield(pending.future))
         term.wakeup.set()
         replies = await asyncio.gather(*waits)
+        decided = time.monotonic()
         committed_ts = [reply.commit_ts for reply in replies if reply.outcome == adjudicator_pb2.COMMITTED]
         if committed_ts:
             await self._commit_wait(max(committed_ts))
+        replied = time.monotonic()
+        self.timeline.answered(replies, arrived, replied)
+        for position, txn in explained:
+            replies[position].timing.CopyFrom(self.timeline.explain(
+                txn, replies[position], arrived, decided, replied, self.node.name))
         return [self._with_seq(reply, request) for reply, request in zip(replies, requests)]
 
     @staticmethod
@@ -685,11 +702,16 @@ class AdjudicatorService(adjudicator_pb2_grpc.AdjudicatorServicer):
         """Each incoming batch is answered as one reply batch when decided (batches overlap, bounded)."""
         write_lock = asyncio.Lock()
         answering: set[asyncio.Task] = set()
+        metrics = self.adjudicator.timeline.metrics  # None: the node serves no metrics
 
         async def answer(requests: list[adjudicator_pb2.CommitRequest]) -> None:
+            started = time.perf_counter()
             replies = await self.adjudicator.commit_many(requests)
             async with write_lock:
                 await context.write(adjudicator_pb2.CommitReplyBatch(replies=replies))
+            if metrics is not None:  # per message, as the other streams
+                metrics.commit_stream.observe(time.perf_counter() - started)
+                metrics.stream_batch_requests.observe(len(requests))
 
         try:
             async for batch in request_iterator:

@@ -31,6 +31,7 @@ from typing import Sequence
 
 import grpc
 
+from compute_node import trace as trace_mod
 from compute_node.commit_stream import CommitStream, SendError, SendFailure, failure_kind
 from quorumdb import config as config_mod
 from quorumdb import errors, limits, rpc
@@ -132,6 +133,15 @@ def give_up_error(unknowns: list[str], refusals: list[str]) -> errors.SqlError:
     )
 
 
+def _note_reply(commit: trace_mod.CommitTrace, target: str, reply: adjudicator_pb2.CommitReply) -> None:
+    """An EXPLAIN ANALYZE's commit: the final answer and where its time went."""
+    commit.adjudicator = target
+    commit.commit_ts = reply.commit_ts
+    commit.index = reply.index
+    if reply.HasField("timing"):
+        commit.timing = reply.timing
+
+
 class AdjudicatorClient:
     def __init__(self, cluster: config_mod.ClusterConfig, channels: rpc.Channels) -> None:
         adjudicators = cluster.adjudicators
@@ -188,6 +198,9 @@ class AdjudicatorClient:
             lock_keys=lock_keys,
             txn_id=txn_id,
         )
+        traced = trace_mod.CURRENT.get()  # EXPLAIN ANALYZE: the leader answers where the time went
+        if traced is not None:
+            request.explain = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limits.COMMIT_TIMEOUT_S
         state = RouteState(self._names)
@@ -208,6 +221,8 @@ class AdjudicatorClient:
             if remaining_s <= 0:
                 break
             request.retry = bool(unknowns)
+            if traced is not None and traced.commit is not None:
+                traced.commit.sends += 1
             try:
                 reply = await self._send(target, request, min(remaining_s, limits.COMMIT_ATTEMPT_TIMEOUT_S))
             except SendError as error:
@@ -239,6 +254,8 @@ class AdjudicatorClient:
                 hint = None
                 continue
             self.leader = target
+            if traced is not None and traced.commit is not None:
+                _note_reply(traced.commit, target, reply)
             error = outcome_error(reply)
             if error is not None:
                 raise error

@@ -8,12 +8,17 @@
   unless the caller (a session's SET quorumdb.read_mode) names one;
 - commit(): the write set to the adjudicator leader (AdjudicatorClient).
 It also runs the readiness probe behind the node's Status health.
+
+Each read and commit a session asks for is measured here, once, for the node's metrics
+(compute_node/metrics.py, when the node serves them) and, while an EXPLAIN ANALYZE runs, for its
+trace (compute_node/trace.py): `TracedStorageReader` records the copies a traced read asks.
 """
 from __future__ import annotations
 
 import logging
 import time
 
+from compute_node import trace as trace_mod
 from compute_node.adjudicator_client import AdjudicatorClient
 from compute_node.storage_reader import StorageReader
 from quorumdb import clock as clock_mod
@@ -26,6 +31,22 @@ log = logging.getLogger("compute_node.backend")
 PROBE_KEY = b"\xff\xffquorumdb-readiness-probe"
 
 
+class TracedStorageReader(StorageReader):
+    """The storage reader, telling an EXPLAIN ANALYZE's read (if any) which copies it asks, and the
+    metrics (if on) how long each copy took."""
+
+    metrics = None  # compute_node/metrics.py sets it when the node serves metrics
+
+    def _send(self, name: str, kind: str, request, timeout_s: float):
+        future = super()._send(name, kind, request, timeout_s)
+        read = trace_mod.CURRENT_READ.get()
+        if read is not None:
+            read.asked(name, future)
+        if self.metrics is not None:
+            self.metrics.copy_asked(name, future)
+        return future
+
+
 class QuorumBackend:
     def __init__(
         self,
@@ -35,8 +56,10 @@ class QuorumBackend:
         clock: clock_mod.Clock | None = None,
     ) -> None:
         self.clock = clock or clock_mod.Clock(cluster.clock_error_ns)
-        self.storage = StorageReader(cluster, node.az, channels)
+        self.node_name = node.name  # EXPLAIN ANALYZE says where it ran
+        self.storage = TracedStorageReader(cluster, node.az, channels)
         self.adjudicators = AdjudicatorClient(cluster, channels)
+        self.metrics = None  # compute_node/metrics.py: read and commit latency, commit outcomes
 
     def start_ts(self) -> int:
         start_ts = self.clock.now().latest
@@ -44,18 +67,36 @@ class QuorumBackend:
         return start_ts
 
     async def get_many(self, keys: list[bytes], ts: int, read_mode: str | None = None) -> dict[bytes, bytes | None]:
-        return await self.storage.get_many(keys, ts, read_mode)
+        return await self._measured("get", len(keys), read_mode, self.storage.get_many(keys, ts, read_mode))
 
     async def scan(
         self, start: bytes, end: bytes | None, ts: int, limit: int, read_mode: str | None = None
     ) -> tuple[list[tuple[bytes, bytes]], bool]:
-        return await self.storage.scan(start, end, ts, limit, read_mode=read_mode)
+        return await self._measured("scan", limit, read_mode, self.storage.scan(start, end, ts, limit,
+                                                                                read_mode=read_mode))
 
     async def scan_filtered(
         self, start: bytes, end: bytes | None, ts: int, limit: int, pushdown: bytes, read_mode: str | None = None
     ) -> tuple[list[tuple[bytes, bytes]], bool, bytes | None]:
         """A scan whose filter + projection the storage copies apply (see Backend in session.py)."""
-        return await self.storage.scan(start, end, ts, limit, pushdown=pushdown, read_mode=read_mode)
+        return await self._measured("scan", limit, read_mode, self.storage.scan(start, end, ts, limit,
+                                                                                pushdown=pushdown, read_mode=read_mode))
+
+    async def _measured(self, kind: str, keys: int, read_mode: str | None, read):
+        """Await one read of a session, timed for the metrics and an EXPLAIN ANALYZE's trace."""
+        started = time.perf_counter()
+        traced = trace_mod.start_read(kind, keys, read_mode)
+        error = None
+        try:
+            return await read
+        except BaseException as failure:
+            error = failure
+            raise
+        finally:
+            if traced is not None:
+                trace_mod.end_read(traced, error)
+            if self.metrics is not None:
+                self.metrics.read_done(kind, read_mode or self.storage.read_mode, time.perf_counter() - started)
 
     @property
     def read_mode(self) -> str:
@@ -70,7 +111,16 @@ class QuorumBackend:
     async def commit(
         self, start_ts: int, writes: list[tuple[bytes, bytes | None]], lock_keys: list[bytes], txn_id: str
     ) -> int:
-        return await self.adjudicators.commit(start_ts, writes, lock_keys, txn_id)
+        if self.metrics is None:
+            return await self.adjudicators.commit(start_ts, writes, lock_keys, txn_id)
+        started = time.perf_counter()
+        try:
+            commit_ts = await self.adjudicators.commit(start_ts, writes, lock_keys, txn_id)
+        except errors.SqlError as error:
+            self.metrics.commit_done(time.perf_counter() - started, error)
+            raise
+        self.metrics.commit_done(time.perf_counter() - started, None)
+        return commit_ts
 
     @property
     def leader(self) -> str | None:

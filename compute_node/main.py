@@ -10,6 +10,7 @@ import contextlib
 import functools
 import logging
 
+from compute_node import metrics as compute_node_metrics
 from compute_node.backend import QuorumBackend, Readiness
 from compute_node.service import ComputeService
 from quorumdb import config as config_mod
@@ -30,13 +31,16 @@ async def serve(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig, 
     session_factory = functools.partial(Session, engine=engine)
     service = ComputeService(node, backend, session_factory=session_factory, health=lambda: readiness.health,
                              engine_detail=engine.status_detail)
+    compute_metrics = compute_node_metrics.attach(backend, service, engine, readiness)  # None: no /metrics
     server = rpc.new_server()
     compute_pb2_grpc.add_ComputeServicer_to_server(service, server)
     server.add_insecure_port(cluster.listen_address(node))
     await server.start()
     log.info("compute %s serving on %s", node.name, node.address)
-    from compute_node.pgwire.server import start_for_node  # issue 5: the PostgreSQL endpoint beside gRPC
+    from compute_node.pgwire.server import start_for_node  # the PostgreSQL endpoint beside gRPC
     pg_server = await start_for_node(cluster, node, backend, session_factory)
+    if compute_metrics is not None:
+        compute_metrics.pg_server = pg_server
     tasks = [
         asyncio.create_task(_probe_loop(backend, readiness, stop), name="readiness-probe"),
         asyncio.create_task(_reap_loop(service, stop), name="session-reaper"),

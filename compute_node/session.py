@@ -32,6 +32,13 @@ The session never writes to storage itself; the transport implements `Backend`.
 `SHOW quorumdb.read_mode` (each alone in its `execute` call) choose how this session's reads
 reach storage (compute_node/read_core.py); the session hands the choice to its backend
 view (service.CommitTracker.session_read_mode). Both modes return the same rows.
+
+`EXPLAIN ANALYZE statement` runs the statement (as PostgreSQL does: an INSERT inserts) and, in
+autocommit, commits it; `EXPLAIN ANALYZE COMMIT` (alone in its `execute` call) commits the open
+transaction block. Both answer the plan and where the time went: parse, plan, execute (each
+storage read, the copies it asked, hedges), commit (the commit stream, the adjudicator's queue,
+conflict check, journal append and fsync quorum, commit-wait), measured through
+compute_node/trace.py.
 """
 from __future__ import annotations
 
@@ -43,11 +50,12 @@ import re
 import uuid
 from typing import Any, Sequence
 
+from compute_node import trace as trace_mod
 from compute_node.sql import executor, types
 from compute_node.sql.describe import DescribeTransaction, Description
 from compute_node.sql.describe import describe as describe_statement
 from compute_node.sql.engine import Engine
-from compute_node.sql.parser import TransactionAction, TransactionControl
+from compute_node.sql.parser import Explain, TransactionAction, TransactionControl
 from compute_node.sql.result import StatementResult
 from compute_node.sql.transaction import Backend, SchemaStale, Transaction
 from quorumdb import errors, limits, sqllex
@@ -65,6 +73,12 @@ _READ_MODE_STATEMENT = re.compile(
     r"|(?P<reset>RESET)\s+quorumdb\.read_mode|(?P<show>SHOW)\s+quorumdb\.read_mode)\s*;?\s*",
     re.IGNORECASE,
 )
+# EXPLAIN ANALYZE COMMIT (the parser takes no transaction control after EXPLAIN: it is ours alone).
+_EXPLAIN_COMMIT_STATEMENT = re.compile(
+    r"\s*EXPLAIN\s+(?:\(\s*ANALY[SZ]E(?:\s+(?:TRUE|ON))?\s*\)|ANALY[SZ]E(?:\s+VERBOSE)?)\s+(?:COMMIT|END)"
+    r"(?:\s+(?:WORK|TRANSACTION))?\s*;?\s*",
+    re.IGNORECASE,
+)
 
 
 class Session:
@@ -79,6 +93,9 @@ class Session:
         self._txn_count = 0
         self._lock = asyncio.Lock()             # one execute at a time
         self.last_plan = None                   # access plan of the last statement that read a table
+        # When the current execute call began and how long its parse took (EXPLAIN ANALYZE's first
+        # phase; None once a statement of the script has used it).
+        self._parse: tuple[float, float, bool | None] | None = None
 
     @property
     def transaction_status(self) -> str:
@@ -96,11 +113,17 @@ class Session:
         them into the text: compute_node/sql/statements.py); `shape` is sqllex.lift_literals(sql)
         when the caller has it already."""
         async with self._lock:
+            started = trace_mod.clock()
             read_mode_statement = _READ_MODE_STATEMENT.fullmatch(sql) if params is None else None
             if read_mode_statement is not None:
                 return [self._read_mode(read_mode_statement)]
+            if not params and _EXPLAIN_COMMIT_STATEMENT.fullmatch(sql) is not None:
+                self._parse = (started, trace_mod.clock() - started, None)  # no parse: recognised whole
+                return [_wire_values(await self._explain_commit())]
+            misses = self.engine.statements.misses
             try:
                 bound = self.engine.statements.bind(sql, params, shape)
+                self._parse = (started, trace_mod.clock() - started, self.engine.statements.misses == misses)
             except SqlError as error:
                 if self._txn is not None:
                     self._failed = True
@@ -169,6 +192,8 @@ class Session:
     # --- statements ---------------------------------------------------------------
     async def _run(self, statement) -> StatementResult:
         self.last_plan = None
+        if isinstance(statement, Explain) and statement.analyze:
+            return await self._explain_analyze(statement)
         if isinstance(statement, TransactionControl):
             result = await self._control(statement.action)
             if result.error is None and result.command_tag == statement.action.value and statement.tag:
@@ -251,6 +276,81 @@ class Session:
             self._end()
         return StatementResult.tag("COMMIT")
 
+    # --- EXPLAIN ANALYZE ---------------------------------------------------------------
+    def _new_trace(self) -> trace_mod.StatementTrace:
+        mode = getattr(self.backend, "session_read_mode", None) or getattr(self.backend, "read_mode", "quorum")
+        trace = trace_mod.StatementTrace(getattr(self.backend, "node_name", "this compute node"), mode)
+        if self._parse is not None:  # the first statement of the script pays its parse
+            trace.started, trace.parse_s, trace.parse_cached = self._parse
+            self._parse = None
+        return trace
+
+    async def _explain_analyze(self, explain: Explain) -> StatementResult:
+        """Plan, run (and in autocommit, commit) a statement, timing each phase (compute_node/trace.py)."""
+        if self._txn is not None and self._failed:
+            return StatementResult.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+        trace = self._new_trace()
+        token = trace_mod.CURRENT.set(trace)
+        txn = self._txn or self._new_transaction()
+        try:
+            if self._txn is not None:
+                self._check_age(txn)
+            planned = trace_mod.clock()
+            plan = await executor.run_explain(txn, Explain(explain.statement, analyze=False))
+            executed = trace_mod.clock()
+            trace.plan_s = executed - planned
+            result = await self._execute_checked(txn, explain.statement)
+            trace.execute = (executed, trace_mod.clock())
+            trace.rows = len(result.rows) if result.columns else _rows_of_tag(result.command_tag)
+            if self._txn is None:
+                await self._traced_commit(txn, trace)
+            else:
+                trace.commit_note = "not yet: the transaction block is open (EXPLAIN ANALYZE COMMIT shows it)"
+        except SqlError as error:
+            if self._txn is not None:
+                self._failed = True
+            return StatementResult.failed(error)
+        finally:
+            trace_mod.CURRENT.reset(token)
+        trace.ended = trace_mod.clock()
+        lines = [row[0] for row in plan.rows] + trace_mod.render(trace)
+        return StatementResult([("QUERY PLAN", "text")], [(line,) for line in lines], "EXPLAIN")
+
+    async def _explain_commit(self) -> StatementResult:
+        """EXPLAIN ANALYZE COMMIT: COMMIT, answered with where its time went."""
+        txn = self._txn
+        if txn is None:
+            return StatementResult([("QUERY PLAN", "text")], [("Commit (no transaction in progress)",)], "EXPLAIN")
+        if self._failed:
+            self._end()
+            return StatementResult([("QUERY PLAN", "text")], [("Rollback (the transaction had failed)",)], "EXPLAIN")
+        trace = self._new_trace()
+        token = trace_mod.CURRENT.set(trace)
+        try:
+            self._check_age(txn)
+            await self._traced_commit(txn, trace)
+        except SqlError as error:
+            return StatementResult.failed(error)
+        finally:
+            trace_mod.CURRENT.reset(token)
+            self._end()
+        trace.ended = trace_mod.clock()
+        return StatementResult([("QUERY PLAN", "text")], [(line,) for line in ["Commit", *trace_mod.render(trace)]],
+                               "EXPLAIN")
+
+    @staticmethod
+    async def _traced_commit(txn: Transaction, trace: trace_mod.StatementTrace) -> None:
+        commit = trace.start_commit()
+        commit.read_only = not txn.has_writes  # nothing to send: COMMIT ends on the compute node
+        try:
+            await txn.commit()
+            commit.outcome = "committed"
+        except SqlError as error:
+            commit.outcome = error.sqlstate
+            raise
+        finally:
+            commit.ended = trace_mod.clock()
+
     def _new_transaction(self) -> Transaction:
         self._txn_count += 1
         txn = Transaction(self.backend, self.backend.start_ts(), f"{self.session_id}:{self._txn_count}",
@@ -278,6 +378,12 @@ async def _schema_was_stale(txn: Transaction) -> bool:
     except SqlError:
         return False  # the check failed too (storage unreachable): the first error stands
     return False
+
+
+def _rows_of_tag(tag: str) -> int | None:
+    """Rows a command tag reports ('INSERT 0 3' -> 3, 'UPDATE 2' -> 2), None for other tags."""
+    last = (tag or "").rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else None
 
 
 _TEXT_TYPES = (decimal.Decimal, datetime.date, uuid.UUID)

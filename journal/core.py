@@ -38,6 +38,15 @@ highest epoch it has promised, and the highest index it knows committed.
 * Closed timestamp: (closed_ts, closed_index) from the newest valid Append (highest
   closed_ts wins): every transaction with commit_ts <= closed_ts has index <=
   closed_index. Followers may use it once they hold closed_index.
+* Lease (what lets the writer publish closed-timestamp claims without confirming each
+  one, journal/writer_core.py): an OK Append of the promised epoch *grants* a lease: the
+  replica promises to refuse every Fence until its clock's earliest time reaches the
+  append's arrival (latest) + lease_ns. So while 2 replicas hold grants, no rival can
+  fence a majority, and the writer knows until when from its own send times. A refused
+  Fence tells the candidate when to retry, and stops further grants for lease_ns x 2, so
+  a live leader cannot keep a candidate out forever (its lease runs out, then the fence
+  wins). A restarted replica has forgotten its grants: it refuses fences for lease_ns
+  after it starts (`started`), which covers any grant it made before it stopped.
 
 The core keeps every entry since first_index in memory (bounded by truncation) as
 `quorumdb.pb.common_pb2.Entry` records: they are the unit stored on disk and sent on
@@ -80,6 +89,7 @@ class FenceResult:
     commit_index: int
     first_index: int
     meta_changed: bool
+    retry_after_ns: int = 0  # refused for a lease: when a retry may win (0: not for a lease)
 
 
 @dataclasses.dataclass
@@ -88,6 +98,7 @@ class AppendResult:
     promised_epoch: int
     last_index: int
     match_index: int = 0
+    lease_granted: bool = False  # this OK append grants the writer a lease (see the docstring)
     # Effects, in order:
     reset: bool = False  # drop every local entry (the log restarts at first_index)
     truncate_from: int | None = None  # drop local entries with index >= truncate_from
@@ -113,8 +124,13 @@ class ReplicaCore:
         meta: Meta = Meta(),
         entries: list[common_pb2.Entry] | None = None,
         segment_entries: int = limits.JOURNAL_SEGMENT_ENTRIES,
+        lease_ns: int = limits.JOURNAL_LEASE_MS * 1_000_000,
     ):
         assert segment_entries > 0
+        assert lease_ns >= 0
+        self.lease_ns = lease_ns
+        self.lease_until = 0     # fences are refused while now().earliest < lease_until
+        self.grants_paused_until = 0  # after refusing a fence: no new grants until then
         self.storage_nodes = frozenset(storage_nodes)
         self.segment_entries = segment_entries
         self.promised_epoch = meta.promised_epoch
@@ -170,8 +186,18 @@ class ReplicaCore:
         return self.entries[from_index - self.first_index:end - self.first_index + 1]
 
     # --- Fence ------------------------------------------------------------------
-    def fence(self, epoch: int, candidate: str) -> FenceResult:
-        ok = epoch > self.promised_epoch
+    def started(self, now_latest: int) -> None:
+        """The replica (re)starts: grants made before are forgotten, so refuse fences as if one
+        was just made."""
+        self.lease_until = max(self.lease_until, now_latest + self.lease_ns)
+
+    def fence(self, epoch: int, candidate: str, now: tuple[int, int] | None = None) -> FenceResult:
+        """`now`: the replica clock's (earliest, latest); None leaves leases out (unit tests)."""
+        earliest, latest = now if now is not None else (0, 0)
+        leased = now is not None and epoch > self.promised_epoch and earliest < self.lease_until
+        if leased:  # a lease is out: refuse, and grant no more so that the retry can win
+            self.grants_paused_until = max(self.grants_paused_until, latest + 2 * self.lease_ns)
+        ok = epoch > self.promised_epoch and not leased
         if ok:
             self.promised_epoch = epoch
         return FenceResult(
@@ -182,6 +208,7 @@ class ReplicaCore:
             commit_index=self.commit_index,
             first_index=self.first_index,
             meta_changed=ok,
+            retry_after_ns=self.lease_until - earliest + 1 if leased else 0,
         )
 
     # --- Append -----------------------------------------------------------------
@@ -195,7 +222,10 @@ class ReplicaCore:
         commit_index: int,
         closed_ts: int,
         closed_index: int,
+        now: tuple[int, int] | None = None,
     ) -> AppendResult:
+        """`now`: the replica clock's (earliest, latest) when the append arrived; None grants no
+        lease (unit tests)."""
         if epoch < self.promised_epoch:
             return AppendResult(AppendStatus.FENCED, self.promised_epoch, self.last_index)
         _check_incoming(prev_index, entries)
@@ -224,6 +254,9 @@ class ReplicaCore:
         result.promised_epoch = self.promised_epoch
         result.last_index = self.last_index
         result.match_index = match_index
+        if now is not None and self.lease_ns and now[1] >= self.grants_paused_until:
+            self.lease_until = max(self.lease_until, now[1] + self.lease_ns)
+            result.lease_granted = True
         return result
 
     def _fits(self, prev_index: int, prev_epoch: int) -> bool:

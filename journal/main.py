@@ -4,10 +4,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from journal import metrics as journal_metrics
 from journal.core import ReplicaCore
 from journal.service import JournalService
 from journal.store import JournalStore
 from quorumdb import rpc
+from quorumdb.clock import Clock
 from quorumdb.config import ClusterConfig, NodeConfig
 from quorumdb.pb import journal_pb2_grpc
 
@@ -20,12 +22,15 @@ SHUTDOWN_GRACE_S = 1.0
 async def serve(cluster: ClusterConfig, node: NodeConfig, stop: asyncio.Event) -> None:
     store = JournalStore(cluster.node_data_dir(node.name) / "journal", segment_entries=cluster.journal_segment_entries)
     meta, entries = await asyncio.to_thread(store.open)
+    clock = Clock(cluster.clock_error_ns)
     core = ReplicaCore([n.name for n in cluster.storages], meta, entries, segment_entries=cluster.journal_segment_entries)
+    core.started(clock.now().latest)  # lease grants made before a restart are forgotten: honour them anyway
     log.info(
         "journal log: first_index %d last_index %d commit_index %d promised epoch %d",
         core.first_index, core.last_index, core.commit_index, core.promised_epoch,
     )
-    service = JournalService(node.name, node.az, core, store)
+    service = JournalService(node.name, node.az, core, store, clock)
+    journal_metrics.attach(service)  # /metrics, when the cluster serves them
     server = rpc.new_server()
     journal_pb2_grpc.add_JournalServicer_to_server(service, server)
     server.add_insecure_port(cluster.listen_address(node))

@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 
 import grpc
 
 from journal.core import AppendResult, AppendStatus, BadAppend, ReplicaCore
 from journal.store import JournalStore
 from quorumdb import aio, limits
+from quorumdb.clock import Clock
 from quorumdb.pb import common_pb2, journal_pb2, journal_pb2_grpc
 
 log = logging.getLogger("journal.service")
@@ -34,15 +36,17 @@ EXIT_DISK_FAILURE = 70
 
 
 class JournalService(journal_pb2_grpc.JournalServicer):
-    def __init__(self, name: str, az: str, core: ReplicaCore, store: JournalStore):
+    def __init__(self, name: str, az: str, core: ReplicaCore, store: JournalStore, clock: Clock | None = None):
         self.name = name
         self.az = az
         self.core = core
         self.store = store
+        self.clock = clock or Clock()  # the times of the lease (journal/core.py)
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
         self._closing = False
         self._subscribers = 0
+        self.metrics = None  # journal/metrics.py attaches itself when the node serves metrics
 
     # --- plumbing -----------------------------------------------------------------
     def _notify(self) -> None:
@@ -87,11 +91,14 @@ class JournalService(journal_pb2_grpc.JournalServicer):
     # --- RPCs ---------------------------------------------------------------------
     async def Fence(self, request, context):
         async with self._lock:
-            result = self.core.fence(request.epoch, request.candidate)
+            result = self.core.fence(request.epoch, request.candidate, self.clock.now())
             if result.meta_changed:
                 await self._disk(self.store.write_meta, self.core.meta())
         if result.ok:
             log.info("fenced: promised epoch %d to %s", result.promised_epoch, request.candidate)
+        elif result.retry_after_ns:
+            log.info("fence of epoch %d by %s refused: the current writer's lease runs %.0f ms more",
+                     request.epoch, request.candidate, result.retry_after_ns / 1e6)
         return journal_pb2.FenceReply(
             ok=result.ok,
             promised_epoch=result.promised_epoch,
@@ -99,6 +106,7 @@ class JournalService(journal_pb2_grpc.JournalServicer):
             last_epoch=result.last_epoch,
             commit_index=result.commit_index,
             first_index=result.first_index,
+            retry_after_ms=min(2**31, -(-result.retry_after_ns // 1_000_000)) if result.retry_after_ns else 0,
         )
 
     async def Append(self, request, context):
@@ -106,7 +114,11 @@ class JournalService(journal_pb2_grpc.JournalServicer):
 
     async def AppendStream(self, request_iterator, context):
         async for request in request_iterator:
-            await context.write(await self._append(request, context))
+            started = time.perf_counter()
+            reply = await self._append(request, context)
+            if self.metrics is not None:  # per message: the stream's lifetime says nothing
+                self.metrics.append_stream.observe(time.perf_counter() - started)
+            await context.write(reply)
 
     async def _append(self, request, context) -> journal_pb2.AppendReply:
         async with self._lock:
@@ -120,11 +132,15 @@ class JournalService(journal_pb2_grpc.JournalServicer):
                     commit_index=request.commit_index,
                     closed_ts=request.closed_ts,
                     closed_index=request.closed_index,
+                    now=self.clock.now(),
                 )
             except BadAppend as error:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
             if result.needs_disk:
+                written = time.perf_counter()
                 await self._disk(self._persist_append, result, self.core.meta())
+                if self.metrics is not None:
+                    self.metrics.disk_written(time.perf_counter() - written, len(result.appended))
             if result.reset:
                 log.warning("log reset to start at %d (storage holds everything before)", self.core.first_index)
         if result.status is not AppendStatus.FENCED:
@@ -134,6 +150,7 @@ class JournalService(journal_pb2_grpc.JournalServicer):
             promised_epoch=result.promised_epoch,
             last_index=result.last_index,
             match_index=result.match_index,
+            lease_granted=result.lease_granted,
         )
 
     async def ReadEntries(self, request, context):

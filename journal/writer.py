@@ -213,11 +213,17 @@ class JournalWriter:
                                              reply.commit_index, reply.first_index))
             if len(tails) >= 2:
                 return epoch, tails
-            rival = max((reply.promised_epoch for reply in replies if reply is not None and not reply.ok), default=0)
+            leased = [reply.retry_after_ms for reply in replies if reply is not None and reply.retry_after_ms]
+            rival = max((reply.promised_epoch for reply in replies if reply is not None and not reply.ok
+                         and not reply.retry_after_ms), default=0)
             if give_way and rival >= epoch:
                 raise Fenced(f"another candidate fenced epoch {rival} while we tried {epoch}")
             log.info("fencing epoch %d won %d of 3 replicas; retrying", epoch, len(tails))
-            if all(reply is None for reply in replies):
+            if leased:
+                # Replicas still hold the current writer's lease (journal/core.py): they stopped
+                # renewing it when they refused, so a retry after it runs out wins.
+                await asyncio.sleep(min(max(leased) / 1000, max(0.0, deadline - loop.time())))
+            elif all(reply is None for reply in replies):
                 await asyncio.sleep(min(limits.JOURNAL_RETRY_BACKOFF_MAX_S, max(0.0, deadline - loop.time())))
         raise JournalUnavailable("could not fence a majority of the journal replicas")
 
@@ -299,7 +305,7 @@ class JournalWriter:
         sent after it (writer_core). The caller must have made its own future timestamps exceed
         closed_ts (ConflictChecker.close_timestamp). Returns the heartbeat's number."""
         self._check_leading()
-        number = self._core.request_heartbeat(closed_ts)
+        number = self._core.request_heartbeat(closed_ts, self.clock.now().latest)
         self._kick_all()
         return number
 
@@ -377,6 +383,7 @@ class JournalWriter:
             closed_ts=closed_ts,
             closed_index=closed_index,
         )
+        sent_earliest = self.clock.now().earliest  # the replica's lease grant counts from no earlier
         if self._unary:
             reply = await self._stubs[name].Append(request, timeout=limits.JOURNAL_RPC_TIMEOUT_S)
         else:
@@ -390,7 +397,8 @@ class JournalWriter:
             core.on_mismatch(name, dataclasses.replace(plan, prev_index=prev_index), reply.last_index)
             return not jumped  # a jump that did not fit: the replica must learn the durable index first
         closed_before = core.closed()
-        if core.on_ok(name, plan, reply.match_index, commit_index, (closed_ts, closed_index)):
+        if core.on_ok(name, plan, reply.match_index, commit_index, (closed_ts, closed_index),
+                      sent_earliest, reply.lease_granted):
             self._kick_all()  # carry the new commit index to every replica
         elif core.closed() > closed_before:
             self._kick_all()  # a heartbeat claim was just confirmed: publish it now

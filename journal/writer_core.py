@@ -32,6 +32,12 @@ earlier entry.
       (adjudicator/service.py take_over): above every claim an older leader had confirmed.
   A claim asked for while another is being confirmed waits for it (merged with any other):
   each confirmation takes a round trip, and replacing the pending claim would starve it.
+* Lease: a replica that acknowledges an Append with `lease_granted` refuses every fence until
+  at least (this writer's clock's earliest time when it sent that Append) + lease_ns
+  (journal/core.py). While 2 replicas hold such grants (`lease_until`, the 2nd latest end),
+  no rival can fence a majority, so a claim made before then is as safe as a confirmed one:
+  it is published at once (carried by the next Appends) without waiting for a round trip of
+  its own. Outside the lease the confirmation above is used.
   Entries not yet committed are never the basis of a closed timestamp: a new leader may
   replace them with earlier timestamps.
 """
@@ -80,6 +86,7 @@ class ReplicaProgress:
     sent_commit_index: int = 0  # commit index carried by the last OK Append
     acked_heartbeat: int = 0  # highest heartbeat number an OK Append was sent after
     sent_closed: tuple[int, int] = (0, 0)  # (closed_ts, closed_index) carried by the last OK Append
+    lease_from: int = 0  # clock earliest at the send of the latest Append acked with a lease grant
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +110,7 @@ class WriterCore:
         commit_index: int,
         buffer_max: int = limits.WRITER_BUFFER_ENTRIES_MAX,
         tails: tuple[ReplicaTail, ...] | list[ReplicaTail] = (),
+        lease_ns: int = limits.JOURNAL_LEASE_MS * 1_000_000,
     ):
         assert len(replicas) == 3
         assert best.name in replicas
@@ -110,6 +118,7 @@ class WriterCore:
         self.leader = leader
         self.epoch = epoch
         self.buffer_max = buffer_max
+        self.lease_ns = lease_ns
         self.commit_index = commit_index
         # The buffer holds entries base_index + 1 .. last_index; base_epoch is the epoch at base_index.
         self.base_index = best.last_index
@@ -188,14 +197,24 @@ class WriterCore:
             self.base_epoch = dropped.epoch
 
     # --- heartbeats ---------------------------------------------------------------
-    def request_heartbeat(self, closed_ts: int) -> int:
+    def lease_until(self) -> int:
+        """The clock time (a bound on true time) before which no rival can fence a majority."""
+        ends = [p.lease_from + self.lease_ns if p.lease_from else 0 for p in self.progress.values()]
+        return quorum_match(ends)
+
+    def request_heartbeat(self, closed_ts: int, now_latest: int | None = None) -> int:
         """Record a heartbeat claim (closed_ts, last assigned index); returns its number.
 
-        While an earlier claim is being confirmed, the new one waits (merged with any other
-        waiting claim) and gets the next number once the earlier one is confirmed: replacing a
-        claim before its confirmation would starve confirmation altogether when claims are
-        asked for faster than a round trip to the replicas (reads asking for closed time)."""
+        Made before lease_until (`now_latest`: the clock's latest when the claim was made), it is
+        published at once, and its number is 0 (nothing to confirm). Otherwise, while an earlier
+        claim is being confirmed, the new one waits (merged with any other waiting claim) and
+        gets the next number once the earlier one is confirmed: replacing a claim before its
+        confirmation would starve confirmation altogether when claims are asked for faster than
+        a round trip to the replicas (reads asking for closed time)."""
         claim = (closed_ts, self.last_index)
+        if now_latest is not None and now_latest < self.lease_until():
+            self.heartbeat_closed = max(self.heartbeat_closed, claim)
+            return 0
         if self.pending_heartbeat is not None:
             self.queued_heartbeat = max(self.queued_heartbeat, claim)
             return self.heartbeat_number + 1
@@ -239,9 +258,12 @@ class WriterCore:
         return name if best_match > 0 else None
 
     def on_ok(self, replica: str, plan: SendPlan, match_index: int, commit_sent: int,
-              closed_sent: tuple[int, int] = (0, 0)) -> bool:
-        """An Append was accepted. Returns True if the commit index advanced."""
+              closed_sent: tuple[int, int] = (0, 0), sent_earliest: int = 0, lease_granted: bool = False) -> bool:
+        """An Append was accepted (sent when the clock's earliest was sent_earliest; the replica
+        says whether it granted a lease). Returns True if the commit index advanced."""
         progress = self.progress[replica]
+        if lease_granted:
+            progress.lease_from = max(progress.lease_from, sent_earliest)
         progress.sent_closed = max(progress.sent_closed, closed_sent)
         progress.mismatches = 0
         progress.match_index = max(progress.match_index, match_index)

@@ -3,6 +3,7 @@
     quorumdb up [--data-dir DIR] [--base-port N] [--ready-timeout S]
     quorumdb status [--base-port N] [--host H] [--data-dir DIR] [--json]
     quorumdb chaos [--base-port N | --data-dir DIR] ACTION [ARG]
+    quorumdb top [--base-port N | --data-dir DIR] [--interval S]
 
 `up` runs the whole cluster (3 journal, 3 adjudicator, 6 storage, 3 compute
 nodes) as separate processes on 127.0.0.1. The data directory defaults to
@@ -17,7 +18,11 @@ stops them (SIGTERM, then SIGKILL after a bounded wait) and exits 0. If the
 cluster does not become ready it stops what it started, points at the logs and
 exits 1. While it runs, its supervisor (`quorumdb.supervisor`, on base port + 39)
 takes `quorumdb chaos` actions; a node killed that way is reported as such, not
-as an unexpected death, and `chaos restart` brings it back.
+as an unexpected death, and `chaos restart` brings it back. It also serves the web console
+(`quorumdb.console`, base port + 55, printed on a line beginning `console: http://`), and with
+`--prometheus` runs a Prometheus server scraping every node's /metrics (`quorumdb.prometheus`).
+
+`top` shows the console's live view in the terminal (`quorumdb.top`).
 
 `status` asks every node for its Status concurrently, each call with a
 deadline, and prints one row per node; a node that does not answer is "down".
@@ -115,11 +120,15 @@ def status_table(nodes: Sequence[config_mod.NodeConfig], statuses: Sequence[comm
     return table.rstrip("\n") + "\n"  # no psql-style blank line after a tool's table
 
 
-def status_json(nodes: Sequence[config_mod.NodeConfig], statuses: Sequence[common_pb2.NodeStatus | None]) -> str:
+def status_json(nodes: Sequence[config_mod.NodeConfig], statuses: Sequence[common_pb2.NodeStatus | None],
+                cluster: config_mod.ClusterConfig | None = None) -> str:
+    """The nodes as JSON objects; with `cluster`, each has its `metrics_url` ("" when metrics are off)."""
     objects: list[dict[str, Any]] = []
     for node, status in zip(nodes, statuses, strict=True):
         item: dict[str, Any] = {"name": node.name, "az": node.az, "service": node.service,
                                 "address": node.address, "up": status is not None}
+        if cluster is not None:
+            item["metrics_url"] = cluster.metrics_url(node.name) if cluster.metrics else ""
         if status is None:
             item["health"] = "down"
         else:
@@ -132,19 +141,25 @@ def status_json(nodes: Sequence[config_mod.NodeConfig], statuses: Sequence[commo
     return json.dumps(objects, indent=2)
 
 
-def _nodes_for_status(args: argparse.Namespace) -> list[config_mod.NodeConfig]:
+def _cluster_for_status(args: argparse.Namespace, command: str = "status") -> config_mod.ClusterConfig:
+    """The cluster file in --data-dir, or the default layout on --base-port at --host."""
     if args.data_dir is not None:
         path = pathlib.Path(args.data_dir) / config_mod.CONFIG_FILE
         if not path.exists():
-            raise SystemExit(f"quorumdb status: no cluster file at {path}")
-        return list(config_mod.load(path).nodes)
-    return list(config_mod.default_nodes(args.base_port, args.host))
+            raise SystemExit(f"quorumdb {command}: no cluster file at {path}")
+        return config_mod.load(path)
+    return config_mod.ClusterConfig(data_dir=pathlib.Path.cwd(), nodes=config_mod.default_nodes(args.base_port, args.host))
+
+
+def _nodes_for_status(args: argparse.Namespace) -> list[config_mod.NodeConfig]:
+    return list(_cluster_for_status(args).nodes)
 
 
 def command_status(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    nodes = _nodes_for_status(args)
+    cluster = _cluster_for_status(args)
+    nodes = list(cluster.nodes)
     statuses = fetch_statuses(nodes, limits.STATUS_TIMEOUT_S)
-    out.write(status_json(nodes, statuses) + "\n" if args.json else status_table(nodes, statuses))
+    out.write(status_json(nodes, statuses, cluster) + "\n" if args.json else status_table(nodes, statuses))
     out.flush()
     return EXIT_OK if all(status is not None for status in statuses) else EXIT_FAILED
 
@@ -251,7 +266,8 @@ def wait_until_ready(launched: Any, deadline: float) -> dict[str, common_pb2.Nod
 
 
 def ready_report(cluster: config_mod.ClusterConfig, statuses: dict[str, common_pb2.NodeStatus],
-                 pids: dict[str, int], supervisor_address: str | None = None) -> str:
+                 pids: dict[str, int], supervisor_address: str | None = None, console_url: str | None = None,
+                 prometheus_line: str | None = None) -> str:
     rows = []
     for node in cluster.nodes:
         status = statuses.get(node.name)
@@ -266,7 +282,7 @@ def ready_report(cluster: config_mod.ClusterConfig, statuses: dict[str, common_p
     for node in cluster.computes:
         lines.append(f"  {node.name:<14} {node.address:<18} qsql -h {node.host} -p {node.port}")
     lines += ["", "PostgreSQL endpoints (psql, psycopg, SQLAlchemy; password: `quorumdb token --user admin`"
-                  + (", TRUST MODE: no authentication" if cluster.pg_trust else "") + "):"]  # issue 5
+                  + (", TRUST MODE: no authentication" if cluster.pg_trust else "") + "):"]
     for node in cluster.computes:
         lines.append(f"  {node.name:<14} {node.host}:{cluster.pg_port(node.name):<12} "
                      f"psql -h {node.host} -p {cluster.pg_port(node.name)} -U admin -d postgres")
@@ -277,6 +293,15 @@ def ready_report(cluster: config_mod.ClusterConfig, statuses: dict[str, common_p
     if supervisor_address is not None:
         base = base_port_of(cluster)
         lines.append(f"supervisor: {supervisor_address}   break things with `quorumdb chaos --base-port {base} ACTION`")
+    if cluster.metrics:
+        ports = [cluster.metrics_port(node.name) for node in cluster.nodes]
+        lines.append(f"metrics: http://{cluster.computes[0].host}:{min(ports)}/metrics .. :{max(ports)} (one port per "
+                     f"node, Prometheus text format; `quorumdb status --json` lists each node's metrics_url)")
+    if console_url is not None:
+        lines.append(f"console: {console_url}   live picture, charts, events and chaos buttons "
+                     f"(token: `quorumdb token --user admin`); in a terminal: `quorumdb top --data-dir {cluster.data_dir}`")
+    if prometheus_line is not None:
+        lines.append(prometheus_line)
     lines += [
         f"QuorumDB is ready: {len(cluster.nodes)} nodes up. Press Ctrl-C to stop.",
     ]
@@ -337,21 +362,26 @@ def command_up(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO =
 
     data_dir = pathlib.Path(args.data_dir).resolve()
     cluster_config = load_or_create_cluster(data_dir, args.base_port, err)
-    cluster_config = apply_pg_options(cluster_config, args)  # issue 5
+    cluster_config = apply_pg_options(cluster_config, args)
+    cluster_config = apply_metrics_option(cluster_config, args)
     busy = [f"{node.name} ({node.address})" for node in ports_in_use(cluster_config)]
     supervisor_address = supervisor_address_of(cluster_config)
     if supervisor_address is not None and not port_free(*_host_port(supervisor_address)):
         busy.append(f"supervisor ({supervisor_address})")
+    busy += observability_ports_in_use(cluster_config, args)
     if busy:
         err.write(f"quorumdb up: ports in use: {', '.join(busy)}. Is a cluster already running? Try `quorumdb status"
                   f" --data-dir {data_dir}`.\n")
         return EXIT_FAILED
     launched = Cluster(cluster_config)
     output_lock = threading.Lock()
+    extras = Observability()  # the web console and Prometheus, stopped with the nodes
 
     def say(text: str) -> None:
         with output_lock:
             _say(out, text)
+        if extras.console is not None:  # `up`'s lines (chaos actions, exits) go to the console's timeline too
+            extras.console.state.event("chaos" if text.startswith("chaos:") else "log", text)
 
     supervisor = supervisor_mod.Supervisor(launched, say)
     supervisor_server = None
@@ -365,10 +395,12 @@ def command_up(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO =
                 supervisor_server = supervisor_mod.serve(supervisor, supervisor_address)
             else:
                 err.write("warning: the cluster file has a custom layout: no supervisor (quorumdb chaos)\n")
+            extras.start(cluster_config, args, supervisor if supervisor_address is not None else None, err)
             deadline = time.monotonic() + args.ready_timeout
             statuses = wait_until_ready(launched, deadline)
             with output_lock:
-                out.write(ready_report(cluster_config, statuses, launched.pids, supervisor_address))
+                out.write(ready_report(cluster_config, statuses, launched.pids, supervisor_address,
+                                       extras.console_url, extras.prometheus_line))
                 out.flush()
             monitor(launched, say, supervisor)
         except NotReady as error:
@@ -379,15 +411,15 @@ def command_up(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO =
                               f"{log_tail(cluster_config.log_path(node.name))}\n")
             err.write(f"  all logs: {data_dir / 'logs'}\nstopping the nodes it started\n")
             err.flush()
-            _stop(launched, supervisor, supervisor_server)
+            _stop(launched, supervisor, supervisor_server, extras)
             return EXIT_FAILED
     except ShutdownRequested as signal_name:
         say(f"{signal_name}: stopping {len(launched.pids)} nodes")
-        _stop(launched, supervisor, supervisor_server)
+        _stop(launched, supervisor, supervisor_server, extras)
         say("stopped")
         return EXIT_OK
     except BaseException:
-        _stop(launched, supervisor, supervisor_server)
+        _stop(launched, supervisor, supervisor_server, extras)
         raise
     finally:
         for signum, handler in previous_handlers.items():
@@ -400,16 +432,107 @@ def _host_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _stop(launched: Any, supervisor: Any = None, supervisor_server: Any = None) -> None:
+def _stop(launched: Any, supervisor: Any = None, supervisor_server: Any = None, extras: Any = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if supervisor is not None:
         supervisor.close()  # no chaos action starts a node after this
     if supervisor_server is not None:
         supervisor_server.stop(grace=1.0)
+    if extras is not None:
+        try:
+            extras.stop()
+        except Exception as error:  # noqa: BLE001 - the nodes below are stopped regardless
+            sys.stderr.write(f"quorumdb up: stopping the console or Prometheus failed: {error!r}\n")
     launched.stop_all(timeout_s=limits.UP_STOP_TIMEOUT_S)
     still_running = launched.pids
     assert not still_running, f"nodes still running after stop_all: {still_running}"
+
+
+# --- the web console, Prometheus and top -----------------------------------------------
+def observability_ports_in_use(cluster: config_mod.ClusterConfig, args: argparse.Namespace) -> list[str]:
+    """The console's, Prometheus' and the nodes' metrics ports `up` would use that are taken."""
+    from quorumdb import prometheus
+    from quorumdb.console import server as console_server
+
+    if base_port_of(cluster) is None:
+        return []  # a custom layout: no console or Prometheus (see Observability.start)
+    busy = []
+    if cluster.metrics:
+        busy += [f"{node.name} metrics ({node.host}:{cluster.metrics_port(node.name)})" for node in cluster.nodes
+                 if not port_free(node.host, cluster.metrics_port(node.name))]
+    if not getattr(args, "no_console", False) and not port_free(*console_server.address(cluster)):
+        busy.append("console ({}:{})".format(*console_server.address(cluster)))
+    if getattr(args, "prometheus", False) and not port_free(*prometheus.address(cluster)):
+        busy.append("prometheus ({}:{})".format(*prometheus.address(cluster)))
+    return busy
+
+
+class Observability:
+    """What `up` runs beside its nodes to watch them: the web console, and Prometheus if asked."""
+
+    def __init__(self) -> None:
+        self.console = None
+        self.prometheus = None
+        self.console_url: str | None = None
+        self.prometheus_line: str | None = None
+
+    def start(self, cluster: config_mod.ClusterConfig, args: argparse.Namespace, supervisor: Any,
+              err: TextIO) -> None:
+        from quorumdb import prometheus
+
+        if base_port_of(cluster) is None:
+            err.write("warning: the cluster file has a custom layout: no web console or Prometheus\n")
+            return
+        if not getattr(args, "no_console", False):
+            from quorumdb.console import server as console_server
+
+            self.console = console_server.Console(cluster, supervisor)
+            self.console.start()
+            self.console_url = self.console.url
+        if getattr(args, "prometheus", False):
+            binary = prometheus.find_binary()
+            if not cluster.metrics:
+                self.prometheus_line = "prometheus: not started: the cluster has metrics off (--no-metrics)"
+            elif binary is None:
+                self.prometheus_line = f"prometheus: not started: no `prometheus` binary; {prometheus.INSTALL_HINT}"
+            else:
+                self.prometheus = prometheus.start(cluster, binary)
+                host, port = prometheus.address(cluster)
+                self.prometheus_line = (f"prometheus: http://{host}:{port}/ (pid {self.prometheus.pid}; scrape "
+                                        f"configuration {prometheus.directory(cluster) / 'prometheus.yml'})")
+
+    def stop(self) -> None:
+        from quorumdb import prometheus
+
+        if self.console is not None:
+            self.console.close()
+            self.console = None
+        if self.prometheus is not None:
+            prometheus.stop(self.prometheus)
+            self.prometheus = None
+
+
+def apply_metrics_option(cluster: config_mod.ClusterConfig, args: argparse.Namespace) -> config_mod.ClusterConfig:
+    """`up --no-metrics` / `--metrics` written into the cluster file (the nodes read it)."""
+    import dataclasses
+
+    wanted = getattr(args, "metrics", None)
+    if wanted is None or wanted == cluster.metrics:
+        return cluster
+    cluster = dataclasses.replace(cluster, metrics=wanted)
+    cluster.write()
+    return cluster
+
+
+def command_top(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    from quorumdb import top
+
+    cluster = _cluster_for_status(args, "top")
+    base = base_port_of(cluster)
+    supervisor = supervisor_mod.address(base, args.host) if base is not None else None
+    return top.main(cluster, args.interval, args.iterations, not args.no_clear,
+                    host=args.host if args.data_dir is None else None, supervisor=supervisor, out=out)
 
 
 # --- chaos -------------------------------------------------------------------------------------
@@ -535,7 +658,7 @@ def command_chaos(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextI
     return EXIT_OK
 
 
-# --- token (issue 5) --------------------------------------------------------------------------
+# --- token --------------------------------------------------------------------------
 def command_token(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     from quorumdb import tokens
 
@@ -553,7 +676,7 @@ def command_token(args: argparse.Namespace, out: TextIO | None = None, err: Text
 
 
 def apply_pg_options(cluster: config_mod.ClusterConfig, args: argparse.Namespace) -> config_mod.ClusterConfig:
-    """`up --pg-port/--trust` (issue 5) and `--read-mode` written into the cluster file."""
+    """`up --pg-port/--trust`, `--read-mode` and `--clock-error-ms` written into the cluster file."""
     import dataclasses
 
     changes: dict[str, Any] = {}
@@ -563,11 +686,21 @@ def apply_pg_options(cluster: config_mod.ClusterConfig, args: argparse.Namespace
         changes["pg_trust"] = bool(getattr(args, "trust", False))
     if getattr(args, "read_mode", None) is not None and args.read_mode != cluster.read_mode:
         changes["read_mode"] = args.read_mode
+    clock_error_ms = getattr(args, "clock_error_ms", None)
+    if clock_error_ms is not None and round(clock_error_ms * 1_000_000) != cluster.clock_error_ns:
+        changes["clock_error_ns"] = round(clock_error_ms * 1_000_000)
     if not changes:
         return cluster
     cluster = dataclasses.replace(cluster, **changes)
     cluster.write()
     return cluster
+
+
+def _clock_error_ms(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= limits.CLOCK_ERROR_MS_MAX:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {limits.CLOCK_ERROR_MS_MAX:g} ms")
+    return value
 
 
 # --- command line ---------------------------------------------------------------------------
@@ -579,11 +712,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", default=os.environ.get("QUORUMDB_DATA_DIR", DEFAULT_DATA_DIR),
                     help=f"cluster data directory (default ./{DEFAULT_DATA_DIR} or $QUORUMDB_DATA_DIR)")
     up.add_argument("--base-port", type=int, default=None,
-                    help=f"first port of the 40-port block (default {config_mod.DEFAULT_BASE_PORT}; "
+                    help=f"first port of the 60-port block (default {config_mod.DEFAULT_BASE_PORT}; "
                          "only used when the data directory has no cluster.toml yet)")
     up.add_argument("--ready-timeout", type=float, default=limits.UP_READY_TIMEOUT_S,
                     help=f"seconds to wait for the cluster to be ready (default {limits.UP_READY_TIMEOUT_S:.0f})")
-    # issue 5: PostgreSQL endpoint options (see docs/POSTGRES.md)
+    # PostgreSQL endpoint options (see docs/POSTGRES.md)
     up.add_argument("--pg-port", type=int, default=None,
                     help=f"PostgreSQL port of compute-az1; compute i on PG_PORT + i (default "
                          f"{config_mod.DEFAULT_PG_PORT} for the default base port)")
@@ -592,6 +725,20 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--read-mode", choices=list(config_mod.READ_MODES), default=None,
                     help="how compute nodes read storage: quorum (3 of 6 copies) or single (one caught-up "
                          "copy); written into cluster.toml (default: keep its read_mode, quorum when new)")
+    up.add_argument("--clock-error-ms", type=_clock_error_ms, default=None, metavar="MS",
+                    help="the clock error bound e: now() is [t - e, t + e], and a commit is acknowledged only "
+                         "once now().earliest passes its commit_ts (commit-wait, about 2e); written into "
+                         "cluster.toml (default: keep its clock_error_ns, 1 ms when new)")
+
+    # metrics, the web console, Prometheus (docs/OBSERVABILITY.md)
+    up.add_argument("--prometheus", action="store_true",
+                    help="also run Prometheus (Debian's `prometheus`, if installed) scraping every node, on "
+                         "base port + 56, its data in DIR/prometheus")
+    up.add_argument("--no-metrics", dest="metrics", action="store_false", default=None,
+                    help="nodes serve no /metrics and time nothing (written into cluster.toml; "
+                         "--metrics turns them back on)")
+    up.add_argument("--metrics", dest="metrics", action="store_true", help=argparse.SUPPRESS)
+    up.add_argument("--no-console", action="store_true", help="do not serve the web console")
 
     status = commands.add_parser("status", help="show every node's role, progress and health")
     status.add_argument("--base-port", type=int, default=config_mod.DEFAULT_BASE_PORT,
@@ -600,7 +747,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--data-dir", default=None, help="read the nodes from DIR/cluster.toml instead")
     status.add_argument("--json", action="store_true", help="print a JSON list of node objects")
 
-    # issue 5: `quorumdb token` prints a PostgreSQL password (see docs/POSTGRES.md)
+    # `quorumdb token` prints a PostgreSQL password (see docs/POSTGRES.md)
     token = commands.add_parser("token", help="print a short-lived auth token: the password for psql/psycopg")
     token.add_argument("--user", required=True, help="the PostgreSQL user name the token is for")
     token.add_argument("--expires", default="15m", help="lifetime: 30s, 15m, 2h, 1d, 1w (default 15m, max 1w)")
@@ -622,7 +769,17 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("argument", nargs="?", default=None, metavar="NODE|AZ",
                        help="the node (e.g. journal-az2) or AZ (az1..az3) the action applies to")
 
-    # issue 7: `quorumdb bench` (quorumdb/bench, docs/BENCHMARKS.md)
+    # `quorumdb top` (quorumdb/top.py)
+    top = commands.add_parser("top", help="a live view of the cluster in the terminal, refreshed every second")
+    top.add_argument("--base-port", type=int, default=config_mod.DEFAULT_BASE_PORT,
+                     help=f"base port of the cluster (default {config_mod.DEFAULT_BASE_PORT})")
+    top.add_argument("--host", default="127.0.0.1", help="host of every node (default 127.0.0.1)")
+    top.add_argument("--data-dir", default=None, help="read the nodes from DIR/cluster.toml instead")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between screens (default 1)")
+    top.add_argument("--iterations", type=int, default=None, help="stop after N screens (default: until Ctrl-C)")
+    top.add_argument("--no-clear", action="store_true", help="print screens one after another, no redraw")
+
+    # `quorumdb bench` (quorumdb/bench, docs/BENCHMARKS.md)
     from quorumdb.bench import command as bench_command
     bench = commands.add_parser("bench", help="run a benchmark workload against a running cluster",
                                 description=bench_command.HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -641,6 +798,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_token(args)
         case "chaos":
             return command_chaos(args)
+        case "top":
+            return command_top(args)
         case "bench":
             from quorumdb.bench import command as bench_command
             return bench_command.command(args)

@@ -8,6 +8,12 @@ names addresses. The default layout derives every port from one base port:
     journal-az{1,2,3}      base + 10..12
     adjudicator-az{1,2,3}  base + 20..22
     storage-az{1,2,3}-{a,b} base + 30..35
+    (PostgreSQL, non-default clusters: compute port + 3; `quorumdb up`'s supervisor: base + 39)
+    metrics (HTTP /metrics) base + 40..54: compute-az1..3, journal-az1..3, adjudicator-az1..3,
+                           storage-az1-a..storage-az3-b, in that order
+    `quorumdb up`'s web console base + 55, its Prometheus server (`up --prometheus`) base + 56
+
+so one cluster uses the 60 ports [base, base + 60) (PORT_BLOCK).
 
 Node data lives in `<data_dir>/nodes/<name>/`, logs in `<data_dir>/logs/<name>.log`.
 
@@ -27,11 +33,19 @@ AZS = ("az1", "az2", "az3")
 SERVICES = ("journal", "adjudicator", "storage", "compute")
 CONFIG_FILE = "cluster.toml"
 DEFAULT_BASE_PORT = 7100
-DEFAULT_PG_PORT = 5433  # the PostgreSQL port of compute-az1 in the default cluster (issue 5)
+DEFAULT_PG_PORT = 5433  # the PostgreSQL port of compute-az1 in the default cluster
 PG_PORT_OFFSET = 3       # PostgreSQL ports of a non-default cluster: compute port + 3 (free in the block)
 
 # Offsets of each service's first port from the base port (see module docstring).
 PORT_OFFSET = {"compute": 0, "journal": 10, "adjudicator": 20, "storage": 30}
+# Metrics ports: base + 40 + the node's place in METRICS_ORDER; after the supervisor's
+# base + 39, so the older layout is unchanged. The console and Prometheus follow them.
+METRICS_PORT_OFFSET = 40
+METRICS_ORDER = ("compute", "journal", "adjudicator", "storage")
+CONSOLE_PORT_OFFSET = 55
+PROMETHEUS_PORT_OFFSET = 56
+# Ports one cluster uses from its base port: test clusters pick free blocks of this size.
+PORT_BLOCK = 60
 
 READ_MODES = ("quorum", "single")  # the [cluster] read_mode values
 
@@ -71,10 +85,10 @@ class ClusterConfig:
     # (one copy that is caught up to the read's ts, own AZ first; compute_node/read_core.py says
     # why that is not stale). A session may override it: SET quorumdb.read_mode = 'single'.
     read_mode: str = "quorum"
-    # --- PostgreSQL endpoint (issue 5, compute_node/pgwire) ---
+    # --- PostgreSQL endpoint (compute_node/pgwire) ---
     # Compute node i listens for PostgreSQL clients on pg_base_port + i. 0: the default, 5433
     # for a cluster on the default base port 7100, else the first compute port + 3 (inside the
-    # cluster's 40-port block, so test clusters on free blocks never collide).
+    # cluster's 60-port block, so test clusters on free blocks never collide).
     pg_base_port: int = 0
     # No authentication at all on the PostgreSQL endpoint (development only; logged loudly).
     pg_trust: bool = False
@@ -85,6 +99,12 @@ class ClusterConfig:
     # Where nodes listen: "" (the default) = each node's own host; "0.0.0.0" = all interfaces
     # (containers, see the module docstring). Peers and clients always use host:port.
     listen_host: str = ""
+    # --- Metrics (quorumdb/metrics.py, docs/OBSERVABILITY.md) ---
+    # Every node serves Prometheus metrics over HTTP at metrics_port(name) (false: none, and no
+    # per-call latency is measured: what `quorumdb up --no-metrics` writes, to measure their cost).
+    metrics: bool = True
+    # Node i of METRICS_ORDER serves /metrics on metrics_base_port + i; 0: the base port + 40.
+    metrics_base_port: int = 0
 
     def node(self, name: str) -> NodeConfig:
         for node in self.nodes:
@@ -122,6 +142,21 @@ class ClusterConfig:
             return DEFAULT_PG_PORT + index
         return computes[0].port + PG_PORT_OFFSET + index
 
+    @property
+    def base_port(self) -> int:
+        """The base port the layout derives from: compute-az1's port (the first compute node's)."""
+        return self.computes[0].port - PORT_OFFSET["compute"]
+
+    def metrics_port(self, name: str) -> int:
+        """The port of a node's HTTP /metrics endpoint (see the module docstring)."""
+        ordered = [node.name for service in METRICS_ORDER for node in self.by_service(service)]
+        base = self.metrics_base_port or self.base_port + METRICS_PORT_OFFSET
+        return base + ordered.index(name)
+
+    def metrics_url(self, name: str) -> str:
+        """Where a scraper on the node's network reads its metrics (host as peers reach it)."""
+        return f"http://{self.node(name).host}:{self.metrics_port(name)}/metrics"
+
     def bind_host(self, node: NodeConfig) -> str:
         """The interface a node's servers listen on (see listen_host)."""
         return self.listen_host or node.host
@@ -157,6 +192,8 @@ class ClusterConfig:
             f"pg_connections_max = {self.pg_connections_max}",
             f"pg_connections_per_s = {float(self.pg_connections_per_s)!r}",
             f'listen_host = "{self.listen_host}"',
+            f"metrics = {'true' if self.metrics else 'false'}",
+            f"metrics_base_port = {self.metrics_base_port}",
             "",
         ]
         for node in self.nodes:

@@ -19,6 +19,7 @@ from typing import Iterable
 
 import grpc
 
+from quorumdb import config as config_mod
 from quorumdb import limits
 from quorumdb.config import ClusterConfig, NodeConfig
 from quorumdb.pb import adjudicator_pb2_grpc, common_pb2, compute_pb2_grpc, journal_pb2_grpc, storage_pb2_grpc
@@ -43,8 +44,9 @@ def node_status(node: NodeConfig, timeout_s: float = limits.STATUS_TIMEOUT_S) ->
             return None
 
 
-# Ports one cluster uses from its base port (see quorumdb/config.py; +39 is the supervisor).
-PORT_BLOCK = 40
+# Ports one cluster uses from its base port (see quorumdb/config.py: +39 is the supervisor,
+# +40..54 the nodes' metrics, +55 the web console, +56 Prometheus).
+PORT_BLOCK = config_mod.PORT_BLOCK
 
 
 def _port_free(port: int) -> bool:
@@ -58,7 +60,7 @@ def _port_free(port: int) -> bool:
 
 
 def free_base_port(attempts: int = 200) -> int:
-    """A base port whose whole block [base, base + 40) is free now, away from 7100 and ephemeral ports.
+    """A base port whose whole block [base, base + PORT_BLOCK) is free now, away from 7100 and ephemeral ports.
 
     For test and harness clusters; not seeded (ports are not part of a replay)."""
     rng = random.Random()

@@ -15,6 +15,10 @@ TXN_AGE_MAX_NS = 5 * 60 * 1_000_000_000
 KEY_BYTES_MAX = 1024
 ROW_BYTES_MAX = 2 * 1024 * 1024
 
+# The largest clock error bound `quorumdb up --clock-error-ms` takes: commit-wait is about twice
+# the bound, so beyond a second every commit would wait seconds.
+CLOCK_ERROR_MS_MAX = 1_000
+
 # --- Deadlines (every network call carries one) ------------------------------
 # A client's whole statement: reads, commit and retries fit in it.
 STATEMENT_TIMEOUT_S = 30.0
@@ -30,6 +34,13 @@ JOURNAL_RPC_TIMEOUT_S = 2.0
 SUBSCRIBE_STREAM_S = 60.0
 # Status RPCs from tools.
 STATUS_TIMEOUT_S = 2.0
+
+# Journal lease (journal/core.py, journal/writer_core.py): a replica that acknowledges the
+# leader's append refuses fences for this long, so while 2 replicas do, the leader may publish
+# closed-timestamp claims without confirming each one (a read then waits one journal round trip
+# less). Longer than the idle heartbeat period (leases stay valid between heartbeats), shorter
+# than the failover timeout (a dead leader's lease has run out when a standby fences).
+JOURNAL_LEASE_MS = 250
 
 # --- Batches and queues --------------------------------------------------------
 # Commit requests one adjudicator batch resolves and appends at once (group commit).
@@ -295,7 +306,7 @@ assert TXN_BYTES_MAX < PG_MESSAGE_BYTES_MAX, "a statement inserting a full trans
 assert PG_CONNECTIONS_BURST >= PG_CONNECTIONS_PER_S
 assert TOKEN_LIFETIME_DEFAULT_S <= TOKEN_LIFETIME_MAX_S
 
-# --- Failover, commit retries, hedged reads (issue 3 part A: adjudicator/, compute_node/) -------
+# --- Failover, commit retries, hedged reads (adjudicator/, compute_node/) -------
 # Deadline of a standby's Status probe of each journal replica before it takes over: short, since
 # it sits on the failover path; a replica that does not answer in time counts as unreachable.
 FAILOVER_PROBE_TIMEOUT_S = 0.25
@@ -347,6 +358,7 @@ READ_HEDGE_MEDIAN_FACTOR = 4
 READ_LATENCY_WINDOW = 64
 
 assert FAILOVER_PROBE_TIMEOUT_S < STATUS_TIMEOUT_S
+assert IDLE_HEARTBEAT_MS * 2 <= JOURNAL_LEASE_MS, "an idle leader's heartbeats keep its lease"
 assert COMMIT_ATTEMPT_TIMEOUT_S < COMMIT_TIMEOUT_S
 assert COMMIT_SENDS_MAX * COMMIT_ROUTE_BACKOFF_S / 3 >= COMMIT_TIMEOUT_S, "sends last the whole deadline"
 assert READ_HEDGE_DELAY_MIN_S < READ_HEDGE_DELAY_MAX_S < STORAGE_READ_TIMEOUT_S
@@ -355,7 +367,7 @@ assert READ_STREAM_BATCH_MAX >= 1 and READ_STREAM_PENDING_MAX >= READ_STREAM_BAT
 assert STORAGE_READ_TIMEOUT_S < READ_STREAM_LIFETIME_S / 2, "a read outlives no stream it is on"
 assert READ_STREAM_REPLY_BYTES < GRPC_MESSAGE_BYTES_MAX
 
-# --- SQL schema and statements (compute_node/sql; issue 4) ---------------------------------
+# --- SQL schema and statements (compute_node/sql) ---------------------------------
 # Columns per table, as DSQL's quota (PostgreSQL allows 1,600); more is SQLSTATE 54011.
 TABLE_COLUMNS_MAX = 255
 # Secondary indexes (CREATE INDEX and UNIQUE constraints) per table, as DSQL's quota; more is 54000.
@@ -377,7 +389,7 @@ STATEMENT_CACHE_INSTANCES_MAX = 128
 # read twice is asked once); beyond it reads still work, uncached.
 TXN_READ_CACHE_KEYS_MAX = 10_000
 
-# --- Scan pushdown (storage_node/pushdown.py; issue 4) --------------------------------------
+# --- Scan pushdown (storage_node/pushdown.py) --------------------------------------
 # Live keys one filtered Scan call examines: bounds a copy's work per call (decode + predicate
 # run on the storage event loop, ~2.3 us a row measured: ~9 ms) even when almost nothing
 # matches; the reply then carries resume_key.
@@ -398,3 +410,46 @@ assert COMMIT_STREAM_BATCH_BYTES + TXN_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX, "a ba
 assert COMMIT_ATTEMPT_TIMEOUT_S < COMMIT_STREAM_LIFETIME_S / 2, "a send outlives no stream it is on"
 assert JOURNAL_RPC_TIMEOUT_S < JOURNAL_APPEND_STREAM_LIFETIME_S / 2, "an append outlives no stream it is on"
 assert READ_DEMAND_RESEND_S * 2 <= READ_DEMAND_LEASE_S, "a busy compute node renews its lease in time"
+
+# --- Observability: metrics, the web console, `quorumdb top` (docs/OBSERVABILITY.md) -----
+# Label combinations one histogram metric of a node may hold (methods x services is ~40); more
+# share one overflow histogram, so a bug that makes label values cannot grow memory.
+METRICS_HISTOGRAM_CHILDREN_MAX = 256
+# A node's /metrics endpoint: connections served at once (Prometheus, the console, `top`: a few),
+# the deadline to read a request and write the answer, and the largest request head it reads.
+METRICS_HTTP_CONNECTIONS_MAX = 16
+METRICS_HTTP_TIMEOUT_S = 5.0
+METRICS_HTTP_REQUEST_BYTES_MAX = 16 * 1024
+# One scrape of one node's /metrics by the console or `top` (a node that does not answer within
+# this is shown without figures, not waited for).
+METRICS_SCRAPE_TIMEOUT_S = 2.0
+# The console polls the nodes this often while a page has asked for data within
+# CONSOLE_WATCHED_S, and every CONSOLE_IDLE_POLL_S otherwise (events such as a leader change are
+# still noticed; nobody watching costs the cluster almost nothing).
+CONSOLE_POLL_S = 1.0
+CONSOLE_WATCHED_S = 30.0
+CONSOLE_IDLE_POLL_S = 10.0
+# Points of history the console keeps per chart (5 minutes at one per second) and events it keeps.
+CONSOLE_HISTORY_POINTS = 300
+CONSOLE_EVENTS_MAX = 500
+# HTTP requests the console serves at once (threads), the deadline of one request's socket, and
+# the largest request body it reads (a chaos action is a few dozen bytes).
+CONSOLE_HTTP_WORKERS = 8
+CONSOLE_HTTP_TIMEOUT_S = 10.0
+CONSOLE_REQUEST_BYTES_MAX = 4096
+# `quorumdb up --prometheus`: how often Prometheus scrapes every node, and how long `up` gives the
+# Prometheus server to exit after SIGTERM.
+PROMETHEUS_SCRAPE_INTERVAL_S = 5
+PROMETHEUS_STOP_TIMEOUT_S = 10.0
+# EXPLAIN ANALYZE (compute_node/trace.py): storage reads and copies one statement's trace records
+# (a statement reading more shows the first ones and counts the rest).
+TRACE_READS_MAX = 64
+TRACE_COPIES_MAX = 256
+# Batches whose timings an adjudicator keeps to answer an EXPLAIN ANALYZE COMMIT (the batch of a
+# commit is looked up by its journal index when its reply is sent: a handful back at most).
+COMMIT_TIMELINE_BATCHES = 256
+
+assert METRICS_SCRAPE_TIMEOUT_S < CONSOLE_POLL_S * 3
+assert CONSOLE_POLL_S < CONSOLE_IDLE_POLL_S < CONSOLE_WATCHED_S
+# The most bytes the console or `top` reads from one node's /metrics (a node's are ~30 KB).
+METRICS_SCRAPE_BYTES_MAX = 4 * 1024 * 1024

@@ -6,6 +6,10 @@ process is (so its channels and server obey the cluster's network partitions, se
 SIGTERM/SIGINT, watching the partition rules file meanwhile. The process command
 line contains the node's name, so `ps` and `pkill -f journal-az1` find it.
 
+Unless the cluster file says `metrics = false`, the node also serves Prometheus metrics over
+HTTP on its metrics port (`quorumdb.metrics`; the cluster's base port + 40.., see
+quorumdb/config.py), on the same interface as its gRPC server.
+
 The cluster's data directory is the cluster file's directory unless `--data-dir` names
 another one (a container keeps the file read-only in /etc/quorumdb and its data on a
 volume: see docker/entrypoint.sh). The node's data is then in `DIR/nodes/<name>/`, and a
@@ -53,14 +57,35 @@ async def _run(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig) -
     watcher_stop = asyncio.Event()
     watcher = asyncio.create_task(rpc.watch_rules(watcher_stop), name="netfault-rules-watcher")
     deadline = asyncio.create_task(_shutdown_deadline(stop, node.name), name="shutdown-deadline")
+    metrics_server = await _serve_metrics(cluster, node)
     try:
         await module.serve(cluster, node, stop)
     finally:
+        if metrics_server is not None:
+            metrics_server.close()
         deadline.cancel()
         watcher_stop.set()
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await watcher
+
+
+async def _serve_metrics(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig):
+    """The node's /metrics server (None with metrics off, or when its port is taken: the node
+    serves its cluster role regardless, and says so in its log)."""
+    from quorumdb import metrics
+
+    node_metrics = metrics.current()
+    if node_metrics is None:
+        return None
+    host, port = cluster.bind_host(node), cluster.metrics_port(node.name)
+    try:
+        server = await metrics.serve_http(host, port, node_metrics)
+    except OSError as error:
+        logging.getLogger("quorumdb.node").error("no metrics endpoint: cannot listen on %s:%d: %s", host, port, error)
+        return None
+    logging.getLogger("quorumdb.node").info("metrics on http://%s:%d/metrics", host, port)
+    return server
 
 
 async def _shutdown_deadline(stop: asyncio.Event, name: str) -> None:
@@ -99,6 +124,10 @@ def main(argv: list[str] | None = None) -> None:
         "starting %s (%s, %s) on %s", node.name, node.service, node.az, node.address
     )
     rpc.set_identity(cluster, node.name)  # before serving: a restarted node obeys existing cuts at once
+    if cluster.metrics:
+        from quorumdb import metrics
+
+        rpc.set_server_histograms(metrics.install(node.name, node.service, node.az).rpc_server)
     rpc.install_uvloop()
     asyncio.run(_run(cluster, node))
     logging.getLogger("quorumdb.node").info("%s stopped", node.name)

@@ -20,6 +20,11 @@ before it serves; from then on:
   cut ends it at once (the handler is cancelled, also while it waits on its request
   iterator, and the call ends UNAVAILABLE). Nothing is done per streamed message.
 
+With metrics on (`set_server_histograms`, called by quorumdb.node), the wrapper of a unary
+handler also observes each call's duration in a per-method histogram (quorumdb/metrics.py): two
+clock reads and a bisect per call, in the wrapper that exists anyway; streams are timed per
+message by the services that know what a message is.
+
 `watch_rules` keeps the in-memory cuts current (one stat every NETFAULT_POLL_MS; calls never
 touch the disk). A process without an identity (qsql, the client, tools) gets plain channels
 and servers, and its calls, which carry no node name, are never cut.
@@ -42,6 +47,7 @@ import functools
 import inspect
 import logging
 import os
+import time
 from typing import Any, Mapping
 
 import grpc
@@ -76,6 +82,9 @@ CROSS_AZ_DELAY_ENV = "QUORUMDB_CROSS_AZ_DELAY_MS"
 _cross_az_wait_s: float = 0.0
 # The rules file's stat when the identity last read it (the watcher re-reads on change).
 _identity_signature: tuple[int, int, int] | None = None
+# Per-method latency histograms of the unary calls this node serves (quorumdb/metrics.py):
+# set by quorumdb.node when the cluster has metrics on; None: nothing is timed.
+_server_histograms = None
 
 
 def unary_rpc() -> bool:
@@ -125,6 +134,13 @@ def set_identity(cluster: ClusterConfig, name: str) -> netfault.PartitionState:
         log.info("network rules v%d: cut from %s", state.rules.version, ", ".join(sorted(state.cut_peers)))
     _identity = state
     return state
+
+
+def set_server_histograms(histograms) -> None:
+    """Time every unary call the node's servers made after this serve: `histograms.child(service,
+    method)` gives an object with `observe(seconds)` (a quorumdb.metrics.HistogramSet); None: stop."""
+    global _server_histograms
+    _server_histograms = histograms
 
 
 def clear_identity() -> None:
@@ -515,25 +531,29 @@ def new_server(state: netfault.PartitionState | None = None) -> grpc.aio.Server:
     """An aio server; in a node process (or given `state`) it obeys the cluster's partitions."""
     state = state if state is not None else _identity
     server = grpc.aio.server(options=OPTIONS)
-    return server if state is None else _PartitionedServer(server, state)
+    return server if state is None else _PartitionedServer(server, state, _server_histograms)
 
 
 class _PartitionedServer(grpc.aio.Server):
-    """An aio server whose method handlers are guarded (`guard_handler`) once, as they are registered."""
+    """An aio server whose method handlers are guarded (`guard_handler`) once, as they are registered.
 
-    def __init__(self, server: grpc.aio.Server, state: netfault.PartitionState) -> None:
+    With `histograms` (metrics on), each unary handler also times its calls (`_timed_unary`)."""
+
+    def __init__(self, server: grpc.aio.Server, state: netfault.PartitionState, histograms=None) -> None:
         self._server = server
         self._state = state
+        self._histograms = histograms
 
     def add_generic_rpc_handlers(self, generic_rpc_handlers) -> None:
         self._server.add_generic_rpc_handlers(
-            tuple(_GuardedGenericHandler(handlers, self._state) for handlers in generic_rpc_handlers))
+            tuple(_GuardedGenericHandler(handlers, self._state, self._histograms) for handlers in generic_rpc_handlers))
 
     def add_registered_method_handlers(self, service_name: str, method_handlers) -> None:
         # grpc.aio resolves these before any generic handler: the generated add_*_to_server
         # registers both, and only this copy is ever consulted for its methods.
-        self._server.add_registered_method_handlers(
-            service_name, {method: guard_handler(handler, self._state) for method, handler in method_handlers.items()})
+        self._server.add_registered_method_handlers(service_name, {
+            method: guard_handler(handler, self._state, _timer(self._histograms, service_name, method))
+            for method, handler in method_handlers.items()})
 
     def add_insecure_port(self, address: str) -> int:
         return self._server.add_insecure_port(address)
@@ -554,9 +574,10 @@ class _PartitionedServer(grpc.aio.Server):
 class _GuardedGenericHandler(grpc.GenericRpcHandler):
     """A generic handler whose method handlers come out guarded, each wrapped once and kept."""
 
-    def __init__(self, handlers: grpc.GenericRpcHandler, state: netfault.PartitionState) -> None:
+    def __init__(self, handlers: grpc.GenericRpcHandler, state: netfault.PartitionState, histograms=None) -> None:
         self._handlers = handlers
         self._state = state
+        self._histograms = histograms
         self._guarded: dict[int, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def service(self, handler_call_details):
@@ -566,17 +587,26 @@ class _GuardedGenericHandler(grpc.GenericRpcHandler):
         known = self._guarded.get(id(handler))
         if known is not None and known[0] is handler:  # the original is kept: its id cannot be reused
             return known[1]
-        guarded = guard_handler(handler, self._state)
+        service_name, _, method = handler_call_details.method.lstrip("/").partition("/")
+        guarded = guard_handler(handler, self._state, _timer(self._histograms, service_name, method))
         if len(self._guarded) < limits.GUARDED_HANDLERS_MAX:
             self._guarded[id(handler)] = (handler, guarded)
         return guarded
 
 
-def guard_handler(handler: grpc.RpcMethodHandler, state: netfault.PartitionState) -> grpc.RpcMethodHandler:
+def _timer(histograms, service_name: str, method: str):
+    """The histogram a unary method's calls are observed in, or None (metrics off)."""
+    return None if histograms is None else histograms.child(service_name, method)
+
+
+def guard_handler(handler: grpc.RpcMethodHandler, state: netfault.PartitionState,
+                  timer=None) -> grpc.RpcMethodHandler:
     """`handler` obeying `state`'s cuts (see the module docstring); the same kind of handler.
 
     grpc.aio picks how to run a handler from its function's kind (coroutine, async generator,
-    plain function), so each wrapper keeps a kind grpc runs the same way.
+    plain function), so each wrapper keeps a kind grpc runs the same way. With `timer` (an object
+    with `observe(seconds)`), a unary coroutine handler's calls are timed, the guard included;
+    streams are timed per message by the services themselves (a stream's lifetime says nothing).
     """
     field = {
         (False, False): "unary_unary", (False, True): "unary_stream",
@@ -588,6 +618,8 @@ def guard_handler(handler: grpc.RpcMethodHandler, state: netfault.PartitionState
             return handler._replace(**{field: _guarded_stream(behavior, state)})
         return handler  # a synchronous generator: no QuorumDB service has one
     if inspect.iscoroutinefunction(behavior):
+        if timer is not None:
+            return handler._replace(**{field: _timed_unary(behavior, state, timer)})
         return handler._replace(**{field: _guarded_unary(behavior, state)})
     return handler._replace(**{field: _guarded_sync_unary(behavior, state)})
 
@@ -602,6 +634,24 @@ def _guarded_unary(behavior, state: netfault.PartitionState):
         return await behavior(request_or_iterator, context)
 
     return guarded
+
+
+def _timed_unary(behavior, state: netfault.PartitionState, timer):
+    """_guarded_unary that also observes each call's duration (a failed or refused call too)."""
+    clock = time.perf_counter
+
+    async def timed(request_or_iterator, context):
+        started = clock()
+        try:
+            if state.cut_peers:
+                peer = caller_node(context.invocation_metadata())
+                if peer is not None and peer in state.cut_peers:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, netfault.partition_message(state.name, peer))
+            return await behavior(request_or_iterator, context)
+        finally:
+            timer.observe(clock() - started)
+
+    return timed
 
 
 def _guarded_sync_unary(behavior, state: netfault.PartitionState):

@@ -31,7 +31,8 @@ from quorumdb import limits, netfault
 from quorumdb.config import ClusterConfig, NodeConfig
 from quorumdb.pb import supervisor_pb2, supervisor_pb2_grpc
 
-# The supervisor listens on base port + this (the last port of the 40-port block).
+# The supervisor listens on base port + this (the last port of the original 40-port block; the
+# metrics, console and Prometheus ports follow it: quorumdb/config.py).
 PORT_OFFSET = 39
 HOST = "127.0.0.1"
 

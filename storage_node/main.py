@@ -38,6 +38,7 @@ from quorumdb import limits, rpc
 from quorumdb.config import ClusterConfig, NodeConfig
 from quorumdb.pb import journal_pb2, journal_pb2_grpc, storage_pb2, storage_pb2_grpc
 from storage_node import checkpoint
+from storage_node import metrics as storage_metrics
 from storage_node.service import SegmentState, StorageServicer
 from storage_node.store import SegmentLog
 
@@ -75,6 +76,7 @@ class StorageNode:
         factory = follower_factory or _default_follower
         self.follower = factory(cluster, node, self.channels)
         self.truncated_type = truncated_type or _journal_truncated_type()
+        self.metrics = storage_metrics.attach(self)  # None unless the node serves /metrics
 
     async def run(self, stop: asyncio.Event) -> None:
         records = await asyncio.to_thread(self.segment_log.open)
@@ -122,8 +124,11 @@ class StorageNode:
             log.info("following the journal from index %d", from_index)
             try:
                 async for batch in self.follower.batches(from_index):
+                    started = time.perf_counter()
                     await state.ingest(batch.entries, batch.commit_index, batch.closed_ts, batch.closed_index,
                                        batch.epoch, batch.leader)
+                    if self.metrics is not None:
+                        self.metrics.ingested(time.perf_counter() - started, len(batch.entries))
             except self.truncated_type as truncated:
                 first_index = truncated.first_index
                 state.journal_first_index = max(state.journal_first_index, first_index)

@@ -91,6 +91,7 @@ class SegmentState:
         self.checkpoint_bytes = 0          # its size
         self.log_bytes_since_checkpoint = 0
         self.checkpoints_written = 0
+        self.checkpoint_monotonic: float | None = None  # when the newest checkpoint was loaded, written or installed
         self.checkpoint_lock = asyncio.Lock()  # one checkpoint write or install at a time
         self.checkpointing = False         # a checkpoint view is pending or being encoded: GC must wait
         self.checkpoint_wanted = asyncio.Event()  # set with _pending_checkpoint
@@ -106,6 +107,7 @@ class SegmentState:
                                                    header.gc_horizon_ts, loaded.records)
             self.checkpoint_index = loaded.index
             self.checkpoint_bytes = loaded.size_bytes
+            self.checkpoint_monotonic = time.monotonic()
             log.info("loaded checkpoint %d (%d bytes, %d keys)", loaded.index, loaded.size_bytes,
                      self.segment.key_count)
         base = self.segment.applied_index
@@ -174,6 +176,7 @@ class SegmentState:
             self.checkpoint_index = view.applied_index
             self.checkpoint_bytes = size
             self.checkpoints_written += 1
+            self.checkpoint_monotonic = time.monotonic()
             # The older checkpoint stays (a fallback); what only the one before it needed goes.
             dropped_files = await asyncio.to_thread(self.segment_log.drop_through, previous)
             await asyncio.to_thread(self.checkpoints.delete_below, previous)
@@ -210,6 +213,7 @@ class SegmentState:
             self.checkpoint_wanted.clear()
             self.checkpoint_index = index
             self.checkpoint_bytes = loaded.size_bytes
+            self.checkpoint_monotonic = time.monotonic()
             self.log_bytes_since_checkpoint = 0
             await asyncio.to_thread(self.checkpoints.delete_below, index)
         await self.wake_reads()

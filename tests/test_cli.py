@@ -110,11 +110,12 @@ def test_status_reports_running_journals_and_down_nodes(tmp_path):
 class UpProcess:
     """`quorumdb up` in a subprocess, its output collected by a reader thread."""
 
-    def __init__(self, data_dir: pathlib.Path, base_port: int) -> None:
+    def __init__(self, data_dir: pathlib.Path, base_port: int, *options: str) -> None:
         self.lines: queue.Queue[str | None] = queue.Queue(maxsize=10_000)
         self.output: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "quorumdb.cli", "up", "--data-dir", str(data_dir), "--base-port", str(base_port)],
+            [sys.executable, "-m", "quorumdb.cli", "up", "--data-dir", str(data_dir), "--base-port", str(base_port),
+             *options],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -255,3 +256,16 @@ def test_up_end_to_end_then_restart_keeps_rows(tmp_path):
 def run_up_session_with_port(data_dir: pathlib.Path, asked_port: int, real_port: int, check) -> str:
     assert asked_port != real_port
     return run_up_session(data_dir, asked_port, check)
+
+
+def test_up_writes_the_clock_error_bound_into_the_cluster_file(tmp_path):
+    cluster = make_config(tmp_path)
+    cluster.write()
+    args = cli.build_parser().parse_args(["up", "--data-dir", str(tmp_path), "--clock-error-ms", "0.25"])
+    changed = cli.apply_pg_options(cluster, args)
+    assert changed.clock_error_ns == 250_000
+    assert config_mod.load(changed.write()).clock_error_ns == 250_000
+    kept = cli.apply_pg_options(changed, cli.build_parser().parse_args(["up", "--data-dir", str(tmp_path)]))
+    assert kept.clock_error_ns == 250_000, "without the flag the cluster file's bound stays"
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["up", "--clock-error-ms", "-1"])

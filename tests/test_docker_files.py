@@ -1,4 +1,4 @@
-"""The docker-compose deployment's files agree with the cluster file, without Docker (issue 6).
+"""The docker-compose deployment's files agree with the cluster file, without Docker.
 
 docker/cluster.toml, docker-compose.yml and the Dockerfile are checked against each other and
 against `quorumdb up`'s default layout; plus the two product options the containers need:
@@ -49,7 +49,7 @@ def test_docker_cluster_file_is_the_default_layout_with_service_names_as_hosts()
 
 def test_compose_services_are_the_nodes_attached_labelled_published_and_on_volumes():
     compose = compose_file()
-    services = compose["services"]
+    services = {name: service for name, service in compose["services"].items() if name != "prometheus"}
     assert list(services) == [node.name for node in DOCKER_CLUSTER.nodes]
     assert set(compose["networks"]) == {"az1", "az2", "az3", "regional"}
     assert set(compose["volumes"]) == {node.name for node in DOCKER_CLUSTER.nodes} | {"token-secret"}
@@ -62,7 +62,8 @@ def test_compose_services_are_the_nodes_attached_labelled_published_and_on_volum
         assert service["restart"] == "unless-stopped"
         assert service["healthcheck"]["test"] == ["CMD", "python3", "-m", "quorumdb.healthcheck"]
         ports = [interpolate(port) for port in service["ports"]]
-        expected = [f"127.0.0.1:{node.port}:{node.port}"]
+        metrics_port = DOCKER_CLUSTER.metrics_port(node.name)
+        expected = [f"127.0.0.1:{node.port}:{node.port}", f"127.0.0.1:{metrics_port}:{metrics_port}"]
         if node.service == "compute":
             pg = DOCKER_CLUSTER.pg_port(node.name)
             expected.append(f"127.0.0.1:{pg}:{pg}")
@@ -71,6 +72,19 @@ def test_compose_services_are_the_nodes_attached_labelled_published_and_on_volum
         assert f"{node.name}:/data" in volumes
         assert "./docker/cluster.toml:/etc/quorumdb/cluster.toml:ro" in volumes
         assert ("token-secret:/secret" in volumes) == (node.service == "compute")
+
+
+def test_compose_prometheus_scrapes_every_node_from_the_regional_network():
+    """Issue 16: the same scrape configuration as `quorumdb up --prometheus` (quorumdb/prometheus.py)."""
+    from quorumdb import prometheus
+
+    service = compose_file()["services"]["prometheus"]
+    assert service["profiles"] == ["metrics"] and service["networks"] == ["regional"]
+    assert "./docker/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in service["volumes"]
+    scrape = yaml.safe_load((ROOT / "docker" / "prometheus.yml").read_text())
+    targets = [config["targets"][0] for config in scrape["scrape_configs"][0]["static_configs"]]
+    assert targets == [f"{node.name}:{DOCKER_CLUSTER.metrics_port(node.name)}" for node in DOCKER_CLUSTER.nodes]
+    assert (ROOT / "docker" / "prometheus.yml").read_text() == prometheus.scrape_config(DOCKER_CLUSTER)
 
 
 def test_dockerfile_takes_the_base_image_as_a_build_argument():

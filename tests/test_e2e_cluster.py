@@ -1,6 +1,6 @@
 """End-to-end behaviour of a whole cluster of processes, through the Python client.
 
-What issue 2 asks to be shown: no lost update under concurrent read-modify-write
+What a user must be able to rely on: no lost update under concurrent read-modify-write
 through several compute nodes, conflicts surfaced as 40001, no stale read across
 compute nodes, and bad input answered with the right SQLSTATE on a session that
 keeps working.

@@ -150,7 +150,7 @@ def test_row_codec_nan_and_random_rows():
     assert len(keys.encode_row((1, 2, 3))) <= 7  # compact: small ints take two bytes
 
 
-# --- issue 4: new value types --------------------------------------------------------------
+# --- new value types --------------------------------------------------------------
 def test_new_types_keep_sql_order_and_round_trip():
     import datetime
     import decimal

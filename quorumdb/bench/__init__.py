@@ -1,1 +1,1 @@
-"""`quorumdb bench`: workloads, runner and latency statistics (issue 7; docs/BENCHMARKS.md)."""
+"""`quorumdb bench`: workloads, runner and latency statistics (docs/BENCHMARKS.md)."""

@@ -1,4 +1,4 @@
-"""The docker-compose cluster across three simulated AZs, broken as real clusters break (issue 6).
+"""The docker-compose cluster across three simulated AZs, broken as real clusters break.
 
 Needs a Docker engine, Compose v2 (`docker compose` or `docker-compose`) and the image that
 `scripts/build-images` builds. Marked `compose`: `python -m pytest` leaves it out (tests/conftest.py);
