@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -261,7 +262,13 @@ def wait_until_ready(launched: Any, deadline: float) -> dict[str, common_pb2.Nod
             raise NotReady(f"SELECT 1 through {first_compute.name} keeps failing: {problem} "
                            f"(log: {cluster.log_path(first_compute.name)})")
         time.sleep(0.2)
-    statuses = fetch_statuses(cluster.nodes)
+    # Synchronous calls, in threads: the web console's watcher already runs a grpc.aio event loop in
+    # this process, and grpc.aio calls from a second loop in another thread can stall (nodes then
+    # showed as "down" in the table below although they were up).
+    from quorumdb.launcher import node_status
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(cluster.nodes)) as pool:
+        statuses = list(pool.map(node_status, cluster.nodes))
     return {node.name: status for node, status in zip(cluster.nodes, statuses) if status is not None}
 
 
