@@ -243,6 +243,7 @@ def test_up_end_to_end_then_restart_keeps_rows(tmp_path):
     assert f"logs: {data_dir.resolve() / 'logs'}" in output
     leader_lines = [line for line in output.splitlines() if line.startswith(" adjudicator-") and "| leader" in line]
     assert len(leader_lines) == 1, output
+    assert " | down " not in output, "every node answered before `up` said it was ready"
 
     def second_run() -> None:
         selected = run_qsql(base, "-A", "-t", "-c", "SELECT id, name FROM pets ORDER BY id")
