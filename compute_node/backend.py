@@ -66,6 +66,9 @@ class QuorumBackend:
         self.adjudicators.note_reads(start_ts)  # a snapshot starts: the leader closes its ts at once
         return start_ts
 
+    def now_ts(self) -> int:
+        return self.clock.now().latest
+
     async def get_many(self, keys: list[bytes], ts: int, read_mode: str | None = None) -> dict[bytes, bytes | None]:
         return await self._measured("get", len(keys), read_mode, self.storage.get_many(keys, ts, read_mode))
 

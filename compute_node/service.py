@@ -55,6 +55,9 @@ class CommitTracker:
     def start_ts(self) -> int:
         return self._backend.start_ts()
 
+    def now_ts(self) -> int:
+        return self._backend.now_ts()
+
     async def get_many(self, keys, ts):
         if self.session_read_mode is None:
             return await self._backend.get_many(keys, ts)

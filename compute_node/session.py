@@ -18,7 +18,7 @@ one of three states, reported as PostgreSQL's ReadyForQuery status:
 COMMIT sends the write buffer to `Backend.commit`; whatever it raises (40001
 conflict, 40003 outcome unknown, 08006/57P03 unavailable) ends the transaction and
 is returned as the COMMIT's error. A transaction older than limits.TXN_AGE_MAX_NS
-(measured with backend.start_ts(), the session's only clock) fails its next statement
+(measured with backend.now_ts(), the session's only clock) fails its next statement
 with 40001, as the adjudicator would refuse its commit anyway.
 
 Values leave the session as the transport carries them: int, float, bool, str,
@@ -363,7 +363,9 @@ class Session:
         self._failed = False
 
     def _check_age(self, txn: Transaction) -> None:
-        age_ns = self.backend.start_ts() - txn.start_ts
+        # now_ts, not start_ts: a statement of an open transaction starts no snapshot, and
+        # start_ts would ask the leader to close a timestamp nobody reads at.
+        age_ns = self.backend.now_ts() - txn.start_ts
         if age_ns > limits.TXN_AGE_MAX_NS:
             raise SqlError(errors.SERIALIZATION_FAILURE,
                            f"transaction age limit of {limits.TXN_AGE_MAX_NS // 1_000_000_000} seconds exceeded",

@@ -282,6 +282,9 @@ PG_CONNECTIONS_BURST = 1_000
 # Prepared statements and open portals one connection may hold (bounds a connection's memory).
 PG_PREPARED_STATEMENTS_MAX = 10_000
 PG_PORTALS_MAX = 1_000
+# Descriptions a connection keeps for statements it parses again by the same text (drivers
+# re-Parse the unnamed statement at every execution; describing it again would read the catalog).
+PG_DESCRIPTIONS_MAX = 256
 # Parameters in one Bind (the protocol's own int16 count).
 PG_PARAMETERS_MAX = 65_535
 # DataRow messages written before waiting for the socket to drain (bounds the write buffer).

@@ -18,12 +18,18 @@ class MemoryBackend:
         self.commits: list[tuple[int, list[tuple[bytes, bytes | None]], list[bytes], str]] = []
         self.scan_calls = 0
         self.get_calls = 0
+        self.snapshots = 0  # start_ts calls: each asks the leader to close a timestamp
         self.fail_next_commit: SqlError | None = None
 
     def advance(self, ns: int) -> None:
         self.now_ns += ns
 
     def start_ts(self) -> int:
+        self.now_ns += 1
+        self.snapshots += 1
+        return self.now_ns
+
+    def now_ts(self) -> int:
         self.now_ns += 1
         return self.now_ns
 
@@ -61,7 +67,7 @@ class MemoryBackend:
             versions = self.versions.get(key, [])
             if versions and versions[-1][0] > start_ts:
                 raise errors.conflict(key.hex())
-        commit_ts = self.start_ts()
+        commit_ts = self.now_ts()  # the adjudicator's clock: no snapshot
         for key, value in writes:
             self.versions.setdefault(key, []).append((commit_ts, value))
         self.commits.append((commit_ts, list(writes), list(lock_keys), txn_id))

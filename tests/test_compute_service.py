@@ -41,6 +41,10 @@ class StubBackend:
         self.ts += 10
         return self.ts
 
+    def now_ts(self) -> int:
+        self.ts += 10
+        return self.ts
+
     async def get_many(self, keys, ts):
         return {key: self.data.get(key) for key in keys}
 

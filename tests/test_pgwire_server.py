@@ -358,6 +358,39 @@ def test_a_prepared_statement_is_described_once_not_at_every_execution(make_serv
     client.close()
 
 
+def test_the_unnamed_statement_parsed_again_is_not_described_again(make_server):
+    """Drivers (pgbench -M extended, psycopg, JDBC) send Parse/Bind/Describe/Execute/Sync with
+    the unnamed statement at every execution: a description is remembered by text and parameter
+    types, so each execution reads storage once (its row); a schema change describes it again."""
+    server = make_server(trust=True)
+    client = RawClient(server.port)
+    client.send(msg(b"Q", b"CREATE TABLE u (id INT PRIMARY KEY, name TEXT); INSERT INTO u VALUES (1, 'one')\0"))
+    assert client.until_ready()[-1] == (b"Z", b"I")
+    backend = server.backend
+
+    def execute_unnamed(sql: bytes) -> list:
+        client.send(msg(b"P", b"\0" + sql + b"\0" + struct.pack("!H", 0)),
+                    msg(b"B", b"\0\0" + struct.pack("!HH", 0, 1) + struct.pack("!i", 1) + b"1" + struct.pack("!H", 0)),
+                    msg(b"D", b"P\0"), msg(b"E", b"\0" + struct.pack("!i", 0)), msg(b"S", b""))
+        return client.until_ready()
+
+    query = b"SELECT * FROM u WHERE id = $1"
+    replies = execute_unnamed(query)  # the first one is described
+    assert [code for code, _ in replies] == [b"1", b"2", b"T", b"D", b"C", b"Z"], replies
+    gets = backend.get_calls
+    for _ in range(5):
+        replies = execute_unnamed(query)
+        assert [code for code, _ in replies] == [b"1", b"2", b"T", b"D", b"C", b"Z"], replies
+    assert backend.get_calls - gets <= 6, f"{backend.get_calls - gets} storage reads for 5 executions"
+    client.send(msg(b"Q", b"ALTER TABLE u ADD COLUMN extra INT\0"))
+    assert client.until_ready()[-1] == (b"Z", b"I")
+    replies = execute_unnamed(query)
+    description = next(body for code, body in replies if code == b"T")
+    assert struct.unpack("!H", description[:2])[0] == 3, "described again: the new column is announced"
+    assert [code for code, _ in replies] == [b"1", b"2", b"T", b"D", b"C", b"Z"], replies
+    client.close()
+
+
 def test_hostile_input_closes_only_that_connection(make_server):
     server = make_server(trust=True, message_bytes_max=1024 * 1024)
     with connect(server) as survivor:

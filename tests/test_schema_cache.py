@@ -155,3 +155,21 @@ def test_cache_keeps_one_version_and_is_bounded():
     assert len(cache) == 2 and cache.lookup("b", 4) is None
     cache.observe(5)
     assert len(cache) == 0 and cache.version == 5
+
+
+async def test_a_transaction_takes_one_snapshot_however_many_statements_it_runs(backend):
+    """Each start_ts asks the adjudicator leader to close a timestamp (a journal append): only a
+    new snapshot may take one, not a statement of an open transaction checking its age."""
+    _, session = node(backend)
+    await ok(session, "CREATE TABLE t (id int PRIMARY KEY, v int)")
+    await ok(session, "INSERT INTO t VALUES (1, 10)")
+    before = backend.snapshots
+    await ok(session, "BEGIN")
+    for _ in range(3):
+        assert (await ok(session, "SELECT v FROM t WHERE id = 1")).rows == [(10,)]
+    await ok(session, "UPDATE t SET v = 11 WHERE id = 1")
+    await ok(session, "COMMIT")
+    assert backend.snapshots - before == 1
+    before = backend.snapshots
+    await ok(session, "SELECT v FROM t WHERE id = 1")  # autocommit: one snapshot
+    assert backend.snapshots - before == 1

@@ -11,9 +11,15 @@ Errors are SqlErrors with PostgreSQL's codes (26000 unknown statement, 34000 unk
 42P05 / 42P03 duplicates, 08P01 count mismatches); after one, the shell discards messages until
 Sync (`skipping`). Portals live until the transaction ends (`end_transaction`), the unnamed
 statement and portal until they are replaced. Counts are bounded (limits.PG_*_MAX).
+
+A statement's description (parameter types, result columns) is remembered by its text and
+declared parameter types (`remember`), so that a statement parsed again, as drivers do with the
+unnamed statement at every execution, starts described; the server re-describes it when the
+catalog version it was described at is no longer the node's.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Any
 
@@ -73,12 +79,15 @@ class Portal:
 
 class ExtendedState:
     def __init__(self, statements_max: int = limits.PG_PREPARED_STATEMENTS_MAX,
-                 portals_max: int = limits.PG_PORTALS_MAX):
+                 portals_max: int = limits.PG_PORTALS_MAX, descriptions_max: int = limits.PG_DESCRIPTIONS_MAX):
         self.statements: dict[str, PreparedStatement] = {}
         self.portals: dict[str, Portal] = {}
         self.skipping = False   # an error happened: discard messages until Sync
         self._statements_max = statements_max
         self._portals_max = portals_max
+        # (sql, parameter OIDs) -> PreparedStatement.described, least recently used first
+        self._descriptions: collections.OrderedDict[tuple[str, tuple[int, ...]], Any] = collections.OrderedDict()
+        self._descriptions_max = descriptions_max
 
     def parse(self, message: Parse) -> PreparedStatement:
         if message.name and message.name in self.statements:
@@ -95,8 +104,20 @@ class ExtendedState:
         oids = tuple(message.param_oids) + (0,) * max(0, used - len(message.param_oids))
         statement = PreparedStatement(message.name, message.sql, oids, sqllex.split_statements(message.sql),
                                       sqllex.leading_words(message.sql, 2))
+        key = (message.sql, oids)
+        if key in self._descriptions:
+            self._descriptions.move_to_end(key)
+            statement.described = self._descriptions[key]
         self.statements[message.name] = statement
         return statement
+
+    def remember(self, statement: PreparedStatement) -> None:
+        """Keep statement.described for the next Parse of the same text and parameter types."""
+        key = (statement.sql, statement.param_oids)
+        self._descriptions[key] = statement.described
+        self._descriptions.move_to_end(key)
+        while len(self._descriptions) > self._descriptions_max:
+            self._descriptions.popitem(last=False)
 
     def statement(self, name: str) -> PreparedStatement:
         statement = self.statements.get(name)

@@ -630,6 +630,7 @@ class PgConnection:
         oids = [oid or pgtypes.oid_of(sql_type.pg_name) for oid, sql_type in zip(declared, description.param_types)]
         outcome = Outcome(description.columns, [], "") if description.columns else None
         statement.described = (self.pg.session.engine.schema_cache.version, oids, outcome)
+        self.extended.remember(statement)
         return oids, outcome
 
     async def _dry_run(self, sql: str, param_count: int) -> Outcome | None:

@@ -40,7 +40,11 @@ class Backend(Protocol):
     """What a transaction needs from the cluster (the compute node's client: compute_node/backend.py)."""
 
     def start_ts(self) -> int:
-        """clock.now().latest: the snapshot a new transaction reads."""
+        """clock.now().latest: the snapshot a new transaction reads (the leader is asked to close
+        it at once, so take it only for a snapshot)."""
+
+    def now_ts(self) -> int:
+        """clock.now().latest, asking nothing of the cluster (a transaction's age)."""
 
     async def get_many(self, keys: list[bytes], ts: int) -> dict[bytes, bytes | None]:
         """The value of each key at ts (None: absent or deleted)."""
