@@ -537,7 +537,9 @@ async def test_concurrent_reads_share_stream_messages(fake):
             asyncio.gather(*(reader.get_many([b"k1", b"k2"], ts=25) for _ in range(50))), 10)
         assert all(values == {b"k1": b"v1", b"k2": b"new"} for values in results)
         streams = [stream for stream in reader._streams.values() if stream.ops_sent]
-        assert sum(stream.ops_sent for stream in streams) == 150  # 50 reads x 3 copies
+        ops = sum(stream.ops_sent for stream in streams)
+        # 50 reads x 3 copies; on a loaded machine a slow round also asks the other copies (hedges).
+        assert 150 <= ops <= 300, ops
         assert sum(stream.batches_sent for stream in streams) < 50, [s.batches_sent for s in streams]
     finally:
         await reader.close()
