@@ -51,7 +51,7 @@ import uuid
 from typing import Any, Sequence
 
 from compute_node import trace as trace_mod
-from compute_node.sql import executor, types
+from compute_node.sql import executor, pg_catalog, types
 from compute_node.sql.describe import DescribeTransaction, Description
 from compute_node.sql.describe import describe as describe_statement
 from compute_node.sql.engine import Engine
@@ -88,6 +88,9 @@ class Session:
         self.engine = engine if engine is not None else Engine()
         self.rng = rng or random.Random()
         self.session_id = session_id
+        # Who is connected (current_user, current_database(), pg_roles, ...); the PostgreSQL
+        # endpoint sets it from the startup packet, the gRPC API keeps the defaults.
+        self.client = pg_catalog.DEFAULT_CLIENT
         self._txn: Transaction | None = None   # the open block's transaction
         self._failed = False
         self._txn_count = 0
@@ -152,6 +155,7 @@ class Session:
                 for _ in range(2):
                     txn = DescribeTransaction(self.backend, self.backend.start_ts(), f"{self.session_id}:describe",
                                               self.engine.schema_cache)
+                    txn.client = self.client
                     try:
                         description = await describe_statement(txn, statements[0], param_count, list(declared))
                         await txn.check_schema_version()
@@ -356,6 +360,7 @@ class Session:
         txn = Transaction(self.backend, self.backend.start_ts(), f"{self.session_id}:{self._txn_count}",
                           self.engine.schema_cache)
         txn.rng = self.rng
+        txn.client = self.client
         return txn
 
     def _end(self) -> None:

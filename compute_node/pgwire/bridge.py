@@ -26,7 +26,7 @@ from typing import Any, Callable
 from compute_node import session as session_mod
 from compute_node.pgwire import settings as settings_mod
 from quorumdb import sqllex
-from compute_node.sql import pg_catalog, types
+from compute_node.sql import pg_catalog_fallback as pg_catalog, types
 from quorumdb import errors, limits
 from quorumdb.errors import SqlError
 

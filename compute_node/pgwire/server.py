@@ -44,7 +44,7 @@ from compute_node.pgwire import admission as admission_mod
 from compute_node.pgwire import pgtypes, protocol, scram
 from compute_node.pgwire.bridge import TRANSACTION_WORDS, Outcome, PgSession
 from compute_node.pgwire.extended import ExtendedState, Portal, PreparedStatement
-from compute_node.sql import pg_catalog
+from compute_node.sql import pg_catalog_fallback as pg_catalog
 from compute_node.pgwire.protocol import ProtocolViolation
 from quorumdb import errors, limits, sqllex, tokens
 from quorumdb.errors import SqlError

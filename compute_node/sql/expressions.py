@@ -46,7 +46,7 @@ from typing import Any, Callable, Sequence
 
 from sqlglot import exp
 
-from compute_node.sql import types
+from compute_node.sql import pg_catalog, types
 from compute_node.sql.catalog import identifier_name
 from compute_node.sql.types import Kind, SqlType
 from quorumdb import errors
@@ -198,11 +198,20 @@ class Context:
     and, when the statement is only described, its parameters' types."""
 
     def __init__(self, start_ts_ns: int = 0, rng: random.Random | None = None, compile_subquery=None,
-                 params: ParamTypes | None = None):
+                 params: ParamTypes | None = None, client: pg_catalog.ClientInfo = pg_catalog.DEFAULT_CLIENT):
         self.start_ts_ns = start_ts_ns
         self.rng = rng or random.Random(start_ts_ns)
         self.compile_subquery = compile_subquery
         self.params = params
+        self.client = client
+        # Catalog functions (pg_get_indexdef, ::regclass, ...) read the snapshot's table
+        # definitions: compiling one sets needs_catalog, and the fetch phase fills `catalog`.
+        self.needs_catalog = False
+        self.catalog: pg_catalog.Snapshot | None = None
+
+    def catalog_snapshot(self) -> pg_catalog.Snapshot:
+        assert self.catalog is not None, "a catalog function ran before the fetch phase read the catalog"
+        return self.catalog
 
     @property
     def now(self) -> datetime.datetime:

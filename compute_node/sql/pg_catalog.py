@@ -1,864 +1,747 @@
-"""What PostgreSQL tools ask the catalog, answered from QuorumDB's table definitions.
+"""pg_catalog as relations: PostgreSQL's system catalogs built from QuorumDB's table definitions (pure).
 
 Theory of operation
 -------------------
-psql's \\d commands, SQLAlchemy's reflection and drivers' start-up probes query pg_catalog
-(pg_class, pg_attribute, pg_index, ... joined, with regex operators, casts to regclass and
-catalog functions) and call session functions (version(), current_user, current_setting()).
-The SQL engine implements none of that, and is being extended by others; so instead of
-teaching it PostgreSQL's catalog, this module *recognises* those statements and answers them:
+PostgreSQL tools learn the schema by querying pg_catalog (psql's \\d commands, drivers' type
+look-ups, ORM reflection, pg_dump). As CockroachDB does, QuorumDB answers those queries with
+the ordinary SQL engine over *virtual relations*: a `FROM pg_catalog.pg_class` makes the
+executor read every table definition of the statement's snapshot (select.fetch, the same scan
+information_schema uses), and `RELATIONS[name].build(snapshot)` turns the definitions into
+rows with PostgreSQL's column names and types. Joins, WHERE, ORDER BY, subqueries and the
+catalog functions (expressions.py: format_type, pg_get_indexdef, ...) then run as for any
+table. Nothing matches query text.
 
-  * `SELECT` without FROM whose every item is a session function or a literal
-    (`SELECT pg_catalog.version()`, `select current_schema()`, `SELECT current_setting('x')`);
-  * the catalog queries of psql (\\d, \\dt, \\di, \\d NAME) and SQLAlchemy (has_table,
-    get_table_names, get_columns, get_pk_constraint, get_indexes, ...), matched by their shape
-    (the tables they read and the distinctive columns they ask for) with the names they look
-    for pulled out of the text;
-  * any other query reading pg_catalog tables answers no rows (with the columns of its select
-    list, when they can be named), so a tool's optional look-ups (publications, policies,
-    statistics objects, inheritance) find "nothing" rather than fail.
+What is real and what is synthetic:
 
-Answers are built from the table definitions (compute_node/sql/catalog.py TableDef) of the
-session's snapshot, read by the caller (`context.tables()`), so they are consistent and see the
-transaction's own DDL. OIDs are synthetic and stable: a table's oid is 16384 + table_id, its
-primary-key index 2 * that, the namespace public is 2200, as in PostgreSQL.
+  * pg_class, pg_attribute, pg_index, pg_constraint, pg_attrdef describe exactly the tables,
+    columns, primary keys, UNIQUE constraints, indexes, CHECK constraints and DEFAULTs of the
+    snapshot (so they see the transaction's own DDL);
+  * OIDs are synthetic and stable: a table is 16384 + 2 * table_id, its primary-key index one
+    more, a secondary index 16384 + 2 * index_id (ids come from one counter), constraints and
+    defaults have their own ranges below; namespaces, types, access methods and collations use
+    PostgreSQL's own OIDs (public 2200, pg_catalog 11, int4 23, btree 403, ...), so a tool's
+    hard-coded OIDs mean the same thing here;
+  * pg_type lists the built-in types QuorumDB has (and their array types);
+  * one database (the connection's), one role (the connection's user, oid 10, the owner of
+    everything), one tablespace, no extensions, comments, inheritance, triggers, policies,
+    publications, statistics objects or sequences: those catalogs exist and are empty, which
+    is the true answer here;
+  * sizes (reltuples, relpages) are not tracked: -1 and 0, as PostgreSQL shows a table never
+    analysed.
 
-`recognise(sql)` is pure (text in, an answer function or None out); the answer functions
-await only `context.tables()`.
+The session a statement runs in (user, database, backend pid, settings) is a `ClientInfo`
+the wire layer gives the engine session; the gRPC API uses the defaults.
 """
 from __future__ import annotations
 
 import dataclasses
 import platform
 import re
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Callable, Sequence
 
-from quorumdb import errors
-from quorumdb.errors import SqlError
+from compute_node.sql import types
+from compute_node.sql.catalog import TableDef
+from compute_node.sql.types import Kind, SqlType
 
-PUBLIC_NAMESPACE_OID = 2200
+# --- fixed OIDs (PostgreSQL's own where the object exists there) --------------------------
 PG_CATALOG_NAMESPACE_OID = 11
-TABLE_OID_BASE = 16384
+PG_TOAST_NAMESPACE_OID = 99
+PUBLIC_NAMESPACE_OID = 2200
+INFORMATION_SCHEMA_NAMESPACE_OID = 13000
 OWNER_OID = 10
-BTREE_AM_OID = 403  # PostgreSQL's oid of the btree access method
+DATABASE_OID = 5
+TABLESPACE_OID = 1663            # pg_default
+HEAP_AM_OID = 2
+BTREE_AM_OID = 403
+DEFAULT_COLLATION_OID = 100
+C_COLLATION_OID = 950
+POSIX_COLLATION_OID = 951
+UTF8_ENCODING = 6
+TABLE_OID_BASE = 16384
+# Constraints and defaults live in their own ranges (an oid names one object of a catalog;
+# these keep them distinct from relations as PostgreSQL's single oid counter would).
+CONSTRAINT_OID_BASE = 1 << 30
+CHECKS_PER_TABLE_MAX = 1024
+ATTRDEF_OID_BASE = (1 << 30) + (1 << 29)
+COLUMNS_PER_TABLE_MAX = 1600     # PostgreSQL's MaxHeapAttributeNumber
 VERSION_TEXT = (f"PostgreSQL 16.0 (QuorumDB 0.1) on {platform.machine() or 'x86_64'}-pc-linux-gnu, "
                 "compiled by Python, 64-bit")
 
 
+@dataclasses.dataclass(frozen=True)
+class ClientInfo:
+    """Who runs the statement: what current_user, current_database(), pg_backend_pid() and
+    current_setting() report, and whom pg_roles and pg_database show."""
+    user: str = "quorumdb"
+    database: str = "quorumdb"
+    process_id: int = 0
+    settings: Any = None          # .get(name) -> str (pgwire/settings.py Settings), or None
+
+    def setting(self, name: str) -> str:
+        from quorumdb.errors import SqlError
+        if self.settings is not None:
+            return self.settings.get(name)
+        defaults = {"search_path": '"$user", public', "server_version": "16.0 (QuorumDB)",
+                    "server_version_num": "160000", "server_encoding": "UTF8", "client_encoding": "UTF8",
+                    "standard_conforming_strings": "on", "timezone": "UTC", "datestyle": "ISO, MDY",
+                    "max_identifier_length": "63", "transaction_isolation": "repeatable read",
+                    "integer_datetimes": "on", "lc_collate": "C", "lc_ctype": "C"}
+        value = defaults.get(name.lower())
+        if value is None:
+            raise SqlError("42704", f'unrecognized configuration parameter "{name}"')
+        return value
+
+
+DEFAULT_CLIENT = ClientInfo()
+
+
 @dataclasses.dataclass
-class CatalogResult:
-    columns: list[tuple[str, str]]
-    rows: list[tuple]
-    tag: str
+class Snapshot:
+    """The catalog as one statement sees it: the table definitions (name order) and the client."""
+    tables: Sequence[TableDef]
+    client: ClientInfo = DEFAULT_CLIENT
+    _by_oid: dict | None = None
 
+    def relation(self, oid: int) -> "RelationInfo | None":
+        if self._by_oid is None:
+            self._by_oid = {info.oid: info for info in relations(self.tables)}
+            for info in system_relations():
+                self._by_oid.setdefault(info.oid, info)
+        return self._by_oid.get(oid)
 
-class Context(Protocol):
-    user: str
-    database: str
-    process_id: int
-    settings: Any   # .get(name) -> str
-
-    async def tables(self) -> list[Any]: ...
-
-
-Answer = Callable[[Context], Awaitable[CatalogResult]]
-
-
-def result(columns: list[tuple[str, str]], rows: list[tuple]) -> CatalogResult:
-    return CatalogResult(columns, rows, f"SELECT {len(rows)}")
-
-
-def recognise(sql: str) -> Answer | None:
-    lowered = sql.lower()
-    if not _MARKERS.search(lowered):
+    def relation_named(self, name: str, schema: str | None) -> "RelationInfo | None":
+        for namespace in ([schema] if schema else ["pg_catalog", "public"]):
+            for info in (relations(self.tables) if namespace == "public" else
+                         system_relations() if namespace == "pg_catalog" else []):
+                if info.name == name:
+                    return info
         return None
-    answer = _function_select(sql)
-    if answer is not None:
-        return answer
-    normalized = " ".join(lowered.split())
-    for matcher in _MATCHERS:
-        answer = matcher(sql, normalized)
-        if answer is not None:
-            return answer
-    catalogs = _catalog_tables(normalized)
-    if catalogs:
-        if _empty_by_construction(catalogs, normalized):
-            return _empty_answer(sql)
-        return _unsupported_answer(catalogs)
+
+
+# --- types ----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TypeInfo:
+    oid: int
+    name: str            # typname
+    length: int          # typlen
+    by_value: bool
+    category: str        # typcategory
+    format_name: str     # what format_type prints
+    element: int = 0     # typelem (arrays)
+    array: int = 0       # typarray
+    collation: int = 0   # typcollation
+    preferred: bool = False
+    align: str = "i"
+    storage: str = "p"
+
+
+def _base(oid, name, length, by_value, category, format_name, array, collation=0, preferred=False, align="i"):
+    storage = "x" if length == -1 else "p"
+    return TypeInfo(oid, name, length, by_value, category, format_name, 0, array, collation, preferred, align, storage)
+
+
+_BASE_TYPES = [
+    _base(16, "bool", 1, True, "B", "boolean", 1000, preferred=True, align="c"),
+    _base(17, "bytea", -1, False, "U", "bytea", 1001),
+    _base(18, "char", 1, True, "Z", '"char"', 1002, align="c"),
+    _base(19, "name", 64, False, "S", "name", 1003, collation=950, align="c"),
+    _base(20, "int8", 8, True, "N", "bigint", 1016, align="d"),
+    _base(21, "int2", 2, True, "N", "smallint", 1005, align="s"),
+    _base(22, "int2vector", -1, False, "A", "int2vector", 1006),
+    _base(23, "int4", 4, True, "N", "integer", 1007),
+    _base(24, "regproc", 4, True, "N", "regproc", 1008),
+    _base(25, "text", -1, False, "S", "text", 1009, collation=100, preferred=True),
+    _base(26, "oid", 4, True, "N", "oid", 1028, preferred=True),
+    _base(30, "oidvector", -1, False, "A", "oidvector", 1013),
+    _base(700, "float4", 4, True, "N", "real", 1021),
+    _base(701, "float8", 8, True, "N", "double precision", 1022, preferred=True, align="d"),
+    _base(1042, "bpchar", -1, False, "S", "character", 1014, collation=100),
+    _base(1043, "varchar", -1, False, "S", "character varying", 1015, collation=100),
+    _base(1082, "date", 4, True, "D", "date", 1182),
+    _base(1114, "timestamp", 8, True, "D", "timestamp without time zone", 1115, align="d"),
+    _base(1184, "timestamptz", 8, True, "D", "timestamp with time zone", 1185, preferred=True, align="d"),
+    _base(1700, "numeric", -1, False, "N", "numeric", 1231),
+    _base(2205, "regclass", 4, True, "N", "regclass", 2210),
+    _base(2206, "regtype", 4, True, "N", "regtype", 2211),
+    _base(4089, "regnamespace", 4, True, "N", "regnamespace", 4090),
+    _base(2950, "uuid", 16, False, "U", "uuid", 2951, align="c"),
+]
+TYPES: dict[int, TypeInfo] = {}
+for _info in _BASE_TYPES:
+    TYPES[_info.oid] = _info
+    TYPES[_info.array] = TypeInfo(_info.array, "_" + _info.name, -1, False, "A", _info.format_name + "[]",
+                                  _info.oid, 0, _info.collation, False, "d" if _info.align == "d" else "i", "x")
+
+_KIND_OIDS = {
+    Kind.SMALLINT: 21, Kind.INTEGER: 23, Kind.BIGINT: 20, Kind.NUMERIC: 1700, Kind.REAL: 700,
+    Kind.DOUBLE: 701, Kind.TEXT: 25, Kind.VARCHAR: 1043, Kind.CHAR: 1042, Kind.BOOLEAN: 16, Kind.DATE: 1082,
+    Kind.TIMESTAMP: 1114, Kind.TIMESTAMPTZ: 1184, Kind.UUID: 2950, Kind.BYTEA: 17,
+}
+_ALIAS_OIDS = {"oid": 26, "regclass": 2205, "regtype": 2206, "regnamespace": 4089, "regproc": 24, "name": 19,
+               '"char"': 18, "int2vector": 22, "oidvector": 30, "text[]": 1009, "name[]": 1003, "oid[]": 1028,
+               "smallint[]": 1005, '"char"[]': 1002}
+
+
+def type_oid(sql_type: SqlType) -> int:
+    if sql_type.pg_alias is not None:
+        return _ALIAS_OIDS[sql_type.pg_alias]
+    return _KIND_OIDS[sql_type.kind]
+
+
+def type_modifier(sql_type: SqlType) -> int:
+    """atttypmod: PostgreSQL's encoding of varchar(n)/char(n) (n + 4) and numeric(p,s)."""
+    if sql_type.kind in (Kind.VARCHAR, Kind.CHAR) and sql_type.length is not None:
+        return sql_type.length + 4
+    if sql_type.kind is Kind.NUMERIC and sql_type.precision is not None:
+        return ((sql_type.precision << 16) | (sql_type.scale or 0)) + 4
+    return -1
+
+
+def format_type(oid: int | None, typmod: int | None) -> str | None:
+    """PostgreSQL's format_type(type_oid, typmod)."""
+    if oid is None:
+        return None
+    info = TYPES.get(oid)
+    if info is None:
+        return "???"
+    name = info.format_name
+    if typmod is not None and typmod >= 4:
+        if oid in (1042, 1043):
+            return f"{name}({typmod - 4})"
+        if oid == 1700:
+            return f"numeric({(typmod - 4) >> 16},{(typmod - 4) & 0xFFFF})"
+    return name
+
+
+def type_named(name: str) -> TypeInfo | None:
+    """The type `name` denotes as regtype input reads it (typname or format_type spelling)."""
+    text = name.strip().lower()
+    if text.startswith("pg_catalog."):
+        text = text[len("pg_catalog."):]
+    aliases = {"int": "int4", "integer": "int4", "smallint": "int2", "bigint": "int8", "boolean": "bool",
+               "real": "float4", "double precision": "float8", "character varying": "varchar",
+               "character": "bpchar", "varchar": "varchar", "decimal": "numeric",
+               "timestamp without time zone": "timestamp", "timestamp with time zone": "timestamptz"}
+    array = text.endswith("[]")
+    base = aliases.get(text[:-2] if array else text, text[:-2] if array else text)
+    for info in TYPES.values():
+        if info.name == base and info.element == 0:
+            return TYPES[info.array] if array else info
     return None
 
 
-def mentions_catalog(text: str) -> bool:
-    """Whether `text` has anything recognise() looks for (a cheap test; False means it never matches)."""
-    return _MARKERS.search(text.lower()) is not None
-
-
-_MARKERS = re.compile(r"pg_|version\s*\(|current_|session_user|\buser\b|inet_server|txid_|has_\w+_privilege"
-                      r"|obj_description|col_description|format_type|to_regclass")
-
-
-# --- session functions ------------------------------------------------------------------------
-_ITEM = re.compile(
-    r"""^\s*(?:pg_catalog\s*\.\s*)?(?P<function>[a-z_][a-z0-9_]*)\s*(?:\(\s*(?P<args>(?:'(?:[^']|'')*'|[^()'])*)\s*\))?"""
-    r"""(?:\s*::\s*(?:pg_catalog\s*\.\s*)?[a-z_ ]+)?(?:\s+(?:as\s+)?(?P<alias>"[^"]+"|[a-z_][a-z0-9_]*))?\s*$""",
-    re.IGNORECASE)
-_LITERAL = re.compile(r"""^\s*(?P<value>-?\d+(?:\.\d+)?|'(?:[^']|'')*')\s*(?:\s+(?:as\s+)?(?P<alias>"[^"]+"|[a-z_][a-z0-9_]*))?\s*$""",
-                      re.IGNORECASE)
-_NO_PAREN_FUNCTIONS = {"current_user", "session_user", "user", "current_schema", "current_catalog", "current_role"}
-
-
-def _session_value(function: str, args: list[str], context: Context) -> tuple[Any, str]:
-    match function:
-        case "version":
-            return VERSION_TEXT, "text"
-        case "current_database" | "current_catalog":
-            return context.database, "name"
-        case "current_schema":
-            return "public", "name"
-        case "current_schemas":
-            return ["pg_catalog", "public"] if args and args[0].lower() == "true" else ["public"], "name[]"
-        case "current_user" | "session_user" | "user" | "current_role" | "getpgusername":
-            return context.user, "name"
-        case "pg_backend_pid":
-            return context.process_id, "integer"
-        case "current_setting":
-            if not args:
-                raise SqlError(errors.UNDEFINED_FUNCTION, "function current_setting() does not exist")
-            return context.settings.get(_string(args[0])), "text"
-        case "pg_is_in_recovery":
-            return False, "boolean"
-        case "inet_server_port":
-            return None, "integer"
-        case "inet_server_addr":
-            return "127.0.0.1", "text"
-        case "pg_postmaster_start_time" | "now" | "transaction_timestamp" | "statement_timestamp":
-            return None, "timestamp with time zone"
-        case "txid_current" | "pg_current_xact_id":
-            return None, "bigint"
-    raise KeyError(function)
-
-
-_KNOWN_FUNCTIONS = {"version", "current_database", "current_catalog", "current_schema", "current_schemas",
-                    "current_user", "session_user", "user", "current_role", "getpgusername", "pg_backend_pid",
-                    "current_setting", "pg_is_in_recovery", "inet_server_port", "inet_server_addr"}
-
-
-def _string(text: str) -> str:
-    text = text.strip()
-    if len(text) >= 2 and text[0] == "'" and text[-1] == "'":
-        return text[1:-1].replace("''", "'")
-    return text
-
-
-def _split_top_level(text: str) -> list[str]:
-    items, depth, current, quoted = [], 0, [], False
-    for ch in text:
-        if ch == "'":
-            quoted = not quoted
-        if not quoted:
-            if ch == "(":
-                depth += 1
-            elif ch == ")":
-                depth -= 1
-            elif ch == "," and depth == 0:
-                items.append("".join(current))
-                current = []
-                continue
-        current.append(ch)
-    items.append("".join(current))
-    return items
-
-
-def _function_select(sql: str) -> Answer | None:
-    text = sql.strip().rstrip(";").strip()
-    match = re.match(r"^select\s+(.*)$", text, re.IGNORECASE | re.DOTALL)
-    if match is None or re.search(r"\b(from|where|union|order|limit)\b", match.group(1), re.IGNORECASE):
+def regtype_text(oid: int | None) -> str | None:
+    if oid is None:
         return None
-    plan: list[tuple[str, Any]] = []
-    found_function = False
-    for item in _split_top_level(match.group(1)):
-        function_match = _ITEM.match(item)
-        if function_match is not None:
-            function = function_match.group("function").lower()
-            has_parens = function_match.group("args") is not None or "(" in item
-            if function in _KNOWN_FUNCTIONS and (has_parens or function in _NO_PAREN_FUNCTIONS):
-                args = [a for a in _split_top_level(function_match.group("args") or "") if a.strip()]
-                plan.append(("function", (function, args, _alias(function_match.group("alias")) or function)))
-                found_function = True
-                continue
-            if function in ("true", "false") and not has_parens:
-                plan.append(("literal", (function == "true", "boolean", _alias(function_match.group("alias")) or "bool")))
-                continue
-        literal_match = _LITERAL.match(item)
-        if literal_match is not None:
-            value = literal_match.group("value")
-            if value.startswith("'"):
-                typed = (_string(value), "text")
-            elif "." in value:
-                typed = (float(value), "numeric")
-            else:
-                typed = (int(value), "integer")
-            plan.append(("literal", (typed[0], typed[1], _alias(literal_match.group("alias")) or "?column?")))
-            continue
-        return None
-    if not found_function:
-        return None
-
-    async def answer(context: Context) -> CatalogResult:
-        columns, row = [], []
-        for kind, spec in plan:
-            if kind == "function":
-                function, args, name = spec
-                value, type_name = _session_value(function, args, context)
-            else:
-                value, type_name, name = spec
-            columns.append((name, type_name))
-            row.append(value)
-        return result(columns, [tuple(row)])
-
-    return answer
+    info = TYPES.get(oid)
+    return info.format_name if info is not None else str(oid)
 
 
-def _alias(alias: str | None) -> str | None:
-    if alias is None:
-        return None
-    return alias[1:-1] if alias.startswith('"') else alias.lower()
-
-
-# --- catalog queries ------------------------------------------------------------------------
-_MATCHERS: list[Callable[[str, str], Answer | None]] = []
-
-
-def matcher(function: Callable[[str, str], Answer | None]) -> Callable[[str, str], Answer | None]:
-    _MATCHERS.append(function)
-    return function
-
-
-@matcher
-def _psycopg_type_info(sql: str, normalized: str) -> Answer | None:
-    # psycopg's TypeInfo.fetch(name): SELECT typname AS name, oid, typarray AS array_oid,
-    # oid::regtype::text AS regtype, typdelim AS delimiter FROM pg_type t WHERE t.oid = to_regtype('x')
-    if "from pg_type t where t.oid = to_regtype(" not in normalized:
-        return None
-    found = re.search(r"to_regtype\(\s*'((?:[^']|'')*)'", sql, re.IGNORECASE)
-    name = found.group(1).replace("''", "'").lower() if found else ""
-
-    async def answer(context: Context) -> CatalogResult:
-        from compute_node.pgwire import pgtypes  # the wire layer's type table (OIDs, typnames)
-
-        rows = []
-        oid = pgtypes.lookup_type(name)
-        if oid is not None:  # no row for types QuorumDB lacks (hstore, citext, ...): the true answer
-            rows.append((pgtypes.TYPES[oid][0], oid, pgtypes.array_oid(oid), pgtypes.regtype_name(oid), ","))
-        columns = [("name", "name"), ("oid", "oid"), ("array_oid", "oid"), ("regtype", "text"), ("delimiter", '"char"')]
-        return result(columns, rows)
-
-    return answer
-
-
-_CATALOG_TABLE = re.compile(r"\bpg_catalog\s*\.\s*pg_\w+|\bfrom\s+pg_\w+|\bjoin\s+pg_\w+")
-
-
-# Catalogs of features QuorumDB does not have: in QuorumDB they hold no rows, so "no rows" is
-# the true answer to a query that inner-joins one of them (psql's \d asks for policies,
-# publications, statistics objects, inheritance, triggers, ... of every table it describes).
-ALWAYS_EMPTY_CATALOGS = frozenset({
-    "pg_policy", "pg_publication", "pg_publication_rel", "pg_publication_namespace", "pg_statistic_ext",
-    "pg_statistic_ext_data", "pg_inherits", "pg_trigger", "pg_event_trigger", "pg_rewrite", "pg_foreign_table",
-    "pg_foreign_server", "pg_foreign_data_wrapper", "pg_user_mapping", "pg_partitioned_table", "pg_description",
-    "pg_shdescription", "pg_seclabel", "pg_shseclabel", "pg_subscription", "pg_subscription_rel", "pg_sequence",
-    "pg_enum", "pg_range", "pg_extension", "pg_largeobject", "pg_largeobject_metadata", "pg_init_privs",
-    "pg_default_acl", "pg_transform", "pg_policies", "pg_publication_tables", "pg_sequences", "pg_matviews",
-    "pg_views", "pg_rules", "pg_triggers",
-})
-_OUTER = re.compile(r"\b(?:left|right|full|outer|except|intersect)\b")
-# pg_* names that are not function calls: the catalog relations a query reads.
-_CATALOG_NAME = re.compile(r"\b(pg_[a-z_0-9]+)\b(?!\s*\()")
-_NOT_RELATIONS = frozenset({"pg_catalog", "pg_temp", "pg_toast"})
-
-
-def _catalog_tables(normalized: str) -> set[str]:
-    if not _CATALOG_TABLE.search(normalized):
-        return set()
-    return {m.group(1) for m in _CATALOG_NAME.finditer(normalized)} - _NOT_RELATIONS or {"pg_catalog"}
-
-
-_UNION = re.compile(r"\bunion(?:\s+all)?\b")
-
-
-def _empty_by_construction(catalogs: set[str], normalized: str) -> bool:
-    """True when every UNION branch inner-joins a catalog that is always empty here (so the answer
-    is truly empty): no outer join, no EXCEPT/INTERSECT."""
-    if not catalogs & ALWAYS_EMPTY_CATALOGS:
-        return False
-    for branch in _UNION.split(normalized):
-        if _OUTER.search(branch) or not _catalog_tables(branch) & ALWAYS_EMPTY_CATALOGS:
-            return False
-    return True
-
-
-def _unsupported_answer(catalogs: set[str]) -> Answer:
-    """Anything else is refused rather than answered wrongly (an empty pg_class would be a lie)."""
-    names = ", ".join(sorted(catalogs))
-
-    async def answer(context: Context) -> CatalogResult:
-        raise SqlError(
-            errors.FEATURE_NOT_SUPPORTED,
-            f"this pg_catalog query is not supported (reads {names})",
-            detail="QuorumDB answers the catalog queries of psql's \\d commands and SQLAlchemy's reflection, "
-                   "and information_schema.tables/columns/key_column_usage.",
-            hint="See docs/POSTGRES.md.",
-        )
-
-    return answer
-
-
-def _empty_answer(sql: str) -> Answer:
-    columns = [(name, "text") for name in _select_list_names(sql)]
-
-    async def answer(context: Context) -> CatalogResult:
-        return result(columns, [])
-
-    return answer
-
-
-def _select_list_names(sql: str) -> list[str]:
-    """Best-effort output names of a SELECT's items (PostgreSQL's rules: alias, column, function)."""
-    match = re.match(r"^\s*select\s+(?:distinct\s+)?(.*?)\s+from\s", sql, re.IGNORECASE | re.DOTALL)
-    if match is None:
-        return []
-    names = []
-    for item in _split_top_level(match.group(1)):
-        item = item.strip()
-        alias = re.search(r'\s(?:as\s+)?("[^"]+"|[a-z_][a-z0-9_]*)\s*$', item, re.IGNORECASE)
-        if alias is not None and re.search(r"\sas\s", item, re.IGNORECASE):
-            names.append(_alias(alias.group(1)))
-            continue
-        column = re.match(r"^(?:[a-z_][a-z0-9_]*\s*\.\s*)*([a-z_][a-z0-9_]*)$", item, re.IGNORECASE)
-        if column is not None:
-            names.append(column.group(1).lower())
-            continue
-        function = re.match(r"^(?:[a-z_][a-z0-9_]*\s*\.\s*)*([a-z_][a-z0-9_]*)\s*\(", item, re.IGNORECASE)
-        names.append(function.group(1).lower() if function is not None else "?column?")
-    return names
-
-
-# --- relations: tables and their indexes, with synthetic OIDs ------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Relation:
-    oid: int
-    name: str
-    kind: str                 # 'r' table, 'i' index
-    table: Any                # TableDef
-    index: "IndexInfo | None" = None
-
-
+# --- relations of the snapshot ---------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class IndexInfo:
+    oid: int
     name: str
     columns: tuple[str, ...]
     descending: tuple[bool, ...]
     unique: bool
     primary: bool
-    constraint: str | None    # 'p' primary key, 'u' unique constraint, None: a plain index
+    constraint: str | None          # 'p' primary key, 'u' UNIQUE constraint, None: a plain index
 
 
-def table_oid(table: Any) -> int:
+@dataclasses.dataclass(frozen=True)
+class RelationInfo:
+    oid: int
+    name: str
+    kind: str                        # relkind: 'r' table, 'i' index
+    namespace: int
+    table: Any                       # TableDef (None for pg_catalog's own relations)
+    index: IndexInfo | None = None
+    columns: tuple[tuple[str, SqlType], ...] = ()   # pg_catalog relations only
+
+
+def table_oid(table: TableDef) -> int:
     return TABLE_OID_BASE + 2 * table.table_id
 
 
-def indexes_of(table: Any) -> list[tuple[int, IndexInfo]]:
-    """(oid, info) of the primary-key index and every secondary index of a table."""
+def indexes_of(table: TableDef) -> list[IndexInfo]:
+    """The primary-key index and every secondary index of a table, primary key first."""
     pk_columns = tuple(table.columns[p].name for p in table.primary_key)
-    found = [(table_oid(table) + 1,
-              IndexInfo(table.constraint_name, pk_columns, (False,) * len(pk_columns), True, True, "p"))]
-    for index in getattr(table, "indexes", ()) or ():
-        descending = tuple(getattr(index, "descending", ()) or (False,) * len(index.columns))
-        constraint = "u" if getattr(index, "constraint", False) else None
-        found.append((TABLE_OID_BASE + 2 * index.index_id,
-                      IndexInfo(index.name, tuple(index.columns), descending, bool(index.unique), False, constraint)))
+    found = [IndexInfo(table_oid(table) + 1, table.constraint_name, pk_columns, (False,) * len(pk_columns),
+                       True, True, "p")]
+    for index in table.indexes:
+        descending = tuple(index.descending) or (False,) * len(index.columns)
+        found.append(IndexInfo(TABLE_OID_BASE + 2 * index.index_id, index.name, tuple(index.columns), descending,
+                               bool(index.unique), False, "u" if index.constraint else None))
     return found
 
 
-def relations(tables: list[Any]) -> list[Relation]:
-    found: list[Relation] = []
+def relations(tables: Sequence[TableDef]) -> list[RelationInfo]:
+    found = []
     for table in tables:
-        found.append(Relation(table_oid(table), table.name, "r", table))
-        for oid, info in indexes_of(table):
-            found.append(Relation(oid, info.name, "i", table, info))
+        found.append(RelationInfo(table_oid(table), table.name, "r", PUBLIC_NAMESPACE_OID, table))
+        for info in indexes_of(table):
+            found.append(RelationInfo(info.oid, info.name, "i", PUBLIC_NAMESPACE_OID, table, info))
     return found
 
 
-def format_type(sql_type: Any) -> str:
-    display = getattr(sql_type, "display_name", None)
-    if display and display != "unknown":
-        return display
-    return sql_type.pg_name
+def quote_ident(name: str) -> str:
+    """PostgreSQL's quote_ident: quoted unless a lower-case plain identifier (keywords aside)."""
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) and name not in _RESERVED:
+        return name
+    return '"' + name.replace('"', '""') + '"'
 
 
-def _quote_ident(name: str) -> str:
-    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else '"' + name.replace('"', '""') + '"'
+_RESERVED = frozenset({"all", "and", "any", "array", "as", "asc", "case", "check", "column", "constraint", "create",
+                       "default", "desc", "distinct", "do", "else", "end", "false", "for", "foreign", "from", "grant",
+                       "group", "having", "in", "into", "limit", "not", "null", "offset", "on", "or", "order",
+                       "primary", "references", "select", "table", "then", "to", "true", "union", "unique", "user",
+                       "using", "when", "where", "with"})
 
 
 def index_columns_text(info: IndexInfo) -> str:
-    return ", ".join(_quote_ident(column) + (" DESC" if descending else "")
-                     for column, descending in zip(info.columns, info.descending or (False,) * len(info.columns)))
+    return ", ".join(quote_ident(column) + (" DESC" if descending else "")
+                     for column, descending in zip(info.columns, info.descending))
 
 
-def index_definition(table: Any, info: IndexInfo) -> str:
+def index_definition(table: TableDef, info: IndexInfo, column: int = 0) -> str:
+    """pg_get_indexdef(oid, column, pretty): the CREATE INDEX statement, or one key column's text."""
+    if column:
+        if column > len(info.columns):
+            return ""
+        return quote_ident(info.columns[column - 1])
     unique = "UNIQUE " if info.unique else ""
-    return (f"CREATE {unique}INDEX {_quote_ident(info.name)} ON public.{_quote_ident(table.name)} "
+    return (f"CREATE {unique}INDEX {quote_ident(info.name)} ON public.{quote_ident(table.name)} "
             f"USING btree ({index_columns_text(info)})")
 
 
-def constraint_definition(info: IndexInfo) -> str | None:
-    columns = ", ".join(_quote_ident(column) for column in info.columns)
-    if info.constraint == "p":
-        return f"PRIMARY KEY ({columns})"
-    if info.constraint == "u":
-        return f"UNIQUE ({columns})"
-    return None
+@dataclasses.dataclass(frozen=True)
+class ConstraintInfo:
+    oid: int
+    name: str
+    kind: str                  # contype: p, u, c
+    table: TableDef
+    index: IndexInfo | None    # p and u: the index that enforces it
+    check_sql: str | None = None
+
+    @property
+    def definition(self) -> str:
+        if self.kind == "c":
+            return f"CHECK ({self.check_sql})"
+        columns = ", ".join(quote_ident(column) for column in self.index.columns)
+        return f"{'PRIMARY KEY' if self.kind == 'p' else 'UNIQUE'} ({columns})"
 
 
-# --- pulling what a query looks for out of its text -------------------------------------------
-_OID_EQUALS = re.compile(r"\b(?:oid|attrelid|indexrelid|indrelid|conrelid|objoid|relid)\s*=\s*'?(\d+)'?", re.IGNORECASE)
-_OID_IN = re.compile(r"\b(?:oid|attrelid|indexrelid|indrelid|conrelid)\s+in\s*\(([\d\s,']+)\)", re.IGNORECASE)
-_REGEX = re.compile(r"(relname|nspname)\s+operator\s*\(\s*pg_catalog\s*\.\s*~\s*\)\s*'((?:[^']|'')*)'", re.IGNORECASE)
-_NAME_IN = re.compile(r"relname\s+in\s*\(((?:\s*'(?:[^']|'')*'(?:\s*::\s*\w+)?\s*,?)+)\)", re.IGNORECASE)
-_NAME_EQUALS = re.compile(r"relname\s*=\s*'((?:[^']|'')*)'", re.IGNORECASE)
-_STRING = re.compile(r"'((?:[^']|'')*)'")
-
-
-def _oids(sql: str) -> set[int]:
-    found = {int(value) for value in _OID_EQUALS.findall(sql)}
-    for group in _OID_IN.findall(sql):
-        found.update(int(value) for value in re.findall(r"\d+", group))
+def constraints_of(table: TableDef) -> list[ConstraintInfo]:
+    found = []
+    for info in indexes_of(table):
+        if info.constraint is not None:
+            found.append(ConstraintInfo(CONSTRAINT_OID_BASE + info.oid - TABLE_OID_BASE, info.name, info.constraint,
+                                        table, info))
+    assert len(table.checks) <= CHECKS_PER_TABLE_MAX, "more CHECK constraints than the oid range holds"
+    base = CONSTRAINT_OID_BASE + (table_oid(table) - TABLE_OID_BASE) * CHECKS_PER_TABLE_MAX
+    for position, check in enumerate(table.checks):
+        # offset by the table's own oid range so that no check collides with an index-backed one
+        found.append(ConstraintInfo(base + (1 << 28) + position, check.name, "c", table, None, check.sql))
     return found
 
 
-def _name_filter(sql: str) -> Callable[[str], bool]:
-    """relname = 'x' / relname IN ('x', ...) / relname OPERATOR(pg_catalog.~) '^(x)$' -> predicate."""
-    tests: list[Callable[[str], bool]] = []
-    for column, pattern in _REGEX.findall(sql):
-        compiled = re.compile(pattern.replace("''", "'"))
-        if column.lower() == "relname":
-            tests.append(lambda name, compiled=compiled: compiled.search(name) is not None)
+def attrdef_oid(table: TableDef, attnum: int) -> int:
+    return ATTRDEF_OID_BASE + (table_oid(table) - TABLE_OID_BASE) * COLUMNS_PER_TABLE_MAX + attnum
+
+
+# --- the virtual relations ---------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class CatalogRelation:
+    name: str
+    oid: int
+    columns: tuple[tuple[str, SqlType], ...]
+    build: Callable[[Snapshot], list[tuple]]
+
+
+I2, I4, I8, F4, B, T = types.SMALLINT, types.INTEGER, types.BIGINT, types.REAL, types.BOOLEAN, types.TEXT
+OID, NAME, CH = types.OID, types.NAME, types.CHAR1
+_REGPROC = types.REGPROC
+
+
+def _namespaces(snapshot: Snapshot) -> list[tuple]:
+    return [(PG_CATALOG_NAMESPACE_OID, "pg_catalog", OWNER_OID, None),
+            (PG_TOAST_NAMESPACE_OID, "pg_toast", OWNER_OID, None),
+            (PUBLIC_NAMESPACE_OID, "public", OWNER_OID, None),
+            (INFORMATION_SCHEMA_NAMESPACE_OID, "information_schema", OWNER_OID, None)]
+
+
+def _class_row(oid, name, namespace, kind, am, natts, checks, has_index, replident) -> tuple:
+    return (oid, name, namespace, 0, 0, OWNER_OID, am, oid, 0, 0, -1.0, 0, 0, has_index, False, "p", kind, natts,
+            checks, False, False, False, False, False, True, replident, False, 0, None, None, None)
+
+
+def _classes(snapshot: Snapshot) -> list[tuple]:
+    rows = []
+    for info in relations(snapshot.tables):
+        if info.kind == "r":
+            rows.append(_class_row(info.oid, info.name, info.namespace, "r", HEAP_AM_OID, len(info.table.columns),
+                                   len(info.table.checks), True, "d"))
         else:
-            tests.append(lambda name, compiled=compiled: compiled.search("public") is not None)
-    for group in _NAME_IN.findall(sql):
-        names = {value.replace("''", "'") for value in _STRING.findall(group)}
-        tests.append(lambda name, names=names: name in names)
-    for value in _NAME_EQUALS.findall(sql):
-        tests.append(lambda name, value=value.replace("''", "'"): name == value)
-    return lambda name: all(test(name) for test in tests)
+            rows.append(_class_row(info.oid, info.name, info.namespace, "i", BTREE_AM_OID, len(info.index.columns), 0,
+                                   False, "n"))
+    for info in system_relations():
+        rows.append(_class_row(info.oid, info.name, info.namespace, "r", HEAP_AM_OID, len(info.columns), 0, False,
+                               "n"))
+    return rows
 
 
-def _relkinds(normalized: str) -> set[str]:
-    match = re.search(r"relkind\s+in\s*\(([^)]*)\)", normalized)
-    if match is None:
-        match = re.search(r"relkind\s*=\s*any\s*\(\s*array\s*\[([^\]]*)\]", normalized)
-    if match is None:
-        return {"r"}
-    return set(_STRING.findall(match.group(1)))
+def _attribute_row(relation_oid, name, sql_type, attnum, not_null, has_default, collation) -> tuple:
+    oid = type_oid(sql_type)
+    info = TYPES[oid]
+    return (relation_oid, name, oid, -1, info.length, attnum, 1 if info.element else 0, -1, type_modifier(sql_type),
+            info.by_value, info.align, info.storage, "", not_null, has_default, False, "", "", False, True, 0,
+            collation, None, None, None)
 
 
-async def _relations(context: Context) -> list[Relation]:
-    return relations(await context.tables())
+def _collation_of(sql_type: SqlType) -> int:
+    return DEFAULT_COLLATION_OID if sql_type.kind in types.TEXT_KINDS and sql_type.pg_alias is None else \
+        (C_COLLATION_OID if sql_type.pg_alias == "name" else 0)
 
 
-async def _named_relations(context: Context, kinds, matches: Callable[[str], bool]) -> list[Relation]:
-    """The relations of the given kinds whose name passes the query's name filter, by name."""
-    return [relation for relation in sorted(await _relations(context), key=lambda r: r.name)
-            if relation.kind in kinds and matches(relation.name)]
+def _attributes(snapshot: Snapshot) -> list[tuple]:
+    rows = []
+    for table in snapshot.tables:
+        oid = table_oid(table)
+        for attnum, column in enumerate(table.columns, start=1):
+            rows.append(_attribute_row(oid, column.name, column.sql_type, attnum, bool(column.not_null),
+                                       column.default is not None, _collation_of(column.sql_type)))
+        for info in indexes_of(table):
+            for attnum, name in enumerate(info.columns, start=1):
+                position = table.column_index(name)
+                sql_type = table.columns[position].sql_type if position is not None else types.TEXT
+                rows.append(_attribute_row(info.oid, name, sql_type, attnum, False, False, _collation_of(sql_type)))
+    for info in system_relations():
+        for attnum, (name, sql_type) in enumerate(info.columns, start=1):
+            rows.append(_attribute_row(info.oid, name, sql_type, attnum, False, False, _collation_of(sql_type)))
+    return rows
 
 
-def _by_oid(found: list[Relation], oids: set[int]) -> list[Relation]:
-    return [relation for relation in found if relation.oid in oids]
+def _indexes(snapshot: Snapshot) -> list[tuple]:
+    rows = []
+    for table in snapshot.tables:
+        for info in indexes_of(table):
+            keys_ = [table.column_index(name) + 1 for name in info.columns]
+            width = len(keys_)
+            collations = [_collation_of(table.columns[k - 1].sql_type) for k in keys_]
+            options = [1 if descending else 0 for descending in info.descending]
+            rows.append((info.oid, table_oid(table), width, width, info.unique, False, info.primary, False, True,
+                         False, True, True, True, False, False, keys_, collations, [0] * width, options, None, None))
+    return rows
 
 
-# --- psql ------------------------------------------------------------------------------------
-_KIND_NAMES = {"r": "table", "i": "index"}
+def _constraints(snapshot: Snapshot) -> list[tuple]:
+    rows = []
+    for table in snapshot.tables:
+        for info in constraints_of(table):
+            keys_ = ([table.column_index(name) + 1 for name in info.index.columns] if info.index is not None
+                     else None)
+            rows.append((info.oid, info.name, PUBLIC_NAMESPACE_OID, info.kind, False, False, True, table_oid(table),
+                         0, info.index.oid if info.index is not None else 0, 0, " ", " ", " ", True, 0, True, keys_,
+                         None, info.check_sql))
+    return rows
 
 
-@matcher
-def _psql_list_relations(sql: str, normalized: str) -> Answer | None:
-    # \d, \dt, \di, \dv, ... (psql's listTables)
-    if 'c.relname as "name"' not in normalized or "from pg_catalog.pg_class c" not in normalized:
+def _attrdefs(snapshot: Snapshot) -> list[tuple]:
+    rows = []
+    for table in snapshot.tables:
+        for attnum, column in enumerate(table.columns, start=1):
+            if column.default is not None:
+                rows.append((attrdef_oid(table, attnum), table_oid(table), attnum, column.default))
+    return rows
+
+
+def _types(snapshot: Snapshot) -> list[tuple]:
+    rows = []
+    for info in sorted(TYPES.values(), key=lambda t: t.oid):
+        rows.append((info.oid, info.name, PG_CATALOG_NAMESPACE_OID, OWNER_OID, info.length, info.by_value,
+                     "b", info.category, info.preferred, True, ",", 0, info.element, info.array,
+                     info.name + ("_in" if info.element == 0 else ""), info.align, info.storage, False, 0, -1, 0,
+                     info.collation, None))
+    return rows
+
+
+def _databases(snapshot: Snapshot) -> list[tuple]:
+    return [(DATABASE_OID, snapshot.client.database, OWNER_OID, UTF8_ENCODING, "c", False, True, -1,
+             TABLESPACE_OID, "C", "C", None, None)]
+
+
+def _roles(snapshot: Snapshot) -> list[tuple]:
+    return [(OWNER_OID, snapshot.client.user, True, True, True, True, True, False, False, -1, "********", None,
+             None)]
+
+
+def _users(snapshot: Snapshot) -> list[tuple]:
+    return [(snapshot.client.user, OWNER_OID, True, True, False, False, "********", None, None)]
+
+
+def _settings(snapshot: Snapshot) -> list[tuple]:
+    settings = snapshot.client.settings
+    if settings is None or not hasattr(settings, "show_all"):
+        return []
+    return [(name, value, None, "Ungrouped", description or None, None, "user", "string", "session")
+            for name, value, description in settings.show_all()]
+
+
+def _access_methods(snapshot: Snapshot) -> list[tuple]:
+    return [(HEAP_AM_OID, "heap", "heap_tableam_handler", "t"), (BTREE_AM_OID, "btree", "bthandler", "i")]
+
+
+def _collations(snapshot: Snapshot) -> list[tuple]:
+    return [(DEFAULT_COLLATION_OID, "default", PG_CATALOG_NAMESPACE_OID, OWNER_OID, "d", True, -1, None, None),
+            (C_COLLATION_OID, "C", PG_CATALOG_NAMESPACE_OID, OWNER_OID, "c", True, -1, "C", "C"),
+            (POSIX_COLLATION_OID, "POSIX", PG_CATALOG_NAMESPACE_OID, OWNER_OID, "c", True, -1, "POSIX", "POSIX")]
+
+
+def _tablespaces(snapshot: Snapshot) -> list[tuple]:
+    return [(TABLESPACE_OID, "pg_default", OWNER_OID, None, None), (1664, "pg_global", OWNER_OID, None, None)]
+
+
+def _indexes_view(snapshot: Snapshot) -> list[tuple]:
+    return [("public", table.name, info.name, None, index_definition(table, info))
+            for table in snapshot.tables for info in indexes_of(table)]
+
+
+def _tables_view(snapshot: Snapshot) -> list[tuple]:
+    return [("public", table.name, snapshot.client.user, None, True, False, False, False) for table in snapshot.tables]
+
+
+def _empty(snapshot: Snapshot) -> list[tuple]:
+    return []
+
+
+def _c(spec: str) -> tuple[tuple[str, SqlType], ...]:
+    """Columns from 'name:type name:type ...' (types by their PostgreSQL names)."""
+    found = []
+    for item in spec.split():
+        name, type_name = item.split(":")
+        found.append((name, _SPEC_TYPES[type_name]))
+    return tuple(found)
+
+
+_SPEC_TYPES = {"oid": OID, "name": NAME, "char": CH, "int2": I2, "int4": I4, "int8": I8, "float4": F4, "bool": B,
+               "text": T, "regproc": _REGPROC, "text[]": types.TEXT_ARRAY, "name[]": types.NAME_ARRAY,
+               "oid[]": types.OID_ARRAY, "int2vector": types.INT2VECTOR, "oidvector": types.OIDVECTOR,
+               "int2[]": types.SMALLINT_ARRAY, "char[]": types.CHAR1_ARRAY, "timestamptz": types.TIMESTAMPTZ,
+               "xid": I8, "regclass": types.REGCLASS}
+
+CATALOG_RELATIONS: dict[str, CatalogRelation] = {relation.name: relation for relation in (
+    CatalogRelation("pg_namespace", 2615, _c("oid:oid nspname:name nspowner:oid nspacl:text[]"), _namespaces),
+    CatalogRelation("pg_class", 1259, _c(
+        "oid:oid relname:name relnamespace:oid reltype:oid reloftype:oid relowner:oid relam:oid relfilenode:oid "
+        "reltablespace:oid relpages:int4 reltuples:float4 relallvisible:int4 reltoastrelid:oid relhasindex:bool "
+        "relisshared:bool relpersistence:char relkind:char relnatts:int2 relchecks:int2 relhasrules:bool "
+        "relhastriggers:bool relhassubclass:bool relrowsecurity:bool relforcerowsecurity:bool relispopulated:bool "
+        "relreplident:char relispartition:bool relrewrite:oid relacl:text[] reloptions:text[] relpartbound:text"),
+        _classes),
+    CatalogRelation("pg_attribute", 1249, _c(
+        "attrelid:oid attname:name atttypid:oid attstattarget:int4 attlen:int2 attnum:int2 attndims:int4 "
+        "attcacheoff:int4 atttypmod:int4 attbyval:bool attalign:char attstorage:char attcompression:char "
+        "attnotnull:bool atthasdef:bool atthasmissing:bool attidentity:char attgenerated:char attisdropped:bool "
+        "attislocal:bool attinhcount:int4 attcollation:oid attacl:text[] attoptions:text[] attfdwoptions:text[]"),
+        _attributes),
+    CatalogRelation("pg_index", 2610, _c(
+        "indexrelid:oid indrelid:oid indnatts:int2 indnkeyatts:int2 indisunique:bool indnullsnotdistinct:bool "
+        "indisprimary:bool indisexclusion:bool indimmediate:bool indisclustered:bool indisvalid:bool "
+        "indcheckxmin:bool indisready:bool indislive:bool indisreplident:bool indkey:int2vector "
+        "indcollation:oidvector indclass:oidvector indoption:int2vector indexprs:text indpred:text"), _indexes),
+    CatalogRelation("pg_constraint", 2606, _c(
+        "oid:oid conname:name connamespace:oid contype:char condeferrable:bool condeferred:bool convalidated:bool "
+        "conrelid:oid contypid:oid conindid:oid confrelid:oid confupdtype:char confdeltype:char "
+        "confmatchtype:char conislocal:bool coninhcount:int4 connoinherit:bool conkey:int2[] confkey:int2[] "
+        "conbin:text"), _constraints),
+    CatalogRelation("pg_attrdef", 2604, _c("oid:oid adrelid:oid adnum:int2 adbin:text"), _attrdefs),
+    CatalogRelation("pg_type", 1247, _c(
+        "oid:oid typname:name typnamespace:oid typowner:oid typlen:int2 typbyval:bool typtype:char "
+        "typcategory:char typispreferred:bool typisdefined:bool typdelim:char typrelid:oid typelem:oid "
+        "typarray:oid typinput:text typalign:char typstorage:char typnotnull:bool typbasetype:oid typtypmod:int4 "
+        "typndims:int4 typcollation:oid typdefault:text"), _types),
+    CatalogRelation("pg_database", 1262, _c(
+        "oid:oid datname:name datdba:oid encoding:int4 datlocprovider:char datistemplate:bool datallowconn:bool "
+        "datconnlimit:int4 dattablespace:oid datcollate:text datctype:text daticulocale:text datacl:text[]"),
+        _databases),
+    CatalogRelation("pg_roles", 12001, _c(
+        "oid:oid rolname:name rolsuper:bool rolinherit:bool rolcreaterole:bool rolcreatedb:bool rolcanlogin:bool "
+        "rolreplication:bool rolbypassrls:bool rolconnlimit:int4 rolpassword:text rolvaliduntil:timestamptz "
+        "rolconfig:text[]"), _roles),
+    CatalogRelation("pg_authid", 1260, _c(
+        "oid:oid rolname:name rolsuper:bool rolinherit:bool rolcreaterole:bool rolcreatedb:bool rolcanlogin:bool "
+        "rolreplication:bool rolbypassrls:bool rolconnlimit:int4 rolpassword:text rolvaliduntil:timestamptz "
+        "rolconfig:text[]"), _roles),
+    CatalogRelation("pg_user", 12002, _c(
+        "usename:name usesysid:oid usecreatedb:bool usesuper:bool userepl:bool usebypassrls:bool passwd:text "
+        "valuntil:timestamptz useconfig:text[]"), _users),
+    CatalogRelation("pg_auth_members", 1261, _c("oid:oid roleid:oid member:oid grantor:oid admin_option:bool"),
+                    _empty),
+    CatalogRelation("pg_settings", 12003, _c(
+        "name:text setting:text unit:text category:text short_desc:text extra_desc:text context:text vartype:text "
+        "source:text"), _settings),
+    CatalogRelation("pg_am", 2601, _c("oid:oid amname:name amhandler:regproc amtype:char"), _access_methods),
+    CatalogRelation("pg_proc", 1255, _c(
+        "oid:oid proname:name pronamespace:oid proowner:oid prolang:oid prokind:char prorettype:oid "
+        "proargtypes:oidvector pronargs:int2 proretset:bool prosrc:text"), _empty),
+    CatalogRelation("pg_collation", 3456, _c(
+        "oid:oid collname:name collnamespace:oid collowner:oid collprovider:char collisdeterministic:bool "
+        "collencoding:int4 collcollate:text collctype:text"), _collations),
+    CatalogRelation("pg_inherits", 2611, _c("inhrelid:oid inhparent:oid inhseqno:int4 inhdetachpending:bool"),
+                    _empty),
+    CatalogRelation("pg_tablespace", 1213, _c("oid:oid spcname:name spcowner:oid spcacl:text[] spcoptions:text[]"),
+                    _tablespaces),
+    CatalogRelation("pg_extension", 3079, _c(
+        "oid:oid extname:name extowner:oid extnamespace:oid extrelocatable:bool extversion:text"), _empty),
+    CatalogRelation("pg_description", 2609, _c("objoid:oid classoid:oid objsubid:int4 description:text"), _empty),
+    CatalogRelation("pg_shdescription", 2396, _c("objoid:oid classoid:oid description:text"), _empty),
+    CatalogRelation("pg_sequence", 2224, _c(
+        "seqrelid:oid seqtypid:oid seqstart:int8 seqincrement:int8 seqmax:int8 seqmin:int8 seqcache:int8 "
+        "seqcycle:bool"), _empty),
+    CatalogRelation("pg_trigger", 2620, _c("oid:oid tgrelid:oid tgname:name tgfoid:oid tgtype:int2 tgenabled:char "
+                                           "tgisinternal:bool tgconstraint:oid"), _empty),
+    CatalogRelation("pg_policy", 3256, _c(
+        "oid:oid polname:name polrelid:oid polcmd:char polpermissive:bool polroles:oid[] polqual:text "
+        "polwithcheck:text"), _empty),
+    CatalogRelation("pg_statistic_ext", 3381, _c(
+        "oid:oid stxrelid:oid stxname:name stxnamespace:oid stxowner:oid stxstattarget:int4 stxkeys:int2vector "
+        "stxkind:char[] stxexprs:text"), _empty),
+    CatalogRelation("pg_publication", 6104, _c(
+        "oid:oid pubname:name pubowner:oid puballtables:bool pubinsert:bool pubupdate:bool pubdelete:bool "
+        "pubtruncate:bool pubviaroot:bool"), _empty),
+    CatalogRelation("pg_publication_rel", 6106, _c("oid:oid prpubid:oid prrelid:oid prqual:text prattrs:int2vector"),
+                    _empty),
+    CatalogRelation("pg_publication_namespace", 6237, _c("oid:oid pnpubid:oid pnnspid:oid"), _empty),
+    CatalogRelation("pg_rewrite", 2618, _c("oid:oid rulename:name ev_class:oid ev_type:char ev_enabled:char "
+                                           "is_instead:bool"), _empty),
+    CatalogRelation("pg_depend", 2608, _c("classid:oid objid:oid objsubid:int4 refclassid:oid refobjid:oid "
+                                          "refobjsubid:int4 deptype:char"), _empty),
+    CatalogRelation("pg_enum", 3501, _c("oid:oid enumtypid:oid enumsortorder:float4 enumlabel:name"), _empty),
+    CatalogRelation("pg_range", 3541, _c("rngtypid:oid rngsubtype:oid"), _empty),
+    CatalogRelation("pg_foreign_table", 3118, _c("ftrelid:oid ftserver:oid ftoptions:text[]"), _empty),
+    CatalogRelation("pg_partitioned_table", 3350, _c("partrelid:oid partstrat:char partnatts:int2"), _empty),
+    CatalogRelation("pg_event_trigger", 3466, _c("oid:oid evtname:name evtevent:name evtenabled:char"), _empty),
+    CatalogRelation("pg_opclass", 2616, _c("oid:oid opcmethod:oid opcname:name opcnamespace:oid opcdefault:bool "
+                                           "opcintype:oid"), _empty),
+    CatalogRelation("pg_indexes", 12004, _c("schemaname:name tablename:name indexname:name tablespace:name "
+                                            "indexdef:text"), _indexes_view),
+    CatalogRelation("pg_tables", 12005, _c("schemaname:name tablename:name tableowner:name tablespace:name "
+                                           "hasindexes:bool hasrules:bool hastriggers:bool rowsecurity:bool"),
+                    _tables_view),
+    CatalogRelation("pg_views", 12006, _c("schemaname:name viewname:name viewowner:name definition:text"), _empty),
+    CatalogRelation("pg_matviews", 12007, _c("schemaname:name matviewname:name matviewowner:name definition:text"),
+                    _empty),
+    CatalogRelation("pg_sequences", 12008, _c("schemaname:name sequencename:name sequenceowner:name"), _empty),
+)}
+
+
+def system_relations() -> list[RelationInfo]:
+    return [RelationInfo(relation.oid, relation.name, "r", PG_CATALOG_NAMESPACE_OID, None, None, relation.columns)
+            for relation in CATALOG_RELATIONS.values()]
+
+
+def relation_rows(relation: CatalogRelation, snapshot: Snapshot) -> list[tuple]:
+    rows = relation.build(snapshot)
+    assert all(len(row) == len(relation.columns) for row in rows), f"{relation.name} row width"
+    return rows
+
+
+# --- what the catalog functions compute (expressions.py calls these) -----------------------------
+def relation_text(snapshot: Snapshot, oid: int) -> str:
+    """oid::regclass::text: the relation's name (schema-qualified when not on the search path)."""
+    info = snapshot.relation(oid)
+    if info is None:
+        return str(oid)
+    return quote_ident(info.name)
+
+
+def indexdef(snapshot: Snapshot, oid: int, column: int = 0) -> str | None:
+    info = snapshot.relation(oid)
+    if info is None or info.kind != "i":
         return None
-    kinds = _relkinds(normalized)
-    with_table = 'as "table"' in normalized
-    verbose = 'as "persistence"' in normalized
-    matches = _name_filter(sql)
-
-    async def answer(context: Context) -> CatalogResult:
-        rows = []
-        for relation in await _named_relations(context, kinds, matches):
-            row: tuple = ("public", relation.name, _KIND_NAMES[relation.kind], context.user)
-            if with_table:
-                row += (relation.table.name if relation.kind == "i" else None,)
-            if verbose:
-                row += ("permanent", "heap" if relation.kind == "r" else "btree", "0 bytes", None)
-            rows.append(row)
-        columns = [("Schema", "name"), ("Name", "name"), ("Type", "text"), ("Owner", "name")]
-        if with_table:
-            columns.append(("Table", "name"))
-        if verbose:
-            columns += [("Persistence", "text"), ("Access method", "name"), ("Size", "text"), ("Description", "text")]
-        return result(columns, rows)
-
-    return answer
+    return index_definition(info.table, info.index, column)
 
 
-@matcher
-def _psql_find_relation(sql: str, normalized: str) -> Answer | None:
-    # describeTableDetails step 1: SELECT c.oid, n.nspname, c.relname ... relname OPERATOR(~) '^(t)$'
-    if not normalized.startswith("select c.oid, n.nspname, c.relname from pg_catalog.pg_class c"):
+def constraintdef(snapshot: Snapshot, oid: int) -> str | None:
+    for table in snapshot.tables:
+        for info in constraints_of(table):
+            if info.oid == oid:
+                return info.definition
+    return None
+
+
+def namespace_name(oid: int | None) -> str | None:
+    return {PG_CATALOG_NAMESPACE_OID: "pg_catalog", PUBLIC_NAMESPACE_OID: "public", PG_TOAST_NAMESPACE_OID:
+            "pg_toast", INFORMATION_SCHEMA_NAMESPACE_OID: "information_schema"}.get(oid, str(oid) if oid else None)
+
+
+def namespace_oid(name: str) -> int | None:
+    return {"pg_catalog": PG_CATALOG_NAMESPACE_OID, "public": PUBLIC_NAMESPACE_OID, "pg_toast":
+            PG_TOAST_NAMESPACE_OID, "information_schema": INFORMATION_SCHEMA_NAMESPACE_OID}.get(name)
+
+
+def encoding_name(encoding: int | None) -> str | None:
+    if encoding is None:
         return None
-    matches = _name_filter(sql)
-
-    async def answer(context: Context) -> CatalogResult:
-        rows = [(relation.oid, "public", relation.name) for relation in await _relations(context)
-                if matches(relation.name)]
-        rows.sort(key=lambda row: row[2])
-        return result([("oid", "oid"), ("nspname", "name"), ("relname", "name")], rows)
-
-    return answer
+    return {UTF8_ENCODING: "UTF8", 0: "SQL_ASCII"}.get(encoding, "")
 
 
-@matcher
-def _psql_relation_info(sql: str, normalized: str) -> Answer | None:
-    # step 2: SELECT c.relchecks, c.relkind, c.relhasindex, ... WHERE c.oid = '16384'
-    if not normalized.startswith("select c.relchecks, c.relkind, c.relhasindex"):
+def user_name(snapshot: Snapshot, oid: int | None) -> str | None:
+    if oid is None:
         return None
-    oids = _oids(sql)
-    width = len(_split_top_level(re.match(r"^\s*select\s+(.*?)\s+from\s", sql, re.I | re.S).group(1)))
-
-    async def answer(context: Context) -> CatalogResult:
-        rows = []
-        for relation in _by_oid(await _relations(context), oids):
-            checks = len(getattr(relation.table, "checks", ()) or ()) if relation.kind == "r" else 0
-            row = (checks, relation.kind, relation.kind == "r", False, False, False, False, False, False, "", 0, "",
-                   "p", "d", "heap" if relation.kind == "r" else "btree")
-            rows.append(row[:width] + (None,) * (width - len(row)))
-        names = ["relchecks", "relkind", "relhasindex", "relhasrules", "relhastriggers", "relrowsecurity",
-                 "relforcerowsecurity", "relhasoids", "relispartition", "?column?", "reltablespace", "reloftype",
-                 "relpersistence", "relreplident", "amname"]
-        types_ = ["smallint", '"char"', "boolean", "boolean", "boolean", "boolean", "boolean", "boolean", "boolean",
-                  "text", "oid", "text", '"char"', '"char"', "name"]
-        columns = list(zip(names, types_))[:width] + [("?column?", "text")] * max(0, width - len(names))
-        return result(columns, rows)
-
-    return answer
+    return snapshot.client.user if oid == OWNER_OID else f"unknown (OID={oid})"
 
 
-@matcher
-def _psql_table_columns(sql: str, normalized: str) -> Answer | None:
-    # step 3 (table): SELECT a.attname, format_type(...), (default), a.attnotnull, collation, identity, generated
-    if not normalized.startswith("select a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)"):
+def relation_size(snapshot: Snapshot, oid: int) -> int | None:
+    """pg_relation_size & co.: QuorumDB does not track sizes; 0 for a relation that exists."""
+    return 0 if snapshot.relation(oid) is not None else None
+
+
+def size_pretty(size: int | None) -> str | None:
+    """PostgreSQL's pg_size_pretty: bytes up to 10 kB, then kB, MB, GB, TB (rounded half up)."""
+    if size is None:
         return None
-    oids = _oids(sql)
-    index_form = "is_key" in normalized
-    head = re.match(r"^\s*select\s+(.*?)\s+from\s+pg_catalog\.pg_attribute\s+a\s", sql, re.I | re.S)
-    width = len(_split_top_level(head.group(1))) if head else 7
-
-    async def answer(context: Context) -> CatalogResult:
-        rows = []
-        for relation in _by_oid(await _relations(context), oids):
-            table = relation.table
-            if relation.kind == "i":
-                for column in relation.index.columns:
-                    position = table.column_index(column)
-                    sql_type = table.columns[position].sql_type if position is not None else None
-                    rows.append((column, format_type(sql_type) if sql_type else "text", "yes", column))
-                continue
-            for column in table.columns:
-                default = getattr(column, "default", None)
-                row = (column.name, format_type(column.sql_type), default, bool(column.not_null), None, "", "")
-                rows.append(row[:width] + (None,) * (width - len(row)))
-        if index_form:
-            columns = [("attname", "name"), ("format_type", "text"), ("is_key", "text"), ("indexdef", "text")]
-        else:
-            names = [("attname", "name"), ("format_type", "text"), ("pg_get_expr", "text"), ("attnotnull", "boolean"),
-                     ("attcollation", "name"), ("attidentity", '"char"'), ("attgenerated", '"char"')]
-            columns = names[:width] + [("?column?", "text")] * max(0, width - len(names))
-        return result(columns, rows)
-
-    return answer
+    limit = 10 * 1024
+    if abs(size) < limit:
+        return f"{size} bytes"
+    value = size >> 9  # one extra bit kept for rounding half up, as PostgreSQL does
+    for unit in ("kB", "MB", "GB", "TB"):
+        if abs(value) < limit * 2:
+            return f"{(value + 1) // 2} {unit}"
+        value >>= 10
+    return f"{(value + 1) // 2} PB"
 
 
-@matcher
-def _psql_table_indexes(sql: str, normalized: str) -> Answer | None:
-    # step 4: SELECT c2.relname, i.indisprimary, i.indisunique, ... FROM pg_class c, pg_class c2, pg_index i
-    if not normalized.startswith("select c2.relname, i.indisprimary, i.indisunique"):
+def resolve_regclass(snapshot: Snapshot, text: str) -> int | None:
+    """'name'::regclass: the oid of the relation a (possibly qualified, possibly quoted) name denotes."""
+    schema, name = _split_qualified(text)
+    info = snapshot.relation_named(name, schema)
+    return info.oid if info is not None else None
+
+
+def _split_qualified(text: str) -> tuple[str | None, str]:
+    parts = []
+    for match in re.finditer(r'"((?:[^"]|"")*)"|([^."]+)', text.strip()):
+        parts.append(match.group(1).replace('""', '"') if match.group(1) is not None else match.group(2).strip().lower())
+    if len(parts) >= 2:
+        return parts[-2], parts[-1]
+    return None, parts[0] if parts else ""
+
+
+def unknown_relation_error(text: str):
+    from quorumdb import errors
+    from quorumdb.errors import SqlError
+    return SqlError(errors.UNDEFINED_TABLE, f'relation "{text}" does not exist')
+
+
+def catalog_reference(schema: str | None, name: str) -> CatalogRelation | None:
+    """The pg_catalog relation a FROM item names (pg_catalog is searched before public, as in
+    PostgreSQL): `pg_catalog.pg_class`, or unqualified `pg_class`."""
+    if schema not in (None, "pg_catalog"):
         return None
-    oids = _oids(sql)
-
-    async def answer(context: Context) -> CatalogResult:
-        rows = []
-        for relation in _by_oid(await _relations(context), oids):
-            if relation.kind != "r":
-                continue
-            infos = sorted((info for _, info in indexes_of(relation.table)), key=lambda i: (not i.primary, i.name))
-            for info in infos:
-                rows.append((info.name, info.primary, info.unique, False, True,
-                             index_definition(relation.table, info), constraint_definition(info), info.constraint,
-                             False if info.constraint else None, False if info.constraint else None, False, 0))
-        columns = [("relname", "name"), ("indisprimary", "boolean"), ("indisunique", "boolean"),
-                   ("indisclustered", "boolean"), ("indisvalid", "boolean"), ("pg_get_indexdef", "text"),
-                   ("pg_get_constraintdef", "text"), ("contype", '"char"'), ("condeferrable", "boolean"),
-                   ("condeferred", "boolean"), ("indisreplident", "boolean"), ("reltablespace", "oid")]
-        return result(columns, rows)
-
-    return answer
+    return CATALOG_RELATIONS.get(name)
 
 
-@matcher
-def _psql_index_info(sql: str, normalized: str) -> Answer | None:
-    # \d INDEX: SELECT i.indisunique, i.indisprimary, ... a.amname, c2.relname, pg_get_expr(i.indpred...)
-    if not normalized.startswith("select i.indisunique, i.indisprimary, i.indisclustered, i.indisvalid"):
-        return None
-    oids = _oids(sql)
+__all__ = ["CATALOG_RELATIONS", "ClientInfo", "Snapshot", "format_type", "relation_rows", "type_oid"]
 
-    async def answer(context: Context) -> CatalogResult:
-        rows = []
-        for relation in _by_oid(await _relations(context), oids):
-            if relation.kind == "i":
-                info = relation.index
-                rows.append((info.unique, info.primary, False, True, False, False, False, False, "btree",
-                             relation.table.name, None))
-        columns = [("indisunique", "boolean"), ("indisprimary", "boolean"), ("indisclustered", "boolean"),
-                   ("indisvalid", "boolean"), ("condeferrable", "boolean"), ("condeferred", "boolean"),
-                   ("indisreplident", "boolean"), ("indnullsnotdistinct", "boolean"), ("amname", "name"),
-                   ("relname", "name"), ("pg_get_expr", "text")]
-        return result(columns, rows)
-
-    return answer
-
-
-@matcher
-def _psql_check_constraints(sql: str, normalized: str) -> Answer | None:
-    # SELECT r.conname, pg_catalog.pg_get_constraintdef(r.oid, true) ... r.contype = 'c'
-    if not normalized.startswith("select r.conname, pg_catalog.pg_get_constraintdef(r.oid, true)") \
-            or "contype = 'c'" not in normalized:
-        return None
-    oids = _oids(sql)
-
-    async def answer(context: Context) -> CatalogResult:
-        rows = []
-        for relation in _by_oid(await _relations(context), oids):
-            for check in getattr(relation.table, "checks", ()) or ():
-                rows.append((check.name, f"CHECK ({check.sql})"))
-        return result([("conname", "name"), ("pg_get_constraintdef", "text")], sorted(rows))
-
-    return answer
-
-
-# --- SQLAlchemy's PostgreSQL dialect --------------------------------------------------------------
-_SA_CLASS = "from pg_catalog.pg_class join pg_catalog.pg_namespace on pg_catalog.pg_namespace.oid = pg_catalog.pg_class.relnamespace"
-
-
-@matcher
-def _sqlalchemy_relnames(sql: str, normalized: str) -> Answer | None:
-    # has_table / get_table_names / the oid lookup before get_pk_constraint and friends
-    with_oid = normalized.startswith("select pg_catalog.pg_class.oid, pg_catalog.pg_class.relname " + _SA_CLASS)
-    if not (with_oid or normalized.startswith("select pg_catalog.pg_class.relname " + _SA_CLASS)):
-        return None
-    kinds = _relkinds(normalized)
-    matches = _name_filter(sql)
-
-    async def answer(context: Context) -> CatalogResult:
-        rows = []
-        for relation in await _named_relations(context, kinds, matches):
-            rows.append((relation.oid, relation.name) if with_oid else (relation.name,))
-        columns = ([("oid", "oid")] if with_oid else []) + [("relname", "name")]
-        return result(columns, rows)
-
-    return answer
-
-
-@matcher
-def _sqlalchemy_columns(sql: str, normalized: str) -> Answer | None:
-    if not normalized.startswith("select pg_catalog.pg_attribute.attname as name, pg_catalog.format_type("):
-        return None
-    kinds = _relkinds(normalized)
-    matches = _name_filter(sql)
-
-    async def answer(context: Context) -> CatalogResult:
-        rows = []
-        for relation in await _named_relations(context, kinds, matches):
-            for column in relation.table.columns:
-                rows.append((column.name, format_type(column.sql_type), getattr(column, "default", None),
-                             bool(column.not_null), relation.name, None, "", None, None))
-        columns = [("name", "name"), ("format_type", "text"), ("default", "text"), ("not_null", "boolean"),
-                   ("table_name", "name"), ("comment", "text"), ("generated", '"char"'),
-                   ("identity_options", "json"), ("collation", "json")]
-        return result(columns, rows)
-
-    return answer
-
-
-@matcher
-def _sqlalchemy_foreign_keys(sql: str, normalized: str) -> Answer | None:
-    # get_foreign_keys / get_multi_foreign_keys: pg_class LEFT OUTER JOIN pg_constraint (contype 'f') ...
-    if not (normalized.startswith("select pg_catalog.pg_class.relname, pg_catalog.pg_constraint.conname,")
-            and re.search(r"pg_constraint\.contype\s*=\s*'f'", normalized)):
-        return None
-    kinds = _relkinds(normalized)
-    matches = _name_filter(sql)
-
-    async def answer(context: Context) -> CatalogResult:
-        # QuorumDB has no foreign keys: each matching table once, its constraint columns NULL.
-        rows = [(relation.name, None, None, None, None)
-                for relation in await _named_relations(context, kinds, matches)]
-        columns = [("relname", "name"), ("conname", "name"), ("anon_1", "text"), ("nspname", "name"),
-                   ("description", "text")]
-        return result(columns, rows)
-
-    return answer
-
-
-@matcher
-def _access_method_by_name(sql: str, normalized: str) -> Answer | None:
-    # SELECT pg_am.oid, pg_am.amname FROM pg_catalog.pg_am WHERE pg_am.amname = 'btree' (SQLAlchemy)
-    if not re.match(r"select pg_catalog\.pg_am\.oid, pg_catalog\.pg_am\.amname from pg_catalog\.pg_am where", normalized):
-        return None
-    found = re.search(r"amname\s*=\s*'((?:[^']|'')*)'", sql, re.IGNORECASE)
-    name = found.group(1) if found else ""
-
-    async def answer(context: Context) -> CatalogResult:
-        # QuorumDB's indexes are ordered (btree-like); it has no other access method.
-        rows = [(BTREE_AM_OID, "btree")] if name == "btree" else []
-        return result([("oid", "oid"), ("amname", "name")], rows)
-
-    return answer
-
-
-@matcher
-def _non_default_opclasses(sql: str, normalized: str) -> Answer | None:
-    # SELECT pg_opclass.oid, pg_opclass.opcname FROM pg_catalog.pg_opclass WHERE NOT pg_opclass.opcdefault
-    if not re.match(r"select pg_catalog\.pg_opclass\.oid, pg_catalog\.pg_opclass\.opcname from "
-                    r"pg_catalog\.pg_opclass where not pg_catalog\.pg_opclass\.opcdefault", normalized):
-        return None
-
-    async def answer(context: Context) -> CatalogResult:
-        return result([("oid", "oid"), ("opcname", "name")], [])  # QuorumDB has only default opclasses
-
-    return answer
-
-
-@matcher
-def _sqlalchemy_indexes(sql: str, normalized: str) -> Answer | None:
-    # get_indexes / get_multi_indexes: SELECT pg_index.indrelid, pg_class.relname, pg_index.indisunique, ...
-    # FROM pg_index JOIN pg_class ... WHERE pg_index.indrelid IN (oids) AND NOT pg_index.indisprimary
-    if not normalized.startswith("select pg_catalog.pg_index.indrelid, pg_catalog.pg_class.relname, "
-                                 "pg_catalog.pg_index.indisunique"):
-        return None
-    oids = _oids(sql)
-
-    async def answer(context: Context) -> CatalogResult:
-        rows = []
-        for relation in _by_oid(await _relations(context), oids):
-            if relation.kind != "r":
-                continue
-            secondary = sorted((info for _, info in indexes_of(relation.table) if not info.primary),
-                               key=lambda info: info.name)
-            for info in secondary:
-                width = len(info.columns)
-                # int2vector's text form is space-separated (not an array literal); 1 = DESC
-                indoption = " ".join("1" if descending else "0" for descending in info.descending)
-                rows.append((relation.oid, info.name, info.unique, True, info.constraint is not None, indoption,
-                             None, BTREE_AM_OID, None, width, False, list(info.columns), [False] * width,
-                             [0] * width))
-        columns = [("indrelid", "oid"), ("relname", "name"), ("indisunique", "boolean"), ("indisvalid", "boolean"),
-                   ("has_constraint", "boolean"), ("indoption", "int2vector"), ("reloptions", "text[]"),
-                   ("relam", "oid"), ("filter_definition", "text"), ("indnkeyatts", "smallint"),
-                   ("indnullsnotdistinct", "boolean"), ("elements", "text[]"), ("elements_is_expr", "boolean[]"),
-                   ("elements_opclass", "bigint[]")]
-        return result(columns, rows)
-
-    return answer
-
-
-@matcher
-def _sqlalchemy_table_comments(sql: str, normalized: str) -> Answer | None:
-    # get_table_comment: pg_class LEFT OUTER JOIN pg_description -> each table once, comment NULL
-    if not normalized.startswith("select pg_catalog.pg_class.relname, pg_catalog.pg_description.description "
-                                 "from pg_catalog.pg_class left outer join pg_catalog.pg_description"):
-        return None
-    kinds = _relkinds(normalized)
-    matches = _name_filter(sql)
-
-    async def answer(context: Context) -> CatalogResult:
-        # QuorumDB keeps no comments: each matching table once, its description NULL.
-        rows = [(relation.name, None) for relation in await _named_relations(context, kinds, matches)]
-        return result([("relname", "name"), ("description", "text")], rows)
-
-    return answer
-
-
-@matcher
-def _sqlalchemy_check_constraints(sql: str, normalized: str) -> Answer | None:
-    # get_check_constraints: pg_class LEFT OUTER JOIN pg_constraint (contype 'c') LEFT OUTER JOIN pg_description
-    if not (normalized.startswith("select pg_catalog.pg_class.relname, pg_catalog.pg_constraint.conname,")
-            and re.search(r"pg_constraint\.contype\s*=\s*'c'", normalized)):
-        return None
-    kinds = _relkinds(normalized)
-    matches = _name_filter(sql)
-
-    async def answer(context: Context) -> CatalogResult:
-        rows = []
-        for relation in await _named_relations(context, kinds, matches):
-            checks = sorted(getattr(relation.table, "checks", ()) or (), key=lambda check: check.name)
-            if not checks:  # the LEFT JOIN keeps the table, with NULL constraint columns
-                rows.append((relation.name, None, None, None))
-            for check in checks:
-                rows.append((relation.name, check.name, f"CHECK ({check.sql})", None))
-        columns = [("relname", "name"), ("conname", "name"), ("anon_1", "text"), ("description", "text")]
-        return result(columns, rows)
-
-    return answer
-
-
-@matcher
-def _sqlalchemy_table_options(sql: str, normalized: str) -> Answer | None:
-    # get_table_options: oid, relname, reloptions, access method, tablespace, inherited parents
-    if not normalized.startswith("select pg_catalog.pg_class.oid, pg_catalog.pg_class.relname, "
-                                 "pg_catalog.pg_class.reloptions"):
-        return None
-    kinds = _relkinds(normalized)
-    matches = _name_filter(sql)
-
-    async def answer(context: Context) -> CatalogResult:
-        # No storage options, default access method and tablespace, no inheritance.
-        rows = [(relation.oid, relation.name, None, None, None, None, None)
-                for relation in await _named_relations(context, kinds, matches)]
-        columns = [("oid", "oid"), ("relname", "name"), ("reloptions", "text[]"), ("relhasoids", "boolean"),
-                   ("access_method_name", "name"), ("tablespace_name", "name"), ("parent_table_names", "name[]")]
-        return result(columns, rows)
-
-    return answer
-
-
-@matcher
-def _sqlalchemy_key_constraints(sql: str, normalized: str) -> Answer | None:
-    # get_pk_constraint / get_unique_constraints: SELECT attr.conrelid, array_agg(...) AS cols, attr.conname, ...
-    if not normalized.startswith("select attr.conrelid, array_agg("):
-        return None
-    match = re.search(r"pg_constraint\.contype\s*=\s*'(\w)'", normalized)
-    kind = match.group(1) if match else "p"
-    oids = _oids(sql)
-
-    async def answer(context: Context) -> CatalogResult:
-        rows = []
-        for relation in _by_oid(await _relations(context), oids):
-            if relation.kind != "r":
-                continue
-            for _, info in indexes_of(relation.table):
-                if info.constraint == kind:
-                    rows.append((relation.oid, list(info.columns), info.name, None, len(info.columns), False))
-        rows.sort(key=lambda row: (row[0], row[2]))
-        columns = [("conrelid", "oid"), ("cols", "text[]"), ("conname", "name"), ("description", "text"),
-                   ("indnkeyatts", "smallint"), ("indnullsnotdistinct", "boolean")]
-        return result(columns, rows)
-
-    return answer

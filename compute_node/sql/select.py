@@ -34,7 +34,7 @@ from typing import Any, AsyncIterator, Callable
 
 from sqlglot import exp
 
-from compute_node.sql import system_views, types
+from compute_node.sql import pg_catalog, system_views, types
 from compute_node.sql.catalog import TableDef, identifier_name, table_name
 from compute_node.sql.expressions import (
     Compiled, Compiler, Context, Relation, Scope, _group_key_value,
@@ -148,7 +148,8 @@ class QueryContext(Context):
     """Everything one statement's compile and fetch phases share."""
 
     def __init__(self, txn, start_ts_ns: int = 0, rng=None):
-        super().__init__(start_ts_ns, rng, self._compile_subquery, getattr(txn, "param_types", None))
+        super().__init__(start_ts_ns, rng, self._compile_subquery, getattr(txn, "param_types", None),
+                         getattr(txn, "client", None) or pg_catalog.DEFAULT_CLIENT)
         self.txn = txn
         self.table_sources: list["Source"] = []
         self.view_sources: list["Source"] = []
@@ -186,10 +187,13 @@ async def fetch(ctx: QueryContext) -> None:
                 raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
                                f"statement reads more than {limits.STATEMENT_ROWS_READ_MAX} rows")
         source.fetched = rows
-    if ctx.view_sources:
+    if ctx.view_sources or ctx.needs_catalog:
+        # One catalog scan serves the statement's system views and its catalog functions
+        # (pg_get_indexdef, ::regclass, ...), so they all see the same snapshot.
         tables = await load_all_tables(ctx.txn)
+        ctx.catalog = pg_catalog.Snapshot(tables, ctx.client)
         for source in ctx.view_sources:
-            source.fetched = [(None, row) for row in system_views.view_rows(source.view, tables)]
+            source.fetched = [(None, row) for row in system_views.view_rows(source.view, tables, ctx.client)]
 
 
 # --- plans -------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 from sqlglot import exp
 
-from compute_node.sql import types
+from compute_node.sql import pg_catalog, types
 from compute_node.sql.catalog import TableDef, identifier_name
 from compute_node.sql.types import Kind, SqlType
 from quorumdb import errors
@@ -64,26 +64,6 @@ def _columns_rows(tables: Sequence[TableDef]) -> list[tuple]:
             rows.append((DATABASE_NAME, USER_SCHEMA, table.name, column.name, position,
                          sql_type.kind.value, "NO" if column.not_null else "YES", max_length, column.default,
                          sql_type.precision, sql_type.scale if sql_type.precision is not None else None))
-    return rows
-
-
-def index_definition(table: TableDef, name: str, columns: Sequence[str], unique: bool,
-                     descending: Sequence[bool] = ()) -> str:
-    """pg_indexes.indexdef: `CREATE [UNIQUE] INDEX name ON public.t USING btree (a, b DESC)`."""
-    parts = [f"{c} DESC" if i < len(descending) and descending[i] else c for i, c in enumerate(columns)]
-    return (f"CREATE {'UNIQUE ' if unique else ''}INDEX {name} ON {USER_SCHEMA}.{table.name} "
-            f"USING btree ({', '.join(parts)})")
-
-
-def _pg_indexes_rows(tables: Sequence[TableDef]) -> list[tuple]:
-    rows = []
-    for table in tables:
-        key_columns = [table.columns[p].name for p in table.primary_key]
-        rows.append((USER_SCHEMA, table.name, table.constraint_name,
-                     index_definition(table, table.constraint_name, key_columns, True)))
-        for index in table.indexes:
-            rows.append((USER_SCHEMA, table.name, index.name,
-                         index_definition(table, index.name, index.columns, index.unique, index.descending)))
     return rows
 
 
@@ -140,13 +120,10 @@ VIEWS: dict[str, SystemView] = {view.name: view for view in (
 )}
 
 
-# pg_catalog views (pg_catalog is searched first, as in PostgreSQL, so `pg_indexes` names it unqualified).
+# pg_catalog's relations (compute_node/sql/pg_catalog.py). pg_catalog is searched first, as in
+# PostgreSQL, so `pg_class` names pg_catalog.pg_class unqualified.
 CATALOG_SCHEMA = "pg_catalog"
-CATALOG_VIEWS: dict[str, SystemView] = {view.name: view for view in (
-    SystemView("pg_indexes", (
-        ("schemaname", _IDENTIFIER), ("tablename", _IDENTIFIER), ("indexname", _IDENTIFIER), ("indexdef", types.TEXT),
-    ), _pg_indexes_rows),
-)}
+CATALOG_VIEWS = pg_catalog.CATALOG_RELATIONS
 
 
 def schema_of(table: exp.Expression) -> str | None:
@@ -181,8 +158,11 @@ def resolve_view(table: exp.Table) -> SystemView:
     return view
 
 
-def view_rows(view: SystemView, tables: Sequence[TableDef]) -> list[tuple[Any, ...]]:
+def view_rows(view: "SystemView | pg_catalog.CatalogRelation", tables: Sequence[TableDef],
+              client: "pg_catalog.ClientInfo | None" = None) -> list[tuple[Any, ...]]:
     """The view's rows over `tables` (already in name order), each the width of view.columns."""
+    if isinstance(view, pg_catalog.CatalogRelation):
+        return pg_catalog.relation_rows(view, pg_catalog.Snapshot(tables, client or pg_catalog.DEFAULT_CLIENT))
     rows = view.build(tables)
     assert all(len(row) == len(view.columns) for row in rows), f"{view.name} row width"
     return rows

@@ -91,6 +91,7 @@ class Transaction:
         # also a lock key: a concurrent schema change makes the commit fail.
         self.schema_reads: dict[bytes, bytes | None] = {}
         self.rng = None  # the session's random.Random (random(), gen_random_uuid())
+        self.client = None  # the session's pg_catalog.ClientInfo (current_user, pg_roles, ...)
         # The access plan of the last statement that read a table (tests and EXPLAIN-like tools).
         self.last_plan = None
 

@@ -54,6 +54,7 @@ class Kind(enum.Enum):
     TIMESTAMPTZ = "timestamp with time zone"
     UUID = "uuid"
     BYTEA = "bytea"
+    ARRAY = "array"      # catalog arrays only (pg_catalog.py): a Python list, element type in pg_alias
     UNKNOWN = "unknown"  # an untyped string literal
     NULL = "null"        # an untyped NULL literal
 
@@ -89,10 +90,17 @@ class SqlType:
     length: int | None = None     # varchar(n), char(n)
     precision: int | None = None  # numeric(p, s)
     scale: int | None = None
+    # PostgreSQL's name for a catalog type the engine computes with as one of its own kinds:
+    # oid and regclass are integers, name and "char" are text, arrays and int2vector are lists
+    # (pg_catalog.py). It changes only what the wire and format_type report, so it is left out
+    # of equality: an oid column compares, joins and hashes as the integer it holds.
+    pg_alias: str | None = dataclasses.field(default=None, compare=False)
 
     @property
     def pg_name(self) -> str:
         """The name PostgreSQL's protocol reports for a result column."""
+        if self.pg_alias is not None:
+            return self.pg_alias
         if self.kind in UNTYPED_KINDS:
             return "text"
         return self.kind.value
@@ -100,6 +108,8 @@ class SqlType:
     @property
     def display_name(self) -> str:
         """The name used in error messages: `character varying(10)`, `numeric(5,2)`."""
+        if self.pg_alias is not None:
+            return self.pg_alias
         if self.kind in (Kind.VARCHAR, Kind.CHAR) and self.length is not None:
             return f"{self.kind.value}({self.length})"
         if self.kind is Kind.NUMERIC and self.precision is not None:
@@ -115,7 +125,7 @@ class SqlType:
     @property
     def base(self) -> "SqlType":
         """The type without modifiers (what an expression over this column has)."""
-        return SqlType(self.kind) if self.kind is not Kind.CHAR else self
+        return SqlType(self.kind, pg_alias=self.pg_alias) if self.kind is not Kind.CHAR else self
 
     def to_json(self) -> dict:
         doc: dict = {"kind": self.kind.value, "length": self.length}
@@ -144,6 +154,21 @@ UUID = SqlType(Kind.UUID)
 BYTEA = SqlType(Kind.BYTEA)
 UNKNOWN = SqlType(Kind.UNKNOWN)
 NULL = SqlType(Kind.NULL)
+# Catalog types (pg_catalog relations and functions), computed as the kind they wrap.
+OID = SqlType(Kind.BIGINT, pg_alias="oid")
+REGCLASS = SqlType(Kind.BIGINT, pg_alias="regclass")
+REGTYPE = SqlType(Kind.BIGINT, pg_alias="regtype")
+REGNAMESPACE = SqlType(Kind.BIGINT, pg_alias="regnamespace")
+REGPROC = SqlType(Kind.BIGINT, pg_alias="regproc")
+NAME = SqlType(Kind.TEXT, pg_alias="name")
+CHAR1 = SqlType(Kind.TEXT, pg_alias='"char"')
+INT2VECTOR = SqlType(Kind.ARRAY, pg_alias="int2vector")
+OIDVECTOR = SqlType(Kind.ARRAY, pg_alias="oidvector")
+TEXT_ARRAY = SqlType(Kind.ARRAY, pg_alias="text[]")
+NAME_ARRAY = SqlType(Kind.ARRAY, pg_alias="name[]")
+OID_ARRAY = SqlType(Kind.ARRAY, pg_alias="oid[]")
+SMALLINT_ARRAY = SqlType(Kind.ARRAY, pg_alias="smallint[]")
+CHAR1_ARRAY = SqlType(Kind.ARRAY, pg_alias='"char"[]')
 
 # sqlglot DataType names -> our types (None: a known name we refuse with 0A000).
 _TYPE_NAMES = {
