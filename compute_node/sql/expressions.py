@@ -426,6 +426,8 @@ class Compiler:
     def _concat(self, node: exp.DPipe) -> Compiled:
         left, right = self.compile(node.this), self.compile(node.expression)
         kinds = (left.sql_type.kind, right.sql_type.kind)
+        if Kind.ARRAY in kinds:
+            return catalog_functions.concat_arrays(left, right)
         if Kind.BYTEA in kinds and all(k in (Kind.BYTEA, Kind.UNKNOWN, Kind.NULL) for k in kinds):
             left, right = coerce(left, types.BYTEA), coerce(right, types.BYTEA)
             return _binary(left, right, types.BYTEA, operator.add)
@@ -440,7 +442,7 @@ class Compiler:
     def _comparison(self, node: exp.Binary) -> Compiled:
         symbol, compare = _COMPARISONS[type(node)]
         if isinstance(node.expression, (exp.Any, exp.All)) or isinstance(node.this, (exp.Any, exp.All)):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ANY/ALL comparisons are not supported")
+            return catalog_functions.compile_any(self, node, symbol, compare)
         return self.compare(self.compile(node.this), self.compile(node.expression), symbol, compare)
 
     def compare(self, left: Compiled, right: Compiled, symbol: str, compare) -> Compiled:
@@ -748,6 +750,12 @@ class Compiler:
     # --- casts and functions ------------------------------------------------------------
     def _cast(self, node: exp.Cast) -> Compiled:
         to = node.args["to"]
+        catalog_type = catalog_functions.cast_target_name(to)
+        if catalog_type is not None:
+            compiled = catalog_functions.compile_catalog_cast(self, node.this, catalog_type)
+            if compiled is not None:
+                return compiled
+            to = exp.DataType.build(catalog_type, dialect="postgres")
         if not isinstance(to, exp.DataType):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"type {to.sql(dialect='postgres')} is not supported")
         if isinstance(node.this, exp.IntDiv):
@@ -1061,6 +1069,9 @@ class Compiler:
             return self._octet_length(self._args(node.expressions))
         if name in ("strpos",) and len(node.expressions) == 2:
             return self._string_function("strpos", node.expressions, lambda t, s: t.find(s) + 1, types.INTEGER)
+        compiled = catalog_functions.compile_function(self, name, node.expressions)
+        if compiled is not None:
+            return compiled
         raise SqlError(errors.UNDEFINED_FUNCTION if name not in _KNOWN_UNSUPPORTED else errors.FEATURE_NOT_SUPPORTED,
                        f"function {name}({', '.join(self._arg_type_names(node.expressions))}) does not exist"
                        if name not in _KNOWN_UNSUPPORTED else f"function {name}() is not supported",
@@ -1807,6 +1818,20 @@ _HANDLERS: dict[type, Callable[[Compiler, Any], Compiled]] = {
     exp.Filter: Compiler._filter,
     exp.Window: Compiler._window,
 }
+# The catalog's functions, casts and operators (compute_node/sql/catalog_functions.py).
+from compute_node.sql import catalog_functions  # noqa: E402  (it imports this module's helpers)
+_HANDLERS.update({
+    exp.Dot: catalog_functions.compile_dot,
+    exp.Operator: catalog_functions.compile_operator,
+    exp.Collate: catalog_functions.compile_collate,
+    exp.RegexpLike: catalog_functions.compile_regexp,
+    exp.RegexpILike: catalog_functions.compile_regexp,
+    exp.Array: catalog_functions.compile_array,
+    exp.ArrayToString: catalog_functions.compile_array_to_string,
+})
+for _node_type in (exp.CurrentVersion, exp.CurrentUser, exp.SessionUser, exp.CurrentSchema, exp.CurrentDatabase,
+                   exp.CurrentCatalog, exp.CurrentSchemas):
+    _HANDLERS[_node_type] = catalog_functions.compile_session_node
 for _node_type in _COMPARISONS:
     _HANDLERS[_node_type] = Compiler._comparison
 for _node_type in _ARITHMETIC:
@@ -1837,7 +1862,10 @@ _FUNCTION_NAMES = {
     exp.Sqrt: "sqrt", exp.Cbrt: "cbrt", exp.Exp: "exp", exp.Ln: "ln", exp.Pi: "pi", exp.Rand: "random",
     exp.Uuid: "gen_random_uuid", exp.CurrentTimestamp: "now", exp.CurrentDate: "current_date",
     exp.Localtimestamp: "localtimestamp", exp.Extract: "extract", exp.TimestampTrunc: "date_trunc",
-    exp.Pow: "power", exp.Exists: "exists",
+    exp.Pow: "power", exp.Exists: "exists", exp.CurrentVersion: "version", exp.CurrentUser: "current_user",
+    exp.SessionUser: "session_user", exp.CurrentSchema: "current_schema", exp.CurrentDatabase: "current_database",
+    exp.CurrentCatalog: "current_catalog", exp.CurrentSchemas: "current_schemas", exp.Array: "array",
+    exp.ArrayToString: "array_to_string",
 }
 
 
@@ -1860,6 +1888,9 @@ def _figure_name(node: exp.Expression) -> tuple[str, int]:
         inner, strength = _figure_name(node.this)
         if strength > 1:
             return inner, strength
+        catalog_type = catalog_functions.cast_target_name(node.args["to"])
+        if catalog_type is not None:
+            return catalog_type.strip('"'), 1
         try:
             return types.CAST_COLUMN_NAMES[types.type_from_sqlglot(node.args["to"]).kind], 1
         except SqlError:
@@ -1886,4 +1917,6 @@ def _simple_name(node: exp.Expression) -> str:
         return _FUNCTION_NAMES[type(node)]
     if isinstance(node, exp.Anonymous):
         return str(node.this).lower()
+    if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):
+        return _simple_name(node.expression)
     return "?column?"

@@ -1,0 +1,511 @@
+"""The functions, casts and operators PostgreSQL tools use on the catalog, compiled like any expression.
+
+Theory of operation
+-------------------
+psql, drivers, ORMs and pg_dump call catalog functions (format_type, pg_get_indexdef,
+pg_table_is_visible, ...) inside ordinary queries over pg_catalog (pg_catalog.py), cast
+between oids, names and reg* types (`'t'::regclass`, `c.oid::regclass::text`), match names
+with `OPERATOR(pg_catalog.~)` and ask the session who it is (current_user, version(),
+current_setting). expressions.py's Compiler hands those nodes to the compilers here; each
+returns a `Compiled` as every other expression does, so they work in select lists, WHERE,
+ORDER BY and joins.
+
+Functions that need the catalog (anything resolving an oid to a name or a definition) set
+`context.needs_catalog` when compiled: the fetch phase then reads the snapshot's table
+definitions once (select.fetch) and they evaluate against that `pg_catalog.Snapshot`.
+
+reg* values: an oid cast to regclass/regtype/regnamespace is a `RegOid`, an int that prints
+as the object's name, so it compares and joins as the oid and reaches the client (or a
+::text cast) as the name, as in PostgreSQL.
+
+What is synthetic: sizes (pg_relation_size & co.) are 0, since QuorumDB does not track them;
+privileges are all granted (every object belongs to the one role); comments are NULL.
+A catalog function QuorumDB does not have is 42883 naming it (expressions.py _anonymous).
+"""
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, Callable, Sequence
+
+from sqlglot import exp
+
+from compute_node.sql import pg_catalog, types
+from compute_node.sql.types import Kind, SqlType
+from quorumdb import errors
+from quorumdb.errors import SqlError
+
+INVALID_REGULAR_EXPRESSION = "2201B"
+UNDEFINED_OBJECT = "42704"
+REGEX_CACHE_MAX = 256  # compiled patterns kept per process (psql sends a handful of shapes)
+
+
+class RegOid(int):
+    """An oid typed regclass/regtype/regnamespace: the integer for comparisons, the name as text."""
+
+    def __new__(cls, oid: int, text: str):
+        value = super().__new__(cls, oid)
+        value.text = text
+        return value
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"RegOid({int(self)}, {self.text!r})"
+
+
+# --- regular expressions ------------------------------------------------------------------
+@functools.lru_cache(maxsize=REGEX_CACHE_MAX)
+def _regex(pattern: str, insensitive: bool) -> re.Pattern:
+    try:
+        return re.compile(pattern, re.IGNORECASE if insensitive else 0)
+    except re.error as error:
+        raise SqlError(INVALID_REGULAR_EXPRESSION, f"invalid regular expression: {error}") from None
+
+
+_REGEX_OPERATORS = {"~": (False, False), "~*": (True, False), "!~": (False, True), "!~*": (True, True)}
+
+
+def regex_match(compiler, subject_node, pattern_node, operator_name: str) -> "Compiled":
+    """`subject ~ pattern` and its case-insensitive (~*) and negated (!~, !~*) forms, on text.
+
+    Patterns are PostgreSQL AREs read by Python's re: the same for what tools send (anchors,
+    groups, alternation, classes); constructs the two dialects spell differently ([[:alpha:]],
+    \\m, \\M) are not translated."""
+    from compute_node.sql.expressions import Compiled, _as_text, _no_operator
+    insensitive, negated = _REGEX_OPERATORS[operator_name]
+    subject, pattern = compiler.compile(subject_node), compiler.compile(pattern_node)
+    for operand in (subject, pattern):
+        if operand.sql_type.kind not in types.TEXT_KINDS + types.UNTYPED_KINDS:
+            raise _no_operator(f"{subject.sql_type.display_name} {operator_name} {pattern.sql_type.display_name}")
+    subject_eval, pattern_eval = _as_text(subject).evaluate, _as_text(pattern).evaluate
+
+    def evaluate(row):
+        text, regex = subject_eval(row), pattern_eval(row)
+        if text is None or regex is None:
+            return None
+        found = _regex(regex, insensitive).search(text) is not None
+        return found != negated
+    return Compiled(evaluate, types.BOOLEAN)
+
+
+def compile_regexp(compiler, node) -> "Compiled":
+    return regex_match(compiler, node.this, node.expression, "~*" if isinstance(node, exp.RegexpILike) else "~")
+
+
+def compile_operator(compiler, node: exp.Operator) -> "Compiled":
+    """OPERATOR(pg_catalog.~) and friends: the schema-qualified spelling of an operator."""
+    name = str(node.args.get("operator") or "").strip()
+    bare = name.split(".", 1)[1].strip() if "." in name else name
+    if name.count(".") and name.split(".", 1)[0].strip().lower() != "pg_catalog":
+        raise SqlError(errors.UNDEFINED_FUNCTION, f"operator does not exist: {name}")
+    if bare in _REGEX_OPERATORS:
+        return regex_match(compiler, node.this, node.expression, bare)
+    plain = {"=": exp.EQ, "<>": exp.NEQ, "!=": exp.NEQ, "<": exp.LT, "<=": exp.LTE, ">": exp.GT, ">=": exp.GTE,
+             "+": exp.Add, "-": exp.Sub, "*": exp.Mul, "/": exp.Div, "||": exp.DPipe}.get(bare)
+    if plain is None:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"operator OPERATOR({name}) is not supported")
+    return compiler.compile(plain(this=node.this, expression=node.expression))
+
+
+def compile_collate(compiler, node: exp.Collate) -> "Compiled":
+    """`x COLLATE "C"` / `COLLATE pg_catalog.default`: text already compares in C (byte) order,
+    which is every collation QuorumDB has; any other collation is 0A000."""
+    collation = node.expression
+    name = collation.name if isinstance(collation, (exp.Column, exp.Identifier, exp.Var)) else \
+        collation.sql(dialect="postgres")
+    name = str(name).strip('"')
+    if name.lower() not in ("default", "c", "posix", "ucs_basic"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'collation "{name}" is not supported (text compares in C order)')
+    return compiler.compile(node.this)
+
+
+def compile_dot(compiler, node: exp.Dot) -> "Compiled":
+    """`pg_catalog.fn(...)`: a function called by its schema-qualified name."""
+    schema = node.this
+    if isinstance(schema, exp.Identifier) and schema.name.lower() == "pg_catalog" and isinstance(node.expression,
+                                                                                                 exp.Func):
+        return compiler.compile(node.expression)
+    raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'expression "{node.sql(dialect="postgres")}" is not supported')
+
+
+# --- session functions ----------------------------------------------------------------------
+def _constant(value, sql_type: SqlType):
+    from compute_node.sql.expressions import constant
+    return constant(value, sql_type)
+
+
+def compile_session_node(compiler, node) -> "Compiled":
+    client = compiler.context.client
+    if isinstance(node, exp.CurrentVersion):
+        return _constant(pg_catalog.VERSION_TEXT, types.TEXT)
+    if isinstance(node, (exp.CurrentUser, exp.SessionUser)):
+        return _constant(client.user, types.NAME)
+    if isinstance(node, exp.CurrentSchema):
+        return _constant("public", types.NAME)
+    if isinstance(node, (exp.CurrentDatabase, exp.CurrentCatalog)):
+        return _constant(client.database, types.NAME)
+    if isinstance(node, exp.CurrentSchemas):
+        implicit = compiler.compile(node.this)
+        schemas = ["pg_catalog", "public"] if implicit.constant and implicit.evaluate(()) else ["public"]
+        return _constant(schemas, types.NAME_ARRAY)
+    raise AssertionError(type(node).__name__)
+
+
+# --- arrays (the catalog's: reloptions, indkey, ...) ------------------------------------------
+def compile_array(compiler, node: exp.Array) -> "Compiled":
+    """ARRAY(subquery) and ARRAY[a, b]: a list, typed as an array of its elements' type."""
+    from compute_node.sql.expressions import Compiled, coerce
+    items = node.expressions
+    if len(items) == 1 and isinstance(items[0], (exp.Select, exp.Union, exp.Subquery)):
+        select = items[0].this if isinstance(items[0], exp.Subquery) else items[0]
+        plan = compiler._subplan(select)
+        if len(plan.columns) != 1:
+            raise SqlError(errors.SYNTAX_ERROR, "subquery must return only one column")
+        run = compiler._run_subplan(plan)
+        element = plan.columns[0][1]
+        return Compiled(lambda row: [inner[0] for inner in run(row)], array_of(element))
+    elements = [compiler.compile(item) for item in items]
+    common = types.common_type([e.sql_type for e in elements], "ARRAY") if elements else types.TEXT
+    elements = [coerce(e, common) for e in elements]
+    evals = [e.evaluate for e in elements]
+    return Compiled(lambda row: [evaluate(row) for evaluate in evals], array_of(common))
+
+
+def array_of(element: SqlType) -> SqlType:
+    name = element.pg_name if element.kind not in types.UNTYPED_KINDS else "text"
+    return SqlType(Kind.ARRAY, pg_alias=f"{name}[]")
+
+
+def array_element_type(array: SqlType) -> SqlType:
+    alias = array.pg_alias or "text[]"
+    if alias in ("int2vector", "smallint[]"):
+        return types.SMALLINT
+    if alias in ("oidvector", "oid[]"):
+        return types.OID
+    name = alias[:-2] if alias.endswith("[]") else "text"
+    return {"name": types.NAME, '"char"': types.CHAR1, "text": types.TEXT, "integer": types.INTEGER,
+            "bigint": types.BIGINT, "boolean": types.BOOLEAN}.get(name, types.TEXT)
+
+
+def compile_any(compiler, node: exp.Binary, symbol: str, compare) -> "Compiled":
+    """`x op ANY (array)`: true if the comparison holds for some element, NULL if none does and
+    an element (or x) is NULL, else false (PostgreSQL's rules). ANY (subquery) is as IN."""
+    from compute_node.sql.expressions import Compiled
+    quantified = node.expression
+    if not isinstance(quantified, exp.Any) or isinstance(node.this, (exp.Any, exp.All)):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ALL comparisons and a quantifier on the left are not supported")
+    inner = quantified.this.this if isinstance(quantified.this, exp.Paren) else quantified.this
+    if isinstance(inner, (exp.Select, exp.Subquery)) and symbol == "=":
+        return compiler._in_subquery(exp.In(this=node.this, query=inner if isinstance(inner, exp.Subquery)
+                                            else exp.Subquery(this=inner)))
+    array = compiler.compile(inner)
+    if array.sql_type.kind is not Kind.ARRAY:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ANY over something other than an array is not supported")
+    element = Compiled(lambda value: value, array_element_type(array.sql_type))
+    left, right = compiler.comparable(compiler.compile(node.this), element, symbol)
+    left_eval, right_eval, array_eval = left.evaluate, right.evaluate, array.evaluate
+
+    def evaluate(row):
+        values = array_eval(row)
+        if values is None:
+            return None
+        subject = left_eval(row)
+        if subject is None:
+            return None if values else False
+        saw_null = False
+        for value in values:
+            converted = right_eval(value) if value is not None else None
+            if converted is None:
+                saw_null = True
+            elif compare(subject, converted):
+                return True
+        return None if saw_null else False
+    return Compiled(evaluate, types.BOOLEAN)
+
+
+def concat_arrays(left, right) -> "Compiled":
+    """array || array (NULL on one side gives the other, as array_cat)."""
+    from compute_node.sql.expressions import Compiled
+    if Kind.ARRAY not in (left.sql_type.kind, right.sql_type.kind) or \
+            not all(side.sql_type.kind in (Kind.ARRAY, Kind.NULL) for side in (left, right)):
+        from compute_node.sql.expressions import _no_operator
+        raise _no_operator(f"{left.sql_type.display_name} || {right.sql_type.display_name}")
+    left_eval, right_eval = left.evaluate, right.evaluate
+    result_type = left.sql_type if left.sql_type.kind is Kind.ARRAY else right.sql_type
+
+    def evaluate(row):
+        a, b = left_eval(row), right_eval(row)
+        if a is None and b is None:
+            return None
+        return list(a or []) + list(b or [])
+    return Compiled(evaluate, result_type)
+
+
+def compile_array_to_string(compiler, node: exp.ArrayToString) -> "Compiled":
+    from compute_node.sql.expressions import Compiled, _as_text
+    array = compiler.compile(node.this)
+    if array.sql_type.kind not in (Kind.ARRAY, Kind.NULL):
+        raise SqlError(errors.UNDEFINED_FUNCTION,
+                       f"function array_to_string({array.sql_type.display_name}, unknown) does not exist")
+    separator = _as_text(compiler.compile(node.expression)).evaluate
+    null_node = node.args.get("null")
+    null_text = _as_text(compiler.compile(null_node)).evaluate if null_node is not None else None
+    array_eval = array.evaluate
+
+    def evaluate(row):
+        values, sep = array_eval(row), separator(row)
+        if values is None or sep is None:
+            return None
+        replacement = null_text(row) if null_text is not None else None
+        parts = [types.format_value(v) if v is not None else replacement for v in values]
+        return sep.join(part for part in parts if part is not None)
+    return Compiled(evaluate, types.TEXT)
+
+
+# --- casts to and from the catalog's types -----------------------------------------------------
+_CATALOG_CASTS = {"regclass": types.REGCLASS, "regtype": types.REGTYPE, "regnamespace": types.REGNAMESPACE,
+                  "regproc": types.REGPROC, "oid": types.OID, "name": types.NAME, '"char"': types.CHAR1}
+
+
+def cast_target_name(to: exp.Expression) -> str | None:
+    """The catalog type a cast names (regclass, oid, name, "char", ...), or the plain type name
+    after `pg_catalog.` for a qualified one; None for a cast expressions.py handles itself."""
+    if isinstance(to, exp.ObjectIdentifier):
+        return to.name.lower()
+    if not isinstance(to, exp.DataType):
+        return None
+    if to.this == exp.DataType.Type.NAME:
+        return "name"
+    if to.this != exp.DataType.Type.USERDEFINED:
+        return None
+    kind = to.args.get("kind")
+    if isinstance(kind, exp.Dot) and isinstance(kind.this, exp.Identifier) \
+            and kind.this.name.lower() == "pg_catalog":
+        kind = kind.expression
+    if isinstance(kind, exp.Identifier):
+        return f'"{kind.name}"' if kind.quoted and kind.name == "char" else kind.name.lower()
+    return None
+
+
+def compile_catalog_cast(compiler, operand_node, target_name: str) -> "Compiled | None":
+    """x::regclass, x::oid, x::name, ... (None: not a catalog type; the caller casts as usual)."""
+    from compute_node.sql.expressions import Compiled, _as_text
+    target = _CATALOG_CASTS.get(target_name)
+    if target is None:
+        return None
+    operand = compiler.compile(operand_node)
+    source = operand.sql_type
+    if source.kind is Kind.NULL:
+        return _constant(None, target)
+    from_text = source.kind in types.TEXT_KINDS + (Kind.UNKNOWN,) and source.pg_alias is None
+    if target.kind is Kind.TEXT:   # name, "char"
+        text = _as_text(operand).evaluate if source.kind is not Kind.ARRAY else None
+        if text is None:
+            raise SqlError(types.CANNOT_COERCE, f"cannot cast type {source.display_name} to {target.display_name}")
+        width = 1 if target_name == '"char"' else 63   # "char" keeps one byte, name 63 (NAMEDATALEN - 1)
+        return Compiled(lambda row: _none_or_apply(text(row), lambda v: v[:width]), target)
+    if source.kind not in types.INT_KINDS and not from_text:
+        raise SqlError(types.CANNOT_COERCE, f"cannot cast type {source.display_name} to {target.display_name}")
+    evaluate = operand.evaluate
+    if target_name == "oid":
+        if from_text:
+            return Compiled(lambda row: _none_or_apply(evaluate(row), lambda v: _parse_oid(v)), target)
+        return Compiled(lambda row: _none_or_apply(evaluate(row), int), target)
+    compiler.context.needs_catalog = True
+    context = compiler.context
+    name_of = {"regclass": _regclass_text, "regtype": lambda snapshot, oid: pg_catalog.regtype_text(oid),
+               "regnamespace": lambda snapshot, oid: pg_catalog.namespace_name(oid),
+               "regproc": lambda snapshot, oid: str(oid)}[target_name]
+    if from_text:
+        lookup = {"regclass": _lookup_regclass, "regtype": _lookup_regtype, "regnamespace": _lookup_regnamespace,
+                  "regproc": _lookup_regproc}[target_name]
+
+        def evaluate_text(row):
+            text = evaluate(row)
+            if text is None:
+                return None
+            snapshot = context.catalog_snapshot()
+            oid = _parse_oid(text) if text.strip().isdigit() else lookup(snapshot, text)
+            return RegOid(oid, name_of(snapshot, oid))
+        return Compiled(evaluate_text, target)
+
+    def evaluate_oid(row):
+        oid = evaluate(row)
+        if oid is None:
+            return None
+        snapshot = context.catalog_snapshot()
+        return RegOid(int(oid), name_of(snapshot, int(oid)) if int(oid) else "-")
+    return Compiled(evaluate_oid, target)
+
+
+def _none_or_apply(value, apply):
+    return None if value is None else apply(value)
+
+
+def _parse_oid(text: str) -> int:
+    stripped = text.strip()
+    if not stripped.isdigit() or int(stripped) >= 1 << 32:
+        raise SqlError(errors.INVALID_TEXT_REPRESENTATION, f'invalid input syntax for type oid: "{text}"')
+    return int(stripped)
+
+
+def _regclass_text(snapshot: pg_catalog.Snapshot, oid: int) -> str:
+    return pg_catalog.relation_text(snapshot, oid)
+
+
+def _lookup_regclass(snapshot: pg_catalog.Snapshot, text: str) -> int:
+    oid = pg_catalog.resolve_regclass(snapshot, text)
+    if oid is None:
+        raise SqlError(errors.UNDEFINED_TABLE, f'relation "{text}" does not exist')
+    return oid
+
+
+def _lookup_regtype(snapshot: pg_catalog.Snapshot, text: str) -> int:
+    info = pg_catalog.type_named(text)
+    if info is None:
+        raise SqlError(UNDEFINED_OBJECT, f'type "{text}" does not exist')
+    return info.oid
+
+
+def _lookup_regnamespace(snapshot: pg_catalog.Snapshot, text: str) -> int:
+    oid = pg_catalog.namespace_oid(text.strip().strip('"'))
+    if oid is None:
+        raise SqlError("3F000", f'schema "{text}" does not exist')
+    return oid
+
+
+def _lookup_regproc(snapshot: pg_catalog.Snapshot, text: str) -> int:
+    raise SqlError(errors.UNDEFINED_FUNCTION, f'function "{text}" does not exist',
+                   detail="pg_proc lists no functions in QuorumDB.")
+
+
+# --- catalog functions by name ---------------------------------------------------------------
+class Function:
+    """One catalog function: its argument count range, result type, whether it reads the catalog,
+    and its implementation, called with (snapshot or None, client, *argument values). Strict
+    functions (PostgreSQL's STRICT) give NULL for any NULL argument without being called."""
+
+    def __init__(self, arity: tuple[int, int], result: SqlType, apply: Callable, catalog: bool = False,
+                 strict: bool = True):
+        self.arity = arity
+        self.result = result
+        self.apply = apply
+        self.catalog = catalog
+        self.strict = strict
+
+
+def _as_oid(value) -> int:
+    if isinstance(value, str):
+        return _parse_oid(value)
+    return int(value)
+
+
+def _table_is_visible(snapshot, client, oid):
+    info = snapshot.relation(_as_oid(oid))
+    return info is not None and info.namespace in (pg_catalog.PUBLIC_NAMESPACE_OID, pg_catalog.PG_CATALOG_NAMESPACE_OID)
+
+
+def _privilege(snapshot, client, *args):
+    # Every object belongs to the connection's role (pg_catalog.py): the owner holds every privilege.
+    return True
+
+
+def _current_setting(snapshot, client, name, missing_ok=False):
+    try:
+        return client.setting(name)
+    except SqlError:
+        if missing_ok:
+            return None
+        raise
+
+
+def _quote_ident(snapshot, client, text):
+    return pg_catalog.quote_ident(text)
+
+
+FUNCTIONS: dict[str, Function] = {
+    "format_type": Function((2, 2), types.TEXT, lambda s, c, oid, typmod: pg_catalog.format_type(
+        _as_oid(oid), typmod), strict=False),
+    "pg_get_indexdef": Function((1, 3), types.TEXT, lambda s, c, oid, column=0, pretty=False: pg_catalog.indexdef(
+        s, _as_oid(oid), int(column)), catalog=True),
+    "pg_get_constraintdef": Function((1, 2), types.TEXT, lambda s, c, oid, pretty=False: pg_catalog.constraintdef(
+        s, _as_oid(oid)), catalog=True),
+    # adbin/conbin/indpred hold SQL text here (no node trees), so pg_get_expr returns it as is.
+    "pg_get_expr": Function((2, 3), types.TEXT, lambda s, c, text, relation, pretty=False: text),
+    "pg_table_is_visible": Function((1, 1), types.BOOLEAN, _table_is_visible, catalog=True),
+    "pg_type_is_visible": Function((1, 1), types.BOOLEAN, lambda s, c, oid: _as_oid(oid) in pg_catalog.TYPES),
+    "pg_function_is_visible": Function((1, 1), types.BOOLEAN, lambda s, c, oid: True),
+    "obj_description": Function((1, 2), types.TEXT, lambda s, c, *args: None),
+    "col_description": Function((2, 2), types.TEXT, lambda s, c, *args: None),
+    "shobj_description": Function((2, 2), types.TEXT, lambda s, c, *args: None),
+    "pg_get_userbyid": Function((1, 1), types.NAME, lambda s, c, oid: pg_catalog.user_name(s, _as_oid(oid)),
+                                catalog=True),
+    "pg_encoding_to_char": Function((1, 1), types.NAME, lambda s, c, encoding: pg_catalog.encoding_name(encoding)),
+    "has_table_privilege": Function((2, 3), types.BOOLEAN, _privilege),
+    "has_schema_privilege": Function((2, 3), types.BOOLEAN, _privilege),
+    "has_database_privilege": Function((2, 3), types.BOOLEAN, _privilege),
+    "has_column_privilege": Function((3, 4), types.BOOLEAN, _privilege),
+    "has_sequence_privilege": Function((2, 3), types.BOOLEAN, _privilege),
+    "has_function_privilege": Function((2, 3), types.BOOLEAN, _privilege),
+    "pg_has_role": Function((2, 3), types.BOOLEAN, _privilege),
+    # Sizes are not tracked (pg_catalog.py): 0 bytes for a relation that exists.
+    "pg_relation_size": Function((1, 2), types.BIGINT, lambda s, c, oid, fork="main": pg_catalog.relation_size(
+        s, _as_oid(oid)), catalog=True),
+    "pg_total_relation_size": Function((1, 1), types.BIGINT, lambda s, c, oid: pg_catalog.relation_size(
+        s, _as_oid(oid)), catalog=True),
+    "pg_table_size": Function((1, 1), types.BIGINT, lambda s, c, oid: pg_catalog.relation_size(s, _as_oid(oid)),
+                              catalog=True),
+    "pg_indexes_size": Function((1, 1), types.BIGINT, lambda s, c, oid: pg_catalog.relation_size(s, _as_oid(oid)),
+                                catalog=True),
+    "pg_database_size": Function((1, 1), types.BIGINT, lambda s, c, db: 0),
+    "pg_size_pretty": Function((1, 1), types.TEXT, lambda s, c, size: pg_catalog.size_pretty(int(size))),
+    "current_setting": Function((1, 2), types.TEXT, _current_setting),
+    "pg_backend_pid": Function((0, 0), types.INTEGER, lambda s, c: c.process_id),
+    "quote_ident": Function((1, 1), types.TEXT, _quote_ident),
+    "pg_is_in_recovery": Function((0, 0), types.BOOLEAN, lambda s, c: False),
+    "pg_get_function_result": Function((1, 1), types.TEXT, lambda s, c, oid: None),
+    "pg_get_function_arguments": Function((1, 1), types.TEXT, lambda s, c, oid: None),
+    "pg_get_function_identity_arguments": Function((1, 1), types.TEXT, lambda s, c, oid: None),
+    "pg_get_statisticsobjdef_columns": Function((1, 1), types.TEXT, lambda s, c, oid: None),
+    "pg_relation_is_publishable": Function((1, 1), types.BOOLEAN, lambda s, c, oid: False),
+    "pg_get_viewdef": Function((1, 2), types.TEXT, lambda s, c, *args: None),
+    "to_regclass": Function((1, 1), types.REGCLASS, lambda s, c, text: _to_reg(
+        s, text, pg_catalog.resolve_regclass(s, text), _regclass_text), catalog=True),
+    "to_regtype": Function((1, 1), types.REGTYPE, lambda s, c, text: _to_reg(
+        s, text, getattr(pg_catalog.type_named(text), "oid", None), lambda snap, oid: pg_catalog.regtype_text(oid))),
+    "getpgusername": Function((0, 0), types.NAME, lambda s, c: c.user),
+}
+
+
+def _to_reg(snapshot, text, oid, name_of):
+    return None if oid is None else RegOid(oid, name_of(snapshot, oid))
+
+
+def compile_function(compiler, name: str, nodes: Sequence[exp.Expression]) -> "Compiled | None":
+    """A catalog function call, or None when `name` is not one (the caller reports 42883)."""
+    from compute_node.sql.expressions import Compiled, _as_text, _no_function
+    function = FUNCTIONS.get(name)
+    if function is None:
+        return None
+    arguments = [compiler.compile(node) for node in nodes]
+    low, high = function.arity
+    if not low <= len(arguments) <= high:
+        raise _no_function(name, arguments)
+    arguments = [_as_text(a) if a.sql_type.kind is Kind.UNKNOWN else a for a in arguments]
+    evals = [a.evaluate for a in arguments]
+    context = compiler.context
+    client = context.client
+    if function.catalog:
+        context.needs_catalog = True
+    apply, strict, catalog = function.apply, function.strict, function.catalog
+
+    def evaluate(row):
+        values = [e(row) for e in evals]
+        if strict and any(v is None for v in values):
+            return None
+        return apply(context.catalog_snapshot() if catalog else None, client, *values)
+    if not catalog and all(a.constant for a in arguments) and name not in ("current_setting",):
+        return _constant(evaluate(()), function.result)
+    return Compiled(evaluate, function.result)
