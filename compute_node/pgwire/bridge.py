@@ -7,9 +7,12 @@ buffer and commit path) as the gRPC API. Before a statement goes to the engine, 
 PostgreSQL clients send and the engine does not know are answered here:
 
   * SET / RESET / SHOW / DISCARD / DEALLOCATE: run-time settings (settings.py);
-  * catalog queries and session functions (version(), current_user, psql's \\d queries,
-    SQLAlchemy's reflection): compute_node/sql/pg_catalog.py recognises them and builds the
-    rows from the table definitions of the session's snapshot.
+  * nothing else: catalog queries (psql's \\d, drivers' and ORMs' introspection) and session
+    functions (version(), current_user) run in the engine, over pg_catalog's relations
+    (compute_node/sql/pg_catalog.py). Only a catalog query the engine cannot compile yet
+    (0A000 / 42883: it needs a construct the engine lacks, such as generate_series in FROM
+    or array subscripts) and that compute_node/sql/pg_catalog_fallback.py recognises is
+    answered by that older recogniser; the decision is made once per statement shape.
 
 Both respect the transaction state: in a failed block they fail with 25P02 like anything else.
 Every statement's result is an `Outcome` the server turns into protocol messages.
@@ -21,12 +24,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import re
 from typing import Any, Callable
 
 from compute_node import session as session_mod
 from compute_node.pgwire import settings as settings_mod
 from quorumdb import sqllex
-from compute_node.sql import pg_catalog_fallback as pg_catalog, types
+from compute_node.sql import pg_catalog, pg_catalog_fallback, types
 from quorumdb import errors, limits
 from quorumdb.errors import SqlError
 
@@ -38,6 +42,8 @@ _ANSWERED_HERE = frozenset({"SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE", "SA
 # Statement shapes (quorumdb/sqllex.py lift_literals) already found to be engine statements,
 # whatever their constants: classified once per node, not at every statement (bounded, LRU).
 _ENGINE_SHAPES: "collections.OrderedDict[str, bool]" = collections.OrderedDict()
+# Catalog-query shapes -> whether the engine cannot compile them and the fallback answers (bounded, LRU).
+_FALLBACK_SHAPES: "collections.OrderedDict[str, bool]" = collections.OrderedDict()
 SAVEPOINT_EXCEPTION = "3B001"
 TRANSACTION_WORDS = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
                                "PREPARE"})
@@ -80,6 +86,7 @@ class PgSession:
         self.process_id = process_id
         self.node_name = node_name
         self.settings = settings_mod.Settings(user, application_name)
+        session.client = pg_catalog.ClientInfo(user, database, process_id, self.settings)
         self._deallocate = deallocate
         self._catalog_reads = 0
         self._savepoints: list[tuple[str, dict]] = []   # (name, write buffer when it was set)
@@ -131,11 +138,9 @@ class PgSession:
         if not words:
             return Outcome.tag_only("")
         first = words[0]
-        # Catalog queries are recognised by words outside string literals: a literal that merely
-        # mentions pg_something is data ("INSERT ... VALUES ('from pg_dump')" is an INSERT).
-        catalog_words = pg_catalog.mentions_catalog(shape.key)
+        fallback = first == "SELECT" and await self.uses_fallback(statement, shape)
         if params is not None and (first in ("SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE", "SAVEPOINT", "RELEASE")
-                                   or (catalog_words and pg_catalog.recognise(statement) is not None)):
+                                   or fallback):
             statement, params = sqllex.substitute(statement, params), None
             words = sqllex.words(statement)
             shape = sqllex.lift_literals(statement)
@@ -148,7 +153,7 @@ class PgSession:
                 return self._command(first, words, statement)
             except SqlError as error:
                 return self._fail_block(error)
-        answer = pg_catalog.recognise(statement) if catalog_words else None
+        answer = pg_catalog_fallback.recognise(statement) if fallback else None
         if answer is not None:
             if self.transaction_status == "E":
                 return Outcome.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
@@ -157,13 +162,35 @@ class PgSession:
             except SqlError as error:
                 return self._fail_block(error)
             return Outcome(result.columns, result.rows, result.tag)
-        if first not in _ANSWERED_HERE and not catalog_words:
+        if first not in _ANSWERED_HERE and not fallback:
             # Neither a command answered here nor a catalog query, whatever its constants: the
             # next statement of this shape goes to the engine without being classified again.
             _ENGINE_SHAPES[shape.key] = True
             while len(_ENGINE_SHAPES) > limits.STATEMENT_CACHE_SHAPES_MAX:
                 _ENGINE_SHAPES.popitem(last=False)
         return await self._engine(statement, params, shape)
+
+    async def uses_fallback(self, statement: str, shape: sqllex.Shape | None = None) -> bool:
+        """Whether a catalog query goes to pg_catalog_fallback.py rather than the engine: only when
+        the engine cannot compile it (0A000 / 42883) and the fallback recognises it. Decided by
+        compiling it once per shape (Session.describe: no rows read, no transaction touched)."""
+        shape = shape or sqllex.lift_literals(statement)
+        if not pg_catalog_fallback.mentions_catalog(shape.key):
+            return False
+        decided = _FALLBACK_SHAPES.get(shape.key)
+        if decided is not None:
+            _FALLBACK_SHAPES.move_to_end(shape.key)
+            return decided
+        decided = False
+        if pg_catalog_fallback.recognise(statement) is not None:
+            try:
+                await self.session.describe(statement, _parameter_count(shape.key))
+            except SqlError as error:
+                decided = error.sqlstate in (errors.FEATURE_NOT_SUPPORTED, errors.UNDEFINED_FUNCTION)
+        _FALLBACK_SHAPES[shape.key] = decided
+        while len(_FALLBACK_SHAPES) > limits.STATEMENT_CACHE_SHAPES_MAX:
+            _FALLBACK_SHAPES.popitem(last=False)
+        return decided
 
     async def _engine(self, statement: str, params: list[str] | None, shape: sqllex.Shape | None) -> Outcome:
         results = await self.session.execute(statement, params, shape=shape)
@@ -397,6 +424,11 @@ def parse_startup_options(options: str) -> list[tuple[str, str]]:
             raise SqlError(errors.SYNTAX_ERROR, f'-c {setting} requires a value')
         pairs.append((name.replace("-", "_").lower(), value))
     return pairs
+
+
+def _parameter_count(text: str) -> int:
+    numbers = [int(number) for number in re.findall(r"\$(\d+)", text)]
+    return max(numbers, default=0)
 
 
 def _unquote_name(token: str) -> str:

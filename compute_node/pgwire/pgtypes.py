@@ -218,6 +218,8 @@ def encode_text(value, oid: int) -> bytes:
         return _format_timestamp(value).encode()
     if isinstance(value, datetime.date):
         return value.isoformat().encode()
+    if isinstance(value, (list, tuple)) and oid in (INT2VECTOR, OIDVECTOR):
+        return " ".join(str(v) for v in value).encode()  # int2vector/oidvector print space-separated
     if isinstance(value, (list, tuple)):
         return ("{" + ",".join(_array_element(v) for v in value) + "}").encode()
     return str(value).encode("utf-8")

@@ -44,7 +44,6 @@ from compute_node.pgwire import admission as admission_mod
 from compute_node.pgwire import pgtypes, protocol, scram
 from compute_node.pgwire.bridge import TRANSACTION_WORDS, Outcome, PgSession
 from compute_node.pgwire.extended import ExtendedState, Portal, PreparedStatement
-from compute_node.sql import pg_catalog_fallback as pg_catalog
 from compute_node.pgwire.protocol import ProtocolViolation
 from quorumdb import errors, limits, sqllex, tokens
 from quorumdb.errors import SqlError
@@ -530,7 +529,7 @@ class PgConnection:
     async def _extended(self, message) -> None:
         match message:
             case protocol.Parse():
-                answered_here = self._answered_here(message.sql)
+                answered_here = await self._answered_here(message.sql)
                 if not answered_here:
                     # A syntax error is reported at Parse (and no statement is made), as in
                     # PostgreSQL; the parse is cached for the Binds that follow (sql/statements.py).
@@ -598,13 +597,13 @@ class PgConnection:
         formats = [portal.format_of(i, len(oids)) for i in range(len(oids))] if portal is not None else [0] * len(oids)
         self.writer.write(protocol.row_description(_fields(outcome, oids, formats)))
 
-    @staticmethod
-    def _answered_here(sql: str) -> bool:
-        """Settings commands and catalog queries: bridge.py answers them, not the engine."""
+    async def _answered_here(self, sql: str) -> bool:
+        """Settings commands, and catalog queries pg_catalog_fallback.py answers: bridge.py answers
+        them, not the engine."""
         words = sqllex.leading_words(sql, 1)
         if words and words[0] in ("SHOW", "SET", "RESET", "DISCARD", "DEALLOCATE"):
             return True
-        return pg_catalog.mentions_catalog(sqllex.lift_literals(sql).key) and pg_catalog.recognise(sql) is not None
+        return bool(words) and words[0] == "SELECT" and await self.pg.uses_fallback(sql)
 
     async def _describe(self, statement: PreparedStatement) -> tuple[list[int], Outcome | None]:
         """(parameter type OIDs, an outcome with the result's columns, or None for no rows) of a

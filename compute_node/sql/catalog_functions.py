@@ -486,6 +486,9 @@ def _to_reg(snapshot, text, oid, name_of):
 def compile_function(compiler, name: str, nodes: Sequence[exp.Expression]) -> "Compiled | None":
     """A catalog function call, or None when `name` is not one (the caller reports 42883)."""
     from compute_node.sql.expressions import Compiled, _as_text, _no_function
+    if name == "array_to_string" and len(nodes) in (2, 3):
+        return compile_array_to_string(compiler, exp.ArrayToString(
+            this=nodes[0], expression=nodes[1], null=nodes[2] if len(nodes) == 3 else None))
     function = FUNCTIONS.get(name)
     if function is None:
         return None

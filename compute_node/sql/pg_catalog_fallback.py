@@ -84,7 +84,6 @@ def recognise(sql: str) -> Answer | None:
     if catalogs:
         if _empty_by_construction(catalogs, normalized):
             return _empty_answer(sql)
-        return _unsupported_answer(catalogs)
     return None
 
 

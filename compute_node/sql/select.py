@@ -226,6 +226,7 @@ class Source:
     hash_keys: tuple[list[Compiled], list[Compiled]] | None = None
     fetched: list | None = None
     pushdown: "Pushdown | None" = None     # filter/projection storage applies (single-table scans)
+    outer_reference: bool = False          # a FROM function (unnest) that reads an outer row
     # per-run state
     _rows: list | None = None
     _hash: dict | None = None
@@ -694,6 +695,8 @@ def compile_select_plan(select: exp.Select, parent: Scope | None, ctx: QueryCont
             raise SqlError("42712", f'table name "{source.relation.name}" specified more than once')
         sources.append(source)
     scope = Scope([s.relation for s in sources], parent)
+    # A FROM function reading the query around it makes this query correlated (run per outer row).
+    scope.uses_outer = any(getattr(s, "outer_reference", False) for s in sources)
     star_entries = [(name, i, sources[0].relation.name) for i, (name, _) in enumerate(sources[0].relation.columns)]
     for position, (item, join) in enumerate(items):
         if join is None:
@@ -788,8 +791,11 @@ def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext) 
     column_aliases = [identifier_name(c) for c in alias_node.columns] if alias_node is not None and alias_node.columns \
         else None
     if isinstance(item, exp.Table):
+        if isinstance(item.this, exp.Explode) and item.args.get("db") in (None,) or \
+                isinstance(item.this, exp.Explode) and identifier_name(item.args["db"]) == "pg_catalog":
+            return _unnest_source(item.this, alias, column_aliases, parent, ctx)
         if not isinstance(item.this, exp.Identifier):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "table functions in FROM are not supported")
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "table functions in FROM are not supported (only unnest)")
         name = identifier_name(item.this)
         cte = ctx.find_cte(name) if item.args.get("db") is None else None
         if cte is not None:
@@ -820,6 +826,43 @@ def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext) 
         subplan = _compile_values(item, parent, ctx, column_aliases)
         return Source(Relation(alias, tuple(subplan.columns)), "values", subplan=subplan)
     raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{type(item).__name__} in FROM is not supported")
+
+
+class UnnestPlan(QueryPlan):
+    """`FROM unnest(array) AS x`: one row per element. The array usually names a column of the
+    query around it (psql: `unnest(tc.reloptions)`), so the plan is correlated and runs again for
+    each outer row, reading that row through the scope's cell."""
+
+    def __init__(self, argument: Compiled, name: str, element: SqlType):
+        self.argument = argument
+        self.columns = [(name, element)]
+        self.correlated = True
+
+    def run(self) -> list[tuple]:
+        values = self.argument.evaluate(())
+        if values is None:
+            return []
+        if len(values) > limits.STATEMENT_ROWS_READ_MAX:
+            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, f"unnest of more than {limits.STATEMENT_ROWS_READ_MAX} elements")
+        return [(value,) for value in values]
+
+    def explain(self, depth: int = 0) -> list[str]:
+        return ["  " * depth + "Function Scan on unnest"]
+
+
+def _unnest_source(node: exp.Explode, alias: str | None, column_aliases, parent: Scope | None,
+                   ctx: QueryContext) -> Source:
+    from compute_node.sql import catalog_functions
+    argument_scope = Scope([], parent)
+    argument = Compiler(argument_scope, "FROM", context=ctx).compile(node.this)
+    if argument.sql_type.kind is not Kind.ARRAY:
+        raise SqlError(errors.UNDEFINED_FUNCTION, f"function unnest({argument.sql_type.display_name}) does not exist")
+    name = alias or "unnest"
+    column = column_aliases[0] if column_aliases else name
+    plan = UnnestPlan(argument, column, catalog_functions.array_element_type(argument.sql_type))
+    source = Source(Relation(name, tuple(plan.columns)), "derived", subplan=plan)
+    source.outer_reference = argument_scope.uses_outer
+    return source
 
 
 def _renamed(columns, aliases: list[str] | None, name: str) -> tuple:

@@ -402,7 +402,35 @@ def parse_text_as(text: str, target: SqlType) -> Any:
         return _parse_bytea(text)
     if kind in UNTYPED_KINDS:
         return text
+    if kind is Kind.ARRAY:
+        return _parse_catalog_array(text, target)
     raise AssertionError(f"no input function for {target}")
+
+
+def _parse_catalog_array(text: str, target: SqlType) -> list:
+    """'{a,b}' (arrays) or '1 2' (int2vector, oidvector): the catalog arrays' input forms.
+    Elements are integers for the numeric arrays, text otherwise; quoting is not supported."""
+    stripped = text.strip()
+    numeric = target.pg_alias in ("int2vector", "oidvector", "oid[]", "smallint[]", "integer[]", "bigint[]")
+    if stripped.startswith("{") and stripped.endswith("}"):
+        items = [item.strip() for item in stripped[1:-1].split(",")] if stripped[1:-1].strip() else []
+    elif target.pg_alias in ("int2vector", "oidvector"):
+        items = stripped.split()
+    else:
+        raise invalid_input(target, text)
+    if any('"' in item for item in items):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "quoted array elements are not supported")
+    values = []
+    for item in items:
+        if item.upper() == "NULL":
+            values.append(None)
+        elif numeric:
+            if not _INT_TEXT.match(item):
+                raise invalid_input(target, text)
+            values.append(int(item))
+        else:
+            values.append(item)
+    return values
 
 
 def _nonzero_digits(text: str) -> bool:
