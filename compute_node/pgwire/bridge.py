@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import re
 from typing import Any, Callable
 
 from compute_node import session as session_mod
@@ -88,7 +87,6 @@ class PgSession:
         self.settings = settings_mod.Settings(user, application_name)
         session.client = pg_catalog.ClientInfo(user, database, process_id, self.settings)
         self._deallocate = deallocate
-        self._catalog_reads = 0
         self._savepoints: list[tuple[str, dict]] = []   # (name, write buffer when it was set)
         self._savepoint_txn: Any = None
 
@@ -172,19 +170,18 @@ class PgSession:
 
     async def uses_fallback(self, statement: str, shape: sqllex.Shape | None = None) -> bool:
         """Whether a catalog query goes to pg_catalog_fallback.py rather than the engine: only when
-        the engine cannot compile it (0A000 / 42883) and the fallback recognises it. Decided by
-        compiling it once per shape (Session.describe: no rows read, no transaction touched)."""
+        its tokens name an always-empty catalog, the engine cannot compile it (0A000 / 42883) and
+        the fallback finds it empty by construction. Decided once per shape by compiling it
+        (Session.describe: no rows read, no transaction touched)."""
         shape = shape or sqllex.lift_literals(statement)
-        if not pg_catalog_fallback.mentions_catalog(shape.key):
-            return False
         decided = _FALLBACK_SHAPES.get(shape.key)
         if decided is not None:
             _FALLBACK_SHAPES.move_to_end(shape.key)
             return decided
         decided = False
-        if pg_catalog_fallback.recognise(statement) is not None:
+        if pg_catalog_fallback.mentions_empty_catalog(statement) and pg_catalog_fallback.recognise(statement):
             try:
-                await self.session.describe(statement, _parameter_count(shape.key))
+                await self.session.describe(statement, sqllex.parameter_count(statement))
             except SqlError as error:
                 decided = error.sqlstate in (errors.FEATURE_NOT_SUPPORTED, errors.UNDEFINED_FUNCTION)
         _FALLBACK_SHAPES[shape.key] = decided
@@ -241,25 +238,6 @@ class PgSession:
         # PostgreSQL would also fail an open block here; the engine's Session has no hook for
         # that, so a failed SET/SHOW or catalog query leaves the block usable (docs/POSTGRES.md).
         return Outcome.failed(error)
-
-    # --- what pg_catalog.py's answers may ask for ------------------------------------------
-    async def tables(self) -> list[Any]:
-        """Every table definition of the current snapshot (the open block's, or a fresh one), by name.
-
-        Reads the catalog keys directly (keys.CATALOG_TABLE_PREFIX, catalog.TableDef.decode) rather
-        than through the executor, whose internals another issue is reshaping; these reads lock
-        nothing, so a tool looking at the catalog never makes a transaction conflict.
-        """
-        from compute_node.sql.catalog import TableDef
-        from compute_node.sql.transaction import Transaction
-        from quorumdb import keys
-
-        txn = self.session.transaction
-        if txn is None:
-            self._catalog_reads += 1
-            txn = Transaction(self.backend, self.backend.start_ts(), f"pg-catalog:{self.process_id}:{self._catalog_reads}")
-        prefix = keys.CATALOG_TABLE_PREFIX
-        return [TableDef.decode(value) async for _, value in txn.scan(prefix, keys.prefix_end(prefix))]
 
     # --- SET / RESET / SHOW / DISCARD / DEALLOCATE ------------------------------------------
     def _command(self, first: str, words: list[str], statement: str) -> Outcome:
@@ -424,11 +402,6 @@ def parse_startup_options(options: str) -> list[tuple[str, str]]:
             raise SqlError(errors.SYNTAX_ERROR, f'-c {setting} requires a value')
         pairs.append((name.replace("-", "_").lower(), value))
     return pairs
-
-
-def _parameter_count(text: str) -> int:
-    numbers = [int(number) for number in re.findall(r"\$(\d+)", text)]
-    return max(numbers, default=0)
 
 
 def _unquote_name(token: str) -> str:

@@ -425,6 +425,34 @@ def _quote_ident(snapshot, client, text):
     return pg_catalog.quote_ident(text)
 
 
+def _json_value(value) -> str:
+    import json
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)) and not isinstance(value, RegOid):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_json_value(item) for item in value) + "]"
+    return json.dumps(types.format_value(value) if not isinstance(value, str) else value, ensure_ascii=False)
+
+
+def _json_build_object(snapshot, client, *values):
+    """PostgreSQL's json_build_object text: `{"key" : value, ...}` (its spacing)."""
+    from quorumdb.errors import SqlError
+    if len(values) % 2:
+        raise SqlError(errors.INVALID_PARAMETER_VALUE, "argument list must have even number of elements",
+                       hint="The arguments of json_build_object() must consist of alternating keys and values.")
+    pairs = []
+    for position in range(0, len(values), 2):
+        key = values[position]
+        if key is None:
+            raise SqlError(errors.INVALID_PARAMETER_VALUE, "null value not allowed for object key")
+        pairs.append(f"{_json_value(str(key))} : {_json_value(values[position + 1])}")
+    return "{" + ", ".join(pairs) + "}"
+
+
 FUNCTIONS: dict[str, Function] = {
     "format_type": Function((2, 2), types.TEXT, lambda s, c, oid, typmod: pg_catalog.format_type(
         _as_oid(oid), typmod), strict=False),
@@ -476,6 +504,16 @@ FUNCTIONS: dict[str, Function] = {
     "to_regtype": Function((1, 1), types.REGTYPE, lambda s, c, text: _to_reg(
         s, text, getattr(pg_catalog.type_named(text), "oid", None), lambda snap, oid: pg_catalog.regtype_text(oid))),
     "getpgusername": Function((0, 0), types.NAME, lambda s, c: c.user),
+    # The session functions sqlglot parses to nodes of their own (CurrentVersion, ...) when
+    # unqualified, called here by their pg_catalog-qualified names.
+    "version": Function((0, 0), types.TEXT, lambda s, c: pg_catalog.VERSION_TEXT),
+    "current_database": Function((0, 0), types.NAME, lambda s, c: c.database),
+    "current_schema": Function((0, 0), types.NAME, lambda s, c: "public"),
+    "current_user": Function((0, 0), types.NAME, lambda s, c: c.user),
+    "session_user": Function((0, 0), types.NAME, lambda s, c: c.user),
+    "pg_collation_is_visible": Function((1, 1), types.BOOLEAN, lambda s, c, oid: True),
+    "pg_get_serial_sequence": Function((2, 2), types.TEXT, lambda s, c, table, column: None),
+    "json_build_object": Function((0, 100), SqlType(Kind.TEXT, pg_alias="json"), _json_build_object, strict=False),
 }
 
 

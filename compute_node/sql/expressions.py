@@ -221,9 +221,11 @@ class Context:
 
 DEFAULT_CONTEXT = Context()
 
-AGGREGATE_NODES = (exp.Count, exp.Sum, exp.Min, exp.Max, exp.Avg, exp.LogicalAnd, exp.LogicalOr, exp.GroupConcat)
+AGGREGATE_NODES = (exp.Count, exp.Sum, exp.Min, exp.Max, exp.Avg, exp.LogicalAnd, exp.LogicalOr, exp.GroupConcat,
+                   exp.ArrayAgg)
 _AGGREGATE_NAMES = {exp.Count: "count", exp.Sum: "sum", exp.Min: "min", exp.Max: "max", exp.Avg: "avg",
-                    exp.LogicalAnd: "bool_and", exp.LogicalOr: "bool_or", exp.GroupConcat: "string_agg"}
+                    exp.LogicalAnd: "bool_and", exp.LogicalOr: "bool_or", exp.GroupConcat: "string_agg",
+                    exp.ArrayAgg: "array_agg"}
 
 
 @dataclasses.dataclass
@@ -234,6 +236,7 @@ class AggregateSpec:
     result_type: SqlType
     filter: Compiled | None = None
     separator: Compiled | None = None
+    order: list = dataclasses.field(default_factory=list)  # (Compiled, descending, nulls_first): agg(x ORDER BY ...)
 
 
 class AggregateCollector:
@@ -1102,6 +1105,10 @@ class Compiler:
         if node.args.get("expressions") and name in ("min", "max"):
             raise _no_function(name, [])
         argument_node = node.this
+        order_nodes = []
+        if isinstance(argument_node, exp.Order):  # agg(x ORDER BY y): sqlglot wraps the argument
+            order_nodes = list(argument_node.expressions)
+            argument_node = argument_node.this
         distinct = False
         if isinstance(argument_node, exp.Distinct):
             if len(argument_node.expressions) != 1:
@@ -1128,11 +1135,21 @@ class Compiler:
         if filter_node is not None:
             condition = Compiler(self.scope, "FILTER", None, self.context).compile_condition(filter_node)
         result_type = _aggregate_type(name, argument)
+        order = []
+        for item in order_nodes:
+            if distinct:
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{name}(DISTINCT ... ORDER BY ...) is not supported")
+            key = self._aggregate_argument(inner, item.this)
+            descending = bool(item.args.get("desc"))
+            nulls_first = item.args.get("nulls_first")
+            order.append((key, descending, descending if nulls_first is None else bool(nulls_first)))
+        if order and name not in ("array_agg", "string_agg"):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"ORDER BY inside {name}() is not supported")
         if argument is not None and name in ("sum", "avg") and argument.sql_type.kind in types.INT_KINDS:
             argument = _converted(argument, types.NUMERIC) if result_type.kind is Kind.NUMERIC else argument
         if argument is not None and argument.sql_type.kind is Kind.CHAR and name not in ("min", "max", "count"):
             argument = _as_text(argument)
-        position = self.aggregates.add(AggregateSpec(name, argument, distinct, result_type, condition, separator))
+        position = self.aggregates.add(AggregateSpec(name, argument, distinct, result_type, condition, separator, order))
         return Compiled(lambda row, i=position: row[i], result_type)
 
     def _aggregate_argument(self, inner: "Compiler", node: exp.Expression) -> Compiled:
@@ -1642,6 +1659,8 @@ def _aggregate_type(name: str, argument: Compiled | None) -> SqlType:
         return types.BOOLEAN
     if name == "string_agg":
         return types.TEXT
+    if name == "array_agg":
+        return catalog_functions.array_of(argument.sql_type)
     if kind is Kind.NULL:
         if name in ("sum", "avg"):
             raise SqlError(AMBIGUOUS_FUNCTION, f"function {name}(unknown) is not unique")
@@ -1739,7 +1758,7 @@ def _no_function(name: str, operands: Sequence[Compiled]) -> SqlError:
 _KNOWN_UNSUPPORTED = {
     "age", "every", "gcd", "lcm", "quote_ident", "quote_literal", "to_timestamp", "to_date", "to_number",
     "array_length", "unnest", "generate_series", "nextval", "currval", "setval", "row_number", "rank",
-    "dense_rank", "lag", "lead", "json_build_object", "jsonb_build_object", "regexp_match", "pg_sleep",
+    "dense_rank", "lag", "lead", "jsonb_build_object", "regexp_match", "pg_sleep",
     "clock_timestamp", "statement_timestamp", "transaction_timestamp", "timeofday", "make_date",
 }
 

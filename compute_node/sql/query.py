@@ -54,6 +54,10 @@ class SelectProgram:
         self.offset = 0
         self.for_update = False
         self.unknown_outputs: set[int] = set()  # outputs that are untyped literals (UNION resolves them)
+        # Outputs that are set-returning functions (unnest, generate_subscripts): each gives a list,
+        # and the row becomes as many rows as the longest list, the shorter ones padded with NULL
+        # (PostgreSQL 10's rule for several SRFs in one select list).
+        self.set_outputs: list[int] = []
         # Run state.
         self._rows: list[tuple[tuple, tuple, bytes | None]] = []  # (output, sort keys, source key)
         self._groups: dict[tuple, tuple[tuple, list]] = {}
@@ -81,6 +85,10 @@ class SelectProgram:
             self._accumulate(row)
             return
         output = tuple(compiled.evaluate(row) for compiled in self.outputs)
+        if self.set_outputs:
+            for expanded in _expand_sets(output, self.set_outputs):
+                self._append(expanded, row, key)
+            return
         self._append(output, row, key)
 
     def _append(self, output: tuple, source_row: Sequence[Any], key: bytes | None) -> None:
@@ -142,6 +150,50 @@ class SelectProgram:
         return [entry[0] for entry in entries], [entry[2] for entry in entries if entry[2] is not None]
 
 
+def _expand_sets(output: tuple, positions: Sequence[int]) -> list[tuple]:
+    lists = {position: output[position] or [] for position in positions}
+    count = max(len(values) for values in lists.values())
+    rows = []
+    for index in range(count):
+        row = list(output)
+        for position, values in lists.items():
+            row[position] = values[index] if index < len(values) else None
+        rows.append(tuple(row))
+    return rows
+
+
+def _set_returning(node: exp.Expression, compiler: Compiler) -> Compiled | None:
+    """unnest(array) and generate_subscripts(array, 1) in a select list: a Compiled whose value is
+    the list of the rows' values (SelectProgram expands it); None for any other expression."""
+    from compute_node.sql import catalog_functions
+    if isinstance(node, exp.Dot) and isinstance(node.this, exp.Identifier) and node.this.name.lower() == "pg_catalog":
+        node = node.expression
+    if isinstance(node, exp.Explode):
+        array = compiler.compile(node.this)
+        if array.sql_type.kind is not Kind.ARRAY:
+            raise SqlError(errors.UNDEFINED_FUNCTION, f"function unnest({array.sql_type.display_name}) does not exist")
+        evaluate = array.evaluate
+        return Compiled(lambda row: evaluate(row), catalog_functions.array_element_type(array.sql_type))
+    if isinstance(node, exp.Anonymous) and str(node.this).lower() == "generate_subscripts":
+        if len(node.expressions) != 2:
+            raise SqlError(errors.UNDEFINED_FUNCTION, "function generate_subscripts with these arguments does not exist")
+        array, dimension = (compiler.compile(argument) for argument in node.expressions)
+        if array.sql_type.kind is not Kind.ARRAY:
+            raise SqlError(errors.UNDEFINED_FUNCTION,
+                           f"function generate_subscripts({array.sql_type.display_name}, integer) does not exist")
+        array_eval, dimension_eval = array.evaluate, dimension.evaluate
+
+        def subscripts(row):
+            values, wanted = array_eval(row), dimension_eval(row)
+            if values is None or wanted is None or int(wanted) != 1:
+                return []  # catalog arrays have one dimension: any other has no subscripts
+            # int2vector and oidvector are indexed from 0 in PostgreSQL; arrays from 1
+            first = 0 if array.sql_type.pg_alias in ("int2vector", "oidvector") else 1
+            return list(range(first, first + len(values)))
+        return Compiled(subscripts, types.INTEGER)
+    return None
+
+
 def _group_key(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return ("NaN",)
@@ -162,6 +214,16 @@ class _Accumulator:
             self.count += 1
             return
         value = spec.argument.evaluate(row)
+        if spec.order:
+            # Ordered aggregates (array_agg/string_agg(... ORDER BY ...)) keep their inputs and
+            # fold them in order at the end.
+            if value is not None or spec.name == "array_agg":
+                separator = spec.separator.evaluate(row) if spec.separator is not None else None
+                self.parts.append((tuple(item.evaluate(row) for item, _, _ in spec.order), value, separator))
+            return
+        if spec.name == "array_agg":
+            self.parts.append(value)  # array_agg keeps NULLs
+            return
         if value is None:
             return
         if self.seen is not None:
@@ -200,6 +262,27 @@ class _Accumulator:
 
     def result(self) -> Any:
         name = self.spec.name
+        if self.spec.order:
+            entries = self.parts
+            for position in range(len(self.spec.order) - 1, -1, -1):
+                _, descending, nulls_first = self.spec.order[position]
+                null_rank = 1 if (not nulls_first) != descending else 0
+
+                def sort_key(entry, position=position, null_rank=null_rank):
+                    key = entry[0][position]
+                    return (null_rank, 0) if key is None else (1 - null_rank, types.sort_key(key))
+                entries = sorted(entries, key=sort_key, reverse=descending)
+            if name == "array_agg":
+                return [value for _, value, _ in entries] if entries else None
+            if not entries:
+                return None
+            text = [entries[0][1]]
+            for _, value, separator in entries[1:]:
+                text.append(separator or "")
+                text.append(value)
+            return "".join(text)
+        if name == "array_agg":
+            return self.parts if self.parts else None
         if name == "count":
             return self.count
         if name == "avg":
@@ -249,6 +332,15 @@ def compile_select(select: exp.Select, scope: Scope, has_table: bool, context: C
         output_compiler = Compiler(scope, "SELECT", None, context)
     for node in select_nodes:
         inner = node.this if isinstance(node, exp.Alias) else node
+        set_returning = _set_returning(inner, output_compiler)
+        if set_returning is not None:
+            if grouped or program.distinct:
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                               "set-returning functions in the select list of a grouped or DISTINCT query are not supported")
+            program.set_outputs.append(len(program.outputs))
+            program.outputs.append(set_returning)
+            program.columns.append((output_name(node), set_returning.sql_type))
+            continue
         compiled = output_compiler.compile(inner)
         if compiled.sql_type.kind is Kind.UNKNOWN:
             program.unknown_outputs.add(len(program.outputs))
