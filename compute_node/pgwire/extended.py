@@ -148,10 +148,14 @@ class ExtendedState:
         for code in formats + message.result_formats:
             if code not in (0, 1):
                 raise SqlError(PROTOCOL_VIOLATION, f"unsupported format code: {code}")
+        # A parameter the client left unspecified at Parse has the type Describe announced (what
+        # asyncpg encodes binary values as); the declared type wins where there is one.
+        described = statement.described[1] if statement.described is not None else ()
         literals = []
         for index, value in enumerate(params):
             format_code = formats[0] if len(formats) == 1 else (formats[index] if formats else 0)
-            literals.append(pgtypes.param_literal(value, format_code, statement.param_oids[index]))
+            oid = statement.param_oids[index] or (described[index] if index < len(described) else 0)
+            literals.append(pgtypes.param_literal(value, format_code, oid))
         portal = Portal(message.portal, statement, literals if statement.param_count else None,
                         message.result_formats)
         self.portals[message.portal] = portal

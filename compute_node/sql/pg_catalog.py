@@ -49,6 +49,9 @@ PG_TOAST_NAMESPACE_OID = 99
 PUBLIC_NAMESPACE_OID = 2200
 INFORMATION_SCHEMA_NAMESPACE_OID = 13000
 OWNER_OID = 10
+# PostgreSQL 15 gives schema public to this predefined role (whoever owns the database).
+DATABASE_OWNER_ROLE_OID = 6171
+DATABASE_OWNER_ROLE = "pg_database_owner"
 DATABASE_OID = 5
 TABLESPACE_OID = 1663            # pg_default
 HEAP_AM_OID = 2
@@ -368,7 +371,7 @@ _REGPROC = types.REGPROC
 def _namespaces(snapshot: Snapshot) -> list[tuple]:
     return [(PG_CATALOG_NAMESPACE_OID, "pg_catalog", OWNER_OID, None),
             (PG_TOAST_NAMESPACE_OID, "pg_toast", OWNER_OID, None),
-            (PUBLIC_NAMESPACE_OID, "public", OWNER_OID, None),
+            (PUBLIC_NAMESPACE_OID, "public", DATABASE_OWNER_ROLE_OID, None),
             (INFORMATION_SCHEMA_NAMESPACE_OID, "information_schema", OWNER_OID, None)]
 
 
@@ -473,8 +476,12 @@ def _databases(snapshot: Snapshot) -> list[tuple]:
 
 
 def _roles(snapshot: Snapshot) -> list[tuple]:
+    # The connected user owns every object (a superuser that can create roles and databases);
+    # replication and row-level security do not exist here, so those attributes are false.
     return [(OWNER_OID, snapshot.client.user, True, True, True, True, True, False, False, -1, "********", None,
-             None)]
+             None),
+            (DATABASE_OWNER_ROLE_OID, DATABASE_OWNER_ROLE, False, True, False, False, False, False, False, -1, None,
+             None, None)]
 
 
 def _users(snapshot: Snapshot) -> list[tuple]:
@@ -694,6 +701,8 @@ def encoding_name(encoding: int | None) -> str | None:
 def user_name(snapshot: Snapshot, oid: int | None) -> str | None:
     if oid is None:
         return None
+    if oid == DATABASE_OWNER_ROLE_OID:
+        return DATABASE_OWNER_ROLE
     return snapshot.client.user if oid == OWNER_OID else f"unknown (OID={oid})"
 
 
