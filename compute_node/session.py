@@ -397,10 +397,13 @@ _TEXT_TYPES = (decimal.Decimal, datetime.date, uuid.UUID)
 
 
 def _wire_values(result: StatementResult) -> StatementResult:
-    """Numeric/date/time/uuid values as their PostgreSQL text (what the wire protocol carries)."""
-    if not any(isinstance(v, _TEXT_TYPES) for row in result.rows for v in row):
+    """Numeric/date/time/uuid values as their PostgreSQL text (what the wire protocol carries);
+    catalog arrays (lists) as their array text, which depends on the column's type."""
+    if not any(isinstance(v, _TEXT_TYPES) or isinstance(v, list) for row in result.rows for v in row):
         return result
-    result.rows = [tuple(_wire_value(v) for v in row) for row in result.rows]
+    type_names = [type_name for _, type_name in result.columns]
+    result.rows = [tuple(types.array_text(v, type_names[i] if i < len(type_names) else None) if isinstance(v, list)
+                         else _wire_value(v) for i, v in enumerate(row)) for row in result.rows]
     return result
 
 

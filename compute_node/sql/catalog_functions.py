@@ -454,10 +454,10 @@ def _json_build_object(snapshot, client, *values):
 
 
 FUNCTIONS: dict[str, Function] = {
-    "format_type": Function((2, 2), types.TEXT, lambda s, c, oid, typmod: pg_catalog.format_type(
-        _as_oid(oid), typmod), strict=False),
+    "format_type": Function((2, 2), types.TEXT, lambda s, c, oid, typmod: None if oid is None else
+                            pg_catalog.format_type(_as_oid(oid), typmod), strict=False),
     "pg_get_indexdef": Function((1, 3), types.TEXT, lambda s, c, oid, column=0, pretty=False: pg_catalog.indexdef(
-        s, _as_oid(oid), int(column)), catalog=True),
+        s, _as_oid(oid), int(column), bool(pretty)), catalog=True),
     "pg_get_constraintdef": Function((1, 2), types.TEXT, lambda s, c, oid, pretty=False: pg_catalog.constraintdef(
         s, _as_oid(oid)), catalog=True),
     # adbin/conbin/indpred hold SQL text here (no node trees), so pg_get_expr returns it as is.
@@ -509,6 +509,8 @@ FUNCTIONS: dict[str, Function] = {
     "version": Function((0, 0), types.TEXT, lambda s, c: pg_catalog.VERSION_TEXT),
     "current_database": Function((0, 0), types.NAME, lambda s, c: c.database),
     "current_schema": Function((0, 0), types.NAME, lambda s, c: "public"),
+    "current_schemas": Function((1, 1), types.NAME_ARRAY, lambda s, c, implicit: ["pg_catalog", "public"]
+                                if implicit else ["public"]),
     "current_user": Function((0, 0), types.NAME, lambda s, c: c.user),
     "session_user": Function((0, 0), types.NAME, lambda s, c: c.user),
     "pg_collation_is_visible": Function((1, 1), types.BOOLEAN, lambda s, c, oid: True),

@@ -308,14 +308,17 @@ def index_columns_text(info: IndexInfo) -> str:
                      for column, descending in zip(info.columns, info.descending))
 
 
-def index_definition(table: TableDef, info: IndexInfo, column: int = 0) -> str:
-    """pg_get_indexdef(oid, column, pretty): the CREATE INDEX statement, or one key column's text."""
+def index_definition(table: TableDef, info: IndexInfo, column: int = 0, pretty: bool = False) -> str:
+    """pg_get_indexdef(oid, column, pretty): the CREATE INDEX statement, or one key column's text.
+    As PostgreSQL, the table is schema-qualified except in the pretty form (public is on the
+    search path)."""
     if column:
         if column > len(info.columns):
             return ""
         return quote_ident(info.columns[column - 1])
     unique = "UNIQUE " if info.unique else ""
-    return (f"CREATE {unique}INDEX {quote_ident(info.name)} ON public.{quote_ident(table.name)} "
+    qualifier = "" if pretty else "public."
+    return (f"CREATE {unique}INDEX {quote_ident(info.name)} ON {qualifier}{quote_ident(table.name)} "
             f"USING btree ({index_columns_text(info)})")
 
 
@@ -433,7 +436,8 @@ def _indexes(snapshot: Snapshot) -> list[tuple]:
             keys_ = [table.column_index(name) + 1 for name in info.columns]
             width = len(keys_)
             collations = [_collation_of(table.columns[k - 1].sql_type) for k in keys_]
-            options = [1 if descending else 0 for descending in info.descending]
+            # indoption bits: 1 DESC, 2 NULLS FIRST (which DESC implies here, as by default in PostgreSQL)
+            options = [3 if descending else 0 for descending in info.descending]
             rows.append((info.oid, table_oid(table), width, width, info.unique, False, info.primary, False, True,
                          False, True, True, True, False, False, keys_, collations, [0] * width, options, None, None))
     return rows
@@ -667,11 +671,11 @@ def relation_text(snapshot: Snapshot, oid: int) -> str:
     return quote_ident(info.name)
 
 
-def indexdef(snapshot: Snapshot, oid: int, column: int = 0) -> str | None:
+def indexdef(snapshot: Snapshot, oid: int, column: int = 0, pretty: bool = False) -> str | None:
     info = snapshot.relation(oid)
     if info is None or info.kind != "i":
         return None
-    return index_definition(info.table, info.index, column)
+    return index_definition(info.table, info.index, column, pretty)
 
 
 def constraintdef(snapshot: Snapshot, oid: int) -> str | None:

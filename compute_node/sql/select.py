@@ -812,6 +812,8 @@ def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext) 
         source = Source(Relation(alias or table.name, columns), "table", table=table)
         ctx.table_sources.append(source)
         return source
+    if isinstance(item, exp.Unnest) and len(item.expressions) == 1 and not item.args.get("offset"):
+        return _unnest_source(exp.Explode(this=item.expressions[0]), alias, column_aliases, parent, ctx)
     if isinstance(item, exp.Subquery):
         if alias is None:
             raise SqlError(errors.SYNTAX_ERROR, "subquery in FROM must have an alias",

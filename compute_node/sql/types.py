@@ -618,6 +618,8 @@ def float_to_numeric(value: float, source: SqlType, target: SqlType) -> decimal.
 # --- output: the text PostgreSQL prints ------------------------------------------------
 def format_value(value: Any, sql_type: SqlType | None = None) -> str:
     """The text output of a value (used by casts to text, ||, and results sent to clients)."""
+    if isinstance(value, list):
+        return array_text(value, sql_type.pg_alias if sql_type is not None else None)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
@@ -633,6 +635,23 @@ def format_value(value: Any, sql_type: SqlType | None = None) -> str:
     if isinstance(value, bytes):
         return "\\x" + value.hex()
     return str(value)
+
+
+def array_text(values: list, pg_name: str | None) -> str:
+    """A catalog array's text output: int2vector/oidvector space-separated ('1 2'), arrays as
+    PostgreSQL's array_out ('{a,"b c",NULL}', elements quoted when they need it)."""
+    if pg_name in ("int2vector", "oidvector"):
+        return " ".join(str(value) for value in values)
+    parts = []
+    for value in values:
+        if value is None:
+            parts.append("NULL")
+            continue
+        text = "t" if value is True else "f" if value is False else format_value(value)
+        if text == "" or text.upper() == "NULL" or any(char in text for char in ' ",{}\\\t\n'):
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        parts.append(text)
+    return "{" + ",".join(parts) + "}"
 
 
 def format_numeric(value: decimal.Decimal) -> str:
