@@ -225,6 +225,50 @@ def compile_any(compiler, node: exp.Binary, symbol: str, compare) -> "Compiled":
     return Compiled(evaluate, types.BOOLEAN)
 
 
+def compile_subscript(compiler, node: exp.Bracket) -> "Compiled":
+    """array[i]: the i-th element (arrays count from 1, int2vector/oidvector from 0, as in
+    PostgreSQL), NULL outside the array. Slices (a[1:2]) are 0A000."""
+    from compute_node.sql.expressions import Compiled, coerce
+    if len(node.expressions) != 1 or isinstance(node.expressions[0], exp.Slice):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "array slices and multi-dimensional subscripts are not supported")
+    array = compiler.compile(node.this)
+    if array.sql_type.kind is not Kind.ARRAY:
+        raise SqlError(errors.DATATYPE_MISMATCH,
+                       f"cannot subscript type {array.sql_type.display_name} because it does not support subscripting")
+    index_node = node.expressions[0]
+    # sqlglot reads PostgreSQL's 1-based subscript into its own 0-based form by subtracting one
+    # from an integer literal (and only from a literal): add it back for those.
+    literal = index_node.this if isinstance(index_node, exp.Neg) else index_node  # x[0] arrives as -1
+    shift = 1 if isinstance(literal, exp.Literal) and not literal.is_string else 0
+    index = coerce(compiler.compile(index_node), types.INTEGER)
+    if index.sql_type.kind not in types.INT_KINDS + (Kind.NULL,):
+        raise SqlError(errors.DATATYPE_MISMATCH, "array subscript must have type integer")
+    lower = 0 if array.sql_type.pg_alias in ("int2vector", "oidvector") else 1
+    array_eval, index_eval = array.evaluate, index.evaluate
+
+    def evaluate(row):
+        values, position = array_eval(row), index_eval(row)
+        if values is None or position is None:
+            return None
+        offset = position + shift - lower
+        return values[offset] if 0 <= offset < len(values) else None
+    return Compiled(evaluate, array_element_type(array.sql_type))
+
+
+def compile_bitwise(compiler, node) -> "Compiled":
+    """Integer & | # (Django reads pg_index.indoption's DESC bit with `option & 1`)."""
+    from compute_node.sql.expressions import _binary, _no_operator
+    import operator as operators
+    symbol, apply = {exp.BitwiseAnd: ("&", operators.and_), exp.BitwiseOr: ("|", operators.or_),
+                     exp.BitwiseXor: ("#", operators.xor)}[type(node)]
+    left, right = compiler.compile(node.this), compiler.compile(node.expression)
+    left, right = compiler._unify(left, right, symbol)
+    if left.sql_type.kind not in types.INT_KINDS or right.sql_type.kind not in types.INT_KINDS:
+        raise _no_operator(f"{left.sql_type.display_name} {symbol} {right.sql_type.display_name}")
+    result = types.numeric_result(left.sql_type, right.sql_type)
+    return _binary(left, right, result, apply)
+
+
 def concat_arrays(left, right) -> "Compiled":
     """array || array (NULL on one side gives the other, as array_cat)."""
     from compute_node.sql.expressions import Compiled

@@ -1847,6 +1847,10 @@ _HANDLERS.update({
     exp.RegexpILike: catalog_functions.compile_regexp,
     exp.Array: catalog_functions.compile_array,
     exp.ArrayToString: catalog_functions.compile_array_to_string,
+    exp.Bracket: catalog_functions.compile_subscript,
+    exp.BitwiseAnd: catalog_functions.compile_bitwise,
+    exp.BitwiseOr: catalog_functions.compile_bitwise,
+    exp.BitwiseXor: catalog_functions.compile_bitwise,
 })
 for _node_type in (exp.CurrentVersion, exp.CurrentUser, exp.SessionUser, exp.CurrentSchema, exp.CurrentDatabase,
                    exp.CurrentCatalog, exp.CurrentSchemas):

@@ -443,12 +443,24 @@ def _indexes(snapshot: Snapshot) -> list[tuple]:
     return rows
 
 
+def _check_columns(table: TableDef, check_sql: str) -> list[int]:
+    """conkey of a CHECK constraint: the attnums of the columns its expression reads."""
+    import sqlglot
+    from sqlglot import exp
+    try:
+        tree = sqlglot.parse_one(check_sql, read="postgres")
+    except sqlglot.errors.SqlglotError:
+        return []
+    positions = {table.column_index(column.name.lower()) for column in tree.find_all(exp.Column)}
+    return sorted(position + 1 for position in positions if position is not None)
+
+
 def _constraints(snapshot: Snapshot) -> list[tuple]:
     rows = []
     for table in snapshot.tables:
         for info in constraints_of(table):
             keys_ = ([table.column_index(name) + 1 for name in info.index.columns] if info.index is not None
-                     else None)
+                     else _check_columns(table, info.check_sql))
             rows.append((info.oid, info.name, PUBLIC_NAMESPACE_OID, info.kind, False, False, True, table_oid(table),
                          0, info.index.oid if info.index is not None else 0, 0, " ", " ", " ", True, 0, True, keys_,
                          None, info.check_sql))

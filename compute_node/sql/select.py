@@ -227,6 +227,7 @@ class Source:
     fetched: list | None = None
     pushdown: "Pushdown | None" = None     # filter/projection storage applies (single-table scans)
     outer_reference: bool = False          # a FROM function (unnest) that reads an outer row
+    lateral: "UnnestPlan | None" = None    # a FROM function over the items before it: rows per left row
     # per-run state
     _rows: list | None = None
     _hash: dict | None = None
@@ -255,11 +256,11 @@ class Source:
         return self._rows
 
     def join(self, left_rows: list[tuple]) -> list[tuple]:
-        right = self.rows()
+        right = self.rows() if self.lateral is None else []
         padding_before = self.relation.offset
         out: list[tuple] = []
         condition = self.condition.evaluate if self.condition is not None else None
-        if self.hash_keys is not None and self._hash is None:
+        if self.hash_keys is not None and self._hash is None and self.lateral is None:
             table: dict = collections.defaultdict(list)
             right_evals = [k.evaluate for k in self.hash_keys[1]]
             pad = (None,) * padding_before
@@ -273,7 +274,9 @@ class Source:
         left_evals = [k.evaluate for k in self.hash_keys[0]] if self.hash_keys is not None else None
         nulls = (None,) * self.width
         for left in left_rows:
-            if left_evals is not None:
+            if self.lateral is not None:
+                candidates = self.lateral.rows_for(left)
+            elif left_evals is not None:
                 key = tuple(e(left) for e in left_evals)
                 candidates = [] if any(v is None for v in key) else \
                     self._hash.get(tuple(_group_key_value(v) for v in key), [])
@@ -688,7 +691,7 @@ def compile_select_plan(select: exp.Select, parent: Scope | None, ctx: QueryCont
     for item, join in items:
         if join is not None:
             _check_join(join)
-        source = _make_source(item, parent, ctx)
+        source = _make_source(item, parent, ctx, sources)
         if join is not None:
             source.join_kind = _join_kind(join)
         if any(s.relation.name == source.relation.name for s in sources):
@@ -785,7 +788,8 @@ def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
     return [node]
 
 
-def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext) -> Source:
+def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext,
+                 before: "list[Source] | None" = None) -> Source:
     alias_node = item.args.get("alias")
     alias = identifier_name(alias_node.this) if alias_node is not None and alias_node.this is not None else None
     column_aliases = [identifier_name(c) for c in alias_node.columns] if alias_node is not None and alias_node.columns \
@@ -793,7 +797,7 @@ def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext) 
     if isinstance(item, exp.Table):
         if isinstance(item.this, exp.Explode) and item.args.get("db") in (None,) or \
                 isinstance(item.this, exp.Explode) and identifier_name(item.args["db"]) == "pg_catalog":
-            return _unnest_source(item.this, alias, column_aliases, parent, ctx)
+            return _unnest_source([item.this.this], alias, column_aliases, parent, ctx, False, before)
         if not isinstance(item.this, exp.Identifier):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "table functions in FROM are not supported (only unnest)")
         name = identifier_name(item.this)
@@ -812,8 +816,15 @@ def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext) 
         source = Source(Relation(alias or table.name, columns), "table", table=table)
         ctx.table_sources.append(source)
         return source
-    if isinstance(item, exp.Unnest) and len(item.expressions) == 1 and not item.args.get("offset"):
-        return _unnest_source(exp.Explode(this=item.expressions[0]), alias, column_aliases, parent, ctx)
+    if isinstance(item, exp.Unnest) and item.expressions:
+        # WITH ORDINALITY: sqlglot keeps the ordinal column's name (or True) in `offset`
+        ordinality = item.args.get("offset")
+        width = len(item.expressions)
+        if ordinality:
+            ordinal_name = identifier_name(ordinality) if isinstance(ordinality, exp.Identifier) else "ordinality"
+            column_aliases = (column_aliases or [])[:width] + [None] * (width - len(column_aliases or [])) \
+                + [ordinal_name]
+        return _unnest_source(list(item.expressions), alias, column_aliases, parent, ctx, bool(ordinality), before)
     if isinstance(item, exp.Subquery):
         if alias is None:
             raise SqlError(errors.SYNTAX_ERROR, "subquery in FROM must have an alias",
@@ -831,39 +842,69 @@ def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext) 
 
 
 class UnnestPlan(QueryPlan):
-    """`FROM unnest(array) AS x`: one row per element. The array usually names a column of the
-    query around it (psql: `unnest(tc.reloptions)`), so the plan is correlated and runs again for
-    each outer row, reading that row through the scope's cell."""
+    """`FROM unnest(a [, b ...]) [WITH ORDINALITY] AS x(...)`: one row per element, the arrays
+    side by side (the shorter padded with NULL), then the position from 1 when asked.
 
-    def __init__(self, argument: Compiled, name: str, element: SqlType):
-        self.argument = argument
-        self.columns = [(name, element)]
+    The arrays usually name a column of the query around it (psql: `unnest(tc.reloptions)`),
+    so the plan is correlated and runs again for each outer row, reading it through the scope's
+    cell; or of a FROM item before it (Django: `pg_index i, unnest(i.indkey, i.indoption)`), and
+    then the source is lateral: Source.join runs `rows_for` once per left row."""
+
+    def __init__(self, arguments: list[Compiled], columns: list[tuple[str, SqlType]], ordinality: bool):
+        self.arguments = arguments
+        self.columns = columns
+        self.ordinality = ordinality
         self.correlated = True
 
     def run(self) -> list[tuple]:
-        values = self.argument.evaluate(())
-        if values is None:
-            return []
-        if len(values) > limits.STATEMENT_ROWS_READ_MAX:
+        return self.rows_for(())
+
+    def rows_for(self, row: tuple) -> list[tuple]:
+        arrays = [argument.evaluate(row) or [] for argument in self.arguments]
+        count = max((len(values) for values in arrays), default=0)
+        if count > limits.STATEMENT_ROWS_READ_MAX:
             raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, f"unnest of more than {limits.STATEMENT_ROWS_READ_MAX} elements")
-        return [(value,) for value in values]
+        out = []
+        for position in range(count):
+            values = tuple(values[position] if position < len(values) else None for values in arrays)
+            out.append(values + ((position + 1,) if self.ordinality else ()))
+        return out
 
     def explain(self, depth: int = 0) -> list[str]:
         return ["  " * depth + "Function Scan on unnest"]
 
 
-def _unnest_source(node: exp.Explode, alias: str | None, column_aliases, parent: Scope | None,
-                   ctx: QueryContext) -> Source:
+def _unnest_source(argument_nodes: list[exp.Expression], alias: str | None, column_aliases, parent: Scope | None,
+                   ctx: QueryContext, ordinality: bool, before: "list[Source] | None") -> Source:
     from compute_node.sql import catalog_functions
     argument_scope = Scope([], parent)
-    argument = Compiler(argument_scope, "FROM", context=ctx).compile(node.this)
-    if argument.sql_type.kind is not Kind.ARRAY:
-        raise SqlError(errors.UNDEFINED_FUNCTION, f"function unnest({argument.sql_type.display_name}) does not exist")
+    lateral = False
+    try:
+        arguments = [Compiler(argument_scope, "FROM", context=ctx).compile(node) for node in argument_nodes]
+    except SqlError as error:
+        if error.sqlstate not in (errors.UNDEFINED_TABLE, errors.UNDEFINED_COLUMN) or not before:
+            raise
+        # The arrays name a FROM item before this one: evaluate them on each joined left row.
+        argument_scope = Scope([source.relation for source in before], parent)
+        arguments = [Compiler(argument_scope, "FROM", context=ctx).compile(node) for node in argument_nodes]
+        lateral = True
+    for argument in arguments:
+        if argument.sql_type.kind is not Kind.ARRAY:
+            raise SqlError(errors.UNDEFINED_FUNCTION, f"function unnest({argument.sql_type.display_name}) does not exist")
     name = alias or "unnest"
-    column = column_aliases[0] if column_aliases else name
-    plan = UnnestPlan(argument, column, catalog_functions.array_element_type(argument.sql_type))
-    source = Source(Relation(name, tuple(plan.columns)), "derived", subplan=plan)
+    aliases = list(column_aliases or [])
+    columns = []
+    for position, argument in enumerate(arguments):
+        given = aliases[position] if position < len(aliases) else None
+        columns.append((given or (name if len(arguments) == 1 else "unnest"),
+                        catalog_functions.array_element_type(argument.sql_type)))
+    if ordinality:
+        given = aliases[len(arguments)] if len(aliases) > len(arguments) else None
+        columns.append((given or "ordinality", types.BIGINT))
+    plan = UnnestPlan(arguments, columns, ordinality)
+    source = Source(Relation(name, tuple(columns)), "derived", subplan=plan)
     source.outer_reference = argument_scope.uses_outer
+    source.lateral = plan if lateral else None
     return source
 
 
@@ -918,7 +959,7 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
     on = join.args.get("on")
     if on is not None:
         for conjunct in _conjuncts(on):
-            pair = _equi_pair(conjunct, prefix, source, compiler)
+            pair = _equi_pair(conjunct, prefix, source, compiler) if source.lateral is None else None
             if pair is not None:
                 hash_left.append(pair[0])
                 hash_right.append(pair[1])
