@@ -190,19 +190,28 @@ def array_element_type(array: SqlType) -> SqlType:
 
 
 def compile_any(compiler, node: exp.Binary, symbol: str, compare) -> "Compiled":
-    """`x op ANY (array)`: true if the comparison holds for some element, NULL if none does and
-    an element (or x) is NULL, else false (PostgreSQL's rules). ANY (subquery) is as IN."""
+    """`x op ANY (array)` / `x op ALL (array)`: PostgreSQL's rules. ANY is true if the comparison
+    holds for some element, NULL if none does and an element (or x) is NULL, else false; ALL is
+    false if it fails for some element, NULL if it holds for the rest but a NULL is met, else
+    true (so ALL of an empty array is true). `= ANY (subquery)` is IN; ALL (subquery) is 0A000."""
     from compute_node.sql.expressions import Compiled
     quantified = node.expression
-    if not isinstance(quantified, exp.Any) or isinstance(node.this, (exp.Any, exp.All)):
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ALL comparisons and a quantifier on the left are not supported")
+    if isinstance(quantified, exp.Anonymous) and str(quantified.this).lower() == "all" \
+            and len(quantified.expressions) == 1:
+        quantified = exp.All(this=quantified.expressions[0])  # sqlglot reads ALL (ARRAY[...]) as a call
+    if not isinstance(quantified, (exp.Any, exp.All)) or isinstance(node.this, (exp.Any, exp.All)):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "a quantified comparison (ANY/ALL) on the left is not supported")
+    every = isinstance(quantified, exp.All)
     inner = quantified.this.this if isinstance(quantified.this, exp.Paren) else quantified.this
-    if isinstance(inner, (exp.Select, exp.Subquery)) and symbol == "=":
-        return compiler._in_subquery(exp.In(this=node.this, query=inner if isinstance(inner, exp.Subquery)
-                                            else exp.Subquery(this=inner)))
+    if isinstance(inner, (exp.Select, exp.Subquery, exp.Union)):
+        if symbol == "=" and not every:
+            return compiler._in_subquery(exp.In(this=node.this, query=inner if isinstance(inner, exp.Subquery)
+                                                else exp.Subquery(this=inner)))
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{symbol} {'ALL' if every else 'ANY'} (subquery) is not supported")
     array = compiler.compile(inner)
     if array.sql_type.kind is not Kind.ARRAY:
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ANY over something other than an array is not supported")
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                       f"{'ALL' if every else 'ANY'} over {array.sql_type.display_name} is not supported (arrays only)")
     element = Compiled(lambda value: value, array_element_type(array.sql_type))
     left, right = compiler.comparable(compiler.compile(node.this), element, symbol)
     left_eval, right_eval, array_eval = left.evaluate, right.evaluate, array.evaluate
@@ -211,17 +220,19 @@ def compile_any(compiler, node: exp.Binary, symbol: str, compare) -> "Compiled":
         values = array_eval(row)
         if values is None:
             return None
+        if not values:
+            return every
         subject = left_eval(row)
         if subject is None:
-            return None if values else False
+            return None
         saw_null = False
         for value in values:
             converted = right_eval(value) if value is not None else None
             if converted is None:
                 saw_null = True
-            elif compare(subject, converted):
-                return True
-        return None if saw_null else False
+            elif compare(subject, converted) != every:
+                return not every
+        return None if saw_null else every
     return Compiled(evaluate, types.BOOLEAN)
 
 
@@ -382,6 +393,45 @@ def compile_catalog_cast(compiler, operand_node, target_name: str) -> "Compiled 
         snapshot = context.catalog_snapshot()
         return RegOid(int(oid), name_of(snapshot, int(oid)) if int(oid) else "-")
     return Compiled(evaluate_oid, target)
+
+
+def compile_array_cast(compiler, operand_node, to: exp.DataType) -> "Compiled":
+    """x::int[] / x::pg_catalog.int2[] / '{1,2}'::text[]: an array of a built-in element type,
+    from an array (elements converted) or from array text."""
+    from compute_node.sql.expressions import Compiled
+    element_node = to.expressions[0] if to.expressions else None
+    if not isinstance(element_node, exp.DataType) or element_node.this == exp.DataType.Type.ARRAY:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "multi-dimensional array types are not supported")
+    name = cast_target_name(element_node)
+    element = _CATALOG_CASTS.get(name) if name else None
+    if element is None:
+        element = types.type_from_sqlglot(exp.DataType.build(name, dialect="postgres") if name else element_node)
+    target = array_of(element.base)
+    operand = compiler.compile(operand_node)
+    source = operand.sql_type
+    if source.kind is Kind.NULL:
+        return _constant(None, target)
+    evaluate = operand.evaluate
+    if source.kind is Kind.ARRAY:
+        source_element = array_element_type(source)
+
+        def convert(row):
+            values = evaluate(row)
+            if values is None:
+                return None
+            return [None if v is None else types.cast(v, source_element, element.base) for v in values]
+        return Compiled(convert, target)
+    if source.kind in types.TEXT_KINDS + (Kind.UNKNOWN,):
+        text_array = SqlType(Kind.ARRAY, pg_alias="text[]")
+
+        def parse(row):
+            text = evaluate(row)
+            if text is None:
+                return None
+            items = types.parse_text_as(text, text_array)
+            return [None if v is None else types.cast(v, types.TEXT, element.base) for v in items]
+        return Compiled(parse, target)
+    raise SqlError(types.CANNOT_COERCE, f"cannot cast type {source.display_name} to {target.display_name}")
 
 
 def _none_or_apply(value, apply):

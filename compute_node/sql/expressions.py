@@ -444,7 +444,9 @@ class Compiler:
     # --- comparisons -----------------------------------------------------------------
     def _comparison(self, node: exp.Binary) -> Compiled:
         symbol, compare = _COMPARISONS[type(node)]
-        if isinstance(node.expression, (exp.Any, exp.All)) or isinstance(node.this, (exp.Any, exp.All)):
+        quantified = node.expression
+        if isinstance(quantified, (exp.Any, exp.All)) or isinstance(node.this, (exp.Any, exp.All)) or (
+                isinstance(quantified, exp.Anonymous) and str(quantified.this).lower() == "all"):
             return catalog_functions.compile_any(self, node, symbol, compare)
         return self.compare(self.compile(node.this), self.compile(node.expression), symbol, compare)
 
@@ -753,6 +755,8 @@ class Compiler:
     # --- casts and functions ------------------------------------------------------------
     def _cast(self, node: exp.Cast) -> Compiled:
         to = node.args["to"]
+        if isinstance(to, exp.DataType) and to.this == exp.DataType.Type.ARRAY:
+            return catalog_functions.compile_array_cast(self, node.this, to)
         catalog_type = catalog_functions.cast_target_name(to)
         if catalog_type is not None:
             compiled = catalog_functions.compile_catalog_cast(self, node.this, catalog_type)

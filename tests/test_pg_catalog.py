@@ -1,0 +1,185 @@
+"""pg_catalog as relations the engine queries, and the catalog functions, over the in-memory backend.
+
+tests/differential/corpus/11_catalog.sql compares the same relations and functions with a real
+PostgreSQL (names and definitions; oids differ there). Here: what only QuorumDB defines (its
+oid scheme, the client a session reports, errors that name what is missing) and the classification
+of statements on tokens and trees.
+"""
+from __future__ import annotations
+
+import pytest
+
+from compute_node.session import Session
+from compute_node.sql import pg_catalog, pg_catalog_fallback
+from tests.sql_memory_backend import MemoryBackend
+from tests.test_sql_statements import fails, ok, rows
+
+SCHEMA = ("CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL, qty INT DEFAULT 3 CHECK (qty > 0), "
+          "code TEXT UNIQUE, note TEXT)", "CREATE INDEX t_name ON t (name)", "CREATE INDEX t_qd ON t (qty DESC, note)")
+
+
+@pytest.fixture
+def session():
+    return Session(MemoryBackend(), "catalog")
+
+
+async def make_schema(session):
+    for statement in SCHEMA:
+        await ok(session, statement)
+
+
+async def table_oid(session, name: str) -> int:
+    return (await rows(session, f"SELECT oid FROM pg_class WHERE relname = '{name}'"))[0][0]
+
+
+async def test_pg_class_lists_tables_and_indexes_with_stable_oids(session):
+    await make_schema(session)
+    found = await rows(session, "SELECT oid, relname, relkind, relnatts, relchecks, relam FROM pg_catalog.pg_class "
+                                "WHERE relnamespace = 2200 ORDER BY oid")
+    table = found[0][0]
+    assert (table - pg_catalog.TABLE_OID_BASE) % 2 == 0, "a table's oid is 16384 + 2 * table_id"
+    assert found[0][1:] == ("t", "r", 5, 1, pg_catalog.HEAP_AM_OID)
+    assert found[1] == (table + 1, "t_pkey", "i", 1, 0, pg_catalog.BTREE_AM_OID)  # the primary key's index
+    assert [row[1] for row in found[2:]] == ["t_code_key", "t_name", "t_qd"]
+    # The same snapshot later (no DDL in between) gives the same oids: tools may cache them.
+    assert await rows(session, "SELECT oid FROM pg_class WHERE relnamespace = 2200 ORDER BY oid") == [
+        (row[0],) for row in found]
+    assert await rows(session, "SELECT 't'::regclass::oid, 't_pkey'::regclass::oid") == [(table, table + 1)]
+
+
+async def test_pg_attribute_index_constraint_and_attrdef_describe_the_columns(session):
+    await make_schema(session)
+    oid = await table_oid(session, "t")
+    assert await rows(session, f"SELECT attnum, attname, atttypid, atttypmod, attnotnull, atthasdef, attlen, "
+                               f"attcollation FROM pg_attribute WHERE attrelid = {oid} ORDER BY attnum") == [
+        (1, "id", 23, -1, True, False, 4, 0), (2, "name", 1043, 44, True, False, -1, 100),
+        (3, "qty", 23, -1, False, True, 4, 0), (4, "code", 25, -1, False, False, -1, 100),
+        (5, "note", 25, -1, False, False, -1, 100)]
+    assert await rows(session, "SELECT c.relname, i.indkey::text, i.indoption::text, i.indisunique, i.indisprimary "
+                               f"FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = {oid} "
+                               "ORDER BY c.relname") == [
+        ("t_code_key", "4", "0", True, False), ("t_name", "2", "0", False, False),
+        ("t_pkey", "1", "0", True, True), ("t_qd", "3 5", "3 0", False, False)]
+    assert await rows(session, "SELECT conname, contype, conkey::text, pg_get_constraintdef(oid) FROM pg_constraint "
+                               f"WHERE conrelid = {oid} ORDER BY conname") == [
+        ("t_code_key", "u", "{4}", "UNIQUE (code)"), ("t_pkey", "p", "{1}", "PRIMARY KEY (id)"),
+        ("t_qty_check", "c", "{3}", "CHECK (qty > 0)")]
+    assert await rows(session, f"SELECT adnum, pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = {oid}") == [
+        (3, "3")]
+    # conindid joins a key constraint to the index that enforces it
+    assert await rows(session, "SELECT c.conname, i.relname FROM pg_constraint c JOIN pg_class i ON i.oid = c.conindid "
+                               "ORDER BY 1") == [("t_code_key", "t_code_key"), ("t_pkey", "t_pkey")]
+
+
+async def test_pg_type_holds_the_builtin_types_with_postgresqls_oids(session):
+    assert await rows(session, "SELECT oid, typname, typlen, typtype, typarray, typcategory FROM pg_type "
+                               "WHERE typname IN ('int4', 'text', 'varchar', 'bool', '_int4') ORDER BY oid") == [
+        (16, "bool", 1, "b", 1000, "B"), (23, "int4", 4, "b", 1007, "N"), (25, "text", -1, "b", 1009, "S"),
+        (1007, "_int4", -1, "b", 0, "A"), (1043, "varchar", -1, "b", 1015, "S")]
+    result = await ok(session, "SELECT oid, typname FROM pg_type WHERE oid = 'int8'::regtype")
+    assert result.rows == [(20, "int8")]
+    assert result.columns == [("oid", "oid"), ("typname", "name")]
+
+
+async def test_qualified_and_unqualified_names_resolve_to_the_same_relation(session):
+    await make_schema(session)
+    qualified = await rows(session, "SELECT count(*) FROM pg_catalog.pg_attribute")
+    assert await rows(session, "SELECT count(*) FROM pg_attribute") == qualified
+    assert await rows(session, "SELECT count(*) FROM PG_CATALOG.PG_ATTRIBUTE") == qualified
+    assert await rows(session, "SELECT table_name FROM information_schema.tables") == [("t",)]
+    await fails(session, "SELECT * FROM pg_catalog.pg_stat_activity", "42P01",
+                'relation "pg_catalog.pg_stat_activity" does not exist')
+    await fails(session, "INSERT INTO pg_class (relname) VALUES ('x')", "0A000")
+    await fails(session, "DELETE FROM pg_catalog.pg_attribute", "0A000")
+
+
+async def test_the_catalog_is_the_transactions_snapshot(session):
+    await make_schema(session)
+    await ok(session, "BEGIN")
+    await ok(session, "CREATE TABLE u (k INT PRIMARY KEY)")
+    await ok(session, "DROP TABLE t")
+    assert await rows(session, "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = 2200") == [("u",)]
+    assert await rows(session, "SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+                               "WHERE c.relname = 'u'") == [(1,)]
+    await ok(session, "ROLLBACK")
+    assert await rows(session, "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = 2200") == [("t",)]
+
+
+async def test_session_functions_report_the_sessions_client(session):
+    session.client = pg_catalog.ClientInfo("alice", "shop", 4242, None)
+    result = await ok(session, "SELECT current_user, session_user, current_database(), pg_backend_pid(), "
+                               "current_schema(), pg_catalog.version() LIKE 'PostgreSQL 16%'")
+    assert result.rows == [("alice", "alice", "shop", 4242, "public", True)]
+    assert result.columns[0] == ("current_user", "name")
+    assert await rows(session, "SELECT datname, pg_get_userbyid(datdba), pg_encoding_to_char(encoding) "
+                               "FROM pg_database") == [("shop", "alice", "UTF8")]
+    assert await rows(session, "SELECT rolname, rolsuper FROM pg_roles WHERE rolname !~ '^pg_'") == [("alice", True)]
+    assert await rows(session, "SELECT current_setting('server_version_num'), "
+                               "current_setting('no.such_setting', true)") == [("160000", None)]
+    await fails(session, "SELECT current_setting('no_such_setting')", "42704")
+
+
+async def test_regclass_regtype_and_oid_casts(session):
+    await make_schema(session)
+    oid = await table_oid(session, "t")
+    assert await rows(session, f"SELECT {oid}::regclass::text, '\"t\"'::regclass::oid = {oid}, "
+                               f"'public.t'::regclass = {oid}, 'integer'::regtype::text, "
+                               f"'varchar[]'::regtype::text, '{oid}'::oid, 'pg_class'::regclass::oid") == [
+        ("t", True, True, "integer", "character varying[]", oid, 1259)]
+    await fails(session, "SELECT 'missing'::regclass", "42P01", 'relation "missing" does not exist')
+    await fails(session, "SELECT 'nosuchtype'::regtype", "42704")
+    await fails(session, "SELECT 'x1'::oid", "22P02")
+    assert await rows(session, "SELECT to_regclass('missing'), to_regclass('t')::text") == [(None, "t")]
+
+
+async def test_unsupported_constructs_name_what_is_missing_and_the_session_goes_on(session):
+    await make_schema(session)
+    await fails(session, "SELECT pg_catalog.pg_stat_get_numscans(c.oid) FROM pg_class c", "42883")
+    await fails(session, "SELECT 'a' COLLATE \"de_DE\" < 'b'", "0A000",
+                'collation "de_DE" is not supported (text compares in C order)')
+    await fails(session, "SELECT (ARRAY[1, 2, 3])[1:2]", "0A000")
+    await fails(session, "SELECT 'abc' ~ '('", "2201B")
+    await fails(session, "SELECT 1 ~ 'a'", "42883")
+    await fails(session, "SELECT relname OPERATOR(myschema.~) 'x' FROM pg_class", "42883")
+    await fails(session, "SELECT 1 = ALL (SELECT 1)", "0A000", "= ALL (subquery) is not supported")
+    assert await rows(session, "SELECT 1 = ALL (ARRAY[1, 1]), 1 = ALL (ARRAY[1, 2]), 1 < ALL (ARRAY[2, NULL]), "
+                               "1 = ALL (ARRAY[]::int[])") == [(True, False, None, True)]
+    assert await rows(session, "SELECT relname FROM pg_class WHERE relname ~ '^t_q'") == [("t_qd",)]
+
+
+async def test_the_fallback_answers_only_queries_over_always_empty_catalogs():
+    publications = ("SELECT pubname, NULL, NULL FROM pg_catalog.pg_publication p JOIN pg_catalog.pg_publication_rel pr "
+                    "ON p.oid = pr.prpubid WHERE pr.prrelid = '16386' UNION SELECT pubname, NULL, NULL "
+                    "FROM pg_catalog.pg_publication p WHERE p.puballtables ORDER BY 1")
+    assert pg_catalog_fallback.mentions_empty_catalog(publications)
+    answer = pg_catalog_fallback.recognise(publications)
+    assert answer is not None
+    assert (await answer(None)).rows == []
+    # An outer join keeps the other side's rows, and pg_class is not empty: not for the fallback.
+    assert pg_catalog_fallback.recognise("SELECT c.relname FROM pg_class c LEFT JOIN pg_policy p "
+                                         "ON p.polrelid = c.oid") is None
+    assert pg_catalog_fallback.recognise("SELECT relname FROM pg_class") is None
+    # Tokens, not text: a literal or a quoted name that mentions a catalog is data.
+    assert not pg_catalog_fallback.mentions_empty_catalog(
+        "INSERT INTO notes (body) VALUES ('copied from pg_dump output: pg_publication')")
+    assert not pg_catalog_fallback.mentions_empty_catalog('SELECT "pg_policy" FROM notes')
+
+
+async def test_arrays_and_set_returning_functions_the_catalog_queries_use(session):
+    await make_schema(session)
+    oid = await table_oid(session, "t")
+    assert await rows(session, "SELECT i.indexrelid::regclass::text, unnest(i.indkey) AS attnum, "
+                               "generate_subscripts(i.indkey, 1) AS ord FROM pg_index i "
+                               f"WHERE i.indrelid = {oid} AND NOT i.indisprimary AND i.indnatts = 2") == [
+        ("t_qd", 3, 0), ("t_qd", 5, 1)]
+    assert await rows(session, "SELECT k.key, k.option, k.n FROM pg_index i, unnest(i.indkey, i.indoption) "
+                               "WITH ORDINALITY k(key, option, n) WHERE i.indexrelid = 't_qd'::regclass") == [
+        (3, 3, 1), (5, 0, 2)]
+    assert await rows(session, "SELECT array_agg(attname ORDER BY attnum DESC)::text FROM pg_attribute "
+                               f"WHERE attrelid = {oid} AND attnum <= 2") == [("{name,id}",)]
+    assert await rows(session, f"SELECT indkey[0], indkey[1], conkey[1] FROM pg_index JOIN pg_constraint "
+                               f"ON conindid = indexrelid WHERE contype = 'p' AND conrelid = {oid}") == [(1, None, 1)]
+    assert await rows(session, "SELECT array_to_string(ARRAY(SELECT relname FROM pg_class WHERE relnamespace = 2200 "
+                               "ORDER BY relname), ', ')") == [("t, t_code_key, t_name, t_pkey, t_qd",)]
+    assert await rows(session, "SELECT relname FROM pg_class WHERE relkind = ANY (ARRAY['r', 'p']) "
+                               "AND relnamespace = 2200") == [("t",)]
