@@ -234,9 +234,29 @@ def _array_element(value) -> str:
     return text
 
 
+def _from_wire_text(value, oid: int):
+    """Numeric, date, time stamp and uuid values reach the wire layer as their PostgreSQL text
+    (compute_node/session.py _wire_values); the binary formats need the value back."""
+    if not isinstance(value, str):
+        return value
+    match oid:
+        case 1700:
+            return decimal.Decimal(value)
+        case 2950:
+            return uuid.UUID(value)
+        case 1082:
+            return datetime.date.fromisoformat(value)
+        case 1114:
+            return datetime.datetime.fromisoformat(value)
+        case 1184:
+            return datetime.datetime.fromisoformat(value + ":00" if re.search(r"[+-]\d\d$", value) else value)
+    return value
+
+
 def encode_binary(value, oid: int) -> bytes:
     """The binary send format of `value` as type `oid`; types without one fall back to text bytes."""
     try:
+        value = _from_wire_text(value, oid)
         match oid:
             case 16:
                 return b"\x01" if value else b"\x00"

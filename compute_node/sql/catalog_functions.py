@@ -354,6 +354,10 @@ def compile_catalog_cast(compiler, operand_node, target_name: str) -> "Compiled 
     source = operand.sql_type
     if source.kind is Kind.NULL:
         return _constant(None, target)
+    if source.kind is Kind.UNKNOWN and operand.param is not None:  # $n::oid: $n is an oid
+        from compute_node.sql.expressions import _describe_only
+        operand.param.infer(target)
+        return Compiled(_describe_only, target)
     from_text = source.kind in types.TEXT_KINDS + (Kind.UNKNOWN,) and source.pg_alias is None
     if target.kind is Kind.TEXT:   # name, "char"
         text = _as_text(operand).evaluate if source.kind is not Kind.ARRAY else None
