@@ -139,8 +139,9 @@ class TypeInfo:
     storage: str = "p"
 
 
-def _base(oid, name, length, by_value, category, format_name, array, collation=0, preferred=False, align="i"):
-    storage = "x" if length == -1 else "p"
+def _base(oid, name, length, by_value, category, format_name, array, collation=0, preferred=False, align="i",
+          storage=None):
+    storage = storage or ("x" if length == -1 else "p")
     return TypeInfo(oid, name, length, by_value, category, format_name, 0, array, collation, preferred, align, storage)
 
 
@@ -164,7 +165,7 @@ _BASE_TYPES = [
     _base(1082, "date", 4, True, "D", "date", 1182),
     _base(1114, "timestamp", 8, True, "D", "timestamp without time zone", 1115, align="d"),
     _base(1184, "timestamptz", 8, True, "D", "timestamp with time zone", 1185, preferred=True, align="d"),
-    _base(1700, "numeric", -1, False, "N", "numeric", 1231),
+    _base(1700, "numeric", -1, False, "N", "numeric", 1231, storage="m"),
     _base(2205, "regclass", 4, True, "N", "regclass", 2210),
     _base(2206, "regtype", 4, True, "N", "regtype", 2211),
     _base(4089, "regnamespace", 4, True, "N", "regnamespace", 4090),
@@ -472,8 +473,26 @@ def _attrdefs(snapshot: Snapshot) -> list[tuple]:
     for table in snapshot.tables:
         for attnum, column in enumerate(table.columns, start=1):
             if column.default is not None:
-                rows.append((attrdef_oid(table, attnum), table_oid(table), attnum, column.default))
+                rows.append((attrdef_oid(table, attnum), table_oid(table), attnum,
+                             default_text(column.default, column.sql_type)))
     return rows
+
+
+def default_text(sql: str, sql_type: SqlType) -> str:
+    """A DEFAULT as pg_get_expr prints it: the stored SQL with PostgreSQL's spelling of what
+    tools compare -- lower-case true/false, and a string constant cast to the column's type
+    ('x'::text), as PostgreSQL stores it coerced. Anything else is the stored text."""
+    import sqlglot
+    from sqlglot import exp
+    try:
+        tree = sqlglot.parse_one(sql, read="postgres")
+    except sqlglot.errors.SqlglotError:
+        return sql
+    if isinstance(tree, exp.Boolean):
+        return "true" if tree.this else "false"
+    if isinstance(tree, exp.Literal) and tree.is_string:
+        return f"{tree.sql(dialect='postgres')}::{format_type(type_oid(sql_type.base), -1)}"
+    return sql
 
 
 def _types(snapshot: Snapshot) -> list[tuple]:
