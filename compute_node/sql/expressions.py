@@ -1760,7 +1760,7 @@ def _no_function(name: str, operands: Sequence[Compiled]) -> SqlError:
 
 
 _KNOWN_UNSUPPORTED = {
-    "age", "every", "gcd", "lcm", "quote_ident", "quote_literal", "to_timestamp", "to_date", "to_number",
+    "age", "every", "gcd", "lcm", "quote_literal", "to_timestamp", "to_date", "to_number",
     "array_length", "unnest", "generate_series", "nextval", "currval", "setval", "row_number", "rank",
     "dense_rank", "lag", "lead", "jsonb_build_object", "regexp_match", "pg_sleep",
     "clock_timestamp", "statement_timestamp", "transaction_timestamp", "timeofday", "make_date",
