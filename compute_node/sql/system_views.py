@@ -1,4 +1,4 @@
-"""Read-only information_schema views built from the stored catalog (pure, no I/O).
+"""Read-only information_schema views (and pg_catalog's relations) built from the stored catalog (pure, no I/O).
 
 Theory of operation
 -------------------
@@ -11,9 +11,13 @@ TABLE, and costs one catalog scan per statement. The rows then go through the no
 SELECT program (WHERE, ORDER BY, projections, aggregates, LIMIT); there is no access
 planning (a view is always read whole).
 
+The same machinery serves pg_catalog: `CATALOG_VIEWS` are pg_catalog.py's relations
+(pg_class, pg_attribute, ...), built from the same definitions plus the session's
+ClientInfo, and select.fetch hands that catalog snapshot to the catalog functions too.
+
 Only the `public` schema holds user tables and `information_schema` is not on the
 search path: an unqualified `tables` or `columns` names a user table, as in
-PostgreSQL. Writing to a view (INSERT/UPDATE/DELETE) is 0A000 and DROP/CREATE in
+PostgreSQL; pg_catalog is searched first, so an unqualified `pg_class` is the catalog's. Writing to a view (INSERT/UPDATE/DELETE) is 0A000 and DROP/CREATE in
 information_schema is 42809, with PostgreSQL-like messages.
 
 Column types follow PostgreSQL's information_schema domains: sql_identifier -> text,
