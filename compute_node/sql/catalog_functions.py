@@ -519,6 +519,15 @@ def _current_setting(snapshot, client, name, missing_ok=False):
         raise
 
 
+def _set_config(snapshot, client, name, value, is_local):
+    """set_config(name, value, is_local): SET from a query (pg_dump's `search_path` to ''). SET
+    LOCAL acts as SET, as everywhere on this endpoint (docs/POSTGRES.md)."""
+    if client.settings is None or not hasattr(client.settings, "set"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "set_config() is supported on the PostgreSQL endpoint only")
+    client.settings.set(name, value)
+    return client.settings.get(name)
+
+
 def _quote_ident(snapshot, client, text):
     return pg_catalog.quote_ident(text)
 
@@ -590,6 +599,7 @@ FUNCTIONS: dict[str, Function] = {
     "current_setting": Function((1, 2), types.TEXT, _current_setting),
     "pg_backend_pid": Function((0, 0), types.INTEGER, lambda s, c: c.process_id),
     "quote_ident": Function((1, 1), types.TEXT, _quote_ident),
+    "set_config": Function((3, 3), types.TEXT, _set_config),
     "pg_is_in_recovery": Function((0, 0), types.BOOLEAN, lambda s, c: False),
     "pg_get_function_result": Function((1, 1), types.TEXT, lambda s, c, oid: None),
     "pg_get_function_arguments": Function((1, 1), types.TEXT, lambda s, c, oid: None),
@@ -647,6 +657,6 @@ def compile_function(compiler, name: str, nodes: Sequence[exp.Expression]) -> "C
         if strict and any(v is None for v in values):
             return None
         return apply(context.catalog_snapshot() if catalog else None, client, *values)
-    if not catalog and all(a.constant for a in arguments) and name not in ("current_setting",):
+    if not catalog and all(a.constant for a in arguments) and name not in ("current_setting", "set_config"):
         return _constant(evaluate(()), function.result)
     return Compiled(evaluate, function.result)
