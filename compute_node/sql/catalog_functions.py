@@ -623,6 +623,10 @@ FUNCTIONS: dict[str, Function] = {
     "session_user": Function((0, 0), types.NAME, lambda s, c: c.user),
     "pg_collation_is_visible": Function((1, 1), types.BOOLEAN, lambda s, c, oid: True),
     "pg_get_serial_sequence": Function((2, 2), types.TEXT, lambda s, c, table, column: None),
+    "getdatabaseencoding": Function((0, 0), types.NAME, lambda s, c: "UTF8"),
+    "pg_tablespace_location": Function((1, 1), types.TEXT, lambda s, c, oid: ""),  # the default location
+    "pg_char_to_encoding": Function((1, 1), types.INTEGER, lambda s, c, name: {"UTF8": pg_catalog.UTF8_ENCODING,
+                                    "SQL_ASCII": 0}.get(name.upper().replace("-", ""), -1)),
     "json_build_object": Function((0, 100), SqlType(Kind.TEXT, pg_alias="json"), _json_build_object, strict=False),
 }
 

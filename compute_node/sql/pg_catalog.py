@@ -105,6 +105,7 @@ class Snapshot:
     tables: Sequence[TableDef]
     client: ClientInfo = DEFAULT_CLIENT
     _by_oid: dict | None = None
+    _constraints: dict | None = None
 
     def relation(self, oid: int) -> "RelationInfo | None":
         if self._by_oid is None:
@@ -501,7 +502,7 @@ def _types(snapshot: Snapshot) -> list[tuple]:
         rows.append((info.oid, info.name, PG_CATALOG_NAMESPACE_OID, OWNER_OID, info.length, info.by_value,
                      "b", info.category, info.preferred, True, ",", 0, info.element, info.array,
                      info.name + ("_in" if info.element == 0 else ""), info.align, info.storage, False, 0, -1, 0,
-                     info.collation, None))
+                     info.collation, None, None))
     return rows
 
 
@@ -527,8 +528,8 @@ def _settings(snapshot: Snapshot) -> list[tuple]:
     settings = snapshot.client.settings
     if settings is None or not hasattr(settings, "show_all"):
         return []
-    return [(name, value, None, "Ungrouped", description or None, None, "user", "string", "session")
-            for name, value, description in settings.show_all()]
+    return [(name, value, None, "Ungrouped", description or None, None, "user", "string", "session", None, None,
+             None, None, None, None, None, False) for name, value, description in settings.show_all()]
 
 
 def _access_methods(snapshot: Snapshot) -> list[tuple]:
@@ -606,7 +607,7 @@ CATALOG_RELATIONS: dict[str, CatalogRelation] = {relation.name: relation for rel
         "oid:oid typname:name typnamespace:oid typowner:oid typlen:int2 typbyval:bool typtype:char "
         "typcategory:char typispreferred:bool typisdefined:bool typdelim:char typrelid:oid typelem:oid "
         "typarray:oid typinput:text typalign:char typstorage:char typnotnull:bool typbasetype:oid typtypmod:int4 "
-        "typndims:int4 typcollation:oid typdefault:text"), _types),
+        "typndims:int4 typcollation:oid typdefault:text typacl:text[]"), _types),
     CatalogRelation("pg_database", 1262, _c(
         "oid:oid datname:name datdba:oid encoding:int4 datlocprovider:char datistemplate:bool datallowconn:bool "
         "datconnlimit:int4 dattablespace:oid datcollate:text datctype:text daticulocale:text datacl:text[]"),
@@ -626,7 +627,8 @@ CATALOG_RELATIONS: dict[str, CatalogRelation] = {relation.name: relation for rel
                     _empty),
     CatalogRelation("pg_settings", 12003, _c(
         "name:text setting:text unit:text category:text short_desc:text extra_desc:text context:text vartype:text "
-        "source:text"), _settings),
+        "source:text min_val:text max_val:text enumvals:text[] boot_val:text reset_val:text sourcefile:text "
+        "sourceline:int4 pending_restart:bool"), _settings),
     CatalogRelation("pg_am", 2601, _c("oid:oid amname:name amhandler:regproc amtype:char"), _access_methods),
     CatalogRelation("pg_proc", 1255, _c(
         "oid:oid proname:name pronamespace:oid proowner:oid prolang:oid prokind:char prorettype:oid "
@@ -667,7 +669,23 @@ CATALOG_RELATIONS: dict[str, CatalogRelation] = {relation.name: relation for rel
     CatalogRelation("pg_range", 3541, _c("rngtypid:oid rngsubtype:oid"), _empty),
     CatalogRelation("pg_foreign_table", 3118, _c("ftrelid:oid ftserver:oid ftoptions:text[]"), _empty),
     CatalogRelation("pg_partitioned_table", 3350, _c("partrelid:oid partstrat:char partnatts:int2"), _empty),
-    CatalogRelation("pg_event_trigger", 3466, _c("oid:oid evtname:name evtevent:name evtenabled:char"), _empty),
+    CatalogRelation("pg_event_trigger", 3466, _c("oid:oid evtname:name evtevent:name evtowner:oid evtfoid:oid "
+                                                 "evtenabled:char evttags:text[]"), _empty),
+    CatalogRelation("pg_language", 2612, _c("oid:oid lanname:name lanowner:oid lanispl:bool lanpltrusted:bool "
+                                            "lanplcallfoid:oid laninline:oid lanvalidator:oid lanacl:text[]"), _empty),
+    CatalogRelation("pg_foreign_server", 1417, _c("oid:oid srvname:name srvowner:oid srvfdw:oid srvtype:text "
+                                                  "srvversion:text srvacl:text[] srvoptions:text[]"), _empty),
+    CatalogRelation("pg_foreign_data_wrapper", 2328, _c("oid:oid fdwname:name fdwowner:oid fdwhandler:oid "
+                                                        "fdwvalidator:oid fdwacl:text[] fdwoptions:text[]"), _empty),
+    CatalogRelation("pg_conversion", 2607, _c("oid:oid conname:name connamespace:oid conowner:oid "
+                                              "conforencoding:int4 contoencoding:int4 conproc:regproc "
+                                              "condefault:bool"), _empty),
+    CatalogRelation("pg_ts_config", 3602, _c("oid:oid cfgname:name cfgnamespace:oid cfgowner:oid cfgparser:oid"),
+                    _empty),
+    CatalogRelation("pg_init_privs", 3394, _c("objoid:oid classoid:oid objsubid:int4 privtype:char "
+                                              "initprivs:text[]"), _empty),
+    CatalogRelation("pg_default_acl", 826, _c("oid:oid defaclrole:oid defaclnamespace:oid defaclobjtype:char "
+                                              "defaclacl:text[]"), _empty),
     CatalogRelation("pg_opclass", 2616, _c("oid:oid opcmethod:oid opcname:name opcnamespace:oid opcdefault:bool "
                                            "opcintype:oid"), _empty),
     CatalogRelation("pg_indexes", 12004, _c("schemaname:name tablename:name indexname:name tablespace:name "
@@ -710,11 +728,10 @@ def indexdef(snapshot: Snapshot, oid: int, column: int = 0, pretty: bool = False
 
 
 def constraintdef(snapshot: Snapshot, oid: int) -> str | None:
-    for table in snapshot.tables:
-        for info in constraints_of(table):
-            if info.oid == oid:
-                return info.definition
-    return None
+    if snapshot._constraints is None:  # built once per statement: pg_constraint queries call this per row
+        snapshot._constraints = {info.oid: info for table in snapshot.tables for info in constraints_of(table)}
+    info = snapshot._constraints.get(oid)
+    return info.definition if info is not None else None
 
 
 def namespace_name(oid: int | None) -> str | None:
