@@ -258,7 +258,10 @@ async def test_select_errors(session):
     await fails(session, "SELECT id FROM users WHERE age", "42804",
                 "argument of WHERE must be type boolean, not type integer")
     await fails(session, "SELECT * FROM users u FULL JOIN users v ON u.id = v.id", "0A000")
-    await fails(session, "SELECT * FROM users WHERE id = ANY (SELECT id FROM users)", "0A000")
+    await fails(session, "SELECT * FROM users WHERE id < ALL (SELECT id FROM users)", "0A000")
+    # = ANY (subquery) is IN (catalog_functions.compile_any)
+    assert await rows(session, "SELECT count(*) FROM users WHERE id = ANY (SELECT id FROM users)") == \
+        await rows(session, "SELECT count(*) FROM users WHERE id IN (SELECT id FROM users)")
     await fails(session, "WITH RECURSIVE r AS (SELECT 1) SELECT * FROM r", "0A000")
     await fails(session, "SELECT myfunc(1)", "42883")
     await fails(session, "SELECT row_number() OVER () FROM users", "0A000")
