@@ -226,6 +226,22 @@ def test_session_functions_and_settings(server):
         conn.execute("COMMIT")
 
 
+@needs_psql
+def test_the_exact_pg_dump_statement_is_an_insert_over_both_protocols(server):
+    """Statements are classified on tokens and parse trees, never on text: the literal's "pg_"
+    makes this no catalog query, over psql's simple protocol and psycopg's extended one."""
+    statement = "INSERT INTO notes (body) VALUES ('copied from pg_dump output')"
+    done = _psql(server, "-v", "ON_ERROR_STOP=1", "-c", "CREATE TABLE notes (body TEXT PRIMARY KEY)", "-c", statement)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "CREATE TABLE\nINSERT 0 1\n"
+    with connect(server) as conn:
+        with pytest.raises(psycopg.errors.UniqueViolation):  # the same row again: a real INSERT ran
+            conn.execute(statement)
+        conn.execute(statement.replace("copied", "pasted"), prepare=True)
+        assert conn.execute("SELECT body FROM notes ORDER BY body").fetchall() == [
+            ("copied from pg_dump output",), ("pasted from pg_dump output",)]
+
+
 def test_a_string_literal_that_mentions_the_catalog_is_data(server):
     """Catalog queries are recognised by the words outside literals: this INSERT is an INSERT."""
     with connect(server) as conn:
