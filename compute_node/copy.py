@@ -313,3 +313,51 @@ def render(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]], op
             pieces = []
     if pieces:
         yield "".join(pieces)
+
+
+# --- one whole COPY (the gRPC Copy call: input and output in one message) ----------------------
+async def run_whole(session, sql: str, data: bytes):
+    """(StatementResult, output bytes) of one COPY whose input, if any, is all of `data`.
+
+    The same steps as the PostgreSQL endpoint's CopyIn/CopyOut exchange, without the exchange:
+    quorumdb/qsql.py's \\copy sends a file's content here, or writes what comes back to one."""
+    from compute_node.sql.result import StatementResult
+
+    try:
+        statement = copyformat.parse_statement(sql)
+    except SqlError as error:
+        session.copy_failed()
+        return StatementResult.failed(error), b""
+    if statement.direction == "to":
+        result = (await session.execute(select_sql(statement)))[-1]
+        if result.error is not None:
+            return result, b""
+        output = "".join(render(result.columns, result.rows, statement.options, limits.PG_ROWS_PER_DRAIN))
+        encoded = output.encode("utf-8")
+        if len(encoded) > limits.COPY_BYTES_MAX:
+            return StatementResult.failed(SqlError(
+                errors.PROGRAM_LIMIT_EXCEEDED, f"COPY output exceeds the limit of {limits.COPY_BYTES_MAX} bytes",
+                hint="Copy fewer rows at a time (COPY (SELECT ... WHERE ...) TO STDOUT).")), b""
+        return StatementResult.tag(f"COPY {len(result.rows)}"), encoded
+    if len(data) > limits.COPY_BYTES_MAX:
+        session.copy_failed()
+        return StatementResult.failed(SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                                               f"COPY input exceeds the limit of {limits.COPY_BYTES_MAX} bytes",
+                                               hint="Split the input into several COPY commands.")), b""
+    try:
+        names = await session.copy_columns(statement)
+    except SqlError as error:
+        return StatementResult.failed(error), b""
+    reader = copyformat.CopyReader(statement.options, names)
+    try:
+        records = reader.feed(data) + reader.finish()
+        if len(records) > limits.COPY_ROWS_MAX:
+            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, f"COPY input exceeds the limit of {limits.COPY_ROWS_MAX} rows",
+                           hint="Split the input into several COPY commands.")
+    except SqlError as error:
+        line = getattr(error, "line", None)
+        if line is not None:
+            located(error, statement.table, line)
+        session.copy_failed()
+        return StatementResult.failed(error), b""
+    return await session.copy_from(statement, records), b""
