@@ -35,7 +35,9 @@ session, and `render` turns the rows into text or CSV records.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 from typing import Any, Callable, Iterator, Sequence
 
 from compute_node.pgwire import pgtypes
@@ -46,6 +48,8 @@ from compute_node.sql.transaction import SchemaStale, Transaction
 from quorumdb import copyformat, errors, keys, limits
 from quorumdb.copyformat import CopyStatement, Record
 from quorumdb.errors import SqlError
+
+log = logging.getLogger("compute_node.copy")
 
 
 @dataclasses.dataclass
@@ -273,6 +277,13 @@ async def load_autocommit(new_transaction: Callable[[int | None], Transaction], 
                                   f"rows in {number} batches; they stay committed)")
                 error.detail = (error.detail + "\n" if error.detail else "") + (
                     f"Rows of lines {lines[0]} to {lines[batch.start - 1]} are committed; the rest are not.")
+            raise
+        except asyncio.CancelledError:
+            # A statement timeout or cancel request: its error (57014, or 40003 during a commit)
+            # is worded by the caller and cannot carry the count, so the count goes to the log.
+            if committed:
+                log.warning("COPY %s cancelled after %d of its %d rows were committed (lines %d to %d)",
+                            table.name, committed, len(rows), lines[0], lines[batch.start - 1])
             raise
         committed += len(batch)
     return committed

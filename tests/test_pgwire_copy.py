@@ -297,3 +297,51 @@ def test_psql_backslash_copy_round_trip(server, tmp_path):
     assert done.returncode != 0
     assert 'invalid input syntax for type double precision: "zero"' in done.stderr
     assert 'CONTEXT:  COPY dst, line 3, column score: "zero"' in done.stderr
+
+
+def test_a_batch_after_the_first_failing_says_what_stayed_committed(server, monkeypatch):
+    """A concurrent writer commits a key of the second batch after the rows were validated: that
+    batch fails with 40001 (its commit uses the validation snapshot, so it cannot overwrite the
+    other row), the first batch stays committed, and the error says so."""
+    monkeypatch.setattr(limits, "TXN_ROWS_MAX", 100)
+    backend = server.backend
+    real_commit = backend.commit
+    calls = []
+
+    async def commit_with_a_concurrent_writer(start_ts, writes, lock_keys, txn_id):
+        calls.append(txn_id)
+        if len(calls) == 3:  # CREATE TABLE, the first batch, then: someone else writes a key of this batch
+            key, row = writes[0]  # the same row id 101, as another session's INSERT would write it
+            backend.versions.setdefault(key, []).append((backend.now_ts(), row))
+        return await real_commit(start_ts, writes, lock_keys, txn_id)
+
+    monkeypatch.setattr(backend, "commit", commit_with_a_concurrent_writer)
+    with connect(server) as conn:
+        conn.execute("CREATE TABLE w (id INT PRIMARY KEY)")
+        with pytest.raises(psycopg.errors.SerializationFailure) as caught:
+            copy_in(conn, "COPY w FROM STDIN", "".join(f"{i}\n" for i in range(1, 251)).encode())
+        assert "had already committed 100 of its 250 rows in 1 batches" in str(caught.value)
+        assert "Rows of lines 1 to 100 are committed" in caught.value.diag.message_detail
+        monkeypatch.setattr(backend, "commit", real_commit)
+        # The first batch (1..100) and the other writer's row 101; nothing of the failed batch.
+        assert conn.execute("SELECT count(*), min(id), max(id) FROM w").fetchone() == (101, 1, 101)
+
+
+def test_copy_protocol_messages_decode_and_encode():
+    from compute_node.pgwire import protocol
+
+    frontend = protocol.Frontend(1 << 20, 10_000)
+    frontend.phase = protocol.Phase.READY
+    frontend.receive_data(msg(b"d", b"1\tx\n") + msg(b"c", b"") + msg(b"f", b"why\0"))
+    assert frontend.next_message() == protocol.CopyData(b"1\tx\n")
+    assert frontend.next_message() == protocol.CopyDone()
+    assert frontend.next_message() == protocol.CopyFail("why")
+    frontend.receive_data(msg(b"c", b"x"))
+    with pytest.raises(protocol.ProtocolViolation):
+        frontend.next_message()
+    assert protocol.copy_in_response(3) == b"G" + struct.pack("!IbHhhh", 13, 0, 3, 0, 0, 0)
+    assert protocol.copy_out_response(0) == b"H" + struct.pack("!IbH", 7, 0, 0)
+    assert protocol.copy_data(b"ab") == b"d" + struct.pack("!I", 6) + b"ab"
+    assert protocol.copy_done() == b"c\0\0\0\4"
+    error = protocol.error_response("22P02", "bad", context="COPY t, line 5001")
+    assert fields(error[5:])["W"] == "COPY t, line 5001"
