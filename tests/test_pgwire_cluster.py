@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import psycopg
 import pytest
@@ -84,13 +85,18 @@ def test_psql_copy_of_100000_rows_out_and_back_in(cluster_factory, tmp_path):
     out = tmp_path / "copy_src.csv"
     env = dict(os.environ, PGPASSWORD=token)
     base = [psql, "-h", "127.0.0.1", "-p", str(port), "-U", "admin", "-d", "postgres", "-X", "-v", "ON_ERROR_STOP=1"]
+    started = time.monotonic()
     done = subprocess.run(base + ["-c", f"\\copy copy_src to '{out}' with (format csv, header)"],
                           capture_output=True, text=True, timeout=300, env=env)
+    print(f"\\copy of {rows} rows to a file: {time.monotonic() - started:.1f} s")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"COPY {rows}"
     assert len(out.read_text().splitlines()) == rows + 1
+    started = time.monotonic()
     done = subprocess.run(base + ["-c", f"\\copy copy_dst from '{out}' with (format csv, header)"],
                           capture_output=True, text=True, timeout=300, env=env)
+    print(f"\\copy of {rows} rows from the file (validated, then committed in batches): "
+          f"{time.monotonic() - started:.1f} s")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"COPY {rows}"
     with psycopg.connect(host="127.0.0.1", port=port, user="admin", password=token, dbname="postgres",
