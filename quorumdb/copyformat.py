@@ -78,6 +78,11 @@ class CopyStatement:
 
 
 def is_copy(sql: str) -> bool:
+    """Whether sql is a COPY statement. Asked of every Query and Parse, so it lexes only text that
+    starts with COPY or with a comment (the lexer tokenizes the whole statement)."""
+    head = sql.lstrip()
+    if head[:4].upper() != "COPY" and head[:2] not in ("--", "/*"):
+        return False
     return sqllex.leading_words(sql, 1) == ["COPY"]
 
 

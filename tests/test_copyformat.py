@@ -192,3 +192,11 @@ def test_reader_buffer_is_bounded(monkeypatch):
     with pytest.raises(SqlError) as caught:
         reader.feed(b"x" * 60)
     assert caught.value.sqlstate == "54000"
+
+
+def test_is_copy():
+    assert copyformat.is_copy("  copy t from stdin")
+    assert copyformat.is_copy("-- load\n/* a */ COPY t FROM STDIN")
+    assert not copyformat.is_copy("COPYRIGHT")
+    assert not copyformat.is_copy("SELECT 'COPY'")
+    assert not copyformat.is_copy("-- COPY\nSELECT 1")

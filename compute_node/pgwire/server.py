@@ -677,7 +677,7 @@ class PgConnection:
                 self._write_row_description(outcome, portal)
             case protocol.Execute(portal=name, max_rows=max_rows):
                 portal = self.extended.portal(name)
-                if copyformat.is_copy(portal.statement.sql):
+                if portal.statement.leading_words[:1] == ["COPY"]:
                     await self._execute_copy(portal)
                     return
                 outcome = await self._run_portal(portal)
@@ -750,7 +750,7 @@ class PgConnection:
         describe.py). Commands this endpoint answers itself (SHOW, catalog queries) cannot
         write and are run, with NULL parameters, to learn their columns."""
         declared = [oid or 0 for oid in statement.param_oids]
-        if copyformat.is_copy(statement.sql):
+        if statement.leading_words[:1] == ["COPY"]:
             return [oid or pgtypes.TEXT for oid in declared], None  # COPY answers with CopyOutResponse, not rows
         if statement.answered_here:
             outcome = await self._dry_run(statement.sql, statement.param_count)
