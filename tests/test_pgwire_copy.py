@@ -345,3 +345,27 @@ def test_copy_protocol_messages_decode_and_encode():
     assert protocol.copy_done() == b"c\0\0\0\4"
     error = protocol.error_response("22P02", "bad", context="COPY t, line 5001")
     assert fields(error[5:])["W"] == "COPY t, line 5001"
+
+
+def test_psql_runs_a_pg_dump_style_script(server, tmp_path):
+    """pg_dump's plain format loads data with `COPY public.t (cols) FROM stdin;` followed by the
+    rows and `\\.` in the script itself; psql sends them as CopyData."""
+    assert PSQL is not None, "psql is not installed: run `bash scripts/install-postgres`"
+    script = tmp_path / "dump.sql"
+    script.write_text(
+        "CREATE TABLE public.dumped (id integer PRIMARY KEY, note text, at timestamp);\n"
+        "COPY public.dumped (id, note, at) FROM stdin;\n"
+        "1\tfirst\t2024-05-01 10:00:00\n"
+        "2\t\\N\t\\N\n"
+        "3\ttab\\there\t2024-05-03 12:30:00.5\n"
+        "\\.\n"
+        "SELECT count(*) AS loaded FROM dumped;\n")
+    env = dict(os.environ, PGPASSWORD=server.token("admin"))
+    done = subprocess.run([PSQL, "-h", "127.0.0.1", "-p", str(server.port), "-U", "admin", "-d", "postgres", "-X",
+                           "-v", "ON_ERROR_STOP=1", "-f", str(script)],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "COPY 3" in done.stdout and "      3\n(1 row)" in done.stdout
+    with connect(server) as conn:
+        rows = conn.execute("SELECT id, note, at::text FROM dumped ORDER BY id").fetchall()
+    assert rows == [(1, "first", "2024-05-01 10:00:00"), (2, None, None), (3, "tab\there", "2024-05-03 12:30:00.5")]
