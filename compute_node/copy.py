@@ -303,25 +303,28 @@ def select_sql(statement: CopyStatement) -> str:
 
 
 def render(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]], options: copyformat.CopyOptions,
-           chunk_rows: int) -> Iterator[str]:
-    """COPY TO output: the header (if asked) and one record per row, in chunks of chunk_rows
-    records. Values are written as PostgreSQL prints them (pgtypes.encode_text, as a text-format
-    DataRow carries them)."""
+           chunk_chars: int) -> Iterator[str]:
+    """COPY TO output: the header (if asked) and one record per row, in chunks of about
+    chunk_chars characters (whole records). Values are written as PostgreSQL prints them
+    (pgtypes.encode_text, as a text-format DataRow carries them)."""
     oids = []
     for index, (_, type_name) in enumerate(columns):
         sample = next((row[index] for row in rows if row[index] is not None), None)
         oids.append(pgtypes.oid_of(type_name, sample))
     pieces: list[str] = []
+    size = 0
     if options.header:
         pieces.append(copyformat.header_row([name for name, _ in columns], options))
     for row in rows:
         values = [None if value is None else
                   (value if isinstance(value, str) else pgtypes.encode_text(value, oid).decode("utf-8"))
                   for value, oid in zip(row, oids)]
-        pieces.append(copyformat.encode_row(values, options))
-        if len(pieces) >= chunk_rows:
+        record = copyformat.encode_row(values, options)
+        pieces.append(record)
+        size += len(record)
+        if size >= chunk_chars:
             yield "".join(pieces)
-            pieces = []
+            pieces, size = [], 0
     if pieces:
         yield "".join(pieces)
 
@@ -343,7 +346,7 @@ async def run_whole(session, sql: str, data: bytes):
         result = (await session.execute(select_sql(statement)))[-1]
         if result.error is not None:
             return result, b""
-        output = "".join(render(result.columns, result.rows, statement.options, limits.PG_ROWS_PER_DRAIN))
+        output = "".join(render(result.columns, result.rows, statement.options, limits.COPY_OUT_CHUNK_BYTES))
         encoded = output.encode("utf-8")
         if len(encoded) > limits.COPY_BYTES_MAX:
             return StatementResult.failed(SqlError(

@@ -468,6 +468,9 @@ COPY_BYTES_MAX = 48 * 1024 * 1024
 # The longest record (line, or CSV record with quoted newlines) a COPY reader buffers while it
 # waits for the rest: a row can never be larger than ROW_BYTES_MAX, so this only stops garbage.
 COPY_LINE_BYTES_MAX = 4 * 1024 * 1024
+# COPY TO sends whole records in CopyData messages of about this size, draining after each (a slow
+# client holds back the server, not its memory; small enough for any client's buffer).
+COPY_OUT_CHUNK_BYTES = 64 * 1024
 # Keys asked of storage at once while a COPY checks its rows against existing keys.
 COPY_PROBE_KEYS = GET_KEYS_MAX
 assert COPY_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX, "qsql's \\copy input fits in one Copy request"

@@ -90,3 +90,18 @@ def test_copy_in_a_block_reads_its_own_writes_and_checks_against_them():
         await session.execute("ROLLBACK")
         assert (await session.execute("SELECT count(*) FROM t"))[0].rows == [(0,)]
     asyncio.run(main())
+
+
+def test_render_writes_values_as_postgresql_prints_them_in_whole_record_chunks():
+    from compute_node import copy as copy_mod
+
+    columns = [("id", "integer"), ("r", "real"), ("d", "double precision"), ("ok", "boolean"), ("b", "bytea"),
+               ("n", "numeric")]
+    rows = [(i, 0.1, 0.1, i % 2 == 0, b"\x01", "1.50") for i in range(50)] + [(50, None, None, None, None, None)]
+    options = copyformat.validate_options({"header": True}, "to")
+    chunks = list(copy_mod.render(columns, rows, options, chunk_chars=100))
+    assert len(chunks) > 5 and all(chunk.endswith("\n") for chunk in chunks)
+    lines = "".join(chunks).splitlines()
+    assert lines[0] == "id\tr\td\tok\tb\tn"
+    assert lines[1] == "0\t0.1\t0.1\tt\t\\\\x01\t1.50"
+    assert lines[-1] == "50\t\\N\t\\N\t\\N\t\\N\t\\N" and len(lines) == 52

@@ -25,7 +25,8 @@ FATAL 08P01 and is closed; no other connection notices). The phases:
             "reconnect"), checked whenever the connection waits for the client.
 
 COPY (only statement of a Query; COPY TO also through Parse/Bind/Execute): COPY TO STDOUT sends
-CopyOutResponse, the rows as CopyData (PG_ROWS_PER_DRAIN rows a message) and CopyDone. COPY FROM
+CopyOutResponse, the rows as CopyData (whole records, about COPY_OUT_CHUNK_BYTES a message, drained
+after each) and CopyDone. COPY FROM
 STDIN checks the table and columns, sends CopyInResponse and reads CopyData into records
 (quorumdb/copyformat.py, bounded by COPY_BYTES_MAX / COPY_ROWS_MAX) until CopyDone, then loads
 them (compute_node/copy.py); after a bad record it reads and ignores the rest up to CopyDone or
@@ -522,7 +523,7 @@ class PgConnection:
         if outcome.error is not None:
             return outcome
         self.writer.write(protocol.copy_out_response(len(outcome.columns)))
-        for chunk in copy_mod.render(outcome.columns, outcome.rows, statement.options, limits.PG_ROWS_PER_DRAIN):
+        for chunk in copy_mod.render(outcome.columns, outcome.rows, statement.options, limits.COPY_OUT_CHUNK_BYTES):
             self.writer.write(protocol.copy_data(chunk.encode("utf-8")))
             await self.writer.drain()
         self.writer.write(protocol.copy_done())
