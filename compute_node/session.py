@@ -26,6 +26,12 @@ bytes and None; numeric, date, timestamp and uuid values become the text
 PostgreSQL prints for them (`1.50`, `2024-01-02 03:04:05+00`), so every client
 shows exactly what psql would.
 
+COPY does not come through `execute` (its data travels beside the statement): the PostgreSQL
+endpoint and the gRPC Copy call use `copy_columns` (checks before any data is sent), `copy_from`
+(rows into the open block, or in autocommit validated whole and committed in batches that share
+one snapshot: compute_node/copy.py) and `copy_failed` (a COPY that failed on its input fails the
+open block, as any failed statement).
+
 The session never writes to storage itself; the transport implements `Backend`.
 
 `SET quorumdb.read_mode = 'single' | 'quorum' | DEFAULT`, `RESET quorumdb.read_mode` and
