@@ -461,9 +461,10 @@ METRICS_SCRAPE_BYTES_MAX = 4 * 1024 * 1024
 # writes more than one transaction's quota is validated whole before its first batch commits, so
 # every row it loads is held in memory first: these bound that buffer (rows, and bytes of input
 # text). The byte bound also lets qsql's \copy send its whole input in one gRPC message. The
-# row bound is about what one COPY can load within the statement timeout (100,000 rows took 6 s
-# on a 15-process test cluster on two cores), with room for slower machines.
-COPY_ROWS_MAX = 500_000
+# row bound keeps one COPY well inside the statement timeout (100,000 rows took 6 s on a
+# 15-process test cluster on two cores): a timeout after the first batch would leave part of the
+# load committed, so a COPY should never come near it.
+COPY_ROWS_MAX = 200_000
 COPY_BYTES_MAX = 48 * 1024 * 1024
 # The longest record (line, or CSV record with quoted newlines) a COPY reader buffers while it
 # waits for the rest: a row can never be larger than ROW_BYTES_MAX, so this only stops garbage.
