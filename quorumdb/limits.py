@@ -476,4 +476,4 @@ COPY_OUT_CHUNK_BYTES = 64 * 1024
 COPY_PROBE_KEYS = GET_KEYS_MAX
 assert COPY_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX, "qsql's \\copy input fits in one Copy request"
 assert ROW_BYTES_MAX <= COPY_LINE_BYTES_MAX <= COPY_BYTES_MAX
-assert COPY_ROWS_MAX <= RESULT_ROWS_MAX, "COPY TO reads its rows as one SELECT"
+assert COPY_ROWS_MAX <= RESULT_ROWS_MAX, "what one COPY loads, one COPY TO (a SELECT) can send back"
