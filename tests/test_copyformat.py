@@ -200,3 +200,25 @@ def test_is_copy():
     assert not copyformat.is_copy("COPYRIGHT")
     assert not copyformat.is_copy("SELECT 'COPY'")
     assert not copyformat.is_copy("-- COPY\nSELECT 1")
+
+
+@pytest.mark.parametrize("raw", [{}, {"format": "csv"}, {"format": "csv", "escape": "\\", "header": "match"},
+                                 {"delimiter": "|", "null": ""}])
+def test_garbage_gives_records_or_a_clear_error(raw):
+    """Random bytes (biased to the format's special characters), split at random: the reader
+    returns records of the right width or raises SqlError with a line; nothing else."""
+    options = validate_options(raw, "from")
+    rng = random.Random(repr(sorted(raw.items())))  # a str seed: the same inputs in every run
+    alphabet = [b"a", b"1", b"\t", b",", b"|", b'"', b"\\", b"\n", b"\r", b"\\.", b"\\N", b"\xc3\xa9", b"\xff",
+                b"\\x4", b"\\0", b"\\377", b"\xc3"]
+    for _ in range(400):
+        data = b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        reader = CopyReader(options, ["a", "b"])
+        try:
+            records = list(copyformat.iter_records(reader, _random_pieces(data)))
+        except SqlError as error:
+            assert error.sqlstate in ("22P04", "22021", "54000"), error
+            assert isinstance(error.line, int) and error.line >= 1
+            continue
+        assert all(len(fields) == 2 for _, fields in records)
+        assert [line for line, _ in records] == sorted({line for line, _ in records})
