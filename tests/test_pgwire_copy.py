@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import struct
 import subprocess
 
@@ -369,3 +370,30 @@ def test_psql_runs_a_pg_dump_style_script(server, tmp_path):
     with connect(server) as conn:
         rows = conn.execute("SELECT id, note, at::text FROM dumped ORDER BY id").fetchall()
     assert rows == [(1, "first", "2024-05-01 10:00:00"), (2, None, None), (3, "tab\there", "2024-05-03 12:30:00.5")]
+
+
+def test_cancel_request_during_copy_in(trusting):
+    """psql sends a CancelRequest on ^C while it streams a file: the COPY fails with 57014 at the
+    next message, the rest of the data is ignored, nothing is committed."""
+    server = trusting
+    with connect(server) as conn:
+        conn.execute("CREATE TABLE cancelled (id INT PRIMARY KEY)")
+    client = RawClient(server.port)
+    try:
+        key = next(body for code, body in client.startup if code == b"K")
+        client.send(msg(b"Q", b"COPY cancelled FROM STDIN\0"))
+        assert client.read()[0] == b"G"
+        client.send(msg(b"d", b"1\n2\n"))
+        canceller = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        canceller.sendall(struct.pack("!II", 16, 80877102) + key)
+        assert canceller.recv(1) == b""  # the server closes a cancel connection without answering
+        canceller.close()
+        client.send(msg(b"d", b"3\n"), msg(b"c", b""))
+        got = client.until_ready()
+        assert [code for code, _ in got] == [b"E", b"Z"]
+        error = fields(got[0][1])
+        assert (error["C"], error["M"]) == ("57014", "canceling statement due to user request")
+    finally:
+        client.close()
+    with connect(server) as conn:
+        assert conn.execute("SELECT count(*) FROM cancelled").fetchone() == (0,)

@@ -193,6 +193,8 @@ class PgConnection:
         self.running: asyncio.Task | None = None
         self.implicit = False  # an implicit transaction (extended protocol, up to Sync) is open
         self.cancel_requested = False
+        self.copy_in_progress = False  # reading a COPY FROM STDIN's data from the client
+        self.copy_cancelled = False
         self.admitted = False
         self.deadline_s = 0.0
         self.peer = writer.get_extra_info("peername")
@@ -538,6 +540,21 @@ class PgConnection:
             return columns
         names = [name for name, _ in columns.columns]
         await self._send(protocol.copy_in_response(len(names)))
+        self.copy_in_progress, self.copy_cancelled = True, False
+        try:
+            error, records = await self._copy_in_data(statement, names)
+        finally:
+            self.copy_in_progress = False
+        if error is not None:
+            line = getattr(error, "line", None)
+            if line is not None:
+                copy_mod.located(error, statement.table, line)
+            self.pg.session.copy_failed()
+            return Outcome.failed(error)
+        return (await self._execute(lambda: self.pg.copy_from(statement, records)))[-1]
+
+    async def _copy_in_data(self, statement: copyformat.CopyStatement, names: list[str]):
+        """(the first error, or None; the records) of the client's CopyData up to CopyDone/CopyFail."""
         reader = copyformat.CopyReader(statement.options, names)
         records: list = []
         received = 0
@@ -550,6 +567,9 @@ class PgConnection:
                 message = await self._next_message(timeout_s=remaining_s)
             except TimeoutError:
                 self._lifetime_over()
+            if self.copy_cancelled and error is None:
+                error = SqlError(QUERY_CANCELED, "canceling statement due to user request",
+                                 context=f"COPY {statement.table}, line {reader.line}")
             match message:
                 case protocol.CopyData(data=data):
                     if error is not None:
@@ -573,23 +593,18 @@ class PgConnection:
                             error = failure
                     break
                 case protocol.CopyFail(message=why):
-                    error = SqlError(QUERY_CANCELED, f"COPY from stdin failed: {why}")
+                    if error is None:  # after an error the client's reason for giving up is not news
+                        error = SqlError(QUERY_CANCELED, f"COPY from stdin failed: {why}")
                     break
                 case protocol.Flush() | protocol.Sync():
                     continue  # PostgreSQL ignores these during COPY FROM STDIN
                 case protocol.Terminate():
                     raise ConnectionClosed()
                 case _:
-                    error = SqlError(protocol.PROTOCOL_VIOLATION,
-                                     f"unexpected message type {type(message).__name__} during COPY from stdin")
+                    error = error or SqlError(protocol.PROTOCOL_VIOLATION,
+                                              f"unexpected message type {type(message).__name__} during COPY from stdin")
                     break
-        if error is not None:
-            line = getattr(error, "line", None)
-            if line is not None:
-                copy_mod.located(error, statement.table, line)
-            self.pg.session.copy_failed()
-            return Outcome.failed(error)
-        return (await self._execute(lambda: self.pg.copy_from(statement, records)))[-1]
+        return error, records
 
     @staticmethod
     def _check_copy_rows(count: int) -> None:
@@ -604,6 +619,11 @@ class PgConnection:
         return SqlError(QUERY_CANCELED, why)
 
     def cancel_running(self) -> bool:
+        if self.copy_in_progress:
+            # Waiting for the client's COPY data: the copy fails with 57014 at its next message
+            # (the rest of the data is read and ignored, as after any error in the data).
+            self.copy_cancelled = True
+            return True
         if self.running is None or self.running.done():
             return False
         self.cancel_requested = True
