@@ -302,11 +302,18 @@ def select_sql(statement: CopyStatement) -> str:
     return f"SELECT {columns} FROM {_quote_identifier(statement.table)}"
 
 
+def output_force_quote(columns: Sequence[tuple[str, str]], options: copyformat.CopyOptions) -> frozenset[int]:
+    """Positions FORCE_QUOTE names among the output columns (42P10 for another name): callers ask
+    before they start the output, so the error comes instead of CopyOutResponse."""
+    return copyformat.forced_positions(options, "force_quote", [name for name, _ in columns])
+
+
 def render(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]], options: copyformat.CopyOptions,
            chunk_chars: int) -> Iterator[str]:
     """COPY TO output: the header (if asked) and one record per row, in chunks of about
     chunk_chars characters (whole records). Values are written as PostgreSQL prints them
     (pgtypes.encode_text, as a text-format DataRow carries them)."""
+    force_quote = output_force_quote(columns, options)
     oids = []
     for index, (_, type_name) in enumerate(columns):
         sample = next((row[index] for row in rows if row[index] is not None), None)
@@ -319,7 +326,7 @@ def render(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]], op
         values = [None if value is None else
                   (value if isinstance(value, str) else pgtypes.encode_text(value, oid).decode("utf-8"))
                   for value, oid in zip(row, oids)]
-        record = copyformat.encode_row(values, options)
+        record = copyformat.encode_row(values, options, force_quote)
         pieces.append(record)
         size += len(record)
         if size >= chunk_chars:
@@ -346,6 +353,10 @@ async def run_whole(session, sql: str, data: bytes):
         result = (await session.execute(select_sql(statement)))[-1]
         if result.error is not None:
             return result, b""
+        try:
+            output_force_quote(result.columns, statement.options)
+        except SqlError as error:
+            return StatementResult.failed(error), b""
         output = "".join(render(result.columns, result.rows, statement.options, limits.COPY_OUT_CHUNK_BYTES))
         encoded = output.encode("utf-8")
         if len(encoded) > limits.COPY_BYTES_MAX:
@@ -362,8 +373,8 @@ async def run_whole(session, sql: str, data: bytes):
         names = await session.copy_columns(statement)
     except SqlError as error:
         return StatementResult.failed(error), b""
-    reader = copyformat.CopyReader(statement.options, names)
     try:
+        reader = copyformat.CopyReader(statement.options, names)
         records = reader.feed(data) + reader.finish()
         if len(records) > limits.COPY_ROWS_MAX:
             raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, f"COPY input exceeds the limit of {limits.COPY_ROWS_MAX} rows",

@@ -41,9 +41,11 @@ CHARACTER_NOT_IN_REPERTOIRE = errors.CHARACTER_NOT_IN_REPERTOIRE
 INSUFFICIENT_PRIVILEGE = errors.INSUFFICIENT_PRIVILEGE
 
 # Options recognised by PostgreSQL 16 that QuorumDB does not implement: refused by name.
-_UNSUPPORTED_OPTIONS = {"force_quote", "force_not_null", "force_null", "default", "on_error", "log_verbosity",
-                        "oids"}
-_KNOWN_OPTIONS = {"format", "header", "delimiter", "null", "quote", "escape", "freeze", "encoding"}
+_UNSUPPORTED_OPTIONS = {"default", "on_error", "log_verbosity", "oids"}
+_KNOWN_OPTIONS = {"format", "header", "delimiter", "null", "quote", "escape", "freeze", "encoding", "force_quote",
+                  "force_not_null", "force_null"}
+ALL_COLUMNS = "*"  # FORCE_QUOTE * (and FORCE_NOT_NULL / FORCE_NULL *, as PostgreSQL 17 takes them)
+INVALID_COLUMN_REFERENCE = "42P10"
 _TEXT_BAD_DELIMITERS = "\\.abcdefghijklmnopqrstuvwxyz0123456789"
 _TRUE_WORDS = ("true", "on", "1", "yes")
 _FALSE_WORDS = ("false", "off", "0", "no")
@@ -58,6 +60,11 @@ class CopyOptions:
     quote: str = '"'
     escape: str = '"'
     freeze: bool = False          # accepted; see docs/POSTGRES.md (rows obey ordinary snapshots)
+    # CSV only: columns (names, or ALL_COLUMNS) whose values COPY TO always quotes, whose unquoted
+    # NULL string COPY FROM reads as a string, whose quoted NULL string it reads as NULL.
+    force_quote: tuple[str, ...] | str = ()
+    force_not_null: tuple[str, ...] | str = ()
+    force_null: tuple[str, ...] | str = ()
 
     @property
     def csv(self) -> bool:
@@ -289,14 +296,15 @@ def _options(tokens: _Tokens) -> dict[str, object]:
                 what = "NOT_NULL"
             if what not in ("QUOTE", "NULL", "NOT_NULL"):
                 raise _syntax(what)
-            put("force_" + what.lower(), True)
             if tokens.peek() is not None and tokens.peek()[1] == "*":
                 tokens.take()
+                put("force_" + what.lower(), ALL_COLUMNS)
             else:
-                _name(tokens.take())
+                names = [_name(tokens.take())]
                 while tokens.peek() is not None and tokens.peek()[1] == ",":
                     tokens.take()
-                    _name(tokens.take())
+                    names.append(_name(tokens.take()))
+                put("force_" + what.lower(), tuple(names))
         else:
             raise _syntax(word)
     return options
@@ -304,14 +312,11 @@ def _options(tokens: _Tokens) -> dict[str, object]:
 
 def _option_value(tokens: _Tokens) -> object:
     kind, text = tokens.peek()
-    if text == "(" or text == "*":
-        depth = 0
-        while True:  # a column list (FORCE_QUOTE (a, b)) or *: only its presence matters here
-            _, piece = tokens.take()
-            depth += piece == "("
-            depth -= piece == ")"
-            if depth <= 0:
-                return True
+    if text == "*":
+        tokens.take()
+        return ALL_COLUMNS
+    if text == "(":  # a column list: FORCE_QUOTE (a, b)
+        return tuple(_paren_names(tokens))
     tokens.take()
     if kind in (sqllex.STRING, sqllex.OTHER_STRING):
         return _string((kind, text))
@@ -377,6 +382,21 @@ def validate_options(raw: dict[str, object], direction: str) -> CopyOptions:
     freeze = _boolean("freeze", raw["freeze"]) if "freeze" in raw else False
     if freeze and direction == "to":
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "COPY FREEZE cannot be used with COPY TO")
+    forced = {}
+    for name in ("force_quote", "force_not_null", "force_null"):
+        if name not in raw:
+            continue
+        value = raw[name]
+        if not isinstance(value, tuple) and value != ALL_COLUMNS:
+            raise SqlError(errors.SYNTAX_ERROR, f'argument to option "{name}" must be a list of column names')
+        spelled = name.replace("_", " ")
+        if not csv:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"COPY {spelled} available only in CSV mode")
+        if name == "force_quote" and direction == "from":
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "COPY force quote only available using COPY TO")
+        if name != "force_quote" and direction == "to":
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"COPY {spelled} only available using COPY FROM")
+        forced[name] = value
     if "encoding" in raw:
         encoding = re.sub(r"[^a-z0-9]", "", str(raw["encoding"]).lower())
         if encoding not in ("utf8", "unicode"):
@@ -394,7 +414,21 @@ def validate_options(raw: dict[str, object], direction: str) -> CopyOptions:
         raise SqlError(errors.INVALID_PARAMETER_VALUE, "COPY delimiter must not appear in the NULL specification")
     if csv and quote in null:
         raise SqlError(errors.INVALID_PARAMETER_VALUE, "CSV quote character must not appear in the NULL specification")
-    return CopyOptions(format_name, header, delimiter, null, quote, escape, freeze)
+    return CopyOptions(format_name, header, delimiter, null, quote, escape, freeze, **forced)
+
+
+def forced_positions(options: CopyOptions, option: str, columns: list[str]) -> frozenset[int]:
+    """Positions among `columns` that the FORCE_* option `option` names; 42P10 for a column the
+    COPY does not reference (checked before any data moves)."""
+    value = getattr(options, option)
+    if value == ALL_COLUMNS:
+        return frozenset(range(len(columns)))
+    positions = set()
+    for name in value:
+        if name not in columns:
+            raise SqlError(INVALID_COLUMN_REFERENCE, f'{option.upper()} column "{name}" not referenced by COPY')
+        positions.add(columns.index(name))
+    return frozenset(positions)
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -421,6 +455,8 @@ class CopyReader:
         self.columns = columns
         self.line = 0                       # records read so far (the header counts)
         self.ended = False                  # the end marker \. was read
+        self._force_not_null = forced_positions(options, "force_not_null", columns)
+        self._force_null = forced_positions(options, "force_null", columns)
         self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
         self._pending = ""
         self._crlf: bool | None = None      # text format: line ending of the first line
@@ -547,7 +583,13 @@ class CopyReader:
             if self._header_line(fields, out):
                 continue
             null = self.options.null
-            values = [None if (not was_quoted and value == null) else value for value, was_quoted in zip(fields, quoted)]
+            if self._force_not_null or self._force_null:
+                values = [None if value == null and ((not was_quoted and position not in self._force_not_null)
+                                                     or position in self._force_null) else value
+                          for position, (value, was_quoted) in enumerate(zip(fields, quoted))]
+            else:
+                values = [None if (not was_quoted and value == null) else value
+                          for value, was_quoted in zip(fields, quoted)]
             self._check_width(values)
             out.append((self.line, values))
         self._pending = text[position:] if not self.ended else ""
@@ -707,10 +749,12 @@ def _bad_utf8(error: UnicodeDecodeError) -> str:
 _TEXT_OUT = {"\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
 
 
-def encode_row(values: list, options: CopyOptions) -> str:
-    """One record (with its newline) of COPY TO output; values are str (their text output) or None."""
+def encode_row(values: list, options: CopyOptions, force_quote: frozenset[int] = frozenset()) -> str:
+    """One record (with its newline) of COPY TO output; values are str (their text output) or
+    None; CSV values at the positions in force_quote are quoted whatever they hold."""
     if options.csv:
-        return options.delimiter.join(_csv_field(value, options) for value in values) + "\n"
+        return options.delimiter.join(_csv_field(value, options, position in force_quote)
+                                      for position, value in enumerate(values)) + "\n"
     return options.delimiter.join(options.null if value is None else _text_field(value, options.delimiter)
                                   for value in values) + "\n"
 
@@ -725,11 +769,11 @@ def _text_field(value: str, delimiter: str) -> str:
     return "".join(_TEXT_OUT.get(char, "\\" + char if char == delimiter else char) for char in value)
 
 
-def _csv_field(value: str | None, options: CopyOptions) -> str:
+def _csv_field(value: str | None, options: CopyOptions, forced: bool = False) -> str:
     if value is None:
         return options.null
     quote, escape = options.quote, options.escape
-    needs_quotes = (value == options.null or value == "\\." or any(char in value for char in
+    needs_quotes = (forced or value == options.null or value == "\\." or any(char in value for char in
                     (options.delimiter, quote, escape, "\n", "\r")))
     if not needs_quotes:
         return value

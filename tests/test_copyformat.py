@@ -66,8 +66,10 @@ def test_statement_forms_tools_send():
     ("COPY t FROM PROGRAM 'ls'", "42501", "PROGRAM"),
     ("COPY t FROM STDIN (FORMAT binary)", "0A000", "binary"),
     ("COPY BINARY t FROM STDIN", "0A000", "binary"),
-    ("COPY t FROM STDIN (FORCE_NOT_NULL (a))", "0A000", "FORCE_NOT_NULL"),
-    ("COPY t TO STDOUT CSV FORCE QUOTE *", "0A000", "FORCE_QUOTE"),
+    ("COPY t FROM STDIN (FORCE_NOT_NULL (a))", "0A000", "CSV mode"),
+    ("COPY t FROM STDIN CSV FORCE QUOTE *", "0A000", "using COPY TO"),
+    ("COPY t TO STDOUT (FORMAT csv, FORCE_NULL (a))", "0A000", "using COPY FROM"),
+    ("COPY t FROM STDIN (FORMAT csv, FORCE_NULL true)", "42601", "list of column names"),
     ("COPY t FROM STDIN (ON_ERROR ignore)", "0A000", "ON_ERROR"),
     ("COPY t FROM STDIN WHERE a > 1", "0A000", "WHERE"),
     ("COPY t FROM STDIN (ENCODING 'LATIN1')", "0A000", "LATIN1"),
@@ -222,3 +224,19 @@ def test_garbage_gives_records_or_a_clear_error(raw):
             continue
         assert all(len(fields) == 2 for _, fields in records)
         assert [line for line, _ in records] == sorted({line for line, _ in records})
+
+
+def test_force_options_csv():
+    statement = parse_statement("COPY t (a, b) FROM STDIN WITH CSV FORCE NOT NULL b")
+    assert statement.options.force_not_null == ("b",)
+    data = b'1,\n2,""\n,x\n'
+    assert read_all(data, statement.options) == [(1, ["1", ""]), (2, ["2", ""]), (3, [None, "x"])]
+    forced_null = parse_statement("COPY t FROM STDIN (FORMAT csv, FORCE_NULL (a, b))").options
+    assert read_all(b'"",1\n,""\n', forced_null) == [(1, [None, "1"]), (2, [None, None])]
+    with pytest.raises(SqlError) as caught:
+        CopyReader(parse_statement("COPY t FROM STDIN (FORMAT csv, FORCE_NULL (zz))").options, ["a", "b"])
+    assert (caught.value.sqlstate, caught.value.message) == ("42P10", 'FORCE_NULL column "zz" not referenced by COPY')
+    quote_all = parse_statement("COPY t TO STDOUT (FORMAT csv, FORCE_QUOTE *)").options
+    assert quote_all.force_quote == copyformat.ALL_COLUMNS
+    assert encode_row(["1", None, "x"], quote_all, frozenset({0, 1, 2})) == '"1",,"x"\n'
+    assert parse_statement("COPY t TO STDOUT CSV FORCE QUOTE a, b").options.force_quote == ("a", "b")

@@ -397,3 +397,18 @@ def test_cancel_request_during_copy_in(trusting):
         client.close()
     with connect(server) as conn:
         assert conn.execute("SELECT count(*) FROM cancelled").fetchone() == (0,)
+
+
+def test_csv_force_options(server):
+    with connect(server) as conn:
+        conn.execute("CREATE TABLE fq (id INT PRIMARY KEY, v TEXT)")
+        conn.execute("INSERT INTO fq VALUES (1, 'a'), (2, NULL)")
+        assert copy_out(conn, "COPY fq TO STDOUT (FORMAT csv, FORCE_QUOTE (v))") == b'1,"a"\n2,\n'
+        assert copy_out(conn, "COPY fq TO STDOUT WITH CSV FORCE QUOTE *") == b'"1","a"\n"2",\n'
+        with pytest.raises(psycopg.errors.InvalidColumnReference, match='"zz" not referenced by COPY'):
+            copy_out(conn, "COPY fq TO STDOUT (FORMAT csv, FORCE_QUOTE (zz))")
+        assert copy_in(conn, "COPY fq FROM STDIN (FORMAT csv, FORCE_NOT_NULL (v))", b"3,\n") == "COPY 1"
+        assert copy_in(conn, "COPY fq FROM STDIN (FORMAT csv, FORCE_NULL (v))", b'4,""\n') == "COPY 1"
+        with pytest.raises(psycopg.errors.InvalidColumnReference):
+            copy_in(conn, "COPY fq (id) FROM STDIN (FORMAT csv, FORCE_NULL (v))", b"5\n")
+        assert conn.execute("SELECT id, v FROM fq WHERE id > 2 ORDER BY id").fetchall() == [(3, ""), (4, None)]

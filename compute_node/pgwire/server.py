@@ -524,6 +524,10 @@ class PgConnection:
         outcome = (await self._execute(lambda: self.pg.copy_to(statement)))[-1]
         if outcome.error is not None:
             return outcome
+        try:
+            copy_mod.output_force_quote(outcome.columns, statement.options)
+        except SqlError as error:
+            return Outcome.failed(error)
         self.writer.write(protocol.copy_out_response(len(outcome.columns)))
         for chunk in copy_mod.render(outcome.columns, outcome.rows, statement.options, limits.COPY_OUT_CHUNK_BYTES):
             self.writer.write(protocol.copy_data(chunk.encode("utf-8")))
@@ -539,10 +543,15 @@ class PgConnection:
         if columns.error is not None:
             return columns
         names = [name for name, _ in columns.columns]
+        try:
+            reader = copyformat.CopyReader(statement.options, names)  # FORCE_* names checked now
+        except SqlError as error:
+            self.pg.session.copy_failed()
+            return Outcome.failed(error)
         await self._send(protocol.copy_in_response(len(names)))
         self.copy_in_progress, self.copy_cancelled = True, False
         try:
-            error, records = await self._copy_in_data(statement, names)
+            error, records = await self._copy_in_data(statement, reader)
         finally:
             self.copy_in_progress = False
         if error is not None:
@@ -553,9 +562,8 @@ class PgConnection:
             return Outcome.failed(error)
         return (await self._execute(lambda: self.pg.copy_from(statement, records)))[-1]
 
-    async def _copy_in_data(self, statement: copyformat.CopyStatement, names: list[str]):
+    async def _copy_in_data(self, statement: copyformat.CopyStatement, reader: copyformat.CopyReader):
         """(the first error, or None; the records) of the client's CopyData up to CopyDone/CopyFail."""
-        reader = copyformat.CopyReader(statement.options, names)
         records: list = []
         received = 0
         error: SqlError | None = None
