@@ -18,8 +18,8 @@ all use the same three pieces, so a file written by one is read back identically
                         character), records out: (line number, [str | None, ...]). It checks the
                         column count (22P04), decodes UTF-8 (22021), un-escapes text format
                         (\\N, \\t, \\n, \\\\, octal \\ooo, hex \\xhh, an escaped newline), parses CSV
-                        quoting (fields may span lines), skips or matches the HEADER line, and
-                        stops at the end marker `\\.`. Its buffer holds at most one unfinished
+                        quoting (fields may span lines) with FORCE_NOT_NULL / FORCE_NULL, skips
+                        or matches the HEADER line, and stops at the end marker `\\.`. Its buffer holds at most one unfinished
                         record, bounded by COPY_LINE_BYTES_MAX.
   encode_row(values)    one record of text or CSV output (what COPY TO sends per row).
 
@@ -40,12 +40,12 @@ BAD_COPY_FILE_FORMAT = errors.BAD_COPY_FILE_FORMAT
 CHARACTER_NOT_IN_REPERTOIRE = errors.CHARACTER_NOT_IN_REPERTOIRE
 INSUFFICIENT_PRIVILEGE = errors.INSUFFICIENT_PRIVILEGE
 
-# Options recognised by PostgreSQL 16 that QuorumDB does not implement: refused by name.
+# Options of PostgreSQL (16 and 17) that QuorumDB does not implement: refused by name.
 _UNSUPPORTED_OPTIONS = {"default", "on_error", "log_verbosity", "oids"}
 _KNOWN_OPTIONS = {"format", "header", "delimiter", "null", "quote", "escape", "freeze", "encoding", "force_quote",
                   "force_not_null", "force_null"}
 ALL_COLUMNS = "*"  # FORCE_QUOTE * (and FORCE_NOT_NULL / FORCE_NULL *, as PostgreSQL 17 takes them)
-INVALID_COLUMN_REFERENCE = "42P10"
+INVALID_COLUMN_REFERENCE = errors.INVALID_COLUMN_REFERENCE
 _TEXT_BAD_DELIMITERS = "\\.abcdefghijklmnopqrstuvwxyz0123456789"
 _TRUE_WORDS = ("true", "on", "1", "yes")
 _FALSE_WORDS = ("false", "off", "0", "no")
