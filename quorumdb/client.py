@@ -659,6 +659,23 @@ class AsyncConnection:
     async def execute(self, sql: str, params: Sequence | None = None) -> Result:
         return _raise_first_error(await self.execute_script(sql, params))
 
+    async def copy(self, sql: str, data: bytes = b"") -> tuple[Result, bytes]:
+        """Connection.copy, awaited."""
+        if self._closed:
+            raise OperationalError(CONNECTION_FAILURE, "connection is closed")
+        if self._lost_transaction:
+            raise _lost_transaction_error()
+        if self._session_id is None:
+            await self.open()
+        try:
+            reply = await self._stub.Copy(compute_pb2.CopyRequest(session_id=self._session_id, sql=sql, data=data),
+                                          timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S)
+        except grpc.RpcError as error:
+            await self._session_lost()
+            raise _rpc_error(error, self.address, opening=False) from None
+        self.transaction_status = reply.transaction_status or "I"
+        return _result_from_pb(reply.result), reply.data
+
     async def describe(self, sql: str) -> Description:
         """The parameter types and result columns of one statement, without running it."""
         if self._session_id is None:

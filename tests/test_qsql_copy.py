@@ -126,3 +126,19 @@ def test_backslash_copy_round_trip_through_grpc(service, tmp_path):
         shell.connection.close()
 
     work()
+
+
+def test_async_client_copy(service):
+    async def main():
+        connection = await qclient.connect_async("127.0.0.1", service.port)
+        async with connection:
+            await connection.execute("CREATE TABLE a (id INT PRIMARY KEY, v TEXT)")
+            result, _ = await connection.copy("COPY a FROM STDIN (FORMAT csv)", b'1,"x,y"\n2,\n')
+            assert (result.error, result.command_tag) == (None, "COPY 2")
+            result, data = await connection.copy("COPY a TO STDOUT")
+            assert result.command_tag == "COPY 2" and data == b"1\tx,y\n2\t\\N\n"
+            result, _ = await connection.copy("COPY a FROM STDIN", b"3\tz\nbad\tw\n")
+            assert result.error.sqlstate == "22P02" and result.error.context == 'COPY a, line 2, column id: "bad"'
+            assert (await connection.execute("SELECT count(*) FROM a")).rows == [(2,)]
+
+    asyncio.run(main())
