@@ -60,10 +60,12 @@ async def test_pg_attribute_index_constraint_and_attrdef_describe_the_columns(se
                                "ORDER BY c.relname") == [
         ("t_code_key", "4", "0", True, False), ("t_name", "2", "0", False, False),
         ("t_pkey", "1", "0", True, True), ("t_qd", "3 5", "3 0", False, False)]
-    assert await rows(session, "SELECT conname, contype, conkey::text, pg_get_constraintdef(oid) FROM pg_constraint "
+    assert await rows(session, "SELECT conname, contype, conkey::text, pg_get_constraintdef(oid), "
+                               "pg_get_constraintdef(oid, true) FROM pg_constraint "
                                f"WHERE conrelid = {oid} ORDER BY conname") == [
-        ("t_code_key", "u", "{4}", "UNIQUE (code)"), ("t_pkey", "p", "{1}", "PRIMARY KEY (id)"),
-        ("t_qty_check", "c", "{3}", "CHECK (qty > 0)")]
+        ("t_code_key", "u", "{4}", "UNIQUE (code)", "UNIQUE (code)"),
+        ("t_pkey", "p", "{1}", "PRIMARY KEY (id)", "PRIMARY KEY (id)"),
+        ("t_qty_check", "c", "{3}", "CHECK ((qty > 0))", "CHECK (qty > 0)")]  # PostgreSQL's two forms
     assert await rows(session, f"SELECT adnum, pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = {oid}") == [
         (3, "3")]
     # conindid joins a key constraint to the index that enforces it
@@ -114,6 +116,8 @@ async def test_session_functions_report_the_sessions_client(session):
     assert await rows(session, "SELECT datname, pg_get_userbyid(datdba), pg_encoding_to_char(encoding) "
                                "FROM pg_database") == [("shop", "alice", "UTF8")]
     assert await rows(session, "SELECT rolname, rolsuper FROM pg_roles WHERE rolname !~ '^pg_'") == [("alice", True)]
+    await ok(session, "SELECT 1")  # the default search_path: "$user" names no schema, so public
+    assert await rows(session, "SELECT current_schemas(true)::text") == [("{pg_catalog,public}",)]
     assert await rows(session, "SELECT current_setting('server_version_num'), "
                                "current_setting('no.such_setting', true)") == [("160000", None)]
     await fails(session, "SELECT current_setting('no_such_setting')", "42704")

@@ -37,7 +37,7 @@ IN_FAILED_BLOCK = "current transaction is aborted, commands ignored until end of
 # First words of what this module answers itself (settings commands, savepoints, transaction
 # control handled around the engine): a statement starting otherwise may go to the engine.
 _ANSWERED_HERE = frozenset({"SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE", "SAVEPOINT", "RELEASE", "ROLLBACK",
-                            "ABORT"})
+                            "ABORT", "LOCK"})
 # Statement shapes (quorumdb/sqllex.py lift_literals) already found to be engine statements,
 # whatever their constants: classified once per node, not at every statement (bounded, LRU).
 _ENGINE_SHAPES: "collections.OrderedDict[str, bool]" = collections.OrderedDict()
@@ -164,6 +164,8 @@ class PgSession:
             shape = sqllex.lift_literals(statement)
         if first in ("SAVEPOINT", "RELEASE") or (first in ("ROLLBACK", "ABORT") and "TO" in words[1:3]):
             return self._savepoint(first, words)
+        if first == "LOCK":
+            return self._lock(words)
         if first in ("SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE") and not (first == "SET" and "FROM" in words):
             if self.transaction_status == "E":
                 return Outcome.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
@@ -253,6 +255,21 @@ class PgSession:
                                            hint="Roll back the whole transaction and retry it."))
         del self._savepoints[position + 1:]
         return Outcome.tag_only("ROLLBACK")
+
+    def _lock(self, words: list[str]) -> Outcome:
+        """LOCK [TABLE] name [, ...] IN ACCESS SHARE MODE (what pg_dump takes on every table) is
+        accepted in a block and does nothing: it only keeps DDL out while the block reads, and a
+        QuorumDB block reads one snapshot and fails its commit (OC001) if a definition it read
+        changed. Any stronger mode would have to exclude writers, which OCC does not do: 0A000."""
+        if self.transaction_status == "E":
+            return Outcome.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+        if words[-4:] != ["IN", "ACCESS", "SHARE", "MODE"]:
+            return Outcome.failed(SqlError(errors.FEATURE_NOT_SUPPORTED, "LOCK is supported only IN ACCESS SHARE MODE",
+                                           hint="Transactions are optimistic: a conflicting write fails at COMMIT."))
+        if self.session.transaction is None:
+            return Outcome.failed(SqlError(errors.NO_ACTIVE_SQL_TRANSACTION,
+                                           "LOCK TABLE can only be used in transaction blocks"))
+        return Outcome.tag_only("LOCK TABLE")
 
     def _fail_block(self, error: SqlError) -> Outcome:
         # PostgreSQL would also fail an open block here; the engine's Session has no hook for

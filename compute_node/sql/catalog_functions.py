@@ -126,7 +126,16 @@ def compile_dot(compiler, node: exp.Dot) -> "Compiled":
     schema = node.this
     if isinstance(schema, exp.Identifier) and schema.name.lower() == "pg_catalog" and isinstance(node.expression,
                                                                                                  exp.Func):
-        return compiler.compile(node.expression)
+        function = node.expression
+        if isinstance(function, exp.Anonymous) and str(function.this).lower() not in FUNCTIONS:
+            # sqlglot gives built-ins their own node types (ArrayAgg, Lower, ...) only unqualified:
+            # `pg_catalog.array_agg(x ORDER BY y)` arrives as an anonymous call; read it again
+            # from the tree's own SQL, unqualified.
+            import sqlglot
+            unqualified = sqlglot.parse_one(function.sql(dialect="postgres"), read="postgres")
+            if not isinstance(unqualified, exp.Anonymous):
+                return compiler.compile(unqualified)
+        return compiler.compile(function)
     raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'expression "{node.sql(dialect="postgres")}" is not supported')
 
 
@@ -136,6 +145,31 @@ def _constant(value, sql_type: SqlType):
     return constant(value, sql_type)
 
 
+def _search_path(client) -> list[str]:
+    """The schemas of the session's search_path that exist ("$user" names no schema here)."""
+    try:
+        text = client.setting("search_path")
+    except SqlError:
+        return ["public"]
+    found = []
+    for item in text.split(","):
+        name = item.strip()
+        name = name[1:-1].replace('""', '"') if len(name) >= 2 and name[0] == name[-1] == '"' else name.lower()
+        if pg_catalog.namespace_oid(name) is not None and name not in found:
+            found.append(name)
+    return found
+
+
+def _current_schema(client) -> str | None:
+    path = _search_path(client)
+    return path[0] if path else None
+
+
+def _current_schemas(client, implicit: bool) -> list[str]:
+    path = _search_path(client)
+    return (["pg_catalog"] if implicit and "pg_catalog" not in path else []) + path
+
+
 def compile_session_node(compiler, node) -> "Compiled":
     client = compiler.context.client
     if isinstance(node, exp.CurrentVersion):
@@ -143,13 +177,13 @@ def compile_session_node(compiler, node) -> "Compiled":
     if isinstance(node, (exp.CurrentUser, exp.SessionUser)):
         return _constant(client.user, types.NAME)
     if isinstance(node, exp.CurrentSchema):
-        return _constant("public", types.NAME)
+        return _constant(_current_schema(client), types.NAME)
     if isinstance(node, (exp.CurrentDatabase, exp.CurrentCatalog)):
         return _constant(client.database, types.NAME)
     if isinstance(node, exp.CurrentSchemas):
         implicit = compiler.compile(node.this)
-        schemas = ["pg_catalog", "public"] if implicit.constant and implicit.evaluate(()) else ["public"]
-        return _constant(schemas, types.NAME_ARRAY)
+        return _constant(_current_schemas(client, bool(implicit.constant and implicit.evaluate(()))),
+                         types.NAME_ARRAY)
     raise AssertionError(type(node).__name__)
 
 
@@ -243,6 +277,8 @@ def compile_subscript(compiler, node: exp.Bracket) -> "Compiled":
     if len(node.expressions) != 1 or isinstance(node.expressions[0], exp.Slice):
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "array slices and multi-dimensional subscripts are not supported")
     array = compiler.compile(node.this)
+    if array.sql_type.pg_alias == "name":
+        return _name_subscript(compiler, array, node.expressions[0])
     if array.sql_type.kind is not Kind.ARRAY:
         raise SqlError(errors.DATATYPE_MISMATCH,
                        f"cannot subscript type {array.sql_type.display_name} because it does not support subscripting")
@@ -278,6 +314,24 @@ def compile_bitwise(compiler, node) -> "Compiled":
         raise _no_operator(f"{left.sql_type.display_name} {symbol} {right.sql_type.display_name}")
     result = types.numeric_result(left.sql_type, right.sql_type)
     return _binary(left, right, result, apply)
+
+
+def _name_subscript(compiler, name: "Compiled", index_node) -> "Compiled":
+    """name[i]: PostgreSQL's name is a fixed array of char, indexed from 0 (pg_dump reads
+    `typname[0] = '_'`); the i-th character as "char", '' past the end."""
+    from compute_node.sql.expressions import Compiled, coerce
+    literal = index_node.this if isinstance(index_node, exp.Neg) else index_node
+    shift = 1 if isinstance(literal, exp.Literal) and not literal.is_string else 0  # see compile_subscript
+    index = coerce(compiler.compile(index_node), types.INTEGER)
+    name_eval, index_eval = name.evaluate, index.evaluate
+
+    def evaluate(row):
+        text, position = name_eval(row), index_eval(row)
+        if text is None or position is None:
+            return None
+        position += shift
+        return text[position] if 0 <= position < len(text) else ""
+    return Compiled(evaluate, types.CHAR1)
 
 
 def concat_arrays(left, right) -> "Compiled":
@@ -394,6 +448,8 @@ def compile_catalog_cast(compiler, operand_node, target_name: str) -> "Compiled 
         oid = evaluate(row)
         if oid is None:
             return None
+        if isinstance(oid, RegOid) and source.pg_alias == target.pg_alias:
+            return oid  # already of this reg* type: keep its name (a regproc's comes from its catalog)
         snapshot = context.catalog_snapshot()
         return RegOid(int(oid), name_of(snapshot, int(oid)) if int(oid) else "-")
     return Compiled(evaluate_oid, target)
@@ -528,6 +584,13 @@ def _set_config(snapshot, client, name, value, is_local):
     return client.settings.get(name)
 
 
+def _quote_literal(text: str) -> str:
+    """PostgreSQL's quote_literal: quotes doubled; with a backslash, the E'' form, backslashes doubled."""
+    if "\\" in text:
+        return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _quote_ident(snapshot, client, text):
     return pg_catalog.quote_ident(text)
 
@@ -566,13 +629,14 @@ FUNCTIONS: dict[str, Function] = {
     "pg_get_indexdef": Function((1, 3), types.TEXT, lambda s, c, oid, column=0, pretty=False: pg_catalog.indexdef(
         s, _as_oid(oid), int(column), bool(pretty)), catalog=True),
     "pg_get_constraintdef": Function((1, 2), types.TEXT, lambda s, c, oid, pretty=False: pg_catalog.constraintdef(
-        s, _as_oid(oid)), catalog=True),
+        s, _as_oid(oid), bool(pretty)), catalog=True),
     # adbin/conbin/indpred hold SQL text here (no node trees), so pg_get_expr returns it as is.
     "pg_get_expr": Function((2, 3), types.TEXT, lambda s, c, text, relation, pretty=False: text),
     "pg_table_is_visible": Function((1, 1), types.BOOLEAN, _table_is_visible, catalog=True),
     "pg_type_is_visible": Function((1, 1), types.BOOLEAN, lambda s, c, oid: _as_oid(oid) in pg_catalog.TYPES),
     "pg_function_is_visible": Function((1, 1), types.BOOLEAN, lambda s, c, oid: True),
-    "obj_description": Function((1, 2), types.TEXT, lambda s, c, *args: None),
+    "obj_description": Function((1, 2), types.TEXT, lambda s, c, oid, catalog=None: pg_catalog.description(
+        _as_oid(oid), catalog)),
     "col_description": Function((2, 2), types.TEXT, lambda s, c, *args: None),
     "shobj_description": Function((2, 2), types.TEXT, lambda s, c, *args: None),
     "pg_get_userbyid": Function((1, 1), types.NAME, lambda s, c, oid: pg_catalog.user_name(s, _as_oid(oid)),
@@ -607,6 +671,13 @@ FUNCTIONS: dict[str, Function] = {
     "pg_get_statisticsobjdef_columns": Function((1, 1), types.TEXT, lambda s, c, oid: None),
     "pg_relation_is_publishable": Function((1, 1), types.BOOLEAN, lambda s, c, oid: False),
     "pg_get_viewdef": Function((1, 2), types.TEXT, lambda s, c, *args: None),
+    # Triggers, rules, policies, statistics objects do not exist: their catalogs are empty, so
+    # these run only on no rows; NULL for an oid that names nothing, as PostgreSQL.
+    "pg_get_triggerdef": Function((1, 2), types.TEXT, lambda s, c, *args: None),
+    "pg_get_ruledef": Function((1, 2), types.TEXT, lambda s, c, *args: None),
+    "pg_get_statisticsobjdef": Function((1, 1), types.TEXT, lambda s, c, oid: None),
+    "pg_get_functiondef": Function((1, 1), types.TEXT, lambda s, c, oid: None),
+    "pg_get_partkeydef": Function((1, 1), types.TEXT, lambda s, c, oid: None),
     "to_regclass": Function((1, 1), types.REGCLASS, lambda s, c, text: _to_reg(
         s, text, pg_catalog.resolve_regclass(s, text), _regclass_text), catalog=True),
     "to_regtype": Function((1, 1), types.REGTYPE, lambda s, c, text: _to_reg(
@@ -616,13 +687,18 @@ FUNCTIONS: dict[str, Function] = {
     # unqualified, called here by their pg_catalog-qualified names.
     "version": Function((0, 0), types.TEXT, lambda s, c: pg_catalog.VERSION_TEXT),
     "current_database": Function((0, 0), types.NAME, lambda s, c: c.database),
-    "current_schema": Function((0, 0), types.NAME, lambda s, c: "public"),
-    "current_schemas": Function((1, 1), types.NAME_ARRAY, lambda s, c, implicit: ["pg_catalog", "public"]
-                                if implicit else ["public"]),
+    "current_schema": Function((0, 0), types.NAME, lambda s, c: _current_schema(c)),
+    "current_schemas": Function((1, 1), types.NAME_ARRAY, lambda s, c, implicit: _current_schemas(c, implicit)),
     "current_user": Function((0, 0), types.NAME, lambda s, c: c.user),
     "session_user": Function((0, 0), types.NAME, lambda s, c: c.user),
     "pg_collation_is_visible": Function((1, 1), types.BOOLEAN, lambda s, c, oid: True),
     "pg_get_serial_sequence": Function((2, 2), types.TEXT, lambda s, c, table, column: None),
+    # QuorumDB has no privileges to grant: every acl column is NULL (PostgreSQL's "default
+    # privileges"), and so is the default they would be compared with.
+    "acldefault": Function((2, 2), types.TEXT_ARRAY, lambda s, c, kind, owner: None),
+    "array_remove": Function((2, 2), types.TEXT_ARRAY, lambda s, c, array, value: None if array is None else
+                             [item for item in array if item != value], strict=False),
+    "quote_literal": Function((1, 1), types.TEXT, lambda s, c, text: _quote_literal(types.format_value(text))),
     "getdatabaseencoding": Function((0, 0), types.NAME, lambda s, c: "UTF8"),
     "pg_tablespace_location": Function((1, 1), types.TEXT, lambda s, c, oid: ""),  # the default location
     "pg_char_to_encoding": Function((1, 1), types.INTEGER, lambda s, c, name: {"UTF8": pg_catalog.UTF8_ENCODING,

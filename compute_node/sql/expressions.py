@@ -118,6 +118,11 @@ class Relation:
     columns: tuple[tuple[str, SqlType], ...]
     offset: int = 0
     hidden: frozenset = frozenset()             # USING columns shown once (by the left relation)
+    system: frozenset = frozenset()             # system columns (tableoid): named, never in `*`
+
+    def star_columns(self) -> list[tuple[int, str]]:
+        """(position, name) of the columns `*` expands to."""
+        return [(i, name) for i, (name, _) in enumerate(self.columns) if name not in self.system]
 
 
 class Scope:
@@ -1760,7 +1765,7 @@ def _no_function(name: str, operands: Sequence[Compiled]) -> SqlError:
 
 
 _KNOWN_UNSUPPORTED = {
-    "age", "every", "gcd", "lcm", "quote_literal", "to_timestamp", "to_date", "to_number",
+    "age", "every", "gcd", "lcm", "to_timestamp", "to_date", "to_number",
     "array_length", "unnest", "generate_series", "nextval", "currval", "setval", "row_number", "rank",
     "dense_rank", "lag", "lead", "jsonb_build_object", "regexp_match", "pg_sleep",
     "clock_timestamp", "statement_timestamp", "transaction_timestamp", "timeofday", "make_date",
@@ -1852,6 +1857,8 @@ _HANDLERS.update({
     exp.Array: catalog_functions.compile_array,
     exp.ArrayToString: catalog_functions.compile_array_to_string,
     exp.Bracket: catalog_functions.compile_subscript,
+    exp.ArrayRemove: lambda compiler, node: catalog_functions.compile_function(
+        compiler, "array_remove", [node.this, node.expression]),
     exp.BitwiseAnd: catalog_functions.compile_bitwise,
     exp.BitwiseOr: catalog_functions.compile_bitwise,
     exp.BitwiseXor: catalog_functions.compile_bitwise,
@@ -1875,6 +1882,9 @@ def contains_aggregate(node: exp.Expression | None) -> bool:
     for found in node.walk(prune=lambda n: isinstance(n, (exp.Subquery, exp.Select, exp.Exists)) and n is not node):
         if isinstance(found, AGGREGATE_NODES):
             return True
+        if isinstance(found, exp.Dot) and isinstance(found.expression, exp.Anonymous) \
+                and str(found.expression.this).lower() in _AGGREGATE_NAMES.values():
+            return True  # pg_catalog.array_agg(...): sqlglot leaves a qualified aggregate anonymous
     return False
 
 

@@ -333,12 +333,57 @@ class ConstraintInfo:
     index: IndexInfo | None    # p and u: the index that enforces it
     check_sql: str | None = None
 
-    @property
-    def definition(self) -> str:
+    def definition(self, pretty: bool = True) -> str:
+        """pg_get_constraintdef: PostgreSQL parenthesises every operator of a CHECK unless asked
+        for the pretty form (psql asks for it, pg_dump and SQLAlchemy do not)."""
         if self.kind == "c":
-            return f"CHECK ({self.check_sql})"
+            return f"CHECK ({_pretty(self.check_sql) if pretty else _fully_parenthesised(self.check_sql)})"
         columns = ", ".join(quote_ident(column) for column in self.index.columns)
         return f"{'PRIMARY KEY' if self.kind == 'p' else 'UNIQUE'} ({columns})"
+
+
+def _fully_parenthesised(sql: str) -> str:
+    """The CHECK expression with every operator parenthesised, as PostgreSQL's deparser prints
+    it outside pretty mode: `qty > 0` -> `(qty > 0)`, `a > 0 AND b < 5` -> `((a > 0) AND (b < 5))`."""
+    import sqlglot
+    from sqlglot import exp
+    try:
+        tree = sqlglot.parse_one(sql, read="postgres")
+    except sqlglot.errors.SqlglotError:
+        return f"({sql})"
+    operators = (exp.Binary, exp.Not, exp.Is, exp.In, exp.Between, exp.Like, exp.ILike)
+    nodes = [node for node in tree.walk() if isinstance(node, operators)]
+    for node in reversed(nodes):  # deepest first
+        if isinstance(node.parent, exp.Paren):
+            continue
+        paren = exp.Paren()
+        if node is tree:
+            tree = paren
+        else:
+            node.replace(paren)
+        paren.set("this", node)
+    return tree.sql(dialect="postgres", normalize_functions="lower")
+
+
+def _pretty(sql: str) -> str:
+    """The pretty form: PostgreSQL keeps the parentheses around arithmetic under another kind of
+    operator (`((a + 1) * 2) > b`), drops the rest, and prints function names in lower case."""
+    import sqlglot
+    from sqlglot import exp
+    try:
+        tree = sqlglot.parse_one(sql, read="postgres")
+    except sqlglot.errors.SqlglotError:
+        return sql
+    arithmetic = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)
+    nodes = [node for node in tree.walk() if isinstance(node, arithmetic)]
+    for node in reversed(nodes):
+        parent = node.parent
+        if parent is None or isinstance(parent, (exp.Paren,) + arithmetic) or not isinstance(parent, exp.Binary):
+            continue
+        paren = exp.Paren()
+        node.replace(paren)
+        paren.set("this", node)
+    return tree.sql(dialect="postgres", normalize_functions="lower")
 
 
 def constraints_of(table: TableDef) -> list[ConstraintInfo]:
@@ -364,8 +409,15 @@ def attrdef_oid(table: TableDef, attnum: int) -> int:
 class CatalogRelation:
     name: str
     oid: int
-    columns: tuple[tuple[str, SqlType], ...]
+    user_columns: tuple[tuple[str, SqlType], ...]
     build: Callable[[Snapshot], list[tuple]]
+    # PostgreSQL's system column every catalog row has (pg_dump reads `tableoid, oid` of each
+    # object); `SELECT *` leaves it out (expressions.Relation.system).
+    system_columns = ("tableoid",)
+
+    @property
+    def columns(self) -> tuple[tuple[str, SqlType], ...]:
+        return self.user_columns + (("tableoid", OID),)
 
 
 I2, I4, I8, F4, B, T = types.SMALLINT, types.INTEGER, types.BIGINT, types.REAL, types.BOOLEAN, types.TEXT
@@ -382,7 +434,7 @@ def _namespaces(snapshot: Snapshot) -> list[tuple]:
 
 def _class_row(oid, name, namespace, kind, am, natts, checks, has_index, replident) -> tuple:
     return (oid, name, namespace, 0, 0, OWNER_OID, am, oid, 0, 0, -1.0, 0, 0, has_index, False, "p", kind, natts,
-            checks, False, False, False, False, False, True, replident, False, 0, None, None, None)
+            checks, False, False, False, False, False, True, replident, False, 0, 0, 0, None, None, None)
 
 
 def _classes(snapshot: Snapshot) -> list[tuple]:
@@ -405,7 +457,7 @@ def _attribute_row(relation_oid, name, sql_type, attnum, not_null, has_default, 
     info = TYPES[oid]
     return (relation_oid, name, oid, -1, info.length, attnum, 1 if info.element else 0, -1, type_modifier(sql_type),
             info.by_value, info.align, info.storage, "", not_null, has_default, False, "", "", False, True, 0,
-            collation, None, None, None)
+            collation, None, None, None, None)
 
 
 def _collation_of(sql_type: SqlType) -> int:
@@ -464,8 +516,8 @@ def _constraints(snapshot: Snapshot) -> list[tuple]:
             keys_ = ([table.column_index(name) + 1 for name in info.index.columns] if info.index is not None
                      else _check_columns(table, info.check_sql))
             rows.append((info.oid, info.name, PUBLIC_NAMESPACE_OID, info.kind, False, False, True, table_oid(table),
-                         0, info.index.oid if info.index is not None else 0, 0, " ", " ", " ", True, 0, True, keys_,
-                         None, info.check_sql))
+                         0, info.index.oid if info.index is not None else 0, 0, 0, " ", " ", " ", True, 0,
+                         info.kind == "c", keys_, None, None, None, None, None, None, info.check_sql))
     return rows
 
 
@@ -507,8 +559,8 @@ def _types(snapshot: Snapshot) -> list[tuple]:
 
 
 def _databases(snapshot: Snapshot) -> list[tuple]:
-    return [(DATABASE_OID, snapshot.client.database, OWNER_OID, UTF8_ENCODING, "c", False, True, -1,
-             TABLESPACE_OID, "C", "C", None, None)]
+    return [(DATABASE_OID, snapshot.client.database, OWNER_OID, UTF8_ENCODING, "c", False, True, -1, 0, 0,
+             TABLESPACE_OID, "C", "C", None, None, None)]
 
 
 def _roles(snapshot: Snapshot) -> list[tuple]:
@@ -533,7 +585,9 @@ def _settings(snapshot: Snapshot) -> list[tuple]:
 
 
 def _access_methods(snapshot: Snapshot) -> list[tuple]:
-    return [(HEAP_AM_OID, "heap", "heap_tableam_handler", "t"), (BTREE_AM_OID, "btree", "bthandler", "i")]
+    from compute_node.sql.catalog_functions import RegOid  # regproc values: the oid, printed as the name
+    return [(HEAP_AM_OID, "heap", RegOid(3, "heap_tableam_handler"), "t"),
+            (BTREE_AM_OID, "btree", RegOid(330, "bthandler"), "i")]
 
 
 def _collations(snapshot: Snapshot) -> list[tuple]:
@@ -544,6 +598,21 @@ def _collations(snapshot: Snapshot) -> list[tuple]:
 
 def _tablespaces(snapshot: Snapshot) -> list[tuple]:
     return [(TABLESPACE_OID, "pg_default", OWNER_OID, None, None), (1664, "pg_global", OWNER_OID, None, None)]
+
+
+PUBLIC_SCHEMA_COMMENT = "standard public schema"  # PostgreSQL 15's comment on schema public
+
+
+def _descriptions(snapshot: Snapshot) -> list[tuple]:
+    # QuorumDB keeps no comments (COMMENT ON is not supported); the one row is PostgreSQL's own.
+    return [(PUBLIC_NAMESPACE_OID, CATALOG_RELATIONS["pg_namespace"].oid, 0, PUBLIC_SCHEMA_COMMENT)]
+
+
+def description(oid: int, catalog: str | None) -> str | None:
+    """obj_description(oid [, catalog]): the comment pg_description holds for the object."""
+    if oid == PUBLIC_NAMESPACE_OID and catalog in (None, "pg_namespace"):
+        return PUBLIC_SCHEMA_COMMENT
+    return None
 
 
 def _indexes_view(snapshot: Snapshot) -> list[tuple]:
@@ -584,13 +653,15 @@ CATALOG_RELATIONS: dict[str, CatalogRelation] = {relation.name: relation for rel
         "reltablespace:oid relpages:int4 reltuples:float4 relallvisible:int4 reltoastrelid:oid relhasindex:bool "
         "relisshared:bool relpersistence:char relkind:char relnatts:int2 relchecks:int2 relhasrules:bool "
         "relhastriggers:bool relhassubclass:bool relrowsecurity:bool relforcerowsecurity:bool relispopulated:bool "
-        "relreplident:char relispartition:bool relrewrite:oid relacl:text[] reloptions:text[] relpartbound:text"),
+        "relreplident:char relispartition:bool relrewrite:oid relfrozenxid:xid relminmxid:xid relacl:text[] "
+        "reloptions:text[] relpartbound:text"),
         _classes),
     CatalogRelation("pg_attribute", 1249, _c(
         "attrelid:oid attname:name atttypid:oid attstattarget:int4 attlen:int2 attnum:int2 attndims:int4 "
         "attcacheoff:int4 atttypmod:int4 attbyval:bool attalign:char attstorage:char attcompression:char "
         "attnotnull:bool atthasdef:bool atthasmissing:bool attidentity:char attgenerated:char attisdropped:bool "
-        "attislocal:bool attinhcount:int4 attcollation:oid attacl:text[] attoptions:text[] attfdwoptions:text[]"),
+        "attislocal:bool attinhcount:int4 attcollation:oid attacl:text[] attoptions:text[] attfdwoptions:text[] "
+        "attmissingval:text[]"),
         _attributes),
     CatalogRelation("pg_index", 2610, _c(
         "indexrelid:oid indrelid:oid indnatts:int2 indnkeyatts:int2 indisunique:bool indnullsnotdistinct:bool "
@@ -599,9 +670,10 @@ CATALOG_RELATIONS: dict[str, CatalogRelation] = {relation.name: relation for rel
         "indcollation:oidvector indclass:oidvector indoption:int2vector indexprs:text indpred:text"), _indexes),
     CatalogRelation("pg_constraint", 2606, _c(
         "oid:oid conname:name connamespace:oid contype:char condeferrable:bool condeferred:bool convalidated:bool "
-        "conrelid:oid contypid:oid conindid:oid confrelid:oid confupdtype:char confdeltype:char "
+        "conrelid:oid contypid:oid conindid:oid conparentid:oid confrelid:oid confupdtype:char confdeltype:char "
         "confmatchtype:char conislocal:bool coninhcount:int4 connoinherit:bool conkey:int2[] confkey:int2[] "
-        "conbin:text"), _constraints),
+        "conpfeqop:oid[] conppeqop:oid[] conffeqop:oid[] confdelsetcols:int2[] conexclop:oid[] conbin:text"),
+        _constraints),
     CatalogRelation("pg_attrdef", 2604, _c("oid:oid adrelid:oid adnum:int2 adbin:text"), _attrdefs),
     CatalogRelation("pg_type", 1247, _c(
         "oid:oid typname:name typnamespace:oid typowner:oid typlen:int2 typbyval:bool typtype:char "
@@ -610,7 +682,8 @@ CATALOG_RELATIONS: dict[str, CatalogRelation] = {relation.name: relation for rel
         "typndims:int4 typcollation:oid typdefault:text typacl:text[]"), _types),
     CatalogRelation("pg_database", 1262, _c(
         "oid:oid datname:name datdba:oid encoding:int4 datlocprovider:char datistemplate:bool datallowconn:bool "
-        "datconnlimit:int4 dattablespace:oid datcollate:text datctype:text daticulocale:text datacl:text[]"),
+        "datconnlimit:int4 datfrozenxid:xid datminmxid:xid dattablespace:oid datcollate:text datctype:text "
+        "daticulocale:text datcollversion:text datacl:text[]"),
         _databases),
     CatalogRelation("pg_roles", 12001, _c(
         "oid:oid rolname:name rolsuper:bool rolinherit:bool rolcreaterole:bool rolcreatedb:bool rolcanlogin:bool "
@@ -632,7 +705,8 @@ CATALOG_RELATIONS: dict[str, CatalogRelation] = {relation.name: relation for rel
     CatalogRelation("pg_am", 2601, _c("oid:oid amname:name amhandler:regproc amtype:char"), _access_methods),
     CatalogRelation("pg_proc", 1255, _c(
         "oid:oid proname:name pronamespace:oid proowner:oid prolang:oid prokind:char prorettype:oid "
-        "proargtypes:oidvector pronargs:int2 proretset:bool prosrc:text"), _empty),
+        "proargtypes:oidvector pronargs:int2 proretset:bool prosrc:text proacl:text[] proargnames:text[] "
+        "proallargtypes:oid[] proargmodes:char[] proconfig:text[] prosupport:regproc"), _empty),
     CatalogRelation("pg_collation", 3456, _c(
         "oid:oid collname:name collnamespace:oid collowner:oid collprovider:char collisdeterministic:bool "
         "collencoding:int4 collcollate:text collctype:text"), _collations),
@@ -641,53 +715,118 @@ CATALOG_RELATIONS: dict[str, CatalogRelation] = {relation.name: relation for rel
     CatalogRelation("pg_tablespace", 1213, _c("oid:oid spcname:name spcowner:oid spcacl:text[] spcoptions:text[]"),
                     _tablespaces),
     CatalogRelation("pg_extension", 3079, _c(
-        "oid:oid extname:name extowner:oid extnamespace:oid extrelocatable:bool extversion:text"), _empty),
-    CatalogRelation("pg_description", 2609, _c("objoid:oid classoid:oid objsubid:int4 description:text"), _empty),
-    CatalogRelation("pg_shdescription", 2396, _c("objoid:oid classoid:oid description:text"), _empty),
+        "oid:oid extname:name extowner:oid extnamespace:oid extrelocatable:bool extversion:text extconfig:oid[] "
+        "extcondition:text[]"), _empty),
+    CatalogRelation("pg_description", 2609, _c(
+        "objoid:oid classoid:oid objsubid:int4 description:text"), _descriptions),
+    CatalogRelation("pg_shdescription", 2396, _c(
+        "objoid:oid classoid:oid description:text"), _empty),
     CatalogRelation("pg_sequence", 2224, _c(
-        "seqrelid:oid seqtypid:oid seqstart:int8 seqincrement:int8 seqmax:int8 seqmin:int8 seqcache:int8 "
-        "seqcycle:bool"), _empty),
-    CatalogRelation("pg_trigger", 2620, _c("oid:oid tgrelid:oid tgname:name tgfoid:oid tgtype:int2 tgenabled:char "
-                                           "tgisinternal:bool tgconstraint:oid"), _empty),
+        "seqrelid:oid seqtypid:oid seqstart:int8 seqincrement:int8 seqmax:int8 seqmin:int8 "
+        "seqcache:int8 seqcycle:bool"), _empty),
+    CatalogRelation("pg_trigger", 2620, _c(
+        "oid:oid tgrelid:oid tgparentid:oid tgname:name tgfoid:oid tgtype:int2 tgenabled:char "
+        "tgisinternal:bool tgconstrrelid:oid tgconstrindid:oid tgconstraint:oid tgdeferrable:bool "
+        "tginitdeferred:bool tgnargs:int2 tgattr:int2vector tgargs:text tgqual:text tgoldtable:name "
+        "tgnewtable:name"), _empty),
     CatalogRelation("pg_policy", 3256, _c(
-        "oid:oid polname:name polrelid:oid polcmd:char polpermissive:bool polroles:oid[] polqual:text "
-        "polwithcheck:text"), _empty),
+        "oid:oid polname:name polrelid:oid polcmd:char polpermissive:bool polroles:oid[] "
+        "polqual:text polwithcheck:text"), _empty),
     CatalogRelation("pg_statistic_ext", 3381, _c(
-        "oid:oid stxrelid:oid stxname:name stxnamespace:oid stxowner:oid stxstattarget:int4 stxkeys:int2vector "
-        "stxkind:char[] stxexprs:text"), _empty),
+        "oid:oid stxrelid:oid stxname:name stxnamespace:oid stxowner:oid stxstattarget:int4 "
+        "stxkeys:int2vector stxkind:char[] stxexprs:text"), _empty),
     CatalogRelation("pg_publication", 6104, _c(
-        "oid:oid pubname:name pubowner:oid puballtables:bool pubinsert:bool pubupdate:bool pubdelete:bool "
-        "pubtruncate:bool pubviaroot:bool"), _empty),
-    CatalogRelation("pg_publication_rel", 6106, _c("oid:oid prpubid:oid prrelid:oid prqual:text prattrs:int2vector"),
-                    _empty),
-    CatalogRelation("pg_publication_namespace", 6237, _c("oid:oid pnpubid:oid pnnspid:oid"), _empty),
-    CatalogRelation("pg_rewrite", 2618, _c("oid:oid rulename:name ev_class:oid ev_type:char ev_enabled:char "
-                                           "is_instead:bool"), _empty),
-    CatalogRelation("pg_depend", 2608, _c("classid:oid objid:oid objsubid:int4 refclassid:oid refobjid:oid "
-                                          "refobjsubid:int4 deptype:char"), _empty),
-    CatalogRelation("pg_enum", 3501, _c("oid:oid enumtypid:oid enumsortorder:float4 enumlabel:name"), _empty),
-    CatalogRelation("pg_range", 3541, _c("rngtypid:oid rngsubtype:oid"), _empty),
-    CatalogRelation("pg_foreign_table", 3118, _c("ftrelid:oid ftserver:oid ftoptions:text[]"), _empty),
-    CatalogRelation("pg_partitioned_table", 3350, _c("partrelid:oid partstrat:char partnatts:int2"), _empty),
-    CatalogRelation("pg_event_trigger", 3466, _c("oid:oid evtname:name evtevent:name evtowner:oid evtfoid:oid "
-                                                 "evtenabled:char evttags:text[]"), _empty),
-    CatalogRelation("pg_language", 2612, _c("oid:oid lanname:name lanowner:oid lanispl:bool lanpltrusted:bool "
-                                            "lanplcallfoid:oid laninline:oid lanvalidator:oid lanacl:text[]"), _empty),
-    CatalogRelation("pg_foreign_server", 1417, _c("oid:oid srvname:name srvowner:oid srvfdw:oid srvtype:text "
-                                                  "srvversion:text srvacl:text[] srvoptions:text[]"), _empty),
-    CatalogRelation("pg_foreign_data_wrapper", 2328, _c("oid:oid fdwname:name fdwowner:oid fdwhandler:oid "
-                                                        "fdwvalidator:oid fdwacl:text[] fdwoptions:text[]"), _empty),
-    CatalogRelation("pg_conversion", 2607, _c("oid:oid conname:name connamespace:oid conowner:oid "
-                                              "conforencoding:int4 contoencoding:int4 conproc:regproc "
-                                              "condefault:bool"), _empty),
-    CatalogRelation("pg_ts_config", 3602, _c("oid:oid cfgname:name cfgnamespace:oid cfgowner:oid cfgparser:oid"),
-                    _empty),
-    CatalogRelation("pg_init_privs", 3394, _c("objoid:oid classoid:oid objsubid:int4 privtype:char "
-                                              "initprivs:text[]"), _empty),
-    CatalogRelation("pg_default_acl", 826, _c("oid:oid defaclrole:oid defaclnamespace:oid defaclobjtype:char "
-                                              "defaclacl:text[]"), _empty),
-    CatalogRelation("pg_opclass", 2616, _c("oid:oid opcmethod:oid opcname:name opcnamespace:oid opcdefault:bool "
-                                           "opcintype:oid"), _empty),
+        "oid:oid pubname:name pubowner:oid puballtables:bool pubinsert:bool pubupdate:bool "
+        "pubdelete:bool pubtruncate:bool pubviaroot:bool"), _empty),
+    CatalogRelation("pg_publication_rel", 6106, _c(
+        "oid:oid prpubid:oid prrelid:oid prqual:text prattrs:int2vector"), _empty),
+    CatalogRelation("pg_publication_namespace", 6237, _c(
+        "oid:oid pnpubid:oid pnnspid:oid"), _empty),
+    CatalogRelation("pg_rewrite", 2618, _c(
+        "oid:oid rulename:name ev_class:oid ev_type:char ev_enabled:char is_instead:bool "
+        "ev_qual:text ev_action:text"), _empty),
+    CatalogRelation("pg_depend", 2608, _c(
+        "classid:oid objid:oid objsubid:int4 refclassid:oid refobjid:oid refobjsubid:int4 "
+        "deptype:char"), _empty),
+    CatalogRelation("pg_enum", 3501, _c(
+        "oid:oid enumtypid:oid enumsortorder:float4 enumlabel:name"), _empty),
+    CatalogRelation("pg_range", 3541, _c(
+        "rngtypid:oid rngsubtype:oid rngmultitypid:oid rngcollation:oid rngsubopc:oid "
+        "rngcanonical:regproc rngsubdiff:regproc"), _empty),
+    CatalogRelation("pg_foreign_table", 3118, _c(
+        "ftrelid:oid ftserver:oid ftoptions:text[]"), _empty),
+    CatalogRelation("pg_partitioned_table", 3350, _c(
+        "partrelid:oid partstrat:char partnatts:int2 partdefid:oid partattrs:int2vector "
+        "partclass:oidvector partcollation:oidvector partexprs:text"), _empty),
+    CatalogRelation("pg_event_trigger", 3466, _c(
+        "oid:oid evtname:name evtevent:name evtowner:oid evtfoid:oid evtenabled:char evttags:text[]"), _empty),
+    CatalogRelation("pg_language", 2612, _c(
+        "oid:oid lanname:name lanowner:oid lanispl:bool lanpltrusted:bool lanplcallfoid:oid "
+        "laninline:oid lanvalidator:oid lanacl:text[]"), _empty),
+    CatalogRelation("pg_foreign_server", 1417, _c(
+        "oid:oid srvname:name srvowner:oid srvfdw:oid srvtype:text srvversion:text srvacl:text[] "
+        "srvoptions:text[]"), _empty),
+    CatalogRelation("pg_foreign_data_wrapper", 2328, _c(
+        "oid:oid fdwname:name fdwowner:oid fdwhandler:oid fdwvalidator:oid fdwacl:text[] "
+        "fdwoptions:text[]"), _empty),
+    CatalogRelation("pg_conversion", 2607, _c(
+        "oid:oid conname:name connamespace:oid conowner:oid conforencoding:int4 contoencoding:int4 "
+        "conproc:regproc condefault:bool"), _empty),
+    CatalogRelation("pg_ts_config", 3602, _c(
+        "oid:oid cfgname:name cfgnamespace:oid cfgowner:oid cfgparser:oid"), _empty),
+    CatalogRelation("pg_amop", 2602, _c(
+        "oid:oid amopfamily:oid amoplefttype:oid amoprighttype:oid amopstrategy:int2 amoppurpose:char "
+        "amopopr:oid amopmethod:oid amopsortfamily:oid"), _empty),
+    CatalogRelation("pg_amproc", 2603, _c(
+        "oid:oid amprocfamily:oid amproclefttype:oid amprocrighttype:oid amprocnum:int2 amproc:regproc"), _empty),
+    CatalogRelation("pg_seclabels", 12009, _c(
+        "objoid:oid classoid:oid objsubid:int4 objtype:text objnamespace:oid objname:text provider:text "
+        "label:text"), _empty),
+    CatalogRelation("pg_cast", 2605, _c(
+        "oid:oid castsource:oid casttarget:oid castfunc:oid castcontext:char castmethod:char"), _empty),
+    CatalogRelation("pg_operator", 2617, _c(
+        "oid:oid oprname:name oprnamespace:oid oprowner:oid oprkind:char oprcanmerge:bool "
+        "oprcanhash:bool oprleft:oid oprright:oid oprresult:oid oprcom:oid oprnegate:oid "
+        "oprcode:regproc oprrest:regproc oprjoin:regproc"), _empty),
+    CatalogRelation("pg_opfamily", 2753, _c(
+        "oid:oid opfmethod:oid opfname:name opfnamespace:oid opfowner:oid"), _empty),
+    CatalogRelation("pg_aggregate", 2600, _c(
+        "aggfnoid:regproc aggkind:char aggnumdirectargs:int2 aggtransfn:regproc aggfinalfn:regproc "
+        "aggcombinefn:regproc aggserialfn:regproc aggdeserialfn:regproc aggmtransfn:regproc "
+        "aggminvtransfn:regproc aggmfinalfn:regproc aggfinalextra:bool aggmfinalextra:bool "
+        "aggfinalmodify:char aggmfinalmodify:char aggsortop:oid aggtranstype:oid aggtransspace:int4 "
+        "aggmtranstype:oid aggmtransspace:int4 agginitval:text aggminitval:text"), _empty),
+    CatalogRelation("pg_transform", 3576, _c(
+        "oid:oid trftype:oid trflang:oid trffromsql:regproc trftosql:regproc"), _empty),
+    CatalogRelation("pg_largeobject_metadata", 2995, _c(
+        "oid:oid lomowner:oid lomacl:text[]"), _empty),
+    CatalogRelation("pg_subscription", 6100, _c(
+        "oid:oid subdbid:oid subskiplsn:text subname:name subowner:oid subenabled:bool "
+        "subbinary:bool substream:bool subtwophasestate:char subdisableonerr:bool subconninfo:text "
+        "subslotname:name subsynccommit:text subpublications:text[]"), _empty),
+    CatalogRelation("pg_ts_parser", 3601, _c(
+        "oid:oid prsname:name prsnamespace:oid prsstart:regproc prstoken:regproc prsend:regproc "
+        "prsheadline:regproc prslextype:regproc"), _empty),
+    CatalogRelation("pg_ts_dict", 3600, _c(
+        "oid:oid dictname:name dictnamespace:oid dictowner:oid dicttemplate:oid dictinitoption:text"), _empty),
+    CatalogRelation("pg_ts_template", 3764, _c(
+        "oid:oid tmplname:name tmplnamespace:oid tmplinit:regproc tmpllexize:regproc"), _empty),
+    CatalogRelation("pg_user_mapping", 1418, _c(
+        "oid:oid umuser:oid umserver:oid umoptions:text[]"), _empty),
+    CatalogRelation("pg_seclabel", 3596, _c(
+        "objoid:oid classoid:oid objsubid:int4 provider:text label:text"), _empty),
+    CatalogRelation("pg_shseclabel", 3592, _c(
+        "objoid:oid classoid:oid provider:text label:text"), _empty),
+    CatalogRelation("pg_statistic_ext_data", 3429, _c(
+        "stxoid:oid stxdinherit:bool stxdndistinct:text stxddependencies:text stxdmcv:text "
+        "stxdexpr:text[]"), _empty),
+    CatalogRelation("pg_init_privs", 3394, _c(
+        "objoid:oid classoid:oid objsubid:int4 privtype:char initprivs:text[]"), _empty),
+    CatalogRelation("pg_default_acl", 826, _c(
+        "oid:oid defaclrole:oid defaclnamespace:oid defaclobjtype:char defaclacl:text[]"), _empty),
+    CatalogRelation("pg_opclass", 2616, _c(
+        "oid:oid opcmethod:oid opcname:name opcnamespace:oid opcowner:oid opcfamily:oid "
+        "opcintype:oid opcdefault:bool opckeytype:oid"), _empty),
     CatalogRelation("pg_indexes", 12004, _c("schemaname:name tablename:name indexname:name tablespace:name "
                                             "indexdef:text"), _indexes_view),
     CatalogRelation("pg_tables", 12005, _c("schemaname:name tablename:name tableowner:name tablespace:name "
@@ -701,14 +840,14 @@ CATALOG_RELATIONS: dict[str, CatalogRelation] = {relation.name: relation for rel
 
 
 def system_relations() -> list[RelationInfo]:
-    return [RelationInfo(relation.oid, relation.name, "r", PG_CATALOG_NAMESPACE_OID, None, None, relation.columns)
+    return [RelationInfo(relation.oid, relation.name, "r", PG_CATALOG_NAMESPACE_OID, None, None, relation.user_columns)
             for relation in CATALOG_RELATIONS.values()]
 
 
 def relation_rows(relation: CatalogRelation, snapshot: Snapshot) -> list[tuple]:
     rows = relation.build(snapshot)
-    assert all(len(row) == len(relation.columns) for row in rows), f"{relation.name} row width"
-    return rows
+    assert all(len(row) == len(relation.user_columns) for row in rows), f"{relation.name} row width"
+    return [row + (relation.oid,) for row in rows]
 
 
 # --- what the catalog functions compute (expressions.py calls these) -----------------------------
@@ -727,11 +866,11 @@ def indexdef(snapshot: Snapshot, oid: int, column: int = 0, pretty: bool = False
     return index_definition(info.table, info.index, column, pretty)
 
 
-def constraintdef(snapshot: Snapshot, oid: int) -> str | None:
+def constraintdef(snapshot: Snapshot, oid: int, pretty: bool = False) -> str | None:
     if snapshot._constraints is None:  # built once per statement: pg_constraint queries call this per row
         snapshot._constraints = {info.oid: info for table in snapshot.tables for info in constraints_of(table)}
     info = snapshot._constraints.get(oid)
-    return info.definition if info is not None else None
+    return info.definition(pretty) if info is not None else None
 
 
 def namespace_name(oid: int | None) -> str | None:

@@ -384,12 +384,12 @@ def _expand_star(nodes: Sequence[exp.Expression], scope: Scope, has_table: bool,
             relation = scope.find_relation(qualifier)
             if relation is None:
                 raise SqlError(errors.UNDEFINED_TABLE, f'missing FROM-clause entry for table "{qualifier}"')
-            for name, _ in relation.columns:
+            for _, name in relation.star_columns():
                 expanded.append(_qualified(relation.name, name))
             continue
         entries = star_entries if star_entries is not None else [
             (name, relation.offset + i, relation.name)
-            for relation in scope.relations for i, (name, _) in enumerate(relation.columns)]
+            for relation in scope.relations for i, name in relation.star_columns()]
         for name, _, relation_name in entries:
             expanded.append(_qualified(relation_name, name))
     return expanded

@@ -700,7 +700,7 @@ def compile_select_plan(select: exp.Select, parent: Scope | None, ctx: QueryCont
     scope = Scope([s.relation for s in sources], parent)
     # A FROM function reading the query around it makes this query correlated (run per outer row).
     scope.uses_outer = any(getattr(s, "outer_reference", False) for s in sources)
-    star_entries = [(name, i, sources[0].relation.name) for i, (name, _) in enumerate(sources[0].relation.columns)]
+    star_entries = [(name, i, sources[0].relation.name) for i, name in sources[0].relation.star_columns()]
     for position, (item, join) in enumerate(items):
         if join is None:
             continue
@@ -798,8 +798,16 @@ def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext,
         if isinstance(item.this, exp.Explode) and item.args.get("db") in (None,) or \
                 isinstance(item.this, exp.Explode) and identifier_name(item.args["db"]) == "pg_catalog":
             return _unnest_source([item.this.this], alias, column_aliases, parent, ctx, False, before)
+        if isinstance(item.this, exp.Anonymous) and str(item.this.this).lower() == "pg_options_to_table" \
+                and len(item.this.expressions) == 1:
+            source = _unnest_source([item.this.expressions[0]], alias, column_aliases, parent, ctx, False, before)
+            source.subplan.options_table()
+            source.relation = Relation(source.relation.name, tuple(source.subplan.columns))
+            return source
         if not isinstance(item.this, exp.Identifier):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "table functions in FROM are not supported (only unnest)")
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           f"table function {item.this.sql(dialect='postgres')[:60]} in FROM is not supported "
+                           "(unnest and pg_options_to_table are)")
         name = identifier_name(item.this)
         cte = ctx.find_cte(name) if item.args.get("db") is None else None
         if cte is not None:
@@ -807,8 +815,8 @@ def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext,
             return Source(Relation(alias or name, columns), "cte", subplan=cte)
         if system_views.is_system_reference(item):
             view = system_views.resolve_view(item)
-            source = Source(Relation(alias or view.name, _renamed(view.columns, column_aliases, alias or view.name)),
-                            "view", view=view)
+            source = Source(Relation(alias or view.name, _renamed(view.columns, column_aliases, alias or view.name),
+                                     system=frozenset(getattr(view, "system_columns", ()))), "view", view=view)
             ctx.view_sources.append(source)
             return source
         table = ctx.table(table_name(item))
@@ -856,11 +864,20 @@ class UnnestPlan(QueryPlan):
         self.ordinality = ordinality
         self.correlated = True
 
+    def options_table(self) -> None:
+        """pg_options_to_table(reloptions): each 'name=value' element as (option_name, option_value)."""
+        self.split_options = True
+        self.columns = [("option_name", types.TEXT), ("option_value", types.TEXT)]
+
+    split_options = False
+
     def run(self) -> list[tuple]:
         return self.rows_for(())
 
     def rows_for(self, row: tuple) -> list[tuple]:
         arrays = [argument.evaluate(row) or [] for argument in self.arguments]
+        if self.split_options:
+            return [tuple(option.partition("=")[::2]) for option in arrays[0] if option is not None]
         count = max((len(values) for values in arrays), default=0)
         if count > limits.STATEMENT_ROWS_READ_MAX:
             raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, f"unnest of more than {limits.STATEMENT_ROWS_READ_MAX} elements")
@@ -952,10 +969,10 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
         merged_names = {e[0] for e in merged_entries}
         star_entries = merged_entries + [e for e in star_entries if e[0] not in merged_names] + [
             (n, source.relation.offset + i, source.relation.name)
-            for i, (n, _) in enumerate(source.relation.columns) if n not in merged_names]
+            for i, n in source.relation.star_columns() if n not in merged_names]
     else:
         star_entries = star_entries + [(n, source.relation.offset + i, source.relation.name)
-                                       for i, (n, _) in enumerate(source.relation.columns)]
+                                       for i, n in source.relation.star_columns()]
     on = join.args.get("on")
     if on is not None:
         for conjunct in _conjuncts(on):

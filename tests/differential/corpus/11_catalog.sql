@@ -42,3 +42,6 @@ CREATE TABLE cat_u (k INT PRIMARY KEY);
 SELECT relname FROM pg_class WHERE relname LIKE 'cat_%' AND relkind = 'r' ORDER BY 1;
 ROLLBACK;
 SELECT relname FROM pg_class WHERE relname LIKE 'cat_%' AND relkind = 'r' ORDER BY 1;
+CREATE TABLE cat_ck (a INT PRIMARY KEY, b INT, n TEXT, CHECK (a > 0 AND b < 5), CHECK ((a + 1) * 2 > b), CHECK (NOT n IS NULL), CHECK (length(n) > 2));
+SELECT pg_get_constraintdef(oid), pg_get_constraintdef(oid, true) FROM pg_constraint WHERE conrelid = 'cat_ck'::regclass AND contype = 'c' ORDER BY conname;
+SELECT obj_description(n.oid, 'pg_namespace'), d.description FROM pg_namespace n LEFT JOIN pg_description d ON d.objoid = n.oid WHERE n.nspname = 'public';
