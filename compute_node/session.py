@@ -337,6 +337,12 @@ class Session:
                 raise
             return StatementResult.tag(f"COPY {count}")
 
+    def fail_block(self) -> None:
+        """The wire layer refused a statement of the open block (a write in a READ ONLY block):
+        the block fails as after any error, so it can only roll back."""
+        if self._txn is not None:
+            self._failed = True
+
     def copy_failed(self) -> None:
         """A COPY failed before its rows reached copy_from (bad input, CopyFail): like any failed
         statement, it fails the open transaction block."""

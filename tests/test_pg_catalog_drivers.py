@@ -180,3 +180,30 @@ def test_unsupported_catalog_reads_fail_naming_the_function_and_the_connection_g
         assert conn.execute("SHOW search_path").fetchone() == ("",)
         with pytest.raises(psycopg.errors.UndefinedObject):
             conn.execute("SELECT set_config('no_such_setting', 'x', false)")
+
+
+def test_read_only_blocks_refuse_writes_and_lock_access_share_is_accepted(server):
+    """pg_dump's transaction: SET TRANSACTION ... READ ONLY, then LOCK TABLE ... IN ACCESS SHARE
+    MODE per table. A write in a read-only block fails (25006) and fails the block."""
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("BEGIN")
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.execute("LOCK TABLE public.book IN ACCESS SHARE MODE")
+        assert conn.execute("SELECT count(*) FROM book").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction, match="cannot execute INSERT"):
+            conn.execute("INSERT INTO book (id, author_id) VALUES (1, 1)")
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("SELECT 1")
+        conn.execute("ROLLBACK")
+        assert conn.execute("SELECT count(*) FROM book").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute("BEGIN")
+            conn.execute("LOCK TABLE book IN EXCLUSIVE MODE")
+        conn.execute("ROLLBACK")
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO book (id, author_id) VALUES (2, 1)")
+        with pytest.raises(psycopg.errors.ActiveSqlTransaction):
+            conn.execute("SET TRANSACTION READ ONLY")  # after a write: too late, as in PostgreSQL
+        conn.execute("ROLLBACK")
+        with pytest.raises(psycopg.errors.NoActiveSqlTransaction):
+            conn.execute("LOCK TABLE book IN ACCESS SHARE MODE")

@@ -101,3 +101,38 @@ def test_psql_describe_commands_match_postgresql(postgres, cluster_factory):
     assert ours[:2] == theirs[:2]
     assert [line for line in ours if line.startswith(f"{USER}|")] == [
         line for line in theirs if line.startswith(f"{USER}|")] == [f"{USER}|Superuser, Create role, Create DB|{{}}"]
+
+
+def test_pg_dump_schema_only_matches_postgresql(postgres, monkeypatch):
+    """pg_dump --schema-only prints what PostgreSQL 15's dump of the same schema prints.
+
+    Debian's pg_dump 15 refuses a server that reports a newer major version, and QuorumDB reports
+    16: this test (only) makes the endpoint report 15.0, so that the catalog queries pg_dump 15
+    sends run. Everything else is the real endpoint: its SET TRANSACTION ... READ ONLY, LOCK
+    TABLE ... IN ACCESS SHARE MODE and some forty catalog queries run in the engine."""
+    from compute_node.pgwire import settings as settings_mod
+    from tests.pgwire_util import ServerThread
+    monkeypatch.setitem(settings_mod.SETTINGS, "server_version",
+                        settings_mod.Setting("server_version", "15.0 (QuorumDB)", report=True, read_only=True))
+    monkeypatch.setitem(settings_mod.SETTINGS, "server_version_num",
+                        settings_mod.Setting("server_version_num", "150000", read_only=True))
+    pg_dump = PSQL.replace("psql", "pg_dump") if PSQL else None
+    assert pg_dump and shutil.which(pg_dump), "pg_dump is not installed"
+    server = ServerThread()
+    try:
+        for statement in SCHEMA:
+            done = psql(server.port, "postgres", server.token(USER), "-v", "ON_ERROR_STOP=1", "-c", statement)
+            assert done.returncode == 0, done.stderr
+
+        def dump(port: int, database: str, password: str | None) -> str:
+            env = dict(os.environ, PGCONNECT_TIMEOUT="10", **({"PGPASSWORD": password} if password else {}))
+            done = subprocess.run([pg_dump, "--schema-only", "-h", "127.0.0.1", "-p", str(port), "-U", USER, database],
+                                  capture_output=True, text=True, timeout=120, env=env)
+            assert done.returncode == 0, done.stderr
+            # the dump's random \restrict key and the version lines differ by construction
+            return "\n".join(line for line in done.stdout.splitlines()
+                             if not line.startswith(("\\restrict", "\\unrestrict", "-- Dumped from")))
+
+        assert dump(server.port, "postgres", server.token(USER)) == dump(postgres.port, "qdb", None)
+    finally:
+        server.stop()

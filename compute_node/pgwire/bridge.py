@@ -44,6 +44,7 @@ _ENGINE_SHAPES: "collections.OrderedDict[str, bool]" = collections.OrderedDict()
 # Catalog-query shapes -> whether the engine cannot compile them and the fallback answers (bounded, LRU).
 _FALLBACK_SHAPES: "collections.OrderedDict[str, bool]" = collections.OrderedDict()
 SAVEPOINT_EXCEPTION = "3B001"
+READ_ONLY_SQL_TRANSACTION = "25006"
 TRANSACTION_WORDS = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
                                "PREPARE"})
 
@@ -89,6 +90,7 @@ class PgSession:
         self._deallocate = deallocate
         self._savepoints: list[tuple[str, dict]] = []   # (name, write buffer when it was set)
         self._savepoint_txn: Any = None
+        self._read_only_txn: Any = None   # the block SET TRANSACTION READ ONLY made read-only
 
     @property
     def transaction_status(self) -> str:
@@ -124,6 +126,9 @@ class PgSession:
         return Outcome([(name, "text") for name in names], [], "")
 
     async def copy_from(self, statement, records) -> Outcome:
+        if self._in_read_only_block():
+            self.session.fail_block()
+            return Outcome.failed(SqlError(READ_ONLY_SQL_TRANSACTION, "cannot execute COPY FROM in a read-only transaction"))
         result = await self.session.copy_from(statement, records)
         return Outcome([], [], result.command_tag or "", result.error)
 
@@ -212,7 +217,16 @@ class PgSession:
         return decided
 
     async def _engine(self, statement: str, params: list[str] | None, shape: sqllex.Shape | None) -> Outcome:
+        read_only = self._in_read_only_block() and self.transaction_status == "T"
         results = await self.session.execute(statement, params, shape=shape)
+        if read_only and self._in_read_only_block() and self.session.transaction.has_writes:
+            # Checked after the statement, on what it wrote: whatever its form (INSERT, DDL, a CTE),
+            # its writes stay in a block that can no longer commit.
+            self.session.fail_block()
+            words = sqllex.leading_words(statement, 1)
+            return Outcome.failed(SqlError(READ_ONLY_SQL_TRANSACTION,
+                                           f"cannot execute {words[0] if words else 'this statement'} "
+                                           "in a read-only transaction"))
         outcomes = [Outcome(list(r.columns), list(r.rows), r.command_tag or "", r.error) for r in results]
         failed = [outcome for outcome in outcomes if outcome.error is not None]
         return failed[0] if failed else outcomes[-1] if outcomes else Outcome.tag_only("")
@@ -314,7 +328,7 @@ class PgSession:
         if rest[:1] in (["SESSION"], ["LOCAL"]) and rest[1:2] != ["CHARACTERISTICS"] and rest[1:2] != ["AUTHORIZATION"]:
             rest = rest[1:]
         if rest[:4] == ["SESSION", "CHARACTERISTICS", "AS", "TRANSACTION"]:
-            self._transaction_modes(rest[4:])
+            self._transaction_modes(rest[4:], session_default=True)
             return Outcome.tag_only("SET")
         if rest[:1] == ["TRANSACTION"]:
             self._transaction_modes(rest[1:])
@@ -338,7 +352,7 @@ class PgSession:
         changes = self.settings.set(name, value)
         return Outcome([], [], "SET", parameter_changes=changes)
 
-    def _transaction_modes(self, rest: list[str]) -> None:
+    def _transaction_modes(self, rest: list[str], session_default: bool = False) -> None:
         position = 0
         while position < len(rest):
             if rest[position] == ",":
@@ -355,11 +369,30 @@ class PgSession:
             elif rest[position:position + 2] == ["READ", "WRITE"]:
                 position += 2
             elif rest[position:position + 2] == ["READ", "ONLY"]:
-                raise SqlError(errors.FEATURE_NOT_SUPPORTED, "read-only transactions are not supported")
+                self._set_read_only(session_default)
+                position += 2
             elif rest[position:position + 2] in (["NOT", "DEFERRABLE"],):
                 position += 2
             else:
                 raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{rest[position]}"')
+
+    def _set_read_only(self, session_default: bool) -> None:
+        """SET TRANSACTION READ ONLY in a block (pg_dump's): every later statement of the block that
+        writes fails with 25006 and fails the block, so nothing it wrote can commit. Outside a
+        block it does nothing (PostgreSQL only warns); as a session default it is 0A000."""
+        if session_default:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "read-only transactions are supported only through "
+                                                         "SET TRANSACTION READ ONLY inside a block")
+        txn = self.session.transaction
+        if txn is None:
+            return
+        if txn.has_writes:
+            raise SqlError(errors.ACTIVE_SQL_TRANSACTION, "transaction read-write mode must be set before any query")
+        self._read_only_txn = txn
+
+    def _in_read_only_block(self) -> bool:
+        txn = self.session.transaction
+        return txn is not None and txn is self._read_only_txn
 
     def _reset(self, rest: list[str]) -> Outcome:
         if rest == ["ALL"]:
