@@ -30,18 +30,22 @@ SCHEMA = [
     "CREATE INDEX t_qty_note ON t (qty DESC, note)",
     "CREATE TABLE other_table (k BIGINT PRIMARY KEY, v TEXT)",
 ]
+ROWS = ["INSERT INTO t (id, name, qty, code, price, note, seen, flag) VALUES (1, 'ada', 5, 'x1', 12.50, "
+        "'tab\there', '2024-01-02 03:04:05+00', false), (2, 'bob', 3, NULL, NULL, NULL, NULL, NULL)",
+        "INSERT INTO other_table VALUES (10, 'ten'), (11, 'line\nbreak')"]
 EXACT = [r"\d+ t", r"\d t", r"\d t_qty_note", r"\d t_pkey", r"\dt", r"\di", r"\dn", r"\d", r"\d other_table"]
 # Commands that print sizes: compared unaligned (column widths follow the sizes' lengths).
 SIZED = [r"\dt+", r"\di+ t_name", r"\d+ other_table"]
 SIZE = re.compile(r"\b\d+ (bytes|kB|MB)\b")
 
 
-def psql(port: int, database: str, password: str | None, *args: str) -> subprocess.CompletedProcess:
+def psql(port: int, database: str, password: str | None, *args: str,
+         input_text: str | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PGCONNECT_TIMEOUT="10")
     if password is not None:
         env["PGPASSWORD"] = password
     return subprocess.run([PSQL, "-X", "-h", "127.0.0.1", "-p", str(port), "-U", USER, "-d", database, *args],
-                          capture_output=True, text=True, timeout=60, env=env)
+                          capture_output=True, text=True, timeout=60, env=env, input=input_text)
 
 
 def normalised(text: str) -> str:
@@ -104,7 +108,8 @@ def test_psql_describe_commands_match_postgresql(postgres, cluster_factory):
 
 
 def test_pg_dump_schema_only_matches_postgresql(postgres, monkeypatch):
-    """pg_dump --schema-only prints what PostgreSQL 15's dump of the same schema prints.
+    """pg_dump (--schema-only, and with the data) prints what PostgreSQL 15's dump of the same
+    database prints, and its data restores into QuorumDB.
 
     Debian's pg_dump 15 refuses a server that reports a newer major version, and QuorumDB reports
     16: this test (only) makes the endpoint report 15.0, so that the catalog queries pg_dump 15
@@ -120,19 +125,39 @@ def test_pg_dump_schema_only_matches_postgresql(postgres, monkeypatch):
     assert pg_dump and shutil.which(pg_dump), "pg_dump is not installed"
     server = ServerThread()
     try:
-        for statement in SCHEMA:
+        for statement in SCHEMA + ROWS:
             done = psql(server.port, "postgres", server.token(USER), "-v", "ON_ERROR_STOP=1", "-c", statement)
             assert done.returncode == 0, done.stderr
+        for statement in ROWS:
+            done = psql(postgres.port, "qdb", None, "-v", "ON_ERROR_STOP=1", "-c", statement)
+            assert done.returncode == 0, done.stderr
 
-        def dump(port: int, database: str, password: str | None) -> str:
+        def dump(port: int, database: str, password: str | None, *options: str) -> str:
             env = dict(os.environ, PGCONNECT_TIMEOUT="10", **({"PGPASSWORD": password} if password else {}))
-            done = subprocess.run([pg_dump, "--schema-only", "-h", "127.0.0.1", "-p", str(port), "-U", USER, database],
+            done = subprocess.run([pg_dump, *options, "-h", "127.0.0.1", "-p", str(port), "-U", USER, database],
                                   capture_output=True, text=True, timeout=120, env=env)
             assert done.returncode == 0, done.stderr
             # the dump's random \restrict key and the version lines differ by construction
             return "\n".join(line for line in done.stdout.splitlines()
                              if not line.startswith(("\\restrict", "\\unrestrict", "-- Dumped from")))
 
-        assert dump(server.port, "postgres", server.token(USER)) == dump(postgres.port, "qdb", None)
+        ours = dump(server.port, "postgres", server.token(USER), "--schema-only")
+        assert ours == dump(postgres.port, "qdb", None, "--schema-only")
+        # With the data (COPY ... TO stdout). A whole dump does not restore into QuorumDB (it
+        # creates each table first and adds its primary key afterwards, and every QuorumDB table
+        # needs its key when created), but its data does, into the same schema.
+        ours = dump(server.port, "postgres", server.token(USER))
+        assert ours == dump(postgres.port, "qdb", None)
+        restored = ServerThread()
+        try:
+            for statement in SCHEMA:
+                done = psql(restored.port, "postgres", restored.token(USER), "-v", "ON_ERROR_STOP=1", "-c", statement)
+                assert done.returncode == 0, done.stderr
+            data = dump(server.port, "postgres", server.token(USER), "--data-only")
+            done = psql(restored.port, "postgres", restored.token(USER), "-v", "ON_ERROR_STOP=1", input_text=data)
+            assert done.returncode == 0, done.stderr
+            assert dump(restored.port, "postgres", restored.token(USER)) == ours
+        finally:
+            restored.stop()
     finally:
         server.stop()

@@ -262,7 +262,11 @@ async def test_select_errors(session):
     # = ANY (subquery) is IN (catalog_functions.compile_any)
     assert await rows(session, "SELECT count(*) FROM users WHERE id = ANY (SELECT id FROM users)") == \
         await rows(session, "SELECT count(*) FROM users WHERE id IN (SELECT id FROM users)")
-    await fails(session, "WITH RECURSIVE r AS (SELECT 1) SELECT * FROM r", "0A000")
+    await fails(session, "WITH RECURSIVE r AS (SELECT 1 FROM r) SELECT * FROM r", "42P19")
+    await fails(session, "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n FROM r ORDER BY n) SELECT * FROM r",
+                "0A000")
+    assert await rows(session, "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 4) "
+                               "SELECT sum(n) FROM r") == [(10,)]
     await fails(session, "SELECT myfunc(1)", "42883")
     await fails(session, "SELECT row_number() OVER () FROM users", "0A000")
     await fails(session, "ALTER TABLE users RENAME TO people", "0A000")

@@ -74,6 +74,8 @@ _SETTINGS = [
     Setting("default_table_access_method", "heap", description="Tables report the heap access method (pg_am)."),
     Setting("default_tablespace", ""),
     Setting("block_size", "8192", read_only=True),
+    Setting("check_function_bodies", "on"),     # a pg_dump script sets these two (no functions, no XML here)
+    Setting("xmloption", "content"),
     Setting("synchronize_seqscans", "on"),      # pg_dump sets these two at start
     Setting("quote_all_identifiers", "off"),
     Setting("max_parallel_workers_per_gather", "0"),

@@ -23,8 +23,10 @@ expression is evaluated and expression evaluation stays synchronous:
 
 The top-level SELECT streams its first source instead of fetching it, so
 `SELECT ... LIMIT n` over a large table stops reading early (`run_top`).
-Not supported (0A000): RIGHT/FULL joins, NATURAL and LATERAL joins, WITH
-RECURSIVE, FOR UPDATE over joins or derived tables.
+WITH RECURSIVE iterates its step over a working table (RecursiveCtePlan); FROM
+unnest(...) may read the FROM items before it (lateral, as Django's catalog query).
+Not supported (0A000): RIGHT/FULL joins, NATURAL and LATERAL joins, FOR UPDATE over
+joins or derived tables.
 """
 from __future__ import annotations
 
@@ -584,8 +586,7 @@ def compile_query(node: exp.Expression, parent: Scope | None, ctx: QueryContext)
         node = inner
     with_clause = node.args.get("with_") or node.args.get("with")
     if with_clause is not None:
-        if with_clause.args.get("recursive"):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "WITH RECURSIVE is not supported")
+        recursive = bool(with_clause.args.get("recursive"))
         frame: dict[str, CtePlan] = {}
         ctx.ctes.append(frame)
         try:
@@ -598,11 +599,91 @@ def compile_query(node: exp.Expression, parent: Scope | None, ctx: QueryContext)
                                              exp.Subquery)):
                     raise SqlError(errors.FEATURE_NOT_SUPPORTED, "data-modifying statements in WITH are not supported")
                 column_names = [identifier_name(c) for c in alias.columns] if alias.columns else None
+                if recursive and _refers_to(cte.this, name):
+                    frame[name] = _compile_recursive_cte(name, cte.this, column_names, frame, parent, ctx)
+                    continue
                 frame[name] = CtePlan(name, compile_query(cte.this, parent, ctx), column_names)
             return _compile_body(node, parent, ctx)
         finally:
             ctx.ctes.pop()
     return _compile_body(node, parent, ctx)
+
+
+class RecursiveCtePlan(CtePlan):
+    """WITH RECURSIVE name AS (anchor UNION [ALL] step): the anchor's rows, then the step run
+    again and again over the rows the previous round added (the "working table": what `name`
+    reads inside the step) until a round adds none; UNION drops rows already produced. Bounded:
+    more than RESULT_ROWS_MAX rows, or as many rounds, is 54000 (a query that never converges)."""
+
+    def __init__(self, name: str, anchor: QueryPlan, column_names: list[str] | None, distinct: bool):
+        super().__init__(name, anchor, column_names)
+        self.anchor = anchor
+        self.step: QueryPlan | None = None
+        self.distinct = distinct
+        self._working: list[tuple] | None = None
+
+    def run(self) -> list[tuple]:
+        if self._working is not None:  # read by the step during a round
+            return self._working
+        if self._cache is not None and not self.correlated:
+            return self._cache
+        assert self.step is not None
+        rows = list(self.anchor.run())
+        seen = {tuple(_group_key_value(v) for v in row) for row in rows} if self.distinct else None
+        if seen is not None:
+            rows = list({tuple(_group_key_value(v) for v in row): row for row in rows}.values())
+        working = rows
+        rounds = 0
+        while working:
+            rounds += 1
+            self._working = working
+            try:
+                produced = self.step.run()
+            finally:
+                self._working = None
+            if seen is not None:
+                fresh = []
+                for row in produced:
+                    marker = tuple(_group_key_value(v) for v in row)
+                    if marker not in seen:
+                        seen.add(marker)
+                        fresh.append(row)
+                produced = fresh
+            rows.extend(produced)
+            if len(rows) > limits.RESULT_ROWS_MAX or (produced and rounds >= limits.RESULT_ROWS_MAX):
+                raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                               f'WITH RECURSIVE query "{self.name}" produced more than {limits.RESULT_ROWS_MAX} rows')
+            working = produced
+        self._cache = rows
+        return rows
+
+    def explain(self, depth: int = 0) -> list[str]:
+        return ["  " * depth + f"Recursive Union ({self.name})"] + self.anchor.explain(depth + 1) + \
+            (self.step.explain(depth + 1) if self.step is not None else [])
+
+
+def _refers_to(node: exp.Expression, name: str) -> bool:
+    return any(isinstance(table.this, exp.Identifier) and identifier_name(table.this) == name
+               and table.args.get("db") is None for table in node.find_all(exp.Table))
+
+
+def _compile_recursive_cte(name: str, node: exp.Expression, column_names, frame: dict, parent: Scope | None,
+                           ctx: QueryContext) -> "RecursiveCtePlan":
+    if not isinstance(node, exp.Union) or isinstance(node, (exp.Intersect, exp.Except)) \
+            or _refers_to(node.this, name):
+        raise SqlError("42P19", f'recursive query "{name}" does not have the form non-recursive-term UNION [ALL] '
+                                "recursive-term")
+    for key in ("order", "limit", "offset"):
+        if node.args.get(key) is not None:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{key.upper()} in a recursive query is not supported")
+    plan = RecursiveCtePlan(name, compile_query(node.this, parent, ctx), column_names,
+                            bool(node.args.get("distinct")))
+    frame[name] = plan  # the step's references to `name` read the working table
+    plan.step = compile_query(node.expression, parent, ctx)
+    if len(plan.step.columns) != len(plan.columns):
+        raise SqlError(errors.SYNTAX_ERROR, "each UNION query must have the same number of columns")
+    plan.correlated = plan.anchor.correlated or plan.step.correlated
+    return plan
 
 
 def _reject_modifiers(node: exp.Expression) -> None:
