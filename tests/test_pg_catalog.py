@@ -2,15 +2,14 @@
 
 tests/differential/corpus/11_catalog.sql compares the same relations and functions with a real
 PostgreSQL (names and definitions; oids differ there). Here: what only QuorumDB defines (its
-oid scheme, the client a session reports, errors that name what is missing) and the classification
-of statements on tokens and trees.
+oid scheme, the client a session reports, errors that name what is missing).
 """
 from __future__ import annotations
 
 import pytest
 
 from compute_node.session import Session
-from compute_node.sql import pg_catalog, pg_catalog_fallback
+from compute_node.sql import pg_catalog
 from tests.sql_memory_backend import MemoryBackend
 from tests.test_sql_statements import fails, ok, rows
 
@@ -151,22 +150,29 @@ async def test_unsupported_constructs_name_what_is_missing_and_the_session_goes_
     assert await rows(session, "SELECT relname FROM pg_class WHERE relname ~ '^t_q'") == [("t_qd",)]
 
 
-async def test_the_fallback_answers_only_queries_over_always_empty_catalogs():
-    publications = ("SELECT pubname, NULL, NULL FROM pg_catalog.pg_publication p JOIN pg_catalog.pg_publication_rel pr "
-                    "ON p.oid = pr.prpubid WHERE pr.prrelid = '16386' UNION SELECT pubname, NULL, NULL "
-                    "FROM pg_catalog.pg_publication p WHERE p.puballtables ORDER BY 1")
-    assert pg_catalog_fallback.mentions_empty_catalog(publications)
-    answer = pg_catalog_fallback.recognise(publications)
-    assert answer is not None
-    assert (await answer(None)).rows == []
-    # An outer join keeps the other side's rows, and pg_class is not empty: not for the fallback.
-    assert pg_catalog_fallback.recognise("SELECT c.relname FROM pg_class c LEFT JOIN pg_policy p "
-                                         "ON p.polrelid = c.oid") is None
-    assert pg_catalog_fallback.recognise("SELECT relname FROM pg_class") is None
-    # Tokens, not text: a literal or a quoted name that mentions a catalog is data.
-    assert not pg_catalog_fallback.mentions_empty_catalog(
-        "INSERT INTO notes (body) VALUES ('copied from pg_dump output: pg_publication')")
-    assert not pg_catalog_fallback.mentions_empty_catalog('SELECT "pg_policy" FROM notes')
+async def test_psqls_publication_footer_runs_in_the_engine(session):
+    """The one psql 15 query that needed the removed text recogniser: generate_series in FROM over
+    an outer column, array_upper, an int2vector cast to int2[] and subscripted."""
+    await make_schema(session)
+    oid = await table_oid(session, "t")
+    publications = (
+        "SELECT pubname, NULL, NULL FROM pg_catalog.pg_publication p JOIN pg_catalog.pg_publication_namespace pn "
+        "ON p.oid = pn.pnpubid JOIN pg_catalog.pg_class pc ON pc.relnamespace = pn.pnnspid "
+        f"WHERE pc.oid ='{oid}' and pg_catalog.pg_relation_is_publishable('{oid}') "
+        "UNION SELECT pubname, pg_get_expr(pr.prqual, c.oid), (CASE WHEN pr.prattrs IS NOT NULL THEN "
+        "(SELECT string_agg(attname, ', ') FROM pg_catalog.generate_series(0, "
+        "pg_catalog.array_upper(pr.prattrs::pg_catalog.int2[], 1)) s, pg_catalog.pg_attribute "
+        "WHERE attrelid = pr.prrelid AND attnum = prattrs[s]) ELSE NULL END) FROM pg_catalog.pg_publication p "
+        "JOIN pg_catalog.pg_publication_rel pr ON p.oid = pr.prpubid JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid "
+        f"WHERE pr.prrelid = '{oid}' UNION SELECT pubname, NULL, NULL FROM pg_catalog.pg_publication p "
+        f"WHERE p.puballtables AND pg_catalog.pg_relation_is_publishable('{oid}') ORDER BY 1")
+    result = await ok(session, publications)
+    assert result.rows == [] and [name for name, _ in result.columns] == ["pubname", "?column?", "?column?"]
+    assert await rows(session, "SELECT s, (ARRAY['a', 'b', 'c'])[s] FROM generate_series(1, 3, 2) s") == [
+        (1, "a"), (3, "c")]
+    assert await rows(session, "SELECT array_upper(indkey, 1), array_upper(ARRAY[5, 6], 1), cardinality(indkey) "
+                               "FROM pg_index WHERE indexrelid = 't_qd'::regclass") == [(1, 2, 2)]
+    await fails(session, "SELECT * FROM generate_series(1, 3, 0)", "22023", "step size cannot equal zero")
 
 
 async def test_arrays_and_set_returning_functions_the_catalog_queries_use(session):

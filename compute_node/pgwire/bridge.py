@@ -7,12 +7,11 @@ buffer and commit path) as the gRPC API. Before a statement goes to the engine, 
 PostgreSQL clients send and the engine does not know are answered here:
 
   * SET / RESET / SHOW / DISCARD / DEALLOCATE: run-time settings (settings.py);
-  * nothing else: catalog queries (psql's \\d, drivers' and ORMs' introspection) and session
-    functions (version(), current_user) run in the engine, over pg_catalog's relations
-    (compute_node/sql/pg_catalog.py). Only a catalog query the engine cannot compile yet
-    (0A000 / 42883: it needs a construct the engine lacks, such as generate_series in FROM
-    or array subscripts) and that compute_node/sql/pg_catalog_fallback.py recognises is
-    answered by that older recogniser; the decision is made once per statement shape.
+  * LOCK ... IN ACCESS SHARE MODE (pg_dump's; a no-op under snapshot isolation, see _lock).
+
+Catalog queries (psql's \\d, drivers' and ORMs' introspection, pg_dump) and session functions
+(version(), current_user) are ordinary engine statements over pg_catalog's relations
+(compute_node/sql/pg_catalog.py): nothing here looks at their text.
 
 Both respect the transaction state: in a failed block they fail with 25P02 like anything else.
 Every statement's result is an `Outcome` the server turns into protocol messages.
@@ -29,7 +28,7 @@ from typing import Any, Callable
 from compute_node import session as session_mod
 from compute_node.pgwire import settings as settings_mod
 from quorumdb import sqllex
-from compute_node.sql import pg_catalog, pg_catalog_fallback, types
+from compute_node.sql import pg_catalog, types
 from quorumdb import errors, limits
 from quorumdb.errors import SqlError
 
@@ -41,8 +40,6 @@ _ANSWERED_HERE = frozenset({"SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE", "SA
 # Statement shapes (quorumdb/sqllex.py lift_literals) already found to be engine statements,
 # whatever their constants: classified once per node, not at every statement (bounded, LRU).
 _ENGINE_SHAPES: "collections.OrderedDict[str, bool]" = collections.OrderedDict()
-# Catalog-query shapes -> whether the engine cannot compile them and the fallback answers (bounded, LRU).
-_FALLBACK_SHAPES: "collections.OrderedDict[str, bool]" = collections.OrderedDict()
 SAVEPOINT_EXCEPTION = "3B001"
 READ_ONLY_SQL_TRANSACTION = "25006"
 TRANSACTION_WORDS = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
@@ -161,9 +158,7 @@ class PgSession:
         if not words:
             return Outcome.tag_only("")
         first = words[0]
-        fallback = first == "SELECT" and await self.uses_fallback(statement, shape)
-        if params is not None and (first in ("SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE", "SAVEPOINT", "RELEASE")
-                                   or fallback):
+        if params is not None and first in ("SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE", "SAVEPOINT", "RELEASE"):
             statement, params = sqllex.substitute(statement, params), None
             words = sqllex.words(statement)
             shape = sqllex.lift_literals(statement)
@@ -178,43 +173,13 @@ class PgSession:
                 return self._command(first, words, statement)
             except SqlError as error:
                 return self._fail_block(error)
-        answer = pg_catalog_fallback.recognise(statement) if fallback else None
-        if answer is not None:
-            if self.transaction_status == "E":
-                return Outcome.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
-            try:
-                result = await answer(self)
-            except SqlError as error:
-                return self._fail_block(error)
-            return Outcome(result.columns, result.rows, result.tag)
-        if first not in _ANSWERED_HERE and not fallback:
-            # Neither a command answered here nor a catalog query, whatever its constants: the
+        if first not in _ANSWERED_HERE:
+            # Not a command answered here, whatever its constants: the
             # next statement of this shape goes to the engine without being classified again.
             _ENGINE_SHAPES[shape.key] = True
             while len(_ENGINE_SHAPES) > limits.STATEMENT_CACHE_SHAPES_MAX:
                 _ENGINE_SHAPES.popitem(last=False)
         return await self._engine(statement, params, shape)
-
-    async def uses_fallback(self, statement: str, shape: sqllex.Shape | None = None) -> bool:
-        """Whether a catalog query goes to pg_catalog_fallback.py rather than the engine: only when
-        its tokens name an always-empty catalog, the engine cannot compile it (0A000 / 42883) and
-        the fallback finds it empty by construction. Decided once per shape by compiling it
-        (Session.describe: no rows read, no transaction touched)."""
-        shape = shape or sqllex.lift_literals(statement)
-        decided = _FALLBACK_SHAPES.get(shape.key)
-        if decided is not None:
-            _FALLBACK_SHAPES.move_to_end(shape.key)
-            return decided
-        decided = False
-        if pg_catalog_fallback.mentions_empty_catalog(statement) and pg_catalog_fallback.recognise(statement):
-            try:
-                await self.session.describe(statement, sqllex.parameter_count(statement))
-            except SqlError as error:
-                decided = error.sqlstate in (errors.FEATURE_NOT_SUPPORTED, errors.UNDEFINED_FUNCTION)
-        _FALLBACK_SHAPES[shape.key] = decided
-        while len(_FALLBACK_SHAPES) > limits.STATEMENT_CACHE_SHAPES_MAX:
-            _FALLBACK_SHAPES.popitem(last=False)
-        return decided
 
     async def _engine(self, statement: str, params: list[str] | None, shape: sqllex.Shape | None) -> Outcome:
         read_only = self._in_read_only_block() and self.transaction_status == "T"

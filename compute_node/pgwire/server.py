@@ -678,7 +678,7 @@ class PgConnection:
     async def _extended(self, message) -> None:
         match message:
             case protocol.Parse():
-                answered_here = await self._answered_here(message.sql)
+                answered_here = self._answered_here(message.sql)
                 if not answered_here and not copyformat.is_copy(message.sql):
                     # A syntax error is reported at Parse (and no statement is made), as in
                     # PostgreSQL; the parse is cached for the Binds that follow (sql/statements.py).
@@ -698,7 +698,7 @@ class PgConnection:
                 if portal.outcome is None and not portal.statement.answered_here:
                     _, outcome = await self._describe(portal.statement)  # compiled, not run: Execute runs it
                     portal.described = outcome.columns if outcome is not None else []
-                else:  # a command or catalog query answered here cannot write: run it, keep its rows
+                else:  # a settings command answered here cannot write: run it, keep its rows
                     outcome = await self._run_portal(portal)
                     if outcome.error is not None:
                         raise outcome.error
@@ -764,18 +764,16 @@ class PgConnection:
         formats = [portal.format_of(i, len(oids)) for i in range(len(oids))] if portal is not None else [0] * len(oids)
         self.writer.write(protocol.row_description(_fields(outcome, oids, formats)))
 
-    async def _answered_here(self, sql: str) -> bool:
-        """Settings commands, and catalog queries pg_catalog_fallback.py answers: bridge.py answers
-        them, not the engine."""
+    @staticmethod
+    def _answered_here(sql: str) -> bool:
+        """Settings commands: bridge.py answers them, not the engine."""
         words = sqllex.leading_words(sql, 1)
-        if words and words[0] in ("SHOW", "SET", "RESET", "DISCARD", "DEALLOCATE"):
-            return True
-        return bool(words) and words[0] == "SELECT" and await self.pg.uses_fallback(sql)
+        return bool(words) and words[0] in ("SHOW", "SET", "RESET", "DISCARD", "DEALLOCATE")
 
     async def _describe(self, statement: PreparedStatement) -> tuple[list[int], Outcome | None]:
         """(parameter type OIDs, an outcome with the result's columns, or None for no rows) of a
         prepared statement, without running it: the engine compiles it (compute_node/sql/
-        describe.py). Commands this endpoint answers itself (SHOW, catalog queries) cannot
+        describe.py). Commands this endpoint answers itself (SHOW) cannot
         write and are run, with NULL parameters, to learn their columns."""
         declared = [oid or 0 for oid in statement.param_oids]
         if statement.leading_words[:1] == ["COPY"]:
@@ -804,8 +802,8 @@ class PgConnection:
     async def _dry_run(self, sql: str, param_count: int) -> Outcome | None:
         """Describe of a statement: the columns a row-returning statement would have.
 
-        Only statements that cannot write (SELECT without FOR UPDATE, SHOW, VALUES, catalog
-        queries) are run, with NULL for every parameter, in a throwaway session.
+        Only statements that cannot write (SELECT without FOR UPDATE, SHOW, VALUES) are run,
+        with NULL for every parameter, in a throwaway session.
         """
         words = sqllex.leading_words(sql, 1)
         if not words or words[0] not in ("SELECT", "SHOW", "VALUES", "TABLE", "WITH"):

@@ -334,6 +334,31 @@ def _name_subscript(compiler, name: "Compiled", index_node) -> "Compiled":
     return Compiled(evaluate, types.CHAR1)
 
 
+def compile_array_bound(compiler, name: str, nodes) -> "Compiled":
+    """array_lower/array_upper/array_length(a, 1) and cardinality(a): catalog arrays have one
+    dimension, from 1 (int2vector and oidvector from 0); NULL for an empty array or another
+    dimension, as PostgreSQL (cardinality of an empty array is 0)."""
+    from compute_node.sql.expressions import Compiled, _no_function, coerce
+    arguments = [compiler.compile(node) for node in nodes]
+    expected = 1 if name == "cardinality" else 2
+    if len(arguments) != expected or arguments[0].sql_type.kind not in (Kind.ARRAY, Kind.NULL):
+        raise _no_function(name, arguments)
+    lower = 0 if arguments[0].sql_type.pg_alias in ("int2vector", "oidvector") else 1
+    array_eval = arguments[0].evaluate
+    dimension_eval = coerce(arguments[1], types.INTEGER).evaluate if expected == 2 else (lambda row: 1)
+
+    def evaluate(row):
+        values, dimension = array_eval(row), dimension_eval(row)
+        if values is None or dimension is None:
+            return None
+        if name == "cardinality":
+            return len(values)
+        if dimension != 1 or not values:
+            return None
+        return {"array_lower": lower, "array_upper": lower + len(values) - 1, "array_length": len(values)}[name]
+    return Compiled(evaluate, types.INTEGER)
+
+
 def concat_arrays(left, right) -> "Compiled":
     """array || array (NULL on one side gives the other, as array_cat)."""
     from compute_node.sql.expressions import Compiled
@@ -714,6 +739,8 @@ def _to_reg(snapshot, text, oid, name_of):
 def compile_function(compiler, name: str, nodes: Sequence[exp.Expression]) -> "Compiled | None":
     """A catalog function call, or None when `name` is not one (the caller reports 42883)."""
     from compute_node.sql.expressions import Compiled, _as_text, _no_function
+    if name in ("array_upper", "array_lower", "array_length", "cardinality"):
+        return compile_array_bound(compiler, name, nodes)
     if name == "array_to_string" and len(nodes) in (2, 3):
         return compile_array_to_string(compiler, exp.ArrayToString(
             this=nodes[0], expression=nodes[1], null=nodes[2] if len(nodes) == 3 else None))

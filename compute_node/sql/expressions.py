@@ -1859,6 +1859,8 @@ _HANDLERS.update({
     exp.Bracket: catalog_functions.compile_subscript,
     exp.ArrayRemove: lambda compiler, node: catalog_functions.compile_function(
         compiler, "array_remove", [node.this, node.expression]),
+    exp.ArraySize: lambda compiler, node: catalog_functions.compile_array_bound(
+        compiler, "array_length", [node.this, node.expression] if node.expression is not None else [node.this]),
     exp.BitwiseAnd: catalog_functions.compile_bitwise,
     exp.BitwiseOr: catalog_functions.compile_bitwise,
     exp.BitwiseXor: catalog_functions.compile_bitwise,
@@ -1902,7 +1904,7 @@ _FUNCTION_NAMES = {
     exp.Pow: "power", exp.Exists: "exists", exp.CurrentVersion: "version", exp.CurrentUser: "current_user",
     exp.SessionUser: "session_user", exp.CurrentSchema: "current_schema", exp.CurrentDatabase: "current_database",
     exp.CurrentCatalog: "current_catalog", exp.CurrentSchemas: "current_schemas", exp.Array: "array",
-    exp.ArrayToString: "array_to_string",
+    exp.ArrayToString: "array_to_string", exp.ArraySize: "array_length",
 }
 
 

@@ -628,8 +628,6 @@ def _empty(snapshot: Snapshot) -> list[tuple]:
     return []
 
 
-EMPTY_BUILD = _empty  # the catalogs of features QuorumDB does not have (pg_catalog_fallback.py)
-
 
 def _c(spec: str) -> tuple[tuple[str, SqlType], ...]:
     """Columns from 'name:type name:type ...' (types by their PostgreSQL names)."""

@@ -879,6 +879,13 @@ def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext,
         if isinstance(item.this, exp.Explode) and item.args.get("db") in (None,) or \
                 isinstance(item.this, exp.Explode) and identifier_name(item.args["db"]) == "pg_catalog":
             return _unnest_source([item.this.this], alias, column_aliases, parent, ctx, False, before)
+        if isinstance(item.this, exp.ExplodingGenerateSeries) and (
+                item.args.get("db") is None or identifier_name(item.args["db"]) == "pg_catalog"):
+            series = item.this
+            bounds = [series.args.get("start"), series.args.get("end")] + (
+                [series.args["step"]] if series.args.get("step") is not None else [])
+            source = _unnest_source(bounds, alias, column_aliases, parent, ctx, False, before, series=True)
+            return source
         if isinstance(item.this, exp.Anonymous) and str(item.this.this).lower() == "pg_options_to_table" \
                 and len(item.this.expressions) == 1:
             source = _unnest_source([item.this.expressions[0]], alias, column_aliases, parent, ctx, False, before)
@@ -951,11 +958,26 @@ class UnnestPlan(QueryPlan):
         self.columns = [("option_name", types.TEXT), ("option_value", types.TEXT)]
 
     split_options = False
+    series = False  # generate_series(start, stop [, step]): the arguments are bounds, not arrays
 
     def run(self) -> list[tuple]:
         return self.rows_for(())
 
+    def _series(self, row: tuple) -> list[tuple]:
+        start, stop, step = [argument.evaluate(row) for argument in self.arguments] + [1][len(self.arguments) - 2:]
+        if start is None or stop is None or step is None:
+            return []
+        if step == 0:
+            raise SqlError(errors.INVALID_PARAMETER_VALUE, "step size cannot equal zero")
+        count = max(0, (stop - start) // step + 1)
+        if count > limits.STATEMENT_ROWS_READ_MAX:
+            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                           f"generate_series of more than {limits.STATEMENT_ROWS_READ_MAX} rows")
+        return [(start + position * step,) for position in range(count)]
+
     def rows_for(self, row: tuple) -> list[tuple]:
+        if self.series:
+            return self._series(row)
         arrays = [argument.evaluate(row) or [] for argument in self.arguments]
         if self.split_options:
             return [tuple(option.partition("=")[::2]) for option in arrays[0] if option is not None]
@@ -973,7 +995,7 @@ class UnnestPlan(QueryPlan):
 
 
 def _unnest_source(argument_nodes: list[exp.Expression], alias: str | None, column_aliases, parent: Scope | None,
-                   ctx: QueryContext, ordinality: bool, before: "list[Source] | None") -> Source:
+                   ctx: QueryContext, ordinality: bool, before: "list[Source] | None", series: bool = False) -> Source:
     from compute_node.sql import catalog_functions
     argument_scope = Scope([], parent)
     lateral = False
@@ -986,6 +1008,8 @@ def _unnest_source(argument_nodes: list[exp.Expression], alias: str | None, colu
         argument_scope = Scope([source.relation for source in before], parent)
         arguments = [Compiler(argument_scope, "FROM", context=ctx).compile(node) for node in argument_nodes]
         lateral = True
+    if series:
+        return _series_source(arguments, alias, column_aliases, argument_scope, lateral)
     for argument in arguments:
         if argument.sql_type.kind is not Kind.ARRAY:
             raise SqlError(errors.UNDEFINED_FUNCTION, f"function unnest({argument.sql_type.display_name}) does not exist")
@@ -1001,6 +1025,26 @@ def _unnest_source(argument_nodes: list[exp.Expression], alias: str | None, colu
         columns.append((given or "ordinality", types.BIGINT))
     plan = UnnestPlan(arguments, columns, ordinality)
     source = Source(Relation(name, tuple(columns)), "derived", subplan=plan)
+    source.outer_reference = argument_scope.uses_outer
+    source.lateral = plan if lateral else None
+    return source
+
+
+def _series_source(arguments: list[Compiled], alias: str | None, column_aliases, argument_scope: Scope,
+                   lateral: bool) -> Source:
+    """FROM generate_series(start, stop [, step]) over integers (the arguments may read the query
+    around it or the FROM items before it, as unnest's)."""
+    from compute_node.sql.expressions import _no_function
+    arguments = [coerce(argument, types.INTEGER) if argument.sql_type.kind in types.UNTYPED_KINDS else argument
+                 for argument in arguments]
+    if any(argument.sql_type.kind not in types.INT_KINDS + (Kind.NULL,) for argument in arguments):
+        raise _no_function("generate_series", arguments)
+    result_type = types.BIGINT if any(a.sql_type.kind is Kind.BIGINT for a in arguments) else types.INTEGER
+    name = alias or "generate_series"
+    column = column_aliases[0] if column_aliases and column_aliases[0] else name
+    plan = UnnestPlan(arguments, [(column, result_type)], False)
+    plan.series = True
+    source = Source(Relation(name, tuple(plan.columns)), "derived", subplan=plan)
     source.outer_reference = argument_scope.uses_outer
     source.lateral = plan if lateral else None
     return source
