@@ -24,6 +24,7 @@ import grpc
 
 from quorumdb import config as config_mod
 from quorumdb import errors, limits, sqllex
+from compute_node.sql.catalog_functions import RegOid
 from quorumdb.pb import common_pb2, compute_pb2, compute_pb2_grpc
 
 log = logging.getLogger("compute_node.service")
@@ -357,6 +358,8 @@ def value_to_pb(value: Any) -> compute_pb2.Value:
         return compute_pb2.Value(is_null=True)
     if isinstance(value, bool):  # before int: bool is an int subclass
         return compute_pb2.Value(bool_value=value)
+    if isinstance(value, RegOid):  # x::regclass: an oid that prints as the object's name, as psql shows it
+        return compute_pb2.Value(text_value=str(value))
     if isinstance(value, int):
         if SINT64_MIN <= value <= SINT64_MAX:
             return compute_pb2.Value(int_value=value)

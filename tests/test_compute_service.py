@@ -373,3 +373,11 @@ async def test_execute_on_a_dead_node_is_operational_error():
         assert raised.value.sqlstate == "08006"
     finally:
         await connection.close()
+
+
+def test_reg_values_reach_grpc_clients_as_names():
+    """x::regclass is an oid that prints as the relation's name: over gRPC too (qsql shows it)."""
+    from compute_node.service import value_to_pb
+    from compute_node.sql.catalog_functions import RegOid
+    assert value_to_pb(RegOid(16386, "accounts")).text_value == "accounts"
+    assert value_to_pb(16386).int_value == 16386
