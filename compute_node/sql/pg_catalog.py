@@ -6,9 +6,10 @@ PostgreSQL tools learn the schema by querying pg_catalog (psql's \\d commands, d
 look-ups, ORM reflection, pg_dump). As CockroachDB does, QuorumDB answers those queries with
 the ordinary SQL engine over *virtual relations*: a `FROM pg_catalog.pg_class` makes the
 executor read every table definition of the statement's snapshot (select.fetch, the same scan
-information_schema uses), and `RELATIONS[name].build(snapshot)` turns the definitions into
-rows with PostgreSQL's column names and types. Joins, WHERE, ORDER BY, subqueries and the
-catalog functions (expressions.py: format_type, pg_get_indexdef, ...) then run as for any
+information_schema uses), and `CATALOG_RELATIONS[name].build(snapshot)` turns the definitions
+into rows with PostgreSQL's column names and types (plus the system column `tableoid`, which
+`*` leaves out). Joins, WHERE, ORDER BY, subqueries and the catalog functions
+(catalog_functions.py: format_type, pg_get_indexdef, ::regclass, ...) then run as for any
 table. Nothing matches query text.
 
 What is real and what is synthetic:
@@ -22,10 +23,12 @@ What is real and what is synthetic:
     PostgreSQL's own OIDs (public 2200, pg_catalog 11, int4 23, btree 403, ...), so a tool's
     hard-coded OIDs mean the same thing here;
   * pg_type lists the built-in types QuorumDB has (and their array types);
-  * one database (the connection's), one role (the connection's user, oid 10, the owner of
-    everything), one tablespace, no extensions, comments, inheritance, triggers, policies,
-    publications, statistics objects or sequences: those catalogs exist and are empty, which
-    is the true answer here;
+  * one database (the connection's), one login role (the connection's user, oid 10, the owner
+    of everything; schema public belongs to pg_database_owner as in PostgreSQL 15), one
+    tablespace, no functions, extensions, inheritance, triggers, policies, publications,
+    statistics objects, sequences or dependencies: those catalogs exist (with PostgreSQL's
+    columns) and are empty, which is the true answer here; pg_description holds only
+    PostgreSQL's comment on schema public (QuorumDB has no COMMENT ON);
   * sizes (reltuples, relpages) are not tracked: -1 and 0, as PostgreSQL shows a table never
     analysed.
 
