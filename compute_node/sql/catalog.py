@@ -329,7 +329,10 @@ def create_spec(create: exp.Create, table_id: int = 1) -> CreateSpec:
         if explicit is not None:
             check_name = explicit
         else:
-            referenced = column_name or next((identifier_name(c.this) for c in node.find_all(exp.Column)), None)
+            # PostgreSQL's choice: the column of a column constraint, or the one column a table
+            # constraint reads; a table constraint over several columns is just <table>_check.
+            read = {identifier_name(c.this) for c in node.find_all(exp.Column)}
+            referenced = column_name or (next(iter(read)) if len(read) == 1 else None)
             check_name = unique_name(f"{name}_{referenced}_check" if referenced else f"{name}_check", taken)
         taken.add(check_name)
         check_defs.append(CheckDef(check_name, node.sql(dialect="postgres")))
