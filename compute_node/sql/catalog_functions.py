@@ -21,12 +21,18 @@ as the object's name, so it compares and joins as the oid and reaches the client
 What is synthetic: sizes (pg_relation_size & co.) are 0, since QuorumDB does not track them;
 privileges are all granted (every object belongs to the one role); comments are NULL.
 A catalog function QuorumDB does not have is 42883 naming it (expressions.py _anonymous).
+
+expressions.py and this module are one compiler in two files: expressions.py registers these
+compilers in its handler table at its end, and the helpers of expressions.py used here are
+imported inside the functions (a module-level import would be circular).
 """
 from __future__ import annotations
 
 import functools
+import json
+import operator
 import re
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from sqlglot import exp
 
@@ -34,6 +40,9 @@ from compute_node.sql import pg_catalog, types
 from compute_node.sql.types import Kind, SqlType
 from quorumdb import errors
 from quorumdb.errors import SqlError
+
+if TYPE_CHECKING:  # annotations only: expressions.py imports this module (see above)
+    from compute_node.sql.expressions import Compiled
 
 INVALID_REGULAR_EXPRESSION = "2201B"
 UNDEFINED_OBJECT = "42704"
@@ -305,9 +314,8 @@ def compile_subscript(compiler, node: exp.Bracket) -> "Compiled":
 def compile_bitwise(compiler, node) -> "Compiled":
     """Integer & | # (Django reads pg_index.indoption's DESC bit with `option & 1`)."""
     from compute_node.sql.expressions import _binary, _no_operator
-    import operator as operators
-    symbol, apply = {exp.BitwiseAnd: ("&", operators.and_), exp.BitwiseOr: ("|", operators.or_),
-                     exp.BitwiseXor: ("#", operators.xor)}[type(node)]
+    symbol, apply = {exp.BitwiseAnd: ("&", operator.and_), exp.BitwiseOr: ("|", operator.or_),
+                     exp.BitwiseXor: ("#", operator.xor)}[type(node)]
     left, right = compiler.compile(node.this), compiler.compile(node.expression)
     left, right = compiler._unify(left, right, symbol)
     if left.sql_type.kind not in types.INT_KINDS or right.sql_type.kind not in types.INT_KINDS:
@@ -621,7 +629,6 @@ def _quote_ident(snapshot, client, text):
 
 
 def _json_value(value) -> str:
-    import json
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -635,7 +642,6 @@ def _json_value(value) -> str:
 
 def _json_build_object(snapshot, client, *values):
     """PostgreSQL's json_build_object text: `{"key" : value, ...}` (its spacing)."""
-    from quorumdb.errors import SqlError
     if len(values) % 2:
         raise SqlError(errors.INVALID_PARAMETER_VALUE, "argument list must have even number of elements",
                        hint="The arguments of json_build_object() must consist of alternating keys and values.")
