@@ -594,9 +594,43 @@ def _table_is_visible(snapshot, client, oid):
     return info is not None and info.namespace in (pg_catalog.PUBLIC_NAMESPACE_OID, pg_catalog.PG_CATALOG_NAMESPACE_OID)
 
 
-def _privilege(snapshot, client, *args):
-    # Every object belongs to the connection's role (pg_catalog.py): the owner holds every privilege.
-    return True
+_PRIVILEGES = {
+    "table": {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"},
+    "column": {"SELECT", "INSERT", "UPDATE", "REFERENCES"},
+    "schema": {"CREATE", "USAGE"},
+    "database": {"CREATE", "CONNECT", "TEMPORARY", "TEMP"},
+    "sequence": {"USAGE", "SELECT", "UPDATE"},
+    "function": {"EXECUTE"},
+    "role": {"MEMBER", "USAGE", "SET"},
+}
+
+
+def _privilege(kind: str):
+    """has_<kind>_privilege([user,] object, privilege): every object belongs to the connection's
+    role (pg_catalog.py), which holds every privilege on it, so the answer is true -- for an
+    object that exists, a known role and a valid privilege list (else PostgreSQL's errors; NULL
+    for an oid that names nothing)."""
+    def check(snapshot, client, *args):
+        privilege = args[-1]
+        for item in str(privilege).split(","):
+            word = item.strip().upper().removesuffix(" WITH GRANT OPTION").removesuffix(" WITH ADMIN OPTION").strip()
+            if word not in _PRIVILEGES[kind]:
+                raise SqlError(errors.INVALID_PARAMETER_VALUE, f"unrecognized privilege type: \"{item.strip()}\"")
+        if len(args) == (4 if kind == "column" else 3):
+            user = args[0]
+            if not isinstance(user, int) and user not in (client.user, "public"):
+                raise SqlError(UNDEFINED_OBJECT, f'role "{user}" does not exist')
+        target = args[-3] if kind == "column" else args[-2]
+        if kind in ("table", "column", "sequence"):
+            if isinstance(target, int):
+                if snapshot.relation(target) is None:
+                    return None
+            elif pg_catalog.resolve_regclass(snapshot, target) is None:
+                raise SqlError(errors.UNDEFINED_TABLE, f'relation "{target}" does not exist')
+        elif kind == "schema" and not isinstance(target, int) and pg_catalog.namespace_oid(target) is None:
+            raise SqlError("3F000", f'schema "{target}" does not exist')
+        return True
+    return check
 
 
 def _current_setting(snapshot, client, name, missing_ok=False):
@@ -673,13 +707,13 @@ FUNCTIONS: dict[str, Function] = {
     "pg_get_userbyid": Function((1, 1), types.NAME, lambda s, c, oid: pg_catalog.user_name(s, _as_oid(oid)),
                                 catalog=True),
     "pg_encoding_to_char": Function((1, 1), types.NAME, lambda s, c, encoding: pg_catalog.encoding_name(encoding)),
-    "has_table_privilege": Function((2, 3), types.BOOLEAN, _privilege),
-    "has_schema_privilege": Function((2, 3), types.BOOLEAN, _privilege),
-    "has_database_privilege": Function((2, 3), types.BOOLEAN, _privilege),
-    "has_column_privilege": Function((3, 4), types.BOOLEAN, _privilege),
-    "has_sequence_privilege": Function((2, 3), types.BOOLEAN, _privilege),
-    "has_function_privilege": Function((2, 3), types.BOOLEAN, _privilege),
-    "pg_has_role": Function((2, 3), types.BOOLEAN, _privilege),
+    "has_table_privilege": Function((2, 3), types.BOOLEAN, _privilege("table"), catalog=True),
+    "has_schema_privilege": Function((2, 3), types.BOOLEAN, _privilege("schema"), catalog=True),
+    "has_database_privilege": Function((2, 3), types.BOOLEAN, _privilege("database"), catalog=True),
+    "has_column_privilege": Function((3, 4), types.BOOLEAN, _privilege("column"), catalog=True),
+    "has_sequence_privilege": Function((2, 3), types.BOOLEAN, _privilege("sequence"), catalog=True),
+    "has_function_privilege": Function((2, 3), types.BOOLEAN, _privilege("function"), catalog=True),
+    "pg_has_role": Function((2, 3), types.BOOLEAN, _privilege("role"), catalog=True),
     # Sizes are not tracked (pg_catalog.py): 0 bytes for a relation that exists.
     "pg_relation_size": Function((1, 2), types.BIGINT, lambda s, c, oid, fork="main": pg_catalog.relation_size(
         s, _as_oid(oid)), catalog=True),

@@ -45,3 +45,10 @@ SELECT relname FROM pg_class WHERE relname LIKE 'cat_%' AND relkind = 'r' ORDER 
 CREATE TABLE cat_ck (a INT PRIMARY KEY, b INT, n TEXT, CHECK (a > 0 AND b < 5), CHECK ((a + 1) * 2 > b), CHECK (NOT n IS NULL), CHECK (length(n) > 2));
 SELECT pg_get_constraintdef(oid), pg_get_constraintdef(oid, true) FROM pg_constraint WHERE conrelid = 'cat_ck'::regclass AND contype = 'c' ORDER BY conname;
 SELECT obj_description(n.oid, 'pg_namespace'), d.description FROM pg_namespace n LEFT JOIN pg_description d ON d.objoid = n.oid WHERE n.nspname = 'public';
+SELECT has_table_privilege('cat_t', 'SELECT'), has_table_privilege('cat_t', 'select, insert WITH GRANT OPTION'), has_schema_privilege('public', 'USAGE'), has_column_privilege('cat_t', 'id', 'SELECT'), has_table_privilege(0, 'SELECT');
+SELECT has_table_privilege('no_such_table', 'SELECT');
+SELECT has_table_privilege('cat_t', 'FLY');
+SELECT has_schema_privilege('no_such_schema', 'USAGE');
+SELECT * FROM generate_series(1, 7, 3) g(n), unnest(ARRAY['x', 'y']) WITH ORDINALITY u(v, i) ORDER BY n, i;
+WITH RECURSIVE r(n, s) AS (SELECT 1, 'a' UNION ALL SELECT n + 1, s || 'b' FROM r WHERE n < 4) SELECT * FROM r;
+SELECT 1 = ALL (ARRAY[1, 1]), 1 < ALL (ARRAY[2, NULL]), 3 = ANY (ARRAY[1, 2]), NULL::int = ANY (ARRAY[1]);
