@@ -273,11 +273,19 @@ def table_oid(table: TableDef) -> int:
     return TABLE_OID_BASE + 2 * table.table_id
 
 
+def user_columns(table: TableDef) -> Sequence[Any]:
+    """The columns a table shows (tables keyed by a hidden row id, where a tree has them, hide it)."""
+    return getattr(table, "visible_columns", table.columns)
+
+
 def indexes_of(table: TableDef) -> list[IndexInfo]:
-    """The primary-key index and every secondary index of a table, primary key first."""
-    pk_columns = tuple(table.columns[p].name for p in table.primary_key)
-    found = [IndexInfo(table_oid(table) + 1, table.constraint_name, pk_columns, (False,) * len(pk_columns),
-                       True, True, "p")]
+    """The primary-key index (none for a table keyed by a hidden row id) and every secondary
+    index of a table, primary key first."""
+    found = []
+    if not getattr(table, "has_rowid", False):
+        pk_columns = tuple(table.columns[p].name for p in table.primary_key)
+        found.append(IndexInfo(table_oid(table) + 1, table.constraint_name, pk_columns, (False,) * len(pk_columns),
+                               True, True, "p"))
     for index in table.indexes:
         descending = tuple(index.descending) or (False,) * len(index.columns)
         found.append(IndexInfo(TABLE_OID_BASE + 2 * index.index_id, index.name, tuple(index.columns), descending,
@@ -444,7 +452,7 @@ def _classes(snapshot: Snapshot) -> list[tuple]:
     rows = []
     for info in relations(snapshot.tables):
         if info.kind == "r":
-            rows.append(_class_row(info.oid, info.name, info.namespace, "r", HEAP_AM_OID, len(info.table.columns),
+            rows.append(_class_row(info.oid, info.name, info.namespace, "r", HEAP_AM_OID, len(user_columns(info.table)),
                                    len(info.table.checks), True, "d"))
         else:
             rows.append(_class_row(info.oid, info.name, info.namespace, "i", BTREE_AM_OID, len(info.index.columns), 0,
@@ -472,7 +480,7 @@ def _attributes(snapshot: Snapshot) -> list[tuple]:
     rows = []
     for table in snapshot.tables:
         oid = table_oid(table)
-        for attnum, column in enumerate(table.columns, start=1):
+        for attnum, column in enumerate(user_columns(table), start=1):
             rows.append(_attribute_row(oid, column.name, column.sql_type, attnum, bool(column.not_null),
                                        column.default is not None, _collation_of(column.sql_type)))
         for info in indexes_of(table):
@@ -527,7 +535,7 @@ def _constraints(snapshot: Snapshot) -> list[tuple]:
 def _attrdefs(snapshot: Snapshot) -> list[tuple]:
     rows = []
     for table in snapshot.tables:
-        for attnum, column in enumerate(table.columns, start=1):
+        for attnum, column in enumerate(user_columns(table), start=1):
             if column.default is not None:
                 rows.append((attrdef_oid(table, attnum), table_oid(table), attnum,
                              default_text(column.default, column.sql_type)))
