@@ -193,3 +193,15 @@ async def test_arrays_and_set_returning_functions_the_catalog_queries_use(sessio
                                "ORDER BY relname), ', ')") == [("t, t_code_key, t_name, t_pkey, t_qd",)]
     assert await rows(session, "SELECT relname FROM pg_class WHERE relkind = ANY (ARRAY['r', 'p']) "
                                "AND relnamespace = 2200") == [("t",)]
+
+
+async def test_catalog_arrays_group_join_and_compare(session):
+    """Arrays (indkey, array_agg) are values like others: GROUP BY, DISTINCT, joins and = work."""
+    await make_schema(session)
+    assert await rows(session, "SELECT indkey::text, count(*) FROM pg_index GROUP BY indkey ORDER BY 1") == [
+        ("1", 1), ("2", 1), ("3 5", 1), ("4", 1)]
+    assert await rows(session, "SELECT DISTINCT indoption::text FROM pg_index ORDER BY 1") == [("0",), ("3 0",)]
+    assert await rows(session, "SELECT count(*) FROM pg_index a JOIN pg_index b ON a.indkey = b.indkey") == [(4,)]
+    assert await rows(session, "SELECT array_agg(DISTINCT relkind)::text FROM pg_class WHERE relnamespace = 2200") == [
+        ("{i,r}",)]
+    await fails(session, "SELECT array_agg(indkey) FROM pg_index", "0A000")

@@ -1344,6 +1344,8 @@ def _float_key(value: float) -> float:
 def _hashable(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return ("NaN",)
+    if isinstance(value, list):  # a catalog array (indkey, array_agg): grouped and hashed by its elements
+        return ("array",) + tuple(_hashable(item) for item in value)
     return value
 
 
@@ -1669,6 +1671,8 @@ def _aggregate_type(name: str, argument: Compiled | None) -> SqlType:
     if name == "string_agg":
         return types.TEXT
     if name == "array_agg":
+        if kind is Kind.ARRAY:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "array_agg of arrays (multi-dimensional arrays) is not supported")
         return catalog_functions.array_of(argument.sql_type)
     if kind is Kind.NULL:
         if name in ("sum", "avg"):

@@ -197,6 +197,8 @@ def _set_returning(node: exp.Expression, compiler: Compiler) -> Compiled | None:
 def _group_key(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return ("NaN",)
+    if isinstance(value, list):  # a catalog array: grouped by its elements
+        return ("array",) + tuple(_group_key(item) for item in value)
     return value
 
 
@@ -221,8 +223,13 @@ class _Accumulator:
                 separator = spec.separator.evaluate(row) if spec.separator is not None else None
                 self.parts.append((tuple(item.evaluate(row) for item, _, _ in spec.order), value, separator))
             return
-        if spec.name == "array_agg":
-            self.parts.append(value)  # array_agg keeps NULLs
+        if spec.name == "array_agg":  # keeps NULLs (one, under DISTINCT)
+            if self.seen is not None:
+                marker = _group_key(value)
+                if marker in self.seen:
+                    return
+                self.seen.add(marker)
+            self.parts.append(value)
             return
         if value is None:
             return
@@ -282,6 +289,8 @@ class _Accumulator:
                 text.append(value)
             return "".join(text)
         if name == "array_agg":
+            if self.spec.distinct:  # PostgreSQL sorts a DISTINCT aggregate's input (NULL last)
+                return sorted(self.parts, key=lambda v: (1, 0) if v is None else (0, types.sort_key(v))) or None
             return self.parts if self.parts else None
         if name == "count":
             return self.count

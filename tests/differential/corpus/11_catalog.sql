@@ -52,3 +52,6 @@ SELECT has_schema_privilege('no_such_schema', 'USAGE');
 SELECT * FROM generate_series(1, 7, 3) g(n), unnest(ARRAY['x', 'y']) WITH ORDINALITY u(v, i) ORDER BY n, i;
 WITH RECURSIVE r(n, s) AS (SELECT 1, 'a' UNION ALL SELECT n + 1, s || 'b' FROM r WHERE n < 4) SELECT * FROM r;
 SELECT 1 = ALL (ARRAY[1, 1]), 1 < ALL (ARRAY[2, NULL]), 3 = ANY (ARRAY[1, 2]), NULL::int = ANY (ARRAY[1]);
+SELECT array_agg(DISTINCT c.relkind)::text, count(*) FROM pg_class c WHERE c.relname LIKE 'cat_t%';
+SELECT i.indkey::text, count(*) FROM pg_index i WHERE i.indrelid = 'cat_t'::regclass GROUP BY i.indkey ORDER BY 1;
+SELECT DISTINCT i.indoption::text FROM pg_index i WHERE i.indrelid = 'cat_t'::regclass ORDER BY 1;
