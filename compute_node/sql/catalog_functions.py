@@ -458,7 +458,7 @@ def compile_catalog_cast(compiler, operand_node, target_name: str) -> "Compiled 
     if target_name == "oid":
         if from_text:
             return Compiled(lambda row: _none_or_apply(evaluate(row), lambda v: _parse_oid(v)), target)
-        return Compiled(lambda row: _none_or_apply(evaluate(row), int), target)
+        return Compiled(lambda row: _none_or_apply(evaluate(row), _int_to_oid), target)
     compiler.context.needs_catalog = True
     context = compiler.context
     name_of = {"regclass": _regclass_text, "regtype": lambda snapshot, oid: pg_catalog.regtype_text(oid),
@@ -531,11 +531,23 @@ def _none_or_apply(value, apply):
     return None if value is None else apply(value)
 
 
+def _int_to_oid(value: int) -> int:
+    """integer::oid: oids are unsigned 32-bit, a negative int4 wraps around as in PostgreSQL."""
+    if -(1 << 31) <= value < 0:
+        return value + (1 << 32)
+    if not 0 <= value < (1 << 32):
+        raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE, "OID out of range")
+    return int(value)
+
+
 def _parse_oid(text: str) -> int:
     stripped = text.strip()
-    if not stripped.isdigit() or int(stripped) >= 1 << 32:
+    digits = stripped[1:] if stripped[:1] in "+-" else stripped
+    if not digits.isdigit():
         raise SqlError(errors.INVALID_TEXT_REPRESENTATION, f'invalid input syntax for type oid: "{text}"')
-    return int(stripped)
+    if not -(1 << 31) <= int(stripped) < (1 << 32):
+        raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE, f'value "{text}" is out of range for type oid')
+    return _int_to_oid(int(stripped))
 
 
 def _regclass_text(snapshot: pg_catalog.Snapshot, oid: int) -> str:
@@ -622,11 +634,18 @@ def _privilege(kind: str):
                 raise SqlError(UNDEFINED_OBJECT, f'role "{user}" does not exist')
         target = args[-3] if kind == "column" else args[-2]
         if kind in ("table", "column", "sequence"):
-            if isinstance(target, int):
-                if snapshot.relation(target) is None:
-                    return None
-            elif pg_catalog.resolve_regclass(snapshot, target) is None:
+            oid = target if isinstance(target, int) else pg_catalog.resolve_regclass(snapshot, target)
+            if oid is None:
                 raise SqlError(errors.UNDEFINED_TABLE, f'relation "{target}" does not exist')
+            relation = snapshot.relation(oid)
+            if relation is None:
+                return None
+            if kind == "column" and not isinstance(args[-2], int):
+                names = [name for name, _ in relation.columns] if relation.table is None else \
+                    [column.name for column in pg_catalog.user_columns(relation.table)]
+                if args[-2] not in names:
+                    raise SqlError(errors.UNDEFINED_COLUMN,
+                                   f'column "{args[-2]}" of relation "{relation.name}" does not exist')
         elif kind == "schema" and not isinstance(target, int) and pg_catalog.namespace_oid(target) is None:
             raise SqlError("3F000", f'schema "{target}" does not exist')
         return True

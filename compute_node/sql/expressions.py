@@ -1189,6 +1189,12 @@ class Compiler:
         if isinstance(node, exp.Placeholder) or isinstance(node, exp.Parameter):
             number = node.this.this if isinstance(node.this, exp.Literal) else node.sql(dialect="postgres")
             raise SqlError(errors.UNDEFINED_PARAMETER, f"there is no parameter ${number}")
+        if isinstance(node, (exp.Explode, exp.ExplodingGenerateSeries)) or (
+                isinstance(node, exp.Anonymous) and str(node.this).lower() == "generate_subscripts"):
+            name = "unnest" if isinstance(node, exp.Explode) else "generate_series" if isinstance(
+                node, exp.ExplodingGenerateSeries) else "generate_subscripts"
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"set-returning function {name}() is supported only as a "
+                                                         "whole select-list item or in FROM")
         if isinstance(node, exp.Func):
             name = node.sql_name().lower() if not isinstance(node, exp.Anonymous) else str(node.this).lower()
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"function {name}() is not supported")
@@ -1908,7 +1914,8 @@ _FUNCTION_NAMES = {
     exp.Pow: "power", exp.Exists: "exists", exp.CurrentVersion: "version", exp.CurrentUser: "current_user",
     exp.SessionUser: "session_user", exp.CurrentSchema: "current_schema", exp.CurrentDatabase: "current_database",
     exp.CurrentCatalog: "current_catalog", exp.CurrentSchemas: "current_schemas", exp.Array: "array",
-    exp.ArrayToString: "array_to_string", exp.ArraySize: "array_length",
+    exp.ArrayToString: "array_to_string", exp.ArraySize: "array_length", exp.Explode: "unnest",
+    exp.ExplodingGenerateSeries: "generate_series",
 }
 
 

@@ -87,16 +87,27 @@ class ClientInfo:
         from quorumdb.errors import SqlError
         if self.settings is not None:
             return self.settings.get(name)
-        defaults = {"search_path": '"$user", public', "server_version": "16.0 (QuorumDB)",
-                    "server_version_num": "160000", "server_encoding": "UTF8", "client_encoding": "UTF8",
-                    "standard_conforming_strings": "on", "timezone": "UTC", "datestyle": "ISO, MDY",
-                    "max_identifier_length": "63", "transaction_isolation": "repeatable read",
-                    "integer_datetimes": "on", "lc_collate": "C", "lc_ctype": "C",
-                    "default_table_access_method": "heap", "default_tablespace": ""}
-        value = defaults.get(name.lower())
-        if value is None:
-            raise SqlError("42704", f'unrecognized configuration parameter "{name}"')
-        return value
+        for known, value in FIXED_SETTINGS:
+            if known.lower() == name.lower():
+                return value
+        raise SqlError("42704", f'unrecognized configuration parameter "{name}"')
+
+    def all_settings(self) -> list[tuple[str, str, str]]:
+        """(name, value, description) of every setting, as SHOW ALL lists them."""
+        if self.settings is not None and hasattr(self.settings, "show_all"):
+            return self.settings.show_all()
+        return [(name, value, "") for name, value in FIXED_SETTINGS]
+
+
+# What a session without the PostgreSQL endpoint's settings (the gRPC API) reports: the values
+# that endpoint starts with, which are also the only ones it accepts for most of them.
+FIXED_SETTINGS = (
+    ("server_version", "16.0 (QuorumDB)"), ("server_version_num", "160000"), ("server_encoding", "UTF8"),
+    ("client_encoding", "UTF8"), ("DateStyle", "ISO, MDY"), ("TimeZone", "UTC"), ("integer_datetimes", "on"),
+    ("standard_conforming_strings", "on"), ("search_path", '"$user", public'),
+    ("transaction_isolation", "repeatable read"), ("max_identifier_length", "63"), ("lc_collate", "C"),
+    ("lc_ctype", "C"), ("default_table_access_method", "heap"), ("default_tablespace", ""),
+)
 
 
 DEFAULT_CLIENT = ClientInfo()
@@ -588,11 +599,8 @@ def _users(snapshot: Snapshot) -> list[tuple]:
 
 
 def _settings(snapshot: Snapshot) -> list[tuple]:
-    settings = snapshot.client.settings
-    if settings is None or not hasattr(settings, "show_all"):
-        return []
     return [(name, value, None, "Ungrouped", description or None, None, "user", "string", "session", None, None,
-             None, None, None, None, None, False) for name, value, description in settings.show_all()]
+             None, None, None, None, None, False) for name, value, description in snapshot.client.all_settings()]
 
 
 def _access_methods(snapshot: Snapshot) -> list[tuple]:

@@ -174,6 +174,27 @@ def _set_returning(node: exp.Expression, compiler: Compiler) -> Compiled | None:
             raise SqlError(errors.UNDEFINED_FUNCTION, f"function unnest({array.sql_type.display_name}) does not exist")
         evaluate = array.evaluate
         return Compiled(lambda row: evaluate(row), catalog_functions.array_element_type(array.sql_type))
+    if isinstance(node, exp.ExplodingGenerateSeries):
+        bounds = [compiler.compile(node.args[key]) for key in ("start", "end", "step") if node.args.get(key) is not None]
+        bounds = [coerce(bound, types.INTEGER) if bound.sql_type.kind in types.UNTYPED_KINDS else bound
+                  for bound in bounds]
+        if any(bound.sql_type.kind not in types.INT_KINDS + (Kind.NULL,) for bound in bounds):
+            raise SqlError(errors.UNDEFINED_FUNCTION, "function generate_series("
+                           + ", ".join(b.sql_type.display_name for b in bounds) + ") does not exist")
+        evals = [bound.evaluate for bound in bounds]
+        result_type = types.BIGINT if any(b.sql_type.kind is Kind.BIGINT for b in bounds) else types.INTEGER
+
+        def series(row):
+            start, stop, step = [evaluate(row) for evaluate in evals] + [1][len(evals) - 2:]
+            if start is None or stop is None or step is None:
+                return []
+            if step == 0:
+                raise SqlError(errors.INVALID_PARAMETER_VALUE, "step size cannot equal zero")
+            count = max(0, (stop - start) // step + 1)
+            if count > limits.RESULT_ROWS_MAX:
+                raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, f"generate_series of more than {limits.RESULT_ROWS_MAX} rows")
+            return [start + position * step for position in range(count)]
+        return Compiled(series, result_type)
     if isinstance(node, exp.Anonymous) and str(node.this).lower() == "generate_subscripts":
         if len(node.expressions) != 2:
             raise SqlError(errors.UNDEFINED_FUNCTION, "function generate_subscripts with these arguments does not exist")

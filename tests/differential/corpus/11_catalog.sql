@@ -55,3 +55,8 @@ SELECT 1 = ALL (ARRAY[1, 1]), 1 < ALL (ARRAY[2, NULL]), 3 = ANY (ARRAY[1, 2]), N
 SELECT array_agg(DISTINCT c.relkind)::text, count(*) FROM pg_class c WHERE c.relname LIKE 'cat_t%';
 SELECT i.indkey::text, count(*) FROM pg_index i WHERE i.indrelid = 'cat_t'::regclass GROUP BY i.indkey ORDER BY 1;
 SELECT DISTINCT i.indoption::text FROM pg_index i WHERE i.indrelid = 'cat_t'::regclass ORDER BY 1;
+SELECT generate_series(1, 3), generate_series(1, 5, 2) AS x, unnest(ARRAY['a', 'b']);
+SELECT '-1'::oid, 4294967295::oid, (-1)::oid;
+SELECT 99999999999::oid;
+SELECT has_column_privilege('cat_t', 'no_such_column', 'SELECT');
+SELECT count(*) > 0 FROM pg_settings WHERE name = 'TimeZone';
