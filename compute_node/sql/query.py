@@ -22,7 +22,7 @@ from sqlglot import exp
 from compute_node.sql import types
 from compute_node.sql.catalog import identifier_name
 from compute_node.sql.expressions import (
-    EMPTY_SCOPE, AggregateCollector, AggregateSpec, Compiled, Compiler, Context, Scope, coerce_constant,
+    EMPTY_SCOPE, AggregateCollector, AggregateSpec, Compiled, Compiler, Context, Scope, coerce, coerce_constant,
     contains_aggregate, output_name, _numeric_operation,
 )
 from compute_node.sql.types import Kind
