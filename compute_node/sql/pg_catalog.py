@@ -469,9 +469,15 @@ def _classes(snapshot: Snapshot) -> list[tuple]:
             rows.append(_class_row(info.oid, info.name, info.namespace, "i", BTREE_AM_OID, len(info.index.columns), 0,
                                    False, "n"))
     for info in system_relations():
-        rows.append(_class_row(info.oid, info.name, info.namespace, "r", HEAP_AM_OID, len(info.columns), 0, False,
-                               "n"))
+        view = info.name in SYSTEM_VIEWS
+        rows.append(_class_row(info.oid, info.name, info.namespace, "v" if view else "r", 0 if view else HEAP_AM_OID,
+                               len(info.columns), 0, False, "n"))
     return rows
+
+
+# The relations of pg_catalog that are views in PostgreSQL (relkind 'v': \dt does not list them).
+SYSTEM_VIEWS = frozenset({"pg_roles", "pg_user", "pg_settings", "pg_indexes", "pg_tables", "pg_views", "pg_matviews",
+                          "pg_sequences", "pg_seclabels"})
 
 
 def _attribute_row(relation_oid, name, sql_type, attnum, not_null, has_default, collation) -> tuple:
