@@ -55,6 +55,7 @@ from compute_node.sql import executor, types
 from compute_node.sql.describe import DescribeTransaction, Description
 from compute_node.sql.describe import describe as describe_statement
 from compute_node.sql.engine import Engine
+from compute_node.sql.interval import Interval
 from compute_node.sql.parser import Explain, TransactionAction, TransactionControl
 from compute_node.sql.result import StatementResult
 from compute_node.sql.transaction import Backend, SchemaStale, Transaction
@@ -388,7 +389,7 @@ def _rows_of_tag(tag: str) -> int | None:
     return int(last) if last.isdigit() else None
 
 
-_TEXT_TYPES = (decimal.Decimal, datetime.date, uuid.UUID)
+_TEXT_TYPES = (decimal.Decimal, datetime.date, uuid.UUID, Interval)
 
 
 def _wire_values(result: StatementResult) -> StatementResult:

@@ -54,6 +54,14 @@ GET_KEYS_MAX = 1_000
 SCAN_PAGE_MAX = 1_000
 # Rows a single SELECT may return to a client (bounds memory of a statement).
 RESULT_ROWS_MAX = 1_000_000
+# substring()/regexp_replace() find PostgreSQL's match extent (longest or shortest at the leftmost
+# start) by trying full matches at each possible end: quadratic in the text after the match start,
+# so that text is bounded (compute_node/sql/regex.py).
+REGEX_EXTENT_TEXT_CHARS_MAX = 20_000
+# Open cursors per session (DECLARE): each holds its materialised rows (at most RESULT_ROWS_MAX).
+SESSION_CURSORS_MAX = 64
+# Savepoints open in one transaction: each keeps a copy of the write buffer's changed keys.
+SAVEPOINTS_MAX = 256
 # Open sessions per compute node.
 SESSIONS_MAX = 10_000
 # An idle session is closed after this long.

@@ -360,6 +360,8 @@ def _column_from_def(element: exp.ColumnDef, table: str, uniques: list, checks: 
     if kind is None:
         raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{name}"')
     sql_type = types.type_from_sqlglot(kind)
+    if sql_type.kind is types.Kind.INTERVAL:  # values only: rows have no encoding for it yet
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "columns of type interval are not supported")
     not_null = False
     is_primary = False
     default = None

@@ -147,7 +147,9 @@ def compile_rules(table: TableDef, ctx: QueryContext | None = None) -> TableRule
 
 def _parse_expression(sql: str) -> exp.Expression:
     import sqlglot
-    return sqlglot.parse_one(f"SELECT {sql}", read="postgres").expressions[0]
+
+    from compute_node.sql.parser import Dialect
+    return sqlglot.parse_one(f"SELECT {sql}", read=Dialect).expressions[0]
 
 
 def _check_not_null(table: TableDef, row: Sequence[Any]) -> None:

@@ -46,6 +46,8 @@ from typing import Any, Callable, Sequence
 
 from sqlglot import exp
 
+from compute_node.sql import interval as interval_mod
+from compute_node.sql import regex as regex_mod
 from compute_node.sql import types
 from compute_node.sql.catalog import identifier_name
 from compute_node.sql.types import Kind, SqlType
@@ -267,6 +269,7 @@ _COMPARISONS = {
     exp.GT: (">", operator.gt), exp.GTE: (">=", operator.ge),
 }
 _ARITHMETIC = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.Mod: "%"}
+_TIMESTAMP_KINDS = (Kind.TIMESTAMP, Kind.TIMESTAMPTZ)
 
 
 class Compiler:
@@ -365,6 +368,9 @@ class Compiler:
         kind = operand.sql_type.kind
         if kind is Kind.NULL:
             return constant(None, types.INTEGER)
+        if kind is Kind.INTERVAL:
+            evaluate = operand.evaluate
+            return Compiled(lambda row: _none_or(evaluate(row), interval_mod.negate), types.INTERVAL, operand.constant)
         if kind not in types.NUMERIC_KINDS:
             raise _no_operator(f"- {operand.sql_type.display_name}")
         sql_type = operand.sql_type
@@ -379,10 +385,15 @@ class Compiler:
         return self.arithmetic(symbol, self.compile(node.this), self.compile(node.expression))
 
     def arithmetic(self, symbol: str, left: Compiled, right: Compiled) -> Compiled:
+        left, right = self._unify_interval(left, right, symbol)
         left, right = self._unify(left, right, symbol, numeric_default=True)
         left_kind, right_kind = left.sql_type.kind, right.sql_type.kind
         if left_kind is Kind.NULL and right_kind is Kind.NULL:
             return constant(None, types.INTEGER)
+        if Kind.INTERVAL in (left_kind, right_kind) or (
+                left_kind in _TIMESTAMP_KINDS and right_kind in _TIMESTAMP_KINDS + (Kind.DATE,)) or (
+                right_kind in _TIMESTAMP_KINDS and left_kind is Kind.DATE):
+            return self._interval_arithmetic(symbol, left, right)
         if Kind.DATE in (left_kind, right_kind):
             return self._date_arithmetic(symbol, left, right)
         if left_kind not in types.NUMERIC_KINDS or right_kind not in types.NUMERIC_KINDS:
@@ -392,6 +403,53 @@ class Compiler:
             raise _no_operator(f"{result_type.display_name} % {result_type.display_name}")
         apply = _OPERATIONS[_family(result_type.kind)](symbol, result_type)
         return _binary(left, right, result_type, apply)
+
+    def _unify_interval(self, left: Compiled, right: Compiled, symbol: str) -> tuple[Compiled, Compiled]:
+        """An untyped literal meeting an interval, or added to a timestamp, is an interval
+        (PostgreSQL's only `timestamp + x` operator takes an interval)."""
+        left_kind, right_kind = left.sql_type.kind, right.sql_type.kind
+        if right_kind is Kind.UNKNOWN and (left_kind is Kind.INTERVAL or (
+                symbol == "+" and left_kind in _TIMESTAMP_KINDS)):
+            return left, coerce(right, types.INTERVAL)
+        if left_kind is Kind.UNKNOWN and (right_kind is Kind.INTERVAL or (
+                symbol == "+" and right_kind in _TIMESTAMP_KINDS)):
+            return coerce(left, types.INTERVAL), right
+        return left, right
+
+    def _interval_arithmetic(self, symbol: str, left: Compiled, right: Compiled) -> Compiled:
+        """interval ± interval, timestamp(tz)/date ± interval, timestamp - timestamp, interval * / number."""
+        left_kind, right_kind = left.sql_type.kind, right.sql_type.kind
+        datetimes = types.DATETIME_KINDS
+        if left_kind is Kind.NULL:
+            left = coerce(left, right.sql_type if symbol in "+-" else types.DOUBLE)
+            left_kind = left.sql_type.kind
+        if right_kind is Kind.NULL:
+            right = coerce(right, left.sql_type if symbol in "+-" else types.DOUBLE)
+            right_kind = right.sql_type.kind
+        if left_kind is Kind.INTERVAL and right_kind is Kind.INTERVAL and symbol in "+-":
+            apply = interval_mod.add if symbol == "+" else interval_mod.subtract
+            return _binary(left, right, types.INTERVAL, apply)
+        if left_kind in datetimes and right_kind is Kind.INTERVAL and symbol in "+-":
+            result = types.TIMESTAMPTZ if left_kind is Kind.TIMESTAMPTZ else types.TIMESTAMP
+            sign = 1 if symbol == "+" else -1
+            left = _converted(left, result)
+            return _binary(left, right, result, lambda a, b: interval_mod.add_to_timestamp(a, b, sign))
+        if left_kind is Kind.INTERVAL and right_kind in datetimes and symbol == "+":
+            result = types.TIMESTAMPTZ if right_kind is Kind.TIMESTAMPTZ else types.TIMESTAMP
+            right = _converted(right, result)
+            return _binary(left, right, result, lambda a, b: interval_mod.add_to_timestamp(b, a))
+        if left_kind in datetimes and right_kind in datetimes and symbol == "-":
+            common = types.datetime_result(left.sql_type, right.sql_type)
+            common = types.TIMESTAMP if common.kind is Kind.DATE else common
+            return _binary(_converted(left, common), _converted(right, common), types.INTERVAL,
+                           interval_mod.between_timestamps)
+        if symbol in "*/" and Kind.INTERVAL in (left_kind, right_kind):
+            span, factor = (left, right) if left_kind is Kind.INTERVAL else (right, left)
+            if factor.sql_type.kind not in types.NUMERIC_KINDS or (symbol == "/" and span is right):
+                raise _no_operator(f"{left.sql_type.display_name} {symbol} {right.sql_type.display_name}")
+            apply = interval_mod.multiply if symbol == "*" else interval_mod.divide
+            return _binary(span, factor, types.INTERVAL, apply)
+        raise _no_operator(f"{left.sql_type.display_name} {symbol} {right.sql_type.display_name}")
 
     def _date_arithmetic(self, symbol: str, left: Compiled, right: Compiled) -> Compiled:
         left_kind, right_kind = left.sql_type.kind, right.sql_type.kind
@@ -813,6 +871,11 @@ class Compiler:
 
     def _substring(self, node: exp.Substring) -> Compiled:
         length = node.args.get("length")
+        start = node.args.get("start")
+        if length is None and start is not None:
+            start_type = self.compile(start).sql_type.kind
+            if start_type in types.TEXT_KINDS + (Kind.UNKNOWN,):  # substring(text FROM pattern): a regex
+                return self._regexp("substring", [node.this, start], regex_mod.substring)
         nodes = [node.this, node.args.get("start"), length]
         return self._string_function("substring", nodes, _substring, int_positions=(1, 2))
 
@@ -1022,15 +1085,33 @@ class Compiler:
         field = node.this.name.lower() if isinstance(node.this, (exp.Var, exp.Identifier, exp.Column)) else None
         if isinstance(node.this, exp.Literal):
             field = node.this.this.lower()
-        operand = self.compile(node.expression)
+        return self._extract_field("extract", field, self.compile(node.expression))
+
+    def _extract_field(self, name: str, field: str | None, operand: Compiled) -> Compiled:
+        """EXTRACT (numeric, PostgreSQL 14+) and date_part (double precision) of one field."""
         if operand.sql_type.kind is Kind.UNKNOWN:
             operand = coerce(operand, types.TIMESTAMPTZ)
         kind = operand.sql_type.kind
-        if kind not in types.DATETIME_KINDS + (Kind.NULL,):
-            raise _no_function("extract", [constant(field, types.TEXT), operand])
-        apply = _extract_function(field, kind)
+        if kind not in types.DATETIME_KINDS + (Kind.NULL, Kind.INTERVAL):
+            raise _no_function(name, [constant(field, types.TEXT), operand])
+        field = _FIELD_ALIASES.get(field, field)
+        if kind is Kind.INTERVAL:
+            interval_mod.extract(interval_mod.Interval(0, 0, 0), field)  # an unknown field fails before any row
+            apply = lambda v: interval_mod.extract(v, field)  # noqa: E731
+        else:
+            apply = _extract_function(field, kind)
         evaluate = operand.evaluate
+        if name == "date_part":
+            return Compiled(lambda row: _none_or(_none_or(evaluate(row), apply), float), types.DOUBLE)
         return Compiled(lambda row: _none_or(evaluate(row), apply), types.NUMERIC)
+
+    def _date_part(self, node: exp.Anonymous) -> Compiled:
+        if len(node.expressions) != 2:
+            raise SqlError(errors.UNDEFINED_FUNCTION, "function date_part does not exist")
+        field_node = node.expressions[0]
+        if not (isinstance(field_node, exp.Literal) and field_node.is_string):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "date_part with a field that is not a constant is not supported")
+        return self._extract_field("date_part", field_node.this.lower(), self.compile(node.expressions[1]))
 
     def _date_trunc(self, node: exp.TimestampTrunc) -> Compiled:
         unit = node.args["unit"].name.lower()
@@ -1038,6 +1119,11 @@ class Compiler:
         if operand.sql_type.kind is Kind.UNKNOWN:
             operand = coerce(operand, types.TIMESTAMPTZ)
         kind = operand.sql_type.kind
+        if kind is Kind.INTERVAL:
+            interval_mod.truncate(interval_mod.Interval(0, 0, 0), unit)  # an unknown unit fails before any row
+            evaluate = operand.evaluate
+            return Compiled(lambda row: _none_or(evaluate(row), lambda v: interval_mod.truncate(v, unit)),
+                            types.INTERVAL)
         if kind not in types.DATETIME_KINDS:
             raise _no_function("date_trunc", [constant(unit, types.TEXT), operand])
         result_type = types.TIMESTAMPTZ if kind in (Kind.DATE, Kind.TIMESTAMPTZ) else types.TIMESTAMP
@@ -1050,6 +1136,8 @@ class Compiler:
         name = str(node.this).lower()
         if name == "octet_length" and len(node.expressions) == 1:
             return self._octet_length(self._args(node.expressions))
+        if name == "date_part":
+            return self._date_part(node)
         if name in ("strpos",) and len(node.expressions) == 2:
             return self._string_function("strpos", node.expressions, lambda t, s: t.find(s) + 1, types.INTEGER)
         raise SqlError(errors.UNDEFINED_FUNCTION if name not in _KNOWN_UNSUPPORTED else errors.FEATURE_NOT_SUPPORTED,
@@ -1126,16 +1214,65 @@ class Compiler:
             argument = coerce(argument, types.TEXT)
         return argument
 
+    def _interval(self, node: exp.Interval) -> Compiled:
+        """INTERVAL '5' DAY (`INTERVAL 'text'` arrives as a cast: compute_node/sql/parser.py)."""
+        unit = node.args.get("unit")
+        quantity = node.this
+        if not (isinstance(unit, exp.Var) and isinstance(quantity, exp.Literal)
+                and re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", quantity.this or "")):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'interval literal "{node.sql(dialect="postgres")}" is not supported')
+        return constant(interval_mod.parse_interval(f"{quantity.this} {unit.name.lower()}"), types.INTERVAL)
+
+    # regular expressions (compute_node/sql/regex.py)
+    def _regexp(self, name: str, nodes, apply, case_insensitive: bool = False,
+                result_type: SqlType = types.TEXT, extra: int = 0) -> Compiled:
+        """A function of (text, pattern, *extra text arguments) -> apply(pattern, text, *extra)."""
+        operands = self._text_args(name, nodes)
+        text_eval, pattern_eval = operands[0].evaluate, operands[1].evaluate
+        extra_evals = [o.evaluate for o in operands[2:]]
+        if operands[1].constant and operands[1].evaluate(()) is not None:
+            regex_mod.compile_pattern(operands[1].evaluate(()), case_insensitive)  # 2201B before any row
+
+        def evaluate(row):
+            text = text_eval(row)
+            pattern = pattern_eval(row)
+            values = [e(row) for e in extra_evals]
+            if text is None or pattern is None or any(v is None for v in values):
+                return None
+            return apply(regex_mod.compile_pattern(pattern, case_insensitive), text, *values)
+        return Compiled(evaluate, result_type)
+
+    def _regexp_like(self, node) -> Compiled:
+        if node.args.get("flag") is not None:
+            return self._unsupported(node)
+        symbol = "~*" if isinstance(node, exp.RegexpILike) else "~"
+        subject, pattern = self.compile(node.this), self.compile(node.expression)
+        for operand in (subject, pattern):
+            if operand.sql_type.kind not in types.TEXT_KINDS + types.UNTYPED_KINDS:
+                raise _no_operator(f"{subject.sql_type.display_name} {symbol} {pattern.sql_type.display_name}")
+        return self._regexp(symbol, [node.this, node.expression], lambda p, t: regex_mod.matches(p, t),
+                            isinstance(node, exp.RegexpILike), types.BOOLEAN)
+
+    def _regexp_replace(self, node: exp.RegexpReplace) -> Compiled:
+        for key in ("position", "occurrence"):
+            if node.args.get(key) is not None:
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED, "regexp_replace with a start position or occurrence is not supported")
+        modifiers = node.args.get("modifiers")
+        flags = ""
+        if modifiers is not None:
+            if not (isinstance(modifiers, exp.Literal) and modifiers.is_string):
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED, "regexp_replace flags that are not a constant are not supported")
+            flags = modifiers.this
+        is_global, case_insensitive = regex_mod.parse_flags(flags)
+        return self._regexp("regexp_replace", [node.this, node.expression, node.args["replacement"]],
+                            lambda p, t, r: regex_mod.replace(p, t, r, is_global), case_insensitive)
+
     def _window(self, node) -> Compiled:
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "window functions are not supported")
 
     def _unsupported(self, node: exp.Expression) -> Compiled:
-        if isinstance(node, exp.Interval):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "type interval is not supported")
         if isinstance(node, (exp.HexString, exp.BitString)):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "bit string constants are not supported")
-        if isinstance(node, (exp.RegexpLike, exp.RegexpILike)):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "regular expression operators (~) are not supported")
         if isinstance(node, exp.SimilarTo):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "SIMILAR TO is not supported")
         if isinstance(node, (exp.Select, exp.Union)):
@@ -1555,6 +1692,8 @@ def _chr(code: int) -> str:
     return chr(code)
 
 
+_FIELD_ALIASES = {"years": "year", "months": "month", "mon": "month", "days": "day", "hours": "hour",
+                  "minutes": "minute", "seconds": "second", "epochs": "epoch"}
 _TRUNC_UNITS = ("year", "quarter", "month", "week", "day", "hour", "minute", "second")
 
 
@@ -1626,6 +1765,8 @@ def _aggregate_type(name: str, argument: Compiled | None) -> SqlType:
         if name in ("sum", "avg"):
             raise SqlError(AMBIGUOUS_FUNCTION, f"function {name}(unknown) is not unique")
         return types.TEXT
+    if name in ("sum", "avg") and kind is Kind.INTERVAL:
+        return types.INTERVAL
     if name == "sum":
         if kind in (Kind.SMALLINT, Kind.INTEGER):
             return types.BIGINT
@@ -1797,6 +1938,10 @@ _HANDLERS: dict[type, Callable[[Compiler, Any], Compiled]] = {
     exp.Anonymous: Compiler._anonymous,
     exp.Filter: Compiler._filter,
     exp.Window: Compiler._window,
+    exp.Interval: Compiler._interval,
+    exp.RegexpLike: Compiler._regexp_like,
+    exp.RegexpILike: Compiler._regexp_like,
+    exp.RegexpReplace: Compiler._regexp_replace,
 }
 for _node_type in _COMPARISONS:
     _HANDLERS[_node_type] = Compiler._comparison
@@ -1828,7 +1973,7 @@ _FUNCTION_NAMES = {
     exp.Sqrt: "sqrt", exp.Cbrt: "cbrt", exp.Exp: "exp", exp.Ln: "ln", exp.Pi: "pi", exp.Rand: "random",
     exp.Uuid: "gen_random_uuid", exp.CurrentTimestamp: "now", exp.CurrentDate: "current_date",
     exp.Localtimestamp: "localtimestamp", exp.Extract: "extract", exp.TimestampTrunc: "date_trunc",
-    exp.Pow: "power", exp.Exists: "exists",
+    exp.Pow: "power", exp.Exists: "exists", exp.RegexpReplace: "regexp_replace", exp.Interval: "interval",
 }
 
 

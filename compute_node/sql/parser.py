@@ -15,6 +15,7 @@ import logging
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
@@ -23,6 +24,35 @@ from quorumdb.errors import SqlError
 
 # sqlglot logs a warning when it falls back to an opaque Command; we report those as 0A000.
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
+
+class _Parser(Postgres.Parser):
+    """sqlglot's PostgreSQL parser with two readings changed to keep what the text says:
+
+    * `INTERVAL '1 day 02:03:00'` becomes CAST('1 day 02:03:00' AS INTERVAL): sqlglot splits the
+      string into a number and a unit and drops what does not fit (the time here), and the
+      literal keeps its position in the text (the statement cache lifts it like any string);
+    * `date_part('field', x)` stays a call to date_part (sqlglot makes it EXTRACT, whose result
+      type differs: numeric, not double precision).
+    """
+
+    FUNCTION_PARSERS = {**Postgres.Parser.FUNCTION_PARSERS}
+    FUNCTION_PARSERS.pop("DATE_PART", None)
+
+    def _parse_interval(self, require_interval: bool = True, parse_function_unit: bool = True):
+        if (self._curr is not None and self._curr.token_type == TokenType.INTERVAL and self._next is not None
+                and self._next.token_type == TokenType.STRING):
+            after = self._tokens[self._index + 2] if self._index + 2 < len(self._tokens) else None
+            if after is None or after.text.upper() not in self.dialect.VALID_INTERVAL_UNITS:
+                self._advance()
+                literal = self._parse_primary()
+                return self.expression(exp.Cast(this=literal, to=exp.DataType.build("interval")))
+        return super()._parse_interval(require_interval, parse_function_unit)
+
+
+class Dialect(Postgres):
+    """The dialect every QuorumDB statement is parsed with (see _Parser)."""
+    Parser = _Parser
+
 
 SUPPORTED_STATEMENTS = (exp.Select, exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter,
                         exp.Union, exp.Intersect, exp.Except, exp.Values)
@@ -104,7 +134,7 @@ def _parse_statement(text: str, tokens: list) -> Statement:
     if words[0] not in _COMMAND_WORDS and words[0] != "(":
         raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[0].text}"')
     try:
-        statement = sqlglot.parse_one(text, read="postgres")
+        statement = sqlglot.parse_one(text, read=Dialect)
     except ParseError as error:
         detail = error.errors[0] if error.errors else {}
         near = detail.get("highlight") or ""

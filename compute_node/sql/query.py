@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 from sqlglot import exp
 
+from compute_node.sql import interval as interval_mod
 from compute_node.sql import types
 from compute_node.sql.catalog import identifier_name
 from compute_node.sql.expressions import (
@@ -174,6 +175,8 @@ class _Accumulator:
         if name in ("sum", "avg"):
             if self.total is None:
                 self.total = value
+            elif isinstance(value, interval_mod.Interval):
+                self.total = interval_mod.add(self.total, value)
             elif isinstance(value, float):
                 self.total = self.total + value
                 if spec.result_type.kind is Kind.REAL:
@@ -207,6 +210,8 @@ class _Accumulator:
                 return None
             if self.spec.result_type.kind is Kind.NUMERIC:
                 return _DIVIDE_NUMERIC(self.total, self.count)
+            if self.spec.result_type.kind is Kind.INTERVAL:
+                return interval_mod.divide(self.total, self.count)
             return float(self.total) / self.count
         if name == "string_agg":
             return "".join(self.parts) if self.parts else None

@@ -47,7 +47,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
-from compute_node.sql.parser import Explain, Statement, parse_script_spans
+from compute_node.sql.parser import Dialect, Explain, Statement, parse_script_spans
 from quorumdb import errors, limits, sqllex
 from quorumdb.errors import SqlError
 
@@ -300,7 +300,7 @@ def _parse_literal(text: str) -> exp.Expression:
     """The parse of a parameter's literal text; anything but a literal (a value, a negated
     number, a cast of one) is refused: a parameter is a value, never an expression."""
     try:
-        statements = sqlglot.parse(f"SELECT {text}", read="postgres")
+        statements = sqlglot.parse(f"SELECT {text}", read=Dialect)
     except (ParseError, TokenError):
         statements = []
     if len(statements) == 1 and isinstance(statements[0], exp.Select) and len(statements[0].expressions) == 1:

@@ -28,6 +28,7 @@ import struct
 import uuid
 from typing import Any
 
+from compute_node.sql import interval as interval_mod
 from quorumdb import errors
 from quorumdb import format as pgtext
 from quorumdb.errors import SqlError
@@ -54,6 +55,7 @@ class Kind(enum.Enum):
     TIMESTAMPTZ = "timestamp with time zone"
     UUID = "uuid"
     BYTEA = "bytea"
+    INTERVAL = "interval"  # compute_node/sql/interval.py (values only: no interval columns yet)
     UNKNOWN = "unknown"  # an untyped string literal
     NULL = "null"        # an untyped NULL literal
 
@@ -77,7 +79,7 @@ CAST_COLUMN_NAMES = {
     Kind.SMALLINT: "int2", Kind.INTEGER: "int4", Kind.BIGINT: "int8", Kind.NUMERIC: "numeric",
     Kind.REAL: "float4", Kind.DOUBLE: "float8", Kind.TEXT: "text", Kind.VARCHAR: "varchar",
     Kind.CHAR: "bpchar", Kind.BOOLEAN: "bool", Kind.DATE: "date", Kind.TIMESTAMP: "timestamp",
-    Kind.TIMESTAMPTZ: "timestamptz", Kind.UUID: "uuid", Kind.BYTEA: "bytea",
+    Kind.TIMESTAMPTZ: "timestamptz", Kind.UUID: "uuid", Kind.BYTEA: "bytea", Kind.INTERVAL: "interval",
 }
 NUMERIC_PRECISION_MAX = 1000
 DECIMAL_CONTEXT = decimal.Context(prec=2000, rounding=decimal.ROUND_HALF_UP, Emax=999_999, Emin=-999_999)
@@ -142,6 +144,7 @@ TIMESTAMP = SqlType(Kind.TIMESTAMP)
 TIMESTAMPTZ = SqlType(Kind.TIMESTAMPTZ)
 UUID = SqlType(Kind.UUID)
 BYTEA = SqlType(Kind.BYTEA)
+INTERVAL = SqlType(Kind.INTERVAL)
 UNKNOWN = SqlType(Kind.UNKNOWN)
 NULL = SqlType(Kind.NULL)
 
@@ -158,7 +161,7 @@ _TYPE_NAMES = {
     "DOUBLE": DOUBLE, "DOUBLE PRECISION": DOUBLE, "FLOAT8": DOUBLE,
     "FLOAT": REAL, "REAL": REAL, "FLOAT4": REAL,
     "DATE": DATE, "TIMESTAMP": TIMESTAMP, "TIMESTAMPTZ": TIMESTAMPTZ,
-    "UUID": UUID, "VARBINARY": BYTEA, "BYTEA": BYTEA,
+    "UUID": UUID, "VARBINARY": BYTEA, "BYTEA": BYTEA, "INTERVAL": INTERVAL,
 }
 
 
@@ -213,6 +216,8 @@ def type_from_sqlglot(data_type) -> SqlType:
             raise SqlError(errors.FEATURE_NOT_SUPPORTED,
                            f"NUMERIC scale {scale} outside 0..precision is not supported")
         return SqlType(Kind.NUMERIC, None, precision, scale)
+    if kind is Kind.INTERVAL and (params or data_type.args.get("kind") is not None):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "interval field restrictions and precision are not supported")
     if params:
         if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ) and params[0] == 6:
             return sql_type
@@ -375,6 +380,8 @@ def parse_text_as(text: str, target: SqlType) -> Any:
         return _parse_uuid(text, target)
     if kind is Kind.BYTEA:
         return _parse_bytea(text)
+    if kind is Kind.INTERVAL:
+        return interval_mod.parse_interval(text)
     if kind in UNTYPED_KINDS:
         return text
     raise AssertionError(f"no input function for {target}")
@@ -579,6 +586,8 @@ def format_value(value: Any, sql_type: SqlType | None = None) -> str:
         return value.isoformat()
     if isinstance(value, bytes):
         return "\\x" + value.hex()
+    if isinstance(value, interval_mod.Interval):
+        return interval_mod.format_interval(value)
     return str(value)
 
 
