@@ -56,7 +56,8 @@ from compute_node.sql.describe import DescribeTransaction, Description
 from compute_node.sql.describe import describe as describe_statement
 from compute_node.sql.engine import Engine
 from compute_node.sql.interval import Interval
-from compute_node.sql.parser import Explain, TransactionAction, TransactionControl
+from compute_node.sql.parser import (CloseCursor, DeclareCursor, Explain, FetchCursor, Savepoint,
+                                     TransactionAction, TransactionControl)
 from compute_node.sql.result import StatementResult
 from compute_node.sql.transaction import Backend, SchemaStale, Transaction
 from quorumdb import errors, limits, sqllex
@@ -94,6 +95,9 @@ class Session:
         self._txn_count = 0
         self._lock = asyncio.Lock()             # one execute at a time
         self.last_plan = None                   # access plan of the last statement that read a table
+        # Savepoints of the open block, oldest first: (name, transaction state, cursors open then).
+        self._savepoints: list[tuple[str, tuple, frozenset[str]]] = []
+        self._cursors: dict[str, _Cursor] = {}  # open cursors of the block (all close at its end)
         # When the current execute call began and how long its parse took (EXPLAIN ANALYZE's first
         # phase; None once a statement of the script has used it).
         self._parse: tuple[float, float, bool | None] | None = None
@@ -200,6 +204,8 @@ class Session:
             if result.error is None and result.command_tag == statement.action.value and statement.tag:
                 result.command_tag = statement.tag
             return result
+        if isinstance(statement, (Savepoint, DeclareCursor, FetchCursor, CloseCursor)):
+            return await self._block_command(statement)
         if self._txn is None:
             return await self._autocommit(statement)
         if self._failed:
@@ -362,6 +368,99 @@ class Session:
     def _end(self) -> None:
         self._txn = None
         self._failed = False
+        self._savepoints.clear()
+        self._cursors.clear()
+
+    # --- savepoints and cursors ----------------------------------------------------------
+    async def _block_command(self, statement) -> StatementResult:
+        """SAVEPOINT / RELEASE / ROLLBACK TO and DECLARE / FETCH / MOVE / CLOSE (see _Cursor)."""
+        if isinstance(statement, Savepoint) and statement.action == "ROLLBACK TO" and self._txn is not None:
+            return self._rollback_to(statement.name)  # the one command a failed block accepts
+        if self._txn is not None and self._failed:
+            return StatementResult.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+        try:
+            return await self._block_command_checked(statement)
+        except SqlError as error:
+            if self._txn is not None:
+                self._failed = True
+            return StatementResult.failed(error)
+
+    async def _block_command_checked(self, statement) -> StatementResult:
+        txn = self._txn
+        if isinstance(statement, Savepoint):
+            if txn is None:
+                command = "SAVEPOINT" if statement.action == "SAVEPOINT" else f"{statement.action} SAVEPOINT"
+                raise SqlError(errors.NO_ACTIVE_SQL_TRANSACTION, f"{command} can only be used in transaction blocks")
+            if statement.action == "SAVEPOINT":
+                if len(self._savepoints) >= limits.SAVEPOINTS_MAX:
+                    raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                                   f"transaction exceeds the limit of {limits.SAVEPOINTS_MAX} savepoints")
+                self._savepoints.append((statement.name, txn.savepoint_state(), frozenset(self._cursors)))
+                return StatementResult.tag("SAVEPOINT")
+            index = self._savepoint_index(statement.name)
+            del self._savepoints[index:]  # RELEASE: it and every later savepoint; the writes stay
+            return StatementResult.tag("RELEASE")
+        if isinstance(statement, DeclareCursor):
+            if txn is None:
+                raise SqlError(errors.NO_ACTIVE_SQL_TRANSACTION, "DECLARE CURSOR can only be used in transaction blocks")
+            if statement.name in self._cursors:
+                raise SqlError(DUPLICATE_CURSOR, f'cursor "{statement.name}" already exists')
+            if len(self._cursors) >= limits.SESSION_CURSORS_MAX:
+                raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                               f"session exceeds the limit of {limits.SESSION_CURSORS_MAX} open cursors")
+            self._check_age(txn)
+            # The query runs now: a cursor sees the transaction as it is at DECLARE (as PostgreSQL's
+            # cursor snapshot), and its rows are bounded by the engine's RESULT_ROWS_MAX.
+            result = await self._execute_checked(txn, statement.statement)
+            if result.error is not None:
+                raise result.error
+            self._cursors[statement.name] = _Cursor(list(result.columns), result.rows)
+            return StatementResult.tag("DECLARE CURSOR")
+        if isinstance(statement, CloseCursor):
+            if statement.name is None:
+                self._cursors.clear()
+                return StatementResult.tag("CLOSE CURSOR ALL")
+            self._cursor(statement.name)
+            del self._cursors[statement.name]
+            return StatementResult.tag("CLOSE CURSOR")
+        assert isinstance(statement, FetchCursor)
+        cursor = self._cursor(statement.name)
+        if statement.count == 0:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "FETCH 0 (the current row again) is not supported")
+        rows = cursor.take(statement.count)
+        if statement.move:
+            return StatementResult.tag(f"MOVE {len(rows)}")
+        return StatementResult(cursor.columns, rows, f"FETCH {len(rows)}")
+
+    def _cursor(self, name: str) -> "_Cursor":
+        cursor = self._cursors.get(name)
+        if cursor is None:
+            raise SqlError(INVALID_CURSOR_NAME, f'cursor "{name}" does not exist')
+        return cursor
+
+    def _savepoint_index(self, name: str) -> int:
+        for index in range(len(self._savepoints) - 1, -1, -1):  # the newest of that name
+            if self._savepoints[index][0] == name:
+                return index
+        raise SqlError(INVALID_SAVEPOINT, f'savepoint "{name}" does not exist')
+
+    def _rollback_to(self, name: str) -> StatementResult:
+        """ROLLBACK TO SAVEPOINT: the writes, locks and definitions as they were at the savepoint
+        (later savepoints go, it stays); a failed block works again, as in PostgreSQL. Reads made
+        since stay in the snapshot's cache: they are still true at start_ts."""
+        assert self._txn is not None
+        try:
+            index = self._savepoint_index(name)
+        except SqlError as error:
+            self._failed = True
+            return StatementResult.failed(error)
+        _, state, cursors = self._savepoints[index]
+        del self._savepoints[index + 1:]
+        self._txn.rollback_to(state)
+        for cursor_name in [c for c in self._cursors if c not in cursors]:
+            del self._cursors[cursor_name]  # cursors declared after the savepoint close
+        self._failed = False
+        return StatementResult.tag("ROLLBACK")
 
     def _check_age(self, txn: Transaction) -> None:
         # now_ts, not start_ts: a statement of an open transaction starts no snapshot, and
@@ -371,6 +470,26 @@ class Session:
             raise SqlError(errors.SERIALIZATION_FAILURE,
                            f"transaction age limit of {limits.TXN_AGE_MAX_NS // 1_000_000_000} seconds exceeded",
                            hint="Retry the transaction; keep transactions short.")
+
+
+DUPLICATE_CURSOR = "42P03"
+INVALID_CURSOR_NAME = "34000"
+INVALID_SAVEPOINT = "3B001"
+
+
+class _Cursor:
+    """A cursor of the open block: the rows its query returned at DECLARE, read forward."""
+
+    def __init__(self, columns: list[tuple[str, str]], rows: list[tuple]) -> None:
+        self.columns = columns
+        self.rows = rows
+        self.position = 0
+
+    def take(self, count: int | None) -> list[tuple]:
+        end = len(self.rows) if count is None else min(self.position + count, len(self.rows))
+        taken = self.rows[self.position:end]
+        self.position = max(self.position, end)
+        return taken
 
 
 async def _schema_was_stale(txn: Transaction) -> bool:

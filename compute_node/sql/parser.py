@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import re
 
 import sqlglot
 from sqlglot import exp
@@ -90,7 +91,34 @@ class Explain:
     analyze: bool = False
 
 
-Statement = TransactionControl | Explain | exp.Expression
+@dataclasses.dataclass(frozen=True)
+class Savepoint:
+    """SAVEPOINT name, RELEASE [SAVEPOINT] name, ROLLBACK [WORK|TRANSACTION] TO [SAVEPOINT] name."""
+    action: str   # SAVEPOINT, RELEASE or ROLLBACK TO
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DeclareCursor:
+    """DECLARE name [NO SCROLL] CURSOR [WITHOUT HOLD] FOR query (the session runs the query)."""
+    name: str
+    statement: exp.Expression
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchCursor:
+    """FETCH / MOVE [NEXT | FORWARD [n | ALL] | n | ALL] [FROM | IN] name; count None = ALL."""
+    name: str
+    count: int | None
+    move: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class CloseCursor:
+    name: str | None   # None: CLOSE ALL
+
+
+Statement = TransactionControl | Explain | Savepoint | DeclareCursor | FetchCursor | CloseCursor | exp.Expression
 
 
 def parse_script(sql: str) -> list[Statement]:
@@ -119,10 +147,18 @@ def parse_script_spans(sql: str) -> list[tuple[Statement, int]]:
 def _parse_statement(text: str, tokens: list) -> Statement:
     words = [token.text.upper() for token in tokens]
     control = _transaction_control(words)
+    if isinstance(control, Savepoint):
+        return _parse_rollback_to(text)
     if control is not None:
         return control
     if words[0] in ("SAVEPOINT", "RELEASE"):
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{words[0]} is not supported")
+        return _parse_savepoint(text)
+    if words[0] == "DECLARE":
+        return _parse_declare(text)
+    if words[0] in ("FETCH", "MOVE"):
+        return _parse_fetch(text)
+    if words[0] == "CLOSE":
+        return _parse_close(text)
     if words[0] == "EXPLAIN":
         return _parse_explain(text, tokens, words)
     if len(text) > limits.STATEMENT_BYTES_MAX:
@@ -151,6 +187,147 @@ def _parse_statement(text: str, tokens: list) -> Statement:
         shown = " ".join(words[:2]) if words[0] in ("CREATE", "DROP", "ALTER") and len(words) > 1 else words[0]
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{shown} is not supported")
     raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[0].text}"')
+
+
+_WORD = re.compile(r'\s*(?:"(?P<quoted>(?:[^"]|"")*)"|(?P<word>[A-Za-z_][A-Za-z0-9_$]*)|(?P<number>[+-]?\d+)|(?P<other>\S))')
+
+
+@dataclasses.dataclass(frozen=True)
+class _Word:
+    text: str       # upper case for keywords, as written for a quoted name
+    name: str       # what the word names as an identifier
+    start: int      # offset in the statement's text
+    quoted: bool = False
+
+
+def _words_of(text: str) -> list[_Word]:
+    """The words of a cursor or savepoint command (sqlglot keeps their arguments as one string)."""
+    words = []
+    position = 0
+    while position < len(text) and text[position:].strip():
+        match = _WORD.match(text, position)
+        if match is None:
+            break
+        if match.group("quoted") is not None:
+            name = match.group("quoted").replace('""', '"')
+            words.append(_Word(name, name, match.start("quoted") - 1, True))
+        else:
+            raw = match.group(match.lastgroup)
+            words.append(_Word(raw.upper(), raw.lower(), match.start(match.lastgroup)))
+        position = match.end()
+    return words
+
+
+def _name(word: _Word) -> str:
+    if not word.quoted and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", word.name):
+        raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{word.name}"')
+    return word.name
+
+
+def _near(words: list[_Word], index: int) -> SqlError:
+    if index < len(words):
+        return SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{words[index].name}"')
+    return SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
+
+
+def _parse_savepoint(text: str) -> Savepoint:
+    words = _words_of(text)
+    rest = words[1:]
+    if words[0].text == "RELEASE" and len(rest) > 1 and rest[0].text == "SAVEPOINT" and not rest[0].quoted:
+        rest = rest[1:]
+    if len(rest) != 1:
+        raise _near(rest, 1)
+    return Savepoint(words[0].text, _name(rest[0]))
+
+
+def _parse_rollback_to(text: str) -> Savepoint:
+    words = _words_of(text)
+    rest = [w for w in words[1:] if w.quoted or w.text not in ("WORK", "TRANSACTION")]
+    assert rest and rest[0].text == "TO"
+    rest = rest[1:]
+    if rest and rest[0].text == "SAVEPOINT" and not rest[0].quoted and len(rest) > 1:
+        rest = rest[1:]
+    if len(rest) != 1:
+        raise _near(rest, 1)
+    return Savepoint("ROLLBACK TO", _name(rest[0]))
+
+
+def _parse_close(text: str) -> CloseCursor:
+    words = _words_of(text)
+    if len(words) == 2 and words[1].text == "ALL" and not words[1].quoted:
+        return CloseCursor(None)
+    if len(words) != 2:
+        raise _near(words, 2)
+    return CloseCursor(_name(words[1]))
+
+
+def _parse_declare(text: str) -> DeclareCursor:
+    words = _words_of(text)
+    if len(words) < 2:
+        raise _near(words, 1)
+    name = _name(words[1])
+    keys = [w.text if not w.quoted else "" for w in words]
+    position = 2
+    while position < len(words) and keys[position] in ("BINARY", "ASENSITIVE", "INSENSITIVE", "NO", "SCROLL"):
+        if keys[position] == "SCROLL":
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "SCROLL cursors are not supported (cursors only move forward)")
+        if keys[position] == "BINARY":
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "BINARY cursors are not supported")
+        if keys[position] == "NO" and keys[position + 1:position + 2] != ["SCROLL"]:
+            raise _near(words, position + 1)
+        position += 2 if keys[position] == "NO" else 1
+    if keys[position:position + 1] != ["CURSOR"]:
+        raise _near(words, position)
+    position += 1
+    if keys[position:position + 2] == ["WITH", "HOLD"]:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "WITH HOLD cursors are not supported")
+    if keys[position:position + 2] == ["WITHOUT", "HOLD"]:
+        position += 2
+    if keys[position:position + 1] != ["FOR"] or position + 1 >= len(words):
+        raise _near(words, position if keys[position:position + 1] != ["FOR"] else position + 1)
+    query_text = text[words[position + 1].start:]
+    try:
+        query_tokens = sqlglot.tokenize(query_text, read="postgres")
+    except TokenError as error:
+        raise SqlError(errors.SYNTAX_ERROR, f"syntax error: {_first_line(str(error))}") from None
+    query = _parse_statement(query_text, query_tokens)
+    if not isinstance(query, (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Values, exp.Subquery)):
+        raise _near(words, position + 1)
+    return DeclareCursor(name, query)
+
+
+def _parse_fetch(text: str) -> FetchCursor:
+    words = _words_of(text)
+    move = words[0].text == "MOVE"
+    rest = words[1:]
+    keys = [w.text if not w.quoted else "" for w in rest]
+    count: int | None = 1
+    if keys and (keys[0] in ("NEXT", "FORWARD", "ALL") or _is_count(keys[0])):
+        first = keys[0]
+        rest, keys = rest[1:], keys[1:]
+        if first == "ALL":
+            count = None
+        elif first == "FORWARD" and keys and keys[0] == "ALL":
+            count = None
+            rest, keys = rest[1:], keys[1:]
+        elif first == "FORWARD" and keys and _is_count(keys[0]):
+            count = int(keys[0])
+            rest, keys = rest[1:], keys[1:]
+        elif _is_count(first):
+            count = int(first)
+    elif keys and keys[0] in ("PRIOR", "FIRST", "LAST", "ABSOLUTE", "RELATIVE", "BACKWARD"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"FETCH {keys[0]} is not supported (cursors only move forward)")
+    if keys and keys[0] in ("FROM", "IN"):
+        rest = rest[1:]
+    if len(rest) != 1:
+        raise _near(rest, 1)
+    if count is not None and count < 0:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "FETCH with a negative count is not supported (cursors only move forward)")
+    return FetchCursor(_name(rest[0]), count, move)
+
+
+def _is_count(word: str) -> bool:
+    return bool(re.fullmatch(r"[+-]?\d{1,18}", word))
 
 
 def _parse_explain(text: str, tokens: list, words: list[str]) -> Explain:
@@ -206,6 +383,8 @@ def _transaction_control(words: list[str]) -> TransactionControl | None:
     if first in _BEGIN_WORDS:
         _check_modes(rest)
         return TransactionControl(TransactionAction.BEGIN, "START TRANSACTION" if first == "START" else "")
+    if rest and rest[0] == "TO" and first in _ROLLBACK_WORDS:
+        return Savepoint("ROLLBACK TO", "")  # named by _parse_rollback_to (sqlglot's tokens lose case)
     if rest:
         if rest[0] in ("TO", "AND"):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{first} {' '.join(rest[:2])} is not supported")

@@ -123,6 +123,22 @@ class Transaction:
         self.write_buffer[key] = value
         self.write_bytes = total
 
+    # --- savepoints --------------------------------------------------------------------
+    def savepoint_state(self) -> tuple:
+        """What ROLLBACK TO SAVEPOINT restores: the writes, their byte count, the locks taken and
+        the transaction's view of table definitions (DDL changes it). The read cache is not part
+        of it: it holds values at start_ts, which no write of this transaction changes."""
+        return dict(self.write_buffer), self.write_bytes, set(self.lock_keys), dict(self.tables)
+
+    def rollback_to(self, state: tuple) -> None:
+        write_buffer, write_bytes, lock_keys, tables = state
+        self.write_buffer = dict(write_buffer)
+        self.write_bytes = write_bytes
+        # Catalog entries read since stay locked: what the client saw may still shape its later
+        # statements, so a concurrent schema change must still fail this commit (OC001).
+        self.lock_keys = set(lock_keys) | set(self.schema_reads)
+        self.tables = dict(tables)
+
     def note_schema_read(self, key: bytes, value: bytes | None) -> None:
         """Records that the statement used the catalog entry `key` as it was at start_ts."""
         if key not in self.schema_reads and key not in self.write_buffer:
