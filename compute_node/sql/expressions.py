@@ -227,6 +227,8 @@ class AggregateSpec:
     result_type: SqlType
     filter: Compiled | None = None
     separator: Compiled | None = None
+    # aggregate(... ORDER BY k [DESC] [NULLS FIRST|LAST], ...): (key, descending, nulls_first)
+    order: tuple[tuple[Compiled, bool, bool], ...] = ()
 
 
 class AggregateCollector:
@@ -490,6 +492,8 @@ class Compiler:
         symbol, compare = _COMPARISONS[type(node)]
         if isinstance(node.expression, (exp.Any, exp.All)) or isinstance(node.this, (exp.Any, exp.All)):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ANY/ALL comparisons are not supported")
+        if isinstance(node.this, exp.Tuple) or isinstance(node.expression, exp.Tuple):
+            return self._row_comparison(node.this, node.expression, symbol)
         return self.compare(self.compile(node.this), self.compile(node.expression), symbol, compare)
 
     def compare(self, left: Compiled, right: Compiled, symbol: str, compare) -> Compiled:
@@ -501,6 +505,53 @@ class Compiler:
         left, right = self._unify(left, right, symbol)
         common = _comparison_type(left.sql_type, right.sql_type, symbol)
         return _comparison_form(left, common), _comparison_form(right, common)
+
+    def _row_pairs(self, left: exp.Expression, right: exp.Expression, symbol: str) -> list[tuple[Evaluator, Evaluator]]:
+        """The element pairs of a row comparison, each in the comparable form of its common type."""
+        if not (isinstance(left, exp.Tuple) and isinstance(right, exp.Tuple)):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "comparing a row with a value that is not a row constructor is not supported")
+        if len(left.expressions) != len(right.expressions):
+            raise SqlError(errors.SYNTAX_ERROR, "unequal number of entries in row expressions")
+        pairs = []
+        for left_node, right_node in zip(left.expressions, right.expressions):
+            a, b = self.comparable(self.compile(left_node), self.compile(right_node), symbol)
+            pairs.append((a.evaluate, b.evaluate))
+        return pairs
+
+    def _row_comparison(self, left: exp.Expression, right: exp.Expression, symbol: str) -> Compiled:
+        """(a, b) op (c, d) as PostgreSQL: = and <> combine every pair with SQL's AND / OR; the
+        orderings compare left to right and stop at the first pair that is unequal or has a
+        NULL (which makes the answer NULL)."""
+        pairs = self._row_pairs(left, right, symbol)
+        if symbol in ("=", "<>"):
+            return Compiled(_row_equal(pairs) if symbol == "=" else
+                            lambda row, equal=_row_equal(pairs): _none_or(equal(row), operator.not_), types.BOOLEAN)
+        compare = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}[symbol]
+        on_equal = symbol in ("<=", ">=")
+
+        def evaluate(row):
+            for left_eval, right_eval in pairs:
+                a, b = left_eval(row), right_eval(row)
+                if a is None or b is None:
+                    return None
+                if a != b:
+                    return compare(a, b)
+            return on_equal
+        return Compiled(evaluate, types.BOOLEAN)
+
+    def _row_in(self, node: exp.In) -> Compiled:
+        """(a, b) IN ((1, 2), (3, 4)): row equality with each, combined with SQL's OR."""
+        tests = [_row_equal(self._row_pairs(node.this, option, "=")) for option in node.expressions]
+
+        def evaluate(row):
+            saw_null = False
+            for test in tests:
+                result = test(row)
+                if result is True:
+                    return True
+                saw_null = saw_null or result is None
+            return None if saw_null else False
+        return Compiled(evaluate, types.BOOLEAN)
 
     def _distinct_from(self, node: exp.Binary) -> Compiled:
         negate = isinstance(node, exp.NullSafeEQ)  # IS NOT DISTINCT FROM
@@ -520,7 +571,11 @@ class Compiler:
         if node.args.get("unnest") is not None:
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "IN UNNEST is not supported")
         if node.args.get("query") is not None:
+            if isinstance(node.this, exp.Tuple):
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED, "row IN (subquery) is not supported")
             return self._in_subquery(node)
+        if isinstance(node.this, exp.Tuple) or any(isinstance(o, exp.Tuple) for o in node.expressions):
+            return self._row_in(node)
         subject = self.compile(node.this)
         options = [self.compile(option) for option in node.expressions]
         common = types.common_type([subject.sql_type] + [o.sql_type for o in options], "IN")
@@ -1171,6 +1226,12 @@ class Compiler:
             raise _no_function(name, [])
         argument_node = node.this
         distinct = False
+        order_items: list = []
+        if isinstance(argument_node, exp.Order):
+            order_items = list(argument_node.expressions)
+            argument_node = argument_node.this
+            if isinstance(argument_node, exp.Distinct):
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{name}(DISTINCT ... ORDER BY ...) is not supported")
         if isinstance(argument_node, exp.Distinct):
             if len(argument_node.expressions) != 1:
                 raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{name}(DISTINCT ...) with several arguments is not supported")
@@ -1195,12 +1256,22 @@ class Compiler:
         condition = None
         if filter_node is not None:
             condition = Compiler(self.scope, "FILTER", None, self.context).compile_condition(filter_node)
+        order = []
+        for item in order_items:
+            if not isinstance(item, exp.Ordered) or item.args.get("with_fill") is not None:
+                return self._unsupported(item)
+            key = self._aggregate_argument(inner, item.this)
+            descending = bool(item.args.get("desc"))
+            nulls_first = item.args.get("nulls_first")
+            order.append((_comparison_form(key, key.sql_type), descending,
+                          descending if nulls_first is None else bool(nulls_first)))
         result_type = _aggregate_type(name, argument)
         if argument is not None and name in ("sum", "avg") and argument.sql_type.kind in types.INT_KINDS:
             argument = _converted(argument, types.NUMERIC) if result_type.kind is Kind.NUMERIC else argument
         if argument is not None and argument.sql_type.kind is Kind.CHAR and name not in ("min", "max", "count"):
             argument = _as_text(argument)
-        position = self.aggregates.add(AggregateSpec(name, argument, distinct, result_type, condition, separator))
+        position = self.aggregates.add(AggregateSpec(name, argument, distinct, result_type, condition, separator,
+                                                     tuple(order)))
         return Compiled(lambda row, i=position: row[i], result_type)
 
     def _aggregate_argument(self, inner: "Compiler", node: exp.Expression) -> Compiled:
@@ -1819,6 +1890,19 @@ def _or(left: Compiled, right: Compiled) -> Compiled:
             return None
         return False
     return Compiled(evaluate, types.BOOLEAN)
+
+
+def _row_equal(pairs: list[tuple[Evaluator, Evaluator]]) -> Evaluator:
+    def evaluate(row):
+        saw_null = False
+        for left_eval, right_eval in pairs:
+            a, b = left_eval(row), right_eval(row)
+            if a is None or b is None:
+                saw_null = True
+            elif a != b:
+                return False
+        return None if saw_null else True
+    return evaluate
 
 
 def _none_or(value, apply):

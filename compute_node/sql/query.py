@@ -156,8 +156,32 @@ class _Accumulator:
         self.total: Any = None
         self.seen: set | None = set() if spec.distinct else None
         self.parts: list[str] = []
+        # Input rows of an ordered aggregate, kept until result() sorts them (a group's rows are
+        # bounded by the statement's read limit, as the grouping itself is).
+        self.pending: list[tuple[tuple, Sequence[Any]]] | None = [] if spec.order else None
 
     def add(self, row: Sequence[Any]) -> None:
+        if self.pending is not None:
+            self.pending.append((tuple(key.evaluate(row) for key, _, _ in self.spec.order), row))
+            return
+        self._add(row)
+
+    def _replay_in_order(self) -> None:
+        pending, self.pending = self.pending, None
+        for position in range(len(self.spec.order) - 1, -1, -1):
+            _, descending, nulls_first = self.spec.order[position]
+            null_rank = 1 if (not nulls_first) != descending else 0
+
+            def sort_key(entry, position=position, null_rank=null_rank):
+                value = entry[0][position]
+                if value is None:
+                    return (null_rank, 0)
+                return (1 - null_rank, types.sort_key(value))
+            pending = sorted(pending, key=sort_key, reverse=descending)
+        for _, row in pending:
+            self._add(row)
+
+    def _add(self, row: Sequence[Any]) -> None:
         spec = self.spec
         if spec.argument is None:
             self.count += 1
@@ -202,6 +226,8 @@ class _Accumulator:
                 self.total = value
 
     def result(self) -> Any:
+        if self.pending is not None:
+            self._replay_in_order()
         name = self.spec.name
         if name == "count":
             return self.count
