@@ -410,6 +410,9 @@ class Compiler:
         """An untyped literal meeting an interval, or added to a timestamp, is an interval
         (PostgreSQL's only `timestamp + x` operator takes an interval)."""
         left_kind, right_kind = left.sql_type.kind, right.sql_type.kind
+        if symbol in "*/" and Kind.INTERVAL in (left_kind, right_kind) and Kind.NULL in (left_kind, right_kind):
+            # interval * NULL: the NULL is the factor (a double), not a second interval
+            return (coerce(left, types.DOUBLE), right) if left_kind is Kind.NULL else (left, coerce(right, types.DOUBLE))
         if right_kind is Kind.UNKNOWN and (left_kind is Kind.INTERVAL or (
                 symbol == "+" and left_kind in _TIMESTAMP_KINDS)):
             return left, coerce(right, types.INTERVAL)
