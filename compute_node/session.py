@@ -154,6 +154,10 @@ class Session:
                 statements = bound.statements
                 if len(statements) != 1:
                     raise SqlError(errors.SYNTAX_ERROR, "cannot insert multiple commands into a prepared statement")
+                if isinstance(statements[0], FetchCursor):  # its rows are those of the cursor's query
+                    cursor = self._cursors.get(statements[0].name)
+                    columns = cursor.columns if cursor is not None and not statements[0].move else None
+                    return Description([types.TEXT] * param_count, columns)
                 for _ in range(2):
                     txn = DescribeTransaction(self.backend, self.backend.start_ts(), f"{self.session_id}:describe",
                                               self.engine.schema_cache)

@@ -31,14 +31,12 @@ from quorumdb import errors, limits
 from quorumdb.errors import SqlError
 
 IN_FAILED_BLOCK = "current transaction is aborted, commands ignored until end of transaction block"
-# First words of what this module answers itself (settings commands, savepoints, transaction
-# control handled around the engine): a statement starting otherwise may go to the engine.
-_ANSWERED_HERE = frozenset({"SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE", "SAVEPOINT", "RELEASE", "ROLLBACK",
-                            "ABORT"})
+# First words of what this module answers itself (settings commands; savepoints, cursors and
+# transaction control are the engine's: compute_node/session.py): a statement starting otherwise may go to the engine.
+_ANSWERED_HERE = frozenset({"SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE"})
 # Statement shapes (quorumdb/sqllex.py lift_literals) already found to be engine statements,
 # whatever their constants: classified once per node, not at every statement (bounded, LRU).
 _ENGINE_SHAPES: "collections.OrderedDict[str, bool]" = collections.OrderedDict()
-SAVEPOINT_EXCEPTION = "3B001"
 TRANSACTION_WORDS = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
                                "PREPARE"})
 
@@ -82,8 +80,6 @@ class PgSession:
         self.settings = settings_mod.Settings(user, application_name)
         self._deallocate = deallocate
         self._catalog_reads = 0
-        self._savepoints: list[tuple[str, dict]] = []   # (name, write buffer when it was set)
-        self._savepoint_txn: Any = None
 
     @property
     def transaction_status(self) -> str:
@@ -134,13 +130,11 @@ class PgSession:
         # Catalog queries are recognised by words outside string literals: a literal that merely
         # mentions pg_something is data ("INSERT ... VALUES ('from pg_dump')" is an INSERT).
         catalog_words = pg_catalog.mentions_catalog(shape.key)
-        if params is not None and (first in ("SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE", "SAVEPOINT", "RELEASE")
+        if params is not None and (first in ("SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE")
                                    or (catalog_words and pg_catalog.recognise(statement) is not None)):
             statement, params = sqllex.substitute(statement, params), None
             words = sqllex.words(statement)
             shape = sqllex.lift_literals(statement)
-        if first in ("SAVEPOINT", "RELEASE") or (first in ("ROLLBACK", "ABORT") and "TO" in words[1:3]):
-            return self._savepoint(first, words)
         if first in ("SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE") and not (first == "SET" and "FROM" in words):
             if self.transaction_status == "E":
                 return Outcome.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
@@ -170,45 +164,6 @@ class PgSession:
         outcomes = [Outcome(list(r.columns), list(r.rows), r.command_tag or "", r.error) for r in results]
         failed = [outcome for outcome in outcomes if outcome.error is not None]
         return failed[0] if failed else outcomes[-1] if outcomes else Outcome.tag_only("")
-
-    def _savepoint(self, first: str, words: list[str]) -> Outcome:
-        """SAVEPOINT / RELEASE / ROLLBACK TO, as far as they can be honoured without engine support.
-
-        Setting and releasing savepoints always works (drivers wrap catalog probes in one);
-        ROLLBACK TO works when nothing was written since the savepoint and the block has not
-        failed, and is 0A000 otherwise (undoing part of a write buffer is not supported).
-        """
-        txn = self.session.transaction
-        if txn is None:
-            return Outcome.failed(SqlError(errors.NO_ACTIVE_SQL_TRANSACTION,
-                                           f"{first} can only be used in transaction blocks"))
-        if self._savepoint_txn is not txn:
-            self._savepoints, self._savepoint_txn = [], txn
-        rest = [w for w in words[1:] if w not in ("WORK", "TRANSACTION", "TO", "SAVEPOINT")]
-        if len(rest) != 1:
-            return Outcome.failed(SqlError(errors.SYNTAX_ERROR, f"syntax error in {first}"))
-        name = _unquote_name(rest[0])
-        if first == "SAVEPOINT":
-            if self.transaction_status == "E":
-                return Outcome.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
-            self._savepoints.append((name, dict(txn.write_buffer)))
-            return Outcome.tag_only("SAVEPOINT")
-        positions = [i for i, (existing, _) in enumerate(self._savepoints) if existing == name]
-        if not positions:
-            return Outcome.failed(SqlError(SAVEPOINT_EXCEPTION, f'savepoint "{name}" does not exist'))
-        position = positions[-1]
-        if first == "RELEASE":
-            if self.transaction_status == "E":
-                return Outcome.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
-            del self._savepoints[position:]
-            return Outcome.tag_only("RELEASE")
-        if self.transaction_status == "E" or self._savepoints[position][1] != txn.write_buffer:
-            return Outcome.failed(SqlError(errors.FEATURE_NOT_SUPPORTED,
-                                           "ROLLBACK TO SAVEPOINT is supported only when nothing was written and "
-                                           "no statement failed since the savepoint",
-                                           hint="Roll back the whole transaction and retry it."))
-        del self._savepoints[position + 1:]
-        return Outcome.tag_only("ROLLBACK")
 
     def _fail_block(self, error: SqlError) -> Outcome:
         # PostgreSQL would also fail an open block here; the engine's Session has no hook for

@@ -260,6 +260,10 @@ def encode_binary(value, oid: int) -> bytes:
             case 1184:
                 aware = value if value.tzinfo is not None else value.replace(tzinfo=datetime.timezone.utc)
                 return struct.pack("!q", _micros(aware - POSTGRES_EPOCH_UTC))
+            case 1186:  # the engine sends interval values as their text (compute_node/session.py)
+                from compute_node.sql.interval import Interval, parse_interval
+                span = value if isinstance(value, Interval) else parse_interval(str(value))
+                return struct.pack("!qii", span.micros, span.days, span.months)
             case 1700:
                 return encode_numeric_binary(decimal.Decimal(value) if not isinstance(value, decimal.Decimal)
                                              else value)
