@@ -112,6 +112,11 @@ class Session:
     def transaction(self) -> Transaction | None:
         return self._txn
 
+    @property
+    def savepoint_depth(self) -> int:
+        """Savepoints of the open block (the PostgreSQL endpoint's settings follow them)."""
+        return len(self._savepoints)
+
     async def execute(self, sql: str, params: Sequence[str] | None = None,
                       shape: sqllex.Shape | None = None) -> list[StatementResult]:
         """Run a script; `params` are SQL literal texts for $1, $2, ... (bound without pasting

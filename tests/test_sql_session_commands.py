@@ -171,3 +171,32 @@ def test_savepoints_and_cursors_on_a_cluster_through_postgres_and_grpc(shared_cl
         assert list(after.rows) == [(10,)]
     finally:
         client.close()
+
+
+def test_set_local_lasts_until_the_block_ends_and_follows_savepoints():
+    server = ServerThread()
+    try:
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+            def show() -> str:
+                return conn.execute("SHOW statement_timeout").fetchone()[0]
+            conn.execute("SET LOCAL statement_timeout = '5s'")  # outside a block: a warning, no effect
+            assert show() == "0"
+            conn.execute("BEGIN")
+            conn.execute("SET LOCAL statement_timeout = '5s'")
+            conn.execute("SAVEPOINT a")
+            conn.execute("SET LOCAL statement_timeout = '7s'")
+            conn.execute("SET application_name = 'inner'")
+            assert show() == "7s"
+            conn.execute("ROLLBACK TO a")
+            assert show() == "5s"
+            assert conn.execute("SHOW application_name").fetchone()[0] == ""
+            conn.execute("SET application_name = 'kept'")
+            conn.execute("COMMIT")
+            assert show() == "0", "SET LOCAL ends with its transaction"
+            assert conn.execute("SHOW application_name").fetchone()[0] == "kept", "a plain SET outlives it"
+            conn.execute("BEGIN")
+            conn.execute("SET application_name = 'lost'")
+            conn.execute("ROLLBACK")
+            assert conn.execute("SHOW application_name").fetchone()[0] == "kept", "a rolled-back SET is undone"
+    finally:
+        server.stop()

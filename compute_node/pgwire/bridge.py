@@ -49,6 +49,8 @@ class Outcome:
     error: SqlError | None = None
     notices: list[SqlError] = dataclasses.field(default_factory=list)
     parameter_changes: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    changed_keys: list[str] = dataclasses.field(default_factory=list)   # SET: the settings it changed
+    previous: dict[str, str] = dataclasses.field(default_factory=dict)  # SET: the values before it
 
     @property
     def returns_rows(self) -> bool:
@@ -61,6 +63,14 @@ class Outcome:
     @staticmethod
     def tag_only(tag: str) -> "Outcome":
         return Outcome([], [], tag)
+
+
+@dataclasses.dataclass
+class _SettingsBlock:
+    txn: Any                                   # the engine transaction of the block
+    start: dict[str, str]                      # the settings when the block began
+    local_restore: dict[str, str] = dataclasses.field(default_factory=dict)   # SET LOCAL key -> value before it
+    savepoints: list[tuple[dict, dict]] = dataclasses.field(default_factory=list)  # per savepoint: values, local_restore
 
 
 def is_transaction_control(statement: str) -> bool:
@@ -80,6 +90,7 @@ class PgSession:
         self.settings = settings_mod.Settings(user, application_name)
         self._deallocate = deallocate
         self._catalog_reads = 0
+        self._block: _SettingsBlock | None = None   # settings as the open transaction block found them
 
     @property
     def transaction_status(self) -> str:
@@ -113,9 +124,55 @@ class PgSession:
     async def _control(self, sql: str) -> Outcome:
         results = await self.session.execute(sql)
         result = results[-1]
-        return Outcome([], [], result.command_tag, result.error)
+        return self._track_block(Outcome([], [], result.command_tag, result.error), sqllex.words(sql))
 
     async def run(self, statement: str, params: list[str] | None = None) -> Outcome:
+        outcome = await self._run(statement, params)
+        return self._track_block(outcome, sqllex.words(statement)[:3])
+
+    # --- settings and transaction blocks --------------------------------------------------------
+    def _track_block(self, outcome: Outcome, words: list[str]) -> Outcome:
+        """Settings follow the transaction block as in PostgreSQL: at its end SET LOCAL values
+        revert (every SET of the block too when it rolled back), and ROLLBACK TO a savepoint
+        restores the settings the savepoint saw. The engine's Session owns the block and its
+        savepoints; this follows them after each statement (its transaction object, the number
+        of savepoints it holds)."""
+        txn = self.session.transaction
+        block = self._block
+        if block is not None and block.txn is not txn:
+            committed = outcome.error is None and outcome.tag == "COMMIT"
+            restore = dict(block.start)
+            if committed:
+                restore = dict(self.settings.values)
+                restore.update(block.local_restore)
+            outcome.parameter_changes += self._restore(restore)
+            self._block = block = None
+        if txn is None:
+            return outcome
+        if block is None:
+            block = self._block = _SettingsBlock(txn, dict(self.settings.values))
+        depth = self.session.savepoint_depth
+        rolled_back_to = (outcome.error is None and outcome.tag == "ROLLBACK" and words[:1] in (["ROLLBACK"], ["ABORT"]))
+        if rolled_back_to and 0 < depth <= len(block.savepoints):
+            values, local_restore = block.savepoints[depth - 1]
+            outcome.parameter_changes += self._restore(values)
+            block.local_restore = dict(local_restore)
+        del block.savepoints[depth:]
+        while len(block.savepoints) < depth:
+            block.savepoints.append((dict(self.settings.values), dict(block.local_restore)))
+        return outcome
+
+    def _restore(self, values: dict[str, str]) -> list[tuple[str, str]]:
+        changes = []
+        for key, value in values.items():
+            if self.settings.values.get(key) != value:
+                setting = settings_mod.SETTINGS.get(key)
+                if setting is not None and setting.report:
+                    changes.append((setting.name, value))
+        self.settings.values = dict(values)
+        return changes
+
+    async def _run(self, statement: str, params: list[str] | None = None) -> Outcome:
         """One statement; `params` are the SQL literals of its $n parameters (extended protocol).
         The engine binds them into its cached parse; the commands answered here, which read
         values out of the text, get them pasted in."""
@@ -224,8 +281,23 @@ class PgSession:
         return Outcome([(column.name if column else name, "text")], [(value,)], "SHOW")
 
     def _set(self, rest: list[str]) -> Outcome:
+        local = rest[:1] == ["LOCAL"]
         if rest[:1] in (["SESSION"], ["LOCAL"]) and rest[1:2] != ["CHARACTERISTICS"] and rest[1:2] != ["AUTHORIZATION"]:
             rest = rest[1:]
+        if local and self.session.transaction is None:
+            return Outcome([], [], "SET", notices=[SqlError(errors.NO_ACTIVE_SQL_TRANSACTION,
+                                                            "SET LOCAL can only be used in transaction blocks")])
+        outcome = self._set_value(rest)
+        block = self._block
+        if block is not None and block.txn is self.session.transaction and outcome.error is None:
+            for key in outcome.changed_keys:
+                if local:
+                    block.local_restore.setdefault(key, outcome.previous[key])
+                else:
+                    block.local_restore.pop(key, None)  # a plain SET in the block outlives it
+        return outcome
+
+    def _set_value(self, rest: list[str]) -> Outcome:
         if rest[:4] == ["SESSION", "CHARACTERISTICS", "AS", "TRANSACTION"]:
             self._transaction_modes(rest[4:])
             return Outcome.tag_only("SET")
@@ -248,8 +320,13 @@ class PgSession:
             name, values = _name(rest[:split]), rest[split + 1:]
         value = None if values in (["DEFAULT"], ["LOCAL"]) else _value(values)
         self._apply_read_mode(name, value)
+        before = dict(self.settings.values)
         changes = self.settings.set(name, value)
-        return Outcome([], [], "SET", parameter_changes=changes)
+        outcome = Outcome([], [], "SET", parameter_changes=changes)
+        outcome.changed_keys = [key for key in set(before) | set(self.settings.values)
+                                if before.get(key) != self.settings.values.get(key)]
+        outcome.previous = before
+        return outcome
 
     def _transaction_modes(self, rest: list[str]) -> None:
         position = 0
