@@ -97,7 +97,7 @@ class Session:
         self.last_plan = None                   # access plan of the last statement that read a table
         # Savepoints of the open block, oldest first: (name, transaction state, cursors open then).
         self._savepoints: list[tuple[str, tuple, frozenset[str]]] = []
-        self._cursors: dict[str, _Cursor] = {}  # open cursors of the block (all close at its end)
+        self._cursors: dict[str, _Cursor] = {}  # open cursors (those WITHOUT HOLD close with the block)
         # When the current execute call began and how long its parse took (EXPLAIN ANALYZE's first
         # phase; None once a statement of the script has used it).
         self._parse: tuple[float, float, bool | None] | None = None
@@ -283,13 +283,15 @@ class Session:
         if self._failed:
             self._end()
             return StatementResult.tag("ROLLBACK")
+        committed = False
         try:
             self._check_age(txn)
             await txn.commit()
+            committed = True
         except SqlError as error:
             return StatementResult.failed(error)
         finally:
-            self._end()
+            self._end(committed)
         return StatementResult.tag("COMMIT")
 
     # --- EXPLAIN ANALYZE ---------------------------------------------------------------
@@ -342,14 +344,16 @@ class Session:
             return StatementResult([("QUERY PLAN", "text")], [("Rollback (the transaction had failed)",)], "EXPLAIN")
         trace = self._new_trace()
         token = trace_mod.CURRENT.set(trace)
+        committed = False
         try:
             self._check_age(txn)
             await self._traced_commit(txn, trace)
+            committed = True
         except SqlError as error:
             return StatementResult.failed(error)
         finally:
             trace_mod.CURRENT.reset(token)
-            self._end()
+            self._end(committed)
         trace.ended = trace_mod.clock()
         return StatementResult([("QUERY PLAN", "text")], [(line,) for line in ["Commit", *trace_mod.render(trace)]],
                                "EXPLAIN")
@@ -374,11 +378,19 @@ class Session:
         txn.rng = self.rng
         return txn
 
-    def _end(self) -> None:
+    def _end(self, committed: bool = False) -> None:
+        """The block is over: its savepoints go, and its cursors but WITH HOLD ones that were
+        declared before it or that it committed (PostgreSQL drops a holdable cursor whose
+        transaction rolled back)."""
+        txn = self._txn
         self._txn = None
         self._failed = False
         self._savepoints.clear()
-        self._cursors.clear()
+        for name in [name for name, cursor in self._cursors.items()
+                     if not cursor.hold or (cursor.declared_in is txn and not committed)]:
+            del self._cursors[name]
+        for cursor in self._cursors.values():
+            cursor.declared_in = None
 
     # --- savepoints and cursors ----------------------------------------------------------
     async def _block_command(self, statement) -> StatementResult:
@@ -410,20 +422,28 @@ class Session:
             del self._savepoints[index:]  # RELEASE: it and every later savepoint; the writes stay
             return StatementResult.tag("RELEASE")
         if isinstance(statement, DeclareCursor):
-            if txn is None:
+            if txn is None and not statement.hold:
                 raise SqlError(errors.NO_ACTIVE_SQL_TRANSACTION, "DECLARE CURSOR can only be used in transaction blocks")
             if statement.name in self._cursors:
                 raise SqlError(DUPLICATE_CURSOR, f'cursor "{statement.name}" already exists')
             if len(self._cursors) >= limits.SESSION_CURSORS_MAX:
                 raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
                                f"session exceeds the limit of {limits.SESSION_CURSORS_MAX} open cursors")
-            self._check_age(txn)
             # The query runs now: a cursor sees the transaction as it is at DECLARE (as PostgreSQL's
-            # cursor snapshot), and its rows are bounded by the engine's RESULT_ROWS_MAX.
-            result = await self._execute_checked(txn, statement.statement)
-            if result.error is not None:
-                raise result.error
-            self._cursors[statement.name] = _Cursor(list(result.columns), result.rows)
+            # cursor snapshot), its rows bounded by the engine's RESULT_ROWS_MAX. That also makes
+            # WITH HOLD free: the rows are already materialised when the transaction commits.
+            if txn is None:  # WITH HOLD in autocommit: its own transaction (reads only: commits locally)
+                autocommit = self._new_transaction()
+                result = await self._execute_checked(autocommit, statement.statement)
+                await autocommit.commit()
+            else:
+                self._check_age(txn)
+                result = await self._execute_checked(txn, statement.statement)
+            held = sum(len(cursor.rows) for cursor in self._cursors.values())
+            if held + len(result.rows) > limits.RESULT_ROWS_MAX:
+                raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                               f"open cursors would hold more than {limits.RESULT_ROWS_MAX} rows")
+            self._cursors[statement.name] = _Cursor(list(result.columns), result.rows, statement.hold, txn)
             return StatementResult.tag("DECLARE CURSOR")
         if isinstance(statement, CloseCursor):
             if statement.name is None:
@@ -487,12 +507,15 @@ INVALID_SAVEPOINT = "3B001"
 
 
 class _Cursor:
-    """A cursor of the open block: the rows its query returned at DECLARE, read forward."""
+    """A cursor: the rows its query returned at DECLARE, read forward."""
 
-    def __init__(self, columns: list[tuple[str, str]], rows: list[tuple]) -> None:
+    def __init__(self, columns: list[tuple[str, str]], rows: list[tuple], hold: bool = False,
+                 declared_in: Transaction | None = None) -> None:
         self.columns = columns
         self.rows = rows
         self.position = 0
+        self.hold = hold                  # WITH HOLD: outlives the transaction that commits it
+        self.declared_in = declared_in    # the open block it was declared in (None: an earlier one)
 
     def take(self, count: int | None) -> list[tuple]:
         end = len(self.rows) if count is None else min(self.position + count, len(self.rows))

@@ -100,9 +100,10 @@ class Savepoint:
 
 @dataclasses.dataclass(frozen=True)
 class DeclareCursor:
-    """DECLARE name [NO SCROLL] CURSOR [WITHOUT HOLD] FOR query (the session runs the query)."""
+    """DECLARE name [NO SCROLL] CURSOR [WITH[OUT] HOLD] FOR query (the session runs the query)."""
     name: str
     statement: exp.Expression
+    hold: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,9 +280,8 @@ def _parse_declare(text: str) -> DeclareCursor:
     if keys[position:position + 1] != ["CURSOR"]:
         raise _near(words, position)
     position += 1
-    if keys[position:position + 2] == ["WITH", "HOLD"]:
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "WITH HOLD cursors are not supported")
-    if keys[position:position + 2] == ["WITHOUT", "HOLD"]:
+    hold = keys[position:position + 2] == ["WITH", "HOLD"]
+    if hold or keys[position:position + 2] == ["WITHOUT", "HOLD"]:
         position += 2
     if keys[position:position + 1] != ["FOR"] or position + 1 >= len(words):
         raise _near(words, position if keys[position:position + 1] != ["FOR"] else position + 1)
@@ -293,7 +293,7 @@ def _parse_declare(text: str) -> DeclareCursor:
     query = _parse_statement(query_text, query_tokens)
     if not isinstance(query, (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Values, exp.Subquery)):
         raise _near(words, position + 1)
-    return DeclareCursor(name, query)
+    return DeclareCursor(name, query, hold)
 
 
 def _parse_fetch(text: str) -> FetchCursor:
