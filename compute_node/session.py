@@ -540,7 +540,7 @@ def _rows_of_tag(tag: str) -> int | None:
     return int(last) if last.isdigit() else None
 
 
-_TEXT_TYPES = (decimal.Decimal, datetime.date, uuid.UUID, Interval)
+_TEXT_TYPES = (decimal.Decimal, datetime.date, uuid.UUID, Interval, types.ArrayValue)
 
 
 def _wire_values(result: StatementResult) -> StatementResult:

@@ -106,6 +106,17 @@ TYPES: dict[int, tuple[str, int]] = {
     INT8_ARRAY: ("_int8", -1), UNKNOWN: ("unknown", -2), VOID: ("void", 4),
 }
 
+# Arrays the engine's array_agg returns (compute_node/sql/types.py Kind.ARRAY): element name + "[]".
+_ENGINE_ARRAYS = {
+    "real[]": (1021, "_float4"), "double precision[]": (1022, "_float8"), "numeric[]": (1231, "_numeric"),
+    "character varying[]": (1015, "_varchar"), "character[]": (1014, "_bpchar"), "date[]": (1182, "_date"),
+    "timestamp without time zone[]": (1115, "_timestamp"), "timestamp with time zone[]": (1185, "_timestamptz"),
+    "uuid[]": (2951, "_uuid"), "interval[]": (1187, "_interval"), "bytea[]": (1001, "_bytea"),
+}
+for _name, (_oid, _typname) in _ENGINE_ARRAYS.items():
+    _NAME_TO_OID.setdefault(_name, _oid)
+    TYPES.setdefault(_oid, (_typname, -1))
+
 _ARRAY_OF = {TEXT: TEXT_ARRAY, INT2: INT2_ARRAY, INT4: INT4_ARRAY, OID: OID_ARRAY, BOOL: BOOL_ARRAY,
              NAME: NAME_ARRAY, INT8: INT8_ARRAY}
 

@@ -214,14 +214,16 @@ class Context:
 
 DEFAULT_CONTEXT = Context()
 
-AGGREGATE_NODES = (exp.Count, exp.Sum, exp.Min, exp.Max, exp.Avg, exp.LogicalAnd, exp.LogicalOr, exp.GroupConcat)
+AGGREGATE_NODES = (exp.Count, exp.Sum, exp.Min, exp.Max, exp.Avg, exp.LogicalAnd, exp.LogicalOr, exp.GroupConcat,
+                   exp.ArrayAgg)
 _AGGREGATE_NAMES = {exp.Count: "count", exp.Sum: "sum", exp.Min: "min", exp.Max: "max", exp.Avg: "avg",
-                    exp.LogicalAnd: "bool_and", exp.LogicalOr: "bool_or", exp.GroupConcat: "string_agg"}
+                    exp.LogicalAnd: "bool_and", exp.LogicalOr: "bool_or", exp.GroupConcat: "string_agg",
+                    exp.ArrayAgg: "array_agg"}
 
 
 @dataclasses.dataclass
 class AggregateSpec:
-    name: str                  # count, sum, min, max, avg, bool_and, bool_or, string_agg
+    name: str                  # count, sum, min, max, avg, bool_and, bool_or, string_agg, array_agg
     argument: Compiled | None  # None for count(*)
     distinct: bool
     result_type: SqlType
@@ -480,6 +482,8 @@ class Compiler:
     def _concat(self, node: exp.DPipe) -> Compiled:
         left, right = self.compile(node.this), self.compile(node.expression)
         kinds = (left.sql_type.kind, right.sql_type.kind)
+        if Kind.ARRAY in kinds:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "|| with array values is not supported")
         if Kind.BYTEA in kinds and all(k in (Kind.BYTEA, Kind.UNKNOWN, Kind.NULL) for k in kinds):
             left, right = coerce(left, types.BYTEA), coerce(right, types.BYTEA)
             return _binary(left, right, types.BYTEA, operator.add)
@@ -505,6 +509,8 @@ class Compiler:
 
     def comparable(self, left: Compiled, right: Compiled, symbol: str) -> tuple[Compiled, Compiled]:
         """Both operands converted to comparable Python values of their common type."""
+        if Kind.ARRAY in (left.sql_type.kind, right.sql_type.kind):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "comparing array values is not supported")
         left, right = self._unify(left, right, symbol)
         common = _comparison_type(left.sql_type, right.sql_type, symbol)
         return _comparison_form(left, common), _comparison_form(right, common)
@@ -1227,6 +1233,8 @@ class Compiler:
             raise SqlError(errors.GROUPING_ERROR, f"aggregate functions are not allowed in {self.clause}")
         if node.args.get("expressions") and name in ("min", "max"):
             raise _no_function(name, [])
+        if node.args.get("nulls_excluded"):
+            return self._unsupported(node)
         argument_node = node.this
         distinct = False
         order_items: list = []
@@ -1247,6 +1255,9 @@ class Compiler:
                 raise SqlError(errors.SYNTAX_ERROR, 'syntax error at or near "*"')
         else:
             argument = self._aggregate_argument(inner, argument_node)
+        if name == "array_agg" and isinstance(argument_node, (exp.Literal, exp.Null)) and (
+                isinstance(argument_node, exp.Null) or argument_node.is_string):
+            raise SqlError(AMBIGUOUS_FUNCTION, "function array_agg(unknown) is not unique")
         separator = None
         if name == "string_agg":
             separator_node = node.args.get("separator")
@@ -1268,10 +1279,14 @@ class Compiler:
             nulls_first = item.args.get("nulls_first")
             order.append((_comparison_form(key, key.sql_type), descending,
                           descending if nulls_first is None else bool(nulls_first)))
+        if distinct and name in ("string_agg", "array_agg") and not order:
+            # PostgreSQL finds the distinct values by sorting them: they come out in that order.
+            order = [(_comparison_form(argument, argument.sql_type), False, False)]
         result_type = _aggregate_type(name, argument)
         if argument is not None and name in ("sum", "avg") and argument.sql_type.kind in types.INT_KINDS:
             argument = _converted(argument, types.NUMERIC) if result_type.kind is Kind.NUMERIC else argument
-        if argument is not None and argument.sql_type.kind is Kind.CHAR and name not in ("min", "max", "count"):
+        if argument is not None and argument.sql_type.kind is Kind.CHAR and name not in ("min", "max", "count",
+                                                                                      "array_agg"):
             argument = _as_text(argument)
         position = self.aggregates.add(AggregateSpec(name, argument, distinct, result_type, condition, separator,
                                                      tuple(order)))
@@ -1835,6 +1850,11 @@ def _aggregate_type(name: str, argument: Compiled | None) -> SqlType:
         return types.BOOLEAN
     if name == "string_agg":
         return types.TEXT
+    if name == "array_agg":
+        if kind is Kind.ARRAY:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "array_agg of arrays is not supported")
+        element = types.TEXT if kind in types.UNTYPED_KINDS else argument.sql_type.base
+        return SqlType(Kind.ARRAY, element=element)
     if kind is Kind.NULL:
         if name in ("sum", "avg"):
             raise SqlError(AMBIGUOUS_FUNCTION, f"function {name}(unknown) is not unique")

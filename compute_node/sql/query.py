@@ -188,6 +188,13 @@ class _Accumulator:
             return
         value = spec.argument.evaluate(row)
         if value is None:
+            if spec.name == "array_agg":  # array_agg keeps NULLs (DISTINCT: one)
+                if self.seen is not None:
+                    if None in self.seen:
+                        return
+                    self.seen.add(None)
+                self.count += 1
+                self.parts.append(None)
             return
         if self.seen is not None:
             marker = _group_key(value)
@@ -213,6 +220,8 @@ class _Accumulator:
             self.total = value if self.total is None else (self.total and value)
         elif name == "bool_or":
             self.total = value if self.total is None else (self.total or value)
+        elif name == "array_agg":
+            self.parts.append(value)
         elif name == "string_agg":
             separator = spec.separator.evaluate(row) if spec.separator is not None else ""
             if self.parts:
@@ -241,6 +250,8 @@ class _Accumulator:
             return float(self.total) / self.count
         if name == "string_agg":
             return "".join(self.parts) if self.parts else None
+        if name == "array_agg":
+            return types.ArrayValue(self.parts, self.spec.result_type.element) if self.parts else None
         return self.total
 
 

@@ -56,6 +56,7 @@ class Kind(enum.Enum):
     UUID = "uuid"
     BYTEA = "bytea"
     INTERVAL = "interval"  # compute_node/sql/interval.py (values only: no interval columns yet)
+    ARRAY = "array"        # array_agg's result only (a tuple of element values; SqlType.element)
     UNKNOWN = "unknown"  # an untyped string literal
     NULL = "null"        # an untyped NULL literal
 
@@ -91,12 +92,15 @@ class SqlType:
     length: int | None = None     # varchar(n), char(n)
     precision: int | None = None  # numeric(p, s)
     scale: int | None = None
+    element: "SqlType | None" = None  # ARRAY: the element type
 
     @property
     def pg_name(self) -> str:
         """The name PostgreSQL's protocol reports for a result column."""
         if self.kind in UNTYPED_KINDS:
             return "text"
+        if self.kind is Kind.ARRAY:
+            return self.element.pg_name + "[]"
         return self.kind.value
 
     @property
@@ -108,6 +112,8 @@ class SqlType:
             return f"numeric({self.precision},{self.scale or 0})"
         if self.kind is Kind.NULL:
             return "unknown"
+        if self.kind is Kind.ARRAY:
+            return self.element.display_name + "[]"
         return self.kind.value
 
     @property
@@ -117,7 +123,7 @@ class SqlType:
     @property
     def base(self) -> "SqlType":
         """The type without modifiers (what an expression over this column has)."""
-        return SqlType(self.kind) if self.kind is not Kind.CHAR else self
+        return SqlType(self.kind) if self.kind not in (Kind.CHAR, Kind.ARRAY) else self
 
     def to_json(self) -> dict:
         doc: dict = {"kind": self.kind.value, "length": self.length}
@@ -588,7 +594,37 @@ def format_value(value: Any, sql_type: SqlType | None = None) -> str:
         return "\\x" + value.hex()
     if isinstance(value, interval_mod.Interval):
         return interval_mod.format_interval(value)
+    if isinstance(value, ArrayValue):
+        return format_array(value, value.element)
     return str(value)
+
+
+class ArrayValue(tuple):
+    """An array value (array_agg's result): its elements, and their type for the text output.
+    Equal and hashed as the tuple of its elements (NULL elements equal, as PostgreSQL groups)."""
+
+    def __new__(cls, values, element: "SqlType | None" = None):
+        array = super().__new__(cls, values)
+        array.element = element
+        return array
+
+
+def format_array(values: tuple, element: SqlType | None) -> str:
+    """PostgreSQL's array_out: `{1,2,NULL}`, elements quoted when empty, NULL-like, or holding
+    braces, quotes, commas, backslashes or white space."""
+    parts = []
+    for value in values:
+        if value is None:
+            parts.append("NULL")
+            continue
+        if isinstance(value, bool):
+            text = "t" if value else "f"  # boolout, not the cast to text
+        else:
+            text = format_value(value, element)
+        if text == "" or text.upper() == "NULL" or any(c in '{},"\\ \t\n\r\v\f' for c in text):
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        parts.append(text)
+    return "{" + ",".join(parts) + "}"
 
 
 def format_numeric(value: decimal.Decimal) -> str:
@@ -705,6 +741,8 @@ def cast(value: Any, source: SqlType, target: SqlType) -> Any:
 
 def sort_key(value: Any) -> Any:
     """A Python sort key that orders non-NULL values of one type as PostgreSQL does (NaN last)."""
+    if isinstance(value, tuple):  # PostgreSQL orders arrays element-wise, NULL elements last: not here
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ordering array values is not supported")
     if isinstance(value, float):
         return (1, 0.0) if math.isnan(value) else (0, value)
     return value  # str: code point order is UTF-8 byte order (C collation)

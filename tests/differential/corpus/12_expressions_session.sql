@@ -104,6 +104,21 @@ SELECT substring(tag FROM '^[a-z]') AS k, string_agg(name, ';' ORDER BY name DES
 SELECT count(*) FILTER (WHERE name ~ 'a'), sum(amount) FILTER (WHERE at < TIMESTAMP '2024-02-01'), max(at) FILTER (WHERE amount IS NULL) FROM ev;
 SELECT id, CASE WHEN name ~ '^[A-Z]+$' THEN 'upper' WHEN name ~ '^[a-z]+$' THEN 'lower' ELSE 'mixed' END FROM ev ORDER BY id;
 SELECT id, COALESCE(tag, name), NULLIF(amount, 20.00), GREATEST(id, 3), LEAST(amount, 8) FROM ev ORDER BY id;
+-- array_agg: arrays as values (output only: no array columns, literals, operators or ordering)
+CREATE TABLE ar (id int PRIMARY KEY, i int, t text, r real, n numeric, d date, ts timestamp, b boolean, c char(3), v varchar(5));
+INSERT INTO ar VALUES (1, 1, 'a b', 1.1, 1.50, '2024-01-01', '2024-01-01 10:00', true, 'x', 'v1'),
+  (2, NULL, '', 2.5, NULL, NULL, NULL, false, 'yz', NULL), (3, 3, 'null', NULL, 3, '2024-01-03', NULL, NULL, NULL, 'v3'),
+  (4, 2, 'q"\', 0.1, 0.10, NULL, NULL, true, 'abc', 'v,4');
+SELECT array_agg(i ORDER BY id), array_agg(t ORDER BY id), array_agg(r ORDER BY id), array_agg(n ORDER BY id) FROM ar;
+SELECT array_agg(d ORDER BY id), array_agg(ts ORDER BY id), array_agg(b ORDER BY id), array_agg(c ORDER BY id), array_agg(v ORDER BY id) FROM ar;
+SELECT array_agg(DISTINCT i), string_agg(DISTINCT t, ','), array_agg(DISTINCT b) FROM ar;
+SELECT b, array_agg(id ORDER BY id DESC), array_agg(INTERVAL '1 day' * id ORDER BY id) FROM ar GROUP BY b ORDER BY b;
+SELECT array_agg(id) FILTER (WHERE id > 5), array_agg(NULL::int), array_agg(id ORDER BY id)::text FROM ar;
+SELECT count(DISTINCT x) FROM (SELECT array_agg(id ORDER BY id) x FROM ar GROUP BY b) s;
+SELECT array_agg(x ORDER BY x) FROM (VALUES (3), (1), (2)) v(x) WHERE x > 5;
+SELECT array_agg('x') FROM ar;
+SELECT array_agg(NULL) FROM ar;
+SELECT array_agg(i) = array_agg(i) FROM ar;
 -- savepoints
 SAVEPOINT outside;
 RELEASE SAVEPOINT outside;
