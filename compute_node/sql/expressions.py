@@ -1202,6 +1202,8 @@ class Compiler:
             return self._octet_length(self._args(node.expressions))
         if name == "date_part":
             return self._date_part(node)
+        if name == "regexp_match" and len(node.expressions) in (2, 3):
+            return self._regexp_match(node)
         if name in ("strpos",) and len(node.expressions) == 2:
             return self._string_function("strpos", node.expressions, lambda t, s: t.find(s) + 1, types.INTEGER)
         raise SqlError(errors.UNDEFINED_FUNCTION if name not in _KNOWN_UNSUPPORTED else errors.FEATURE_NOT_SUPPORTED,
@@ -1341,6 +1343,43 @@ class Compiler:
                 raise _no_operator(f"{subject.sql_type.display_name} {symbol} {pattern.sql_type.display_name}")
         return self._regexp(symbol, [node.this, node.expression], lambda p, t: regex_mod.matches(p, t),
                             isinstance(node, exp.RegexpILike), types.BOOLEAN)
+
+    def _regexp_match(self, node: exp.Anonymous) -> Compiled:
+        """regexp_match(text, pattern [, flags]) -> text[]: the capture groups of the first match
+        (the whole match when there are none), NULL when nothing matches."""
+        case_insensitive = False
+        if len(node.expressions) == 3:
+            flags_node = node.expressions[2]
+            if not (isinstance(flags_node, exp.Literal) and flags_node.is_string):
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED, "regexp_match flags that are not a constant are not supported")
+            if "g" in flags_node.this:
+                raise SqlError(errors.INVALID_PARAMETER_VALUE, 'regexp_match() does not support the "global" option',
+                               hint="Use the regexp_matches function instead.")
+            _, case_insensitive = regex_mod.parse_flags(flags_node.this)
+        return self._regexp("regexp_match", node.expressions[:2], _first_match, case_insensitive,
+                            SqlType(Kind.ARRAY, element=types.TEXT))
+
+    def _subscript(self, node: exp.Bracket) -> Compiled:
+        """array[n] for a constant n (sqlglot keeps a constant subscript 0-based: n - 1)."""
+        index_node = node.expressions[0] if len(node.expressions) == 1 else None
+        negative = isinstance(index_node, exp.Neg)
+        literal = index_node.this if negative else index_node
+        if (not isinstance(literal, exp.Literal) or literal.is_string or not str(literal.this).isdigit()
+                or any(node.args.get(key) for key in ("offset", "safe", "returns_list_for_maps", "json_access"))):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "array subscripts other than a constant index are not supported")
+        position = -int(literal.this) if negative else int(literal.this)  # 0-based
+        array = self.compile(node.this)
+        if array.sql_type.kind is not Kind.ARRAY:
+            raise SqlError(errors.DATATYPE_MISMATCH,
+                           f"cannot subscript type {array.sql_type.display_name} because it does not support subscripting")
+        evaluate = array.evaluate
+
+        def element(row):
+            values = evaluate(row)
+            if values is None or not 0 <= position < len(values):
+                return None
+            return values[position]
+        return Compiled(element, array.sql_type.element)
 
     def _regexp_replace(self, node: exp.RegexpReplace) -> Compiled:
         for key in ("position", "occurrence"):
@@ -1915,6 +1954,14 @@ def _or(left: Compiled, right: Compiled) -> Compiled:
     return Compiled(evaluate, types.BOOLEAN)
 
 
+def _first_match(pattern, text: str):
+    found = regex_mod.search(pattern, text)
+    if found is None:
+        return None
+    parts = found.groups() if pattern.groups else (found.group(0),)
+    return types.ArrayValue(parts, types.TEXT)
+
+
 def _row_equal(pairs: list[tuple[Evaluator, Evaluator]]) -> Evaluator:
     def evaluate(row):
         saw_null = False
@@ -1967,7 +2014,8 @@ def _no_function(name: str, operands: Sequence[Compiled]) -> SqlError:
 _KNOWN_UNSUPPORTED = {
     "age", "every", "gcd", "lcm", "quote_ident", "quote_literal", "to_timestamp", "to_date", "to_number",
     "array_length", "unnest", "generate_series", "nextval", "currval", "setval", "row_number", "rank",
-    "dense_rank", "lag", "lead", "json_build_object", "jsonb_build_object", "regexp_match", "pg_sleep",
+    "dense_rank", "lag", "lead", "json_build_object", "jsonb_build_object", "regexp_matches", "pg_sleep",
+    "regexp_split_to_array", "regexp_split_to_table",
     "clock_timestamp", "statement_timestamp", "transaction_timestamp", "timeofday", "make_date",
 }
 
@@ -2049,6 +2097,7 @@ _HANDLERS: dict[type, Callable[[Compiler, Any], Compiled]] = {
     exp.RegexpLike: Compiler._regexp_like,
     exp.RegexpILike: Compiler._regexp_like,
     exp.RegexpReplace: Compiler._regexp_replace,
+    exp.Bracket: Compiler._subscript,
 }
 for _node_type in _COMPARISONS:
     _HANDLERS[_node_type] = Compiler._comparison

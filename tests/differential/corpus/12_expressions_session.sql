@@ -80,6 +80,14 @@ SELECT regexp_replace('2024-01-31', '(\d+)-(\d+)-(\d+)', '\3/\2/\1'), regexp_rep
 SELECT substring('foobar' FROM 'o+b'), substring('foobar' FROM 'o(b)a'), substring('abcd' FROM 'a|ab'), substring('abc' FROM 'x'), substring('ab12cd' FROM '[0-9]+');
 SELECT id, substring(tag FROM '-(\d+)$') FROM ev ORDER BY id;
 SELECT substring('aaa' FROM 'a*?'), substring('xabcabc' FROM 'a.*c'), substring('xabcabc' FROM 'a.*?c');
+SELECT regexp_match('foobarbequebaz', 'ba.'), regexp_match('foobarbequebaz', '(bar)(beque)'), regexp_match('abc', 'x'), regexp_match('ABC', 'b', 'i'), regexp_match('a1', '([a-z])(x)?');
+SELECT id, regexp_match(tag, '^([a-z])-(\d+)$') FROM ev ORDER BY id;
+SELECT (regexp_match('key=val', '(\w+)=(\w+)'))[1];
+SELECT (regexp_match('key=val', '(\w+)=(\w+)'))[2];
+SELECT (regexp_match('key=val', '(\w+)=(\w+)'))[3], (regexp_match('key=val', '(\w+)=(\w+)'))[0];
+SELECT id, upper((regexp_match(tag, '-(\d)'))[1]) FROM ev ORDER BY id;
+SELECT regexp_match('a', 'a', 'g');
+SELECT (1)[1];
 SELECT 'a' ~ '(';
 SELECT 'a' ~ '[';
 SELECT regexp_replace('a', '(', 'b');
