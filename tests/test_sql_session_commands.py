@@ -141,6 +141,10 @@ def exercise_with_psycopg(dsn: str, table: str) -> None:
         assert cursor.fetchone() == (datetime.timedelta(days=1, hours=2, minutes=3), True, True)
         with pytest.raises(psycopg.errors.InvalidRegularExpression):
             conn.execute("SELECT 'a' ~ '('")
+        cursor = conn.execute(f"SELECT array_agg(id ORDER BY id DESC), array_agg(note ORDER BY id), "
+                              f"regexp_match('k=v', '(\\w)=(\\w)') FROM {table}")
+        assert [column.type_code for column in cursor.description] == [1007, 1009, 1009]
+        assert cursor.fetchone() == ([3, 1], ["kept", "released"], ["k", "v"])
 
 
 def test_psycopg_savepoints_cursors_and_intervals_in_memory():
