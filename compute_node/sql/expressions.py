@@ -2165,6 +2165,8 @@ def _figure_name(node: exp.Expression) -> tuple[str, int]:
 def _simple_name(node: exp.Expression) -> str:
     if isinstance(node, exp.Filter):
         return output_name(node.this)
+    if isinstance(node, exp.Bracket):  # (f(x))[1] is named after f, as PostgreSQL's FigureColname
+        return output_name(node.this)
     if isinstance(node, AGGREGATE_NODES):
         return _AGGREGATE_NAMES[type(node)]
     if isinstance(node, exp.Pad):
