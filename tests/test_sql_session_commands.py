@@ -141,6 +141,11 @@ def exercise_with_psycopg(dsn: str, table: str) -> None:
         assert cursor.fetchone() == (datetime.timedelta(days=1, hours=2, minutes=3), True, True)
         with pytest.raises(psycopg.errors.InvalidRegularExpression):
             conn.execute("SELECT 'a' ~ '('")
+        span = datetime.timedelta(days=-1, seconds=3, microseconds=5)  # psycopg sends it in binary
+        assert conn.execute("SELECT %s::interval, TIMESTAMP '2024-01-02' + %s", [span, span]).fetchone() == (
+            span, datetime.datetime(2024, 1, 1, 0, 0, 3, 5))
+        binary = conn.cursor(binary=True)
+        assert binary.execute("SELECT INTERVAL '1 day 00:00:03.5'").fetchone() == (datetime.timedelta(days=1, seconds=3.5),)
         cursor = conn.execute(f"SELECT array_agg(id ORDER BY id DESC), array_agg(note ORDER BY id), "
                               f"regexp_match('k=v', '(\\w)=(\\w)') FROM {table}")
         assert [column.type_code for column in cursor.description] == [1007, 1009, 1009]

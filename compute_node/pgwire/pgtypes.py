@@ -430,7 +430,7 @@ def text_param_literal(text: str, oid: int) -> str:
 
 def _binary_param_literal(data: bytes, oid: int) -> str:
     sizes = {BOOL: 1, INT2: 2, INT4: 4, OID: 4, INT8: 8, FLOAT4: 4, FLOAT8: 8, UUID: 16, DATE: 4,
-             TIMESTAMP: 8, TIMESTAMPTZ: 8, TIME: 8}
+             TIMESTAMP: 8, TIMESTAMPTZ: 8, TIME: 8, INTERVAL: 16}
     if oid in sizes and len(data) != sizes[oid]:
         raise _bad_binary(TYPES[oid][0])
     match oid:
@@ -452,6 +452,10 @@ def _binary_param_literal(data: bytes, oid: int) -> str:
             return format(number, "f") if number >= 0 else f"({format(number, 'f')})"
         case 17:
             return f"CAST('\\x{data.hex()}' AS BYTEA)"
+        case 1186:  # microseconds, days, months: written in the engine's own interval output
+            from compute_node.sql.interval import Interval, format_interval
+            micros, days, months = struct.unpack("!qii", data)
+            return f"CAST('{format_interval(Interval(months, days, micros))}' AS INTERVAL)"
         case 2950:
             return f"CAST('{uuid.UUID(bytes=data)}' AS UUID)"
         case 1082:
