@@ -4,7 +4,6 @@ gRPC client (the corpus file tests/differential/corpus/12_expressions_session.sq
 answers themselves with PostgreSQL)."""
 from __future__ import annotations
 
-import asyncio
 import datetime
 import random
 
