@@ -112,13 +112,13 @@ for _names, _field, _months, _days, _micros in (
         _UNITS[_name] = (_field, _months, _days, _micros)
 
 _TOKEN = re.compile(r"\s*(?:(?P<time>[+-]?\d+:\d+(?::\d+(?:\.\d*)?)?)|(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+))"
-                    r"|(?P<word>[a-z]+)|(?P<at>@))")
+                    r"|(?P<word>[a-z]+)|(?P<at>@)|(?P<other>[+-]))")
 
 
 def parse_interval(text: str) -> Interval:
     """PostgreSQL's interval input (the `postgres` syntax; see the module docstring)."""
     source = text
-    text = text.strip().lower()
+    text = text.replace(",", " ").strip().lower()  # '1 day, 2:03:00' (Python's timedelta text) is accepted
     if len(text) > INPUT_CHARS_MAX:
         raise _invalid(source)
     if re.fullmatch(r"[+-]?p.*", text):
@@ -137,10 +137,10 @@ def parse_interval(text: str) -> Interval:
         position = match.end()
     if tokens and tokens[0][0] == "at":
         tokens = tokens[1:]
-    negate = False
-    if tokens and tokens[-1] == ("word", "ago"):
-        negate = True
-        tokens = tokens[:-1]
+    negate = tokens.count(("word", "ago")) == 1  # 'ago' negates every field, wherever it stands
+    if negate:
+        tokens.remove(("word", "ago"))
+    tokens = _join_signs(tokens, source)
     if not tokens:
         raise _invalid(source)
     months = days = 0
@@ -195,9 +195,29 @@ def parse_interval(text: str) -> Interval:
         else:
             micros += quantity * unit_micros
     micros_int = int(micros.to_integral_value(decimal.ROUND_HALF_EVEN))
+    if not (INT32_MIN <= days <= INT32_MAX and INT64_MIN <= micros_int <= INT64_MAX):
+        raise SqlError("22015", f'interval field value out of range: "{source}"')
     if negate:
         months, days, micros_int = -months, -days, -micros_int
     return checked(months, days, micros_int)
+
+
+def _join_signs(tokens: list, source: str) -> list:
+    """'- 5 min': a sign standing alone belongs to the number after it."""
+    joined = []
+    index = 0
+    while index < len(tokens):
+        kind, value = tokens[index]
+        if kind == "other" and value in "+-":
+            following = tokens[index + 1] if index + 1 < len(tokens) else None
+            if following is None or following[0] not in ("number", "time") or following[1][0] in "+-":
+                raise _invalid(source)
+            joined.append((following[0], value + following[1]))
+            index += 2
+            continue
+        joined.append((kind, value))
+        index += 1
+    return joined
 
 
 def _time_micros(value: str) -> D:
@@ -205,7 +225,7 @@ def _time_micros(value: str) -> D:
     parts = value.lstrip("+-").split(":")
     hours, minutes = int(parts[0]), int(parts[1])
     seconds = D(parts[2]) if len(parts) > 2 else D(0)
-    if minutes > 59 or seconds >= 60:
+    if minutes > 59 or seconds > 60:
         raise SqlError("22015", f'interval field value out of range: "{value}"')
     total = hours * USECS_PER_HOUR + minutes * USECS_PER_MINUTE + seconds * USECS_PER_SEC
     return -total if negative else total

@@ -15,6 +15,12 @@ SELECT INTERVAL '1.5 days', INTERVAL '1.5 months', INTERVAL '1.5 years', INTERVA
 SELECT INTERVAL '-1 year 2 months', INTERVAL '-1 year -2 mons +3 days -04:05:06', INTERVAL '1 year -1 mon 2 days -3 hours';
 SELECT INTERVAL '25 hours', INTERVAL '100000 hours', INTERVAL '1 week', INTERVAL '3', INTERVAL '1:2', INTERVAL '1 2:03';
 SELECT INTERVAL '@ 1 day ago', INTERVAL '1 millisecond', INTERVAL '-1.5 hours', INTERVAL '0', INTERVAL '10 years 1 mon 1 day 00:00:00.000001';
+SELECT INTERVAL '1 day, 02:03:00', INTERVAL '- 5 min', INTERVAL '1 day ago -1 hour', INTERVAL '23:59:60', INTERVAL '1h 30m', INTERVAL '1y 2mons', INTERVAL '2 decades', INTERVAL '-1.25 years';
+SELECT INTERVAL '00:00:00.0000005', INTERVAL '00:00:00.0000015', INTERVAL '12:34:56.1234567', INTERVAL '1 mon 1.5 days', INTERVAL '1e3 seconds', INTERVAL '2147483647 days';
+SELECT INTERVAL '2147483648 days';
+SELECT INTERVAL '2562047789 hours';
+SELECT INTERVAL '1:60';
+SELECT INTERVAL 'P1D';
 SELECT CAST('3 days' AS interval), '1 day'::interval::text, CAST(INTERVAL '36 hours' AS varchar);
 -- interval arithmetic
 SELECT INTERVAL '1 day' + INTERVAL '1 hour', INTERVAL '1 day' - INTERVAL '1 hour', - INTERVAL '1 day';
