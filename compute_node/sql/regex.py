@@ -72,6 +72,13 @@ def _translate(pattern: str) -> tuple[str, bool]:
     if pattern.startswith("***"):
         raise _unsupported("directors (***)")
     out: list[str] = []
+    options = re.match(r"\(\?([a-z]*)\)", pattern)
+    if options is not None:  # ARE embedded options, only at the start (as Python's global flags)
+        if set(options.group(1)) - set("ic"):
+            raise _unsupported(f"embedded options ({options.group(0)})")
+        if options.group(1).rstrip("c").endswith("i") or ("i" in options.group(1) and "c" not in options.group(1)):
+            out.append("(?i)")
+        pattern = pattern[options.end():]
     greedy: bool | None = None
     depth = 0
     top_level_alternation = False
@@ -83,22 +90,22 @@ def _translate(pattern: str) -> tuple[str, bool]:
             if index + 1 >= length:
                 raise SqlError(INVALID_REGULAR_EXPRESSION, "invalid regular expression: invalid escape \\ sequence")
             following = pattern[index + 1]
-            if following in "mMyYbB":
+            if following in "bB":  # a backspace and a backslash in ARE: rare enough to refuse
                 raise _unsupported(f"escape \\{following}")
-            out.append(pattern[index:index + 2])
+            out.append(_WORD_EDGES.get(following, pattern[index:index + 2]))
             index += 2
             continue
         if char == "[":
             end = _bracket_end(pattern, index)
             body = pattern[index:end]
-            if "[:" in body or "[." in body or "[=" in body:
-                raise _unsupported("character classes ([[:name:]]) and collating elements")
-            out.append(body)
+            if "[." in body[1:] or "[=" in body[1:]:
+                raise _unsupported("collating elements and equivalence classes in brackets")
+            out.append(_POSIX_CLASS.sub(_posix_class, body[:1]) + _POSIX_CLASS.sub(_posix_class, body[1:]))
             index = end
             continue
         if char == "(":
             if pattern.startswith("(?", index):
-                if not any(pattern.startswith(p, index) for p in ("(?:", "(?=", "(?!", "(?<=", "(?<!")):
+                if not any(pattern.startswith(p, index) for p in ("(?:", "(?=", "(?!", "(?<=", "(?<!", "(?#")):
                     raise _unsupported(f"group syntax {pattern[index:index + 3]}")
             depth += 1
         elif char == ")":
@@ -109,6 +116,10 @@ def _translate(pattern: str) -> tuple[str, bool]:
             out.append(r"\Z")
             index += 1
             continue
+        elif char == "{" and not pattern[index + 1:index + 2].isdigit():
+            out.append("\\{")  # a brace that starts no bound is a literal in ARE
+            index += 1
+            continue
         elif char in "*+?{":
             is_group_mark = char == "?" and index > 0 and pattern[index - 1] == "(" and (index < 2 or pattern[index - 2] != "\\")
             if not is_group_mark:
@@ -116,8 +127,7 @@ def _translate(pattern: str) -> tuple[str, bool]:
                 if char == "{":
                     close = pattern.find("}", index)
                     if close == -1 or not re.fullmatch(r"\d+(,\d*)?", pattern[index + 1:close]):
-                        raise _unsupported("brace that is not a bound {m,n}") if close == -1 else \
-                            SqlError(INVALID_REGULAR_EXPRESSION, "invalid regular expression: invalid repetition count(s)")
+                        raise SqlError(INVALID_REGULAR_EXPRESSION, "invalid regular expression: invalid repetition count(s)")
                     end = close + 1
                 lazy = end < length and pattern[end] == "?"
                 if end < length and pattern[end] == "+":
@@ -130,6 +140,25 @@ def _translate(pattern: str) -> tuple[str, bool]:
         out.append(char)
         index += 1
     return "".join(out), True if top_level_alternation or greedy is None else greedy
+
+
+# ARE word edges: \m start of a word, \M end of one, \y either, \Y neither (ASCII words, C ctype).
+_WORD_EDGES = {"m": r"\b(?=\w)", "M": r"\b(?<=\w)", "y": r"\b", "Y": r"\B"}
+_POSIX_CLASS = re.compile(r"\[:([a-z]+):\]")
+# POSIX classes in the C locale (ASCII only, as PostgreSQL with C ctype).
+_POSIX_CLASSES = {
+    "alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z", "lower": "a-z",
+    "space": " \\t\\n\\r\\f\\v", "blank": " \\t", "xdigit": "0-9A-Fa-f", "word": "a-zA-Z0-9_",
+    "punct": r"!-/:-@\[-`{-~",
+    "cntrl": "\\x00-\\x1f\\x7f", "print": "\\x20-\\x7e", "graph": "\\x21-\\x7e",
+}
+
+
+def _posix_class(match: re.Match) -> str:
+    members = _POSIX_CLASSES.get(match.group(1))
+    if members is None:
+        raise SqlError(INVALID_REGULAR_EXPRESSION, "invalid regular expression: invalid character class")
+    return members
 
 
 def _bracket_end(pattern: str, start: int) -> int:

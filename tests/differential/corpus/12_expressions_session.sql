@@ -98,7 +98,12 @@ SELECT 'a' ~ '(';
 SELECT 'a' ~ '[';
 SELECT regexp_replace('a', '(', 'b');
 SELECT regexp_replace('abc', 'b', 'x', 'z');
-SELECT 'a' ~ '[[:alpha:]]';
+SELECT 'a' ~ '[[:alpha:]]', 'AbC' ~ '^[A-Z]b[[:upper:]]$', 'x1' ~ '[^[:digit:]][[:digit:]]', 'a.b' ~ '[.]', 'a{b' ~ 'a{b', 'aaa' ~ 'a{,2}';
+SELECT 'foo bar' ~ '\mbar\M', 'foobar' ~ '\mbar', 'foo bar' ~ '\yfoo\y', 'foo' ~ 'o\Yo', 'foo' ~ '(?#note)fo+', 'aB' ~ '(?i)ab';
+SELECT regexp_replace('a, b;c!', '[[:punct:]]', '', 'g'), regexp_replace('  x  ', '^[[:space:]]+|[[:space:]]+$', '', 'g'), substring('id: 42' FROM '[[:digit:]]+');
+SELECT 'abc' ~ 'a{2';
+SELECT 'abc' ~ '[[:nope:]]';
+SELECT 'a' ~ '[[.a.]]';
 SELECT 'a' ~ 1;
 -- row values
 SELECT (1, 2) < (1, 3), (1, 2) = (1, 2), (1, NULL) = (1, 2), (1, NULL) = (2, 2), (1, NULL) <> (2, 2);
