@@ -1178,13 +1178,15 @@ class Compiler:
         return self._extract_field("date_part", field_node.this.lower(), self.compile(node.expressions[1]))
 
     def _date_trunc(self, node: exp.TimestampTrunc) -> Compiled:
-        unit = node.args["unit"].name.lower()
+        unit = interval_mod.unit_field(node.args["unit"].name.lower())
         operand = self.compile(node.this)
         if operand.sql_type.kind is Kind.UNKNOWN:
             operand = coerce(operand, types.TIMESTAMPTZ)
         kind = operand.sql_type.kind
         if kind is Kind.INTERVAL:
-            interval_mod.truncate(interval_mod.Interval(0, 0, 0), unit)  # an unknown unit fails before any row
+            if unit not in _TRUNC_UNITS:
+                raise SqlError(INVALID_ARGUMENT, f'unit "{unit}" not recognized for type interval')
+            interval_mod.truncate(interval_mod.Interval(0, 0, 0), unit)  # week: 0A000 as PostgreSQL, before any row
             evaluate = operand.evaluate
             return Compiled(lambda row: _none_or(evaluate(row), lambda v: interval_mod.truncate(v, unit)),
                             types.INTERVAL)
@@ -1193,7 +1195,7 @@ class Compiler:
         result_type = types.TIMESTAMPTZ if kind in (Kind.DATE, Kind.TIMESTAMPTZ) else types.TIMESTAMP
         value = _converted(operand, result_type).evaluate
         if unit not in _TRUNC_UNITS:
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'date_trunc unit "{unit}" is not supported')
+            raise SqlError(INVALID_ARGUMENT, f'unit "{unit}" not recognized for type {result_type.display_name}')
         return Compiled(lambda row: _none_or(value(row), lambda v: _truncate(v, unit)), result_type)
 
     def _anonymous(self, node: exp.Anonymous) -> Compiled:
@@ -1822,10 +1824,25 @@ def _chr(code: int) -> str:
 
 _FIELD_ALIASES = {"years": "year", "months": "month", "mon": "month", "days": "day", "hours": "hour",
                   "minutes": "minute", "seconds": "second", "epochs": "epoch"}
-_TRUNC_UNITS = ("year", "quarter", "month", "week", "day", "hour", "minute", "second")
+_TRUNC_UNITS = ("millennium", "century", "decade", "year", "quarter", "month", "week", "day", "hour", "minute",
+                "second", "millisecond", "microsecond")
 
 
 def _truncate(value: datetime.datetime, unit: str) -> datetime.datetime:
+    if unit in ("millennium", "century", "decade"):
+        if unit == "decade":
+            year = value.year // 10 * 10
+        else:  # centuries and millennia start at year 1 (2001-01-01 begins the 21st century)
+            step = 100 if unit == "century" else 1000
+            year = (value.year - 1) // step * step + 1
+        try:
+            return value.replace(year=year, month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+        except ValueError:
+            raise SqlError(types.DATETIME_FIELD_OVERFLOW, "timestamp out of range") from None
+    if unit == "millisecond":
+        return value.replace(microsecond=value.microsecond // 1000 * 1000)
+    if unit == "microsecond":
+        return value
     if unit == "year":
         return value.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
     if unit == "quarter":

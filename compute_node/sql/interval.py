@@ -415,10 +415,17 @@ def extract(span: Interval, field: str) -> D:
     raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'unit "{field}" not supported for type interval')
 
 
+def unit_field(word: str) -> str:
+    """The field a unit word names ('days' -> day, 'mon' -> month, 'ms' -> millisecond); other words as given."""
+    found = _UNITS.get(word)
+    return found[0] if found is not None else word
+
+
 def truncate(span: Interval, unit: str) -> Interval:
     """date_trunc(unit, interval)."""
     years = _ctrunc_div(span.months, 12)
-    order = ("millennium", "century", "decade", "year", "quarter", "month", "day", "hour", "minute", "second")
+    order = ("millennium", "century", "decade", "year", "quarter", "month", "day", "hour", "minute", "second",
+             "millisecond", "microsecond")
     if unit not in order:
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'unit "{unit}" not supported for type interval')
     if unit in ("millennium", "century", "decade", "year"):
@@ -431,5 +438,6 @@ def truncate(span: Interval, unit: str) -> Interval:
         return Interval(span.months, 0, 0)
     if unit == "day":
         return Interval(span.months, span.days, 0)
-    step = {"hour": USECS_PER_HOUR, "minute": USECS_PER_MINUTE, "second": USECS_PER_SEC}[unit]
+    step = {"hour": USECS_PER_HOUR, "minute": USECS_PER_MINUTE, "second": USECS_PER_SEC, "millisecond": 1000,
+            "microsecond": 1}[unit]
     return Interval(span.months, span.days, _ctrunc_div(span.micros, step) * step)

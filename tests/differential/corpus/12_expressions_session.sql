@@ -69,6 +69,12 @@ SELECT extract(epoch FROM TIMESTAMPTZ '2024-01-01 00:00:01.5+00'), extract(epoch
 SELECT extract(dow FROM INTERVAL '1 day');
 SELECT extract(hour FROM DATE '2024-01-01');
 SELECT date_trunc('fortnight', TIMESTAMP '2024-01-01');
+SELECT date_trunc('dow', DATE '2024-01-01');
+SELECT date_trunc('fortnight', INTERVAL '1 day');
+SELECT date_trunc('week', INTERVAL '1 day');
+SELECT date_trunc('decade', TIMESTAMP '2024-05-05 10:11:12.345678'), date_trunc('century', TIMESTAMP '2000-05-05'), date_trunc('century', TIMESTAMP '2001-05-05'), date_trunc('millennium', TIMESTAMP '2024-05-05');
+SELECT date_trunc('milliseconds', TIMESTAMP '2024-05-05 10:11:12.345678'), date_trunc('microseconds', TIMESTAMP '2024-05-05 10:11:12.345678'), date_trunc('decade', DATE '1999-01-01'), date_trunc('DAY', TIMESTAMP '2024-01-01 10:00'), date_trunc('mon', TIMESTAMP '2024-03-05');
+SELECT date_trunc('decade', INTERVAL '25 years 3 mons'), date_trunc('century', INTERVAL '250 years'), date_trunc('ms', INTERVAL '1.23456 s');
 -- regular expressions
 SELECT id, name FROM ev WHERE name ~ '^[a-z]+a$' ORDER BY id;
 SELECT id, name FROM ev WHERE name ~* '^g' ORDER BY id;
