@@ -1158,7 +1158,7 @@ class Compiler:
         kind = operand.sql_type.kind
         if kind not in types.DATETIME_KINDS + (Kind.NULL, Kind.INTERVAL):
             raise _no_function(name, [constant(field, types.TEXT), operand])
-        field = _FIELD_ALIASES.get(field, field)
+        field = interval_mod.unit_field(_FIELD_ALIASES.get(field, field)) if field is not None else field
         if kind is Kind.INTERVAL:
             interval_mod.extract(interval_mod.Interval(0, 0, 0), field)  # an unknown field fails before any row
             apply = lambda v: interval_mod.extract(v, field)  # noqa: E731
@@ -1871,6 +1871,7 @@ def _extract_function(field: str | None, kind: Kind):
         "isodow": lambda v: v.isoweekday(), "doy": lambda v: v.timetuple().tm_yday,
         "week": lambda v: v.isocalendar()[1], "decade": lambda v: v.year // 10,
         "century": lambda v: (v.year + 99) // 100, "millennium": lambda v: (v.year + 999) // 1000,
+        "isoyear": lambda v: v.isocalendar()[0],
     }
     if field in simple:
         getter = simple[field]
@@ -1878,21 +1879,33 @@ def _extract_function(field: str | None, kind: Kind):
     if is_date:
         if field == "epoch":
             return lambda v: D((v - datetime.date(1970, 1, 1)).days * 86400)
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED if field in ("hour", "minute", "second") else "22023",
-                       f'unit "{field}" not supported for type date')
+        if field in _TIME_FIELDS:  # PostgreSQL knows these but not for a date: 0A000 there too
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'unit "{field}" not supported for type date')
+        raise SqlError(INVALID_ARGUMENT, f'unit "{field}" not recognized for type date')
     if field == "hour":
         return lambda v: D(v.hour)
     if field == "minute":
         return lambda v: D(v.minute)
     if field == "second":
         return lambda v: (D(v.second * 1_000_000 + v.microsecond) / D(1_000_000)).quantize(D("0.000001"))
+    if field == "millisecond":
+        return lambda v: (D(v.second * 1_000_000 + v.microsecond) / D(1000)).quantize(D("0.001"))
+    if field == "microsecond":
+        return lambda v: D(v.second * 1_000_000 + v.microsecond)
     if field == "epoch":
         def epoch_seconds(v):
             delta = v - (epoch_utc if v.tzinfo is not None else epoch)
             micros = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
             return (D(micros) / D(1_000_000)).quantize(D("0.000001"))
         return epoch_seconds
-    raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'EXTRACT field "{field}" is not supported')
+    if field in ("julian", "timezone", "timezone_hour", "timezone_minute"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'EXTRACT field "{field}" is not supported')
+    type_name = "timestamp with time zone" if kind is Kind.TIMESTAMPTZ else "timestamp without time zone"
+    raise SqlError(INVALID_ARGUMENT, f'unit "{field}" not recognized for type {type_name}')
+
+
+_TIME_FIELDS = ("hour", "minute", "second", "millisecond", "microsecond", "julian", "timezone", "timezone_hour",
+                "timezone_minute")
 
 
 def _aggregate_type(name: str, argument: Compiled | None) -> SqlType:

@@ -412,7 +412,9 @@ def extract(span: Interval, field: str) -> D:
         return D(_ctrunc_div(years, 100))
     if field == "millennium":
         return D(_ctrunc_div(years, 1000))
-    raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'unit "{field}" not supported for type interval')
+    if field in ("dow", "isodow", "doy", "week", "isoyear", "julian", "timezone", "timezone_hour", "timezone_minute"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'unit "{field}" not supported for type interval')
+    raise SqlError(errors.INVALID_PARAMETER_VALUE, f'unit "{field}" not recognized for type interval')
 
 
 def unit_field(word: str) -> str:

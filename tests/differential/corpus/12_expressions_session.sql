@@ -279,3 +279,9 @@ FETCH h;
 CLOSE h;
 CLOSE ALL;
 FETCH h2;
+-- more date/time fields
+SELECT extract(milliseconds FROM TIMESTAMP '2024-05-05 10:11:12.345678'), extract(microseconds FROM TIMESTAMP '2024-05-05 10:11:12.345678'), extract(isoyear FROM DATE '2021-01-01'), date_part('ms', TIMESTAMP '2024-05-05 10:11:12.345678'), extract(mon FROM DATE '2024-03-01');
+SELECT extract(fortnight FROM TIMESTAMP '2024-01-01');
+SELECT extract(fortnight FROM DATE '2024-01-01');
+SELECT extract(fortnight FROM INTERVAL '1 day');
+SELECT extract(milliseconds FROM INTERVAL '1.5 s'), extract(us FROM INTERVAL '1.5 s');
