@@ -423,7 +423,8 @@ class Session:
             return StatementResult.tag("RELEASE")
         if isinstance(statement, DeclareCursor):
             if txn is None and not statement.hold:
-                raise SqlError(errors.NO_ACTIVE_SQL_TRANSACTION, "DECLARE CURSOR can only be used in transaction blocks")
+                raise SqlError(errors.NO_ACTIVE_SQL_TRANSACTION,
+                               "DECLARE CURSOR can only be used in transaction blocks")
             if statement.name in self._cursors:
                 raise SqlError(DUPLICATE_CURSOR, f'cursor "{statement.name}" already exists')
             if len(self._cursors) >= limits.SESSION_CURSORS_MAX:

@@ -70,7 +70,8 @@ class _SettingsBlock:
     txn: Any                                   # the engine transaction of the block
     start: dict[str, str]                      # the settings when the block began
     local_restore: dict[str, str] = dataclasses.field(default_factory=dict)   # SET LOCAL key -> value before it
-    savepoints: list[tuple[dict, dict]] = dataclasses.field(default_factory=list)  # per savepoint: values, local_restore
+    # per savepoint of the block: (values, local_restore) when it was set
+    savepoints: list[tuple[dict, dict]] = dataclasses.field(default_factory=list)
 
 
 def is_transaction_control(statement: str) -> bool:
@@ -152,7 +153,8 @@ class PgSession:
         if block is None:
             block = self._block = _SettingsBlock(txn, dict(self.settings.values))
         depth = self.session.savepoint_depth
-        rolled_back_to = (outcome.error is None and outcome.tag == "ROLLBACK" and words[:1] in (["ROLLBACK"], ["ABORT"]))
+        rolled_back_to = (outcome.error is None and outcome.tag == "ROLLBACK"
+                          and words[:1] in (["ROLLBACK"], ["ABORT"]))
         if rolled_back_to and 0 < depth <= len(block.savepoints):
             values, local_restore = block.savepoints[depth - 1]
             outcome.parameter_changes += self._restore(values)

@@ -414,7 +414,9 @@ class Compiler:
         left_kind, right_kind = left.sql_type.kind, right.sql_type.kind
         if symbol in "*/" and Kind.INTERVAL in (left_kind, right_kind) and Kind.NULL in (left_kind, right_kind):
             # interval * NULL: the NULL is the factor (a double), not a second interval
-            return (coerce(left, types.DOUBLE), right) if left_kind is Kind.NULL else (left, coerce(right, types.DOUBLE))
+            if left_kind is Kind.NULL:
+                return coerce(left, types.DOUBLE), right
+            return left, coerce(right, types.DOUBLE)
         if right_kind is Kind.UNKNOWN and (left_kind is Kind.INTERVAL or (
                 symbol == "+" and left_kind in _TIMESTAMP_KINDS)):
             return left, coerce(right, types.INTERVAL)
@@ -518,7 +520,8 @@ class Compiler:
     def _row_pairs(self, left: exp.Expression, right: exp.Expression, symbol: str) -> list[tuple[Evaluator, Evaluator]]:
         """The element pairs of a row comparison, each in the comparable form of its common type."""
         if not (isinstance(left, exp.Tuple) and isinstance(right, exp.Tuple)):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "comparing a row with a value that is not a row constructor is not supported")
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           "comparing a row with a value that is not a row constructor is not supported")
         if len(left.expressions) != len(right.expressions):
             raise SqlError(errors.SYNTAX_ERROR, "unequal number of entries in row expressions")
         pairs = []
@@ -1174,7 +1177,8 @@ class Compiler:
             raise SqlError(errors.UNDEFINED_FUNCTION, "function date_part does not exist")
         field_node = node.expressions[0]
         if not (isinstance(field_node, exp.Literal) and field_node.is_string):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "date_part with a field that is not a constant is not supported")
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           "date_part with a field that is not a constant is not supported")
         return self._extract_field("date_part", field_node.this.lower(), self.compile(node.expressions[1]))
 
     def _date_trunc(self, node: exp.TimestampTrunc) -> Compiled:
@@ -1313,12 +1317,13 @@ class Compiler:
         quantity = node.this
         if not (isinstance(unit, exp.Var) and isinstance(quantity, exp.Literal)
                 and re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", quantity.this or "")):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'interval literal "{node.sql(dialect="postgres")}" is not supported')
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           f'interval literal "{node.sql(dialect="postgres")}" is not supported')
         return constant(interval_mod.parse_interval(f"{quantity.this} {unit.name.lower()}"), types.INTERVAL)
 
     # regular expressions (compute_node/sql/regex.py)
     def _regexp(self, name: str, nodes, apply, case_insensitive: bool = False,
-                result_type: SqlType = types.TEXT, extra: int = 0) -> Compiled:
+                result_type: SqlType = types.TEXT) -> Compiled:
         """A function of (text, pattern, *extra text arguments) -> apply(pattern, text, *extra)."""
         operands = self._text_args(name, nodes)
         text_eval, pattern_eval = operands[0].evaluate, operands[1].evaluate
@@ -1353,7 +1358,8 @@ class Compiler:
         if len(node.expressions) == 3:
             flags_node = node.expressions[2]
             if not (isinstance(flags_node, exp.Literal) and flags_node.is_string):
-                raise SqlError(errors.FEATURE_NOT_SUPPORTED, "regexp_match flags that are not a constant are not supported")
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                               "regexp_match flags that are not a constant are not supported")
             if "g" in flags_node.this:
                 raise SqlError(errors.INVALID_PARAMETER_VALUE, 'regexp_match() does not support the "global" option',
                                hint="Use the regexp_matches function instead.")
@@ -1368,12 +1374,14 @@ class Compiler:
         literal = index_node.this if negative else index_node
         if (not isinstance(literal, exp.Literal) or literal.is_string or not str(literal.this).isdigit()
                 or any(node.args.get(key) for key in ("offset", "safe", "returns_list_for_maps", "json_access"))):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "array subscripts other than a constant index are not supported")
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           "array subscripts other than a constant index are not supported")
         position = -int(literal.this) if negative else int(literal.this)  # 0-based
         array = self.compile(node.this)
         if array.sql_type.kind is not Kind.ARRAY:
             raise SqlError(errors.DATATYPE_MISMATCH,
-                           f"cannot subscript type {array.sql_type.display_name} because it does not support subscripting")
+                           f"cannot subscript type {array.sql_type.display_name} "
+                           "because it does not support subscripting")
         evaluate = array.evaluate
 
         def element(row):
@@ -1386,12 +1394,14 @@ class Compiler:
     def _regexp_replace(self, node: exp.RegexpReplace) -> Compiled:
         for key in ("position", "occurrence"):
             if node.args.get(key) is not None:
-                raise SqlError(errors.FEATURE_NOT_SUPPORTED, "regexp_replace with a start position or occurrence is not supported")
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                               "regexp_replace with a start position or occurrence is not supported")
         modifiers = node.args.get("modifiers")
         flags = ""
         if modifiers is not None:
             if not (isinstance(modifiers, exp.Literal) and modifiers.is_string):
-                raise SqlError(errors.FEATURE_NOT_SUPPORTED, "regexp_replace flags that are not a constant are not supported")
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                               "regexp_replace flags that are not a constant are not supported")
             flags = modifiers.this
         is_global, case_insensitive = regex_mod.parse_flags(flags)
         return self._regexp("regexp_replace", [node.this, node.expression, node.args["replacement"]],

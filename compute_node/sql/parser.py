@@ -190,7 +190,8 @@ def _parse_statement(text: str, tokens: list) -> Statement:
     raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[0].text}"')
 
 
-_WORD = re.compile(r'\s*(?:"(?P<quoted>(?:[^"]|"")*)"|(?P<word>[A-Za-z_][A-Za-z0-9_$]*)|(?P<number>[+-]?\d+)|(?P<other>\S))')
+_WORD = re.compile(r'\s*(?:"(?P<quoted>(?:[^"]|"")*)"|(?P<word>[A-Za-z_][A-Za-z0-9_$]*)'
+                   r'|(?P<number>[+-]?\d+)|(?P<other>\S))')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,7 +323,8 @@ def _parse_fetch(text: str) -> FetchCursor:
     if len(rest) != 1:
         raise _near(rest, 1)
     if count is not None and count < 0:
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "FETCH with a negative count is not supported (cursors only move forward)")
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                       "FETCH with a negative count is not supported (cursors only move forward)")
     return FetchCursor(_name(rest[0]), count, move)
 
 

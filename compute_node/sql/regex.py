@@ -121,13 +121,14 @@ def _translate(pattern: str) -> tuple[str, bool]:
             index += 1
             continue
         elif char in "*+?{":
-            is_group_mark = char == "?" and index > 0 and pattern[index - 1] == "(" and (index < 2 or pattern[index - 2] != "\\")
+            is_group_mark = char == "?" and bool(out) and out[-1] == "("  # (?: (?= ...: no quantifier
             if not is_group_mark:
                 end = index + 1
                 if char == "{":
                     close = pattern.find("}", index)
                     if close == -1 or not re.fullmatch(r"\d+(,\d*)?", pattern[index + 1:close]):
-                        raise SqlError(INVALID_REGULAR_EXPRESSION, "invalid regular expression: invalid repetition count(s)")
+                        raise SqlError(INVALID_REGULAR_EXPRESSION,
+                                       "invalid regular expression: invalid repetition count(s)")
                     end = close + 1
                 lazy = end < length and pattern[end] == "?"
                 if end < length and pattern[end] == "+":
