@@ -1169,7 +1169,13 @@ class Compiler:
             apply = _extract_function(field, kind)
         evaluate = operand.evaluate
         if name == "date_part":
-            return Compiled(lambda row: _none_or(_none_or(evaluate(row), apply), float), types.DOUBLE)
+            if kind is Kind.INTERVAL:
+                part = lambda v: interval_mod.part_float(v, field)  # noqa: E731
+            elif field in ("epoch", "second", "millisecond") and kind is not Kind.DATE:
+                part = lambda v: _timestamp_part_float(v, field)  # noqa: E731
+            else:
+                part = lambda v: float(apply(v))  # noqa: E731
+            return Compiled(lambda row: _none_or(evaluate(row), part), types.DOUBLE)
         return Compiled(lambda row: _none_or(evaluate(row), apply), types.NUMERIC)
 
     def _date_part(self, node: exp.Anonymous) -> Compiled:
@@ -1912,6 +1918,17 @@ def _extract_function(field: str | None, kind: Kind):
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'EXTRACT field "{field}" is not supported')
     type_name = "timestamp with time zone" if kind is Kind.TIMESTAMPTZ else "timestamp without time zone"
     raise SqlError(INVALID_ARGUMENT, f'unit "{field}" not recognized for type {type_name}')
+
+
+def _timestamp_part_float(value: datetime.datetime, field: str) -> float:
+    """date_part's double precision epoch / second / millisecond, in PostgreSQL's float arithmetic."""
+    if field == "epoch":
+        epoch = datetime.datetime(1970, 1, 1, tzinfo=value.tzinfo)
+        delta = value - epoch
+        return ((delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds) / 1000000.0
+    if field == "second":
+        return value.second + value.microsecond / 1000000.0
+    return value.second * 1000.0 + value.microsecond / 1000.0
 
 
 _TIME_FIELDS = ("hour", "minute", "second", "millisecond", "microsecond", "julian", "timezone", "timezone_hour",

@@ -143,16 +143,15 @@ def parse_interval(text: str) -> Interval:
     tokens = _join_signs(tokens, source)
     if not tokens:
         raise _invalid(source)
-    months = days = 0
-    micros = D(0)
+    months = days = micros = 0  # each field's fraction is rounded on its own, as PostgreSQL's
     seen: set[str] = set()
     index = 0
     while index < len(tokens):
         kind, value = tokens[index]
         if kind == "time":
-            if "time" in seen or seen & {"hour", "minute", "second"}:
+            if seen & _TIME_FIELDS:
                 raise _invalid(source)
-            seen.add("time")
+            seen.update(_TIME_FIELDS)
             micros += _time_micros(value)
             index += 1
             continue
@@ -173,33 +172,65 @@ def parse_interval(text: str) -> Interval:
         else:
             raise _invalid(source)
         field, unit_months, unit_days, unit_micros = unit
-        if field in seen or (field in ("hour", "minute", "second") and "time" in seen):
+        whole, fraction = _split_number(value)
+        # Fractional seconds also fill the millisecond and microsecond fields (PostgreSQL's masks).
+        fields = {"second", "millisecond", "microsecond"} if field == "second" and fraction else {field}
+        if seen & fields:
             raise _invalid(source)
-        seen.add(field)
-        quantity = D(value)
-        whole = int(quantity)
-        fraction = quantity - whole
-        if unit_months:
+        seen.update(fields)
+        # PostgreSQL keeps the fraction as a double and spills it down field by field (its
+        # AdjustFract* steps, each rounded on its own): the same IEEE arithmetic gives its digits.
+        if unit_months >= 12:
             months += whole * unit_months
             if fraction:
-                if unit_months >= 12:
-                    months += int((fraction * unit_months).to_integral_value(decimal.ROUND_HALF_EVEN))
-                else:
-                    spill_days = fraction * DAYS_PER_MONTH
-                    days += int(spill_days)
-                    micros += (spill_days - int(spill_days)) * USECS_PER_DAY
+                months += int(round(fraction * (unit_months // 12) * 12))
+        elif unit_months:
+            months += whole
+            days, micros = _fract_days(fraction, DAYS_PER_MONTH, days, micros)
+        elif unit_days == 7:
+            days += whole * 7
+            days, micros = _fract_days(fraction, 7, days, micros)
         elif unit_days:
-            spill_days = quantity * unit_days
-            days += int(spill_days)
-            micros += (spill_days - int(spill_days)) * USECS_PER_DAY
+            days += whole
+            micros += _fract_micros(fraction, USECS_PER_DAY)
         else:
-            micros += quantity * unit_micros
-    micros_int = int(micros.to_integral_value(decimal.ROUND_HALF_EVEN))
+            micros += whole * unit_micros + _fract_micros(fraction, unit_micros)
+    micros_int = micros
     if not (INT32_MIN <= days <= INT32_MAX and INT64_MIN <= micros_int <= INT64_MAX):
         raise SqlError("22015", f'interval field value out of range: "{source}"')
     if negate:
         months, days, micros_int = -months, -days, -micros_int
     return checked(months, days, micros_int)
+
+
+_TIME_FIELDS = {"hour", "minute", "second", "millisecond", "microsecond"}
+
+
+def _split_number(text: str) -> tuple[int, float]:
+    """(integer part, fraction as a double with the number's sign), as PostgreSQL parses it."""
+    negative = text.startswith("-")
+    integer, _, digits = text.lstrip("+-").partition(".")
+    whole = int(integer or "0")
+    fraction = float("0." + digits) if digits else 0.0
+    return (-whole, -fraction) if negative else (whole, fraction)
+
+
+def _fract_micros(fraction: float, scale: int) -> int:
+    """PostgreSQL's AdjustFractMicroseconds: fraction * scale, truncated, the rest rounded (rint)."""
+    if fraction == 0:
+        return 0
+    value = fraction * scale
+    micros = int(value)
+    return micros + int(round(value - micros))
+
+
+def _fract_days(fraction: float, scale: int, days: int, micros: int) -> tuple[int, int]:
+    """PostgreSQL's AdjustFractDays: whole days first, the rest of a day as microseconds."""
+    if fraction == 0:
+        return days, micros
+    value = fraction * scale
+    extra_days = int(value)
+    return days + extra_days, micros + _fract_micros(value - extra_days, USECS_PER_DAY)
 
 
 def _join_signs(tokens: list, source: str) -> list:
@@ -220,14 +251,16 @@ def _join_signs(tokens: list, source: str) -> list:
     return joined
 
 
-def _time_micros(value: str) -> D:
+def _time_micros(value: str) -> int:
     negative = value.startswith("-")
     parts = value.lstrip("+-").split(":")
     hours, minutes = int(parts[0]), int(parts[1])
-    seconds = D(parts[2]) if len(parts) > 2 else D(0)
-    if minutes > 59 or seconds > 60:
+    whole_seconds, _, digits = (parts[2] if len(parts) > 2 else "0").partition(".")
+    seconds = int(whole_seconds)
+    fraction_micros = int(round(float("0." + digits) * 1000000)) if digits else 0  # ParseFractionalSecond
+    if minutes > 59 or seconds > 60 or (seconds == 60 and fraction_micros):
         raise SqlError("22015", f'interval field value out of range: "{value}"')
-    total = hours * USECS_PER_HOUR + minutes * USECS_PER_MINUTE + seconds * USECS_PER_SEC
+    total = hours * USECS_PER_HOUR + minutes * USECS_PER_MINUTE + seconds * USECS_PER_SEC + fraction_micros
     return -total if negative else total
 
 
@@ -348,6 +381,7 @@ def _divide(span: Interval, factor: float) -> Interval:
 def add_to_timestamp(value: datetime.datetime, span: Interval, sign: int = 1) -> datetime.datetime:
     """timestamp(tz) ± interval: months (day clamped to the month's end), then days, then time."""
     months, days, micros = sign * span.months, sign * span.days, sign * span.micros
+    year = value.year
     try:
         if months:
             total = value.year * 12 + (value.month - 1) + months
@@ -357,9 +391,17 @@ def add_to_timestamp(value: datetime.datetime, span: Interval, sign: int = 1) ->
                 raise OverflowError
             day = min(value.day, calendar.monthrange(year, month)[1])
             value = value.replace(year=year, month=month, day=day)
+        year += (days + micros // USECS_PER_DAY) // 365
         return value + datetime.timedelta(days=days, microseconds=micros)
     except (OverflowError, ValueError):
-        raise SqlError(DATETIME_FIELD_OVERFLOW, "timestamp out of range") from None
+        raise _timestamp_out_of_range(year) from None
+
+
+def _timestamp_out_of_range(year: int) -> SqlError:
+    """PostgreSQL's timestamps reach from 4713 BC to 294276 AD; Python's (and ours) years 1 to 9999."""
+    if -4712 <= year <= 294276:
+        return SqlError(errors.FEATURE_NOT_SUPPORTED, "timestamps outside the years 1 to 9999 are not supported")
+    return SqlError(DATETIME_FIELD_OVERFLOW, "timestamp out of range")
 
 
 def between_timestamps(a: datetime.datetime, b: datetime.datetime) -> Interval:
@@ -372,6 +414,26 @@ def between_timestamps(a: datetime.datetime, b: datetime.datetime) -> Interval:
 
 
 # --- extract / date_part / date_trunc ------------------------------------------------
+def part_float(span: Interval, field: str) -> float:
+    """date_part(field, interval): double precision, computed as PostgreSQL's float path does
+    (its rounding differs from the exact numeric EXTRACT for epoch and fractional seconds)."""
+    years = _ctrunc_div(span.months, 12)
+    second_micros = span.micros - _ctrunc_div(span.micros, USECS_PER_MINUTE) * USECS_PER_MINUTE
+    seconds = _ctrunc_div(second_micros, USECS_PER_SEC)
+    fraction = second_micros - seconds * USECS_PER_SEC
+    if field == "epoch":
+        result = span.micros / 1000000.0
+        result += (365.25 * 86400) * years
+        result += (30.0 * 86400) * (span.months - years * 12)
+        result += 86400.0 * span.days
+        return result
+    if field == "second":
+        return seconds + fraction / 1000000.0
+    if field == "millisecond":
+        return seconds * 1000.0 + fraction / 1000.0
+    return float(extract(span, field))
+
+
 EXTRACT_FIELDS = ("epoch", "year", "month", "day", "hour", "minute", "second", "millisecond", "milliseconds",
                   "microsecond", "microseconds", "quarter", "decade", "century", "millennium")
 
