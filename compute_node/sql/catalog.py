@@ -30,12 +30,15 @@ become unreachable and stay in storage (garbage collection of them is missing).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import struct
 from typing import Any, Sequence
 
 from sqlglot import exp
 
 from compute_node.sql import types
+from compute_node.sql.interval import Interval
 from compute_node.sql.types import SqlType
 from quorumdb import errors, keys, limits
 from quorumdb.errors import SqlError
@@ -53,7 +56,27 @@ class ColumnDef:
     missing: str | None = None   # hex of keys.encode_row([value]) for rows older than the column
 
     def missing_value(self) -> Any:
-        return keys.decode_row(bytes.fromhex(self.missing))[0] if self.missing is not None else None
+        if self.missing is None:
+            return None
+        return stored_value(keys.decode_row(bytes.fromhex(self.missing))[0], self.sql_type)
+
+    def encode_missing(self, value: Any) -> str:
+        return keys.encode_row([storable_value(value, self.sql_type)]).hex()
+
+
+# Interval values are kept in rows as PostgreSQL's 16-byte binary form (microseconds, days,
+# months): the row codec (quorumdb/keys.py, shared with storage) stays free of SQL types.
+def storable_value(value: Any, sql_type: SqlType) -> Any:
+    if sql_type.kind is types.Kind.INTERVAL and value is not None:
+        return struct.pack(">qii", value.micros, value.days, value.months)
+    return value
+
+
+def stored_value(value: Any, sql_type: SqlType) -> Any:
+    if sql_type.kind is types.Kind.INTERVAL and isinstance(value, bytes):  # (a missing value is decoded already)
+        micros, days, months = struct.unpack(">qii", value)
+        return Interval(months, days, micros)
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +113,18 @@ class TableDef:
         assert self.primary_key, "every table has a primary key"
         assert len(set(self.primary_key)) == len(self.primary_key)
         assert all(0 <= p < len(self.columns) for p in self.primary_key)
+        # Keys are ordered byte strings (quorumdb/keys.py) with no encoding for intervals, whose
+        # order (30-day months) would also need one that equal values ('1 mon', '30 days') share.
+        key_columns = [self.columns[p] for p in self.primary_key] + [
+            column for index in self.indexes for column in self.columns if column.name in index.columns]
+        for column in key_columns:
+            if column.sql_type.kind is types.Kind.INTERVAL:
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                               f'column "{column.name}" of type interval cannot be part of a key or an index')
+
+    @functools.cached_property
+    def _interval_positions(self) -> tuple[int, ...]:
+        return tuple(p for p, column in enumerate(self.columns) if column.sql_type.kind is types.Kind.INTERVAL)
 
     @property
     def constraint_name(self) -> str:
@@ -142,6 +177,8 @@ class TableDef:
     # --- rows ---------------------------------------------------------------------
     def encode_row(self, row: Sequence[Any]) -> bytes:
         assert len(row) == len(self.columns)
+        if self._interval_positions:
+            row = [storable_value(value, column.sql_type) for value, column in zip(row, self.columns)]
         if self.identity_layout:
             return keys.encode_row(row)
         physical: list[Any] = [None] * self.physical_slots
@@ -150,6 +187,13 @@ class TableDef:
         return keys.encode_row(physical)
 
     def decode_row(self, data: bytes) -> tuple:
+        row = self._decode_stored(data)
+        if self._interval_positions:
+            row = tuple(stored_value(value, column.sql_type) if position in self._interval_positions else value
+                        for position, (value, column) in enumerate(zip(row, self.columns)))
+        return row
+
+    def _decode_stored(self, data: bytes) -> tuple:
         stored = keys.decode_row(data)
         if len(stored) == len(self.columns) and self.identity_layout:
             return stored
@@ -360,8 +404,6 @@ def _column_from_def(element: exp.ColumnDef, table: str, uniques: list, checks: 
     if kind is None:
         raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{name}"')
     sql_type = types.type_from_sqlglot(kind)
-    if sql_type.kind is types.Kind.INTERVAL:  # values only: rows have no encoding for it yet
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "columns of type interval are not supported")
     not_null = False
     is_primary = False
     default = None

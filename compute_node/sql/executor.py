@@ -945,7 +945,7 @@ async def _add_column(txn: Transaction, table: TableDef, action: exp.ColumnDef) 
         compiled = Compiler(Scope(), "DEFAULT expressions", None, new_context(txn)).compile(defaults[0])
         value = types.assign(compiled.evaluate(()), compiled.sql_type, column.sql_type, column.name)
         if value is not None:
-            missing = keys.encode_row([value]).hex()
+            missing = column.encode_missing(value)
     if column.not_null and missing is None and await _table_has_rows(txn, table):
         raise SqlError(errors.NOT_NULL_VIOLATION, f'column "{column.name}" of relation "{table.name}" contains null values')
     new_column = dataclasses.replace(column, slot=slot, missing=missing)

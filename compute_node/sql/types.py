@@ -55,7 +55,7 @@ class Kind(enum.Enum):
     TIMESTAMPTZ = "timestamp with time zone"
     UUID = "uuid"
     BYTEA = "bytea"
-    INTERVAL = "interval"  # compute_node/sql/interval.py (values only: no interval columns yet)
+    INTERVAL = "interval"  # compute_node/sql/interval.py (rows: catalog.storable_value; never in keys)
     ARRAY = "array"        # array_agg's result only (a tuple of element values; SqlType.element)
     UNKNOWN = "unknown"  # an untyped string literal
     NULL = "null"        # an untyped NULL literal

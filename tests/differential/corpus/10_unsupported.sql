@@ -3,7 +3,7 @@ CREATE TABLE base (id int PRIMARY KEY, v text, n int);
 INSERT INTO base VALUES (1, 'a', 1), (2, 'b', 2);
 SELECT id, row_number() OVER (ORDER BY id) FROM base;
 SELECT v ~ '[[.a.]]' FROM base;
-CREATE TABLE iv (id int PRIMARY KEY, d interval);
+CREATE TABLE iv (d interval PRIMARY KEY);
 SELECT * FROM base FULL JOIN base b2 ON true;
 WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT * FROM r;
 SELECT * FROM base, LATERAL (SELECT base.id) s;

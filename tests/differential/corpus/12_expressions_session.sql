@@ -44,6 +44,30 @@ SELECT CASE WHEN id > 2 THEN INTERVAL '1 day' ELSE INTERVAL '1 hour' END FROM ev
 SELECT sum(x), avg(x), min(x), max(x), count(x) FROM (VALUES (INTERVAL '1 day'), (INTERVAL '2 hours'), (NULL)) v(x);
 SELECT x FROM (VALUES (INTERVAL '1 day'), (INTERVAL '2 hours'), (INTERVAL '1 mon'), (INTERVAL '-1 min')) v(x) ORDER BY x;
 SELECT x FROM (VALUES (INTERVAL '1 day'), (INTERVAL '2 hours'), (INTERVAL '1 mon')) v(x) ORDER BY x DESC;
+-- interval columns (not in keys or indexes)
+CREATE TABLE dur (id int PRIMARY KEY, d interval NOT NULL DEFAULT '1 hour', note text);
+INSERT INTO dur VALUES (1, '1 day 02:03:00', 'a'), (2, INTERVAL '-1 mon', 'b'), (3, DEFAULT, 'c'), (4, '30 days', 'd');
+SELECT * FROM dur ORDER BY id;
+SELECT * FROM dur WHERE d > INTERVAL '1 day' ORDER BY id;
+SELECT d, count(*) FROM dur GROUP BY d ORDER BY d;
+UPDATE dur SET d = d * 2 WHERE id = 1;
+SELECT id, d, d + INTERVAL '1 hour', extract(epoch FROM d) FROM dur ORDER BY d, id;
+INSERT INTO dur VALUES (5, 'garbage', 'x');
+INSERT INTO dur VALUES (6, 5, 'x');
+INSERT INTO dur (id, note) VALUES (7, 'dflt');
+ALTER TABLE dur ADD COLUMN e interval DEFAULT '2 days';
+SELECT id, e FROM dur ORDER BY id;
+ALTER TABLE dur ADD COLUMN f interval;
+INSERT INTO dur VALUES (8, '1 sec', 'z', '3 days', '4 days');
+SELECT * FROM dur ORDER BY id;
+SELECT sum(d), avg(d), min(d), max(d) FROM dur;
+DELETE FROM dur WHERE d < INTERVAL '0';
+ALTER TABLE dur DROP COLUMN e;
+INSERT INTO dur SELECT id + 100, d * 3, note, f FROM dur;
+SELECT id, d, f FROM dur WHERE d > '2 hours' ORDER BY id;
+SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'dur' ORDER BY ordinal_position;
+CREATE INDEX dur_d ON dur (d);
+CREATE TABLE dur_key (d interval PRIMARY KEY);
 -- interval errors
 SELECT INTERVAL 'garbage';
 SELECT 'x'::interval;
