@@ -638,12 +638,26 @@ class Compiler:
 
     def _escape(self, node: exp.Escape) -> Compiled:
         inner = node.this
-        if not isinstance(inner, (exp.Like, exp.ILike)):
+        if not isinstance(inner, (exp.Like, exp.ILike, exp.SimilarTo)):
             return self._unsupported(node)
         escape_node = node.expression
         if not (isinstance(escape_node, exp.Literal) and escape_node.is_string):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "a non-constant ESCAPE is not supported")
+        if isinstance(inner, exp.SimilarTo):
+            return self._similar_to(inner, escape_node.this)
         return self._like(inner, escape=escape_node.this)
+
+    def _similar_to(self, node: exp.SimilarTo, escape: str = "\\") -> Compiled:
+        """x SIMILAR TO pattern: the pattern rewritten into an ARE (regex.similar_to_are)."""
+        if len(escape) > 1:
+            raise SqlError(INVALID_ESCAPE, "invalid escape string", hint="Escape string must be empty or one character.")
+        subject, pattern = self.compile(node.this), self.compile(node.expression)
+        for operand in (subject, pattern):
+            if operand.sql_type.kind not in types.TEXT_KINDS + types.UNTYPED_KINDS:
+                raise _no_operator(f"{subject.sql_type.display_name} ~ {pattern.sql_type.display_name}")
+        return self._regexp("similar to", [node.this, node.expression],
+                            lambda p, t: regex_mod.matches(p, t), result_type=types.BOOLEAN,
+                            pattern_text=lambda text: regex_mod.similar_to_are(text, escape or None))
 
     def _like(self, node: exp.Like | exp.ILike, escape: str = "\\") -> Compiled:
         if len(escape) > 1:
@@ -1329,13 +1343,15 @@ class Compiler:
 
     # regular expressions (compute_node/sql/regex.py)
     def _regexp(self, name: str, nodes, apply, case_insensitive: bool = False,
-                result_type: SqlType = types.TEXT) -> Compiled:
-        """A function of (text, pattern, *extra text arguments) -> apply(pattern, text, *extra)."""
+                result_type: SqlType = types.TEXT, pattern_text=None) -> Compiled:
+        """A function of (text, pattern, *extra text arguments) -> apply(pattern, text, *extra);
+        `pattern_text` rewrites the pattern into an ARE first (SIMILAR TO)."""
         operands = self._text_args(name, nodes)
         text_eval, pattern_eval = operands[0].evaluate, operands[1].evaluate
         extra_evals = [o.evaluate for o in operands[2:]]
+        rewrite = pattern_text or (lambda text: text)
         if operands[1].constant and operands[1].evaluate(()) is not None:
-            regex_mod.compile_pattern(operands[1].evaluate(()), case_insensitive)  # 2201B before any row
+            regex_mod.compile_pattern(rewrite(operands[1].evaluate(())), case_insensitive)  # 2201B before any row
 
         def evaluate(row):
             text = text_eval(row)
@@ -1343,7 +1359,7 @@ class Compiler:
             values = [e(row) for e in extra_evals]
             if text is None or pattern is None or any(v is None for v in values):
                 return None
-            return apply(regex_mod.compile_pattern(pattern, case_insensitive), text, *values)
+            return apply(regex_mod.compile_pattern(rewrite(pattern), case_insensitive), text, *values)
         return Compiled(evaluate, result_type)
 
     def _regexp_like(self, node) -> Compiled:
@@ -1419,8 +1435,6 @@ class Compiler:
     def _unsupported(self, node: exp.Expression) -> Compiled:
         if isinstance(node, (exp.HexString, exp.BitString)):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "bit string constants are not supported")
-        if isinstance(node, exp.SimilarTo):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "SIMILAR TO is not supported")
         if isinstance(node, (exp.Select, exp.Union)):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "this form of subquery is not supported")
         if isinstance(node, exp.Placeholder) or isinstance(node, exp.Parameter):
@@ -2154,6 +2168,7 @@ _HANDLERS: dict[type, Callable[[Compiler, Any], Compiled]] = {
     exp.RegexpLike: Compiler._regexp_like,
     exp.RegexpILike: Compiler._regexp_like,
     exp.RegexpReplace: Compiler._regexp_replace,
+    exp.SimilarTo: Compiler._similar_to,
     exp.Bracket: Compiler._subscript,
 }
 for _node_type in _COMPARISONS:

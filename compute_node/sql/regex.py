@@ -183,6 +183,47 @@ def _bracket_end(pattern: str, start: int) -> int:
     raise SqlError(INVALID_REGULAR_EXPRESSION, "invalid regular expression: brackets [] not balanced")
 
 
+def similar_to_are(pattern: str, escape: str | None = "\\") -> str:
+    """The ARE a SIMILAR TO pattern stands for, as PostgreSQL's similar_to_escape writes it: the
+    whole string must match; % and _ are .* and .; | * + ? {m,n} ( ) [ ] keep their meaning;
+    . ^ $ and a backslash that is not the escape are literals."""
+    out = ["^(?:"]
+    after_escape = False
+    in_brackets = False
+    for char in pattern:
+        if after_escape:
+            if char == '"':
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED, 'the SIMILAR TO escape-double-quote separator is not supported')
+            out.append("\\" + char)  # as PostgreSQL: an escaped letter keeps its ARE meaning (#d is \d)
+            after_escape = False
+        elif escape and char == escape:
+            after_escape = True
+        elif in_brackets:
+            out.append("\\\\" if char == "\\" else char)
+            in_brackets = char != "]"
+        elif char == "[":
+            out.append(char)
+            in_brackets = True
+        elif char == "%":
+            out.append(".*")
+        elif char == "_":
+            out.append(".")
+        elif char == "(":
+            out.append("(?:")
+        elif char in ".^$\\":
+            out.append("\\" + char)
+        else:
+            out.append(char)
+    if after_escape:
+        raise SqlError(INVALID_ESCAPE_SEQUENCE, "invalid escape string",
+                       hint="Escape string must be empty or one character.")
+    out.append(")$")
+    return "".join(out)
+
+
+INVALID_ESCAPE_SEQUENCE = "22025"
+
+
 def search(pattern: Pattern, text: str, start: int = 0) -> re.Match | None:
     """The match PostgreSQL reports: leftmost, then longest (greedy RE) or shortest (non-greedy)."""
     found = pattern.compiled.search(text, start)

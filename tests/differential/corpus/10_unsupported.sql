@@ -26,7 +26,7 @@ SET search_path TO public;
 UPDATE base SET v = 'x' FROM base b2 WHERE b2.id = base.id AND false;
 DELETE FROM base USING base b2 WHERE b2.id = base.id AND false;
 SELECT * FROM base WHERE id = ANY (SELECT id FROM base);
-SELECT 'a' SIMILAR TO 'a';
+SELECT regexp_matches('a', 'a');
 SELECT x'ff';
 SELECT power(2.0, 3);
 SELECT * FROM base ORDER BY id FOR SHARE;

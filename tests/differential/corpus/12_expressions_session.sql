@@ -135,6 +135,13 @@ SELECT 'abc' ~ 'a{2';
 SELECT 'abc' ~ '[[:nope:]]';
 SELECT 'a' ~ '[[.a.]]';
 SELECT 'a' ~ 1;
+-- SIMILAR TO (rewritten into a regular expression, as PostgreSQL does)
+SELECT 'abc' SIMILAR TO 'a%', 'abc' SIMILAR TO '(a|b)%', 'abc' SIMILAR TO 'a_c', 'a.c' SIMILAR TO 'a.c', 'abc' SIMILAR TO 'a.c', 'abc' SIMILAR TO '%(b|d)%', 'ab' SIMILAR TO 'a{1,2}b';
+SELECT 'a%' SIMILAR TO 'a#%' ESCAPE '#', 'a$' SIMILAR TO 'a$', 'abc' SIMILAR TO '[a-c]+', 'x^y' SIMILAR TO 'x^y', 'a*' SIMILAR TO 'a\*', NULL SIMILAR TO 'a', 'AbC' SIMILAR TO 'abc';
+SELECT 'a_b' SIMILAR TO 'a\_b', 'axb' SIMILAR TO 'a\_b', 'abc' NOT SIMILAR TO 'a%', 'a' SIMILAR TO 'a' ESCAPE '', 'ab' SIMILAR TO 'a|b', '5' SIMILAR TO '#d' ESCAPE '#';
+SELECT id, name FROM ev WHERE name SIMILAR TO '%(a|A)' ORDER BY id;
+SELECT 'abc' SIMILAR TO 'a' ESCAPE 'xy';
+SELECT 'abc' SIMILAR TO '(a';
 -- row values
 SELECT (1, 2) < (1, 3), (1, 2) = (1, 2), (1, NULL) = (1, 2), (1, NULL) = (2, 2), (1, NULL) <> (2, 2);
 SELECT (1, NULL) < (2, 1), (1, NULL) < (1, 2), (1, 2) <= (1, 2), (1, 2) > (1, 2), (1, 'a') >= (1, 'b'), (2, 'a') > (1, 'z');
