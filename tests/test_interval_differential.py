@@ -22,7 +22,8 @@ UNITS = ("year", "mon", "week", "day", "hour", "min", "sec", "ms", "us", "decade
 def random_interval(rng: random.Random) -> str:
     parts = []
     for unit in rng.sample(UNITS, rng.randint(1, 3)):
-        number = rng.choice([rng.randint(-500, 500), round(rng.uniform(-100, 100), rng.randint(0, 6)), rng.randint(-3, 3)])
+        number = rng.choice([rng.randint(-500, 500), round(rng.uniform(-100, 100), rng.randint(0, 6)),
+                             rng.randint(-3, 3)])
         parts.append(f"{number} {unit}")
     if rng.random() < 0.2:
         parts.append(f"{rng.randint(0, 99)}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}.{rng.randint(0, 999999)}")

@@ -94,7 +94,8 @@ def test_interval_arithmetic_follows_postgres():
     assert fmt(interval_mod.multiply(parse("1 mon"), 0.5)) == "15 days"
     assert fmt(interval_mod.between_timestamps(datetime.datetime(2024, 1, 2, 3), datetime.datetime(2023, 1, 1))) \
         == "366 days 03:00:00"
-    assert interval_mod.add_to_timestamp(datetime.datetime(2024, 1, 31), parse("1 month")) == datetime.datetime(2024, 2, 29)
+    january_end = datetime.datetime(2024, 1, 31)
+    assert interval_mod.add_to_timestamp(january_end, parse("1 month")) == datetime.datetime(2024, 2, 29)
     assert parse("1 mon") == parse("30 days") and hash(parse("1 mon")) == hash(parse("30 days"))
 
 
@@ -144,7 +145,8 @@ def exercise_with_psycopg(dsn: str, table: str) -> None:
         assert conn.execute("SELECT %s::interval, TIMESTAMP '2024-01-02' + %s", [span, span]).fetchone() == (
             span, datetime.datetime(2024, 1, 1, 0, 0, 3, 5))
         binary = conn.cursor(binary=True)
-        assert binary.execute("SELECT INTERVAL '1 day 00:00:03.5'").fetchone() == (datetime.timedelta(days=1, seconds=3.5),)
+        answer = binary.execute("SELECT INTERVAL '1 day 00:00:03.5'").fetchone()
+        assert answer == (datetime.timedelta(days=1, seconds=3.5),)
         cursor = conn.execute(f"SELECT array_agg(id ORDER BY id DESC), array_agg(note ORDER BY id), "
                               f"regexp_match('k=v', '(\\w)=(\\w)') FROM {table}")
         assert [column.type_code for column in cursor.description] == [1007, 1009, 1009]

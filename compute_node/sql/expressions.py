@@ -650,7 +650,8 @@ class Compiler:
     def _similar_to(self, node: exp.SimilarTo, escape: str = "\\") -> Compiled:
         """x SIMILAR TO pattern: the pattern rewritten into an ARE (regex.similar_to_are)."""
         if len(escape) > 1:
-            raise SqlError(INVALID_ESCAPE, "invalid escape string", hint="Escape string must be empty or one character.")
+            raise SqlError(INVALID_ESCAPE, "invalid escape string",
+                           hint="Escape string must be empty or one character.")
         subject, pattern = self.compile(node.this), self.compile(node.expression)
         for operand in (subject, pattern):
             if operand.sql_type.kind not in types.TEXT_KINDS + types.UNTYPED_KINDS:

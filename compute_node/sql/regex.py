@@ -193,7 +193,8 @@ def similar_to_are(pattern: str, escape: str | None = "\\") -> str:
     for char in pattern:
         if after_escape:
             if char == '"':
-                raise SqlError(errors.FEATURE_NOT_SUPPORTED, 'the SIMILAR TO escape-double-quote separator is not supported')
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                               "the SIMILAR TO escape-double-quote separator is not supported")
             out.append("\\" + char)  # as PostgreSQL: an escaped letter keeps its ARE meaning (#d is \d)
             after_escape = False
         elif escape and char == escape:
