@@ -15,6 +15,13 @@ one of three states, reported as PostgreSQL's ReadyForQuery status:
   'E' failed: a statement of the block failed; every statement but COMMIT/ROLLBACK
               fails with 25P02; COMMIT then reports ROLLBACK, as PostgreSQL.
 
+Savepoints (SAVEPOINT / RELEASE / ROLLBACK TO) live in the block: each keeps
+`Transaction.savepoint_state()` (the write buffer, its size, the locks, the block's view of table
+definitions) and the cursors open then; ROLLBACK TO restores them and takes a failed block back to
+'T', as PostgreSQL. Cursors (DECLARE / FETCH / MOVE / CLOSE) run their query at DECLARE and keep
+the rows (bounded by RESULT_ROWS_MAX together), so a cursor sees the transaction as it was then;
+they close with the block, WITH HOLD ones only if it rolled back.
+
 COMMIT sends the write buffer to `Backend.commit`; whatever it raises (40001
 conflict, 40003 outcome unknown, 08006/57P03 unavailable) ends the transaction and
 is returned as the COMMIT's error. A transaction older than limits.TXN_AGE_MAX_NS

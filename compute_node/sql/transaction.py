@@ -18,6 +18,10 @@ read carries keys.SCHEMA_VERSION_KEY along (same request); if the version differ
 one the cached definitions were taken at, the read raises SchemaStale and the session runs
 the statement again with definitions read at this snapshot.
 
+Savepoints: `savepoint_state()` copies what ROLLBACK TO must restore (the buffer, its byte
+count, the lock keys, the table definitions DDL changed) and `rollback_to()` puts it back; the
+read cache stays, as it only holds values at start_ts.
+
 `commit()` sends the buffer and the lock keys to `backend.commit`; a transaction that
 wrote nothing commits locally. A transaction that wrote a catalog key also increments the
 schema version. The quotas (rows changed, bytes changed, key size,
