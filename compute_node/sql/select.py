@@ -34,7 +34,7 @@ from typing import Any, AsyncIterator, Callable
 
 from sqlglot import exp
 
-from compute_node.sql import system_views, types
+from compute_node.sql import system_views, table_functions, types
 from compute_node.sql.catalog import TableDef, identifier_name, table_name
 from compute_node.sql.expressions import (
     Compiled, Compiler, Context, Relation, Scope, _group_key_value,
@@ -212,8 +212,8 @@ class QueryPlan:
 @dataclasses.dataclass(eq=False)
 class Source:
     relation: Relation
-    kind: str                               # table, view, derived, cte, values
-    join_kind: str = "root"                 # root, inner, left, cross
+    kind: str                               # table, view, derived, cte, values, function, lateral
+    join_kind: str = "root"                 # root, inner, left, right, full, cross
     table: TableDef | None = None
     plan: AccessPlan | None = None
     view: Any = None
@@ -222,6 +222,11 @@ class Source:
     hash_keys: tuple[list[Compiled], list[Compiled]] | None = None
     fetched: list | None = None
     pushdown: "Pushdown | None" = None     # filter/projection storage applies (single-table scans)
+    # A table function (`produce(left row) -> rows`) or a LATERAL subquery: its rows depend on the
+    # row of the sources before it, which `lateral_scope` (those sources) exposes to its compiled
+    # arguments or, through `lateral_scope.cell`, to the subquery's outer references.
+    produce: Callable[[tuple], list[tuple]] | None = None
+    lateral_scope: Scope | None = None
     # per-run state
     _rows: list | None = None
     _hash: dict | None = None
@@ -238,53 +243,88 @@ class Source:
         self._rows = None
         self._hash = None
 
+    @property
+    def lateral(self) -> bool:
+        """True when the rows depend on the row of the sources before this one."""
+        if self.produce is not None:
+            return True
+        return self.kind == "lateral" and self.subplan.correlated
+
     def rows(self) -> list[tuple[bytes | None, tuple]]:
         if self._rows is not None:
             return self._rows
         if self.kind in ("table", "view"):
             assert self.fetched is not None, f"source {self.relation.name} was not fetched"
             self._rows = self.fetched
+        elif self.lateral:
+            self._rows = [(None, row) for row in self.rows_for(())]
         else:
             assert self.subplan is not None
             self._rows = [(None, row) for row in self.subplan.run()]
         return self._rows
 
+    def rows_for(self, left: tuple) -> list[tuple]:
+        """A lateral source's rows for one row of the sources before it."""
+        if self.produce is not None:
+            return self.produce(left)
+        cell = self.lateral_scope.cell
+        saved = cell[0]
+        cell[0] = left
+        try:
+            return self.subplan.run()
+        finally:
+            cell[0] = saved
+
     def join(self, left_rows: list[tuple]) -> list[tuple]:
-        right = self.rows()
+        """Joins this source to the rows of the sources before it. RIGHT and FULL joins need every
+        left row in one call: the right rows no left row matched are added at the end."""
+        lateral = self.lateral
+        right = [] if lateral else self.rows()
         padding_before = self.relation.offset
         out: list[tuple] = []
         condition = self.condition.evaluate if self.condition is not None else None
         if self.hash_keys is not None and self._hash is None:
+            assert not lateral
             table: dict = collections.defaultdict(list)
             right_evals = [k.evaluate for k in self.hash_keys[1]]
             pad = (None,) * padding_before
-            for _, row in right:
+            for index, (_, row) in enumerate(right):
                 combined = pad + row
                 key = tuple(e(combined) for e in right_evals)
                 if any(v is None for v in key):
                     continue
-                table[tuple(_group_key_value(v) for v in key)].append(row)
+                table[tuple(_group_key_value(v) for v in key)].append((index, row))
             self._hash = table
         left_evals = [k.evaluate for k in self.hash_keys[0]] if self.hash_keys is not None else None
         nulls = (None,) * self.width
+        pads_left = self.join_kind in ("left", "full")
+        matched_right: set[int] | None = set() if self.join_kind in ("right", "full") else None
+        every_right = list(enumerate(row for _, row in right))
         for left in left_rows:
-            if left_evals is not None:
+            if lateral:
+                candidates = list(enumerate(self.rows_for(left)))
+            elif left_evals is not None:
                 key = tuple(e(left) for e in left_evals)
                 candidates = [] if any(v is None for v in key) else \
                     self._hash.get(tuple(_group_key_value(v) for v in key), [])
             else:
-                candidates = [row for _, row in right]
+                candidates = every_right
             matched = False
-            for row in candidates:
+            for index, row in candidates:
                 combined = left + row
                 if condition is None or condition(combined) is True:
                     out.append(combined)
                     matched = True
-            if not matched and self.join_kind == "left":
+                    if matched_right is not None:
+                        matched_right.add(index)
+            if not matched and pads_left:
                 out.append(left + nulls)
             if len(out) > limits.RESULT_ROWS_MAX:
                 raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
                                f"join result exceeds the limit of {limits.RESULT_ROWS_MAX} rows")
+        if matched_right is not None:
+            left_nulls = (None,) * padding_before
+            out += [left_nulls + row for index, row in every_right if index not in matched_right]
         return out
 
     def describe(self) -> str:
@@ -308,6 +348,10 @@ class Source:
             return f"CTE Scan on {name}"
         if self.kind == "values":
             return f"Values Scan on {name}"
+        if self.kind == "function":
+            return f"Function Scan on {name}"
+        if self.kind == "lateral":
+            return f"Lateral Subquery Scan on {name}"
         return f"Subquery Scan on {name}"
 
 
@@ -344,6 +388,20 @@ class SelectPlan(QueryPlan):
         self.correlated = scope.uses_outer
         self.unknown_columns = frozenset(program.unknown_outputs)
         self.subplans: list[QueryPlan] = []
+        # RIGHT/FULL joins add the right rows no left row matched: they need all the left rows
+        # at once, so the root is not fed one row at a time.
+        self.batch = any(s.join_kind in ("right", "full") for s in sources[1:])
+
+    def _feed_batch(self, root_rows) -> None:
+        rows = [row for _, row in root_rows]
+        for source in self.sources[1:]:
+            rows = source.join(rows)
+        program = self.program
+        for combined in rows:
+            if program.matches(combined):
+                program.add_row(combined, None)
+                if program.enough():
+                    return
 
     def _joined(self, key: bytes | None, row: tuple) -> list[tuple]:
         rows = [row]
@@ -373,6 +431,8 @@ class SelectPlan(QueryPlan):
         if not self.sources:
             if self.program.matches(()):
                 self.program.add_row(())
+        elif self.batch:
+            self._feed_batch(self.sources[0].rows())
         else:
             for key, row in self.sources[0].rows():
                 if self._feed(key, row):
@@ -384,13 +444,23 @@ class SelectPlan(QueryPlan):
         """The top-level run: streams the first source when it is a base table."""
         self._start()
         root = self.sources[0] if self.sources else None
-        if root is not None and root is self.ctx.streamed:
+        if root is not None and root is self.ctx.streamed and self.batch:
+            root_rows = []
+            async for key, row in read_rows(self.ctx.txn, root.table, root.plan, root.pushdown_spec):
+                root_rows.append((key, row))
+                if len(root_rows) > limits.STATEMENT_ROWS_READ_MAX:
+                    raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                                   f"statement reads more than {limits.STATEMENT_ROWS_READ_MAX} rows")
+            self._feed_batch(root_rows)
+        elif root is not None and root is self.ctx.streamed:
             async for key, row in read_rows(self.ctx.txn, root.table, root.plan, root.pushdown_spec):
                 if self._feed(key, row):
                     break
         elif root is None:
             if self.program.matches(()):
                 self.program.add_row(())
+        elif self.batch:
+            self._feed_batch(root.rows())
         else:
             for key, row in root.rows():
                 if self._feed(key, row):
@@ -450,7 +520,7 @@ def _join_lines(sources: list[Source], depth: int) -> list[str]:
         return _source_lines(sources[0], depth)
     last = sources[-1]
     method = "Hash Join" if last.hash_keys is not None else "Nested Loop"
-    kind = {"left": "Left ", "cross": "Cross ", "inner": ""}[last.join_kind]
+    kind = {"left": "Left ", "right": "Right ", "full": "Full ", "cross": "Cross ", "inner": ""}[last.join_kind]
     lines = [_indent(depth) + f"{method} ({kind or 'Inner '}join {last.relation.name})"]
     lines += _join_lines(sources[:-1], depth + 1)
     lines += _source_lines(last, depth + 1)
@@ -681,15 +751,16 @@ def compile_select_plan(select: exp.Select, parent: Scope | None, ctx: QueryCont
     items = [(from_clause.this, None)] + [(join.this, join) for join in joins]
     sources: list[Source] = []
     for item, join in items:
-        if join is not None:
-            _check_join(join)
-        source = _make_source(item, parent, ctx)
-        if join is not None:
-            source.join_kind = _join_kind(join)
+        join_kind = _join_kind(join) if join is not None else "root"
+        source = _make_source(item, parent, ctx, sources, join_kind)
+        source.join_kind = join_kind
         if any(s.relation.name == source.relation.name for s in sources):
             raise SqlError("42712", f'table name "{source.relation.name}" specified more than once')
         sources.append(source)
     scope = Scope([s.relation for s in sources], parent)
+    if any(s.lateral_scope is not None and s.lateral_scope.uses_outer for s in sources) or \
+            any(s.kind in ("derived", "lateral") and s.subplan.correlated and s.lateral_scope is None for s in sources):
+        scope.uses_outer = True  # a FROM item reads a row of an enclosing query: so does this query
     star_entries = [(name, i, sources[0].relation.name) for i, (name, _) in enumerate(sources[0].relation.columns)]
     for position, (item, join) in enumerate(items):
         if join is None:
@@ -723,23 +794,26 @@ def compile_select_plan(select: exp.Select, parent: Scope | None, ctx: QueryCont
     return plan
 
 
-def _check_join(join: exp.Join) -> None:
-    side = str(join.args.get("side") or "").upper()
-    method = str(join.args.get("method") or "").upper()
-    if side in ("RIGHT", "FULL"):
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{side} JOIN is not supported")
-    if method == "NATURAL":
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "NATURAL JOIN is not supported")
-    if isinstance(join.this, exp.Lateral):
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "LATERAL is not supported")
+_JOIN_ARGS = {"this", "side", "kind", "on", "using", "method"}
 
 
 def _join_kind(join: exp.Join) -> str:
+    for key, value in join.args.items():
+        if key not in _JOIN_ARGS and value not in (None, False, []):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{key.upper()} in a join is not supported")
     side = str(join.args.get("side") or "").upper()
     kind = str(join.args.get("kind") or "").upper()
-    if side == "LEFT":
-        return "left"
-    if kind == "CROSS" or (join.args.get("on") is None and not join.args.get("using")):
+    method = str(join.args.get("method") or "").upper()
+    if method not in ("", "NATURAL"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{method} JOIN is not supported")
+    natural = method == "NATURAL"
+    if natural and (join.args.get("on") is not None or join.args.get("using")):
+        raise SqlError(errors.SYNTAX_ERROR, 'syntax error at or near "ON"')
+    if side in ("LEFT", "RIGHT", "FULL"):
+        if join.args.get("on") is None and not join.args.get("using") and not natural:
+            raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
+        return side.lower()
+    if kind == "CROSS" or (join.args.get("on") is None and not join.args.get("using") and not natural):
         if kind in ("INNER",) or side:
             raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
         return "cross"
@@ -747,7 +821,10 @@ def _join_kind(join: exp.Join) -> str:
 
 
 def _nullable_side(sources: list[Source], position: int) -> bool:
-    return sources[position].join_kind == "left"
+    """True when the source's rows may be NULL-padded: its WHERE conjuncts cannot narrow its read."""
+    if sources[position].join_kind in ("left", "full"):
+        return True
+    return any(s.join_kind in ("right", "full") for s in sources[position + 1:])
 
 
 def _position_in(scope: Scope, source: Source):
@@ -778,14 +855,15 @@ def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
     return [node]
 
 
-def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext) -> Source:
+def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext, before: list[Source],
+                 join_kind: str) -> Source:
     alias_node = item.args.get("alias")
     alias = identifier_name(alias_node.this) if alias_node is not None and alias_node.this is not None else None
     column_aliases = [identifier_name(c) for c in alias_node.columns] if alias_node is not None and alias_node.columns \
         else None
+    if isinstance(item, exp.Lateral) or (isinstance(item, exp.Table) and not isinstance(item.this, exp.Identifier)):
+        return _make_lateral_source(item, parent, ctx, before, join_kind, alias, column_aliases)
     if isinstance(item, exp.Table):
-        if not isinstance(item.this, exp.Identifier):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "table functions in FROM are not supported")
         name = identifier_name(item.this)
         cte = ctx.find_cte(name) if item.args.get("db") is None else None
         if cte is not None:
@@ -818,6 +896,43 @@ def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext) 
     raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{type(item).__name__} in FROM is not supported")
 
 
+def _make_lateral_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext, before: list[Source],
+                         join_kind: str, alias: str | None, column_aliases: list[str] | None) -> Source:
+    """A function in FROM or a LATERAL subquery: compiled in a scope of the FROM items before it,
+    whose current row the join hands over (PostgreSQL makes functions in FROM lateral too)."""
+    lateral_scope = Scope([s.relation for s in before], parent)
+    inner = item.this
+    ordinality = bool(item.args.get("ordinality"))
+    if isinstance(item, exp.Lateral):
+        if item.args.get("view") or item.args.get("outer") or item.args.get("cross_apply") is not None:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "this form of LATERAL is not supported")
+        if isinstance(inner, exp.Subquery):
+            if ordinality:
+                raise SqlError(errors.SYNTAX_ERROR, 'syntax error at or near "WITH"')
+            if alias is None:
+                raise SqlError(errors.SYNTAX_ERROR, "subquery in FROM must have an alias",
+                               hint='For example, FROM (SELECT ...) [AS] foo.')
+            subplan = compile_query(inner.this, lateral_scope, ctx)
+            if subplan.correlated and join_kind in ("right", "full"):
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{join_kind.upper()} JOIN LATERAL is not supported")
+            return Source(Relation(alias, _renamed(tuple(subplan.columns), column_aliases, alias)), "lateral",
+                          subplan=subplan, lateral_scope=lateral_scope)
+    if not isinstance(inner, exp.ExplodingGenerateSeries):
+        name = inner.sql_name().lower() if not isinstance(inner, exp.Anonymous) else str(inner.this).lower()
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"function {name}() in FROM is not supported")
+    if join_kind in ("right", "full"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{join_kind.upper()} JOIN to a function is not supported")
+    produce, sql_type = table_functions.generate_series(inner, Compiler(lateral_scope, "FROM", None, ctx))
+    name = alias or "generate_series"
+    columns = [(alias or "generate_series", sql_type)]
+    if ordinality:
+        columns.append(("ordinality", types.BIGINT))
+        series = produce
+        produce = lambda left: [row + (number,) for number, row in enumerate(series(left), start=1)]  # noqa: E731
+    return Source(Relation(name, _renamed(tuple(columns), column_aliases, name)), "function",
+                  produce=produce, lateral_scope=lateral_scope)
+
+
 def _renamed(columns, aliases: list[str] | None, name: str) -> tuple:
     columns = tuple(columns)
     if not aliases:
@@ -834,6 +949,10 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
     hash_left: list[Compiled] = []
     hash_right: list[Compiled] = []
     using = join.args.get("using") or []
+    if str(join.args.get("method") or "").upper() == "NATURAL":
+        using = _natural_columns(left_sources, source)
+    if using and source.join_kind == "full":
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "FULL JOIN with USING or NATURAL is not supported")
     if using:
         merged_entries = []
         for identifier in using:
@@ -856,9 +975,13 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
             left_form, right_form = compiler.comparable(left_compiled, right_compiled, "=")
             hash_left.append(left_form)
             hash_right.append(right_form)
-            scope.using[name] = (left_source.relation.offset + left_index, left_type)
-            prefix.using[name] = (left_source.relation.offset + left_index, left_type)
-            merged_entries.append((name, left_source.relation.offset + left_index, left_source.relation.name))
+            # The merged column is the left one, except in a RIGHT join, where only the right one
+            # is never NULL-padded (PostgreSQL's choice too).
+            shown, shown_index, shown_type = (source, right_index, right_type) if source.join_kind == "right" \
+                else (left_source, left_index, left_type)
+            scope.using[name] = (shown.relation.offset + shown_index, shown_type)
+            prefix.using[name] = (shown.relation.offset + shown_index, shown_type)
+            merged_entries.append((name, shown.relation.offset + shown_index, shown.relation.name))
         merged_names = {e[0] for e in merged_entries}
         star_entries = merged_entries + [e for e in star_entries if e[0] not in merged_names] + [
             (n, source.relation.offset + i, source.relation.name)
@@ -869,11 +992,16 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
     on = join.args.get("on")
     if on is not None:
         for conjunct in _conjuncts(on):
-            pair = _equi_pair(conjunct, prefix, source, compiler)
+            pair = None if source.lateral else _equi_pair(conjunct, prefix, source, compiler)
             if pair is not None:
                 hash_left.append(pair[0])
                 hash_right.append(pair[1])
             else:
+                if source.join_kind == "full" and not _constant_true(conjunct):
+                    # PostgreSQL runs a FULL join only as a merge or hash join, so it refuses
+                    # any other ON condition; refusing the same keeps both answers alike.
+                    raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                                   "FULL JOIN is only supported with merge-joinable or hash-joinable join conditions")
                 conditions.append(compiler.compile_condition(conjunct))
     if hash_left:
         source.hash_keys = (hash_left, hash_right)
@@ -883,6 +1011,23 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
             combined = sql_and(combined, extra)
         source.condition = combined
     return star_entries
+
+
+def _constant_true(node: exp.Expression) -> bool:
+    while isinstance(node, exp.Paren):
+        node = node.this
+    return isinstance(node, exp.Boolean) and bool(node.this)
+
+
+def _natural_columns(left_sources: list[Source], source: Source) -> list[exp.Identifier]:
+    """NATURAL JOIN's USING list: the names both sides have, in the left side's order."""
+    right_names = {name for name, _ in source.relation.columns}
+    names: list[str] = []
+    for left in left_sources:
+        for name, _ in left.relation.columns:
+            if name in right_names and name not in names:
+                names.append(name)
+    return [exp.Identifier(this=name, quoted=True) for name in names]
 
 
 def _equi_pair(node: exp.Expression, prefix: Scope, source: Source, compiler: Compiler):
