@@ -26,11 +26,12 @@ from compute_node.sql.expressions import (
     contains_aggregate, output_name, _numeric_operation,
 )
 from compute_node.sql.types import Kind
+from compute_node.sql.window import WindowCollector
 from quorumdb import errors, limits
 from quorumdb.errors import SqlError
 
 _SELECT_ARGS = {"expressions", "from", "from_", "where", "group", "having", "order", "limit", "offset",
-                "distinct", "locks", "kind", "joins", "with", "with_"}
+                "distinct", "locks", "kind", "joins", "with", "with_", "windows"}
 
 
 @dataclasses.dataclass
@@ -54,14 +55,17 @@ class SelectProgram:
         self.offset = 0
         self.for_update = False
         self.unknown_outputs: set[int] = set()  # outputs that are untyped literals (UNION resolves them)
+        self.windows: WindowCollector | None = None
         # Run state.
         self._rows: list[tuple[tuple, tuple, bytes | None]] = []  # (output, sort keys, source key)
         self._groups: dict[tuple, tuple[tuple, list]] = {}
+        self._window_input: list[tuple[Sequence[Any], bytes | None]] = []  # rows waiting for their windows
 
     def reset(self) -> None:
         """Forgets the rows of a previous run (a correlated subquery runs once per outer row)."""
         self._rows = []
         self._groups = {}
+        self._window_input = []
 
     @property
     def grouped(self) -> bool:
@@ -71,7 +75,7 @@ class SelectProgram:
         return self.where is None or self.where.evaluate(row) is True
 
     def enough(self) -> bool:
-        if self.grouped or self.order or self.distinct or self.limit is None:
+        if self.grouped or self.order or self.distinct or self.limit is None or self.windows is not None:
             return False
         return len(self._rows) >= self.offset + self.limit
 
@@ -80,8 +84,26 @@ class SelectProgram:
         if self.collector is not None:
             self._accumulate(row)
             return
+        if self.windows is not None:
+            self._hold_for_windows(row, key)
+            return
         output = tuple(compiled.evaluate(row) for compiled in self.outputs)
         self._append(output, row, key)
+
+    def _hold_for_windows(self, row: Sequence[Any], key: bytes | None) -> None:
+        if len(self._window_input) >= limits.RESULT_ROWS_MAX:
+            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                           f"query result exceeds the limit of {limits.RESULT_ROWS_MAX} rows")
+        self._window_input.append((row, key))
+
+    def _apply_windows(self) -> None:
+        """Window functions see every row that passed WHERE/GROUP BY/HAVING; then the select list."""
+        held = self._window_input
+        self._window_input = []
+        extended = self.windows.apply([tuple(row) for row, _ in held])
+        for row, (_, key) in zip(extended, held):
+            output = tuple(compiled.evaluate(row) for compiled in self.outputs)
+            self._append(output, row, key)
 
     def _append(self, output: tuple, source_row: Sequence[Any], key: bytes | None) -> None:
         sort_keys = tuple(output[item.output_index] if item.output_index is not None
@@ -115,8 +137,13 @@ class SelectProgram:
                 grouped_row = group_values + tuple(a.result() for a in accumulators)
                 if self.having is not None and self.having.evaluate(grouped_row) is not True:
                     continue
+                if self.windows is not None:
+                    self._hold_for_windows(grouped_row, None)
+                    continue
                 output = tuple(compiled.evaluate(grouped_row) for compiled in self.outputs)
                 self._append(output, grouped_row, None)
+        if self.windows is not None:
+            self._apply_windows()
         entries = self._rows
         if self.distinct:
             seen = set()
@@ -247,6 +274,9 @@ def compile_select(select: exp.Select, scope: Scope, has_table: bool, context: C
         output_compiler = Compiler(scope, "SELECT", program.collector, context)
     else:
         output_compiler = Compiler(scope, "SELECT", None, context)
+    if any(_calls_window(node) for node in select_nodes + order_nodes):
+        program.windows = WindowCollector(select.args.get("windows") or [], _Accumulator)
+        output_compiler.windows = program.windows
     for node in select_nodes:
         inner = node.this if isinstance(node, exp.Alias) else node
         compiled = output_compiler.compile(inner)
@@ -274,6 +304,12 @@ def compile_select(select: exp.Select, scope: Scope, has_table: bool, context: C
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "FOR UPDATE requires a table")
         program.for_update = True
     return program
+
+
+def _calls_window(node: exp.Expression) -> bool:
+    """True when `node` calls a window function at this query level (not inside a subquery)."""
+    prune = lambda n: isinstance(n, (exp.Subquery, exp.Select, exp.Exists)) and n is not node  # noqa: E731
+    return any(isinstance(found, exp.Window) for found in node.walk(prune=prune))
 
 
 def _expand_star(nodes: Sequence[exp.Expression], scope: Scope, has_table: bool,
