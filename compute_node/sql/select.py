@@ -38,7 +38,7 @@ from compute_node.sql import system_views, table_functions, types
 from compute_node.sql.catalog import TableDef, identifier_name, table_name
 from compute_node.sql.expressions import (
     Compiled, Compiler, Context, Relation, Scope, _group_key_value,
-    coerce, output_name, sql_and,
+    coerce, contains_aggregate, output_name, sql_and,
 )
 from compute_node.sql.planner import AccessPlan, PlanKind, plan_access
 from compute_node.sql.pushdown import Pushdown
@@ -646,8 +646,7 @@ def compile_query(node: exp.Expression, parent: Scope | None, ctx: QueryContext)
         node = inner
     with_clause = node.args.get("with_") or node.args.get("with")
     if with_clause is not None:
-        if with_clause.args.get("recursive"):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "WITH RECURSIVE is not supported")
+        recursive = bool(with_clause.args.get("recursive"))
         frame: dict[str, CtePlan] = {}
         ctx.ctes.append(frame)
         try:
@@ -660,11 +659,171 @@ def compile_query(node: exp.Expression, parent: Scope | None, ctx: QueryContext)
                                              exp.Subquery)):
                     raise SqlError(errors.FEATURE_NOT_SUPPORTED, "data-modifying statements in WITH are not supported")
                 column_names = [identifier_name(c) for c in alias.columns] if alias.columns else None
+                if recursive and _references(cte.this, name):
+                    frame[name] = _compile_recursive(name, cte.this, column_names, parent, ctx, frame)
+                    continue
                 frame[name] = CtePlan(name, compile_query(cte.this, parent, ctx), column_names)
             return _compile_body(node, parent, ctx)
         finally:
             ctx.ctes.pop()
     return _compile_body(node, parent, ctx)
+
+
+# --- WITH RECURSIVE ----------------------------------------------------------------------
+RECURSION_ERROR = "42P19"
+
+
+class WorkingTable(QueryPlan):
+    """What a recursive term reads under the CTE's name: the rows of the previous iteration."""
+
+    def __init__(self, columns: list[tuple[str, SqlType]]):
+        self.columns = columns
+        self.rows: list[tuple] = []
+
+    def run(self) -> list[tuple]:
+        return self.rows
+
+    def explain(self, depth: int = 0) -> list[str]:
+        return [_indent(depth) + "WorkTable Scan"]
+
+
+class RecursivePlan(QueryPlan):
+    """`non-recursive term UNION [ALL] recursive term`, evaluated as PostgreSQL does: the
+    non-recursive term's rows are the first working table; each iteration runs the recursive
+    term over the working table and its new rows (for UNION: rows not seen before) become the
+    next one; the result is every row produced, in order, when an iteration yields none."""
+
+    def __init__(self, name: str, anchor: QueryPlan, step: QueryPlan, working: WorkingTable, distinct: bool):
+        self.name = name
+        self.anchor, self.step, self.working = anchor, step, working
+        self.distinct = distinct
+        self.columns = list(working.columns)
+        self.correlated = anchor.correlated or step.correlated
+        if len(step.columns) != len(self.columns):
+            raise SqlError(errors.SYNTAX_ERROR, "each UNION query must have the same number of columns")
+        self.conversions = []
+        for position, ((_, wanted), step_type) in enumerate(zip(self.columns, step.resolution_types())):
+            if step_type.kind is not wanted.kind:
+                common = types.common_type([wanted, step_type], "UNION")
+                if common.kind is not wanted.kind:
+                    raise SqlError(errors.DATATYPE_MISMATCH,
+                                   f'recursive query "{name}" column {position + 1} has type {wanted.display_name} '
+                                   f'in non-recursive term but type {common.display_name} overall',
+                                   hint="Cast the output of the non-recursive term to the correct type.")
+            self.conversions.append((step_type, wanted))
+
+    def run(self) -> list[tuple]:
+        seen: set = set()
+        rows = self._new_rows(self.anchor.run(), seen)
+        result = list(rows)
+        for _ in range(limits.RECURSIVE_ITERATIONS_MAX):
+            if not rows:
+                return result
+            self.working.rows = rows
+            produced = [tuple(_set_value(v, s, t) for v, (s, t) in zip(row, self.conversions))
+                        for row in self.step.run()]
+            rows = self._new_rows(produced, seen)
+            result += rows
+            if len(result) > limits.RESULT_ROWS_MAX:
+                raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                               f'recursive query "{self.name}" produces more than {limits.RESULT_ROWS_MAX} rows')
+        raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                       f'recursive query "{self.name}" runs more than {limits.RECURSIVE_ITERATIONS_MAX} iterations')
+
+    def _new_rows(self, rows: list[tuple], seen: set) -> list[tuple]:
+        if not self.distinct:
+            return rows
+        fresh = []
+        for row in rows:
+            marker = tuple(_group_key_value(v) for v in row)
+            if marker not in seen:
+                seen.add(marker)
+                fresh.append(row)
+        return fresh
+
+    def explain(self, depth: int = 0) -> list[str]:
+        lines = [_indent(depth) + f"Recursive Union{'' if self.distinct else ' All'} ({self.name})"]
+        lines += self.anchor.explain(depth + 1)
+        lines += self.step.explain(depth + 1)
+        return lines
+
+
+def _references(node: exp.Expression, name: str) -> bool:
+    return bool(_recursive_references(node, name))
+
+
+def _recursive_references(node: exp.Expression, name: str) -> list[exp.Table]:
+    return [t for t in node.find_all(exp.Table)
+            if isinstance(t.this, exp.Identifier) and t.args.get("db") is None and identifier_name(t.this) == name]
+
+
+def _compile_recursive(name: str, node: exp.Expression, column_names: list[str] | None, parent: Scope | None,
+                       ctx: QueryContext, frame: dict) -> CtePlan:
+    if not isinstance(node, exp.Union):
+        raise SqlError(RECURSION_ERROR, f'recursive query "{name}" does not have the form '
+                                        f'non-recursive-term UNION [ALL] recursive-term')
+    for key, word in (("order", "ORDER BY"), ("limit", "LIMIT"), ("offset", "OFFSET")):
+        if node.args.get(key) is not None:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{word} in a recursive query is not implemented")
+    anchor_node, step_node = node.this, node.expression
+    if _references(anchor_node, name):
+        raise SqlError(RECURSION_ERROR,
+                       f'recursive reference to query "{name}" must not appear within its non-recursive term')
+    _check_recursive_term(step_node, name)
+    anchor = compile_query(anchor_node, parent, ctx)
+    columns = CtePlan(name, anchor, column_names).columns
+    columns = [(n, types.TEXT if t.kind in types.UNTYPED_KINDS else t) for n, t in columns]
+    working = WorkingTable(columns)
+    frame[name] = working  # the recursive term reads the working table under the CTE's name
+    step = compile_query(step_node, parent, ctx)
+    plan = RecursivePlan(name, anchor, step, working, bool(node.args.get("distinct")))
+    return CtePlan(name, plan, None)
+
+
+def _check_recursive_term(term: exp.Expression, name: str) -> None:
+    """PostgreSQL's rules for where the recursive reference may stand (42P19)."""
+    references = _recursive_references(term, name)
+    if len(references) > 1:
+        raise SqlError(RECURSION_ERROR, f'recursive reference to query "{name}" must not appear more than once')
+    for reference in references:
+        node: exp.Expression = reference
+        while node is not term and node.parent is not None:
+            parent = node.parent
+            if isinstance(parent, exp.Select) and parent is not term and not _in_from(parent):
+                raise SqlError(RECURSION_ERROR, f'recursive reference to query "{name}" must not appear within a subquery')
+            if isinstance(parent, (exp.Intersect, exp.Except)):
+                raise SqlError(RECURSION_ERROR,
+                               f'recursive reference to query "{name}" must not appear within INTERSECT/EXCEPT')
+            if isinstance(parent, exp.Select) and _outer_joined(parent, node):
+                raise SqlError(RECURSION_ERROR,
+                               f'recursive reference to query "{name}" must not appear within an outer join')
+            node = parent
+    if isinstance(term, exp.Select) and references:
+        if any(contains_aggregate(e) for e in term.expressions) or term.args.get("group") is not None:
+            raise SqlError(RECURSION_ERROR, "aggregate functions are not allowed in a recursive query's recursive term")
+        for key, word in (("order", "ORDER BY"), ("limit", "LIMIT"), ("offset", "OFFSET")):
+            if term.args.get(key) is not None:
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{word} in a recursive query is not implemented")
+
+
+def _in_from(select: exp.Select) -> bool:
+    """True when `select` is a subquery in a FROM clause (not an expression)."""
+    holder = select.parent
+    return isinstance(holder, exp.Subquery) and isinstance(holder.parent, (exp.From, exp.Join, exp.Lateral))
+
+
+def _outer_joined(select: exp.Select, item: exp.Expression) -> bool:
+    """True when FROM item `item` (the From node or a Join of `select`) may be NULL-padded."""
+    joins = select.args.get("joins") or []
+    if isinstance(item, exp.From):
+        later = joins
+    elif isinstance(item, exp.Join) and item in joins:
+        if str(item.args.get("side") or "").upper() in ("LEFT", "FULL"):
+            return True
+        later = joins[joins.index(item) + 1:]
+    else:
+        return False
+    return any(str(j.args.get("side") or "").upper() in ("RIGHT", "FULL") for j in later)
 
 
 def _reject_modifiers(node: exp.Expression) -> None:
@@ -759,7 +918,7 @@ def compile_select_plan(select: exp.Select, parent: Scope | None, ctx: QueryCont
         sources.append(source)
     scope = Scope([s.relation for s in sources], parent)
     if any(s.lateral_scope is not None and s.lateral_scope.uses_outer for s in sources) or \
-            any(s.kind in ("derived", "lateral") and s.subplan.correlated and s.lateral_scope is None for s in sources):
+            any(s.kind in ("derived", "lateral", "cte") and s.subplan.correlated and s.lateral_scope is None for s in sources):
         scope.uses_outer = True  # a FROM item reads a row of an enclosing query: so does this query
     star_entries = [(name, i, sources[0].relation.name) for i, (name, _) in enumerate(sources[0].relation.columns)]
     for position, (item, join) in enumerate(items):
