@@ -26,7 +26,7 @@ from compute_node.sql.expressions import (
     contains_aggregate, output_name, _numeric_operation,
 )
 from compute_node.sql.types import Kind
-from compute_node.sql.window import WindowCollector
+from compute_node.sql.window import WINDOWING_ERROR, WindowCollector
 from quorumdb import errors, limits
 from quorumdb.errors import SqlError
 
@@ -250,6 +250,10 @@ def compile_select(select: exp.Select, scope: Scope, has_table: bool, context: C
         if key not in _SELECT_ARGS and value not in (None, False, []):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{key.rstrip('_').upper()} in SELECT is not supported")
     program = SelectProgram()
+    for clause, word in (("group", "GROUP BY"), ("having", "HAVING")):
+        if select.args.get(clause) is not None and _calls_window(select.args[clause]):
+            # PostgreSQL rejects these while it reads the clause, before it checks grouping.
+            raise SqlError(WINDOWING_ERROR, f"window functions are not allowed in {word}")
     row_compiler = Compiler(scope, "WHERE", None, context)
     select_nodes = _expand_star(select.expressions, scope, has_table, star_entries)
     where_node = select.args.get("where")

@@ -893,7 +893,9 @@ def _compile_values(node: exp.Values, parent: Scope | None, ctx: QueryContext, n
     full_names = None
     if names is not None:
         full_names = names + [f"column{i + 1}" for i in range(len(names), width)]
-    return ValuesPlan(rows, full_names)
+    plan = ValuesPlan(rows, full_names)
+    plan.correlated = compiler.scope.uses_outer  # VALUES (t.x) in a subquery or LATERAL reads an outer row
+    return plan
 
 
 def compile_select_plan(select: exp.Select, parent: Scope | None, ctx: QueryContext,
