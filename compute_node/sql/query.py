@@ -5,11 +5,12 @@ Theory of operation
 `compile_select(select, scope)` resolves everything a SELECT needs before a row is
 read: the select list (with * expanded), WHERE, GROUP BY/HAVING and aggregates,
 ORDER BY (output names and positions first, then expressions over the table's
-columns, as PostgreSQL), DISTINCT, LIMIT and OFFSET. The resulting `SelectProgram`
-consumes source rows (`add_row`) and produces the result rows (`finish`); the
-executor feeds it rows from storage and stops early when `enough()` says the
-remaining rows cannot change the answer (no ORDER BY, grouping or DISTINCT, and
-OFFSET + LIMIT rows already matched).
+columns, as PostgreSQL), window functions (window.py: rows wait in the program
+until all have arrived, then get their window values), DISTINCT, LIMIT and OFFSET.
+The resulting `SelectProgram` consumes source rows (`add_row`) and produces the
+result rows (`finish`); the executor feeds it rows from storage and stops early
+when `enough()` says the remaining rows cannot change the answer (no ORDER BY,
+grouping, window or DISTINCT, and OFFSET + LIMIT rows already matched).
 """
 from __future__ import annotations
 

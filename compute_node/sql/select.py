@@ -17,14 +17,26 @@ expression is evaluated and expression evaluation stays synchronous:
      plan tree registered (and the catalog rows of information_schema views),
      through the transaction (snapshot at start_ts + own writes).
   3. run (sync): `plan.run()` joins (hash join on equality conditions between the
-     new table and the ones before it, nested loops otherwise; LEFT JOIN pads with
-     NULLs), filters, groups, sorts and limits. A correlated subquery runs once per
-     outer row over its already-fetched rows; an uncorrelated one runs once.
+     new table and the ones before it, nested loops otherwise; LEFT and FULL JOIN
+     pad unmatched left rows with NULLs, RIGHT and FULL JOIN add the right rows no
+     left row matched), filters, groups, computes window functions, sorts and limits.
+     A correlated subquery runs once per outer row over its already-fetched rows; an
+     uncorrelated one runs once.
+
+LATERAL subqueries and functions in FROM (table_functions.py) are compiled in a
+scope of the FROM items before them; the join hands each left row to them (through
+the scope's cell, as a correlated subquery gets its outer row) and runs them once per
+left row. NATURAL JOIN is USING over the common column names. WITH RECURSIVE runs
+the recursive term over a working table until it yields nothing (RecursivePlan).
 
 The top-level SELECT streams its first source instead of fetching it, so
-`SELECT ... LIMIT n` over a large table stops reading early (`run_top`).
-Not supported (0A000): RIGHT/FULL joins, NATURAL and LATERAL joins, WITH
-RECURSIVE, FOR UPDATE over joins or derived tables.
+`SELECT ... LIMIT n` over a large table stops reading early (`run_top`); with a
+RIGHT or FULL join it collects the root rows first (unmatched right rows are known
+only at the end).
+Not supported (0A000): FULL JOIN with USING/NATURAL or an ON condition other than
+equalities (PostgreSQL refuses the latter too), RIGHT/FULL JOIN LATERAL to a
+correlated subquery, functions other than generate_series in FROM (unnest needs
+arrays), ORDER BY/LIMIT in a recursive query, FOR UPDATE over joins or derived tables.
 """
 from __future__ import annotations
 
@@ -480,6 +492,8 @@ class SelectPlan(QueryPlan):
             steps.append(f"Sort ({len(program.order)} key(s))")
         if program.distinct:
             steps.append("Distinct")
+        if program.windows is not None:
+            steps.append(f"WindowAgg ({len(program.windows.calls)} window function(s))")
         if program.grouped:
             steps.append(f"Aggregate ({len(program.collector.group_nodes)} group key(s), "
                          f"{len(program.collector.aggregates)} aggregate(s))")
@@ -1112,8 +1126,6 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
     using = join.args.get("using") or []
     if str(join.args.get("method") or "").upper() == "NATURAL":
         using = _natural_columns(left_sources, source)
-    if using and source.join_kind == "full":
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "FULL JOIN with USING or NATURAL is not supported")
     if using:
         merged_entries = []
         for identifier in using:
@@ -1143,6 +1155,9 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
             scope.using[name] = (shown.relation.offset + shown_index, shown_type)
             prefix.using[name] = (shown.relation.offset + shown_index, shown_type)
             merged_entries.append((name, shown.relation.offset + shown_index, shown.relation.name))
+        if source.join_kind == "full":
+            # The merged column of a FULL join is COALESCE(left, right), a value no source row holds.
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "FULL JOIN with USING or NATURAL is not supported")
         merged_names = {e[0] for e in merged_entries}
         star_entries = merged_entries + [e for e in star_entries if e[0] not in merged_names] + [
             (n, source.relation.offset + i, source.relation.name)
@@ -1151,19 +1166,22 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
         star_entries = star_entries + [(n, source.relation.offset + i, source.relation.name)
                                        for i, (n, _) in enumerate(source.relation.columns)]
     on = join.args.get("on")
+    non_equalities = 0
     if on is not None:
         for conjunct in _conjuncts(on):
             pair = None if source.lateral else _equi_pair(conjunct, prefix, source, compiler)
             if pair is not None:
                 hash_left.append(pair[0])
                 hash_right.append(pair[1])
-            else:
-                if source.join_kind == "full" and not _constant_true(conjunct):
-                    # PostgreSQL runs a FULL join only as a merge or hash join, so it refuses
-                    # any other ON condition; refusing the same keeps both answers alike.
-                    raise SqlError(errors.FEATURE_NOT_SUPPORTED,
-                                   "FULL JOIN is only supported with merge-joinable or hash-joinable join conditions")
+            elif not _constant_true(conjunct):
                 conditions.append(compiler.compile_condition(conjunct))
+                if not _constant(conjunct):
+                    non_equalities += 1
+        if source.join_kind == "full" and not hash_left and non_equalities:
+            # PostgreSQL runs a FULL join only as a merge join (equalities and constants) or a
+            # hash join (at least one equality), so it refuses other ON conditions; so do we.
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           "FULL JOIN is only supported with merge-joinable or hash-joinable join conditions")
     if hash_left:
         source.hash_keys = (hash_left, hash_right)
     if conditions:
@@ -1177,7 +1195,13 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
 def _constant_true(node: exp.Expression) -> bool:
     while isinstance(node, exp.Paren):
         node = node.this
-    return isinstance(node, exp.Boolean) and bool(node.this)
+    return isinstance(node, exp.Boolean) and bool(node.this)  # ON true: no condition at all
+
+
+def _constant(node: exp.Expression) -> bool:
+    while isinstance(node, exp.Paren):
+        node = node.this
+    return isinstance(node, (exp.Boolean, exp.Null))
 
 
 def _natural_columns(left_sources: list[Source], source: Source) -> list[exp.Identifier]:

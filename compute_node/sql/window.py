@@ -256,18 +256,21 @@ class WindowCollector:
         self.base = len(rows[0])
         values: list[list] = [[None] * len(self.calls) for _ in rows]
         budget = [limits.WINDOW_FRAME_ROWS_MAX]
+        output_order: list[int] = []
         for ordering in self._orderings.values():
             calls = [(k, c) for k, c in enumerate(self.calls) if c.ordering is ordering]
-            if not calls:
-                continue
+            output_order = []
             for partition, order_values in _partitions(rows, ordering):
+                output_order += partition
                 peers = _Peers(order_values)
                 partition_rows = [rows[i] for i in partition]
                 for slot, call in calls:
                     results = _evaluate(call, partition_rows, order_values, peers, self.accumulator, budget)
                     for index, value in zip(partition, results):
                         values[index][slot] = value
-        return [row + tuple(extra) for row, extra in zip(rows, values)]
+        # Rows leave in the last window's order, as from PostgreSQL's last WindowAgg (what a
+        # LIMIT without ORDER BY then keeps).
+        return [rows[i] + tuple(values[i]) for i in output_order]
 
 
 def _int_argument(name: str, inner: Compiler, node: exp.Expression, before: list[Compiled]) -> Compiled:
@@ -360,12 +363,16 @@ def _range_offset(offset: Compiled, ordering: Ordering) -> Compiled:
 def _partitions(rows: list[tuple], ordering: Ordering):
     """[(row indices in window order, their ORDER BY values)] per partition."""
     partition_evals = [c.evaluate for c in ordering.partition]
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[tuple, tuple[tuple, list[int]]] = {}
     for index, row in enumerate(rows):
-        key = tuple(_group_key_value(e(row)) for e in partition_evals)
-        groups.setdefault(key, []).append(index)
+        partition_values = tuple(e(row) for e in partition_evals)
+        key = tuple(_group_key_value(v) for v in partition_values)
+        groups.setdefault(key, (partition_values, []))[1].append(index)
+    # Partitions in PARTITION BY order (ascending, NULLs last), as PostgreSQL sorts them.
+    in_order = sorted(groups.values(), key=lambda entry: tuple(
+        (1, 0) if v is None else (0, types.sort_key(v)) for v in entry[0]))
     order_evals = [c.evaluate for c, _, _ in ordering.order]
-    for indices in groups.values():
+    for _, indices in in_order:
         keyed = [(i, tuple(e(rows[i]) for e in order_evals)) for i in indices]
         for position in range(len(ordering.order) - 1, -1, -1):
             _, descending, nulls_first = ordering.order[position]

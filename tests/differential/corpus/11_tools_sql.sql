@@ -73,6 +73,19 @@ SELECT e.id, count(*) OVER (PARTITION BY e.dept) FROM emp e JOIN emp f ON f.id =
 SELECT id, sum(salary) OVER (PARTITION BY CASE WHEN salary > 95 THEN 'high' ELSE 'low' END ORDER BY COALESCE(bonus, 0), id) FROM emp ORDER BY id;
 SELECT id, sum(COALESCE(salary, 0)) OVER (ORDER BY id), max(CASE WHEN dept = 'eng' THEN salary END) OVER () FROM emp ORDER BY id;
 SELECT id, row_number() OVER (ORDER BY CASE dept WHEN 'ops' THEN 0 ELSE 1 END, id) FROM emp ORDER BY id;
+SELECT x, count(*) OVER (ORDER BY x), count(*) OVER (ORDER BY x RANGE BETWEEN 1 PRECEDING AND 1 FOLLOWING), count(*) OVER (ORDER BY x DESC NULLS LAST RANGE BETWEEN 1 PRECEDING AND 1 FOLLOWING) FROM (VALUES (1), (NULL), (2), (NULL), (4)) v(x) ORDER BY x;
+SELECT x, sum(x) OVER (ORDER BY x NULLS FIRST RANGE BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), sum(x) OVER (ORDER BY x RANGE BETWEEN 2 FOLLOWING AND UNBOUNDED FOLLOWING) FROM (VALUES (1), (NULL), (2), (3), (5)) v(x) ORDER BY x;
+SELECT x, sum(x) OVER (ORDER BY x RANGE BETWEEN '1' PRECEDING AND CURRENT ROW) FROM (VALUES (1.5), (2.0), (2.4), (4.0)) v(x) ORDER BY x;
+SELECT x, avg(x) OVER (ORDER BY x RANGE BETWEEN 0.5 PRECEDING AND 0.5 FOLLOWING) FROM (VALUES (1.0::float8), (1.4), (2.0), (3.5)) v(x) ORDER BY x;
+SELECT id, salary, sum(salary) OVER (ORDER BY salary RANGE BETWEEN 10.5 PRECEDING AND CURRENT ROW) FROM emp;
+SELECT id, max(name) OVER (ORDER BY name RANGE BETWEEN 1 PRECEDING AND CURRENT ROW) FROM emp;
+SELECT id, row_number() OVER (ORDER BY id DESC) FROM emp LIMIT 2;
+SELECT id, row_number() OVER (PARTITION BY dept ORDER BY id) FROM emp LIMIT 3;
+SELECT e.id, (SELECT count(*) OVER () FROM emp f WHERE f.dept = e.dept LIMIT 1) FROM emp e ORDER BY e.id;
+SELECT e.id, (SELECT max(rn) FROM (SELECT row_number() OVER (ORDER BY f.id) AS rn FROM emp f WHERE f.id <= e.id) s) FROM emp e ORDER BY e.id;
+SELECT id, row_number() OVER (), count(*) OVER () FROM emp WHERE id > 100;
+SELECT sum(salary) OVER (), count(*) FROM emp;
+SELECT count(*) OVER () FROM emp GROUP BY dept ORDER BY 1;
 -- window errors
 SELECT id FROM emp WHERE row_number() OVER (ORDER BY id) > 2;
 SELECT dept FROM emp GROUP BY dept HAVING rank() OVER () > 1;
@@ -107,9 +120,16 @@ SELECT d.code, count(e.id) FROM emp e RIGHT JOIN dept d ON d.code = e.dept GROUP
 SELECT e.name, d.title, f.name FROM emp e RIGHT JOIN dept d ON d.code = e.dept LEFT JOIN emp f ON f.id = d.floor ORDER BY d.code, e.name;
 SELECT e.name, d.title, f.name FROM emp e JOIN dept d ON d.code = e.dept RIGHT JOIN emp f ON f.id = e.id ORDER BY f.id;
 SELECT COALESCE(e.dept, d.code) AS dept, e.name FROM emp e FULL JOIN dept d ON d.code = e.dept ORDER BY 1, 2;
+SELECT a.id, b.id FROM emp a FULL JOIN emp b ON a.id = b.id + 3 ORDER BY a.id, b.id;
+SELECT a.id, b.id FROM emp a RIGHT JOIN emp b ON a.id = b.id + 3 WHERE a.id IS NULL ORDER BY b.id;
+SELECT a.id, b.id FROM emp a FULL JOIN emp b ON a.id = b.id + 3 AND a.salary > 85 ORDER BY a.id, b.id;
+SELECT * FROM emp e FULL JOIN dept d USING (id);
+SELECT e.name, d.title FROM emp e FULL JOIN dept d ON false ORDER BY e.name, d.title;
+SELECT a.id, b.id FROM emp a FULL JOIN emp b ON a.id = b.id + 3 OR a.id = b.id ORDER BY a.id, b.id;
 SELECT * FROM emp e RIGHT JOIN dept d ON d.code = e.dept ORDER BY d.code, e.id;
 CREATE TABLE emp_code (code text PRIMARY KEY, id int);
 INSERT INTO emp_code VALUES ('eng', 1), ('ops', 9), ('hr', 2);
+SELECT * FROM dept d NATURAL FULL JOIN emp_code;
 SELECT * FROM dept NATURAL JOIN emp_code ORDER BY code;
 SELECT * FROM dept NATURAL LEFT JOIN emp_code ORDER BY code;
 SELECT * FROM dept NATURAL RIGHT JOIN emp_code ORDER BY code;
