@@ -730,7 +730,7 @@ class RecursivePlan(QueryPlan):
         seen: set = set()
         rows = self._new_rows(self.anchor.run(), seen)
         result = list(rows)
-        for _ in range(limits.RECURSIVE_ITERATIONS_MAX):
+        for _ in range(limits.RECURSIVE_ITERATIONS_MAX + 1):
             if not rows:
                 return result
             self.working.rows = rows
