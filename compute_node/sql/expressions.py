@@ -272,9 +272,11 @@ _ARITHMETIC = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.Mod: 
 class Compiler:
     """Compiles expressions over one scope; `clause` names the context in error messages."""
 
-    # Where window function calls go (compute_node/sql/window.py): set only on the compiler of
-    # a select list and its ORDER BY; anywhere else a window call is an error.
+    # Where window function calls and set-returning function calls go (compute_node/sql/
+    # window.py, table_functions.py): set only on the compiler of a select list and its ORDER BY;
+    # anywhere else such a call is an error.
     windows = None
+    set_returning = None
 
     def __init__(self, scope: Scope, clause: str, aggregates: AggregateCollector | None = None,
                  context: Context | None = None):
@@ -1143,8 +1145,12 @@ class Compiler:
         raise SqlError(WRONG_OBJECT_TYPE, f"window function {name} requires an OVER clause")
 
     def _set_returning_function(self, node) -> Compiled:
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED,
-                       "generate_series() in the select list is not supported; call it in FROM")
+        if self.set_returning is not None:
+            return self.set_returning.add(self, node)
+        if self.clause in ("aggregate function calls", "window function calls"):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{self.clause} cannot contain set-returning function calls",
+                           hint="You might be able to move the set-returning function into a LATERAL FROM item.")
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"set-returning functions are not allowed in {self.clause}")
 
     def _unsupported(self, node: exp.Expression) -> Compiled:
         if isinstance(node, exp.Interval):

@@ -27,6 +27,7 @@ from compute_node.sql.expressions import (
     contains_aggregate, output_name, _numeric_operation,
 )
 from compute_node.sql.types import Kind
+from compute_node.sql.table_functions import SetReturningCollector
 from compute_node.sql.window import WINDOWING_ERROR, WindowCollector
 from quorumdb import errors, limits
 from quorumdb.errors import SqlError
@@ -57,6 +58,7 @@ class SelectProgram:
         self.for_update = False
         self.unknown_outputs: set[int] = set()  # outputs that are untyped literals (UNION resolves them)
         self.windows: WindowCollector | None = None
+        self.set_returning: SetReturningCollector | None = None
         # Run state.
         self._rows: list[tuple[tuple, tuple, bytes | None]] = []  # (output, sort keys, source key)
         self._groups: dict[tuple, tuple[tuple, list]] = {}
@@ -88,8 +90,17 @@ class SelectProgram:
         if self.windows is not None:
             self._hold_for_windows(row, key)
             return
-        output = tuple(compiled.evaluate(row) for compiled in self.outputs)
-        self._append(output, row, key)
+        self._emit(row, key)
+
+    def _emit(self, row: Sequence[Any], key: bytes | None) -> None:
+        """The output row(s) of one input row: several when the select list calls generate_series."""
+        if self.set_returning is None:
+            output = tuple(compiled.evaluate(row) for compiled in self.outputs)
+            self._append(output, row, key)
+            return
+        for extended in self.set_returning.expand(tuple(row)):
+            output = tuple(compiled.evaluate(extended) for compiled in self.outputs)
+            self._append(output, extended, key)
 
     def _hold_for_windows(self, row: Sequence[Any], key: bytes | None) -> None:
         if len(self._window_input) >= limits.RESULT_ROWS_MAX:
@@ -101,10 +112,8 @@ class SelectProgram:
         """Window functions see every row that passed WHERE/GROUP BY/HAVING; then the select list."""
         held = self._window_input
         self._window_input = []
-        extended = self.windows.apply([tuple(row) for row, _ in held])
-        for row, (_, key) in zip(extended, held):
-            output = tuple(compiled.evaluate(row) for compiled in self.outputs)
-            self._append(output, row, key)
+        for row in self.windows.apply([tuple(row) for row, _ in held]):
+            self._emit(row, None)
 
     def _append(self, output: tuple, source_row: Sequence[Any], key: bytes | None) -> None:
         sort_keys = tuple(output[item.output_index] if item.output_index is not None
@@ -141,8 +150,7 @@ class SelectProgram:
                 if self.windows is not None:
                     self._hold_for_windows(grouped_row, None)
                     continue
-                output = tuple(compiled.evaluate(grouped_row) for compiled in self.outputs)
-                self._append(output, grouped_row, None)
+                self._emit(grouped_row, None)
         if self.windows is not None:
             self._apply_windows()
         entries = self._rows
@@ -282,6 +290,9 @@ def compile_select(select: exp.Select, scope: Scope, has_table: bool, context: C
     if any(_calls_window(node) for node in select_nodes + order_nodes):
         program.windows = WindowCollector(select.args.get("windows") or [], _Accumulator)
         output_compiler.windows = program.windows
+    if any(_calls(node, exp.ExplodingGenerateSeries) for node in select_nodes + order_nodes):
+        program.set_returning = SetReturningCollector()
+        output_compiler.set_returning = program.set_returning
     for node in select_nodes:
         inner = node.this if isinstance(node, exp.Alias) else node
         compiled = output_compiler.compile(inner)
@@ -313,8 +324,12 @@ def compile_select(select: exp.Select, scope: Scope, has_table: bool, context: C
 
 def _calls_window(node: exp.Expression) -> bool:
     """True when `node` calls a window function at this query level (not inside a subquery)."""
+    return _calls(node, exp.Window)
+
+
+def _calls(node: exp.Expression, kind: type) -> bool:
     prune = lambda n: isinstance(n, (exp.Subquery, exp.Select, exp.Exists)) and n is not node  # noqa: E731
-    return any(isinstance(found, exp.Window) for found in node.walk(prune=prune))
+    return any(isinstance(found, kind) for found in node.walk(prune=prune))
 
 
 def _expand_star(nodes: Sequence[exp.Expression], scope: Scope, has_table: bool,

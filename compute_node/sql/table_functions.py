@@ -1,4 +1,4 @@
-"""Set-returning functions in FROM: generate_series (pure, no I/O).
+"""Set-returning functions in FROM and in select lists: generate_series (pure, no I/O).
 
 Theory of operation
 -------------------
@@ -31,6 +31,39 @@ from quorumdb.errors import SqlError
 INVALID_PARAMETER_VALUE = "22023"
 
 Produce = Callable[[tuple], list[tuple]]
+
+
+class SetReturningCollector:
+    """generate_series in a select list (PostgreSQL 10+ semantics): each input row (after
+    grouping and window functions) yields as many rows as its longest series, the shorter
+    series padded with NULLs, and none when every series is empty. Each call is slot
+    `base + k` of the extended row its select list is evaluated over."""
+
+    def __init__(self) -> None:
+        self.calls: list[Produce] = []
+        self.base = 0
+
+    def add(self, compiler: Compiler, node: exp.ExplodingGenerateSeries) -> Compiled:
+        parent = node.parent
+        while parent is not None and not isinstance(parent, exp.Select):
+            if isinstance(parent, (exp.Case, exp.If, exp.Coalesce)):
+                word = "COALESCE" if isinstance(parent, exp.Coalesce) else "CASE"
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"set-returning functions are not allowed in {word}",
+                               hint="You might be able to move the set-returning function into a LATERAL FROM item.")
+            parent = parent.parent
+        inner = Compiler(compiler.scope, "arguments of a set-returning function", compiler.aggregates,
+                         compiler.context)
+        inner.windows = compiler.windows
+        produce, sql_type = generate_series(node, inner)
+        self.calls.append(produce)
+        slot = len(self.calls) - 1
+        return Compiled(lambda row, k=slot, c=self: row[c.base + k], sql_type)
+
+    def expand(self, row: tuple) -> list[tuple]:
+        self.base = len(row)
+        series = [produce(row) for produce in self.calls]
+        length = max(len(s) for s in series)
+        return [row + tuple(s[j][0] if j < len(s) else None for s in series) for j in range(length)]
 
 
 def generate_series(node: exp.ExplodingGenerateSeries, compiler: Compiler) -> tuple[Produce, SqlType]:
