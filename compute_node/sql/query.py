@@ -316,6 +316,11 @@ def compile_select(select: exp.Select, scope: Scope, has_table: bool, context: C
         if grouped or program.distinct:
             raise SqlError(errors.FEATURE_NOT_SUPPORTED,
                            "FOR UPDATE is not allowed with aggregate functions, GROUP BY or DISTINCT")
+        if program.windows is not None:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "FOR UPDATE is not allowed with window functions")
+        if program.set_returning is not None:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           "FOR UPDATE is not allowed with set-returning functions in the target list")
         if not has_table:
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "FOR UPDATE requires a table")
         program.for_update = True

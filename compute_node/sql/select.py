@@ -1125,12 +1125,14 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
     hash_right: list[Compiled] = []
     using = join.args.get("using") or []
     if str(join.args.get("method") or "").upper() == "NATURAL":
-        using = _natural_columns(left_sources, source)
+        using = _natural_columns(star_entries, source)
     if using:
         merged_entries = []
         for identifier in using:
             name = identifier_name(identifier)
-            left_matches = [(s, i) for s in left_sources for i, (n, _) in enumerate(s.relation.columns) if n == name]
+            # The left side's columns are what its `SELECT *` would show: a column merged by an
+            # earlier USING/NATURAL join counts once (a JOIN b USING (id) JOIN c USING (id)).
+            left_matches = [entry for entry in star_entries if entry[0] == name]
             if not left_matches:
                 raise SqlError(errors.UNDEFINED_COLUMN,
                                f'column "{name}" specified in USING clause does not exist in left table')
@@ -1140,21 +1142,22 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
             if right_index is None:
                 raise SqlError(errors.UNDEFINED_COLUMN,
                                f'column "{name}" specified in USING clause does not exist in right table')
-            left_source, left_index = left_matches[0]
-            left_type = left_source.relation.columns[left_index][1]
+            _, left_position, left_relation = left_matches[0]
+            left_type = _column_type_at(left_sources, left_position)
+            right_position = source.relation.offset + right_index
             right_type = source.relation.columns[right_index][1]
-            left_compiled = Compiled(lambda row, i=left_source.relation.offset + left_index: row[i], left_type.base)
-            right_compiled = Compiled(lambda row, i=source.relation.offset + right_index: row[i], right_type.base)
+            left_compiled = Compiled(lambda row, i=left_position: row[i], left_type.base)
+            right_compiled = Compiled(lambda row, i=right_position: row[i], right_type.base)
             left_form, right_form = compiler.comparable(left_compiled, right_compiled, "=")
             hash_left.append(left_form)
             hash_right.append(right_form)
             # The merged column is the left one, except in a RIGHT join, where only the right one
             # is never NULL-padded (PostgreSQL's choice too).
-            shown, shown_index, shown_type = (source, right_index, right_type) if source.join_kind == "right" \
-                else (left_source, left_index, left_type)
-            scope.using[name] = (shown.relation.offset + shown_index, shown_type)
-            prefix.using[name] = (shown.relation.offset + shown_index, shown_type)
-            merged_entries.append((name, shown.relation.offset + shown_index, shown.relation.name))
+            shown = (right_position, right_type, source.relation.name) if source.join_kind == "right" \
+                else (left_position, left_type, left_relation)
+            scope.using[name] = (shown[0], shown[1])
+            prefix.using[name] = (shown[0], shown[1])
+            merged_entries.append((name, shown[0], shown[2]))
         if source.join_kind == "full":
             # The merged column of a FULL join is COALESCE(left, right), a value no source row holds.
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "FULL JOIN with USING or NATURAL is not supported")
@@ -1192,6 +1195,14 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
     return star_entries
 
 
+def _column_type_at(sources: list[Source], position: int) -> SqlType:
+    for source in sources:
+        index = position - source.relation.offset
+        if 0 <= index < source.width:
+            return source.relation.columns[index][1]
+    raise AssertionError(f"no column at position {position}")
+
+
 def _constant_true(node: exp.Expression) -> bool:
     while isinstance(node, exp.Paren):
         node = node.this
@@ -1204,14 +1215,13 @@ def _constant(node: exp.Expression) -> bool:
     return isinstance(node, (exp.Boolean, exp.Null))
 
 
-def _natural_columns(left_sources: list[Source], source: Source) -> list[exp.Identifier]:
+def _natural_columns(star_entries: list, source: Source) -> list[exp.Identifier]:
     """NATURAL JOIN's USING list: the names both sides have, in the left side's order."""
     right_names = {name for name, _ in source.relation.columns}
     names: list[str] = []
-    for left in left_sources:
-        for name, _ in left.relation.columns:
-            if name in right_names and name not in names:
-                names.append(name)
+    for name, _, _ in star_entries:
+        if name in right_names and name not in names:
+            names.append(name)
     return [exp.Identifier(this=name, quoted=True) for name in names]
 
 

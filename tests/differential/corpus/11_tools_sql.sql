@@ -137,6 +137,12 @@ SELECT code, title, id FROM dept JOIN emp_code USING (code) ORDER BY code;
 SELECT code, dept.code, emp_code.code FROM dept RIGHT JOIN emp_code USING (code) ORDER BY 1;
 SELECT * FROM dept d NATURAL JOIN (SELECT 1 AS unrelated) x ORDER BY d.code;
 SELECT * FROM emp NATURAL JOIN emp_code ORDER BY 1;
+SELECT * FROM emp a JOIN emp b USING (id) JOIN emp c USING (id) WHERE id < 3 ORDER BY id;
+SELECT * FROM emp a NATURAL JOIN emp b NATURAL JOIN emp c ORDER BY id;
+SELECT id, a.name, c.name FROM emp a RIGHT JOIN emp b USING (id) RIGHT JOIN emp_code c USING (id) ORDER BY c.code;
+SELECT * FROM emp a JOIN emp b USING (id) CROSS JOIN emp_code c JOIN emp d USING (id);
+SELECT * FROM dept d LEFT JOIN LATERAL generate_series(1, d.floor) g ON g > 1 ORDER BY d.code, g;
+SELECT * FROM emp e RIGHT JOIN LATERAL (SELECT 1 AS one) s ON true ORDER BY e.id;
 -- LATERAL
 SELECT d.code, top.name, top.salary FROM dept d, LATERAL (SELECT name, salary FROM emp e WHERE e.dept = d.code ORDER BY salary DESC NULLS LAST, id LIMIT 1) top ORDER BY d.code;
 SELECT d.code, top.name FROM dept d LEFT JOIN LATERAL (SELECT name FROM emp e WHERE e.dept = d.code ORDER BY id LIMIT 2) top ON true ORDER BY d.code, top.name;
