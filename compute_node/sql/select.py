@@ -1071,10 +1071,18 @@ def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext, 
     raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{type(item).__name__} in FROM is not supported")
 
 
+_LATERAL_ARGS = {"this", "alias", "ordinality", "view", "outer", "cross_apply"}
+_FUNCTION_TABLE_ARGS = {"this", "alias", "ordinality"}
+
+
 def _make_lateral_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext, before: list[Source],
                          join_kind: str, alias: str | None, column_aliases: list[str] | None) -> Source:
     """A function in FROM or a LATERAL subquery: compiled in a scope of the FROM items before it,
     whose current row the join hands over (PostgreSQL makes functions in FROM lateral too)."""
+    allowed = _LATERAL_ARGS if isinstance(item, exp.Lateral) else _FUNCTION_TABLE_ARGS
+    for key, value in item.args.items():
+        if key not in allowed and value not in (None, False, []):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{key.upper()} on a function or LATERAL item is not supported")
     lateral_scope = Scope([s.relation for s in before], parent)
     inner = item.this
     ordinality = bool(item.args.get("ordinality"))

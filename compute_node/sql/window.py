@@ -52,7 +52,7 @@ VALUE = {exp.Lag: "lag", exp.Lead: "lead", exp.FirstValue: "first_value", exp.La
          exp.NthValue: "nth_value"}
 AGGREGATES = {exp.Count: "count", exp.Sum: "sum", exp.Min: "min", exp.Max: "max", exp.Avg: "avg",
               exp.LogicalAnd: "bool_and", exp.LogicalOr: "bool_or", exp.GroupConcat: "string_agg"}
-WINDOW_ONLY = tuple(RANKING) + tuple(VALUE)  # functions that exist only with OVER
+_WINDOW_ARGS = {"this", "partition_by", "order", "spec", "alias", "over"}  # what add() reads
 
 
 @dataclasses.dataclass
@@ -106,8 +106,9 @@ class WindowCollector:
 
     # --- compile ---------------------------------------------------------------------
     def add(self, compiler: Compiler, node: exp.Window) -> Compiled:
-        if node.args.get("first") is not None:
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "this form of window function is not supported")
+        for key, value in node.args.items():
+            if key not in _WINDOW_ARGS and value not in (None, False, []):
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{key.upper()} in a window is not supported")
         inner = Compiler(compiler.scope, "window function calls", compiler.aggregates, compiler.context)
         partition_nodes, order_node, spec = self._resolve(node)
         key = (tuple(n.sql(dialect="postgres") for n in partition_nodes),
@@ -118,6 +119,8 @@ class WindowCollector:
             partition = [definer.compile_typed(n) for n in partition_nodes]
             order = []
             for item in (order_node.expressions if order_node is not None else []):
+                if item.args.get("with_fill") is not None:
+                    raise SqlError(errors.FEATURE_NOT_SUPPORTED, "WITH FILL is not supported")
                 descending = bool(item.args.get("desc"))
                 nulls_first = item.args.get("nulls_first")
                 order.append((definer.compile_typed(item.this), descending,
