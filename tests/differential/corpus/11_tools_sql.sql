@@ -105,6 +105,13 @@ SELECT id, sum(salary) OVER (ORDER BY id ROWS salary PRECEDING) FROM emp;
 SELECT id, salary, sum(DISTINCT salary) OVER () FROM emp;
 SELECT id, salary FROM emp GROUP BY id HAVING sum(salary) OVER () > 0;
 SELECT dept, salary, sum(salary) OVER () FROM emp GROUP BY dept;
+SELECT e.id FROM emp e JOIN emp f ON f.id = row_number() OVER ();
+SELECT id FROM emp GROUP BY id, row_number() OVER ();
+UPDATE emp SET salary = rank() OVER (ORDER BY id);
+INSERT INTO emp (id, name) VALUES (row_number() OVER (), 'x');
+SELECT id, lag(salary, 1, 'x') OVER (ORDER BY id) FROM emp;
+SELECT id, ntile('a') OVER (ORDER BY id) FROM emp;
+SELECT id, sum(name) OVER () FROM emp;
 -- RIGHT / FULL / NATURAL joins
 CREATE TABLE dept (code text PRIMARY KEY, title text, floor int);
 INSERT INTO dept VALUES ('eng', 'Engineering', 3), ('ops', 'Operations', 1), ('legal', 'Legal', 2);
