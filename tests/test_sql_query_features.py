@@ -71,3 +71,20 @@ async def test_explain_names_the_new_plan_steps(session):
     assert plan[0] == "Hash Join (Full join b)"
     plan = [r[0] for r in await rows(session, "EXPLAIN SELECT * FROM t, generate_series(1, t.v) g")]
     assert any("Function Scan on g" in line for line in plan), plan
+
+
+async def test_describe_infers_parameters_of_the_new_clauses(session):
+    await ok(session, "CREATE TABLE t (id int PRIMARY KEY, v bigint)")
+    cases = [
+        ("SELECT id, sum(v) OVER (ORDER BY id ROWS BETWEEN $1 PRECEDING AND CURRENT ROW) FROM t", 1,
+         ["bigint"], [("id", "integer"), ("sum", "numeric")]),
+        ("SELECT lag(v, $1, $2) OVER (ORDER BY id) FROM t", 2, ["integer", "bigint"], [("lag", "bigint")]),
+        ("SELECT g FROM generate_series(1, $1) AS g", 1, ["integer"], [("g", "integer")]),
+        ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < $1) SELECT n FROM r", 1,
+         ["integer"], [("n", "integer")]),
+    ]
+    for sql, count, params, columns in cases:
+        description = await session.describe(sql, count, ())
+        assert [t.pg_name for t in description.param_types] == params, sql
+        assert description.columns is not None, sql
+        assert list(description.columns) == columns, sql

@@ -934,7 +934,8 @@ def compile_select_plan(select: exp.Select, parent: Scope | None, ctx: QueryCont
         sources.append(source)
     scope = Scope([s.relation for s in sources], parent)
     if any(s.lateral_scope is not None and s.lateral_scope.uses_outer for s in sources) or \
-            any(s.kind in ("derived", "lateral", "cte") and s.subplan.correlated and s.lateral_scope is None for s in sources):
+            any(s.kind in ("derived", "lateral", "cte", "values") and s.subplan.correlated and s.lateral_scope is None
+                for s in sources):
         scope.uses_outer = True  # a FROM item reads a row of an enclosing query: so does this query
     star_entries = [(name, i, sources[0].relation.name) for i, (name, _) in enumerate(sources[0].relation.columns)]
     for position, (item, join) in enumerate(items):

@@ -126,7 +126,7 @@ class WindowCollector:
                 order.append((definer.compile_typed(item.this), descending,
                               descending if nulls_first is None else bool(nulls_first)))
             ordering = self._orderings[key] = Ordering(partition, order)
-        frame = _frame(spec, ordering)
+        frame = _frame(spec, ordering, compiler.context)
         function = node.this
         filter_node = None
         if isinstance(function, exp.Filter):
@@ -283,15 +283,16 @@ def _int_argument(name: str, inner: Compiler, node: exp.Expression, before: list
     return _converted(compiled, types.INTEGER)
 
 
-def _frame(spec: exp.WindowSpec | None, ordering: Ordering) -> Frame:
+def _frame(spec: exp.WindowSpec | None, ordering: Ordering, context) -> Frame:
     if spec is None:
         return DEFAULT_FRAME
     mode = str(spec.args.get("kind") or "").lower()
     if mode not in ("rows", "range", "groups"):
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"window frame {mode} is not supported")
-    start = _bound(spec.args.get("start"), spec.args.get("start_side"), mode, ordering)
+    start = _bound(spec.args.get("start"), spec.args.get("start_side"), mode, ordering, context)
     end_node = spec.args.get("end")
-    end = _bound(end_node, spec.args.get("end_side"), mode, ordering) if end_node is not None else Bound("current")
+    end = _bound(end_node, spec.args.get("end_side"), mode, ordering, context) if end_node is not None \
+        else Bound("current")
     if start.side == "unbounded following":
         raise SqlError(WINDOWING_ERROR, "frame start cannot be UNBOUNDED FOLLOWING")
     if end.side == "unbounded preceding":
@@ -311,7 +312,7 @@ def _frame(spec: exp.WindowSpec | None, ordering: Ordering) -> Frame:
     return Frame(mode, start, end, exclude_word)
 
 
-def _bound(node, side, mode: str, ordering: Ordering) -> Bound:
+def _bound(node, side, mode: str, ordering: Ordering, context) -> Bound:
     side_word = str(side or "").lower()
     if isinstance(node, str):
         word = node.upper()
@@ -321,10 +322,13 @@ def _bound(node, side, mode: str, ordering: Ordering) -> Bound:
             return Bound("current")
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"window frame bound {node} is not supported")
     if isinstance(node, exp.Var) and node.name.upper() in ("UNBOUNDED", "CURRENT ROW"):
-        return _bound(node.name, side, mode, ordering)
+        return _bound(node.name, side, mode, ordering, context)
     if any(isinstance(n, (exp.Column, exp.Subquery, exp.Select)) for n in node.walk()):
         raise SqlError("42P10", f"argument of {mode.upper()} must not contain variables")
-    offset = Compiler(EMPTY_SCOPE, mode.upper(), None).compile(node)
+    offset = Compiler(EMPTY_SCOPE, mode.upper(), None, context).compile(node)
+    if offset.param is not None:  # $n being described: its type is the offset's, its value unknown
+        offset.param.infer(types.BIGINT if mode != "range" or not ordering.order else ordering.order[0][0].sql_type)
+        return Bound(side_word, 0)
     if mode == "range":
         offset = _range_offset(offset, ordering)
     else:
