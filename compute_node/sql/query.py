@@ -354,13 +354,21 @@ def _expand_star(nodes: Sequence[exp.Expression], scope: Scope, has_table: bool,
             if relation is None:
                 raise SqlError(errors.UNDEFINED_TABLE, f'missing FROM-clause entry for table "{qualifier}"')
             for name, _ in relation.columns:
-                expanded.append(_qualified(relation.name, name))
+                if not name.startswith("\x00"):  # hidden slots (select.py's merged FULL JOIN columns)
+                    expanded.append(_qualified(relation.name, name))
             continue
         entries = star_entries if star_entries is not None else [
             (name, relation.offset + i, relation.name)
-            for relation in scope.relations for i, (name, _) in enumerate(relation.columns)]
-        for name, _, relation_name in entries:
-            expanded.append(_qualified(relation_name, name))
+            for relation in scope.relations for i, (name, _) in enumerate(relation.columns)
+            if not name.startswith("\x00")]
+        for name, position, relation_name in entries:
+            relation = scope.find_relation(relation_name)
+            column_name = relation.columns[position - relation.offset][0] if relation is not None else name
+            if column_name != name:  # a merged column read from its hidden slot, shown under its name
+                expanded.append(exp.Alias(this=_qualified(relation_name, column_name),
+                                          alias=exp.Identifier(this=name, quoted=True)))
+            else:
+                expanded.append(_qualified(relation_name, name))
     return expanded
 
 

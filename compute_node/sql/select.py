@@ -26,15 +26,17 @@ expression is evaluated and expression evaluation stays synchronous:
 LATERAL subqueries and functions in FROM (table_functions.py) are compiled in a
 scope of the FROM items before them; the join hands each left row to them (through
 the scope's cell, as a correlated subquery gets its outer row) and runs them once per
-left row. NATURAL JOIN is USING over the common column names. WITH RECURSIVE runs
-the recursive term over a working table until it yields nothing (RecursivePlan).
+left row. NATURAL JOIN is USING over the common column names; a FULL join's merged
+USING column, COALESCE(left, right), lives in a hidden slot after the right source's
+columns, filled as rows join. WITH RECURSIVE runs the recursive term over a working
+table until it yields nothing (RecursivePlan).
 
 The top-level SELECT streams its first source instead of fetching it, so
 `SELECT ... LIMIT n` over a large table stops reading early (`run_top`); with a
 RIGHT or FULL join it collects the root rows first (unmatched right rows are known
 only at the end).
-Not supported (0A000): FULL JOIN with USING/NATURAL or an ON condition other than
-equalities (PostgreSQL refuses the latter too), RIGHT/FULL JOIN LATERAL to a
+Not supported (0A000): FULL JOIN without an equality in ON (PostgreSQL refuses it
+too), parenthesized joins in FROM, RIGHT/FULL JOIN LATERAL to a
 correlated subquery, functions other than generate_series in FROM (unnest needs
 arrays), ORDER BY/LIMIT in a recursive query, FOR UPDATE over joins or derived tables.
 """
@@ -239,6 +241,11 @@ class Source:
     # arguments or, through `lateral_scope.cell`, to the subquery's outer references.
     produce: Callable[[tuple], list[tuple]] | None = None
     lateral_scope: Scope | None = None
+    # FULL JOIN ... USING/NATURAL: the merged columns are COALESCE(left, right), values no source
+    # row holds, so they get hidden slots after this source's own columns, filled as rows join:
+    # (left position, right position, slot position, left type, right type, merged type).
+    merged: list[tuple[int, int, int, SqlType, SqlType, SqlType]] | None = None
+    hidden_width: int = 0
     # per-run state
     _rows: list | None = None
     _hash: dict | None = None
@@ -292,6 +299,9 @@ class Source:
         left row in one call: the right rows no left row matched are added at the end."""
         lateral = self.lateral
         right = [] if lateral else self.rows()
+        if self.hidden_width:
+            hidden = (None,) * self.hidden_width
+            right = [(key, row + hidden) for key, row in right]
         padding_before = self.relation.offset
         out: list[tuple] = []
         condition = self.condition.evaluate if self.condition is not None else None
@@ -337,7 +347,18 @@ class Source:
         if matched_right is not None:
             left_nulls = (None,) * padding_before
             out += [left_nulls + row for index, row in every_right if index not in matched_right]
+        if self.merged:
+            out = [self._fill_merged(row) for row in out]
         return out
+
+    def _fill_merged(self, row: tuple) -> tuple:
+        values = list(row)
+        for left, right, slot, left_type, right_type, merged_type in self.merged:
+            if row[left] is not None:
+                values[slot] = types.convert(row[left], left_type, merged_type)
+            elif row[right] is not None:
+                values[slot] = types.convert(row[right], right_type, merged_type)
+        return tuple(values)
 
     def describe(self) -> str:
         name = self.relation.name
@@ -929,6 +950,8 @@ def compile_select_plan(select: exp.Select, parent: Scope | None, ctx: QueryCont
         join_kind = _join_kind(join) if join is not None else "root"
         source = _make_source(item, parent, ctx, sources, join_kind)
         source.join_kind = join_kind
+        if join_kind == "full":
+            _reserve_merged_slots(join, source, sources)
         if any(s.relation.name == source.relation.name for s in sources):
             raise SqlError("42712", f'table name "{source.relation.name}" specified more than once')
         sources.append(source)
@@ -1154,6 +1177,10 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
             _, left_position, left_relation = left_matches[0]
             left_type = _column_type_at(left_sources, left_position)
             right_position = source.relation.offset + right_index
+            if source.join_kind == "full":
+                slot_index = next(i for i, (n, _) in enumerate(source.relation.columns) if n == HIDDEN_PREFIX + name)
+                slot_position = source.relation.offset + slot_index
+                merged_type = source.relation.columns[slot_index][1]
             right_type = source.relation.columns[right_index][1]
             left_compiled = Compiled(lambda row, i=left_position: row[i], left_type.base)
             right_compiled = Compiled(lambda row, i=right_position: row[i], right_type.base)
@@ -1164,19 +1191,22 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
             # is never NULL-padded (PostgreSQL's choice too).
             shown = (right_position, right_type, source.relation.name) if source.join_kind == "right" \
                 else (left_position, left_type, left_relation)
+            if source.join_kind == "full":
+                source.merged = (source.merged or []) + [
+                    (left_position, right_position, slot_position, left_type.base, right_type.base, merged_type)]
+                shown = (slot_position, merged_type, source.relation.name)
             scope.using[name] = (shown[0], shown[1])
             prefix.using[name] = (shown[0], shown[1])
             merged_entries.append((name, shown[0], shown[2]))
-        if source.join_kind == "full":
-            # The merged column of a FULL join is COALESCE(left, right), a value no source row holds.
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "FULL JOIN with USING or NATURAL is not supported")
         merged_names = {e[0] for e in merged_entries}
         star_entries = merged_entries + [e for e in star_entries if e[0] not in merged_names] + [
             (n, source.relation.offset + i, source.relation.name)
-            for i, (n, _) in enumerate(source.relation.columns) if n not in merged_names]
+            for i, (n, _) in enumerate(source.relation.columns)
+            if n not in merged_names and not n.startswith(HIDDEN_PREFIX)]
     else:
         star_entries = star_entries + [(n, source.relation.offset + i, source.relation.name)
-                                       for i, (n, _) in enumerate(source.relation.columns)]
+                                       for i, (n, _) in enumerate(source.relation.columns)
+                                       if not n.startswith(HIDDEN_PREFIX)]
     on = join.args.get("on")
     non_equalities = 0
     if on is not None:
@@ -1202,6 +1232,36 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
             combined = sql_and(combined, extra)
         source.condition = combined
     return star_entries
+
+
+HIDDEN_PREFIX = "\x00merged "  # names no identifier can spell: the hidden slots of merged columns
+
+
+def _reserve_merged_slots(join: exp.Join, source: Source, before: list[Source]) -> None:
+    """Appends a hidden column per USING/NATURAL name of a FULL join to `source` (before the
+    query's scope fixes every relation's offset); _compile_join fills in how to compute them."""
+    if str(join.args.get("method") or "").upper() == "NATURAL":
+        right_names = {name for name, _ in source.relation.columns}
+        names = []
+        for earlier in before:
+            for name, _ in earlier.relation.columns:
+                if name in right_names and name not in names and not name.startswith(HIDDEN_PREFIX):
+                    names.append(name)
+    else:
+        names = [identifier_name(i) for i in join.args.get("using") or []]
+    if not names:
+        return
+    hidden = []
+    for name in names:
+        right_type = next((t for n, t in source.relation.columns if n == name), types.TEXT)
+        left_type = next((t for s in before for n, t in s.relation.columns if n == name), right_type)
+        try:
+            merged_type = types.common_type([left_type, right_type], "JOIN/USING")
+        except SqlError:
+            merged_type = right_type  # _compile_join reports the mismatch
+        hidden.append((HIDDEN_PREFIX + name, merged_type))
+    source.relation = Relation(source.relation.name, tuple(source.relation.columns) + tuple(hidden))
+    source.hidden_width = len(hidden)
 
 
 def _column_type_at(sources: list[Source], position: int) -> SqlType:

@@ -131,6 +131,11 @@ SELECT a.id, b.id FROM emp a FULL JOIN emp b ON a.id = b.id + 3 ORDER BY a.id, b
 SELECT a.id, b.id FROM emp a RIGHT JOIN emp b ON a.id = b.id + 3 WHERE a.id IS NULL ORDER BY b.id;
 SELECT a.id, b.id FROM emp a FULL JOIN emp b ON a.id = b.id + 3 AND a.salary > 85 ORDER BY a.id, b.id;
 SELECT * FROM emp e FULL JOIN dept d USING (id);
+SELECT * FROM dept FULL JOIN emp_code USING (code) ORDER BY code;
+SELECT code, dept.code, emp_code.code, title, id FROM dept FULL OUTER JOIN emp_code USING (code) WHERE code <> 'ops' ORDER BY 1;
+SELECT * FROM emp_code a FULL JOIN emp_code b USING (code, id) FULL JOIN dept USING (code) ORDER BY code;
+SELECT code, count(*) FROM dept NATURAL FULL JOIN emp_code GROUP BY code ORDER BY code;
+SELECT d.*, e.* FROM dept d FULL JOIN emp_code e USING (code) ORDER BY d.code, e.code;
 SELECT e.name, d.title FROM emp e FULL JOIN dept d ON false ORDER BY e.name, d.title;
 SELECT a.id, b.id FROM emp a FULL JOIN emp b ON a.id = b.id + 3 OR a.id = b.id ORDER BY a.id, b.id;
 SELECT * FROM emp e RIGHT JOIN dept d ON d.code = e.dept ORDER BY d.code, e.id;
