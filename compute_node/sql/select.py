@@ -321,7 +321,10 @@ class Source:
         nulls = (None,) * self.width
         pads_left = self.join_kind in ("left", "full")
         matched_right: set[int] | None = set() if self.join_kind in ("right", "full") else None
-        every_right = list(enumerate(row for _, row in right))
+        # Every right row with its index: for nested loops and to find the unmatched ones (with a
+        # hash join fed one root row at a time, building it per call would cost O(right) each).
+        needs_all = not lateral and (left_evals is None or matched_right is not None)
+        every_right = list(enumerate(row for _, row in right)) if needs_all else []
         for left in left_rows:
             if lateral:
                 candidates = list(enumerate(self.rows_for(left)))
