@@ -90,7 +90,11 @@ class SelectProgram:
         if self.windows is not None:
             self._hold_for_windows(row, key)
             return
-        self._emit(row, key)
+        if self.set_returning is not None:
+            self._emit(row, key)
+            return
+        output = tuple(compiled.evaluate(row) for compiled in self.outputs)
+        self._append(output, row, key)
 
     def _emit(self, row: Sequence[Any], key: bytes | None) -> None:
         """The output row(s) of one input row: several when the select list calls generate_series."""
