@@ -685,6 +685,9 @@ def compile_query(node: exp.Expression, parent: Scope | None, ctx: QueryContext)
     with_clause = node.args.get("with_") or node.args.get("with")
     if with_clause is not None:
         recursive = bool(with_clause.args.get("recursive"))
+        _check_args(with_clause, {"expressions", "recursive"}, "in WITH")
+        for cte in with_clause.expressions:
+            _check_args(cte, {"this", "alias", "materialized"}, "in a WITH query")
         frame: dict[str, CtePlan] = {}
         ctx.ctes.append(frame)
         try:
@@ -862,6 +865,13 @@ def _outer_joined(select: exp.Select, item: exp.Expression) -> bool:
     else:
         return False
     return any(str(j.args.get("side") or "").upper() in ("RIGHT", "FULL") for j in later)
+
+
+def _check_args(node: exp.Expression, handled: set[str], where: str) -> None:
+    """Refuses arguments the engine would otherwise ignore (SEARCH/CYCLE clauses, ...)."""
+    for key, value in node.args.items():
+        if key not in handled and value not in (None, False, []):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{key.upper()} {where} is not supported")
 
 
 def _reject_modifiers(node: exp.Expression) -> None:
