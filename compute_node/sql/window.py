@@ -182,14 +182,12 @@ class WindowCollector:
         argument_nodes = [function.this] if isinstance(function, (exp.RowNumber, exp.Ntile)) else \
             list(function.args.get("expressions") or [])
         argument_nodes = [n for n in argument_nodes if n is not None]
-        arguments = [inner.compile(n) for n in argument_nodes]
         if name == "ntile":
-            if len(arguments) != 1:
-                raise _no_function(name, arguments)
-            argument = coerce(arguments[0], types.INTEGER)
-            if argument.sql_type.kind not in types.INT_KINDS + (Kind.NULL,):
-                raise _no_function(name, arguments)
-            return Call(name, ordering, frame, [_converted(argument, types.INTEGER)], None, types.INTEGER)
+            if len(argument_nodes) != 1:
+                raise _no_function(name, [inner.compile(n) for n in argument_nodes])
+            buckets = _int_argument(name, inner, argument_nodes[0], [])
+            return Call(name, ordering, frame, [buckets], None, types.INTEGER)
+        arguments = [inner.compile(n) for n in argument_nodes]
         if arguments:
             raise _no_function(name, arguments)
         result_type = types.DOUBLE if name in ("percent_rank", "cume_dist") else types.BIGINT
@@ -197,16 +195,22 @@ class WindowCollector:
 
     def _value(self, function, inner: Compiler, ordering: Ordering, frame: Frame) -> Call:
         name = VALUE[type(function)]
-        value = inner.compile_typed(function.this)
+        value = inner.compile(function.this)
+        default_node = function.args.get("default") if name in ("lag", "lead") else None
+        if value.sql_type.kind in types.UNTYPED_KINDS and default_node is None:
+            # anyelement: an untyped argument leaves the result type undetermined.
+            raise SqlError(errors.DATATYPE_MISMATCH, "could not determine polymorphic type because input has type unknown")
         if name in ("lag", "lead"):
-            arguments = [value]
-            offset_node, default_node = function.args.get("offset"), function.args.get("default")
+            offset_node = function.args.get("offset")
             offset = _int_argument(name, inner, offset_node, [value]) if offset_node is not None else None
-            result_type = value.sql_type.base if value.sql_type.kind is not Kind.NULL else types.TEXT
+            result_type = value.sql_type.base
             default = None
-            if default_node is not None:
+            if default_node is not None:  # lag(anycompatible, integer, anycompatible)
                 default = inner.compile(default_node)
-                result_type = types.common_type([value.sql_type, default.sql_type], name)
+                try:
+                    result_type = types.common_type([value.sql_type, default.sql_type], name)
+                except SqlError:
+                    raise _no_function(name, [value, offset or _integer_constant(1), default]) from None
                 default = coerce(default, result_type)
                 value = coerce(value, result_type)
             return Call(name, ordering, frame, [value, offset, default], None, result_type)
@@ -277,10 +281,14 @@ class WindowCollector:
 
 
 def _int_argument(name: str, inner: Compiler, node: exp.Expression, before: list[Compiled]) -> Compiled:
-    compiled = coerce(inner.compile(node), types.INTEGER)
-    if compiled.sql_type.kind not in (Kind.SMALLINT, Kind.INTEGER, Kind.NULL):
-        raise _no_function(name, before + [compiled])
-    return _converted(compiled, types.INTEGER)
+    compiled = inner.compile(node)
+    if compiled.sql_type.kind not in (Kind.SMALLINT, Kind.INTEGER) + types.UNTYPED_KINDS:
+        raise _no_function(name, before + [compiled])  # integer only: a bigint offset is 42883
+    return _converted(coerce(compiled, types.INTEGER), types.INTEGER)
+
+
+def _integer_constant(value: int) -> Compiled:
+    return Compiled(lambda row: value, types.INTEGER, True)
 
 
 def _frame(spec: exp.WindowSpec | None, ordering: Ordering, context) -> Frame:
