@@ -55,6 +55,14 @@ SELECT id, string_agg(name, ',') OVER (PARTITION BY dept ORDER BY id) FROM emp O
 SELECT id, bool_and(salary > 85) OVER (ORDER BY id), bool_or(salary > 110) OVER (ORDER BY id) FROM emp ORDER BY id;
 SELECT id, count(*) FILTER (WHERE salary > 85) OVER (PARTITION BY dept) FROM emp ORDER BY id;
 SELECT id, sum(salary) FILTER (WHERE bonus IS NOT NULL) OVER (ORDER BY id) FROM emp ORDER BY id;
+SELECT id, sum(bonus) OVER w, avg(bonus) OVER w, min(hired) OVER w, max(name) OVER w FROM emp WINDOW w AS (PARTITION BY dept ORDER BY id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) ORDER BY id;
+SELECT id, avg(salary::float8) OVER (ORDER BY id), sum(salary::real) OVER (ORDER BY id) FROM emp ORDER BY id;
+SELECT id, sum(salary::bigint) OVER (ORDER BY id), avg(salary::smallint) OVER (ORDER BY id) FROM emp ORDER BY id;
+SELECT id, count(DISTINCT dept) OVER () FROM emp;
+SELECT hired, count(*) OVER (ORDER BY hired), first_value(name) OVER (ORDER BY hired DESC) FROM emp ORDER BY hired;
+SELECT id, lag(hired, 1, DATE '2000-01-01') OVER (ORDER BY id), lead(bonus, 1, 0) OVER (ORDER BY id) FROM emp ORDER BY id;
+SELECT name, rank() OVER (ORDER BY length(name), name) FROM emp ORDER BY name;
+SELECT id, percent_rank() OVER (PARTITION BY dept ORDER BY salary), cume_dist() OVER (PARTITION BY dept ORDER BY salary) FROM emp ORDER BY id;
 -- named windows, several windows, windows over groups, ORDER BY and DISTINCT on window results
 SELECT id, sum(salary) OVER w, avg(salary) OVER w FROM emp WINDOW w AS (PARTITION BY dept) ORDER BY id;
 SELECT id, rank() OVER w2 FROM emp WINDOW w1 AS (PARTITION BY dept), w2 AS (w1 ORDER BY salary) ORDER BY id;
@@ -171,6 +179,13 @@ SELECT id, a.name, c.name FROM emp a RIGHT JOIN emp b USING (id) RIGHT JOIN emp_
 SELECT * FROM emp a JOIN emp b USING (id) CROSS JOIN emp_code c JOIN emp d USING (id);
 SELECT * FROM dept d LEFT JOIN LATERAL generate_series(1, d.floor) g ON g > 1 ORDER BY d.code, g;
 SELECT * FROM emp e RIGHT JOIN LATERAL (SELECT 1 AS one) s ON true ORDER BY e.id;
+SELECT d.code, count(e.id), sum(e.salary) FROM emp e FULL JOIN dept d ON d.code = e.dept GROUP BY d.code ORDER BY d.code;
+SELECT e.id, d.code FROM emp e RIGHT JOIN dept d ON d.code = e.dept WHERE d.floor > 1 ORDER BY 1, 2;
+SELECT e.id, d.code FROM emp e FULL JOIN dept d ON d.code = e.dept WHERE e.salary > 100 OR d.floor = 2 ORDER BY 1, 2;
+SELECT e.id, d.code, row_number() OVER (PARTITION BY d.code ORDER BY e.id) FROM emp e FULL JOIN dept d ON d.code = e.dept ORDER BY 2, 1;
+SELECT DISTINCT d.code FROM emp e RIGHT JOIN dept d ON d.code = e.dept ORDER BY 1;
+SELECT e.id, d.code FROM emp e RIGHT JOIN dept d ON d.code = e.dept ORDER BY d.code, e.id LIMIT 2 OFFSET 1;
+SELECT e.id FROM emp e WHERE EXISTS (SELECT 1 FROM dept d RIGHT JOIN emp_code c ON c.code = d.code WHERE c.id = e.id) ORDER BY 1;
 -- LATERAL
 SELECT d.code, top.name, top.salary FROM dept d, LATERAL (SELECT name, salary FROM emp e WHERE e.dept = d.code ORDER BY salary DESC NULLS LAST, id LIMIT 1) top ORDER BY d.code;
 SELECT d.code, top.name FROM dept d LEFT JOIN LATERAL (SELECT name FROM emp e WHERE e.dept = d.code ORDER BY id LIMIT 2) top ON true ORDER BY d.code, top.name;
@@ -188,6 +203,10 @@ WITH RECURSIVE r(n) AS (VALUES (1), (1) UNION SELECT n + 1 FROM r WHERE n < 3) S
 WITH RECURSIVE r(n) AS (VALUES (1), (1) UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT * FROM r ORDER BY n;
 WITH RECURSIVE fib(a, b) AS (SELECT 0::bigint, 1::bigint UNION ALL SELECT b, a + b FROM fib WHERE b < 1000) SELECT a FROM fib ORDER BY a;
 WITH RECURSIVE s(n, txt) AS (SELECT 1, 'a'::text UNION ALL SELECT n + 1, txt || chr(97 + n) FROM s WHERE n < 5) SELECT * FROM s ORDER BY n;
+WITH RECURSIVE d(day) AS (SELECT DATE '2024-02-27' UNION ALL SELECT day + 1 FROM d WHERE day < DATE '2024-03-02') SELECT day FROM d ORDER BY day;
+WITH RECURSIVE t(n, f) AS (SELECT 1, 1::numeric UNION ALL SELECT n + 1, f * (n + 1) FROM t WHERE n < 20) SELECT n, f FROM t WHERE n > 17 ORDER BY n;
+WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 4) SELECT a.n, b.n FROM t a JOIN t b ON b.n = a.n + 1 ORDER BY 1;
+WITH RECURSIVE t(n) AS (SELECT 10 UNION ALL SELECT n / 2 FROM t WHERE n > 1) SELECT n FROM t ORDER BY n;
 CREATE TABLE tree (id int PRIMARY KEY, parent int, label text);
 INSERT INTO tree VALUES (1, NULL, 'root'), (2, 1, 'a'), (3, 1, 'b'), (4, 2, 'a1'), (5, 4, 'a11'), (6, 3, 'b1'), (7, 99, 'orphan');
 WITH RECURSIVE sub AS (SELECT id, label, 0 AS depth FROM tree WHERE id = 2 UNION ALL SELECT t.id, t.label, sub.depth + 1 FROM tree t JOIN sub ON t.parent = sub.id) SELECT * FROM sub ORDER BY id;
@@ -228,6 +247,11 @@ SELECT a, b FROM generate_series(1, 3) a CROSS JOIN LATERAL generate_series(a, 3
 SELECT (SELECT sum(i) FROM generate_series(1, e.id) i) FROM emp e ORDER BY e.id;
 SELECT g, row_number() OVER (ORDER BY g DESC) FROM generate_series(1, 4) g ORDER BY g;
 SELECT * FROM generate_series(1, NULL::int);
+SELECT * FROM generate_series(2.0, 0, -0.75) ORDER BY 1 DESC;
+SELECT * FROM generate_series(-3, 3, 2) s(v) WHERE v <> 1 ORDER BY v;
+SELECT g, g::numeric / 3 FROM generate_series(1, 3) g ORDER BY g;
+SELECT generate_series(1, 3) g ORDER BY g DESC;
+SELECT count(*) FROM generate_series(1, 5) a, generate_series(1, 5) b WHERE a < b;
 SELECT * FROM generate_series(1, 10, 0);
 SELECT * FROM generate_series('1', '3');
 SELECT * FROM generate_series(1, 3, 0.5) ORDER BY 1;
