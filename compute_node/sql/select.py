@@ -831,7 +831,8 @@ def _check_recursive_term(term: exp.Expression, name: str) -> None:
         while node is not term and node.parent is not None:
             parent = node.parent
             if isinstance(parent, exp.Select) and parent is not term and not _in_from(parent):
-                raise SqlError(RECURSION_ERROR, f'recursive reference to query "{name}" must not appear within a subquery')
+                raise SqlError(RECURSION_ERROR,
+                               f'recursive reference to query "{name}" must not appear within a subquery')
             if isinstance(parent, (exp.Intersect, exp.Except)):
                 raise SqlError(RECURSION_ERROR,
                                f'recursive reference to query "{name}" must not appear within INTERSECT/EXCEPT')
@@ -1119,7 +1120,8 @@ def _make_lateral_source(item: exp.Expression, parent: Scope | None, ctx: QueryC
     allowed = _LATERAL_ARGS if isinstance(item, exp.Lateral) else _FUNCTION_TABLE_ARGS
     for key, value in item.args.items():
         if key not in allowed and value not in (None, False, []):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{key.upper()} on a function or LATERAL item is not supported")
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           f"{key.upper()} on a function or LATERAL item is not supported")
     lateral_scope = Scope([s.relation for s in before], parent)
     inner = item.this
     ordinality = bool(item.args.get("ordinality"))

@@ -130,10 +130,12 @@ class WindowCollector:
         function = node.this
         filter_node = None
         if isinstance(function, exp.Filter):
-            filter_node = function.expression.this if isinstance(function.expression, exp.Where) else function.expression
+            condition = function.expression
+            filter_node = condition.this if isinstance(condition, exp.Where) else condition
             function = function.this
             if type(function) not in AGGREGATES:
-                raise SqlError(errors.FEATURE_NOT_SUPPORTED, "FILTER is not implemented for non-aggregate window functions")
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                               "FILTER is not implemented for non-aggregate window functions")
         if type(function) in RANKING:
             call = self._ranking(function, inner, ordering, frame)
         elif type(function) in VALUE:
@@ -141,7 +143,7 @@ class WindowCollector:
         elif type(function) in AGGREGATES:
             call = self._aggregate(function, inner, ordering, frame, filter_node, compiler)
         else:
-            name = function.sql_name().lower() if not isinstance(function, exp.Anonymous) else str(function.this).lower()
+            name = str(function.this).lower() if isinstance(function, exp.Anonymous) else function.sql_name().lower()
             if isinstance(function, (exp.IgnoreNulls, exp.RespectNulls)):
                 name = "IGNORE/RESPECT NULLS"
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"window function {name} is not supported")
@@ -199,7 +201,8 @@ class WindowCollector:
         default_node = function.args.get("default") if name in ("lag", "lead") else None
         if value.sql_type.kind in types.UNTYPED_KINDS and default_node is None:
             # anyelement: an untyped argument leaves the result type undetermined.
-            raise SqlError(errors.DATATYPE_MISMATCH, "could not determine polymorphic type because input has type unknown")
+            raise SqlError(errors.DATATYPE_MISMATCH,
+                           "could not determine polymorphic type because input has type unknown")
         if name in ("lag", "lead"):
             offset_node = function.args.get("offset")
             offset = _int_argument(name, inner, offset_node, [value]) if offset_node is not None else None
