@@ -94,6 +94,13 @@ SELECT e.id, (SELECT max(rn) FROM (SELECT row_number() OVER (ORDER BY f.id) AS r
 SELECT id, row_number() OVER (), count(*) OVER () FROM emp WHERE id > 100;
 SELECT sum(salary) OVER (), count(*) FROM emp;
 SELECT count(*) OVER () FROM emp GROUP BY dept ORDER BY 1;
+SELECT row_number() OVER (), sum(1) OVER (), lag(5, 1, 7) OVER ();
+SELECT count(*), rank() OVER (ORDER BY count(*)) FROM emp HAVING count(*) > 0;
+SELECT id, sum(salary) OVER (ORDER BY id ROWS BETWEEN 2 FOLLOWING AND 1 FOLLOWING), count(*) OVER (ORDER BY id ROWS BETWEEN 2 FOLLOWING AND 1 FOLLOWING) FROM emp ORDER BY id;
+SELECT id, sum(salary) OVER (ORDER BY salary RANGE BETWEEN CURRENT ROW AND CURRENT ROW) FROM emp ORDER BY id;
+SELECT id, count(*) OVER (ORDER BY salary RANGE BETWEEN 5 FOLLOWING AND 15 FOLLOWING) FROM emp ORDER BY id;
+SELECT id, count(*) OVER (ORDER BY salary DESC RANGE BETWEEN 30 FOLLOWING AND UNBOUNDED FOLLOWING) FROM emp ORDER BY id;
+SELECT id, count(*) OVER (ORDER BY dept NULLS FIRST GROUPS BETWEEN 1 FOLLOWING AND 2 FOLLOWING EXCLUDE GROUP) FROM emp ORDER BY id;
 -- window errors
 SELECT id FROM emp WHERE row_number() OVER (ORDER BY id) > 2;
 SELECT dept FROM emp GROUP BY dept HAVING rank() OVER () > 1;
