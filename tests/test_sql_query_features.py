@@ -45,12 +45,17 @@ async def test_generate_series_is_bounded(session, monkeypatch):
 
 async def test_sliding_window_frames_are_bounded(session, monkeypatch):
     monkeypatch.setattr(limits, "WINDOW_FRAME_ROWS_MAX", 1000)
-    sql = ("SELECT max(s) FROM (SELECT sum(g) OVER (ORDER BY g ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) s "
+    sql = ("SELECT max(s) FROM (SELECT min(g) OVER (ORDER BY g ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) s "
            "FROM generate_series(1, 100) g) t")
     await fails(session, sql, "54000")
     # A frame anchored at the partition start grows: each row is added once, whatever the size.
     assert await rows(session, "SELECT max(s) FROM (SELECT sum(g) OVER (ORDER BY g) s FROM generate_series(1, 2000) g) t") \
         == [(2001000,)]
+    # A sliding count or integer sum drops the rows that leave the frame: also linear.
+    assert await rows(session, "SELECT max(s), min(c) FROM (SELECT sum(g) OVER w s, count(*) OVER w c "
+                               "FROM generate_series(1, 2000) g "
+                               "WINDOW w AS (ORDER BY g ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING)) t") \
+        == [(2001000, 1)]
 
 
 async def test_pgbench_server_side_initialisation_statement(session):

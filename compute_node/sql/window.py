@@ -18,9 +18,10 @@ peer; ROWS counts rows, GROUPS counts peer groups, RANGE with an offset compares
 single ORDER BY value (NULLs are peers of each other and lie before or after every
 value, as they sort); EXCLUDE CURRENT ROW / GROUP / TIES remove rows from a frame.
 An aggregate over a frame that starts at the partition's first row accumulates as
-the frame grows; other frames are recomputed per row (reusing the previous result
-when the frame did not move), and the rows so visited by one statement are bounded
-by `limits.WINDOW_FRAME_ROWS_MAX`.
+the frame grows; count and sums/averages of integers over a frame whose ends only
+move forward add and remove each row once; other frames are recomputed per row
+(reusing the previous result when the frame did not move), and the rows so visited
+by one statement are bounded by `limits.WINDOW_FRAME_ROWS_MAX`.
 """
 from __future__ import annotations
 
@@ -87,6 +88,11 @@ class Call:
     arguments: list[Compiled]
     aggregate: AggregateSpec | None
     result_type: types.SqlType
+    # An aggregate whose state can drop a row exactly (count; sum/avg of integers), so a frame
+    # sliding forward costs one add and one remove per row. Sums of numeric are not: removing
+    # 1.50 leaves a scale PostgreSQL would not show; of floats neither: the order of additions
+    # changes the last bits.
+    invertible: bool = False
 
 
 class WindowCollector:
@@ -238,6 +244,7 @@ class WindowCollector:
                 raise SqlError(errors.SYNTAX_ERROR, 'syntax error at or near "*"')
         else:
             argument = inner.compile_typed(argument_node)
+        integer_argument = argument is not None and argument.sql_type.kind in types.INT_KINDS
         separator = None
         if name == "string_agg":
             separator_node = function.args.get("separator")
@@ -255,8 +262,9 @@ class WindowCollector:
             argument = _converted(argument, types.NUMERIC)
         if argument is not None and argument.sql_type.kind is Kind.CHAR and name not in ("min", "max", "count"):
             argument = _as_text(argument)
+        invertible = name == "count" or (name in ("sum", "avg") and integer_argument)
         spec = AggregateSpec(name, argument, False, result_type, condition, separator)
-        return Call(name, ordering, frame, [], spec, result_type)
+        return Call(name, ordering, frame, [], spec, result_type, invertible)
 
     # --- run -----------------------------------------------------------------------------
     def apply(self, rows: list[tuple]) -> list[tuple]:
@@ -609,6 +617,8 @@ def _aggregate_values(call: Call, rows: list[tuple], bounds: list[tuple[int, int
                 added += 1
             out.append(state.result())
         return out
+    if call.frame.exclude == "no others" and call.invertible and _moves_forward(bounds):
+        return _sliding_values(spec, rows, bounds, accumulator, add)
     previous = None
     result = None
     for i, (start, end) in enumerate(bounds):
@@ -625,4 +635,42 @@ def _aggregate_values(call: Call, rows: list[tuple], bounds: list[tuple[int, int
             result = state.result()
             previous = marker
         out.append(result)
+    return out
+
+
+def _moves_forward(bounds: list[tuple[int, int]]) -> bool:
+    return all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(bounds, bounds[1:]))
+
+
+def _sliding_values(spec: AggregateSpec, rows: list[tuple], bounds: list[tuple[int, int]], accumulator,
+                    add) -> list:
+    """A frame whose both ends only move forward, over an invertible aggregate: each row enters
+    and leaves the state once. The state holds rows [low, high)."""
+    condition = spec.filter.evaluate if spec.filter is not None else None
+    argument = spec.argument.evaluate if spec.argument is not None else None
+    state = accumulator(spec)
+    low = high = 0
+    out = []
+    for start, end in bounds:
+        if start >= high or end <= start:  # nothing to keep: start again from this frame
+            state = accumulator(spec)
+            low = high = start
+        while high < end:
+            add(state, rows[high])
+            high += 1
+        while low < start:
+            row = rows[low]
+            low += 1
+            if condition is not None and condition(row) is not True:
+                continue
+            if argument is None:
+                state.count -= 1
+                continue
+            value = argument(row)
+            if value is None:
+                continue
+            state.count -= 1
+            if spec.name != "count":
+                state.total = None if state.count == 0 else state.total - value
+        out.append(state.result())
     return out
