@@ -516,6 +516,8 @@ class SelectPlan(QueryPlan):
             steps.append(f"Sort ({len(program.order)} key(s))")
         if program.distinct:
             steps.append("Distinct")
+        if program.set_returning is not None:
+            steps.append(f"ProjectSet ({len(program.set_returning.calls)} set-returning function(s))")
         if program.windows is not None:
             steps.append(f"WindowAgg ({len(program.windows.calls)} window function(s))")
         if program.grouped:
