@@ -36,14 +36,15 @@ The top-level SELECT streams its first source instead of fetching it, so
 RIGHT or FULL join it collects the root rows first (unmatched right rows are known
 only at the end).
 Not supported (0A000): FULL JOIN without an equality in ON (PostgreSQL refuses it
-too), parenthesized joins in FROM, RIGHT/FULL JOIN LATERAL to a
-correlated subquery, functions other than generate_series in FROM (unnest needs
-arrays), ORDER BY/LIMIT in a recursive query, FOR UPDATE over joins or derived tables.
+too), parenthesized joins in FROM, functions other than generate_series in FROM
+(unnest needs arrays), ORDER BY/LIMIT and SEARCH/CYCLE in a recursive query, FOR
+UPDATE over joins or derived tables.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
+import operator
 from typing import Any, AsyncIterator, Callable
 
 from sqlglot import exp
@@ -241,6 +242,7 @@ class Source:
     # arguments or, through `lateral_scope.cell`, to the subquery's outer references.
     produce: Callable[[tuple], list[tuple]] | None = None
     lateral_scope: Scope | None = None
+    reads_left: bool = True                 # a function whose arguments name an earlier FROM item
     # FULL JOIN ... USING/NATURAL: the merged columns are COALESCE(left, right), values no source
     # row holds, so they get hidden slots after this source's own columns, filled as rows join:
     # (left position, right position, slot position, left type, right type, merged type).
@@ -266,7 +268,7 @@ class Source:
     def lateral(self) -> bool:
         """True when the rows depend on the row of the sources before this one."""
         if self.produce is not None:
-            return True
+            return self.reads_left
         return self.kind == "lateral" and self.subplan.correlated
 
     def rows(self) -> list[tuple[bytes | None, tuple]]:
@@ -275,7 +277,7 @@ class Source:
         if self.kind in ("table", "view"):
             assert self.fetched is not None, f"source {self.relation.name} was not fetched"
             self._rows = self.fetched
-        elif self.lateral:
+        elif self.produce is not None or self.lateral:
             self._rows = [(None, row) for row in self.rows_for(())]
         else:
             assert self.subplan is not None
@@ -874,7 +876,8 @@ def _check_args(node: exp.Expression, handled: set[str], where: str) -> None:
     """Refuses arguments the engine would otherwise ignore (SEARCH/CYCLE clauses, ...)."""
     for key, value in node.args.items():
         if key not in handled and value not in (None, False, []):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{key.upper()} {where} is not supported")
+            word = "SEARCH/CYCLE" if key == "search" else key.upper()  # sqlglot keeps CYCLE under "search"
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{word} {where} is not supported")
 
 
 def _reject_modifiers(node: exp.Expression) -> None:
@@ -1138,14 +1141,15 @@ def _make_lateral_source(item: exp.Expression, parent: Scope | None, ctx: QueryC
                                hint='For example, FROM (SELECT ...) [AS] foo.')
             subplan = compile_query(inner.this, lateral_scope, ctx)
             if subplan.correlated and join_kind in ("right", "full"):
-                raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{join_kind.upper()} JOIN LATERAL is not supported")
+                _invalid_lateral_reference(inner, before, join_kind)
             return Source(Relation(alias, _renamed(tuple(subplan.columns), column_aliases, alias)), "lateral",
                           subplan=subplan, lateral_scope=lateral_scope)
     if not isinstance(inner, exp.ExplodingGenerateSeries):
         name = inner.sql_name().lower() if not isinstance(inner, exp.Anonymous) else str(inner.this).lower()
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"function {name}() in FROM is not supported")
-    if join_kind in ("right", "full"):
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{join_kind.upper()} JOIN to a function is not supported")
+    reads_left = _names_scope(inner, lateral_scope)
+    if reads_left and join_kind in ("right", "full"):
+        _invalid_lateral_reference(inner, before, join_kind)
     produce, sql_type = table_functions.generate_series(inner, Compiler(lateral_scope, "FROM", None, ctx))
     name = alias or "generate_series"
     columns = [(alias or "generate_series", sql_type)]
@@ -1154,7 +1158,30 @@ def _make_lateral_source(item: exp.Expression, parent: Scope | None, ctx: QueryC
         series = produce
         produce = lambda left: [row + (number,) for number, row in enumerate(series(left), start=1)]  # noqa: E731
     return Source(Relation(name, _renamed(tuple(columns), column_aliases, name)), "function",
-                  produce=produce, lateral_scope=lateral_scope)
+                  produce=produce, lateral_scope=lateral_scope, reads_left=reads_left)
+
+
+def _names_scope(node: exp.Expression, scope: Scope) -> bool:
+    """True when an expression names a column of `scope`'s own relations."""
+    for column in node.find_all(exp.Column):
+        if isinstance(column.this, exp.Star):
+            continue
+        try:
+            if scope.resolve_local(column) is not None:
+                return True
+        except SqlError:
+            continue
+    return False
+
+
+def _invalid_lateral_reference(node: exp.Expression, before: list[Source], join_kind: str) -> None:
+    """The rows of the left side of a RIGHT/FULL join are not known row by row where a lateral
+    item would be evaluated: PostgreSQL rejects the reference, and so do we."""
+    names = {s.relation.name for s in before}
+    qualifiers = [identifier_name(c.args["table"]) for c in node.find_all(exp.Column) if c.args.get("table") is not None]
+    table = next((q for q in qualifiers if q in names), before[-1].relation.name if before else "?")
+    raise SqlError("42P10", f'invalid reference to FROM-clause entry for table "{table}"',
+                   detail="The combining JOIN type must be INNER or LEFT for a LATERAL reference.")
 
 
 def _renamed(columns, aliases: list[str] | None, name: str) -> tuple:
@@ -1201,9 +1228,12 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
             right_type = source.relation.columns[right_index][1]
             left_compiled = Compiled(lambda row, i=left_position: row[i], left_type.base)
             right_compiled = Compiled(lambda row, i=right_position: row[i], right_type.base)
-            left_form, right_form = compiler.comparable(left_compiled, right_compiled, "=")
-            hash_left.append(left_form)
-            hash_right.append(right_form)
+            if source.lateral:  # rows differ per left row: compared row by row, no hash table
+                conditions.append(compiler.compare(left_compiled, right_compiled, "=", operator.eq))
+            else:
+                left_form, right_form = compiler.comparable(left_compiled, right_compiled, "=")
+                hash_left.append(left_form)
+                hash_right.append(right_form)
             # The merged column is the left one, except in a RIGHT join, where only the right one
             # is never NULL-padded (PostgreSQL's choice too).
             shown = (right_position, right_type, source.relation.name) if source.join_kind == "right" \

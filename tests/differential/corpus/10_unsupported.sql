@@ -7,7 +7,7 @@ SELECT INTERVAL '1 day';
 SELECT * FROM (base b1 JOIN base b2 USING (id)) j;
 WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3 LIMIT 2) SELECT * FROM r;
 SELECT * FROM unnest(ARRAY[1, 2]) u;
-SELECT * FROM base b1 RIGHT JOIN LATERAL (SELECT b1.id) s ON true;
+WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) CYCLE n SET is_cycle USING path SELECT * FROM r;
 SELECT generate_series(1, generate_series(1, 2));
 CREATE TABLE nokey (a int);
 CREATE TABLE fk (id int PRIMARY KEY, base_id int REFERENCES base (id));

@@ -189,6 +189,12 @@ SELECT id, a.name, c.name FROM emp a RIGHT JOIN emp b USING (id) RIGHT JOIN emp_
 SELECT * FROM emp a JOIN emp b USING (id) CROSS JOIN emp_code c JOIN emp d USING (id);
 SELECT * FROM dept d LEFT JOIN LATERAL generate_series(1, d.floor) g ON g > 1 ORDER BY d.code, g;
 SELECT * FROM emp e RIGHT JOIN LATERAL (SELECT 1 AS one) s ON true ORDER BY e.id;
+SELECT * FROM emp e RIGHT JOIN LATERAL (SELECT e.id AS one) s ON true;
+SELECT d.code, g FROM dept d RIGHT JOIN generate_series(1, 3) g ON g = d.floor ORDER BY g;
+SELECT d.code, g FROM dept d FULL JOIN generate_series(1, 4) g ON g = d.floor ORDER BY g;
+SELECT d.code, g FROM dept d FULL JOIN generate_series(1, d.floor) g ON true;
+SELECT * FROM emp NATURAL JOIN LATERAL (SELECT emp.id, emp.name) s ORDER BY id;
+SELECT e.id, s.id FROM emp e JOIN LATERAL (SELECT e.id + 1 AS id) s USING (id);
 SELECT d.code, count(e.id), sum(e.salary) FROM emp e FULL JOIN dept d ON d.code = e.dept GROUP BY d.code ORDER BY d.code;
 SELECT e.id, d.code FROM emp e RIGHT JOIN dept d ON d.code = e.dept WHERE d.floor > 1 ORDER BY 1, 2;
 SELECT e.id, d.code FROM emp e FULL JOIN dept d ON d.code = e.dept WHERE e.salary > 100 OR d.floor = 2 ORDER BY 1, 2;
