@@ -62,6 +62,14 @@ SESSION_IDLE_S = 3_600.0
 PLAN_POINT_KEYS_MAX = 1_000
 # SQL: rows one statement may read from storage (bounds a scan's pages and a statement's memory); 54000 beyond.
 STATEMENT_ROWS_READ_MAX = 10_000_000
+# Rows one statement's window functions visit in frames that do not simply grow (a sliding
+# `ROWS BETWEEN n PRECEDING AND n FOLLOWING`, or any EXCLUDE): such a frame is recomputed per row,
+# rows x frame work in Python; past this it would hold a core for minutes (54000 instead).
+WINDOW_FRAME_ROWS_MAX = 50_000_000
+# Iterations of one WITH RECURSIVE query (each runs the recursive term once over the rows the
+# previous one produced); the rows it accumulates are bounded by RESULT_ROWS_MAX as well. A
+# recursion without a stopping condition fails here with 54000 instead of running forever.
+RECURSIVE_ITERATIONS_MAX = 100_000
 # gRPC message size (a 3,000-row transaction of 2 KiB rows fits easily).
 GRPC_MESSAGE_BYTES_MAX = 64 * 1024 * 1024
 # Uncommitted entries an adjudicator keeps in memory to resend to slow replicas.
