@@ -257,11 +257,16 @@ async def test_select_errors(session):
     await fails(session, "SELECT id FROM users WHERE id = 'abc'", "22P02")
     await fails(session, "SELECT id FROM users WHERE age", "42804",
                 "argument of WHERE must be type boolean, not type integer")
-    await fails(session, "SELECT * FROM users u FULL JOIN users v ON u.id = v.id", "0A000")
+    await fails(session, "SELECT * FROM users u RIGHT JOIN LATERAL (SELECT u.id) v ON true", "42P10")
+    await fails(session, "SELECT * FROM (users u JOIN users v USING (id)) j", "0A000")
+    await fails(session, "SELECT * FROM users u FULL JOIN users v ON u.id < v.id", "0A000")
     await fails(session, "SELECT * FROM users WHERE id = ANY (SELECT id FROM users)", "0A000")
-    await fails(session, "WITH RECURSIVE r AS (SELECT 1) SELECT * FROM r", "0A000")
+    await fails(session, "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n FROM r ORDER BY 1) SELECT * FROM r",
+                "0A000")
     await fails(session, "SELECT myfunc(1)", "42883")
-    await fails(session, "SELECT row_number() OVER () FROM users", "0A000")
+    await fails(session, "SELECT sum(DISTINCT id) OVER () FROM users", "0A000")
+    await fails(session, "SELECT generate_series(1, generate_series(1, 3))", "0A000")
+    await fails(session, "SELECT id FROM users WHERE row_number() OVER () > 1", "42P20")
     await fails(session, "ALTER TABLE users RENAME TO people", "0A000")
 
 

@@ -279,6 +279,12 @@ _TIMESTAMP_KINDS = (Kind.TIMESTAMP, Kind.TIMESTAMPTZ)
 class Compiler:
     """Compiles expressions over one scope; `clause` names the context in error messages."""
 
+    # Where window function calls and set-returning function calls go (compute_node/sql/
+    # window.py, table_functions.py): set only on the compiler of a select list and its ORDER BY;
+    # anywhere else such a call is an error.
+    windows = None
+    set_returning = None
+
     def __init__(self, scope: Scope, clause: str, aggregates: AggregateCollector | None = None,
                  context: Context | None = None):
         self.scope = scope
@@ -1430,8 +1436,25 @@ class Compiler:
         return self._regexp("regexp_replace", [node.this, node.expression, node.args["replacement"]],
                             lambda p, t, r: regex_mod.replace(p, t, r, is_global), case_insensitive)
 
+    # --- window functions and set-returning functions (query-level features) ---------------
     def _window(self, node) -> Compiled:
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "window functions are not supported")
+        if self.windows is not None:
+            return self.windows.add(self, node)
+        if self.clause == "aggregate function calls":
+            raise SqlError(errors.GROUPING_ERROR, "aggregate function calls cannot contain window function calls")
+        raise SqlError(WINDOWING_ERROR, f"window functions are not allowed in {self.clause}")
+
+    def _window_function_without_over(self, node) -> Compiled:
+        name = _window_function_name(node)
+        raise SqlError(WRONG_OBJECT_TYPE, f"window function {name} requires an OVER clause")
+
+    def _set_returning_function(self, node) -> Compiled:
+        if self.set_returning is not None:
+            return self.set_returning.add(self, node)
+        if self.clause in ("aggregate function calls", "window function calls"):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{self.clause} cannot contain set-returning function calls",
+                           hint="You might be able to move the set-returning function into a LATERAL FROM item.")
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"set-returning functions are not allowed in {self.clause}")
 
     def _unsupported(self, node: exp.Expression) -> Compiled:
         if isinstance(node, (exp.HexString, exp.BitString)):
@@ -2172,6 +2195,23 @@ _HANDLERS: dict[type, Callable[[Compiler, Any], Compiled]] = {
     exp.SimilarTo: Compiler._similar_to,
     exp.Bracket: Compiler._subscript,
 }
+_WINDOW_FUNCTIONS = {exp.RowNumber: "row_number", exp.Rank: "rank", exp.DenseRank: "dense_rank",
+                     exp.PercentRank: "percent_rank", exp.CumeDist: "cume_dist", exp.Ntile: "ntile",
+                     exp.Lag: "lag", exp.Lead: "lead", exp.FirstValue: "first_value",
+                     exp.LastValue: "last_value", exp.NthValue: "nth_value"}
+WINDOWING_ERROR = "42P20"
+WRONG_OBJECT_TYPE = "42809"
+
+
+def _window_function_name(node: exp.Expression) -> str:
+    if isinstance(node, exp.Window):
+        return _simple_name(node.this)
+    return _WINDOW_FUNCTIONS[type(node)]
+
+
+for _node_type in _WINDOW_FUNCTIONS:
+    _HANDLERS[_node_type] = Compiler._window_function_without_over
+_HANDLERS[exp.ExplodingGenerateSeries] = Compiler._set_returning_function
 for _node_type in _COMPARISONS:
     _HANDLERS[_node_type] = Compiler._comparison
 for _node_type in _ARITHMETIC:
@@ -2186,9 +2226,17 @@ def contains_aggregate(node: exp.Expression | None) -> bool:
     if node is None:
         return False
     for found in node.walk(prune=lambda n: isinstance(n, (exp.Subquery, exp.Select, exp.Exists)) and n is not node):
-        if isinstance(found, AGGREGATE_NODES):
+        if isinstance(found, AGGREGATE_NODES) and not _windowed(found):
             return True
     return False
+
+
+def _windowed(node: exp.Expression) -> bool:
+    """True for the aggregate a window applies (`sum(x) OVER ...`): not an aggregate of the query."""
+    parent = node.parent
+    if isinstance(parent, exp.Filter) and parent.this is node:
+        node, parent = parent, parent.parent
+    return isinstance(parent, exp.Window) and parent.this is node
 
 
 _FUNCTION_NAMES = {
@@ -2236,6 +2284,12 @@ def _figure_name(node: exp.Expression) -> tuple[str, int]:
 
 
 def _simple_name(node: exp.Expression) -> str:
+    if isinstance(node, exp.Window):
+        return _simple_name(node.this)
+    if type(node) in _WINDOW_FUNCTIONS:
+        return _WINDOW_FUNCTIONS[type(node)]
+    if isinstance(node, exp.ExplodingGenerateSeries):
+        return "generate_series"
     if isinstance(node, exp.Filter):
         return output_name(node.this)
     if isinstance(node, exp.Bracket):  # (f(x))[1] is named after f, as PostgreSQL's FigureColname

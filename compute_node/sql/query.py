@@ -5,11 +5,12 @@ Theory of operation
 `compile_select(select, scope)` resolves everything a SELECT needs before a row is
 read: the select list (with * expanded), WHERE, GROUP BY/HAVING and aggregates,
 ORDER BY (output names and positions first, then expressions over the table's
-columns, as PostgreSQL), DISTINCT, LIMIT and OFFSET. The resulting `SelectProgram`
-consumes source rows (`add_row`) and produces the result rows (`finish`); the
-executor feeds it rows from storage and stops early when `enough()` says the
-remaining rows cannot change the answer (no ORDER BY, grouping or DISTINCT, and
-OFFSET + LIMIT rows already matched).
+columns, as PostgreSQL), window functions (window.py: rows wait in the program
+until all have arrived, then get their window values), DISTINCT, LIMIT and OFFSET.
+The resulting `SelectProgram` consumes source rows (`add_row`) and produces the
+result rows (`finish`); the executor feeds it rows from storage and stops early
+when `enough()` says the remaining rows cannot change the answer (no ORDER BY,
+grouping, window or DISTINCT, and OFFSET + LIMIT rows already matched).
 """
 from __future__ import annotations
 
@@ -27,11 +28,13 @@ from compute_node.sql.expressions import (
     contains_aggregate, output_name, _numeric_operation,
 )
 from compute_node.sql.types import Kind
+from compute_node.sql.table_functions import SetReturningCollector
+from compute_node.sql.window import WINDOWING_ERROR, WindowCollector
 from quorumdb import errors, limits
 from quorumdb.errors import SqlError
 
 _SELECT_ARGS = {"expressions", "from", "from_", "where", "group", "having", "order", "limit", "offset",
-                "distinct", "locks", "kind", "joins", "with", "with_"}
+                "distinct", "locks", "kind", "joins", "with", "with_", "windows"}
 
 
 @dataclasses.dataclass
@@ -55,14 +58,18 @@ class SelectProgram:
         self.offset = 0
         self.for_update = False
         self.unknown_outputs: set[int] = set()  # outputs that are untyped literals (UNION resolves them)
+        self.windows: WindowCollector | None = None
+        self.set_returning: SetReturningCollector | None = None
         # Run state.
         self._rows: list[tuple[tuple, tuple, bytes | None]] = []  # (output, sort keys, source key)
         self._groups: dict[tuple, tuple[tuple, list]] = {}
+        self._window_input: list[tuple[Sequence[Any], bytes | None]] = []  # rows waiting for their windows
 
     def reset(self) -> None:
         """Forgets the rows of a previous run (a correlated subquery runs once per outer row)."""
         self._rows = []
         self._groups = {}
+        self._window_input = []
 
     @property
     def grouped(self) -> bool:
@@ -72,7 +79,7 @@ class SelectProgram:
         return self.where is None or self.where.evaluate(row) is True
 
     def enough(self) -> bool:
-        if self.grouped or self.order or self.distinct or self.limit is None:
+        if self.grouped or self.order or self.distinct or self.limit is None or self.windows is not None:
             return False
         return len(self._rows) >= self.offset + self.limit
 
@@ -81,8 +88,37 @@ class SelectProgram:
         if self.collector is not None:
             self._accumulate(row)
             return
+        if self.windows is not None:
+            self._hold_for_windows(row, key)
+            return
+        if self.set_returning is not None:
+            self._emit(row, key)
+            return
         output = tuple(compiled.evaluate(row) for compiled in self.outputs)
         self._append(output, row, key)
+
+    def _emit(self, row: Sequence[Any], key: bytes | None) -> None:
+        """The output row(s) of one input row: several when the select list calls generate_series."""
+        if self.set_returning is None:
+            output = tuple(compiled.evaluate(row) for compiled in self.outputs)
+            self._append(output, row, key)
+            return
+        for extended in self.set_returning.expand(tuple(row)):
+            output = tuple(compiled.evaluate(extended) for compiled in self.outputs)
+            self._append(output, extended, key)
+
+    def _hold_for_windows(self, row: Sequence[Any], key: bytes | None) -> None:
+        if len(self._window_input) >= limits.RESULT_ROWS_MAX:
+            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                           f"query result exceeds the limit of {limits.RESULT_ROWS_MAX} rows")
+        self._window_input.append((row, key))
+
+    def _apply_windows(self) -> None:
+        """Window functions see every row that passed WHERE/GROUP BY/HAVING; then the select list."""
+        held = self._window_input
+        self._window_input = []
+        for row in self.windows.apply([tuple(row) for row, _ in held]):
+            self._emit(row, None)
 
     def _append(self, output: tuple, source_row: Sequence[Any], key: bytes | None) -> None:
         sort_keys = tuple(output[item.output_index] if item.output_index is not None
@@ -116,8 +152,12 @@ class SelectProgram:
                 grouped_row = group_values + tuple(a.result() for a in accumulators)
                 if self.having is not None and self.having.evaluate(grouped_row) is not True:
                     continue
-                output = tuple(compiled.evaluate(grouped_row) for compiled in self.outputs)
-                self._append(output, grouped_row, None)
+                if self.windows is not None:
+                    self._hold_for_windows(grouped_row, None)
+                    continue
+                self._emit(grouped_row, None)
+        if self.windows is not None:
+            self._apply_windows()
         entries = self._rows
         if self.distinct:
             seen = set()
@@ -265,6 +305,10 @@ def compile_select(select: exp.Select, scope: Scope, has_table: bool, context: C
         if key not in _SELECT_ARGS and value not in (None, False, []):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{key.rstrip('_').upper()} in SELECT is not supported")
     program = SelectProgram()
+    for clause, word in (("group", "GROUP BY"), ("having", "HAVING")):
+        if select.args.get(clause) is not None and _calls_window(select.args[clause]):
+            # PostgreSQL rejects these while it reads the clause, before it checks grouping.
+            raise SqlError(WINDOWING_ERROR, f"window functions are not allowed in {word}")
     row_compiler = Compiler(scope, "WHERE", None, context)
     select_nodes = _expand_star(select.expressions, scope, has_table, star_entries)
     where_node = select.args.get("where")
@@ -289,6 +333,12 @@ def compile_select(select: exp.Select, scope: Scope, has_table: bool, context: C
         output_compiler = Compiler(scope, "SELECT", program.collector, context)
     else:
         output_compiler = Compiler(scope, "SELECT", None, context)
+    if any(_calls_window(node) for node in select_nodes + order_nodes):
+        program.windows = WindowCollector(select.args.get("windows") or [], _Accumulator)
+        output_compiler.windows = program.windows
+    if any(_calls(node, exp.ExplodingGenerateSeries) for node in select_nodes + order_nodes):
+        program.set_returning = SetReturningCollector()
+        output_compiler.set_returning = program.set_returning
     for node in select_nodes:
         inner = node.this if isinstance(node, exp.Alias) else node
         compiled = output_compiler.compile(inner)
@@ -312,10 +362,25 @@ def compile_select(select: exp.Select, scope: Scope, has_table: bool, context: C
         if grouped or program.distinct:
             raise SqlError(errors.FEATURE_NOT_SUPPORTED,
                            "FOR UPDATE is not allowed with aggregate functions, GROUP BY or DISTINCT")
+        if program.windows is not None:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "FOR UPDATE is not allowed with window functions")
+        if program.set_returning is not None:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           "FOR UPDATE is not allowed with set-returning functions in the target list")
         if not has_table:
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "FOR UPDATE requires a table")
         program.for_update = True
     return program
+
+
+def _calls_window(node: exp.Expression) -> bool:
+    """True when `node` calls a window function at this query level (not inside a subquery)."""
+    return _calls(node, exp.Window)
+
+
+def _calls(node: exp.Expression, kind: type) -> bool:
+    prune = lambda n: isinstance(n, (exp.Subquery, exp.Select, exp.Exists)) and n is not node  # noqa: E731
+    return any(isinstance(found, kind) for found in node.walk(prune=prune))
 
 
 def _expand_star(nodes: Sequence[exp.Expression], scope: Scope, has_table: bool,
@@ -335,13 +400,21 @@ def _expand_star(nodes: Sequence[exp.Expression], scope: Scope, has_table: bool,
             if relation is None:
                 raise SqlError(errors.UNDEFINED_TABLE, f'missing FROM-clause entry for table "{qualifier}"')
             for name, _ in relation.columns:
-                expanded.append(_qualified(relation.name, name))
+                if not name.startswith("\x00"):  # hidden slots (select.py's merged FULL JOIN columns)
+                    expanded.append(_qualified(relation.name, name))
             continue
         entries = star_entries if star_entries is not None else [
             (name, relation.offset + i, relation.name)
-            for relation in scope.relations for i, (name, _) in enumerate(relation.columns)]
-        for name, _, relation_name in entries:
-            expanded.append(_qualified(relation_name, name))
+            for relation in scope.relations for i, (name, _) in enumerate(relation.columns)
+            if not name.startswith("\x00")]
+        for name, position, relation_name in entries:
+            relation = scope.find_relation(relation_name)
+            column_name = relation.columns[position - relation.offset][0] if relation is not None else name
+            if column_name != name:  # a merged column read from its hidden slot, shown under its name
+                expanded.append(exp.Alias(this=_qualified(relation_name, column_name),
+                                          alias=exp.Identifier(this=name, quoted=True)))
+            else:
+                expanded.append(_qualified(relation_name, name))
     return expanded
 
 
