@@ -57,6 +57,7 @@ from compute_node.sql.describe import describe as describe_statement
 from compute_node.sql.engine import Engine
 from compute_node.sql.parser import Explain, TransactionAction, TransactionControl
 from compute_node.sql.result import StatementResult
+from compute_node.sql.sequences import SessionSequences
 from compute_node.sql.transaction import Backend, SchemaStale, Transaction
 from quorumdb import errors, limits, sqllex
 from quorumdb.errors import SqlError
@@ -92,6 +93,7 @@ class Session:
         self._failed = False
         self._txn_count = 0
         self._lock = asyncio.Lock()             # one execute at a time
+        self.sequences = SessionSequences()     # currval / lastval
         self.last_plan = None                   # access plan of the last statement that read a table
         # When the current execute call began and how long its parse took (EXPLAIN ANALYZE's first
         # phase; None once a statement of the script has used it).
@@ -356,6 +358,8 @@ class Session:
         txn = Transaction(self.backend, self.backend.start_ts(), f"{self.session_id}:{self._txn_count}",
                           self.engine.schema_cache)
         txn.rng = self.rng
+        txn.sequences = self.engine.sequences
+        txn.session_sequences = self.sequences
         return txn
 
     def _end(self) -> None:

@@ -27,13 +27,13 @@ from typing import Any, Sequence
 
 from sqlglot import exp
 
-from compute_node.sql import system_views, types
+from compute_node.sql import bulk, sequences, system_views, types
 from compute_node.sql.catalog import (
     CheckDef, IndexDef, TableDef, column_from_def, create_spec, identifier_name, table_name,
     unique_name, TOO_MANY_COLUMNS,
 )
 from compute_node.sql.expressions import Compiled, Compiler, Scope, constant, contains_aggregate
-from compute_node.sql.parser import Explain
+from compute_node.sql.parser import Explain, Utility
 from compute_node.sql.planner import plan_access
 from compute_node.sql.query import compile_select
 from compute_node.sql.result import StatementResult
@@ -57,6 +57,32 @@ load_table = load_table
 
 
 async def execute(txn: Transaction, statement: exp.Expression) -> StatementResult:
+    """Runs one statement; one that ran out of reserved sequence values before writing anything
+    reserves what it needs and runs again (compute_node/sql/sequences.py)."""
+    demand: dict[str, int] = {}
+    for _ in range(limits.SEQUENCE_STATEMENT_RETRIES_MAX):
+        saved = (dict(txn.write_buffer), txn.write_bytes, dict(txn.pending), set(txn.lock_keys),
+                 txn.flushed_batches, txn._next_rowid)
+        txn.sequence_demand = demand
+        try:
+            return await _execute(txn, statement)
+        except sequences.NeedValues as need:
+            if txn.flushed_batches != saved[4]:
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                               "nextval() ran out of reserved values in a statement that already committed "
+                               "bulk rows ahead; run it again") from None
+            txn.write_buffer, txn.write_bytes, txn.pending, txn.lock_keys = saved[0], saved[1], saved[2], saved[3]
+            demand[need.name] = max(need.count, 2 * demand.get(need.name, 0), limits.SEQUENCE_RESERVE_MIN)
+        finally:
+            txn.sequence_demand = {}
+    raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, "a statement ran out of sequence values too often")
+
+
+async def _execute(txn: Transaction, statement: exp.Expression) -> StatementResult:
+    if isinstance(statement, Utility):
+        return await run_utility(txn, statement)
+    if isinstance(statement, exp.TruncateTable):
+        return await run_truncate(txn, statement)
     if isinstance(statement, Explain):
         return await run_explain(txn, statement)
     if isinstance(statement, (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Values, exp.Subquery)):
@@ -232,8 +258,98 @@ async def check_unique(txn: Transaction, table: TableDef, row: Sequence[Any], ke
 
 
 # --- INSERT ---------------------------------------------------------------------------
+ROWID_ATTEMPTS_MAX = 8   # a taken row id is drawn again (bulk.py: it practically never happens)
+
+
+def is_bulk_target(txn: Transaction, table: TableDef) -> bool:
+    """True when `table`'s rows live in a keyspace private to `txn` (created by TRUNCATE or a
+    rewrite in this transaction): its writes take the bulk path."""
+    return bool(txn.private_ranges) and txn.is_private(table.rows_prefix)
+
+
+def _check_writable(txn: Transaction, table: TableDef) -> None:
+    """40001 while another transaction rewrites the table (ALTER TABLE ... ADD PRIMARY KEY)."""
+    if table.rewrite_by is not None and table.rewrite_by != txn.txn_id \
+            and txn.start_ts - table.rewrite_ts <= limits.TXN_AGE_MAX_NS:
+        raise SqlError(errors.SERIALIZATION_FAILURE,
+                       f'table "{table.name}" is being rewritten by another transaction, please retry: (OC001)',
+                       hint="ALTER TABLE ... ADD PRIMARY KEY rewrites the table; writes wait for it to end.")
+
+
+async def insert_rows(txn: Transaction, table: TableDef, rows: Sequence[Sequence[Any]], *,
+                      validated: bool = False) -> int:
+    """Writes new rows into `table`: the one way rows enter a table (INSERT without ON CONFLICT,
+    COPY). Contract:
+      * `rows` hold one value per column of `table.columns` (hidden row id included, in its
+        position), each already of its column's Python type (types.assign / the COPY text parser
+        made it so) and with defaults applied; a row id of None is drawn here;
+      * unless `validated`, NOT NULL and CHECK are checked here (23502, 23514);
+      * primary-key and unique-index duplicates, against stored rows, the transaction's own
+        writes and the other rows given, fail with 23505 and PostgreSQL's DETAIL;
+      * rows go through txn.put: into the write buffer (the transaction quotas apply: 54000),
+        or, when the table was created by TRUNCATE or rewritten in this transaction, onto the
+        bulk path: committed ahead every limits.BULK_BATCH_ROWS_MAX keys, never more than one
+        batch held in memory (compute_node/sql/bulk.py);
+      * returns the number of rows written. On an error some rows may be written: as for any
+        failed statement, the transaction (block) must then be rolled back.
+    Call it with rows in chunks (e.g. 1,000 at a time) to bound the caller's memory too."""
+    _check_writable(txn, table)
+    rules = None if validated else compile_rules(table, new_context(txn))
+    bulk_target = is_bulk_target(txn, table)
+    chunk_rows = max(1, min(limits.BULK_BATCH_ROWS_MAX, limits.TXN_ROWS_MAX) // (1 + len(table.indexes)))
+    written = 0
+    for offset in range(0, len(rows), chunk_rows):
+        chunk = [list(row) for row in rows[offset:offset + chunk_rows]]
+        for row in chunk:
+            assert len(row) == len(table.columns), "insert_rows takes whole rows"
+            if table.has_rowid and row[table.rowid_position] is None:
+                row[table.rowid_position] = txn.next_rowid()
+            if rules is not None:
+                rules.validate(row)
+        await _write_new_rows(txn, table, chunk, bulk_target)
+        written += len(chunk)
+        if bulk_target:
+            await txn.flush_private()
+    return written
+
+
+async def _write_new_rows(txn: Transaction, table: TableDef, rows: list[list], bulk_target: bool) -> None:
+    # Row ids in a private keyspace are consecutive and only this transaction writes there:
+    # their keys need no read (bulk.py). Every other key that must be free is read in one batch.
+    probe_row_keys = not (bulk_target and table.has_rowid)
+    row_keys = [table.row_key(row) for row in rows]
+    probes = list(dict.fromkeys((row_keys if probe_row_keys else [])
+                                + [p for row in rows for p in _unique_probes(table, row)]))
+    existing = await txn.get_many(probes) if probes else {}
+    for row, key in zip(rows, row_keys):
+        if probe_row_keys and table.has_rowid:
+            key = await _free_rowid(txn, table, row, key, existing)
+        elif probe_row_keys and existing.get(key) is not None:
+            raise _duplicate_key(table, row, None)
+        for index in table.indexes:
+            if index.unique:
+                probe = _unique_probe(table, index, row)
+                if probe is not None and existing.get(probe) is not None:
+                    raise _duplicate_key(table, row, index)
+        write_row(txn, table, row, None, None)
+        _remember(table, row, key, existing)
+
+
+async def _free_rowid(txn: Transaction, table: TableDef, row: list, key: bytes, existing: dict) -> bytes:
+    """The row's key once its row id is one no stored row has (drawing again if it was taken)."""
+    for _ in range(ROWID_ATTEMPTS_MAX):
+        if key not in existing:
+            existing[key] = await txn.get(key)
+        if existing[key] is None:
+            return key
+        txn.skip_rowids()
+        row[table.rowid_position] = txn.next_rowid()
+        key = table.row_key(row)
+    raise AssertionError("row ids collided repeatedly: the random source is broken")
+
+
 _INSERT_ARGS = {"this", "expression", "is_function", "stored", "by_name", "exists", "partition", "settings",
-                "default", "overwrite", "ignore", "source", "conflict", "returning"}
+                "default", "overwrite", "ignore", "source", "conflict", "returning", "overriding"}
 
 
 async def run_insert(txn: Transaction, insert: exp.Insert) -> StatementResult:
@@ -293,7 +409,13 @@ async def run_insert(txn: Transaction, insert: exp.Insert) -> StatementResult:
             raise SqlError(errors.DATATYPE_MISMATCH,
                            f'column "{column.name}" is of type {column.sql_type.display_name} but expression is of '
                            f'type {sql_type.display_name}', hint="You will need to rewrite or cast the expression.")
-    new_rows = [_build_row(table, positions, typed, defaults, rules) for typed in typed_rows]
+    _check_generated(table, positions, typed_rows, insert)
+    await sequences.prepare_defaults(ctx, table, positions, len(typed_rows))
+    new_rows = [_build_row(table, positions, typed, defaults, rules, txn) for typed in typed_rows]
+    if handler is None:
+        await insert_rows(txn, table, new_rows, validated=True)
+        return _dml_result(f"INSERT 0 {len(new_rows)}", returning, new_rows)
+    _check_writable(txn, table)
     written: list[Sequence[Any]] = []
     row_keys = [table.row_key(row) for row in new_rows]
     probe_keys = list(dict.fromkeys(row_keys + [p for row in new_rows for p in _unique_probes(table, row)]))
@@ -330,6 +452,26 @@ async def run_insert(txn: Transaction, insert: exp.Insert) -> StatementResult:
         _remember(table, updated, new_key, existing)
         written.append(updated)
     return _dml_result(f"INSERT 0 {len(written)}", returning, written)
+
+
+def _check_generated(table: TableDef, positions: Sequence[int], typed_rows, insert: exp.Insert) -> None:
+    """428C9 for an explicit value in a GENERATED ALWAYS column, unless OVERRIDING SYSTEM VALUE;
+    OVERRIDING USER VALUE makes identity columns take their DEFAULT whatever was given."""
+    overriding = insert.args.get("overriding")
+    for slot, position in enumerate(positions):
+        column = table.columns[position]
+        if column.identity is None:
+            continue
+        if overriding == "user":
+            for typed in typed_rows:
+                if slot < len(typed):
+                    typed[slot] = None  # the DEFAULT keyword: the sequence decides
+            continue
+        if column.identity == "always" and overriding != "system" and \
+                any(slot < len(typed) and typed[slot] is not None for typed in typed_rows):
+            raise SqlError(errors.GENERATED_ALWAYS, f'cannot insert a non-DEFAULT value into column "{column.name}"',
+                           detail=f'Column "{column.name}" is an identity column defined as GENERATED ALWAYS.',
+                           hint="Use OVERRIDING SYSTEM VALUE to override.")
 
 
 def _check_width(width: int, positions: list[int], explicit: bool) -> None:
@@ -455,13 +597,15 @@ class _ConflictHandler:
 
 def _insert_positions(table: TableDef, column_nodes) -> list[int]:
     if column_nodes is None:
-        return list(range(len(table.columns)))
+        return list(table.visible_positions)
     positions = []
     for node in column_nodes:
         name = identifier_name(node.this if isinstance(node, exp.Column) else node)
         position = table.column_index(name)
         if position is None:
             raise SqlError(errors.UNDEFINED_COLUMN, f'column "{name}" of relation "{table.name}" does not exist')
+        if table.columns[position].hidden:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'cannot assign to system column "{name}"')
         if position in positions:
             raise SqlError(errors.DUPLICATE_COLUMN, f'column "{name}" specified more than once')
         positions.append(position)
@@ -480,12 +624,16 @@ def _compile_defaults(table: TableDef, ctx: QueryContext) -> list[Compiled | Non
     return out
 
 
+def _is_default_keyword(node: exp.Expression) -> bool:
+    if isinstance(node, exp.Var) and node.name.upper() == "DEFAULT":
+        return True
+    return isinstance(node, exp.Column) and not node.args.get("table") and isinstance(node.this, exp.Identifier) \
+        and not node.this.quoted and node.this.this.upper() == "DEFAULT"
+
+
 def _compile_value(compiler: Compiler, node: exp.Expression) -> Compiled | None:
     """None for the DEFAULT keyword."""
-    if isinstance(node, exp.Var) and node.name.upper() == "DEFAULT":
-        return None
-    if isinstance(node, exp.Column) and not node.args.get("table") and isinstance(node.this, exp.Identifier) \
-            and not node.this.quoted and node.this.this.upper() == "DEFAULT":
+    if _is_default_keyword(node):
         return None
     if contains_aggregate(node):
         raise SqlError(errors.GROUPING_ERROR, f"aggregate functions are not allowed in {compiler.clause}")
@@ -493,8 +641,12 @@ def _compile_value(compiler: Compiler, node: exp.Expression) -> Compiled | None:
 
 
 def _build_row(table: TableDef, positions: Sequence[int], typed, defaults: list[Compiled | None],
-               rules: TableRules) -> list:
+               rules: TableRules, txn: Transaction | None = None) -> list:
     row: list[Any] = [None] * len(table.columns)
+    rowid_position = table.rowid_position
+    if rowid_position is not None:
+        assert txn is not None, "a row of a table without a primary key needs its transaction's row ids"
+        row[rowid_position] = txn.next_rowid()
     given: set[int] = set()
     for position, item in zip(positions, typed):
         if item is None:
@@ -580,6 +732,11 @@ def _compile_assignments(table: TableDef, nodes, compiler: Compiler) -> list[tup
         position = table.column_index(name)
         if position is None:
             raise SqlError(errors.UNDEFINED_COLUMN, f'column "{name}" of relation "{table.name}" does not exist')
+        if table.columns[position].hidden:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'cannot assign to system column "{name}"')
+        if table.columns[position].identity == "always" and not _is_default_keyword(assignment.expression):
+            raise SqlError(errors.GENERATED_ALWAYS, f'column "{name}" can only be updated to DEFAULT',
+                           detail=f'Column "{name}" is an identity column defined as GENERATED ALWAYS.')
         if any(existing == position for existing, _ in assignments):
             raise SqlError(errors.SYNTAX_ERROR, f'multiple assignments to same column "{name}"')
         compiled = _compile_value(compiler, assignment.expression)
@@ -610,14 +767,20 @@ async def run_update(txn: Transaction, update: exp.Update) -> StatementResult:
     assignments = _compile_assignments(table, update.expressions, compiler)
     rules = compile_rules(table, ctx)
     returning = _compile_returning(update.args.get("returning"), table, update.this, ctx, txn)
+    _check_writable(txn, table)
     matched = await _matching_rows(txn, table, update.this, update.args.get("where"), ctx, scope)
-    written = []
+    # Every new row is computed before the first is written, so a statement that runs out of
+    # sequence values (nextval in SET) can run again from the start (executor.execute).
+    new_rows = []
     for key, row in matched:
         new_row = list(row)
         for position, compiled in assignments:
             column = table.columns[position]
             new_row[position] = types.assign(compiled.evaluate(row), compiled.sql_type, column.sql_type, column.name)
         rules.validate(new_row)
+        new_rows.append(new_row)
+    written = []
+    for (key, row), new_row in zip(matched, new_rows):
         new_key = table.row_key(new_row)
         if new_key != key:
             txn.put(key, None)  # the old key is free before the new one is checked
@@ -640,6 +803,7 @@ async def run_delete(txn: Transaction, delete: exp.Delete) -> StatementResult:
     ctx = new_context(txn)
     scope = table_scope(table, delete.this)
     returning = _compile_returning(delete.args.get("returning"), table, delete.this, ctx, txn)
+    _check_writable(txn, table)
     matched = await _matching_rows(txn, table, delete.this, delete.args.get("where"), ctx, scope)
     for key, row in matched:
         delete_row(txn, table, row, key)
@@ -665,6 +829,8 @@ async def _relation_exists(txn: Transaction, name: str) -> str | None:
         return "table"
     if await txn.get(keys.catalog_index_key(name)) is not None:
         return "index"
+    if await txn.get(keys.catalog_sequence_key(name)) is not None:
+        return "sequence"
     return None
 
 
@@ -687,12 +853,14 @@ async def run_create(txn: Transaction, create: exp.Create) -> StatementResult:
     kind = str(create.args.get("kind") or "").upper()
     if kind == "INDEX":
         return await run_create_index(txn, create)
+    if kind == "SEQUENCE":
+        return await run_create_sequence(txn, create)
     if kind != "TABLE":
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"CREATE {kind or 'this object'} is not supported")
-    if create.args.get("replace") or create.args.get("properties") is not None:
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "this form of CREATE TABLE (TEMP, UNLOGGED, OR REPLACE, ...) "
-                                                     "is not supported")
-    _reject_unknown_args(create, _CREATE_ARGS | {"expression"}, "CREATE TABLE")
+    if create.args.get("replace"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "CREATE OR REPLACE TABLE is not supported")
+    _check_storage_parameters(create.args.get("properties"))
+    _reject_unknown_args(create, _CREATE_ARGS | {"expression", "properties"}, "CREATE TABLE")
     schema = create.this
     system_views.reject_write(schema.this if isinstance(schema, exp.Schema) else schema, "CREATE TABLE")
     spec = create_spec(create, 1)  # validate the definition before reading anything
@@ -720,10 +888,44 @@ async def run_create(txn: Transaction, create: exp.Create) -> StatementResult:
         _check_index_columns(table, columns)
         indexes.append(IndexDef(index_name, await _next_id(txn), columns, True, True, (False,) * len(columns)))
     table = dataclasses.replace(table, indexes=tuple(indexes))
+    columns = list(table.columns)
+    for position, options in spec.sequences:
+        column = columns[position]
+        sequence_name = await _free_name(txn, f"{name}_{column.name}_seq", taken)
+        taken.add(sequence_name)
+        type_min, type_max = types.INT_RANGES[column.sql_type.kind]
+        definition = sequence_from_options(sequence_name, await _next_id(txn), options, type_min, type_max,
+                                           (name, column.name))
+        txn.put(keys.catalog_sequence_key(sequence_name), definition.encode())
+        columns[position] = dataclasses.replace(column, default=f"nextval('{sequence_name}')", sequence=sequence_name)
+    table = dataclasses.replace(table, columns=tuple(columns))
     for index in indexes:
         txn.put(keys.catalog_index_key(index.name), name.encode("utf-8"))
     _save_table(txn, table)
     return StatementResult.tag("CREATE TABLE")
+
+
+# Storage parameters that only tune PostgreSQL's heap and vacuum: no answer depends on them, so
+# they are accepted and ignored (QuorumDB stores rows in its own LSM-like MVCC storage).
+_IGNORED_STORAGE_PARAMETERS = {"fillfactor", "autovacuum_enabled", "toast.autovacuum_enabled",
+                               "parallel_workers", "toast_tuple_target"}
+
+
+def _check_storage_parameters(properties: exp.Properties | None) -> None:
+    for prop in (properties.expressions if properties is not None else []):
+        if isinstance(prop, exp.Property) and prop.name.lower() in _IGNORED_STORAGE_PARAMETERS:
+            if prop.name.lower() == "fillfactor":
+                value = prop.args.get("value")
+                number = int(value.this) if isinstance(value, exp.Literal) and value.this.isdigit() else None
+                if number is None or not 10 <= number <= 100:
+                    raise SqlError(types.INVALID_PARAMETER_VALUE,
+                                   f'value {value.sql(dialect="postgres") if value is not None else ""} out of bounds '
+                                   'for option "fillfactor"', detail="Valid values are between \"10\" and \"100\".")
+            continue
+        shown = prop.sql(dialect="postgres")
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                       f"CREATE TABLE ... {shown} is not supported (TEMP, UNLOGGED and storage parameters other "
+                       f"than {', '.join(sorted(_IGNORED_STORAGE_PARAMETERS))} are refused)")
 
 
 def _validate_expressions(table: TableDef, check_nodes, default_nodes) -> None:
@@ -847,6 +1049,9 @@ async def run_drop(txn: Transaction, drop: exp.Drop) -> StatementResult:
     for table in dropped:
         for index in table.indexes:
             txn.put(keys.catalog_index_key(index.name), None)
+        for column in table.columns:
+            if column.sequence is not None:  # owned by the column: PostgreSQL drops it too
+                txn.put(keys.catalog_sequence_key(column.sequence), None)
         txn.put(table.catalog_key, None)
         txn.tables[table.name] = None
     return StatementResult.tag("DROP TABLE")
@@ -984,6 +1189,8 @@ async def _drop_column(txn: Transaction, table: TableDef, action: exp.Drop) -> T
             raise SqlError(errors.FEATURE_NOT_SUPPORTED,
                            f'cannot drop column "{name}": it is part of the primary key of "{table.name}"')
         table = _with_explicit_slots(table)
+        if table.columns[position].sequence is not None:  # the column's own sequence goes with it
+            txn.put(keys.catalog_sequence_key(table.columns[position].sequence), None)
         columns = table.columns[:position] + table.columns[position + 1:]
         primary_key = tuple(p - (1 if p > position else 0) for p in table.primary_key)
         kept_indexes = []
@@ -997,6 +1204,170 @@ async def _drop_column(txn: Transaction, table: TableDef, action: exp.Drop) -> T
         table = TableDef(table.table_id, table.name, columns, primary_key, tuple(kept_indexes), tuple(kept_checks),
                          table.slot_count)
     return table
+
+
+# --- TRUNCATE, VACUUM, ANALYZE, sequences ---------------------------------------------------------
+async def allocate_private_ids(txn: Transaction, count: int) -> list[int]:
+    """`count` ids no other transaction will ever use, whether this one commits or not (bulk.py)."""
+    key = keys.PRIVATE_ID_COUNTER_KEY
+
+    def take(found):
+        last = int.from_bytes(found[key], "big") if found[key] is not None else keys.PRIVATE_ID_BASE
+        if last + count >= keys.TABLE_ID_MAX:
+            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, "no private keyspace ids left")
+        return [(key, (last + count).to_bytes(8, "big"))], list(range(last + 1, last + count + 1))
+
+    return await sequences.autonomous_update(txn.backend, [key], take, f"{txn.txn_id}:ids")
+
+
+async def move_to_private_keyspace(txn: Transaction, table: TableDef) -> TableDef:
+    """`table` under new private ids (rows and every index), empty: TRUNCATE, and the target of a
+    rewrite. Writes of this transaction to its previous private keyspace, if any, are dropped."""
+    if is_bulk_target(txn, table):
+        old = [table.rows_prefix] + [index.prefix for index in table.indexes]
+        txn.pending = {k: v for k, v in txn.pending.items() if not any(k.startswith(p) for p in old)}
+    ids = await allocate_private_ids(txn, 1 + len(table.indexes))
+    indexes = tuple(dataclasses.replace(index, index_id=index_id) for index, index_id in zip(table.indexes, ids[1:]))
+    moved = dataclasses.replace(table, table_id=ids[0], indexes=indexes, rewrite_by=None, rewrite_ts=0)
+    txn.add_private_prefix(moved.rows_prefix)
+    for index in moved.indexes:
+        txn.add_private_prefix(index.prefix)
+    return moved
+
+
+async def run_truncate(txn: Transaction, truncate: exp.TruncateTable) -> StatementResult:
+    """TRUNCATE [TABLE] a, b [RESTART IDENTITY | CONTINUE IDENTITY] [CASCADE | RESTRICT]: each table
+    gets a new, empty, private keyspace (as PostgreSQL gives it a new relfilenode); the catalog
+    change commits with the transaction, and rows inserted after it take the bulk path. There are
+    no foreign keys, so CASCADE has nothing more to truncate."""
+    if truncate.args.get("is_database"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "TRUNCATE DATABASE is not supported")
+    for unsupported in ("cluster", "partition"):
+        if truncate.args.get(unsupported):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"TRUNCATE ... {unsupported.upper()} is not supported")
+    tables: list[TableDef] = []
+    for node in truncate.expressions:
+        system_views.reject_write(node, "TRUNCATE")
+        if isinstance(node, exp.Table) and node.args.get("only"):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "TRUNCATE ONLY is not supported")
+        table = await require_table(txn, node)
+        _check_writable(txn, table)
+        if all(t.name != table.name for t in tables):
+            tables.append(table)
+    restart = str(truncate.args.get("identity") or "").upper() == "RESTART"
+    for table in tables:
+        _save_table(txn, await move_to_private_keyspace(txn, table))
+        if restart:
+            for column in table.columns:
+                if column.sequence is not None:
+                    definition = await sequences.load_sequence(txn, column.sequence)
+                    if definition is not None:
+                        await sequences.statement_sequences(new_context(txn)).setval(
+                            definition.name, definition.start, False)
+    return StatementResult.tag("TRUNCATE TABLE")
+
+
+async def run_utility(txn: Transaction, statement: Utility) -> StatementResult:
+    if statement.command == "DROP SEQUENCE":
+        return await run_drop_sequence(txn, statement)
+    # VACUUM and ANALYZE: storage reclaims old versions itself and the planner uses no statistics,
+    # so there is nothing to do; the tables must exist, as in PostgreSQL.
+    for name in statement.names:
+        if await load_table(txn, name) is None:
+            raise SqlError(errors.UNDEFINED_TABLE, f'relation "{name}" does not exist')
+    return StatementResult.tag(statement.command)
+
+
+async def run_drop_sequence(txn: Transaction, statement: Utility) -> StatementResult:
+    found = []
+    for name in statement.names:
+        definition = await sequences.load_sequence(txn, name)
+        if definition is None:
+            if statement.if_exists:
+                continue  # NOTICE: sequence does not exist, skipping
+            raise SqlError(errors.UNDEFINED_TABLE, f'sequence "{name}" does not exist')
+        if definition.owned_by is not None:
+            owner_table, owner_column = definition.owned_by
+            raise SqlError(DEPENDENT_OBJECTS,
+                           f"cannot drop sequence {name} because other objects depend on it",
+                           detail=f"default value for column {owner_column} of table {owner_table} depends on "
+                                  f"sequence {name}",
+                           hint="Drop the table or column that owns it.")
+        found.append(definition)
+    for definition in found:
+        txn.put(keys.catalog_sequence_key(definition.name), None)
+    return StatementResult.tag("DROP SEQUENCE")
+
+
+_SEQUENCE_OPTIONS = {"start", "increment", "minvalue", "maxvalue", "cache", "options"}
+
+
+def _option_int(node: exp.Expression | None, what: str) -> int | None:
+    if node is None:
+        return None
+    value = node
+    negative = False
+    if isinstance(value, exp.Neg):
+        negative, value = True, value.this
+    if not (isinstance(value, exp.Literal) and not value.is_string and value.this.lstrip("-").isdigit()):
+        raise SqlError(errors.SYNTAX_ERROR, f"{what} must be an integer")
+    number = -int(value.this) if negative else int(value.this)
+    if not bulk.BIGINT_MIN <= number <= bulk.BIGINT_MAX:
+        raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE, f"{what} is out of range for type bigint")
+    return number
+
+
+def sequence_from_options(name: str, sequence_id: int, options: dict, type_min: int = bulk.BIGINT_MIN,
+                          type_max: int = bulk.BIGINT_MAX, owned_by=None) -> bulk.SequenceDef:
+    """A SequenceDef from CREATE SEQUENCE / identity options, validated as PostgreSQL does."""
+    increment = _option_int(options.get("increment"), "INCREMENT") or 1
+    low, high = bulk.sequence_bounds(increment, _option_int(options.get("minvalue"), "MINVALUE"),
+                                     _option_int(options.get("maxvalue"), "MAXVALUE"), type_min, type_max)
+    if not type_min <= low <= type_max or not type_min <= high <= type_max:
+        raise SqlError(errors.INVALID_PARAMETER_VALUE, f'MINVALUE/MAXVALUE out of range for sequence "{name}"')
+    if low >= high:
+        raise SqlError(errors.INVALID_PARAMETER_VALUE, f"MINVALUE ({low}) must be less than MAXVALUE ({high})")
+    start = _option_int(options.get("start"), "START")
+    start = start if start is not None else (low if increment > 0 else high)
+    if start < low:
+        raise SqlError(errors.INVALID_PARAMETER_VALUE, f"START value ({start}) cannot be less than MINVALUE ({low})")
+    if start > high:
+        raise SqlError(errors.INVALID_PARAMETER_VALUE, f"START value ({start}) cannot be greater than MAXVALUE ({high})")
+    cache = _option_int(options.get("cache"), "CACHE") or 1
+    if cache < 1:
+        raise SqlError(errors.INVALID_PARAMETER_VALUE, f"CACHE ({cache}) must be greater than zero")
+    return bulk.SequenceDef(name, sequence_id, start, increment, low, high, min(cache, limits.SEQUENCE_RESERVE_MAX),
+                            owned_by)
+
+
+async def run_create_sequence(txn: Transaction, create: exp.Create) -> StatementResult:
+    name = table_name(create.this)
+    options: dict = {}
+    properties = create.args.get("properties")
+    for prop in (properties.expressions if properties is not None else []):
+        if not isinstance(prop, exp.SequenceProperties):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"CREATE SEQUENCE option {prop.sql(dialect='postgres')} "
+                                                         "is not supported")
+        for key, value in prop.args.items():
+            if value in (None, [], False):
+                continue
+            if key not in _SEQUENCE_OPTIONS:
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"CREATE SEQUENCE ... {key.upper()} is not supported")
+            if key == "options":
+                for option in value:
+                    word = option.name.upper()
+                    if word not in ("NO MINVALUE", "NO MAXVALUE", "NO CYCLE", "NO CACHE"):
+                        raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                                       f"CREATE SEQUENCE ... {word} is not supported")
+                continue
+            options[key] = value
+    if await _relation_exists(txn, name) is not None:
+        if create.args.get("exists"):
+            return StatementResult.tag("CREATE SEQUENCE")  # NOTICE: relation already exists, skipping
+        raise SqlError(errors.DUPLICATE_TABLE, f'relation "{name}" already exists')
+    definition = sequence_from_options(name, await _next_id(txn), options)
+    txn.put(keys.catalog_sequence_key(name), definition.encode())
+    return StatementResult.tag("CREATE SEQUENCE")
 
 
 # --- EXPLAIN ------------------------------------------------------------------------------------

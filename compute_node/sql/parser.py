@@ -25,7 +25,7 @@ from quorumdb.errors import SqlError
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 SUPPORTED_STATEMENTS = (exp.Select, exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter,
-                        exp.Union, exp.Intersect, exp.Except, exp.Values)
+                        exp.Union, exp.Intersect, exp.Except, exp.Values, exp.TruncateTable)
 
 # First words of PostgreSQL commands we do not implement: 0A000, not a syntax error.
 _COMMAND_WORDS = {
@@ -60,7 +60,16 @@ class Explain:
     analyze: bool = False
 
 
-Statement = TransactionControl | Explain | exp.Expression
+@dataclasses.dataclass(frozen=True)
+class Utility:
+    """VACUUM / ANALYZE (accepted, nothing to do: storage reclaims versions itself and the
+    planner keeps no statistics) and DROP SEQUENCE, which sqlglot does not parse with a list."""
+    command: str                       # 'VACUUM', 'ANALYZE', 'DROP SEQUENCE'
+    names: tuple[str, ...]
+    if_exists: bool = False
+
+
+Statement = TransactionControl | Explain | Utility | exp.Expression
 
 
 def parse_script(sql: str) -> list[Statement]:
@@ -95,12 +104,30 @@ def _parse_statement(text: str, tokens: list) -> Statement:
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{words[0]} is not supported")
     if words[0] == "EXPLAIN":
         return _parse_explain(text, tokens, words)
+    if words[0] in ("VACUUM", "ANALYZE", "ANALYSE") or words[:2] == ["DROP", "SEQUENCE"]:
+        # sqlglot's tokenizer swallows the rest of a command it does not know as one string
+        rest_text = text[tokens[0].end + 1 - tokens[0].start:]
+        try:
+            tokens = tokens[:1] + sqlglot.tokenize(rest_text, read="postgres")
+        except TokenError as error:
+            raise SqlError(errors.SYNTAX_ERROR, f"syntax error: {_first_line(str(error))}") from None
+        return _parse_utility(tokens, [token.text.upper() for token in tokens])
     if len(text) > limits.STATEMENT_BYTES_MAX:
         raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
                        f"statement of {len(text)} bytes exceeds the limit of {limits.STATEMENT_BYTES_MAX} bytes")
     if words[:3] == ["CREATE", "INDEX", "ASYNC"] or words[:4] == ["CREATE", "UNIQUE", "INDEX", "ASYNC"]:
         async_token = tokens[words.index("ASYNC")]  # DSQL's asynchronous index build: built synchronously here
         text = text[:async_token.start - tokens[0].start] + text[async_token.end + 1 - tokens[0].start:]
+    overriding = None
+    if words[0] == "INSERT" and "OVERRIDING" in words:
+        # INSERT ... OVERRIDING {SYSTEM | USER} VALUE (sqlglot does not parse it): cut it out and
+        # hand the choice to the executor on the tree.
+        at = words.index("OVERRIDING")
+        if words[at + 1:at + 3] not in (["SYSTEM", "VALUE"], ["USER", "VALUE"]):
+            raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[at].text}"')
+        overriding = words[at + 1].lower()
+        base = tokens[0].start
+        text = text[:tokens[at].start - base] + text[tokens[at + 2].end + 1 - base:]
     if words[0] not in _COMMAND_WORDS and words[0] != "(":
         raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[0].text}"')
     try:
@@ -115,12 +142,57 @@ def _parse_statement(text: str, tokens: list) -> Statement:
         raise SqlError(errors.SYNTAX_ERROR, f"syntax error: {_first_line(str(error))}") from None
     if isinstance(statement, exp.Subquery) and isinstance(statement.this, (exp.Select, exp.Union)):
         return statement
+    if overriding is not None and isinstance(statement, exp.Insert):
+        statement.set("overriding", overriding)
     if isinstance(statement, SUPPORTED_STATEMENTS):
         return statement
     if words[0] in _COMMAND_WORDS:
         shown = " ".join(words[:2]) if words[0] in ("CREATE", "DROP", "ALTER") and len(words) > 1 else words[0]
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{shown} is not supported")
     raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[0].text}"')
+
+
+_VACUUM_OPTIONS = {"FULL", "FREEZE", "VERBOSE", "ANALYZE", "ANALYSE"}
+
+
+def _parse_utility(tokens: list, words: list[str]) -> Utility:
+    """VACUUM [options] [names], ANALYZE [VERBOSE] [names], DROP SEQUENCE [IF EXISTS] names
+    [CASCADE | RESTRICT]. Names are identifiers separated by commas (a column list after a
+    table name is refused: per-column statistics mean nothing here either)."""
+    if words[0] == "DROP":
+        command, position = "DROP SEQUENCE", 2
+    else:
+        command, position = ("VACUUM" if words[0] == "VACUUM" else "ANALYZE"), 1
+    if_exists = False
+    if command == "DROP SEQUENCE" and words[position:position + 2] == ["IF", "EXISTS"]:
+        if_exists, position = True, position + 2
+    if command != "DROP SEQUENCE":
+        if position < len(words) and words[position] == "(":
+            if ")" not in words[position:]:
+                raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
+            position = words.index(")", position) + 1
+        while position < len(words) and words[position] in _VACUUM_OPTIONS:
+            position += 1
+    if command == "DROP SEQUENCE" and words[-1:] and words[-1] in ("CASCADE", "RESTRICT"):
+        tokens, words = tokens[:-1], words[:-1]
+    names: list[str] = []
+    expect_name = True
+    for token, word in zip(tokens[position:], words[position:]):
+        if expect_name and token.token_type in (TokenType.VAR, TokenType.IDENTIFIER) or \
+                expect_name and word.isidentifier():
+            quoted = token.token_type == TokenType.IDENTIFIER
+            names.append(token.text if quoted else token.text.lower())
+            expect_name = False
+        elif not expect_name and word == ",":
+            expect_name = True
+        elif not expect_name and word == "." and names and names[-1] == "public":
+            names.pop()
+            expect_name = True
+        else:
+            raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{token.text}"')
+    if expect_name and (names or command == "DROP SEQUENCE"):
+        raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
+    return Utility(command, tuple(names), if_exists)
 
 
 def _parse_explain(text: str, tokens: list, words: list[str]) -> Explain:

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from sqlglot import exp
 
 from compute_node.sql import types
-from compute_node.sql.catalog import identifier_name
+from compute_node.sql.catalog import ROWID_COLUMN, identifier_name
 from compute_node.sql.expressions import (
     EMPTY_SCOPE, AggregateCollector, AggregateSpec, Compiled, Compiler, Context, Scope, coerce_constant,
     contains_aggregate, output_name, _numeric_operation,
@@ -293,13 +293,15 @@ def _expand_star(nodes: Sequence[exp.Expression], scope: Scope, has_table: bool,
             if relation is None:
                 raise SqlError(errors.UNDEFINED_TABLE, f'missing FROM-clause entry for table "{qualifier}"')
             for name, _ in relation.columns:
-                expanded.append(_qualified(relation.name, name))
+                if name != ROWID_COLUMN:
+                    expanded.append(_qualified(relation.name, name))
             continue
         entries = star_entries if star_entries is not None else [
             (name, relation.offset + i, relation.name)
             for relation in scope.relations for i, (name, _) in enumerate(relation.columns)]
         for name, _, relation_name in entries:
-            expanded.append(_qualified(relation_name, name))
+            if name != ROWID_COLUMN:  # the hidden row id of a table without a primary key
+                expanded.append(_qualified(relation_name, name))
     return expanded
 
 
