@@ -168,6 +168,8 @@ class Session:
                 bound.release()
 
     async def close(self) -> None:
+        if self._txn is not None:
+            await self._txn.abort()
         self._end()
 
     def _read_mode(self, statement: re.Match) -> StatementResult:
@@ -225,6 +227,7 @@ class Session:
             self.last_plan = txn.last_plan
             await txn.commit()
         except SqlError as error:
+            await txn.abort()
             return StatementResult.failed(error)
         return result
 
@@ -258,6 +261,8 @@ class Session:
             case TransactionAction.COMMIT:
                 return await self._commit()
             case TransactionAction.ROLLBACK:
+                if self._txn is not None:
+                    await self._txn.abort()
                 self._end()
                 return StatementResult.tag("ROLLBACK")
         raise AssertionError(action)
@@ -267,12 +272,14 @@ class Session:
         if txn is None:  # PostgreSQL: WARNING there is no transaction in progress
             return StatementResult.tag("COMMIT")
         if self._failed:
+            await txn.abort()
             self._end()
             return StatementResult.tag("ROLLBACK")
         try:
             self._check_age(txn)
             await txn.commit()
         except SqlError as error:
+            await txn.abort()
             return StatementResult.failed(error)
         finally:
             self._end()

@@ -270,7 +270,7 @@ def is_bulk_target(txn: Transaction, table: TableDef) -> bool:
 def _check_writable(txn: Transaction, table: TableDef) -> None:
     """40001 while another transaction rewrites the table (ALTER TABLE ... ADD PRIMARY KEY)."""
     if table.rewrite_by is not None and table.rewrite_by != txn.txn_id \
-            and txn.start_ts - table.rewrite_ts <= limits.TXN_AGE_MAX_NS:
+            and txn.start_ts - table.rewrite_ts <= limits.TXN_AGE_MAX_NS + REWRITE_MARK_MARGIN_NS:
         raise SqlError(errors.SERIALIZATION_FAILURE,
                        f'table "{table.name}" is being rewritten by another transaction, please retry: (OC001)',
                        hint="ALTER TABLE ... ADD PRIMARY KEY rewrites the table; writes wait for it to end.")
@@ -1100,6 +1100,17 @@ async def run_alter(txn: Transaction, alter: exp.Alter) -> StatementResult:
             return StatementResult.tag("ALTER TABLE")  # NOTICE: relation does not exist, skipping
         raise SqlError(errors.UNDEFINED_TABLE, f'relation "{name}" does not exist')
     for action in alter.args.get("actions") or []:
+        primary_key = _primary_key_action(action)
+        if primary_key is not None:
+            if len(alter.args.get("actions")) != 1:
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ADD PRIMARY KEY must be the only action of its ALTER TABLE")
+            table = await add_primary_key(txn, table, *primary_key)
+            continue
+        if isinstance(action, exp.AddConstraint) and any(
+                isinstance(part, exp.ForeignKey) or isinstance(getattr(part, "expressions", None), list)
+                and any(isinstance(p, exp.ForeignKey) for p in part.expressions)
+                for part in action.expressions):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "foreign keys are not supported")
         if isinstance(action, exp.ColumnDef):
             table = await _add_column(txn, table, action)
         elif isinstance(action, exp.Drop) and str(action.args.get("kind") or "").upper() == "COLUMN":
@@ -1111,6 +1122,155 @@ async def run_alter(txn: Transaction, alter: exp.Alter) -> StatementResult:
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"ALTER TABLE ... {words} is not supported")
     _save_table(txn, table)
     return StatementResult.tag("ALTER TABLE")
+
+
+def _primary_key_action(action: exp.Expression) -> tuple[str | None, list[str]] | None:
+    """(constraint name, columns) of ADD [CONSTRAINT name] PRIMARY KEY (cols), else None."""
+    if not isinstance(action, exp.AddConstraint) or len(action.expressions) != 1:
+        return None
+    part = action.expressions[0]
+    name = None
+    if isinstance(part, exp.Constraint):
+        if len(part.expressions) != 1:
+            return None
+        name = identifier_name(part.this)
+        part = part.expressions[0]
+    if not isinstance(part, exp.PrimaryKey):
+        return None
+    columns = [identifier_name(k.this if isinstance(k, (exp.Ordered, exp.Column)) else k) for k in part.expressions]
+    return name, columns
+
+
+# A rewrite mark stays in force this long after the transaction age limit (the marking and the
+# rewriting transaction's start are milliseconds apart; this covers clock error generously).
+REWRITE_MARK_MARGIN_NS = 60 * 1_000_000_000
+
+
+async def add_primary_key(txn: Transaction, table: TableDef, constraint: str | None, names: list[str]) -> TableDef:
+    """ALTER TABLE t ADD [CONSTRAINT t_pkey] PRIMARY KEY (cols) on a table with hidden row ids:
+    the table is copied into a new private keyspace keyed by the new primary key (rows and every
+    index rebuilt), flushed ahead in batches like a bulk load; duplicates are 23505, NULLs 23502.
+
+    Concurrent writers must not be lost. When this transaction itself made the table's keyspace
+    (TRUNCATE earlier in it), nobody else can write there. Otherwise the statement must be the
+    first of its transaction: a small transaction of its own first *marks* the table (its catalog
+    entry names this transaction) and moves the schema version; then this transaction takes a
+    new snapshot and copies. A writer that started before the mark locked the old catalog entry,
+    so its commit fails (40001); one that starts after sees the mark and fails at once (40001).
+    The mark is removed when this transaction ends without committing; if even that fails it
+    expires with the transaction age limit."""
+    if not table.has_rowid:
+        raise SqlError(errors.INVALID_TABLE_DEFINITION, f'multiple primary keys for table "{table.name}" are not allowed')
+    if constraint is not None and constraint != table.constraint_name:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                       f'a primary key constraint must be named "{table.constraint_name}"')
+    if len(names) > limits.INDEX_COLUMNS_MAX:
+        raise SqlError(TOO_MANY_COLUMNS, f"cannot use more than {limits.INDEX_COLUMNS_MAX} columns in an index")
+    if await _relation_exists(txn, table.constraint_name) is not None:
+        raise SqlError(errors.DUPLICATE_TABLE, f'relation "{table.constraint_name}" already exists')
+    positions: list[int] = []
+    for name in names:
+        position = table.column_index(name)
+        if position is None or table.columns[position].hidden:
+            raise SqlError(errors.UNDEFINED_COLUMN, f'column "{name}" of relation "{table.name}" does not exist')
+        if position in positions:
+            raise SqlError(errors.DUPLICATE_COLUMN, f'column "{name}" appears twice in primary key constraint')
+        positions.append(position)
+    if not is_bulk_target(txn, table):
+        table = await _mark_for_rewrite(txn, table)
+    old = table
+    kept = [p for p in range(len(old.columns)) if not old.columns[p].hidden]
+    columns = tuple(dataclasses.replace(old.columns[p], slot=-1, missing=None,
+                                        not_null=old.columns[p].not_null or p in positions) for p in kept)
+    new_table = TableDef(old.table_id, old.name, columns, tuple(kept.index(p) for p in positions), old.indexes,
+                         old.checks)
+    new_table = await move_to_private_keyspace(txn, new_table, drop_old=False)
+    chunk: list[list] = []
+    chunk_rows = max(1, min(limits.BULK_BATCH_ROWS_MAX, limits.TXN_ROWS_MAX) // (1 + len(new_table.indexes)))
+    prefix = old.rows_prefix
+    async for _, value in txn.scan(prefix, keys.prefix_end(prefix)):
+        row = old.decode_row(value)
+        new_row = [row[p] for p in kept]
+        for position in positions:
+            if row[position] is None:
+                raise SqlError(errors.NOT_NULL_VIOLATION, f'column "{old.columns[position].name}" of relation '
+                                                          f'"{old.name}" contains null values')
+        chunk.append(new_row)
+        if len(chunk) >= chunk_rows:
+            await _copy_rows(txn, new_table, chunk)
+            chunk = []
+    if chunk:
+        await _copy_rows(txn, new_table, chunk)
+    if is_bulk_target(txn, old):  # the old private keyspace is garbage now: do not flush it
+        stale = [old.rows_prefix] + [index.prefix for index in old.indexes]
+        txn.pending = {k: v for k, v in txn.pending.items() if not any(k.startswith(p) for p in stale)}
+    return new_table
+
+
+async def _copy_rows(txn: Transaction, table: TableDef, rows: list[list]) -> None:
+    try:
+        await _write_new_rows(txn, table, rows, True)
+    except SqlError as error:
+        if error.sqlstate != errors.UNIQUE_VIOLATION:
+            raise
+        detail = error.detail.replace("already exists", "is duplicated")
+        name = error.message.split('"')[1] if '"' in error.message else table.constraint_name
+        raise SqlError(errors.UNIQUE_VIOLATION, f'could not create unique index "{name}"', detail=detail) from None
+    await txn.flush_private()
+
+
+async def _mark_for_rewrite(txn: Transaction, table: TableDef) -> TableDef:
+    """Marks `table` as rewritten by `txn` (its own small transaction), then moves `txn` to a
+    snapshot after the mark; returns the table as that snapshot has it."""
+    if txn.write_buffer or txn.pending or txn.read_data:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                       "ALTER TABLE ... ADD PRIMARY KEY must be the first statement of its transaction "
+                       "(or follow TRUNCATE of the table in the same transaction)",
+                       hint="Run it on its own or at the start of the transaction block.")
+    key = table.catalog_key
+    version_key = keys.SCHEMA_VERSION_KEY
+    marked_ts = txn.backend.now_ts()
+    from compute_node.sql.schema_cache import decode_version, encode_version
+
+    def mark(found):
+        raw = found[key]
+        current = TableDef.decode(raw) if raw is not None else None
+        if current is None or current.table_id != table.table_id:
+            raise SqlError(errors.SERIALIZATION_FAILURE,
+                           "schema has been updated by another transaction, please retry: (OC001)")
+        if current.rewrite_by is not None and current.rewrite_by != txn.txn_id                 and marked_ts - current.rewrite_ts <= limits.TXN_AGE_MAX_NS + REWRITE_MARK_MARGIN_NS:
+            raise SqlError(errors.SERIALIZATION_FAILURE,
+                           f'table "{table.name}" is being rewritten by another transaction, please retry: (OC001)')
+        marked = dataclasses.replace(current, rewrite_by=txn.txn_id, rewrite_ts=marked_ts)
+        version = encode_version(decode_version(found[version_key]) + 1)
+        return [(key, marked.encode()), (version_key, version)], None
+
+    await sequences.autonomous_update(txn.backend, [key, version_key], mark, f"{txn.txn_id}:mark")
+    txn.abort_actions.append(lambda: _clear_rewrite_mark(txn, table.name))
+    txn.restart_snapshot(txn.backend.start_ts())
+    await txn.get_many([])  # learn the catalog version of the new snapshot before using any definition
+    reloaded = await load_table(txn, table.name)
+    if reloaded is None or reloaded.rewrite_by != txn.txn_id:
+        raise SqlError(errors.SERIALIZATION_FAILURE, "schema has been updated by another transaction, please retry: "
+                                                     "(OC001)")
+    return reloaded
+
+
+async def _clear_rewrite_mark(txn: Transaction, name: str) -> None:
+    key = keys.catalog_table_key(name)
+    version_key = keys.SCHEMA_VERSION_KEY
+    from compute_node.sql.schema_cache import decode_version, encode_version
+
+    def clear(found):
+        raw = found[key]
+        current = TableDef.decode(raw) if raw is not None else None
+        if current is None or current.rewrite_by != txn.txn_id:
+            return [], None  # already replaced (committed) or marked by someone else since
+        version = encode_version(decode_version(found[version_key]) + 1)
+        return [(key, dataclasses.replace(current, rewrite_by=None, rewrite_ts=0).encode()),
+                (version_key, version)], None
+
+    await sequences.autonomous_update(txn.backend, [key, version_key], clear, f"{txn.txn_id}:unmark")
 
 
 def _with_explicit_slots(table: TableDef) -> TableDef:
@@ -1220,10 +1380,10 @@ async def allocate_private_ids(txn: Transaction, count: int) -> list[int]:
     return await sequences.autonomous_update(txn.backend, [key], take, f"{txn.txn_id}:ids")
 
 
-async def move_to_private_keyspace(txn: Transaction, table: TableDef) -> TableDef:
+async def move_to_private_keyspace(txn: Transaction, table: TableDef, drop_old: bool = True) -> TableDef:
     """`table` under new private ids (rows and every index), empty: TRUNCATE, and the target of a
     rewrite. Writes of this transaction to its previous private keyspace, if any, are dropped."""
-    if is_bulk_target(txn, table):
+    if drop_old and is_bulk_target(txn, table):
         old = [table.rows_prefix] + [index.prefix for index in table.indexes]
         txn.pending = {k: v for k, v in txn.pending.items() if not any(k.startswith(p) for p in old)}
     ids = await allocate_private_ids(txn, 1 + len(table.indexes))

@@ -70,6 +70,8 @@ async def autonomous_update(backend, read_keys: list[bytes],
         start_ts = backend.start_ts()
         found = await backend.get_many(read_keys, start_ts)
         writes, result = update(found)
+        if not writes:
+            return result
         try:
             await backend.commit(start_ts, sorted(writes), [], f"{txn_id}:own{attempt}")
             return result

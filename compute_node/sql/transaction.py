@@ -114,6 +114,32 @@ class Transaction:
         self.sequences = None
         self.session_sequences = None
         self.sequence_demand: dict[str, int] = {}  # values a re-run statement needs (executor.execute)
+        self.read_data = False   # read a key outside the catalog (a snapshot that was used)
+        # Undone when the transaction ends without committing (a rewrite mark, executor.py).
+        self.abort_actions: list = []
+
+    def restart_snapshot(self, start_ts: int) -> None:
+        """Moves a transaction that has read no data and written nothing to a later snapshot
+        (executor: ALTER TABLE ... ADD PRIMARY KEY after it marked the table)."""
+        assert not self.write_buffer and not self.pending and not self.read_data
+        assert start_ts > self.start_ts
+        self.start_ts = self.private_read_ts = start_ts
+        self.read_cache.clear()
+        self.tables.clear()
+        self.schema_reads.clear()
+        self.lock_keys.clear()
+        self.schema_version = None
+        self.assumed_schema_version = None
+
+    async def abort(self) -> None:
+        """The transaction ends without committing: undo what it did outside itself (best effort:
+        an undo that fails leaves a mark that expires with the transaction age limit)."""
+        actions, self.abort_actions = self.abort_actions, []
+        for action in actions:
+            try:
+                await action()
+            except SqlError:
+                pass
 
     # --- private keyspaces and row ids ---------------------------------------------------
     def add_private_prefix(self, prefix: bytes) -> None:
@@ -255,6 +281,8 @@ class Transaction:
         missing: list[bytes] = []
         private: list[bytes] = []
         for key in keys:
+            if not self.read_data and not key.startswith(keys_mod.SYSTEM_PREFIX):
+                self.read_data = True
             if self.private_ranges and self.is_private(key):
                 if key in self.pending:
                     result[key] = self.pending[key]
@@ -300,6 +328,8 @@ class Transaction:
         scan_filtered = getattr(self.backend, "scan_filtered", None) if pushdown is not None else None
         if scan_filtered is None:
             pushdown = None
+        if not start.startswith(keys_mod.SYSTEM_PREFIX):
+            self.read_data = True
         private = bool(self.private_ranges) and self.is_private(start)
         # A scan covers one table's or one index's keys, so it is private as a whole or not at all.
         assert not private or any(start >= s and (e is None or (end is not None and end <= e))
