@@ -121,19 +121,24 @@ def sequence_bounds(increment: int, min_value: int | None, max_value: int | None
 @dataclasses.dataclass(frozen=True)
 class SequenceState:
     """The stored value of a sequence: the next value not yet handed out to any node (None:
-    exhausted) and the epoch setval bumps."""
+    exhausted), the epoch setval bumps, and a random incarnation the first reservation draws
+    (0: nothing reserved yet). A node's range is good for a snapshot only if the snapshot's
+    state has the range's incarnation: a range can never outlive its sequence's key (a
+    restored or different database that reuses the sequence id)."""
     next_value: int | None
     epoch: int
+    incarnation: int = 0
 
     def encode(self) -> bytes:
-        return json.dumps({"next": self.next_value, "epoch": self.epoch}).encode("utf-8")
+        return json.dumps({"next": self.next_value, "epoch": self.epoch,
+                           "incarnation": self.incarnation}).encode("utf-8")
 
     @staticmethod
     def decode(data: bytes | None, definition: SequenceDef) -> "SequenceState":
         if data is None:
-            return SequenceState(definition.start, 0)
+            return SequenceState(definition.start, 0, 0)
         doc = json.loads(data.decode("utf-8"))
-        return SequenceState(doc["next"], doc["epoch"])
+        return SequenceState(doc["next"], doc["epoch"], doc.get("incarnation", 0))
 
 
 @dataclasses.dataclass
@@ -143,6 +148,11 @@ class SequenceRange:
     next_value: int
     last_value: int
     increment: int
+    incarnation: int = 0
+
+    def usable_for(self, epoch: int, incarnation: int) -> bool:
+        """Good for a snapshot whose stored state has this epoch and incarnation."""
+        return self.incarnation == incarnation and self.epoch >= epoch and self.remaining > 0
 
     @property
     def remaining(self) -> int:
@@ -157,10 +167,14 @@ class SequenceRange:
         return value
 
 
-def reserve(definition: SequenceDef, state: SequenceState, count: int) -> tuple[SequenceRange | None, SequenceState]:
+def reserve(definition: SequenceDef, state: SequenceState, count: int,
+            new_incarnation: int = 1) -> tuple[SequenceRange | None, SequenceState]:
     """Up to `count` values from `state`: the range (None when the sequence is exhausted) and the
-    state to store. The range stops at the sequence's bound (no CYCLE)."""
-    assert count > 0
+    state to store (the first reservation gives it `new_incarnation`). The range stops at the
+    sequence's bound (no CYCLE)."""
+    assert count > 0 and new_incarnation != 0
+    if state.incarnation == 0:
+        state = SequenceState(state.next_value, state.epoch, new_incarnation)
     if state.next_value is None:
         return None, state
     first = state.next_value
@@ -173,7 +187,8 @@ def reserve(definition: SequenceDef, state: SequenceState, count: int) -> tuple[
         last = max(first + (count - 1) * increment, definition.min_value)
         following = last + increment
         next_value = following if following >= definition.min_value else None
-    return SequenceRange(state.epoch, first, last, increment), SequenceState(next_value, state.epoch)
+    return (SequenceRange(state.epoch, first, last, increment, state.incarnation),
+            SequenceState(next_value, state.epoch, state.incarnation))
 
 
 def after_setval(definition: SequenceDef, state: SequenceState, value: int, is_called: bool) -> SequenceState:
@@ -181,8 +196,8 @@ def after_setval(definition: SequenceDef, state: SequenceState, value: int, is_c
     if is_called:
         following = value + definition.increment
         in_bounds = definition.min_value <= following <= definition.max_value
-        return SequenceState(following if in_bounds else None, state.epoch + 1)
-    return SequenceState(value, state.epoch + 1)
+        return SequenceState(following if in_bounds else None, state.epoch + 1, state.incarnation)
+    return SequenceState(value, state.epoch + 1, state.incarnation)
 
 
 def next_reserve_size(previous: int, used_within_s: float | None, cache: int, wanted: int) -> int:

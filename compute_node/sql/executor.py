@@ -1188,19 +1188,21 @@ async def add_primary_key(txn: Transaction, table: TableDef, constraint: str | N
     chunk: list[list] = []
     chunk_rows = max(1, min(limits.BULK_BATCH_ROWS_MAX, limits.TXN_ROWS_MAX) // (1 + len(new_table.indexes)))
     prefix = old.rows_prefix
+    null_column: str | None = None  # PostgreSQL reports duplicates before NULLs: so do we
     async for _, value in txn.scan(prefix, keys.prefix_end(prefix)):
         row = old.decode_row(value)
-        new_row = [row[p] for p in kept]
-        for position in positions:
-            if row[position] is None:
-                raise SqlError(errors.NOT_NULL_VIOLATION, f'column "{old.columns[position].name}" of relation '
-                                                          f'"{old.name}" contains null values')
-        chunk.append(new_row)
+        missing = next((old.columns[p].name for p in positions if row[p] is None), None)
+        if missing is not None:
+            null_column = null_column or missing
+            continue
+        chunk.append([row[p] for p in kept])
         if len(chunk) >= chunk_rows:
             await _copy_rows(txn, new_table, chunk)
             chunk = []
     if chunk:
         await _copy_rows(txn, new_table, chunk)
+    if null_column is not None:
+        raise SqlError(errors.NOT_NULL_VIOLATION, f'column "{null_column}" of relation "{old.name}" contains null values')
     if is_bulk_target(txn, old):  # the old private keyspace is garbage now: do not flush it
         stale = [old.rows_prefix] + [index.prefix for index in old.indexes]
         txn.pending = {k: v for k, v in txn.pending.items() if not any(k.startswith(p) for p in stale)}

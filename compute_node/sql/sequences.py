@@ -17,6 +17,7 @@ transaction that started before a setval committed may still get values from an 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -46,9 +47,9 @@ class NodeSequences:
         self.last_reserve: dict[int, tuple[int, float]] = {}   # id -> (size, monotonic time)
         self.reservations = 0
 
-    def usable(self, sequence_id: int, epoch: int) -> SequenceRange | None:
+    def usable(self, sequence_id: int, snapshot: SequenceState) -> SequenceRange | None:
         found = self.ranges.get(sequence_id)
-        if found is None or found.epoch < epoch or found.remaining == 0:
+        if found is None or not found.usable_for(snapshot.epoch, snapshot.incarnation):
             return None
         return found
 
@@ -91,7 +92,7 @@ class StatementSequences:
         self.names: set[str] = set()                 # registered by compiling nextval/setval/currval
         self.nextval_names: set[str] = set()
         self.definitions: dict[str, SequenceDef] = {}
-        self.epochs: dict[str, int] = {}
+        self.epochs: dict[str, SequenceState] = {}  # the state at the snapshot
         self.setvals: list[tuple[str, Callable, Callable, Callable]] = []  # name, value, is_called, result
         self.setval_results: dict[int, int] = {}
         self.setvals_done = False
@@ -168,7 +169,7 @@ class StatementSequences:
         state_key = keys.sequence_state_key(definition.sequence_id)
         state = SequenceState.decode((await self.txn.get_many([state_key]))[state_key], definition)
         self.definitions[name] = definition
-        self.epochs[name] = state.epoch
+        self.epochs[name] = state
         return definition
 
     async def ensure(self, name: str, count: int) -> None:
@@ -184,10 +185,11 @@ class StatementSequences:
         size = bulk.next_reserve_size(previous[0] if previous else 0, now - previous[1] if previous else None,
                                       definition.cache, count)
         state_key = keys.sequence_state_key(definition.sequence_id)
+        incarnation = (self.txn.rng or random.Random()).getrandbits(63) | 1
 
         def take(found_state):
             state = SequenceState.decode(found_state[state_key], definition)
-            reserved, after = bulk.reserve(definition, state, size)
+            reserved, after = bulk.reserve(definition, state, size, incarnation)
             return [(state_key, after.encode())], reserved
 
         reserved = await autonomous_update(self.txn.backend, [state_key], take, f"{self.txn.txn_id}:seq")
@@ -203,6 +205,8 @@ class StatementSequences:
             raise SqlError(errors.SEQUENCE_GENERATOR_LIMIT_EXCEEDED,
                            f'nextval: reached {word} value of sequence "{name}" ({bound})')
         node.ranges[definition.sequence_id] = reserved
+        # Reserved after this snapshot: the stored state now has the range's epoch and incarnation.
+        self.epochs[name] = SequenceState(None, reserved.epoch, reserved.incarnation)
 
     async def setval(self, name: str, value: Any, is_called: Any) -> int:
         definition = await self._load(name)
@@ -217,11 +221,11 @@ class StatementSequences:
         def bump(found_state):
             state = SequenceState.decode(found_state[state_key], definition)
             after = bulk.after_setval(definition, state, value, bool(is_called))
-            return [(state_key, after.encode())], after.epoch
+            return [(state_key, after.encode())], after
 
-        epoch = await autonomous_update(self.txn.backend, [state_key], bump, f"{self.txn.txn_id}:setval")
+        after = await autonomous_update(self.txn.backend, [state_key], bump, f"{self.txn.txn_id}:setval")
         self.node.ranges.pop(definition.sequence_id, None)
-        self.epochs[name] = epoch
+        self.epochs[name] = after
         if is_called:
             self.session.current[name] = value
             self.session.last = value
