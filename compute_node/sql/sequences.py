@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from compute_node.sql import bulk
 from compute_node.sql.bulk import SequenceDef, SequenceRange, SequenceState
+from compute_node.sql.expressions import DescribeOnly
 from quorumdb import errors, keys, limits
 from quorumdb.errors import SqlError
 
@@ -110,7 +111,14 @@ class StatementSequences:
         return self.txn.session_sequences
 
     # --- evaluation (synchronous) ---------------------------------------------------------------
+    @property
+    def describing(self) -> bool:
+        """The statement is only being described (compute_node/sql/describe.py): take no values."""
+        return getattr(self.txn, "param_types", None) is not None
+
     def nextval(self, name: str) -> int:
+        if self.describing:
+            raise DescribeOnly("nextval would take a value")
         definition = self.definitions.get(name)
         if definition is None:
             raise NeedValues(name, 1)
@@ -137,6 +145,8 @@ class StatementSequences:
         return self.session.last
 
     def setval_result(self, call_id: int) -> int:
+        if self.describing:
+            raise DescribeOnly("setval would change the sequence")
         assert call_id in self.setval_results, "setval runs in the fetch phase"
         return self.setval_results[call_id]
 
@@ -144,6 +154,8 @@ class StatementSequences:
     async def prepare(self, wanted: dict[str, int] | None = None) -> None:
         """Definitions and epochs of every registered sequence; ranges of at least wanted[name]
         values (1 for each nextval'd sequence by default); setval calls done."""
+        if self.describing:
+            return  # Describe reserves nothing and changes nothing (nextval and setval stop it)
         wanted = dict(wanted or {})
         for name in self.nextval_names:
             wanted.setdefault(name, 1)

@@ -1,0 +1,111 @@
+"""Tables without a primary key, the bulk path and sequences on a real 15-process cluster,
+through the PostgreSQL endpoint (psycopg), as pgbench -i uses them.
+
+Story: no-PK tables are created; one transaction truncates one and loads 20,000 rows (far over
+the 3,000-row transaction quota: the rows are committed ahead in batches under the table's new
+private keyspace); nothing is visible to another compute node until COMMIT, everything after;
+ALTER TABLE ADD PRIMARY KEY rewrites it and point lookups use the new key; a rolled-back load
+leaves the old rows. Then serial values handed out by two compute nodes are unique.
+"""
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from quorumdb import limits
+from tests.test_pgwire_cluster import make_token
+
+pytestmark = pytest.mark.cluster
+
+ROWS = 20_000
+ROWS_PER_STATEMENT = 1_000
+
+
+def connect(cluster, index: int, token: str, autocommit: bool = True) -> psycopg.Connection:
+    port = cluster.config.pg_port(cluster.config.computes[index].name)
+    return psycopg.connect(host="127.0.0.1", port=port, user="admin", password=token, dbname="postgres",
+                           autocommit=autocommit, connect_timeout=10)
+
+
+def load_statements(first: int, count: int) -> list[str]:
+    statements = []
+    for start in range(first, first + count, ROWS_PER_STATEMENT):
+        stop = min(start + ROWS_PER_STATEMENT, first + count)
+        statements.append("INSERT INTO accounts (aid, bid, abalance, filler) VALUES "
+                          + ", ".join(f"({i}, {i % 10}, 0, 'filler {i}')" for i in range(start, stop)))
+    return statements
+
+
+def test_bulk_load_add_primary_key_and_serial_across_nodes(cluster_factory):
+    assert ROWS > limits.TXN_ROWS_MAX * 6, "the load must be far over one transaction's quota"
+    cluster = cluster_factory()
+    token = make_token(cluster.config.data_dir)
+    with connect(cluster, 0, token) as first, connect(cluster, 1, token) as second:
+        first.execute("CREATE TABLE accounts (aid INT NOT NULL, bid INT, abalance INT, filler CHAR(40)) "
+                      "WITH (fillfactor = 100)")
+        first.execute("CREATE INDEX accounts_bid ON accounts (bid)")
+        first.execute("INSERT INTO accounts VALUES (-1, 0, 0, 'before')")
+
+        # The quota still holds for an ordinary transaction.
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+            with first.transaction():
+                for sql in load_statements(0, 4_000):
+                    first.execute(sql)
+
+        with connect(cluster, 0, token, autocommit=False) as loader:
+            loader.execute("TRUNCATE accounts")
+            for sql in load_statements(0, ROWS):
+                loader.execute(sql)
+            # The loading transaction reads its own flushed rows; another node sees the old table.
+            assert loader.execute("SELECT count(*), sum(aid) FROM accounts").fetchone() == (ROWS, sum(range(ROWS)))
+            assert loader.execute("SELECT count(*) FROM accounts WHERE bid = 3").fetchone() == (ROWS // 10,)
+            assert second.execute("SELECT aid FROM accounts").fetchall() == [(-1,)]
+            loader.commit()
+        assert second.execute("SELECT count(*), min(aid), max(aid) FROM accounts").fetchone() == (ROWS, 0, ROWS - 1)
+
+        second.execute("ALTER TABLE accounts ADD PRIMARY KEY (aid)")
+        for aid in (0, 4_321, ROWS - 1):
+            assert first.execute("SELECT aid, bid, filler FROM accounts WHERE aid = %s", (aid,)).fetchone() == (
+                aid, aid % 10, f"filler {aid}".ljust(40))
+        plan = [row[0] for row in first.execute("EXPLAIN SELECT * FROM accounts WHERE aid = 77").fetchall()]
+        assert any("Point Lookup" in line for line in plan), plan
+        assert first.execute("SELECT count(*) FROM accounts WHERE bid = 7").fetchone() == (ROWS // 10,)
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            first.execute("INSERT INTO accounts VALUES (5, 0, 0, 'dup')")
+        first.execute("UPDATE accounts SET abalance = abalance + 10 WHERE aid = 5")
+        assert second.execute("SELECT abalance FROM accounts WHERE aid = 5").fetchone() == (10,)
+
+        # A rolled-back load: its flushed batches stay unreachable.
+        first.execute("CREATE TABLE history (tid INT, delta INT)")
+        first.execute("INSERT INTO history VALUES (1, 1)")
+        with connect(cluster, 1, token, autocommit=False) as loader:
+            loader.execute("TRUNCATE history")
+            for start in range(0, 8_000, ROWS_PER_STATEMENT):
+                loader.execute("INSERT INTO history VALUES "
+                               + ", ".join(f"({i}, {i})" for i in range(start, start + ROWS_PER_STATEMENT)))
+            assert loader.execute("SELECT count(*) FROM history").fetchone() == (8_000,)
+            loader.rollback()
+        assert first.execute("SELECT tid, delta FROM history").fetchall() == [(1, 1)]
+        assert second.execute("SELECT count(*) FROM history").fetchone() == (1,)
+
+        # Serial values from two compute nodes: unique, RETURNING gives them.
+        first.execute("CREATE TABLE orders (id SERIAL PRIMARY KEY, node INT)")
+        seen = []
+        for round_number in range(25):
+            for node, connection in enumerate((first, second)):
+                seen.append(connection.execute("INSERT INTO orders (node) VALUES (%s) RETURNING id",
+                                               (node,)).fetchone()[0])
+        assert len(set(seen)) == len(seen) == 50
+        first_values = seen[0::2]
+        assert first_values == sorted(first_values)
+        assert second.execute("SELECT count(*) FROM orders").fetchone() == (50,)
+        assert first.execute("SELECT currval('orders_id_seq')").fetchone() == (seen[-2],)
+        second.execute("SELECT setval('orders_id_seq', 1000)")
+        assert first.execute("INSERT INTO orders (node) VALUES (0) RETURNING id").fetchone()[0] > 1000
+        first.execute("CREATE TABLE ident (id BIGINT GENERATED ALWAYS AS IDENTITY, v TEXT)")
+        with pytest.raises(psycopg.errors.GeneratedAlways):
+            first.execute("INSERT INTO ident VALUES (1, 'x')")
+        # Each node hands out values from its own reserved range: consecutive within one statement.
+        (a,), (b,) = second.execute("INSERT INTO ident (v) VALUES ('a'), ('b') RETURNING id").fetchall()
+        assert b == a + 1
+        assert first.execute("SELECT count(*), count(DISTINCT id) FROM ident").fetchone() == (2, 2)
