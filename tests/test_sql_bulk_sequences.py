@@ -387,6 +387,16 @@ async def test_a_statement_that_outruns_its_range_runs_again(session):
     await ok(session, "CREATE SEQUENCE s")
     values_ = [v for (v,) in await rows(session, "SELECT nextval('s') FROM src")]
     assert len(values_) == 300 and len(set(values_)) == 300
+    # Run again inside a block after other writes: the re-run keeps them and doubles nothing.
+    await ok(session, "CREATE TABLE tgt (id INT PRIMARY KEY, n BIGINT)")
+    await ok(session, "BEGIN")
+    await ok(session, "INSERT INTO tgt VALUES (-1, 0)")
+    await ok(session, "INSERT INTO tgt SELECT id, 0 FROM src")
+    assert (await ok(session, "UPDATE tgt SET n = nextval('s') WHERE id >= 0")).command_tag == "UPDATE 300"
+    await ok(session, "COMMIT")
+    assert await rows(session, "SELECT count(*), count(DISTINCT n), min(n) > 300 FROM tgt WHERE id >= 0") == [
+        (300, 300, True)]
+    assert await rows(session, "SELECT n FROM tgt WHERE id = -1") == [(0,)]
     await ok(session, "CREATE TABLE dst (id BIGSERIAL, src INT)")
     assert (await ok(session, "INSERT INTO dst (src) SELECT id FROM src")).command_tag == "INSERT 0 300"
     assert await rows(session, "SELECT count(DISTINCT id), min(id), max(id) FROM dst") == [(300, 1, 300)]

@@ -61,20 +61,28 @@ async def execute(txn: Transaction, statement: exp.Expression) -> StatementResul
     reserves what it needs and runs again (compute_node/sql/sequences.py)."""
     demand: dict[str, int] = {}
     for _ in range(limits.SEQUENCE_STATEMENT_RETRIES_MAX):
-        saved = (dict(txn.write_buffer), txn.write_bytes, dict(txn.pending), set(txn.lock_keys),
-                 txn.flushed_batches, txn._next_rowid)
+        # The statement's first sequence preparation (its fetch phase, before any write of it)
+        # saves the buffers; nothing is copied for the many statements that use no sequence.
+        txn.statement_savepoint = None
+        before = (len(txn.write_buffer), txn.write_bytes, len(txn.pending), txn.flushed_batches)
         txn.sequence_demand = demand
         try:
             return await _execute(txn, statement)
         except sequences.NeedValues as need:
-            if txn.flushed_batches != saved[4]:
+            saved = txn.statement_savepoint
+            if saved is None:
+                if before != (len(txn.write_buffer), txn.write_bytes, len(txn.pending), txn.flushed_batches):
+                    raise AssertionError("a statement wrote before preparing its sequence values") from None
+            elif txn.flushed_batches != saved[4]:
                 raise SqlError(errors.FEATURE_NOT_SUPPORTED,
                                "nextval() ran out of reserved values in a statement that already committed "
                                "bulk rows ahead; run it again") from None
-            txn.write_buffer, txn.write_bytes, txn.pending, txn.lock_keys = saved[0], saved[1], saved[2], saved[3]
+            else:
+                txn.write_buffer, txn.write_bytes, txn.pending, txn.lock_keys = saved[0], saved[1], saved[2], saved[3]
             demand[need.name] = max(need.count, 2 * demand.get(need.name, 0), limits.SEQUENCE_RESERVE_MIN)
         finally:
             txn.sequence_demand = {}
+            txn.statement_savepoint = None
     raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, "a statement ran out of sequence values too often")
 
 

@@ -156,6 +156,10 @@ class StatementSequences:
         values (1 for each nextval'd sequence by default); setval calls done."""
         if self.describing:
             return  # Describe reserves nothing and changes nothing (nextval and setval stop it)
+        txn = self.txn
+        if getattr(txn, "statement_savepoint", 0) is None:  # executor.execute: runs before any write
+            txn.statement_savepoint = (dict(txn.write_buffer), txn.write_bytes, dict(txn.pending),
+                                       set(txn.lock_keys), txn.flushed_batches)
         wanted = dict(wanted or {})
         for name in self.nextval_names:
             wanted.setdefault(name, 1)

@@ -114,6 +114,7 @@ class Transaction:
         self.sequences = None
         self.session_sequences = None
         self.sequence_demand: dict[str, int] = {}  # values a re-run statement needs (executor.execute)
+        self.statement_savepoint = None  # the buffers before the statement's first nextval (executor.execute)
         self.read_data = False   # read a key outside the catalog (a snapshot that was used)
         # Undone when the transaction ends without committing (a rewrite mark, executor.py).
         self.abort_actions: list = []
