@@ -45,6 +45,8 @@ Key space:
     adjudicator lets only the first commit.
 Rows of a dropped table stay under their old table id, unreachable because the
 catalog no longer names that id (garbage collection of them is not implemented).
+Table and index ids at or above PRIVATE_ID_BASE come from PRIVATE_ID_COUNTER_KEY (TRUNCATE,
+ALTER TABLE rewrites: compute_node/sql/bulk.py); below it from TABLE_ID_COUNTER_KEY.
 
 Row values use a small tagged codec (`encode_row`/`decode_row`): a varint column
 count, then per column a tag byte and a body (zigzag varint for integers, 8 bytes

@@ -21,11 +21,27 @@ the column was added, as PostgreSQL's attmissingval); DROP COLUMN removes the
 column from the definition but leaves its slot in old rows, so neither rewrites a
 row. Definitions written before slots existed decode with slot = position.
 
-Every table needs a PRIMARY KEY: a table without one is rejected with 0A000 (rows are
-stored under their primary key; there is no hidden rowid).
+A table without a PRIMARY KEY gets a hidden bigint column, ROWID_COLUMN (ColumnDef.hidden),
+and that column is its primary key: rows are keyed by it like any other key, so indexes,
+UPDATE and DELETE need nothing special. TableDef.has_rowid says so; visible_columns is what
+`*`, INSERT's default column list and the catalog views show. The ids are drawn per
+transaction from a random start (bulk.py explains why there is no central counter).
+Definitions written before this existed always had a primary key and decode unchanged.
 
-DROP TABLE deletes the catalog keys; the rows and index entries under the old ids
-become unreachable and stay in storage (garbage collection of them is missing).
+A serial or identity column names its owned sequence (ColumnDef.sequence; its DEFAULT is
+nextval of it) and identity columns say ALWAYS or BY DEFAULT (ColumnDef.identity). A
+sequence's options live under keys.catalog_sequence_key(name) (bulk.SequenceDef), its value
+under keys.sequence_state_key(id), outside every ordinary commit (sequences.py).
+
+TRUNCATE and ALTER TABLE ADD PRIMARY KEY give a table new ids (a new keyspace) taken from a
+separate counter by a small transaction of their own, so that no other transaction can
+ever write there (bulk.py: the bulk path). While ADD PRIMARY KEY copies a table that others
+may write, the definition carries `rewrite_by` (the rewriting transaction) so that writers
+fail with 40001 instead of writing rows the copy would miss.
+
+DROP TABLE deletes the catalog keys (and the table's owned sequences); the rows and index
+entries under the old ids become unreachable and stay in storage (garbage collection of them
+is missing), as do those of the keyspaces TRUNCATE and rewrites leave behind.
 """
 from __future__ import annotations
 

@@ -15,9 +15,21 @@ so errors come before any read), then planned, then executed against the transac
     buffer new values or tombstones and keep every secondary index in step
     (old entries deleted, new ones written, unique ones checked);
   * RETURNING is a select list evaluated over the rows written (deleted for DELETE);
-  * DDL (CREATE/DROP TABLE, CREATE/DROP INDEX, ALTER TABLE ADD/DROP COLUMN) reads and
-    writes catalog keys through the same buffer, so it is transactional; CREATE INDEX
-    fills the index from the table's rows in the same transaction;
+  * DDL (CREATE/DROP TABLE, CREATE/DROP INDEX, ALTER TABLE ADD/DROP COLUMN, CREATE/DROP
+    SEQUENCE) reads and writes catalog keys through the same buffer, so it is transactional;
+    CREATE INDEX fills the index from the table's rows in the same transaction;
+  * TRUNCATE gives each table a new private keyspace; rows written there take the bulk path
+    (bulk.py, transaction.py); ALTER TABLE ADD PRIMARY KEY copies a table with hidden row ids
+    into a new private keyspace keyed by the new key (add_primary_key explains how concurrent
+    writers are kept from being lost); VACUUM and ANALYZE check their tables and do nothing;
+  * a statement whose nextval ran out of this node's reserved values before it wrote anything
+    reserves what it needs and runs again (`execute`, sequences.py).
+
+Interface for other writers (COPY):
+    `await insert_rows(txn, table, rows, validated=False) -> int` writes whole rows (one value
+    per column of table.columns, of the column's Python type, defaults applied, a hidden row id
+    may be None) with NOT NULL / CHECK (unless validated), primary-key and unique checks (23505)
+    and the bulk path when `is_bulk_target(txn, table)`; see its docstring for the contract.
   * EXPLAIN compiles and plans a statement without reading rows and prints the plan.
 """
 from __future__ import annotations
@@ -905,7 +917,8 @@ async def run_create(txn: Transaction, create: exp.Create) -> StatementResult:
         definition = sequence_from_options(sequence_name, await _next_id(txn), options, type_min, type_max,
                                            (name, column.name))
         txn.put(keys.catalog_sequence_key(sequence_name), definition.encode())
-        columns[position] = dataclasses.replace(column, default=f"nextval('{sequence_name}')", sequence=sequence_name)
+        columns[position] = dataclasses.replace(column, default=f"nextval('{sequence_name}'::regclass)",
+                                             sequence=sequence_name)
     table = dataclasses.replace(table, columns=tuple(columns))
     for index in indexes:
         txn.put(keys.catalog_index_key(index.name), name.encode("utf-8"))

@@ -35,6 +35,7 @@ ANALYZE hist;
 ANALYZE nosuch;
 CREATE TABLE orders (id serial PRIMARY KEY, item text NOT NULL);
 INSERT INTO orders (item) VALUES ('a'), ('b') RETURNING id;
+SELECT column_name, column_default, is_nullable FROM information_schema.columns WHERE table_name = 'orders' ORDER BY ordinal_position;
 INSERT INTO orders VALUES (DEFAULT, 'c') RETURNING id, item;
 SELECT currval('orders_id_seq');
 SELECT nextval('orders_id_seq');
