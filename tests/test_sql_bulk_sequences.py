@@ -233,6 +233,31 @@ async def test_uniqueness_holds_across_flushed_batches(session, small_limits):
     await ok(session, "ROLLBACK")
 
 
+async def test_every_statement_on_a_truncated_table_takes_the_bulk_path(session, backend, small_limits):
+    await ok(session, "CREATE TABLE src (id INT PRIMARY KEY)")
+    for start in range(0, 600, 90):
+        await ok(session, "INSERT INTO src VALUES " + ", ".join(f"({i})" for i in range(start, min(start + 90, 600))))
+    await ok(session, "CREATE TABLE t (a INT, b INT)")
+    await ok(session, "BEGIN")
+    await ok(session, "TRUNCATE t")
+    assert (await ok(session, "INSERT INTO t SELECT id, id % 7 FROM src")).command_tag == "INSERT 0 600"
+    assert (await ok(session, "UPDATE t SET b = b + 100 WHERE a >= 100")).command_tag == "UPDATE 500"
+    assert (await ok(session, "DELETE FROM t WHERE a < 50")).command_tag == "DELETE 50"
+    await ok(session, "CREATE UNIQUE INDEX t_a ON t (a)")
+    await ok(session, "CREATE INDEX t_b ON t (b)")
+    assert len(session.transaction.write_buffer) < small_limits
+    await fails(session, "INSERT INTO t VALUES (77, 0)", "23505", 'duplicate key value violates unique constraint "t_a"')
+    await ok(session, "ROLLBACK")
+    await ok(session, "BEGIN; TRUNCATE t; INSERT INTO t SELECT id, 1 FROM src; INSERT INTO t SELECT id, 2 FROM src")
+    error = await fails(session, "CREATE UNIQUE INDEX t_a ON t (a)", "23505", 'could not create unique index "t_a"')
+    assert error.detail.endswith("is duplicated.")
+    await ok(session, "ROLLBACK")
+    await ok(session, "BEGIN; TRUNCATE t; INSERT INTO t SELECT id, id % 3 FROM src; CREATE INDEX t_b ON t (b); COMMIT")
+    assert await rows(session, "SELECT count(*) FROM t WHERE b = 2") == [(200,)]
+    assert session.last_plan.kind is PlanKind.INDEX
+    assert all(len(writes) <= small_limits for _, writes, _, _ in backend.commits)
+
+
 async def test_insert_rows_is_the_bulk_interface(session, backend, small_limits):
     await ok(session, "CREATE TABLE hist (tid INT NOT NULL, delta INT CHECK (delta > -100))")
     await ok(session, "BEGIN")

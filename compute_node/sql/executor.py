@@ -414,10 +414,13 @@ async def run_insert(txn: Transaction, insert: exp.Insert) -> StatementResult:
         for compiled_row in compiled_rows:
             typed_rows.append([None if c is None else (c.evaluate(()), c.sql_type) for c in compiled_row])
     elif isinstance(source, (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery)):
-        columns, rows = await select_rows(txn, source)
+        columns, query_rows = await select_rows(txn, source)
         _check_width(len(columns), positions, column_nodes is not None)
         column_types = [sql_type for _, sql_type in columns]
-        typed_rows = [list(zip(row, column_types)) for row in rows]
+        if handler is None:  # rows are typed and built a chunk at a time: memory holds the query's rows once
+            return await _insert_query_rows(txn, table, insert, positions, query_rows, column_types, defaults,
+                                            rules, ctx, returning)
+        typed_rows = [list(zip(row, column_types)) for row in query_rows]
     else:
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "this form of INSERT is not supported")
     for position, item in zip(positions, typed_rows[0] if typed_rows and typed_rows[0] else []):
@@ -472,6 +475,36 @@ async def run_insert(txn: Transaction, insert: exp.Insert) -> StatementResult:
         _remember(table, updated, new_key, existing)
         written.append(updated)
     return _dml_result(f"INSERT 0 {len(written)}", returning, written)
+
+
+INSERT_QUERY_CHUNK_ROWS = 1_000  # rows of INSERT ... SELECT typed, built and written at a time
+
+
+async def _insert_query_rows(txn: Transaction, table: TableDef, insert: exp.Insert, positions: list[int],
+                             query_rows: list, column_types: list, defaults, rules: TableRules, ctx,
+                             returning) -> StatementResult:
+    """INSERT ... SELECT without ON CONFLICT: the query's rows become table rows a chunk at a time,
+    so a bulk load (`INSERT ... SELECT ... FROM generate_series(1, 1000000)`) never holds its rows
+    twice over."""
+    for position, sql_type in zip(positions, column_types):
+        column = table.columns[position]
+        if not types.can_assign(sql_type, column.sql_type):
+            raise SqlError(errors.DATATYPE_MISMATCH,
+                           f'column "{column.name}" is of type {column.sql_type.display_name} but expression is of '
+                           f'type {sql_type.display_name}', hint="You will need to rewrite or cast the expression.")
+    total = len(query_rows)
+    if total:
+        _check_generated(table, positions, [list(zip(query_rows[0], column_types))], insert)
+    await sequences.prepare_defaults(ctx, table, positions, total)
+    written: list[Sequence[Any]] = []
+    for offset in range(0, total, INSERT_QUERY_CHUNK_ROWS):
+        typed_chunk = [list(zip(row, column_types)) for row in query_rows[offset:offset + INSERT_QUERY_CHUNK_ROWS]]
+        _check_generated(table, positions, typed_chunk, insert)
+        built = [_build_row(table, positions, typed, defaults, rules, txn) for typed in typed_chunk]
+        await insert_rows(txn, table, built, validated=True)
+        if returning is not None:
+            written.extend(built)
+    return _dml_result(f"INSERT 0 {total}", returning, written)
 
 
 def _check_generated(table: TableDef, positions: Sequence[int], typed_rows, insert: exp.Insert) -> None:
@@ -718,9 +751,11 @@ async def _matching_rows(txn: Transaction, table: TableDef, target: exp.Expressi
     txn.last_plan = plan
     await fetch(ctx)
     matched: list[tuple[bytes, tuple]] = []
+    # Rows of a keyspace private to the transaction are flushed ahead (bulk path): no quota.
+    rows_max = limits.STATEMENT_ROWS_READ_MAX if is_bulk_target(txn, table) else limits.TXN_ROWS_MAX
     async for key, row in read_rows(txn, table, plan):
         if condition is None or condition.evaluate(row) is True:
-            if len(matched) >= limits.TXN_ROWS_MAX:
+            if len(matched) >= rows_max:
                 raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
                                f"transaction exceeds the limit of {limits.TXN_ROWS_MAX} modified rows",
                                hint="Split the change into several smaller transactions.")
@@ -807,6 +842,8 @@ async def run_update(txn: Transaction, update: exp.Update) -> StatementResult:
         await check_unique(txn, table, new_row, new_key, key)
         write_row(txn, table, new_row, row, key)
         written.append(new_row)
+        if txn.pending and txn.flush_due():
+            await txn.flush_private()
     return _dml_result(f"UPDATE {len(matched)}", returning, written)
 
 
@@ -827,6 +864,8 @@ async def run_delete(txn: Transaction, delete: exp.Delete) -> StatementResult:
     matched = await _matching_rows(txn, table, delete.this, delete.args.get("where"), ctx, scope)
     for key, row in matched:
         delete_row(txn, table, row, key)
+        if txn.pending and txn.flush_due():
+            await txn.flush_private()
     return _dml_result(f"DELETE {len(matched)}", returning, [row for _, row in matched])
 
 
@@ -1021,7 +1060,12 @@ async def run_create_index(txn: Transaction, create: exp.Create) -> StatementRes
         index_name = await _free_name(txn, f"{table.name}_{'_'.join(columns)}_idx", set())
     if len(table.indexes) >= limits.TABLE_INDEXES_MAX:
         raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, f"a table can have at most {limits.TABLE_INDEXES_MAX} indexes")
-    index = IndexDef(index_name, await _next_id(txn), tuple(columns), unique, False, tuple(descending))
+    if is_bulk_target(txn, table):  # the table's keyspace is private: so is its new index (bulk path)
+        index_id = (await allocate_private_ids(txn, 1))[0]
+        txn.add_private_prefix(keys.index_prefix(index_id))
+    else:
+        index_id = await _next_id(txn)
+    index = IndexDef(index_name, index_id, tuple(columns), unique, False, tuple(descending))
     table = dataclasses.replace(table, indexes=table.indexes + (index,))
     await _fill_index(txn, table, index)
     txn.put(keys.catalog_index_key(index_name), table.name.encode("utf-8"))
@@ -1030,19 +1074,44 @@ async def run_create_index(txn: Transaction, create: exp.Create) -> StatementRes
 
 
 async def _fill_index(txn: Transaction, table: TableDef, index: IndexDef) -> None:
-    """Writes the entry of every existing row; a duplicate in a unique index fails the statement."""
+    """Writes the entry of every existing row; a duplicate in a unique index fails the statement.
+    An index in a private keyspace (bulk path) is written a batch at a time, duplicates found
+    by reading the entries already written, so memory holds one batch."""
+    private = txn.is_private(index.prefix)
+    chunk_max = min(limits.BULK_BATCH_ROWS_MAX, limits.TXN_ROWS_MAX)
     seen: dict[bytes, tuple] = {}
     prefix = table.rows_prefix
     async for _, value in txn.scan(prefix, keys.prefix_end(prefix)):
         row = table.decode_row(value)
-        entry_key, entry_value = table.index_entry(index, row)
+        entry_key, _ = table.index_entry(index, row)
         if index.unique and entry_key in seen:
-            positions = table.index_positions(index)
-            names = ", ".join(table.columns[p].name for p in positions)
-            raise SqlError(errors.UNIQUE_VIOLATION, f'could not create unique index "{index.name}"',
-                           detail=f"Key ({names})=({_format_values([row[p] for p in positions])}) is duplicated.")
+            raise _duplicate_entry(table, index, row)
         seen[entry_key] = row
-        txn.put(entry_key, entry_value)
+        if not private:
+            txn.put(*table.index_entry(index, row))
+        elif len(seen) >= chunk_max:
+            await _write_index_chunk(txn, table, index, seen)
+            seen = {}
+    if private and seen:
+        await _write_index_chunk(txn, table, index, seen)
+
+
+def _duplicate_entry(table: TableDef, index: IndexDef, row) -> SqlError:
+    positions = table.index_positions(index)
+    names = ", ".join(table.columns[p].name for p in positions)
+    return SqlError(errors.UNIQUE_VIOLATION, f'could not create unique index "{index.name}"',
+                    detail=f"Key ({names})=({_format_values([row[p] for p in positions])}) is duplicated.")
+
+
+async def _write_index_chunk(txn: Transaction, table: TableDef, index: IndexDef, entries: dict[bytes, tuple]) -> None:
+    if index.unique:
+        found = await txn.get_many(list(entries))
+        for entry_key, row in entries.items():
+            if found[entry_key] is not None:
+                raise _duplicate_entry(table, index, row)
+    for row in entries.values():
+        txn.put(*table.index_entry(index, row))
+    await txn.flush_private()
 
 
 async def run_drop(txn: Transaction, drop: exp.Drop) -> StatementResult:
