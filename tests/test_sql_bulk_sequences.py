@@ -112,6 +112,18 @@ def test_reserve_size_grows_for_a_busy_sequence_and_covers_the_demand():
     assert bulk.next_reserve_size(32, 0.1, 1, 5000) == 5000
 
 
+def test_old_catalog_entries_decode_and_new_ones_round_trip():
+    from compute_node.sql.catalog import TableDef
+    old = (b'{"columns": [{"name": "id", "not_null": true, "type": {"kind": "integer"}}, '
+           b'{"name": "v", "not_null": false, "type": {"kind": "text"}}], "name": "t", "primary_key": [0], '
+           b'"table_id": 3}')
+    table = TableDef.decode(old)
+    assert not table.has_rowid and table.rewrite_by is None
+    assert [c.name for c in table.visible_columns] == ["id", "v"]
+    assert all(c.identity is None and c.sequence is None and not c.hidden for c in table.columns)
+    assert table.encode() == TableDef.decode(table.encode()).encode()
+
+
 # --- tables without a primary key ---------------------------------------------------------------------
 async def test_table_without_primary_key_hides_its_row_id(session, backend):
     await ok(session, "CREATE TABLE h (tid INT, delta INT)")
@@ -135,6 +147,21 @@ async def test_table_without_primary_key_hides_its_row_id(session, backend):
     assert await rows(session, "SELECT tid, delta FROM h ORDER BY tid") == [(2, -5), (3, 3)]
     await fails(session, "UPDATE h SET quorumdb_rowid = 1", "0A000")
     await fails(session, "INSERT INTO h (quorumdb_rowid, tid) VALUES (1, 1)", "0A000")
+
+
+async def test_columns_added_and_dropped_before_add_primary_key(session):
+    await ok(session, "CREATE TABLE p (a INT, b TEXT, c INT)")
+    await ok(session, "INSERT INTO p VALUES (1, 'x', 10), (2, 'y', 20)")
+    await ok(session, "ALTER TABLE p ADD COLUMN d TEXT DEFAULT 'dd'")
+    await ok(session, "ALTER TABLE p DROP COLUMN b")
+    await ok(session, "INSERT INTO p VALUES (3, 30, 'z')")
+    assert await rows(session, "SELECT * FROM p ORDER BY a") == [(1, 10, "dd"), (2, 20, "dd"), (3, 30, "z")]
+    await ok(session, "ALTER TABLE p ADD PRIMARY KEY (a, c)")
+    assert await rows(session, "SELECT * FROM p ORDER BY a") == [(1, 10, "dd"), (2, 20, "dd"), (3, 30, "z")]
+    assert await rows(session, "SELECT d FROM p WHERE a = 2 AND c = 20") == [("dd",)]
+    assert session.last_plan.kind is PlanKind.POINT
+    assert await rows(session, "SELECT column_name FROM information_schema.key_column_usage "
+                               "WHERE table_name = 'p' ORDER BY ordinal_position") == [("a",), ("c",)]
 
 
 async def test_indexes_on_a_table_without_primary_key(session):
