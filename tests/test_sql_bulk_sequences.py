@@ -521,3 +521,18 @@ async def test_pgbench_init_statements_are_accepted(session, small_limits):
     assert await rows(session, "SELECT abalance FROM pgbench_accounts WHERE aid = 17") == [(5,)]
     assert session.last_plan.kind is PlanKind.POINT
     await ok(session, "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 17, 5, now())")
+
+
+async def test_truncate_and_rewrite_with_a_stale_cached_definition(backend):
+    node = Engine()
+    cached = Session(backend, "cached", engine=node)
+    other = Session(backend, "other")
+    await ok(cached, "CREATE TABLE t (a INT, b INT)")
+    await ok(cached, "INSERT INTO t VALUES (1, 1)")
+    assert await rows(cached, "SELECT * FROM t") == [(1, 1)]  # the node caches the definition
+    await ok(other, "ALTER TABLE t ADD COLUMN c INT")
+    await ok(cached, "TRUNCATE t")                              # runs with the current definition
+    await ok(cached, "INSERT INTO t VALUES (2, 2, 2)")
+    await ok(other, "ALTER TABLE t ADD COLUMN d INT")
+    await ok(cached, "ALTER TABLE t ADD PRIMARY KEY (a)")
+    assert await rows(other, "SELECT * FROM t") == [(2, 2, 2, None)]

@@ -1267,6 +1267,7 @@ async def add_primary_key(txn: Transaction, table: TableDef, constraint: str | N
             raise SqlError(errors.DUPLICATE_COLUMN, f'column "{name}" appears twice in primary key constraint')
         positions.append(position)
     if not is_bulk_target(txn, table):
+        await txn.check_schema_version()  # a cached definition must be this snapshot's before the mark
         table = await _mark_for_rewrite(txn, table)
     old = table
     kept = [p for p in range(len(old.columns)) if not old.columns[p].hidden]
@@ -1506,6 +1507,9 @@ async def run_truncate(txn: Transaction, truncate: exp.TruncateTable) -> Stateme
         _check_writable(txn, table)
         if all(t.name != table.name for t in tables):
             tables.append(table)
+    # The definitions may come from the node's cache: make sure they are this snapshot's before
+    # anything is allocated or written (SchemaStale runs the statement again otherwise).
+    await txn.check_schema_version()
     restart = str(truncate.args.get("identity") or "").upper() == "RESTART"
     for table in tables:
         _save_table(txn, await move_to_private_keyspace(txn, table))
