@@ -98,7 +98,15 @@ async def execute(txn: Transaction, statement: exp.Expression) -> StatementResul
     raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, "a statement ran out of sequence values too often")
 
 
+_DDL = (exp.Create, exp.Drop, exp.Alter, exp.TruncateTable, Utility)
+
+
 async def _execute(txn: Transaction, statement: exp.Expression) -> StatementResult:
+    if isinstance(statement, _DDL) and txn.schema_version is None:
+        # DDL writes catalog keys from the definitions it loads, which may come from the node's
+        # cache; learning the snapshot's catalog version first (one key) makes a stale cache miss
+        # instead of being found out after the writes (SchemaStale must come before any write).
+        await txn.get_many([])
     if isinstance(statement, Utility):
         return await run_utility(txn, statement)
     if isinstance(statement, exp.TruncateTable):
