@@ -9,6 +9,10 @@ leaves the old rows. Then serial values handed out by two compute nodes are uniq
 """
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+
 import psycopg
 import pytest
 
@@ -109,3 +113,41 @@ def test_bulk_load_add_primary_key_and_serial_across_nodes(cluster_factory):
         (a,), (b,) = second.execute("INSERT INTO ident (v) VALUES ('a'), ('b') RETURNING id").fetchall()
         assert b == a + 1
         assert first.execute("SELECT count(*), count(DISTINCT id) FROM ident").fetchone() == (2, 2)
+
+
+@pytest.mark.skipif(shutil.which("pgbench") is None, reason="needs pgbench (apt-get install postgresql-client)")
+def test_pgbench_initialises_and_runs_tpcb(cluster_factory):
+    """pgbench's own DDL (-I d t: drop, create without primary keys; v p: vacuum, add primary keys)
+    around a load in one transaction (what -I g sends with COPY, here with INSERTs), then the
+    built-in TPC-B-like script, whose history inserts go to a table without a primary key."""
+    cluster = cluster_factory()
+    token = make_token(cluster.config.data_dir)
+    port = cluster.config.pg_port(cluster.config.computes[0].name)
+    env = dict(os.environ, PGPASSWORD=token)
+    base = [shutil.which("pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", "admin"]
+
+    def pgbench(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([*base, *args, "postgres"], capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, f"pgbench {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+        return done
+
+    pgbench("-i", "-I", "dt")
+    accounts = 10_000
+    with connect(cluster, 1, token, autocommit=False) as loader:
+        loader.execute("TRUNCATE TABLE pgbench_accounts, pgbench_branches, pgbench_history, pgbench_tellers")
+        loader.execute("INSERT INTO pgbench_branches (bid, bbalance) VALUES (1, 0)")
+        loader.execute("INSERT INTO pgbench_tellers (tid, bid, tbalance) VALUES "
+                       + ", ".join(f"({i}, 1, 0)" for i in range(1, 11)))
+        for start in range(1, accounts + 1, ROWS_PER_STATEMENT):
+            loader.execute("INSERT INTO pgbench_accounts (aid, bid, abalance, filler) VALUES "
+                           + ", ".join(f"({i}, 1, 0, '')" for i in range(start, start + ROWS_PER_STATEMENT)))
+        loader.commit()
+    pgbench("-i", "-I", "vp")
+    done = pgbench("-n", "-c", "2", "-t", "15", "--max-tries", "50", "-M", "simple")
+    assert "number of failed transactions: 0" in done.stdout, done.stdout
+    with connect(cluster, 2, token) as check:
+        (history_rows, delta_sum), = check.execute("SELECT count(*), coalesce(sum(delta), 0) FROM pgbench_history")
+        assert history_rows == 30
+        assert check.execute("SELECT sum(bbalance) FROM pgbench_branches").fetchone() == (delta_sum,)
+        assert check.execute("SELECT sum(tbalance) FROM pgbench_tellers").fetchone() == (delta_sum,)
+        assert check.execute("SELECT count(*) FROM pgbench_accounts").fetchone() == (accounts,)

@@ -16,7 +16,7 @@ from tests.sql_memory_backend import MemoryBackend
 
 @pytest.fixture
 def backend():
-    return MemoryBackend()
+    return MemoryBackend(unique_txn_ids=True)  # every session below has its own id
 
 
 @pytest.fixture

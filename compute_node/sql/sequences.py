@@ -17,6 +17,7 @@ transaction that started before a setval committed may still get values from an 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from typing import TYPE_CHECKING, Any, Callable
@@ -29,6 +30,11 @@ from quorumdb.errors import SqlError
 
 if TYPE_CHECKING:
     from compute_node.sql.transaction import Transaction
+
+
+# The adjudicator answers a txn_id it has seen with that commit's outcome (retries are
+# idempotent), so every small transaction of its own needs a txn_id never used before.
+_AUTONOMOUS_NUMBERS = itertools.count(1)
 
 
 class NeedValues(Exception):
@@ -68,6 +74,7 @@ async def autonomous_update(backend, read_keys: list[bytes],
     """Runs `update` in a small transaction of its own: reads `read_keys` at a fresh snapshot,
     commits the writes `update` returns, retries a conflict (another node did the same at the
     same moment); returns what `update` returned with the writes that committed."""
+    number = next(_AUTONOMOUS_NUMBERS)
     for attempt in range(limits.AUTONOMOUS_RETRIES_MAX):
         start_ts = backend.start_ts()
         found = await backend.get_many(read_keys, start_ts)
@@ -75,7 +82,7 @@ async def autonomous_update(backend, read_keys: list[bytes],
         if not writes:
             return result
         try:
-            await backend.commit(start_ts, sorted(writes), [], f"{txn_id}:own{attempt}")
+            await backend.commit(start_ts, sorted(writes), [], f"{txn_id}:own{number}.{attempt}")
             return result
         except SqlError as error:
             if error.sqlstate != errors.SERIALIZATION_FAILURE:
