@@ -461,7 +461,7 @@ def _column_from_def(element: exp.ColumnDef, table: str, uniques: list, checks: 
                                f'multiple identity specifications for column "{name}" of table "{table}"')
             if sql_type.kind not in types.INT_KINDS:
                 raise SqlError(errors.DATATYPE_MISMATCH,
-                               f'identity column type must be smallint, integer, or bigint')
+                               "identity column type must be smallint, integer, or bigint")
             identity = "always" if constraint_kind.this else "by default"
             sequence_options = {}
             for option in _IDENTITY_OPTIONS:

@@ -1093,7 +1093,7 @@ class Compiler:
                                                          "is not supported")
         call_id = len(statement.setvals)
         as_int = _converted(value, types.BIGINT).evaluate
-        statement.setvals.append((sequence_name, lambda: as_int(()), lambda: called.evaluate(()), None))
+        statement.setvals.append((sequence_name, lambda: as_int(()), lambda: called.evaluate(())))
         return Compiled(lambda row: statement.setval_result(call_id), types.BIGINT)
 
     def _arg_type_names(self, nodes) -> list[str]:

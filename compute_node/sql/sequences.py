@@ -101,7 +101,7 @@ class StatementSequences:
         self.nextval_names: set[str] = set()
         self.definitions: dict[str, SequenceDef] = {}
         self.epochs: dict[str, SequenceState] = {}  # the state at the snapshot
-        self.setvals: list[tuple[str, Callable, Callable, Callable]] = []  # name, value, is_called, result
+        self.setvals: list[tuple[str, Callable, Callable]] = []  # (name, value, is_called) of each setval call
         self.setval_results: dict[int, int] = {}
         self.setvals_done = False
 
@@ -177,7 +177,7 @@ class StatementSequences:
             await self._load(name)
         if not self.setvals_done:
             self.setvals_done = True
-            for call_id, (name, value_fn, called_fn, _) in enumerate(self.setvals):
+            for call_id, (name, value_fn, called_fn) in enumerate(self.setvals):
                 self.setval_results[call_id] = await self.setval(name, value_fn(), called_fn())
         for name, count in wanted.items():
             if count > 0:

@@ -36,7 +36,8 @@ deployments may change them.
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator, Callable, Protocol
+import random
+from typing import AsyncIterator, Protocol
 
 from compute_node.sql import bulk
 from compute_node.sql.schema_cache import SchemaCache, decode_version, encode_version
@@ -154,8 +155,7 @@ class Transaction:
     def next_rowid(self) -> int:
         """A row id for a table without a primary key (bulk.py: consecutive after a random start)."""
         if self._next_rowid is None:
-            self._next_rowid = bulk.rowid_start(self.rng) if self.rng is not None else bulk.rowid_start(
-                __import__("random").Random())
+            self._next_rowid = bulk.rowid_start(self.rng if self.rng is not None else random.Random())
         value = self._next_rowid
         self._next_rowid += 1
         return value
