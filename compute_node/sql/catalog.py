@@ -46,6 +46,7 @@ is missing), as do those of the keyspaces TRUNCATE and rewrites leave behind.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Any, Sequence
 
@@ -121,7 +122,7 @@ class TableDef:
         assert len(hidden) <= 1, "at most one hidden row id"
         assert not hidden or self.primary_key == tuple(hidden), "the hidden row id is the whole key"
 
-    @property
+    @functools.cached_property
     def has_rowid(self) -> bool:
         """True when the table has no PRIMARY KEY: rows are keyed by the hidden row id."""
         return self.columns[self.primary_key[0]].hidden
@@ -151,7 +152,7 @@ class TableDef:
         slot = self.columns[position].slot
         return slot if slot >= 0 else position
 
-    @property
+    @functools.cached_property  # read for every row encoded or decoded; definitions are immutable
     def identity_layout(self) -> bool:
         return self.physical_slots == len(self.columns) and all(
             self.column_slot(i) == i for i in range(len(self.columns)))
