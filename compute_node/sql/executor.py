@@ -1145,6 +1145,9 @@ async def run_drop(txn: Transaction, drop: exp.Drop) -> StatementResult:
             raise SqlError(errors.UNDEFINED_TABLE, f'table "{name}" does not exist')
         dropped.append(table)
     for table in dropped:
+        if is_bulk_target(txn, table):  # rows this transaction loaded but did not flush yet: never flush them
+            gone = [table.rows_prefix] + [index.prefix for index in table.indexes]
+            txn.pending = {k: v for k, v in txn.pending.items() if not any(k.startswith(p) for p in gone)}
         for index in table.indexes:
             txn.put(keys.catalog_index_key(index.name), None)
         for column in table.columns:
