@@ -138,6 +138,7 @@ def test_pgbench_initialises_and_runs_tpcb(cluster_factory):
         return done
 
     pgbench("-i", "-I", "dt")
+    t0 = time.perf_counter()
     accounts = 10_000
     with connect(cluster, 1, token, autocommit=False) as loader:
         loader.execute("TRUNCATE TABLE pgbench_accounts, pgbench_branches, pgbench_history, pgbench_tellers")
@@ -148,7 +149,10 @@ def test_pgbench_initialises_and_runs_tpcb(cluster_factory):
             loader.execute("INSERT INTO pgbench_accounts (aid, bid, abalance, filler) VALUES "
                            + ", ".join(f"({i}, 1, 0, '')" for i in range(start, start + ROWS_PER_STATEMENT)))
         loader.commit()
+    print("load:", round(time.perf_counter() - t0, 1), "s")
+    t0 = time.perf_counter()
     pgbench("-i", "-I", "vp")
+    print("vacuum + primary keys:", round(time.perf_counter() - t0, 1), "s")
     done = pgbench("-n", "-c", "2", "-t", "15", "--max-tries", "50", "-M", "simple")
     assert "number of failed transactions: 0" in done.stdout, done.stdout
     with connect(cluster, 2, token) as check:
