@@ -55,7 +55,7 @@ from compute_node.sql import executor, types
 from compute_node.sql.describe import DescribeTransaction, Description
 from compute_node.sql.describe import describe as describe_statement
 from compute_node.sql.engine import Engine
-from compute_node.sql.parser import Explain, TransactionAction, TransactionControl
+from compute_node.sql.parser import Explain, TransactionAction, TransactionControl, Utility
 from compute_node.sql.result import StatementResult
 from compute_node.sql.sequences import SessionSequences
 from compute_node.sql.transaction import Backend, SchemaStale, Transaction
@@ -207,6 +207,10 @@ class Session:
             return await self._autocommit(statement)
         if self._failed:
             return StatementResult.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+        if isinstance(statement, Utility) and statement.command == "VACUUM":
+            self._failed = True  # as PostgreSQL (it does nothing here either way)
+            return StatementResult.failed(SqlError(errors.ACTIVE_SQL_TRANSACTION,
+                                                   "VACUUM cannot run inside a transaction block"))
         try:
             self._check_age(self._txn)
             self._txn.last_plan = None
