@@ -285,6 +285,29 @@ async def test_every_statement_on_a_truncated_table_takes_the_bulk_path(session,
     assert all(len(writes) <= small_limits for _, writes, _, _ in backend.commits)
 
 
+async def test_a_table_created_in_the_transaction_moves_to_the_bulk_path(session, backend, small_limits):
+    await ok(session, "BEGIN")
+    await ok(session, "CREATE TABLE k (id INT PRIMARY KEY, code TEXT UNIQUE, grp INT)")
+    await ok(session, "CREATE INDEX k_grp ON k (grp)")
+    await ok(session, "INSERT INTO k VALUES " + ", ".join(f"({i}, 'c{i}', {i % 4})" for i in range(10)))
+    assert len(session.transaction.write_buffer) > 30  # small so far: the ordinary buffer
+    for start in range(10, 610, 150):   # each statement alone is over the quota
+        await ok(session, "INSERT INTO k VALUES " + ", ".join(f"({i}, 'c{i}', {i % 4})" for i in range(start, start + 150)))
+    assert len(session.transaction.write_buffer) < 10   # the catalog entries only
+    await fails(session, "INSERT INTO k VALUES (3, 'new', 0)", "23505",
+                'duplicate key value violates unique constraint "k_pkey"')
+    await ok(session, "ROLLBACK")
+    await ok(session, "BEGIN; CREATE TABLE h (v INT); CREATE INDEX h_v ON h (v)")
+    for start in range(0, 1000, 200):
+        await ok(session, "INSERT INTO h VALUES " + ", ".join(f"({i})" for i in range(start, start + 200)))
+    assert await rows(session, "SELECT count(*) FROM h WHERE v >= 500") == [(500,)]
+    await ok(session, "COMMIT")
+    assert await rows(session, "SELECT count(*), min(v), max(v) FROM h") == [(1000, 0, 999)]
+    assert await rows(session, "SELECT v FROM h WHERE v = 777") == [(777,)]
+    assert session.last_plan.kind is PlanKind.INDEX
+    assert all(len(writes) <= small_limits for _, writes, _, _ in backend.commits)
+
+
 async def test_insert_rows_is_the_bulk_interface(session, backend, small_limits):
     await ok(session, "CREATE TABLE hist (tid INT NOT NULL, delta INT CHECK (delta > -100))")
     await ok(session, "BEGIN")

@@ -17,10 +17,10 @@ the other, which the client retries). A bulk load into a private keyspace (below
 that read: only its own transaction writes there, and its ids are consecutive, so distinct.
 
 Private keyspaces and the bulk path. A commit is one message to the adjudicator and the
-journal, so a transaction may change at most limits.TXN_ROWS_MAX keys. A table created by
-TRUNCATE (a new table id, as PostgreSQL gives the table a new relfilenode) or rewritten by
-ALTER TABLE ADD PRIMARY KEY lives under ids that only the catalog entry this transaction
-will commit names; nobody else can read or write there before that commit. Its rows can
+journal, so a transaction may change at most limits.TXN_ROWS_MAX keys. A table emptied by
+TRUNCATE (a new table id, as PostgreSQL gives the table a new relfilenode), rewritten by
+ALTER TABLE ADD PRIMARY KEY, or created by the transaction and about to outgrow the quota
+lives under ids that only the catalog entry this transaction will commit names; nobody else can read or write there before that commit. Its rows can
 therefore be committed ahead, in batches that each obey the quotas (`plan_batches`), and
 the transaction's own commit carries only the catalog change and its other writes. The
 transaction reads such a keyspace at the commit timestamp of its last batch: every version

@@ -19,7 +19,8 @@ so errors come before any read), then planned, then executed against the transac
     SEQUENCE) reads and writes catalog keys through the same buffer, so it is transactional;
     CREATE INDEX fills the index from the table's rows in the same transaction;
   * TRUNCATE gives each table a new private keyspace; rows written there take the bulk path
-    (bulk.py, transaction.py); ALTER TABLE ADD PRIMARY KEY copies a table with hidden row ids
+    (bulk.py, transaction.py); a table CREATEd in the transaction moves to one when an insert
+    would take the transaction over the row quota; ALTER TABLE ADD PRIMARY KEY copies a table with hidden row ids
     into a new private keyspace keyed by the new key (add_primary_key explains how concurrent
     writers are kept from being lost); VACUUM and ANALYZE check their tables and do nothing;
   * a statement whose nextval ran out of this node's reserved values before it wrote anything
@@ -314,16 +315,23 @@ async def insert_rows(txn: Transaction, table: TableDef, rows: Sequence[Sequence
       * unless `validated`, NOT NULL and CHECK are checked here (23502, 23514);
       * primary-key and unique-index duplicates, against stored rows, the transaction's own
         writes and the other rows given, fail with 23505 and PostgreSQL's DETAIL;
+      * the rows go into the table's current definition in this transaction (txn.tables), so a
+        caller may keep passing the TableDef it loaded first;
       * rows go through txn.put: into the write buffer (the transaction quotas apply: 54000),
-        or, when the table was created by TRUNCATE or rewritten in this transaction, onto the
-        bulk path: committed ahead every limits.BULK_BATCH_ROWS_MAX keys, never more than one
+        or, when the table was truncated or rewritten in this transaction (or created in it and
+        these rows would pass the quota: it then moves to a private keyspace), onto the bulk path: committed ahead every limits.BULK_BATCH_ROWS_MAX keys, never more than one
         batch held in memory (compute_node/sql/bulk.py);
       * returns the number of rows written. On an error some rows may be written: as for any
         failed statement, the transaction (block) must then be rolled back.
     Call it with rows in chunks (e.g. 1,000 at a time) to bound the caller's memory too."""
+    table = txn.tables.get(table.name) or table  # this transaction's current definition (it may have moved)
     _check_writable(txn, table)
     rules = None if validated else compile_rules(table, new_context(txn))
     bulk_target = is_bulk_target(txn, table)
+    if not bulk_target and table.name in txn.created_tables and \
+            len(txn.write_buffer) + len(rows) * (1 + len(table.indexes)) > limits.TXN_ROWS_MAX:
+        table = await _make_created_table_private(txn, table)
+        bulk_target = True
     chunk_rows = max(1, min(limits.BULK_BATCH_ROWS_MAX, limits.TXN_ROWS_MAX) // (1 + len(table.indexes)))
     written = 0
     for offset in range(0, len(rows), chunk_rows):
@@ -339,6 +347,23 @@ async def insert_rows(txn: Transaction, table: TableDef, rows: Sequence[Sequence
         if bulk_target:
             await txn.flush_private()
     return written
+
+
+async def _make_created_table_private(txn: Transaction, table: TableDef) -> TableDef:
+    """A table created by this transaction, about to outgrow the quotas: it moves to a private
+    keyspace (like TRUNCATE's) with the rows and index entries already buffered for it, which
+    carry no table id in their values, so only their keys change."""
+    moved = await move_to_private_keyspace(txn, table, drop_old=False)
+    prefixes = [(table.rows_prefix, moved.rows_prefix)] + [
+        (old.prefix, new.prefix) for old, new in zip(table.indexes, moved.indexes)]
+    for old_prefix, new_prefix in prefixes:
+        for key in [k for k in txn.write_buffer if k.startswith(old_prefix)]:
+            value = txn.write_buffer.pop(key)
+            txn.write_bytes -= len(key) + (len(value) if value is not None else 0)
+            if value is not None:
+                txn.put(new_prefix + key[len(old_prefix):], value)
+    _save_table(txn, moved)
+    return moved
 
 
 async def _write_new_rows(txn: Transaction, table: TableDef, rows: list[list], bulk_target: bool) -> None:
@@ -970,6 +995,7 @@ async def run_create(txn: Transaction, create: exp.Create) -> StatementResult:
     for index in indexes:
         txn.put(keys.catalog_index_key(index.name), name.encode("utf-8"))
     _save_table(txn, table)
+    txn.created_tables.add(name)  # loads into it may take the bulk path (insert_rows)
     return StatementResult.tag("CREATE TABLE")
 
 

@@ -117,6 +117,7 @@ class Transaction:
         self.sequence_demand: dict[str, int] = {}  # values a re-run statement needs (executor.execute)
         self.statement_savepoint = None  # the buffers before the statement's first nextval (executor.execute)
         self.read_data = False   # read a key outside the catalog (a snapshot that was used)
+        self.created_tables: set[str] = set()  # tables CREATEd by this transaction (executor.insert_rows)
         # Undone when the transaction ends without committing (a rewrite mark, executor.py).
         self.abort_actions: list = []
 
