@@ -70,10 +70,17 @@ def test_bulk_load_add_primary_key_and_serial_across_nodes(cluster_factory):
         loaded = time.perf_counter()
         assert second.execute("SELECT count(*), min(aid), max(aid) FROM accounts").fetchone() == (ROWS, 0, ROWS - 1)
 
+        # A writer on a third node that started before the rewrite must not lose its row silently.
+        writer = connect(cluster, 2, token, autocommit=False)
+        writer.execute("INSERT INTO accounts VALUES (-7, 0, 0, 'concurrent')")
         altering = time.perf_counter()
         second.execute("ALTER TABLE accounts ADD PRIMARY KEY (aid)")
         print(f"load of {ROWS} rows (with one index) in one transaction: {loaded - started:.1f} s; "
               f"ADD PRIMARY KEY: {time.perf_counter() - altering:.1f} s")
+        with pytest.raises(psycopg.errors.SerializationFailure, match="OC001"):
+            writer.commit()
+        writer.close()
+        assert first.execute("SELECT count(*) FROM accounts WHERE aid < 0").fetchone() == (0,)
         for aid in (0, 4_321, ROWS - 1):
             assert first.execute("SELECT aid, bid, filler FROM accounts WHERE aid = %s", (aid,)).fetchone() == (
                 aid, aid % 10, f"filler {aid}".ljust(40))
