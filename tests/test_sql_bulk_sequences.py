@@ -368,7 +368,15 @@ async def test_add_primary_key_refuses_duplicates_and_nulls(session, small_limit
     await ok(session, "INSERT INTO d VALUES (NULL, 1), (1, 1)")
     await fails(session, "ALTER TABLE d ADD PRIMARY KEY (a)", "23502",
                 'column "a" of relation "d" contains null values')
-    await fails(session, "ALTER TABLE d ADD CONSTRAINT other PRIMARY KEY (a)", "0A000")
+    await ok(session, "CREATE TABLE named (a INT, CONSTRAINT named_key_a PRIMARY KEY (a))")
+    await fails(session, "INSERT INTO named VALUES (1), (1)", "23505",
+                'duplicate key value violates unique constraint "named_key_a"')
+    await ok(session, "CREATE TABLE later (a INT)")
+    await ok(session, "ALTER TABLE later ADD CONSTRAINT later_pk PRIMARY KEY (a)")
+    assert await rows(session, "SELECT constraint_name FROM information_schema.table_constraints "
+                               "WHERE table_name = 'later'") == [("later_pk",)]
+    await fails(session, "INSERT INTO later VALUES (1), (1)", "23505",
+                'duplicate key value violates unique constraint "later_pk"')
     await fails(session, "ALTER TABLE d ADD CONSTRAINT fk FOREIGN KEY (b) REFERENCES d (a)", "0A000")
     await ok(session, "DELETE FROM d WHERE a IS NULL")
     # In the same transaction as TRUNCATE, after other statements: the keyspace is private.

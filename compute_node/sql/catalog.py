@@ -113,6 +113,7 @@ class TableDef:
     # table: the rewriting transaction's id and its start_ts; others' writes fail with 40001.
     rewrite_by: str | None = None
     rewrite_ts: int = 0
+    primary_key_name: str | None = None  # CONSTRAINT name PRIMARY KEY; None: <table>_pkey
 
     def __post_init__(self):
         assert self.primary_key, "every table has a key: its primary key or the hidden row id"
@@ -142,7 +143,7 @@ class TableDef:
 
     @property
     def constraint_name(self) -> str:
-        return f"{self.name}_pkey"
+        return self.primary_key_name or f"{self.name}_pkey"
 
     @property
     def physical_slots(self) -> int:
@@ -241,6 +242,8 @@ class TableDef:
         if self.rewrite_by is not None:
             doc["rewrite_by"] = self.rewrite_by
             doc["rewrite_ts"] = self.rewrite_ts
+        if self.primary_key_name is not None:
+            doc["primary_key_name"] = self.primary_key_name
         return json.dumps(doc, sort_keys=True).encode("utf-8")
 
     @staticmethod
@@ -254,7 +257,8 @@ class TableDef:
                                  tuple(i.get("descending", ()))) for i in doc.get("indexes", ()))
         checks = tuple(CheckDef(c["name"], c["sql"]) for c in doc.get("checks", ()))
         return TableDef(doc["table_id"], doc["name"], columns, tuple(doc["primary_key"]), indexes, checks,
-                        doc.get("slot_count", -1), doc.get("rewrite_by"), doc.get("rewrite_ts", 0))
+                        doc.get("slot_count", -1), doc.get("rewrite_by"), doc.get("rewrite_ts", 0),
+                        doc.get("primary_key_name"))
 
 
 def _column_json(column: ColumnDef) -> dict:
@@ -330,6 +334,7 @@ def create_spec(create: exp.Create, table_id: int = 1) -> CreateSpec:
     name = table_name(schema.this)
     columns: list[ColumnDef] = []
     primary_key: list | None = None
+    primary_key_name: str | None = None
     uniques: list[tuple[str | None, tuple[str, ...]]] = []
     checks: list[tuple[str | None, exp.Expression, str | None]] = []  # (explicit name, expr, column)
     defaults: dict[int, exp.Expression] = {}
@@ -357,6 +362,7 @@ def create_spec(create: exp.Create, table_id: int = 1) -> CreateSpec:
                     names = [identifier_name(k.this if isinstance(k, (exp.Ordered, exp.Column)) else k)
                              for k in part.expressions]
                     primary_key = _set_primary_key(primary_key, names, name)
+                    primary_key_name = constraint_name
                 elif isinstance(part, exp.UniqueColumnConstraint) and isinstance(part.this, exp.Schema):
                     uniques.append((constraint_name, tuple(identifier_name(i) for i in part.this.expressions)))
                 elif isinstance(part, exp.CheckColumnConstraint):
@@ -400,7 +406,8 @@ def create_spec(create: exp.Create, table_id: int = 1) -> CreateSpec:
         taken.add(check_name)
         check_defs.append(CheckDef(check_name, node.sql(dialect="postgres")))
         check_nodes.append((check_name, node))
-    table = TableDef(table_id, name, tuple(columns), tuple(resolved), (), tuple(check_defs))
+    table = TableDef(table_id, name, tuple(columns), tuple(resolved), (), tuple(check_defs),
+                     primary_key_name=primary_key_name if primary_key_name != f"{name}_pkey" else None)
     return CreateSpec(table, uniques, check_nodes, defaults, sequences)
 
 

@@ -1274,7 +1274,7 @@ REWRITE_MARK_MARGIN_NS = 60 * 1_000_000_000
 
 
 async def add_primary_key(txn: Transaction, table: TableDef, constraint: str | None, names: list[str]) -> TableDef:
-    """ALTER TABLE t ADD [CONSTRAINT t_pkey] PRIMARY KEY (cols) on a table with hidden row ids:
+    """ALTER TABLE t ADD [CONSTRAINT name] PRIMARY KEY (cols) on a table with hidden row ids:
     the table is copied into a new private keyspace keyed by the new primary key (rows and every
     index rebuilt), flushed ahead in batches like a bulk load; duplicates are 23505, NULLs 23502.
 
@@ -1288,13 +1288,12 @@ async def add_primary_key(txn: Transaction, table: TableDef, constraint: str | N
     expires with the transaction age limit."""
     if not table.has_rowid:
         raise SqlError(errors.INVALID_TABLE_DEFINITION, f'multiple primary keys for table "{table.name}" are not allowed')
-    if constraint is not None and constraint != table.constraint_name:
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED,
-                       f'a primary key constraint must be named "{table.constraint_name}"')
+    pk_name = constraint if constraint is not None and constraint != f"{table.name}_pkey" else None
     if len(names) > limits.INDEX_COLUMNS_MAX:
         raise SqlError(TOO_MANY_COLUMNS, f"cannot use more than {limits.INDEX_COLUMNS_MAX} columns in an index")
-    if await _relation_exists(txn, table.constraint_name) is not None:
-        raise SqlError(errors.DUPLICATE_TABLE, f'relation "{table.constraint_name}" already exists')
+    shown = pk_name or f"{table.name}_pkey"
+    if await _relation_exists(txn, shown) is not None or any(c.name == shown for c in table.checks):
+        raise SqlError(errors.DUPLICATE_TABLE, f'relation "{shown}" already exists')
     positions: list[int] = []
     for name in names:
         position = table.column_index(name)
@@ -1311,7 +1310,7 @@ async def add_primary_key(txn: Transaction, table: TableDef, constraint: str | N
     columns = tuple(dataclasses.replace(old.columns[p], slot=-1, missing=None,
                                         not_null=old.columns[p].not_null or p in positions) for p in kept)
     new_table = TableDef(old.table_id, old.name, columns, tuple(kept.index(p) for p in positions), old.indexes,
-                         old.checks)
+                         old.checks, primary_key_name=pk_name)
     new_table = await move_to_private_keyspace(txn, new_table, drop_old=False)
     chunk: list[list] = []
     chunk_rows = max(1, min(limits.BULK_BATCH_ROWS_MAX, limits.TXN_ROWS_MAX) // (1 + len(new_table.indexes)))
