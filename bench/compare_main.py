@@ -1,11 +1,16 @@
 """`bench/compare`: QuorumDB beside etcd and PostgreSQL on this machine, in one run.
 
 Order: etcd (3 members, puts through the v3 JSON gateway, 1 and 64 clients), then PostgreSQL
-(pgbench TPC-B with 8 clients at scale 8 and select-only with 64), then QuorumDB: one fresh
+(pgbench tpcb-like and simple-update with 8 clients at scale 8, select-only and point-upsert with 64),
+then QuorumDB: one fresh
 default cluster per read mode (`quorumdb up`, reads 3-of-6; then `quorumdb up --read-mode single`).
 On each: the tables are made, the idle cluster's CPU is measured, then every run twice, once with
 `quorumdb bench` (Python, gRPC) and once with pgbench through the PostgreSQL endpoint (C, libpq),
 the same SQL: point-write 1 and 64, point-read 1 and 64, and on the default cluster tpcb 8.
+Then, on the default cluster, pgbench's own scripts with identical client work on both systems:
+`pgbench -i -s <tpcb scale>` through the PostgreSQL endpoint (unmodified, timed), then tpcb-like
+8, simple-update 8, select-only 64 and a point-upsert script 64, exactly as PostgreSQL ran them
+(pgbench's vacuum step on, on both); `quorumdb bench` stays for what pgbench cannot express.
 One system runs at a time, so each has the whole machine; each is stopped (SIGTERM by PID) before
 the next starts.
 
@@ -221,13 +226,14 @@ def run_postgres(work_dir: pathlib.Path, duration_s: float, warmup_s: float, sca
             ticks = None if postmaster is None else procstat.tree_ticks(postmaster)
             return None if ticks is None else ticks / procstat.CLOCK_TICKS_PER_S
 
-        for name, workload_args, clients in ((f"tpcb_{report.TPCB_CLIENTS}", ["-b", "tpcb-like"], report.TPCB_CLIENTS),
-                                             ("select_only_64", ["-S"], 64)):
+        for name, script, clients in report.SAME_SCRIPT_RUNS:
             run_dir = postgres.owned_dir(pg_dir / "runs" / name)
+            workload_args, needs_scale = pgbench_load.same_script_args(script, postgres.owned_dir(pg_dir / "scripts"))
             target = pgbench_load.Target("127.0.0.1", postgres.port, "postgres", "postgres", clients)
-            # pgbench's own vacuum before the run stays on (its default for PostgreSQL; -n for QuorumDB).
+            # pgbench's own vacuum before the run stays on, on both systems.
             command = postgres.as_user + pgbench_load.command(postgres.pgbench, target, workload_args, seconds,
-                                                              pgbench_mode, str(run_dir / "node0"), vacuum=True)
+                                                              pgbench_mode, str(run_dir / "node0"), vacuum=True,
+                                                              scale=scale if needs_scale else None)
             say(shlex.join(command))
             # 0.3 s after pgbench exits: its backends have exited and been reaped into the postmaster's
             # cutime/cstime, so none is half-counted.
@@ -236,6 +242,7 @@ def run_postgres(work_dir: pathlib.Path, duration_s: float, warmup_s: float, sca
             if figures is not None:
                 cpu_s = None if before is None or after is None else after - before
                 with_cpu(figures, "server_cpu_ms_per_op", cpu_s, figures["transactions_all"])
+                figures["scale"] = figures.get("scale") or scale
             recorder.record("postgres", name, shlex.join(command), figures, problem)
     finally:
         postgres.stop()
@@ -354,8 +361,50 @@ class QuorumDBSession:
                 problem = f"{figures['errors']} errors: {figures.get('error_samples')}"
         self._finish(name, shlex.join(command), figures, problem, cpu, wall_s, operations, workload, clients, "bench")
 
-    def run_pgbench(self, workload: str, clients: int, work_dir: pathlib.Path) -> None:
-        name = report.qdb_row("pgbench", self.mode, workload, clients)
+    def load_pgbench_tables(self, scale: int) -> bool:
+        """`pgbench -i -s scale` through the first compute node's endpoint, unmodified (drop,
+        create, COPY in one transaction after TRUNCATE, vacuum, primary keys), timed."""
+        host, port = self.pg_endpoints[0]
+        command = [shutil.which("pgbench") or "pgbench", "-i", "-s", str(scale), "-q",
+                   "-h", host, "-p", str(port), "-U", QDB_USER, QDB_DATABASE]
+        say(shlex.join(command))
+        started = time.monotonic()
+        try:
+            completed = peers.run(command, timeout_s=PGBENCH_INIT_TIMEOUT_S, check=False, env=self.env)
+        except subprocess.TimeoutExpired:
+            completed = None
+        wall_s = round(time.monotonic() - started, 1)
+        problem = None
+        if completed is None:
+            problem = f"pgbench -i did not finish within {PGBENCH_INIT_TIMEOUT_S:g} s"
+        elif completed.returncode != 0:
+            problem = f"pgbench -i exited {completed.returncode}: {completed.stderr[-800:]}"
+        self.recorder.record("quorumdb", f"pgbench_init_{self.mode}", shlex.join(command),
+                             {"wall_s": wall_s, "scale": scale, "rows": 100_000 * scale}, problem)
+        return problem is None
+
+    def run_same_scripts(self, work_dir: pathlib.Path) -> None:
+        """pgbench's scripts on `pgbench -i` tables, exactly as PostgreSQL ran them."""
+        if shutil.which("pgbench") is None:
+            self.recorder.problems.append("quorumdb: pgbench not found")
+            return
+        if not self.load_pgbench_tables(self.args.tpcb_scale):
+            return
+        for name, script, clients in report.SAME_SCRIPT_RUNS:
+            workload_args, needs_scale = pgbench_load.same_script_args(script, work_dir / "same-scripts")
+            self.run_pgbench(script, clients, work_dir, name=report.same_row(self.mode, name),
+                             workload_args=workload_args, scale=self.args.tpcb_scale if needs_scale else None,
+                             vacuum=True, recorded_scale=self.args.tpcb_scale)
+
+    def run_pgbench(self, workload: str, clients: int, work_dir: pathlib.Path, name: str | None = None,
+                    workload_args: list[str] | None = None, scale: int | None = None, vacuum: bool = False,
+                    recorded_scale: int | None = None) -> None:
+        """One pgbench run spread over the three endpoints: a `quorumdb bench` workload's script
+        (default), or `workload_args` (a built-in) under the figure `name`."""
+        name = name or report.qdb_row("pgbench", self.mode, workload, clients)
+        if workload_args is None:
+            workload_args = ["-f", str(self.scripts[workload])]
+            scale = self.args.tpcb_scale if workload == "tpcb" else None
         run_dir = work_dir / "runs" / name
         run_dir.mkdir(parents=True)
         seconds = pgbench_load.run_seconds(self.args.duration, self.warmup_s)
@@ -370,9 +419,8 @@ class QuorumDBSession:
                 continue
             target = pgbench_load.Target(host, port, QDB_USER, QDB_DATABASE, share)
             commands.append(pgbench_load.command(
-                pgbench, target, ["-f", str(self.scripts[workload])], seconds, self.args.pgbench_mode,
-                str(run_dir / f"node{len(commands)}"), variables={"rows": ROWS},
-                scale=self.args.tpcb_scale if workload == "tpcb" else None))
+                pgbench, target, workload_args, seconds, self.args.pgbench_mode,
+                str(run_dir / f"node{len(commands)}"), variables={"rows": ROWS}, scale=scale, vacuum=vacuum))
         text = " & ".join(shlex.join(command) for command in commands)
         say(text)
         pids = self.node_pids()
@@ -385,7 +433,10 @@ class QuorumDBSession:
         operations = None
         if figures is not None:
             figures["pgbench_mode"] = self.args.pgbench_mode
-            figures["script"] = self.scripts[workload].read_text()
+            figures["script"] = (self.scripts[workload].read_text() if workload in self.scripts
+                                 else " ".join(workload_args))
+            if recorded_scale is not None:
+                figures["scale"] = figures.get("scale") or recorded_scale
             operations = figures["transactions_all"]
         self._finish(name, text, figures, problem, cpu, wall_s, operations, workload, clients, "pgbench")
 
@@ -425,6 +476,8 @@ def run_quorumdb(work_dir: pathlib.Path, args: argparse.Namespace, warmup_s: flo
             for workload, clients in runs:
                 session.run_bench(workload, clients)
                 session.run_pgbench(workload, clients, work_dir / f"qdb-{mode}-runs")
+            if mode in report.SAME_SCRIPT_MODES:
+                session.run_same_scripts(work_dir / f"qdb-{mode}-same")
         except (RuntimeError, OSError, subprocess.SubprocessError) as error:
             recorder.problems.append(f"quorumdb ({mode}): {error}")
             say(f"quorumdb ({mode}): FAILED: {error}")
@@ -512,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": args.duration, "warmup_s": warmup_s, "pgbench_mode": args.pgbench_mode,
         "read_modes": modes, "tpcb_scale": args.tpcb_scale, "rows": ROWS,
         "machine": machine_info(), "versions": versions,
-        "figures": recorder.figures, "ratios": ratios,
+        "figures": recorder.figures, "ratios": ratios, "same_scripts": report.same_script_ratios(recorder.figures),
         "commands": recorder.commands, "problems": recorder.problems,
         "load_average_1m": load_averages, "wall_time_s": round(time.monotonic() - started, 1),
     }

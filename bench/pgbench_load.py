@@ -45,6 +45,9 @@ CONNECT_ALLOWANCE_S = 1.0  # extra pgbench seconds before the counted window: se
 STOP_GRACE_S = 10.0  # after SIGTERM, how long a pgbench process gets before SIGKILL
 ERROR_SAMPLES_MAX = 5
 SCRIPTED_WORKLOADS = ("point-write", "point-read", "tpcb")
+# The scripts both systems run with identical client work on `pgbench -i` tables: pgbench's
+# built-in ones, plus a point-upsert that pgbench has no built-in for.
+SAME_SCRIPTS = ("tpcb-like", "simple-update", "select-only", "point-upsert")
 
 
 # --- scripts ------------------------------------------------------------------------------------
@@ -69,6 +72,31 @@ def script(workload: str) -> str:
     else:
         raise ValueError(f"no pgbench script for workload {workload!r}; one of {', '.join(SCRIPTED_WORKLOADS)}")
     return "\n".join(lines) + "\n"
+
+
+def point_upsert_script() -> str:
+    """An upsert of one random account of `pgbench -i`'s tables (scale from -s)."""
+    return "\n".join([
+        "\\set aid random(1, 100000 * :scale)",
+        "\\set bid (:aid - 1) / 100000 + 1",
+        f"\\set delta random(-{workloads.DELTA_MAX}, {workloads.DELTA_MAX})",
+        "INSERT INTO pgbench_accounts (aid, bid, abalance, filler) VALUES (:aid, :bid, :delta, '') "
+        "ON CONFLICT (aid) DO UPDATE SET abalance = excluded.abalance;",
+    ]) + "\n"
+
+
+def same_script_args(script: str, script_dir: pathlib.Path) -> tuple[list[str], bool]:
+    """pgbench's workload arguments for one of SAME_SCRIPTS, and whether it needs -s (a custom
+    script learns the scale only from -s; the built-ins count pgbench_branches)."""
+    if script not in SAME_SCRIPTS:
+        raise ValueError(f"no pgbench script {script!r}; one of {', '.join(SAME_SCRIPTS)}")
+    if script != "point-upsert":
+        return ["-b", script], False
+    path = script_dir / "point-upsert.sql"
+    if not path.exists():
+        script_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(point_upsert_script())
+    return ["-f", str(path)], True
 
 
 def split_clients(clients: int, nodes: int) -> list[int]:

@@ -26,6 +26,22 @@ QDB_RUNS: tuple[tuple[str, int, tuple[str, ...]], ...] = (
 )
 
 
+# pgbench's own scripts on both systems (`pgbench -i` tables, same scale): (figure name, script,
+# clients). PostgreSQL's rows are `postgres.<name>`; QuorumDB's `quorumdb.same_<mode>_<name>`.
+SAME_SCRIPT_RUNS: tuple[tuple[str, str, int], ...] = (
+    (f"tpcb_{TPCB_CLIENTS}", "tpcb-like", TPCB_CLIENTS),
+    (f"simple_update_{TPCB_CLIENTS}", "simple-update", TPCB_CLIENTS),
+    ("select_only_64", "select-only", 64),
+    ("point_upsert_64", "point-upsert", 64),
+)
+SAME_SCRIPT_MODES = ("quorum",)  # one `pgbench -i` load, on the default cluster
+
+
+def same_row(mode: str, name: str) -> str:
+    assert mode in READ_MODES
+    return f"same_{mode}_{name}"
+
+
 def qdb_row(client: str, mode: str, workload: str, clients: int) -> str:
     """The figure name of one QuorumDB run: `bench_quorum_point_write_64`, `pgbench_single_point_read_1`."""
     assert client in QDB_CLIENTS and mode in READ_MODES
@@ -77,10 +93,16 @@ FIGURE_ROWS: tuple[tuple[str, str, str, str, str, int], ...] = (
     ("etcd.put_64", "etcd 3 members", "bench/etcd_load.py", "", "put (v3 JSON gateway)", 64),
     (f"postgres.tpcb_{TPCB_CLIENTS}", "PostgreSQL", "pgbench", "", "TPC-B (-b tpcb-like)", TPCB_CLIENTS),
     ("postgres.select_only_64", "PostgreSQL", "pgbench", "", "select-only (-S)", 64),
+    (f"postgres.simple_update_{TPCB_CLIENTS}", "PostgreSQL", "pgbench", "", "simple-update (-b)", TPCB_CLIENTS),
+    ("postgres.point_upsert_64", "PostgreSQL", "pgbench", "", "point-upsert (-f)", 64),
 ) + tuple(
     (f"quorumdb.{qdb_row(client, mode, workload, clients)}", "QuorumDB", client, mode, workload, clients)
     for mode in READ_MODES for workload, clients, modes in QDB_RUNS if mode in modes for client in QDB_CLIENTS
 )
+
+FIGURE_ROWS += tuple(
+    (f"quorumdb.{same_row(mode, name)}", "QuorumDB", "pgbench", mode, f"{script} (pgbench -i tables)", clients)
+    for mode in SAME_SCRIPT_MODES for name, script, clients in SAME_SCRIPT_RUNS)
 
 _TPS_LINE = re.compile(r"^tps = ([0-9]+(?:\.[0-9]+)?) \(([^)]*)\)", re.MULTILINE)
 _PGBENCH_LATENCY = re.compile(r"^latency average = ([0-9]+(?:\.[0-9]+)?) ms", re.MULTILINE)
@@ -249,6 +271,40 @@ def compute_ratios(figures: dict[str, Any], clients: Sequence[str] = QDB_CLIENTS
     return results
 
 
+def same_script_ratios(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """QuorumDB / PostgreSQL for each script both ran with pgbench (identical client work): tps
+    and cluster/server CPU per transaction. None where either side was not measured or the
+    scales differ."""
+    entries = []
+    for mode in SAME_SCRIPT_MODES:
+        for name, script, clients in SAME_SCRIPT_RUNS:
+            mine, theirs = f"quorumdb.{same_row(mode, name)}", f"postgres.{name}"
+            value = ratio(lookup(figures, mine + ".throughput_tps"), lookup(figures, theirs + ".throughput_tps"))
+            note = None
+            if value is not None and _field(figures, mine, "scale") != _field(figures, theirs, "scale"):
+                value, note = None, (f"scale differs: {_field(figures, mine, 'scale')} against "
+                                     f"{_field(figures, theirs, 'scale')}")
+            entries.append({"script": script, "clients": clients, "read_mode": mode,
+                            "quorumdb_tps": lookup(figures, mine + ".throughput_tps"),
+                            "postgres_tps": lookup(figures, theirs + ".throughput_tps"),
+                            "quorumdb_cpu_ms_per_op": lookup(figures, mine + ".cluster_cpu_ms_per_op"),
+                            "postgres_cpu_ms_per_op": lookup(figures, theirs + ".server_cpu_ms_per_op"),
+                            "ratio": None if value is None else round(value, 4), "note": note})
+    return entries
+
+
+def same_scripts_markdown(entries: list[dict[str, Any]]) -> str:
+    lines = ["| pgbench script | clients | QuorumDB tps | PostgreSQL tps | QuorumDB / PostgreSQL "
+             "| QuorumDB CPU ms/op | PostgreSQL CPU ms/op |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for entry in entries:
+        shown = _significant(entry["ratio"]) if entry["note"] is None else f"n/a ({entry['note']})"
+        lines.append(f"| {entry['script']} | {entry['clients']} | {_number(entry['quorumdb_tps'])} "
+                     f"| {_number(entry['postgres_tps'])} | {shown} | {_number(entry['quorumdb_cpu_ms_per_op'], 2)} "
+                     f"| {_number(entry['postgres_cpu_ms_per_op'], 3)} |")
+    return "\n".join(lines)
+
+
 def _number(value: float | None, digits: int = 1) -> str:
     if value is None:
         return "n/a"
@@ -364,6 +420,10 @@ def markdown_report(result: dict[str, Any]) -> str:
         figures_markdown(result.get("figures", {}), pgbench_mode),
         "",
         ratios_markdown(result.get("ratios", []), pgbench_mode),
+        "",
+        "The same pgbench scripts on both systems (`pgbench -i` tables at the TPC-B scale):",
+        "",
+        same_scripts_markdown(result.get("same_scripts") or same_script_ratios(result.get("figures", {}))),
     ]
     return "\n".join(lines) + "\n"
 

@@ -197,6 +197,36 @@ class ComputeService(compute_pb2_grpc.ComputeServicer):
                 transaction_status=entry.session.transaction_status,
             )
 
+    async def Copy(self, request, context):
+        """One COPY statement, its input or output whole in the messages (compute_node/copy.py)."""
+        from compute_node import copy as copy_mod
+
+        entry = self._sessions.get(request.session_id)
+        if entry is None:
+            error = _no_session(request.session_id, self._node)
+            return compute_pb2.CopyReply(result=error_result(error), transaction_status="I")
+        async with entry.lock:
+            entry.last_used_s = self._monotonic()
+            entry.tracker.commit_in_flight = False
+            data = b""
+            try:
+                async with asyncio.timeout(self._statement_timeout_s):
+                    result, data = await copy_mod.run_whole(entry.session, request.sql, request.data)
+            except TimeoutError:
+                if entry.tracker.commit_in_flight:
+                    entry.tracker.commit_in_flight = False
+                    result = _ErrorOnly(errors.completion_unknown("the statement deadline passed while a COPY "
+                                                                  "batch's commit was in flight"))
+                else:
+                    result = _ErrorOnly(errors.SqlError(errors.QUERY_CANCELED, "canceling statement due to "
+                                                        f"statement timeout ({self._statement_timeout_s:g}s)"))
+            except Exception as error:  # a bug in a session must not take the node down
+                log.exception("COPY failed")
+                result = _ErrorOnly(errors.SqlError(errors.INTERNAL_ERROR, f"internal error: {error!r}"))
+            entry.last_used_s = self._monotonic()
+            return compute_pb2.CopyReply(result=result_to_pb(result), data=data,
+                                         transaction_status=entry.session.transaction_status)
+
     async def Describe(self, request, context):
         entry = self._sessions.get(request.session_id)
         if entry is None:
@@ -294,7 +324,8 @@ def error_result(error: errors.SqlError) -> compute_pb2.StatementResult:
 
 def error_to_pb(error: errors.SqlError) -> compute_pb2.SqlError:
     return compute_pb2.SqlError(
-        sqlstate=error.sqlstate, message=error.message, detail=error.detail or "", hint=error.hint or ""
+        sqlstate=error.sqlstate, message=error.message, detail=error.detail or "", hint=error.hint or "",
+        context=getattr(error, "context", "") or "",
     )
 
 

@@ -26,6 +26,12 @@ bytes and None; numeric, date, timestamp and uuid values become the text
 PostgreSQL prints for them (`1.50`, `2024-01-02 03:04:05+00`), so every client
 shows exactly what psql would.
 
+COPY does not come through `execute` (its data travels beside the statement): the PostgreSQL
+endpoint and the gRPC Copy call use `copy_columns` (checks before any data is sent), `copy_from`
+(rows into the open block, or in autocommit validated whole and committed in batches that share
+one snapshot: compute_node/copy.py) and `copy_failed` (a COPY that failed on its input fails the
+open block, as any failed statement).
+
 The session never writes to storage itself; the transport implements `Backend`.
 
 `SET quorumdb.read_mode = 'single' | 'quorum' | DEFAULT`, `RESET quorumdb.read_mode` and
@@ -50,6 +56,7 @@ import re
 import uuid
 from typing import Any, Sequence
 
+from compute_node import copy as copy_mod
 from compute_node import trace as trace_mod
 from compute_node.sql import executor, types
 from compute_node.sql.describe import DescribeTransaction, Description
@@ -60,6 +67,7 @@ from compute_node.sql.result import StatementResult
 from compute_node.sql.sequences import SessionSequences
 from compute_node.sql.transaction import Backend, SchemaStale, Transaction
 from quorumdb import errors, limits, sqllex
+from quorumdb.copyformat import CopyStatement, Record
 from quorumdb.errors import SqlError
 
 __all__ = ["Backend", "Session", "StatementResult"]
@@ -289,6 +297,61 @@ class Session:
             self._end()
         return StatementResult.tag("COMMIT")
 
+    # --- COPY (compute_node/copy.py) ---------------------------------------------------
+    async def copy_columns(self, statement: CopyStatement) -> list[str]:
+        """The columns a COPY FROM loads, checked before the client sends any data (42P01, 42703,
+        25P02 now rather than after the upload, as PostgreSQL does). Reads only."""
+        async with self._lock:
+            if self._failed:
+                raise SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK)
+            txn = self._txn if self._txn is not None else self._new_transaction()
+            try:
+                try:
+                    copy_plan = await copy_mod.plan(txn, statement)
+                    await txn.check_schema_version()
+                except SchemaStale:
+                    txn.forget_stale_schema()
+                    copy_plan = await copy_mod.plan(txn, statement)
+            except SqlError:
+                if self._txn is not None:
+                    self._failed = True
+                raise
+            return copy_plan.column_names
+
+    async def copy_from(self, statement: CopyStatement, records: list[Record]) -> StatementResult:
+        """COPY FROM of records already read: into the open block, or (autocommit) validated
+        whole and committed in batches within the transaction quotas."""
+        async with self._lock:
+            if self._txn is None:
+                try:
+                    count = await copy_mod.load_autocommit(self._new_transaction, self.backend.now_ts,
+                                                           statement, records)
+                except SqlError as error:
+                    return StatementResult.failed(error)
+                return StatementResult.tag(f"COPY {count}")
+            if self._failed:
+                return StatementResult.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+            try:
+                self._check_age(self._txn)
+                try:
+                    count = await copy_mod.load_in_transaction(self._txn, statement, records)
+                except SchemaStale:
+                    self._txn.forget_stale_schema()
+                    count = await copy_mod.load_in_transaction(self._txn, statement, records)
+            except SqlError as error:
+                self._failed = True
+                return StatementResult.failed(error)
+            except BaseException:
+                self._failed = True
+                raise
+            return StatementResult.tag(f"COPY {count}")
+
+    def copy_failed(self) -> None:
+        """A COPY failed before its rows reached copy_from (bad input, CopyFail): like any failed
+        statement, it fails the open transaction block."""
+        if self._txn is not None:
+            self._failed = True
+
     # --- EXPLAIN ANALYZE ---------------------------------------------------------------
     def _new_trace(self) -> trace_mod.StatementTrace:
         mode = getattr(self.backend, "session_read_mode", None) or getattr(self.backend, "read_mode", "quorum")
@@ -364,10 +427,12 @@ class Session:
         finally:
             commit.ended = trace_mod.clock()
 
-    def _new_transaction(self) -> Transaction:
+    def _new_transaction(self, start_ts: int | None = None) -> Transaction:
+        """A transaction at a new snapshot, or at `start_ts` (a COPY's later batches share the
+        snapshot their rows were validated at: compute_node/copy.py)."""
         self._txn_count += 1
-        txn = Transaction(self.backend, self.backend.start_ts(), f"{self.session_id}:{self._txn_count}",
-                          self.engine.schema_cache)
+        txn = Transaction(self.backend, self.backend.start_ts() if start_ts is None else start_ts,
+                          f"{self.session_id}:{self._txn_count}", self.engine.schema_cache)
         txn.rng = self.rng
         txn.sequences = self.engine.sequences
         txn.session_sequences = self.sequences

@@ -71,12 +71,13 @@ UNDEFINED_PARAMETER = "42P02"
 
 
 class DatabaseError(Exception):
-    def __init__(self, sqlstate: str, message: str, detail: str = "", hint: str = ""):
+    def __init__(self, sqlstate: str, message: str, detail: str = "", hint: str = "", context: str = ""):
         super().__init__(message)
         self.sqlstate = sqlstate
         self.message = message
         self.detail = detail
         self.hint = hint
+        self.context = context  # PostgreSQL's CONTEXT: where it happened ("COPY t, line 5001")
 
     def __str__(self) -> str:
         text = f"{self.message} (SQLSTATE {self.sqlstate})"
@@ -84,6 +85,8 @@ class DatabaseError(Exception):
             text += f"\nDETAIL: {self.detail}"
         if self.hint:
             text += f"\nHINT: {self.hint}"
+        if self.context:
+            text += f"\nCONTEXT: {self.context}"
         return text
 
 
@@ -127,7 +130,8 @@ def _value_from_pb(value: compute_pb2.Value):
 def _result_from_pb(message: compute_pb2.StatementResult) -> Result:
     error = None
     if message.has_error:
-        error = DatabaseError(message.error.sqlstate, message.error.message, message.error.detail, message.error.hint)
+        error = DatabaseError(message.error.sqlstate, message.error.message, message.error.detail, message.error.hint,
+                              message.error.context)
     return Result(
         columns=[(column.name, column.type) for column in message.columns],
         rows=[tuple(_value_from_pb(value) for value in row.values) for row in message.rows],
@@ -396,6 +400,26 @@ class Connection:
         """Run sql (one or more statements); returns the last result, raises DatabaseError on error."""
         return _raise_first_error(self.execute_script(sql, params))
 
+    def copy(self, sql: str, data: bytes = b"") -> tuple[Result, bytes]:
+        """One COPY statement: `COPY t FROM STDIN ...` loads `data` (text or CSV bytes, as the
+        statement's options say); `COPY t TO STDOUT ...` answers its output. Returns (the result:
+        tag `COPY n` or .error set, the output bytes); raises OperationalError as execute_script.
+        Input and output are bounded by limits.COPY_BYTES_MAX (one message each way)."""
+        if self._closed:
+            raise OperationalError(CONNECTION_FAILURE, "connection is closed")
+        if self._lost_transaction:
+            raise _lost_transaction_error()
+        if self._session_id is None:
+            self._open_session()
+        try:
+            reply = self._stub.Copy(compute_pb2.CopyRequest(session_id=self._session_id, sql=sql, data=data),
+                                    timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S)
+        except grpc.RpcError as error:
+            self._session_lost()
+            raise _rpc_error(error, self.address, opening=False) from None
+        self.transaction_status = reply.transaction_status or "I"
+        return _result_from_pb(reply.result), reply.data
+
     def describe(self, sql: str) -> Description:
         """The parameter types and result columns of one statement, without running it."""
         if self._session_id is None:
@@ -634,6 +658,23 @@ class AsyncConnection:
 
     async def execute(self, sql: str, params: Sequence | None = None) -> Result:
         return _raise_first_error(await self.execute_script(sql, params))
+
+    async def copy(self, sql: str, data: bytes = b"") -> tuple[Result, bytes]:
+        """Connection.copy, awaited."""
+        if self._closed:
+            raise OperationalError(CONNECTION_FAILURE, "connection is closed")
+        if self._lost_transaction:
+            raise _lost_transaction_error()
+        if self._session_id is None:
+            await self.open()
+        try:
+            reply = await self._stub.Copy(compute_pb2.CopyRequest(session_id=self._session_id, sql=sql, data=data),
+                                          timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S)
+        except grpc.RpcError as error:
+            await self._session_lost()
+            raise _rpc_error(error, self.address, opening=False) from None
+        self.transaction_status = reply.transaction_status or "I"
+        return _result_from_pb(reply.result), reply.data
 
     async def describe(self, sql: str) -> Description:
         """The parameter types and result columns of one statement, without running it."""

@@ -35,6 +35,11 @@ CANNOT_CONNECT_NOW = "57P03"
 INTERNAL_ERROR = "XX000"
 QUERY_CANCELED = "57014"
 INVALID_PARAMETER_VALUE = "22023"
+BAD_COPY_FILE_FORMAT = "22P04"
+CHARACTER_NOT_IN_REPERTOIRE = "22021"
+INSUFFICIENT_PRIVILEGE = "42501"
+CHECK_VIOLATION = "23514"
+INVALID_COLUMN_REFERENCE = "42P10"
 UNDEFINED_PARAMETER = "42P02"
 GENERATED_ALWAYS = "428C9"
 OBJECT_NOT_IN_PREREQUISITE_STATE = "55000"   # currval before nextval
@@ -45,13 +50,15 @@ UNDEFINED_OBJECT = "42704"
 class SqlError(Exception):
     """An error reported to the client with a SQLSTATE."""
 
-    def __init__(self, sqlstate: str, message: str, detail: str = "", hint: str = ""):
+    def __init__(self, sqlstate: str, message: str, detail: str = "", hint: str = "", context: str = ""):
         super().__init__(message)
         assert len(sqlstate) == 5, sqlstate
         self.sqlstate = sqlstate
         self.message = message
         self.detail = detail
         self.hint = hint
+        # Where the error happened, as PostgreSQL's CONTEXT field says it ("COPY t, line 5001").
+        self.context = context
 
     def __repr__(self) -> str:
         return f"SqlError({self.sqlstate!r}, {self.message!r})"

@@ -352,7 +352,7 @@ def _aligned_expanded(headers: list[str], cells: Sequence[Sequence[str]], tuples
 
 # --- errors ---------------------------------------------------------------------------
 def format_error(sqlstate: str, message: str, detail: str = "", hint: str = "",
-                 verbose: bool = False, prefix: str = "") -> str:
+                 verbose: bool = False, prefix: str = "", context: str = "") -> str:
     """An error as psql prints it on stderr (`ERROR:  msg`; verbose adds the SQLSTATE)."""
     code = f"{sqlstate}: " if verbose and sqlstate else ""
     lines = [f"{prefix}ERROR:  {code}{message}"]
@@ -360,4 +360,6 @@ def format_error(sqlstate: str, message: str, detail: str = "", hint: str = "",
         lines.append(f"DETAIL:  {detail}")
     if hint:
         lines.append(f"HINT:  {hint}")
+    if context:
+        lines.append(f"CONTEXT:  {context}")
     return "".join(line + "\n" for line in lines)

@@ -480,3 +480,24 @@ assert METRICS_SCRAPE_TIMEOUT_S < CONSOLE_POLL_S * 3
 assert CONSOLE_POLL_S < CONSOLE_IDLE_POLL_S < CONSOLE_WATCHED_S
 # The most bytes the console or `top` reads from one node's /metrics (a node's are ~30 KB).
 METRICS_SCRAPE_BYTES_MAX = 4 * 1024 * 1024
+
+# COPY (quorumdb/copyformat.py, compute_node/sql/copy.py). A COPY FROM in autocommit mode that
+# writes more than one transaction's quota is validated whole before its first batch commits, so
+# every row it loads is held in memory first: these bound that buffer (rows, and bytes of input
+# text). The byte bound also lets qsql's \copy send its whole input in one gRPC message. The
+# row bound keeps one COPY well inside the statement timeout (100,000 rows took 6 s on a
+# 15-process test cluster on two cores): a timeout after the first batch would leave part of the
+# load committed, so a COPY should never come near it.
+COPY_ROWS_MAX = 200_000
+COPY_BYTES_MAX = 48 * 1024 * 1024
+# The longest record (line, or CSV record with quoted newlines) a COPY reader buffers while it
+# waits for the rest: a row can never be larger than ROW_BYTES_MAX, so this only stops garbage.
+COPY_LINE_BYTES_MAX = 4 * 1024 * 1024
+# COPY TO sends whole records in CopyData messages of about this size, draining after each (a slow
+# client holds back the server, not its memory; small enough for any client's buffer).
+COPY_OUT_CHUNK_BYTES = 64 * 1024
+# Keys asked of storage at once while a COPY checks its rows against existing keys.
+COPY_PROBE_KEYS = GET_KEYS_MAX
+assert COPY_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX, "qsql's \\copy input fits in one Copy request"
+assert ROW_BYTES_MAX <= COPY_LINE_BYTES_MAX <= COPY_BYTES_MAX
+assert COPY_ROWS_MAX <= RESULT_ROWS_MAX, "what one COPY loads, one COPY TO (a SELECT) can send back"

@@ -63,6 +63,7 @@ Informational
   \\dt                    list tables
   \\di                    list indexes
 Input/Output
+  \\copy ...             perform SQL COPY with data stream to the client host
   \\i FILE                execute commands from file
 Formatting
   \\x [on|off]            toggle expanded output (currently {expanded})
@@ -331,6 +332,9 @@ class Shell:
         self.had_error = False
         self.variables: dict[str, str] = {}
         self.include_depth = 0
+        # Where `\copy ... from stdin` reads its data: the lines of the script being run (psql
+        # reads them from its current input), else qsql's own stdin.
+        self._input_lines: Iterator[str] | None = None
         if self.settings.verbose_errors:
             self.variables["VERBOSITY"] = "verbose"
         if self.settings.on_error_stop:
@@ -383,7 +387,7 @@ class Shell:
         self.err.write(fmt.format_error(
             getattr(error, "sqlstate", "") or "", getattr(error, "message", "") or str(error),
             getattr(error, "detail", "") or "", getattr(error, "hint", "") or "",
-            verbose=self.settings.verbose_errors, prefix=location,
+            verbose=self.settings.verbose_errors, prefix=location, context=getattr(error, "context", "") or "",
         ))
         self.err.flush()
 
@@ -449,6 +453,8 @@ class Shell:
                 return self.include_file(" ".join(arguments), location)
             case "\\set":
                 return self.set_variable(arguments)
+            case "\\copy":
+                return self.copy(line.strip()[len(command):], location)
             case "\\unset":
                 if arguments:
                     self.variables.pop(arguments[0], None)
@@ -463,6 +469,77 @@ class Shell:
                 self.print_notice("Try \\? for help.")
                 self.had_error = True
                 return MetaOutcome.FAILED
+
+    def copy(self, text: str, location: str = "") -> MetaOutcome:
+        """\\copy: COPY ... FROM STDIN / TO STDOUT on the server, the data read from or written to a
+        file (or qsql's input/output) here, as psql's \\copy (through the gRPC Copy call)."""
+        try:
+            command = parse_copy_command(text)
+        except ValueError as error:
+            self.print_notice(f"\\copy: {error}", location)
+            self.had_error = True
+            return MetaOutcome.FAILED
+        data = b""
+        try:
+            if command.direction == "from":
+                data = self._copy_input(command)
+        except OSError as error:
+            self.print_notice(f"{command.path}: {error.strerror}", location)
+            self.had_error = True
+            return MetaOutcome.FAILED
+        except ValueError as error:
+            self.print_notice(f"\\copy: {error}", location)
+            self.had_error = True
+            return MetaOutcome.FAILED
+        try:
+            result, output = self.connection.copy(command.sql, data)
+        except Exception as error:
+            self.print_error(error, location)
+            if self.is_connection_error(error):
+                raise ConnectionLost(str(error)) from error
+            return MetaOutcome.FAILED
+        if result.error is not None:
+            self.print_error(result.error, location)
+            return MetaOutcome.FAILED
+        if command.direction == "to":
+            try:
+                self._copy_output(command, output)
+            except OSError as error:
+                self.print_notice(f"{command.path}: {error.strerror}", location)
+                self.had_error = True
+                return MetaOutcome.FAILED
+        self.out.write(result.command_tag + "\n")
+        self.out.flush()
+        return MetaOutcome.CONTINUE
+
+    def _copy_input(self, command: "CopyCommand") -> bytes:
+        from quorumdb import limits
+
+        if command.path is not None:
+            with open(command.path, "rb") as source:
+                data = source.read(limits.COPY_BYTES_MAX + 1)
+            if len(data) > limits.COPY_BYTES_MAX:
+                raise ValueError(f"{command.path} is larger than {limits.COPY_BYTES_MAX} bytes; split it")
+            return data
+        lines = self._input_lines if command.stream == "stdin" and self._input_lines is not None else sys.stdin
+        pieces, size = [], 0
+        for line in lines:
+            if line.rstrip("\r\n") == "\\.":
+                break
+            size += len(line)
+            if size > limits.COPY_BYTES_MAX:
+                raise ValueError(f"the data is larger than {limits.COPY_BYTES_MAX} bytes; split it")
+            pieces.append(line)
+        return "".join(pieces).encode("utf-8")
+
+    def _copy_output(self, command: "CopyCommand", output: bytes) -> None:
+        if command.path is not None:
+            with open(command.path, "wb") as target:
+                target.write(output)
+            return
+        stream = sys.stdout if command.stream == "pstdout" else self.out
+        stream.write(output.decode("utf-8"))
+        stream.flush()
 
     def _toggle_timing(self, arguments: list[str], location: str) -> MetaOutcome:
         new_value = self._on_off(arguments, self.settings.timing, "\\timing", location)
@@ -632,6 +709,14 @@ class Shell:
     def run_lines(self, lines: Iterable[str], source: str | None) -> int:
         """Run a script (file or piped stdin) line by line; the exit status."""
         splitter = StatementSplitter()
+        lines = iter(lines)
+        outer_input, self._input_lines = self._input_lines, lines
+        try:
+            return self._run_lines(lines, source, splitter)
+        finally:
+            self._input_lines = outer_input
+
+    def _run_lines(self, lines: Iterator[str], source: str | None, splitter: "StatementSplitter") -> int:
         line_number = 0
         quit_requested = False
         for line_number, line in enumerate(lines, start=1):
@@ -716,6 +801,62 @@ class Shell:
                 continue
             if outcome is MetaOutcome.QUIT:
                 return EXIT_OK
+
+
+@dataclasses.dataclass(frozen=True)
+class CopyCommand:
+    sql: str                 # the COPY sent to the server (FROM STDIN / TO STDOUT)
+    direction: str           # "from" or "to"
+    path: str | None         # the client-side file, or None for a stream
+    stream: str | None       # stdin, pstdin, stdout or pstdout when path is None
+
+
+def parse_copy_command(text: str) -> CopyCommand:
+    """The arguments of `\\copy` (everything after it on the line), as psql reads them:
+    `table [(cols)] from {'file' | file | stdin | pstdin} [options]` or
+    `{table [(cols)] | (query)} to {'file' | file | stdout | pstdout} [options]`. The options are
+    passed to the server as written (both PostgreSQL spellings work). ValueError when malformed."""
+    from quorumdb import sqllex
+
+    significant = [t for t in sqllex.tokens(text) if t.kind not in (sqllex.SPACE, sqllex.COMMENT)]
+    depth = 0
+    for index, token in enumerate(significant):
+        word = text[token.start:token.end]
+        if word == "(":
+            depth += 1
+        elif word == ")":
+            depth -= 1
+        elif depth == 0 and index > 0 and token.kind == sqllex.WORD and word.upper() in ("FROM", "TO"):
+            break
+    else:
+        raise ValueError("parse error: expected FROM or TO (\\copy table from 'file' | \\copy table to 'file')")
+    direction = word.lower()
+    head = text[:token.start].strip()
+    rest = text[token.end:].lstrip()
+    if not rest:
+        raise ValueError(f"parse error at end of line: a file name, {'stdin' if direction == 'from' else 'stdout'} "
+                         "or pstdin/pstdout must follow " + direction.upper())
+    path = stream = None
+    if rest.startswith("'"):
+        target = sqllex.tokens(rest)[0]
+        literal = rest[:target.end]
+        if not literal.endswith("'") or len(literal) < 2:
+            raise ValueError("unterminated quoted file name")
+        path, options = sqllex.string_value(literal), rest[target.end:]
+    else:
+        target_word, _, options = rest.partition(" ")
+        lowered = target_word.lower()
+        if lowered == "program":
+            raise ValueError("\\copy ... program is not supported by qsql")
+        if lowered in ("stdin", "pstdin", "stdout", "pstdout"):
+            if (lowered.endswith("in")) != (direction == "from"):
+                raise ValueError(f"{target_word} cannot be used with {direction.upper()}")
+            stream = lowered
+        else:
+            path = target_word
+    endpoint = "STDIN" if direction == "from" else "STDOUT"
+    sql = f"COPY {head} {direction.upper()} {endpoint} {options.strip()}".rstrip()
+    return CopyCommand(sql, direction, os.path.expanduser(path) if path is not None else None, stream)
 
 
 def _location(source: str | None, line_number: int) -> str:

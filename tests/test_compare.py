@@ -253,7 +253,8 @@ def test_markdown_report_has_every_row_and_says_na():
     assert "| etcd 3 members | bench/etcd_load.py | - | put (v3 JSON gateway) | 64 | n/a |" in text
     assert "| QuorumDB | pgbench -M extended | single | point-read | 64 | n/a |" in text
     rows_per_target = 2 * (len(report.TARGETS) - 1) + 1  # a row per client; idle is one row
-    assert text.count("\n| ") == len(report.FIGURE_ROWS) + rows_per_target + 4  # + 2 heads, 2 rules
+    same_rows = len(report.SAME_SCRIPT_RUNS) * len(report.SAME_SCRIPT_MODES)
+    assert text.count("\n| ") == len(report.FIGURE_ROWS) + rows_per_target + same_rows + 6  # + 3 heads, 3 rules
     assert ("| tpcb / pgbench TPC-B, 8 clients, same scale >= clients (tps) | quorumdb bench | 0.250 (yes) | - "
             "| >= 0.25 |") in text
     assert "| idle CPU of the cluster, 8 s after set-up (cores) | - | 0.300 (yes) | 0.302 (no) | <= 0.3 cores |" in text
@@ -597,3 +598,28 @@ def test_cluster_commands(tmp_path):
                                   scale=8, setup=False)
     assert " ".join(bench) == ("quorumdb bench --workload tpcb --clients 8 --duration 30 --base-port 7700 --json "
                                "--warmup 2 --read-mode single --rows 10000 --scale 8 --no-setup")
+
+
+def test_same_scripts_compare_identical_pgbench_runs_and_refuse_different_scales():
+    figures = {"postgres": {"tpcb_8": {"throughput_tps": 2000.0, "scale": 8, "server_cpu_ms_per_op": 0.5},
+                            "select_only_64": {"throughput_tps": 40000.0, "scale": 8}},
+               "quorumdb": {"same_quorum_tpcb_8": {"throughput_tps": 100.0, "scale": 8, "cluster_cpu_ms_per_op": 9.0},
+                            "same_quorum_select_only_64": {"throughput_tps": 2000.0, "scale": 2}}}
+    entries = {entry["script"]: entry for entry in report.same_script_ratios(figures)}
+    assert set(entries) == {"tpcb-like", "simple-update", "select-only", "point-upsert"}
+    assert entries["tpcb-like"]["ratio"] == 0.05 and entries["tpcb-like"]["quorumdb_cpu_ms_per_op"] == 9.0
+    assert entries["select-only"]["ratio"] is None and "scale differs: 2 against 8" in entries["select-only"]["note"]
+    assert entries["simple-update"]["ratio"] is None and entries["simple-update"]["note"] is None
+    text = report.same_scripts_markdown(list(entries.values()))
+    assert "| tpcb-like | 8 | 100.0 | 2,000.0 | 0.0500 | 9.00 | 0.500 |" in text
+    assert "| select-only | 64 | 2,000.0 | 40,000.0 | n/a (scale differs: 2 against 8) |" in text
+
+
+def test_point_upsert_script_and_builtin_arguments(tmp_path):
+    args, needs_scale = pgbench_load.same_script_args("point-upsert", tmp_path)
+    assert args[0] == "-f" and needs_scale
+    text = (tmp_path / "point-upsert.sql").read_text()
+    assert "ON CONFLICT (aid) DO UPDATE" in text and ":scale" in text
+    assert pgbench_load.same_script_args("select-only", tmp_path) == (["-b", "select-only"], False)
+    with pytest.raises(ValueError):
+        pgbench_load.same_script_args("nonsense", tmp_path)

@@ -110,6 +110,26 @@ class PgSession:
                     outcomes.append(commit)
         return outcomes
 
+    # --- COPY (the server drives the protocol; compute_node/copy.py does the work) ----------
+    async def copy_columns(self, statement) -> Outcome:
+        try:
+            names = await self.session.copy_columns(statement)
+        except SqlError as error:
+            return Outcome.failed(error)
+        return Outcome([(name, "text") for name in names], [], "")
+
+    async def copy_from(self, statement, records) -> Outcome:
+        result = await self.session.copy_from(statement, records)
+        return Outcome([], [], result.command_tag or "", result.error)
+
+    async def copy_to(self, statement) -> Outcome:
+        """The rows of COPY TO: the table's (or the query's) SELECT, run as a statement."""
+        from compute_node import copy as copy_mod
+        outcome = await self._engine(copy_mod.select_sql(statement), None, None)
+        if outcome.error is None and not outcome.columns:
+            return Outcome.failed(SqlError(errors.FEATURE_NOT_SUPPORTED, "COPY query must return rows"))
+        return outcome
+
     async def control(self, sql: str) -> Outcome:
         """BEGIN / COMMIT / ROLLBACK of an implicit transaction (the server's extended protocol)."""
         return await self._control(sql)

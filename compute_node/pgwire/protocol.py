@@ -9,7 +9,8 @@ decoded message at a time, checking that it is legal in the connection's phase:
                     CancelRequest (-> CLOSED), StartupMessage (-> AUTHENTICATING)
     AUTHENTICATING  only 'p' (SASL / password messages) and Terminate; the shell calls
                     `authenticated()` when the exchange succeeds (-> READY)
-    READY           Query, Parse, Bind, Describe, Execute, Sync, Flush, Close, Terminate
+    READY           Query, Parse, Bind, Describe, Execute, Sync, Flush, Close, Terminate, and
+                    CopyData / CopyDone / CopyFail (the shell decides whether a COPY is running)
     CLOSED          nothing more is read
 
 Anything else -- a length below 4 or above the bound, a string without its NUL, a count that
@@ -131,13 +132,29 @@ class Terminate:
 
 
 @dataclasses.dataclass(frozen=True)
+class CopyData:
+    data: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class CopyDone:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class CopyFail:
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Unsupported:
-    """A well-formed message the server does not implement (COPY data, FunctionCall): ERROR, not FATAL."""
+    """A well-formed message the server does not implement (FunctionCall): ERROR, not FATAL."""
     type_code: str
 
 
 FrontendMessage = (SSLRequest | GSSENCRequest | CancelRequest | StartupMessage | PasswordData | Query | Parse
-                   | Bind | Describe | Execute | Close | Sync | Flush | Terminate | Unsupported)
+                   | Bind | Describe | Execute | Close | Sync | Flush | Terminate | CopyData | CopyDone | CopyFail
+                   | Unsupported)
 
 
 class _Cursor:
@@ -335,7 +352,15 @@ def _decode(type_code: str, body: bytes) -> FrontendMessage:
         case "S" | "H" | "X":
             cursor = _Cursor(body, {"S": "Sync", "H": "Flush", "X": "Terminate"}[type_code])
             message = {"S": Sync(), "H": Flush(), "X": Terminate()}[type_code]
-        case "d" | "c" | "f" | "F":
+        case "d":
+            return CopyData(body)
+        case "c":
+            cursor = _Cursor(body, "CopyDone")
+            message = CopyDone()
+        case "f":
+            cursor = _Cursor(body, "CopyFail")
+            message = CopyFail(cursor.cstring())
+        case "F":
             return Unsupported(type_code)
         case _:
             raise AssertionError(type_code)
@@ -450,6 +475,27 @@ def portal_suspended() -> bytes:
     return _message(b"s")
 
 
+def _copy_response(type_code: bytes, column_count: int) -> bytes:
+    # Overall format 0 (text) and every column text: the only formats served.
+    return _message(type_code, struct.pack("!bH", 0, column_count) + struct.pack("!h", 0) * column_count)
+
+
+def copy_in_response(column_count: int) -> bytes:
+    return _copy_response(b"G", column_count)
+
+
+def copy_out_response(column_count: int) -> bytes:
+    return _copy_response(b"H", column_count)
+
+
+def copy_data(data: bytes) -> bytes:
+    return _message(b"d", data)
+
+
+def copy_done() -> bytes:
+    return _message(b"c")
+
+
 def parameter_description(oids: list[int]) -> bytes:
     return _message(b"t", struct.pack("!H", len(oids)) + b"".join(struct.pack("!I", oid) for oid in oids))
 
@@ -461,9 +507,10 @@ FIELD_CODE = "C"
 FIELD_MESSAGE = "M"
 FIELD_DETAIL = "D"
 FIELD_HINT = "H"
+FIELD_CONTEXT = "W"
 
 
-def _fields(severity: str, sqlstate: str, message: str, detail: str = "", hint: str = "") -> bytes:
+def _fields(severity: str, sqlstate: str, message: str, detail: str = "", hint: str = "", context: str = "") -> bytes:
     assert len(sqlstate) == 5, sqlstate
     parts = [(FIELD_SEVERITY, severity), (FIELD_SEVERITY_NONLOCALIZED, severity), (FIELD_CODE, sqlstate),
              (FIELD_MESSAGE, message)]
@@ -471,12 +518,15 @@ def _fields(severity: str, sqlstate: str, message: str, detail: str = "", hint: 
         parts.append((FIELD_DETAIL, detail))
     if hint:
         parts.append((FIELD_HINT, hint))
+    if context:
+        parts.append((FIELD_CONTEXT, context))
     return b"".join(code.encode() + _cstring(value.replace("\0", "")) for code, value in parts) + b"\0"
 
 
-def error_response(sqlstate: str, message: str, detail: str = "", hint: str = "", severity: str = "ERROR") -> bytes:
+def error_response(sqlstate: str, message: str, detail: str = "", hint: str = "", severity: str = "ERROR",
+                   context: str = "") -> bytes:
     assert severity in ("ERROR", "FATAL", "PANIC")
-    return _message(b"E", _fields(severity, sqlstate, message, detail, hint))
+    return _message(b"E", _fields(severity, sqlstate, message, detail, hint, context))
 
 
 def notice_response(sqlstate: str, message: str, detail: str = "", hint: str = "",

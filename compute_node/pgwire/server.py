@@ -24,6 +24,15 @@ FATAL 08P01 and is closed; no other connection notices). The phases:
             FATAL 57P01 (PostgreSQL's admin_shutdown: the code poolers and drivers treat as
             "reconnect"), checked whenever the connection waits for the client.
 
+COPY (only statement of a Query; COPY TO also through Parse/Bind/Execute): COPY TO STDOUT sends
+CopyOutResponse, the rows as CopyData (whole records, about COPY_OUT_CHUNK_BYTES a message, drained
+after each) and CopyDone. COPY FROM
+STDIN checks the table and columns, sends CopyInResponse and reads CopyData into records
+(quorumdb/copyformat.py, bounded by COPY_BYTES_MAX / COPY_ROWS_MAX) until CopyDone, then loads
+them (compute_node/copy.py); after a bad record it reads and ignores the rest up to CopyDone or
+CopyFail, as PostgreSQL does, then answers ErrorResponse (CONTEXT `COPY t, line N`) and
+ReadyForQuery. CopyData/CopyDone/CopyFail outside a COPY are ignored, as PostgreSQL ignores them.
+
 Writes are drained every PG_ROWS_PER_DRAIN rows, so a slow reader bounds memory.
 """
 from __future__ import annotations
@@ -46,7 +55,8 @@ from compute_node.pgwire.bridge import TRANSACTION_WORDS, Outcome, PgSession
 from compute_node.pgwire.extended import ExtendedState, Portal, PreparedStatement
 from compute_node.sql import pg_catalog
 from compute_node.pgwire.protocol import ProtocolViolation
-from quorumdb import errors, limits, sqllex, tokens
+from compute_node import copy as copy_mod
+from quorumdb import copyformat, errors, limits, sqllex, tokens
 from quorumdb.errors import SqlError
 
 log = logging.getLogger("compute_node.pgwire")
@@ -183,6 +193,8 @@ class PgConnection:
         self.running: asyncio.Task | None = None
         self.implicit = False  # an implicit transaction (extended protocol, up to Sync) is open
         self.cancel_requested = False
+        self.copy_in_progress = False  # reading a COPY FROM STDIN's data from the client
+        self.copy_cancelled = False
         self.admitted = False
         self.deadline_s = 0.0
         self.peer = writer.get_extra_info("peername")
@@ -375,9 +387,11 @@ class PgConnection:
                     await self._send(protocol.ready_for_query(self.pg.transaction_status))
                 case protocol.Flush():
                     await self.writer.drain()
+                case protocol.CopyData() | protocol.CopyDone() | protocol.CopyFail():
+                    pass  # no COPY is running (it failed before the client's data): PostgreSQL ignores these
                 case protocol.Unsupported(type_code=code):
                     await self._extended_error(SqlError(errors.FEATURE_NOT_SUPPORTED,
-                                                        f"protocol message {code!r} (COPY or function call) is not supported"))
+                                                        f"protocol message {code!r} (function call) is not supported"))
                 case _:
                     try:
                         await self._extended(message)
@@ -437,6 +451,18 @@ class PgConnection:
         if not statements:
             await self._send(protocol.empty_query_response(), protocol.ready_for_query(self.pg.transaction_status))
             return
+        if any(copyformat.is_copy(statement) for statement in statements):
+            if len(statements) == 1:
+                outcome = await self._copy(statements[0], extended=False)
+            else:
+                outcome = Outcome.failed(SqlError(errors.FEATURE_NOT_SUPPORTED,
+                                                  "COPY must be the only statement of a query message",
+                                                  hint="Send the COPY in a query of its own."))
+            await self._send_outcome(outcome, formats=(), describe=False)
+            if self.pg.transaction_status == "I":
+                self.extended.end_transaction()
+            await self._send(protocol.ready_for_query(self.pg.transaction_status))
+            return
         outcomes = await self._execute(lambda: self.pg.run_script(statements))
         for outcome in outcomes:
             await self._send_outcome(outcome, formats=(), describe=True)
@@ -476,6 +502,124 @@ class PgConnection:
                 self.running.cancel()
             self.running = None
 
+    # --- COPY -------------------------------------------------------------------------------------
+    async def _copy(self, sql: str, extended: bool) -> Outcome:
+        """One COPY statement: its CopyIn/CopyOut exchange with the client; the outcome is the
+        COPY's command tag or its error (the caller sends it, then ReadyForQuery or the rest of
+        the extended exchange)."""
+        try:
+            statement = copyformat.parse_statement(sql)
+            if statement.direction == "from" and extended:
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                               "COPY FROM STDIN is supported in the simple query protocol only",
+                               hint="Send it as a simple Query (psql, psycopg's cursor.copy() and pgbench do).")
+        except SqlError as error:
+            self.pg.session.copy_failed()
+            return Outcome.failed(error)
+        if statement.direction == "to":
+            return await self._copy_out(statement)
+        return await self._copy_in(statement)
+
+    async def _copy_out(self, statement: copyformat.CopyStatement) -> Outcome:
+        outcome = (await self._execute(lambda: self.pg.copy_to(statement)))[-1]
+        if outcome.error is not None:
+            return outcome
+        try:
+            copy_mod.output_force_quote(outcome.columns, statement.options)
+        except SqlError as error:
+            return Outcome.failed(error)
+        self.writer.write(protocol.copy_out_response(len(outcome.columns)))
+        for chunk in copy_mod.render(outcome.columns, outcome.rows, statement.options, limits.COPY_OUT_CHUNK_BYTES):
+            self.writer.write(protocol.copy_data(chunk.encode("utf-8")))
+            await self.writer.drain()
+        self.writer.write(protocol.copy_done())
+        return Outcome.tag_only(f"COPY {len(outcome.rows)}")
+
+    async def _copy_in(self, statement: copyformat.CopyStatement) -> Outcome:
+        """CopyInResponse, then CopyData until CopyDone (load) or CopyFail (abort). After an error
+        in the data the rest is read and ignored up to CopyDone/CopyFail, as PostgreSQL does, so
+        the connection stays in step; nothing is written unless every record was good."""
+        columns = (await self._execute(lambda: self.pg.copy_columns(statement)))[-1]
+        if columns.error is not None:
+            return columns
+        names = [name for name, _ in columns.columns]
+        try:
+            reader = copyformat.CopyReader(statement.options, names)  # FORCE_* names checked now
+        except SqlError as error:
+            self.pg.session.copy_failed()
+            return Outcome.failed(error)
+        await self._send(protocol.copy_in_response(len(names)))
+        self.copy_in_progress, self.copy_cancelled = True, False
+        try:
+            error, records = await self._copy_in_data(statement, reader)
+        finally:
+            self.copy_in_progress = False
+        if error is not None:
+            line = getattr(error, "line", None)
+            if line is not None:
+                copy_mod.located(error, statement.table, line)
+            self.pg.session.copy_failed()
+            return Outcome.failed(error)
+        return (await self._execute(lambda: self.pg.copy_from(statement, records)))[-1]
+
+    async def _copy_in_data(self, statement: copyformat.CopyStatement, reader: copyformat.CopyReader):
+        """(the first error, or None; the records) of the client's CopyData up to CopyDone/CopyFail."""
+        records: list = []
+        received = 0
+        error: SqlError | None = None
+        while True:
+            remaining_s = self.deadline_s - self.server.monotonic()
+            if remaining_s <= 0:
+                self._lifetime_over()
+            try:
+                message = await self._next_message(timeout_s=remaining_s)
+            except TimeoutError:
+                self._lifetime_over()
+            if self.copy_cancelled and error is None:
+                error = SqlError(QUERY_CANCELED, "canceling statement due to user request",
+                                 context=f"COPY {statement.table}, line {reader.line}")
+            match message:
+                case protocol.CopyData(data=data):
+                    if error is not None:
+                        continue
+                    received += len(data)
+                    try:
+                        if received > limits.COPY_BYTES_MAX:
+                            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                                           f"COPY input exceeds the limit of {limits.COPY_BYTES_MAX} bytes",
+                                           hint="Split the input into several COPY commands.")
+                        records.extend(reader.feed(data))
+                        self._check_copy_rows(len(records))
+                    except SqlError as failure:
+                        error = failure
+                case protocol.CopyDone():
+                    if error is None:
+                        try:
+                            records.extend(reader.finish())
+                            self._check_copy_rows(len(records))
+                        except SqlError as failure:
+                            error = failure
+                    break
+                case protocol.CopyFail(message=why):
+                    if error is None:  # after an error the client's reason for giving up is not news
+                        error = SqlError(QUERY_CANCELED, f"COPY from stdin failed: {why}")
+                    break
+                case protocol.Flush() | protocol.Sync():
+                    continue  # PostgreSQL ignores these during COPY FROM STDIN
+                case protocol.Terminate():
+                    raise ConnectionClosed()
+                case _:
+                    error = error or SqlError(protocol.PROTOCOL_VIOLATION,
+                                              f"unexpected message type {type(message).__name__} during COPY from stdin")
+                    break
+        return error, records
+
+    @staticmethod
+    def _check_copy_rows(count: int) -> None:
+        if count > limits.COPY_ROWS_MAX:
+            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, f"COPY input exceeds the limit of {limits.COPY_ROWS_MAX} rows",
+                           hint="Split the input into several COPY commands.")
+
     def _interrupted(self, why: str) -> SqlError:
         if getattr(self.tracker, "commit_in_flight", False):
             self.tracker.commit_in_flight = False
@@ -483,6 +627,11 @@ class PgConnection:
         return SqlError(QUERY_CANCELED, why)
 
     def cancel_running(self) -> bool:
+        if self.copy_in_progress:
+            # Waiting for the client's COPY data: the copy fails with 57014 at its next message
+            # (the rest of the data is read and ignored, as after any error in the data).
+            self.copy_cancelled = True
+            return True
         if self.running is None or self.running.done():
             return False
         self.cancel_requested = True
@@ -531,7 +680,7 @@ class PgConnection:
         match message:
             case protocol.Parse():
                 answered_here = self._answered_here(message.sql)
-                if not answered_here:
+                if not answered_here and not copyformat.is_copy(message.sql):
                     # A syntax error is reported at Parse (and no statement is made), as in
                     # PostgreSQL; the parse is cached for the Binds that follow (sql/statements.py).
                     self.pg.session.engine.statements.bind(message.sql, []).release()
@@ -557,6 +706,9 @@ class PgConnection:
                 self._write_row_description(outcome, portal)
             case protocol.Execute(portal=name, max_rows=max_rows):
                 portal = self.extended.portal(name)
+                if portal.statement.leading_words[:1] == ["COPY"]:
+                    await self._execute_copy(portal)
+                    return
                 outcome = await self._run_portal(portal)
                 if outcome.error is not None:
                     raise outcome.error
@@ -574,6 +726,21 @@ class PgConnection:
                 self.writer.write(protocol.close_complete())
             case _:
                 raise ProtocolViolation(f"unexpected {type(message).__name__}")
+
+    async def _execute_copy(self, portal: Portal) -> None:
+        """Execute of a COPY ... TO STDOUT portal: CopyOutResponse, CopyData, CopyDone, then
+        CommandComplete (a portal runs once; executing it again says COPY 0)."""
+        if portal.done:
+            await self._send(protocol.command_complete("COPY 0"))
+            return
+        own = await self._begin_implicit(portal.statement.leading_words)
+        if own is not None and own.error is not None:
+            raise own.error
+        outcome = await self._copy(portal.statement.sql, extended=True)
+        if outcome.error is not None:
+            raise outcome.error
+        portal.done = True
+        await self._send(protocol.command_complete(outcome.tag))
 
     async def _run_portal(self, portal: Portal) -> Outcome:
         if portal.outcome is None:
@@ -612,6 +779,8 @@ class PgConnection:
         describe.py). Commands this endpoint answers itself (SHOW, catalog queries) cannot
         write and are run, with NULL parameters, to learn their columns."""
         declared = [oid or 0 for oid in statement.param_oids]
+        if statement.leading_words[:1] == ["COPY"]:
+            return [oid or pgtypes.TEXT for oid in declared], None  # COPY answers with CopyOutResponse, not rows
         if statement.answered_here:
             outcome = await self._dry_run(statement.sql, statement.param_count)
             return [oid or pgtypes.TEXT for oid in declared], outcome
@@ -672,7 +841,8 @@ def _sasl_initial(payload: bytes) -> tuple[str, bytes]:
 
 
 def _error(error: SqlError) -> bytes:
-    return protocol.error_response(error.sqlstate, error.message, error.detail or "", error.hint or "")
+    return protocol.error_response(error.sqlstate, error.message, error.detail or "", error.hint or "",
+                                   context=getattr(error, "context", "") or "")
 
 
 def _format(formats: tuple[int, ...], index: int, count: int) -> int:

@@ -146,6 +146,10 @@ def _parse_statement(text: str, tokens: list) -> Statement:
         statement.set("overriding", overriding)
     if isinstance(statement, SUPPORTED_STATEMENTS):
         return statement
+    if words[0] == "COPY":  # its data travels beside the statement, so it has calls of its own
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "COPY is not supported as an ordinary statement",
+                       hint="Send COPY ... FROM STDIN / TO STDOUT through the PostgreSQL endpoint (psql's \\copy, "
+                            "psycopg's cursor.copy()), the gRPC Copy call (client.copy()) or qsql's \\copy.")
     if words[0] in _COMMAND_WORDS:
         shown = " ".join(words[:2]) if words[0] in ("CREATE", "DROP", "ALTER") and len(words) > 1 else words[0]
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{shown} is not supported")

@@ -297,8 +297,9 @@ class Transaction:
             else:
                 missing.append(key)
         if self.schema_version is None and keys_mod.SCHEMA_VERSION_KEY not in missing:
-            # The first read also learns the catalog version (schema_cache.py), in the same request.
-            missing.append(keys_mod.SCHEMA_VERSION_KEY)
+            # The first read also learns the catalog version (schema_cache.py), in the same request:
+            # the first request, since the version is learned from the first chunk's answer.
+            missing.insert(0, keys_mod.SCHEMA_VERSION_KEY)
         for offset in range(0, len(missing), limits.GET_KEYS_MAX):
             chunk = missing[offset:offset + limits.GET_KEYS_MAX]
             self.reads_sent += 1

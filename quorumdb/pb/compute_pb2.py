@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rcompute.proto\x12\x08quorumdb\x1a\x0c\x63ommon.proto\"$\n\x12OpenSessionRequest\x12\x0e\n\x06\x63lient\x18\x01 \x01(\t\"&\n\x10OpenSessionReply\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xa5\x01\n\x05Value\x12\x11\n\x07is_null\x18\x01 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x02 \x01(\x12H\x00\x12\x16\n\x0c\x64ouble_value\x18\x03 \x01(\x01H\x00\x12\x14\n\ntext_value\x18\x04 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x05 \x01(\x08H\x00\x12\x15\n\x0b\x62ytes_value\x18\x06 \x01(\x0cH\x00\x12\x11\n\x07literal\x18\x07 \x01(\tH\x00\x42\x06\n\x04kind\"&\n\x03Row\x12\x1f\n\x06values\x18\x01 \x03(\x0b\x32\x0f.quorumdb.Value\"$\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\"K\n\x08SqlError\x12\x10\n\x08sqlstate\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x0c\n\x04hint\x18\x04 \x01(\t\"\x9c\x01\n\x0fStatementResult\x12!\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x10.quorumdb.Column\x12\x1b\n\x04rows\x18\x02 \x03(\x0b\x32\r.quorumdb.Row\x12\x13\n\x0b\x63ommand_tag\x18\x03 \x01(\t\x12\x11\n\thas_error\x18\x04 \x01(\x08\x12!\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x12.quorumdb.SqlError\"f\n\x0e\x45xecuteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12\x1f\n\x06params\x18\x03 \x03(\x0b\x32\x0f.quorumdb.Value\x12\x12\n\nhas_params\x18\x04 \x01(\x08\"2\n\x0f\x44\x65scribeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\"\x93\x01\n\rDescribeReply\x12\x13\n\x0bparam_types\x18\x01 \x03(\t\x12!\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x10.quorumdb.Column\x12\x14\n\x0creturns_rows\x18\x03 \x01(\x08\x12\x11\n\thas_error\x18\x04 \x01(\x08\x12!\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x12.quorumdb.SqlError\"V\n\x0c\x45xecuteReply\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.quorumdb.StatementResult\x12\x1a\n\x12transaction_status\x18\x02 \x01(\t\")\n\x13\x43loseSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x13\n\x11\x43loseSessionReply2\xd4\x02\n\x07\x43ompute\x12G\n\x0bOpenSession\x12\x1c.quorumdb.OpenSessionRequest\x1a\x1a.quorumdb.OpenSessionReply\x12;\n\x07\x45xecute\x12\x18.quorumdb.ExecuteRequest\x1a\x16.quorumdb.ExecuteReply\x12>\n\x08\x44\x65scribe\x12\x19.quorumdb.DescribeRequest\x1a\x17.quorumdb.DescribeReply\x12J\n\x0c\x43loseSession\x12\x1d.quorumdb.CloseSessionRequest\x1a\x1b.quorumdb.CloseSessionReply\x12\x37\n\x06Status\x12\x17.quorumdb.StatusRequest\x1a\x14.quorumdb.NodeStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rcompute.proto\x12\x08quorumdb\x1a\x0c\x63ommon.proto\"$\n\x12OpenSessionRequest\x12\x0e\n\x06\x63lient\x18\x01 \x01(\t\"&\n\x10OpenSessionReply\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xa5\x01\n\x05Value\x12\x11\n\x07is_null\x18\x01 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x02 \x01(\x12H\x00\x12\x16\n\x0c\x64ouble_value\x18\x03 \x01(\x01H\x00\x12\x14\n\ntext_value\x18\x04 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x05 \x01(\x08H\x00\x12\x15\n\x0b\x62ytes_value\x18\x06 \x01(\x0cH\x00\x12\x11\n\x07literal\x18\x07 \x01(\tH\x00\x42\x06\n\x04kind\"&\n\x03Row\x12\x1f\n\x06values\x18\x01 \x03(\x0b\x32\x0f.quorumdb.Value\"$\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\"\\\n\x08SqlError\x12\x10\n\x08sqlstate\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x0c\n\x04hint\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x05 \x01(\t\"\x9c\x01\n\x0fStatementResult\x12!\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x10.quorumdb.Column\x12\x1b\n\x04rows\x18\x02 \x03(\x0b\x32\r.quorumdb.Row\x12\x13\n\x0b\x63ommand_tag\x18\x03 \x01(\t\x12\x11\n\thas_error\x18\x04 \x01(\x08\x12!\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x12.quorumdb.SqlError\"f\n\x0e\x45xecuteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12\x1f\n\x06params\x18\x03 \x03(\x0b\x32\x0f.quorumdb.Value\x12\x12\n\nhas_params\x18\x04 \x01(\x08\"2\n\x0f\x44\x65scribeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\"\x93\x01\n\rDescribeReply\x12\x13\n\x0bparam_types\x18\x01 \x03(\t\x12!\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x10.quorumdb.Column\x12\x14\n\x0creturns_rows\x18\x03 \x01(\x08\x12\x11\n\thas_error\x18\x04 \x01(\x08\x12!\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x12.quorumdb.SqlError\"V\n\x0c\x45xecuteReply\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.quorumdb.StatementResult\x12\x1a\n\x12transaction_status\x18\x02 \x01(\t\"<\n\x0b\x43opyRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"`\n\tCopyReply\x12)\n\x06result\x18\x01 \x01(\x0b\x32\x19.quorumdb.StatementResult\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x1a\n\x12transaction_status\x18\x03 \x01(\t\")\n\x13\x43loseSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x13\n\x11\x43loseSessionReply2\x88\x03\n\x07\x43ompute\x12G\n\x0bOpenSession\x12\x1c.quorumdb.OpenSessionRequest\x1a\x1a.quorumdb.OpenSessionReply\x12;\n\x07\x45xecute\x12\x18.quorumdb.ExecuteRequest\x1a\x16.quorumdb.ExecuteReply\x12>\n\x08\x44\x65scribe\x12\x19.quorumdb.DescribeRequest\x1a\x17.quorumdb.DescribeReply\x12\x32\n\x04\x43opy\x12\x15.quorumdb.CopyRequest\x1a\x13.quorumdb.CopyReply\x12J\n\x0c\x43loseSession\x12\x1d.quorumdb.CloseSessionRequest\x1a\x1b.quorumdb.CloseSessionReply\x12\x37\n\x06Status\x12\x17.quorumdb.StatusRequest\x1a\x14.quorumdb.NodeStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,21 +43,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COLUMN']._serialized_start=327
   _globals['_COLUMN']._serialized_end=363
   _globals['_SQLERROR']._serialized_start=365
-  _globals['_SQLERROR']._serialized_end=440
-  _globals['_STATEMENTRESULT']._serialized_start=443
-  _globals['_STATEMENTRESULT']._serialized_end=599
-  _globals['_EXECUTEREQUEST']._serialized_start=601
-  _globals['_EXECUTEREQUEST']._serialized_end=703
-  _globals['_DESCRIBEREQUEST']._serialized_start=705
-  _globals['_DESCRIBEREQUEST']._serialized_end=755
-  _globals['_DESCRIBEREPLY']._serialized_start=758
-  _globals['_DESCRIBEREPLY']._serialized_end=905
-  _globals['_EXECUTEREPLY']._serialized_start=907
-  _globals['_EXECUTEREPLY']._serialized_end=993
-  _globals['_CLOSESESSIONREQUEST']._serialized_start=995
-  _globals['_CLOSESESSIONREQUEST']._serialized_end=1036
-  _globals['_CLOSESESSIONREPLY']._serialized_start=1038
-  _globals['_CLOSESESSIONREPLY']._serialized_end=1057
-  _globals['_COMPUTE']._serialized_start=1060
-  _globals['_COMPUTE']._serialized_end=1400
+  _globals['_SQLERROR']._serialized_end=457
+  _globals['_STATEMENTRESULT']._serialized_start=460
+  _globals['_STATEMENTRESULT']._serialized_end=616
+  _globals['_EXECUTEREQUEST']._serialized_start=618
+  _globals['_EXECUTEREQUEST']._serialized_end=720
+  _globals['_DESCRIBEREQUEST']._serialized_start=722
+  _globals['_DESCRIBEREQUEST']._serialized_end=772
+  _globals['_DESCRIBEREPLY']._serialized_start=775
+  _globals['_DESCRIBEREPLY']._serialized_end=922
+  _globals['_EXECUTEREPLY']._serialized_start=924
+  _globals['_EXECUTEREPLY']._serialized_end=1010
+  _globals['_COPYREQUEST']._serialized_start=1012
+  _globals['_COPYREQUEST']._serialized_end=1072
+  _globals['_COPYREPLY']._serialized_start=1074
+  _globals['_COPYREPLY']._serialized_end=1170
+  _globals['_CLOSESESSIONREQUEST']._serialized_start=1172
+  _globals['_CLOSESESSIONREQUEST']._serialized_end=1213
+  _globals['_CLOSESESSIONREPLY']._serialized_start=1215
+  _globals['_CLOSESESSIONREPLY']._serialized_end=1234
+  _globals['_COMPUTE']._serialized_start=1237
+  _globals['_COMPUTE']._serialized_end=1629
 # @@protoc_insertion_point(module_scope)

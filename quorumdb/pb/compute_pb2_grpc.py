@@ -50,6 +50,11 @@ class ComputeStub:
                 request_serializer=compute__pb2.DescribeRequest.SerializeToString,
                 response_deserializer=compute__pb2.DescribeReply.FromString,
                 _registered_method=True)
+        self.Copy = channel.unary_unary(
+                '/quorumdb.Compute/Copy',
+                request_serializer=compute__pb2.CopyRequest.SerializeToString,
+                response_deserializer=compute__pb2.CopyReply.FromString,
+                _registered_method=True)
         self.CloseSession = channel.unary_unary(
                 '/quorumdb.Compute/CloseSession',
                 request_serializer=compute__pb2.CloseSessionRequest.SerializeToString,
@@ -86,6 +91,15 @@ class ComputeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Copy(self, request, context):
+        """One COPY statement (quorumdb/copyformat.py): COPY ... FROM STDIN loads `data`, the whole
+        input in the statement's format; COPY ... TO STDOUT answers its output in `data`. Both are
+        bounded by limits.COPY_BYTES_MAX (qsql's copy meta-command uses it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CloseSession(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -115,6 +129,11 @@ def add_ComputeServicer_to_server(servicer, server):
                     servicer.Describe,
                     request_deserializer=compute__pb2.DescribeRequest.FromString,
                     response_serializer=compute__pb2.DescribeReply.SerializeToString,
+            ),
+            'Copy': grpc.unary_unary_rpc_method_handler(
+                    servicer.Copy,
+                    request_deserializer=compute__pb2.CopyRequest.FromString,
+                    response_serializer=compute__pb2.CopyReply.SerializeToString,
             ),
             'CloseSession': grpc.unary_unary_rpc_method_handler(
                     servicer.CloseSession,
@@ -208,6 +227,33 @@ class Compute:
             '/quorumdb.Compute/Describe',
             compute__pb2.DescribeRequest.SerializeToString,
             compute__pb2.DescribeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Copy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorumdb.Compute/Copy',
+            compute__pb2.CopyRequest.SerializeToString,
+            compute__pb2.CopyReply.FromString,
             options,
             channel_credentials,
             insecure,
