@@ -579,3 +579,51 @@ async def test_drop_table_with_a_stale_cached_definition(backend):
     await ok(cached, "DROP TABLE IF EXISTS t")   # pgbench -i starts with this on a warm node
     await fails(other, "SELECT * FROM t", "42P01")
     await fails(other, "DROP INDEX t_c", "42704")
+
+
+# --- COPY (compute_node/copy.py) onto the bulk path ----------------------------------------------------
+def copy_records(text: str, statement, columns: list[str]):
+    from quorumdb import copyformat
+    reader = copyformat.CopyReader(statement.options, columns)
+    return list(copyformat.iter_records(reader, [text.encode()]))
+
+
+async def test_copy_in_a_block_after_truncate_takes_the_bulk_path(session, backend, small_limits):
+    from quorumdb import copyformat
+    await ok(session, "CREATE TABLE acc (aid INT NOT NULL, bid INT, filler CHAR(10))")
+    await ok(session, "CREATE TABLE ser (id SERIAL, v TEXT)")
+    await ok(session, "INSERT INTO acc VALUES (-1, 0, 'old')")
+    statement = copyformat.parse_statement("COPY acc FROM STDIN")
+    assert await session.copy_columns(statement) == ["aid", "bid", "filler"]   # no hidden row id
+    text = "".join(f"{i}\t{i % 10}\tf{i}\n" for i in range(2000))
+    await ok(session, "BEGIN")
+    await ok(session, "TRUNCATE acc, ser")
+    result = await session.copy_from(statement, copy_records(text, statement, ["aid", "bid", "filler"]))
+    assert (result.error, result.command_tag) == (None, "COPY 2000")
+    assert len(session.transaction.pending) < small_limits   # flushed ahead, not held
+    ser = copyformat.parse_statement("COPY ser (v) FROM STDIN")
+    result = await session.copy_from(ser, copy_records("".join(f"v{i}\n" for i in range(500)), ser, ["v"]))
+    assert (result.error, result.command_tag) == (None, "COPY 500")
+    assert await rows(session, "SELECT count(*), sum(aid) FROM acc") == [(2000, sum(range(2000)))]
+    await ok(session, "COMMIT")
+    assert all(len(writes) <= small_limits for _, writes, _, _ in backend.commits)
+    other = Session(backend, "other")
+    assert await rows(other, "SELECT count(*), count(DISTINCT bid) FROM acc") == [(2000, 10)]
+    # One range reserved for the whole COPY: consecutive values (where they start depends on what
+    # this node reserved before, e.g. while COPY's columns were described).
+    assert await rows(other, "SELECT count(*), count(DISTINCT id), max(id) - min(id) FROM ser") == [(500, 500, 499)]
+    await ok(other, "ALTER TABLE acc ADD PRIMARY KEY (aid)")
+    assert await rows(other, "SELECT filler FROM acc WHERE aid = 1234") == [("f1234".ljust(10),)]
+
+
+async def test_copy_into_a_table_without_primary_key_in_autocommit(session, small_limits):
+    from quorumdb import copyformat
+    await ok(session, "CREATE TABLE h (a INT, b TEXT)")
+    statement = copyformat.parse_statement("COPY h FROM STDIN")
+    text = "".join(f"{i % 3}\tsame\n" for i in range(250))  # identical rows are fine without a key
+    result = await session.copy_from(statement, copy_records(text, statement, ["a", "b"]))
+    assert (result.error, result.command_tag) == (None, "COPY 250")
+    assert await rows(session, "SELECT count(*) FROM h WHERE a = 1") == [(83,)]
+    bad = copyformat.parse_statement("COPY h (quorumdb_rowid, a) FROM STDIN")
+    error = (await session.copy_from(bad, copy_records("1\t1\n", bad, ["quorumdb_rowid", "a"]))).error
+    assert error is not None and error.sqlstate == "0A000"
