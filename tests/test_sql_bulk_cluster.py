@@ -129,6 +129,28 @@ def test_bulk_load_add_primary_key_and_serial_across_nodes(cluster_factory):
 
 
 @pytest.mark.skipif(shutil.which("pgbench") is None, reason="needs pgbench (apt-get install postgresql-client)")
+def test_pgbench_init_with_copy(cluster_factory):
+    """Unmodified `pgbench -i` (drop, create without keys, BEGIN; TRUNCATE; COPY ...; COMMIT,
+    vacuum, primary keys) at scale 1: 100,000 accounts, 33 times the transaction row quota."""
+    cluster = cluster_factory()
+    token = make_token(cluster.config.data_dir)
+    port = cluster.config.pg_port(cluster.config.computes[0].name)
+    env = dict(os.environ, PGPASSWORD=token)
+    started = time.perf_counter()
+    done = subprocess.run([shutil.which("pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", "admin", "-i", "-s", "1",
+                           "postgres"], capture_output=True, text=True, timeout=600, env=env, check=False)
+    print(f"pgbench -i -s 1: {time.perf_counter() - started:.1f} s\n{done.stderr}")
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    with connect(cluster, 1, token) as check:
+        assert check.execute("SELECT count(*), count(DISTINCT aid), sum(abalance) FROM pgbench_accounts").fetchone() \
+            == (100_000, 100_000, 0)
+        assert check.execute("SELECT count(*) FROM pgbench_tellers").fetchone() == (10,)
+        assert check.execute("SELECT bid FROM pgbench_accounts WHERE aid = 54321").fetchone() == (1,)
+        plan = [row[0] for row in check.execute("EXPLAIN SELECT * FROM pgbench_accounts WHERE aid = 7").fetchall()]
+        assert any("Point Lookup" in line for line in plan), plan
+
+
+@pytest.mark.skipif(shutil.which("pgbench") is None, reason="needs pgbench (apt-get install postgresql-client)")
 def test_pgbench_initialises_and_runs_tpcb(cluster_factory):
     """pgbench's own DDL (-I d t: drop, create without primary keys; v p: vacuum, add primary keys)
     around a load in one transaction (what -I g sends with COPY, here with INSERTs), then the
