@@ -319,8 +319,9 @@ async def insert_rows(txn: Transaction, table: TableDef, rows: Sequence[Sequence
         caller may keep passing the TableDef it loaded first;
       * rows go through txn.put: into the write buffer (the transaction quotas apply: 54000),
         or, when the table was truncated or rewritten in this transaction (or created in it and
-        these rows would pass the quota: it then moves to a private keyspace), onto the bulk path: committed ahead every limits.BULK_BATCH_ROWS_MAX keys, never more than one
-        batch held in memory (compute_node/sql/bulk.py);
+        these rows would pass the quota: it then moves to a private keyspace), onto the bulk
+        path: committed ahead every limits.BULK_BATCH_ROWS_MAX keys, never more than one batch
+        held in memory (compute_node/sql/bulk.py);
       * returns the number of rows written. On an error some rows may be written: as for any
         failed statement, the transaction (block) must then be rolled back.
     Call it with rows in chunks (e.g. 1,000 at a time) to bound the caller's memory too."""
