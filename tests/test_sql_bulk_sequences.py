@@ -513,6 +513,12 @@ async def test_sequence_ddl_errors(session):
     await fails(session, "CREATE SEQUENCE s", "42P07")
     await fails(session, "CREATE TABLE s (a INT)", "42P07")
     await fails(session, "CREATE SEQUENCE c CYCLE", "0A000")
+    await fails(session, "CREATE SEQUENCE c OWNED BY s.x", "0A000")
+    await fails(session, "CREATE SEQUENCE c INCREMENT 0", "22023", "INCREMENT must not be zero")
+    await fails(session, "CREATE SEQUENCE c CACHE 0", "22023")
+    await ok(session, "CREATE SEQUENCE small AS smallint START 32767 NO CYCLE OWNED BY NONE")
+    assert await rows(session, "SELECT nextval('small')") == [(32767,)]
+    await fails(session, "SELECT nextval('small')", "2200H")
     await fails(session, "CREATE SEQUENCE m MINVALUE 5 MAXVALUE 5", "22023")
     await fails(session, "SELECT setval('s', 0)", "22003")
     await fails(session, "SELECT nextval(name) FROM (VALUES ('s')) v(name)", "0A000")

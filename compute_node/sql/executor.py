@@ -946,8 +946,6 @@ async def run_create(txn: Transaction, create: exp.Create) -> StatementResult:
     kind = str(create.args.get("kind") or "").upper()
     if kind == "INDEX":
         return await run_create_index(txn, create)
-    if kind == "SEQUENCE":
-        return await run_create_sequence(txn, create)
     if kind != "TABLE":
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"CREATE {kind or 'this object'} is not supported")
     if create.args.get("replace"):
@@ -987,7 +985,8 @@ async def run_create(txn: Transaction, create: exp.Create) -> StatementResult:
         sequence_name = await _free_name(txn, f"{name}_{column.name}_seq", taken)
         taken.add(sequence_name)
         type_min, type_max = types.INT_RANGES[column.sql_type.kind]
-        definition = sequence_from_options(sequence_name, await _next_id(txn), options, type_min, type_max,
+        numbers = {key: _option_int(node, key.upper()) for key, node in options.items()}
+        definition = sequence_from_options(sequence_name, await _next_id(txn), numbers, type_min, type_max,
                                            (name, column.name))
         txn.put(keys.catalog_sequence_key(sequence_name), definition.encode())
         columns[position] = dataclasses.replace(column, default=f"nextval('{sequence_name}'::regclass)",
@@ -1563,6 +1562,8 @@ async def run_truncate(txn: Transaction, truncate: exp.TruncateTable) -> Stateme
 async def run_utility(txn: Transaction, statement: Utility) -> StatementResult:
     if statement.command == "DROP SEQUENCE":
         return await run_drop_sequence(txn, statement)
+    if statement.command == "CREATE SEQUENCE":
+        return await run_create_sequence(txn, statement)
     # VACUUM and ANALYZE: storage reclaims old versions itself and the planner uses no statistics,
     # so there is nothing to do; the tables must exist, as in PostgreSQL.
     for name in statement.names:
@@ -1592,73 +1593,63 @@ async def run_drop_sequence(txn: Transaction, statement: Utility) -> StatementRe
     return StatementResult.tag("DROP SEQUENCE")
 
 
-_SEQUENCE_OPTIONS = {"start", "increment", "minvalue", "maxvalue", "cache", "options"}
-
-
 def _option_int(node: exp.Expression | None, what: str) -> int | None:
+    """An identity column's sequence option (sqlglot node) as an integer."""
     if node is None:
         return None
     value = node
     negative = False
     if isinstance(value, exp.Neg):
         negative, value = True, value.this
-    if not (isinstance(value, exp.Literal) and not value.is_string and value.this.lstrip("-").isdigit()):
+    if not (isinstance(value, exp.Literal) and not value.is_string and value.this.isdigit()):
         raise SqlError(errors.SYNTAX_ERROR, f"{what} must be an integer")
-    number = -int(value.this) if negative else int(value.this)
-    if not bulk.BIGINT_MIN <= number <= bulk.BIGINT_MAX:
-        raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE, f"{what} is out of range for type bigint")
-    return number
+    return -int(value.this) if negative else int(value.this)
+
+
+_SEQUENCE_TYPE_BOUNDS = {"smallint": types.INT_RANGES[types.Kind.SMALLINT],
+                         "integer": types.INT_RANGES[types.Kind.INTEGER],
+                         "bigint": types.INT_RANGES[types.Kind.BIGINT]}
 
 
 def sequence_from_options(name: str, sequence_id: int, options: dict, type_min: int = bulk.BIGINT_MIN,
                           type_max: int = bulk.BIGINT_MAX, owned_by=None) -> bulk.SequenceDef:
-    """A SequenceDef from CREATE SEQUENCE / identity options, validated as PostgreSQL does."""
-    increment = _option_int(options.get("increment"), "INCREMENT") or 1
-    low, high = bulk.sequence_bounds(increment, _option_int(options.get("minvalue"), "MINVALUE"),
-                                     _option_int(options.get("maxvalue"), "MAXVALUE"), type_min, type_max)
-    if not type_min <= low <= type_max or not type_min <= high <= type_max:
-        raise SqlError(errors.INVALID_PARAMETER_VALUE, f'MINVALUE/MAXVALUE out of range for sequence "{name}"')
+    """A SequenceDef from CREATE SEQUENCE / identity options (integers by option name), validated
+    as PostgreSQL does."""
+    for what, value in options.items():
+        if isinstance(value, int) and not bulk.BIGINT_MIN <= value <= bulk.BIGINT_MAX:
+            raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE, f"{what.upper()} is out of range for type bigint")
+    increment = options.get("increment", 1)
+    if increment == 0:
+        raise SqlError(types.INVALID_PARAMETER_VALUE, "INCREMENT must not be zero")
+    low, high = bulk.sequence_bounds(increment, options.get("minvalue"), options.get("maxvalue"), type_min, type_max)
+    if not type_min <= low <= type_max:
+        raise SqlError(types.INVALID_PARAMETER_VALUE, f"MINVALUE ({low}) is out of range for sequence data type")
+    if not type_min <= high <= type_max:
+        raise SqlError(types.INVALID_PARAMETER_VALUE, f"MAXVALUE ({high}) is out of range for sequence data type")
     if low >= high:
-        raise SqlError(errors.INVALID_PARAMETER_VALUE, f"MINVALUE ({low}) must be less than MAXVALUE ({high})")
-    start = _option_int(options.get("start"), "START")
+        raise SqlError(types.INVALID_PARAMETER_VALUE, f"MINVALUE ({low}) must be less than MAXVALUE ({high})")
+    start = options.get("start")
     start = start if start is not None else (low if increment > 0 else high)
     if start < low:
-        raise SqlError(errors.INVALID_PARAMETER_VALUE, f"START value ({start}) cannot be less than MINVALUE ({low})")
+        raise SqlError(types.INVALID_PARAMETER_VALUE, f"START value ({start}) cannot be less than MINVALUE ({low})")
     if start > high:
-        raise SqlError(errors.INVALID_PARAMETER_VALUE, f"START value ({start}) cannot be greater than MAXVALUE ({high})")
-    cache = _option_int(options.get("cache"), "CACHE") or 1
+        raise SqlError(types.INVALID_PARAMETER_VALUE, f"START value ({start}) cannot be greater than MAXVALUE ({high})")
+    cache = options.get("cache", 1)
     if cache < 1:
-        raise SqlError(errors.INVALID_PARAMETER_VALUE, f"CACHE ({cache}) must be greater than zero")
+        raise SqlError(types.INVALID_PARAMETER_VALUE, f"CACHE ({cache}) must be greater than zero")
     return bulk.SequenceDef(name, sequence_id, start, increment, low, high, min(cache, limits.SEQUENCE_RESERVE_MAX),
                             owned_by)
 
 
-async def run_create_sequence(txn: Transaction, create: exp.Create) -> StatementResult:
-    name = table_name(create.this)
-    options: dict = {}
-    properties = create.args.get("properties")
-    for prop in (properties.expressions if properties is not None else []):
-        if not isinstance(prop, exp.SequenceProperties):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"CREATE SEQUENCE option {prop.sql(dialect='postgres')} "
-                                                         "is not supported")
-        for key, value in prop.args.items():
-            if value in (None, [], False):
-                continue
-            if key not in _SEQUENCE_OPTIONS:
-                raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"CREATE SEQUENCE ... {key.upper()} is not supported")
-            if key == "options":
-                for option in value:
-                    word = option.name.upper()
-                    if word not in ("NO MINVALUE", "NO MAXVALUE", "NO CYCLE", "NO CACHE"):
-                        raise SqlError(errors.FEATURE_NOT_SUPPORTED,
-                                       f"CREATE SEQUENCE ... {word} is not supported")
-                continue
-            options[key] = value
+async def run_create_sequence(txn: Transaction, statement: Utility) -> StatementResult:
+    name = statement.names[0]
+    options = dict(statement.options)
+    type_min, type_max = _SEQUENCE_TYPE_BOUNDS[options.pop("as", "bigint")]
     if await _relation_exists(txn, name) is not None:
-        if create.args.get("exists"):
+        if statement.if_exists:
             return StatementResult.tag("CREATE SEQUENCE")  # NOTICE: relation already exists, skipping
         raise SqlError(errors.DUPLICATE_TABLE, f'relation "{name}" already exists')
-    definition = sequence_from_options(name, await _next_id(txn), options)
+    definition = sequence_from_options(name, await _next_id(txn), options, type_min, type_max)
     txn.put(keys.catalog_sequence_key(name), definition.encode())
     return StatementResult.tag("CREATE SEQUENCE")
 

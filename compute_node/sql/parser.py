@@ -64,9 +64,10 @@ class Explain:
 class Utility:
     """VACUUM / ANALYZE (accepted, nothing to do: storage reclaims versions itself and the
     planner keeps no statistics) and DROP SEQUENCE, which sqlglot does not parse with a list."""
-    command: str                       # 'VACUUM', 'ANALYZE', 'DROP SEQUENCE'
+    command: str                       # 'VACUUM', 'ANALYZE', 'DROP SEQUENCE', 'CREATE SEQUENCE'
     names: tuple[str, ...]
-    if_exists: bool = False
+    if_exists: bool = False            # DROP ... IF EXISTS; CREATE SEQUENCE IF NOT EXISTS
+    options: tuple = ()                # CREATE SEQUENCE: (option, int value or type name) pairs
 
 
 Statement = TransactionControl | Explain | Utility | exp.Expression
@@ -104,6 +105,9 @@ def _parse_statement(text: str, tokens: list) -> Statement:
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{words[0]} is not supported")
     if words[0] == "EXPLAIN":
         return _parse_explain(text, tokens, words)
+    if words[0] == "CREATE" and "SEQUENCE" in words[1:3]:
+        # sqlglot drops AS type and OWNED BY and reads NO CYCLE as CYCLE: parsed here instead
+        return _parse_create_sequence(tokens, words)
     if words[0] in ("VACUUM", "ANALYZE", "ANALYSE") or words[:2] == ["DROP", "SEQUENCE"]:
         # sqlglot's tokenizer swallows the rest of a command it does not know as one string
         rest_text = text[tokens[0].end + 1 - tokens[0].start:]
@@ -197,6 +201,75 @@ def _parse_utility(tokens: list, words: list[str]) -> Utility:
     if expect_name and (names or command == "DROP SEQUENCE"):
         raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
     return Utility(command, tuple(names), if_exists)
+
+
+_SEQUENCE_TYPES = {"SMALLINT": "smallint", "INT2": "smallint", "INTEGER": "integer", "INT": "integer",
+                   "INT4": "integer", "BIGINT": "bigint", "INT8": "bigint"}
+
+
+def _parse_create_sequence(tokens: list, words: list[str]) -> Utility:
+    """CREATE SEQUENCE [IF NOT EXISTS] name [AS type] [INCREMENT [BY] n] [MINVALUE n | NO MINVALUE]
+    [MAXVALUE n | NO MAXVALUE] [START [WITH] n] [CACHE n] [[NO] CYCLE] [OWNED BY NONE]; CYCLE,
+    OWNED BY a column, TEMP and UNLOGGED are 0A000."""
+    if words[1] != "SEQUENCE":
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"CREATE {words[1]} SEQUENCE is not supported")
+    position = 2
+    if_not_exists = words[2:5] == ["IF", "NOT", "EXISTS"]
+    if if_not_exists:
+        position = 5
+    if position >= len(words):
+        raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
+    name_token = tokens[position]
+    if name_token.token_type not in (TokenType.VAR, TokenType.IDENTIFIER) and not words[position].isidentifier():
+        raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{name_token.text}"')
+    name = name_token.text if name_token.token_type == TokenType.IDENTIFIER else name_token.text.lower()
+    position += 1
+    if words[position:position + 1] == ["."]:
+        if name != "public" or position + 1 >= len(words):
+            raise SqlError("3F000", f'schema "{name}" does not exist')
+        name_token = tokens[position + 1]
+        name = name_token.text if name_token.token_type == TokenType.IDENTIFIER else name_token.text.lower()
+        position += 2
+    options: list[tuple[str, object]] = []
+
+    def number(at: int) -> tuple[int, int]:
+        sign = 1
+        if at < len(words) and words[at] in ("-", "+"):
+            sign = -1 if words[at] == "-" else 1
+            at += 1
+        if at >= len(words) or not words[at].isdigit():
+            near = tokens[at].text if at < len(tokens) else None
+            raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{near}"' if near
+                           else "syntax error at end of input")
+        return sign * int(words[at]), at + 1
+
+    while position < len(words):
+        word = words[position]
+        if word == "AS" and position + 1 < len(words) and words[position + 1] in _SEQUENCE_TYPES:
+            options.append(("as", _SEQUENCE_TYPES[words[position + 1]]))
+            position += 2
+        elif word in ("INCREMENT", "START", "MINVALUE", "MAXVALUE", "CACHE"):
+            position += 1
+            if word == "INCREMENT" and words[position:position + 1] == ["BY"]:
+                position += 1
+            if word == "START" and words[position:position + 1] == ["WITH"]:
+                position += 1
+            value, position = number(position)
+            options.append((word.lower(), value))
+        elif word == "NO" and words[position + 1:position + 2] in (["MINVALUE"], ["MAXVALUE"], ["CYCLE"]):
+            position += 2
+        elif word == "CYCLE":
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "CREATE SEQUENCE ... CYCLE is not supported")
+        elif word == "OWNED" and words[position + 1:position + 3] == ["BY", "NONE"]:
+            position += 3
+        elif word == "OWNED":
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "CREATE SEQUENCE ... OWNED BY a column is not supported")
+        else:
+            raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[position].text}"')
+    seen = [key for key, _ in options]
+    if len(seen) != len(set(seen)):
+        raise SqlError(errors.SYNTAX_ERROR, "conflicting or redundant options")
+    return Utility("CREATE SEQUENCE", (name,), if_not_exists, tuple(options))
 
 
 def _parse_explain(text: str, tokens: list, words: list[str]) -> Explain:
