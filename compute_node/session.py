@@ -71,8 +71,9 @@ from compute_node.sql.describe import describe as describe_statement
 from compute_node.sql.engine import Engine
 from compute_node.sql.interval import Interval
 from compute_node.sql.parser import (CloseCursor, DeclareCursor, Explain, FetchCursor, Savepoint,
-                                     TransactionAction, TransactionControl)
+                                     TransactionAction, TransactionControl, Utility)
 from compute_node.sql.result import StatementResult
+from compute_node.sql.sequences import SessionSequences
 from compute_node.sql.transaction import Backend, SchemaStale, Transaction
 from quorumdb import errors, limits, sqllex
 from quorumdb.copyformat import CopyStatement, Record
@@ -109,6 +110,7 @@ class Session:
         self._failed = False
         self._txn_count = 0
         self._lock = asyncio.Lock()             # one execute at a time
+        self.sequences = SessionSequences()     # currval / lastval
         self.last_plan = None                   # access plan of the last statement that read a table
         # Savepoints of the open block, oldest first: (name, transaction state, cursors open then).
         self._savepoints: list[tuple[str, tuple, frozenset[str]]] = []
@@ -195,6 +197,8 @@ class Session:
                 bound.release()
 
     async def close(self) -> None:
+        if self._txn is not None:
+            await self._txn.abort()
         self._end()
 
     def _read_mode(self, statement: re.Match) -> StatementResult:
@@ -234,6 +238,10 @@ class Session:
             return await self._autocommit(statement)
         if self._failed:
             return StatementResult.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+        if isinstance(statement, Utility) and statement.command == "VACUUM":
+            self._failed = True  # as PostgreSQL (it does nothing here either way)
+            return StatementResult.failed(SqlError(errors.ACTIVE_SQL_TRANSACTION,
+                                                   "VACUUM cannot run inside a transaction block"))
         try:
             self._check_age(self._txn)
             self._txn.last_plan = None
@@ -254,6 +262,7 @@ class Session:
             self.last_plan = txn.last_plan
             await txn.commit()
         except SqlError as error:
+            await txn.abort()
             return StatementResult.failed(error)
         return result
 
@@ -287,6 +296,8 @@ class Session:
             case TransactionAction.COMMIT:
                 return await self._commit()
             case TransactionAction.ROLLBACK:
+                if self._txn is not None:
+                    await self._txn.abort()
                 self._end()
                 return StatementResult.tag("ROLLBACK")
         raise AssertionError(action)
@@ -296,6 +307,7 @@ class Session:
         if txn is None:  # PostgreSQL: WARNING there is no transaction in progress
             return StatementResult.tag("COMMIT")
         if self._failed:
+            await txn.abort()
             self._end()
             return StatementResult.tag("ROLLBACK")
         committed = False
@@ -304,6 +316,7 @@ class Session:
             await txn.commit()
             committed = True
         except SqlError as error:
+            await txn.abort()
             return StatementResult.failed(error)
         finally:
             self._end(committed)
@@ -448,6 +461,8 @@ class Session:
         txn = Transaction(self.backend, self.backend.start_ts() if start_ts is None else start_ts,
                           f"{self.session_id}:{self._txn_count}", self.engine.schema_cache)
         txn.rng = self.rng
+        txn.sequences = self.engine.sequences
+        txn.session_sequences = self.sequences
         return txn
 
     def _end(self, committed: bool = False) -> None:
@@ -557,8 +572,12 @@ class Session:
             self._failed = True
             return StatementResult.failed(error)
         _, state, cursors = self._savepoints[index]
+        try:
+            self._txn.rollback_to(state)
+        except SqlError as error:
+            self._failed = True
+            return StatementResult.failed(error)
         del self._savepoints[index + 1:]
-        self._txn.rollback_to(state)
         for cursor_name in [c for c in self._cursors if c not in cursors]:
             del self._cursors[cursor_name]  # cursors declared after the savepoint close
         self._failed = False

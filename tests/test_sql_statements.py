@@ -64,8 +64,9 @@ async def test_create_table_tags_and_errors(session):
     assert (await ok(session, "CREATE TABLE t (id INT PRIMARY KEY)")).command_tag == "CREATE TABLE"
     await fails(session, "CREATE TABLE t (id INT PRIMARY KEY)", "42P07", 'relation "t" already exists')
     assert (await ok(session, "CREATE TABLE IF NOT EXISTS t (x INT PRIMARY KEY)")).command_tag == "CREATE TABLE"
-    error = await fails(session, "CREATE TABLE nopk (a INT)", "0A000")
-    assert "primary key" in error.message
+    # Without a PRIMARY KEY the table gets a hidden row id (tests/test_sql_bulk_sequences.py).
+    assert (await ok(session, "CREATE TABLE nopk (a INT)")).command_tag == "CREATE TABLE"
+    await fails(session, "CREATE TABLE nopk2 (quorumdb_rowid INT)", "42701")
     await fails(session, "CREATE TABLE d (a INT PRIMARY KEY, a TEXT)", "42701")
     await fails(session, "CREATE TABLE m (a INT PRIMARY KEY, b INT, PRIMARY KEY (b))", "42P16")
     await fails(session, "CREATE TABLE k (a INT, PRIMARY KEY (zz))", "42703")

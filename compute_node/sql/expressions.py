@@ -1231,6 +1231,8 @@ class Compiler:
 
     def _anonymous(self, node: exp.Anonymous) -> Compiled:
         name = str(node.this).lower()
+        if name in ("nextval", "currval", "setval", "lastval"):
+            return self._sequence_function(name, node.expressions)
         if name == "octet_length" and len(node.expressions) == 1:
             return self._octet_length(self._args(node.expressions))
         if name == "date_part":
@@ -1244,6 +1246,42 @@ class Compiler:
                        if name not in _KNOWN_UNSUPPORTED else f"function {name}() is not supported",
                        hint="No function matches the given name and argument types. You might need to add explicit "
                             "type casts." if name not in _KNOWN_UNSUPPORTED else "")
+
+    def _sequence_function(self, name: str, nodes) -> Compiled:
+        """nextval/currval/setval('name' ...) and lastval() (compute_node/sql/sequences.py)."""
+        from compute_node.sql import sequences
+        arity = {"nextval": (1,), "currval": (1,), "setval": (2, 3), "lastval": (0,)}[name]
+        if len(nodes) not in arity:
+            raise SqlError(errors.UNDEFINED_FUNCTION, f"function {name}({', '.join(self._arg_type_names(nodes))}) "
+                                                      "does not exist")
+        txn = getattr(self.context, "txn", None)
+        if txn is None:  # compiled only to validate (a DEFAULT): never evaluated here
+            self._args(nodes[1:])
+            return Compiled(_describe_only, types.BIGINT)
+        statement = sequences.statement_sequences(self.context)
+        if name == "lastval":
+            return Compiled(lambda row: statement.lastval(), types.BIGINT)
+        sequence_name = _sequence_name(nodes[0])
+        statement.names.add(sequence_name)
+        if name == "nextval":
+            statement.nextval_names.add(sequence_name)
+            return Compiled(lambda row: statement.nextval(sequence_name), types.BIGINT)
+        if name == "currval":
+            return Compiled(lambda row: statement.currval(sequence_name), types.BIGINT)
+        value = self.compile(nodes[1])
+        if value.param is not None:
+            value.param.infer(types.BIGINT)
+        called = self.as_boolean(self.compile(nodes[2]), "setval") if len(nodes) == 3 else constant(True, types.BOOLEAN)
+        if value.sql_type.kind not in types.INT_KINDS and value.sql_type.kind not in types.UNTYPED_KINDS:
+            raise SqlError(errors.UNDEFINED_FUNCTION, f"function setval(unknown, {value.sql_type.display_name}) "
+                                                      "does not exist")
+        if not (value.constant or value.param is not None) or not (called.constant or called.param is not None):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "setval with arguments other than constants or parameters "
+                                                         "is not supported")
+        call_id = len(statement.setvals)
+        as_int = _converted(value, types.BIGINT).evaluate
+        statement.setvals.append((sequence_name, lambda: as_int(()), lambda: called.evaluate(())))
+        return Compiled(lambda row: statement.setval_result(call_id), types.BIGINT)
 
     def _arg_type_names(self, nodes) -> list[str]:
         names = []
@@ -2106,9 +2144,23 @@ def _no_function(name: str, operands: Sequence[Compiled]) -> SqlError:
                     hint="No function matches the given name and argument types. You might need to add explicit type casts.")
 
 
+def _sequence_name(node: exp.Expression) -> str:
+    """The sequence a nextval-like call names: a string constant, optionally ::regclass."""
+    if isinstance(node, exp.Cast) and node.args.get("to") is not None and \
+            node.args["to"].sql(dialect="postgres").lower() == "regclass":
+        node = node.this
+    if not (isinstance(node, exp.Literal) and node.is_string):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "sequence functions take the sequence name as a constant string")
+    text = node.this
+    if text.startswith('"') and text.endswith('"') and len(text) > 1:
+        return text[1:-1]
+    name = text.lower()
+    return name[len("public."):] if name.startswith("public.") else name
+
+
 _KNOWN_UNSUPPORTED = {
     "age", "every", "gcd", "lcm", "quote_ident", "quote_literal", "to_timestamp", "to_date", "to_number",
-    "array_length", "unnest", "generate_series", "nextval", "currval", "setval", "row_number", "rank",
+    "array_length", "unnest", "generate_series", "row_number", "rank",
     "dense_rank", "lag", "lead", "json_build_object", "jsonb_build_object", "regexp_matches", "pg_sleep",
     "regexp_split_to_array", "regexp_split_to_table",
     "clock_timestamp", "statement_timestamp", "transaction_timestamp", "timeofday", "make_date",

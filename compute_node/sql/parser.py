@@ -56,7 +56,7 @@ class Dialect(Postgres):
 
 
 SUPPORTED_STATEMENTS = (exp.Select, exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter,
-                        exp.Union, exp.Intersect, exp.Except, exp.Values)
+                        exp.Union, exp.Intersect, exp.Except, exp.Values, exp.TruncateTable)
 
 # First words of PostgreSQL commands we do not implement: 0A000, not a syntax error.
 _COMMAND_WORDS = {
@@ -119,7 +119,18 @@ class CloseCursor:
     name: str | None   # None: CLOSE ALL
 
 
-Statement = TransactionControl | Explain | Savepoint | DeclareCursor | FetchCursor | CloseCursor | exp.Expression
+@dataclasses.dataclass(frozen=True)
+class Utility:
+    """VACUUM / ANALYZE (accepted, nothing to do: storage reclaims versions itself and the
+    planner keeps no statistics) and DROP SEQUENCE, which sqlglot does not parse with a list."""
+    command: str                       # 'VACUUM', 'ANALYZE', 'DROP SEQUENCE', 'CREATE SEQUENCE'
+    names: tuple[str, ...]
+    if_exists: bool = False            # DROP ... IF EXISTS; CREATE SEQUENCE IF NOT EXISTS
+    options: tuple = ()                # CREATE SEQUENCE: (option, int value or type name) pairs
+
+
+Statement = (TransactionControl | Explain | Savepoint | DeclareCursor | FetchCursor | CloseCursor | Utility
+             | exp.Expression)
 
 
 def parse_script(sql: str) -> list[Statement]:
@@ -162,12 +173,33 @@ def _parse_statement(text: str, tokens: list) -> Statement:
         return _parse_close(text)
     if words[0] == "EXPLAIN":
         return _parse_explain(text, tokens, words)
+    if words[0] == "CREATE" and "SEQUENCE" in words[1:3]:
+        # sqlglot drops AS type and OWNED BY and reads NO CYCLE as CYCLE: parsed here instead
+        return _parse_create_sequence(tokens, words)
+    if words[0] in ("VACUUM", "ANALYZE", "ANALYSE") or words[:2] == ["DROP", "SEQUENCE"]:
+        # sqlglot's tokenizer swallows the rest of a command it does not know as one string
+        rest_text = text[tokens[0].end + 1 - tokens[0].start:]
+        try:
+            tokens = tokens[:1] + sqlglot.tokenize(rest_text, read="postgres")
+        except TokenError as error:
+            raise SqlError(errors.SYNTAX_ERROR, f"syntax error: {_first_line(str(error))}") from None
+        return _parse_utility(tokens, [token.text.upper() for token in tokens])
     if len(text) > limits.STATEMENT_BYTES_MAX:
         raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
                        f"statement of {len(text)} bytes exceeds the limit of {limits.STATEMENT_BYTES_MAX} bytes")
     if words[:3] == ["CREATE", "INDEX", "ASYNC"] or words[:4] == ["CREATE", "UNIQUE", "INDEX", "ASYNC"]:
         async_token = tokens[words.index("ASYNC")]  # DSQL's asynchronous index build: built synchronously here
         text = text[:async_token.start - tokens[0].start] + text[async_token.end + 1 - tokens[0].start:]
+    overriding = None
+    if words[0] == "INSERT" and "OVERRIDING" in words:
+        # INSERT ... OVERRIDING {SYSTEM | USER} VALUE (sqlglot does not parse it): cut it out and
+        # hand the choice to the executor on the tree.
+        at = words.index("OVERRIDING")
+        if words[at + 1:at + 3] not in (["SYSTEM", "VALUE"], ["USER", "VALUE"]):
+            raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[at].text}"')
+        overriding = words[at + 1].lower()
+        base = tokens[0].start
+        text = text[:tokens[at].start - base] + text[tokens[at + 2].end + 1 - base:]
     if words[0] not in _COMMAND_WORDS and words[0] != "(":
         raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[0].text}"')
     try:
@@ -182,6 +214,8 @@ def _parse_statement(text: str, tokens: list) -> Statement:
         raise SqlError(errors.SYNTAX_ERROR, f"syntax error: {_first_line(str(error))}") from None
     if isinstance(statement, exp.Subquery) and isinstance(statement.this, (exp.Select, exp.Union)):
         return statement
+    if overriding is not None and isinstance(statement, exp.Insert):
+        statement.set("overriding", overriding)
     if isinstance(statement, SUPPORTED_STATEMENTS):
         return statement
     if words[0] == "COPY":  # its data travels beside the statement, so it has calls of its own
@@ -334,6 +368,118 @@ def _parse_fetch(text: str) -> FetchCursor:
 
 def _is_count(word: str) -> bool:
     return bool(re.fullmatch(r"[+-]?\d{1,18}", word))
+
+
+_VACUUM_OPTIONS = {"FULL", "FREEZE", "VERBOSE", "ANALYZE", "ANALYSE"}
+
+
+def _parse_utility(tokens: list, words: list[str]) -> Utility:
+    """VACUUM [options] [names], ANALYZE [VERBOSE] [names], DROP SEQUENCE [IF EXISTS] names
+    [CASCADE | RESTRICT]. Names are identifiers separated by commas (a column list after a
+    table name is refused: per-column statistics mean nothing here either)."""
+    if words[0] == "DROP":
+        command, position = "DROP SEQUENCE", 2
+    else:
+        command, position = ("VACUUM" if words[0] == "VACUUM" else "ANALYZE"), 1
+    if_exists = False
+    if command == "DROP SEQUENCE" and words[position:position + 2] == ["IF", "EXISTS"]:
+        if_exists, position = True, position + 2
+    if command != "DROP SEQUENCE":
+        if position < len(words) and words[position] == "(":
+            if ")" not in words[position:]:
+                raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
+            position = words.index(")", position) + 1
+        while position < len(words) and words[position] in _VACUUM_OPTIONS:
+            position += 1
+    if command == "DROP SEQUENCE" and words[-1:] and words[-1] in ("CASCADE", "RESTRICT"):
+        tokens, words = tokens[:-1], words[:-1]
+    names: list[str] = []
+    expect_name = True
+    for token, word in zip(tokens[position:], words[position:]):
+        if expect_name and token.token_type in (TokenType.VAR, TokenType.IDENTIFIER) or \
+                expect_name and word.isidentifier():
+            quoted = token.token_type == TokenType.IDENTIFIER
+            names.append(token.text if quoted else token.text.lower())
+            expect_name = False
+        elif not expect_name and word == ",":
+            expect_name = True
+        elif not expect_name and word == "." and names and names[-1] == "public":
+            names.pop()
+            expect_name = True
+        else:
+            raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{token.text}"')
+    if expect_name and (names or command == "DROP SEQUENCE"):
+        raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
+    return Utility(command, tuple(names), if_exists)
+
+
+_SEQUENCE_TYPES = {"SMALLINT": "smallint", "INT2": "smallint", "INTEGER": "integer", "INT": "integer",
+                   "INT4": "integer", "BIGINT": "bigint", "INT8": "bigint"}
+
+
+def _parse_create_sequence(tokens: list, words: list[str]) -> Utility:
+    """CREATE SEQUENCE [IF NOT EXISTS] name [AS type] [INCREMENT [BY] n] [MINVALUE n | NO MINVALUE]
+    [MAXVALUE n | NO MAXVALUE] [START [WITH] n] [CACHE n] [[NO] CYCLE] [OWNED BY NONE]; CYCLE,
+    OWNED BY a column, TEMP and UNLOGGED are 0A000."""
+    if words[1] != "SEQUENCE":
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"CREATE {words[1]} SEQUENCE is not supported")
+    position = 2
+    if_not_exists = words[2:5] == ["IF", "NOT", "EXISTS"]
+    if if_not_exists:
+        position = 5
+    if position >= len(words):
+        raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
+    name_token = tokens[position]
+    if name_token.token_type not in (TokenType.VAR, TokenType.IDENTIFIER) and not words[position].isidentifier():
+        raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{name_token.text}"')
+    name = name_token.text if name_token.token_type == TokenType.IDENTIFIER else name_token.text.lower()
+    position += 1
+    if words[position:position + 1] == ["."]:
+        if name != "public" or position + 1 >= len(words):
+            raise SqlError("3F000", f'schema "{name}" does not exist')
+        name_token = tokens[position + 1]
+        name = name_token.text if name_token.token_type == TokenType.IDENTIFIER else name_token.text.lower()
+        position += 2
+    options: list[tuple[str, object]] = []
+
+    def number(at: int) -> tuple[int, int]:
+        sign = 1
+        if at < len(words) and words[at] in ("-", "+"):
+            sign = -1 if words[at] == "-" else 1
+            at += 1
+        if at >= len(words) or not words[at].isdigit():
+            near = tokens[at].text if at < len(tokens) else None
+            raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{near}"' if near
+                           else "syntax error at end of input")
+        return sign * int(words[at]), at + 1
+
+    while position < len(words):
+        word = words[position]
+        if word == "AS" and position + 1 < len(words) and words[position + 1] in _SEQUENCE_TYPES:
+            options.append(("as", _SEQUENCE_TYPES[words[position + 1]]))
+            position += 2
+        elif word in ("INCREMENT", "START", "MINVALUE", "MAXVALUE", "CACHE"):
+            position += 1
+            if word == "INCREMENT" and words[position:position + 1] == ["BY"]:
+                position += 1
+            if word == "START" and words[position:position + 1] == ["WITH"]:
+                position += 1
+            value, position = number(position)
+            options.append((word.lower(), value))
+        elif word == "NO" and words[position + 1:position + 2] in (["MINVALUE"], ["MAXVALUE"], ["CYCLE"]):
+            position += 2
+        elif word == "CYCLE":
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "CREATE SEQUENCE ... CYCLE is not supported")
+        elif word == "OWNED" and words[position + 1:position + 3] == ["BY", "NONE"]:
+            position += 3
+        elif word == "OWNED":
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "CREATE SEQUENCE ... OWNED BY a column is not supported")
+        else:
+            raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[position].text}"')
+    seen = [key for key, _ in options]
+    if len(seen) != len(set(seen)):
+        raise SqlError(errors.SYNTAX_ERROR, "conflicting or redundant options")
+    return Utility("CREATE SEQUENCE", (name,), if_not_exists, tuple(options))
 
 
 def _parse_explain(text: str, tokens: list, words: list[str]) -> Explain:

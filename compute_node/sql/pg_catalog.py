@@ -370,8 +370,8 @@ def table_oid(table: Any) -> int:
 def indexes_of(table: Any) -> list[tuple[int, IndexInfo]]:
     """(oid, info) of the primary-key index and every secondary index of a table."""
     pk_columns = tuple(table.columns[p].name for p in table.primary_key)
-    found = [(table_oid(table) + 1,
-              IndexInfo(table.constraint_name, pk_columns, (False,) * len(pk_columns), True, True, "p"))]
+    found = [] if table.has_rowid else [(table_oid(table) + 1, IndexInfo(
+        table.constraint_name, pk_columns, (False,) * len(pk_columns), True, True, "p"))]
     for index in getattr(table, "indexes", ()) or ():
         descending = tuple(getattr(index, "descending", ()) or (False,) * len(index.columns))
         constraint = "u" if getattr(index, "constraint", False) else None
@@ -571,7 +571,7 @@ def _psql_table_columns(sql: str, normalized: str) -> Answer | None:
                     sql_type = table.columns[position].sql_type if position is not None else None
                     rows.append((column, format_type(sql_type) if sql_type else "text", "yes", column))
                 continue
-            for column in table.columns:
+            for column in table.visible_columns:
                 default = getattr(column, "default", None)
                 row = (column.name, format_type(column.sql_type), default, bool(column.not_null), None, "", "")
                 rows.append(row[:width] + (None,) * (width - len(row)))
@@ -686,7 +686,7 @@ def _sqlalchemy_columns(sql: str, normalized: str) -> Answer | None:
     async def answer(context: Context) -> CatalogResult:
         rows = []
         for relation in await _named_relations(context, kinds, matches):
-            for column in relation.table.columns:
+            for column in relation.table.visible_columns:
                 rows.append((column.name, format_type(column.sql_type), getattr(column, "default", None),
                              bool(column.not_null), relation.name, None, "", None, None))
         columns = [("name", "name"), ("format_type", "text"), ("default", "text"), ("not_null", "boolean"),

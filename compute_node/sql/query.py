@@ -22,7 +22,7 @@ from sqlglot import exp
 
 from compute_node.sql import interval as interval_mod
 from compute_node.sql import types
-from compute_node.sql.catalog import identifier_name
+from compute_node.sql.catalog import ROWID_COLUMN, identifier_name
 from compute_node.sql.expressions import (
     EMPTY_SCOPE, AggregateCollector, AggregateSpec, Compiled, Compiler, Context, Scope, coerce_constant,
     contains_aggregate, output_name, _numeric_operation,
@@ -400,7 +400,8 @@ def _expand_star(nodes: Sequence[exp.Expression], scope: Scope, has_table: bool,
             if relation is None:
                 raise SqlError(errors.UNDEFINED_TABLE, f'missing FROM-clause entry for table "{qualifier}"')
             for name, _ in relation.columns:
-                if not name.startswith("\x00"):  # hidden slots (select.py's merged FULL JOIN columns)
+                # hidden slots: select.py's merged FULL JOIN columns, a table's row id
+                if not name.startswith("\x00") and name != ROWID_COLUMN:
                     expanded.append(_qualified(relation.name, name))
             continue
         entries = star_entries if star_entries is not None else [
@@ -408,6 +409,8 @@ def _expand_star(nodes: Sequence[exp.Expression], scope: Scope, has_table: bool,
             for relation in scope.relations for i, (name, _) in enumerate(relation.columns)
             if not name.startswith("\x00")]
         for name, position, relation_name in entries:
+            if name == ROWID_COLUMN:  # the hidden row id of a table without a primary key
+                continue
             relation = scope.find_relation(relation_name)
             column_name = relation.columns[position - relation.offset][0] if relation is not None else name
             if column_name != name:  # a merged column read from its hidden slot, shown under its name

@@ -191,6 +191,9 @@ class QueryContext(Context):
 
 async def fetch(ctx: QueryContext) -> None:
     """Phase 2: reads the rows of every registered source (except the streamed one)."""
+    sequences = getattr(ctx, "sequences", None)
+    if sequences is not None:  # nextval & co. get their values ready (compute_node/sql/sequences.py)
+        await sequences.prepare()
     for source in ctx.table_sources:
         if source is ctx.streamed:
             continue

@@ -58,7 +58,7 @@ def _tables_rows(tables: Sequence[TableDef]) -> list[tuple]:
 def _columns_rows(tables: Sequence[TableDef]) -> list[tuple]:
     rows = []
     for table in tables:
-        for position, column in enumerate(table.columns, start=1):
+        for position, column in enumerate(table.visible_columns, start=1):
             sql_type = column.sql_type
             max_length = sql_type.length if sql_type.kind in (Kind.VARCHAR, Kind.CHAR) else None
             rows.append((DATABASE_NAME, USER_SCHEMA, table.name, column.name, position,
@@ -79,8 +79,9 @@ def _pg_indexes_rows(tables: Sequence[TableDef]) -> list[tuple]:
     rows = []
     for table in tables:
         key_columns = [table.columns[p].name for p in table.primary_key]
-        rows.append((USER_SCHEMA, table.name, table.constraint_name,
-                     index_definition(table, table.constraint_name, key_columns, True)))
+        if not table.has_rowid:  # a hidden row id is no index a user can see
+            rows.append((USER_SCHEMA, table.name, table.constraint_name,
+                         index_definition(table, table.constraint_name, key_columns, True)))
         for index in table.indexes:
             rows.append((USER_SCHEMA, table.name, index.name,
                          index_definition(table, index.name, index.columns, index.unique, index.descending)))
@@ -90,7 +91,8 @@ def _pg_indexes_rows(tables: Sequence[TableDef]) -> list[tuple]:
 def _table_constraints_rows(tables: Sequence[TableDef]) -> list[tuple]:
     rows = []
     for table in tables:
-        rows.append((DATABASE_NAME, USER_SCHEMA, table.constraint_name, USER_SCHEMA, table.name, "PRIMARY KEY"))
+        if not table.has_rowid:
+            rows.append((DATABASE_NAME, USER_SCHEMA, table.constraint_name, USER_SCHEMA, table.name, "PRIMARY KEY"))
         for index in table.indexes:
             if index.constraint:
                 rows.append((DATABASE_NAME, USER_SCHEMA, index.name, USER_SCHEMA, table.name, "UNIQUE"))
@@ -106,6 +108,8 @@ def _check_constraints_rows(tables: Sequence[TableDef]) -> list[tuple]:
 def _key_column_usage_rows(tables: Sequence[TableDef]) -> list[tuple]:
     rows = []
     for table in tables:
+        if table.has_rowid:
+            continue
         for key_position, column_index in enumerate(table.primary_key, start=1):
             rows.append((DATABASE_NAME, USER_SCHEMA, table.constraint_name, DATABASE_NAME, USER_SCHEMA,
                          table.name, table.columns[column_index].name, key_position, None))
