@@ -16,7 +16,11 @@ or one gRPC Copy request) and then:
   4. writes, through `_write_copy_rows` only (the one place a bulk-load path can take over).
 
 Inside a transaction block (or pgwire's implicit transaction) the rows go into that
-transaction and follow its quotas (TXN_ROWS_MAX keys, TXN_BYTES_MAX bytes: 54000 beyond).
+transaction and follow its quotas (TXN_ROWS_MAX keys, TXN_BYTES_MAX bytes: 54000 beyond),
+except into a table the transaction truncated, rewrote or created: there they take the bulk
+path (executor.insert_rows; compute_node/sql/bulk.py), which is what `pgbench -i` does
+(BEGIN; TRUNCATE ...; COPY ...; COMMIT). Tables without a primary key get their hidden row
+ids here; nextval defaults get their values reserved for all rows before the rows are built.
 
 In autocommit mode, steps 1-3 run for ALL rows before anything is written, and the rows are
 then committed in batches, each within the transaction quotas. Every batch commits with the
@@ -41,7 +45,7 @@ import logging
 from typing import Any, Callable, Iterator, Sequence
 
 from compute_node.pgwire import pgtypes
-from compute_node.sql import executor, types
+from compute_node.sql import executor, sequences, types
 from compute_node.sql.catalog import TableDef
 from compute_node.sql.select import fetch
 from compute_node.sql.transaction import SchemaStale, Transaction
@@ -58,6 +62,8 @@ class CopyPlan:
     positions: list[int]          # table column of each input field
     defaults: list                # compiled default per table column (None: no default)
     rules: executor.TableRules
+    ctx: Any = None               # the statement's QueryContext (sequence values for defaults)
+    next_rowid: Callable[[], int] | None = None  # row ids of a table without a primary key
 
     @property
     def column_names(self) -> list[str]:
@@ -70,10 +76,12 @@ async def plan(txn: Transaction, statement: CopyStatement) -> CopyPlan:
     if table is None:
         raise SqlError(errors.UNDEFINED_TABLE, f'relation "{statement.table}" does not exist')
     positions = []
-    for name in statement.columns or [c.name for c in table.columns]:
+    for name in statement.columns or [c.name for c in table.visible_columns]:
         position = table.column_index(name)
         if position is None:
             raise SqlError(errors.UNDEFINED_COLUMN, f'column "{name}" of relation "{table.name}" does not exist')
+        if table.columns[position].hidden:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'cannot assign to system column "{name}"')
         if position in positions:
             raise SqlError(errors.DUPLICATE_COLUMN, f'column "{name}" specified more than once')
         positions.append(position)
@@ -81,7 +89,7 @@ async def plan(txn: Transaction, statement: CopyStatement) -> CopyPlan:
     defaults = executor._compile_defaults(table, ctx)
     rules = executor.compile_rules(table, ctx)
     await fetch(ctx)
-    return CopyPlan(table, positions, defaults, rules)
+    return CopyPlan(table, positions, defaults, rules, ctx, txn.next_rowid if table.has_rowid else None)
 
 
 def _context(table: str, line: int, column: str | None = None, value: str | None = None) -> str:
@@ -109,9 +117,12 @@ def build_rows(copy_plan: CopyPlan, records: Sequence[Record]) -> list[list]:
     defaults = copy_plan.defaults
     given = set(positions)
     missing_defaults = [(p, d) for p, d in enumerate(defaults) if p not in given and d is not None]
+    rowid_position = table.rowid_position
     rows = []
     for line, fields in records:
         row: list[Any] = [None] * len(columns)
+        if rowid_position is not None:
+            row[rowid_position] = copy_plan.next_rowid()
         for position, text in zip(positions, fields):
             if text is None:
                 continue
@@ -164,9 +175,13 @@ def check_duplicates(table: TableDef, rows: Sequence[Sequence[Any]], lines: Sequ
 async def check_existing(txn: Transaction, table: TableDef, rows: Sequence[Sequence[Any]], row_keys: Sequence[bytes],
                          lines: Sequence[int]) -> None:
     """23505 for the first row (in input order) whose key or unique value is already stored."""
+    # Row ids this transaction drew for a keyspace only it writes are new by construction
+    # (compute_node/sql/bulk.py): only their unique values need a look.
+    probe_row_keys = not (table.has_rowid and executor.is_bulk_target(txn, table))
     probes: list[tuple[int, Any, bytes]] = []
     for number, (row, key) in enumerate(zip(rows, row_keys)):
-        probes.append((number, None, key))
+        if probe_row_keys:
+            probes.append((number, None, key))
         for index, probe in _unique_probes(table, row):
             probes.append((number, index, probe))
     first: tuple[int, Any] | None = None
@@ -210,9 +225,13 @@ def split_batches(table: TableDef, rows: Sequence[Sequence[Any]], row_keys: Sequ
 
 
 async def _write_copy_rows(txn: Transaction, table: TableDef, rows: Sequence[Sequence[Any]]) -> None:
-    """Every row a COPY writes goes through here (and nowhere else): today the executor's own row
-    writer (the row and its index entries into the write buffer, quotas checked per key); a
-    bulk-load path that flushes ahead of the commit can replace this one call."""
+    """Every row a COPY writes goes through here (and nowhere else). Into a table this transaction
+    truncated, rewrote or created, executor.insert_rows takes the bulk path (rows committed ahead
+    in batches within the quotas: compute_node/sql/bulk.py); otherwise the executor's own row
+    writer (the row and its index entries into the write buffer, quotas checked per key)."""
+    if executor.is_bulk_target(txn, table) or table.name in txn.created_tables:
+        await executor.insert_rows(txn, table, rows, validated=True)
+        return
     for row in rows:
         executor.write_row(txn, table, row, None, None)
 
@@ -221,6 +240,7 @@ async def validate(txn: Transaction, statement: CopyStatement, records: Sequence
     """(plan, rows, row keys, lines) of records checked against txn's snapshot; SchemaStale when
     the node's cached table definition was not that of the snapshot (the caller plans again)."""
     copy_plan = await plan(txn, statement)
+    await sequences.prepare_defaults(copy_plan.ctx, copy_plan.table, copy_plan.positions, len(records))
     rows = build_rows(copy_plan, records)
     lines = [line for line, _ in records]
     row_keys = check_duplicates(copy_plan.table, rows, lines)

@@ -15,6 +15,13 @@ one of three states, reported as PostgreSQL's ReadyForQuery status:
   'E' failed: a statement of the block failed; every statement but COMMIT/ROLLBACK
               fails with 25P02; COMMIT then reports ROLLBACK, as PostgreSQL.
 
+Savepoints (SAVEPOINT / RELEASE / ROLLBACK TO) live in the block: each keeps
+`Transaction.savepoint_state()` (the write buffer, its size, the locks, the block's view of table
+definitions) and the cursors open then; ROLLBACK TO restores them and takes a failed block back to
+'T', as PostgreSQL. Cursors (DECLARE / FETCH / MOVE / CLOSE) run their query at DECLARE and keep
+the rows (bounded by RESULT_ROWS_MAX together), so a cursor sees the transaction as it was then;
+they close with the block, WITH HOLD ones only if it rolled back.
+
 COMMIT sends the write buffer to `Backend.commit`; whatever it raises (40001
 conflict, 40003 outcome unknown, 08006/57P03 unavailable) ends the transaction and
 is returned as the COMMIT's error. A transaction older than limits.TXN_AGE_MAX_NS
@@ -62,8 +69,11 @@ from compute_node.sql import executor, pg_catalog, types
 from compute_node.sql.describe import DescribeTransaction, Description
 from compute_node.sql.describe import describe as describe_statement
 from compute_node.sql.engine import Engine
-from compute_node.sql.parser import Explain, TransactionAction, TransactionControl
+from compute_node.sql.interval import Interval
+from compute_node.sql.parser import (CloseCursor, DeclareCursor, Explain, FetchCursor, Savepoint,
+                                     TransactionAction, TransactionControl, Utility)
 from compute_node.sql.result import StatementResult
+from compute_node.sql.sequences import SessionSequences
 from compute_node.sql.transaction import Backend, SchemaStale, Transaction
 from quorumdb import errors, limits, sqllex
 from quorumdb.copyformat import CopyStatement, Record
@@ -103,7 +113,11 @@ class Session:
         self._failed = False
         self._txn_count = 0
         self._lock = asyncio.Lock()             # one execute at a time
+        self.sequences = SessionSequences()     # currval / lastval
         self.last_plan = None                   # access plan of the last statement that read a table
+        # Savepoints of the open block, oldest first: (name, transaction state, cursors open then).
+        self._savepoints: list[tuple[str, tuple, frozenset[str]]] = []
+        self._cursors: dict[str, _Cursor] = {}  # open cursors (those WITHOUT HOLD close with the block)
         # When the current execute call began and how long its parse took (EXPLAIN ANALYZE's first
         # phase; None once a statement of the script has used it).
         self._parse: tuple[float, float, bool | None] | None = None
@@ -117,6 +131,11 @@ class Session:
     @property
     def transaction(self) -> Transaction | None:
         return self._txn
+
+    @property
+    def savepoint_depth(self) -> int:
+        """Savepoints of the open block (the PostgreSQL endpoint's settings follow them)."""
+        return len(self._savepoints)
 
     async def execute(self, sql: str, params: Sequence[str] | None = None,
                       shape: sqllex.Shape | None = None) -> list[StatementResult]:
@@ -160,6 +179,10 @@ class Session:
                 statements = bound.statements
                 if len(statements) != 1:
                     raise SqlError(errors.SYNTAX_ERROR, "cannot insert multiple commands into a prepared statement")
+                if isinstance(statements[0], FetchCursor):  # its rows are those of the cursor's query
+                    cursor = self._cursors.get(statements[0].name)
+                    columns = cursor.columns if cursor is not None and not statements[0].move else None
+                    return Description([types.TEXT] * param_count, columns)
                 for _ in range(2):
                     txn = DescribeTransaction(self.backend, self.backend.start_ts(), f"{self.session_id}:describe",
                                               self.engine.schema_cache)
@@ -178,6 +201,8 @@ class Session:
                 bound.release()
 
     async def close(self) -> None:
+        if self._txn is not None:
+            await self._txn.abort()
         self._end()
 
     def _read_mode(self, statement: re.Match) -> StatementResult:
@@ -211,10 +236,16 @@ class Session:
             if result.error is None and result.command_tag == statement.action.value and statement.tag:
                 result.command_tag = statement.tag
             return result
+        if isinstance(statement, (Savepoint, DeclareCursor, FetchCursor, CloseCursor)):
+            return await self._block_command(statement)
         if self._txn is None:
             return await self._autocommit(statement)
         if self._failed:
             return StatementResult.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+        if isinstance(statement, Utility) and statement.command == "VACUUM":
+            self._failed = True  # as PostgreSQL (it does nothing here either way)
+            return StatementResult.failed(SqlError(errors.ACTIVE_SQL_TRANSACTION,
+                                                   "VACUUM cannot run inside a transaction block"))
         try:
             self._check_age(self._txn)
             self._txn.last_plan = None
@@ -235,6 +266,7 @@ class Session:
             self.last_plan = txn.last_plan
             await txn.commit()
         except SqlError as error:
+            await txn.abort()
             return StatementResult.failed(error)
         return result
 
@@ -268,6 +300,8 @@ class Session:
             case TransactionAction.COMMIT:
                 return await self._commit()
             case TransactionAction.ROLLBACK:
+                if self._txn is not None:
+                    await self._txn.abort()
                 self._end()
                 return StatementResult.tag("ROLLBACK")
         raise AssertionError(action)
@@ -277,15 +311,19 @@ class Session:
         if txn is None:  # PostgreSQL: WARNING there is no transaction in progress
             return StatementResult.tag("COMMIT")
         if self._failed:
+            await txn.abort()
             self._end()
             return StatementResult.tag("ROLLBACK")
+        committed = False
         try:
             self._check_age(txn)
             await txn.commit()
+            committed = True
         except SqlError as error:
+            await txn.abort()
             return StatementResult.failed(error)
         finally:
-            self._end()
+            self._end(committed)
         return StatementResult.tag("COMMIT")
 
     # --- COPY (compute_node/copy.py) ---------------------------------------------------
@@ -399,14 +437,16 @@ class Session:
             return StatementResult([("QUERY PLAN", "text")], [("Rollback (the transaction had failed)",)], "EXPLAIN")
         trace = self._new_trace()
         token = trace_mod.CURRENT.set(trace)
+        committed = False
         try:
             self._check_age(txn)
             await self._traced_commit(txn, trace)
+            committed = True
         except SqlError as error:
             return StatementResult.failed(error)
         finally:
             trace_mod.CURRENT.reset(token)
-            self._end()
+            self._end(committed)
         trace.ended = trace_mod.clock()
         return StatementResult([("QUERY PLAN", "text")], [(line,) for line in ["Commit", *trace_mod.render(trace)]],
                                "EXPLAIN")
@@ -432,11 +472,127 @@ class Session:
                           f"{self.session_id}:{self._txn_count}", self.engine.schema_cache)
         txn.rng = self.rng
         txn.client = self.client
+        txn.sequences = self.engine.sequences
+        txn.session_sequences = self.sequences
         return txn
 
-    def _end(self) -> None:
+    def _end(self, committed: bool = False) -> None:
+        """The block is over: its savepoints go, and its cursors but WITH HOLD ones that were
+        declared before it or that it committed (PostgreSQL drops a holdable cursor whose
+        transaction rolled back)."""
+        txn = self._txn
         self._txn = None
         self._failed = False
+        self._savepoints.clear()
+        for name in [name for name, cursor in self._cursors.items()
+                     if not cursor.hold or (cursor.declared_in is txn and not committed)]:
+            del self._cursors[name]
+        for cursor in self._cursors.values():
+            cursor.declared_in = None
+
+    # --- savepoints and cursors ----------------------------------------------------------
+    async def _block_command(self, statement) -> StatementResult:
+        """SAVEPOINT / RELEASE / ROLLBACK TO and DECLARE / FETCH / MOVE / CLOSE (see _Cursor)."""
+        if isinstance(statement, Savepoint) and statement.action == "ROLLBACK TO" and self._txn is not None:
+            return self._rollback_to(statement.name)  # the one command a failed block accepts
+        if self._txn is not None and self._failed:
+            return StatementResult.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+        try:
+            return await self._block_command_checked(statement)
+        except SqlError as error:
+            if self._txn is not None:
+                self._failed = True
+            return StatementResult.failed(error)
+
+    async def _block_command_checked(self, statement) -> StatementResult:
+        txn = self._txn
+        if isinstance(statement, Savepoint):
+            if txn is None:
+                command = "SAVEPOINT" if statement.action == "SAVEPOINT" else f"{statement.action} SAVEPOINT"
+                raise SqlError(errors.NO_ACTIVE_SQL_TRANSACTION, f"{command} can only be used in transaction blocks")
+            if statement.action == "SAVEPOINT":
+                if len(self._savepoints) >= limits.SAVEPOINTS_MAX:
+                    raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                                   f"transaction exceeds the limit of {limits.SAVEPOINTS_MAX} savepoints")
+                self._savepoints.append((statement.name, txn.savepoint_state(), frozenset(self._cursors)))
+                return StatementResult.tag("SAVEPOINT")
+            index = self._savepoint_index(statement.name)
+            del self._savepoints[index:]  # RELEASE: it and every later savepoint; the writes stay
+            return StatementResult.tag("RELEASE")
+        if isinstance(statement, DeclareCursor):
+            if txn is None and not statement.hold:
+                raise SqlError(errors.NO_ACTIVE_SQL_TRANSACTION,
+                               "DECLARE CURSOR can only be used in transaction blocks")
+            if statement.name in self._cursors:
+                raise SqlError(DUPLICATE_CURSOR, f'cursor "{statement.name}" already exists')
+            if len(self._cursors) >= limits.SESSION_CURSORS_MAX:
+                raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                               f"session exceeds the limit of {limits.SESSION_CURSORS_MAX} open cursors")
+            # The query runs now: a cursor sees the transaction as it is at DECLARE (as PostgreSQL's
+            # cursor snapshot), its rows bounded by the engine's RESULT_ROWS_MAX. That also makes
+            # WITH HOLD free: the rows are already materialised when the transaction commits.
+            if txn is None:  # WITH HOLD in autocommit: its own transaction (reads only: commits locally)
+                autocommit = self._new_transaction()
+                result = await self._execute_checked(autocommit, statement.statement)
+                await autocommit.commit()
+            else:
+                self._check_age(txn)
+                result = await self._execute_checked(txn, statement.statement)
+            held = sum(len(cursor.rows) for cursor in self._cursors.values())
+            if held + len(result.rows) > limits.RESULT_ROWS_MAX:
+                raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                               f"open cursors would hold more than {limits.RESULT_ROWS_MAX} rows")
+            self._cursors[statement.name] = _Cursor(list(result.columns), result.rows, statement.hold, txn)
+            return StatementResult.tag("DECLARE CURSOR")
+        if isinstance(statement, CloseCursor):
+            if statement.name is None:
+                self._cursors.clear()
+                return StatementResult.tag("CLOSE CURSOR ALL")
+            self._cursor(statement.name)
+            del self._cursors[statement.name]
+            return StatementResult.tag("CLOSE CURSOR")
+        assert isinstance(statement, FetchCursor)
+        cursor = self._cursor(statement.name)
+        if statement.count == 0:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "FETCH 0 (the current row again) is not supported")
+        rows = cursor.take(statement.count)
+        if statement.move:
+            return StatementResult.tag(f"MOVE {len(rows)}")
+        return StatementResult(cursor.columns, rows, f"FETCH {len(rows)}")
+
+    def _cursor(self, name: str) -> "_Cursor":
+        cursor = self._cursors.get(name)
+        if cursor is None:
+            raise SqlError(INVALID_CURSOR_NAME, f'cursor "{name}" does not exist')
+        return cursor
+
+    def _savepoint_index(self, name: str) -> int:
+        for index in range(len(self._savepoints) - 1, -1, -1):  # the newest of that name
+            if self._savepoints[index][0] == name:
+                return index
+        raise SqlError(INVALID_SAVEPOINT, f'savepoint "{name}" does not exist')
+
+    def _rollback_to(self, name: str) -> StatementResult:
+        """ROLLBACK TO SAVEPOINT: the writes, locks and definitions as they were at the savepoint
+        (later savepoints go, it stays); a failed block works again, as in PostgreSQL. Reads made
+        since stay in the snapshot's cache: they are still true at start_ts."""
+        assert self._txn is not None
+        try:
+            index = self._savepoint_index(name)
+        except SqlError as error:
+            self._failed = True
+            return StatementResult.failed(error)
+        _, state, cursors = self._savepoints[index]
+        try:
+            self._txn.rollback_to(state)
+        except SqlError as error:
+            self._failed = True
+            return StatementResult.failed(error)
+        del self._savepoints[index + 1:]
+        for cursor_name in [c for c in self._cursors if c not in cursors]:
+            del self._cursors[cursor_name]  # cursors declared after the savepoint close
+        self._failed = False
+        return StatementResult.tag("ROLLBACK")
 
     def _check_age(self, txn: Transaction) -> None:
         # now_ts, not start_ts: a statement of an open transaction starts no snapshot, and
@@ -446,6 +602,29 @@ class Session:
             raise SqlError(errors.SERIALIZATION_FAILURE,
                            f"transaction age limit of {limits.TXN_AGE_MAX_NS // 1_000_000_000} seconds exceeded",
                            hint="Retry the transaction; keep transactions short.")
+
+
+DUPLICATE_CURSOR = "42P03"
+INVALID_CURSOR_NAME = "34000"
+INVALID_SAVEPOINT = "3B001"
+
+
+class _Cursor:
+    """A cursor: the rows its query returned at DECLARE, read forward."""
+
+    def __init__(self, columns: list[tuple[str, str]], rows: list[tuple], hold: bool = False,
+                 declared_in: Transaction | None = None) -> None:
+        self.columns = columns
+        self.rows = rows
+        self.position = 0
+        self.hold = hold                  # WITH HOLD: outlives the transaction that commits it
+        self.declared_in = declared_in    # the open block it was declared in (None: an earlier one)
+
+    def take(self, count: int | None) -> list[tuple]:
+        end = len(self.rows) if count is None else min(self.position + count, len(self.rows))
+        taken = self.rows[self.position:end]
+        self.position = max(self.position, end)
+        return taken
 
 
 async def _schema_was_stale(txn: Transaction) -> bool:
@@ -464,7 +643,7 @@ def _rows_of_tag(tag: str) -> int | None:
     return int(last) if last.isdigit() else None
 
 
-_TEXT_TYPES = (decimal.Decimal, datetime.date, uuid.UUID)
+_TEXT_TYPES = (decimal.Decimal, datetime.date, uuid.UUID, Interval)
 
 
 def _wire_values(result: StatementResult) -> StatementResult:
@@ -473,7 +652,8 @@ def _wire_values(result: StatementResult) -> StatementResult:
     if not any(isinstance(v, _TEXT_TYPES) or isinstance(v, list) for row in result.rows for v in row):
         return result
     type_names = [type_name for _, type_name in result.columns]
-    result.rows = [tuple(types.array_text(v, type_names[i] if i < len(type_names) else None) if isinstance(v, list)
+    vectors = [types.INT2VECTOR if name in ("int2vector", "oidvector") else None for name in type_names]
+    result.rows = [tuple(types.format_array(v, vectors[i] if i < len(vectors) else None) if isinstance(v, list)
                          else _wire_value(v) for i, v in enumerate(row)) for row in result.rows]
     return result
 

@@ -45,6 +45,8 @@ Key space:
     adjudicator lets only the first commit.
 Rows of a dropped table stay under their old table id, unreachable because the
 catalog no longer names that id (garbage collection of them is not implemented).
+Table and index ids at or above PRIVATE_ID_BASE come from PRIVATE_ID_COUNTER_KEY (TRUNCATE,
+ALTER TABLE rewrites: compute_node/sql/bulk.py); below it from TABLE_ID_COUNTER_KEY.
 
 Row values use a small tagged codec (`encode_row`/`decode_row`): a varint column
 count, then per column a tag byte and a body (zigzag varint for integers, 8 bytes
@@ -77,6 +79,16 @@ CATALOG_INDEX_PREFIX = SYSTEM_PREFIX + b"I"
 # catalog key increments (absent = 0). A compute node's schema cache is valid for a snapshot
 # exactly when this key holds the cache's version there (compute_node/sql/schema_cache.py).
 SCHEMA_VERSION_KEY = SYSTEM_PREFIX + b"V"
+# Catalog: one key per sequence name, holding its options (compute_node/sql/bulk.SequenceDef).
+CATALOG_SEQUENCE_PREFIX = SYSTEM_PREFIX + b"S"
+# The value of a sequence, by sequence id: written only by the small transactions of their own
+# that reserve ranges and setval, never by a user's commit (compute_node/sql/bulk.py).
+SEQUENCE_STATE_PREFIX = SYSTEM_PREFIX + b"Q"
+# Ids of private keyspaces (TRUNCATE, ALTER TABLE rewrites): a second counter, advanced by a
+# transaction of its own so that no two transactions ever write under the same private id even
+# if one aborts. Its ids start at PRIVATE_ID_BASE, above anything TABLE_ID_COUNTER_KEY reaches.
+PRIVATE_ID_COUNTER_KEY = SYSTEM_PREFIX + b"P"
+PRIVATE_ID_BASE = 2**62
 
 # --- element tags ---------------------------------------------------------------
 TAG_FALSE = 0x10
@@ -101,6 +113,14 @@ _TERMINATOR = b"\x00\x01"
 
 def catalog_table_key(table_name: str) -> bytes:
     return CATALOG_TABLE_PREFIX + encode_key_tuple((table_name,))
+
+
+def catalog_sequence_key(sequence_name: str) -> bytes:
+    return CATALOG_SEQUENCE_PREFIX + sequence_name.encode("utf-8")
+
+
+def sequence_state_key(sequence_id: int) -> bytes:
+    return SEQUENCE_STATE_PREFIX + sequence_id.to_bytes(8, "big")
 
 
 def catalog_index_key(index_name: str) -> bytes:

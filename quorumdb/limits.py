@@ -19,6 +19,28 @@ ROW_BYTES_MAX = 2 * 1024 * 1024
 # the bound, so beyond a second every commit would wait seconds.
 CLOCK_ERROR_MS_MAX = 1_000
 
+# --- Bulk loads and sequences (compute_node/sql/bulk.py) --------------------------------
+# Rows written to a keyspace only one transaction can see (a table it created or truncated)
+# are committed ahead in batches of this many keys: each batch is an ordinary commit, so it
+# obeys the quotas above. It is also the most such writes one transaction holds in memory.
+BULK_BATCH_ROWS_MAX = TXN_ROWS_MAX
+BULK_BATCH_BYTES_MAX = TXN_BYTES_MAX
+# Autonomous transactions (a sequence range, a new private keyspace id) retry a conflict this
+# many times: they are one read and one write of a single key, so a conflict means only that
+# another node reserved at the same moment.
+AUTONOMOUS_RETRIES_MAX = 50
+AUTONOMOUS_BACKOFF_S = 0.002
+# Values a compute node reserves from a sequence at once: the first reservation is small (an
+# idle sequence wastes little when the node restarts), each one used up within a second
+# doubles the next, up to the maximum (one reservation commit per 1,000 values at most).
+SEQUENCE_RESERVE_MIN = 32
+SEQUENCE_RESERVE_MAX = 1_000
+# A statement that ran out of reserved values mid-way reserves what it needs and runs again
+# (it wrote nothing yet); this bounds how often.
+SEQUENCE_STATEMENT_RETRIES_MAX = 8
+# Sequences a compute node caches ranges of.
+SEQUENCE_CACHE_ENTRIES_MAX = 10_000
+
 # --- Deadlines (every network call carries one) ------------------------------
 # A client's whole statement: reads, commit and retries fit in it.
 STATEMENT_TIMEOUT_S = 30.0
@@ -54,6 +76,14 @@ GET_KEYS_MAX = 1_000
 SCAN_PAGE_MAX = 1_000
 # Rows a single SELECT may return to a client (bounds memory of a statement).
 RESULT_ROWS_MAX = 1_000_000
+# substring()/regexp_replace() find PostgreSQL's match extent (longest or shortest at the leftmost
+# start) by trying full matches at each possible end: quadratic in the text after the match start,
+# so that text is bounded (compute_node/sql/regex.py).
+REGEX_EXTENT_TEXT_CHARS_MAX = 20_000
+# Open cursors per session (DECLARE): each holds its materialised rows (at most RESULT_ROWS_MAX).
+SESSION_CURSORS_MAX = 64
+# Savepoints open in one transaction: each keeps a copy of the write buffer's changed keys.
+SAVEPOINTS_MAX = 256
 # Open sessions per compute node.
 SESSIONS_MAX = 10_000
 # An idle session is closed after this long.
@@ -62,6 +92,14 @@ SESSION_IDLE_S = 3_600.0
 PLAN_POINT_KEYS_MAX = 1_000
 # SQL: rows one statement may read from storage (bounds a scan's pages and a statement's memory); 54000 beyond.
 STATEMENT_ROWS_READ_MAX = 10_000_000
+# Rows one statement's window functions visit in frames that do not simply grow (a sliding
+# `ROWS BETWEEN n PRECEDING AND n FOLLOWING`, or any EXCLUDE): such a frame is recomputed per row,
+# rows x frame work in Python; past this it would hold a core for minutes (54000 instead).
+WINDOW_FRAME_ROWS_MAX = 50_000_000
+# Iterations of one WITH RECURSIVE query (each runs the recursive term once over the rows the
+# previous one produced); the rows it accumulates are bounded by RESULT_ROWS_MAX as well. A
+# recursion without a stopping condition fails here with 54000 instead of running forever.
+RECURSIVE_ITERATIONS_MAX = 100_000
 # gRPC message size (a 3,000-row transaction of 2 KiB rows fits easily).
 GRPC_MESSAGE_BYTES_MAX = 64 * 1024 * 1024
 # Uncommitted entries an adjudicator keeps in memory to resend to slow replicas.
@@ -146,6 +184,8 @@ SESSION_REAP_INTERVAL_S = 30.0
 CLIENT_DEADLINE_MARGIN_S = 5.0
 
 assert TXN_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX, "a full transaction must fit in one commit message"
+assert BULK_BATCH_ROWS_MAX <= TXN_ROWS_MAX and BULK_BATCH_BYTES_MAX <= TXN_BYTES_MAX, "a flushed batch is a legal txn"
+assert SEQUENCE_RESERVE_MIN <= SEQUENCE_RESERVE_MAX
 assert STORAGE_READ_WAIT_MS / 1000 < STORAGE_READ_TIMEOUT_S, "the read wait must end before the RPC deadline"
 assert STORAGE_READ_TIMEOUT_S < STATEMENT_TIMEOUT_S
 assert COMMIT_TIMEOUT_S < STATEMENT_TIMEOUT_S

@@ -12,7 +12,11 @@ from quorumdb.errors import SqlError
 
 
 class MemoryBackend:
-    def __init__(self, start_ns: int = 1_000_000):
+    def __init__(self, start_ns: int = 1_000_000, unique_txn_ids: bool = False):
+        # unique_txn_ids: a txn_id committed twice is a bug (the real adjudicator would answer the
+        # second with the first's outcome); tests whose sessions all have distinct ids turn it on.
+        self.unique_txn_ids = unique_txn_ids
+        self.txn_ids: set[str] = set()
         self.now_ns = start_ns
         self.versions: dict[bytes, list[tuple[int, bytes | None]]] = {}
         self.commits: list[tuple[int, list[tuple[bytes, bytes | None]], list[bytes], str]] = []
@@ -63,6 +67,9 @@ class MemoryBackend:
         if self.fail_next_commit is not None:
             error, self.fail_next_commit = self.fail_next_commit, None
             raise error
+        if self.unique_txn_ids and txn_id:
+            assert txn_id not in self.txn_ids, f"txn_id {txn_id} committed twice"
+            self.txn_ids.add(txn_id)
         for key in [k for k, _ in writes] + list(lock_keys):
             versions = self.versions.get(key, [])
             if versions and versions[-1][0] > start_ts:

@@ -22,8 +22,8 @@ from tests.sql_memory_backend import MemoryBackend
 
 # Files the real-cluster pass runs (each statement is a round trip through gRPC, storage quorums
 # and the adjudicator, so this pass is smaller).
-CLUSTER_FILES = ("01_types", "05_dml", "07_joins", "09_transactions")
-CORPUS_STATEMENTS_MIN = 300
+CLUSTER_FILES = ("01_types", "05_dml", "07_joins", "09_transactions", "12_expressions_session")
+CORPUS_STATEMENTS_MIN = 800
 
 
 @pytest.fixture(scope="module")

@@ -64,8 +64,9 @@ async def test_create_table_tags_and_errors(session):
     assert (await ok(session, "CREATE TABLE t (id INT PRIMARY KEY)")).command_tag == "CREATE TABLE"
     await fails(session, "CREATE TABLE t (id INT PRIMARY KEY)", "42P07", 'relation "t" already exists')
     assert (await ok(session, "CREATE TABLE IF NOT EXISTS t (x INT PRIMARY KEY)")).command_tag == "CREATE TABLE"
-    error = await fails(session, "CREATE TABLE nopk (a INT)", "0A000")
-    assert "primary key" in error.message
+    # Without a PRIMARY KEY the table gets a hidden row id (tests/test_sql_bulk_sequences.py).
+    assert (await ok(session, "CREATE TABLE nopk (a INT)")).command_tag == "CREATE TABLE"
+    await fails(session, "CREATE TABLE nopk2 (quorumdb_rowid INT)", "42701")
     await fails(session, "CREATE TABLE d (a INT PRIMARY KEY, a TEXT)", "42701")
     await fails(session, "CREATE TABLE m (a INT PRIMARY KEY, b INT, PRIMARY KEY (b))", "42P16")
     await fails(session, "CREATE TABLE k (a INT, PRIMARY KEY (zz))", "42703")
@@ -257,18 +258,22 @@ async def test_select_errors(session):
     await fails(session, "SELECT id FROM users WHERE id = 'abc'", "22P02")
     await fails(session, "SELECT id FROM users WHERE age", "42804",
                 "argument of WHERE must be type boolean, not type integer")
-    await fails(session, "SELECT * FROM users u FULL JOIN users v ON u.id = v.id", "0A000")
+    await fails(session, "SELECT * FROM users u RIGHT JOIN LATERAL (SELECT u.id) v ON true", "42P10")
+    await fails(session, "SELECT * FROM (users u JOIN users v USING (id)) j", "0A000")
+    await fails(session, "SELECT * FROM users u FULL JOIN users v ON u.id < v.id", "0A000")
     await fails(session, "SELECT * FROM users WHERE id < ALL (SELECT id FROM users)", "0A000")
     # = ANY (subquery) is IN (catalog_functions.compile_any)
     assert await rows(session, "SELECT count(*) FROM users WHERE id = ANY (SELECT id FROM users)") == \
         await rows(session, "SELECT count(*) FROM users WHERE id IN (SELECT id FROM users)")
     await fails(session, "WITH RECURSIVE r AS (SELECT 1 FROM r) SELECT * FROM r", "42P19")
-    await fails(session, "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n FROM r ORDER BY n) SELECT * FROM r",
+    await fails(session, "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n FROM r ORDER BY 1) SELECT * FROM r",
                 "0A000")
     assert await rows(session, "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 4) "
                                "SELECT sum(n) FROM r") == [(10,)]
     await fails(session, "SELECT myfunc(1)", "42883")
-    await fails(session, "SELECT row_number() OVER () FROM users", "0A000")
+    await fails(session, "SELECT sum(DISTINCT id) OVER () FROM users", "0A000")
+    await fails(session, "SELECT generate_series(1, generate_series(1, 3))", "0A000")
+    await fails(session, "SELECT id FROM users WHERE row_number() OVER () > 1", "42P20")
     await fails(session, "ALTER TABLE users RENAME TO people", "0A000")
 
 

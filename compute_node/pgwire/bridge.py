@@ -33,14 +33,13 @@ from quorumdb import errors, limits
 from quorumdb.errors import SqlError
 
 IN_FAILED_BLOCK = "current transaction is aborted, commands ignored until end of transaction block"
-# First words of what this module answers itself (settings commands, savepoints, transaction
-# control handled around the engine): a statement starting otherwise may go to the engine.
-_ANSWERED_HERE = frozenset({"SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE", "SAVEPOINT", "RELEASE", "ROLLBACK",
-                            "ABORT", "LOCK"})
+# First words of what this module answers itself (settings commands, and LOCK; savepoints, cursors
+# and transaction control are the engine's: compute_node/session.py): a statement starting
+# otherwise may go to the engine.
+_ANSWERED_HERE = frozenset({"SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE", "LOCK"})
 # Statement shapes (quorumdb/sqllex.py lift_literals) already found to be engine statements,
 # whatever their constants: classified once per node, not at every statement (bounded, LRU).
 _ENGINE_SHAPES: "collections.OrderedDict[str, bool]" = collections.OrderedDict()
-SAVEPOINT_EXCEPTION = "3B001"
 READ_ONLY_SQL_TRANSACTION = "25006"
 TRANSACTION_WORDS = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
                                "PREPARE"})
@@ -54,6 +53,8 @@ class Outcome:
     error: SqlError | None = None
     notices: list[SqlError] = dataclasses.field(default_factory=list)
     parameter_changes: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    changed_keys: list[str] = dataclasses.field(default_factory=list)   # SET: the settings it changed
+    previous: dict[str, str] = dataclasses.field(default_factory=dict)  # SET: the values before it
 
     @property
     def returns_rows(self) -> bool:
@@ -66,6 +67,15 @@ class Outcome:
     @staticmethod
     def tag_only(tag: str) -> "Outcome":
         return Outcome([], [], tag)
+
+
+@dataclasses.dataclass
+class _SettingsBlock:
+    txn: Any                                   # the engine transaction of the block
+    start: dict[str, str]                      # the settings when the block began
+    local_restore: dict[str, str] = dataclasses.field(default_factory=dict)   # SET LOCAL key -> value before it
+    # per savepoint of the block: (values, local_restore) when it was set
+    savepoints: list[tuple[dict, dict]] = dataclasses.field(default_factory=list)
 
 
 def is_transaction_control(statement: str) -> bool:
@@ -85,9 +95,8 @@ class PgSession:
         self.settings = settings_mod.Settings(user, application_name)
         session.client = pg_catalog.ClientInfo(user, database, process_id, self.settings)
         self._deallocate = deallocate
-        self._savepoints: list[tuple[str, dict]] = []   # (name, write buffer when it was set)
-        self._savepoint_txn: Any = None
         self._read_only_txn: Any = None   # the block SET TRANSACTION READ ONLY made read-only
+        self._block: _SettingsBlock | None = None   # settings as the open transaction block found them
 
     @property
     def transaction_status(self) -> str:
@@ -144,9 +153,56 @@ class PgSession:
     async def _control(self, sql: str) -> Outcome:
         results = await self.session.execute(sql)
         result = results[-1]
-        return Outcome([], [], result.command_tag, result.error)
+        return self._track_block(Outcome([], [], result.command_tag, result.error), sqllex.words(sql))
 
     async def run(self, statement: str, params: list[str] | None = None) -> Outcome:
+        outcome = await self._run(statement, params)
+        return self._track_block(outcome, sqllex.words(statement)[:3])
+
+    # --- settings and transaction blocks --------------------------------------------------------
+    def _track_block(self, outcome: Outcome, words: list[str]) -> Outcome:
+        """Settings follow the transaction block as in PostgreSQL: at its end SET LOCAL values
+        revert (every SET of the block too when it rolled back), and ROLLBACK TO a savepoint
+        restores the settings the savepoint saw. The engine's Session owns the block and its
+        savepoints; this follows them after each statement (its transaction object, the number
+        of savepoints it holds)."""
+        txn = self.session.transaction
+        block = self._block
+        if block is not None and block.txn is not txn:
+            committed = outcome.error is None and outcome.tag == "COMMIT"
+            restore = dict(block.start)
+            if committed:
+                restore = dict(self.settings.values)
+                restore.update(block.local_restore)
+            outcome.parameter_changes += self._restore(restore)
+            self._block = block = None
+        if txn is None:
+            return outcome
+        if block is None:
+            block = self._block = _SettingsBlock(txn, dict(self.settings.values))
+        depth = self.session.savepoint_depth
+        rolled_back_to = (outcome.error is None and outcome.tag == "ROLLBACK"
+                          and words[:1] in (["ROLLBACK"], ["ABORT"]))
+        if rolled_back_to and 0 < depth <= len(block.savepoints):
+            values, local_restore = block.savepoints[depth - 1]
+            outcome.parameter_changes += self._restore(values)
+            block.local_restore = dict(local_restore)
+        del block.savepoints[depth:]
+        while len(block.savepoints) < depth:
+            block.savepoints.append((dict(self.settings.values), dict(block.local_restore)))
+        return outcome
+
+    def _restore(self, values: dict[str, str]) -> list[tuple[str, str]]:
+        changes = []
+        for key, value in values.items():
+            if self.settings.values.get(key) != value:
+                setting = settings_mod.SETTINGS.get(key)
+                if setting is not None and setting.report:
+                    changes.append((setting.name, value))
+        self.settings.values = dict(values)
+        return changes
+
+    async def _run(self, statement: str, params: list[str] | None = None) -> Outcome:
         """One statement; `params` are the SQL literals of its $n parameters (extended protocol).
         The engine binds them into its cached parse; the commands answered here, which read
         values out of the text, get them pasted in."""
@@ -158,12 +214,10 @@ class PgSession:
         if not words:
             return Outcome.tag_only("")
         first = words[0]
-        if params is not None and first in ("SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE", "SAVEPOINT", "RELEASE"):
+        if params is not None and first in ("SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE", "LOCK"):
             statement, params = sqllex.substitute(statement, params), None
             words = sqllex.words(statement)
             shape = sqllex.lift_literals(statement)
-        if first in ("SAVEPOINT", "RELEASE") or (first in ("ROLLBACK", "ABORT") and "TO" in words[1:3]):
-            return self._savepoint(first, words)
         if first == "LOCK":
             return self._lock(words)
         if first in ("SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE") and not (first == "SET" and "FROM" in words):
@@ -195,45 +249,6 @@ class PgSession:
         outcomes = [Outcome(list(r.columns), list(r.rows), r.command_tag or "", r.error) for r in results]
         failed = [outcome for outcome in outcomes if outcome.error is not None]
         return failed[0] if failed else outcomes[-1] if outcomes else Outcome.tag_only("")
-
-    def _savepoint(self, first: str, words: list[str]) -> Outcome:
-        """SAVEPOINT / RELEASE / ROLLBACK TO, as far as they can be honoured without engine support.
-
-        Setting and releasing savepoints always works (drivers wrap catalog probes in one);
-        ROLLBACK TO works when nothing was written since the savepoint and the block has not
-        failed, and is 0A000 otherwise (undoing part of a write buffer is not supported).
-        """
-        txn = self.session.transaction
-        if txn is None:
-            return Outcome.failed(SqlError(errors.NO_ACTIVE_SQL_TRANSACTION,
-                                           f"{first} can only be used in transaction blocks"))
-        if self._savepoint_txn is not txn:
-            self._savepoints, self._savepoint_txn = [], txn
-        rest = [w for w in words[1:] if w not in ("WORK", "TRANSACTION", "TO", "SAVEPOINT")]
-        if len(rest) != 1:
-            return Outcome.failed(SqlError(errors.SYNTAX_ERROR, f"syntax error in {first}"))
-        name = _unquote_name(rest[0])
-        if first == "SAVEPOINT":
-            if self.transaction_status == "E":
-                return Outcome.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
-            self._savepoints.append((name, dict(txn.write_buffer)))
-            return Outcome.tag_only("SAVEPOINT")
-        positions = [i for i, (existing, _) in enumerate(self._savepoints) if existing == name]
-        if not positions:
-            return Outcome.failed(SqlError(SAVEPOINT_EXCEPTION, f'savepoint "{name}" does not exist'))
-        position = positions[-1]
-        if first == "RELEASE":
-            if self.transaction_status == "E":
-                return Outcome.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
-            del self._savepoints[position:]
-            return Outcome.tag_only("RELEASE")
-        if self.transaction_status == "E" or self._savepoints[position][1] != txn.write_buffer:
-            return Outcome.failed(SqlError(errors.FEATURE_NOT_SUPPORTED,
-                                           "ROLLBACK TO SAVEPOINT is supported only when nothing was written and "
-                                           "no statement failed since the savepoint",
-                                           hint="Roll back the whole transaction and retry it."))
-        del self._savepoints[position + 1:]
-        return Outcome.tag_only("ROLLBACK")
 
     def _lock(self, words: list[str]) -> Outcome:
         """LOCK [TABLE] name [, ...] IN ACCESS SHARE MODE (what pg_dump takes on every table) is
@@ -290,8 +305,23 @@ class PgSession:
         return Outcome([(column.name if column else name, "text")], [(value,)], "SHOW")
 
     def _set(self, rest: list[str]) -> Outcome:
+        local = rest[:1] == ["LOCAL"]
         if rest[:1] in (["SESSION"], ["LOCAL"]) and rest[1:2] != ["CHARACTERISTICS"] and rest[1:2] != ["AUTHORIZATION"]:
             rest = rest[1:]
+        if local and self.session.transaction is None:
+            return Outcome([], [], "SET", notices=[SqlError(errors.NO_ACTIVE_SQL_TRANSACTION,
+                                                            "SET LOCAL can only be used in transaction blocks")])
+        outcome = self._set_value(rest)
+        block = self._block
+        if block is not None and block.txn is self.session.transaction and outcome.error is None:
+            for key in outcome.changed_keys:
+                if local:
+                    block.local_restore.setdefault(key, outcome.previous[key])
+                else:
+                    block.local_restore.pop(key, None)  # a plain SET in the block outlives it
+        return outcome
+
+    def _set_value(self, rest: list[str]) -> Outcome:
         if rest[:4] == ["SESSION", "CHARACTERISTICS", "AS", "TRANSACTION"]:
             self._transaction_modes(rest[4:], session_default=True)
             return Outcome.tag_only("SET")
@@ -314,8 +344,13 @@ class PgSession:
             name, values = _name(rest[:split]), rest[split + 1:]
         value = None if values in (["DEFAULT"], ["LOCAL"]) else _value(values)
         self._apply_read_mode(name, value)
+        before = dict(self.settings.values)
         changes = self.settings.set(name, value)
-        return Outcome([], [], "SET", parameter_changes=changes)
+        outcome = Outcome([], [], "SET", parameter_changes=changes)
+        outcome.changed_keys = [key for key in set(before) | set(self.settings.values)
+                                if before.get(key) != self.settings.values.get(key)]
+        outcome.previous = before
+        return outcome
 
     def _transaction_modes(self, rest: list[str], session_default: bool = False) -> None:
         position = 0

@@ -106,6 +106,18 @@ TYPES: dict[int, tuple[str, int]] = {
     INT8_ARRAY: ("_int8", -1), UNKNOWN: ("unknown", -2), VOID: ("void", 4),
 }
 
+# Arrays the engine computes (compute_node/sql/types.py Kind.ARRAY): element name + "[]".
+_ENGINE_ARRAYS = {
+    "real[]": (1021, "_float4"), "double precision[]": (1022, "_float8"), "numeric[]": (1231, "_numeric"),
+    "character varying[]": (1015, "_varchar"), "character[]": (1014, "_bpchar"), "date[]": (1182, "_date"),
+    "timestamp without time zone[]": (1115, "_timestamp"), "timestamp with time zone[]": (1185, "_timestamptz"),
+    "uuid[]": (2951, "_uuid"), "interval[]": (1187, "_interval"), "bytea[]": (1001, "_bytea"),
+    '"char"[]': (1002, "_char"),
+}
+for _name, (_oid, _typname) in _ENGINE_ARRAYS.items():
+    _NAME_TO_OID.setdefault(_name, _oid)
+    TYPES.setdefault(_oid, (_typname, -1))
+
 _ARRAY_OF = {TEXT: TEXT_ARRAY, INT2: INT2_ARRAY, INT4: INT4_ARRAY, OID: OID_ARRAY, BOOL: BOOL_ARRAY,
              NAME: NAME_ARRAY, INT8: INT8_ARRAY}
 
@@ -282,6 +294,10 @@ def encode_binary(value, oid: int) -> bytes:
             case 1184:
                 aware = value if value.tzinfo is not None else value.replace(tzinfo=datetime.timezone.utc)
                 return struct.pack("!q", _micros(aware - POSTGRES_EPOCH_UTC))
+            case 1186:  # the engine sends interval values as their text (compute_node/session.py)
+                from compute_node.sql.interval import Interval, parse_interval
+                span = value if isinstance(value, Interval) else parse_interval(str(value))
+                return struct.pack("!qii", span.micros, span.days, span.months)
             case 1700:
                 return encode_numeric_binary(decimal.Decimal(value) if not isinstance(value, decimal.Decimal)
                                              else value)
@@ -437,7 +453,7 @@ def text_param_literal(text: str, oid: int) -> str:
 
 def _binary_param_literal(data: bytes, oid: int) -> str:
     sizes = {BOOL: 1, INT2: 2, INT4: 4, OID: 4, INT8: 8, FLOAT4: 4, FLOAT8: 8, UUID: 16, DATE: 4,
-             TIMESTAMP: 8, TIMESTAMPTZ: 8, TIME: 8}
+             TIMESTAMP: 8, TIMESTAMPTZ: 8, TIME: 8, INTERVAL: 16}
     if oid in sizes and len(data) != sizes[oid]:
         raise _bad_binary(TYPES[oid][0])
     match oid:
@@ -459,6 +475,10 @@ def _binary_param_literal(data: bytes, oid: int) -> str:
             return format(number, "f") if number >= 0 else f"({format(number, 'f')})"
         case 17:
             return f"CAST('\\x{data.hex()}' AS BYTEA)"
+        case 1186:  # microseconds, days, months: written in the engine's own interval output
+            from compute_node.sql.interval import Interval, format_interval
+            micros, days, months = struct.unpack("!qii", data)
+            return f"CAST('{format_interval(Interval(months, days, micros))}' AS INTERVAL)"
         case 2950:
             return f"CAST('{uuid.UUID(bytes=data)}' AS UUID)"
         case 1082:

@@ -8,7 +8,8 @@ level REPEATABLE READ (DSQL's), standard_conforming_strings is always on, bytea_
 `statement_timeout` is honoured (the connection's statements get min(node limit, setting)).
 Other well-known settings are stored and echoed; an unknown name is 42704 as in PostgreSQL,
 except names with a dot (extension / custom settings), which PostgreSQL also accepts.
-SET LOCAL is treated as SET (documented gap).
+SET LOCAL lasts until the end of the transaction block and ROLLBACK TO restores the settings of
+its savepoint (compute_node/pgwire/bridge.py follows the block).
 
 Settings marked `report` are sent to the client as ParameterStatus when they change.
 """

@@ -21,26 +21,49 @@ the column was added, as PostgreSQL's attmissingval); DROP COLUMN removes the
 column from the definition but leaves its slot in old rows, so neither rewrites a
 row. Definitions written before slots existed decode with slot = position.
 
-Every table needs a PRIMARY KEY: a table without one is rejected with 0A000 (rows are
-stored under their primary key; there is no hidden rowid).
+A table without a PRIMARY KEY gets a hidden bigint column, ROWID_COLUMN (ColumnDef.hidden),
+and that column is its primary key: rows are keyed by it like any other key, so indexes,
+UPDATE and DELETE need nothing special. TableDef.has_rowid says so; visible_columns is what
+`*`, INSERT's default column list and the catalog views show. The ids are drawn per
+transaction from a random start (bulk.py explains why there is no central counter).
+Definitions written before this existed always had a primary key and decode unchanged.
 
-DROP TABLE deletes the catalog keys; the rows and index entries under the old ids
-become unreachable and stay in storage (garbage collection of them is missing).
+A serial or identity column names its owned sequence (ColumnDef.sequence; its DEFAULT is
+nextval of it) and identity columns say ALWAYS or BY DEFAULT (ColumnDef.identity). A
+sequence's options live under keys.catalog_sequence_key(name) (bulk.SequenceDef), its value
+under keys.sequence_state_key(id), outside every ordinary commit (sequences.py).
+
+TRUNCATE and ALTER TABLE ADD PRIMARY KEY give a table new ids (a new keyspace) taken from a
+separate counter by a small transaction of their own, so that no other transaction can
+ever write there (bulk.py: the bulk path). While ADD PRIMARY KEY copies a table that others
+may write, the definition carries `rewrite_by` (the rewriting transaction) so that writers
+fail with 40001 instead of writing rows the copy would miss.
+
+DROP TABLE deletes the catalog keys (and the table's owned sequences); the rows and index
+entries under the old ids become unreachable and stay in storage (garbage collection of them
+is missing), as do those of the keyspaces TRUNCATE and rewrites leave behind.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import struct
 from typing import Any, Sequence
 
 from sqlglot import exp
 
 from compute_node.sql import types
+from compute_node.sql.interval import Interval
 from compute_node.sql.types import SqlType
 from quorumdb import errors, keys, limits
 from quorumdb.errors import SqlError
 
 TOO_MANY_COLUMNS = "54011"
+# The hidden key column of a table created without a PRIMARY KEY. Like PostgreSQL's system
+# columns (ctid) it may be named in a query but never appears in `*`, the catalog views or
+# INSERT's default column list, and no user column may take its name.
+ROWID_COLUMN = "quorumdb_rowid"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,9 +74,32 @@ class ColumnDef:
     default: str | None = None   # SQL text of the DEFAULT expression
     slot: int = -1               # physical position in stored rows; -1: the logical position
     missing: str | None = None   # hex of keys.encode_row([value]) for rows older than the column
+    hidden: bool = False         # the row id of a table without a primary key (ROWID_COLUMN)
+    identity: str | None = None  # 'always' / 'by default' for GENERATED ... AS IDENTITY
+    sequence: str | None = None  # the sequence this column owns (serial, identity): dropped with it
 
     def missing_value(self) -> Any:
-        return keys.decode_row(bytes.fromhex(self.missing))[0] if self.missing is not None else None
+        if self.missing is None:
+            return None
+        return stored_value(keys.decode_row(bytes.fromhex(self.missing))[0], self.sql_type)
+
+    def encode_missing(self, value: Any) -> str:
+        return keys.encode_row([storable_value(value, self.sql_type)]).hex()
+
+
+# Interval values are kept in rows as PostgreSQL's 16-byte binary form (microseconds, days,
+# months): the row codec (quorumdb/keys.py, shared with storage) stays free of SQL types.
+def storable_value(value: Any, sql_type: SqlType) -> Any:
+    if sql_type.kind is types.Kind.INTERVAL and value is not None:
+        return struct.pack(">qii", value.micros, value.days, value.months)
+    return value
+
+
+def stored_value(value: Any, sql_type: SqlType) -> Any:
+    if sql_type.kind is types.Kind.INTERVAL and isinstance(value, bytes):  # (a missing value is decoded already)
+        micros, days, months = struct.unpack(">qii", value)
+        return Interval(months, days, micros)
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,15 +131,53 @@ class TableDef:
     indexes: tuple[IndexDef, ...] = ()
     checks: tuple[CheckDef, ...] = ()
     slot_count: int = -1          # physical slots in stored rows; -1: len(columns)
+    # Set (by a small transaction of its own) while ALTER TABLE ... ADD PRIMARY KEY copies the
+    # table: the rewriting transaction's id and its start_ts; others' writes fail with 40001.
+    rewrite_by: str | None = None
+    rewrite_ts: int = 0
+    primary_key_name: str | None = None  # CONSTRAINT name PRIMARY KEY; None: <table>_pkey
 
     def __post_init__(self):
-        assert self.primary_key, "every table has a primary key"
+        assert self.primary_key, "every table has a key: its primary key or the hidden row id"
         assert len(set(self.primary_key)) == len(self.primary_key)
         assert all(0 <= p < len(self.columns) for p in self.primary_key)
+        hidden = [p for p, c in enumerate(self.columns) if c.hidden]
+        assert len(hidden) <= 1, "at most one hidden row id"
+        assert not hidden or self.primary_key == tuple(hidden), "the hidden row id is the whole key"
+        # Keys are ordered byte strings (quorumdb/keys.py) with no encoding for intervals, whose
+        # order (30-day months) would also need one that equal values ('1 mon', '30 days') share.
+        key_columns = [self.columns[p] for p in self.primary_key] + [
+            column for index in self.indexes for column in self.columns if column.name in index.columns]
+        for column in key_columns:
+            if column.sql_type.kind is types.Kind.INTERVAL:
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                               f'column "{column.name}" of type interval cannot be part of a key or an index')
+
+    @functools.cached_property
+    def _interval_positions(self) -> tuple[int, ...]:
+        return tuple(p for p, column in enumerate(self.columns) if column.sql_type.kind is types.Kind.INTERVAL)
+
+    @functools.cached_property
+    def has_rowid(self) -> bool:
+        """True when the table has no PRIMARY KEY: rows are keyed by the hidden row id."""
+        return self.columns[self.primary_key[0]].hidden
+
+    @property
+    def rowid_position(self) -> int | None:
+        return self.primary_key[0] if self.has_rowid else None
+
+    @property
+    def visible_columns(self) -> tuple[ColumnDef, ...]:
+        """The columns SELECT *, INSERT without a column list and the catalog views show."""
+        return tuple(c for c in self.columns if not c.hidden)
+
+    @property
+    def visible_positions(self) -> tuple[int, ...]:
+        return tuple(p for p, c in enumerate(self.columns) if not c.hidden)
 
     @property
     def constraint_name(self) -> str:
-        return f"{self.name}_pkey"
+        return self.primary_key_name or f"{self.name}_pkey"
 
     @property
     def physical_slots(self) -> int:
@@ -103,7 +187,7 @@ class TableDef:
         slot = self.columns[position].slot
         return slot if slot >= 0 else position
 
-    @property
+    @functools.cached_property  # read for every row encoded or decoded; definitions are immutable
     def identity_layout(self) -> bool:
         return self.physical_slots == len(self.columns) and all(
             self.column_slot(i) == i for i in range(len(self.columns)))
@@ -142,6 +226,8 @@ class TableDef:
     # --- rows ---------------------------------------------------------------------
     def encode_row(self, row: Sequence[Any]) -> bytes:
         assert len(row) == len(self.columns)
+        if self._interval_positions:
+            row = [storable_value(value, column.sql_type) for value, column in zip(row, self.columns)]
         if self.identity_layout:
             return keys.encode_row(row)
         physical: list[Any] = [None] * self.physical_slots
@@ -150,6 +236,13 @@ class TableDef:
         return keys.encode_row(physical)
 
     def decode_row(self, data: bytes) -> tuple:
+        row = self._decode_stored(data)
+        if self._interval_positions:
+            row = tuple(stored_value(value, column.sql_type) if position in self._interval_positions else value
+                        for position, (value, column) in enumerate(zip(row, self.columns)))
+        return row
+
+    def _decode_stored(self, data: bytes) -> tuple:
         stored = keys.decode_row(data)
         if len(stored) == len(self.columns) and self.identity_layout:
             return stored
@@ -189,18 +282,26 @@ class TableDef:
             doc["checks"] = [{"name": c.name, "sql": c.sql} for c in self.checks]
         if self.slot_count >= 0:
             doc["slot_count"] = self.slot_count
+        if self.rewrite_by is not None:
+            doc["rewrite_by"] = self.rewrite_by
+            doc["rewrite_ts"] = self.rewrite_ts
+        if self.primary_key_name is not None:
+            doc["primary_key_name"] = self.primary_key_name
         return json.dumps(doc, sort_keys=True).encode("utf-8")
 
     @staticmethod
     def decode(data: bytes) -> "TableDef":
         doc = json.loads(data.decode("utf-8"))
         columns = tuple(ColumnDef(c["name"], SqlType.from_json(c["type"]), c["not_null"], c.get("default"),
-                                  c.get("slot", -1), c.get("missing")) for c in doc["columns"])
+                                  c.get("slot", -1), c.get("missing"), c.get("hidden", False),
+                                  c.get("identity"), c.get("sequence"))
+                        for c in doc["columns"])
         indexes = tuple(IndexDef(i["name"], i["index_id"], tuple(i["columns"]), i["unique"], i.get("constraint", False),
                                  tuple(i.get("descending", ()))) for i in doc.get("indexes", ()))
         checks = tuple(CheckDef(c["name"], c["sql"]) for c in doc.get("checks", ()))
         return TableDef(doc["table_id"], doc["name"], columns, tuple(doc["primary_key"]), indexes, checks,
-                        doc.get("slot_count", -1))
+                        doc.get("slot_count", -1), doc.get("rewrite_by"), doc.get("rewrite_ts", 0),
+                        doc.get("primary_key_name"))
 
 
 def _column_json(column: ColumnDef) -> dict:
@@ -211,6 +312,12 @@ def _column_json(column: ColumnDef) -> dict:
         doc["slot"] = column.slot
     if column.missing is not None:
         doc["missing"] = column.missing
+    if column.hidden:
+        doc["hidden"] = True
+    if column.identity is not None:
+        doc["identity"] = column.identity
+    if column.sequence is not None:
+        doc["sequence"] = column.sequence
     return doc
 
 
@@ -251,6 +358,8 @@ class CreateSpec:
     unique_constraints: list[tuple[str | None, tuple[str, ...]]]  # (explicit name, columns)
     check_nodes: list[tuple[str, exp.Expression]]
     default_nodes: dict[int, exp.Expression]
+    # serial and identity columns: (column position, sequence options from the definition)
+    sequences: list[tuple[int, dict]] = dataclasses.field(default_factory=list)
 
 
 def table_from_create(create: exp.Create, table_id: int = 1) -> TableDef:
@@ -268,13 +377,18 @@ def create_spec(create: exp.Create, table_id: int = 1) -> CreateSpec:
     name = table_name(schema.this)
     columns: list[ColumnDef] = []
     primary_key: list | None = None
+    primary_key_name: str | None = None
     uniques: list[tuple[str | None, tuple[str, ...]]] = []
     checks: list[tuple[str | None, exp.Expression, str | None]] = []  # (explicit name, expr, column)
     defaults: dict[int, exp.Expression] = {}
+    sequences: list[tuple[int, dict]] = []
     for element in schema.expressions:
         if isinstance(element, exp.ColumnDef):
             position = len(columns)
-            column, is_primary = _column_from_def(element, name, uniques, checks, defaults, position)
+            column, is_primary = _column_from_def(element, name, uniques, checks, defaults, position, sequences)
+            if column.name == ROWID_COLUMN:
+                raise SqlError(errors.DUPLICATE_COLUMN,
+                               f'column name "{column.name}" conflicts with a system column name')
             if any(c.name == column.name for c in columns):
                 raise SqlError(errors.DUPLICATE_COLUMN, f'column "{column.name}" specified more than once')
             columns.append(column)
@@ -291,6 +405,7 @@ def create_spec(create: exp.Create, table_id: int = 1) -> CreateSpec:
                     names = [identifier_name(k.this if isinstance(k, (exp.Ordered, exp.Column)) else k)
                              for k in part.expressions]
                     primary_key = _set_primary_key(primary_key, names, name)
+                    primary_key_name = constraint_name
                 elif isinstance(part, exp.UniqueColumnConstraint) and isinstance(part.this, exp.Schema):
                     uniques.append((constraint_name, tuple(identifier_name(i) for i in part.this.expressions)))
                 elif isinstance(part, exp.CheckColumnConstraint):
@@ -305,9 +420,9 @@ def create_spec(create: exp.Create, table_id: int = 1) -> CreateSpec:
     if len(columns) > limits.TABLE_COLUMNS_MAX:
         raise SqlError(TOO_MANY_COLUMNS, f"tables can have at most {limits.TABLE_COLUMNS_MAX} columns")
     if primary_key is None:
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED,
-                       f'tables without a primary key are not supported (table "{name}")',
-                       hint="Add a PRIMARY KEY to the table definition.")
+        # No PRIMARY KEY: rows are keyed by a hidden row id (see the module docstring).
+        columns.append(ColumnDef(ROWID_COLUMN, types.BIGINT, True, hidden=True))
+        primary_key = [ROWID_COLUMN]
     resolved: list[int] = []
     for part in primary_key:
         index = next((i for i, c in enumerate(columns) if c.name == part), None)
@@ -337,8 +452,9 @@ def create_spec(create: exp.Create, table_id: int = 1) -> CreateSpec:
         taken.add(check_name)
         check_defs.append(CheckDef(check_name, node.sql(dialect="postgres")))
         check_nodes.append((check_name, node))
-    table = TableDef(table_id, name, tuple(columns), tuple(resolved), (), tuple(check_defs))
-    return CreateSpec(table, uniques, check_nodes, defaults)
+    table = TableDef(table_id, name, tuple(columns), tuple(resolved), (), tuple(check_defs),
+                     primary_key_name=primary_key_name if primary_key_name != f"{name}_pkey" else None)
+    return CreateSpec(table, uniques, check_nodes, defaults, sequences)
 
 
 def _set_primary_key(current, names, table: str):
@@ -356,16 +472,24 @@ def column_from_def(element: exp.ColumnDef, table: str) -> tuple[ColumnDef, bool
     return column, is_primary, uniques, checks, defaults
 
 
+_SERIAL_TYPES = {"SMALLSERIAL": types.SMALLINT, "SERIAL": types.INTEGER, "BIGSERIAL": types.BIGINT}
+_IDENTITY_OPTIONS = ("start", "increment", "minvalue", "maxvalue")
+
+
 def _column_from_def(element: exp.ColumnDef, table: str, uniques: list, checks: list, defaults: dict,
-                     position: int) -> tuple[ColumnDef, bool]:
+                     position: int, sequences: list | None = None) -> tuple[ColumnDef, bool]:
     name = identifier_name(element.this)
     kind = element.args.get("kind")
     if kind is None:
         raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{name}"')
-    sql_type = types.type_from_sqlglot(kind)
+    type_name = kind.this.name if hasattr(kind.this, "name") else str(kind.this)
+    serial_type = _SERIAL_TYPES.get(type_name)
+    sql_type = serial_type if serial_type is not None else types.type_from_sqlglot(kind)
     not_null = False
     is_primary = False
     default = None
+    identity = None
+    sequence_options: dict | None = {} if serial_type is not None else None
     for constraint in element.constraints:
         constraint_kind = constraint.kind
         explicit = identifier_name(constraint.this) if constraint.this is not None else None
@@ -384,7 +508,35 @@ def _column_from_def(element: exp.ColumnDef, table: str, uniques: list, checks: 
             checks.append((explicit, constraint_kind.this, name))
         elif isinstance(constraint_kind, exp.Reference):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "foreign keys are not supported")
+        elif isinstance(constraint_kind, exp.GeneratedAsIdentityColumnConstraint) \
+                and constraint_kind.args.get("expression") is None:
+            if identity is not None or sequence_options is not None:
+                raise SqlError(errors.SYNTAX_ERROR,
+                               f'multiple identity specifications for column "{name}" of table "{table}"')
+            if sql_type.kind not in types.INT_KINDS:
+                raise SqlError(errors.DATATYPE_MISMATCH,
+                               "identity column type must be smallint, integer, or bigint")
+            identity = "always" if constraint_kind.this else "by default"
+            sequence_options = {}
+            for option in _IDENTITY_OPTIONS:
+                node = constraint_kind.args.get(option)
+                if node is not None:
+                    sequence_options[option] = node
+            for option in ("cycle", "on_null", "order"):
+                if constraint_kind.args.get(option):
+                    raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"identity option {option.upper()} is not supported")
+            not_null = True
         else:
             raise SqlError(errors.FEATURE_NOT_SUPPORTED,
                            f"column constraint {constraint.sql(dialect='postgres')} is not supported")
-    return ColumnDef(name, sql_type, not_null, default), is_primary
+    if sequence_options is not None:
+        if sequences is None:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           "adding a serial or identity column to an existing table is not supported")
+        if default is not None:
+            raise SqlError(errors.SYNTAX_ERROR,
+                           f'both default and identity specified for column "{name}" of table "{table}"')
+        not_null = True
+        sequences.append((position, sequence_options))
+        defaults.pop(position, None)
+    return ColumnDef(name, sql_type, not_null, default, identity=identity), is_primary

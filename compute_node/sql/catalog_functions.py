@@ -28,10 +28,8 @@ imported inside the functions (a module-level import would be circular).
 """
 from __future__ import annotations
 
-import functools
 import json
 import operator
-import re
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from sqlglot import exp
@@ -44,9 +42,7 @@ from quorumdb.errors import SqlError
 if TYPE_CHECKING:  # annotations only: expressions.py imports this module (see above)
     from compute_node.sql.expressions import Compiled
 
-INVALID_REGULAR_EXPRESSION = "2201B"
 UNDEFINED_OBJECT = "42704"
-REGEX_CACHE_MAX = 256  # compiled patterns kept per process (psql sends a handful of shapes)
 
 
 class RegOid(int):
@@ -65,42 +61,16 @@ class RegOid(int):
 
 
 # --- regular expressions ------------------------------------------------------------------
-@functools.lru_cache(maxsize=REGEX_CACHE_MAX)
-def _regex(pattern: str, insensitive: bool) -> re.Pattern:
-    try:
-        return re.compile(pattern, re.IGNORECASE if insensitive else 0)
-    except re.error as error:
-        raise SqlError(INVALID_REGULAR_EXPRESSION, f"invalid regular expression: {error}") from None
-
-
 _REGEX_OPERATORS = {"~": (False, False), "~*": (True, False), "!~": (False, True), "!~*": (True, True)}
 
 
 def regex_match(compiler, subject_node, pattern_node, operator_name: str) -> "Compiled":
-    """`subject ~ pattern` and its case-insensitive (~*) and negated (!~, !~*) forms, on text.
-
-    Patterns are PostgreSQL AREs read by Python's re: the same for what tools send (anchors,
-    groups, alternation, classes); constructs the two dialects spell differently ([[:alpha:]],
-    \\m, \\M) are not translated."""
-    from compute_node.sql.expressions import Compiled, _as_text, _no_operator
+    """`subject ~ pattern` and its case-insensitive (~*) and negated (!~, !~*) forms, spelled as
+    OPERATOR(pg_catalog.~): compiled as the plain operators are (expressions.py _regexp_like,
+    PostgreSQL's ARE translated by regex.py)."""
     insensitive, negated = _REGEX_OPERATORS[operator_name]
-    subject, pattern = compiler.compile(subject_node), compiler.compile(pattern_node)
-    for operand in (subject, pattern):
-        if operand.sql_type.kind not in types.TEXT_KINDS + types.UNTYPED_KINDS:
-            raise _no_operator(f"{subject.sql_type.display_name} {operator_name} {pattern.sql_type.display_name}")
-    subject_eval, pattern_eval = _as_text(subject).evaluate, _as_text(pattern).evaluate
-
-    def evaluate(row):
-        text, regex = subject_eval(row), pattern_eval(row)
-        if text is None or regex is None:
-            return None
-        found = _regex(regex, insensitive).search(text) is not None
-        return found != negated
-    return Compiled(evaluate, types.BOOLEAN)
-
-
-def compile_regexp(compiler, node) -> "Compiled":
-    return regex_match(compiler, node.this, node.expression, "~*" if isinstance(node, exp.RegexpILike) else "~")
+    node = (exp.RegexpILike if insensitive else exp.RegexpLike)(this=subject_node, expression=pattern_node)
+    return compiler.compile(exp.Not(this=node) if negated else node)
 
 
 def compile_operator(compiler, node: exp.Operator) -> "Compiled":
@@ -208,28 +178,24 @@ def compile_array(compiler, node: exp.Array) -> "Compiled":
             raise SqlError(errors.SYNTAX_ERROR, "subquery must return only one column")
         run = compiler._run_subplan(plan)
         element = plan.columns[0][1]
-        return Compiled(lambda row: [inner[0] for inner in run(row)], array_of(element))
+        array_type = array_of(element)
+        return Compiled(lambda row: types.ArrayValue([inner[0] for inner in run(row)], array_type.element), array_type)
     elements = [compiler.compile(item) for item in items]
     common = types.common_type([e.sql_type for e in elements], "ARRAY") if elements else types.TEXT
     elements = [coerce(e, common) for e in elements]
     evals = [e.evaluate for e in elements]
-    return Compiled(lambda row: [evaluate(row) for evaluate in evals], array_of(common))
+    array_type = array_of(common)
+    return Compiled(lambda row: types.ArrayValue([evaluate(row) for evaluate in evals], array_type.element),
+                    array_type)
 
 
 def array_of(element: SqlType) -> SqlType:
-    name = element.pg_name if element.kind not in types.UNTYPED_KINDS else "text"
-    return SqlType(Kind.ARRAY, pg_alias=f"{name}[]")
+    """The array type of `element` (an untyped literal's is text[])."""
+    return SqlType(Kind.ARRAY, element=types.TEXT if element.kind in types.UNTYPED_KINDS else element.base)
 
 
 def array_element_type(array: SqlType) -> SqlType:
-    alias = array.pg_alias or "text[]"
-    if alias in ("int2vector", "smallint[]"):
-        return types.SMALLINT
-    if alias in ("oidvector", "oid[]"):
-        return types.OID
-    name = alias[:-2] if alias.endswith("[]") else "text"
-    return {"name": types.NAME, '"char"': types.CHAR1, "text": types.TEXT, "integer": types.INTEGER,
-            "bigint": types.BIGINT, "boolean": types.BOOLEAN}.get(name, types.TEXT)
+    return array.element if array.element is not None else types.TEXT
 
 
 def compile_any(compiler, node: exp.Binary, symbol: str, compare) -> "Compiled":
@@ -285,6 +251,8 @@ def compile_subscript(compiler, node: exp.Bracket) -> "Compiled":
     from compute_node.sql.expressions import Compiled, coerce
     if len(node.expressions) != 1 or isinstance(node.expressions[0], exp.Slice):
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "array slices and multi-dimensional subscripts are not supported")
+    if any(node.args.get(key) for key in ("offset", "safe", "returns_list_for_maps", "json_access")):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'subscript "{node.sql(dialect="postgres")}" is not supported')
     array = compiler.compile(node.this)
     if array.sql_type.pg_alias == "name":
         return _name_subscript(compiler, array, node.expressions[0])
@@ -381,7 +349,7 @@ def concat_arrays(left, right) -> "Compiled":
         a, b = left_eval(row), right_eval(row)
         if a is None and b is None:
             return None
-        return list(a or []) + list(b or [])
+        return types.ArrayValue(list(a or []) + list(b or []), result_type.element)
     return Compiled(evaluate, result_type)
 
 
@@ -512,17 +480,19 @@ def compile_array_cast(compiler, operand_node, to: exp.DataType) -> "Compiled":
             values = evaluate(row)
             if values is None:
                 return None
-            return [None if v is None else types.cast(v, source_element, element.base) for v in values]
+            return types.ArrayValue([None if v is None else types.cast(v, source_element, element.base)
+                                     for v in values], target.element)
         return Compiled(convert, target)
     if source.kind in types.TEXT_KINDS + (Kind.UNKNOWN,):
-        text_array = SqlType(Kind.ARRAY, pg_alias="text[]")
+        text_array = types.TEXT_ARRAY
 
         def parse(row):
             text = evaluate(row)
             if text is None:
                 return None
             items = types.parse_text_as(text, text_array)
-            return [None if v is None else types.cast(v, types.TEXT, element.base) for v in items]
+            return types.ArrayValue([None if v is None else types.cast(v, types.TEXT, element.base)
+                                     for v in items], target.element)
         return Compiled(parse, target)
     raise SqlError(types.CANNOT_COERCE, f"cannot cast type {source.display_name} to {target.display_name}")
 
@@ -693,6 +663,22 @@ def _json_value(value) -> str:
     return json.dumps(types.format_value(value) if not isinstance(value, str) else value, ensure_ascii=False)
 
 
+def _serial_sequence(snapshot, client, table, column):
+    """pg_get_serial_sequence('t', 'id'): the sequence a serial or identity column owns, qualified
+    ('public.t_id_seq'); NULL for another column; 42P01/42703 for an unknown table/column."""
+    schema, name = pg_catalog._split_qualified(table)
+    info = snapshot.relation_named(name, schema)
+    if info is None:
+        raise pg_catalog.unknown_relation_error(table)
+    definition = info.table
+    found = next((c for c in pg_catalog.user_columns(definition) if c.name == column), None) \
+        if definition is not None else None
+    if found is None:
+        raise SqlError(errors.UNDEFINED_COLUMN, f'column "{column}" of relation "{name}" does not exist')
+    sequence = getattr(found, "sequence", None)
+    return None if sequence is None else "public." + pg_catalog.quote_ident(sequence)
+
+
 def _json_build_object(snapshot, client, *values):
     """PostgreSQL's json_build_object text: `{"key" : value, ...}` (its spacing)."""
     if len(values) % 2:
@@ -776,7 +762,7 @@ FUNCTIONS: dict[str, Function] = {
     "current_user": Function((0, 0), types.NAME, lambda s, c: c.user),
     "session_user": Function((0, 0), types.NAME, lambda s, c: c.user),
     "pg_collation_is_visible": Function((1, 1), types.BOOLEAN, lambda s, c, oid: True),
-    "pg_get_serial_sequence": Function((2, 2), types.TEXT, lambda s, c, table, column: None),
+    "pg_get_serial_sequence": Function((2, 2), types.TEXT, _serial_sequence, catalog=True),
     # QuorumDB has no privileges to grant: every acl column is NULL (PostgreSQL's "default
     # privileges"), and so is the default they would be compared with.
     "acldefault": Function((2, 2), types.TEXT_ARRAY, lambda s, c, kind, owner: None),

@@ -2,12 +2,14 @@
 
 One `Engine` per compute node: the schema cache (table definitions by catalog version,
 schema_cache.py), the statement cache (statements parsed once per shape, statements.py) and
-the counters that show them working. Sessions of the gRPC API and of the
+the counters that show them working, and the ranges of sequence values the node reserved
+(sequences.py). Sessions of the gRPC API and of the
 PostgreSQL endpoint use the same one. A Session built without one gets its own (tests).
 """
 from __future__ import annotations
 
 from compute_node.sql.schema_cache import SchemaCache
+from compute_node.sql.sequences import NodeSequences
 from compute_node.sql.statements import StatementCache
 
 
@@ -16,6 +18,7 @@ class Engine:
         self.schema_cache = SchemaCache()
         self.statements = StatementCache()
         self.statement_retries = 0  # statements run again because the cached schema was stale
+        self.sequences = NodeSequences()  # the ranges of sequence values this node reserved
 
     def status_detail(self) -> str:
         cache = self.schema_cache

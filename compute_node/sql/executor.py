@@ -15,9 +15,22 @@ so errors come before any read), then planned, then executed against the transac
     buffer new values or tombstones and keep every secondary index in step
     (old entries deleted, new ones written, unique ones checked);
   * RETURNING is a select list evaluated over the rows written (deleted for DELETE);
-  * DDL (CREATE/DROP TABLE, CREATE/DROP INDEX, ALTER TABLE ADD/DROP COLUMN) reads and
-    writes catalog keys through the same buffer, so it is transactional; CREATE INDEX
-    fills the index from the table's rows in the same transaction;
+  * DDL (CREATE/DROP TABLE, CREATE/DROP INDEX, ALTER TABLE ADD/DROP COLUMN, CREATE/DROP
+    SEQUENCE) reads and writes catalog keys through the same buffer, so it is transactional;
+    CREATE INDEX fills the index from the table's rows in the same transaction;
+  * TRUNCATE gives each table a new private keyspace; rows written there take the bulk path
+    (bulk.py, transaction.py); a table CREATEd in the transaction moves to one when an insert
+    would take the transaction over the row quota; ALTER TABLE ADD PRIMARY KEY copies a table with hidden row ids
+    into a new private keyspace keyed by the new key (add_primary_key explains how concurrent
+    writers are kept from being lost); VACUUM and ANALYZE check their tables and do nothing;
+  * a statement whose nextval ran out of this node's reserved values before it wrote anything
+    reserves what it needs and runs again (`execute`, sequences.py).
+
+Interface for other writers (COPY):
+    `await insert_rows(txn, table, rows, validated=False) -> int` writes whole rows (one value
+    per column of table.columns, of the column's Python type, defaults applied, a hidden row id
+    may be None) with NOT NULL / CHECK (unless validated), primary-key and unique checks (23505)
+    and the bulk path when `is_bulk_target(txn, table)`; see its docstring for the contract.
   * EXPLAIN compiles and plans a statement without reading rows and prints the plan.
 """
 from __future__ import annotations
@@ -27,13 +40,13 @@ from typing import Any, Sequence
 
 from sqlglot import exp
 
-from compute_node.sql import system_views, types
+from compute_node.sql import bulk, sequences, system_views, types
 from compute_node.sql.catalog import (
     CheckDef, IndexDef, TableDef, column_from_def, create_spec, identifier_name, table_name,
     unique_name, TOO_MANY_COLUMNS,
 )
 from compute_node.sql.expressions import Compiled, Compiler, Scope, constant, contains_aggregate
-from compute_node.sql.parser import Explain
+from compute_node.sql.parser import Explain, Utility
 from compute_node.sql.planner import plan_access
 from compute_node.sql.query import compile_select
 from compute_node.sql.result import StatementResult
@@ -57,6 +70,48 @@ load_table = load_table
 
 
 async def execute(txn: Transaction, statement: exp.Expression) -> StatementResult:
+    """Runs one statement; one that ran out of reserved sequence values before writing anything
+    reserves what it needs and runs again (compute_node/sql/sequences.py)."""
+    demand: dict[str, int] = {}
+    for _ in range(limits.SEQUENCE_STATEMENT_RETRIES_MAX):
+        # The statement's first sequence preparation (its fetch phase, before any write of it)
+        # saves the buffers; nothing is copied for the many statements that use no sequence.
+        txn.statement_savepoint = None
+        before = (len(txn.write_buffer), txn.write_bytes, len(txn.pending), txn.flushed_batches)
+        txn.sequence_demand = demand
+        try:
+            return await _execute(txn, statement)
+        except sequences.NeedValues as need:
+            saved = txn.statement_savepoint
+            if saved is None:
+                if before != (len(txn.write_buffer), txn.write_bytes, len(txn.pending), txn.flushed_batches):
+                    raise AssertionError("a statement wrote before preparing its sequence values") from None
+            elif txn.flushed_batches != saved[4]:
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                               "nextval() ran out of reserved values in a statement that already committed "
+                               "bulk rows ahead; run it again") from None
+            else:
+                txn.write_buffer, txn.write_bytes, txn.pending, txn.lock_keys = saved[0], saved[1], saved[2], saved[3]
+            demand[need.name] = max(need.count, 2 * demand.get(need.name, 0), limits.SEQUENCE_RESERVE_MIN)
+        finally:
+            txn.sequence_demand = {}
+            txn.statement_savepoint = None
+    raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, "a statement ran out of sequence values too often")
+
+
+_DDL = (exp.Create, exp.Drop, exp.Alter, exp.TruncateTable, Utility)
+
+
+async def _execute(txn: Transaction, statement: exp.Expression) -> StatementResult:
+    if isinstance(statement, _DDL) and txn.schema_version is None:
+        # DDL writes catalog keys from the definitions it loads, which may come from the node's
+        # cache; learning the snapshot's catalog version first (one key) makes a stale cache miss
+        # instead of being found out after the writes (SchemaStale must come before any write).
+        await txn.get_many([])
+    if isinstance(statement, Utility):
+        return await run_utility(txn, statement)
+    if isinstance(statement, exp.TruncateTable):
+        return await run_truncate(txn, statement)
     if isinstance(statement, Explain):
         return await run_explain(txn, statement)
     if isinstance(statement, (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Values, exp.Subquery)):
@@ -147,7 +202,9 @@ def compile_rules(table: TableDef, ctx: QueryContext | None = None) -> TableRule
 
 def _parse_expression(sql: str) -> exp.Expression:
     import sqlglot
-    return sqlglot.parse_one(f"SELECT {sql}", read="postgres").expressions[0]
+
+    from compute_node.sql.parser import Dialect
+    return sqlglot.parse_one(f"SELECT {sql}", read=Dialect).expressions[0]
 
 
 def _check_not_null(table: TableDef, row: Sequence[Any]) -> None:
@@ -232,8 +289,123 @@ async def check_unique(txn: Transaction, table: TableDef, row: Sequence[Any], ke
 
 
 # --- INSERT ---------------------------------------------------------------------------
+ROWID_ATTEMPTS_MAX = 8   # a taken row id is drawn again (bulk.py: it practically never happens)
+
+
+def is_bulk_target(txn: Transaction, table: TableDef) -> bool:
+    """True when `table`'s rows live in a keyspace private to `txn` (created by TRUNCATE or a
+    rewrite in this transaction): its writes take the bulk path."""
+    return bool(txn.private_ranges) and txn.is_private(table.rows_prefix)
+
+
+def _check_writable(txn: Transaction, table: TableDef) -> None:
+    """40001 while another transaction rewrites the table (ALTER TABLE ... ADD PRIMARY KEY)."""
+    if table.rewrite_by is not None and table.rewrite_by != txn.txn_id \
+            and txn.start_ts - table.rewrite_ts <= limits.TXN_AGE_MAX_NS + REWRITE_MARK_MARGIN_NS:
+        raise SqlError(errors.SERIALIZATION_FAILURE,
+                       f'table "{table.name}" is being rewritten by another transaction, please retry: (OC001)',
+                       hint="ALTER TABLE ... ADD PRIMARY KEY rewrites the table; writes wait for it to end.")
+
+
+async def insert_rows(txn: Transaction, table: TableDef, rows: Sequence[Sequence[Any]], *,
+                      validated: bool = False) -> int:
+    """Writes new rows into `table`: the one way rows enter a table (INSERT without ON CONFLICT,
+    COPY). Contract:
+      * `rows` hold one value per column of `table.columns` (hidden row id included, in its
+        position), each already of its column's Python type (types.assign / the COPY text parser
+        made it so) and with defaults applied; a row id of None is drawn here;
+      * unless `validated`, NOT NULL and CHECK are checked here (23502, 23514);
+      * primary-key and unique-index duplicates, against stored rows, the transaction's own
+        writes and the other rows given, fail with 23505 and PostgreSQL's DETAIL;
+      * the rows go into the table's current definition in this transaction (txn.tables), so a
+        caller may keep passing the TableDef it loaded first;
+      * rows go through txn.put: into the write buffer (the transaction quotas apply: 54000),
+        or, when the table was truncated or rewritten in this transaction (or created in it and
+        these rows would pass the quota: it then moves to a private keyspace), onto the bulk
+        path: committed ahead every limits.BULK_BATCH_ROWS_MAX keys, never more than one batch
+        held in memory (compute_node/sql/bulk.py);
+      * returns the number of rows written. On an error some rows may be written: as for any
+        failed statement, the transaction (block) must then be rolled back.
+    Call it with rows in chunks (e.g. 1,000 at a time) to bound the caller's memory too."""
+    table = txn.tables.get(table.name) or table  # this transaction's current definition (it may have moved)
+    _check_writable(txn, table)
+    rules = None if validated else compile_rules(table, new_context(txn))
+    bulk_target = is_bulk_target(txn, table)
+    if not bulk_target and table.name in txn.created_tables and \
+            len(txn.write_buffer) + len(rows) * (1 + len(table.indexes)) > limits.TXN_ROWS_MAX:
+        table = await _make_created_table_private(txn, table)
+        bulk_target = True
+    chunk_rows = max(1, min(limits.BULK_BATCH_ROWS_MAX, limits.TXN_ROWS_MAX) // (1 + len(table.indexes)))
+    written = 0
+    for offset in range(0, len(rows), chunk_rows):
+        chunk = [list(row) for row in rows[offset:offset + chunk_rows]]
+        for row in chunk:
+            assert len(row) == len(table.columns), "insert_rows takes whole rows"
+            if table.has_rowid and row[table.rowid_position] is None:
+                row[table.rowid_position] = txn.next_rowid()
+            if rules is not None:
+                rules.validate(row)
+        await _write_new_rows(txn, table, chunk, bulk_target)
+        written += len(chunk)
+        if bulk_target:
+            await txn.flush_private()
+    return written
+
+
+async def _make_created_table_private(txn: Transaction, table: TableDef) -> TableDef:
+    """A table created by this transaction, about to outgrow the quotas: it moves to a private
+    keyspace (like TRUNCATE's) with the rows and index entries already buffered for it, which
+    carry no table id in their values, so only their keys change."""
+    moved = await move_to_private_keyspace(txn, table, drop_old=False)
+    prefixes = [(table.rows_prefix, moved.rows_prefix)] + [
+        (old.prefix, new.prefix) for old, new in zip(table.indexes, moved.indexes)]
+    for old_prefix, new_prefix in prefixes:
+        for key in [k for k in txn.write_buffer if k.startswith(old_prefix)]:
+            value = txn.write_buffer.pop(key)
+            txn.write_bytes -= len(key) + (len(value) if value is not None else 0)
+            if value is not None:
+                txn.put(new_prefix + key[len(old_prefix):], value)
+    _save_table(txn, moved)
+    return moved
+
+
+async def _write_new_rows(txn: Transaction, table: TableDef, rows: list[list], bulk_target: bool) -> None:
+    # Row ids in a private keyspace are consecutive and only this transaction writes there:
+    # their keys need no read (bulk.py). Every other key that must be free is read in one batch.
+    probe_row_keys = not (bulk_target and table.has_rowid)
+    row_keys = [table.row_key(row) for row in rows]
+    probes = list(dict.fromkeys((row_keys if probe_row_keys else [])
+                                + [p for row in rows for p in _unique_probes(table, row)]))
+    existing = await txn.get_many(probes) if probes else {}
+    for row, key in zip(rows, row_keys):
+        if probe_row_keys and table.has_rowid:
+            key = await _free_rowid(txn, table, row, key, existing)
+        elif probe_row_keys and existing.get(key) is not None:
+            raise _duplicate_key(table, row, None)
+        for index in table.indexes:
+            if index.unique:
+                probe = _unique_probe(table, index, row)
+                if probe is not None and existing.get(probe) is not None:
+                    raise _duplicate_key(table, row, index)
+        write_row(txn, table, row, None, None)
+        _remember(table, row, key, existing)
+
+
+async def _free_rowid(txn: Transaction, table: TableDef, row: list, key: bytes, existing: dict) -> bytes:
+    """The row's key once its row id is one no stored row has (drawing again if it was taken)."""
+    for _ in range(ROWID_ATTEMPTS_MAX):
+        if key not in existing:
+            existing[key] = await txn.get(key)
+        if existing[key] is None:
+            return key
+        txn.skip_rowids()
+        row[table.rowid_position] = txn.next_rowid()
+        key = table.row_key(row)
+    raise AssertionError("row ids collided repeatedly: the random source is broken")
+
+
 _INSERT_ARGS = {"this", "expression", "is_function", "stored", "by_name", "exists", "partition", "settings",
-                "default", "overwrite", "ignore", "source", "conflict", "returning"}
+                "default", "overwrite", "ignore", "source", "conflict", "returning", "overriding"}
 
 
 async def run_insert(txn: Transaction, insert: exp.Insert) -> StatementResult:
@@ -278,10 +450,13 @@ async def run_insert(txn: Transaction, insert: exp.Insert) -> StatementResult:
         for compiled_row in compiled_rows:
             typed_rows.append([None if c is None else (c.evaluate(()), c.sql_type) for c in compiled_row])
     elif isinstance(source, (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery)):
-        columns, rows = await select_rows(txn, source)
+        columns, query_rows = await select_rows(txn, source)
         _check_width(len(columns), positions, column_nodes is not None)
         column_types = [sql_type for _, sql_type in columns]
-        typed_rows = [list(zip(row, column_types)) for row in rows]
+        if handler is None:  # rows are typed and built a chunk at a time: memory holds the query's rows once
+            return await _insert_query_rows(txn, table, insert, positions, query_rows, column_types, defaults,
+                                            rules, ctx, returning)
+        typed_rows = [list(zip(row, column_types)) for row in query_rows]
     else:
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "this form of INSERT is not supported")
     for position, item in zip(positions, typed_rows[0] if typed_rows and typed_rows[0] else []):
@@ -293,7 +468,13 @@ async def run_insert(txn: Transaction, insert: exp.Insert) -> StatementResult:
             raise SqlError(errors.DATATYPE_MISMATCH,
                            f'column "{column.name}" is of type {column.sql_type.display_name} but expression is of '
                            f'type {sql_type.display_name}', hint="You will need to rewrite or cast the expression.")
-    new_rows = [_build_row(table, positions, typed, defaults, rules) for typed in typed_rows]
+    _check_generated(table, positions, typed_rows, insert)
+    await sequences.prepare_defaults(ctx, table, positions, len(typed_rows))
+    new_rows = [_build_row(table, positions, typed, defaults, rules, txn) for typed in typed_rows]
+    if handler is None:
+        await insert_rows(txn, table, new_rows, validated=True)
+        return _dml_result(f"INSERT 0 {len(new_rows)}", returning, new_rows)
+    _check_writable(txn, table)
     written: list[Sequence[Any]] = []
     row_keys = [table.row_key(row) for row in new_rows]
     probe_keys = list(dict.fromkeys(row_keys + [p for row in new_rows for p in _unique_probes(table, row)]))
@@ -330,6 +511,56 @@ async def run_insert(txn: Transaction, insert: exp.Insert) -> StatementResult:
         _remember(table, updated, new_key, existing)
         written.append(updated)
     return _dml_result(f"INSERT 0 {len(written)}", returning, written)
+
+
+INSERT_QUERY_CHUNK_ROWS = 1_000  # rows of INSERT ... SELECT typed, built and written at a time
+
+
+async def _insert_query_rows(txn: Transaction, table: TableDef, insert: exp.Insert, positions: list[int],
+                             query_rows: list, column_types: list, defaults, rules: TableRules, ctx,
+                             returning) -> StatementResult:
+    """INSERT ... SELECT without ON CONFLICT: the query's rows become table rows a chunk at a time,
+    so a bulk load (`INSERT ... SELECT ... FROM generate_series(1, 1000000)`) never holds its rows
+    twice over."""
+    for position, sql_type in zip(positions, column_types):
+        column = table.columns[position]
+        if not types.can_assign(sql_type, column.sql_type):
+            raise SqlError(errors.DATATYPE_MISMATCH,
+                           f'column "{column.name}" is of type {column.sql_type.display_name} but expression is of '
+                           f'type {sql_type.display_name}', hint="You will need to rewrite or cast the expression.")
+    total = len(query_rows)
+    if total:
+        _check_generated(table, positions, [list(zip(query_rows[0], column_types))], insert)
+    await sequences.prepare_defaults(ctx, table, positions, total)
+    written: list[Sequence[Any]] = []
+    for offset in range(0, total, INSERT_QUERY_CHUNK_ROWS):
+        typed_chunk = [list(zip(row, column_types)) for row in query_rows[offset:offset + INSERT_QUERY_CHUNK_ROWS]]
+        _check_generated(table, positions, typed_chunk, insert)
+        built = [_build_row(table, positions, typed, defaults, rules, txn) for typed in typed_chunk]
+        await insert_rows(txn, table, built, validated=True)
+        if returning is not None:
+            written.extend(built)
+    return _dml_result(f"INSERT 0 {total}", returning, written)
+
+
+def _check_generated(table: TableDef, positions: Sequence[int], typed_rows, insert: exp.Insert) -> None:
+    """428C9 for an explicit value in a GENERATED ALWAYS column, unless OVERRIDING SYSTEM VALUE;
+    OVERRIDING USER VALUE makes identity columns take their DEFAULT whatever was given."""
+    overriding = insert.args.get("overriding")
+    for slot, position in enumerate(positions):
+        column = table.columns[position]
+        if column.identity is None:
+            continue
+        if overriding == "user":
+            for typed in typed_rows:
+                if slot < len(typed):
+                    typed[slot] = None  # the DEFAULT keyword: the sequence decides
+            continue
+        if column.identity == "always" and overriding != "system" and \
+                any(slot < len(typed) and typed[slot] is not None for typed in typed_rows):
+            raise SqlError(errors.GENERATED_ALWAYS, f'cannot insert a non-DEFAULT value into column "{column.name}"',
+                           detail=f'Column "{column.name}" is an identity column defined as GENERATED ALWAYS.',
+                           hint="Use OVERRIDING SYSTEM VALUE to override.")
 
 
 def _check_width(width: int, positions: list[int], explicit: bool) -> None:
@@ -455,13 +686,15 @@ class _ConflictHandler:
 
 def _insert_positions(table: TableDef, column_nodes) -> list[int]:
     if column_nodes is None:
-        return list(range(len(table.columns)))
+        return list(table.visible_positions)
     positions = []
     for node in column_nodes:
         name = identifier_name(node.this if isinstance(node, exp.Column) else node)
         position = table.column_index(name)
         if position is None:
             raise SqlError(errors.UNDEFINED_COLUMN, f'column "{name}" of relation "{table.name}" does not exist')
+        if table.columns[position].hidden:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'cannot assign to system column "{name}"')
         if position in positions:
             raise SqlError(errors.DUPLICATE_COLUMN, f'column "{name}" specified more than once')
         positions.append(position)
@@ -480,12 +713,16 @@ def _compile_defaults(table: TableDef, ctx: QueryContext) -> list[Compiled | Non
     return out
 
 
+def _is_default_keyword(node: exp.Expression) -> bool:
+    if isinstance(node, exp.Var) and node.name.upper() == "DEFAULT":
+        return True
+    return isinstance(node, exp.Column) and not node.args.get("table") and isinstance(node.this, exp.Identifier) \
+        and not node.this.quoted and node.this.this.upper() == "DEFAULT"
+
+
 def _compile_value(compiler: Compiler, node: exp.Expression) -> Compiled | None:
     """None for the DEFAULT keyword."""
-    if isinstance(node, exp.Var) and node.name.upper() == "DEFAULT":
-        return None
-    if isinstance(node, exp.Column) and not node.args.get("table") and isinstance(node.this, exp.Identifier) \
-            and not node.this.quoted and node.this.this.upper() == "DEFAULT":
+    if _is_default_keyword(node):
         return None
     if contains_aggregate(node):
         raise SqlError(errors.GROUPING_ERROR, f"aggregate functions are not allowed in {compiler.clause}")
@@ -493,8 +730,12 @@ def _compile_value(compiler: Compiler, node: exp.Expression) -> Compiled | None:
 
 
 def _build_row(table: TableDef, positions: Sequence[int], typed, defaults: list[Compiled | None],
-               rules: TableRules) -> list:
+               rules: TableRules, txn: Transaction | None = None) -> list:
     row: list[Any] = [None] * len(table.columns)
+    rowid_position = table.rowid_position
+    if rowid_position is not None:
+        assert txn is not None, "a row of a table without a primary key needs its transaction's row ids"
+        row[rowid_position] = txn.next_rowid()
     given: set[int] = set()
     for position, item in zip(positions, typed):
         if item is None:
@@ -546,9 +787,11 @@ async def _matching_rows(txn: Transaction, table: TableDef, target: exp.Expressi
     txn.last_plan = plan
     await fetch(ctx)
     matched: list[tuple[bytes, tuple]] = []
+    # Rows of a keyspace private to the transaction are flushed ahead (bulk path): no quota.
+    rows_max = limits.STATEMENT_ROWS_READ_MAX if is_bulk_target(txn, table) else limits.TXN_ROWS_MAX
     async for key, row in read_rows(txn, table, plan):
         if condition is None or condition.evaluate(row) is True:
-            if len(matched) >= limits.TXN_ROWS_MAX:
+            if len(matched) >= rows_max:
                 raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
                                f"transaction exceeds the limit of {limits.TXN_ROWS_MAX} modified rows",
                                hint="Split the change into several smaller transactions.")
@@ -580,6 +823,11 @@ def _compile_assignments(table: TableDef, nodes, compiler: Compiler) -> list[tup
         position = table.column_index(name)
         if position is None:
             raise SqlError(errors.UNDEFINED_COLUMN, f'column "{name}" of relation "{table.name}" does not exist')
+        if table.columns[position].hidden:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'cannot assign to system column "{name}"')
+        if table.columns[position].identity == "always" and not _is_default_keyword(assignment.expression):
+            raise SqlError(errors.GENERATED_ALWAYS, f'column "{name}" can only be updated to DEFAULT',
+                           detail=f'Column "{name}" is an identity column defined as GENERATED ALWAYS.')
         if any(existing == position for existing, _ in assignments):
             raise SqlError(errors.SYNTAX_ERROR, f'multiple assignments to same column "{name}"')
         compiled = _compile_value(compiler, assignment.expression)
@@ -610,20 +858,28 @@ async def run_update(txn: Transaction, update: exp.Update) -> StatementResult:
     assignments = _compile_assignments(table, update.expressions, compiler)
     rules = compile_rules(table, ctx)
     returning = _compile_returning(update.args.get("returning"), table, update.this, ctx, txn)
+    _check_writable(txn, table)
     matched = await _matching_rows(txn, table, update.this, update.args.get("where"), ctx, scope)
-    written = []
+    # Every new row is computed before the first is written, so a statement that runs out of
+    # sequence values (nextval in SET) can run again from the start (executor.execute).
+    new_rows = []
     for key, row in matched:
         new_row = list(row)
         for position, compiled in assignments:
             column = table.columns[position]
             new_row[position] = types.assign(compiled.evaluate(row), compiled.sql_type, column.sql_type, column.name)
         rules.validate(new_row)
+        new_rows.append(new_row)
+    written = []
+    for (key, row), new_row in zip(matched, new_rows):
         new_key = table.row_key(new_row)
         if new_key != key:
             txn.put(key, None)  # the old key is free before the new one is checked
         await check_unique(txn, table, new_row, new_key, key)
         write_row(txn, table, new_row, row, key)
         written.append(new_row)
+        if txn.pending and txn.flush_due():
+            await txn.flush_private()
     return _dml_result(f"UPDATE {len(matched)}", returning, written)
 
 
@@ -640,9 +896,12 @@ async def run_delete(txn: Transaction, delete: exp.Delete) -> StatementResult:
     ctx = new_context(txn)
     scope = table_scope(table, delete.this)
     returning = _compile_returning(delete.args.get("returning"), table, delete.this, ctx, txn)
+    _check_writable(txn, table)
     matched = await _matching_rows(txn, table, delete.this, delete.args.get("where"), ctx, scope)
     for key, row in matched:
         delete_row(txn, table, row, key)
+        if txn.pending and txn.flush_due():
+            await txn.flush_private()
     return _dml_result(f"DELETE {len(matched)}", returning, [row for _, row in matched])
 
 
@@ -665,6 +924,8 @@ async def _relation_exists(txn: Transaction, name: str) -> str | None:
         return "table"
     if await txn.get(keys.catalog_index_key(name)) is not None:
         return "index"
+    if await txn.get(keys.catalog_sequence_key(name)) is not None:
+        return "sequence"
     return None
 
 
@@ -689,10 +950,10 @@ async def run_create(txn: Transaction, create: exp.Create) -> StatementResult:
         return await run_create_index(txn, create)
     if kind != "TABLE":
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"CREATE {kind or 'this object'} is not supported")
-    if create.args.get("replace") or create.args.get("properties") is not None:
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "this form of CREATE TABLE (TEMP, UNLOGGED, OR REPLACE, ...) "
-                                                     "is not supported")
-    _reject_unknown_args(create, _CREATE_ARGS | {"expression"}, "CREATE TABLE")
+    if create.args.get("replace"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "CREATE OR REPLACE TABLE is not supported")
+    _check_storage_parameters(create.args.get("properties"))
+    _reject_unknown_args(create, _CREATE_ARGS | {"expression", "properties"}, "CREATE TABLE")
     schema = create.this
     system_views.reject_write(schema.this if isinstance(schema, exp.Schema) else schema, "CREATE TABLE")
     spec = create_spec(create, 1)  # validate the definition before reading anything
@@ -720,10 +981,47 @@ async def run_create(txn: Transaction, create: exp.Create) -> StatementResult:
         _check_index_columns(table, columns)
         indexes.append(IndexDef(index_name, await _next_id(txn), columns, True, True, (False,) * len(columns)))
     table = dataclasses.replace(table, indexes=tuple(indexes))
+    columns = list(table.columns)
+    for position, options in spec.sequences:
+        column = columns[position]
+        sequence_name = await _free_name(txn, f"{name}_{column.name}_seq", taken)
+        taken.add(sequence_name)
+        type_min, type_max = types.INT_RANGES[column.sql_type.kind]
+        numbers = {key: _option_int(node, key.upper()) for key, node in options.items()}
+        definition = sequence_from_options(sequence_name, await _next_id(txn), numbers, type_min, type_max,
+                                           (name, column.name))
+        txn.put(keys.catalog_sequence_key(sequence_name), definition.encode())
+        columns[position] = dataclasses.replace(column, default=f"nextval('{sequence_name}'::regclass)",
+                                             sequence=sequence_name)
+    table = dataclasses.replace(table, columns=tuple(columns))
     for index in indexes:
         txn.put(keys.catalog_index_key(index.name), name.encode("utf-8"))
     _save_table(txn, table)
+    txn.created_tables.add(name)  # loads into it may take the bulk path (insert_rows)
     return StatementResult.tag("CREATE TABLE")
+
+
+# Storage parameters that only tune PostgreSQL's heap and vacuum: no answer depends on them, so
+# they are accepted and ignored (QuorumDB stores rows in its own LSM-like MVCC storage).
+_IGNORED_STORAGE_PARAMETERS = {"fillfactor", "autovacuum_enabled", "toast.autovacuum_enabled",
+                               "parallel_workers", "toast_tuple_target"}
+
+
+def _check_storage_parameters(properties: exp.Properties | None) -> None:
+    for prop in (properties.expressions if properties is not None else []):
+        if isinstance(prop, exp.Property) and prop.name.lower() in _IGNORED_STORAGE_PARAMETERS:
+            if prop.name.lower() == "fillfactor":
+                value = prop.args.get("value")
+                number = int(value.this) if isinstance(value, exp.Literal) and value.this.isdigit() else None
+                if number is None or not 10 <= number <= 100:
+                    raise SqlError(types.INVALID_PARAMETER_VALUE,
+                                   f'value {value.sql(dialect="postgres") if value is not None else ""} out of bounds '
+                                   'for option "fillfactor"', detail="Valid values are between \"10\" and \"100\".")
+            continue
+        shown = prop.sql(dialect="postgres")
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                       f"CREATE TABLE ... {shown} is not supported (TEMP, UNLOGGED and storage parameters other "
+                       f"than {', '.join(sorted(_IGNORED_STORAGE_PARAMETERS))} are refused)")
 
 
 def _validate_expressions(table: TableDef, check_nodes, default_nodes) -> None:
@@ -798,7 +1096,12 @@ async def run_create_index(txn: Transaction, create: exp.Create) -> StatementRes
         index_name = await _free_name(txn, f"{table.name}_{'_'.join(columns)}_idx", set())
     if len(table.indexes) >= limits.TABLE_INDEXES_MAX:
         raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, f"a table can have at most {limits.TABLE_INDEXES_MAX} indexes")
-    index = IndexDef(index_name, await _next_id(txn), tuple(columns), unique, False, tuple(descending))
+    if is_bulk_target(txn, table):  # the table's keyspace is private: so is its new index (bulk path)
+        index_id = (await allocate_private_ids(txn, 1))[0]
+        txn.add_private_prefix(keys.index_prefix(index_id))
+    else:
+        index_id = await _next_id(txn)
+    index = IndexDef(index_name, index_id, tuple(columns), unique, False, tuple(descending))
     table = dataclasses.replace(table, indexes=table.indexes + (index,))
     await _fill_index(txn, table, index)
     txn.put(keys.catalog_index_key(index_name), table.name.encode("utf-8"))
@@ -807,19 +1110,44 @@ async def run_create_index(txn: Transaction, create: exp.Create) -> StatementRes
 
 
 async def _fill_index(txn: Transaction, table: TableDef, index: IndexDef) -> None:
-    """Writes the entry of every existing row; a duplicate in a unique index fails the statement."""
+    """Writes the entry of every existing row; a duplicate in a unique index fails the statement.
+    An index in a private keyspace (bulk path) is written a batch at a time, duplicates found
+    by reading the entries already written, so memory holds one batch."""
+    private = txn.is_private(index.prefix)
+    chunk_max = min(limits.BULK_BATCH_ROWS_MAX, limits.TXN_ROWS_MAX)
     seen: dict[bytes, tuple] = {}
     prefix = table.rows_prefix
     async for _, value in txn.scan(prefix, keys.prefix_end(prefix)):
         row = table.decode_row(value)
-        entry_key, entry_value = table.index_entry(index, row)
+        entry_key, _ = table.index_entry(index, row)
         if index.unique and entry_key in seen:
-            positions = table.index_positions(index)
-            names = ", ".join(table.columns[p].name for p in positions)
-            raise SqlError(errors.UNIQUE_VIOLATION, f'could not create unique index "{index.name}"',
-                           detail=f"Key ({names})=({_format_values([row[p] for p in positions])}) is duplicated.")
+            raise _duplicate_entry(table, index, row)
         seen[entry_key] = row
-        txn.put(entry_key, entry_value)
+        if not private:
+            txn.put(*table.index_entry(index, row))
+        elif len(seen) >= chunk_max:
+            await _write_index_chunk(txn, table, index, seen)
+            seen = {}
+    if private and seen:
+        await _write_index_chunk(txn, table, index, seen)
+
+
+def _duplicate_entry(table: TableDef, index: IndexDef, row) -> SqlError:
+    positions = table.index_positions(index)
+    names = ", ".join(table.columns[p].name for p in positions)
+    return SqlError(errors.UNIQUE_VIOLATION, f'could not create unique index "{index.name}"',
+                    detail=f"Key ({names})=({_format_values([row[p] for p in positions])}) is duplicated.")
+
+
+async def _write_index_chunk(txn: Transaction, table: TableDef, index: IndexDef, entries: dict[bytes, tuple]) -> None:
+    if index.unique:
+        found = await txn.get_many(list(entries))
+        for entry_key, row in entries.items():
+            if found[entry_key] is not None:
+                raise _duplicate_entry(table, index, row)
+    for row in entries.values():
+        txn.put(*table.index_entry(index, row))
+    await txn.flush_private()
 
 
 async def run_drop(txn: Transaction, drop: exp.Drop) -> StatementResult:
@@ -845,8 +1173,14 @@ async def run_drop(txn: Transaction, drop: exp.Drop) -> StatementResult:
             raise SqlError(errors.UNDEFINED_TABLE, f'table "{name}" does not exist')
         dropped.append(table)
     for table in dropped:
+        if is_bulk_target(txn, table):  # rows this transaction loaded but did not flush yet: never flush them
+            gone = [table.rows_prefix] + [index.prefix for index in table.indexes]
+            txn.pending = {k: v for k, v in txn.pending.items() if not any(k.startswith(p) for p in gone)}
         for index in table.indexes:
             txn.put(keys.catalog_index_key(index.name), None)
+        for column in table.columns:
+            if column.sequence is not None:  # owned by the column: PostgreSQL drops it too
+                txn.put(keys.catalog_sequence_key(column.sequence), None)
         txn.put(table.catalog_key, None)
         txn.tables[table.name] = None
     return StatementResult.tag("DROP TABLE")
@@ -895,6 +1229,17 @@ async def run_alter(txn: Transaction, alter: exp.Alter) -> StatementResult:
             return StatementResult.tag("ALTER TABLE")  # NOTICE: relation does not exist, skipping
         raise SqlError(errors.UNDEFINED_TABLE, f'relation "{name}" does not exist')
     for action in alter.args.get("actions") or []:
+        primary_key = _primary_key_action(action)
+        if primary_key is not None:
+            if len(alter.args.get("actions")) != 1:
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ADD PRIMARY KEY must be the only action of its ALTER TABLE")
+            table = await add_primary_key(txn, table, *primary_key)
+            continue
+        if isinstance(action, exp.AddConstraint) and any(
+                isinstance(part, exp.ForeignKey) or isinstance(getattr(part, "expressions", None), list)
+                and any(isinstance(p, exp.ForeignKey) for p in part.expressions)
+                for part in action.expressions):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "foreign keys are not supported")
         if isinstance(action, exp.ColumnDef):
             table = await _add_column(txn, table, action)
         elif isinstance(action, exp.Drop) and str(action.args.get("kind") or "").upper() == "COLUMN":
@@ -906,6 +1251,157 @@ async def run_alter(txn: Transaction, alter: exp.Alter) -> StatementResult:
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"ALTER TABLE ... {words} is not supported")
     _save_table(txn, table)
     return StatementResult.tag("ALTER TABLE")
+
+
+def _primary_key_action(action: exp.Expression) -> tuple[str | None, list[str]] | None:
+    """(constraint name, columns) of ADD [CONSTRAINT name] PRIMARY KEY (cols), else None."""
+    if not isinstance(action, exp.AddConstraint) or len(action.expressions) != 1:
+        return None
+    part = action.expressions[0]
+    name = None
+    if isinstance(part, exp.Constraint):
+        if len(part.expressions) != 1:
+            return None
+        name = identifier_name(part.this)
+        part = part.expressions[0]
+    if not isinstance(part, exp.PrimaryKey):
+        return None
+    columns = [identifier_name(k.this if isinstance(k, (exp.Ordered, exp.Column)) else k) for k in part.expressions]
+    return name, columns
+
+
+# A rewrite mark stays in force this long after the transaction age limit (the marking and the
+# rewriting transaction's start are milliseconds apart; this covers clock error generously).
+REWRITE_MARK_MARGIN_NS = 60 * 1_000_000_000
+
+
+async def add_primary_key(txn: Transaction, table: TableDef, constraint: str | None, names: list[str]) -> TableDef:
+    """ALTER TABLE t ADD [CONSTRAINT name] PRIMARY KEY (cols) on a table with hidden row ids:
+    the table is copied into a new private keyspace keyed by the new primary key (rows and every
+    index rebuilt), flushed ahead in batches like a bulk load; duplicates are 23505, NULLs 23502.
+
+    Concurrent writers must not be lost. When this transaction itself made the table's keyspace
+    (TRUNCATE earlier in it), nobody else can write there. Otherwise the statement must be the
+    first of its transaction: a small transaction of its own first *marks* the table (its catalog
+    entry names this transaction) and moves the schema version; then this transaction takes a
+    new snapshot and copies. A writer that started before the mark locked the old catalog entry,
+    so its commit fails (40001); one that starts after sees the mark and fails at once (40001).
+    The mark is removed when this transaction ends without committing; if even that fails it
+    expires with the transaction age limit."""
+    if not table.has_rowid:
+        raise SqlError(errors.INVALID_TABLE_DEFINITION, f'multiple primary keys for table "{table.name}" are not allowed')
+    pk_name = constraint if constraint is not None and constraint != f"{table.name}_pkey" else None
+    if len(names) > limits.INDEX_COLUMNS_MAX:
+        raise SqlError(TOO_MANY_COLUMNS, f"cannot use more than {limits.INDEX_COLUMNS_MAX} columns in an index")
+    shown = pk_name or f"{table.name}_pkey"
+    if await _relation_exists(txn, shown) is not None or any(c.name == shown for c in table.checks):
+        raise SqlError(errors.DUPLICATE_TABLE, f'relation "{shown}" already exists')
+    positions: list[int] = []
+    for name in names:
+        position = table.column_index(name)
+        if position is None or table.columns[position].hidden:
+            raise SqlError(errors.UNDEFINED_COLUMN, f'column "{name}" of relation "{table.name}" does not exist')
+        if position in positions:
+            raise SqlError(errors.DUPLICATE_COLUMN, f'column "{name}" appears twice in primary key constraint')
+        positions.append(position)
+    if not is_bulk_target(txn, table):
+        await txn.check_schema_version()  # a cached definition must be this snapshot's before the mark
+        table = await _mark_for_rewrite(txn, table)
+    old = table
+    kept = [p for p in range(len(old.columns)) if not old.columns[p].hidden]
+    columns = tuple(dataclasses.replace(old.columns[p], slot=-1, missing=None,
+                                        not_null=old.columns[p].not_null or p in positions) for p in kept)
+    new_table = TableDef(old.table_id, old.name, columns, tuple(kept.index(p) for p in positions), old.indexes,
+                         old.checks, primary_key_name=pk_name)
+    new_table = await move_to_private_keyspace(txn, new_table, drop_old=False)
+    chunk: list[list] = []
+    chunk_rows = max(1, min(limits.BULK_BATCH_ROWS_MAX, limits.TXN_ROWS_MAX) // (1 + len(new_table.indexes)))
+    prefix = old.rows_prefix
+    null_column: str | None = None  # PostgreSQL reports duplicates before NULLs: so do we
+    async for _, value in txn.scan(prefix, keys.prefix_end(prefix)):
+        row = old.decode_row(value)
+        missing = next((old.columns[p].name for p in positions if row[p] is None), None)
+        if missing is not None:
+            null_column = null_column or missing
+            continue
+        chunk.append([row[p] for p in kept])
+        if len(chunk) >= chunk_rows:
+            await _copy_rows(txn, new_table, chunk)
+            chunk = []
+    if chunk:
+        await _copy_rows(txn, new_table, chunk)
+    if null_column is not None:
+        raise SqlError(errors.NOT_NULL_VIOLATION, f'column "{null_column}" of relation "{old.name}" contains null values')
+    if is_bulk_target(txn, old):  # the old private keyspace is garbage now: do not flush it
+        stale = [old.rows_prefix] + [index.prefix for index in old.indexes]
+        txn.pending = {k: v for k, v in txn.pending.items() if not any(k.startswith(p) for p in stale)}
+    return new_table
+
+
+async def _copy_rows(txn: Transaction, table: TableDef, rows: list[list]) -> None:
+    try:
+        await _write_new_rows(txn, table, rows, True)
+    except SqlError as error:
+        if error.sqlstate != errors.UNIQUE_VIOLATION:
+            raise
+        detail = error.detail.replace("already exists", "is duplicated")
+        name = error.message.split('"')[1] if '"' in error.message else table.constraint_name
+        raise SqlError(errors.UNIQUE_VIOLATION, f'could not create unique index "{name}"', detail=detail) from None
+    await txn.flush_private()
+
+
+async def _mark_for_rewrite(txn: Transaction, table: TableDef) -> TableDef:
+    """Marks `table` as rewritten by `txn` (its own small transaction), then moves `txn` to a
+    snapshot after the mark; returns the table as that snapshot has it."""
+    if txn.write_buffer or txn.pending or txn.read_data:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                       "ALTER TABLE ... ADD PRIMARY KEY must be the first statement of its transaction "
+                       "(or follow TRUNCATE of the table in the same transaction)",
+                       hint="Run it on its own or at the start of the transaction block.")
+    key = table.catalog_key
+    version_key = keys.SCHEMA_VERSION_KEY
+    marked_ts = txn.backend.now_ts()
+    from compute_node.sql.schema_cache import decode_version, encode_version
+
+    def mark(found):
+        raw = found[key]
+        current = TableDef.decode(raw) if raw is not None else None
+        if current is None or current.table_id != table.table_id:
+            raise SqlError(errors.SERIALIZATION_FAILURE,
+                           "schema has been updated by another transaction, please retry: (OC001)")
+        if current.rewrite_by is not None and current.rewrite_by != txn.txn_id                 and marked_ts - current.rewrite_ts <= limits.TXN_AGE_MAX_NS + REWRITE_MARK_MARGIN_NS:
+            raise SqlError(errors.SERIALIZATION_FAILURE,
+                           f'table "{table.name}" is being rewritten by another transaction, please retry: (OC001)')
+        marked = dataclasses.replace(current, rewrite_by=txn.txn_id, rewrite_ts=marked_ts)
+        version = encode_version(decode_version(found[version_key]) + 1)
+        return [(key, marked.encode()), (version_key, version)], None
+
+    await sequences.autonomous_update(txn.backend, [key, version_key], mark, f"{txn.txn_id}:mark")
+    txn.abort_actions.append(lambda: _clear_rewrite_mark(txn, table.name))
+    txn.restart_snapshot(txn.backend.start_ts())
+    await txn.get_many([])  # learn the catalog version of the new snapshot before using any definition
+    reloaded = await load_table(txn, table.name)
+    if reloaded is None or reloaded.rewrite_by != txn.txn_id:
+        raise SqlError(errors.SERIALIZATION_FAILURE, "schema has been updated by another transaction, please retry: "
+                                                     "(OC001)")
+    return reloaded
+
+
+async def _clear_rewrite_mark(txn: Transaction, name: str) -> None:
+    key = keys.catalog_table_key(name)
+    version_key = keys.SCHEMA_VERSION_KEY
+    from compute_node.sql.schema_cache import decode_version, encode_version
+
+    def clear(found):
+        raw = found[key]
+        current = TableDef.decode(raw) if raw is not None else None
+        if current is None or current.rewrite_by != txn.txn_id:
+            return [], None  # already replaced (committed) or marked by someone else since
+        version = encode_version(decode_version(found[version_key]) + 1)
+        return [(key, dataclasses.replace(current, rewrite_by=None, rewrite_ts=0).encode()),
+                (version_key, version)], None
+
+    await sequences.autonomous_update(txn.backend, [key, version_key], clear, f"{txn.txn_id}:unmark")
 
 
 def _with_explicit_slots(table: TableDef) -> TableDef:
@@ -943,7 +1439,7 @@ async def _add_column(txn: Transaction, table: TableDef, action: exp.ColumnDef) 
         compiled = Compiler(Scope(), "DEFAULT expressions", None, new_context(txn)).compile(defaults[0])
         value = types.assign(compiled.evaluate(()), compiled.sql_type, column.sql_type, column.name)
         if value is not None:
-            missing = keys.encode_row([value]).hex()
+            missing = column.encode_missing(value)
     if column.not_null and missing is None and await _table_has_rows(txn, table):
         raise SqlError(errors.NOT_NULL_VIOLATION, f'column "{column.name}" of relation "{table.name}" contains null values')
     new_column = dataclasses.replace(column, slot=slot, missing=missing)
@@ -984,6 +1480,8 @@ async def _drop_column(txn: Transaction, table: TableDef, action: exp.Drop) -> T
             raise SqlError(errors.FEATURE_NOT_SUPPORTED,
                            f'cannot drop column "{name}": it is part of the primary key of "{table.name}"')
         table = _with_explicit_slots(table)
+        if table.columns[position].sequence is not None:  # the column's own sequence goes with it
+            txn.put(keys.catalog_sequence_key(table.columns[position].sequence), None)
         columns = table.columns[:position] + table.columns[position + 1:]
         primary_key = tuple(p - (1 if p > position else 0) for p in table.primary_key)
         kept_indexes = []
@@ -997,6 +1495,165 @@ async def _drop_column(txn: Transaction, table: TableDef, action: exp.Drop) -> T
         table = TableDef(table.table_id, table.name, columns, primary_key, tuple(kept_indexes), tuple(kept_checks),
                          table.slot_count)
     return table
+
+
+# --- TRUNCATE, VACUUM, ANALYZE, sequences ---------------------------------------------------------
+async def allocate_private_ids(txn: Transaction, count: int) -> list[int]:
+    """`count` ids no other transaction will ever use, whether this one commits or not (bulk.py)."""
+    key = keys.PRIVATE_ID_COUNTER_KEY
+
+    def take(found):
+        last = int.from_bytes(found[key], "big") if found[key] is not None else keys.PRIVATE_ID_BASE
+        if last + count >= keys.TABLE_ID_MAX:
+            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, "no private keyspace ids left")
+        return [(key, (last + count).to_bytes(8, "big"))], list(range(last + 1, last + count + 1))
+
+    return await sequences.autonomous_update(txn.backend, [key], take, f"{txn.txn_id}:ids")
+
+
+async def move_to_private_keyspace(txn: Transaction, table: TableDef, drop_old: bool = True) -> TableDef:
+    """`table` under new private ids (rows and every index), empty: TRUNCATE, and the target of a
+    rewrite. Writes of this transaction to its previous private keyspace, if any, are dropped."""
+    if drop_old and is_bulk_target(txn, table):
+        old = [table.rows_prefix] + [index.prefix for index in table.indexes]
+        txn.pending = {k: v for k, v in txn.pending.items() if not any(k.startswith(p) for p in old)}
+    ids = await allocate_private_ids(txn, 1 + len(table.indexes))
+    indexes = tuple(dataclasses.replace(index, index_id=index_id) for index, index_id in zip(table.indexes, ids[1:]))
+    moved = dataclasses.replace(table, table_id=ids[0], indexes=indexes, rewrite_by=None, rewrite_ts=0)
+    txn.add_private_prefix(moved.rows_prefix)
+    for index in moved.indexes:
+        txn.add_private_prefix(index.prefix)
+    return moved
+
+
+async def run_truncate(txn: Transaction, truncate: exp.TruncateTable) -> StatementResult:
+    """TRUNCATE [TABLE] a, b [RESTART IDENTITY | CONTINUE IDENTITY] [CASCADE | RESTRICT]: each table
+    gets a new, empty, private keyspace (as PostgreSQL gives it a new relfilenode); the catalog
+    change commits with the transaction, and rows inserted after it take the bulk path. There are
+    no foreign keys, so CASCADE has nothing more to truncate."""
+    if truncate.args.get("is_database"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "TRUNCATE DATABASE is not supported")
+    for unsupported in ("cluster", "partition"):
+        if truncate.args.get(unsupported):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"TRUNCATE ... {unsupported.upper()} is not supported")
+    tables: list[TableDef] = []
+    for node in truncate.expressions:
+        system_views.reject_write(node, "TRUNCATE")
+        if isinstance(node, exp.Table) and node.args.get("only"):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "TRUNCATE ONLY is not supported")
+        table = await require_table(txn, node)
+        _check_writable(txn, table)
+        if all(t.name != table.name for t in tables):
+            tables.append(table)
+    # The definitions may come from the node's cache: make sure they are this snapshot's before
+    # anything is allocated or written (SchemaStale runs the statement again otherwise).
+    await txn.check_schema_version()
+    restart = str(truncate.args.get("identity") or "").upper() == "RESTART"
+    for table in tables:
+        _save_table(txn, await move_to_private_keyspace(txn, table))
+        if restart:
+            for column in table.columns:
+                if column.sequence is not None:
+                    definition = await sequences.load_sequence(txn, column.sequence)
+                    if definition is not None:
+                        await sequences.statement_sequences(new_context(txn)).setval(
+                            definition.name, definition.start, False)
+    return StatementResult.tag("TRUNCATE TABLE")
+
+
+async def run_utility(txn: Transaction, statement: Utility) -> StatementResult:
+    if statement.command == "DROP SEQUENCE":
+        return await run_drop_sequence(txn, statement)
+    if statement.command == "CREATE SEQUENCE":
+        return await run_create_sequence(txn, statement)
+    # VACUUM and ANALYZE: storage reclaims old versions itself and the planner uses no statistics,
+    # so there is nothing to do; the tables must exist, as in PostgreSQL.
+    for name in statement.names:
+        if await load_table(txn, name) is None:
+            raise SqlError(errors.UNDEFINED_TABLE, f'relation "{name}" does not exist')
+    return StatementResult.tag(statement.command)
+
+
+async def run_drop_sequence(txn: Transaction, statement: Utility) -> StatementResult:
+    found = []
+    for name in statement.names:
+        definition = await sequences.load_sequence(txn, name)
+        if definition is None:
+            if statement.if_exists:
+                continue  # NOTICE: sequence does not exist, skipping
+            raise SqlError(errors.UNDEFINED_TABLE, f'sequence "{name}" does not exist')
+        if definition.owned_by is not None:
+            owner_table, owner_column = definition.owned_by
+            raise SqlError(DEPENDENT_OBJECTS,
+                           f"cannot drop sequence {name} because other objects depend on it",
+                           detail=f"default value for column {owner_column} of table {owner_table} depends on "
+                                  f"sequence {name}",
+                           hint="Drop the table or column that owns it.")
+        found.append(definition)
+    for definition in found:
+        txn.put(keys.catalog_sequence_key(definition.name), None)
+    return StatementResult.tag("DROP SEQUENCE")
+
+
+def _option_int(node: exp.Expression | None, what: str) -> int | None:
+    """An identity column's sequence option (sqlglot node) as an integer."""
+    if node is None:
+        return None
+    value = node
+    negative = False
+    if isinstance(value, exp.Neg):
+        negative, value = True, value.this
+    if not (isinstance(value, exp.Literal) and not value.is_string and value.this.isdigit()):
+        raise SqlError(errors.SYNTAX_ERROR, f"{what} must be an integer")
+    return -int(value.this) if negative else int(value.this)
+
+
+_SEQUENCE_TYPE_BOUNDS = {"smallint": types.INT_RANGES[types.Kind.SMALLINT],
+                         "integer": types.INT_RANGES[types.Kind.INTEGER],
+                         "bigint": types.INT_RANGES[types.Kind.BIGINT]}
+
+
+def sequence_from_options(name: str, sequence_id: int, options: dict, type_min: int = bulk.BIGINT_MIN,
+                          type_max: int = bulk.BIGINT_MAX, owned_by=None) -> bulk.SequenceDef:
+    """A SequenceDef from CREATE SEQUENCE / identity options (integers by option name), validated
+    as PostgreSQL does."""
+    for what, value in options.items():
+        if isinstance(value, int) and not bulk.BIGINT_MIN <= value <= bulk.BIGINT_MAX:
+            raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE, f"{what.upper()} is out of range for type bigint")
+    increment = options.get("increment", 1)
+    if increment == 0:
+        raise SqlError(types.INVALID_PARAMETER_VALUE, "INCREMENT must not be zero")
+    low, high = bulk.sequence_bounds(increment, options.get("minvalue"), options.get("maxvalue"), type_min, type_max)
+    if not type_min <= low <= type_max:
+        raise SqlError(types.INVALID_PARAMETER_VALUE, f"MINVALUE ({low}) is out of range for sequence data type")
+    if not type_min <= high <= type_max:
+        raise SqlError(types.INVALID_PARAMETER_VALUE, f"MAXVALUE ({high}) is out of range for sequence data type")
+    if low >= high:
+        raise SqlError(types.INVALID_PARAMETER_VALUE, f"MINVALUE ({low}) must be less than MAXVALUE ({high})")
+    start = options.get("start")
+    start = start if start is not None else (low if increment > 0 else high)
+    if start < low:
+        raise SqlError(types.INVALID_PARAMETER_VALUE, f"START value ({start}) cannot be less than MINVALUE ({low})")
+    if start > high:
+        raise SqlError(types.INVALID_PARAMETER_VALUE, f"START value ({start}) cannot be greater than MAXVALUE ({high})")
+    cache = options.get("cache", 1)
+    if cache < 1:
+        raise SqlError(types.INVALID_PARAMETER_VALUE, f"CACHE ({cache}) must be greater than zero")
+    return bulk.SequenceDef(name, sequence_id, start, increment, low, high, min(cache, limits.SEQUENCE_RESERVE_MAX),
+                            owned_by)
+
+
+async def run_create_sequence(txn: Transaction, statement: Utility) -> StatementResult:
+    name = statement.names[0]
+    options = dict(statement.options)
+    type_min, type_max = _SEQUENCE_TYPE_BOUNDS[options.pop("as", "bigint")]
+    if await _relation_exists(txn, name) is not None:
+        if statement.if_exists:
+            return StatementResult.tag("CREATE SEQUENCE")  # NOTICE: relation already exists, skipping
+        raise SqlError(errors.DUPLICATE_TABLE, f'relation "{name}" already exists')
+    definition = sequence_from_options(name, await _next_id(txn), options, type_min, type_max)
+    txn.put(keys.catalog_sequence_key(name), definition.encode())
+    return StatementResult.tag("CREATE SEQUENCE")
 
 
 # --- EXPLAIN ------------------------------------------------------------------------------------

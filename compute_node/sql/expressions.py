@@ -46,8 +46,11 @@ from typing import Any, Callable, Sequence
 
 from sqlglot import exp
 
-from compute_node.sql import pg_catalog, types
-from compute_node.sql.catalog import identifier_name
+from compute_node.sql import interval as interval_mod
+from compute_node.sql import pg_catalog
+from compute_node.sql import regex as regex_mod
+from compute_node.sql import types
+from compute_node.sql.catalog import ROWID_COLUMN, identifier_name
 from compute_node.sql.types import Kind, SqlType
 from quorumdb import errors
 from quorumdb.errors import SqlError
@@ -121,8 +124,10 @@ class Relation:
     system: frozenset = frozenset()             # system columns (tableoid): named, never in `*`
 
     def star_columns(self) -> list[tuple[int, str]]:
-        """(position, name) of the columns `*` expands to."""
-        return [(i, name) for i, (name, _) in enumerate(self.columns) if name not in self.system]
+        """(position, name) of the columns `*` expands to: not system columns, a table's hidden
+        row id (catalog.ROWID_COLUMN) nor select.py's hidden slots of merged FULL JOIN columns."""
+        return [(i, name) for i, (name, _) in enumerate(self.columns)
+                if name not in self.system and name != ROWID_COLUMN and not name.startswith("\x00")]
 
 
 class Scope:
@@ -235,13 +240,14 @@ _AGGREGATE_NAMES = {exp.Count: "count", exp.Sum: "sum", exp.Min: "min", exp.Max:
 
 @dataclasses.dataclass
 class AggregateSpec:
-    name: str                  # count, sum, min, max, avg, bool_and, bool_or, string_agg
+    name: str                  # count, sum, min, max, avg, bool_and, bool_or, string_agg, array_agg
     argument: Compiled | None  # None for count(*)
     distinct: bool
     result_type: SqlType
     filter: Compiled | None = None
     separator: Compiled | None = None
-    order: list = dataclasses.field(default_factory=list)  # (Compiled, descending, nulls_first): agg(x ORDER BY ...)
+    # aggregate(... ORDER BY k [DESC] [NULLS FIRST|LAST], ...): (key, descending, nulls_first)
+    order: tuple[tuple[Compiled, bool, bool], ...] = ()
 
 
 class AggregateCollector:
@@ -284,10 +290,17 @@ _COMPARISONS = {
     exp.GT: (">", operator.gt), exp.GTE: (">=", operator.ge),
 }
 _ARITHMETIC = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.Mod: "%"}
+_TIMESTAMP_KINDS = (Kind.TIMESTAMP, Kind.TIMESTAMPTZ)
 
 
 class Compiler:
     """Compiles expressions over one scope; `clause` names the context in error messages."""
+
+    # Where window function calls and set-returning function calls go (compute_node/sql/
+    # window.py, table_functions.py): set only on the compiler of a select list and its ORDER BY;
+    # anywhere else such a call is an error.
+    windows = None
+    set_returning = None
 
     def __init__(self, scope: Scope, clause: str, aggregates: AggregateCollector | None = None,
                  context: Context | None = None):
@@ -382,6 +395,9 @@ class Compiler:
         kind = operand.sql_type.kind
         if kind is Kind.NULL:
             return constant(None, types.INTEGER)
+        if kind is Kind.INTERVAL:
+            evaluate = operand.evaluate
+            return Compiled(lambda row: _none_or(evaluate(row), interval_mod.negate), types.INTERVAL, operand.constant)
         if kind not in types.NUMERIC_KINDS:
             raise _no_operator(f"- {operand.sql_type.display_name}")
         sql_type = operand.sql_type
@@ -396,10 +412,15 @@ class Compiler:
         return self.arithmetic(symbol, self.compile(node.this), self.compile(node.expression))
 
     def arithmetic(self, symbol: str, left: Compiled, right: Compiled) -> Compiled:
+        left, right = self._unify_interval(left, right, symbol)
         left, right = self._unify(left, right, symbol, numeric_default=True)
         left_kind, right_kind = left.sql_type.kind, right.sql_type.kind
         if left_kind is Kind.NULL and right_kind is Kind.NULL:
             return constant(None, types.INTEGER)
+        if Kind.INTERVAL in (left_kind, right_kind) or (
+                left_kind in _TIMESTAMP_KINDS and right_kind in _TIMESTAMP_KINDS + (Kind.DATE,)) or (
+                right_kind in _TIMESTAMP_KINDS and left_kind is Kind.DATE):
+            return self._interval_arithmetic(symbol, left, right)
         if Kind.DATE in (left_kind, right_kind):
             return self._date_arithmetic(symbol, left, right)
         if left_kind not in types.NUMERIC_KINDS or right_kind not in types.NUMERIC_KINDS:
@@ -409,6 +430,58 @@ class Compiler:
             raise _no_operator(f"{result_type.display_name} % {result_type.display_name}")
         apply = _OPERATIONS[_family(result_type.kind)](symbol, result_type)
         return _binary(left, right, result_type, apply)
+
+    def _unify_interval(self, left: Compiled, right: Compiled, symbol: str) -> tuple[Compiled, Compiled]:
+        """An untyped literal meeting an interval, or added to a timestamp, is an interval
+        (PostgreSQL's only `timestamp + x` operator takes an interval)."""
+        left_kind, right_kind = left.sql_type.kind, right.sql_type.kind
+        if symbol in "*/" and Kind.INTERVAL in (left_kind, right_kind) and Kind.NULL in (left_kind, right_kind):
+            # interval * NULL: the NULL is the factor (a double), not a second interval
+            if left_kind is Kind.NULL:
+                return coerce(left, types.DOUBLE), right
+            return left, coerce(right, types.DOUBLE)
+        if right_kind is Kind.UNKNOWN and (left_kind is Kind.INTERVAL or (
+                symbol == "+" and left_kind in _TIMESTAMP_KINDS)):
+            return left, coerce(right, types.INTERVAL)
+        if left_kind is Kind.UNKNOWN and (right_kind is Kind.INTERVAL or (
+                symbol == "+" and right_kind in _TIMESTAMP_KINDS)):
+            return coerce(left, types.INTERVAL), right
+        return left, right
+
+    def _interval_arithmetic(self, symbol: str, left: Compiled, right: Compiled) -> Compiled:
+        """interval ± interval, timestamp(tz)/date ± interval, timestamp - timestamp, interval * / number."""
+        left_kind, right_kind = left.sql_type.kind, right.sql_type.kind
+        datetimes = types.DATETIME_KINDS
+        if left_kind is Kind.NULL:
+            left = coerce(left, right.sql_type if symbol in "+-" else types.DOUBLE)
+            left_kind = left.sql_type.kind
+        if right_kind is Kind.NULL:
+            right = coerce(right, left.sql_type if symbol in "+-" else types.DOUBLE)
+            right_kind = right.sql_type.kind
+        if left_kind is Kind.INTERVAL and right_kind is Kind.INTERVAL and symbol in "+-":
+            apply = interval_mod.add if symbol == "+" else interval_mod.subtract
+            return _binary(left, right, types.INTERVAL, apply)
+        if left_kind in datetimes and right_kind is Kind.INTERVAL and symbol in "+-":
+            result = types.TIMESTAMPTZ if left_kind is Kind.TIMESTAMPTZ else types.TIMESTAMP
+            sign = 1 if symbol == "+" else -1
+            left = _converted(left, result)
+            return _binary(left, right, result, lambda a, b: interval_mod.add_to_timestamp(a, b, sign))
+        if left_kind is Kind.INTERVAL and right_kind in datetimes and symbol == "+":
+            result = types.TIMESTAMPTZ if right_kind is Kind.TIMESTAMPTZ else types.TIMESTAMP
+            right = _converted(right, result)
+            return _binary(left, right, result, lambda a, b: interval_mod.add_to_timestamp(b, a))
+        if left_kind in datetimes and right_kind in datetimes and symbol == "-":
+            common = types.datetime_result(left.sql_type, right.sql_type)
+            common = types.TIMESTAMP if common.kind is Kind.DATE else common
+            return _binary(_converted(left, common), _converted(right, common), types.INTERVAL,
+                           interval_mod.between_timestamps)
+        if symbol in "*/" and Kind.INTERVAL in (left_kind, right_kind):
+            span, factor = (left, right) if left_kind is Kind.INTERVAL else (right, left)
+            if factor.sql_type.kind not in types.NUMERIC_KINDS or (symbol == "/" and span is right):
+                raise _no_operator(f"{left.sql_type.display_name} {symbol} {right.sql_type.display_name}")
+            apply = interval_mod.multiply if symbol == "*" else interval_mod.divide
+            return _binary(span, factor, types.INTERVAL, apply)
+        raise _no_operator(f"{left.sql_type.display_name} {symbol} {right.sql_type.display_name}")
 
     def _date_arithmetic(self, symbol: str, left: Compiled, right: Compiled) -> Compiled:
         left_kind, right_kind = left.sql_type.kind, right.sql_type.kind
@@ -453,6 +526,8 @@ class Compiler:
         if isinstance(quantified, (exp.Any, exp.All)) or isinstance(node.this, (exp.Any, exp.All)) or (
                 isinstance(quantified, exp.Anonymous) and str(quantified.this).lower() == "all"):
             return catalog_functions.compile_any(self, node, symbol, compare)
+        if isinstance(node.this, exp.Tuple) or isinstance(node.expression, exp.Tuple):
+            return self._row_comparison(node.this, node.expression, symbol)
         return self.compare(self.compile(node.this), self.compile(node.expression), symbol, compare)
 
     def compare(self, left: Compiled, right: Compiled, symbol: str, compare) -> Compiled:
@@ -461,9 +536,59 @@ class Compiler:
 
     def comparable(self, left: Compiled, right: Compiled, symbol: str) -> tuple[Compiled, Compiled]:
         """Both operands converted to comparable Python values of their common type."""
+        if Kind.ARRAY in (left.sql_type.kind, right.sql_type.kind):
+            return _comparable_arrays(left, right, symbol)
         left, right = self._unify(left, right, symbol)
         common = _comparison_type(left.sql_type, right.sql_type, symbol)
         return _comparison_form(left, common), _comparison_form(right, common)
+
+    def _row_pairs(self, left: exp.Expression, right: exp.Expression, symbol: str) -> list[tuple[Evaluator, Evaluator]]:
+        """The element pairs of a row comparison, each in the comparable form of its common type."""
+        if not (isinstance(left, exp.Tuple) and isinstance(right, exp.Tuple)):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           "comparing a row with a value that is not a row constructor is not supported")
+        if len(left.expressions) != len(right.expressions):
+            raise SqlError(errors.SYNTAX_ERROR, "unequal number of entries in row expressions")
+        pairs = []
+        for left_node, right_node in zip(left.expressions, right.expressions):
+            a, b = self.comparable(self.compile(left_node), self.compile(right_node), symbol)
+            pairs.append((a.evaluate, b.evaluate))
+        return pairs
+
+    def _row_comparison(self, left: exp.Expression, right: exp.Expression, symbol: str) -> Compiled:
+        """(a, b) op (c, d) as PostgreSQL: = and <> combine every pair with SQL's AND / OR; the
+        orderings compare left to right and stop at the first pair that is unequal or has a
+        NULL (which makes the answer NULL)."""
+        pairs = self._row_pairs(left, right, symbol)
+        if symbol in ("=", "<>"):
+            return Compiled(_row_equal(pairs) if symbol == "=" else
+                            lambda row, equal=_row_equal(pairs): _none_or(equal(row), operator.not_), types.BOOLEAN)
+        compare = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}[symbol]
+        on_equal = symbol in ("<=", ">=")
+
+        def evaluate(row):
+            for left_eval, right_eval in pairs:
+                a, b = left_eval(row), right_eval(row)
+                if a is None or b is None:
+                    return None
+                if a != b:
+                    return compare(a, b)
+            return on_equal
+        return Compiled(evaluate, types.BOOLEAN)
+
+    def _row_in(self, node: exp.In) -> Compiled:
+        """(a, b) IN ((1, 2), (3, 4)): row equality with each, combined with SQL's OR."""
+        tests = [_row_equal(self._row_pairs(node.this, option, "=")) for option in node.expressions]
+
+        def evaluate(row):
+            saw_null = False
+            for test in tests:
+                result = test(row)
+                if result is True:
+                    return True
+                saw_null = saw_null or result is None
+            return None if saw_null else False
+        return Compiled(evaluate, types.BOOLEAN)
 
     def _distinct_from(self, node: exp.Binary) -> Compiled:
         negate = isinstance(node, exp.NullSafeEQ)  # IS NOT DISTINCT FROM
@@ -483,7 +608,11 @@ class Compiler:
         if node.args.get("unnest") is not None:
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "IN UNNEST is not supported")
         if node.args.get("query") is not None:
+            if isinstance(node.this, exp.Tuple):
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED, "row IN (subquery) is not supported")
             return self._in_subquery(node)
+        if isinstance(node.this, exp.Tuple) or any(isinstance(o, exp.Tuple) for o in node.expressions):
+            return self._row_in(node)
         subject = self.compile(node.this)
         options = [self.compile(option) for option in node.expressions]
         common = types.common_type([subject.sql_type] + [o.sql_type for o in options], "IN")
@@ -534,12 +663,27 @@ class Compiler:
 
     def _escape(self, node: exp.Escape) -> Compiled:
         inner = node.this
-        if not isinstance(inner, (exp.Like, exp.ILike)):
+        if not isinstance(inner, (exp.Like, exp.ILike, exp.SimilarTo)):
             return self._unsupported(node)
         escape_node = node.expression
         if not (isinstance(escape_node, exp.Literal) and escape_node.is_string):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "a non-constant ESCAPE is not supported")
+        if isinstance(inner, exp.SimilarTo):
+            return self._similar_to(inner, escape_node.this)
         return self._like(inner, escape=escape_node.this)
+
+    def _similar_to(self, node: exp.SimilarTo, escape: str = "\\") -> Compiled:
+        """x SIMILAR TO pattern: the pattern rewritten into an ARE (regex.similar_to_are)."""
+        if len(escape) > 1:
+            raise SqlError(INVALID_ESCAPE, "invalid escape string",
+                           hint="Escape string must be empty or one character.")
+        subject, pattern = self.compile(node.this), self.compile(node.expression)
+        for operand in (subject, pattern):
+            if operand.sql_type.kind not in types.TEXT_KINDS + types.UNTYPED_KINDS:
+                raise _no_operator(f"{subject.sql_type.display_name} ~ {pattern.sql_type.display_name}")
+        return self._regexp("similar to", [node.this, node.expression],
+                            lambda p, t: regex_mod.matches(p, t), result_type=types.BOOLEAN,
+                            pattern_text=lambda text: regex_mod.similar_to_are(text, escape or None))
 
     def _like(self, node: exp.Like | exp.ILike, escape: str = "\\") -> Compiled:
         if len(escape) > 1:
@@ -842,6 +986,11 @@ class Compiler:
 
     def _substring(self, node: exp.Substring) -> Compiled:
         length = node.args.get("length")
+        start = node.args.get("start")
+        if length is None and start is not None:
+            start_type = self.compile(start).sql_type.kind
+            if start_type in types.TEXT_KINDS + (Kind.UNKNOWN,):  # substring(text FROM pattern): a regex
+                return self._regexp("substring", [node.this, start], regex_mod.substring)
         nodes = [node.this, node.args.get("start"), length]
         return self._string_function("substring", nodes, _substring, int_positions=(1, 2))
 
@@ -1051,34 +1200,74 @@ class Compiler:
         field = node.this.name.lower() if isinstance(node.this, (exp.Var, exp.Identifier, exp.Column)) else None
         if isinstance(node.this, exp.Literal):
             field = node.this.this.lower()
-        operand = self.compile(node.expression)
+        return self._extract_field("extract", field, self.compile(node.expression))
+
+    def _extract_field(self, name: str, field: str | None, operand: Compiled) -> Compiled:
+        """EXTRACT (numeric, PostgreSQL 14+) and date_part (double precision) of one field."""
         if operand.sql_type.kind is Kind.UNKNOWN:
             operand = coerce(operand, types.TIMESTAMPTZ)
         kind = operand.sql_type.kind
-        if kind not in types.DATETIME_KINDS + (Kind.NULL,):
-            raise _no_function("extract", [constant(field, types.TEXT), operand])
-        apply = _extract_function(field, kind)
+        if kind not in types.DATETIME_KINDS + (Kind.NULL, Kind.INTERVAL):
+            raise _no_function(name, [constant(field, types.TEXT), operand])
+        field = interval_mod.unit_field(_FIELD_ALIASES.get(field, field)) if field is not None else field
+        if kind is Kind.INTERVAL:
+            interval_mod.extract(interval_mod.Interval(0, 0, 0), field)  # an unknown field fails before any row
+            apply = lambda v: interval_mod.extract(v, field)  # noqa: E731
+        else:
+            apply = _extract_function(field, kind)
         evaluate = operand.evaluate
+        if name == "date_part":
+            if kind is Kind.INTERVAL:
+                part = lambda v: interval_mod.part_float(v, field)  # noqa: E731
+            elif field in ("epoch", "second", "millisecond") and kind is not Kind.DATE:
+                part = lambda v: _timestamp_part_float(v, field)  # noqa: E731
+            else:
+                part = lambda v: float(apply(v))  # noqa: E731
+            return Compiled(lambda row: _none_or(evaluate(row), part), types.DOUBLE)
         return Compiled(lambda row: _none_or(evaluate(row), apply), types.NUMERIC)
 
+    def _date_part(self, node: exp.Anonymous) -> Compiled:
+        if len(node.expressions) != 2:
+            raise SqlError(errors.UNDEFINED_FUNCTION, "function date_part does not exist")
+        field_node = node.expressions[0]
+        if not (isinstance(field_node, exp.Literal) and field_node.is_string):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           "date_part with a field that is not a constant is not supported")
+        return self._extract_field("date_part", field_node.this.lower(), self.compile(node.expressions[1]))
+
     def _date_trunc(self, node: exp.TimestampTrunc) -> Compiled:
-        unit = node.args["unit"].name.lower()
+        unit = interval_mod.unit_field(node.args["unit"].name.lower())
         operand = self.compile(node.this)
         if operand.sql_type.kind is Kind.UNKNOWN:
             operand = coerce(operand, types.TIMESTAMPTZ)
         kind = operand.sql_type.kind
+        if kind is Kind.INTERVAL:
+            if unit not in _TRUNC_UNITS:
+                raise SqlError(INVALID_ARGUMENT, f'unit "{unit}" not recognized for type interval')
+            interval_mod.truncate(interval_mod.Interval(0, 0, 0), unit)  # week: 0A000 as PostgreSQL, before any row
+            evaluate = operand.evaluate
+            return Compiled(lambda row: _none_or(evaluate(row), lambda v: interval_mod.truncate(v, unit)),
+                            types.INTERVAL)
         if kind not in types.DATETIME_KINDS:
             raise _no_function("date_trunc", [constant(unit, types.TEXT), operand])
         result_type = types.TIMESTAMPTZ if kind in (Kind.DATE, Kind.TIMESTAMPTZ) else types.TIMESTAMP
         value = _converted(operand, result_type).evaluate
         if unit not in _TRUNC_UNITS:
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'date_trunc unit "{unit}" is not supported')
+            raise SqlError(INVALID_ARGUMENT, f'unit "{unit}" not recognized for type {result_type.display_name}')
         return Compiled(lambda row: _none_or(value(row), lambda v: _truncate(v, unit)), result_type)
 
     def _anonymous(self, node: exp.Anonymous) -> Compiled:
         name = str(node.this).lower()
+        if name in ("nextval", "currval", "setval", "lastval"):
+            return self._sequence_function(name, node.expressions)
         if name == "octet_length" and len(node.expressions) == 1:
             return self._octet_length(self._args(node.expressions))
+        if name == "date_part":
+            return self._date_part(node)
+        if name == "regexp_match" and len(node.expressions) in (2, 3):
+            return self._regexp_match(node)
+        if name == "generate_subscripts":
+            return self._set_returning_function(node)
         if name in ("strpos",) and len(node.expressions) == 2:
             return self._string_function("strpos", node.expressions, lambda t, s: t.find(s) + 1, types.INTEGER)
         compiled = catalog_functions.compile_function(self, name, node.expressions)
@@ -1089,6 +1278,42 @@ class Compiler:
                        if name not in _KNOWN_UNSUPPORTED else f"function {name}() is not supported",
                        hint="No function matches the given name and argument types. You might need to add explicit "
                             "type casts." if name not in _KNOWN_UNSUPPORTED else "")
+
+    def _sequence_function(self, name: str, nodes) -> Compiled:
+        """nextval/currval/setval('name' ...) and lastval() (compute_node/sql/sequences.py)."""
+        from compute_node.sql import sequences
+        arity = {"nextval": (1,), "currval": (1,), "setval": (2, 3), "lastval": (0,)}[name]
+        if len(nodes) not in arity:
+            raise SqlError(errors.UNDEFINED_FUNCTION, f"function {name}({', '.join(self._arg_type_names(nodes))}) "
+                                                      "does not exist")
+        txn = getattr(self.context, "txn", None)
+        if txn is None:  # compiled only to validate (a DEFAULT): never evaluated here
+            self._args(nodes[1:])
+            return Compiled(_describe_only, types.BIGINT)
+        statement = sequences.statement_sequences(self.context)
+        if name == "lastval":
+            return Compiled(lambda row: statement.lastval(), types.BIGINT)
+        sequence_name = _sequence_name(nodes[0])
+        statement.names.add(sequence_name)
+        if name == "nextval":
+            statement.nextval_names.add(sequence_name)
+            return Compiled(lambda row: statement.nextval(sequence_name), types.BIGINT)
+        if name == "currval":
+            return Compiled(lambda row: statement.currval(sequence_name), types.BIGINT)
+        value = self.compile(nodes[1])
+        if value.param is not None:
+            value.param.infer(types.BIGINT)
+        called = self.as_boolean(self.compile(nodes[2]), "setval") if len(nodes) == 3 else constant(True, types.BOOLEAN)
+        if value.sql_type.kind not in types.INT_KINDS and value.sql_type.kind not in types.UNTYPED_KINDS:
+            raise SqlError(errors.UNDEFINED_FUNCTION, f"function setval(unknown, {value.sql_type.display_name}) "
+                                                      "does not exist")
+        if not (value.constant or value.param is not None) or not (called.constant or called.param is not None):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "setval with arguments other than constants or parameters "
+                                                         "is not supported")
+        call_id = len(statement.setvals)
+        as_int = _converted(value, types.BIGINT).evaluate
+        statement.setvals.append((sequence_name, lambda: as_int(()), lambda: called.evaluate(())))
+        return Compiled(lambda row: statement.setval_result(call_id), types.BIGINT)
 
     def _arg_type_names(self, nodes) -> list[str]:
         names = []
@@ -1113,12 +1338,16 @@ class Compiler:
             raise SqlError(errors.GROUPING_ERROR, f"aggregate functions are not allowed in {self.clause}")
         if node.args.get("expressions") and name in ("min", "max"):
             raise _no_function(name, [])
+        if node.args.get("nulls_excluded"):
+            return self._unsupported(node)
         argument_node = node.this
-        order_nodes = []
-        if isinstance(argument_node, exp.Order):  # agg(x ORDER BY y): sqlglot wraps the argument
-            order_nodes = list(argument_node.expressions)
-            argument_node = argument_node.this
         distinct = False
+        order_items: list = []
+        if isinstance(argument_node, exp.Order):
+            order_items = list(argument_node.expressions)
+            argument_node = argument_node.this
+            if isinstance(argument_node, exp.Distinct):
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{name}(DISTINCT ... ORDER BY ...) is not supported")
         if isinstance(argument_node, exp.Distinct):
             if len(argument_node.expressions) != 1:
                 raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{name}(DISTINCT ...) with several arguments is not supported")
@@ -1131,6 +1360,9 @@ class Compiler:
                 raise SqlError(errors.SYNTAX_ERROR, 'syntax error at or near "*"')
         else:
             argument = self._aggregate_argument(inner, argument_node)
+        if name == "array_agg" and isinstance(argument_node, (exp.Literal, exp.Null)) and (
+                isinstance(argument_node, exp.Null) or argument_node.is_string):
+            raise SqlError(AMBIGUOUS_FUNCTION, "function array_agg(unknown) is not unique")
         separator = None
         if name == "string_agg":
             separator_node = node.args.get("separator")
@@ -1143,22 +1375,26 @@ class Compiler:
         condition = None
         if filter_node is not None:
             condition = Compiler(self.scope, "FILTER", None, self.context).compile_condition(filter_node)
-        result_type = _aggregate_type(name, argument)
         order = []
-        for item in order_nodes:
-            if distinct:
-                raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{name}(DISTINCT ... ORDER BY ...) is not supported")
+        for item in order_items:
+            if not isinstance(item, exp.Ordered) or item.args.get("with_fill") is not None:
+                return self._unsupported(item)
             key = self._aggregate_argument(inner, item.this)
             descending = bool(item.args.get("desc"))
             nulls_first = item.args.get("nulls_first")
-            order.append((key, descending, descending if nulls_first is None else bool(nulls_first)))
-        if order and name not in ("array_agg", "string_agg"):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"ORDER BY inside {name}() is not supported")
+            order.append((_comparison_form(key, key.sql_type), descending,
+                          descending if nulls_first is None else bool(nulls_first)))
+        if distinct and name in ("string_agg", "array_agg") and not order:
+            # PostgreSQL finds the distinct values by sorting them: they come out in that order.
+            order = [(_comparison_form(argument, argument.sql_type), False, False)]
+        result_type = _aggregate_type(name, argument)
         if argument is not None and name in ("sum", "avg") and argument.sql_type.kind in types.INT_KINDS:
             argument = _converted(argument, types.NUMERIC) if result_type.kind is Kind.NUMERIC else argument
-        if argument is not None and argument.sql_type.kind is Kind.CHAR and name not in ("min", "max", "count"):
+        if argument is not None and argument.sql_type.kind is Kind.CHAR and name not in ("min", "max", "count",
+                                                                                      "array_agg"):
             argument = _as_text(argument)
-        position = self.aggregates.add(AggregateSpec(name, argument, distinct, result_type, condition, separator, order))
+        position = self.aggregates.add(AggregateSpec(name, argument, distinct, result_type, condition, separator,
+                                                     tuple(order)))
         return Compiled(lambda row, i=position: row[i], result_type)
 
     def _aggregate_argument(self, inner: "Compiler", node: exp.Expression) -> Compiled:
@@ -1172,18 +1408,103 @@ class Compiler:
             argument = coerce(argument, types.TEXT)
         return argument
 
+    def _interval(self, node: exp.Interval) -> Compiled:
+        """INTERVAL '5' DAY (`INTERVAL 'text'` arrives as a cast: compute_node/sql/parser.py)."""
+        unit = node.args.get("unit")
+        quantity = node.this
+        if not (isinstance(unit, exp.Var) and isinstance(quantity, exp.Literal)
+                and re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", quantity.this or "")):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           f'interval literal "{node.sql(dialect="postgres")}" is not supported')
+        return constant(interval_mod.parse_interval(f"{quantity.this} {unit.name.lower()}"), types.INTERVAL)
+
+    # regular expressions (compute_node/sql/regex.py)
+    def _regexp(self, name: str, nodes, apply, case_insensitive: bool = False,
+                result_type: SqlType = types.TEXT, pattern_text=None) -> Compiled:
+        """A function of (text, pattern, *extra text arguments) -> apply(pattern, text, *extra);
+        `pattern_text` rewrites the pattern into an ARE first (SIMILAR TO)."""
+        operands = self._text_args(name, nodes)
+        text_eval, pattern_eval = operands[0].evaluate, operands[1].evaluate
+        extra_evals = [o.evaluate for o in operands[2:]]
+        rewrite = pattern_text or (lambda text: text)
+        if operands[1].constant and operands[1].evaluate(()) is not None:
+            regex_mod.compile_pattern(rewrite(operands[1].evaluate(())), case_insensitive)  # 2201B before any row
+
+        def evaluate(row):
+            text = text_eval(row)
+            pattern = pattern_eval(row)
+            values = [e(row) for e in extra_evals]
+            if text is None or pattern is None or any(v is None for v in values):
+                return None
+            return apply(regex_mod.compile_pattern(rewrite(pattern), case_insensitive), text, *values)
+        return Compiled(evaluate, result_type)
+
+    def _regexp_like(self, node) -> Compiled:
+        if node.args.get("flag") is not None:
+            return self._unsupported(node)
+        symbol = "~*" if isinstance(node, exp.RegexpILike) else "~"
+        subject, pattern = self.compile(node.this), self.compile(node.expression)
+        for operand in (subject, pattern):
+            if operand.sql_type.kind not in types.TEXT_KINDS + types.UNTYPED_KINDS:
+                raise _no_operator(f"{subject.sql_type.display_name} {symbol} {pattern.sql_type.display_name}")
+        return self._regexp(symbol, [node.this, node.expression], lambda p, t: regex_mod.matches(p, t),
+                            isinstance(node, exp.RegexpILike), types.BOOLEAN)
+
+    def _regexp_match(self, node: exp.Anonymous) -> Compiled:
+        """regexp_match(text, pattern [, flags]) -> text[]: the capture groups of the first match
+        (the whole match when there are none), NULL when nothing matches."""
+        case_insensitive = False
+        if len(node.expressions) == 3:
+            flags_node = node.expressions[2]
+            if not (isinstance(flags_node, exp.Literal) and flags_node.is_string):
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                               "regexp_match flags that are not a constant are not supported")
+            if "g" in flags_node.this:
+                raise SqlError(errors.INVALID_PARAMETER_VALUE, 'regexp_match() does not support the "global" option',
+                               hint="Use the regexp_matches function instead.")
+            _, case_insensitive = regex_mod.parse_flags(flags_node.this)
+        return self._regexp("regexp_match", node.expressions[:2], _first_match, case_insensitive,
+                            SqlType(Kind.ARRAY, element=types.TEXT))
+
+    def _regexp_replace(self, node: exp.RegexpReplace) -> Compiled:
+        for key in ("position", "occurrence"):
+            if node.args.get(key) is not None:
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                               "regexp_replace with a start position or occurrence is not supported")
+        modifiers = node.args.get("modifiers")
+        flags = ""
+        if modifiers is not None:
+            if not (isinstance(modifiers, exp.Literal) and modifiers.is_string):
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                               "regexp_replace flags that are not a constant are not supported")
+            flags = modifiers.this
+        is_global, case_insensitive = regex_mod.parse_flags(flags)
+        return self._regexp("regexp_replace", [node.this, node.expression, node.args["replacement"]],
+                            lambda p, t, r: regex_mod.replace(p, t, r, is_global), case_insensitive)
+
+    # --- window functions and set-returning functions (query-level features) ---------------
     def _window(self, node) -> Compiled:
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "window functions are not supported")
+        if self.windows is not None:
+            return self.windows.add(self, node)
+        if self.clause == "aggregate function calls":
+            raise SqlError(errors.GROUPING_ERROR, "aggregate function calls cannot contain window function calls")
+        raise SqlError(WINDOWING_ERROR, f"window functions are not allowed in {self.clause}")
+
+    def _window_function_without_over(self, node) -> Compiled:
+        name = _window_function_name(node)
+        raise SqlError(WRONG_OBJECT_TYPE, f"window function {name} requires an OVER clause")
+
+    def _set_returning_function(self, node) -> Compiled:
+        if self.set_returning is not None:
+            return self.set_returning.add(self, node)
+        if self.clause in ("aggregate function calls", "window function calls"):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{self.clause} cannot contain set-returning function calls",
+                           hint="You might be able to move the set-returning function into a LATERAL FROM item.")
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"set-returning functions are not allowed in {self.clause}")
 
     def _unsupported(self, node: exp.Expression) -> Compiled:
-        if isinstance(node, exp.Interval):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "type interval is not supported")
         if isinstance(node, (exp.HexString, exp.BitString)):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "bit string constants are not supported")
-        if isinstance(node, (exp.RegexpLike, exp.RegexpILike)):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "regular expression operators (~) are not supported")
-        if isinstance(node, exp.SimilarTo):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "SIMILAR TO is not supported")
         if isinstance(node, (exp.Select, exp.Union)):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "this form of subquery is not supported")
         if isinstance(node, exp.Placeholder) or isinstance(node, exp.Parameter):
@@ -1300,6 +1621,31 @@ def _comparison_type(left: SqlType, right: SqlType, symbol: str) -> SqlType:
     if left_category == "string":
         return left if left.kind is Kind.CHAR and right.kind is Kind.CHAR else types.TEXT
     return left
+
+
+def _comparable_arrays(left: Compiled, right: Compiled, symbol: str) -> tuple[Compiled, Compiled]:
+    """Arrays compare as PostgreSQL's array operators do: element by element, a NULL element
+    equal to another NULL and greater than any value, a shorter array that is a prefix of the
+    other smaller. An untyped literal ('{1,2}') is read as the other side's array type."""
+    array_type = left.sql_type if left.sql_type.kind is Kind.ARRAY else right.sql_type
+    if left.sql_type.kind in types.UNTYPED_KINDS:
+        left = coerce(left, array_type)
+    if right.sql_type.kind in types.UNTYPED_KINDS:
+        right = coerce(right, array_type)
+    if left.sql_type.kind is not Kind.ARRAY or right.sql_type.kind is not Kind.ARRAY or \
+            types.category(left.sql_type.element.kind) != types.category(right.sql_type.element.kind):
+        raise _no_operator(f"{left.sql_type.display_name} {symbol} {right.sql_type.display_name}")
+
+    def form(compiled: Compiled) -> Compiled:
+        evaluate = compiled.evaluate
+
+        def key(row):
+            values = evaluate(row)
+            if values is None:
+                return None
+            return types.sort_key(values)
+        return Compiled(key, compiled.sql_type, compiled.constant)
+    return form(left), form(right)
 
 
 def _comparison_form(compiled: Compiled, common: SqlType) -> Compiled:
@@ -1609,10 +1955,27 @@ def _chr(code: int) -> str:
     return chr(code)
 
 
-_TRUNC_UNITS = ("year", "quarter", "month", "week", "day", "hour", "minute", "second")
+_FIELD_ALIASES = {"years": "year", "months": "month", "mon": "month", "days": "day", "hours": "hour",
+                  "minutes": "minute", "seconds": "second", "epochs": "epoch"}
+_TRUNC_UNITS = ("millennium", "century", "decade", "year", "quarter", "month", "week", "day", "hour", "minute",
+                "second", "millisecond", "microsecond")
 
 
 def _truncate(value: datetime.datetime, unit: str) -> datetime.datetime:
+    if unit in ("millennium", "century", "decade"):
+        if unit == "decade":
+            year = value.year // 10 * 10
+        else:  # centuries and millennia start at year 1 (2001-01-01 begins the 21st century)
+            step = 100 if unit == "century" else 1000
+            year = (value.year - 1) // step * step + 1
+        try:
+            return value.replace(year=year, month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+        except ValueError:
+            raise SqlError(types.DATETIME_FIELD_OVERFLOW, "timestamp out of range") from None
+    if unit == "millisecond":
+        return value.replace(microsecond=value.microsecond // 1000 * 1000)
+    if unit == "microsecond":
+        return value
     if unit == "year":
         return value.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
     if unit == "quarter":
@@ -1641,6 +2004,7 @@ def _extract_function(field: str | None, kind: Kind):
         "isodow": lambda v: v.isoweekday(), "doy": lambda v: v.timetuple().tm_yday,
         "week": lambda v: v.isocalendar()[1], "decade": lambda v: v.year // 10,
         "century": lambda v: (v.year + 99) // 100, "millennium": lambda v: (v.year + 999) // 1000,
+        "isoyear": lambda v: v.isocalendar()[0],
     }
     if field in simple:
         getter = simple[field]
@@ -1648,21 +2012,44 @@ def _extract_function(field: str | None, kind: Kind):
     if is_date:
         if field == "epoch":
             return lambda v: D((v - datetime.date(1970, 1, 1)).days * 86400)
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED if field in ("hour", "minute", "second") else "22023",
-                       f'unit "{field}" not supported for type date')
+        if field in _TIME_FIELDS:  # PostgreSQL knows these but not for a date: 0A000 there too
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'unit "{field}" not supported for type date')
+        raise SqlError(INVALID_ARGUMENT, f'unit "{field}" not recognized for type date')
     if field == "hour":
         return lambda v: D(v.hour)
     if field == "minute":
         return lambda v: D(v.minute)
     if field == "second":
         return lambda v: (D(v.second * 1_000_000 + v.microsecond) / D(1_000_000)).quantize(D("0.000001"))
+    if field == "millisecond":
+        return lambda v: (D(v.second * 1_000_000 + v.microsecond) / D(1000)).quantize(D("0.001"))
+    if field == "microsecond":
+        return lambda v: D(v.second * 1_000_000 + v.microsecond)
     if field == "epoch":
         def epoch_seconds(v):
             delta = v - (epoch_utc if v.tzinfo is not None else epoch)
             micros = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
             return (D(micros) / D(1_000_000)).quantize(D("0.000001"))
         return epoch_seconds
-    raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'EXTRACT field "{field}" is not supported')
+    if field in ("julian", "timezone", "timezone_hour", "timezone_minute"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'EXTRACT field "{field}" is not supported')
+    type_name = "timestamp with time zone" if kind is Kind.TIMESTAMPTZ else "timestamp without time zone"
+    raise SqlError(INVALID_ARGUMENT, f'unit "{field}" not recognized for type {type_name}')
+
+
+def _timestamp_part_float(value: datetime.datetime, field: str) -> float:
+    """date_part's double precision epoch / second / millisecond, in PostgreSQL's float arithmetic."""
+    if field == "epoch":
+        epoch = datetime.datetime(1970, 1, 1, tzinfo=value.tzinfo)
+        delta = value - epoch
+        return ((delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds) / 1000000.0
+    if field == "second":
+        return value.second + value.microsecond / 1000000.0
+    return value.second * 1000.0 + value.microsecond / 1000.0
+
+
+_TIME_FIELDS = ("hour", "minute", "second", "millisecond", "microsecond", "julian", "timezone", "timezone_hour",
+                "timezone_minute")
 
 
 def _aggregate_type(name: str, argument: Compiled | None) -> SqlType:
@@ -1678,12 +2065,15 @@ def _aggregate_type(name: str, argument: Compiled | None) -> SqlType:
         return types.TEXT
     if name == "array_agg":
         if kind is Kind.ARRAY:
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "array_agg of arrays (multi-dimensional arrays) is not supported")
-        return catalog_functions.array_of(argument.sql_type)
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "array_agg of arrays is not supported")
+        element = types.TEXT if kind in types.UNTYPED_KINDS else argument.sql_type.base
+        return SqlType(Kind.ARRAY, element=element)
     if kind is Kind.NULL:
         if name in ("sum", "avg"):
             raise SqlError(AMBIGUOUS_FUNCTION, f"function {name}(unknown) is not unique")
         return types.TEXT
+    if name in ("sum", "avg") and kind is Kind.INTERVAL:
+        return types.INTERVAL
     if name == "sum":
         if kind in (Kind.SMALLINT, Kind.INTEGER):
             return types.BIGINT
@@ -1738,6 +2128,27 @@ def _or(left: Compiled, right: Compiled) -> Compiled:
     return Compiled(evaluate, types.BOOLEAN)
 
 
+def _first_match(pattern, text: str):
+    found = regex_mod.search(pattern, text)
+    if found is None:
+        return None
+    parts = found.groups() if pattern.groups else (found.group(0),)
+    return types.ArrayValue(parts, types.TEXT)
+
+
+def _row_equal(pairs: list[tuple[Evaluator, Evaluator]]) -> Evaluator:
+    def evaluate(row):
+        saw_null = False
+        for left_eval, right_eval in pairs:
+            a, b = left_eval(row), right_eval(row)
+            if a is None or b is None:
+                saw_null = True
+            elif a != b:
+                return False
+        return None if saw_null else True
+    return evaluate
+
+
 def _none_or(value, apply):
     return None if value is None else apply(value)
 
@@ -1774,10 +2185,25 @@ def _no_function(name: str, operands: Sequence[Compiled]) -> SqlError:
                     hint="No function matches the given name and argument types. You might need to add explicit type casts.")
 
 
+def _sequence_name(node: exp.Expression) -> str:
+    """The sequence a nextval-like call names: a string constant, optionally ::regclass."""
+    if isinstance(node, exp.Cast) and node.args.get("to") is not None and \
+            node.args["to"].sql(dialect="postgres").lower() == "regclass":
+        node = node.this
+    if not (isinstance(node, exp.Literal) and node.is_string):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "sequence functions take the sequence name as a constant string")
+    text = node.this
+    if text.startswith('"') and text.endswith('"') and len(text) > 1:
+        return text[1:-1]
+    name = text.lower()
+    return name[len("public."):] if name.startswith("public.") else name
+
+
 _KNOWN_UNSUPPORTED = {
     "age", "every", "gcd", "lcm", "to_timestamp", "to_date", "to_number",
-    "array_length", "unnest", "generate_series", "nextval", "currval", "setval", "row_number", "rank",
-    "dense_rank", "lag", "lead", "jsonb_build_object", "regexp_match", "pg_sleep",
+    "array_length", "unnest", "generate_series", "row_number", "rank",
+    "dense_rank", "lag", "lead", "jsonb_build_object", "regexp_matches", "pg_sleep",
+    "regexp_split_to_array", "regexp_split_to_table",
     "clock_timestamp", "statement_timestamp", "transaction_timestamp", "timeofday", "make_date",
 }
 
@@ -1855,6 +2281,11 @@ _HANDLERS: dict[type, Callable[[Compiler, Any], Compiled]] = {
     exp.Anonymous: Compiler._anonymous,
     exp.Filter: Compiler._filter,
     exp.Window: Compiler._window,
+    exp.Interval: Compiler._interval,
+    exp.RegexpLike: Compiler._regexp_like,
+    exp.RegexpILike: Compiler._regexp_like,
+    exp.RegexpReplace: Compiler._regexp_replace,
+    exp.SimilarTo: Compiler._similar_to,
 }
 # The catalog's functions, casts and operators (compute_node/sql/catalog_functions.py).
 from compute_node.sql import catalog_functions  # noqa: E402  (it imports this module's helpers)
@@ -1862,8 +2293,6 @@ _HANDLERS.update({
     exp.Dot: catalog_functions.compile_dot,
     exp.Operator: catalog_functions.compile_operator,
     exp.Collate: catalog_functions.compile_collate,
-    exp.RegexpLike: catalog_functions.compile_regexp,
-    exp.RegexpILike: catalog_functions.compile_regexp,
     exp.Array: catalog_functions.compile_array,
     exp.ArrayToString: catalog_functions.compile_array_to_string,
     exp.Bracket: catalog_functions.compile_subscript,
@@ -1878,6 +2307,24 @@ _HANDLERS.update({
 for _node_type in (exp.CurrentVersion, exp.CurrentUser, exp.SessionUser, exp.CurrentSchema, exp.CurrentDatabase,
                    exp.CurrentCatalog, exp.CurrentSchemas):
     _HANDLERS[_node_type] = catalog_functions.compile_session_node
+_WINDOW_FUNCTIONS = {exp.RowNumber: "row_number", exp.Rank: "rank", exp.DenseRank: "dense_rank",
+                     exp.PercentRank: "percent_rank", exp.CumeDist: "cume_dist", exp.Ntile: "ntile",
+                     exp.Lag: "lag", exp.Lead: "lead", exp.FirstValue: "first_value",
+                     exp.LastValue: "last_value", exp.NthValue: "nth_value"}
+WINDOWING_ERROR = "42P20"
+WRONG_OBJECT_TYPE = "42809"
+
+
+def _window_function_name(node: exp.Expression) -> str:
+    if isinstance(node, exp.Window):
+        return _simple_name(node.this)
+    return _WINDOW_FUNCTIONS[type(node)]
+
+
+for _node_type in _WINDOW_FUNCTIONS:
+    _HANDLERS[_node_type] = Compiler._window_function_without_over
+_HANDLERS[exp.ExplodingGenerateSeries] = Compiler._set_returning_function
+_HANDLERS[exp.Explode] = Compiler._set_returning_function
 for _node_type in _COMPARISONS:
     _HANDLERS[_node_type] = Compiler._comparison
 for _node_type in _ARITHMETIC:
@@ -1892,12 +2339,20 @@ def contains_aggregate(node: exp.Expression | None) -> bool:
     if node is None:
         return False
     for found in node.walk(prune=lambda n: isinstance(n, (exp.Subquery, exp.Select, exp.Exists)) and n is not node):
-        if isinstance(found, AGGREGATE_NODES):
+        if isinstance(found, AGGREGATE_NODES) and not _windowed(found):
             return True
         if isinstance(found, exp.Dot) and isinstance(found.expression, exp.Anonymous) \
                 and str(found.expression.this).lower() in _AGGREGATE_NAMES.values():
             return True  # pg_catalog.array_agg(...): sqlglot leaves a qualified aggregate anonymous
     return False
+
+
+def _windowed(node: exp.Expression) -> bool:
+    """True for the aggregate a window applies (`sum(x) OVER ...`): not an aggregate of the query."""
+    parent = node.parent
+    if isinstance(parent, exp.Filter) and parent.this is node:
+        node, parent = parent, parent.parent
+    return isinstance(parent, exp.Window) and parent.this is node
 
 
 _FUNCTION_NAMES = {
@@ -1915,7 +2370,7 @@ _FUNCTION_NAMES = {
     exp.SessionUser: "session_user", exp.CurrentSchema: "current_schema", exp.CurrentDatabase: "current_database",
     exp.CurrentCatalog: "current_catalog", exp.CurrentSchemas: "current_schemas", exp.Array: "array",
     exp.ArrayToString: "array_to_string", exp.ArraySize: "array_length", exp.Explode: "unnest",
-    exp.ExplodingGenerateSeries: "generate_series",
+    exp.ExplodingGenerateSeries: "generate_series", exp.RegexpReplace: "regexp_replace", exp.Interval: "interval",
 }
 
 
@@ -1952,7 +2407,15 @@ def _figure_name(node: exp.Expression) -> tuple[str, int]:
 
 
 def _simple_name(node: exp.Expression) -> str:
+    if isinstance(node, exp.Window):
+        return _simple_name(node.this)
+    if type(node) in _WINDOW_FUNCTIONS:
+        return _WINDOW_FUNCTIONS[type(node)]
+    if isinstance(node, exp.ExplodingGenerateSeries):
+        return "generate_series"
     if isinstance(node, exp.Filter):
+        return output_name(node.this)
+    if isinstance(node, exp.Bracket):  # (f(x))[1] is named after f, as PostgreSQL's FigureColname
         return output_name(node.this)
     if isinstance(node, AGGREGATE_NODES):
         return _AGGREGATE_NAMES[type(node)]

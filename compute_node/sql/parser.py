@@ -12,9 +12,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import re
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
@@ -24,8 +26,37 @@ from quorumdb.errors import SqlError
 # sqlglot logs a warning when it falls back to an opaque Command; we report those as 0A000.
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
+class _Parser(Postgres.Parser):
+    """sqlglot's PostgreSQL parser with two readings changed to keep what the text says:
+
+    * `INTERVAL '1 day 02:03:00'` becomes CAST('1 day 02:03:00' AS INTERVAL): sqlglot splits the
+      string into a number and a unit and drops what does not fit (the time here), and the
+      literal keeps its position in the text (the statement cache lifts it like any string);
+    * `date_part('field', x)` stays a call to date_part (sqlglot makes it EXTRACT, whose result
+      type differs: numeric, not double precision).
+    """
+
+    FUNCTION_PARSERS = {**Postgres.Parser.FUNCTION_PARSERS}
+    FUNCTION_PARSERS.pop("DATE_PART", None)
+
+    def _parse_interval(self, require_interval: bool = True, parse_function_unit: bool = True):
+        if (self._curr is not None and self._curr.token_type == TokenType.INTERVAL and self._next is not None
+                and self._next.token_type == TokenType.STRING):
+            after = self._tokens[self._index + 2] if self._index + 2 < len(self._tokens) else None
+            if after is None or after.text.upper() not in self.dialect.VALID_INTERVAL_UNITS:
+                self._advance()
+                literal = self._parse_primary()
+                return self.expression(exp.Cast(this=literal, to=exp.DataType.build("interval")))
+        return super()._parse_interval(require_interval, parse_function_unit)
+
+
+class Dialect(Postgres):
+    """The dialect every QuorumDB statement is parsed with (see _Parser)."""
+    Parser = _Parser
+
+
 SUPPORTED_STATEMENTS = (exp.Select, exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter,
-                        exp.Union, exp.Intersect, exp.Except, exp.Values)
+                        exp.Union, exp.Intersect, exp.Except, exp.Values, exp.TruncateTable)
 
 # First words of PostgreSQL commands we do not implement: 0A000, not a syntax error.
 _COMMAND_WORDS = {
@@ -60,7 +91,46 @@ class Explain:
     analyze: bool = False
 
 
-Statement = TransactionControl | Explain | exp.Expression
+@dataclasses.dataclass(frozen=True)
+class Savepoint:
+    """SAVEPOINT name, RELEASE [SAVEPOINT] name, ROLLBACK [WORK|TRANSACTION] TO [SAVEPOINT] name."""
+    action: str   # SAVEPOINT, RELEASE or ROLLBACK TO
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DeclareCursor:
+    """DECLARE name [NO SCROLL] CURSOR [WITH[OUT] HOLD] FOR query (the session runs the query)."""
+    name: str
+    statement: exp.Expression
+    hold: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchCursor:
+    """FETCH / MOVE [NEXT | FORWARD [n | ALL] | n | ALL] [FROM | IN] name; count None = ALL."""
+    name: str
+    count: int | None
+    move: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class CloseCursor:
+    name: str | None   # None: CLOSE ALL
+
+
+@dataclasses.dataclass(frozen=True)
+class Utility:
+    """VACUUM / ANALYZE (accepted, nothing to do: storage reclaims versions itself and the
+    planner keeps no statistics) and DROP SEQUENCE, which sqlglot does not parse with a list."""
+    command: str                       # 'VACUUM', 'ANALYZE', 'DROP SEQUENCE', 'CREATE SEQUENCE'
+    names: tuple[str, ...]
+    if_exists: bool = False            # DROP ... IF EXISTS; CREATE SEQUENCE IF NOT EXISTS
+    options: tuple = ()                # CREATE SEQUENCE: (option, int value or type name) pairs
+
+
+Statement = (TransactionControl | Explain | Savepoint | DeclareCursor | FetchCursor | CloseCursor | Utility
+             | exp.Expression)
 
 
 def parse_script(sql: str) -> list[Statement]:
@@ -89,22 +159,51 @@ def parse_script_spans(sql: str) -> list[tuple[Statement, int]]:
 def _parse_statement(text: str, tokens: list) -> Statement:
     words = [token.text.upper() for token in tokens]
     control = _transaction_control(words)
+    if isinstance(control, Savepoint):
+        return _parse_rollback_to(text)
     if control is not None:
         return control
     if words[0] in ("SAVEPOINT", "RELEASE"):
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{words[0]} is not supported")
+        return _parse_savepoint(text)
+    if words[0] == "DECLARE":
+        return _parse_declare(text)
+    if words[0] in ("FETCH", "MOVE"):
+        return _parse_fetch(text)
+    if words[0] == "CLOSE":
+        return _parse_close(text)
     if words[0] == "EXPLAIN":
         return _parse_explain(text, tokens, words)
+    if words[0] == "CREATE" and "SEQUENCE" in words[1:3]:
+        # sqlglot drops AS type and OWNED BY and reads NO CYCLE as CYCLE: parsed here instead
+        return _parse_create_sequence(tokens, words)
+    if words[0] in ("VACUUM", "ANALYZE", "ANALYSE") or words[:2] == ["DROP", "SEQUENCE"]:
+        # sqlglot's tokenizer swallows the rest of a command it does not know as one string
+        rest_text = text[tokens[0].end + 1 - tokens[0].start:]
+        try:
+            tokens = tokens[:1] + sqlglot.tokenize(rest_text, read="postgres")
+        except TokenError as error:
+            raise SqlError(errors.SYNTAX_ERROR, f"syntax error: {_first_line(str(error))}") from None
+        return _parse_utility(tokens, [token.text.upper() for token in tokens])
     if len(text) > limits.STATEMENT_BYTES_MAX:
         raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
                        f"statement of {len(text)} bytes exceeds the limit of {limits.STATEMENT_BYTES_MAX} bytes")
     if words[:3] == ["CREATE", "INDEX", "ASYNC"] or words[:4] == ["CREATE", "UNIQUE", "INDEX", "ASYNC"]:
         async_token = tokens[words.index("ASYNC")]  # DSQL's asynchronous index build: built synchronously here
         text = text[:async_token.start - tokens[0].start] + text[async_token.end + 1 - tokens[0].start:]
+    overriding = None
+    if words[0] == "INSERT" and "OVERRIDING" in words:
+        # INSERT ... OVERRIDING {SYSTEM | USER} VALUE (sqlglot does not parse it): cut it out and
+        # hand the choice to the executor on the tree.
+        at = words.index("OVERRIDING")
+        if words[at + 1:at + 3] not in (["SYSTEM", "VALUE"], ["USER", "VALUE"]):
+            raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[at].text}"')
+        overriding = words[at + 1].lower()
+        base = tokens[0].start
+        text = text[:tokens[at].start - base] + text[tokens[at + 2].end + 1 - base:]
     if words[0] not in _COMMAND_WORDS and words[0] != "(":
         raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[0].text}"')
     try:
-        statement = sqlglot.parse_one(text, read="postgres")
+        statement = sqlglot.parse_one(text, read=Dialect)
     except ParseError as error:
         detail = error.errors[0] if error.errors else {}
         near = detail.get("highlight") or ""
@@ -115,6 +214,8 @@ def _parse_statement(text: str, tokens: list) -> Statement:
         raise SqlError(errors.SYNTAX_ERROR, f"syntax error: {_first_line(str(error))}") from None
     if isinstance(statement, exp.Subquery) and isinstance(statement.this, (exp.Select, exp.Union)):
         return statement
+    if overriding is not None and isinstance(statement, exp.Insert):
+        statement.set("overriding", overriding)
     if isinstance(statement, SUPPORTED_STATEMENTS):
         return statement
     if words[0] == "COPY":  # its data travels beside the statement, so it has calls of its own
@@ -125,6 +226,260 @@ def _parse_statement(text: str, tokens: list) -> Statement:
         shown = " ".join(words[:2]) if words[0] in ("CREATE", "DROP", "ALTER") and len(words) > 1 else words[0]
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{shown} is not supported")
     raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[0].text}"')
+
+
+_WORD = re.compile(r'\s*(?:"(?P<quoted>(?:[^"]|"")*)"|(?P<word>[A-Za-z_][A-Za-z0-9_$]*)'
+                   r'|(?P<number>[+-]?\d+)|(?P<other>\S))')
+
+
+@dataclasses.dataclass(frozen=True)
+class _Word:
+    text: str       # upper case for keywords, as written for a quoted name
+    name: str       # what the word names as an identifier
+    start: int      # offset in the statement's text
+    quoted: bool = False
+
+
+def _words_of(text: str) -> list[_Word]:
+    """The words of a cursor or savepoint command (sqlglot keeps their arguments as one string)."""
+    words = []
+    position = 0
+    while position < len(text) and text[position:].strip():
+        match = _WORD.match(text, position)
+        if match is None:
+            break
+        if match.group("quoted") is not None:
+            name = match.group("quoted").replace('""', '"')
+            words.append(_Word(name, name, match.start("quoted") - 1, True))
+        else:
+            raw = match.group(match.lastgroup)
+            words.append(_Word(raw.upper(), raw.lower(), match.start(match.lastgroup)))
+        position = match.end()
+    return words
+
+
+def _name(word: _Word) -> str:
+    if not word.quoted and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", word.name):
+        raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{word.name}"')
+    return word.name
+
+
+def _near(words: list[_Word], index: int) -> SqlError:
+    if index < len(words):
+        return SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{words[index].name}"')
+    return SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
+
+
+def _parse_savepoint(text: str) -> Savepoint:
+    words = _words_of(text)
+    rest = words[1:]
+    if words[0].text == "RELEASE" and len(rest) > 1 and rest[0].text == "SAVEPOINT" and not rest[0].quoted:
+        rest = rest[1:]
+    if len(rest) != 1:
+        raise _near(rest, 1)
+    return Savepoint(words[0].text, _name(rest[0]))
+
+
+def _parse_rollback_to(text: str) -> Savepoint:
+    words = _words_of(text)
+    rest = [w for w in words[1:] if w.quoted or w.text not in ("WORK", "TRANSACTION")]
+    assert rest and rest[0].text == "TO"
+    rest = rest[1:]
+    if rest and rest[0].text == "SAVEPOINT" and not rest[0].quoted and len(rest) > 1:
+        rest = rest[1:]
+    if len(rest) != 1:
+        raise _near(rest, 1)
+    return Savepoint("ROLLBACK TO", _name(rest[0]))
+
+
+def _parse_close(text: str) -> CloseCursor:
+    words = _words_of(text)
+    if len(words) == 2 and words[1].text == "ALL" and not words[1].quoted:
+        return CloseCursor(None)
+    if len(words) != 2:
+        raise _near(words, 2)
+    return CloseCursor(_name(words[1]))
+
+
+def _parse_declare(text: str) -> DeclareCursor:
+    words = _words_of(text)
+    if len(words) < 2:
+        raise _near(words, 1)
+    name = _name(words[1])
+    keys = [w.text if not w.quoted else "" for w in words]
+    position = 2
+    while position < len(words) and keys[position] in ("BINARY", "ASENSITIVE", "INSENSITIVE", "NO", "SCROLL"):
+        if keys[position] == "SCROLL":
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "SCROLL cursors are not supported (cursors only move forward)")
+        if keys[position] == "BINARY":
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "BINARY cursors are not supported")
+        if keys[position] == "NO" and keys[position + 1:position + 2] != ["SCROLL"]:
+            raise _near(words, position + 1)
+        position += 2 if keys[position] == "NO" else 1
+    if keys[position:position + 1] != ["CURSOR"]:
+        raise _near(words, position)
+    position += 1
+    hold = keys[position:position + 2] == ["WITH", "HOLD"]
+    if hold or keys[position:position + 2] == ["WITHOUT", "HOLD"]:
+        position += 2
+    if keys[position:position + 1] != ["FOR"] or position + 1 >= len(words):
+        raise _near(words, position if keys[position:position + 1] != ["FOR"] else position + 1)
+    query_text = text[words[position + 1].start:]
+    try:
+        query_tokens = sqlglot.tokenize(query_text, read="postgres")
+    except TokenError as error:
+        raise SqlError(errors.SYNTAX_ERROR, f"syntax error: {_first_line(str(error))}") from None
+    query = _parse_statement(query_text, query_tokens)
+    if not isinstance(query, (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Values, exp.Subquery)):
+        raise _near(words, position + 1)
+    return DeclareCursor(name, query, hold)
+
+
+def _parse_fetch(text: str) -> FetchCursor:
+    words = _words_of(text)
+    move = words[0].text == "MOVE"
+    rest = words[1:]
+    keys = [w.text if not w.quoted else "" for w in rest]
+    count: int | None = 1
+    if keys and (keys[0] in ("NEXT", "FORWARD", "ALL") or _is_count(keys[0])):
+        first = keys[0]
+        rest, keys = rest[1:], keys[1:]
+        if first == "ALL":
+            count = None
+        elif first == "FORWARD" and keys and keys[0] == "ALL":
+            count = None
+            rest, keys = rest[1:], keys[1:]
+        elif first == "FORWARD" and keys and _is_count(keys[0]):
+            count = int(keys[0])
+            rest, keys = rest[1:], keys[1:]
+        elif _is_count(first):
+            count = int(first)
+    elif keys and keys[0] in ("PRIOR", "FIRST", "LAST", "ABSOLUTE", "RELATIVE", "BACKWARD"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"FETCH {keys[0]} is not supported (cursors only move forward)")
+    if keys and keys[0] in ("FROM", "IN"):
+        rest = rest[1:]
+    if len(rest) != 1:
+        raise _near(rest, 1)
+    if count is not None and count < 0:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                       "FETCH with a negative count is not supported (cursors only move forward)")
+    return FetchCursor(_name(rest[0]), count, move)
+
+
+def _is_count(word: str) -> bool:
+    return bool(re.fullmatch(r"[+-]?\d{1,18}", word))
+
+
+_VACUUM_OPTIONS = {"FULL", "FREEZE", "VERBOSE", "ANALYZE", "ANALYSE"}
+
+
+def _parse_utility(tokens: list, words: list[str]) -> Utility:
+    """VACUUM [options] [names], ANALYZE [VERBOSE] [names], DROP SEQUENCE [IF EXISTS] names
+    [CASCADE | RESTRICT]. Names are identifiers separated by commas (a column list after a
+    table name is refused: per-column statistics mean nothing here either)."""
+    if words[0] == "DROP":
+        command, position = "DROP SEQUENCE", 2
+    else:
+        command, position = ("VACUUM" if words[0] == "VACUUM" else "ANALYZE"), 1
+    if_exists = False
+    if command == "DROP SEQUENCE" and words[position:position + 2] == ["IF", "EXISTS"]:
+        if_exists, position = True, position + 2
+    if command != "DROP SEQUENCE":
+        if position < len(words) and words[position] == "(":
+            if ")" not in words[position:]:
+                raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
+            position = words.index(")", position) + 1
+        while position < len(words) and words[position] in _VACUUM_OPTIONS:
+            position += 1
+    if command == "DROP SEQUENCE" and words[-1:] and words[-1] in ("CASCADE", "RESTRICT"):
+        tokens, words = tokens[:-1], words[:-1]
+    names: list[str] = []
+    expect_name = True
+    for token, word in zip(tokens[position:], words[position:]):
+        if expect_name and token.token_type in (TokenType.VAR, TokenType.IDENTIFIER) or \
+                expect_name and word.isidentifier():
+            quoted = token.token_type == TokenType.IDENTIFIER
+            names.append(token.text if quoted else token.text.lower())
+            expect_name = False
+        elif not expect_name and word == ",":
+            expect_name = True
+        elif not expect_name and word == "." and names and names[-1] == "public":
+            names.pop()
+            expect_name = True
+        else:
+            raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{token.text}"')
+    if expect_name and (names or command == "DROP SEQUENCE"):
+        raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
+    return Utility(command, tuple(names), if_exists)
+
+
+_SEQUENCE_TYPES = {"SMALLINT": "smallint", "INT2": "smallint", "INTEGER": "integer", "INT": "integer",
+                   "INT4": "integer", "BIGINT": "bigint", "INT8": "bigint"}
+
+
+def _parse_create_sequence(tokens: list, words: list[str]) -> Utility:
+    """CREATE SEQUENCE [IF NOT EXISTS] name [AS type] [INCREMENT [BY] n] [MINVALUE n | NO MINVALUE]
+    [MAXVALUE n | NO MAXVALUE] [START [WITH] n] [CACHE n] [[NO] CYCLE] [OWNED BY NONE]; CYCLE,
+    OWNED BY a column, TEMP and UNLOGGED are 0A000."""
+    if words[1] != "SEQUENCE":
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"CREATE {words[1]} SEQUENCE is not supported")
+    position = 2
+    if_not_exists = words[2:5] == ["IF", "NOT", "EXISTS"]
+    if if_not_exists:
+        position = 5
+    if position >= len(words):
+        raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
+    name_token = tokens[position]
+    if name_token.token_type not in (TokenType.VAR, TokenType.IDENTIFIER) and not words[position].isidentifier():
+        raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{name_token.text}"')
+    name = name_token.text if name_token.token_type == TokenType.IDENTIFIER else name_token.text.lower()
+    position += 1
+    if words[position:position + 1] == ["."]:
+        if name != "public" or position + 1 >= len(words):
+            raise SqlError("3F000", f'schema "{name}" does not exist')
+        name_token = tokens[position + 1]
+        name = name_token.text if name_token.token_type == TokenType.IDENTIFIER else name_token.text.lower()
+        position += 2
+    options: list[tuple[str, object]] = []
+
+    def number(at: int) -> tuple[int, int]:
+        sign = 1
+        if at < len(words) and words[at] in ("-", "+"):
+            sign = -1 if words[at] == "-" else 1
+            at += 1
+        if at >= len(words) or not words[at].isdigit():
+            near = tokens[at].text if at < len(tokens) else None
+            raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{near}"' if near
+                           else "syntax error at end of input")
+        return sign * int(words[at]), at + 1
+
+    while position < len(words):
+        word = words[position]
+        if word == "AS" and position + 1 < len(words) and words[position + 1] in _SEQUENCE_TYPES:
+            options.append(("as", _SEQUENCE_TYPES[words[position + 1]]))
+            position += 2
+        elif word in ("INCREMENT", "START", "MINVALUE", "MAXVALUE", "CACHE"):
+            position += 1
+            if word == "INCREMENT" and words[position:position + 1] == ["BY"]:
+                position += 1
+            if word == "START" and words[position:position + 1] == ["WITH"]:
+                position += 1
+            value, position = number(position)
+            options.append((word.lower(), value))
+        elif word == "NO" and words[position + 1:position + 2] in (["MINVALUE"], ["MAXVALUE"], ["CYCLE"]):
+            position += 2
+        elif word == "CYCLE":
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "CREATE SEQUENCE ... CYCLE is not supported")
+        elif word == "OWNED" and words[position + 1:position + 3] == ["BY", "NONE"]:
+            position += 3
+        elif word == "OWNED":
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "CREATE SEQUENCE ... OWNED BY a column is not supported")
+        else:
+            raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[position].text}"')
+    seen = [key for key, _ in options]
+    if len(seen) != len(set(seen)):
+        raise SqlError(errors.SYNTAX_ERROR, "conflicting or redundant options")
+    return Utility("CREATE SEQUENCE", (name,), if_not_exists, tuple(options))
 
 
 def _parse_explain(text: str, tokens: list, words: list[str]) -> Explain:
@@ -180,6 +535,8 @@ def _transaction_control(words: list[str]) -> TransactionControl | None:
     if first in _BEGIN_WORDS:
         _check_modes(rest)
         return TransactionControl(TransactionAction.BEGIN, "START TRANSACTION" if first == "START" else "")
+    if rest and rest[0] == "TO" and first in _ROLLBACK_WORDS:
+        return Savepoint("ROLLBACK TO", "")  # named by _parse_rollback_to (sqlglot's tokens lose case)
     if rest:
         if rest[0] in ("TO", "AND"):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{first} {' '.join(rest[:2])} is not supported")

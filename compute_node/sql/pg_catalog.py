@@ -180,6 +180,7 @@ _BASE_TYPES = [
     _base(1082, "date", 4, True, "D", "date", 1182),
     _base(1114, "timestamp", 8, True, "D", "timestamp without time zone", 1115, align="d"),
     _base(1184, "timestamptz", 8, True, "D", "timestamp with time zone", 1185, preferred=True, align="d"),
+    _base(1186, "interval", 16, False, "T", "interval", 1187, preferred=True, align="d"),
     _base(1700, "numeric", -1, False, "N", "numeric", 1231, storage="m"),
     _base(2205, "regclass", 4, True, "N", "regclass", 2210),
     _base(2206, "regtype", 4, True, "N", "regtype", 2211),
@@ -195,7 +196,7 @@ for _info in _BASE_TYPES:
 _KIND_OIDS = {
     Kind.SMALLINT: 21, Kind.INTEGER: 23, Kind.BIGINT: 20, Kind.NUMERIC: 1700, Kind.REAL: 700,
     Kind.DOUBLE: 701, Kind.TEXT: 25, Kind.VARCHAR: 1043, Kind.CHAR: 1042, Kind.BOOLEAN: 16, Kind.DATE: 1082,
-    Kind.TIMESTAMP: 1114, Kind.TIMESTAMPTZ: 1184, Kind.UUID: 2950, Kind.BYTEA: 17,
+    Kind.TIMESTAMP: 1114, Kind.TIMESTAMPTZ: 1184, Kind.UUID: 2950, Kind.BYTEA: 17, Kind.INTERVAL: 1186,
 }
 _ALIAS_OIDS = {"oid": 26, "regclass": 2205, "regtype": 2206, "regnamespace": 4089, "regproc": 24, "name": 19,
                '"char"': 18, "int2vector": 22, "oidvector": 30, "text[]": 1009, "name[]": 1003, "oid[]": 1028,
@@ -205,6 +206,8 @@ _ALIAS_OIDS = {"oid": 26, "regclass": 2205, "regtype": 2206, "regnamespace": 408
 def type_oid(sql_type: SqlType) -> int:
     if sql_type.pg_alias is not None:
         return _ALIAS_OIDS[sql_type.pg_alias]
+    if sql_type.kind is Kind.ARRAY:
+        return TYPES[type_oid(sql_type.element)].array
     return _KIND_OIDS[sql_type.kind]
 
 
@@ -287,6 +290,15 @@ def table_oid(table: TableDef) -> int:
 def user_columns(table: TableDef) -> Sequence[Any]:
     """The columns a table shows (tables keyed by a hidden row id, where a tree has them, hide it)."""
     return getattr(table, "visible_columns", table.columns)
+
+
+def attnum_of(table: TableDef, name: str) -> int | None:
+    """A column's attnum: its place among the columns the table shows, from 1 (PostgreSQL's
+    numbering for the same table; the hidden row id has none)."""
+    for attnum, column in enumerate(user_columns(table), start=1):
+        if column.name == name:
+            return attnum
+    return None
 
 
 def indexes_of(table: TableDef) -> list[IndexInfo]:
@@ -480,12 +492,23 @@ SYSTEM_VIEWS = frozenset({"pg_roles", "pg_user", "pg_settings", "pg_indexes", "p
                           "pg_sequences", "pg_seclabels"})
 
 
-def _attribute_row(relation_oid, name, sql_type, attnum, not_null, has_default, collation) -> tuple:
+def _attribute_row(relation_oid, name, sql_type, attnum, not_null, has_default, collation, identity="") -> tuple:
     oid = type_oid(sql_type)
     info = TYPES[oid]
     return (relation_oid, name, oid, -1, info.length, attnum, 1 if info.element else 0, -1, type_modifier(sql_type),
-            info.by_value, info.align, info.storage, "", not_null, has_default, False, "", "", False, True, 0,
+            info.by_value, info.align, info.storage, "", not_null, has_default, False, identity, "", False, True, 0,
             collation, None, None, None, None)
+
+
+def _identity(column) -> str:
+    """attidentity: 'a' GENERATED ALWAYS, 'd' BY DEFAULT, '' for other columns."""
+    identity = getattr(column, "identity", None)
+    return "" if identity is None else ("a" if identity == "always" else "d")
+
+
+def _has_default(column) -> bool:
+    """An identity column's nextval is no DEFAULT in PostgreSQL's catalog (attidentity says it)."""
+    return column.default is not None and not _identity(column)
 
 
 def _collation_of(sql_type: SqlType) -> int:
@@ -499,7 +522,7 @@ def _attributes(snapshot: Snapshot) -> list[tuple]:
         oid = table_oid(table)
         for attnum, column in enumerate(user_columns(table), start=1):
             rows.append(_attribute_row(oid, column.name, column.sql_type, attnum, bool(column.not_null),
-                                       column.default is not None, _collation_of(column.sql_type)))
+                                       _has_default(column), _collation_of(column.sql_type), _identity(column)))
         for info in indexes_of(table):
             for attnum, name in enumerate(info.columns, start=1):
                 position = table.column_index(name)
@@ -515,9 +538,9 @@ def _indexes(snapshot: Snapshot) -> list[tuple]:
     rows = []
     for table in snapshot.tables:
         for info in indexes_of(table):
-            keys_ = [table.column_index(name) + 1 for name in info.columns]
+            keys_ = [attnum_of(table, name) for name in info.columns]
             width = len(keys_)
-            collations = [_collation_of(table.columns[k - 1].sql_type) for k in keys_]
+            collations = [_collation_of(user_columns(table)[k - 1].sql_type) for k in keys_]
             # indoption bits: 1 DESC, 2 NULLS FIRST (which DESC implies here, as by default in PostgreSQL)
             options = [3 if descending else 0 for descending in info.descending]
             rows.append((info.oid, table_oid(table), width, width, info.unique, False, info.primary, False, True,
@@ -533,15 +556,15 @@ def _check_columns(table: TableDef, check_sql: str) -> list[int]:
         tree = sqlglot.parse_one(check_sql, read="postgres")
     except sqlglot.errors.SqlglotError:
         return []
-    positions = {table.column_index(column.name.lower()) for column in tree.find_all(exp.Column)}
-    return sorted(position + 1 for position in positions if position is not None)
+    attnums = {attnum_of(table, column.name.lower()) for column in tree.find_all(exp.Column)}
+    return sorted(attnum for attnum in attnums if attnum is not None)
 
 
 def _constraints(snapshot: Snapshot) -> list[tuple]:
     rows = []
     for table in snapshot.tables:
         for info in constraints_of(table):
-            keys_ = ([table.column_index(name) + 1 for name in info.index.columns] if info.index is not None
+            keys_ = ([attnum_of(table, name) for name in info.index.columns] if info.index is not None
                      else _check_columns(table, info.check_sql))
             rows.append((info.oid, info.name, PUBLIC_NAMESPACE_OID, info.kind, False, False, True, table_oid(table),
                          0, info.index.oid if info.index is not None else 0, 0, 0, " ", " ", " ", True, 0,
@@ -553,7 +576,7 @@ def _attrdefs(snapshot: Snapshot) -> list[tuple]:
     rows = []
     for table in snapshot.tables:
         for attnum, column in enumerate(user_columns(table), start=1):
-            if column.default is not None:
+            if _has_default(column):
                 rows.append((attrdef_oid(table, attnum), table_oid(table), attnum,
                              default_text(column.default, column.sql_type)))
     return rows

@@ -5,11 +5,12 @@ Theory of operation
 `compile_select(select, scope)` resolves everything a SELECT needs before a row is
 read: the select list (with * expanded), WHERE, GROUP BY/HAVING and aggregates,
 ORDER BY (output names and positions first, then expressions over the table's
-columns, as PostgreSQL), DISTINCT, LIMIT and OFFSET. The resulting `SelectProgram`
-consumes source rows (`add_row`) and produces the result rows (`finish`); the
-executor feeds it rows from storage and stops early when `enough()` says the
-remaining rows cannot change the answer (no ORDER BY, grouping or DISTINCT, and
-OFFSET + LIMIT rows already matched).
+columns, as PostgreSQL), window functions (window.py: rows wait in the program
+until all have arrived, then get their window values), DISTINCT, LIMIT and OFFSET.
+The resulting `SelectProgram` consumes source rows (`add_row`) and produces the
+result rows (`finish`); the executor feeds it rows from storage and stops early
+when `enough()` says the remaining rows cannot change the answer (no ORDER BY,
+grouping, window or DISTINCT, and OFFSET + LIMIT rows already matched).
 """
 from __future__ import annotations
 
@@ -19,18 +20,22 @@ from typing import Any, Sequence
 
 from sqlglot import exp
 
+from compute_node.sql import interval as interval_mod
 from compute_node.sql import types
 from compute_node.sql.catalog import identifier_name
 from compute_node.sql.expressions import (
-    EMPTY_SCOPE, AggregateCollector, AggregateSpec, Compiled, Compiler, Context, Scope, coerce, coerce_constant,
+    EMPTY_SCOPE, AggregateCollector, AggregateSpec, Compiled, Compiler, Context, Scope, coerce_constant,
     contains_aggregate, output_name, _numeric_operation,
 )
 from compute_node.sql.types import Kind
+from compute_node.sql import table_functions
+from compute_node.sql.table_functions import SetReturningCollector
+from compute_node.sql.window import WINDOWING_ERROR, WindowCollector
 from quorumdb import errors, limits
 from quorumdb.errors import SqlError
 
 _SELECT_ARGS = {"expressions", "from", "from_", "where", "group", "having", "order", "limit", "offset",
-                "distinct", "locks", "kind", "joins", "with", "with_"}
+                "distinct", "locks", "kind", "joins", "with", "with_", "windows"}
 
 
 @dataclasses.dataclass
@@ -54,18 +59,18 @@ class SelectProgram:
         self.offset = 0
         self.for_update = False
         self.unknown_outputs: set[int] = set()  # outputs that are untyped literals (UNION resolves them)
-        # Outputs that are set-returning functions (unnest, generate_subscripts): each gives a list,
-        # and the row becomes as many rows as the longest list, the shorter ones padded with NULL
-        # (PostgreSQL 10's rule for several SRFs in one select list).
-        self.set_outputs: list[int] = []
+        self.windows: WindowCollector | None = None
+        self.set_returning: SetReturningCollector | None = None
         # Run state.
         self._rows: list[tuple[tuple, tuple, bytes | None]] = []  # (output, sort keys, source key)
         self._groups: dict[tuple, tuple[tuple, list]] = {}
+        self._window_input: list[tuple[Sequence[Any], bytes | None]] = []  # rows waiting for their windows
 
     def reset(self) -> None:
         """Forgets the rows of a previous run (a correlated subquery runs once per outer row)."""
         self._rows = []
         self._groups = {}
+        self._window_input = []
 
     @property
     def grouped(self) -> bool:
@@ -75,7 +80,7 @@ class SelectProgram:
         return self.where is None or self.where.evaluate(row) is True
 
     def enough(self) -> bool:
-        if self.grouped or self.order or self.distinct or self.limit is None:
+        if self.grouped or self.order or self.distinct or self.limit is None or self.windows is not None:
             return False
         return len(self._rows) >= self.offset + self.limit
 
@@ -84,12 +89,37 @@ class SelectProgram:
         if self.collector is not None:
             self._accumulate(row)
             return
-        output = tuple(compiled.evaluate(row) for compiled in self.outputs)
-        if self.set_outputs:
-            for expanded in _expand_sets(output, self.set_outputs):
-                self._append(expanded, row, key)
+        if self.windows is not None:
+            self._hold_for_windows(row, key)
             return
+        if self.set_returning is not None:
+            self._emit(row, key)
+            return
+        output = tuple(compiled.evaluate(row) for compiled in self.outputs)
         self._append(output, row, key)
+
+    def _emit(self, row: Sequence[Any], key: bytes | None) -> None:
+        """The output row(s) of one input row: several when the select list calls generate_series."""
+        if self.set_returning is None:
+            output = tuple(compiled.evaluate(row) for compiled in self.outputs)
+            self._append(output, row, key)
+            return
+        for extended in self.set_returning.expand(tuple(row)):
+            output = tuple(compiled.evaluate(extended) for compiled in self.outputs)
+            self._append(output, extended, key)
+
+    def _hold_for_windows(self, row: Sequence[Any], key: bytes | None) -> None:
+        if len(self._window_input) >= limits.RESULT_ROWS_MAX:
+            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                           f"query result exceeds the limit of {limits.RESULT_ROWS_MAX} rows")
+        self._window_input.append((row, key))
+
+    def _apply_windows(self) -> None:
+        """Window functions see every row that passed WHERE/GROUP BY/HAVING; then the select list."""
+        held = self._window_input
+        self._window_input = []
+        for row in self.windows.apply([tuple(row) for row, _ in held]):
+            self._emit(row, None)
 
     def _append(self, output: tuple, source_row: Sequence[Any], key: bytes | None) -> None:
         sort_keys = tuple(output[item.output_index] if item.output_index is not None
@@ -123,8 +153,12 @@ class SelectProgram:
                 grouped_row = group_values + tuple(a.result() for a in accumulators)
                 if self.having is not None and self.having.evaluate(grouped_row) is not True:
                     continue
-                output = tuple(compiled.evaluate(grouped_row) for compiled in self.outputs)
-                self._append(output, grouped_row, None)
+                if self.windows is not None:
+                    self._hold_for_windows(grouped_row, None)
+                    continue
+                self._emit(grouped_row, None)
+        if self.windows is not None:
+            self._apply_windows()
         entries = self._rows
         if self.distinct:
             seen = set()
@@ -150,71 +184,6 @@ class SelectProgram:
         return [entry[0] for entry in entries], [entry[2] for entry in entries if entry[2] is not None]
 
 
-def _expand_sets(output: tuple, positions: Sequence[int]) -> list[tuple]:
-    lists = {position: output[position] or [] for position in positions}
-    count = max(len(values) for values in lists.values())
-    rows = []
-    for index in range(count):
-        row = list(output)
-        for position, values in lists.items():
-            row[position] = values[index] if index < len(values) else None
-        rows.append(tuple(row))
-    return rows
-
-
-def _set_returning(node: exp.Expression, compiler: Compiler) -> Compiled | None:
-    """unnest(array) and generate_subscripts(array, 1) in a select list: a Compiled whose value is
-    the list of the rows' values (SelectProgram expands it); None for any other expression."""
-    from compute_node.sql import catalog_functions
-    if isinstance(node, exp.Dot) and isinstance(node.this, exp.Identifier) and node.this.name.lower() == "pg_catalog":
-        node = node.expression
-    if isinstance(node, exp.Explode):
-        array = compiler.compile(node.this)
-        if array.sql_type.kind is not Kind.ARRAY:
-            raise SqlError(errors.UNDEFINED_FUNCTION, f"function unnest({array.sql_type.display_name}) does not exist")
-        evaluate = array.evaluate
-        return Compiled(lambda row: evaluate(row), catalog_functions.array_element_type(array.sql_type))
-    if isinstance(node, exp.ExplodingGenerateSeries):
-        bounds = [compiler.compile(node.args[key]) for key in ("start", "end", "step") if node.args.get(key) is not None]
-        bounds = [coerce(bound, types.INTEGER) if bound.sql_type.kind in types.UNTYPED_KINDS else bound
-                  for bound in bounds]
-        if any(bound.sql_type.kind not in types.INT_KINDS + (Kind.NULL,) for bound in bounds):
-            raise SqlError(errors.UNDEFINED_FUNCTION, "function generate_series("
-                           + ", ".join(b.sql_type.display_name for b in bounds) + ") does not exist")
-        evals = [bound.evaluate for bound in bounds]
-        result_type = types.BIGINT if any(b.sql_type.kind is Kind.BIGINT for b in bounds) else types.INTEGER
-
-        def series(row):
-            start, stop, step = [evaluate(row) for evaluate in evals] + [1][len(evals) - 2:]
-            if start is None or stop is None or step is None:
-                return []
-            if step == 0:
-                raise SqlError(errors.INVALID_PARAMETER_VALUE, "step size cannot equal zero")
-            count = max(0, (stop - start) // step + 1)
-            if count > limits.RESULT_ROWS_MAX:
-                raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, f"generate_series of more than {limits.RESULT_ROWS_MAX} rows")
-            return [start + position * step for position in range(count)]
-        return Compiled(series, result_type)
-    if isinstance(node, exp.Anonymous) and str(node.this).lower() == "generate_subscripts":
-        if len(node.expressions) != 2:
-            raise SqlError(errors.UNDEFINED_FUNCTION, "function generate_subscripts with these arguments does not exist")
-        array, dimension = (compiler.compile(argument) for argument in node.expressions)
-        if array.sql_type.kind is not Kind.ARRAY:
-            raise SqlError(errors.UNDEFINED_FUNCTION,
-                           f"function generate_subscripts({array.sql_type.display_name}, integer) does not exist")
-        array_eval, dimension_eval = array.evaluate, dimension.evaluate
-
-        def subscripts(row):
-            values, wanted = array_eval(row), dimension_eval(row)
-            if values is None or wanted is None or int(wanted) != 1:
-                return []  # catalog arrays have one dimension: any other has no subscripts
-            # int2vector and oidvector are indexed from 0 in PostgreSQL; arrays from 1
-            first = 0 if array.sql_type.pg_alias in ("int2vector", "oidvector") else 1
-            return list(range(first, first + len(values)))
-        return Compiled(subscripts, types.INTEGER)
-    return None
-
-
 def _group_key(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return ("NaN",)
@@ -230,29 +199,45 @@ class _Accumulator:
         self.total: Any = None
         self.seen: set | None = set() if spec.distinct else None
         self.parts: list[str] = []
+        # Input rows of an ordered aggregate, kept until result() sorts them (a group's rows are
+        # bounded by the statement's read limit, as the grouping itself is).
+        self.pending: list[tuple[tuple, Sequence[Any]]] | None = [] if spec.order else None
 
     def add(self, row: Sequence[Any]) -> None:
+        if self.pending is not None:
+            self.pending.append((tuple(key.evaluate(row) for key, _, _ in self.spec.order), row))
+            return
+        self._add(row)
+
+    def _replay_in_order(self) -> None:
+        pending, self.pending = self.pending, None
+        for position in range(len(self.spec.order) - 1, -1, -1):
+            _, descending, nulls_first = self.spec.order[position]
+            null_rank = 1 if (not nulls_first) != descending else 0
+
+            def sort_key(entry, position=position, null_rank=null_rank):
+                value = entry[0][position]
+                if value is None:
+                    return (null_rank, 0)
+                return (1 - null_rank, types.sort_key(value))
+            pending = sorted(pending, key=sort_key, reverse=descending)
+        for _, row in pending:
+            self._add(row)
+
+    def _add(self, row: Sequence[Any]) -> None:
         spec = self.spec
         if spec.argument is None:
             self.count += 1
             return
         value = spec.argument.evaluate(row)
-        if spec.order:
-            # Ordered aggregates (array_agg/string_agg(... ORDER BY ...)) keep their inputs and
-            # fold them in order at the end.
-            if value is not None or spec.name == "array_agg":
-                separator = spec.separator.evaluate(row) if spec.separator is not None else None
-                self.parts.append((tuple(item.evaluate(row) for item, _, _ in spec.order), value, separator))
-            return
-        if spec.name == "array_agg":  # keeps NULLs (one, under DISTINCT)
-            if self.seen is not None:
-                marker = _group_key(value)
-                if marker in self.seen:
-                    return
-                self.seen.add(marker)
-            self.parts.append(value)
-            return
         if value is None:
+            if spec.name == "array_agg":  # array_agg keeps NULLs (DISTINCT: one)
+                if self.seen is not None:
+                    if None in self.seen:
+                        return
+                    self.seen.add(None)
+                self.count += 1
+                self.parts.append(None)
             return
         if self.seen is not None:
             marker = _group_key(value)
@@ -264,6 +249,8 @@ class _Accumulator:
         if name in ("sum", "avg"):
             if self.total is None:
                 self.total = value
+            elif isinstance(value, interval_mod.Interval):
+                self.total = interval_mod.add(self.total, value)
             elif isinstance(value, float):
                 self.total = self.total + value
                 if spec.result_type.kind is Kind.REAL:
@@ -276,6 +263,8 @@ class _Accumulator:
             self.total = value if self.total is None else (self.total and value)
         elif name == "bool_or":
             self.total = value if self.total is None else (self.total or value)
+        elif name == "array_agg":
+            self.parts.append(value)
         elif name == "string_agg":
             separator = spec.separator.evaluate(row) if spec.separator is not None else ""
             if self.parts:
@@ -289,30 +278,9 @@ class _Accumulator:
                 self.total = value
 
     def result(self) -> Any:
+        if self.pending is not None:
+            self._replay_in_order()
         name = self.spec.name
-        if self.spec.order:
-            entries = self.parts
-            for position in range(len(self.spec.order) - 1, -1, -1):
-                _, descending, nulls_first = self.spec.order[position]
-                null_rank = 1 if (not nulls_first) != descending else 0
-
-                def sort_key(entry, position=position, null_rank=null_rank):
-                    key = entry[0][position]
-                    return (null_rank, 0) if key is None else (1 - null_rank, types.sort_key(key))
-                entries = sorted(entries, key=sort_key, reverse=descending)
-            if name == "array_agg":
-                return [value for _, value, _ in entries] if entries else None
-            if not entries:
-                return None
-            text = [entries[0][1]]
-            for _, value, separator in entries[1:]:
-                text.append(separator or "")
-                text.append(value)
-            return "".join(text)
-        if name == "array_agg":
-            if self.spec.distinct:  # PostgreSQL sorts a DISTINCT aggregate's input (NULL last)
-                return sorted(self.parts, key=lambda v: (1, 0) if v is None else (0, types.sort_key(v))) or None
-            return self.parts if self.parts else None
         if name == "count":
             return self.count
         if name == "avg":
@@ -320,9 +288,13 @@ class _Accumulator:
                 return None
             if self.spec.result_type.kind is Kind.NUMERIC:
                 return _DIVIDE_NUMERIC(self.total, self.count)
+            if self.spec.result_type.kind is Kind.INTERVAL:
+                return interval_mod.divide(self.total, self.count)
             return float(self.total) / self.count
         if name == "string_agg":
             return "".join(self.parts) if self.parts else None
+        if name == "array_agg":
+            return types.ArrayValue(self.parts, self.spec.result_type.element) if self.parts else None
         return self.total
 
 
@@ -336,6 +308,10 @@ def compile_select(select: exp.Select, scope: Scope, has_table: bool, context: C
         if key not in _SELECT_ARGS and value not in (None, False, []):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{key.rstrip('_').upper()} in SELECT is not supported")
     program = SelectProgram()
+    for clause, word in (("group", "GROUP BY"), ("having", "HAVING")):
+        if select.args.get(clause) is not None and _calls_window(select.args[clause]):
+            # PostgreSQL rejects these while it reads the clause, before it checks grouping.
+            raise SqlError(WINDOWING_ERROR, f"window functions are not allowed in {word}")
     row_compiler = Compiler(scope, "WHERE", None, context)
     select_nodes = _expand_star(select.expressions, scope, has_table, star_entries)
     where_node = select.args.get("where")
@@ -360,17 +336,14 @@ def compile_select(select: exp.Select, scope: Scope, has_table: bool, context: C
         output_compiler = Compiler(scope, "SELECT", program.collector, context)
     else:
         output_compiler = Compiler(scope, "SELECT", None, context)
+    if any(_calls_window(node) for node in select_nodes + order_nodes):
+        program.windows = WindowCollector(select.args.get("windows") or [], _Accumulator)
+        output_compiler.windows = program.windows
+    if any(_calls(node, table_functions.is_set_returning) for node in select_nodes + order_nodes):
+        program.set_returning = SetReturningCollector()
+        output_compiler.set_returning = program.set_returning
     for node in select_nodes:
         inner = node.this if isinstance(node, exp.Alias) else node
-        set_returning = _set_returning(inner, output_compiler)
-        if set_returning is not None:
-            if grouped or program.distinct:
-                raise SqlError(errors.FEATURE_NOT_SUPPORTED,
-                               "set-returning functions in the select list of a grouped or DISTINCT query are not supported")
-            program.set_outputs.append(len(program.outputs))
-            program.outputs.append(set_returning)
-            program.columns.append((output_name(node), set_returning.sql_type))
-            continue
         compiled = output_compiler.compile(inner)
         if compiled.sql_type.kind is Kind.UNKNOWN:
             program.unknown_outputs.add(len(program.outputs))
@@ -392,10 +365,27 @@ def compile_select(select: exp.Select, scope: Scope, has_table: bool, context: C
         if grouped or program.distinct:
             raise SqlError(errors.FEATURE_NOT_SUPPORTED,
                            "FOR UPDATE is not allowed with aggregate functions, GROUP BY or DISTINCT")
+        if program.windows is not None:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "FOR UPDATE is not allowed with window functions")
+        if program.set_returning is not None:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           "FOR UPDATE is not allowed with set-returning functions in the target list")
         if not has_table:
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "FOR UPDATE requires a table")
         program.for_update = True
     return program
+
+
+def _calls_window(node: exp.Expression) -> bool:
+    """True when `node` calls a window function at this query level (not inside a subquery)."""
+    return _calls(node, exp.Window)
+
+
+def _calls(node: exp.Expression, kind) -> bool:
+    """True when `node` holds a `kind` node (a type, or a predicate) at this query level."""
+    prune = lambda n: isinstance(n, (exp.Subquery, exp.Select, exp.Exists)) and n is not node  # noqa: E731
+    test = kind if not isinstance(kind, type) else (lambda found: isinstance(found, kind))
+    return any(test(found) for found in node.walk(prune=prune))
 
 
 def _expand_star(nodes: Sequence[exp.Expression], scope: Scope, has_table: bool,
@@ -420,8 +410,14 @@ def _expand_star(nodes: Sequence[exp.Expression], scope: Scope, has_table: bool,
         entries = star_entries if star_entries is not None else [
             (name, relation.offset + i, relation.name)
             for relation in scope.relations for i, name in relation.star_columns()]
-        for name, _, relation_name in entries:
-            expanded.append(_qualified(relation_name, name))
+        for name, position, relation_name in entries:
+            relation = scope.find_relation(relation_name)
+            column_name = relation.columns[position - relation.offset][0] if relation is not None else name
+            if column_name != name:  # a merged column read from its hidden slot, shown under its name
+                expanded.append(exp.Alias(this=_qualified(relation_name, column_name),
+                                          alias=exp.Identifier(this=name, quoted=True)))
+            else:
+                expanded.append(_qualified(relation_name, name))
     return expanded
 
 

@@ -17,30 +17,44 @@ expression is evaluated and expression evaluation stays synchronous:
      plan tree registered (and the catalog rows of information_schema views),
      through the transaction (snapshot at start_ts + own writes).
   3. run (sync): `plan.run()` joins (hash join on equality conditions between the
-     new table and the ones before it, nested loops otherwise; LEFT JOIN pads with
-     NULLs), filters, groups, sorts and limits. A correlated subquery runs once per
-     outer row over its already-fetched rows; an uncorrelated one runs once.
+     new table and the ones before it, nested loops otherwise; LEFT and FULL JOIN
+     pad unmatched left rows with NULLs, RIGHT and FULL JOIN add the right rows no
+     left row matched), filters, groups, computes window functions, sorts and limits.
+     A correlated subquery runs once per outer row over its already-fetched rows; an
+     uncorrelated one runs once.
+
+LATERAL subqueries and functions in FROM (table_functions.py) are compiled in a
+scope of the FROM items before them; the join hands each left row to them (through
+the scope's cell, as a correlated subquery gets its outer row) and runs them once per
+left row. NATURAL JOIN is USING over the common column names; a FULL join's merged
+USING column, COALESCE(left, right), lives in a hidden slot after the right source's
+columns, filled as rows join. WITH RECURSIVE runs the recursive term over a working
+table until it yields nothing (RecursivePlan).
 
 The top-level SELECT streams its first source instead of fetching it, so
-`SELECT ... LIMIT n` over a large table stops reading early (`run_top`).
-WITH RECURSIVE iterates its step over a working table (RecursiveCtePlan); FROM
-unnest(...) may read the FROM items before it (lateral, as Django's catalog query).
-Not supported (0A000): RIGHT/FULL joins, NATURAL and LATERAL joins, FOR UPDATE over
-joins or derived tables.
+`SELECT ... LIMIT n` over a large table stops reading early (`run_top`); with a
+RIGHT or FULL join it collects the root rows first (unmatched right rows are known
+only at the end).
+Functions in FROM: generate_series, unnest (several arrays side by side, WITH
+ORDINALITY) and pg_options_to_table (table_functions.py).
+Not supported (0A000): FULL JOIN without an equality in ON (PostgreSQL refuses it
+too), parenthesized joins in FROM, other functions in FROM, ORDER BY/LIMIT and
+SEARCH/CYCLE in a recursive query, FOR UPDATE over joins or derived tables.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
+import operator
 from typing import Any, AsyncIterator, Callable
 
 from sqlglot import exp
 
-from compute_node.sql import pg_catalog, system_views, types
+from compute_node.sql import pg_catalog, system_views, table_functions, types
 from compute_node.sql.catalog import TableDef, identifier_name, table_name
 from compute_node.sql.expressions import (
     Compiled, Compiler, Context, Relation, Scope, _group_key_value,
-    coerce, output_name, sql_and,
+    coerce, contains_aggregate, output_name, sql_and,
 )
 from compute_node.sql.planner import AccessPlan, PlanKind, plan_access
 from compute_node.sql.pushdown import Pushdown
@@ -179,6 +193,9 @@ class QueryContext(Context):
 
 async def fetch(ctx: QueryContext) -> None:
     """Phase 2: reads the rows of every registered source (except the streamed one)."""
+    sequences = getattr(ctx, "sequences", None)
+    if sequences is not None:  # nextval & co. get their values ready (compute_node/sql/sequences.py)
+        await sequences.prepare()
     for source in ctx.table_sources:
         if source is ctx.streamed:
             continue
@@ -218,8 +235,8 @@ class QueryPlan:
 @dataclasses.dataclass(eq=False)
 class Source:
     relation: Relation
-    kind: str                               # table, view, derived, cte, values
-    join_kind: str = "root"                 # root, inner, left, cross
+    kind: str                               # table, view, derived, cte, values, function, lateral
+    join_kind: str = "root"                 # root, inner, left, right, full, cross
     table: TableDef | None = None
     plan: AccessPlan | None = None
     view: Any = None
@@ -228,8 +245,17 @@ class Source:
     hash_keys: tuple[list[Compiled], list[Compiled]] | None = None
     fetched: list | None = None
     pushdown: "Pushdown | None" = None     # filter/projection storage applies (single-table scans)
-    outer_reference: bool = False          # a FROM function (unnest) that reads an outer row
-    lateral: "UnnestPlan | None" = None    # a FROM function over the items before it: rows per left row
+    # A table function (`produce(left row) -> rows`) or a LATERAL subquery: its rows depend on the
+    # row of the sources before it, which `lateral_scope` (those sources) exposes to its compiled
+    # arguments or, through `lateral_scope.cell`, to the subquery's outer references.
+    produce: Callable[[tuple], list[tuple]] | None = None
+    lateral_scope: Scope | None = None
+    reads_left: bool = True                 # a function whose arguments name an earlier FROM item
+    # FULL JOIN ... USING/NATURAL: the merged columns are COALESCE(left, right), values no source
+    # row holds, so they get hidden slots after this source's own columns, filled as rows join:
+    # (left position, right position, slot position, left type, right type, merged type).
+    merged: list[tuple[int, int, int, SqlType, SqlType, SqlType]] | None = None
+    hidden_width: int = 0
     # per-run state
     _rows: list | None = None
     _hash: dict | None = None
@@ -246,56 +272,106 @@ class Source:
         self._rows = None
         self._hash = None
 
+    @property
+    def lateral(self) -> bool:
+        """True when the rows depend on the row of the sources before this one."""
+        if self.produce is not None:
+            return self.reads_left
+        return self.kind == "lateral" and self.subplan.correlated
+
     def rows(self) -> list[tuple[bytes | None, tuple]]:
         if self._rows is not None:
             return self._rows
         if self.kind in ("table", "view"):
             assert self.fetched is not None, f"source {self.relation.name} was not fetched"
             self._rows = self.fetched
+        elif self.produce is not None or self.lateral:
+            self._rows = [(None, row) for row in self.rows_for(())]
         else:
             assert self.subplan is not None
             self._rows = [(None, row) for row in self.subplan.run()]
         return self._rows
 
+    def rows_for(self, left: tuple) -> list[tuple]:
+        """A lateral source's rows for one row of the sources before it."""
+        if self.produce is not None:
+            return self.produce(left)
+        cell = self.lateral_scope.cell
+        saved = cell[0]
+        cell[0] = left
+        try:
+            return self.subplan.run()
+        finally:
+            cell[0] = saved
+
     def join(self, left_rows: list[tuple]) -> list[tuple]:
-        right = self.rows() if self.lateral is None else []
+        """Joins this source to the rows of the sources before it. RIGHT and FULL joins need every
+        left row in one call: the right rows no left row matched are added at the end."""
+        lateral = self.lateral
+        right = [] if lateral else self.rows()
+        if self.hidden_width:
+            hidden = (None,) * self.hidden_width
+            right = [(key, row + hidden) for key, row in right]
         padding_before = self.relation.offset
         out: list[tuple] = []
         condition = self.condition.evaluate if self.condition is not None else None
-        if self.hash_keys is not None and self._hash is None and self.lateral is None:
+        if self.hash_keys is not None and self._hash is None:
+            assert not lateral
             table: dict = collections.defaultdict(list)
             right_evals = [k.evaluate for k in self.hash_keys[1]]
             pad = (None,) * padding_before
-            for _, row in right:
+            for index, (_, row) in enumerate(right):
                 combined = pad + row
                 key = tuple(e(combined) for e in right_evals)
                 if any(v is None for v in key):
                     continue
-                table[tuple(_group_key_value(v) for v in key)].append(row)
+                table[tuple(_group_key_value(v) for v in key)].append((index, row))
             self._hash = table
         left_evals = [k.evaluate for k in self.hash_keys[0]] if self.hash_keys is not None else None
         nulls = (None,) * self.width
+        pads_left = self.join_kind in ("left", "full")
+        matched_right: set[int] | None = set() if self.join_kind in ("right", "full") else None
+        # Every right row with its index: for nested loops and to find the unmatched ones (with a
+        # hash join fed one root row at a time, building it per call would cost O(right) each).
+        needs_all = not lateral and (left_evals is None or matched_right is not None)
+        every_right = list(enumerate(row for _, row in right)) if needs_all else []
         for left in left_rows:
-            if self.lateral is not None:
-                candidates = self.lateral.rows_for(left)
+            if lateral:
+                candidates = list(enumerate(self.rows_for(left)))
             elif left_evals is not None:
                 key = tuple(e(left) for e in left_evals)
                 candidates = [] if any(v is None for v in key) else \
                     self._hash.get(tuple(_group_key_value(v) for v in key), [])
             else:
-                candidates = [row for _, row in right]
+                candidates = every_right
             matched = False
-            for row in candidates:
+            for index, row in candidates:
                 combined = left + row
                 if condition is None or condition(combined) is True:
                     out.append(combined)
                     matched = True
-            if not matched and self.join_kind == "left":
+                    if matched_right is not None:
+                        matched_right.add(index)
+            if not matched and pads_left:
                 out.append(left + nulls)
             if len(out) > limits.RESULT_ROWS_MAX:
                 raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
                                f"join result exceeds the limit of {limits.RESULT_ROWS_MAX} rows")
+        if matched_right is not None:
+            left_nulls = (None,) * padding_before
+            out += [left_nulls + row for index, row in every_right if index not in matched_right]
+        if self.merged:
+            out = [self._fill_merged(row) for row in out]
         return out
+
+    def _fill_merged(self, row: tuple) -> tuple:
+        values = list(row)
+        for left, right, slot, left_type, right_type, merged_type in self.merged:
+            if row[left] is not None:
+                values[slot] = types.convert(row[left], left_type, merged_type)
+            elif row[right] is not None:
+                values[slot] = types.convert(row[right], right_type, merged_type)
+        return tuple(values)
 
     def describe(self) -> str:
         name = self.relation.name
@@ -318,6 +394,10 @@ class Source:
             return f"CTE Scan on {name}"
         if self.kind == "values":
             return f"Values Scan on {name}"
+        if self.kind == "function":
+            return f"Function Scan on {name}"
+        if self.kind == "lateral":
+            return f"Lateral Subquery Scan on {name}"
         return f"Subquery Scan on {name}"
 
 
@@ -354,6 +434,20 @@ class SelectPlan(QueryPlan):
         self.correlated = scope.uses_outer
         self.unknown_columns = frozenset(program.unknown_outputs)
         self.subplans: list[QueryPlan] = []
+        # RIGHT/FULL joins add the right rows no left row matched: they need all the left rows
+        # at once, so the root is not fed one row at a time.
+        self.batch = any(s.join_kind in ("right", "full") for s in sources[1:])
+
+    def _feed_batch(self, root_rows) -> None:
+        rows = [row for _, row in root_rows]
+        for source in self.sources[1:]:
+            rows = source.join(rows)
+        program = self.program
+        for combined in rows:
+            if program.matches(combined):
+                program.add_row(combined, None)
+                if program.enough():
+                    return
 
     def _joined(self, key: bytes | None, row: tuple) -> list[tuple]:
         rows = [row]
@@ -383,6 +477,8 @@ class SelectPlan(QueryPlan):
         if not self.sources:
             if self.program.matches(()):
                 self.program.add_row(())
+        elif self.batch:
+            self._feed_batch(self.sources[0].rows())
         else:
             for key, row in self.sources[0].rows():
                 if self._feed(key, row):
@@ -394,13 +490,23 @@ class SelectPlan(QueryPlan):
         """The top-level run: streams the first source when it is a base table."""
         self._start()
         root = self.sources[0] if self.sources else None
-        if root is not None and root is self.ctx.streamed:
+        if root is not None and root is self.ctx.streamed and self.batch:
+            root_rows = []
+            async for key, row in read_rows(self.ctx.txn, root.table, root.plan, root.pushdown_spec):
+                root_rows.append((key, row))
+                if len(root_rows) > limits.STATEMENT_ROWS_READ_MAX:
+                    raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                                   f"statement reads more than {limits.STATEMENT_ROWS_READ_MAX} rows")
+            self._feed_batch(root_rows)
+        elif root is not None and root is self.ctx.streamed:
             async for key, row in read_rows(self.ctx.txn, root.table, root.plan, root.pushdown_spec):
                 if self._feed(key, row):
                     break
         elif root is None:
             if self.program.matches(()):
                 self.program.add_row(())
+        elif self.batch:
+            self._feed_batch(root.rows())
         else:
             for key, row in root.rows():
                 if self._feed(key, row):
@@ -420,6 +526,10 @@ class SelectPlan(QueryPlan):
             steps.append(f"Sort ({len(program.order)} key(s))")
         if program.distinct:
             steps.append("Distinct")
+        if program.set_returning is not None:
+            steps.append(f"ProjectSet ({len(program.set_returning.calls)} set-returning function(s))")
+        if program.windows is not None:
+            steps.append(f"WindowAgg ({len(program.windows.calls)} window function(s))")
         if program.grouped:
             steps.append(f"Aggregate ({len(program.collector.group_nodes)} group key(s), "
                          f"{len(program.collector.aggregates)} aggregate(s))")
@@ -460,7 +570,7 @@ def _join_lines(sources: list[Source], depth: int) -> list[str]:
         return _source_lines(sources[0], depth)
     last = sources[-1]
     method = "Hash Join" if last.hash_keys is not None else "Nested Loop"
-    kind = {"left": "Left ", "cross": "Cross ", "inner": ""}[last.join_kind]
+    kind = {"left": "Left ", "right": "Right ", "full": "Full ", "cross": "Cross ", "inner": ""}[last.join_kind]
     lines = [_indent(depth) + f"{method} ({kind or 'Inner '}join {last.relation.name})"]
     lines += _join_lines(sources[:-1], depth + 1)
     lines += _source_lines(last, depth + 1)
@@ -587,6 +697,9 @@ def compile_query(node: exp.Expression, parent: Scope | None, ctx: QueryContext)
     with_clause = node.args.get("with_") or node.args.get("with")
     if with_clause is not None:
         recursive = bool(with_clause.args.get("recursive"))
+        _check_args(with_clause, {"expressions", "recursive"}, "in WITH")
+        for cte in with_clause.expressions:
+            _check_args(cte, {"this", "alias", "materialized"}, "in a WITH query")
         frame: dict[str, CtePlan] = {}
         ctx.ctes.append(frame)
         try:
@@ -599,8 +712,8 @@ def compile_query(node: exp.Expression, parent: Scope | None, ctx: QueryContext)
                                              exp.Subquery)):
                     raise SqlError(errors.FEATURE_NOT_SUPPORTED, "data-modifying statements in WITH are not supported")
                 column_names = [identifier_name(c) for c in alias.columns] if alias.columns else None
-                if recursive and _refers_to(cte.this, name):
-                    frame[name] = _compile_recursive_cte(name, cte.this, column_names, frame, parent, ctx)
+                if recursive and _references(cte.this, name):
+                    frame[name] = _compile_recursive(name, cte.this, column_names, parent, ctx, frame)
                     continue
                 frame[name] = CtePlan(name, compile_query(cte.this, parent, ctx), column_names)
             return _compile_body(node, parent, ctx)
@@ -609,81 +722,170 @@ def compile_query(node: exp.Expression, parent: Scope | None, ctx: QueryContext)
     return _compile_body(node, parent, ctx)
 
 
-class RecursiveCtePlan(CtePlan):
-    """WITH RECURSIVE name AS (anchor UNION [ALL] step): the anchor's rows, then the step run
-    again and again over the rows the previous round added (the "working table": what `name`
-    reads inside the step) until a round adds none; UNION drops rows already produced. Bounded:
-    more than RESULT_ROWS_MAX rows, or as many rounds, is 54000 (a query that never converges)."""
+# --- WITH RECURSIVE ----------------------------------------------------------------------
+RECURSION_ERROR = "42P19"
 
-    def __init__(self, name: str, anchor: QueryPlan, column_names: list[str] | None, distinct: bool):
-        super().__init__(name, anchor, column_names)
-        self.anchor = anchor
-        self.step: QueryPlan | None = None
-        self.distinct = distinct
-        self._working: list[tuple] | None = None
+
+class WorkingTable(QueryPlan):
+    """What a recursive term reads under the CTE's name: the rows of the previous iteration."""
+
+    def __init__(self, columns: list[tuple[str, SqlType]]):
+        self.columns = columns
+        self.rows: list[tuple] = []
 
     def run(self) -> list[tuple]:
-        if self._working is not None:  # read by the step during a round
-            return self._working
-        if self._cache is not None and not self.correlated:
-            return self._cache
-        assert self.step is not None
-        rows = list(self.anchor.run())
-        seen = {tuple(_group_key_value(v) for v in row) for row in rows} if self.distinct else None
-        if seen is not None:
-            rows = list({tuple(_group_key_value(v) for v in row): row for row in rows}.values())
-        working = rows
-        rounds = 0
-        while working:
-            rounds += 1
-            self._working = working
-            try:
-                produced = self.step.run()
-            finally:
-                self._working = None
-            if seen is not None:
-                fresh = []
-                for row in produced:
-                    marker = tuple(_group_key_value(v) for v in row)
-                    if marker not in seen:
-                        seen.add(marker)
-                        fresh.append(row)
-                produced = fresh
-            rows.extend(produced)
-            if len(rows) > limits.RESULT_ROWS_MAX or (produced and rounds >= limits.RESULT_ROWS_MAX):
-                raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
-                               f'WITH RECURSIVE query "{self.name}" produced more than {limits.RESULT_ROWS_MAX} rows')
-            working = produced
-        self._cache = rows
-        return rows
+        return self.rows
 
     def explain(self, depth: int = 0) -> list[str]:
-        return ["  " * depth + f"Recursive Union ({self.name})"] + self.anchor.explain(depth + 1) + \
-            (self.step.explain(depth + 1) if self.step is not None else [])
+        return [_indent(depth) + "WorkTable Scan"]
 
 
-def _refers_to(node: exp.Expression, name: str) -> bool:
-    return any(isinstance(table.this, exp.Identifier) and identifier_name(table.this) == name
-               and table.args.get("db") is None for table in node.find_all(exp.Table))
+class RecursivePlan(QueryPlan):
+    """`non-recursive term UNION [ALL] recursive term`, evaluated as PostgreSQL does: the
+    non-recursive term's rows are the first working table; each iteration runs the recursive
+    term over the working table and its new rows (for UNION: rows not seen before) become the
+    next one; the result is every row produced, in order, when an iteration yields none."""
+
+    def __init__(self, name: str, anchor: QueryPlan, step: QueryPlan, working: WorkingTable, distinct: bool):
+        self.name = name
+        self.anchor, self.step, self.working = anchor, step, working
+        self.distinct = distinct
+        self.columns = list(working.columns)
+        self.correlated = anchor.correlated or step.correlated
+        if len(step.columns) != len(self.columns):
+            raise SqlError(errors.SYNTAX_ERROR, "each UNION query must have the same number of columns")
+        self.conversions = []
+        for position, ((_, wanted), step_type) in enumerate(zip(self.columns, step.resolution_types())):
+            if step_type.kind is not wanted.kind:
+                common = types.common_type([wanted, step_type], "UNION")
+                if common.kind is not wanted.kind:
+                    raise SqlError(errors.DATATYPE_MISMATCH,
+                                   f'recursive query "{name}" column {position + 1} has type {wanted.display_name} '
+                                   f'in non-recursive term but type {common.display_name} overall',
+                                   hint="Cast the output of the non-recursive term to the correct type.")
+            self.conversions.append((step_type, wanted))
+
+    def run(self) -> list[tuple]:
+        seen: set = set()
+        rows = self._new_rows(self.anchor.run(), seen)
+        result = list(rows)
+        for _ in range(limits.RECURSIVE_ITERATIONS_MAX + 1):
+            if not rows:
+                return result
+            self.working.rows = rows
+            produced = [tuple(_set_value(v, s, t) for v, (s, t) in zip(row, self.conversions))
+                        for row in self.step.run()]
+            rows = self._new_rows(produced, seen)
+            result += rows
+            if len(result) > limits.RESULT_ROWS_MAX:
+                raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                               f'recursive query "{self.name}" produces more than {limits.RESULT_ROWS_MAX} rows')
+        raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                       f'recursive query "{self.name}" runs more than {limits.RECURSIVE_ITERATIONS_MAX} iterations')
+
+    def _new_rows(self, rows: list[tuple], seen: set) -> list[tuple]:
+        if not self.distinct:
+            return rows
+        fresh = []
+        for row in rows:
+            marker = tuple(_group_key_value(v) for v in row)
+            if marker not in seen:
+                seen.add(marker)
+                fresh.append(row)
+        return fresh
+
+    def explain(self, depth: int = 0) -> list[str]:
+        lines = [_indent(depth) + f"Recursive Union{'' if self.distinct else ' All'} ({self.name})"]
+        lines += self.anchor.explain(depth + 1)
+        lines += self.step.explain(depth + 1)
+        return lines
 
 
-def _compile_recursive_cte(name: str, node: exp.Expression, column_names, frame: dict, parent: Scope | None,
-                           ctx: QueryContext) -> "RecursiveCtePlan":
-    if not isinstance(node, exp.Union) or isinstance(node, (exp.Intersect, exp.Except)) \
-            or _refers_to(node.this, name):
-        raise SqlError("42P19", f'recursive query "{name}" does not have the form non-recursive-term UNION [ALL] '
-                                "recursive-term")
-    for key in ("order", "limit", "offset"):
+def _references(node: exp.Expression, name: str) -> bool:
+    return bool(_recursive_references(node, name))
+
+
+def _recursive_references(node: exp.Expression, name: str) -> list[exp.Table]:
+    return [t for t in node.find_all(exp.Table)
+            if isinstance(t.this, exp.Identifier) and t.args.get("db") is None and identifier_name(t.this) == name]
+
+
+def _compile_recursive(name: str, node: exp.Expression, column_names: list[str] | None, parent: Scope | None,
+                       ctx: QueryContext, frame: dict) -> CtePlan:
+    if not isinstance(node, exp.Union):
+        raise SqlError(RECURSION_ERROR, f'recursive query "{name}" does not have the form '
+                                        f'non-recursive-term UNION [ALL] recursive-term')
+    for key, word in (("order", "ORDER BY"), ("limit", "LIMIT"), ("offset", "OFFSET")):
         if node.args.get(key) is not None:
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{key.upper()} in a recursive query is not supported")
-    plan = RecursiveCtePlan(name, compile_query(node.this, parent, ctx), column_names,
-                            bool(node.args.get("distinct")))
-    frame[name] = plan  # the step's references to `name` read the working table
-    plan.step = compile_query(node.expression, parent, ctx)
-    if len(plan.step.columns) != len(plan.columns):
-        raise SqlError(errors.SYNTAX_ERROR, "each UNION query must have the same number of columns")
-    plan.correlated = plan.anchor.correlated or plan.step.correlated
-    return plan
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{word} in a recursive query is not implemented")
+    anchor_node, step_node = node.this, node.expression
+    if _references(anchor_node, name):
+        raise SqlError(RECURSION_ERROR,
+                       f'recursive reference to query "{name}" must not appear within its non-recursive term')
+    _check_recursive_term(step_node, name)
+    anchor = compile_query(anchor_node, parent, ctx)
+    columns = CtePlan(name, anchor, column_names).columns
+    columns = [(n, types.TEXT if t.kind in types.UNTYPED_KINDS else t) for n, t in columns]
+    working = WorkingTable(columns)
+    frame[name] = working  # the recursive term reads the working table under the CTE's name
+    step = compile_query(step_node, parent, ctx)
+    plan = RecursivePlan(name, anchor, step, working, bool(node.args.get("distinct")))
+    return CtePlan(name, plan, None)
+
+
+def _check_recursive_term(term: exp.Expression, name: str) -> None:
+    """PostgreSQL's rules for where the recursive reference may stand (42P19)."""
+    references = _recursive_references(term, name)
+    if len(references) > 1:
+        raise SqlError(RECURSION_ERROR, f'recursive reference to query "{name}" must not appear more than once')
+    for reference in references:
+        node: exp.Expression = reference
+        while node is not term and node.parent is not None:
+            parent = node.parent
+            if isinstance(parent, exp.Select) and parent is not term and not _in_from(parent):
+                raise SqlError(RECURSION_ERROR,
+                               f'recursive reference to query "{name}" must not appear within a subquery')
+            if isinstance(parent, (exp.Intersect, exp.Except)):
+                raise SqlError(RECURSION_ERROR,
+                               f'recursive reference to query "{name}" must not appear within INTERSECT/EXCEPT')
+            if isinstance(parent, exp.Select) and _outer_joined(parent, node):
+                raise SqlError(RECURSION_ERROR,
+                               f'recursive reference to query "{name}" must not appear within an outer join')
+            node = parent
+    if isinstance(term, exp.Select) and references:
+        if any(contains_aggregate(e) for e in term.expressions) or term.args.get("group") is not None:
+            raise SqlError(RECURSION_ERROR, "aggregate functions are not allowed in a recursive query's recursive term")
+        for key, word in (("order", "ORDER BY"), ("limit", "LIMIT"), ("offset", "OFFSET")):
+            if term.args.get(key) is not None:
+                raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{word} in a recursive query is not implemented")
+
+
+def _in_from(select: exp.Select) -> bool:
+    """True when `select` is a subquery in a FROM clause (not an expression)."""
+    holder = select.parent
+    return isinstance(holder, exp.Subquery) and isinstance(holder.parent, (exp.From, exp.Join, exp.Lateral))
+
+
+def _outer_joined(select: exp.Select, item: exp.Expression) -> bool:
+    """True when FROM item `item` (the From node or a Join of `select`) may be NULL-padded."""
+    joins = select.args.get("joins") or []
+    if isinstance(item, exp.From):
+        later = joins
+    elif isinstance(item, exp.Join) and item in joins:
+        if str(item.args.get("side") or "").upper() in ("LEFT", "FULL"):
+            return True
+        later = joins[joins.index(item) + 1:]
+    else:
+        return False
+    return any(str(j.args.get("side") or "").upper() in ("RIGHT", "FULL") for j in later)
+
+
+def _check_args(node: exp.Expression, handled: set[str], where: str) -> None:
+    """Refuses arguments the engine would otherwise ignore (SEARCH/CYCLE clauses, ...)."""
+    for key, value in node.args.items():
+        if key not in handled and value not in (None, False, []):
+            word = "SEARCH/CYCLE" if key == "search" else key.upper()  # sqlglot keeps CYCLE under "search"
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{word} {where} is not supported")
 
 
 def _reject_modifiers(node: exp.Expression) -> None:
@@ -753,7 +955,9 @@ def _compile_values(node: exp.Values, parent: Scope | None, ctx: QueryContext, n
     full_names = None
     if names is not None:
         full_names = names + [f"column{i + 1}" for i in range(len(names), width)]
-    return ValuesPlan(rows, full_names)
+    plan = ValuesPlan(rows, full_names)
+    plan.correlated = compiler.scope.uses_outer  # VALUES (t.x) in a subquery or LATERAL reads an outer row
+    return plan
 
 
 def compile_select_plan(select: exp.Select, parent: Scope | None, ctx: QueryContext,
@@ -770,17 +974,19 @@ def compile_select_plan(select: exp.Select, parent: Scope | None, ctx: QueryCont
     items = [(from_clause.this, None)] + [(join.this, join) for join in joins]
     sources: list[Source] = []
     for item, join in items:
-        if join is not None:
-            _check_join(join)
-        source = _make_source(item, parent, ctx, sources)
-        if join is not None:
-            source.join_kind = _join_kind(join)
+        join_kind = _join_kind(join) if join is not None else "root"
+        source = _make_source(item, parent, ctx, sources, join_kind)
+        source.join_kind = join_kind
+        if join_kind == "full":
+            _reserve_merged_slots(join, source, sources)
         if any(s.relation.name == source.relation.name for s in sources):
             raise SqlError("42712", f'table name "{source.relation.name}" specified more than once')
         sources.append(source)
     scope = Scope([s.relation for s in sources], parent)
-    # A FROM function reading the query around it makes this query correlated (run per outer row).
-    scope.uses_outer = any(getattr(s, "outer_reference", False) for s in sources)
+    if any(s.lateral_scope is not None and s.lateral_scope.uses_outer for s in sources) or \
+            any(s.kind in ("derived", "lateral", "cte", "values") and s.subplan.correlated and s.lateral_scope is None
+                for s in sources):
+        scope.uses_outer = True  # a FROM item reads a row of an enclosing query: so does this query
     star_entries = [(name, i, sources[0].relation.name) for i, name in sources[0].relation.star_columns()]
     for position, (item, join) in enumerate(items):
         if join is None:
@@ -814,23 +1020,26 @@ def compile_select_plan(select: exp.Select, parent: Scope | None, ctx: QueryCont
     return plan
 
 
-def _check_join(join: exp.Join) -> None:
-    side = str(join.args.get("side") or "").upper()
-    method = str(join.args.get("method") or "").upper()
-    if side in ("RIGHT", "FULL"):
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{side} JOIN is not supported")
-    if method == "NATURAL":
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "NATURAL JOIN is not supported")
-    if isinstance(join.this, exp.Lateral):
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "LATERAL is not supported")
+_JOIN_ARGS = {"this", "side", "kind", "on", "using", "method"}
 
 
 def _join_kind(join: exp.Join) -> str:
+    for key, value in join.args.items():
+        if key not in _JOIN_ARGS and value not in (None, False, []):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{key.upper()} in a join is not supported")
     side = str(join.args.get("side") or "").upper()
     kind = str(join.args.get("kind") or "").upper()
-    if side == "LEFT":
-        return "left"
-    if kind == "CROSS" or (join.args.get("on") is None and not join.args.get("using")):
+    method = str(join.args.get("method") or "").upper()
+    if method not in ("", "NATURAL"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{method} JOIN is not supported")
+    natural = method == "NATURAL"
+    if natural and (join.args.get("on") is not None or join.args.get("using")):
+        raise SqlError(errors.SYNTAX_ERROR, 'syntax error at or near "ON"')
+    if side in ("LEFT", "RIGHT", "FULL"):
+        if join.args.get("on") is None and not join.args.get("using") and not natural:
+            raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
+        return side.lower()
+    if kind == "CROSS" or (join.args.get("on") is None and not join.args.get("using") and not natural):
         if kind in ("INNER",) or side:
             raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
         return "cross"
@@ -838,7 +1047,10 @@ def _join_kind(join: exp.Join) -> str:
 
 
 def _nullable_side(sources: list[Source], position: int) -> bool:
-    return sources[position].join_kind == "left"
+    """True when the source's rows may be NULL-padded: its WHERE conjuncts cannot narrow its read."""
+    if sources[position].join_kind in ("left", "full"):
+        return True
+    return any(s.join_kind in ("right", "full") for s in sources[position + 1:])
 
 
 def _position_in(scope: Scope, source: Source):
@@ -869,33 +1081,17 @@ def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
     return [node]
 
 
-def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext,
-                 before: "list[Source] | None" = None) -> Source:
+def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext, before: list[Source],
+                 join_kind: str) -> Source:
     alias_node = item.args.get("alias")
     alias = identifier_name(alias_node.this) if alias_node is not None and alias_node.this is not None else None
     column_aliases = [identifier_name(c) for c in alias_node.columns] if alias_node is not None and alias_node.columns \
         else None
+    if isinstance(item, exp.Lateral) or (isinstance(item, exp.Table) and not isinstance(item.this, exp.Identifier)):
+        return _make_lateral_source(item, parent, ctx, before, join_kind, alias, column_aliases)
     if isinstance(item, exp.Table):
-        if isinstance(item.this, exp.Explode) and item.args.get("db") in (None,) or \
-                isinstance(item.this, exp.Explode) and identifier_name(item.args["db"]) == "pg_catalog":
-            return _unnest_source([item.this.this], alias, column_aliases, parent, ctx, False, before)
-        if isinstance(item.this, exp.ExplodingGenerateSeries) and (
-                item.args.get("db") is None or identifier_name(item.args["db"]) == "pg_catalog"):
-            series = item.this
-            bounds = [series.args.get("start"), series.args.get("end")] + (
-                [series.args["step"]] if series.args.get("step") is not None else [])
-            source = _unnest_source(bounds, alias, column_aliases, parent, ctx, False, before, series=True)
-            return source
-        if isinstance(item.this, exp.Anonymous) and str(item.this.this).lower() == "pg_options_to_table" \
-                and len(item.this.expressions) == 1:
-            source = _unnest_source([item.this.expressions[0]], alias, column_aliases, parent, ctx, False, before)
-            source.subplan.options_table()
-            source.relation = Relation(source.relation.name, tuple(source.subplan.columns))
-            return source
-        if not isinstance(item.this, exp.Identifier):
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
-                           f"table function {item.this.sql(dialect='postgres')[:60]} in FROM is not supported "
-                           "(unnest and pg_options_to_table are)")
+        if isinstance(item.this, exp.Identifier) and item.args.get("ordinality"):
+            raise SqlError(errors.SYNTAX_ERROR, 'syntax error at or near "WITH"')
         name = identifier_name(item.this)
         cte = ctx.find_cte(name) if item.args.get("db") is None else None
         if cte is not None:
@@ -912,15 +1108,8 @@ def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext,
         source = Source(Relation(alias or table.name, columns), "table", table=table)
         ctx.table_sources.append(source)
         return source
-    if isinstance(item, exp.Unnest) and item.expressions:
-        # WITH ORDINALITY: sqlglot keeps the ordinal column's name (or True) in `offset`
-        ordinality = item.args.get("offset")
-        width = len(item.expressions)
-        if ordinality:
-            ordinal_name = identifier_name(ordinality) if isinstance(ordinality, exp.Identifier) else "ordinality"
-            column_aliases = (column_aliases or [])[:width] + [None] * (width - len(column_aliases or [])) \
-                + [ordinal_name]
-        return _unnest_source(list(item.expressions), alias, column_aliases, parent, ctx, bool(ordinality), before)
+    if isinstance(item, exp.Unnest) and item.expressions:  # unnest(a, b, ...): several arrays side by side
+        return _make_lateral_source(item, parent, ctx, before, join_kind, alias, column_aliases)
     if isinstance(item, exp.Subquery):
         if alias is None:
             raise SqlError(errors.SYNTAX_ERROR, "subquery in FROM must have an alias",
@@ -937,117 +1126,89 @@ def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext,
     raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{type(item).__name__} in FROM is not supported")
 
 
-class UnnestPlan(QueryPlan):
-    """`FROM unnest(a [, b ...]) [WITH ORDINALITY] AS x(...)`: one row per element, the arrays
-    side by side (the shorter padded with NULL), then the position from 1 when asked.
-
-    The arrays usually name a column of the query around it (psql: `unnest(tc.reloptions)`),
-    so the plan is correlated and runs again for each outer row, reading it through the scope's
-    cell; or of a FROM item before it (Django: `pg_index i, unnest(i.indkey, i.indoption)`), and
-    then the source is lateral: Source.join runs `rows_for` once per left row."""
-
-    def __init__(self, arguments: list[Compiled], columns: list[tuple[str, SqlType]], ordinality: bool):
-        self.arguments = arguments
-        self.columns = columns
-        self.ordinality = ordinality
-        self.correlated = True
-
-    def options_table(self) -> None:
-        """pg_options_to_table(reloptions): each 'name=value' element as (option_name, option_value)."""
-        self.split_options = True
-        self.columns = [("option_name", types.TEXT), ("option_value", types.TEXT)]
-
-    split_options = False
-    series = False  # generate_series(start, stop [, step]): the arguments are bounds, not arrays
-
-    def run(self) -> list[tuple]:
-        return self.rows_for(())
-
-    def _series(self, row: tuple) -> list[tuple]:
-        start, stop, step = [argument.evaluate(row) for argument in self.arguments] + [1][len(self.arguments) - 2:]
-        if start is None or stop is None or step is None:
-            return []
-        if step == 0:
-            raise SqlError(errors.INVALID_PARAMETER_VALUE, "step size cannot equal zero")
-        count = max(0, (stop - start) // step + 1)
-        if count > limits.STATEMENT_ROWS_READ_MAX:
-            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
-                           f"generate_series of more than {limits.STATEMENT_ROWS_READ_MAX} rows")
-        return [(start + position * step,) for position in range(count)]
-
-    def rows_for(self, row: tuple) -> list[tuple]:
-        if self.series:
-            return self._series(row)
-        arrays = [argument.evaluate(row) or [] for argument in self.arguments]
-        if self.split_options:
-            return [tuple(option.partition("=")[::2]) for option in arrays[0] if option is not None]
-        count = max((len(values) for values in arrays), default=0)
-        if count > limits.STATEMENT_ROWS_READ_MAX:
-            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, f"unnest of more than {limits.STATEMENT_ROWS_READ_MAX} elements")
-        out = []
-        for position in range(count):
-            values = tuple(values[position] if position < len(values) else None for values in arrays)
-            out.append(values + ((position + 1,) if self.ordinality else ()))
-        return out
-
-    def explain(self, depth: int = 0) -> list[str]:
-        return ["  " * depth + "Function Scan on unnest"]
+_LATERAL_ARGS = {"this", "alias", "ordinality", "view", "outer", "cross_apply"}
+_FUNCTION_TABLE_ARGS = {"this", "alias", "ordinality", "db"}
+_UNNEST_ARGS = {"expressions", "alias", "offset"}
 
 
-def _unnest_source(argument_nodes: list[exp.Expression], alias: str | None, column_aliases, parent: Scope | None,
-                   ctx: QueryContext, ordinality: bool, before: "list[Source] | None", series: bool = False) -> Source:
-    from compute_node.sql import catalog_functions
-    argument_scope = Scope([], parent)
-    lateral = False
-    try:
-        arguments = [Compiler(argument_scope, "FROM", context=ctx).compile(node) for node in argument_nodes]
-    except SqlError as error:
-        if error.sqlstate not in (errors.UNDEFINED_TABLE, errors.UNDEFINED_COLUMN) or not before:
-            raise
-        # The arrays name a FROM item before this one: evaluate them on each joined left row.
-        argument_scope = Scope([source.relation for source in before], parent)
-        arguments = [Compiler(argument_scope, "FROM", context=ctx).compile(node) for node in argument_nodes]
-        lateral = True
-    if series:
-        return _series_source(arguments, alias, column_aliases, argument_scope, lateral)
-    for argument in arguments:
-        if argument.sql_type.kind is not Kind.ARRAY:
-            raise SqlError(errors.UNDEFINED_FUNCTION, f"function unnest({argument.sql_type.display_name}) does not exist")
-    name = alias or "unnest"
-    aliases = list(column_aliases or [])
-    columns = []
-    for position, argument in enumerate(arguments):
-        given = aliases[position] if position < len(aliases) else None
-        columns.append((given or (name if len(arguments) == 1 else "unnest"),
-                        catalog_functions.array_element_type(argument.sql_type)))
+def _make_lateral_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext, before: list[Source],
+                         join_kind: str, alias: str | None, column_aliases: list[str] | None) -> Source:
+    """A function in FROM or a LATERAL subquery: compiled in a scope of the FROM items before it,
+    whose current row the join hands over (PostgreSQL makes functions in FROM lateral too)."""
+    allowed = _LATERAL_ARGS if isinstance(item, exp.Lateral) else \
+        _UNNEST_ARGS if isinstance(item, exp.Unnest) else _FUNCTION_TABLE_ARGS
+    for key, value in item.args.items():
+        if key not in allowed and value not in (None, False, []):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           f"{key.upper()} on a function or LATERAL item is not supported")
+    if isinstance(item, exp.Table) and item.args.get("db") is not None:
+        if item.args.get("catalog") is not None or identifier_name(item.args["db"]) != "pg_catalog":
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "functions of schemas other than pg_catalog are not supported")
+    lateral_scope = Scope([s.relation for s in before], parent)
+    inner = item.this
+    ordinality = bool(item.args.get("ordinality"))
+    ordinal_name = None
+    if isinstance(item, exp.Unnest):  # unnest(a, b) [WITH ORDINALITY]: sqlglot keeps the ordinal's name in `offset`
+        inner = item
+        ordinality = bool(item.args.get("offset"))
+        if isinstance(item.args.get("offset"), exp.Identifier):
+            ordinal_name = identifier_name(item.args["offset"])
+    if isinstance(item, exp.Lateral):
+        if item.args.get("view") or item.args.get("outer") or item.args.get("cross_apply") is not None:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "this form of LATERAL is not supported")
+        if isinstance(inner, exp.Subquery):
+            if ordinality:
+                raise SqlError(errors.SYNTAX_ERROR, 'syntax error at or near "WITH"')
+            if alias is None:
+                raise SqlError(errors.SYNTAX_ERROR, "subquery in FROM must have an alias",
+                               hint='For example, FROM (SELECT ...) [AS] foo.')
+            subplan = compile_query(inner.this, lateral_scope, ctx)
+            if subplan.correlated and join_kind in ("right", "full"):
+                _invalid_lateral_reference(inner, before, join_kind)
+            return Source(Relation(alias, _renamed(tuple(subplan.columns), column_aliases, alias)), "lateral",
+                          subplan=subplan, lateral_scope=lateral_scope)
+    function_name = table_functions.from_function_name(inner)
+    if function_name is None:
+        name = inner.sql_name().lower() if not isinstance(inner, exp.Anonymous) else str(inner.this).lower()
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"function {name}() in FROM is not supported")
+    reads_left = _names_scope(inner, lateral_scope)
+    if reads_left and join_kind in ("right", "full"):
+        _invalid_lateral_reference(inner, before, join_kind)
+    produce, column_types = table_functions.from_function(inner, Compiler(lateral_scope, "FROM", None, ctx))
+    name = alias or function_name
+    if function_name == "pg_options_to_table":
+        columns = [("option_name", column_types[0]), ("option_value", column_types[1])]
+    else:  # one column is named after the alias, as PostgreSQL does; several are each the function's
+        columns = [(name if len(column_types) == 1 else function_name, sql_type) for sql_type in column_types]
     if ordinality:
-        given = aliases[len(arguments)] if len(aliases) > len(arguments) else None
-        columns.append((given or "ordinality", types.BIGINT))
-    plan = UnnestPlan(arguments, columns, ordinality)
-    source = Source(Relation(name, tuple(columns)), "derived", subplan=plan)
-    source.outer_reference = argument_scope.uses_outer
-    source.lateral = plan if lateral else None
-    return source
+        columns.append((ordinal_name or "ordinality", types.BIGINT))
+        series = produce
+        produce = lambda left: [row + (number,) for number, row in enumerate(series(left), start=1)]  # noqa: E731
+    return Source(Relation(name, _renamed(tuple(columns), column_aliases, name)), "function",
+                  produce=produce, lateral_scope=lateral_scope, reads_left=reads_left)
 
 
-def _series_source(arguments: list[Compiled], alias: str | None, column_aliases, argument_scope: Scope,
-                   lateral: bool) -> Source:
-    """FROM generate_series(start, stop [, step]) over integers (the arguments may read the query
-    around it or the FROM items before it, as unnest's)."""
-    from compute_node.sql.expressions import _no_function
-    arguments = [coerce(argument, types.INTEGER) if argument.sql_type.kind in types.UNTYPED_KINDS else argument
-                 for argument in arguments]
-    if any(argument.sql_type.kind not in types.INT_KINDS + (Kind.NULL,) for argument in arguments):
-        raise _no_function("generate_series", arguments)
-    result_type = types.BIGINT if any(a.sql_type.kind is Kind.BIGINT for a in arguments) else types.INTEGER
-    name = alias or "generate_series"
-    column = column_aliases[0] if column_aliases and column_aliases[0] else name
-    plan = UnnestPlan(arguments, [(column, result_type)], False)
-    plan.series = True
-    source = Source(Relation(name, tuple(plan.columns)), "derived", subplan=plan)
-    source.outer_reference = argument_scope.uses_outer
-    source.lateral = plan if lateral else None
-    return source
+def _names_scope(node: exp.Expression, scope: Scope) -> bool:
+    """True when an expression names a column of `scope`'s own relations."""
+    for column in node.find_all(exp.Column):
+        if isinstance(column.this, exp.Star):
+            continue
+        try:
+            if scope.resolve_local(column) is not None:
+                return True
+        except SqlError:
+            continue
+    return False
+
+
+def _invalid_lateral_reference(node: exp.Expression, before: list[Source], join_kind: str) -> None:
+    """The rows of the left side of a RIGHT/FULL join are not known row by row where a lateral
+    item would be evaluated: PostgreSQL rejects the reference, and so do we."""
+    names = {s.relation.name for s in before}
+    qualifiers = [identifier_name(c.args["table"]) for c in node.find_all(exp.Column) if c.args.get("table") is not None]
+    table = next((q for q in qualifiers if q in names), before[-1].relation.name if before else "?")
+    raise SqlError("42P10", f'invalid reference to FROM-clause entry for table "{table}"',
+                   detail="The combining JOIN type must be INNER or LEFT for a LATERAL reference.")
 
 
 def _renamed(columns, aliases: list[str] | None, name: str) -> tuple:
@@ -1066,11 +1227,15 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
     hash_left: list[Compiled] = []
     hash_right: list[Compiled] = []
     using = join.args.get("using") or []
+    if str(join.args.get("method") or "").upper() == "NATURAL":
+        using = _natural_columns(star_entries, source)
     if using:
         merged_entries = []
         for identifier in using:
             name = identifier_name(identifier)
-            left_matches = [(s, i) for s in left_sources for i, (n, _) in enumerate(s.relation.columns) if n == name]
+            # The left side's columns are what its `SELECT *` would show: a column merged by an
+            # earlier USING/NATURAL join counts once (a JOIN b USING (id) JOIN c USING (id)).
+            left_matches = [entry for entry in star_entries if entry[0] == name]
             if not left_matches:
                 raise SqlError(errors.UNDEFINED_COLUMN,
                                f'column "{name}" specified in USING clause does not exist in left table')
@@ -1080,17 +1245,33 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
             if right_index is None:
                 raise SqlError(errors.UNDEFINED_COLUMN,
                                f'column "{name}" specified in USING clause does not exist in right table')
-            left_source, left_index = left_matches[0]
-            left_type = left_source.relation.columns[left_index][1]
+            _, left_position, left_relation = left_matches[0]
+            left_type = _column_type_at(left_sources, left_position)
+            right_position = source.relation.offset + right_index
+            if source.join_kind == "full":
+                slot_index = next(i for i, (n, _) in enumerate(source.relation.columns) if n == HIDDEN_PREFIX + name)
+                slot_position = source.relation.offset + slot_index
+                merged_type = source.relation.columns[slot_index][1]
             right_type = source.relation.columns[right_index][1]
-            left_compiled = Compiled(lambda row, i=left_source.relation.offset + left_index: row[i], left_type.base)
-            right_compiled = Compiled(lambda row, i=source.relation.offset + right_index: row[i], right_type.base)
-            left_form, right_form = compiler.comparable(left_compiled, right_compiled, "=")
-            hash_left.append(left_form)
-            hash_right.append(right_form)
-            scope.using[name] = (left_source.relation.offset + left_index, left_type)
-            prefix.using[name] = (left_source.relation.offset + left_index, left_type)
-            merged_entries.append((name, left_source.relation.offset + left_index, left_source.relation.name))
+            left_compiled = Compiled(lambda row, i=left_position: row[i], left_type.base)
+            right_compiled = Compiled(lambda row, i=right_position: row[i], right_type.base)
+            if source.lateral:  # rows differ per left row: compared row by row, no hash table
+                conditions.append(compiler.compare(left_compiled, right_compiled, "=", operator.eq))
+            else:
+                left_form, right_form = compiler.comparable(left_compiled, right_compiled, "=")
+                hash_left.append(left_form)
+                hash_right.append(right_form)
+            # The merged column is the left one, except in a RIGHT join, where only the right one
+            # is never NULL-padded (PostgreSQL's choice too).
+            shown = (right_position, right_type, source.relation.name) if source.join_kind == "right" \
+                else (left_position, left_type, left_relation)
+            if source.join_kind == "full":
+                source.merged = (source.merged or []) + [
+                    (left_position, right_position, slot_position, left_type.base, right_type.base, merged_type)]
+                shown = (slot_position, merged_type, source.relation.name)
+            scope.using[name] = (shown[0], shown[1])
+            prefix.using[name] = (shown[0], shown[1])
+            merged_entries.append((name, shown[0], shown[2]))
         merged_names = {e[0] for e in merged_entries}
         star_entries = merged_entries + [e for e in star_entries if e[0] not in merged_names] + [
             (n, source.relation.offset + i, source.relation.name)
@@ -1099,14 +1280,22 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
         star_entries = star_entries + [(n, source.relation.offset + i, source.relation.name)
                                        for i, n in source.relation.star_columns()]
     on = join.args.get("on")
+    non_equalities = 0
     if on is not None:
         for conjunct in _conjuncts(on):
-            pair = _equi_pair(conjunct, prefix, source, compiler) if source.lateral is None else None
+            pair = None if source.lateral else _equi_pair(conjunct, prefix, source, compiler)
             if pair is not None:
                 hash_left.append(pair[0])
                 hash_right.append(pair[1])
-            else:
+            elif not _constant_true(conjunct):
                 conditions.append(compiler.compile_condition(conjunct))
+                if not _constant(conjunct):
+                    non_equalities += 1
+        if source.join_kind == "full" and not hash_left and non_equalities:
+            # PostgreSQL runs a FULL join only as a merge join (equalities and constants) or a
+            # hash join (at least one equality), so it refuses other ON conditions; so do we.
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           "FULL JOIN is only supported with merge-joinable or hash-joinable join conditions")
     if hash_left:
         source.hash_keys = (hash_left, hash_right)
     if conditions:
@@ -1115,6 +1304,66 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
             combined = sql_and(combined, extra)
         source.condition = combined
     return star_entries
+
+
+HIDDEN_PREFIX = "\x00merged "  # names no identifier can spell: the hidden slots of merged columns
+
+
+def _reserve_merged_slots(join: exp.Join, source: Source, before: list[Source]) -> None:
+    """Appends a hidden column per USING/NATURAL name of a FULL join to `source` (before the
+    query's scope fixes every relation's offset); _compile_join fills in how to compute them."""
+    if str(join.args.get("method") or "").upper() == "NATURAL":
+        right_names = {name for name, _ in source.relation.columns}
+        names = []
+        for earlier in before:
+            for name, _ in earlier.relation.columns:
+                if name in right_names and name not in names and not name.startswith(HIDDEN_PREFIX):
+                    names.append(name)
+    else:
+        names = [identifier_name(i) for i in join.args.get("using") or []]
+    if not names:
+        return
+    hidden = []
+    for name in names:
+        right_type = next((t for n, t in source.relation.columns if n == name), types.TEXT)
+        left_type = next((t for s in before for n, t in s.relation.columns if n == name), right_type)
+        try:
+            merged_type = types.common_type([left_type, right_type], "JOIN/USING")
+        except SqlError:
+            merged_type = right_type  # _compile_join reports the mismatch
+        hidden.append((HIDDEN_PREFIX + name, merged_type))
+    source.relation = Relation(source.relation.name, tuple(source.relation.columns) + tuple(hidden))
+    source.hidden_width = len(hidden)
+
+
+def _column_type_at(sources: list[Source], position: int) -> SqlType:
+    for source in sources:
+        index = position - source.relation.offset
+        if 0 <= index < source.width:
+            return source.relation.columns[index][1]
+    raise AssertionError(f"no column at position {position}")
+
+
+def _constant_true(node: exp.Expression) -> bool:
+    while isinstance(node, exp.Paren):
+        node = node.this
+    return isinstance(node, exp.Boolean) and bool(node.this)  # ON true: no condition at all
+
+
+def _constant(node: exp.Expression) -> bool:
+    while isinstance(node, exp.Paren):
+        node = node.this
+    return isinstance(node, (exp.Boolean, exp.Null))
+
+
+def _natural_columns(star_entries: list, source: Source) -> list[exp.Identifier]:
+    """NATURAL JOIN's USING list: the names both sides have, in the left side's order."""
+    right_names = {name for name, _ in source.relation.columns}
+    names: list[str] = []
+    for name, _, _ in star_entries:
+        if name in right_names and name not in names:
+            names.append(name)
+    return [exp.Identifier(this=name, quoted=True) for name in names]
 
 
 def _equi_pair(node: exp.Expression, prefix: Scope, source: Source, compiler: Compiler):

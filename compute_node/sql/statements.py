@@ -47,7 +47,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
-from compute_node.sql.parser import Explain, Statement, parse_script_spans
+from compute_node.sql.parser import DeclareCursor, Dialect, Explain, Statement, parse_script_spans
 from quorumdb import errors, limits, sqllex
 from quorumdb.errors import SqlError
 
@@ -126,7 +126,11 @@ class _Variant:
             copied = tree.copy()
             for original, duplicate in zip(tree.walk(), copied.walk()):
                 where[id(original)] = duplicate
-            copies.append(Explain(copied, statement.analyze) if isinstance(statement, Explain) else copied)
+            if isinstance(statement, Explain):
+                copied = Explain(copied, statement.analyze)
+            elif isinstance(statement, DeclareCursor):
+                copied = dataclasses.replace(statement, statement=copied)
+            copies.append(copied)
         slots = [_Slot(slot.ordinal, slot.is_string, [where[id(node)] for node in slot.nodes]) for slot in self._slots]
         params = [_ParamSlot(slot.number, [where[id(node)] for node in slot.nodes]) for slot in self._params]
         return _Instance(copies, slots, params)
@@ -199,7 +203,7 @@ class StatementCache:
 
 
 def _tree_of(statement: Statement) -> exp.Expression | None:
-    if isinstance(statement, Explain):
+    if isinstance(statement, (Explain, DeclareCursor)):
         return statement.statement
     if isinstance(statement, exp.Expression):
         return statement
@@ -221,8 +225,8 @@ def _build_variant(sql: str, shape: sqllex.Shape, spans: list[tuple[Statement, i
             number = node.this
             if isinstance(number, exp.Literal) and not number.is_string and number.this.isdigit():
                 parameters[int(number.this)].append(node)
-        if isinstance(statement, Explain):
-            continue  # EXPLAIN re-parses part of its text: positions there are not the script's
+        if isinstance(statement, (Explain, DeclareCursor)):
+            continue  # EXPLAIN and DECLARE re-parse part of its text: positions there are not the script's
         for node in tree.find_all(exp.Literal):
             meta = node.meta
             if "start" not in meta or "end" not in meta:
@@ -300,7 +304,7 @@ def _parse_literal(text: str) -> exp.Expression:
     """The parse of a parameter's literal text; anything but a literal (a value, a negated
     number, a cast of one) is refused: a parameter is a value, never an expression."""
     try:
-        statements = sqlglot.parse(f"SELECT {text}", read="postgres")
+        statements = sqlglot.parse(f"SELECT {text}", read=Dialect)
     except (ParseError, TokenError):
         statements = []
     if len(statements) == 1 and isinstance(statements[0], exp.Select) and len(statements[0].expressions) == 1:

@@ -62,7 +62,7 @@ def _tables_rows(tables: Sequence[TableDef]) -> list[tuple]:
 def _columns_rows(tables: Sequence[TableDef]) -> list[tuple]:
     rows = []
     for table in tables:
-        for position, column in enumerate(table.columns, start=1):
+        for position, column in enumerate(table.visible_columns, start=1):
             sql_type = column.sql_type
             max_length = sql_type.length if sql_type.kind in (Kind.VARCHAR, Kind.CHAR) else None
             rows.append((DATABASE_NAME, USER_SCHEMA, table.name, column.name, position,
@@ -74,7 +74,8 @@ def _columns_rows(tables: Sequence[TableDef]) -> list[tuple]:
 def _table_constraints_rows(tables: Sequence[TableDef]) -> list[tuple]:
     rows = []
     for table in tables:
-        rows.append((DATABASE_NAME, USER_SCHEMA, table.constraint_name, USER_SCHEMA, table.name, "PRIMARY KEY"))
+        if not table.has_rowid:
+            rows.append((DATABASE_NAME, USER_SCHEMA, table.constraint_name, USER_SCHEMA, table.name, "PRIMARY KEY"))
         for index in table.indexes:
             if index.constraint:
                 rows.append((DATABASE_NAME, USER_SCHEMA, index.name, USER_SCHEMA, table.name, "UNIQUE"))
@@ -90,6 +91,8 @@ def _check_constraints_rows(tables: Sequence[TableDef]) -> list[tuple]:
 def _key_column_usage_rows(tables: Sequence[TableDef]) -> list[tuple]:
     rows = []
     for table in tables:
+        if table.has_rowid:
+            continue
         for key_position, column_index in enumerate(table.primary_key, start=1):
             rows.append((DATABASE_NAME, USER_SCHEMA, table.constraint_name, DATABASE_NAME, USER_SCHEMA,
                          table.name, table.columns[column_index].name, key_position, None))

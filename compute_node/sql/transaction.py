@@ -18,6 +18,18 @@ read carries keys.SCHEMA_VERSION_KEY along (same request); if the version differ
 one the cached definitions were taken at, the read raises SchemaStale and the session runs
 the statement again with definitions read at this snapshot.
 
+Savepoints: `savepoint_state()` copies what ROLLBACK TO must restore (the buffer, its byte
+count, the lock keys, the table definitions DDL changed) and `rollback_to()` puts it back; the
+read cache stays, as it only holds values at start_ts.
+
+Private keyspaces (compute_node/sql/bulk.py has the argument): the key ranges of a table this
+transaction truncated or rewrote are private to it until it commits. Writes there go to
+`pending` instead of the write buffer, do not count against the transaction's quotas, and are
+committed ahead in batches (`flush_private`, each batch its own small commit within the
+quotas) once BULK_BATCH_ROWS_MAX of them wait; reads there see `pending` over storage read at
+the last batch's commit timestamp (`private_read_ts`). `commit()` flushes what is left, then
+commits the buffer.
+
 `commit()` sends the buffer and the lock keys to `backend.commit`; a transaction that
 wrote nothing commits locally. A transaction that wrote a catalog key also increments the
 schema version. The quotas (rows changed, bytes changed, key size,
@@ -28,8 +40,10 @@ deployments may change them.
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import AsyncIterator, Protocol
 
+from compute_node.sql import bulk
 from compute_node.sql.schema_cache import SchemaCache, decode_version, encode_version
 from quorumdb import errors, limits
 from quorumdb import keys as keys_mod
@@ -94,10 +108,93 @@ class Transaction:
         self.client = None  # the session's pg_catalog.ClientInfo (current_user, pg_roles, ...)
         # The access plan of the last statement that read a table (tests and EXPLAIN-like tools).
         self.last_plan = None
+        # Private keyspaces (see the module docstring): [start, end) ranges, their unflushed
+        # writes, and the commit_ts of the last flushed batch, at which they are read.
+        self.private_ranges: list[tuple[bytes, bytes | None]] = []
+        self.pending: dict[bytes, bytes | None] = {}
+        self.private_read_ts = start_ts
+        self.flushed_batches = 0
+        self.flushed_keys = 0
+        self._next_rowid: int | None = None
+        # Set by the session: the node's sequence ranges and the session's currval/lastval.
+        self.sequences = None
+        self.session_sequences = None
+        self.sequence_demand: dict[str, int] = {}  # values a re-run statement needs (executor.execute)
+        self.statement_savepoint = None  # the buffers before the statement's first nextval (executor.execute)
+        self.read_data = False   # read a key outside the catalog (a snapshot that was used)
+        self.created_tables: set[str] = set()  # tables CREATEd by this transaction (executor.insert_rows)
+        # Undone when the transaction ends without committing (a rewrite mark, executor.py).
+        self.abort_actions: list = []
+
+    def restart_snapshot(self, start_ts: int) -> None:
+        """Moves a transaction that has read no data and written nothing to a later snapshot
+        (executor: ALTER TABLE ... ADD PRIMARY KEY after it marked the table)."""
+        assert not self.write_buffer and not self.pending and not self.read_data
+        assert start_ts > self.start_ts
+        self.start_ts = self.private_read_ts = start_ts
+        self.read_cache.clear()
+        self.tables.clear()
+        self.schema_reads.clear()
+        self.lock_keys.clear()
+        self.schema_version = None
+        self.assumed_schema_version = None
+
+    async def abort(self) -> None:
+        """The transaction ends without committing: undo what it did outside itself (best effort:
+        an undo that fails leaves a mark that expires with the transaction age limit)."""
+        actions, self.abort_actions = self.abort_actions, []
+        for action in actions:
+            try:
+                await action()
+            except SqlError:
+                pass
+
+    # --- private keyspaces and row ids ---------------------------------------------------
+    def add_private_prefix(self, prefix: bytes) -> None:
+        """Keys under `prefix` are this transaction's alone until it commits (a new private id)."""
+        assert prefix[1:] >= keys_mod.PRIVATE_ID_BASE.to_bytes(8, "big"), "only private ids are private"
+        self.private_ranges.append((prefix, keys_mod.prefix_end(prefix)))
+
+    def is_private(self, key: bytes) -> bool:
+        return any(key >= start and (end is None or key < end) for start, end in self.private_ranges)
+
+    def next_rowid(self) -> int:
+        """A row id for a table without a primary key (bulk.py: consecutive after a random start)."""
+        if self._next_rowid is None:
+            self._next_rowid = bulk.rowid_start(self.rng if self.rng is not None else random.Random())
+        value = self._next_rowid
+        self._next_rowid += 1
+        return value
+
+    def skip_rowids(self) -> None:
+        """A row id was taken by another transaction's row: continue from a new random start."""
+        self._next_rowid = None
+
+    def flush_due(self) -> bool:
+        return len(self.pending) >= min(limits.BULK_BATCH_ROWS_MAX, limits.TXN_ROWS_MAX)
+
+    async def flush_private(self, everything: bool = False) -> None:
+        """Commits the pending private writes ahead, in batches within the quotas. Unless
+        `everything`, only when a whole batch waits (small loads then ride in fewer commits)."""
+        if not self.pending or (not everything and not self.flush_due()):
+            return
+        rows_max = min(limits.BULK_BATCH_ROWS_MAX, limits.TXN_ROWS_MAX)
+        bytes_max = min(limits.BULK_BATCH_BYTES_MAX, limits.TXN_BYTES_MAX)
+        writes = sorted(self.pending.items())
+        self.pending = {}
+        for batch in bulk.plan_batches(writes, rows_max, bytes_max):
+            # A fresh snapshot for each batch: the previous batch wrote some of these keys.
+            batch_start_ts = self.backend.start_ts()
+            self.flushed_batches += 1
+            commit_ts = await self.backend.commit(batch_start_ts, batch, [],
+                                                  f"{self.txn_id}:flush{self.flushed_batches}")
+            assert commit_ts > self.private_read_ts, "batches commit in order"
+            self.private_read_ts = commit_ts
+            self.flushed_keys += len(batch)
 
     @property
     def has_writes(self) -> bool:
-        return bool(self.write_buffer)
+        return bool(self.write_buffer) or bool(self.pending)
 
     # --- writes -------------------------------------------------------------------
     def put(self, key: bytes, value: bytes | None) -> None:
@@ -107,6 +204,11 @@ class Transaction:
         if value is not None and len(value) > limits.ROW_BYTES_MAX:
             raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
                            f"row size {len(value)} bytes exceeds the limit of {limits.ROW_BYTES_MAX} bytes")
+        if self.private_ranges and self.is_private(key):
+            # Bounded by the callers: bulk writers flush every batch (insert_rows), and UPDATE and
+            # DELETE change at most TXN_ROWS_MAX rows per statement.
+            self.pending[key] = value
+            return
         previous_bytes = 0
         if key in self.write_buffer:
             previous_value = self.write_buffer[key]
@@ -123,6 +225,32 @@ class Transaction:
                            hint="Split the change into several smaller transactions.")
         self.write_buffer[key] = value
         self.write_bytes = total
+
+    # --- savepoints --------------------------------------------------------------------
+    def savepoint_state(self) -> tuple:
+        """What ROLLBACK TO SAVEPOINT restores: the writes, their byte count, the locks taken and
+        the transaction's view of table definitions (DDL changes it). The read cache is not part
+        of it: it holds values at start_ts, which no write of this transaction changes."""
+        return (dict(self.write_buffer), self.write_bytes, set(self.lock_keys), dict(self.tables),
+                dict(self.pending), list(self.private_ranges), self.flushed_batches, len(self.abort_actions))
+
+    def rollback_to(self, state: tuple) -> None:
+        """Raises 0A000 (changing nothing) when rows were flushed ahead or a table was marked for
+        a rewrite since the savepoint: those are commits of their own, which no buffer restores."""
+        write_buffer, write_bytes, lock_keys, tables, pending, private_ranges, flushed, actions = state
+        if self.flushed_batches != flushed or len(self.abort_actions) != actions:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           "cannot roll back to a savepoint set before a bulk load flushed rows ahead or "
+                           "before ALTER TABLE ... ADD PRIMARY KEY",
+                           hint="Roll back the whole transaction.")
+        self.pending = dict(pending)
+        self.private_ranges = list(private_ranges)
+        self.write_buffer = dict(write_buffer)
+        self.write_bytes = write_bytes
+        # Catalog entries read since stay locked: what the client saw may still shape its later
+        # statements, so a concurrent schema change must still fail this commit (OC001).
+        self.lock_keys = set(lock_keys) | set(self.schema_reads)
+        self.tables = dict(tables)
 
     def note_schema_read(self, key: bytes, value: bytes | None) -> None:
         """Records that the statement used the catalog entry `key` as it was at start_ts."""
@@ -184,8 +312,16 @@ class Transaction:
     async def get_many(self, keys: list[bytes]) -> dict[bytes, bytes | None]:
         result: dict[bytes, bytes | None] = {}
         missing: list[bytes] = []
+        private: list[bytes] = []
         for key in keys:
-            if key in self.write_buffer:
+            if not self.read_data and not key.startswith(keys_mod.SYSTEM_PREFIX):
+                self.read_data = True
+            if self.private_ranges and self.is_private(key):
+                if key in self.pending:
+                    result[key] = self.pending[key]
+                else:
+                    private.append(key)  # never cached: later batches change what is there
+            elif key in self.write_buffer:
                 result[key] = self.write_buffer[key]
             elif key in self.read_cache:
                 result[key] = self.read_cache[key]
@@ -208,6 +344,12 @@ class Transaction:
                     cache_room -= 1
             if self.schema_version is None:
                 self._learn_schema_version(found.get(keys_mod.SCHEMA_VERSION_KEY))
+        for offset in range(0, len(private), limits.GET_KEYS_MAX):
+            chunk = private[offset:offset + limits.GET_KEYS_MAX]
+            self.reads_sent += 1
+            found = await self.backend.get_many(chunk, self.private_read_ts)
+            for key in chunk:
+                result[key] = found.get(key)
         return result
 
     async def scan(self, start: bytes, end: bytes | None,
@@ -220,7 +362,15 @@ class Transaction:
         scan_filtered = getattr(self.backend, "scan_filtered", None) if pushdown is not None else None
         if scan_filtered is None:
             pushdown = None
-        buffered = sorted((key, value) for key, value in self.write_buffer.items()
+        if not start.startswith(keys_mod.SYSTEM_PREFIX):
+            self.read_data = True
+        private = bool(self.private_ranges) and self.is_private(start)
+        # A scan covers one table's or one index's keys, so it is private as a whole or not at all.
+        assert not private or any(start >= s and (e is None or (end is not None and end <= e))
+                                  for s, e in self.private_ranges), "a scan crossing a private keyspace"
+        ts = self.private_read_ts if private else self.start_ts
+        source = self.pending if private else self.write_buffer
+        buffered = sorted((key, value) for key, value in source.items()
                           if key >= start and (end is None or key < end))
         buffered_index = 0
         position = start
@@ -229,17 +379,17 @@ class Transaction:
         if self.schema_version is None:
             version_read = asyncio.ensure_future(self.get_many([]))
             try:
-                page_result = await self._scan_page(position, end, pushdown, scan_filtered)
+                page_result = await self._scan_page(position, end, pushdown, scan_filtered, ts)
             except BaseException:
                 version_read.cancel()
                 await asyncio.gather(version_read, return_exceptions=True)
                 raise
             await version_read  # raises SchemaStale before any row leaves
         else:
-            page_result = await self._scan_page(position, end, pushdown, scan_filtered)
+            page_result = await self._scan_page(position, end, pushdown, scan_filtered, ts)
         while True:
             if page_result is None:
-                page_result = await self._scan_page(position, end, pushdown, scan_filtered)
+                page_result = await self._scan_page(position, end, pushdown, scan_filtered, ts)
             page, more, resume_after = page_result
             page_result = None
             assert len(page) <= limits.SCAN_PAGE_MAX, "backend returned more rows than asked"
@@ -269,13 +419,14 @@ class Transaction:
             if buffered_value is not None:
                 yield buffered_key, buffered_value
 
-    async def _scan_page(self, position: bytes, end: bytes | None, pushdown: bytes | None, scan_filtered):
-        """(rows, more, resume_after) of one page from `position`."""
+    async def _scan_page(self, position: bytes, end: bytes | None, pushdown: bytes | None, scan_filtered,
+                         ts: int):
+        """(rows, more, resume_after) of one page from `position`, read at `ts`."""
         self.reads_sent += 1
         if pushdown is None:
-            page, more = await self.backend.scan(position, end, self.start_ts, limits.SCAN_PAGE_MAX)
+            page, more = await self.backend.scan(position, end, ts, limits.SCAN_PAGE_MAX)
             return page, more, (page[-1][0] if page else None)
-        page, more, resume_after = await scan_filtered(position, end, self.start_ts, limits.SCAN_PAGE_MAX, pushdown)
+        page, more, resume_after = await scan_filtered(position, end, ts, limits.SCAN_PAGE_MAX, pushdown)
         assert not more or (resume_after is not None and resume_after >= position), \
             "a filtered scan must move forward"
         assert not page or not more or page[-1][0] <= resume_after
@@ -284,7 +435,9 @@ class Transaction:
     # --- end ---------------------------------------------------------------------------
     async def commit(self) -> int | None:
         """The commit timestamp, or None for a transaction that wrote nothing (committed locally)."""
+        await self.flush_private(everything=True)
         if not self.write_buffer:
+            assert not self.private_ranges, "a private keyspace exists only beside its catalog change"
             return None
         if any(key.startswith(keys_mod.SYSTEM_PREFIX) and key != keys_mod.SCHEMA_VERSION_KEY
                for key in self.write_buffer):

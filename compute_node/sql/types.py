@@ -28,6 +28,7 @@ import struct
 import uuid
 from typing import Any
 
+from compute_node.sql import interval as interval_mod
 from quorumdb import errors
 from quorumdb import format as pgtext
 from quorumdb.errors import SqlError
@@ -54,7 +55,10 @@ class Kind(enum.Enum):
     TIMESTAMPTZ = "timestamp with time zone"
     UUID = "uuid"
     BYTEA = "bytea"
-    ARRAY = "array"      # catalog arrays only (pg_catalog.py): a Python list, element type in pg_alias
+    INTERVAL = "interval"  # compute_node/sql/interval.py (rows: catalog.storable_value; never in keys)
+    # Arrays (never stored in tables): an ArrayValue (a list of element values), element type
+    # in SqlType.element; pg_alias names int2vector/oidvector (catalog arrays counted from 0).
+    ARRAY = "array"
     UNKNOWN = "unknown"  # an untyped string literal
     NULL = "null"        # an untyped NULL literal
 
@@ -78,7 +82,7 @@ CAST_COLUMN_NAMES = {
     Kind.SMALLINT: "int2", Kind.INTEGER: "int4", Kind.BIGINT: "int8", Kind.NUMERIC: "numeric",
     Kind.REAL: "float4", Kind.DOUBLE: "float8", Kind.TEXT: "text", Kind.VARCHAR: "varchar",
     Kind.CHAR: "bpchar", Kind.BOOLEAN: "bool", Kind.DATE: "date", Kind.TIMESTAMP: "timestamp",
-    Kind.TIMESTAMPTZ: "timestamptz", Kind.UUID: "uuid", Kind.BYTEA: "bytea",
+    Kind.TIMESTAMPTZ: "timestamptz", Kind.UUID: "uuid", Kind.BYTEA: "bytea", Kind.INTERVAL: "interval",
 }
 NUMERIC_PRECISION_MAX = 1000
 DECIMAL_CONTEXT = decimal.Context(prec=2000, rounding=decimal.ROUND_HALF_UP, Emax=999_999, Emin=-999_999)
@@ -95,6 +99,7 @@ class SqlType:
     # (pg_catalog.py). It changes only what the wire and format_type report, so it is left out
     # of equality: an oid column compares, joins and hashes as the integer it holds.
     pg_alias: str | None = dataclasses.field(default=None, compare=False)
+    element: "SqlType | None" = None  # ARRAY: the element type
 
     @property
     def pg_name(self) -> str:
@@ -103,6 +108,8 @@ class SqlType:
             return self.pg_alias
         if self.kind in UNTYPED_KINDS:
             return "text"
+        if self.kind is Kind.ARRAY:
+            return self.element.pg_name + "[]"
         return self.kind.value
 
     @property
@@ -116,6 +123,8 @@ class SqlType:
             return f"numeric({self.precision},{self.scale or 0})"
         if self.kind is Kind.NULL:
             return "unknown"
+        if self.kind is Kind.ARRAY:
+            return self.element.display_name + "[]"
         return self.kind.value
 
     @property
@@ -125,7 +134,7 @@ class SqlType:
     @property
     def base(self) -> "SqlType":
         """The type without modifiers (what an expression over this column has)."""
-        return SqlType(self.kind, pg_alias=self.pg_alias) if self.kind is not Kind.CHAR else self
+        return SqlType(self.kind, pg_alias=self.pg_alias) if self.kind not in (Kind.CHAR, Kind.ARRAY) else self
 
     def to_json(self) -> dict:
         doc: dict = {"kind": self.kind.value, "length": self.length}
@@ -152,6 +161,7 @@ TIMESTAMP = SqlType(Kind.TIMESTAMP)
 TIMESTAMPTZ = SqlType(Kind.TIMESTAMPTZ)
 UUID = SqlType(Kind.UUID)
 BYTEA = SqlType(Kind.BYTEA)
+INTERVAL = SqlType(Kind.INTERVAL)
 UNKNOWN = SqlType(Kind.UNKNOWN)
 NULL = SqlType(Kind.NULL)
 # Catalog types (pg_catalog relations and functions), computed as the kind they wrap.
@@ -162,13 +172,13 @@ REGNAMESPACE = SqlType(Kind.BIGINT, pg_alias="regnamespace")
 REGPROC = SqlType(Kind.BIGINT, pg_alias="regproc")
 NAME = SqlType(Kind.TEXT, pg_alias="name")
 CHAR1 = SqlType(Kind.TEXT, pg_alias='"char"')
-INT2VECTOR = SqlType(Kind.ARRAY, pg_alias="int2vector")
-OIDVECTOR = SqlType(Kind.ARRAY, pg_alias="oidvector")
-TEXT_ARRAY = SqlType(Kind.ARRAY, pg_alias="text[]")
-NAME_ARRAY = SqlType(Kind.ARRAY, pg_alias="name[]")
-OID_ARRAY = SqlType(Kind.ARRAY, pg_alias="oid[]")
-SMALLINT_ARRAY = SqlType(Kind.ARRAY, pg_alias="smallint[]")
-CHAR1_ARRAY = SqlType(Kind.ARRAY, pg_alias='"char"[]')
+INT2VECTOR = SqlType(Kind.ARRAY, pg_alias="int2vector", element=SMALLINT)
+OIDVECTOR = SqlType(Kind.ARRAY, pg_alias="oidvector", element=OID)
+TEXT_ARRAY = SqlType(Kind.ARRAY, element=TEXT)
+NAME_ARRAY = SqlType(Kind.ARRAY, element=NAME)
+OID_ARRAY = SqlType(Kind.ARRAY, element=OID)
+SMALLINT_ARRAY = SqlType(Kind.ARRAY, element=SMALLINT)
+CHAR1_ARRAY = SqlType(Kind.ARRAY, element=CHAR1)
 
 # sqlglot DataType names -> our types (None: a known name we refuse with 0A000).
 _TYPE_NAMES = {
@@ -183,7 +193,7 @@ _TYPE_NAMES = {
     "DOUBLE": DOUBLE, "DOUBLE PRECISION": DOUBLE, "FLOAT8": DOUBLE,
     "FLOAT": REAL, "REAL": REAL, "FLOAT4": REAL,
     "DATE": DATE, "TIMESTAMP": TIMESTAMP, "TIMESTAMPTZ": TIMESTAMPTZ,
-    "UUID": UUID, "VARBINARY": BYTEA, "BYTEA": BYTEA,
+    "UUID": UUID, "VARBINARY": BYTEA, "BYTEA": BYTEA, "INTERVAL": INTERVAL,
 }
 
 
@@ -238,6 +248,8 @@ def type_from_sqlglot(data_type) -> SqlType:
             raise SqlError(errors.FEATURE_NOT_SUPPORTED,
                            f"NUMERIC scale {scale} outside 0..precision is not supported")
         return SqlType(Kind.NUMERIC, None, precision, scale)
+    if kind is Kind.INTERVAL and (params or data_type.args.get("kind") is not None):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "interval field restrictions and precision are not supported")
     if params:
         if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ) and params[0] == 6:
             return sql_type
@@ -400,6 +412,8 @@ def parse_text_as(text: str, target: SqlType) -> Any:
         return _parse_uuid(text, target)
     if kind is Kind.BYTEA:
         return _parse_bytea(text)
+    if kind is Kind.INTERVAL:
+        return interval_mod.parse_interval(text)
     if kind in UNTYPED_KINDS:
         return text
     if kind is Kind.ARRAY:
@@ -407,11 +421,10 @@ def parse_text_as(text: str, target: SqlType) -> Any:
     raise AssertionError(f"no input function for {target}")
 
 
-def _parse_catalog_array(text: str, target: SqlType) -> list:
-    """'{a,b}' (arrays) or '1 2' (int2vector, oidvector): the catalog arrays' input forms.
-    Elements are integers for the numeric arrays, text otherwise; quoting is not supported."""
+def _parse_catalog_array(text: str, target: SqlType) -> "ArrayValue":
+    """'{a,b}' (arrays) or '1 2' (int2vector, oidvector): the arrays' input forms, each element
+    read by its element type's input function; quoting is not supported."""
     stripped = text.strip()
-    numeric = target.pg_alias in ("int2vector", "oidvector", "oid[]", "smallint[]", "integer[]", "bigint[]")
     if stripped.startswith("{") and stripped.endswith("}"):
         items = [item.strip() for item in stripped[1:-1].split(",")] if stripped[1:-1].strip() else []
     elif target.pg_alias in ("int2vector", "oidvector"):
@@ -420,17 +433,8 @@ def _parse_catalog_array(text: str, target: SqlType) -> list:
         raise invalid_input(target, text)
     if any('"' in item for item in items):
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "quoted array elements are not supported")
-    values = []
-    for item in items:
-        if item.upper() == "NULL":
-            values.append(None)
-        elif numeric:
-            if not _INT_TEXT.match(item):
-                raise invalid_input(target, text)
-            values.append(int(item))
-        else:
-            values.append(item)
-    return values
+    element = target.element or TEXT
+    return ArrayValue([None if item.upper() == "NULL" else parse_text_as(item, element) for item in items], element)
 
 
 def _nonzero_digits(text: str) -> bool:
@@ -618,8 +622,8 @@ def float_to_numeric(value: float, source: SqlType, target: SqlType) -> decimal.
 # --- output: the text PostgreSQL prints ------------------------------------------------
 def format_value(value: Any, sql_type: SqlType | None = None) -> str:
     """The text output of a value (used by casts to text, ||, and results sent to clients)."""
-    if isinstance(value, list):
-        return array_text(value, sql_type.pg_alias if sql_type is not None else None)
+    if isinstance(value, list):  # arrays (ArrayValue, or a catalog relation's plain list)
+        return format_array(value, sql_type)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
@@ -634,21 +638,42 @@ def format_value(value: Any, sql_type: SqlType | None = None) -> str:
         return value.isoformat()
     if isinstance(value, bytes):
         return "\\x" + value.hex()
+    if isinstance(value, interval_mod.Interval):
+        return interval_mod.format_interval(value)
     return str(value)
 
 
-def array_text(values: list, pg_name: str | None) -> str:
-    """A catalog array's text output: int2vector/oidvector space-separated ('1 2'), arrays as
-    PostgreSQL's array_out ('{a,"b c",NULL}', elements quoted when they need it)."""
-    if pg_name in ("int2vector", "oidvector"):
+class ArrayValue(list):
+    """An array value: its elements (a list), and their type for the text output when no
+    SqlType is at hand. Equal to, and hashed as, the sequence of its elements (NULL elements
+    equal, as PostgreSQL groups); never mutated once built. Plain lists (catalog relations)
+    are arrays too."""
+
+    def __init__(self, values=(), element: "SqlType | None" = None):
+        super().__init__(values)
+        self.element = element
+
+    def __hash__(self):
+        return hash(tuple(self))
+
+
+def format_array(values: list, sql_type: "SqlType | None" = None) -> str:
+    """PostgreSQL's array_out: `{1,2,NULL}`, elements quoted when empty, NULL-like, or holding
+    braces, quotes, commas, backslashes or white space; int2vector/oidvector space-separated."""
+    if sql_type is not None and sql_type.pg_alias in ("int2vector", "oidvector"):
         return " ".join(str(value) for value in values)
+    element = sql_type.element if sql_type is not None and sql_type.kind is Kind.ARRAY else None
+    element = element or getattr(values, "element", None)
     parts = []
     for value in values:
         if value is None:
             parts.append("NULL")
             continue
-        text = "t" if value is True else "f" if value is False else format_value(value)
-        if text == "" or text.upper() == "NULL" or any(char in text for char in ' ",{}\\\t\n'):
+        if isinstance(value, bool):
+            text = "t" if value else "f"  # boolout, not the cast to text
+        else:
+            text = format_value(value, element)
+        if text == "" or text.upper() == "NULL" or any(c in '{},"\\ \t\n\r\v\f' for c in text):
             text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
         parts.append(text)
     return "{" + ",".join(parts) + "}"
@@ -768,6 +793,8 @@ def cast(value: Any, source: SqlType, target: SqlType) -> Any:
 
 def sort_key(value: Any) -> Any:
     """A Python sort key that orders non-NULL values of one type as PostgreSQL does (NaN last)."""
+    if isinstance(value, list):  # arrays: element by element, a NULL element after any value (array_cmp)
+        return [(1, 0) if item is None else (0, sort_key(item)) for item in value]
     if isinstance(value, float):
         return (1, 0.0) if math.isnan(value) else (0, value)
     return value  # str: code point order is UTF-8 byte order (C collation)

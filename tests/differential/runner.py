@@ -38,7 +38,12 @@ PG_TYPES = {
     16: "boolean", 17: "bytea", 20: "bigint", 21: "smallint", 23: "integer", 25: "text", 700: "real",
     701: "double precision", 1042: "character", 1043: "character varying", 1082: "date",
     1114: "timestamp without time zone", 1184: "timestamp with time zone", 1700: "numeric", 2950: "uuid",
-    705: "text", 19: "name",
+    705: "text", 19: "name", 1186: "interval",
+    # arrays (array_agg, regexp_match)
+    1000: "boolean[]", 1005: "smallint[]", 1007: "integer[]", 1016: "bigint[]", 1009: "text[]", 1021: "real[]",
+    1022: "double precision[]", 1231: "numeric[]", 1015: "character varying[]", 1014: "character[]",
+    1182: "date[]", 1115: "timestamp without time zone[]", 1185: "timestamp with time zone[]", 2951: "uuid[]",
+    1187: "interval[]", 1001: "bytea[]",
 }
 
 
