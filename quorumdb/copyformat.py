@@ -210,7 +210,7 @@ def _table_name(tokens: _Tokens) -> str:
         tokens.take()
         schema, name = name, _name(tokens.take())
         if schema != "public":
-            raise SqlError("3F000", f'schema "{schema}" does not exist')
+            raise SqlError(errors.INVALID_SCHEMA_NAME, f'schema "{schema}" does not exist')
     return name
 
 

@@ -337,7 +337,7 @@ def table_name(table: exp.Expression) -> str:
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "cross-database references are not implemented")
     schema = table.args.get("db")
     if schema is not None and identifier_name(schema) != "public":
-        raise SqlError("3F000", f'schema "{identifier_name(schema)}" does not exist')
+        raise SqlError(errors.INVALID_SCHEMA_NAME, f'schema "{identifier_name(schema)}" does not exist')
     return name
 
 
@@ -476,6 +476,24 @@ _SERIAL_TYPES = {"SMALLSERIAL": types.SMALLINT, "SERIAL": types.INTEGER, "BIGSER
 _IDENTITY_OPTIONS = ("start", "increment", "minvalue", "maxvalue")
 
 
+def default_text(node: exp.Expression) -> str:
+    """The stored text of a DEFAULT expression. nextval of a sequence is kept in PostgreSQL's own
+    spelling, `nextval('name'::regclass)` (what information_schema and pg_dump show), however it
+    was written (`nextval('public.s')`, `nextval('s'::regclass)`)."""
+    if isinstance(node, exp.Anonymous) and str(node.this).lower() == "nextval" and len(node.expressions) == 1:
+        argument = node.expressions[0]
+        if isinstance(argument, exp.Cast) and argument.args.get("to") is not None and \
+                argument.args["to"].sql(dialect="postgres").lower() == "regclass":
+            argument = argument.this
+        if isinstance(argument, exp.Literal) and argument.is_string:
+            name = argument.this
+            if not name.startswith('"'):
+                name = name.lower()
+                name = name[len("public."):] if name.startswith("public.") else name
+            return f"nextval('{name}'::regclass)"
+    return node.sql(dialect="postgres")
+
+
 def _column_from_def(element: exp.ColumnDef, table: str, uniques: list, checks: list, defaults: dict,
                      position: int, sequences: list | None = None) -> tuple[ColumnDef, bool]:
     name = identifier_name(element.this)
@@ -500,7 +518,7 @@ def _column_from_def(element: exp.ColumnDef, table: str, uniques: list, checks: 
                 continue  # an explicit NULL constraint: nullable, the default
             not_null = True
         elif isinstance(constraint_kind, exp.DefaultColumnConstraint):
-            default = constraint_kind.this.sql(dialect="postgres")
+            default = default_text(constraint_kind.this)
             defaults[position] = constraint_kind.this
         elif isinstance(constraint_kind, exp.UniqueColumnConstraint):
             uniques.append((explicit, (name,)))

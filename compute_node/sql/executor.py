@@ -42,7 +42,7 @@ from sqlglot import exp
 
 from compute_node.sql import bulk, sequences, system_views, types
 from compute_node.sql.catalog import (
-    CheckDef, IndexDef, TableDef, column_from_def, create_spec, identifier_name, table_name,
+    CheckDef, IndexDef, TableDef, column_from_def, create_spec, default_text, identifier_name, table_name,
     unique_name, TOO_MANY_COLUMNS,
 )
 from compute_node.sql.expressions import Compiled, Compiler, Scope, constant, contains_aggregate
@@ -1094,6 +1094,15 @@ async def run_create_index(txn: Transaction, create: exp.Create) -> StatementRes
             raise SqlError(errors.DUPLICATE_TABLE, f'relation "{index_name}" already exists')
     else:
         index_name = await _free_name(txn, f"{table.name}_{'_'.join(columns)}_idx", set())
+    table = await add_index(txn, table, index_name, columns, unique, False, descending)
+    _save_table(txn, table)
+    return StatementResult.tag("CREATE INDEX")
+
+
+async def add_index(txn: Transaction, table: TableDef, index_name: str, columns: Sequence[str], unique: bool,
+                    constraint: bool, descending: Sequence[bool]) -> TableDef:
+    """Adds an index (CREATE INDEX, ALTER TABLE ... ADD UNIQUE) filled with every existing row's
+    entry; returns the table's new definition, which the caller saves."""
     if len(table.indexes) >= limits.TABLE_INDEXES_MAX:
         raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, f"a table can have at most {limits.TABLE_INDEXES_MAX} indexes")
     if is_bulk_target(txn, table):  # the table's keyspace is private: so is its new index (bulk path)
@@ -1101,12 +1110,11 @@ async def run_create_index(txn: Transaction, create: exp.Create) -> StatementRes
         txn.add_private_prefix(keys.index_prefix(index_id))
     else:
         index_id = await _next_id(txn)
-    index = IndexDef(index_name, index_id, tuple(columns), unique, False, tuple(descending))
+    index = IndexDef(index_name, index_id, tuple(columns), unique, constraint, tuple(descending))
     table = dataclasses.replace(table, indexes=table.indexes + (index,))
     await _fill_index(txn, table, index)
     txn.put(keys.catalog_index_key(index_name), table.name.encode("utf-8"))
-    _save_table(txn, table)
-    return StatementResult.tag("CREATE INDEX")
+    return table
 
 
 async def _fill_index(txn: Transaction, table: TableDef, index: IndexDef) -> None:
@@ -1219,8 +1227,7 @@ async def run_alter(txn: Transaction, alter: exp.Alter) -> StatementResult:
     kind = str(alter.args.get("kind") or "").upper()
     if kind != "TABLE":
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"ALTER {kind or 'this object'} is not supported")
-    if alter.args.get("only"):
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ALTER TABLE ONLY is not supported")
+    # ONLY excludes descendant tables; QuorumDB has no inheritance, so it names the same table.
     system_views.reject_write(alter.this, "ALTER TABLE")
     name = table_name(alter.this)
     table = await load_table(txn, name)
@@ -1240,6 +1247,13 @@ async def run_alter(txn: Transaction, alter: exp.Alter) -> StatementResult:
                 and any(isinstance(p, exp.ForeignKey) for p in part.expressions)
                 for part in action.expressions):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "foreign keys are not supported")
+        unique = _unique_constraint_action(action)
+        if unique is not None:
+            table = await _add_unique_constraint(txn, table, *unique)
+            continue
+        if isinstance(action, exp.AlterColumn):
+            table = await _alter_column(txn, table, action)
+            continue
         if isinstance(action, exp.ColumnDef):
             table = await _add_column(txn, table, action)
         elif isinstance(action, exp.Drop) and str(action.args.get("kind") or "").upper() == "COLUMN":
@@ -1251,6 +1265,83 @@ async def run_alter(txn: Transaction, alter: exp.Alter) -> StatementResult:
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"ALTER TABLE ... {words} is not supported")
     _save_table(txn, table)
     return StatementResult.tag("ALTER TABLE")
+
+
+def _unique_constraint_action(action: exp.Expression) -> tuple[str | None, list[str]] | None:
+    """(constraint name, columns) of ADD [CONSTRAINT name] UNIQUE (cols), else None."""
+    if not isinstance(action, exp.AddConstraint) or len(action.expressions) != 1:
+        return None
+    part, name = action.expressions[0], None
+    if isinstance(part, exp.Constraint):
+        if len(part.expressions) != 1:
+            return None
+        name, part = identifier_name(part.this), part.expressions[0]
+    if not isinstance(part, exp.UniqueColumnConstraint):
+        return None
+    _reject_unknown_args(part, {"this", "nulls", "include"}, "UNIQUE constraint")
+    include = part.args.get("include")
+    if include is not None and any(value not in (None, False, [], "") for value in include.args.values()):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "UNIQUE constraints with INCLUDE or storage options are not "
+                                                     "supported")
+    if part.args.get("nulls"):
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "UNIQUE NULLS NOT DISTINCT is not supported")
+    schema = part.this
+    if not isinstance(schema, exp.Schema) or not schema.expressions:
+        raise SqlError(errors.SYNTAX_ERROR, "UNIQUE needs a column list")
+    columns = [identifier_name(item.this if isinstance(item, exp.Column) else item) for item in schema.expressions]
+    return name, columns
+
+
+async def _add_unique_constraint(txn: Transaction, table: TableDef, name: str | None, columns: list[str]) -> TableDef:
+    _check_index_columns(table, columns)
+    if any(table.columns[table.column_index(c)].hidden for c in columns):
+        raise SqlError(errors.UNDEFINED_COLUMN, f'column "{columns[0]}" named in key does not exist')
+    if name is None:
+        name = await _free_name(txn, f"{table.name}_{'_'.join(columns)}_key", set())
+    elif await _relation_exists(txn, name) is not None or any(c.name == name for c in table.checks):
+        raise SqlError(errors.DUPLICATE_TABLE, f'relation "{name}" already exists')
+    return await add_index(txn, table, name, columns, True, True, [False] * len(columns))
+
+
+async def _alter_column(txn: Transaction, table: TableDef, action: exp.AlterColumn) -> TableDef:
+    """ALTER [COLUMN] c SET DEFAULT expr | DROP DEFAULT | SET NOT NULL | DROP NOT NULL."""
+    _reject_unknown_args(action, {"this", "default", "drop", "allow_null"}, "ALTER COLUMN")
+    name = identifier_name(action.this)
+    position = table.column_index(name)
+    if position is None or table.columns[position].hidden:
+        raise SqlError(errors.UNDEFINED_COLUMN, f'column "{name}" of relation "{table.name}" does not exist')
+    column = table.columns[position]
+    default, drop, allow_null = action.args.get("default"), action.args.get("drop"), action.args.get("allow_null")
+    if default is not None and not drop and allow_null is None:
+        if column.identity is not None:  # PostgreSQL reports this one as a syntax error
+            raise SqlError(errors.SYNTAX_ERROR, f'column "{name}" of relation "{table.name}" is an identity column',
+                           hint="Use ALTER TABLE ... ALTER COLUMN ... DROP IDENTITY instead.")
+        _validate_expressions(table, [], {position: default})
+        changed = dataclasses.replace(column, default=default_text(default))
+    elif drop and allow_null is None:
+        if column.identity is not None:
+            raise SqlError(errors.INVALID_TABLE_DEFINITION,
+                           f'column "{name}" of relation "{table.name}" is an identity column',
+                           hint="Use ALTER TABLE ... ALTER COLUMN ... DROP IDENTITY instead.")
+        changed = dataclasses.replace(column, default=None)
+    elif allow_null is False and not drop and default is None:
+        prefix = table.rows_prefix
+        async for _, value in txn.scan(prefix, keys.prefix_end(prefix)):
+            if table.decode_row(value)[position] is None:
+                raise SqlError(errors.NOT_NULL_VIOLATION, f'column "{name}" of relation "{table.name}" contains null values')
+        changed = dataclasses.replace(column, not_null=True)
+    elif allow_null is True and drop and default is None:
+        if position in table.primary_key:
+            raise SqlError(errors.INVALID_TABLE_DEFINITION, f'column "{name}" is in a primary key')
+        if column.identity is not None:
+            raise SqlError(errors.INVALID_TABLE_DEFINITION,
+                           f'column "{name}" of relation "{table.name}" is an identity column')
+        changed = dataclasses.replace(column, not_null=False)
+    else:
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED, "this form of ALTER COLUMN is not supported (SET DATA TYPE, ...)")
+    columns = list(table.columns)
+    columns[position] = changed
+    return dataclasses.replace(table, columns=tuple(columns))
 
 
 def _primary_key_action(action: exp.Expression) -> tuple[str | None, list[str]] | None:
@@ -1566,12 +1657,119 @@ async def run_utility(txn: Transaction, statement: Utility) -> StatementResult:
         return await run_drop_sequence(txn, statement)
     if statement.command == "CREATE SEQUENCE":
         return await run_create_sequence(txn, statement)
+    if statement.command == "OWNER TO":
+        return await run_owner_to(txn, statement)
+    if statement.command == "ALTER SEQUENCE OWNED BY":
+        return await run_sequence_owned_by(txn, statement)
+    if statement.command == "ADD IDENTITY":
+        return await run_add_identity(txn, statement)
     # VACUUM and ANALYZE: storage reclaims old versions itself and the planner uses no statistics,
     # so there is nothing to do; the tables must exist, as in PostgreSQL.
     for name in statement.names:
         if await load_table(txn, name) is None:
             raise SqlError(errors.UNDEFINED_TABLE, f'relation "{name}" does not exist')
     return StatementResult.tag(statement.command)
+
+
+async def run_owner_to(txn: Transaction, statement: Utility) -> StatementResult:
+    """ALTER TABLE|SEQUENCE|INDEX name OWNER TO role. Every object belongs to the connected user
+    (pg_catalog shows it as the owner), the only role there is; so the owner can only be given
+    to that user, and then nothing changes. pg_dump writes these lines for every object."""
+    options = dict(statement.options)
+    kind, role = options["kind"], options["role"]
+    name = statement.names[0]
+    found = await _relation_exists(txn, name)
+    tag = f"ALTER {kind.upper()}"
+    if found is None or (kind == "sequence" and found != "sequence") or (kind == "index" and found != "index"):
+        if statement.if_exists:
+            return StatementResult.tag(tag)
+        shown = "relation" if kind == "table" else kind
+        raise SqlError(errors.UNDEFINED_TABLE, f'{shown} "{name}" does not exist')
+    user = getattr(getattr(txn, "client", None), "user", None)
+    if role not in ("current_user", "session_user", "current_role") and user is not None and role != user:
+        raise SqlError(errors.UNDEFINED_OBJECT, f'role "{role}" does not exist')
+    return StatementResult.tag(tag)
+
+
+async def run_sequence_owned_by(txn: Transaction, statement: Utility) -> StatementResult:
+    """ALTER SEQUENCE s OWNED BY table.column | NONE: the sequence is dropped with its column."""
+    name = statement.names[0]
+    definition = await sequences.load_sequence(txn, name)
+    if definition is None:
+        if statement.if_exists:
+            return StatementResult.tag("ALTER SEQUENCE")
+        raise SqlError(errors.UNDEFINED_TABLE, f'relation "{name}" does not exist')
+    owner = dict(statement.options)["owner"]
+    if definition.owned_by is not None and definition.owned_by != owner:
+        old_table = await load_table(txn, definition.owned_by[0])
+        if old_table is not None:
+            position = old_table.column_index(definition.owned_by[1])
+            if position is not None and old_table.columns[position].sequence == name:
+                if old_table.columns[position].identity is not None:
+                    raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                                   "cannot change ownership of identity sequence")
+                columns = list(old_table.columns)
+                columns[position] = dataclasses.replace(columns[position], sequence=None)
+                _save_table(txn, dataclasses.replace(old_table, columns=tuple(columns)))
+    if owner is not None:
+        table = await load_table(txn, owner[0])
+        if table is None:
+            raise SqlError(errors.UNDEFINED_TABLE, f'relation "{owner[0]}" does not exist')
+        position = table.column_index(owner[1])
+        if position is None or table.columns[position].hidden:
+            raise SqlError(errors.UNDEFINED_COLUMN, f'column "{owner[1]}" of relation "{owner[0]}" does not exist')
+        if table.columns[position].sequence not in (None, name):
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED,
+                           f'column "{owner[1]}" already owns sequence "{table.columns[position].sequence}"')
+        columns = list(table.columns)
+        columns[position] = dataclasses.replace(columns[position], sequence=name)
+        _save_table(txn, dataclasses.replace(table, columns=tuple(columns)))
+    txn.put(keys.catalog_sequence_key(name), dataclasses.replace(definition, owned_by=owner).encode())
+    return StatementResult.tag("ALTER SEQUENCE")
+
+
+async def run_add_identity(txn: Transaction, statement: Utility) -> StatementResult:
+    """ALTER TABLE t ALTER COLUMN c ADD GENERATED {ALWAYS | BY DEFAULT} AS IDENTITY [(options)],
+    as pg_dump writes identity columns: a sequence owned by the column becomes its default."""
+    name = statement.names[0]
+    table = await load_table(txn, name)
+    if table is None:
+        if statement.if_exists:
+            return StatementResult.tag("ALTER TABLE")
+        raise SqlError(errors.UNDEFINED_TABLE, f'relation "{name}" does not exist')
+    options = dict(statement.options)
+    column_name = options.pop("column")
+    identity = options.pop("identity")
+    position = table.column_index(column_name)
+    if position is None or table.columns[position].hidden:
+        raise SqlError(errors.UNDEFINED_COLUMN, f'column "{column_name}" of relation "{name}" does not exist')
+    column = table.columns[position]
+    if column.sql_type.kind not in types.INT_RANGES:
+        raise SqlError(errors.INVALID_PARAMETER_VALUE,
+                       "identity column type must be smallint, integer, or bigint")
+    if not column.not_null:
+        raise SqlError(errors.OBJECT_NOT_IN_PREREQUISITE_STATE,
+                       f'column "{column_name}" of relation "{name}" must be declared NOT NULL before identity '
+                       'can be added')
+    if column.identity is not None:
+        raise SqlError(errors.OBJECT_NOT_IN_PREREQUISITE_STATE,
+                       f'column "{column_name}" of relation "{name}" is already an identity column')
+    if column.default is not None:
+        raise SqlError(errors.OBJECT_NOT_IN_PREREQUISITE_STATE,
+                       f'column "{column_name}" of relation "{name}" already has a default value')
+    sequence_name = options.pop("sequence name", None) or await _free_name(txn, f"{name}_{column_name}_seq", set())
+    if await _relation_exists(txn, sequence_name) is not None:
+        raise SqlError(errors.DUPLICATE_TABLE, f'relation "{sequence_name}" already exists')
+    type_min, type_max = types.INT_RANGES[column.sql_type.kind]
+    options.pop("as", None)  # the column's type bounds the sequence, as PostgreSQL does
+    definition = sequence_from_options(sequence_name, await _next_id(txn), options, type_min, type_max,
+                                       (name, column_name))
+    txn.put(keys.catalog_sequence_key(sequence_name), definition.encode())
+    columns = list(table.columns)
+    columns[position] = dataclasses.replace(column, default=f"nextval('{sequence_name}'::regclass)",
+                                         sequence=sequence_name, identity=identity)
+    _save_table(txn, dataclasses.replace(table, columns=tuple(columns)))
+    return StatementResult.tag("ALTER TABLE")
 
 
 async def run_drop_sequence(txn: Transaction, statement: Utility) -> StatementResult:

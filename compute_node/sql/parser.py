@@ -184,6 +184,11 @@ def _parse_statement(text: str, tokens: list) -> Statement:
         except TokenError as error:
             raise SqlError(errors.SYNTAX_ERROR, f"syntax error: {_first_line(str(error))}") from None
         return _parse_utility(tokens, [token.text.upper() for token in tokens])
+    if words[0] == "ALTER":
+        # What pg_dump writes that sqlglot reads only as an opaque Command.
+        utility = _parse_alter_utility(tokens, words)
+        if utility is not None:
+            return utility
     if len(text) > limits.STATEMENT_BYTES_MAX:
         raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
                        f"statement of {len(text)} bytes exceeds the limit of {limits.STATEMENT_BYTES_MAX} bytes")
@@ -436,7 +441,7 @@ def _parse_create_sequence(tokens: list, words: list[str]) -> Utility:
     position += 1
     if words[position:position + 1] == ["."]:
         if name != "public" or position + 1 >= len(words):
-            raise SqlError("3F000", f'schema "{name}" does not exist')
+            raise SqlError(errors.INVALID_SCHEMA_NAME, f'schema "{name}" does not exist')
         name_token = tokens[position + 1]
         name = name_token.text if name_token.token_type == TokenType.IDENTIFIER else name_token.text.lower()
         position += 2
@@ -560,6 +565,129 @@ def _check_modes(rest: list[str]) -> None:
             raise SqlError(errors.FEATURE_NOT_SUPPORTED,
                            f"transaction mode {' '.join(rest[position:])} is not supported "
                            "(transactions are REPEATABLE READ, snapshot isolation)")
+
+
+def _name_at(tokens: list, words: list[str], position: int) -> tuple[str, int]:
+    """An object name at `position`, optionally qualified by schema public: (name, next position)."""
+    def one(at: int) -> str:
+        if at >= len(tokens):
+            raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
+        token = tokens[at]
+        if token.token_type == TokenType.IDENTIFIER:
+            return token.text
+        if not words[at].replace("_", "a").replace("$", "a").isalnum() or words[at][0].isdigit():
+            raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{token.text}"')
+        return token.text.lower()
+    name = one(position)
+    if words[position + 1:position + 2] == ["."]:
+        if name != "public":
+            raise SqlError(errors.INVALID_SCHEMA_NAME, f'schema "{name}" does not exist')
+        return one(position + 2), position + 3
+    return name, position + 1
+
+
+def _parse_alter_utility(tokens: list, words: list[str]) -> Utility | None:
+    """ALTER TABLE|SEQUENCE|INDEX [IF EXISTS] [ONLY] name OWNER TO role; ALTER SEQUENCE [IF EXISTS]
+    name OWNED BY {NONE | table.column}; ALTER TABLE [ONLY] name ALTER [COLUMN] column ADD
+    GENERATED {ALWAYS | BY DEFAULT} AS IDENTITY [(sequence options)]. None: not one of these."""
+    if len(words) < 4 or words[1] not in ("TABLE", "SEQUENCE", "INDEX"):
+        return None
+    position = 2
+    if_exists = words[2:4] == ["IF", "EXISTS"]
+    if if_exists:
+        position = 4
+    if words[position:position + 1] == ["ONLY"] and words[1] == "TABLE":
+        position += 1
+    if words[-2:] == ["OWNER", "TO"]:
+        raise SqlError(errors.SYNTAX_ERROR, "syntax error at end of input")
+    if words[-3:-1] == ["OWNER", "TO"]:
+        name, after = _name_at(tokens, words, position)
+        if after != len(words) - 3:
+            raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[after].text}"')
+        role_token = tokens[-1]
+        role = role_token.text if role_token.token_type == TokenType.IDENTIFIER else role_token.text.lower()
+        return Utility("OWNER TO", (name,), if_exists, (("kind", words[1].lower()), ("role", role)))
+    if words[1] == "SEQUENCE" and words[-3:-1] != ["OWNER", "TO"] and "OWNED" in words:
+        name, after = _name_at(tokens, words, position)
+        if words[after:after + 2] != ["OWNED", "BY"]:
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ALTER SEQUENCE with other options than OWNED BY is not supported")
+        after += 2
+        if words[after:] == ["NONE"]:
+            return Utility("ALTER SEQUENCE OWNED BY", (name,), if_exists, (("owner", None),))
+        parts = []
+        while after < len(words):
+            token = tokens[after]
+            parts.append(token.text if token.token_type == TokenType.IDENTIFIER else token.text.lower())
+            after += 1
+            if after < len(words):
+                if words[after] != ".":
+                    raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[after].text}"')
+                after += 1
+        if parts[:1] == ["public"] and len(parts) == 3:
+            parts = parts[1:]
+        if len(parts) != 2:
+            raise SqlError(errors.SYNTAX_ERROR, "OWNED BY names a column as table.column")
+        return Utility("ALTER SEQUENCE OWNED BY", (name,), if_exists, (("owner", tuple(parts)),))
+    if words[1] == "TABLE" and "IDENTITY" in words and "GENERATED" in words:
+        table, after = _name_at(tokens, words, position)
+        if words[after:after + 1] != ["ALTER"]:
+            return None
+        after += 1
+        if words[after:after + 1] == ["COLUMN"]:
+            after += 1
+        column, after = _name_at(tokens, words, after)
+        if words[after:after + 3] == ["ADD", "GENERATED", "ALWAYS"]:
+            identity, after = "always", after + 3
+        elif words[after:after + 4] == ["ADD", "GENERATED", "BY", "DEFAULT"]:
+            identity, after = "by default", after + 4
+        else:
+            return None
+        if words[after:after + 2] != ["AS", "IDENTITY"]:
+            raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[min(after, len(tokens) - 1)].text}"')
+        after += 2
+        options: list[tuple[str, object]] = [("column", column), ("identity", identity)]
+        if after < len(words):
+            if words[after] != "(" or words[-1] != ")":
+                raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[after].text}"')
+            options += _identity_options(tokens[after + 1:-1], words[after + 1:-1])
+        return Utility("ADD IDENTITY", (table,), if_exists, tuple(options))
+    return None
+
+
+def _identity_options(tokens: list, words: list[str]) -> list[tuple[str, object]]:
+    """The sequence options of an identity column: SEQUENCE NAME n, AS type, START [WITH] n,
+    INCREMENT [BY] n, [NO] MINVALUE / MAXVALUE [n], CACHE n, NO CYCLE (CYCLE is 0A000)."""
+    options: list[tuple[str, object]] = []
+    position = 0
+
+    def number(at: int) -> tuple[int, int]:
+        sign = -1 if words[at:at + 1] == ["-"] else 1
+        at += 1 if words[at:at + 1] in (["-"], ["+"]) else 0
+        if at >= len(words) or not words[at].isdigit():
+            raise SqlError(errors.SYNTAX_ERROR, "syntax error in the identity column's sequence options")
+        return sign * int(words[at]), at + 1
+
+    while position < len(words):
+        word = words[position]
+        if words[position:position + 2] == ["SEQUENCE", "NAME"]:
+            name, position = _name_at(tokens, words, position + 2)
+            options.append(("sequence name", name))
+        elif word == "AS" and words[position + 1:position + 2] and words[position + 1] in _SEQUENCE_TYPES:
+            options.append(("as", _SEQUENCE_TYPES[words[position + 1]]))
+            position += 2
+        elif word in ("START", "INCREMENT", "MINVALUE", "MAXVALUE", "CACHE"):
+            position += 1
+            if words[position:position + 1] in (["WITH"], ["BY"]):
+                position += 1
+            value, position = number(position)
+            options.append((word.lower(), value))
+        elif word == "NO" and words[position + 1:position + 2] in (["MINVALUE"], ["MAXVALUE"], ["CYCLE"]):
+            position += 2
+        elif word == "CYCLE":
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "identity sequences with CYCLE are not supported")
+        else:
+            raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[position].text}"')
+    return options
 
 
 def _first_line(text: str) -> str:
