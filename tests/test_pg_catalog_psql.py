@@ -32,12 +32,15 @@ SCHEMA = [
     "CREATE TABLE all_types (id BIGINT PRIMARY KEY, s SMALLINT NOT NULL, r REAL, d DOUBLE PRECISION, c CHAR(3), "
     "b BYTEA, u UUID, ts TIMESTAMP, dt DATE, n NUMERIC, vc VARCHAR, UNIQUE (s, c), CHECK (s > 0 AND length(c) < 5), CHECK (id <> 0))",
     "CREATE UNIQUE INDEX all_types_u ON all_types (u DESC)",
+    # No primary key: the hidden row id (quorumdb_rowid) shows nowhere, attnums count from 1.
+    "CREATE TABLE nopk (a INT NOT NULL, b TEXT DEFAULT 'z', c NUMERIC(5,1))",
+    "CREATE INDEX nopk_b ON nopk (b, a)",
 ]
 ROWS = ["INSERT INTO t (id, name, qty, code, price, note, seen, flag) VALUES (1, 'ada', 5, 'x1', 12.50, "
         "'tab\there', '2024-01-02 03:04:05+00', false), (2, 'bob', 3, NULL, NULL, NULL, NULL, NULL)",
         "INSERT INTO other_table VALUES (10, 'ten'), (11, 'line\nbreak')"]
 EXACT = [r"\d+ t", r"\d t", r"\d t_qty_note", r"\d t_pkey", r"\dt", r"\di", r"\dn", r"\d", r"\d other_table",
-         r"\d all_types", r"\d all_types_s_c_key", r"\d+ all_types_u"]
+         r"\d all_types", r"\d all_types_s_c_key", r"\d+ all_types_u", r"\d+ nopk", r"\d nopk_b"]
 # Commands that print sizes: compared unaligned (column widths follow the sizes' lengths).
 SIZED = [r"\dt+", r"\di+ t_name", r"\d+ other_table"]
 SIZE = re.compile(r"\b\d+ (bytes|kB|MB)\b")
