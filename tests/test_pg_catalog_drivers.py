@@ -163,7 +163,7 @@ def test_unsupported_catalog_reads_fail_naming_the_function_and_the_connection_g
             conn.execute("SELECT relname FROM pg_class")
         out = io.StringIO()
         print(conn.execute("SELECT version()").fetchone()[0], file=out)
-        assert out.getvalue().startswith("PostgreSQL 16.0 (QuorumDB")
+        assert out.getvalue().startswith("PostgreSQL 15.0 (QuorumDB")
         # pg_dump's first statement: set_config is SET from a query
         assert conn.execute("SELECT pg_catalog.set_config('search_path', '', false)").fetchone() == ("",)
         assert conn.execute("SHOW search_path").fetchone() == ("",)

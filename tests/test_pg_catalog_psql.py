@@ -114,20 +114,14 @@ def test_psql_describe_commands_match_postgresql(postgres, cluster_factory):
         line for line in theirs if line.startswith(f"{USER}|")] == [f"{USER}|Superuser, Create role, Create DB|{{}}"]
 
 
-def test_pg_dump_schema_only_matches_postgresql(postgres, monkeypatch):
+def test_pg_dump_schema_only_matches_postgresql(postgres):
     """pg_dump (--schema-only, and with the data) prints what PostgreSQL 15's dump of the same
     database prints, and its data restores into QuorumDB.
 
-    Debian's pg_dump 15 refuses a server that reports a newer major version, and QuorumDB reports
-    16: this test (only) makes the endpoint report 15.0, so that the catalog queries pg_dump 15
-    sends run. Everything else is the real endpoint: its SET TRANSACTION ... READ ONLY, LOCK
-    TABLE ... IN ACCESS SHARE MODE and some forty catalog queries run in the engine."""
-    from compute_node.pgwire import settings as settings_mod
+    The endpoint reports 15.0 (pg_dump refuses a newer server major version than its own): its
+    SET TRANSACTION ... READ ONLY, LOCK TABLE ... IN ACCESS SHARE MODE and some forty catalog
+    queries run in the engine."""
     from tests.pgwire_util import ServerThread
-    monkeypatch.setitem(settings_mod.SETTINGS, "server_version",
-                        settings_mod.Setting("server_version", "15.0 (QuorumDB)", report=True, read_only=True))
-    monkeypatch.setitem(settings_mod.SETTINGS, "server_version_num",
-                        settings_mod.Setting("server_version_num", "150000", read_only=True))
     pg_dump = PSQL.replace("psql", "pg_dump") if PSQL else None
     assert pg_dump and shutil.which(pg_dump), "pg_dump is not installed"
     server = ServerThread()

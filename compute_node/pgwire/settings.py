@@ -20,8 +20,10 @@ import re
 
 from quorumdb.errors import SqlError
 
-SERVER_VERSION = "16.0 (QuorumDB)"
-SERVER_VERSION_NUM = "160000"
+# PostgreSQL 15: the catalog, the SQL corpus and psql/pg_dump are checked against PostgreSQL 15, and
+# pg_dump refuses a server of a newer major version than its own (Debian bookworm ships 15).
+SERVER_VERSION = "15.0 (QuorumDB)"
+SERVER_VERSION_NUM = "150000"
 
 UNDEFINED_OBJECT = "42704"
 INVALID_PARAMETER_VALUE = "22023"
@@ -39,7 +41,7 @@ class Setting:
 
 
 _SETTINGS = [
-    Setting("server_version", SERVER_VERSION, report=True, read_only=True, description="QuorumDB speaks PostgreSQL 16's protocol."),
+    Setting("server_version", SERVER_VERSION, report=True, read_only=True, description="QuorumDB answers as PostgreSQL 15."),
     Setting("server_version_num", SERVER_VERSION_NUM, read_only=True),
     Setting("server_encoding", "UTF8", report=True, read_only=True),
     Setting("client_encoding", "UTF8", report=True, description="Only UTF8."),

@@ -70,7 +70,7 @@ CONSTRAINT_OID_BASE = 1 << 30
 CHECKS_PER_TABLE_MAX = 1024
 ATTRDEF_OID_BASE = (1 << 30) + (1 << 29)
 COLUMNS_PER_TABLE_MAX = 1600     # PostgreSQL's MaxHeapAttributeNumber
-VERSION_TEXT = (f"PostgreSQL 16.0 (QuorumDB 0.1) on {platform.machine() or 'x86_64'}-pc-linux-gnu, "
+VERSION_TEXT = (f"PostgreSQL 15.0 (QuorumDB 0.1) on {platform.machine() or 'x86_64'}-pc-linux-gnu, "
                 "compiled by Python, 64-bit")
 
 
@@ -102,7 +102,7 @@ class ClientInfo:
 # What a session without the PostgreSQL endpoint's settings (the gRPC API) reports: the values
 # that endpoint starts with, which are also the only ones it accepts for most of them.
 FIXED_SETTINGS = (
-    ("server_version", "16.0 (QuorumDB)"), ("server_version_num", "160000"), ("server_encoding", "UTF8"),
+    ("server_version", "15.0 (QuorumDB)"), ("server_version_num", "150000"), ("server_encoding", "UTF8"),
     ("client_encoding", "UTF8"), ("DateStyle", "ISO, MDY"), ("TimeZone", "UTC"), ("integer_datetimes", "on"),
     ("standard_conforming_strings", "on"), ("search_path", '"$user", public'),
     ("transaction_isolation", "repeatable read"), ("max_identifier_length", "63"), ("lc_collate", "C"),
