@@ -65,9 +65,13 @@ def _columns_rows(tables: Sequence[TableDef]) -> list[tuple]:
         for position, column in enumerate(table.visible_columns, start=1):
             sql_type = column.sql_type
             max_length = sql_type.length if sql_type.kind in (Kind.VARCHAR, Kind.CHAR) else None
+            # An identity column's sequence is no default to PostgreSQL: is_identity says it instead.
             rows.append((DATABASE_NAME, USER_SCHEMA, table.name, column.name, position,
-                         sql_type.kind.value, "NO" if column.not_null else "YES", max_length, column.default,
-                         sql_type.precision, sql_type.scale if sql_type.precision is not None else None))
+                         sql_type.kind.value, "NO" if column.not_null else "YES", max_length,
+                         column.default if column.identity is None else None,
+                         sql_type.precision, sql_type.scale if sql_type.precision is not None else None,
+                         "NO" if column.identity is None else "YES",
+                         None if column.identity is None else column.identity.upper()))
     return rows
 
 
@@ -109,6 +113,7 @@ VIEWS: dict[str, SystemView] = {view.name: view for view in (
         ("column_name", _IDENTIFIER), ("ordinal_position", _CARDINAL), ("data_type", _CHARACTER_DATA),
         ("is_nullable", _YES_OR_NO), ("character_maximum_length", _CARDINAL),
         ("column_default", _CHARACTER_DATA), ("numeric_precision", _CARDINAL), ("numeric_scale", _CARDINAL),
+        ("is_identity", _YES_OR_NO), ("identity_generation", _CHARACTER_DATA),
     ), _columns_rows),
     SystemView("table_constraints", (
         ("constraint_catalog", _IDENTIFIER), ("constraint_schema", _IDENTIFIER), ("constraint_name", _IDENTIFIER),
