@@ -506,6 +506,14 @@ METRICS_SCRAPE_BYTES_MAX = 4 * 1024 * 1024
 # load committed, so a COPY should never come near it.
 COPY_ROWS_MAX = 200_000
 COPY_BYTES_MAX = 48 * 1024 * 1024
+# A COPY FROM inside a transaction block into a table the block truncated, rewrote or created
+# streams instead (pgbench -i's BEGIN; TRUNCATE; COPY ...; COMMIT): its rows go onto the bulk path,
+# invisible to everyone until COMMIT and all undone by an error, so nothing needs holding whole.
+# It is validated and written a chunk at a time: these bound one chunk (records, and bytes of
+# input text) -- big enough that the per-chunk work (a catalog look-up, a statement of its own)
+# is noise next to the rows, small enough that a chunk and its built rows take a few MB.
+COPY_STREAM_CHUNK_ROWS = 10_000
+COPY_STREAM_CHUNK_BYTES = 4 * 1024 * 1024
 # The longest record (line, or CSV record with quoted newlines) a COPY reader buffers while it
 # waits for the rest: a row can never be larger than ROW_BYTES_MAX, so this only stops garbage.
 COPY_LINE_BYTES_MAX = 4 * 1024 * 1024
@@ -517,3 +525,4 @@ COPY_PROBE_KEYS = GET_KEYS_MAX
 assert COPY_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX, "qsql's \\copy input fits in one Copy request"
 assert ROW_BYTES_MAX <= COPY_LINE_BYTES_MAX <= COPY_BYTES_MAX
 assert COPY_ROWS_MAX <= RESULT_ROWS_MAX, "what one COPY loads, one COPY TO (a SELECT) can send back"
+assert COPY_STREAM_CHUNK_ROWS <= COPY_ROWS_MAX and COPY_STREAM_CHUNK_BYTES <= COPY_BYTES_MAX
