@@ -662,3 +662,60 @@ async def test_rollback_to_a_savepoint_before_flushed_rows_is_refused_and_nothin
     await fails(session, "SELECT 1", "25P02")  # the block stays failed
     await ok(session, "ROLLBACK")
     assert await rows(session, "SELECT count(*) FROM sp2") == [(0,)]
+
+
+def test_key_digests_find_repeats_and_only_repeats():
+    """The rewrite's in-memory duplicate check: every repeated key is found, and a forced digest
+    collision between two different keys comes back as a candidate only (the caller confirms)."""
+    digests = bulk.KeyDigests(10_000)
+    for number in range(5000):
+        digests.add(keys.encode_key_tuple((number,)))
+    assert digests.repeated() == set()
+    digests.add(keys.encode_key_tuple((4321,)))
+    assert digests.repeated() == {digests.digest_of(keys.encode_key_tuple((4321,)))}
+    colliding = bulk.KeyDigests(10, digest=lambda key: len(key))
+    colliding.add(b"ab")
+    colliding.add(b"cd")
+    assert colliding.repeated() == {2}, "a shared digest is a candidate, not a verdict"
+    bounded = bulk.KeyDigests(2)
+    bounded.add(b"a")
+    bounded.add(b"b")
+    with pytest.raises(OverflowError):
+        bounded.add(b"c")
+
+
+async def test_rewrite_checks_duplicates_across_batches_in_memory(session, backend, small_limits, monkeypatch):
+    """ADD PRIMARY KEY finds a duplicate whose two rows land in different flushed batches (the
+    constraint's name and PostgreSQL's DETAIL), before a NULL; a digest collision of distinct keys does not fail the rewrite."""
+    await ok(session, "CREATE TABLE r (a INT, b INT, c TEXT)")
+    await ok(session, "CREATE UNIQUE INDEX r_c ON r (c)")
+    await ok(session, "BEGIN; TRUNCATE r")
+    await ok(session, "INSERT INTO r VALUES " + ", ".join(f"({i}, {i}, 'c{i}')" for i in range(600)) + ", (3, 1, NULL)")
+    await ok(session, "COMMIT")
+    error = await fails(session, "ALTER TABLE r ADD PRIMARY KEY (a)", "23505", 'could not create unique index "r_pkey"')
+    assert error.detail == "Key (a)=(3) is duplicated."
+    await ok(session, "DELETE FROM r WHERE c IS NULL")
+    await ok(session, "INSERT INTO r VALUES (599, 900, 'c900'), (NULL, 1, 'x')")
+    error = await fails(session, "ALTER TABLE r ADD PRIMARY KEY (a)", "23505", 'could not create unique index "r_pkey"')
+    assert error.detail == "Key (a)=(599) is duplicated.", "duplicates are reported before NULLs, as PostgreSQL"
+    await ok(session, "DELETE FROM r WHERE b = 900")
+    await fails(session, "ALTER TABLE r ADD PRIMARY KEY (a)", "23502", 'column "a" of relation "r" contains null values')
+    await ok(session, "DELETE FROM r WHERE a IS NULL")
+    # Every key gets the same digest: all are candidates, none is a real duplicate.
+    real_init = bulk.KeyDigests.__init__
+    monkeypatch.setattr(bulk.KeyDigests, "__init__",
+                        lambda self, keys_max, digest=hash: real_init(self, keys_max, digest=lambda key: 7))
+    await ok(session, "ALTER TABLE r ADD PRIMARY KEY (a)")
+    monkeypatch.undo()
+    assert await rows(session, "SELECT count(*), count(DISTINCT c) FROM r") == [(600, 600)]
+    await fails(session, "INSERT INTO r VALUES (5, 0, 'new')", "23505")
+
+
+async def test_rewrite_past_its_key_bound_is_54000(session, small_limits, monkeypatch):
+    monkeypatch.setattr(limits, "REWRITE_KEYS_MAX", 50)
+    await ok(session, "CREATE TABLE big (a INT)")
+    await ok(session, "INSERT INTO big SELECT g FROM generate_series(1, 60) AS g")
+    await fails(session, "ALTER TABLE big ADD PRIMARY KEY (a)", "54000",
+                'table "big" is too large to rewrite: more than 50 keys')
+    await ok(session, "INSERT INTO big VALUES (61)")  # the mark is gone: the table takes writes again
+    assert await rows(session, "SELECT count(*) FROM big") == [(61,)]

@@ -1314,22 +1314,30 @@ async def add_primary_key(txn: Transaction, table: TableDef, constraint: str | N
     new_table = TableDef(old.table_id, old.name, columns, tuple(kept.index(p) for p in positions), old.indexes,
                          old.checks, primary_key_name=pk_name)
     new_table = await move_to_private_keyspace(txn, new_table, drop_old=False)
-    chunk: list[list] = []
-    chunk_rows = max(1, min(limits.BULK_BATCH_ROWS_MAX, limits.TXN_ROWS_MAX) // (1 + len(new_table.indexes)))
+    # Only this transaction writes the new keyspace: a duplicate key can only be between two
+    # copied rows, found in memory (bulk.KeyDigests) rather than by a storage read per row. The
+    # unique indexes need no check: they held in the snapshot the same rows are copied from.
+    digests = bulk.KeyDigests(limits.REWRITE_KEYS_MAX)
     prefix = old.rows_prefix
     null_column: str | None = None  # PostgreSQL reports duplicates before NULLs: so do we
-    async for _, value in txn.scan(prefix, keys.prefix_end(prefix)):
-        row = old.decode_row(value)
-        missing = next((old.columns[p].name for p in positions if row[p] is None), None)
-        if missing is not None:
-            null_column = null_column or missing
-            continue
-        chunk.append([row[p] for p in kept])
-        if len(chunk) >= chunk_rows:
-            await _copy_rows(txn, new_table, chunk)
-            chunk = []
-    if chunk:
-        await _copy_rows(txn, new_table, chunk)
+    try:
+        async for _, value in txn.scan(prefix, keys.prefix_end(prefix)):
+            row = old.decode_row(value)
+            missing = next((old.columns[p].name for p in positions if row[p] is None), None)
+            if missing is not None:
+                null_column = null_column or missing
+                continue
+            new_row = [row[p] for p in kept]
+            digests.add(write_row(txn, new_table, new_row, None, None))
+            if txn.flush_due():
+                await txn.flush_private()
+    except OverflowError:
+        raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                       f'table "{old.name}" is too large to rewrite: more than {limits.REWRITE_KEYS_MAX} keys',
+                       hint="Create a new table with the primary key and load it with INSERT ... SELECT.") from None
+    candidates = digests.repeated()
+    if candidates:
+        await _raise_rewrite_duplicate(txn, old, new_table, kept, positions, digests, candidates)
     if null_column is not None:
         raise SqlError(errors.NOT_NULL_VIOLATION, f'column "{null_column}" of relation "{old.name}" contains null values')
     if is_bulk_target(txn, old):  # the old private keyspace is garbage now: do not flush it
@@ -1338,16 +1346,26 @@ async def add_primary_key(txn: Transaction, table: TableDef, constraint: str | N
     return new_table
 
 
-async def _copy_rows(txn: Transaction, table: TableDef, rows: list[list]) -> None:
-    try:
-        await _write_new_rows(txn, table, rows, True)
-    except SqlError as error:
-        if error.sqlstate != errors.UNIQUE_VIOLATION:
-            raise
-        detail = error.detail.replace("already exists", "is duplicated")
-        name = error.message.split('"')[1] if '"' in error.message else table.constraint_name
-        raise SqlError(errors.UNIQUE_VIOLATION, f'could not create unique index "{name}"', detail=detail) from None
-    await txn.flush_private()
+async def _raise_rewrite_duplicate(txn: Transaction, old: TableDef, new_table: TableDef, kept: list[int],
+                                   positions: list[int], digests: bulk.KeyDigests, candidates: set[int]) -> None:
+    """23505 naming a key two rows of the rewrite share, if one does: the rows whose keys have a
+    repeated digest are read again and their keys compared (a shared digest alone proves nothing).
+    Memory: the keys of the candidate rows only."""
+    seen: set[bytes] = set()
+    prefix = old.rows_prefix
+    async for _, value in txn.scan(prefix, keys.prefix_end(prefix)):
+        row = old.decode_row(value)
+        if any(row[p] is None for p in positions):
+            continue
+        new_row = [row[p] for p in kept]
+        key = new_table.row_key(new_row)
+        if digests.digest_of(key) not in candidates:
+            continue
+        if key in seen:
+            detail = _duplicate_key(new_table, new_row, None).detail.replace("already exists", "is duplicated")
+            raise SqlError(errors.UNIQUE_VIOLATION, f'could not create unique index "{new_table.constraint_name}"',
+                           detail=detail)
+        seen.add(key)
 
 
 async def _mark_for_rewrite(txn: Transaction, table: TableDef) -> TableDef:
