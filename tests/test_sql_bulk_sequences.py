@@ -708,6 +708,10 @@ async def test_rewrite_checks_duplicates_across_batches_in_memory(session, backe
     await ok(session, "ALTER TABLE r ADD PRIMARY KEY (a)")
     monkeypatch.undo()
     assert await rows(session, "SELECT count(*), count(DISTINCT c) FROM r") == [(600, 600)]
+    # Its batches went to the adjudicator flagged private (their keys need not be remembered);
+    # the commits of the mark and of the catalog change were not.
+    private = [txn_id for _, _, _, txn_id in backend.commits if ":flush" in txn_id]
+    assert backend.private_commits == len(private) > 0
     await fails(session, "INSERT INTO r VALUES (5, 0, 'new')", "23505")
 
 

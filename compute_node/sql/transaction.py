@@ -74,8 +74,10 @@ class Backend(Protocol):
         resume_after. A backend without it (or with it set to None) gets plain scans."""
 
     async def commit(self, start_ts: int, writes: list[tuple[bytes, bytes | None]], lock_keys: list[bytes],
-                     txn_id: str) -> int:
-        """The commit_ts; raises SqlError (40001 OC000, 40003 unknown, 08006/57P03 unavailable)."""
+                     txn_id: str, private_keyspace: bool = False) -> int:
+        """The commit_ts; raises SqlError (40001 OC000, 40003 unknown, 08006/57P03 unavailable).
+        `private_keyspace`: every write is in a keyspace private to the transaction (a batch
+        flushed ahead): the adjudicator need not remember its keys (adjudicator/core.py)."""
 
 
 class SchemaStale(Exception):
@@ -186,7 +188,8 @@ class Transaction:
             batch_start_ts = self.backend.start_ts()
             self.flushed_batches += 1
             commit_ts = await self.backend.commit(batch_start_ts, batch, [],
-                                                  f"{self.txn_id}:flush{self.flushed_batches}")
+                                                  f"{self.txn_id}:flush{self.flushed_batches}",
+                                                  private_keyspace=True)
             assert commit_ts > self.private_read_ts, "batches commit in order"
             self.private_read_ts = commit_ts
             self.flushed_keys += len(batch)
