@@ -104,6 +104,11 @@ RECURSIVE_ITERATIONS_MAX = 100_000
 GRPC_MESSAGE_BYTES_MAX = 64 * 1024 * 1024
 # Uncommitted entries an adjudicator keeps in memory to resend to slow replicas.
 WRITER_BUFFER_ENTRIES_MAX = 100_000
+# Bytes of already committed entries the writer keeps besides (a lagging replica is sent them
+# from memory; older ones it reads back from another replica). Without a byte bound, 100,000
+# entries of bulk batches (a 3,000-row batch is ~0.3 MB) would keep a whole million-row load,
+# ~400 MB, in the adjudicator leader. Uncommitted entries always stay.
+WRITER_BUFFER_COMMITTED_BYTES_MAX = 32 * 1024 * 1024
 
 # --- Storage node -----------------------------------------------------------------
 # Closed-timestamp promises a segment holds until it has applied their closed_index
@@ -230,6 +235,7 @@ JOURNAL_RETRY_BACKOFF_MAX_S = 0.5
 assert JOURNAL_COMMIT_TIMEOUT_S < COMMIT_TIMEOUT_S, "the adjudicator must learn 'unavailable' before its caller gives up"
 assert JOURNAL_RPC_TIMEOUT_S < JOURNAL_COMMIT_TIMEOUT_S
 assert ENTRIES_PER_MESSAGE_MAX <= WRITER_BUFFER_ENTRIES_MAX
+assert TXN_BYTES_MAX < WRITER_BUFFER_COMMITTED_BYTES_MAX, "the latest transactions stay at hand for a lagging replica"
 
 # --- Tools (quorumdb up / status, qsql) ---------------------------------------------
 # `quorumdb up` waits this long for every node to answer, compute to be healthy and a
