@@ -71,7 +71,10 @@ class CommitTracker:
     async def commit(self, start_ts, writes, lock_keys, txn_id, private_keyspace=False):
         self.commit_in_flight = True
         try:
-            commit_ts = await self._backend.commit(start_ts, writes, lock_keys, txn_id, private_keyspace)
+            if private_keyspace:
+                commit_ts = await self._backend.commit(start_ts, writes, lock_keys, txn_id, private_keyspace=True)
+            else:  # the four-argument form every backend takes (test doubles too)
+                commit_ts = await self._backend.commit(start_ts, writes, lock_keys, txn_id)
         except asyncio.CancelledError:
             raise  # cancelled mid-commit (statement deadline): the flag stays set, the outcome is unknown
         except BaseException:
