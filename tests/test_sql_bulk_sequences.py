@@ -723,3 +723,30 @@ async def test_rewrite_past_its_key_bound_is_54000(session, small_limits, monkey
                 'table "big" is too large to rewrite: more than 50 keys')
     await ok(session, "INSERT INTO big VALUES (61)")  # the mark is gone: the table takes writes again
     assert await rows(session, "SELECT count(*) FROM big") == [(61,)]
+
+
+async def test_only_a_statement_that_flushed_ahead_outlives_the_node_statement_timeout(session, backend,
+                                                                                      small_limits):
+    """What the PostgreSQL endpoint asks when the node's statement timeout passes: a statement that
+    committed rows ahead into a private keyspace may run on to its transaction's age limit (the
+    seconds left), any other statement may not (None)."""
+    await ok(session, "CREATE TABLE t (a INT, b TEXT)")
+    mark = session.flush_mark()
+    await ok(session, "INSERT INTO t VALUES (1, 'x')")
+    assert session.bulk_time_left_s(mark) is None, "an ordinary autocommit INSERT"
+    await ok(session, "BEGIN; TRUNCATE t")
+    mark = session.flush_mark()
+    await ok(session, "INSERT INTO t SELECT g, 'y' FROM generate_series(1, 500) AS g")
+    left_s = session.bulk_time_left_s(mark)
+    assert left_s is not None and 0 < left_s <= limits.TXN_AGE_MAX_NS / 1e9
+    mark = session.flush_mark()
+    await ok(session, "SELECT count(*) FROM t")
+    assert session.bulk_time_left_s(mark) is None, "a later statement of the same block flushed nothing"
+    backend.advance(limits.TXN_AGE_MAX_NS)
+    await ok(session, "ROLLBACK")
+    await ok(session, "BEGIN; TRUNCATE t")
+    mark = session.flush_mark()
+    await ok(session, "INSERT INTO t SELECT g, 'y' FROM generate_series(1, 500) AS g")
+    backend.advance(limits.TXN_AGE_MAX_NS + 1)
+    assert session.bulk_time_left_s(mark) == 0.0, "past the age limit nothing is left"
+    await ok(session, "ROLLBACK")
