@@ -1321,7 +1321,7 @@ async def add_primary_key(txn: Transaction, table: TableDef, constraint: str | N
     prefix = old.rows_prefix
     null_column: str | None = None  # PostgreSQL reports duplicates before NULLs: so do we
     try:
-        async for _, value in txn.scan(prefix, keys.prefix_end(prefix)):
+        async for _, value in txn.scan(prefix, keys.prefix_end(prefix), prefetch=True):
             row = old.decode_row(value)
             missing = next((old.columns[p].name for p in positions if row[p] is None), None)
             if missing is not None:
