@@ -514,8 +514,8 @@ COPY_ROWS_MAX = 200_000
 COPY_BYTES_MAX = 48 * 1024 * 1024
 # Keys (rows, and entries of unique indexes) a table rewrite (ALTER TABLE ... ADD PRIMARY KEY)
 # checks for duplicates in memory, at about 8 bytes each (compute_node/sql/bulk.py KeyDigests):
-# 20 million keys hold 160 MB. A rewrite must also end within TXN_AGE_MAX_NS, and at the ~40,000
-# rows/s measured (docs/BENCHMARKS.md) that is ~12 million rows, so this is not the bound users
+# 20 million keys hold 160 MB. A rewrite must also end within TXN_AGE_MAX_NS, and at the ~20,000
+# rows/s measured (docs/BENCHMARKS.md) that is ~6 million rows, so this is not the bound users
 # meet first; it stops a runaway rewrite from taking the node's memory (54000 past it).
 REWRITE_KEYS_MAX = 20_000_000
 # A COPY FROM inside a transaction block into a table the block truncated, rewrote or created
