@@ -18,8 +18,8 @@ FATAL 08P01 and is closed; no other connection notices). The phases:
             bounded by the statement timeout (the node's, or the client's statement_timeout if
             smaller; a statement that has committed rows ahead into a private keyspace -- a bulk
             load, ADD PRIMARY KEY's rewrite -- runs on past the node's to its transaction's age
-            limit unless the client set one: docs/SQL.md). After an error in the extended protocol every
-            message up to Sync is discarded. As in PostgreSQL, the statements executed between
+            limit unless the client set one: docs/SQL.md). After an error in the extended
+            protocol every message up to Sync is discarded. As in PostgreSQL, the statements executed between
             two Syncs outside an explicit BEGIN form one implicit transaction: begun at the
             first Execute, committed at Sync (a commit error is reported before ReadyForQuery)
             and rolled back whole when any message before the Sync failed; a BEGIN inside it
@@ -33,8 +33,8 @@ after each) and CopyDone. COPY FROM
 STDIN checks the table and columns, sends CopyInResponse and reads CopyData into records
 (quorumdb/copyformat.py, bounded by COPY_BYTES_MAX / COPY_ROWS_MAX) until CopyDone, then loads
 them (compute_node/copy.py) -- or, into a table the open block truncated or created, loads them
-a chunk at a time as they arrive (COPY_STREAM_CHUNK_ROWS; no total bound); after a bad record it reads and ignores the rest up to CopyDone or
-CopyFail, as PostgreSQL does, then answers ErrorResponse (CONTEXT `COPY t, line N`) and
+a chunk at a time as they arrive (COPY_STREAM_CHUNK_ROWS; no total bound); after a bad record it
+reads and ignores the rest up to CopyDone or CopyFail, as PostgreSQL does, then answers ErrorResponse (CONTEXT `COPY t, line N`) and
 ReadyForQuery. CopyData/CopyDone/CopyFail outside a COPY are ignored, as PostgreSQL ignores them.
 
 Writes are drained every PG_ROWS_PER_DRAIN rows, so a slow reader bounds memory.
