@@ -750,3 +750,34 @@ async def test_only_a_statement_that_flushed_ahead_outlives_the_node_statement_t
     backend.advance(limits.TXN_AGE_MAX_NS + 1)
     assert session.bulk_time_left_s(mark) == 0.0, "past the age limit nothing is left"
     await ok(session, "ROLLBACK")
+
+
+async def test_insert_select_over_generate_series_streams_into_the_bulk_path(session, small_limits, monkeypatch):
+    """pgbench -I G's INSERT ... SELECT ... FROM generate_series is made and written a chunk at a
+    time (the query is never materialised: select_rows is not called); a bad row late in it fails
+    the statement and the block; a query naming a table (here the target itself) is materialised
+    first, so rows it writes never flow back into it."""
+    await ok(session, "CREATE TABLE acc (aid INT NOT NULL, bid INT CHECK (bid < 4), abalance INT, filler TEXT)")
+    materialised = []
+    real_select_rows = executor.select_rows
+
+    async def select_rows(txn, node):
+        materialised.append(node.sql())
+        return await real_select_rows(txn, node)
+
+    monkeypatch.setattr(executor, "select_rows", select_rows)
+    await ok(session, "BEGIN; TRUNCATE acc")
+    result = await ok(session, "INSERT INTO acc (aid, bid, abalance, filler) "
+                               "SELECT aid, (aid - 1) / 1000 + 1, 0, '' FROM generate_series(1, 3000) AS aid")
+    assert result.command_tag == "INSERT 0 3000" and materialised == []
+    assert session.transaction.flushed_batches > 0
+    await ok(session, "COMMIT")
+    assert await rows(session, "SELECT count(*), sum(aid), max(bid) FROM acc") == [(3000, 3000 * 3001 // 2, 3)]
+    await ok(session, "BEGIN; TRUNCATE acc")
+    await fails(session, "INSERT INTO acc SELECT g, g / 1000 + 1, 0, '' FROM generate_series(1, 3500) AS g", "23514")
+    await fails(session, "SELECT 1", "25P02")
+    await ok(session, "ROLLBACK")
+    assert await rows(session, "SELECT count(*) FROM acc") == [(3000,)]
+    await ok(session, "INSERT INTO acc SELECT aid + 3000, bid, abalance, filler FROM acc WHERE aid <= 50")
+    assert len(materialised) == 1, "a query over a table is materialised"
+    assert await rows(session, "SELECT count(*) FROM acc") == [(3050,)]

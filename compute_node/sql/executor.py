@@ -52,7 +52,7 @@ from compute_node.sql.query import compile_select
 from compute_node.sql.result import StatementResult
 from compute_node.sql.select import (
     QueryContext, SelectPlan, compile_query, compile_select_plan, fetch, load_table, output_columns,
-    preload_tables, read_rows, run_query,
+    preload_tables, read_rows, run_query, stream_query,
 )
 from compute_node.sql.transaction import Transaction
 from quorumdb import errors, keys, limits
@@ -450,6 +450,10 @@ async def run_insert(txn: Transaction, insert: exp.Insert) -> StatementResult:
         for compiled_row in compiled_rows:
             typed_rows.append([None if c is None else (c.evaluate(()), c.sql_type) for c in compiled_row])
     elif isinstance(source, (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery)):
+        streamed = await _stream_query_rows(txn, table, insert, positions, column_nodes, defaults, rules, ctx) \
+            if handler is None and returning is None else None
+        if streamed is not None:
+            return streamed
         columns, query_rows = await select_rows(txn, source)
         _check_width(len(columns), positions, column_nodes is not None)
         column_types = [sql_type for _, sql_type in columns]
@@ -520,14 +524,9 @@ async def _insert_query_rows(txn: Transaction, table: TableDef, insert: exp.Inse
                              query_rows: list, column_types: list, defaults, rules: TableRules, ctx,
                              returning) -> StatementResult:
     """INSERT ... SELECT without ON CONFLICT: the query's rows become table rows a chunk at a time,
-    so a bulk load (`INSERT ... SELECT ... FROM generate_series(1, 1000000)`) never holds its rows
-    twice over."""
-    for position, sql_type in zip(positions, column_types):
-        column = table.columns[position]
-        if not types.can_assign(sql_type, column.sql_type):
-            raise SqlError(errors.DATATYPE_MISMATCH,
-                           f'column "{column.name}" is of type {column.sql_type.display_name} but expression is of '
-                           f'type {sql_type.display_name}', hint="You will need to rewrite or cast the expression.")
+    so a bulk load never holds its rows twice over (one that reads no table streams instead:
+    `_stream_query_rows`)."""
+    _check_assignable(table, positions, column_types)
     total = len(query_rows)
     if total:
         _check_generated(table, positions, [list(zip(query_rows[0], column_types))], insert)
@@ -541,6 +540,41 @@ async def _insert_query_rows(txn: Transaction, table: TableDef, insert: exp.Inse
         if returning is not None:
             written.extend(built)
     return _dml_result(f"INSERT 0 {total}", returning, written)
+
+
+async def _stream_query_rows(txn: Transaction, table: TableDef, insert: exp.Insert, positions: list[int],
+                             column_nodes, defaults, rules: TableRules, ctx) -> StatementResult | None:
+    """INSERT ... SELECT over no table (pgbench's `SELECT aid, ... FROM generate_series(1, 1000000)`):
+    the query's rows are made, typed, built and written a chunk at a time, so memory holds one
+    chunk rather than the whole result (select.stream_query says which queries qualify). None
+    when the query does not qualify, or a column takes a nextval default (its values are
+    reserved for the whole row count up front): the caller materialises the query."""
+    if any(column.sequence is not None for position, column in enumerate(table.columns) if position not in positions):
+        return None
+    streamed = await stream_query(txn, insert.args["expression"], new_context(txn), INSERT_QUERY_CHUNK_ROWS)
+    if streamed is None:
+        return None
+    plan, chunks = streamed
+    _check_width(len(plan.columns), positions, column_nodes is not None)
+    column_types = [sql_type for _, sql_type in plan.columns]
+    _check_assignable(table, positions, column_types)
+    total = 0
+    for chunk in chunks:
+        typed_chunk = [list(zip(row, column_types)) for row in chunk]
+        _check_generated(table, positions, typed_chunk, insert)
+        built = [_build_row(table, positions, typed, defaults, rules, txn) for typed in typed_chunk]
+        await insert_rows(txn, table, built, validated=True)
+        total += len(built)
+    return _dml_result(f"INSERT 0 {total}", None, [])
+
+
+def _check_assignable(table: TableDef, positions: Sequence[int], column_types: Sequence) -> None:
+    for position, sql_type in zip(positions, column_types):
+        column = table.columns[position]
+        if not types.can_assign(sql_type, column.sql_type):
+            raise SqlError(errors.DATATYPE_MISMATCH,
+                           f'column "{column.name}" is of type {column.sql_type.display_name} but expression is of '
+                           f'type {sql_type.display_name}', hint="You will need to rewrite or cast the expression.")
 
 
 def _check_generated(table: TableDef, positions: Sequence[int], typed_rows, insert: exp.Insert) -> None:
