@@ -45,6 +45,16 @@ A leader whose journal append failed cannot know which of its decisions became d
 it drops the whole checker (`ConflictChecker()` anew) and rebuilds from the journal as a
 standby. This module does no I/O and reads no clock: `now_latest` is passed in.
 
+Private keyspaces
+-----------------
+A bulk load or a table rewrite commits its rows ahead, in batches, under table ids that only
+the catalog entry its transaction will commit names (compute_node/sql/bulk.py). Nobody else can
+write or lock those keys before that catalog change commits, and whoever can afterwards started
+after it, so after every batch: no request can conflict on them. A request flagged
+`private_keyspace` is therefore decided as usual but its keys are not recorded in last_commit
+(leader and standbys alike: the journal entry carries the flag), so a million-row load does not
+hold a million entries for the age horizon. Its txn_id is recorded as any other.
+
 Retries and the txn_id table
 ----------------------------
 A compute node whose Commit RPC ends without a known outcome (an UNKNOWN reply, a
@@ -106,6 +116,9 @@ class TxnRequest:
     lock_keys: tuple[bytes, ...] = ()
     txn_id: str = ""
     retry: bool = False  # a resend of a request whose outcome the sender does not know
+    # Writes only into a keyspace private to the transaction (see "Private keyspaces" above):
+    # checked as usual, but its keys are not recorded.
+    private_keyspace: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -133,6 +146,7 @@ class CommittedTxn:
     write_keys: tuple[bytes, ...]
     txn_id: str = ""
     index: int = 0  # journal index (0: not known to the caller)
+    private_keyspace: bool = False  # TxnRequest.private_keyspace: its keys are not recorded
 
 
 class ConflictChecker:
@@ -214,7 +228,7 @@ class ConflictChecker:
                 f"after start_ts {start_ts}",
             )
         commit_ts = max(now_latest, self.last_ts + 1, start_ts + 1)
-        self._record(commit_ts, request.write_keys, request.txn_id)
+        self._record(commit_ts, () if request.private_keyspace else request.write_keys, request.txn_id)
         assert commit_ts > start_ts
         return Decision(Outcome.COMMITTED, commit_ts=commit_ts)
 
@@ -265,6 +279,8 @@ class ConflictChecker:
                 continue  # no request we still accept can conflict with it
             if txn.txn_id:
                 self._apply_txn_id(txn)
+            if txn.private_keyspace:
+                continue
             for key in txn.write_keys:
                 last = self.last_commit.get(key)
                 if last is None or last[0] < txn.commit_ts:

@@ -208,7 +208,8 @@ class AdjudicatorNode:
                 self._skip_pending = False
             match entry.kind:
                 case common_pb2.ENTRY_TXN:
-                    txns.append(CommittedTxn(entry.ts, tuple(w.key for w in entry.writes), entry.txn_id, entry.index))
+                    txns.append(CommittedTxn(entry.ts, tuple(w.key for w in entry.writes), entry.txn_id, entry.index,
+                                             entry.private_keyspace))
                 case common_pb2.ENTRY_LEADER:
                     txns.append(CommittedTxn(entry.ts, (), index=entry.index))
                 case _:
@@ -476,6 +477,7 @@ class AdjudicatorNode:
                     entries.append(common_pb2.Entry(
                         kind=common_pb2.ENTRY_TXN, ts=decision.commit_ts, writes=pending.writes,
                         txn_id=pending.request.txn_id, leader=self.node.name,
+                        private_keyspace=pending.request.private_keyspace,
                     ))
                     committed.append(pending)
                 case Outcome.DUPLICATE if decision.index > 0:
@@ -618,6 +620,7 @@ class AdjudicatorNode:
                 lock_keys=tuple(request.lock_keys),
                 txn_id=request.txn_id,
                 retry=request.retry,
+                private_keyspace=request.private_keyspace,
             )
             pending = PendingCommit(txn, list(request.writes), loop.create_future())
             if request.explain:

@@ -186,9 +186,11 @@ class AdjudicatorClient:
             raise SendError(kind, error.code().name, error.details() or "") from None
 
     async def commit(
-        self, start_ts: int, writes: list[tuple[bytes, bytes | None]], lock_keys: list[bytes], txn_id: str
+        self, start_ts: int, writes: list[tuple[bytes, bytes | None]], lock_keys: list[bytes], txn_id: str,
+        private_keyspace: bool = False,
     ) -> int:
-        """Commit at the leader; returns commit_ts or raises SqlError (40001, 40003, 57P03)."""
+        """Commit at the leader; returns commit_ts or raises SqlError (40001, 40003, 57P03).
+        `private_keyspace`: a bulk batch (adjudicator.proto CommitRequest.private_keyspace)."""
         assert txn_id, "a commit carries a txn_id: resends are recognised by it"
         request = adjudicator_pb2.CommitRequest(
             start_ts=start_ts,
@@ -197,6 +199,7 @@ class AdjudicatorClient:
             ],
             lock_keys=lock_keys,
             txn_id=txn_id,
+            private_keyspace=private_keyspace,
         )
         traced = trace_mod.CURRENT.get()  # EXPLAIN ANALYZE: the leader answers where the time went
         if traced is not None:

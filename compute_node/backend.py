@@ -112,13 +112,14 @@ class QuorumBackend:
         return f"{self.storage.status_detail()} commit_stream_messages={messages} commit_stream_requests={requests}"
 
     async def commit(
-        self, start_ts: int, writes: list[tuple[bytes, bytes | None]], lock_keys: list[bytes], txn_id: str
+        self, start_ts: int, writes: list[tuple[bytes, bytes | None]], lock_keys: list[bytes], txn_id: str,
+        private_keyspace: bool = False,
     ) -> int:
         if self.metrics is None:
-            return await self.adjudicators.commit(start_ts, writes, lock_keys, txn_id)
+            return await self.adjudicators.commit(start_ts, writes, lock_keys, txn_id, private_keyspace)
         started = time.perf_counter()
         try:
-            commit_ts = await self.adjudicators.commit(start_ts, writes, lock_keys, txn_id)
+            commit_ts = await self.adjudicators.commit(start_ts, writes, lock_keys, txn_id, private_keyspace)
         except errors.SqlError as error:
             self.metrics.commit_done(time.perf_counter() - started, error)
             raise

@@ -19,8 +19,16 @@ Inside a transaction block (or pgwire's implicit transaction) the rows go into t
 transaction and follow its quotas (TXN_ROWS_MAX keys, TXN_BYTES_MAX bytes: 54000 beyond),
 except into a table the transaction truncated, rewrote or created: there they take the bulk
 path (executor.insert_rows; compute_node/sql/bulk.py), which is what `pgbench -i` does
-(BEGIN; TRUNCATE ...; COPY ...; COMMIT). Tables without a primary key get their hidden row
-ids here; nextval defaults get their values reserved for all rows before the rows are built.
+(BEGIN; TRUNCATE ...; COPY ...; COMMIT). Such a COPY streams: the PostgreSQL endpoint hands
+`load_in_transaction` one chunk of records at a time as they arrive (Session.copy_streams,
+limits.COPY_STREAM_CHUNK_ROWS), each validated and written before the next is read, so no
+COPY_ROWS_MAX applies; a bad record in a later chunk fails the block, and with it the rows of
+the earlier chunks, which nobody could see before COMMIT. Records keep their own line numbers,
+so errors name the right line whatever chunk they are in. Duplicates across chunks are found
+as across statements: through the transaction's reads (its private keyspace at the last
+flushed batch, merged with what is not flushed yet). Tables without a primary key get their
+hidden row ids here; nextval defaults get their values reserved for all rows (of the chunk)
+before the rows are built.
 
 In autocommit mode, steps 1-3 run for ALL rows before anything is written, and the rows are
 then committed in batches, each within the transaction quotas. Every batch commits with the

@@ -69,10 +69,13 @@ class CommitTracker:
             return await self._backend.scan(start, end, ts, limit)
         return await self._backend.scan(start, end, ts, limit, read_mode=self.session_read_mode)
 
-    async def commit(self, start_ts, writes, lock_keys, txn_id):
+    async def commit(self, start_ts, writes, lock_keys, txn_id, private_keyspace=False):
         self.commit_in_flight = True
         try:
-            commit_ts = await self._backend.commit(start_ts, writes, lock_keys, txn_id)
+            if private_keyspace:
+                commit_ts = await self._backend.commit(start_ts, writes, lock_keys, txn_id, private_keyspace=True)
+            else:  # the four-argument form every backend takes (test doubles too)
+                commit_ts = await self._backend.commit(start_ts, writes, lock_keys, txn_id)
         except asyncio.CancelledError:
             raise  # cancelled mid-commit (statement deadline): the flag stays set, the outcome is unknown
         except BaseException:

@@ -61,6 +61,7 @@ import decimal
 import random
 import re
 import uuid
+import weakref
 from typing import Any, Sequence
 
 from compute_node import copy as copy_mod
@@ -121,6 +122,9 @@ class Session:
         # When the current execute call began and how long its parse took (EXPLAIN ANALYZE's first
         # phase; None once a statement of the script has used it).
         self._parse: tuple[float, float, bool | None] | None = None
+        # The newest transaction (a weak reference: an autocommit statement's transaction is
+        # dropped when it ends): how the transport sees a statement committing rows ahead.
+        self._latest_txn: weakref.ref | None = None
 
     @property
     def transaction_status(self) -> str:
@@ -381,6 +385,18 @@ class Session:
         if self._txn is not None:
             self._failed = True
 
+    def copy_streams(self, statement: CopyStatement) -> bool:
+        """True when a COPY FROM may be loaded a chunk at a time (several `copy_from` calls, each
+        validating and writing its records): inside a block, into a table the block truncated,
+        rewrote or created. Its rows go onto the bulk path, which nobody else sees before COMMIT,
+        and an error in any chunk fails the block, so the COPY stays all or nothing without its
+        input being held whole (limits.COPY_STREAM_CHUNK_ROWS). Ask after `copy_columns`."""
+        txn = self._txn
+        if txn is None or self._failed or statement.table is None:
+            return False
+        table = txn.tables.get(statement.table)
+        return table is not None and (executor.is_bulk_target(txn, table) or table.name in txn.created_tables)
+
     def copy_failed(self) -> None:
         """A COPY failed before its rows reached copy_from (bad input, CopyFail): like any failed
         statement, it fails the open transaction block."""
@@ -472,6 +488,7 @@ class Session:
                           f"{self.session_id}:{self._txn_count}", self.engine.schema_cache)
         txn.rng = self.rng
         txn.client = self.client
+        self._latest_txn = weakref.ref(txn)
         txn.sequences = self.engine.sequences
         txn.session_sequences = self.sequences
         return txn
@@ -593,6 +610,25 @@ class Session:
             del self._cursors[cursor_name]  # cursors declared after the savepoint close
         self._failed = False
         return StatementResult.tag("ROLLBACK")
+
+    def flush_mark(self) -> tuple[Any, int]:
+        """Where the bulk path stands before a statement (compare with `bulk_time_left_s`)."""
+        txn = self._latest_txn() if self._latest_txn is not None else None
+        return (txn, txn.flushed_batches if txn is not None else 0)
+
+    def bulk_time_left_s(self, mark: tuple[Any, int]) -> float | None:
+        """Seconds left before the transaction age limit if the statement running since `mark`
+        committed rows ahead into a private keyspace (a bulk load or a table rewrite: such a
+        statement is bounded by the age limit, not by the node's statement timeout; docs/SQL.md);
+        None for any other statement."""
+        txn = self._latest_txn() if self._latest_txn is not None else None
+        if txn is None:
+            return None
+        before = mark[1] if mark[0] is txn else 0
+        if txn.flushed_batches <= before:
+            return None
+        left_ns = limits.TXN_AGE_MAX_NS - (self.backend.now_ts() - txn.start_ts)
+        return max(0.0, left_ns / 1_000_000_000)
 
     def _check_age(self, txn: Transaction) -> None:
         # now_ts, not start_ts: a statement of an open transaction starts no snapshot, and

@@ -111,6 +111,7 @@ class WriterCore:
         buffer_max: int = limits.WRITER_BUFFER_ENTRIES_MAX,
         tails: tuple[ReplicaTail, ...] | list[ReplicaTail] = (),
         lease_ns: int = limits.JOURNAL_LEASE_MS * 1_000_000,
+        committed_bytes_max: int = limits.WRITER_BUFFER_COMMITTED_BYTES_MAX,
     ):
         assert len(replicas) == 3
         assert best.name in replicas
@@ -118,6 +119,8 @@ class WriterCore:
         self.leader = leader
         self.epoch = epoch
         self.buffer_max = buffer_max
+        self.committed_bytes_max = committed_bytes_max
+        self.buffer_bytes = 0  # serialized size of the buffered entries
         self.lease_ns = lease_ns
         self.commit_index = commit_index
         # The buffer holds entries base_index + 1 .. last_index; base_epoch is the epoch at base_index.
@@ -184,15 +187,19 @@ class WriterCore:
                 assert record.kind == common_pb2.ENTRY_LEADER, "a writer's first entry is its ENTRY_LEADER"
                 self.leader_index = record.index
             self.buffer.append(record)
+            self.buffer_bytes += record.ByteSize()
             self.last_ts = record.ts
             assigned.append(record)
         self._evict()
         return assigned
 
     def _evict(self) -> None:
-        """Drop the oldest committed entries beyond buffer_max (they can be read back from replicas)."""
-        while len(self.buffer) > self.buffer_max and self.base_index + 1 <= self.commit_index:
+        """Drop the oldest committed entries beyond buffer_max entries or committed_bytes_max bytes
+        (they can be read back from replicas)."""
+        while self.base_index + 1 <= self.commit_index and (
+                len(self.buffer) > self.buffer_max or self.buffer_bytes > self.committed_bytes_max):
             dropped = self.buffer.popleft()
+            self.buffer_bytes -= dropped.ByteSize()
             self.base_index = dropped.index
             self.base_epoch = dropped.epoch
 

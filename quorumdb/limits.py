@@ -104,6 +104,11 @@ RECURSIVE_ITERATIONS_MAX = 100_000
 GRPC_MESSAGE_BYTES_MAX = 64 * 1024 * 1024
 # Uncommitted entries an adjudicator keeps in memory to resend to slow replicas.
 WRITER_BUFFER_ENTRIES_MAX = 100_000
+# Bytes of already committed entries the writer keeps besides (a lagging replica is sent them
+# from memory; older ones it reads back from another replica). Without a byte bound, 100,000
+# entries of bulk batches (a 3,000-row batch is ~0.3 MB) would keep a whole million-row load,
+# ~400 MB, in the adjudicator leader. Uncommitted entries always stay.
+WRITER_BUFFER_COMMITTED_BYTES_MAX = 32 * 1024 * 1024
 
 # --- Storage node -----------------------------------------------------------------
 # Closed-timestamp promises a segment holds until it has applied their closed_index
@@ -230,6 +235,7 @@ JOURNAL_RETRY_BACKOFF_MAX_S = 0.5
 assert JOURNAL_COMMIT_TIMEOUT_S < COMMIT_TIMEOUT_S, "the adjudicator must learn 'unavailable' before its caller gives up"
 assert JOURNAL_RPC_TIMEOUT_S < JOURNAL_COMMIT_TIMEOUT_S
 assert ENTRIES_PER_MESSAGE_MAX <= WRITER_BUFFER_ENTRIES_MAX
+assert TXN_BYTES_MAX < WRITER_BUFFER_COMMITTED_BYTES_MAX, "the latest transactions stay at hand for a lagging replica"
 
 # --- Tools (quorumdb up / status, qsql) ---------------------------------------------
 # `quorumdb up` waits this long for every node to answer, compute to be healthy and a
@@ -506,6 +512,20 @@ METRICS_SCRAPE_BYTES_MAX = 4 * 1024 * 1024
 # load committed, so a COPY should never come near it.
 COPY_ROWS_MAX = 200_000
 COPY_BYTES_MAX = 48 * 1024 * 1024
+# Keys (rows, and entries of unique indexes) a table rewrite (ALTER TABLE ... ADD PRIMARY KEY)
+# checks for duplicates in memory, at about 8 bytes each (compute_node/sql/bulk.py KeyDigests):
+# 20 million keys hold 160 MB. A rewrite must also end within TXN_AGE_MAX_NS, and at the ~20,000
+# rows/s measured (docs/BENCHMARKS.md) that is ~6 million rows, so this is not the bound users
+# meet first; it stops a runaway rewrite from taking the node's memory (54000 past it).
+REWRITE_KEYS_MAX = 20_000_000
+# A COPY FROM inside a transaction block into a table the block truncated, rewrote or created
+# streams instead (pgbench -i's BEGIN; TRUNCATE; COPY ...; COMMIT): its rows go onto the bulk path,
+# invisible to everyone until COMMIT and all undone by an error, so nothing needs holding whole.
+# It is validated and written a chunk at a time: these bound one chunk (records, and bytes of
+# input text) -- big enough that the per-chunk work (a catalog look-up, a statement of its own)
+# is noise next to the rows, small enough that a chunk and its built rows take a few MB.
+COPY_STREAM_CHUNK_ROWS = 10_000
+COPY_STREAM_CHUNK_BYTES = 4 * 1024 * 1024
 # The longest record (line, or CSV record with quoted newlines) a COPY reader buffers while it
 # waits for the rest: a row can never be larger than ROW_BYTES_MAX, so this only stops garbage.
 COPY_LINE_BYTES_MAX = 4 * 1024 * 1024
@@ -517,3 +537,4 @@ COPY_PROBE_KEYS = GET_KEYS_MAX
 assert COPY_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX, "qsql's \\copy input fits in one Copy request"
 assert ROW_BYTES_MAX <= COPY_LINE_BYTES_MAX <= COPY_BYTES_MAX
 assert COPY_ROWS_MAX <= RESULT_ROWS_MAX, "what one COPY loads, one COPY TO (a SELECT) can send back"
+assert COPY_STREAM_CHUNK_ROWS <= COPY_ROWS_MAX and COPY_STREAM_CHUNK_BYTES <= COPY_BYTES_MAX

@@ -24,6 +24,7 @@ class MemoryBackend:
         self.get_calls = 0
         self.snapshots = 0  # start_ts calls: each asks the leader to close a timestamp
         self.fail_next_commit: SqlError | None = None
+        self.private_commits = 0  # commits flagged private_keyspace (bulk batches flushed ahead)
 
     def advance(self, ns: int) -> None:
         self.now_ns += ns
@@ -63,7 +64,9 @@ class MemoryBackend:
             rows.append((key, value))
         return rows, False
 
-    async def commit(self, start_ts, writes, lock_keys, txn_id) -> int:
+    async def commit(self, start_ts, writes, lock_keys, txn_id, private_keyspace=False) -> int:
+        if private_keyspace:
+            self.private_commits += 1
         if self.fail_next_commit is not None:
             error, self.fail_next_commit = self.fail_next_commit, None
             raise error

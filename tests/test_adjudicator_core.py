@@ -168,6 +168,27 @@ def test_lock_keys_are_checked_but_not_recorded():
     assert d3.outcome is Outcome.COMMITTED
 
 
+def test_a_private_keyspace_commit_is_remembered_by_txn_id_but_not_by_key():
+    """A bulk batch flushed ahead (keys only its own transaction can write before its catalog
+    change commits): decided as usual, its keys left out of the conflict table on the leader and
+    on a standby applying the journal; its txn_id still answers a resend."""
+    checker = new_checker()
+    batch = TxnRequest(start_ts=90, write_keys=tuple(b"p%d" % i for i in range(1000)), txn_id="t:flush1",
+                       private_keyspace=True)
+    (decided,) = checker.decide_batch([batch], 100)
+    assert decided.outcome is Outcome.COMMITTED and decided.commit_ts == 100
+    assert checker.tracked_keys == 0
+    (again,) = checker.decide_batch([dataclasses.replace(batch, retry=True)], 101)
+    assert again.outcome is Outcome.DUPLICATE and again.commit_ts == 100
+    (ordinary,) = checker.decide_batch([TxnRequest(start_ts=95, write_keys=(b"q",), txn_id="o")], 102)
+    assert ordinary.outcome is Outcome.COMMITTED and checker.tracked_keys == 1
+    standby = new_checker()
+    standby.apply_committed([CommittedTxn(100, batch.write_keys, "t:flush1", 1, private_keyspace=True),
+                             CommittedTxn(102, (b"q",), "o", 2)])
+    assert standby.tracked_keys == 1 and standby.lookup("t:flush1") is not None
+    assert standby.last_ts == 102
+
+
 def test_commit_ts_is_above_start_ts_last_ts_and_closed_ts():
     checker = new_checker()
     (d1,) = checker.decide_batch([TxnRequest(start_ts=130, write_keys=(b"k",))], 100)

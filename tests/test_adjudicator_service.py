@@ -98,7 +98,8 @@ class FakeWriter:
             await self.journal.append_gate.wait()
         self._check()
         stored = [self.journal.add(common_pb2.Entry(
-            epoch=self.epoch, kind=e.kind, ts=e.ts, writes=e.writes, txn_id=e.txn_id, leader=self.name)) for e in entries]
+            epoch=self.epoch, kind=e.kind, ts=e.ts, writes=e.writes, txn_id=e.txn_id, leader=self.name,
+            private_keyspace=e.private_keyspace)) for e in entries]
         self.commit_index = stored[-1].index
         return stored
 
@@ -593,3 +594,22 @@ async def test_a_read_demand_is_closed_at_once_unless_a_claim_covers_it(harness)
     gate.set()
     replies = await asyncio.wait_for(asyncio.gather(first, second), WAIT_S)
     assert replies[1].commit_ts > demand, "the queued commit, decided after the demand, closes it"
+
+
+async def test_a_private_keyspace_commit_travels_to_the_journal_and_no_conflict_table(harness):
+    """The flag of a bulk batch reaches the journal entry, so standbys skip its keys as the leader
+    does; an ordinary commit's keys are remembered by both."""
+    leader = harness.nodes["adjudicator-az1"]
+    standby = harness.nodes["adjudicator-az2"]
+    await wait_for(lambda: leader.role is Role.LEADER, "the initial leader")
+    request = commit_request(harness.clock, b"p1", b"p2", b"p3", txn_id="bulk:flush1")
+    request.private_keyspace = True
+    flushed = await leader.commit(request)
+    assert flushed.outcome == adjudicator_pb2.COMMITTED
+    assert harness.journal.entries[flushed.index - 1].private_keyspace
+    ordinary = await leader.commit(commit_request(harness.clock, b"q", txn_id="plain"))
+    assert not harness.journal.entries[ordinary.index - 1].private_keyspace
+    assert leader.checker.last_commit_ts(b"p1") is None and leader.checker.last_commit_ts(b"q") == ordinary.commit_ts
+    await wait_for(lambda: standby.checker.last_commit_ts(b"q") is not None, "the standby to apply the journal")
+    assert standby.checker.last_commit_ts(b"p2") is None
+    assert standby.checker.lookup("bulk:flush1") is not None, "a resend is still answered from the txn table"

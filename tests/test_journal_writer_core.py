@@ -181,3 +181,20 @@ def test_buffer_bounds_uncommitted_entries_and_evicts_committed_ones():
     core.assign([txn(4), txn(5)])
     assert core.base_index == 2 and core.buffered(2) is None and core.buffered(3).ts == 3
     assert core.epoch_at(2) == 1  # the base entry's epoch stays known
+
+
+def test_committed_entries_are_also_bounded_in_bytes():
+    """Bulk batches are large entries: beyond committed_bytes_max the oldest committed ones go
+    (a lagging replica reads them back from another), however few they are; uncommitted stay."""
+    core = WriterCore(REPLICAS, "adj", 1, ReplicaTail("j1", 0, 0, 0, 1), 0, buffer_max=1000,
+                      committed_bytes_max=25_000)
+    big = [common_pb2.Entry(kind=common_pb2.ENTRY_TXN, ts=ts, txn_id=f"t{ts}",
+                            writes=[common_pb2.Write(key=b"k", value=b"v" * 10_000)]) for ts in range(2, 7)]
+    core.assign([leader_entry(1)] + big[:3])
+    assert core.base_index == 0, "nothing is committed yet: nothing goes"
+    ack(core, "j1", 4)
+    ack(core, "j2", 4)
+    core.assign(big[3:])
+    assert core.buffer_bytes <= 25_000 + big[0].ByteSize() * 2
+    assert core.base_index >= 2 and core.buffered(6).ts == 6 and core.buffered(5).ts == 5
+    assert core.buffer_bytes == sum(entry.ByteSize() for entry in core.buffer)

@@ -412,3 +412,78 @@ def test_csv_force_options(server):
         with pytest.raises(psycopg.errors.InvalidColumnReference):
             copy_in(conn, "COPY fq (id) FROM STDIN (FORMAT csv, FORCE_NULL (v))", b"5\n")
         assert conn.execute("SELECT id, v FROM fq WHERE id > 2 ORDER BY id").fetchall() == [(3, ""), (4, None)]
+
+
+def test_copy_in_a_block_into_a_truncated_table_streams_past_the_row_limit(server, monkeypatch):
+    """pgbench -i's shape (BEGIN; TRUNCATE; COPY; COMMIT): the rows are loaded a chunk at a time onto
+    the bulk path, so COPY_ROWS_MAX does not apply; here 2,500 rows pass a limit of 300 in chunks of
+    200, flushed in batches of 100 keys, and nothing shows before COMMIT."""
+    monkeypatch.setattr(limits, "COPY_ROWS_MAX", 300)
+    monkeypatch.setattr(limits, "COPY_STREAM_CHUNK_ROWS", 200)
+    monkeypatch.setattr(limits, "TXN_ROWS_MAX", 100)
+    with connect(server) as conn, connect(server) as other:
+        conn.execute("CREATE TABLE acc (aid INT NOT NULL, bid INT, abalance INT, filler CHAR(84))")
+        conn.execute("INSERT INTO acc VALUES (0, 0, 0, 'old')")
+        conn.execute("BEGIN")
+        conn.execute("TRUNCATE acc")
+        data = "".join(f"{i}\t{(i - 1) // 1000 + 1}\t0\t\n" for i in range(1, 2501)).encode()
+        assert copy_in(conn, "COPY acc FROM STDIN", data) == "COPY 2500"
+        assert conn.execute("SELECT count(*), sum(aid) FROM acc").fetchone() == (2500, 2500 * 2501 // 2)
+        assert other.execute("SELECT aid FROM acc").fetchall() == [(0,)], "nothing visible before COMMIT"
+        conn.execute("COMMIT")
+        assert other.execute("SELECT count(*), sum(aid), max(bid) FROM acc").fetchone() == (2500, 2500 * 2501 // 2, 3)
+
+
+def test_a_bad_row_late_in_a_streaming_copy_aborts_the_whole_block(server, monkeypatch):
+    """Chunks before the bad row were already written (flushed ahead) when line 2,345 fails: the
+    error names that line, the block fails, and ROLLBACK (or COMMIT) leaves the table as it was."""
+    monkeypatch.setattr(limits, "COPY_ROWS_MAX", 300)
+    monkeypatch.setattr(limits, "COPY_STREAM_CHUNK_ROWS", 200)
+    monkeypatch.setattr(limits, "TXN_ROWS_MAX", 100)
+    with connect(server) as conn:
+        conn.execute("CREATE TABLE acc2 (aid INT NOT NULL, bid INT)")
+        conn.execute("INSERT INTO acc2 VALUES (7, 7)")
+        lines = [f"{i}\t{i}\n" for i in range(1, 3001)]
+        lines[2344] = "2345\tlots\n"
+        for ending in ("ROLLBACK", "COMMIT"):
+            conn.execute("BEGIN")
+            conn.execute("TRUNCATE acc2")
+            with pytest.raises(psycopg.errors.InvalidTextRepresentation) as caught:
+                copy_in(conn, "COPY acc2 FROM STDIN", "".join(lines).encode())
+            assert caught.value.diag.context == 'COPY acc2, line 2345, column bid: "lots"'
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+            conn.execute(ending)
+            assert conn.execute("SELECT aid, bid FROM acc2").fetchall() == [(7, 7)]
+        # A NOT NULL violation late in the stream names its line too, and the session goes on.
+        lines[2344] = "\\N\t1\n"
+        conn.execute("BEGIN")
+        conn.execute("TRUNCATE acc2")
+        with pytest.raises(psycopg.errors.NotNullViolation) as caught:
+            copy_in(conn, "COPY acc2 FROM STDIN", "".join(lines).encode())
+        assert caught.value.diag.context == "COPY acc2, line 2345"
+        conn.execute("ROLLBACK")
+        assert conn.execute("SELECT count(*) FROM acc2").fetchone() == (1,)
+
+
+def test_a_streaming_copy_into_a_table_created_in_the_block(server, monkeypatch):
+    """A table CREATEd in the block streams too (it moves to a private keyspace once it outgrows
+    the quota); a primary-key duplicate across chunks is still 23505 at its line."""
+    monkeypatch.setattr(limits, "COPY_ROWS_MAX", 300)
+    monkeypatch.setattr(limits, "COPY_STREAM_CHUNK_ROWS", 200)
+    monkeypatch.setattr(limits, "TXN_ROWS_MAX", 100)
+    with connect(server) as conn:
+        conn.execute("BEGIN")
+        conn.execute("CREATE TABLE made (id INT PRIMARY KEY, v TEXT)")
+        data = "".join(f"{i}\tv{i}\n" for i in range(1000)).encode()
+        assert copy_in(conn, "COPY made FROM STDIN", data) == "COPY 1000"
+        conn.execute("COMMIT")
+        assert conn.execute("SELECT count(*) FROM made").fetchone() == (1000,)
+        conn.execute("BEGIN")
+        conn.execute("TRUNCATE made")
+        lines = [f"{i}\tv{i}\n" for i in range(1000)]
+        lines[950] = "17\tagain\n"
+        with pytest.raises(psycopg.errors.UniqueViolation) as caught:
+            copy_in(conn, "COPY made FROM STDIN", "".join(lines).encode())
+        assert caught.value.diag.context == "COPY made, line 951"
+        conn.execute("ROLLBACK")
+        assert conn.execute("SELECT count(*) FROM made").fetchone() == (1000,)

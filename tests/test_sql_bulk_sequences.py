@@ -662,3 +662,122 @@ async def test_rollback_to_a_savepoint_before_flushed_rows_is_refused_and_nothin
     await fails(session, "SELECT 1", "25P02")  # the block stays failed
     await ok(session, "ROLLBACK")
     assert await rows(session, "SELECT count(*) FROM sp2") == [(0,)]
+
+
+def test_key_digests_find_repeats_and_only_repeats():
+    """The rewrite's in-memory duplicate check: every repeated key is found, and a forced digest
+    collision between two different keys comes back as a candidate only (the caller confirms)."""
+    digests = bulk.KeyDigests(10_000)
+    for number in range(5000):
+        digests.add(keys.encode_key_tuple((number,)))
+    assert digests.repeated() == set()
+    digests.add(keys.encode_key_tuple((4321,)))
+    assert digests.repeated() == {digests.digest_of(keys.encode_key_tuple((4321,)))}
+    colliding = bulk.KeyDigests(10, digest=lambda key: len(key))
+    colliding.add(b"ab")
+    colliding.add(b"cd")
+    assert colliding.repeated() == {2}, "a shared digest is a candidate, not a verdict"
+    bounded = bulk.KeyDigests(2)
+    bounded.add(b"a")
+    bounded.add(b"b")
+    with pytest.raises(OverflowError):
+        bounded.add(b"c")
+
+
+async def test_rewrite_checks_duplicates_across_batches_in_memory(session, backend, small_limits, monkeypatch):
+    """ADD PRIMARY KEY finds a duplicate whose two rows land in different flushed batches (the
+    constraint's name and PostgreSQL's DETAIL), before a NULL; a digest collision of distinct keys does not fail the rewrite."""
+    await ok(session, "CREATE TABLE r (a INT, b INT, c TEXT)")
+    await ok(session, "CREATE UNIQUE INDEX r_c ON r (c)")
+    await ok(session, "BEGIN; TRUNCATE r")
+    await ok(session, "INSERT INTO r VALUES " + ", ".join(f"({i}, {i}, 'c{i}')" for i in range(600)) + ", (3, 1, NULL)")
+    await ok(session, "COMMIT")
+    error = await fails(session, "ALTER TABLE r ADD PRIMARY KEY (a)", "23505", 'could not create unique index "r_pkey"')
+    assert error.detail == "Key (a)=(3) is duplicated."
+    await ok(session, "DELETE FROM r WHERE c IS NULL")
+    await ok(session, "INSERT INTO r VALUES (599, 900, 'c900'), (NULL, 1, 'x')")
+    error = await fails(session, "ALTER TABLE r ADD PRIMARY KEY (a)", "23505", 'could not create unique index "r_pkey"')
+    assert error.detail == "Key (a)=(599) is duplicated.", "duplicates are reported before NULLs, as PostgreSQL"
+    await ok(session, "DELETE FROM r WHERE b = 900")
+    await fails(session, "ALTER TABLE r ADD PRIMARY KEY (a)", "23502", 'column "a" of relation "r" contains null values')
+    await ok(session, "DELETE FROM r WHERE a IS NULL")
+    # Every key gets the same digest: all are candidates, none is a real duplicate.
+    real_init = bulk.KeyDigests.__init__
+    monkeypatch.setattr(bulk.KeyDigests, "__init__",
+                        lambda self, keys_max, digest=hash: real_init(self, keys_max, digest=lambda key: 7))
+    await ok(session, "ALTER TABLE r ADD PRIMARY KEY (a)")
+    monkeypatch.undo()
+    assert await rows(session, "SELECT count(*), count(DISTINCT c) FROM r") == [(600, 600)]
+    # Its batches went to the adjudicator flagged private (their keys need not be remembered);
+    # the commits of the mark and of the catalog change were not.
+    private = [txn_id for _, _, _, txn_id in backend.commits if ":flush" in txn_id]
+    assert backend.private_commits == len(private) > 0
+    await fails(session, "INSERT INTO r VALUES (5, 0, 'new')", "23505")
+
+
+async def test_rewrite_past_its_key_bound_is_54000(session, small_limits, monkeypatch):
+    monkeypatch.setattr(limits, "REWRITE_KEYS_MAX", 50)
+    await ok(session, "CREATE TABLE big (a INT)")
+    await ok(session, "INSERT INTO big SELECT g FROM generate_series(1, 60) AS g")
+    await fails(session, "ALTER TABLE big ADD PRIMARY KEY (a)", "54000",
+                'table "big" is too large to rewrite: more than 50 keys')
+    await ok(session, "INSERT INTO big VALUES (61)")  # the mark is gone: the table takes writes again
+    assert await rows(session, "SELECT count(*) FROM big") == [(61,)]
+
+
+async def test_only_a_statement_that_flushed_ahead_outlives_the_node_statement_timeout(session, backend,
+                                                                                      small_limits):
+    """What the PostgreSQL endpoint asks when the node's statement timeout passes: a statement that
+    committed rows ahead into a private keyspace may run on to its transaction's age limit (the
+    seconds left), any other statement may not (None)."""
+    await ok(session, "CREATE TABLE t (a INT, b TEXT)")
+    mark = session.flush_mark()
+    await ok(session, "INSERT INTO t VALUES (1, 'x')")
+    assert session.bulk_time_left_s(mark) is None, "an ordinary autocommit INSERT"
+    await ok(session, "BEGIN; TRUNCATE t")
+    mark = session.flush_mark()
+    await ok(session, "INSERT INTO t SELECT g, 'y' FROM generate_series(1, 500) AS g")
+    left_s = session.bulk_time_left_s(mark)
+    assert left_s is not None and 0 < left_s <= limits.TXN_AGE_MAX_NS / 1e9
+    mark = session.flush_mark()
+    await ok(session, "SELECT count(*) FROM t")
+    assert session.bulk_time_left_s(mark) is None, "a later statement of the same block flushed nothing"
+    backend.advance(limits.TXN_AGE_MAX_NS)
+    await ok(session, "ROLLBACK")
+    await ok(session, "BEGIN; TRUNCATE t")
+    mark = session.flush_mark()
+    await ok(session, "INSERT INTO t SELECT g, 'y' FROM generate_series(1, 500) AS g")
+    backend.advance(limits.TXN_AGE_MAX_NS + 1)
+    assert session.bulk_time_left_s(mark) == 0.0, "past the age limit nothing is left"
+    await ok(session, "ROLLBACK")
+
+
+async def test_insert_select_over_generate_series_streams_into_the_bulk_path(session, small_limits, monkeypatch):
+    """pgbench -I G's INSERT ... SELECT ... FROM generate_series is made and written a chunk at a
+    time (the query is never materialised: select_rows is not called); a bad row late in it fails
+    the statement and the block; a query naming a table (here the target itself) is materialised
+    first, so rows it writes never flow back into it."""
+    await ok(session, "CREATE TABLE acc (aid INT NOT NULL, bid INT CHECK (bid < 4), abalance INT, filler TEXT)")
+    materialised = []
+    real_select_rows = executor.select_rows
+
+    async def select_rows(txn, node):
+        materialised.append(node.sql())
+        return await real_select_rows(txn, node)
+
+    monkeypatch.setattr(executor, "select_rows", select_rows)
+    await ok(session, "BEGIN; TRUNCATE acc")
+    result = await ok(session, "INSERT INTO acc (aid, bid, abalance, filler) "
+                               "SELECT aid, (aid - 1) / 1000 + 1, 0, '' FROM generate_series(1, 3000) AS aid")
+    assert result.command_tag == "INSERT 0 3000" and materialised == []
+    assert session.transaction.flushed_batches > 0
+    await ok(session, "COMMIT")
+    assert await rows(session, "SELECT count(*), sum(aid), max(bid) FROM acc") == [(3000, 3000 * 3001 // 2, 3)]
+    await ok(session, "BEGIN; TRUNCATE acc")
+    await fails(session, "INSERT INTO acc SELECT g, g / 1000 + 1, 0, '' FROM generate_series(1, 3500) AS g", "23514")
+    await fails(session, "SELECT 1", "25P02")
+    await ok(session, "ROLLBACK")
+    assert await rows(session, "SELECT count(*) FROM acc") == [(3000,)]
+    await ok(session, "INSERT INTO acc SELECT aid + 3000, bid, abalance, filler FROM acc WHERE aid <= 50")
+    assert len(materialised) == 1, "a query over a table is materialised"
+    assert await rows(session, "SELECT count(*) FROM acc") == [(3050,)]

@@ -138,6 +138,9 @@ class PgSession:
         result = await self.session.copy_from(statement, records)
         return Outcome([], [], result.command_tag or "", result.error)
 
+    def copy_streams(self, statement) -> bool:
+        return self.session.copy_streams(statement)
+
     async def copy_to(self, statement) -> Outcome:
         """The rows of COPY TO: the table's (or the query's) SELECT, run as a statement."""
         from compute_node import copy as copy_mod

@@ -15,8 +15,11 @@ FATAL 08P01 and is closed; no other connection notices). The phases:
   ready     ParameterStatus, BackendKeyData, ReadyForQuery; then simple and extended queries.
             Statements run on a `bridge.PgSession` over the node's engine Session, each as a
             task the CancelRequest path can cancel (57014; 40003 if a commit was in flight),
-            bounded by the statement timeout. After an error in the extended protocol every
-            message up to Sync is discarded. As in PostgreSQL, the statements executed between
+            bounded by the statement timeout (the node's, or the client's statement_timeout if
+            smaller; a statement that has committed rows ahead into a private keyspace -- a bulk
+            load, ADD PRIMARY KEY's rewrite -- runs on past the node's to its transaction's age
+            limit unless the client set one: docs/SQL.md). After an error in the extended
+            protocol every message up to Sync is discarded. As in PostgreSQL, the statements executed between
             two Syncs outside an explicit BEGIN form one implicit transaction: begun at the
             first Execute, committed at Sync (a commit error is reported before ReadyForQuery)
             and rolled back whole when any message before the Sync failed; a BEGIN inside it
@@ -29,8 +32,9 @@ CopyOutResponse, the rows as CopyData (whole records, about COPY_OUT_CHUNK_BYTES
 after each) and CopyDone. COPY FROM
 STDIN checks the table and columns, sends CopyInResponse and reads CopyData into records
 (quorumdb/copyformat.py, bounded by COPY_BYTES_MAX / COPY_ROWS_MAX) until CopyDone, then loads
-them (compute_node/copy.py); after a bad record it reads and ignores the rest up to CopyDone or
-CopyFail, as PostgreSQL does, then answers ErrorResponse (CONTEXT `COPY t, line N`) and
+them (compute_node/copy.py) -- or, into a table the open block truncated or created, loads them
+a chunk at a time as they arrive (COPY_STREAM_CHUNK_ROWS; no total bound); after a bad record it
+reads and ignores the rest up to CopyDone or CopyFail, as PostgreSQL does, then answers ErrorResponse (CONTEXT `COPY t, line N`) and
 ReadyForQuery. CopyData/CopyDone/CopyFail outside a COPY are ignored, as PostgreSQL ignores them.
 
 Writes are drained every PG_ROWS_PER_DRAIN rows, so a slow reader bounds memory.
@@ -478,9 +482,17 @@ class PgConnection:
         if hasattr(self.tracker, "commit_in_flight"):
             self.tracker.commit_in_flight = False
         self.cancel_requested = False
+        flush_mark = self.pg.session.flush_mark()
         self.running = asyncio.ensure_future(work())
         try:
             done, _ = await asyncio.wait({self.running}, timeout=timeout_s)
+            bulk_left_s = self.pg.session.bulk_time_left_s(flush_mark) if not done and setting_s is None else None
+            if bulk_left_s:
+                # A bulk load or table rewrite (rows committed ahead into a private keyspace) runs
+                # on to its transaction's age limit, as PostgreSQL's statement_timeout of 0 lets a
+                # COPY or ADD PRIMARY KEY finish; a statement_timeout the client set still applies.
+                done, _ = await asyncio.wait({self.running}, timeout=bulk_left_s)
+                timeout_s += bulk_left_s
             if not done:
                 self.running.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -537,7 +549,9 @@ class PgConnection:
     async def _copy_in(self, statement: copyformat.CopyStatement) -> Outcome:
         """CopyInResponse, then CopyData until CopyDone (load) or CopyFail (abort). After an error
         in the data the rest is read and ignored up to CopyDone/CopyFail, as PostgreSQL does, so
-        the connection stays in step; nothing is written unless every record was good."""
+        the connection stays in step; nothing is written unless every record was good. Into a
+        table the open block truncated or created the records are loaded a chunk at a time as
+        they come (Session.copy_streams: still all or nothing, through the block)."""
         columns = (await self._execute(lambda: self.pg.copy_columns(statement)))[-1]
         if columns.error is not None:
             return columns
@@ -547,10 +561,11 @@ class PgConnection:
         except SqlError as error:
             self.pg.session.copy_failed()
             return Outcome.failed(error)
+        streams = self.pg.copy_streams(statement)
         await self._send(protocol.copy_in_response(len(names)))
         self.copy_in_progress, self.copy_cancelled = True, False
         try:
-            error, records = await self._copy_in_data(statement, reader)
+            error, records, loaded = await self._copy_in_data(statement, reader, streams)
         finally:
             self.copy_in_progress = False
         if error is not None:
@@ -559,12 +574,20 @@ class PgConnection:
                 copy_mod.located(error, statement.table, line)
             self.pg.session.copy_failed()
             return Outcome.failed(error)
+        if streams:
+            return Outcome.tag_only(f"COPY {loaded}")
         return (await self._execute(lambda: self.pg.copy_from(statement, records)))[-1]
 
-    async def _copy_in_data(self, statement: copyformat.CopyStatement, reader: copyformat.CopyReader):
-        """(the first error, or None; the records) of the client's CopyData up to CopyDone/CopyFail."""
+    async def _copy_in_data(self, statement: copyformat.CopyStatement, reader: copyformat.CopyReader,
+                            streams: bool = False):
+        """(the first error, or None; the records not loaded yet; the rows loaded) of the client's
+        CopyData up to CopyDone/CopyFail. Streaming, a chunk is loaded whenever it is full and the
+        last one at CopyDone (no total bound: memory holds one chunk, the block's age limit and
+        the connection's lifetime bound the time); otherwise every record is kept for the caller,
+        bounded by COPY_BYTES_MAX / COPY_ROWS_MAX."""
         records: list = []
-        received = 0
+        received = 0        # bytes of input (streaming: of the chunk not loaded yet)
+        loaded = 0
         error: SqlError | None = None
         while True:
             remaining_s = self.deadline_s - self.server.monotonic()
@@ -583,21 +606,32 @@ class PgConnection:
                         continue
                     received += len(data)
                     try:
-                        if received > limits.COPY_BYTES_MAX:
+                        if received > limits.COPY_BYTES_MAX and not streams:
                             raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
                                            f"COPY input exceeds the limit of {limits.COPY_BYTES_MAX} bytes",
                                            hint="Split the input into several COPY commands.")
                         records.extend(reader.feed(data))
-                        self._check_copy_rows(len(records))
+                        if not streams:
+                            self._check_copy_rows(len(records))
                     except SqlError as failure:
                         error = failure
+                    if streams and error is None and (len(records) >= limits.COPY_STREAM_CHUNK_ROWS
+                                                      or received >= limits.COPY_STREAM_CHUNK_BYTES):
+                        error = await self._load_copy_chunk(statement, records)
+                        loaded += len(records)
+                        records, received = [], 0
                 case protocol.CopyDone():
                     if error is None:
                         try:
                             records.extend(reader.finish())
-                            self._check_copy_rows(len(records))
+                            if not streams:
+                                self._check_copy_rows(len(records))
                         except SqlError as failure:
                             error = failure
+                    if streams and error is None and records:
+                        error = await self._load_copy_chunk(statement, records)
+                        loaded += len(records)
+                        records = []
                     break
                 case protocol.CopyFail(message=why):
                     if error is None:  # after an error the client's reason for giving up is not news
@@ -611,7 +645,12 @@ class PgConnection:
                     error = error or SqlError(protocol.PROTOCOL_VIOLATION,
                                               f"unexpected message type {type(message).__name__} during COPY from stdin")
                     break
-        return error, records
+        return error, records, loaded
+
+    async def _load_copy_chunk(self, statement: copyformat.CopyStatement, records: list) -> SqlError | None:
+        """One chunk of a streaming COPY into the open block (its error fails the block)."""
+        outcome = (await self._execute(lambda: self.pg.copy_from(statement, records)))[-1]
+        return outcome.error
 
     @staticmethod
     def _check_copy_rows(count: int) -> None:

@@ -39,6 +39,7 @@ transaction that starts after setval committed never gets a value from before it
 """
 from __future__ import annotations
 
+import array
 import dataclasses
 import json
 import random
@@ -72,6 +73,51 @@ def plan_batches(writes: Sequence[tuple[bytes, bytes | None]], rows_max: int,
     if current:
         batches.append(current)
     return batches
+
+
+class KeyDigests:
+    """Finds keys written twice among many, in about 8 bytes a key.
+
+    A table rewrite (ALTER TABLE ... ADD PRIMARY KEY) writes every row of the table into a
+    keyspace nobody else writes, so a duplicate of the new key can only be between two of its own
+    rows: reading storage for each new key (as an INSERT does) would find nothing, at the cost of a
+    read per row. Keeping the keys themselves would cost ~80 bytes a row in Python objects. So each
+    key leaves a 64-bit digest, in one of DIGEST_BUCKETS arrays chosen by the digest's low byte;
+    `repeated()` sorts one bucket at a time (holding 1/256 of the digests as Python ints at once)
+    and returns the digests met more than once. Those are candidates only: two different keys
+    share a digest with probability about n**2 / 2**65 (a million keys: 3e-8), so the caller
+    confirms them against the keys themselves. `digest` is passed in so tests can force
+    collisions; the default, hash(), is fixed within a process, which is all this needs."""
+
+    DIGEST_BUCKETS = 256
+
+    def __init__(self, keys_max: int, digest=hash):
+        assert keys_max > 0
+        self.keys_max = keys_max
+        self.count = 0
+        self._digest = digest
+        self._buckets = [array.array("q") for _ in range(self.DIGEST_BUCKETS)]
+
+    def add(self, key: bytes) -> None:
+        """Raises OverflowError past keys_max (the caller words the error)."""
+        if self.count >= self.keys_max:
+            raise OverflowError(self.keys_max)
+        value = self._digest(key)
+        self._buckets[value & 0xFF].append(value)
+        self.count += 1
+
+    def repeated(self) -> set[int]:
+        found: set[int] = set()
+        for bucket in self._buckets:
+            previous = None
+            for value in sorted(bucket):
+                if value == previous:
+                    found.add(value)
+                previous = value
+        return found
+
+    def digest_of(self, key: bytes) -> int:
+        return self._digest(key)
 
 
 # --- sequences ------------------------------------------------------------------------------------

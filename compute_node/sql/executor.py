@@ -52,7 +52,7 @@ from compute_node.sql.query import compile_select
 from compute_node.sql.result import StatementResult
 from compute_node.sql.select import (
     QueryContext, SelectPlan, compile_query, compile_select_plan, fetch, load_table, output_columns,
-    preload_tables, read_rows, run_query,
+    preload_tables, read_rows, run_query, stream_query,
 )
 from compute_node.sql.transaction import Transaction
 from quorumdb import errors, keys, limits
@@ -450,6 +450,10 @@ async def run_insert(txn: Transaction, insert: exp.Insert) -> StatementResult:
         for compiled_row in compiled_rows:
             typed_rows.append([None if c is None else (c.evaluate(()), c.sql_type) for c in compiled_row])
     elif isinstance(source, (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery)):
+        streamed = await _stream_query_rows(txn, table, insert, positions, column_nodes, defaults, rules, ctx) \
+            if handler is None and returning is None else None
+        if streamed is not None:
+            return streamed
         columns, query_rows = await select_rows(txn, source)
         _check_width(len(columns), positions, column_nodes is not None)
         column_types = [sql_type for _, sql_type in columns]
@@ -520,14 +524,9 @@ async def _insert_query_rows(txn: Transaction, table: TableDef, insert: exp.Inse
                              query_rows: list, column_types: list, defaults, rules: TableRules, ctx,
                              returning) -> StatementResult:
     """INSERT ... SELECT without ON CONFLICT: the query's rows become table rows a chunk at a time,
-    so a bulk load (`INSERT ... SELECT ... FROM generate_series(1, 1000000)`) never holds its rows
-    twice over."""
-    for position, sql_type in zip(positions, column_types):
-        column = table.columns[position]
-        if not types.can_assign(sql_type, column.sql_type):
-            raise SqlError(errors.DATATYPE_MISMATCH,
-                           f'column "{column.name}" is of type {column.sql_type.display_name} but expression is of '
-                           f'type {sql_type.display_name}', hint="You will need to rewrite or cast the expression.")
+    so a bulk load never holds its rows twice over (one that reads no table streams instead:
+    `_stream_query_rows`)."""
+    _check_assignable(table, positions, column_types)
     total = len(query_rows)
     if total:
         _check_generated(table, positions, [list(zip(query_rows[0], column_types))], insert)
@@ -541,6 +540,41 @@ async def _insert_query_rows(txn: Transaction, table: TableDef, insert: exp.Inse
         if returning is not None:
             written.extend(built)
     return _dml_result(f"INSERT 0 {total}", returning, written)
+
+
+async def _stream_query_rows(txn: Transaction, table: TableDef, insert: exp.Insert, positions: list[int],
+                             column_nodes, defaults, rules: TableRules, ctx) -> StatementResult | None:
+    """INSERT ... SELECT over no table (pgbench's `SELECT aid, ... FROM generate_series(1, 1000000)`):
+    the query's rows are made, typed, built and written a chunk at a time, so memory holds one
+    chunk rather than the whole result (select.stream_query says which queries qualify). None
+    when the query does not qualify, or a column takes a nextval default (its values are
+    reserved for the whole row count up front): the caller materialises the query."""
+    if any(column.sequence is not None for position, column in enumerate(table.columns) if position not in positions):
+        return None
+    streamed = await stream_query(txn, insert.args["expression"], new_context(txn), INSERT_QUERY_CHUNK_ROWS)
+    if streamed is None:
+        return None
+    plan, chunks = streamed
+    _check_width(len(plan.columns), positions, column_nodes is not None)
+    column_types = [sql_type for _, sql_type in plan.columns]
+    _check_assignable(table, positions, column_types)
+    total = 0
+    for chunk in chunks:
+        typed_chunk = [list(zip(row, column_types)) for row in chunk]
+        _check_generated(table, positions, typed_chunk, insert)
+        built = [_build_row(table, positions, typed, defaults, rules, txn) for typed in typed_chunk]
+        await insert_rows(txn, table, built, validated=True)
+        total += len(built)
+    return _dml_result(f"INSERT 0 {total}", None, [])
+
+
+def _check_assignable(table: TableDef, positions: Sequence[int], column_types: Sequence) -> None:
+    for position, sql_type in zip(positions, column_types):
+        column = table.columns[position]
+        if not types.can_assign(sql_type, column.sql_type):
+            raise SqlError(errors.DATATYPE_MISMATCH,
+                           f'column "{column.name}" is of type {column.sql_type.display_name} but expression is of '
+                           f'type {sql_type.display_name}', hint="You will need to rewrite or cast the expression.")
 
 
 def _check_generated(table: TableDef, positions: Sequence[int], typed_rows, insert: exp.Insert) -> None:
@@ -1405,22 +1439,30 @@ async def add_primary_key(txn: Transaction, table: TableDef, constraint: str | N
     new_table = TableDef(old.table_id, old.name, columns, tuple(kept.index(p) for p in positions), old.indexes,
                          old.checks, primary_key_name=pk_name)
     new_table = await move_to_private_keyspace(txn, new_table, drop_old=False)
-    chunk: list[list] = []
-    chunk_rows = max(1, min(limits.BULK_BATCH_ROWS_MAX, limits.TXN_ROWS_MAX) // (1 + len(new_table.indexes)))
+    # Only this transaction writes the new keyspace: a duplicate key can only be between two
+    # copied rows, found in memory (bulk.KeyDigests) rather than by a storage read per row. The
+    # unique indexes need no check: they held in the snapshot the same rows are copied from.
+    digests = bulk.KeyDigests(limits.REWRITE_KEYS_MAX)
     prefix = old.rows_prefix
     null_column: str | None = None  # PostgreSQL reports duplicates before NULLs: so do we
-    async for _, value in txn.scan(prefix, keys.prefix_end(prefix)):
-        row = old.decode_row(value)
-        missing = next((old.columns[p].name for p in positions if row[p] is None), None)
-        if missing is not None:
-            null_column = null_column or missing
-            continue
-        chunk.append([row[p] for p in kept])
-        if len(chunk) >= chunk_rows:
-            await _copy_rows(txn, new_table, chunk)
-            chunk = []
-    if chunk:
-        await _copy_rows(txn, new_table, chunk)
+    try:
+        async for _, value in txn.scan(prefix, keys.prefix_end(prefix), prefetch=True):
+            row = old.decode_row(value)
+            missing = next((old.columns[p].name for p in positions if row[p] is None), None)
+            if missing is not None:
+                null_column = null_column or missing
+                continue
+            new_row = [row[p] for p in kept]
+            digests.add(write_row(txn, new_table, new_row, None, None))
+            if txn.flush_due():
+                await txn.flush_private()
+    except OverflowError:
+        raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                       f'table "{old.name}" is too large to rewrite: more than {limits.REWRITE_KEYS_MAX} keys',
+                       hint="Create a new table with the primary key and load it with INSERT ... SELECT.") from None
+    candidates = digests.repeated()
+    if candidates:
+        await _raise_rewrite_duplicate(txn, old, new_table, kept, positions, digests, candidates)
     if null_column is not None:
         raise SqlError(errors.NOT_NULL_VIOLATION, f'column "{null_column}" of relation "{old.name}" contains null values')
     if is_bulk_target(txn, old):  # the old private keyspace is garbage now: do not flush it
@@ -1429,16 +1471,26 @@ async def add_primary_key(txn: Transaction, table: TableDef, constraint: str | N
     return new_table
 
 
-async def _copy_rows(txn: Transaction, table: TableDef, rows: list[list]) -> None:
-    try:
-        await _write_new_rows(txn, table, rows, True)
-    except SqlError as error:
-        if error.sqlstate != errors.UNIQUE_VIOLATION:
-            raise
-        detail = error.detail.replace("already exists", "is duplicated")
-        name = error.message.split('"')[1] if '"' in error.message else table.constraint_name
-        raise SqlError(errors.UNIQUE_VIOLATION, f'could not create unique index "{name}"', detail=detail) from None
-    await txn.flush_private()
+async def _raise_rewrite_duplicate(txn: Transaction, old: TableDef, new_table: TableDef, kept: list[int],
+                                   positions: list[int], digests: bulk.KeyDigests, candidates: set[int]) -> None:
+    """23505 naming a key two rows of the rewrite share, if one does: the rows whose keys have a
+    repeated digest are read again and their keys compared (a shared digest alone proves nothing).
+    Memory: the keys of the candidate rows only."""
+    seen: set[bytes] = set()
+    prefix = old.rows_prefix
+    async for _, value in txn.scan(prefix, keys.prefix_end(prefix)):
+        row = old.decode_row(value)
+        if any(row[p] is None for p in positions):
+            continue
+        new_row = [row[p] for p in kept]
+        key = new_table.row_key(new_row)
+        if digests.digest_of(key) not in candidates:
+            continue
+        if key in seen:
+            detail = _duplicate_key(new_table, new_row, None).detail.replace("already exists", "is duplicated")
+            raise SqlError(errors.UNIQUE_VIOLATION, f'could not create unique index "{new_table.constraint_name}"',
+                           detail=detail)
+        seen.add(key)
 
 
 async def _mark_for_rewrite(txn: Transaction, table: TableDef) -> TableDef:

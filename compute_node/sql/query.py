@@ -79,6 +79,20 @@ class SelectProgram:
     def matches(self, row: Sequence[Any]) -> bool:
         return self.where is None or self.where.evaluate(row) is True
 
+    @property
+    def streamable(self) -> bool:
+        """Each output row is final when made (no grouping, windows, ORDER BY, DISTINCT, LIMIT or
+        OFFSET), so rows may leave in chunks (`take_rows`) rather than at `finish`."""
+        return (self.collector is None and self.windows is None and not self.order and not self.distinct
+                and self.limit is None and not self.offset)
+
+    def take_rows(self) -> list[tuple]:
+        """The output rows made so far by a streamable program; they are forgotten here."""
+        assert self.streamable
+        rows = [entry[0] for entry in self._rows]
+        self._rows = []
+        return rows
+
     def enough(self) -> bool:
         if self.grouped or self.order or self.distinct or self.limit is None or self.windows is not None:
             return False

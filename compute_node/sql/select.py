@@ -46,7 +46,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import operator
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from sqlglot import exp
 
@@ -471,6 +471,23 @@ class SelectPlan(QueryPlan):
                 if program.enough():
                     return True
         return False
+
+    def run_chunks(self, chunk_rows: int) -> Iterator[list[tuple]]:
+        """The rows of a streamable plan (`stream_query`), about chunk_rows at a time as they are
+        made: memory holds one chunk, not the result."""
+        assert chunk_rows > 0 and self.program.streamable and len(self.sources) <= 1
+        self._start()
+        if not self.sources:
+            if self.program.matches(()):
+                self.program.add_row(())
+        else:
+            for key, row in self.sources[0].rows():
+                self._feed(key, row)
+                if len(self.program._rows) >= chunk_rows:
+                    yield self.program.take_rows()
+        rows = self.program.take_rows()
+        if rows:
+            yield rows
 
     def run(self) -> list[tuple]:
         self._start()
@@ -1418,6 +1435,27 @@ async def run_query(txn, node: exp.Expression, ctx: QueryContext,
         rows, source_keys = await plan.run_top()
         return plan, rows, source_keys
     return plan, plan.run(), []
+
+
+async def stream_query(txn, node: exp.Expression, ctx: QueryContext,
+                       chunk_rows: int) -> tuple[QueryPlan, Iterator[list[tuple]]] | None:
+    """(plan, its rows in chunks) of a query that names no table anywhere (a select list over
+    generate_series, VALUES, no FROM) and keeps no rows (SelectProgram.streamable), compiled and
+    fetched; None for any other query (run_query materialises it). Naming no table is what makes
+    streaming safe under INSERT ... SELECT: rows written while the query still runs can never
+    flow back into it. Bounded by the function's own row limit, not the result limit."""
+    if not isinstance(node, exp.Select) or node.args.get("with_") or node.args.get("with"):
+        return None
+    if any(isinstance(table.this, exp.Identifier) for table in node.find_all(exp.Table)):
+        return None
+    await preload_tables(txn, node)
+    plan = compile_select_plan(node, None, ctx, stream_root=True)
+    if not isinstance(plan, SelectPlan) or not plan.program.streamable or len(plan.sources) > 1 \
+            or any(source.kind in ("table", "view") for source in plan.sources):
+        return None
+    _collect_subplans(plan, ctx)
+    await fetch(ctx)
+    return plan, plan.run_chunks(chunk_rows)
 
 
 def _collect_subplans(plan: QueryPlan, ctx: QueryContext) -> None:

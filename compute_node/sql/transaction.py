@@ -74,8 +74,10 @@ class Backend(Protocol):
         resume_after. A backend without it (or with it set to None) gets plain scans."""
 
     async def commit(self, start_ts: int, writes: list[tuple[bytes, bytes | None]], lock_keys: list[bytes],
-                     txn_id: str) -> int:
-        """The commit_ts; raises SqlError (40001 OC000, 40003 unknown, 08006/57P03 unavailable)."""
+                     txn_id: str, private_keyspace: bool = False) -> int:
+        """The commit_ts; raises SqlError (40001 OC000, 40003 unknown, 08006/57P03 unavailable).
+        `private_keyspace`: every write is in a keyspace private to the transaction (a batch
+        flushed ahead): the adjudicator need not remember its keys (adjudicator/core.py)."""
 
 
 class SchemaStale(Exception):
@@ -187,7 +189,8 @@ class Transaction:
             batch_start_ts = self.backend.start_ts()
             self.flushed_batches += 1
             commit_ts = await self.backend.commit(batch_start_ts, batch, [],
-                                                  f"{self.txn_id}:flush{self.flushed_batches}")
+                                                  f"{self.txn_id}:flush{self.flushed_batches}",
+                                                  private_keyspace=True)
             assert commit_ts > self.private_read_ts, "batches commit in order"
             self.private_read_ts = commit_ts
             self.flushed_keys += len(batch)
@@ -353,12 +356,14 @@ class Transaction:
         return result
 
     async def scan(self, start: bytes, end: bytes | None,
-                   pushdown: bytes | None = None) -> AsyncIterator[tuple[bytes, bytes]]:
+                   pushdown: bytes | None = None, prefetch: bool = False) -> AsyncIterator[tuple[bytes, bytes]]:
         """Live rows with start <= key < end in key order, the write buffer merged in.
 
         With `pushdown` (and a backend that supports it) storage drops rows the filter
         rejects and projects the rest; buffered rows are merged in unfiltered and whole (the
-        caller re-checks its full WHERE on every row anyway)."""
+        caller re-checks its full WHERE on every row anyway). With `prefetch` the next page is
+        asked for while the caller consumes this one (one page ahead at most): for a caller that
+        reads to the end anyway (a table rewrite), never one that may stop early (LIMIT)."""
         scan_filtered = getattr(self.backend, "scan_filtered", None) if pushdown is not None else None
         if scan_filtered is None:
             pushdown = None
@@ -387,34 +392,46 @@ class Transaction:
             await version_read  # raises SchemaStale before any row leaves
         else:
             page_result = await self._scan_page(position, end, pushdown, scan_filtered, ts)
-        while True:
-            if page_result is None:
-                page_result = await self._scan_page(position, end, pushdown, scan_filtered, ts)
-            page, more, resume_after = page_result
-            page_result = None
-            assert len(page) <= limits.SCAN_PAGE_MAX, "backend returned more rows than asked"
-            assert page or not more or pushdown is not None, "backend said more but returned no rows"
-            rows_read += len(page)
-            if rows_read > limits.STATEMENT_ROWS_READ_MAX:
-                raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
-                               f"statement reads more than {limits.STATEMENT_ROWS_READ_MAX} rows")
-            for key, value in page:
-                assert key >= position, "backend scan went backwards"
-                while buffered_index < len(buffered) and buffered[buffered_index][0] < key:
-                    buffered_key, buffered_value = buffered[buffered_index]
-                    buffered_index += 1
-                    if buffered_value is not None:
-                        yield buffered_key, buffered_value
-                if buffered_index < len(buffered) and buffered[buffered_index][0] == key:
-                    buffered_value = buffered[buffered_index][1]
-                    buffered_index += 1
-                    if buffered_value is not None:
-                        yield key, buffered_value
-                    continue
-                yield key, value
-            if not more:
-                break
-            position = resume_after + b"\x00"  # the smallest key after the last one covered
+        prefetched: asyncio.Future | None = None
+        try:
+            while True:
+                if page_result is None and prefetched is not None:
+                    page_result, prefetched = await prefetched, None
+                elif page_result is None:
+                    page_result = await self._scan_page(position, end, pushdown, scan_filtered, ts)
+                page, more, resume_after = page_result
+                page_result = None
+                assert len(page) <= limits.SCAN_PAGE_MAX, "backend returned more rows than asked"
+                assert page or not more or pushdown is not None, "backend said more but returned no rows"
+                rows_read += len(page)
+                if rows_read > limits.STATEMENT_ROWS_READ_MAX:
+                    raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
+                                   f"statement reads more than {limits.STATEMENT_ROWS_READ_MAX} rows")
+                if prefetch and more:
+                    prefetched = asyncio.ensure_future(
+                        self._scan_page(resume_after + b"\x00", end, pushdown, scan_filtered, ts))
+                    # A scan closed early leaves it cancelled or failed: its error is not news.
+                    prefetched.add_done_callback(lambda done: done.cancelled() or done.exception())
+                for key, value in page:
+                    assert key >= position, "backend scan went backwards"
+                    while buffered_index < len(buffered) and buffered[buffered_index][0] < key:
+                        buffered_key, buffered_value = buffered[buffered_index]
+                        buffered_index += 1
+                        if buffered_value is not None:
+                            yield buffered_key, buffered_value
+                    if buffered_index < len(buffered) and buffered[buffered_index][0] == key:
+                        buffered_value = buffered[buffered_index][1]
+                        buffered_index += 1
+                        if buffered_value is not None:
+                            yield key, buffered_value
+                        continue
+                    yield key, value
+                if not more:
+                    break
+                position = resume_after + b"\x00"  # the smallest key after the last one covered
+        finally:
+            if prefetched is not None and not prefetched.done():
+                prefetched.cancel()
         for buffered_key, buffered_value in buffered[buffered_index:]:
             if buffered_value is not None:
                 yield buffered_key, buffered_value

@@ -25,29 +25,29 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x61\x64judicator.proto\x12\x08quorumdb\x1a\x0c\x63ommon.proto\"\x92\x01\n\rCommitRequest\x12\x10\n\x08start_ts\x18\x01 \x01(\x04\x12\x1f\n\x06writes\x18\x02 \x03(\x0b\x32\x0f.quorumdb.Write\x12\x11\n\tlock_keys\x18\x03 \x03(\x0c\x12\x0e\n\x06txn_id\x18\x04 \x01(\t\x12\r\n\x05retry\x18\x05 \x01(\x08\x12\x0b\n\x03seq\x18\x06 \x01(\x04\x12\x0f\n\x07\x65xplain\x18\x07 \x01(\x08\"f\n\x0b\x43ommitBatch\x12)\n\x08requests\x18\x01 \x03(\x0b\x32\x17.quorumdb.CommitRequest\x12\x14\n\x0creads_active\x18\x02 \x01(\x08\x12\x16\n\x0eread_demand_ts\x18\x03 \x01(\x04\":\n\x10\x43ommitReplyBatch\x12&\n\x07replies\x18\x01 \x03(\x0b\x32\x15.quorumdb.CommitReply\"\xdd\x01\n\x0b\x43ommitReply\x12(\n\x07outcome\x18\x01 \x01(\x0e\x32\x17.quorumdb.CommitOutcome\x12\x11\n\tcommit_ts\x18\x02 \x01(\x04\x12\r\n\x05index\x18\x03 \x01(\x04\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x13\n\x0bleader_hint\x18\x05 \x01(\t\x12\x14\n\x0c\x63onflict_key\x18\x06 \x01(\x0c\x12\x11\n\tduplicate\x18\x07 \x01(\x08\x12\x0b\n\x03seq\x18\x08 \x01(\x04\x12&\n\x06timing\x18\t \x01(\x0b\x32\x16.quorumdb.CommitTiming\"\xbc\x01\n\x0c\x43ommitTiming\x12\x10\n\x08queue_ns\x18\x01 \x01(\x04\x12\x17\n\x0f\x61\x64judication_ns\x18\x02 \x01(\x04\x12\x19\n\x11journal_append_ns\x18\x03 \x01(\x04\x12\x16\n\x0e\x63ommit_wait_ns\x18\x04 \x01(\x04\x12\x10\n\x08total_ns\x18\x05 \x01(\x04\x12\x15\n\rbatch_commits\x18\x06 \x01(\r\x12\x15\n\rbatch_entries\x18\x07 \x01(\r\x12\x0e\n\x06leader\x18\x08 \x01(\t\"\x11\n\x0fTakeOverRequest\";\n\rTakeOverReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0f\n\x07message\x18\x03 \x01(\t*\x80\x01\n\rCommitOutcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\r\n\tCOMMITTED\x10\x01\x12\x0c\n\x08\x43ONFLICT\x10\x02\x12\x0b\n\x07TOO_OLD\x10\x03\x12\x0e\n\nNOT_LEADER\x10\x04\x12\x0f\n\x0bUNAVAILABLE\x10\x05\x12\x0b\n\x07UNKNOWN\x10\x06\x32\x87\x02\n\x0b\x41\x64judicator\x12\x38\n\x06\x43ommit\x12\x17.quorumdb.CommitRequest\x1a\x15.quorumdb.CommitReply\x12\x45\n\x0c\x43ommitStream\x12\x15.quorumdb.CommitBatch\x1a\x1a.quorumdb.CommitReplyBatch(\x01\x30\x01\x12>\n\x08TakeOver\x12\x19.quorumdb.TakeOverRequest\x1a\x17.quorumdb.TakeOverReply\x12\x37\n\x06Status\x12\x17.quorumdb.StatusRequest\x1a\x14.quorumdb.NodeStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x61\x64judicator.proto\x12\x08quorumdb\x1a\x0c\x63ommon.proto\"\xac\x01\n\rCommitRequest\x12\x10\n\x08start_ts\x18\x01 \x01(\x04\x12\x1f\n\x06writes\x18\x02 \x03(\x0b\x32\x0f.quorumdb.Write\x12\x11\n\tlock_keys\x18\x03 \x03(\x0c\x12\x0e\n\x06txn_id\x18\x04 \x01(\t\x12\r\n\x05retry\x18\x05 \x01(\x08\x12\x0b\n\x03seq\x18\x06 \x01(\x04\x12\x0f\n\x07\x65xplain\x18\x07 \x01(\x08\x12\x18\n\x10private_keyspace\x18\x08 \x01(\x08\"f\n\x0b\x43ommitBatch\x12)\n\x08requests\x18\x01 \x03(\x0b\x32\x17.quorumdb.CommitRequest\x12\x14\n\x0creads_active\x18\x02 \x01(\x08\x12\x16\n\x0eread_demand_ts\x18\x03 \x01(\x04\":\n\x10\x43ommitReplyBatch\x12&\n\x07replies\x18\x01 \x03(\x0b\x32\x15.quorumdb.CommitReply\"\xdd\x01\n\x0b\x43ommitReply\x12(\n\x07outcome\x18\x01 \x01(\x0e\x32\x17.quorumdb.CommitOutcome\x12\x11\n\tcommit_ts\x18\x02 \x01(\x04\x12\r\n\x05index\x18\x03 \x01(\x04\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x13\n\x0bleader_hint\x18\x05 \x01(\t\x12\x14\n\x0c\x63onflict_key\x18\x06 \x01(\x0c\x12\x11\n\tduplicate\x18\x07 \x01(\x08\x12\x0b\n\x03seq\x18\x08 \x01(\x04\x12&\n\x06timing\x18\t \x01(\x0b\x32\x16.quorumdb.CommitTiming\"\xbc\x01\n\x0c\x43ommitTiming\x12\x10\n\x08queue_ns\x18\x01 \x01(\x04\x12\x17\n\x0f\x61\x64judication_ns\x18\x02 \x01(\x04\x12\x19\n\x11journal_append_ns\x18\x03 \x01(\x04\x12\x16\n\x0e\x63ommit_wait_ns\x18\x04 \x01(\x04\x12\x10\n\x08total_ns\x18\x05 \x01(\x04\x12\x15\n\rbatch_commits\x18\x06 \x01(\r\x12\x15\n\rbatch_entries\x18\x07 \x01(\r\x12\x0e\n\x06leader\x18\x08 \x01(\t\"\x11\n\x0fTakeOverRequest\";\n\rTakeOverReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0f\n\x07message\x18\x03 \x01(\t*\x80\x01\n\rCommitOutcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\r\n\tCOMMITTED\x10\x01\x12\x0c\n\x08\x43ONFLICT\x10\x02\x12\x0b\n\x07TOO_OLD\x10\x03\x12\x0e\n\nNOT_LEADER\x10\x04\x12\x0f\n\x0bUNAVAILABLE\x10\x05\x12\x0b\n\x07UNKNOWN\x10\x06\x32\x87\x02\n\x0b\x41\x64judicator\x12\x38\n\x06\x43ommit\x12\x17.quorumdb.CommitRequest\x1a\x15.quorumdb.CommitReply\x12\x45\n\x0c\x43ommitStream\x12\x15.quorumdb.CommitBatch\x1a\x1a.quorumdb.CommitReplyBatch(\x01\x30\x01\x12>\n\x08TakeOver\x12\x19.quorumdb.TakeOverRequest\x1a\x17.quorumdb.TakeOverReply\x12\x37\n\x06Status\x12\x17.quorumdb.StatusRequest\x1a\x14.quorumdb.NodeStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'adjudicator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COMMITOUTCOME']._serialized_start=854
-  _globals['_COMMITOUTCOME']._serialized_end=982
+  _globals['_COMMITOUTCOME']._serialized_start=880
+  _globals['_COMMITOUTCOME']._serialized_end=1008
   _globals['_COMMITREQUEST']._serialized_start=46
-  _globals['_COMMITREQUEST']._serialized_end=192
-  _globals['_COMMITBATCH']._serialized_start=194
-  _globals['_COMMITBATCH']._serialized_end=296
-  _globals['_COMMITREPLYBATCH']._serialized_start=298
-  _globals['_COMMITREPLYBATCH']._serialized_end=356
-  _globals['_COMMITREPLY']._serialized_start=359
-  _globals['_COMMITREPLY']._serialized_end=580
-  _globals['_COMMITTIMING']._serialized_start=583
-  _globals['_COMMITTIMING']._serialized_end=771
-  _globals['_TAKEOVERREQUEST']._serialized_start=773
-  _globals['_TAKEOVERREQUEST']._serialized_end=790
-  _globals['_TAKEOVERREPLY']._serialized_start=792
-  _globals['_TAKEOVERREPLY']._serialized_end=851
-  _globals['_ADJUDICATOR']._serialized_start=985
-  _globals['_ADJUDICATOR']._serialized_end=1248
+  _globals['_COMMITREQUEST']._serialized_end=218
+  _globals['_COMMITBATCH']._serialized_start=220
+  _globals['_COMMITBATCH']._serialized_end=322
+  _globals['_COMMITREPLYBATCH']._serialized_start=324
+  _globals['_COMMITREPLYBATCH']._serialized_end=382
+  _globals['_COMMITREPLY']._serialized_start=385
+  _globals['_COMMITREPLY']._serialized_end=606
+  _globals['_COMMITTIMING']._serialized_start=609
+  _globals['_COMMITTIMING']._serialized_end=797
+  _globals['_TAKEOVERREQUEST']._serialized_start=799
+  _globals['_TAKEOVERREQUEST']._serialized_end=816
+  _globals['_TAKEOVERREPLY']._serialized_start=818
+  _globals['_TAKEOVERREPLY']._serialized_end=877
+  _globals['_ADJUDICATOR']._serialized_start=1011
+  _globals['_ADJUDICATOR']._serialized_end=1274
 # @@protoc_insertion_point(module_scope)
