@@ -781,3 +781,36 @@ async def test_insert_select_over_generate_series_streams_into_the_bulk_path(ses
     await ok(session, "INSERT INTO acc SELECT aid + 3000, bid, abalance, filler FROM acc WHERE aid <= 50")
     assert len(materialised) == 1, "a query over a table is materialised"
     assert await rows(session, "SELECT count(*) FROM acc") == [(3050,)]
+
+
+# --- indexes on loaded tables -------------------------------------------------------------------
+async def test_create_index_and_add_unique_on_more_rows_than_a_transaction_writes(session, backend, small_limits):
+    await ok(session, "CREATE TABLE big (id INT PRIMARY KEY, v INT, w INT)")
+    for start in range(0, 4 * small_limits, small_limits // 2):
+        await ok(session, "INSERT INTO big VALUES " +
+                 ", ".join(f"({i}, {i % 7}, {i})" for i in range(start, start + small_limits // 2)))
+    await ok(session, "CREATE INDEX big_v ON big (v)")
+    await ok(session, "ALTER TABLE big ADD CONSTRAINT big_w_key UNIQUE (w)")
+    assert all(len(writes) <= small_limits for _, writes, _, _ in backend.commits)
+    assert await rows(session, "SELECT count(*) FROM big WHERE v = 3") == [(4 * small_limits // 7,)]
+    assert session.last_plan.kind is PlanKind.INDEX
+    await fails(session, "INSERT INTO big VALUES (-1, 0, 5)", "23505")
+    await fails(session, "ALTER TABLE big ADD UNIQUE (v)", "23505")
+    # Later in a transaction that already read, the entries count against its limits.
+    await ok(session, "BEGIN")
+    await ok(session, "SELECT count(*) FROM big")
+    await fails(session, "CREATE INDEX big_vw ON big (v, w)", "54000")
+    await ok(session, "ROLLBACK")
+
+
+async def test_create_index_loses_no_concurrent_write(backend):
+    builder = Session(backend, "builder")
+    writer = Session(backend, "writer")
+    await ok(builder, "CREATE TABLE ci (id INT PRIMARY KEY, v INT)")
+    await ok(builder, "INSERT INTO ci VALUES (1, 10), (2, 20)")
+    await ok(writer, "BEGIN")
+    await ok(writer, "INSERT INTO ci VALUES (3, 30)")
+    await ok(builder, "CREATE INDEX ci_v ON ci (v)")
+    await fails(writer, "COMMIT", "40001")  # its row would be missing from the index
+    await ok(writer, "INSERT INTO ci VALUES (3, 30)")  # the mark ended with the index's commit
+    assert await rows(builder, "SELECT id FROM ci WHERE v = 30") == [(3,)]

@@ -1136,10 +1136,22 @@ async def run_create_index(txn: Transaction, create: exp.Create) -> StatementRes
 async def add_index(txn: Transaction, table: TableDef, index_name: str, columns: Sequence[str], unique: bool,
                     constraint: bool, descending: Sequence[bool]) -> TableDef:
     """Adds an index (CREATE INDEX, ALTER TABLE ... ADD UNIQUE) filled with every existing row's
-    entry; returns the table's new definition, which the caller saves."""
+    entry; returns the table's new definition, which the caller saves.
+
+    The entries go into a private keyspace, flushed ahead in batches (so an index over more rows
+    than one transaction may write can be built), when the table's own keyspace is private to
+    this transaction, or when the statement is the first of its transaction: the table is then
+    marked as being rewritten first (as ADD PRIMARY KEY does), so a concurrent writer fails with
+    40001 instead of adding a row the index would miss. Later in a transaction that already read
+    or wrote, the entries go into the transaction's own writes, within its limits."""
     if len(table.indexes) >= limits.TABLE_INDEXES_MAX:
         raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, f"a table can have at most {limits.TABLE_INDEXES_MAX} indexes")
-    if is_bulk_target(txn, table):  # the table's keyspace is private: so is its new index (bulk path)
+    first_statement = not (txn.write_buffer or txn.pending or txn.read_data)
+    if not is_bulk_target(txn, table) and first_statement:
+        await txn.check_schema_version()  # a cached definition must be this snapshot's before the mark
+        table = await _mark_for_rewrite(txn, table)
+        table = dataclasses.replace(table, rewrite_by=None, rewrite_ts=0)  # this commit ends the mark
+    if is_bulk_target(txn, table) or first_statement:
         index_id = (await allocate_private_ids(txn, 1))[0]
         txn.add_private_prefix(keys.index_prefix(index_id))
     else:
