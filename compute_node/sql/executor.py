@@ -986,10 +986,9 @@ async def run_create(txn: Transaction, create: exp.Create) -> StatementResult:
         column = columns[position]
         sequence_name = await _free_name(txn, f"{name}_{column.name}_seq", taken)
         taken.add(sequence_name)
-        type_min, type_max = types.INT_RANGES[column.sql_type.kind]
         numbers = {key: _option_int(node, key.upper()) for key, node in options.items()}
-        definition = sequence_from_options(sequence_name, await _next_id(txn), numbers, type_min, type_max,
-                                           (name, column.name))
+        definition = sequence_from_options(sequence_name, await _next_id(txn), numbers,
+                                           sequence_type_of(column.sql_type), (name, column.name))
         txn.put(keys.catalog_sequence_key(sequence_name), definition.encode())
         columns[position] = dataclasses.replace(column, default=f"nextval('{sequence_name}'::regclass)",
                                              sequence=sequence_name)
@@ -1760,10 +1759,9 @@ async def run_add_identity(txn: Transaction, statement: Utility) -> StatementRes
     sequence_name = options.pop("sequence name", None) or await _free_name(txn, f"{name}_{column_name}_seq", set())
     if await _relation_exists(txn, sequence_name) is not None:
         raise SqlError(errors.DUPLICATE_TABLE, f'relation "{sequence_name}" already exists')
-    type_min, type_max = types.INT_RANGES[column.sql_type.kind]
     options.pop("as", None)  # the column's type bounds the sequence, as PostgreSQL does
-    definition = sequence_from_options(sequence_name, await _next_id(txn), options, type_min, type_max,
-                                       (name, column_name))
+    definition = sequence_from_options(sequence_name, await _next_id(txn), options,
+                                       sequence_type_of(column.sql_type), (name, column_name))
     txn.put(keys.catalog_sequence_key(sequence_name), definition.encode())
     columns = list(table.columns)
     columns[position] = dataclasses.replace(column, default=f"nextval('{sequence_name}'::regclass)",
@@ -1806,15 +1804,22 @@ def _option_int(node: exp.Expression | None, what: str) -> int | None:
     return -int(value.this) if negative else int(value.this)
 
 
+def sequence_type_of(sql_type) -> str:
+    """The type of the sequence a serial or identity column owns: the column's own (PostgreSQL's
+    serial is an integer sequence, smallserial a smallint one)."""
+    return {types.Kind.SMALLINT: "smallint", types.Kind.INTEGER: "integer", types.Kind.BIGINT: "bigint"}[sql_type.kind]
+
+
 _SEQUENCE_TYPE_BOUNDS = {"smallint": types.INT_RANGES[types.Kind.SMALLINT],
                          "integer": types.INT_RANGES[types.Kind.INTEGER],
                          "bigint": types.INT_RANGES[types.Kind.BIGINT]}
 
 
-def sequence_from_options(name: str, sequence_id: int, options: dict, type_min: int = bulk.BIGINT_MIN,
-                          type_max: int = bulk.BIGINT_MAX, owned_by=None) -> bulk.SequenceDef:
-    """A SequenceDef from CREATE SEQUENCE / identity options (integers by option name), validated
-    as PostgreSQL does."""
+def sequence_from_options(name: str, sequence_id: int, options: dict, data_type: str = "bigint",
+                          owned_by=None) -> bulk.SequenceDef:
+    """A SequenceDef of `data_type` (smallint, integer, bigint: it bounds the values) from
+    CREATE SEQUENCE / identity options (integers by option name), validated as PostgreSQL does."""
+    type_min, type_max = _SEQUENCE_TYPE_BOUNDS[data_type]
     for what, value in options.items():
         if isinstance(value, int) and not bulk.BIGINT_MIN <= value <= bulk.BIGINT_MAX:
             raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE, f"{what.upper()} is out of range for type bigint")
@@ -1838,18 +1843,18 @@ def sequence_from_options(name: str, sequence_id: int, options: dict, type_min: 
     if cache < 1:
         raise SqlError(types.INVALID_PARAMETER_VALUE, f"CACHE ({cache}) must be greater than zero")
     return bulk.SequenceDef(name, sequence_id, start, increment, low, high, min(cache, limits.SEQUENCE_RESERVE_MAX),
-                            owned_by)
+                            owned_by, data_type)
 
 
 async def run_create_sequence(txn: Transaction, statement: Utility) -> StatementResult:
     name = statement.names[0]
     options = dict(statement.options)
-    type_min, type_max = _SEQUENCE_TYPE_BOUNDS[options.pop("as", "bigint")]
+    data_type = options.pop("as", "bigint")
     if await _relation_exists(txn, name) is not None:
         if statement.if_exists:
             return StatementResult.tag("CREATE SEQUENCE")  # NOTICE: relation already exists, skipping
         raise SqlError(errors.DUPLICATE_TABLE, f'relation "{name}" already exists')
-    definition = sequence_from_options(name, await _next_id(txn), options, type_min, type_max)
+    definition = sequence_from_options(name, await _next_id(txn), options, data_type)
     txn.put(keys.catalog_sequence_key(name), definition.encode())
     return StatementResult.tag("CREATE SEQUENCE")
 

@@ -115,22 +115,27 @@ DEFAULT_CLIENT = ClientInfo()
 
 @dataclasses.dataclass
 class Snapshot:
-    """The catalog as one statement sees it: the table definitions (name order) and the client."""
+    """The catalog as one statement sees it: the table and sequence definitions (name order,
+    sequences as bulk.SequenceDef) and the client."""
     tables: Sequence[TableDef]
     client: ClientInfo = DEFAULT_CLIENT
+    sequences: Sequence[Any] = ()
     _by_oid: dict | None = None
     _constraints: dict | None = None
 
+    def user_relations(self) -> list["RelationInfo"]:
+        return relations(self.tables) + sequence_relations(self.sequences, self.tables)
+
     def relation(self, oid: int) -> "RelationInfo | None":
         if self._by_oid is None:
-            self._by_oid = {info.oid: info for info in relations(self.tables)}
+            self._by_oid = {info.oid: info for info in self.user_relations()}
             for info in system_relations():
                 self._by_oid.setdefault(info.oid, info)
         return self._by_oid.get(oid)
 
     def relation_named(self, name: str, schema: str | None) -> "RelationInfo | None":
         for namespace in ([schema] if schema else ["pg_catalog", "public"]):
-            for info in (relations(self.tables) if namespace == "public" else
+            for info in (self.user_relations() if namespace == "public" else
                          system_relations() if namespace == "pg_catalog" else []):
                 if info.name == name:
                     return info
@@ -276,15 +281,60 @@ class IndexInfo:
 class RelationInfo:
     oid: int
     name: str
-    kind: str                        # relkind: 'r' table, 'i' index
+    kind: str                        # relkind: 'r' table, 'i' index, 'S' sequence
     namespace: int
-    table: Any                       # TableDef (None for pg_catalog's own relations)
+    table: Any                       # TableDef (None for pg_catalog's own relations and sequences)
     index: IndexInfo | None = None
-    columns: tuple[tuple[str, SqlType], ...] = ()   # pg_catalog relations only
+    columns: tuple[tuple[str, SqlType], ...] = ()   # pg_catalog relations and sequences only
+    sequence: Any = None             # a sequence's bulk.SequenceDef
 
 
 def table_oid(table: TableDef) -> int:
     return TABLE_OID_BASE + 2 * table.table_id
+
+
+# --- sequences ---------------------------------------------------------------------------
+# A sequence's oid follows the tables' scheme: its id comes from the same counter as table and
+# index ids, so 16384 + 2 * sequence_id names nothing else.
+# What `SELECT * FROM seq` shows (PostgreSQL's sequence relation has exactly these columns).
+SEQUENCE_COLUMNS = (("last_value", types.BIGINT), ("log_cnt", types.BIGINT), ("is_called", types.BOOLEAN))
+_SEQUENCE_TYPE_OIDS = {"smallint": 21, "integer": 23, "bigint": 20}
+
+
+def sequence_oid(sequence: Any) -> int:
+    return TABLE_OID_BASE + 2 * sequence.sequence_id
+
+
+def sequence_type(sequence: Any, tables: Sequence[TableDef]) -> str:
+    """smallint, integer or bigint. An entry stored before sequences kept their type is read as
+    its owning column's type (a serial's or identity column's sequence always has it), else as
+    bigint, CREATE SEQUENCE's default."""
+    if sequence.data_type is not None:
+        return sequence.data_type
+    if sequence.owned_by is not None:
+        column = _owning_column(sequence, tables)
+        if column is not None:
+            return {Kind.SMALLINT: "smallint", Kind.INTEGER: "integer"}.get(column[1].sql_type.kind, "bigint")
+    return "bigint"
+
+
+def _owning_column(sequence: Any, tables: Sequence[TableDef]) -> tuple[TableDef, Any, int] | None:
+    """(table, column, attnum) of the column that owns the sequence, if it (still) does."""
+    if sequence.owned_by is None:
+        return None
+    table_name, column_name = sequence.owned_by
+    for table in tables:
+        if table.name == table_name:
+            attnum = attnum_of(table, column_name)
+            if attnum is None:
+                return None
+            return table, user_columns(table)[attnum - 1], attnum
+    return None
+
+
+def sequence_relations(sequences: Sequence[Any], tables: Sequence[TableDef]) -> list[RelationInfo]:
+    return [RelationInfo(sequence_oid(sequence), sequence.name, "S", PUBLIC_NAMESPACE_OID, None, None,
+                         SEQUENCE_COLUMNS, sequence) for sequence in sequences]
 
 
 def user_columns(table: TableDef) -> Sequence[Any]:
@@ -480,6 +530,8 @@ def _classes(snapshot: Snapshot) -> list[tuple]:
         else:
             rows.append(_class_row(info.oid, info.name, info.namespace, "i", BTREE_AM_OID, len(info.index.columns), 0,
                                    False, "n"))
+    for info in sequence_relations(snapshot.sequences, snapshot.tables):
+        rows.append(_class_row(info.oid, info.name, info.namespace, "S", 0, len(SEQUENCE_COLUMNS), 0, False, "n"))
     for info in system_relations():
         view = info.name in SYSTEM_VIEWS
         rows.append(_class_row(info.oid, info.name, info.namespace, "v" if view else "r", 0 if view else HEAP_AM_OID,
@@ -528,10 +580,60 @@ def _attributes(snapshot: Snapshot) -> list[tuple]:
                 position = table.column_index(name)
                 sql_type = table.columns[position].sql_type if position is not None else types.TEXT
                 rows.append(_attribute_row(info.oid, name, sql_type, attnum, False, False, _collation_of(sql_type)))
-    for info in system_relations():
+    for info in sequence_relations(snapshot.sequences, snapshot.tables) + system_relations():
         for attnum, (name, sql_type) in enumerate(info.columns, start=1):
-            rows.append(_attribute_row(info.oid, name, sql_type, attnum, False, False, _collation_of(sql_type)))
+            rows.append(_attribute_row(info.oid, name, sql_type, attnum, info.kind == "S", False,
+                                       _collation_of(sql_type)))
     return rows
+
+
+def _sequences(snapshot: Snapshot) -> list[tuple]:
+    """pg_sequence: QuorumDB has no CYCLE (a sequence stops at its bound), so seqcycle is false."""
+    return [(sequence_oid(sequence), _SEQUENCE_TYPE_OIDS[sequence_type(sequence, snapshot.tables)], sequence.start,
+             sequence.increment, sequence.max_value, sequence.min_value, sequence.cache, False)
+            for sequence in snapshot.sequences]
+
+
+PG_CLASS_OID = 1259
+PG_ATTRDEF_OID = 2604
+
+
+def _dependencies(snapshot: Snapshot) -> list[tuple]:
+    """pg_depend, for sequences only (what psql's \\d and pg_dump read to tie a sequence to its
+    column): an owned sequence depends on its column, 'a' (serial, OWNED BY) or 'i' (identity),
+    and a DEFAULT that calls nextval of a sequence depends on it, 'n'. pg_dump orders its output
+    by these rows (it dumps a serial column's DEFAULT after the sequence, as ALTER TABLE ... SET
+    DEFAULT). Other dependencies (on schemas, of indexes and constraints on their tables) are not
+    listed: pg_dump orders those objects by their type alone."""
+    rows = []
+    by_name = {sequence.name: sequence for sequence in snapshot.sequences}
+    for sequence in snapshot.sequences:
+        owner = _owning_column(sequence, snapshot.tables)
+        if owner is None:
+            continue
+        table, column, attnum = owner
+        rows.append((PG_CLASS_OID, sequence_oid(sequence), 0, PG_CLASS_OID, table_oid(table), attnum,
+                     "i" if _identity(column) else "a"))
+    for table in snapshot.tables:
+        for attnum, column in enumerate(user_columns(table), start=1):
+            called = _nextval_target(column.default) if _has_default(column) else None
+            if called in by_name:
+                rows.append((PG_ATTRDEF_OID, attrdef_oid(table, attnum), 0, PG_CLASS_OID,
+                             sequence_oid(by_name[called]), 0, "n"))
+    return rows
+
+
+_NEXTVAL = re.compile(r"nextval\('((?:[^']|'')+)'::regclass\)")
+
+
+def _nextval_target(default: str | None) -> str | None:
+    """The sequence a stored DEFAULT `nextval('name'::regclass)` names (catalog.default_text keeps
+    every nextval in that spelling), or None for another default."""
+    found = _NEXTVAL.fullmatch(default or "")
+    if found is None:
+        return None
+    name = found.group(1).replace("''", "'")
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name
 
 
 def _indexes(snapshot: Snapshot) -> list[tuple]:
@@ -769,7 +871,7 @@ CATALOG_RELATIONS: dict[str, CatalogRelation] = {relation.name: relation for rel
         "objoid:oid classoid:oid description:text"), _empty),
     CatalogRelation("pg_sequence", 2224, _c(
         "seqrelid:oid seqtypid:oid seqstart:int8 seqincrement:int8 seqmax:int8 seqmin:int8 "
-        "seqcache:int8 seqcycle:bool"), _empty),
+        "seqcache:int8 seqcycle:bool"), _sequences),
     CatalogRelation("pg_trigger", 2620, _c(
         "oid:oid tgrelid:oid tgparentid:oid tgname:name tgfoid:oid tgtype:int2 tgenabled:char "
         "tgisinternal:bool tgconstrrelid:oid tgconstrindid:oid tgconstraint:oid tgdeferrable:bool "
@@ -793,7 +895,7 @@ CATALOG_RELATIONS: dict[str, CatalogRelation] = {relation.name: relation for rel
         "ev_qual:text ev_action:text"), _empty),
     CatalogRelation("pg_depend", 2608, _c(
         "classid:oid objid:oid objsubid:int4 refclassid:oid refobjid:oid refobjsubid:int4 "
-        "deptype:char"), _empty),
+        "deptype:char"), _dependencies),
     CatalogRelation("pg_enum", 3501, _c(
         "oid:oid enumtypid:oid enumsortorder:float4 enumlabel:name"), _empty),
     CatalogRelation("pg_range", 3541, _c(

@@ -165,12 +165,11 @@ def resolve_view(table: exp.Table) -> SystemView:
     return view
 
 
-def view_rows(view: "SystemView | pg_catalog.CatalogRelation", tables: Sequence[TableDef],
-              client: "pg_catalog.ClientInfo | None" = None) -> list[tuple[Any, ...]]:
-    """The view's rows over `tables` (already in name order), each the width of view.columns."""
+def view_rows(view: "SystemView | pg_catalog.CatalogRelation", snapshot: pg_catalog.Snapshot) -> list[tuple[Any, ...]]:
+    """The view's rows over the snapshot's definitions (in name order), each the width of view.columns."""
     if isinstance(view, pg_catalog.CatalogRelation):
-        return pg_catalog.relation_rows(view, pg_catalog.Snapshot(tables, client or pg_catalog.DEFAULT_CLIENT))
-    rows = view.build(tables)
+        return pg_catalog.relation_rows(view, snapshot)
+    rows = view.build(snapshot.tables)
     assert all(len(row) == len(view.columns) for row in rows), f"{view.name} row width"
     return rows
 
