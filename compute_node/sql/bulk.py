@@ -220,9 +220,14 @@ def relation_row(definition: SequenceDef, state: SequenceState) -> tuple[int, in
     restores it with setval(last_value, is_called) continues above every value handed out.
     Before anything was reserved (or after setval(v, false)) it is the next value, not called.
     log_cnt counts values PostgreSQL pre-logged in its WAL; nothing here does that: 0."""
-    if state.next_value is None:  # exhausted: the bound was the last value reserved
+    if state.next_value is None:
+        # Exhausted: the state no longer says which value was last (a setval may have shifted the
+        # steps). The last step from START before the bound is one whose next step is past the
+        # bound too, so setval(last_value, true) restores a sequence just as exhausted.
+        step = abs(definition.increment)
         bound = definition.max_value if definition.increment > 0 else definition.min_value
-        return bound, 0, True
+        steps = abs(bound - definition.start) // step
+        return definition.start + steps * definition.increment, 0, True
     if not state.called:
         return state.next_value, 0, False
     return state.next_value - definition.increment, 0, True
