@@ -120,6 +120,9 @@ class Snapshot:
     tables: Sequence[TableDef]
     client: ClientInfo = DEFAULT_CLIENT
     sequences: Sequence[Any] = ()
+    # sequence_id -> (last_value, log_cnt, is_called), the stored state as a relation reads it
+    # (bulk.relation_row); pg_sequences shows last_value.
+    sequence_rows: dict = dataclasses.field(default_factory=dict)
     _by_oid: dict | None = None
     _constraints: dict | None = None
 
@@ -330,6 +333,11 @@ def _owning_column(sequence: Any, tables: Sequence[TableDef]) -> tuple[TableDef,
                 return None
             return table, user_columns(table)[attnum - 1], attnum
     return None
+
+
+def is_identity_sequence(sequence: Any, tables: Sequence[TableDef]) -> bool:
+    owner = _owning_column(sequence, tables)
+    return owner is not None and owner[1].identity is not None
 
 
 def sequence_relations(sequences: Sequence[Any], tables: Sequence[TableDef]) -> list[RelationInfo]:
@@ -594,6 +602,20 @@ def _sequences(snapshot: Snapshot) -> list[tuple]:
             for sequence in snapshot.sequences]
 
 
+def _sequences_view(snapshot: Snapshot) -> list[tuple]:
+    """pg_sequences. last_value is NULL until a value was reserved, as PostgreSQL's is until
+    one was taken (bulk.relation_row: a value reserved by any node counts here)."""
+    from compute_node.sql.catalog_functions import RegOid  # regtype values: the oid, printed as the name
+    rows = []
+    for sequence in snapshot.sequences:
+        data_type = sequence_type(sequence, snapshot.tables)
+        last_value, _, called = snapshot.sequence_rows.get(sequence.sequence_id, (None, 0, False))
+        rows.append(("public", sequence.name, snapshot.client.user, RegOid(_SEQUENCE_TYPE_OIDS[data_type], data_type),
+                     sequence.start, sequence.min_value, sequence.max_value, sequence.increment, False,
+                     sequence.cache, last_value if called else None))
+    return rows
+
+
 PG_CLASS_OID = 1259
 PG_ATTRDEF_OID = 2604
 
@@ -613,7 +635,7 @@ def _dependencies(snapshot: Snapshot) -> list[tuple]:
             continue
         table, column, attnum = owner
         rows.append((PG_CLASS_OID, sequence_oid(sequence), 0, PG_CLASS_OID, table_oid(table), attnum,
-                     "i" if _identity(column) else "a"))
+                     "i" if is_identity_sequence(sequence, snapshot.tables) else "a"))
     for table in snapshot.tables:
         for attnum, column in enumerate(user_columns(table), start=1):
             called = _nextval_target(column.default) if _has_default(column) else None
@@ -792,7 +814,7 @@ _SPEC_TYPES = {"oid": OID, "name": NAME, "char": CH, "int2": I2, "int4": I4, "in
                "text": T, "regproc": _REGPROC, "text[]": types.TEXT_ARRAY, "name[]": types.NAME_ARRAY,
                "oid[]": types.OID_ARRAY, "int2vector": types.INT2VECTOR, "oidvector": types.OIDVECTOR,
                "int2[]": types.SMALLINT_ARRAY, "char[]": types.CHAR1_ARRAY, "timestamptz": types.TIMESTAMPTZ,
-               "xid": I8, "regclass": types.REGCLASS}
+               "xid": I8, "regclass": types.REGCLASS, "regtype": types.REGTYPE}
 
 CATALOG_RELATIONS: dict[str, CatalogRelation] = {relation.name: relation for relation in (
     CatalogRelation("pg_namespace", 2615, _c("oid:oid nspname:name nspowner:oid nspacl:text[]"), _namespaces),
@@ -983,7 +1005,9 @@ CATALOG_RELATIONS: dict[str, CatalogRelation] = {relation.name: relation for rel
     CatalogRelation("pg_views", 12006, _c("schemaname:name viewname:name viewowner:name definition:text"), _empty),
     CatalogRelation("pg_matviews", 12007, _c("schemaname:name matviewname:name matviewowner:name definition:text"),
                     _empty),
-    CatalogRelation("pg_sequences", 12008, _c("schemaname:name sequencename:name sequenceowner:name"), _empty),
+    CatalogRelation("pg_sequences", 12008, _c(
+        "schemaname:name sequencename:name sequenceowner:name data_type:regtype start_value:int8 min_value:int8 "
+        "max_value:int8 increment_by:int8 cycle:bool cache_size:int8 last_value:int8"), _sequences_view),
 )}
 
 

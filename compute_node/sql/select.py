@@ -232,7 +232,12 @@ async def fetch(ctx: QueryContext) -> None:
         # One catalog scan serves the statement's system views and its catalog functions
         # (pg_get_indexdef, ::regclass, ...), so they all see the same snapshot.
         tables = await load_all_tables(ctx.txn)
-        ctx.catalog = pg_catalog.Snapshot(tables, ctx.client, await load_all_sequences(ctx.txn))
+        all_sequences = await load_all_sequences(ctx.txn)
+        state_keys = [keys.sequence_state_key(sequence.sequence_id) for sequence in all_sequences]
+        states = await ctx.txn.get_many(state_keys) if state_keys else {}
+        ctx.catalog = pg_catalog.Snapshot(tables, ctx.client, all_sequences, {
+            sequence.sequence_id: bulk.relation_row(sequence, SequenceState.decode(states[key], sequence))
+            for sequence, key in zip(all_sequences, state_keys)})
         for source in ctx.view_sources:
             source.fetched = [(None, row) for row in system_views.view_rows(source.view, ctx.catalog)]
 
