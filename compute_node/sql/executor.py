@@ -137,10 +137,16 @@ def new_context(txn: Transaction) -> QueryContext:
     return QueryContext(txn, txn.start_ts, txn.rng)
 
 
-async def require_table(txn: Transaction, table_node: exp.Expression) -> TableDef:
+async def require_table(txn: Transaction, table_node: exp.Expression, changes: bool = False) -> TableDef:
+    """The table the node names. A sequence is a relation too, but only queries read it: a
+    statement that `changes` it (INSERT, UPDATE, DELETE) or needs a table is 42809, as in
+    PostgreSQL, rather than 42P01 for a relation that exists."""
     name = table_name(table_node)
     table = await load_table(txn, name)
     if table is None:
+        if await sequences.load_sequence(txn, name) is not None:
+            raise SqlError(WRONG_OBJECT_TYPE, f'cannot change sequence "{name}"' if changes else
+                           f'"{name}" is not a table')
         raise SqlError(errors.UNDEFINED_TABLE, f'relation "{name}" does not exist')
     return table
 
@@ -417,7 +423,7 @@ async def run_insert(txn: Transaction, insert: exp.Insert) -> StatementResult:
         target = target.this
     system_views.reject_write(target, "INSERT")
     await preload_tables(txn, insert)
-    table = await require_table(txn, target)
+    table = await require_table(txn, target, changes=True)
     ctx = new_context(txn)
     positions = _insert_positions(table, column_nodes)
     defaults = _compile_defaults(table, ctx)
@@ -851,7 +857,7 @@ async def run_update(txn: Transaction, update: exp.Update) -> StatementResult:
     _reject_unknown_args(update, _UPDATE_ARGS, "UPDATE")
     system_views.reject_write(update.this, "UPDATE")
     await preload_tables(txn, update)
-    table = await require_table(txn, update.this)
+    table = await require_table(txn, update.this, changes=True)
     ctx = new_context(txn)
     scope = table_scope(table, update.this)
     compiler = Compiler(scope, "UPDATE", None, ctx)
@@ -892,7 +898,7 @@ async def run_delete(txn: Transaction, delete: exp.Delete) -> StatementResult:
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "DELETE ... USING is not supported")
     system_views.reject_write(delete.this, "DELETE")
     await preload_tables(txn, delete)
-    table = await require_table(txn, delete.this)
+    table = await require_table(txn, delete.this, changes=True)
     ctx = new_context(txn)
     scope = table_scope(table, delete.this)
     returning = _compile_returning(delete.args.get("returning"), table, delete.this, ctx, txn)

@@ -85,3 +85,7 @@ SELECT last_value FROM no_such_seq;
 SELECT schemaname, sequencename, data_type, start_value, min_value, max_value, increment_by, cycle, cache_size, last_value FROM pg_sequences WHERE sequencename LIKE 'cat_%' AND sequencename <> 'cat_seq' ORDER BY 2;
 SELECT sequencename, last_value IS NOT NULL, data_type::text FROM pg_sequences WHERE sequencename = 'cat_seq';
 SELECT sequence_schema, sequence_name, data_type, numeric_precision, numeric_precision_radix, numeric_scale, start_value, minimum_value, maximum_value, increment, cycle_option FROM information_schema.sequences WHERE sequence_name LIKE 'cat_%' ORDER BY 2;
+INSERT INTO cat_seq VALUES (1, 0, true);
+UPDATE cat_seq SET last_value = 1;
+DELETE FROM cat_seq;
+TRUNCATE cat_seq;
