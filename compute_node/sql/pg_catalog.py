@@ -17,17 +17,21 @@ What is real and what is synthetic:
   * pg_class, pg_attribute, pg_index, pg_constraint, pg_attrdef describe exactly the tables,
     columns, primary keys, UNIQUE constraints, indexes, CHECK constraints and DEFAULTs of the
     snapshot (so they see the transaction's own DDL);
+  * sequences (standalone, and those serial and identity columns own) are pg_class rows of
+    relkind 'S' with pg_sequence rows; pg_depend holds only the rows that tie a sequence to its
+    owning column ('a', or 'i' for identity) and a nextval DEFAULT to its sequence ('n'): psql's
+    "Owned by" and pg_dump's OWNED BY / identity / separate SET DEFAULT come from them;
   * OIDs are synthetic and stable: a table is 16384 + 2 * table_id, its primary-key index one
-    more, a secondary index 16384 + 2 * index_id (ids come from one counter), constraints and
+    more, a secondary index 16384 + 2 * index_id, a sequence 16384 + 2 * sequence_id (ids come
+    from one counter), constraints and
     defaults have their own ranges below; namespaces, types, access methods and collations use
     PostgreSQL's own OIDs (public 2200, pg_catalog 11, int4 23, btree 403, ...), so a tool's
     hard-coded OIDs mean the same thing here;
   * pg_type lists the built-in types QuorumDB has (and their array types);
   * one database (the connection's), one login role (the connection's user, oid 10, the owner
     of everything; schema public belongs to pg_database_owner as in PostgreSQL 15), one
-    tablespace, no functions, extensions, inheritance, triggers, policies, publications,
-    statistics objects, sequences or dependencies: those catalogs exist (with PostgreSQL's
-    columns) and are empty, which is the true answer here; pg_description holds only
+    tablespace, no functions, extensions, inheritance, triggers, policies, publications or
+    statistics objects: those catalogs exist (with PostgreSQL's columns) and are empty, which is the true answer here; pg_description holds only
     PostgreSQL's comment on schema public (QuorumDB has no COMMENT ON);
   * sizes (reltuples, relpages) are not tracked: -1 and 0, as PostgreSQL shows a table never
     analysed.
