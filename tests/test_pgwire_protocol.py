@@ -364,7 +364,7 @@ def test_admission_cap_and_rate():
 
 def test_settings():
     values = settings.Settings("admin", "app")
-    assert values.get("server_version").startswith("16")
+    assert values.get("server_version").startswith("15")
     assert values.get("TimeZone") == "UTC" and values.get("timezone") == "UTC"
     assert values.set("application_name", "x") == [("application_name", "x")]
     assert values.set("datestyle", "ISO, DMY") == [("DateStyle", "ISO, DMY")]
