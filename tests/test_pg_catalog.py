@@ -240,3 +240,17 @@ async def test_a_sequence_reads_as_a_relation_within_the_transaction(session):
     assert await rows(session, "SELECT sequencename, last_value FROM pg_sequences") == [("mine", 40)]
     await ok(session, "DROP SEQUENCE mine")
     await fails(session, "SELECT * FROM mine", "42P01")
+
+
+def test_a_sequence_stored_without_its_type_reads_as_its_columns_type():
+    """Entries written before sequences kept their type: a serial's is its column's type, a
+    standalone one is bigint (CREATE SEQUENCE's default)."""
+    from compute_node.sql import bulk, types
+    from compute_node.sql.catalog import ColumnDef, TableDef
+    table = TableDef(5, "t", (ColumnDef("id", types.SMALLINT, True, "nextval('t_id_seq'::regclass)",
+                                        sequence="t_id_seq"),), (0,))
+    old_serial = bulk.SequenceDef("t_id_seq", 6, 1, 1, 1, 32767, 1, ("t", "id"), None)
+    old_standalone = bulk.SequenceDef("s", 7, 1, 1, 1, 100, 1, None, None)
+    snapshot = pg_catalog.Snapshot([table], sequences=[old_serial, old_standalone])
+    assert [(row[0], row[1]) for row in pg_catalog.CATALOG_RELATIONS["pg_sequence"].build(snapshot)] == [
+        (pg_catalog.TABLE_OID_BASE + 12, 21), (pg_catalog.TABLE_OID_BASE + 14, 20)]
