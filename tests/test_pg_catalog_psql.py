@@ -113,6 +113,20 @@ def test_psql_describe_commands_match_postgresql(postgres, cluster_factory):
     assert [line for line in ours if line.startswith(f"{USER}|")] == [
         line for line in theirs if line.startswith(f"{USER}|")] == [f"{USER}|Superuser, Create role, Create DB|{{}}"]
 
+    # Sequences over the cluster's storage (their definitions and stored states), before any
+    # value was taken: what psql prints, and what a sequence reads as, match PostgreSQL.
+    for statement in SEQUENCE_SCHEMA:
+        for target in ((port, "postgres", token), (postgres.port, "qdb", None)):
+            done = psql(*target, "-v", "ON_ERROR_STOP=1", "-c", statement)
+            assert done.returncode == 0, done.stderr
+    for command in SEQUENCE_COMMANDS + ["SELECT * FROM serials_id_seq", "SELECT last_value, is_called FROM standalone"]:
+        ours = psql(port, "postgres", token, "-c", command)
+        theirs = psql(postgres.port, "qdb", None, "-c", command)
+        assert theirs.returncode == 0, theirs.stderr
+        if ours.returncode != 0 or ours.stderr or ours.stdout != theirs.stdout:
+            differences.append(f"{command}\n--- QuorumDB\n{ours.stdout}{ours.stderr}--- PostgreSQL\n{theirs.stdout}")
+    assert not differences, "\n".join(differences)
+
 
 def test_pg_dump_schema_only_matches_postgresql(postgres):
     """pg_dump (--schema-only, and with the data) prints what PostgreSQL 15's dump of the same
