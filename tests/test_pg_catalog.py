@@ -205,3 +205,52 @@ async def test_catalog_arrays_group_join_and_compare(session):
     assert await rows(session, "SELECT array_agg(DISTINCT relkind)::text FROM pg_class WHERE relnamespace = 2200") == [
         ("{i,r}",)]
     await fails(session, "SELECT array_agg(indkey) FROM pg_index", "0A000")
+
+
+async def test_sequences_are_relations_with_oids_from_their_ids(session):
+    await ok(session, "CREATE TABLE s1 (id SERIAL PRIMARY KEY, v TEXT)")
+    await ok(session, "CREATE SEQUENCE counter AS smallint START 7")
+    found = await rows(session, "SELECT oid, relname, relkind FROM pg_class WHERE relkind IN ('r', 'S') AND "
+                                "relnamespace = 2200 ORDER BY oid")
+    table_oid_, sequence_oid_, counter_oid = (row[0] for row in found)
+    assert [row[1:] for row in found] == [("s1", "r"), ("s1_id_seq", "S"), ("counter", "S")]
+    # One id counter numbers tables, indexes and sequences: 16384 + 2 * id names one object.
+    assert len({table_oid_, table_oid_ + 1, sequence_oid_, counter_oid}) == 4
+    assert all((oid - pg_catalog.TABLE_OID_BASE) % 2 == 0 for oid in (sequence_oid_, counter_oid))
+    assert await rows(session, "SELECT 'counter'::regclass::oid, seqtypid FROM pg_sequence "
+                               "WHERE seqrelid = 'counter'::regclass") == [(counter_oid, 21)]
+    assert await rows(session, "SELECT classid, objid, objsubid, refclassid, refobjid, refobjsubid, deptype "
+                               "FROM pg_depend WHERE classid = 1259") == [
+        (1259, sequence_oid_, 0, 1259, table_oid_, 1, "a")]
+
+
+async def test_a_sequence_reads_as_a_relation_within_the_transaction(session):
+    await ok(session, "BEGIN")
+    await ok(session, "CREATE SEQUENCE mine START 3")
+    assert await rows(session, "SELECT last_value, log_cnt, is_called FROM mine") == [(3, 0, False)]
+    assert await rows(session, "SELECT m.last_value, x FROM mine m, (VALUES (1), (2)) v(x) ORDER BY x") == [
+        (3, 1), (3, 2)]
+    await ok(session, "ROLLBACK")
+    await fails(session, "SELECT * FROM mine", "42P01")
+    await ok(session, "CREATE SEQUENCE mine START 3")
+    # A CTE of the same name hides the sequence, as in PostgreSQL.
+    assert await rows(session, "WITH mine AS (SELECT 9 AS last_value) SELECT last_value FROM mine") == [(9,)]
+    await ok(session, "SELECT setval('mine', 40)")
+    assert await rows(session, "SELECT last_value, is_called FROM public.mine") == [(40, True)]
+    assert await rows(session, "SELECT sequencename, last_value FROM pg_sequences") == [("mine", 40)]
+    await ok(session, "DROP SEQUENCE mine")
+    await fails(session, "SELECT * FROM mine", "42P01")
+
+
+def test_a_sequence_stored_without_its_type_reads_as_its_columns_type():
+    """Entries written before sequences kept their type: a serial's is its column's type, a
+    standalone one is bigint (CREATE SEQUENCE's default)."""
+    from compute_node.sql import bulk, types
+    from compute_node.sql.catalog import ColumnDef, TableDef
+    table = TableDef(5, "t", (ColumnDef("id", types.SMALLINT, True, "nextval('t_id_seq'::regclass)",
+                                        sequence="t_id_seq"),), (0,))
+    old_serial = bulk.SequenceDef("t_id_seq", 6, 1, 1, 1, 32767, 1, ("t", "id"), None)
+    old_standalone = bulk.SequenceDef("s", 7, 1, 1, 1, 100, 1, None, None)
+    snapshot = pg_catalog.Snapshot([table], sequences=[old_serial, old_standalone])
+    assert [(row[0], row[1]) for row in pg_catalog.CATALOG_RELATIONS["pg_sequence"].build(snapshot)] == [
+        (pg_catalog.TABLE_OID_BASE + 12, 21), (pg_catalog.TABLE_OID_BASE + 14, 20)]

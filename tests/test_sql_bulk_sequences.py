@@ -81,19 +81,46 @@ def test_sequence_reservation_arithmetic():
     assert state == bulk.SequenceState(10, 0, 0)
     reserved, state = bulk.reserve(seq, state, 2, new_incarnation=99)
     assert (reserved.next_value, reserved.last_value, reserved.remaining, reserved.incarnation) == (10, 20, 2, 99)
-    assert state == bulk.SequenceState(30, 0, 99)
+    assert state == bulk.SequenceState(30, 0, 99, called=True)
     reserved, state = bulk.reserve(seq, state, 5, new_incarnation=7)   # stops at MAXVALUE, keeps the incarnation
     assert [reserved.take() for _ in range(reserved.remaining)] == [30]
     assert state.next_value is None and state.incarnation == 99
     assert bulk.reserve(seq, state, 1)[0] is None                      # exhausted
     after = bulk.after_setval(seq, state, 20, True)
-    assert after == bulk.SequenceState(30, 1, 99)
-    assert bulk.after_setval(seq, state, 20, False) == bulk.SequenceState(20, 1, 99)
+    assert after == bulk.SequenceState(30, 1, 99, called=True)
+    assert bulk.after_setval(seq, state, 20, False) == bulk.SequenceState(20, 1, 99, called=False)
     descending = bulk.SequenceDef("d", 2, start=-1, increment=-2, min_value=-6, max_value=-1)
     reserved, state = bulk.reserve(descending, bulk.SequenceState.decode(None, descending), 10)
     assert [reserved.take() for _ in range(reserved.remaining)] == [-1, -3, -5] and state.next_value is None
     decoded = bulk.SequenceDef.decode(bulk.SequenceDef("o", 3, 1, 1, 1, 9, 4, ("t", "id")).encode())
     assert decoded.owned_by == ("t", "id") and decoded.cache == 4
+
+
+def test_a_sequence_read_as_a_relation_shows_the_last_value_any_node_reserved():
+    seq = bulk.SequenceDef("s", 1, start=10, increment=10, min_value=5, max_value=95)
+    fresh = bulk.SequenceState.decode(None, seq)
+    assert bulk.relation_row(seq, fresh) == (10, 0, False)              # nothing reserved: start, not called
+    _, state = bulk.reserve(seq, fresh, 3, new_incarnation=5)           # a node took 10, 20, 30
+    assert bulk.relation_row(seq, state) == (30, 0, True)               # all three, taken or still cached
+    assert bulk.relation_row(seq, bulk.after_setval(seq, state, 50, False)) == (50, 0, False)
+    assert bulk.relation_row(seq, bulk.after_setval(seq, state, 50, True)) == (50, 0, True)
+    assert bulk.relation_row(seq, bulk.after_setval(seq, state, 90, True)) == (90, 0, True)  # next is past the bound
+    _, exhausted = bulk.reserve(seq, state, 100)
+    assert exhausted.next_value is None and bulk.relation_row(seq, exhausted) == (90, 0, True)
+    descending = bulk.SequenceDef("d", 2, start=-1, increment=-2, min_value=-6, max_value=-1)
+    _, state = bulk.reserve(descending, bulk.SequenceState.decode(None, descending), 2)
+    assert bulk.relation_row(descending, state) == (-3, 0, True)
+    # A state stored before `called` was kept: called once a node reserved from it.
+    old = b'{"next": 40, "epoch": 0, "incarnation": 5}'
+    assert bulk.relation_row(seq, bulk.SequenceState.decode(old, seq)) == (30, 0, True)
+    assert bulk.relation_row(seq, bulk.SequenceState.decode(b'{"next": 10, "epoch": 0}', seq)) == (10, 0, False)
+
+
+def test_a_sequence_keeps_its_type_and_reads_old_entries_without_one():
+    typed = bulk.SequenceDef("s", 3, 1, 1, 1, 32767, 1, ("t", "id"), "smallint")
+    assert bulk.SequenceDef.decode(typed.encode()).data_type == "smallint"
+    old = b'{"cache": 1, "increment": 1, "max": 9, "min": 1, "name": "o", "sequence_id": 3, "start": 1}'
+    assert bulk.SequenceDef.decode(old).data_type is None   # the catalog reads it as its column's type
 
 
 def test_a_range_serves_only_its_own_incarnation_and_epoch():

@@ -136,16 +136,23 @@ class SequenceDef:
     max_value: int
     cache: int = 1
     owned_by: tuple[str, str] | None = None   # (table, column) of a serial / identity column
+    # 'smallint', 'integer' or 'bigint' (CREATE SEQUENCE ... AS, a serial's or identity column's
+    # type): what pg_sequence.seqtypid and pg_dump's `AS` show. None: an entry stored before the
+    # type was kept; the catalog reads it as the owning column's type, else bigint.
+    data_type: str | None = "bigint"
 
     def __post_init__(self):
         assert self.increment != 0
         assert self.min_value <= self.start <= self.max_value
+        assert self.data_type in (None, "smallint", "integer", "bigint")
 
     def encode(self) -> bytes:
         doc = {"name": self.name, "sequence_id": self.sequence_id, "start": self.start,
                "increment": self.increment, "min": self.min_value, "max": self.max_value, "cache": self.cache}
         if self.owned_by is not None:
             doc["owned_by"] = list(self.owned_by)
+        if self.data_type is not None:
+            doc["type"] = self.data_type
         return json.dumps(doc, sort_keys=True).encode("utf-8")
 
     @staticmethod
@@ -153,7 +160,7 @@ class SequenceDef:
         doc = json.loads(data.decode("utf-8"))
         owned = doc.get("owned_by")
         return SequenceDef(doc["name"], doc["sequence_id"], doc["start"], doc["increment"], doc["min"], doc["max"],
-                           doc.get("cache", 1), tuple(owned) if owned else None)
+                           doc.get("cache", 1), tuple(owned) if owned else None, doc.get("type"))
 
 
 def sequence_bounds(increment: int, min_value: int | None, max_value: int | None, type_min: int,
@@ -170,21 +177,25 @@ class SequenceState:
     exhausted), the epoch setval bumps, and a random incarnation the first reservation draws
     (0: nothing reserved yet). A node's range is good for a snapshot only if the snapshot's
     state has the range's incarnation: a range can never outlive its sequence's key (a
-    restored or different database that reuses the sequence id)."""
+    restored or different database that reuses the sequence id). `called` is PostgreSQL's
+    is_called: false until a value was reserved, and as the last setval said."""
     next_value: int | None
     epoch: int
     incarnation: int = 0
+    called: bool = False
 
     def encode(self) -> bytes:
-        return json.dumps({"next": self.next_value, "epoch": self.epoch,
-                           "incarnation": self.incarnation}).encode("utf-8")
+        return json.dumps({"next": self.next_value, "epoch": self.epoch, "incarnation": self.incarnation,
+                           "called": self.called}).encode("utf-8")
 
     @staticmethod
     def decode(data: bytes | None, definition: SequenceDef) -> "SequenceState":
         if data is None:
             return SequenceState(definition.start, 0, 0)
         doc = json.loads(data.decode("utf-8"))
-        return SequenceState(doc["next"], doc["epoch"], doc.get("incarnation", 0))
+        # A state stored before `called` was kept: called once anything was reserved.
+        return SequenceState(doc["next"], doc["epoch"], doc.get("incarnation", 0),
+                             doc.get("called", doc.get("incarnation", 0) != 0))
 
 
 @dataclasses.dataclass
@@ -234,7 +245,7 @@ def reserve(definition: SequenceDef, state: SequenceState, count: int,
         following = last + increment
         next_value = following if following >= definition.min_value else None
     return (SequenceRange(state.epoch, first, last, increment, state.incarnation),
-            SequenceState(next_value, state.epoch, state.incarnation))
+            SequenceState(next_value, state.epoch, state.incarnation, True))
 
 
 def after_setval(definition: SequenceDef, state: SequenceState, value: int, is_called: bool) -> SequenceState:
@@ -242,8 +253,30 @@ def after_setval(definition: SequenceDef, state: SequenceState, value: int, is_c
     if is_called:
         following = value + definition.increment
         in_bounds = definition.min_value <= following <= definition.max_value
-        return SequenceState(following if in_bounds else None, state.epoch + 1, state.incarnation)
-    return SequenceState(value, state.epoch + 1, state.incarnation)
+        return SequenceState(following if in_bounds else None, state.epoch + 1, state.incarnation, True)
+    return SequenceState(value, state.epoch + 1, state.incarnation, False)
+
+
+def relation_row(definition: SequenceDef, state: SequenceState) -> tuple[int, int, bool]:
+    """(last_value, log_cnt, is_called): what `SELECT * FROM seq` reads, as PostgreSQL shows it.
+
+    PostgreSQL's last_value is the last value any session reserved, its cached values included.
+    The cluster-wide equivalent here is the last value reserved by any node (the stored next
+    free value less one increment), whether or not a session has taken it yet: a dump that
+    restores it with setval(last_value, is_called) continues above every value handed out.
+    Before anything was reserved (or after setval(v, false)) it is the next value, not called.
+    log_cnt counts values PostgreSQL pre-logged in its WAL; nothing here does that: 0."""
+    if state.next_value is None:
+        # Exhausted: the state no longer says which value was last (a setval may have shifted the
+        # steps). The last step from START before the bound is one whose next step is past the
+        # bound too, so setval(last_value, true) restores a sequence just as exhausted.
+        step = abs(definition.increment)
+        bound = definition.max_value if definition.increment > 0 else definition.min_value
+        steps = abs(bound - definition.start) // step
+        return definition.start + steps * definition.increment, 0, True
+    if not state.called:
+        return state.next_value, 0, False
+    return state.next_value - definition.increment, 0, True
 
 
 def next_reserve_size(previous: int, used_within_s: float | None, cache: int, wanted: int) -> int:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import operator
+import re
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from sqlglot import exp
@@ -679,6 +680,18 @@ def _serial_sequence(snapshot, client, table, column):
     return None if sequence is None else "public." + pg_catalog.quote_ident(sequence)
 
 
+_NEXTVAL_NAME = re.compile(r"nextval\('([^'.]+)'::regclass\)")
+
+
+def _get_expr(client, text: str) -> str:
+    """A stored expression as pg_get_expr prints it. A regclass constant prints schema-qualified
+    when its schema is not on the search_path, so a DEFAULT nextval('s'::regclass) reads
+    nextval('public.s'::regclass) once pg_dump has emptied search_path, as in PostgreSQL."""
+    if "public" in _search_path(client):
+        return text
+    return _NEXTVAL_NAME.sub(lambda found: f"nextval('public.{found.group(1)}'::regclass)", text)
+
+
 def _json_build_object(snapshot, client, *values):
     """PostgreSQL's json_build_object text: `{"key" : value, ...}` (its spacing)."""
     if len(values) % 2:
@@ -700,8 +713,9 @@ FUNCTIONS: dict[str, Function] = {
         s, _as_oid(oid), int(column), bool(pretty)), catalog=True),
     "pg_get_constraintdef": Function((1, 2), types.TEXT, lambda s, c, oid, pretty=False: pg_catalog.constraintdef(
         s, _as_oid(oid), bool(pretty)), catalog=True),
-    # adbin/conbin/indpred hold SQL text here (no node trees), so pg_get_expr returns it as is.
-    "pg_get_expr": Function((2, 3), types.TEXT, lambda s, c, text, relation, pretty=False: text),
+    # adbin/conbin/indpred hold SQL text here (no node trees), so pg_get_expr returns it as is,
+    # but for the sequences nextval names (below).
+    "pg_get_expr": Function((2, 3), types.TEXT, lambda s, c, text, relation, pretty=False: _get_expr(c, text)),
     "pg_table_is_visible": Function((1, 1), types.BOOLEAN, _table_is_visible, catalog=True),
     "pg_type_is_visible": Function((1, 1), types.BOOLEAN, lambda s, c, oid: _as_oid(oid) in pg_catalog.TYPES),
     "pg_function_is_visible": Function((1, 1), types.BOOLEAN, lambda s, c, oid: True),

@@ -137,10 +137,16 @@ def new_context(txn: Transaction) -> QueryContext:
     return QueryContext(txn, txn.start_ts, txn.rng)
 
 
-async def require_table(txn: Transaction, table_node: exp.Expression) -> TableDef:
+async def require_table(txn: Transaction, table_node: exp.Expression, changes: bool = False) -> TableDef:
+    """The table the node names. A sequence is a relation too, but only queries read it: a
+    statement that `changes` it (INSERT, UPDATE, DELETE) or needs a table is 42809, as in
+    PostgreSQL, rather than 42P01 for a relation that exists."""
     name = table_name(table_node)
     table = await load_table(txn, name)
     if table is None:
+        if await sequences.load_sequence(txn, name) is not None:
+            raise SqlError(WRONG_OBJECT_TYPE, f'cannot change sequence "{name}"' if changes else
+                           f'"{name}" is not a table')
         raise SqlError(errors.UNDEFINED_TABLE, f'relation "{name}" does not exist')
     return table
 
@@ -417,7 +423,7 @@ async def run_insert(txn: Transaction, insert: exp.Insert) -> StatementResult:
         target = target.this
     system_views.reject_write(target, "INSERT")
     await preload_tables(txn, insert)
-    table = await require_table(txn, target)
+    table = await require_table(txn, target, changes=True)
     ctx = new_context(txn)
     positions = _insert_positions(table, column_nodes)
     defaults = _compile_defaults(table, ctx)
@@ -885,7 +891,7 @@ async def run_update(txn: Transaction, update: exp.Update) -> StatementResult:
     _reject_unknown_args(update, _UPDATE_ARGS, "UPDATE")
     system_views.reject_write(update.this, "UPDATE")
     await preload_tables(txn, update)
-    table = await require_table(txn, update.this)
+    table = await require_table(txn, update.this, changes=True)
     ctx = new_context(txn)
     scope = table_scope(table, update.this)
     compiler = Compiler(scope, "UPDATE", None, ctx)
@@ -926,7 +932,7 @@ async def run_delete(txn: Transaction, delete: exp.Delete) -> StatementResult:
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "DELETE ... USING is not supported")
     system_views.reject_write(delete.this, "DELETE")
     await preload_tables(txn, delete)
-    table = await require_table(txn, delete.this)
+    table = await require_table(txn, delete.this, changes=True)
     ctx = new_context(txn)
     scope = table_scope(table, delete.this)
     returning = _compile_returning(delete.args.get("returning"), table, delete.this, ctx, txn)
@@ -1020,10 +1026,9 @@ async def run_create(txn: Transaction, create: exp.Create) -> StatementResult:
         column = columns[position]
         sequence_name = await _free_name(txn, f"{name}_{column.name}_seq", taken)
         taken.add(sequence_name)
-        type_min, type_max = types.INT_RANGES[column.sql_type.kind]
         numbers = {key: _option_int(node, key.upper()) for key, node in options.items()}
-        definition = sequence_from_options(sequence_name, await _next_id(txn), numbers, type_min, type_max,
-                                           (name, column.name))
+        definition = sequence_from_options(sequence_name, await _next_id(txn), numbers,
+                                           sequence_type_of(column.sql_type), (name, column.name))
         txn.put(keys.catalog_sequence_key(sequence_name), definition.encode())
         columns[position] = dataclasses.replace(column, default=f"nextval('{sequence_name}'::regclass)",
                                              sequence=sequence_name)
@@ -1824,10 +1829,9 @@ async def run_add_identity(txn: Transaction, statement: Utility) -> StatementRes
     sequence_name = options.pop("sequence name", None) or await _free_name(txn, f"{name}_{column_name}_seq", set())
     if await _relation_exists(txn, sequence_name) is not None:
         raise SqlError(errors.DUPLICATE_TABLE, f'relation "{sequence_name}" already exists')
-    type_min, type_max = types.INT_RANGES[column.sql_type.kind]
     options.pop("as", None)  # the column's type bounds the sequence, as PostgreSQL does
-    definition = sequence_from_options(sequence_name, await _next_id(txn), options, type_min, type_max,
-                                       (name, column_name))
+    definition = sequence_from_options(sequence_name, await _next_id(txn), options,
+                                       sequence_type_of(column.sql_type), (name, column_name))
     txn.put(keys.catalog_sequence_key(sequence_name), definition.encode())
     columns = list(table.columns)
     columns[position] = dataclasses.replace(column, default=f"nextval('{sequence_name}'::regclass)",
@@ -1870,15 +1874,22 @@ def _option_int(node: exp.Expression | None, what: str) -> int | None:
     return -int(value.this) if negative else int(value.this)
 
 
+def sequence_type_of(sql_type) -> str:
+    """The type of the sequence a serial or identity column owns: the column's own (PostgreSQL's
+    serial is an integer sequence, smallserial a smallint one)."""
+    return {types.Kind.SMALLINT: "smallint", types.Kind.INTEGER: "integer", types.Kind.BIGINT: "bigint"}[sql_type.kind]
+
+
 _SEQUENCE_TYPE_BOUNDS = {"smallint": types.INT_RANGES[types.Kind.SMALLINT],
                          "integer": types.INT_RANGES[types.Kind.INTEGER],
                          "bigint": types.INT_RANGES[types.Kind.BIGINT]}
 
 
-def sequence_from_options(name: str, sequence_id: int, options: dict, type_min: int = bulk.BIGINT_MIN,
-                          type_max: int = bulk.BIGINT_MAX, owned_by=None) -> bulk.SequenceDef:
-    """A SequenceDef from CREATE SEQUENCE / identity options (integers by option name), validated
-    as PostgreSQL does."""
+def sequence_from_options(name: str, sequence_id: int, options: dict, data_type: str = "bigint",
+                          owned_by=None) -> bulk.SequenceDef:
+    """A SequenceDef of `data_type` (smallint, integer, bigint: it bounds the values) from
+    CREATE SEQUENCE / identity options (integers by option name), validated as PostgreSQL does."""
+    type_min, type_max = _SEQUENCE_TYPE_BOUNDS[data_type]
     for what, value in options.items():
         if isinstance(value, int) and not bulk.BIGINT_MIN <= value <= bulk.BIGINT_MAX:
             raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE, f"{what.upper()} is out of range for type bigint")
@@ -1902,18 +1913,18 @@ def sequence_from_options(name: str, sequence_id: int, options: dict, type_min: 
     if cache < 1:
         raise SqlError(types.INVALID_PARAMETER_VALUE, f"CACHE ({cache}) must be greater than zero")
     return bulk.SequenceDef(name, sequence_id, start, increment, low, high, min(cache, limits.SEQUENCE_RESERVE_MAX),
-                            owned_by)
+                            owned_by, data_type)
 
 
 async def run_create_sequence(txn: Transaction, statement: Utility) -> StatementResult:
     name = statement.names[0]
     options = dict(statement.options)
-    type_min, type_max = _SEQUENCE_TYPE_BOUNDS[options.pop("as", "bigint")]
+    data_type = options.pop("as", "bigint")
     if await _relation_exists(txn, name) is not None:
         if statement.if_exists:
             return StatementResult.tag("CREATE SEQUENCE")  # NOTICE: relation already exists, skipping
         raise SqlError(errors.DUPLICATE_TABLE, f'relation "{name}" already exists')
-    definition = sequence_from_options(name, await _next_id(txn), options, type_min, type_max)
+    definition = sequence_from_options(name, await _next_id(txn), options, data_type)
     txn.put(keys.catalog_sequence_key(name), definition.encode())
     return StatementResult.tag("CREATE SEQUENCE")
 

@@ -17,17 +17,21 @@ What is real and what is synthetic:
   * pg_class, pg_attribute, pg_index, pg_constraint, pg_attrdef describe exactly the tables,
     columns, primary keys, UNIQUE constraints, indexes, CHECK constraints and DEFAULTs of the
     snapshot (so they see the transaction's own DDL);
+  * sequences (standalone, and those serial and identity columns own) are pg_class rows of
+    relkind 'S' with pg_sequence rows; pg_depend holds only the rows that tie a sequence to its
+    owning column ('a', or 'i' for identity) and a nextval DEFAULT to its sequence ('n'): psql's
+    "Owned by" and pg_dump's OWNED BY / identity / separate SET DEFAULT come from them;
   * OIDs are synthetic and stable: a table is 16384 + 2 * table_id, its primary-key index one
-    more, a secondary index 16384 + 2 * index_id (ids come from one counter), constraints and
+    more, a secondary index 16384 + 2 * index_id, a sequence 16384 + 2 * sequence_id (ids come
+    from one counter), constraints and
     defaults have their own ranges below; namespaces, types, access methods and collations use
     PostgreSQL's own OIDs (public 2200, pg_catalog 11, int4 23, btree 403, ...), so a tool's
     hard-coded OIDs mean the same thing here;
   * pg_type lists the built-in types QuorumDB has (and their array types);
   * one database (the connection's), one login role (the connection's user, oid 10, the owner
     of everything; schema public belongs to pg_database_owner as in PostgreSQL 15), one
-    tablespace, no functions, extensions, inheritance, triggers, policies, publications,
-    statistics objects, sequences or dependencies: those catalogs exist (with PostgreSQL's
-    columns) and are empty, which is the true answer here; pg_description holds only
+    tablespace, no functions, extensions, inheritance, triggers, policies, publications or
+    statistics objects: those catalogs exist (with PostgreSQL's columns) and are empty, which is the true answer here; pg_description holds only
     PostgreSQL's comment on schema public (QuorumDB has no COMMENT ON);
   * sizes (reltuples, relpages) are not tracked: -1 and 0, as PostgreSQL shows a table never
     analysed.
@@ -115,22 +119,30 @@ DEFAULT_CLIENT = ClientInfo()
 
 @dataclasses.dataclass
 class Snapshot:
-    """The catalog as one statement sees it: the table definitions (name order) and the client."""
+    """The catalog as one statement sees it: the table and sequence definitions (name order,
+    sequences as bulk.SequenceDef) and the client."""
     tables: Sequence[TableDef]
     client: ClientInfo = DEFAULT_CLIENT
+    sequences: Sequence[Any] = ()
+    # sequence_id -> (last_value, log_cnt, is_called), the stored state as a relation reads it
+    # (bulk.relation_row); pg_sequences shows last_value.
+    sequence_rows: dict = dataclasses.field(default_factory=dict)
     _by_oid: dict | None = None
     _constraints: dict | None = None
 
+    def user_relations(self) -> list["RelationInfo"]:
+        return relations(self.tables) + sequence_relations(self.sequences, self.tables)
+
     def relation(self, oid: int) -> "RelationInfo | None":
         if self._by_oid is None:
-            self._by_oid = {info.oid: info for info in relations(self.tables)}
+            self._by_oid = {info.oid: info for info in self.user_relations()}
             for info in system_relations():
                 self._by_oid.setdefault(info.oid, info)
         return self._by_oid.get(oid)
 
     def relation_named(self, name: str, schema: str | None) -> "RelationInfo | None":
         for namespace in ([schema] if schema else ["pg_catalog", "public"]):
-            for info in (relations(self.tables) if namespace == "public" else
+            for info in (self.user_relations() if namespace == "public" else
                          system_relations() if namespace == "pg_catalog" else []):
                 if info.name == name:
                     return info
@@ -276,15 +288,65 @@ class IndexInfo:
 class RelationInfo:
     oid: int
     name: str
-    kind: str                        # relkind: 'r' table, 'i' index
+    kind: str                        # relkind: 'r' table, 'i' index, 'S' sequence
     namespace: int
-    table: Any                       # TableDef (None for pg_catalog's own relations)
+    table: Any                       # TableDef (None for pg_catalog's own relations and sequences)
     index: IndexInfo | None = None
-    columns: tuple[tuple[str, SqlType], ...] = ()   # pg_catalog relations only
+    columns: tuple[tuple[str, SqlType], ...] = ()   # pg_catalog relations and sequences only
+    sequence: Any = None             # a sequence's bulk.SequenceDef
 
 
 def table_oid(table: TableDef) -> int:
     return TABLE_OID_BASE + 2 * table.table_id
+
+
+# --- sequences ---------------------------------------------------------------------------
+# A sequence's oid follows the tables' scheme: its id comes from the same counter as table and
+# index ids, so 16384 + 2 * sequence_id names nothing else.
+# What `SELECT * FROM seq` shows (PostgreSQL's sequence relation has exactly these columns).
+SEQUENCE_COLUMNS = (("last_value", types.BIGINT), ("log_cnt", types.BIGINT), ("is_called", types.BOOLEAN))
+_SEQUENCE_TYPE_OIDS = {"smallint": 21, "integer": 23, "bigint": 20}
+
+
+def sequence_oid(sequence: Any) -> int:
+    return TABLE_OID_BASE + 2 * sequence.sequence_id
+
+
+def sequence_type(sequence: Any, tables: Sequence[TableDef]) -> str:
+    """smallint, integer or bigint. An entry stored before sequences kept their type is read as
+    its owning column's type (a serial's or identity column's sequence always has it), else as
+    bigint, CREATE SEQUENCE's default."""
+    if sequence.data_type is not None:
+        return sequence.data_type
+    if sequence.owned_by is not None:
+        column = _owning_column(sequence, tables)
+        if column is not None:
+            return {Kind.SMALLINT: "smallint", Kind.INTEGER: "integer"}.get(column[1].sql_type.kind, "bigint")
+    return "bigint"
+
+
+def _owning_column(sequence: Any, tables: Sequence[TableDef]) -> tuple[TableDef, Any, int] | None:
+    """(table, column, attnum) of the column that owns the sequence, if it (still) does."""
+    if sequence.owned_by is None:
+        return None
+    table_name, column_name = sequence.owned_by
+    for table in tables:
+        if table.name == table_name:
+            attnum = attnum_of(table, column_name)
+            if attnum is None:
+                return None
+            return table, user_columns(table)[attnum - 1], attnum
+    return None
+
+
+def is_identity_sequence(sequence: Any, tables: Sequence[TableDef]) -> bool:
+    owner = _owning_column(sequence, tables)
+    return owner is not None and owner[1].identity is not None
+
+
+def sequence_relations(sequences: Sequence[Any], tables: Sequence[TableDef]) -> list[RelationInfo]:
+    return [RelationInfo(sequence_oid(sequence), sequence.name, "S", PUBLIC_NAMESPACE_OID, None, None,
+                         SEQUENCE_COLUMNS, sequence) for sequence in sequences]
 
 
 def user_columns(table: TableDef) -> Sequence[Any]:
@@ -480,6 +542,8 @@ def _classes(snapshot: Snapshot) -> list[tuple]:
         else:
             rows.append(_class_row(info.oid, info.name, info.namespace, "i", BTREE_AM_OID, len(info.index.columns), 0,
                                    False, "n"))
+    for info in sequence_relations(snapshot.sequences, snapshot.tables):
+        rows.append(_class_row(info.oid, info.name, info.namespace, "S", 0, len(SEQUENCE_COLUMNS), 0, False, "n"))
     for info in system_relations():
         view = info.name in SYSTEM_VIEWS
         rows.append(_class_row(info.oid, info.name, info.namespace, "v" if view else "r", 0 if view else HEAP_AM_OID,
@@ -528,10 +592,74 @@ def _attributes(snapshot: Snapshot) -> list[tuple]:
                 position = table.column_index(name)
                 sql_type = table.columns[position].sql_type if position is not None else types.TEXT
                 rows.append(_attribute_row(info.oid, name, sql_type, attnum, False, False, _collation_of(sql_type)))
-    for info in system_relations():
+    for info in sequence_relations(snapshot.sequences, snapshot.tables) + system_relations():
         for attnum, (name, sql_type) in enumerate(info.columns, start=1):
-            rows.append(_attribute_row(info.oid, name, sql_type, attnum, False, False, _collation_of(sql_type)))
+            rows.append(_attribute_row(info.oid, name, sql_type, attnum, info.kind == "S", False,
+                                       _collation_of(sql_type)))
     return rows
+
+
+def _sequences(snapshot: Snapshot) -> list[tuple]:
+    """pg_sequence: QuorumDB has no CYCLE (a sequence stops at its bound), so seqcycle is false."""
+    return [(sequence_oid(sequence), _SEQUENCE_TYPE_OIDS[sequence_type(sequence, snapshot.tables)], sequence.start,
+             sequence.increment, sequence.max_value, sequence.min_value, sequence.cache, False)
+            for sequence in snapshot.sequences]
+
+
+def _sequences_view(snapshot: Snapshot) -> list[tuple]:
+    """pg_sequences. last_value is NULL until a value was reserved, as PostgreSQL's is until
+    one was taken (bulk.relation_row: a value reserved by any node counts here)."""
+    from compute_node.sql.catalog_functions import RegOid  # regtype values: the oid, printed as the name
+    rows = []
+    for sequence in snapshot.sequences:
+        data_type = sequence_type(sequence, snapshot.tables)
+        last_value, _, called = snapshot.sequence_rows.get(sequence.sequence_id, (None, 0, False))
+        rows.append(("public", sequence.name, snapshot.client.user, RegOid(_SEQUENCE_TYPE_OIDS[data_type], data_type),
+                     sequence.start, sequence.min_value, sequence.max_value, sequence.increment, False,
+                     sequence.cache, last_value if called else None))
+    return rows
+
+
+PG_CLASS_OID = 1259
+PG_ATTRDEF_OID = 2604
+
+
+def _dependencies(snapshot: Snapshot) -> list[tuple]:
+    """pg_depend, for sequences only (what psql's \\d and pg_dump read to tie a sequence to its
+    column): an owned sequence depends on its column, 'a' (serial, OWNED BY) or 'i' (identity),
+    and a DEFAULT that calls nextval of a sequence depends on it, 'n'. pg_dump orders its output
+    by these rows (it dumps a serial column's DEFAULT after the sequence, as ALTER TABLE ... SET
+    DEFAULT). Other dependencies (on schemas, of indexes and constraints on their tables) are not
+    listed: pg_dump orders those objects by their type alone."""
+    rows = []
+    by_name = {sequence.name: sequence for sequence in snapshot.sequences}
+    for sequence in snapshot.sequences:
+        owner = _owning_column(sequence, snapshot.tables)
+        if owner is None:
+            continue
+        table, column, attnum = owner
+        rows.append((PG_CLASS_OID, sequence_oid(sequence), 0, PG_CLASS_OID, table_oid(table), attnum,
+                     "i" if is_identity_sequence(sequence, snapshot.tables) else "a"))
+    for table in snapshot.tables:
+        for attnum, column in enumerate(user_columns(table), start=1):
+            called = _nextval_target(column.default) if _has_default(column) else None
+            if called in by_name:
+                rows.append((PG_ATTRDEF_OID, attrdef_oid(table, attnum), 0, PG_CLASS_OID,
+                             sequence_oid(by_name[called]), 0, "n"))
+    return rows
+
+
+_NEXTVAL = re.compile(r"nextval\('((?:[^']|'')+)'::regclass\)")
+
+
+def _nextval_target(default: str | None) -> str | None:
+    """The sequence a stored DEFAULT `nextval('name'::regclass)` names (catalog.default_text keeps
+    every nextval in that spelling), or None for another default."""
+    found = _NEXTVAL.fullmatch(default or "")
+    if found is None:
+        return None
+    name = found.group(1).replace("''", "'")
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name
 
 
 def _indexes(snapshot: Snapshot) -> list[tuple]:
@@ -690,7 +818,7 @@ _SPEC_TYPES = {"oid": OID, "name": NAME, "char": CH, "int2": I2, "int4": I4, "in
                "text": T, "regproc": _REGPROC, "text[]": types.TEXT_ARRAY, "name[]": types.NAME_ARRAY,
                "oid[]": types.OID_ARRAY, "int2vector": types.INT2VECTOR, "oidvector": types.OIDVECTOR,
                "int2[]": types.SMALLINT_ARRAY, "char[]": types.CHAR1_ARRAY, "timestamptz": types.TIMESTAMPTZ,
-               "xid": I8, "regclass": types.REGCLASS}
+               "xid": I8, "regclass": types.REGCLASS, "regtype": types.REGTYPE}
 
 CATALOG_RELATIONS: dict[str, CatalogRelation] = {relation.name: relation for relation in (
     CatalogRelation("pg_namespace", 2615, _c("oid:oid nspname:name nspowner:oid nspacl:text[]"), _namespaces),
@@ -769,7 +897,7 @@ CATALOG_RELATIONS: dict[str, CatalogRelation] = {relation.name: relation for rel
         "objoid:oid classoid:oid description:text"), _empty),
     CatalogRelation("pg_sequence", 2224, _c(
         "seqrelid:oid seqtypid:oid seqstart:int8 seqincrement:int8 seqmax:int8 seqmin:int8 "
-        "seqcache:int8 seqcycle:bool"), _empty),
+        "seqcache:int8 seqcycle:bool"), _sequences),
     CatalogRelation("pg_trigger", 2620, _c(
         "oid:oid tgrelid:oid tgparentid:oid tgname:name tgfoid:oid tgtype:int2 tgenabled:char "
         "tgisinternal:bool tgconstrrelid:oid tgconstrindid:oid tgconstraint:oid tgdeferrable:bool "
@@ -793,7 +921,7 @@ CATALOG_RELATIONS: dict[str, CatalogRelation] = {relation.name: relation for rel
         "ev_qual:text ev_action:text"), _empty),
     CatalogRelation("pg_depend", 2608, _c(
         "classid:oid objid:oid objsubid:int4 refclassid:oid refobjid:oid refobjsubid:int4 "
-        "deptype:char"), _empty),
+        "deptype:char"), _dependencies),
     CatalogRelation("pg_enum", 3501, _c(
         "oid:oid enumtypid:oid enumsortorder:float4 enumlabel:name"), _empty),
     CatalogRelation("pg_range", 3541, _c(
@@ -881,7 +1009,9 @@ CATALOG_RELATIONS: dict[str, CatalogRelation] = {relation.name: relation for rel
     CatalogRelation("pg_views", 12006, _c("schemaname:name viewname:name viewowner:name definition:text"), _empty),
     CatalogRelation("pg_matviews", 12007, _c("schemaname:name matviewname:name matviewowner:name definition:text"),
                     _empty),
-    CatalogRelation("pg_sequences", 12008, _c("schemaname:name sequencename:name sequenceowner:name"), _empty),
+    CatalogRelation("pg_sequences", 12008, _c(
+        "schemaname:name sequencename:name sequenceowner:name data_type:regtype start_value:int8 min_value:int8 "
+        "max_value:int8 increment_by:int8 cycle:bool cache_size:int8 last_value:int8"), _sequences_view),
 )}
 
 

@@ -50,7 +50,8 @@ from typing import Any, AsyncIterator, Callable, Iterator
 
 from sqlglot import exp
 
-from compute_node.sql import pg_catalog, system_views, table_functions, types
+from compute_node.sql import bulk, pg_catalog, sequences, system_views, table_functions, types
+from compute_node.sql.bulk import SequenceDef, SequenceState
 from compute_node.sql.catalog import TableDef, identifier_name, table_name
 from compute_node.sql.expressions import (
     Compiled, Compiler, Context, Relation, Scope, _group_key_value,
@@ -110,8 +111,16 @@ async def load_all_tables(txn) -> list[TableDef]:
     return tables
 
 
+async def load_all_sequences(txn) -> list[SequenceDef]:
+    """Every sequence definition of the snapshot (with the transaction's own DDL), in name order."""
+    prefix = keys.CATALOG_SEQUENCE_PREFIX
+    return [SequenceDef.decode(value) async for _, value in txn.scan(prefix, keys.prefix_end(prefix))]
+
+
 async def preload_tables(txn, statement: exp.Expression) -> None:
-    """Reads the definitions of every table the statement names, so compiling needs no I/O."""
+    """Reads the definitions of every table the statement names, so compiling needs no I/O; a
+    name that is neither a table nor one of the statement's CTEs may be a sequence, which a
+    query reads as a one-row relation (pg_dump's `SELECT last_value, is_called FROM seq`)."""
     names = set()
     for node in statement.find_all(exp.Table):
         if system_views.is_system_reference(node) or not isinstance(node.this, exp.Identifier):
@@ -120,6 +129,13 @@ async def preload_tables(txn, statement: exp.Expression) -> None:
             continue
         names.add(identifier_name(node.this))
     await preload_names(txn, sorted(names))
+    cte_names = {identifier_name(cte.args["alias"].this) for cte in statement.find_all(exp.CTE)
+                 if cte.args.get("alias") is not None and cte.args["alias"].this is not None}
+    # Read afresh for every statement: the transaction's own DDL may have changed them.
+    txn.sequence_relations = {}
+    for name in sorted(names - cte_names):
+        if txn.tables.get(name) is None:
+            txn.sequence_relations[name] = await sequences.load_sequence(txn, name)
 
 
 async def read_rows(txn, table: TableDef, plan: AccessPlan,
@@ -169,6 +185,7 @@ class QueryContext(Context):
         self.txn = txn
         self.table_sources: list["Source"] = []
         self.view_sources: list["Source"] = []
+        self.sequence_sources: list["Source"] = []
         self.ctes: list[dict[str, "CtePlan"]] = []
         self.streamed: "Source | None" = None
         self.expression_subplans: list["QueryPlan"] = []
@@ -206,13 +223,23 @@ async def fetch(ctx: QueryContext) -> None:
                 raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
                                f"statement reads more than {limits.STATEMENT_ROWS_READ_MAX} rows")
         source.fetched = rows
+    for source in ctx.sequence_sources:
+        definition = source.view.definition
+        state_key = keys.sequence_state_key(definition.sequence_id)
+        state = SequenceState.decode((await ctx.txn.get_many([state_key]))[state_key], definition)
+        source.fetched = [(None, bulk.relation_row(definition, state))]
     if ctx.view_sources or ctx.needs_catalog:
         # One catalog scan serves the statement's system views and its catalog functions
         # (pg_get_indexdef, ::regclass, ...), so they all see the same snapshot.
         tables = await load_all_tables(ctx.txn)
-        ctx.catalog = pg_catalog.Snapshot(tables, ctx.client)
+        all_sequences = await load_all_sequences(ctx.txn)
+        state_keys = [keys.sequence_state_key(sequence.sequence_id) for sequence in all_sequences]
+        states = await ctx.txn.get_many(state_keys) if state_keys else {}
+        ctx.catalog = pg_catalog.Snapshot(tables, ctx.client, all_sequences, {
+            sequence.sequence_id: bulk.relation_row(sequence, SequenceState.decode(states[key], sequence))
+            for sequence, key in zip(all_sequences, state_keys)})
         for source in ctx.view_sources:
-            source.fetched = [(None, row) for row in system_views.view_rows(source.view, tables, ctx.client)]
+            source.fetched = [(None, row) for row in system_views.view_rows(source.view, ctx.catalog)]
 
 
 # --- plans -------------------------------------------------------------------------------
@@ -389,7 +416,8 @@ class Source:
                 return f"Index Scan using {plan.index.name} on {table.name}{alias} ({plan.detail})"
             return f"Full Scan on {table.name}{alias}"
         if self.kind == "view":
-            return f"System View Scan on {self.view.name}"
+            kind = "Sequence" if isinstance(self.view, SequenceRelation) else "System View"
+            return f"{kind} Scan on {self.view.name}"
         if self.kind == "cte":
             return f"CTE Scan on {name}"
         if self.kind == "values":
@@ -1120,6 +1148,13 @@ def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext, 
                                      system=frozenset(getattr(view, "system_columns", ()))), "view", view=view)
             ctx.view_sources.append(source)
             return source
+        sequence = getattr(ctx.txn, "sequence_relations", {}).get(table_name(item))
+        if sequence is not None:
+            view = SequenceRelation(sequence.name, pg_catalog.SEQUENCE_COLUMNS, sequence)
+            source = Source(Relation(alias or view.name, _renamed(view.columns, column_aliases, alias or view.name)),
+                            "view", view=view)
+            ctx.sequence_sources.append(source)
+            return source
         table = ctx.table(table_name(item))
         columns = _renamed(tuple((c.name, c.sql_type) for c in table.columns), column_aliases, alias or table.name)
         source = Source(Relation(alias or table.name, columns), "table", table=table)
@@ -1141,6 +1176,15 @@ def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext, 
         subplan = _compile_values(item, parent, ctx, column_aliases)
         return Source(Relation(alias, tuple(subplan.columns)), "values", subplan=subplan)
     raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{type(item).__name__} in FROM is not supported")
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceRelation:
+    """A sequence read as a relation: one row (last_value, log_cnt, is_called), from its stored
+    state when the statement fetches (bulk.relation_row says what the values mean here)."""
+    name: str
+    columns: tuple[tuple[str, SqlType], ...]
+    definition: SequenceDef
 
 
 _LATERAL_ARGS = {"this", "alias", "ordinality", "view", "outer", "cross_apply"}

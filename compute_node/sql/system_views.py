@@ -53,6 +53,7 @@ class SystemView:
     name: str
     columns: tuple[tuple[str, SqlType], ...]
     build: Callable[[Sequence[TableDef]], list[tuple]]
+    of_snapshot: bool = False   # build takes the whole pg_catalog.Snapshot (sequences too)
 
 
 def _tables_rows(tables: Sequence[TableDef]) -> list[tuple]:
@@ -103,6 +104,23 @@ def _key_column_usage_rows(tables: Sequence[TableDef]) -> list[tuple]:
     return rows
 
 
+_SEQUENCE_PRECISION = {"smallint": 16, "integer": 32, "bigint": 64}
+
+
+def _sequences_rows(snapshot: pg_catalog.Snapshot) -> list[tuple]:
+    """As PostgreSQL's view: not the sequences of identity columns (the standard counts those as
+    part of their column)."""
+    rows = []
+    for sequence in snapshot.sequences:
+        if pg_catalog.is_identity_sequence(sequence, snapshot.tables):
+            continue
+        data_type = pg_catalog.sequence_type(sequence, snapshot.tables)
+        rows.append((DATABASE_NAME, USER_SCHEMA, sequence.name, data_type, _SEQUENCE_PRECISION[data_type], 2, 0,
+                     str(sequence.start), str(sequence.min_value), str(sequence.max_value), str(sequence.increment),
+                     "NO"))
+    return rows
+
+
 VIEWS: dict[str, SystemView] = {view.name: view for view in (
     SystemView("tables", (
         ("table_catalog", _IDENTIFIER), ("table_schema", _IDENTIFIER), ("table_name", _IDENTIFIER),
@@ -129,6 +147,12 @@ VIEWS: dict[str, SystemView] = {view.name: view for view in (
         ("table_name", _IDENTIFIER), ("column_name", _IDENTIFIER), ("ordinal_position", _CARDINAL),
         ("position_in_unique_constraint", _CARDINAL),
     ), _key_column_usage_rows),
+    SystemView("sequences", (
+        ("sequence_catalog", _IDENTIFIER), ("sequence_schema", _IDENTIFIER), ("sequence_name", _IDENTIFIER),
+        ("data_type", _CHARACTER_DATA), ("numeric_precision", _CARDINAL), ("numeric_precision_radix", _CARDINAL),
+        ("numeric_scale", _CARDINAL), ("start_value", _CHARACTER_DATA), ("minimum_value", _CHARACTER_DATA),
+        ("maximum_value", _CHARACTER_DATA), ("increment", _CHARACTER_DATA), ("cycle_option", _YES_OR_NO),
+    ), _sequences_rows, of_snapshot=True),
 )}
 
 
@@ -170,12 +194,11 @@ def resolve_view(table: exp.Table) -> SystemView:
     return view
 
 
-def view_rows(view: "SystemView | pg_catalog.CatalogRelation", tables: Sequence[TableDef],
-              client: "pg_catalog.ClientInfo | None" = None) -> list[tuple[Any, ...]]:
-    """The view's rows over `tables` (already in name order), each the width of view.columns."""
+def view_rows(view: "SystemView | pg_catalog.CatalogRelation", snapshot: pg_catalog.Snapshot) -> list[tuple[Any, ...]]:
+    """The view's rows over the snapshot's definitions (in name order), each the width of view.columns."""
     if isinstance(view, pg_catalog.CatalogRelation):
-        return pg_catalog.relation_rows(view, pg_catalog.Snapshot(tables, client or pg_catalog.DEFAULT_CLIENT))
-    rows = view.build(tables)
+        return pg_catalog.relation_rows(view, snapshot)
+    rows = view.build(snapshot if view.of_snapshot else snapshot.tables)
     assert all(len(row) == len(view.columns) for row in rows), f"{view.name} row width"
     return rows
 

@@ -103,6 +103,9 @@ class Transaction:
         self.write_bytes = 0
         # Catalog cache for this snapshot (table name -> definition or None); DDL updates it.
         self.tables: dict[str, object] = {}
+        # Sequences the current statement names as relations (select.preload_tables): name ->
+        # bulk.SequenceDef, or None for a name that is no sequence either.
+        self.sequence_relations: dict[str, object] = {}
         # Catalog keys this transaction read, with the value it saw (OC001 detection). Each is
         # also a lock key: a concurrent schema change makes the commit fail.
         self.schema_reads: dict[bytes, bytes | None] = {}
