@@ -254,3 +254,17 @@ def test_a_sequence_stored_without_its_type_reads_as_its_columns_type():
     snapshot = pg_catalog.Snapshot([table], sequences=[old_serial, old_standalone])
     assert [(row[0], row[1]) for row in pg_catalog.CATALOG_RELATIONS["pg_sequence"].build(snapshot)] == [
         (pg_catalog.TABLE_OID_BASE + 12, 21), (pg_catalog.TABLE_OID_BASE + 14, 20)]
+
+
+async def test_oids_fit_32_bits_and_survive_truncate_and_rewrites(session):
+    await ok(session, "CREATE TABLE loaded (id INT, v INT)")
+    await ok(session, "INSERT INTO loaded VALUES (1, 1), (2, 2)")
+    await ok(session, "CREATE INDEX loaded_v ON loaded (v)")  # built in a private keyspace, flushed ahead
+    before = await rows(session, "SELECT 'loaded'::regclass::oid, 'loaded_v'::regclass::oid")
+    await ok(session, "TRUNCATE loaded")
+    await ok(session, "INSERT INTO loaded VALUES (1, 1), (2, 2)")
+    assert await rows(session, "SELECT 'loaded'::regclass::oid, 'loaded_v'::regclass::oid") == before
+    await ok(session, "ALTER TABLE loaded ADD PRIMARY KEY (id)")
+    after = await rows(session, "SELECT oid, relname FROM pg_class WHERE relname LIKE 'loaded%' ORDER BY oid")
+    assert after == [(before[0][0], "loaded"), (before[0][0] + 1, "loaded_pkey"), (before[0][1], "loaded_v")]
+    assert all(0 < oid < 2 ** 31 for oid, _ in after)

@@ -110,6 +110,13 @@ class IndexDef:
     unique: bool
     constraint: bool = False     # created by a UNIQUE constraint (not CREATE INDEX)
     descending: tuple[bool, ...] = ()
+    # The id its catalog oid comes from (pg_catalog.py), kept when the entries move to a private
+    # keyspace (TRUNCATE, rewrites, a build flushed ahead), whose ids do not fit an oid; -1: index_id.
+    oid_id: int = -1
+
+    @property
+    def catalog_id(self) -> int:
+        return self.oid_id if self.oid_id >= 0 else self.index_id
 
     @property
     def prefix(self) -> bytes:
@@ -136,6 +143,14 @@ class TableDef:
     rewrite_by: str | None = None
     rewrite_ts: int = 0
     primary_key_name: str | None = None  # CONSTRAINT name PRIMARY KEY; None: <table>_pkey
+    # The id its catalog oids come from: the table_id it was created with. TRUNCATE and rewrites
+    # move its rows to private ids (too large for an oid), but a table keeps its oid, as in
+    # PostgreSQL, where TRUNCATE gives a new relfilenode and keeps the oid. -1: table_id.
+    oid_id: int = -1
+
+    @property
+    def catalog_id(self) -> int:
+        return self.oid_id if self.oid_id >= 0 else self.table_id
 
     def __post_init__(self):
         assert self.primary_key, "every table has a key: its primary key or the hidden row id"
@@ -276,7 +291,8 @@ class TableDef:
         }
         if self.indexes:
             doc["indexes"] = [{"name": i.name, "index_id": i.index_id, "columns": list(i.columns),
-                               "unique": i.unique, "constraint": i.constraint, "descending": list(i.descending)}
+                               "unique": i.unique, "constraint": i.constraint, "descending": list(i.descending),
+                               **({"oid_id": i.oid_id} if i.oid_id >= 0 else {})}
                               for i in self.indexes]
         if self.checks:
             doc["checks"] = [{"name": c.name, "sql": c.sql} for c in self.checks]
@@ -287,6 +303,8 @@ class TableDef:
             doc["rewrite_ts"] = self.rewrite_ts
         if self.primary_key_name is not None:
             doc["primary_key_name"] = self.primary_key_name
+        if self.oid_id >= 0:
+            doc["oid_id"] = self.oid_id
         return json.dumps(doc, sort_keys=True).encode("utf-8")
 
     @staticmethod
@@ -297,11 +315,11 @@ class TableDef:
                                   c.get("identity"), c.get("sequence"))
                         for c in doc["columns"])
         indexes = tuple(IndexDef(i["name"], i["index_id"], tuple(i["columns"]), i["unique"], i.get("constraint", False),
-                                 tuple(i.get("descending", ()))) for i in doc.get("indexes", ()))
+                                 tuple(i.get("descending", ())), i.get("oid_id", -1)) for i in doc.get("indexes", ()))
         checks = tuple(CheckDef(c["name"], c["sql"]) for c in doc.get("checks", ()))
         return TableDef(doc["table_id"], doc["name"], columns, tuple(doc["primary_key"]), indexes, checks,
                         doc.get("slot_count", -1), doc.get("rewrite_by"), doc.get("rewrite_ts", 0),
-                        doc.get("primary_key_name"))
+                        doc.get("primary_key_name"), doc.get("oid_id", -1))
 
 
 def _column_json(column: ColumnDef) -> dict:

@@ -1156,12 +1156,14 @@ async def add_index(txn: Transaction, table: TableDef, index_name: str, columns:
         await txn.check_schema_version()  # a cached definition must be this snapshot's before the mark
         table = await _mark_for_rewrite(txn, table)
         table = dataclasses.replace(table, rewrite_by=None, rewrite_ts=0)  # this commit ends the mark
+    oid_id = await _next_id(txn)  # a small id for its oid, whichever keyspace its entries take
     if is_bulk_target(txn, table) or first_statement:
         index_id = (await allocate_private_ids(txn, 1))[0]
         txn.add_private_prefix(keys.index_prefix(index_id))
     else:
-        index_id = await _next_id(txn)
-    index = IndexDef(index_name, index_id, tuple(columns), unique, constraint, tuple(descending))
+        index_id = oid_id
+    index = IndexDef(index_name, index_id, tuple(columns), unique, constraint, tuple(descending),
+                     oid_id if oid_id != index_id else -1)
     table = dataclasses.replace(table, indexes=table.indexes + (index,))
     await _fill_index(txn, table, index)
     txn.put(keys.catalog_index_key(index_name), table.name.encode("utf-8"))
@@ -1454,7 +1456,7 @@ async def add_primary_key(txn: Transaction, table: TableDef, constraint: str | N
     columns = tuple(dataclasses.replace(old.columns[p], slot=-1, missing=None,
                                         not_null=old.columns[p].not_null or p in positions) for p in kept)
     new_table = TableDef(old.table_id, old.name, columns, tuple(kept.index(p) for p in positions), old.indexes,
-                         old.checks, primary_key_name=pk_name)
+                         old.checks, primary_key_name=pk_name, oid_id=old.catalog_id)
     new_table = await move_to_private_keyspace(txn, new_table, drop_old=False)
     # Only this transaction writes the new keyspace: a duplicate key can only be between two
     # copied rows, found in memory (bulk.KeyDigests) rather than by a storage read per row. The
@@ -1678,8 +1680,10 @@ async def move_to_private_keyspace(txn: Transaction, table: TableDef, drop_old: 
         old = [table.rows_prefix] + [index.prefix for index in table.indexes]
         txn.pending = {k: v for k, v in txn.pending.items() if not any(k.startswith(p) for p in old)}
     ids = await allocate_private_ids(txn, 1 + len(table.indexes))
-    indexes = tuple(dataclasses.replace(index, index_id=index_id) for index, index_id in zip(table.indexes, ids[1:]))
-    moved = dataclasses.replace(table, table_id=ids[0], indexes=indexes, rewrite_by=None, rewrite_ts=0)
+    indexes = tuple(dataclasses.replace(index, index_id=index_id, oid_id=index.catalog_id)
+                    for index, index_id in zip(table.indexes, ids[1:]))
+    moved = dataclasses.replace(table, table_id=ids[0], indexes=indexes, rewrite_by=None, rewrite_ts=0,
+                                oid_id=table.catalog_id)
     txn.add_private_prefix(moved.rows_prefix)
     for index in moved.indexes:
         txn.add_private_prefix(index.prefix)

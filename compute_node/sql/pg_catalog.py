@@ -21,8 +21,10 @@ What is real and what is synthetic:
     relkind 'S' with pg_sequence rows; pg_depend holds only the rows that tie a sequence to its
     owning column ('a', or 'i' for identity) and a nextval DEFAULT to its sequence ('n'): psql's
     "Owned by" and pg_dump's OWNED BY / identity / separate SET DEFAULT come from them;
-  * OIDs are synthetic and stable: a table is 16384 + 2 * table_id, its primary-key index one
-    more, a secondary index 16384 + 2 * index_id, a sequence 16384 + 2 * sequence_id (ids come
+  * OIDs are synthetic and stable: a table is 16384 + 2 * its catalog_id (the table_id it was
+    created with: TRUNCATE and rewrites move its rows to private ids too large for an oid, and it
+    keeps its oid as in PostgreSQL), its primary-key index one more, a secondary index 16384 + 2 *
+    its catalog_id, a sequence 16384 + 2 * sequence_id (ids come
     from one counter), constraints and
     defaults have their own ranges below; namespaces, types, access methods and collations use
     PostgreSQL's own OIDs (public 2200, pg_catalog 11, int4 23, btree 403, ...), so a tool's
@@ -297,7 +299,7 @@ class RelationInfo:
 
 
 def table_oid(table: TableDef) -> int:
-    return TABLE_OID_BASE + 2 * table.table_id
+    return TABLE_OID_BASE + 2 * table.catalog_id
 
 
 # --- sequences ---------------------------------------------------------------------------
@@ -373,7 +375,7 @@ def indexes_of(table: TableDef) -> list[IndexInfo]:
                                True, True, "p"))
     for index in table.indexes:
         descending = tuple(index.descending) or (False,) * len(index.columns)
-        found.append(IndexInfo(TABLE_OID_BASE + 2 * index.index_id, index.name, tuple(index.columns), descending,
+        found.append(IndexInfo(TABLE_OID_BASE + 2 * index.catalog_id, index.name, tuple(index.columns), descending,
                                bool(index.unique), False, "u" if index.constraint else None))
     return found
 
