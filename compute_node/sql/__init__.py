@@ -8,3 +8,5 @@ EXPLAIN; with select.py's fetch phase, the only parts that await), over a Transa
 with its write buffer. compute_node/session.py drives it per client session.
 docs/SQL.md describes the supported surface.
 """
+# The catalog's functions install themselves into the expression compiler (expressions.py).
+from compute_node.sql import catalog_functions  # noqa: E402,F401

@@ -22,43 +22,34 @@ What is synthetic: sizes (pg_relation_size & co.) are 0, since QuorumDB does not
 privileges are all granted (every object belongs to the one role); comments are NULL.
 A catalog function QuorumDB does not have is 42883 naming it (expressions.py _anonymous).
 
-expressions.py and this module are one compiler in two files: expressions.py registers these
-compilers in its handler table at its end, and the helpers of expressions.py used here are
-imported inside the functions (a module-level import would be circular).
+expressions.py and this module are one compiler in two files: this one builds on
+expressions.py's Compiled and helpers, and installs its compilers into expressions.py's
+handler table when imported (`expressions.install_catalog`, at the end of this module;
+compute_node/sql/__init__.py imports it), so the dependency runs one way.
 """
 from __future__ import annotations
 
 import json
+import sys
 import operator
 import re
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 from sqlglot import exp
 
-from compute_node.sql import pg_catalog, types
+from compute_node.sql import expressions, pg_catalog, types
+from compute_node.sql.expressions import (
+    Compiled, _as_text, _binary, _describe_only, _no_function, _no_operator, coerce, constant,
+)
+from compute_node.sql.pg_catalog import RegOid
 from compute_node.sql.types import Kind, SqlType
 from quorumdb import errors
 from quorumdb.errors import SqlError
 
-if TYPE_CHECKING:  # annotations only: expressions.py imports this module (see above)
-    from compute_node.sql.expressions import Compiled
 
 UNDEFINED_OBJECT = "42704"
 
 
-class RegOid(int):
-    """An oid typed regclass/regtype/regnamespace: the integer for comparisons, the name as text."""
-
-    def __new__(cls, oid: int, text: str):
-        value = super().__new__(cls, oid)
-        value.text = text
-        return value
-
-    def __str__(self) -> str:
-        return self.text
-
-    def __repr__(self) -> str:
-        return f"RegOid({int(self)}, {self.text!r})"
 
 
 # --- regular expressions ------------------------------------------------------------------
@@ -121,7 +112,6 @@ def compile_dot(compiler, node: exp.Dot) -> "Compiled":
 
 # --- session functions ----------------------------------------------------------------------
 def _constant(value, sql_type: SqlType):
-    from compute_node.sql.expressions import constant
     return constant(value, sql_type)
 
 
@@ -170,7 +160,6 @@ def compile_session_node(compiler, node) -> "Compiled":
 # --- arrays (the catalog's: reloptions, indkey, ...) ------------------------------------------
 def compile_array(compiler, node: exp.Array) -> "Compiled":
     """ARRAY(subquery) and ARRAY[a, b]: a list, typed as an array of its elements' type."""
-    from compute_node.sql.expressions import Compiled, coerce
     items = node.expressions
     if len(items) == 1 and isinstance(items[0], (exp.Select, exp.Union, exp.Subquery)):
         select = items[0].this if isinstance(items[0], exp.Subquery) else items[0]
@@ -204,7 +193,6 @@ def compile_any(compiler, node: exp.Binary, symbol: str, compare) -> "Compiled":
     holds for some element, NULL if none does and an element (or x) is NULL, else false; ALL is
     false if it fails for some element, NULL if it holds for the rest but a NULL is met, else
     true (so ALL of an empty array is true). `= ANY (subquery)` is IN; ALL (subquery) is 0A000."""
-    from compute_node.sql.expressions import Compiled
     quantified = node.expression
     if isinstance(quantified, exp.Anonymous) and str(quantified.this).lower() == "all" \
             and len(quantified.expressions) == 1:
@@ -249,7 +237,6 @@ def compile_any(compiler, node: exp.Binary, symbol: str, compare) -> "Compiled":
 def compile_subscript(compiler, node: exp.Bracket) -> "Compiled":
     """array[i]: the i-th element (arrays count from 1, int2vector/oidvector from 0, as in
     PostgreSQL), NULL outside the array. Slices (a[1:2]) are 0A000."""
-    from compute_node.sql.expressions import Compiled, coerce
     if len(node.expressions) != 1 or isinstance(node.expressions[0], exp.Slice):
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "array slices and multi-dimensional subscripts are not supported")
     if any(node.args.get(key) for key in ("offset", "safe", "returns_list_for_maps", "json_access")):
@@ -282,7 +269,6 @@ def compile_subscript(compiler, node: exp.Bracket) -> "Compiled":
 
 def compile_bitwise(compiler, node) -> "Compiled":
     """Integer & | # (Django reads pg_index.indoption's DESC bit with `option & 1`)."""
-    from compute_node.sql.expressions import _binary, _no_operator
     symbol, apply = {exp.BitwiseAnd: ("&", operator.and_), exp.BitwiseOr: ("|", operator.or_),
                      exp.BitwiseXor: ("#", operator.xor)}[type(node)]
     left, right = compiler.compile(node.this), compiler.compile(node.expression)
@@ -296,7 +282,6 @@ def compile_bitwise(compiler, node) -> "Compiled":
 def _name_subscript(compiler, name: "Compiled", index_node) -> "Compiled":
     """name[i]: PostgreSQL's name is a fixed array of char, indexed from 0 (pg_dump reads
     `typname[0] = '_'`); the i-th character as "char", '' past the end."""
-    from compute_node.sql.expressions import Compiled, coerce
     literal = index_node.this if isinstance(index_node, exp.Neg) else index_node
     shift = 1 if isinstance(literal, exp.Literal) and not literal.is_string else 0  # see compile_subscript
     index = coerce(compiler.compile(index_node), types.INTEGER)
@@ -315,7 +300,6 @@ def compile_array_bound(compiler, name: str, nodes) -> "Compiled":
     """array_lower/array_upper/array_length(a, 1) and cardinality(a): catalog arrays have one
     dimension, from 1 (int2vector and oidvector from 0); NULL for an empty array or another
     dimension, as PostgreSQL (cardinality of an empty array is 0)."""
-    from compute_node.sql.expressions import Compiled, _no_function, coerce
     arguments = [compiler.compile(node) for node in nodes]
     expected = 1 if name == "cardinality" else 2
     if len(arguments) != expected or arguments[0].sql_type.kind not in (Kind.ARRAY, Kind.NULL):
@@ -338,10 +322,8 @@ def compile_array_bound(compiler, name: str, nodes) -> "Compiled":
 
 def concat_arrays(left, right) -> "Compiled":
     """array || array (NULL on one side gives the other, as array_cat)."""
-    from compute_node.sql.expressions import Compiled
     if Kind.ARRAY not in (left.sql_type.kind, right.sql_type.kind) or \
             not all(side.sql_type.kind in (Kind.ARRAY, Kind.NULL) for side in (left, right)):
-        from compute_node.sql.expressions import _no_operator
         raise _no_operator(f"{left.sql_type.display_name} || {right.sql_type.display_name}")
     left_eval, right_eval = left.evaluate, right.evaluate
     result_type = left.sql_type if left.sql_type.kind is Kind.ARRAY else right.sql_type
@@ -355,7 +337,6 @@ def concat_arrays(left, right) -> "Compiled":
 
 
 def compile_array_to_string(compiler, node: exp.ArrayToString) -> "Compiled":
-    from compute_node.sql.expressions import Compiled, _as_text
     array = compiler.compile(node.this)
     if array.sql_type.kind not in (Kind.ARRAY, Kind.NULL):
         raise SqlError(errors.UNDEFINED_FUNCTION,
@@ -402,7 +383,6 @@ def cast_target_name(to: exp.Expression) -> str | None:
 
 def compile_catalog_cast(compiler, operand_node, target_name: str) -> "Compiled | None":
     """x::regclass, x::oid, x::name, ... (None: not a catalog type; the caller casts as usual)."""
-    from compute_node.sql.expressions import Compiled, _as_text
     target = _CATALOG_CASTS.get(target_name)
     if target is None:
         return None
@@ -411,7 +391,6 @@ def compile_catalog_cast(compiler, operand_node, target_name: str) -> "Compiled 
     if source.kind is Kind.NULL:
         return _constant(None, target)
     if source.kind is Kind.UNKNOWN and operand.param is not None:  # $n::oid: $n is an oid
-        from compute_node.sql.expressions import _describe_only
         operand.param.infer(target)
         return Compiled(_describe_only, target)
     from_text = source.kind in types.TEXT_KINDS + (Kind.UNKNOWN,) and source.pg_alias is None
@@ -460,7 +439,6 @@ def compile_catalog_cast(compiler, operand_node, target_name: str) -> "Compiled 
 def compile_array_cast(compiler, operand_node, to: exp.DataType) -> "Compiled":
     """x::int[] / x::pg_catalog.int2[] / '{1,2}'::text[]: an array of a built-in element type,
     from an array (elements converted) or from array text."""
-    from compute_node.sql.expressions import Compiled
     element_node = to.expressions[0] if to.expressions else None
     if not isinstance(element_node, exp.DataType) or element_node.this == exp.DataType.Type.ARRAY:
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "multi-dimensional array types are not supported")
@@ -797,7 +775,6 @@ def _to_reg(snapshot, text, oid, name_of):
 
 def compile_function(compiler, name: str, nodes: Sequence[exp.Expression]) -> "Compiled | None":
     """A catalog function call, or None when `name` is not one (the caller reports 42883)."""
-    from compute_node.sql.expressions import Compiled, _as_text, _no_function
     if name in ("array_upper", "array_lower", "array_length", "cardinality"):
         return compile_array_bound(compiler, name, nodes)
     if name == "array_to_string" and len(nodes) in (2, 3):
@@ -826,3 +803,6 @@ def compile_function(compiler, name: str, nodes: Sequence[exp.Expression]) -> "C
     if not catalog and all(a.constant for a in arguments) and name not in ("current_setting", "set_config"):
         return _constant(evaluate(()), function.result)
     return Compiled(evaluate, function.result)
+
+
+expressions.install_catalog(sys.modules[__name__])

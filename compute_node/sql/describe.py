@@ -25,7 +25,8 @@ from __future__ import annotations
 import dataclasses
 
 from compute_node.sql import executor, types
-from compute_node.sql.expressions import DescribeOnly, ParamTypes
+from compute_node.sql.expressions import ParamTypes
+from compute_node.sql.result import DescribeOnly
 from compute_node.sql.parser import Explain, TransactionControl
 from compute_node.sql.transaction import Transaction
 from quorumdb import keys

@@ -46,6 +46,7 @@ from typing import Any, Callable, Sequence
 
 from sqlglot import exp
 
+from compute_node.sql.result import DescribeOnly  # noqa: F401 (also part of this module's interface)
 from compute_node.sql import interval as interval_mod
 from compute_node.sql import pg_catalog
 from compute_node.sql import regex as regex_mod
@@ -71,10 +72,6 @@ class Compiled:
     sql_type: SqlType
     constant: bool = False
     param: "ParamSlot | None" = None  # a $n compiled to describe a statement (see ParamTypes)
-
-
-class DescribeOnly(Exception):
-    """A statement being described (not run) reached a point where it needs a value or a row."""
 
 
 class ParamSlot:
@@ -508,7 +505,7 @@ class Compiler:
         left, right = self.compile(node.this), self.compile(node.expression)
         kinds = (left.sql_type.kind, right.sql_type.kind)
         if Kind.ARRAY in kinds:
-            return catalog_functions.concat_arrays(left, right)
+            return _catalog.concat_arrays(left, right)
         if Kind.BYTEA in kinds and all(k in (Kind.BYTEA, Kind.UNKNOWN, Kind.NULL) for k in kinds):
             left, right = coerce(left, types.BYTEA), coerce(right, types.BYTEA)
             return _binary(left, right, types.BYTEA, operator.add)
@@ -525,7 +522,7 @@ class Compiler:
         quantified = node.expression
         if isinstance(quantified, (exp.Any, exp.All)) or isinstance(node.this, (exp.Any, exp.All)) or (
                 isinstance(quantified, exp.Anonymous) and str(quantified.this).lower() == "all"):
-            return catalog_functions.compile_any(self, node, symbol, compare)
+            return _catalog.compile_any(self, node, symbol, compare)
         if isinstance(node.this, exp.Tuple) or isinstance(node.expression, exp.Tuple):
             return self._row_comparison(node.this, node.expression, symbol)
         return self.compare(self.compile(node.this), self.compile(node.expression), symbol, compare)
@@ -905,10 +902,10 @@ class Compiler:
     def _cast(self, node: exp.Cast) -> Compiled:
         to = node.args["to"]
         if isinstance(to, exp.DataType) and to.this == exp.DataType.Type.ARRAY:
-            return catalog_functions.compile_array_cast(self, node.this, to)
-        catalog_type = catalog_functions.cast_target_name(to)
+            return _catalog.compile_array_cast(self, node.this, to)
+        catalog_type = _catalog.cast_target_name(to)
         if catalog_type is not None:
-            compiled = catalog_functions.compile_catalog_cast(self, node.this, catalog_type)
+            compiled = _catalog.compile_catalog_cast(self, node.this, catalog_type)
             if compiled is not None:
                 return compiled
             to = exp.DataType.build(catalog_type, dialect="postgres")
@@ -1270,7 +1267,7 @@ class Compiler:
             return self._set_returning_function(node)
         if name in ("strpos",) and len(node.expressions) == 2:
             return self._string_function("strpos", node.expressions, lambda t, s: t.find(s) + 1, types.INTEGER)
-        compiled = catalog_functions.compile_function(self, name, node.expressions)
+        compiled = _catalog.compile_function(self, name, node.expressions)
         if compiled is not None:
             return compiled
         raise SqlError(errors.UNDEFINED_FUNCTION if name not in _KNOWN_UNSUPPORTED else errors.FEATURE_NOT_SUPPORTED,
@@ -2287,26 +2284,35 @@ _HANDLERS: dict[type, Callable[[Compiler, Any], Compiled]] = {
     exp.RegexpReplace: Compiler._regexp_replace,
     exp.SimilarTo: Compiler._similar_to,
 }
-# The catalog's functions, casts and operators (compute_node/sql/catalog_functions.py).
-from compute_node.sql import catalog_functions  # noqa: E402  (it imports this module's helpers)
-_HANDLERS.update({
-    exp.Dot: catalog_functions.compile_dot,
-    exp.Operator: catalog_functions.compile_operator,
-    exp.Collate: catalog_functions.compile_collate,
-    exp.Array: catalog_functions.compile_array,
-    exp.ArrayToString: catalog_functions.compile_array_to_string,
-    exp.Bracket: catalog_functions.compile_subscript,
-    exp.ArrayRemove: lambda compiler, node: catalog_functions.compile_function(
-        compiler, "array_remove", [node.this, node.expression]),
-    exp.ArraySize: lambda compiler, node: catalog_functions.compile_array_bound(
-        compiler, "array_length", [node.this, node.expression] if node.expression is not None else [node.this]),
-    exp.BitwiseAnd: catalog_functions.compile_bitwise,
-    exp.BitwiseOr: catalog_functions.compile_bitwise,
-    exp.BitwiseXor: catalog_functions.compile_bitwise,
-})
-for _node_type in (exp.CurrentVersion, exp.CurrentUser, exp.SessionUser, exp.CurrentSchema, exp.CurrentDatabase,
-                   exp.CurrentCatalog, exp.CurrentSchemas):
-    _HANDLERS[_node_type] = catalog_functions.compile_session_node
+# The catalog's functions, casts and operators live in compute_node/sql/_catalog.py,
+# which builds on this module's Compiled and helpers; it installs itself here when it is imported
+# (compute_node/sql/__init__.py imports it), so this module does not import it back.
+_catalog: Any = None
+
+
+def install_catalog(module: Any) -> None:
+    global _catalog
+    _catalog = module
+    _HANDLERS.update({
+        exp.Dot: module.compile_dot,
+        exp.Operator: module.compile_operator,
+        exp.Collate: module.compile_collate,
+        exp.Array: module.compile_array,
+        exp.ArrayToString: module.compile_array_to_string,
+        exp.Bracket: module.compile_subscript,
+        exp.ArrayRemove: lambda compiler, node: module.compile_function(
+            compiler, "array_remove", [node.this, node.expression]),
+        exp.ArraySize: lambda compiler, node: module.compile_array_bound(
+            compiler, "array_length", [node.this, node.expression] if node.expression is not None else [node.this]),
+        exp.BitwiseAnd: module.compile_bitwise,
+        exp.BitwiseOr: module.compile_bitwise,
+        exp.BitwiseXor: module.compile_bitwise,
+    })
+    for node_type in (exp.CurrentVersion, exp.CurrentUser, exp.SessionUser, exp.CurrentSchema, exp.CurrentDatabase,
+                      exp.CurrentCatalog, exp.CurrentSchemas):
+        _HANDLERS[node_type] = module.compile_session_node
+
+
 _WINDOW_FUNCTIONS = {exp.RowNumber: "row_number", exp.Rank: "rank", exp.DenseRank: "dense_rank",
                      exp.PercentRank: "percent_rank", exp.CumeDist: "cume_dist", exp.Ntile: "ntile",
                      exp.Lag: "lag", exp.Lead: "lead", exp.FirstValue: "first_value",
@@ -2393,7 +2399,7 @@ def _figure_name(node: exp.Expression) -> tuple[str, int]:
         inner, strength = _figure_name(node.this)
         if strength > 1:
             return inner, strength
-        catalog_type = catalog_functions.cast_target_name(node.args["to"])
+        catalog_type = _catalog.cast_target_name(node.args["to"])
         if catalog_type is not None:
             return catalog_type.strip('"'), 1
         try:

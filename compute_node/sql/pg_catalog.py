@@ -80,6 +80,21 @@ VERSION_TEXT = (f"PostgreSQL 15.0 (QuorumDB 0.1) on {platform.machine() or 'x86_
                 "compiled by Python, 64-bit")
 
 
+
+class RegOid(int):
+    """An oid typed regclass/regtype/regnamespace: the integer for comparisons, the name as text."""
+
+    def __new__(cls, oid: int, text: str):
+        value = super().__new__(cls, oid)
+        value.text = text
+        return value
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"RegOid({int(self)}, {self.text!r})"
+
 @dataclasses.dataclass(frozen=True)
 class ClientInfo:
     """Who runs the statement: what current_user, current_database(), pg_backend_pid() and
@@ -611,7 +626,6 @@ def _sequences(snapshot: Snapshot) -> list[tuple]:
 def _sequences_view(snapshot: Snapshot) -> list[tuple]:
     """pg_sequences. last_value is NULL until a value was reserved, as PostgreSQL's is until
     one was taken (bulk.relation_row: a value reserved by any node counts here)."""
-    from compute_node.sql.catalog_functions import RegOid  # regtype values: the oid, printed as the name
     rows = []
     for sequence in snapshot.sequences:
         data_type = sequence_type(sequence, snapshot.tables)
@@ -763,7 +777,6 @@ def _settings(snapshot: Snapshot) -> list[tuple]:
 
 
 def _access_methods(snapshot: Snapshot) -> list[tuple]:
-    from compute_node.sql.catalog_functions import RegOid  # regproc values: the oid, printed as the name
     return [(HEAP_AM_OID, "heap", RegOid(3, "heap_tableam_handler"), "t"),
             (BTREE_AM_OID, "btree", RegOid(330, "bthandler"), "i")]
 

@@ -6,6 +6,10 @@ import dataclasses
 from quorumdb.errors import SqlError
 
 
+class DescribeOnly(Exception):
+    """A statement being described (not run) reached a point where it needs a value or a row."""
+
+
 @dataclasses.dataclass
 class StatementResult:
     # (name, PostgreSQL type name: integer, bigint, text, character varying, boolean, double precision)

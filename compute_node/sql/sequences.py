@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from compute_node.sql import bulk
 from compute_node.sql.bulk import SequenceDef, SequenceRange, SequenceState
-from compute_node.sql.expressions import DescribeOnly
+from compute_node.sql.result import DescribeOnly
 from quorumdb import errors, keys, limits
 from quorumdb.errors import SqlError
 
