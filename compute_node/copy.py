@@ -83,16 +83,7 @@ async def plan(txn: Transaction, statement: CopyStatement) -> CopyPlan:
     table = await executor.load_table(txn, statement.table)
     if table is None:
         raise SqlError(errors.UNDEFINED_TABLE, f'relation "{statement.table}" does not exist')
-    positions = []
-    for name in statement.columns or [c.name for c in table.visible_columns]:
-        position = table.column_index(name)
-        if position is None:
-            raise SqlError(errors.UNDEFINED_COLUMN, f'column "{name}" of relation "{table.name}" does not exist')
-        if table.columns[position].hidden:
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'cannot assign to system column "{name}"')
-        if position in positions:
-            raise SqlError(errors.DUPLICATE_COLUMN, f'column "{name}" specified more than once')
-        positions.append(position)
+    positions = executor.insert_positions(table, statement.columns or [c.name for c in table.visible_columns])
     ctx = executor.new_context(txn)
     defaults = executor._compile_defaults(table, ctx)
     rules = executor.compile_rules(table, ctx)

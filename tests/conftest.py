@@ -12,6 +12,7 @@ import pathlib
 import pytest
 
 from quorumdb.launcher import Cluster
+from tests.differential.pgserver import PostgresMissing, PostgresServer
 from tests.util import make_config
 
 READY_TIMEOUT_S = 90.0
@@ -82,3 +83,17 @@ def shared_cluster(tmp_path_factory):
     cluster = start_cluster(tmp_path_factory.mktemp("shared"))
     yield cluster
     cluster.stop_all()
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A scratch PostgreSQL 15 (tests/differential/pgserver.py) for a module's comparisons. Without
+    the server binaries the tests FAIL (bash scripts/install-postgres), never skip."""
+    try:
+        server = PostgresServer().start()
+    except PostgresMissing as error:
+        pytest.fail(f"PostgreSQL is required for this comparison: {error}")
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -66,6 +66,9 @@ def up(tmp_path_factory):
         assert wait_all_gone(pids) == []
 
 
+STALE_RETRIES_MAX = 20  # the page redraws every poll; a read is retried at most this often
+
+
 def supervisor_states(cluster) -> dict[str, str]:
     import grpc
 
@@ -161,6 +164,7 @@ def browser():
 
 
 def test_console_in_a_browser_kills_the_leader_and_restarts_it_with_a_token(up, browser, tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
     _, cluster = up
@@ -172,17 +176,32 @@ def test_console_in_a_browser_kills_the_leader_and_restarts_it_with_a_token(up, 
         browser.save_screenshot(str(path))
         print(f"screenshot: {path}")
 
+    def stable(read):
+        """read() again when the page re-rendered the element between finding and reading it
+        (it redraws the node cards at every poll)."""
+        for _ in range(STALE_RETRIES_MAX):
+            try:
+                return read()
+            except StaleElementReferenceException:
+                time.sleep(0.1)
+        return read()
+
     def card(name: str):
         return browser.find_element(By.CSS_SELECTOR, f'[data-node="{name}"]')
 
+    def card_attribute(name: str, attribute: str) -> str | None:
+        return stable(lambda: card(name).get_attribute(attribute))
+
     def leader_card() -> str | None:
-        leaders = browser.find_elements(By.CSS_SELECTOR, '[data-role="leader"][data-up="true"]')
-        return leaders[0].get_attribute("data-node") if len(leaders) == 1 else None
+        def read():
+            leaders = browser.find_elements(By.CSS_SELECTOR, '[data-role="leader"][data-up="true"]')
+            return leaders[0].get_attribute("data-node") if len(leaders) == 1 else None
+        return stable(read)
 
     def press(action: str, target: str) -> str:
         result = browser.find_element(By.ID, "action-result")
         browser.execute_script("arguments[0].textContent = ''", result)
-        card(target).find_element(By.CSS_SELECTOR, f'button[data-action="{action}"]').click()
+        stable(lambda: card(target).find_element(By.CSS_SELECTOR, f'button[data-action="{action}"]').click())
         return until(f"the page to report {action} {target}", lambda: (
             t if (t := result.text) and not t.endswith("...") else None))
 
@@ -190,7 +209,7 @@ def test_console_in_a_browser_kills_the_leader_and_restarts_it_with_a_token(up, 
     until("the page to show 15 nodes up and a leader", lambda: (
         len(browser.find_elements(By.CSS_SELECTOR, '[data-node][data-up="true"]')) == 15 and leader_card()))
     assert leader_card() == "adjudicator-az1"
-    assert "leader adjudicator-az1 (epoch" in browser.find_element(By.ID, "summary").text
+    assert "leader adjudicator-az1 (epoch" in stable(lambda: browser.find_element(By.ID, "summary").text)
     shot("1-loaded")
 
     # Without a valid token the page is refused and nothing changes.
@@ -201,25 +220,25 @@ def test_console_in_a_browser_kills_the_leader_and_restarts_it_with_a_token(up, 
     assert press("kill", "adjudicator-az1").startswith("refused (401)")
     assert supervisor_states(cluster)["adjudicator-az1"] == "running"
     time.sleep(1.5)  # a poll or two: the page must still show it up
-    assert card("adjudicator-az1").get_attribute("data-up") == "true"
+    assert card_attribute("adjudicator-az1", "data-up") == "true"
 
     token = run_cli("token", "--user", "admin", "--data-dir", str(cluster.data_dir)).stdout.strip()
     browser.find_element(By.ID, "token").clear()
     browser.find_element(By.ID, "token").send_keys(token)
     killed = press("kill", "adjudicator-az1")
     assert killed.startswith("killed adjudicator-az1 (pid "), killed
-    until("the killed leader to show as down", lambda: card("adjudicator-az1").get_attribute("data-up") == "false")
+    until("the killed leader to show as down", lambda: card_attribute("adjudicator-az1", "data-up") == "false")
     new_leader = until("a new leader to appear", lambda: (l if (l := leader_card()) not in (None, "adjudicator-az1")
                                                           else None))
     assert new_leader in ("adjudicator-az2", "adjudicator-az3")
-    assert "killed" in card("adjudicator-az1").text
+    assert "killed" in stable(lambda: card("adjudicator-az1").text)
     until("the leader election in the event timeline", lambda: (
-        f"leader elected: {new_leader}" in browser.find_element(By.ID, "events").text))
+        f"leader elected: {new_leader}" in stable(lambda: browser.find_element(By.ID, "events").text)))
     shot("2-leader-killed")
 
     restarted = press("restart", "adjudicator-az1")
     assert restarted.startswith("restarted adjudicator-az1 (was down, pid "), restarted
-    until("the restarted node to show as up", lambda: card("adjudicator-az1").get_attribute("data-up") == "true")
-    assert card("adjudicator-az1").get_attribute("data-role") == "standby"  # a live leader exists: it follows
+    until("the restarted node to show as up", lambda: card_attribute("adjudicator-az1", "data-up") == "true")
+    assert card_attribute("adjudicator-az1", "data-role") == "standby"  # a live leader exists: it follows
     assert leader_card() == new_leader
     shot("3-restarted")

@@ -8,10 +8,7 @@ from __future__ import annotations
 import os
 import random
 
-import pytest
-
 from compute_node.session import Session
-from tests.differential.pgserver import PostgresMissing, PostgresServer
 from tests.differential.runner import Report, run_file, split_with_lines
 from tests.sql_memory_backend import MemoryBackend
 
@@ -49,18 +46,6 @@ def random_statement(rng: random.Random) -> str:
             f"date_part('epoch', INTERVAL '{b}'), date_part('second', INTERVAL '{a}'), "
             f"date_part('epoch', TIMESTAMP {random_timestamp(rng)}), date_trunc('hour', INTERVAL '{a}'), "
             f"sum(x), avg(x) FROM (VALUES (INTERVAL '{a}'), (INTERVAL '{b}')) v(x);")
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    try:
-        server = PostgresServer().start()
-    except PostgresMissing as error:
-        pytest.fail(f"PostgreSQL is required for the differential tests: {error}")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_random_interval_expressions_match_postgres(postgres):

@@ -18,7 +18,6 @@ import subprocess
 import psycopg
 import pytest
 
-from tests.differential.pgserver import PostgresMissing, PostgresServer
 
 pytestmark = pytest.mark.cluster
 
@@ -59,18 +58,6 @@ FAILURES = [
     ("INSERT INTO {p}accounts VALUES (9, 'neg', -1, NULL, NULL)", "23514"),
     ("INSERT INTO {p}items (id, name) VALUES (50, 'forced')", "428C9"),
 ]
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    try:
-        server = PostgresServer().start()
-    except PostgresMissing as error:
-        pytest.fail(f"PostgreSQL is required: {error}")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from compute_node.sql.engine import Engine
 from compute_node.sql.planner import PlanKind
 from quorumdb import keys, limits
 from tests.sql_memory_backend import MemoryBackend
+from tests.test_sql_statements import fails, ok, rows
 
 
 @pytest.fixture
@@ -23,27 +24,6 @@ def backend():
 @pytest.fixture
 def session(backend):
     return Session(backend, "s1", rng=random.Random(1))
-
-
-async def ok(session: Session, sql: str):
-    results = await session.execute(sql)
-    for result in results:
-        assert result.error is None, f"{sql}: {result.error!r} {result.error.detail}"
-    return results[-1]
-
-
-async def rows(session: Session, sql: str) -> list[tuple]:
-    return (await ok(session, sql)).rows
-
-
-async def fails(session: Session, sql: str, sqlstate: str, message: str | None = None):
-    results = await session.execute(sql)
-    error = results[-1].error
-    assert error is not None, f"{sql} should fail with {sqlstate}"
-    assert error.sqlstate == sqlstate, f"{sql}: {error!r}"
-    if message is not None:
-        assert error.message == message, error.message
-    return error
 
 
 def values(start: int, stop: int) -> str:

@@ -16,7 +16,6 @@ import pytest
 from compute_node.session import Session
 from compute_node.sql.engine import Engine
 from quorumdb.client import connect
-from tests.differential.pgserver import PostgresMissing, PostgresServer
 from tests.differential.runner import Report, load_corpus, run_file
 from tests.sql_memory_backend import MemoryBackend
 
@@ -24,18 +23,6 @@ from tests.sql_memory_backend import MemoryBackend
 # and the adjudicator, so this pass is smaller).
 CLUSTER_FILES = ("01_types", "05_dml", "07_joins", "09_transactions", "12_expressions_session")
 CORPUS_STATEMENTS_MIN = 800
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    try:
-        server = PostgresServer().start()
-    except PostgresMissing as error:
-        pytest.fail(f"PostgreSQL is required for the differential tests: {error}")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def fresh_database(postgres, name: str):

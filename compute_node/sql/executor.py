@@ -727,9 +727,14 @@ class _ConflictHandler:
 def _insert_positions(table: TableDef, column_nodes) -> list[int]:
     if column_nodes is None:
         return list(table.visible_positions)
-    positions = []
-    for node in column_nodes:
-        name = identifier_name(node.this if isinstance(node, exp.Column) else node)
+    return insert_positions(table, [identifier_name(node.this if isinstance(node, exp.Column) else node)
+                                    for node in column_nodes])
+
+
+def insert_positions(table: TableDef, names: Sequence[str]) -> list[int]:
+    """The positions an INSERT or COPY column list names (42703, 42701, a hidden row id 0A000)."""
+    positions: list[int] = []
+    for name in names:
         position = table.column_index(name)
         if position is None:
             raise SqlError(errors.UNDEFINED_COLUMN, f'column "{name}" of relation "{table.name}" does not exist')

@@ -445,45 +445,7 @@ def _parse_create_sequence(tokens: list, words: list[str]) -> Utility:
         name_token = tokens[position + 1]
         name = name_token.text if name_token.token_type == TokenType.IDENTIFIER else name_token.text.lower()
         position += 2
-    options: list[tuple[str, object]] = []
-
-    def number(at: int) -> tuple[int, int]:
-        sign = 1
-        if at < len(words) and words[at] in ("-", "+"):
-            sign = -1 if words[at] == "-" else 1
-            at += 1
-        if at >= len(words) or not words[at].isdigit():
-            near = tokens[at].text if at < len(tokens) else None
-            raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{near}"' if near
-                           else "syntax error at end of input")
-        return sign * int(words[at]), at + 1
-
-    while position < len(words):
-        word = words[position]
-        if word == "AS" and position + 1 < len(words) and words[position + 1] in _SEQUENCE_TYPES:
-            options.append(("as", _SEQUENCE_TYPES[words[position + 1]]))
-            position += 2
-        elif word in ("INCREMENT", "START", "MINVALUE", "MAXVALUE", "CACHE"):
-            position += 1
-            if word == "INCREMENT" and words[position:position + 1] == ["BY"]:
-                position += 1
-            if word == "START" and words[position:position + 1] == ["WITH"]:
-                position += 1
-            value, position = number(position)
-            options.append((word.lower(), value))
-        elif word == "NO" and words[position + 1:position + 2] in (["MINVALUE"], ["MAXVALUE"], ["CYCLE"]):
-            position += 2
-        elif word == "CYCLE":
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "CREATE SEQUENCE ... CYCLE is not supported")
-        elif word == "OWNED" and words[position + 1:position + 3] == ["BY", "NONE"]:
-            position += 3
-        elif word == "OWNED":
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "CREATE SEQUENCE ... OWNED BY a column is not supported")
-        else:
-            raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[position].text}"')
-    seen = [key for key, _ in options]
-    if len(seen) != len(set(seen)):
-        raise SqlError(errors.SYNTAX_ERROR, "conflicting or redundant options")
+    options = _sequence_options(tokens, words, position, identity=False)
     return Utility("CREATE SEQUENCE", (name,), if_not_exists, tuple(options))
 
 
@@ -649,44 +611,59 @@ def _parse_alter_utility(tokens: list, words: list[str]) -> Utility | None:
         if after < len(words):
             if words[after] != "(" or words[-1] != ")":
                 raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[after].text}"')
-            options += _identity_options(tokens[after + 1:-1], words[after + 1:-1])
+            options += _sequence_options(tokens[after + 1:-1], words[after + 1:-1], 0, identity=True)
         return Utility("ADD IDENTITY", (table,), if_exists, tuple(options))
     return None
 
 
-def _identity_options(tokens: list, words: list[str]) -> list[tuple[str, object]]:
-    """The sequence options of an identity column: SEQUENCE NAME n, AS type, START [WITH] n,
-    INCREMENT [BY] n, [NO] MINVALUE / MAXVALUE [n], CACHE n, NO CYCLE (CYCLE is 0A000)."""
+def _sequence_options(tokens: list, words: list[str], position: int, identity: bool) -> list[tuple[str, object]]:
+    """Sequence options from `position` to the end: [AS type] [INCREMENT [BY] n] [MINVALUE n | NO
+    MINVALUE] [MAXVALUE n | NO MAXVALUE] [START [WITH] n] [CACHE n] [NO CYCLE]; for CREATE SEQUENCE
+    also OWNED BY NONE, for an identity column (`identity`) also SEQUENCE NAME n. CYCLE and OWNED
+    BY a column are 0A000."""
     options: list[tuple[str, object]] = []
-    position = 0
+    what = "identity sequences with" if identity else "CREATE SEQUENCE ..."
 
     def number(at: int) -> tuple[int, int]:
-        sign = -1 if words[at:at + 1] == ["-"] else 1
-        at += 1 if words[at:at + 1] in (["-"], ["+"]) else 0
+        sign = 1
+        if at < len(words) and words[at] in ("-", "+"):
+            sign = -1 if words[at] == "-" else 1
+            at += 1
         if at >= len(words) or not words[at].isdigit():
-            raise SqlError(errors.SYNTAX_ERROR, "syntax error in the identity column's sequence options")
+            near = tokens[at].text if at < len(tokens) else None
+            raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{near}"' if near
+                           else "syntax error at end of input")
         return sign * int(words[at]), at + 1
 
     while position < len(words):
         word = words[position]
-        if words[position:position + 2] == ["SEQUENCE", "NAME"]:
+        if identity and words[position:position + 2] == ["SEQUENCE", "NAME"]:
             name, position = _name_at(tokens, words, position + 2)
             options.append(("sequence name", name))
-        elif word == "AS" and words[position + 1:position + 2] and words[position + 1] in _SEQUENCE_TYPES:
+        elif word == "AS" and position + 1 < len(words) and words[position + 1] in _SEQUENCE_TYPES:
             options.append(("as", _SEQUENCE_TYPES[words[position + 1]]))
             position += 2
-        elif word in ("START", "INCREMENT", "MINVALUE", "MAXVALUE", "CACHE"):
+        elif word in ("INCREMENT", "START", "MINVALUE", "MAXVALUE", "CACHE"):
             position += 1
-            if words[position:position + 1] in (["WITH"], ["BY"]):
+            if word == "INCREMENT" and words[position:position + 1] == ["BY"]:
+                position += 1
+            if word == "START" and words[position:position + 1] == ["WITH"]:
                 position += 1
             value, position = number(position)
             options.append((word.lower(), value))
         elif word == "NO" and words[position + 1:position + 2] in (["MINVALUE"], ["MAXVALUE"], ["CYCLE"]):
             position += 2
         elif word == "CYCLE":
-            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "identity sequences with CYCLE are not supported")
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{what} CYCLE {'are' if identity else 'is'} not supported")
+        elif not identity and word == "OWNED" and words[position + 1:position + 3] == ["BY", "NONE"]:
+            position += 3
+        elif not identity and word == "OWNED":
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "CREATE SEQUENCE ... OWNED BY a column is not supported")
         else:
             raise SqlError(errors.SYNTAX_ERROR, f'syntax error at or near "{tokens[position].text}"')
+    seen = [key for key, _ in options]
+    if len(seen) != len(set(seen)):
+        raise SqlError(errors.SYNTAX_ERROR, "conflicting or redundant options")
     return options
 
 
