@@ -363,15 +363,19 @@ class PgConnection:
         await self._send(protocol.authentication_sasl_final(server_final))
 
     # --- ready: queries ----------------------------------------------------------------------------
+    async def _next_message_in_lifetime(self):
+        """The client's next message, waited for no longer than the connection may still live."""
+        remaining_s = self.deadline_s - self.server.monotonic()
+        if remaining_s <= 0:
+            self._lifetime_over()
+        try:
+            return await self._next_message(timeout_s=remaining_s)
+        except TimeoutError:
+            self._lifetime_over()
+
     async def _serve(self) -> None:
         while True:
-            remaining_s = self.deadline_s - self.server.monotonic()
-            if remaining_s <= 0:
-                self._lifetime_over()
-            try:
-                message = await self._next_message(timeout_s=remaining_s)
-            except TimeoutError:
-                self._lifetime_over()
+            message = await self._next_message_in_lifetime()
             if self.server.monotonic() >= self.deadline_s:
                 self._lifetime_over()
             if self.extended.skipping and not isinstance(message, (protocol.Sync, protocol.Terminate)):
@@ -590,13 +594,7 @@ class PgConnection:
         loaded = 0
         error: SqlError | None = None
         while True:
-            remaining_s = self.deadline_s - self.server.monotonic()
-            if remaining_s <= 0:
-                self._lifetime_over()
-            try:
-                message = await self._next_message(timeout_s=remaining_s)
-            except TimeoutError:
-                self._lifetime_over()
+            message = await self._next_message_in_lifetime()
             if self.copy_cancelled and error is None:
                 error = SqlError(QUERY_CANCELED, "canceling statement due to user request",
                                  context=f"COPY {statement.table}, line {reader.line}")

@@ -1156,7 +1156,7 @@ async def add_index(txn: Transaction, table: TableDef, index_name: str, columns:
     or wrote, the entries go into the transaction's own writes, within its limits."""
     if len(table.indexes) >= limits.TABLE_INDEXES_MAX:
         raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, f"a table can have at most {limits.TABLE_INDEXES_MAX} indexes")
-    first_statement = not (txn.write_buffer or txn.pending or txn.read_data)
+    first_statement = _may_mark(txn)
     if not is_bulk_target(txn, table) and first_statement:
         await txn.check_schema_version()  # a cached definition must be this snapshot's before the mark
         table = await _mark_for_rewrite(txn, table)
@@ -1517,10 +1517,16 @@ async def _raise_rewrite_duplicate(txn: Transaction, old: TableDef, new_table: T
         seen.add(key)
 
 
+def _may_mark(txn: Transaction) -> bool:
+    """True while the transaction has read no data and written nothing: marking a table moves it
+    to a later snapshot (_mark_for_rewrite), which only such a transaction may take."""
+    return not (txn.write_buffer or txn.pending or txn.read_data)
+
+
 async def _mark_for_rewrite(txn: Transaction, table: TableDef) -> TableDef:
     """Marks `table` as rewritten by `txn` (its own small transaction), then moves `txn` to a
     snapshot after the mark; returns the table as that snapshot has it."""
-    if txn.write_buffer or txn.pending or txn.read_data:
+    if not _may_mark(txn):
         raise SqlError(errors.FEATURE_NOT_SUPPORTED,
                        "ALTER TABLE ... ADD PRIMARY KEY must be the first statement of its transaction "
                        "(or follow TRUNCATE of the table in the same transaction)",

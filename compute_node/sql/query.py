@@ -183,16 +183,7 @@ class SelectProgram:
                     seen.add(marker)
                     unique.append(entry)
             entries = unique
-        for position in range(len(self.order) - 1, -1, -1):
-            item = self.order[position]
-            null_rank = 1 if (not item.nulls_first) != item.descending else 0
-
-            def sort_key(entry, position=position, null_rank=null_rank):
-                value = entry[1][position]
-                if value is None:
-                    return (null_rank, 0)
-                return (1 - null_rank, types.sort_key(value))
-            entries = sorted(entries, key=sort_key, reverse=item.descending)
+        entries = types.sort_by_keys(entries, [(item.descending, item.nulls_first) for item in self.order], field=1)
         end = None if self.limit is None else self.offset + self.limit
         entries = entries[self.offset:end]
         return [entry[0] for entry in entries], [entry[2] for entry in entries if entry[2] is not None]
@@ -225,16 +216,8 @@ class _Accumulator:
 
     def _replay_in_order(self) -> None:
         pending, self.pending = self.pending, None
-        for position in range(len(self.spec.order) - 1, -1, -1):
-            _, descending, nulls_first = self.spec.order[position]
-            null_rank = 1 if (not nulls_first) != descending else 0
-
-            def sort_key(entry, position=position, null_rank=null_rank):
-                value = entry[0][position]
-                if value is None:
-                    return (null_rank, 0)
-                return (1 - null_rank, types.sort_key(value))
-            pending = sorted(pending, key=sort_key, reverse=descending)
+        pending = types.sort_by_keys(pending, [(descending, nulls_first) for _, descending, nulls_first
+                                               in self.spec.order], field=0)
         for _, row in pending:
             self._add(row)
 

@@ -712,15 +712,7 @@ class SetOpPlan(QueryPlan):
                     rows.append(row)
         if len(rows) > limits.RESULT_ROWS_MAX:
             raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, f"query result exceeds the limit of {limits.RESULT_ROWS_MAX} rows")
-        for position, descending, nulls_first in reversed(self.order):
-            null_rank = 1 if (not nulls_first) != descending else 0
-
-            def sort_key(row, position=position, null_rank=null_rank):
-                value = row[position]
-                if value is None:
-                    return (null_rank, 0)
-                return (1 - null_rank, types.sort_key(value))
-            rows = sorted(rows, key=sort_key, reverse=descending)
+        rows = types.sort_by_keys(rows, [(d, n) for _, d, n in self.order], columns=[p for p, _, _ in self.order])
         end = None if self.limit is None else self.offset + self.limit
         return rows[self.offset:end]
 

@@ -26,7 +26,7 @@ import math
 import re
 import struct
 import uuid
-from typing import Any
+from typing import Any, Sequence
 
 from compute_node.sql import interval as interval_mod
 from quorumdb import errors
@@ -789,6 +789,26 @@ def cast(value: Any, source: SqlType, target: SqlType) -> Any:
             return value.replace(tzinfo=None)
         return convert(value, source, target)
     raise SqlError(CANNOT_COERCE, f"cannot cast type {source.display_name} to {target.display_name}")
+
+
+def sort_by_keys(entries: list, order: Sequence[tuple[bool, bool]], field: int | None = None,
+                 columns: Sequence[int] | None = None) -> list:
+    """`entries` sorted by ORDER BY keys: key i is entry[columns[i]] (columns default: i; with
+    `field`, of entry[field]), order[i] its (descending, nulls_first). One stable sort per key,
+    the last key first, so earlier keys decide and ties keep their order; NULLs go first or last
+    as asked."""
+    for index in range(len(order) - 1, -1, -1):
+        descending, nulls_first = order[index]
+        null_rank = 1 if (not nulls_first) != descending else 0
+        position = index if columns is None else columns[index]
+
+        def key(entry, position=position, null_rank=null_rank):
+            value = entry[position] if field is None else entry[field][position]
+            if value is None:
+                return (null_rank, 0)
+            return (1 - null_rank, sort_key(value))
+        entries = sorted(entries, key=key, reverse=descending)
+    return entries
 
 
 def sort_key(value: Any) -> Any:

@@ -400,16 +400,7 @@ def _partitions(rows: list[tuple], ordering: Ordering):
     order_evals = [c.evaluate for c, _, _ in ordering.order]
     for _, indices in in_order:
         keyed = [(i, tuple(e(rows[i]) for e in order_evals)) for i in indices]
-        for position in range(len(ordering.order) - 1, -1, -1):
-            _, descending, nulls_first = ordering.order[position]
-            null_rank = 1 if (not nulls_first) != descending else 0
-
-            def sort_key(entry, position=position, null_rank=null_rank):
-                value = entry[1][position]
-                if value is None:
-                    return (null_rank, 0)
-                return (1 - null_rank, types.sort_key(value))
-            keyed.sort(key=sort_key, reverse=descending)
+        keyed = types.sort_by_keys(keyed, [(d, n) for _, d, n in ordering.order], field=1)
         yield [i for i, _ in keyed], [v for _, v in keyed]
 
 
