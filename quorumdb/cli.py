@@ -683,7 +683,8 @@ def command_token(args: argparse.Namespace, out: TextIO | None = None, err: Text
 
 
 def apply_pg_options(cluster: config_mod.ClusterConfig, args: argparse.Namespace) -> config_mod.ClusterConfig:
-    """`up --pg-port/--trust`, `--read-mode` and `--clock-error-ms` written into the cluster file."""
+    """`up --pg-port/--trust`, `--read-mode`, `--clock-error-ms` and the recovery settings
+    (`--backup-dir`, `--backup-retention`, `--backtrack-window`) written into the cluster file."""
     import dataclasses
 
     changes: dict[str, Any] = {}
@@ -696,11 +697,28 @@ def apply_pg_options(cluster: config_mod.ClusterConfig, args: argparse.Namespace
     clock_error_ms = getattr(args, "clock_error_ms", None)
     if clock_error_ms is not None and round(clock_error_ms * 1_000_000) != cluster.clock_error_ns:
         changes["clock_error_ns"] = round(clock_error_ms * 1_000_000)
+    for option, setting in (("backup_dir", "backup_dir"), ("backup_retention", "backup_retention_s"),
+                            ("backtrack_window", "backtrack_window_s")):
+        value = getattr(args, option, None)
+        if value is not None and value != getattr(cluster, setting):
+            changes[setting] = value
     if not changes:
         return cluster
     cluster = dataclasses.replace(cluster, **changes)
     cluster.write()
     return cluster
+
+
+def _duration_s(text: str) -> float:
+    from quorumdb import tokens
+
+    try:
+        seconds = tokens.parse_duration(text)
+    except tokens.TokenError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("must be longer than 0 s")
+    return float(seconds)
 
 
 def _clock_error_ms(text: str) -> float:
@@ -746,6 +764,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "--metrics turns them back on)")
     up.add_argument("--metrics", dest="metrics", action="store_true", help=argparse.SUPPRESS)
     up.add_argument("--no-console", action="store_true", help="do not serve the web console")
+
+    # storage-layer recovery (docs/DR.md)
+    up.add_argument("--backup-dir", default=None, metavar="DIR|s3://bucket/prefix",
+                    help="where storage ships its continuous backup: a directory or an S3 bucket and prefix "
+                         "(default: DATA_DIR/backup); written into cluster.toml")
+    up.add_argument("--backup-retention", type=_duration_s, default=None, metavar="DURATION",
+                    help="keep restorable history this long: 30m, 12h, 1d, 1w (default 1d); written into cluster.toml")
+    up.add_argument("--backtrack-window", type=_duration_s, default=None, metavar="DURATION",
+                    help="how far back `quorumdb backtrack` can rewind (default 24h, shortened when the versions "
+                         "it keeps exceed the per-copy byte budget); written into cluster.toml")
 
     status = commands.add_parser("status", help="show every node's role, progress and health")
     status.add_argument("--base-port", type=int, default=config_mod.DEFAULT_BASE_PORT,

@@ -105,6 +105,27 @@ class ClusterConfig:
     metrics: bool = True
     # Node i of METRICS_ORDER serves /metrics on metrics_base_port + i; 0: the base port + 40.
     metrics_base_port: int = 0
+    # --- Storage-layer recovery (docs/DR.md) ---
+    # Where storage copies ship their checkpoints and log continuously: a directory (object-store
+    # semantics, quorumdb/objectstore.py) or s3://bucket/prefix. "": DATA_DIR/backup.
+    backup_dir: str = ""
+    # Objects older than this are removed, except what a snapshot pins and the newest base image
+    # that the oldest restorable time needs.
+    backup_retention_s: float = 86_400.0
+    # How far back `quorumdb backtrack` can rewind: storage keeps superseded versions this long,
+    # unless they exceed backtrack_budget_bytes (per storage copy), which then shortens the window.
+    backtrack_window_s: float = 86_400.0
+    backtrack_budget_bytes: int = 64 * 1024 * 1024
+
+    @property
+    def backup_location(self) -> str:
+        """The backup store: s3://bucket/prefix, or an absolute directory path."""
+        if not self.backup_dir:
+            return str(self.data_dir / "backup")
+        if self.backup_dir.startswith("s3://"):
+            return self.backup_dir
+        path = pathlib.Path(self.backup_dir)
+        return str(path if path.is_absolute() else (self.data_dir / path).resolve())
 
     def node(self, name: str) -> NodeConfig:
         for node in self.nodes:
@@ -194,6 +215,10 @@ class ClusterConfig:
             f'listen_host = "{self.listen_host}"',
             f"metrics = {'true' if self.metrics else 'false'}",
             f"metrics_base_port = {self.metrics_base_port}",
+            f'backup_dir = "{self.backup_dir}"',
+            f"backup_retention_s = {float(self.backup_retention_s)!r}",
+            f"backtrack_window_s = {float(self.backtrack_window_s)!r}",
+            f"backtrack_budget_bytes = {self.backtrack_budget_bytes}",
             "",
         ]
         for node in self.nodes:

@@ -50,6 +50,11 @@ class AdjudicatorStub:
                 request_serializer=adjudicator__pb2.TakeOverRequest.SerializeToString,
                 response_deserializer=adjudicator__pb2.TakeOverReply.FromString,
                 _registered_method=True)
+        self.Backtrack = channel.unary_unary(
+                '/quorumdb.Adjudicator/Backtrack',
+                request_serializer=adjudicator__pb2.BacktrackRequest.SerializeToString,
+                response_deserializer=adjudicator__pb2.BacktrackReply.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/quorumdb.Adjudicator/Status',
                 request_serializer=common__pb2.StatusRequest.SerializeToString,
@@ -82,6 +87,14 @@ class AdjudicatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Backtrack(self, request, context):
+        """Rewind the database in place to to_ts (an ENTRY_BACKTRACK journal entry, decided in commit
+        order: commits queued behind it that started before it are refused).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Status(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -105,6 +118,11 @@ def add_AdjudicatorServicer_to_server(servicer, server):
                     servicer.TakeOver,
                     request_deserializer=adjudicator__pb2.TakeOverRequest.FromString,
                     response_serializer=adjudicator__pb2.TakeOverReply.SerializeToString,
+            ),
+            'Backtrack': grpc.unary_unary_rpc_method_handler(
+                    servicer.Backtrack,
+                    request_deserializer=adjudicator__pb2.BacktrackRequest.FromString,
+                    response_serializer=adjudicator__pb2.BacktrackReply.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -193,6 +211,33 @@ class Adjudicator:
             '/quorumdb.Adjudicator/TakeOver',
             adjudicator__pb2.TakeOverRequest.SerializeToString,
             adjudicator__pb2.TakeOverReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backtrack(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorumdb.Adjudicator/Backtrack',
+            adjudicator__pb2.BacktrackRequest.SerializeToString,
+            adjudicator__pb2.BacktrackReply.FromString,
             options,
             channel_credentials,
             insecure,
