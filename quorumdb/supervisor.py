@@ -286,6 +286,8 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
             nodes=self.supervisor.nodes(),
             cut_links=sorted("-".join(sorted(pair)) for pair in rules.cuts),
             rules_version=rules.version,
+            data_dir=str(self.supervisor.config.data_dir),
+            backup_location=self.supervisor.config.backup_location,
         )
 
     def Kill(self, request, context):

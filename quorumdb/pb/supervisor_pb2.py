@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10supervisor.proto\x12\x08quorumdb\"{\n\x0eSupervisedNode\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02\x61z\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x0b\n\x03pid\x18\x05 \x01(\x03\x12\r\n\x05state\x18\x06 \x01(\t\x12\x11\n\texit_code\x18\x07 \x01(\x05\"\x0e\n\x0cNodesRequest\"_\n\nNodesReply\x12\'\n\x05nodes\x18\x01 \x03(\x0b\x32\x18.quorumdb.SupervisedNode\x12\x11\n\tcut_links\x18\x02 \x03(\t\x12\x15\n\rrules_version\x18\x03 \x01(\x04\"!\n\x11NodeActionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1d\n\x0f\x41zActionRequest\x12\n\n\x02\x61z\x18\x01 \x01(\t\"\r\n\x0bHealRequest\"\x13\n\x11KillLeaderRequest\"G\n\x0b\x41\x63tionReply\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\'\n\x05nodes\x18\x02 \x03(\x0b\x32\x18.quorumdb.SupervisedNode2\xa7\x05\n\nSupervisor\x12\x35\n\x05Nodes\x12\x16.quorumdb.NodesRequest\x1a\x14.quorumdb.NodesReply\x12:\n\x04Kill\x12\x1b.quorumdb.NodeActionRequest\x1a\x15.quorumdb.ActionReply\x12=\n\x07Restart\x12\x1b.quorumdb.NodeActionRequest\x1a\x15.quorumdb.ActionReply\x12;\n\x05Pause\x12\x1b.quorumdb.NodeActionRequest\x1a\x15.quorumdb.ActionReply\x12<\n\x06Resume\x12\x1b.quorumdb.NodeActionRequest\x1a\x15.quorumdb.ActionReply\x12:\n\x04Stop\x12\x1b.quorumdb.NodeActionRequest\x1a\x15.quorumdb.ActionReply\x12:\n\x06KillAz\x12\x19.quorumdb.AzActionRequest\x1a\x15.quorumdb.ActionReply\x12=\n\tRestartAz\x12\x19.quorumdb.AzActionRequest\x1a\x15.quorumdb.ActionReply\x12=\n\tPartition\x12\x19.quorumdb.AzActionRequest\x1a\x15.quorumdb.ActionReply\x12\x34\n\x04Heal\x12\x15.quorumdb.HealRequest\x1a\x15.quorumdb.ActionReply\x12@\n\nKillLeader\x12\x1b.quorumdb.KillLeaderRequest\x1a\x15.quorumdb.ActionReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10supervisor.proto\x12\x08quorumdb\"{\n\x0eSupervisedNode\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02\x61z\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x0b\n\x03pid\x18\x05 \x01(\x03\x12\r\n\x05state\x18\x06 \x01(\t\x12\x11\n\texit_code\x18\x07 \x01(\x05\"\x0e\n\x0cNodesRequest\"\x8a\x01\n\nNodesReply\x12\'\n\x05nodes\x18\x01 \x03(\x0b\x32\x18.quorumdb.SupervisedNode\x12\x11\n\tcut_links\x18\x02 \x03(\t\x12\x15\n\rrules_version\x18\x03 \x01(\x04\x12\x10\n\x08\x64\x61ta_dir\x18\x04 \x01(\t\x12\x17\n\x0f\x62\x61\x63kup_location\x18\x05 \x01(\t\"!\n\x11NodeActionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1d\n\x0f\x41zActionRequest\x12\n\n\x02\x61z\x18\x01 \x01(\t\"\r\n\x0bHealRequest\"\x13\n\x11KillLeaderRequest\"G\n\x0b\x41\x63tionReply\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\'\n\x05nodes\x18\x02 \x03(\x0b\x32\x18.quorumdb.SupervisedNode2\xa7\x05\n\nSupervisor\x12\x35\n\x05Nodes\x12\x16.quorumdb.NodesRequest\x1a\x14.quorumdb.NodesReply\x12:\n\x04Kill\x12\x1b.quorumdb.NodeActionRequest\x1a\x15.quorumdb.ActionReply\x12=\n\x07Restart\x12\x1b.quorumdb.NodeActionRequest\x1a\x15.quorumdb.ActionReply\x12;\n\x05Pause\x12\x1b.quorumdb.NodeActionRequest\x1a\x15.quorumdb.ActionReply\x12<\n\x06Resume\x12\x1b.quorumdb.NodeActionRequest\x1a\x15.quorumdb.ActionReply\x12:\n\x04Stop\x12\x1b.quorumdb.NodeActionRequest\x1a\x15.quorumdb.ActionReply\x12:\n\x06KillAz\x12\x19.quorumdb.AzActionRequest\x1a\x15.quorumdb.ActionReply\x12=\n\tRestartAz\x12\x19.quorumdb.AzActionRequest\x1a\x15.quorumdb.ActionReply\x12=\n\tPartition\x12\x19.quorumdb.AzActionRequest\x1a\x15.quorumdb.ActionReply\x12\x34\n\x04Heal\x12\x15.quorumdb.HealRequest\x1a\x15.quorumdb.ActionReply\x12@\n\nKillLeader\x12\x1b.quorumdb.KillLeaderRequest\x1a\x15.quorumdb.ActionReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,18 +35,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUPERVISEDNODE']._serialized_end=153
   _globals['_NODESREQUEST']._serialized_start=155
   _globals['_NODESREQUEST']._serialized_end=169
-  _globals['_NODESREPLY']._serialized_start=171
-  _globals['_NODESREPLY']._serialized_end=266
-  _globals['_NODEACTIONREQUEST']._serialized_start=268
-  _globals['_NODEACTIONREQUEST']._serialized_end=301
-  _globals['_AZACTIONREQUEST']._serialized_start=303
-  _globals['_AZACTIONREQUEST']._serialized_end=332
-  _globals['_HEALREQUEST']._serialized_start=334
-  _globals['_HEALREQUEST']._serialized_end=347
-  _globals['_KILLLEADERREQUEST']._serialized_start=349
-  _globals['_KILLLEADERREQUEST']._serialized_end=368
-  _globals['_ACTIONREPLY']._serialized_start=370
-  _globals['_ACTIONREPLY']._serialized_end=441
-  _globals['_SUPERVISOR']._serialized_start=444
-  _globals['_SUPERVISOR']._serialized_end=1123
+  _globals['_NODESREPLY']._serialized_start=172
+  _globals['_NODESREPLY']._serialized_end=310
+  _globals['_NODEACTIONREQUEST']._serialized_start=312
+  _globals['_NODEACTIONREQUEST']._serialized_end=345
+  _globals['_AZACTIONREQUEST']._serialized_start=347
+  _globals['_AZACTIONREQUEST']._serialized_end=376
+  _globals['_HEALREQUEST']._serialized_start=378
+  _globals['_HEALREQUEST']._serialized_end=391
+  _globals['_KILLLEADERREQUEST']._serialized_start=393
+  _globals['_KILLLEADERREQUEST']._serialized_end=412
+  _globals['_ACTIONREPLY']._serialized_start=414
+  _globals['_ACTIONREPLY']._serialized_end=485
+  _globals['_SUPERVISOR']._serialized_start=488
+  _globals['_SUPERVISOR']._serialized_end=1167
 # @@protoc_insertion_point(module_scope)
