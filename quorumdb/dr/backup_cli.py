@@ -497,15 +497,27 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     locate_mod.add_arguments(delete)
 
 
-def command(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def command(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None,
+            now_ns: Callable[[], int] = time.time_ns, sleep: Callable[[float], None] = time.sleep,
+            monotonic: Callable[[], float] = time.monotonic) -> int:
+    """Run `backup status` or `snapshot ...`; errors go to err with exit 1. The clock is a parameter for tests."""
     out, err = out or sys.stdout, err or sys.stderr
     if args.command == "backup":
-        label, run = f"backup {args.backup_command}", lambda: backup_status(args, out)
+        label = f"backup {args.backup_command}"
     else:
-        runs = {"create": snapshot_create, "list": snapshot_list, "delete": snapshot_delete}
-        label, run = f"snapshot {args.snapshot_command}", lambda: runs[args.snapshot_command](args, out)
+        label = f"snapshot {args.snapshot_command}"
     try:
-        code = run()
+        match label:
+            case "backup status":
+                code = backup_status(args, out, now_ns)
+            case "snapshot create":
+                code = snapshot_create(args, out, now_ns, sleep, monotonic)
+            case "snapshot list":
+                code = snapshot_list(args, out)
+            case "snapshot delete":
+                code = snapshot_delete(args, out)
+            case _:
+                raise AssertionError(label)
     except (BackupCommandError, locate_mod.LocateError, ObjectStoreError, layout.BackupLayoutError) as error:
         err.write(f"quorumdb {label}: {error}\n")
         return EXIT_FAILED
