@@ -17,10 +17,9 @@ import grpc
 import pytest
 
 from quorumdb import backup_layout as layout
-from quorumdb import cli
+from quorumdb import cli, timefmt
 from quorumdb import config as config_mod
 from quorumdb import supervisor as supervisor_mod
-from quorumdb import timefmt
 from quorumdb.dr import backup_cli, locate
 from quorumdb.objectstore import LocalStore
 from quorumdb.pb import common_pb2, supervisor_pb2, supervisor_pb2_grpc

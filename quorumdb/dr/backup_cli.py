@@ -29,14 +29,21 @@ import dataclasses
 import json
 import sys
 import time
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from quorumdb import backup_layout as layout
 from quorumdb import format as fmt
 from quorumdb import limits, timefmt
 from quorumdb.dr import locate as locate_mod
-from quorumdb.objectstore import (ObjectCorrupt, ObjectExists, ObjectMissing, ObjectStore, ObjectStoreError,
-                                  open_store)
+from quorumdb.objectstore import (
+    ObjectCorrupt,
+    ObjectExists,
+    ObjectMissing,
+    ObjectStore,
+    ObjectStoreError,
+    open_store,
+)
 from quorumdb.pb import common_pb2
 
 EXIT_OK = 0
