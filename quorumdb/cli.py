@@ -4,6 +4,8 @@
     quorumdb status [--base-port N] [--host H] [--data-dir DIR] [--json]
     quorumdb chaos [--base-port N | --data-dir DIR] ACTION [ARG]
     quorumdb top [--base-port N | --data-dir DIR] [--interval S]
+    quorumdb backup status [--base-port N | --data-dir DIR | --from LOC] [--json]
+    quorumdb snapshot create|list|delete [NAME] [--base-port N | --data-dir DIR | --from LOC]
 
 `up` runs the whole cluster (3 journal, 3 adjudicator, 6 storage, 3 compute
 nodes) as separate processes on 127.0.0.1. The data directory defaults to
@@ -819,6 +821,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="run a benchmark workload against a running cluster",
                                 description=bench_command.HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench_command.add_arguments(bench)
+
+    # `quorumdb backup status`, `quorumdb snapshot create|list|delete` (quorumdb/dr/backup_cli.py, docs/DR.md)
+    from quorumdb.dr import backup_cli
+    backup_cli.add_parsers(commands)
     return parser
 
 
@@ -838,6 +844,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         case "bench":
             from quorumdb.bench import command as bench_command
             return bench_command.command(args)
+        case "backup" | "snapshot":
+            from quorumdb.dr import backup_cli
+            return backup_cli.command(args)
     raise AssertionError(f"unknown command {args.command}")
 
 

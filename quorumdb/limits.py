@@ -247,8 +247,18 @@ UP_STOP_TIMEOUT_S = 10.0
 UP_PROBE_STATEMENT_TIMEOUT_S = 5.0
 # How often `quorumdb up` checks its nodes for an unexpected exit.
 UP_MONITOR_INTERVAL_S = 0.5
+# `quorumdb snapshot create` waits at most this long (default; --wait) for the backup to become
+# restorable at the snapshot's time: the upload lag of a running cluster is seconds, so a longer
+# wait means the backup is not advancing and the user should hear that instead of a hang.
+SNAPSHOT_WAIT_TIMEOUT_S = 30.0
+# How often that wait lists the store's manifests again (one small LIST per poll).
+BACKUP_POLL_INTERVAL_S = 0.25
+# Listing and reading the store while another process uploads and removes objects: a manifest or
+# snapshot listed a moment ago may be gone when read; the whole read is tried this many times.
+BACKUP_READ_ATTEMPTS = 3
 
 assert UP_PROBE_STATEMENT_TIMEOUT_S < UP_READY_TIMEOUT_S
+assert BACKUP_POLL_INTERVAL_S < SNAPSHOT_WAIT_TIMEOUT_S
 # A follower that hears nothing from its replica for this long switches replica: a live
 # writer heartbeats every few ms, so silence means the replica is cut off from it.
 JOURNAL_FOLLOWER_IDLE_S = 3.0
