@@ -131,35 +131,43 @@ class S3Store:
     def put(self, key: str, data: bytes) -> None:
         name = self._name(key)
         digest = sha256(data)
-        for _ in range(limits.S3_PUT_CONFLICT_RETRIES + 1):
-            try:
-                self._client.put_object(
-                    Bucket=self.bucket, Key=name, Body=data, IfNoneMatch="*",
-                    Metadata={SHA256_METADATA: digest.hex()},
-                    ChecksumSHA256=base64.b64encode(digest).decode("ascii"),
-                )
+        for attempt in range(limits.S3_PUT_CONFLICT_RETRIES + 1):
+            refused = self._put_if_absent(key, name, data, digest)
+            if refused is None:
                 return
-            except ClientError as error:
-                status = _status(error)
-                if status == 412:  # the key exists: same bytes or not?
-                    try:
-                        existing = self.get(key)
-                    except ObjectMissing:
-                        continue  # deleted since: put again
-                    if existing != data:
-                        raise ObjectExists(f"{self.location}: object {key} exists with other contents") from None
-                    return
-                if status == 409:  # another put of this key is in flight: once it ends, 412 or success
-                    time.sleep(0.05)
-                    continue
-                if _code(error) in ("BadDigest", "XAmzContentSHA256Mismatch", "InvalidDigest"):
-                    raise ObjectCorrupt(f"{self.location}: the server refused object {key}: its bytes "
-                                        f"arrived damaged ({_code(error)})") from None
-                raise self._unreachable(error, f"put {key}") from None
-            except BotoCoreError as error:
-                raise self._unreachable(error, f"put {key}") from None
+            if refused == 409:
+                # Another put of this key is in flight; once it ends, ours gets 412 or succeeds.
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            try:  # 412: the key exists. The same bytes (verified) make this put a no-op.
+                existing = self.get(key)
+            except ObjectMissing:
+                continue  # deleted in between: put again
+            if existing != data:
+                raise ObjectExists(f"{self.location}: object {key} exists with other contents")
+            return
         raise StoreUnreachable(f"{self.location}: put {key}: other puts of the same key kept conflicting "
                                f"({limits.S3_PUT_CONFLICT_RETRIES + 1} attempts)")
+
+    def _put_if_absent(self, key: str, name: str, data: bytes, digest: bytes) -> int | None:
+        """None once written; 412 when the key exists; 409 while another put of it is in flight."""
+        try:
+            self._client.put_object(
+                Bucket=self.bucket, Key=name, Body=data, IfNoneMatch="*",
+                Metadata={SHA256_METADATA: digest.hex()},
+                ChecksumSHA256=base64.b64encode(digest).decode("ascii"),
+            )
+            return None
+        except ClientError as error:
+            status = _status(error)
+            if status in (409, 412):
+                return status
+            if _code(error) in ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"):
+                raise ObjectCorrupt(f"{self.location}: the server refused object {key}: its bytes "
+                                    f"arrived damaged ({_code(error)})") from None
+            raise self._unreachable(error, f"put {key}") from None
+        except BotoCoreError as error:
+            raise self._unreachable(error, f"put {key}") from None
 
     def get(self, key: str) -> bytes:
         name = self._name(key)
