@@ -723,6 +723,20 @@ def _duration_s(text: str) -> float:
     return float(seconds)
 
 
+def _backup_dir(text: str) -> str:
+    """A directory, or s3://bucket/prefix checked for a valid bucket name and key prefix."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a directory or s3://bucket/prefix")
+    if text.startswith("s3://"):
+        from quorumdb.s3store import parse_url
+
+        try:
+            parse_url(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def _clock_error_ms(text: str) -> float:
     value = float(text)
     if not 0 <= value <= limits.CLOCK_ERROR_MS_MAX:
@@ -768,9 +782,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-console", action="store_true", help="do not serve the web console")
 
     # storage-layer recovery (docs/DR.md)
-    up.add_argument("--backup-dir", default=None, metavar="DIR|s3://bucket/prefix",
+    up.add_argument("--backup-dir", type=_backup_dir, default=None, metavar="DIR|s3://bucket/prefix",
                     help="where storage ships its continuous backup: a directory or an S3 bucket and prefix "
-                         "(default: DATA_DIR/backup); written into cluster.toml")
+                         "(default: DATA_DIR/backup); written into cluster.toml. For S3 the storage nodes "
+                         "inherit this command's environment: AWS credentials, AWS_REGION, and "
+                         "AWS_ENDPOINT_URL or QUORUMDB_S3_ENDPOINT for an S3-compatible server")
     up.add_argument("--backup-retention", type=_duration_s, default=None, metavar="DURATION",
                     help="keep restorable history this long: 30m, 12h, 1d, 1w (default 1d); written into cluster.toml")
     up.add_argument("--backtrack-window", type=_duration_s, default=None, metavar="DURATION",

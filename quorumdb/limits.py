@@ -320,6 +320,22 @@ STORAGE_CHECKPOINT_STREAMS_MAX = 2
 assert CHECKPOINT_CHUNK_BYTES < GRPC_MESSAGE_BYTES_MAX, "a checkpoint chunk fits in one message"
 assert PEER_READ_LOG_TIMEOUT_S < PEER_CHECKPOINT_TIMEOUT_S
 
+# --- Object store on S3 (quorumdb/s3store.py) ------------------------------------------------
+# Connecting to the endpoint: a reachable S3 answers in milliseconds, so a few seconds means the
+# endpoint is down or blackholed, and the backup loop should learn that quickly.
+S3_CONNECT_TIMEOUT_S = 3.0
+# Waiting for a response once the request is sent: a put of a large checkpoint object is answered
+# only after the whole body has been stored, so this is generous.
+S3_READ_TIMEOUT_S = 60.0
+# Attempts per call (botocore's "standard" retry mode: throttling, 5xx and connection errors,
+# with jittered exponential backoff of at most a few seconds between them).
+S3_ATTEMPTS_MAX = 3
+# A conditional put that meets another writer's put of the same key in flight (409
+# ConditionalRequestConflict) retries this many times before giving up.
+S3_PUT_CONFLICT_RETRIES = 3
+# Keys one list page returns (S3's maximum); a list pages through them all.
+S3_LIST_PAGE_KEYS = 1000
+
 # --- PostgreSQL wire protocol (compute_node/pgwire/, quorumdb/tokens.py) ---------------------
 # Largest frontend message accepted (Query text, Bind with its parameters): far above any
 # statement a transaction may write (TXN_BYTES_MAX), far below what would strain a node's memory.
