@@ -167,7 +167,8 @@ def rebuilt_state(directory: pathlib.Path) -> tuple[dict[bytes, bytes], int]:
     entries = log.read(segment.applied_index + 1, 10_000, 1 << 30) if log.last_index else []
     log.close()
     segment.apply(to_record(e) for e in entries)
-    rows, _ = segment.scan(b"", None, segment.last_applied_ts, 10_000)
+    rows, more = segment.scan(b"", None, segment.last_applied_ts, 1_000_000)
+    assert not more
     return {k: v for k, v, _ in rows}, segment.applied_index
 
 
@@ -317,3 +318,43 @@ def test_cli_prints_the_time_used_and_how_to_start(stopped_source, tmp_path):
     assert f"cloned at {timefmt.describe(ts_of(44))}" in out
     assert "checkpoint 40" in out and "linked" in out and "copied" in out
     assert f"quorumdb up --data-dir {tmp_path / 'c'}" in out
+
+
+def test_copy_order_tries_closed_copies_first_then_the_most_advanced():
+    copies = [("a", 0, 0, 30), ("b", ts_of(9), 12, 12), ("c", ts_of(9), 15, 15), ("d", ts_of(2), 20, 20)]
+    assert clone_mod.copy_order(copies, ts_of(5)) == ["c", "b", "a", "d"]
+    assert clone_mod.copy_order(copies, 0) == ["a", "d", "c", "b"]
+
+
+def test_a_checkpoint_vanishing_mid_copy_starts_over_on_a_fresh_listing(stopped_source, tmp_path, monkeypatch):
+    source, entries = stopped_source
+    real = clone_mod.newcluster.link_or_copy
+    calls = []
+
+    def vanishing_once(source_path, target):
+        calls.append(source_path)
+        if len(calls) == 1:
+            raise FileNotFoundError(source_path)  # the source dropped the checkpoint meanwhile
+        return real(source_path, target)
+
+    monkeypatch.setattr(clone_mod.newcluster, "link_or_copy", vanishing_once)
+    report = clone_mod.clone(source.data_dir, tmp_path / "clone", at_time=timefmt.format_utc(ts_of(44)),
+                             base_port=free_base_port(), wait_s=0.0)
+    assert report.attempts == 2
+    assert len(calls) == 1 + 6
+    state, applied = rebuilt_state(config_mod.load(tmp_path / "clone" / "cluster.toml").node_data_dir(
+        "storage-az1-b"))
+    assert (state, applied) == (state_at(entries, ts_of(44)), 44)
+
+
+def test_files_that_keep_vanishing_give_up_and_leave_no_new_directory(stopped_source, tmp_path, monkeypatch):
+    source, _ = stopped_source
+
+    def always_vanishing(source_path, target):
+        raise FileNotFoundError(source_path)
+
+    monkeypatch.setattr(clone_mod.newcluster, "link_or_copy", always_vanishing)
+    with pytest.raises(CloneError, match="kept changing"):
+        clone_mod.clone(source.data_dir, tmp_path / "clone", at_time=timefmt.format_utc(ts_of(44)),
+                        base_port=free_base_port(), wait_s=0.0)
+    assert not (tmp_path / "clone").exists()
