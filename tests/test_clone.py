@@ -17,7 +17,12 @@ from quorumdb.pb import common_pb2
 from storage_node import checkpoint
 from storage_node.core import Segment
 from storage_node.service import to_record
-from storage_node.store import CheckpointStore, SegmentLog, checkpoint_file_name, log_file_name
+from storage_node.store import (
+    CheckpointStore,
+    SegmentLog,
+    checkpoint_file_name,
+    log_file_name,
+)
 
 S = 1_000_000_000
 T0 = 1_796_132_400 * S  # 2026-12-01T13:40:00Z
@@ -233,7 +238,7 @@ def test_a_torn_tail_and_an_incomplete_checkpoint_are_not_used(stopped_source, t
     # Make every copy look mid-write: a half record at the log's end, a checkpoint without its trailer.
     for node in source.storages:
         directory = source.node_data_dir(node.name)
-        last = sorted(directory.glob("log-*.seg"))[-1]
+        last = max(directory.glob("log-*.seg"))
         with open(last, "ab") as f:
             f.write(b"\x00\x00\x01\x00\x12\x34")
         newest = directory / checkpoint_file_name(40)

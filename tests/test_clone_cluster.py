@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import threading
 import time
 
 import pytest
@@ -21,10 +22,11 @@ from quorumdb.launcher import Cluster, free_base_port
 from tests.conftest import READY_TIMEOUT_S, dump_logs, start_cluster
 from tests.test_clone import rebuilt_state
 
-CHECKPOINT_ENTRIES = 10
+CHECKPOINT_ENTRIES = 25
 ROWS_PER_TXN = 100
 PAD = "p" * 100
 SMALL_TXNS = 2 * CHECKPOINT_ENTRIES + 5  # so the log tail after the newest checkpoint holds small entries only
+WRITER_PAUSE_S = 0.2
 FIGURES = pathlib.Path(os.environ.get("QUORUMDB_CLONE_FIGURES", "/tmp/quorumdb-clone-figures.json"))
 
 
@@ -80,8 +82,39 @@ def test_bytes_a_clone_adds_do_not_grow_with_the_data(source, tmp_path):
     assert ten["bytes_copied"] <= 2 * one["bytes_copied"] + 64 * 1024, figures
 
 
+class Writer(threading.Thread):
+    """Inserts rows one commit at a time, noting when each was sent and when it was acknowledged."""
+
+    def __init__(self, cluster: Cluster):
+        super().__init__(daemon=True)
+        self.cluster = cluster
+        self.stop = threading.Event()
+        self.rows: list[tuple[int, int, int]] = []  # (id, sent_ns, acked_ns)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with connect(self.cluster) as conn:
+                for row_id in range(1, 100_000):  # bounded; stopped long before
+                    if self.stop.is_set():
+                        return
+                    sent_ns = time.time_ns()
+                    conn.execute("INSERT INTO stream VALUES ($1)", [row_id])
+                    self.rows.append((row_id, sent_ns, time.time_ns()))
+                    # Slow enough that the checkpoint before T outlives the clone (copies keep two).
+                    self.stop.wait(WRITER_PAUSE_S)
+        except BaseException as error:  # noqa: BLE001 - reported by the test
+            self.error = error
+
+
 def test_clone_at_a_past_time_starts_beside_the_source_and_writes_stay_isolated(source, tmp_path):
     with connect(source) as conn:
+        conn.execute("CREATE TABLE stream (id int PRIMARY KEY)")
+        writer = Writer(source)
+        writer.start()
+        deadline = time.monotonic() + 60
+        while len(writer.rows) < 5 and writer.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
         conn.execute("CREATE TABLE acct (id int PRIMARY KEY, balance int)")
         conn.execute("INSERT INTO acct VALUES " + ", ".join(f"({i}, {i * 10})" for i in range(1, 11)))
         seen_at_t = conn.fetchall("SELECT id, balance FROM acct ORDER BY id")
@@ -93,9 +126,16 @@ def test_clone_at_a_past_time_starts_beside_the_source_and_writes_stay_isolated(
         source_rows = conn.fetchall("SELECT id, balance FROM acct ORDER BY id")
     assert source_rows != seen_at_t
 
-    at_time = timefmt.format_utc(at_ts)
+    at_time = timefmt.format_utc(at_ts + 1_000_000)  # milliseconds, not truncated below the insert's commit
     report = clone_mod.clone(source.config.data_dir, tmp_path / "clone", at_time=at_time,
-                             base_port=free_base_port())
+                             base_port=free_base_port())  # while the writer goes on: files change under it
+    writer.stop.set()
+    writer.join(timeout=60)
+    assert writer.error is None, writer.error
+    at_ts = report.at_ts  # at_time has millisecond precision
+    acked_before = {row_id for row_id, _, acked_ns in writer.rows if acked_ns < at_ts}
+    sent_after = {row_id for row_id, sent_ns, _ in writer.rows if sent_ns > at_ts}
+    assert acked_before and sent_after, "the writer did not straddle T"
     assert report.at_ts == timefmt.parse_utc(at_time)
     assert report.cut_entry_ts <= report.at_ts
     clone_cluster = Cluster(config_mod.load(tmp_path / "clone" / "cluster.toml"))
@@ -108,6 +148,9 @@ def test_clone_at_a_past_time_starts_beside_the_source_and_writes_stay_isolated(
             raise
         with connect(clone_cluster) as clone_conn, connect(source) as source_conn:
             assert clone_conn.fetchall("SELECT id, balance FROM acct ORDER BY id") == seen_at_t
+            in_clone = {row[0] for row in clone_conn.fetchall("SELECT id FROM stream")}
+            assert acked_before <= in_clone, f"acknowledged before T, missing: {sorted(acked_before - in_clone)}"
+            assert not in_clone & sent_after, f"sent after T, present: {sorted(in_clone & sent_after)}"
             clone_conn.execute("INSERT INTO acct VALUES (100, 1)")
             source_conn.execute("INSERT INTO acct VALUES (200, 2)")
             clone_conn.execute("UPDATE acct SET balance = -1 WHERE id = 1")

@@ -40,7 +40,7 @@ import shutil
 import struct
 import time
 import zlib
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from quorumdb import config as config_mod
 from quorumdb import timefmt
@@ -362,13 +362,14 @@ class CloneReport:
         checkpoint = f"checkpoint {self.checkpoint_index}" if self.checkpoint_index else "no checkpoint"
         lines = [
             f"cloned at {timefmt.describe(self.at_ts)}",
-            f"source: {source}; copy used: {self.copy}, {checkpoint}, log entries "
-            f"{self.checkpoint_index + 1}..{self.cut_index} ({self.entries_copied} copied)",
+            (f"source: {source}; copy used: {self.copy}, {checkpoint}, log entries "
+             f"{self.checkpoint_index + 1}..{self.cut_index} ({self.entries_copied} copied)"),
             f"cut: index {self.cut_index}, its commit {timefmt.describe(self.cut_entry_ts)}",
-            f"bytes: {self.bytes_linked} linked (shared with the source, copy-on-write), "
-            f"{self.bytes_copied} copied; clone directory {self.clone_bytes} bytes",
-            f"took {self.seconds:.3f} s: {self.wait_seconds:.3f} s waiting for a source copy to apply T, "
-            f"{self.copy_seconds:.3f} s reading, linking and copying ({self.attempts} attempt(s))",
+            (f"bytes: {self.bytes_linked} linked (shared with the source, copy-on-write), "
+             f"{self.bytes_copied} copied; clone directory {self.clone_bytes} bytes"),
+            (f"took {self.seconds:.3f} s: {self.wait_seconds:.3f} s asking the source's copies for Status "
+             f"(waiting for one to apply T), "
+             f"{self.copy_seconds:.3f} s reading, linking and copying ({self.attempts} attempt(s))"),
         ]
         if self.note:
             lines.append(f"note: {self.note}")
