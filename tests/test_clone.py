@@ -363,3 +363,28 @@ def test_files_that_keep_vanishing_give_up_and_leave_no_new_directory(stopped_so
         clone_mod.clone(source.data_dir, tmp_path / "clone", at_time=timefmt.format_utc(ts_of(44)),
                         base_port=free_base_port(), wait_s=0.0)
     assert not (tmp_path / "clone").exists()
+
+
+def test_base_port_overlapping_the_source_is_refused(stopped_source, tmp_path):
+    source, _ = stopped_source
+    for port in (source.base_port, source.base_port + 30, source.base_port - 59):
+        with pytest.raises(CloneError, match="overlaps the source cluster's ports"):
+            clone_mod.clone(source.data_dir, tmp_path / "clone", base_port=port, wait_s=0.0)
+        assert not (tmp_path / "clone").exists()
+
+
+def test_wait_closed_returns_once_a_copy_closes_t_and_gives_up_after_the_wait(stopped_source):
+    source, _ = stopped_source
+    rounds = []
+
+    def statuses_of(_source):
+        rounds.append(None)
+        closed_ts = ts_of(len(rounds))
+        return {"storage-az1-a": common_pb2.NodeStatus(name="storage-az1-a", closed_ts=closed_ts)}
+
+    seen = clone_mod.wait_closed(source, ts_of(3), wait_s=30.0, statuses_of=statuses_of)
+    assert seen["storage-az1-a"].closed_ts == ts_of(3) and len(rounds) == 3
+    rounds.clear()
+    seen = clone_mod.wait_closed(source, ts_of(10**6), wait_s=0.0, statuses_of=statuses_of)
+    assert len(rounds) == 1 and seen["storage-az1-a"].closed_ts == ts_of(1)
+    assert clone_mod.wait_closed(source, ts_of(3), wait_s=30.0, statuses_of=lambda _s: {}) == {}

@@ -396,6 +396,9 @@ def clone(source_dir: pathlib.Path | str, data_dir: pathlib.Path | str, at_time:
         raise CloneError(str(error)) from None
     if base_port is not None and not 0 < base_port < 65536 - config_mod.PORT_BLOCK:
         raise CloneError(f"--base-port {base_port} is not a port block start")
+    if base_port is not None and abs(base_port - source.base_port) < config_mod.PORT_BLOCK:
+        raise CloneError(f"--base-port {base_port} overlaps the source cluster's ports "
+                         f"[{source.base_port}, {source.base_port + config_mod.PORT_BLOCK}): the clone runs beside it")
 
     existed = data_dir.exists()
     try:
