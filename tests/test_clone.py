@@ -306,6 +306,10 @@ def test_bad_input_fails_clearly_and_touches_nothing(stopped_source, tmp_path):
     code, _, err = run_cli("--source", str(source.data_dir), "--data-dir", str(occupied))
     assert code == 1 and "is not empty" in err
     assert [p.name for p in occupied.iterdir()] == ["keep.txt"]
+    # Parents made on the way to NEW go too.
+    code, _, err = run_cli("--source", str(source.data_dir), "--data-dir", str(tmp_path / "a" / "b" / "new"),
+                           "--base-port", port, "--at-time", timefmt.format_utc(ts_of(90)))
+    assert code == 1 and not (tmp_path / "a").exists()
     # An existing empty NEW stays, empty, after a failure.
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -360,9 +364,9 @@ def test_files_that_keep_vanishing_give_up_and_leave_no_new_directory(stopped_so
 
     monkeypatch.setattr(clone_mod.newcluster, "link_or_copy", always_vanishing)
     with pytest.raises(CloneError, match="kept changing"):
-        clone_mod.clone(source.data_dir, tmp_path / "clone", at_time=timefmt.format_utc(ts_of(44)),
+        clone_mod.clone(source.data_dir, tmp_path / "made" / "clone", at_time=timefmt.format_utc(ts_of(44)),
                         base_port=free_base_port(), wait_s=0.0)
-    assert not (tmp_path / "clone").exists()
+    assert not (tmp_path / "made").exists()  # NEW and the parent made for it
 
 
 def test_base_port_overlapping_the_source_is_refused(stopped_source, tmp_path):

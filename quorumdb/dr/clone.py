@@ -401,10 +401,15 @@ def clone(source_dir: pathlib.Path | str, data_dir: pathlib.Path | str, at_time:
                          f"[{source.base_port}, {source.base_port + config_mod.PORT_BLOCK}): the clone runs beside it")
 
     existed = data_dir.exists()
+    created_top = data_dir  # the outermost directory a failure must remove (parents made on the way)
+    while not created_top.parent.exists():
+        created_top = created_top.parent
     try:
         return _clone(source, data_dir, at_ts, base_port, wait_s, clock, started)
     except BaseException:
         _remove_new(data_dir, existed)
+        if not existed and created_top != data_dir:
+            shutil.rmtree(created_top, ignore_errors=True)
         raise
 
 
