@@ -204,7 +204,8 @@ def choose_cut(views: Sequence[CopyView], at_ts: int) -> Cut:
                          f"available: {timefmt.describe(earliest)} to {timefmt.describe(latest)}")
     if at_ts < earliest:
         raise CloneError(f"time {timefmt.describe(at_ts)} is earlier than the oldest checkpoint the source "
-                         f"copies keep; available: {timefmt.describe(earliest)} to {timefmt.describe(latest)}")
+                         f"copies keep; available: {timefmt.describe(earliest)} to {timefmt.describe(latest)} "
+                         "(an older time needs a restore from the backup: quorumdb restore)")
     raise CloneError(f"no single source copy covers {timefmt.describe(at_ts)} (copies' files cover parts of "
                      f"{timefmt.describe(earliest)} to {timefmt.describe(latest)})")
 
