@@ -189,6 +189,15 @@ def stopped_source(tmp_path) -> tuple[config_mod.ClusterConfig, list[common_pb2.
     return source, entries
 
 
+def clone_port(source: config_mod.ClusterConfig) -> int:
+    """A free port block that is not the (stopped) source's own: its ports are free too."""
+    for _ in range(100):
+        port = free_base_port()
+        if abs(port - source.base_port) >= config_mod.PORT_BLOCK:
+            return port
+    raise AssertionError("no free port block apart from the source's")
+
+
 def listing(root: pathlib.Path) -> dict[str, tuple[int, int, int]]:
     """Every file under root with its size, mtime and inode: what 'untouched' compares."""
     found = {}
@@ -204,7 +213,7 @@ def test_clone_of_a_stopped_source_at_t_rebuilds_exactly_the_state_at_t(stopped_
     before = listing(source.data_dir)
     at_ts = ts_of(33) + S // 2
     report = clone_mod.clone(source.data_dir, tmp_path / "clone", at_time=timefmt.format_utc(at_ts),
-                             base_port=free_base_port(), wait_s=0.0)
+                             base_port=clone_port(source), wait_s=0.0)
     assert not report.source_running
     assert (report.checkpoint_index, report.cut_index, report.entries_copied) == (20, 33, 13)
     clone_config = config_mod.load(tmp_path / "clone" / "cluster.toml")
@@ -224,7 +233,7 @@ def test_clone_of_a_stopped_source_at_t_rebuilds_exactly_the_state_at_t(stopped_
 
 def test_clone_of_a_stopped_source_defaults_to_its_latest_stored_commit(stopped_source, tmp_path):
     source, entries = stopped_source
-    report = clone_mod.clone(source.data_dir, tmp_path / "clone", base_port=free_base_port(), wait_s=0.0)
+    report = clone_mod.clone(source.data_dir, tmp_path / "clone", base_port=clone_port(source), wait_s=0.0)
     assert (report.at_ts, report.checkpoint_index, report.cut_index) == (ts_of(57), 40, 57)
     assert "not running" in report.note
     assert report.copy in {n.name for n in source.storages[::2]}  # a copy that holds entry 57
@@ -246,7 +255,7 @@ def test_a_torn_tail_and_an_incomplete_checkpoint_are_not_used(stopped_source, t
         newest.unlink()
         (directory / checkpoint_file_name(40)).write_bytes(data[: len(data) // 2])
     report = clone_mod.clone(source.data_dir, tmp_path / "clone", at_time=timefmt.format_utc(ts_of(45)),
-                             base_port=free_base_port(), wait_s=0.0)
+                             base_port=clone_port(source), wait_s=0.0)
     assert (report.checkpoint_index, report.cut_index) == (20, 45)
     state, _ = rebuilt_state(config_mod.load(tmp_path / "clone" / "cluster.toml").node_data_dir("storage-az1-a"))
     assert state == state_at(entries, ts_of(45))
@@ -280,7 +289,7 @@ def test_bad_input_fails_clearly_and_touches_nothing(stopped_source, tmp_path):
     source, _ = stopped_source
     before = listing(source.data_dir)
     new = tmp_path / "new"
-    port = str(free_base_port())
+    port = str(clone_port(source))
     cases = [
         (["--source", str(tmp_path / "missing"), "--data-dir", str(new)], "does not exist"),
         (["--source", str(tmp_path), "--data-dir", str(new)], "no cluster.toml"),
@@ -322,7 +331,7 @@ def test_bad_input_fails_clearly_and_touches_nothing(stopped_source, tmp_path):
 def test_cli_prints_the_time_used_and_how_to_start(stopped_source, tmp_path):
     source, _ = stopped_source
     code, out, err = run_cli("--source", str(source.data_dir), "--data-dir", str(tmp_path / "c"),
-                             "--base-port", str(free_base_port()), "--at-time", timefmt.format_utc(ts_of(44)))
+                             "--base-port", str(clone_port(source)), "--at-time", timefmt.format_utc(ts_of(44)))
     assert code == 0, err
     assert f"cloned at {timefmt.describe(ts_of(44))}" in out
     assert "checkpoint 40" in out and "linked" in out and "copied" in out
@@ -348,7 +357,7 @@ def test_a_checkpoint_vanishing_mid_copy_starts_over_on_a_fresh_listing(stopped_
 
     monkeypatch.setattr(clone_mod.newcluster, "link_or_copy", vanishing_once)
     report = clone_mod.clone(source.data_dir, tmp_path / "clone", at_time=timefmt.format_utc(ts_of(44)),
-                             base_port=free_base_port(), wait_s=0.0)
+                             base_port=clone_port(source), wait_s=0.0)
     assert report.attempts == 2
     assert len(calls) == 1 + 6
     state, applied = rebuilt_state(config_mod.load(tmp_path / "clone" / "cluster.toml").node_data_dir(
@@ -365,7 +374,7 @@ def test_files_that_keep_vanishing_give_up_and_leave_no_new_directory(stopped_so
     monkeypatch.setattr(clone_mod.newcluster, "link_or_copy", always_vanishing)
     with pytest.raises(CloneError, match="kept changing"):
         clone_mod.clone(source.data_dir, tmp_path / "made" / "clone", at_time=timefmt.format_utc(ts_of(44)),
-                        base_port=free_base_port(), wait_s=0.0)
+                        base_port=clone_port(source), wait_s=0.0)
     assert not (tmp_path / "made").exists()  # NEW and the parent made for it
 
 
