@@ -6,6 +6,7 @@
     quorumdb top [--base-port N | --data-dir DIR] [--interval S]
     quorumdb backup status [--base-port N | --data-dir DIR | --from LOC] [--json]
     quorumdb snapshot create|list|delete [NAME] [--base-port N | --data-dir DIR | --from LOC]
+    quorumdb clone --source DIR --data-dir NEW [--at-time T] [--base-port N]
 
 `up` runs the whole cluster (3 journal, 3 adjudicator, 6 storage, 3 compute
 nodes) as separate processes on 127.0.0.1. The data directory defaults to
@@ -23,6 +24,9 @@ takes `quorumdb chaos` actions; a node killed that way is reported as such, not
 as an unexpected death, and `chaos restart` brings it back. It also serves the web console
 (`quorumdb.console`, base port + 55, printed on a line beginning `console: http://`), and with
 `--prometheus` runs a Prometheus server scraping every node's /metrics (`quorumdb.prometheus`).
+
+`clone` makes a copy-on-write clone of the cluster in DIR as a new cluster in NEW
+(quorumdb/dr/clone.py): it prints the time used, what it linked and copied, and how to start it.
 
 `top` shows the console's live view in the terminal (`quorumdb.top`).
 
@@ -744,6 +748,20 @@ def _clock_error_ms(text: str) -> float:
     return value
 
 
+# --- clone -----------------------------------------------------------------------------------
+def command_clone(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    from quorumdb.dr import clone as clone_mod
+
+    try:
+        report = clone_mod.clone(args.source, args.data_dir, at_time=args.at_time, base_port=args.base_port)
+    except clone_mod.CloneError as error:
+        print(f"quorumdb clone: {error}", file=err)
+        return EXIT_FAILED
+    for line in report.lines():
+        print(line, file=out)
+    return EXIT_OK
+
+
 # --- command line ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quorumdb", description="Run and inspect a local QuorumDB cluster.")
@@ -832,6 +850,20 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--iterations", type=int, default=None, help="stop after N screens (default: until Ctrl-C)")
     top.add_argument("--no-clear", action="store_true", help="print screens one after another, no redraw")
 
+    # `quorumdb clone` (quorumdb/dr/clone.py, docs/DR.md)
+    clone = commands.add_parser(
+        "clone", help="a copy-on-write clone of a (running) cluster, as a new cluster beside it",
+        description="Hard-link the source's newest checkpoint at or before the time into a new data "
+                    "directory, copy the log entries after it up to the time, seed a fresh journal. "
+                    "Start the clone with `quorumdb up --data-dir NEW`.")
+    clone.add_argument("--source", required=True, metavar="DIR", help="the source cluster's data directory")
+    clone.add_argument("--data-dir", required=True, metavar="NEW", help="the clone's data directory (new or empty)")
+    clone.add_argument("--at-time", default=None, metavar="T",
+                       help="clone the state at this ISO 8601 UTC time, e.g. 2026-12-01T13:40:00.250Z "
+                            "(default: now; for a source that is not running, its latest stored commit)")
+    clone.add_argument("--base-port", type=int, default=None,
+                       help="first port of the clone's 60-port block (default: the block after the source's)")
+
     # `quorumdb bench` (quorumdb/bench, docs/BENCHMARKS.md)
     from quorumdb.bench import command as bench_command
     bench = commands.add_parser("bench", help="run a benchmark workload against a running cluster",
@@ -863,6 +895,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         case "backup" | "snapshot":
             from quorumdb.dr import backup_cli
             return backup_cli.command(args)
+        case "clone":
+            return command_clone(args)
     raise AssertionError(f"unknown command {args.command}")
 
 
