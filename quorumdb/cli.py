@@ -819,6 +819,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="run a benchmark workload against a running cluster",
                                 description=bench_command.HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench_command.add_arguments(bench)
+
+    # `quorumdb restore` (quorumdb/dr/restore.py, docs/DR.md)
+    from quorumdb.dr import restore as restore_command
+    restore = commands.add_parser("restore", help="restore a backup to a point in time into a new cluster",
+                                  description=restore_command.HELP,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    restore_command.add_arguments(restore)
     return parser
 
 
@@ -838,6 +845,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         case "bench":
             from quorumdb.bench import command as bench_command
             return bench_command.command(args)
+        case "restore":
+            from quorumdb.dr import restore as restore_command
+            return restore_command.command(args)
     raise AssertionError(f"unknown command {args.command}")
 
 
