@@ -106,7 +106,8 @@ class BackupAgent:
                 except (ObjectStoreError, layout.BackupLayoutError, checkpoint.CorruptCheckpoint, OSError,
                         ValueError, ImportError) as error:
                     self._failed(error)
-                await asyncio.sleep(max(core.POLL_S, core.backoff_s(self.failures)))
+                poll_s = core.POLL_S if self.uploader else core.STANDBY_POLL_S
+                await asyncio.sleep(max(poll_s, core.backoff_s(self.failures)))
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -133,12 +134,13 @@ class BackupAgent:
         if self.state.replaying:
             return
         store = await self.store()
-        await self.learn(store)
+        await self.learn_manifest(store)
         now = self.now_s()
         copy = self.copy_view()
         self.uploader = self.takeover.active(now, core.has_work(copy, self.store_view()))
         if not self.uploader:
             return
+        await self.learn_bases(store)
         if not self.config_uploaded:
             await self._put(store, layout.CLUSTER_CONFIG_KEY, self.cluster.to_toml().encode())
             self.config_uploaded = True
@@ -159,8 +161,8 @@ class BackupAgent:
             self.last_retention_s = now
             await self.retention(store)
 
-    async def learn(self, store) -> None:
-        """The newest manifest and the bases: what every copy must know (uploaded index: drop gate)."""
+    async def learn_manifest(self, store) -> None:
+        """The newest manifest: what every copy must know (the uploaded index gates its log drops)."""
         manifests = await self._call(store.list, layout.MANIFEST_PREFIX)
         parsed = [(info.key, *p) for info in manifests if (p := layout.parse_manifest_key(info.key)) is not None]
         if parsed:
@@ -172,14 +174,18 @@ class BackupAgent:
             self.uploaded_index = max(self.uploaded_index, index)
             self.restorable_ts = max(self.restorable_ts, max(m[2] for m in parsed))
             self.takeover.observe(key, self._manifest_uploader, self.now_s())
+            self.has_base = True  # a manifest is only written after a base
         self.state.backup_uploaded_index = self.uploaded_index
+
+    async def learn_bases(self, store) -> None:
+        """The newest base, and the log bytes after it (only the uploader needs them)."""
         bases = [b for info in await self._call(store.list, layout.BASE_PREFIX)
                  if (b := layout.parse_base(info.key, info.size)) is not None]
         self.has_base = bool(bases)
         if bases:
             newest = max(bases, key=lambda b: b.index)
             self.base_index, self.newest_base_bytes = newest.index, newest.size
-            if self._log_bytes_base_index != newest.index and self.uploader:
+            if self._log_bytes_base_index != newest.index:
                 logs = await self._call(store.list, layout.LOG_PREFIX)
                 self.log_bytes_after_base = sum(o.size for info in logs
                                                 if (o := layout.parse_log(info.key, info.size)) and o.first > newest.index)

@@ -16,10 +16,12 @@ the cluster file's order of storage nodes (rank 0 first) and:
     objects are immutable, ranges may overlap, a restore takes each index once.
 
   Bound: the uploader dies at time d; its last manifest was written at most
-  BATCH_S + one upload before d. Rank 1 notices after TAKEOVER_S (+ one POLL_S) and uploads
-  what it holds at once, so the latest restorable time lags now by at most about
-  TAKEOVER_S + POLL_S + BATCH_S + upload time (+ the copy's closed-time lag behind now) while
-  the cluster commits; without a death, BATCH_S + POLL_S + upload time.
+  BATCH_S + one upload before d. Rank 1 notices after TAKEOVER_S (+ one STANDBY_POLL_S) and
+  uploads what it holds at once, so while the cluster commits the latest restorable time lags
+  now by at most about TAKEOVER_S + STANDBY_POLL_S + BATCH_S + one upload (4.5 s + upload time,
+  plus the copy's closed-time lag behind now: a few heartbeats); without a death,
+  BATCH_S + POLL_S + one upload (under 1 s + upload time). A journal or adjudicator outage that
+  stops commits stops the closed time too: the lag then grows with the outage, by design.
 
 What the uploader ships, in this order, each step decided by `next_step`:
   1. a base, when the store has none: the empty genesis checkpoint (index 0) if this copy's local
@@ -54,19 +56,21 @@ import dataclasses
 from typing import Sequence
 
 TAKEOVER_S = 3.0             # a rank r copy takes over after r x this without manifest progress
-POLL_S = 0.25                # how often a copy looks at the store's newest manifest
+POLL_S = 0.25                # how often the uploader looks at the store's newest manifest...
+STANDBY_POLL_S = 1.0         # ...and a standby (fewer LIST calls: 5 standbys poll, one uploads)
 BATCH_S = 0.5                # log objects at most this often (the batch grows meanwhile)
 LOG_OBJECT_BYTES_MAX = 8 * 1024 * 1024
 CYCLE_BYTES_MAX = 64 * 1024 * 1024  # one upload cycle ships at most this, then writes a manifest
 IDLE_MANIFEST_S = 1.0        # an idle cluster's manifest is refreshed at most this often...
 IDLE_ADVANCE_NS = 200_000_000  # ...once its closed time moved this far
 BASE_LOG_BYTES_MIN = 16 * 1024 * 1024
-RETENTION_EVERY_S = 5.0      # retention runs at most this often (it lists the whole backup)
+RETENTION_EVERY_S = 10.0     # retention runs at most this often (it lists the whole backup)
 REBASE_AFTER_S = 8 * TAKEOVER_S
 STORE_CALL_TIMEOUT_S = 20.0  # every object store call is bounded
 RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)  # after consecutive failures
 
 assert POLL_S <= BATCH_S < TAKEOVER_S
+assert STANDBY_POLL_S < TAKEOVER_S
 assert IDLE_MANIFEST_S < TAKEOVER_S, "an idle uploader must look alive to the other ranks"
 
 

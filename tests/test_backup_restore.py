@@ -342,3 +342,19 @@ def test_nonempty_target_and_unknown_snapshot_are_refused(backed_up):
     code, _, err = run_cli("--from", str(backed_up.backup_dir), "--snapshot", "nope", "--data-dir",
                            str(backed_up.tmp / "n"))
     assert code == 1 and "snapshots/nope.json" in err
+
+
+def test_unreachable_store_keeps_the_log_and_shows_in_status(tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")
+    cluster = config_mod.default_cluster(tmp_path / "src", base_port=21000, backup_dir=str(blocker / "backup"))
+    copy = FakeCopy(tmp_path / "copy")
+    agent = BackupAgent(cluster, cluster.storages[0], copy, now_s=Clock())
+    copy.commit(20)
+    with pytest.raises(Exception) as failure:
+        asyncio.run(agent.cycle())
+    agent._failed(failure.value)
+    fields = agent.status_fields()
+    assert "error" in fields["backup"] and str(blocker) in fields["backup"] and "local log kept" in fields["backup"]
+    assert copy.backup_uploaded_index == 0 and fields["backup_uploaded_index"] == 0
+    assert backup_core.drop_gate(20, copy.backup_uploaded_index) == 0  # nothing may leave the local log
