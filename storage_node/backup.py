@@ -79,7 +79,7 @@ class BackupAgent:
         future = loop.run_in_executor(self._executor, fn, *args)
         try:
             return await asyncio.wait_for(future, core.STORE_CALL_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ObjectStoreError(f"{self.location}: {getattr(fn, '__name__', 'call')} took more than "
                                    f"{core.STORE_CALL_TIMEOUT_S:.0f}s") from None
 
@@ -166,7 +166,7 @@ class BackupAgent:
         manifests = await self._call(store.list, layout.MANIFEST_PREFIX)
         parsed = [(info.key, *p) for info in manifests if (p := layout.parse_manifest_key(info.key)) is not None]
         if parsed:
-            key, index, ts = max(parsed, key=lambda m: (m[1], m[2]))
+            key, index, _ = max(parsed, key=lambda m: (m[1], m[2]))
             if key != self._manifest_key:
                 manifest = layout.decode_manifest(await self._call(store.get, key))
                 self._manifest_key = key

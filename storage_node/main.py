@@ -38,8 +38,8 @@ from quorumdb import limits, rpc
 from quorumdb.config import ClusterConfig, NodeConfig
 from quorumdb.pb import journal_pb2, journal_pb2_grpc, storage_pb2, storage_pb2_grpc
 from storage_node import checkpoint
-from storage_node.backup import BackupAgent
 from storage_node import metrics as storage_metrics
+from storage_node.backup import BackupAgent
 from storage_node.service import SegmentState, StorageServicer
 from storage_node.store import SegmentLog
 

@@ -34,8 +34,7 @@ from typing import Callable
 
 from quorumdb import backup_layout as layout
 from quorumdb import config as config_mod
-from quorumdb import limits
-from quorumdb import timefmt
+from quorumdb import limits, timefmt
 from quorumdb.dr import newcluster
 from quorumdb.objectstore import ObjectCorrupt, ObjectMissing, ObjectStore, ObjectStoreError, open_store
 from storage_node import checkpoint
