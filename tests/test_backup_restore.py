@@ -333,6 +333,13 @@ def test_unreachable_or_absent_store_is_named_and_nothing_is_created(backed_up):
         assert code == 1 and str(backed_up.backup_dir) in err and not new.exists()
 
 
+def test_a_directory_that_holds_no_backup_is_named(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run_cli("--from", str(empty), "--latest", "--data-dir", str(tmp_path / "n"))
+    assert code == 1 and f"the backup at {empty} holds no restorable point" in err and "empty" in err
+
+
 def test_nonempty_target_and_unknown_snapshot_are_refused(backed_up):
     target = backed_up.tmp / "busy"
     target.mkdir()

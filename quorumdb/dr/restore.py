@@ -108,6 +108,9 @@ def plan(store: ObjectStore, to_ts: int | None, snapshot: str | None) -> tuple[l
         except layout.BackupLayoutError as error:
             raise RestoreError(f"snapshot object {key} is unreadable: {error}") from None
         return _snapshot_plan(view, pinned, key), view
+    if not view.bases or not view.latest_restorable_ts:
+        raise RestoreError(f"the backup at {store.location} holds no restorable point (no base image and manifest"
+                           f"{'' if view.object_count else '; it is empty'})")
     if to_ts is None:
         to_ts = view.latest_restorable_ts
     try:
