@@ -106,6 +106,10 @@ class BackupAgent:
                 except (ObjectStoreError, layout.BackupLayoutError, checkpoint.CorruptCheckpoint, OSError,
                         ValueError, ImportError) as error:
                     self._failed(error)
+                except Exception as error:  # noqa: BLE001 - whatever a store client raises, storage serves on
+                    if not self.failures:
+                        log.exception("backup to %s: unexpected error", self.location)
+                    self._failed(error)
                 poll_s = core.POLL_S if self.uploader else core.STANDBY_POLL_S
                 await asyncio.sleep(max(poll_s, core.backoff_s(self.failures)))
         finally:
