@@ -74,14 +74,15 @@ class BackupAgent:
                 "backup_restorable_ts": self.restorable_ts, "backup": line}
 
     # --- the store, bounded --------------------------------------------------------------------
-    async def _call(self, fn: Callable[..., T], *args) -> T:
+    async def _call(self, fn: Callable[..., T], *args, data_bytes: int = 0) -> T:
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._executor, fn, *args)
+        timeout_s = core.call_timeout_s(data_bytes)
         try:
-            return await asyncio.wait_for(future, core.STORE_CALL_TIMEOUT_S)
+            return await asyncio.wait_for(future, timeout_s)
         except TimeoutError:
             raise ObjectStoreError(f"{self.location}: {getattr(fn, '__name__', 'call')} took more than "
-                                   f"{core.STORE_CALL_TIMEOUT_S:.0f}s") from None
+                                   f"{timeout_s:.0f}s") from None
 
     def _open(self):
         if self._store is None:
@@ -197,7 +198,7 @@ class BackupAgent:
 
     async def _put(self, store, key: str, data: bytes) -> None:
         try:
-            await self._call(store.put, key, data)
+            await self._call(store.put, key, data, data_bytes=len(data))
         except ObjectExists:
             # Another copy wrote this key first (its checkpoint of the same index may differ in GC'd
             # versions, a manifest in its uploader): either serves equally.

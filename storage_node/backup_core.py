@@ -66,7 +66,8 @@ IDLE_ADVANCE_NS = 200_000_000  # ...once its closed time moved this far
 BASE_LOG_BYTES_MIN = 16 * 1024 * 1024
 RETENTION_EVERY_S = 30.0     # retention runs at most this often (it lists the whole backup)
 REBASE_AFTER_S = 8 * TAKEOVER_S
-STORE_CALL_TIMEOUT_S = 20.0  # every object store call is bounded
+STORE_CALL_TIMEOUT_S = 20.0  # every object store call is bounded...
+STORE_BYTES_PER_S_MIN = 8 * 1024 * 1024  # ...a put also gets its bytes' time at this rate
 RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)  # after consecutive failures
 
 assert POLL_S <= BATCH_S < TAKEOVER_S
@@ -77,6 +78,11 @@ assert IDLE_MANIFEST_S < TAKEOVER_S, "an idle uploader must look alive to the ot
 def rank_of(storage_names: Sequence[str], name: str) -> int:
     """A copy's rank: its position among the cluster file's storage nodes."""
     return list(storage_names).index(name)
+
+
+def call_timeout_s(data_bytes: int) -> float:
+    """A store call's deadline: fixed, plus the time to move data_bytes at the slowest rate we accept."""
+    return STORE_CALL_TIMEOUT_S + data_bytes / STORE_BYTES_PER_S_MIN
 
 
 def backoff_s(failures: int) -> float:

@@ -109,3 +109,8 @@ def test_drop_gate_never_passes_the_uploaded_index():
 def test_backoff_grows_and_is_bounded():
     assert core.backoff_s(0) == 0
     assert core.backoff_s(1) < core.backoff_s(3) <= core.backoff_s(100) == core.RETRY_BACKOFF_S[-1]
+
+
+def test_a_large_put_gets_time_for_its_bytes():
+    assert core.call_timeout_s(0) == core.STORE_CALL_TIMEOUT_S
+    assert core.call_timeout_s(10 * core.STORE_BYTES_PER_S_MIN) == core.STORE_CALL_TIMEOUT_S + 10
