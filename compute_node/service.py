@@ -52,6 +52,7 @@ class CommitTracker:
         self._backend = backend
         self.commit_in_flight = False
         self.session_read_mode: str | None = None
+        self.last_commit_ts = 0  # SHOW quorumdb.last_commit_ts: what a client records to check a restore
 
     def start_ts(self) -> int:
         return self._backend.start_ts()
@@ -82,6 +83,7 @@ class CommitTracker:
             self.commit_in_flight = False
             raise
         self.commit_in_flight = False
+        self.last_commit_ts = commit_ts
         return commit_ts
 
     def __getattr__(self, name: str):  # anything else the session may use (clock, leader, ...)

@@ -92,6 +92,10 @@ _READ_MODE_STATEMENT = re.compile(
     r"|(?P<reset>RESET)\s+quorumdb\.read_mode|(?P<show>SHOW)\s+quorumdb\.read_mode)\s*;?\s*",
     re.IGNORECASE,
 )
+# The commit_ts of this session's last commit (0: none yet), so a client can record when each of
+# its acknowledged commits happened (a point-in-time restore to T must hold exactly those <= T).
+LAST_COMMIT_TS_SETTING = "quorumdb.last_commit_ts"
+_LAST_COMMIT_TS_STATEMENT = re.compile(r"\s*SHOW\s+quorumdb\.last_commit_ts\s*;?\s*", re.IGNORECASE)
 # EXPLAIN ANALYZE COMMIT (the parser takes no transaction control after EXPLAIN: it is ours alone).
 _EXPLAIN_COMMIT_STATEMENT = re.compile(
     r"\s*EXPLAIN\s+(?:\(\s*ANALY[SZ]E(?:\s+(?:TRUE|ON))?\s*\)|ANALY[SZ]E(?:\s+VERBOSE)?)\s+(?:COMMIT|END)"
@@ -151,6 +155,9 @@ class Session:
             read_mode_statement = _READ_MODE_STATEMENT.fullmatch(sql) if params is None else None
             if read_mode_statement is not None:
                 return [self._read_mode(read_mode_statement)]
+            if params is None and _LAST_COMMIT_TS_STATEMENT.fullmatch(sql) is not None:
+                value = str(getattr(self.backend, "last_commit_ts", 0))
+                return [StatementResult([(LAST_COMMIT_TS_SETTING, "text")], [(value,)], "SHOW")]
             if not params and _EXPLAIN_COMMIT_STATEMENT.fullmatch(sql) is not None:
                 self._parse = (started, trace_mod.clock() - started, None)  # no parse: recognised whole
                 return [_wire_values(await self._explain_commit())]

@@ -20,6 +20,9 @@ key order is numeric order:
         commit_ts <= restorable_ts has an index <= uploaded_index (the uploading copy's closed
         timestamp when it had applied exactly that index). The newest one is the latest
         restorable time; older ones are removed.
+    cluster.toml
+        the source cluster's cluster file (written once by the first uploader): a restore gives
+        the new cluster the same settings (its own ports, directory and backup location).
     snapshots/<name>.json
         {"format": 1, "name", "to_ts", "index", "base", "logs", "created_at_ns"}: a named restore
         point; the keys it lists are never removed by retention.
@@ -45,6 +48,7 @@ BASE_PREFIX = f"{SEGMENT_PREFIX}base/"
 LOG_PREFIX = f"{SEGMENT_PREFIX}log/"
 MANIFEST_PREFIX = f"{SEGMENT_PREFIX}manifest/"
 SNAPSHOT_PREFIX = "snapshots/"
+CLUSTER_CONFIG_KEY = "cluster.toml"
 FORMAT = 1
 
 _BASE = re.compile(r"^(\d{20})-(\d{20})\.ckpt$")
@@ -201,6 +205,11 @@ def decode_snapshot(data: bytes) -> Snapshot:
                         tuple(str(k) for k in raw["logs"]), int(raw["created_at_ns"]))
     except (KeyError, TypeError, ValueError) as error:
         raise BackupLayoutError(f"snapshot: missing or bad field {error}") from None
+
+
+def snapshot_pins(snapshot: Snapshot) -> set[str]:
+    """The keys a snapshot needs: retention never removes them."""
+    return {snapshot.base, *snapshot.logs}
 
 
 def _load_json(data: bytes, what: str) -> dict:

@@ -120,10 +120,21 @@ def status_rows(nodes: Sequence[config_mod.NodeConfig],
     return rows
 
 
+def backup_footers(statuses: Sequence[common_pb2.NodeStatus | None]) -> list[str]:
+    """The continuous backup as the uploading copy sees it, and every copy that reports an error."""
+    storages = [s for s in statuses if s is not None and s.service == "storage" and s.backup]
+    lines = [f"backup: {s.name}: {s.backup}" for s in storages if s.backup_uploader]
+    lines += [f"backup: {s.name}: {s.backup}" for s in storages if not s.backup_uploader and "error" in s.backup]
+    if storages and not any(s.backup_uploader for s in storages):
+        lines.append("backup: no storage copy is uploading now")
+    return lines
+
+
 def status_table(nodes: Sequence[config_mod.NodeConfig], statuses: Sequence[common_pb2.NodeStatus | None]) -> str:
     up_count = sum(status is not None for status in statuses)
     footer = f"({up_count} of {len(nodes)} nodes up)"
-    table = fmt.format_table(STATUS_COLUMNS, status_rows(nodes, statuses), fmt.PrintOptions(), footers=[footer])
+    footers = backup_footers(statuses) + [footer]  # the node count stays the last line
+    table = fmt.format_table(STATUS_COLUMNS, status_rows(nodes, statuses), fmt.PrintOptions(), footers=footers)
     return table.rstrip("\n") + "\n"  # no psql-style blank line after a tool's table
 
 
@@ -873,6 +884,12 @@ def build_parser() -> argparse.ArgumentParser:
     # `quorumdb backup status`, `quorumdb snapshot create|list|delete` (quorumdb/dr/backup_cli.py, docs/DR.md)
     from quorumdb.dr import backup_cli
     backup_cli.add_parsers(commands)
+    # `quorumdb restore` (quorumdb/dr/restore.py, docs/DR.md)
+    from quorumdb.dr import restore as restore_command
+    restore = commands.add_parser("restore", help="restore a backup to a point in time into a new cluster",
+                                  description=restore_command.HELP,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    restore_command.add_arguments(restore)
     return parser
 
 
@@ -897,6 +914,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return backup_cli.command(args)
         case "clone":
             return command_clone(args)
+        case "restore":
+            from quorumdb.dr import restore as restore_command
+            return restore_command.command(args)
     raise AssertionError(f"unknown command {args.command}")
 
 

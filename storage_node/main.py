@@ -39,6 +39,7 @@ from quorumdb.config import ClusterConfig, NodeConfig
 from quorumdb.pb import journal_pb2, journal_pb2_grpc, storage_pb2, storage_pb2_grpc
 from storage_node import checkpoint
 from storage_node import metrics as storage_metrics
+from storage_node.backup import BackupAgent
 from storage_node.service import SegmentState, StorageServicer
 from storage_node.store import SegmentLog
 
@@ -73,6 +74,7 @@ class StorageNode:
         self.channels = rpc.Channels()
         self.segment_log = SegmentLog(cluster.node_data_dir(node.name))
         self.state = SegmentState(node, self.segment_log, checkpoint_entries=cluster.storage_checkpoint_entries)
+        self.backup = BackupAgent(cluster, node, self.state)  # gates log drops from here on
         factory = follower_factory or _default_follower
         self.follower = factory(cluster, node, self.channels)
         self.truncated_type = truncated_type or _journal_truncated_type()
@@ -101,6 +103,7 @@ class StorageNode:
                 asyncio.create_task(self.scl_loop(), name="scl"),
                 asyncio.create_task(self.gc_loop(), name="gc"),
                 asyncio.create_task(self.checkpoint_loop(), name="checkpoint"),
+                asyncio.create_task(self.backup.run(), name="backup"),
             ]
             done, _ = await asyncio.wait([stop_task, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for task in done:

@@ -43,7 +43,7 @@ import grpc
 from quorumdb import limits
 from quorumdb.config import NodeConfig
 from quorumdb.pb import common_pb2, storage_pb2, storage_pb2_grpc
-from storage_node import checkpoint, pushdown
+from storage_node import backup_core, checkpoint, pushdown
 from storage_node.core import CheckpointView, Readiness, Record, Segment
 from storage_node.store import CheckpointStore, LoadedCheckpoint, SegmentLog
 
@@ -96,6 +96,11 @@ class SegmentState:
         self.checkpointing = False         # a checkpoint view is pending or being encoded: GC must wait
         self.checkpoint_wanted = asyncio.Event()  # set with _pending_checkpoint
         self._pending_checkpoint: tuple[Segment, CheckpointView] | None = None
+        # Continuous backup (storage_node/backup.py): the uploaded index this copy last learnt from
+        # the store's newest manifest. None: no backup, log files go with the checkpoint before.
+        # Otherwise a log range leaves this copy only once the store holds it.
+        self.backup_uploaded_index: int | None = None
+        self.backup = None  # the BackupAgent, for Status
 
     # --- restart ---------------------------------------------------------------------
     async def replay(self, stop: asyncio.Event) -> int:
@@ -112,8 +117,12 @@ class SegmentState:
                      self.segment.key_count)
         base = self.segment.applied_index
         segment_log = self.segment_log
-        if segment_log.last_index and segment_log.last_index <= base:
+        if segment_log.last_index and segment_log.last_index < base:
+            # The log ends before the checkpoint: it cannot be continued (appends follow base).
             await asyncio.to_thread(segment_log.drop_through, base)
+        elif segment_log.last_index and segment_log.last_index == base:
+            await asyncio.to_thread(segment_log.drop_through,
+                                    backup_core.drop_gate(base, self.backup_uploaded_index))
         if segment_log.first_index > base + 1:
             log.warning("local log starts at %d but the checkpoint ends at %d: dropping the log; "
                         "the journal and peers fill the gap", segment_log.first_index, base)
@@ -178,11 +187,15 @@ class SegmentState:
             self.checkpoints_written += 1
             self.checkpoint_monotonic = time.monotonic()
             # The older checkpoint stays (a fallback); what only the one before it needed goes.
-            dropped_files = await asyncio.to_thread(self.segment_log.drop_through, previous)
+            drop_through = backup_core.drop_gate(previous, self.backup_uploaded_index)
+            if drop_through < previous:
+                log.info("keeping the local log after %d: the backup holds up to %d only", drop_through,
+                         self.backup_uploaded_index)
+            dropped_files = await asyncio.to_thread(self.segment_log.drop_through, drop_through)
             await asyncio.to_thread(self.checkpoints.delete_below, previous)
             log.info("checkpoint %d written: %d bytes, %d keys, %.0f ms; dropped %d log files through %d; "
                      "log now [%d, %d] (%d bytes)", view.applied_index, size, len(view.keys),
-                     (time.monotonic() - started) * 1000, dropped_files, previous, self.segment_log.first_index,
+                     (time.monotonic() - started) * 1000, dropped_files, drop_through, self.segment_log.first_index,
                      self.segment_log.last_index, self.segment_log.size_bytes)
             return view.applied_index
 
@@ -408,6 +421,7 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
                     f"checkpoint_index={state.checkpoint_index} checkpoint_bytes={state.checkpoint_bytes} "
                     f"log_entries={state.segment_log.entry_count} log_bytes={state.segment_log.size_bytes} "
                     f"log_files={state.segment_log.file_count}"),
+            **(state.backup.status_fields() if state.backup is not None else {}),
         )
 
 
