@@ -112,6 +112,10 @@ class ClusterConfig:
     # Objects older than this are removed, except what a snapshot pins and the newest base image
     # that the oldest restorable time needs.
     backup_retention_s: float = 86_400.0
+    # A new base image is shipped once the log uploaded after the newest one holds this many bytes
+    # (and at least the base's own size): what a restore may have to replay, against the bytes
+    # the bases cost.
+    backup_base_log_bytes: int = 16 * 1024 * 1024
     # How far back `quorumdb backtrack` can rewind: storage keeps superseded versions this long,
     # unless they exceed backtrack_budget_bytes (per storage copy), which then shortens the window.
     backtrack_window_s: float = 86_400.0
@@ -217,6 +221,7 @@ class ClusterConfig:
             f"metrics_base_port = {self.metrics_base_port}",
             f'backup_dir = "{self.backup_dir}"',
             f"backup_retention_s = {float(self.backup_retention_s)!r}",
+            f"backup_base_log_bytes = {self.backup_base_log_bytes}",
             f"backtrack_window_s = {float(self.backtrack_window_s)!r}",
             f"backtrack_budget_bytes = {self.backtrack_budget_bytes}",
             "",

@@ -150,7 +150,7 @@ class BackupAgent:
             await self._put(store, layout.CLUSTER_CONFIG_KEY, self.cluster.to_toml().encode())
             self.config_uploaded = True
         step = core.next_step(copy, self.store_view(), now, self.last_ship_s, self.last_manifest_s,
-                              self.takeover.stalled_s(now))
+                              self.takeover.stalled_s(now), self.cluster.backup_base_log_bytes)
         match step:
             case core.Idle():
                 pass

@@ -37,7 +37,7 @@ What the uploader ships, in this order, each step decided by `next_step`:
      moved IDLE_ADVANCE_NS;
   4. a new base, so a restore never replays much log: when this copy has a checkpoint newer
      than the newest base, already covered by uploaded log, and the log objects uploaded after
-     the newest base hold at least max(BASE_LOG_BYTES_MIN, that base's size) bytes. A restore
+     the newest base hold at least max(backup_base_log_bytes (cluster setting, default BASE_LOG_BYTES_MIN), that base's size) bytes. A restore
      then replays at most about that much log plus one checkpoint interval.
 
 A copy whose local log no longer holds the next index (it installed a peer's checkpoint) cannot
@@ -184,7 +184,7 @@ def holds(copy: CopyView, index: int) -> bool:
 
 
 def next_step(copy: CopyView, store: StoreView, now_s: float, last_ship_s: float, last_manifest_s: float,
-              stalled_s: float) -> Step:
+              stalled_s: float, base_log_bytes_min: int = BASE_LOG_BYTES_MIN) -> Step:
     """The uploader's next action (call only while Takeover.active)."""
     if not store.has_base:
         if copy.log_first_index == 1 or (copy.applied_index == 0 and copy.checkpoint_index == 0):
@@ -204,7 +204,7 @@ def next_step(copy: CopyView, store: StoreView, now_s: float, last_ship_s: float
             return Idle("batching")
         return ShipLog(next_index, copy.applied_index, copy.closed_ts)
     if (copy.checkpoint_index > store.newest_base_index and copy.checkpoint_index <= store.uploaded_index
-            and store.log_bytes_after_base >= max(BASE_LOG_BYTES_MIN, store.newest_base_bytes)):
+            and store.log_bytes_after_base >= max(base_log_bytes_min, store.newest_base_bytes)):
         return CheckpointBase(copy.checkpoint_index)
     if (copy.applied_index == store.uploaded_index and copy.closed_ts >= store.restorable_ts + IDLE_ADVANCE_NS
             and now_s - last_manifest_s >= IDLE_MANIFEST_S):

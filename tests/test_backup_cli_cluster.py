@@ -48,7 +48,9 @@ def segment_keys(store) -> dict[str, int]:
 
 
 def test_backup_status_and_a_snapshot_on_a_running_cluster(cluster_factory):
-    cluster = cluster_factory(backup_retention_s=RETENTION_S, storage_checkpoint_entries=CHECKPOINT_ENTRIES)
+    # A new base at every checkpoint, so retention has old bases to reclaim within the test.
+    cluster = cluster_factory(backup_retention_s=RETENTION_S, storage_checkpoint_entries=CHECKPOINT_ENTRIES,
+                              backup_base_log_bytes=1)
     base = str(cluster.config.base_port)
     said: list[str] = []
     server = supervisor_mod.serve(supervisor_mod.Supervisor(cluster, said.append),
