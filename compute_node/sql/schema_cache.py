@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 
 from quorumdb import limits
+from quorumdb.keys import decode_version, encode_version  # noqa: F401 - where callers import them
 
 
 class SchemaCache:
@@ -80,10 +81,3 @@ class SchemaCache:
     def __len__(self) -> int:
         return len(self._tables)
 
-
-def decode_version(raw: bytes | None) -> int:
-    return 0 if raw is None else int.from_bytes(raw, "big")
-
-
-def encode_version(version: int) -> bytes:
-    return version.to_bytes(8, "big")
