@@ -139,6 +139,15 @@ BACKTRACK_WINDOW_DEFAULT_NS = 86_400 * 1_000_000_000
 BACKTRACK_BUDGET_DEFAULT_BYTES = 64 * 1024 * 1024
 BACKTRACK_BUCKET_NS = 1_000_000_000
 BACKTRACK_VERSION_OVERHEAD_BYTES = 32
+# `quorumdb backtrack` (quorumdb/dr/backtrack.py): one Backtrack call (its entry is appended and
+# commit-waited like a commit, so a commit's deadline), how many adjudicators it tries (NOT_LEADER
+# hints, a failover in progress) with a pause between, and how long it waits for the storage
+# copies to apply the entry (rewinding touches every changed key once), polling their Status.
+BACKTRACK_CALL_TIMEOUT_S = 10.0
+BACKTRACK_CALL_ATTEMPTS_MAX = 12
+BACKTRACK_RETRY_BACKOFF_S = 0.5
+BACKTRACK_APPLY_WAIT_S = 30.0
+BACKTRACK_POLL_INTERVAL_S = 0.2
 # Backoff after the journal stream fails before following it again.
 FOLLOW_RETRY_BACKOFF_MS = 200
 # A storage node with no batch from the journal for this long reports "degraded: no journal".

@@ -415,7 +415,8 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
             backtrack_window_start_ts=segment.window_start_ts,
             backtrack=segment.last_backtrack.describe() if segment.last_backtrack is not None else "",
             detail=(f"keys={segment.key_count} versions={segment.version_count} "
-                    f"gc_horizon_ts={segment.gc_horizon_ts} window_bytes={segment.window_bytes} "
+                    f"gc_horizon_ts={segment.gc_horizon_ts} backtrack_window_s={segment.backtrack_window_ns / 1e9:g} "
+                    f"backtrack_budget_bytes={segment.backtrack_budget_bytes} window_bytes={segment.window_bytes} "
                     f"journal_first_index={state.journal_first_index} "
                     f"checkpoint_index={state.checkpoint_index} checkpoint_bytes={state.checkpoint_bytes} "
                     f"log_entries={state.segment_log.entry_count} log_bytes={state.segment_log.size_bytes} "
