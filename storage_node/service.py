@@ -78,8 +78,8 @@ class SegmentState:
         assert checkpoint_entries > 0, checkpoint_entries
         self.node = node
         # The cluster's backtrack settings: every copy must use the same (storage_node/core.py).
-        self.segment_settings = dict(backtrack_window_ns=backtrack_window_ns,
-                                     backtrack_budget_bytes=backtrack_budget_bytes)
+        self.segment_settings = {"backtrack_window_ns": backtrack_window_ns,
+                                 "backtrack_budget_bytes": backtrack_budget_bytes}
         self.segment = Segment(**self.segment_settings)
         self.segment_log = segment_log
         self.checkpoints = checkpoints or CheckpointStore(segment_log.directory)

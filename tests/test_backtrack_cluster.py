@@ -30,7 +30,7 @@ TABLES = ("keep", "drop_me", "wipe")
 def cli(cluster, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "quorumdb.cli", *args, "--data-dir", str(cluster.config.data_dir)],
-                          capture_output=True, text=True, timeout=180, env=env, cwd=str(ROOT))
+                          capture_output=True, text=True, timeout=180, env=env, cwd=str(ROOT), check=False)
 
 
 def contents(conn) -> dict[str, list[tuple] | str]:

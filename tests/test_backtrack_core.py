@@ -193,7 +193,7 @@ class GcTimedSegment(Segment):
         return swept
 
 
-SETTINGS = dict(backtrack_window_ns=1_800 * S, backtrack_budget_bytes=30_000)
+SETTINGS = {"backtrack_window_ns": 1_800 * S, "backtrack_budget_bytes": 30_000}
 
 
 def journal(rng: random.Random, count: int) -> list[Record]:

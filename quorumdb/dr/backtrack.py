@@ -29,7 +29,12 @@ import grpc
 
 from quorumdb import config as config_mod
 from quorumdb import limits, rpc, timefmt
-from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2, storage_pb2_grpc
+from quorumdb.pb import (
+    adjudicator_pb2,
+    adjudicator_pb2_grpc,
+    common_pb2,
+    storage_pb2_grpc,
+)
 
 
 class BacktrackError(Exception):
@@ -112,8 +117,8 @@ async def storage_statuses(channels: rpc.Channels, storages: Sequence[config_mod
     return list(await asyncio.gather(*(one(node) for node in storages)))
 
 
-async def call_leader(channels: rpc.Channels, cluster: config_mod.ClusterConfig, to_ts: int,
-                      say: Callable[[str], None]) -> adjudicator_pb2.BacktrackReply:
+async def call_leader(channels: rpc.Channels, cluster: config_mod.ClusterConfig,
+                      to_ts: int) -> adjudicator_pb2.BacktrackReply:
     """Backtrack on the leader: each adjudicator in turn, a NOT_LEADER hint first. Bounded attempts."""
     adjudicators = list(cluster.adjudicators)
     names = {node.name: node for node in adjudicators}
@@ -186,7 +191,7 @@ async def backtrack(cluster: config_mod.ClusterConfig, to_text: str, out: TextIO
         say(f"backtrack to {timefmt.describe(to_ts)}; window starts {timefmt.format_utc(start_ts)} "
             f"({describe_span((now - start_ts) / 1e9)} reachable)")
         started = time.monotonic()
-        reply = await call_leader(channels, cluster, to_ts, say)
+        reply = await call_leader(channels, cluster, to_ts)
         say(f"backtrack entry: index {reply.index}, ts {timefmt.describe(reply.ts)} "
             f"(durable after {(time.monotonic() - started) * 1000:.0f} ms); commits of transactions that "
             "started before it now fail with SQLSTATE 40001")
