@@ -45,6 +45,18 @@ A leader whose journal append failed cannot know which of its decisions became d
 it drops the whole checker (`ConflictChecker()` anew) and rebuilds from the journal as a
 standby. This module does no I/O and reads no clock: `now_latest` is passed in.
 
+Backtrack
+---------
+A backtrack (rewinding the database in place to a time T, storage_node/core.py) is decided in
+the same order as commits: a request with `backtrack_to_ts` set gets the next commit_ts b_ts
+(no conflict check: it writes no keys of its own) and becomes an ENTRY_BACKTRACK. From then on
+every request with start_ts < b_ts is refused (CONFLICT, 40001 at the client, with a message
+saying why): it read the state the backtrack undid, and committing it would carry that state
+past the rewind. The floor `backtrack_floor_ts` is raised by the leader's own decision and by
+every committed ENTRY_BACKTRACK in `apply_committed`, so standbys and a rebuilt checker hold it
+too. A checker that skipped the entry (journal truncated under it) has known_since_ts above
+b_ts, so those requests get TOO_OLD instead: refused all the same.
+
 Private keyspaces
 -----------------
 A bulk load or a table rewrite commits its rows ahead, in batches, under table ids that only
@@ -96,7 +108,7 @@ import dataclasses
 import enum
 from typing import Iterable, Sequence
 
-from quorumdb import limits
+from quorumdb import errors, limits
 
 
 class Outcome(enum.Enum):
@@ -119,6 +131,8 @@ class TxnRequest:
     # Writes only into a keyspace private to the transaction (see "Private keyspaces" above):
     # checked as usual, but its keys are not recorded.
     private_keyspace: bool = False
+    # A backtrack request (see "Backtrack" above): the time to rewind to; no keys.
+    backtrack_to_ts: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -147,6 +161,7 @@ class CommittedTxn:
     txn_id: str = ""
     index: int = 0  # journal index (0: not known to the caller)
     private_keyspace: bool = False  # TxnRequest.private_keyspace: its keys are not recorded
+    backtrack_to_ts: int | None = None  # an ENTRY_BACKTRACK (no keys): raises the backtrack floor
 
 
 class ConflictChecker:
@@ -169,6 +184,8 @@ class ConflictChecker:
         self._txn_gc_queue: collections.deque[tuple[int, str]] = collections.deque()
         self.applied_index = 0  # highest journal index passed to apply_committed
         self.term_leader_index = 0  # set by begin_term: this checker decides for a leader
+        self.backtrack_floor_ts = 0  # b_ts of the newest backtrack: older start_ts never commit
+        self.backtrack_to_ts = 0     # the time that backtrack rewound to (for the message)
 
     # --- leader ---------------------------------------------------------------
     def begin_term(self, leader_index: int) -> None:
@@ -185,6 +202,11 @@ class ConflictChecker:
         return [self._decide(request, now_latest) for request in requests]
 
     def _decide(self, request: TxnRequest, now_latest: int) -> Decision:
+        if request.backtrack_to_ts is not None:
+            commit_ts = max(now_latest, self.last_ts + 1)
+            self._record(commit_ts, (), "")
+            self._raise_backtrack_floor(commit_ts, request.backtrack_to_ts)
+            return Decision(Outcome.COMMITTED, commit_ts=commit_ts)
         start_ts = request.start_ts
         known = self.txns.get(request.txn_id) if request.txn_id else None
         if known is not None:
@@ -198,6 +220,11 @@ class ConflictChecker:
                     message=f"cannot tell whether transaction {request.txn_id} committed: this adjudicator "
                     f"knows commits only from {self.known_since_ts} on, and start_ts is {start_ts}",
                 )
+        if start_ts < self.backtrack_floor_ts:
+            return Decision(
+                Outcome.CONFLICT,
+                message=errors.started_before_backtrack_message(self.backtrack_to_ts, self.backtrack_floor_ts),
+            )
         age_horizon_ts = now_latest - self.txn_age_max_ns
         if start_ts < age_horizon_ts:
             return Decision(
@@ -263,6 +290,11 @@ class ConflictChecker:
             self.txns[txn_id] = TxnRecord(commit_ts, 0)
             self._txn_gc_queue.append((commit_ts, txn_id))
 
+    def _raise_backtrack_floor(self, backtrack_ts: int, to_ts: int) -> None:
+        if backtrack_ts > self.backtrack_floor_ts:
+            self.backtrack_floor_ts = backtrack_ts
+            self.backtrack_to_ts = to_ts
+
     def close_timestamp(self, now_latest: int) -> int:
         """A closed_ts for a heartbeat: every later commit_ts will be above it."""
         closed_ts = max(now_latest, self.last_ts)
@@ -275,6 +307,9 @@ class ConflictChecker:
         for txn in txns:
             self.last_ts = max(self.last_ts, txn.commit_ts)
             self.applied_index = max(self.applied_index, txn.index)
+            if txn.backtrack_to_ts is not None:
+                self._raise_backtrack_floor(txn.commit_ts, txn.backtrack_to_ts)
+                continue
             if txn.commit_ts < self.known_since_ts:
                 continue  # no request we still accept can conflict with it
             if txn.txn_id:

@@ -212,6 +212,8 @@ class AdjudicatorNode:
                                              entry.private_keyspace))
                 case common_pb2.ENTRY_LEADER:
                     txns.append(CommittedTxn(entry.ts, (), index=entry.index))
+                case common_pb2.ENTRY_BACKTRACK:
+                    txns.append(CommittedTxn(entry.ts, (), index=entry.index, backtrack_to_ts=entry.backtrack_to_ts))
                 case _:
                     log.warning("ignoring journal entry %d of unknown kind %d", entry.index, entry.kind)
             self.applied_index = entry.index
@@ -473,6 +475,12 @@ class AdjudicatorNode:
         resent: list[PendingCommit] = []  # resends of a request decided earlier in this batch
         for pending, decision in zip(batch, decisions):
             match decision.outcome:
+                case Outcome.COMMITTED if pending.request.backtrack_to_ts is not None:
+                    entries.append(common_pb2.Entry(
+                        kind=common_pb2.ENTRY_BACKTRACK, ts=decision.commit_ts,
+                        backtrack_to_ts=pending.request.backtrack_to_ts, leader=self.node.name,
+                    ))
+                    committed.append(pending)
                 case Outcome.COMMITTED:
                     entries.append(common_pb2.Entry(
                         kind=common_pb2.ENTRY_TXN, ts=decision.commit_ts, writes=pending.writes,
@@ -645,6 +653,32 @@ class AdjudicatorNode:
                 txn, replies[position], arrived, decided, replied, self.node.name))
         return [self._with_seq(reply, request) for reply, request in zip(replies, requests)]
 
+    async def backtrack(self, request: adjudicator_pb2.BacktrackRequest) -> adjudicator_pb2.BacktrackReply:
+        """Decide a backtrack in commit order (it gets the next commit_ts), append it as an
+        ENTRY_BACKTRACK, and answer once it is durable and its commit-wait has passed."""
+        term = self.term
+        if term is None:
+            refused = self.not_leader_reply()
+            return adjudicator_pb2.BacktrackReply(outcome=refused.outcome, leader_hint=refused.leader_hint,
+                                                  message=refused.message)
+        if request.to_ts <= 0:
+            return adjudicator_pb2.BacktrackReply(outcome=adjudicator_pb2.OUTCOME_UNSPECIFIED,
+                                                  message="a backtrack needs to_ts, the time to rewind to")
+        pending = PendingCommit(TxnRequest(start_ts=0, write_keys=(), backtrack_to_ts=request.to_ts), [],
+                                asyncio.get_running_loop().create_future())
+        try:
+            term.queue.put_nowait(pending)
+        except asyncio.QueueFull:
+            return adjudicator_pb2.BacktrackReply(outcome=adjudicator_pb2.UNAVAILABLE,
+                                                  message="overloaded: commit queue full; nothing was done")
+        term.wakeup.set()
+        reply = await asyncio.shield(pending.future)  # a caller that gives up must not cancel the append
+        if reply.outcome == adjudicator_pb2.COMMITTED:
+            await self._commit_wait(reply.commit_ts)
+            log.info("backtrack to %d committed at index %d, ts %d", request.to_ts, reply.index, reply.commit_ts)
+        return adjudicator_pb2.BacktrackReply(outcome=reply.outcome, index=reply.index, ts=reply.commit_ts,
+                                              message=reply.message, leader_hint=reply.leader_hint)
+
     @staticmethod
     def _with_seq(reply: adjudicator_pb2.CommitReply, request: adjudicator_pb2.CommitRequest):
         if request.seq:
@@ -688,7 +722,8 @@ class AdjudicatorNode:
             f"appended_entries={term.appended_entries if term is not None else 0} "
             f"read_demand={'yes' if time.monotonic() < self._demand_until else 'no'} "
             f"last_ts={self.checker.last_ts} "
-            f"known_since_ts={self.checker.known_since_ts}",
+            f"known_since_ts={self.checker.known_since_ts} "
+            f"backtrack_floor_ts={self.checker.backtrack_floor_ts}",
         )
 
 
@@ -736,6 +771,9 @@ class AdjudicatorService(adjudicator_pb2_grpc.AdjudicatorServicer):
         finally:
             for task in list(answering):
                 task.cancel()  # the caller is gone; the commits themselves are shielded
+
+    async def Backtrack(self, request, context):
+        return await self.adjudicator.backtrack(request)
 
     async def TakeOver(self, request, context):
         try:

@@ -46,6 +46,9 @@ def outcome_error(reply: adjudicator_pb2.CommitReply) -> errors.SqlError | None:
     if outcome == adjudicator_pb2.COMMITTED:
         return None
     if outcome == adjudicator_pb2.CONFLICT:
+        if reply.message.startswith(errors.STARTED_BEFORE_BACKTRACK):
+            return errors.SqlError(errors.SERIALIZATION_FAILURE, reply.message,
+                                   hint="Run the whole transaction again: it then sees the rewound database.")
         if "OC0" in reply.message:  # the adjudicator named the case (OC000 or OC001)
             return errors.SqlError(errors.SERIALIZATION_FAILURE, reply.message, detail=_conflict_detail(reply))
         return errors.conflict(_key_text(reply.conflict_key))

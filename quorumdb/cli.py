@@ -7,6 +7,7 @@
     quorumdb backup status [--base-port N | --data-dir DIR | --from LOC] [--json]
     quorumdb snapshot create|list|delete [NAME] [--base-port N | --data-dir DIR | --from LOC]
     quorumdb clone --source DIR --data-dir NEW [--at-time T] [--base-port N]
+    quorumdb backtrack [--base-port N] [--host H] [--data-dir DIR] --to-time T
 
 `up` runs the whole cluster (3 journal, 3 adjudicator, 6 storage, 3 compute
 nodes) as separate processes on 127.0.0.1. The data directory defaults to
@@ -34,6 +35,10 @@ as an unexpected death, and `chaos restart` brings it back. It also serves the w
 deadline, and prints one row per node; a node that does not answer is "down".
 Exit status 0 when every node answered, 1 otherwise.
 
+`backtrack` rewinds the running cluster in place to T (ISO 8601 UTC with ms) through a journal
+entry (quorumdb/dr/backtrack.py); it refuses a T outside the storage copies' backtrack window.
+`status` shows that window: the configured one and the one the copies actually hold.
+
 `chaos` asks the supervisor of a running `quorumdb up` to break something (see
 CHAOS_HELP) and prints what it did; exit 0 on success, 1 with a message otherwise.
 """
@@ -57,7 +62,7 @@ from google.protobuf import json_format
 
 from quorumdb import config as config_mod
 from quorumdb import format as fmt
-from quorumdb import limits, rpc
+from quorumdb import limits, rpc, timefmt
 from quorumdb import supervisor as supervisor_mod
 from quorumdb.pb import (adjudicator_pb2_grpc, common_pb2, compute_pb2_grpc, journal_pb2_grpc, storage_pb2_grpc,
                          supervisor_pb2, supervisor_pb2_grpc)
@@ -130,10 +135,49 @@ def backup_footers(statuses: Sequence[common_pb2.NodeStatus | None]) -> list[str
     return lines
 
 
-def status_table(nodes: Sequence[config_mod.NodeConfig], statuses: Sequence[common_pb2.NodeStatus | None]) -> str:
+def _detail_value(status: common_pb2.NodeStatus, name: str) -> str | None:
+    for word in status.detail.split():
+        if word.startswith(name + "="):
+            return word[len(name) + 1:]
+    return None
+
+
+def backtrack_window(nodes: Sequence[config_mod.NodeConfig], statuses: Sequence[common_pb2.NodeStatus | None],
+                     now_ns: int) -> dict[str, Any] | None:
+    """The configured backtrack window and the one the storage copies reached (None: no copy answered)."""
+    storage = [s for node, s in zip(nodes, statuses) if node.service == "storage" and s is not None]
+    if not storage:
+        return None
+    start_ts = max(s.backtrack_window_start_ts for s in storage)  # the most caught-up copy's
+    configured = _detail_value(storage[0], "backtrack_window_s")
+    budget = _detail_value(storage[0], "backtrack_budget_bytes")
+    return {"configured_s": float(configured) if configured else None,
+            "budget_bytes": int(budget) if budget else None,
+            "start_ts": start_ts,
+            "reached_s": max(0.0, (now_ns - start_ts) / 1e9) if start_ts else None}
+
+
+def backtrack_window_line(window: dict[str, Any]) -> str:
+    from quorumdb.dr.backtrack import describe_span
+
+    configured = "?" if window["configured_s"] is None else describe_span(window["configured_s"])
+    budget = "" if window["budget_bytes"] is None else f", budget {window['budget_bytes'] // (1024 * 1024)} MiB per copy"
+    if window["reached_s"] is None:
+        reached = "everything since the cluster started"
+    else:
+        reached = f"{describe_span(window['reached_s'])} (from {timefmt.format_utc(window['start_ts'])})"
+    return f"backtrack window: configured {configured}{budget}; reached {reached}"
+
+
+def status_table(nodes: Sequence[config_mod.NodeConfig], statuses: Sequence[common_pb2.NodeStatus | None],
+                 now_ns: int | None = None) -> str:
     up_count = sum(status is not None for status in statuses)
-    footer = f"({up_count} of {len(nodes)} nodes up)"
-    footers = backup_footers(statuses) + [footer]  # the node count stays the last line
+    footers = []
+    window = backtrack_window(nodes, statuses, time.time_ns() if now_ns is None else now_ns)
+    if window is not None:
+        footers.append(backtrack_window_line(window))
+    footers += backup_footers(statuses)
+    footers.append(f"({up_count} of {len(nodes)} nodes up)")  # the node count stays the last line
     table = fmt.format_table(STATUS_COLUMNS, status_rows(nodes, statuses), fmt.PrintOptions(), footers=footers)
     return table.rstrip("\n") + "\n"  # no psql-style blank line after a tool's table
 
@@ -149,7 +193,11 @@ def status_json(nodes: Sequence[config_mod.NodeConfig], statuses: Sequence[commo
             item["metrics_url"] = cluster.metrics_url(node.name) if cluster.metrics else ""
         if status is None:
             item["health"] = "down"
-        else:
+        elif node.service == "storage":
+            window = backtrack_window([node], [status], time.time_ns())
+            item["backtrack_window_configured_s"] = window["configured_s"]
+            item["backtrack_window_reached_s"] = window["reached_s"]
+        if status is not None:
             fields = json_format.MessageToDict(status, preserving_proto_field_name=True,
                                                always_print_fields_with_no_presence=True)
             for key, value in fields.items():
@@ -648,6 +696,18 @@ def _chaos_target(args: argparse.Namespace) -> str:
     return supervisor_mod.address(args.base_port, args.host)
 
 
+def command_backtrack(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    from quorumdb.dr import backtrack as backtrack_mod
+
+    cluster = _cluster_for_status(args, "backtrack")
+    try:
+        return asyncio.run(backtrack_mod.backtrack(cluster, args.to_time, out))
+    except backtrack_mod.BacktrackError as error:
+        err.write(f"quorumdb backtrack: {error}\n")
+        err.flush()
+        return EXIT_FAILED
+
+
 def command_chaos(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     kind, method = CHAOS_ACTIONS[args.action]
     if kind is not None and not args.argument:
@@ -852,6 +912,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the node (e.g. journal-az2) or AZ (az1..az3) the action applies to")
 
     # `quorumdb top` (quorumdb/top.py)
+    backtrack = commands.add_parser(
+        "backtrack", help="rewind the running cluster in place to a time within the backtrack window")
+    backtrack.add_argument("--base-port", type=int, default=config_mod.DEFAULT_BASE_PORT,
+                           help=f"base port of the running cluster (default {config_mod.DEFAULT_BASE_PORT})")
+    backtrack.add_argument("--host", default="127.0.0.1", help="host of every node (default 127.0.0.1)")
+    backtrack.add_argument("--data-dir", default=None, help="read the nodes from DIR/cluster.toml instead")
+    backtrack.add_argument("--to-time", required=True, metavar="T",
+                           help="ISO 8601 UTC time with milliseconds, e.g. 2026-12-01T13:40:00.250Z")
+
     top = commands.add_parser("top", help="a live view of the cluster in the terminal, refreshed every second")
     top.add_argument("--base-port", type=int, default=config_mod.DEFAULT_BASE_PORT,
                      help=f"base port of the cluster (default {config_mod.DEFAULT_BASE_PORT})")
@@ -906,6 +975,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_chaos(args)
         case "top":
             return command_top(args)
+        case "backtrack":
+            return command_backtrack(args)
         case "bench":
             from quorumdb.bench import command as bench_command
             return bench_command.command(args)

@@ -6,6 +6,8 @@ for bugs.
 """
 from __future__ import annotations
 
+from quorumdb import timefmt
+
 # The SQLSTATE codes QuorumDB uses, with PostgreSQL's condition names.
 SYNTAX_ERROR = "42601"
 UNDEFINED_TABLE = "42P01"
@@ -72,6 +74,17 @@ def conflict(key_description: str = "") -> SqlError:
         "change conflicts with another transaction, please retry: (OC000)",
         detail=detail,
     )
+
+
+STARTED_BEFORE_BACKTRACK = "transaction started before"
+
+
+def started_before_backtrack_message(to_ts: int, backtrack_ts: int) -> str:
+    """Why a commit is refused after a backtrack (the adjudicator says it; 40001 at the client).
+
+    It names OC000 like every other 40001 the adjudicator gives, so clients that retry on it do."""
+    return (f"{STARTED_BEFORE_BACKTRACK} a backtrack of the database to {timefmt.format_utc(to_ts)} "
+            f"(backtrack commit_ts {backtrack_ts}); it must be retried: (OC000)")
 
 
 def completion_unknown(why: str) -> SqlError:

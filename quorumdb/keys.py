@@ -420,3 +420,12 @@ def _get_varint(data: bytes, position: int) -> tuple[int, int]:
             return value, position
         shift += 7
     raise ValueError("varint too long")
+
+
+def decode_version(raw: bytes | None) -> int:
+    """The catalog version stored under SCHEMA_VERSION_KEY (8-byte big-endian; missing = 0)."""
+    return 0 if raw is None else int.from_bytes(raw, "big")
+
+
+def encode_version(version: int) -> bytes:
+    return version.to_bytes(8, "big")

@@ -131,6 +131,23 @@ STORAGE_GC_INTERVAL_MS = 1_000
 # Versions older than closed_ts minus this may be collected: a transaction lives at most
 # TXN_AGE_MAX_NS, and one more minute covers clock error and slow statements.
 STORAGE_VERSION_RETENTION_NS = TXN_AGE_MAX_NS + 60 * 1_000_000_000
+# The backtrack window (storage_node/core.py): its defaults (the cluster settings
+# backtrack_window_s and backtrack_budget_bytes override them), the width of the buckets the
+# budget is counted in (the window start moves in steps of this; 1 s keeps a 24 h window at
+# 86,400 buckets at most, a few MB), and what one version weighs beyond its key and value.
+BACKTRACK_WINDOW_DEFAULT_NS = 86_400 * 1_000_000_000
+BACKTRACK_BUDGET_DEFAULT_BYTES = 64 * 1024 * 1024
+BACKTRACK_BUCKET_NS = 1_000_000_000
+BACKTRACK_VERSION_OVERHEAD_BYTES = 32
+# `quorumdb backtrack` (quorumdb/dr/backtrack.py): one Backtrack call (its entry is appended and
+# commit-waited like a commit, so a commit's deadline), how many adjudicators it tries (NOT_LEADER
+# hints, a failover in progress) with a pause between, and how long it waits for the storage
+# copies to apply the entry (rewinding touches every changed key once), polling their Status.
+BACKTRACK_CALL_TIMEOUT_S = 10.0
+BACKTRACK_CALL_ATTEMPTS_MAX = 12
+BACKTRACK_RETRY_BACKOFF_S = 0.5
+BACKTRACK_APPLY_WAIT_S = 30.0
+BACKTRACK_POLL_INTERVAL_S = 0.2
 # Backoff after the journal stream fails before following it again.
 FOLLOW_RETRY_BACKOFF_MS = 200
 # A storage node with no batch from the journal for this long reports "degraded: no journal".

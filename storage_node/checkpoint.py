@@ -3,6 +3,7 @@
 A checkpoint is an immutable byte string:
 
     header   MAGIC (8) | applied_index u64 | last_applied_ts u64 | closed_ts u64 | gc_horizon_ts u64
+             | window_start_ts u64
     records  per key, ascending:  key_length u32 | key | version_count u32 |
                                    per version: commit_ts u64 | value_length u32 | value
                                    (value_length TOMBSTONE = a delete, no value bytes follow)
@@ -11,7 +12,11 @@ A checkpoint is an immutable byte string:
 All integers big endian. The trailer comes last so the file can be produced in one pass
 (`CheckpointEncoder` yields bounded chunks while hashing) and a file cut short anywhere
 is recognised as incomplete: `decode` checks both magics, the body length and the hash
-before it trusts a single byte. The same bytes travel between storage peers (the
+before it trusts a single byte.
+
+Versions: QDBCKP02 (written) adds window_start_ts, the backtrack window's start, which is a
+function of the applied entries and must survive a restart (storage_node/core.py). QDBCKP01
+files (no window_start_ts) are still read: their window starts at their GC horizon. The same bytes travel between storage peers (the
 ReadCheckpoint stream), so a receiver verifies exactly what the sender wrote.
 """
 from __future__ import annotations
@@ -21,10 +26,12 @@ import hashlib
 import struct
 from typing import Iterable, Iterator
 
-MAGIC = b"QDBCKP01"
+MAGIC = b"QDBCKP02"
+MAGIC_V1 = b"QDBCKP01"
 TRAILER_MAGIC = b"QDBCKEND"
 TOMBSTONE = 0xFFFF_FFFF
-_HEADER = struct.Struct(">8sQQQQ")
+_HEADER = struct.Struct(">8sQQQQQ")
+_HEADER_V1 = struct.Struct(">8sQQQQ")
 _TRAILER = struct.Struct(">8sQQ32s")
 _U32 = struct.Struct(">I")
 _VERSION = struct.Struct(">QI")
@@ -42,6 +49,7 @@ class CheckpointHeader:
     last_applied_ts: int
     closed_ts: int
     gc_horizon_ts: int
+    window_start_ts: int | None = None  # None: a QDBCKP01 file (the window starts at gc_horizon_ts)
 
 
 Record = tuple[bytes, list[int], list["bytes | None"]]
@@ -63,7 +71,9 @@ def encode(header: CheckpointHeader, records: Iterable[Record], chunk_bytes: int
         parts.append(data)
         pending += len(data)
 
-    take(_HEADER.pack(MAGIC, header.applied_index, header.last_applied_ts, header.closed_ts, header.gc_horizon_ts))
+    window_start_ts = header.gc_horizon_ts if header.window_start_ts is None else header.window_start_ts
+    take(_HEADER.pack(MAGIC, header.applied_index, header.last_applied_ts, header.closed_ts, header.gc_horizon_ts,
+                      window_start_ts))
     for key, commit_ts_list, values in records:
         assert len(commit_ts_list) == len(values) > 0, key
         pieces = [_U32.pack(len(key)), key, _U32.pack(len(values))]
@@ -86,7 +96,7 @@ def encode(header: CheckpointHeader, records: Iterable[Record], chunk_bytes: int
 
 def verify(data: bytes | memoryview) -> CheckpointHeader:
     """Check magics, length and hash; return the header. Raises CorruptCheckpoint."""
-    if len(data) < _HEADER.size + _TRAILER.size:
+    if len(data) < _HEADER_V1.size + _TRAILER.size:
         raise CorruptCheckpoint(f"{len(data)} bytes: shorter than a header and a trailer")
     trailer_magic, _key_count, body_length, sha = _TRAILER.unpack_from(data, len(data) - _TRAILER.size)
     if trailer_magic != TRAILER_MAGIC:
@@ -95,19 +105,29 @@ def verify(data: bytes | memoryview) -> CheckpointHeader:
         raise CorruptCheckpoint(f"body is {len(data) - _TRAILER.size} bytes, the trailer says {body_length}")
     if hashlib.sha256(memoryview(data)[:body_length]).digest() != sha:
         raise CorruptCheckpoint("sha256 mismatch")
-    magic, applied_index, last_applied_ts, closed_ts, gc_horizon_ts = _HEADER.unpack_from(data, 0)
-    if magic != MAGIC:
-        raise CorruptCheckpoint(f"bad magic {magic!r}")
-    return CheckpointHeader(applied_index, last_applied_ts, closed_ts, gc_horizon_ts)
+    header, _ = _read_header(data, body_length)
+    return header
+
+
+def _read_header(data: bytes | memoryview, body_length: int) -> tuple[CheckpointHeader, int]:
+    """The header and where the records start."""
+    magic = bytes(data[:8])
+    if magic == MAGIC and body_length >= _HEADER.size:
+        _, applied_index, last_applied_ts, closed_ts, gc_horizon_ts, window_start_ts = _HEADER.unpack_from(data, 0)
+        return CheckpointHeader(applied_index, last_applied_ts, closed_ts, gc_horizon_ts, window_start_ts), _HEADER.size
+    if magic == MAGIC_V1:
+        _, applied_index, last_applied_ts, closed_ts, gc_horizon_ts = _HEADER_V1.unpack_from(data, 0)
+        return CheckpointHeader(applied_index, last_applied_ts, closed_ts, gc_horizon_ts), _HEADER_V1.size
+    raise CorruptCheckpoint(f"bad magic {magic!r}")
 
 
 def decode(data: bytes) -> tuple[CheckpointHeader, list[Record]]:
     """Verify, then parse every record. Raises CorruptCheckpoint."""
-    header = verify(data)
+    verify(data)
     view = memoryview(data)
     end = len(data) - _TRAILER.size
+    header, offset = _read_header(data, end)
     expected_keys = _TRAILER.unpack_from(data, end)[1]
-    offset = _HEADER.size
     records: list[Record] = []
     try:
         while offset < end:

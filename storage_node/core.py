@@ -42,6 +42,28 @@ missing, version_ts 0, rather than deleted at its tombstone's ts). Work per call
 would be wrong afterwards, so `readiness(ts)` reports them as TOO_OLD and
 `get`/`scan` raise ReadBelowHorizon.
 
+Backtrack. An ENTRY_BACKTRACK record (ts = b_ts, backtrack_to_ts = T) rewinds the segment in
+place, deterministically from its MVCC history: for every key whose newest version is newer than
+T, it adds a version at b_ts holding what a read at T sees (a tombstone if nothing). So every
+read at ts >= b_ts sees the state at T, reads below b_ts still see the old history, and a later
+backtrack may move forward again (to a T2 in the undone range) since the old versions remain.
+The catalog version key is the exception: it never goes back to an old number (compute nodes
+cache table definitions and drop sequence ranges by that number), so the backtrack writes its
+newest value + 1 at b_ts.
+
+The backtrack window. Every copy must apply a backtrack identically, so what it may rewind to
+cannot depend on when this copy's GC ran. `window_start_ts` (H) is a function of the applied
+entries only: after each entry with ts, H = max(H, ts - backtrack_window, budget horizon),
+never above ts - STORAGE_VERSION_RETENTION_NS (transactions still read there). The budget
+horizon: bytes of versions written are kept per bucket of commit_ts (fixed width, aligned on
+absolute time); while the versions above H weigh more than backtrack_budget_bytes, H moves up
+one bucket. Every value H takes is a bucket boundary, so "the versions above H" is exactly a set
+of whole buckets, and a restarted copy rebuilds the same buckets from its checkpoint's versions
+above H (the checkpoint stores H; versions above the GC horizon, which never exceeds H, are the
+same on every copy). A backtrack to T < H (H as before the entry) is refused, identically
+everywhere; the shell collects garbage only below H, so every version a read at T >= H needs is
+still here.
+
 Checkpoints. `checkpoint_view()` fixes a point of the segment: (applied_index,
 last_applied_ts, closed_ts, gc_horizon_ts) and a copy of the sorted key list.
 `checkpoint_records(view)` then yields, key by key, the versions a checkpoint at that
@@ -57,11 +79,13 @@ closed-time promises are not kept (the journal's next heartbeat brings them agai
 from __future__ import annotations
 
 import bisect
+import collections
 import dataclasses
 import enum
 from typing import Iterable
 
-from quorumdb import limits
+from quorumdb import keys as keys_mod
+from quorumdb import limits, timefmt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +96,31 @@ class Record:
     ts: int
     # (key, value) for a write, (key, None) for a tombstone. Empty for non-txn entries.
     writes: tuple[tuple[bytes, bytes | None], ...] = ()
+    # An ENTRY_BACKTRACK: the time the database is rewound to (None for every other entry).
+    backtrack_to_ts: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BacktrackOutcome:
+    """What applying one backtrack entry did (the same on every copy)."""
+
+    index: int
+    ts: int
+    to_ts: int
+    refused: bool
+    window_start_ts: int   # H when the entry was applied (before it)
+    keys_rewound: int = 0  # keys given a version at ts (the catalog version key not counted)
+
+    def describe(self) -> str:
+        target = f"index {self.index} to {timefmt.format_utc(self.to_ts)}"
+        if self.refused:
+            return f"{target}: refused, outside the window starting {timefmt.format_utc(self.window_start_ts)}"
+        return f"{target}: rewound {self.keys_rewound} keys"
+
+
+def version_bytes(key: bytes, value: bytes | None) -> int:
+    """What one version weighs for the backtrack budget (a fixed overhead for its bookkeeping)."""
+    return len(key) + (0 if value is None else len(value)) + limits.BACKTRACK_VERSION_OVERHEAD_BYTES
 
 
 class Readiness(enum.Enum):
@@ -135,16 +184,30 @@ class CheckpointView:
     closed_ts: int
     gc_horizon_ts: int
     keys: tuple[bytes, ...]  # sorted; every key that existed at the point
+    window_start_ts: int = 0  # the backtrack window's start at the point
 
 
 class Segment:
     """One storage segment's MVCC state. Single-threaded; the shell serializes calls."""
 
-    def __init__(self) -> None:
+    def __init__(self, backtrack_window_ns: int = limits.BACKTRACK_WINDOW_DEFAULT_NS,
+                 backtrack_budget_bytes: int = limits.BACKTRACK_BUDGET_DEFAULT_BYTES,
+                 bucket_ns: int = limits.BACKTRACK_BUCKET_NS) -> None:
+        assert backtrack_window_ns >= 0, backtrack_window_ns
+        assert backtrack_budget_bytes >= 0, backtrack_budget_bytes
+        assert bucket_ns > 0, bucket_ns
         self.applied_index = 0
         self.last_applied_ts = 0
         self.closed_ts = 0
         self.gc_horizon_ts = 0
+        self.backtrack_window_ns = backtrack_window_ns
+        self.backtrack_budget_bytes = backtrack_budget_bytes
+        self.bucket_ns = bucket_ns
+        self.window_start_ts = 0  # H: see "The backtrack window" above
+        # [bucket number, bytes] ascending; bucket b holds versions with b*W < commit_ts <= (b+1)*W.
+        self._window_buckets: collections.deque[list[int]] = collections.deque()
+        self.window_bytes = 0  # bytes of versions with commit_ts > window_start_ts
+        self.last_backtrack: BacktrackOutcome | None = None
         self._versions: dict[bytes, _KeyVersions] = {}
         self._keys: list[bytes] = []  # sorted; every key in _versions
         # Heartbeats (closed_ts, closed_index) not yet usable, ascending in both.
@@ -168,11 +231,92 @@ class Segment:
                 f"entry {record.index} does not follow applied index {self.applied_index}"
             )
             assert record.ts > self.last_applied_ts, f"entry {record.index} ts {record.ts} not increasing"
-            for key, value in record.writes:
-                self._put(key, record.ts, value)
+            if record.backtrack_to_ts is not None:
+                self._backtrack(record)
+            elif record.writes:
+                final: dict[bytes, bytes | None] = {}
+                for key, value in record.writes:
+                    self._put(key, record.ts, value)
+                    final[key] = value  # the same key twice in one entry: only the last version stays
+                self._count_window_bytes(record.ts, sum(version_bytes(k, v) for k, v in final.items()))
             self.applied_index = record.index
             self.last_applied_ts = record.ts
+            self._advance_window(record.ts)
         self._advance_closed()
+
+    # --- backtrack ---------------------------------------------------------------------
+    def _backtrack(self, record: Record) -> None:
+        to_ts = record.backtrack_to_ts
+        window_start_ts = self.window_start_ts
+        if to_ts < window_start_ts:
+            self.last_backtrack = BacktrackOutcome(record.index, record.ts, to_ts, True, window_start_ts)
+            return
+        # The shell collects only below H, so every version a read at to_ts needs is here.
+        assert to_ts >= self.gc_horizon_ts, f"backtrack to {to_ts} below the GC horizon {self.gc_horizon_ts}"
+        version_key = keys_mod.SCHEMA_VERSION_KEY
+        catalog_versions = self._versions.get(version_key)
+        newest_catalog = keys_mod.decode_version(
+            catalog_versions.values[-1] if catalog_versions is not None else None)
+        written = 0
+        rewound = 0
+        for key in self._keys:
+            if key == version_key:
+                continue
+            versions = self._versions[key]
+            if versions.commit_ts_list[-1] <= to_ts:
+                continue  # unchanged since to_ts
+            value, _ = versions.at(to_ts)
+            if value == versions.values[-1]:
+                continue  # changed and changed back (or deleted twice): reads already see the value at to_ts
+            self._put(key, record.ts, value)
+            written += version_bytes(key, value)
+            rewound += 1
+        catalog_value = keys_mod.encode_version(newest_catalog + 1)
+        self._put(version_key, record.ts, catalog_value)
+        written += version_bytes(version_key, catalog_value)
+        self._count_window_bytes(record.ts, written)
+        self.last_backtrack = BacktrackOutcome(record.index, record.ts, to_ts, False, window_start_ts, rewound)
+
+    def _count_window_bytes(self, commit_ts: int, size: int) -> None:
+        assert commit_ts > self.window_start_ts, "a new version is always above the window start"
+        bucket = (commit_ts - 1) // self.bucket_ns
+        buckets = self._window_buckets
+        if buckets and buckets[-1][0] == bucket:
+            buckets[-1][1] += size
+        else:
+            assert not buckets or buckets[-1][0] < bucket, "versions arrive in ts order"
+            buckets.append([bucket, size])
+        self.window_bytes += size
+
+    def _advance_window(self, ts: int) -> None:
+        """H after an entry with ts (see "The backtrack window"): a function of applied entries only."""
+        width = self.bucket_ns
+        ceiling = (ts - limits.STORAGE_VERSION_RETENTION_NS) // width * width
+        target = (ts - self.backtrack_window_ns) // width * width
+        buckets = self._window_buckets
+        while buckets and self.window_bytes > self.backtrack_budget_bytes:
+            end = (buckets[0][0] + 1) * width
+            if end > ceiling:
+                break
+            target = max(target, end)
+            self.window_bytes -= buckets.popleft()[1]
+        start = max(self.window_start_ts, min(target, ceiling))
+        while buckets and (buckets[0][0] + 1) * width <= start:
+            self.window_bytes -= buckets.popleft()[1]
+        self.window_start_ts = start
+
+    def _rebuild_window(self) -> None:
+        """The buckets from the versions held (a segment made from a checkpoint)."""
+        sizes: dict[int, int] = {}
+        start = self.window_start_ts
+        width = self.bucket_ns
+        for key, versions in self._versions.items():
+            for commit_ts, value in zip(versions.commit_ts_list, versions.values):
+                if commit_ts > start:
+                    bucket = (commit_ts - 1) // width
+                    sizes[bucket] = sizes.get(bucket, 0) + version_bytes(key, value)
+        self._window_buckets = collections.deque([bucket, sizes[bucket]] for bucket in sorted(sizes))
+        self.window_bytes = sum(sizes.values())
 
     def _put(self, key: bytes, commit_ts: int, value: bytes | None) -> None:
         versions = self._versions.get(key)
@@ -285,7 +429,7 @@ class Segment:
     # --- checkpoints -----------------------------------------------------------------
     def checkpoint_view(self) -> CheckpointView:
         return CheckpointView(self.applied_index, self.last_applied_ts, self.closed_ts, self.gc_horizon_ts,
-                              tuple(self._keys))
+                              tuple(self._keys), self.window_start_ts)
 
     def checkpoint_records(self, view: CheckpointView) -> Iterable[tuple[bytes, list[int], list[bytes | None]]]:
         """(key, commit_ts list, values) for every key of the view that a read at ts >= horizon can see."""
@@ -309,9 +453,15 @@ class Segment:
 
     @classmethod
     def from_checkpoint(cls, applied_index: int, last_applied_ts: int, closed_ts: int, gc_horizon_ts: int,
-                        records: Iterable[tuple[bytes, list[int], list[bytes | None]]]) -> "Segment":
-        """A segment holding exactly what a checkpoint holds; records in ascending key order."""
-        segment = cls()
+                        records: Iterable[tuple[bytes, list[int], list[bytes | None]]],
+                        window_start_ts: int | None = None, **settings) -> "Segment":
+        """A segment holding exactly what a checkpoint holds; records in ascending key order.
+
+        window_start_ts None (a checkpoint written before the window existed): the GC horizon.
+        settings: the backtrack window and budget, as for Segment()."""
+        segment = cls(**settings)
+        # GC never runs above the window start in a node; max() keeps the rule for anything else.
+        segment.window_start_ts = max(gc_horizon_ts, window_start_ts or 0)
         segment.applied_index = applied_index
         segment.last_applied_ts = last_applied_ts
         segment.closed_ts = max(closed_ts, last_applied_ts)
@@ -328,4 +478,5 @@ class Segment:
             segment._versions[key] = versions
             keys.append(key)
             segment.version_count += len(versions.values)
+        segment._rebuild_window()
         return segment

@@ -22,8 +22,8 @@
      - the checkpoint loop: writes the checkpoint the appender asks for every
        storage_checkpoint_entries entries (or STORAGE_CHECKPOINT_LOG_BYTES_MAX of log),
        then drops old log files;
-     - version GC: bounded steps below closed_ts - STORAGE_VERSION_RETENTION_NS, paused
-       while a checkpoint is being encoded.
+     - version GC: bounded steps below the backtrack window's start (which is at most
+       closed_ts - STORAGE_VERSION_RETENTION_NS), paused while a checkpoint is being encoded.
 """
 from __future__ import annotations
 
@@ -73,7 +73,9 @@ class StorageNode:
         self.node = node
         self.channels = rpc.Channels()
         self.segment_log = SegmentLog(cluster.node_data_dir(node.name))
-        self.state = SegmentState(node, self.segment_log, checkpoint_entries=cluster.storage_checkpoint_entries)
+        self.state = SegmentState(node, self.segment_log, checkpoint_entries=cluster.storage_checkpoint_entries,
+                                  backtrack_window_ns=int(cluster.backtrack_window_s * 1_000_000_000),
+                                  backtrack_budget_bytes=cluster.backtrack_budget_bytes)
         self.backup = BackupAgent(cluster, node, self.state)  # gates log drops from here on
         factory = follower_factory or _default_follower
         self.follower = factory(cluster, node, self.channels)
@@ -285,7 +287,11 @@ class StorageNode:
             if state.checkpointing:
                 continue  # a checkpoint is reading old versions from a worker thread
             segment = state.segment  # anew each time: a checkpoint install replaces it
-            horizon_ts = segment.closed_ts - limits.STORAGE_VERSION_RETENTION_NS
+            # Never above the backtrack window's start: a backtrack to any time in the window must
+            # find the same versions on every copy (storage_node/core.py). That start is itself at
+            # least STORAGE_VERSION_RETENTION_NS behind the newest entry, which keeps what
+            # transactions read.
+            horizon_ts = min(segment.window_start_ts, segment.closed_ts - limits.STORAGE_VERSION_RETENTION_NS)
             if horizon_ts > segment.gc_horizon_ts:
                 segment.gc_step(horizon_ts, limits.STORAGE_GC_KEYS_PER_STEP)
 

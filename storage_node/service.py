@@ -62,6 +62,8 @@ def _pushdown_spec(request: storage_pb2.ScanRequest):
 
 
 def to_record(entry: common_pb2.Entry) -> Record:
+    if entry.kind == common_pb2.ENTRY_BACKTRACK:
+        return Record(index=entry.index, ts=entry.ts, backtrack_to_ts=entry.backtrack_to_ts)
     if entry.kind != common_pb2.ENTRY_TXN:
         return Record(index=entry.index, ts=entry.ts)
     writes = tuple((w.key, None if w.tombstone else w.value) for w in entry.writes)
@@ -70,10 +72,15 @@ def to_record(entry: common_pb2.Entry) -> Record:
 
 class SegmentState:
     def __init__(self, node: NodeConfig, segment_log: SegmentLog, checkpoints: CheckpointStore | None = None,
-                 checkpoint_entries: int = DEFAULT_CHECKPOINT_ENTRIES):
+                 checkpoint_entries: int = DEFAULT_CHECKPOINT_ENTRIES,
+                 backtrack_window_ns: int = limits.BACKTRACK_WINDOW_DEFAULT_NS,
+                 backtrack_budget_bytes: int = limits.BACKTRACK_BUDGET_DEFAULT_BYTES):
         assert checkpoint_entries > 0, checkpoint_entries
         self.node = node
-        self.segment = Segment()
+        # The cluster's backtrack settings: every copy must use the same (storage_node/core.py).
+        self.segment_settings = {"backtrack_window_ns": backtrack_window_ns,
+                                 "backtrack_budget_bytes": backtrack_budget_bytes}
+        self.segment = Segment(**self.segment_settings)
         self.segment_log = segment_log
         self.checkpoints = checkpoints or CheckpointStore(segment_log.directory)
         self.checkpoint_entries = checkpoint_entries
@@ -109,7 +116,8 @@ class SegmentState:
         if loaded is not None:
             header = loaded.header
             self.segment = Segment.from_checkpoint(header.applied_index, header.last_applied_ts, header.closed_ts,
-                                                   header.gc_horizon_ts, loaded.records)
+                                                   header.gc_horizon_ts, loaded.records, header.window_start_ts,
+                                                   **self.segment_settings)
             self.checkpoint_index = loaded.index
             self.checkpoint_bytes = loaded.size_bytes
             self.checkpoint_monotonic = time.monotonic()
@@ -175,7 +183,7 @@ class SegmentState:
                 if segment is not self.segment or view.applied_index <= self.checkpoint_index:
                     return None
                 header = checkpoint.CheckpointHeader(view.applied_index, view.last_applied_ts, view.closed_ts,
-                                                     view.gc_horizon_ts)
+                                                     view.gc_horizon_ts, view.window_start_ts)
                 started = time.monotonic()
                 chunks = checkpoint.encode(header, segment.checkpoint_records(view), limits.CHECKPOINT_CHUNK_BYTES)
                 size = await asyncio.to_thread(self.checkpoints.write, view.applied_index, chunks)
@@ -216,7 +224,8 @@ class SegmentState:
             assert loaded is not None, f"checkpoint {index} verified, then failed to load"
             header = loaded.header
             segment = Segment.from_checkpoint(header.applied_index, header.last_applied_ts, header.closed_ts,
-                                              header.gc_horizon_ts, loaded.records)
+                                              header.gc_horizon_ts, loaded.records, header.window_start_ts,
+                                              **self.segment_settings)
             assert segment.applied_index > self.segment.applied_index
             # Every local log entry is older than the checkpoint: the checkpoint replaces them.
             await asyncio.to_thread(self.segment_log.reset)
@@ -416,8 +425,12 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
             closed_ts=segment.closed_ts,
             leader=state.leader,
             health=state.health(),
+            backtrack_window_start_ts=segment.window_start_ts,
+            backtrack=segment.last_backtrack.describe() if segment.last_backtrack is not None else "",
             detail=(f"keys={segment.key_count} versions={segment.version_count} "
-                    f"gc_horizon_ts={segment.gc_horizon_ts} journal_first_index={state.journal_first_index} "
+                    f"gc_horizon_ts={segment.gc_horizon_ts} backtrack_window_s={segment.backtrack_window_ns / 1e9:g} "
+                    f"backtrack_budget_bytes={segment.backtrack_budget_bytes} window_bytes={segment.window_bytes} "
+                    f"journal_first_index={state.journal_first_index} "
                     f"checkpoint_index={state.checkpoint_index} checkpoint_bytes={state.checkpoint_bytes} "
                     f"log_entries={state.segment_log.entry_count} log_bytes={state.segment_log.size_bytes} "
                     f"log_files={state.segment_log.file_count}"),

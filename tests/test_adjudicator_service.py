@@ -97,10 +97,16 @@ class FakeWriter:
         if self.journal.append_gate is not None:
             await self.journal.append_gate.wait()
         self._check()
-        stored = [self.journal.add(common_pb2.Entry(
-            epoch=self.epoch, kind=e.kind, ts=e.ts, writes=e.writes, txn_id=e.txn_id, leader=self.name,
-            private_keyspace=e.private_keyspace)) for e in entries]
+        stored = [self.journal.add(self._stamped(e)) for e in entries]
         self.commit_index = stored[-1].index
+        return stored
+
+    def _stamped(self, entry: common_pb2.Entry) -> common_pb2.Entry:
+        """The entry as the real writer stores it: every field kept, this writer's epoch and name."""
+        stored = common_pb2.Entry()
+        stored.CopyFrom(entry)
+        stored.epoch = self.epoch
+        stored.leader = self.name
         return stored
 
     async def heartbeat(self, closed_ts: int) -> None:

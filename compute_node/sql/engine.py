@@ -19,6 +19,9 @@ class Engine:
         self.statements = StatementCache()
         self.statement_retries = 0  # statements run again because the cached schema was stale
         self.sequences = NodeSequences()  # the ranges of sequence values this node reserved
+        # A new catalog version (a DDL, or a backtrack that rewound the sequences' stored state):
+        # the ranges reserved so far are dropped (compute_node/sql/schema_cache.py).
+        self.schema_cache.version_listeners.append(self.sequences.forget)
 
     def status_detail(self) -> str:
         cache = self.schema_cache

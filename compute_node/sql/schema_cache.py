@@ -17,6 +17,12 @@ catalog:
     the cache moves to the newer version. A statement's result, rows or error, is never
     returned before its transaction has checked the version.
 
+The catalog version never goes back: a backtrack (storage_node/core.py) writes its newest value
++ 1 rather than the old one, so a definition cached under a number is never reused for another
+catalog. The node's sequence ranges hang on the same signal (sequences.py): they are dropped
+whenever the cache sees the version change, so a range reserved before a backtrack (whose
+reservation the backtrack undid) is never handed out after it.
+
 Commits stay protected as before: each table a writing transaction used puts its catalog key
 among the commit's lock keys, so a schema change committed after start_ts fails the commit with
 40001 OC001. Missing tables are not cached ("relation does not exist" is answered from a read at
@@ -29,6 +35,7 @@ from __future__ import annotations
 import collections
 
 from quorumdb import limits
+from quorumdb.keys import decode_version, encode_version  # noqa: F401 - where callers import them
 
 
 class SchemaCache:
@@ -41,6 +48,9 @@ class SchemaCache:
         self.hits = 0
         self.misses = 0
         self.invalidations = 0  # times a newer version replaced the cached one
+        # Called with the new version whenever the cache moves from one known version to another:
+        # what else the node keeps by catalog version (sequence ranges) drops with the definitions.
+        self.version_listeners: list = []
 
     def lookup(self, name: str, version: int | None) -> tuple[object, bytes] | None:
         """The cached definition of `name` for a snapshot at catalog `version` (None: not known
@@ -63,7 +73,7 @@ class SchemaCache:
             if self.version is not None:
                 self.invalidations += 1
             self._tables.clear()
-            self.version = version
+            self._move_to(version)
         self._tables[name] = (table, raw)
         self._tables.move_to_end(name)
         while len(self._tables) > self._tables_max:
@@ -75,15 +85,14 @@ class SchemaCache:
             if self._tables:
                 self.invalidations += 1
             self._tables.clear()
-            self.version = version
+            self._move_to(version)
+
+    def _move_to(self, version: int) -> None:
+        previous, self.version = self.version, version
+        if previous is not None and previous != version:
+            for listener in self.version_listeners:
+                listener(version)
 
     def __len__(self) -> int:
         return len(self._tables)
 
-
-def decode_version(raw: bytes | None) -> int:
-    return 0 if raw is None else int.from_bytes(raw, "big")
-
-
-def encode_version(version: int) -> bytes:
-    return version.to_bytes(8, "big")

@@ -53,6 +53,15 @@ class NodeSequences:
         self.ranges: dict[int, SequenceRange] = {}
         self.last_reserve: dict[int, tuple[int, float]] = {}   # id -> (size, monotonic time)
         self.reservations = 0
+        self.generation = 0  # bumped by forget: a reservation begun before it is not kept
+        self.forgotten = 0   # times forget dropped the ranges
+
+    def forget(self, _version: int | None = None) -> None:
+        """Drop every range (the catalog version changed, maybe by a backtrack that undid the
+        reservations): wasting their values is allowed, handing one out twice is not."""
+        self.ranges.clear()
+        self.generation += 1
+        self.forgotten += 1
 
     def usable(self, sequence_id: int, snapshot: SequenceState) -> SequenceRange | None:
         found = self.ranges.get(sequence_id)
@@ -215,6 +224,7 @@ class StatementSequences:
             reserved, after = bulk.reserve(definition, state, size, incarnation)
             return [(state_key, after.encode())], reserved
 
+        generation = node.generation
         reserved = await autonomous_update(self.txn.backend, [state_key], take, f"{self.txn.txn_id}:seq")
         node.reservations += 1
         node.last_reserve[definition.sequence_id] = (size, now)
@@ -227,7 +237,9 @@ class StatementSequences:
             word = "maximum" if definition.increment > 0 else "minimum"
             raise SqlError(errors.SEQUENCE_GENERATOR_LIMIT_EXCEEDED,
                            f'nextval: reached {word} value of sequence "{name}" ({bound})')
-        node.ranges[definition.sequence_id] = reserved
+        if node.generation == generation:
+            # Not kept when the ranges were dropped meanwhile: a backtrack may have undone it.
+            node.ranges[definition.sequence_id] = reserved
         # Reserved after this snapshot: the stored state now has the range's epoch and incarnation.
         self.epochs[name] = SequenceState(None, reserved.epoch, reserved.incarnation)
 
