@@ -429,3 +429,18 @@ def decode_version(raw: bytes | None) -> int:
 
 def encode_version(version: int) -> bytes:
     return version.to_bytes(8, "big")
+
+
+# A backtrack moves the catalog version up to the next multiple of this step (DDL adds 1), so a
+# compute node can tell a rewind, which may have undone its sequence reservations, from ordinary
+# DDL, which has not (dropping the ranges on every DDL would leave gaps in serial columns).
+BACKTRACK_VERSION_STEP = 1 << 32
+
+
+def version_after_backtrack(newest: int) -> int:
+    return (newest // BACKTRACK_VERSION_STEP + 1) * BACKTRACK_VERSION_STEP
+
+
+def backtrack_generation(version: int) -> int:
+    """How many backtracks the catalog version has been through."""
+    return version // BACKTRACK_VERSION_STEP

@@ -180,7 +180,7 @@ class BackupAgent:
             self.restorable_ts = max(self.restorable_ts, max(m[2] for m in parsed))
             self.takeover.observe(key, self._manifest_uploader, self.now_s())
             self.has_base = True  # a manifest is only written after a base
-        self.state.backup_uploaded_index = self.uploaded_index
+        await self.state.learn_uploaded_index(self.uploaded_index)
 
     async def learn_bases(self, store) -> None:
         """The newest base, and the log bytes after it (only the uploader needs them)."""
@@ -267,7 +267,7 @@ class BackupAgent:
         self.last_manifest_s = self.now_s()
         self.uploaded_index = max(self.uploaded_index, uploaded_index)
         self.restorable_ts = max(self.restorable_ts, restorable_ts)
-        self.state.backup_uploaded_index = self.uploaded_index
+        await self.state.learn_uploaded_index(self.uploaded_index)
         self._manifest_key, self._manifest_uploader = key, self.node.name
         self.takeover.observe(key, self.node.name, self.now_s())
         # Older manifests are superseded: keep the newest two (one may be being read right now).

@@ -271,7 +271,7 @@ class Segment:
             self._put(key, record.ts, value)
             written += version_bytes(key, value)
             rewound += 1
-        catalog_value = keys_mod.encode_version(newest_catalog + 1)
+        catalog_value = keys_mod.encode_version(keys_mod.version_after_backtrack(newest_catalog))
         self._put(version_key, record.ts, catalog_value)
         written += version_bytes(version_key, catalog_value)
         self._count_window_bytes(record.ts, written)

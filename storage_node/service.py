@@ -108,6 +108,10 @@ class SegmentState:
         # Otherwise a log range leaves this copy only once the store holds it.
         self.backup_uploaded_index: int | None = None
         self.backup = None  # the BackupAgent, for Status
+        # The index the log may be dropped through once the backup holds it (the older kept
+        # checkpoint's): a drop the gate held back happens when the upload catches up, not only
+        # at the next checkpoint.
+        self.log_drop_target = 0
 
     # --- restart ---------------------------------------------------------------------
     async def replay(self, stop: asyncio.Event) -> int:
@@ -195,6 +199,7 @@ class SegmentState:
             self.checkpoints_written += 1
             self.checkpoint_monotonic = time.monotonic()
             # The older checkpoint stays (a fallback); what only the one before it needed goes.
+            self.log_drop_target = previous
             drop_through = backup_core.drop_gate(previous, self.backup_uploaded_index)
             if drop_through < previous:
                 log.info("keeping the local log after %d: the backup holds up to %d only", drop_through,
@@ -206,6 +211,20 @@ class SegmentState:
                      (time.monotonic() - started) * 1000, dropped_files, drop_through, self.segment_log.first_index,
                      self.segment_log.last_index, self.segment_log.size_bytes)
             return view.applied_index
+
+    async def learn_uploaded_index(self, index: int) -> int:
+        """The store holds every entry <= index: drop the log files the gate kept. Returns files dropped."""
+        previous = self.backup_uploaded_index
+        self.backup_uploaded_index = index if previous is None else max(previous, index)
+        through = backup_core.drop_gate(self.log_drop_target, self.backup_uploaded_index)
+        if self.segment_log.first_index == 0 or self.segment_log.first_index > through:
+            return 0
+        async with self.checkpoint_lock:  # not while a checkpoint install resets the log
+            dropped = await asyncio.to_thread(self.segment_log.drop_through, through)
+        if dropped:
+            log.info("the backup caught up to %d: dropped %d log files through %d; log now [%d, %d]",
+                     index, dropped, through, self.segment_log.first_index, self.segment_log.last_index)
+        return dropped
 
     async def install_checkpoint(self, index: int, chunks: AsyncIterator[bytes]) -> bool:
         """Make a peer's checkpoint (streamed as chunks) this node's state. False if it is not newer."""

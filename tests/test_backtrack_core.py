@@ -64,7 +64,7 @@ def test_rewind_restores_values_tombstones_and_removes_later_keys():
     # a, b, gone, new, deleted_before rewound; the catalog version goes up, never back to 7.
     assert segment.last_backtrack.keys_rewound == 5
     assert segment.version_count == versions_before + 6
-    assert catalog_version(segment, b_ts) == 10
+    assert catalog_version(segment, b_ts) == keys.version_after_backtrack(9)
     assert catalog_version(segment, b_ts - 1) == 9
     assert segment.last_backtrack.describe().startswith("index 8 to 2026-")
     assert segment.last_backtrack.describe().endswith(": rewound 5 keys")
@@ -87,7 +87,8 @@ def test_a_second_backtrack_moves_forward_again_into_the_undone_range():
     assert live(segment, ts + 3 * S) == states[t2], "forward again: the state at T2 of the original history"
     segment.apply([back(14, ts + 4 * S, ts + 2 * S)])
     assert live(segment, ts + 4 * S) == {**states[t1], b"k0": b"after"}
-    assert catalog_version(segment, ts + 4 * S) == 3, "every backtrack moves the catalog version on"
+    assert catalog_version(segment, ts + 4 * S) == 3 * keys.BACKTRACK_VERSION_STEP, (
+        "every backtrack moves the catalog version to a new generation")
 
 
 def test_window_follows_entries_and_refuses_a_time_before_it():

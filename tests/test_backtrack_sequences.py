@@ -2,8 +2,9 @@
 
 A backtrack rewinds the sequences' stored state with everything else, so a range another node
 reserved after T is handed out again by the next reservation; a node still holding its own old
-range would then repeat values. The backtrack writes a new catalog version (never an old one),
-and a node drops its ranges whenever its schema cache sees the version change."""
+range would then repeat values. The backtrack moves the catalog version to a new backtrack
+generation (keys.version_after_backtrack), and a node drops its ranges when its schema cache sees
+the generation change; ordinary DDL (version + 1) keeps them, so serial columns have no gaps."""
 from __future__ import annotations
 
 from compute_node.session import Session
@@ -21,7 +22,7 @@ def backtrack(backend: MemoryBackend, to_ts: int) -> None:
             versions.append((b_ts, backend._read(key, to_ts)))
     newest = backend.versions.get(keys.SCHEMA_VERSION_KEY, [(0, None)])[-1][1]
     backend.versions.setdefault(keys.SCHEMA_VERSION_KEY, []).append(
-        (b_ts, keys.encode_version(keys.decode_version(newest) + 1)))
+        (b_ts, keys.encode_version(keys.version_after_backtrack(keys.decode_version(newest)))))
 
 
 async def test_ranges_reserved_before_a_backtrack_are_not_used_after_it():
@@ -42,3 +43,15 @@ async def test_ranges_reserved_before_a_backtrack_are_not_used_after_it():
     assert len(set(handed_out)) == len(handed_out), f"a value handed out twice after the backtrack: {handed_out}"
     assert not set(handed_out) & set(before), "a value of a range reserved before the backtrack"
     assert first.sequences.forgotten >= 1 and second.sequences.forgotten >= 1
+
+
+def test_ordinary_ddl_keeps_the_ranges_and_a_backtrack_drops_them():
+    from compute_node.sql.sequences import NodeSequences
+
+    node = NodeSequences()
+    node.catalog_version_changed(7)  # the first version seen, no ranges yet: nothing to drop
+    node.ranges[1] = object()
+    node.catalog_version_changed(8)  # DDL
+    assert 1 in node.ranges and node.forgotten == 0
+    node.catalog_version_changed(keys.version_after_backtrack(8))
+    assert not node.ranges and node.forgotten == 1

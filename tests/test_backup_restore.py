@@ -1,6 +1,8 @@
 """The backup agent against a real local object store and local log, and `quorumdb restore` from it (no cluster)."""
 from __future__ import annotations
 
+import dataclasses
+
 import asyncio
 import io
 import os
@@ -55,6 +57,10 @@ class FakeCopy:
         self.checkpoints.open()
         self.checkpoint_index = 0
         self.replaying = False
+
+    async def learn_uploaded_index(self, index: int) -> int:
+        self.backup_uploaded_index = index  # SegmentState also drops the log the gate kept (tested there)
+        return 0
 
     def commit(self, through: int, closed_extra_ns: int = 0) -> None:
         fresh = [entry(i) for i in range(self.segment.applied_index + 1, through + 1)]
@@ -171,9 +177,9 @@ def test_standby_takes_over_when_the_uploader_stops_and_leaves_no_gap(setup):
     assert restore_mod.restore(str(setup.backup_dir), setup.tmp / "r95", to_ts=ts_of(95)).index == 95
 
 
-def test_new_base_from_a_checkpoint_and_restore_from_it(setup, monkeypatch):
-    monkeypatch.setattr(backup_core, "BASE_LOG_BYTES_MIN", 1)
+def test_new_base_from_a_checkpoint_and_restore_from_it(setup):
     copy, agent = setup.copies[0], setup.agents[0]
+    agent.cluster = dataclasses.replace(agent.cluster, backup_base_log_bytes=1)  # a base at every checkpoint
     copy.commit(60)
     cycle(agent, setup.clock)
     cycle(agent, setup.clock)
@@ -261,6 +267,28 @@ def test_log_drop_waits_for_the_upload(tmp_path):
         await state.append_and_apply([entry(i) for i in range(41, 51)])
         await state.write_checkpoint()
         assert segment_log.first_index == 41  # through the previous checkpoint, as without backup
+
+    asyncio.run(run())
+
+
+def test_log_the_gate_kept_goes_when_the_upload_catches_up(tmp_path):
+    node = config_mod.default_cluster(tmp_path, base_port=21000).storages[0]
+    segment_log = SegmentLog(tmp_path / "n")
+    segment_log.open()
+    state = SegmentState(node, segment_log, checkpoint_entries=10)
+    state.replaying = False
+    state.backup_uploaded_index = 0
+
+    async def run():
+        for through in (10, 20, 30):
+            await state.append_and_apply([entry(i) for i in range(state.segment.applied_index + 1, through + 1)])
+            await state.write_checkpoint()
+        assert segment_log.first_index == 1
+        assert await state.learn_uploaded_index(5) == 0  # no whole file uploaded yet
+        assert segment_log.first_index == 1
+        await state.learn_uploaded_index(25)  # no new checkpoint needed: the kept files go now
+        assert segment_log.first_index == 21  # through the older kept checkpoint (20), no further
+        assert state.backup_uploaded_index == 25
 
     asyncio.run(run())
 

@@ -21,7 +21,7 @@ class Engine:
         self.sequences = NodeSequences()  # the ranges of sequence values this node reserved
         # A new catalog version (a DDL, or a backtrack that rewound the sequences' stored state):
         # the ranges reserved so far are dropped (compute_node/sql/schema_cache.py).
-        self.schema_cache.version_listeners.append(self.sequences.forget)
+        self.schema_cache.version_listeners.append(self.sequences.catalog_version_changed)
 
     def status_detail(self) -> str:
         cache = self.schema_cache

@@ -89,7 +89,7 @@ class SchemaCache:
 
     def _move_to(self, version: int) -> None:
         previous, self.version = self.version, version
-        if previous is not None and previous != version:
+        if previous != version:
             for listener in self.version_listeners:
                 listener(version)
 

@@ -55,6 +55,17 @@ class NodeSequences:
         self.reservations = 0
         self.generation = 0  # bumped by forget: a reservation begun before it is not kept
         self.forgotten = 0   # times forget dropped the ranges
+        self.catalog_generation: int | None = None  # keys.backtrack_generation of the catalog version seen
+
+    def catalog_version_changed(self, version: int) -> None:
+        """Drop the ranges when the catalog version says the database was backtracked (ordinary
+        DDL keeps them: their values are still reserved in the sequence rows)."""
+        generation = keys.backtrack_generation(version)
+        # The first version seen cannot say whether ranges reserved before it predate a
+        # backtrack: drop them then too (a few wasted values once per node start).
+        if generation != self.catalog_generation and (self.catalog_generation is not None or self.ranges):
+            self.forget()
+        self.catalog_generation = generation
 
     def forget(self, _version: int | None = None) -> None:
         """Drop every range (the catalog version changed, maybe by a backtrack that undid the
