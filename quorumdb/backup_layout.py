@@ -270,14 +270,35 @@ class BackupView:
 
     @property
     def earliest_restorable_ts(self) -> int:
-        """The oldest time a restore can reach: the oldest base's (a genesis base: its first entry's)."""
-        if not self.bases:
+        """The oldest time a restore reaches without a snapshot: the oldest base whose log objects run
+        unbroken to the uploaded index (a base kept only because a snapshot pins it, its later logs
+        gone, serves that snapshot, not the window); a genesis base: its first entry's time."""
+        uploaded, latest = self.uploaded_index, self.latest_restorable_ts
+        if latest == 0 or not self.bases:
             return 0
-        oldest = self.bases[0]
-        if oldest.index == 0:
+        reach_from = log_run_start(self.logs, uploaded)
+        for base in self.bases:  # oldest first
+            if base.index > uploaded or base.index + 1 < reach_from:
+                continue
+            if base.index > 0:
+                return base.ts
             first = next((o for o in self.logs if o.first == 1), None)
-            return first.first_ts if first else self.latest_restorable_ts
-        return oldest.ts
+            return first.first_ts if first else latest
+        return 0
+
+
+def log_run_start(logs: Sequence[LogObject], through: int) -> int:
+    """The lowest index i such that the log objects hold every index in [i, through] (through + 1: none)."""
+    runs: list[list[int]] = []  # merged [first, last], ascending
+    for obj in sorted(logs, key=lambda o: o.first):
+        if runs and obj.first <= runs[-1][1] + 1:
+            runs[-1][1] = max(runs[-1][1], obj.last)
+        else:
+            runs.append([obj.first, obj.last])
+    for first, last in runs:
+        if first <= through <= last:
+            return first
+    return through + 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -126,9 +126,11 @@ def test_window_starts_at_the_oldest_base_whose_logs_reach_the_uploaded_index(tm
     b.log(21, 30)
     b.manifest(30)
     view = layout.BackupView.from_listing(b.sizes().items())
-    # backup_layout's own estimate reports the pinned genesis base: a restore there would fail.
-    assert view.earliest_restorable_ts == ts_of(1)
+    # Not the pinned genesis base: a restore to a time before base 20 would miss [11, 20].
+    assert view.earliest_restorable_ts == ts_of(20)
     assert backup_cli.restorable_window(view).earliest_ts == ts_of(20)
+    with pytest.raises(layout.OutsideWindow, match="before the earliest"):
+        layout.plan_restore(view, ts_of(15))
     assert old_log in b.sizes()
 
 

@@ -66,33 +66,10 @@ class Window:
 
 def restorable_window(view: layout.BackupView) -> Window:
     """[earliest, latest]: the times a restore reaches from a base and unbroken logs (no snapshot needed)."""
-    uploaded, latest = view.uploaded_index, view.latest_restorable_ts
-    if latest == 0 or not view.bases:
-        return Window(0, 0, uploaded)
-    reach_from = _log_run_start(view.logs, uploaded)
-    for base in view.bases:  # oldest first
-        if base.index > uploaded or base.index + 1 < reach_from:
-            continue
-        if base.index > 0:
-            return Window(base.ts, latest, uploaded)
-        # The genesis base holds nothing: the earliest point is the first entry's time.
-        first = next((o for o in view.logs if o.first == 1), None)
-        return Window(first.first_ts if first else latest, latest, uploaded)
-    return Window(0, 0, uploaded)
-
-
-def _log_run_start(logs: list[layout.LogObject], through: int) -> int:
-    """The lowest index i such that the log objects hold every index in [i, through] (through + 1: none)."""
-    runs: list[list[int]] = []  # merged [first, last], ascending
-    for obj in logs:  # sorted by first
-        if runs and obj.first <= runs[-1][1] + 1:
-            runs[-1][1] = max(runs[-1][1], obj.last)
-        else:
-            runs.append([obj.first, obj.last])
-    for first, last in runs:
-        if first <= through <= last:
-            return first
-    return through + 1
+    earliest = view.earliest_restorable_ts
+    if earliest == 0:
+        return Window(0, 0, view.uploaded_index)
+    return Window(earliest, view.latest_restorable_ts, view.uploaded_index)
 
 
 def kind_totals(listing: list[tuple[str, int]]) -> dict[str, dict[str, int]]:
