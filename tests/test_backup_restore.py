@@ -246,13 +246,20 @@ def test_retention_removes_old_objects_but_never_what_a_snapshot_pins(setup):
     assert result.index == 5 and restored_rows(setup.tmp / "snap")[1] == expected(5)
 
 
-def test_log_drop_waits_for_the_upload(tmp_path):
+def gated_state(tmp_path) -> SegmentState:
+    """A storage copy's state with checkpoints every 10 entries and a backup holding nothing yet."""
     node = config_mod.default_cluster(tmp_path, base_port=21000).storages[0]
     segment_log = SegmentLog(tmp_path / "n")
     segment_log.open()
     state = SegmentState(node, segment_log, checkpoint_entries=10)
     state.replaying = False
     state.backup_uploaded_index = 0
+    return state
+
+
+def test_log_drop_waits_for_the_upload(tmp_path):
+    state = gated_state(tmp_path)
+    segment_log = state.segment_log
 
     async def run():
         for through in (10, 20, 30):
@@ -272,12 +279,8 @@ def test_log_drop_waits_for_the_upload(tmp_path):
 
 
 def test_log_the_gate_kept_goes_when_the_upload_catches_up(tmp_path):
-    node = config_mod.default_cluster(tmp_path, base_port=21000).storages[0]
-    segment_log = SegmentLog(tmp_path / "n")
-    segment_log.open()
-    state = SegmentState(node, segment_log, checkpoint_entries=10)
-    state.replaying = False
-    state.backup_uploaded_index = 0
+    state = gated_state(tmp_path)
+    segment_log = state.segment_log
 
     async def run():
         for through in (10, 20, 30):

@@ -408,7 +408,7 @@ def clone(source_dir: pathlib.Path | str, data_dir: pathlib.Path | str, at_time:
     try:
         return _clone(source, data_dir, at_ts, base_port, wait_s, clock, started)
     except BaseException:
-        _remove_new(data_dir, existed)
+        newcluster.discard(data_dir, existed)
         if not existed and created_top != data_dir:
             shutil.rmtree(created_top, ignore_errors=True)
         raise
@@ -426,19 +426,6 @@ def _load_source(source_dir: pathlib.Path | str) -> config_mod.ClusterConfig:
     except (OSError, ValueError) as error:
         raise CloneError(f"source {path} cannot be read: {error}") from None
 
-
-def _remove_new(data_dir: pathlib.Path, existed: bool) -> None:
-    """Leave data_dir as it was: removed if we created it, emptied if it existed (it was empty)."""
-    if not data_dir.exists():
-        return
-    if not existed:
-        shutil.rmtree(data_dir, ignore_errors=True)
-        return
-    for child in data_dir.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            child.unlink(missing_ok=True)
 
 
 def _clone(source: config_mod.ClusterConfig, data_dir: pathlib.Path, at_ts: int | None, base_port: int | None,
@@ -468,7 +455,7 @@ def _clone(source: config_mod.ClusterConfig, data_dir: pathlib.Path, at_ts: int 
                 files, cut = _find_cut(source, statuses, cut_ts)
             linked, copied, clone_config = _write_clone(source, data_dir, base_port, files, cut)
         except SourceChanged:
-            _remove_new(data_dir, existed=True)
+            newcluster.discard(data_dir, existed=True)
             if attempt == COPY_ATTEMPTS_MAX:
                 raise CloneError(f"the source's files kept changing under {COPY_ATTEMPTS_MAX} attempts "
                                  "(checkpoints dropped faster than they could be linked)") from None

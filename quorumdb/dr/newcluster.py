@@ -91,3 +91,17 @@ def directory_bytes(path: pathlib.Path) -> int:
             seen.add(identity)
             total += info.st_size
     return total
+
+
+def discard(data_dir: pathlib.Path, existed: bool) -> None:
+    """Undo a failed restore or clone: remove data_dir if it was created, else empty it (it was empty)."""
+    if not data_dir.exists():
+        return
+    if not existed:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        return
+    for child in data_dir.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)

@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import os
 import pathlib
-import shutil
 import sys
 import tempfile
 import time
@@ -242,22 +241,12 @@ def restore(location: str, data_dir: pathlib.Path | str, to_ts: int | None = Non
     try:
         cluster = write_cluster(segment, restore_plan.to_ts, source, data_dir, base_port)
     except BaseException:
-        _clean(data_dir, existed)
+        newcluster.discard(data_dir, existed)
         raise
     seconds["write"] = clock() - started
     return RestoreResult(restore_plan.to_ts, segment.applied_index, replayed, bytes_read, segment.key_count,
                          1 + len(restore_plan.logs), restore_plan.base.key, seconds, cluster)
 
-
-def _clean(data_dir: pathlib.Path, existed: bool) -> None:
-    if not existed:
-        shutil.rmtree(data_dir, ignore_errors=True)
-        return
-    for child in data_dir.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            child.unlink(missing_ok=True)
 
 
 # --- command line --------------------------------------------------------------------------------
