@@ -52,7 +52,7 @@ def test_compose_services_are_the_nodes_attached_labelled_published_and_on_volum
     services = {name: service for name, service in compose["services"].items() if name != "prometheus"}
     assert list(services) == [node.name for node in DOCKER_CLUSTER.nodes]
     assert set(compose["networks"]) == {"az1", "az2", "az3", "regional"}
-    assert set(compose["volumes"]) == {node.name for node in DOCKER_CLUSTER.nodes} | {"token-secret"}
+    assert set(compose["volumes"]) == {node.name for node in DOCKER_CLUSTER.nodes} | {"token-secret", "backup"}
     for node in DOCKER_CLUSTER.nodes:
         service = services[node.name]
         assert service["environment"]["QUORUMDB_NODE"] == node.name
@@ -72,6 +72,8 @@ def test_compose_services_are_the_nodes_attached_labelled_published_and_on_volum
         assert f"{node.name}:/data" in volumes
         assert "./docker/cluster.toml:/etc/quorumdb/cluster.toml:ro" in volumes
         assert ("token-secret:/secret" in volumes) == (node.service == "compute")
+        # every storage copy reads and writes the one backup store named in the cluster file
+        assert (f"backup:{DOCKER_CLUSTER.backup_location}" in volumes) == (node.service == "storage")
 
 
 def test_compose_prometheus_scrapes_every_node_from_the_regional_network():
