@@ -326,6 +326,10 @@ assert STATUS_TIMEOUT_S < SUPERVISOR_RESTART_READY_TIMEOUT_S < CHAOS_RPC_TIMEOUT
 # this many bytes of log since the last one: big transactions must not let the local log (and
 # restart replay) grow without bound.
 STORAGE_CHECKPOINT_LOG_BYTES_MAX = 256 * 1024 * 1024
+# A storage copy's local log starts a new file once the current one holds this many bytes (besides
+# at every checkpoint). A file with a successor is never written again, so a clone hard-links it
+# instead of copying it: what a clone copies stays under one file, whatever the log's size.
+STORAGE_LOG_FILE_BYTES_MAX = 1024 * 1024
 # Bytes per checkpoint chunk: the unit the encoder hands to the disk writer and the size of one
 # ReadCheckpoint stream message (far below the gRPC message limit).
 CHECKPOINT_CHUNK_BYTES = 1024 * 1024

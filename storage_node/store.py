@@ -8,7 +8,9 @@ framed records holding strictly consecutive entry indexes, the files one after t
 `append` writes a whole batch with one write and one os.fsync (a batch costs one fsync
 however many entries it has); the shell acknowledges nothing (SCL, reads) about an entry
 before `append` returns. `roll()` makes the next append start a new file, which is how the
-log gets file boundaries to drop at: the shell rolls at every checkpoint, and
+log gets file boundaries to drop at: the shell rolls at every checkpoint (and a file that reaches
+limits.STORAGE_LOG_FILE_BYTES_MAX rolls by itself: a file with a successor is never written again,
+which is what lets a clone hard-link it), and
 `drop_through(index)` deletes, oldest first, the files whose entries are all <= index.
 `reset()` deletes every file (a checkpoint fetched from a peer replaced the whole state).
 The calls block: the shell runs them in a thread (asyncio.to_thread). One lock serializes
@@ -40,6 +42,7 @@ import threading
 import zlib
 from typing import BinaryIO, Iterable, Sequence
 
+from quorumdb import limits
 from quorumdb.durable import fsync_dir
 from quorumdb.pb import common_pb2
 from storage_node import checkpoint
@@ -190,7 +193,8 @@ class SegmentLog:
             return
         with self._lock:
             expected = self.last_index + 1 if self._files else entries[0].index
-            new_file = self._roll_pending or not self._files
+            new_file = (self._roll_pending or not self._files
+                        or self._files[-1].end >= limits.STORAGE_LOG_FILE_BYTES_MAX)
             if new_file:
                 self._close_append_file()
                 path = self.directory / log_file_name(expected)

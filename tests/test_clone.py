@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from quorumdb import cli, timefmt
+from quorumdb import cli, limits, timefmt
 from quorumdb import config as config_mod
 from quorumdb.dr import clone as clone_mod
 from quorumdb.dr.clone import CheckpointFile, CloneError, CopyView
@@ -401,3 +401,44 @@ def test_wait_closed_returns_once_a_copy_closes_t_and_gives_up_after_the_wait(st
     seen = clone_mod.wait_closed(source, ts_of(10**6), wait_s=0.0, statuses_of=statuses_of)
     assert len(rounds) == 1 and seen["storage-az1-a"].closed_ts == ts_of(1)
     assert clone_mod.wait_closed(source, ts_of(3), wait_s=30.0, statuses_of=lambda _s: {}) == {}
+
+
+def test_closed_log_files_are_shared_and_the_cut_file_is_copied(tmp_path, monkeypatch):
+    """A log file with a successor is never written again: the clone hard-links it; the file
+    holding the cut is copied up to the cut, so the clone appends only to a file of its own."""
+    monkeypatch.setattr(limits, "STORAGE_LOG_FILE_BYTES_MAX", 1)  # a new file at every append
+    source = config_mod.default_cluster(tmp_path / "source", base_port=free_base_port())
+    source.write()
+    entries = history(30)
+    for node in source.storages:
+        directory = source.node_data_dir(node.name)
+        write_copy(directory, entries[:10], checkpoints=[10], keep_log_from=11)
+        log = SegmentLog(directory)
+        log.open()
+        for entry in entries[10:]:
+            log.append([entry])  # one file per entry: log-...11, ...12, ...
+        log.close()
+    at_ts = ts_of(25) + S // 2
+    report = clone_mod.clone(source.data_dir, tmp_path / "clone", at_time=timefmt.format_utc(at_ts),
+                             base_port=clone_port(source), wait_s=0.0)
+    assert (report.checkpoint_index, report.cut_index) == (10, 25)
+    assert report.entries_copied == 1  # only the file holding the cut; 11..24 are shared
+    clone_config = config_mod.load(tmp_path / "clone" / "cluster.toml")
+    source_dir = source.node_data_dir(report.copy)
+    for node in clone_config.storages:
+        directory = clone_config.node_data_dir(node.name)
+        for index in range(11, 25):
+            name = log_file_name(index)
+            assert (directory / name).stat().st_ino == (source_dir / name).stat().st_ino
+        assert (directory / log_file_name(25)).stat().st_ino != (source_dir / log_file_name(25)).stat().st_ino
+        assert not (directory / log_file_name(26)).exists()
+        state, applied = rebuilt_state(directory)
+        assert (applied, state) == (25, state_at(entries, at_ts))
+
+
+def test_shared_log_files_stop_before_the_cut_and_at_a_gap():
+    closed = [("a", 11, 15), ("b", 16, 20), ("c", 21, 30)]
+    assert [n for n, _, _ in clone_mod.shared_log_files(closed, 10, 25)] == ["a", "b"]
+    assert [n for n, _, _ in clone_mod.shared_log_files(closed, 10, 20)] == ["a"]  # 20 is in b: b is copied
+    assert clone_mod.shared_log_files(closed, 12, 25) == []  # a starts before the base: not connected
+    assert [n for n, _, _ in clone_mod.shared_log_files(closed, 15, 40)] == ["b", "c"]

@@ -202,3 +202,24 @@ def test_a_read_racing_a_drop_returns_a_consecutive_prefix(tmp_path):
     plan_file.unlink()  # as if drop_through ran between the read's plan and its preads
     assert segment_log.read(1, 10, 1 << 20) == []
     segment_log.close()
+
+
+def test_a_full_file_rolls_by_itself_and_is_never_written_again(tmp_path, monkeypatch):
+    from quorumdb import limits
+
+    monkeypatch.setattr(limits, "STORAGE_LOG_FILE_BYTES_MAX", 200)
+    log = SegmentLog(tmp_path)
+    log.open()
+    for index in range(1, 41):
+        log.append([entry(index)])
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("log-"))
+    assert len(names) > 3
+    sizes = {name: (tmp_path / name).stat().st_size for name in names}
+    log.append([entry(41)])
+    # only the newest file grew; every earlier one kept its bytes (a clone may share it)
+    assert all((tmp_path / name).stat().st_size == sizes[name] for name in names[:-1])
+    assert [e.index for e in log.read(1, 100, 1 << 20)] == list(range(1, 42))
+    log.close()
+    reopened = SegmentLog(tmp_path)
+    assert reopened.open() == 41
+    reopened.close()

@@ -216,6 +216,9 @@ class CopyFiles:
     view: CopyView
     directory: pathlib.Path
     frames: dict[int, bytes]  # index -> the framed record, exactly as in the source's log
+    # (file name, first index, last index) of each log file read whole, in order, except the
+    # newest file (the one the source still appends to): these never change again.
+    closed_files: tuple[tuple[str, int, int], ...] = ()
 
 
 def read_checkpoint_header(path: pathlib.Path) -> CheckpointFile | None:
@@ -244,14 +247,17 @@ def read_checkpoint_header(path: pathlib.Path) -> CheckpointFile | None:
     return CheckpointFile(applied_index, last_applied_ts, size)
 
 
-def read_log(directory: pathlib.Path, names: Sequence[str]) -> tuple[list[tuple[int, int]], dict[int, bytes]]:
+def read_log(directory: pathlib.Path, names: Sequence[str],
+             closed: list[tuple[str, int, int]] | None = None) -> tuple[list[tuple[int, int]], dict[int, bytes]]:
     """The consecutive framed entries of the named log files (sorted), stopping at a torn tail or a gap.
 
+    `closed`, when given, receives (name, first, last) of every file read to its end that has a
+    successor among the names (the source appends only to its newest file).
     Raises SourceChanged when a file vanished (dropped behind a checkpoint while we read).
     """
     entries: list[tuple[int, int]] = []
     frames: dict[int, bytes] = {}
-    for name in names:
+    for position, name in enumerate(names):
         named_first = int(_LOG_NAME.match(name).group(1))
         if entries and named_first != entries[-1][0] + 1:
             break  # a gap: what follows does not connect
@@ -276,6 +282,8 @@ def read_log(directory: pathlib.Path, names: Sequence[str]) -> tuple[list[tuple[
             frames[entry.index] = data[offset:end]
             offset = end
         else:
+            if closed is not None and position + 1 < len(names) and entries and entries[-1][0] >= named_first:
+                closed.append((name, named_first, entries[-1][0]))
             continue
         if offset < len(data):
             break  # a torn or corrupt record ends the log
@@ -305,11 +313,12 @@ def read_copy(directory: pathlib.Path, name: str, status: common_pb2.NodeStatus 
             header = read_checkpoint_header(directory / file_name)
             if header is not None and header.index == int(match.group(1)):
                 checkpoints.append(header)
-    log, frames = read_log(directory, [n for n in listing if _LOG_NAME.match(n)])
+    closed: list[tuple[str, int, int]] = []
+    log, frames = read_log(directory, [n for n in listing if _LOG_NAME.match(n)], closed)
     closed_ts = status.closed_ts if status is not None else 0
     applied_index = status.applied_index if status is not None else 0
     view = CopyView(name, tuple(checkpoints), tuple(log), closed_ts, applied_index)
-    return CopyFiles(view, directory, frames)
+    return CopyFiles(view, directory, frames, tuple(closed))
 
 
 # --- the source's Status ---------------------------------------------------------------------
@@ -349,7 +358,7 @@ class CloneReport:
     cut_index: int
     cut_entry_ts: int
     entries_copied: int
-    bytes_linked: int      # checkpoint bytes shared with the source (hard links)
+    bytes_linked: int      # checkpoint and closed log file bytes shared with the source (hard links)
     bytes_copied: int      # bytes the clone adds: log tails, journal metadata, cluster.toml
     clone_bytes: int       # directory_bytes(NEW): the clone's own view of its size
     seconds: float         # in all
@@ -364,7 +373,8 @@ class CloneReport:
         lines = [
             f"cloned at {timefmt.describe(self.at_ts)}",
             (f"source: {source}; copy used: {self.copy}, {checkpoint}, log entries "
-             f"{self.checkpoint_index + 1}..{self.cut_index} ({self.entries_copied} copied)"),
+             f"{self.checkpoint_index + 1}..{self.cut_index} ({self.entries_copied} copied, the rest in "
+             f"hard-linked log files)"),
             f"cut: index {self.cut_index}, its commit {timefmt.describe(self.cut_entry_ts)}",
             (f"bytes: {self.bytes_linked} linked (shared with the source, copy-on-write), "
              f"{self.bytes_copied} copied; clone directory {self.clone_bytes} bytes"),
@@ -453,7 +463,7 @@ def _clone(source: config_mod.ClusterConfig, data_dir: pathlib.Path, at_ts: int 
             else:
                 cut_ts = requested_ts
                 files, cut = _find_cut(source, statuses, cut_ts)
-            linked, copied, clone_config = _write_clone(source, data_dir, base_port, files, cut)
+            linked, copied, entries_copied, clone_config = _write_clone(source, data_dir, base_port, files, cut)
         except SourceChanged:
             newcluster.discard(data_dir, existed=True)
             if attempt == COPY_ATTEMPTS_MAX:
@@ -464,7 +474,7 @@ def _clone(source: config_mod.ClusterConfig, data_dir: pathlib.Path, at_ts: int 
         return CloneReport(
             data_dir=data_dir, base_port=clone_config.base_port, at_ts=cut_ts, source_running=running,
             copy=cut.copy, checkpoint_index=cut.base_index, cut_index=cut.cut_index, cut_entry_ts=cut.cut_entry_ts,
-            entries_copied=cut.entries, bytes_linked=linked, bytes_copied=copied, clone_bytes=clone_bytes,
+            entries_copied=entries_copied, bytes_linked=linked, bytes_copied=copied, clone_bytes=clone_bytes,
             seconds=time.monotonic() - started, wait_seconds=copy_started - wait_started,
             copy_seconds=time.monotonic() - copy_started, attempts=attempt, note=note)
     raise AssertionError("unreachable: the loop returns or raises")
@@ -490,14 +500,15 @@ def _find_cut(source: config_mod.ClusterConfig, statuses: dict[str, common_pb2.N
 
 
 def _write_clone(source: config_mod.ClusterConfig, data_dir: pathlib.Path, base_port: int | None,
-                 files: CopyFiles, cut: Cut) -> tuple[int, int, config_mod.ClusterConfig]:
-    """Lay out the new data directory. Returns (bytes linked, bytes copied, the clone's config)."""
+                 files: CopyFiles, cut: Cut) -> tuple[int, int, int, config_mod.ClusterConfig]:
+    """Lay out the new data directory. Returns (bytes linked, bytes copied, entries copied, the clone's config)."""
     try:
         clone_config = newcluster.create(source, data_dir, base_port)
     except newcluster.NewClusterError as error:
         raise CloneError(str(error)) from None
-    frames = [files.frames[index] for index in range(cut.base_index + 1, cut.cut_index + 1)]
-    tail = b"".join(frames)
+    shared = shared_log_files(files.closed_files, cut.base_index, cut.cut_index)
+    tail_from = shared[-1][2] + 1 if shared else cut.base_index + 1
+    tail = b"".join(files.frames[index] for index in range(tail_from, cut.cut_index + 1))
     linked = copied = 0
     for node in clone_config.storages:
         directory = clone_config.node_data_dir(node.name)
@@ -508,12 +519,19 @@ def _write_clone(source: config_mod.ClusterConfig, data_dir: pathlib.Path, base_
                 added = newcluster.link_or_copy(files.directory / name, directory / name)
             except FileNotFoundError:
                 raise SourceChanged(f"{files.directory / name} vanished") from None
-            if added:
-                copied += added
-            else:
-                linked = cut.checkpoint.size_bytes  # one inode, however many names
+            copied += added
+            if node is clone_config.storages[0] and not added:
+                linked += cut.checkpoint.size_bytes  # one inode, however many names: counted once
+        for name, _, _ in shared:
+            try:
+                added = newcluster.link_or_copy(files.directory / name, directory / name)
+            except FileNotFoundError:
+                raise SourceChanged(f"{files.directory / name} vanished") from None
+            copied += added
+            if node is clone_config.storages[0] and not added:
+                linked += (directory / name).stat().st_size
         if tail:
-            path = directory / store_mod.log_file_name(cut.base_index + 1)
+            path = directory / store_mod.log_file_name(tail_from)
             with open(path, "wb") as f:
                 f.write(tail)
                 f.flush()
@@ -522,7 +540,24 @@ def _write_clone(source: config_mod.ClusterConfig, data_dir: pathlib.Path, base_
         fsync_dir(directory)
     newcluster.seed_journals(clone_config, cut.cut_index)
     copied += _bytes_outside_storage(clone_config)
-    return linked, copied, clone_config
+    return linked, copied, cut.cut_index + 1 - tail_from, clone_config
+
+
+def shared_log_files(closed: Sequence[tuple[str, int, int]], base_index: int,
+                     cut_index: int) -> list[tuple[str, int, int]]:
+    """The source's closed log files the clone can hard-link: consecutive from base_index + 1 and
+    ending before the cut's file (the file holding the cut is copied up to the cut, so the clone
+    appends to a file of its own, never to one it shares with the source)."""
+    shared: list[tuple[str, int, int]] = []
+    next_index = base_index + 1
+    for name, first, last in closed:
+        if last < next_index:
+            continue
+        if first != next_index or last >= cut_index:
+            break
+        shared.append((name, first, last))
+        next_index = last + 1
+    return shared
 
 
 def _bytes_outside_storage(cluster: config_mod.ClusterConfig) -> int:
