@@ -62,47 +62,20 @@ from google.protobuf import json_format
 
 from quorumdb import config as config_mod
 from quorumdb import format as fmt
-from quorumdb import limits, rpc, timefmt
+from quorumdb import limits, nodestatus, rpc, timefmt
 from quorumdb import supervisor as supervisor_mod
-from quorumdb.pb import (adjudicator_pb2_grpc, common_pb2, compute_pb2_grpc, journal_pb2_grpc, storage_pb2_grpc,
-                         supervisor_pb2, supervisor_pb2_grpc)
+from quorumdb.pb import common_pb2, supervisor_pb2, supervisor_pb2_grpc
 
 DEFAULT_DATA_DIR = "quorumdb-data"
 EXIT_OK = 0
 EXIT_FAILED = 1
 
-STUBS = {
-    "journal": journal_pb2_grpc.JournalStub,
-    "adjudicator": adjudicator_pb2_grpc.AdjudicatorStub,
-    "storage": storage_pb2_grpc.StorageStub,
-    "compute": compute_pb2_grpc.ComputeStub,
-}
 LOG_TAIL_LINES = 15  # lines of a failed node's log shown by `up`
 
-
-# --- status --------------------------------------------------------------------------------
-async def _one_status(channels: rpc.Channels, node: config_mod.NodeConfig,
-                      timeout_s: float) -> common_pb2.NodeStatus | None:
-    stub = STUBS[node.service](channels.get(node.address))
-    try:
-        return await stub.Status(common_pb2.StatusRequest(), timeout=timeout_s)
-    except grpc.RpcError:
-        return None
-
-
-async def gather_statuses(nodes: Sequence[config_mod.NodeConfig],
-                          timeout_s: float = limits.STATUS_TIMEOUT_S) -> list[common_pb2.NodeStatus | None]:
-    """Every node's Status, asked concurrently; None for a node that did not answer in time."""
-    channels = rpc.Channels()
-    try:
-        return list(await asyncio.gather(*(_one_status(channels, node, timeout_s) for node in nodes)))
-    finally:
-        await channels.close()
-
-
-def fetch_statuses(nodes: Sequence[config_mod.NodeConfig],
-                   timeout_s: float = limits.STATUS_TIMEOUT_S) -> list[common_pb2.NodeStatus | None]:
-    return asyncio.run(gather_statuses(nodes, timeout_s))
+# Every node's Status, concurrently (quorumdb/nodestatus.py; `status`, `top` and the tools share it).
+STUBS = nodestatus.STUBS
+gather_statuses = nodestatus.gather_statuses
+fetch_statuses = nodestatus.fetch_statuses
 
 
 STATUS_COLUMNS = [

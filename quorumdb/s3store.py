@@ -36,7 +36,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
 from quorumdb import limits
-from quorumdb.objectstore import (
+from quorumdb.objectstore_api import (
     ObjectCorrupt,
     ObjectExists,
     ObjectInfo,

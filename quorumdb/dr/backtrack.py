@@ -28,12 +28,11 @@ from typing import Callable, Sequence, TextIO
 import grpc
 
 from quorumdb import config as config_mod
-from quorumdb import limits, rpc, timefmt
+from quorumdb import limits, nodestatus, rpc, timefmt
 from quorumdb.pb import (
     adjudicator_pb2,
     adjudicator_pb2_grpc,
     common_pb2,
-    storage_pb2_grpc,
 )
 
 
@@ -107,14 +106,7 @@ def copy_outcome(name: str, status: common_pb2.NodeStatus | None, index: int) ->
 # --- talking to the cluster ---------------------------------------------------------------------
 async def storage_statuses(channels: rpc.Channels, storages: Sequence[config_mod.NodeConfig]
                            ) -> list[common_pb2.NodeStatus | None]:
-    async def one(node: config_mod.NodeConfig) -> common_pb2.NodeStatus | None:
-        stub = storage_pb2_grpc.StorageStub(channels.get(node.address))
-        try:
-            return await stub.Status(common_pb2.StatusRequest(), timeout=limits.STATUS_TIMEOUT_S)
-        except grpc.RpcError:
-            return None
-
-    return list(await asyncio.gather(*(one(node) for node in storages)))
+    return await nodestatus.gather_statuses(storages, channels=channels)
 
 
 async def call_leader(channels: rpc.Channels, cluster: config_mod.ClusterConfig,

@@ -34,7 +34,7 @@ from typing import Any, TextIO
 
 from quorumdb import backup_layout as layout
 from quorumdb import format as fmt
-from quorumdb import limits, timefmt
+from quorumdb import limits, nodestatus, timefmt
 from quorumdb.dr import locate as locate_mod
 from quorumdb.objectstore import (
     ObjectCorrupt,
@@ -308,9 +308,7 @@ def _open(located: locate_mod.Located) -> ObjectStore:
 def _copies(located: locate_mod.Located) -> list[CopyBackup] | None:
     if not located.storage_nodes:
         return None
-    from quorumdb.cli import fetch_statuses
-
-    statuses = fetch_statuses(located.storage_nodes, limits.STATUS_TIMEOUT_S)
+    statuses = nodestatus.fetch_statuses(located.storage_nodes, limits.STATUS_TIMEOUT_S)
     return [CopyBackup(node.name, status) for node, status in zip(located.storage_nodes, statuses, strict=True)]
 
 

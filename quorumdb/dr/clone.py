@@ -31,7 +31,6 @@ functions below, tested directly; the rest reads files, asks Status and writes t
 """
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import os
 import pathlib
@@ -43,7 +42,7 @@ import zlib
 from collections.abc import Callable, Sequence
 
 from quorumdb import config as config_mod
-from quorumdb import timefmt
+from quorumdb import nodestatus, timefmt
 from quorumdb.dr import newcluster
 from quorumdb.durable import fsync_dir
 from quorumdb.pb import common_pb2
@@ -324,11 +323,8 @@ def read_copy(directory: pathlib.Path, name: str, status: common_pb2.NodeStatus 
 # --- the source's Status ---------------------------------------------------------------------
 def storage_statuses(source: config_mod.ClusterConfig) -> dict[str, common_pb2.NodeStatus]:
     """Status of every storage copy that answers (concurrently, each within STATUS_TIMEOUT_S)."""
-    from quorumdb.launcher import node_status
-
     nodes = source.storages
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(nodes)) as pool:
-        replies = list(pool.map(lambda n: node_status(n, timeout_s=STATUS_TIMEOUT_S), nodes))
+    replies = nodestatus.fetch_statuses(nodes, STATUS_TIMEOUT_S)
     return {node.name: reply for node, reply in zip(nodes, replies)
             if reply is not None and reply.service == "storage" and reply.name == node.name}
 
