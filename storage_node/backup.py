@@ -236,6 +236,7 @@ class BackupAgent:
         """Log objects for [from_index, through_index] (about CYCLE_BYTES_MAX at most), then a manifest."""
         self.last_ship_s = self.now_s()
         entries = []
+        sizes: list[int] = []  # each entry's, computed once: the batch bound and the object split use them
         read_bytes = 0
         next_index = step.from_index
         while next_index <= step.through_index and read_bytes < core.CYCLE_BYTES_MAX:
@@ -246,11 +247,12 @@ class BackupAgent:
             if not chunk or chunk[0].index != next_index:
                 break  # the local log changed under us (a peer checkpoint replaced it): ship what we have
             entries += chunk
-            read_bytes += sum(e.ByteSize() for e in chunk)
+            chunk_sizes = [e.ByteSize() for e in chunk]
+            sizes += chunk_sizes
+            read_bytes += sum(chunk_sizes)
             next_index = chunk[-1].index + 1
         if not entries:
             raise ObjectStoreError(f"local log does not hold index {step.from_index} any more")
-        sizes = [e.ByteSize() for e in entries]
         for start, stop in core.split_for_objects(sizes):
             part = entries[start:stop]
             data = layout.encode_log(part)

@@ -133,8 +133,8 @@ class SegmentState:
             # The log ends before the checkpoint: it cannot be continued (appends follow base).
             await asyncio.to_thread(segment_log.drop_through, base)
         elif segment_log.last_index and segment_log.last_index == base:
-            await asyncio.to_thread(segment_log.drop_through,
-                                    backup_core.drop_gate(base, self.backup_uploaded_index))
+            self.log_drop_target = base
+            await self._drop_log_the_backup_holds()  # nothing else runs yet: no lock needed
         if segment_log.first_index > base + 1:
             log.warning("local log starts at %d but the checkpoint ends at %d: dropping the log; "
                         "the journal and peers fill the gap", segment_log.first_index, base)
@@ -200,11 +200,10 @@ class SegmentState:
             self.checkpoint_monotonic = time.monotonic()
             # The older checkpoint stays (a fallback); what only the one before it needed goes.
             self.log_drop_target = previous
-            drop_through = backup_core.drop_gate(previous, self.backup_uploaded_index)
+            dropped_files, drop_through = await self._drop_log_the_backup_holds()
             if drop_through < previous:
                 log.info("keeping the local log after %d: the backup holds up to %d only", drop_through,
                          self.backup_uploaded_index)
-            dropped_files = await asyncio.to_thread(self.segment_log.drop_through, drop_through)
             await asyncio.to_thread(self.checkpoints.delete_below, previous)
             log.info("checkpoint %d written: %d bytes, %d keys, %.0f ms; dropped %d log files through %d; "
                      "log now [%d, %d] (%d bytes)", view.applied_index, size, len(view.keys),
@@ -212,15 +211,22 @@ class SegmentState:
                      self.segment_log.last_index, self.segment_log.size_bytes)
             return view.applied_index
 
+    async def _drop_log_the_backup_holds(self) -> tuple[int, int]:
+        """Drop log files through log_drop_target, but none the backup does not hold yet.
+        Returns (files dropped, the index dropped through). Runs under checkpoint_lock (or before
+        any other task), as every change to the log's files does."""
+        through = backup_core.drop_gate(self.log_drop_target, self.backup_uploaded_index)
+        return await asyncio.to_thread(self.segment_log.drop_through, through), through
+
     async def learn_uploaded_index(self, index: int) -> int:
         """The store holds every entry <= index: drop the log files the gate kept. Returns files dropped."""
         previous = self.backup_uploaded_index
         self.backup_uploaded_index = index if previous is None else max(previous, index)
-        through = backup_core.drop_gate(self.log_drop_target, self.backup_uploaded_index)
-        if self.segment_log.first_index == 0 or self.segment_log.first_index > through:
-            return 0
+        first = self.segment_log.first_index
+        if first == 0 or first > backup_core.drop_gate(self.log_drop_target, self.backup_uploaded_index):
+            return 0  # nothing to drop: no lock, no thread
         async with self.checkpoint_lock:  # not while a checkpoint install resets the log
-            dropped = await asyncio.to_thread(self.segment_log.drop_through, through)
+            dropped, through = await self._drop_log_the_backup_holds()
         if dropped:
             log.info("the backup caught up to %d: dropped %d log files through %d; log now [%d, %d]",
                      index, dropped, through, self.segment_log.first_index, self.segment_log.last_index)

@@ -257,14 +257,19 @@ def gated_state(tmp_path) -> SegmentState:
     return state
 
 
+async def checkpoints_at(state: SegmentState, *indexes: int) -> None:
+    """Apply entries up to each index in turn and write a checkpoint there."""
+    for through in indexes:
+        await state.append_and_apply([entry(i) for i in range(state.segment.applied_index + 1, through + 1)])
+        await state.write_checkpoint()
+
+
 def test_log_drop_waits_for_the_upload(tmp_path):
     state = gated_state(tmp_path)
     segment_log = state.segment_log
 
     async def run():
-        for through in (10, 20, 30):
-            await state.append_and_apply([entry(i) for i in range(state.segment.applied_index + 1, through + 1)])
-            await state.write_checkpoint()
+        await checkpoints_at(state, 10, 20, 30)
         assert segment_log.first_index == 1  # nothing uploaded: every entry kept
         state.backup_uploaded_index = 15
         await state.append_and_apply([entry(i) for i in range(31, 41)])
@@ -283,9 +288,7 @@ def test_log_the_gate_kept_goes_when_the_upload_catches_up(tmp_path):
     segment_log = state.segment_log
 
     async def run():
-        for through in (10, 20, 30):
-            await state.append_and_apply([entry(i) for i in range(state.segment.applied_index + 1, through + 1)])
-            await state.write_checkpoint()
+        await checkpoints_at(state, 10, 20, 30)
         assert segment_log.first_index == 1
         assert await state.learn_uploaded_index(5) == 0  # no whole file uploaded yet
         assert segment_log.first_index == 1

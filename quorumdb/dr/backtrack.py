@@ -104,11 +104,6 @@ def copy_outcome(name: str, status: common_pb2.NodeStatus | None, index: int) ->
 
 
 # --- talking to the cluster ---------------------------------------------------------------------
-async def storage_statuses(channels: rpc.Channels, storages: Sequence[config_mod.NodeConfig]
-                           ) -> list[common_pb2.NodeStatus | None]:
-    return await nodestatus.gather_statuses(storages, channels=channels)
-
-
 async def call_leader(channels: rpc.Channels, cluster: config_mod.ClusterConfig,
                       to_ts: int) -> adjudicator_pb2.BacktrackReply:
     """Backtrack on the leader: each adjudicator in turn, a NOT_LEADER hint first. Bounded attempts."""
@@ -158,7 +153,7 @@ async def wait_applied(channels: rpc.Channels, storages: Sequence[config_mod.Nod
     """Poll the copies until every one has applied `index` or timeout_s passed; their outcomes."""
     deadline = time.monotonic() + timeout_s
     while True:
-        statuses = await storage_statuses(channels, storages)
+        statuses = await nodestatus.gather_statuses(storages, channels=channels)
         outcomes = [copy_outcome(node.name, status, index) for node, status in zip(storages, statuses)]
         if all(outcome.applied for outcome in outcomes) or time.monotonic() >= deadline:
             return outcomes
@@ -177,7 +172,7 @@ async def backtrack(cluster: config_mod.ClusterConfig, to_text: str, out: TextIO
     storages = list(cluster.storages)
     channels = rpc.Channels()
     try:
-        start_ts = window_start(await storage_statuses(channels, storages))
+        start_ts = window_start(await nodestatus.gather_statuses(storages, channels=channels))
         now = now_ns()
         check_in_window(to_ts, start_ts, now)
         say(f"backtrack to {timefmt.describe(to_ts)}; window starts {timefmt.format_utc(start_ts)} "

@@ -506,26 +506,20 @@ def _write_clone(source: config_mod.ClusterConfig, data_dir: pathlib.Path, base_
     tail_from = shared[-1][2] + 1 if shared else cut.base_index + 1
     tail = b"".join(files.frames[index] for index in range(tail_from, cut.cut_index + 1))
     linked = copied = 0
+    # Immutable files the clone shares with the source: the checkpoint and the closed log files.
+    shared_names = [store_mod.checkpoint_file_name(cut.base_index)] if cut.checkpoint is not None else []
+    shared_names += [name for name, _, _ in shared]
     for node in clone_config.storages:
         directory = clone_config.node_data_dir(node.name)
         directory.mkdir(parents=True, exist_ok=True)
-        if cut.checkpoint is not None:
-            name = store_mod.checkpoint_file_name(cut.base_index)
+        for name in shared_names:
             try:
                 added = newcluster.link_or_copy(files.directory / name, directory / name)
             except FileNotFoundError:
                 raise SourceChanged(f"{files.directory / name} vanished") from None
             copied += added
             if node is clone_config.storages[0] and not added:
-                linked += cut.checkpoint.size_bytes  # one inode, however many names: counted once
-        for name, _, _ in shared:
-            try:
-                added = newcluster.link_or_copy(files.directory / name, directory / name)
-            except FileNotFoundError:
-                raise SourceChanged(f"{files.directory / name} vanished") from None
-            copied += added
-            if node is clone_config.storages[0] and not added:
-                linked += (directory / name).stat().st_size
+                linked += (directory / name).stat().st_size  # one inode, however many names: counted once
         if tail:
             path = directory / store_mod.log_file_name(tail_from)
             with open(path, "wb") as f:
