@@ -569,7 +569,7 @@ class AsyncConnection:
         await self._drop_channel()
         self._position = position % len(self.endpoints)
         self.address = address
-        self._channel = grpc.aio.insecure_channel(address, options=rpc.OPTIONS)
+        self._channel = rpc.client_channel(address)
         self._stub = compute_pb2_grpc.ComputeStub(self._channel)
 
     async def _drop_channel(self) -> None:

@@ -52,7 +52,7 @@ from typing import Any, Mapping
 
 import grpc
 
-from quorumdb import aio, limits, netfault
+from quorumdb import aio, limits, netfault, runtime
 from quorumdb.config import ClusterConfig
 
 log = logging.getLogger("quorumdb.rpc")
@@ -485,7 +485,12 @@ def client_interceptors(state: netfault.PartitionState | None, address: str) -> 
 
 
 def node_channel(state: netfault.PartitionState | None, address: str) -> grpc.aio.Channel:
-    """A new channel to `address` that obeys `state`'s partitions (a plain one for tools and foreign addresses)."""
+    """A new channel to `address` that obeys `state`'s partitions (a plain one for tools and foreign addresses).
+
+    Inside the deterministic simulation the current runtime gives its own channel instead."""
+    simulated = runtime.current().channel(address)
+    if simulated is not None:
+        return simulated
     target = _peer_at(state, address)
     if target is None:
         return grpc.aio.insecure_channel(address, options=OPTIONS)
@@ -527,8 +532,19 @@ def caller_node(invocation_metadata) -> str | None:
     return None
 
 
+def client_channel(address: str) -> grpc.aio.Channel:
+    """A client's channel to a compute node (the simulation's own inside a simulation)."""
+    simulated = runtime.current().channel(address)
+    return simulated if simulated is not None else grpc.aio.insecure_channel(address, options=OPTIONS)
+
+
 def new_server(state: netfault.PartitionState | None = None) -> grpc.aio.Server:
-    """An aio server; in a node process (or given `state`) it obeys the cluster's partitions."""
+    """An aio server; in a node process (or given `state`) it obeys the cluster's partitions.
+
+    Inside the deterministic simulation the current runtime gives its own server instead."""
+    simulated = runtime.current().server()
+    if simulated is not None:
+        return simulated
     state = state if state is not None else _identity
     server = grpc.aio.server(options=OPTIONS)
     return server if state is None else _PartitionedServer(server, state, _server_histograms)
