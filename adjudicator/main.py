@@ -8,8 +8,7 @@ import logging
 from adjudicator import metrics as adjudicator_metrics
 from adjudicator.metrics import CommitTimeline, TimedJournalWriter
 from adjudicator.service import AdjudicatorNode, AdjudicatorService
-from quorumdb import metrics, rpc
-from quorumdb.clock import Clock
+from quorumdb import metrics, rpc, runtime
 from quorumdb.config import ClusterConfig, NodeConfig
 from quorumdb.pb import adjudicator_pb2_grpc
 
@@ -23,7 +22,7 @@ async def serve(cluster: ClusterConfig, node: NodeConfig, stop: asyncio.Event) -
     assert node.service == "adjudicator", node
     channels = rpc.Channels()
     timeline = CommitTimeline(metrics.current())  # batch timings: EXPLAIN ANALYZE, /metrics
-    adjudicator = AdjudicatorNode(cluster, node, Clock(cluster.clock_error_ns), channels,
+    adjudicator = AdjudicatorNode(cluster, node, runtime.clock(cluster.clock_error_ns), channels,
                                   writer_factory=functools.partial(TimedJournalWriter, timeline), timeline=timeline)
     adjudicator_metrics.attach(adjudicator, timeline)
     server = rpc.new_server()

@@ -50,7 +50,7 @@ from adjudicator.core import CommittedTxn, ConflictChecker, Outcome, TxnRequest
 from adjudicator.metrics import CommitTimeline, TimedConflictChecker
 from journal.follower import FollowBatch, JournalFollower
 from journal.writer import Fenced, JournalUnavailable, JournalWriter
-from quorumdb import aio, limits, rpc
+from quorumdb import aio, limits, rpc, runtime
 from quorumdb.clock import Clock
 from quorumdb.config import ClusterConfig, NodeConfig
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2, journal_pb2_grpc
@@ -133,7 +133,7 @@ class AdjudicatorNode:
         self.closed_ts_seen = 0
         self.epoch_seen = 0
         self.leader_seen = ""
-        self.last_progress_mono = time.monotonic()
+        self.last_progress_mono = runtime.monotonic()
         self._skip_pending = False
         self._applied_changed = asyncio.Event()
         self._transition_lock = asyncio.Lock()
@@ -228,7 +228,7 @@ class AdjudicatorNode:
             self.epoch_seen = batch.epoch
             self.leader_seen = batch.leader
             if progressed:
-                self.last_progress_mono = time.monotonic()
+                self.last_progress_mono = runtime.monotonic()
                 self.no_leader_reason = ""
         self._applied_changed.set()
         term = self.term
@@ -238,9 +238,9 @@ class AdjudicatorNode:
             task.add_done_callback(self._step_down_tasks.discard)
 
     async def _wait_applied(self, index: int, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
+        deadline = runtime.monotonic() + timeout_s
         while self.applied_index < index:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - runtime.monotonic()
             if remaining <= 0:
                 raise TakeOverFailed(f"applied only up to {self.applied_index} of {index} within {timeout_s} s")
             self._applied_changed.clear()
@@ -258,7 +258,10 @@ class AdjudicatorNode:
                 raise TakeOverFailed("node is stopping")
             writer = self._writer_factory(self.cluster, self.node.name, self.channels, self.clock)
             try:
+                if runtime.buggify("adjudicator.take_over.slow"):  # a rival may fence meanwhile
+                    await asyncio.sleep(0.3)
                 result = await writer.take_over(limits.TAKE_OVER_TIMEOUT_S, known_epoch=known_epoch, give_way=give_way)
+                runtime.crash_point("adjudicator.take_over.fenced")
                 await self._wait_applied(result.leader_index, limits.LEADER_CATCH_UP_TIMEOUT_S)
                 # Every commit an older leader ever acknowledged is now in the checker's
                 # txn_id table: retries may be answered from it (adjudicator/core.py).
@@ -276,7 +279,7 @@ class AdjudicatorNode:
             self.term = term
             # Compute nodes may still send their read demand to the old leader until they learn of
             # this one (their next commit or readiness probe): assume reads for one lease.
-            self._demand_until = time.monotonic() + limits.READ_DEMAND_LEASE_S
+            self._demand_until = runtime.monotonic() + limits.READ_DEMAND_LEASE_S
             self.role = Role.LEADER
             self.epoch_seen = max(self.epoch_seen, result.epoch)
             self.leader_seen = self.node.name
@@ -357,7 +360,7 @@ class AdjudicatorNode:
             await asyncio.sleep(check_s)
             if self.term is not None or self._transition_lock.locked():
                 continue
-            silent_s = time.monotonic() - self.last_progress_mono
+            silent_s = runtime.monotonic() - self.last_progress_mono
             if silent_s < self._silence_allowed_s(jitter_s):
                 continue
             assessment = await self._assess(timeout_ms, deferred_epoch)
@@ -384,13 +387,13 @@ class AdjudicatorNode:
                     except TakeOverFailed as e:
                         log.info("failover attempt lost: %s", e)
                         self.no_leader_reason = f"last take-over attempt failed: {e}"
-            self.last_progress_mono = time.monotonic()
+            self.last_progress_mono = runtime.monotonic()
 
     # --- leading -----------------------------------------------------------------
     def note_read_demand(self, read_ts: int = 0) -> None:
         """A compute node serves reads (keep closed timestamps fresh for READ_DEMAND_LEASE_S),
         and one of its transactions reads at read_ts: close it now unless a claim covers it."""
-        now = time.monotonic()
+        now = runtime.monotonic()
         was_live = now < self._demand_until
         self._demand_until = now + limits.READ_DEMAND_LEASE_S
         term = self.term
@@ -420,13 +423,13 @@ class AdjudicatorNode:
             term.wakeup.set()  # the leader loop notices and steps down
             return
         term.claimed_ts = max(term.claimed_ts, closed_ts)
-        term.last_heartbeat = time.monotonic()
+        term.last_heartbeat = runtime.monotonic()
         term.heartbeats += 1
 
     def _next_heartbeat_at(self, term: LeaderTerm, heartbeat_s: float, idle_s: float) -> float:
         demand_until = float("inf") if self._always_demand else self._demand_until
         return heartbeat_mod.next_heartbeat_at(term.last_heartbeat, term.last_append, demand_until,
-                                               time.monotonic(), heartbeat_s, idle_s)
+                                               runtime.monotonic(), heartbeat_s, idle_s)
 
     async def _lead(self, term: LeaderTerm) -> None:
         heartbeat_s = self.cluster.heartbeat_ms / 1000
@@ -436,7 +439,7 @@ class AdjudicatorNode:
         while not reason:
             next_heartbeat = self._next_heartbeat_at(term, heartbeat_s, idle_s)
             if term.queue.empty():
-                wait_s = next_heartbeat - time.monotonic()
+                wait_s = next_heartbeat - runtime.monotonic()
                 if wait_s > 0:
                     term.wakeup.clear()
                     await aio.wait_event(term.wakeup, wait_s)
@@ -450,9 +453,9 @@ class AdjudicatorNode:
             if (not reason and term.queue.empty()
                     and heartbeat_mod.claim_needed(term.demand_ts, term.claimed_ts)):
                 self._claim_closed(term)  # a demand that came during the append and no batch covered
-            if not reason and time.monotonic() >= self._next_heartbeat_at(term, heartbeat_s, idle_s):
+            if not reason and runtime.monotonic() >= self._next_heartbeat_at(term, heartbeat_s, idle_s):
                 reason = await self._heartbeat(term)
-                term.last_heartbeat = time.monotonic()
+                term.last_heartbeat = runtime.monotonic()
                 term.heartbeats += 1
         await self._step_down(term, reason)
 
@@ -509,7 +512,7 @@ class AdjudicatorNode:
             appended = await term.writer.append(entries)
             # A batch append moves the closed timestamp by itself (the writer carries the commit's
             # ts once committed): no separate heartbeat for a period after it.
-            term.last_append = time.monotonic()
+            term.last_append = runtime.monotonic()
         except Fenced as e:
             self._reply_unknown(committed + resent, f"leader was fenced during the journal append ({e})")
             return f"fenced: {e}"
@@ -614,7 +617,7 @@ class AdjudicatorNode:
     async def commit_many(self, requests: list[adjudicator_pb2.CommitRequest]) -> list[adjudicator_pb2.CommitReply]:
         """Queue every request for the leader loop; the replies (in request order, each with its seq)
         once all are decided and the commit-wait of the latest commit_ts has passed."""
-        arrived = time.monotonic()  # EXPLAIN ANALYZE and the commit latency metric start here
+        arrived = runtime.monotonic()  # EXPLAIN ANALYZE and the commit latency metric start here
         term = self.term
         if term is None:
             return [self._with_seq(self.not_leader_reply(), request) for request in requests]
@@ -642,11 +645,14 @@ class AdjudicatorNode:
             waits.append(asyncio.shield(pending.future))
         term.wakeup.set()
         replies = await asyncio.gather(*waits)
-        decided = time.monotonic()
+        decided = runtime.monotonic()
         committed_ts = [reply.commit_ts for reply in replies if reply.outcome == adjudicator_pb2.COMMITTED]
         if committed_ts:
+            runtime.crash_point("adjudicator.commit.before_commit_wait")
             await self._commit_wait(max(committed_ts))
-        replied = time.monotonic()
+            if runtime.buggify("adjudicator.commit.slow_reply"):  # durable and waited: the answer is late
+                await asyncio.sleep(0.1)
+        replied = runtime.monotonic()
         self.timeline.answered(replies, arrived, replied)
         for position, txn in explained:
             replies[position].timing.CopyFrom(self.timeline.explain(
@@ -696,7 +702,7 @@ class AdjudicatorNode:
 
     def status(self) -> common_pb2.NodeStatus:
         term = self.term
-        silent_ms = (time.monotonic() - self.last_progress_mono) * 1000
+        silent_ms = (runtime.monotonic() - self.last_progress_mono) * 1000
         if term is not None:
             health = "ok"
         elif not self.leader_seen:
@@ -720,7 +726,7 @@ class AdjudicatorNode:
             f"heartbeats={term.heartbeats if term is not None else 0} "
             f"appends={term.appends if term is not None else 0} "
             f"appended_entries={term.appended_entries if term is not None else 0} "
-            f"read_demand={'yes' if time.monotonic() < self._demand_until else 'no'} "
+            f"read_demand={'yes' if runtime.monotonic() < self._demand_until else 'no'} "
             f"last_ts={self.checker.last_ts} "
             f"known_since_ts={self.checker.known_since_ts} "
             f"backtrack_floor_ts={self.checker.backtrack_floor_ts}",

@@ -23,7 +23,7 @@ from compute_node.adjudicator_client import AdjudicatorClient
 from compute_node.storage_reader import StorageReader
 from quorumdb import clock as clock_mod
 from quorumdb import config as config_mod
-from quorumdb import errors, rpc
+from quorumdb import errors, rpc, runtime
 
 log = logging.getLogger("compute_node.backend")
 
@@ -55,7 +55,7 @@ class QuorumBackend:
         channels: rpc.Channels,
         clock: clock_mod.Clock | None = None,
     ) -> None:
-        self.clock = clock or clock_mod.Clock(cluster.clock_error_ns)
+        self.clock = clock or runtime.clock(cluster.clock_error_ns)
         self.node_name = node.name  # EXPLAIN ANALYZE says where it ran
         self.storage = TracedStorageReader(cluster, node.az, channels)
         self.adjudicators = AdjudicatorClient(cluster, channels)
@@ -146,7 +146,7 @@ class QuorumBackend:
 class Readiness:
     """Remembers when the last probe succeeded; `health` is what Status reports."""
 
-    def __init__(self, fresh_s: float, monotonic=time.monotonic) -> None:
+    def __init__(self, fresh_s: float, monotonic=runtime.monotonic) -> None:
         self._fresh_s = fresh_s
         self._monotonic = monotonic
         self._last_ok_s: float | None = None

@@ -14,7 +14,7 @@ from compute_node import metrics as compute_node_metrics
 from compute_node.backend import QuorumBackend, Readiness
 from compute_node.service import ComputeService
 from quorumdb import config as config_mod
-from quorumdb import aio, limits, rpc
+from quorumdb import aio, limits, rpc, runtime
 from quorumdb.pb import compute_pb2_grpc
 
 log = logging.getLogger("compute_node.main")
@@ -37,8 +37,10 @@ async def serve(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig, 
     server.add_insecure_port(cluster.listen_address(node))
     await server.start()
     log.info("compute %s serving on %s", node.name, node.address)
-    from compute_node.pgwire.server import start_for_node  # the PostgreSQL endpoint beside gRPC
-    pg_server = await start_for_node(cluster, node, backend, session_factory)
+    pg_server = None
+    if not runtime.simulated():  # the simulation drives the gRPC client API only: no sockets there
+        from compute_node.pgwire.server import start_for_node  # the PostgreSQL endpoint beside gRPC
+        pg_server = await start_for_node(cluster, node, backend, session_factory)
     if compute_metrics is not None:
         compute_metrics.pg_server = pg_server
     tasks = [

@@ -16,14 +16,12 @@ import dataclasses
 import decimal
 import functools
 import logging
-import time
-import uuid
 from typing import Any, Callable, Protocol
 
 import grpc
 
 from quorumdb import config as config_mod
-from quorumdb import errors, limits, sqllex
+from quorumdb import errors, limits, runtime, sqllex
 from compute_node.sql.catalog_functions import RegOid
 from quorumdb.pb import common_pb2, compute_pb2, compute_pb2_grpc
 
@@ -116,7 +114,7 @@ class ComputeService(compute_pb2_grpc.ComputeServicer):
         statement_timeout_s: float = limits.STATEMENT_TIMEOUT_S,
         sessions_max: int = limits.SESSIONS_MAX,
         session_idle_s: float = limits.SESSION_IDLE_S,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = runtime.monotonic,
     ) -> None:
         self._node = node
         self._backend = backend
@@ -144,7 +142,7 @@ class ComputeService(compute_pb2_grpc.ComputeServicer):
                 f"{SQLSTATE_TOO_MANY_CONNECTIONS}: too many sessions on {self._node.name} "
                 f"(at most {self._sessions_max})",
             )
-        session_id = uuid.uuid4().hex
+        session_id = runtime.new_id()
         tracker = CommitTracker(self._backend)
         session = self._session_factory(tracker, session_id)
         self._sessions[session_id] = _SessionEntry(session, tracker, asyncio.Lock(), self._monotonic())

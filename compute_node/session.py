@@ -76,7 +76,7 @@ from compute_node.sql.parser import (CloseCursor, DeclareCursor, Explain, FetchC
 from compute_node.sql.result import StatementResult
 from compute_node.sql.sequences import SessionSequences
 from compute_node.sql.transaction import Backend, SchemaStale, Transaction
-from quorumdb import errors, limits, sqllex
+from quorumdb import errors, limits, runtime, sqllex
 from quorumdb.copyformat import CopyStatement, Record
 from quorumdb.errors import SqlError
 
@@ -109,7 +109,7 @@ class Session:
                  engine: Engine | None = None):
         self.backend = backend
         self.engine = engine if engine is not None else Engine()
-        self.rng = rng or random.Random()
+        self.rng = rng or runtime.rng()
         self.session_id = session_id
         # Who is connected (current_user, current_database(), pg_roles, ...); the PostgreSQL
         # endpoint sets it from the startup packet, the gRPC API keeps the defaults.

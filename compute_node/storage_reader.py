@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any, Callable, TypeVar
 
 import grpc
@@ -29,7 +28,7 @@ import grpc
 from compute_node import read_core
 from compute_node.read_stream import ReadStream
 from quorumdb import config as config_mod
-from quorumdb import errors, limits, rpc
+from quorumdb import errors, limits, rpc, runtime
 from quorumdb.pb import storage_pb2, storage_pb2_grpc
 
 log = logging.getLogger("compute_node.storage_reader")
@@ -51,7 +50,7 @@ class StorageReader:
         cluster: config_mod.ClusterConfig,
         own_az: str,
         channels: rpc.Channels,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = runtime.monotonic,
     ) -> None:
         self.read_mode = getattr(cluster, "read_mode", "quorum")  # the default; a read may override it
         read_core.answers_needed(self.read_mode)  # an unknown mode fails here, at start

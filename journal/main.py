@@ -8,8 +8,7 @@ from journal import metrics as journal_metrics
 from journal.core import ReplicaCore
 from journal.service import JournalService
 from journal.store import JournalStore
-from quorumdb import rpc
-from quorumdb.clock import Clock
+from quorumdb import rpc, runtime
 from quorumdb.config import ClusterConfig, NodeConfig
 from quorumdb.pb import journal_pb2_grpc
 
@@ -21,8 +20,8 @@ SHUTDOWN_GRACE_S = 1.0
 
 async def serve(cluster: ClusterConfig, node: NodeConfig, stop: asyncio.Event) -> None:
     store = JournalStore(cluster.node_data_dir(node.name) / "journal", segment_entries=cluster.journal_segment_entries)
-    meta, entries = await asyncio.to_thread(store.open)
-    clock = Clock(cluster.clock_error_ns)
+    meta, entries = await runtime.offload(store.open)
+    clock = runtime.clock(cluster.clock_error_ns)
     core = ReplicaCore([n.name for n in cluster.storages], meta, entries, segment_entries=cluster.journal_segment_entries)
     core.started(clock.now().latest)  # lease grants made before a restart are forgotten: honour them anyway
     log.info(

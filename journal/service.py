@@ -20,7 +20,7 @@ import grpc
 
 from journal.core import AppendResult, AppendStatus, BadAppend, ReplicaCore
 from journal.store import JournalStore
-from quorumdb import aio, limits
+from quorumdb import aio, limits, runtime
 from quorumdb.clock import Clock
 from quorumdb.pb import common_pb2, journal_pb2, journal_pb2_grpc
 
@@ -41,7 +41,7 @@ class JournalService(journal_pb2_grpc.JournalServicer):
         self.az = az
         self.core = core
         self.store = store
-        self.clock = clock or Clock()  # the times of the lease (journal/core.py)
+        self.clock = clock or runtime.clock(1_000_000)  # the times of the lease (journal/core.py)
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
         self._closing = False
@@ -66,7 +66,7 @@ class JournalService(journal_pb2_grpc.JournalServicer):
         still waits for the write, then is cancelled. Otherwise the next request's write would
         race the abandoned one (seen as 'appended entries must be consecutive' after a failover).
         """
-        work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        work = asyncio.ensure_future(runtime.offload(fn, *args))
         cancelled = False
         while not work.done():
             try:
@@ -93,7 +93,9 @@ class JournalService(journal_pb2_grpc.JournalServicer):
         async with self._lock:
             result = self.core.fence(request.epoch, request.candidate, self.clock.now())
             if result.meta_changed:
+                runtime.crash_point("journal.fence.before_fsync")
                 await self._disk(self.store.write_meta, self.core.meta())
+                runtime.crash_point("journal.fence.after_fsync")
         if result.ok:
             log.info("fenced: promised epoch %d to %s", result.promised_epoch, request.candidate)
         elif result.retry_after_ns:
@@ -137,14 +139,19 @@ class JournalService(journal_pb2_grpc.JournalServicer):
             except BadAppend as error:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
             if result.needs_disk:
+                runtime.crash_point("journal.append.before_fsync")
                 written = time.perf_counter()
                 await self._disk(self._persist_append, result, self.core.meta())
                 if self.metrics is not None:
                     self.metrics.disk_written(time.perf_counter() - written, len(result.appended))
+                runtime.crash_point("journal.append.after_fsync")
             if result.reset:
                 log.warning("log reset to start at %d (storage holds everything before)", self.core.first_index)
         if result.status is not AppendStatus.FENCED:
             self._notify()
+        if runtime.buggify("journal.append.slow_reply"):  # durable, not yet acknowledged
+            await asyncio.sleep(0.2)
+        runtime.crash_point("journal.append.before_reply")
         return journal_pb2.AppendReply(
             status=_APPEND_STATUS[result.status],
             promised_epoch=result.promised_epoch,

@@ -15,20 +15,21 @@ leaves a prefix of the old log). Prefix truncation writes meta (new first_index)
 then deletes whole segment files; leftovers below first_index are deleted at open.
 A reset deletes every segment before writing the new meta.
 
-All methods block: call them from a worker thread (asyncio.to_thread).
+Every file operation goes through a `Disk` (quorumdb/disk.py: real files in a node, simulated
+ones in the deterministic simulation). All methods block: call them off the event loop
+(`runtime.offload`).
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import pathlib
 import struct
 import zlib
 
 from journal.core import Meta
-from quorumdb import limits
-from quorumdb.durable import fsync_dir
+from quorumdb import limits, runtime
+from quorumdb.disk import Disk
 from quorumdb.pb import common_pb2
 
 log = logging.getLogger("journal.store")
@@ -49,9 +50,11 @@ def encode_record(entry: common_pb2.Entry) -> bytes:
 
 
 class JournalStore:
-    def __init__(self, directory: pathlib.Path, segment_entries: int = limits.JOURNAL_SEGMENT_ENTRIES):
+    def __init__(self, directory: pathlib.Path, segment_entries: int = limits.JOURNAL_SEGMENT_ENTRIES,
+                 disk: Disk | None = None):
         assert segment_entries > 0
         self.directory = pathlib.Path(directory)
+        self.disk = disk if disk is not None else runtime.disk()
         self.segment_entries = segment_entries
         # For each held index from first_index: (segment number, byte offset of its record).
         self._first_index = 1
@@ -60,7 +63,7 @@ class JournalStore:
     # --- open / replay ------------------------------------------------------------
     def open(self) -> tuple[Meta, list[common_pb2.Entry]]:
         """Create the directory if needed; return the meta and the entries since first_index."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.disk.mkdir(self.directory)
         meta = self._read_meta()
         self._first_index = meta.first_index
         self._positions = []
@@ -68,24 +71,23 @@ class JournalStore:
         torn = False
         for segment in self._segments():
             if torn or (segment + 1) * self.segment_entries < meta.first_index:
-                self._segment_path(segment).unlink()  # below first_index, or after a torn record
+                self.disk.unlink(self._segment_path(segment))  # below first_index, or after a torn record
                 continue
             torn = self._replay_segment(segment, meta.first_index, entries)
-        fsync_dir(self.directory)
+        self.disk.fsync_dir(self.directory)
         return meta, entries
 
     def _replay_segment(self, segment: int, first_index: int, entries: list[common_pb2.Entry]) -> bool:
         """Append the segment's entries >= first_index; cut a torn tail. Returns True if torn."""
         path = self._segment_path(segment)
-        data = path.read_bytes()
+        data = self.disk.read(path)
         offset = 0
         while offset < len(data):
             entry = _decode_at(data, offset)
             if entry is None:
                 log.warning("%s: torn or corrupt record at byte %d; cutting the log there", path, offset)
-                with open(path, "r+b") as f:
-                    f.truncate(offset)
-                    os.fsync(f.fileno())
+                self.disk.truncate(path, offset)
+                self.disk.fsync(path)
                 return True
             if entry.index >= first_index:
                 expected = first_index + len(entries)
@@ -99,9 +101,9 @@ class JournalStore:
     # --- meta ---------------------------------------------------------------------
     def _read_meta(self) -> Meta:
         path = self.directory / META_FILE
-        if not path.exists():
+        if not self.disk.exists(path):
             return Meta()
-        raw = json.loads(path.read_text())
+        raw = json.loads(self.disk.read(path))
         return Meta(int(raw["promised_epoch"]), int(raw["first_index"]), int(raw["base_epoch"]), int(raw["commit_index"]))
 
     def write_meta(self, meta: Meta) -> None:
@@ -113,12 +115,10 @@ class JournalStore:
             "base_epoch": meta.base_epoch,
             "commit_index": meta.commit_index,
         }).encode()
-        with open(tmp, "wb") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(self.directory)
+        self.disk.write(tmp, body)
+        self.disk.fsync(tmp)
+        self.disk.replace(tmp, path)
+        self.disk.fsync_dir(self.directory)
 
     # --- append / truncate --------------------------------------------------------
     @property
@@ -136,29 +136,25 @@ class JournalStore:
         new_file = False
         for segment, segment_entries in by_segment.items():
             path = self._segment_path(segment)
-            new_file = new_file or not path.exists()
-            with open(path, "ab") as f:
-                offset = f.tell()
-                for entry in segment_entries:
-                    record = encode_record(entry)
-                    f.write(record)
-                    self._positions.append((segment, offset))
-                    offset += len(record)
-                f.flush()
-                os.fsync(f.fileno())
+            new_file = new_file or not self.disk.exists(path)
+            records = [encode_record(entry) for entry in segment_entries]
+            offset = self.disk.append(path, b"".join(records))
+            for record in records:
+                self._positions.append((segment, offset))
+                offset += len(record)
+            self.disk.fsync(path)
         if new_file:
-            fsync_dir(self.directory)
+            self.disk.fsync_dir(self.directory)
 
     def truncate_suffix(self, from_index: int) -> None:
         """Drop entries with index >= from_index."""
         assert self._first_index <= from_index <= self.last_index
         segment, offset = self._positions[from_index - self._first_index]
         for later in sorted((s for s in self._segments() if s > segment), reverse=True):
-            self._segment_path(later).unlink()
-        fsync_dir(self.directory)
-        with open(self._segment_path(segment), "r+b") as f:
-            f.truncate(offset)
-            os.fsync(f.fileno())
+            self.disk.unlink(self._segment_path(later))
+        self.disk.fsync_dir(self.directory)
+        self.disk.truncate(self._segment_path(segment), offset)
+        self.disk.fsync(self._segment_path(segment))
         del self._positions[from_index - self._first_index:]
 
     def truncate_prefix(self, meta: Meta) -> None:
@@ -169,16 +165,16 @@ class JournalStore:
         self.write_meta(meta)
         for segment in self._segments():
             if (segment + 1) * self.segment_entries < new_first:
-                self._segment_path(segment).unlink()
-        fsync_dir(self.directory)
+                self.disk.unlink(self._segment_path(segment))
+        self.disk.fsync_dir(self.directory)
         del self._positions[:new_first - self._first_index]
         self._first_index = new_first
 
     def reset(self, meta: Meta) -> None:
         """Drop every entry; the log restarts empty at meta.first_index."""
         for segment in sorted(self._segments(), reverse=True):
-            self._segment_path(segment).unlink()
-        fsync_dir(self.directory)
+            self.disk.unlink(self._segment_path(segment))
+        self.disk.fsync_dir(self.directory)
         self.write_meta(meta)
         self._positions = []
         self._first_index = meta.first_index
@@ -189,8 +185,9 @@ class JournalStore:
 
     def _segments(self) -> list[int]:
         numbers = []
-        for path in self.directory.glob(f"{SEGMENT_PREFIX}*{SEGMENT_SUFFIX}"):
-            numbers.append(int(path.name[len(SEGMENT_PREFIX):-len(SEGMENT_SUFFIX)]))
+        for name in self.disk.listdir(self.directory):
+            if name.startswith(SEGMENT_PREFIX) and name.endswith(SEGMENT_SUFFIX):
+                numbers.append(int(name[len(SEGMENT_PREFIX):-len(SEGMENT_SUFFIX)]))
         return sorted(numbers)
 
 

@@ -9,6 +9,8 @@ asks here which transport to use), never directly:
     await runtime.offload(f, *a) blocking disk work, off the event loop
     runtime.buggify("name")      a fault point: True now and then, only in simulation
     runtime.crash_point("name")  the node may crash right here, only in simulation
+    runtime.rng()                a new random.Random for the node's own choices
+    runtime.new_id()             a fresh unique id (session ids)
     runtime.simulated()          True inside the deterministic simulation
 
 A node process uses `REAL`: gRPC, the operating system's files, worker threads, the system
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import random
 import time
+import uuid
 from typing import Any, Callable
 
 from quorumdb import disk as disk_mod
@@ -41,6 +45,12 @@ class Runtime:
 
     async def offload(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
+
+    def rng(self) -> random.Random:
+        return random.Random()
+
+    def new_id(self) -> str:
+        return uuid.uuid4().hex
 
     def buggify(self, name: str) -> bool:
         return False
@@ -87,6 +97,14 @@ def disk() -> disk_mod.Disk:
 
 async def offload(fn: Callable[..., Any], *args: Any) -> Any:
     return await _current.get().offload(fn, *args)
+
+
+def rng() -> random.Random:
+    return _current.get().rng()
+
+
+def new_id() -> str:
+    return _current.get().new_id()
 
 
 def buggify(name: str) -> bool:
