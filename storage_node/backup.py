@@ -43,7 +43,9 @@ class BackupAgent:
         self.now_s = now_s
         self.rank = core.rank_of([n.name for n in cluster.storages], node.name)
         self.takeover = core.Takeover(node.name, self.rank, now_s())
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup")
+        # Created at the first store call: an agent that never runs (none does in the deterministic
+        # simulation, where a thread would break determinism) starts no threads.
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._store = None
         self.uploader = False
         self.uploaded_index = 0
@@ -76,6 +78,8 @@ class BackupAgent:
     # --- the store, bounded --------------------------------------------------------------------
     async def _call(self, fn: Callable[..., T], *args, data_bytes: int = 0) -> T:
         loop = asyncio.get_running_loop()
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup")
         future = loop.run_in_executor(self._executor, fn, *args)
         timeout_s = core.call_timeout_s(data_bytes)
         try:
@@ -114,7 +118,8 @@ class BackupAgent:
                 poll_s = core.POLL_S if self.uploader else core.STANDBY_POLL_S
                 await asyncio.sleep(max(poll_s, core.backoff_s(self.failures)))
         finally:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _failed(self, error: BaseException) -> None:
         self.failures += 1
@@ -215,7 +220,7 @@ class BackupAgent:
     async def put_checkpoint_base(self, store, step: core.CheckpointBase) -> None:
         path = self.state.checkpoints.path(step.index)
         try:
-            data = await self._call(path.read_bytes)
+            data = await self._call(self.state.checkpoints.disk.read, path)
         except FileNotFoundError:
             return  # replaced by a newer checkpoint meanwhile: the next cycle takes that one
         header = checkpoint.verify(data)

@@ -34,7 +34,7 @@ from typing import Callable
 
 import grpc
 
-from quorumdb import limits, rpc
+from quorumdb import limits, rpc, runtime
 from quorumdb.config import ClusterConfig, NodeConfig
 from quorumdb.pb import journal_pb2, journal_pb2_grpc, storage_pb2, storage_pb2_grpc
 from storage_node import checkpoint
@@ -76,14 +76,19 @@ class StorageNode:
         self.state = SegmentState(node, self.segment_log, checkpoint_entries=cluster.storage_checkpoint_entries,
                                   backtrack_window_ns=int(cluster.backtrack_window_s * 1_000_000_000),
                                   backtrack_budget_bytes=cluster.backtrack_budget_bytes)
-        self.backup = BackupAgent(cluster, node, self.state)  # gates log drops from here on
+        # Continuous backup to the object store is not simulated (the store is a real bucket or
+        # directory, its client blocks in threads): in simulation no agent exists, so
+        # state.backup_uploaded_index stays None and log drops are not gated on uploads.
+        self.backup: BackupAgent | None = None
+        if not runtime.simulated():
+            self.backup = BackupAgent(cluster, node, self.state)  # gates log drops from here on
         factory = follower_factory or _default_follower
         self.follower = factory(cluster, node, self.channels)
         self.truncated_type = truncated_type or _journal_truncated_type()
         self.metrics = storage_metrics.attach(self)  # None unless the node serves /metrics
 
     async def run(self, stop: asyncio.Event) -> None:
-        records = await asyncio.to_thread(self.segment_log.open)
+        records = await runtime.offload(self.segment_log.open)
         log.info("local log in %s: %d records [%d, %d] in %d files, torn tail cut: %d bytes",
                  self.segment_log.directory, records, self.segment_log.first_index, self.segment_log.last_index,
                  self.segment_log.file_count, self.segment_log.truncated_bytes)
@@ -95,18 +100,19 @@ class StorageNode:
         tasks: list[asyncio.Task] = []
         stop_task = asyncio.create_task(stop.wait())
         try:
-            started = time.monotonic()
+            started = runtime.monotonic()
             replayed = await self.state.replay(stop)
             log.info("replayed %d entries from the local log after checkpoint %d in %.0f ms: applied_index %d, "
-                     "closed_ts %d", replayed, self.state.checkpoint_index, (time.monotonic() - started) * 1000,
+                     "closed_ts %d", replayed, self.state.checkpoint_index, (runtime.monotonic() - started) * 1000,
                      self.state.segment.applied_index, self.state.segment.closed_ts)
             tasks = [
                 asyncio.create_task(self.follow_loop(), name="follow"),
                 asyncio.create_task(self.scl_loop(), name="scl"),
                 asyncio.create_task(self.gc_loop(), name="gc"),
                 asyncio.create_task(self.checkpoint_loop(), name="checkpoint"),
-                asyncio.create_task(self.backup.run(), name="backup"),
             ]
+            if self.backup is not None:
+                tasks.append(asyncio.create_task(self.backup.run(), name="backup"))
             done, _ = await asyncio.wait([stop_task, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not stop_task and task.exception() is not None:
@@ -129,6 +135,8 @@ class StorageNode:
             log.info("following the journal from index %d", from_index)
             try:
                 async for batch in self.follower.batches(from_index):
+                    if runtime.buggify("storage.follow.slow"):
+                        await asyncio.sleep(0.05)  # a slow copy: reads wait on it, the journal keeps its entries
                     started = time.perf_counter()
                     await state.ingest(batch.entries, batch.commit_index, batch.closed_ts, batch.closed_index,
                                        batch.epoch, batch.leader)
@@ -203,7 +211,7 @@ class StorageNode:
                 raise ValueError("empty checkpoint stream")
             index, total = first.index, first.total_bytes
             log.info("fetching checkpoint %d (%d bytes) from %s", index, total, peer.name)
-            started = time.monotonic()
+            started = runtime.monotonic()
 
             async def chunks():
                 chunk = first
@@ -226,7 +234,7 @@ class StorageNode:
             call.cancel()
         if installed:
             log.info("installed checkpoint %d from %s in %.0f ms: applied_index %d", index, peer.name,
-                     (time.monotonic() - started) * 1000, self.state.segment.applied_index)
+                     (runtime.monotonic() - started) * 1000, self.state.segment.applied_index)
         return installed
 
     async def _repair_from(self, peer: NodeConfig, until_index: int) -> int:

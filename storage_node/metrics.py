@@ -13,6 +13,7 @@ import time
 from typing import Iterable
 
 from quorumdb import metrics as m
+from quorumdb import runtime
 
 
 class StorageMetrics:
@@ -34,7 +35,7 @@ class StorageMetrics:
         state = self.storage_node.state
         segment = state.segment  # looked up anew: a checkpoint install replaces it
         segment_log = state.segment_log
-        now_monotonic = time.monotonic()
+        now_monotonic = runtime.monotonic()  # the clock checkpoint/batch times are taken on
         yield m.gauge("quorumdb_storage_scl", "Segment complete point: the highest index with no hole below it",
                       segment.scl)
         yield m.gauge("quorumdb_storage_applied_index", "Highest journal index applied to the MVCC index",

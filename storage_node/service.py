@@ -10,8 +10,8 @@ Checkpoints: when one is due, the appender itself (`append_and_apply`, right aft
 applied a batch, so no append is in flight) fixes a view of the segment at applied index
 C and makes the log start a new file at C + 1: log files then end exactly at checkpoint
 indexes. main.py's checkpoint loop (`write_checkpoint`) encodes + writes + fsyncs + renames
-the file in a worker thread while ingestion goes on (GC is paused from the view until the
-file is written; see storage_node/core.py), then drops the log files and checkpoints the
+the file off the event loop (runtime.offload) while ingestion goes on (GC is paused from
+the view until the file is written; see storage_node/core.py), then drops the log files and checkpoints the
 *previous* checkpoint made redundant. So the disk always holds the two
 newest checkpoints and the log from just after the older one: if the newest checkpoint
 turns out corrupt at restart, the older one plus the log still rebuild everything. The
@@ -34,13 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import time
 from typing import AsyncIterator, Sequence
 
 import grpc
 
-from quorumdb import limits
+from quorumdb import limits, runtime
 from quorumdb.config import NodeConfig
 from quorumdb.pb import common_pb2, storage_pb2, storage_pb2_grpc
 from storage_node import backup_core, checkpoint, pushdown
@@ -82,7 +80,7 @@ class SegmentState:
                                  "backtrack_budget_bytes": backtrack_budget_bytes}
         self.segment = Segment(**self.segment_settings)
         self.segment_log = segment_log
-        self.checkpoints = checkpoints or CheckpointStore(segment_log.directory)
+        self.checkpoints = checkpoints or CheckpointStore(segment_log.directory, segment_log.disk)
         self.checkpoint_entries = checkpoint_entries
         self.changed = asyncio.Condition()
         self._change_waiters: list[asyncio.Future] = []  # read streams waiting for the next change
@@ -116,7 +114,7 @@ class SegmentState:
     # --- restart ---------------------------------------------------------------------
     async def replay(self, stop: asyncio.Event) -> int:
         """Load the newest valid checkpoint, then apply the local log after it."""
-        loaded = await asyncio.to_thread(self._load_checkpoint)
+        loaded = await runtime.offload(self._load_checkpoint)
         if loaded is not None:
             header = loaded.header
             self.segment = Segment.from_checkpoint(header.applied_index, header.last_applied_ts, header.closed_ts,
@@ -124,24 +122,24 @@ class SegmentState:
                                                    **self.segment_settings)
             self.checkpoint_index = loaded.index
             self.checkpoint_bytes = loaded.size_bytes
-            self.checkpoint_monotonic = time.monotonic()
+            self.checkpoint_monotonic = runtime.monotonic()
             log.info("loaded checkpoint %d (%d bytes, %d keys)", loaded.index, loaded.size_bytes,
                      self.segment.key_count)
         base = self.segment.applied_index
         segment_log = self.segment_log
         if segment_log.last_index and segment_log.last_index < base:
             # The log ends before the checkpoint: it cannot be continued (appends follow base).
-            await asyncio.to_thread(segment_log.drop_through, base)
+            await runtime.offload(segment_log.drop_through, base)
         elif segment_log.last_index and segment_log.last_index == base:
             self.log_drop_target = base
             await self._drop_log_the_backup_holds()  # nothing else runs yet: no lock needed
         if segment_log.first_index > base + 1:
             log.warning("local log starts at %d but the checkpoint ends at %d: dropping the log; "
                         "the journal and peers fill the gap", segment_log.first_index, base)
-            await asyncio.to_thread(segment_log.reset)
+            await runtime.offload(segment_log.reset)
         replayed = 0
         while not stop.is_set():
-            entries = await asyncio.to_thread(
+            entries = await runtime.offload(
                 segment_log.read, self.segment.applied_index + 1,
                 limits.ENTRIES_PER_MESSAGE_MAX, limits.READ_LOG_BYTES_MAX,
             )
@@ -163,8 +161,12 @@ class SegmentState:
         if self.replaying or self.checkpoint_lock.locked() or self._pending_checkpoint is not None:
             return False
         since = self.segment.applied_index - self.checkpoint_index
-        return since >= self.checkpoint_entries or (
-            since > 0 and self.log_bytes_since_checkpoint >= limits.STORAGE_CHECKPOINT_LOG_BYTES_MAX)
+        if since >= self.checkpoint_entries or (
+                since > 0 and self.log_bytes_since_checkpoint >= limits.STORAGE_CHECKPOINT_LOG_BYTES_MAX):
+            return True
+        # In simulation, now and then a checkpoint well before the threshold: checkpoints (and the
+        # log drops after them) then race ingestion, repair and restarts far more often.
+        return since > 0 and runtime.buggify("storage.checkpoint.early")
 
     def _capture_checkpoint(self) -> None:
         """Fix the view a checkpoint will hold. Only call it with no log append in flight."""
@@ -188,26 +190,29 @@ class SegmentState:
                     return None
                 header = checkpoint.CheckpointHeader(view.applied_index, view.last_applied_ts, view.closed_ts,
                                                      view.gc_horizon_ts, view.window_start_ts)
-                started = time.monotonic()
+                started = runtime.monotonic()
                 chunks = checkpoint.encode(header, segment.checkpoint_records(view), limits.CHECKPOINT_CHUNK_BYTES)
-                size = await asyncio.to_thread(self.checkpoints.write, view.applied_index, chunks)
+                runtime.crash_point("storage.checkpoint.before_publish")
+                size = await runtime.offload(self.checkpoints.write, view.applied_index, chunks)
             finally:
                 self.checkpointing = False
+            # Published (durable under its name); the log it makes redundant is not dropped yet.
+            runtime.crash_point("storage.checkpoint.after_publish")
             previous = self.checkpoint_index
             self.checkpoint_index = view.applied_index
             self.checkpoint_bytes = size
             self.checkpoints_written += 1
-            self.checkpoint_monotonic = time.monotonic()
+            self.checkpoint_monotonic = runtime.monotonic()
             # The older checkpoint stays (a fallback); what only the one before it needed goes.
             self.log_drop_target = previous
             dropped_files, drop_through = await self._drop_log_the_backup_holds()
             if drop_through < previous:
                 log.info("keeping the local log after %d: the backup holds up to %d only", drop_through,
                          self.backup_uploaded_index)
-            await asyncio.to_thread(self.checkpoints.delete_below, previous)
+            await runtime.offload(self.checkpoints.delete_below, previous)
             log.info("checkpoint %d written: %d bytes, %d keys, %.0f ms; dropped %d log files through %d; "
                      "log now [%d, %d] (%d bytes)", view.applied_index, size, len(view.keys),
-                     (time.monotonic() - started) * 1000, dropped_files, drop_through, self.segment_log.first_index,
+                     (runtime.monotonic() - started) * 1000, dropped_files, drop_through, self.segment_log.first_index,
                      self.segment_log.last_index, self.segment_log.size_bytes)
             return view.applied_index
 
@@ -216,7 +221,7 @@ class SegmentState:
         Returns (files dropped, the index dropped through). Runs under checkpoint_lock (or before
         any other task), as every change to the log's files does."""
         through = backup_core.drop_gate(self.log_drop_target, self.backup_uploaded_index)
-        return await asyncio.to_thread(self.segment_log.drop_through, through), through
+        return await runtime.offload(self.segment_log.drop_through, through), through
 
     async def learn_uploaded_index(self, index: int) -> int:
         """The store holds every entry <= index: drop the log files the gate kept. Returns files dropped."""
@@ -237,15 +242,16 @@ class SegmentState:
         async with self.checkpoint_lock:
             if index <= self.segment.applied_index:
                 return False
-            writer = await asyncio.to_thread(self.checkpoints.receiver, index)
+            writer = await runtime.offload(self.checkpoints.receiver, index)
             try:
                 async for chunk in chunks:
-                    await asyncio.to_thread(writer.write, chunk)
-                await asyncio.to_thread(writer.publish, True)
+                    await runtime.offload(writer.write, chunk)
+                runtime.crash_point("storage.repair.install")  # received whole, not yet verified nor renamed
+                await runtime.offload(writer.publish, True)
             except BaseException:
-                await asyncio.to_thread(writer.abort)
+                await runtime.offload(writer.abort)
                 raise
-            loaded = await asyncio.to_thread(self.checkpoints.load, index)
+            loaded = await runtime.offload(self.checkpoints.load, index)
             assert loaded is not None, f"checkpoint {index} verified, then failed to load"
             header = loaded.header
             segment = Segment.from_checkpoint(header.applied_index, header.last_applied_ts, header.closed_ts,
@@ -253,16 +259,16 @@ class SegmentState:
                                               **self.segment_settings)
             assert segment.applied_index > self.segment.applied_index
             # Every local log entry is older than the checkpoint: the checkpoint replaces them.
-            await asyncio.to_thread(self.segment_log.reset)
+            await runtime.offload(self.segment_log.reset)
             self.segment = segment
             self._pending_checkpoint = None  # a view of the replaced segment is worthless now
             self.checkpointing = False
             self.checkpoint_wanted.clear()
             self.checkpoint_index = index
             self.checkpoint_bytes = loaded.size_bytes
-            self.checkpoint_monotonic = time.monotonic()
+            self.checkpoint_monotonic = runtime.monotonic()
             self.log_bytes_since_checkpoint = 0
-            await asyncio.to_thread(self.checkpoints.delete_below, index)
+            await runtime.offload(self.checkpoints.delete_below, index)
         await self.wake_reads()
         return True
 
@@ -271,7 +277,9 @@ class SegmentState:
         fresh = [e for e in entries if e.index > self.segment.applied_index]
         if not fresh:
             return
-        await asyncio.to_thread(self.segment_log.append, fresh)
+        runtime.crash_point("storage.append.before_fsync")
+        await runtime.offload(self.segment_log.append, fresh)
+        runtime.crash_point("storage.append.after_fsync")  # durable here, not yet applied nor acknowledged
         self.log_bytes_since_checkpoint += sum(e.ByteSize() for e in fresh)
         self.segment.apply(to_record(e) for e in fresh)
         if self.checkpoint_due():
@@ -286,7 +294,7 @@ class SegmentState:
         self.epoch = max(self.epoch, epoch)
         if leader:
             self.leader = leader
-        self.last_batch_monotonic = time.monotonic()
+        self.last_batch_monotonic = runtime.monotonic()
         await self.wake_reads()
 
     async def wake_reads(self) -> None:
@@ -309,7 +317,7 @@ class SegmentState:
         if self.repairing:
             return "degraded: repairing"
         silence_s = limits.STORAGE_JOURNAL_SILENCE_MS / 1000
-        if self.last_batch_monotonic is None or time.monotonic() - self.last_batch_monotonic > silence_s:
+        if self.last_batch_monotonic is None or runtime.monotonic() - self.last_batch_monotonic > silence_s:
             return "degraded: no journal"
         if self.segment.applied_index < self.commit_index:
             return "degraded: catching up"
@@ -400,7 +408,7 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
     async def ReadLog(self, request: storage_pb2.ReadLogRequest, context) -> storage_pb2.ReadLogReply:
         max_entries = min(request.max_entries or limits.ENTRIES_PER_MESSAGE_MAX, limits.ENTRIES_PER_MESSAGE_MAX)
         segment_log = self.state.segment_log
-        entries = await asyncio.to_thread(segment_log.read, request.from_index, max_entries, limits.READ_LOG_BYTES_MAX)
+        entries = await runtime.offload(segment_log.read, request.from_index, max_entries, limits.READ_LOG_BYTES_MAX)
         return storage_pb2.ReadLogReply(entries=entries, first_index=segment_log.first_index,
                                         scl=self.state.segment.scl, checkpoint_index=self.state.checkpoint_index)
 
@@ -415,16 +423,16 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"storage node {state.node.name} already serves {self._checkpoint_streams} checkpoints")
         try:
-            # An open descriptor keeps the file readable even if a newer checkpoint deletes it meanwhile.
-            file = await asyncio.to_thread(open, state.checkpoints.path(index), "rb")
+            # An open file stays readable even if a newer checkpoint deletes its name meanwhile.
+            file = await runtime.offload(state.checkpoints.disk.open_read, state.checkpoints.path(index))
         except FileNotFoundError:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"checkpoint {index} was just replaced; ask again")
         self._checkpoint_streams += 1
         try:
-            total = os.fstat(file.fileno()).st_size
+            total = file.size
             offset = 0
             while offset < total:  # bounded: every round sends at least one byte of a fixed-size file
-                data = await asyncio.to_thread(file.read, limits.CHECKPOINT_CHUNK_BYTES)
+                data = await runtime.offload(file.read, limits.CHECKPOINT_CHUNK_BYTES)
                 assert data, f"checkpoint {index} shrank while being read"
                 yield storage_pb2.CheckpointChunk(index=index, total_bytes=total, offset=offset, data=data)
                 offset += len(data)

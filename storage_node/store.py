@@ -5,7 +5,7 @@ framed records holding strictly consecutive entry indexes, the files one after t
 
     length (4 bytes, big endian) | crc32 of payload (4 bytes) | payload (a serialized Entry)
 
-`append` writes a whole batch with one write and one os.fsync (a batch costs one fsync
+`append` writes a whole batch with one write and one fsync (a batch costs one fsync
 however many entries it has); the shell acknowledges nothing (SCL, reads) about an entry
 before `append` returns. `roll()` makes the next append start a new file, which is how the
 log gets file boundaries to drop at: the shell rolls at every checkpoint (and a file that reaches
@@ -13,9 +13,14 @@ limits.STORAGE_LOG_FILE_BYTES_MAX rolls by itself: a file with a successor is ne
 which is what lets a clone hard-link it), and
 `drop_through(index)` deletes, oldest first, the files whose entries are all <= index.
 `reset()` deletes every file (a checkpoint fetched from a peer replaced the whole state).
-The calls block: the shell runs them in a thread (asyncio.to_thread). One lock serializes
-the writers; `read` only takes the lock to see which records exist, then preads on a
-descriptor of its own, so a file deleted meanwhile just ends the read early.
+The calls block: the shell runs them off its event loop (runtime.offload). One lock
+serializes the writers; `read` only takes the lock to see which records exist, then preads
+exactly those records (one pread per file), so a file deleted meanwhile just ends the read
+early.
+
+Every file operation goes through a `quorumdb.disk.Disk` (the operating system's files in a
+node process, a simulated disk in the deterministic simulation); the stores take the current
+runtime's disk when they are built.
 
 `open` scans every file and checks every frame. A torn last record (a crash during a
 write: short header, short payload or wrong crc) and anything after it, including later
@@ -34,16 +39,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import pathlib
 import re
 import struct
 import threading
 import zlib
-from typing import BinaryIO, Iterable, Sequence
+from typing import Iterable, Sequence
 
-from quorumdb import limits
-from quorumdb.durable import fsync_dir
+from quorumdb import limits, runtime
+from quorumdb.disk import AppendFile, Disk
 from quorumdb.pb import common_pb2
 from storage_node import checkpoint
 
@@ -81,12 +85,13 @@ class _LogFile:
 
 
 class SegmentLog:
-    def __init__(self, directory: pathlib.Path | str):
+    def __init__(self, directory: pathlib.Path | str, disk: Disk | None = None):
         self.directory = pathlib.Path(directory)
+        self.disk = disk if disk is not None else runtime.disk()
         self.truncated_bytes = 0  # bytes cut off as a torn tail (or gap) by the last open()
         self._files: list[_LogFile] = []
         self._lock = threading.Lock()
-        self._append_file: BinaryIO | None = None  # open on self._files[-1] when not None
+        self._append_file: AppendFile | None = None  # open on self._files[-1] when not None
         self._roll_pending = False
 
     # --- views -----------------------------------------------------------------------
@@ -117,24 +122,25 @@ class SegmentLog:
     # --- lifecycle ---------------------------------------------------------------------
     def open(self) -> int:
         """Scan the files, cut a torn tail, get ready to append. Returns the number of records."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        disk = self.disk
+        disk.mkdir(self.directory)
         self._adopt_legacy_log()
         self.truncated_bytes = 0
         self._files = []
-        paths = sorted(p for p in self.directory.iterdir() if _LOG_NAME.match(p.name))
+        paths = [self.directory / name for name in disk.listdir(self.directory) if _LOG_NAME.match(name)]
         cut = False
         for path in paths:
             if cut:
-                self.truncated_bytes += path.stat().st_size
+                self.truncated_bytes += disk.size(path)
                 log.warning("local log: dropping %s, which follows a cut", path.name)
-                path.unlink()
+                disk.unlink(path)
                 continue
             log_file, cut = self._scan(path)
             if log_file is None:
-                path.unlink()
+                disk.unlink(path)
             else:
                 self._files.append(log_file)
-        fsync_dir(self.directory)
+        disk.fsync_dir(self.directory)
         return self.entry_count
 
     def _scan(self, path: pathlib.Path) -> tuple[_LogFile | None, bool]:
@@ -142,40 +148,40 @@ class SegmentLog:
         named_first = int(_LOG_NAME.match(path.name).group(1))
         expected = self.last_index + 1 if self._files else named_first
         offsets: list[int] = []
-        with open(path, "rb") as f:
-            fd = f.fileno()
-            size = os.fstat(fd).st_size
-            offset = 0
-            while offset < size:
-                entry, next_offset = _read_record(fd, offset, size)
-                if entry is None or entry.index != expected + len(offsets) or named_first != expected:
-                    break
-                offsets.append(offset)
-                offset = next_offset
+        # The whole file at once: every frame is checked anyway, and a file is bounded (about
+        # STORAGE_LOG_FILE_BYTES_MAX plus one batch).
+        data = self.disk.read(path)
+        size = len(data)
+        offset = 0
+        while offset < size:
+            entry, next_offset = _parse_record(data, offset)
+            if entry is None or entry.index != expected + len(offsets) or named_first != expected:
+                break
+            offsets.append(offset)
+            offset = next_offset
         cut = offset < size
         if cut:
             log.warning("local log %s: cutting %d bytes at offset %d (torn, corrupt or not following index %d)",
                         path.name, size - offset, offset, expected + len(offsets) - 1)
             self.truncated_bytes += size - offset
-            os.truncate(path, offset)
-            with open(path, "rb+") as f:
-                os.fsync(f.fileno())
+            self.disk.truncate(path, offset)
+            self.disk.fsync(path)
         if not offsets:
             return None, cut
         return _LogFile(path, named_first, offsets, offset), cut
 
     def _adopt_legacy_log(self) -> None:
+        disk = self.disk
         legacy = self.directory / LEGACY_LOG_FILE
-        if not legacy.exists():
+        if not disk.exists(legacy):
             return
-        with open(legacy, "rb") as f:
-            entry, _ = _read_record(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        entry = _read_first_record(disk, legacy)
         if entry is None:
-            legacy.unlink()
+            disk.unlink(legacy)
         else:
-            os.replace(legacy, self.directory / log_file_name(entry.index))
+            disk.replace(legacy, self.directory / log_file_name(entry.index))
             log.info("local log: adopted %s as %s", LEGACY_LOG_FILE, log_file_name(entry.index))
-        fsync_dir(self.directory)
+        disk.fsync_dir(self.directory)
 
     def close(self) -> None:
         with self._lock:
@@ -199,11 +205,11 @@ class SegmentLog:
                 self._close_append_file()
                 path = self.directory / log_file_name(expected)
                 target = _LogFile(path, expected, [], 0)
-                self._append_file = open(path, "ab")
+                self._append_file = self.disk.open_append(path)
             else:
                 target = self._files[-1]
                 if self._append_file is None:
-                    self._append_file = open(target.path, "ab")
+                    self._append_file = self.disk.open_append(target.path)
             frames = []
             offsets = []
             offset = target.end
@@ -216,10 +222,9 @@ class SegmentLog:
                 offset += len(frame)
                 expected += 1
             self._append_file.write(b"".join(frames))
-            self._append_file.flush()
-            os.fsync(self._append_file.fileno())
+            self._append_file.sync()
             if new_file:
-                fsync_dir(self.directory)
+                self.disk.fsync_dir(self.directory)
                 self._files.append(target)
                 self._roll_pending = False
             target.offsets.extend(offsets)
@@ -242,10 +247,10 @@ class SegmentLog:
                 if len(self._files) == 1:
                     self._close_append_file()
                     self._roll_pending = False
-                self._files.pop(0).path.unlink()
+                self.disk.unlink(self._files.pop(0).path)
                 dropped += 1
             if dropped:
-                fsync_dir(self.directory)
+                self.disk.fsync_dir(self.directory)
         return dropped
 
     def reset(self) -> None:
@@ -254,64 +259,78 @@ class SegmentLog:
             self._close_append_file()
             self._roll_pending = False
             for log_file in reversed(self._files):
-                log_file.path.unlink()
+                self.disk.unlink(log_file.path)
             self._files = []
-            fsync_dir(self.directory)
+            self.disk.fsync_dir(self.directory)
 
     # --- reading -------------------------------------------------------------------------
     def read(self, from_index: int, max_entries: int, bytes_max: int) -> list[common_pb2.Entry]:
         """Entries from from_index on: at most max_entries and about bytes_max (always at least one)."""
         assert max_entries > 0, max_entries
-        plan: list[tuple[pathlib.Path, list[int], int]] = []  # (file, record offsets, end offset)
+        # (file, offsets of the records wanted, end of the last one): the records are fixed here,
+        # under the lock, by count and by size (each record's size is the gap to the next offset),
+        # so each file costs one pread of exactly the bytes returned.
+        plan: list[tuple[pathlib.Path, list[int], int]] = []
         with self._lock:  # a consistent view of what is written
             index = max(from_index, self.first_index)
-            remaining = max_entries
+            planned = 0
+            planned_bytes = 0
             for log_file in self._files:
-                if remaining == 0:
+                if planned == max_entries or (planned and planned_bytes >= bytes_max):
                     break
                 if log_file.last_index < index:
                     continue
+                offsets = log_file.offsets
                 position = index - log_file.first_index
-                stop = min(len(log_file.offsets), position + remaining)
-                end = log_file.offsets[stop] if stop < len(log_file.offsets) else log_file.end
-                plan.append((log_file.path, log_file.offsets[position:stop], end))
-                remaining -= stop - position
-                index = log_file.first_index + stop
+                taken = position
+                while taken < len(offsets) and planned < max_entries and (planned == 0 or planned_bytes < bytes_max):
+                    record_end = offsets[taken + 1] if taken + 1 < len(offsets) else log_file.end
+                    planned_bytes += record_end - offsets[taken]
+                    planned += 1
+                    taken += 1
+                end = offsets[taken] if taken < len(offsets) else log_file.end
+                plan.append((log_file.path, offsets[position:taken], end))
+                index = log_file.first_index + taken
         entries: list[common_pb2.Entry] = []
-        read_bytes = 0
         for path, offsets, end in plan:
+            start = offsets[0]
             try:
-                fd = os.open(path, os.O_RDONLY)
+                data = self.disk.pread(path, start, end - start)
             except FileNotFoundError:
                 break  # dropped behind a checkpoint meanwhile: what was read so far is still consecutive
-            try:
-                for offset in offsets:
-                    entry, next_offset = _read_record(fd, offset, end)
-                    assert entry is not None, f"local log {path}: record at {offset} became unreadable"
-                    entries.append(entry)
-                    read_bytes += next_offset - offset
-                    if read_bytes >= bytes_max:
-                        return entries
-            finally:
-                os.close(fd)
+            for offset in offsets:
+                entry, _ = _parse_record(data, offset - start)
+                assert entry is not None, f"local log {path}: record at {offset} became unreadable"
+                entries.append(entry)
         return entries
 
 
-def _read_record(fd: int, offset: int, size: int) -> tuple[common_pb2.Entry | None, int]:
-    """The entry at offset and the next offset; (None, offset) for a torn or corrupt record."""
+def _parse_record(data: bytes, offset: int) -> tuple[common_pb2.Entry | None, int]:
+    """The entry framed at data[offset:] and the next offset; (None, offset) for a torn or corrupt record."""
+    size = len(data)
     if offset + _FRAME.size > size:
         return None, offset
-    length, crc = _FRAME.unpack(os.pread(fd, _FRAME.size, offset))
+    length, crc = _FRAME.unpack_from(data, offset)
     payload_at = offset + _FRAME.size
     if payload_at + length > size:
         return None, offset
-    payload = os.pread(fd, length, payload_at)
-    if len(payload) != length or zlib.crc32(payload) != crc:
+    payload = data[payload_at:payload_at + length]
+    if zlib.crc32(payload) != crc:
         return None, offset
     try:
         return common_pb2.Entry.FromString(payload), payload_at + length
     except Exception:  # noqa: BLE001 - a crc-valid record that does not parse is corruption
         return None, offset
+
+
+def _read_first_record(disk: Disk, path: pathlib.Path) -> common_pb2.Entry | None:
+    """The first entry of a file (None if torn or corrupt), reading only that record."""
+    header = disk.pread(path, 0, _FRAME.size)
+    if len(header) < _FRAME.size:
+        return None
+    length, _ = _FRAME.unpack(header)
+    entry, _ = _parse_record(header + disk.pread(path, _FRAME.size, length), 0)
+    return entry
 
 
 # --- checkpoints -----------------------------------------------------------------------------
@@ -324,22 +343,24 @@ class LoadedCheckpoint:
 
 
 class CheckpointStore:
-    def __init__(self, directory: pathlib.Path | str):
+    def __init__(self, directory: pathlib.Path | str, disk: Disk | None = None):
         self.directory = pathlib.Path(directory)
+        self.disk = disk if disk is not None else runtime.disk()
 
     def open(self) -> list[int]:
         """Remove leftovers of interrupted writes; return the checkpoint indexes present."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for path in self.directory.glob(f"{CHECKPOINT_PREFIX}*{CHECKPOINT_SUFFIX}{TMP_SUFFIX}"):
-            log.info("removing unfinished checkpoint %s", path.name)
-            path.unlink()
-        fsync_dir(self.directory)
+        self.disk.mkdir(self.directory)
+        for name in self.disk.listdir(self.directory):
+            if name.startswith(CHECKPOINT_PREFIX) and name.endswith(CHECKPOINT_SUFFIX + TMP_SUFFIX):
+                log.info("removing unfinished checkpoint %s", name)
+                self.disk.unlink(self.directory / name)
+        self.disk.fsync_dir(self.directory)
         return self.indexes()
 
     def indexes(self) -> list[int]:
         found = []
-        for path in self.directory.iterdir():
-            match = _CHECKPOINT_NAME.match(path.name)
+        for name in self.disk.listdir(self.directory):
+            match = _CHECKPOINT_NAME.match(name)
             if match:
                 found.append(int(match.group(1)))
         return sorted(found)
@@ -372,7 +393,7 @@ class CheckpointStore:
     def load(self, index: int) -> LoadedCheckpoint | None:
         path = self.path(index)
         try:
-            data = path.read_bytes()
+            data = self.disk.read(path)
             header, records = checkpoint.decode(data)
         except (OSError, checkpoint.CorruptCheckpoint) as error:
             log.warning("checkpoint %s is unusable (%s); trying an older one", path.name, error)
@@ -386,9 +407,9 @@ class CheckpointStore:
         """Delete checkpoints older than index. Returns how many."""
         older = [i for i in self.indexes() if i < index]
         for old in older:
-            self.path(old).unlink()
+            self.disk.unlink(self.path(old))
         if older:
-            fsync_dir(self.directory)
+            self.disk.fsync_dir(self.directory)
         return len(older)
 
 
@@ -399,7 +420,9 @@ class CheckpointWriter:
         self.store = store
         self.index = index
         self.tmp_path = store.path(index).with_name(checkpoint_file_name(index) + TMP_SUFFIX)
-        self._file: BinaryIO | None = open(self.tmp_path, "wb")
+        disk = store.disk
+        disk.write(self.tmp_path, b"")  # created empty, or a leftover emptied (as opening with "wb")
+        self._file: AppendFile | None = disk.open_append(self.tmp_path)
         self.size_bytes = 0
 
     def write(self, chunk: bytes) -> None:
@@ -410,23 +433,23 @@ class CheckpointWriter:
     def publish(self, verify: bool) -> int:
         """fsync, optionally verify the whole file (a peer's bytes), rename, fsync the directory."""
         assert self._file is not None
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        disk = self.store.disk
+        self._file.sync()
         self._file.close()
         self._file = None
         if verify:
-            header = checkpoint.verify(self.tmp_path.read_bytes())
+            header = checkpoint.verify(disk.read(self.tmp_path))
             if header.applied_index != self.index:
                 raise checkpoint.CorruptCheckpoint(
                     f"received checkpoint holds applied index {header.applied_index}, announced {self.index}")
-        os.replace(self.tmp_path, self.store.path(self.index))
-        fsync_dir(self.store.directory)
+        disk.replace(self.tmp_path, self.store.path(self.index))
+        disk.fsync_dir(self.store.directory)
         return self.size_bytes
 
     def abort(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self.tmp_path.unlink(missing_ok=True)
+        self.store.disk.unlink(self.tmp_path, missing_ok=True)
 
 
