@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 
 import grpc
@@ -75,7 +74,7 @@ class JournalService(journal_pb2_grpc.JournalServicer):
                 cancelled = True
         if work.exception() is not None:  # the core is now ahead of the disk: crash rather than lie
             log.critical("journal disk write failed; exiting", exc_info=work.exception())
-            os._exit(EXIT_DISK_FAILURE)
+            runtime.exit_process(EXIT_DISK_FAILURE)
         if cancelled:
             raise asyncio.CancelledError()
 

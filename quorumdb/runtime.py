@@ -11,6 +11,7 @@ asks here which transport to use), never directly:
     runtime.crash_point("name")  the node may crash right here, only in simulation
     runtime.rng()                a new random.Random for the node's own choices
     runtime.new_id()             a fresh unique id (session ids)
+    runtime.exit_process(code)   end the node now, without cleanup (a failed disk)
     runtime.simulated()          True inside the deterministic simulation
 
 A node process uses `REAL`: gRPC, the operating system's files, worker threads, the system
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import random
 import time
 import uuid
@@ -57,6 +59,9 @@ class Runtime:
 
     def crash_point(self, name: str) -> None:
         return None
+
+    def exit_process(self, code: int) -> None:
+        os._exit(code)
 
     # The transport: None means gRPC (quorumdb/rpc.py builds it); a simulation returns its own.
     def server(self):
@@ -116,3 +121,8 @@ def buggify(name: str) -> bool:
 def crash_point(name: str) -> None:
     """In simulation the node may crash right here (the current task never returns); else nothing."""
     _current.get().crash_point(name)
+
+
+def exit_process(code: int) -> None:
+    """End this node at once (a real process exits; a simulated node crashes)."""
+    _current.get().exit_process(code)
