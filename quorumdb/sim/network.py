@@ -11,8 +11,11 @@ What the network does to messages, drawn from the simulation's seeded random gen
 * the messages of one call, in each direction, arrive in the order they were sent (HTTP/2);
   different calls are independent and may overtake one another;
 * a unary request or its reply may be lost (the caller sees DEADLINE_EXCEEDED at its
-  deadline, not knowing whether the request ran); a unary request may be delivered twice
-  (a retried request whose first copy arrived after all: the caller sees one reply);
+  deadline, not knowing whether the request ran); a unary request between nodes may be
+  delivered twice (a retried request whose first copy arrived after all: the caller sees one
+  reply). Nodes retry their calls to one another, so those must be safe to repeat; a
+  client's SQL statement is not repeated (a session is a conversation: a client retries a
+  whole transaction, never a statement);
 * a stream may break (both ends see UNAVAILABLE);
 * a cut link (partition) fails every open call between its ends at once, and new calls fail
   with UNAVAILABLE, as `quorumdb.rpc` does in a real node;
@@ -91,6 +94,18 @@ class Network:
 
     def heal(self) -> None:
         self.cuts.clear()
+
+    def spike_for(self, seconds: float) -> None:
+        """Every message is slow (up to 200 ms more) for a while: a congested network."""
+        saved = self.spike
+        self.spike = 1.0
+        self.sim.faults_injected += 1
+        self.sim.trace.add(f"network spike for {seconds:.3f} s")
+        asyncio.get_running_loop().call_later(seconds, self._end_spike, saved)
+
+    def _end_spike(self, saved: float) -> None:
+        if self.spike == 1.0:
+            self.spike = saved if self.sim.allow_crashes else 0.0
 
     def node_crashed(self, name: str) -> None:
         server = self.servers.get(self.sim.address_of(name))
@@ -361,7 +376,8 @@ class _Call:
         self.server = server
         self._trace("connect")
         self._server_task = server.spawn(self._serve(handler))
-        if self.unary_request and network.unary_duplicate and rng.random() < network.unary_duplicate:
+        if (self.kind == "unary_unary" and self.client_rt.is_node and network.unary_duplicate
+                and rng.random() < network.unary_duplicate):
             self._trace("duplicate")
             server.spawn(self._serve_duplicate(handler))
 

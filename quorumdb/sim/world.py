@@ -173,13 +173,15 @@ class World:
         self.handler_errors: list[str] = []
         self.node_errors: list[str] = []
         self.slow_disk = False
-        if faults:
-            net = self.network
-            net.unary_drop = self.rng.choice([0.0, 0.001, 0.01])
-            net.unary_duplicate = self.rng.choice([0.0, 0.001, 0.01])
-            net.stream_break = self.rng.choice([0.0, 0.0005, 0.002])
-            net.spike = self.rng.choice([0.0, 0.001, 0.01])
+        self._fault_rates: dict[str, float] = {}
+        if faults:  # this run's mix of network faults (on from enable_faults)
+            self._fault_rates = dict(unary_drop=self.rng.choice([0.0, 0.001, 0.01]),
+                                     unary_duplicate=self.rng.choice([0.0, 0.001, 0.01]),
+                                     stream_break=self.rng.choice([0.0, 0.0005, 0.002]),
+                                     spike=self.rng.choice([0.0, 0.001, 0.01]))
             self.slow_disk = self.rng.random() < 0.25
+        self.allow_crashes = False
+        self._heal_handle: asyncio.TimerHandle | None = None
         self._root = NodeRuntime(self, "sim", 0, is_node=False)
 
     # --- names, time ----------------------------------------------------------------
@@ -270,6 +272,8 @@ class World:
         for task in list(rt.tasks):
             if task is not current:
                 task.cancel()
+        if self.allow_crashes:  # a supervisor restarts it after a while
+            self.loop.call_later(self.rng.uniform(0.05, 2.0), self.restart, name)
 
     def restart(self, name: str) -> None:
         if self.nodes[name].alive:
@@ -294,7 +298,48 @@ class World:
             return False
         return self.buggify(name) and self.rng.random() < CRASH_POINT_FIRE_P / BUGGIFY_FIRE_P
 
-    allow_crashes = True
+    # --- the nemesis's levers -----------------------------------------------------------
+    def enable_faults(self) -> None:
+        if not self.faults:
+            return
+        for key, value in self._fault_rates.items():
+            setattr(self.network, key, value)
+        self.allow_crashes = True
+        self.trace.add(f"faults on {sorted(self._fault_rates.items())} slow_disk={self.slow_disk}")
+
+    def quiesce(self) -> None:
+        """No more faults: network faults off, links healed, every crashed node restarted."""
+        self.allow_crashes = False
+        for key in self._fault_rates:
+            setattr(self.network, key, 0.0)
+        self.heal()
+        self.restart_all()
+        self.trace.add("quiesce")
+
+    def partition(self, pairs, what: str, heal_after: float) -> None:
+        self.faults_injected += 1
+        self.trace.add(f"partition {what} for {heal_after:.3f} s")
+        for a, b in pairs:
+            self.network.cut(a, b)
+        if self._heal_handle is not None:
+            self._heal_handle.cancel()
+        self._heal_handle = self.loop.call_later(heal_after, self.heal)
+
+    def heal(self) -> None:
+        if self._heal_handle is not None:
+            self._heal_handle.cancel()
+            self._heal_handle = None
+        if self.network.cuts:
+            self.trace.add("heal")
+        self.network.heal()
+
+    def crash_all(self, why: str) -> None:
+        for name in list(self.nodes):
+            self.crash(name, why)
+
+    def restart_all(self) -> None:
+        for name in list(self.nodes):
+            self.restart(name)
 
     # --- errors seen ------------------------------------------------------------------
     def handler_error(self, node: str | None, method: str, error: BaseException) -> None:
