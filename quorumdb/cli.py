@@ -923,6 +923,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 description=bench_command.HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench_command.add_arguments(bench)
 
+    # `quorumdb sim` (quorumdb/sim, docs/SIMULATION.md): only its arguments are imported here
+    from quorumdb.sim import cli as sim_cli
+    sim = commands.add_parser("sim", help="run seeds of the deterministic simulation of the whole cluster",
+                              description=sim_cli.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sim_cli.add_arguments(sim)
+
     # `quorumdb backup status`, `quorumdb snapshot create|list|delete` (quorumdb/dr/backup_cli.py, docs/DR.md)
     from quorumdb.dr import backup_cli
     backup_cli.add_parsers(commands)
@@ -958,6 +964,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return backup_cli.command(args)
         case "clone":
             return command_clone(args)
+        case "sim":
+            from quorumdb.sim import cli as sim_cli
+            return sim_cli.command(args)
         case "restore":
             from quorumdb.dr import restore as restore_command
             return restore_command.command(args)

@@ -19,7 +19,9 @@ What the network does to messages, drawn from the simulation's seeded random gen
 * a stream may break (both ends see UNAVAILABLE);
 * a cut link (partition) fails every open call between its ends at once, and new calls fail
   with UNAVAILABLE, as `quorumdb.rpc` does in a real node;
-* a crashed node's calls end: its peers see UNAVAILABLE after one delay.
+* a crashed node's calls end: its peers see UNAVAILABLE after one delay;
+* a paused node (`pause`) sends and receives nothing until it resumes, then everything
+  held arrives at once (stale messages from a process that does not know it was paused).
 
 Every delivery and failure is added to the simulation's trace (`Trace`), whose hash shows
 that the same seed gives the same run, event for event.
@@ -68,6 +70,8 @@ class Network:
         self.stream_break = 0.0
         self.spike = 0.0
         self.messages = 0
+        self.paused: dict[str, float] = {}  # node -> virtual time it resumes
+        self.last_appender: str | None = None  # who last opened a journal append stream: the leader
 
     # --- links ----------------------------------------------------------------------
     def latency(self, src: str, dst: str) -> float:
@@ -94,6 +98,14 @@ class Network:
 
     def heal(self) -> None:
         self.cuts.clear()
+
+    def pause(self, name: str, seconds: float) -> None:
+        """The node stops for a while (a long GC pause, SIGSTOP, a stalled VM): every message to
+        or from it waits until it resumes; its callers' deadlines run meanwhile. Its own timers
+        still fire, so it may act on a stale view when it comes back, as a paused process does."""
+        self.paused[name] = max(self.paused.get(name, 0.0), self.sim.now() + seconds)
+        self.sim.faults_injected += 1
+        self.sim.trace.add(f"pause {name} for {seconds:.3f} s")
 
     def spike_for(self, seconds: float) -> None:
         """Every message is slow (up to 200 ms more) for a while: a congested network."""
@@ -282,6 +294,9 @@ class _Call:
     def _when(self, direction: str) -> float:
         src, dst = (self.client, self.server_name) if direction == "up" else (self.server_name, self.client)
         at = self.loop.time() + self.network.latency(src, dst or src)
+        paused = self.network.paused
+        if paused:  # a paused process sends and reads nothing until it resumes
+            at = max(at, paused.get(src, 0.0), paused.get(dst, 0.0))
         last = self._to_server_at if direction == "up" else self._to_client_at
         at = max(at, last + 1e-9)
         if direction == "up":
@@ -375,6 +390,8 @@ class _Call:
             return  # lost: the caller's deadline ends it
         self.server = server
         self._trace("connect")
+        if self.method == "/quorumdb.Journal/AppendStream":
+            network.last_appender = self.client
         self._server_task = server.spawn(self._serve(handler))
         if (self.kind == "unary_unary" and self.client_rt.is_node and network.unary_duplicate
                 and rng.random() < network.unary_duplicate):

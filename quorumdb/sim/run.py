@@ -186,13 +186,17 @@ async def _nemesis(world: World, end: float) -> None:
         if world.now() >= end:
             return
         roll = rng.random()
-        if roll < 0.5:
-            candidates = [n for n in names if world.nodes[n].alive]
-            if len(world.down()) < DOWN_MAX and candidates:
-                world.crash(rng.choice(candidates), "nemesis")
-        elif roll < 0.8:
+        # A third of the node faults hit the adjudicator leader (the one appending to the
+        # journal): its failover is where most of the protocol is.
+        leader = world.network.last_appender
+        victim = leader if leader is not None and rng.random() < 0.33 else rng.choice(names)
+        if roll < 0.4:
+            if len(world.down()) < DOWN_MAX and world.nodes[victim].alive:
+                world.crash(victim, "nemesis")
+        elif roll < 0.55:
+            world.network.pause(victim, rng.uniform(0.2, 2.0))
+        elif roll < 0.85:
             if rng.random() < 0.7:
-                victim = rng.choice(names)
                 pairs = [(victim, other) for other in names if other != victim]
                 what = victim
             else:

@@ -62,7 +62,11 @@ class Trace:
         self.recent: list[str] = []
         self.now: Callable[[], float] = lambda: 0.0
 
+    frozen = False
+
     def add(self, event: str) -> None:
+        if self.frozen:
+            return
         line = f"{self.now():.9f} {event}"
         self._hash.update(line.encode())
         self._hash.update(b"\n")
@@ -313,6 +317,7 @@ class World:
         for key in self._fault_rates:
             setattr(self.network, key, 0.0)
         self.heal()
+        self.network.paused.clear()
         self.restart_all()
         self.trace.add("quiesce")
 
@@ -354,6 +359,7 @@ class World:
         """Cancel every task left and close the loop (bounded: tasks that refuse to end are
         abandoned)."""
         loop = self.loop
+        self.trace.frozen = True  # the teardown's order (a set of tasks) is not part of the run
         self.allow_crashes = False
         for rt in self.nodes.values():
             rt.alive = False
