@@ -138,11 +138,16 @@ class JournalStore:
             path = self._segment_path(segment)
             new_file = new_file or not self.disk.exists(path)
             records = [encode_record(entry) for entry in segment_entries]
-            offset = self.disk.append(path, b"".join(records))
+            file = self.disk.open_append(path)  # one open, write and fsync, as a plain file would take
+            try:
+                offset = file.tell()
+                file.write(b"".join(records))
+                file.sync()
+            finally:
+                file.close()
             for record in records:
                 self._positions.append((segment, offset))
                 offset += len(record)
-            self.disk.fsync(path)
         if new_file:
             self.disk.fsync_dir(self.directory)
 

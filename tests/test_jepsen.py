@@ -301,14 +301,16 @@ def _run(tmp_path, workload, seed, duration_s, kinds, clients=6, read_mode="quor
     return runner.run(options, log=lambda line: print(line, flush=True))
 
 
-# Every workload runs in both read modes: 3-of-6 quorum reads (the default) and single
-# caught-up-copy reads must both give histories without anomalies under the same faults.
+# Both read modes, 3-of-6 quorum reads (the default) and single caught-up-copy reads, must give
+# histories without anomalies under faults. The simulation (tests/test_sim.py) runs each seed in
+# one of them, drawn from the seed, under every fault; here, on real processes, bank runs with
+# quorum reads, set with single-copy reads and append with both.
 READ_MODES = pytest.mark.parametrize("read_mode", ["quorum", "single"])
 
 
 @pytest.mark.cluster
 @pytest.mark.timeout(240)
-@READ_MODES
+@pytest.mark.parametrize("read_mode", ["quorum"])
 def test_bank_with_leader_node_and_az_kills(tmp_path, read_mode):
     result = _run(tmp_path, "bank", 7, 25, ["kill-leader", "kill", "kill-az"], read_mode=read_mode)
     assert result.valid, f"{result.verdict.text()}\nhistory: {result.history_path}\nnotes: {result.notes}"
@@ -321,7 +323,7 @@ def test_bank_with_leader_node_and_az_kills(tmp_path, read_mode):
 
 @pytest.mark.cluster
 @pytest.mark.timeout(240)
-@READ_MODES
+@pytest.mark.parametrize("read_mode", ["single"])
 def test_set_with_faults(tmp_path, read_mode):
     result = _run(tmp_path, "set", 11, 20, ["kill-az-plus-one", "partition-az", "kill"], read_mode=read_mode)
     assert result.valid, f"{result.verdict.text()}\nhistory: {result.history_path}\nnotes: {result.notes}"

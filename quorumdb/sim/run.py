@@ -112,7 +112,7 @@ def run_seed(seed: int, workload: str = "bank", faults: bool = True, duration_s:
         world.start_all()
         try:
             ops, verdict = world.run(_scenario(world, spec, duration_s))
-            stats = dict(verdict.stats)
+            stats = dict(verdict.stats, read_mode=world.cluster.read_mode)
             if not verdict.valid:
                 violations.update({kind: list(found) for kind, found in verdict.anomalies.items()})
                 for kind, count in verdict.counts.items():

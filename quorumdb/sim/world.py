@@ -17,7 +17,8 @@ Faults (with `faults=True`):
   make progress between faults (safety never depends on it: any pattern of crashes is legal);
 * partitions: a node or a whole AZ cut off for a while;
 * network: lost unary requests and replies, duplicated unary requests, broken streams, spikes;
-* slow disks; clocks skewed anywhere within the configured error bound at every restart;
+* slow disks; each node's clock skewed anywhere within the configured error bound (often at
+  its very edge), drawn again at every restart;
 * BUGGIFY: each named fault point is on for some runs (a quarter) and then fires now and then.
 """
 from __future__ import annotations
@@ -161,8 +162,10 @@ class World:
         self.trace = Trace(trace_keep)
         self.trace.now = self.loop.time
         self.network = Network(self)
+        # Small checkpoint and segment sizes: checkpoints, log drops, journal truncation and peer
+        # repair all happen in a short run. The read mode is the seed's: both must be safe.
         cluster_settings = dict(metrics=False, storage_checkpoint_entries=300, journal_segment_entries=100,
-                                backtrack_window_s=5.0)
+                                backtrack_window_s=5.0, read_mode=self.rng.choice(["quorum", "single"]))
         cluster_settings.update(settings or {})
         self.cluster = config_mod.default_cluster(pathlib.Path("/sim"), **cluster_settings)
         self._by_name = {n.name: n for n in self.cluster.nodes}
@@ -232,7 +235,7 @@ class World:
     def start_node(self, name: str) -> None:
         self.incarnations[name] += 1
         rt = NodeRuntime(self, name, self.incarnations[name])
-        if self.faults and self.incarnations[name] > 1:
+        if self.faults:  # each incarnation's clock is off by its own amount, within the error bound
             error_ns = self.cluster.clock_error_ns
             rt.skew_ns = self.rng.choice([-error_ns, error_ns, self.rng.randint(-error_ns, error_ns)])
         self.nodes[name] = rt
@@ -255,6 +258,7 @@ class World:
                 self.crash(rt.name, f"died: {error!r}")
 
     def start_all(self) -> None:
+        self.trace.add(f"cluster read_mode={self.cluster.read_mode}")
         for node in self.cluster.nodes:
             self.disks[node.name]  # noqa: B018 - every node has its disk from the start
             self.start_node(node.name)
