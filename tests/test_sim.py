@@ -186,14 +186,15 @@ def test_default_run_of_200_seeds_with_every_fault_finds_no_violation(workload):
     assert seeds == 200 and faults > 200 * 15 and operations > 200 * 5
 
 
-def test_a_planted_bug_is_found_in_the_default_seeds_and_replays_from_its_seed():
+@pytest.mark.parametrize("variant", ["storage-reads-early", "adjudicator-skips-commit-wait"])
+def test_a_planted_bug_is_found_in_the_default_seeds_and_replays_from_its_seed(variant):
     done = _sim("--workload", "append", "--seeds", DEFAULT_SEEDS, "--faults", "all", "--duration", DEFAULT_DURATION,
-                "--broken", "storage-reads-early", "--stop-on-violation", "--jobs", "2", timeout=900)
+                "--broken", variant, "--stop-on-violation", "--jobs", "2", timeout=900)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     found = re.search(r"^seed (\d+): append VIOLATION (.*); replay: quorumdb sim (.*)$", done.stdout, re.M)
     assert found is not None, done.stdout[-3000:]
     seed, kinds, replay = found.groups()
-    assert "--broken storage-reads-early" in replay and f"--seeds {seed}" in replay
+    assert f"--broken {variant}" in replay and f"--seeds {seed}" in replay
     again = _sim(*replay.split(), timeout=300)
     assert again.returncode == 1
     assert f"seed {seed}: append VIOLATION {kinds};" in again.stdout

@@ -8,13 +8,16 @@ has no switch for them: nothing here is reachable from a node process.
                                 is below the one it promised (a deposed leader still writes)
   storage-reads-early           a storage copy answers a read at ts before its closed
                                 timestamp covers ts (it may miss commits at or below ts)
+  adjudicator-skips-commit-wait the leader acknowledges a commit without waiting until
+                                now().earliest > commit_ts (a later transaction on a node
+                                whose clock is behind may start below it and not see it)
 """
 from __future__ import annotations
 
 import contextlib
 from typing import Iterator
 
-VARIANTS = ("journal-accepts-stale-epoch", "storage-reads-early")
+VARIANTS = ("journal-accepts-stale-epoch", "storage-reads-early", "adjudicator-skips-commit-wait")
 
 
 @contextlib.contextmanager
@@ -39,6 +42,15 @@ def variant(name: str | None) -> Iterator[None]:
             return original(self, epoch, *args, **kwargs)
 
         owner, attribute = ReplicaCore, "append"
+    elif name == "adjudicator-skips-commit-wait":
+        from adjudicator.service import AdjudicatorNode
+
+        original = AdjudicatorNode._commit_wait
+
+        async def commit_wait(self, commit_ts):
+            return None
+
+        owner, attribute, append = AdjudicatorNode, "_commit_wait", commit_wait
     else:
         from storage_node.core import Readiness, Segment
 

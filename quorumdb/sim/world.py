@@ -163,9 +163,12 @@ class World:
         self.trace.now = self.loop.time
         self.network = Network(self)
         # Small checkpoint and segment sizes: checkpoints, log drops, journal truncation and peer
-        # repair all happen in a short run. The read mode is the seed's: both must be safe.
+        # repair all happen in a short run. The read mode and the clock error bound are the
+        # seed's: both read modes must be safe, and with a wide bound skewed clocks disagree by
+        # more than a transaction takes (where commit-wait earns its keep).
         cluster_settings = dict(metrics=False, storage_checkpoint_entries=300, journal_segment_entries=100,
-                                backtrack_window_s=5.0, read_mode=self.rng.choice(["quorum", "single"]))
+                                backtrack_window_s=5.0, read_mode=self.rng.choice(["quorum", "single"]),
+                                clock_error_ns=self.rng.choice([1_000_000, 5_000_000, 25_000_000]))
         cluster_settings.update(settings or {})
         self.cluster = config_mod.default_cluster(pathlib.Path("/sim"), **cluster_settings)
         self._by_name = {n.name: n for n in self.cluster.nodes}
@@ -258,7 +261,7 @@ class World:
                 self.crash(rt.name, f"died: {error!r}")
 
     def start_all(self) -> None:
-        self.trace.add(f"cluster read_mode={self.cluster.read_mode}")
+        self.trace.add(f"cluster read_mode={self.cluster.read_mode} clock_error_ns={self.cluster.clock_error_ns}")
         for node in self.cluster.nodes:
             self.disks[node.name]  # noqa: B018 - every node has its disk from the start
             self.start_node(node.name)
