@@ -33,7 +33,6 @@ import collections
 import contextvars
 import inspect
 import logging
-from typing import Any
 
 import grpc
 
@@ -280,13 +279,11 @@ class _Call:
         self._server_waiter: asyncio.Future | None = None
         self._server_task: asyncio.Task | None = None
         self._server_done = False
-        self._half_closed = False
         self._to_server_at = 0.0   # the last delivery time in each direction: FIFO per call
         self._to_client_at = 0.0
-        self._pending_writes: list = []
-        self._started = False
+        self._request_bytes = b""       # a unary call's request, for a duplicate delivery
+        self._client_done_writing = False
         self._deadline_handle = None
-        self.dropped_reply = False
         multi.channel._calls.add(self.id)
         network.calls[self.id] = self
 
@@ -356,7 +353,6 @@ class _Call:
 
     # --- start: connect -----------------------------------------------------------------
     def start(self) -> None:
-        self._started = True
         if self.deadline is not None:
             self._deadline_handle = self.loop.call_at(self.deadline, self._on_deadline)
         self.loop.call_at(self._when("up"), self._connect)
@@ -396,7 +392,7 @@ class _Call:
         if (self.kind == "unary_unary" and self.client_rt.is_node and network.unary_duplicate
                 and rng.random() < network.unary_duplicate):
             self._trace("duplicate")
-            server.spawn(self._serve_duplicate(handler))
+            server.spawn(self._serve(handler, duplicate=True))
 
     # --- server side --------------------------------------------------------------------
     async def _next_request(self):
@@ -404,7 +400,6 @@ class _Call:
             if self._requests:
                 item = self._requests.popleft()
                 if item is EOF_MARK:
-                    self._half_closed = True
                     return EOF_MARK
                 return item
             if self._server_done:
@@ -419,11 +414,13 @@ class _Call:
                 return
             yield item
 
-    async def _serve(self, handler) -> None:
+    async def _serve(self, handler, duplicate: bool = False) -> None:
+        """Run the method's handler as a task of the server's node; `duplicate`: a second delivery
+        of a unary request, whose reply (or error) goes nowhere."""
         context = _ServerContext(self)
         try:
             if self.unary_request:
-                request = await self._next_request()
+                request = self._request_bytes if duplicate else await self._next_request()
                 if request is EOF_MARK:
                     raise _Abort(grpc.StatusCode.INTERNAL, "no request")
                 argument = handler.request_deserializer(request)
@@ -439,30 +436,19 @@ class _Call:
                     self._send(handler.response_serializer(message))
             else:
                 response = await result
-                if response is not None and self.unary_response:
+                if response is not None and self.unary_response and not duplicate:
                     self._send(handler.response_serializer(response))
-            self._end(grpc.StatusCode.OK, "")
+            if not duplicate:
+                self._end(grpc.StatusCode.OK, "")
         except _Abort as abort:
-            self._end(abort.code, abort.details)
+            if not duplicate:
+                self._end(abort.code, abort.details)
         except (asyncio.CancelledError, NodeCrashed):
             raise
         except Exception as error:  # noqa: BLE001 - gRPC turns a handler's exception into UNKNOWN
             self.sim.handler_error(self.server_name, self.method, error)
-            self._end(grpc.StatusCode.UNKNOWN, f"Unexpected {type(error).__name__}: {error}")
-
-    async def _serve_duplicate(self, handler) -> None:
-        """The same unary request handled a second time; its reply goes nowhere."""
-        copy = _Call.__new__(_Call)
-        copy.__dict__.update(self.__dict__)
-        copy._requests = collections.deque(r for r in self._requests_snapshot)
-        copy._status = None
-        copy._send = lambda data: None
-        copy._end = lambda code, details: None
-        copy._server_done = False
-        try:
-            await _Call._serve(copy, handler)
-        except asyncio.CancelledError:
-            pass
+            if not duplicate:
+                self._end(grpc.StatusCode.UNKNOWN, f"Unexpected {type(error).__name__}: {error}")
 
     def _send(self, data: bytes) -> None:
         if self._server_done or self.finished:
@@ -507,7 +493,7 @@ class _Call:
         data = self.multi.serializer(request)
         if len(data) > limits.GRPC_MESSAGE_BYTES_MAX:
             raise rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request of {len(data)} bytes is too large")
-        self._requests_snapshot = [data]
+        self._request_bytes = data
         self._up(data)
 
     def done_writing_now(self) -> None:
@@ -549,7 +535,7 @@ class _Call:
 
     async def write(self, request) -> None:
         self._raise_if_ended()
-        if self._half_closed_client():
+        if self._client_done_writing:
             raise asyncio.InvalidStateError("write after done_writing")
         data = self.multi.serializer(request)
         if len(data) > limits.GRPC_MESSAGE_BYTES_MAX:
@@ -561,11 +547,8 @@ class _Call:
             self._raise_if_ended()
         self._up(data)
 
-    def _half_closed_client(self) -> bool:
-        return getattr(self, "_client_done_writing", False)
-
     async def done_writing(self) -> None:
-        if self.finished or self._half_closed_client():
+        if self.finished or self._client_done_writing:
             return
         self._client_done_writing = True
         self._up(EOF_MARK)
@@ -723,6 +706,3 @@ class _ServerContext:
     def add_done_callback(self, callback) -> None:
         pass
 
-
-async def _unused() -> Any:  # pragma: no cover - keeps type checkers quiet about Any
-    return None
