@@ -1,6 +1,6 @@
 """The storage node's stores touch files only through their Disk.
 
-SegmentLog and CheckpointStore run here on a dict-backed disk written in this file; the real
+SegmentLog and CheckpointStore run here on the simulation's in-memory disk; the real
 directory they are given must stay empty, so any file access that bypasses the Disk shows up
 (as a file on disk, or as a FileNotFoundError from the real file system).
 """
@@ -11,113 +11,17 @@ import pathlib
 import pytest
 
 from quorumdb.pb import common_pb2
+from quorumdb.sim.disk import DiskState, SimDisk
 from storage_node import checkpoint
 from storage_node.store import CheckpointStore, SegmentLog, log_file_name
 
 
-class _AppendFile:
-    def __init__(self, disk: "DictDisk", path: str):
-        self._disk = disk
-        self._path = path
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        assert not self.closed
-        self._disk.files[self._path] += data
-
-    def sync(self) -> None:
-        assert not self.closed
-        self._disk.synced.append(self._path)
-
-    def tell(self) -> int:
-        return len(self._disk.files[self._path])
-
-    def close(self) -> None:
-        self.closed = True
-
-
-class _ReadFile:
-    def __init__(self, data: bytes):
-        self._data = data  # a snapshot: readable even if the name goes meanwhile
-        self._offset = 0
-        self.size = len(data)
-
-    def read(self, length: int) -> bytes:
-        chunk = self._data[self._offset:self._offset + length]
-        self._offset += len(chunk)
-        return chunk
-
-    def close(self) -> None:
-        pass
-
-
-class DictDisk:
-    """Files as a dict from path to contents; records the fsync calls it gets."""
+class DictDisk(SimDisk):
+    """The simulation's in-memory disk (quorumdb/sim/disk.py), recording the paths it fsyncs."""
 
     def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.dirs: set[str] = set()
         self.synced: list[str] = []
-        self.dir_syncs: list[str] = []
-
-    def _file(self, path) -> str:
-        key = str(path)
-        if key not in self.files:
-            raise FileNotFoundError(key)
-        return key
-
-    def mkdir(self, path) -> None:
-        self.dirs.add(str(path))
-
-    def listdir(self, path) -> list[str]:
-        prefix = str(path) + "/"
-        return sorted(k[len(prefix):] for k in self.files if k.startswith(prefix) and "/" not in k[len(prefix):])
-
-    def exists(self, path) -> bool:
-        return str(path) in self.files or str(path) in self.dirs
-
-    def size(self, path) -> int:
-        return len(self.files[self._file(path)])
-
-    def read(self, path) -> bytes:
-        return self.files[self._file(path)]
-
-    def pread(self, path, offset: int, length: int) -> bytes:
-        return self.files[self._file(path)][offset:offset + length]
-
-    def write(self, path, data: bytes) -> None:
-        self.files[str(path)] = bytes(data)
-
-    def append(self, path, data: bytes) -> int:
-        offset = len(self.files.get(str(path), b""))
-        self.files[str(path)] = self.files.get(str(path), b"") + data
-        return offset
-
-    def open_append(self, path) -> _AppendFile:
-        self.files.setdefault(str(path), b"")
-        return _AppendFile(self, str(path))
-
-    def open_read(self, path) -> _ReadFile:
-        return _ReadFile(self.files[self._file(path)])
-
-    def truncate(self, path, size: int) -> None:
-        key = self._file(path)
-        self.files[key] = self.files[key][:size]
-
-    def fsync(self, path) -> None:
-        self.synced.append(self._file(path))
-
-    def fsync_dir(self, path) -> None:
-        assert str(path) in self.dirs, path
-        self.dir_syncs.append(str(path))
-
-    def replace(self, source, target) -> None:
-        self.files[str(target)] = self.files.pop(self._file(source))
-
-    def unlink(self, path, missing_ok: bool = False) -> None:
-        if missing_ok and str(path) not in self.files:
-            return
-        del self.files[self._file(path)]
+        super().__init__(DiskState(), on_fsync=self.synced.append)
 
 
 def entry(index: int, value: bytes = b"v") -> common_pb2.Entry:
@@ -168,7 +72,7 @@ def test_a_torn_tail_is_cut_through_the_disk(directory):
     segment_log.append([entry(1), entry(2), entry(3)])
     segment_log.close()
     path = str(directory / log_file_name(1))
-    disk.files[path] = disk.files[path][:-3]
+    disk.truncate(path, disk.size(path) - 3)  # a torn last record
     disk.synced.clear()
     reopened = SegmentLog(directory, disk=disk)
     assert reopened.open() == 2
@@ -184,7 +88,7 @@ def test_a_dropped_file_ends_a_read_early(directory):
     segment_log.append([entry(1)])
     segment_log.roll()
     segment_log.append([entry(2)])
-    del disk.files[str(directory / log_file_name(2))]  # as if dropped between the plan and the read
+    disk.unlink(directory / log_file_name(2))  # as if dropped between the plan and the read
     assert [e.index for e in segment_log.read(1, 10, 1 << 20)] == [1]
 
 
@@ -196,6 +100,7 @@ def _checkpoint_bytes(index: int) -> list[bytes]:
 def test_checkpoint_store_runs_on_its_disk_only(directory):
     disk = DictDisk()
     store = CheckpointStore(directory, disk=disk)
+    disk.mkdir(directory)
     disk.write(directory / "checkpoint-00000000000000000007.ckpt.tmp", b"half")  # an interrupted write
     assert store.open() == []
     assert disk.listdir(directory) == []

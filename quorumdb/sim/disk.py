@@ -72,9 +72,10 @@ class DiskState:
 
 
 class _AppendFile:
-    def __init__(self, disk: "SimDisk", inode: _Inode):
+    def __init__(self, disk: "SimDisk", inode: _Inode, path: str):
         self._disk = disk
         self._inode = inode
+        self._path = path
 
     def write(self, data: bytes) -> None:
         self._disk._check()
@@ -85,7 +86,7 @@ class _AppendFile:
         self._disk._check()
         self._disk._before_fsync()
         self._inode.durable = bytes(self._inode.data)
-        self._disk.state.fsyncs += 1
+        self._disk._synced(self._path)
 
     def tell(self) -> int:
         return len(self._inode.data)
@@ -112,10 +113,16 @@ class _ReadFile:
 class SimDisk:
     """One incarnation's view of a node's DiskState."""
 
-    def __init__(self, state: DiskState, alive=lambda: True, before_fsync=lambda: None):
+    def __init__(self, state: DiskState, alive=lambda: True, before_fsync=lambda: None, on_fsync=None):
         self.state = state
         self._alive = alive
         self._before_fsync = before_fsync  # the fault point hook (may crash the node)
+        self._on_fsync = on_fsync  # told each fsynced file's path (tests count syncs with it)
+
+    def _synced(self, path: str) -> None:
+        self.state.fsyncs += 1
+        if self._on_fsync is not None:
+            self._on_fsync(path)
 
     def _check(self) -> None:
         if not self._alive():
@@ -188,7 +195,7 @@ class SimDisk:
 
     def open_append(self, path) -> _AppendFile:
         self._check()
-        return _AppendFile(self, self._create(path))
+        return _AppendFile(self, self._create(path), _norm(path))
 
     def open_read(self, path) -> _ReadFile:
         return _ReadFile(bytes(self._inode(path).data))
@@ -201,7 +208,7 @@ class SimDisk:
         inode = self._inode(path)
         self._before_fsync()
         inode.durable = bytes(inode.data)
-        self.state.fsyncs += 1
+        self._synced(_norm(path))
 
     def fsync_dir(self, path) -> None:
         self._check()
