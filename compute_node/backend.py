@@ -16,6 +16,7 @@ trace (compute_node/trace.py): `TracedStorageReader` records the copies a traced
 from __future__ import annotations
 
 import logging
+import asyncio
 import time
 
 from compute_node import trace as trace_mod
@@ -125,6 +126,25 @@ class QuorumBackend:
             raise
         self.metrics.commit_done(time.perf_counter() - started, None)
         return commit_ts
+
+    async def read_only_commit_wait(self, start_ts: int) -> None:
+        """A read-only transaction's commit-wait: return once now().earliest is past every commit
+        it may have seen (commit_ts <= start_ts, and no newer than any version this node has read).
+
+        A reader can see a commit during that commit's own commit-wait, before its writer is
+        answered. Without this wait, a client could finish the read, and another client could
+        then start a transaction on a node whose clock is behind (start_ts = its now().latest,
+        lower by up to twice the error bound) and not see the commit: a stale read in real-time
+        order. Versions this node read are almost always older than now().earliest already, so
+        the wait is usually zero.
+        """
+        bound = min(start_ts, self.storage.newest_version_ts)
+        for _ in range(1_000):  # each sleep covers the whole remaining gap; a few rounds at most
+            delay_s = self.clock.wait_until_past_s(bound)
+            if delay_s <= 0:
+                return
+            await asyncio.sleep(delay_s)
+        raise AssertionError(f"read-only commit-wait for {bound} did not end")
 
     @property
     def leader(self) -> str | None:

@@ -73,6 +73,10 @@ class StorageReader:
         # Scan traffic received from all copies asked (keys + values), for tests and tuning.
         self.scan_rows_received = 0
         self.scan_bytes_received = 0
+        # The highest commit_ts of any version a copy has returned to this node: a read-only
+        # transaction answers only once the clock is surely past what it may have seen
+        # (QuorumBackend.read_only_commit_wait).
+        self.newest_version_ts = 0
 
     # --- public API (used by Backend) ----------------------------------------------
 
@@ -116,6 +120,12 @@ class StorageReader:
             start = merged.resume_after + b"\x00"
         raise errors.SqlError(errors.INTERNAL_ERROR, "storage copies keep disagreeing on a scan; try again")
 
+    def _saw(self, versions) -> None:
+        if versions:
+            newest = max(v.version_ts for v in versions)
+            if newest > self.newest_version_ts:
+                self.newest_version_ts = newest
+
     # --- one quorum round ----------------------------------------------------------
 
     async def close(self) -> None:
@@ -139,6 +149,7 @@ class StorageReader:
 
         def answer(name: str, reply) -> list[read_core.Version]:
             versions = [_version(v) for v in reply.versions]
+            self._saw(reply.versions)
             why = read_core.check_get_answer(keys, versions)
             if why is not None:
                 raise BadAnswer(why)
@@ -164,6 +175,7 @@ class StorageReader:
             self.scan_bytes_received += sum(len(v.key) + len(v.value) for v in reply.versions)
             page = read_core.ScanPage(name, tuple(_version(v) for v in reply.versions), reply.more,
                                       reply.resume_key or None)
+            self._saw(reply.versions)
             why = read_core.check_scan_page(page, start, end or None, limit)
             if why is not None:
                 raise BadAnswer(why)

@@ -169,6 +169,21 @@ def test_the_roles_real_code_runs_with_crashes_and_faults():
     assert sum(r.stats["transfers_ok"] for r in results) > 0 and sum(r.stats["reads_ok"] for r in results) > 0
 
 
+# Seeds that once found a real bug (docs/SIMULATION.md, "Bugs it found"): each must stay valid.
+# (workload, seed, duration): the seed's run changes with the code, so these guard the fix only
+# as long as the run still reaches the same situation; the default run guards the rest.
+FOUND_BUGS = [
+    ("append", 1651, 1.0),  # a read-only transaction saw a commit still in its commit-wait,
+    ("append", 1877, 1.0),  # and a later one on a node whose clock was behind did not
+]
+
+
+@pytest.mark.parametrize("workload, seed, duration", FOUND_BUGS)
+def test_seeds_that_found_bugs_stay_valid(workload, seed, duration):
+    result = run_seed(seed, workload, faults=True, duration_s=duration)
+    assert result.valid, result.violations
+
+
 def _sim(*args: str, timeout: float) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     return subprocess.run([sys.executable, "-m", "quorumdb.cli", "sim", *args], capture_output=True, text=True,
