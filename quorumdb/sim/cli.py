@@ -1,7 +1,8 @@
 """`quorumdb sim`: run seeds of the deterministic simulation and report violations.
 
     quorumdb sim --workload bank|append --seeds A-B [--faults all|none] [--duration S]
-                 [--jobs N] [--trace] [--log FILE] [--json]
+                 [--jobs N] [--trace] [--log FILE] [--json] [--stop-on-violation]
+                 [--broken VARIANT]   (test only: a planted bug, quorumdb/sim/broken.py)
 
 One line per failing seed, with the command that replays it, then the summary
 `N seeds, F faults injected, O operations checked, V violations`. Exit status 1 on any
