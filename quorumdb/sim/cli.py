@@ -21,10 +21,10 @@ import sys
 import time
 
 from quorumdb.sim import broken as broken_mod
-from quorumdb.sim import run as run_mod
+from quorumdb.sim import limits as sim_limits
 
-SEEDS_MAX = 1_000_000
-DURATION_MAX_S = 3_600.0
+SEEDS_MAX = sim_limits.SEEDS_MAX
+DURATION_MAX_S = sim_limits.DURATION_MAX_S
 TRACE_SHOWN = 200
 
 
@@ -53,15 +53,25 @@ def _duration(text: str) -> float:
     return value
 
 
+def replay_command(workload: str, seed: int, faults: bool, duration_s: float, broken: str | None) -> str:
+    parts = ["quorumdb sim", f"--workload {workload}", f"--seeds {seed}"]
+    if faults:
+        parts.append("--faults all")
+    parts.append(f"--duration {duration_s:g}")
+    if broken:
+        parts.append(f"--broken {broken}")
+    return " ".join(parts + ["--trace"])
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workload", choices=sorted(run_mod.WORKLOADS), default="bank",
+    parser.add_argument("--workload", choices=sim_limits.WORKLOADS, default="bank",
                         help="bank (transfers and snapshot reads) or append (Elle list-append); default bank")
     parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("1-20"),
                         help="the seeds to run: N or A-B inclusive (default 1-20)")
     parser.add_argument("--faults", choices=("all", "none"), default="all",
                         help="all: crashes, partitions, network and disk faults, fault points (default); none")
-    parser.add_argument("--duration", type=_duration, default=run_mod.DEFAULT_DURATION_S,
-                        help=f"simulated seconds of workload per seed (default {run_mod.DEFAULT_DURATION_S:g})")
+    parser.add_argument("--duration", type=_duration, default=sim_limits.DEFAULT_DURATION_S,
+                        help=f"simulated seconds of workload per seed (default {sim_limits.DEFAULT_DURATION_S:g})")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="worker processes (default: 2, or 1 on a one-core machine)")
     parser.add_argument("--trace", action="store_true",
@@ -103,6 +113,8 @@ def _configure_logging(path: str | None) -> None:
 
 def _run_one(seed: int, workload: str, faults: bool, duration: float, broken: str | None, keep: int,
              log_path: str | None) -> dict:
+    from quorumdb.sim import run as run_mod  # the simulation loads only when a seed runs
+
     _configure_logging(log_path)
     result = run_mod.run_seed(seed, workload, faults=faults, duration_s=duration, broken=broken, trace_keep=keep)
     return result.to_json()
@@ -130,7 +142,7 @@ def command(args: argparse.Namespace) -> int:
         totals["ops"] += result["ops"]
         totals["violations"] += result["violation_count"]
         totals["virtual_s"] += result["virtual_s"]
-        replay = run_mod.replay_command(args.workload, result["seed"], faults, args.duration, args.broken)
+        replay = replay_command(args.workload, result["seed"], faults, args.duration, args.broken)
         if not result["valid"]:
             totals["failing"] += 1
         if args.json:

@@ -31,19 +31,19 @@ from quorumdb.jepsen import history
 from quorumdb.jepsen import limits as jlimits
 from quorumdb.jepsen.workloads import Definite, Indefinite
 from quorumdb.sim import broken as broken_mod
+from quorumdb.sim import limits as sim_limits
 from quorumdb.sim.loop import Stuck
 from quorumdb.sim.workloads import WORKLOADS
 from quorumdb.sim.world import DOWN_MAX, World
 
 log = logging.getLogger("quorumdb.sim.run")
 
-CLIENTS = 3
-DEFAULT_DURATION_S = 4.0
-SETUP_TIMEOUT_S = 60.0
-FINAL_READ_TIMEOUT_S = 60.0
-CLIENT_TIMEOUT_S = 5.0
-# Mean virtual seconds between two nemesis actions.
-NEMESIS_MEAN_GAP_S = 0.7
+CLIENTS = sim_limits.CLIENTS
+DEFAULT_DURATION_S = sim_limits.DEFAULT_DURATION_S
+SETUP_TIMEOUT_S = sim_limits.SETUP_TIMEOUT_S
+FINAL_READ_TIMEOUT_S = sim_limits.FINAL_READ_TIMEOUT_S
+CLIENT_TIMEOUT_S = sim_limits.CLIENT_TIMEOUT_S
+NEMESIS_MEAN_GAP_S = sim_limits.NEMESIS_MEAN_GAP_S
 
 
 @dataclasses.dataclass
@@ -88,16 +88,6 @@ class Recorder:
         if error:
             event["error"] = error
         self.record(event)
-
-
-def replay_command(workload: str, seed: int, faults: bool, duration_s: float, broken: str | None) -> str:
-    parts = ["quorumdb sim", f"--workload {workload}", f"--seeds {seed}"]
-    if faults:
-        parts.append("--faults all")
-    parts.append(f"--duration {duration_s:g}")
-    if broken:
-        parts.append(f"--broken {broken}")
-    return " ".join(parts + ["--trace"])
 
 
 def run_seed(seed: int, workload: str = "bank", faults: bool = True, duration_s: float = DEFAULT_DURATION_S,
