@@ -51,6 +51,9 @@ def test_backup_to_s3_and_restore_from_it(moto_endpoint, cluster_factory, tmp_pa
     time.sleep(0.01)
     conn.execute("DELETE FROM notes WHERE id < 10")  # after the restore's time: must not be restored
     conn.close()
+    while backup_status(location).get("latest_restorable_ts", 0) < to_time_ns:  # restorable up to it too
+        assert time.monotonic() < deadline, f"the S3 backup did not reach to_time within {RESTORABLE_WAIT_S:.0f} s"
+        time.sleep(0.5)
     status = backup_status(location)
     assert status["location"] == location and status["by_kind"]["logs"]["objects"] >= 1
 
