@@ -218,8 +218,19 @@ def test_a_planted_bug_is_found_in_the_default_seeds_and_replays_from_its_seed(v
     assert traces and traces == re.findall(rf"^seed {seed}: trace ([0-9a-f]{{64}})", third.stdout, re.M)
 
 
+def test_one_command_runs_both_workloads():
+    done = _sim("--workload", "bank,append", "--seeds", "7-8", "--duration", "0.3", "--jobs", "2", "--trace",
+                timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    traced = re.findall(r"^seed (\d+): trace [0-9a-f]{64} \((bank|append),", done.stdout, re.M)
+    assert sorted(traced) == [("7", "append"), ("7", "bank"), ("8", "append"), ("8", "bank")]
+    assert SUMMARY.search(done.stdout).group(1) == "4"
+
+
 def test_bad_arguments_are_refused_clearly():
     done = _sim("--seeds", "9-3", timeout=60)
     assert done.returncode == 2 and "need 0 <= A <= B" in done.stderr
     done = _sim("--broken", "nonsense", timeout=60)
     assert done.returncode == 2 and "invalid choice" in done.stderr
+    done = _sim("--workload", "bank,nope", timeout=60)
+    assert done.returncode == 2 and "one or more of append, bank" in done.stderr

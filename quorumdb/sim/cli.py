@@ -1,6 +1,6 @@
 """`quorumdb sim`: run seeds of the deterministic simulation and report violations.
 
-    quorumdb sim --workload bank|append --seeds A-B [--faults all|none] [--duration S]
+    quorumdb sim --workload bank|append|bank,append --seeds A-B [--faults all|none] [--duration S]
                  [--jobs N] [--trace] [--log FILE] [--json] [--stop-on-violation]
                  [--broken VARIANT]   (test only: a planted bug, quorumdb/sim/broken.py)
 
@@ -63,9 +63,19 @@ def replay_command(workload: str, seed: int, faults: bool, duration_s: float, br
     return " ".join(parts + ["--trace"])
 
 
+def _workloads(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in sim_limits.WORKLOADS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"--workload {text!r}: one or more of {', '.join(sim_limits.WORKLOADS)}, "
+                                         "separated by commas")
+    return list(dict.fromkeys(names))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workload", choices=sim_limits.WORKLOADS, default="bank",
-                        help="bank (transfers and snapshot reads) or append (Elle list-append); default bank")
+    parser.add_argument("--workload", type=_workloads, default=["bank"],
+                        help="bank (transfers and snapshot reads) or append (Elle list-append); "
+                             "bank,append runs every seed with each in turn; default bank")
     parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("1-20"),
                         help="the seeds to run: N or A-B inclusive (default 1-20)")
     parser.add_argument("--faults", choices=("all", "none"), default="all",
@@ -130,7 +140,8 @@ def command(args: argparse.Namespace) -> int:
         return 2
     faults = args.faults == "all"
     keep = TRACE_SHOWN if args.trace else 0
-    jobs = 1 if args.log else min(args.jobs, len(args.seeds))
+    runs = [(workload, seed) for workload in args.workload for seed in args.seeds]
+    jobs = 1 if args.log else min(args.jobs, len(runs))
     if args.log:
         open(args.log, "w").close()
     started = time.perf_counter()
@@ -142,18 +153,18 @@ def command(args: argparse.Namespace) -> int:
         totals["ops"] += result["ops"]
         totals["violations"] += result["violation_count"]
         totals["virtual_s"] += result["virtual_s"]
-        replay = replay_command(args.workload, result["seed"], faults, args.duration, args.broken)
+        replay = replay_command(result["workload"], result["seed"], faults, args.duration, args.broken)
         if not result["valid"]:
             totals["failing"] += 1
         if args.json:
             print(json.dumps(dict(result, replay=replay), sort_keys=True, default=str), flush=True)
             return
         if args.trace:
-            print(f"seed {result['seed']}: trace {result['trace_hash']} ({result['events']} events, "
+            print(f"seed {result['seed']}: trace {result['trace_hash']} ({result['workload']}, {result['events']} events, "
                   f"{result['ops']} operations, {result['faults']} faults)", flush=True)
         if not result["valid"]:
             kinds = " ".join(f"{kind}={len(found)}" for kind, found in sorted(result["violations"].items()))
-            print(f"seed {result['seed']}: {args.workload} VIOLATION {kinds}; replay: {replay}", flush=True)
+            print(f"seed {result['seed']}: {result['workload']} VIOLATION {kinds}; replay: {replay}", flush=True)
             for kind, found in sorted(result["violations"].items()):
                 for text in found[:3]:
                     print(f"    {kind}: {text}", flush=True)
@@ -162,17 +173,16 @@ def command(args: argparse.Namespace) -> int:
                 for line in result["recent"]:
                     print(f"      {line}", flush=True)
 
-    seeds = list(args.seeds)
-    call = (args.workload, faults, args.duration, args.broken, keep)
+    call = (faults, args.duration, args.broken, keep)
     if jobs == 1:
-        for seed in seeds:
-            report(_run_one(seed, *call, args.log))
+        for workload, seed in runs:
+            report(_run_one(seed, workload, *call, args.log))
             if args.stop_on_violation and totals["failing"]:
                 break
     else:
         context = multiprocessing.get_context("spawn")  # no grpc or loop state inherited by fork
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init) as pool:
-            futures = [pool.submit(_run_one, seed, *call, None) for seed in seeds]
+            futures = [pool.submit(_run_one, seed, workload, *call, None) for workload, seed in runs]
             for future in futures:  # in seed order, whatever finishes first
                 report(future.result())
                 if args.stop_on_violation and totals["failing"]:
@@ -188,6 +198,6 @@ def command(args: argparse.Namespace) -> int:
                           "failing_seeds": totals["failing"], "real_s": round(elapsed, 1),
                           "simulated_s": round(totals["virtual_s"], 1)}))
     else:
-        print(f"{summary} ({args.workload}, {elapsed:.1f} s real for {totals['virtual_s']:.0f} s simulated, "
+        print(f"{summary} ({','.join(args.workload)}, {elapsed:.1f} s real for {totals['virtual_s']:.0f} s simulated, "
               f"{jobs} job{'s' if jobs != 1 else ''})")
     return 1 if totals["violations"] else 0
