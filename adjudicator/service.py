@@ -221,7 +221,11 @@ class AdjudicatorNode:
         if batch.closed_ts:
             self.checker.observe_closed(batch.closed_ts)
         self.checker.collect_garbage(self.clock.now().latest)
-        progressed = bool(batch.entries) or batch.closed_ts > self.closed_ts_seen or batch.commit_index > self.commit_index_seen
+        # A higher epoch counts as progress: a new leader has just fenced the journal and is about
+        # to append. Without this, two standbys that both timed out on a dead leader could depose
+        # the winner in the moment between its fence and its first append (a spurious failover).
+        progressed = (bool(batch.entries) or batch.closed_ts > self.closed_ts_seen
+                      or batch.commit_index > self.commit_index_seen or batch.epoch > self.epoch_seen)
         self.closed_ts_seen = max(self.closed_ts_seen, batch.closed_ts)
         self.commit_index_seen = max(self.commit_index_seen, batch.commit_index)
         if batch.epoch >= self.epoch_seen and batch.leader:

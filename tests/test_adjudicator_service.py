@@ -16,7 +16,7 @@ import pytest
 from adjudicator import election
 from adjudicator.service import AdjudicatorNode, Role
 from journal.writer import Fenced, JournalUnavailable
-from quorumdb import limits, rpc
+from quorumdb import limits, rpc, runtime
 from quorumdb.clock import Clock
 from quorumdb.config import default_cluster
 from quorumdb.pb import adjudicator_pb2, common_pb2
@@ -619,3 +619,18 @@ async def test_a_private_keyspace_commit_travels_to_the_journal_and_no_conflict_
     await wait_for(lambda: standby.checker.last_commit_ts(b"q") is not None, "the standby to apply the journal")
     assert standby.checker.last_commit_ts(b"p2") is None
     assert standby.checker.lookup("bulk:flush1") is not None, "a resend is still answered from the txn table"
+
+
+def test_a_higher_epoch_restarts_a_standbys_silence_clock(tmp_path):
+    """A new leader has fenced the journal but not yet appended anything committed: the standby
+    must give it a whole failover timeout, not depose it for the silence of the leader it replaced."""
+    h = Harness(tmp_path)
+    standby = h.nodes["adjudicator-az3"]
+    standby._on_batch(FakeBatch([], 0, 0, 0, 3, "adjudicator-az2"))
+    standby.last_progress_mono -= 0.6  # the old leader died 0.6 s ago: nothing since
+    silent_before = runtime.monotonic() - standby.last_progress_mono
+    standby._on_batch(FakeBatch([], 0, 0, 0, 3, "adjudicator-az2"))  # the same state again: still silent
+    assert runtime.monotonic() - standby.last_progress_mono >= silent_before
+    standby._on_batch(FakeBatch([], 0, 0, 0, 4, "adjudicator-az1"))  # epoch 4: a new leader, no entries yet
+    assert runtime.monotonic() - standby.last_progress_mono < 0.1
+    assert (standby.leader_seen, standby.epoch_seen) == ("adjudicator-az1", 4)
