@@ -697,12 +697,7 @@ class AdjudicatorNode:
 
     async def _commit_wait(self, commit_ts: int) -> None:
         """Answer only once now().earliest > commit_ts: every later start_ts is then above it."""
-        for _ in range(1_000):  # each sleep covers the whole remaining gap; a few rounds at most
-            delay_s = self.clock.wait_until_past_s(commit_ts)
-            if delay_s <= 0:
-                return
-            await asyncio.sleep(delay_s)
-        raise AssertionError(f"commit-wait for {commit_ts} did not end")
+        await aio.wait_clock_past(self.clock, commit_ts)
 
     def status(self) -> common_pb2.NodeStatus:
         term = self.term

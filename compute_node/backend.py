@@ -16,7 +16,6 @@ trace (compute_node/trace.py): `TracedStorageReader` records the copies a traced
 from __future__ import annotations
 
 import logging
-import asyncio
 import time
 
 from compute_node import trace as trace_mod
@@ -24,7 +23,7 @@ from compute_node.adjudicator_client import AdjudicatorClient
 from compute_node.storage_reader import StorageReader
 from quorumdb import clock as clock_mod
 from quorumdb import config as config_mod
-from quorumdb import errors, rpc, runtime
+from quorumdb import aio, errors, rpc, runtime
 
 log = logging.getLogger("compute_node.backend")
 
@@ -138,13 +137,7 @@ class QuorumBackend:
         order. Versions this node read are almost always older than now().earliest already, so
         the wait is usually zero.
         """
-        bound = min(start_ts, self.storage.newest_version_ts)
-        for _ in range(1_000):  # each sleep covers the whole remaining gap; a few rounds at most
-            delay_s = self.clock.wait_until_past_s(bound)
-            if delay_s <= 0:
-                return
-            await asyncio.sleep(delay_s)
-        raise AssertionError(f"read-only commit-wait for {bound} did not end")
+        await aio.wait_clock_past(self.clock, min(start_ts, self.storage.newest_version_ts))
 
     @property
     def leader(self) -> str | None:

@@ -19,3 +19,14 @@ async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
         async with asyncio.timeout(timeout_s):
             await event.wait()
     return event.is_set()
+
+
+async def wait_clock_past(clock, ts: int) -> None:
+    """Return once clock.now().earliest > ts (a commit-wait): every later now().latest, on any
+    node whose clock keeps its error bound, is then above ts."""
+    for _ in range(1_000):  # each sleep covers the whole remaining gap; a few rounds at most
+        delay_s = clock.wait_until_past_s(ts)
+        if delay_s <= 0:
+            return
+        await asyncio.sleep(delay_s)
+    raise AssertionError(f"the clock did not pass {ts}")
