@@ -12,7 +12,7 @@ exist:
 The calls block. A node's shell runs them off its event loop with `runtime.offload`
 (a worker thread for a real disk, inline in virtual time for a simulated one).
 
-Durability is explicit, as on a real file system: `append`, `write` and `truncate` change
+Durability is explicit, as on a real file system: appending, `write` and `truncate` change
 the file's contents; only `fsync(path)` makes them survive a crash; a created, renamed or
 removed name survives a crash only after `fsync_dir` of its directory.
 """
@@ -26,7 +26,7 @@ PathLike = Union[str, pathlib.Path]
 
 
 class AppendFile(Protocol):
-    """A file open for appending (the storage log's current file)."""
+    """A file open for appending (a journal segment, the storage log's current file, a checkpoint being written)."""
 
     def write(self, data: bytes) -> None: ...
     def sync(self) -> None: ...
@@ -50,7 +50,6 @@ class Disk(Protocol):
     def read(self, path: PathLike) -> bytes: ...
     def pread(self, path: PathLike, offset: int, length: int) -> bytes: ...
     def write(self, path: PathLike, data: bytes) -> None: ...
-    def append(self, path: PathLike, data: bytes) -> int: ...
     def open_append(self, path: PathLike) -> AppendFile: ...
     def open_read(self, path: PathLike) -> ReadFile: ...
     def truncate(self, path: PathLike, size: int) -> None: ...
@@ -120,13 +119,6 @@ class RealDisk:
         """Create or replace the file's contents (not durable until fsync)."""
         with open(path, "wb") as f:
             f.write(data)
-
-    def append(self, path: PathLike, data: bytes) -> int:
-        """Append data (creating the file); returns the offset it was written at."""
-        with open(path, "ab") as f:
-            offset = f.tell()
-            f.write(data)
-        return offset
 
     def open_append(self, path: PathLike) -> AppendFile:
         return _RealAppendFile(path)

@@ -160,8 +160,8 @@ def command(args: argparse.Namespace) -> int:
             print(json.dumps(dict(result, replay=replay), sort_keys=True, default=str), flush=True)
             return
         if args.trace:
-            print(f"seed {result['seed']}: trace {result['trace_hash']} ({result['workload']}, {result['events']} events, "
-                  f"{result['ops']} operations, {result['faults']} faults)", flush=True)
+            print(f"seed {result['seed']}: trace {result['trace_hash']} ({result['workload']}, "
+                  f"{result['events']} events, {result['ops']} operations, {result['faults']} faults)", flush=True)
         if not result["valid"]:
             kinds = " ".join(f"{kind}={len(found)}" for kind, found in sorted(result["violations"].items()))
             print(f"seed {result['seed']}: {result['workload']} VIOLATION {kinds}; replay: {replay}", flush=True)

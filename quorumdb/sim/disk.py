@@ -185,14 +185,6 @@ class SimDisk:
         inode.data = bytearray(data)
         self.state.bytes_written += len(data)
 
-    def append(self, path, data: bytes) -> int:
-        self._check()
-        inode = self._create(path)
-        offset = len(inode.data)
-        inode.data += data
-        self.state.bytes_written += len(data)
-        return offset
-
     def open_append(self, path) -> _AppendFile:
         self._check()
         return _AppendFile(self, self._create(path), _norm(path))

@@ -417,7 +417,7 @@ class _Call:
     async def _serve(self, handler, duplicate: bool = False) -> None:
         """Run the method's handler as a task of the server's node; `duplicate`: a second delivery
         of a unary request, whose reply (or error) goes nowhere."""
-        context = _ServerContext(self)
+        context = _ServerContext(self, handler.response_serializer)
         try:
             if self.unary_request:
                 request = self._request_bytes if duplicate else await self._next_request()
@@ -665,8 +665,9 @@ class _RequestIterator:
 class _ServerContext:
     """The parts of grpc.aio.ServicerContext the services use."""
 
-    def __init__(self, call: _Call):
+    def __init__(self, call: _Call, serializer):
         self._call = call
+        self._serializer = serializer
 
     async def abort(self, code, details="", trailing_metadata=()):
         raise _Abort(code, details)
@@ -675,8 +676,7 @@ class _ServerContext:
         call = self._call
         if call._server_done:
             raise asyncio.CancelledError()
-        serializer = call.server.handler(call.method, call.metadata).response_serializer
-        call._send(serializer(message))
+        call._send(self._serializer(message))
 
     async def read(self):
         item = await self._call._next_request()

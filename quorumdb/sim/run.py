@@ -38,12 +38,6 @@ from quorumdb.sim.world import DOWN_MAX, World
 
 log = logging.getLogger("quorumdb.sim.run")
 
-CLIENTS = sim_limits.CLIENTS
-DEFAULT_DURATION_S = sim_limits.DEFAULT_DURATION_S
-SETUP_TIMEOUT_S = sim_limits.SETUP_TIMEOUT_S
-FINAL_READ_TIMEOUT_S = sim_limits.FINAL_READ_TIMEOUT_S
-CLIENT_TIMEOUT_S = sim_limits.CLIENT_TIMEOUT_S
-NEMESIS_MEAN_GAP_S = sim_limits.NEMESIS_MEAN_GAP_S
 
 
 @dataclasses.dataclass
@@ -90,7 +84,7 @@ class Recorder:
         self.record(event)
 
 
-def run_seed(seed: int, workload: str = "bank", faults: bool = True, duration_s: float = DEFAULT_DURATION_S,
+def run_seed(seed: int, workload: str = "bank", faults: bool = True, duration_s: float = sim_limits.DEFAULT_DURATION_S,
              broken: str | None = None, trace_keep: int = 0) -> SeedResult:
     started = time.perf_counter()
     world = World(seed, faults=faults, trace_keep=trace_keep)
@@ -124,13 +118,13 @@ def run_seed(seed: int, workload: str = "bank", faults: bool = True, duration_s:
 async def _connect(world: World, name: str, first: int) -> qclient.AsyncConnection:
     endpoints = [(n.host, n.port) for n in world.cluster.computes]
     endpoints = endpoints[first % len(endpoints):] + endpoints[:first % len(endpoints)]
-    return qclient.AsyncConnection(endpoints=endpoints, timeout_s=CLIENT_TIMEOUT_S, client_name=name)
+    return qclient.AsyncConnection(endpoints=endpoints, timeout_s=sim_limits.CLIENT_TIMEOUT_S, client_name=name)
 
 
 async def _setup(world: World, spec) -> None:
     conn = await _connect(world, "sim-setup", 0)
     done = 0
-    deadline = world.now() + SETUP_TIMEOUT_S
+    deadline = world.now() + sim_limits.SETUP_TIMEOUT_S
     while done < len(spec.setup_sql):
         try:
             await conn.execute(spec.setup_sql[done])
@@ -172,7 +166,7 @@ async def _nemesis(world: World, end: float) -> None:
     names = [n.name for n in world.cluster.nodes]
     azs = sorted({n.az for n in world.cluster.nodes})
     while True:
-        await asyncio.sleep(rng.expovariate(1 / NEMESIS_MEAN_GAP_S))
+        await asyncio.sleep(rng.expovariate(1 / sim_limits.NEMESIS_MEAN_GAP_S))
         if world.now() >= end:
             return
         roll = rng.random()
@@ -201,7 +195,7 @@ async def _nemesis(world: World, end: float) -> None:
 
 async def _final_read(world: World, spec) -> Any:
     conn = await _connect(world, "final-read", 0)
-    deadline = world.now() + FINAL_READ_TIMEOUT_S
+    deadline = world.now() + sim_limits.FINAL_READ_TIMEOUT_S
     while True:
         try:
             return await spec.final_read(conn)
@@ -221,9 +215,9 @@ async def _scenario(world: World, spec, duration_s: float):
     recorder = Recorder(world)
     end = world.now() + duration_s
     clients = [world.spawn(_client(world, spec, recorder, i, end), world.client_runtime(f"client-{i}"))
-               for i in range(CLIENTS)]
+               for i in range(sim_limits.CLIENTS)]
     nemesis = asyncio.ensure_future(_nemesis(world, end)) if world.faults else None
-    done, pending = await asyncio.wait(clients, timeout=duration_s + CLIENT_TIMEOUT_S * 4)
+    done, pending = await asyncio.wait(clients, timeout=duration_s + sim_limits.CLIENT_TIMEOUT_S * 4)
     for task in pending:  # an operation still in flight stays without completion: unknown
         task.cancel()
     await asyncio.gather(*clients, return_exceptions=True)

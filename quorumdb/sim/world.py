@@ -176,7 +176,6 @@ class World:
         self.disks = {n.name: DiskState() for n in self.cluster.nodes}
         self.nodes: dict[str, NodeRuntime] = {}
         self.incarnations = {n.name: 0 for n in self.cluster.nodes}
-        self.stops: dict[str, asyncio.Event] = {}
         self.buggify_enabled: dict[str, bool] = {}
         self.faults_injected = 0
         self.crashes = 0
@@ -248,10 +247,9 @@ class World:
     async def _serve(self, rt: NodeRuntime) -> None:
         node = self._by_name[rt.name]
         module = importlib.import_module(SERVICE_MODULES[node.service])
-        stop = asyncio.Event()
-        self.stops[rt.name] = stop
         try:
-            await module.serve(self.cluster, node, stop)
+            # Never set: a simulated node ends by crashing or with the world (no graceful stop).
+            await module.serve(self.cluster, node, asyncio.Event())
         except (NodeCrashed, asyncio.CancelledError):
             pass
         except Exception as error:  # noqa: BLE001 - a node process that dies of an error
@@ -263,7 +261,6 @@ class World:
     def start_all(self) -> None:
         self.trace.add(f"cluster read_mode={self.cluster.read_mode} clock_error_ns={self.cluster.clock_error_ns}")
         for node in self.cluster.nodes:
-            self.disks[node.name]  # noqa: B018 - every node has its disk from the start
             self.start_node(node.name)
 
     def down(self) -> list[str]:
