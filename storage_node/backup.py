@@ -43,9 +43,7 @@ class BackupAgent:
         self.now_s = now_s
         self.rank = core.rank_of([n.name for n in cluster.storages], node.name)
         self.takeover = core.Takeover(node.name, self.rank, now_s())
-        # Created at the first store call: an agent that never runs (none does in the deterministic
-        # simulation, where a thread would break determinism) starts no threads.
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup")
         self._store = None
         self.uploader = False
         self.uploaded_index = 0
@@ -78,8 +76,6 @@ class BackupAgent:
     # --- the store, bounded --------------------------------------------------------------------
     async def _call(self, fn: Callable[..., T], *args, data_bytes: int = 0) -> T:
         loop = asyncio.get_running_loop()
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup")
         future = loop.run_in_executor(self._executor, fn, *args)
         timeout_s = core.call_timeout_s(data_bytes)
         try:
@@ -118,8 +114,7 @@ class BackupAgent:
                 poll_s = core.POLL_S if self.uploader else core.STANDBY_POLL_S
                 await asyncio.sleep(max(poll_s, core.backoff_s(self.failures)))
         finally:
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _failed(self, error: BaseException) -> None:
         self.failures += 1
