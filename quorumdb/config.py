@@ -120,6 +120,11 @@ class ClusterConfig:
     # unless they exceed backtrack_budget_bytes (per storage copy), which then shortens the window.
     backtrack_window_s: float = 86_400.0
     backtrack_budget_bytes: int = 64 * 1024 * 1024
+    # --- Global Database (quorumdb/regions.py, docs/REGIONS.md) ---
+    # The region this cluster is ("" for a cluster on its own) and the global cluster file that
+    # names every region of its Global Database.
+    region: str = ""
+    global_file: str = ""
 
     @property
     def backup_location(self) -> str:
@@ -224,6 +229,8 @@ class ClusterConfig:
             f"backup_base_log_bytes = {self.backup_base_log_bytes}",
             f"backtrack_window_s = {float(self.backtrack_window_s)!r}",
             f"backtrack_budget_bytes = {self.backtrack_budget_bytes}",
+            f'region = "{self.region}"',
+            f'global_file = "{self.global_file}"',
             "",
         ]
         for node in self.nodes:

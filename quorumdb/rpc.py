@@ -499,6 +499,14 @@ def node_channel(state: netfault.PartitionState | None, address: str) -> grpc.ai
     return _PartitionedChannel(grpc.aio.insecure_channel(address, options=OPTIONS), _Link(state, target))
 
 
+def region_channel(address: str, peer_region: str) -> grpc.aio.Channel:
+    """A node's channel to a node of region `peer_region` (quorumdb/wan.py's rules apply)."""
+    simulated = runtime.current().channel(address)
+    if simulated is not None:
+        return simulated
+    return grpc.aio.insecure_channel(address, options=OPTIONS)
+
+
 class Channels:
     """One aio channel per address, created lazily, closed together.
 
@@ -515,6 +523,16 @@ class Channels:
         if channel is None:
             channel = node_channel(self._state, address)
             self._channels[address] = channel
+        return channel
+
+    def get_remote(self, address: str, region: str) -> grpc.aio.Channel:
+        """A channel to a node of another region (Global Database): every message crosses the WAN
+        and obeys its rules (delay, jitter, loss, region partitions: `region_channel`)."""
+        key = f"{region}/{address}"
+        channel = self._channels.get(key)
+        if channel is None:
+            channel = region_channel(address, region)
+            self._channels[key] = channel
         return channel
 
     async def close(self) -> None:

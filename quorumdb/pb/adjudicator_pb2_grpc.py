@@ -60,6 +60,26 @@ class AdjudicatorStub:
                 request_serializer=common__pb2.StatusRequest.SerializeToString,
                 response_deserializer=common__pb2.NodeStatus.FromString,
                 _registered_method=True)
+        self.RegionPoint = channel.unary_unary(
+                '/quorumdb.Adjudicator/RegionPoint',
+                request_serializer=adjudicator__pb2.RegionPointRequest.SerializeToString,
+                response_deserializer=adjudicator__pb2.RegionPointReply.FromString,
+                _registered_method=True)
+        self.ReportReplica = channel.unary_unary(
+                '/quorumdb.Adjudicator/ReportReplica',
+                request_serializer=adjudicator__pb2.ReportReplicaRequest.SerializeToString,
+                response_deserializer=adjudicator__pb2.ReportReplicaReply.FromString,
+                _registered_method=True)
+        self.Switchover = channel.unary_unary(
+                '/quorumdb.Adjudicator/Switchover',
+                request_serializer=adjudicator__pb2.SwitchoverRequest.SerializeToString,
+                response_deserializer=adjudicator__pb2.SwitchoverReply.FromString,
+                _registered_method=True)
+        self.Promote = channel.unary_unary(
+                '/quorumdb.Adjudicator/Promote',
+                request_serializer=adjudicator__pb2.PromoteRequest.SerializeToString,
+                response_deserializer=adjudicator__pb2.PromoteReply.FromString,
+                _registered_method=True)
 
 
 class AdjudicatorServicer:
@@ -101,6 +121,38 @@ class AdjudicatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegionPoint(self, request, context):
+        """--- Global Database (docs/REGIONS.md) ---
+        This region's role and replicated point, as its adjudicator leader knows them (compute
+        nodes poll it: reads on a secondary run at replicated_ts).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportReplica(self, request, context):
+        """A secondary's replication agent tells the primary's leader how far it has replicated
+        (truncation hold, RPO limit, lag).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Switchover(self, request, context):
+        """Planned switchover, asked of the primary's leader: stop committing, append the marker
+        ENTRY_GLOBAL naming the new primary, answer its index once it is durable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Promote(self, request, context):
+        """Unplanned failover or detach, asked of a secondary's leader: stop replicating and lead.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdjudicatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +180,26 @@ def add_AdjudicatorServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=common__pb2.StatusRequest.FromString,
                     response_serializer=common__pb2.NodeStatus.SerializeToString,
+            ),
+            'RegionPoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegionPoint,
+                    request_deserializer=adjudicator__pb2.RegionPointRequest.FromString,
+                    response_serializer=adjudicator__pb2.RegionPointReply.SerializeToString,
+            ),
+            'ReportReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportReplica,
+                    request_deserializer=adjudicator__pb2.ReportReplicaRequest.FromString,
+                    response_serializer=adjudicator__pb2.ReportReplicaReply.SerializeToString,
+            ),
+            'Switchover': grpc.unary_unary_rpc_method_handler(
+                    servicer.Switchover,
+                    request_deserializer=adjudicator__pb2.SwitchoverRequest.FromString,
+                    response_serializer=adjudicator__pb2.SwitchoverReply.SerializeToString,
+            ),
+            'Promote': grpc.unary_unary_rpc_method_handler(
+                    servicer.Promote,
+                    request_deserializer=adjudicator__pb2.PromoteRequest.FromString,
+                    response_serializer=adjudicator__pb2.PromoteReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +337,114 @@ class Adjudicator:
             '/quorumdb.Adjudicator/Status',
             common__pb2.StatusRequest.SerializeToString,
             common__pb2.NodeStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegionPoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorumdb.Adjudicator/RegionPoint',
+            adjudicator__pb2.RegionPointRequest.SerializeToString,
+            adjudicator__pb2.RegionPointReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorumdb.Adjudicator/ReportReplica',
+            adjudicator__pb2.ReportReplicaRequest.SerializeToString,
+            adjudicator__pb2.ReportReplicaReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Switchover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorumdb.Adjudicator/Switchover',
+            adjudicator__pb2.SwitchoverRequest.SerializeToString,
+            adjudicator__pb2.SwitchoverReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Promote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorumdb.Adjudicator/Promote',
+            adjudicator__pb2.PromoteRequest.SerializeToString,
+            adjudicator__pb2.PromoteReply.FromString,
             options,
             channel_credentials,
             insecure,
