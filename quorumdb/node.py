@@ -2,8 +2,9 @@
 
 Loads the cluster file, sets up logging, tells `quorumdb.rpc` which node this
 process is (so its channels and server obey the cluster's network partitions, see
-`quorumdb.netfault`), installs uvloop and runs the service of that node until
-SIGTERM/SIGINT, watching the partition rules file meanwhile. The process command
+`quorumdb.netfault`; in a region of a Global Database also which region, so that its calls to
+other regions cross the simulated WAN, see `quorumdb.wan`), installs uvloop and runs the
+service of that node until SIGTERM/SIGINT, watching the partition (and WAN) rules files meanwhile. The process command
 line contains the node's name, so `ps` and `pkill -f journal-az1` find it.
 
 Unless the cluster file says `metrics = false`, the node also serves Prometheus metrics over
@@ -29,7 +30,7 @@ import signal
 import sys
 
 from quorumdb import config as config_mod
-from quorumdb import limits, rpc
+from quorumdb import limits, regions, rpc
 
 # service -> module with `async def serve(cluster, node, stop: asyncio.Event)`.
 SERVICE_MODULES = {
@@ -56,6 +57,8 @@ async def _run(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig) -
         loop.add_signal_handler(sig, stop.set)
     watcher_stop = asyncio.Event()
     watcher = asyncio.create_task(rpc.watch_rules(watcher_stop), name="netfault-rules-watcher")
+    wan_watcher = (asyncio.create_task(rpc.watch_wan(watcher_stop), name="wan-rules-watcher")
+                   if rpc.region_identity() is not None else None)
     deadline = asyncio.create_task(_shutdown_deadline(stop, node.name), name="shutdown-deadline")
     metrics_server = await _serve_metrics(cluster, node)
     try:
@@ -65,9 +68,12 @@ async def _run(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig) -
             metrics_server.close()
         deadline.cancel()
         watcher_stop.set()
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await watcher
+        for task in (watcher, wan_watcher):
+            if task is None:
+                continue
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
 async def _serve_metrics(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig):
@@ -124,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
         "starting %s (%s, %s) on %s", node.name, node.service, node.az, node.address
     )
     rpc.set_identity(cluster, node.name)  # before serving: a restarted node obeys existing cuts at once
+    if cluster.region:  # a region of a Global Database: its calls to other regions cross the WAN
+        rpc.set_region_identity(regions.of_cluster(cluster), cluster.region)
     if cluster.metrics:
         from quorumdb import metrics
 
