@@ -621,7 +621,7 @@ def region_channel(address: str, peer_region: str, state: wan.WanState | None = 
 # multicallable (one attribute test), and a stream gets `_CuttableCall`: grpc's own call, which a
 # partition cancels; rules changed later apply to the streams opened after them.
 _END_WRITING = object()  # a request line's item: the caller is done writing
-_LOST = object()         # a line's item: the message sent at that point was lost
+_LOST = object()         # a request line's item: the request sent at that point was lost
 
 
 class _End:
@@ -689,6 +689,14 @@ class _DelayLine:
                 self._reader = None
                 if handle is not None:
                     handle.cancel()
+
+    def cut(self, now: float, item) -> None:
+        """The connection broke at `now`: what was still on its way is gone, `item` comes last."""
+        while self._items and self._items[-1][0] > now:
+            self._items.pop()
+        self._items.append((now, item))
+        if self._reader is not None:
+            _set_done(self._reader)  # it may wait for an item that is gone
 
     def close(self) -> None:
         self._closed = True
@@ -913,9 +921,11 @@ class _WanUnaryUnaryCall(grpc.aio.UnaryUnaryCall):
 class _WanStreamCall:
     """A streaming call across the WAN (see the section comment); the four call kinds share it.
 
-    Its status is decided once (`_finish`): the end the reply line delivered, a lost message, the
-    partition signal, the deadline or the caller's cancel(); everything still queued is dropped
-    then, as on a broken connection.
+    Its outcome (what code(), done() and the done callbacks see) is decided once
+    (`_end_arrived`): when the call's end reaches this side (its status, or a lost message that
+    broke it) the reader still gets the replies delivered before it, then the status (`_finish`);
+    a partition, the deadline or the caller's cancel() end it at once (`_finish`), dropping what
+    is still queued, as on a broken connection.
     """
 
     def __init__(self, open_call, state: wan.WanState, peer_region: str, timeout: float | None, *,
@@ -927,7 +937,8 @@ class _WanStreamCall:
         self._response_streaming = response_streaming
         self._replies = _DelayLine(limits.WAN_STREAM_MESSAGES_MAX)
         self._requests = _DelayLine(limits.WAN_STREAM_MESSAGES_MAX) if request_streaming else None
-        self._status: tuple[grpc.StatusCode, str] | None = None
+        self._status: tuple[grpc.StatusCode, str] | None = None   # what the reader gets now
+        self._outcome: tuple[grpc.StatusCode, str] | None = None  # how the call ended
         self._finished = self._loop.create_future()
         self._callbacks: list = []
         self._writing_done = False
@@ -941,17 +952,18 @@ class _WanStreamCall:
         if request_streaming:  # the stream opens at once; each request crosses on its own
             self._call = open_call(timeout=timeout)
             _set_done(self._opened)
-            self._spawn(self._pump_replies())
+            self._pump = self._spawn(self._pump_replies())
             self._spawn(self._send_requests())
             if request_iterator is not None:
                 self._spawn(self._feed(request_iterator))
         else:  # the one request crosses first, then the stream opens
-            self._spawn(self._open_then_pump(open_call))
+            self._pump = self._spawn(self._open_then_pump(open_call))
 
-    def _spawn(self, coroutine) -> None:
+    def _spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.ensure_future(coroutine)
         task.add_done_callback(_retrieve)
         self._tasks.append(task)
+        return task
 
     # -- the end of the call
     def _finish(self, code: grpc.StatusCode, details: str) -> None:
@@ -967,23 +979,45 @@ class _WanStreamCall:
                 task.cancel()
         if self._call is not None and code != grpc.StatusCode.OK:
             self._call.cancel()
+        _set_done(self._opened)
+        self._end_arrived(code, details)
+
+    def _end_arrived(self, code: grpc.StatusCode, details: str) -> None:
+        if self._outcome is not None:
+            return
+        self._outcome = (code, details)
         self._cut.remove_done_callback(self._on_cut)
         if self._deadline_handle is not None:
             self._deadline_handle.cancel()
-        _set_done(self._opened)
         _set_done(self._finished)
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             callback(self)
 
+    def _ended_at(self, deliver_at: float, code: grpc.StatusCode, details: str) -> None:
+        """The call's end is on its way: queued for the reader, and the outcome when it arrives."""
+        self._loop.call_at(deliver_at, self._end_arrived, code, details)
+
     def _on_cut(self, _signal) -> None:
-        self._finish(grpc.StatusCode.UNAVAILABLE, wan.partition_message(self._state.region, self._peer))
+        if self._outcome is None:
+            self._finish(grpc.StatusCode.UNAVAILABLE, wan.partition_message(self._state.region, self._peer))
 
     def _on_deadline(self) -> None:
-        self._finish(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        if self._outcome is None:
+            self._finish(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
 
-    def _raise_status(self):
-        code, details = self._status
+    def _break(self, code: grpc.StatusCode, details: str) -> None:
+        """A request was lost: the stream breaks now; replies still on their way are lost with it."""
+        if self._outcome is not None:
+            return
+        self._pump.cancel()
+        if self._call is not None:
+            self._call.cancel()
+        self._replies.cut(self._loop.time(), _End(code, details))
+        self._end_arrived(code, details)
+
+    def _raise_status(self, status: tuple[grpc.StatusCode, str] | None = None):
+        code, details = status or self._status
         if code == grpc.StatusCode.OK:
             raise asyncio.InvalidStateError("the call has already ended")  # what grpc.aio raises
         if code == grpc.StatusCode.CANCELLED and details == _LOCALLY_CANCELLED:
@@ -999,7 +1033,7 @@ class _WanStreamCall:
         delay_s = self._state.draw_delay_s()
         await asyncio.sleep(delay_s)  # the deadline and a partition end the call meanwhile (_finish)
         if self._state.draw_lost():
-            self._finish(grpc.StatusCode.UNAVAILABLE, wan.LOST_MESSAGE)
+            self._finish(grpc.StatusCode.UNAVAILABLE, wan.LOST_MESSAGE)  # nothing was delivered yet
             return
         remaining = None if self._deadline is None else max(0.0, self._deadline - self._loop.time())
         self._call = open_call(timeout=remaining)
@@ -1016,19 +1050,24 @@ class _WanStreamCall:
                 else:
                     reply = await call
                 if reply is grpc.aio.EOF:
-                    await line.put(self._deliver_at(line), _End(grpc.StatusCode.OK, ""))
+                    await self._put_end(self._deliver_at(line), grpc.StatusCode.OK, "")
                     return
-                lost = self._state.draw_lost()
-                await line.put(self._deliver_at(line), _LOST if lost else reply)
-                if lost:
+                if self._state.draw_lost():  # the connection breaks there: nothing after it arrives
+                    call.cancel()
+                    await self._put_end(self._deliver_at(line), grpc.StatusCode.UNAVAILABLE, wan.LOST_MESSAGE)
                     return
+                await line.put(self._deliver_at(line), reply)
                 if not self._response_streaming:
-                    await line.put(line.last_delivery, _End(grpc.StatusCode.OK, ""))
+                    await self._put_end(line.last_delivery, grpc.StatusCode.OK, "")
                     return
         except grpc.aio.AioRpcError as error:
-            await line.put(self._deliver_at(line), _End(error.code(), error.details() or ""))
+            await self._put_end(self._deliver_at(line), error.code(), error.details() or "")
         except _LineClosed:
             return
+
+    async def _put_end(self, deliver_at: float, code: grpc.StatusCode, details: str) -> None:
+        await self._replies.put(deliver_at, _End(code, details))
+        self._ended_at(deliver_at, code, details)
 
     async def read(self):
         if self._status is not None:
@@ -1036,9 +1075,6 @@ class _WanStreamCall:
         try:
             item = await self._replies.get()
         except _LineClosed:
-            return self._end_of_replies()
-        if item is _LOST:
-            self._finish(grpc.StatusCode.UNAVAILABLE, wan.LOST_MESSAGE)
             return self._end_of_replies()
         if isinstance(item, _End):
             self._finish(item.code, item.details)
@@ -1059,8 +1095,8 @@ class _WanStreamCall:
 
     # -- the request direction
     async def write(self, request) -> None:
-        if self._status is not None:
-            self._raise_status()
+        if self._outcome is not None:
+            self._raise_status(self._outcome)
         if self._writing_done:
             raise asyncio.InvalidStateError("done_writing was called before this write")
         lost = self._state.draw_lost()
@@ -1070,7 +1106,7 @@ class _WanStreamCall:
             self._raise_status()
 
     async def done_writing(self) -> None:
-        if self._status is not None or self._writing_done:
+        if self._outcome is not None or self._writing_done:
             return
         self._writing_done = True
         with contextlib.suppress(_LineClosed):
@@ -1083,7 +1119,7 @@ class _WanStreamCall:
             while True:
                 item = await line.get()
                 if item is _LOST:
-                    self._finish(grpc.StatusCode.UNAVAILABLE, wan.LOST_MESSAGE)
+                    self._break(grpc.StatusCode.UNAVAILABLE, wan.LOST_MESSAGE)
                     return
                 if item is _END_WRITING:
                     await call.done_writing()
@@ -1107,33 +1143,33 @@ class _WanStreamCall:
 
     # -- the rest of grpc.aio's call interface
     def cancel(self) -> bool:
-        if self._status is not None:
+        if self._outcome is not None:
             return False
         self._finish(grpc.StatusCode.CANCELLED, _LOCALLY_CANCELLED)
         return True
 
     def cancelled(self) -> bool:
-        return self._status is not None and self._status[0] == grpc.StatusCode.CANCELLED
+        return self._outcome is not None and self._outcome[0] == grpc.StatusCode.CANCELLED
 
     def done(self) -> bool:
-        return self._status is not None
+        return self._outcome is not None
 
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - self._loop.time())
 
     def add_done_callback(self, callback) -> None:
-        if self._status is not None:
+        if self._outcome is not None:
             callback(self)
         else:
             self._callbacks.append(callback)
 
     async def code(self) -> grpc.StatusCode:
         await asyncio.shield(self._finished)
-        return self._status[0]
+        return self._outcome[0]
 
     async def details(self) -> str:
         await asyncio.shield(self._finished)
-        return self._status[1]
+        return self._outcome[1]
 
     async def initial_metadata(self) -> grpc.aio.Metadata:
         await asyncio.shield(self._opened)  # the request may still be on its way
@@ -1144,8 +1180,8 @@ class _WanStreamCall:
         return await self._call.trailing_metadata() if self._call is not None else grpc.aio.Metadata()
 
     async def wait_for_connection(self) -> None:
-        if self._status is not None and self._status[0] != grpc.StatusCode.OK:
-            self._raise_status()
+        if self._outcome is not None and self._outcome[0] != grpc.StatusCode.OK:
+            self._raise_status(self._outcome)
 
 
 _LOCALLY_CANCELLED = "Locally cancelled by application!"

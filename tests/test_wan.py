@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
 import time
 
 import grpc
 import pytest
 
+from quorumdb import config as config_mod
 from quorumdb import limits, regions, rpc, wan
 from tests.util import free_base_port
 
@@ -266,6 +271,10 @@ def test_each_streamed_reply_arrives_after_its_own_delay_in_order(global_cfg):
             for arrived, reply in arrivals:
                 sent = float(reply.split()[1])
                 assert arrived >= sent + 0.040 - SLACK_S, (arrived - sent, reply)
+            # The status is known once it has crossed back, read or not; the replies stay readable.
+            call = link.stream("Ticks")(b"3", timeout=10)
+            assert await asyncio.wait_for(call.code(), 5) == grpc.StatusCode.OK and call.done()
+            assert [r.split()[0] async for r in call] == [b"0", b"1", b"2"]
             # read() and the status, as on grpc's own call.
             call = link.stream("Ticks")(b"5", timeout=10)
             assert await call.read() != grpc.aio.EOF
@@ -378,6 +387,16 @@ def test_loss_fails_about_the_expected_share_and_a_lost_reply_ran(global_cfg):
                 async for _ in link.stream("Ticks")(b"200", timeout=10):
                     pass
             assert broken.value.details() == wan.LOST_MESSAGE
+            # A lost request breaks a bidi stream too; its writer learns it on a later write.
+            chat = link.bidi()(timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError) as chat_broken:
+                for i in range(200):
+                    await chat.write(str(i).encode())
+                    await asyncio.sleep(0.002)
+                async for _ in chat:
+                    pass
+            assert chat_broken.value.details() == wan.LOST_MESSAGE
+            assert await chat.code() == grpc.StatusCode.UNAVAILABLE
 
     asyncio.run(scenario())
 
@@ -444,3 +463,34 @@ def test_process_region_identity(global_cfg):
     finally:
         rpc.clear_region_identity()
     assert rpc.region_identity() is None
+
+
+@pytest.mark.cluster
+def test_a_region_node_process_reads_and_follows_the_wan_rules(global_cfg):
+    """One real node process of a region: it takes its region identity and applies a rewritten file."""
+    region = global_cfg.region(OWN)  # its port block is the one free_base_port found
+    cluster = config_mod.default_cluster(region.data_dir, base_port=region.base_port, region=OWN,
+                                         global_file=str(global_cfg.path), metrics=False)
+    cluster_file = cluster.write()
+    log_path = region.data_dir / "node.log"
+
+    def wait_for(text: str) -> None:
+        for _ in range(300):
+            if log_path.exists() and text in log_path.read_text(errors="replace"):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"not in the node's log after 30 s: {text!r}\n{log_path.read_text(errors='replace')}")
+
+    with open(log_path, "wb") as log:
+        node = subprocess.Popen([sys.executable, "-m", "quorumdb.node", "--config", str(cluster_file), "--name", "journal-az1"], stdout=log, stderr=log, env={**os.environ})
+    try:
+        wait_for(f"region {OWN}: WAN 30.0 ms + 5.0 ms jitter, loss 0.000, partitioned: none")
+        wan.partition_region(global_cfg, PEER)
+        wait_for(f"WAN rules v1: 30.0 ms + 5.0 ms jitter, loss 0.000, partitioned: {PEER}")
+    finally:
+        node.send_signal(signal.SIGTERM)
+        try:
+            node.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            node.wait(timeout=10)
