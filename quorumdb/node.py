@@ -56,9 +56,9 @@ async def _run(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig) -
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     watcher_stop = asyncio.Event()
-    watcher = asyncio.create_task(rpc.watch_rules(watcher_stop), name="netfault-rules-watcher")
-    wan_watcher = (asyncio.create_task(rpc.watch_wan(watcher_stop), name="wan-rules-watcher")
-                   if rpc.region_identity() is not None else None)
+    # One watcher follows the partition rules and, in a region of a Global Database, the WAN rules.
+    watcher = asyncio.create_task(rpc.watch_rules(watcher_stop, wan_state=rpc.region_identity()),
+                                  name="netfault-rules-watcher")
     deadline = asyncio.create_task(_shutdown_deadline(stop, node.name), name="shutdown-deadline")
     metrics_server = await _serve_metrics(cluster, node)
     try:
@@ -68,12 +68,9 @@ async def _run(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig) -
             metrics_server.close()
         deadline.cancel()
         watcher_stop.set()
-        for task in (watcher, wan_watcher):
-            if task is None:
-                continue
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await watcher
 
 
 async def _serve_metrics(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig):

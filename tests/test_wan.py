@@ -21,7 +21,7 @@ import grpc
 import pytest
 
 from quorumdb import config as config_mod
-from quorumdb import limits, regions, rpc, wan
+from quorumdb import limits, netfault, regions, rpc, wan
 from tests.util import free_base_port
 
 OWN, PEER = "us-east", "eu-west"
@@ -127,11 +127,19 @@ def test_the_file_overrides_the_global_file_and_writers_keep_each_others_changes
         wan.read_rules(global_cfg)
 
 
-def test_watcher_applies_a_rewritten_file(global_cfg):
+@pytest.mark.parametrize("watcher_kind", ["watch_wan", "watch_rules"])
+def test_watcher_applies_a_rewritten_file(global_cfg, watcher_kind):
+    """watch_wan alone, and the node's one watcher (watch_rules) following both rules files."""
     async def scenario():
         state = wan.WanState(global_cfg, OWN)
         stop = asyncio.Event()
-        watcher = asyncio.create_task(rpc.watch_wan(stop, state, None))
+        if watcher_kind == "watch_wan":
+            watcher = asyncio.create_task(rpc.watch_wan(stop, state, None))
+        else:
+            region = global_cfg.region(OWN)
+            cluster = config_mod.default_cluster(region.data_dir, base_port=region.base_port)
+            partitions = netfault.PartitionState(cluster, "journal-az1")
+            watcher = asyncio.create_task(rpc.watch_rules(stop, partitions, None, wan_state=state))
         try:
             await asyncio.to_thread(wan.partition_region, global_cfg, PEER, settle_s=0)
             for _ in range(100):
@@ -482,7 +490,8 @@ def test_a_region_node_process_reads_and_follows_the_wan_rules(global_cfg):
         raise AssertionError(f"not in the node's log after 30 s: {text!r}\n{log_path.read_text(errors='replace')}")
 
     with open(log_path, "wb") as log:
-        node = subprocess.Popen([sys.executable, "-m", "quorumdb.node", "--config", str(cluster_file), "--name", "journal-az1"], stdout=log, stderr=log, env={**os.environ})
+        node = subprocess.Popen([sys.executable, "-m", "quorumdb.node", "--config", str(cluster_file),
+                                 "--name", "journal-az1"], stdout=log, stderr=log, env={**os.environ})
     try:
         wait_for(f"region {OWN}: WAN 30.0 ms + 5.0 ms jitter, loss 0.000, partitioned: none")
         wan.partition_region(global_cfg, PEER)
