@@ -33,7 +33,8 @@ across a region partition (UNAVAILABLE "region partition: A - B is cut"). It is 
 caller's side, which sees both directions, again without interceptors: wrapped multicallables
 and call objects (see "the WAN between regions" below). While the rules delay and lose nothing,
 a unary call is grpc's own and a stream is grpc's own behind a thin wrapper that a partition
-cancels. `watch_wan` keeps the rules current, as `watch_rules` does the cuts.
+cancels. `watch_wan` keeps the rules current, as `watch_rules` does the cuts (a node runs one
+watcher for both: `watch_rules(..., wan_state=)`).
 
 `watch_rules` keeps the in-memory cuts current (one stat every NETFAULT_POLL_MS; calls never
 touch the disk). A process without an identity (qsql, the client, tools) gets plain channels
