@@ -60,6 +60,9 @@ class QuorumBackend:
         self.storage = TracedStorageReader(cluster, node.az, channels)
         self.adjudicators = AdjudicatorClient(cluster, channels)
         self.metrics = None  # compute_node/metrics.py: read and commit latency, commit outcomes
+        # The region's role in a Global Database (compute_node/region_view.py), set by main.serve;
+        # None (a backend built by hand, as tests do) behaves as a cluster without regions.
+        self.region_view = None
 
     def start_ts(self) -> int:
         start_ts = self.clock.now().latest

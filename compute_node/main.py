@@ -1,7 +1,8 @@
 """Run a compute node (query processor): `serve(cluster, node, stop)`.
 
 Wires the Backend (quorum storage reads + adjudicator client), the session
-servicer, the readiness probe behind Status health and the idle-session reaper.
+servicer, the readiness probe behind Status health, the idle-session reaper and the
+region view (the region's role in a Global Database, behind GET /role on the metrics port).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import logging
 
 from compute_node import metrics as compute_node_metrics
 from compute_node.backend import QuorumBackend, Readiness
+from compute_node.region_view import RegionView
 from compute_node.service import ComputeService
 from quorumdb import config as config_mod
 from quorumdb import aio, limits, rpc, runtime
@@ -26,6 +28,8 @@ async def serve(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig, 
 
     channels = rpc.Channels()
     backend = QuorumBackend(cluster, node, channels)
+    backend.region_view = RegionView(cluster, channels)  # polls only in a region's cluster
+    backend.region_view.start()
     readiness = Readiness(limits.READINESS_FRESH_S)
     engine = Engine()  # one schema cache for every session of this node, gRPC and PostgreSQL alike
     session_factory = functools.partial(Session, engine=engine)
@@ -59,6 +63,7 @@ async def serve(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig, 
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await service.close_all()
+        await backend.region_view.close()
         await backend.adjudicators.close()
         await backend.storage.close()
         await channels.close()
