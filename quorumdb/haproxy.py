@@ -37,6 +37,7 @@ import pathlib
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from typing import Callable, Sequence
 
@@ -115,8 +116,8 @@ def config_text(backends: Sequence[Backend], pg_port: int, api_port: int,
         "    balance leastconn",
         "    option httpchk GET /role",
         "    http-check expect status 200",
-        f"    default-server inter {limits.HAPROXY_CHECK_INTER_MS}ms fall {limits.HAPROXY_CHECK_FALL} rise 1 "
-        "on-marked-down shutdown-sessions",
+        (f"    default-server inter {limits.HAPROXY_CHECK_INTER_MS}ms fall {limits.HAPROXY_CHECK_FALL} rise 1 "
+         "on-marked-down shutdown-sessions"),
     ]
     lines += [f"    server {backend.name} {backend.host}:{backend.pg_port} check port {backend.check_port}"
               for backend in backends]
@@ -236,7 +237,7 @@ def stats_command(path: pathlib.Path, command: str, timeout_s: float = limits.HA
 def check_config(binary: str, path: pathlib.Path) -> str | None:
     """`haproxy -c -f path`: None when valid, else HAProxy's complaint (its last lines)."""
     try:
-        result = subprocess.run([binary, "-c", "-f", str(path)], capture_output=True, text=True,
+        result = subprocess.run([binary, "-c", "-f", str(path)], check=False, capture_output=True, text=True,
                                 stdin=subprocess.DEVNULL, timeout=limits.HAPROXY_CHECK_CONFIG_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return f"`haproxy -c` did not answer within {limits.HAPROXY_CHECK_CONFIG_TIMEOUT_S:g} s"
@@ -277,11 +278,20 @@ class HaproxyHandle:
         """The compute nodes (<region>.<node>) the writer endpoint sends PostgreSQL clients to now."""
         return [server.name for server in self.servers() if server.proxy == PG_LISTEN and server.up]
 
-    def describe(self) -> str:
-        """The line `quorumdb up` prints."""
+    @property
+    def address(self) -> str:
+        """The PostgreSQL writer address, host:port."""
+        return self.pg_address
+
+    @property
+    def line(self) -> str:
+        """What `quorumdb up` prints after "writer endpoint: "."""
         host, port = self.pg_address.rsplit(":", 1)
-        return (f"writer endpoint: postgresql://{host}:{port}/ and client API {self.api_address} follow the "
-                f"primary (HAProxy pid {self.pid}; {self.config_path}, log {self.log_path})")
+        return (f"postgresql://{host}:{port}/ and client API {self.api_address} follow the primary "
+                f"(HAProxy pid {self.pid}; {self.config_path}, log {self.log_path})")
+
+    def describe(self) -> str:
+        return f"writer endpoint: {self.line}"
 
     def stop(self, timeout_s: float = limits.HAPROXY_STOP_TIMEOUT_S) -> None:
         """SIGTERM (HAProxy's hard stop: it closes every session at once), SIGKILL after timeout_s."""
@@ -295,11 +305,16 @@ class HaproxyHandle:
             self.process.wait(timeout=timeout_s)
 
 
-def start(global_cfg: regions_mod.GlobalConfig, say: Callable[[str], None] = print,
+def _warn(line: str) -> None:
+    sys.stderr.write(f"warning: {line}\n")
+
+
+def start(global_cfg: regions_mod.GlobalConfig, say: Callable[[str], None] = _warn,
           binary: str | None = None) -> HaproxyHandle | None:
-    """Start the writer endpoint of a Global Database and `say` one line about it: where it is, or
-    why it is not started (None then: no haproxy binary, metrics off in a region, a bad
-    configuration, a port taken). The caller stops the handle at shutdown."""
+    """Start the writer endpoint of a Global Database; the caller prints `handle.describe()` (or
+    "writer endpoint: " + `handle.line`) and stops the handle at shutdown. None when it is not
+    started (no haproxy binary, metrics off in a region, a bad configuration, a port taken): then
+    `say` gets one line saying why (default: a warning on stderr)."""
     binary = binary or find_binary()
     if binary is None:
         say(f"writer endpoint: not started: no `{BINARY}` binary; {INSTALL_HINT}")
@@ -321,7 +336,6 @@ def start(global_cfg: regions_mod.GlobalConfig, say: Callable[[str], None] = pri
         handle.stop()
         say(f"writer endpoint: not started: {problem}")
         return None
-    say(handle.describe())
     return handle
 
 

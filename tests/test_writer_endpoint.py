@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import urllib.error
@@ -138,7 +140,7 @@ def test_haproxy_accepts_the_generated_config(tmp_path):
     assert haproxy.check_config(binary, broken) is not None
 
 
-def test_start_says_why_it_does_not_start(tmp_path, monkeypatch):
+def test_start_says_why_it_does_not_start(tmp_path, monkeypatch, capsys):
     global_cfg = global_database(tmp_path)
     said: list[str] = []
     monkeypatch.setattr(haproxy, "find_binary", lambda: None)
@@ -150,6 +152,24 @@ def test_start_says_why_it_does_not_start(tmp_path, monkeypatch):
     assert haproxy.start(off, say=said.append, binary="/bin/false") is None
     assert len(said) == 1 and "metrics are off in us-east, eu-west" in said[0], said
     assert not haproxy.config_path(off).exists()
+    assert haproxy.start(off, binary="/bin/false") is None  # by default: a warning on stderr
+    assert capsys.readouterr().err.startswith("warning: writer endpoint: not started: metrics are off")
+
+
+def test_start_refuses_a_taken_port_and_leaves_no_haproxy(tmp_path):
+    binary = needs_haproxy()
+    global_cfg = global_database(tmp_path, base_port=free_base_port())
+    pg_port, _ = haproxy.ports(global_cfg.regions[0].base_port)
+    said: list[str] = []
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", pg_port))
+        taken.listen()
+        assert haproxy.start(global_cfg, say=said.append, binary=binary) is None
+    assert len(said) == 1 and said[0].startswith("writer endpoint: not started: haproxy exited"), said
+    assert "cannot bind" in said[0] or "Address already in use" in said[0], said
+    left = subprocess.run(["pgrep", "-f", str(haproxy.config_path(global_cfg))], check=False,
+                          capture_output=True, text=True, timeout=10)
+    assert left.stdout == "", f"haproxy still running: {left.stdout}"
 
 
 def test_show_stat_is_parsed_into_servers():
@@ -293,7 +313,9 @@ def test_haproxy_moves_clients_to_the_new_writer_and_closes_the_old_writers_sess
         handle = haproxy.start(global_cfg, say=said.append, binary=binary)
         assert handle is not None, said
         try:
-            assert said == [handle.describe()]
+            assert said == []
+            assert handle.describe() == f"writer endpoint: {handle.line}"
+            assert handle.line.startswith(f"postgresql://{handle.address}/ and client API {handle.api_address} ")
             assert sorted(handle.writers()) == [f"us-east.compute-az{i}" for i in (1, 2, 3)]
             sessions = []
             for address in (handle.pg_address, handle.api_address):
@@ -310,7 +332,7 @@ def test_haproxy_moves_clients_to_the_new_writer_and_closes_the_old_writers_sess
                 conn.close()
             closed_s = time.monotonic() - switched
             for address in (handle.pg_address, handle.api_address):
-                conn, region = wait_until("a connection to the new writer", lambda: region_behind(address))
+                conn, region = wait_until("a connection to the new writer", lambda address=address: region_behind(address))
                 conn.close()
                 assert region == "eu-west"
             assert sorted(handle.writers()) == [f"eu-west.compute-az{i}" for i in (1, 2, 3)]
@@ -389,6 +411,12 @@ def test_haproxy_routes_psycopg_and_the_client_api_to_the_running_writer_region(
                 return conn.execute("SELECT 1").fetchone() == (1,)
 
         assert wait_until("SELECT 1 through the writer endpoint", select_one)
+        psql = shutil.which("psql")  # Debian's client (bash scripts/install-postgres); skipped without it
+        if psql is not None:
+            done = subprocess.run([psql, "-h", host, "-p", pg_port, "-U", "admin", "-d", "postgres", "-Atc",
+                                   "SELECT 40 + 2"], check=False, capture_output=True, text=True, timeout=60,
+                                  stdin=subprocess.DEVNULL)
+            assert done.returncode == 0 and done.stdout.strip() == "42", done.stderr
         api_host, api_port = handle.api_address.rsplit(":", 1)
         with quorumdb.connect(api_host, int(api_port), timeout_s=10) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS writer_probe (id INT PRIMARY KEY, v TEXT)")
