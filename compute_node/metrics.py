@@ -161,7 +161,11 @@ def _engine_metrics(engine: Any) -> Iterable[m.Metric]:
 
 
 def region_role(region_view) -> tuple[bool, str]:
-    """(accepts commits, role) from a RegionView; without one, a cluster of its own: the writer."""
+    """(accepts commits, role) from a RegionView; without one, a cluster of its own: the writer.
+
+    The region's role alone, not the node's readiness: a leader change inside the region makes
+    every node degraded for a moment, and the writer endpoint would then close every session at
+    once (on-marked-down shutdown-sessions), where the sessions' own retries ride it out."""
     if region_view is None:
         return True, "primary"
     return region_view.is_writer, region_view.role
