@@ -24,8 +24,9 @@ yes. QuorumDB does the same with Debian's HAProxy (`apt-get install haproxy`, or
   each node is checked once, not twice, which halves what the checks cost an idle machine.
 
 `start` writes `<global data dir>/haproxy/haproxy.cfg`, checks it (`haproxy -c`), and runs
-`haproxy -f haproxy.cfg -db` (foreground, so it is our child and dies with its PID, never a
-daemon) with its output in `<global data dir>/logs/haproxy.log`; `HaproxyHandle.stop` ends it.
+`haproxy -f haproxy.cfg -db` (foreground: it stays our child, with a PID to stop, never a
+daemon; in its own session, so a Ctrl-C at `up`'s terminal reaches `up`, which stops it in
+order) with its output in `<global data dir>/logs/haproxy.log`; `HaproxyHandle.stop` ends it.
 Without the binary, or with metrics off in a region (no HTTP server answers /role there), it
 starts nothing and says why in one line. The endpoint needs no state of its own: every decision
 is the compute nodes' answer to the last check.
