@@ -1,8 +1,7 @@
 """Run a compute node (query processor): `serve(cluster, node, stop)`.
 
 Wires the Backend (quorum storage reads + adjudicator client), the session
-servicer, the readiness probe behind Status health, the idle-session reaper and the
-region view (the region's role in a Global Database, behind GET /role on the metrics port).
+servicer, the readiness probe behind Status health and the idle-session reaper.
 """
 from __future__ import annotations
 
@@ -28,7 +27,7 @@ async def serve(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig, 
 
     channels = rpc.Channels()
     backend = QuorumBackend(cluster, node, channels)
-    backend.region_view = RegionView(cluster, channels)  # polls only in a region's cluster
+    backend.region_view = RegionView(cluster, channels)  # a Global Database's region role (docs/REGIONS.md)
     backend.region_view.start()
     readiness = Readiness(limits.READINESS_FRESH_S)
     engine = Engine()  # one schema cache for every session of this node, gRPC and PostgreSQL alike

@@ -47,6 +47,8 @@ class RegionView:
         self.leader = cluster.initial_leader
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._channels = channels
+        self._forwarders: dict[str, object] = {}  # primary region -> AdjudicatorClient (write forwarding)
 
     @property
     def enabled(self) -> bool:
@@ -69,7 +71,22 @@ class RegionView:
         if self.enabled and self._task is None:
             self._task = asyncio.create_task(self._poll_forever(), name="region-view")
 
+    async def forward_commit(self, start_ts: int, writes, lock_keys, txn_id: str, private_keyspace: bool = False) -> int:
+        """Write forwarding: commit at the primary region's adjudicator leader (over the WAN)."""
+        from compute_node.adjudicator_client import AdjudicatorClient
+        from quorumdb import regions
+        primary = self.point.primary_region
+        client = self._forwarders.get(primary)
+        if client is None:
+            global_cfg = regions.of_cluster(self.cluster)
+            client = AdjudicatorClient(global_cfg.region(primary).cluster(), self._channels, region=primary)
+            self._forwarders[primary] = client
+        return await client.commit(start_ts, writes, lock_keys, txn_id, private_keyspace)
+
     async def close(self) -> None:
+        for client in self._forwarders.values():
+            await client.close()
+        self._forwarders.clear()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -932,6 +932,8 @@ def build_parser() -> argparse.ArgumentParser:
     # `quorumdb backup status`, `quorumdb snapshot create|list|delete` (quorumdb/dr/backup_cli.py, docs/DR.md)
     from quorumdb.dr import backup_cli
     backup_cli.add_parsers(commands)
+    from quorumdb import global_cli  # `quorumdb global ...` (docs/REGIONS.md)
+    global_cli.add_parser(commands, DEFAULT_DATA_DIR)
     # `quorumdb restore` (quorumdb/dr/restore.py, docs/DR.md)
     from quorumdb.dr import restore as restore_command
     restore = commands.add_parser("restore", help="restore a backup to a point in time into a new cluster",
@@ -962,6 +964,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         case "backup" | "snapshot":
             from quorumdb.dr import backup_cli
             return backup_cli.command(args)
+        case "global":
+            from quorumdb import global_cli
+            return global_cli.command(args)
         case "clone":
             return command_clone(args)
         case "sim":

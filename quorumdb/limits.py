@@ -629,3 +629,8 @@ SWITCHOVER_LAG_ENTRIES_MAX = 10_000
 # refuses it (nothing committed), and the smallest limit `quorumdb global set-rpo` accepts.
 RPO_HOLD_S = 5.0
 RPO_MIN_S = 1.0
+# A leader whose region's role changed steps down and takes over in the other mode (copying the
+# primary's log, or deciding commits): attempts before it leaves it to the failover watch.
+REGION_RECONCILE_ATTEMPTS_MAX = 20
+# `quorumdb global switchover`: how long it waits for the new primary to lead.
+SWITCHOVER_TIMEOUT_S = 60.0
