@@ -427,3 +427,62 @@ def test_haproxy_routes_psycopg_and_the_client_api_to_the_running_writer_region(
     assert not handle.running
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", int(pg_port)), timeout=2).close()
+
+
+@pytest.mark.cluster
+def test_two_real_regions_role_is_writer_only_in_the_primary_and_haproxy_sends_clients_there(tmp_path):
+    """Two whole regions (30 processes): the secondary's compute nodes answer 503 reader once their
+    adjudicators report the role, and psycopg through the writer endpoint writes in the primary."""
+    import psycopg
+
+    binary = needs_haproxy()
+    data_dir = tmp_path / "global"
+    global_cfg = regions_mod.GlobalConfig(data_dir, tuple(
+        regions_mod.RegionConfig(name, role, free_base_port(), regions_mod.region_dir(data_dir, name))
+        for name, role in (("us-east", "primary"), ("eu-west", "secondary"))))
+    global_cfg.write()
+    clusters = []
+    for region in global_cfg.regions:
+        config = config_mod.default_cluster(region.data_dir, base_port=region.base_port, region=region.name,
+                                            global_file=str(global_cfg.path), pg_trust=True)
+        config.write()
+        clusters.append(Cluster(config))
+    handle = None
+    try:
+        for cluster in clusters:
+            cluster.start()
+        for cluster in clusters:
+            cluster.wait_ready(timeout_s=120.0)
+
+        def roles() -> dict[str, tuple[int, str]]:
+            return {f"{c.config.region}.{n.name}": http_get(n.host, c.config.metrics_port(n.name), "/role")
+                    for c in clusters for n in c.config.computes}
+
+        expected = {f"{region}.compute-az{i}": answer for region, answer in
+                    (("us-east", (200, "writer\n")), ("eu-west", (503, "reader\n"))) for i in (1, 2, 3)}
+        wait_until("every compute node to know its region's role", lambda: roles() == expected, timeout_s=60.0)
+        said: list[str] = []
+        handle = haproxy.start(global_cfg, say=said.append, binary=binary)
+        assert handle is not None, said
+        assert sorted(handle.writers()) == [f"us-east.compute-az{i}" for i in (1, 2, 3)]
+        host, pg_port = handle.pg_address.rsplit(":", 1)
+
+        def write_and_read():
+            with psycopg.connect(host=host, port=int(pg_port), user="admin", dbname="postgres",
+                                 connect_timeout=5, autocommit=True) as conn:
+                conn.execute("CREATE TABLE IF NOT EXISTS writer_probe (id INT PRIMARY KEY, v TEXT)")
+                conn.execute("INSERT INTO writer_probe VALUES (1, 'in the primary') ON CONFLICT DO NOTHING")
+                return conn.execute("SELECT v FROM writer_probe").fetchall() == [("in the primary",)]
+
+        assert wait_until("a write through the writer endpoint", write_and_read)
+    except BaseException:
+        from tests.conftest import dump_logs
+        for cluster in clusters:
+            dump_logs(cluster)
+        raise
+    finally:
+        if handle is not None:
+            handle.stop()
+        for cluster in clusters:
+            cluster.stop_all()
+    assert handle is not None and not handle.running
