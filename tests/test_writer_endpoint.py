@@ -75,6 +75,14 @@ def wait_until(what: str, attempt, timeout_s: float = WAIT_S):
     pytest.fail(f"timed out after {timeout_s} s waiting for {what} (last error: {last!r})")
 
 
+def writers_become(handle: haproxy.HaproxyHandle, region: str) -> bool:
+    """HAProxy's writers are the three compute nodes of `region` (soon: on a loaded machine a
+    check may time out, and a writer is back one good check, 500 ms, later)."""
+    expected = [f"{region}.compute-az{i}" for i in (1, 2, 3)]
+    wait_until(f"HAProxy's writers to be {expected}", lambda: sorted(handle.writers()) == expected)
+    return True
+
+
 def http_get(host: str, port: int, path: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=5) as reply:
@@ -316,7 +324,7 @@ def test_haproxy_moves_clients_to_the_new_writer_and_closes_the_old_writers_sess
             assert said == []
             assert handle.describe() == f"writer endpoint: {handle.line}"
             assert handle.line.startswith(f"postgresql://{handle.address}/ and client API {handle.api_address} ")
-            assert sorted(handle.writers()) == [f"us-east.compute-az{i}" for i in (1, 2, 3)]
+            assert writers_become(handle, "us-east")
             sessions = []
             for address in (handle.pg_address, handle.api_address):
                 for _ in range(3):
@@ -335,9 +343,9 @@ def test_haproxy_moves_clients_to_the_new_writer_and_closes_the_old_writers_sess
                 conn, region = wait_until("a connection to the new writer", lambda address=address: region_behind(address))
                 conn.close()
                 assert region == "eu-west"
-            assert sorted(handle.writers()) == [f"eu-west.compute-az{i}" for i in (1, 2, 3)]
-            # fall 2 x inter 500 ms, and a check's own time: well under 3 s.
-            assert closed_s < 3.0, closed_s
+            assert writers_become(handle, "eu-west")
+            # fall 2 x inter 500 ms and a check's own time: about a second (5 s on a loaded machine).
+            assert closed_s < 5.0, closed_s
         finally:
             handle.stop()
         assert not handle.running
@@ -400,7 +408,7 @@ def test_haproxy_routes_psycopg_and_the_client_api_to_the_running_writer_region(
     assert handle is not None, said
     try:
         assert handle.pg_address == f"127.0.0.1:{primary_cluster.config.base_port + 57}"
-        assert sorted(handle.writers()) == [f"us-east.compute-az{i}" for i in (1, 2, 3)]
+        assert writers_become(handle, "us-east")
         assert {s.name for s in handle.servers() if s.proxy == "writer_pg" and not s.up} == {
             f"eu-west.compute-az{i}" for i in (1, 2, 3)}
         host, pg_port = handle.pg_address.rsplit(":", 1)
@@ -418,7 +426,7 @@ def test_haproxy_routes_psycopg_and_the_client_api_to_the_running_writer_region(
                                   stdin=subprocess.DEVNULL)
             assert done.returncode == 0 and done.stdout.strip() == "42", done.stderr
         api_host, api_port = handle.api_address.rsplit(":", 1)
-        with quorumdb.connect(api_host, int(api_port), timeout_s=10) as conn:
+        with quorumdb.connect(api_host, int(api_port), timeout_s=30) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS writer_probe (id INT PRIMARY KEY, v TEXT)")
             conn.execute("INSERT INTO writer_probe VALUES (1, 'through haproxy')")
             assert conn.execute("SELECT v FROM writer_probe WHERE id = 1").rows == [("through haproxy",)]
@@ -464,7 +472,7 @@ def test_two_real_regions_role_is_writer_only_in_the_primary_and_haproxy_sends_c
         said: list[str] = []
         handle = haproxy.start(global_cfg, say=said.append, binary=binary)
         assert handle is not None, said
-        assert sorted(handle.writers()) == [f"us-east.compute-az{i}" for i in (1, 2, 3)]
+        assert writers_become(handle, "us-east")
         host, pg_port = handle.pg_address.rsplit(":", 1)
 
         def write_and_read():
