@@ -842,7 +842,7 @@ class AdjudicatorNode:
             return adjudicator_pb2.SwitchoverReply(message=f"{self.node.name} is not the primary's leader",
                                                    leader_hint=self.not_leader_reply().leader_hint)
         why = region_core.switchover_refusal(
-            request.to_region, agent.global_cfg.names, agent.view.role, agent.reports, term.writer.commit_index,
+            request.to_region, agent.global_cfg.names, agent.view.role, agent.fresh_reports(), term.writer.commit_index,
             request.max_lag_entries or limits.SWITCHOVER_LAG_ENTRIES_MAX, agent.control.detached)
         if not why and request.global_epoch <= agent.view.global_epoch:
             why = f"global epoch {request.global_epoch} is not above the current {agent.view.global_epoch}"

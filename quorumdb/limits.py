@@ -618,3 +618,6 @@ RPO_MIN_S = 1.0
 REGION_RECONCILE_ATTEMPTS_MAX = 20
 # `quorumdb global switchover`: how long it waits for the new primary to lead.
 SWITCHOVER_TIMEOUT_S = 60.0
+# A secondary that has not reported for this long is not replicating now (a switchover to it is
+# refused; it reports every REPLICATION_REPORT_MS).
+REPLICA_REPORT_STALE_S = 2.0
