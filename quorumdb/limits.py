@@ -316,6 +316,12 @@ CHAOS_CONNECT_TIMEOUT_S = 3.0
 # region are a few ms apart; 200 ms is already another continent).
 CROSS_AZ_DELAY_MS_MAX = 200
 
+# Messages one direction of a stream between regions may hold in flight on the simulated WAN
+# (quorumdb/rpc.py's delay lines): a writer waits while it is full. 1,024 messages within a
+# 30 ms delay is over 30,000 messages a second per stream, more than a node sends; the bound
+# keeps a stalled reader from queueing without limit.
+WAN_STREAM_MESSAGES_MAX = 1024
+
 assert NETFAULT_POLL_MS < NETFAULT_STREAM_CHECK_MS * 2
 assert 2 * CROSS_AZ_DELAY_MS_MAX / 1000 < STATUS_TIMEOUT_S, "a delayed Status still answers in time"
 assert NETFAULT_SETTLE_S * 1000 > 3 * NETFAULT_POLL_MS, "the settle wait covers several polls"
