@@ -1,6 +1,7 @@
 """The `quorumdb` command: run a local cluster and look at it.
 
     quorumdb up [--data-dir DIR] [--base-port N] [--ready-timeout S]
+    quorumdb up --regions NAME:primary,NAME:secondary [--wan-ms D[,J[,L]]] [--data-dir DIR] [--base-port N]
     quorumdb status [--base-port N] [--host H] [--data-dir DIR] [--json]
     quorumdb chaos [--base-port N | --data-dir DIR] ACTION [ARG]
     quorumdb top [--base-port N | --data-dir DIR] [--interval S]
@@ -25,6 +26,14 @@ takes `quorumdb chaos` actions; a node killed that way is reported as such, not
 as an unexpected death, and `chaos restart` brings it back. It also serves the web console
 (`quorumdb.console`, base port + 55, printed on a line beginning `console: http://`), and with
 `--prometheus` runs a Prometheus server scraping every node's /metrics (`quorumdb.prometheus`).
+
+`up --regions` starts a Global Database (quorumdb/regions.py): `DIR/global.toml` names the
+regions, each a whole cluster in `DIR/regions/<name>` on its own 60-port block (region i on base
+port + 60 i), with its own supervisor; the console watches the first region. Every node of every
+region must answer Status, and the primary region must be ready as a single cluster is; a
+secondary's compute nodes need not serve reads yet. A later `up --data-dir DIR` starts the
+regions the file names (a --regions naming others is a usage error, exit 2). `status` and
+`chaos` given such a DIR act per region (`chaos --help`).
 
 `clone` makes a copy-on-write clone of the cluster in DIR as a new cluster in NEW
 (quorumdb/dr/clone.py): it prints the time used, what it linked and copied, and how to start it.
