@@ -543,6 +543,22 @@ CONSOLE_REQUEST_BYTES_MAX = 4096
 # Prometheus server to exit after SIGTERM.
 PROMETHEUS_SCRAPE_INTERVAL_S = 5
 PROMETHEUS_STOP_TIMEOUT_S = 10.0
+# The writer endpoint (quorumdb/haproxy.py): HAProxy asks each compute node's /role this often
+# (a demoted writer is out after HAPROXY_CHECK_FALL failed checks: about a second), with this
+# deadline per check; a connection to a node must open within HAPROXY_CONNECT_TIMEOUT_S; an idle
+# client session is closed after HAPROXY_SESSION_IDLE_S (the PostgreSQL endpoint's own lifetime,
+# pg_connection_lifetime_s, is an hour too); at most HAPROXY_CONNECTIONS_MAX connections at once.
+HAPROXY_CHECK_INTER_MS = 500
+HAPROXY_CHECK_FALL = 2
+HAPROXY_CHECK_TIMEOUT_S = 1.0
+HAPROXY_CONNECT_TIMEOUT_S = 2.0
+HAPROXY_SESSION_IDLE_S = 3600
+HAPROXY_CONNECTIONS_MAX = 4096
+# `haproxy -c` (check the configuration) and the start (until the writer port listens) each get
+# this long; `stop` waits this long after SIGTERM before SIGKILL.
+HAPROXY_CHECK_CONFIG_TIMEOUT_S = 10.0
+HAPROXY_START_TIMEOUT_S = 10.0
+HAPROXY_STOP_TIMEOUT_S = 10.0
 # EXPLAIN ANALYZE (compute_node/trace.py): storage reads and copies one statement's trace records
 # (a statement reading more shows the first ones and counts the rest).
 TRACE_READS_MAX = 64
