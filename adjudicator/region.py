@@ -65,6 +65,7 @@ class RegionAgent:
         self.view = rc.resolve_role(self.region, self.initial_primary, None, self.control)
         # Primary: the secondaries' reports (region -> ReplicaReport), as received.
         self.reports: dict[str, rc.ReplicaReport] = {}
+        self.report_at: dict[str, float] = {}  # region -> monotonic time of its last report
         # Secondary (replication agent): how far this region has replicated.
         self.replicated_index = 0
         self.replicated_ts = 0
@@ -148,7 +149,14 @@ class RegionAgent:
         index = max(request.index, previous.index if previous else 0)
         ts = max(request.ts, previous.ts if previous else 0)
         self.reports[request.region] = rc.ReplicaReport(request.region, index, ts)
+        self.report_at[request.region] = runtime.monotonic()
         self.update_hold()
+
+    def fresh_reports(self) -> dict[str, rc.ReplicaReport]:
+        """Reports recent enough to say the region is replicating now (a switchover needs one)."""
+        now = runtime.monotonic()
+        return {name: report for name, report in self.reports.items()
+                if now - self.report_at.get(name, float("-inf")) <= limits.REPLICA_REPORT_STALE_S}
 
     def update_hold(self) -> None:
         term = self.node.term

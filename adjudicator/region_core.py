@@ -161,7 +161,8 @@ def switchover_refusal(target: str, regions: list[str], role: RegionRole, report
         return f"this region is not the primary (it is {role.value or 'not a region'})"
     report = reports.get(target)
     if report is None:
-        return f"region {target} has not reported its replication point: it is unreachable or not replicating"
+        return (f"region {target} has not reported its replication point recently: it is unreachable or not "
+                "replicating")
     behind = commit_index - report.index
     if behind > max_lag_entries:
         return f"region {target} is {behind} entries behind (at most {max_lag_entries} for a switchover)"

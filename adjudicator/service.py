@@ -153,6 +153,7 @@ class AdjudicatorNode:
         # Global Database (adjudicator/region.py): None for a cluster without regions.
         self.max_entry_epoch = 0
         self.promotion_index = 0  # a failover: the last entry kept from the old primary
+        self._promoted_epoch = 0  # the global epoch whose promotion entry this node queued
         self._reconcile_task: asyncio.Task | None = None
         self._was_leader = False
         self.region_agent = None
@@ -509,25 +510,26 @@ class AdjudicatorNode:
         self._reconcile_task = asyncio.create_task(self._reconcile_role(), name="region-reconcile")
 
     async def _reconcile_role(self) -> None:
+        """Lead in the mode the region's role asks for: copying the primary's log (secondary), or
+        deciding commits (primary, promoting, detached; a fenced region's leader also stays in
+        this mode, refusing every commit, so that its standbys do not take turns taking over)."""
         agent = self.region_agent
         for _ in range(limits.REGION_RECONCILE_ATTEMPTS_MAX):
             term = self.term
-            view = agent.view
-            want_copy = view.replicates
-            wants_lead = want_copy or view.accepts_commits or view.role.value == "promoting"
+            want_copy = agent.view.replicates
             if term is None:
-                if not (self._was_leader and wants_lead):
+                if not self._was_leader:
                     return  # standbys follow whoever leads; the failover watch handles a silent leader
-            elif term.copy == want_copy and (want_copy or wants_lead):
-                if not want_copy and view.role.value == "promoting" and term.task is not None:
+            elif term.copy == want_copy:
+                if not want_copy:
                     term.wakeup.set()  # a failover named this region: the leader loop writes the marker
+                    if agent.view.role.value == "promoting" and not agent.view.replicates:
+                        await self._promote(term)
                 return
             else:
-                await self._step_down(term, f"region role is now {view.role.value}", rebuild=not term.copy)
-                if not wants_lead:
-                    return
+                await self._step_down(term, f"region role is now {agent.view.role.value}", rebuild=not term.copy)
             try:
-                await self.take_over(f"region role: {view.role.value}")
+                await self.take_over(f"region role: {agent.view.role.value}")
                 return
             except TakeOverFailed as error:
                 log.warning("taking over as %s failed: %s", "replication agent" if want_copy else "leader", error)
@@ -537,6 +539,9 @@ class AdjudicatorNode:
         """A failover named this region: its first entry says so (the promotion index is the last
         entry replicated from the old primary, the one right before this term's leader entry)."""
         view = self.region_agent.view
+        if self._promoted_epoch == view.global_epoch:
+            return  # this failover's entry is queued or written already
+        self._promoted_epoch = view.global_epoch
         self.promotion_index = term.leader_index - 1
         marker = TxnRequest(start_ts=0, write_keys=(), global_marker=(view.global_epoch, self.cluster.region,
                                                                       self.promotion_index))
@@ -842,7 +847,7 @@ class AdjudicatorNode:
             return adjudicator_pb2.SwitchoverReply(message=f"{self.node.name} is not the primary's leader",
                                                    leader_hint=self.not_leader_reply().leader_hint)
         why = region_core.switchover_refusal(
-            request.to_region, agent.global_cfg.names, agent.view.role, agent.reports, term.writer.commit_index,
+            request.to_region, agent.global_cfg.names, agent.view.role, agent.fresh_reports(), term.writer.commit_index,
             request.max_lag_entries or limits.SWITCHOVER_LAG_ENTRIES_MAX, agent.control.detached)
         if not why and request.global_epoch <= agent.view.global_epoch:
             why = f"global epoch {request.global_epoch} is not above the current {agent.view.global_epoch}"

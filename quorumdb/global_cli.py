@@ -5,6 +5,7 @@
     quorumdb global failover --to R --allow-data-loss  unplanned: promotes R where it stands
     quorumdb global set-rpo 20s | off                commits wait, then fail, beyond the limit
     quorumdb global detach R                         R becomes a cluster of its own
+    quorumdb global rejoin R                         a fenced region saves its lost suffix, rejoins
 
 The commands talk to each region's adjudicator leader (RegionPoint, Switchover, Promote)
 and write the global control state (quorumdb/regions.py) the adjudicators poll.
@@ -272,6 +273,128 @@ async def detach(global_cfg: regions.GlobalConfig, name: str, out: TextIO) -> No
         await channels.close()
 
 
+# --- rejoin: a fenced region comes back as a secondary ---------------------------------------------
+def lost_suffix(cluster: config_mod.ClusterConfig, after_index: int) -> list[Any]:
+    """The entries after `after_index` in the region's journal files (the replica that holds most).
+
+    The primary's journal keeps every entry its secondaries have not replicated (the hold), so
+    everything after a failover's promotion index is still in these files."""
+    from journal.store import JournalStore
+    best: list[Any] = []
+    for node in cluster.journals:
+        directory = cluster.node_data_dir(node.name) / "journal"
+        if not directory.exists():
+            continue
+        _, entries = JournalStore(directory, segment_entries=cluster.journal_segment_entries).open()
+        if entries and (not best or entries[-1].index > best[-1].index):
+            best = entries
+    return [entry for entry in best if entry.index > after_index]
+
+
+def entry_json(entry: Any) -> dict[str, Any]:
+    from quorumdb.pb import common_pb2
+    return {"index": entry.index, "epoch": entry.epoch, "kind": common_pb2.EntryKind.Name(entry.kind),
+            "ts": entry.ts, "txn_id": entry.txn_id,
+            "writes": [{"key": w.key.hex(), "value": None if w.tombstone else w.value.hex()} for w in entry.writes]}
+
+
+def save_recovery_snapshot(global_cfg: regions.GlobalConfig, name: str, cluster: config_mod.ClusterConfig,
+                           epoch: int, promotion_index: int) -> tuple[pathlib.Path, list[Any]]:
+    """Write the region's entries after the promotion index to a named recovery snapshot and move
+    the region's whole node state there (nothing is dropped). Returns (directory, entries)."""
+    import shutil
+    suffix = lost_suffix(cluster, promotion_index)
+    directory = global_cfg.data_dir / regions.RECOVERY_DIR / f"{name}-epoch{epoch}-after-{promotion_index}"
+    n = 1
+    while directory.exists():
+        n += 1
+        directory = directory.with_name(f"{name}-epoch{epoch}-after-{promotion_index}-{n}")
+    directory.mkdir(parents=True)
+    with open(directory / "lost-commits.jsonl", "w") as f:
+        for entry in suffix:
+            f.write(json.dumps(entry_json(entry)) + "\n")
+    commits = [entry for entry in suffix if entry.writes]
+    summary = {"region": name, "global_epoch": epoch, "promotion_index": promotion_index,
+               "entries": len(suffix), "commits": len(commits),
+               "first_ts": suffix[0].ts if suffix else 0, "last_ts": suffix[-1].ts if suffix else 0,
+               "note": "entries this region held after the failover's promotion index: never part of the "
+                       "new primary's history. nodes/ is the region's whole state before it rejoined."}
+    (directory / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    nodes = cluster.data_dir / "nodes"
+    if nodes.exists():
+        shutil.move(str(nodes), str(directory / "nodes"))
+    return directory, suffix
+
+
+def _supervisor(cluster: config_mod.ClusterConfig):
+    from quorumdb import supervisor as supervisor_mod
+    from quorumdb.pb import supervisor_pb2_grpc
+    channel = grpc.insecure_channel(supervisor_mod.address(cluster.base_port))
+    return channel, supervisor_pb2_grpc.SupervisorStub(channel)
+
+
+def _region_nodes_action(cluster: config_mod.ClusterConfig, action: str) -> None:
+    """Kill or restart every node of a region through `up`'s supervisor of that region."""
+    from quorumdb.pb import supervisor_pb2
+    channel, stub = _supervisor(cluster)
+    try:
+        for az in sorted({node.az for node in cluster.nodes}):
+            try:
+                getattr(stub, action)(supervisor_pb2.AzActionRequest(az=az), timeout=limits.CHAOS_RPC_TIMEOUT_S)
+            except grpc.RpcError as error:
+                if action == "KillAz" and error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    continue  # nothing of that AZ runs: already down (a killed region, a rejoin run again)
+                raise
+    except grpc.RpcError as error:
+        raise GlobalError(f"the supervisor of region {cluster.region} ({action}): {error.code().name} "
+                          f"{error.details()}: is the region running under `quorumdb up`?") from None
+    finally:
+        channel.close()
+
+
+async def rejoin(global_cfg: regions.GlobalConfig, name: str, out: TextIO) -> None:
+    """A region a failover fenced: save what it holds after the promotion index, rebuild its state
+    from the primary's storage at its latest point (quorumdb/dr/clone.py, which links the
+    primary's immutable files), and start it again as a secondary."""
+    import shutil
+    from quorumdb.dr import clone as clone_mod
+    _target(global_cfg, name)
+    control = regions.read_state(global_cfg.data_dir)
+    promotion_index = control.fenced_index(name)
+    if promotion_index is None:
+        raise GlobalError(f"region {name} is not fenced: nothing to rejoin", EXIT_USAGE)
+    if promotion_index == 0:
+        raise GlobalError(f"the failover to {control.primary} has not finished (its promotion index is unknown): "
+                          "run `quorumdb global failover` again first")
+    cluster = global_cfg.region(name).cluster()
+    source = global_cfg.region(control.primary).cluster()
+    started = time.monotonic()
+    await asyncio.to_thread(_region_nodes_action, cluster, "KillAz")
+    directory, suffix = save_recovery_snapshot(global_cfg, name, cluster, control.global_epoch, promotion_index)
+    out.write(f"saved {len(suffix)} entries after index {promotion_index} to the recovery snapshot {directory}\n")
+    out.flush()
+    scratch = global_cfg.data_dir / regions.RECOVERY_DIR / f".rejoin-{name}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        report = await asyncio.to_thread(clone_mod._clone, source, scratch, None, cluster.base_port,
+                                         clone_mod.CLOSED_WAIT_S, time.time_ns, started)
+    except clone_mod.CloneError as error:
+        raise GlobalError(f"rebuilding {name} from {control.primary} failed: {error} (its old state is in "
+                          f"{directory}; run rejoin again)") from None
+    shutil.move(str(scratch / "nodes"), str(cluster.data_dir / "nodes"))
+    shutil.rmtree(scratch, ignore_errors=True)
+    regions.update_state(global_cfg.data_dir, lambda state: dataclasses.replace(
+        state, fenced=tuple((n, i) for n, i in state.fenced if n != name)))
+    await asyncio.to_thread(_region_nodes_action, cluster, "RestartAz")
+    channels = rpc.Channels()
+    try:
+        await _wait_role(channels, cluster, "secondary", limits.SWITCHOVER_TIMEOUT_S)
+    finally:
+        await channels.close()
+    out.write(f"rejoined: {name} is a secondary of {control.primary} again, rebuilt from its state at index "
+              f"{report.cut_index} ({time.monotonic() - started:.1f} s)\n")
+
+
 def set_rpo(global_cfg: regions.GlobalConfig, text: str, out: TextIO) -> None:
     from quorumdb import tokens
     if text.lower() in ("off", "0", "none"):
@@ -326,6 +449,10 @@ def add_parser(commands: argparse._SubParsersAction, default_data_dir: str) -> N
     sub = actions.add_parser("detach", help="make secondary region R an independent cluster")
     data_dir(sub)
     sub.add_argument("region", metavar="R")
+    sub = actions.add_parser("rejoin", help="a region a failover fenced: save its lost suffix to a recovery "
+                                            "snapshot, rebuild it from the primary, run it as a secondary")
+    data_dir(sub)
+    sub.add_argument("region", metavar="R")
 
 
 def command(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
@@ -347,6 +474,8 @@ def command(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sy
                 set_rpo(global_cfg, args.limit, out)
             case "detach":
                 asyncio.run(detach(global_cfg, args.region, out))
+            case "rejoin":
+                asyncio.run(rejoin(global_cfg, args.region, out))
     except GlobalError as error:
         err.write(f"quorumdb global {args.global_action}: {error}\n")
         return error.exit_code

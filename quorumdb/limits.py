@@ -316,6 +316,12 @@ CHAOS_CONNECT_TIMEOUT_S = 3.0
 # region are a few ms apart; 200 ms is already another continent).
 CROSS_AZ_DELAY_MS_MAX = 200
 
+# Messages one direction of a stream between regions may hold in flight on the simulated WAN
+# (quorumdb/rpc.py's delay lines): a writer waits while it is full. 1,024 messages within a
+# 30 ms delay is over 30,000 messages a second per stream, more than a node sends; the bound
+# keeps a stalled reader from queueing without limit.
+WAN_STREAM_MESSAGES_MAX = 1024
+
 assert NETFAULT_POLL_MS < NETFAULT_STREAM_CHECK_MS * 2
 assert 2 * CROSS_AZ_DELAY_MS_MAX / 1000 < STATUS_TIMEOUT_S, "a delayed Status still answers in time"
 assert NETFAULT_SETTLE_S * 1000 > 3 * NETFAULT_POLL_MS, "the settle wait covers several polls"
@@ -634,3 +640,6 @@ RPO_MIN_S = 1.0
 REGION_RECONCILE_ATTEMPTS_MAX = 20
 # `quorumdb global switchover`: how long it waits for the new primary to lead.
 SWITCHOVER_TIMEOUT_S = 60.0
+# A secondary that has not reported for this long is not replicating now (a switchover to it is
+# refused; it reports every REPLICATION_REPORT_MS).
+REPLICA_REPORT_STALE_S = 2.0

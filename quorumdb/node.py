@@ -2,8 +2,9 @@
 
 Loads the cluster file, sets up logging, tells `quorumdb.rpc` which node this
 process is (so its channels and server obey the cluster's network partitions, see
-`quorumdb.netfault`), installs uvloop and runs the service of that node until
-SIGTERM/SIGINT, watching the partition rules file meanwhile. The process command
+`quorumdb.netfault`; in a region of a Global Database also which region, so that its calls to
+other regions cross the simulated WAN, see `quorumdb.wan`), installs uvloop and runs the
+service of that node until SIGTERM/SIGINT, watching the partition (and WAN) rules files meanwhile. The process command
 line contains the node's name, so `ps` and `pkill -f journal-az1` find it.
 
 Unless the cluster file says `metrics = false`, the node also serves Prometheus metrics over
@@ -29,7 +30,7 @@ import signal
 import sys
 
 from quorumdb import config as config_mod
-from quorumdb import limits, rpc
+from quorumdb import limits, regions, rpc
 
 # service -> module with `async def serve(cluster, node, stop: asyncio.Event)`.
 SERVICE_MODULES = {
@@ -55,7 +56,9 @@ async def _run(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig) -
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     watcher_stop = asyncio.Event()
-    watcher = asyncio.create_task(rpc.watch_rules(watcher_stop), name="netfault-rules-watcher")
+    # One watcher follows the partition rules and, in a region of a Global Database, the WAN rules.
+    watcher = asyncio.create_task(rpc.watch_rules(watcher_stop, wan_state=rpc.region_identity()),
+                                  name="netfault-rules-watcher")
     deadline = asyncio.create_task(_shutdown_deadline(stop, node.name), name="shutdown-deadline")
     metrics_server = await _serve_metrics(cluster, node)
     try:
@@ -124,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         "starting %s (%s, %s) on %s", node.name, node.service, node.az, node.address
     )
     rpc.set_identity(cluster, node.name)  # before serving: a restarted node obeys existing cuts at once
+    if cluster.region:  # a region of a Global Database: its calls to other regions cross the WAN
+        rpc.set_region_identity(regions.of_cluster(cluster), cluster.region)
     if cluster.metrics:
         from quorumdb import metrics
 

@@ -25,6 +25,16 @@ handler also observes each call's duration in a per-method histogram (quorumdb/m
 clock reads and a bisect per call, in the wrapper that exists anyway; streams are timed per
 message by the services that know what a message is.
 
+The WAN between regions (`quorumdb.wan`). A node of a region of a Global Database also calls
+`set_region_identity`; its channels to nodes of other regions (`region_channel`,
+`Channels.get_remote`) then delay every message of every call and stream by a one-way delay
+(plus jitter), lose messages with the configured probability, and refuse calls and end streams
+across a region partition (UNAVAILABLE "region partition: A - B is cut"). It is all done on the
+caller's side, which sees both directions, again without interceptors: wrapped multicallables
+and call objects (see "the WAN between regions" below). While the rules delay and lose nothing,
+a unary call is grpc's own and a stream is grpc's own behind a thin wrapper that a partition
+cancels. `watch_wan` keeps the rules current, as `watch_rules` does the cuts.
+
 `watch_rules` keeps the in-memory cuts current (one stat every NETFAULT_POLL_MS; calls never
 touch the disk). A process without an identity (qsql, the client, tools) gets plain channels
 and servers, and its calls, which carry no node name, are never cut.
@@ -43,6 +53,8 @@ call, and the setting is for experiments, never the default.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import functools
 import inspect
 import logging
@@ -52,7 +64,7 @@ from typing import Any, Mapping
 
 import grpc
 
-from quorumdb import aio, limits, netfault, runtime
+from quorumdb import aio, limits, netfault, runtime, wan
 from quorumdb.config import ClusterConfig
 
 log = logging.getLogger("quorumdb.rpc")
@@ -85,6 +97,11 @@ _identity_signature: tuple[int, int, int] | None = None
 # Per-method latency histograms of the unary calls this node serves (quorumdb/metrics.py):
 # set by quorumdb.node when the cluster has metrics on; None: nothing is timed.
 _server_histograms = None
+# This process's region of a Global Database and the WAN rules it obeys (quorumdb/wan.py);
+# None outside a node process, and for a cluster without regions.
+_region_identity: wan.WanState | None = None
+# The WAN rules file's stat when the region identity last read it.
+_region_signature: tuple[int, int, int] | None = None
 
 
 def unary_rpc() -> bool:
@@ -153,16 +170,24 @@ def identity() -> netfault.PartitionState | None:
 
 
 async def watch_rules(stop: asyncio.Event, state: netfault.PartitionState | None = None,
-                      signature: Any = ...) -> None:
-    """Keep `state` (default: this process's identity) in step with the rules file until `stop`."""
+                      signature: Any = ..., wan_state: wan.WanState | None = None) -> None:
+    """Keep `state` (default: this process's identity) in step with the rules file until `stop`.
+
+    With `wan_state` (a node of a region: quorumdb.node passes its region identity), the same
+    wake-up also polls the WAN rules (`watch_wan`): one timer per node instead of two, which is
+    most of what following the files costs an idle node.
+    """
     state = state if state is not None else _identity
     assert state is not None, "watch_rules needs an identity (set_identity first)"
     if signature is ...:
         signature = _identity_signature if state is _identity else None
+    wan_signature = _region_signature if wan_state is not None and wan_state is _region_identity else None
     path = netfault.rules_path(state.cluster)
     interval_s = limits.NETFAULT_POLL_MS / 1000
     while not stop.is_set():
         await aio.wait_event(stop, interval_s)
+        if wan_state is not None:
+            wan_signature = await _poll_wan(wan_state, wan_signature)
         try:
             current = await asyncio.to_thread(netfault.stat_signature, path)
         except OSError as error:
@@ -181,10 +206,86 @@ async def watch_rules(stop: asyncio.Event, state: netfault.PartitionState | None
             log.info("network rules v%d: %s is cut from %s", rules.version, state.name, peers)
 
 
+def set_region_identity(global_cfg, region: str) -> wan.WanState:
+    """Say which region of a Global Database this node process is in (`global_cfg`: its
+    regions.GlobalConfig); reads the current WAN rules (blocking: call before serving).
+
+    From then on `region_channel` (and `Channels.get_remote`) gives channels that cross the WAN.
+    """
+    global _region_identity, _region_signature
+    path = wan.rules_path(global_cfg)
+    _region_signature = wan.stat_signature(path)  # taken before the read: no missed change
+    state = wan.WanState(global_cfg, region)
+    try:
+        state.apply(wan.read_rules_file(path, global_cfg))
+    except wan.RulesError as error:
+        log.warning("ignoring the WAN rules: %s", error)
+    rules = state.rules
+    log.info("region %s: WAN %.1f ms + %.1f ms jitter, loss %.3f, partitioned: %s", region, rules.delay_ms,
+             rules.jitter_ms, rules.loss, ", ".join(sorted(rules.partitioned)) or "none")
+    _region_identity = state
+    return state
+
+
+def region_identity() -> wan.WanState | None:
+    return _region_identity
+
+
+def clear_region_identity() -> None:
+    global _region_identity, _region_signature
+    _region_identity, _region_signature = None, None
+
+
+async def watch_wan(stop: asyncio.Event, state: wan.WanState | None = None, signature: Any = ...) -> None:
+    """Keep `state` (default: this process's region identity) in step with the WAN rules until `stop`.
+
+    The stat is made on the loop's thread, not in a worker thread as for the partition rules: a
+    stat of a local file takes microseconds, and a thread hop every poll of every node of every
+    region is most of an idle Global Database's CPU. Only a changed file is read in a thread.
+    """
+    state = state if state is not None else _region_identity
+    assert state is not None, "watch_wan needs a region identity (set_region_identity first)"
+    if signature is ...:
+        signature = _region_signature if state is _region_identity else None
+    interval_s = limits.NETFAULT_POLL_MS / 1000
+    while not stop.is_set():
+        await aio.wait_event(stop, interval_s)
+        signature = await _poll_wan(state, signature)
+
+
+async def _poll_wan(state: wan.WanState, signature: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+    """One look at the WAN rules file: re-read and applied if its stat changed; the stat now."""
+    path = wan.rules_path(state.global_cfg)
+    try:
+        current = wan.stat_signature(path)
+    except OSError as error:
+        log.warning("cannot stat the WAN rules %s: %s", path, error)
+        return signature
+    if current == signature:
+        return signature
+    try:
+        rules = await asyncio.to_thread(wan.read_rules_file, path, state.global_cfg)
+    except (wan.RulesError, OSError) as error:
+        log.warning("ignoring the WAN rules: %s", error)
+        return current
+    if state.apply(rules):
+        log.info("WAN rules v%d: %.1f ms + %.1f ms jitter, loss %.3f, partitioned: %s", rules.version,
+                 rules.delay_ms, rules.jitter_ms, rules.loss, ", ".join(sorted(rules.partitioned)) or "none")
+    return current
+
+
 # --- client side ---------------------------------------------------------------------------------
 def partition_error(own: str, peer: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
-                                details=netfault.partition_message(own, peer))
+    return unavailable_error(netfault.partition_message(own, peer))
+
+
+def unavailable_error(details: str) -> grpc.aio.AioRpcError:
+    return status_error(grpc.StatusCode.UNAVAILABLE, details)
+
+
+def status_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    """A failed call's error as grpc.aio raises it, made here (a refused or WAN-dropped call)."""
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
 
 
 def _peer_at(state: netfault.PartitionState | None, address: str) -> str | None:
@@ -221,12 +322,11 @@ class _RefusedCall:
     storage_node/main.py's checkpoint fetch and gathered reports).
     """
 
-    def __init__(self, own: str, peer: str) -> None:
-        self._own = own
-        self._peer = peer
+    def __init__(self, details: str) -> None:
+        self._details = details  # why it was refused: a network or a region partition
 
     def _error(self) -> grpc.aio.AioRpcError:
-        return partition_error(self._own, self._peer)  # a fresh one each time: no shared traceback
+        return unavailable_error(self._details)  # a fresh one each time: no shared traceback
 
     def __await__(self):
         raise self._error()
@@ -276,7 +376,7 @@ class _RefusedCall:
         return grpc.StatusCode.UNAVAILABLE
 
     async def details(self) -> str:
-        return netfault.partition_message(self._own, self._peer)
+        return self._details
 
     async def debug_error_string(self) -> str:
         return ""
@@ -311,7 +411,7 @@ class _GuardedRequest:
                  compression=None):
         link = self._link
         if link.target in link.state.cut_peers:
-            return self._refused(link.state.name, link.target)
+            return self._refused(netfault.partition_message(link.state.name, link.target))
         return self._multicallable(request, timeout=timeout, metadata=link.tagged(metadata), credentials=credentials,
                                    wait_for_ready=wait_for_ready, compression=compression)
 
@@ -329,7 +429,7 @@ class _GuardedRequestStream:
                  compression=None):
         link = self._link
         if link.target in link.state.cut_peers:
-            return self._refused(link.state.name, link.target)
+            return self._refused(netfault.partition_message(link.state.name, link.target))
         return self._multicallable(request_iterator, timeout=timeout, metadata=link.tagged(metadata),
                                    credentials=credentials, wait_for_ready=wait_for_ready, compression=compression)
 
@@ -499,12 +599,727 @@ def node_channel(state: netfault.PartitionState | None, address: str) -> grpc.ai
     return _PartitionedChannel(grpc.aio.insecure_channel(address, options=OPTIONS), _Link(state, target))
 
 
-def region_channel(address: str, peer_region: str) -> grpc.aio.Channel:
-    """A node's channel to a node of region `peer_region` (quorumdb/wan.py's rules apply)."""
+def region_channel(address: str, peer_region: str, state: wan.WanState | None = None) -> grpc.aio.Channel:
+    """A node's channel to a node of region `peer_region`, obeying the WAN rules (quorumdb/wan.py).
+
+    `state`: whose WAN (default this process's region identity). A process without one (tools,
+    clients) and a channel within its own region get a plain channel: only node-to-node traffic
+    between regions crosses the simulated WAN. Inside the deterministic simulation the current
+    runtime gives its own channel instead.
+    """
     simulated = runtime.current().channel(address)
     if simulated is not None:
         return simulated
-    return grpc.aio.insecure_channel(address, options=OPTIONS)
+    state = state if state is not None else _region_identity
+    channel = grpc.aio.insecure_channel(address, options=OPTIONS)
+    if state is None or peer_region == state.region:
+        return channel
+    state.global_cfg.region(peer_region)  # KeyError for a region that is not in the Global Database
+    return _WanChannel(channel, state, peer_region)
+
+
+# --- the WAN between regions ------------------------------------------------------------------------
+# How a call crosses it (rules in quorumdb/wan.py; the module docstring says why no interceptors):
+#
+# * a unary call (`_WanUnaryUnaryCall`) is one task: wait a one-way delay, maybe lose the request,
+#   send it with the remaining deadline, wait a one-way delay for the reply (or its error status),
+#   maybe lose the reply;
+# * a stream (`_WanStreamCall`) has a delay line per direction (`_DelayLine`): a pump task reads
+#   the replies as they arrive and queues each with its delivery time, the caller's read() waits
+#   for it; a caller's write() queues the request with its delivery time (it blocks only while
+#   the line is full) and a sender task writes it to the real call when due. A partition (the
+#   state's cut signal) or the deadline ends it at once, whatever it waits on.
+#
+# While the rules delay nothing and lose nothing, a unary call goes straight to grpc's
+# multicallable (one attribute test), and a stream gets `_CuttableCall`: grpc's own call, which a
+# partition cancels; rules changed later apply to the streams opened after them.
+_END_WRITING = object()  # a request line's item: the caller is done writing
+_LOST = object()         # a request line's item: the request sent at that point was lost
+
+
+class _End:
+    """The last item of a reply line: the status the call ended with (OK: the caller reads EOF)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self.code = code
+        self.details = details
+
+
+class _LineClosed(Exception):
+    """A delay line was closed under a waiting reader or writer: the call's status says why."""
+
+
+class _DelayLine:
+    """One direction of a WAN stream: items in FIFO order, each handed out at its delivery time.
+
+    One reader; writers wait while `capacity` items are in flight (the bound on what the WAN
+    holds per direction). `close()` wakes everyone: they raise _LineClosed.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._items: collections.deque = collections.deque()  # (deliver_at, item), deliver_at ascending
+        self._capacity = capacity
+        self._reader: asyncio.Future | None = None
+        self._writers: collections.deque[asyncio.Future] = collections.deque()
+        self._closed = False
+        self.last_delivery = 0.0  # loop time of the newest item's delivery (a stream keeps its order)
+
+    async def put(self, deliver_at: float, item) -> None:
+        while len(self._items) >= self._capacity and not self._closed:
+            waiter = self._loop.create_future()
+            self._writers.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._writers:
+                    self._writers.remove(waiter)
+        if self._closed:
+            raise _LineClosed()
+        self._items.append((deliver_at, item))
+        if len(self._items) == 1 and self._reader is not None:
+            _set_done(self._reader)  # it waited for an item: now it waits for this one's time
+
+    async def get(self):
+        while True:
+            if self._closed:
+                raise _LineClosed()
+            handle = None
+            if self._items:
+                deliver_at, item = self._items[0]
+                if deliver_at <= self._loop.time():
+                    self._items.popleft()
+                    if self._writers:
+                        _set_done(self._writers.popleft())
+                    return item
+                self._reader = self._loop.create_future()
+                handle = self._loop.call_at(deliver_at, _set_done, self._reader)
+            else:
+                self._reader = self._loop.create_future()
+            try:
+                await self._reader
+            finally:
+                self._reader = None
+                if handle is not None:
+                    handle.cancel()
+
+    def cut(self, now: float, item) -> None:
+        """The connection broke at `now`: what was still on its way is gone, `item` comes last."""
+        while self._items and self._items[-1][0] > now:
+            self._items.pop()
+        self._items.append((now, item))
+        if self._reader is not None:
+            _set_done(self._reader)  # it may wait for an item that is gone
+
+    def close(self) -> None:
+        self._closed = True
+        self._items.clear()
+        if self._reader is not None:
+            _set_done(self._reader)
+        while self._writers:
+            _set_done(self._writers.popleft())
+
+
+def _set_done(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class _WanChannel(grpc.aio.Channel):
+    """A plain aio channel to a node of another region whose multicallables cross the WAN."""
+
+    def __init__(self, channel: grpc.aio.Channel, state: wan.WanState, peer_region: str) -> None:
+        self._channel = channel
+        self._state = state
+        self._peer = peer_region
+
+    async def __aenter__(self) -> _WanChannel:
+        return self
+
+    async def __aexit__(self, exc_type, exc_val, exc_tb) -> None:
+        await self._channel.__aexit__(exc_type, exc_val, exc_tb)
+
+    async def close(self, grace: float | None = None) -> None:
+        await self._channel.close(grace)
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self._channel.get_state(try_to_connect)
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await self._channel.wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        await self._channel.channel_ready()
+
+    def unary_unary(self, method, request_serializer=None, response_deserializer=None, _registered_method=False):
+        return _WanUnaryUnary(self._channel.unary_unary(
+            method, request_serializer, response_deserializer, _registered_method), self._state, self._peer)
+
+    def unary_stream(self, method, request_serializer=None, response_deserializer=None, _registered_method=False):
+        return _WanUnaryStream(self._channel.unary_stream(
+            method, request_serializer, response_deserializer, _registered_method), self._state, self._peer)
+
+    def stream_unary(self, method, request_serializer=None, response_deserializer=None, _registered_method=False):
+        return _WanStreamUnary(self._channel.stream_unary(
+            method, request_serializer, response_deserializer, _registered_method), self._state, self._peer)
+
+    def stream_stream(self, method, request_serializer=None, response_deserializer=None, _registered_method=False):
+        return _WanStreamStream(self._channel.stream_stream(
+            method, request_serializer, response_deserializer, _registered_method), self._state, self._peer)
+
+
+class _WanMultiCallable:
+    def __init__(self, multicallable, state: wan.WanState, peer_region: str) -> None:
+        self._multicallable = multicallable
+        self._state = state
+        self._peer = peer_region
+
+    def _refusal(self) -> str | None:
+        state = self._state
+        return wan.partition_message(state.region, self._peer) if state.is_cut_from(self._peer) else None
+
+
+class _WanUnaryUnary(_WanMultiCallable, grpc.aio.UnaryUnaryMultiCallable):
+    def __call__(self, request, *, timeout=None, metadata=None, credentials=None, wait_for_ready=None,
+                 compression=None):
+        refusal = self._refusal()
+        if refusal is not None:
+            return _RefusedUnaryUnaryCall(refusal)
+        if not self._state.rules.delayed:
+            return self._multicallable(request, timeout=timeout, metadata=metadata, credentials=credentials,
+                                       wait_for_ready=wait_for_ready, compression=compression)
+        send = functools.partial(self._multicallable, request, metadata=metadata, credentials=credentials,
+                                 wait_for_ready=wait_for_ready, compression=compression)
+        return _WanUnaryUnaryCall(send, self._state, self._peer, timeout)
+
+
+class _WanUnaryStream(_WanMultiCallable, grpc.aio.UnaryStreamMultiCallable):
+    def __call__(self, request, *, timeout=None, metadata=None, credentials=None, wait_for_ready=None,
+                 compression=None):
+        refusal = self._refusal()
+        if refusal is not None:
+            return _RefusedUnaryStreamCall(refusal)
+        open_call = functools.partial(self._multicallable, request, metadata=metadata, credentials=credentials,
+                                      wait_for_ready=wait_for_ready, compression=compression)
+        if not self._state.rules.delayed:
+            return _CuttableUnaryStreamCall(open_call(timeout=timeout), self._state, self._peer)
+        return _WanUnaryStreamCall(open_call, self._state, self._peer, timeout, request_streaming=False,
+                                   response_streaming=True)
+
+
+class _WanStreamUnary(_WanMultiCallable, grpc.aio.StreamUnaryMultiCallable):
+    def __call__(self, request_iterator=None, timeout=None, metadata=None, credentials=None, wait_for_ready=None,
+                 compression=None):
+        refusal = self._refusal()
+        if refusal is not None:
+            return _RefusedStreamUnaryCall(refusal)
+        if not self._state.rules.delayed:
+            return _CuttableStreamUnaryCall(self._multicallable(
+                request_iterator, timeout=timeout, metadata=metadata, credentials=credentials,
+                wait_for_ready=wait_for_ready, compression=compression), self._state, self._peer)
+        open_call = functools.partial(self._multicallable, None, metadata=metadata, credentials=credentials,
+                                      wait_for_ready=wait_for_ready, compression=compression)
+        return _WanStreamUnaryCall(open_call, self._state, self._peer, timeout, request_streaming=True,
+                                   response_streaming=False, request_iterator=request_iterator)
+
+
+class _WanStreamStream(_WanMultiCallable, grpc.aio.StreamStreamMultiCallable):
+    def __call__(self, request_iterator=None, timeout=None, metadata=None, credentials=None, wait_for_ready=None,
+                 compression=None):
+        refusal = self._refusal()
+        if refusal is not None:
+            return _RefusedStreamStreamCall(refusal)
+        if not self._state.rules.delayed:
+            return _CuttableStreamStreamCall(self._multicallable(
+                request_iterator, timeout=timeout, metadata=metadata, credentials=credentials,
+                wait_for_ready=wait_for_ready, compression=compression), self._state, self._peer)
+        open_call = functools.partial(self._multicallable, None, metadata=metadata, credentials=credentials,
+                                      wait_for_ready=wait_for_ready, compression=compression)
+        return _WanStreamStreamCall(open_call, self._state, self._peer, timeout, request_streaming=True,
+                                    response_streaming=True, request_iterator=request_iterator)
+
+
+def _deadline_error() -> grpc.aio.AioRpcError:
+    return status_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+
+class _WanUnaryUnaryCall(grpc.aio.UnaryUnaryCall):
+    """A unary call across the WAN: one task, started at once as grpc starts its own calls."""
+
+    def __init__(self, send, state: wan.WanState, peer_region: str, timeout: float | None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._state = state
+        self._peer = peer_region
+        self._deadline = None if timeout is None else self._loop.time() + timeout
+        self._call: grpc.aio.UnaryUnaryCall | None = None
+        self._task = asyncio.ensure_future(self._run(send))
+        self._task.add_done_callback(_retrieve)  # a caller may drop a call it does not need
+
+    async def _cross(self) -> None:
+        """One message's trip: its delay (the deadline fails the call first), then the partition check."""
+        delay_s = self._state.draw_delay_s()
+        if self._deadline is not None and self._loop.time() + delay_s >= self._deadline:
+            await asyncio.sleep(max(0.0, self._deadline - self._loop.time()))
+            raise _deadline_error()
+        await asyncio.sleep(delay_s)
+        if self._state.is_cut_from(self._peer):  # partitioned while the message was on its way
+            raise unavailable_error(wan.partition_message(self._state.region, self._peer))
+        if self._state.draw_lost():
+            raise unavailable_error(wan.LOST_MESSAGE)
+
+    async def _run(self, send):
+        await self._cross()
+        remaining = None if self._deadline is None else self._deadline - self._loop.time()
+        self._call = send(timeout=remaining)
+        try:
+            reply = await self._call
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise  # the caller's own deadline: nothing crosses back
+            await self._cross()  # the error status is the reply, and crosses the WAN as one
+            raise
+        await self._cross()  # a lost reply: the server did run the call
+        return reply
+
+    def __await__(self):
+        return self._task.__await__()
+
+    def cancel(self) -> bool:
+        if self._call is not None:
+            self._call.cancel()
+        return self._task.cancel()
+
+    def cancelled(self) -> bool:
+        return self._task.cancelled()
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else max(0.0, self._deadline - self._loop.time())
+
+    def add_done_callback(self, callback) -> None:
+        self._task.add_done_callback(lambda _: callback(self))
+
+    async def _finished(self) -> None:
+        await asyncio.wait((self._task,))
+
+    async def code(self) -> grpc.StatusCode:
+        await self._finished()
+        if self._task.cancelled():
+            return grpc.StatusCode.CANCELLED
+        error = self._task.exception()
+        return error.code() if isinstance(error, grpc.aio.AioRpcError) else (
+            grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN)
+
+    async def details(self) -> str:
+        await self._finished()
+        if self._task.cancelled():
+            return "Locally cancelled by application!"
+        error = self._task.exception()
+        return error.details() if isinstance(error, grpc.aio.AioRpcError) else ("" if error is None else repr(error))
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        await self._finished()
+        return await self._call.initial_metadata() if self._call is not None else grpc.aio.Metadata()
+
+    async def trailing_metadata(self) -> grpc.aio.Metadata:
+        await self._finished()
+        return await self._call.trailing_metadata() if self._call is not None else grpc.aio.Metadata()
+
+    async def wait_for_connection(self) -> None:
+        await self._finished()
+
+
+class _WanStreamCall:
+    """A streaming call across the WAN (see the section comment); the four call kinds share it.
+
+    Its outcome (what code(), done() and the done callbacks see) is decided once
+    (`_end_arrived`): when the call's end reaches this side (its status, or a lost message that
+    broke it) the reader still gets the replies delivered before it, then the status (`_finish`);
+    a partition, the deadline or the caller's cancel() end it at once (`_finish`), dropping what
+    is still queued, as on a broken connection.
+    """
+
+    def __init__(self, open_call, state: wan.WanState, peer_region: str, timeout: float | None, *,
+                 request_streaming: bool, response_streaming: bool, request_iterator=None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._state = state
+        self._peer = peer_region
+        self._deadline = None if timeout is None else self._loop.time() + timeout
+        self._response_streaming = response_streaming
+        self._replies = _DelayLine(limits.WAN_STREAM_MESSAGES_MAX)
+        self._requests = _DelayLine(limits.WAN_STREAM_MESSAGES_MAX) if request_streaming else None
+        self._status: tuple[grpc.StatusCode, str] | None = None   # what the reader gets now
+        self._outcome: tuple[grpc.StatusCode, str] | None = None  # how the call ended
+        self._finished = self._loop.create_future()
+        self._callbacks: list = []
+        self._writing_done = False
+        self._call = None
+        self._opened = self._loop.create_future()  # done once the real call exists (or never will)
+        self._tasks: list[asyncio.Task] = []
+        self._cut = state.cut_signal(peer_region)  # no await since the caller's partition check
+        self._cut.add_done_callback(self._on_cut)
+        self._deadline_handle = (None if self._deadline is None else
+                                 self._loop.call_at(self._deadline, self._on_deadline))
+        if request_streaming:  # the stream opens at once; each request crosses on its own
+            self._call = open_call(timeout=timeout)
+            _set_done(self._opened)
+            self._pump = self._spawn(self._pump_replies())
+            self._spawn(self._send_requests())
+            if request_iterator is not None:
+                self._spawn(self._feed(request_iterator))
+        else:  # the one request crosses first, then the stream opens
+            self._pump = self._spawn(self._open_then_pump(open_call))
+
+    def _spawn(self, coroutine) -> asyncio.Task:
+        task = asyncio.ensure_future(coroutine)
+        task.add_done_callback(_retrieve)
+        self._tasks.append(task)
+        return task
+
+    # -- the end of the call
+    def _finish(self, code: grpc.StatusCode, details: str) -> None:
+        if self._status is not None:
+            return
+        self._status = (code, details)
+        self._replies.close()
+        if self._requests is not None:
+            self._requests.close()
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        if self._call is not None and code != grpc.StatusCode.OK:
+            self._call.cancel()
+        _set_done(self._opened)
+        self._end_arrived(code, details)
+
+    def _end_arrived(self, code: grpc.StatusCode, details: str) -> None:
+        if self._outcome is not None:
+            return
+        self._outcome = (code, details)
+        self._cut.remove_done_callback(self._on_cut)
+        if self._deadline_handle is not None:
+            self._deadline_handle.cancel()
+        _set_done(self._finished)
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(self)
+
+    def _ended_at(self, deliver_at: float, code: grpc.StatusCode, details: str) -> None:
+        """The call's end is on its way: queued for the reader, and the outcome when it arrives."""
+        self._loop.call_at(deliver_at, self._end_arrived, code, details)
+
+    def _on_cut(self, _signal) -> None:
+        if self._outcome is None:
+            self._finish(grpc.StatusCode.UNAVAILABLE, wan.partition_message(self._state.region, self._peer))
+
+    def _on_deadline(self) -> None:
+        if self._outcome is None:
+            self._finish(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+    def _break(self, code: grpc.StatusCode, details: str) -> None:
+        """A request was lost: the stream breaks now; replies still on their way are lost with it."""
+        if self._outcome is not None:
+            return
+        self._pump.cancel()
+        if self._call is not None:
+            self._call.cancel()
+        self._replies.cut(self._loop.time(), _End(code, details))
+        self._end_arrived(code, details)
+
+    def _raise_status(self, status: tuple[grpc.StatusCode, str] | None = None):
+        code, details = status or self._status
+        if code == grpc.StatusCode.OK:
+            raise asyncio.InvalidStateError("the call has already ended")  # what grpc.aio raises
+        if code == grpc.StatusCode.CANCELLED and details == _LOCALLY_CANCELLED:
+            raise asyncio.CancelledError()  # as grpc.aio does for a call its caller cancelled
+        raise status_error(code, details)
+
+    # -- the reply direction
+    def _deliver_at(self, line: _DelayLine) -> float:
+        line.last_delivery = wan.deliver_at(line.last_delivery, self._loop.time(), self._state.draw_delay_s())
+        return line.last_delivery
+
+    async def _open_then_pump(self, open_call) -> None:
+        delay_s = self._state.draw_delay_s()
+        await asyncio.sleep(delay_s)  # the deadline and a partition end the call meanwhile (_finish)
+        if self._state.draw_lost():
+            self._finish(grpc.StatusCode.UNAVAILABLE, wan.LOST_MESSAGE)  # nothing was delivered yet
+            return
+        remaining = None if self._deadline is None else max(0.0, self._deadline - self._loop.time())
+        self._call = open_call(timeout=remaining)
+        _set_done(self._opened)
+        await self._pump_replies()
+
+    async def _pump_replies(self) -> None:
+        """Queue each reply (and the final status) with its delivery time, as it arrives."""
+        call, line = self._call, self._replies
+        try:
+            while True:
+                if self._response_streaming:
+                    reply = await call.read()
+                else:
+                    reply = await call
+                if reply is grpc.aio.EOF:
+                    await self._put_end(self._deliver_at(line), grpc.StatusCode.OK, "")
+                    return
+                if self._state.draw_lost():  # the connection breaks there: nothing after it arrives
+                    call.cancel()
+                    await self._put_end(self._deliver_at(line), grpc.StatusCode.UNAVAILABLE, wan.LOST_MESSAGE)
+                    return
+                await line.put(self._deliver_at(line), reply)
+                if not self._response_streaming:
+                    await self._put_end(line.last_delivery, grpc.StatusCode.OK, "")
+                    return
+        except grpc.aio.AioRpcError as error:
+            await self._put_end(self._deliver_at(line), error.code(), error.details() or "")
+        except _LineClosed:
+            return
+
+    async def _put_end(self, deliver_at: float, code: grpc.StatusCode, details: str) -> None:
+        await self._replies.put(deliver_at, _End(code, details))
+        self._ended_at(deliver_at, code, details)
+
+    async def read(self):
+        if self._status is not None:
+            return self._end_of_replies()
+        try:
+            item = await self._replies.get()
+        except _LineClosed:
+            return self._end_of_replies()
+        if isinstance(item, _End):
+            self._finish(item.code, item.details)
+            return self._end_of_replies()
+        return item
+
+    def _end_of_replies(self):
+        if self._status[0] == grpc.StatusCode.OK:
+            return grpc.aio.EOF
+        self._raise_status()
+
+    async def _replies_iterator(self):
+        while True:
+            reply = await self.read()
+            if reply is grpc.aio.EOF:
+                return
+            yield reply
+
+    # -- the request direction
+    async def write(self, request) -> None:
+        if self._outcome is not None:
+            self._raise_status(self._outcome)
+        if self._writing_done:
+            raise asyncio.InvalidStateError("done_writing was called before this write")
+        lost = self._state.draw_lost()
+        try:
+            await self._requests.put(self._deliver_at(self._requests), _LOST if lost else request)
+        except _LineClosed:
+            self._raise_status()
+
+    async def done_writing(self) -> None:
+        if self._outcome is not None or self._writing_done:
+            return
+        self._writing_done = True
+        with contextlib.suppress(_LineClosed):
+            await self._requests.put(self._deliver_at(self._requests), _END_WRITING)
+
+    async def _send_requests(self) -> None:
+        """Write each queued request to the real call when it is due."""
+        call, line = self._call, self._requests
+        try:
+            while True:
+                item = await line.get()
+                if item is _LOST:
+                    self._break(grpc.StatusCode.UNAVAILABLE, wan.LOST_MESSAGE)
+                    return
+                if item is _END_WRITING:
+                    await call.done_writing()
+                    return
+                await call.write(item)
+        except (_LineClosed, grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            return  # the call ended: the reply line delivers why
+
+    async def _feed(self, request_iterator) -> None:
+        """A request iterator given to the call: its requests cross the WAN as written ones do."""
+        try:
+            if hasattr(request_iterator, "__aiter__"):
+                async for request in request_iterator:
+                    await self.write(request)
+            else:
+                for request in request_iterator:
+                    await self.write(request)
+            await self.done_writing()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, asyncio.CancelledError):
+            return  # the call ended
+
+    # -- the rest of grpc.aio's call interface
+    def cancel(self) -> bool:
+        if self._outcome is not None:
+            return False
+        self._finish(grpc.StatusCode.CANCELLED, _LOCALLY_CANCELLED)
+        return True
+
+    def cancelled(self) -> bool:
+        return self._outcome is not None and self._outcome[0] == grpc.StatusCode.CANCELLED
+
+    def done(self) -> bool:
+        return self._outcome is not None
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else max(0.0, self._deadline - self._loop.time())
+
+    def add_done_callback(self, callback) -> None:
+        if self._outcome is not None:
+            callback(self)
+        else:
+            self._callbacks.append(callback)
+
+    async def code(self) -> grpc.StatusCode:
+        await asyncio.shield(self._finished)
+        return self._outcome[0]
+
+    async def details(self) -> str:
+        await asyncio.shield(self._finished)
+        return self._outcome[1]
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        await asyncio.shield(self._opened)  # the request may still be on its way
+        return await self._call.initial_metadata() if self._call is not None else grpc.aio.Metadata()
+
+    async def trailing_metadata(self) -> grpc.aio.Metadata:
+        await asyncio.shield(self._finished)
+        return await self._call.trailing_metadata() if self._call is not None else grpc.aio.Metadata()
+
+    async def wait_for_connection(self) -> None:
+        if self._outcome is not None and self._outcome[0] != grpc.StatusCode.OK:
+            self._raise_status(self._outcome)
+
+
+_LOCALLY_CANCELLED = "Locally cancelled by application!"
+
+
+class _WanUnaryStreamCall(_WanStreamCall, grpc.aio.UnaryStreamCall):
+    def __aiter__(self):
+        return self._replies_iterator()
+
+
+class _WanStreamStreamCall(_WanStreamCall, grpc.aio.StreamStreamCall):
+    def __aiter__(self):
+        return self._replies_iterator()
+
+
+class _WanStreamUnaryCall(_WanStreamCall, grpc.aio.StreamUnaryCall):
+    def __await__(self):
+        return self._reply().__await__()
+
+    async def _reply(self):
+        reply = await self.read()
+        assert reply is not grpc.aio.EOF, "a unary reply line ends with its reply"
+        return reply
+
+
+class _CuttableCall:
+    """grpc's own streaming call to another region, ended by a partition (rules that delay nothing).
+
+    The partition cancels grpc's call; what the caller then gets (grpc.aio's CancelledError, or
+    InvalidStateError on a write) becomes the partition error, unless the caller's own task is
+    being cancelled. One extra Python call per read or write.
+    """
+
+    def __init__(self, call, state: wan.WanState, peer_region: str) -> None:
+        self._call = call
+        self._message = wan.partition_message(state.region, peer_region)
+        self._was_cut = False
+        self._cut = state.cut_signal(peer_region)  # no await since the caller's partition check
+        self._cut.add_done_callback(self._on_cut)
+        call.add_done_callback(lambda _: self._cut.remove_done_callback(self._on_cut))
+
+    def _on_cut(self, _signal) -> None:
+        self._was_cut = True
+        self._call.cancel()
+
+    def _translate(self, error: BaseException):
+        task = asyncio.current_task()
+        if self._was_cut and not (task is not None and task.cancelling()):
+            raise unavailable_error(self._message) from None
+        raise error
+
+    async def read(self):
+        try:
+            return await self._call.read()
+        except (asyncio.CancelledError, asyncio.InvalidStateError) as error:
+            self._translate(error)
+
+    async def write(self, request) -> None:
+        try:
+            await self._call.write(request)
+        except (asyncio.CancelledError, asyncio.InvalidStateError) as error:
+            self._translate(error)
+
+    async def done_writing(self) -> None:
+        await self._call.done_writing()
+
+    async def _replies_iterator(self):
+        while True:
+            reply = await self.read()
+            if reply is grpc.aio.EOF:
+                return
+            yield reply
+
+    def cancel(self) -> bool:
+        return self._call.cancel()
+
+    def cancelled(self) -> bool:
+        return self._call.cancelled()
+
+    def done(self) -> bool:
+        return self._call.done()
+
+    def time_remaining(self) -> float | None:
+        return self._call.time_remaining()
+
+    def add_done_callback(self, callback) -> None:
+        self._call.add_done_callback(lambda _: callback(self))
+
+    async def code(self) -> grpc.StatusCode:
+        code = await self._call.code()
+        return grpc.StatusCode.UNAVAILABLE if self._was_cut and code == grpc.StatusCode.CANCELLED else code
+
+    async def details(self) -> str:
+        details = await self._call.details()
+        return self._message if self._was_cut and await self._call.code() == grpc.StatusCode.CANCELLED else details
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        return await self._call.initial_metadata()
+
+    async def trailing_metadata(self) -> grpc.aio.Metadata:
+        return await self._call.trailing_metadata()
+
+    async def wait_for_connection(self) -> None:
+        await self._call.wait_for_connection()
+
+
+class _CuttableUnaryStreamCall(_CuttableCall, grpc.aio.UnaryStreamCall):
+    def __aiter__(self):
+        return self._replies_iterator()
+
+
+class _CuttableStreamStreamCall(_CuttableCall, grpc.aio.StreamStreamCall):
+    def __aiter__(self):
+        return self._replies_iterator()
+
+
+class _CuttableStreamUnaryCall(_CuttableCall, grpc.aio.StreamUnaryCall):
+    def __await__(self):
+        return self._reply().__await__()
+
+    async def _reply(self):
+        try:
+            return await self._call
+        except asyncio.CancelledError as error:
+            self._translate(error)
 
 
 class Channels:
@@ -514,9 +1329,10 @@ class Channels:
     partition rules (`node_channel`); `state` overrides the process identity (tests).
     """
 
-    def __init__(self, state: netfault.PartitionState | None = None) -> None:
+    def __init__(self, state: netfault.PartitionState | None = None, wan_state: wan.WanState | None = None) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._state = state if state is not None else _identity
+        self._wan_state = wan_state if wan_state is not None else _region_identity
 
     def get(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
@@ -531,7 +1347,7 @@ class Channels:
         key = f"{region}/{address}"
         channel = self._channels.get(key)
         if channel is None:
-            channel = region_channel(address, region)
+            channel = region_channel(address, region, self._wan_state)
             self._channels[key] = channel
         return channel
 
