@@ -133,6 +133,9 @@ class TxnRequest:
     private_keyspace: bool = False
     # A backtrack request (see "Backtrack" above): the time to rewind to; no keys.
     backtrack_to_ts: int | None = None
+    # A Global Database marker (adjudicator/region_core.py): (global_epoch, primary region,
+    # promotion_index); no keys. It takes the next commit_ts like a backtrack.
+    global_marker: tuple[int, str, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -206,6 +209,10 @@ class ConflictChecker:
             commit_ts = max(now_latest, self.last_ts + 1)
             self._record(commit_ts, (), "")
             self._raise_backtrack_floor(commit_ts, request.backtrack_to_ts)
+            return Decision(Outcome.COMMITTED, commit_ts=commit_ts)
+        if request.global_marker is not None:
+            commit_ts = max(now_latest, self.last_ts + 1)
+            self._record(commit_ts, (), "")
             return Decision(Outcome.COMMITTED, commit_ts=commit_ts)
         start_ts = request.start_ts
         known = self.txns.get(request.txn_id) if request.txn_id else None

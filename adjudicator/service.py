@@ -46,11 +46,12 @@ import grpc
 
 from adjudicator import election
 from adjudicator import heartbeat as heartbeat_mod
+from adjudicator import region_core
 from adjudicator.core import CommittedTxn, ConflictChecker, Outcome, TxnRequest
 from adjudicator.metrics import CommitTimeline, TimedConflictChecker
 from journal.follower import FollowBatch, JournalFollower
 from journal.writer import Fenced, JournalUnavailable, JournalWriter
-from quorumdb import aio, limits, rpc, runtime
+from quorumdb import aio, limits, regions, rpc, runtime
 from quorumdb.clock import Clock
 from quorumdb.config import ClusterConfig, NodeConfig
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2, journal_pb2_grpc
@@ -94,6 +95,9 @@ class LeaderTerm:
     appended_entries: int = 0
     demand_ts: int = 0        # the highest read demand received
     appending: bool = False   # a batch is on its way to the journal
+    # A secondary region's replication agent: the writer copies the primary's log
+    # (adjudicator/region.py); the term decides no commits.
+    copy: bool = False
 
 
 def resolve(pending: PendingCommit, reply: adjudicator_pb2.CommitReply) -> None:
@@ -146,9 +150,21 @@ class AdjudicatorNode:
         # monotonic time. Compute nodes sending unary commits cannot say they read: then always.
         self._demand_until = float("-inf")
         self._always_demand = rpc.unary_rpc()
+        # Global Database (adjudicator/region.py): None for a cluster without regions.
+        self.max_entry_epoch = 0
+        self.promotion_index = 0  # a failover: the last entry kept from the old primary
+        self._promoted_epoch = 0  # the global epoch whose promotion entry this node queued
+        self._reconcile_task: asyncio.Task | None = None
+        self._was_leader = False
+        self.region_agent = None
+        if cluster.region:
+            from adjudicator.region import RegionAgent  # only regions of a Global Database need it
+            self.region_agent = RegionAgent(self)
 
     # --- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
+        if self.region_agent is not None:
+            self.region_agent.start()
         self._restart_follower()
         self._background.append(asyncio.create_task(self._watch_leader(), name="watch-leader"))
         if self.node.name == self.cluster.initial_leader:
@@ -156,6 +172,11 @@ class AdjudicatorNode:
 
     async def close(self) -> None:
         self._closing = True
+        if self.region_agent is not None:
+            await self.region_agent.close()
+        if self._reconcile_task is not None:
+            self._reconcile_task.cancel()
+            await asyncio.gather(self._reconcile_task, return_exceptions=True)
         for task in [*self._background, *self._step_down_tasks]:
             task.cancel()
         await asyncio.gather(*self._background, *self._step_down_tasks, return_exceptions=True)
@@ -214,9 +235,14 @@ class AdjudicatorNode:
                     txns.append(CommittedTxn(entry.ts, (), index=entry.index))
                 case common_pb2.ENTRY_BACKTRACK:
                     txns.append(CommittedTxn(entry.ts, (), index=entry.index, backtrack_to_ts=entry.backtrack_to_ts))
+                case common_pb2.ENTRY_GLOBAL:
+                    txns.append(CommittedTxn(entry.ts, (), index=entry.index))
+                    if self.region_agent is not None:
+                        self.region_agent.on_marker(entry)
                 case _:
                     log.warning("ignoring journal entry %d of unknown kind %d", entry.index, entry.kind)
             self.applied_index = entry.index
+            self.max_entry_epoch = max(self.max_entry_epoch, entry.epoch)
         self.checker.apply_committed(txns)
         if batch.closed_ts:
             self.checker.observe_closed(batch.closed_ts)
@@ -261,15 +287,21 @@ class AdjudicatorNode:
             if self._closing:
                 raise TakeOverFailed("node is stopping")
             writer = self._writer_factory(self.cluster, self.node.name, self.channels, self.clock)
+            copy = self.region_agent is not None and self.region_agent.view.replicates
+            if self.region_agent is not None:
+                # Entries copied from another region carry its epochs: fence above all of them.
+                known_epoch = max(known_epoch, self.max_entry_epoch)
             try:
                 if runtime.buggify("adjudicator.take_over.slow"):  # a rival may fence meanwhile
                     await asyncio.sleep(0.3)
-                result = await writer.take_over(limits.TAKE_OVER_TIMEOUT_S, known_epoch=known_epoch, give_way=give_way)
+                result = await writer.take_over(limits.TAKE_OVER_TIMEOUT_S, known_epoch=known_epoch, give_way=give_way,
+                                                **({"copy": True} if copy else {}))
                 runtime.crash_point("adjudicator.take_over.fenced")
-                await self._wait_applied(result.leader_index, limits.LEADER_CATCH_UP_TIMEOUT_S)
-                # Every commit an older leader ever acknowledged is now in the checker's
-                # txn_id table: retries may be answered from it (adjudicator/core.py).
-                self.checker.begin_term(result.leader_index)
+                if not copy:
+                    await self._wait_applied(result.leader_index, limits.LEADER_CATCH_UP_TIMEOUT_S)
+                    # Every commit an older leader ever acknowledged is now in the checker's
+                    # txn_id table: retries may be answered from it (adjudicator/core.py).
+                    self.checker.begin_term(result.leader_index)
             except BaseException as e:
                 await self._close_writer(writer)
                 if isinstance(e, (asyncio.CancelledError, KeyboardInterrupt)):
@@ -279,8 +311,9 @@ class AdjudicatorNode:
             # at most its now().latest <= true time + 2 * error at that moment, which is before
             # our now, so commit_ts above our latest + 2 * error stays above every such promise.
             self.checker.observe_closed(max(result.last_ts, self.clock.now().latest + 2 * self.clock.error_ns))
-            term = LeaderTerm(writer=writer, epoch=result.epoch, leader_index=result.leader_index)
+            term = LeaderTerm(writer=writer, epoch=result.epoch, leader_index=result.leader_index, copy=copy)
             self.term = term
+            self._was_leader = True
             # Compute nodes may still send their read demand to the old leader until they learn of
             # this one (their next commit or readiness probe): assume reads for one lease.
             self._demand_until = runtime.monotonic() + limits.READ_DEMAND_LEASE_S
@@ -288,8 +321,13 @@ class AdjudicatorNode:
             self.epoch_seen = max(self.epoch_seen, result.epoch)
             self.leader_seen = self.node.name
             self.no_leader_reason = ""
-            term.task = asyncio.create_task(self._lead(term), name=f"lead-epoch-{term.epoch}")
-            log.info("role change: leader at epoch %d (leader_index %d, %s)", term.epoch, term.leader_index, why)
+            if copy:
+                term.task = asyncio.create_task(self._copy(term), name=f"copy-epoch-{term.epoch}")
+                self.region_agent.update_hold()
+            else:
+                term.task = asyncio.create_task(self._lead(term), name=f"lead-epoch-{term.epoch}")
+            log.info("role change: %s at epoch %d (leader_index %d, %s)",
+                     "replication agent" if copy else "leader", term.epoch, term.leader_index, why)
             return term.epoch
 
     async def _initial_leadership(self) -> None:
@@ -324,6 +362,20 @@ class AdjudicatorNode:
             # start on a slow machine, so that the cluster file's initial leader is the one that leads.
             allowed_s = max(allowed_s, limits.INITIAL_LEADER_SILENCE_MS / 1000)
         return allowed_s
+
+    async def _agent_alive(self) -> bool:
+        """The region's leader (the replication agent) answers as leader."""
+        names = [self.leader_seen] if self.leader_seen and self.leader_seen != self.node.name else []
+        for name in names:
+            address = self.cluster.node(name).address
+            stub = adjudicator_pb2_grpc.AdjudicatorStub(self.channels.get(address))
+            try:
+                reply = await stub.RegionPoint(adjudicator_pb2.RegionPointRequest(),
+                                               timeout=limits.FAILOVER_PROBE_TIMEOUT_S)
+            except grpc.aio.AioRpcError:
+                return False
+            return reply.is_leader
+        return False
 
     async def _probe_journal(self) -> list[election.ReplicaView]:
         """Status of every journal replica that answers within FAILOVER_PROBE_TIMEOUT_S."""
@@ -366,6 +418,10 @@ class AdjudicatorNode:
                 continue
             silent_s = runtime.monotonic() - self.last_progress_mono
             if silent_s < self._silence_allowed_s(jitter_s):
+                continue
+            if self.region_agent is not None and self.region_agent.view.replicates and await self._agent_alive():
+                # A replication agent's journal is quiet while the primary is unreachable: ask it.
+                self.last_progress_mono = runtime.monotonic()
                 continue
             assessment = await self._assess(timeout_ms, deferred_epoch)
             jitter_s = self._failover_jitter_s()  # redrawn after every attempt: two standbys rarely fire together
@@ -435,8 +491,70 @@ class AdjudicatorNode:
         return heartbeat_mod.next_heartbeat_at(term.last_heartbeat, term.last_append, demand_until,
                                                runtime.monotonic(), heartbeat_s, idle_s)
 
+    # --- Global Database (adjudicator/region.py) ------------------------------------------
+    async def _copy(self, term: LeaderTerm) -> None:
+        """A secondary region's leader: copy the primary's log until the role changes."""
+        try:
+            reason = await self.region_agent.copy(term)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a bug or transport surprise: step down, a standby retries
+            log.exception("replication failed")
+            reason = f"replication failed: {error!r}"
+        await self._step_down(term, reason, rebuild=False)
+
+    def region_changed(self) -> None:
+        """The region's role changed: a leader in the wrong mode steps down and takes over in the right one."""
+        if self._closing or (self._reconcile_task is not None and not self._reconcile_task.done()):
+            return
+        self._reconcile_task = asyncio.create_task(self._reconcile_role(), name="region-reconcile")
+
+    async def _reconcile_role(self) -> None:
+        """Lead in the mode the region's role asks for: copying the primary's log (secondary), or
+        deciding commits (primary, promoting, detached; a fenced region's leader also stays in
+        this mode, refusing every commit, so that its standbys do not take turns taking over)."""
+        agent = self.region_agent
+        for _ in range(limits.REGION_RECONCILE_ATTEMPTS_MAX):
+            term = self.term
+            want_copy = agent.view.replicates
+            if term is None:
+                if not self._was_leader:
+                    return  # standbys follow whoever leads; the failover watch handles a silent leader
+            elif term.copy == want_copy:
+                if not want_copy:
+                    term.wakeup.set()  # a failover named this region: the leader loop writes the marker
+                    if agent.view.role.value == "promoting" and not agent.view.replicates:
+                        await self._promote(term)
+                return
+            else:
+                await self._step_down(term, f"region role is now {agent.view.role.value}", rebuild=not term.copy)
+            try:
+                await self.take_over(f"region role: {agent.view.role.value}")
+                return
+            except TakeOverFailed as error:
+                log.warning("taking over as %s failed: %s", "replication agent" if want_copy else "leader", error)
+                await asyncio.sleep(limits.REPLICATION_RETRY_MS / 1000)
+
+    async def _promote(self, term: LeaderTerm) -> None:
+        """A failover named this region: its first entry says so (the promotion index is the last
+        entry replicated from the old primary, the one right before this term's leader entry)."""
+        view = self.region_agent.view
+        if self._promoted_epoch == view.global_epoch:
+            return  # this failover's entry is queued or written already
+        self._promoted_epoch = view.global_epoch
+        self.promotion_index = term.leader_index - 1
+        marker = TxnRequest(start_ts=0, write_keys=(), global_marker=(view.global_epoch, self.cluster.region,
+                                                                      self.promotion_index))
+        pending = PendingCommit(marker, [], asyncio.get_running_loop().create_future())
+        term.queue.put_nowait(pending)
+        term.wakeup.set()
+
     async def _lead(self, term: LeaderTerm) -> None:
         heartbeat_s = self.cluster.heartbeat_ms / 1000
+        if self.region_agent is not None:
+            self.region_agent.update_hold()
+            if self.region_agent.view.role.value == "promoting" and not self.region_agent.view.replicates:
+                await self._promote(term)
         idle_s = heartbeat_mod.idle_interval_s(self.cluster.heartbeat_ms, self.cluster.failover_timeout_ms,
                                                limits.IDLE_HEARTBEAT_MS)
         reason = ""
@@ -482,6 +600,13 @@ class AdjudicatorNode:
         resent: list[PendingCommit] = []  # resends of a request decided earlier in this batch
         for pending, decision in zip(batch, decisions):
             match decision.outcome:
+                case Outcome.COMMITTED if pending.request.global_marker is not None:
+                    epoch, primary, promotion_index = pending.request.global_marker
+                    entries.append(common_pb2.Entry(
+                        kind=common_pb2.ENTRY_GLOBAL, ts=decision.commit_ts, global_epoch=epoch,
+                        primary_region=primary, promotion_index=promotion_index, leader=self.node.name,
+                    ))
+                    committed.append(pending)
                 case Outcome.COMMITTED if pending.request.backtrack_to_ts is not None:
                     entries.append(common_pb2.Entry(
                         kind=common_pb2.ENTRY_BACKTRACK, ts=decision.commit_ts,
@@ -531,6 +656,8 @@ class AdjudicatorNode:
             self._reply_unknown(committed + resent, f"journal append failed ({e!r})")
             return f"append failed: {e!r}"
         assert len(appended) == len(entries), "the writer returns one entry per entry appended"
+        if self.region_agent is not None:
+            self.region_agent.update_hold()
         term.appends += 1
         term.appended_entries += len(appended)
         by_txn_id: dict[str, common_pb2.Entry] = {}
@@ -623,8 +750,15 @@ class AdjudicatorNode:
         once all are decided and the commit-wait of the latest commit_ts has passed."""
         arrived = runtime.monotonic()  # EXPLAIN ANALYZE and the commit latency metric start here
         term = self.term
-        if term is None:
+        if term is None or term.copy:
             return [self._with_seq(self.not_leader_reply(), request) for request in requests]
+        if self.region_agent is not None:
+            why = self.region_agent.accepts_commits() or await self.region_agent.rpo_wait()
+            if why:
+                return [self._with_seq(adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.UNAVAILABLE, message=why),
+                                       request) for request in requests]
+            if self.term is not term:
+                return [self._with_seq(self.not_leader_reply(), request) for request in requests]
         loop = asyncio.get_running_loop()
         waits: list[asyncio.Future] = []
         explained: list[tuple[int, TxnRequest]] = []  # (position, request) of those that asked for timings
@@ -667,7 +801,7 @@ class AdjudicatorNode:
         """Decide a backtrack in commit order (it gets the next commit_ts), append it as an
         ENTRY_BACKTRACK, and answer once it is durable and its commit-wait has passed."""
         term = self.term
-        if term is None:
+        if term is None or term.copy:
             refused = self.not_leader_reply()
             return adjudicator_pb2.BacktrackReply(outcome=refused.outcome, leader_hint=refused.leader_hint,
                                                   message=refused.message)
@@ -688,6 +822,84 @@ class AdjudicatorNode:
             log.info("backtrack to %d committed at index %d, ts %d", request.to_ts, reply.index, reply.commit_ts)
         return adjudicator_pb2.BacktrackReply(outcome=reply.outcome, index=reply.index, ts=reply.commit_ts,
                                               message=reply.message, leader_hint=reply.leader_hint)
+
+    # --- Global Database requests -----------------------------------------------------------
+    def region_point(self) -> adjudicator_pb2.RegionPointReply:
+        if self.region_agent is None:
+            return adjudicator_pb2.RegionPointReply(leader=self.leader_seen, is_leader=self.term is not None)
+        return self.region_agent.point()
+
+    def report_replica(self, request: adjudicator_pb2.ReportReplicaRequest) -> adjudicator_pb2.ReportReplicaReply:
+        term = self.term
+        agent = self.region_agent
+        if agent is None or term is None or term.copy:
+            return adjudicator_pb2.ReportReplicaReply(ok=False, leader_hint=self.not_leader_reply().leader_hint)
+        agent.report(request)
+        return adjudicator_pb2.ReportReplicaReply(ok=True, global_epoch=agent.view.global_epoch)
+
+    async def switchover(self, request: adjudicator_pb2.SwitchoverRequest) -> adjudicator_pb2.SwitchoverReply:
+        """Planned switchover (asked of the primary's leader): seal, drain, append the marker."""
+        term = self.term
+        agent = self.region_agent
+        if agent is None:
+            return adjudicator_pb2.SwitchoverReply(message="this cluster has no regions")
+        if term is None or term.copy:
+            return adjudicator_pb2.SwitchoverReply(message=f"{self.node.name} is not the primary's leader",
+                                                   leader_hint=self.not_leader_reply().leader_hint)
+        why = region_core.switchover_refusal(
+            request.to_region, agent.global_cfg.names, agent.view.role, agent.fresh_reports(), term.writer.commit_index,
+            request.max_lag_entries or limits.SWITCHOVER_LAG_ENTRIES_MAX, agent.control.detached)
+        if not why and request.global_epoch <= agent.view.global_epoch:
+            why = f"global epoch {request.global_epoch} is not above the current {agent.view.global_epoch}"
+        if why:
+            return adjudicator_pb2.SwitchoverReply(message=why)
+        agent.sealed = True  # no new commit is queued from now on
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limits.JOURNAL_COMMIT_TIMEOUT_S
+        while (not term.queue.empty() or term.appending) and loop.time() < deadline:
+            await asyncio.sleep(0.005)  # the commits queued before the seal are decided first
+        marker = TxnRequest(start_ts=0, write_keys=(), global_marker=(request.global_epoch, request.to_region, 0))
+        pending = PendingCommit(marker, [], loop.create_future())
+        try:
+            term.queue.put_nowait(pending)
+        except asyncio.QueueFull:
+            agent.sealed = False
+            return adjudicator_pb2.SwitchoverReply(message="commit queue full; try again")
+        term.wakeup.set()
+        reply = await asyncio.shield(pending.future)
+        if reply.outcome != adjudicator_pb2.COMMITTED:
+            agent.sealed = False
+            return adjudicator_pb2.SwitchoverReply(message=f"the marker was not committed: {reply.message}")
+        await self._commit_wait(reply.commit_ts)
+        log.info("switchover to %s: marker at index %d (global epoch %d)", request.to_region, reply.index,
+                 request.global_epoch)
+        return adjudicator_pb2.SwitchoverReply(ok=True, marker_index=reply.index, marker_ts=reply.commit_ts)
+
+    async def promote(self, request: adjudicator_pb2.PromoteRequest) -> adjudicator_pb2.PromoteReply:
+        """Failover or detach (asked of a secondary's leader once the control state says so): wait
+        until this region leads and, for a failover, its ENTRY_GLOBAL is durable."""
+        agent = self.region_agent
+        if agent is None:
+            return adjudicator_pb2.PromoteReply(message="this cluster has no regions")
+        primary_commit_index, primary_closed_ts = agent.primary_commit_index, agent.primary_closed_ts
+        agent.control = await runtime.offload(regions.read_state, agent.global_cfg.data_dir)
+        agent.refresh()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limits.TAKE_OVER_TIMEOUT_S + limits.JOURNAL_COMMIT_TIMEOUT_S
+        want = "detached" if request.detach else "primary"
+        while agent.view.role.value != want or self.term is None or self.term.copy:
+            if loop.time() >= deadline:
+                return adjudicator_pb2.PromoteReply(
+                    message=f"{self.node.name}: region is {agent.view.role.value}, not {want}, after the deadline")
+            if self.term is None and not self._was_leader:
+                return adjudicator_pb2.PromoteReply(message=f"{self.node.name} is not the region's leader",
+                                                    leader_hint=self.not_leader_reply().leader_hint)
+            await asyncio.sleep(0.01)
+        index = self.promotion_index or agent.replicated_index
+        ts = agent.replicated_ts
+        return adjudicator_pb2.PromoteReply(
+            ok=True, promotion_index=index, promotion_ts=ts, primary_commit_index=primary_commit_index,
+            primary_closed_ts=primary_closed_ts, entry_index=agent.marker.index if agent.marker else 0)
 
     @staticmethod
     def _with_seq(reply: adjudicator_pb2.CommitReply, request: adjudicator_pb2.CommitRequest):
@@ -728,7 +940,8 @@ class AdjudicatorNode:
             f"read_demand={'yes' if runtime.monotonic() < self._demand_until else 'no'} "
             f"last_ts={self.checker.last_ts} "
             f"known_since_ts={self.checker.known_since_ts} "
-            f"backtrack_floor_ts={self.checker.backtrack_floor_ts}",
+            f"backtrack_floor_ts={self.checker.backtrack_floor_ts}"
+            + (f" {self.region_agent.status_detail()}" if self.region_agent is not None else ""),
         )
 
 
@@ -789,3 +1002,15 @@ class AdjudicatorService(adjudicator_pb2_grpc.AdjudicatorServicer):
 
     async def Status(self, request, context):
         return self.adjudicator.status()
+
+    async def RegionPoint(self, request, context):
+        return self.adjudicator.region_point()
+
+    async def ReportReplica(self, request, context):
+        return self.adjudicator.report_replica(request)
+
+    async def Switchover(self, request, context):
+        return await self.adjudicator.switchover(request)
+
+    async def Promote(self, request, context):
+        return await self.adjudicator.promote(request)

@@ -146,12 +146,15 @@ def _note_reply(commit: trace_mod.CommitTrace, target: str, reply: adjudicator_p
 
 
 class AdjudicatorClient:
-    def __init__(self, cluster: config_mod.ClusterConfig, channels: rpc.Channels) -> None:
+    def __init__(self, cluster: config_mod.ClusterConfig, channels: rpc.Channels, region: str = "") -> None:
+        """`region`: the adjudicators are another region's (write forwarding in a Global
+        Database): every call crosses the WAN (rpc.Channels.get_remote)."""
         adjudicators = cluster.adjudicators
         assert adjudicators, "a cluster needs an adjudicator"
         self._names = [node.name for node in adjudicators]
+        channel = (lambda address: channels.get_remote(address, region)) if region else channels.get
         self._stubs = {
-            node.name: adjudicator_pb2_grpc.AdjudicatorStub(channels.get(node.address)) for node in adjudicators
+            node.name: adjudicator_pb2_grpc.AdjudicatorStub(channel(node.address)) for node in adjudicators
         }
         # The leader we last heard of; the cluster file's initial leader to begin with.
         self.leader: str | None = cluster.initial_leader if cluster.initial_leader in self._stubs else None

@@ -60,6 +60,8 @@ class QuorumBackend:
         self.storage = TracedStorageReader(cluster, node.az, channels)
         self.adjudicators = AdjudicatorClient(cluster, channels)
         self.metrics = None  # compute_node/metrics.py: read and commit latency, commit outcomes
+        # A Global Database's view of this node's region (compute_node/region_view.py); None: no regions.
+        self.region_view = None
 
     def start_ts(self) -> int:
         start_ts = self.clock.now().latest
@@ -146,8 +148,15 @@ class QuorumBackend:
     async def probe(self) -> str | None:
         """One readiness probe: a quorum read at a fresh ts and a known leader. None when ok, else why not."""
         try:
-            # Not start_ts(): a probe is no user read, and needs no fast closed timestamps.
-            await self.storage.get_many([PROBE_KEY], self.clock.now().latest, counted=False)
+            # Not start_ts(): a probe is no user read, and needs no fast closed timestamps. A
+            # secondary region reads at its replicated point (it never serves anything newer).
+            ts = self.clock.now().latest
+            view = self.region_view
+            if view is not None and view.enabled and not view.is_writer:
+                if view.point.replicated_ts <= 0:
+                    return f"region {view.region}: nothing replicated yet ({view.point.role or 'role unknown'})"
+                ts = view.point.replicated_ts
+            await self.storage.get_many([PROBE_KEY], ts, counted=False)
         except errors.SqlError as error:
             return f"storage: {error.message}"
         leader, why = await self.adjudicators.find_leader()

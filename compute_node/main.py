@@ -12,6 +12,7 @@ import logging
 
 from compute_node import metrics as compute_node_metrics
 from compute_node.backend import QuorumBackend, Readiness
+from compute_node.region_view import RegionView
 from compute_node.service import ComputeService
 from quorumdb import config as config_mod
 from quorumdb import aio, limits, rpc, runtime
@@ -26,6 +27,8 @@ async def serve(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig, 
 
     channels = rpc.Channels()
     backend = QuorumBackend(cluster, node, channels)
+    backend.region_view = RegionView(cluster, channels)  # a Global Database's region role (docs/REGIONS.md)
+    backend.region_view.start()
     readiness = Readiness(limits.READINESS_FRESH_S)
     engine = Engine()  # one schema cache for every session of this node, gRPC and PostgreSQL alike
     session_factory = functools.partial(Session, engine=engine)
@@ -59,6 +62,7 @@ async def serve(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig, 
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await service.close_all()
+        await backend.region_view.close()
         await backend.adjudicators.close()
         await backend.storage.close()
         await channels.close()

@@ -6,7 +6,8 @@ and what hedging saves), each commit with its outcome (committed, 40001 by reaso
 At scrape time: the storage reader's counters (reads by mode, copies asked, hedges, fallbacks
 from single-copy to quorum reads), the read and commit streams (messages, requests, queue depth
 against its limit), sessions and PostgreSQL connections against their limits, the statement and
-schema caches, the leader this node commits to, health.
+schema caches, the leader this node commits to, health. It also gives the node's /role endpoint
+its answer (`role`): the writer endpoint's health check.
 """
 from __future__ import annotations
 
@@ -65,6 +66,11 @@ class ComputeMetrics:
         self.commits: collections.Counter[tuple[str, str]] = collections.Counter()
         self._copy_asks = 0
         node_metrics.add_service(self.collect)
+        node_metrics.set_role(self.role)
+
+    def role(self) -> tuple[bool, str]:
+        """(accepts commits, role) of this node's region, for GET /role (see region_role)."""
+        return region_role(self.backend.region_view)
 
     # --- observed by the backend ---------------------------------------------------------------
     def read_done(self, kind: str, read_mode: str, seconds: float) -> None:
@@ -152,6 +158,17 @@ def _engine_metrics(engine: Any) -> Iterable[m.Metric]:
                      {("hit",): cache.hits, ("miss",): cache.misses})
     yield m.counter("quorumdb_compute_statement_retries", "Statements run again because a cached schema was stale",
                     engine.statement_retries)
+
+
+def region_role(region_view) -> tuple[bool, str]:
+    """(accepts commits, role) from a RegionView; without one, a cluster of its own: the writer.
+
+    The region's role alone, not the node's readiness: a leader change inside the region makes
+    every node degraded for a moment, and the writer endpoint would then close every session at
+    once (on-marked-down shutdown-sessions), where the sessions' own retries ride it out."""
+    if region_view is None:
+        return True, "primary"
+    return region_view.is_writer, region_view.role
 
 
 def attach(backend, service=None, engine=None, readiness=None) -> ComputeMetrics | None:

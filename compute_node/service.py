@@ -51,9 +51,57 @@ class CommitTracker:
         self.commit_in_flight = False
         self.session_read_mode: str | None = None
         self.last_commit_ts = 0  # SHOW quorumdb.last_commit_ts: what a client records to check a restore
+        # Global Database (compute_node/region_view.py): on a secondary region, writes are refused
+        # unless forwarded to the primary (SET quorumdb.write_forwarding = session | global).
+        self.write_forwarding = "off"
+        self._region_floor_ts = 0  # a secondary session's reads never go back in time
+
+    def _secondary(self):
+        """This node's RegionView when its region does not accept writes (None otherwise)."""
+        view = getattr(self._backend, "region_view", None)
+        if view is None or not view.enabled or view.is_writer:
+            return None
+        return view
 
     def start_ts(self) -> int:
-        return self._backend.start_ts()
+        view = self._secondary()
+        if view is None:
+            return self._backend.start_ts()
+        point = view.point
+        if point.role == "fenced":
+            raise errors.SqlError(errors.CANNOT_CONNECT_NOW, f"region {view.region} serves nothing: {point.message}",
+                           hint="connect to the primary region's endpoint (quorumdb global status)")
+        ts = max(point.replicated_ts, self._region_floor_ts)
+        if ts <= 0:
+            raise errors.SqlError(errors.CANNOT_CONNECT_NOW,
+                           f"region {view.region} has not replicated anything from the primary yet",
+                           hint="retry in a moment; quorumdb global status shows the replication lag")
+        self._region_floor_ts = ts
+        return ts
+
+    async def before_transaction(self) -> None:
+        """write_forwarding = global on a secondary: a new transaction first waits until this
+        region has replicated the primary's state as of now (commit-wait makes every commit
+        acknowledged before now lie below now().latest)."""
+        view = self._secondary()
+        if view is None or self.write_forwarding != "global":
+            return
+        target = self._backend.now_ts()
+        if not await view.wait_replicated(target, limits.FORWARD_VISIBLE_TIMEOUT_S):
+            raise errors.SqlError(errors.CANNOT_CONNECT_NOW,
+                           f"region {view.region} did not replicate the primary's current state within "
+                           f"{limits.FORWARD_VISIBLE_TIMEOUT_S:.0f} s (write_forwarding = global)")
+
+    def replica_lag(self) -> str:
+        """SHOW quorumdb.replica_lag: how far this region is behind its primary."""
+        view = getattr(self._backend, "region_view", None)
+        if view is None or not view.enabled:
+            return "0 ms, 0 entries (no regions)"
+        point = view.point
+        if view.is_writer:
+            return f"0 ms, 0 entries ({point.role or 'primary'})"
+        entries = max(0, point.primary_commit_index - point.replicated_index)
+        return f"{point.lag_ms} ms, {entries} entries ({point.role} of {point.primary_region})"
 
     def now_ts(self) -> int:
         return self._backend.now_ts()
@@ -69,6 +117,9 @@ class CommitTracker:
         return await self._backend.scan(start, end, ts, limit, read_mode=self.session_read_mode)
 
     async def commit(self, start_ts, writes, lock_keys, txn_id, private_keyspace=False):
+        view = self._secondary()
+        if view is not None:
+            return await self._forward(view, start_ts, writes, lock_keys, txn_id, private_keyspace)
         self.commit_in_flight = True
         try:
             if private_keyspace:
@@ -82,6 +133,32 @@ class CommitTracker:
             raise
         self.commit_in_flight = False
         self.last_commit_ts = commit_ts
+        return commit_ts
+
+    async def _forward(self, view, start_ts, writes, lock_keys, txn_id, private_keyspace) -> int:
+        point = view.point
+        if self.write_forwarding == "off" or point.role != "secondary":
+            why = (point.message if point.role != "secondary" else
+                   f"region {view.region} is a read-only secondary of the global database (primary: "
+                   f"{point.primary_region})")
+            raise errors.SqlError(errors.READ_ONLY_SQL_TRANSACTION, f"cannot execute a write in a read-only region: {why}",
+                           hint="SET quorumdb.write_forwarding = 'session' (or 'global') sends writes to the "
+                                "primary region; or connect to the writer endpoint")
+        self.commit_in_flight = True
+        try:
+            commit_ts = await view.forward_commit(start_ts, writes, lock_keys, txn_id, private_keyspace)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self.commit_in_flight = False
+            raise
+        self.commit_in_flight = False
+        self.last_commit_ts = commit_ts
+        # The session reads its own write from now on: answer once this region holds it.
+        if not await view.wait_replicated(commit_ts, limits.FORWARD_VISIBLE_TIMEOUT_S):
+            log.warning("forwarded commit %d not replicated here within %.0f s", commit_ts,
+                        limits.FORWARD_VISIBLE_TIMEOUT_S)
+        self._region_floor_ts = max(self._region_floor_ts, commit_ts)
         return commit_ts
 
     def __getattr__(self, name: str):  # anything else the session may use (clock, leader, ...)

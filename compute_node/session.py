@@ -92,6 +92,17 @@ _READ_MODE_STATEMENT = re.compile(
     r"|(?P<reset>RESET)\s+quorumdb\.read_mode|(?P<show>SHOW)\s+quorumdb\.read_mode)\s*;?\s*",
     re.IGNORECASE,
 )
+# Global Database (docs/REGIONS.md): whether this session's writes on a secondary region are sent
+# to the primary (and whose state it waits for), and how far the region is behind.
+WRITE_FORWARDING_SETTING = "quorumdb.write_forwarding"
+WRITE_FORWARDING_MODES = ("off", "session", "global")
+_WRITE_FORWARDING_STATEMENT = re.compile(
+    r"\s*(?:(?P<set>SET)\s+(?:SESSION\s+)?quorumdb\.write_forwarding\s*(?:=|\s+TO\s+)\s*(?P<value>'[^']*'|\w+)"
+    r"|(?P<reset>RESET)\s+quorumdb\.write_forwarding|(?P<show>SHOW)\s+quorumdb\.write_forwarding)\s*;?\s*",
+    re.IGNORECASE,
+)
+REPLICA_LAG_SETTING = "quorumdb.replica_lag"
+_REPLICA_LAG_STATEMENT = re.compile(r"\s*SHOW\s+quorumdb\.replica_lag\s*;?\s*", re.IGNORECASE)
 # The commit_ts of this session's last commit (0: none yet), so a client can record when each of
 # its acknowledged commits happened (a point-in-time restore to T must hold exactly those <= T).
 LAST_COMMIT_TS_SETTING = "quorumdb.last_commit_ts"
@@ -155,6 +166,13 @@ class Session:
             read_mode_statement = _READ_MODE_STATEMENT.fullmatch(sql) if params is None else None
             if read_mode_statement is not None:
                 return [self._read_mode(read_mode_statement)]
+            forwarding_statement = _WRITE_FORWARDING_STATEMENT.fullmatch(sql) if params is None else None
+            if forwarding_statement is not None:
+                return [self._write_forwarding(forwarding_statement)]
+            if params is None and _REPLICA_LAG_STATEMENT.fullmatch(sql) is not None:
+                lag = getattr(self.backend, "replica_lag", None)
+                value = lag() if callable(lag) else "0 ms, 0 entries (no regions)"
+                return [StatementResult([(REPLICA_LAG_SETTING, "text")], [(value,)], "SHOW")]
             if params is None and _LAST_COMMIT_TS_STATEMENT.fullmatch(sql) is not None:
                 value = str(getattr(self.backend, "last_commit_ts", 0))
                 return [StatementResult([(LAST_COMMIT_TS_SETTING, "text")], [(value,)], "SHOW")]
@@ -169,6 +187,12 @@ class Session:
                 if self._txn is not None:
                     self._failed = True
                 return [StatementResult.failed(error)]
+            if self._txn is None and hasattr(self.backend, "before_transaction"):
+                try:
+                    await self.backend.before_transaction()
+                except SqlError as error:
+                    bound.release()
+                    return [StatementResult.failed(error)]
             try:
                 results: list[StatementResult] = []
                 for statement in bound.statements:
@@ -215,6 +239,26 @@ class Session:
         if self._txn is not None:
             await self._txn.abort()
         self._end()
+
+    def _write_forwarding(self, statement: re.Match) -> StatementResult:
+        """SET / RESET / SHOW quorumdb.write_forwarding (off | session | global)."""
+        if self._failed:
+            return StatementResult.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+        if not hasattr(self.backend, "write_forwarding"):
+            return StatementResult.failed(SqlError(errors.FEATURE_NOT_SUPPORTED,
+                                                   f"{WRITE_FORWARDING_SETTING} cannot be set on this backend"))
+        if statement["show"]:
+            return StatementResult([(WRITE_FORWARDING_SETTING, "text")], [(self.backend.write_forwarding,)], "SHOW")
+        value = "off" if statement["reset"] else statement["value"].strip("'").lower()
+        if value == "default":
+            value = "off"
+        if value not in WRITE_FORWARDING_MODES:
+            return StatementResult.failed(SqlError(
+                types.INVALID_PARAMETER_VALUE,
+                f'invalid value for parameter "{WRITE_FORWARDING_SETTING}": "{value}"',
+                hint=f"Available values: {', '.join(WRITE_FORWARDING_MODES)}."))
+        self.backend.write_forwarding = value
+        return StatementResult.tag("RESET" if statement["reset"] else "SET")
 
     def _read_mode(self, statement: re.Match) -> StatementResult:
         """SET / RESET / SHOW quorumdb.read_mode (see the module docstring)."""

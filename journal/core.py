@@ -35,6 +35,9 @@ highest epoch it has promised, and the highest index it knows committed.
   down the 4th highest SCL is stuck at the best of theirs: truncation pauses until
   enough copies are complete again. durable_index itself never goes back (entries
   already dropped stay dropped).
+* Hold (Global Database, docs/REGIONS.md): in a region of a global database the writer's
+  Appends carry hold_index, the index secondaries have replicated; the prefix dropped never
+  reaches past it, and a replica that has heard none since it started drops nothing.
 * Closed timestamp: (closed_ts, closed_index) from the newest valid Append (highest
   closed_ts wins): every transaction with commit_ts <= closed_ts has index <=
   closed_index. Followers may use it once they hold closed_index.
@@ -125,8 +128,13 @@ class ReplicaCore:
         entries: list[common_pb2.Entry] | None = None,
         segment_entries: int = limits.JOURNAL_SEGMENT_ENTRIES,
         lease_ns: int = limits.JOURNAL_LEASE_MS * 1_000_000,
+        hold_required: bool = False,
     ):
         assert segment_entries > 0
+        # A region of a Global Database keeps every entry after the writer's hold_index (what
+        # secondaries have not replicated yet); until a writer has said it, nothing is dropped.
+        self.hold_required = hold_required
+        self.hold_index = 0
         assert lease_ns >= 0
         self.lease_ns = lease_ns
         self.lease_until = 0     # fences are refused while now().earliest < lease_until
@@ -223,6 +231,7 @@ class ReplicaCore:
         closed_ts: int,
         closed_index: int,
         now: tuple[int, int] | None = None,
+        hold_index: int = 0,
     ) -> AppendResult:
         """`now`: the replica clock's (earliest, latest) when the append arrived; None grants no
         lease (unit tests)."""
@@ -248,6 +257,8 @@ class ReplicaCore:
         self.commit_index = new_commit
         self.leader_epoch = epoch
         self.leader = leader
+        if hold_index:
+            self.hold_index = hold_index
         if closed_ts > self.closed_ts:
             self.closed_ts = closed_ts
             self.closed_index = closed_index
@@ -299,6 +310,8 @@ class ReplicaCore:
 
     def _truncate_prefix(self) -> int | None:
         keep_from = min(self.durable_index, self.commit_index) + 1
+        if self.hold_required:
+            keep_from = min(keep_from, self.hold_index + 1)
         # Round down to a segment boundary: whole segment files are deleted.
         new_first = ((keep_from - 1) // self.segment_entries) * self.segment_entries + 1
         if new_first <= self.first_index:

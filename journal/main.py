@@ -22,7 +22,8 @@ async def serve(cluster: ClusterConfig, node: NodeConfig, stop: asyncio.Event) -
     store = JournalStore(cluster.node_data_dir(node.name) / "journal", segment_entries=cluster.journal_segment_entries)
     meta, entries = await runtime.offload(store.open)
     clock = runtime.clock(cluster.clock_error_ns)
-    core = ReplicaCore([n.name for n in cluster.storages], meta, entries, segment_entries=cluster.journal_segment_entries)
+    core = ReplicaCore([n.name for n in cluster.storages], meta, entries, segment_entries=cluster.journal_segment_entries,
+                       hold_required=bool(cluster.region))
     core.started(clock.now().latest)  # lease grants made before a restart are forgotten: honour them anyway
     log.info(
         "journal log: first_index %d last_index %d commit_index %d promised epoch %d",

@@ -134,6 +134,7 @@ class JournalService(journal_pb2_grpc.JournalServicer):
                     closed_ts=request.closed_ts,
                     closed_index=request.closed_index,
                     now=self.clock.now(),
+                    hold_index=request.hold_index,
                 )
             except BadAppend as error:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))

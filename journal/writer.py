@@ -164,7 +164,8 @@ class JournalWriter:
         return self._core is not None and not self._fenced and not self._closed
 
     # --- take over ----------------------------------------------------------------
-    async def take_over(self, timeout_s: float, known_epoch: int = 0, give_way: bool = False) -> TakeOverResult:
+    async def take_over(self, timeout_s: float, known_epoch: int = 0, give_way: bool = False,
+                        copy: bool = False) -> TakeOverResult:
         """Fence a majority, reconcile the tail, commit an ENTRY_LEADER.
 
         known_epoch: the highest epoch the caller knows was promised (the first round fences
@@ -180,11 +181,15 @@ class JournalWriter:
         best = best_tail(tails)
         commit_index = min(max(tail.commit_index for tail in tails), best.last_index)
         last_ts = await self._read_ts(best, deadline)
-        self._core = WriterCore(self.replicas, self.leader_name, epoch, best, commit_index, tails=tails)
+        self._core = WriterCore(self.replicas, self.leader_name, epoch, best, commit_index, tails=tails,
+                                copy_mode=copy)
         self._pipelines = [asyncio.create_task(self._pipeline(name), name=f"journal-pipeline-{name}")
                            for name in self.replicas]
-        log.info("fenced the journal at epoch %d; log of %s up to %d (epoch %d)",
-                 epoch, best.name, best.last_index, best.last_epoch)
+        log.info("fenced the journal at epoch %d; log of %s up to %d (epoch %d)%s",
+                 epoch, best.name, best.last_index, best.last_epoch, " to copy the primary's" if copy else "")
+        if copy:
+            self._core.last_ts = last_ts
+            return TakeOverResult(epoch=epoch, leader_index=best.last_index, last_ts=last_ts)
         leader_entry = common_pb2.Entry(
             kind=common_pb2.ENTRY_LEADER,
             ts=max(self.clock.now().latest, last_ts + 1),
@@ -256,6 +261,27 @@ class JournalWriter:
         assigned = self._assign(entries)
         await self._wait_committed(assigned[-1].index, limits.JOURNAL_COMMIT_TIMEOUT_S)
         return assigned
+
+    def append_copied(self, entries: list[common_pb2.Entry], closed: tuple[int, int] = (0, 0)) -> None:
+        """Copy mode: queue the primary's entries (same index, epoch, ts) and its closed-timestamp
+        claim; `wait_committed` says when they are durable here."""
+        self._check_leading()
+        try:
+            if entries:
+                self._core.assign_copied(entries)
+            if closed[0]:
+                self._core.copy_closed(*closed)
+        except BufferFull as error:
+            raise JournalUnavailable(str(error)) from error
+        self._kick_all()
+
+    async def wait_committed(self, index: int, timeout_s: float) -> None:
+        await self._wait_committed(index, timeout_s)
+
+    def set_hold(self, hold_index: int) -> None:
+        """Global Database: replicas keep every entry after hold_index (sent with the next Append)."""
+        if self._core is not None and hold_index != self._core.hold_index:
+            self._core.hold_index = hold_index
 
     def _assign(self, entries: list[common_pb2.Entry]) -> list[common_pb2.Entry]:
         self._check_leading()
@@ -382,6 +408,7 @@ class JournalWriter:
             commit_index=commit_index,
             closed_ts=closed_ts,
             closed_index=closed_index,
+            hold_index=core.hold_index,
         )
         sent_earliest = self.clock.now().earliest  # the replica's lease grant counts from no earlier
         if self._unary:

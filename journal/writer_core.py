@@ -112,6 +112,7 @@ class WriterCore:
         tails: tuple[ReplicaTail, ...] | list[ReplicaTail] = (),
         lease_ns: int = limits.JOURNAL_LEASE_MS * 1_000_000,
         committed_bytes_max: int = limits.WRITER_BUFFER_COMMITTED_BYTES_MAX,
+        copy_mode: bool = False,
     ):
         assert len(replicas) == 3
         assert best.name in replicas
@@ -144,6 +145,15 @@ class WriterCore:
         self.queued_heartbeat: tuple[int, int] = (0, 0)  # (closed_ts, closed_index) asked for meanwhile
         self.heartbeat_closed = (0, 0)  # confirmed (closed_ts, closed_index)
         self.commit_closed = (0, 0)  # (ts of the entry at commit_index, commit_index)
+        # A secondary region's replication agent copies the primary's committed entries (same
+        # index, epoch and ts: `assign_copied`): every entry it holds is already committed in
+        # the primary's history, so it counts replicas for any entry (no leader entry of its
+        # own), and it forwards the primary's closed-timestamp claims (`copied_closed`), which
+        # are facts about that same history.
+        self.copy_mode = copy_mode
+        self.copied_closed = (0, 0)
+        # Global Database: secondaries have replicated up to here; replicas keep what follows.
+        self.hold_index = 0
 
     # --- views ------------------------------------------------------------------
     @property
@@ -165,7 +175,7 @@ class WriterCore:
 
     def closed(self) -> tuple[int, int]:
         """(closed_ts, closed_index) to carry on Appends."""
-        return max(self.heartbeat_closed, self.commit_closed)
+        return max(self.heartbeat_closed, self.commit_closed, self.copied_closed)
 
     @property
     def uncommitted(self) -> int:
@@ -192,6 +202,25 @@ class WriterCore:
             assigned.append(record)
         self._evict()
         return assigned
+
+    def assign_copied(self, entries: list[common_pb2.Entry]) -> list[common_pb2.Entry]:
+        """Copy mode: append the primary's entries as they are (they must continue the log)."""
+        assert self.copy_mode
+        if self.uncommitted + len(entries) > self.buffer_max:
+            raise BufferFull(f"{self.uncommitted} uncommitted journal entries")
+        for entry in entries:
+            assert entry.index == self.last_index + 1, f"copied entry {entry.index} after {self.last_index}"
+            assert entry.ts > self.last_ts or self.last_ts == 0, "entries must be strictly increasing in ts"
+            self.buffer.append(entry)
+            self.buffer_bytes += entry.ByteSize()
+            self.last_ts = entry.ts
+        self._evict()
+        return entries
+
+    def copy_closed(self, closed_ts: int, closed_index: int) -> None:
+        """Copy mode: the primary's claim (closed_ts, closed_index), published with the next Append."""
+        assert self.copy_mode
+        self.copied_closed = max(self.copied_closed, (closed_ts, closed_index))
 
     def _evict(self) -> None:
         """Drop the oldest committed entries beyond buffer_max entries or committed_bytes_max bytes
@@ -301,7 +330,9 @@ class WriterCore:
 
     def _advance_commit(self) -> bool:
         candidate = quorum_match([p.match_index for p in self.progress.values()])
-        if candidate <= self.commit_index or self.leader_index == 0 or candidate < self.leader_index:
+        if candidate <= self.commit_index:
+            return False
+        if not self.copy_mode and (self.leader_index == 0 or candidate < self.leader_index):
             return False
         self.commit_index = candidate
         entry = self.buffered(candidate)

@@ -1,6 +1,7 @@
 """The `quorumdb` command: run a local cluster and look at it.
 
     quorumdb up [--data-dir DIR] [--base-port N] [--ready-timeout S]
+    quorumdb up --regions NAME:primary,NAME:secondary [--wan-ms D[,J[,L]]] [--data-dir DIR] [--base-port N]
     quorumdb status [--base-port N] [--host H] [--data-dir DIR] [--json]
     quorumdb chaos [--base-port N | --data-dir DIR] ACTION [ARG]
     quorumdb top [--base-port N | --data-dir DIR] [--interval S]
@@ -25,6 +26,14 @@ takes `quorumdb chaos` actions; a node killed that way is reported as such, not
 as an unexpected death, and `chaos restart` brings it back. It also serves the web console
 (`quorumdb.console`, base port + 55, printed on a line beginning `console: http://`), and with
 `--prometheus` runs a Prometheus server scraping every node's /metrics (`quorumdb.prometheus`).
+
+`up --regions` starts a Global Database (quorumdb/regions.py): `DIR/global.toml` names the
+regions, each a whole cluster in `DIR/regions/<name>` on its own 60-port block (region i on base
+port + 60 i), with its own supervisor; the console watches the first region. Every node of every
+region must answer Status, and the primary region must be ready as a single cluster is; a
+secondary's compute nodes need not serve reads yet. A later `up --data-dir DIR` starts the
+regions the file names (a --regions naming others is a usage error, exit 2). `status` and
+`chaos` given such a DIR act per region (`chaos --help`).
 
 `clone` makes a copy-on-write clone of the cluster in DIR as a new cluster in NEW
 (quorumdb/dr/clone.py): it prints the time used, what it linked and copied, and how to start it.
@@ -63,12 +72,14 @@ from google.protobuf import json_format
 from quorumdb import config as config_mod
 from quorumdb import format as fmt
 from quorumdb import limits, nodestatus, rpc, timefmt
+from quorumdb import regions as regions_mod
 from quorumdb import supervisor as supervisor_mod
 from quorumdb.pb import common_pb2, supervisor_pb2, supervisor_pb2_grpc
 
 DEFAULT_DATA_DIR = "quorumdb-data"
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_USAGE = 2
 
 LOG_TAIL_LINES = 15  # lines of a failed node's log shown by `up`
 
@@ -158,6 +169,11 @@ def status_table(nodes: Sequence[config_mod.NodeConfig], statuses: Sequence[comm
 def status_json(nodes: Sequence[config_mod.NodeConfig], statuses: Sequence[common_pb2.NodeStatus | None],
                 cluster: config_mod.ClusterConfig | None = None) -> str:
     """The nodes as JSON objects; with `cluster`, each has its `metrics_url` ("" when metrics are off)."""
+    return json.dumps(status_objects(nodes, statuses, cluster), indent=2)
+
+
+def status_objects(nodes: Sequence[config_mod.NodeConfig], statuses: Sequence[common_pb2.NodeStatus | None],
+                   cluster: config_mod.ClusterConfig | None = None) -> list[dict[str, Any]]:
     objects: list[dict[str, Any]] = []
     for node, status in zip(nodes, statuses, strict=True):
         item: dict[str, Any] = {"name": node.name, "az": node.az, "service": node.service,
@@ -177,13 +193,17 @@ def status_json(nodes: Sequence[config_mod.NodeConfig], statuses: Sequence[commo
                 # uint64 fields come out as strings in proto3 JSON; numbers read better here.
                 item.setdefault(key, int(value) if isinstance(value, str) and value.isdigit() else value)
         objects.append(item)
-    return json.dumps(objects, indent=2)
+    return objects
 
 
 def _cluster_for_status(args: argparse.Namespace, command: str = "status") -> config_mod.ClusterConfig:
     """The cluster file in --data-dir, or the default layout on --base-port at --host."""
     if args.data_dir is not None:
         path = pathlib.Path(args.data_dir) / config_mod.CONFIG_FILE
+        if not path.exists() and regions_mod.is_global(args.data_dir):
+            names = ", ".join(regions_mod.load(args.data_dir).names)
+            raise SystemExit(f"quorumdb {command}: {args.data_dir} is a Global Database (regions {names}): "
+                             f"give one region's directory, --data-dir {pathlib.Path(args.data_dir) / regions_mod.REGIONS_DIR}/NAME")
         if not path.exists():
             raise SystemExit(f"quorumdb {command}: no cluster file at {path}")
         return config_mod.load(path)
@@ -195,10 +215,46 @@ def _nodes_for_status(args: argparse.Namespace) -> list[config_mod.NodeConfig]:
 
 
 def command_status(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    if args.data_dir is not None and global_data_dir(pathlib.Path(args.data_dir)):
+        return command_status_regions(args, out)
     cluster = _cluster_for_status(args)
     nodes = list(cluster.nodes)
     statuses = fetch_statuses(nodes, limits.STATUS_TIMEOUT_S)
     out.write(status_json(nodes, statuses, cluster) + "\n" if args.json else status_table(nodes, statuses))
+    out.flush()
+    return EXIT_OK if all(status is not None for status in statuses) else EXIT_FAILED
+
+
+def global_data_dir(data_dir: pathlib.Path) -> bool:
+    """A Global Database's directory: a global.toml and no cluster file of its own."""
+    return regions_mod.is_global(data_dir) and not (data_dir / config_mod.CONFIG_FILE).exists()
+
+
+def region_title(region: regions_mod.RegionConfig) -> str:
+    return f"region {region.name} (initial role {region.role}, base port {region.base_port})"
+
+
+def command_status_regions(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """One section per region (its title, then the single-cluster table); --json: {"regions": [...]}."""
+    global_cfg = regions_mod.load(args.data_dir)
+    clusters = [region.cluster() for region in global_cfg.regions]
+    nodes = [node for cluster in clusters for node in cluster.nodes]
+    statuses = fetch_statuses(nodes, limits.STATUS_TIMEOUT_S)  # every region's nodes at once
+    sections = []
+    start = 0
+    for region, cluster in zip(global_cfg.regions, clusters, strict=True):
+        sections.append((region, cluster, statuses[start:start + len(cluster.nodes)]))
+        start += len(cluster.nodes)
+    if args.json:
+        report = {"global_file": str(global_cfg.path), "regions": [
+            {"name": region.name, "initial_role": region.role, "base_port": region.base_port,
+             "nodes": status_objects(cluster.nodes, region_statuses, cluster)}
+            for region, cluster, region_statuses in sections]}
+        out.write(json.dumps(report, indent=2) + "\n")
+    else:
+        texts = [f"{region_title(region)}\n{status_table(cluster.nodes, region_statuses)}"
+                 for region, cluster, region_statuses in sections]
+        out.write("\n".join(texts) + f"global cluster file: {global_cfg.path}\n")
     out.flush()
     return EXIT_OK if all(status is not None for status in statuses) else EXIT_FAILED
 
@@ -312,7 +368,9 @@ def wait_until_ready(launched: Any, deadline: float) -> dict[str, common_pb2.Nod
 
 def ready_report(cluster: config_mod.ClusterConfig, statuses: dict[str, common_pb2.NodeStatus],
                  pids: dict[str, int], supervisor_address: str | None = None, console_url: str | None = None,
-                 prometheus_line: str | None = None) -> str:
+                 prometheus_line: str | None = None, final_line: bool = True) -> str:
+    """The nodes, endpoints and tools of a started cluster; with final_line, the `ready` line last
+    (a region of a Global Database leaves it out: `up --regions` prints one after every region)."""
     rows = []
     for node in cluster.nodes:
         status = statuses.get(node.name)
@@ -347,9 +405,8 @@ def ready_report(cluster: config_mod.ClusterConfig, statuses: dict[str, common_p
                      f"(token: `quorumdb token --user admin`); in a terminal: `quorumdb top --data-dir {cluster.data_dir}`")
     if prometheus_line is not None:
         lines.append(prometheus_line)
-    lines += [
-        f"QuorumDB is ready: {len(cluster.nodes)} nodes up. Press Ctrl-C to stop.",
-    ]
+    if final_line:
+        lines.append(f"QuorumDB is ready: {len(cluster.nodes)} nodes up. Press Ctrl-C to stop.")
     return "\n".join(lines) + "\n"
 
 
@@ -388,24 +445,36 @@ def monitor(launched: Any, say: Callable[[str], None], supervisor: Any = None) -
     """
     reported: set[int] = set()
     while True:
-        for name, pid, code in sorted(launched.exits()):
-            if pid in reported:
-                continue
-            reported.add(pid)
-            if supervisor is not None and supervisor.expected_exit(pid):
-                say(f"node {name} (pid {pid}) {describe_exit(code)}, as `quorumdb chaos` asked "
-                          f"(`quorumdb chaos restart {name}` brings it back)")
-            else:
-                say(f"node {name} (pid {pid}) {describe_exit(code)}; see {launched.config.log_path(name)} "
-                          f"(the cluster keeps running; `quorumdb chaos restart {name}` or restarting "
-                          f"`quorumdb up` brings it back)")
+        report_exits(launched, say, supervisor, reported)
         time.sleep(limits.UP_MONITOR_INTERVAL_S)
+
+
+def report_exits(launched: Any, say: Callable[[str], None], supervisor: Any, reported: set[int],
+                 region: str | None = None) -> None:
+    """One pass of `monitor`: say what exited since the last pass (PIDs in `reported` are skipped).
+    A node of a region is named REGION/NODE, as `quorumdb chaos --data-dir` takes it."""
+    for name, pid, code in sorted(launched.exits()):
+        if pid in reported:
+            continue
+        reported.add(pid)
+        shown = f"{region}/{name}" if region else name
+        restart = f"quorumdb chaos --data-dir {launched.config.data_dir.parent.parent} restart {shown}" if region \
+            else f"quorumdb chaos restart {name}"
+        if supervisor is not None and supervisor.expected_exit(pid):
+            say(f"node {shown} (pid {pid}) {describe_exit(code)}, as `quorumdb chaos` asked "
+                f"(`{restart}` brings it back)")
+        else:
+            say(f"node {shown} (pid {pid}) {describe_exit(code)}; see {launched.config.log_path(name)} "
+                f"(the cluster keeps running; `{restart}` or restarting `quorumdb up` brings it back)")
 
 
 def command_up(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     from quorumdb.launcher import Cluster
 
     data_dir = pathlib.Path(args.data_dir).resolve()
+    if getattr(args, "regions", None) is not None or getattr(args, "wan_ms", None) is not None \
+            or regions_mod.is_global(data_dir):
+        return command_up_regions(args, out, err)
     cluster_config = load_or_create_cluster(data_dir, args.base_port, err)
     cluster_config = apply_pg_options(cluster_config, args)
     cluster_config = apply_metrics_option(cluster_config, args)
@@ -489,6 +558,277 @@ def _stop(launched: Any, supervisor: Any = None, supervisor_server: Any = None, 
             extras.stop()
         except Exception as error:  # noqa: BLE001 - the nodes below are stopped regardless
             sys.stderr.write(f"quorumdb up: stopping the console or Prometheus failed: {error!r}\n")
+    launched.stop_all(timeout_s=limits.UP_STOP_TIMEOUT_S)
+    still_running = launched.pids
+    assert not still_running, f"nodes still running after stop_all: {still_running}"
+
+
+# --- up --regions: a Global Database on one machine ------------------------------------------
+def regions_mismatch(global_cfg: regions_mod.GlobalConfig, pairs: list[tuple[str, str]] | None) -> str | None:
+    """Why `--regions` disagrees with an existing global file (None: it agrees, or was not given)."""
+    if pairs is None:
+        return None
+    wanted = ",".join(f"{name}:{role}" for name, role in pairs)
+    existing = ",".join(f"{region.name}:{region.role}" for region in global_cfg.regions)
+    if wanted == existing:
+        return None
+    return (f"--regions {wanted} does not match {global_cfg.path}, which has {existing} (roles are the ones the "
+            f"regions started with; `quorumdb global` changes who is primary). Leave out --regions to start "
+            f"the existing regions, or use another --data-dir for a new Global Database")
+
+
+def prepare_global(data_dir: pathlib.Path, regions_text: str | None, wan_text: str | None, base_port: int | None,
+                   err: TextIO = sys.stderr) -> regions_mod.GlobalConfig:
+    """The Global Database in data_dir: the existing global file (checked against --regions, its WAN
+    settings replaced by --wan-ms), or a new one laid out and written. Raises RegionsError, having
+    written nothing, for an argument that is not valid or does not match."""
+    pairs = regions_mod.parse_regions(regions_text) if regions_text is not None else None
+    wan = regions_mod.parse_wan(wan_text) if wan_text is not None else None
+    if (data_dir / config_mod.CONFIG_FILE).exists():
+        raise regions_mod.RegionsError(f"{data_dir} holds a single-region cluster ({config_mod.CONFIG_FILE}); "
+                                       f"use another --data-dir for a Global Database")
+    if not regions_mod.is_global(data_dir):
+        if pairs is None:
+            raise regions_mod.RegionsError(f"{data_dir} has no {regions_mod.GLOBAL_FILE}: --wan-ms needs --regions "
+                                           f"(e.g. --regions us-east:primary,eu-west:secondary)")
+        global_cfg = regions_mod.layout(data_dir, pairs, base_port or config_mod.DEFAULT_BASE_PORT, wan or (0.0, 0.0, 0.0))
+        global_cfg.write()
+        return global_cfg
+    global_cfg = regions_mod.load(data_dir)
+    problem = regions_mismatch(global_cfg, pairs)
+    if problem is not None:
+        raise regions_mod.RegionsError(problem)
+    first = global_cfg.regions[0].base_port
+    if base_port is not None and base_port != first:
+        err.write(f"warning: --base-port {base_port} ignored: {global_cfg.path} puts the first region on {first} "
+                  f"(use another --data-dir for a new Global Database)\n")
+    if wan is not None and wan != (global_cfg.wan_ms, global_cfg.wan_jitter_ms, global_cfg.wan_loss):
+        import dataclasses
+
+        global_cfg = dataclasses.replace(global_cfg, wan_ms=wan[0], wan_jitter_ms=wan[1], wan_loss=wan[2])
+        global_cfg.write()
+    return global_cfg
+
+
+def region_options(args: argparse.Namespace, index: int) -> argparse.Namespace:
+    """`up`'s options as region `index` applies them: --pg-port P puts region i's compute nodes on
+    P + 3i.. (so the regions' PostgreSQL ports follow one another); the web console and Prometheus
+    watch the first region only."""
+    options = argparse.Namespace(**vars(args))
+    if getattr(args, "pg_port", None) is not None:
+        options.pg_port = args.pg_port + index * len(config_mod.AZS)
+    if index > 0:
+        options.no_console = True
+        options.prometheus = False
+    return options
+
+
+def region_clusters(global_cfg: regions_mod.GlobalConfig, args: argparse.Namespace) -> list[config_mod.ClusterConfig]:
+    """Every region's cluster file: reused, or written on first start; `up`'s options applied to each."""
+    from quorumdb.launcher import region_cluster_config
+
+    clusters = []
+    for index, region in enumerate(global_cfg.regions):
+        if region.cluster_file.exists():
+            cluster = config_mod.load(region.cluster_file)
+        else:
+            cluster = region_cluster_config(global_cfg, region)
+            cluster.write()
+        options = region_options(args, index)
+        cluster = apply_pg_options(cluster, options)
+        cluster = apply_metrics_option(cluster, options)
+        clusters.append(cluster)
+    return clusters
+
+
+def region_ports_in_use(cluster: config_mod.ClusterConfig, options: argparse.Namespace) -> list[str]:
+    busy = [f"{node.name} ({node.address})" for node in ports_in_use(cluster)]
+    supervisor_address = supervisor_address_of(cluster)
+    if supervisor_address is not None and not port_free(*_host_port(supervisor_address)):
+        busy.append(f"supervisor ({supervisor_address})")
+    return busy + observability_ports_in_use(cluster, options)
+
+
+def current_primary(global_cfg: regions_mod.GlobalConfig) -> str:
+    """The region `up` expects to serve writes: the control state's (after a failover), else the
+    global file's initial primary."""
+    try:
+        return regions_mod.read_state(global_cfg.data_dir).primary or global_cfg.initial_primary
+    except (regions_mod.RegionsError, ValueError):
+        return global_cfg.initial_primary
+
+
+def wait_until_regions_ready(launched: Any, primary: str, deadline: float) -> dict[str, dict[str, common_pb2.NodeStatus]]:
+    """Every node of every region answers Status; the primary region is ready as a single cluster is
+    (healthy compute nodes, SELECT 1). A secondary's compute nodes need not serve reads yet: what
+    they serve depends on replication, which `quorumdb global status` reports."""
+    from quorumdb.launcher import LaunchError
+
+    statuses = {}
+    for name, cluster in launched.clusters.items():
+        if name == primary:
+            statuses[name] = wait_until_ready(cluster, deadline)
+            continue
+        try:
+            statuses[name] = cluster.wait_ready(timeout_s=max(1.0, deadline - time.monotonic()))
+        except LaunchError as error:
+            raise NotReady(f"region {name}: {error}") from None
+    return statuses
+
+
+def start_writer_endpoint(global_cfg: regions_mod.GlobalConfig, err: TextIO) -> Any:
+    """The writer endpoint that follows the primary (quorumdb/haproxy.py), or None when this build
+    has none or it did not start (the regions still serve on their own endpoints)."""
+    import importlib
+
+    try:
+        haproxy = importlib.import_module("quorumdb.haproxy")
+    except ModuleNotFoundError as error:
+        if error.name != "quorumdb.haproxy":
+            raise
+        return None
+    try:
+        return haproxy.start(global_cfg)
+    except Exception as error:  # noqa: BLE001 - an optional component; the database runs without it
+        err.write(f"warning: the writer endpoint did not start: {error}\n")
+        return None
+
+
+def writer_endpoint_line(handle: Any) -> str | None:
+    if handle is None:
+        return None
+    shown = getattr(handle, "line", None) or getattr(handle, "address", None)
+    return f"writer endpoint: {shown}" if shown else "writer endpoint: started (quorumdb.haproxy)"
+
+
+def regions_ready_lines(global_cfg: regions_mod.GlobalConfig, primary: str, node_count: int,
+                        writer_line: str | None) -> list[str]:
+    wan = (f"WAN between regions: {global_cfg.wan_ms:g} ms one way, jitter {global_cfg.wan_jitter_ms:g} ms, "
+           f"loss {global_cfg.wan_loss:g}")
+    lines = [f"global cluster file: {global_cfg.path}", wan]
+    if writer_line is not None:
+        lines.append(writer_line)
+    lines += [f"break a region: `quorumdb chaos --data-dir {global_cfg.data_dir} region-kill "
+              f"{global_cfg.names[-1]}` (or region-restart, region-partition, region-heal, wan --ms N)",
+              f"QuorumDB Global Database is ready: {len(global_cfg.regions)} regions "
+              f"({', '.join(global_cfg.names)}; primary {primary}), {node_count} nodes up. Press Ctrl-C to stop."]
+    return lines
+
+
+def command_up_regions(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """`up` for a Global Database: one launcher Cluster and one supervisor per region; the web
+    console (and Prometheus) for the first region only."""
+    from quorumdb.launcher import Cluster, Regions
+
+    data_dir = pathlib.Path(args.data_dir).resolve()
+    try:
+        global_cfg = prepare_global(data_dir, getattr(args, "regions", None), getattr(args, "wan_ms", None),
+                                    args.base_port, err)
+    except regions_mod.RegionsError as error:
+        err.write(f"quorumdb up: {error}\n")
+        return EXIT_USAGE
+    clusters = region_clusters(global_cfg, args)
+    busy = [f"{region.name}: {what}" for index, (region, cluster) in enumerate(zip(global_cfg.regions, clusters))
+            for what in region_ports_in_use(cluster, region_options(args, index))]
+    if busy:
+        err.write(f"quorumdb up: ports in use: {', '.join(busy)}. Is a cluster already running? Try `quorumdb status"
+                  f" --data-dir {data_dir}`.\n")
+        return EXIT_FAILED
+    launched = Regions({region.name: Cluster(cluster) for region, cluster in zip(global_cfg.regions, clusters)})
+    primary = current_primary(global_cfg)
+    output_lock = threading.Lock()
+    extras = Observability()
+
+    def say(text: str) -> None:
+        with output_lock:
+            _say(out, text)
+        if extras.console is not None:
+            extras.console.state.event("chaos" if text.startswith("chaos:") else "log", text)
+
+    def region_say(region: str) -> Callable[[str], None]:
+        return lambda text: say(f"chaos: {region}: {text.removeprefix('chaos: ')}" if text.startswith("chaos: ")
+                                else f"{region}: {text}")
+
+    supervisors = {name: supervisor_mod.Supervisor(cluster, region_say(name)) for name, cluster in launched.clusters.items()}
+    servers: list[Any] = []
+    writer: list[Any] = []  # the writer endpoint's handle, once started
+    previous_handlers = _install_shutdown_handlers()
+
+    def stop() -> None:
+        _stop_regions(launched, supervisors.values(), servers, extras, writer)
+
+    try:
+        try:
+            node_count = sum(len(cluster.nodes) for cluster in clusters)
+            _say(out, f"starting {node_count} nodes of {len(clusters)} regions from {global_cfg.path}")
+            _say(out, f"logs: {data_dir / regions_mod.REGIONS_DIR}/<region>/logs/<node>.log")
+            launched.start()
+            for name, cluster in zip(global_cfg.names, clusters):
+                servers.append(supervisor_mod.serve(supervisors[name], supervisor_address_of(cluster)))
+            extras.start(clusters[0], args, supervisors[global_cfg.names[0]], err)
+            deadline = time.monotonic() + args.ready_timeout
+            statuses = wait_until_regions_ready(launched, primary, deadline)
+            handle = start_writer_endpoint(global_cfg, err)
+            if handle is not None:
+                writer.append(handle)
+            with output_lock:
+                for index, (region, cluster) in enumerate(zip(global_cfg.regions, clusters)):
+                    first = index == 0
+                    out.write(f"\n{region_title(region)}{', primary now' if region.name == primary else ''}\n")
+                    out.write(ready_report(cluster, statuses[region.name], launched.clusters[region.name].pids,
+                                           supervisor_address_of(cluster), extras.console_url if first else None,
+                                           extras.prometheus_line if first else None, final_line=False))
+                out.write("\n" + "\n".join(regions_ready_lines(global_cfg, primary, node_count,
+                                                               writer_endpoint_line(handle))) + "\n")
+                out.flush()
+            reported: set[int] = set()
+            while True:
+                for name, cluster in launched.clusters.items():
+                    report_exits(cluster, say, supervisors[name], reported, region=name)
+                time.sleep(limits.UP_MONITOR_INTERVAL_S)
+        except NotReady as error:
+            err.write(f"quorumdb up: the Global Database did not become ready: {error}\n")
+            for name, cluster in launched.clusters.items():
+                for node in cluster.config.nodes:
+                    if not cluster.is_running(node.name):
+                        path = cluster.config.log_path(node.name)
+                        err.write(f"  {name}/{node.name} is not running; last lines of {path}:\n{log_tail(path)}\n")
+            err.write(f"  all logs: {data_dir / regions_mod.REGIONS_DIR}/<region>/logs\nstopping the nodes it started\n")
+            err.flush()
+            stop()
+            return EXIT_FAILED
+    except ShutdownRequested as signal_name:
+        say(f"{signal_name}: stopping {len(launched.pids)} nodes of {len(launched.clusters)} regions")
+        stop()
+        say("stopped")
+        return EXIT_OK
+    except BaseException:
+        stop()
+        raise
+    finally:
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+    return EXIT_OK
+
+
+def _stop_regions(launched: Any, supervisors: Any, servers: list[Any], extras: Any, writer: list[Any]) -> None:
+    """What `_stop` does for one cluster, for every region: no chaos action after it starts, the
+    writer endpoint and the console first, then every region's nodes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for supervisor in supervisors:
+        supervisor.close()
+    for server in servers:
+        server.stop(grace=1.0)
+    for handle in writer:
+        try:
+            handle.stop()
+        except Exception as error:  # noqa: BLE001 - the nodes below are stopped regardless
+            sys.stderr.write(f"quorumdb up: stopping the writer endpoint failed: {error!r}\n")
+    try:
+        extras.stop()
+    except Exception as error:  # noqa: BLE001 - the nodes below are stopped regardless
+        sys.stderr.write(f"quorumdb up: stopping the console or Prometheus failed: {error!r}\n")
     launched.stop_all(timeout_s=limits.UP_STOP_TIMEOUT_S)
     still_running = launched.pids
     assert not still_running, f"nodes still running after stop_all: {still_running}"
@@ -599,14 +939,29 @@ actions:
   kill-leader       SIGKILL whichever adjudicator leads now
   nodes             list the nodes, their PIDs and states, and the cut links
 
+a Global Database (`quorumdb up --regions ...`; give its directory with --data-dir, default
+$QUORUMDB_DATA_DIR or ./quorumdb-data):
+  region-kill R     SIGKILL every node of region R at once (through R's supervisor)
+  region-restart R  start every node of R again (killing those still running), wait until they answer
+  region-partition R  cut every link between region R and the other regions (quorumdb.wan)
+  region-heal       remove every cut between regions
+  wan --ms DELAY[,JITTER[,LOSS]]  set the delay (ms), jitter (ms) and loss (0..0.5) between regions
+  The node and AZ actions above name a region's node or AZ as REGION/NODE or REGION/AZ
+  (kill eu-west/storage-az1-a, kill-az us-east/az2); kill-leader takes a REGION; heal and
+  nodes act on every region, or on one given as REGION.
+
 examples:
   quorumdb chaos kill-leader            # a standby takes over; commits resume
   quorumdb chaos partition az3          # az1 + az2 go on; az3's compute node refuses
   quorumdb chaos heal
   quorumdb chaos --base-port 7200 kill storage-az2-a
+  quorumdb chaos --data-dir gdb region-kill eu-west
+  quorumdb chaos --data-dir gdb kill eu-west/journal-az1
+  quorumdb chaos --data-dir gdb wan --ms 80,10
 
 Exit status: 0 when the action was done, 1 otherwise (unknown node or AZ, node not
-running, no `quorumdb up` on that base port), 2 for a usage error.
+running, no `quorumdb up` on that base port), 2 for a usage error (an unknown region,
+a bad --ms, a region action without a Global Database).
 """
 # action -> (argument it takes or None, supervisor RPC)
 CHAOS_ACTIONS: dict[str, tuple[str | None, str]] = {
@@ -622,12 +977,20 @@ CHAOS_ACTIONS: dict[str, tuple[str | None, str]] = {
     "kill-leader": (None, "KillLeader"),
     "nodes": (None, "Nodes"),
 }
-EXIT_USAGE = 2
+# Actions on whole regions of a Global Database: action -> (argument, supervisor RPC of the region,
+# or None for the network actions, which quorumdb.wan does across every region).
+REGION_ACTIONS: dict[str, tuple[str | None, str | None]] = {
+    "region-kill": ("REGION", "KillAll"),
+    "region-restart": ("REGION", "RestartAll"),
+    "region-partition": ("REGION", None),
+    "region-heal": (None, None),
+    "wan": (None, None),
+}
 CHAOS_CUTS_SHOWN = 8  # cut links `chaos nodes` lists by name (an AZ partition cuts 50)
 
 
 def chaos_request(action: str, argument: str | None) -> Any:
-    kind, _ = CHAOS_ACTIONS[action]
+    kind, _ = CHAOS_ACTIONS.get(action, (None, None))
     match kind:
         case "NODE":
             return supervisor_pb2.NodeActionRequest(name=argument)
@@ -640,6 +1003,8 @@ def chaos_request(action: str, argument: str | None) -> Any:
             return supervisor_pb2.KillLeaderRequest()
         case "nodes":
             return supervisor_pb2.NodesRequest()
+        case "region-kill" | "region-restart":
+            return supervisor_pb2.AllActionRequest()
     raise AssertionError(action)
 
 
@@ -682,35 +1047,157 @@ def command_backtrack(args: argparse.Namespace, out: TextIO = sys.stdout, err: T
 
 
 def command_chaos(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    kind, method = CHAOS_ACTIONS[args.action]
+    if getattr(args, "ms", None) is not None and args.action != "wan":
+        err.write(f"quorumdb chaos: --ms goes with `wan`, not {args.action}\n")
+        return EXIT_USAGE
+    if args.action in REGION_ACTIONS:
+        return command_chaos_region(args, out, err)
+    kind, _ = CHAOS_ACTIONS[args.action]
+    if args.data_dir is not None and global_data_dir(pathlib.Path(args.data_dir)):
+        return command_chaos_global(args, out, err)
     if kind is not None and not args.argument:
         err.write(f"quorumdb chaos: {args.action} needs a {kind} (see quorumdb chaos --help)\n")
         return EXIT_USAGE
     if kind is None and args.argument:
         err.write(f"quorumdb chaos: {args.action} takes no argument (got {args.argument!r})\n")
         return EXIT_USAGE
-    target = _chaos_target(args)
+    return chaos_call(_chaos_target(args), args.action, args.argument, out, err)
+
+
+def chaos_call(target: str, action: str, argument: str | None, out: TextIO, err: TextIO, label: str = "") -> int:
+    """One action on the supervisor at `target`; its message printed (after `label`, a region's)."""
+    method = {**CHAOS_ACTIONS, **REGION_ACTIONS}[action][1]
     with grpc.insecure_channel(target, options=rpc.OPTIONS) as channel:
         stub = supervisor_pb2_grpc.SupervisorStub(channel)
         try:
             nodes = stub.Nodes(supervisor_pb2.NodesRequest(), timeout=limits.CHAOS_CONNECT_TIMEOUT_S)
         except grpc.RpcError as error:
             if error.code() in rpc.UNREACHABLE:
-                err.write(f"quorumdb chaos: no `quorumdb up` answers at {target} (its supervisor listens on base "
+                err.write(f"quorumdb chaos: {label}no `quorumdb up` answers at {target} (its supervisor listens on base "
                           f"port + {supervisor_mod.PORT_OFFSET}); is it running with that --base-port?\n")
             else:
-                err.write(f"quorumdb chaos: {target}: {error.code().name}: {error.details()}\n")
+                err.write(f"quorumdb chaos: {label}{target}: {error.code().name}: {error.details()}\n")
             return EXIT_FAILED
-        if args.action == "nodes":
-            out.write(supervised_nodes_table(nodes))
+        if action == "nodes":
+            out.write(label + supervised_nodes_table(nodes))
             out.flush()
             return EXIT_OK
         try:
-            reply = getattr(stub, method)(chaos_request(args.action, args.argument), timeout=limits.CHAOS_RPC_TIMEOUT_S)
+            reply = getattr(stub, method)(chaos_request(action, argument), timeout=limits.CHAOS_RPC_TIMEOUT_S)
         except grpc.RpcError as error:
-            err.write(f"quorumdb chaos {args.action}: {error.details() or error.code().name}\n")
+            err.write(f"quorumdb chaos {action}: {label}{error.details() or error.code().name}\n")
             return EXIT_FAILED
-    out.write(reply.message + "\n")
+    out.write(label + reply.message + "\n")
+    out.flush()
+    return EXIT_OK
+
+
+class ChaosUsage(Exception):
+    """A chaos argument that is not valid for a Global Database (the message says why; exit 2)."""
+
+
+def global_for_chaos(args: argparse.Namespace) -> regions_mod.GlobalConfig:
+    """The Global Database chaos acts on: --data-dir, else $QUORUMDB_DATA_DIR or ./quorumdb-data."""
+    data_dir = pathlib.Path(args.data_dir or os.environ.get("QUORUMDB_DATA_DIR", DEFAULT_DATA_DIR))
+    if not regions_mod.is_global(data_dir):
+        raise ChaosUsage(f"{args.action} acts on a Global Database: {data_dir} has no {regions_mod.GLOBAL_FILE} "
+                         f"(start one with `quorumdb up --regions ...`, and give its --data-dir)")
+    return regions_mod.load(data_dir)
+
+
+def chaos_region(global_cfg: regions_mod.GlobalConfig, name: str | None, action: str) -> regions_mod.RegionConfig:
+    if not name:
+        raise ChaosUsage(f"{action} needs a REGION (regions: {', '.join(global_cfg.names)})")
+    try:
+        return global_cfg.region(name)
+    except KeyError:
+        raise ChaosUsage(f"no region named {name!r} (regions: {', '.join(global_cfg.names)})") from None
+
+
+def split_qualified(global_cfg: regions_mod.GlobalConfig, argument: str | None, action: str,
+                    kind: str) -> tuple[regions_mod.RegionConfig, str]:
+    """`REGION/NODE` (or `REGION/AZ`) -> (the region, NODE)."""
+    region_name, slash, name = (argument or "").partition("/")
+    if not slash or not name:
+        example = "eu-west/storage-az1-a" if kind == "NODE" else "eu-west/az2"
+        raise ChaosUsage(f"{action} in a Global Database needs REGION/{kind}, e.g. {example} "
+                         f"(regions: {', '.join(global_cfg.names)})")
+    return chaos_region(global_cfg, region_name, action), name
+
+
+def region_supervisor(region: regions_mod.RegionConfig) -> str:
+    return supervisor_mod.address(region.base_port)
+
+
+def command_chaos_global(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """A node, AZ or cluster action on one region (REGION/NODE, REGION/AZ, REGION), or on every region."""
+    kind, _ = CHAOS_ACTIONS[args.action]
+    try:
+        global_cfg = global_for_chaos(args)
+        if kind is not None:
+            region, name = split_qualified(global_cfg, args.argument, args.action, kind)
+            return chaos_call(region_supervisor(region), args.action, name, out, err, f"{region.name}: ")
+        if args.action == "kill-leader":
+            region = chaos_region(global_cfg, args.argument, args.action)
+            return chaos_call(region_supervisor(region), args.action, None, out, err, f"{region.name}: ")
+        chosen = [chaos_region(global_cfg, args.argument, args.action)] if args.argument else list(global_cfg.regions)
+    except ChaosUsage as error:
+        err.write(f"quorumdb chaos: {error}\n")
+        return EXIT_USAGE
+    codes = [chaos_call(region_supervisor(region), args.action, None, out, err, f"{region.name}: ") for region in chosen]
+    return max(codes)
+
+
+def command_chaos_region(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """region-kill / region-restart through the region's supervisor; region-partition, region-heal
+    and wan through quorumdb.wan, which changes the links between regions for every node."""
+    kind, method = REGION_ACTIONS[args.action]
+    try:
+        if kind is None and args.argument:
+            raise ChaosUsage(f"{args.action} takes no argument (got {args.argument!r})")
+        wan = None
+        if args.action == "wan":
+            if args.ms is None:
+                raise ChaosUsage("wan needs --ms DELAY[,JITTER[,LOSS]], e.g. wan --ms 30,5,0.01")
+            try:
+                wan = regions_mod.parse_wan(args.ms)
+            except regions_mod.RegionsError as error:
+                raise ChaosUsage(str(error).replace("--wan-ms", "--ms", 1)) from None
+        global_cfg = global_for_chaos(args)
+        region = chaos_region(global_cfg, args.argument, args.action) if kind is not None else None
+    except ChaosUsage as error:
+        err.write(f"quorumdb chaos: {error}\n")
+        return EXIT_USAGE
+    if method is not None:
+        return chaos_call(region_supervisor(region), args.action, None, out, err, f"region {region.name}: ")
+    import importlib
+
+    try:
+        wan_mod = importlib.import_module("quorumdb.wan")
+    except ModuleNotFoundError as error:
+        if error.name != "quorumdb.wan":
+            raise
+        err.write(f"quorumdb chaos {args.action}: this build has no quorumdb.wan (the links between regions)\n")
+        return EXIT_FAILED
+    others = [name for name in global_cfg.names if region is None or name != region.name]
+    try:
+        match args.action:
+            case "region-partition":
+                result = wan_mod.partition_region(global_cfg, region.name)
+                summary = f"partitioned region {region.name} from {', '.join(others)}: every link between them cut"
+            case "region-heal":
+                result = wan_mod.heal_regions(global_cfg)
+                summary = f"healed the links between regions {', '.join(global_cfg.names)}"
+            case "wan":
+                result = wan_mod.set_wan(global_cfg, *wan)
+                summary = (f"WAN between regions now {wan[0]:g} ms one way, jitter {wan[1]:g} ms, loss {wan[2]:g}")
+            case _:
+                raise AssertionError(args.action)
+    except (OSError, ValueError, KeyError) as error:
+        err.write(f"quorumdb chaos {args.action}: {error}\n")
+        return EXIT_FAILED
+    # quorumdb.wan may say more (rules version, links cut); its own words win when it has some.
+    out.write((result if isinstance(result, str) and result else summary) + "\n")
     out.flush()
     return EXIT_OK
 
@@ -817,6 +1304,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--base-port", type=int, default=None,
                     help=f"first port of the 60-port block (default {config_mod.DEFAULT_BASE_PORT}; "
                          "only used when the data directory has no cluster.toml yet)")
+    # a Global Database (quorumdb/regions.py, docs/REGIONS.md)
+    up.add_argument("--regions", default=None, metavar="NAME:ROLE,...",
+                    help="start a Global Database: one whole cluster per region, e.g. us-east:primary,eu-west:secondary "
+                         "(region i on base port + 60 i; DATA_DIR/global.toml is written on the first start, then "
+                         "reused: a later `up --data-dir DATA_DIR` starts every region, --regions optional)")
+    up.add_argument("--wan-ms", default=None, metavar="DELAY[,JITTER[,LOSS]]",
+                    help="delay (ms, one way), jitter (ms) and loss (fraction 0..0.5) of every message between "
+                         "regions, e.g. 30,5,0.01; written into global.toml (default: keep it, 0 when new)")
     up.add_argument("--ready-timeout", type=float, default=limits.UP_READY_TIMEOUT_S,
                     help=f"seconds to wait for the cluster to be ready (default {limits.UP_READY_TIMEOUT_S:.0f})")
     # PostgreSQL endpoint options (see docs/POSTGRES.md)
@@ -859,8 +1354,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--base-port", type=int, default=config_mod.DEFAULT_BASE_PORT,
                         help=f"base port of the cluster (default {config_mod.DEFAULT_BASE_PORT})")
     status.add_argument("--host", default="127.0.0.1", help="host of every node (default 127.0.0.1)")
-    status.add_argument("--data-dir", default=None, help="read the nodes from DIR/cluster.toml instead")
-    status.add_argument("--json", action="store_true", help="print a JSON list of node objects")
+    status.add_argument("--data-dir", default=None,
+                        help="read the nodes from DIR/cluster.toml instead (a Global Database's DIR, with "
+                             "global.toml: one section per region)")
+    status.add_argument("--json", action="store_true",
+                        help='print a JSON list of node objects (a Global Database: {"regions": [{"name", "nodes"}]})')
 
     # `quorumdb token` prints a PostgreSQL password (see docs/POSTGRES.md)
     token = commands.add_parser("token", help="print a short-lived auth token: the password for psql/psycopg")
@@ -872,17 +1370,21 @@ def build_parser() -> argparse.ArgumentParser:
     chaos = commands.add_parser(
         "chaos", help="kill, pause, restart or partition nodes of a running `quorumdb up`",
         description=CHAOS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="quorumdb chaos [--base-port N | --data-dir DIR] ACTION [NODE|AZ]",
+        usage="quorumdb chaos [--base-port N | --data-dir DIR] ACTION [NODE|AZ|REGION|REGION/NODE] [--ms D,J,L]",
     )
     chaos.add_argument("--base-port", type=int, default=config_mod.DEFAULT_BASE_PORT,
                        help=f"base port of the cluster (default {config_mod.DEFAULT_BASE_PORT}); the supervisor "
                             f"is on base + {supervisor_mod.PORT_OFFSET}")
     chaos.add_argument("--host", default="127.0.0.1", help="host of `quorumdb up` (default 127.0.0.1)")
-    chaos.add_argument("--data-dir", default=None, help="find the base port in DIR/cluster.toml instead")
-    chaos.add_argument("action", choices=sorted(CHAOS_ACTIONS), metavar="ACTION",
-                       help="one of: " + ", ".join(CHAOS_ACTIONS))
-    chaos.add_argument("argument", nargs="?", default=None, metavar="NODE|AZ",
-                       help="the node (e.g. journal-az2) or AZ (az1..az3) the action applies to")
+    chaos.add_argument("--data-dir", default=None,
+                       help="find the base port in DIR/cluster.toml instead (a Global Database: DIR/global.toml)")
+    chaos.add_argument("action", choices=sorted([*CHAOS_ACTIONS, *REGION_ACTIONS]), metavar="ACTION",
+                       help="one of: " + ", ".join([*CHAOS_ACTIONS, *REGION_ACTIONS]))
+    chaos.add_argument("argument", nargs="?", default=None, metavar="NODE|AZ|REGION",
+                       help="the node (e.g. journal-az2) or AZ (az1..az3) the action applies to; in a Global "
+                            "Database REGION/NODE or REGION/AZ, or the REGION of a region action")
+    chaos.add_argument("--ms", default=None, metavar="DELAY[,JITTER[,LOSS]]",
+                       help="for `wan`: delay (ms, one way), jitter (ms) and loss (0..0.5) between regions")
 
     # `quorumdb top` (quorumdb/top.py)
     backtrack = commands.add_parser(
@@ -932,6 +1434,8 @@ def build_parser() -> argparse.ArgumentParser:
     # `quorumdb backup status`, `quorumdb snapshot create|list|delete` (quorumdb/dr/backup_cli.py, docs/DR.md)
     from quorumdb.dr import backup_cli
     backup_cli.add_parsers(commands)
+    from quorumdb import global_cli  # `quorumdb global ...` (docs/REGIONS.md)
+    global_cli.add_parser(commands, DEFAULT_DATA_DIR)
     # `quorumdb restore` (quorumdb/dr/restore.py, docs/DR.md)
     from quorumdb.dr import restore as restore_command
     restore = commands.add_parser("restore", help="restore a backup to a point in time into a new cluster",
@@ -962,6 +1466,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         case "backup" | "snapshot":
             from quorumdb.dr import backup_cli
             return backup_cli.command(args)
+        case "global":
+            from quorumdb import global_cli
+            return global_cli.command(args)
         case "clone":
             return command_clone(args)
         case "sim":

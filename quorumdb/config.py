@@ -12,6 +12,8 @@ names addresses. The default layout derives every port from one base port:
     metrics (HTTP /metrics) base + 40..54: compute-az1..3, journal-az1..3, adjudicator-az1..3,
                            storage-az1-a..storage-az3-b, in that order
     `quorumdb up`'s web console base + 55, its Prometheus server (`up --prometheus`) base + 56
+    a Global Database's writer endpoint (quorumdb/haproxy.py), in its first region's block only:
+                           PostgreSQL base + 57, client API base + 58
 
 so one cluster uses the 60 ports [base, base + 60) (PORT_BLOCK).
 
@@ -44,6 +46,9 @@ METRICS_PORT_OFFSET = 40
 METRICS_ORDER = ("compute", "journal", "adjudicator", "storage")
 CONSOLE_PORT_OFFSET = 55
 PROMETHEUS_PORT_OFFSET = 56
+# The writer endpoint of a Global Database, on 127.0.0.1 in the first region's block.
+WRITER_PG_PORT_OFFSET = 57
+WRITER_API_PORT_OFFSET = 58
 # Ports one cluster uses from its base port: test clusters pick free blocks of this size.
 PORT_BLOCK = 60
 

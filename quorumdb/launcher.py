@@ -223,3 +223,53 @@ class Cluster:
                 raise LaunchError(f"not ready after {timeout_s:.0f} s: {', '.join(pending)} (logs: {logs})")
             time.sleep(0.1)
         return statuses
+
+
+# --- a Global Database: one Cluster per region ----------------------------------------------------
+def region_cluster_config(global_cfg, region) -> ClusterConfig:
+    """A new region's cluster file: the default layout on the region's own port block, naming its
+    region and the global cluster file (so its nodes find the other regions)."""
+    return config_mod.default_cluster(region.data_dir, region.base_port, region=region.name,
+                                      global_file=str(global_cfg.path))
+
+
+def free_base_ports(count: int, attempts: int = 200) -> int:
+    """A base port whose `count` consecutive blocks are free now (a Global Database's regions sit on
+    base + i x PORT_BLOCK)."""
+    rng = random.Random()
+    for _ in range(attempts):
+        base = rng.randrange(20_000, 30_000 - count * PORT_BLOCK, PORT_BLOCK)
+        if all(_port_free(base + i) for i in range(count * PORT_BLOCK)):
+            return base
+    raise RuntimeError(f"no {count} free consecutive blocks of ports found")
+
+
+class Regions:
+    """The processes of every region of a Global Database, one `Cluster` per region (by name, in the
+    global file's order). Stopping stops the regions concurrently: each region's tiers still stop
+    compute first and the journal last, and two regions need not take twice as long."""
+
+    def __init__(self, clusters: dict[str, Cluster]) -> None:
+        self.clusters = clusters
+
+    def start(self) -> None:
+        for cluster in self.clusters.values():
+            cluster.start()
+
+    @property
+    def pids(self) -> dict[tuple[str, str], int]:
+        """(region, node) -> PID of every running node."""
+        return {(region, name): pid for region, cluster in self.clusters.items() for name, pid in cluster.pids.items()}
+
+    def stop_all(self, timeout_s: float = 10.0) -> None:
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(self.clusters))) as pool:
+            for future in [pool.submit(cluster.stop_all, timeout_s) for cluster in self.clusters.values()]:
+                future.result()
+
+    def __enter__(self) -> "Regions":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_all()

@@ -543,6 +543,22 @@ CONSOLE_REQUEST_BYTES_MAX = 4096
 # Prometheus server to exit after SIGTERM.
 PROMETHEUS_SCRAPE_INTERVAL_S = 5
 PROMETHEUS_STOP_TIMEOUT_S = 10.0
+# The writer endpoint (quorumdb/haproxy.py): HAProxy asks each compute node's /role this often
+# (a demoted writer is out after HAPROXY_CHECK_FALL failed checks: about a second), with this
+# deadline per check; a connection to a node must open within HAPROXY_CONNECT_TIMEOUT_S; an idle
+# client session is closed after HAPROXY_SESSION_IDLE_S (the PostgreSQL endpoint's own lifetime,
+# pg_connection_lifetime_s, is an hour too); at most HAPROXY_CONNECTIONS_MAX connections at once.
+HAPROXY_CHECK_INTER_MS = 500
+HAPROXY_CHECK_FALL = 2
+HAPROXY_CHECK_TIMEOUT_S = 1.0
+HAPROXY_CONNECT_TIMEOUT_S = 2.0
+HAPROXY_SESSION_IDLE_S = 3600
+HAPROXY_CONNECTIONS_MAX = 4096
+# `haproxy -c` (check the configuration) and the start (until the writer port listens) each get
+# this long; `stop` waits this long after SIGTERM before SIGKILL.
+HAPROXY_CHECK_CONFIG_TIMEOUT_S = 10.0
+HAPROXY_START_TIMEOUT_S = 10.0
+HAPROXY_STOP_TIMEOUT_S = 10.0
 # EXPLAIN ANALYZE (compute_node/trace.py): storage reads and copies one statement's trace records
 # (a statement reading more shows the first ones and counts the rest).
 TRACE_READS_MAX = 64
@@ -591,3 +607,39 @@ assert COPY_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX, "qsql's \\copy input fits in one
 assert ROW_BYTES_MAX <= COPY_LINE_BYTES_MAX <= COPY_BYTES_MAX
 assert COPY_ROWS_MAX <= RESULT_ROWS_MAX, "what one COPY loads, one COPY TO (a SELECT) can send back"
 assert COPY_STREAM_CHUNK_ROWS <= COPY_ROWS_MAX and COPY_STREAM_CHUNK_BYTES <= COPY_BYTES_MAX
+
+# --- Global Database (docs/REGIONS.md) ---
+# A compute node of a region asks its adjudicator leader for the region's role and replicated
+# point this often (compute_node/region_view.py), and each call has this deadline.
+REGION_POLL_MS = 100
+REGION_POINT_TIMEOUT_S = 1.0
+# A session that waits for its region to replicate a point (write forwarding) asks this often.
+REGION_WAIT_POLL_MS = 10
+# How long a forwarded write's session waits for its region to replicate it before answering
+# with an error (the commit itself is durable on the primary by then).
+FORWARD_VISIBLE_TIMEOUT_S = 30.0
+# The replication agent of a secondary: entries per local append, how often it tells the
+# primary how far it has replicated, its RPC deadlines, and its retry backoff.
+REPLICATION_BATCH_ENTRIES_MAX = 1_000
+REPLICATION_REPORT_MS = 100
+REPLICATION_RPC_TIMEOUT_S = 5.0
+REPLICATION_RETRY_MS = 200
+# Every adjudicator re-reads the global control state (quorumdb/regions.py) this often.
+GLOBAL_STATE_POLL_MS = 100
+# The primary's journal keeps entries no secondary has replicated, but not beyond this many:
+# a secondary further behind must be seeded again (`quorumdb global status` says so).
+GLOBAL_RETAIN_ENTRIES_MAX = 2_000_000
+# A switchover is refused while the target is further behind than this (entries).
+SWITCHOVER_LAG_ENTRIES_MAX = 10_000
+# How long the primary holds a commit while no secondary is within the RPO limit before it
+# refuses it (nothing committed), and the smallest limit `quorumdb global set-rpo` accepts.
+RPO_HOLD_S = 5.0
+RPO_MIN_S = 1.0
+# A leader whose region's role changed steps down and takes over in the other mode (copying the
+# primary's log, or deciding commits): attempts before it leaves it to the failover watch.
+REGION_RECONCILE_ATTEMPTS_MAX = 20
+# `quorumdb global switchover`: how long it waits for the new primary to lead.
+SWITCHOVER_TIMEOUT_S = 60.0
+# A secondary that has not reported for this long is not replicating now (a switchover to it is
+# refused; it reports every REPLICATION_REPORT_MS).
+REPLICA_REPORT_STALE_S = 2.0

@@ -17,6 +17,11 @@ collector (CPU seconds, resident memory, open files: read from /proc at scrape t
 exposition format. `GET /metrics?name[]=a&name[]=b` answers only those samples (as Prometheus'
 own endpoint does): the console polls every node every second and needs a handful.
 
+The same server answers `GET /role` on compute nodes, the health check of the writer endpoint
+(quorumdb/haproxy.py): `200 writer` when the node's region accepts commits, `503 <role>`
+otherwise (reader, fenced, ... : compute_node/region_view.py). The compute node registers the
+callback (`NodeMetrics.set_role`); other nodes have none and answer 404.
+
 A node process has one `NodeMetrics` (`install`, called by quorumdb.node when the cluster file
 says `metrics = true`, the default); `current()` gives it to the service that wants to register
 its collector or a histogram. With metrics off, `current()` is None and nothing is measured.
@@ -147,6 +152,8 @@ def counters(name: str, documentation: str, labels: Sequence[str],
 
 # --- one node process ----------------------------------------------------------------------------
 ServiceCollect = Callable[[], Iterable[Metric]]
+# (accepts commits, role name) of a compute node, asked on every GET /role.
+RoleProbe = Callable[[], tuple[bool, str]]
 
 
 class NodeMetrics:
@@ -170,7 +177,12 @@ class NodeMetrics:
         self._services: list[ServiceCollect] = []
         self._histograms: list[HistogramSet] = [self.rpc_server, self.rpc_client]
         self.scrapes = 0
+        self.role: RoleProbe | None = None  # compute nodes only: what /role answers
         self.registry.register(self)
+
+    def set_role(self, probe: RoleProbe) -> None:
+        """Answer GET /role from `probe` (a compute node; without one, /role is 404)."""
+        self.role = probe
 
     def add_service(self, collect: ServiceCollect) -> None:
         """Register a function that yields the node's own metric families at scrape time."""
@@ -276,7 +288,25 @@ async def _answer(reader: asyncio.StreamReader, metrics: NodeMetrics) -> tuple[i
         # `?name[]=x&name[]=y`: only those samples (the console asks for the few it shows).
         body = metrics.exposition(urllib.parse.parse_qs(query).get("name[]"))
         return 200, CONTENT_TYPE_LATEST, b"" if method == "HEAD" else body
+    if path == "/role" and metrics.role is not None:
+        status, body = role_reply(*metrics.role())
+        return status, "text/plain; charset=utf-8", b"" if method == "HEAD" else body
     if path == "/":
         text = f"QuorumDB {metrics.service} node {metrics.name} ({metrics.az}): metrics at /metrics\n"
         return 200, "text/plain; charset=utf-8", text.encode()
     return 404, "text/plain; charset=utf-8", b"not found: try /metrics\n"
+
+
+def role_reply(accepts_commits: bool, role: str) -> tuple[int, bytes]:
+    """GET /role: 200 `writer` when the node's region accepts commits, else 503 and the role
+    (a health checker needs only the status; a person reads the body). A role not known yet (no
+    adjudicator has answered) is `unknown`: never a writer."""
+    if accepts_commits:
+        return 200, b"writer\n"
+    return 503, f"{_role_name(role)}\n".encode()
+
+
+def _role_name(role: str) -> str:
+    if role == "secondary":
+        return "reader"
+    return role or "unknown"

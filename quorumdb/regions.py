@@ -204,12 +204,15 @@ def is_global(data_dir: pathlib.Path | str) -> bool:
 class ControlState:
     """What the `quorumdb global` commands decided (see the module docstring).
 
-    global_epoch/primary: the newest failover's (0/"": none yet: the journal alone decides).
+    global_epoch/primary: the newest switchover's or failover's (0/"": none yet: the journal
+    alone decides). marker_index: a switchover's marker in the old primary's log (the new primary
+    replicates up to it before it leads); 0 for a failover (promote where it stands).
     fenced: old primaries a failover left behind, with the promotion index they must rewind to.
     detached: regions that left the Global Database. rpo_s: the RPO limit (0: none)."""
     version: int = 0
     global_epoch: int = 0
     primary: str = ""
+    marker_index: int = 0
     fenced: tuple[tuple[str, int], ...] = ()
     detached: tuple[str, ...] = ()
     rpo_s: float = 0.0
@@ -222,6 +225,7 @@ class ControlState:
 
     def to_json(self) -> str:
         return json.dumps({"version": self.version, "global_epoch": self.global_epoch, "primary": self.primary,
+                           "marker_index": self.marker_index,
                            "fenced": {name: index for name, index in self.fenced},
                            "detached": list(self.detached), "rpo_s": self.rpo_s}, indent=1) + "\n"
 
@@ -233,7 +237,7 @@ def parse_state(text: str) -> ControlState:
     fenced = raw.get("fenced", {})
     return ControlState(
         version=int(raw.get("version", 0)), global_epoch=int(raw.get("global_epoch", 0)),
-        primary=str(raw.get("primary", "")),
+        primary=str(raw.get("primary", "")), marker_index=int(raw.get("marker_index", 0)),
         fenced=tuple(sorted((str(k), int(v)) for k, v in fenced.items())),
         detached=tuple(sorted(str(name) for name in raw.get("detached", []))),
         rpo_s=float(raw.get("rpo_s", 0.0)))

@@ -3,7 +3,8 @@
 `quorumdb up` holds the launcher's `Cluster` (every node process, by PID). The
 supervisor serves `proto/supervisor.proto` on 127.0.0.1:<base port + 39> with a
 synchronous gRPC server (a few threads: `up` itself is not an asyncio program) so that
-`quorumdb chaos` can kill, restart, pause, resume and stop nodes or whole AZs, cut an AZ
+`quorumdb chaos` can kill, restart, pause, resume and stop nodes, whole AZs or every node (a
+region of a Global Database: `chaos region-kill`), cut an AZ
 off the network (`quorumdb.netfault`) and heal it, and kill whichever adjudicator leads.
 
 What it guarantees:
@@ -231,6 +232,22 @@ class Supervisor:
         epoch, name = max(leaders)
         return self.kill(name, reason=f", was leader, epoch {epoch}")
 
+    # --- the whole cluster (a region of a Global Database) ----------------------------------------
+    def kill_all(self) -> ActionResult:
+        """SIGKILL every running node, compute first and the journal last, under one lock hold: the
+        region disappears at once, as a region outage would take it, with no chaos action between."""
+        names = self.launched.names()
+        with self._lock:
+            self._check_open()
+            killed = [(name, self._kill_locked(name)) for name in reversed(names)]
+        done = [f"{name} (pid {pid})" for name, pid in killed if pid is not None]
+        if not done:
+            raise SupervisorError(grpc.StatusCode.FAILED_PRECONDITION, "no node is running")
+        return self._done(f"killed all {len(done)} running nodes: {', '.join(done)}", names)
+
+    def restart_all(self) -> ActionResult:
+        return self._restart(self.launched.names(), f"all {len(self.launched.names())} nodes")
+
     # --- shared -----------------------------------------------------------------------------------
     def _restart(self, names: list[str], what: str) -> ActionResult:
         with self._lock:
@@ -319,6 +336,12 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
 
     def KillLeader(self, request, context):
         return self._act(context, self.supervisor.kill_leader)
+
+    def KillAll(self, request, context):
+        return self._act(context, self.supervisor.kill_all)
+
+    def RestartAll(self, request, context):
+        return self._act(context, self.supervisor.restart_all)
 
 
 def serve(supervisor: Supervisor, listen: str) -> grpc.Server:

@@ -177,3 +177,32 @@ def test_reset_when_the_missing_entries_are_storage_durable():
 def test_restart_never_claims_more_committed_than_held():
     core = ReplicaCore(STORAGE, meta=Meta(promised_epoch=1, commit_index=9), entries=entries(1, 4, 1))
     assert core.commit_index == 4
+
+
+# --- Global Database: the hold (docs/REGIONS.md) ------------------------------------------------
+def _held_core(hold_required: bool):
+    from journal.core import ReplicaCore
+    from quorumdb.pb import common_pb2
+    core = ReplicaCore([f"s{i}" for i in range(6)], segment_entries=10, hold_required=hold_required)
+    entries = [common_pb2.Entry(index=i, epoch=1, ts=i) for i in range(1, 41)]
+    core.append(1, "w", 0, 0, entries, commit_index=40, closed_ts=0, closed_index=0)
+    return core
+
+
+def test_a_region_replica_drops_nothing_before_the_writer_says_how_far_secondaries_are():
+    core = _held_core(hold_required=True)
+    for i in range(6):
+        core.report_scl(f"s{i}", 40)
+    assert core.first_index == 1  # no hold heard yet: keep everything
+
+
+def test_the_hold_bounds_truncation_and_a_plain_cluster_ignores_it():
+    core = _held_core(hold_required=True)
+    core.append(1, "w", 40, 1, [], commit_index=40, closed_ts=0, closed_index=0, hold_index=25)
+    for i in range(6):
+        core.report_scl(f"s{i}", 40)
+    assert core.first_index == 21  # segments of 10: everything up to 20 is dropped, 21..25 kept with its segment
+    plain = _held_core(hold_required=False)
+    for i in range(6):
+        plain.report_scl(f"s{i}", 40)
+    assert plain.first_index == 41

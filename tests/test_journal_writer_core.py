@@ -198,3 +198,24 @@ def test_committed_entries_are_also_bounded_in_bytes():
     assert core.buffer_bytes <= 25_000 + big[0].ByteSize() * 2
     assert core.base_index >= 2 and core.buffered(6).ts == 6 and core.buffered(5).ts == 5
     assert core.buffer_bytes == sum(entry.ByteSize() for entry in core.buffer)
+
+
+# --- copy mode: a secondary region's replication agent (docs/REGIONS.md) -------------------------
+def test_copy_mode_keeps_the_primarys_indexes_epochs_and_claims_and_commits_without_a_leader_entry():
+    from journal.writer_core import ReplicaTail, WriterCore
+    from quorumdb.pb import common_pb2
+    replicas = ["a", "b", "c"]
+    core = WriterCore(replicas, "agent", 3, ReplicaTail("a", 10, 7, 10, 1), 10, copy_mode=True)
+    entries = [common_pb2.Entry(index=i, epoch=7, ts=100 + i, kind=common_pb2.ENTRY_TXN) for i in (11, 12)]
+    core.assign_copied(entries)
+    assert [core.buffered(i).epoch for i in (11, 12)] == [7, 7]  # the primary's epoch, not the agent's 3
+    core.copy_closed(150, 12)
+    plan = core.plan("b")
+    assert plan.prev_index == 10 and plan.prev_epoch == 7
+    assert core.on_ok("a", core.plan("a"), 12, 10) is False  # one replica is not a majority
+    assert core.on_ok("b", plan, 12, 10) is True             # two: committed, no leader entry needed
+    assert core.commit_index == 12
+    assert core.closed() == (150, 12)
+    import pytest
+    with pytest.raises(AssertionError):  # copied entries must continue the log
+        core.assign_copied([common_pb2.Entry(index=20, epoch=7, ts=300)])

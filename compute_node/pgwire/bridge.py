@@ -40,7 +40,7 @@ _ANSWERED_HERE = frozenset({"SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE", "LO
 # Statement shapes (quorumdb/sqllex.py lift_literals) already found to be engine statements,
 # whatever their constants: classified once per node, not at every statement (bounded, LRU).
 _ENGINE_SHAPES: "collections.OrderedDict[str, bool]" = collections.OrderedDict()
-READ_ONLY_SQL_TRANSACTION = "25006"
+READ_ONLY_SQL_TRANSACTION = errors.READ_ONLY_SQL_TRANSACTION
 TRANSACTION_WORDS = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
                                "PREPARE"})
 

@@ -89,6 +89,16 @@ class SupervisorStub:
                 request_serializer=supervisor__pb2.KillLeaderRequest.SerializeToString,
                 response_deserializer=supervisor__pb2.ActionReply.FromString,
                 _registered_method=True)
+        self.KillAll = channel.unary_unary(
+                '/quorumdb.Supervisor/KillAll',
+                request_serializer=supervisor__pb2.AllActionRequest.SerializeToString,
+                response_deserializer=supervisor__pb2.ActionReply.FromString,
+                _registered_method=True)
+        self.RestartAll = channel.unary_unary(
+                '/quorumdb.Supervisor/RestartAll',
+                request_serializer=supervisor__pb2.AllActionRequest.SerializeToString,
+                response_deserializer=supervisor__pb2.ActionReply.FromString,
+                _registered_method=True)
 
 
 class SupervisorServicer:
@@ -164,6 +174,20 @@ class SupervisorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def KillAll(self, request, context):
+        """Every node of the cluster (a whole region of a Global Database): SIGKILL all at once /
+        kill those running and start every node again, waiting until each answers Status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestartAll(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SupervisorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -220,6 +244,16 @@ def add_SupervisorServicer_to_server(servicer, server):
             'KillLeader': grpc.unary_unary_rpc_method_handler(
                     servicer.KillLeader,
                     request_deserializer=supervisor__pb2.KillLeaderRequest.FromString,
+                    response_serializer=supervisor__pb2.ActionReply.SerializeToString,
+            ),
+            'KillAll': grpc.unary_unary_rpc_method_handler(
+                    servicer.KillAll,
+                    request_deserializer=supervisor__pb2.AllActionRequest.FromString,
+                    response_serializer=supervisor__pb2.ActionReply.SerializeToString,
+            ),
+            'RestartAll': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestartAll,
+                    request_deserializer=supervisor__pb2.AllActionRequest.FromString,
                     response_serializer=supervisor__pb2.ActionReply.SerializeToString,
             ),
     }
@@ -519,6 +553,60 @@ class Supervisor:
             target,
             '/quorumdb.Supervisor/KillLeader',
             supervisor__pb2.KillLeaderRequest.SerializeToString,
+            supervisor__pb2.ActionReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KillAll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorumdb.Supervisor/KillAll',
+            supervisor__pb2.AllActionRequest.SerializeToString,
+            supervisor__pb2.ActionReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestartAll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorumdb.Supervisor/RestartAll',
+            supervisor__pb2.AllActionRequest.SerializeToString,
             supervisor__pb2.ActionReply.FromString,
             options,
             channel_credentials,
