@@ -80,7 +80,8 @@ def resolve_role(own: str, initial_primary: str, marker: Marker | None, control:
     if control.global_epoch > log.global_epoch:
         if control.primary == own:
             if control.marker_index:
-                return RoleView(RegionRole.PROMOTING, own, control.global_epoch, control.marker_index,
+                # Still copying from the old primary (the log's) until its marker arrives.
+                return RoleView(RegionRole.PROMOTING, log.primary, control.global_epoch, control.marker_index,
                                 f"switchover: replicating up to the marker at index {control.marker_index}")
             return RoleView(RegionRole.PROMOTING, own, control.global_epoch,
                             reason=f"failover to {own} at global epoch {control.global_epoch}")

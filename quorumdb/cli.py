@@ -1210,7 +1210,7 @@ def command_token(args: argparse.Namespace, out: TextIO | None = None, err: Text
 
     try:
         lifetime_s = tokens.parse_duration(args.expires)
-        secret = tokens.load_or_create_secret(pathlib.Path(args.data_dir).resolve())
+        secret = tokens.load_or_create_secret(tokens.secret_dir(pathlib.Path(args.data_dir).resolve()))
         token, _ = tokens.issue(secret, args.user, lifetime_s, time.time())
     except (tokens.TokenError, OSError) as error:
         err.write(f"quorumdb token: {error}\n")

@@ -29,8 +29,8 @@ from quorumdb import limits, regions, rpc
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-WRITER_PG_OFFSET = 57  # the writer endpoint (HAProxy) on the first region's block: quorumdb/haproxy.py
-WRITER_API_OFFSET = 58
+
+
 
 
 class GlobalError(Exception):
@@ -87,7 +87,7 @@ def writer_endpoint(global_cfg: regions.GlobalConfig, states: list[RegionState])
     """HAProxy's PostgreSQL address when `up` runs it, else the primary's first PostgreSQL endpoint."""
     first = global_cfg.regions[0]
     if (global_cfg.data_dir / "haproxy" / "haproxy.cfg").exists():
-        return f"127.0.0.1:{first.base_port + WRITER_PG_OFFSET}"
+        return f"127.0.0.1:{first.base_port + config_mod.WRITER_PG_PORT_OFFSET}"
     for state in states:
         if state.role == "primary":
             node = state.cluster.computes[0]

@@ -633,7 +633,7 @@ GLOBAL_RETAIN_ENTRIES_MAX = 2_000_000
 SWITCHOVER_LAG_ENTRIES_MAX = 10_000
 # How long the primary holds a commit while no secondary is within the RPO limit before it
 # refuses it (nothing committed), and the smallest limit `quorumdb global set-rpo` accepts.
-RPO_HOLD_S = 5.0
+RPO_HOLD_S = 2.0
 RPO_MIN_S = 1.0
 # A leader whose region's role changed steps down and takes over in the other mode (copying the
 # primary's log, or deciding commits): attempts before it leaves it to the failover watch.
@@ -643,3 +643,4 @@ SWITCHOVER_TIMEOUT_S = 60.0
 # A secondary that has not reported for this long is not replicating now (a switchover to it is
 # refused; it reports every REPLICATION_REPORT_MS).
 REPLICA_REPORT_STALE_S = 2.0
+assert RPO_HOLD_S < COMMIT_ATTEMPT_TIMEOUT_S, "a held commit is refused before its sender gives up on the leader"

@@ -163,6 +163,21 @@ def secret_path(data_dir: pathlib.Path | str) -> pathlib.Path:
     return pathlib.Path(data_dir) / SECRET_FILE
 
 
+def secret_dir(data_dir: pathlib.Path | str) -> pathlib.Path:
+    """Where a cluster's secret lives: its data directory, or for a region of a Global Database
+    (docs/REGIONS.md) the global data directory, so one token works in every region (the writer
+    endpoint moves clients between regions at a switchover)."""
+    directory = pathlib.Path(data_dir)
+    cluster_file = directory / "cluster.toml"
+    if cluster_file.exists():
+        import tomllib
+        with cluster_file.open("rb") as f:
+            global_file = tomllib.load(f).get("cluster", {}).get("global_file", "")
+        if global_file:
+            return pathlib.Path(global_file).parent
+    return directory
+
+
 def load_secret(data_dir: pathlib.Path | str) -> bytes | None:
     path = secret_path(data_dir)
     try:

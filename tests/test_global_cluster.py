@@ -25,6 +25,7 @@ import grpc
 import pytest
 
 import quorumdb
+from quorumdb.client import DatabaseError
 from quorumdb import config as config_mod
 from quorumdb import regions, rpc
 from quorumdb.pb import journal_pb2, journal_pb2_grpc
@@ -78,7 +79,7 @@ class GlobalDb:
     def port(self, name: str, i: int = 0) -> int:
         return self.cluster(name).computes[i].port
 
-    def connect(self, name: str, i: int = 0) -> quorumdb.Connection:
+    def connect(self, name: str, i: int = 0) -> object:
         return quorumdb.connect("127.0.0.1", self.port(name, i))
 
     def cli(self, *args: str, timeout_s: float = 180.0) -> subprocess.CompletedProcess:
@@ -147,7 +148,7 @@ def _retry(fn, attempts: int = 50, pause_s: float = 0.1):
     for attempt in range(attempts):
         try:
             return fn()
-        except quorumdb.Error:
+        except DatabaseError:
             if attempt == attempts - 1:
                 raise
             time.sleep(pause_s)
@@ -189,7 +190,7 @@ def test_secondary_reads_are_never_ahead_never_backwards_and_forwarding_reads_it
     lag = secondary.execute("SHOW quorumdb.replica_lag").rows[0][0]
     assert re.match(r"\d+ ms, \d+ entries \(secondary of us\)", lag), lag
 
-    with pytest.raises(quorumdb.Error) as refused:
+    with pytest.raises(DatabaseError) as refused:
         secondary.execute("INSERT INTO counter VALUES (2, 0)")
     assert refused.value.sqlstate == "25006"
     secondary.execute("SET quorumdb.write_forwarding = 'session'")
@@ -199,7 +200,7 @@ def test_secondary_reads_are_never_ahead_never_backwards_and_forwarding_reads_it
     secondary.execute("SET quorumdb.write_forwarding = 'global'")
     primary.execute("UPDATE counter SET n = -1 WHERE id = 10")
     assert secondary.execute("SELECT n FROM counter WHERE id = 10").rows == [(-1,)]
-    with pytest.raises(quorumdb.Error) as bad:
+    with pytest.raises(DatabaseError) as bad:
         secondary.execute("SET quorumdb.write_forwarding = 'sometimes'")
     assert bad.value.sqlstate == "22023"
 
@@ -244,7 +245,7 @@ def test_rpo_limit_holds_commits_while_the_secondary_is_partitioned(gdb):
             try:
                 conn.execute(f"INSERT INTO rpo VALUES ({i})")
                 acked_ts.append(int(conn.execute("SHOW quorumdb.last_commit_ts").rows[0][0]))
-            except quorumdb.Error as error:
+            except DatabaseError as error:
                 errors.append(str(error))
     finally:
         assert gdb.cli("chaos", "region-heal").returncode == 0
@@ -358,7 +359,7 @@ def test_failover_after_region_kill_keeps_a_prefix_and_saves_the_rest(gdb):
             try:
                 c.execute(f"INSERT INTO events VALUES ({event})")
                 acked[event] = int(c.execute("SHOW quorumdb.last_commit_ts").rows[0][0])
-            except quorumdb.Error:
+            except DatabaseError:
                 return  # the region is gone
 
     threads = [threading.Thread(target=load, args=(w,), daemon=True) for w in range(2)]
@@ -390,7 +391,7 @@ def test_failover_after_region_kill_keeps_a_prefix_and_saves_the_rest(gdb):
     assert gdb.cli("chaos", "region-restart", primary, timeout_s=300).returncode == 0
     gdb.wait_role(primary, "fenced", 60.0)
     old = _retry(lambda: gdb.connect(primary), attempts=100)
-    with pytest.raises(quorumdb.Error) as refused:
+    with pytest.raises(DatabaseError) as refused:
         old.execute("INSERT INTO events VALUES (-2)")
     assert refused.value.sqlstate in ("57P03", "25006")
     assert -2 not in {row[0] for row in survivor.execute("SELECT id FROM events").rows}

@@ -34,6 +34,7 @@ def test_switchover_recorded_before_the_target_replicated_the_marker():
     control = ControlState(global_epoch=2, primary="eu", marker_index=50)
     view = rc.resolve_role("eu", "us", None, control)
     assert view.role == rc.RegionRole.PROMOTING and view.replicate_to_index == 50 and view.replicates
+    assert view.primary == "us", "it copies from the old primary until the marker arrives"
     assert not view.accepts_commits
     # The old primary wrote the marker: its log agrees with the control state.
     assert rc.resolve_role("us", "us", rc.Marker(2, "eu", 50), control).role == rc.RegionRole.SECONDARY

@@ -915,7 +915,8 @@ async def start_for_node(cluster: Any, node: Any, backend: Any,
     """
     from compute_node.service import CommitTracker
 
-    secret = None if cluster.pg_trust else await asyncio.to_thread(tokens.load_or_create_secret, cluster.data_dir)
+    secret = None if cluster.pg_trust else await asyncio.to_thread(tokens.load_or_create_secret,
+                                                                   tokens.secret_dir(cluster.data_dir))
     config = PgConfig(host=cluster.bind_host(node), port=cluster.pg_port(node.name), trust=cluster.pg_trust,
                       secret=secret, node_name=node.name, lifetime_s=cluster.pg_connection_lifetime_s,
                       connections_max=cluster.pg_connections_max, connections_per_s=cluster.pg_connections_per_s,
