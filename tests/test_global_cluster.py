@@ -331,7 +331,7 @@ def test_switchover_under_bank_workload_loses_nothing(gdb):
     assert set(acked) <= ledger, f"acknowledged transfers lost: {sorted(set(acked) - ledger)[:10]}"
     assert set(ledger) <= set(acked) | set(unknown), "a transfer nobody sent is in the ledger"
     total = new_primary.execute("SELECT sum(balance) FROM accounts").rows[0][0]
-    assert total == 800, f"bank invariant broken: total {total}"
+    assert int(total) == 800, f"bank invariant broken: total {total}"
     gdb.wait_role("us", "secondary")
     # No index committed by both regions: their journals agree wherever both hold an entry.
     last = int(gdb.status()["regions"][1]["replicated_index"]) or 1
