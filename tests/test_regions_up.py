@@ -164,6 +164,13 @@ def test_the_writer_endpoint_hook_is_skipped_without_its_module(tmp_path, monkey
     handle = cli.start_writer_endpoint(global_cfg, err)
     assert handle is None and err.getvalue() == ""
 
+    def failing_import(name, package=None):  # a module that fails to import for another reason
+        raise AttributeError("module 'quorumdb.limits' has no attribute 'HAPROXY_X'")
+
+    monkeypatch.setattr("importlib.import_module", failing_import)
+    assert cli.start_writer_endpoint(global_cfg, err) is None
+    assert "the writer endpoint's module does not import" in err.getvalue()
+
 
 # --- the supervisor's whole-cluster actions over fake processes ------------------------------------
 def test_kill_all_and_restart_all(tmp_path):
