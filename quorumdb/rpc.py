@@ -26,7 +26,9 @@ clock reads and a bisect per call, in the wrapper that exists anyway; streams ar
 message by the services that know what a message is.
 
 `watch_rules` keeps the in-memory cuts current (one stat every NETFAULT_POLL_MS; calls never
-touch the disk). A process without an identity (qsql, the client, tools) gets plain channels
+touch the disk). The stat runs on the event loop: it costs microseconds, while a hop to a worker
+thread and back, 20 times a second in every node, was about a fifth of an idle cluster's CPU;
+the rare re-read of a changed file still goes to a thread. A process without an identity (qsql, the client, tools) gets plain channels
 and servers, and its calls, which carry no node name, are never cut.
 
 Simulated distance between AZs. A node process whose environment has
@@ -154,11 +156,7 @@ def identity() -> netfault.PartitionState | None:
 
 async def watch_rules(stop: asyncio.Event, state: netfault.PartitionState | None = None,
                       signature: Any = ...) -> None:
-    """Keep `state` (default: this process's identity) in step with the rules file until `stop`.
-
-    The stat runs on the event loop: it costs microseconds, while a hop to a worker thread and
-    back, 20 times a second in every node, was about a fifth of an idle cluster's CPU. The rare
-    re-read of a changed file still goes to a thread."""
+    """Keep `state` (default: this process's identity) in step with the rules file until `stop`."""
     state = state if state is not None else _identity
     assert state is not None, "watch_rules needs an identity (set_identity first)"
     if signature is ...:
