@@ -28,8 +28,9 @@ message by the services that know what a message is.
 `watch_rules` keeps the in-memory cuts current (one stat every NETFAULT_POLL_MS; calls never
 touch the disk). The stat runs on the event loop: it costs microseconds, while a hop to a worker
 thread and back, 20 times a second in every node, was about a fifth of an idle cluster's CPU;
-the rare re-read of a changed file still goes to a thread. A process without an identity (qsql, the client, tools) gets plain channels
-and servers, and its calls, which carry no node name, are never cut.
+the rare re-read of a changed file still goes to a thread. A process without an identity (qsql,
+the client, tools) gets plain channels and servers, and its calls, which carry no node name, are
+never cut.
 
 Simulated distance between AZs. A node process whose environment has
 `QUORUMDB_CROSS_AZ_DELAY_MS=N` (0 to CROSS_AZ_DELAY_MS_MAX) waits 2N ms, one round trip
