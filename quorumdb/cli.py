@@ -683,9 +683,9 @@ def start_writer_endpoint(global_cfg: regions_mod.GlobalConfig, err: TextIO) -> 
 
     try:
         haproxy = importlib.import_module("quorumdb.haproxy")
-    except ModuleNotFoundError as error:
-        if error.name != "quorumdb.haproxy":
-            raise
+    except Exception as error:  # noqa: BLE001 - an optional component must not stop the regions
+        if not (isinstance(error, ModuleNotFoundError) and error.name == "quorumdb.haproxy"):
+            err.write(f"warning: the writer endpoint's module does not import ({error!r}): not started\n")
         return None
     try:
         return haproxy.start(global_cfg)
@@ -1174,10 +1174,11 @@ def command_chaos_region(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
 
     try:
         wan_mod = importlib.import_module("quorumdb.wan")
-    except ModuleNotFoundError as error:
-        if error.name != "quorumdb.wan":
-            raise
-        err.write(f"quorumdb chaos {args.action}: this build has no quorumdb.wan (the links between regions)\n")
+    except Exception as error:  # noqa: BLE001 - said and exit 1, as any failed action
+        missing = isinstance(error, ModuleNotFoundError) and error.name == "quorumdb.wan"
+        err.write(f"quorumdb chaos {args.action}: "
+                  + ("this build has no quorumdb.wan (the links between regions)\n" if missing
+                     else f"quorumdb.wan does not import: {error!r}\n"))
         return EXIT_FAILED
     others = [name for name in global_cfg.names if region is None or name != region.name]
     try:

@@ -37,8 +37,11 @@ cancels. `watch_wan` keeps the rules current, as `watch_rules` does the cuts (a 
 watcher for both: `watch_rules(..., wan_state=)`).
 
 `watch_rules` keeps the in-memory cuts current (one stat every NETFAULT_POLL_MS; calls never
-touch the disk). A process without an identity (qsql, the client, tools) gets plain channels
-and servers, and its calls, which carry no node name, are never cut.
+touch the disk). The stat runs on the event loop: it costs microseconds, while a hop to a worker
+thread and back, 20 times a second in every node, was about a fifth of an idle cluster's CPU;
+the rare re-read of a changed file still goes to a thread. A process without an identity (qsql,
+the client, tools) gets plain channels and servers, and its calls, which carry no node name, are
+never cut.
 
 Simulated distance between AZs. A node process whose environment has
 `QUORUMDB_CROSS_AZ_DELAY_MS=N` (0 to CROSS_AZ_DELAY_MS_MAX) waits 2N ms, one round trip
@@ -190,7 +193,7 @@ async def watch_rules(stop: asyncio.Event, state: netfault.PartitionState | None
         if wan_state is not None:
             wan_signature = await _poll_wan(wan_state, wan_signature)
         try:
-            current = await asyncio.to_thread(netfault.stat_signature, path)
+            current = netfault.stat_signature(path)
         except OSError as error:
             log.warning("cannot stat the network rules %s: %s", path, error)
             continue

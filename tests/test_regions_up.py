@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -31,6 +32,7 @@ from tests.test_cli import UpProcess, process_alive, run_cli, wait_all_gone
 UP_READY_TIMEOUT_S = 120.0
 CHAOS_TIMEOUT_S = 120.0
 UP_EXIT_TIMEOUT_S = 60.0
+ANSWER_TIMEOUT_S = 30.0
 
 
 def up_args(data_dir, **options) -> argparse.Namespace:
@@ -164,6 +166,13 @@ def test_the_writer_endpoint_hook_is_skipped_without_its_module(tmp_path, monkey
     handle = cli.start_writer_endpoint(global_cfg, err)
     assert handle is None and err.getvalue() == ""
 
+    def failing_import(name, package=None):  # a module that fails to import for another reason
+        raise AttributeError("module 'quorumdb.limits' has no attribute 'HAPROXY_X'")
+
+    monkeypatch.setattr("importlib.import_module", failing_import)
+    assert cli.start_writer_endpoint(global_cfg, err) is None
+    assert "the writer endpoint's module does not import" in err.getvalue()
+
 
 # --- the supervisor's whole-cluster actions over fake processes ------------------------------------
 def test_kill_all_and_restart_all(tmp_path):
@@ -266,8 +275,23 @@ def region_pids(up: UpProcess) -> dict[str, dict[str, int]]:
     return pids
 
 
-def all_answer(cluster: config_mod.ClusterConfig) -> bool:
-    return all(node_status(node) is not None for node in cluster.nodes)
+def all_answer(cluster: config_mod.ClusterConfig, timeout_s: float = ANSWER_TIMEOUT_S) -> bool:
+    """Every node answers Status within timeout_s (asked again while some do not: on this shared
+    2-core machine a busy node can miss one 2 s deadline)."""
+    deadline = time.monotonic() + timeout_s
+    pending = list(cluster.nodes)
+    while pending and time.monotonic() < deadline:
+        pending = [node for node in pending if node_status(node) is None]
+    return not pending
+
+
+def status_until_all_up(data_dir, timeout_s: float = ANSWER_TIMEOUT_S) -> subprocess.CompletedProcess:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = run_cli("status", "--data-dir", str(data_dir), "--json")
+        if result.returncode == 0 or time.monotonic() > deadline:
+            return result
+        time.sleep(1.0)
 
 
 def node_processes_of(data_dir) -> list[int]:
@@ -319,7 +343,7 @@ def test_up_two_regions_kill_and_restart_a_region_then_stop(tmp_path):
         pids["b"] = new_pids
         assert all_answer(clusters["b"]) and all_answer(clusters["a"])
 
-        status = run_cli("status", "--data-dir", str(data_dir), "--json")
+        status = status_until_all_up(data_dir)
         assert status.returncode == 0, status.stdout
         assert [r["name"] for r in json.loads(status.stdout)["regions"]] == ["a", "b"]
 
