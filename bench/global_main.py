@@ -97,7 +97,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def load(ports: list[int], seconds: float) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "quorumdb.cli", "bench", "--workload", "point-write",
-                             "--clients", "8", "--duration", str(seconds), "--warmup", "0",
+                             "--clients", "8", "--duration", str(seconds), "--warmup", "0", "--json",
                              "--port", ",".join(map(str, ports))], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 
@@ -143,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         loaded_lag = sample_lag(clusters["eu"], max(1.0, args.load_seconds - 4.0))
         output = bench.communicate(timeout=args.load_seconds + 120)[0]
         results["load_lag_ms"] = percentiles(loaded_lag)
-        throughput = re.search(r"([0-9.]+) ops/s", output)
-        results["load_ops_per_s"] = float(throughput.group(1)) if throughput else None
+        throughput = re.search(r'"throughput_tps": ([0-9.]+)', output)
+        results["load_ops_per_s"] = round(float(throughput.group(1)), 1) if throughput else None
         say(f"under load ({results['load_ops_per_s']} ops/s): lag {results['load_lag_ms']}")
 
         rtos = []

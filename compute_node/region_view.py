@@ -148,4 +148,6 @@ class RegionView:
                 await self.refresh()
             except Exception:  # noqa: BLE001 - keep polling; the next round may answer
                 log.exception("region point poll failed")
-            await asyncio.sleep(limits.REGION_POLL_MS / 1000)
+            # A writer's view only changes at a switchover or failover; a secondary's replicated
+            # point moves all the time and is what its reads run at.
+            await asyncio.sleep((limits.REGION_POLL_MS if not self.is_writer else limits.REGION_POLL_WRITER_MS) / 1000)

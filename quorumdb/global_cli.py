@@ -238,13 +238,12 @@ async def failover(global_cfg: regions.GlobalConfig, to: str, allow_data_loss: b
         regions.update_state(global_cfg.data_dir, lambda state: dataclasses.replace(
             state, fenced=tuple((name, reply.promotion_index) for name in others)))
         rto = time.monotonic() - started
-        lost_entries = max(0, reply.primary_commit_index - reply.promotion_index)
-        lost_ms = max(0, (reply.primary_closed_ts - reply.promotion_ts) // 1_000_000) if reply.promotion_ts else 0
-        out.write(f"failover to {to}: promoted at index {reply.promotion_index} (global epoch {epoch}); "
-                  f"lost: {lost_entries} entries known to the old primary, {lost_ms} ms "
-                  f"(lag before the failover {lag_ms} ms); RTO {rto:.2f} s\n"
-                  f"fenced: {', '.join(others) or '-'} (each commits nothing; its entries after index "
-                  f"{reply.promotion_index} go to a recovery snapshot when it rejoins as a secondary)\n")
+        heard_beyond = max(0, reply.primary_commit_index - reply.promotion_index)
+        out.write(f"failover to {to}: promoted at index {reply.promotion_index} (global epoch {epoch}); RTO {rto:.2f} s\n"
+                  f"lost: the commits the old primary made after index {reply.promotion_index}: at most the "
+                  f"replication lag, {lag_ms} ms when the failover began ({heard_beyond} entries heard of but not "
+                  f"replicated); the exact ones go to a recovery snapshot when it rejoins\n"
+                  f"fenced: {', '.join(others) or '-'} (each commits nothing until `quorumdb global rejoin`)\n")
     finally:
         await channels.close()
 
@@ -371,7 +370,11 @@ async def rejoin(global_cfg: regions.GlobalConfig, name: str, out: TextIO) -> No
     started = time.monotonic()
     await asyncio.to_thread(_region_nodes_action, cluster, "KillAz")
     directory, suffix = save_recovery_snapshot(global_cfg, name, cluster, control.global_epoch, promotion_index)
-    out.write(f"saved {len(suffix)} entries after index {promotion_index} to the recovery snapshot {directory}\n")
+    commits = [entry for entry in suffix if entry.writes]
+    span = (f", commit_ts {commits[0].ts} .. {commits[-1].ts} ({(commits[-1].ts - commits[0].ts) / 1e6:.0f} ms)"
+            if commits else "")
+    out.write(f"saved {len(suffix)} entries after index {promotion_index} ({len(commits)} commits lost by the "
+              f"failover{span}) to the recovery snapshot {directory}\n")
     out.flush()
     scratch = global_cfg.data_dir / regions.RECOVERY_DIR / f".rejoin-{name}"
     shutil.rmtree(scratch, ignore_errors=True)

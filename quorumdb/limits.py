@@ -612,6 +612,9 @@ assert COPY_STREAM_CHUNK_ROWS <= COPY_ROWS_MAX and COPY_STREAM_CHUNK_BYTES <= CO
 # A compute node of a region asks its adjudicator leader for the region's role and replicated
 # point this often (compute_node/region_view.py), and each call has this deadline.
 REGION_POLL_MS = 100
+# ... and this often while the region accepts writes (the primary: only a switchover or failover
+# changes its view; HAProxy checks /role every 500 ms anyway).
+REGION_POLL_WRITER_MS = 500
 REGION_POINT_TIMEOUT_S = 1.0
 # A session that waits for its region to replicate a point (write forwarding) asks this often.
 REGION_WAIT_POLL_MS = 10
