@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from typing import TYPE_CHECKING
 
 import grpc
@@ -288,7 +289,7 @@ class RegionAgent:
 
 
 def _signature(path) -> tuple[int, int, int] | None:
-    import os
+    """What changes when the control state is rewritten (a rename gives a new inode)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:

@@ -129,6 +129,10 @@ def test_clone_at_a_past_time_starts_beside_the_source_and_writes_stay_isolated(
     at_time = timefmt.format_utc(at_ts + 1_000_000)  # milliseconds, not truncated below the insert's commit
     report = clone_mod.clone(source.config.data_dir, tmp_path / "clone", at_time=at_time,
                              base_port=free_base_port())  # while the writer goes on: files change under it
+    deadline = time.monotonic() + 30  # a clone can be quicker than the writer's pause: let it pass T
+    while (not any(sent_ns > report.at_ts for _, sent_ns, _ in writer.rows) and writer.is_alive()
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
     writer.stop.set()
     writer.join(timeout=60)
     assert writer.error is None, writer.error

@@ -405,3 +405,18 @@ def test_failover_after_region_kill_keeps_a_prefix_and_saves_the_rest(gdb):
     gdb.wait_role(primary, "secondary", 60.0)
     print(f"failover: promotion index {promotion_index}, {len(lost)} acknowledged commits lost "
           f"(lag before the kill {lag_ms} ms), all in {snapshot}")
+
+
+def test_detach_makes_the_secondary_an_independent_cluster(gdb):
+    primary = next(r["name"] for r in gdb.status()["regions"] if r["role"] == "primary")
+    secondary = next(r["name"] for r in gdb.status()["regions"] if r["role"] == "secondary")
+    result = gdb.cli("global", "detach", secondary)
+    assert result.returncode == 0, result.stderr
+    gdb.wait_role(secondary, "detached")
+    detached = gdb.connect(secondary)
+    detached.execute("CREATE TABLE own (id INT PRIMARY KEY)")
+    detached.execute("INSERT INTO own VALUES (1)")  # it commits on its own now
+    gdb.connect(primary).execute("INSERT INTO events VALUES (-3)")  # and the primary goes on alone
+    with pytest.raises(DatabaseError):
+        gdb.connect(primary).execute("SELECT * FROM own")  # nothing flows between them any more
+    assert gdb.cli("global", "switchover", "--to", secondary).returncode != 0
