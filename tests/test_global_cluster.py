@@ -365,15 +365,22 @@ def test_failover_after_region_kill_keeps_a_prefix_and_saves_the_rest(gdb):
     threads = [threading.Thread(target=load, args=(w,), daemon=True) for w in range(2)]
     for thread in threads:
         thread.start()
-    time.sleep(3.0)
+    time.sleep(2.0)
+    # The region is cut off first, as a region failure often begins: what it acknowledges from now
+    # on never reaches the secondary, so the kill loses acknowledged commits.
+    assert gdb.cli("chaos", "region-partition", primary).returncode == 0
+    time.sleep(1.0)
     lag_ms = next(r["lag_ms"] for r in gdb.status()["regions"] if r["name"] == standby)
+    measured = time.monotonic()
     killed = gdb.cli("chaos", "region-kill", primary)
     assert killed.returncode == 0, killed.stderr
+    kill_took_ms = (time.monotonic() - measured) * 1000  # the primary acknowledges until it is dead
     stop.set()
     for thread in threads:
         thread.join(timeout=30)
     result = gdb.cli("global", "failover", "--to", standby, "--allow-data-loss")
     assert result.returncode == 0, result.stderr
+    assert gdb.cli("chaos", "region-heal").returncode == 0
     promotion_index = int(re.search(r"promoted at index (\d+)", result.stdout).group(1))
     (entry,) = gdb.journal_entries(standby, promotion_index, promotion_index).values()
     promotion_ts = entry[2]
@@ -381,10 +388,15 @@ def test_failover_after_region_kill_keeps_a_prefix_and_saves_the_rest(gdb):
     kept = {row[0] for row in survivor.execute("SELECT id FROM events").rows}
     expected_kept = {event for event, ts in acked.items() if ts <= promotion_ts}
     lost = {event: ts for event, ts in acked.items() if ts > promotion_ts}
+    assert lost, "nothing acknowledged was lost: the failover's loss went untested"
     assert expected_kept <= kept, "an acknowledged commit before the promotion index is missing"
     assert not (kept & set(lost)), "a commit after the promotion index survived"
-    bound_ns = (lag_ms + 1_000) * 1_000_000  # the loss window: the lag measured before the kill + 1 s
-    assert all(ts - promotion_ts <= bound_ns for ts in lost.values()), (lag_ms, max(lost.values()) - promotion_ts)
+    # The loss window (docs/REGIONS.md): the lag measured before the kill, plus the time until the
+    # region was dead, plus 0.5 s (a replicated point is a claim: up to one idle claim interval
+    # and the clock error behind the last replicated commit).
+    bound_ns = (lag_ms + kill_took_ms + 500) * 1_000_000
+    window_ns = max(lost.values()) - promotion_ts
+    assert window_ns <= bound_ns, (lag_ms, kill_took_ms, window_ns / 1e6)
     survivor.execute("INSERT INTO events VALUES (-1)")  # the new primary commits
 
     # The old primary returns: fenced, it commits nothing (and serves nothing stale).
