@@ -32,17 +32,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
 import os
 import pathlib
 import time
-from typing import Iterable, Iterator
+from typing import Iterable
 
-from quorumdb import limits
+from quorumdb import durable, limits
 from quorumdb.config import ClusterConfig
-from quorumdb.durable import fsync_dir
 
 log = logging.getLogger("quorumdb.netfault")
 
@@ -240,27 +238,12 @@ def stat_signature(path: pathlib.Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-@contextlib.contextmanager
-def _locked(cluster: ClusterConfig) -> Iterator[None]:
-    directory = rules_path(cluster).parent
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / LOCK_FILE, "a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def _locked(cluster: ClusterConfig):
+    return durable.locked(rules_path(cluster).parent / LOCK_FILE)
 
 
 def _write(cluster: ClusterConfig, rules: NetRules) -> None:
-    path = rules_path(cluster)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(rules.to_json().encode())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    durable.replace_atomically(rules_path(cluster), rules.to_json().encode())
 
 
 def _update(cluster: ClusterConfig, change, settle_s: float) -> NetRules:

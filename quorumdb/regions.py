@@ -29,18 +29,15 @@ plane does. The decision which of the two wins is pure (adjudicator/region_core.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import pathlib
 import re
 import tomllib
-from typing import Iterator
 
 from quorumdb import config as config_mod
-from quorumdb.durable import fsync_dir
+from quorumdb import durable
 
 GLOBAL_FILE = "global.toml"
 REGIONS_DIR = "regions"
@@ -258,29 +255,10 @@ def read_state(data_dir: pathlib.Path) -> ControlState:
     return parse_state(data.decode())
 
 
-@contextlib.contextmanager
-def _locked(data_dir: pathlib.Path) -> Iterator[None]:
-    directory = state_path(data_dir).parent
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / "state.lock", "a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def update_state(data_dir: pathlib.Path, change) -> ControlState:
     """Apply `change(state) -> state` under the lock; written atomically and fsynced."""
-    with _locked(data_dir):
-        state = dataclasses.replace(change(read_state(data_dir)))
+    with durable.locked(state_path(data_dir).parent / "state.lock"):
+        state = change(read_state(data_dir))
         state = dataclasses.replace(state, version=state.version + 1)
-        path = state_path(data_dir)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(state.to_json().encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        durable.replace_atomically(state_path(data_dir), state.to_json().encode())
     return state

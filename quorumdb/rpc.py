@@ -454,19 +454,10 @@ class _GuardedStreamStream(_GuardedRequestStream, grpc.aio.StreamStreamMultiCall
     _refused = _RefusedStreamStreamCall
 
 
-class _PartitionedChannel(grpc.aio.Channel):
-    """A plain aio channel to another node whose multicallables obey the partition rules.
+class _WrappedChannel(grpc.aio.Channel):
+    """An aio channel that hands everything but its multicallables to the channel it wraps."""
 
-    The generated stubs create their multicallables once, so the wrapping is paid once per
-    stub method; a call pays a set test and one extra Python call.
-    """
-
-    def __init__(self, channel: grpc.aio.Channel, link: _Link) -> None:
-        self._channel = channel
-        self._link = link
-
-    async def __aenter__(self) -> _PartitionedChannel:
-        return self
+    _channel: grpc.aio.Channel
 
     async def __aexit__(self, exc_type, exc_val, exc_tb) -> None:
         await self._channel.__aexit__(exc_type, exc_val, exc_tb)
@@ -482,6 +473,22 @@ class _PartitionedChannel(grpc.aio.Channel):
 
     async def channel_ready(self) -> None:
         await self._channel.channel_ready()
+
+
+class _PartitionedChannel(_WrappedChannel):
+    """A plain aio channel to another node whose multicallables obey the partition rules.
+
+    The generated stubs create their multicallables once, so the wrapping is paid once per
+    stub method; a call pays a set test and one extra Python call.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, link: _Link) -> None:
+        self._channel = channel
+        self._link = link
+
+    async def __aenter__(self) -> _PartitionedChannel:
+        return self
+
 
     def unary_unary(self, method, request_serializer=None, response_deserializer=None, _registered_method=False):
         return _GuardedUnaryUnary(self._channel.unary_unary(
@@ -729,7 +736,7 @@ def _set_done(future: asyncio.Future) -> None:
         future.set_result(None)
 
 
-class _WanChannel(grpc.aio.Channel):
+class _WanChannel(_WrappedChannel):
     """A plain aio channel to a node of another region whose multicallables cross the WAN."""
 
     def __init__(self, channel: grpc.aio.Channel, state: wan.WanState, peer_region: str) -> None:
@@ -740,20 +747,6 @@ class _WanChannel(grpc.aio.Channel):
     async def __aenter__(self) -> _WanChannel:
         return self
 
-    async def __aexit__(self, exc_type, exc_val, exc_tb) -> None:
-        await self._channel.__aexit__(exc_type, exc_val, exc_tb)
-
-    async def close(self, grace: float | None = None) -> None:
-        await self._channel.close(grace)
-
-    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
-        return self._channel.get_state(try_to_connect)
-
-    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
-        await self._channel.wait_for_state_change(last_observed_state)
-
-    async def channel_ready(self) -> None:
-        await self._channel.channel_ready()
 
     def unary_unary(self, method, request_serializer=None, response_deserializer=None, _registered_method=False):
         return _WanUnaryUnary(self._channel.unary_unary(

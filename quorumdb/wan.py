@@ -32,20 +32,15 @@ it returns.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
 import math
-import os
 import pathlib
 import random
 import time
-from typing import Iterator
 
-from quorumdb import limits, netfault
-from quorumdb.durable import fsync_dir
+from quorumdb import durable, limits, netfault
 from quorumdb.regions import NAME_RE, WAN_MS_MAX, GlobalConfig
 
 log = logging.getLogger("quorumdb.wan")
@@ -232,27 +227,12 @@ def stat_signature(path: pathlib.Path) -> tuple[int, int, int] | None:
     return netfault.stat_signature(path)
 
 
-@contextlib.contextmanager
-def _locked(global_cfg: GlobalConfig) -> Iterator[None]:
-    directory = rules_path(global_cfg).parent
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / LOCK_FILE, "a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def _locked(global_cfg: GlobalConfig):
+    return durable.locked(rules_path(global_cfg).parent / LOCK_FILE)
 
 
 def _write(global_cfg: GlobalConfig, rules: WanRules) -> None:
-    path = rules_path(global_cfg)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(rules.to_json().encode())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    durable.replace_atomically(rules_path(global_cfg), rules.to_json().encode())
 
 
 def _update(global_cfg: GlobalConfig, change, settle_s: float) -> WanRules:

@@ -272,7 +272,6 @@ def _writer_pg():
 
 def test_switchover_under_bank_workload_loses_nothing(gdb):
     psycopg = pytest.importorskip("psycopg")
-    from quorumdb import tokens
     if not _writer_pg() and os.environ.get("CI"):
         pytest.fail("HAProxy must be installed in CI (scripts/install-haproxy)")
     _bank_setup(gdb.connect("us"))
