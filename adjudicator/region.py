@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import Any
 
 import grpc
 
@@ -33,9 +33,6 @@ from journal.follower import JournalFollower
 from journal.writer import Fenced, JournalUnavailable
 from quorumdb import limits, regions, rpc, runtime
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2
-
-if TYPE_CHECKING:
-    from adjudicator.service import AdjudicatorNode, LeaderTerm
 
 log = logging.getLogger("adjudicator.region")
 
@@ -52,7 +49,9 @@ class _RemoteChannels:
 
 
 class RegionAgent:
-    def __init__(self, node: "AdjudicatorNode") -> None:
+    def __init__(self, node: Any) -> None:
+        """`node`: the AdjudicatorNode this agent belongs to (adjudicator/service.py; not imported:
+        the node creates its agent)."""
         self.node = node
         cluster = node.cluster
         self.region = cluster.region
@@ -190,7 +189,7 @@ class RegionAgent:
             self._clusters[name] = cluster
         return cluster
 
-    async def copy(self, term: "LeaderTerm") -> str:
+    async def copy(self, term: Any) -> str:
         """Copy the primary's committed entries into this region's journal until the role changes;
         returns why it stopped."""
         source = self.view.primary
@@ -246,7 +245,7 @@ class RegionAgent:
         while claims and claims[0][0] <= committed:
             self.replicated_ts = max(self.replicated_ts, claims.pop(0)[1])
 
-    async def _report_forever(self, term: "LeaderTerm", source: str) -> None:
+    async def _report_forever(self, term: Any, source: str) -> None:
         """Tell the primary's leader how far this region has replicated (hold, RPO, lag)."""
         cluster = self._region_cluster(source)
         stubs = {node.name: adjudicator_pb2_grpc.AdjudicatorStub(self.node.channels.get_remote(node.address, source))
