@@ -29,7 +29,7 @@ from typing import Any
 import grpc
 
 from adjudicator import region_core as rc
-from journal.follower import JournalFollower
+from journal.follower import JournalFollower, JournalTruncated
 from journal.writer import Fenced, JournalUnavailable
 from quorumdb import limits, regions, rpc, runtime
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2
@@ -227,6 +227,14 @@ class RegionAgent:
                 self.update_hold()
         except (Fenced, JournalUnavailable) as error:
             return f"local journal: {error}"
+        except JournalTruncated as error:
+            # The primary let go of what this region lacks (it was further behind than the primary
+            # keeps, GLOBAL_RETAIN_ENTRIES_MAX): copying cannot resume; say so and wait.
+            self.copy_problem = (f"the primary's journal no longer holds index {writer.last_index + 1} ({error}): "
+                                 "this region must be seeded again")
+            log.error("replication from %s stopped: %s", source, self.copy_problem)
+            await asyncio.sleep(limits.REPLICATION_STALLED_RETRY_S)
+            return self.copy_problem
         finally:
             reporter.cancel()
             with contextlib.suppress(BaseException):

@@ -630,8 +630,12 @@ REPLICATION_RETRY_MS = 200
 # Every adjudicator re-reads the global control state (quorumdb/regions.py) this often.
 GLOBAL_STATE_POLL_MS = 100
 # The primary's journal keeps entries no secondary has replicated, but not beyond this many:
-# a secondary further behind must be seeded again (`quorumdb global status` says so).
-GLOBAL_RETAIN_ENTRIES_MAX = 2_000_000
+# a secondary further behind must be seeded again (`quorumdb global status` says so). A journal
+# replica holds its entries in memory (journal/core.py): at a few hundred bytes each, this is
+# on the order of 100 MB per replica while a secondary is down.
+GLOBAL_RETAIN_ENTRIES_MAX = 500_000
+# A replication agent that found the primary's journal truncated past its need retries this rarely.
+REPLICATION_STALLED_RETRY_S = 10.0
 # A switchover is refused while the target is further behind than this (entries).
 SWITCHOVER_LAG_ENTRIES_MAX = 10_000
 # How long the primary holds a commit while no secondary is within the RPO limit before it
