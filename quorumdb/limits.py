@@ -117,6 +117,8 @@ STORAGE_PENDING_CLOSED_MAX = 64
 # How often a storage node reports its SCL to every journal replica, and that call's deadline.
 SCL_REPORT_INTERVAL_MS = 200
 SCL_REPORT_TIMEOUT_S = 1.0
+# An SCL every replica already acknowledged is reported again only this often (an idle copy).
+SCL_REPORT_IDLE_S = 2.0
 # One ReadLog call to a storage peer during repair, and how many rounds over all peers
 # one repair attempt makes before it goes back to the journal.
 PEER_READ_LOG_TIMEOUT_S = 5.0

@@ -270,23 +270,37 @@ class StorageNode:
     async def scl_loop(self) -> None:
         stubs = [journal_pb2_grpc.JournalStub(self.channels.get(j.address)) for j in self.cluster.journals]
         first = True
+        reported_scl = None   # what every replica last acknowledged
+        reported_at = 0.0
         while True:
             if not first:  # the first report at once: a wiped node must stop counting as a holder
                 await asyncio.sleep(limits.SCL_REPORT_INTERVAL_MS / 1000)
             first = False
-            request = journal_pb2.ReportSclRequest(node=self.node.name, scl=self.state.segment.scl)
+            scl = self.state.segment.scl
+            # An unchanged SCL that every replica has heard is repeated only now and then (a
+            # replica that restarted learns it again): an idle cluster's six copies would
+            # otherwise make 90 calls a second saying nothing new.
+            if scl == reported_scl and runtime.monotonic() - reported_at < limits.SCL_REPORT_IDLE_S:
+                continue
+            request = journal_pb2.ReportSclRequest(node=self.node.name, scl=scl)
             replies = await asyncio.gather(
                 *(stub.ReportScl(request, timeout=limits.SCL_REPORT_TIMEOUT_S) for stub in stubs),
                 return_exceptions=True,
             )
+            answered = 0
             for reply in replies:
                 if isinstance(reply, grpc.aio.AioRpcError):
                     log.debug("ReportScl failed: %s", reply.code())
                 elif isinstance(reply, BaseException):
                     raise reply
                 else:
+                    answered += 1
                     self.state.durable_index = max(self.state.durable_index, reply.durable_index)
                     self.state.journal_first_index = max(self.state.journal_first_index, reply.first_index)
+            if answered == len(stubs):
+                reported_scl, reported_at = scl, runtime.monotonic()
+            else:
+                reported_scl = None  # a replica missed it: report again at the next tick
 
     async def gc_loop(self) -> None:
         state = self.state
