@@ -39,7 +39,7 @@ READY_TIMEOUT_S = 300.0
 
 
 def say(text: str) -> None:
-    print(f"[global] {text}", flush=True)
+    print(f"[global] {text}", file=sys.stderr, flush=True)  # stdout is the result (--json)
 
 
 def cli(*args: str, timeout_s: float = 300.0) -> subprocess.CompletedProcess:
