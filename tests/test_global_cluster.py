@@ -204,6 +204,25 @@ def test_secondary_reads_are_never_ahead_never_backwards_and_forwarding_reads_it
         secondary.execute("SET quorumdb.write_forwarding = 'sometimes'")
     assert bad.value.sqlstate == "22023"
 
+    # The same through PostgreSQL's protocol (psycopg), where SET and SHOW are the bridge's.
+    psycopg = pytest.importorskip("psycopg")
+    cluster = gdb.cluster("eu")
+    password = subprocess.run([sys.executable, "-m", "quorumdb.cli", "token", "--user", "admin", "--data-dir",
+                               str(gdb.data_dir)], capture_output=True, text=True).stdout.strip()
+    with psycopg.connect(host="127.0.0.1", port=cluster.pg_port(cluster.computes[0].name), user="admin",
+                         password=password, dbname="postgres", autocommit=True, connect_timeout=10) as pg:
+        with pytest.raises(psycopg.Error) as refused_pg:
+            pg.execute("INSERT INTO counter VALUES (50, 50)")
+        assert refused_pg.value.sqlstate == "25006"
+        pg.execute("SET quorumdb.write_forwarding = session")
+        assert pg.execute("SHOW quorumdb.write_forwarding").fetchone() == ("session",)
+        pg.execute("INSERT INTO counter VALUES (51, 51)")
+        assert pg.execute("SELECT n FROM counter WHERE id = 51").fetchone() == (51,)
+        assert "secondary of us" in pg.execute("SHOW quorumdb.replica_lag").fetchone()[0]
+        with pytest.raises(psycopg.Error) as bad_pg:
+            pg.execute("SET quorumdb.write_forwarding = sometimes")
+        assert bad_pg.value.sqlstate == "22023"
+
 
 # --- bad input -------------------------------------------------------------------------------------
 def test_bad_input_gets_clear_errors_and_the_cluster_keeps_serving(gdb):

@@ -303,6 +303,10 @@ class PgSession:
             # The mode in force: the session's own, else the cluster's (never "unrecognized").
             value = self.backend.session_read_mode or getattr(self.backend, "read_mode", "quorum")
             return Outcome([(name, "text")], [(value,)], "SHOW")
+        if name == session_mod.WRITE_FORWARDING_SETTING and hasattr(self.backend, "write_forwarding"):
+            return Outcome([(name, "text")], [(self.backend.write_forwarding,)], "SHOW")
+        if name == session_mod.REPLICA_LAG_SETTING and hasattr(self.backend, "replica_lag"):
+            return Outcome([(name, "text")], [(self.backend.replica_lag(),)], "SHOW")
         value = self.settings.get(name)
         column = settings_mod.SETTINGS.get(settings_mod.ALIASES.get(name, name))
         return Outcome([(column.name if column else name, "text")], [(value,)], "SHOW")
@@ -400,6 +404,7 @@ class PgSession:
     def _reset(self, rest: list[str]) -> Outcome:
         if rest == ["ALL"]:
             self._apply_read_mode(session_mod.READ_MODE_SETTING, None)
+            self._apply_read_mode(session_mod.WRITE_FORWARDING_SETTING, None)
             return Outcome([], [], "RESET", parameter_changes=self.settings.reset_all())
         name = "timezone" if rest == ["TIME", "ZONE"] else _name(rest)
         self._apply_read_mode(name, None)
@@ -413,7 +418,16 @@ class PgSession:
             self.settings.set(name, value)
 
     def _apply_read_mode(self, name: str, value: str | None) -> None:
-        """quorumdb.read_mode reaches the backend view (compute_node/session.py); others are only stored."""
+        """quorumdb.read_mode and quorumdb.write_forwarding reach the backend view
+        (compute_node/session.py); other settings are only stored."""
+        if name.lower() == session_mod.WRITE_FORWARDING_SETTING and hasattr(self.backend, "write_forwarding"):
+            mode = "off" if value is None or value.lower() == "default" else value.lower()
+            if mode not in session_mod.WRITE_FORWARDING_MODES:
+                raise SqlError(types.INVALID_PARAMETER_VALUE,
+                               f'invalid value for parameter "{session_mod.WRITE_FORWARDING_SETTING}": "{value}"',
+                               hint=f"Available values: {', '.join(session_mod.WRITE_FORWARDING_MODES)}.")
+            self.backend.write_forwarding = mode
+            return
         if name.lower() != session_mod.READ_MODE_SETTING or not hasattr(self.backend, "session_read_mode"):
             return
         mode = None if value is None or value.lower() == "default" else value.lower()
@@ -429,6 +443,7 @@ class PgSession:
                 raise SqlError(errors.ACTIVE_SQL_TRANSACTION, "DISCARD ALL cannot run inside a transaction block")
             changes = self.settings.reset_all()
             self._apply_read_mode(session_mod.READ_MODE_SETTING, None)
+            self._apply_read_mode(session_mod.WRITE_FORWARDING_SETTING, None)
             self._deallocate(None)
             return Outcome([], [], "DISCARD ALL", parameter_changes=changes)
         if rest in (["PLANS"], ["SEQUENCES"], ["TEMP"], ["TEMPORARY"]):
