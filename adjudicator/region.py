@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from typing import Any
 
 import grpc
@@ -31,7 +30,7 @@ import grpc
 from adjudicator import region_core as rc
 from journal.follower import JournalFollower, JournalTruncated
 from journal.writer import Fenced, JournalUnavailable
-from quorumdb import limits, regions, rpc, runtime
+from quorumdb import limits, netfault, regions, rpc, runtime
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2
 
 log = logging.getLogger("adjudicator.region")
@@ -111,7 +110,7 @@ class RegionAgent:
         seen = None
         while True:
             try:
-                signature = _signature(path)
+                signature = netfault.stat_signature(path)
                 if signature != seen:
                     self.control = await runtime.offload(regions.read_state, self.global_cfg.data_dir)
                     seen = signature
@@ -294,11 +293,3 @@ class RegionAgent:
             text += " " + " ".join(f"replica_{r.region}={r.index}" for r in self.reports.values())
         return text
 
-
-def _signature(path) -> tuple[int, int, int] | None:
-    """What changes when the control state is rewritten (a rename gives a new inode)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)

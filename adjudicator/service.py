@@ -523,7 +523,7 @@ class AdjudicatorNode:
             elif term.copy == want_copy:
                 if not want_copy:
                     term.wakeup.set()  # a failover named this region: the leader loop writes the marker
-                    if agent.view.role.value == "promoting" and not agent.view.replicates:
+                    if agent.view.role == region_core.RegionRole.PROMOTING and not agent.view.replicates:
                         await self._promote(term)
                 return
             else:
@@ -553,7 +553,8 @@ class AdjudicatorNode:
         heartbeat_s = self.cluster.heartbeat_ms / 1000
         if self.region_agent is not None:
             self.region_agent.update_hold()
-            if self.region_agent.view.role.value == "promoting" and not self.region_agent.view.replicates:
+            if (self.region_agent.view.role == region_core.RegionRole.PROMOTING
+                    and not self.region_agent.view.replicates):
                 await self._promote(term)
         idle_s = heartbeat_mod.idle_interval_s(self.cluster.heartbeat_ms, self.cluster.failover_timeout_ms,
                                                limits.IDLE_HEARTBEAT_MS)

@@ -119,10 +119,12 @@ class CommitTracker:
     async def commit(self, start_ts, writes, lock_keys, txn_id, private_keyspace=False):
         view = self._secondary()
         if view is not None:
-            return await self._forward(view, start_ts, writes, lock_keys, txn_id, private_keyspace)
+            self._check_forwarding(view)
         self.commit_in_flight = True
         try:
-            if private_keyspace:
+            if view is not None:  # write forwarding: the primary region's leader decides
+                commit_ts = await view.forward_commit(start_ts, writes, lock_keys, txn_id, private_keyspace)
+            elif private_keyspace:
                 commit_ts = await self._backend.commit(start_ts, writes, lock_keys, txn_id, private_keyspace=True)
             else:  # the four-argument form every backend takes (test doubles too)
                 commit_ts = await self._backend.commit(start_ts, writes, lock_keys, txn_id)
@@ -133,33 +135,25 @@ class CommitTracker:
             raise
         self.commit_in_flight = False
         self.last_commit_ts = commit_ts
+        if view is not None:
+            # The session reads its own write from now on: answer once this region holds it.
+            if not await view.wait_replicated(commit_ts, limits.FORWARD_VISIBLE_TIMEOUT_S):
+                log.warning("forwarded commit %d not replicated here within %.0f s", commit_ts,
+                            limits.FORWARD_VISIBLE_TIMEOUT_S)
+            self._region_floor_ts = max(self._region_floor_ts, commit_ts)
         return commit_ts
 
-    async def _forward(self, view, start_ts, writes, lock_keys, txn_id, private_keyspace) -> int:
+    def _check_forwarding(self, view) -> None:
+        """A write in a region that does not accept them: 25006 unless this session forwards it."""
         point = view.point
-        if self.write_forwarding == "off" or point.role != "secondary":
-            why = (point.message if point.role != "secondary" else
-                   f"region {view.region} is a read-only secondary of the global database (primary: "
-                   f"{point.primary_region})")
-            raise errors.SqlError(errors.READ_ONLY_SQL_TRANSACTION, f"cannot execute a write in a read-only region: {why}",
-                           hint="SET quorumdb.write_forwarding = 'session' (or 'global') sends writes to the "
-                                "primary region; or connect to the writer endpoint")
-        self.commit_in_flight = True
-        try:
-            commit_ts = await view.forward_commit(start_ts, writes, lock_keys, txn_id, private_keyspace)
-        except asyncio.CancelledError:
-            raise
-        except BaseException:
-            self.commit_in_flight = False
-            raise
-        self.commit_in_flight = False
-        self.last_commit_ts = commit_ts
-        # The session reads its own write from now on: answer once this region holds it.
-        if not await view.wait_replicated(commit_ts, limits.FORWARD_VISIBLE_TIMEOUT_S):
-            log.warning("forwarded commit %d not replicated here within %.0f s", commit_ts,
-                        limits.FORWARD_VISIBLE_TIMEOUT_S)
-        self._region_floor_ts = max(self._region_floor_ts, commit_ts)
-        return commit_ts
+        if self.write_forwarding != "off" and point.role == "secondary":
+            return
+        why = (point.message if point.role != "secondary" else
+               f"region {view.region} is a read-only secondary of the global database (primary: "
+               f"{point.primary_region})")
+        raise errors.SqlError(errors.READ_ONLY_SQL_TRANSACTION, f"cannot execute a write in a read-only region: {why}",
+                              hint="SET quorumdb.write_forwarding = 'session' (or 'global') sends writes to the "
+                                   "primary region; or connect to the writer endpoint")
 
     def __getattr__(self, name: str):  # anything else the session may use (clock, leader, ...)
         attribute = getattr(self._backend, name)

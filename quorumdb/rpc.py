@@ -928,7 +928,19 @@ class _WanUnaryUnaryCall(grpc.aio.UnaryUnaryCall):
         await self._finished()
 
 
-class _WanStreamCall:
+class _RepliesByRead:
+    """`async for` over a streaming call wrapper: its own read() until EOF (shared by the WAN's
+    and the partition-cut stream calls, whose read() does the work)."""
+
+    async def _replies_iterator(self):
+        while True:
+            reply = await self.read()
+            if reply is grpc.aio.EOF:
+                return
+            yield reply
+
+
+class _WanStreamCall(_RepliesByRead):
     """A streaming call across the WAN (see the section comment); the four call kinds share it.
 
     Its outcome (what code(), done() and the done callbacks see) is decided once
@@ -1096,13 +1108,6 @@ class _WanStreamCall:
             return grpc.aio.EOF
         self._raise_status()
 
-    async def _replies_iterator(self):
-        while True:
-            reply = await self.read()
-            if reply is grpc.aio.EOF:
-                return
-            yield reply
-
     # -- the request direction
     async def write(self, request) -> None:
         if self._outcome is not None:
@@ -1217,7 +1222,7 @@ class _WanStreamUnaryCall(_WanStreamCall, grpc.aio.StreamUnaryCall):
         return reply
 
 
-class _CuttableCall:
+class _CuttableCall(_RepliesByRead):
     """grpc's own streaming call to another region, ended by a partition (rules that delay nothing).
 
     The partition cancels grpc's call; what the caller then gets (grpc.aio's CancelledError, or
@@ -1257,13 +1262,6 @@ class _CuttableCall:
 
     async def done_writing(self) -> None:
         await self._call.done_writing()
-
-    async def _replies_iterator(self):
-        while True:
-            reply = await self.read()
-            if reply is grpc.aio.EOF:
-                return
-            yield reply
 
     def cancel(self) -> bool:
         return self._call.cancel()
