@@ -124,7 +124,12 @@ class LocalStore:
                     key = name if relative_dir == "." else f"{relative_dir}/{name}"
                     if not key.startswith(prefix) or key <= start_after:
                         continue
-                    size = os.stat(os.path.join(dirpath, name)).st_size - _HEADER_BYTES
+                    try:
+                        size = os.stat(os.path.join(dirpath, name)).st_size - _HEADER_BYTES
+                    except FileNotFoundError:
+                        # Deleted between the walk and the stat (retention runs while
+                        # others list): an object that is gone is simply not listed.
+                        continue
                     found.append(ObjectInfo(key, max(size, 0)))
         except OSError as error:
             raise StoreUnreachable(f"backup directory {self.location}: cannot list {prefix!r}: "

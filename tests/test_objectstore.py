@@ -207,6 +207,22 @@ def test_bad_keys_are_refused(backend, key):
         backend.store.get(key)
 
 
+def test_local_list_skips_an_object_deleted_while_listing(tmp_path, monkeypatch):
+    store = LocalStore(tmp_path / "backup")
+    store.put("segment/a", b"1")
+    store.put("segment/b", b"2")
+    real_walk = os.walk
+
+    def walk_then_delete(top, *args, **kwargs):
+        for dirpath, dirnames, filenames in real_walk(top, *args, **kwargs):
+            if "b" in filenames:
+                store.delete("segment/b")  # a concurrent retention pass
+            yield dirpath, dirnames, filenames
+
+    monkeypatch.setattr(os, "walk", walk_then_delete)
+    assert [info.key for info in store.list("segment/")] == ["segment/a"]
+
+
 # --- unreachable stores: a clear error naming where, within the call's deadline -------------
 @pytest.mark.timeout(60)
 def test_local_store_unreachable(tmp_path):
