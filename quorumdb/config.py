@@ -179,7 +179,10 @@ class ClusterConfig:
 
     @property
     def base_port(self) -> int:
-        """The base port the layout derives from: compute-az1's port (the first compute node's)."""
+        """The base port the layout derives from: compute-az1's port (the first compute node's);
+        a witness region has journal replicas only: journal-az1's port - its offset."""
+        if not self.computes:
+            return self.journals[0].port - PORT_OFFSET["journal"]
         return self.computes[0].port - PORT_OFFSET["compute"]
 
     def metrics_port(self, name: str) -> int:
@@ -271,6 +274,12 @@ def default_nodes(base_port: int = DEFAULT_BASE_PORT, host: str = "127.0.0.1") -
     for i, az in enumerate(AZS):
         nodes.append(NodeConfig(f"compute-{az}", "compute", az, host, base_port + PORT_OFFSET["compute"] + i))
     return tuple(nodes)
+
+
+def witness_nodes(base_port: int, host: str = "127.0.0.1") -> tuple[NodeConfig, ...]:
+    """A witness region of an active-active cluster: a journal replica in each AZ, nothing else."""
+    return tuple(NodeConfig(f"journal-{az}", "journal", az, host, base_port + PORT_OFFSET["journal"] + i)
+                 for i, az in enumerate(AZS))
 
 
 def default_cluster(data_dir: pathlib.Path | str, base_port: int = DEFAULT_BASE_PORT, **settings) -> ClusterConfig:

@@ -45,6 +45,8 @@ STATE_DIR = "global"
 STATE_FILE = "state.json"
 RECOVERY_DIR = "recovery"
 ROLES = ("primary", "secondary")
+# An active-active cluster (docs/ACTIVE_ACTIVE.md): two peer regions and a witness.
+ACTIVE_ROLES = ("peer", "witness")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 WAN_MS_MAX = 2_000
 STATE_BYTES_MAX = 64 * 1024
@@ -95,8 +97,22 @@ class GlobalConfig:
     def initial_primary(self) -> str:
         return next(region.name for region in self.regions if region.role == "primary")
 
+    @property
+    def active_active(self) -> bool:
+        """Two peers and a witness sharing one journal (not a Global Database)."""
+        return any(region.role in ACTIVE_ROLES for region in self.regions)
+
+    @property
+    def peers(self) -> list[str]:
+        return [region.name for region in self.regions if region.role == "peer"]
+
+    @property
+    def witness(self) -> str:
+        return next((region.name for region in self.regions if region.role == "witness"), "")
+
     def to_toml(self) -> str:
-        lines = ["# QuorumDB global cluster file: the regions of a Global Database (docs/REGIONS.md).",
+        lines = ["# QuorumDB global cluster file: the regions of a Global Database (docs/REGIONS.md) or of an "
+                 "active-active cluster (docs/ACTIVE_ACTIVE.md).",
                  "[global]", f"wan_ms = {float(self.wan_ms)!r}", f"wan_jitter_ms = {float(self.wan_jitter_ms)!r}",
                  f"wan_loss = {float(self.wan_loss)!r}", ""]
         for region in self.regions:
@@ -139,6 +155,30 @@ def parse_regions(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def parse_active_active(regions_text: str, witness: str) -> list[tuple[str, str]]:
+    """`--regions us-east-1,us-east-2 --witness us-west-2` -> [(name, "peer"), (name, "peer"),
+    (witness, "witness")]: exactly two peers (a role suffix, if given, must be `peer`)."""
+    pairs = []
+    for item in (part.strip() for part in regions_text.split(",")):
+        if not item:
+            continue
+        name, _, role = item.partition(":")
+        if role not in ("", "peer"):
+            raise RegionsError(f"region {name}: with --witness every region is a peer, not {role!r}")
+        pairs.append((name, "peer"))
+    pairs.append((witness.strip(), "witness"))
+    for name, _ in pairs:
+        if not NAME_RE.match(name):
+            raise RegionsError(f"region name {name!r}: lowercase letters, digits and '-', starting with a letter")
+    names = [name for name, _ in pairs]
+    if len(pairs) != 3:
+        raise RegionsError("an active-active cluster has exactly two peer regions and a witness "
+                           "(--regions A,B --witness W)")
+    if len(set(names)) != len(names):
+        raise RegionsError(f"region names must be unique: {', '.join(names)}")
+    return pairs
+
+
 def parse_wan(text: str) -> tuple[float, float, float]:
     """`--wan-ms DELAY[,JITTER[,LOSS]]` -> (delay_ms, jitter_ms, loss); loss is a fraction 0..0.5."""
     parts = [part.strip() for part in text.split(",")]
@@ -176,10 +216,14 @@ def load(data_dir_or_file: pathlib.Path | str) -> GlobalConfig:
     regions = []
     for item in raw.get("regions", []):
         name, role = item["name"], item.get("role", "secondary")
-        if not NAME_RE.match(name) or role not in ROLES:
+        if not NAME_RE.match(name) or role not in ROLES + ACTIVE_ROLES:
             raise RegionsError(f"{path}: bad region {item!r}")
         regions.append(RegionConfig(name, role, int(item["base_port"]), region_dir(data_dir, name)))
-    if sum(r.role == "primary" for r in regions) != 1:
+    roles = [r.role for r in regions]
+    if any(role in ACTIVE_ROLES for role in roles):
+        if sorted(roles) != ["peer", "peer", "witness"]:
+            raise RegionsError(f"{path}: an active-active cluster has two peers and a witness, not {roles}")
+    elif roles.count("primary") != 1:
         raise RegionsError(f"{path}: exactly one region must start as the primary")
     return GlobalConfig(data_dir, tuple(regions), float(settings.get("wan_ms", 0.0)),
                         float(settings.get("wan_jitter_ms", 0.0)), float(settings.get("wan_loss", 0.0)))

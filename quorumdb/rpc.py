@@ -1346,6 +1346,14 @@ class Channels:
             self._channels[key] = channel
         return channel
 
+    def member(self, member) -> grpc.aio.Channel:
+        """A channel to a journal replica or adjudicator (quorumdb.members.Member): across the WAN
+        when it is in another region than this process, else a node channel."""
+        own = self._wan_state.region if self._wan_state is not None else ""
+        if member.region and member.region != own:
+            return self.get_remote(member.address, member.region)
+        return self.get(member.address)
+
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), {}
         for channel in channels:

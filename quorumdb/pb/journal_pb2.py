@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rjournal.proto\x12\x08quorumdb\x1a\x0c\x63ommon.proto\"0\n\x0c\x46\x65nceRequest\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x11\n\tcandidate\x18\x02 \x01(\t\"\x9b\x01\n\nFenceReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x16\n\x0epromised_epoch\x18\x02 \x01(\x04\x12\x12\n\nlast_index\x18\x03 \x01(\x04\x12\x12\n\nlast_epoch\x18\x04 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x04\x12\x13\n\x0b\x66irst_index\x18\x06 \x01(\x04\x12\x16\n\x0eretry_after_ms\x18\x07 \x01(\r\"\xcb\x01\n\rAppendRequest\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x0e\n\x06leader\x18\x02 \x01(\t\x12\x12\n\nprev_index\x18\x03 \x01(\x04\x12\x12\n\nprev_epoch\x18\x04 \x01(\x04\x12 \n\x07\x65ntries\x18\x05 \x03(\x0b\x32\x0f.quorumdb.Entry\x12\x14\n\x0c\x63ommit_index\x18\x06 \x01(\x04\x12\x11\n\tclosed_ts\x18\x07 \x01(\x04\x12\x14\n\x0c\x63losed_index\x18\x08 \x01(\x04\x12\x12\n\nhold_index\x18\t \x01(\x04\"\x8d\x01\n\x0b\x41ppendReply\x12&\n\x06status\x18\x01 \x01(\x0e\x32\x16.quorumdb.AppendStatus\x12\x16\n\x0epromised_epoch\x18\x02 \x01(\x04\x12\x12\n\nlast_index\x18\x03 \x01(\x04\x12\x13\n\x0bmatch_index\x18\x04 \x01(\x04\x12\x15\n\rlease_granted\x18\x05 \x01(\x08\"=\n\x12ReadEntriesRequest\x12\x12\n\nfrom_index\x18\x01 \x01(\x04\x12\x13\n\x0bmax_entries\x18\x02 \x01(\r\"s\n\x10ReadEntriesReply\x12 \n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x0f.quorumdb.Entry\x12\x13\n\x0b\x66irst_index\x18\x02 \x01(\x04\x12\x12\n\nlast_index\x18\x03 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x04 \x01(\x04\":\n\x10SubscribeRequest\x12\x12\n\nfrom_index\x18\x01 \x01(\x04\x12\x12\n\nsubscriber\x18\x02 \x01(\t\"\xb8\x01\n\x0eSubscribeReply\x12 \n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x0f.quorumdb.Entry\x12\x14\n\x0c\x63ommit_index\x18\x02 \x01(\x04\x12\x11\n\tclosed_ts\x18\x03 \x01(\x04\x12\x14\n\x0c\x63losed_index\x18\x04 \x01(\x04\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12\x0e\n\x06leader\x18\x06 \x01(\t\x12\x13\n\x0b\x66irst_index\x18\x07 \x01(\x04\x12\x11\n\ttruncated\x18\x08 \x01(\x08\"-\n\x10ReportSclRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0b\n\x03scl\x18\x02 \x01(\x04\"<\n\x0eReportSclReply\x12\x15\n\rdurable_index\x18\x01 \x01(\x04\x12\x13\n\x0b\x66irst_index\x18\x02 \x01(\x04*E\n\x0c\x41ppendStatus\x12\r\n\tAPPEND_OK\x10\x00\x12\x11\n\rAPPEND_FENCED\x10\x01\x12\x13\n\x0f\x41PPEND_MISMATCH\x10\x02\x32\xc8\x03\n\x07Journal\x12\x35\n\x05\x46\x65nce\x12\x16.quorumdb.FenceRequest\x1a\x14.quorumdb.FenceReply\x12\x38\n\x06\x41ppend\x12\x17.quorumdb.AppendRequest\x1a\x15.quorumdb.AppendReply\x12\x42\n\x0c\x41ppendStream\x12\x17.quorumdb.AppendRequest\x1a\x15.quorumdb.AppendReply(\x01\x30\x01\x12G\n\x0bReadEntries\x12\x1c.quorumdb.ReadEntriesRequest\x1a\x1a.quorumdb.ReadEntriesReply\x12\x43\n\tSubscribe\x12\x1a.quorumdb.SubscribeRequest\x1a\x18.quorumdb.SubscribeReply0\x01\x12\x41\n\tReportScl\x12\x1a.quorumdb.ReportSclRequest\x1a\x18.quorumdb.ReportSclReply\x12\x37\n\x06Status\x12\x17.quorumdb.StatusRequest\x1a\x14.quorumdb.NodeStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rjournal.proto\x12\x08quorumdb\x1a\x0c\x63ommon.proto\"0\n\x0c\x46\x65nceRequest\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x11\n\tcandidate\x18\x02 \x01(\t\"\x9b\x01\n\nFenceReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x16\n\x0epromised_epoch\x18\x02 \x01(\x04\x12\x12\n\nlast_index\x18\x03 \x01(\x04\x12\x12\n\nlast_epoch\x18\x04 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x04\x12\x13\n\x0b\x66irst_index\x18\x06 \x01(\x04\x12\x16\n\x0eretry_after_ms\x18\x07 \x01(\r\"\xcb\x01\n\rAppendRequest\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x0e\n\x06leader\x18\x02 \x01(\t\x12\x12\n\nprev_index\x18\x03 \x01(\x04\x12\x12\n\nprev_epoch\x18\x04 \x01(\x04\x12 \n\x07\x65ntries\x18\x05 \x03(\x0b\x32\x0f.quorumdb.Entry\x12\x14\n\x0c\x63ommit_index\x18\x06 \x01(\x04\x12\x11\n\tclosed_ts\x18\x07 \x01(\x04\x12\x14\n\x0c\x63losed_index\x18\x08 \x01(\x04\x12\x12\n\nhold_index\x18\t \x01(\x04\"\xa4\x01\n\x0b\x41ppendReply\x12&\n\x06status\x18\x01 \x01(\x0e\x32\x16.quorumdb.AppendStatus\x12\x16\n\x0epromised_epoch\x18\x02 \x01(\x04\x12\x12\n\nlast_index\x18\x03 \x01(\x04\x12\x13\n\x0bmatch_index\x18\x04 \x01(\x04\x12\x15\n\rlease_granted\x18\x05 \x01(\x08\x12\x15\n\rdurable_index\x18\x06 \x01(\x04\"=\n\x12ReadEntriesRequest\x12\x12\n\nfrom_index\x18\x01 \x01(\x04\x12\x13\n\x0bmax_entries\x18\x02 \x01(\r\"s\n\x10ReadEntriesReply\x12 \n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x0f.quorumdb.Entry\x12\x13\n\x0b\x66irst_index\x18\x02 \x01(\x04\x12\x12\n\nlast_index\x18\x03 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x04 \x01(\x04\":\n\x10SubscribeRequest\x12\x12\n\nfrom_index\x18\x01 \x01(\x04\x12\x12\n\nsubscriber\x18\x02 \x01(\t\"\xb8\x01\n\x0eSubscribeReply\x12 \n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x0f.quorumdb.Entry\x12\x14\n\x0c\x63ommit_index\x18\x02 \x01(\x04\x12\x11\n\tclosed_ts\x18\x03 \x01(\x04\x12\x14\n\x0c\x63losed_index\x18\x04 \x01(\x04\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12\x0e\n\x06leader\x18\x06 \x01(\t\x12\x13\n\x0b\x66irst_index\x18\x07 \x01(\x04\x12\x11\n\ttruncated\x18\x08 \x01(\x08\"-\n\x10ReportSclRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0b\n\x03scl\x18\x02 \x01(\x04\"<\n\x0eReportSclReply\x12\x15\n\rdurable_index\x18\x01 \x01(\x04\x12\x13\n\x0b\x66irst_index\x18\x02 \x01(\x04*E\n\x0c\x41ppendStatus\x12\r\n\tAPPEND_OK\x10\x00\x12\x11\n\rAPPEND_FENCED\x10\x01\x12\x13\n\x0f\x41PPEND_MISMATCH\x10\x02\x32\xc8\x03\n\x07Journal\x12\x35\n\x05\x46\x65nce\x12\x16.quorumdb.FenceRequest\x1a\x14.quorumdb.FenceReply\x12\x38\n\x06\x41ppend\x12\x17.quorumdb.AppendRequest\x1a\x15.quorumdb.AppendReply\x12\x42\n\x0c\x41ppendStream\x12\x17.quorumdb.AppendRequest\x1a\x15.quorumdb.AppendReply(\x01\x30\x01\x12G\n\x0bReadEntries\x12\x1c.quorumdb.ReadEntriesRequest\x1a\x1a.quorumdb.ReadEntriesReply\x12\x43\n\tSubscribe\x12\x1a.quorumdb.SubscribeRequest\x1a\x18.quorumdb.SubscribeReply0\x01\x12\x41\n\tReportScl\x12\x1a.quorumdb.ReportSclRequest\x1a\x18.quorumdb.ReportSclReply\x12\x37\n\x06Status\x12\x17.quorumdb.StatusRequest\x1a\x14.quorumdb.NodeStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'journal_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_APPENDSTATUS']._serialized_start=1135
-  _globals['_APPENDSTATUS']._serialized_end=1204
+  _globals['_APPENDSTATUS']._serialized_start=1158
+  _globals['_APPENDSTATUS']._serialized_end=1227
   _globals['_FENCEREQUEST']._serialized_start=41
   _globals['_FENCEREQUEST']._serialized_end=89
   _globals['_FENCEREPLY']._serialized_start=92
@@ -41,19 +41,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPENDREQUEST']._serialized_start=250
   _globals['_APPENDREQUEST']._serialized_end=453
   _globals['_APPENDREPLY']._serialized_start=456
-  _globals['_APPENDREPLY']._serialized_end=597
-  _globals['_READENTRIESREQUEST']._serialized_start=599
-  _globals['_READENTRIESREQUEST']._serialized_end=660
-  _globals['_READENTRIESREPLY']._serialized_start=662
-  _globals['_READENTRIESREPLY']._serialized_end=777
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=779
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=837
-  _globals['_SUBSCRIBEREPLY']._serialized_start=840
-  _globals['_SUBSCRIBEREPLY']._serialized_end=1024
-  _globals['_REPORTSCLREQUEST']._serialized_start=1026
-  _globals['_REPORTSCLREQUEST']._serialized_end=1071
-  _globals['_REPORTSCLREPLY']._serialized_start=1073
-  _globals['_REPORTSCLREPLY']._serialized_end=1133
-  _globals['_JOURNAL']._serialized_start=1207
-  _globals['_JOURNAL']._serialized_end=1663
+  _globals['_APPENDREPLY']._serialized_end=620
+  _globals['_READENTRIESREQUEST']._serialized_start=622
+  _globals['_READENTRIESREQUEST']._serialized_end=683
+  _globals['_READENTRIESREPLY']._serialized_start=685
+  _globals['_READENTRIESREPLY']._serialized_end=800
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=802
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=860
+  _globals['_SUBSCRIBEREPLY']._serialized_start=863
+  _globals['_SUBSCRIBEREPLY']._serialized_end=1047
+  _globals['_REPORTSCLREQUEST']._serialized_start=1049
+  _globals['_REPORTSCLREQUEST']._serialized_end=1094
+  _globals['_REPORTSCLREPLY']._serialized_start=1096
+  _globals['_REPORTSCLREPLY']._serialized_end=1156
+  _globals['_JOURNAL']._serialized_start=1230
+  _globals['_JOURNAL']._serialized_end=1686
 # @@protoc_insertion_point(module_scope)
