@@ -34,7 +34,7 @@ import grpc
 from compute_node import trace as trace_mod
 from compute_node.commit_stream import CommitStream, SendError, SendFailure, failure_kind
 from quorumdb import config as config_mod
-from quorumdb import errors, limits, rpc
+from quorumdb import errors, limits, members, rpc
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2
 
 log = logging.getLogger("compute_node.adjudicator_client")
@@ -149,13 +149,17 @@ class AdjudicatorClient:
     def __init__(self, cluster: config_mod.ClusterConfig, channels: rpc.Channels, region: str = "") -> None:
         """`region`: the adjudicators are another region's (write forwarding in a Global
         Database): every call crosses the WAN (rpc.Channels.get_remote)."""
-        adjudicators = cluster.adjudicators
-        assert adjudicators, "a cluster needs an adjudicator"
-        self._names = [node.name for node in adjudicators]
-        channel = (lambda address: channels.get_remote(address, region)) if region else channels.get
-        self._stubs = {
-            node.name: adjudicator_pb2_grpc.AdjudicatorStub(channel(node.address)) for node in adjudicators
-        }
+        if region:
+            adjudicators = cluster.adjudicators
+            self._stubs = {node.name: adjudicator_pb2_grpc.AdjudicatorStub(channels.get_remote(node.address, region))
+                           for node in adjudicators}
+        else:
+            # In an active-active cluster the adjudicators of both peers (qualified names), those
+            # of the other peer across the WAN; otherwise the cluster's own.
+            self._stubs = {member.name: adjudicator_pb2_grpc.AdjudicatorStub(channels.member(member))
+                           for member in members.adjudicator_members(cluster)}
+        assert self._stubs, "a cluster needs an adjudicator"
+        self._names = list(self._stubs)
         # The leader we last heard of; the cluster file's initial leader to begin with.
         self.leader: str | None = cluster.initial_leader if cluster.initial_leader in self._stubs else None
         # Commits go over one CommitStream per adjudicator (group commit); QUORUMDB_UNARY_RPC=1

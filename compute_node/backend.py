@@ -15,8 +15,10 @@ trace (compute_node/trace.py): `TracedStorageReader` records the copies a traced
 """
 from __future__ import annotations
 
+import collections
 import logging
 import time
+from typing import Sequence
 
 from compute_node import trace as trace_mod
 from compute_node.adjudicator_client import AdjudicatorClient
@@ -29,6 +31,17 @@ log = logging.getLogger("compute_node.backend")
 
 # The key the readiness probe reads: any key works, this one is in no table's range.
 PROBE_KEY = b"\xff\xffquorumdb-readiness-probe"
+
+
+RECENT_LATENCIES = 512
+
+
+def median_ms(seconds: Sequence[float] | collections.deque) -> float:
+    """The median of latencies in seconds, in ms (0.0 for none)."""
+    if not seconds:
+        return 0.0
+    ordered = sorted(seconds)
+    return ordered[len(ordered) // 2] * 1000
 
 
 class TracedStorageReader(StorageReader):
@@ -60,6 +73,10 @@ class QuorumBackend:
         self.storage = TracedStorageReader(cluster, node.az, channels)
         self.adjudicators = AdjudicatorClient(cluster, channels)
         self.metrics = None  # compute_node/metrics.py: read and commit latency, commit outcomes
+        # The latest commits' and reads' latencies (seconds), whatever the metrics setting: the
+        # node's Status reports their medians (`quorumdb status` shows them per region).
+        self.recent_commits: collections.deque[float] = collections.deque(maxlen=RECENT_LATENCIES)
+        self.recent_reads: collections.deque[float] = collections.deque(maxlen=RECENT_LATENCIES)
         # A Global Database's view of this node's region (compute_node/region_view.py); None: no regions.
         self.region_view = None
 
@@ -100,8 +117,11 @@ class QuorumBackend:
         finally:
             if traced is not None:
                 trace_mod.end_read(traced, error)
+            elapsed = time.perf_counter() - started
+            if error is None:
+                self.recent_reads.append(elapsed)
             if self.metrics is not None:
-                self.metrics.read_done(kind, read_mode or self.storage.read_mode, time.perf_counter() - started)
+                self.metrics.read_done(kind, read_mode or self.storage.read_mode, elapsed)
 
     @property
     def read_mode(self) -> str:
@@ -117,16 +137,22 @@ class QuorumBackend:
         self, start_ts: int, writes: list[tuple[bytes, bytes | None]], lock_keys: list[bytes], txn_id: str,
         private_keyspace: bool = False,
     ) -> int:
-        if self.metrics is None:
-            return await self.adjudicators.commit(start_ts, writes, lock_keys, txn_id, private_keyspace)
         started = time.perf_counter()
         try:
             commit_ts = await self.adjudicators.commit(start_ts, writes, lock_keys, txn_id, private_keyspace)
         except errors.SqlError as error:
-            self.metrics.commit_done(time.perf_counter() - started, error)
+            if self.metrics is not None:
+                self.metrics.commit_done(time.perf_counter() - started, error)
             raise
-        self.metrics.commit_done(time.perf_counter() - started, None)
+        elapsed = time.perf_counter() - started
+        self.recent_commits.append(elapsed)
+        if self.metrics is not None:
+            self.metrics.commit_done(elapsed, None)
         return commit_ts
+
+    def latency_medians_ms(self) -> tuple[float, float]:
+        """(commit, read) median latency of the latest RECENT_LATENCIES of each, ms; 0 for none."""
+        return median_ms(self.recent_commits), median_ms(self.recent_reads)
 
     async def read_only_commit_wait(self, start_ts: int) -> None:
         """A read-only transaction's commit-wait: return once now().earliest is past every commit

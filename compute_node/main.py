@@ -33,7 +33,7 @@ async def serve(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig, 
     engine = Engine()  # one schema cache for every session of this node, gRPC and PostgreSQL alike
     session_factory = functools.partial(Session, engine=engine)
     service = ComputeService(node, backend, session_factory=session_factory, health=lambda: readiness.health,
-                             engine_detail=engine.status_detail)
+                             engine_detail=engine.status_detail, region=cluster.region)
     compute_metrics = compute_node_metrics.attach(backend, service, engine, readiness)  # None: no /metrics
     server = rpc.new_server()
     compute_pb2_grpc.add_ComputeServicer_to_server(service, server)

@@ -17,7 +17,7 @@ import logging
 import grpc
 
 from quorumdb import config as config_mod
-from quorumdb import limits, rpc
+from quorumdb import limits, members, rpc
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc
 
 log = logging.getLogger("compute_node.region_view")
@@ -40,10 +40,11 @@ class RegionPoint:
 class RegionView:
     def __init__(self, cluster: config_mod.ClusterConfig, channels: rpc.Channels) -> None:
         self.cluster = cluster
-        self.region = cluster.region
+        # An active-active cluster has no primary: every peer takes writes, as one cluster does.
+        self.region = cluster.region if members.active_active(cluster) is None else ""
         self._stubs = {node.name: adjudicator_pb2_grpc.AdjudicatorStub(channels.get(node.address))
                        for node in cluster.adjudicators}
-        self.point = RegionPoint(region=cluster.region, role="primary" if not cluster.region else "")
+        self.point = RegionPoint(region=self.region, role="primary" if not self.region else "")
         self.leader = cluster.initial_leader
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None

@@ -186,8 +186,10 @@ class ComputeService(compute_pb2_grpc.ComputeServicer):
         sessions_max: int = limits.SESSIONS_MAX,
         session_idle_s: float = limits.SESSION_IDLE_S,
         monotonic: Callable[[], float] = runtime.monotonic,
+        region: str = "",
     ) -> None:
         self._node = node
+        self._region = region  # the node's region in a cluster of several ("" otherwise)
         self._backend = backend
         self._session_factory = session_factory
         self._health = health
@@ -354,6 +356,8 @@ class ComputeService(compute_pb2_grpc.ComputeServicer):
             details.append(reads())
         if self._engine_detail is not None:
             details.append(self._engine_detail())
+        medians = getattr(self._backend, "latency_medians_ms", None)
+        commit_ms, read_ms = medians() if medians is not None else (0.0, 0.0)
         return common_pb2.NodeStatus(
             name=self._node.name,
             az=self._node.az,
@@ -362,6 +366,9 @@ class ComputeService(compute_pb2_grpc.ComputeServicer):
             leader=leader,
             health=self._health(),
             detail=" ".join(details),
+            region=self._region,
+            commit_p50_ms=commit_ms,
+            read_p50_ms=read_ms,
         )
 
 
