@@ -40,17 +40,21 @@ def dump_logs(cluster: Cluster, lines: int = 25) -> None:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `compose` (Docker, tests/compose) run only when `-m` names the marker.
+    """Tests marked `compose` (Docker, tests/compose) or `regions` (an active-active cluster of
+    three regions, 33 node processes) run only when `-m` names the marker.
 
-    So `python -m pytest` and `python -m pytest -m "not cluster"` never start Docker;
-    `python -m pytest -m compose tests/compose` (as .ci/run does, after scripts/build-images) does.
+    So `python -m pytest` and `python -m pytest -m "not cluster"` never start Docker or three
+    regions; `python -m pytest -m compose tests/compose` and `python -m pytest -m regions` (as
+    .ci/run does, each as a step of its own) do.
     """
-    if "compose" in (config.option.markexpr or ""):
+    expression = config.option.markexpr or ""
+    separate = [marker for marker in ("compose", "regions") if marker not in expression]
+    if not separate:
         return
-    kept = [item for item in items if item.get_closest_marker("compose") is None]
-    if len(kept) != len(items):
-        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("compose")])
-        items[:] = kept
+    dropped = [item for item in items if any(item.get_closest_marker(m) is not None for m in separate)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped]
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
