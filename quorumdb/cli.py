@@ -1215,6 +1215,7 @@ examples:
 an active-active cluster (`quorumdb up --regions A,B --witness W ...`) takes the same actions: the
 witness too (region-kill W, region-partition W, REGION/NODE of its journal replicas), and
   quorumdb chaos --data-dir aa region-link-cut us-east-1 us-east-2   # the peers lose each other only
+  quorumdb chaos --data-dir aa kill-leader      # the one adjudicator leader, whichever peer it is in
 
 Exit status: 0 when the action was done, 1 otherwise (unknown node or AZ, node not
 running, no `quorumdb up` on that base port), 2 for a usage error (an unknown region,
@@ -1399,6 +1400,8 @@ def command_chaos_global(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
         if kind is not None:
             region, name = split_qualified(global_cfg, args.argument, args.action, kind)
             return chaos_call(region_supervisor(region), args.action, name, out, err, f"{region.name}: ")
+        if args.action == "kill-leader" and not args.argument and global_cfg.active_active:
+            return chaos_kill_active_active_leader(global_cfg, out, err)
         if args.action == "kill-leader":
             region = chaos_region(global_cfg, args.argument, args.action)
             return chaos_call(region_supervisor(region), args.action, None, out, err, f"{region.name}: ")
@@ -1408,6 +1411,28 @@ def command_chaos_global(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
         return EXIT_USAGE
     codes = [chaos_call(region_supervisor(region), args.action, None, out, err, f"{region.name}: ") for region in chosen]
     return max(codes)
+
+
+def chaos_kill_active_active_leader(global_cfg: regions_mod.GlobalConfig, out: TextIO, err: TextIO) -> int:
+    """`kill-leader` with no REGION in an active-active cluster: the one adjudicator leader of both
+    peers, wherever it is (found as `status` finds it), killed through its region's supervisor."""
+    from quorumdb import members
+
+    peers = [global_cfg.region(name) for name in global_cfg.peers]
+    clusters = [region.cluster() for region in peers]
+    adjudicators = [node for cluster in clusters for node in cluster.adjudicators]
+    statuses = iter(fetch_statuses(adjudicators, limits.STATUS_TIMEOUT_S))
+    sections = [(region, cluster, [next(statuses) if node.service == "adjudicator" else None for node in cluster.nodes])
+                for region, cluster in zip(peers, clusters, strict=True)]
+    leader = adjudicator_leader(sections)
+    if leader is None:
+        err.write("quorumdb chaos kill-leader: no adjudicator of the peers says it leads (an election may be under "
+                  "way); try again, or name a REGION\n")
+        return EXIT_FAILED
+    region_name, node_name = members.split(leader[0])
+    region = global_cfg.region(region_name or leader[1])
+    return chaos_call(region_supervisor(region), "kill", node_name, out, err,
+                      f"{region.name}: leader {leader[0]} (epoch {leader[2].epoch}): ")
 
 
 def command_chaos_region(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -284,6 +284,9 @@ def test_chaos_on_an_active_active_directory(aa_dir):
     assert healed.returncode == 0, healed.stderr
     assert wan.read_rules(aa_dir).cut_links == frozenset()
 
+    leader = run_cli("chaos", "--data-dir", data_dir, "kill-leader")
+    assert leader.returncode == 1 and "no adjudicator of the peers says it leads" in leader.stderr
+
     # Actions that need the supervisors name the witness's like any region's.
     down = run_cli("chaos", "--data-dir", data_dir, "region-kill", "w1")
     assert down.returncode == 1 and f"127.0.0.1:{aa_dir.region('w1').base_port + 39}" in down.stderr
