@@ -1039,7 +1039,8 @@ def command_up_regions(args: argparse.Namespace, out: TextIO = sys.stdout, err: 
                     report_exits(cluster, say, supervisors[name], reported, region=name)
                 time.sleep(limits.UP_MONITOR_INTERVAL_S)
         except NotReady as error:
-            err.write(f"quorumdb up: the Global Database did not become ready: {error}\n")
+            what = "active-active cluster" if global_cfg.active_active else "Global Database"
+            err.write(f"quorumdb up: the {what} did not become ready: {error}\n")
             for name, cluster in launched.clusters.items():
                 for node in cluster.config.nodes:
                     if not cluster.is_running(node.name):
