@@ -208,8 +208,9 @@ def _cluster_for_status(args: argparse.Namespace, command: str = "status") -> co
     if args.data_dir is not None:
         path = pathlib.Path(args.data_dir) / config_mod.CONFIG_FILE
         if not path.exists() and regions_mod.is_global(args.data_dir):
-            names = ", ".join(regions_mod.load(args.data_dir).names)
-            raise SystemExit(f"quorumdb {command}: {args.data_dir} is a Global Database (regions {names}): "
+            global_cfg = regions_mod.load(args.data_dir)
+            what = "an active-active cluster" if global_cfg.active_active else "a Global Database"
+            raise SystemExit(f"quorumdb {command}: {args.data_dir} is {what} (regions {', '.join(global_cfg.names)}): "
                              f"give one region's directory, --data-dir {pathlib.Path(args.data_dir) / regions_mod.REGIONS_DIR}/NAME")
         if not path.exists():
             raise SystemExit(f"quorumdb {command}: no cluster file at {path}")
@@ -878,13 +879,20 @@ def wait_until_active_active_ready(launched: Any, global_cfg: regions_mod.Global
         except LaunchError as error:
             raise NotReady(f"region {name}: {error}") from None
     sql_deadline = min(deadline, time.monotonic() + AA_SQL_READY_TIMEOUT_S)
-    problems: dict[str, str | None] = {}
-    for name in global_cfg.peers:
+
+    def probe(name: str) -> tuple[str, dict[str, common_pb2.NodeStatus] | None, str | None]:
         try:
-            statuses[name] = wait_until_ready(launched.clusters[name], sql_deadline)
-            problems[name] = None
+            return name, wait_until_ready(launched.clusters[name], sql_deadline), None
         except NotReady as error:
-            problems[name] = str(error)
+            return name, None, str(error)
+
+    problems: dict[str, str | None] = {}
+    # Both peers at once: each gets the whole bound (one after the other, the second got what was left).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(global_cfg.peers)) as pool:
+        for name, ready, problem in pool.map(probe, global_cfg.peers):
+            problems[name] = problem
+            if ready is not None:
+                statuses[name] = ready
     return statuses, problems
 
 
@@ -904,7 +912,7 @@ def active_active_ready_lines(global_cfg: regions_mod.GlobalConfig, clusters: Se
                          f"{', '.join(node.address for node in cluster.journals)}")
             continue
         problem = problems.get(region.name)
-        serving = "serves SQL" if problem is None else f"NOT serving SQL yet ({problem})"
+        serving = "serves SQL" if problem is None else "NOT serving SQL yet (why: above; `quorumdb status` shows the votes)"
         lines.append(f"peer {region.name}: client API {', '.join(node.address for node in cluster.computes)}; "
                      f"PostgreSQL {', '.join(f'{node.host}:{cluster.pg_port(node.name)}' for node in cluster.computes)}; "
                      f"{serving}")
@@ -1014,6 +1022,9 @@ def command_up_regions(args: argparse.Namespace, out: TextIO = sys.stdout, err: 
             handle = None
             if global_cfg.active_active:
                 statuses, problems = wait_until_active_active_ready(launched, global_cfg, deadline)
+                for name, problem in problems.items():
+                    if problem is not None:
+                        err.write(f"warning: peer {name} does not serve SQL yet: {problem}\n")
             else:
                 statuses = wait_until_regions_ready(launched, primary, deadline)
                 handle = start_writer_endpoint(global_cfg, err)
