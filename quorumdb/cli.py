@@ -300,9 +300,12 @@ def adjudicator_leader(sections: Sequence[tuple[Any, config_mod.ClusterConfig,
             if node.service != "adjudicator" or status is None or status.role != "leader":
                 continue
             # The leader's own words: its Status names it qualified once the adjudicators are
-            # members of one group; a plain name is qualified with the region it answered from.
-            said = next((name for name in (status.leader, status.name) if "/" in name), "")
-            name = said or members.qualify(region.name, status.name or node.name)
+            # members of one group (in `name`, or in `leader`, the leader it knows: itself); a
+            # plain name is qualified with the region it answered from.
+            plain = members.split(status.name or node.name)[1]
+            said = next((name for name in (status.name, status.leader)
+                         if "/" in name and members.split(name)[1] == plain), "")
+            name = said or members.qualify(region.name, plain)
             leaders.append((status.epoch, name, status))
     if not leaders:
         return None

@@ -72,6 +72,10 @@ def test_up_with_a_witness_lays_out_two_peers_and_a_journal_only_witness(tmp_pat
     report = cli.ready_report(w1, {}, {"journal-az1": 123}, cli.supervisor_address_of(w1), final_line=False)
     assert "SQL endpoints" not in report and "PostgreSQL endpoints" not in report and "journal-az1" in report
     assert "metrics: http://127.0.0.1:21160/metrics .. :21162" in report
+    from quorumdb import prometheus
+
+    assert prometheus.address(w1) == ("127.0.0.1", 21_176)
+    assert prometheus.scrape_config(w1).count("targets:") == 3 and "127.0.0.1:21162" in prometheus.scrape_config(w1)
 
 
 def test_a_custom_layout_still_has_no_base_port():
@@ -208,6 +212,11 @@ def test_the_status_report_without_a_leader_or_its_votes_says_unknown(tmp_path):
     sections = [(global_cfg.region("p1"), p1, _statuses(p1, adjudicator_az1=plain))] + nobody[1:]
     report = cli.active_active_report(global_cfg, sections)
     assert report["leader"] == "p1/adjudicator-az1" and report["leader_region"] == "p1"
+    # A leader whose `leader` field already names another adjudicator is still named by itself.
+    moving = common_pb2.NodeStatus(name="adjudicator-az1", service="adjudicator", role="leader", epoch=2,
+                                   leader="p2/adjudicator-az3")
+    sections = [(global_cfg.region("p1"), p1, _statuses(p1, adjudicator_az1=moving))] + nobody[1:]
+    assert cli.active_active_report(global_cfg, sections)["leader"] == "p1/adjudicator-az1"
     assert [region["voted_in"] for region in report["regions"]] == [None, None, None]
 
 
