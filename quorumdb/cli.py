@@ -2,6 +2,7 @@
 
     quorumdb up [--data-dir DIR] [--base-port N] [--ready-timeout S]
     quorumdb up --regions NAME:primary,NAME:secondary [--wan-ms D[,J[,L]]] [--data-dir DIR] [--base-port N]
+    quorumdb up --regions PEER,PEER --witness NAME [--wan-ms D[,J[,L]]] [--data-dir DIR] [--base-port N]
     quorumdb status [--base-port N] [--host H] [--data-dir DIR] [--json]
     quorumdb chaos [--base-port N | --data-dir DIR] ACTION [ARG]
     quorumdb top [--base-port N | --data-dir DIR] [--interval S]
@@ -34,6 +35,12 @@ region must answer Status, and the primary region must be ready as a single clus
 secondary's compute nodes need not serve reads yet. A later `up --data-dir DIR` starts the
 regions the file names (a --regions naming others is a usage error, exit 2). `status` and
 `chaos` given such a DIR act per region (`chaos --help`).
+
+`up --regions A,B --witness W` starts an active-active cluster (docs/ACTIVE_ACTIVE.md) the same
+way: peers A and B (whole regions, both taking writes) and witness W (3 journal replicas only) on
+base + 60 i, one supervisor each, no writer endpoint. Every node must answer Status; each peer's
+SQL is probed for a bounded time and reported. `status` then adds each region's kind, whether the
+adjudicator leader counts it voted in, its endpoints and latencies, and the leader's region.
 
 `clone` makes a copy-on-write clone of the cluster in DIR as a new cluster in NEW
 (quorumdb/dr/clone.py): it prints the time used, what it linked and copied, and how to start it.
@@ -201,8 +208,9 @@ def _cluster_for_status(args: argparse.Namespace, command: str = "status") -> co
     if args.data_dir is not None:
         path = pathlib.Path(args.data_dir) / config_mod.CONFIG_FILE
         if not path.exists() and regions_mod.is_global(args.data_dir):
-            names = ", ".join(regions_mod.load(args.data_dir).names)
-            raise SystemExit(f"quorumdb {command}: {args.data_dir} is a Global Database (regions {names}): "
+            global_cfg = regions_mod.load(args.data_dir)
+            what = "an active-active cluster" if global_cfg.active_active else "a Global Database"
+            raise SystemExit(f"quorumdb {command}: {args.data_dir} is {what} (regions {', '.join(global_cfg.names)}): "
                              f"give one region's directory, --data-dir {pathlib.Path(args.data_dir) / regions_mod.REGIONS_DIR}/NAME")
         if not path.exists():
             raise SystemExit(f"quorumdb {command}: no cluster file at {path}")
@@ -231,6 +239,10 @@ def global_data_dir(data_dir: pathlib.Path) -> bool:
 
 
 def region_title(region: regions_mod.RegionConfig) -> str:
+    if region.role == "witness":
+        return f"region {region.name} (witness: journal replicas only, base port {region.base_port})"
+    if region.role == "peer":
+        return f"region {region.name} (peer: takes reads and writes, base port {region.base_port})"
     return f"region {region.name} (initial role {region.role}, base port {region.base_port})"
 
 
@@ -245,6 +257,11 @@ def command_status_regions(args: argparse.Namespace, out: TextIO = sys.stdout) -
     for region, cluster in zip(global_cfg.regions, clusters, strict=True):
         sections.append((region, cluster, statuses[start:start + len(cluster.nodes)]))
         start += len(cluster.nodes)
+    if global_cfg.active_active:
+        report = active_active_report(global_cfg, sections, current_wan_rules(global_cfg))
+        out.write(json.dumps(report, indent=2) + "\n" if args.json else active_active_text(report, sections))
+        out.flush()
+        return EXIT_OK if all(status is not None for status in statuses) else EXIT_FAILED
     if args.json:
         report = {"global_file": str(global_cfg.path), "regions": [
             {"name": region.name, "initial_role": region.role, "base_port": region.base_port,
@@ -257,6 +274,139 @@ def command_status_regions(args: argparse.Namespace, out: TextIO = sys.stdout) -
         out.write("\n".join(texts) + f"global cluster file: {global_cfg.path}\n")
     out.flush()
     return EXIT_OK if all(status is not None for status in statuses) else EXIT_FAILED
+
+
+# --- status of an active-active cluster -----------------------------------------------------------
+def median_positive(values: Sequence[float]) -> float | None:
+    """The median of the values > 0 (a compute node with no commit yet reports 0); None without any."""
+    positive = sorted(value for value in values if value > 0)
+    if not positive:
+        return None
+    middle = len(positive) // 2
+    return positive[middle] if len(positive) % 2 else (positive[middle - 1] + positive[middle]) / 2
+
+
+def adjudicator_leader(sections: Sequence[tuple[Any, config_mod.ClusterConfig,
+                                                Sequence[common_pb2.NodeStatus | None]]]
+                       ) -> tuple[str, str, common_pb2.NodeStatus] | None:
+    """(qualified name, region, Status) of the adjudicator that says it leads, the highest epoch if
+    more than one still says so (an old leader that has not heard of its successor yet); None if
+    no adjudicator that answered leads."""
+    from quorumdb import members
+
+    leaders = []
+    for region, cluster, statuses in sections:
+        for node, status in zip(cluster.nodes, statuses, strict=True):
+            if node.service != "adjudicator" or status is None or status.role != "leader":
+                continue
+            # The leader's own words: its Status names it qualified once the adjudicators are
+            # members of one group (in `name`, or in `leader`, the leader it knows: itself); a
+            # plain name is qualified with the region it answered from.
+            plain = members.split(status.name or node.name)[1]
+            said = next((name for name in (status.name, status.leader)
+                         if "/" in name and members.split(name)[1] == plain), "")
+            name = said or members.qualify(region.name, plain)
+            leaders.append((status.epoch, name, status))
+    if not leaders:
+        return None
+    epoch, name, status = max(leaders, key=lambda item: (item[0], item[1]))
+    return name, members.split(name)[0], status
+
+
+def active_active_report(global_cfg: regions_mod.GlobalConfig,
+                         sections: Sequence[tuple[regions_mod.RegionConfig, config_mod.ClusterConfig,
+                                                  Sequence[common_pb2.NodeStatus | None]]],
+                         rules: Any = None) -> dict[str, Any]:
+    """`status --json` of an active-active cluster, from the nodes' Status replies (None: no answer).
+
+    A pure function of its arguments (except the storage rows' window age, which status_objects
+    measures against the clock). voted_in comes from the adjudicator leader's view (its
+    NodeStatus.regions); null when no leader answered or it reports no view of that region.
+    Latencies are the median of the region's compute nodes' reported medians, null when none has
+    one. `rules`: the current WAN rules (quorumdb.wan.WanRules), else the global file's settings."""
+    leader = adjudicator_leader(sections)
+    votes = {vote.name: vote for vote in leader[2].regions} if leader is not None else {}
+    regions_out = []
+    for region, cluster, statuses in sections:
+        computes = [(node, status) for node, status in zip(cluster.nodes, statuses, strict=True)
+                    if node.service == "compute"]
+        vote = votes.get(region.name)
+        answered = [status for _, status in computes if status is not None]
+        regions_out.append({
+            "name": region.name,
+            "kind": region.role,  # peer | witness
+            "base_port": region.base_port,
+            "voted_in": vote.voted_in if vote is not None else None,
+            "match_index": vote.match_index if vote is not None else None,
+            "endpoints": [node.address for node, _ in computes],
+            "pg_endpoints": [f"{node.host}:{cluster.pg_port(node.name)}" for node, _ in computes],
+            "commit_p50_ms": median_positive([status.commit_p50_ms for status in answered]),
+            "read_p50_ms": median_positive([status.read_p50_ms for status in answered]),
+            "nodes_up": sum(status is not None for status in statuses),
+            "nodes": status_objects(cluster.nodes, statuses, cluster),
+        })
+    if rules is None:
+        delay, jitter, loss, partitioned, cut = (global_cfg.wan_ms, global_cfg.wan_jitter_ms, global_cfg.wan_loss,
+                                                 [], [])
+    else:
+        delay, jitter, loss = rules.delay_ms, rules.jitter_ms, rules.loss
+        partitioned = sorted(rules.partitioned)
+        cut = [list(pair) for pair in sorted(getattr(rules, "cut_links", ()))]
+    return {
+        "kind": "active-active",
+        "global_file": str(global_cfg.path),
+        "leader": leader[0] if leader is not None else None,
+        "leader_region": leader[1] if leader is not None else None,
+        "leader_epoch": leader[2].epoch if leader is not None else None,
+        "peers": global_cfg.peers,
+        "witness": global_cfg.witness,
+        "wan_ms": delay,
+        "wan_jitter_ms": jitter,
+        "wan_loss": loss,
+        "partitioned": partitioned,
+        "cut_links": cut,
+        "regions": regions_out,
+    }
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def active_active_region_line(region: dict[str, Any]) -> str:
+    vote = {True: "voted in", False: "VOTED OUT", None: "vote unknown (no leader view)"}[region["voted_in"]]
+    kind = "peer" if region["kind"] == "peer" else "witness: journal replicas only"
+    line = f"region {region['name']} ({kind}, base port {region['base_port']}): {vote}"
+    if region["kind"] == "peer":
+        line += f"; commit p50 {_ms(region['commit_p50_ms'])}, read p50 {_ms(region['read_p50_ms'])}"
+    return line
+
+
+def active_active_text(report: dict[str, Any], sections: Sequence[tuple[Any, config_mod.ClusterConfig,
+                                                                       Sequence[common_pb2.NodeStatus | None]]]) -> str:
+    """The text of `status` on an active-active cluster: one section per region, then the leader,
+    the witness and the WAN."""
+    texts = [f"{active_active_region_line(region)}\n{status_table(cluster.nodes, statuses)}"
+             for region, (_, cluster, statuses) in zip(report["regions"], sections, strict=True)]
+    if report["leader"] is None:
+        leader = "leader: no adjudicator answered as leader (an election may be under way)"
+    else:
+        leader = f"leader: {report['leader']} (region {report['leader_region']}, epoch {report['leader_epoch']})"
+    cut = ", ".join(f"{a} - {b}" for a, b in report["cut_links"]) or "none"
+    wan = (f"WAN: {report['wan_ms']:g} ms one way, jitter {report['wan_jitter_ms']:g} ms, loss {report['wan_loss']:g}; "
+           f"partitioned: {', '.join(report['partitioned']) or 'none'}; links cut: {cut}")
+    return ("\n".join(texts) + f"{leader}\npeers: {', '.join(report['peers'])}   witness: {report['witness']}\n"
+            f"{wan}\nactive-active cluster file: {report['global_file']}\n")
+
+
+def current_wan_rules(global_cfg: regions_mod.GlobalConfig) -> Any:
+    """The WAN rules now in force (None if they cannot be read: the global file's settings are shown)."""
+    try:
+        from quorumdb import wan
+
+        return wan.read_rules(global_cfg)
+    except Exception:  # noqa: BLE001 - status shows the nodes whatever the rules file holds
+        return None
 
 
 # --- up --------------------------------------------------------------------------------------
@@ -273,7 +423,13 @@ def base_port_of(cluster: config_mod.ClusterConfig) -> int | None:
     try:
         compute = cluster.node("compute-az1")
     except KeyError:
-        return None
+        # A witness region of an active-active cluster has journal replicas only (config.witness_nodes).
+        if cluster.computes or cluster.adjudicators or cluster.storages:
+            return None
+        try:
+            return cluster.node("journal-az1").port - config_mod.PORT_OFFSET["journal"]
+        except KeyError:
+            return None
     return compute.port - config_mod.PORT_OFFSET["compute"]
 
 
@@ -381,14 +537,16 @@ def ready_report(cluster: config_mod.ClusterConfig, statuses: dict[str, common_p
          ("pid", "integer")],
         rows, fmt.PrintOptions(), footers=[f"({len(rows)} nodes)"],
     )
-    lines = [table.rstrip("\n"), "", "SQL endpoints (compute nodes):"]
-    for node in cluster.computes:
-        lines.append(f"  {node.name:<14} {node.address:<18} qsql -h {node.host} -p {node.port}")
-    lines += ["", "PostgreSQL endpoints (psql, psycopg, SQLAlchemy; password: `quorumdb token --user admin`"
-                  + (", TRUST MODE: no authentication" if cluster.pg_trust else "") + "):"]
-    for node in cluster.computes:
-        lines.append(f"  {node.name:<14} {node.host}:{cluster.pg_port(node.name):<12} "
-                     f"psql -h {node.host} -p {cluster.pg_port(node.name)} -U admin -d postgres")
+    lines = [table.rstrip("\n")]
+    if cluster.computes:  # a witness region has journal replicas only: no SQL endpoint
+        lines += ["", "SQL endpoints (compute nodes):"]
+        for node in cluster.computes:
+            lines.append(f"  {node.name:<14} {node.address:<18} qsql -h {node.host} -p {node.port}")
+        lines += ["", "PostgreSQL endpoints (psql, psycopg, SQLAlchemy; password: `quorumdb token --user admin`"
+                      + (", TRUST MODE: no authentication" if cluster.pg_trust else "") + "):"]
+        for node in cluster.computes:
+            lines.append(f"  {node.name:<14} {node.host}:{cluster.pg_port(node.name):<12} "
+                         f"psql -h {node.host} -p {cluster.pg_port(node.name)} -U admin -d postgres")
     lines += [
         "",
         f"data: {cluster.data_dir}   logs: {cluster.data_dir / 'logs'}",
@@ -398,7 +556,7 @@ def ready_report(cluster: config_mod.ClusterConfig, statuses: dict[str, common_p
         lines.append(f"supervisor: {supervisor_address}   break things with `quorumdb chaos --base-port {base} ACTION`")
     if cluster.metrics:
         ports = [cluster.metrics_port(node.name) for node in cluster.nodes]
-        lines.append(f"metrics: http://{cluster.computes[0].host}:{min(ports)}/metrics .. :{max(ports)} (one port per "
+        lines.append(f"metrics: http://{cluster.nodes[0].host}:{min(ports)}/metrics .. :{max(ports)} (one port per "
                      f"node, Prometheus text format; `quorumdb status --json` lists each node's metrics_url)")
     if console_url is not None:
         lines.append(f"console: {console_url}   live picture, charts, events and chaos buttons "
@@ -473,7 +631,7 @@ def command_up(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO =
 
     data_dir = pathlib.Path(args.data_dir).resolve()
     if getattr(args, "regions", None) is not None or getattr(args, "wan_ms", None) is not None \
-            or regions_mod.is_global(data_dir):
+            or getattr(args, "witness", None) is not None or regions_mod.is_global(data_dir):
         return command_up_regions(args, out, err)
     cluster_config = load_or_create_cluster(data_dir, args.base_port, err)
     cluster_config = apply_pg_options(cluster_config, args)
@@ -564,8 +722,27 @@ def _stop(launched: Any, supervisor: Any = None, supervisor_server: Any = None, 
 
 
 # --- up --regions: a Global Database on one machine ------------------------------------------
-def regions_mismatch(global_cfg: regions_mod.GlobalConfig, pairs: list[tuple[str, str]] | None) -> str | None:
-    """Why `--regions` disagrees with an existing global file (None: it agrees, or was not given)."""
+def regions_mismatch(global_cfg: regions_mod.GlobalConfig, pairs: list[tuple[str, str]] | None,
+                     witness: str | None = None) -> str | None:
+    """Why `--regions` (and `--witness`) disagree with an existing global file (None: they agree,
+    or were not given)."""
+    existing_text = ",".join(f"{region.name}:{region.role}" for region in global_cfg.regions)
+    if global_cfg.active_active and (pairs is not None or witness is not None):
+        if witness is None:
+            return (f"{global_cfg.path} is an active-active cluster (peers {', '.join(global_cfg.peers)}, witness "
+                    f"{global_cfg.witness}): give --regions {','.join(global_cfg.peers)} --witness "
+                    f"{global_cfg.witness}, or leave out --regions to start it")
+        wanted = [(name, role) for name, role in pairs] if pairs is not None else None
+        have = [(region.name, region.role) for region in global_cfg.regions]
+        if (wanted is not None and wanted != have) or witness != global_cfg.witness:
+            asked = (f"--regions {','.join(n for n, r in wanted if r == 'peer')} " if wanted else "") + f"--witness {witness}"
+            return (f"{asked} does not match {global_cfg.path}, which has peers {', '.join(global_cfg.peers)} and "
+                    f"witness {global_cfg.witness}. Leave out --regions and --witness to start the existing "
+                    f"regions, or use another --data-dir for a new cluster")
+        return None
+    if witness is not None:
+        return (f"{global_cfg.path} is a Global Database ({existing_text}), not an active-active cluster: leave out "
+                f"--witness to start it, or use another --data-dir for an active-active cluster")
     if pairs is None:
         return None
     wanted = ",".join(f"{name}:{role}" for name, role in pairs)
@@ -578,15 +755,23 @@ def regions_mismatch(global_cfg: regions_mod.GlobalConfig, pairs: list[tuple[str
 
 
 def prepare_global(data_dir: pathlib.Path, regions_text: str | None, wan_text: str | None, base_port: int | None,
-                   err: TextIO = sys.stderr) -> regions_mod.GlobalConfig:
-    """The Global Database in data_dir: the existing global file (checked against --regions, its WAN
-    settings replaced by --wan-ms), or a new one laid out and written. Raises RegionsError, having
-    written nothing, for an argument that is not valid or does not match."""
-    pairs = regions_mod.parse_regions(regions_text) if regions_text is not None else None
+                   err: TextIO = sys.stderr, witness: str | None = None) -> regions_mod.GlobalConfig:
+    """The Global Database (or, with `witness`, the active-active cluster) in data_dir: the existing
+    global file (checked against --regions and --witness, its WAN settings replaced by --wan-ms), or
+    a new one laid out and written (an active-active cluster: the peers, then the witness, on
+    base + 60 i). Raises RegionsError, having written nothing, for an argument that is not valid or
+    does not match."""
+    if witness is not None:
+        if regions_text is None and not regions_mod.is_global(data_dir):
+            raise regions_mod.RegionsError("--witness needs --regions with the two peer regions "
+                                           "(e.g. --regions us-east-1,us-east-2 --witness us-west-2)")
+        pairs = regions_mod.parse_active_active(regions_text, witness) if regions_text is not None else None
+    else:
+        pairs = regions_mod.parse_regions(regions_text) if regions_text is not None else None
     wan = regions_mod.parse_wan(wan_text) if wan_text is not None else None
     if (data_dir / config_mod.CONFIG_FILE).exists():
         raise regions_mod.RegionsError(f"{data_dir} holds a single-region cluster ({config_mod.CONFIG_FILE}); "
-                                       f"use another --data-dir for a Global Database")
+                                       f"use another --data-dir for a Global Database or an active-active cluster")
     if not regions_mod.is_global(data_dir):
         if pairs is None:
             raise regions_mod.RegionsError(f"{data_dir} has no {regions_mod.GLOBAL_FILE}: --wan-ms needs --regions "
@@ -595,7 +780,7 @@ def prepare_global(data_dir: pathlib.Path, regions_text: str | None, wan_text: s
         global_cfg.write()
         return global_cfg
     global_cfg = regions_mod.load(data_dir)
-    problem = regions_mismatch(global_cfg, pairs)
+    problem = regions_mismatch(global_cfg, pairs, witness)
     if problem is not None:
         raise regions_mod.RegionsError(problem)
     first = global_cfg.regions[0].base_port
@@ -676,6 +861,74 @@ def wait_until_regions_ready(launched: Any, primary: str, deadline: float) -> di
     return statuses
 
 
+# How long `up` keeps probing an active-active peer's SQL after every node answers: a peer serves
+# once the adjudicators of both peers agree on one leader, which may take a few WAN round trips.
+AA_SQL_READY_TIMEOUT_S = 30.0
+
+
+def wait_until_active_active_ready(launched: Any, global_cfg: regions_mod.GlobalConfig, deadline: float
+                                   ) -> tuple[dict[str, dict[str, common_pb2.NodeStatus]], dict[str, str | None]]:
+    """Every node of every region answers Status (else NotReady); then each peer is probed as a
+    single cluster is (healthy compute nodes, SELECT 1) within a bounded time. A peer that does not
+    serve SQL yet is reported, not fatal: both peers take writes only while the adjudicators of both
+    have one leader, and `quorumdb status` shows who is voted in. Returns the statuses and, per
+    peer, None (serves SQL) or why not."""
+    from quorumdb.launcher import LaunchError
+
+    statuses = {}
+    for name, cluster in launched.clusters.items():
+        try:
+            statuses[name] = cluster.wait_ready(timeout_s=max(1.0, deadline - time.monotonic()))
+        except LaunchError as error:
+            raise NotReady(f"region {name}: {error}") from None
+    sql_deadline = min(deadline, time.monotonic() + AA_SQL_READY_TIMEOUT_S)
+
+    def probe(name: str) -> tuple[str, dict[str, common_pb2.NodeStatus] | None, str | None]:
+        try:
+            return name, wait_until_ready(launched.clusters[name], sql_deadline), None
+        except NotReady as error:
+            return name, None, str(error)
+
+    problems: dict[str, str | None] = {}
+    # Both peers at once: each gets the whole bound (one after the other, the second got what was left).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(global_cfg.peers)) as pool:
+        for name, ready, problem in pool.map(probe, global_cfg.peers):
+            problems[name] = problem
+            if ready is not None:
+                statuses[name] = ready
+    return statuses, problems
+
+
+def active_active_ready_lines(global_cfg: regions_mod.GlobalConfig, clusters: Sequence[config_mod.ClusterConfig],
+                              problems: dict[str, str | None], node_count: int) -> list[str]:
+    wan = (f"WAN between regions: {global_cfg.wan_ms:g} ms one way, jitter up to {global_cfg.wan_jitter_ms:g} ms, "
+           f"loss {global_cfg.wan_loss:g}")
+    peers, witness = global_cfg.peers, global_cfg.witness
+    lines = [f"active-active cluster file: {global_cfg.path}",
+             f"regions: {peers[0]} (peer), {peers[1]} (peer), {witness} (witness: journal replicas only); a commit is "
+             f"durable in 2 of the 3 regions",
+             wan,
+             "writes: both peers take reads and writes (no writer endpoint: there is no primary to follow)"]
+    for region, cluster in zip(global_cfg.regions, clusters, strict=True):
+        if region.role == "witness":
+            lines.append(f"witness {region.name}: journal replicas "
+                         f"{', '.join(node.address for node in cluster.journals)}")
+            continue
+        problem = problems.get(region.name)
+        serving = "serves SQL" if problem is None else "NOT serving SQL yet (why: above; `quorumdb status` shows the votes)"
+        lines.append(f"peer {region.name}: client API {', '.join(node.address for node in cluster.computes)}; "
+                     f"PostgreSQL {', '.join(f'{node.host}:{cluster.pg_port(node.name)}' for node in cluster.computes)}; "
+                     f"{serving}")
+    data_dir = global_cfg.data_dir
+    lines += [f"status: `quorumdb status --data-dir {data_dir}` (who is voted in, the leader's region, latency per region)",
+              f"break things: `quorumdb chaos --data-dir {data_dir} region-kill {peers[1]}` (region-restart, "
+              f"region-partition {witness}, region-link-cut {peers[0]} {peers[1]}, region-heal, wan --ms N)",
+              f"benchmark one region: `quorumdb bench --data-dir {data_dir} --region {peers[1]} --workload point-write`",
+              f"QuorumDB active-active cluster is ready: 3 regions (peers {', '.join(peers)}; witness {witness}), "
+              f"{node_count} nodes up. Press Ctrl-C to stop."]
+    return lines
+
+
 def start_writer_endpoint(global_cfg: regions_mod.GlobalConfig, err: TextIO) -> Any:
     """The writer endpoint that follows the primary (quorumdb/haproxy.py), or None when this build
     has none or it did not start (the regions still serve on their own endpoints)."""
@@ -716,14 +969,15 @@ def regions_ready_lines(global_cfg: regions_mod.GlobalConfig, primary: str, node
 
 
 def command_up_regions(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """`up` for a Global Database: one launcher Cluster and one supervisor per region; the web
-    console (and Prometheus) for the first region only."""
+    """`up` for a Global Database or an active-active cluster: one launcher Cluster and one
+    supervisor per region; the web console (and Prometheus) for the first region only. An
+    active-active cluster has no writer endpoint: both peers take writes."""
     from quorumdb.launcher import Cluster, Regions
 
     data_dir = pathlib.Path(args.data_dir).resolve()
     try:
         global_cfg = prepare_global(data_dir, getattr(args, "regions", None), getattr(args, "wan_ms", None),
-                                    args.base_port, err)
+                                    args.base_port, err, getattr(args, "witness", None))
     except regions_mod.RegionsError as error:
         err.write(f"quorumdb up: {error}\n")
         return EXIT_USAGE
@@ -735,7 +989,7 @@ def command_up_regions(args: argparse.Namespace, out: TextIO = sys.stdout, err: 
                   f" --data-dir {data_dir}`.\n")
         return EXIT_FAILED
     launched = Regions({region.name: Cluster(cluster) for region, cluster in zip(global_cfg.regions, clusters)})
-    primary = current_primary(global_cfg)
+    primary = "" if global_cfg.active_active else current_primary(global_cfg)
     output_lock = threading.Lock()
     extras = Observability()
 
@@ -767,19 +1021,31 @@ def command_up_regions(args: argparse.Namespace, out: TextIO = sys.stdout, err: 
                 servers.append(supervisor_mod.serve(supervisors[name], supervisor_address_of(cluster)))
             extras.start(clusters[0], args, supervisors[global_cfg.names[0]], err)
             deadline = time.monotonic() + args.ready_timeout
-            statuses = wait_until_regions_ready(launched, primary, deadline)
-            handle = start_writer_endpoint(global_cfg, err)
-            if handle is not None:
-                writer.append(handle)
+            problems: dict[str, str | None] = {}
+            handle = None
+            if global_cfg.active_active:
+                statuses, problems = wait_until_active_active_ready(launched, global_cfg, deadline)
+                for name, problem in problems.items():
+                    if problem is not None:
+                        err.write(f"warning: peer {name} does not serve SQL yet: {problem}\n")
+            else:
+                statuses = wait_until_regions_ready(launched, primary, deadline)
+                handle = start_writer_endpoint(global_cfg, err)
+                if handle is not None:
+                    writer.append(handle)
             with output_lock:
                 for index, (region, cluster) in enumerate(zip(global_cfg.regions, clusters)):
                     first = index == 0
-                    out.write(f"\n{region_title(region)}{', primary now' if region.name == primary else ''}\n")
+                    now = ", primary now" if region.name == primary and not global_cfg.active_active else ""
+                    out.write(f"\n{region_title(region)}{now}\n")
                     out.write(ready_report(cluster, statuses[region.name], launched.clusters[region.name].pids,
                                            supervisor_address_of(cluster), extras.console_url if first else None,
                                            extras.prometheus_line if first else None, final_line=False))
-                out.write("\n" + "\n".join(regions_ready_lines(global_cfg, primary, node_count,
-                                                               writer_endpoint_line(handle))) + "\n")
+                if global_cfg.active_active:
+                    ready_lines = active_active_ready_lines(global_cfg, clusters, problems, node_count)
+                else:
+                    ready_lines = regions_ready_lines(global_cfg, primary, node_count, writer_endpoint_line(handle))
+                out.write("\n" + "\n".join(ready_lines) + "\n")
                 out.flush()
             reported: set[int] = set()
             while True:
@@ -787,7 +1053,8 @@ def command_up_regions(args: argparse.Namespace, out: TextIO = sys.stdout, err: 
                     report_exits(cluster, say, supervisors[name], reported, region=name)
                 time.sleep(limits.UP_MONITOR_INTERVAL_S)
         except NotReady as error:
-            err.write(f"quorumdb up: the Global Database did not become ready: {error}\n")
+            what = "active-active cluster" if global_cfg.active_active else "Global Database"
+            err.write(f"quorumdb up: the {what} did not become ready: {error}\n")
             for name, cluster in launched.clusters.items():
                 for node in cluster.config.nodes:
                     if not cluster.is_running(node.name):
@@ -944,7 +1211,8 @@ $QUORUMDB_DATA_DIR or ./quorumdb-data):
   region-kill R     SIGKILL every node of region R at once (through R's supervisor)
   region-restart R  start every node of R again (killing those still running), wait until they answer
   region-partition R  cut every link between region R and the other regions (quorumdb.wan)
-  region-heal       remove every cut between regions
+  region-link-cut A B  cut only the link between regions A and B, both ways (their other links stay)
+  region-heal       remove every cut between regions (partitions and cut links)
   wan --ms DELAY[,JITTER[,LOSS]]  set the delay (ms), jitter (ms) and loss (0..0.5) between regions
   The node and AZ actions above name a region's node or AZ as REGION/NODE or REGION/AZ
   (kill eu-west/storage-az1-a, kill-az us-east/az2); kill-leader takes a REGION; heal and
@@ -958,6 +1226,11 @@ examples:
   quorumdb chaos --data-dir gdb region-kill eu-west
   quorumdb chaos --data-dir gdb kill eu-west/journal-az1
   quorumdb chaos --data-dir gdb wan --ms 80,10
+
+an active-active cluster (`quorumdb up --regions A,B --witness W ...`) takes the same actions: the
+witness too (region-kill W, region-partition W, REGION/NODE of its journal replicas), and
+  quorumdb chaos --data-dir aa region-link-cut us-east-1 us-east-2   # the peers lose each other only
+  quorumdb chaos --data-dir aa kill-leader      # the one adjudicator leader, whichever peer it is in
 
 Exit status: 0 when the action was done, 1 otherwise (unknown node or AZ, node not
 running, no `quorumdb up` on that base port), 2 for a usage error (an unknown region,
@@ -983,6 +1256,7 @@ REGION_ACTIONS: dict[str, tuple[str | None, str | None]] = {
     "region-kill": ("REGION", "KillAll"),
     "region-restart": ("REGION", "RestartAll"),
     "region-partition": ("REGION", None),
+    "region-link-cut": ("REGION REGION", None),
     "region-heal": (None, None),
     "wan": (None, None),
 }
@@ -1049,6 +1323,10 @@ def command_backtrack(args: argparse.Namespace, out: TextIO = sys.stdout, err: T
 def command_chaos(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     if getattr(args, "ms", None) is not None and args.action != "wan":
         err.write(f"quorumdb chaos: --ms goes with `wan`, not {args.action}\n")
+        return EXIT_USAGE
+    if getattr(args, "second", None) is not None and args.action != "region-link-cut":
+        err.write(f"quorumdb chaos: {args.action} takes at most one argument (got {args.argument!r} and "
+                  f"{args.second!r})\n")
         return EXIT_USAGE
     if args.action in REGION_ACTIONS:
         return command_chaos_region(args, out, err)
@@ -1137,6 +1415,8 @@ def command_chaos_global(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
         if kind is not None:
             region, name = split_qualified(global_cfg, args.argument, args.action, kind)
             return chaos_call(region_supervisor(region), args.action, name, out, err, f"{region.name}: ")
+        if args.action == "kill-leader" and not args.argument and global_cfg.active_active:
+            return chaos_kill_active_active_leader(global_cfg, out, err)
         if args.action == "kill-leader":
             region = chaos_region(global_cfg, args.argument, args.action)
             return chaos_call(region_supervisor(region), args.action, None, out, err, f"{region.name}: ")
@@ -1146,6 +1426,28 @@ def command_chaos_global(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
         return EXIT_USAGE
     codes = [chaos_call(region_supervisor(region), args.action, None, out, err, f"{region.name}: ") for region in chosen]
     return max(codes)
+
+
+def chaos_kill_active_active_leader(global_cfg: regions_mod.GlobalConfig, out: TextIO, err: TextIO) -> int:
+    """`kill-leader` with no REGION in an active-active cluster: the one adjudicator leader of both
+    peers, wherever it is (found as `status` finds it), killed through its region's supervisor."""
+    from quorumdb import members
+
+    peers = [global_cfg.region(name) for name in global_cfg.peers]
+    clusters = [region.cluster() for region in peers]
+    adjudicators = [node for cluster in clusters for node in cluster.adjudicators]
+    statuses = iter(fetch_statuses(adjudicators, limits.STATUS_TIMEOUT_S))
+    sections = [(region, cluster, [next(statuses) if node.service == "adjudicator" else None for node in cluster.nodes])
+                for region, cluster in zip(peers, clusters, strict=True)]
+    leader = adjudicator_leader(sections)
+    if leader is None:
+        err.write("quorumdb chaos kill-leader: no adjudicator of the peers says it leads (an election may be under "
+                  "way); try again, or name a REGION\n")
+        return EXIT_FAILED
+    region_name, node_name = members.split(leader[0])
+    region = global_cfg.region(region_name or leader[1])
+    return chaos_call(region_supervisor(region), "kill", node_name, out, err,
+                      f"{region.name}: leader {leader[0]} (epoch {leader[2].epoch}): ")
 
 
 def command_chaos_region(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -1165,6 +1467,13 @@ def command_chaos_region(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
                 raise ChaosUsage(str(error).replace("--wan-ms", "--ms", 1)) from None
         global_cfg = global_for_chaos(args)
         region = chaos_region(global_cfg, args.argument, args.action) if kind is not None else None
+        other = None
+        if args.action == "region-link-cut":
+            if not getattr(args, "second", None):
+                raise ChaosUsage(f"region-link-cut needs two regions, A B (regions: {', '.join(global_cfg.names)})")
+            other = chaos_region(global_cfg, args.second, args.action)
+            if other.name == region.name:
+                raise ChaosUsage(f"region-link-cut needs two different regions, not {region.name} twice")
     except ChaosUsage as error:
         err.write(f"quorumdb chaos: {error}\n")
         return EXIT_USAGE
@@ -1186,6 +1495,11 @@ def command_chaos_region(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
             case "region-partition":
                 result = wan_mod.partition_region(global_cfg, region.name)
                 summary = f"partitioned region {region.name} from {', '.join(others)}: every link between them cut"
+            case "region-link-cut":
+                result = wan_mod.cut_link(global_cfg, region.name, other.name)
+                rest = [name for name in global_cfg.names if name not in (region.name, other.name)]
+                summary = (f"cut the link between regions {region.name} and {other.name}, both ways "
+                           f"(rules v{result.version}); their links to {', '.join(rest) or 'other regions'} stay up")
             case "region-heal":
                 result = wan_mod.heal_regions(global_cfg)
                 summary = f"healed the links between regions {', '.join(global_cfg.names)}"
@@ -1310,6 +1624,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="start a Global Database: one whole cluster per region, e.g. us-east:primary,eu-west:secondary "
                          "(region i on base port + 60 i; DATA_DIR/global.toml is written on the first start, then "
                          "reused: a later `up --data-dir DATA_DIR` starts every region, --regions optional)")
+    up.add_argument("--witness", default=None, metavar="NAME",
+                    help="start an active-active cluster instead (docs/ACTIVE_ACTIVE.md): --regions names the two "
+                         "peer regions, which both take reads and writes, and NAME the witness region, which holds "
+                         "journal replicas only; a commit is durable in 2 of the 3 regions")
     up.add_argument("--wan-ms", default=None, metavar="DELAY[,JITTER[,LOSS]]",
                     help="delay (ms, one way), jitter (ms) and loss (fraction 0..0.5) of every message between "
                          "regions, e.g. 30,5,0.01; written into global.toml (default: keep it, 0 when new)")
@@ -1359,7 +1677,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="read the nodes from DIR/cluster.toml instead (a Global Database's DIR, with "
                              "global.toml: one section per region)")
     status.add_argument("--json", action="store_true",
-                        help='print a JSON list of node objects (a Global Database: {"regions": [{"name", "nodes"}]})')
+                        help='print a JSON list of node objects (a Global Database: {"regions": [{"name", "nodes"}]}; '
+                             'an active-active cluster: also each region\'s kind, voted_in, endpoints, pg_endpoints, '
+                             'latencies, and the leader)')
 
     # `quorumdb token` prints a PostgreSQL password (see docs/POSTGRES.md)
     token = commands.add_parser("token", help="print a short-lived auth token: the password for psql/psycopg")
@@ -1371,7 +1691,8 @@ def build_parser() -> argparse.ArgumentParser:
     chaos = commands.add_parser(
         "chaos", help="kill, pause, restart or partition nodes of a running `quorumdb up`",
         description=CHAOS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="quorumdb chaos [--base-port N | --data-dir DIR] ACTION [NODE|AZ|REGION|REGION/NODE] [--ms D,J,L]",
+        usage="quorumdb chaos [--base-port N | --data-dir DIR] ACTION [NODE|AZ|REGION|REGION/NODE] [REGION_B] "
+              "[--ms D,J,L]",
     )
     chaos.add_argument("--base-port", type=int, default=config_mod.DEFAULT_BASE_PORT,
                        help=f"base port of the cluster (default {config_mod.DEFAULT_BASE_PORT}); the supervisor "
@@ -1384,6 +1705,8 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("argument", nargs="?", default=None, metavar="NODE|AZ|REGION",
                        help="the node (e.g. journal-az2) or AZ (az1..az3) the action applies to; in a Global "
                             "Database REGION/NODE or REGION/AZ, or the REGION of a region action")
+    chaos.add_argument("second", nargs="?", default=None, metavar="REGION_B",
+                       help="for region-link-cut A B: the other end of the link")
     chaos.add_argument("--ms", default=None, metavar="DELAY[,JITTER[,LOSS]]",
                        help="for `wan`: delay (ms, one way), jitter (ms) and loss (0..0.5) between regions")
 

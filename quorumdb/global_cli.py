@@ -458,6 +458,11 @@ def add_parser(commands: argparse._SubParsersAction, default_data_dir: str) -> N
     sub.add_argument("region", metavar="R")
 
 
+# The Global Database's primary/secondary commands have nothing to act on in an active-active cluster.
+ACTIVE_ACTIVE_REFUSAL = ("this is an active-active cluster (two peers and a witness): every peer takes writes; "
+                         "there is no primary to switch over")
+
+
 def command(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     data_dir = pathlib.Path(args.data_dir).resolve()
     if not regions.is_global(data_dir):
@@ -466,6 +471,10 @@ def command(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sy
         return EXIT_USAGE
     try:
         global_cfg = regions.load(data_dir)
+        if global_cfg.active_active:
+            err.write(f"quorumdb global {args.global_action}: {ACTIVE_ACTIVE_REFUSAL} ({global_cfg.path}; see "
+                      f"`quorumdb status --data-dir {data_dir}`)\n")
+            return EXIT_USAGE
         match args.global_action:
             case "status":
                 return asyncio.run(status(global_cfg, args.json, out))

@@ -228,9 +228,29 @@ class Cluster:
 # --- a Global Database: one Cluster per region ----------------------------------------------------
 def region_cluster_config(global_cfg, region) -> ClusterConfig:
     """A new region's cluster file: the default layout on the region's own port block, naming its
-    region and the global cluster file (so its nodes find the other regions)."""
-    return config_mod.default_cluster(region.data_dir, region.base_port, region=region.name,
-                                      global_file=str(global_cfg.path))
+    region and the global cluster file (so its nodes find the other regions).
+
+    In an active-active cluster a peer has the default layout too, and a witness only its 3 journal
+    replicas; both peers name the first peer's adjudicator-az1 (qualified) as the initial leader,
+    and every region waits active_active_failover_timeout_ms before a standby takes over."""
+    if not global_cfg.active_active:
+        return config_mod.default_cluster(region.data_dir, region.base_port, region=region.name,
+                                          global_file=str(global_cfg.path))
+    settings = dict(region=region.name, global_file=str(global_cfg.path),
+                    failover_timeout_ms=active_active_failover_timeout_ms(global_cfg.wan_ms))
+    if region.role == "witness":
+        return ClusterConfig(data_dir=region.data_dir.resolve(), nodes=config_mod.witness_nodes(region.base_port),
+                             initial_leader="", **settings)
+    return config_mod.default_cluster(region.data_dir, region.base_port,
+                                      initial_leader=f"{global_cfg.peers[0]}/adjudicator-az1", **settings)
+
+
+def active_active_failover_timeout_ms(wan_ms: float) -> int:
+    """How long a standby waits without the leader's heartbeats: the single-region second, plus 8
+    one-way WAN delays, because a standby in the other peer hears each heartbeat a WAN hop late
+    (and its own view of the leader's journal a round trip late): with only 1000 ms a slow WAN
+    would look like a dead leader and cause failovers nobody asked for."""
+    return int(round(1000 + 8 * wan_ms))
 
 
 def free_base_ports(count: int, attempts: int = 200) -> int:

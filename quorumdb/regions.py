@@ -95,7 +95,9 @@ class GlobalConfig:
 
     @property
     def initial_primary(self) -> str:
-        return next(region.name for region in self.regions if region.role == "primary")
+        """The region that started as the primary; "" in an active-active cluster, which has none
+        (not a StopIteration, which a coroutine would turn into a RuntimeError far from here)."""
+        return next((region.name for region in self.regions if region.role == "primary"), "")
 
     @property
     def active_active(self) -> bool:

@@ -222,6 +222,9 @@ class Supervisor:
 
     def kill_leader(self) -> ActionResult:
         adjudicators = self.config.adjudicators
+        if not adjudicators:
+            raise SupervisorError(grpc.StatusCode.FAILED_PRECONDITION,
+                                  "this region has no adjudicators (a witness holds journal replicas only)")
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(adjudicators)) as pool:
             statuses = list(pool.map(lambda node: self.status(node, limits.STATUS_TIMEOUT_S), adjudicators))
         leaders = [(status.epoch, node.name) for node, status in zip(adjudicators, statuses)

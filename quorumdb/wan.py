@@ -14,18 +14,21 @@ file beside the global cluster file, `<global data dir>/net/wan.json` =
   lost" (a lost reply after the server ran the call), a stream ends with that error (its owner
   reconnects, as after any broken stream);
 * a partitioned region is cut from every other region: calls between them fail at once with
-  UNAVAILABLE "region partition: A - B is cut", and open streams end with that error.
+  UNAVAILABLE "region partition: A - B is cut", and open streams end with that error;
+* a cut link (`"cut_links": [["us-east-1", "us-east-2"]]`, written only when there is one) is the
+  same for that one pair of regions, both directions, while their other links stay up (the link
+  between the two peers of an active-active cluster cut, both still reaching the witness).
 
 Without the file, the rules are the global cluster file's `wan_ms`, `wan_jitter_ms` and
 `wan_loss` (version 0, no partition), so `quorumdb up --wan-ms` needs no second file. Tools (the
-functions below, `quorumdb chaos wan`/`region-partition`) rewrite the file atomically (temporary
+functions below, `quorumdb chaos wan`/`region-partition`/`region-link-cut`) rewrite the file atomically (temporary
 file, fsync, rename, fsync the directory) under an exclusive lock, bumping the version; every node
 of every region polls its stat every NETFAULT_POLL_MS (`quorumdb.rpc.watch_wan`) and keeps the
 rules in memory (`WanState`): calls never touch the disk.
 
 The decisions (`WanRules`, `parse_rules`, `one_way_delay_ms`, `deliver_at`, `is_lost`) are pure
 and unit-tested; the random draws come from the state's seeded `random.Random`. The public API
-for tools and tests: `read_rules`, `set_wan`, `partition_region`, `heal_regions`; each writer
+for tools and tests: `read_rules`, `set_wan`, `partition_region`, `cut_link`, `heal_regions`; each writer
 waits NETFAULT_SETTLE_S (pass `settle_s=0` not to) so every live node has applied the rules when
 it returns.
 """
@@ -50,7 +53,7 @@ RULES_FILE = "wan.json"
 LOCK_FILE = "wan.lock"
 LOSS_MAX = 0.5  # as regions.parse_wan: beyond half the messages nothing useful gets through
 LOST_MESSAGE = "WAN message lost"
-_KEYS = frozenset({"version", "delay_ms", "jitter_ms", "loss", "partitioned"})
+_KEYS = frozenset({"version", "delay_ms", "jitter_ms", "loss", "partitioned", "cut_links"})
 
 
 # --- pure logic -------------------------------------------------------------------------------
@@ -65,6 +68,9 @@ class WanRules:
     jitter_ms: float = 0.0
     loss: float = 0.0
     partitioned: frozenset[str] = frozenset()  # regions cut off from every other region
+    # Single links cut between two regions (both directions), each as a sorted pair; the other
+    # links of both regions stay up (`quorumdb chaos region-link-cut A B`).
+    cut_links: frozenset[tuple[str, str]] = frozenset()
 
     def __post_init__(self) -> None:
         check_link(self.delay_ms, self.jitter_ms, self.loss)
@@ -75,20 +81,36 @@ class WanRules:
         return self.delay_ms > 0 or self.jitter_ms > 0 or self.loss > 0
 
     def is_cut(self, region_a: str, region_b: str) -> bool:
-        return region_a != region_b and (region_a in self.partitioned or region_b in self.partitioned)
+        return region_a != region_b and (region_a in self.partitioned or region_b in self.partitioned
+                                         or link(region_a, region_b) in self.cut_links)
 
     def with_link(self, delay_ms: float, jitter_ms: float, loss: float) -> "WanRules":
-        return WanRules(self.version + 1, float(delay_ms), float(jitter_ms), float(loss), self.partitioned)
+        return WanRules(self.version + 1, float(delay_ms), float(jitter_ms), float(loss), self.partitioned,
+                        self.cut_links)
 
     def with_partition(self, region: str) -> "WanRules":
         return dataclasses.replace(self, version=self.version + 1, partitioned=self.partitioned | {region})
 
+    def with_link_cut(self, region_a: str, region_b: str) -> "WanRules":
+        if region_a == region_b:
+            raise RulesError(f"a link joins two different regions, not {region_a} and itself")
+        return dataclasses.replace(self, version=self.version + 1,
+                                   cut_links=self.cut_links | {link(region_a, region_b)})
+
     def healed(self) -> "WanRules":
-        return dataclasses.replace(self, version=self.version + 1, partitioned=frozenset())
+        return dataclasses.replace(self, version=self.version + 1, partitioned=frozenset(), cut_links=frozenset())
 
     def to_json(self) -> str:
-        return json.dumps({"version": self.version, "delay_ms": self.delay_ms, "jitter_ms": self.jitter_ms,
-                           "loss": self.loss, "partitioned": sorted(self.partitioned)}, indent=1) + "\n"
+        fields = {"version": self.version, "delay_ms": self.delay_ms, "jitter_ms": self.jitter_ms,
+                  "loss": self.loss, "partitioned": sorted(self.partitioned)}
+        if self.cut_links:  # only when there are: a file without cuts reads as it always did
+            fields["cut_links"] = [list(pair) for pair in sorted(self.cut_links)]
+        return json.dumps(fields, indent=1) + "\n"
+
+
+def link(region_a: str, region_b: str) -> tuple[str, str]:
+    """The link between two regions, the same whichever end names it."""
+    return (region_a, region_b) if region_a <= region_b else (region_b, region_a)
 
 
 def check_link(delay_ms: float, jitter_ms: float, loss: float) -> None:
@@ -121,9 +143,16 @@ def parse_rules(text: str) -> WanRules:
         raise RulesError(f"partitioned must be a list of region names, not {partitioned!r}")
     if len(set(partitioned)) != len(partitioned):
         raise RulesError(f"partitioned names a region twice: {partitioned!r}")
+    cut_links = raw.get("cut_links", [])
+    if not isinstance(cut_links, list) or not all(
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(name, str) and NAME_RE.match(name)
+                                                              for name in pair) and pair[0] != pair[1]
+            for pair in cut_links):
+        raise RulesError(f"cut_links must be a list of [region, region] pairs of two regions, not {cut_links!r}")
     delay_ms, jitter_ms, loss = raw.get("delay_ms", 0.0), raw.get("jitter_ms", 0.0), raw.get("loss", 0.0)
     check_link(delay_ms, jitter_ms, loss)
-    return WanRules(version, float(delay_ms), float(jitter_ms), float(loss), frozenset(partitioned))
+    return WanRules(version, float(delay_ms), float(jitter_ms), float(loss), frozenset(partitioned),
+                    frozenset(link(a, b) for a, b in cut_links))
 
 
 def one_way_delay_ms(rules: WanRules, draw: float) -> float:
@@ -239,8 +268,9 @@ def _update(global_cfg: GlobalConfig, change, settle_s: float) -> WanRules:
     with _locked(global_cfg):
         rules = change(read_rules(global_cfg))
         _write(global_cfg, rules)
-    log.info("WAN rules v%d: %.1f ms + %.1f ms jitter, loss %.3f, partitioned: %s", rules.version, rules.delay_ms,
-             rules.jitter_ms, rules.loss, ", ".join(sorted(rules.partitioned)) or "none")
+    log.info("WAN rules v%d: %.1f ms + %.1f ms jitter, loss %.3f, partitioned: %s, links cut: %s", rules.version,
+             rules.delay_ms, rules.jitter_ms, rules.loss, ", ".join(sorted(rules.partitioned)) or "none",
+             ", ".join(f"{a} - {b}" for a, b in sorted(rules.cut_links)) or "none")
     if settle_s > 0:
         time.sleep(settle_s)
     return rules
@@ -266,6 +296,17 @@ def partition_region(global_cfg: GlobalConfig, region: str,
     return _update(global_cfg, lambda rules: rules.with_partition(region), settle_s)
 
 
+def cut_link(global_cfg: GlobalConfig, region_a: str, region_b: str,
+             settle_s: float = limits.NETFAULT_SETTLE_S) -> WanRules:
+    """Cut only the link between `region_a` and `region_b`, both directions; every other link stays
+    (KeyError for an unknown region, RulesError for a region and itself)."""
+    global_cfg.region(region_a)
+    global_cfg.region(region_b)
+    if region_a == region_b:
+        raise RulesError(f"a link joins two different regions, not {region_a} and itself")
+    return _update(global_cfg, lambda rules: rules.with_link_cut(region_a, region_b), settle_s)
+
+
 def heal_regions(global_cfg: GlobalConfig, settle_s: float = limits.NETFAULT_SETTLE_S) -> WanRules:
-    """Remove every region partition; the delay, jitter and loss stay."""
+    """Remove every region partition and every cut link; the delay, jitter and loss stay."""
     return _update(global_cfg, WanRules.healed, settle_s)

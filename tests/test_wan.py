@@ -101,6 +101,75 @@ def test_state_tracks_rules_and_signals_a_new_partition(global_cfg):
     assert all(0.030 <= d <= 0.035 for d in draws) and max(draws) > min(draws)
 
 
+def test_a_cut_link_cuts_only_that_pair_both_ways_and_heals_with_the_partitions():
+    rules = wan.WanRules(2, 5.0, 25.0).with_link_cut("us-east-2", "us-east-1")
+    assert rules.version == 3 and rules.cut_links == {("us-east-1", "us-east-2")}
+    assert rules.is_cut("us-east-1", "us-east-2") and rules.is_cut("us-east-2", "us-east-1")
+    assert not rules.is_cut("us-east-1", "us-west-2") and not rules.is_cut("us-west-2", "us-east-2")
+    assert not rules.is_cut("us-east-1", "us-east-1")
+    assert rules.with_link_cut("us-east-1", "us-east-2").cut_links == rules.cut_links  # the same link once
+    moved = rules.with_link(75, 0, 0)
+    assert moved.cut_links == rules.cut_links  # a new delay keeps the cut
+    both = rules.with_partition("us-west-2")
+    assert both.is_cut("us-east-1", "us-west-2")
+    healed = both.healed()
+    assert healed.cut_links == frozenset() and healed.partitioned == frozenset() and healed.delay_ms == 5.0
+    assert not healed.is_cut("us-east-1", "us-east-2")
+    with pytest.raises(wan.RulesError, match="two different regions"):
+        rules.with_link_cut("us-east-1", "us-east-1")
+
+
+def test_cut_links_round_trip_and_malformed_ones_are_refused():
+    rules = wan.WanRules(4, 5.0, 0.0, 0.0, frozenset({"c"}), frozenset({("a", "b"), ("b", "c")}))
+    text = rules.to_json()
+    assert json.loads(text)["cut_links"] == [["a", "b"], ["b", "c"]]
+    assert wan.parse_rules(text) == rules
+    assert wan.parse_rules('{"cut_links": [["z", "a"]]}').cut_links == {("a", "z")}  # either order
+    assert "cut_links" not in json.loads(wan.WanRules(1).to_json())  # no cut: the file reads as before
+    for bad in ('{"cut_links": "a-b"}', '{"cut_links": [["a"]]}', '{"cut_links": [["a", "a"]]}',
+                '{"cut_links": [["a", "B"]]}', '{"cut_links": [["a", 3]]}', '{"cut_links": [["a", "b", "c"]]}'):
+        with pytest.raises(wan.RulesError):
+            wan.parse_rules(bad)
+
+
+def test_state_signals_a_newly_cut_link_as_it_does_a_partition(tmp_path):
+    cfg = regions.layout(tmp_path / "aa", regions.parse_active_active("p1,p2", "w1"), free_base_port(), (5.0, 0.0, 0.0))
+    cfg.write()
+    state = wan.WanState(cfg, "p1", rng=random.Random(2))
+
+    async def scenario():
+        to_peer, to_witness = state.cut_signal("p2"), state.cut_signal("w1")
+        assert state.apply(state.rules.with_link_cut("p2", "p1"))
+        assert to_peer.done() and state.is_cut_from("p2")
+        assert not to_witness.done() and not state.is_cut_from("w1")  # the witness link stays up
+        assert state.apply(state.rules.healed())
+        assert not state.is_cut_from("p2") and not state.cut_signal("p2").done()
+        other = wan.WanState(cfg, "w1")  # a link between two other regions: nothing of w1's is cut
+        w_signal = other.cut_signal("p1")
+        other.apply(other.rules.with_link_cut("p1", "p2"))
+        assert not w_signal.done() and not other.is_cut_from("p1")
+
+    asyncio.run(scenario())
+
+
+def test_the_file_keeps_cut_links_beside_partitions_and_heal_removes_both(tmp_path):
+    cfg = regions.layout(tmp_path / "aa", regions.parse_active_active("p1,p2", "w1"), free_base_port(), (5.0, 25.0, 0.0))
+    cfg.write()
+    cut = wan.cut_link(cfg, "p1", "p2", settle_s=0)
+    assert cut.version == 1 and cut.cut_links == {("p1", "p2")}
+    assert wan.read_rules(cfg) == cut
+    part = wan.partition_region(cfg, "w1", settle_s=0)
+    assert part.cut_links == {("p1", "p2")} and part.partitioned == {"w1"}
+    assert wan.set_wan(cfg, 25, 0, 0, settle_s=0).cut_links == {("p1", "p2")}
+    with pytest.raises(KeyError):
+        wan.cut_link(cfg, "p1", "mars", settle_s=0)
+    with pytest.raises(wan.RulesError):
+        wan.cut_link(cfg, "p1", "p1", settle_s=0)
+    healed = wan.heal_regions(cfg, settle_s=0)
+    assert healed.cut_links == frozenset() and healed.partitioned == frozenset() and healed.delay_ms == 25.0
+    assert wan.read_rules(cfg) == healed
+
+
 # --- the rules file ------------------------------------------------------------------------------
 def test_the_file_overrides_the_global_file_and_writers_keep_each_others_changes(global_cfg):
     assert wan.read_rules(global_cfg) == wan.WanRules(0, 30.0, 5.0, 0.0)
