@@ -38,6 +38,14 @@ highest epoch it has promised, and the highest index it knows committed.
 * Hold (Global Database, docs/REGIONS.md): in a region of a global database the writer's
   Appends carry hold_index, the index secondaries have replicated; the prefix dropped never
   reaches past it, and a replica that has heard none since it started drops nothing.
+  In an active-active cluster (docs/ACTIVE_ACTIVE.md) the hold is the index the storage of
+  every peer region holds (journal/writer_core.py `regional_hold`): a replica of a peer region
+  hears storage reports of its own region only, so it drops up to min(its durable index, the
+  hold). A witness replica (`witness`: its region has no storage) hears no reports at all: the
+  hold is its durable index (everything up to it is on 4 of 6 copies in every peer region),
+  so it drops up to the hold alone, and restarts its log after a gap at or below it like any
+  replica after its storage's durable index. A hold that raises what may be dropped is acted
+  on at once (`truncate_to_hold`), not only at the next storage report.
 * Closed timestamp: (closed_ts, closed_index) from the newest valid Append (highest
   closed_ts wins): every transaction with commit_ts <= closed_ts has index <=
   closed_index. Followers may use it once they hold closed_index.
@@ -129,8 +137,12 @@ class ReplicaCore:
         segment_entries: int = limits.JOURNAL_SEGMENT_ENTRIES,
         lease_ns: int = limits.JOURNAL_LEASE_MS * 1_000_000,
         hold_required: bool = False,
+        witness: bool = False,
     ):
         assert segment_entries > 0
+        assert not (witness and storage_nodes), "a witness region has no storage"
+        assert hold_required or not witness, "a witness drops entries by the hold alone"
+        self.witness = witness
         # A region of a Global Database keeps every entry after the writer's hold_index (what
         # secondaries have not replicated yet); until a writer has said it, nothing is dropped.
         self.hold_required = hold_required
@@ -239,6 +251,12 @@ class ReplicaCore:
             return AppendResult(AppendStatus.FENCED, self.promised_epoch, self.last_index)
         _check_incoming(prev_index, entries)
         result = AppendResult(AppendStatus.OK, epoch, self.last_index)
+        if hold_index:
+            # A fact about storage (durable in every peer region), true whatever the epoch:
+            # taken before the fit check so a witness that lagged past it can restart its log.
+            self.hold_index = hold_index
+            if self.witness:
+                self.durable_index = max(self.durable_index, hold_index)
         if epoch > self.promised_epoch:
             self.promised_epoch = epoch
             result.meta_changed = True
@@ -257,8 +275,6 @@ class ReplicaCore:
         self.commit_index = new_commit
         self.leader_epoch = epoch
         self.leader = leader
-        if hold_index:
-            self.hold_index = hold_index
         if closed_ts > self.closed_ts:
             self.closed_ts = closed_ts
             self.closed_index = closed_index
@@ -307,6 +323,13 @@ class ReplicaCore:
             self.scl_by_node[node] = scl  # the latest report, even if lower (see the module docstring)
             self.durable_index = max(self.durable_index, storage_durable_index(self.scl_by_node))
         return SclResult(self.durable_index, self.first_index, self._truncate_prefix())
+
+    def truncate_to_hold(self) -> int | None:
+        """After an Append: drop what the hold (and, but for a witness, the storage reports)
+        now allow. The new first_index, or None when nothing is dropped."""
+        if not self.hold_required:
+            return None  # without a hold only storage reports move truncation
+        return self._truncate_prefix()
 
     def _truncate_prefix(self) -> int | None:
         keep_from = min(self.durable_index, self.commit_index) + 1

@@ -8,7 +8,7 @@ from journal import metrics as journal_metrics
 from journal.core import ReplicaCore
 from journal.service import JournalService
 from journal.store import JournalStore
-from quorumdb import rpc, runtime
+from quorumdb import members, rpc, runtime
 from quorumdb.config import ClusterConfig, NodeConfig
 from quorumdb.pb import journal_pb2_grpc
 
@@ -22,8 +22,11 @@ async def serve(cluster: ClusterConfig, node: NodeConfig, stop: asyncio.Event) -
     store = JournalStore(cluster.node_data_dir(node.name) / "journal", segment_entries=cluster.journal_segment_entries)
     meta, entries = await runtime.offload(store.open)
     clock = runtime.clock(cluster.clock_error_ns)
+    # A witness region of an active-active cluster has no storage: its replicas drop entries by
+    # the writer's hold alone (journal/core.py).
+    witness = members.active_active(cluster) is not None and not cluster.storages
     core = ReplicaCore([n.name for n in cluster.storages], meta, entries, segment_entries=cluster.journal_segment_entries,
-                       hold_required=bool(cluster.region))
+                       hold_required=bool(cluster.region), witness=witness)
     core.started(clock.now().latest)  # lease grants made before a restart are forgotten: honour them anyway
     log.info(
         "journal log: first_index %d last_index %d commit_index %d promised epoch %d",

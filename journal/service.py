@@ -147,6 +147,10 @@ class JournalService(journal_pb2_grpc.JournalServicer):
                 runtime.crash_point("journal.append.after_fsync")
             if result.reset:
                 log.warning("log reset to start at %d (storage holds everything before)", self.core.first_index)
+            truncated = self.core.truncate_to_hold() if result.status is AppendStatus.OK else None
+            if truncated is not None:
+                await self._disk(self.store.truncate_prefix, self.core.meta())
+                log.info("truncated the log below %d (hold %d)", truncated, self.core.hold_index)
         if result.status is not AppendStatus.FENCED:
             self._notify()
         if runtime.buggify("journal.append.slow_reply"):  # durable, not yet acknowledged
@@ -158,6 +162,7 @@ class JournalService(journal_pb2_grpc.JournalServicer):
             last_index=result.last_index,
             match_index=result.match_index,
             lease_granted=result.lease_granted,
+            durable_index=self.core.durable_index,
         )
 
     async def ReadEntries(self, request, context):
