@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 
 from quorumdb import limits
 from quorumdb.pb import common_pb2
@@ -388,3 +389,32 @@ def regional_hold(quorum: Quorum, durable_by_replica: dict[str, int], peer_regio
     storage), then the lowest of those. 0 until every peer region has reported."""
     return min((max(durable_by_replica.get(name, 0) for name in quorum.replicas_of(region))
                 for region in peer_regions), default=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class RegionVote:
+    """Whether a region is voted in, as the leader sees it (NodeStatus.regions)."""
+    name: str
+    voted_in: bool
+    match_index: int  # the highest index a majority of its replicas hold
+    ack_age_ms: float  # since a majority of its replicas last acknowledged an Append (inf: never)
+    kind: str = ""  # peer | witness
+
+
+def region_votes(quorum: Quorum, match_by_replica: dict[str, int], ack_age_ms_by_replica: dict[str, float],
+                 min_match: int, timeout_ms: float, kinds: dict[str, str] | None = None) -> list[RegionVote]:
+    """Per region: voted in when a majority of its replicas acknowledged an Append within
+    `timeout_ms` and hold at least `min_match` (the commit index a moment ago: a region that
+    keeps acknowledging but cannot keep up with commits does not count). A replica never heard
+    from has no age (inf)."""
+    votes = []
+    for region, replicas in quorum.groups:
+        needed = quorum.needed_in(replicas)
+        live = [name for name in replicas
+                if ack_age_ms_by_replica.get(name, math.inf) <= timeout_ms
+                and match_by_replica.get(name, 0) >= min_match]
+        ages = sorted(ack_age_ms_by_replica.get(name, math.inf) for name in replicas)
+        matches = sorted((match_by_replica.get(name, 0) for name in replicas), reverse=True)
+        votes.append(RegionVote(region, len(live) >= needed, matches[needed - 1], ages[needed - 1],
+                                (kinds or {}).get(region, "")))
+    return votes
