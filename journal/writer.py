@@ -517,6 +517,7 @@ class JournalWriter:
             return fetched[0].index, fetched[0].epoch, fetched[1:], False
         # The source truncated below fetched[0]: those entries are on 4 of 6 storage copies (of
         # every peer region, in an active-active cluster: the hold).
+        core.source_truncated(fetched[0].index - 1)
         return fetched[0].index - 1, 0, fetched, True
 
     def _on_fenced(self, name: str, promised_epoch: int) -> None:

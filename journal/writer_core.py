@@ -34,6 +34,10 @@ heard from at least one of those replicas.
   storage-durable index any replica of that region reported (AppendReply.durable_index). A
   replica of a peer region hears storage reports of its own region only, and a witness none,
   so without the hold a replica could drop entries the other peer's storage still needs.
+  Every replica's first_index - 1 is covered by some hold ever sent (truncation stops at the
+  hold; a replica that jumps restarts at its source's first_index), so the writer also raises
+  its hold to any first_index - 1 it learns (fence tails, `source_truncated`): a new writer that
+  cannot reach one peer region still lets a lagging witness jump over what the others dropped.
 * Closed timestamp carried on every Append: the later of
     (ts of the entry at commit_index, commit_index) - committed, so every later leader
       assigns larger timestamps, and
@@ -182,6 +186,11 @@ class WriterCore:
         # replicated (set by the region agent), in an active-active cluster what the storage of
         # every peer region holds (`regional_hold`, recomputed on every reply).
         self.hold_index = 0
+        if self.peer_regions is not None:
+            # Every replica's truncated prefix is on the storage of every peer region (it was
+            # dropped under a hold, or jumped over from a replica that had dropped it): a new
+            # writer starts its hold there, and a witness that lags behind it can jump too.
+            self.hold_index = max([best.first_index - 1] + [tail.first_index - 1 for tail in tails])
 
     # --- views ------------------------------------------------------------------
     @property
@@ -326,6 +335,11 @@ class WriterCore:
 
     def _region_of(self, replica: str) -> str:
         return self.quorum.region_of(replica)
+
+    def source_truncated(self, index: int) -> None:
+        """A catch-up source holds nothing at or below `index` (its first_index - 1)."""
+        if self.peer_regions is not None:
+            self.hold_index = max(self.hold_index, index)
 
     def on_ok(self, replica: str, plan: SendPlan, match_index: int, commit_sent: int,
               closed_sent: tuple[int, int] = (0, 0), sent_earliest: int = 0, lease_granted: bool = False,
