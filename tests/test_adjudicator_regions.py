@@ -38,9 +38,10 @@ def active_active_layout(tmp_path) -> dict[str, config_mod.ClusterConfig]:
     return clusters
 
 
-def test_the_writer_of_an_active_active_cluster_works_with_nine_qualified_replicas(tmp_path):
+async def test_the_writer_of_an_active_active_cluster_works_with_nine_qualified_replicas(tmp_path):
     clusters = active_active_layout(tmp_path)
-    writer = JournalWriter(clusters["us-east-2"], "us-east-2/adjudicator-az1", rpc.Channels(), Clock(100_000))
+    channels = rpc.Channels()
+    writer = JournalWriter(clusters["us-east-2"], "us-east-2/adjudicator-az1", channels, Clock(100_000))
     assert len(writer.replicas) == 9 and writer.replicas[0] == "us-east-2/journal-az1", "own region first"
     assert writer.quorum.multi_region and writer.region == "us-east-2"
     # Own-region streams wait the simulated AZ distance by node name; remote ones the WAN's.
@@ -54,16 +55,19 @@ def test_the_writer_of_an_active_active_cluster_works_with_nine_qualified_replic
     writer._unreachable.add("us-west-2/journal-az3")
     assert not writer.majority_reachable
     assert writer.region_votes() == [], "no votes before take-over"
+    await channels.close()
 
 
-def test_a_single_region_writer_is_unchanged(tmp_path):
+async def test_a_single_region_writer_is_unchanged(tmp_path):
     cluster = config_mod.default_cluster(tmp_path, base_port=17_500)
-    writer = JournalWriter(cluster, "adjudicator-az1", rpc.Channels(), Clock(100_000))
+    channels = rpc.Channels()
+    writer = JournalWriter(cluster, "adjudicator-az1", channels, Clock(100_000))
     assert writer.replicas == ["journal-az1", "journal-az2", "journal-az3"] and not writer.quorum.multi_region
     writer._unreachable = {"journal-az1"}
     assert writer.majority_reachable
     writer._unreachable.add("journal-az3")
     assert not writer.majority_reachable
+    await channels.close()
 
 
 class RegionFakeWriter(FakeWriter):
@@ -127,7 +131,7 @@ async def test_the_initial_leader_is_the_first_peers_and_names_itself_qualified(
             await node.close()
 
 
-def test_probe_timeout_grows_with_the_failover_timeout_of_an_active_active_cluster(tmp_path):
+async def test_probe_timeout_grows_with_the_failover_timeout_of_an_active_active_cluster(tmp_path):
     clusters = active_active_layout(tmp_path)
     cluster = config_mod.load(clusters["us-east-2"].config_path)
     import dataclasses
