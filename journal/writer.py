@@ -40,12 +40,19 @@ import asyncio
 import collections
 import dataclasses
 import logging
-import time
 
 import grpc
 
-from journal.writer_core import BufferFull, RegionVote, ReplicaTail, SendPlan, WriterCore, best_tail, region_votes
-from quorumdb import aio, limits, members, rpc
+from journal.writer_core import (
+    BufferFull,
+    RegionVote,
+    ReplicaTail,
+    SendPlan,
+    WriterCore,
+    best_tail,
+    region_votes,
+)
+from quorumdb import aio, limits, members, rpc, runtime
 from quorumdb.clock import Clock
 from quorumdb.config import ClusterConfig
 from quorumdb.pb import common_pb2, journal_pb2, journal_pb2_grpc
@@ -145,8 +152,8 @@ class JournalWriter:
         self._streams = {member.name: AppendStream(member.node.name if member.region in ("", cluster.region)
                                                    else member.name, self._stubs[member.name])
                          for member in self.members}
-        # When each replica last acknowledged an Append (time.monotonic), and the commit index
-        # over the last REGION_VOTE_LAG_S: what `region_votes` judges regions by.
+        # When each replica last acknowledged an Append (runtime.monotonic), and the commit
+        # index over the last REGION_VOTE_LAG_S: what `region_votes` judges regions by.
         self._acked_at: dict[str, float] = {}
         self._commit_history: collections.deque[tuple[float, int]] = collections.deque()
         self._core: WriterCore | None = None
@@ -193,7 +200,7 @@ class JournalWriter:
         what was committed REGION_VOTE_LAG_S ago. Empty before take-over."""
         if self._core is None:
             return []
-        now = time.monotonic()
+        now = runtime.monotonic()
         ages = {name: (now - at) * 1000 for name, at in self._acked_at.items()}
         matches = {name: progress.match_index for name, progress in self._core.progress.items()}
         kinds = {region.name: region.role for region in self._global.regions} if self._global is not None else {}
@@ -235,7 +242,7 @@ class JournalWriter:
         self._core = WriterCore(self.replicas, self.leader_name, epoch, best, commit_index, tails=tails,
                                 copy_mode=copy, quorum=self.quorum, region=self.region,
                                 peer_regions=self._global.peers if self._global is not None else None)
-        self._commit_history.append((time.monotonic(), commit_index))
+        self._commit_history.append((runtime.monotonic(), commit_index))
         self._pipelines = [asyncio.create_task(self._pipeline(name), name=f"journal-pipeline-{name}")
                            for name in self.replicas]
         log.info("fenced the journal at epoch %d; log of %s up to %d (epoch %d)%s",
@@ -479,12 +486,12 @@ class JournalWriter:
             core.on_mismatch(name, dataclasses.replace(plan, prev_index=prev_index), reply.last_index)
             return not jumped  # a jump that did not fit: the replica must learn the durable index first
         closed_before = core.closed()
-        self._acked_at[name] = time.monotonic()
+        self._acked_at[name] = runtime.monotonic()
         if core.on_ok(name, plan, reply.match_index, commit_index, (closed_ts, closed_index),
                       sent_earliest, reply.lease_granted, reply.durable_index):
-            self._commit_history.append((time.monotonic(), core.commit_index))
+            self._commit_history.append((runtime.monotonic(), core.commit_index))
             if len(self._commit_history) > limits.WRITER_BUFFER_ENTRIES_MAX:
-                self._commit_lagged(time.monotonic())
+                self._commit_lagged(runtime.monotonic())
             self._kick_all()  # carry the new commit index to every replica
         elif core.closed() > closed_before:
             self._kick_all()  # a heartbeat claim was just confirmed: publish it now

@@ -6,6 +6,7 @@ tests/test_adjudicator_service.py, the writer is only built (its replicas, quoru
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -134,7 +135,6 @@ async def test_the_initial_leader_is_the_first_peers_and_names_itself_qualified(
 async def test_probe_timeout_grows_with_the_failover_timeout_of_an_active_active_cluster(tmp_path):
     clusters = active_active_layout(tmp_path)
     cluster = config_mod.load(clusters["us-east-2"].config_path)
-    import dataclasses
     slow = dataclasses.replace(cluster, failover_timeout_ms=1000 + 8 * 75)
     node = AdjudicatorNode(slow, slow.adjudicators[0], Clock(100_000), rpc.Channels(),
                            writer_factory=lambda *a: None, follower_factory=lambda *a: None,

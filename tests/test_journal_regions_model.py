@@ -17,12 +17,19 @@ hold; a witness by the hold alone). Checked on every schedule:
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
 
 from journal.core import AppendStatus, Meta, ReplicaCore
-from journal.writer_core import ReplicaTail, WriterCore, best_tail, regional_hold, region_votes
+from journal.writer_core import (
+    ReplicaTail,
+    WriterCore,
+    best_tail,
+    region_votes,
+    regional_hold,
+)
 from quorumdb.pb import common_pb2
 from quorumdb.quorum import Quorum
 
@@ -35,9 +42,9 @@ SEGMENT = 2  # tiny segments: truncation happens all the time
 STORAGE = {region: [f"{region}/storage-{i}" for i in range(6)] for region in PEERS}
 
 
-def new_replica(region: str, meta: Meta = Meta(), entries=None) -> ReplicaCore:
+def new_replica(region: str, meta: Meta | None = None, entries=None) -> ReplicaCore:
     witness = region == WITNESS
-    return ReplicaCore(STORAGE.get(region, []), meta, entries, segment_entries=SEGMENT, lease_ns=0,
+    return ReplicaCore(STORAGE.get(region, []), meta or Meta(), entries, segment_entries=SEGMENT, lease_ns=0,
                        hold_required=True, witness=witness)
 
 
@@ -152,9 +159,9 @@ class Model:
                 core.source_truncated(fetched[0].index - 1)
                 prev_index, prev_epoch, entries, jumped = fetched[0].index - 1, 0, fetched, True
         closed = core.closed()
-        request = dict(epoch=core.epoch, leader=core.leader, prev_index=prev_index, prev_epoch=prev_epoch,
-                       entries=[_copy(e) for e in entries], commit_index=core.commit_index, closed_ts=closed[0],
-                       closed_index=closed[1], hold_index=core.hold_index)
+        request = {"epoch": core.epoch, "leader": core.leader, "prev_index": prev_index, "prev_epoch": prev_epoch,
+                   "entries": [_copy(e) for e in entries], "commit_index": core.commit_index,
+                   "closed_ts": closed[0], "closed_index": closed[1], "hold_index": core.hold_index}
         writer.in_flight.add(name)
         if not self.up(name) or self.lossy(loss):
             writer.in_flight.discard(name)  # the writer times out and resends
@@ -176,7 +183,7 @@ class Model:
             self.network.append(("rep", writer, name, plan, reply, jumped))
             return
         writer.in_flight.discard(name)
-        status, promised, last_index, match_index, durable, prev_index, commit_sent = payload
+        status, _promised, last_index, match_index, durable, prev_index, commit_sent = payload
         core = writer.core
         if writer.fenced or not writer.alive:
             return
@@ -288,7 +295,6 @@ def _copy(entry: common_pb2.Entry) -> common_pb2.Entry:
 
 
 def _replace_prev(plan, prev_index):
-    import dataclasses
     return dataclasses.replace(plan, prev_index=prev_index)
 
 
