@@ -431,3 +431,31 @@ def test_source_for_prefers_the_writers_own_region():
     lagging = NAMES["west"][2]
     assert core.source_for(lagging, 20) == NAMES["west"][1], "covers the range and is near"
     assert core.source_for(lagging, 28) == NAMES["east"][0], "only the remote one covers it"
+
+
+def test_a_lagging_witness_catches_up_when_a_peer_is_lost():
+    """The witness was cut off while both peers committed and dropped a prefix; then a peer is
+    lost. The new writer hears no storage report from the lost peer, so its hold starts from the
+    fenced replicas' truncated prefixes: the witness jumps over what the other peer dropped."""
+    model = Model(7)
+    first = model.take_over(0.0)
+    model.down = {WITNESS}
+    for _ in range(12):
+        model.append(first)
+        model.settle(first)
+        for region in PEERS:
+            model.storage_report(region)
+    model.settle(first)
+    witness_last = max(model.replicas[name].last_index for name in NAMES[WITNESS])
+    assert all(model.replicas[name].first_index > witness_last + 1 for name in NAMES["west"]), \
+        "the peers dropped what the witness misses"
+    model.down = {"east"}
+    model.network.clear()
+    writer = model.take_over(0.0)
+    assert writer is not None
+    model.append(writer)
+    target = writer.core.last_index
+    model.settle(writer)
+    assert writer.core.commit_index >= target
+    assert all(model.replicas[name].last_index >= target for name in NAMES[WITNESS])
+    model.check_replicas()
