@@ -140,3 +140,30 @@ async def test_probe_timeout_grows_with_the_failover_timeout_of_an_active_active
                            writer_factory=lambda *a: None, follower_factory=lambda *a: None,
                            journal_probe=lambda: None)
     assert node._probe_timeout_s == pytest.approx(0.4), "a WAN round trip of 150 ms + jitter fits twice"
+
+
+async def test_the_writer_votes_regions_in_by_recent_acks_and_the_commit_index_a_second_ago(tmp_path):
+    from journal.writer_core import ReplicaTail, WriterCore
+    from quorumdb import runtime
+    clusters = active_active_layout(tmp_path)
+    cluster = dataclasses.replace(clusters["us-east-1"], failover_timeout_ms=1000)
+    channels = rpc.Channels()
+    writer = JournalWriter(cluster, "us-east-1/adjudicator-az1", channels, Clock(100_000))
+    best = ReplicaTail("us-east-1/journal-az1", 50, 1, 50, 1)
+    writer._core = WriterCore(writer.replicas, writer.leader_name, 2, best, 50, quorum=writer.quorum,
+                              region="us-east-1", peer_regions=["us-east-1", "us-east-2"])
+    now = runtime.monotonic()
+    writer._commit_history.extend([(now - 5.0, 40), (now - 1.5, 45), (now - 0.2, 50)])
+    for name in writer.replicas:
+        writer._core.progress[name].match_index = 50
+        writer._acked_at[name] = now - 0.1
+    for name in ("us-east-2/journal-az1", "us-east-2/journal-az2"):
+        writer._core.progress[name].match_index = 44  # behind what was committed a second ago (45)
+    for name in ("us-west-2/journal-az1", "us-west-2/journal-az3"):
+        writer._acked_at[name] = now - 3.0  # silent for longer than the failover timeout
+    votes = {vote.name: vote for vote in writer.region_votes()}
+    assert votes["us-east-1"].voted_in and votes["us-east-1"].kind == "peer"
+    assert not votes["us-east-2"].voted_in and votes["us-east-2"].match_index == 44
+    assert not votes["us-west-2"].voted_in and votes["us-west-2"].kind == "witness"
+    assert votes["us-west-2"].ack_age_ms >= 3000
+    await channels.close()
