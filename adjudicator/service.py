@@ -1030,7 +1030,7 @@ class AdjudicatorService(adjudicator_pb2_grpc.AdjudicatorServicer):
             epoch = await self.adjudicator.take_over("TakeOver request")
         except TakeOverFailed as e:
             return adjudicator_pb2.TakeOverReply(ok=False, message=str(e))
-        return adjudicator_pb2.TakeOverReply(ok=True, epoch=epoch, message=f"{self.adjudicator.node.name} leads")
+        return adjudicator_pb2.TakeOverReply(ok=True, epoch=epoch, message=f"{self.adjudicator.own_name} leads")
 
     async def Status(self, request, context):
         return self.adjudicator.status()

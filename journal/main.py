@@ -32,7 +32,7 @@ async def serve(cluster: ClusterConfig, node: NodeConfig, stop: asyncio.Event) -
         "journal log: first_index %d last_index %d commit_index %d promised epoch %d",
         core.first_index, core.last_index, core.commit_index, core.promised_epoch,
     )
-    service = JournalService(node.name, node.az, core, store, clock)
+    service = JournalService(node.name, node.az, core, store, clock, region=cluster.region)
     journal_metrics.attach(service)  # /metrics, when the cluster serves them
     server = rpc.new_server()
     journal_pb2_grpc.add_JournalServicer_to_server(service, server)

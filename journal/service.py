@@ -35,9 +35,11 @@ EXIT_DISK_FAILURE = 70
 
 
 class JournalService(journal_pb2_grpc.JournalServicer):
-    def __init__(self, name: str, az: str, core: ReplicaCore, store: JournalStore, clock: Clock | None = None):
+    def __init__(self, name: str, az: str, core: ReplicaCore, store: JournalStore, clock: Clock | None = None,
+                 region: str = ""):
         self.name = name
         self.az = az
+        self.region = region
         self.core = core
         self.store = store
         self.clock = clock or runtime.clock(1_000_000)  # the times of the lease (journal/core.py)
@@ -192,6 +194,7 @@ class JournalService(journal_pb2_grpc.JournalServicer):
             az=self.az,
             service="journal",
             role="replica",
+            region=self.region,
             epoch=core.promised_epoch,
             commit_index=core.commit_index,
             last_index=core.last_index,
