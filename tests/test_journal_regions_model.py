@@ -209,12 +209,16 @@ class Model:
                 continue
             previous = self.committed.setdefault(index, identity)
             assert previous == identity, f"index {index} committed as {previous} and as {identity}"
-        # (b) the newest committed entry is held by a quorum right now.
-        top = core.buffered(core.commit_index)
-        holders = [name for name, replica in self.replicas.items()
-                   if self.holds(replica, core.commit_index, top.epoch) and replica.last_index >= core.commit_index
-                   or core.commit_index < replica.first_index]
-        assert QUORUM.is_quorum(holders), f"{core.commit_index} reported committed, held by {holders}"
+        # (b) every newly committed entry is held by a quorum right now (or already dropped as
+        # durable in storage).
+        for index in range(before + 1, core.commit_index + 1):
+            identity = self.committed.get(index)
+            if identity is None:
+                continue
+            holders = [name for name, replica in self.replicas.items()
+                       if index < replica.first_index
+                       or (replica.last_index >= index and replica.epoch_at(index) == identity[0])]
+            assert QUORUM.is_quorum(holders), f"{index} reported committed, held by {holders}"
 
     # --- storage and failures ----------------------------------------------------------------
     def storage_report(self, region: str) -> None:
