@@ -24,9 +24,10 @@ async def serve(cluster: ClusterConfig, node: NodeConfig, stop: asyncio.Event) -
     clock = runtime.clock(cluster.clock_error_ns)
     # A witness region of an active-active cluster has no storage: its replicas drop entries by
     # the writer's hold alone (journal/core.py).
-    witness = members.active_active(cluster) is not None and not cluster.storages
+    active_active = members.active_active(cluster) is not None
     core = ReplicaCore([n.name for n in cluster.storages], meta, entries, segment_entries=cluster.journal_segment_entries,
-                       hold_required=bool(cluster.region), witness=witness)
+                       hold_required=bool(cluster.region), witness=active_active and not cluster.storages,
+                       active_active=active_active)
     core.started(clock.now().latest)  # lease grants made before a restart are forgotten: honour them anyway
     log.info(
         "journal log: first_index %d last_index %d commit_index %d promised epoch %d",

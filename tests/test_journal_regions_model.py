@@ -45,7 +45,7 @@ STORAGE = {region: [f"{region}/storage-{i}" for i in range(6)] for region in PEE
 def new_replica(region: str, meta: Meta | None = None, entries=None) -> ReplicaCore:
     witness = region == WITNESS
     return ReplicaCore(STORAGE.get(region, []), meta or Meta(), entries, segment_entries=SEGMENT, lease_ns=0,
-                       hold_required=True, witness=witness)
+                       hold_required=True, witness=witness, active_active=True)
 
 
 class Writer:
@@ -89,11 +89,11 @@ class Model:
         return common_pb2.Entry(kind=kind, ts=self.ts, txn_id=f"t{self.next_txn}")
 
     # --- writers ---------------------------------------------------------------------------
-    def take_over(self, loss: float = 0.1) -> Writer | None:
+    def take_over(self, loss: float = 0.1, unreached: frozenset[str] = frozenset()) -> Writer | None:
         epoch = max(r.promised_epoch for r in self.replicas.values()) + 1
         tails = []
         for name, replica in self.replicas.items():
-            if not self.up(name) or self.lossy(loss):
+            if not self.up(name) or name in unreached or self.lossy(loss):
                 continue
             result = replica.fence(epoch, f"w{epoch}")
             if result.ok and not self.lossy(loss):  # the reply may be lost too
@@ -247,8 +247,17 @@ class Model:
                     local = replica.entry(index)
                     assert (local.epoch, local.txn_id) == (entry_epoch, txn_id), (name, index)
 
+    def check_dropped_is_stored(self) -> None:
+        """No replica has dropped an entry the storage of some peer region lacks: else that
+        region's storage could never catch up from the journal."""
+        stored = min(self.scl.values())
+        for name, replica in self.replicas.items():
+            assert replica.first_index - 1 <= stored, (
+                f"{name} dropped up to {replica.first_index - 1}, storage of the peers holds {self.scl}")
+
     # --- schedules ---------------------------------------------------------------------------
     def step(self, loss: float) -> None:
+        self.check_dropped_is_stored()
         choice = self.rng.random()
         live = [w for w in self.writers if w.alive and not w.fenced]
         if choice < 0.20 and live:
@@ -462,4 +471,31 @@ def test_a_lagging_witness_catches_up_when_a_peer_is_lost():
     model.settle(writer)
     assert writer.core.commit_index >= target
     assert all(model.replicas[name].last_index >= target for name in NAMES[WITNESS])
+    model.check_replicas()
+
+
+def test_a_replica_restarts_its_log_only_past_what_every_peer_region_stores():
+    """A lagging replica that a new writer did not fence is sent Appends after the best tail: a
+    gap. It may restart its log there only if that is stored in EVERY peer region (the hold), not
+    merely in its own region's storage: else the other peer's storage, behind, could never catch
+    up once the journal dropped the rest (and a new writer would take that first_index as a hold)."""
+    model = Model(11)
+    first = model.take_over(0.0)
+    lagging = NAMES["east"][2]
+    model.down = {"west"}
+    for _ in range(6):
+        model.append(first)
+        for _ in range(60):
+            for name in QUORUM.replicas:
+                if name != lagging:
+                    model.send(first, name, 0.0)
+            while model.network:
+                model.deliver(0, 0.0)
+    while model.scl["east"] < first.core.commit_index:
+        model.storage_report("east")  # east's storage holds everything; west's (down) nothing
+    assert model.scl["west"] == 0 and model.replicas[lagging].last_index < first.core.commit_index
+    writer = model.take_over(0.0, unreached=frozenset({lagging}))
+    model.append(writer)
+    model.settle(writer)
+    model.check_dropped_is_stored()
     model.check_replicas()
