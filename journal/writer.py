@@ -165,6 +165,8 @@ class JournalWriter:
         self._pipelines: list[asyncio.Task] = []
         # Replicas whose last RPC from a pipeline failed as unreachable (refused, deadline).
         self._unreachable: set[str] = set()
+        # Replicas a catch-up read (ReadEntries) failed on since their pipeline last succeeded.
+        self._bad_sources: set[str] = set()
 
     # --- properties ---------------------------------------------------------------
     @property
@@ -436,6 +438,7 @@ class JournalWriter:
             try:
                 ok = await self._send_once(name)
                 self._unreachable.discard(name)
+                self._bad_sources.discard(name)
             except grpc.aio.AioRpcError as error:
                 if error.code() not in rpc.UNREACHABLE:
                     log.warning("append to %s failed: %s %s", name, error.code(), error.details())
@@ -505,7 +508,7 @@ class JournalWriter:
         `jumped`: the source has truncated what `name` misses; send what exists after it.
         """
         core = self._core
-        source = core.source_for(name, plan.to_index)
+        source = core.source_for(name, plan.to_index, avoid=self._unreachable | self._bad_sources)
         if source is None:
             return 0, 0, None, False
         source_match = core.progress[source].match_index
@@ -514,7 +517,15 @@ class JournalWriter:
         if max_entries <= 0:
             return 0, 0, None, False
         request = journal_pb2.ReadEntriesRequest(from_index=from_index, max_entries=max_entries)
-        reply = await self._stubs[source].ReadEntries(request, timeout=limits.JOURNAL_RPC_TIMEOUT_S)
+        try:
+            reply = await self._stubs[source].ReadEntries(request, timeout=limits.JOURNAL_RPC_TIMEOUT_S)
+        except grpc.aio.AioRpcError as error:
+            # The source failed, not `name`: do not count `name` unreachable for it (a region
+            # cut off would make its catch-up look like a second region lost); try another
+            # source until the failed one's own pipeline succeeds again.
+            self._bad_sources.add(source)
+            log.info("reading entries %d.. from %s for %s: %s", from_index, source, name, error.code())
+            return 0, 0, None, False
         fetched = [entry for entry in reply.entries if entry.index <= source_match]
         if not fetched:
             return 0, 0, None, False

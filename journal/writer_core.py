@@ -63,6 +63,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+from collections.abc import Collection
 
 from quorumdb import limits
 from quorumdb.pb import common_pb2
@@ -324,14 +325,18 @@ class WriterCore:
             entries = [self.buffered(i) for i in range(from_index, to_index + 1)]
         return SendPlan(prev_index, prev_epoch, entries, from_index, to_index, self.heartbeat_number)
 
-    def source_for(self, replica: str, to_index: int) -> str | None:
+    def source_for(self, replica: str, to_index: int, avoid: Collection[str] = ()) -> str | None:
         """A replica other than `replica` whose log matches the writer's as far as possible up to
         to_index: one of the writer's own region when it covers as much as the best (a read
-        across the WAN costs a round trip), else the one that matches furthest."""
-        others = [(min(p.match_index, to_index), self._region_of(name) == self.region, p.match_index, name)
-                  for name, p in self.progress.items() if name != replica]
-        covered, _, _, name = max(others)
-        return name if covered > 0 else None
+        across the WAN costs a round trip), else the one that matches furthest. Replicas in
+        `avoid` (unreachable: a region cut off keeps its old match indexes) only when no other
+        one matches at all."""
+        others = [(name not in avoid, min(p.match_index, to_index), self._region_of(name) == self.region,
+                   p.match_index, name)
+                  for name, p in self.progress.items() if name != replica and p.match_index > 0]
+        if not others:
+            return None
+        return max(others)[-1]
 
     def _region_of(self, replica: str) -> str:
         return self.quorum.region_of(replica)

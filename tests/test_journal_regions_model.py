@@ -499,3 +499,14 @@ def test_a_replica_restarts_its_log_only_past_what_every_peer_region_stores():
     model.settle(writer)
     model.check_dropped_is_stored()
     model.check_replicas()
+
+
+def test_catch_up_reads_avoid_unreachable_sources():
+    best = ReplicaTail(NAMES["east"][0], 30, 1, 30, 1)
+    core = WriterCore(QUORUM.replicas, "w", 2, best, 30, quorum=QUORUM, region="west", peer_regions=PEERS)
+    core.progress[NAMES[WITNESS][1]].match_index = 12
+    lagging = NAMES[WITNESS][0]
+    assert core.source_for(lagging, 20) == NAMES["east"][0]
+    assert core.source_for(lagging, 20, avoid={NAMES["east"][0]}) == NAMES[WITNESS][1], "a cut-off region is avoided"
+    assert core.source_for(lagging, 20, avoid={NAMES["east"][0], NAMES[WITNESS][1]}) == NAMES["east"][0], \
+        "when every source is avoided, one is still tried"
