@@ -8,11 +8,13 @@ attempt, so two standbys rarely fire together). Its own silence proves little: t
 may itself have been starved of CPU, or its stream may hang on a replica cut off from the
 leader. So before fencing it asks every journal replica for its Status and calls `assess`:
 
-  NO_MAJORITY     fewer than 2 replicas answered: fencing cannot succeed; try again later
-                  (and tell clients the journal is unavailable).
+  NO_MAJORITY     the replicas that answered include no quorum (quorumdb/quorum.py: 2 of 3,
+                  or in an active-active cluster 2 of 3 regions each by a majority of its
+                  replicas): fencing cannot succeed; try again later (and tell clients the
+                  journal is unavailable, saying what is missing).
   LEADER_ALIVE    some replica holds a closed timestamp younger than the timeout: the
-                  leader's heartbeats reached a journal majority recently (a closed_ts is
-                  published only after 2 replicas acked an append sent after it, and it is
+                  leader's heartbeats reached a journal quorum recently (a closed_ts is
+                  published only after a quorum acked an append sent after it, and it is
                   the leader's clock, capped at its now().earliest). The standby was the slow
                   one; it counts this as progress and keeps following.
   RIVAL_TAKING_OVER some replica promised an epoch above every epoch this standby has seen
@@ -35,7 +37,9 @@ import dataclasses
 import enum
 from typing import Sequence
 
-JOURNAL_MAJORITY = 2  # of 3 replicas
+from quorumdb.quorum import Quorum
+
+JOURNAL_MAJORITY = 2  # of 3 replicas (a cluster of one region)
 
 
 class Verdict(enum.Enum):
@@ -67,21 +71,18 @@ class Assessment:
 
 def assess(
     views: Sequence[ReplicaView],
-    replicas_total: int,
+    quorum: Quorum | int,
     now_earliest: int,
     timeout_ns: int,
     epoch_seen: int,
     deferred_epoch: int,
 ) -> Assessment:
-    """Whether a standby should take over now (see the module docstring)."""
+    """Whether a standby should take over now (see the module docstring). `quorum`: the journal's
+    quorum rule (an int n: any majority of n replicas, for callers that only count)."""
     assert timeout_ns > 0
-    assert replicas_total >= JOURNAL_MAJORITY
-    if len(views) < JOURNAL_MAJORITY:
-        return Assessment(
-            Verdict.NO_MAJORITY,
-            f"journal unavailable: no majority of journal replicas ({JOURNAL_MAJORITY} of "
-            f"{replicas_total} needed, {len(views)} reachable)",
-        )
+    missing = no_quorum_reason(views, quorum)
+    if missing:
+        return Assessment(Verdict.NO_MAJORITY, missing)
     freshest = max(views, key=lambda view: view.closed_ts)
     age_ns = now_earliest - freshest.closed_ts
     if freshest.closed_ts > 0 and age_ns < timeout_ns:
@@ -103,6 +104,36 @@ def assess(
     else:
         why = f"the journal heard no leader for {age_ns / 1e6:.0f} ms"
     return Assessment(Verdict.TAKE_OVER, why, fence_epoch=promised + 1)
+
+
+def no_quorum_reason(views: Sequence[ReplicaView], quorum: Quorum | int) -> str:
+    """"" when the answering replicas include a quorum, else what is missing."""
+    if isinstance(quorum, int):
+        assert quorum >= JOURNAL_MAJORITY
+        needed = quorum // 2 + 1
+        if len(views) >= needed:
+            return ""
+        return (f"journal unavailable: no majority of journal replicas ({needed} of {quorum} needed, "
+                f"{len(views)} reachable)")
+    names = [view.name for view in views if view.name in quorum.replicas]
+    if quorum.is_quorum(names):
+        return ""
+    if not quorum.multi_region:
+        return (f"journal unavailable: no majority of journal replicas ({needed_text(quorum)} needed, "
+                f"{len(names)} reachable)")
+    present = set(names)
+    reachable = ", ".join(f"{region} ({sum(name in present for name in replicas)})"
+                          for region, replicas in quorum.groups)
+    return (f"journal unavailable: no majority of journal replicas ({needed_text(quorum)} needed; "
+            f"reachable: {reachable})")
+
+
+def needed_text(quorum: Quorum) -> str:
+    """"2 of 3" (replicas), or "2 of 3 regions, each by a majority of its journal replicas"."""
+    if not quorum.multi_region:
+        replicas = quorum.groups[0][1]
+        return f"{quorum.needed_in(replicas)} of {len(replicas)}"
+    return quorum.describe()
 
 
 def failover_jitter_ms(timeout_ms: int, uniform: float) -> float:

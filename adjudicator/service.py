@@ -21,7 +21,8 @@ COMMITTED with the original commit_ts and `duplicate` set when the transaction i
 in the journal (or, for a resend that lands in the same batch as its original, once the
 original's append returns), else decided normally; see adjudicator/core.py for why that is
 safe only after the leader applied the journal through its own leader entry. While the
-writer sees 2 of 3 journal replicas unreachable, a batch is refused UNAVAILABLE before it
+writer sees so many journal replicas unreachable that the rest include no quorum (2 of 3; in an
+active-active cluster 2 of 3 regions, each by a majority), a batch is refused UNAVAILABLE before it
 is decided (nothing committed, a clear "journal unavailable" message) instead of waiting
 for an append that cannot commit.
 
@@ -31,6 +32,13 @@ says so (the journal has not heard the leader for the timeout either, and no riv
 fencing); it fences above every promised epoch and gives way to a rival in the same round.
 The initial leader does the same assessment at start: it leads at once on a fresh cluster
 and joins as a standby when a live leader exists.
+
+Active-active regions (docs/ACTIVE_ACTIVE.md): the adjudicators of both peer regions are one
+group; each names itself `<region>/<node>` (`members.own_name`) wherever another node may read
+the name (the leader entry, leader hints, Status.leader), so compute nodes of either region
+find the leader. The journal probed and written is every replica of the three regions
+(`members.journal_members`, each reached over `Channels.member`); the leader reports per region
+whether it is voted in (Status.regions). The Global Database's region agent stays off.
 """
 from __future__ import annotations
 
@@ -51,7 +59,7 @@ from adjudicator.core import CommittedTxn, ConflictChecker, Outcome, TxnRequest
 from adjudicator.metrics import CommitTimeline, TimedConflictChecker
 from journal.follower import FollowBatch, JournalFollower
 from journal.writer import Fenced, JournalUnavailable, JournalWriter
-from quorumdb import aio, limits, regions, rpc, runtime
+from quorumdb import aio, limits, members, regions, rpc, runtime
 from quorumdb.clock import Clock
 from quorumdb.config import ClusterConfig, NodeConfig
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2, journal_pb2_grpc
@@ -121,6 +129,16 @@ class AdjudicatorNode:
         self.node = node
         self.clock = clock
         self.channels = channels
+        # The name other nodes know this one by (qualified in an active-active cluster), and the
+        # journal it leads or probes: the cluster's replicas, or those of all three regions.
+        self.active_active = members.active_active(cluster)
+        self.own_name = members.own_name(cluster, node.name)
+        self.journal_quorum = members.journal_quorum(cluster)
+        # A probe may cross the WAN: a round trip of up to 2 x 75 ms plus jitter. The cluster's
+        # failover timeout grows with the WAN delay (1000 + 8 x wan_ms for active-active).
+        self._probe_timeout_s = limits.FAILOVER_PROBE_TIMEOUT_S
+        if self.active_active is not None:
+            self._probe_timeout_s = max(self._probe_timeout_s, cluster.failover_timeout_ms / 4000)
         self._writer_factory = writer_factory
         self._follower_factory = follower_factory
         self._journal_probe = journal_probe or self._probe_journal
@@ -141,7 +159,7 @@ class AdjudicatorNode:
         self._skip_pending = False
         self._applied_changed = asyncio.Event()
         self._transition_lock = asyncio.Lock()
-        self._rng = random.Random(node.name)
+        self._rng = random.Random(self.own_name)  # both peers have an adjudicator-az1: differ by region
         self._follow_task: asyncio.Task | None = None
         self._background: list[asyncio.Task] = []
         self._step_down_tasks: set[asyncio.Task] = set()
@@ -157,7 +175,9 @@ class AdjudicatorNode:
         self._reconcile_task: asyncio.Task | None = None
         self._was_leader = False
         self.region_agent = None
-        if cluster.region:
+        # Roles primary/secondary belong to a Global Database; an active-active cluster's regions
+        # are one database with one journal, so no region agent.
+        if cluster.region and self.active_active is None:
             from adjudicator.region import RegionAgent  # only regions of a Global Database need it
             self.region_agent = RegionAgent(self)
 
@@ -167,7 +187,7 @@ class AdjudicatorNode:
             self.region_agent.start()
         self._restart_follower()
         self._background.append(asyncio.create_task(self._watch_leader(), name="watch-leader"))
-        if self.node.name == self.cluster.initial_leader:
+        if self.own_name == self.cluster.initial_leader:
             self._background.append(asyncio.create_task(self._initial_leadership(), name="initial-leader"))
 
     async def close(self) -> None:
@@ -286,7 +306,7 @@ class AdjudicatorNode:
                 return self.term.epoch
             if self._closing:
                 raise TakeOverFailed("node is stopping")
-            writer = self._writer_factory(self.cluster, self.node.name, self.channels, self.clock)
+            writer = self._writer_factory(self.cluster, self.own_name, self.channels, self.clock)
             copy = self.region_agent is not None and self.region_agent.view.replicates
             if self.region_agent is not None:
                 # Entries copied from another region carry its epochs: fence above all of them.
@@ -319,7 +339,7 @@ class AdjudicatorNode:
             self._demand_until = runtime.monotonic() + limits.READ_DEMAND_LEASE_S
             self.role = Role.LEADER
             self.epoch_seen = max(self.epoch_seen, result.epoch)
-            self.leader_seen = self.node.name
+            self.leader_seen = self.own_name
             self.no_leader_reason = ""
             if copy:
                 term.task = asyncio.create_task(self._copy(term), name=f"copy-epoch-{term.epoch}")
@@ -365,7 +385,7 @@ class AdjudicatorNode:
 
     async def _agent_alive(self) -> bool:
         """The region's leader (the replication agent) answers as leader."""
-        names = [self.leader_seen] if self.leader_seen and self.leader_seen != self.node.name else []
+        names = [self.leader_seen] if self.leader_seen and self.leader_seen != self.own_name else []
         for name in names:
             address = self.cluster.node(name).address
             stub = adjudicator_pb2_grpc.AdjudicatorStub(self.channels.get(address))
@@ -378,26 +398,26 @@ class AdjudicatorNode:
         return False
 
     async def _probe_journal(self) -> list[election.ReplicaView]:
-        """Status of every journal replica that answers within FAILOVER_PROBE_TIMEOUT_S."""
-        async def one(name: str, address: str) -> election.ReplicaView:
-            stub = journal_pb2_grpc.JournalStub(self.channels.get(address))
-            reply = await stub.Status(common_pb2.StatusRequest(), timeout=limits.FAILOVER_PROBE_TIMEOUT_S)
-            return election.ReplicaView(name, reply.epoch, reply.leader, reply.closed_ts, reply.commit_index)
+        """Status of every journal replica (of every region) that answers within the probe timeout."""
+        async def one(member: members.Member) -> election.ReplicaView:
+            stub = journal_pb2_grpc.JournalStub(self.channels.member(member))
+            reply = await stub.Status(common_pb2.StatusRequest(), timeout=self._probe_timeout_s)
+            return election.ReplicaView(member.name, reply.epoch, reply.leader, reply.closed_ts, reply.commit_index)
 
-        journals = self.cluster.journals
-        results = await asyncio.gather(*(one(n.name, n.address) for n in journals), return_exceptions=True)
+        journals = members.journal_members(self.cluster)
+        results = await asyncio.gather(*(one(member) for member in journals), return_exceptions=True)
         views = []
-        for node, result in zip(journals, results):
+        for member, result in zip(journals, results):
             if isinstance(result, election.ReplicaView):
                 views.append(result)
             elif not isinstance(result, grpc.aio.AioRpcError):
-                log.warning("journal probe of %s failed: %r", node.name, result)
+                log.warning("journal probe of %s failed: %r", member.name, result)
         return views
 
     async def _assess(self, timeout_ms: int, deferred_epoch: int) -> election.Assessment:
         views = await self._journal_probe()
         return election.assess(
-            views, len(self.cluster.journals), self.clock.now().earliest, timeout_ms * 1_000_000,
+            views, self.journal_quorum, self.clock.now().earliest, timeout_ms * 1_000_000,
             self.epoch_seen, deferred_epoch)
 
     async def _watch_leader(self) -> None:
@@ -587,7 +607,7 @@ class AdjudicatorNode:
         if not term.writer.majority_reachable:
             # Deciding would put decisions in the table that cannot reach the journal: refuse first.
             unreachable = ", ".join(term.writer.unreachable_replicas)
-            why = (f"journal unavailable: no majority of journal replicas (2 of {len(self.cluster.journals)} "
+            why = (f"journal unavailable: no majority of journal replicas ({election.needed_text(self.journal_quorum)} "
                    f"needed; unreachable: {unreachable}); nothing was committed")
             for pending in batch:
                 resolve(pending, adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.UNAVAILABLE, message=why))
@@ -605,19 +625,19 @@ class AdjudicatorNode:
                     epoch, primary, promotion_index = pending.request.global_marker
                     entries.append(common_pb2.Entry(
                         kind=common_pb2.ENTRY_GLOBAL, ts=decision.commit_ts, global_epoch=epoch,
-                        primary_region=primary, promotion_index=promotion_index, leader=self.node.name,
+                        primary_region=primary, promotion_index=promotion_index, leader=self.own_name,
                     ))
                     committed.append(pending)
                 case Outcome.COMMITTED if pending.request.backtrack_to_ts is not None:
                     entries.append(common_pb2.Entry(
                         kind=common_pb2.ENTRY_BACKTRACK, ts=decision.commit_ts,
-                        backtrack_to_ts=pending.request.backtrack_to_ts, leader=self.node.name,
+                        backtrack_to_ts=pending.request.backtrack_to_ts, leader=self.own_name,
                     ))
                     committed.append(pending)
                 case Outcome.COMMITTED:
                     entries.append(common_pb2.Entry(
                         kind=common_pb2.ENTRY_TXN, ts=decision.commit_ts, writes=pending.writes,
-                        txn_id=pending.request.txn_id, leader=self.node.name,
+                        txn_id=pending.request.txn_id, leader=self.own_name,
                         private_keyspace=pending.request.private_keyspace,
                     ))
                     committed.append(pending)
@@ -701,7 +721,7 @@ class AdjudicatorNode:
             return
         self.term = None
         self.role = Role.STANDBY
-        if self.leader_seen == self.node.name:
+        if self.leader_seen == self.own_name:
             self.leader_seen = ""
         log.info("role change: standby (stepped down from epoch %d: %s)", term.epoch, reason)
         hint = self.leader_seen
@@ -735,8 +755,8 @@ class AdjudicatorNode:
 
     # --- requests ----------------------------------------------------------------
     def not_leader_reply(self) -> adjudicator_pb2.CommitReply:
-        hint = self.leader_seen if self.leader_seen != self.node.name else ""
-        message = f"{self.node.name} is not the leader"
+        hint = self.leader_seen if self.leader_seen != self.own_name else ""
+        message = f"{self.own_name} is not the leader"
         if self.no_leader_reason:
             hint = ""  # the leader we knew of is silent
             message += f"; no leader known: {self.no_leader_reason}"
@@ -933,6 +953,8 @@ class AdjudicatorNode:
             applied_index=self.applied_index,
             closed_ts=self.closed_ts_seen,
             leader=self.leader_seen,
+            region=self.cluster.region,
+            regions=self._region_votes(term),
             health=health,
             detail=f"tracked_keys={self.checker.tracked_keys} txn_ids={len(self.checker.txns)} "
             f"heartbeats={term.heartbeats if term is not None else 0} "
@@ -944,6 +966,15 @@ class AdjudicatorNode:
             f"backtrack_floor_ts={self.checker.backtrack_floor_ts}"
             + (f" {self.region_agent.status_detail()}" if self.region_agent is not None else ""),
         )
+
+
+    def _region_votes(self, term: LeaderTerm | None) -> list[common_pb2.RegionVote]:
+        """The leader of an active-active cluster: which regions are voted in (JournalWriter.region_votes)."""
+        if term is None or self.active_active is None:
+            return []
+        return [common_pb2.RegionVote(name=vote.name, voted_in=vote.voted_in, match_index=vote.match_index,
+                                      ack_age_ms=min(vote.ack_age_ms, 1e12), kind=vote.kind)
+                for vote in term.writer.region_votes()]
 
 
 class AdjudicatorService(adjudicator_pb2_grpc.AdjudicatorServicer):
@@ -999,7 +1030,7 @@ class AdjudicatorService(adjudicator_pb2_grpc.AdjudicatorServicer):
             epoch = await self.adjudicator.take_over("TakeOver request")
         except TakeOverFailed as e:
             return adjudicator_pb2.TakeOverReply(ok=False, message=str(e))
-        return adjudicator_pb2.TakeOverReply(ok=True, epoch=epoch, message=f"{self.adjudicator.node.name} leads")
+        return adjudicator_pb2.TakeOverReply(ok=True, epoch=epoch, message=f"{self.adjudicator.own_name} leads")
 
     async def Status(self, request, context):
         return self.adjudicator.status()

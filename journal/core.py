@@ -38,6 +38,19 @@ highest epoch it has promised, and the highest index it knows committed.
 * Hold (Global Database, docs/REGIONS.md): in a region of a global database the writer's
   Appends carry hold_index, the index secondaries have replicated; the prefix dropped never
   reaches past it, and a replica that has heard none since it started drops nothing.
+  In an active-active cluster (docs/ACTIVE_ACTIVE.md) the hold is the index the storage of
+  every peer region holds (journal/writer_core.py `regional_hold`): a replica of a peer region
+  hears storage reports of its own region only, so it drops up to min(its durable index, the
+  hold). A witness replica (`witness`: its region has no storage) hears no reports at all: the
+  hold is its durable index (everything up to it is on 4 of 6 copies in every peer region),
+  so it drops up to the hold alone. The storage catch-up restart (above) is bounded by the
+  hold too (`active_active`): a gap at or below the replica's own region's durable index is
+  not enough, since the other peer's storage may lag behind it, and a log that restarts there
+  would be a prefix dropped that the other region never stored. So in an active-active cluster
+  every replica's first_index - 1 is at or below some hold a writer sent, i.e. stored in every
+  peer region (which lets a new writer take it as a hold, journal/writer_core.py). Holds are
+  facts about storage, so a replica keeps the highest it has heard. A hold that raises what may
+  be dropped is acted on at once (`truncate_to_hold`), not only at the next storage report.
 * Closed timestamp: (closed_ts, closed_index) from the newest valid Append (highest
   closed_ts wins): every transaction with commit_ts <= closed_ts has index <=
   closed_index. Followers may use it once they hold closed_index.
@@ -129,8 +142,15 @@ class ReplicaCore:
         segment_entries: int = limits.JOURNAL_SEGMENT_ENTRIES,
         lease_ns: int = limits.JOURNAL_LEASE_MS * 1_000_000,
         hold_required: bool = False,
+        witness: bool = False,
+        active_active: bool = False,
     ):
         assert segment_entries > 0
+        assert not (witness and storage_nodes), "a witness region has no storage"
+        assert active_active or not witness, "a witness is a region of an active-active cluster"
+        assert hold_required or not active_active, "an active-active cluster's replicas drop by the hold"
+        self.witness = witness
+        self.active_active = active_active
         # A region of a Global Database keeps every entry after the writer's hold_index (what
         # secondaries have not replicated yet); until a writer has said it, nothing is dropped.
         self.hold_required = hold_required
@@ -239,11 +259,17 @@ class ReplicaCore:
             return AppendResult(AppendStatus.FENCED, self.promised_epoch, self.last_index)
         _check_incoming(prev_index, entries)
         result = AppendResult(AppendStatus.OK, epoch, self.last_index)
+        if hold_index:
+            # Active-active: a fact about storage (durable in every peer region), true whatever
+            # the epoch: taken before the fit check so a replica that lagged past it can restart.
+            self.hold_index = max(self.hold_index, hold_index) if self.active_active else hold_index
+            if self.witness:
+                self.durable_index = max(self.durable_index, hold_index)
         if epoch > self.promised_epoch:
             self.promised_epoch = epoch
             result.meta_changed = True
         if not self._fits(prev_index, prev_epoch):
-            if not (entries and prev_index <= self.durable_index):
+            if not (entries and prev_index <= self._restart_limit()):
                 result.status = AppendStatus.MISMATCH
                 result.last_index = self.last_index
                 return result
@@ -257,8 +283,6 @@ class ReplicaCore:
         self.commit_index = new_commit
         self.leader_epoch = epoch
         self.leader = leader
-        if hold_index:
-            self.hold_index = hold_index
         if closed_ts > self.closed_ts:
             self.closed_ts = closed_ts
             self.closed_index = closed_index
@@ -270,6 +294,12 @@ class ReplicaCore:
             result.lease_granted = True
         return result
 
+    def _restart_limit(self) -> int:
+        """The highest prev_index after which the log may restart (everything up to it stored)."""
+        if self.active_active:
+            return min(self.durable_index, self.hold_index)
+        return self.durable_index
+
     def _fits(self, prev_index: int, prev_epoch: int) -> bool:
         if prev_index == 0 or prev_index < self.first_index:
             return True
@@ -277,7 +307,7 @@ class ReplicaCore:
         return local_epoch is not None and local_epoch == prev_epoch
 
     def _reset_after(self, prev_index: int, prev_epoch: int) -> None:
-        assert prev_index <= self.durable_index
+        assert prev_index <= self._restart_limit()
         assert prev_index >= self.commit_index, "a mismatching entry is never committed"
         self.entries = []
         self.first_index = prev_index + 1
@@ -307,6 +337,13 @@ class ReplicaCore:
             self.scl_by_node[node] = scl  # the latest report, even if lower (see the module docstring)
             self.durable_index = max(self.durable_index, storage_durable_index(self.scl_by_node))
         return SclResult(self.durable_index, self.first_index, self._truncate_prefix())
+
+    def truncate_to_hold(self) -> int | None:
+        """After an Append: drop what the hold (and, but for a witness, the storage reports)
+        now allow. The new first_index, or None when nothing is dropped."""
+        if not self.hold_required:
+            return None  # without a hold only storage reports move truncation
+        return self._truncate_prefix()
 
     def _truncate_prefix(self) -> int | None:
         keep_from = min(self.durable_index, self.commit_index) + 1

@@ -35,9 +35,11 @@ EXIT_DISK_FAILURE = 70
 
 
 class JournalService(journal_pb2_grpc.JournalServicer):
-    def __init__(self, name: str, az: str, core: ReplicaCore, store: JournalStore, clock: Clock | None = None):
+    def __init__(self, name: str, az: str, core: ReplicaCore, store: JournalStore, clock: Clock | None = None,
+                 region: str = ""):
         self.name = name
         self.az = az
+        self.region = region
         self.core = core
         self.store = store
         self.clock = clock or runtime.clock(1_000_000)  # the times of the lease (journal/core.py)
@@ -147,6 +149,10 @@ class JournalService(journal_pb2_grpc.JournalServicer):
                 runtime.crash_point("journal.append.after_fsync")
             if result.reset:
                 log.warning("log reset to start at %d (storage holds everything before)", self.core.first_index)
+            truncated = self.core.truncate_to_hold() if result.status is AppendStatus.OK else None
+            if truncated is not None:
+                await self._disk(self.store.truncate_prefix, self.core.meta())
+                log.info("truncated the log below %d (hold %d)", truncated, self.core.hold_index)
         if result.status is not AppendStatus.FENCED:
             self._notify()
         if runtime.buggify("journal.append.slow_reply"):  # durable, not yet acknowledged
@@ -158,6 +164,7 @@ class JournalService(journal_pb2_grpc.JournalServicer):
             last_index=result.last_index,
             match_index=result.match_index,
             lease_granted=result.lease_granted,
+            durable_index=self.core.durable_index,
         )
 
     async def ReadEntries(self, request, context):
@@ -187,6 +194,7 @@ class JournalService(journal_pb2_grpc.JournalServicer):
             az=self.az,
             service="journal",
             role="replica",
+            region=self.region,
             epoch=core.promised_epoch,
             commit_index=core.commit_index,
             last_index=core.last_index,

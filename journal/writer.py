@@ -12,28 +12,47 @@ Usage:
     await writer.heartbeat(closed_ts)              # when idle, every heartbeat_ms
     await writer.close()
 
-Outcomes: `append` returns once the entries are fsynced on 2 of 3 replicas; it raises
+Replicas: `quorumdb.members.journal_members` (the cluster's 3, or in an active-active cluster
+the 9 of the three regions, named `<region>/<node>`), each reached with `Channels.member` (over
+the simulated WAN when in another region); a quorum is `members.journal_quorum` (2 of 3, or 2
+of 3 regions each by a majority of its replicas). "A quorum" below means that rule.
+
+Outcomes: `append` returns once the entries are fsynced on a quorum of replicas; it raises
 `JournalUnavailable` after limits.JOURNAL_COMMIT_TIMEOUT_S and `Fenced` when a replica
 holds a higher epoch (another writer took over; this one must stop). After either, the
 entries' outcome is unknown: they may be committed (and survive the next take-over).
 If take_over raises, call close() (its pipelines may already run).
 
 Closed timestamps: `heartbeat(closed_ts)` clamps the claim to clock.now().earliest and
-publishes it to replicas (at once, by an Append of its own) only once 2 replicas acked an
-Append sent after the claim, so a rival that fences a majority later has a clock past it.
+publishes it to replicas (at once, by an Append of its own) only once a quorum acked an
+Append sent after the claim, so a rival that fences a quorum later has a clock past it.
 Appends also carry (ts, index) of the entry at the commit index. So followers see a
 heartbeat's closed_ts about two round trips after it was made.
+
+Regions (active-active): the writer remembers when each replica last acknowledged an Append
+(its own monotonic clock) and says per region whether it is voted in (`region_votes`,
+writer_core.region_votes), and it computes the hold that keeps replicas from dropping what the
+storage of a peer region still needs (writer_core.regional_hold).
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 
 import grpc
 
-from journal.writer_core import BufferFull, ReplicaTail, SendPlan, WriterCore, best_tail
-from quorumdb import aio, limits, rpc
+from journal.writer_core import (
+    BufferFull,
+    RegionVote,
+    ReplicaTail,
+    SendPlan,
+    WriterCore,
+    best_tail,
+    region_votes,
+)
+from quorumdb import aio, limits, members, rpc, runtime
 from quorumdb.clock import Clock
 from quorumdb.config import ClusterConfig
 from quorumdb.pb import common_pb2, journal_pb2, journal_pb2_grpc
@@ -41,8 +60,12 @@ from quorumdb.pb import common_pb2, journal_pb2, journal_pb2_grpc
 log = logging.getLogger("journal.writer")
 
 
+# A region is voted in while a majority of its replicas hold what was committed this long ago.
+REGION_VOTE_LAG_S = 1.0
+
+
 class JournalUnavailable(Exception):
-    """No majority of journal replicas within the deadline; the outcome of in-flight entries is unknown."""
+    """No quorum of journal replicas within the deadline; the outcome of in-flight entries is unknown."""
 
 
 class Fenced(Exception):
@@ -117,11 +140,22 @@ class JournalWriter:
         self.cluster = cluster
         self.leader_name = leader_name
         self.clock = clock
-        self.replicas = [node.name for node in cluster.journals]
-        self._stubs = {node.name: journal_pb2_grpc.JournalStub(channels.get(node.address)) for node in cluster.journals}
-        # Appends go over one stream per replica, or (QUORUMDB_UNARY_RPC=1) as unary calls.
+        self.members = members.journal_members(cluster)
+        self.replicas = [member.name for member in self.members]
+        self.quorum = members.journal_quorum(cluster)
+        self._global = members.active_active(cluster)
+        self.region = cluster.region if self._global is not None else ""
+        self._stubs = {member.name: journal_pb2_grpc.JournalStub(channels.member(member)) for member in self.members}
+        # Appends go over one stream per replica, or (QUORUMDB_UNARY_RPC=1) as unary calls. The
+        # simulated AZ distance applies within the region (a remote replica's is the WAN's).
         self._unary = rpc.unary_rpc()
-        self._streams = {name: AppendStream(name, stub) for name, stub in self._stubs.items()}
+        self._streams = {member.name: AppendStream(member.node.name if member.region in ("", cluster.region)
+                                                   else member.name, self._stubs[member.name])
+                         for member in self.members}
+        # When each replica last acknowledged an Append (runtime.monotonic), and the commit
+        # index over the last REGION_VOTE_LAG_S: what `region_votes` judges regions by.
+        self._acked_at: dict[str, float] = {}
+        self._commit_history: collections.deque[tuple[float, int]] = collections.deque()
         self._core: WriterCore | None = None
         self._fenced = False
         self._closed = False
@@ -131,6 +165,8 @@ class JournalWriter:
         self._pipelines: list[asyncio.Task] = []
         # Replicas whose last RPC from a pipeline failed as unreachable (refused, deadline).
         self._unreachable: set[str] = set()
+        # Replicas a catch-up read (ReadEntries) failed on since their pipeline last succeeded.
+        self._bad_sources: set[str] = set()
 
     # --- properties ---------------------------------------------------------------
     @property
@@ -156,8 +192,32 @@ class JournalWriter:
 
     @property
     def majority_reachable(self) -> bool:
-        """False once the last Appends to 2 of 3 replicas failed: an append cannot commit now."""
-        return len(self.replicas) - len(self._unreachable) >= 2
+        """False once the last Appends to so many replicas failed that the others include no
+        quorum: an append cannot commit now."""
+        return self.quorum.can_reach(self._unreachable)
+
+    def region_votes(self) -> list[RegionVote]:
+        """Per region of the journal, whether it is voted in (writer_core.region_votes): a
+        majority of its replicas acknowledged an Append within the failover timeout and holds
+        what was committed REGION_VOTE_LAG_S ago. Empty before take-over."""
+        if self._core is None:
+            return []
+        now = runtime.monotonic()
+        ages = {name: (now - at) * 1000 for name, at in self._acked_at.items()}
+        matches = {name: progress.match_index for name, progress in self._core.progress.items()}
+        kinds = {region.name: region.role for region in self._global.regions} if self._global is not None else {}
+        timeout_ms = max(self.cluster.failover_timeout_ms, 1)
+        return region_votes(self.quorum, matches, ages, self._commit_lagged(now), timeout_ms, kinds)
+
+    def _commit_lagged(self, now: float) -> int:
+        """The commit index as it was REGION_VOTE_LAG_S ago (the oldest sample within it)."""
+        history = self._commit_history
+        while len(history) > 1 and history[1][0] <= now - REGION_VOTE_LAG_S:
+            history.popleft()
+        if not history:
+            return 0
+        at, index = history[0]
+        return index if at <= now - REGION_VOTE_LAG_S else 0
 
     @property
     def is_leader(self) -> bool:
@@ -182,7 +242,9 @@ class JournalWriter:
         commit_index = min(max(tail.commit_index for tail in tails), best.last_index)
         last_ts = await self._read_ts(best, deadline)
         self._core = WriterCore(self.replicas, self.leader_name, epoch, best, commit_index, tails=tails,
-                                copy_mode=copy)
+                                copy_mode=copy, quorum=self.quorum, region=self.region,
+                                peer_regions=self._global.peers if self._global is not None else None)
+        self._commit_history.append((runtime.monotonic(), commit_index))
         self._pipelines = [asyncio.create_task(self._pipeline(name), name=f"journal-pipeline-{name}")
                            for name in self.replicas]
         log.info("fenced the journal at epoch %d; log of %s up to %d (epoch %d)%s",
@@ -216,21 +278,22 @@ class JournalWriter:
                 if reply.ok:
                     tails.append(ReplicaTail(name, reply.last_index, reply.last_epoch,
                                              reply.commit_index, reply.first_index))
-            if len(tails) >= 2:
+            if self.quorum.is_quorum(tail.name for tail in tails):
                 return epoch, tails
             leased = [reply.retry_after_ms for reply in replies if reply is not None and reply.retry_after_ms]
             rival = max((reply.promised_epoch for reply in replies if reply is not None and not reply.ok
                          and not reply.retry_after_ms), default=0)
             if give_way and rival >= epoch:
                 raise Fenced(f"another candidate fenced epoch {rival} while we tried {epoch}")
-            log.info("fencing epoch %d won %d of 3 replicas; retrying", epoch, len(tails))
+            log.info("fencing epoch %d won %d of %d replicas (%s needed); retrying",
+                     epoch, len(tails), len(self.replicas), self.quorum.describe())
             if leased:
                 # Replicas still hold the current writer's lease (journal/core.py): they stopped
                 # renewing it when they refused, so a retry after it runs out wins.
                 await asyncio.sleep(min(max(leased) / 1000, max(0.0, deadline - loop.time())))
             elif all(reply is None for reply in replies):
                 await asyncio.sleep(min(limits.JOURNAL_RETRY_BACKOFF_MAX_S, max(0.0, deadline - loop.time())))
-        raise JournalUnavailable("could not fence a majority of the journal replicas")
+        raise JournalUnavailable(f"could not fence a quorum of the journal replicas ({self.quorum.describe()})")
 
     async def _fence(self, name: str, epoch: int, timeout_s: float) -> journal_pb2.FenceReply | None:
         request = journal_pb2.FenceRequest(epoch=epoch, candidate=self.leader_name)
@@ -313,7 +376,8 @@ class JournalWriter:
                 raise JournalUnavailable("writer closed")
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise JournalUnavailable(f"entry {index} not committed on 2 of 3 journal replicas in {timeout_s:.1f} s")
+                raise JournalUnavailable(
+                    f"entry {index} not committed on {self.quorum.describe()} in {timeout_s:.1f} s")
             await aio.wait_event(progress, remaining)
 
     def _notify_progress(self) -> None:
@@ -327,7 +391,7 @@ class JournalWriter:
     # --- heartbeat ----------------------------------------------------------------
     def request_heartbeat(self, closed_ts: int) -> int:
         """Claim that no entry after the last one assigned will have ts <= closed_ts, without
-        waiting: the pipelines carry the claim, and publish it once 2 replicas acked an Append
+        waiting: the pipelines carry the claim, and publish it once a quorum acked an Append
         sent after it (writer_core). The caller must have made its own future timestamps exceed
         closed_ts (ConflictChecker.close_timestamp). Returns the heartbeat's number."""
         self._check_leading()
@@ -336,7 +400,7 @@ class JournalWriter:
         return number
 
     async def heartbeat(self, closed_ts: int) -> None:
-        """request_heartbeat, then wait until 2 replicas acked it (at most JOURNAL_RPC_TIMEOUT_S)."""
+        """request_heartbeat, then wait until a quorum acked it (at most JOURNAL_RPC_TIMEOUT_S)."""
         number = self.request_heartbeat(closed_ts)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limits.JOURNAL_RPC_TIMEOUT_S
@@ -374,6 +438,7 @@ class JournalWriter:
             try:
                 ok = await self._send_once(name)
                 self._unreachable.discard(name)
+                self._bad_sources.discard(name)
             except grpc.aio.AioRpcError as error:
                 if error.code() not in rpc.UNREACHABLE:
                     log.warning("append to %s failed: %s %s", name, error.code(), error.details())
@@ -424,8 +489,12 @@ class JournalWriter:
             core.on_mismatch(name, dataclasses.replace(plan, prev_index=prev_index), reply.last_index)
             return not jumped  # a jump that did not fit: the replica must learn the durable index first
         closed_before = core.closed()
+        self._acked_at[name] = runtime.monotonic()
         if core.on_ok(name, plan, reply.match_index, commit_index, (closed_ts, closed_index),
-                      sent_earliest, reply.lease_granted):
+                      sent_earliest, reply.lease_granted, reply.durable_index):
+            self._commit_history.append((runtime.monotonic(), core.commit_index))
+            if len(self._commit_history) > limits.WRITER_BUFFER_ENTRIES_MAX:
+                self._commit_lagged(runtime.monotonic())
             self._kick_all()  # carry the new commit index to every replica
         elif core.closed() > closed_before:
             self._kick_all()  # a heartbeat claim was just confirmed: publish it now
@@ -439,7 +508,7 @@ class JournalWriter:
         `jumped`: the source has truncated what `name` misses; send what exists after it.
         """
         core = self._core
-        source = core.source_for(name, plan.to_index)
+        source = core.source_for(name, plan.to_index, avoid=self._unreachable | self._bad_sources)
         if source is None:
             return 0, 0, None, False
         source_match = core.progress[source].match_index
@@ -448,7 +517,15 @@ class JournalWriter:
         if max_entries <= 0:
             return 0, 0, None, False
         request = journal_pb2.ReadEntriesRequest(from_index=from_index, max_entries=max_entries)
-        reply = await self._stubs[source].ReadEntries(request, timeout=limits.JOURNAL_RPC_TIMEOUT_S)
+        try:
+            reply = await self._stubs[source].ReadEntries(request, timeout=limits.JOURNAL_RPC_TIMEOUT_S)
+        except grpc.aio.AioRpcError as error:
+            # The source failed, not `name`: do not count `name` unreachable for it (a region
+            # cut off would make its catch-up look like a second region lost); try another
+            # source until the failed one's own pipeline succeeds again.
+            self._bad_sources.add(source)
+            log.info("reading entries %d.. from %s for %s: %s", from_index, source, name, error.code())
+            return 0, 0, None, False
         fetched = [entry for entry in reply.entries if entry.index <= source_match]
         if not fetched:
             return 0, 0, None, False
@@ -456,7 +533,9 @@ class JournalWriter:
             return 0, 0, fetched, False
         if fetched[0].index == plan.from_index - 1:
             return fetched[0].index, fetched[0].epoch, fetched[1:], False
-        # The source truncated below fetched[0]: those entries are on 4 of 6 storage copies.
+        # The source truncated below fetched[0]: those entries are on 4 of 6 storage copies (of
+        # every peer region, in an active-active cluster: the hold).
+        core.source_truncated(fetched[0].index - 1)
         return fetched[0].index - 1, 0, fetched, True
 
     def _on_fenced(self, name: str, promised_epoch: int) -> None:

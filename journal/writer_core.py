@@ -2,31 +2,48 @@
 
 Theory of operation
 -------------------
-The writer (the adjudicator leader) owns an epoch won by fencing 2 of 3 replicas.
-Its log is the log of the best fenced replica (highest (last_epoch, last_index)):
-any entry that may have been committed is on 2 of 3 replicas, so on at least one
-fenced replica, and the best one holds it (Raft's election restriction). The writer
-then appends its own ENTRY_LEADER entry at `leader_index`; committing it commits every
-earlier entry.
+The writer (the adjudicator leader) owns an epoch won by fencing a quorum of replicas
+(`quorumdb.quorum.Quorum`: 2 of 3 in a cluster of one region; in an active-active cluster a
+majority of the regions, each counted by a majority of its own replicas). Its log is the log
+of the best fenced replica (highest (last_epoch, last_index)): any entry that may have been
+committed is on a quorum, any two quorums share a replica, so it is on at least one fenced
+replica, and the best one holds it (Raft's election restriction). The writer then appends its
+own ENTRY_LEADER entry at `leader_index`; committing it commits every earlier entry.
+
+Every "2 of 3" below is `quorum.match(...)`: the highest value a quorum of replicas reached.
+Commit, the lease and heartbeat confirmation stay correct with the regional rule for the same
+reason they were with 2 of 3: whatever a quorum acknowledged, every later fencing quorum has
+heard from at least one of those replicas.
 
 * Indexes: `assign` gives entries consecutive indexes and the writer's epoch, in call
   order, and keeps them in a bounded buffer until committed and no longer needed.
 * Per replica: `match_index` (highest index known to equal the writer's log there) and
   `next_index` (the next index to send). Each replica has one in-order pipeline in the
   shell; a dead or slow replica only stalls its own pipeline.
-* Commit: the 2nd highest match index of the 3 replicas (2 of 3 have it fsynced), and
+* Commit: the highest match index a quorum of replicas has fsynced, and
   only if it is at or above leader_index, i.e. an entry of this epoch (Raft's rule: an
   older epoch's entry is committed only indirectly).
 * Mismatch: the replica's log differs at prev_index. Resend from further back:
   min(its last_index + 1, prev_index - 2^k + 1) after k consecutive mismatches, so long
   divergent suffixes are found in log(n) round trips. Entries no longer in the buffer
-  are read (ReadEntries) from a replica whose match_index covers them.
+  are read (ReadEntries) from a replica whose match_index covers them, one of the
+  writer's own region when one does (a read across the WAN costs a round trip of it).
+* Hold (journal/core.py): replicas drop a committed prefix only up to the writer's
+  hold_index. In a Global Database the region agent sets it; in an active-active cluster the
+  writer computes it (`peer_regions` set): the lowest, over the peer regions, of the highest
+  storage-durable index any replica of that region reported (AppendReply.durable_index). A
+  replica of a peer region hears storage reports of its own region only, and a witness none,
+  so without the hold a replica could drop entries the other peer's storage still needs.
+  Every replica's first_index - 1 is covered by some hold ever sent (truncation stops at the
+  hold; a replica that jumps restarts at its source's first_index), so the writer also raises
+  its hold to any first_index - 1 it learns (fence tails, `source_truncated`): a new writer that
+  cannot reach one peer region still lets a lagging witness jump over what the others dropped.
 * Closed timestamp carried on every Append: the later of
     (ts of the entry at commit_index, commit_index) - committed, so every later leader
       assigns larger timestamps, and
-    the last heartbeat's (closed_ts, last assigned index) once 2 replicas acked an
-      Append sent after that heartbeat was requested. Acked by a majority before any
-      rival can fence a majority, so the claim was made before any later leader took over.
+    the last heartbeat's (closed_ts, last assigned index) once a quorum acked an
+      Append sent after that heartbeat was requested. Acked by a quorum before any
+      rival can fence a quorum, so the claim was made before any later leader took over.
       A leader claims at most its now().latest <= true time + 2 x clock error, and a new
       leader starts its timestamps above its own now().latest + 2 x clock error
       (adjudicator/service.py take_over): above every claim an older leader had confirmed.
@@ -34,8 +51,8 @@ earlier entry.
   each confirmation takes a round trip, and replacing the pending claim would starve it.
 * Lease: a replica that acknowledges an Append with `lease_granted` refuses every fence until
   at least (this writer's clock's earliest time when it sent that Append) + lease_ns
-  (journal/core.py). While 2 replicas hold such grants (`lease_until`, the 2nd latest end),
-  no rival can fence a majority, so a claim made before then is as safe as a confirmed one:
+  (journal/core.py). While a quorum holds such grants (`lease_until`, the end a quorum
+  reached), no rival can fence a quorum, so a claim made before then is as safe as a confirmed one:
   it is published at once (carried by the next Appends) without waiting for a round trip of
   its own. Outside the lease the confirmation above is used.
   Entries not yet committed are never the basis of a closed timestamp: a new leader may
@@ -45,11 +62,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
+from collections.abc import Collection
 
 from quorumdb import limits
 from quorumdb.pb import common_pb2
+from quorumdb.quorum import Quorum
 
-JOURNAL_QUORUM = 2  # of 3 replicas
+JOURNAL_QUORUM = 2  # of 3 replicas (a cluster of one region)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +89,7 @@ def best_tail(tails: list[ReplicaTail]) -> ReplicaTail:
 
 
 def quorum_match(match_indexes: list[int]) -> int:
-    """The highest index held by 2 of the replicas."""
+    """The highest index held by 2 of the 3 replicas of a cluster of one region."""
     assert len(match_indexes) >= JOURNAL_QUORUM
     return sorted(match_indexes, reverse=True)[JOURNAL_QUORUM - 1]
 
@@ -87,6 +107,7 @@ class ReplicaProgress:
     acked_heartbeat: int = 0  # highest heartbeat number an OK Append was sent after
     sent_closed: tuple[int, int] = (0, 0)  # (closed_ts, closed_index) carried by the last OK Append
     lease_from: int = 0  # clock earliest at the send of the latest Append acked with a lease grant
+    durable_index: int = 0  # highest storage-durable index the replica reported (AppendReply)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,9 +134,19 @@ class WriterCore:
         lease_ns: int = limits.JOURNAL_LEASE_MS * 1_000_000,
         committed_bytes_max: int = limits.WRITER_BUFFER_COMMITTED_BYTES_MAX,
         copy_mode: bool = False,
+        quorum: Quorum | None = None,
+        region: str = "",
+        peer_regions: tuple[str, ...] | list[str] | None = None,
     ):
-        assert len(replicas) == 3
+        """`quorum`: which replicas make a quorum (default: a majority of `replicas`); `region`:
+        the writer's own region (sources for catch-up reads are preferred there); `peer_regions`:
+        in an active-active cluster, the regions whose storage the hold waits for."""
+        self.quorum = quorum if quorum is not None else Quorum.single(replicas)
+        assert sorted(self.quorum.replicas) == sorted(replicas), "the quorum is over the writer's replicas"
         assert best.name in replicas
+        self.region = region
+        self.peer_regions = tuple(peer_regions) if peer_regions is not None else None
+        assert self.peer_regions is None or all(r in self.quorum.regions for r in self.peer_regions)
         assert commit_index <= best.last_index
         self.leader = leader
         self.epoch = epoch
@@ -152,8 +183,15 @@ class WriterCore:
         # are facts about that same history.
         self.copy_mode = copy_mode
         self.copied_closed = (0, 0)
-        # Global Database: secondaries have replicated up to here; replicas keep what follows.
+        # Replicas keep every entry after hold_index: in a Global Database what secondaries have
+        # replicated (set by the region agent), in an active-active cluster what the storage of
+        # every peer region holds (`regional_hold`, recomputed on every reply).
         self.hold_index = 0
+        if self.peer_regions is not None:
+            # Every replica's truncated prefix is on the storage of every peer region (it was
+            # dropped under a hold, or jumped over from a replica that had dropped it): a new
+            # writer starts its hold there, and a witness that lags behind it can jump too.
+            self.hold_index = max([best.first_index - 1] + [tail.first_index - 1 for tail in tails])
 
     # --- views ------------------------------------------------------------------
     @property
@@ -236,7 +274,7 @@ class WriterCore:
     def lease_until(self) -> int:
         """The clock time (a bound on true time) before which no rival can fence a majority."""
         ends = [p.lease_from + self.lease_ns if p.lease_from else 0 for p in self.progress.values()]
-        return quorum_match(ends)
+        return self.quorum.match(dict(zip(self.progress, ends)))
 
     def request_heartbeat(self, closed_ts: int, now_latest: int | None = None) -> int:
         """Record a heartbeat claim (closed_ts, last assigned index); returns its number.
@@ -259,8 +297,8 @@ class WriterCore:
         return self.heartbeat_number
 
     def heartbeat_confirmed(self, number: int) -> bool:
-        acks = [p.acked_heartbeat for p in self.progress.values()]
-        return quorum_match(acks) >= number
+        acks = {name: p.acked_heartbeat for name, p in self.progress.items()}
+        return self.quorum.match(acks) >= number
 
     # --- pipelines ----------------------------------------------------------------
     def has_work(self, replica: str) -> bool:
@@ -287,17 +325,39 @@ class WriterCore:
             entries = [self.buffered(i) for i in range(from_index, to_index + 1)]
         return SendPlan(prev_index, prev_epoch, entries, from_index, to_index, self.heartbeat_number)
 
-    def source_for(self, replica: str, to_index: int) -> str | None:
-        """A replica other than `replica` whose log matches the writer's up to the highest index <= to_index."""
-        others = [(p.match_index, name) for name, p in self.progress.items() if name != replica]
-        best_match, name = max(others)
-        return name if best_match > 0 else None
+    def source_for(self, replica: str, to_index: int, avoid: Collection[str] = ()) -> str | None:
+        """A replica other than `replica` whose log matches the writer's as far as possible up to
+        to_index: one of the writer's own region when it covers as much as the best (a read
+        across the WAN costs a round trip), else the one that matches furthest. Replicas in
+        `avoid` (unreachable: a region cut off keeps its old match indexes) only when no other
+        one matches at all."""
+        others = [(name not in avoid, min(p.match_index, to_index), self._region_of(name) == self.region,
+                   p.match_index, name)
+                  for name, p in self.progress.items() if name != replica and p.match_index > 0]
+        if not others:
+            return None
+        return max(others)[-1]
+
+    def _region_of(self, replica: str) -> str:
+        return self.quorum.region_of(replica)
+
+    def source_truncated(self, index: int) -> None:
+        """A catch-up source holds nothing at or below `index` (its first_index - 1)."""
+        if self.peer_regions is not None:
+            self.hold_index = max(self.hold_index, index)
 
     def on_ok(self, replica: str, plan: SendPlan, match_index: int, commit_sent: int,
-              closed_sent: tuple[int, int] = (0, 0), sent_earliest: int = 0, lease_granted: bool = False) -> bool:
+              closed_sent: tuple[int, int] = (0, 0), sent_earliest: int = 0, lease_granted: bool = False,
+              durable_index: int = 0) -> bool:
         """An Append was accepted (sent when the clock's earliest was sent_earliest; the replica
-        says whether it granted a lease). Returns True if the commit index advanced."""
+        says whether it granted a lease, and its storage-durable index). Returns True if the
+        commit index advanced."""
         progress = self.progress[replica]
+        if durable_index > progress.durable_index:
+            progress.durable_index = durable_index
+            if self.peer_regions is not None:
+                self.hold_index = max(self.hold_index, regional_hold(
+                    self.quorum, {name: p.durable_index for name, p in self.progress.items()}, self.peer_regions))
         if lease_granted:
             progress.lease_from = max(progress.lease_from, sent_earliest)
         progress.sent_closed = max(progress.sent_closed, closed_sent)
@@ -329,7 +389,7 @@ class WriterCore:
             self.queued_heartbeat = (0, 0)
 
     def _advance_commit(self) -> bool:
-        candidate = quorum_match([p.match_index for p in self.progress.values()])
+        candidate = self.quorum.match({name: p.match_index for name, p in self.progress.items()})
         if candidate <= self.commit_index:
             return False
         if not self.copy_mode and (self.leader_index == 0 or candidate < self.leader_index):
@@ -340,3 +400,40 @@ class WriterCore:
         self.commit_closed = max(self.commit_closed, (entry.ts, candidate))
         self._evict()
         return True
+
+
+def regional_hold(quorum: Quorum, durable_by_replica: dict[str, int], peer_regions) -> int:
+    """The index up to which the storage of every peer region holds the log: per peer region the
+    highest storage-durable index any of its replicas reported (they all hear that region's
+    storage), then the lowest of those. 0 until every peer region has reported."""
+    return min((max(durable_by_replica.get(name, 0) for name in quorum.replicas_of(region))
+                for region in peer_regions), default=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class RegionVote:
+    """Whether a region is voted in, as the leader sees it (NodeStatus.regions)."""
+    name: str
+    voted_in: bool
+    match_index: int  # the highest index a majority of its replicas hold
+    ack_age_ms: float  # since a majority of its replicas last acknowledged an Append (inf: never)
+    kind: str = ""  # peer | witness
+
+
+def region_votes(quorum: Quorum, match_by_replica: dict[str, int], ack_age_ms_by_replica: dict[str, float],
+                 min_match: int, timeout_ms: float, kinds: dict[str, str] | None = None) -> list[RegionVote]:
+    """Per region: voted in when a majority of its replicas acknowledged an Append within
+    `timeout_ms` and hold at least `min_match` (the commit index a moment ago: a region that
+    keeps acknowledging but cannot keep up with commits does not count). A replica never heard
+    from has no age (inf)."""
+    votes = []
+    for region, replicas in quorum.groups:
+        needed = quorum.needed_in(replicas)
+        live = [name for name in replicas
+                if ack_age_ms_by_replica.get(name, math.inf) <= timeout_ms
+                and match_by_replica.get(name, 0) >= min_match]
+        ages = sorted(ack_age_ms_by_replica.get(name, math.inf) for name in replicas)
+        matches = sorted((match_by_replica.get(name, 0) for name in replicas), reverse=True)
+        votes.append(RegionVote(region, len(live) >= needed, matches[needed - 1], ages[needed - 1],
+                                (kinds or {}).get(region, "")))
+    return votes

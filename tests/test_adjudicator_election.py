@@ -57,3 +57,34 @@ def test_jitter_is_bounded_by_half_the_timeout():
     rng = random.Random(7)
     draws = [failover_jitter_ms(500, rng.random()) for _ in range(1_000)]
     assert 0 <= min(draws) and max(draws) <= 250 and max(draws) - min(draws) > 200
+
+
+# --- active-active: the quorum is 2 of 3 regions, each by a majority of its replicas --------------
+def regional_quorum():
+    from quorumdb.quorum import Quorum
+    return Quorum.of_regions({region: [f"{region}/journal-az{i}" for i in (1, 2, 3)]
+                              for region in ("us-east-1", "us-east-2", "us-west-2")})
+
+
+def test_across_regions_five_replicas_are_no_quorum_when_they_hold_one_region_majority():
+    views = [view(f"us-east-1/journal-az{i}", closed_ago_ms=900) for i in (1, 2, 3)]
+    views.append(view("us-west-2/journal-az1", closed_ago_ms=900))
+    views.append(view("us-east-2/journal-az2", closed_ago_ms=900))
+    result = assess(views, regional_quorum(), NOW, TIMEOUT, 3, 0)
+    assert result.verdict is Verdict.NO_MAJORITY
+    assert result.reason == (
+        "journal unavailable: no majority of journal replicas (2 of 3 regions, each by a majority of its "
+        "journal replicas needed; reachable: us-east-1 (3), us-east-2 (1), us-west-2 (1))")
+
+
+def test_across_regions_two_region_majorities_may_take_over():
+    views = [view(f"us-east-2/journal-az{i}", closed_ago_ms=900) for i in (1, 3)]
+    views += [view(f"us-west-2/journal-az{i}", closed_ago_ms=900) for i in (2, 3)]
+    result = assess(views, regional_quorum(), NOW, TIMEOUT, 3, 0)
+    assert result.verdict is Verdict.TAKE_OVER and result.fence_epoch == 4
+
+
+def test_a_single_region_quorum_keeps_its_message():
+    from quorumdb.quorum import Quorum
+    result = assess([view("j1")], Quorum.single(["j1", "j2", "j3"]), NOW, TIMEOUT, 3, 0)
+    assert result.reason == "journal unavailable: no majority of journal replicas (2 of 3 needed, 1 reachable)"
