@@ -53,6 +53,9 @@ class StorageReader:
         monotonic: Callable[[], float] = runtime.monotonic,
     ) -> None:
         self.read_mode = getattr(cluster, "read_mode", "quorum")  # the default; a read may override it
+        # How long a copy may wait for the read's ts to be closed (the cluster's setting, if any).
+        self._wait_cap_ms = getattr(cluster, "read_wait_ms", 0) or limits.STORAGE_READ_WAIT_MS
+        self._several_regions = bool(getattr(cluster, "global_file", ""))
         read_core.answers_needed(self.read_mode)  # an unknown mode fails here, at start
         self._copies = [(node.name, node.az) for node in cluster.storages]
         assert len(self._copies) >= read_core.READ_QUORUM, "a cluster needs at least 3 storage copies"
@@ -144,7 +147,7 @@ class StorageReader:
     async def _get_chunk(self, keys: list[bytes], ts: int, read_mode: str,
                          counted: bool = True) -> dict[bytes, bytes | None]:
         def ask(name: str, timeout_s: float) -> asyncio.Future:
-            request = storage_pb2.GetRequest(keys=keys, ts=ts, wait_ms=_wait_ms(timeout_s))
+            request = storage_pb2.GetRequest(keys=keys, ts=ts, wait_ms=_wait_ms(timeout_s, self._wait_cap_ms))
             return self._send(name, "get", request, timeout_s)
 
         def answer(name: str, reply) -> list[read_core.Version]:
@@ -165,7 +168,7 @@ class StorageReader:
                          pushdown: bytes | None = None) -> read_core.ScanMerge:
         def ask(name: str, timeout_s: float) -> asyncio.Future:
             request = storage_pb2.ScanRequest(
-                start=start, end=end or b"", ts=ts, limit=limit, wait_ms=_wait_ms(timeout_s),
+                start=start, end=end or b"", ts=ts, limit=limit, wait_ms=_wait_ms(timeout_s, self._wait_cap_ms),
                 pushdown=pushdown or b"",
             )
             return self._send(name, "scan", request, timeout_s)
@@ -243,7 +246,7 @@ class StorageReader:
                 f"cannot reach a read quorum (3 of {len(self._copies)} storage copies): "
                 f"{len(answers)} answered",
                 detail="; ".join(failures),
-                hint=_quorum_hint(failures),
+                hint=_quorum_hint(failures, self._several_regions),
             )
         if failures:
             log.info("%s: answered after failures: %s", what, "; ".join(failures))
@@ -333,19 +336,23 @@ class StorageReader:
         )
 
 
-def _quorum_hint(failures: list[str]) -> str:
+def _quorum_hint(failures: list[str], several_regions: bool = False) -> str:
     if failures and all("not caught up" in failure for failure in failures):
         # Every copy is alive but none has been told that the snapshot time is closed:
-        # the journal is not advancing (no adjudicator leader, or no journal majority).
+        # the journal is not advancing (no adjudicator leader, or no journal majority), or, with
+        # regions, this region no longer hears the others.
+        cause = ("is this region cut off from the other regions (voted out: `quorumdb status`), or is "
+                 "no adjudicator leading?" if several_regions else
+                 "is the adjudicator leader or a majority of the journal down?")
         return ("The storage copies are up but the journal has not delivered anything up to this "
-                "transaction's start time: is the adjudicator leader or a majority of the journal down? "
-                "QuorumDB refuses rather than return stale data.")
+                f"transaction's start time: {cause} QuorumDB refuses rather than return stale data.")
     return "Storage copies are down or not caught up; retry when more are back."
 
 
-def _wait_ms(timeout_s: float) -> int:
-    """How long a copy may wait for its closed timestamp: the wait must end before the RPC deadline."""
-    return max(0, min(limits.STORAGE_READ_WAIT_MS, int(timeout_s * 1000) - 500))
+def _wait_ms(timeout_s: float, cap_ms: int = limits.STORAGE_READ_WAIT_MS) -> int:
+    """How long a copy may wait for its closed timestamp: the wait must end before the RPC deadline.
+    At least 1 ms: 0 would mean the storage node's default."""
+    return max(1, min(cap_ms, int(timeout_s * 1000) - 500))
 
 
 def _version(version: storage_pb2.Version) -> read_core.Version:

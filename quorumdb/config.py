@@ -90,6 +90,10 @@ class ClusterConfig:
     # (one copy that is caught up to the read's ts, own AZ first; compute_node/read_core.py says
     # why that is not stale). A session may override it: SET quorumdb.read_mode = 'single'.
     read_mode: str = "quorum"
+    # How long a storage copy may wait for a read's ts to be closed before it refuses (0: the
+    # default, limits.STORAGE_READ_WAIT_MS). An active-active cluster sets it shorter (`quorumdb up`):
+    # a region cut off from the others hears no closed timestamp and should refuse soon, not wait.
+    read_wait_ms: int = 0
     # --- PostgreSQL endpoint (compute_node/pgwire) ---
     # Compute node i listens for PostgreSQL clients on pg_base_port + i. 0: the default, 5433
     # for a cluster on the default base port 7100, else the first compute port + 3 (inside the
@@ -224,6 +228,7 @@ class ClusterConfig:
             f"journal_segment_entries = {self.journal_segment_entries}",
             f"storage_checkpoint_entries = {self.storage_checkpoint_entries}",
             f'read_mode = "{self.read_mode}"',
+            f"read_wait_ms = {self.read_wait_ms}",
             f"pg_base_port = {self.pg_base_port}",
             f"pg_trust = {'true' if self.pg_trust else 'false'}",
             f"pg_connection_lifetime_s = {float(self.pg_connection_lifetime_s)!r}",

@@ -237,7 +237,8 @@ def region_cluster_config(global_cfg, region) -> ClusterConfig:
         return config_mod.default_cluster(region.data_dir, region.base_port, region=region.name,
                                           global_file=str(global_cfg.path))
     settings = dict(region=region.name, global_file=str(global_cfg.path),
-                    failover_timeout_ms=active_active_failover_timeout_ms(global_cfg.wan_ms))
+                    failover_timeout_ms=active_active_failover_timeout_ms(global_cfg.wan_ms),
+                    read_wait_ms=active_active_read_wait_ms(global_cfg.wan_ms))
     if region.role == "witness":
         return ClusterConfig(data_dir=region.data_dir.resolve(), nodes=config_mod.witness_nodes(region.base_port),
                              initial_leader="", **settings)
@@ -251,6 +252,15 @@ def active_active_failover_timeout_ms(wan_ms: float) -> int:
     (and its own view of the leader's journal a round trip late): with only 1000 ms a slow WAN
     would look like a dead leader and cause failovers nobody asked for."""
     return int(round(1000 + 8 * wan_ms))
+
+
+def active_active_read_wait_ms(wan_ms: float) -> int:
+    """How long a storage copy of an active-active cluster waits for a read's ts to be closed before
+    it refuses: a claim reaches a peer about one WAN round trip after the read starts (the start's
+    demand crosses to the leader, its claim crosses back), so 8 round trips with a 500 ms floor is
+    ample for a region that is voted in, while one cut off from the others refuses (57P03) within
+    about a second instead of after the single-region default of 2 s per copy."""
+    return int(round(max(500, 16 * wan_ms)))
 
 
 def free_base_ports(count: int, attempts: int = 200) -> int:
