@@ -55,6 +55,7 @@ def test_up_with_a_witness_lays_out_two_peers_and_a_journal_only_witness(tmp_pat
         assert len(cluster.nodes) == 15 and cluster.base_port == base
         assert cluster.initial_leader == "p1/adjudicator-az1"
         assert cluster.failover_timeout_ms == 1000 + 8 * 5
+        assert cluster.read_wait_ms == 500  # max(500, 16 x 5)
         assert cluster.global_file == str(loaded.path)
         assert cli.supervisor_address_of(cluster) == f"127.0.0.1:{base + 39}"
     assert (p1.region, p2.region, w1.region) == ("p1", "p2", "w1")
@@ -125,6 +126,19 @@ def test_bad_active_active_arguments_are_refused_and_nothing_is_written(tmp_path
     assert cli.command_up(up_args(tmp_path / "aa", **options), err=err) == cli.EXIT_USAGE
     assert words in err.getvalue()
     assert not (tmp_path / "aa").exists()
+
+
+def test_the_read_wait_grows_with_the_wan_and_reaches_the_storage_copies():
+    from compute_node.storage_reader import StorageReader, _wait_ms
+    from quorumdb import rpc
+    from quorumdb.launcher import active_active_read_wait_ms
+
+    assert active_active_read_wait_ms(5) == 500 and active_active_read_wait_ms(75) == 1200
+    cluster = config_mod.default_cluster("/tmp/unused-aa", 21_000, read_wait_ms=700)
+    reader = StorageReader(cluster, "az1", rpc.Channels())
+    assert reader._wait_cap_ms == 700
+    assert _wait_ms(3.0, 700) == 700 and _wait_ms(0.9, 700) == 400 and _wait_ms(0.2, 700) == 1
+    assert StorageReader(config_mod.default_cluster("/tmp/unused", 21_000), "az1", rpc.Channels())._wait_cap_ms == 2000
 
 
 def test_the_failover_timeout_grows_with_the_wan():
