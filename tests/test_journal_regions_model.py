@@ -386,6 +386,9 @@ def check_caught_up(model: Model, writer: Writer, seed: int) -> None:
     behind = {name: writer.core.progress[name].match_index for name in QUORUM.replicas
               if model.up(name) and writer.core.progress[name].match_index < writer.core.last_index}
     assert not behind, f"seed {seed}: replicas behind {writer.core.last_index}: {behind}"
+    uninformed = {name: model.replicas[name].commit_index for name in QUORUM.replicas
+                  if model.up(name) and model.replicas[name].commit_index < writer.core.commit_index}
+    assert not uninformed, f"seed {seed}: replicas never told commit index {writer.core.commit_index}: {uninformed}"
 
 
 @pytest.mark.parametrize("block", range(10))
