@@ -1,9 +1,10 @@
 """The journal writer used by the adjudicator leader: fencing, take-over, appends, heartbeats.
 
 A thin async shell around `journal.writer_core.WriterCore`: one pipeline task per
-replica sends Appends one at a time (in order, over one AppendStream per replica), so a
-dead replica stalls only its own pipeline; callers wait for the commit index to pass
-their entries.
+replica sends Appends in order over one AppendStream per replica, one at a time within the
+writer's region and up to limits.JOURNAL_APPEND_PIPELINE_DEPTH in flight to a replica across
+the WAN (writer_core "Pipelining"), so a dead replica stalls only its own pipeline; callers
+wait for the commit index to pass their entries.
 
 Usage:
     writer = JournalWriter(cluster, "adjudicator-az1", channels, clock)
@@ -80,12 +81,17 @@ class TakeOverResult:
 
 
 class AppendStream:
-    """One pipeline's gRPC stream to one replica, used in lockstep: write an Append, read its reply.
+    """One pipeline's gRPC stream to one replica: Appends written in order, replies read in order.
 
-    The pipeline sends one Append at a time anyway; a stream message costs much less than a
-    unary call (the CPU profile in docs/BENCHMARKS.md). Any failure cancels the stream (the next
-    append opens a new one) and surfaces as the AioRpcError a unary Append would raise, so the
-    pipeline's handling is the same. The stream is replaced after half its deadline.
+    Up to the pipeline's depth of Appends are in flight (journal/writer_core.py "Pipelining");
+    the replica answers them in order (journal/service.py AppendStream), so `next_reply` is the
+    reply to the oldest one, and it must come within timeout_s of that message's send. With a
+    depth of 1 this is the lockstep of before: write an Append, read its reply. A stream
+    message costs much less than a unary call (the CPU profile in docs/BENCHMARKS.md). Any
+    failure cancels the stream (the next send opens a new one; every message in flight is lost
+    with it) and surfaces as the AioRpcError a unary Append would raise. The stream is replaced
+    after half its deadline, once nothing is in flight on it (`accepts_more` stops new sends
+    meanwhile, so its deadline never cuts a reply off).
     """
 
     def __init__(self, target: str, stub: journal_pb2_grpc.JournalStub) -> None:
@@ -93,42 +99,123 @@ class AppendStream:
         self._stub = stub
         self._call = None
         self._opened = 0.0
+        self._sent_at: collections.deque[float] = collections.deque()  # loop time of each send in flight
+        self._reading: asyncio.Future | None = None  # the read of the next reply, once started
 
-    async def append(self, request: journal_pb2.AppendRequest, timeout_s: float) -> journal_pb2.AppendReply:
+    @property
+    def in_flight(self) -> int:
+        return len(self._sent_at)
+
+    def _aged(self) -> bool:
+        return asyncio.get_running_loop().time() - self._opened > limits.JOURNAL_APPEND_STREAM_LIFETIME_S / 2
+
+    def accepts_more(self) -> bool:
+        """False while an aged stream drains before it is replaced."""
+        return self._call is None or not self._sent_at or not self._aged()
+
+    async def send(self, request: journal_pb2.AppendRequest, timeout_s: float) -> None:
         loop = asyncio.get_running_loop()
-        if self._call is None or loop.time() - self._opened > limits.JOURNAL_APPEND_STREAM_LIFETIME_S / 2:
+        if self._call is None or (not self._sent_at and self._aged()):
             self.reset()
             self._call = self._stub.AppendStream(timeout=limits.JOURNAL_APPEND_STREAM_LIFETIME_S)
             self._opened = loop.time()
         call = self._call
+        started = loop.time()
         wait_s = rpc.cross_az_wait_s(self.target)  # simulated AZ distance, per message
         try:
             async with asyncio.timeout(timeout_s + wait_s):
                 if wait_s:
                     await asyncio.sleep(wait_s)
                 await call.write(request)
-                reply = await call.read()
-        except TimeoutError:
-            self.reset()
-            raise _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, f"no Append reply within {timeout_s:.1f} s") from None
-        except grpc.aio.AioRpcError:
-            self.reset()
-            raise
-        except (grpc.RpcError, asyncio.InvalidStateError) as error:  # e.g. a write after the stream ended
-            self.reset()
-            raise _rpc_error(grpc.StatusCode.UNAVAILABLE, f"append stream ended: {error!r}") from None
-        except BaseException:
-            self.reset()
-            raise
+        except BaseException as error:
+            raise self._failed(error, timeout_s) from None
+        self._sent_at.append(started)
+
+    async def next_reply(self, timeout_s: float, wake: asyncio.Event | None = None) -> journal_pb2.AppendReply | None:
+        """The reply to the oldest Append in flight; None if `wake` was set first (the read
+        goes on, for the next call)."""
+        assert self._sent_at and self._call is not None, "nothing in flight"
+        loop = asyncio.get_running_loop()
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self._call.read())
+        reading = self._reading
+        deadline = self._sent_at[0] + timeout_s + rpc.cross_az_wait_s(self.target)
+        waiter = asyncio.ensure_future(wake.wait()) if wake is not None else None
+        try:
+            waits = {reading} if waiter is None else {reading, waiter}
+            await asyncio.wait(waits, timeout=max(0.0, deadline - loop.time()), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException as error:
+            raise self._failed(error, timeout_s) from None
+        finally:
+            if waiter is not None:
+                waiter.cancel()
+        if not reading.done():
+            if waiter is not None and wake.is_set():
+                return None
+            raise self._failed(TimeoutError(), timeout_s)
+        self._reading = None
+        try:
+            reply = reading.result()
+        except BaseException as error:
+            raise self._failed(error, timeout_s) from None
         if reply is grpc.aio.EOF:
             self.reset()
             raise _rpc_error(grpc.StatusCode.UNAVAILABLE, "append stream ended by the replica")
+        self._sent_at.popleft()
         return reply
+
+    def _failed(self, error: BaseException, timeout_s: float) -> BaseException:
+        """Cancel the stream; what to raise for `error`."""
+        self.reset()
+        if isinstance(error, TimeoutError):
+            return _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, f"no Append reply within {timeout_s:.1f} s")
+        if isinstance(error, grpc.aio.AioRpcError):
+            return error
+        if isinstance(error, (grpc.RpcError, asyncio.InvalidStateError)):  # e.g. a write after the stream ended
+            return _rpc_error(grpc.StatusCode.UNAVAILABLE, f"append stream ended: {error!r}")
+        return error
 
     def reset(self) -> None:
         call, self._call = self._call, None
+        reading, self._reading = self._reading, None
+        self._sent_at.clear()
+        if reading is not None:
+            reading.cancel()
+            reading.add_done_callback(_retrieve)
         if call is not None:
             call.cancel()
+
+
+class UnaryAppends:
+    """QUORUMDB_UNARY_RPC=1: one unary Append per message, one at a time (depth 1): `send` keeps
+    the request, `next_reply` makes the call. Same interface as AppendStream."""
+
+    def __init__(self, stub: journal_pb2_grpc.JournalStub) -> None:
+        self._stub = stub
+        self._pending: collections.deque[journal_pb2.AppendRequest] = collections.deque()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def accepts_more(self) -> bool:
+        return not self._pending
+
+    async def send(self, request: journal_pb2.AppendRequest, timeout_s: float) -> None:
+        self._pending.append(request)
+
+    async def next_reply(self, timeout_s: float, wake: asyncio.Event | None = None) -> journal_pb2.AppendReply:
+        reply = await self._stub.Append(self._pending[0], timeout=timeout_s)
+        self._pending.popleft()
+        return reply
+
+    def reset(self) -> None:
+        self._pending.clear()
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
@@ -149,9 +236,16 @@ class JournalWriter:
         # Appends go over one stream per replica, or (QUORUMDB_UNARY_RPC=1) as unary calls. The
         # simulated AZ distance applies within the region (a remote replica's is the WAN's).
         self._unary = rpc.unary_rpc()
-        self._streams = {member.name: AppendStream(member.node.name if member.region in ("", cluster.region)
-                                                   else member.name, self._stubs[member.name])
+        self._streams = {member.name: UnaryAppends(self._stubs[member.name]) if self._unary else
+                         AppendStream(member.node.name if member.region in ("", cluster.region)
+                                      else member.name, self._stubs[member.name])
                          for member in self.members}
+        # Appends in flight per replica (writer_core "Pipelining"): a replica across the WAN gets
+        # a window, so a batch does not wait a WAN round trip for the previous reply; within
+        # the region, and with unary calls (unordered), one at a time.
+        self._depths = {member.name: limits.JOURNAL_APPEND_PIPELINE_DEPTH
+                        if not self._unary and member.region not in ("", cluster.region) else 1
+                        for member in self.members}
         # When each replica last acknowledged an Append (runtime.monotonic), and the commit
         # index over the last REGION_VOTE_LAG_S: what `region_votes` judges regions by.
         self._acked_at: dict[str, float] = {}
@@ -243,7 +337,8 @@ class JournalWriter:
         last_ts = await self._read_ts(best, deadline)
         self._core = WriterCore(self.replicas, self.leader_name, epoch, best, commit_index, tails=tails,
                                 copy_mode=copy, quorum=self.quorum, region=self.region,
-                                peer_regions=self._global.peers if self._global is not None else None)
+                                peer_regions=self._global.peers if self._global is not None else None,
+                                depths=self._depths)
         self._commit_history.append((runtime.monotonic(), commit_index))
         self._pipelines = [asyncio.create_task(self._pipeline(name), name=f"journal-pipeline-{name}")
                            for name in self.replicas]
@@ -417,7 +512,7 @@ class JournalWriter:
 
     # --- pipelines ----------------------------------------------------------------
     async def _pipeline(self, name: str) -> None:
-        """Send Appends to one replica, one at a time, until fenced or closed."""
+        """Send Appends to one replica, up to its depth in flight, until fenced or closed."""
         try:
             await self._pipeline_loop(name)
         except asyncio.CancelledError:
@@ -427,19 +522,37 @@ class JournalWriter:
             raise
 
     async def _pipeline_loop(self, name: str) -> None:
+        """One task per replica interleaves sending (while the core has work and the window
+        room) and reading replies in order (while waiting for one, new work wakes it up to send
+        more if the window has room). Any failure loses every message in flight: the core
+        restarts the pipeline (`on_stream_failed`) and this backs off."""
         backoff_s = limits.JOURNAL_RETRY_BACKOFF_MIN_S
         core = self._core
+        stream = self._streams[name]
+        depth = core.progress[name].depth
         while not self._fenced and not self._closed:
             work = self._work[name]
-            if not core.has_work(name):
-                work.clear()
-                await work.wait()
-                continue
             try:
-                ok = await self._send_once(name)
-                self._unreachable.discard(name)
-                self._bad_sources.discard(name)
+                if stream.accepts_more() and core.can_send(name):
+                    if await self._send_next(name):
+                        continue
+                    ok = False  # nothing to send the entries from (a fetch failed)
+                elif core.in_flight(name) == 0:
+                    work.clear()
+                    await work.wait()
+                    continue
+                else:
+                    window_open = stream.accepts_more() and core.in_flight(name) < depth
+                    work.clear()  # no await since can_send: no kick is lost
+                    reply = await stream.next_reply(limits.JOURNAL_RPC_TIMEOUT_S, work if window_open else None)
+                    if reply is None:
+                        continue  # new work: send it while the replies are on their way
+                    self._unreachable.discard(name)
+                    self._bad_sources.discard(name)
+                    ok = self._on_reply(name, reply)
             except grpc.aio.AioRpcError as error:
+                stream.reset()
+                core.on_stream_failed(name)
                 if error.code() not in rpc.UNREACHABLE:
                     log.warning("append to %s failed: %s %s", name, error.code(), error.details())
                 elif name not in self._unreachable:
@@ -452,46 +565,52 @@ class JournalWriter:
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, limits.JOURNAL_RETRY_BACKOFF_MAX_S)
 
-    async def _send_once(self, name: str) -> bool:
-        """One Append to `name`. Returns False when the pipeline should back off."""
+    async def _send_next(self, name: str) -> bool:
+        """Send the next Append to `name` (the core said it may). False when there was nothing
+        to read entries that are no longer buffered from: the pipeline backs off."""
         core = self._core
         plan = core.plan(name)
-        prev_index, prev_epoch, entries = plan.prev_index, plan.prev_epoch, plan.entries
-        jumped = False
-        if entries is None:
+        if plan.entries is None:  # only with nothing in flight (core.can_send)
             prev_index, prev_epoch, entries, jumped = await self._fetch(name, plan)
             if entries is None:
                 return False
+            if self._fenced or self._closed:
+                return True
+            plan = dataclasses.replace(plan, prev_index=prev_index, prev_epoch=prev_epoch, entries=entries,
+                                       from_index=prev_index + 1, to_index=prev_index + len(entries), jumped=jumped)
         closed_ts, closed_index = core.closed()
         commit_index = core.commit_index
         request = journal_pb2.AppendRequest(
             epoch=core.epoch,
             leader=core.leader,
-            prev_index=prev_index,
-            prev_epoch=prev_epoch,
-            entries=entries,
+            prev_index=plan.prev_index,
+            prev_epoch=plan.prev_epoch,
+            entries=plan.entries,
             commit_index=commit_index,
             closed_ts=closed_ts,
             closed_index=closed_index,
             hold_index=core.hold_index,
         )
         sent_earliest = self.clock.now().earliest  # the replica's lease grant counts from no earlier
-        if self._unary:
-            reply = await self._stubs[name].Append(request, timeout=limits.JOURNAL_RPC_TIMEOUT_S)
-        else:
-            reply = await self._streams[name].append(request, limits.JOURNAL_RPC_TIMEOUT_S)
+        core.on_sent(name, plan, commit_index, (closed_ts, closed_index), sent_earliest)
+        await self._streams[name].send(request, limits.JOURNAL_RPC_TIMEOUT_S)
+        return True
+
+    def _on_reply(self, name: str, reply: journal_pb2.AppendReply) -> bool:
+        """Apply the reply to the oldest Append in flight. Returns False when the pipeline should back off."""
+        core = self._core
         if self._fenced or self._closed:
             return True
         if reply.status == journal_pb2.APPEND_FENCED:
             self._on_fenced(name, reply.promised_epoch)
             return True
         if reply.status == journal_pb2.APPEND_MISMATCH:
-            core.on_mismatch(name, dataclasses.replace(plan, prev_index=prev_index), reply.last_index)
-            return not jumped  # a jump that did not fit: the replica must learn the durable index first
+            plan = core.on_reply_mismatch(name, reply.last_index)
+            # A jump that did not fit: the replica must learn the durable index first.
+            return plan is None or not plan.jumped
         closed_before = core.closed()
         self._acked_at[name] = runtime.monotonic()
-        if core.on_ok(name, plan, reply.match_index, commit_index, (closed_ts, closed_index),
-                      sent_earliest, reply.lease_granted, reply.durable_index):
+        if core.on_reply_ok(name, reply.match_index, reply.lease_granted, reply.durable_index):
             self._commit_history.append((runtime.monotonic(), core.commit_index))
             if len(self._commit_history) > limits.WRITER_BUFFER_ENTRIES_MAX:
                 self._commit_lagged(runtime.monotonic())

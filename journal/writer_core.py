@@ -20,6 +20,30 @@ heard from at least one of those replicas.
 * Per replica: `match_index` (highest index known to equal the writer's log there) and
   `next_index` (the next index to send). Each replica has one in-order pipeline in the
   shell; a dead or slow replica only stalls its own pipeline.
+* Pipelining (Raft's): a pipeline keeps up to `depth` Appends in flight on its stream
+  (limits.JOURNAL_APPEND_PIPELINE_DEPTH to a replica of another region, so a batch does not
+  wait a WAN round trip for the previous message's reply; 1 within the region: lockstep). The
+  stream delivers them in order and the replica (journal/service.py) applies and answers them
+  in order, so replies match the messages in flight first in, first out.
+  - `on_sent` records a message: next_index moves on optimistically to its to_index + 1, and
+    what it carried (commit index, closed claim, heartbeat number) counts as sent for
+    `has_work`, which so asks for another message only for something new: entries, a higher
+    commit index, a newer closed claim or heartbeat. `can_send` also bounds the window.
+  - A MISMATCH, or the stream failing, restarts the pipeline: next_index goes back (as
+    `on_mismatch` says; after a failure to the first index this generation had in flight,
+    which the lost messages never delivered), and the replica's `generation` goes up. Every
+    message carries the generation it was planned in. A MISMATCH of an older generation is
+    ignored: it answers a message sent optimistically behind the one whose MISMATCH already
+    moved next_index back, and applying it too would move next_index back again (for
+    nothing, and twice the backoff). An OK of an older generation is applied in full: the
+    replica verified that its log equals the writer's up to that message's last index (log
+    matching), holds it fsynced, and never loses it while this writer leads (a replica only
+    replaces entries of another epoch, or drops a prefix that storage holds), so match_index
+    may rise; it also granted that lease, took that commit index and claim, and acknowledged
+    that heartbeat, all facts whatever the generation.
+  - Entries no longer buffered (a fetch, `SendPlan.entries is None`) are sent only with
+    nothing in flight: catch-up stays lockstep.
+  - The lease counts, per message, from the clock's earliest time when THAT message was sent.
 * Commit: the highest match index a quorum of replicas has fsynced, and
   only if it is at or above leader_index, i.e. an entry of this epoch (Raft's rule: an
   older epoch's entry is committed only indirectly).
@@ -108,6 +132,15 @@ class ReplicaProgress:
     sent_closed: tuple[int, int] = (0, 0)  # (closed_ts, closed_index) carried by the last OK Append
     lease_from: int = 0  # clock earliest at the send of the latest Append acked with a lease grant
     durable_index: int = 0  # highest storage-durable index the replica reported (AppendReply)
+    # The pipeline (see "Pipelining" above):
+    depth: int = 1  # most Appends in flight at once
+    generation: int = 0  # raised when the pipeline restarts (a MISMATCH acted on, a failed stream)
+    in_flight: collections.deque = dataclasses.field(default_factory=collections.deque)  # of InFlight
+    # What the messages sent in this generation carried (in flight or acked): has_work sends
+    # again only for something newer.
+    queued_commit_index: int = 0
+    queued_heartbeat: int = 0
+    queued_closed: tuple[int, int] = (0, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +152,17 @@ class SendPlan:
     from_index: int
     to_index: int  # inclusive; from_index > to_index means no entries (a heartbeat)
     heartbeat: int
+    generation: int = 0  # the replica's pipeline generation when planned
+    jumped: bool = False  # fetched from a source that truncated what the replica misses (shell)
+
+
+@dataclasses.dataclass(frozen=True)
+class InFlight:
+    """An Append sent and not yet answered: what it carried, and when (the lease counts from it)."""
+    plan: SendPlan
+    commit_sent: int
+    closed_sent: tuple[int, int]
+    sent_earliest: int
 
 
 class WriterCore:
@@ -137,10 +181,12 @@ class WriterCore:
         quorum: Quorum | None = None,
         region: str = "",
         peer_regions: tuple[str, ...] | list[str] | None = None,
+        depths: dict[str, int] | None = None,
     ):
         """`quorum`: which replicas make a quorum (default: a majority of `replicas`); `region`:
         the writer's own region (sources for catch-up reads are preferred there); `peer_regions`:
-        in an active-active cluster, the regions whose storage the hold waits for."""
+        in an active-active cluster, the regions whose storage the hold waits for; `depths`: the
+        most Appends in flight per replica (default 1: lockstep)."""
         self.quorum = quorum if quorum is not None else Quorum.single(replicas)
         assert sorted(self.quorum.replicas) == sorted(replicas), "the quorum is over the writer's replicas"
         assert best.name in replicas
@@ -161,7 +207,8 @@ class WriterCore:
         self.buffer: collections.deque[common_pb2.Entry] = collections.deque()
         self.leader_index = 0  # set by the first assign (the ENTRY_LEADER entry)
         self.last_ts = 0
-        self.progress = {name: ReplicaProgress(next_index=best.last_index + 1) for name in replicas}
+        self.progress = {name: ReplicaProgress(next_index=best.last_index + 1, depth=max(1, (depths or {}).get(name, 1)))
+                         for name in replicas}
         # A fenced replica whose log is shorter than the best one lags (the slowest of 3 when
         # the old leader died): resume it after its own last entry. Probing it from the best
         # tail instead would look like a gap at or below the storage-durable index, which a
@@ -302,15 +349,85 @@ class WriterCore:
 
     # --- pipelines ----------------------------------------------------------------
     def has_work(self, replica: str) -> bool:
+        """Something not yet sent (in this generation) to `replica`: entries, a higher commit
+        index, a newer heartbeat or closed claim."""
         progress = self.progress[replica]
         return (
             progress.next_index <= self.last_index
-            or progress.sent_commit_index < self.commit_index
-            or progress.acked_heartbeat < self.heartbeat_number
+            or max(progress.sent_commit_index, progress.queued_commit_index) < self.commit_index
+            or max(progress.acked_heartbeat, progress.queued_heartbeat) < self.heartbeat_number
             # A confirmed closed timestamp goes out at once, not with the next heartbeat:
             # storage serves a read at ts only once it has heard that ts is closed.
-            or progress.sent_closed < self.closed()
+            or max(progress.sent_closed, progress.queued_closed) < self.closed()
         )
+
+    def can_send(self, replica: str) -> bool:
+        """has_work, and the pipeline may send now: fewer than depth messages in flight, and none
+        at all before a message whose entries must be fetched (catch-up stays lockstep)."""
+        progress = self.progress[replica]
+        if len(progress.in_flight) >= progress.depth or not self.has_work(replica):
+            return False
+        return not progress.in_flight or not self._needs_fetch(progress.next_index)
+
+    def in_flight(self, replica: str) -> int:
+        return len(self.progress[replica].in_flight)
+
+    def _needs_fetch(self, from_index: int) -> bool:
+        if from_index > self.last_index:
+            return False
+        return self.epoch_at(from_index - 1) is None or self.buffered(from_index) is None
+
+    def on_sent(self, replica: str, plan: SendPlan, commit_sent: int, closed_sent: tuple[int, int] = (0, 0),
+                sent_earliest: int = 0) -> InFlight:
+        """The shell sent `plan` (as actually sent: after a fetch its prev/from/to indexes)
+        carrying commit_sent and closed_sent, when the clock's earliest was sent_earliest. Its
+        reply is the next after those of the messages already in flight."""
+        progress = self.progress[replica]
+        assert plan.generation == progress.generation, "planned before the pipeline restarted"
+        assert len(progress.in_flight) < progress.depth, "the window is full"
+        sent = InFlight(plan, commit_sent, closed_sent, sent_earliest)
+        progress.in_flight.append(sent)
+        progress.next_index = max(progress.next_index, plan.to_index + 1)
+        progress.queued_commit_index = max(progress.queued_commit_index, commit_sent)
+        progress.queued_heartbeat = max(progress.queued_heartbeat, plan.heartbeat)
+        progress.queued_closed = max(progress.queued_closed, closed_sent)
+        return sent
+
+    def on_reply_ok(self, replica: str, match_index: int, lease_granted: bool = False,
+                    durable_index: int = 0) -> bool:
+        """The oldest message in flight was accepted (whatever its generation: see "Pipelining").
+        Returns True if the commit index advanced."""
+        sent = self.progress[replica].in_flight.popleft()
+        return self.on_ok(replica, sent.plan, match_index, sent.commit_sent, sent.closed_sent,
+                          sent.sent_earliest, lease_granted, durable_index)
+
+    def on_reply_mismatch(self, replica: str, replica_last_index: int) -> SendPlan | None:
+        """The oldest message in flight did not fit. Returns its plan when acted on (it is of the
+        current generation: the pipeline restarts), None when it is older and ignored."""
+        progress = self.progress[replica]
+        sent = progress.in_flight.popleft()
+        if sent.plan.generation != progress.generation:
+            return None
+        self.on_mismatch(replica, sent.plan, replica_last_index)
+        return sent.plan
+
+    def on_stream_failed(self, replica: str) -> None:
+        """Every message in flight is lost (the stream broke, a reply did not come in time): the
+        pipeline resends from the first index this generation had in flight (with one message
+        at a time, exactly what it would have sent again without pipelining)."""
+        progress = self.progress[replica]
+        current = [sent.plan.from_index for sent in progress.in_flight if sent.plan.generation == progress.generation]
+        if current:
+            progress.next_index = max(min(current), progress.match_index + 1)
+        progress.in_flight.clear()
+        self._restart_pipeline(progress)
+
+    @staticmethod
+    def _restart_pipeline(progress: ReplicaProgress) -> None:
+        progress.generation += 1
+        progress.queued_commit_index = progress.sent_commit_index
+        progress.queued_heartbeat = progress.acked_heartbeat
+        progress.queued_closed = progress.sent_closed
 
     def plan(self, replica: str) -> SendPlan:
         progress = self.progress[replica]
@@ -323,7 +440,8 @@ class WriterCore:
             entries = []
         elif prev_epoch is not None and self.buffered(from_index) is not None:
             entries = [self.buffered(i) for i in range(from_index, to_index + 1)]
-        return SendPlan(prev_index, prev_epoch, entries, from_index, to_index, self.heartbeat_number)
+        return SendPlan(prev_index, prev_epoch, entries, from_index, to_index, self.heartbeat_number,
+                        progress.generation)
 
     def source_for(self, replica: str, to_index: int, avoid: Collection[str] = ()) -> str | None:
         """A replica other than `replica` whose log matches the writer's as far as possible up to
@@ -370,11 +488,14 @@ class WriterCore:
         return self._advance_commit()
 
     def on_mismatch(self, replica: str, plan: SendPlan, replica_last_index: int) -> None:
+        """The replica's log differs at plan.prev_index: resend from further back, in a new
+        generation (messages still in flight were planned past the mismatch)."""
         progress = self.progress[replica]
         step = 2 ** progress.mismatches
         progress.mismatches = min(progress.mismatches + 1, 62)
         progress.next_index = max(1, min(replica_last_index + 1, plan.prev_index + 1 - step))
         progress.match_index = min(progress.match_index, progress.next_index - 1)
+        self._restart_pipeline(progress)
 
     def _confirm_heartbeat(self) -> None:
         if self.pending_heartbeat is None:

@@ -445,6 +445,10 @@ READ_DEMAND_RESEND_S = 0.1
 IDLE_HEARTBEAT_MS = 100
 # The journal writer's Append stream to one replica: its gRPC deadline; reopened after half of it.
 JOURNAL_APPEND_STREAM_LIFETIME_S = 120.0
+# Appends the journal writer keeps in flight on the stream to a replica of another region
+# (journal/writer_core.py "Pipelining"): a batch then goes out at once instead of waiting a WAN
+# round trip for the previous message's reply. Within the region one at a time (lockstep).
+JOURNAL_APPEND_PIPELINE_DEPTH = 8
 # Environment switch: QUORUMDB_UNARY_RPC=1 makes compute nodes send one unary Commit per
 # transaction and the journal writer one unary Append per message, as before the streams
 # (kept so that the streams' effect can be measured; docs/BENCHMARKS.md).
@@ -513,6 +517,7 @@ NODE_SHUTDOWN_S = 3.0
 assert COMMIT_STREAM_BATCH_BYTES + TXN_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX, "a batch message always fits"
 assert COMMIT_ATTEMPT_TIMEOUT_S < COMMIT_STREAM_LIFETIME_S / 2, "a send outlives no stream it is on"
 assert JOURNAL_RPC_TIMEOUT_S < JOURNAL_APPEND_STREAM_LIFETIME_S / 2, "an append outlives no stream it is on"
+assert 1 <= JOURNAL_APPEND_PIPELINE_DEPTH <= WAN_STREAM_MESSAGES_MAX, "a full window fits the WAN's delay line"
 assert READ_DEMAND_RESEND_S * 2 <= READ_DEMAND_LEASE_S, "a busy compute node renews its lease in time"
 
 # --- Observability: metrics, the web console, `quorumdb top` (docs/OBSERVABILITY.md) -----

@@ -13,7 +13,15 @@ hold; a witness by the hold alone). Checked on every schedule:
 (b) a writer reports an index committed only while a quorum of replicas (2 of 3 regions, each
     by a majority) hold its entry (or dropped it as durable in storage);
 (c) losing any single region (crash or partition) never stops a new writer from taking over and
-    committing with the other two.
+    committing with the other two;
+(d) then, with nothing lost, every replica still up catches up with that writer.
+
+Appends are pipelined as JournalWriter sends them (journal/writer_core.py "Pipelining"): each
+writer has one stream per replica, with up to DEPTH messages in flight to a replica of another
+region (one at a time within its own); a stream delivers its requests, and then its replies, in
+order, and a lost message breaks the stream: everything else in flight on it is lost too, and the
+writer restarts that pipeline (`on_stream_failed`). Streams of different replicas and writers
+interleave freely.
 """
 from __future__ import annotations
 
@@ -40,6 +48,7 @@ NAMES = {region: [f"{region}/journal-az{i}" for i in (1, 2, 3)] for region in RE
 QUORUM = Quorum.of_regions(NAMES)
 SEGMENT = 2  # tiny segments: truncation happens all the time
 STORAGE = {region: [f"{region}/storage-{i}" for i in range(6)] for region in PEERS}
+DEPTH = 4  # Appends in flight to a replica of another region than the writer's
 
 
 def new_replica(region: str, meta: Meta | None = None, entries=None) -> ReplicaCore:
@@ -52,7 +61,7 @@ class Writer:
     def __init__(self, core: WriterCore, prefix: dict[int, tuple[int, str]]):
         self.core = core
         self.prefix = prefix  # its log before its buffer: the best tail's uncommitted entries
-        self.in_flight: set[str] = set()
+        self.stream: dict[str, int] = {name: 0 for name in core.progress}  # each replica's current stream
         self.fenced = False
         self.alive = True
 
@@ -64,11 +73,13 @@ class Model:
         self.down: set[str] = set()  # regions crashed or cut off: their messages are lost
         self.scl = {region: 0 for region in PEERS}
         self.writers: list[Writer] = []
-        self.network: list[tuple] = []  # ("req", writer, replica, plan, request) / ("rep", writer, replica, ...)
+        # ("req" | "rep", writer, replica, stream, payload): in order per (kind, writer, replica, stream)
+        self.network: list[tuple] = []
         self.committed: dict[int, tuple[int, str]] = {}  # index -> (epoch, txn_id), as writers reported
         self.next_txn = 0
         self.ts = 0
         self.dropped: set[str] = set()  # regions where some replica dropped a prefix
+        self.most_in_flight = 0  # on one stream: the schedules do pipeline
 
     # --- helpers ---------------------------------------------------------------------------
     def region_of(self, name: str) -> str:
@@ -108,8 +119,10 @@ class Model:
             assert index <= best.last_index, f"committed {index} missing from the best tail {best}"
             assert self.holds(best_replica, index, entry_epoch), f"committed {index} replaced in {best.name}"
         commit_index = min(max(tail.commit_index for tail in tails), best.last_index)
+        region = self.rng.choice(PEERS)
+        depths = {name: 1 if self.region_of(name) == region else DEPTH for name in QUORUM.replicas}
         core = WriterCore(QUORUM.replicas, f"w{epoch}", epoch, best, commit_index, tails=tails, lease_ns=0,
-                          quorum=QUORUM, region=self.rng.choice(PEERS), peer_regions=PEERS)
+                          quorum=QUORUM, region=region, peer_regions=PEERS, depths=depths)
         self.ts += 1
         core.assign([common_pb2.Entry(kind=common_pb2.ENTRY_LEADER, ts=max(self.ts, self.last_ts(best_replica) + 1),
                                       leader=f"w{epoch}")])
@@ -135,11 +148,10 @@ class Model:
 
     def send(self, writer: Writer, name: str, loss: float) -> None:
         core = writer.core
-        if writer.fenced or not writer.alive or name in writer.in_flight or not core.has_work(name):
+        if writer.fenced or not writer.alive or not core.can_send(name):
             return
         plan = core.plan(name)
-        prev_index, prev_epoch, entries, jumped = plan.prev_index, plan.prev_epoch, plan.entries, False
-        if entries is None:  # as JournalWriter._fetch
+        if plan.entries is None:  # as JournalWriter._fetch (only with nothing in flight: can_send)
             source = core.source_for(name, plan.to_index)
             if source is None or not self.up(source):
                 return
@@ -151,6 +163,7 @@ class Model:
             fetched = [e for e in self.replicas[source].read(from_index, max_entries) if e.index <= source_match]
             if not fetched:
                 return
+            jumped = False
             if plan.from_index == 1 and fetched[0].index == 1:
                 prev_index, prev_epoch, entries = 0, 0, fetched
             elif fetched[0].index == plan.from_index - 1:
@@ -158,20 +171,41 @@ class Model:
             else:
                 core.source_truncated(fetched[0].index - 1)
                 prev_index, prev_epoch, entries, jumped = fetched[0].index - 1, 0, fetched, True
+            plan = dataclasses.replace(plan, prev_index=prev_index, prev_epoch=prev_epoch, entries=entries,
+                                       from_index=prev_index + 1, to_index=prev_index + len(entries), jumped=jumped)
         closed = core.closed()
-        request = {"epoch": core.epoch, "leader": core.leader, "prev_index": prev_index, "prev_epoch": prev_epoch,
-                   "entries": [_copy(e) for e in entries], "commit_index": core.commit_index,
-                   "closed_ts": closed[0], "closed_index": closed[1], "hold_index": core.hold_index}
-        writer.in_flight.add(name)
+        request = {"epoch": core.epoch, "leader": core.leader, "prev_index": plan.prev_index,
+                   "prev_epoch": plan.prev_epoch, "entries": [_copy(e) for e in plan.entries],
+                   "commit_index": core.commit_index, "closed_ts": closed[0], "closed_index": closed[1],
+                   "hold_index": core.hold_index}
+        core.on_sent(name, plan, core.commit_index, closed)
+        self.most_in_flight = max(self.most_in_flight, core.in_flight(name))
         if not self.up(name) or self.lossy(loss):
-            writer.in_flight.discard(name)  # the writer times out and resends
+            self.break_stream(writer, name)  # the writer learns it (an error or a timeout) and resends
             return
-        self.network.append(("req", writer, name, plan, request, jumped))
+        self.network.append(("req", writer, name, writer.stream[name], request))
+
+    def break_stream(self, writer: Writer, name: str) -> None:
+        """The stream of `writer` to `name` fails: everything still on it is lost."""
+        stream = writer.stream[name]
+        self.network = [m for m in self.network if not (m[1] is writer and m[2] == name and m[3] == stream)]
+        writer.stream[name] = stream + 1
+        writer.core.on_stream_failed(name)
+
+    def reset_network(self) -> None:
+        for writer in self.writers:
+            for name in QUORUM.replicas:
+                self.break_stream(writer, name)
+        self.network.clear()
 
     def deliver(self, position: int, loss: float) -> None:
-        kind, writer, name, plan, payload, jumped = self.network.pop(position)
+        """Deliver the oldest message on the stream (and direction) of the message at `position`."""
+        kind, writer, name, stream, _ = self.network[position]
+        position = next(i for i, m in enumerate(self.network)
+                        if m[0] == kind and m[1] is writer and m[2] == name and m[3] == stream)
+        _, _, _, _, payload = self.network.pop(position)
         if not self.up(name) or self.lossy(loss):
-            writer.in_flight.discard(name)
+            self.break_stream(writer, name)
             return
         if kind == "req":
             replica = self.replicas[name]
@@ -179,11 +213,10 @@ class Model:
             if result.status is AppendStatus.OK and replica.truncate_to_hold() is not None:  # as JournalService
                 self.dropped.add(self.region_of(name))
             reply = (result.status, result.promised_epoch, result.last_index, result.match_index,
-                     replica.durable_index, payload["prev_index"], payload["commit_index"])
-            self.network.append(("rep", writer, name, plan, reply, jumped))
+                     replica.durable_index)
+            self.network.append(("rep", writer, name, stream, reply))
             return
-        writer.in_flight.discard(name)
-        status, _promised, last_index, match_index, durable, prev_index, commit_sent = payload
+        status, _promised, last_index, match_index, durable = payload
         core = writer.core
         if writer.fenced or not writer.alive:
             return
@@ -191,10 +224,10 @@ class Model:
             writer.fenced = True
             return
         if status is AppendStatus.MISMATCH:
-            core.on_mismatch(name, _replace_prev(plan, prev_index), last_index)
+            core.on_reply_mismatch(name, last_index)
             return
         before = core.commit_index
-        core.on_ok(name, plan, match_index, commit_sent, durable_index=durable)
+        core.on_reply_ok(name, match_index, durable_index=durable)
         if core.commit_index > before:
             self.on_commit(writer, before)
 
@@ -286,6 +319,8 @@ class Model:
             region = self.rng.choice(REGIONS)
             if region not in self.down:
                 self.crash(region)  # a restart without a partition
+        elif choice < 0.98 and live:
+            self.break_stream(self.rng.choice(live), self.rng.choice(QUORUM.replicas))  # a reply timed out
 
     def settle(self, writer: Writer, rounds: int = 4000) -> None:
         """Deliver everything without loss until the writer has no more work (or rounds run out)."""
@@ -307,10 +342,6 @@ def _copy(entry: common_pb2.Entry) -> common_pb2.Entry:
     return copy
 
 
-def _replace_prev(plan, prev_index):
-    return dataclasses.replace(plan, prev_index=prev_index)
-
-
 def run_schedule(seed: int, steps: int = 400) -> Model:
     model = Model(seed)
     loss = model.rng.choice([0.0, 0.05, 0.2])
@@ -319,14 +350,20 @@ def run_schedule(seed: int, steps: int = 400) -> Model:
     for _ in range(steps):
         model.step(loss)
     model.check_replicas()
+    # (d) the latest writer, with whatever its pipelines have in flight, mismatched or broken,
+    # brings every replica up to date once nothing is lost (unless a rival's fence stops it).
+    last = model.writers[-1]
+    if last.alive and not last.fenced and model.rng.random() < 0.5:
+        model.down.clear()
+        model.settle(last)
+        if not last.fenced:
+            check_caught_up(model, last, seed)
     # (c) lose any single region (crash it, or cut it off): a new writer takes over and commits.
     lost = model.rng.choice(REGIONS)
     model.down = {lost}
     if model.rng.random() < 0.5:
         model.crash(lost)
-    model.network.clear()
-    for writer in model.writers:
-        writer.in_flight.clear()
+    model.reset_network()
     writer = None
     for _ in range(5):
         writer = model.take_over(0.0)
@@ -338,17 +375,32 @@ def run_schedule(seed: int, steps: int = 400) -> Model:
     model.settle(writer)
     assert writer.core.commit_index >= target, (
         f"seed {seed}: without {lost} the new writer committed {writer.core.commit_index} < {target}")
+    # (d) and, with nothing lost, every replica that is up catches up (the pipelines recover from
+    # whatever the schedule left in flight, mismatched or broken).
+    check_caught_up(model, writer, seed)
     model.check_replicas()
     return model
+
+
+def check_caught_up(model: Model, writer: Writer, seed: int) -> None:
+    behind = {name: writer.core.progress[name].match_index for name in QUORUM.replicas
+              if model.up(name) and writer.core.progress[name].match_index < writer.core.last_index}
+    assert not behind, f"seed {seed}: replicas behind {writer.core.last_index}: {behind}"
+    uninformed = {name: model.replicas[name].commit_index for name in QUORUM.replicas
+                  if model.up(name) and model.replicas[name].commit_index < writer.core.commit_index}
+    assert not uninformed, f"seed {seed}: replicas never told commit index {writer.core.commit_index}: {uninformed}"
 
 
 @pytest.mark.parametrize("block", range(10))
 def test_random_schedules_across_three_regions(block):
     committed_total = 0
+    pipelined = 0
     for seed in range(block * 25, block * 25 + 25):
         model = run_schedule(seed)
         committed_total += len(model.committed)
+        pipelined += model.most_in_flight > 1
     assert committed_total > 25 * 5, "the schedules commit something"
+    assert pipelined > 12, "most schedules had several Appends in flight on one stream"
 
 
 def test_schedules_truncate_and_hold():
@@ -463,7 +515,7 @@ def test_a_lagging_witness_catches_up_when_a_peer_is_lost():
     assert all(model.replicas[name].first_index > witness_last + 1 for name in NAMES["west"]), \
         "the peers dropped what the witness misses"
     model.down = {"east"}
-    model.network.clear()
+    model.reset_network()
     writer = model.take_over(0.0)
     assert writer is not None
     model.append(writer)
