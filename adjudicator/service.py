@@ -102,7 +102,20 @@ class LeaderTerm:
     appends: int = 0          # batches appended to the journal (Status: entries per batch)
     appended_entries: int = 0
     demand_ts: int = 0        # the highest read demand received
-    appending: bool = False   # a batch is on its way to the journal
+    # Batches decided and on their way to the journal (each a task waiting for its commit), at
+    # most `batch_depth` at once (limits.COMMIT_BATCHES_IN_FLIGHT_MAX across regions, else 1).
+    batch_depth: int = 1
+    batch_tasks: set = dataclasses.field(default_factory=set)
+    heartbeat_task: asyncio.Task | None = None
+    # Why leadership ended, as a batch or heartbeat task found out ("": it did not).
+    ended: str = ""
+    # Resends whose original is in a batch still in flight: answered when it is.
+    waiting_resends: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def appending(self) -> bool:
+        """A batch is on its way to the journal."""
+        return bool(self.batch_tasks)
     # A secondary region's replication agent: the writer copies the primary's log
     # (adjudicator/region.py); the term decides no commits.
     copy: bool = False
@@ -331,7 +344,9 @@ class AdjudicatorNode:
             # at most its now().latest <= true time + 2 * error at that moment, which is before
             # our now, so commit_ts above our latest + 2 * error stays above every such promise.
             self.checker.observe_closed(max(result.last_ts, self.clock.now().latest + 2 * self.clock.error_ns))
-            term = LeaderTerm(writer=writer, epoch=result.epoch, leader_index=result.leader_index, copy=copy)
+            term = LeaderTerm(writer=writer, epoch=result.epoch, leader_index=result.leader_index, copy=copy,
+                              batch_depth=limits.COMMIT_BATCHES_IN_FLIGHT_MAX if self.journal_quorum.multi_region
+                              else 1)
             self.term = term
             self._was_leader = True
             # Compute nodes may still send their read demand to the old leader until they learn of
@@ -481,8 +496,10 @@ class AdjudicatorNode:
             return
         term.demand_ts = max(term.demand_ts, read_ts)
         if heartbeat_mod.claim_needed(read_ts, term.claimed_ts):
-            if term.appending or not term.queue.empty():
-                term.wakeup.set()  # the next batch, decided after this demand, will cover it
+            if not term.queue.empty() or (term.appending and term.batch_depth == 1):
+                # The next batch, decided after this demand, will cover it. (With batches in
+                # flight at once nothing waits for the one appending: the claim goes now.)
+                term.wakeup.set()
             else:
                 self._claim_closed(term)
         elif not was_live:
@@ -492,7 +509,7 @@ class AdjudicatorNode:
         """Ask the journal to carry a closed-timestamp claim of now().latest, without waiting.
 
         Safe at any await point of the leader loop: a batch is decided and handed to the writer
-        in one synchronous step (_commit_batch), so the claim's index covers every commit_ts
+        in one synchronous step (_decide_and_assign), so the claim's index covers every commit_ts
         decided so far, and close_timestamp keeps every later commit_ts above the claim."""
         if not term.writer.majority_reachable:
             return  # nothing could be confirmed; reads wait (and fail 57P03) rather than go stale
@@ -578,32 +595,57 @@ class AdjudicatorNode:
                 await self._promote(term)
         idle_s = heartbeat_mod.idle_interval_s(self.cluster.heartbeat_ms, self.cluster.failover_timeout_ms,
                                                limits.IDLE_HEARTBEAT_MS)
-        reason = ""
-        while not reason:
-            next_heartbeat = self._next_heartbeat_at(term, heartbeat_s, idle_s)
-            if term.queue.empty():
-                wait_s = next_heartbeat - runtime.monotonic()
-                if wait_s > 0:
-                    term.wakeup.clear()
-                    await aio.wait_event(term.wakeup, wait_s)
-            if not term.queue.empty():
-                batch = [term.queue.get_nowait() for _ in range(min(term.queue.qsize(), limits.COMMIT_BATCH_MAX))]
-                term.appending = True
-                try:
-                    reason = await self._commit_batch(term, batch)
-                finally:
-                    term.appending = False
-            if (not reason and term.queue.empty()
+        # Batches go to the journal as tasks (at most term.batch_depth at once) and so does the
+        # periodic heartbeat (one at a time): across regions each takes a WAN round trip, and the
+        # loop must not wait for one before deciding the next batch. A task that finds leadership
+        # over says why in term.ended and wakes the loop.
+        while not term.ended:
+            if (term.queue.empty() and not term.appending
                     and heartbeat_mod.claim_needed(term.demand_ts, term.claimed_ts)):
-                self._claim_closed(term)  # a demand that came during the append and no batch covered
-            if not reason and runtime.monotonic() >= self._next_heartbeat_at(term, heartbeat_s, idle_s):
-                reason = await self._heartbeat(term)
+                self._claim_closed(term)  # a demand that came during an append and no batch covered
+            now = runtime.monotonic()
+            has_batch = not term.queue.empty() and len(term.batch_tasks) < term.batch_depth
+            next_heartbeat = self._next_heartbeat_at(term, heartbeat_s, idle_s)
+            heartbeat_due = term.heartbeat_task is None and now >= next_heartbeat
+            if not has_batch and not heartbeat_due:
+                # Woken by a new commit, a read demand, or a batch or heartbeat task that ended.
+                wait_s = next_heartbeat - now if term.heartbeat_task is None else limits.JOURNAL_RPC_TIMEOUT_S
+                term.wakeup.clear()
+                await aio.wait_event(term.wakeup, max(wait_s, 0.0))
+                continue
+            if has_batch:
+                batch = [term.queue.get_nowait() for _ in range(min(term.queue.qsize(), limits.COMMIT_BATCH_MAX))]
+                self._start_batch(term, batch)
+            if (not term.ended and term.heartbeat_task is None
+                    and runtime.monotonic() >= self._next_heartbeat_at(term, heartbeat_s, idle_s)):
                 term.last_heartbeat = runtime.monotonic()
                 term.heartbeats += 1
-        await self._step_down(term, reason)
+                term.heartbeat_task = asyncio.create_task(self._heartbeat_task(term), name="heartbeat")
+        await self._step_down(term, term.ended)
 
-    async def _commit_batch(self, term: LeaderTerm, batch: list[PendingCommit]) -> str:
-        """Decide, append, reply. Returns why leadership ended ("" if it did not)."""
+    async def _heartbeat_task(self, term: LeaderTerm) -> None:
+        try:
+            reason = await self._heartbeat(term)
+        finally:
+            term.heartbeat_task = None
+        if reason and not term.ended:
+            term.ended = reason
+        term.wakeup.set()
+
+    def _start_batch(self, term: LeaderTerm, batch: list[PendingCommit]) -> None:
+        """Decide a batch and hand it to the journal (synchronously), then let a task wait for its
+        commit and answer (`_finish_batch`)."""
+        started = self._decide_and_assign(term, batch)
+        if started is None:
+            return
+        task = asyncio.create_task(self._finish_batch(term, *started), name="commit-batch")
+        term.batch_tasks.add(task)
+        task.add_done_callback(term.batch_tasks.discard)
+
+    def _decide_and_assign(self, term: LeaderTerm, batch: list[PendingCommit]):
+        """Decide; append the winners' entries (the writer's synchronous step); answer what needs
+        no journal. Returns (committed, resent, entries, appended-or-error) or None (nothing to
+        wait for)."""
         if not term.writer.majority_reachable:
             # Deciding would put decisions in the table that cannot reach the journal: refuse first.
             unreachable = ", ".join(term.writer.unreachable_replicas)
@@ -611,14 +653,14 @@ class AdjudicatorNode:
                    f"needed; unreachable: {unreachable}); nothing was committed")
             for pending in batch:
                 resolve(pending, adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.UNAVAILABLE, message=why))
-            return ""
+            return None
         # Deciding and handing the entries to the writer (writer.append's first, synchronous
         # step) happen with no await between: a closed-timestamp claim (_claim_closed) made at
         # any await point covers every decided commit_ts with its index.
         decisions = self.checker.decide_batch([p.request for p in batch], self.clock.now().latest)
         entries: list[common_pb2.Entry] = []
         committed: list[PendingCommit] = []
-        resent: list[PendingCommit] = []  # resends of a request decided earlier in this batch
+        resent: list[PendingCommit] = []  # resends of a request decided earlier (this batch or one in flight)
         for pending, decision in zip(batch, decisions):
             match decision.outcome:
                 case Outcome.COMMITTED if pending.request.global_marker is not None:
@@ -654,27 +696,61 @@ class AdjudicatorNode:
                     resolve(pending, adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.TOO_OLD, message=decision.message))
                 case Outcome.UNKNOWN:
                     resolve(pending, adjudicator_pb2.CommitReply(outcome=adjudicator_pb2.UNKNOWN, message=decision.message))
+        own = {entry.txn_id for entry in entries}
+        for pending in [p for p in resent if p.request.txn_id not in own]:
+            # Its original is in a batch still in flight: answered with it (_finish_batch).
+            resent.remove(pending)
+            term.waiting_resends.setdefault(pending.request.txn_id, []).append(pending)
         if not entries:
-            assert not resent, "a resend waits only for an original of its own batch"
-            return ""
+            return None
         term.claimed_ts = max(term.claimed_ts, entries[-1].ts)  # closed once this batch commits
         try:
-            appended = await term.writer.append(entries)
+            assigned: list[common_pb2.Entry] | BaseException = term.writer.assign(entries)
+        except (Fenced, JournalUnavailable) as error:
+            assigned = error
+        return committed, resent, entries, assigned
+
+    async def _finish_batch(self, term: LeaderTerm, committed: list[PendingCommit], resent: list[PendingCommit],
+                            entries: list[common_pb2.Entry], assigned) -> None:
+        """Wait until the batch is durable, then answer; on failure end the term (term.ended)."""
+        try:
+            reason = await self._await_batch(term, committed, resent, entries, assigned)
+        except asyncio.CancelledError:
+            self._reply_unknown(committed + resent + self._waiting_for(term, entries),
+                                "leader stepped down during the journal append")
+            raise
+        if reason and not term.ended:
+            term.ended = reason
+        term.wakeup.set()
+
+    @staticmethod
+    def _waiting_for(term: LeaderTerm, entries: list[common_pb2.Entry]) -> list[PendingCommit]:
+        """The resends waiting for the originals among `entries` (taken off the waiting list)."""
+        return [p for entry in entries for p in term.waiting_resends.pop(entry.txn_id, [])]
+
+    async def _await_batch(self, term: LeaderTerm, committed: list[PendingCommit], resent: list[PendingCommit],
+                           entries: list[common_pb2.Entry], assigned) -> str:
+        try:
+            if isinstance(assigned, BaseException):
+                raise assigned
+            await term.writer.wait_committed(assigned[-1].index, limits.JOURNAL_COMMIT_TIMEOUT_S)
+            appended = assigned
             # A batch append moves the closed timestamp by itself (the writer carries the commit's
             # ts once committed): no separate heartbeat for a period after it.
             term.last_append = runtime.monotonic()
         except Fenced as e:
-            self._reply_unknown(committed + resent, f"leader was fenced during the journal append ({e})")
+            self._reply_unknown(committed + resent + self._waiting_for(term, entries),
+                                f"leader was fenced during the journal append ({e})")
             return f"fenced: {e}"
         except JournalUnavailable as e:
-            self._reply_unknown(committed + resent, f"journal unavailable during the append ({e})")
+            self._reply_unknown(committed + resent + self._waiting_for(term, entries),
+                                f"journal unavailable during the append ({e})")
             return f"journal unavailable: {e}"
         except asyncio.CancelledError:
-            self._reply_unknown(committed + resent, "leader stepped down during the journal append")
             raise
         except Exception as e:  # a bug or an unexpected transport error: the outcome is unknown
             log.exception("journal append failed unexpectedly")
-            self._reply_unknown(committed + resent, f"journal append failed ({e!r})")
+            self._reply_unknown(committed + resent + self._waiting_for(term, entries), f"journal append failed ({e!r})")
             return f"append failed: {e!r}"
         assert len(appended) == len(entries), "the writer returns one entry per entry appended"
         if self.region_agent is not None:
@@ -684,11 +760,12 @@ class AdjudicatorNode:
         by_txn_id: dict[str, common_pb2.Entry] = {}
         for pending, entry, sent in zip(committed, appended, entries):
             assert entry.ts == sent.ts, "the writer keeps commit_ts"
-            self.checker.record_appended(entry.txn_id, entry.ts, entry.index)
+            if self.term is term:  # else the table was rebuilt from the journal, which has it
+                self.checker.record_appended(entry.txn_id, entry.ts, entry.index)
             by_txn_id[entry.txn_id] = entry
             resolve(pending, adjudicator_pb2.CommitReply(
                 outcome=adjudicator_pb2.COMMITTED, commit_ts=entry.ts, index=entry.index))
-        for pending in resent:
+        for pending in resent + self._waiting_for(term, entries):
             entry = by_txn_id[pending.request.txn_id]
             resolve(pending, adjudicator_pb2.CommitReply(
                 outcome=adjudicator_pb2.COMMITTED, commit_ts=entry.ts, index=entry.index, duplicate=True,
@@ -728,13 +805,22 @@ class AdjudicatorNode:
         while not term.queue.empty():
             resolve(term.queue.get_nowait(), adjudicator_pb2.CommitReply(
                 outcome=adjudicator_pb2.NOT_LEADER, leader_hint=hint, message="this adjudicator stepped down"))
+        if rebuild:
+            # Decisions may be in the checker that never reached the journal: rebuild from the
+            # journal. Now, before any await: a take-over may start at the next await point.
+            self.rebuild()
         if term.task is not None and term.task is not asyncio.current_task():
             term.task.cancel()
             await asyncio.gather(term.task, return_exceptions=True)
+        others = [task for task in (*term.batch_tasks, term.heartbeat_task)
+                  if task is not None and task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()  # a batch still waiting answers "unknown" (_finish_batch)
+        await asyncio.gather(*others, return_exceptions=True)
+        self._reply_unknown([p for waiting in term.waiting_resends.values() for p in waiting],
+                            "leader stepped down during the journal append")
+        term.waiting_resends.clear()
         await self._close_writer(term.writer)
-        if rebuild:
-            # Decisions may be in the checker that never reached the journal: rebuild from the journal.
-            self.rebuild()
 
     def _new_checker(self) -> ConflictChecker:
         return TimedConflictChecker(self.timeline)

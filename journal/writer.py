@@ -436,6 +436,11 @@ class JournalWriter:
     async def wait_committed(self, index: int, timeout_s: float) -> None:
         await self._wait_committed(index, timeout_s)
 
+    def assign(self, entries: list[common_pb2.Entry]) -> list[common_pb2.Entry]:
+        """`append`'s first, synchronous step: the entries get their index and epoch and go to
+        the pipelines; `wait_committed(last index)` then says when they are durable."""
+        return self._assign(entries)
+
     def set_hold(self, hold_index: int) -> None:
         """Global Database: replicas keep every entry after hold_index (sent with the next Append)."""
         if self._core is not None and hold_index != self._core.hold_index:

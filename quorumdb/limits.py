@@ -67,6 +67,10 @@ JOURNAL_LEASE_MS = 250
 # --- Batches and queues --------------------------------------------------------
 # Commit requests one adjudicator batch resolves and appends at once (group commit).
 COMMIT_BATCH_MAX = 512
+# Batches an adjudicator leader of an active-active cluster has on their way to the journal at
+# once (decided and appended, not yet durable): a batch there takes a WAN round trip, and one at
+# a time made every commit wait for the batch before it. A cluster of one region keeps one.
+COMMIT_BATCHES_IN_FLIGHT_MAX = 4
 # Commit requests queued at the adjudicator before new ones are refused.
 COMMIT_QUEUE_MAX = 8_192
 # Entries in one Append / ReadEntries / Subscribe message.

@@ -65,6 +65,7 @@ class FakeWriter:
         self.epoch = 0
         self.commit_index = 0
         self.closed = False
+        self.pending: list[common_pb2.Entry] = []  # assigned, not yet in the journal
 
     @property
     def majority_reachable(self) -> bool:
@@ -93,13 +94,29 @@ class FakeWriter:
             raise JournalUnavailable("no majority")
 
     async def append(self, entries):
+        assigned = self.assign(entries)
+        await self.wait_committed(assigned[-1].index, 10.0)
+        return assigned
+
+    def assign(self, entries):
+        """The real writer's synchronous step: indexes given, nothing durable yet."""
         self._check()
+        base = len(self.journal.entries) + len(self.pending)
+        assigned = []
+        for offset, entry in enumerate(entries):
+            stamped = self._stamped(entry)
+            stamped.index = base + offset + 1
+            assigned.append(stamped)
+        self.pending.extend(assigned)
+        return assigned
+
+    async def wait_committed(self, index: int, timeout_s: float) -> None:
         if self.journal.append_gate is not None:
             await self.journal.append_gate.wait()
         self._check()
-        stored = [self.journal.add(self._stamped(e)) for e in entries]
-        self.commit_index = stored[-1].index
-        return stored
+        while self.pending and self.pending[0].index <= index:
+            stored = self.journal.add(self.pending.pop(0))
+            self.commit_index = stored.index
 
     def _stamped(self, entry: common_pb2.Entry) -> common_pb2.Entry:
         """The entry as the real writer stores it: every field kept, this writer's epoch and name."""
