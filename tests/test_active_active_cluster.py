@@ -209,7 +209,7 @@ def test_a_region_killed_right_after_an_ack_leaves_the_commit_in_the_other(aa, w
 
 @pytest.mark.parametrize("workload", ["bank", "append"])
 def test_jepsen_with_clients_in_both_peers_under_region_faults(aa, workload):
-    result = run_regions(aa.data_dir, workload, seed=7, duration_s=55, clients=6,
+    result = run_regions(aa.data_dir, workload, seed=7, duration_s=30, clients=6,
                          ready=lambda: aa.wait_voted_in(["a1", "a2", "w1"]))  # run_regions prints the summary
     assert result.valid, f"{result.verdict.text()}\nnotes: {result.notes}\nhistory: {result.history_path}"
     kinds = {fault["kind"] for fault in result.faults}

@@ -41,3 +41,33 @@ def test_resume_counts_only_writes_in_a_peer_the_fault_did_not_take():
     writes = {"a1": [10.2, 31.0, 51.0], "a2": [9.0, 12.5, 30.4]}
     assert resume_times(faults, writes) == [2.5, 0.4, 1.0]
     assert resume_times([{"kind": "region-kill", "regions": ["a1"], "start": 60.0}], writes) == [None]
+
+
+def test_the_nemesis_counts_gaps_from_the_previous_heal(tmp_path):
+    """A slow heal (a region restart under load) must not squeeze the next faults out."""
+    import threading
+    import time
+
+    from quorumdb.jepsen.history import Recorder
+    from quorumdb.jepsen.regions import RegionFault, RegionNemesis
+
+    calls: list[tuple[float, tuple[str, ...]]] = []
+    recorder = Recorder(tmp_path / "history.jsonl")
+
+    def chaos(*args: str) -> None:
+        calls.append((recorder.now(), args))
+        if args[0] == "region-restart":
+            time.sleep(0.3)  # the heal takes longer than the schedule's gap
+
+    faults = [RegionFault(0.0, "region-kill", 0.05, ("a1",)), RegionFault(0.1, "link-cut", 0.05, ("a1", "a2")),
+              RegionFault(0.2, "witness-partition", 0.05, ("w1",))]
+    nemesis = RegionNemesis(tmp_path, faults, recorder, threading.Event(), log=lambda line: None, chaos=chaos)
+    nemesis.start()
+    assert nemesis.join(10.0)
+    assert [args for _, args in calls] == [("region-kill", "a1"), ("region-restart", "a1"),
+                                           ("region-link-cut", "a1", "a2"), ("region-heal",),
+                                           ("region-partition", "w1"), ("region-heal",)]
+    assert [f["kind"] for f in nemesis.injected] == ["region-kill", "link-cut", "witness-partition"]
+    restart_done = nemesis.injected[0]["end"]
+    assert calls[2][0] >= restart_done + 0.05 - 0.01  # the 0.05 s gap after the heal, not before it
+    recorder.close()

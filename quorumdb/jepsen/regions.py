@@ -14,7 +14,9 @@ commands a user types:
     witness-partition  cut the witness off
     link-cut           cut only the link between the two peers (`chaos region-link-cut A B`)
 
-Faults never overlap; each is healed (`region-restart`, `region-heal`) before the next. After
+Faults never overlap; each is healed (`region-restart`, `region-heal`) before the next, and the
+gaps between them count from the previous heal; the run lasts its duration, or longer (bounded)
+until every kind of fault asked for has happened once. After
 the run every fault is healed, the final reads run and the workload's checker judges the
 history (bank: the total and every read; append: G0, G1a-c, lost updates, real-time order).
 
@@ -50,6 +52,8 @@ CHAOS_TIMEOUT_S = 120.0
 # a longer pause between faults than within one AZ.
 REGION_FAULT_DOWN_S = (4.0, 7.0)
 REGION_FAULT_GAP_S = (3.0, 5.0)
+# How much longer than its duration a run may go on so that every kind of fault happens once.
+FIRST_PASS_EXTRA_MAX_S = 240.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,14 +143,19 @@ class RegionNemesis:
         return not self._thread.is_alive()
 
     def _run(self) -> None:
+        # The schedule's gaps count from the previous fault's heal: restarting a region takes
+        # seconds that vary with the machine's load, and absolute times would squeeze faults out.
+        healed_at, scheduled_end = 0.0, 0.0
         for fault in self.faults:
-            wait_s = fault.at_s - self.recorder.now()
+            wait_s = healed_at + (fault.at_s - scheduled_end) - self.recorder.now()
+            scheduled_end = fault.at_s + fault.down_s
             if wait_s > 0 and self.stop.wait(wait_s):
                 return
             if self.stop.is_set():
                 return
             try:
                 self._inject(fault)
+                healed_at = self.recorder.now()
             except Exception as error:
                 message = f"fault {fault.kind} failed: {error!r}"
                 self.errors.append(message)
@@ -251,6 +260,11 @@ def run_regions(data_dir: pathlib.Path, workload_name: str, seed: int, duration_
             client.thread.start()
         nemesis.start()
         stop.wait(duration_s)
+        # A run goes on (bounded) until every kind of fault asked for has happened once.
+        first_pass = min(len(kinds), len(faults))
+        deadline = time.monotonic() + FIRST_PASS_EXTRA_MAX_S
+        while len(nemesis.injected) + len(nemesis.errors) < first_pass and time.monotonic() < deadline:
+            time.sleep(0.2)
         stop.set()
         recorder.record({"type": "stop"})
         deadline = time.monotonic() + limits.CLIENT_JOIN_TIMEOUT_S
