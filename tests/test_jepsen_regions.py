@@ -29,6 +29,11 @@ def test_faults_never_overlap_and_target_the_right_regions():
     assert faults[-1].at_s + 1.0 < 200
 
 
+def test_a_short_run_still_gets_every_kind_once():
+    faults = region_schedule(3, 10, list(REGION_KINDS), PEERS, "w1")
+    assert sorted(f.kind for f in faults) == sorted(REGION_KINDS)
+
+
 def test_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="unknown region faults"):
         region_schedule(1, 30, ["region-kill", "meteor"], PEERS, "w1")

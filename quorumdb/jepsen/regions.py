@@ -83,8 +83,8 @@ def region_schedule(seed: int, duration_s: float, kinds: list[str], peers: list[
     while len(faults) < limits.SCHEDULE_FAULTS_MAX:
         kind = order[len(faults)] if len(faults) < len(order) else rng.choice(kinds)
         down = round(rng.uniform(*REGION_FAULT_DOWN_S), 3)
-        if at + 1.0 >= duration_s:
-            break
+        if at + 1.0 >= duration_s and len(faults) >= len(order):
+            break  # every kind once, whatever the duration; then only what fits
         if kind in ("region-kill", "region-partition"):
             targets: tuple[str, ...] = (rng.choice(peers),)
         elif kind == "link-cut":
