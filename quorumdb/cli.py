@@ -1769,8 +1769,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Flags that say which cluster to talk to: without any of them, status, chaos and bench look in
+# the default data directory, where `quorumdb up` put a cluster of several regions.
+_CLUSTER_FLAGS = ("--data-dir", "--base-port", "--port", "-p", "--host")
+
+
+def adopt_default_regions_dir(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    """`quorumdb up --regions ...` with the default data directory, then `quorumdb status` (or
+    chaos, or bench) with no flag naming a cluster: use that directory, as `up` told the user, not
+    the default single cluster's ports (which are only the first region's)."""
+    if args.command not in ("status", "chaos", "bench") or getattr(args, "data_dir", None) is not None:
+        return
+    if any(arg == flag or arg.startswith(flag + "=") for arg in argv for flag in _CLUSTER_FLAGS):
+        return
+    default = pathlib.Path(os.environ.get("QUORUMDB_DATA_DIR", DEFAULT_DATA_DIR))
+    if global_data_dir(default):
+        args.data_dir = str(default)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    adopt_default_regions_dir(args, argv)
     match args.command:
         case "up":
             return command_up(args)

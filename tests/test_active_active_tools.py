@@ -430,3 +430,30 @@ def test_up_an_active_active_cluster_and_use_its_tools(tmp_path):
                     os.kill(pid, signal.SIGKILL)
         for pid in node_processes_of(data_dir):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_status_chaos_and_bench_find_the_regions_in_the_default_data_dir(tmp_path, monkeypatch):
+    """`quorumdb up --regions A,B --witness W` in the default directory, then `quorumdb status`
+    (or chaos, or bench --region R) with no flag naming a cluster: the regions, not base port 7100."""
+    make_active_active(tmp_path / "quorumdb-data", 21_000)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("QUORUMDB_DATA_DIR", raising=False)
+    parser = cli.build_parser()
+    for argv in (["status", "--json"], ["chaos", "region-heal"], ["bench", "--region", "p2", "-w", "point-write"]):
+        args = parser.parse_args(argv)
+        cli.adopt_default_regions_dir(args, argv)
+        assert args.data_dir == "quorumdb-data", argv
+    for argv in (["status", "--base-port", "7100"], ["chaos", "--data-dir", "other", "region-heal"],
+                 ["bench", "-p", "7100", "-w", "point-write"], ["token", "--user", "admin"]):
+        args = parser.parse_args(argv)
+        before = getattr(args, "data_dir", None)
+        cli.adopt_default_regions_dir(args, argv)
+        assert getattr(args, "data_dir", None) == before, argv
+    # A single cluster in the default directory keeps today's behaviour (its ports).
+    other = tmp_path / "single"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    config_mod.default_cluster(other / "quorumdb-data", 21_300).write()
+    args = parser.parse_args(["status"])
+    cli.adopt_default_regions_dir(args, ["status"])
+    assert args.data_dir is None

@@ -134,7 +134,8 @@ def data_dir_endpoints(data_dir: pathlib.Path, region: str | None,
 def command(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     try:
         if getattr(args, "region", None) is not None and getattr(args, "data_dir", None) is None:
-            raise ValueError("--region needs --data-dir (the directory of the Global Database or active-active cluster)")
+            raise ValueError("--region needs --data-dir (the directory of the Global Database or active-active "
+                             "cluster; found none in the default ./quorumdb-data or $QUORUMDB_DATA_DIR)")
         if getattr(args, "data_dir", None) is not None:
             if args.port or args.base_port is not None:
                 raise ValueError("--data-dir chooses the compute nodes: leave out --port and --base-port")
