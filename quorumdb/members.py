@@ -105,13 +105,3 @@ def journal_quorum(cluster: config_mod.ClusterConfig) -> Quorum:
 def own_name(cluster: config_mod.ClusterConfig, node_name: str) -> str:
     """This node's member name (qualified in an active-active cluster)."""
     return qualify(cluster.region, node_name) if active_active(cluster) is not None else node_name
-
-
-def member(cluster: config_mod.ClusterConfig, name: str) -> Member:
-    """A member by name: qualified, or a plain name of the caller's own region."""
-    region, node = split(name)
-    for candidate in _members(cluster, "journal") + _members(cluster, "adjudicator"):
-        if candidate.name == name or (not region and candidate.region in ("", cluster.region)
-                                      and candidate.node.name == node):
-            return candidate
-    raise KeyError(f"no journal replica or adjudicator named {name!r}")
