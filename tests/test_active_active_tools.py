@@ -364,6 +364,7 @@ def aa_region_pids(up: UpProcess) -> dict[str, dict[str, int]]:
 
 
 @pytest.mark.cluster
+@pytest.mark.regions  # 33 processes: the CI step of its own (python -m pytest -m regions)
 def test_up_an_active_active_cluster_and_use_its_tools(tmp_path):
     base = free_base_ports(3)
     data_dir = tmp_path / "aa"
