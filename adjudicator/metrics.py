@@ -8,8 +8,8 @@ Two thin subclasses observe those steps without touching the loop:
 
 * `TimedConflictChecker.decide_batch` opens a `BatchTiming` in the node's `CommitTimeline` (when
   the batch was taken and decided, which requests it held);
-* `TimedJournalWriter.append`, called right after for the same batch, adds when its journal
-  append started and when 2 of 3 replicas had it fsynced (`JournalWriter.append` returning).
+* `TimedJournalWriter.assign`, called right after for the same batch, adds when its journal
+  append started, and `wait_committed` when a quorum of replicas had it fsynced.
 
 A few clock reads and a deque append per batch. `commit_many` (service.py) reads the arrival of
 each request and its reply after commit-wait; for a request that asked (`CommitRequest.explain`),
@@ -145,13 +145,30 @@ class TimedJournalWriter(JournalWriter):
     def __init__(self, timeline: CommitTimeline, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._timeline = timeline
+        # A batch's last index -> its timing and size, from its assignment to its commit (the
+        # leader loop has several batches on their way at once across regions).
+        self._assigned: dict[int, tuple[BatchTiming | None, int]] = {}
 
     async def append(self, entries: list[common_pb2.Entry]) -> list[common_pb2.Entry]:
+        assigned = self.assign(entries)
+        if assigned:
+            await self.wait_committed(assigned[-1].index, limits.JOURNAL_COMMIT_TIMEOUT_S)
+        return assigned
+
+    def assign(self, entries: list[common_pb2.Entry]) -> list[common_pb2.Entry]:
         batch = self._timeline.append_started() if entries else None
-        appended = await super().append(entries)
-        if entries:
-            self._timeline.appended(batch, len(appended))
-        return appended
+        assigned = super().assign(entries)
+        if assigned:
+            if len(self._assigned) >= limits.COMMIT_TIMELINE_BATCHES:
+                self._assigned.clear()  # batches whose wait failed: the term ended with them
+            self._assigned[assigned[-1].index] = (batch, len(assigned))
+        return assigned
+
+    async def wait_committed(self, index: int, timeout_s: float) -> None:
+        await super().wait_committed(index, timeout_s)
+        timed = self._assigned.pop(index, None)
+        if timed is not None:
+            self._timeline.appended(*timed)
 
 
 class AdjudicatorMetrics:
