@@ -22,10 +22,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-from bench.global_main import cpu_seconds, node_pids
+from bench.global_main import cpu_seconds, node_pids, start_up
 from quorumdb.launcher import free_base_port
 
 IDLE_S = 20.0
@@ -77,19 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     delays = [float(d) for d in args.wan_ms.split(",")]
     data_dir = pathlib.Path(tempfile.mkdtemp(prefix="qdb-aa-bench-"))
-    up = subprocess.Popen([sys.executable, "-m", "quorumdb.cli", "up", "--data-dir", str(data_dir), "--base-port",
-                           str(free_base_port()), "--regions", ",".join(REGIONS), "--witness", "w1", "--wan-ms",
-                           f"{delays[0]:g}", "--no-console"],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def read() -> None:
-        for line in up.stdout:
-            lines.append(line)
-            if "ready" in line:
-                ready.set()
-    threading.Thread(target=read, daemon=True).start()
+    up, lines, ready = start_up(data_dir, free_base_port(), "--regions", ",".join(REGIONS), "--witness", "w1",
+                                "--wan-ms", f"{delays[0]:g}")
     results: dict = {"clients": args.clients, "seconds": args.seconds, "by_wan_ms": {}}
     try:
         if not ready.wait(READY_TIMEOUT_S):

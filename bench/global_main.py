@@ -102,18 +102,12 @@ def load(ports: list[int], seconds: float) -> subprocess.Popen:
                             text=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--wan-ms", default="20")
-    parser.add_argument("--load-seconds", type=float, default=20.0)
-    parser.add_argument("--switchovers", type=int, default=3)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    data_dir = pathlib.Path(tempfile.mkdtemp(prefix="qdb-global-bench-"))
-    base = free_base_port()
+def start_up(data_dir: pathlib.Path, base: int, *flags: str) -> tuple[subprocess.Popen, list[str], threading.Event]:
+    """`quorumdb up` in the background (no console): the process, its output so far, and an event
+    set once it printed "ready"."""
     up = subprocess.Popen([sys.executable, "-m", "quorumdb.cli", "up", "--data-dir", str(data_dir), "--base-port",
-                           str(base), "--regions", "us:primary,eu:secondary", "--wan-ms", args.wan_ms, "--no-console"],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                           str(base), *flags, "--no-console"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
     lines: list[str] = []
     ready = threading.Event()
 
@@ -123,6 +117,19 @@ def main(argv: list[str] | None = None) -> int:
             if "ready" in line:
                 ready.set()
     threading.Thread(target=read, daemon=True).start()
+    return up, lines, ready
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--wan-ms", default="20")
+    parser.add_argument("--load-seconds", type=float, default=20.0)
+    parser.add_argument("--switchovers", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    data_dir = pathlib.Path(tempfile.mkdtemp(prefix="qdb-global-bench-"))
+    base = free_base_port()
+    up, lines, ready = start_up(data_dir, base, "--regions", "us:primary,eu:secondary", "--wan-ms", args.wan_ms)
     results: dict = {"wan_ms": args.wan_ms}
     try:
         if not ready.wait(READY_TIMEOUT_S):

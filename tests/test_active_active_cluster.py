@@ -22,7 +22,7 @@ from quorumdb import regions
 from quorumdb.client import DatabaseError
 from quorumdb.jepsen.regions import run_regions
 from tests.test_cli import UpProcess, run_cli
-from tests.test_global_cluster import _kill_tree_under, _port_free
+from tests.test_global_cluster import _port_free, up_regions
 from tests.util import free_base_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.regions]
@@ -84,19 +84,11 @@ class ActiveActive:
 def aa(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("active")
     base = _free_triple_block()
-    up = UpProcess(data_dir, base, "--regions", "a1,a2", "--witness", "w1", "--wan-ms", str(WAN_MS))
-    try:
-        up.wait_for("ready", UP_READY_TIMEOUT_S)
+    with up_regions(data_dir, base, "--regions", "a1,a2", "--witness", "w1", "--wan-ms", str(WAN_MS),
+                    ready_timeout_s=UP_READY_TIMEOUT_S) as up:
         db = ActiveActive(data_dir, up)
         db.wait_voted_in(["a1", "a2", "w1"])
         yield db
-        code = up.terminate_and_wait()
-        assert code == 0, up.text()
-    finally:
-        if up.process.poll() is None:
-            up.process.kill()
-            up.process.wait(timeout=10)
-        _kill_tree_under(data_dir)
 
 
 def _rows(result) -> list[list[str]]:

@@ -125,16 +125,14 @@ class GlobalDb:
         return asyncio.run(read())
 
 
-@pytest.fixture(scope="module")
-def gdb(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("global")
-    base = _free_double_block()
-    up = UpProcess(data_dir, base, "--regions", "us:primary,eu:secondary", "--wan-ms", str(WAN_MS))
+@contextlib.contextmanager
+def up_regions(data_dir, base: int, *flags: str, ready_timeout_s: float = UP_READY_TIMEOUT_S):
+    """`quorumdb up` of several regions for a module: stopped cleanly at the end (exit 0), and every
+    process under the data directory killed by PID whatever happened."""
+    up = UpProcess(data_dir, base, *flags)
     try:
-        up.wait_for("ready", UP_READY_TIMEOUT_S)
-        db = GlobalDb(data_dir, base, up)
-        db.wait_role("eu", "secondary", 60.0)
-        yield db
+        up.wait_for("ready", ready_timeout_s)
+        yield up
         code = up.terminate_and_wait()
         assert code == 0, up.text()
     finally:
@@ -142,6 +140,16 @@ def gdb(tmp_path_factory):
             up.process.kill()
             up.process.wait(timeout=10)
         _kill_tree_under(data_dir)
+
+
+@pytest.fixture(scope="module")
+def gdb(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("global")
+    base = _free_double_block()
+    with up_regions(data_dir, base, "--regions", "us:primary,eu:secondary", "--wan-ms", str(WAN_MS)) as up:
+        db = GlobalDb(data_dir, base, up)
+        db.wait_role("eu", "secondary", 60.0)
+        yield db
 
 
 def _retry(fn, attempts: int = 50, pause_s: float = 0.1):
