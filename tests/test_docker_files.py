@@ -77,7 +77,8 @@ def test_compose_services_are_the_nodes_attached_labelled_published_and_on_volum
 
 
 def test_compose_prometheus_scrapes_every_node_from_the_regional_network():
-    """Issue 16: the same scrape configuration as `quorumdb up --prometheus` (quorumdb/prometheus.py)."""
+    """The same scrape configuration as `quorumdb up --prometheus` (quorumdb/prometheus.py): one
+    place decides what Prometheus scrapes, whichever way the cluster runs."""
     from quorumdb import prometheus
 
     service = compose_file()["services"]["prometheus"]

@@ -1,6 +1,6 @@
 """Crashes in the middle of a write workload, and whole-cluster restarts.
 
-Issue 2: SIGKILL of one storage node and one journal replica in the middle of a
+SIGKILL of one storage node and one journal replica in the middle of a
 write workload; writes continue; after restart every acknowledged commit is on
 every storage copy. Whole-cluster restart (every process SIGKILLed) keeps every
 acknowledged commit.
