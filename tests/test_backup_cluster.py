@@ -233,7 +233,7 @@ def test_pitr_is_exact_under_faults_and_survives_the_uploader_dying(cluster_fact
     for number, to_ts in enumerate(times):
         new = tmp_path / f"restored{number}"
         code, out, err = restore_cli("--from", location, "--to-time", timefmt.format_utc(to_ts),
-                                     "--data-dir", str(new), "--base-port", str(free_base_port()))
+                                     "--data-dir", str(new), "--base-port", str(_other_free_block(cluster)))
         assert code == 0, err
         print(out)
         used = timefmt.parse_utc(timefmt.format_utc(to_ts))  # ms precision, as the command line takes it
@@ -268,3 +268,13 @@ def bad_input(location: str, tmp_path) -> None:
     assert not new.exists()
     assert [(i.key, i.size) for i in LocalStore(location).list("")] == before, "the source backup changed"
     print("bad input: " + err.strip())
+
+
+def _other_free_block(cluster: Cluster) -> int:
+    """A free block of ports that is not the stopped source cluster's (restore refuses that one)."""
+    source = cluster.config.base_port
+    for _ in range(50):
+        base = free_base_port()
+        if base != source:
+            return base
+    raise RuntimeError("no free block of ports other than the source cluster's")
