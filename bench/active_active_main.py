@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 
-from bench.global_main import cpu_seconds, node_pids, start_up
+from bench.global_main import cli, cpu_seconds, node_pids, start_up, stop_up
 from quorumdb.launcher import free_base_port
 
 IDLE_S = 20.0
@@ -35,11 +32,6 @@ REGIONS = ("a1", "a2")
 
 def say(text: str) -> None:
     print(f"[active-active] {text}", file=sys.stderr, flush=True)  # stdout is the result (--json)
-
-
-def cli(*args: str, timeout_s: float = 300.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "quorumdb.cli", *args], capture_output=True, text=True,
-                          timeout=timeout_s)
 
 
 def status(data_dir: pathlib.Path) -> dict:
@@ -102,16 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             results["by_wan_ms"][f"{delay:g}"] = row
             say(f"WAN {delay:g} ms: {json.dumps(row)}")
     finally:
-        up.send_signal(signal.SIGTERM)
-        try:
-            up.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            up.kill()
-        for pid in node_pids(data_dir):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_up(up, data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
     print(json.dumps(results, indent=None if args.json else 1))
     return 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import pathlib
 import re
 import signal
@@ -120,6 +121,20 @@ def start_up(data_dir: pathlib.Path, base: int, *flags: str) -> tuple[subprocess
     return up, lines, ready
 
 
+def stop_up(up: subprocess.Popen, data_dir: pathlib.Path) -> None:
+    """Stop `quorumdb up` (SIGTERM, SIGKILL after 120 s), then SIGKILL any node it left behind."""
+    up.send_signal(signal.SIGTERM)
+    try:
+        up.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        up.kill()
+    for pid in node_pids(data_dir):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--wan-ms", default="20")
@@ -182,13 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                                "output": done.stdout.strip(), "kill": kill.stdout.strip()}
         say(f"failover: {done.stdout.strip()} {done.stderr.strip()}")
     finally:
-        up.send_signal(signal.SIGTERM)
-        try:
-            up.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            up.kill()
-        for pid in node_pids(data_dir):
-            subprocess.run(["kill", "-9", str(pid)], check=False)
+        stop_up(up, data_dir)
     print(json.dumps(results, indent=1) if args.json else json.dumps(results))
     return 0
 
