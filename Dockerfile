@@ -22,7 +22,7 @@ COPY build/wheels/ /tmp/wheels/
 RUN python3 -m venv /opt/quorumdb \
     && /opt/quorumdb/bin/pip install --no-index --find-links /tmp/wheels quorumdb \
     && rm -rf /tmp/wheels \
-    && python3 -c "import quorumdb.node, journal.main, adjudicator.main, storage_node.main, compute_node.main"
+    && python3 -c "import tools.node, journal.main, adjudicator.main, storage_node.main, compute_node.main"
 
 COPY docker/entrypoint.sh /usr/local/bin/quorumdb-entrypoint
 RUN chmod 0755 /usr/local/bin/quorumdb-entrypoint && mkdir -p /data /secret /etc/quorumdb
@@ -33,5 +33,5 @@ COPY docker/cluster.toml /etc/quorumdb/cluster.toml
 VOLUME ["/data"]
 EXPOSE 7100-7102 7110-7112 7120-7122 7130-7135 5433-5435
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python3", "-m", "quorumdb.healthcheck"]
+    CMD ["python3", "-m", "tools.healthcheck"]
 ENTRYPOINT ["quorumdb-entrypoint"]

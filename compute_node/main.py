@@ -11,8 +11,8 @@ import functools
 import logging
 
 from compute_node import metrics as compute_node_metrics
-from compute_node.backend import QuorumBackend, Readiness
-from compute_node.region_view import RegionView
+from compute_node.cluster.backend import QuorumBackend, Readiness
+from compute_node.cluster.region_view import RegionView
 from compute_node.service import ComputeService
 from quorumdb import config as config_mod
 from quorumdb import aio, limits, rpc, runtime
@@ -22,7 +22,7 @@ log = logging.getLogger("compute_node.main")
 
 
 async def serve(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig, stop: asyncio.Event) -> None:
-    from compute_node.session import Session  # the SQL layer, imported only where it runs
+    from compute_node.sessions.session import Session  # the SQL layer, imported only where it runs
     from compute_node.sql.engine import Engine
 
     channels = rpc.Channels()

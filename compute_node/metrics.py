@@ -1,6 +1,6 @@
 """A compute node's Prometheus metrics (quorumdb/metrics.py says how metrics work).
 
-Observed once per event (compute_node/backend.py): each session's storage read (a point chunk or
+Observed once per event (compute_node/cluster/backend.py): each session's storage read (a point chunk or
 a scan page, by kind and read mode), each copy a read asks (by copy: own AZ against the others,
 and what hedging saves), each commit with its outcome (committed, 40001 by reason, 40003, 57P03).
 At scrape time: the storage reader's counters (reads by mode, copies asked, hedges, fallbacks

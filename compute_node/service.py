@@ -1,6 +1,6 @@
 """The Compute gRPC servicer: sessions in, SQL results out.
 
-A thin shell: sessions (compute_node.session.Session) do the SQL; this module
+A thin shell: sessions (compute_node.sessions.session.Session) do the SQL; this module
 keeps the session table (bounded by SESSIONS_MAX, idle ones reaped after
 SESSION_IDLE_S), serializes requests on one session with a lock, bounds each
 Execute by STATEMENT_TIMEOUT_S and converts results to protobuf.
@@ -51,7 +51,7 @@ class CommitTracker:
         self.commit_in_flight = False
         self.session_read_mode: str | None = None
         self.last_commit_ts = 0  # SHOW quorumdb.last_commit_ts: what a client records to check a restore
-        # Global Database (compute_node/region_view.py): on a secondary region, writes are refused
+        # Global Database (compute_node/cluster/region_view.py): on a secondary region, writes are refused
         # unless forwarded to the primary (SET quorumdb.write_forwarding = session | global).
         self.write_forwarding = "off"
         self._region_floor_ts = 0  # a secondary session's reads never go back in time
@@ -275,8 +275,8 @@ class ComputeService(compute_pb2_grpc.ComputeServicer):
             )
 
     async def Copy(self, request, context):
-        """One COPY statement, its input or output whole in the messages (compute_node/copy.py)."""
-        from compute_node import copy as copy_mod
+        """One COPY statement, its input or output whole in the messages (compute_node/sessions/copy.py)."""
+        from compute_node.sessions import copy as copy_mod
 
         entry = self._sessions.get(request.session_id)
         if entry is None:

@@ -9,7 +9,7 @@
 # A compute node also needs the cluster's token secret (PostgreSQL passwords, quorumdb/tokens.py):
 # all compute containers mount one shared volume at /secret; the first to start creates the
 # secret there (atomically), and each links it into its data directory, where the node looks.
-# Any arguments are passed on to `python3 -m quorumdb.node` (for example --log-level DEBUG).
+# Any arguments are passed on to `python3 -m tools.node` (for example --log-level DEBUG).
 set -eu
 : "${QUORUMDB_NODE:?set QUORUMDB_NODE to the name of the node this container runs}"
 CONFIG=${QUORUMDB_CONFIG:-/etc/quorumdb/cluster.toml}
@@ -23,4 +23,4 @@ case "$QUORUMDB_NODE" in
         fi
         ;;
 esac
-exec python3 -m quorumdb.node --config "$CONFIG" --name "$QUORUMDB_NODE" --data-dir "$DATA" "$@"
+exec python3 -m tools.node --config "$CONFIG" --name "$QUORUMDB_NODE" --data-dir "$DATA" "$@"

@@ -1,10 +1,13 @@
 """QuorumDB: a runnable model of Aurora's quorum storage and Aurora DSQL's transactions.
 
-This package holds what every service shares: cluster configuration, the clock,
-key encoding, limits, the gRPC helpers, the generated protobuf code (`pb`), the
-Python client (`connect`), the `quorumdb` CLI and the `qsql` shell. The services
-themselves live in the top-level packages `journal`, `adjudicator`,
-`storage_node` and `compute_node`.
+This package is the shared library, below every node role and tool: cluster configuration
+(config, regions, members, quorum), the clock, formats every role agrees on (keys: the row
+codec; pushdown: the scan filter spec; copyformat; pgtext; backup_layout), limits, errors (every
+SQLSTATE), the gRPC helpers and fault injection (rpc, netfault, wan), the generated protobuf
+code (`pb`), the one SQL lexer (sqllex), tokens, the object stores and the Python client
+(`connect`). The node roles live in the top-level packages `journal`, `adjudicator`,
+`storage_node` and `compute_node`; the command-line tools (`quorumdb`, `qsql`, bench, Jepsen,
+the simulation) in `tools`. docs/ARCHITECTURE.md draws the layers.
 """
 
 __version__ = "0.1.0"

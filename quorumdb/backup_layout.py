@@ -1,7 +1,7 @@
 """The continuous backup's objects: names, contents, and what a restore or retention needs (pure).
 
 Storage copies write these objects (storage_node/backup.py); `quorumdb restore`, `snapshot` and
-`backup status` read them (quorumdb/dr/). Everything here is pure: it names keys, encodes and
+`backup status` read them (tools/dr/). Everything here is pure: it names keys, encodes and
 decodes bytes, and plans from a listing; the callers do the I/O.
 
 Objects, under the store's root (or the s3:// prefix); numbers are zero-padded to 20 digits so

@@ -12,7 +12,7 @@ names addresses. The default layout derives every port from one base port:
     metrics (HTTP /metrics) base + 40..54: compute-az1..3, journal-az1..3, adjudicator-az1..3,
                            storage-az1-a..storage-az3-b, in that order
     `quorumdb up`'s web console base + 55, its Prometheus server (`up --prometheus`) base + 56
-    a Global Database's writer endpoint (quorumdb/haproxy.py), in its first region's block only:
+    a Global Database's writer endpoint (tools/haproxy.py), in its first region's block only:
                            PostgreSQL base + 57, client API base + 58
 
 so one cluster uses the 60 ports [base, base + 60) (PORT_BLOCK).
@@ -87,7 +87,7 @@ class ClusterConfig:
     # last one, then drops its local log up to the checkpoint before (bounds log size and restart).
     storage_checkpoint_entries: int = 20_000
     # How compute nodes read storage: "quorum" (3 of 6 copies, newest version wins) or "single"
-    # (one copy that is caught up to the read's ts, own AZ first; compute_node/read_core.py says
+    # (one copy that is caught up to the read's ts, own AZ first; compute_node/cluster/read_core.py says
     # why that is not stale). A session may override it: SET quorumdb.read_mode = 'single'.
     read_mode: str = "quorum"
     # How long a storage copy may wait for a read's ts to be closed before it refuses (0: the

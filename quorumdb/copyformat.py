@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 Nothing here reads a socket, a file or a table: the PostgreSQL endpoint (compute_node/pgwire/
-server.py), the gRPC Copy call (compute_node/service.py) and qsql's `\\copy` (quorumdb/qsql.py)
+server.py), the gRPC Copy call (compute_node/service.py) and qsql's `\\copy` (tools/qsql.py)
 all use the same three pieces, so a file written by one is read back identically by the others.
 
   parse_statement(sql)  `COPY table [(cols)] FROM STDIN | TO STDOUT [[WITH] options]` and

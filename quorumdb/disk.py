@@ -5,7 +5,7 @@ exist:
 
 * `RealDisk` (here): the operating system's files, every call a plain syscall or two. What a
   node process uses; behaviour and cost are those of the code before this interface.
-* `quorumdb.sim.disk.SimDisk`: files in memory with the crash semantics of a real disk
+* `tools.sim.disk.SimDisk`: files in memory with the crash semantics of a real disk
   (unsynced data and directory entries lost on a crash, the last unsynced write possibly torn),
   used by the deterministic simulation.
 

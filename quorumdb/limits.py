@@ -145,7 +145,7 @@ BACKTRACK_WINDOW_DEFAULT_NS = 86_400 * 1_000_000_000
 BACKTRACK_BUDGET_DEFAULT_BYTES = 64 * 1024 * 1024
 BACKTRACK_BUCKET_NS = 1_000_000_000
 BACKTRACK_VERSION_OVERHEAD_BYTES = 32
-# `quorumdb backtrack` (quorumdb/dr/backtrack.py): one Backtrack call (its entry is appended and
+# `quorumdb backtrack` (tools/dr/backtrack.py): one Backtrack call (its entry is appended and
 # commit-waited like a commit, so a commit's deadline), how many adjudicators it tries (NOT_LEADER
 # hints, a failover in progress) with a pause between, and how long it waits for the storage
 # copies to apply the entry (rewinding touches every changed key once), polling their Status.
@@ -170,13 +170,13 @@ STORAGE_SUSPECT_S = 5.0
 # <= 1 s reconnect backoff) answers then; a lost quorum still fails in about a second.
 READ_QUORUM_ROUNDS_MAX = 3
 READ_RETRY_PAUSE_S = 0.6
-# Single-copy reads (read_mode = "single", compute_node/read_core.py): copies tried one after
+# Single-copy reads (read_mode = "single", compute_node/cluster/read_core.py): copies tried one after
 # another (a failed, lagging or slower-than-the-hedge copy hands over to the next) before the
 # read falls back to a quorum read; at least 2, so one failure never costs the fallback. A copy
 # that refused a read as not caught up is asked after every other copy for READ_BEHIND_S.
 READ_SINGLE_COPIES_MAX = 3
 READ_BEHIND_S = 1.0
-# Read streams (compute_node/read_stream.py, storage ReadStream): the Gets and Scans of every
+# Read streams (compute_node/cluster/read_stream.py, storage ReadStream): the Gets and Scans of every
 # session of a compute node to one storage copy share one stream, each message carrying whatever
 # was queued when the last one left. Ops per message, and bytes of keys per message:
 READ_STREAM_BATCH_MAX = 512
@@ -427,7 +427,7 @@ INITIAL_LEADER_SILENCE_MS = 3_000
 # One Commit attempt from a compute node: below COMMIT_TIMEOUT_S so that a hung (SIGSTOPped)
 # leader leaves time to resend to the next one. A resend is always safe (same txn_id).
 COMMIT_ATTEMPT_TIMEOUT_S = 3.0
-# --- compute -> adjudicator commit stream (compute_node/commit_stream.py) ---
+# --- compute -> adjudicator commit stream (compute_node/cluster/commit_stream.py) ---
 # Requests per CommitBatch message and bytes per message (at least one request always goes).
 COMMIT_STREAM_BATCH_MAX = 256
 COMMIT_STREAM_BATCH_BYTES = 16 * 1024 * 1024
@@ -501,7 +501,7 @@ STATEMENT_CACHE_INSTANCES_MAX = 128
 # read twice is asked once); beyond it reads still work, uncached.
 TXN_READ_CACHE_KEYS_MAX = 10_000
 
-# --- Scan pushdown (storage_node/pushdown.py) --------------------------------------
+# --- Scan pushdown (quorumdb/pushdown.py) --------------------------------------
 # Live keys one filtered Scan call examines: bounds a copy's work per call (decode + predicate
 # run on the storage event loop, ~2.3 us a row measured: ~9 ms) even when almost nothing
 # matches; the reply then carries resume_key.
@@ -554,7 +554,7 @@ CONSOLE_REQUEST_BYTES_MAX = 4096
 # Prometheus server to exit after SIGTERM.
 PROMETHEUS_SCRAPE_INTERVAL_S = 5
 PROMETHEUS_STOP_TIMEOUT_S = 10.0
-# The writer endpoint (quorumdb/haproxy.py): HAProxy asks each compute node's /role this often
+# The writer endpoint (tools/haproxy.py): HAProxy asks each compute node's /role this often
 # (a demoted writer is out after HAPROXY_CHECK_FALL failed checks: about a second), with this
 # deadline per check; a connection to a node must open within HAPROXY_CONNECT_TIMEOUT_S; an idle
 # client session is closed after HAPROXY_SESSION_IDLE_S (the PostgreSQL endpoint's own lifetime,
@@ -570,7 +570,7 @@ HAPROXY_CONNECTIONS_MAX = 4096
 HAPROXY_CHECK_CONFIG_TIMEOUT_S = 10.0
 HAPROXY_START_TIMEOUT_S = 10.0
 HAPROXY_STOP_TIMEOUT_S = 10.0
-# EXPLAIN ANALYZE (compute_node/trace.py): storage reads and copies one statement's trace records
+# EXPLAIN ANALYZE (compute_node/cluster/trace.py): storage reads and copies one statement's trace records
 # (a statement reading more shows the first ones and counts the rest).
 TRACE_READS_MAX = 64
 TRACE_COPIES_MAX = 256
@@ -621,7 +621,7 @@ assert COPY_STREAM_CHUNK_ROWS <= COPY_ROWS_MAX and COPY_STREAM_CHUNK_BYTES <= CO
 
 # --- Global Database (docs/REGIONS.md) ---
 # A compute node of a region asks its adjudicator leader for the region's role and replicated
-# point this often (compute_node/region_view.py), and each call has this deadline.
+# point this often (compute_node/cluster/region_view.py), and each call has this deadline.
 REGION_POLL_MS = 100
 # ... and this often while the region accepts writes (the primary: only a switchover or failover
 # changes its view; HAProxy checks /role every 500 ms anyway).

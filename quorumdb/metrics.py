@@ -18,11 +18,11 @@ exposition format. `GET /metrics?name[]=a&name[]=b` answers only those samples (
 own endpoint does): the console polls every node every second and needs a handful.
 
 The same server answers `GET /role` on compute nodes, the health check of the writer endpoint
-(quorumdb/haproxy.py): `200 writer` when the node's region accepts commits, `503 <role>`
-otherwise (reader, fenced, ... : compute_node/region_view.py). The compute node registers the
+(tools/haproxy.py): `200 writer` when the node's region accepts commits, `503 <role>`
+otherwise (reader, fenced, ... : compute_node/cluster/region_view.py). The compute node registers the
 callback (`NodeMetrics.set_role`); other nodes have none and answer 404.
 
-A node process has one `NodeMetrics` (`install`, called by quorumdb.node when the cluster file
+A node process has one `NodeMetrics` (`install`, called by tools.node when the cluster file
 says `metrics = true`, the default); `current()` gives it to the service that wants to register
 its collector or a histogram. With metrics off, `current()` is None and nothing is measured.
 
@@ -223,7 +223,7 @@ _current: NodeMetrics | None = None
 
 
 def install(name: str, service: str, az: str) -> NodeMetrics:
-    """Make this process's NodeMetrics (quorumdb.node, before the service starts)."""
+    """Make this process's NodeMetrics (tools.node, before the service starts)."""
     global _current
     _current = NodeMetrics(name, service, az)
     return _current

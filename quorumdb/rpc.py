@@ -20,7 +20,7 @@ before it serves; from then on:
   cut ends it at once (the handler is cancelled, also while it waits on its request
   iterator, and the call ends UNAVAILABLE). Nothing is done per streamed message.
 
-With metrics on (`set_server_histograms`, called by quorumdb.node), the wrapper of a unary
+With metrics on (`set_server_histograms`, called by tools.node), the wrapper of a unary
 handler also observes each call's duration in a per-method histogram (quorumdb/metrics.py): two
 clock reads and a bisect per call, in the wrapper that exists anyway; streams are timed per
 message by the services that know what a message is.
@@ -99,7 +99,7 @@ _cross_az_wait_s: float = 0.0
 # The rules file's stat when the identity last read it (the watcher re-reads on change).
 _identity_signature: tuple[int, int, int] | None = None
 # Per-method latency histograms of the unary calls this node serves (quorumdb/metrics.py):
-# set by quorumdb.node when the cluster has metrics on; None: nothing is timed.
+# set by tools.node when the cluster has metrics on; None: nothing is timed.
 _server_histograms = None
 # This process's region of a Global Database and the WAN rules it obeys (quorumdb/wan.py);
 # None outside a node process, and for a cluster without regions.
@@ -177,7 +177,7 @@ async def watch_rules(stop: asyncio.Event, state: netfault.PartitionState | None
                       signature: Any = ..., wan_state: wan.WanState | None = None) -> None:
     """Keep `state` (default: this process's identity) in step with the rules file until `stop`.
 
-    With `wan_state` (a node of a region: quorumdb.node passes its region identity), the same
+    With `wan_state` (a node of a region: tools.node passes its region identity), the same
     wake-up also polls the WAN rules (`watch_wan`): one timer per node instead of two, which is
     most of what following the files costs an idle node.
     """
@@ -320,7 +320,7 @@ class _RefusedCall:
 
     Awaiting, reading and iterating raise the partition error (UNAVAILABLE), as on an RPC that
     failed; cancel() is a no-op. Writing raises it too, where grpc would raise InvalidStateError
-    for a finished call: the writers (journal/writer.py, compute_node/commit_stream.py) handle
+    for a finished call: the writers (journal/writer.py, compute_node/cluster/commit_stream.py) handle
     both, and this one says why. It is returned rather than raised from `stub.X(...)` because
     callers create a call first and handle its errors where they use it (journal/follower.py,
     storage_node/main.py's checkpoint fetch and gathered reports).
@@ -569,7 +569,7 @@ def cross_az_wait_s(target: str, state: netfault.PartitionState | None = None) -
     """The simulated round trip to node `target` (0 within an AZ, for tools, or when not set).
 
     `state`: whose distance (default this process's identity). The interceptors wait it once
-    per call, so once per stream; the commit and append streams (compute_node/commit_stream.py,
+    per call, so once per stream; the commit and append streams (compute_node/cluster/commit_stream.py,
     journal/writer.py) also wait it before each message they send.
     """
     state = state if state is not None else _identity

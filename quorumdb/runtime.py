@@ -15,7 +15,7 @@ asks here which transport to use), never directly:
     runtime.simulated()          True inside the deterministic simulation
 
 A node process uses `REAL`: gRPC, the operating system's files, worker threads, the system
-clocks, no faults. The deterministic simulation (`quorumdb/sim/`) runs every node of a cluster
+clocks, no faults. The deterministic simulation (`tools/sim/`) runs every node of a cluster
 in one process and gives each node's tasks its own `Runtime` through a context variable, so the
 roles' real code runs on a simulated network, disk and clock under one seed.
 """

@@ -1,6 +1,6 @@
 """A storage node process: restore from checkpoint + local log, follow the journal, heal, serve reads.
 
-`serve(cluster, node, stop)` (called by quorumdb.node):
+`serve(cluster, node, stop)` (called by tools.node):
   1. opens the local segment log (cutting a torn tail) and starts the gRPC server
      (Status answers "degraded: replaying local log" meanwhile);
   2. loads the newest valid checkpoint and replays the log after it (service.py);

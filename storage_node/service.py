@@ -41,7 +41,8 @@ import grpc
 from quorumdb import limits, runtime
 from quorumdb.config import NodeConfig
 from quorumdb.pb import common_pb2, storage_pb2, storage_pb2_grpc
-from storage_node import backup_core, checkpoint, pushdown
+from quorumdb import pushdown
+from storage_node import backup_core, checkpoint
 from storage_node.core import CheckpointView, Readiness, Record, Segment
 from storage_node.store import CheckpointStore, LoadedCheckpoint, SegmentLog
 

@@ -11,7 +11,7 @@ import pathlib
 
 import pytest
 
-from quorumdb.launcher import Cluster
+from tools.launcher import Cluster
 from tests.differential.pgserver import PostgresMissing, PostgresServer
 from tests.util import make_config
 

@@ -7,7 +7,7 @@ import time
 
 from compute_node.pgwire.server import PgConfig, PgServer
 from compute_node.service import CommitTracker
-from compute_node.session import Session
+from compute_node.sessions.session import Session
 from quorumdb import tokens
 from tests.sql_memory_backend import MemoryBackend
 

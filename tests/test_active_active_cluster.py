@@ -20,7 +20,7 @@ import quorumdb
 from quorumdb import config as config_mod
 from quorumdb import regions
 from quorumdb.client import DatabaseError
-from quorumdb.jepsen.regions import run_regions
+from tools.jepsen.regions import run_regions
 from tests.test_cli import UpProcess, run_cli
 from tests.test_global_cluster import _port_free, up_regions
 from tests.util import free_base_port

@@ -18,13 +18,13 @@ import time
 
 import pytest
 
-from quorumdb import cli
+from tools import cli
 from quorumdb import config as config_mod
 from quorumdb import regions as regions_mod
-from quorumdb import supervisor as supervisor_mod
+from tools import supervisor as supervisor_mod
 from quorumdb import wan
-from quorumdb.bench import command as bench_command
-from quorumdb.launcher import PORT_BLOCK, free_base_ports
+from tools.bench import command as bench_command
+from tools.launcher import PORT_BLOCK, free_base_ports
 from quorumdb.pb import common_pb2
 from tests.test_chaos import FakeCluster
 from tests.test_cli import UpProcess, process_alive, run_cli, wait_all_gone
@@ -73,7 +73,7 @@ def test_up_with_a_witness_lays_out_two_peers_and_a_journal_only_witness(tmp_pat
     report = cli.ready_report(w1, {}, {"journal-az1": 123}, cli.supervisor_address_of(w1), final_line=False)
     assert "SQL endpoints" not in report and "PostgreSQL endpoints" not in report and "journal-az1" in report
     assert "metrics: http://127.0.0.1:21160/metrics .. :21162" in report
-    from quorumdb import prometheus
+    from tools import prometheus
 
     assert prometheus.address(w1) == ("127.0.0.1", 21_176)
     assert prometheus.scrape_config(w1).count("targets:") == 3 and "127.0.0.1:21162" in prometheus.scrape_config(w1)
@@ -129,9 +129,9 @@ def test_bad_active_active_arguments_are_refused_and_nothing_is_written(tmp_path
 
 
 def test_the_read_wait_grows_with_the_wan_and_reaches_the_storage_copies():
-    from compute_node.storage_reader import StorageReader, _wait_ms
+    from compute_node.cluster.storage_reader import StorageReader, _wait_ms
     from quorumdb import rpc
-    from quorumdb.launcher import active_active_read_wait_ms
+    from tools.launcher import active_active_read_wait_ms
 
     assert active_active_read_wait_ms(5) == 500 and active_active_read_wait_ms(75) == 1200
     cluster = config_mod.default_cluster("/tmp/unused-aa", 21_000, read_wait_ms=700)
@@ -142,7 +142,7 @@ def test_the_read_wait_grows_with_the_wan_and_reaches_the_storage_copies():
 
 
 def test_the_failover_timeout_grows_with_the_wan():
-    from quorumdb.launcher import active_active_failover_timeout_ms
+    from tools.launcher import active_active_failover_timeout_ms
 
     assert active_active_failover_timeout_ms(0) == 1000
     assert active_active_failover_timeout_ms(25) == 1200

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from adjudicator.core import CommittedTxn, ConflictChecker, Outcome, TxnRequest
 from adjudicator.service import Role
-from compute_node.adjudicator_client import outcome_error
+from compute_node.cluster.adjudicator_client import outcome_error
 from quorumdb import errors
 from quorumdb.pb import adjudicator_pb2, common_pb2
 from tests.test_adjudicator_service import commit_request, harness, wait_for  # noqa: F401 - the fixture

@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from quorumdb.clock import Clock
-from quorumdb.launcher import Cluster
+from tools.launcher import Cluster
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2
 from tests.conftest import dump_logs
 from tests.util import make_config

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from quorumdb import cli, timefmt
+from quorumdb import timefmt
+from tools import cli
 from quorumdb.config import default_nodes
-from quorumdb.dr import backtrack
+from tools.dr import backtrack
 from quorumdb.pb import common_pb2
 
 NOW = timefmt.parse_utc("2026-12-01T13:40:00.250Z")

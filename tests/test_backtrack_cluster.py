@@ -22,7 +22,7 @@ import pytest
 
 from quorumdb import timefmt
 from quorumdb.client import DatabaseError, connect
-from quorumdb.launcher import node_status
+from tools.launcher import node_status
 
 pytestmark = pytest.mark.cluster
 
@@ -32,7 +32,7 @@ TABLES = ("keep", "drop_me", "wipe")
 
 def cli(cluster, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "quorumdb.cli", *args, "--data-dir", str(cluster.config.data_dir)],
+    return subprocess.run([sys.executable, "-m", "tools.cli", *args, "--data-dir", str(cluster.config.data_dir)],
                           capture_output=True, text=True, timeout=180, env=env, cwd=str(ROOT), check=False)
 
 
@@ -115,7 +115,7 @@ def test_backtrack_undoes_drop_and_delete_survives_sigkill_and_moves_forward(clu
     # waits: it applies the entry from the journal like any other, with the same outcome.
     cluster.kill("storage-az3-b")
     command = subprocess.Popen(
-        [sys.executable, "-m", "quorumdb.cli", "backtrack", "--to-time", to_t, "--data-dir",
+        [sys.executable, "-m", "tools.cli", "backtrack", "--to-time", to_t, "--data-dir",
          str(cluster.config.data_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=str(ROOT))
     try:

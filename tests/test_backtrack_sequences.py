@@ -7,7 +7,7 @@ generation (keys.version_after_backtrack), and a node drops its ranges when its 
 the generation change; ordinary DDL (version + 1) keeps them, so serial columns have no gaps."""
 from __future__ import annotations
 
-from compute_node.session import Session
+from compute_node.sessions.session import Session
 from compute_node.sql.engine import Engine
 from quorumdb import keys
 from tests.sql_memory_backend import MemoryBackend

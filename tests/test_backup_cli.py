@@ -3,7 +3,7 @@
 The stores are filled the way storage copies fill them (quorumdb/backup_layout.py): real
 checkpoint bytes of a storage Segment (storage_node/checkpoint.encode), real log objects of
 journal Entries (backup_layout.encode_log), manifests; then the commands run as a user runs
-them (argv through quorumdb.cli's parser), with `now` passed in so that every printed field has
+them (argv through tools.cli's parser), with `now` passed in so that every printed field has
 one right value. tests/test_backup_cli_cluster.py runs them against a cluster's own uploader.
 """
 from __future__ import annotations
@@ -17,10 +17,11 @@ import grpc
 import pytest
 
 from quorumdb import backup_layout as layout
-from quorumdb import cli, timefmt
+from quorumdb import timefmt
+from tools import cli
 from quorumdb import config as config_mod
-from quorumdb import supervisor as supervisor_mod
-from quorumdb.dr import backup_cli, locate
+from tools import supervisor as supervisor_mod
+from tools.dr import backup_cli, locate
 from quorumdb.objectstore import LocalStore
 from quorumdb.pb import common_pb2, supervisor_pb2, supervisor_pb2_grpc
 from storage_node import checkpoint

@@ -17,10 +17,10 @@ import time
 import pytest
 
 from quorumdb import backup_layout as layout
-from quorumdb import cli
-from quorumdb import supervisor as supervisor_mod
+from tools import cli
+from tools import supervisor as supervisor_mod
 from quorumdb.client import connect
-from quorumdb.dr import backup_cli
+from tools.dr import backup_cli
 from quorumdb.objectstore import open_store
 from storage_node import checkpoint
 

@@ -20,10 +20,10 @@ import pytest
 
 from quorumdb import client as qclient
 from quorumdb import timefmt
-from quorumdb.cli import build_parser
-from quorumdb.dr import restore as restore_mod
-from quorumdb.jepsen.nemesis import find_leader
-from quorumdb.launcher import Cluster, free_base_port, node_status
+from tools.cli import build_parser
+from tools.dr import restore as restore_mod
+from tools.jepsen.nemesis import find_leader
+from tools.launcher import Cluster, free_base_port, node_status
 from storage_node import backup_core
 
 pytestmark = pytest.mark.cluster

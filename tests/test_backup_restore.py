@@ -14,7 +14,7 @@ import pytest
 from quorumdb import backup_layout as layout
 from quorumdb import config as config_mod
 from quorumdb import timefmt
-from quorumdb.dr import restore as restore_mod
+from tools.dr import restore as restore_mod
 from quorumdb.objectstore import LocalStore
 from quorumdb.pb import common_pb2
 from storage_node import backup_core, checkpoint
@@ -301,7 +301,7 @@ def test_log_the_gate_kept_goes_when_the_upload_catches_up(tmp_path):
 
 # --- bad input ---------------------------------------------------------------------------------
 def run_cli(*argv: str) -> tuple[int, str, str]:
-    from quorumdb.cli import build_parser
+    from tools.cli import build_parser
 
     out, err = io.StringIO(), io.StringIO()
     args = build_parser().parse_args(["restore", *argv])

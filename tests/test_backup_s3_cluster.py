@@ -13,9 +13,9 @@ import pytest
 
 from quorumdb import client as qclient
 from quorumdb import config as config_mod
-from quorumdb.cli import build_parser, main as cli_main
-from quorumdb.dr import restore as restore_mod
-from quorumdb.launcher import Cluster, free_base_port
+from tools.cli import build_parser, main as cli_main
+from tools.dr import restore as restore_mod
+from tools.launcher import Cluster, free_base_port
 from tests.s3server import _new_bucket, aws_env, moto_endpoint  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.cluster

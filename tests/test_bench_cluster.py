@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from quorumdb.bench import workloads
+from tools.bench import workloads
 
 pytestmark = pytest.mark.cluster
 
@@ -21,7 +21,7 @@ RUN_TIMEOUT_S = 120.0  # python start-up + table setup + 1.5 s of load, on a loa
 
 def bench(cluster, *args: str) -> subprocess.CompletedProcess:
     port = cluster.config.node("compute-az1").port
-    command = [sys.executable, "-m", "quorumdb.cli", "bench", "--base-port", str(port), *args]
+    command = [sys.executable, "-m", "tools.cli", "bench", "--base-port", str(port), *args]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
 
 
@@ -42,7 +42,7 @@ def test_every_workload_reports_sane_numbers(shared_cluster, workload):
         <= report["latency_ms_max"]
     assert report["aborts"] >= 0
     assert len(report["endpoints"]) == 3  # --base-port means the cluster's three compute nodes
-    # the bench's own CPU over the measured window (bench/compare's load-generator column)
+    # the bench's own CPU over the measured window (tools/bench/compare's load-generator column)
     assert report["warmup_ops"] >= 0
     assert report["client_cpu_s"] >= 0 and report["client_cpu_ms_per_op"] >= 0
     assert "[" not in done.stderr  # --json: no progress lines
@@ -72,7 +72,7 @@ def test_setup_is_idempotent_and_the_data_is_there(shared_cluster):
 
 
 def test_unreachable_cluster_fails_fast_with_a_message():
-    done = subprocess.run([sys.executable, "-m", "quorumdb.cli", "bench", "--workload", "point-read", "--port", "1",
+    done = subprocess.run([sys.executable, "-m", "tools.cli", "bench", "--workload", "point-read", "--port", "1",
                            "--duration", "1", "--timeout", "2"],
                           cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert done.returncode == 1

@@ -1,4 +1,4 @@
-"""bench/compare's pgbench side against a real cluster: the custom scripts run through the
+"""tools/bench/compare's pgbench side against a real cluster: the custom scripts run through the
 PostgreSQL endpoint of all three compute nodes, their per-transaction logs are read back, and the
 cluster's node processes are found for CPU accounting. No timed assertions (2 shared cores)."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from bench import compare_main, pgbench_load, procstat, report
+from tools.bench import compare_main, pgbench_load, procstat, report
 
 pytestmark = [pytest.mark.cluster,
               pytest.mark.skipif(shutil.which("pgbench") is None,
@@ -24,7 +24,7 @@ TIMEOUT_S = 120.0  # python start-up + set-up + 2 s of load, on a loaded 2-core 
 
 
 def _quorumdb(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "quorumdb.cli", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tools.cli", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=TIMEOUT_S)
 
 

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from quorumdb import client as client_mod
-from quorumdb.bench import command, runner, stats, workloads
+from tools.bench import command, runner, stats, workloads
 
 
 def test_empty_histogram_reports_zeros():

@@ -19,7 +19,8 @@ import grpc
 import pytest
 
 from quorumdb import config as config_mod
-from quorumdb import netfault, supervisor as supervisor_mod
+from quorumdb import netfault
+from tools import supervisor as supervisor_mod
 from quorumdb.pb import common_pb2
 from tests.test_cli import UpProcess, process_alive, run_cli, run_qsql, wait_all_gone
 from tests.util import free_base_port
@@ -50,7 +51,7 @@ class FakeCluster:
         self.signals: list[tuple[str, str]] = []
 
     def names(self):
-        from quorumdb.launcher import Cluster
+        from tools.launcher import Cluster
         return Cluster.names(self)
 
     def start(self, names=None):
@@ -192,7 +193,7 @@ def test_chaos_without_a_running_up_fails_clearly():
 
 # --- end to end: `quorumdb up` + `quorumdb chaos` in subprocesses ---------------------------------
 def chaos(base: int, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "quorumdb.cli", "chaos", "--base-port", str(base), *args],
+    return subprocess.run([sys.executable, "-m", "tools.cli", "chaos", "--base-port", str(base), *args],
                           capture_output=True, text=True, timeout=timeout_s)
 
 
@@ -233,7 +234,7 @@ def insert_through(port: int, key: int):
 
 @pytest.mark.cluster
 def test_up_and_chaos_end_to_end(tmp_path):
-    pytest.importorskip("compute_node.session", reason="the compute node's SQL layer is not there yet")
+    pytest.importorskip("compute_node.sessions.session", reason="the compute node's SQL layer is not there yet")
     base = free_base_port()
     up = UpProcess(tmp_path / "data", base)
     pids: dict[str, int] = {}

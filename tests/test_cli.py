@@ -21,9 +21,9 @@ import time
 
 import pytest
 
-from quorumdb import cli
+from tools import cli
 from quorumdb import config as config_mod
-from quorumdb.launcher import Cluster
+from tools.launcher import Cluster
 from tests.util import free_base_port, make_config
 
 UP_READY_TIMEOUT_S = 180.0
@@ -32,12 +32,12 @@ QSQL_TIMEOUT_S = 60.0
 
 
 def run_cli(*args: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "quorumdb.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tools.cli", *args], capture_output=True, text=True,
                           timeout=timeout_s)
 
 
 def run_qsql(port: int, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "quorumdb.qsql", "-p", str(port), "-X", *args],
+    return subprocess.run([sys.executable, "-m", "tools.qsql", "-p", str(port), "-X", *args],
                           capture_output=True, text=True, timeout=QSQL_TIMEOUT_S)
 
 
@@ -114,7 +114,7 @@ class UpProcess:
         self.lines: queue.Queue[str | None] = queue.Queue(maxsize=10_000)
         self.output: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "quorumdb.cli", "up", "--data-dir", str(data_dir), "--base-port", str(base_port),
+            [sys.executable, "-m", "tools.cli", "up", "--data-dir", str(data_dir), "--base-port", str(base_port),
              *options],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
@@ -213,7 +213,7 @@ def run_up_session(data_dir: pathlib.Path, base_port: int, check) -> str:
 
 @pytest.mark.cluster
 def test_up_end_to_end_then_restart_keeps_rows(tmp_path):
-    pytest.importorskip("compute_node.session", reason="the compute node's SQL layer is not there yet")
+    pytest.importorskip("compute_node.sessions.session", reason="the compute node's SQL layer is not there yet")
     data_dir = tmp_path / "data"
     base = free_base_port()
 

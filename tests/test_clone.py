@@ -8,11 +8,12 @@ import pathlib
 
 import pytest
 
-from quorumdb import cli, limits, timefmt
+from quorumdb import limits, timefmt
+from tools import cli
 from quorumdb import config as config_mod
-from quorumdb.dr import clone as clone_mod
-from quorumdb.dr.clone import CheckpointFile, CloneError, CopyView
-from quorumdb.launcher import free_base_port
+from tools.dr import clone as clone_mod
+from tools.dr.clone import CheckpointFile, CloneError, CopyView
+from tools.launcher import free_base_port
 from quorumdb.pb import common_pb2
 from storage_node import checkpoint
 from storage_node.core import Segment

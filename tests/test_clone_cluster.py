@@ -15,10 +15,11 @@ import time
 
 import pytest
 
-from quorumdb import cli, client, timefmt
+from quorumdb import client, timefmt
+from tools import cli
 from quorumdb import config as config_mod
-from quorumdb.dr import clone as clone_mod
-from quorumdb.launcher import Cluster, free_base_port
+from tools.dr import clone as clone_mod
+from tools.launcher import Cluster, free_base_port
 from tests.conftest import READY_TIMEOUT_S, dump_logs, start_cluster
 from tests.test_clone import rebuilt_state
 

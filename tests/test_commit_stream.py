@@ -1,4 +1,4 @@
-"""The compute node's commit stream (compute_node/commit_stream.py): batching and failure meaning.
+"""The compute node's commit stream (compute_node/cluster/commit_stream.py): batching and failure meaning.
 
 The pure parts are tested directly; the batching against the fake adjudicator of
 test_compute_transport (a real gRPC server), and against a real cluster in the e2e tests.
@@ -10,8 +10,8 @@ import asyncio
 import grpc
 import pytest
 
-from compute_node.adjudicator_client import AdjudicatorClient
-from compute_node.commit_stream import SendFailure, failure_kind, take_batch
+from compute_node.cluster.adjudicator_client import AdjudicatorClient
+from compute_node.cluster.commit_stream import SendFailure, failure_kind, take_batch
 from quorumdb import limits
 from tests.test_compute_transport import WRITES, fake  # noqa: F401  (the fixture)
 

@@ -1,4 +1,4 @@
-"""Pure parts of bench/compare: parsing pgbench and `quorumdb bench --json`, percentiles, ratios,
+"""Pure parts of tools/bench/compare: parsing pgbench and `quorumdb bench --json`, percentiles, ratios,
 the markdown tables, the pgbench scripts and per-transaction logs, CPU accounting from
 /proc/PID/stat text, the read-mode check, and the HTTP/1.1 framing of the etcd load generator.
 No processes, no timing."""
@@ -9,8 +9,8 @@ import random
 
 import pytest
 
-from bench import compare_main, etcd_load, peers, pgbench_load, procstat, report
-from quorumdb.bench import workloads
+from tools.bench import compare_main, etcd_load, peers, pgbench_load, procstat, report
+from tools.bench import workloads
 
 PGBENCH_15 = """\
 pgbench (15.18 (Debian 15.18-0+deb12u1))
@@ -237,20 +237,20 @@ def test_figure_rows_cover_every_quorumdb_run_with_both_clients():
 def test_markdown_report_has_every_row_and_says_na():
     figures = _figures()
     del figures["etcd"]
-    result = {"date": "2026-11-22 10:00 UTC", "command": "bench/compare --duration 10", "duration_s": 10.0,
+    result = {"date": "2026-11-22 10:00 UTC", "command": "tools/bench/compare --duration 10", "duration_s": 10.0,
               "warmup_s": 2.0, "pgbench_mode": "extended", "tpcb_scale": 8,
               "machine": {"nproc": 2, "cpu_model": "X", "memory_gib": 8.0, "kernel": "6.1", "python": "3.11.7"},
               "versions": {"etcd": None, "postgres": "15.18", "quorumdb": "abc123"},
               "load_average_1m": {"start": 0.3}, "figures": figures, "ratios": report.compute_ratios(figures)}
     text = report.markdown_report(result)
-    assert "`bench/compare --duration 10`" in text
+    assert "`tools/bench/compare --duration 10`" in text
     assert "PostgreSQL 15.18" in text and "etcd n/a" in text
     assert "pgbench protocol `-M extended`" in text
     assert "quorum cluster 0.30 cores over 8.0 s (journal 0.10, storage 0.20)" in text
     assert ("| QuorumDB | quorumdb bench | quorum | point-write | 64 | 1,250.0 | n/a | n/a | 0 | 0 | 1.20 | 0.150 |"
             in text)
     assert "| PostgreSQL | pgbench | - | TPC-B (-b tpcb-like) | 8 | 2,000.0 | avg 3.20 |" in text
-    assert "| etcd 3 members | bench/etcd_load.py | - | put (v3 JSON gateway) | 64 | n/a |" in text
+    assert "| etcd 3 members | tools/bench/etcd_load.py | - | put (v3 JSON gateway) | 64 | n/a |" in text
     assert "| QuorumDB | pgbench -M extended | single | point-read | 64 | n/a |" in text
     rows_per_target = 2 * (len(report.TARGETS) - 1) + 1  # a row per client; idle is one row
     same_rows = len(report.SAME_SCRIPT_RUNS) * len(report.SAME_SCRIPT_MODES)
@@ -518,9 +518,9 @@ def test_cpu_delta_sums_every_process_and_groups_by_node_kind():
 
 def test_cluster_nodes_are_found_by_their_config_file():
     cmdlines = {
-        10: ["python3", "-m", "quorumdb.node", "--config", "/tmp/a/qdb-quorum/cluster.toml", "--name", "journal-az1"],
-        11: ["python3", "-m", "quorumdb.node", "--config", "/tmp/b/cluster.toml", "--name", "journal-az1"],
-        12: ["python3", "-m", "quorumdb.cli", "up", "--data-dir", "/tmp/a/qdb-quorum"],
+        10: ["python3", "-m", "tools.node", "--config", "/tmp/a/qdb-quorum/cluster.toml", "--name", "journal-az1"],
+        11: ["python3", "-m", "tools.node", "--config", "/tmp/b/cluster.toml", "--name", "journal-az1"],
+        12: ["python3", "-m", "tools.cli", "up", "--data-dir", "/tmp/a/qdb-quorum"],
         13: [],
     }
     found = procstat.cluster_node_pids(pathlib.Path("/tmp/a/qdb-quorum/cluster.toml"), pids=cmdlines,

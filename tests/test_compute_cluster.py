@@ -13,9 +13,9 @@ import time
 import grpc
 import pytest
 
-from compute_node.backend import QuorumBackend
+from compute_node.cluster.backend import QuorumBackend
 from quorumdb import errors, limits, rpc
-from quorumdb.launcher import Cluster
+from tools.launcher import Cluster
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2
 from tests.conftest import READY_TIMEOUT_S, dump_logs
 from tests.util import make_config
@@ -136,7 +136,7 @@ def compute_connection(cluster: Cluster, index: int = 0):
 
 def take_over(cluster: Cluster) -> str:
     """Make a standby adjudicator lead (TakeOver RPC); returns its name once it says it leads."""
-    from quorumdb.launcher import node_status
+    from tools.launcher import node_status
 
     old_leader = next(
         n.name for n in cluster.config.adjudicators if (s := node_status(n)) is not None and s.role == "leader"

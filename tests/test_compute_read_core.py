@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from compute_node import read_core
-from compute_node.read_core import ScanPage, Version
+from compute_node.cluster import read_core
+from compute_node.cluster.read_core import ScanPage, Version
 
 COPIES = [
     ("storage-az1-a", "az1"), ("storage-az1-b", "az1"),

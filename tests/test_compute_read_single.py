@@ -9,7 +9,7 @@ import dataclasses
 
 import pytest
 
-from compute_node.storage_reader import StorageReader
+from compute_node.cluster.storage_reader import StorageReader
 from quorumdb import errors, limits
 from tests.test_compute_transport import DATA, FakeCluster
 

@@ -12,9 +12,9 @@ import logging
 import grpc
 import pytest
 
-from compute_node import adjudicator_client
-from compute_node.adjudicator_client import AdjudicatorClient
-from compute_node.storage_reader import StorageReader
+from compute_node.cluster import adjudicator_client
+from compute_node.cluster.adjudicator_client import AdjudicatorClient
+from compute_node.cluster.storage_reader import StorageReader
 from quorumdb import config as config_mod
 from quorumdb import errors, limits, rpc
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2, storage_pb2, storage_pb2_grpc
@@ -315,7 +315,7 @@ async def test_stale_copy_loses_and_disagreement_is_logged(fake, caplog):
     stale = FakeStorage({b"k2": [(10, b"old")]})
     fake.storages["storage-az1-a"].data = stale.data
     reader = StorageReader(fake.config, "az1", fake.channels)
-    with caplog.at_level(logging.WARNING, logger="compute_node.storage_reader"):
+    with caplog.at_level(logging.WARNING, logger="compute_node.cluster.storage_reader"):
         assert (await reader.get_many([b"k2"], ts=25)) == {b"k2": b"new"}
     assert any("disagree" in record.message for record in caplog.records)
 

@@ -23,7 +23,7 @@ import urllib.request
 import pytest
 
 from quorumdb import config as config_mod
-from quorumdb import observe
+from tools import observe
 from quorumdb.pb import supervisor_pb2, supervisor_pb2_grpc
 from tests.test_cli import UP_READY_TIMEOUT_S, UpProcess, run_cli, wait_all_gone
 from tests.util import free_base_port
@@ -124,7 +124,7 @@ def test_top_in_a_terminal(up):
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed")
     session = f"quorumdb-top-{os.getpid()}"
-    command = f"{sys.executable} -m quorumdb.cli top --data-dir {cluster.data_dir} --interval 0.5"
+    command = f"{sys.executable} -m tools.cli top --data-dir {cluster.data_dir} --interval 0.5"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "170", "-y", "40", command],
                    check=True, timeout=10)
     try:

@@ -1,10 +1,10 @@
-"""compute_node/copy.py on the engine Session over the in-memory backend (no protocol): the schema
+"""compute_node/sessions/copy.py on the engine Session over the in-memory backend (no protocol): the schema
 cache, the snapshot the batches share, and the first read of more than GET_KEYS_MAX keys."""
 from __future__ import annotations
 
 import asyncio
 
-from compute_node.session import Session
+from compute_node.sessions.session import Session
 from compute_node.sql.engine import Engine
 from compute_node.sql.transaction import Transaction
 from quorumdb import copyformat, keys, limits
@@ -93,7 +93,7 @@ def test_copy_in_a_block_reads_its_own_writes_and_checks_against_them():
 
 
 def test_render_writes_values_as_postgresql_prints_them_in_whole_record_chunks():
-    from compute_node import copy as copy_mod
+    from compute_node.sessions import copy as copy_mod
 
     columns = [("id", "integer"), ("r", "real"), ("d", "double precision"), ("ok", "boolean"), ("b", "bytea"),
                ("n", "numeric")]

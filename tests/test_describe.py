@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from compute_node.session import Session
+from compute_node.sessions.session import Session
 from compute_node.sql import types
 from quorumdb import errors
 from quorumdb.errors import SqlError

@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from quorumdb import config as config_mod
-from quorumdb import healthcheck, limits, rpc
+from quorumdb import limits, rpc
+from tools import healthcheck
 from tests.util import free_base_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -60,7 +61,7 @@ def test_compose_services_are_the_nodes_attached_labelled_published_and_on_volum
                                      "quorumdb.node": node.name}
         assert service["networks"] == [node.az, "regional"]
         assert service["restart"] == "unless-stopped"
-        assert service["healthcheck"]["test"] == ["CMD", "python3", "-m", "quorumdb.healthcheck"]
+        assert service["healthcheck"]["test"] == ["CMD", "python3", "-m", "tools.healthcheck"]
         ports = [interpolate(port) for port in service["ports"]]
         metrics_port = DOCKER_CLUSTER.metrics_port(node.name)
         expected = [f"127.0.0.1:{node.port}:{node.port}", f"127.0.0.1:{metrics_port}:{metrics_port}"]
@@ -77,9 +78,9 @@ def test_compose_services_are_the_nodes_attached_labelled_published_and_on_volum
 
 
 def test_compose_prometheus_scrapes_every_node_from_the_regional_network():
-    """The same scrape configuration as `quorumdb up --prometheus` (quorumdb/prometheus.py): one
+    """The same scrape configuration as `quorumdb up --prometheus` (tools/prometheus.py): one
     place decides what Prometheus scrapes, whichever way the cluster runs."""
-    from quorumdb import prometheus
+    from tools import prometheus
 
     service = compose_file()["services"]["prometheus"]
     assert service["profiles"] == ["metrics"] and service["networks"] == ["regional"]
@@ -146,7 +147,7 @@ def test_a_node_keeps_its_data_in_data_dir_listens_on_listen_host_and_passes_the
     cluster.write()
     node = cluster.node("journal-az1")
     process = subprocess.Popen(
-        [sys.executable, "-m", "quorumdb.node", "--config", str(cluster.config_path), "--name", node.name,
+        [sys.executable, "-m", "tools.node", "--config", str(cluster.config_path), "--name", node.name,
          "--data-dir", str(tmp_path / "data")],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

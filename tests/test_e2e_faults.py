@@ -16,7 +16,7 @@ import pytest
 from quorumdb import limits
 from quorumdb.client import DatabaseError, connect
 from quorumdb.clock import Clock
-from quorumdb.launcher import node_status
+from tools.launcher import node_status
 from quorumdb.pb import storage_pb2, storage_pb2_grpc
 
 pytestmark = pytest.mark.cluster

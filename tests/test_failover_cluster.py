@@ -26,7 +26,7 @@ import grpc
 import pytest
 
 from quorumdb import client, limits
-from quorumdb.launcher import Cluster, node_status
+from tools.launcher import Cluster, node_status
 from quorumdb.pb import journal_pb2, journal_pb2_grpc
 
 pytestmark = pytest.mark.cluster

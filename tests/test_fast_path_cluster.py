@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from quorumdb import client
-from quorumdb.launcher import node_status
+from tools.launcher import node_status
 
 pytestmark = pytest.mark.cluster
 

@@ -1,4 +1,4 @@
-"""quorumdb.format against psql's exact output.
+"""tools.format against psql's exact output.
 
 PSQL_OUTPUT below is a recorded oracle: it was captured from real psql 15.18
 (`psql -X [-A] [-t] [-x]`) against a throwaway PostgreSQL 15 server, running the
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from quorumdb import format as fmt
+from tools import format as fmt
 
 # name -> (SQL run in psql, columns (name, type), rows, command tag)
 CASES = {

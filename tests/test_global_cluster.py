@@ -215,7 +215,7 @@ def test_secondary_reads_are_never_ahead_never_backwards_and_forwarding_reads_it
     # The same through PostgreSQL's protocol (psycopg), where SET and SHOW are the bridge's.
     psycopg = pytest.importorskip("psycopg")
     cluster = gdb.cluster("eu")
-    password = subprocess.run([sys.executable, "-m", "quorumdb.cli", "token", "--user", "admin", "--data-dir",
+    password = subprocess.run([sys.executable, "-m", "tools.cli", "token", "--user", "admin", "--data-dir",
                                str(gdb.data_dir)], capture_output=True, text=True).stdout.strip()
     with psycopg.connect(host="127.0.0.1", port=cluster.pg_port(cluster.computes[0].name), user="admin",
                          password=password, dbname="postgres", autocommit=True, connect_timeout=10) as pg:
@@ -304,7 +304,7 @@ def test_switchover_under_bank_workload_loses_nothing(gdb):
     _bank_setup(gdb.connect("us"))
     writer = gdb.status()["writer_endpoint"]
     host, port = writer.rsplit(":", 1)
-    password = subprocess.run([sys.executable, "-m", "quorumdb.cli", "token", "--user", "admin", "--data-dir",
+    password = subprocess.run([sys.executable, "-m", "tools.cli", "token", "--user", "admin", "--data-dir",
                                str(gdb.cfg.region("us").data_dir)], capture_output=True, text=True).stdout.strip()
     acked: list[int] = []
     unknown: list[int] = []

@@ -24,7 +24,7 @@ import grpc
 import pytest
 
 from quorumdb import limits
-from quorumdb.launcher import Cluster
+from tools.launcher import Cluster
 from quorumdb.pb import storage_pb2
 from tests.test_storage_cluster import DEADLINE_S, SERVICES, Harness
 from tests.util import make_config

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from quorumdb import client
-from quorumdb.launcher import node_status
+from tools.launcher import node_status
 
 pytestmark = pytest.mark.cluster
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import random
 
-from compute_node.session import Session
+from compute_node.sessions.session import Session
 from tests.differential.runner import Report, run_file, split_with_lines
 from tests.sql_memory_backend import MemoryBackend
 

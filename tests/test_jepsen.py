@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from quorumdb.jepsen import checker, history, nemesis, runner
-from quorumdb.jepsen.history import FAIL, INFO, OK, Op
+from tools.jepsen import checker, history, nemesis, runner
+from tools.jepsen.history import FAIL, INFO, OK, Op
 
 NODE_NAMES = [n.name for n in runner.config_mod.default_cluster("/tmp/unused").nodes]
 

@@ -1,9 +1,9 @@
-"""The region nemesis's pure parts (quorumdb/jepsen/regions.py)."""
+"""The region nemesis's pure parts (tools/jepsen/regions.py)."""
 from __future__ import annotations
 
 import pytest
 
-from quorumdb.jepsen.regions import REGION_KINDS, region_schedule, resume_times
+from tools.jepsen.regions import REGION_KINDS, region_schedule, resume_times
 
 PEERS = ["a1", "a2"]
 
@@ -53,8 +53,8 @@ def test_the_nemesis_counts_gaps_from_the_previous_heal(tmp_path):
     import threading
     import time
 
-    from quorumdb.jepsen.history import Recorder
-    from quorumdb.jepsen.regions import RegionFault, RegionNemesis
+    from tools.jepsen.history import Recorder
+    from tools.jepsen.regions import RegionFault, RegionNemesis
 
     calls: list[tuple[float, tuple[str, ...]]] = []
     recorder = Recorder(tmp_path / "history.jsonl")

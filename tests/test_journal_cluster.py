@@ -10,7 +10,7 @@ from journal.follower import JournalFollower
 from journal.writer import Fenced, JournalUnavailable, JournalWriter
 from quorumdb import limits, rpc
 from quorumdb.clock import Clock
-from quorumdb.launcher import Cluster, node_status
+from tools.launcher import Cluster, node_status
 from quorumdb.pb import common_pb2, journal_pb2, journal_pb2_grpc
 from tests.conftest import dump_logs
 from tests.util import make_config

@@ -295,7 +295,7 @@ def test_process_identity_drives_channels_and_servers(cluster):
 def test_partition_guard_overhead_per_call(cluster):
     """Measures (prints) the cost of the partition guards on a unary call; asserts nothing timed.
 
-    bench/rpc_guard_micro.py measures CPU per call and per message, old against new."""
+    tools/bench/rpc_guard_micro.py measures CPU per call and per message, old against new."""
     calls = 2_000
 
     async def rate(channel) -> float:

@@ -21,7 +21,8 @@ from typing import Callable
 
 import pytest
 
-from quorumdb import cli, config as config_mod, launcher, limits
+from quorumdb import config as config_mod, limits
+from tools import cli, launcher
 from quorumdb.objectstore import (
     LocalStore,
     ObjectCorrupt,

@@ -22,11 +22,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from adjudicator.core import TxnRequest
 from adjudicator.metrics import CommitTimeline
 from compute_node import metrics as compute_metrics
-from compute_node import trace as trace_mod
-from compute_node.session import Session
-from quorumdb import cli, errors, metrics, observe, prometheus, rpc, tokens, top
+from compute_node.cluster import trace as trace_mod
+from compute_node.sessions.session import Session
+from quorumdb import errors, metrics, rpc, tokens
+from tools import cli, observe, prometheus, top
 from quorumdb import config as config_mod
-from quorumdb.console import server as console_server
+from tools.console import server as console_server
 from quorumdb.pb import adjudicator_pb2, common_pb2
 from tests.sql_memory_backend import MemoryBackend
 
@@ -298,12 +299,12 @@ class FakeSupervisor:
         return []
 
     def kill(self, name):
-        from quorumdb.supervisor import ActionResult
+        from tools.supervisor import ActionResult
         self.calls.append(("kill", name))
         return ActionResult(f"killed {name} (pid 1)", (name,))
 
     def heal(self):
-        from quorumdb.supervisor import ActionResult
+        from tools.supervisor import ActionResult
         self.calls.append(("heal",))
         return ActionResult("healed the network: removed 0 cut links (rules v0)", ())
 

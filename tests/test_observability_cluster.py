@@ -1,7 +1,7 @@
 """Metrics and EXPLAIN ANALYZE on a real cluster.
 
 One cluster for the module: EXPLAIN ANALYZE's phases add up to its measured total within the
-stated tolerance (compute_node/trace.py); every node's /metrics parses with Prometheus' text
+stated tolerance (compute_node/cluster/trace.py); every node's /metrics parses with Prometheus' text
 parser and its counters move as a workload runs (commits, 40001 aborts, journal appends, storage
 ingestion); a killed leader's role change shows in the standbys' metrics. The last test kills the
 leader, so it runs last.
@@ -14,9 +14,10 @@ import urllib.request
 
 import pytest
 
-from compute_node import trace as trace_mod
-from quorumdb import client, observe
-from quorumdb.launcher import Cluster
+from compute_node.cluster import trace as trace_mod
+from quorumdb import client
+from tools import observe
+from tools.launcher import Cluster
 from tests.util import make_config
 
 pytestmark = pytest.mark.cluster

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from compute_node.session import Session
+from compute_node.sessions.session import Session
 from compute_node.sql import pg_catalog
 from tests.sql_memory_backend import MemoryBackend
 from tests.test_sql_statements import fails, ok, rows

@@ -10,11 +10,12 @@ import time
 import psycopg
 import pytest
 
-from quorumdb import cli, config as config_mod
+from quorumdb import config as config_mod
+from tools import cli
 
 
 def make_token(data_dir, user: str = "admin") -> str:
-    done = subprocess.run([sys.executable, "-m", "quorumdb.cli", "token", "--user", user, "--data-dir", str(data_dir)],
+    done = subprocess.run([sys.executable, "-m", "tools.cli", "token", "--user", user, "--data-dir", str(data_dir)],
                           capture_output=True, text=True, timeout=60, check=True)
     return done.stdout.strip()
 

@@ -11,7 +11,8 @@ import struct
 import pytest
 import sqlglot
 
-from compute_node.pgwire import admission, extended, pgtypes, protocol, scram, settings
+from compute_node.pgwire import admission, extended, protocol, scram, settings
+from compute_node.sql import pgtypes
 from quorumdb import sqllex
 from compute_node.pgwire.protocol import Frontend, Phase, ProtocolViolation
 from quorumdb.errors import SqlError

@@ -1,4 +1,4 @@
-"""Scan pushdown: storage_node/pushdown.py's evaluator, read_core's merge with resume keys,
+"""Scan pushdown: quorumdb/pushdown.py's evaluator, read_core's merge with resume keys,
 and the SQL engine's use of both (compute_node/sql/pushdown.py).
 
 The evaluator is checked against the compute node's own WHERE evaluation over random
@@ -15,12 +15,12 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from compute_node import read_core
-from compute_node.session import Session
+from compute_node.cluster import read_core
+from compute_node.sessions.session import Session
 from compute_node.sql import pushdown as sql_pushdown
 from compute_node.sql.catalog import TableDef
 from quorumdb import keys, limits
-from storage_node import pushdown
+from quorumdb import pushdown
 from tests.sql_memory_backend import MemoryBackend
 
 

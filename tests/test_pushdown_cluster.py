@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from compute_node.backend import QuorumBackend
+from compute_node.cluster.backend import QuorumBackend
 from compute_node.service import CommitTracker
-from compute_node.session import Session
+from compute_node.sessions.session import Session
 from quorumdb import rpc
 
 pytestmark = pytest.mark.cluster

@@ -12,8 +12,8 @@ import itertools
 
 import pytest
 
-from quorumdb import qsql
-from quorumdb.qsql import MetaOutcome, Shell, StatementSplitter, split_statements
+from tools import qsql
+from tools.qsql import MetaOutcome, Shell, StatementSplitter, split_statements
 
 
 @dataclasses.dataclass

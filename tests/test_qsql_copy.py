@@ -10,11 +10,12 @@ import threading
 import pytest
 
 from compute_node.service import ComputeService
-from compute_node.session import Session
+from compute_node.sessions.session import Session
 from compute_node.sql.engine import Engine
 from quorumdb import client as qclient
 from quorumdb import config as config_mod
-from quorumdb import qsql, rpc
+from quorumdb import rpc
+from tools import qsql
 from quorumdb.pb import compute_pb2_grpc
 from tests.sql_memory_backend import MemoryBackend
 from tests.util import free_base_port

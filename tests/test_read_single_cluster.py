@@ -6,7 +6,7 @@ Story: a cluster whose cluster file says read_mode = "single". A writer on compu
 v = i; as soon as the commit is acknowledged, a reader on compute-az3 reads the row (a point
 read) and the table's sum (a scan) and must see i: the acknowledgement came after commit-wait,
 so the reader's start_ts is above the commit, and the one storage copy that answers has applied
-every commit up to it (compute_node/read_core.py). Phases: all copies up; storage-az3-a (the
+every commit up to it (compute_node/cluster/read_core.py). Phases: all copies up; storage-az3-a (the
 reader's first choice) SIGSTOPped; storage-az3-b SIGKILLed as well (both own-AZ copies gone);
 both back (the resumed/restarted copies are behind at first and must refuse or wait, not
 answer stale). Then the compute node's Status counters show one storage RPC per single-mode
@@ -19,7 +19,7 @@ import time
 import pytest
 
 from quorumdb import client
-from quorumdb.launcher import node_status
+from tools.launcher import node_status
 
 pytestmark = pytest.mark.cluster
 

@@ -8,7 +8,7 @@ from journal.store import JournalStore
 from quorumdb import backup_layout as layout
 from quorumdb import config as config_mod
 from quorumdb import timefmt
-from quorumdb.dr import newcluster
+from tools.dr import newcluster
 from quorumdb.pb import common_pb2
 
 

@@ -21,11 +21,11 @@ import time
 
 import pytest
 
-from quorumdb import cli
+from tools import cli
 from quorumdb import config as config_mod
 from quorumdb import regions as regions_mod
-from quorumdb import supervisor as supervisor_mod
-from quorumdb.launcher import PORT_BLOCK, free_base_ports, node_status
+from tools import supervisor as supervisor_mod
+from tools.launcher import PORT_BLOCK, free_base_ports, node_status
 from tests.test_chaos import FakeCluster
 from tests.test_cli import UpProcess, process_alive, run_cli, wait_all_gone
 
@@ -161,7 +161,7 @@ def test_current_primary_follows_the_control_state(tmp_path):
 
 def test_the_writer_endpoint_hook_is_skipped_without_its_module(tmp_path, monkeypatch):
     global_cfg = cli.prepare_global(tmp_path / "g", "a:primary,b:secondary", None, 26_000)
-    monkeypatch.setitem(sys.modules, "quorumdb.haproxy", None)  # its import fails as a missing module's does
+    monkeypatch.setitem(sys.modules, "tools.haproxy", None)  # its import fails as a missing module's does
     err = io.StringIO()
     handle = cli.start_writer_endpoint(global_cfg, err)
     assert handle is None and err.getvalue() == ""
@@ -305,7 +305,7 @@ def node_processes_of(data_dir) -> list[int]:
                 command = f.read().decode(errors="replace")
         except OSError:
             continue
-        if "quorumdb.node" in command and str(data_dir) in command and process_alive(int(entry)):
+        if "tools.node" in command and str(data_dir) in command and process_alive(int(entry)):
             found.append(int(entry))
     return found
 

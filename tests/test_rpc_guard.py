@@ -206,7 +206,7 @@ async def test_a_call_on_a_cut_link_fails_at_once_at_every_call_site_pattern(clu
             await asyncio.wait_for(stream.read(), WAIT_S)
         assert_partition_error(read.value)
         stream.cancel()
-        with pytest.raises(grpc.aio.AioRpcError) as iterated:  # compute_node/commit_stream.py's reader
+        with pytest.raises(grpc.aio.AioRpcError) as iterated:  # compute_node/cluster/commit_stream.py's reader
             async with asyncio.timeout(WAIT_S):
                 async for _ in storage.ReadCheckpoint(storage_pb2.ReadCheckpointRequest(min_index=3),
                                                       timeout=WAIT_S):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compute_node.session import Session
+from compute_node.sessions.session import Session
 from compute_node.sql.engine import Engine
 from compute_node.sql.schema_cache import SchemaCache
 from quorumdb import errors, keys

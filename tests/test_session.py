@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from compute_node.session import Session
+from compute_node.sessions.session import Session
 from quorumdb import errors, limits
 from quorumdb.errors import SqlError
 from tests.sql_memory_backend import MemoryBackend

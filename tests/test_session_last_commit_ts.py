@@ -3,7 +3,7 @@ when each acknowledged commit happened (what a point-in-time restore to T must h
 from __future__ import annotations
 
 from compute_node.service import CommitTracker
-from compute_node.session import Session
+from compute_node.sessions.session import Session
 from tests.sql_memory_backend import MemoryBackend
 
 

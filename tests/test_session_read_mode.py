@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from compute_node.service import CommitTracker
-from compute_node.session import Session
+from compute_node.sessions.session import Session
 from quorumdb import errors
 from tests.sql_memory_backend import MemoryBackend
 

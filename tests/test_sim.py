@@ -1,4 +1,4 @@
-"""The deterministic simulation (quorumdb/sim): its parts, its determinism, the default seed
+"""The deterministic simulation (tools/sim): its parts, its determinism, the default seed
 runs of both workloads with every fault, and proof that it finds a planted bug.
 
 The seed runs go through the command a user runs (`quorumdb sim`), in a subprocess with two
@@ -16,9 +16,9 @@ import sys
 
 import pytest
 
-from quorumdb.sim.disk import DiskState, NodeCrashed, SimDisk
-from quorumdb.sim.loop import Stuck, VirtualLoop
-from quorumdb.sim.run import run_seed
+from tools.sim.disk import DiskState, NodeCrashed, SimDisk
+from tools.sim.loop import Stuck, VirtualLoop
+from tools.sim.run import run_seed
 
 pytestmark = pytest.mark.sim
 
@@ -192,7 +192,7 @@ def test_seeds_that_found_bugs_stay_valid(workload, seed, duration):
 
 def _sim(*args: str, timeout: float) -> subprocess.CompletedProcess:
     env = dict(os.environ)
-    return subprocess.run([sys.executable, "-m", "quorumdb.cli", "sim", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tools.cli", "sim", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 

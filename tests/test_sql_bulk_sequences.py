@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from compute_node.session import Session
+from compute_node.sessions.session import Session
 from compute_node.sql import bulk, executor
 from compute_node.sql.engine import Engine
 from compute_node.sql.planner import PlanKind
@@ -594,7 +594,7 @@ async def test_drop_table_with_a_stale_cached_definition(backend):
     await fails(other, "DROP INDEX t_c", "42704")
 
 
-# --- COPY (compute_node/copy.py) onto the bulk path ----------------------------------------------------
+# --- COPY (compute_node/sessions/copy.py) onto the bulk path ----------------------------------------------------
 def copy_records(text: str, statement, columns: list[str]):
     from quorumdb import copyformat
     reader = copyformat.CopyReader(statement.options, columns)

@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from compute_node.session import Session
+from compute_node.sessions.session import Session
 from compute_node.sql.engine import Engine
 from quorumdb.client import connect
 from tests.differential.runner import Report, load_corpus, run_file

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from compute_node.session import Session
+from compute_node.sessions.session import Session
 from compute_node.sql import parser
 from compute_node.sql.parser import Utility
 from tests.sql_memory_backend import MemoryBackend

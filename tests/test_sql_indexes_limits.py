@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from compute_node.session import Session
+from compute_node.sessions.session import Session
 from compute_node.sql.planner import PlanKind
 from quorumdb import keys, limits
 from tests.sql_memory_backend import MemoryBackend

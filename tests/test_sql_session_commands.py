@@ -10,7 +10,7 @@ import random
 import psycopg
 import pytest
 
-from compute_node.session import Session
+from compute_node.sessions.session import Session
 from compute_node.sql import interval as interval_mod
 from compute_node.sql import regex as regex_mod
 from quorumdb import limits

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from compute_node.session import Session
+from compute_node.sessions.session import Session
 from compute_node.sql.planner import PlanKind
 from quorumdb import limits
 from tests.sql_memory_backend import MemoryBackend

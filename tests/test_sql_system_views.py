@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from compute_node.session import Session
-from quorumdb import qsql
+from compute_node.sessions.session import Session
+from tools import qsql
 from tests.sql_memory_backend import MemoryBackend
 from tests.test_sql_statements import fails, ok, rows
 

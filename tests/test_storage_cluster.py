@@ -19,7 +19,7 @@ import pytest
 
 from quorumdb import limits
 from quorumdb.clock import Clock
-from quorumdb.launcher import Cluster, node_status
+from tools.launcher import Cluster, node_status
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2, storage_pb2, storage_pb2_grpc
 from tests.util import make_config
 

@@ -11,13 +11,13 @@ import pathlib
 import pytest
 
 from quorumdb.pb import common_pb2
-from quorumdb.sim.disk import DiskState, SimDisk
+from tools.sim.disk import DiskState, SimDisk
 from storage_node import checkpoint
 from storage_node.store import CheckpointStore, SegmentLog, log_file_name
 
 
 class DictDisk(SimDisk):
-    """The simulation's in-memory disk (quorumdb/sim/disk.py), recording the paths it fsyncs."""
+    """The simulation's in-memory disk (tools/sim/disk.py), recording the paths it fsyncs."""
 
     def __init__(self):
         self.synced: list[str] = []

@@ -91,7 +91,7 @@ def test_secret_file_created_once_0600_and_shared(tmp_path):
 
 
 def test_cli_token(tmp_path, capsys):
-    from quorumdb import cli
+    from tools import cli
 
     assert cli.main(["token", "--user", "alice", "--data-dir", str(tmp_path), "--expires", "1h"]) == 0
     token = capsys.readouterr().out.strip()

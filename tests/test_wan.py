@@ -559,7 +559,7 @@ def test_a_region_node_process_reads_and_follows_the_wan_rules(global_cfg):
         raise AssertionError(f"not in the node's log after 30 s: {text!r}\n{log_path.read_text(errors='replace')}")
 
     with open(log_path, "wb") as log:
-        node = subprocess.Popen([sys.executable, "-m", "quorumdb.node", "--config", str(cluster_file),
+        node = subprocess.Popen([sys.executable, "-m", "tools.node", "--config", str(cluster_file),
                                  "--name", "journal-az1"], stdout=log, stderr=log, env={**os.environ})
     try:
         wait_for(f"region {OWN}: WAN 30.0 ms + 5.0 ms jitter, loss 0.000, partitioned: none")

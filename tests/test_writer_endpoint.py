@@ -1,5 +1,5 @@
 """The writer endpoint of a Global Database: each compute node's GET /role, and Debian's HAProxy
-in front of every region's compute nodes sending clients only to the writers (quorumdb/haproxy.py).
+in front of every region's compute nodes sending clients only to the writers (tools/haproxy.py).
 
 Without haproxy the tests that run it fail in CI (bash scripts/install-haproxy installs it there)
 and are skipped elsewhere, as the observability tests treat a missing prometheus or chromium.
@@ -20,9 +20,10 @@ import pytest
 
 from compute_node import metrics as compute_metrics
 from quorumdb import config as config_mod
-from quorumdb import haproxy, metrics
+from quorumdb import metrics
+from tools import haproxy
 from quorumdb import regions as regions_mod
-from quorumdb.launcher import Cluster, free_base_port
+from tools.launcher import Cluster, free_base_port
 
 WAIT_S = 30.0
 

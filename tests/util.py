@@ -4,7 +4,7 @@ from __future__ import annotations
 import pathlib
 
 from quorumdb import config as config_mod
-from quorumdb.launcher import free_base_port  # noqa: F401 - re-exported for tests
+from tools.launcher import free_base_port  # noqa: F401 - re-exported for tests
 
 
 def make_config(tmp_path: pathlib.Path, **settings) -> config_mod.ClusterConfig:

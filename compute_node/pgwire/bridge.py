@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Statements reach the same `compute_node.session.Session` (and so the same executor, write
+Statements reach the same `compute_node.sessions.session.Session` (and so the same executor, write
 buffer and commit path) as the gRPC API. Before a statement goes to the engine, two things that
 PostgreSQL clients send and the engine does not know are answered here:
 
@@ -25,7 +25,7 @@ import collections
 import dataclasses
 from typing import Any, Callable
 
-from compute_node import session as session_mod
+from compute_node.sessions import session as session_mod
 from compute_node.pgwire import settings as settings_mod
 from quorumdb import sqllex
 from compute_node.sql import pg_catalog, types
@@ -34,7 +34,7 @@ from quorumdb.errors import SqlError
 
 IN_FAILED_BLOCK = "current transaction is aborted, commands ignored until end of transaction block"
 # First words of what this module answers itself (settings commands, and LOCK; savepoints, cursors
-# and transaction control are the engine's: compute_node/session.py): a statement starting
+# and transaction control are the engine's: compute_node/sessions/session.py): a statement starting
 # otherwise may go to the engine.
 _ANSWERED_HERE = frozenset({"SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE", "LOCK"})
 # Statement shapes (quorumdb/sqllex.py lift_literals) already found to be engine statements,
@@ -86,7 +86,7 @@ def is_transaction_control(statement: str) -> bool:
 class PgSession:
     def __init__(self, session, backend, user: str, database: str, application_name: str,
                  process_id: int, node_name: str, deallocate: Callable[[str | None], None]):
-        self.session = session            # compute_node.session.Session (over a CommitTracker)
+        self.session = session            # compute_node.sessions.session.Session (over a CommitTracker)
         self.backend = backend
         self.user = user
         self.database = database
@@ -123,7 +123,7 @@ class PgSession:
                     outcomes.append(commit)
         return outcomes
 
-    # --- COPY (the server drives the protocol; compute_node/copy.py does the work) ----------
+    # --- COPY (the server drives the protocol; compute_node/sessions/copy.py does the work) ----------
     async def copy_columns(self, statement) -> Outcome:
         try:
             names = await self.session.copy_columns(statement)
@@ -143,7 +143,7 @@ class PgSession:
 
     async def copy_to(self, statement) -> Outcome:
         """The rows of COPY TO: the table's (or the query's) SELECT, run as a statement."""
-        from compute_node import copy as copy_mod
+        from compute_node.sessions import copy as copy_mod
         outcome = await self._engine(copy_mod.select_sql(statement), None, None)
         if outcome.error is None and not outcome.columns:
             return Outcome.failed(SqlError(errors.FEATURE_NOT_SUPPORTED, "COPY query must return rows"))
@@ -419,7 +419,7 @@ class PgSession:
 
     def _apply_read_mode(self, name: str, value: str | None) -> None:
         """quorumdb.read_mode and quorumdb.write_forwarding reach the backend view
-        (compute_node/session.py); other settings are only stored."""
+        (compute_node/sessions/session.py); other settings are only stored."""
         if name.lower() == session_mod.WRITE_FORWARDING_SETTING and hasattr(self.backend, "write_forwarding"):
             mode = "off" if value is None or value.lower() == "default" else value.lower()
             if mode not in session_mod.WRITE_FORWARDING_MODES:

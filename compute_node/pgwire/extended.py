@@ -23,7 +23,7 @@ import collections
 import dataclasses
 from typing import Any
 
-from compute_node.pgwire import pgtypes
+from compute_node.sql import pgtypes
 from compute_node.pgwire.protocol import Bind, Close, Parse
 from quorumdb import limits, sqllex
 from quorumdb.errors import SqlError

@@ -32,7 +32,7 @@ CopyOutResponse, the rows as CopyData (whole records, about COPY_OUT_CHUNK_BYTES
 after each) and CopyDone. COPY FROM
 STDIN checks the table and columns, sends CopyInResponse and reads CopyData into records
 (quorumdb/copyformat.py, bounded by COPY_BYTES_MAX / COPY_ROWS_MAX) until CopyDone, then loads
-them (compute_node/copy.py) -- or, into a table the open block truncated or created, loads them
+them (compute_node/sessions/copy.py) -- or, into a table the open block truncated or created, loads them
 a chunk at a time as they arrive (COPY_STREAM_CHUNK_ROWS; no total bound); after a bad record it
 reads and ignores the rest up to CopyDone or CopyFail, as PostgreSQL does, then answers ErrorResponse (CONTEXT `COPY t, line N`) and
 ReadyForQuery. CopyData/CopyDone/CopyFail outside a COPY are ignored, as PostgreSQL ignores them.
@@ -54,11 +54,12 @@ import uuid
 from typing import Any, Callable
 
 from compute_node.pgwire import admission as admission_mod
-from compute_node.pgwire import pgtypes, protocol, scram
+from compute_node.pgwire import protocol, scram
+from compute_node.sql import pgtypes
 from compute_node.pgwire.bridge import TRANSACTION_WORDS, Outcome, PgSession
 from compute_node.pgwire.extended import ExtendedState, Portal, PreparedStatement
 from compute_node.pgwire.protocol import ProtocolViolation
-from compute_node import copy as copy_mod
+from compute_node.sessions import copy as copy_mod
 from quorumdb import copyformat, errors, limits, sqllex, tokens
 from quorumdb.errors import SqlError
 

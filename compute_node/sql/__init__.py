@@ -5,8 +5,7 @@ parser (text -> statements) -> catalog/types (schema and values) -> expressions
 query (the SELECT program: filter, group, sort, limit, pure) -> select (FROM clauses,
 joins, subqueries, CTEs, set operations: compile, fetch, run) -> executor (DML, DDL,
 EXPLAIN; with select.py's fetch phase, the only parts that await), over a Transaction
-with its write buffer. compute_node/session.py drives it per client session.
+with its write buffer. compute_node/sessions/session.py drives it per client session.
+This package file imports nothing: importing any module of the engine must not pull in the rest.
 docs/SQL.md describes the supported surface.
 """
-# The catalog's functions install themselves into the expression compiler (expressions.py).
-from compute_node.sql import catalog_functions  # noqa: E402,F401

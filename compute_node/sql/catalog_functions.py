@@ -25,7 +25,8 @@ A catalog function QuorumDB does not have is 42883 naming it (expressions.py _an
 expressions.py and this module are one compiler in two files: this one builds on
 expressions.py's Compiled and helpers, and installs its compilers into expressions.py's
 handler table when imported (`expressions.install_catalog`, at the end of this module;
-compute_node/sql/__init__.py imports it), so the dependency runs one way.
+select.py imports it, and every statement is compiled below select), so the dependency
+runs one way.
 """
 from __future__ import annotations
 

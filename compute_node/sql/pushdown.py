@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 `build(table, relation, conjuncts, position_of, statement)` looks at a SELECT whose only
 source is a base table read by a full or range scan. Each AND-ed conjunct of WHERE is
-translated into storage_node/pushdown.py's filter language when, and only when, the
+translated into quorumdb/pushdown.py's filter language when, and only when, the
 storage node's evaluation is exactly the engine's: comparisons (= <> < <= > >=) of a
 column with a constant where
   * integer columns (smallint/integer/bigint) meet an integer literal within int64;
@@ -35,7 +35,7 @@ from sqlglot import exp
 
 from compute_node.sql.catalog import TableDef, identifier_name
 from compute_node.sql.types import Kind
-from storage_node import pushdown as storage_pushdown
+from quorumdb import pushdown as storage_pushdown
 
 _FLOAT_SAFE_INT = 2**53
 _OPS = {exp.EQ: "=", exp.NEQ: "<>", exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
@@ -45,7 +45,7 @@ _DECIMAL = re.compile(r"(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 @dataclasses.dataclass(frozen=True)
 class Pushdown:
-    spec: bytes                       # storage_node/pushdown.py JSON
+    spec: bytes                       # quorumdb/pushdown.py JSON
     filter_sql: str | None            # the pushed conjuncts, for EXPLAIN
     columns: tuple[str, ...] | None   # the columns storage returns (None: all)
 

@@ -13,7 +13,7 @@ catalog:
   * the transaction's first storage read carries SCHEMA_VERSION_KEY along with the rows it
     needs (same request, so no extra round trip) and learns the version at its start_ts;
   * if it is V, everything compiled so far was right; otherwise the statement is run again
-    with definitions read at the transaction's own snapshot (compute_node/session.py), and
+    with definitions read at the transaction's own snapshot (compute_node/sessions/session.py), and
     the cache moves to the newer version. A statement's result, rows or error, is never
     returned before its transaction has checked the version.
 

@@ -51,6 +51,9 @@ from typing import Any, AsyncIterator, Callable, Iterator
 from sqlglot import exp
 
 from compute_node.sql import bulk, pg_catalog, sequences, system_views, table_functions, types
+# Importing catalog_functions installs the catalog's functions into expressions.py's compiler;
+# every statement is compiled at or below this module, so they are there before the first one.
+from compute_node.sql import catalog_functions  # noqa: F401
 from compute_node.sql.bulk import SequenceDef, SequenceState
 from compute_node.sql.catalog import TableDef, identifier_name, table_name
 from compute_node.sql.expressions import (

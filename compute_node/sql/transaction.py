@@ -51,7 +51,7 @@ from quorumdb.errors import SqlError
 
 
 class Backend(Protocol):
-    """What a transaction needs from the cluster (the compute node's client: compute_node/backend.py)."""
+    """What a transaction needs from the cluster (the compute node's client: compute_node/cluster/backend.py)."""
 
     def start_ts(self) -> int:
         """clock.now().latest: the snapshot a new transaction reads (the leader is asked to close
@@ -69,7 +69,7 @@ class Backend(Protocol):
         limit; the bool says there may be more.
 
         Optional companion: `scan_filtered(start, end, ts, limit, pushdown)` with a
-        storage_node/pushdown.py spec returns (rows, more, resume_after): only rows the filter
+        quorumdb/pushdown.py spec returns (rows, more, resume_after): only rows the filter
         keeps, projected, possibly none with more=True, the next page starting strictly after
         resume_after. A backend without it (or with it set to None) gets plain scans."""
 

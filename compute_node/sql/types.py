@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 from compute_node.sql import interval as interval_mod
 from quorumdb import errors
-from quorumdb import format as pgtext
+from quorumdb import pgtext
 from quorumdb.errors import SqlError
 
 INVALID_DATETIME_FORMAT = "22007"

@@ -35,7 +35,8 @@ from typing import Callable, Iterable, TypeVar
 
 import pytest
 
-from quorumdb import cli, client
+from quorumdb import client
+from tools import cli
 from quorumdb import config as config_mod
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1200)]

@@ -27,8 +27,8 @@ from typing import Any, Awaitable, Callable, Sequence
 import sqlglot
 from sqlglot import exp
 
-from quorumdb import format as fmt
-from quorumdb.qsql import split_statements
+from tools import format as fmt
+from tools.qsql import split_statements
 
 CORPUS_DIR = pathlib.Path(__file__).parent / "corpus"
 FEATURE_NOT_SUPPORTED = "0A000"

@@ -1,1 +1,0 @@
-"""The comparison runner `bench/compare` and its helpers (see docs/BENCHMARKS.md)."""

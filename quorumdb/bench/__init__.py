@@ -1,1 +1,0 @@
-"""`quorumdb bench`: workloads, runner and latency statistics (docs/BENCHMARKS.md)."""

@@ -1,1 +1,0 @@
-"""The web console `quorumdb up` serves: see quorumdb/console/server.py."""

@@ -1,0 +1,1 @@
+"""The web console `quorumdb up` serves: see tools/console/server.py."""
