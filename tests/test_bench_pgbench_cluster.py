@@ -13,10 +13,14 @@ import sys
 import pytest
 
 from tools.bench import compare_main, pgbench_load, procstat, report
+from tests.util import require
 
-pytestmark = [pytest.mark.cluster,
-              pytest.mark.skipif(shutil.which("pgbench") is None,
-                                 reason="needs pgbench (apt-get install postgresql-client)")]
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(autouse=True)
+def _pgbench():
+    require(shutil.which("pgbench"), "pgbench", "bash scripts/install-postgres")
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 ROWS = 300

@@ -234,7 +234,6 @@ def insert_through(port: int, key: int):
 
 @pytest.mark.cluster
 def test_up_and_chaos_end_to_end(tmp_path):
-    pytest.importorskip("compute_node.sessions.session", reason="the compute node's SQL layer is not there yet")
     base = free_base_port()
     up = UpProcess(tmp_path / "data", base)
     pids: dict[str, int] = {}

@@ -213,7 +213,6 @@ def run_up_session(data_dir: pathlib.Path, base_port: int, check) -> str:
 
 @pytest.mark.cluster
 def test_up_end_to_end_then_restart_keeps_rows(tmp_path):
-    pytest.importorskip("compute_node.sessions.session", reason="the compute node's SQL layer is not there yet")
     data_dir = tmp_path / "data"
     base = free_base_port()
 

@@ -26,7 +26,7 @@ from quorumdb import config as config_mod
 from tools import observe
 from quorumdb.pb import supervisor_pb2, supervisor_pb2_grpc
 from tests.test_cli import UP_READY_TIMEOUT_S, UpProcess, run_cli, wait_all_gone
-from tests.util import free_base_port
+from tests.util import free_base_port, require
 
 pytestmark = pytest.mark.cluster
 
@@ -103,8 +103,7 @@ def test_status_json_lists_a_metrics_url_per_node_that_answers(up):
 
 def test_prometheus_scrapes_every_node(up):
     process, cluster = up
-    if "prometheus: not started" in process.text():
-        pytest.skip("Debian's prometheus is not installed (bash scripts/install-observability)")
+    require("prometheus: not started" not in process.text(), "Debian's prometheus", "bash scripts/install-observability")
     port = cluster.base_port + config_mod.PROMETHEUS_PORT_OFFSET
 
     def query(expression: str) -> list:
@@ -121,8 +120,7 @@ def test_prometheus_scrapes_every_node(up):
 
 def test_top_in_a_terminal(up):
     _, cluster = up
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed")
+    require(shutil.which("tmux"), "tmux", "bash scripts/install-observability")
     session = f"quorumdb-top-{os.getpid()}"
     command = f"{sys.executable} -m tools.cli top --data-dir {cluster.data_dir} --interval 0.5"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "170", "-y", "40", command],
@@ -144,12 +142,11 @@ def test_top_in_a_terminal(up):
 
 @pytest.fixture
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if binary is None or driver is None:
-        pytest.skip("Debian's chromium and chromium-driver are not installed (bash scripts/install-observability)")
+    require(binary and driver, "Debian's chromium and chromium-driver", "bash scripts/install-observability")
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1100"):

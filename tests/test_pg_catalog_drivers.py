@@ -56,7 +56,7 @@ def test_psycopg_type_info_and_catalog_queries(server):
 
 
 def test_asyncpg_binary_parameters_and_catalog_reads(server):
-    asyncpg = pytest.importorskip("asyncpg")
+    import asyncpg
     import datetime
     import decimal
     import uuid
@@ -127,7 +127,6 @@ def test_sqlalchemy_reflection_and_orm_round_trip(server):
 
 
 def test_django_inspectdb_writes_models_for_the_tables(server):
-    pytest.importorskip("django")
     # Django's settings are process-global: configure them in a child process.
     script = textwrap.dedent(f"""
         import io, django

@@ -19,6 +19,7 @@ import pytest
 
 from quorumdb import limits
 from tests.test_pgwire_cluster import make_token
+from tests.util import require
 
 pytestmark = pytest.mark.cluster
 
@@ -128,7 +129,6 @@ def test_bulk_load_add_primary_key_and_serial_across_nodes(cluster_factory):
         assert first.execute("SELECT count(*), count(DISTINCT id) FROM ident").fetchone() == (2, 2)
 
 
-@pytest.mark.skipif(shutil.which("pgbench") is None, reason="needs pgbench (apt-get install postgresql-client)")
 def test_pgbench_init_with_copy(cluster_factory):
     """Unmodified `pgbench -i` (drop, create without keys, BEGIN; TRUNCATE; COPY ...; COMMIT,
     vacuum, primary keys) at scale 1: 100,000 accounts, 33 times the transaction row quota."""
@@ -137,6 +137,7 @@ def test_pgbench_init_with_copy(cluster_factory):
     port = cluster.config.pg_port(cluster.config.computes[0].name)
     env = dict(os.environ, PGPASSWORD=token)
     started = time.perf_counter()
+    require(shutil.which("pgbench"), "pgbench", "bash scripts/install-postgres")
     done = subprocess.run([shutil.which("pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", "admin", "-i", "-s", "1",
                            "postgres"], capture_output=True, text=True, timeout=600, env=env, check=False)
     print(f"pgbench -i -s 1: {time.perf_counter() - started:.1f} s\n{done.stderr}")
@@ -150,7 +151,6 @@ def test_pgbench_init_with_copy(cluster_factory):
         assert any("Point Lookup" in line for line in plan), plan
 
 
-@pytest.mark.skipif(shutil.which("pgbench") is None, reason="needs pgbench (apt-get install postgresql-client)")
 def test_pgbench_initialises_and_runs_tpcb(cluster_factory):
     """pgbench's own DDL (-I d t: drop, create without primary keys; v p: vacuum, add primary keys)
     around a load in one transaction (what -I g sends with COPY, here with INSERTs), then the
@@ -159,6 +159,7 @@ def test_pgbench_initialises_and_runs_tpcb(cluster_factory):
     token = make_token(cluster.config.data_dir)
     port = cluster.config.pg_port(cluster.config.computes[0].name)
     env = dict(os.environ, PGPASSWORD=token)
+    require(shutil.which("pgbench"), "pgbench", "bash scripts/install-postgres")
     base = [shutil.which("pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", "admin"]
 
     def pgbench(*args: str) -> subprocess.CompletedProcess:

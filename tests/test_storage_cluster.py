@@ -9,7 +9,6 @@ The tests share one cluster and run in file order.
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
 import threading
 import time
 import uuid
@@ -24,11 +23,6 @@ from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2, stora
 from tests.util import make_config
 
 pytestmark = pytest.mark.cluster
-
-_missing = [m for m in ("journal.main", "journal.follower", "adjudicator.main")
-            if importlib.util.find_spec(m) is None]
-if _missing:
-    pytest.skip(f"needs {', '.join(_missing)} (being written by other helpers)", allow_module_level=True)
 
 SERVICES = ("journal", "adjudicator", "storage")
 DEADLINE_S = 60.0

@@ -24,16 +24,14 @@ from quorumdb import metrics
 from tools import haproxy
 from quorumdb import regions as regions_mod
 from tools.launcher import Cluster, free_base_port
+from tests.util import require
 
 WAIT_S = 30.0
 
 
 def needs_haproxy() -> str:
     binary = haproxy.find_binary()
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"haproxy is required in CI: {haproxy.INSTALL_HINT}")
-        pytest.skip(f"Debian's haproxy is not installed ({haproxy.INSTALL_HINT})")
+    require(binary, "Debian's haproxy", haproxy.INSTALL_HINT)
     return binary
 
 

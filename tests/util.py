@@ -11,3 +11,12 @@ def make_config(tmp_path: pathlib.Path, **settings) -> config_mod.ClusterConfig:
     cluster = config_mod.default_cluster(tmp_path / "cluster", base_port=free_base_port(), **settings)
     cluster.write()
     return cluster
+
+
+def require(found: object, what: str, install: str) -> None:
+    """Fail (never skip) when a program the suite tests with is missing: a skipped test would hide
+    whatever it checks. `make test` (scripts/setup test) installs them all."""
+    if not found:
+        import pytest
+
+        pytest.fail(f"{what} is not installed: run `{install}` (or `make test`, which installs everything)")
