@@ -134,6 +134,27 @@ class ClusterConfig:
     # names every region of its Global Database.
     region: str = ""
     global_file: str = ""
+    # --- Security (quorumdb/certs.py, quorumdb/authz.py, docs/SECURITY.md) ---
+    # false (the default): every channel between nodes is mutual TLS with certificates of the
+    # cluster's CA, clients authenticate with tokens over TLS, the PostgreSQL endpoint requires
+    # TLS. true (`quorumdb up --insecure`): plaintext and no authentication on gRPC, for
+    # development only; every node says so in its log.
+    insecure: bool = False
+    # The cluster's certs directory (quorumdb/certs.py); "": DATA_DIR/certs. The regions of a
+    # Global Database share one CA, so each region's file names the same directory.
+    certs_dir: str = ""
+
+    @property
+    def certs_path(self) -> pathlib.Path:
+        if not self.certs_dir:
+            return self.data_dir / "certs"
+        path = pathlib.Path(self.certs_dir)
+        return path if path.is_absolute() else (self.data_dir / path).resolve()
+
+    def cert_name(self, node_name: str) -> str:
+        """The name of a node's certificate: its node name, qualified by its region in a Global
+        Database (whose regions have nodes of the same names and share one certs directory)."""
+        return f"{self.region}/{node_name}" if self.region else node_name
 
     @property
     def backup_location(self) -> str:
@@ -244,6 +265,8 @@ class ClusterConfig:
             f"backtrack_budget_bytes = {self.backtrack_budget_bytes}",
             f'region = "{self.region}"',
             f'global_file = "{self.global_file}"',
+            f"insecure = {'true' if self.insecure else 'false'}",
+            f'certs_dir = "{self.certs_dir}"',
             "",
         ]
         for node in self.nodes:
