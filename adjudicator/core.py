@@ -257,7 +257,7 @@ class ConflictChecker:
             return Decision(
                 Outcome.CONFLICT,
                 conflict_key=key,
-                message=f"change conflicts with another transaction, please retry: (OC000) "
+                message=f"change conflicts with another transaction, please retry: ({errors.DSQL_WRITE_CONFLICT}) "
                 f"key {key!r} was committed at {other_commit_ts} by {other_txn_id or 'another transaction'} "
                 f"after start_ts {start_ts}",
             )

@@ -22,14 +22,15 @@ from quorumdb import metrics as m
 COPY_SAMPLE_EVERY = 8
 
 # A commit's SqlError -> (outcome, reason) labels.
-_REASONS = (("OC001", "schema_changed"), ("OC000", "write_conflict"), ("older than", "too_old"),
-            ("age limit", "too_old"))
+_REASONS = ((errors.DSQL_SCHEMA_CHANGED, "schema_changed"), (errors.DSQL_WRITE_CONFLICT, "write_conflict"),
+            ("older than", "too_old"), ("age limit", "too_old"))
 
 
 def commit_labels(error: errors.SqlError | None) -> tuple[str, str]:
-    """(sqlstate, reason) of a commit's outcome: ("00000", "committed"), ("40001", "write_conflict"), ..."""
+    """(sqlstate, reason) of a commit's outcome: (SUCCESSFUL_COMPLETION, "committed"),
+    (SERIALIZATION_FAILURE, "write_conflict"), ..."""
     if error is None:
-        return "00000", "committed"
+        return errors.SUCCESSFUL_COMPLETION, "committed"
     if error.sqlstate == errors.SERIALIZATION_FAILURE:
         text = f"{error.message} {error.detail or ''}"
         for marker, reason in _REASONS:

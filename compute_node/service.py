@@ -27,9 +27,6 @@ from quorumdb.pb import common_pb2, compute_pb2, compute_pb2_grpc
 
 log = logging.getLogger("compute_node.service")
 
-SQLSTATE_CONNECTION_DOES_NOT_EXIST = "08003"
-SQLSTATE_TOO_MANY_CONNECTIONS = "53300"
-
 SINT64_MIN = -(2**63)
 SINT64_MAX = 2**63 - 1
 
@@ -212,7 +209,7 @@ class ComputeService(compute_pb2_grpc.ComputeServicer):
         if len(self._sessions) >= self._sessions_max:
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{SQLSTATE_TOO_MANY_CONNECTIONS}: too many sessions on {self._node.name} "
+                f"{errors.TOO_MANY_CONNECTIONS}: too many sessions on {self._node.name} "
                 f"(at most {self._sessions_max})",
             )
         session_id = runtime.new_id()
@@ -384,7 +381,7 @@ class _ErrorOnly:
 
 def _no_session(session_id: str, node: config_mod.NodeConfig) -> errors.SqlError:
     return errors.SqlError(
-        SQLSTATE_CONNECTION_DOES_NOT_EXIST,
+        errors.CONNECTION_DOES_NOT_EXIST,
         f"session {session_id!r} does not exist on {node.name} (closed, idle too long, or the node restarted)",
         hint="Open a new session.",
     )

@@ -54,17 +54,19 @@ from typing import Awaitable, Callable, Sequence, TypeVar
 import grpc
 
 from quorumdb import limits, rpc, sqllex
+# Re-exported: callers compare an error's sqlstate with client.SERIALIZATION_FAILURE and the like.
+from quorumdb.errors import (
+    CONNECTION_DOES_NOT_EXIST,
+    CONNECTION_FAILURE,
+    SERIALIZATION_FAILURE,
+    SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+    STATEMENT_COMPLETION_UNKNOWN,
+    UNDEFINED_PARAMETER,
+)
 from quorumdb.pb import compute_pb2, compute_pb2_grpc
 from quorumdb.sqllex import quote_literal
 
 T = TypeVar("T")
-
-SERIALIZATION_FAILURE = "40001"
-STATEMENT_COMPLETION_UNKNOWN = "40003"
-CONNECTION_FAILURE = "08006"
-CLIENT_CANNOT_CONNECT = "08001"
-CONNECTION_DOES_NOT_EXIST = "08003"
-UNDEFINED_PARAMETER = "42P02"
 
 
 # --- errors and results ------------------------------------------------------------------
@@ -146,7 +148,8 @@ def _rpc_error(error: grpc.RpcError, what: str, opening: bool) -> OperationalErr
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and details and details[:5].isalnum() and details[5:6] == ":":
         return OperationalError(details[:5], details[6:].strip())
     if opening:
-        return OperationalError(CLIENT_CANNOT_CONNECT, f"could not open a session: {what}: {code} {details}")
+        return OperationalError(SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                                f"could not open a session: {what}: {code} {details}")
     return OperationalError(
         CONNECTION_FAILURE,
         f"connection failure: {what}: {code.name if code else ''} {details}",
@@ -323,7 +326,7 @@ class Connection:
                 )
             except grpc.RpcError as error:
                 failures.append(_rpc_error(error, self.address, opening=True))
-                if failures[-1].sqlstate != CLIENT_CANNOT_CONNECT:
+                if failures[-1].sqlstate != SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION:
                     raise failures[-1] from None  # the node answered (e.g. too many sessions)
                 continue
             if offset:
@@ -343,7 +346,7 @@ class Connection:
         if len(failures) == 1:
             raise failures[0]
         raise OperationalError(
-            CLIENT_CANNOT_CONNECT,
+            SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
             f"could not open a session on any of {len(self.endpoints)} compute nodes",
             detail="; ".join(f.message for f in failures),
         )
@@ -587,7 +590,7 @@ class AsyncConnection:
                 )
             except grpc.RpcError as error:
                 failures.append(_rpc_error(error, self.address, opening=True))
-                if failures[-1].sqlstate != CLIENT_CANNOT_CONNECT:
+                if failures[-1].sqlstate != SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION:
                     raise failures[-1] from None
                 continue
             if offset:
@@ -607,7 +610,7 @@ class AsyncConnection:
         if len(failures) == 1:
             raise failures[0]
         raise OperationalError(
-            CLIENT_CANNOT_CONNECT,
+            SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
             f"could not open a session on any of {len(self.endpoints)} compute nodes",
             detail="; ".join(f.message for f in failures),
         )

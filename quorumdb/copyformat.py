@@ -36,16 +36,12 @@ from typing import Iterator
 from quorumdb import errors, limits, sqllex
 from quorumdb.errors import SqlError
 
-BAD_COPY_FILE_FORMAT = errors.BAD_COPY_FILE_FORMAT
-CHARACTER_NOT_IN_REPERTOIRE = errors.CHARACTER_NOT_IN_REPERTOIRE
-INSUFFICIENT_PRIVILEGE = errors.INSUFFICIENT_PRIVILEGE
 
 # Options of PostgreSQL (16 and 17) that QuorumDB does not implement: refused by name.
 _UNSUPPORTED_OPTIONS = {"default", "on_error", "log_verbosity", "oids"}
 _KNOWN_OPTIONS = {"format", "header", "delimiter", "null", "quote", "escape", "freeze", "encoding", "force_quote",
                   "force_not_null", "force_null"}
 ALL_COLUMNS = "*"  # FORCE_QUOTE * (and FORCE_NOT_NULL / FORCE_NULL *, as PostgreSQL 17 takes them)
-INVALID_COLUMN_REFERENCE = errors.INVALID_COLUMN_REFERENCE
 _TEXT_BAD_DELIMITERS = "\\.abcdefghijklmnopqrstuvwxyz0123456789"
 _TRUE_WORDS = ("true", "on", "1", "yes")
 _FALSE_WORDS = ("false", "off", "0", "no")
@@ -230,12 +226,12 @@ def _target(tokens: _Tokens, direction: str) -> None:
         tokens.take()
         return
     if word == "PROGRAM":
-        raise SqlError(INSUFFICIENT_PRIVILEGE, f"COPY {'FROM' if direction == 'from' else 'TO'} PROGRAM is not "
+        raise SqlError(errors.INSUFFICIENT_PRIVILEGE, f"COPY {'FROM' if direction == 'from' else 'TO'} PROGRAM is not "
                        "allowed: QuorumDB runs no programs on its servers",
                        hint="Anyone can COPY to stdout or from stdin. psql's \\copy command also works for anyone.")
     item = tokens.take()
     if item[0] in (sqllex.STRING, sqllex.OTHER_STRING):
-        raise SqlError(INSUFFICIENT_PRIVILEGE, f"COPY {'from' if direction == 'from' else 'to'} a file is not "
+        raise SqlError(errors.INSUFFICIENT_PRIVILEGE, f"COPY {'from' if direction == 'from' else 'to'} a file is not "
                        "allowed: QuorumDB's servers have no files for clients",
                        hint="Anyone can COPY to stdout or from stdin. psql's \\copy command also works for anyone.")
     raise _syntax(item[1])
@@ -426,7 +422,7 @@ def forced_positions(options: CopyOptions, option: str, columns: list[str]) -> f
     positions = set()
     for name in value:
         if name not in columns:
-            raise SqlError(INVALID_COLUMN_REFERENCE, f'{option.upper()} column "{name}" not referenced by COPY')
+            raise SqlError(errors.INVALID_COLUMN_REFERENCE, f'{option.upper()} column "{name}" not referenced by COPY')
         positions.add(columns.index(name))
     return frozenset(positions)
 
@@ -473,7 +469,7 @@ class CopyReader:
         try:
             self._pending += self._decoder.decode(data)
         except UnicodeDecodeError as error:
-            raise self._at_line(SqlError(CHARACTER_NOT_IN_REPERTOIRE, _bad_utf8(error)), self.line + 1) from None
+            raise self._at_line(SqlError(errors.CHARACTER_NOT_IN_REPERTOIRE, _bad_utf8(error)), self.line + 1) from None
         records = self._records(final=False)
         if len(self._pending) > limits.COPY_LINE_BYTES_MAX:
             raise self._at_line(SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
@@ -487,7 +483,7 @@ class CopyReader:
         try:
             self._pending += self._decoder.decode(b"", final=True)
         except UnicodeDecodeError as error:
-            raise self._at_line(SqlError(CHARACTER_NOT_IN_REPERTOIRE, _bad_utf8(error)), self.line + 1) from None
+            raise self._at_line(SqlError(errors.CHARACTER_NOT_IN_REPERTOIRE, _bad_utf8(error)), self.line + 1) from None
         return self._records(final=True)
 
     @staticmethod
@@ -524,7 +520,7 @@ class CopyReader:
                     self._crlf = line_text.endswith("\r") and not _escaped_at(text, end - 1, start)
                 if self._crlf:
                     if not line_text.endswith("\r"):
-                        raise self._at_line(copy_error(BAD_COPY_FILE_FORMAT, "literal newline found in data",
+                        raise self._at_line(copy_error(errors.BAD_COPY_FILE_FORMAT, "literal newline found in data",
                                                        'Use "\\n" to represent newline.'), self.line + 1)
                     line_text = line_text[:-1]
                 start = end + 1
@@ -541,7 +537,7 @@ class CopyReader:
             fields_raw = self._split_escaped(line)
         else:
             if "\r" in line:
-                raise self._at_line(copy_error(BAD_COPY_FILE_FORMAT, "literal carriage return found in data",
+                raise self._at_line(copy_error(errors.BAD_COPY_FILE_FORMAT, "literal carriage return found in data",
                                                'Use "\\r" to represent carriage return.'), self.line)
             fields_raw = line.split(self.options.delimiter)
         if self._header_line(fields_raw, out):
@@ -559,10 +555,10 @@ class CopyReader:
                 fields.append(line[field_start:match.start()])
                 field_start = match.end()
             elif token == "\\.":
-                raise self._at_line(copy_error(BAD_COPY_FILE_FORMAT, "end-of-copy marker corrupt"), self.line)
+                raise self._at_line(copy_error(errors.BAD_COPY_FILE_FORMAT, "end-of-copy marker corrupt"), self.line)
         fields.append(line[field_start:])
         if any("\r" in _without_escapes(field) for field in fields):
-            raise self._at_line(copy_error(BAD_COPY_FILE_FORMAT, "literal carriage return found in data",
+            raise self._at_line(copy_error(errors.BAD_COPY_FILE_FORMAT, "literal carriage return found in data",
                                            'Use "\\r" to represent carriage return.'), self.line)
         return fields
 
@@ -625,14 +621,14 @@ class CopyReader:
                         if position >= length:
                             if not final:
                                 return None
-                            raise self._at_line(copy_error(BAD_COPY_FILE_FORMAT, "unterminated CSV quoted field"),
+                            raise self._at_line(copy_error(errors.BAD_COPY_FILE_FORMAT, "unterminated CSV quoted field"),
                                                 self.line + 1)
                         char = text[position]
                         if char == escape and escape != quote:
                             if position + 1 >= length:
                                 if not final:
                                     return None
-                                raise self._at_line(copy_error(BAD_COPY_FILE_FORMAT, "unterminated CSV quoted field"),
+                                raise self._at_line(copy_error(errors.BAD_COPY_FILE_FORMAT, "unterminated CSV quoted field"),
                                                     self.line + 1)
                             following = text[position + 1]
                             if following in (quote, escape):
@@ -677,21 +673,21 @@ class CopyReader:
             return False
         if self.options.header == "match":
             if len(fields) != len(self.columns):
-                raise self._at_line(copy_error(BAD_COPY_FILE_FORMAT,
+                raise self._at_line(copy_error(errors.BAD_COPY_FILE_FORMAT,
                                                f"wrong number of fields in header line: got {len(fields)}, "
                                                f"expected {len(self.columns)}"), self.line)
             for number, (got, expected) in enumerate(zip(fields, self.columns), start=1):
                 if got != expected:
-                    raise self._at_line(copy_error(BAD_COPY_FILE_FORMAT,
+                    raise self._at_line(copy_error(errors.BAD_COPY_FILE_FORMAT,
                                                    f'column name mismatch in header line field {number}: got '
                                                    f'"{got}", expected "{expected}"'), self.line)
         return True
 
     def _check_width(self, fields: list) -> None:
         if len(fields) > len(self.columns):
-            raise self._at_line(copy_error(BAD_COPY_FILE_FORMAT, "extra data after last expected column"), self.line)
+            raise self._at_line(copy_error(errors.BAD_COPY_FILE_FORMAT, "extra data after last expected column"), self.line)
         if len(fields) < len(self.columns):
-            raise self._at_line(copy_error(BAD_COPY_FILE_FORMAT,
+            raise self._at_line(copy_error(errors.BAD_COPY_FILE_FORMAT,
                                            f'missing data for column "{self.columns[len(fields)]}"'), self.line)
 
 
@@ -718,7 +714,7 @@ def _unescape(raw: str, line: int) -> str:
         if octal is not None or hexa is not None:
             value = (int(octal, 8) if octal is not None else int(hexa, 16)) & 0xFF
             if value == 0:
-                error = SqlError(CHARACTER_NOT_IN_REPERTOIRE, 'invalid byte sequence for encoding "UTF8": 0x00')
+                error = SqlError(errors.CHARACTER_NOT_IN_REPERTOIRE, 'invalid byte sequence for encoding "UTF8": 0x00')
                 error.line = line  # type: ignore[attr-defined]
                 raise error
             if value >= 0x80:
@@ -734,7 +730,7 @@ def _unescape(raw: str, line: int) -> str:
         try:
             value = value.encode("utf-8", "surrogateescape").decode("utf-8")
         except UnicodeDecodeError as decode_error:
-            error = SqlError(CHARACTER_NOT_IN_REPERTOIRE, _bad_utf8(decode_error))
+            error = SqlError(errors.CHARACTER_NOT_IN_REPERTOIRE, _bad_utf8(decode_error))
             error.line = line  # type: ignore[attr-defined]
             raise error from None
     return value

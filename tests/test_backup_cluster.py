@@ -19,7 +19,7 @@ import time
 import pytest
 
 from quorumdb import client as qclient
-from quorumdb import timefmt
+from quorumdb import errors, timefmt
 from tools.cli import build_parser
 from tools.dr import restore as restore_mod
 from tools.jepsen.nemesis import find_leader
@@ -88,11 +88,12 @@ class Bank:
                     else:
                         self.acked[transfer] = commit_ts
             except qclient.DatabaseError as error:
-                if committing and (error.sqlstate == "40003" or error.sqlstate.startswith("08")):
+                if committing and (error.sqlstate == errors.STATEMENT_COMPLETION_UNKNOWN
+                                   or errors.is_connection_error(error.sqlstate)):
                     with self._lock:
                         self.unknown.add(transfer)
                 if committing and transfer not in self.unknown and transfer not in self.acked and \
-                        not error.sqlstate.startswith("40"):
+                        not error.sqlstate.startswith(errors.CLASS_TRANSACTION_ROLLBACK):
                     with self._lock:
                         self.unknown.add(transfer)  # COMMIT failed some other way: say unknown, never lost
                 try:
@@ -100,7 +101,7 @@ class Bank:
                         conn.rollback()
                 except qclient.DatabaseError:
                     conn = None
-                if error.sqlstate.startswith("08"):
+                if errors.is_connection_error(error.sqlstate):
                     conn = None
                 time.sleep(0.05)
         if conn is not None:

@@ -111,9 +111,9 @@ async def test_failed_block(session):
     assert len(results) == 2 and results[1].error.sqlstate == "42703"
     assert session.transaction_status == "E"
     error = await error_of(session, "SELECT 1")
-    assert error.sqlstate == errors.IN_FAILED_TRANSACTION
+    assert error.sqlstate == errors.IN_FAILED_SQL_TRANSACTION
     assert error.message == "current transaction is aborted, commands ignored until end of transaction block"
-    assert (await error_of(session, "BEGIN")).sqlstate == errors.IN_FAILED_TRANSACTION
+    assert (await error_of(session, "BEGIN")).sqlstate == errors.IN_FAILED_SQL_TRANSACTION
     assert (await ok(session, "COMMIT")).command_tag == "ROLLBACK"
     assert session.transaction_status == "I"
     assert await rows(session, "SELECT id FROM t WHERE id = 7") == []

@@ -80,7 +80,7 @@ async def test_read_mode_in_a_failed_block_is_25p02(session):
     await one(session, "BEGIN")
     assert (await one(session, "SELECT * FROM nowhere")).error is not None
     result = await one(session, "SET quorumdb.read_mode = 'single'")
-    assert result.error.sqlstate == errors.IN_FAILED_TRANSACTION
+    assert result.error.sqlstate == errors.IN_FAILED_SQL_TRANSACTION
     assert (await one(session, "ROLLBACK")).command_tag == "ROLLBACK"
 
 

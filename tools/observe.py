@@ -18,7 +18,7 @@ import time
 from typing import Any, Iterable, Sequence
 
 from quorumdb import config as config_mod
-from quorumdb import limits
+from quorumdb import errors, limits
 
 # A metric sample key: (sample name, sorted label items).
 SampleKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -274,8 +274,8 @@ def summarize(cluster: config_mod.ClusterConfig, current: Snapshot, previous: Sn
         return delta / interval_s
 
     if any(sample.metrics is not None for sample, _ in computes):
-        view.commits_per_s = rate(COMMITS, sqlstate="00000")
-        view.aborts_per_s = rate(COMMITS, sqlstate="40001")
+        view.commits_per_s = rate(COMMITS, sqlstate=errors.SUCCESSFUL_COMPLETION)
+        view.aborts_per_s = rate(COMMITS, sqlstate=errors.SERIALIZATION_FAILURE)
         view.errors_per_s = rate(COMMITS) - view.commits_per_s - view.aborts_per_s
         view.reads_per_s = rate("quorumdb_compute_reads_total")
         view.hedges_per_s = rate("quorumdb_compute_read_hedges_total")

@@ -39,6 +39,7 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TextIO
 
+from quorumdb import errors
 from tools import format as fmt
 
 DATABASE_NAME = "quorumdb"
@@ -685,7 +686,7 @@ class Shell:
         # Fallback: the column metadata of an empty result (names and types only).
         probe, probe_error = self._query_quietly(f"SELECT * FROM {_quote_identifier(table)} LIMIT 0")
         if probe is None:
-            if probe_error is not None and getattr(probe_error, "sqlstate", "") == "42P01":
+            if probe_error is not None and getattr(probe_error, "sqlstate", "") == errors.UNDEFINED_TABLE:
                 self.print_notice(f'Did not find any relation named "{table}".', location)
             else:
                 self.print_error(_catalog_error(probe_error, "\\d", "information_schema.columns"), location)
@@ -866,7 +867,7 @@ def _location(source: str | None, line_number: int) -> str:
 def _catalog_error(error: Any, command: str, view: str) -> Any:
     message = getattr(error, "message", "") or str(error or "no result")
     return _SimpleError(
-        getattr(error, "sqlstate", "") or "0A000",
+        getattr(error, "sqlstate", "") or errors.FEATURE_NOT_SUPPORTED,
         f"{command} needs {view}, which this server does not answer: {message}",
     )
 

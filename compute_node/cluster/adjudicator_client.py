@@ -49,13 +49,13 @@ def outcome_error(reply: adjudicator_pb2.CommitReply) -> errors.SqlError | None:
         if reply.message.startswith(errors.STARTED_BEFORE_BACKTRACK):
             return errors.SqlError(errors.SERIALIZATION_FAILURE, reply.message,
                                    hint="Run the whole transaction again: it then sees the rewound database.")
-        if "OC0" in reply.message:  # the adjudicator named the case (OC000 or OC001)
+        if any(code in reply.message for code in errors.DSQL_RETRY_CODES):  # the adjudicator named the case
             return errors.SqlError(errors.SERIALIZATION_FAILURE, reply.message, detail=_conflict_detail(reply))
         return errors.conflict(_key_text(reply.conflict_key))
     if outcome == adjudicator_pb2.TOO_OLD:
         return errors.SqlError(
             errors.SERIALIZATION_FAILURE,
-            "transaction is older than the maximum transaction age, please retry: (OC000)",
+            f"transaction is older than the maximum transaction age, please retry: ({errors.DSQL_WRITE_CONFLICT})",
             detail=reply.message,
         )
     if outcome == adjudicator_pb2.UNAVAILABLE:

@@ -8,8 +8,7 @@ and this is its code for "a configured limit was hit"). `now_s` is passed in.
 """
 from __future__ import annotations
 
-TOO_MANY_CONNECTIONS = "53300"
-CONFIGURATION_LIMIT_EXCEEDED = "53400"
+from quorumdb import errors
 
 
 class Admission:
@@ -28,10 +27,10 @@ class Admission:
         self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate_per_s)
         self._refilled_s = now_s
         if self.open >= self.connections_max:
-            return TOO_MANY_CONNECTIONS, (f"sorry, too many clients already (this node allows "
+            return errors.TOO_MANY_CONNECTIONS, (f"sorry, too many clients already (this node allows "
                                           f"{self.connections_max} connections)")
         if self._tokens < 1.0:
-            return CONFIGURATION_LIMIT_EXCEEDED, (f"too many new connections: this node accepts "
+            return errors.CONFIGURATION_LIMIT_EXCEEDED, (f"too many new connections: this node accepts "
                                                   f"{self.rate_per_s:g} per second (bursts of {self.burst})")
         self._tokens -= 1.0
         self.open += 1

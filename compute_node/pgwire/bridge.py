@@ -40,7 +40,6 @@ _ANSWERED_HERE = frozenset({"SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE", "LO
 # Statement shapes (quorumdb/sqllex.py lift_literals) already found to be engine statements,
 # whatever their constants: classified once per node, not at every statement (bounded, LRU).
 _ENGINE_SHAPES: "collections.OrderedDict[str, bool]" = collections.OrderedDict()
-READ_ONLY_SQL_TRANSACTION = errors.READ_ONLY_SQL_TRANSACTION
 TRANSACTION_WORDS = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
                                "PREPARE"})
 
@@ -134,7 +133,7 @@ class PgSession:
     async def copy_from(self, statement, records) -> Outcome:
         if self._in_read_only_block():
             self.session.fail_block()
-            return Outcome.failed(SqlError(READ_ONLY_SQL_TRANSACTION, "cannot execute COPY FROM in a read-only transaction"))
+            return Outcome.failed(SqlError(errors.READ_ONLY_SQL_TRANSACTION, "cannot execute COPY FROM in a read-only transaction"))
         result = await self.session.copy_from(statement, records)
         return Outcome([], [], result.command_tag or "", result.error)
 
@@ -225,7 +224,7 @@ class PgSession:
             return self._lock(words)
         if first in ("SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE") and not (first == "SET" and "FROM" in words):
             if self.transaction_status == "E":
-                return Outcome.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+                return Outcome.failed(SqlError(errors.IN_FAILED_SQL_TRANSACTION, IN_FAILED_BLOCK))
             try:
                 return self._command(first, words, statement)
             except SqlError as error:
@@ -246,7 +245,7 @@ class PgSession:
             # its writes stay in a block that can no longer commit.
             self.session.fail_block()
             words = sqllex.leading_words(statement, 1)
-            return Outcome.failed(SqlError(READ_ONLY_SQL_TRANSACTION,
+            return Outcome.failed(SqlError(errors.READ_ONLY_SQL_TRANSACTION,
                                            f"cannot execute {words[0] if words else 'this statement'} "
                                            "in a read-only transaction"))
         outcomes = [Outcome(list(r.columns), list(r.rows), r.command_tag or "", r.error) for r in results]
@@ -259,7 +258,7 @@ class PgSession:
         QuorumDB block reads one snapshot and fails its commit (OC001) if a definition it read
         changed. Any stronger mode would have to exclude writers, which OCC does not do: 0A000."""
         if self.transaction_status == "E":
-            return Outcome.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+            return Outcome.failed(SqlError(errors.IN_FAILED_SQL_TRANSACTION, IN_FAILED_BLOCK))
         if words[-4:] != ["IN", "ACCESS", "SHARE", "MODE"]:
             return Outcome.failed(SqlError(errors.FEATURE_NOT_SUPPORTED, "LOCK is supported only IN ACCESS SHARE MODE",
                                            hint="Transactions are optimistic: a conflicting write fails at COMMIT."))
@@ -423,7 +422,7 @@ class PgSession:
         if name.lower() == session_mod.WRITE_FORWARDING_SETTING and hasattr(self.backend, "write_forwarding"):
             mode = "off" if value is None or value.lower() == "default" else value.lower()
             if mode not in session_mod.WRITE_FORWARDING_MODES:
-                raise SqlError(types.INVALID_PARAMETER_VALUE,
+                raise SqlError(errors.INVALID_PARAMETER_VALUE,
                                f'invalid value for parameter "{session_mod.WRITE_FORWARDING_SETTING}": "{value}"',
                                hint=f"Available values: {', '.join(session_mod.WRITE_FORWARDING_MODES)}.")
             self.backend.write_forwarding = mode
@@ -432,7 +431,7 @@ class PgSession:
             return
         mode = None if value is None or value.lower() == "default" else value.lower()
         if mode is not None and mode not in session_mod.READ_MODES:
-            raise SqlError(types.INVALID_PARAMETER_VALUE,
+            raise SqlError(errors.INVALID_PARAMETER_VALUE,
                            f'invalid value for parameter "{session_mod.READ_MODE_SETTING}": "{value}"',
                            hint=f"Available values: {', '.join(session_mod.READ_MODES)}.")
         self.backend.session_read_mode = mode

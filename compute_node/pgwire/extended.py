@@ -25,17 +25,8 @@ from typing import Any
 
 from compute_node.sql import pgtypes
 from compute_node.pgwire.protocol import Bind, Close, Parse
-from quorumdb import limits, sqllex
+from quorumdb import errors, limits, sqllex
 from quorumdb.errors import SqlError
-
-INVALID_SQL_STATEMENT_NAME = "26000"
-INVALID_CURSOR_NAME = "34000"
-DUPLICATE_PREPARED_STATEMENT = "42P05"
-DUPLICATE_CURSOR = "42P03"
-PROTOCOL_VIOLATION = "08P01"
-SYNTAX_ERROR = "42601"
-UNDEFINED_PARAMETER = "42P02"
-PROGRAM_LIMIT_EXCEEDED = "54000"
 
 
 @dataclasses.dataclass
@@ -72,7 +63,7 @@ class Portal:
         if len(formats) == 1:
             return formats[0]
         if len(formats) != column_count:
-            raise SqlError(PROTOCOL_VIOLATION,
+            raise SqlError(errors.PROTOCOL_VIOLATION,
                            f"bind message has {len(formats)} result formats but query has {column_count} columns")
         return formats[column]
 
@@ -91,16 +82,16 @@ class ExtendedState:
 
     def parse(self, message: Parse) -> PreparedStatement:
         if message.name and message.name in self.statements:
-            raise SqlError(DUPLICATE_PREPARED_STATEMENT, f'prepared statement "{message.name}" already exists')
+            raise SqlError(errors.DUPLICATE_PREPARED_STATEMENT, f'prepared statement "{message.name}" already exists')
         if len(sqllex.split_statements(message.sql)) > 1:
-            raise SqlError(SYNTAX_ERROR, "cannot insert multiple commands into a prepared statement")
+            raise SqlError(errors.SYNTAX_ERROR, "cannot insert multiple commands into a prepared statement")
         if message.name and len(self.statements) >= self._statements_max:
-            raise SqlError(PROGRAM_LIMIT_EXCEEDED,
+            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
                            f"too many prepared statements on this connection (at most {self._statements_max})",
                            hint="DEALLOCATE or Close statements you no longer use.")
         used = sqllex.parameter_count(message.sql)
         if used > limits.PG_PARAMETERS_MAX:
-            raise SqlError(PROGRAM_LIMIT_EXCEEDED, f"number of parameters must be between 0 and {limits.PG_PARAMETERS_MAX}")
+            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, f"number of parameters must be between 0 and {limits.PG_PARAMETERS_MAX}")
         oids = tuple(message.param_oids) + (0,) * max(0, used - len(message.param_oids))
         statement = PreparedStatement(message.name, message.sql, oids, sqllex.split_statements(message.sql),
                                       sqllex.leading_words(message.sql, 2))
@@ -122,32 +113,32 @@ class ExtendedState:
     def statement(self, name: str) -> PreparedStatement:
         statement = self.statements.get(name)
         if statement is None:
-            raise SqlError(INVALID_SQL_STATEMENT_NAME,
+            raise SqlError(errors.INVALID_SQL_STATEMENT_NAME,
                            f'prepared statement "{name}" does not exist' if name else "unnamed prepared statement does not exist")
         return statement
 
     def portal(self, name: str) -> Portal:
         portal = self.portals.get(name)
         if portal is None:
-            raise SqlError(INVALID_CURSOR_NAME, f'portal "{name}" does not exist')
+            raise SqlError(errors.INVALID_CURSOR_NAME, f'portal "{name}" does not exist')
         return portal
 
     def bind(self, message: Bind) -> Portal:
         statement = self.statement(message.statement)
         if message.portal and message.portal in self.portals:
-            raise SqlError(DUPLICATE_CURSOR, f'portal "{message.portal}" already exists')
+            raise SqlError(errors.DUPLICATE_CURSOR, f'portal "{message.portal}" already exists')
         if message.portal and len(self.portals) >= self._portals_max:
-            raise SqlError(PROGRAM_LIMIT_EXCEEDED, f"too many open portals on this connection (at most {self._portals_max})")
+            raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED, f"too many open portals on this connection (at most {self._portals_max})")
         params, formats = message.params, message.param_formats
         if len(formats) not in (0, 1, len(params)):
-            raise SqlError(PROTOCOL_VIOLATION,
+            raise SqlError(errors.PROTOCOL_VIOLATION,
                            f"bind message has {len(formats)} parameter formats but {len(params)} parameters")
         if len(params) != statement.param_count:
-            raise SqlError(PROTOCOL_VIOLATION, f'bind message supplies {len(params)} parameters, but prepared '
+            raise SqlError(errors.PROTOCOL_VIOLATION, f'bind message supplies {len(params)} parameters, but prepared '
                                                f'statement "{statement.name}" requires {statement.param_count}')
         for code in formats + message.result_formats:
             if code not in (0, 1):
-                raise SqlError(PROTOCOL_VIOLATION, f"unsupported format code: {code}")
+                raise SqlError(errors.PROTOCOL_VIOLATION, f"unsupported format code: {code}")
         # A parameter the client left unspecified at Parse has the type Describe announced (what
         # asyncpg encodes binary values as); the declared type wins where there is one.
         described = statement.described[1] if statement.described is not None else ()
@@ -174,7 +165,7 @@ class ExtendedState:
             self.statements = {key: value for key, value in self.statements.items() if key == ""}
             return
         if name not in self.statements:
-            raise SqlError(INVALID_SQL_STATEMENT_NAME, f'prepared statement "{name}" does not exist')
+            raise SqlError(errors.INVALID_SQL_STATEMENT_NAME, f'prepared statement "{name}" does not exist')
         del self.statements[name]
 
     def end_transaction(self) -> None:

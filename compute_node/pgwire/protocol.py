@@ -27,15 +27,16 @@ import dataclasses
 import enum
 import struct
 
+from quorumdb import errors
+
 PROTOCOL_3_0 = 196608
 SSL_REQUEST_CODE = 80877103
 GSSENC_REQUEST_CODE = 80877104
 CANCEL_REQUEST_CODE = 80877102
-PROTOCOL_VIOLATION = "08P01"
 
 
 class ProtocolViolation(Exception):
-    def __init__(self, message: str, sqlstate: str = PROTOCOL_VIOLATION):
+    def __init__(self, message: str, sqlstate: str = errors.PROTOCOL_VIOLATION):
         super().__init__(message)
         self.message = message
         self.sqlstate = sqlstate
@@ -199,7 +200,8 @@ class _Cursor:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise ProtocolViolation(f"invalid UTF-8 in {self.what} message", "22021") from None
+            raise ProtocolViolation(f"invalid UTF-8 in {self.what} message",
+                                    errors.CHARACTER_NOT_IN_REPERTOIRE) from None
 
     def rest(self) -> bytes:
         chunk = self.data[self.position:]
@@ -277,7 +279,8 @@ class Frontend:
             return message
         if code >> 16 != 3:
             raise ProtocolViolation(
-                f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}: server supports 3.0", "0A000")
+                f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}: server supports 3.0",
+                errors.FEATURE_NOT_SUPPORTED)
         parameters: dict[str, str] = {}
         while True:
             name = cursor.cstring()

@@ -65,11 +65,6 @@ from quorumdb.errors import SqlError
 
 log = logging.getLogger("compute_node.pgwire")
 
-INVALID_AUTHORIZATION = "28000"
-INVALID_PASSWORD = "28P01"
-ADMIN_SHUTDOWN = "57P01"
-QUERY_CANCELED = "57014"
-
 
 @dataclasses.dataclass(frozen=True)
 class PgConfig:
@@ -219,12 +214,12 @@ class PgConnection:
             log.info("closing connection from %s: protocol violation: %s", self.peer, violation.message)
             await self._fatal(violation.sqlstate, violation.message)
         except TimeoutError:
-            await self._fatal(protocol.PROTOCOL_VIOLATION, "canceling authentication due to timeout")
+            await self._fatal(errors.PROTOCOL_VIOLATION, "canceling authentication due to timeout")
         except (ConnectionClosed, ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                await self._fatal(ADMIN_SHUTDOWN, "terminating connection due to administrator command",
+                await self._fatal(errors.ADMIN_SHUTDOWN, "terminating connection due to administrator command",
                                   detail=f"compute node {self.config.node_name} is shutting down")
             raise
         except Exception:
@@ -298,7 +293,7 @@ class PgConnection:
         parameters = startup.parameters
         user = parameters.get("user", "")
         if not user:
-            raise Fatal(INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet")
+            raise Fatal(errors.INVALID_AUTHORIZATION_SPECIFICATION, "no PostgreSQL user name specified in startup packet")
         database = parameters.get("database") or user
         unknown = [name for name in parameters if name.startswith("_pq_.")]
         if startup.protocol != protocol.PROTOCOL_3_0 or unknown:
@@ -329,14 +324,14 @@ class PgConnection:
             raise ProtocolViolation("expected SASL response")
         mechanism, client_first = _sasl_initial(initial.payload)
         if mechanism != scram.MECHANISM:
-            raise Fatal(protocol.PROTOCOL_VIOLATION, f"client selected an invalid SASL authentication mechanism {mechanism!r}")
+            raise Fatal(errors.PROTOCOL_VIOLATION, f"client selected an invalid SASL authentication mechanism {mechanism!r}")
         secret = self.config.secret
         salt = tokens.scram_salt(secret, user)
         exchange = scram.ScramServer(secrets.token_urlsafe(18), salt, self.config.scram_iterations)
         try:
             server_first = exchange.server_first(client_first)
         except scram.ScramError as error:
-            raise Fatal(protocol.PROTOCOL_VIOLATION, f"malformed SCRAM message: {error}") from None
+            raise Fatal(errors.PROTOCOL_VIOLATION, f"malformed SCRAM message: {error}") from None
         await self._send(protocol.authentication_sasl_continue(server_first))
         final = await self._next_message()
         if not isinstance(final, protocol.PasswordData):
@@ -350,7 +345,7 @@ class PgConnection:
                 expired = tokens.recently_expired(now_s)
                 expired_index, _ = await self.server.check_proof(exchange, final.payload, user, expired)
         except scram.ScramError as error:
-            raise Fatal(protocol.PROTOCOL_VIOLATION, f"malformed SCRAM message: {error}") from None
+            raise Fatal(errors.PROTOCOL_VIOLATION, f"malformed SCRAM message: {error}") from None
         if index is None:
             if expired_index is not None:
                 expired_at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expired[expired_index]))
@@ -359,7 +354,7 @@ class PgConnection:
                 detail = (f"The password must be a current token for user {user!r} of this cluster "
                           "(wrong user, wrong cluster, forged, or expired more than a day ago).")
             log.info("authentication failed for user %s from %s: %s", user, self.peer, detail)
-            raise Fatal(INVALID_PASSWORD, f'password authentication failed for user "{user}"', detail=detail,
+            raise Fatal(errors.INVALID_PASSWORD, f'password authentication failed for user "{user}"', detail=detail,
                         hint="Make a new token with `quorumdb token --user NAME --data-dir DIR` and use it as the password.")
         await self._send(protocol.authentication_sasl_final(server_final))
 
@@ -443,7 +438,7 @@ class PgConnection:
                 await self._execute(lambda: self.pg.control("ROLLBACK"))
 
     def _lifetime_over(self) -> None:
-        raise Fatal(ADMIN_SHUTDOWN,
+        raise Fatal(errors.ADMIN_SHUTDOWN,
                     f"terminating connection: its lifetime of {self.config.lifetime_s:g} s is over",
                     detail="QuorumDB closes every PostgreSQL connection after a fixed lifetime, as Aurora DSQL does.",
                     hint="Reconnect; connection pools should recycle connections before the lifetime ends.")
@@ -597,7 +592,7 @@ class PgConnection:
         while True:
             message = await self._next_message_in_lifetime()
             if self.copy_cancelled and error is None:
-                error = SqlError(QUERY_CANCELED, "canceling statement due to user request",
+                error = SqlError(errors.QUERY_CANCELED, "canceling statement due to user request",
                                  context=f"COPY {statement.table}, line {reader.line}")
             match message:
                 case protocol.CopyData(data=data):
@@ -634,14 +629,14 @@ class PgConnection:
                     break
                 case protocol.CopyFail(message=why):
                     if error is None:  # after an error the client's reason for giving up is not news
-                        error = SqlError(QUERY_CANCELED, f"COPY from stdin failed: {why}")
+                        error = SqlError(errors.QUERY_CANCELED, f"COPY from stdin failed: {why}")
                     break
                 case protocol.Flush() | protocol.Sync():
                     continue  # PostgreSQL ignores these during COPY FROM STDIN
                 case protocol.Terminate():
                     raise ConnectionClosed()
                 case _:
-                    error = error or SqlError(protocol.PROTOCOL_VIOLATION,
+                    error = error or SqlError(errors.PROTOCOL_VIOLATION,
                                               f"unexpected message type {type(message).__name__} during COPY from stdin")
                     break
         return error, records, loaded
@@ -661,7 +656,7 @@ class PgConnection:
         if getattr(self.tracker, "commit_in_flight", False):
             self.tracker.commit_in_flight = False
             return errors.completion_unknown(why)
-        return SqlError(QUERY_CANCELED, why)
+        return SqlError(errors.QUERY_CANCELED, why)
 
     def cancel_running(self) -> bool:
         if self.copy_in_progress:

@@ -18,17 +18,13 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from quorumdb import errors
 from quorumdb.errors import SqlError
 
 # PostgreSQL 15: the catalog, the SQL corpus and psql/pg_dump are checked against PostgreSQL 15, and
 # pg_dump refuses a server of a newer major version than its own (Debian bookworm ships 15).
 SERVER_VERSION = "15.0 (QuorumDB)"
 SERVER_VERSION_NUM = "150000"
-
-UNDEFINED_OBJECT = "42704"
-INVALID_PARAMETER_VALUE = "22023"
-FEATURE_NOT_SUPPORTED = "0A000"
-CANT_CHANGE_RUNTIME_PARAM = "55P02"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +113,7 @@ class Settings:
         key = ALIASES.get(name.lower(), name.lower())
         if key in self.values:
             return self.values[key]
-        raise SqlError(UNDEFINED_OBJECT, f'unrecognized configuration parameter "{name}"')
+        raise SqlError(errors.UNDEFINED_OBJECT, f'unrecognized configuration parameter "{name}"')
 
     def reported(self) -> list[tuple[str, str]]:
         return [(SETTINGS[key].name, self.values[key]) for key, setting in SETTINGS.items() if setting.report]
@@ -133,9 +129,9 @@ class Settings:
             if "." in key:
                 self.values.pop(key, None)
                 return []
-            raise SqlError(UNDEFINED_OBJECT, f'unrecognized configuration parameter "{name}"')
+            raise SqlError(errors.UNDEFINED_OBJECT, f'unrecognized configuration parameter "{name}"')
         if setting.read_only:
-            raise SqlError(CANT_CHANGE_RUNTIME_PARAM, f'parameter "{setting.name}" cannot be changed')
+            raise SqlError(errors.CANT_CHANGE_RUNTIME_PARAM, f'parameter "{setting.name}" cannot be changed')
         new = setting.default if value is None else _validate(setting, value)
         old = self.values.get(key)
         self.values[key] = new
@@ -169,7 +165,7 @@ _DURATION_MS = {None: 1, "us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_
 def _duration_ms(text: str) -> float:
     match = _DURATION.match(text)
     if match is None:
-        raise SqlError(INVALID_PARAMETER_VALUE, f'invalid value for parameter "statement_timeout": "{text}"')
+        raise SqlError(errors.INVALID_PARAMETER_VALUE, f'invalid value for parameter "statement_timeout": "{text}"')
     unit = match.group(2).lower() if match.group(2) else None
     return float(match.group(1)) * _DURATION_MS[unit]
 
@@ -179,41 +175,41 @@ def _validate(setting: Setting, value: str) -> str:
     lowered = value.strip().lower()
     if key == "client_encoding":
         if lowered not in _UTF8:
-            raise SqlError(FEATURE_NOT_SUPPORTED, f'client encoding "{value}" is not supported: QuorumDB speaks UTF8 only')
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'client encoding "{value}" is not supported: QuorumDB speaks UTF8 only')
         return "UTF8"
     if key == "timezone":
         if lowered not in _UTC:
-            raise SqlError(INVALID_PARAMETER_VALUE, f'time zone "{value}" is not supported: QuorumDB uses UTC only')
+            raise SqlError(errors.INVALID_PARAMETER_VALUE, f'time zone "{value}" is not supported: QuorumDB uses UTC only')
         return "UTC"
     if key == "datestyle":
         parts = [part.strip().lower() for part in value.split(",")]
         if any(part not in ("iso", "mdy", "dmy", "ymd", "us", "european", "noneuropean") for part in parts) \
                 or ("iso" not in parts and any(part in ("us", "european") for part in parts)):
-            raise SqlError(INVALID_PARAMETER_VALUE, f'DateStyle "{value}" is not supported: QuorumDB prints ISO only')
+            raise SqlError(errors.INVALID_PARAMETER_VALUE, f'DateStyle "{value}" is not supported: QuorumDB prints ISO only')
         order = "DMY" if "dmy" in parts or "european" in parts else ("YMD" if "ymd" in parts else "MDY")
         return f"ISO, {order}"
     if key in ("transaction_isolation", "default_transaction_isolation"):
         if " ".join(lowered.split()) != "repeatable read":
-            raise SqlError(FEATURE_NOT_SUPPORTED, f"isolation level {value} is not supported",
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"isolation level {value} is not supported",
                            hint="QuorumDB transactions are REPEATABLE READ (snapshot isolation), as Aurora DSQL's.")
         return "repeatable read"
     if key == "standard_conforming_strings":
         if lowered not in ("on", "true", "1", "yes"):
-            raise SqlError(FEATURE_NOT_SUPPORTED, "standard_conforming_strings is always on")
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "standard_conforming_strings is always on")
         return "on"
     if key == "bytea_output":
         if lowered != "hex":
-            raise SqlError(FEATURE_NOT_SUPPORTED, "bytea_output is always hex")
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "bytea_output is always hex")
         return "hex"
     if key == "default_transaction_read_only":
         if lowered not in ("off", "false", "0", "no"):
-            raise SqlError(FEATURE_NOT_SUPPORTED, "read-only transactions are not supported")
+            raise SqlError(errors.FEATURE_NOT_SUPPORTED, "read-only transactions are not supported")
         return "off"
     if key == "statement_timeout":
         _duration_ms(value)
         return value.strip()
     if key == "extra_float_digits":
         if not re.match(r"^\s*-?\d+\s*$", value) or not -15 <= int(value) <= 3:
-            raise SqlError(INVALID_PARAMETER_VALUE, f'{value} is outside the valid range for parameter "extra_float_digits" (-15 .. 3)')
+            raise SqlError(errors.INVALID_PARAMETER_VALUE, f'{value} is outside the valid range for parameter "extra_float_digits" (-15 .. 3)')
         return str(int(value))
     return value

@@ -243,7 +243,7 @@ class Session:
     def _write_forwarding(self, statement: re.Match) -> StatementResult:
         """SET / RESET / SHOW quorumdb.write_forwarding (off | session | global)."""
         if self._failed:
-            return StatementResult.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+            return StatementResult.failed(SqlError(errors.IN_FAILED_SQL_TRANSACTION, IN_FAILED_BLOCK))
         if not hasattr(self.backend, "write_forwarding"):
             return StatementResult.failed(SqlError(errors.FEATURE_NOT_SUPPORTED,
                                                    f"{WRITE_FORWARDING_SETTING} cannot be set on this backend"))
@@ -254,7 +254,7 @@ class Session:
             value = "off"
         if value not in WRITE_FORWARDING_MODES:
             return StatementResult.failed(SqlError(
-                types.INVALID_PARAMETER_VALUE,
+                errors.INVALID_PARAMETER_VALUE,
                 f'invalid value for parameter "{WRITE_FORWARDING_SETTING}": "{value}"',
                 hint=f"Available values: {', '.join(WRITE_FORWARDING_MODES)}."))
         self.backend.write_forwarding = value
@@ -263,7 +263,7 @@ class Session:
     def _read_mode(self, statement: re.Match) -> StatementResult:
         """SET / RESET / SHOW quorumdb.read_mode (see the module docstring)."""
         if self._failed:
-            return StatementResult.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+            return StatementResult.failed(SqlError(errors.IN_FAILED_SQL_TRANSACTION, IN_FAILED_BLOCK))
         if not hasattr(self.backend, "session_read_mode"):
             return StatementResult.failed(SqlError(errors.FEATURE_NOT_SUPPORTED,
                                                    f"{READ_MODE_SETTING} cannot be set on this backend"))
@@ -275,7 +275,7 @@ class Session:
             value = None
         if value is not None and value not in READ_MODES:
             return StatementResult.failed(SqlError(
-                types.INVALID_PARAMETER_VALUE,
+                errors.INVALID_PARAMETER_VALUE,
                 f'invalid value for parameter "{READ_MODE_SETTING}": "{value}"',
                 hint=f"Available values: {', '.join(READ_MODES)}."))
         self.backend.session_read_mode = value
@@ -296,7 +296,7 @@ class Session:
         if self._txn is None:
             return await self._autocommit(statement)
         if self._failed:
-            return StatementResult.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+            return StatementResult.failed(SqlError(errors.IN_FAILED_SQL_TRANSACTION, IN_FAILED_BLOCK))
         if isinstance(statement, Utility) and statement.command == "VACUUM":
             self._failed = True  # as PostgreSQL (it does nothing here either way)
             return StatementResult.failed(SqlError(errors.ACTIVE_SQL_TRANSACTION,
@@ -348,7 +348,7 @@ class Session:
         match action:
             case TransactionAction.BEGIN:
                 if self._failed:
-                    return StatementResult.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+                    return StatementResult.failed(SqlError(errors.IN_FAILED_SQL_TRANSACTION, IN_FAILED_BLOCK))
                 if self._txn is None:  # BEGIN inside a block: PostgreSQL warns and goes on
                     self._txn = self._new_transaction()
                 return StatementResult.tag("BEGIN")
@@ -387,7 +387,7 @@ class Session:
         25P02 now rather than after the upload, as PostgreSQL does). Reads only."""
         async with self._lock:
             if self._failed:
-                raise SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK)
+                raise SqlError(errors.IN_FAILED_SQL_TRANSACTION, IN_FAILED_BLOCK)
             txn = self._txn if self._txn is not None else self._new_transaction()
             try:
                 try:
@@ -414,7 +414,7 @@ class Session:
                     return StatementResult.failed(error)
                 return StatementResult.tag(f"COPY {count}")
             if self._failed:
-                return StatementResult.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+                return StatementResult.failed(SqlError(errors.IN_FAILED_SQL_TRANSACTION, IN_FAILED_BLOCK))
             try:
                 self._check_age(self._txn)
                 try:
@@ -466,7 +466,7 @@ class Session:
     async def _explain_analyze(self, explain: Explain) -> StatementResult:
         """Plan, run (and in autocommit, commit) a statement, timing each phase (compute_node/cluster/trace.py)."""
         if self._txn is not None and self._failed:
-            return StatementResult.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+            return StatementResult.failed(SqlError(errors.IN_FAILED_SQL_TRANSACTION, IN_FAILED_BLOCK))
         trace = self._new_trace()
         token = trace_mod.CURRENT.set(trace)
         txn = self._txn or self._new_transaction()
@@ -564,7 +564,7 @@ class Session:
         if isinstance(statement, Savepoint) and statement.action == "ROLLBACK TO" and self._txn is not None:
             return self._rollback_to(statement.name)  # the one command a failed block accepts
         if self._txn is not None and self._failed:
-            return StatementResult.failed(SqlError(errors.IN_FAILED_TRANSACTION, IN_FAILED_BLOCK))
+            return StatementResult.failed(SqlError(errors.IN_FAILED_SQL_TRANSACTION, IN_FAILED_BLOCK))
         try:
             return await self._block_command_checked(statement)
         except SqlError as error:
@@ -592,7 +592,7 @@ class Session:
                 raise SqlError(errors.NO_ACTIVE_SQL_TRANSACTION,
                                "DECLARE CURSOR can only be used in transaction blocks")
             if statement.name in self._cursors:
-                raise SqlError(DUPLICATE_CURSOR, f'cursor "{statement.name}" already exists')
+                raise SqlError(errors.DUPLICATE_CURSOR, f'cursor "{statement.name}" already exists')
             if len(self._cursors) >= limits.SESSION_CURSORS_MAX:
                 raise SqlError(errors.PROGRAM_LIMIT_EXCEEDED,
                                f"session exceeds the limit of {limits.SESSION_CURSORS_MAX} open cursors")
@@ -631,14 +631,14 @@ class Session:
     def _cursor(self, name: str) -> "_Cursor":
         cursor = self._cursors.get(name)
         if cursor is None:
-            raise SqlError(INVALID_CURSOR_NAME, f'cursor "{name}" does not exist')
+            raise SqlError(errors.INVALID_CURSOR_NAME, f'cursor "{name}" does not exist')
         return cursor
 
     def _savepoint_index(self, name: str) -> int:
         for index in range(len(self._savepoints) - 1, -1, -1):  # the newest of that name
             if self._savepoints[index][0] == name:
                 return index
-        raise SqlError(INVALID_SAVEPOINT, f'savepoint "{name}" does not exist')
+        raise SqlError(errors.INVALID_SAVEPOINT_SPECIFICATION, f'savepoint "{name}" does not exist')
 
     def _rollback_to(self, name: str) -> StatementResult:
         """ROLLBACK TO SAVEPOINT: the writes, locks and definitions as they were at the savepoint
@@ -689,11 +689,6 @@ class Session:
             raise SqlError(errors.SERIALIZATION_FAILURE,
                            f"transaction age limit of {limits.TXN_AGE_MAX_NS // 1_000_000_000} seconds exceeded",
                            hint="Retry the transaction; keep transactions short.")
-
-
-DUPLICATE_CURSOR = "42P03"
-INVALID_CURSOR_NAME = "34000"
-INVALID_SAVEPOINT = "3B001"
 
 
 class _Cursor:

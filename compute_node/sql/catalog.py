@@ -59,7 +59,6 @@ from compute_node.sql.types import SqlType
 from quorumdb import errors, keys, limits
 from quorumdb.errors import SqlError
 
-TOO_MANY_COLUMNS = "54011"
 # The hidden key column of a table created without a PRIMARY KEY. Like PostgreSQL's system
 # columns (ctid) it may be named in a query but never appears in `*`, the catalog views or
 # INSERT's default column list, and no user column may take its name.
@@ -436,7 +435,7 @@ def create_spec(create: exp.Create, table_id: int = 1) -> CreateSpec:
     if not columns:
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "tables without columns are not supported")
     if len(columns) > limits.TABLE_COLUMNS_MAX:
-        raise SqlError(TOO_MANY_COLUMNS, f"tables can have at most {limits.TABLE_COLUMNS_MAX} columns")
+        raise SqlError(errors.TOO_MANY_COLUMNS, f"tables can have at most {limits.TABLE_COLUMNS_MAX} columns")
     if primary_key is None:
         # No PRIMARY KEY: rows are keyed by a hidden row id (see the module docstring).
         columns.append(ColumnDef(ROWID_COLUMN, types.BIGINT, True, hidden=True))

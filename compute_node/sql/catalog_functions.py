@@ -48,7 +48,6 @@ from quorumdb import errors
 from quorumdb.errors import SqlError
 
 
-UNDEFINED_OBJECT = "42704"
 
 
 
@@ -398,11 +397,11 @@ def compile_catalog_cast(compiler, operand_node, target_name: str) -> "Compiled 
     if target.kind is Kind.TEXT:   # name, "char"
         text = _as_text(operand).evaluate if source.kind is not Kind.ARRAY else None
         if text is None:
-            raise SqlError(types.CANNOT_COERCE, f"cannot cast type {source.display_name} to {target.display_name}")
+            raise SqlError(errors.CANNOT_COERCE, f"cannot cast type {source.display_name} to {target.display_name}")
         width = 1 if target_name == '"char"' else 63   # "char" keeps one byte, name 63 (NAMEDATALEN - 1)
         return Compiled(lambda row: _none_or_apply(text(row), lambda v: v[:width]), target)
     if source.kind not in types.INT_KINDS and not from_text:
-        raise SqlError(types.CANNOT_COERCE, f"cannot cast type {source.display_name} to {target.display_name}")
+        raise SqlError(errors.CANNOT_COERCE, f"cannot cast type {source.display_name} to {target.display_name}")
     evaluate = operand.evaluate
     if target_name == "oid":
         if from_text:
@@ -474,7 +473,7 @@ def compile_array_cast(compiler, operand_node, to: exp.DataType) -> "Compiled":
             return types.ArrayValue([None if v is None else types.cast(v, types.TEXT, element.base)
                                      for v in items], target.element)
         return Compiled(parse, target)
-    raise SqlError(types.CANNOT_COERCE, f"cannot cast type {source.display_name} to {target.display_name}")
+    raise SqlError(errors.CANNOT_COERCE, f"cannot cast type {source.display_name} to {target.display_name}")
 
 
 def _none_or_apply(value, apply):
@@ -514,14 +513,14 @@ def _lookup_regclass(snapshot: pg_catalog.Snapshot, text: str) -> int:
 def _lookup_regtype(snapshot: pg_catalog.Snapshot, text: str) -> int:
     info = pg_catalog.type_named(text)
     if info is None:
-        raise SqlError(UNDEFINED_OBJECT, f'type "{text}" does not exist')
+        raise SqlError(errors.UNDEFINED_OBJECT, f'type "{text}" does not exist')
     return info.oid
 
 
 def _lookup_regnamespace(snapshot: pg_catalog.Snapshot, text: str) -> int:
     oid = pg_catalog.namespace_oid(text.strip().strip('"'))
     if oid is None:
-        raise SqlError("3F000", f'schema "{text}" does not exist')
+        raise SqlError(errors.INVALID_SCHEMA_NAME, f'schema "{text}" does not exist')
     return oid
 
 
@@ -581,7 +580,7 @@ def _privilege(kind: str):
         if len(args) == (4 if kind == "column" else 3):
             user = args[0]
             if not isinstance(user, int) and user not in (client.user, "public"):
-                raise SqlError(UNDEFINED_OBJECT, f'role "{user}" does not exist')
+                raise SqlError(errors.UNDEFINED_OBJECT, f'role "{user}" does not exist')
         target = args[-3] if kind == "column" else args[-2]
         if kind in ("table", "column", "sequence"):
             oid = target if isinstance(target, int) else pg_catalog.resolve_regclass(snapshot, target)
@@ -597,7 +596,7 @@ def _privilege(kind: str):
                     raise SqlError(errors.UNDEFINED_COLUMN,
                                    f'column "{args[-2]}" of relation "{relation.name}" does not exist')
         elif kind == "schema" and not isinstance(target, int) and pg_catalog.namespace_oid(target) is None:
-            raise SqlError("3F000", f'schema "{target}" does not exist')
+            raise SqlError(errors.INVALID_SCHEMA_NAME, f'schema "{target}" does not exist')
         return True
     return check
 

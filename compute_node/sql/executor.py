@@ -43,7 +43,7 @@ from sqlglot import exp
 from compute_node.sql import bulk, sequences, system_views, types
 from compute_node.sql.catalog import (
     CheckDef, IndexDef, TableDef, column_from_def, create_spec, default_text, identifier_name, table_name,
-    unique_name, TOO_MANY_COLUMNS,
+    unique_name,
 )
 from compute_node.sql.expressions import Compiled, Compiler, Scope, constant, contains_aggregate
 from compute_node.sql.parser import Explain, Utility
@@ -58,12 +58,6 @@ from compute_node.sql.transaction import Transaction
 from quorumdb import errors, keys, limits
 from quorumdb.errors import SqlError
 
-CHECK_VIOLATION = "23514"
-UNDEFINED_OBJECT = "42704"
-WRONG_OBJECT_TYPE = "42809"
-DEPENDENT_OBJECTS = "2BP01"
-INVALID_COLUMN_REFERENCE = "42P10"
-CARDINALITY_VIOLATION = "21000"
 
 # Backwards-compatible names (tests and tools import these).
 load_table = load_table
@@ -145,7 +139,7 @@ async def require_table(txn: Transaction, table_node: exp.Expression, changes: b
     table = await load_table(txn, name)
     if table is None:
         if await sequences.load_sequence(txn, name) is not None:
-            raise SqlError(WRONG_OBJECT_TYPE, f'cannot change sequence "{name}"' if changes else
+            raise SqlError(errors.WRONG_OBJECT_TYPE, f'cannot change sequence "{name}"' if changes else
                            f'"{name}" is not a table')
         raise SqlError(errors.UNDEFINED_TABLE, f'relation "{name}" does not exist')
     return table
@@ -192,7 +186,7 @@ class TableRules:
         _check_not_null(self.table, row)
         for name, check in self.checks:
             if check.evaluate(row) is False:
-                raise SqlError(CHECK_VIOLATION,
+                raise SqlError(errors.CHECK_VIOLATION,
                                f'new row for relation "{self.table.name}" violates check constraint "{name}"',
                                detail=f"Failing row contains ({_format_values(row)}).")
 
@@ -309,7 +303,7 @@ def _check_writable(txn: Transaction, table: TableDef) -> None:
     if table.rewrite_by is not None and table.rewrite_by != txn.txn_id \
             and txn.start_ts - table.rewrite_ts <= limits.TXN_AGE_MAX_NS + REWRITE_MARK_MARGIN_NS:
         raise SqlError(errors.SERIALIZATION_FAILURE,
-                       f'table "{table.name}" is being rewritten by another transaction, please retry: (OC001)',
+                       f'table "{table.name}" is being rewritten by another transaction, please retry: ({errors.DSQL_SCHEMA_CHANGED})',
                        hint="ALTER TABLE ... ADD PRIMARY KEY rewrites the table; writes wait for it to end.")
 
 
@@ -504,7 +498,7 @@ async def run_insert(txn: Transaction, insert: exp.Insert) -> StatementResult:
         if handler.do_nothing:
             continue
         if old_key in touched:
-            raise SqlError(CARDINALITY_VIOLATION, "ON CONFLICT DO UPDATE command cannot affect row a second time",
+            raise SqlError(errors.CARDINALITY_VIOLATION, "ON CONFLICT DO UPDATE command cannot affect row a second time",
                            hint="Ensure that no rows proposed for insertion within the same command have duplicate "
                                 "constrained values.")
         old_value = await txn.get(old_key)
@@ -690,7 +684,7 @@ class _ConflictHandler:
                 if index.unique and wanted == frozenset(index.columns):
                     self.target.add(index.name)
             if not self.target:
-                raise SqlError(INVALID_COLUMN_REFERENCE,
+                raise SqlError(errors.INVALID_COLUMN_REFERENCE,
                                "there is no unique or exclusion constraint matching the ON CONFLICT specification")
         elif not self.do_nothing:
             raise SqlError(errors.SYNTAX_ERROR, "ON CONFLICT DO UPDATE requires inference specification or "
@@ -1058,7 +1052,7 @@ def _check_storage_parameters(properties: exp.Properties | None) -> None:
                 value = prop.args.get("value")
                 number = int(value.this) if isinstance(value, exp.Literal) and value.this.isdigit() else None
                 if number is None or not 10 <= number <= 100:
-                    raise SqlError(types.INVALID_PARAMETER_VALUE,
+                    raise SqlError(errors.INVALID_PARAMETER_VALUE,
                                    f'value {value.sql(dialect="postgres") if value is not None else ""} out of bounds '
                                    'for option "fillfactor"', detail="Valid values are between \"10\" and \"100\".")
             continue
@@ -1078,7 +1072,7 @@ def _validate_expressions(table: TableDef, check_nodes, default_nodes) -> None:
         Compiler(scope, "CHECK constraint").compile_condition(node)
     for position, node in default_nodes.items():
         if any(isinstance(n, exp.Column) for n in node.walk()):
-            raise SqlError("0A000" if False else "42P10", "cannot use column reference in DEFAULT expression")
+            raise SqlError(errors.INVALID_COLUMN_REFERENCE, "cannot use column reference in DEFAULT expression")
         if any(isinstance(n, (exp.Subquery, exp.Exists, exp.Select)) for n in node.walk()):
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, "cannot use subquery in DEFAULT expression")
         column = table.columns[position]
@@ -1094,7 +1088,7 @@ def _validate_expressions(table: TableDef, check_nodes, default_nodes) -> None:
 
 def _check_index_columns(table: TableDef, columns: Sequence[str]) -> None:
     if len(columns) > limits.INDEX_COLUMNS_MAX:
-        raise SqlError(TOO_MANY_COLUMNS, f"cannot use more than {limits.INDEX_COLUMNS_MAX} columns in an index")
+        raise SqlError(errors.TOO_MANY_COLUMNS, f"cannot use more than {limits.INDEX_COLUMNS_MAX} columns in an index")
     for column_name in columns:
         if table.column_index(column_name) is None:
             raise SqlError(errors.UNDEFINED_COLUMN, f'column "{column_name}" does not exist')
@@ -1233,7 +1227,7 @@ async def run_drop(txn: Transaction, drop: exp.Drop) -> StatementResult:
         table = await load_table(txn, name)
         if table is None:
             if await txn.get(keys.catalog_index_key(name)) is not None:
-                raise SqlError(WRONG_OBJECT_TYPE, f'"{name}" is not a table', hint="Use DROP INDEX to remove an index.")
+                raise SqlError(errors.WRONG_OBJECT_TYPE, f'"{name}" is not a table', hint="Use DROP INDEX to remove an index.")
             if drop.args.get("exists"):
                 continue  # PostgreSQL: NOTICE table does not exist, skipping
             raise SqlError(errors.UNDEFINED_TABLE, f'table "{name}" does not exist')
@@ -1261,16 +1255,16 @@ async def run_drop_index(txn: Transaction, drop: exp.Drop) -> StatementResult:
         owner = await txn.get(keys.catalog_index_key(name))
         if owner is None:
             if await load_table(txn, name) is not None:
-                raise SqlError(WRONG_OBJECT_TYPE, f'"{name}" is not an index', hint="Use DROP TABLE to remove a table.")
+                raise SqlError(errors.WRONG_OBJECT_TYPE, f'"{name}" is not an index', hint="Use DROP TABLE to remove a table.")
             if drop.args.get("exists"):
                 continue  # NOTICE: index does not exist, skipping
-            raise SqlError(UNDEFINED_OBJECT, f'index "{name}" does not exist')
+            raise SqlError(errors.UNDEFINED_OBJECT, f'index "{name}" does not exist')
         table = await load_table(txn, owner.decode("utf-8"))
         assert table is not None, f"index {name} names a missing table"
         index = table.find_index(name)
         assert index is not None, f"table {table.name} does not list index {name}"
         if index.constraint:
-            raise SqlError(DEPENDENT_OBJECTS,
+            raise SqlError(errors.DEPENDENT_OBJECTS_STILL_EXIST,
                            f"cannot drop index {name} because constraint {name} on table {table.name} requires it",
                            hint=f"You can drop constraint {name} on table {table.name} instead.")
         targets.append((table, index))
@@ -1441,7 +1435,7 @@ async def add_primary_key(txn: Transaction, table: TableDef, constraint: str | N
         raise SqlError(errors.INVALID_TABLE_DEFINITION, f'multiple primary keys for table "{table.name}" are not allowed')
     pk_name = constraint if constraint is not None and constraint != f"{table.name}_pkey" else None
     if len(names) > limits.INDEX_COLUMNS_MAX:
-        raise SqlError(TOO_MANY_COLUMNS, f"cannot use more than {limits.INDEX_COLUMNS_MAX} columns in an index")
+        raise SqlError(errors.TOO_MANY_COLUMNS, f"cannot use more than {limits.INDEX_COLUMNS_MAX} columns in an index")
     shown = pk_name or f"{table.name}_pkey"
     if await _relation_exists(txn, shown) is not None or any(c.name == shown for c in table.checks):
         raise SqlError(errors.DUPLICATE_TABLE, f'relation "{shown}" already exists')
@@ -1541,10 +1535,10 @@ async def _mark_for_rewrite(txn: Transaction, table: TableDef) -> TableDef:
         current = TableDef.decode(raw) if raw is not None else None
         if current is None or current.table_id != table.table_id:
             raise SqlError(errors.SERIALIZATION_FAILURE,
-                           "schema has been updated by another transaction, please retry: (OC001)")
+                           f"schema has been updated by another transaction, please retry: ({errors.DSQL_SCHEMA_CHANGED})")
         if current.rewrite_by is not None and current.rewrite_by != txn.txn_id                 and marked_ts - current.rewrite_ts <= limits.TXN_AGE_MAX_NS + REWRITE_MARK_MARGIN_NS:
             raise SqlError(errors.SERIALIZATION_FAILURE,
-                           f'table "{table.name}" is being rewritten by another transaction, please retry: (OC001)')
+                           f'table "{table.name}" is being rewritten by another transaction, please retry: ({errors.DSQL_SCHEMA_CHANGED})')
         marked = dataclasses.replace(current, rewrite_by=txn.txn_id, rewrite_ts=marked_ts)
         version = encode_version(decode_version(found[version_key]) + 1)
         return [(key, marked.encode()), (version_key, version)], None
@@ -1555,8 +1549,8 @@ async def _mark_for_rewrite(txn: Transaction, table: TableDef) -> TableDef:
     await txn.get_many([])  # learn the catalog version of the new snapshot before using any definition
     reloaded = await load_table(txn, table.name)
     if reloaded is None or reloaded.rewrite_by != txn.txn_id:
-        raise SqlError(errors.SERIALIZATION_FAILURE, "schema has been updated by another transaction, please retry: "
-                                                     "(OC001)")
+        raise SqlError(errors.SERIALIZATION_FAILURE,
+                       f"schema has been updated by another transaction, please retry: ({errors.DSQL_SCHEMA_CHANGED})")
     return reloaded
 
 
@@ -1601,7 +1595,7 @@ async def _add_column(txn: Transaction, table: TableDef, action: exp.ColumnDef) 
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, "ADD COLUMN ... UNIQUE is not supported; add the column, then "
                                                      "CREATE UNIQUE INDEX")
     if len(table.columns) + 1 > limits.TABLE_COLUMNS_MAX:
-        raise SqlError(TOO_MANY_COLUMNS, f"tables can have at most {limits.TABLE_COLUMNS_MAX} columns")
+        raise SqlError(errors.TOO_MANY_COLUMNS, f"tables can have at most {limits.TABLE_COLUMNS_MAX} columns")
     table = _with_explicit_slots(table)
     slot = table.physical_slots
     missing = None
@@ -1635,7 +1629,7 @@ async def _add_column(txn: Transaction, table: TableDef, action: exp.ColumnDef) 
             row = result.decode_row(value)
             for check_name, check in rules.checks:
                 if check.evaluate(row) is False:
-                    raise SqlError(CHECK_VIOLATION,
+                    raise SqlError(errors.CHECK_VIOLATION,
                                    f'check constraint "{check_name}" of relation "{table.name}" is violated by some row')
     return result
 
@@ -1865,7 +1859,7 @@ async def run_drop_sequence(txn: Transaction, statement: Utility) -> StatementRe
             raise SqlError(errors.UNDEFINED_TABLE, f'sequence "{name}" does not exist')
         if definition.owned_by is not None:
             owner_table, owner_column = definition.owned_by
-            raise SqlError(DEPENDENT_OBJECTS,
+            raise SqlError(errors.DEPENDENT_OBJECTS_STILL_EXIST,
                            f"cannot drop sequence {name} because other objects depend on it",
                            detail=f"default value for column {owner_column} of table {owner_table} depends on "
                                   f"sequence {name}",
@@ -1910,23 +1904,23 @@ def sequence_from_options(name: str, sequence_id: int, options: dict, data_type:
             raise SqlError(errors.NUMERIC_VALUE_OUT_OF_RANGE, f"{what.upper()} is out of range for type bigint")
     increment = options.get("increment", 1)
     if increment == 0:
-        raise SqlError(types.INVALID_PARAMETER_VALUE, "INCREMENT must not be zero")
+        raise SqlError(errors.INVALID_PARAMETER_VALUE, "INCREMENT must not be zero")
     low, high = bulk.sequence_bounds(increment, options.get("minvalue"), options.get("maxvalue"), type_min, type_max)
     if not type_min <= low <= type_max:
-        raise SqlError(types.INVALID_PARAMETER_VALUE, f"MINVALUE ({low}) is out of range for sequence data type")
+        raise SqlError(errors.INVALID_PARAMETER_VALUE, f"MINVALUE ({low}) is out of range for sequence data type")
     if not type_min <= high <= type_max:
-        raise SqlError(types.INVALID_PARAMETER_VALUE, f"MAXVALUE ({high}) is out of range for sequence data type")
+        raise SqlError(errors.INVALID_PARAMETER_VALUE, f"MAXVALUE ({high}) is out of range for sequence data type")
     if low >= high:
-        raise SqlError(types.INVALID_PARAMETER_VALUE, f"MINVALUE ({low}) must be less than MAXVALUE ({high})")
+        raise SqlError(errors.INVALID_PARAMETER_VALUE, f"MINVALUE ({low}) must be less than MAXVALUE ({high})")
     start = options.get("start")
     start = start if start is not None else (low if increment > 0 else high)
     if start < low:
-        raise SqlError(types.INVALID_PARAMETER_VALUE, f"START value ({start}) cannot be less than MINVALUE ({low})")
+        raise SqlError(errors.INVALID_PARAMETER_VALUE, f"START value ({start}) cannot be less than MINVALUE ({low})")
     if start > high:
-        raise SqlError(types.INVALID_PARAMETER_VALUE, f"START value ({start}) cannot be greater than MAXVALUE ({high})")
+        raise SqlError(errors.INVALID_PARAMETER_VALUE, f"START value ({start}) cannot be greater than MAXVALUE ({high})")
     cache = options.get("cache", 1)
     if cache < 1:
-        raise SqlError(types.INVALID_PARAMETER_VALUE, f"CACHE ({cache}) must be greater than zero")
+        raise SqlError(errors.INVALID_PARAMETER_VALUE, f"CACHE ({cache}) must be greater than zero")
     return bulk.SequenceDef(name, sequence_id, start, increment, low, high, min(cache, limits.SEQUENCE_RESERVE_MAX),
                             owned_by, data_type)
 

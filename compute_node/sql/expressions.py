@@ -58,10 +58,6 @@ from quorumdb.errors import SqlError
 
 Row = Sequence[Any]
 Evaluator = Callable[[Row], Any]
-CARDINALITY_VIOLATION = "21000"
-AMBIGUOUS_FUNCTION = "42725"
-INVALID_ARGUMENT = "22023"
-INVALID_ESCAPE = "22025"
 D = decimal.Decimal
 CTX = types.DECIMAL_CONTEXT
 
@@ -388,7 +384,7 @@ class Compiler:
             return self._literal(inner, negate=True)
         operand = self.compile(inner)
         if operand.sql_type.kind is Kind.UNKNOWN:
-            raise SqlError(AMBIGUOUS_FUNCTION, "operator is not unique: - unknown")
+            raise SqlError(errors.AMBIGUOUS_FUNCTION, "operator is not unique: - unknown")
         kind = operand.sql_type.kind
         if kind is Kind.NULL:
             return constant(None, types.INTEGER)
@@ -672,7 +668,7 @@ class Compiler:
     def _similar_to(self, node: exp.SimilarTo, escape: str = "\\") -> Compiled:
         """x SIMILAR TO pattern: the pattern rewritten into an ARE (regex.similar_to_are)."""
         if len(escape) > 1:
-            raise SqlError(INVALID_ESCAPE, "invalid escape string",
+            raise SqlError(errors.INVALID_ESCAPE_SEQUENCE, "invalid escape string",
                            hint="Escape string must be empty or one character.")
         subject, pattern = self.compile(node.this), self.compile(node.expression)
         for operand in (subject, pattern):
@@ -684,7 +680,7 @@ class Compiler:
 
     def _like(self, node: exp.Like | exp.ILike, escape: str = "\\") -> Compiled:
         if len(escape) > 1:
-            raise SqlError(INVALID_ESCAPE, "invalid escape string", hint="Escape string must be empty or one character.")
+            raise SqlError(errors.INVALID_ESCAPE_SEQUENCE, "invalid escape string", hint="Escape string must be empty or one character.")
         subject = self.compile(node.this)
         pattern = self.compile(node.expression)
         name = "~~*" if isinstance(node, exp.ILike) else "~~"
@@ -858,7 +854,7 @@ class Compiler:
         def evaluate(row):
             rows = run(row)
             if len(rows) > 1:
-                raise SqlError(CARDINALITY_VIOLATION, "more than one row returned by a subquery used as an expression")
+                raise SqlError(errors.CARDINALITY_VIOLATION, "more than one row returned by a subquery used as an expression")
             return rows[0][0] if rows else None
         sql_type = plan.columns[0][1]
         return Compiled(evaluate, types.TEXT if sql_type.kind in types.UNTYPED_KINDS else sql_type.base)
@@ -923,7 +919,7 @@ class Compiler:
             return Compiled(_describe_only, target)
         if source.kind in types.UNTYPED_KINDS or not _castable(source, target):
             if source.kind is not Kind.UNKNOWN:
-                raise SqlError(types.CANNOT_COERCE, f"cannot cast type {source.display_name} to {target.display_name}")
+                raise SqlError(errors.CANNOT_COERCE, f"cannot cast type {source.display_name} to {target.display_name}")
         if operand.constant:
             return constant(types.cast(operand.evaluate(()), source, target), target)
         evaluate = operand.evaluate
@@ -1240,7 +1236,7 @@ class Compiler:
         kind = operand.sql_type.kind
         if kind is Kind.INTERVAL:
             if unit not in _TRUNC_UNITS:
-                raise SqlError(INVALID_ARGUMENT, f'unit "{unit}" not recognized for type interval')
+                raise SqlError(errors.INVALID_PARAMETER_VALUE, f'unit "{unit}" not recognized for type interval')
             interval_mod.truncate(interval_mod.Interval(0, 0, 0), unit)  # week: 0A000 as PostgreSQL, before any row
             evaluate = operand.evaluate
             return Compiled(lambda row: _none_or(evaluate(row), lambda v: interval_mod.truncate(v, unit)),
@@ -1250,7 +1246,7 @@ class Compiler:
         result_type = types.TIMESTAMPTZ if kind in (Kind.DATE, Kind.TIMESTAMPTZ) else types.TIMESTAMP
         value = _converted(operand, result_type).evaluate
         if unit not in _TRUNC_UNITS:
-            raise SqlError(INVALID_ARGUMENT, f'unit "{unit}" not recognized for type {result_type.display_name}')
+            raise SqlError(errors.INVALID_PARAMETER_VALUE, f'unit "{unit}" not recognized for type {result_type.display_name}')
         return Compiled(lambda row: _none_or(value(row), lambda v: _truncate(v, unit)), result_type)
 
     def _anonymous(self, node: exp.Anonymous) -> Compiled:
@@ -1359,7 +1355,7 @@ class Compiler:
             argument = self._aggregate_argument(inner, argument_node)
         if name == "array_agg" and isinstance(argument_node, (exp.Literal, exp.Null)) and (
                 isinstance(argument_node, exp.Null) or argument_node.is_string):
-            raise SqlError(AMBIGUOUS_FUNCTION, "function array_agg(unknown) is not unique")
+            raise SqlError(errors.AMBIGUOUS_FUNCTION, "function array_agg(unknown) is not unique")
         separator = None
         if name == "string_agg":
             separator_node = node.args.get("separator")
@@ -1485,11 +1481,11 @@ class Compiler:
             return self.windows.add(self, node)
         if self.clause == "aggregate function calls":
             raise SqlError(errors.GROUPING_ERROR, "aggregate function calls cannot contain window function calls")
-        raise SqlError(WINDOWING_ERROR, f"window functions are not allowed in {self.clause}")
+        raise SqlError(errors.WINDOWING_ERROR, f"window functions are not allowed in {self.clause}")
 
     def _window_function_without_over(self, node) -> Compiled:
         name = _window_function_name(node)
-        raise SqlError(WRONG_OBJECT_TYPE, f"window function {name} requires an OVER clause")
+        raise SqlError(errors.WRONG_OBJECT_TYPE, f"window function {name} requires an OVER clause")
 
     def _set_returning_function(self, node) -> Compiled:
         if self.set_returning is not None:
@@ -1540,7 +1536,7 @@ class Compiler:
         if left_kind in types.UNTYPED_KINDS and right_kind in types.UNTYPED_KINDS:
             if numeric_default:
                 if Kind.UNKNOWN in (left_kind, right_kind):
-                    raise SqlError(AMBIGUOUS_FUNCTION, f"operator is not unique: unknown {symbol} unknown")
+                    raise SqlError(errors.AMBIGUOUS_FUNCTION, f"operator is not unique: unknown {symbol} unknown")
                 return left, right
             return coerce(left, types.TEXT), coerce(right, types.TEXT)
         return left, right
@@ -1827,9 +1823,9 @@ _OPERATIONS = {"int": _int_operation, "numeric": _numeric_operation, "float": _f
 def _float_power(a, b) -> float:
     a, b = float(a), float(b)
     if a == 0 and b < 0:
-        raise SqlError("2201F", "zero raised to a negative power is undefined")
+        raise SqlError(errors.INVALID_ARGUMENT_FOR_POWER_FUNCTION, "zero raised to a negative power is undefined")
     if a < 0 and not b.is_integer():
-        raise SqlError("2201F", "a negative number raised to a non-integer power yields a complex result")
+        raise SqlError(errors.INVALID_ARGUMENT_FOR_POWER_FUNCTION, "a negative number raised to a non-integer power yields a complex result")
     try:
         result = math.pow(a, b)
     except OverflowError:
@@ -1839,7 +1835,7 @@ def _float_power(a, b) -> float:
 
 def _float_sqrt(value: float) -> float:
     if value < 0:
-        raise SqlError("2201F", "cannot take square root of a negative number")
+        raise SqlError(errors.INVALID_ARGUMENT_FOR_POWER_FUNCTION, "cannot take square root of a negative number")
     return math.sqrt(value)
 
 
@@ -1852,9 +1848,9 @@ def _float_exp(value: float) -> float:
 
 def _float_ln(value: float) -> float:
     if value == 0:
-        raise SqlError("2201E", "cannot take logarithm of zero")
+        raise SqlError(errors.INVALID_ARGUMENT_FOR_LOGARITHM, "cannot take logarithm of zero")
     if value < 0:
-        raise SqlError("2201E", "cannot take logarithm of a negative number")
+        raise SqlError(errors.INVALID_ARGUMENT_FOR_LOGARITHM, "cannot take logarithm of a negative number")
     return math.log(value)
 
 
@@ -1890,12 +1886,12 @@ def _add_days(day: datetime.date, days: int) -> datetime.date:
     try:
         return day + datetime.timedelta(days=days)
     except OverflowError:
-        raise SqlError(types.DATETIME_FIELD_OVERFLOW, "date out of range") from None
+        raise SqlError(errors.DATETIME_FIELD_OVERFLOW, "date out of range") from None
 
 
 def _substring(text: str, start: int, length: int | None = None) -> str:
     if length is not None and length < 0:
-        raise SqlError("22011", "negative substring length not allowed")
+        raise SqlError(errors.SUBSTRING_ERROR, "negative substring length not allowed")
     begin = start - 1
     end = None if length is None else begin + length
     begin = max(begin, 0)
@@ -1935,7 +1931,7 @@ def _initcap(text: str) -> str:
 
 def _split_part(text: str, delimiter: str, index: int) -> str:
     if index == 0:
-        raise SqlError(INVALID_ARGUMENT, "field position must not be zero")
+        raise SqlError(errors.INVALID_PARAMETER_VALUE, "field position must not be zero")
     parts = text.split(delimiter) if delimiter else [text]
     if index < 0:
         index = len(parts) + index + 1
@@ -1968,7 +1964,7 @@ def _truncate(value: datetime.datetime, unit: str) -> datetime.datetime:
         try:
             return value.replace(year=year, month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
         except ValueError:
-            raise SqlError(types.DATETIME_FIELD_OVERFLOW, "timestamp out of range") from None
+            raise SqlError(errors.DATETIME_FIELD_OVERFLOW, "timestamp out of range") from None
     if unit == "millisecond":
         return value.replace(microsecond=value.microsecond // 1000 * 1000)
     if unit == "microsecond":
@@ -2011,7 +2007,7 @@ def _extract_function(field: str | None, kind: Kind):
             return lambda v: D((v - datetime.date(1970, 1, 1)).days * 86400)
         if field in _TIME_FIELDS:  # PostgreSQL knows these but not for a date: 0A000 there too
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'unit "{field}" not supported for type date')
-        raise SqlError(INVALID_ARGUMENT, f'unit "{field}" not recognized for type date')
+        raise SqlError(errors.INVALID_PARAMETER_VALUE, f'unit "{field}" not recognized for type date')
     if field == "hour":
         return lambda v: D(v.hour)
     if field == "minute":
@@ -2031,7 +2027,7 @@ def _extract_function(field: str | None, kind: Kind):
     if field in ("julian", "timezone", "timezone_hour", "timezone_minute"):
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f'EXTRACT field "{field}" is not supported')
     type_name = "timestamp with time zone" if kind is Kind.TIMESTAMPTZ else "timestamp without time zone"
-    raise SqlError(INVALID_ARGUMENT, f'unit "{field}" not recognized for type {type_name}')
+    raise SqlError(errors.INVALID_PARAMETER_VALUE, f'unit "{field}" not recognized for type {type_name}')
 
 
 def _timestamp_part_float(value: datetime.datetime, field: str) -> float:
@@ -2067,7 +2063,7 @@ def _aggregate_type(name: str, argument: Compiled | None) -> SqlType:
         return SqlType(Kind.ARRAY, element=element)
     if kind is Kind.NULL:
         if name in ("sum", "avg"):
-            raise SqlError(AMBIGUOUS_FUNCTION, f"function {name}(unknown) is not unique")
+            raise SqlError(errors.AMBIGUOUS_FUNCTION, f"function {name}(unknown) is not unique")
         return types.TEXT
     if name in ("sum", "avg") and kind is Kind.INTERVAL:
         return types.INTERVAL
@@ -2157,7 +2153,7 @@ def like_to_regex(pattern: str, escape: str = "\\") -> str:
         char = pattern[index]
         if escape and char == escape:
             if index + 1 >= len(pattern):
-                raise SqlError(INVALID_ESCAPE, "LIKE pattern must not end with escape character")
+                raise SqlError(errors.INVALID_ESCAPE_SEQUENCE, "LIKE pattern must not end with escape character")
             out.append(re.escape(pattern[index + 1]))
             index += 2
             continue
@@ -2317,8 +2313,6 @@ _WINDOW_FUNCTIONS = {exp.RowNumber: "row_number", exp.Rank: "rank", exp.DenseRan
                      exp.PercentRank: "percent_rank", exp.CumeDist: "cume_dist", exp.Ntile: "ntile",
                      exp.Lag: "lag", exp.Lead: "lead", exp.FirstValue: "first_value",
                      exp.LastValue: "last_value", exp.NthValue: "nth_value"}
-WINDOWING_ERROR = "42P20"
-WRONG_OBJECT_TYPE = "42809"
 
 
 def _window_function_name(node: exp.Expression) -> str:

@@ -34,8 +34,6 @@ import re
 from quorumdb import errors
 from quorumdb.errors import SqlError
 
-DATETIME_FIELD_OVERFLOW = "22008"
-INVALID_DATETIME_FORMAT = "22007"
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 USECS_PER_SEC = 1_000_000
@@ -89,7 +87,7 @@ def checked(months: int, days: int, micros: int) -> Interval:
 
 
 def out_of_range() -> SqlError:
-    return SqlError(DATETIME_FIELD_OVERFLOW, "interval out of range")
+    return SqlError(errors.DATETIME_FIELD_OVERFLOW, "interval out of range")
 
 
 # --- input -----------------------------------------------------------------------------
@@ -197,7 +195,7 @@ def parse_interval(text: str) -> Interval:
             micros += whole * unit_micros + _fract_micros(fraction, unit_micros)
     micros_int = micros
     if not (INT32_MIN <= days <= INT32_MAX and INT64_MIN <= micros_int <= INT64_MAX):
-        raise SqlError("22015", f'interval field value out of range: "{source}"')
+        raise SqlError(errors.INTERVAL_FIELD_OVERFLOW, f'interval field value out of range: "{source}"')
     if negate:
         months, days, micros_int = -months, -days, -micros_int
     return checked(months, days, micros_int)
@@ -259,13 +257,13 @@ def _time_micros(value: str) -> int:
     seconds = int(whole_seconds)
     fraction_micros = int(round(float("0." + digits) * 1000000)) if digits else 0  # ParseFractionalSecond
     if minutes > 59 or seconds > 60 or (seconds == 60 and fraction_micros):
-        raise SqlError("22015", f'interval field value out of range: "{value}"')
+        raise SqlError(errors.INTERVAL_FIELD_OVERFLOW, f'interval field value out of range: "{value}"')
     total = hours * USECS_PER_HOUR + minutes * USECS_PER_MINUTE + seconds * USECS_PER_SEC + fraction_micros
     return -total if negative else total
 
 
 def _invalid(text: str) -> SqlError:
-    return SqlError(INVALID_DATETIME_FORMAT, f'invalid input syntax for type interval: "{text}"')
+    return SqlError(errors.INVALID_DATETIME_FORMAT, f'invalid input syntax for type interval: "{text}"')
 
 
 # --- output ----------------------------------------------------------------------------
@@ -401,7 +399,7 @@ def _timestamp_out_of_range(year: int) -> SqlError:
     """PostgreSQL's timestamps reach from 4713 BC to 294276 AD; Python's (and ours) years 1 to 9999."""
     if -4712 <= year <= 294276:
         return SqlError(errors.FEATURE_NOT_SUPPORTED, "timestamps outside the years 1 to 9999 are not supported")
-    return SqlError(DATETIME_FIELD_OVERFLOW, "timestamp out of range")
+    return SqlError(errors.DATETIME_FIELD_OVERFLOW, "timestamp out of range")
 
 
 def between_timestamps(a: datetime.datetime, b: datetime.datetime) -> Interval:

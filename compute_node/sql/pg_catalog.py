@@ -51,6 +51,7 @@ from typing import Any, Callable, Sequence
 from compute_node.sql import types
 from compute_node.sql.catalog import TableDef
 from compute_node.sql.types import Kind, SqlType
+from quorumdb import errors
 
 # --- fixed OIDs (PostgreSQL's own where the object exists there) --------------------------
 PG_CATALOG_NAMESPACE_OID = 11
@@ -111,7 +112,7 @@ class ClientInfo:
         for known, value in FIXED_SETTINGS:
             if known.lower() == name.lower():
                 return value
-        raise SqlError("42704", f'unrecognized configuration parameter "{name}"')
+        raise SqlError(errors.UNDEFINED_OBJECT, f'unrecognized configuration parameter "{name}"')
 
     def all_settings(self) -> list[tuple[str, str, str]]:
         """(name, value, description) of every setting, as SHOW ALL lists them."""

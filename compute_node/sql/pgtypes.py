@@ -60,8 +60,6 @@ NAME_ARRAY = 1003
 INT8_ARRAY = 1016
 VOID = 2278
 
-INVALID_BINARY_REPRESENTATION = "22P03"
-CHARACTER_NOT_IN_REPERTOIRE = "22021"
 
 # Engine / format_type names (and common aliases) -> OID.
 _NAME_TO_OID = {
@@ -379,13 +377,13 @@ _BOOL_WORDS = {"t": True, "true": True, "y": True, "yes": True, "on": True, "1":
 
 
 def _bad_binary(type_name: str) -> SqlError:
-    return SqlError(INVALID_BINARY_REPRESENTATION, f"incorrect binary data format in bind parameter of type {type_name}")
+    return SqlError(errors.INVALID_BINARY_REPRESENTATION, f"incorrect binary data format in bind parameter of type {type_name}")
 
 
 def quote_literal(text: str) -> str:
     """A standard-conforming string literal for `text`."""
     if "\0" in text:
-        raise SqlError(CHARACTER_NOT_IN_REPERTOIRE, 'invalid byte sequence for encoding "UTF8": 0x00')
+        raise SqlError(errors.CHARACTER_NOT_IN_REPERTOIRE, 'invalid byte sequence for encoding "UTF8": 0x00')
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -405,7 +403,7 @@ def _decode_utf8(data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise SqlError(CHARACTER_NOT_IN_REPERTOIRE, 'invalid byte sequence for encoding "UTF8"') from None
+        raise SqlError(errors.CHARACTER_NOT_IN_REPERTOIRE, 'invalid byte sequence for encoding "UTF8"') from None
 
 
 def param_literal(data: bytes | None, format_code: int, oid: int) -> str:
@@ -415,7 +413,7 @@ def param_literal(data: bytes | None, format_code: int, oid: int) -> str:
     if format_code == 1:
         return _binary_param_literal(data, oid)
     if format_code != 0:
-        raise SqlError("08P01", f"unsupported format code: {format_code}")
+        raise SqlError(errors.PROTOCOL_VIOLATION, f"unsupported format code: {format_code}")
     return text_param_literal(_decode_utf8(data), oid)
 
 

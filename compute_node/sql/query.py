@@ -30,7 +30,7 @@ from compute_node.sql.expressions import (
 from compute_node.sql.types import Kind
 from compute_node.sql import table_functions
 from compute_node.sql.table_functions import SetReturningCollector
-from compute_node.sql.window import WINDOWING_ERROR, WindowCollector
+from compute_node.sql.window import WindowCollector
 from quorumdb import errors, limits
 from quorumdb.errors import SqlError
 
@@ -308,7 +308,7 @@ def compile_select(select: exp.Select, scope: Scope, has_table: bool, context: C
     for clause, word in (("group", "GROUP BY"), ("having", "HAVING")):
         if select.args.get(clause) is not None and _calls_window(select.args[clause]):
             # PostgreSQL rejects these while it reads the clause, before it checks grouping.
-            raise SqlError(WINDOWING_ERROR, f"window functions are not allowed in {word}")
+            raise SqlError(errors.WINDOWING_ERROR, f"window functions are not allowed in {word}")
     row_compiler = Compiler(scope, "WHERE", None, context)
     select_nodes = _expand_star(select.expressions, scope, has_table, star_entries)
     where_node = select.args.get("where")
@@ -428,7 +428,7 @@ def _resolve_group_node(node: exp.Expression, select_nodes: Sequence[exp.Express
     if isinstance(node, exp.Literal) and not node.is_string and node.this.isdigit():
         position = int(node.this)
         if not 1 <= position <= len(select_nodes):
-            raise SqlError("42P10", f"GROUP BY position {position} is not in select list")
+            raise SqlError(errors.INVALID_COLUMN_REFERENCE, f"GROUP BY position {position} is not in select list")
         chosen = select_nodes[position - 1]
         return chosen.this if isinstance(chosen, exp.Alias) else chosen
     if isinstance(node, exp.Column) and node.args.get("table") is None:
@@ -451,7 +451,7 @@ def _order_item(item: exp.Ordered, select_nodes, program: SelectProgram, compile
     if isinstance(node, exp.Literal) and not node.is_string and node.this.isdigit():
         position = int(node.this)
         if not 1 <= position <= len(program.outputs):
-            raise SqlError("42P10", f"ORDER BY position {position} is not in select list")
+            raise SqlError(errors.INVALID_COLUMN_REFERENCE, f"ORDER BY position {position} is not in select list")
         output_index = position - 1
     elif isinstance(node, exp.Column) and node.args.get("table") is None and not isinstance(node.this, exp.Star):
         name = identifier_name(node.this)
@@ -466,7 +466,7 @@ def _order_item(item: exp.Ordered, select_nodes, program: SelectProgram, compile
     if output_index is not None:
         return OrderItem(output_index, None, descending, bool(nulls_first))
     if program.distinct:
-        raise SqlError("42P10", "for SELECT DISTINCT, ORDER BY expressions must appear in select list")
+        raise SqlError(errors.INVALID_COLUMN_REFERENCE, "for SELECT DISTINCT, ORDER BY expressions must appear in select list")
     compiled = compiler.compile(node)
     if compiled.sql_type.kind is Kind.UNKNOWN:
         compiled = coerce_constant(compiled, types.TEXT)
@@ -480,7 +480,7 @@ def _limit_value(clause: exp.Expression | None, word: str, context=None) -> int 
     if node is None or (isinstance(node, exp.Var) and node.name.upper() == "ALL"):
         return None
     if any(isinstance(n, (exp.Column, exp.Subquery, exp.Select)) for n in node.walk()):
-        raise SqlError(errors.FEATURE_NOT_SUPPORTED if not isinstance(node, exp.Column) else "42P10",
+        raise SqlError(errors.FEATURE_NOT_SUPPORTED if not isinstance(node, exp.Column) else errors.INVALID_COLUMN_REFERENCE,
                        f"argument of {word} must not contain variables" if isinstance(node, exp.Column)
                        else f"subqueries in {word} are not supported")
     compiled = Compiler(EMPTY_SCOPE, word, None, context).compile(node)
@@ -496,5 +496,7 @@ def _limit_value(clause: exp.Expression | None, word: str, context=None) -> int 
     if value is None:
         return None
     if value < 0:
-        raise SqlError("2201W" if word == "LIMIT" else "2201X", f"{word} must not be negative")
+        sqlstate = (errors.INVALID_ROW_COUNT_IN_LIMIT_CLAUSE if word == "LIMIT"
+                    else errors.INVALID_ROW_COUNT_IN_RESULT_OFFSET_CLAUSE)
+        raise SqlError(sqlstate, f"{word} must not be negative")
     return value

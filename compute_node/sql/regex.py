@@ -30,7 +30,6 @@ import re
 from quorumdb import errors, limits
 from quorumdb.errors import SqlError
 
-INVALID_REGULAR_EXPRESSION = "2201B"
 _CACHE: dict[tuple[str, bool], "Pattern"] = {}
 _CACHE_MAX = 256
 
@@ -54,9 +53,9 @@ def compile_pattern(pattern: str, case_insensitive: bool = False) -> Pattern:
     try:
         compiled = re.compile(translated, flags)
     except re.error as error:
-        raise SqlError(INVALID_REGULAR_EXPRESSION, f"invalid regular expression: {error}") from None
+        raise SqlError(errors.INVALID_REGULAR_EXPRESSION, f"invalid regular expression: {error}") from None
     except (OverflowError, RecursionError):
-        raise SqlError(INVALID_REGULAR_EXPRESSION, "invalid regular expression: too complex") from None
+        raise SqlError(errors.INVALID_REGULAR_EXPRESSION, "invalid regular expression: too complex") from None
     if len(_CACHE) >= _CACHE_MAX:
         _CACHE.clear()
     result = _CACHE[key] = Pattern(compiled, greedy)
@@ -88,7 +87,7 @@ def _translate(pattern: str) -> tuple[str, bool]:
         char = pattern[index]
         if char == "\\":
             if index + 1 >= length:
-                raise SqlError(INVALID_REGULAR_EXPRESSION, "invalid regular expression: invalid escape \\ sequence")
+                raise SqlError(errors.INVALID_REGULAR_EXPRESSION, "invalid regular expression: invalid escape \\ sequence")
             following = pattern[index + 1]
             if following in "bB":  # a backspace and a backslash in ARE: rare enough to refuse
                 raise _unsupported(f"escape \\{following}")
@@ -127,7 +126,7 @@ def _translate(pattern: str) -> tuple[str, bool]:
                 if char == "{":
                     close = pattern.find("}", index)
                     if close == -1 or not re.fullmatch(r"\d+(,\d*)?", pattern[index + 1:close]):
-                        raise SqlError(INVALID_REGULAR_EXPRESSION,
+                        raise SqlError(errors.INVALID_REGULAR_EXPRESSION,
                                        "invalid regular expression: invalid repetition count(s)")
                     end = close + 1
                 lazy = end < length and pattern[end] == "?"
@@ -158,7 +157,7 @@ _POSIX_CLASSES = {
 def _posix_class(match: re.Match) -> str:
     members = _POSIX_CLASSES.get(match.group(1))
     if members is None:
-        raise SqlError(INVALID_REGULAR_EXPRESSION, "invalid regular expression: invalid character class")
+        raise SqlError(errors.INVALID_REGULAR_EXPRESSION, "invalid regular expression: invalid character class")
     return members
 
 
@@ -180,7 +179,7 @@ def _bracket_end(pattern: str, start: int) -> int:
         if pattern[index] == "]":
             return index + 1
         index += 1
-    raise SqlError(INVALID_REGULAR_EXPRESSION, "invalid regular expression: brackets [] not balanced")
+    raise SqlError(errors.INVALID_REGULAR_EXPRESSION, "invalid regular expression: brackets [] not balanced")
 
 
 def similar_to_are(pattern: str, escape: str | None = "\\") -> str:
@@ -216,13 +215,10 @@ def similar_to_are(pattern: str, escape: str | None = "\\") -> str:
         else:
             out.append(char)
     if after_escape:
-        raise SqlError(INVALID_ESCAPE_SEQUENCE, "invalid escape string",
+        raise SqlError(errors.INVALID_ESCAPE_SEQUENCE, "invalid escape string",
                        hint="Escape string must be empty or one character.")
     out.append(")$")
     return "".join(out)
-
-
-INVALID_ESCAPE_SEQUENCE = "22025"
 
 
 def search(pattern: Pattern, text: str, start: int = 0) -> re.Match | None:

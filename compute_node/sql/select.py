@@ -438,7 +438,7 @@ class CtePlan(QueryPlan):
         self.plan = plan
         names = column_names or [c[0] for c in plan.columns]
         if len(names) > len(plan.columns):
-            raise SqlError("42P10", f'WITH query "{name}" has {len(plan.columns)} columns available but {len(names)} columns specified')
+            raise SqlError(errors.INVALID_COLUMN_REFERENCE, f'WITH query "{name}" has {len(plan.columns)} columns available but {len(names)} columns specified')
         names = names + [c[0] for c in plan.columns[len(names):]]
         self.columns = [(n, t) for n, (_, t) in zip(names, plan.columns)]
         self.correlated = plan.correlated
@@ -747,7 +747,7 @@ def compile_query(node: exp.Expression, parent: Scope | None, ctx: QueryContext)
                 alias = cte.args["alias"]
                 name = identifier_name(alias.this)
                 if name in frame:
-                    raise SqlError("42712", f'WITH query name "{name}" specified more than once')
+                    raise SqlError(errors.DUPLICATE_ALIAS, f'WITH query name "{name}" specified more than once')
                 if not isinstance(cte.this, (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Values,
                                              exp.Subquery)):
                     raise SqlError(errors.FEATURE_NOT_SUPPORTED, "data-modifying statements in WITH are not supported")
@@ -763,7 +763,6 @@ def compile_query(node: exp.Expression, parent: Scope | None, ctx: QueryContext)
 
 
 # --- WITH RECURSIVE ----------------------------------------------------------------------
-RECURSION_ERROR = "42P19"
 
 
 class WorkingTable(QueryPlan):
@@ -853,14 +852,14 @@ def _recursive_references(node: exp.Expression, name: str) -> list[exp.Table]:
 def _compile_recursive(name: str, node: exp.Expression, column_names: list[str] | None, parent: Scope | None,
                        ctx: QueryContext, frame: dict) -> CtePlan:
     if not isinstance(node, exp.Union):
-        raise SqlError(RECURSION_ERROR, f'recursive query "{name}" does not have the form '
+        raise SqlError(errors.INVALID_RECURSION, f'recursive query "{name}" does not have the form '
                                         f'non-recursive-term UNION [ALL] recursive-term')
     for key, word in (("order", "ORDER BY"), ("limit", "LIMIT"), ("offset", "OFFSET")):
         if node.args.get(key) is not None:
             raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{word} in a recursive query is not implemented")
     anchor_node, step_node = node.this, node.expression
     if _references(anchor_node, name):
-        raise SqlError(RECURSION_ERROR,
+        raise SqlError(errors.INVALID_RECURSION,
                        f'recursive reference to query "{name}" must not appear within its non-recursive term')
     _check_recursive_term(step_node, name)
     anchor = compile_query(anchor_node, parent, ctx)
@@ -877,24 +876,24 @@ def _check_recursive_term(term: exp.Expression, name: str) -> None:
     """PostgreSQL's rules for where the recursive reference may stand (42P19)."""
     references = _recursive_references(term, name)
     if len(references) > 1:
-        raise SqlError(RECURSION_ERROR, f'recursive reference to query "{name}" must not appear more than once')
+        raise SqlError(errors.INVALID_RECURSION, f'recursive reference to query "{name}" must not appear more than once')
     for reference in references:
         node: exp.Expression = reference
         while node is not term and node.parent is not None:
             parent = node.parent
             if isinstance(parent, exp.Select) and parent is not term and not _in_from(parent):
-                raise SqlError(RECURSION_ERROR,
+                raise SqlError(errors.INVALID_RECURSION,
                                f'recursive reference to query "{name}" must not appear within a subquery')
             if isinstance(parent, (exp.Intersect, exp.Except)):
-                raise SqlError(RECURSION_ERROR,
+                raise SqlError(errors.INVALID_RECURSION,
                                f'recursive reference to query "{name}" must not appear within INTERSECT/EXCEPT')
             if isinstance(parent, exp.Select) and _outer_joined(parent, node):
-                raise SqlError(RECURSION_ERROR,
+                raise SqlError(errors.INVALID_RECURSION,
                                f'recursive reference to query "{name}" must not appear within an outer join')
             node = parent
     if isinstance(term, exp.Select) and references:
         if any(contains_aggregate(e) for e in term.expressions) or term.args.get("group") is not None:
-            raise SqlError(RECURSION_ERROR, "aggregate functions are not allowed in a recursive query's recursive term")
+            raise SqlError(errors.INVALID_RECURSION, "aggregate functions are not allowed in a recursive query's recursive term")
         for key, word in (("order", "ORDER BY"), ("limit", "LIMIT"), ("offset", "OFFSET")):
             if term.args.get(key) is not None:
                 raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"{word} in a recursive query is not implemented")
@@ -967,7 +966,7 @@ def _set_order_item(item: exp.Ordered, plan: SetOpPlan) -> tuple[int, bool, bool
     if isinstance(node, exp.Literal) and not node.is_string and node.this.isdigit():
         position = int(node.this)
         if not 1 <= position <= len(plan.columns):
-            raise SqlError("42P10", f"ORDER BY position {position} is not in select list")
+            raise SqlError(errors.INVALID_COLUMN_REFERENCE, f"ORDER BY position {position} is not in select list")
         return position - 1, descending, bool(nulls_first)
     if isinstance(node, exp.Column) and node.args.get("table") is None and not isinstance(node.this, exp.Star):
         name = identifier_name(node.this)
@@ -991,7 +990,7 @@ def _compile_values(node: exp.Values, parent: Scope | None, ctx: QueryContext, n
             raise SqlError(errors.SYNTAX_ERROR, "VALUES lists must all be the same length")
         rows.append([compiler.compile(item) for item in items])
     if names is not None and len(names) > width:
-        raise SqlError("42P10", f"table \"{names and 'values'}\" has {width} columns available but {len(names)} columns specified")
+        raise SqlError(errors.INVALID_COLUMN_REFERENCE, f"table \"{names and 'values'}\" has {width} columns available but {len(names)} columns specified")
     full_names = None
     if names is not None:
         full_names = names + [f"column{i + 1}" for i in range(len(names), width)]
@@ -1020,7 +1019,7 @@ def compile_select_plan(select: exp.Select, parent: Scope | None, ctx: QueryCont
         if join_kind == "full":
             _reserve_merged_slots(join, source, sources)
         if any(s.relation.name == source.relation.name for s in sources):
-            raise SqlError("42712", f'table name "{source.relation.name}" specified more than once')
+            raise SqlError(errors.DUPLICATE_ALIAS, f'table name "{source.relation.name}" specified more than once')
         sources.append(source)
     scope = Scope([s.relation for s in sources], parent)
     if any(s.lateral_scope is not None and s.lateral_scope.uses_outer for s in sources) or \
@@ -1263,7 +1262,7 @@ def _invalid_lateral_reference(node: exp.Expression, before: list[Source], join_
     names = {s.relation.name for s in before}
     qualifiers = [identifier_name(c.args["table"]) for c in node.find_all(exp.Column) if c.args.get("table") is not None]
     table = next((q for q in qualifiers if q in names), before[-1].relation.name if before else "?")
-    raise SqlError("42P10", f'invalid reference to FROM-clause entry for table "{table}"',
+    raise SqlError(errors.INVALID_COLUMN_REFERENCE, f'invalid reference to FROM-clause entry for table "{table}"',
                    detail="The combining JOIN type must be INNER or LEFT for a LATERAL reference.")
 
 
@@ -1272,7 +1271,7 @@ def _renamed(columns, aliases: list[str] | None, name: str) -> tuple:
     if not aliases:
         return columns
     if len(aliases) > len(columns):
-        raise SqlError("42P10", f'table "{name}" has {len(columns)} columns available but {len(aliases)} columns specified')
+        raise SqlError(errors.INVALID_COLUMN_REFERENCE, f'table "{name}" has {len(columns)} columns available but {len(aliases)} columns specified')
     return tuple((aliases[i] if i < len(aliases) else n, t) for i, (n, t) in enumerate(columns))
 
 

@@ -109,7 +109,8 @@ async def autonomous_update(backend, read_keys: list[bytes],
                 raise
             await asyncio.sleep(limits.AUTONOMOUS_BACKOFF_S * (attempt + 1))
     raise SqlError(errors.SERIALIZATION_FAILURE,
-                   "could not update a sequence or id counter: too many concurrent updates, please retry: (OC000)")
+                   "could not update a sequence or id counter: too many concurrent updates, please retry: "
+                   f"({errors.DSQL_WRITE_CONFLICT})")
 
 
 class StatementSequences:

@@ -40,7 +40,7 @@ SCHEMA_NAME = "information_schema"
 USER_SCHEMA = "public"
 # What table_catalog reports: the one database a cluster serves (qsql's default dbname).
 DATABASE_NAME = "quorumdb"
-WRONG_OBJECT_TYPE = "42809"  # PostgreSQL's wrong_object_type (not in quorumdb/errors.py, which we do not own)
+WRONG_OBJECT_TYPE = errors.WRONG_OBJECT_TYPE  # PostgreSQL's wrong_object_type (not in quorumdb/errors.py, which we do not own)
 
 _IDENTIFIER = types.TEXT                     # sql_identifier
 _CHARACTER_DATA = SqlType(Kind.VARCHAR)      # character_data

@@ -33,7 +33,6 @@ from compute_node.sql.types import Kind, SqlType
 from quorumdb import errors, limits
 from quorumdb.errors import SqlError
 
-INVALID_PARAMETER_VALUE = "22023"
 
 Produce = Callable[[tuple], list[tuple]]
 
@@ -89,7 +88,7 @@ def generate_series(node: exp.ExplodingGenerateSeries, compiler: Compiler) -> tu
         start, stop = values[0], values[1]
         step = values[2] if len(values) > 2 else one
         if step == 0:
-            raise SqlError(INVALID_PARAMETER_VALUE, "step size cannot equal zero")
+            raise SqlError(errors.INVALID_PARAMETER_VALUE, "step size cannot equal zero")
         rows = []
         value = start
         while (value <= stop) if step > 0 else (value >= stop):
@@ -107,7 +106,7 @@ def _series_type(arguments: list[Compiled]) -> SqlType:
     typed = [k for k in kinds if k not in types.UNTYPED_KINDS]
     if not typed:
         if Kind.UNKNOWN in kinds:
-            raise SqlError("42725", "function generate_series(unknown, unknown) is not unique")
+            raise SqlError(errors.AMBIGUOUS_FUNCTION, "function generate_series(unknown, unknown) is not unique")
         return types.INTEGER
     if any(k in types.DATETIME_KINDS for k in typed):
         raise SqlError(errors.FEATURE_NOT_SUPPORTED,

@@ -471,7 +471,7 @@ class Transaction:
         except SqlError as error:
             if error.sqlstate == errors.SERIALIZATION_FAILURE and await self._schema_changed():
                 raise SqlError(errors.SERIALIZATION_FAILURE,
-                               "schema has been updated by another transaction, please retry: (OC001)",
+                               f"schema has been updated by another transaction, please retry: ({errors.DSQL_SCHEMA_CHANGED})",
                                detail=error.detail,
                                hint="A table this transaction used was created, altered or dropped after it started.") \
                     from None

@@ -33,11 +33,6 @@ from quorumdb import errors
 from quorumdb import pgtext
 from quorumdb.errors import SqlError
 
-INVALID_DATETIME_FORMAT = "22007"
-DATETIME_FIELD_OVERFLOW = "22008"
-INVALID_PARAMETER_VALUE = errors.INVALID_PARAMETER_VALUE
-CANNOT_COERCE = "42846"
-
 
 class Kind(enum.Enum):
     SMALLINT = "smallint"
@@ -205,7 +200,7 @@ def type_from_name(name: str) -> SqlType:
     try:
         data_type = exp.DataType.build(name, dialect="postgres")
     except ParseError:
-        raise SqlError("42704", f'type "{name}" does not exist') from None
+        raise SqlError(errors.UNDEFINED_OBJECT, f'type "{name}" does not exist') from None
     return type_from_sqlglot(data_type)
 
 
@@ -216,7 +211,7 @@ def type_from_sqlglot(data_type) -> SqlType:
     if sql_type is None and name == "USERDEFINED":
         kind_node = data_type.args.get("kind")
         shown = kind_node.name.lower() if kind_node is not None else data_type.sql(dialect="postgres").lower()
-        raise SqlError("42704", f'type "{shown}" does not exist')
+        raise SqlError(errors.UNDEFINED_OBJECT, f'type "{shown}" does not exist')
     if sql_type is None:
         shown = data_type.sql(dialect="postgres").lower()
         raise SqlError(errors.FEATURE_NOT_SUPPORTED, f"type {shown} is not supported")
@@ -229,10 +224,10 @@ def type_from_sqlglot(data_type) -> SqlType:
             raise SqlError(errors.SYNTAX_ERROR, f"invalid type modifier for {kind.value}")
         if params[0] < 1:
             word = "varchar" if kind is Kind.VARCHAR else "char"
-            raise SqlError(INVALID_PARAMETER_VALUE, f"length for type {word} must be at least 1")
+            raise SqlError(errors.INVALID_PARAMETER_VALUE, f"length for type {word} must be at least 1")
         if params[0] > 10_485_760:
             word = "varchar" if kind is Kind.VARCHAR else "char"
-            raise SqlError(INVALID_PARAMETER_VALUE, f"length for type {word} cannot exceed 10485760")
+            raise SqlError(errors.INVALID_PARAMETER_VALUE, f"length for type {word} cannot exceed 10485760")
         return SqlType(kind, params[0])
     if kind is Kind.NUMERIC:
         if not params:
@@ -242,7 +237,7 @@ def type_from_sqlglot(data_type) -> SqlType:
         if len(params) > 2:
             raise SqlError(errors.SYNTAX_ERROR, "invalid NUMERIC type modifier")
         if not 1 <= precision <= NUMERIC_PRECISION_MAX:
-            raise SqlError(INVALID_PARAMETER_VALUE,
+            raise SqlError(errors.INVALID_PARAMETER_VALUE,
                            f"NUMERIC precision {precision} must be between 1 and {NUMERIC_PRECISION_MAX}")
         if not 0 <= scale <= precision:
             raise SqlError(errors.FEATURE_NOT_SUPPORTED,
@@ -443,7 +438,7 @@ def _nonzero_digits(text: str) -> bool:
 
 
 def invalid_input(target: SqlType, text: str) -> SqlError:
-    sqlstate = INVALID_DATETIME_FORMAT if target.kind in DATETIME_KINDS else errors.INVALID_TEXT_REPRESENTATION
+    sqlstate = errors.INVALID_DATETIME_FORMAT if target.kind in DATETIME_KINDS else errors.INVALID_TEXT_REPRESENTATION
     return SqlError(sqlstate, f'invalid input syntax for type {target.input_name}: "{text}"')
 
 
@@ -461,7 +456,7 @@ def _make_date(match: re.Match, text: str) -> datetime.date:
     try:
         return datetime.date(year, month, day)
     except ValueError:
-        raise SqlError(DATETIME_FIELD_OVERFLOW, f'date/time field value out of range: "{text}"') from None
+        raise SqlError(errors.DATETIME_FIELD_OVERFLOW, f'date/time field value out of range: "{text}"') from None
 
 
 def _parse_timestamp(text: str, target: SqlType) -> datetime.datetime:
@@ -495,7 +490,7 @@ def _parse_timestamp(text: str, target: SqlType) -> datetime.datetime:
     if rest.strip():
         raise invalid_input(target, text)
     if hour > 24 or minute > 59 or second > 60 or (hour == 24 and (minute or second or micro)):
-        raise SqlError(DATETIME_FIELD_OVERFLOW, f'date/time field value out of range: "{text}"')
+        raise SqlError(errors.DATETIME_FIELD_OVERFLOW, f'date/time field value out of range: "{text}"')
     value = datetime.datetime(day.year, day.month, day.day) + datetime.timedelta(
         hours=hour, minutes=minute, seconds=second, microseconds=micro)
     if target.kind is Kind.TIMESTAMP:
@@ -788,7 +783,7 @@ def cast(value: Any, source: SqlType, target: SqlType) -> Any:
         if dst is Kind.TIMESTAMP and src is Kind.TIMESTAMPTZ:
             return value.replace(tzinfo=None)
         return convert(value, source, target)
-    raise SqlError(CANNOT_COERCE, f"cannot cast type {source.display_name} to {target.display_name}")
+    raise SqlError(errors.CANNOT_COERCE, f"cannot cast type {source.display_name} to {target.display_name}")
 
 
 def sort_by_keys(entries: list, order: Sequence[tuple[bool, bool]], field: int | None = None,

@@ -40,12 +40,6 @@ from compute_node.sql.types import Kind
 from quorumdb import errors, limits
 from quorumdb.errors import SqlError
 
-WINDOWING_ERROR = "42P20"
-UNDEFINED_OBJECT = "42704"
-NULL_VALUE_NOT_ALLOWED = "22004"
-INVALID_PRECEDING_OR_FOLLOWING_SIZE = "22013"
-INVALID_ARGUMENT_FOR_NTILE = "22014"
-INVALID_ARGUMENT_FOR_NTH_VALUE = "22016"
 
 RANKING = {exp.RowNumber: "row_number", exp.Rank: "rank", exp.DenseRank: "dense_rank",
            exp.PercentRank: "percent_rank", exp.CumeDist: "cume_dist", exp.Ntile: "ntile"}
@@ -103,7 +97,7 @@ class WindowCollector:
         for definition in definitions:
             name = identifier_name(definition.this)
             if name in self.definitions:
-                raise SqlError(WINDOWING_ERROR, f'window "{name}" is already defined')
+                raise SqlError(errors.WINDOWING_ERROR, f'window "{name}" is already defined')
             self.definitions[name] = definition
         self.accumulator = accumulator
         self.calls: list[Call] = []
@@ -167,18 +161,18 @@ class WindowCollector:
         while reference is not None:
             seen += 1
             if seen > len(self.definitions) + 1:
-                raise SqlError(WINDOWING_ERROR, "window definitions refer to each other in a cycle")
+                raise SqlError(errors.WINDOWING_ERROR, "window definitions refer to each other in a cycle")
             name = identifier_name(reference)
             base = self.definitions.get(name)
             if base is None:
-                raise SqlError(UNDEFINED_OBJECT, f'window "{name}" does not exist')
+                raise SqlError(errors.UNDEFINED_OBJECT, f'window "{name}" does not exist')
             if partition:
-                raise SqlError(WINDOWING_ERROR, f'cannot override PARTITION BY clause of window "{name}"')
+                raise SqlError(errors.WINDOWING_ERROR, f'cannot override PARTITION BY clause of window "{name}"')
             if order is not None and base.args.get("order") is not None:
-                raise SqlError(WINDOWING_ERROR, f'cannot override ORDER BY clause of window "{name}"')
+                raise SqlError(errors.WINDOWING_ERROR, f'cannot override ORDER BY clause of window "{name}"')
             copying = order is not None or spec is not None
             if copying and base.args.get("spec") is not None:
-                raise SqlError(WINDOWING_ERROR, f'cannot copy window "{name}" because it has a frame clause')
+                raise SqlError(errors.WINDOWING_ERROR, f'cannot copy window "{name}" because it has a frame clause')
             partition = list(base.args.get("partition_by") or [])
             order = order if order is not None else base.args.get("order")
             spec = spec if spec is not None else base.args.get("spec")
@@ -313,16 +307,16 @@ def _frame(spec: exp.WindowSpec | None, ordering: Ordering, context) -> Frame:
     end = _bound(end_node, spec.args.get("end_side"), mode, ordering, context) if end_node is not None \
         else Bound("current")
     if start.side == "unbounded following":
-        raise SqlError(WINDOWING_ERROR, "frame start cannot be UNBOUNDED FOLLOWING")
+        raise SqlError(errors.WINDOWING_ERROR, "frame start cannot be UNBOUNDED FOLLOWING")
     if end.side == "unbounded preceding":
-        raise SqlError(WINDOWING_ERROR, "frame end cannot be UNBOUNDED PRECEDING")
+        raise SqlError(errors.WINDOWING_ERROR, "frame end cannot be UNBOUNDED PRECEDING")
     if start.side == "current" and end.side == "preceding":
-        raise SqlError(WINDOWING_ERROR, "frame starting from current row cannot have preceding rows")
+        raise SqlError(errors.WINDOWING_ERROR, "frame starting from current row cannot have preceding rows")
     if start.side == "following" and end.side in ("preceding", "current"):
-        raise SqlError(WINDOWING_ERROR, "frame starting from following row cannot have preceding rows"
+        raise SqlError(errors.WINDOWING_ERROR, "frame starting from following row cannot have preceding rows"
                        if end.side == "preceding" else "frame starting from following row cannot end with current row")
     if mode == "groups" and not ordering.order:
-        raise SqlError(WINDOWING_ERROR, "GROUPS mode requires an ORDER BY clause")
+        raise SqlError(errors.WINDOWING_ERROR, "GROUPS mode requires an ORDER BY clause")
     exclude = spec.args.get("exclude")
     exclude_word = " ".join(str(exclude.this if isinstance(exclude, exp.Var) else exclude).lower().split()) \
         if exclude is not None else "no others"
@@ -343,7 +337,7 @@ def _bound(node, side, mode: str, ordering: Ordering, context) -> Bound:
     if isinstance(node, exp.Var) and node.name.upper() in ("UNBOUNDED", "CURRENT ROW"):
         return _bound(node.name, side, mode, ordering, context)
     if any(isinstance(n, (exp.Column, exp.Subquery, exp.Select)) for n in node.walk()):
-        raise SqlError("42P10", f"argument of {mode.upper()} must not contain variables")
+        raise SqlError(errors.INVALID_COLUMN_REFERENCE, f"argument of {mode.upper()} must not contain variables")
     offset = Compiler(EMPTY_SCOPE, mode.upper(), None, context).compile(node)
     if offset.param is not None:  # $n being described: its type is the offset's, its value unknown
         offset.param.infer(types.BIGINT if mode != "range" or not ordering.order else ordering.order[0][0].sql_type)
@@ -357,15 +351,15 @@ def _bound(node, side, mode: str, ordering: Ordering, context) -> Bound:
                            f"argument of {mode.upper()} must be type bigint, not type {offset.sql_type.display_name}")
     value = offset.evaluate(())
     if value is None:
-        raise SqlError(NULL_VALUE_NOT_ALLOWED, f"frame {'starting' if side_word else 'ending'} offset must not be null")
+        raise SqlError(errors.NULL_VALUE_NOT_ALLOWED, f"frame {'starting' if side_word else 'ending'} offset must not be null")
     if value < 0:
-        raise SqlError(INVALID_PRECEDING_OR_FOLLOWING_SIZE, "frame starting offset must not be negative")
+        raise SqlError(errors.INVALID_PRECEDING_OR_FOLLOWING_SIZE, "frame starting offset must not be negative")
     return Bound(side_word, value)
 
 
 def _range_offset(offset: Compiled, ordering: Ordering) -> Compiled:
     if len(ordering.order) != 1:
-        raise SqlError(WINDOWING_ERROR, "RANGE with offset PRECEDING/FOLLOWING requires exactly one ORDER BY column")
+        raise SqlError(errors.WINDOWING_ERROR, "RANGE with offset PRECEDING/FOLLOWING requires exactly one ORDER BY column")
     column_type = ordering.order[0][0].sql_type
     kind = column_type.kind
     if offset.sql_type.kind is Kind.UNKNOWN:
@@ -462,7 +456,7 @@ def _evaluate(call: Call, rows: list[tuple], order_values: list[tuple], peers: _
         else:
             position = call.arguments[1].evaluate(rows[i])
             if position is not None and position <= 0:
-                raise SqlError(INVALID_ARGUMENT_FOR_NTH_VALUE, "argument of nth_value must be greater than zero")
+                raise SqlError(errors.INVALID_ARGUMENT_FOR_NTH_VALUE_FUNCTION, "argument of nth_value must be greater than zero")
             out.append(value(rows[members[position - 1]]) if position is not None and position <= len(members)
                        else None)
     return out
@@ -479,7 +473,7 @@ def _ntile(evaluate, rows: list[tuple]) -> list:
                 out.append(None)
                 continue
             if buckets <= 0:
-                raise SqlError(INVALID_ARGUMENT_FOR_NTILE, "argument of ntile must be greater than zero")
+                raise SqlError(errors.INVALID_ARGUMENT_FOR_NTILE_FUNCTION, "argument of ntile must be greater than zero")
         size, remainder = divmod(count, buckets)
         big = remainder * (size + 1)  # the first `remainder` buckets hold size + 1 rows
         out.append(i // (size + 1) + 1 if i < big else remainder + (i - big) // size + 1)

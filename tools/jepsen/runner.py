@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from quorumdb import client as qclient
 from quorumdb import config as config_mod
+from quorumdb import errors
 from tools.jepsen import history as history_mod
 from tools.jepsen import limits, nemesis as nemesis_mod
 from tools.jepsen.checker import Verdict
@@ -37,7 +38,10 @@ from tools.launcher import Cluster, LaunchError, free_base_port
 
 # Errors worth retrying during setup and the final reads (unavailable, conflict, unknown,
 # lost connection, statement timeout); anything else is reported at once.
-TRANSIENT_SQLSTATES = frozenset({"08001", "08006", "57P03", "40001", "40003", "57014"})
+TRANSIENT_SQLSTATES = frozenset({
+    errors.SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION, errors.CONNECTION_FAILURE, errors.CANNOT_CONNECT_NOW,
+    errors.SERIALIZATION_FAILURE, errors.STATEMENT_COMPLETION_UNKNOWN, errors.QUERY_CANCELED,
+})
 
 
 @dataclasses.dataclass

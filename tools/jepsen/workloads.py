@@ -20,11 +20,9 @@ import time
 from typing import Any, Callable
 
 from quorumdb import client as qclient
+from quorumdb import errors
 from tools.jepsen import checker, limits
 from tools.jepsen.history import Op
-
-SERIALIZATION_FAILURE = "40001"
-CANNOT_CONNECT_NOW = "57P03"
 
 
 class Definite(Exception):
@@ -77,14 +75,14 @@ def run_transaction(conn: qclient.Connection, body: Callable[[qclient.Connection
             raise Definite(_error_text(error), broken=True) from None
         except qclient.DatabaseError as error:
             _rollback_quietly(conn)
-            if error.sqlstate == SERIALIZATION_FAILURE:
+            if error.sqlstate == errors.SERIALIZATION_FAILURE:
                 last = _error_text(error)
                 rng_delay = min(limits.OP_BACKOFF_MAX_S, limits.OP_BACKOFF_FIRST_S * 2 ** attempt)
                 time.sleep(rng.uniform(0, rng_delay))
                 continue
             if not committing:
-                raise Definite(_error_text(error), broken=error.sqlstate == CANNOT_CONNECT_NOW) from None
-            if error.sqlstate == CANNOT_CONNECT_NOW:
+                raise Definite(_error_text(error), broken=error.sqlstate == errors.CANNOT_CONNECT_NOW) from None
+            if error.sqlstate == errors.CANNOT_CONNECT_NOW:
                 raise Definite(_error_text(error), broken=True) from None
             raise Indefinite(_error_text(error)) from None
         except Refused as refusal:
@@ -104,7 +102,7 @@ def read_only(conn: qclient.Connection, body: Callable[[qclient.Connection], Any
         raise Definite(_error_text(error), broken=True) from None
     except qclient.DatabaseError as error:
         _rollback_quietly(conn)
-        raise Definite(_error_text(error), broken=error.sqlstate == CANNOT_CONNECT_NOW) from None
+        raise Definite(_error_text(error), broken=error.sqlstate == errors.CANNOT_CONNECT_NOW) from None
 
 
 class Workload:

@@ -13,10 +13,11 @@ import random
 from typing import Any, Awaitable, Callable
 
 from quorumdb import client as qclient
+from quorumdb import errors
 from tools.jepsen import checker
 from tools.jepsen import limits as jlimits
 from tools.jepsen import workloads as jworkloads
-from tools.jepsen.workloads import CANNOT_CONNECT_NOW, SERIALIZATION_FAILURE, Definite, Indefinite, Refused
+from tools.jepsen.workloads import Definite, Indefinite, Refused
 
 Body = Callable[[qclient.AsyncConnection], Awaitable[Any]]
 
@@ -52,14 +53,14 @@ async def run_transaction(conn: qclient.AsyncConnection, body: Body, rng: random
             raise Definite(_text(error), broken=True) from None
         except qclient.DatabaseError as error:
             await _rollback_quietly(conn)
-            if error.sqlstate == SERIALIZATION_FAILURE:
+            if error.sqlstate == errors.SERIALIZATION_FAILURE:
                 last = _text(error)
                 delay = min(jlimits.OP_BACKOFF_MAX_S, jlimits.OP_BACKOFF_FIRST_S * 2 ** attempt)
                 await asyncio.sleep(rng.uniform(0, delay))
                 continue
             if not committing:
-                raise Definite(_text(error), broken=error.sqlstate == CANNOT_CONNECT_NOW) from None
-            if error.sqlstate == CANNOT_CONNECT_NOW:
+                raise Definite(_text(error), broken=error.sqlstate == errors.CANNOT_CONNECT_NOW) from None
+            if error.sqlstate == errors.CANNOT_CONNECT_NOW:
                 raise Definite(_text(error), broken=True) from None
             raise Indefinite(_text(error)) from None
         except Refused as refusal:
@@ -78,7 +79,7 @@ async def read_only(conn: qclient.AsyncConnection, body: Body) -> Any:
         raise Definite(_text(error), broken=True) from None
     except qclient.DatabaseError as error:
         await _rollback_quietly(conn)
-        raise Definite(_text(error), broken=error.sqlstate == CANNOT_CONNECT_NOW) from None
+        raise Definite(_text(error), broken=error.sqlstate == errors.CANNOT_CONNECT_NOW) from None
 
 
 class Bank:
