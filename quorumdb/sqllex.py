@@ -175,6 +175,11 @@ class Splitter:
         return not self._state_now[1]
 
     @property
+    def buffered(self) -> int:
+        """How many characters the splitter holds (the pending statement and blanks before it)."""
+        return len(self._text)
+
+    @property
     def open(self) -> str:
         """What is open at the end of the text fed so far (OPEN_*)."""
         return self._open
