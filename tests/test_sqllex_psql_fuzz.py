@@ -363,6 +363,11 @@ def test_sqllex_splits_random_scripts_as_psql_does(server, tmp_path):
     "select 1a$b$;$b$; select $1a$$;$$;\n",
     "select 'abc\n\n",
     "select 1; /* c */\n",
+    "select 1e'\\'; select 2;\n",              # psql reads 1e as one token: no E'' string here
+    "select \U0001F600$c$;$c$; select 3;\n",   # every non-ASCII character is an identifier character
+    "select a\u00a0$b$;$b$; select 4;\n",      # ... even a no-break space
+    "-- c\rselect 1;\n",                        # a line comment ends at a carriage return
+    "E'''\\';' ; a$$$; x$$;$$;\n",              # '' then \' in an escape string; $ inside names
 ])
 def test_psql_sends_what_sqllex_predicts(server, tmp_path, script):
     """Hand-written cases that pin the form psql sends (first token .. `;`, empty lines dropped)."""
