@@ -186,16 +186,17 @@ class Splitter:
 
     def feed(self, text: str) -> list[str]:
         """Add text; the statements it completed, each as psql sends it (with its `;`)."""
-        return [statement for statement, _ in self._scan(text)]
-
-    def _scan(self, text: str) -> list[tuple[str, bool]]:
-        """Add text; (statement, has a token besides comments) for each completed statement."""
         buffer = self._text + text
+        return [buffer[start:end] for start, end, _ in self._scan(buffer)]
+
+    def _scan(self, buffer: str) -> list[tuple[int, int, bool]]:
+        """Scan buffer (the held text and what was fed after it); (start, end, has a token
+        besides comments) in buffer of each completed statement, `;` included."""
         # The split state: the pending statement's first token (-1: none yet), whether it has a
         # token besides comments, parenthesis depth, BEGIN depth, words seen, and the routine
         # words among the first four (psql's CREATE FUNCTION heuristic).
         start, meaningful, parens, begins, count, routine = self._state
-        complete: list[tuple[str, bool]] = []
+        complete: list[tuple[int, int, bool]] = []
         cut = 0
         resume, resume_state = self._resume, self._state
         after_space = True
@@ -215,7 +216,7 @@ class Splitter:
                 start = begin
             if kind is SEMICOLON:
                 if parens == 0 and begins == 0:
-                    complete.append((buffer[start:end], meaningful))
+                    complete.append((start, end, meaningful))
                     start, meaningful, parens, begins, count, routine = _FRESH
                     cut = end
                     after_space = True   # nothing after a `;` can change the tokens before it
@@ -286,14 +287,21 @@ def split_script(sql: str) -> Split:
     return Split(statements, splitter.pending, splitter.open)
 
 
-def split_statements(sql: str) -> list[str]:
-    """The statements of a script split as psql does (see Splitter), each without its `;` and
-    surrounding whitespace; empty ones (only comments) dropped; an unterminated rest is the last."""
+def statement_spans(sql: str) -> list[tuple[int, int]]:
+    """(start, end) in sql of each statement split as psql does (see Splitter): from its first
+    token to just before its `;`; statements with nothing but comments left out; an
+    unterminated rest is the last."""
     splitter = Splitter()
-    statements = [text[:-1].strip(_STRIP) for text, meaningful in splitter._scan(sql) if meaningful]
+    spans = [(start, end - 1) for start, end, meaningful in splitter._scan(sql) if meaningful]
     if not splitter.pending_is_blank():
-        statements.append(splitter.pending.strip(_STRIP))
-    return statements
+        spans.append((len(sql) - len(splitter.pending), len(sql)))
+    return spans
+
+
+def split_statements(sql: str) -> list[str]:
+    """The statements of a script split as psql does (see statement_spans), each without its `;`
+    and the whitespace around it."""
+    return [sql[start:end].strip(_STRIP) for start, end in statement_spans(sql)]
 
 
 def is_blank(sql: str) -> bool:
