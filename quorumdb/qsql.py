@@ -117,7 +117,7 @@ class StatementSplitter:
         marker = _PROMPT_MARKERS.get(self._splitter.open)
         if marker is not None:
             return marker
-        return "-" if self.pending else "="
+        return "-" if self._splitter.has_pending() else "="
 
     def feed(self, text: str) -> list[str]:
         """Add text (usually one line with its newline); return the statements it completed."""

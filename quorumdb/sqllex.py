@@ -149,8 +149,11 @@ class Splitter:
     A statement is the text from its first token (whitespace and `--` comments before it are
     dropped; a block comment counts as a token) through the `;` that ends it. Feeding a text
     in any number of pieces gives the same statements as feeding it whole: each feed rescans
-    only from the last point where appended text cannot change the tokens before it (the start
-    of the trailing run of tokens not separated by whitespace).
+    only the tail, from the last point where appended text cannot change the tokens before it
+    (the start of the trailing run of tokens not separated by whitespace); the text before it
+    is only kept, so a long statement fed a line at a time costs time linear in its length.
+    (A single token left open across many lines, a long string or dollar quote, is rescanned
+    from its start at each feed.)
     """
 
     def __init__(self) -> None:
@@ -158,17 +161,26 @@ class Splitter:
 
     def reset(self) -> None:
         """Forget the pending text (psql's \\r)."""
-        self._text = ""        # from the end of the last complete statement
-        self._resume = 0       # where the next feed rescans from ...
-        self._state = _FRESH     # ... and the split state there (see _scan)
-        self._state_now = _FRESH  # the split state at the end of the text
+        self._held: list[str] = []   # the pending text before the tail, never rescanned
+        self._held_size = 0
+        self._tail = ""              # the pending text from where the next feed rescans
+        # The split state at the start of the tail and at the end: the pending statement's first
+        # token (its offset in held + tail; -1: none yet), whether it has a token besides
+        # comments, parenthesis depth, BEGIN depth, words seen, and the routine words among the
+        # first four (psql's CREATE FUNCTION heuristic).
+        self._state = _FRESH
+        self._state_now = _FRESH
         self._open = OPEN_NONE
 
     @property
     def pending(self) -> str:
         """The unfinished statement, from its first token ("" when there is none)."""
         start = self._state_now[0]
-        return self._text[start:] if start >= 0 else ""
+        return ("".join(self._held) + self._tail)[start:] if start >= 0 else ""
+
+    def has_pending(self) -> bool:
+        """True when the unfinished statement has begun (a token, if only a block comment)."""
+        return self._state_now[0] >= 0
 
     def pending_is_blank(self) -> bool:
         """True when the unfinished statement holds nothing but comments."""
@@ -177,7 +189,7 @@ class Splitter:
     @property
     def buffered(self) -> int:
         """How many characters the splitter holds (the pending statement and blanks before it)."""
-        return len(self._text)
+        return self._held_size + len(self._tail)
 
     @property
     def open(self) -> str:
@@ -186,22 +198,26 @@ class Splitter:
 
     def feed(self, text: str) -> list[str]:
         """Add text; the statements it completed, each as psql sends it (with its `;`)."""
-        buffer = self._text + text
-        return [buffer[start:end] for start, end, _ in self._scan(buffer)]
+        held = self._held
+        buffer, complete = self._scan(text)
+        statements = []
+        for start, end, _ in complete:
+            # Only the first statement can have begun before this feed (start < 0: in held).
+            statements.append(buffer[start:end] if start >= 0 else "".join(held)[start:] + buffer[:end])
+        return statements
 
-    def _scan(self, buffer: str) -> list[tuple[int, int, bool]]:
-        """Scan buffer (the held text and what was fed after it); (start, end, has a token
-        besides comments) in buffer of each completed statement, `;` included."""
-        # The split state: the pending statement's first token (-1: none yet), whether it has a
-        # token besides comments, parenthesis depth, BEGIN depth, words seen, and the routine
-        # words among the first four (psql's CREATE FUNCTION heuristic).
+    def _scan(self, text: str) -> tuple[str, list[tuple[int, int, bool]]]:
+        """Add text; the scanned buffer (tail + text) and, for each completed statement, (start,
+        end, has a token besides comments) in it, `;` included (start < 0: in the held text)."""
+        buffer = self._tail + text
+        offset = self._held_size      # a position in buffer + offset = one in held + buffer
         start, meaningful, parens, begins, count, routine = self._state
         complete: list[tuple[int, int, bool]] = []
         cut = 0
-        resume, resume_state = self._resume, self._state
+        resume, resume_state = 0, self._state
         after_space = True
         last = None
-        for kind, begin, end in _spans(buffer, self._resume):
+        for kind, begin, end in _spans(buffer):
             last = kind, begin, end
             if kind is SPACE:
                 resume, resume_state = begin, (start, meaningful, parens, begins, count, routine)
@@ -213,12 +229,12 @@ class Splitter:
             if kind is COMMENT and buffer.startswith("--", begin):
                 continue
             if start < 0:
-                start = begin
+                start = begin + offset
             if kind is SEMICOLON:
                 if parens == 0 and begins == 0:
-                    complete.append((start, end, meaningful))
+                    complete.append((start - offset, end, meaningful))
                     start, meaningful, parens, begins, count, routine = _FRESH
-                    cut = end
+                    cut, offset = end, -end   # positions now count from after the `;`
                     after_space = True   # nothing after a `;` can change the tokens before it
                 continue
             if kind is not COMMENT:
@@ -241,18 +257,16 @@ class Splitter:
                         begins -= 1
         if cut > resume:
             resume, resume_state = cut, _FRESH
-        state = (start, meaningful, parens, begins, count, routine)
-        # Keep only the pending statement's text; positions are relative to it.
-        self._text = buffer[cut:]
-        self._resume = resume - cut
-        self._state = _shift(resume_state, cut)
-        self._state_now = _shift(state, cut)
+        if complete:
+            self._held = [buffer[cut:resume]] if resume > cut else []
+        elif resume:
+            self._held.append(buffer[:resume])
+        self._held_size = resume + offset
+        self._tail = buffer[resume:]
+        self._state = resume_state
+        self._state_now = (start, meaningful, parens, begins, count, routine)
         self._open = _open_at_end(buffer, last, parens)
-        return complete
-
-
-def _shift(state: tuple, cut: int) -> tuple:
-    return (state[0] - cut if state[0] >= 0 else -1,) + state[1:]
+        return buffer, complete
 
 
 def _open_at_end(sql: str, last, parens: int) -> str:
@@ -292,7 +306,8 @@ def statement_spans(sql: str) -> list[tuple[int, int]]:
     token to just before its `;`; statements with nothing but comments left out; an
     unterminated rest is the last."""
     splitter = Splitter()
-    spans = [(start, end - 1) for start, end, meaningful in splitter._scan(sql) if meaningful]
+    _, complete = splitter._scan(sql)
+    spans = [(start, end - 1) for start, end, meaningful in complete if meaningful]
     if not splitter.pending_is_blank():
         spans.append((len(sql) - len(splitter.pending), len(sql)))
     return spans
