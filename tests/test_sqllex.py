@@ -133,9 +133,12 @@ def test_feeding_in_any_pieces_gives_the_same_split(sql):
 
 
 def test_feeding_a_long_statement_line_by_line_stays_linear():
+    """Each feed rescans only the short tail after the last settled token, not the statement."""
     splitter = sqllex.Splitter()
     lines = ["insert into t values\n"] + [f"({n}, 'row {n};'),\n" for n in range(20000)] + ["(0, '');\n"]
     statements = []
     for line in lines:
         statements += splitter.feed(line)
+        assert len(splitter._tail) <= len(line)
     assert len(statements) == 1 and statements[0] == "".join(lines)[:-1]
+    assert splitter.buffered == 1 and splitter.pending == ""
