@@ -206,12 +206,14 @@ class Splitter:
             statements.append(buffer[start:end] if start >= 0 else "".join(held)[start:] + buffer[:end])
         return statements
 
-    def _scan(self, text: str) -> tuple[str, list[tuple[int, int, bool]]]:
+    def _scan(self, text: str, settle: bool = True) -> tuple[str, list[tuple[int, int, bool]]]:
         """Add text; the scanned buffer (tail + text) and, for each completed statement, (start,
-        end, has a token besides comments) in it, `;` included (start < 0: in the held text)."""
+        end, has a token besides comments) in it, `;` included (start < 0: in the held text).
+        settle=False when nothing will be fed after: the whole rest stays the tail."""
         buffer = self._tail + text
         offset = self._held_size      # a position in buffer + offset = one in held + buffer
         start, meaningful, parens, begins, count, routine = self._state
+        body = _routine(routine)
         complete: list[tuple[int, int, bool]] = []
         cut = 0
         resume, resume_state = 0, self._state
@@ -220,13 +222,14 @@ class Splitter:
         for kind, begin, end in _spans(buffer):
             last = kind, begin, end
             if kind is SPACE:
-                resume, resume_state = begin, (start, meaningful, parens, begins, count, routine)
-                after_space = True
+                if settle:
+                    resume, resume_state = begin, (start, meaningful, parens, begins, count, routine)
+                    after_space = True
                 continue
-            if after_space:
+            if after_space and settle:
                 resume, resume_state = begin, (start, meaningful, parens, begins, count, routine)
                 after_space = False
-            if kind is COMMENT and buffer.startswith("--", begin):
+            if kind is COMMENT and buffer[begin] == "-":
                 continue
             if start < 0:
                 start = begin + offset
@@ -234,11 +237,11 @@ class Splitter:
                 if parens == 0 and begins == 0:
                     complete.append((start - offset, end, meaningful))
                     start, meaningful, parens, begins, count, routine = _FRESH
+                    body = False
                     cut, offset = end, -end   # positions now count from after the `;`
                     after_space = True   # nothing after a `;` can change the tokens before it
                 continue
-            if kind is not COMMENT:
-                meaningful = True
+            meaningful = meaningful or kind is not COMMENT
             if kind is OTHER:
                 char = buffer[begin]
                 if char == "(":
@@ -246,11 +249,12 @@ class Splitter:
                 elif char == ")" and parens:
                     parens -= 1
             elif kind is WORD:
-                word = buffer[begin:end].lower()
                 if count < 4:
-                    routine += _ROUTINE_WORDS.get(word, " ")
+                    routine += _ROUTINE_WORDS.get(buffer[begin:end].lower(), " ")
+                    body = _routine(routine)
                 count += 1
-                if parens == 0 and (routine[:2] in ("cf", "cp") or routine in ("corf", "corp")):
+                if body and parens == 0:
+                    word = buffer[begin:end].lower()
                     if word == "begin" or (word == "case" and begins):
                         begins += 1
                     elif word == "end" and begins:
@@ -267,6 +271,11 @@ class Splitter:
         self._state_now = (start, meaningful, parens, begins, count, routine)
         self._open = _open_at_end(buffer, last, parens)
         return buffer, complete
+
+
+def _routine(words: str) -> bool:
+    """True when a statement's first words are CREATE [OR REPLACE] FUNCTION|PROCEDURE."""
+    return words[:2] in ("cf", "cp") or words in ("corf", "corp")
 
 
 def _open_at_end(sql: str, last, parens: int) -> str:
@@ -306,7 +315,7 @@ def statement_spans(sql: str) -> list[tuple[int, int]]:
     token to just before its `;`; statements with nothing but comments left out; an
     unterminated rest is the last."""
     splitter = Splitter()
-    _, complete = splitter._scan(sql)
+    _, complete = splitter._scan(sql, settle=False)
     spans = [(start, end - 1) for start, end, meaningful in complete if meaningful]
     if not splitter.pending_is_blank():
         spans.append((len(sql) - len(splitter.pending), len(sql)))
