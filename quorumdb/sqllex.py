@@ -24,7 +24,10 @@ statement's first token are not part of it (psql never sends them; block comment
 `Splitter` does this incrementally (qsql feeds it a line at a time) and tells what is still open
 at the end (psql's prompt shows it); `split_script` and `split_statements` split a whole text.
 Whitespace is PostgreSQL's ([ \t\n\r\f]); other characters, and every non-ASCII one, belong to
-identifiers or operators exactly as in the server's scanner.
+identifiers or operators exactly as in the server's scanner. Where psql reads differently from
+the server, psql's reading is kept (it decides what a script sends): 1e'x' is `1e` then the
+standard string 'x' (the server reads 1 and E'x'), and a string is never continued by another
+after a newline (psql's scanner never sees the newline between lines).
 """
 from __future__ import annotations
 
