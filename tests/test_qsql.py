@@ -107,6 +107,12 @@ def make_shell(connection=None, **settings):
         ("select $1; select a$b;", ["select $1", "select a$b"], ""),
         ("create table t (a int, b text); insert into t values (1, ';');",
          ["create table t (a int, b text)", "insert into t values (1, ';')"], ""),
+        # psql's rules, which qsql's own scanner used to miss:
+        ("select (1;\n2); select 3", ["select (1;\n2)"], "select 3"),
+        ("-- not sent\nselect 1;", ["select 1"], ""),
+        ("select E'''\\';'; select a$$$;", ["select E'''\\';'", "select a$$$"], ""),
+        ("create function f() returns int begin atomic select 1; end; select 2;",
+         ["create function f() returns int begin atomic select 1; end", "select 2"], ""),
     ],
 )
 def test_split_statements(sql, statements, rest):

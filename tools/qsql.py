@@ -5,11 +5,11 @@
 Theory of operation
 -------------------
 Input, from the terminal, a file or stdin, goes line by line through a
-`StatementSplitter`, a pure scanner that knows where quotes ('...', E'...',
-"...", $tag$...$tag$), comments (--, /* */, nested) and parentheses open and
-close, so it splits on `;` only outside them and can tell the prompt what is
-still open (psql's %R: `=`, `-`, `'`, `"`, `$`, `*`, `(`). A line starting with
-a backslash is a meta-command (\\q, \\dt, \\d, \\timing, \\x, \\?, \\r).
+`StatementSplitter`, which splits it into statements exactly as psql does with
+quorumdb.sqllex (the one SQL lexer: quotes, dollar quotes, nested comments,
+parentheses) and tells the prompt what is still open (psql's %R: `=`, `-`, `'`,
+`"`, `$`, `*`, `(`). A line starting with a backslash is a meta-command (\\q,
+\\dt, \\d, \\timing, \\x, \\?, \\r).
 
 Each complete statement goes to the compute node through quorumdb.client; the
 result is printed by tools.format exactly as psql prints it, errors go to
@@ -39,7 +39,7 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TextIO
 
-from quorumdb import errors
+from quorumdb import errors, sqllex
 from tools import format as fmt
 
 DATABASE_NAME = "quorumdb"
@@ -80,180 +80,52 @@ INCLUDE_DEPTH_MAX = 16  # nested \i files, as a bound on recursion
 
 
 # --- statement splitting (pure) ---------------------------------------------------------
-class Open(enum.Enum):
-    """What the scanner is inside of at the end of the text it has seen."""
-    NOTHING = "nothing"
-    SINGLE_QUOTE = "single_quote"      # '...' (E'...' lets backslash escape)
-    DOUBLE_QUOTE = "double_quote"      # "identifier"
-    DOLLAR_QUOTE = "dollar_quote"      # $tag$ ... $tag$
-    BLOCK_COMMENT = "block_comment"    # /* ... */ (nests)
-
-
-@dataclasses.dataclass
-class ScanState:
-    open: Open = Open.NOTHING
-    escape_string: bool = False  # inside E'...'
-    dollar_tag: str = ""
-    comment_depth: int = 0
-    paren_depth: int = 0
-
-
-def _is_identifier_char(char: str) -> bool:
-    return char.isalnum() or char == "_"
+_PROMPT_MARKERS = {sqllex.OPEN_STRING: "'", sqllex.OPEN_QUOTED_IDENT: '"', sqllex.OPEN_DOLLAR: "$",
+                   sqllex.OPEN_COMMENT: "*", sqllex.OPEN_PAREN: "("}
 
 
 class StatementSplitter:
-    """Collects lines; returns each statement completed by a `;` outside quotes and comments.
+    """Collects lines; returns each statement they complete (split by sqllex, as psql splits).
 
     Returned statements have their terminating `;` and surrounding whitespace removed;
-    empty statements (a lone `;`) are dropped, as psql does.
+    statements with nothing but comments (a lone `;`) are dropped: psql sends them, but the
+    server answers nothing for them.
     """
 
     def __init__(self) -> None:
-        self.buffer = ""
-        self.state = ScanState()
-        self._statement_start = 0
-        self._scan_position = 0
-        self._has_content = False
+        self._splitter = sqllex.Splitter()
 
     @property
     def pending(self) -> str:
-        """Text of the unfinished statement (empty when nothing is open)."""
-        return self.buffer[self._statement_start:]
+        """Text of the unfinished statement, from its first token (empty when there is none)."""
+        return self._splitter.pending
 
     def has_pending(self) -> bool:
         """True when the unfinished statement has something besides blanks and comments."""
-        return self._has_content
+        return not self._splitter.pending_is_blank()
+
+    def in_quote(self) -> bool:
+        """True inside a string, quoted identifier, dollar quote or comment (where a backslash
+        is text, not a meta-command)."""
+        return self._splitter.open not in (sqllex.OPEN_NONE, sqllex.OPEN_PAREN)
 
     def reset(self) -> None:
-        self.buffer = ""
-        self.state = ScanState()
-        self._statement_start = 0
-        self._scan_position = 0
-        self._has_content = False
+        self._splitter.reset()
 
     def prompt_marker(self) -> str:
         """psql's %R: `=` nothing pending, `-` continuing, or the open quote/comment/paren."""
-        match self.state.open:
-            case Open.SINGLE_QUOTE:
-                return "'"
-            case Open.DOUBLE_QUOTE:
-                return '"'
-            case Open.DOLLAR_QUOTE:
-                return "$"
-            case Open.BLOCK_COMMENT:
-                return "*"
-            case Open.NOTHING:
-                if self.state.paren_depth > 0:
-                    return "("
-                return "-" if self.pending.strip() else "="
+        marker = _PROMPT_MARKERS.get(self._splitter.open)
+        if marker is not None:
+            return marker
+        return "-" if self._splitter.has_pending() else "="
 
     def feed(self, text: str) -> list[str]:
         """Add text (usually one line with its newline); return the statements it completed."""
-        self.buffer += text
-        if len(self.buffer) - self._statement_start > STATEMENT_BYTES_MAX:
+        if self._splitter.buffered + len(text) > STATEMENT_BYTES_MAX:
             self.reset()
             raise ValueError(f"statement longer than {STATEMENT_BYTES_MAX} bytes; query buffer reset")
-        statements: list[str] = []
-        position = self._scan_position
-        buffer = self.buffer
-        state = self.state
-        while position < len(buffer):
-            char = buffer[position]
-            following = buffer[position + 1] if position + 1 < len(buffer) else ""
-            match state.open:
-                case Open.SINGLE_QUOTE:
-                    if state.escape_string and char == "\\":
-                        if not following:
-                            break  # the escaped character is on the next feed
-                        position += 2
-                        continue
-                    if char == "'":
-                        state.open = Open.NOTHING
-                        state.escape_string = False
-                case Open.DOUBLE_QUOTE:
-                    if char == '"':
-                        state.open = Open.NOTHING
-                case Open.DOLLAR_QUOTE:
-                    closing = "$" + state.dollar_tag + "$"
-                    if buffer.startswith(closing, position):
-                        state.open = Open.NOTHING
-                        position += len(closing)
-                        continue
-                    if char == "$" and len(buffer) - position < len(closing) and closing.startswith(buffer[position:]):
-                        break  # the closing tag may be split across feeds
-                case Open.BLOCK_COMMENT:
-                    if char == "*" and following == "/":
-                        state.comment_depth -= 1
-                        position += 2
-                        if state.comment_depth == 0:
-                            state.open = Open.NOTHING
-                        continue
-                    if char == "/" and following == "*":
-                        state.comment_depth += 1
-                        position += 2
-                        continue
-                    if char in "*/" and not following:
-                        break  # may be half of `*/` or `/*`
-                case Open.NOTHING:
-                    advanced = self._scan_outside(position, char, following, statements)
-                    if advanced is None:
-                        break
-                    position = advanced
-                    continue
-            position += 1
-        self._scan_position = position
-        return statements
-
-    def _scan_outside(self, position: int, char: str, following: str, statements: list[str]) -> int | None:
-        """One step outside quotes and comments; the next position, or None to wait for more text."""
-        buffer = self.buffer
-        state = self.state
-        previous = buffer[position - 1] if position > 0 else ""
-        if char == "'":
-            self._has_content = True
-            state.open = Open.SINGLE_QUOTE
-            state.escape_string = previous in ("E", "e") and not _is_identifier_char(buffer[position - 2:position - 1])
-            return position + 1
-        if char == '"':
-            self._has_content = True
-            state.open = Open.DOUBLE_QUOTE
-            return position + 1
-        if char == "-" and following == "-":
-            newline = buffer.find("\n", position)
-            return None if newline < 0 else newline + 1
-        if char in "-/" and not following:
-            return None  # may start `--` or `/*`
-        if char == "/" and following == "*":
-            state.open = Open.BLOCK_COMMENT
-            state.comment_depth = 1
-            return position + 2
-        if char == ";" and state.paren_depth == 0:
-            statement = buffer[self._statement_start:position].strip()
-            if self._has_content:
-                statements.append(statement)
-            self._statement_start = position + 1
-            self._has_content = False
-            return position + 1
-        if not char.isspace():
-            self._has_content = True
-        if char == "$" and not _is_identifier_char(previous):
-            end = position + 1
-            while end < len(buffer) and _is_identifier_char(buffer[end]):
-                end += 1
-            if end >= len(buffer):
-                return None  # the tag may continue on the next feed
-            tag = buffer[position + 1:end]
-            if buffer[end] == "$" and not (tag[:1].isdigit()):
-                state.open = Open.DOLLAR_QUOTE
-                state.dollar_tag = tag
-                return end + 1
-            return position + 1
-        if char == "(":
-            state.paren_depth += 1
-        elif char == ")":
-            state.paren_depth = max(0, state.paren_depth - 1)
-        return position + 1
+        return [statement[:-1].strip() for statement in self._splitter.feed(text)
+                if not sqllex.is_blank(statement[:-1])]
 
 
 def split_statements(sql: str) -> tuple[list[str], str]:
@@ -736,7 +608,7 @@ class Shell:
 
     def _process_line(self, splitter: StatementSplitter, line: str, location: str) -> MetaOutcome:
         """Feed one input line; run what it completes. FAILED if any part failed."""
-        if splitter.state.open is Open.NOTHING and line.lstrip().startswith("\\"):
+        if not splitter.in_quote() and line.lstrip().startswith("\\"):
             command = line.strip()
             if command in ("\\r", "\\reset"):
                 splitter.reset()
@@ -817,8 +689,6 @@ def parse_copy_command(text: str) -> CopyCommand:
     `table [(cols)] from {'file' | file | stdin | pstdin} [options]` or
     `{table [(cols)] | (query)} to {'file' | file | stdout | pstdout} [options]`. The options are
     passed to the server as written (both PostgreSQL spellings work). ValueError when malformed."""
-    from quorumdb import sqllex
-
     significant = [t for t in sqllex.tokens(text) if t.kind not in (sqllex.SPACE, sqllex.COMMENT)]
     depth = 0
     for index, token in enumerate(significant):

@@ -20,7 +20,7 @@ from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
-from quorumdb import errors, limits
+from quorumdb import errors, limits, sqllex
 from quorumdb.errors import SqlError
 
 # sqlglot logs a warning when it falls back to an opaque Command; we report those as 0A000.
@@ -138,21 +138,24 @@ def parse_script(sql: str) -> list[Statement]:
 
 
 def parse_script_spans(sql: str) -> list[tuple[Statement, int]]:
-    """Each statement with the offset of its text in `sql` (positions in its tree are relative to it)."""
-    try:
-        tokens = sqlglot.tokenize(sql, read="postgres")
-    except TokenError as error:
-        raise SqlError(errors.SYNTAX_ERROR, f"syntax error: {_first_line(str(error))}") from None
+    """Each statement with the offset of its text in `sql` (positions in its tree are relative to it).
+
+    The script is cut where psql would cut it (quorumdb.sqllex, the one SQL lexer), so every client
+    and protocol agrees on where a statement ends; sqlglot tokenizes each statement for its parser."""
     statements: list[tuple[Statement, int]] = []
-    chunk: list = []
-    for token in tokens + [None]:
-        if token is None or token.token_type == TokenType.SEMICOLON:
-            if chunk:
-                text = sql[chunk[0].start:chunk[-1].end + 1]
-                statements.append((_parse_statement(text, chunk), chunk[0].start))
-            chunk = []
-        else:
-            chunk.append(token)
+    for start, end in sqllex.statement_spans(sql):
+        piece = sql[start:end]
+        try:
+            tokens = sqlglot.tokenize(piece, read="postgres")
+        except TokenError as error:
+            raise SqlError(errors.SYNTAX_ERROR, f"syntax error: {_first_line(str(error))}") from None
+        if any(token.token_type == TokenType.SEMICOLON for token in tokens):
+            # A `;` psql does not split at (inside parentheses or a routine body): PostgreSQL's
+            # grammar has no place for it either.
+            raise SqlError(errors.SYNTAX_ERROR, 'syntax error at or near ";"')
+        if tokens:
+            text = piece[tokens[0].start:tokens[-1].end + 1]
+            statements.append((_parse_statement(text, tokens), start + tokens[0].start))
     return statements
 
 
