@@ -19,6 +19,7 @@ from typing import Iterable
 
 import grpc
 
+from quorumdb import certs, rpc
 from quorumdb import config as config_mod
 from quorumdb import limits
 from quorumdb.config import ClusterConfig, NodeConfig
@@ -34,14 +35,37 @@ STUBS = {
 START_ORDER = ("journal", "adjudicator", "storage", "compute")
 
 
-def node_status(node: NodeConfig, timeout_s: float = limits.STATUS_TIMEOUT_S) -> common_pb2.NodeStatus | None:
-    """The node's Status, or None if it does not answer within timeout_s."""
-    with grpc.insecure_channel(node.address) as channel:
+def node_status(node: NodeConfig, timeout_s: float = limits.STATUS_TIMEOUT_S,
+                credentials=None) -> common_pb2.NodeStatus | None:
+    """The node's Status, or None if it does not answer within timeout_s.
+
+    `credentials` (quorumdb.credentials.ClientCredentials): default, the admin credentials of the
+    cluster this process started (`rpc.remember_cluster`), else plaintext."""
+    if credentials is None:
+        credentials = rpc.known_credentials(node.address)
+    with rpc.sync_client_channel(node.address, credentials) as channel:
         stub = STUBS[node.service](channel)
         try:
             return stub.Status(common_pb2.StatusRequest(), timeout=timeout_s)
         except grpc.RpcError:
             return None
+
+
+def ensure_certs(config: ClusterConfig) -> list[str]:
+    """The cluster's CA and a certificate per node (and the tools' one, which the supervisor also
+    serves with), made if missing, before any node starts; nothing for an insecure cluster.
+    Returns what it created."""
+    if config.insecure:
+        return []
+    return certs.ensure(config.certs_path, [(config.cert_name(n.name), node_cert_hosts(config, n)) for n in config.nodes])
+
+
+def node_cert_hosts(config: ClusterConfig, node: NodeConfig) -> list[str]:
+    """A node certificate's names: its certificate name ("<region>/<node>" in a Global Database,
+    what other regions verify), its node name (what its own region verifies, and its host name in
+    the compose deployment), its host, localhost and 127.0.0.1."""
+    hosts = certs.default_hosts(config.cert_name(node.name), node.host)
+    return list(dict.fromkeys([hosts[0], node.name, *hosts[1:]]))
 
 
 # Ports one cluster uses from its base port (see quorumdb/config.py: +39 is the supervisor,
@@ -92,6 +116,8 @@ class Cluster:
     def start(self, names: Iterable[str] | None = None) -> None:
         if not self.config.config_path.exists():
             self.config.write()
+        ensure_certs(self.config)
+        rpc.remember_cluster(self.config)
         for name in names if names is not None else self.names():
             if not self.is_running(name):
                 self._spawn(name)
