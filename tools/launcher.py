@@ -259,10 +259,12 @@ def region_cluster_config(global_cfg, region) -> ClusterConfig:
     In an active-active cluster a peer has the default layout too, and a witness only its 3 journal
     replicas; both peers name the first peer's adjudicator-az1 (qualified) as the initial leader,
     and every region waits active_active_failover_timeout_ms before a standby takes over."""
+    # Every region uses the global data directory's certs: one CA, so the regions' nodes trust each other.
+    certs_dir = str(global_cfg.path.parent / "certs")
     if not global_cfg.active_active:
         return config_mod.default_cluster(region.data_dir, region.base_port, region=region.name,
-                                          global_file=str(global_cfg.path))
-    settings = dict(region=region.name, global_file=str(global_cfg.path),
+                                          global_file=str(global_cfg.path), certs_dir=certs_dir)
+    settings = dict(region=region.name, global_file=str(global_cfg.path), certs_dir=certs_dir,
                     failover_timeout_ms=active_active_failover_timeout_ms(global_cfg.wan_ms),
                     read_wait_ms=active_active_read_wait_ms(global_cfg.wan_ms))
     if region.role == "witness":
