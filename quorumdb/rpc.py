@@ -601,6 +601,20 @@ def cached_admin_credentials(cluster: ClusterConfig) -> ClientCredentials:
     return credentials
 
 
+def node_credentials(cluster: ClusterConfig, name: str, now_s: float | None = None) -> ClientCredentials:
+    """Credentials presenting node `name`'s own certificate (and a token when the cluster has a
+    secret: a compute node's port wants one), as a container's health check calls its own node;
+    INSECURE for an insecure cluster."""
+    if cluster.insecure:
+        return ClientCredentials()
+    key, cert = certs.read_pair(cluster.certs_path, cluster.cert_name(name))
+    secret = tokens.load_secret(tokens.secret_dir(cluster.data_dir))
+    token = None
+    if secret is not None:
+        token, _ = tokens.issue(secret, TOKEN_USER, 300, time.time() if now_s is None else now_s)
+    return ClientCredentials(ca_pem=certs.read_ca(cluster.certs_path), token=token, key_pem=key, cert_pem=cert)
+
+
 def channel_credentials(credentials: ClientCredentials | None) -> grpc.ChannelCredentials | None:
     """gRPC channel credentials for `credentials` (None: plaintext): TLS verifying the cluster CA,
     with the client certificate if any, and the token on every call if any."""
