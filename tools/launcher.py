@@ -5,6 +5,11 @@ Used by `quorumdb up` and by the tests. Each node runs as
 in its own process group (so a Ctrl-C at the terminal reaches only the launcher,
 which then stops the nodes in order), with stdout and stderr appended to
 `<data_dir>/logs/<node>.log`.
+
+Unless the cluster is `insecure`, `Cluster.start` first makes the cluster's CA and every node's
+certificate (`ensure_certs`, kept if they exist) and remembers the cluster (`rpc.remember_cluster`),
+so that this process's own calls to its nodes (`node_status`, `rpc.Channels()`) present the
+tools' admin certificate and a token.
 """
 from __future__ import annotations
 
