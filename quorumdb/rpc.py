@@ -544,9 +544,13 @@ def server_credentials(cluster: ClusterConfig, cert_name: str, require_client_au
 
 def add_node_port(server, cluster: ClusterConfig, node) -> int:
     """Listen on the node's address: plaintext for an insecure cluster; else TLS with the node's
-    certificate, with client certificates required except on compute nodes (token callers)."""
+    certificate, with client certificates required except on compute nodes (token callers).
+
+    TLS goes with the process's TLS identity (`set_identity`, which every node process takes in
+    tools/node.py): a role run in-process without one (the unit tests' harnesses, the
+    simulation) serves plaintext, as its channels and unwrapped handlers are."""
     address = cluster.listen_address(node)
-    if cluster.insecure or runtime.simulated():
+    if cluster.insecure or _tls is None or runtime.simulated():
         return server.add_insecure_port(address)
     require = node.service != "compute"
     return server.add_secure_port(address, server_credentials(cluster, cluster.cert_name(node.name), require))
