@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import grpc
 import pytest
 
 from compute_node.cluster.backend import QuorumBackend

@@ -70,8 +70,6 @@ STALE_RETRIES_MAX = 20  # the page redraws every poll; a read is retried at most
 
 
 def supervisor_states(cluster) -> dict[str, str]:
-    import grpc
-
     from quorumdb import rpc
     from tests.util import admin_credentials
 

@@ -22,13 +22,12 @@ import statistics
 import threading
 import time
 
-import grpc
 import pytest
 
 from quorumdb import client, limits
 from tools.launcher import Cluster, node_status
-from tests.util import admin_channel
 from quorumdb.pb import journal_pb2, journal_pb2_grpc
+from tests.util import admin_channel
 
 pytestmark = pytest.mark.cluster
 
