@@ -587,6 +587,15 @@ def remember_cluster(cluster: ClusterConfig) -> None:
             _known_clusters[node.address] = cluster
 
 
+def forget_cluster(cluster: ClusterConfig) -> None:
+    """Stop using `cluster`'s credentials for its addresses (its nodes stopped: another cluster,
+    perhaps a plaintext one, may listen there next)."""
+    for node in cluster.nodes:
+        known = _known_clusters.get(node.address)
+        if known is not None and known.data_dir == cluster.data_dir:
+            del _known_clusters[node.address]
+
+
 def known_credentials(address: str) -> ClientCredentials | None:
     """The admin credentials of the remembered cluster that has a node at `address` (None: unknown)."""
     cluster = _known_clusters.get(address)

@@ -120,3 +120,28 @@ def test_every_method_a_role_may_call_passes(role):
         elif role != authz.CLIENT:
             cn = "quorumdb-admin" if role == authz.ADMIN else next(n for n, s in SERVICES.items() if s == role)
             assert check.decide({"x509_common_name": [cn.encode()]}, None, NOW) is None, (role, method)
+
+
+def test_a_started_cluster_is_remembered_until_it_stops(tmp_path):
+    from quorumdb import config as config_mod
+    from tools.launcher import ensure_certs
+
+    secure = config_mod.default_cluster(tmp_path / "a", base_port=21_000)
+    plain = config_mod.default_cluster(tmp_path / "b", base_port=21_000, insecure=True)
+    address = secure.node("journal-az1").address
+    ensure_certs(secure)
+    assert ensure_certs(plain) == [] and not (plain.certs_path / "ca.crt").exists()
+    try:
+        rpc.remember_cluster(secure)
+        credentials = rpc.known_credentials(address)
+        assert credentials.ca_pem and credentials.cert_pem and credentials.token
+        assert rpc.known_credentials(address) is credentials  # minted once, reused
+        rpc.forget_cluster(plain)  # another cluster's stop forgets nothing of this one
+        assert rpc.known_credentials(address) is credentials
+        rpc.remember_cluster(plain)  # a plaintext cluster now listens there
+        assert rpc.known_credentials(address) is None
+        rpc.remember_cluster(secure)
+        rpc.forget_cluster(secure)
+        assert rpc.known_credentials(address) is None
+    finally:
+        rpc.forget_cluster(secure)

@@ -203,6 +203,7 @@ class Cluster:
         Each tier gets SIGTERM and up to timeout_s to exit, then SIGKILL, so the
         nodes still running never spend their shutdown reconnecting to stopped ones.
         """
+        rpc.forget_cluster(self.config)
         order = {name: START_ORDER.index(self.config.node(name).service) for name in self.processes}
         for tier in reversed(range(len(START_ORDER))):
             running = [p for name, p in self.processes.items() if order[name] == tier and p.poll() is None]
