@@ -27,7 +27,7 @@ async def serve(cluster: ClusterConfig, node: NodeConfig, stop: asyncio.Event) -
     adjudicator_metrics.attach(adjudicator, timeline)
     server = rpc.new_server()
     adjudicator_pb2_grpc.add_AdjudicatorServicer_to_server(AdjudicatorService(adjudicator), server)
-    server.add_insecure_port(cluster.listen_address(node))
+    rpc.add_node_port(server, cluster, node)
     await server.start()
     log.info("adjudicator %s serving on %s", node.name, node.address)
     try:

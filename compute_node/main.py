@@ -37,7 +37,7 @@ async def serve(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig, 
     compute_metrics = compute_node_metrics.attach(backend, service, engine, readiness)  # None: no /metrics
     server = rpc.new_server()
     compute_pb2_grpc.add_ComputeServicer_to_server(service, server)
-    server.add_insecure_port(cluster.listen_address(node))
+    rpc.add_node_port(server, cluster, node)
     await server.start()
     log.info("compute %s serving on %s", node.name, node.address)
     pg_server = None

@@ -37,7 +37,7 @@ async def serve(cluster: ClusterConfig, node: NodeConfig, stop: asyncio.Event) -
     journal_metrics.attach(service)  # /metrics, when the cluster serves them
     server = rpc.new_server()
     journal_pb2_grpc.add_JournalServicer_to_server(service, server)
-    server.add_insecure_port(cluster.listen_address(node))
+    rpc.add_node_port(server, cluster, node)
     await server.start()
     try:
         await stop.wait()

@@ -53,6 +53,30 @@ links, whichever Docker network a peer's address resolves to (docs/DOCKER.md sho
 on commit latency). The deadline of a delayed call starts after the wait. Only these delayed
 channels use client interceptors (`client_interceptors`): the wait has to happen inside the
 call, and the setting is for experiments, never the default.
+
+Security (quorumdb/certs.py, quorumdb/authz.py, quorumdb/tokens.py). Unless the cluster file says
+`insecure = true`, `set_identity` also loads the node's TLS material: the cluster CA, the node's
+key and certificate, who is which service. Then:
+
+* `add_node_port` serves with gRPC's dynamic server credentials: the journal, adjudicator and
+  storage nodes require a client certificate of the cluster's CA (mutual TLS; the handshake
+  refuses anyone else), compute nodes serve TLS to token callers. The credentials' fetcher
+  stats the node's certificate file at each handshake and reloads the pair when it changed, so
+  `quorumdb certs rotate` takes effect without a restart.
+* every handler is wrapped (the same once-per-method wrapper as for partitions) with the
+  method's authorization: on a certificate service the caller's role is its certificate's CN
+  (a node's service, or the tools' quorumdb-admin); on a token service (authz.TOKEN_SERVICES)
+  the call must carry `authorization: Bearer <token>` (tokens.py; a verified token is cached
+  until it expires). `authz.allowed(role, method)` then decides; a stream is checked once, when
+  it opens. The refusal is UNAUTHENTICATED (no identity) or PERMISSION_DENIED (not this role's
+  call).
+* channels to other nodes are TLS with the node's own certificate, verifying the peer as the
+  node meant (ssl_target_name_override = its certificate name); each new channel reads the
+  current files. The partition and WAN wrappers sit on top, unchanged.
+
+Tools and clients pass a `quorumdb.credentials.ClientCredentials` to `client_channel` (or
+`Channels(credentials=)`); `admin_credentials(cluster)` is the tools' identity from a data
+directory (the CA, the admin certificate and a token minted from the cluster's secret).
 """
 from __future__ import annotations
 
@@ -68,8 +92,9 @@ from typing import Any, Mapping
 
 import grpc
 
-from quorumdb import aio, limits, netfault, runtime, wan
+from quorumdb import aio, authz, certs, limits, netfault, runtime, tokens, wan
 from quorumdb.config import ClusterConfig
+from quorumdb.credentials import ClientCredentials
 
 log = logging.getLogger("quorumdb.rpc")
 
@@ -154,6 +179,7 @@ def set_identity(cluster: ClusterConfig, name: str) -> netfault.PartitionState:
     if state.cut_peers:
         log.info("network rules v%d: cut from %s", state.rules.version, ", ".join(sorted(state.cut_peers)))
     _identity = state
+    set_tls_identity(cluster, name)
     return state
 
 
@@ -167,6 +193,7 @@ def set_server_histograms(histograms) -> None:
 def clear_identity() -> None:
     global _identity, _identity_signature, _cross_az_wait_s
     _identity, _identity_signature, _cross_az_wait_s = None, None, 0.0
+    clear_tls_identity()
 
 
 def identity() -> netfault.PartitionState | None:
@@ -276,6 +303,362 @@ async def _poll_wan(state: wan.WanState, signature: tuple[int, int, int] | None)
         log.info("WAN rules v%d: %.1f ms + %.1f ms jitter, loss %.3f, partitioned: %s", rules.version,
                  rules.delay_ms, rules.jitter_ms, rules.loss, ", ".join(sorted(rules.partitioned)) or "none")
     return current
+
+
+# --- TLS and authorization -----------------------------------------------------------------------
+INSECURE_WARNING = ("INSECURE: plaintext gRPC, no authentication (quorumdb up --insecure); "
+                    "never use this outside development")
+INSECURE_WARNING_INTERVAL_S = 60.0
+AUTHORIZATION_KEY = "authorization"
+# The user a gRPC token is checked for: the tools and clients mint tokens for it unless the call
+# names another one in this metadata key (a token is bound to one user: tokens.py).
+TOKEN_USER_KEY = "x-quorumdb-user"
+TOKEN_USER = "admin"
+# The supervisor has no node certificate: it serves with the tools' (quorumdb-admin) pair, whose
+# names (localhost, 127.0.0.1) are where it listens; it is part of `quorumdb up`, which owns the
+# data directory and with it that key anyway.
+SUPERVISOR_CERT = certs.ADMIN
+# Verified tokens kept (token -> expiry): beyond this the cache starts over.
+TOKEN_CACHE_MAX = 10_000
+
+
+class TokenCheck:
+    """Token callers' verification: a token once verified is accepted until its expiry (a dict
+    lookup and a comparison per call); `secret` is read lazily by `load_secret` (None: none yet)."""
+
+    def __init__(self, load_secret) -> None:
+        self._load_secret = load_secret
+        self._secret: bytes | None = None
+        self._verified: dict[tuple[str, str], int] = {}
+
+    def check(self, token: str | None, user: str, now_s: float) -> str | None:
+        """None when the token is valid now, else the refusal's text."""
+        if not token:
+            return "no token: send `authorization: Bearer <token>` (quorumdb token --user admin)"
+        key = (user, token)
+        expiry_s = self._verified.get(key)
+        if expiry_s is not None:
+            if expiry_s > now_s:
+                return None
+            del self._verified[key]
+            return "token expired"
+        if self._secret is None:
+            self._secret = self._load_secret()
+            if self._secret is None:
+                return "invalid token (this cluster has no token secret yet)"
+        verdict = tokens.verify(self._secret, user, token, now_s)
+        if not verdict.ok:
+            return "token expired" if verdict.reason.startswith("token expired") else f"invalid token: {verdict.reason}"
+        if len(self._verified) >= TOKEN_CACHE_MAX:
+            self._verified.clear()
+        self._verified[key] = verdict.expiry_s
+        return None
+
+
+def bearer_token(metadata) -> tuple[str | None, str]:
+    """(token, user) from a call's metadata: `authorization: Bearer <token>` and the optional user."""
+    token, user = None, TOKEN_USER
+    for key, value in metadata or ():
+        if key == AUTHORIZATION_KEY:
+            if isinstance(value, bytes):
+                value = value.decode("latin-1")
+            scheme, _, rest = value.partition(" ")
+            if scheme.lower() == "bearer":
+                token = rest.strip()
+        elif key == TOKEN_USER_KEY:
+            user = value.decode("latin-1") if isinstance(value, bytes) else value
+    return token, user
+
+
+def common_name(auth_context: Mapping[str, Any] | None) -> str | None:
+    """The verified peer certificate's CN from a call's auth context, or None."""
+    values = (auth_context or {}).get("x509_common_name")
+    if not values:
+        return None
+    value = values[0]
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def cert_role(cn: str | None, services: Mapping[str, str]) -> str | None:
+    """The role of a certificate CN: "<region>/<node>" and "<node>" alike (the regions of a
+    Global Database share a CA and have the same node layout)."""
+    if cn is None:
+        return None
+    if "/" in cn:
+        cn = cn.rpartition("/")[2]
+    return authz.role_of(cn, services)
+
+
+class Authorizer:
+    """Who may call a node's methods (see the module docstring); one per server.
+
+    `services`: node name -> service of the cluster; `token_check`: the TokenCheck of the token
+    services (None: this server accepts no tokens, as on a node port with mutual TLS)."""
+
+    def __init__(self, services: Mapping[str, str], token_check: TokenCheck | None, clock=time.time) -> None:
+        self.services = dict(services)
+        self.token_check = token_check
+        self.clock = clock
+        self._roles: dict[str, str | None] = {}
+
+    def for_method(self, full_method: str) -> "MethodAuth":
+        service = full_method.lstrip("/").partition("/")[0]
+        return MethodAuth(self, full_method, service in authz.TOKEN_SERVICES)
+
+    def role_of_cn(self, cn: str | None) -> str | None:
+        if cn is None:
+            return None
+        try:
+            return self._roles[cn]
+        except KeyError:
+            role = self._roles[cn] = cert_role(cn, self.services)
+            return role
+
+
+class MethodAuth:
+    """The authorization of one method of one server, made once when its handler is wrapped."""
+
+    __slots__ = ("authorizer", "method", "by_token", "roles")
+
+    def __init__(self, authorizer: Authorizer, method: str, by_token: bool) -> None:
+        self.authorizer = authorizer
+        self.method = method
+        self.by_token = by_token
+        self.roles = frozenset(role for role, calls in authz.CALLS.items() if method in calls)
+
+    def decide(self, auth_context, metadata, now_s: float) -> tuple[grpc.StatusCode, str] | None:
+        """None: the call may go on; else the status and text to refuse it with (pure)."""
+        if self.by_token:
+            # A client certificate is not verified on these ports (no client authentication
+            # required): only the token counts.
+            check = self.authorizer.token_check
+            if check is None:
+                return grpc.StatusCode.UNAUTHENTICATED, authz.denial(None, self.method)
+            token, user = bearer_token(metadata)
+            problem = check.check(token, user, now_s)
+            if problem is not None:
+                return grpc.StatusCode.UNAUTHENTICATED, f"{self.method}: {problem}"
+            role = authz.CLIENT
+        else:
+            role = self.authorizer.role_of_cn(common_name(auth_context))
+            if role is None:
+                return grpc.StatusCode.UNAUTHENTICATED, authz.denial(None, self.method)
+        if role in self.roles:
+            return None
+        return grpc.StatusCode.PERMISSION_DENIED, authz.denial(role, self.method)
+
+    def check(self, context) -> tuple[grpc.StatusCode, str] | None:
+        """`decide` for a call's server context (reads only what its kind of port needs)."""
+        if self.by_token:
+            return self.decide(None, context.invocation_metadata(), self.authorizer.clock())
+        return self.decide(context.auth_context(), None, 0.0)
+
+
+class _Tls:
+    """A node process's TLS material (paths: each new channel and handshake reads the current files)."""
+
+    def __init__(self, cluster: ClusterConfig, cert_name: str, authorizer: Authorizer) -> None:
+        self.cluster = cluster
+        self.certs_dir = cluster.certs_path
+        self.cert_name = cert_name
+        self.authorizer = authorizer
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        key, cert = certs.read_pair(self.certs_dir, self.cert_name)
+        return grpc.ssl_channel_credentials(root_certificates=certs.read_ca(self.certs_dir), private_key=key,
+                                            certificate_chain=cert)
+
+
+_tls: _Tls | None = None
+
+
+def services_of(cluster: ClusterConfig) -> dict[str, str]:
+    return {node.name: node.service for node in cluster.nodes}
+
+
+def authorizer_for(cluster: ClusterConfig) -> Authorizer:
+    """The authorizer of a cluster's servers: its node roles, and its token secret (read when the
+    first token arrives: a compute node may create it as it starts)."""
+    secret_dir = tokens.secret_dir(cluster.data_dir)
+    return Authorizer(services_of(cluster), TokenCheck(lambda: tokens.load_secret(secret_dir)))
+
+
+def set_tls_identity(cluster: ClusterConfig, name: str) -> None:
+    """Load this node's TLS identity (raises certs.CertError when its files are missing); nothing
+    for an insecure cluster."""
+    global _tls
+    if cluster.insecure:
+        _tls = None
+        log.warning(INSECURE_WARNING)
+        return
+    tls = _Tls(cluster, cluster.cert_name(name), authorizer_for(cluster))
+    certs.read_ca(tls.certs_dir)
+    certs.read_pair(tls.certs_dir, tls.cert_name)  # fail now, not at the first handshake
+    _tls = tls
+
+
+def clear_tls_identity() -> None:
+    global _tls
+    _tls = None
+
+
+def tls_identity() -> _Tls | None:
+    return _tls
+
+
+def server_credentials(cluster: ClusterConfig, cert_name: str, require_client_auth: bool) -> grpc.ServerCredentials:
+    """Dynamic TLS server credentials with `cert_name`'s pair, reloaded when its certificate file
+    changes (one stat per handshake; gRPC calls the fetcher for each new connection)."""
+    certs_dir = cluster.certs_path
+    cert_path, _ = certs.pair_paths(certs_dir, cert_name)
+
+    def signature() -> tuple[int, int, int] | None:
+        try:
+            stat = os.stat(cert_path)
+        except OSError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+    def configuration():
+        key, cert = certs.read_pair(certs_dir, cert_name)
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=certs.read_ca(certs_dir))
+
+    loaded = [signature()]
+    initial = configuration()
+
+    def fetch():
+        current = signature()
+        if current is None or current == loaded[0]:
+            return None  # keep serving with the pair loaded
+        try:
+            fresh = configuration()
+        except Exception as error:  # a half-written pair: keep the old one, try at the next handshake
+            log.warning("cannot reload the certificate %s: %s", cert_path, error)
+            return None
+        loaded[0] = current
+        log.info("serving with the new certificate %s", cert_path)
+        return fresh
+
+    return grpc.dynamic_ssl_server_credentials(initial, fetch, require_client_authentication=require_client_auth)
+
+
+def add_node_port(server, cluster: ClusterConfig, node) -> int:
+    """Listen on the node's address: plaintext for an insecure cluster; else TLS with the node's
+    certificate, with client certificates required except on compute nodes (token callers).
+
+    TLS goes with the process's TLS identity (`set_identity`, which every node process takes in
+    tools/node.py): a role run in-process without one (the unit tests' harnesses, the
+    simulation) serves plaintext, as its channels and unwrapped handlers are."""
+    address = cluster.listen_address(node)
+    if cluster.insecure or _tls is None or runtime.simulated():
+        return server.add_insecure_port(address)
+    require = node.service != "compute"
+    return server.add_secure_port(address, server_credentials(cluster, cluster.cert_name(node.name), require))
+
+
+def admin_credentials(cluster: ClusterConfig, user: str = TOKEN_USER, lifetime_s: int = 3_600,
+                      now_s: float | None = None) -> ClientCredentials:
+    """The tools' credentials from a cluster's data directory: the CA, the admin certificate, and
+    a token minted from the cluster's secret (created if missing); INSECURE for an insecure cluster."""
+    if cluster.insecure:
+        return ClientCredentials()
+    secret = tokens.load_or_create_secret(tokens.secret_dir(cluster.data_dir))
+    token, _ = tokens.issue(secret, user, lifetime_s, time.time() if now_s is None else now_s)
+    key, cert = certs.read_pair(cluster.certs_path, certs.ADMIN)
+    return ClientCredentials(ca_pem=certs.read_ca(cluster.certs_path), token=token, key_pem=key, cert_pem=cert)
+
+
+# Tools that start clusters (the launcher: `quorumdb up`, the tests) remember them here, so that
+# their own channels to those nodes (`Channels()`, the launcher's Status polls) use the cluster's
+# admin credentials without passing them everywhere: address -> cluster.
+_known_clusters: dict[str, ClusterConfig] = {}
+# (certs dir, data dir) -> (credentials, when minted): a token is minted for an hour and renewed
+# after half of it, so a long-running `quorumdb up` never presents an expired one.
+_admin_cache: dict[tuple[str, str], tuple[ClientCredentials, float]] = {}
+ADMIN_TOKEN_LIFETIME_S = 3_600
+
+
+def remember_cluster(cluster: ClusterConfig) -> None:
+    """Use `cluster`'s admin credentials by default for channels this process opens to its nodes."""
+    for node in cluster.nodes:
+        if cluster.insecure:
+            _known_clusters.pop(node.address, None)
+        else:
+            _known_clusters[node.address] = cluster
+
+
+def forget_cluster(cluster: ClusterConfig) -> None:
+    """Stop using `cluster`'s credentials for its addresses (its nodes stopped: another cluster,
+    perhaps a plaintext one, may listen there next)."""
+    for node in cluster.nodes:
+        known = _known_clusters.get(node.address)
+        if known is not None and known.data_dir == cluster.data_dir:
+            del _known_clusters[node.address]
+
+
+def known_credentials(address: str) -> ClientCredentials | None:
+    """The admin credentials of the remembered cluster that has a node at `address` (None: unknown)."""
+    cluster = _known_clusters.get(address)
+    return None if cluster is None else cached_admin_credentials(cluster)
+
+
+def cached_admin_credentials(cluster: ClusterConfig) -> ClientCredentials:
+    """admin_credentials, minted again once half the token's lifetime has passed."""
+    key = (str(cluster.certs_path), str(cluster.data_dir))
+    now_s = time.time()
+    cached = _admin_cache.get(key)
+    if cached is not None and now_s - cached[1] < ADMIN_TOKEN_LIFETIME_S / 2:
+        return cached[0]
+    credentials = admin_credentials(cluster, lifetime_s=ADMIN_TOKEN_LIFETIME_S, now_s=now_s)
+    _admin_cache[key] = (credentials, now_s)
+    return credentials
+
+
+def node_credentials(cluster: ClusterConfig, name: str, now_s: float | None = None) -> ClientCredentials:
+    """Credentials presenting node `name`'s own certificate (and a token when the cluster has a
+    secret: a compute node's port wants one), as a container's health check calls its own node;
+    INSECURE for an insecure cluster."""
+    if cluster.insecure:
+        return ClientCredentials()
+    key, cert = certs.read_pair(cluster.certs_path, cluster.cert_name(name))
+    secret = tokens.load_secret(tokens.secret_dir(cluster.data_dir))
+    token = None
+    if secret is not None:
+        token, _ = tokens.issue(secret, TOKEN_USER, 300, time.time() if now_s is None else now_s)
+    return ClientCredentials(ca_pem=certs.read_ca(cluster.certs_path), token=token, key_pem=key, cert_pem=cert)
+
+
+def channel_credentials(credentials: ClientCredentials | None) -> grpc.ChannelCredentials | None:
+    """gRPC channel credentials for `credentials` (None: plaintext): TLS verifying the cluster CA,
+    with the client certificate if any, and the token on every call if any."""
+    if credentials is None or credentials.ca_pem is None:
+        return None
+    ssl = grpc.ssl_channel_credentials(root_certificates=credentials.ca_pem, private_key=credentials.key_pem,
+                                       certificate_chain=credentials.cert_pem)
+    if credentials.token:
+        return grpc.composite_channel_credentials(ssl, grpc.access_token_call_credentials(credentials.token))
+    return ssl
+
+
+def _client_options(server_name: str | None) -> list:
+    return OPTIONS if not server_name else [*OPTIONS, ("grpc.ssl_target_name_override", server_name)]
+
+
+def sync_client_channel(address: str, credentials: ClientCredentials | None = None,
+                        server_name: str | None = None) -> grpc.Channel:
+    """`client_channel` for synchronous code (the launcher, the supervisor's callers, tools)."""
+    secure = channel_credentials(credentials)
+    if secure is None:
+        return grpc.insecure_channel(address, options=OPTIONS)
+    return grpc.secure_channel(address, secure, options=_client_options(server_name))
+
+
+async def insecure_announcer(stop: asyncio.Event, interval_s: float = INSECURE_WARNING_INTERVAL_S) -> None:
+    """Repeat the INSECURE warning every `interval_s` until `stop` (a node of an insecure cluster)."""
+    while not stop.is_set():
+        await aio.wait_event(stop, interval_s)
+        if not stop.is_set():
+            log.warning(INSECURE_WARNING)
 
 
 # --- client side ---------------------------------------------------------------------------------
@@ -595,8 +978,12 @@ def client_interceptors(state: netfault.PartitionState | None, address: str) -> 
     return [_UnaryUnaryGuard(guard), _UnaryStreamGuard(guard), _StreamUnaryGuard(guard), _StreamStreamGuard(guard)]
 
 
-def node_channel(state: netfault.PartitionState | None, address: str) -> grpc.aio.Channel:
+def node_channel(state: netfault.PartitionState | None, address: str,
+                 credentials: ClientCredentials | None = None) -> grpc.aio.Channel:
     """A new channel to `address` that obeys `state`'s partitions (a plain one for tools and foreign addresses).
+
+    A node of a secure cluster (TLS identity) calls its peers with mutual TLS; a tool's channel is
+    TLS when `credentials` has a CA.
 
     Inside the deterministic simulation the current runtime gives its own channel instead."""
     simulated = runtime.current().channel(address)
@@ -604,13 +991,54 @@ def node_channel(state: netfault.PartitionState | None, address: str) -> grpc.ai
         return simulated
     target = _peer_at(state, address)
     if target is None:
-        return grpc.aio.insecure_channel(address, options=OPTIONS)
+        return _aio_channel(address, credentials if credentials is not None else known_credentials(address))
+    tls = _tls if _tls is not None and state is _identity else None
     if cross_az_wait_s(target, state):
-        return grpc.aio.insecure_channel(address, options=OPTIONS, interceptors=client_interceptors(state, address))
-    return _PartitionedChannel(grpc.aio.insecure_channel(address, options=OPTIONS), _Link(state, target))
+        return _node_aio_channel(address, tls, target, interceptors=client_interceptors(state, address))
+    return _PartitionedChannel(_node_aio_channel(address, tls, target), _Link(state, target))
 
 
-def region_channel(address: str, peer_region: str, state: wan.WanState | None = None) -> grpc.aio.Channel:
+def _aio_channel(address: str, credentials: ClientCredentials | None, server_name: str | None = None,
+                 interceptors=None) -> grpc.aio.Channel:
+    """A plain aio channel, or a TLS one with `credentials` (a tool's or client's)."""
+    secure = channel_credentials(credentials)
+    if secure is None:
+        return grpc.aio.insecure_channel(address, options=OPTIONS, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, secure, options=_client_options(server_name), interceptors=interceptors)
+
+
+def _node_aio_channel(address: str, tls: _Tls | None, peer_cert_name: str, interceptors=None) -> grpc.aio.Channel:
+    """A node's channel to another node: mutual TLS with this node's current certificate, the peer
+    verified as `peer_cert_name` (its certificate's DNS name), or plaintext without TLS identity."""
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=OPTIONS, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, tls.channel_credentials(), options=_client_options(peer_cert_name),
+                                   interceptors=interceptors)
+
+
+def _region_cert_name(state: wan.WanState | None, peer_region: str, address: str) -> str:
+    """The certificate name of the node of `peer_region` at `address` ("<region>/<node>"), or
+    "localhost" (every node certificate names it) when that region's file does not say."""
+    if state is None:
+        return "localhost"
+    key = (peer_region, address)
+    name = _region_cert_names.get(key)
+    if name is None:
+        try:
+            region_cluster = state.global_cfg.region(peer_region).cluster()
+            node = next(n for n in region_cluster.nodes if n.address == address)
+            name = region_cluster.cert_name(node.name)
+        except (KeyError, OSError, StopIteration, ValueError):
+            name = "localhost"
+        _region_cert_names[key] = name
+    return name
+
+
+_region_cert_names: dict[tuple[str, str], str] = {}
+
+
+def region_channel(address: str, peer_region: str, state: wan.WanState | None = None,
+                   credentials: ClientCredentials | None = None) -> grpc.aio.Channel:
     """A node's channel to a node of region `peer_region`, obeying the WAN rules (quorumdb/wan.py).
 
     `state`: whose WAN (default this process's region identity). A process without one (tools,
@@ -622,7 +1050,10 @@ def region_channel(address: str, peer_region: str, state: wan.WanState | None = 
     if simulated is not None:
         return simulated
     state = state if state is not None else _region_identity
-    channel = grpc.aio.insecure_channel(address, options=OPTIONS)
+    if _tls is None:
+        channel = _aio_channel(address, credentials if credentials is not None else known_credentials(address))
+    else:
+        channel = _node_aio_channel(address, _tls, _region_cert_name(state, peer_region, address))
     if state is None or peer_region == state.region:
         return channel
     state.global_cfg.region(peer_region)  # KeyError for a region that is not in the Global Database
@@ -1324,15 +1755,17 @@ class Channels:
     partition rules (`node_channel`); `state` overrides the process identity (tests).
     """
 
-    def __init__(self, state: netfault.PartitionState | None = None, wan_state: wan.WanState | None = None) -> None:
+    def __init__(self, state: netfault.PartitionState | None = None, wan_state: wan.WanState | None = None,
+                 credentials: ClientCredentials | None = None) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._state = state if state is not None else _identity
         self._wan_state = wan_state if wan_state is not None else _region_identity
+        self._credentials = credentials  # a tool's (no node identity): TLS to a secure cluster
 
     def get(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = node_channel(self._state, address)
+            channel = node_channel(self._state, address, self._credentials)
             self._channels[address] = channel
         return channel
 
@@ -1342,7 +1775,7 @@ class Channels:
         key = f"{region}/{address}"
         channel = self._channels.get(key)
         if channel is None:
-            channel = region_channel(address, region, self._wan_state)
+            channel = region_channel(address, region, self._wan_state, self._credentials)
             self._channels[key] = channel
         return channel
 
@@ -1369,10 +1802,16 @@ def caller_node(invocation_metadata) -> str | None:
     return None
 
 
-def client_channel(address: str) -> grpc.aio.Channel:
-    """A client's channel to a compute node (the simulation's own inside a simulation)."""
+def client_channel(address: str, credentials: ClientCredentials | None = None,
+                   server_name: str | None = None) -> grpc.aio.Channel:
+    """A client's or tool's channel to a node (the simulation's own inside a simulation).
+
+    Plaintext when `credentials` is None or has no CA (an --insecure cluster); else TLS verifying
+    the cluster CA (the server's name checked is `server_name` when given, else the address's host:
+    node certificates name localhost and 127.0.0.1 too), presenting the certificate if any, with
+    `authorization: Bearer <token>` on every call if a token is set."""
     simulated = runtime.current().channel(address)
-    return simulated if simulated is not None else grpc.aio.insecure_channel(address, options=OPTIONS)
+    return simulated if simulated is not None else _aio_channel(address, credentials, server_name)
 
 
 def new_server(state: netfault.PartitionState | None = None) -> grpc.aio.Server:
@@ -1384,7 +1823,26 @@ def new_server(state: netfault.PartitionState | None = None) -> grpc.aio.Server:
         return simulated
     state = state if state is not None else _identity
     server = grpc.aio.server(options=OPTIONS)
-    return server if state is None else _PartitionedServer(server, state, _server_histograms)
+    authorizer = _tls.authorizer if _tls is not None and state is _identity else None
+    if state is None and authorizer is None:
+        return server
+    return _PartitionedServer(server, state, _server_histograms, authorizer)
+
+
+def new_supervisor_server(server: grpc.Server, cluster: ClusterConfig):
+    """The supervisor's synchronous `server`, its handlers authorized as a token service unless
+    the cluster is insecure (then `server` itself). Listen with `add_supervisor_port`."""
+    if cluster.insecure:
+        return server
+    return _PartitionedServer(server, None, None, authorizer_for(cluster))
+
+
+def add_supervisor_port(server, cluster: ClusterConfig, listen: str) -> int:
+    """The supervisor's port: plaintext for an insecure cluster, else TLS with SUPERVISOR_CERT's
+    pair (reloaded on rotation), callers authenticated by token."""
+    if cluster.insecure:
+        return server.add_insecure_port(listen)
+    return server.add_secure_port(listen, server_credentials(cluster, SUPERVISOR_CERT, False))
 
 
 class _PartitionedServer(grpc.aio.Server):
@@ -1392,20 +1850,24 @@ class _PartitionedServer(grpc.aio.Server):
 
     With `histograms` (metrics on), each unary handler also times its calls (`_timed_unary`)."""
 
-    def __init__(self, server: grpc.aio.Server, state: netfault.PartitionState, histograms=None) -> None:
+    def __init__(self, server: grpc.aio.Server, state: netfault.PartitionState | None, histograms=None,
+                 authorizer: Authorizer | None = None) -> None:
         self._server = server
-        self._state = state
+        self._state = state if state is not None else _NO_PARTITIONS
         self._histograms = histograms
+        self._authorizer = authorizer
 
     def add_generic_rpc_handlers(self, generic_rpc_handlers) -> None:
         self._server.add_generic_rpc_handlers(
-            tuple(_GuardedGenericHandler(handlers, self._state, self._histograms) for handlers in generic_rpc_handlers))
+            tuple(_GuardedGenericHandler(handlers, self._state, self._histograms, self._authorizer)
+                  for handlers in generic_rpc_handlers))
 
     def add_registered_method_handlers(self, service_name: str, method_handlers) -> None:
         # grpc.aio resolves these before any generic handler: the generated add_*_to_server
         # registers both, and only this copy is ever consulted for its methods.
         self._server.add_registered_method_handlers(service_name, {
-            method: guard_handler(handler, self._state, _timer(self._histograms, service_name, method))
+            method: guard_handler(handler, self._state, _timer(self._histograms, service_name, method),
+                                  _method_auth(self._authorizer, service_name, method))
             for method, handler in method_handlers.items()})
 
     def add_insecure_port(self, address: str) -> int:
@@ -1414,23 +1876,25 @@ class _PartitionedServer(grpc.aio.Server):
     def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
         return self._server.add_secure_port(address, server_credentials)
 
-    async def start(self) -> None:
-        await self._server.start()
+    def start(self):  # a coroutine for grpc.aio's server, a plain call for a synchronous one
+        return self._server.start()
 
-    async def stop(self, grace: float | None) -> None:
-        await self._server.stop(grace)
+    def stop(self, grace: float | None):
+        return self._server.stop(grace)
 
-    async def wait_for_termination(self, timeout: float | None = None) -> bool:
-        return await self._server.wait_for_termination(timeout)
+    def wait_for_termination(self, timeout: float | None = None):
+        return self._server.wait_for_termination(timeout)
 
 
 class _GuardedGenericHandler(grpc.GenericRpcHandler):
     """A generic handler whose method handlers come out guarded, each wrapped once and kept."""
 
-    def __init__(self, handlers: grpc.GenericRpcHandler, state: netfault.PartitionState, histograms=None) -> None:
+    def __init__(self, handlers: grpc.GenericRpcHandler, state: netfault.PartitionState, histograms=None,
+                 authorizer: Authorizer | None = None) -> None:
         self._handlers = handlers
         self._state = state
         self._histograms = histograms
+        self._authorizer = authorizer
         self._guarded: dict[int, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def service(self, handler_call_details):
@@ -1441,7 +1905,8 @@ class _GuardedGenericHandler(grpc.GenericRpcHandler):
         if known is not None and known[0] is handler:  # the original is kept: its id cannot be reused
             return known[1]
         service_name, _, method = handler_call_details.method.lstrip("/").partition("/")
-        guarded = guard_handler(handler, self._state, _timer(self._histograms, service_name, method))
+        guarded = guard_handler(handler, self._state, _timer(self._histograms, service_name, method),
+                                _method_auth(self._authorizer, service_name, method))
         if len(self._guarded) < limits.GUARDED_HANDLERS_MAX:
             self._guarded[id(handler)] = (handler, guarded)
         return guarded
@@ -1452,8 +1917,26 @@ def _timer(histograms, service_name: str, method: str):
     return None if histograms is None else histograms.child(service_name, method)
 
 
+class _NoPartitions:
+    """The partition state of a server that only authorizes (the supervisor): nobody is ever cut."""
+
+    name = ""
+    cut_peers: frozenset[str] = frozenset()
+
+    @staticmethod
+    def cut_signal(peer: str) -> None:
+        return None
+
+
+_NO_PARTITIONS = _NoPartitions()
+
+
+def _method_auth(authorizer: Authorizer | None, service_name: str, method: str) -> MethodAuth | None:
+    return None if authorizer is None else authorizer.for_method(f"/{service_name}/{method}")
+
+
 def guard_handler(handler: grpc.RpcMethodHandler, state: netfault.PartitionState,
-                  timer=None) -> grpc.RpcMethodHandler:
+                  timer=None, auth: MethodAuth | None = None) -> grpc.RpcMethodHandler:
     """`handler` obeying `state`'s cuts (see the module docstring); the same kind of handler.
 
     grpc.aio picks how to run a handler from its function's kind (coroutine, async generator,
@@ -1468,17 +1951,21 @@ def guard_handler(handler: grpc.RpcMethodHandler, state: netfault.PartitionState
     behavior = getattr(handler, field)
     if handler.response_streaming:
         if inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior):
-            return handler._replace(**{field: _guarded_stream(behavior, state)})
+            return handler._replace(**{field: _guarded_stream(behavior, state, auth)})
         return handler  # a synchronous generator: no QuorumDB service has one
     if inspect.iscoroutinefunction(behavior):
         if timer is not None:
-            return handler._replace(**{field: _timed_unary(behavior, state, timer)})
-        return handler._replace(**{field: _guarded_unary(behavior, state)})
-    return handler._replace(**{field: _guarded_sync_unary(behavior, state)})
+            return handler._replace(**{field: _timed_unary(behavior, state, timer, auth)})
+        return handler._replace(**{field: _guarded_unary(behavior, state, auth)})
+    return handler._replace(**{field: _guarded_sync_unary(behavior, state, auth)})
 
 
-def _guarded_unary(behavior, state: netfault.PartitionState):
+def _guarded_unary(behavior, state: netfault.PartitionState, auth: MethodAuth | None = None):
     async def guarded(request_or_iterator, context):
+        if auth is not None:
+            refusal = auth.check(context)
+            if refusal is not None:
+                await context.abort(*refusal)
         # Almost always nobody is cut: then a call costs this test, not a read of its metadata.
         if state.cut_peers:
             peer = caller_node(context.invocation_metadata())
@@ -1489,13 +1976,17 @@ def _guarded_unary(behavior, state: netfault.PartitionState):
     return guarded
 
 
-def _timed_unary(behavior, state: netfault.PartitionState, timer):
+def _timed_unary(behavior, state: netfault.PartitionState, timer, auth: MethodAuth | None = None):
     """_guarded_unary that also observes each call's duration (a failed or refused call too)."""
     clock = time.perf_counter
 
     async def timed(request_or_iterator, context):
         started = clock()
         try:
+            if auth is not None:
+                refusal = auth.check(context)
+                if refusal is not None:
+                    await context.abort(*refusal)
             if state.cut_peers:
                 peer = caller_node(context.invocation_metadata())
                 if peer is not None and peer in state.cut_peers:
@@ -1507,8 +1998,12 @@ def _timed_unary(behavior, state: netfault.PartitionState, timer):
     return timed
 
 
-def _guarded_sync_unary(behavior, state: netfault.PartitionState):
+def _guarded_sync_unary(behavior, state: netfault.PartitionState, auth: MethodAuth | None = None):
     def guarded(request_or_iterator, context):  # runs in grpc's thread pool; context.abort raises
+        if auth is not None:
+            refusal = auth.check(context)
+            if refusal is not None:
+                context.abort(*refusal)
         if state.cut_peers:
             peer = caller_node(context.invocation_metadata())
             if peer is not None and peer in state.cut_peers:
@@ -1518,12 +2013,16 @@ def _guarded_sync_unary(behavior, state: netfault.PartitionState):
     return guarded
 
 
-def _guarded_stream(behavior, state: netfault.PartitionState):
+def _guarded_stream(behavior, state: netfault.PartitionState, auth: MethodAuth | None = None):
     # An async-generator handler runs in the reader/writer style (_write_all), so that the guard
     # can run it as one task and stop it: one task per stream instead of one per message.
     run = behavior if inspect.iscoroutinefunction(behavior) else functools.partial(_write_all, behavior)
 
     async def guarded(request_or_iterator, context) -> None:
+        if auth is not None:  # once, as the stream opens
+            refusal = auth.check(context)
+            if refusal is not None:
+                await context.abort(*refusal)
         peer = caller_node(context.invocation_metadata())
         if peer is None or peer == state.name:  # a tool, or this node itself: never cut
             await run(request_or_iterator, context)

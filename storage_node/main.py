@@ -94,7 +94,7 @@ class StorageNode:
                  self.segment_log.file_count, self.segment_log.truncated_bytes)
         server = rpc.new_server()
         storage_pb2_grpc.add_StorageServicer_to_server(StorageServicer(self.state), server)
-        server.add_insecure_port(self.cluster.listen_address(self.node))
+        rpc.add_node_port(server, self.cluster, self.node)
         await server.start()
         log.info("storage %s serving on %s", self.node.name, self.node.address)
         tasks: list[asyncio.Task] = []

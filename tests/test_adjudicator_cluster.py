@@ -18,7 +18,7 @@ from quorumdb.clock import Clock
 from tools.launcher import Cluster
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2
 from tests.conftest import dump_logs
-from tests.util import make_config
+from tests.util import admin_sync_channel, make_config
 
 pytestmark = pytest.mark.cluster
 
@@ -27,7 +27,7 @@ READY_TIMEOUT_S = 60.0
 
 
 def stub(cluster: Cluster, name: str) -> tuple[grpc.Channel, adjudicator_pb2_grpc.AdjudicatorStub]:
-    channel = grpc.insecure_channel(cluster.config.node(name).address)
+    channel = admin_sync_channel(cluster.config, name)
     return channel, adjudicator_pb2_grpc.AdjudicatorStub(channel)
 
 

@@ -70,7 +70,7 @@ def test_streams_wait_the_simulated_cross_az_distance_per_message(tmp_path, monk
     from quorumdb import config as config_mod
     from quorumdb import rpc
 
-    cluster = config_mod.default_cluster(tmp_path)
+    cluster = config_mod.default_cluster(tmp_path, insecure=True)  # in-process plaintext servers: partitions, not TLS
     cluster.write()
     monkeypatch.setenv(rpc.CROSS_AZ_DELAY_ENV, "3")
     rpc.set_identity(cluster, "compute-az1")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import grpc
 import pytest
 
 from compute_node.cluster.backend import QuorumBackend
@@ -18,7 +17,7 @@ from quorumdb import errors, limits, rpc
 from tools.launcher import Cluster
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2
 from tests.conftest import READY_TIMEOUT_S, dump_logs
-from tests.util import make_config
+from tests.util import admin_channel, admin_sync_channel, make_config, node_credentials
 
 pytestmark = pytest.mark.cluster
 
@@ -46,8 +45,9 @@ def lower_cluster(tmp_path, request):
 
 @pytest.fixture
 async def backend(lower_cluster):
-    channels = rpc.Channels()
     compute_node = lower_cluster.config.computes[0]  # az1: reads go to storage-az1-* first
+    # The backend runs in the test as compute-az1 would: with its certificate.
+    channels = rpc.Channels(credentials=node_credentials(lower_cluster.config, compute_node.name))
     yield QuorumBackend(lower_cluster.config, compute_node, channels)
     await channels.close()
 
@@ -100,7 +100,7 @@ async def test_commit_follows_leader_change(lower_cluster, backend):
     await commit(backend, [(b"l/k", b"before")], "txn-before")
     assert backend.leader == lower_cluster.config.initial_leader
     standby = next(n for n in lower_cluster.config.adjudicators if n.name != backend.leader)
-    async with grpc.aio.insecure_channel(standby.address) as channel:
+    async with admin_channel(lower_cluster.config, standby.name) as channel:
         stub = adjudicator_pb2_grpc.AdjudicatorStub(channel)
         reply = await stub.TakeOver(adjudicator_pb2.TakeOverRequest(), timeout=10)
         assert reply.ok, reply.message
@@ -142,7 +142,7 @@ def take_over(cluster: Cluster) -> str:
         n.name for n in cluster.config.adjudicators if (s := node_status(n)) is not None and s.role == "leader"
     )
     standby = next(n for n in cluster.config.adjudicators if n.name != old_leader)
-    with grpc.insecure_channel(standby.address) as channel:
+    with admin_sync_channel(cluster.config, standby.name) as channel:
         reply = adjudicator_pb2_grpc.AdjudicatorStub(channel).TakeOver(adjudicator_pb2.TakeOverRequest(), timeout=10)
     assert reply.ok, reply.message
     deadline = time.monotonic() + 10

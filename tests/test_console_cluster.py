@@ -70,9 +70,11 @@ STALE_RETRIES_MAX = 20  # the page redraws every poll; a read is retried at most
 
 
 def supervisor_states(cluster) -> dict[str, str]:
-    import grpc
+    from quorumdb import rpc
+    from tests.util import admin_credentials
 
-    with grpc.insecure_channel(f"127.0.0.1:{cluster.base_port + 39}") as channel:
+    address = f"127.0.0.1:{cluster.base_port + 39}"
+    with rpc.sync_client_channel(address, admin_credentials(cluster)) as channel:
         reply = supervisor_pb2_grpc.SupervisorStub(channel).Nodes(supervisor_pb2.NodesRequest(), timeout=5)
     return {node.name: node.state for node in reply.nodes}
 

@@ -22,6 +22,7 @@ import yaml
 from quorumdb import config as config_mod
 from quorumdb import limits, rpc
 from tools import healthcheck
+from tools.launcher import ensure_certs
 from tests.util import free_base_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -117,7 +118,7 @@ def test_cross_az_delay_setting_is_parsed_and_bounded():
 
 
 def test_cross_az_delay_waits_a_round_trip_before_calls_to_other_azs_only(tmp_path, monkeypatch):
-    cluster = config_mod.default_cluster(tmp_path, base_port=7100)
+    cluster = config_mod.default_cluster(tmp_path, base_port=7100, insecure=True)  # in-process plaintext: partitions, not TLS
     monkeypatch.setenv(rpc.CROSS_AZ_DELAY_ENV, "20")
     state = rpc.set_identity(cluster, "compute-az1")
     try:
@@ -146,6 +147,8 @@ def test_a_node_keeps_its_data_in_data_dir_listens_on_listen_host_and_passes_the
                                   listen_host="0.0.0.0")
     cluster.write()
     node = cluster.node("journal-az1")
+    as_node_sees_it = dataclasses.replace(cluster, data_dir=(tmp_path / "data").resolve())
+    ensure_certs(as_node_sees_it)  # in DATA/certs, as a deployment mounts them
     process = subprocess.Popen(
         [sys.executable, "-m", "tools.node", "--config", str(cluster.config_path), "--name", node.name,
          "--data-dir", str(tmp_path / "data")],
@@ -153,7 +156,7 @@ def test_a_node_keeps_its_data_in_data_dir_listens_on_listen_host_and_passes_the
     try:
         deadline = time.monotonic() + 30
         while True:
-            healthy, line = healthcheck.check(node, "127.0.0.1", timeout_s=1.0)
+            healthy, line = healthcheck.check(node, "127.0.0.1", timeout_s=1.0, cluster=as_node_sees_it)
             if healthy or time.monotonic() > deadline or process.poll() is not None:
                 break
             time.sleep(0.2)

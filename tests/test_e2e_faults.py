@@ -13,7 +13,7 @@ import time
 import grpc
 import pytest
 
-from quorumdb import limits
+from quorumdb import limits, rpc
 from quorumdb.client import DatabaseError, connect
 from quorumdb.clock import Clock
 from tools.launcher import node_status
@@ -108,7 +108,8 @@ def scan_copy(node, ts: int) -> list[tuple[bytes, bytes]]:
     """Every live key of one storage copy at ts, read directly (no quorum)."""
     rows: list[tuple[bytes, bytes]] = []
     start = b""
-    with grpc.insecure_channel(node.address) as channel:
+    # the cluster this test process started: its admin credentials (rpc.remember_cluster)
+    with rpc.sync_client_channel(node.address, rpc.known_credentials(node.address)) as channel:
         stub = storage_pb2_grpc.StorageStub(channel)
         for _ in range(10_000):
             reply = stub.Scan(

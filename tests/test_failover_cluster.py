@@ -22,12 +22,12 @@ import statistics
 import threading
 import time
 
-import grpc
 import pytest
 
 from quorumdb import client, limits
 from tools.launcher import Cluster, node_status
 from quorumdb.pb import journal_pb2, journal_pb2_grpc
+from tests.util import admin_channel
 
 pytestmark = pytest.mark.cluster
 
@@ -125,7 +125,7 @@ async def journal_txn_ids(cluster: Cluster, replica: str) -> tuple[list[str], in
     node = cluster.config.node(replica)
     txn_ids: list[str] = []
     first_index = 0
-    async with grpc.aio.insecure_channel(node.address) as channel:
+    async with admin_channel(cluster.config, replica) as channel:
         stub = journal_pb2_grpc.JournalStub(channel)
         next_index = 1
         for _ in range(10_000):

@@ -13,7 +13,7 @@ from quorumdb.clock import Clock
 from tools.launcher import Cluster, node_status
 from quorumdb.pb import common_pb2, journal_pb2, journal_pb2_grpc
 from tests.conftest import dump_logs
-from tests.util import make_config
+from tests.util import make_config, node_credentials
 
 pytestmark = pytest.mark.cluster
 
@@ -37,8 +37,9 @@ def journals(tmp_path, request):
 
 
 @pytest.fixture
-async def channels():
-    channels = rpc.Channels()
+async def channels(journals):
+    # The test writes as the adjudicator leader would: with its certificate (only it may fence and append).
+    channels = rpc.Channels(credentials=node_credentials(journals.config, "adjudicator-az1"))
     yield channels
     await channels.close()
 
@@ -145,7 +146,7 @@ async def test_second_writer_fences_the_first_and_committed_entries_survive(jour
         # An uncommitted-looking burst in flight when the rival takes over.
         journals.kill(J3)
         await txns.append(first, 5)
-        second_channels = rpc.Channels()
+        second_channels = rpc.Channels(credentials=node_credentials(journals.config, "adjudicator-az2"))
         second = JournalWriter(journals.config, "adjudicator-az2", second_channels, Clock())
         try:
             result = await asyncio.wait_for(second.take_over(timeout_s=10), 15)

@@ -26,7 +26,7 @@ OTHER = "compute-az2"
 
 @pytest.fixture
 def cluster(tmp_path):
-    return config_mod.default_cluster(tmp_path / "c", base_port=free_base_port())
+    return config_mod.default_cluster(tmp_path / "c", base_port=free_base_port(), insecure=True)  # in-process plaintext servers: partitions, not TLS
 
 
 # --- pure rules logic --------------------------------------------------------------------------

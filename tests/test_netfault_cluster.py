@@ -14,6 +14,8 @@ import threading
 import time
 
 import grpc
+
+from tests.util import admin_sync_channel
 import pytest
 
 from quorumdb import client, limits, netfault
@@ -29,7 +31,7 @@ STRAY_KEY = b"\x7fnetfault-minority-commit"
 
 
 def adjudicator(cluster, name: str) -> tuple[grpc.Channel, adjudicator_pb2_grpc.AdjudicatorStub]:
-    channel = grpc.insecure_channel(cluster.config.node(name).address)
+    channel = admin_sync_channel(cluster.config, name)
     return channel, adjudicator_pb2_grpc.AdjudicatorStub(channel)
 
 

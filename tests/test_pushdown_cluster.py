@@ -9,6 +9,7 @@ from compute_node.cluster.backend import QuorumBackend
 from compute_node.service import CommitTracker
 from compute_node.sessions.session import Session
 from quorumdb import rpc
+from tests.util import node_credentials
 
 pytestmark = pytest.mark.cluster
 
@@ -21,7 +22,7 @@ async def _execute(session: Session, sql: str):
 
 
 async def test_selective_select_moves_fewer_bytes(shared_cluster):
-    channels = rpc.Channels()
+    channels = rpc.Channels(credentials=node_credentials(shared_cluster.config, shared_cluster.config.computes[0].name))
     try:
         backend = QuorumBackend(shared_cluster.config, shared_cluster.config.computes[0], channels)
         # Through the compute service's per-session wrapper, as a real session reads.

@@ -40,7 +40,7 @@ IDLE = 0  # ReadCheckpointRequest.min_index asking FakeStorage for an idle strea
 
 @pytest.fixture
 def cluster(tmp_path):
-    return config_mod.default_cluster(tmp_path / "c", base_port=free_base_port())
+    return config_mod.default_cluster(tmp_path / "c", base_port=free_base_port(), insecure=True)  # in-process plaintext servers: partitions, not TLS
 
 
 class FakeStorage(storage_pb2_grpc.StorageServicer):

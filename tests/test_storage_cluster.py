@@ -20,7 +20,7 @@ from quorumdb import limits
 from quorumdb.clock import Clock
 from tools.launcher import Cluster, node_status
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2, storage_pb2, storage_pb2_grpc
-from tests.util import make_config
+from tests.util import admin_sync_channel, make_config
 
 pytestmark = pytest.mark.cluster
 
@@ -40,7 +40,7 @@ class Harness:
     def channel(self, name: str) -> grpc.Channel:
         with self.lock:  # commits run from several threads
             if name not in self.channels:
-                self.channels[name] = grpc.insecure_channel(self.config.node(name).address)
+                self.channels[name] = admin_sync_channel(self.config, name)
             return self.channels[name]
 
     def storage(self, name: str) -> storage_pb2_grpc.StorageStub:

@@ -23,6 +23,7 @@ import pytest
 from quorumdb import config as config_mod
 from quorumdb import limits, netfault, regions, rpc, wan
 from tests.util import free_base_port
+from tools.launcher import ensure_certs
 
 OWN, PEER = "us-east", "eu-west"
 SLACK_S = 0.002  # timers may fire this much before their time (clock resolution)
@@ -549,6 +550,7 @@ def test_a_region_node_process_reads_and_follows_the_wan_rules(global_cfg):
     cluster = config_mod.default_cluster(region.data_dir, base_port=region.base_port, region=OWN,
                                          global_file=str(global_cfg.path), metrics=False)
     cluster_file = cluster.write()
+    ensure_certs(cluster)  # as the launcher does before it starts nodes
     log_path = region.data_dir / "node.log"
 
     def wait_for(text: str) -> None:

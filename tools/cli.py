@@ -637,6 +637,7 @@ def command_up(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO =
     cluster_config = load_or_create_cluster(data_dir, args.base_port, err)
     cluster_config = apply_pg_options(cluster_config, args)
     cluster_config = apply_metrics_option(cluster_config, args)
+    cluster_config = apply_insecure_option(cluster_config, args)
     busy = [f"{node.name} ({node.address})" for node in ports_in_use(cluster_config)]
     supervisor_address = supervisor_address_of(cluster_config)
     if supervisor_address is not None and not port_free(*_host_port(supervisor_address)):
@@ -662,6 +663,8 @@ def command_up(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO =
     try:
         try:
             _say(out, f"starting {len(cluster_config.nodes)} nodes from {cluster_config.config_path}")
+            if cluster_config.insecure:
+                _say(out, f"WARNING: {rpc.INSECURE_WARNING}")
             _say(out, f"logs: {data_dir / 'logs'}/<node>.log")
             launched.start()
             if supervisor_address is not None:
@@ -823,6 +826,7 @@ def region_clusters(global_cfg: regions_mod.GlobalConfig, args: argparse.Namespa
         options = region_options(args, index)
         cluster = apply_pg_options(cluster, options)
         cluster = apply_metrics_option(cluster, options)
+        cluster = apply_insecure_option(cluster, args)
         clusters.append(cluster)
     return clusters
 
@@ -989,6 +993,8 @@ def command_up_regions(args: argparse.Namespace, out: TextIO = sys.stdout, err: 
         err.write(f"quorumdb up: ports in use: {', '.join(busy)}. Is a cluster already running? Try `quorumdb status"
                   f" --data-dir {data_dir}`.\n")
         return EXIT_FAILED
+    if any(cluster.insecure for cluster in clusters):
+        _say(out, f"WARNING: {rpc.INSECURE_WARNING}")
     launched = Regions({region.name: Cluster(cluster) for region, cluster in zip(global_cfg.regions, clusters)})
     primary = "" if global_cfg.active_active else current_primary(global_cfg)
     output_lock = threading.Lock()
@@ -1174,6 +1180,18 @@ def apply_metrics_option(cluster: config_mod.ClusterConfig, args: argparse.Names
     if wanted is None or wanted == cluster.metrics:
         return cluster
     cluster = dataclasses.replace(cluster, metrics=wanted)
+    cluster.write()
+    return cluster
+
+
+def apply_insecure_option(cluster: config_mod.ClusterConfig, args: argparse.Namespace) -> config_mod.ClusterConfig:
+    """`up --insecure` written into the cluster file: plaintext and no authentication, for
+    development (the nodes read it, and say so in their logs)."""
+    import dataclasses
+
+    if not getattr(args, "insecure", False) or cluster.insecure:
+        return cluster
+    cluster = dataclasses.replace(cluster, insecure=True)
     cluster.write()
     return cluster
 
@@ -1632,6 +1650,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--wan-ms", default=None, metavar="DELAY[,JITTER[,LOSS]]",
                     help="delay (ms, one way), jitter (ms) and loss (fraction 0..0.5) of every message between "
                          "regions, e.g. 30,5,0.01; written into global.toml (default: keep it, 0 when new)")
+    up.add_argument("--insecure", action="store_true",
+                    help="plaintext gRPC and no authentication (no certificates, no tokens): for development "
+                         "only; written into the cluster file, and every node warns about it in its log")
     up.add_argument("--ready-timeout", type=float, default=limits.UP_READY_TIMEOUT_S,
                     help=f"seconds to wait for the cluster to be ready (default {limits.UP_READY_TIMEOUT_S:.0f})")
     # PostgreSQL endpoint options (see docs/POSTGRES.md)

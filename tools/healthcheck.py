@@ -12,7 +12,9 @@ containers run it every interval on the same machine.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import pathlib
 import sys
 
 import grpc
@@ -27,10 +29,18 @@ GRPC_SERVICES = {"journal": "Journal", "adjudicator": "Adjudicator", "storage": 
 
 
 def check(node: config_mod.NodeConfig, host: str = "127.0.0.1",
-          timeout_s: float = limits.STATUS_TIMEOUT_S) -> tuple[bool, str]:
-    """(healthy, one line saying why) for the node listening on host:node.port."""
+          timeout_s: float = limits.STATUS_TIMEOUT_S, cluster: config_mod.ClusterConfig | None = None) -> tuple[bool, str]:
+    """(healthy, one line saying why) for the node listening on host:node.port.
+
+    With `cluster` (a secure one), the check calls over TLS presenting the node's own certificate
+    (and a token, for a compute node), as its peers do; without, plaintext."""
     method = f"/quorumdb.{GRPC_SERVICES[node.service]}/Status"
-    with grpc.insecure_channel(f"{host}:{node.port}") as channel:
+    credentials = None
+    if cluster is not None and not cluster.insecure:
+        from quorumdb import rpc
+
+        credentials = rpc.node_credentials(cluster, node.name)
+    with _channel(f"{host}:{node.port}", credentials) as channel:
         status_call = channel.unary_unary(method, request_serializer=common_pb2.StatusRequest.SerializeToString,
                                           response_deserializer=common_pb2.NodeStatus.FromString)
         try:
@@ -42,18 +52,31 @@ def check(node: config_mod.NodeConfig, host: str = "127.0.0.1",
     return status.health == "ok", line
 
 
+def _channel(address: str, credentials) -> grpc.Channel:
+    if credentials is None:
+        return grpc.insecure_channel(address)
+    from quorumdb import rpc
+
+    return rpc.sync_client_channel(address, credentials)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.healthcheck",
                                      description="Exit 0 if this container's node answers Status with health ok.")
     parser.add_argument("--config", default=os.environ.get("QUORUMDB_CONFIG", DEFAULT_CONFIG))
     parser.add_argument("--name", default=os.environ.get("QUORUMDB_NODE"))
     parser.add_argument("--host", default="127.0.0.1", help="where the node listens (default 127.0.0.1)")
+    parser.add_argument("--data-dir", default=os.environ.get("QUORUMDB_DATA_DIR"),
+                        help="the cluster's data directory, as the node's --data-dir (default: the cluster file's)")
     parser.add_argument("--timeout", type=float, default=limits.STATUS_TIMEOUT_S, help="seconds (default %(default)s)")
     args = parser.parse_args(argv)
     if not args.name:
         parser.error("no node: pass --name or set QUORUMDB_NODE")
-    node = config_mod.load(args.config).node(args.name)
-    healthy, line = check(node, args.host, args.timeout)
+    cluster = config_mod.load(args.config)
+    if args.data_dir:  # where the node keeps its data (and, by default, the certs and token secret)
+        cluster = dataclasses.replace(cluster, data_dir=pathlib.Path(args.data_dir).resolve())
+    node = cluster.node(args.name)
+    healthy, line = check(node, args.host, args.timeout, cluster)
     print(line)
     return 0 if healthy else 1
 

@@ -5,6 +5,11 @@ Used by `quorumdb up` and by the tests. Each node runs as
 in its own process group (so a Ctrl-C at the terminal reaches only the launcher,
 which then stops the nodes in order), with stdout and stderr appended to
 `<data_dir>/logs/<node>.log`.
+
+Unless the cluster is `insecure`, `Cluster.start` first makes the cluster's CA and every node's
+certificate (`ensure_certs`, kept if they exist) and remembers the cluster (`rpc.remember_cluster`),
+so that this process's own calls to its nodes (`node_status`, `rpc.Channels()`) present the
+tools' admin certificate and a token.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from typing import Iterable
 
 import grpc
 
+from quorumdb import certs, rpc
 from quorumdb import config as config_mod
 from quorumdb import limits
 from quorumdb.config import ClusterConfig, NodeConfig
@@ -34,14 +40,37 @@ STUBS = {
 START_ORDER = ("journal", "adjudicator", "storage", "compute")
 
 
-def node_status(node: NodeConfig, timeout_s: float = limits.STATUS_TIMEOUT_S) -> common_pb2.NodeStatus | None:
-    """The node's Status, or None if it does not answer within timeout_s."""
-    with grpc.insecure_channel(node.address) as channel:
+def node_status(node: NodeConfig, timeout_s: float = limits.STATUS_TIMEOUT_S,
+                credentials=None) -> common_pb2.NodeStatus | None:
+    """The node's Status, or None if it does not answer within timeout_s.
+
+    `credentials` (quorumdb.credentials.ClientCredentials): default, the admin credentials of the
+    cluster this process started (`rpc.remember_cluster`), else plaintext."""
+    if credentials is None:
+        credentials = rpc.known_credentials(node.address)
+    with rpc.sync_client_channel(node.address, credentials) as channel:
         stub = STUBS[node.service](channel)
         try:
             return stub.Status(common_pb2.StatusRequest(), timeout=timeout_s)
         except grpc.RpcError:
             return None
+
+
+def ensure_certs(config: ClusterConfig) -> list[str]:
+    """The cluster's CA and a certificate per node (and the tools' one, which the supervisor also
+    serves with), made if missing, before any node starts; nothing for an insecure cluster.
+    Returns what it created."""
+    if config.insecure:
+        return []
+    return certs.ensure(config.certs_path, [(config.cert_name(n.name), node_cert_hosts(config, n)) for n in config.nodes])
+
+
+def node_cert_hosts(config: ClusterConfig, node: NodeConfig) -> list[str]:
+    """A node certificate's names: its certificate name ("<region>/<node>" in a Global Database,
+    what other regions verify), its node name (what its own region verifies, and its host name in
+    the compose deployment), its host, localhost and 127.0.0.1."""
+    hosts = certs.default_hosts(config.cert_name(node.name), node.host)
+    return list(dict.fromkeys([hosts[0], node.name, *hosts[1:]]))
 
 
 # Ports one cluster uses from its base port (see quorumdb/config.py: +39 is the supervisor,
@@ -92,6 +121,8 @@ class Cluster:
     def start(self, names: Iterable[str] | None = None) -> None:
         if not self.config.config_path.exists():
             self.config.write()
+        ensure_certs(self.config)
+        rpc.remember_cluster(self.config)
         for name in names if names is not None else self.names():
             if not self.is_running(name):
                 self._spawn(name)
@@ -172,6 +203,7 @@ class Cluster:
         Each tier gets SIGTERM and up to timeout_s to exit, then SIGKILL, so the
         nodes still running never spend their shutdown reconnecting to stopped ones.
         """
+        rpc.forget_cluster(self.config)
         order = {name: START_ORDER.index(self.config.node(name).service) for name in self.processes}
         for tier in reversed(range(len(START_ORDER))):
             running = [p for name, p in self.processes.items() if order[name] == tier and p.poll() is None]
@@ -233,10 +265,12 @@ def region_cluster_config(global_cfg, region) -> ClusterConfig:
     In an active-active cluster a peer has the default layout too, and a witness only its 3 journal
     replicas; both peers name the first peer's adjudicator-az1 (qualified) as the initial leader,
     and every region waits active_active_failover_timeout_ms before a standby takes over."""
+    # Every region uses the global data directory's certs: one CA, so the regions' nodes trust each other.
+    certs_dir = str(global_cfg.path.parent / "certs")
     if not global_cfg.active_active:
         return config_mod.default_cluster(region.data_dir, region.base_port, region=region.name,
-                                          global_file=str(global_cfg.path))
-    settings = dict(region=region.name, global_file=str(global_cfg.path),
+                                          global_file=str(global_cfg.path), certs_dir=certs_dir)
+    settings = dict(region=region.name, global_file=str(global_cfg.path), certs_dir=certs_dir,
                     failover_timeout_ms=active_active_failover_timeout_ms(global_cfg.wan_ms),
                     read_wait_ms=active_active_read_wait_ms(global_cfg.wan_ms))
     if region.role == "witness":

@@ -60,6 +60,9 @@ async def _run(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig) -
     watcher = asyncio.create_task(rpc.watch_rules(watcher_stop, wan_state=rpc.region_identity()),
                                   name="netfault-rules-watcher")
     deadline = asyncio.create_task(_shutdown_deadline(stop, node.name), name="shutdown-deadline")
+    # An insecure cluster says so again and again: a log read an hour later must still show it.
+    announcer = (asyncio.create_task(rpc.insecure_announcer(watcher_stop), name="insecure-warning")
+                 if cluster.insecure else None)
     metrics_server = await _serve_metrics(cluster, node)
     try:
         await module.serve(cluster, node, stop)
@@ -69,6 +72,8 @@ async def _run(cluster: config_mod.ClusterConfig, node: config_mod.NodeConfig) -
         deadline.cancel()
         watcher_stop.set()
         watcher.cancel()
+        if announcer is not None:
+            announcer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await watcher
 
@@ -126,7 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("tools.node").info(
         "starting %s (%s, %s) on %s", node.name, node.service, node.az, node.address
     )
-    rpc.set_identity(cluster, node.name)  # before serving: a restarted node obeys existing cuts at once
+    # Before serving: a restarted node obeys existing cuts at once. It also loads the node's TLS
+    # identity (or logs the INSECURE warning for an --insecure cluster).
+    rpc.set_identity(cluster, node.name)
     if cluster.region:  # a region of a Global Database: its calls to other regions cross the WAN
         rpc.set_region_identity(regions.of_cluster(cluster), cluster.region)
     if cluster.metrics:

@@ -356,8 +356,11 @@ def serve(supervisor: Supervisor, listen: str) -> grpc.Server:
         options=rpc.OPTIONS,
         maximum_concurrent_rpcs=4 * limits.SUPERVISOR_WORKERS,
     )
-    supervisor_pb2_grpc.add_SupervisorServicer_to_server(SupervisorService(supervisor), server)
-    port = server.add_insecure_port(listen)
+    # TLS with the tools' certificate and a token on every call, unless the cluster is insecure:
+    # the chaos actions kill nodes (quorumdb/rpc.py, authz.py).
+    guarded = rpc.new_supervisor_server(server, supervisor.config)
+    supervisor_pb2_grpc.add_SupervisorServicer_to_server(SupervisorService(supervisor), guarded)
+    port = rpc.add_supervisor_port(server, supervisor.config, listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     server.start()
