@@ -70,6 +70,7 @@ import grpc
 
 from quorumdb import aio, limits, netfault, runtime, wan
 from quorumdb.config import ClusterConfig
+from quorumdb.credentials import ClientCredentials
 
 log = logging.getLogger("quorumdb.rpc")
 
@@ -1369,10 +1370,44 @@ def caller_node(invocation_metadata) -> str | None:
     return None
 
 
-def client_channel(address: str) -> grpc.aio.Channel:
-    """A client's channel to a compute node (the simulation's own inside a simulation)."""
+def channel_credentials(credentials: ClientCredentials | None) -> grpc.ChannelCredentials | None:
+    """TLS verifying the server against the cluster's CA (presenting the client's certificate if
+    it has one; the token as `authorization: Bearer` metadata on every call); None: plaintext."""
+    if credentials is None or credentials.ca_pem is None:
+        return None
+    tls = grpc.ssl_channel_credentials(root_certificates=credentials.ca_pem, private_key=credentials.key_pem,
+                                       certificate_chain=credentials.cert_pem)
+    if not credentials.token:
+        return tls
+    return grpc.composite_channel_credentials(tls, grpc.access_token_call_credentials(credentials.token))
+
+
+def _client_options(server_name: str | None) -> list[tuple[str, Any]]:
+    # The name the server's certificate must carry, when it is not the host dialled (a node's
+    # certificate names the node; it also names localhost and 127.0.0.1).
+    return OPTIONS + [("grpc.ssl_target_name_override", server_name)] if server_name else OPTIONS
+
+
+def client_channel(address: str, credentials: ClientCredentials | None = None,
+                   server_name: str | None = None) -> grpc.aio.Channel:
+    """A client's or tool's channel to a node or the supervisor (the simulation's own inside a
+    simulation): plaintext without credentials or without a CA, else TLS (`channel_credentials`)."""
     simulated = runtime.current().channel(address)
-    return simulated if simulated is not None else grpc.aio.insecure_channel(address, options=OPTIONS)
+    if simulated is not None:
+        return simulated
+    secure = channel_credentials(credentials)
+    if secure is None:
+        return grpc.aio.insecure_channel(address, options=OPTIONS)
+    return grpc.aio.secure_channel(address, secure, options=_client_options(server_name))
+
+
+def client_channel_sync(address: str, credentials: ClientCredentials | None = None,
+                        server_name: str | None = None) -> grpc.Channel:
+    """`client_channel` for synchronous callers (the sync Python client, one-shot tool calls)."""
+    secure = channel_credentials(credentials)
+    if secure is None:
+        return grpc.insecure_channel(address, options=OPTIONS)
+    return grpc.secure_channel(address, secure, options=_client_options(server_name))
 
 
 def new_server(state: netfault.PartitionState | None = None) -> grpc.aio.Server:
