@@ -18,7 +18,7 @@ import pathlib
 import time
 from typing import Mapping
 
-from quorumdb import certs, tokens
+from quorumdb import tokens
 from quorumdb import config as config_mod
 from quorumdb import regions as regions_mod
 
@@ -93,6 +93,8 @@ def for_data_dir(data_dir: pathlib.Path | str, user: str = "admin", lifetime_s: 
     """Everything a process holding the cluster's data directory presents: the CA, the admin
     certificate (node ports need one) and a fresh token (compute nodes and the supervisor need
     one); INSECURE for an `--insecure` cluster."""
+    from quorumdb import certs  # here: cryptography costs a client that never reads a certificate
+
     cluster = cluster_of(data_dir)
     if cluster.insecure:
         return INSECURE

@@ -6,8 +6,14 @@ with a deadline) and exits 0 when it answers with health "ok", 1 otherwise, prin
 the cluster file come from the options or, as in the image, from $QUORUMDB_NODE and
 $QUORUMDB_CONFIG (see docker/entrypoint.sh).
 
-It imports only grpc and the common protobuf messages, so one check costs little CPU: fifteen
-containers run it every interval on the same machine.
+It imports only grpc, the common protobuf messages and what reads the certificates, so one check
+costs little CPU: fifteen containers run it every interval on the same machine.
+
+Unless the cluster is `--insecure` the check speaks TLS, as every client must: it verifies the
+node against the cluster's CA and presents a certificate of the cluster (the admin one when it is
+mounted, else the node's own) from the certs directory the cluster file names (the compose
+deployment mounts it at /etc/quorumdb/certs), and a token minted from the cluster's secret when
+the container holds it (a compute node's Status wants a token).
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import sys
 import grpc
 
 from quorumdb import config as config_mod
+from quorumdb import credentials as credentials_mod
 from quorumdb import limits
 from quorumdb.pb import common_pb2
 
@@ -26,11 +33,40 @@ DEFAULT_CONFIG = "/etc/quorumdb/cluster.toml"
 GRPC_SERVICES = {"journal": "Journal", "adjudicator": "Adjudicator", "storage": "Storage", "compute": "Compute"}
 
 
+def container_credentials(cluster: config_mod.ClusterConfig, node_name: str,
+                          now_s: float | None = None) -> credentials_mod.ClientCredentials:
+    """What the check presents: nothing to an --insecure cluster; else the CA, a certificate of the
+    cluster (admin's if mounted, else the node's own) and a token if the secret is here."""
+    import time
+
+    from quorumdb import certs, tokens
+
+    if cluster.insecure:
+        return credentials_mod.INSECURE
+    certs_dir = cluster.certs_path
+    ca_pem = certs.read_ca(certs_dir)
+    name = certs.ADMIN if certs.pair_paths(certs_dir, certs.ADMIN)[1].exists() else cluster.cert_name(node_name)
+    key_pem, cert_pem = certs.read_pair(certs_dir, name)
+    token = None
+    secret = tokens.load_secret(tokens.secret_dir(cluster.data_dir))
+    if secret is not None:
+        token, _ = tokens.issue(secret, "admin", 300, time.time() if now_s is None else now_s)
+    return credentials_mod.ClientCredentials(ca_pem=ca_pem, token=token, key_pem=key_pem, cert_pem=cert_pem)
+
+
+def channel_for(address: str, credentials: credentials_mod.ClientCredentials | None) -> grpc.Channel:
+    from quorumdb import rpc
+
+    return rpc.client_channel_sync(address, credentials)
+
+
 def check(node: config_mod.NodeConfig, host: str = "127.0.0.1",
-          timeout_s: float = limits.STATUS_TIMEOUT_S) -> tuple[bool, str]:
-    """(healthy, one line saying why) for the node listening on host:node.port."""
+          timeout_s: float = limits.STATUS_TIMEOUT_S,
+          credentials: credentials_mod.ClientCredentials | None = None) -> tuple[bool, str]:
+    """(healthy, one line saying why) for the node listening on host:node.port (plaintext
+    without credentials)."""
     method = f"/quorumdb.{GRPC_SERVICES[node.service]}/Status"
-    with grpc.insecure_channel(f"{host}:{node.port}") as channel:
+    with channel_for(f"{host}:{node.port}", credentials) as channel:
         status_call = channel.unary_unary(method, request_serializer=common_pb2.StatusRequest.SerializeToString,
                                           response_deserializer=common_pb2.NodeStatus.FromString)
         try:
@@ -52,8 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.name:
         parser.error("no node: pass --name or set QUORUMDB_NODE")
-    node = config_mod.load(args.config).node(args.name)
-    healthy, line = check(node, args.host, args.timeout)
+    cluster = config_mod.load(args.config)
+    node = cluster.node(args.name)
+    try:
+        credentials = container_credentials(cluster, node.name)
+    except (OSError, ValueError) as error:  # a missing or unreadable certs directory, a bad secret
+        print(f"{node.name}: no credentials for the check: {error}")
+        return 1
+    healthy, line = check(node, args.host, args.timeout, credentials)
     print(line)
     return 0 if healthy else 1
 

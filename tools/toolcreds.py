@@ -37,17 +37,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "minted from the data directory's secret, as `quorumdb token` does)")
     parser.add_argument("--ca", default=None, metavar="PATH",
                         help="the cluster's CA certificate (default $QUORUMDB_CA, else DATA_DIR/certs/ca.crt)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="plaintext, no token: for a cluster started with `quorumdb up --insecure` (found by "
+                             "itself when the data directory is given)")
 
 
 def source(data_dir: pathlib.Path | str | None = None, token: str | None = None,
-           ca: str | None = None, required: bool = True) -> credentials_mod.Source | None:
+           ca: str | None = None, required: bool = True, insecure: bool = False) -> credentials_mod.Source | None:
     """The credentials for the cluster in `data_dir` (None: $QUORUMDB_DATA_DIR, else ./quorumdb-data
     when it holds a cluster, else --token and --ca alone); when there are none, SystemExit with
     the reason (not `required`: None)."""
     if data_dir is not None and not _holds_cluster(data_dir):
         data_dir = None  # e.g. `status --base-port N` run elsewhere: nothing to read there
     try:
-        return credentials_mod.Source(token, ca, data_dir, default_data_dir=DEFAULT_DATA_DIR)
+        return credentials_mod.Source(token, ca, data_dir, insecure, default_data_dir=DEFAULT_DATA_DIR)
     except credentials_mod.CredentialsError as error:
         if not required:
             return None
@@ -55,13 +58,15 @@ def source(data_dir: pathlib.Path | str | None = None, token: str | None = None,
 
 
 def for_args(args: argparse.Namespace, data_dir: pathlib.Path | str | None = None) -> credentials_mod.Source:
-    """`source` with the command's --token/--ca (flags it lacks count as absent)."""
-    return source(data_dir, getattr(args, "token", None), getattr(args, "ca", None))
+    """`source` with the command's --token/--ca/--insecure (flags it lacks count as absent)."""
+    return source(data_dir, getattr(args, "token", None), getattr(args, "ca", None),
+                  insecure=getattr(args, "insecure", False))
 
 
 def for_cluster(cluster: config_mod.ClusterConfig, args: argparse.Namespace | None = None) -> credentials_mod.Source:
     """The credentials for a loaded cluster (its data directory; a default layout's has no file)."""
-    return source(cluster.data_dir, getattr(args, "token", None), getattr(args, "ca", None))
+    return source(cluster.data_dir, getattr(args, "token", None), getattr(args, "ca", None),
+                  insecure=getattr(args, "insecure", False))
 
 
 def _holds_cluster(data_dir: pathlib.Path | str) -> bool:

@@ -60,7 +60,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 def sample_lag(cluster, seconds: float) -> list[float]:
     """The secondary leader's lag_ms every SAMPLE_S for `seconds`."""
     async def run() -> list[float]:
-        channels = rpc.Channels()
+        channels = toolcreds.Channels(toolcreds.for_cluster(cluster))
         stubs = [adjudicator_pb2_grpc.AdjudicatorStub(channels.get(n.address)) for n in cluster.adjudicators]
         found: list[float] = []
         deadline = time.monotonic() + seconds
