@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import pathlib
-import sys
 
 import grpc
 
@@ -54,7 +52,7 @@ def source(data_dir: pathlib.Path | str | None = None, token: str | None = None,
     except credentials_mod.CredentialsError as error:
         if not required:
             return None
-        raise SystemExit(f"{_program()}: {error}") from None
+        raise SystemExit(f"quorumdb: {error}") from None
 
 
 def for_args(args: argparse.Namespace, data_dir: pathlib.Path | str | None = None) -> credentials_mod.Source:
@@ -74,8 +72,6 @@ def _holds_cluster(data_dir: pathlib.Path | str) -> bool:
     return (directory / config_mod.CONFIG_FILE).exists() or (directory / "global.toml").exists()
 
 
-def _program() -> str:
-    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "quorumdb"
 
 
 def sync_channel(address: str, creds: credentials_mod.Source | credentials_mod.ClientCredentials) -> grpc.Channel:
