@@ -57,6 +57,11 @@ entry (tools/dr/backtrack.py); it refuses a T outside the storage copies' backtr
 
 `chaos` asks the supervisor of a running `quorumdb up` to break something (see
 CHAOS_HELP) and prints what it did; exit 0 on success, 1 with a message otherwise.
+
+The commands that talk to a running cluster (status, chaos, top, backtrack, bench, global,
+backup status) present the credentials of its data directory (tools/toolcreds.py): the CA, the
+admin certificate and a token minted from its secret; `--token`/$QUORUMDB_TOKEN and
+`--ca`/$QUORUMDB_CA replace them, `--insecure` talks plaintext to an `up --insecure` cluster.
 """
 from __future__ import annotations
 
@@ -542,9 +547,12 @@ def ready_report(cluster: config_mod.ClusterConfig, statuses: dict[str, common_p
     )
     lines = [table.rstrip("\n")]
     if cluster.computes:  # a witness region has journal replicas only: no SQL endpoint
+        # qsql finds the CA and makes its token in ./quorumdb-data; another directory must be named.
+        default_dir = pathlib.Path(os.environ.get("QUORUMDB_DATA_DIR", DEFAULT_DATA_DIR)).resolve()
+        named = "" if pathlib.Path(cluster.data_dir).resolve() == default_dir else f" --data-dir {cluster.data_dir}"
         lines += ["", "SQL endpoints (compute nodes):"]
         for node in cluster.computes:
-            lines.append(f"  {node.name:<14} {node.address:<18} qsql -h {node.host} -p {node.port}")
+            lines.append(f"  {node.name:<14} {node.address:<18} qsql -h {node.host} -p {node.port}{named}")
         lines += ["", "PostgreSQL endpoints (psql, psycopg, SQLAlchemy; password: `quorumdb token --user admin`"
                       + (", TRUST MODE: no authentication" if cluster.pg_trust else "") + "):"]
         for node in cluster.computes:
