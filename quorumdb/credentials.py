@@ -137,7 +137,7 @@ def resolve(token: str | None = None, ca: str | None = None, data_dir: pathlib.P
     1. `insecure`: plaintext, nothing presented (a cluster started with `quorumdb up --insecure`);
     2. the token: `token`, else $QUORUMDB_TOKEN; the CA (a file): `ca`, else $QUORUMDB_CA;
     3. the data directory: `data_dir`, else $QUORUMDB_DATA_DIR, else `default_data_dir` (the
-       tools pass ./quorumdb-data) when it exists: it supplies whatever 2 did not (a token minted
+       tools pass ./quorumdb-data) when it holds a cluster: it supplies whatever 2 did not (a token minted
        from its secret, its CA, the admin certificate), or plaintext for an --insecure cluster;
     4. otherwise CredentialsError saying how to give a token (or a CA).
     """
