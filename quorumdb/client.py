@@ -26,6 +26,18 @@ to a node that restarted (08003: the session does not exist, nothing ran) is res
 new session when no transaction was open. run_transaction retries a transaction lost
 before its COMMIT was sent.
 
+Credentials: against a cluster that is not `--insecure` the channel is TLS, verifying the node
+against the cluster's CA, and every call carries a token (`quorumdb.credentials.resolve`):
+`token=`, else $QUORUMDB_TOKEN; `ca=` (a file), else $QUORUMDB_CA; whatever is missing comes
+from the cluster's data directory (`data_dir=`, else $QUORUMDB_DATA_DIR, else ./quorumdb-data
+when it holds a cluster): its CA, and a token minted from its secret (renewed before it
+expires). `insecure=True` talks plaintext to a `quorumdb up --insecure` cluster. No token found:
+DatabaseError 28000 saying how to give one; a token the node refuses: 28P01 (28000 when the node
+got none), a call the node does not allow: 42501, each with the node's message.
+
+    conn = quorumdb.client.connect("127.0.0.1", 7100, data_dir="./quorumdb-data")
+    conn = quorumdb.client.connect("db.example", 7100, token=token, ca="ca.crt")
+
 Errors:
   - DatabaseError: the server answered with an error (sqlstate, message, detail, hint);
   - OperationalError (a DatabaseError): the node could not be reached or did not answer
@@ -53,7 +65,8 @@ from typing import Awaitable, Callable, Sequence, TypeVar
 
 import grpc
 
-from quorumdb import limits, rpc, sqllex
+from quorumdb import credentials as credentials_mod
+from quorumdb import errors, limits, rpc, sqllex
 # Re-exported: callers compare an error's sqlstate with client.SERIALIZATION_FAILURE and the like.
 from quorumdb.errors import (
     CONNECTION_DOES_NOT_EXIST,
@@ -142,14 +155,37 @@ def _result_from_pb(message: compute_pb2.StatementResult) -> Result:
     )
 
 
-def _rpc_error(error: grpc.RpcError, what: str, opening: bool) -> OperationalError:
+def _auth_error(code, details: str, token_sent: bool) -> DatabaseError | None:
+    """The node refused the caller (not the statement): no, a bad, or a too weak credential."""
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        sqlstate = errors.INVALID_PASSWORD if token_sent else errors.INVALID_AUTHORIZATION_SPECIFICATION
+        hint = ("Make a new token (`quorumdb token --user admin`) or give the cluster's --data-dir."
+                if token_sent else "Give a token (--token or QUORUMDB_TOKEN) or the cluster's --data-dir.")
+        return DatabaseError(sqlstate, f"authentication failed: {details}", hint=hint)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return DatabaseError(errors.INSUFFICIENT_PRIVILEGE, f"permission denied: {details}")
+    return None
+
+
+def _tls_hint(details: str) -> str:
+    lowered = details.lower()
+    if "ssl" in lowered or "handshake" in lowered or "certificate" in lowered:
+        return ("TLS failed: the node's certificate is not of the CA given (--ca / QUORUMDB_CA / the data "
+                "directory's certs/ca.crt), or the node runs without TLS (`quorumdb up --insecure`: use --insecure).")
+    return ""
+
+
+def _rpc_error(error: grpc.RpcError, what: str, opening: bool, token_sent: bool = False) -> DatabaseError:
     code = error.code() if hasattr(error, "code") else None
     details = error.details() if hasattr(error, "details") else str(error)
+    refused = _auth_error(code, details or "", token_sent)
+    if refused is not None:
+        return refused
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and details and details[:5].isalnum() and details[5:6] == ":":
         return OperationalError(details[:5], details[6:].strip())
     if opening:
-        return OperationalError(SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-                                f"could not open a session: {what}: {code} {details}")
+        return OperationalError(SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION, f"could not open a session: {what}: {code} {details}",
+                                hint=_tls_hint(details or ""))
     return OperationalError(
         CONNECTION_FAILURE,
         f"connection failure: {what}: {code.name if code else ''} {details}",
@@ -271,6 +307,19 @@ def _lost_transaction_error() -> OperationalError:
     )
 
 
+# --- credentials -------------------------------------------------------------------------------
+
+
+class _CredentialSource(credentials_mod.Source):
+    """The connection's credentials (`credentials_mod.Source`), the lack of any as a 28000 error."""
+
+    def resolve(self) -> credentials_mod.ClientCredentials:
+        try:
+            return super().resolve()
+        except credentials_mod.CredentialsError as error:
+            raise DatabaseError(errors.INVALID_AUTHORIZATION_SPECIFICATION, str(error)) from None
+
+
 # --- sync connection -------------------------------------------------------------------
 
 
@@ -278,8 +327,15 @@ class Connection:
     """One session on one compute node (of `endpoints`). Not thread-safe: use one Connection per thread."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 7100, timeout_s: float = 30.0, client_name: str = "python",
-                 endpoints=None, session_sql: Sequence[str] = ()):
+                 endpoints=None, session_sql: Sequence[str] = (), *, token: str | None = None, ca: str | None = None,
+                 data_dir=None, insecure: bool = False,
+                 credentials: credentials_mod.ClientCredentials | None = None, server_name: str | None = None):
         self.endpoints = parse_endpoints(host, port, endpoints)
+        # credentials: already resolved ones (a tool's); server_name: the name the node's
+        # certificate must carry when it is not the host dialled.
+        self._credentials = _CredentialSource(token, ca, data_dir, insecure, given=credentials,
+                                              default_data_dir=credentials_mod.DEFAULT_DATA_DIR)
+        self._server_name = server_name
         # Run on every session this connection opens (e.g. SET quorumdb.read_mode = 'single'),
         # so a session setting survives reconnects and failover to another compute node.
         self.session_sql = tuple(session_sql)
@@ -307,8 +363,16 @@ class Connection:
         self._drop_channel()
         self._position = position % len(self.endpoints)
         self.address = address
-        self._channel = grpc.insecure_channel(address, options=rpc.OPTIONS)
+        self._channel = rpc.sync_client_channel(address, self._credentials.current, self._server_name)
         self._stub = compute_pb2_grpc.ComputeStub(self._channel)
+
+    def _renew_credentials(self) -> None:
+        """A token about to expire: resolve again and use a channel with the new one (the
+        session lives on the node, not in the channel)."""
+        self._credentials.renew()
+        if self._channel is not None:
+            self._drop_channel()
+            self._use_endpoint(self._position)
 
     def _drop_channel(self) -> None:
         channel, self._channel, self._stub = self._channel, None, None
@@ -325,7 +389,7 @@ class Connection:
                     compute_pb2.OpenSessionRequest(client=self._client_name), timeout=self.timeout_s
                 )
             except grpc.RpcError as error:
-                failures.append(_rpc_error(error, self.address, opening=True))
+                failures.append(_rpc_error(error, self.address, opening=True, token_sent=self._credentials.token_sent))
                 if failures[-1].sqlstate != SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION:
                     raise failures[-1] from None  # the node answered (e.g. too many sessions)
                 continue
@@ -339,7 +403,7 @@ class Connection:
                     reply = self._stub.Execute(compute_pb2.ExecuteRequest(session_id=self._session_id, sql=sql),
                                                timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S)
                 except grpc.RpcError as error:
-                    raise _rpc_error(error, self.address, opening=True) from None
+                    raise _rpc_error(error, self.address, opening=True, token_sent=self._credentials.token_sent) from None
                 _raise_first_error([_result_from_pb(result) for result in reply.results])
             return
         self._drop_channel()
@@ -370,6 +434,8 @@ class Connection:
         values = _param_values(params)
         if self._closed:
             raise OperationalError(CONNECTION_FAILURE, "connection is closed")
+        if self._credentials.due():
+            self._renew_credentials()
         if self._lost_transaction:
             if not _is_rollback(sql):
                 raise _lost_transaction_error()
@@ -386,7 +452,7 @@ class Connection:
                 )
             except grpc.RpcError as error:
                 self._session_lost()
-                raise _rpc_error(error, self.address, opening=False) from None
+                raise _rpc_error(error, self.address, opening=False, token_sent=self._credentials.token_sent) from None
             results = [_result_from_pb(result) for result in reply.results]
             if _session_gone(results):
                 self.transaction_status = status_before
@@ -419,7 +485,7 @@ class Connection:
                                     timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S)
         except grpc.RpcError as error:
             self._session_lost()
-            raise _rpc_error(error, self.address, opening=False) from None
+            raise _rpc_error(error, self.address, opening=False, token_sent=self._credentials.token_sent) from None
         self.transaction_status = reply.transaction_status or "I"
         return _result_from_pb(reply.result), reply.data
 
@@ -431,7 +497,7 @@ class Connection:
             reply = self._stub.Describe(compute_pb2.DescribeRequest(session_id=self._session_id, sql=sql),
                                         timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S)
         except grpc.RpcError as error:
-            raise _rpc_error(error, self.address, opening=False) from None
+            raise _rpc_error(error, self.address, opening=False, token_sent=self._credentials.token_sent) from None
         return _description(reply)
 
     def fetchall(self, sql: str, params: Sequence | None = None) -> list[tuple]:
@@ -549,8 +615,13 @@ class AsyncConnection:
     Create it with `await connect_async(host, port)` or `await connect_async(endpoints=...)`."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 7100, timeout_s: float = 30.0,
-                 client_name: str = "python-async", endpoints=None, session_sql: Sequence[str] = ()):
+                 client_name: str = "python-async", endpoints=None, session_sql: Sequence[str] = (), *,
+                 token: str | None = None, ca: str | None = None, data_dir=None, insecure: bool = False,
+                 credentials: credentials_mod.ClientCredentials | None = None, server_name: str | None = None):
         self.endpoints = parse_endpoints(host, port, endpoints)
+        self._credentials = _CredentialSource(token, ca, data_dir, insecure, given=credentials,
+                                              default_data_dir=credentials_mod.DEFAULT_DATA_DIR)  # as Connection's
+        self._server_name = server_name
         self.session_sql = tuple(session_sql)  # as Connection.session_sql
         self.timeout_s = timeout_s
         self._client_name = client_name
@@ -572,8 +643,14 @@ class AsyncConnection:
         await self._drop_channel()
         self._position = position % len(self.endpoints)
         self.address = address
-        self._channel = rpc.client_channel(address)
+        self._channel = rpc.client_channel(address, self._credentials.current, self._server_name)
         self._stub = compute_pb2_grpc.ComputeStub(self._channel)
+
+    async def _renew_credentials(self) -> None:
+        self._credentials.renew()  # as Connection._renew_credentials
+        if self._channel is not None:
+            await self._drop_channel()
+            await self._use_endpoint(self._position)
 
     async def _drop_channel(self) -> None:
         channel, self._channel, self._stub = self._channel, None, None
@@ -589,7 +666,7 @@ class AsyncConnection:
                     compute_pb2.OpenSessionRequest(client=self._client_name), timeout=self.timeout_s
                 )
             except grpc.RpcError as error:
-                failures.append(_rpc_error(error, self.address, opening=True))
+                failures.append(_rpc_error(error, self.address, opening=True, token_sent=self._credentials.token_sent))
                 if failures[-1].sqlstate != SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION:
                     raise failures[-1] from None
                 continue
@@ -603,7 +680,7 @@ class AsyncConnection:
                     reply = await self._stub.Execute(compute_pb2.ExecuteRequest(session_id=self._session_id, sql=sql),
                                                      timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S)
                 except grpc.RpcError as error:
-                    raise _rpc_error(error, self.address, opening=True) from None
+                    raise _rpc_error(error, self.address, opening=True, token_sent=self._credentials.token_sent) from None
                 _raise_first_error([_result_from_pb(result) for result in reply.results])
             return self
         await self._drop_channel()
@@ -630,6 +707,8 @@ class AsyncConnection:
         values = _param_values(params)
         if self._closed:
             raise OperationalError(CONNECTION_FAILURE, "connection is closed")
+        if self._credentials.due():
+            await self._renew_credentials()
         if self._lost_transaction:
             if not _is_rollback(sql):
                 raise _lost_transaction_error()
@@ -646,7 +725,7 @@ class AsyncConnection:
                 )
             except grpc.RpcError as error:
                 await self._session_lost()
-                raise _rpc_error(error, self.address, opening=False) from None
+                raise _rpc_error(error, self.address, opening=False, token_sent=self._credentials.token_sent) from None
             results = [_result_from_pb(result) for result in reply.results]
             if _session_gone(results):
                 self.transaction_status = status_before
@@ -675,7 +754,7 @@ class AsyncConnection:
                                           timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S)
         except grpc.RpcError as error:
             await self._session_lost()
-            raise _rpc_error(error, self.address, opening=False) from None
+            raise _rpc_error(error, self.address, opening=False, token_sent=self._credentials.token_sent) from None
         self.transaction_status = reply.transaction_status or "I"
         return _result_from_pb(reply.result), reply.data
 
@@ -687,7 +766,7 @@ class AsyncConnection:
             reply = await self._stub.Describe(compute_pb2.DescribeRequest(session_id=self._session_id, sql=sql),
                                               timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S)
         except grpc.RpcError as error:
-            raise _rpc_error(error, self.address, opening=False) from None
+            raise _rpc_error(error, self.address, opening=False, token_sent=self._credentials.token_sent) from None
         return _description(reply)
 
     async def fetchall(self, sql: str, params: Sequence | None = None) -> list[tuple]:

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from tools import cli
+from quorumdb import certs
 from quorumdb import config as config_mod
 from quorumdb import regions as regions_mod
 from tools import supervisor as supervisor_mod
@@ -283,7 +284,9 @@ def test_bench_with_a_data_dir_uses_the_region_it_names_and_says_which(tmp_path)
 # --- chaos, status and global on an active-active directory with nothing running -----------------------
 @pytest.fixture
 def aa_dir(tmp_path):
-    global_cfg, _ = make_active_active(tmp_path / "aa", free_base_ports(3), "2")
+    global_cfg, clusters = make_active_active(tmp_path / "aa", free_base_ports(3), "2")
+    for cluster in clusters:  # as `up` makes them: the tools find the CA and the admin certificate
+        certs.ensure(cluster.certs_path, [])
     return global_cfg
 
 

@@ -19,6 +19,7 @@ import pytest
 from quorumdb import backup_layout as layout
 from quorumdb import timefmt
 from tools import cli
+from quorumdb import certs
 from quorumdb import config as config_mod
 from tools import supervisor as supervisor_mod
 from tools.dr import backup_cli, locate
@@ -227,6 +228,7 @@ def test_backup_status_through_the_data_dir_asks_the_cluster_copies(backup, tmp_
     cluster = config_mod.default_cluster(tmp_path / "cluster", base_port=free_base_port(),
                                          backup_dir=backup.store.location)
     cluster.write()
+    certs.ensure(cluster.certs_path, [])  # as `up` makes them: the copies are asked over TLS
     code, out, err = run(["backup", "status", "--data-dir", str(cluster.data_dir), "--json"])
     assert code == 0, err
     report = json.loads(out)
@@ -542,9 +544,20 @@ class Launched:
         self.processes = {}
 
 
-def test_locate_asks_the_running_clusters_supervisor(tmp_path):
+@pytest.fixture
+def plaintext_cluster(tmp_path, monkeypatch):
+    """An --insecure cluster's directory as $QUORUMDB_DATA_DIR: the supervisors here serve plaintext."""
+    cluster = config_mod.default_cluster(tmp_path / "c", base_port=free_base_port(), insecure=True,
+                                         backup_dir=str(tmp_path / "store"))
+    cluster.write()
+    monkeypatch.setenv("QUORUMDB_DATA_DIR", str(cluster.data_dir))
+    return cluster
+
+
+def test_locate_asks_the_running_clusters_supervisor(tmp_path, plaintext_cluster):
     base = free_base_port()
-    cluster = config_mod.default_cluster(tmp_path / "c", base_port=base, backup_dir=str(tmp_path / "store"))
+    cluster = config_mod.default_cluster(tmp_path / "c", base_port=base, backup_dir=str(tmp_path / "store"),
+                                         insecure=True)
     server = supervisor_mod.serve(supervisor_mod.Supervisor(Launched(cluster), lambda text: None),
                                   supervisor_mod.address(base))
     try:
@@ -557,7 +570,7 @@ def test_locate_asks_the_running_clusters_supervisor(tmp_path):
     assert found.storage_nodes == tuple(cluster.storages)
 
 
-def test_locate_without_a_supervisor_or_with_an_old_one():
+def test_locate_without_a_supervisor_or_with_an_old_one(plaintext_cluster):
     base = free_base_port()
     with pytest.raises(locate.LocateError, match=f"no `quorumdb up` answers at 127.0.0.1:{base + 39}"):
         locate.locate(base_port=base)
@@ -577,7 +590,7 @@ def test_locate_without_a_supervisor_or_with_an_old_one():
         server.stop(grace=None)
 
 
-def test_the_cli_reports_a_missing_cluster_with_exit_1(capsys):
+def test_the_cli_reports_a_missing_cluster_with_exit_1(capsys, plaintext_cluster):
     code = cli.main(["backup", "status", "--base-port", str(free_base_port())])
     assert code == 1
     assert "quorumdb backup status: no `quorumdb up` answers" in capsys.readouterr().err

@@ -44,14 +44,15 @@ def run_qsql(port: int, *args: str) -> subprocess.CompletedProcess:
 # --- no cluster needed ----------------------------------------------------------------------
 def test_status_with_nothing_running_shows_every_node_down():
     base = free_base_port()
-    result = run_cli("status", "--base-port", str(base))
+    # --insecure: no credentials to find here, and nothing answers either way
+    result = run_cli("status", "--base-port", str(base), "--insecure")
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert lines[0].split("|")[0].strip() == "name"
     assert len([line for line in lines if line.rstrip().endswith("| down")]) == 15
     assert lines[-1] == "(0 of 15 nodes up)"
 
-    result = run_cli("status", "--base-port", str(base), "--json")
+    result = run_cli("status", "--base-port", str(base), "--json", "--insecure")
     assert result.returncode == 1
     nodes = json.loads(result.stdout)
     assert len(nodes) == 15
@@ -92,7 +93,7 @@ def test_status_reports_running_journals_and_down_nodes(tmp_path):
         cluster.start(journals)
         cluster.wait_ready(journals, timeout_s=60.0)
         base = cli.base_port_of(config)
-        result = run_cli("status", "--base-port", str(base), "--json")
+        result = run_cli("status", "--base-port", str(base), "--json", "--insecure")
         table = run_cli("status", "--data-dir", str(config.data_dir))
     assert result.returncode == 1, result.stderr
     nodes = {node["name"]: node for node in json.loads(result.stdout)}

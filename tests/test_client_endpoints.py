@@ -1,5 +1,7 @@
 """The Python client's endpoints and failover, against fake compute nodes (sync gRPC servers).
 
+The fake nodes serve plaintext, so the client connects with insecure=True.
+
 Story: a client with three compute nodes opens on the first that answers; when its node dies
 between transactions the next statement runs on another node; a transaction open on the dead
 node is lost, never continued elsewhere (statements fail 08006 until ROLLBACK); a node that
@@ -114,21 +116,21 @@ def test_parse_endpoints():
 def test_opens_on_the_first_endpoint_that_answers(nodes):
     nodes.start(1)
     nodes.start(2)
-    conn = client.connect(endpoints=nodes.endpoints, timeout_s=2.0)
+    conn = client.connect(endpoints=nodes.endpoints, timeout_s=2.0, insecure=True)
     try:
         assert conn.address.endswith(str(nodes.endpoints[1][1])) and conn.failovers == 1
         assert conn.execute("SELECT 1").command_tag == "SELECT"
     finally:
         conn.close()
     with pytest.raises(client.OperationalError) as raised:
-        client.connect(endpoints=[nodes.endpoints[0]], timeout_s=1.0)
+        client.connect(endpoints=[nodes.endpoints[0]], timeout_s=1.0, insecure=True)
     assert raised.value.sqlstate == "08001"
 
 
 def test_node_death_between_transactions_moves_to_the_next_node(nodes):
     for i in range(3):
         nodes.start(i)
-    conn = client.connect(endpoints=nodes.endpoints, timeout_s=2.0)
+    conn = client.connect(endpoints=nodes.endpoints, timeout_s=2.0, insecure=True)
     try:
         conn.execute("INSERT 1")
         nodes.stop(0)
@@ -145,7 +147,7 @@ def test_node_death_between_transactions_moves_to_the_next_node(nodes):
 def test_transaction_open_on_a_dead_node_is_lost_not_continued(nodes):
     for i in range(3):
         nodes.start(i)
-    conn = client.connect(endpoints=nodes.endpoints, timeout_s=2.0)
+    conn = client.connect(endpoints=nodes.endpoints, timeout_s=2.0, insecure=True)
     try:
         conn.begin()
         conn.execute("INSERT A")
@@ -168,7 +170,7 @@ def test_transaction_open_on_a_dead_node_is_lost_not_continued(nodes):
 
 def test_statement_to_a_restarted_node_is_resent_on_a_new_session(nodes):
     nodes.start(0)
-    conn = client.connect(endpoints=nodes.endpoints[:1], timeout_s=2.0)
+    conn = client.connect(endpoints=nodes.endpoints[:1], timeout_s=2.0, insecure=True)
     try:
         nodes.fakes[0].sessions.clear()  # the node restarted: its sessions are gone
         assert conn.execute("INSERT X").command_tag == "INSERT"
@@ -180,7 +182,7 @@ def test_statement_to_a_restarted_node_is_resent_on_a_new_session(nodes):
 def test_run_transaction_reruns_a_transaction_lost_before_commit(nodes):
     for i in range(3):
         nodes.start(i)
-    conn = client.connect(endpoints=nodes.endpoints, timeout_s=2.0)
+    conn = client.connect(endpoints=nodes.endpoints, timeout_s=2.0, insecure=True)
     attempts = []
 
     def work(c):
@@ -202,7 +204,7 @@ def test_run_transaction_reruns_a_transaction_lost_before_commit(nodes):
 async def test_async_connection_fails_over_between_transactions(nodes):
     for i in range(3):
         nodes.start(i)
-    conn = await client.connect_async(endpoints=nodes.endpoints, timeout_s=2.0)
+    conn = await client.connect_async(endpoints=nodes.endpoints, timeout_s=2.0, insecure=True)
     try:
         await conn.begin()
         await conn.execute("INSERT A")

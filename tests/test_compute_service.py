@@ -174,7 +174,7 @@ def run_sync(fn, *args):
 
 async def test_value_conversion_round_trip():
     async with ComputeHarness() as harness:
-        connection = await qclient.connect_async("127.0.0.1", harness.node.port)
+        connection = await qclient.connect_async("127.0.0.1", harness.node.port, insecure=True)
         async with connection:
             result = await connection.execute("VALUES")
             assert result.rows[0] == (None, True, -5, str(2**70), 1.5, "it's", b"\x00\xff")
@@ -195,7 +195,7 @@ async def test_sync_client_execute_script_and_errors():
     async with ComputeHarness() as harness:
 
         def work():
-            with qclient.connect("127.0.0.1", harness.node.port) as connection:
+            with qclient.connect("127.0.0.1", harness.node.port, insecure=True) as connection:
                 results = connection.execute_script("ECHO a; FAIL 23505; ECHO never")
                 assert [r.command_tag for r in results] == ["SELECT 1", ""]
                 assert results[1].error.sqlstate == "23505"
@@ -229,7 +229,7 @@ async def test_unknown_session_is_08003():
 
 async def test_statement_timeout_is_57014_and_session_stays_usable():
     async with ComputeHarness(statement_timeout_s=0.3) as harness:
-        async with await qclient.connect_async("127.0.0.1", harness.node.port) as connection:
+        async with await qclient.connect_async("127.0.0.1", harness.node.port, insecure=True) as connection:
             with pytest.raises(qclient.DatabaseError) as raised:
                 await connection.execute("SLEEP 5")
             assert raised.value.sqlstate == "57014"
@@ -239,7 +239,7 @@ async def test_statement_timeout_is_57014_and_session_stays_usable():
 async def test_timeout_during_commit_is_40003_not_57014():
     async with ComputeHarness(statement_timeout_s=0.3) as harness:
         harness.backend.commit_mode = "hang"
-        async with await qclient.connect_async("127.0.0.1", harness.node.port) as connection:
+        async with await qclient.connect_async("127.0.0.1", harness.node.port, insecure=True) as connection:
             with pytest.raises(qclient.DatabaseError) as raised:
                 await connection.execute("BEGIN; PUT a 1; COMMIT")
             assert raised.value.sqlstate == "40003"
@@ -248,22 +248,22 @@ async def test_timeout_during_commit_is_40003_not_57014():
 async def test_requests_on_one_session_are_serialized():
     StubSession.overlaps = 0
     async with ComputeHarness() as harness:
-        async with await qclient.connect_async("127.0.0.1", harness.node.port) as connection:
+        async with await qclient.connect_async("127.0.0.1", harness.node.port, insecure=True) as connection:
             await asyncio.gather(*(connection.execute("SLEEP 0.05") for _ in range(5)))
     assert StubSession.overlaps == 0
 
 
 async def test_session_limit_and_idle_reaping():
     async with ComputeHarness(sessions_max=2, session_idle_s=10.0) as harness:
-        first = await qclient.connect_async("127.0.0.1", harness.node.port)
-        second = await qclient.connect_async("127.0.0.1", harness.node.port)
+        first = await qclient.connect_async("127.0.0.1", harness.node.port, insecure=True)
+        second = await qclient.connect_async("127.0.0.1", harness.node.port, insecure=True)
         with pytest.raises(qclient.OperationalError) as raised:
-            await qclient.connect_async("127.0.0.1", harness.node.port)
+            await qclient.connect_async("127.0.0.1", harness.node.port, insecure=True)
         assert raised.value.sqlstate == "53300"
         harness.now_s = 5.0
         await second.execute("ECHO keep me")
         harness.now_s = 12.0  # first idle 12 s, second 7 s
-        third = await qclient.connect_async("127.0.0.1", harness.node.port)  # reaps the idle one
+        third = await qclient.connect_async("127.0.0.1", harness.node.port, insecure=True)  # reaps the idle one
         assert harness.service.session_count == 2
         # The reaped session answers 08003 (nothing ran); the client opens a new session to
         # resend it, which the full node refuses.
@@ -300,7 +300,7 @@ async def test_run_transaction_retries_conflicts_then_commits():
             return "done"
 
         def work():
-            with qclient.connect("127.0.0.1", harness.node.port) as connection:
+            with qclient.connect("127.0.0.1", harness.node.port, insecure=True) as connection:
                 assert connection.run_transaction(body, backoff_s=(0.001, 0.01)) == "done"
                 assert connection.transaction_status == "I"
 
@@ -315,7 +315,7 @@ async def test_run_transaction_gives_up_after_attempts_max():
         harness.backend.conflicts_left = 100
 
         def work():
-            with qclient.connect("127.0.0.1", harness.node.port) as connection:
+            with qclient.connect("127.0.0.1", harness.node.port, insecure=True) as connection:
                 with pytest.raises(qclient.DatabaseError) as raised:
                     connection.run_transaction(lambda c: c.execute("PUT k v"), attempts_max=3, backoff_s=(0.001, 0.01))
                 return raised.value.sqlstate
@@ -327,7 +327,7 @@ async def test_run_transaction_gives_up_after_attempts_max():
 async def test_run_transaction_does_not_retry_unknown_outcome():
     async with ComputeHarness() as harness:
         harness.backend.commit_mode = "unknown"
-        async with await qclient.connect_async("127.0.0.1", harness.node.port) as connection:
+        async with await qclient.connect_async("127.0.0.1", harness.node.port, insecure=True) as connection:
             attempts = 0
 
             async def body(c):
@@ -343,7 +343,7 @@ async def test_run_transaction_does_not_retry_unknown_outcome():
 
 async def test_run_transaction_rolls_back_on_application_error():
     async with ComputeHarness() as harness:
-        async with await qclient.connect_async("127.0.0.1", harness.node.port) as connection:
+        async with await qclient.connect_async("127.0.0.1", harness.node.port, insecure=True) as connection:
 
             async def body(c):
                 await c.execute("PUT k v")
@@ -358,14 +358,14 @@ async def test_run_transaction_rolls_back_on_application_error():
 def test_connect_to_nothing_is_operational_error():
     port = free_base_port()
     with pytest.raises(qclient.OperationalError) as raised:
-        qclient.connect("127.0.0.1", port, timeout_s=2.0)
+        qclient.connect("127.0.0.1", port, timeout_s=2.0, insecure=True)
     assert raised.value.sqlstate == "08001"
 
 
 async def test_execute_on_a_dead_node_is_operational_error():
     harness = ComputeHarness()
     await harness.server.start()
-    connection = await qclient.connect_async("127.0.0.1", harness.node.port, timeout_s=2.0)
+    connection = await qclient.connect_async("127.0.0.1", harness.node.port, timeout_s=2.0, insecure=True)
     await harness.server.stop(grace=None)
     try:
         with pytest.raises(qclient.OperationalError) as raised:

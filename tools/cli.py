@@ -57,6 +57,11 @@ entry (tools/dr/backtrack.py); it refuses a T outside the storage copies' backtr
 
 `chaos` asks the supervisor of a running `quorumdb up` to break something (see
 CHAOS_HELP) and prints what it did; exit 0 on success, 1 with a message otherwise.
+
+The commands that talk to a running cluster (status, chaos, top, backtrack, bench, global,
+backup status) present the credentials of its data directory (tools/toolcreds.py): the CA, the
+admin certificate and a token minted from its secret; `--token`/$QUORUMDB_TOKEN and
+`--ca`/$QUORUMDB_CA replace them, `--insecure` talks plaintext to an `up --insecure` cluster.
 """
 from __future__ import annotations
 
@@ -79,7 +84,7 @@ from google.protobuf import json_format
 from quorumdb import config as config_mod
 from tools import format as fmt
 from quorumdb import limits, rpc, timefmt
-from tools import nodestatus
+from tools import nodestatus, toolcreds
 from quorumdb import regions as regions_mod
 from tools import supervisor as supervisor_mod
 from quorumdb.pb import common_pb2, supervisor_pb2, supervisor_pb2_grpc
@@ -228,7 +233,7 @@ def command_status(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         return command_status_regions(args, out)
     cluster = _cluster_for_status(args)
     nodes = list(cluster.nodes)
-    statuses = fetch_statuses(nodes, limits.STATUS_TIMEOUT_S)
+    statuses = fetch_statuses(nodes, limits.STATUS_TIMEOUT_S, credentials=toolcreds.for_args(args, args.data_dir))
     out.write(status_json(nodes, statuses, cluster) + "\n" if args.json else status_table(nodes, statuses))
     out.flush()
     return EXIT_OK if all(status is not None for status in statuses) else EXIT_FAILED
@@ -252,7 +257,8 @@ def command_status_regions(args: argparse.Namespace, out: TextIO = sys.stdout) -
     global_cfg = regions_mod.load(args.data_dir)
     clusters = [region.cluster() for region in global_cfg.regions]
     nodes = [node for cluster in clusters for node in cluster.nodes]
-    statuses = fetch_statuses(nodes, limits.STATUS_TIMEOUT_S)  # every region's nodes at once
+    statuses = fetch_statuses(nodes, limits.STATUS_TIMEOUT_S,  # every region's nodes at once
+                              credentials=toolcreds.for_args(args, args.data_dir))
     sections = []
     start = 0
     for region, cluster in zip(global_cfg.regions, clusters, strict=True):
@@ -479,12 +485,13 @@ def log_tail(path: pathlib.Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
-def probe_select_one(node: config_mod.NodeConfig, timeout_s: float) -> str | None:
-    """None if `SELECT 1` works through the node, else why not."""
+def probe_select_one(node: config_mod.NodeConfig, timeout_s: float, data_dir: pathlib.Path | str | None = None) -> str | None:
+    """None if `SELECT 1` works through the node (with the credentials of the cluster in
+    data_dir), else why not."""
     from quorumdb import client
 
     try:
-        with client.connect(node.host, node.port, timeout_s=timeout_s) as connection:
+        with client.connect(node.host, node.port, timeout_s=timeout_s, data_dir=data_dir) as connection:
             value = connection.execute("SELECT 1").scalar()
     except client.DatabaseError as error:
         return f"{error.sqlstate}: {error.message}"
@@ -506,7 +513,7 @@ def wait_until_ready(launched: Any, deadline: float) -> dict[str, common_pb2.Nod
         raise NotReady(str(error)) from None
     first_compute = cluster.computes[0]
     while True:
-        problem = probe_select_one(first_compute, limits.UP_PROBE_STATEMENT_TIMEOUT_S)
+        problem = probe_select_one(first_compute, limits.UP_PROBE_STATEMENT_TIMEOUT_S, cluster.data_dir)
         if problem is None:
             break
         if time.monotonic() > deadline:
@@ -540,9 +547,12 @@ def ready_report(cluster: config_mod.ClusterConfig, statuses: dict[str, common_p
     )
     lines = [table.rstrip("\n")]
     if cluster.computes:  # a witness region has journal replicas only: no SQL endpoint
+        # qsql finds the CA and makes its token in ./quorumdb-data; another directory must be named.
+        default_dir = pathlib.Path(os.environ.get("QUORUMDB_DATA_DIR", DEFAULT_DATA_DIR)).resolve()
+        named = "" if pathlib.Path(cluster.data_dir).resolve() == default_dir else f" --data-dir {cluster.data_dir}"
         lines += ["", "SQL endpoints (compute nodes):"]
         for node in cluster.computes:
-            lines.append(f"  {node.name:<14} {node.address:<18} qsql -h {node.host} -p {node.port}")
+            lines.append(f"  {node.name:<14} {node.address:<18} qsql -h {node.host} -p {node.port}{named}")
         lines += ["", "PostgreSQL endpoints (psql, psycopg, SQLAlchemy; password: `quorumdb token --user admin`"
                       + (", TRUST MODE: no authentication" if cluster.pg_trust else "") + "):"]
         for node in cluster.computes:
@@ -1203,7 +1213,8 @@ def command_top(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     base = base_port_of(cluster)
     supervisor = supervisor_mod.address(base, args.host) if base is not None else None
     return top.main(cluster, args.interval, args.iterations, not args.no_clear,
-                    host=args.host if args.data_dir is None else None, supervisor=supervisor, out=out)
+                    host=args.host if args.data_dir is None else None, supervisor=supervisor, out=out,
+                    credentials=toolcreds.for_args(args, args.data_dir))
 
 
 # --- chaos -------------------------------------------------------------------------------------
@@ -1332,7 +1343,8 @@ def command_backtrack(args: argparse.Namespace, out: TextIO = sys.stdout, err: T
 
     cluster = _cluster_for_status(args, "backtrack")
     try:
-        return asyncio.run(backtrack_mod.backtrack(cluster, args.to_time, out))
+        return asyncio.run(backtrack_mod.backtrack(cluster, args.to_time, out,
+                                                   credentials=toolcreds.for_args(args, args.data_dir)))
     except backtrack_mod.BacktrackError as error:
         err.write(f"quorumdb backtrack: {error}\n")
         err.flush()
@@ -1358,13 +1370,15 @@ def command_chaos(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextI
     if kind is None and args.argument:
         err.write(f"quorumdb chaos: {args.action} takes no argument (got {args.argument!r})\n")
         return EXIT_USAGE
-    return chaos_call(_chaos_target(args), args.action, args.argument, out, err)
+    return chaos_call(_chaos_target(args), args.action, args.argument, out, err,
+                      credentials=toolcreds.for_args(args, args.data_dir))
 
 
-def chaos_call(target: str, action: str, argument: str | None, out: TextIO, err: TextIO, label: str = "") -> int:
+def chaos_call(target: str, action: str, argument: str | None, out: TextIO, err: TextIO, label: str = "", *,
+               credentials: toolcreds.credentials_mod.Source) -> int:
     """One action on the supervisor at `target`; its message printed (after `label`, a region's)."""
     method = {**CHAOS_ACTIONS, **REGION_ACTIONS}[action][1]
-    with grpc.insecure_channel(target, options=rpc.OPTIONS) as channel:
+    with toolcreds.sync_channel(target, credentials) as channel:
         stub = supervisor_pb2_grpc.SupervisorStub(channel)
         try:
             nodes = stub.Nodes(supervisor_pb2.NodesRequest(), timeout=limits.CHAOS_CONNECT_TIMEOUT_S)
@@ -1433,21 +1447,26 @@ def command_chaos_global(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
         global_cfg = global_for_chaos(args)
         if kind is not None:
             region, name = split_qualified(global_cfg, args.argument, args.action, kind)
-            return chaos_call(region_supervisor(region), args.action, name, out, err, f"{region.name}: ")
+            return chaos_call(region_supervisor(region), args.action, name, out, err, f"{region.name}: ",
+                              credentials=toolcreds.for_args(args, global_cfg.data_dir))
         if args.action == "kill-leader" and not args.argument and global_cfg.active_active:
-            return chaos_kill_active_active_leader(global_cfg, out, err)
+            return chaos_kill_active_active_leader(global_cfg, out, err, toolcreds.for_args(args, global_cfg.data_dir))
         if args.action == "kill-leader":
             region = chaos_region(global_cfg, args.argument, args.action)
-            return chaos_call(region_supervisor(region), args.action, None, out, err, f"{region.name}: ")
+            return chaos_call(region_supervisor(region), args.action, None, out, err, f"{region.name}: ",
+                              credentials=toolcreds.for_args(args, global_cfg.data_dir))
         chosen = [chaos_region(global_cfg, args.argument, args.action)] if args.argument else list(global_cfg.regions)
     except ChaosUsage as error:
         err.write(f"quorumdb chaos: {error}\n")
         return EXIT_USAGE
-    codes = [chaos_call(region_supervisor(region), args.action, None, out, err, f"{region.name}: ") for region in chosen]
+    credentials = toolcreds.for_args(args, global_cfg.data_dir)
+    codes = [chaos_call(region_supervisor(region), args.action, None, out, err, f"{region.name}: ",
+                        credentials=credentials) for region in chosen]
     return max(codes)
 
 
-def chaos_kill_active_active_leader(global_cfg: regions_mod.GlobalConfig, out: TextIO, err: TextIO) -> int:
+def chaos_kill_active_active_leader(global_cfg: regions_mod.GlobalConfig, out: TextIO, err: TextIO,
+                                    credentials: toolcreds.credentials_mod.Source) -> int:
     """`kill-leader` with no REGION in an active-active cluster: the one adjudicator leader of both
     peers, wherever it is (found as `status` finds it), killed through its region's supervisor."""
     from quorumdb import members
@@ -1455,7 +1474,7 @@ def chaos_kill_active_active_leader(global_cfg: regions_mod.GlobalConfig, out: T
     peers = [global_cfg.region(name) for name in global_cfg.peers]
     clusters = [region.cluster() for region in peers]
     adjudicators = [node for cluster in clusters for node in cluster.adjudicators]
-    statuses = iter(fetch_statuses(adjudicators, limits.STATUS_TIMEOUT_S))
+    statuses = iter(fetch_statuses(adjudicators, limits.STATUS_TIMEOUT_S, credentials=credentials))
     sections = [(region, cluster, [next(statuses) if node.service == "adjudicator" else None for node in cluster.nodes])
                 for region, cluster in zip(peers, clusters, strict=True)]
     leader = adjudicator_leader(sections)
@@ -1466,7 +1485,7 @@ def chaos_kill_active_active_leader(global_cfg: regions_mod.GlobalConfig, out: T
     region_name, node_name = members.split(leader[0])
     region = global_cfg.region(region_name or leader[1])
     return chaos_call(region_supervisor(region), "kill", node_name, out, err,
-                      f"{region.name}: leader {leader[0]} (epoch {leader[2].epoch}): ")
+                      f"{region.name}: leader {leader[0]} (epoch {leader[2].epoch}): ", credentials=credentials)
 
 
 def command_chaos_region(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -1497,7 +1516,8 @@ def command_chaos_region(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
         err.write(f"quorumdb chaos: {error}\n")
         return EXIT_USAGE
     if method is not None:
-        return chaos_call(region_supervisor(region), args.action, None, out, err, f"region {region.name}: ")
+        return chaos_call(region_supervisor(region), args.action, None, out, err, f"region {region.name}: ",
+                          credentials=toolcreds.for_args(args, global_cfg.data_dir))
     import importlib
 
     try:
@@ -1702,6 +1722,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help='print a JSON list of node objects (a Global Database: {"regions": [{"name", "nodes"}]}; '
                              'an active-active cluster: also each region\'s kind, voted_in, endpoints, pg_endpoints, '
                              'latencies, and the leader)')
+    toolcreds.add_arguments(status)
 
     # `quorumdb token` prints a PostgreSQL password (see docs/POSTGRES.md)
     token = commands.add_parser("token", help="print a short-lived auth token: the password for psql/psycopg")
@@ -1731,6 +1752,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="for region-link-cut A B: the other end of the link")
     chaos.add_argument("--ms", default=None, metavar="DELAY[,JITTER[,LOSS]]",
                        help="for `wan`: delay (ms, one way), jitter (ms) and loss (0..0.5) between regions")
+    toolcreds.add_arguments(chaos)
 
     # `quorumdb top` (tools/top.py)
     backtrack = commands.add_parser(
@@ -1741,6 +1763,7 @@ def build_parser() -> argparse.ArgumentParser:
     backtrack.add_argument("--data-dir", default=None, help="read the nodes from DIR/cluster.toml instead")
     backtrack.add_argument("--to-time", required=True, metavar="T",
                            help="ISO 8601 UTC time with milliseconds, e.g. 2026-12-01T13:40:00.250Z")
+    toolcreds.add_arguments(backtrack)
 
     top = commands.add_parser("top", help="a live view of the cluster in the terminal, refreshed every second")
     top.add_argument("--base-port", type=int, default=config_mod.DEFAULT_BASE_PORT,
@@ -1750,6 +1773,7 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--interval", type=float, default=1.0, help="seconds between screens (default 1)")
     top.add_argument("--iterations", type=int, default=None, help="stop after N screens (default: until Ctrl-C)")
     top.add_argument("--no-clear", action="store_true", help="print screens one after another, no redraw")
+    toolcreds.add_arguments(top)
 
     # `quorumdb clone` (tools/dr/clone.py, docs/DR.md)
     clone = commands.add_parser(

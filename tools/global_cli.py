@@ -27,6 +27,7 @@ import grpc
 from quorumdb import config as config_mod
 from quorumdb import limits, regions, rpc
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc
+from tools import toolcreds
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -171,7 +172,7 @@ async def _wait_role(channels: rpc.Channels, cluster: config_mod.ClusterConfig, 
 
 async def switchover(global_cfg: regions.GlobalConfig, to: str, out: TextIO) -> None:
     _target(global_cfg, to)
-    channels = rpc.Channels()
+    channels = _channels(global_cfg)
     try:
         states = await gather(global_cfg, channels)
         primary = _primary(states)
@@ -210,7 +211,7 @@ async def failover(global_cfg: regions.GlobalConfig, to: str, allow_data_loss: b
         raise GlobalError(f"a failover promotes {to} where its replication stands: the commits it has not "
                           "replicated are lost. Pass --allow-data-loss to go ahead, or use `quorumdb global "
                           "switchover` (no loss) while the primary is up", EXIT_USAGE)
-    channels = rpc.Channels()
+    channels = _channels(global_cfg)
     try:
         states = await gather(global_cfg, channels)
         target = next(state for state in states if state.name == to)
@@ -250,7 +251,7 @@ async def failover(global_cfg: regions.GlobalConfig, to: str, allow_data_loss: b
 
 async def detach(global_cfg: regions.GlobalConfig, name: str, out: TextIO) -> None:
     _target(global_cfg, name)
-    channels = rpc.Channels()
+    channels = _channels(global_cfg)
     try:
         states = await gather(global_cfg, channels)
         target = next(state for state in states if state.name == name)
@@ -328,8 +329,14 @@ def save_recovery_snapshot(global_cfg: regions.GlobalConfig, name: str, cluster:
 def _supervisor(cluster: config_mod.ClusterConfig):
     from tools import supervisor as supervisor_mod
     from quorumdb.pb import supervisor_pb2_grpc
-    channel = grpc.insecure_channel(supervisor_mod.address(cluster.base_port))
+    channel = toolcreds.sync_channel(supervisor_mod.address(cluster.base_port), toolcreds.source(cluster.data_dir))
     return channel, supervisor_pb2_grpc.SupervisorStub(channel)
+
+
+def _channels(global_cfg: regions.GlobalConfig) -> toolcreds.Channels:
+    """Channels to the regions' nodes with the Global Database's credentials (one CA and one token
+    secret for every region; $QUORUMDB_TOKEN / $QUORUMDB_CA replace them)."""
+    return toolcreds.Channels(toolcreds.source(global_cfg.data_dir))
 
 
 def _region_nodes_action(cluster: config_mod.ClusterConfig, action: str) -> None:
@@ -389,7 +396,7 @@ async def rejoin(global_cfg: regions.GlobalConfig, name: str, out: TextIO) -> No
     regions.update_state(global_cfg.data_dir, lambda state: dataclasses.replace(
         state, fenced=tuple((n, i) for n, i in state.fenced if n != name)))
     await asyncio.to_thread(_region_nodes_action, cluster, "RestartAz")
-    channels = rpc.Channels()
+    channels = _channels(global_cfg)
     try:
         await _wait_role(channels, cluster, "secondary", limits.SWITCHOVER_TIMEOUT_S)
     finally:
@@ -417,7 +424,7 @@ def set_rpo(global_cfg: regions.GlobalConfig, text: str, out: TextIO) -> None:
 
 
 async def status(global_cfg: regions.GlobalConfig, as_json: bool, out: TextIO) -> int:
-    channels = rpc.Channels()
+    channels = _channels(global_cfg)
     try:
         states = await gather(global_cfg, channels)
     finally:

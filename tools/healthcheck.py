@@ -6,8 +6,14 @@ with a deadline) and exits 0 when it answers with health "ok", 1 otherwise, prin
 the cluster file come from the options or, as in the image, from $QUORUMDB_NODE and
 $QUORUMDB_CONFIG (see docker/entrypoint.sh).
 
-It imports only grpc and the common protobuf messages, so one check costs little CPU: fifteen
-containers run it every interval on the same machine.
+It imports only grpc, the common protobuf messages and what reads the certificates, so one check
+costs little CPU: fifteen containers run it every interval on the same machine.
+
+Unless the cluster is `--insecure` the check speaks TLS, as every client must: it verifies the
+node against the cluster's CA and presents a certificate of the cluster (the admin one when it is
+mounted, else the node's own) from the certs directory the cluster file names (the compose
+deployment mounts it at /etc/quorumdb/certs), and a token minted from the cluster's secret when
+the container holds it (a compute node's Status wants a token).
 """
 from __future__ import annotations
 

@@ -158,14 +158,20 @@ class Observer:
     """Polls one cluster's nodes (reuses its gRPC channels between polls; close() when done)."""
 
     def __init__(self, cluster: config_mod.ClusterConfig, host: str | None = None,
-                 families: Sequence[str] | None = VIEW_FAMILIES, samples: Sequence[str] | None = VIEW_SAMPLES) -> None:
-        from quorumdb import rpc
+                 families: Sequence[str] | None = VIEW_FAMILIES, samples: Sequence[str] | None = VIEW_SAMPLES,
+                 credentials=None) -> None:
+        from tools import toolcreds
 
         self.cluster = cluster
         self.host = host  # None: each node's own host; else reach every node there (published ports)
         self.families = families  # the metric families parsed from each scrape (None: all)
         self.samples = samples    # the samples asked of each node (None: all)
-        self._channels = rpc.Channels()
+        # What the node ports are shown (tools/toolcreds.py); by default the cluster's data directory's.
+        self._channels = toolcreds.Channels(credentials if credentials is not None else toolcreds.for_cluster(cluster))
+
+    @property
+    def credentials(self):
+        return self._channels.credentials
 
     async def _status(self, node: config_mod.NodeConfig):
         import grpc

@@ -1,6 +1,12 @@
 """qsql: a psql-like shell for QuorumDB.
 
     qsql [-h HOST] [-p PORT] [-c SQL]... [-f FILE]... [-A] [-t] [-x] [-v NAME=VALUE]... [-X]
+         [--token T] [--ca FILE] [--data-dir DIR] [--insecure]
+
+Credentials, as psql's password: `--token` (else $QUORUMDB_TOKEN, as $PGPASSWORD) and `--ca`
+(else $QUORUMDB_CA), or the cluster's data directory (`--data-dir`, else $QUORUMDB_DATA_DIR,
+else ./quorumdb-data), which gives both (quorumdb.credentials.resolve); `--insecure` for a
+cluster started with `quorumdb up --insecure`. Without any, qsql says how to give a token.
 
 Theory of operation
 -------------------
@@ -800,7 +806,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-X", "--no-psqlrc", action="store_true", help=f"do not read {RC_FILE}")
     parser.add_argument("-d", "--dbname", default=DATABASE_NAME, help="accepted for psql compatibility")
     parser.add_argument("-U", "--username", default="", help="accepted for psql compatibility")
+    parser.add_argument("--token", default=None,
+                        help="auth token (default $QUORUMDB_TOKEN, else one minted from the data directory)")
+    parser.add_argument("--ca", default=None, metavar="FILE",
+                        help="the cluster's CA certificate (default $QUORUMDB_CA, else DATA_DIR/certs/ca.crt)")
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="the cluster's data directory: its CA and token secret (default $QUORUMDB_DATA_DIR, "
+                             "else ./quorumdb-data)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="plaintext, no token: a cluster started with `quorumdb up --insecure`")
     return parser
+
+
+def connect_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What the connection presents (quorumdb.credentials.resolve reads the environment for the rest)."""
+    return {"token": args.token, "ca": args.ca, "data_dir": args.data_dir, "insecure": args.insecure}
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -842,17 +862,17 @@ def _readline_input(history_path: pathlib.Path) -> Callable[[str], str]:
     return input
 
 
-def _connect(host: str, port: int) -> Any:
+def _connect(host: str, port: int, options: dict[str, Any] | None = None) -> Any:
     from quorumdb import client
 
-    return client.connect(host, port)
+    return client.connect(host, port, **(options or {}))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
     try:
-        connection = _connect(args.host, args.port)
+        connection = _connect(args.host, args.port, connect_options(args))
     except Exception as error:
         sys.stderr.write(
             f'qsql: error: connection to server at "{args.host}", port {args.port} failed: '
@@ -901,7 +921,7 @@ def _run(shell: Shell, args: argparse.Namespace) -> int:
             shell.had_error = False
     sys.stdout.write(f'qsql (QuorumDB) connected to {args.host}:{args.port}. Type "\\?" for help, "\\q" to quit.\n\n')
     read_line = _readline_input(pathlib.Path(HISTORY_FILE).expanduser())
-    return shell.interactive(read_line, reconnect=lambda: _connect(args.host, args.port))
+    return shell.interactive(read_line, reconnect=lambda: _connect(args.host, args.port, connect_options(args)))
 
 
 def iter_lines(text: str) -> Iterator[str]:

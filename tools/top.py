@@ -55,11 +55,11 @@ def render(view: observe.View, cuts: list[str] | None = None, title: str = "") -
     return "\n".join(lines) + "\n"
 
 
-async def _supervised(target: str | None) -> tuple[dict[str, str], list[str]]:
+async def _supervised(target: str | None, credentials=None) -> tuple[dict[str, str], list[str]]:
     """Node states and cut links from `quorumdb up`'s supervisor, if one answers."""
     if target is None:
         return {}, []
-    async with grpc.aio.insecure_channel(target, options=rpc.OPTIONS) as channel:
+    async with rpc.client_channel(target, credentials) as channel:
         stub = supervisor_pb2_grpc.SupervisorStub(channel)
         try:
             reply = await stub.Nodes(supervisor_pb2.NodesRequest(), timeout=limits.STATUS_TIMEOUT_S)
@@ -69,15 +69,15 @@ async def _supervised(target: str | None) -> tuple[dict[str, str], list[str]]:
 
 
 async def run(cluster: config_mod.ClusterConfig, out: TextIO, interval_s: float, iterations: int | None,
-              clear: bool, host: str | None = None, supervisor: str | None = None) -> int:
-    observer = observe.Observer(cluster, host)
+              clear: bool, host: str | None = None, supervisor: str | None = None, credentials=None) -> int:
+    observer = observe.Observer(cluster, host, credentials=credentials)
     previous: observe.Snapshot | None = None
     shown = 0
     try:
         while iterations is None or shown < iterations:
             started = time.monotonic()
             snapshot = await observer.poll()
-            states, cuts = await _supervised(supervisor)
+            states, cuts = await _supervised(supervisor, observer.credentials)
             view = observe.summarize(cluster, snapshot, previous, states)
             previous = snapshot
             out.write((CLEAR if clear else "") + render(view, cuts, f"({cluster.data_dir})"))
@@ -92,8 +92,9 @@ async def run(cluster: config_mod.ClusterConfig, out: TextIO, interval_s: float,
 
 
 def main(cluster: config_mod.ClusterConfig, interval_s: float, iterations: int | None, clear: bool,
-         host: str | None = None, supervisor: str | None = None, out: TextIO = sys.stdout) -> int:
+         host: str | None = None, supervisor: str | None = None, out: TextIO = sys.stdout, credentials=None) -> int:
+    """`credentials`: a toolcreds source (default: the cluster's data directory's)."""
     try:
-        return asyncio.run(run(cluster, out, interval_s, iterations, clear, host, supervisor))
+        return asyncio.run(run(cluster, out, interval_s, iterations, clear, host, supervisor, credentials))
     except KeyboardInterrupt:
         return 0

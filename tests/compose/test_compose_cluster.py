@@ -37,6 +37,7 @@ import pytest
 
 from quorumdb import client, errors
 from tools import cli
+from tools import toolcreds
 from quorumdb import config as config_mod
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1200)]
@@ -152,7 +153,7 @@ class Compose:
 # --- the cluster, seen from the host ------------------------------------------------------------
 def statuses() -> dict[str, object]:
     """name -> NodeStatus (None for a node that does not answer), through the published ports."""
-    return dict(zip((n.name for n in HOST_NODES), cli.fetch_statuses(HOST_NODES, 3.0)))
+    return dict(zip((n.name for n in HOST_NODES), cli.fetch_statuses(HOST_NODES, 3.0, credentials=toolcreds.source())))
 
 
 def execute(az: str, sql: str) -> list[tuple]:

@@ -48,7 +48,7 @@ def main() -> int:
     try:
         cluster.start()
         cluster.wait_ready(timeout_s=READY_TIMEOUT_S, healthy=True)
-        with client.connect("127.0.0.1", source.computes[0].port, timeout_s=60.0) as conn:
+        with client.connect("127.0.0.1", source.computes[0].port, timeout_s=60.0, data_dir=source.data_dir) as conn:
             conn.execute("CREATE TABLE big (id int PRIMARY KEY, pad text)")
             conn.execute("CREATE TABLE small (id int PRIMARY KEY, n int)")
             loaded = 0

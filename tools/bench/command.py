@@ -9,6 +9,7 @@ from typing import Sequence, TextIO
 
 from quorumdb import client as client_mod
 from quorumdb import config as config_mod
+from tools import toolcreds
 from tools.bench import runner, workloads
 
 COMPUTE_NODES = 3  # --base-port N means the default cluster's compute nodes N, N+1, N+2
@@ -57,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--read-mode", choices=["quorum", "single"], default=None,
                         help="SET quorumdb.read_mode on every client session (default: the cluster's read_mode)")
     parser.add_argument("--json", action="store_true", help="no progress; print one JSON object on stdout")
+    toolcreds.add_arguments(parser)
 
 
 def endpoints_of(args: argparse.Namespace) -> list[tuple[str, int]]:
@@ -142,11 +144,16 @@ def command(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sy
             endpoints = data_dir_endpoints(pathlib.Path(args.data_dir).resolve(), args.region, err)
         else:
             endpoints = endpoints_of(args)
+        # Found once here, so that missing credentials are one line, not an error per client.
+        toolcreds.for_args(args, args.data_dir)
         options = runner.Options(
             workload=args.workload, clients=args.clients, duration_s=args.duration, warmup_s=args.warmup,
             endpoints=endpoints, seed=args.seed, driver=args.driver, timeout_s=args.timeout,
             setup=not args.no_setup, read_mode=args.read_mode,
             params=workloads.Params(rows=args.rows, scale=args.scale, hot=args.hot),
+            token=getattr(args, "token", None), ca=getattr(args, "ca", None),
+            data_dir=str(pathlib.Path(args.data_dir).resolve()) if getattr(args, "data_dir", None) else None,
+            insecure=getattr(args, "insecure", False),
         )
         report = runner.run(options, progress=None if args.json else err)
     except ValueError as error:

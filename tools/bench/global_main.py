@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 
+from tools import toolcreds
 from tools.bench import procstat
 from quorumdb import regions, rpc
 from tools.launcher import free_base_port
@@ -60,7 +61,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 def sample_lag(cluster, seconds: float) -> list[float]:
     """The secondary leader's lag_ms every SAMPLE_S for `seconds`."""
     async def run() -> list[float]:
-        channels = rpc.Channels()
+        channels = toolcreds.Channels(toolcreds.for_cluster(cluster))
         stubs = [adjudicator_pb2_grpc.AdjudicatorStub(channels.get(n.address)) for n in cluster.adjudicators]
         found: list[float] = []
         deadline = time.monotonic() + seconds
@@ -96,11 +97,12 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / procstat.CLOCK_TICKS_PER_S
 
 
-def load(ports: list[int], seconds: float) -> subprocess.Popen:
+def load(ports: list[int], seconds: float, data_dir: pathlib.Path) -> subprocess.Popen:
+    """`quorumdb bench` on these ports, with the credentials of the Global Database in data_dir."""
     return subprocess.Popen([sys.executable, "-m", "tools.cli", "bench", "--workload", "point-write",
                              "--clients", "8", "--duration", str(seconds), "--warmup", "0", "--json",
                              "--port", ",".join(map(str, ports))], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, env={**os.environ, "QUORUMDB_DATA_DIR": str(data_dir)})
 
 
 def start_up(data_dir: pathlib.Path, base: int, *flags: str) -> tuple[subprocess.Popen, list[str], threading.Event]:
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         results["idle_lag_ms"] = percentiles(idle_lag)
         say(f"idle: {results['idle_cpu_pct_of_one_core']} % of one core for {len(pids)} nodes; lag {results['idle_lag_ms']}")
 
-        bench = load([n.port for n in clusters["us"].computes], args.load_seconds)
+        bench = load([n.port for n in clusters["us"].computes], args.load_seconds, data_dir)
         time.sleep(2.0)
         loaded_lag = sample_lag(clusters["eu"], max(1.0, args.load_seconds - 4.0))
         output = bench.communicate(timeout=args.load_seconds + 120)[0]
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         rtos = []
         primary, secondary = "us", "eu"
         for _ in range(args.switchovers):
-            bench = load([n.port for n in clusters[primary].computes], 8.0)
+            bench = load([n.port for n in clusters[primary].computes], 8.0, data_dir)
             time.sleep(2.0)
             done = cli("global", "switchover", "--to", secondary, "--data-dir", str(data_dir))
             bench.communicate(timeout=180)
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         results["switchover_rto_s"] = rtos
         say(f"switchover RTO: {rtos}")
 
-        bench = load([n.port for n in clusters[primary].computes], 10.0)
+        bench = load([n.port for n in clusters[primary].computes], 10.0, data_dir)
         time.sleep(3.0)
         lag_before = sample_lag(clusters[secondary], 0.5)
         kill = cli("chaos", "region-kill", primary, "--data-dir", str(data_dir))

@@ -46,6 +46,17 @@ class Options:
     setup: bool = True
     # SET quorumdb.read_mode on every client session (None: the cluster's read_mode).
     read_mode: str | None = None
+    # What each client presents (quorumdb.credentials.resolve: these, else QUORUMDB_TOKEN /
+    # QUORUMDB_CA / QUORUMDB_DATA_DIR, else ./quorumdb-data); each connection renews a minted token.
+    token: str | None = None
+    ca: str | None = None
+    data_dir: str | None = None
+    insecure: bool = False
+
+    @property
+    def credentials(self) -> dict[str, Any]:
+        """The connect() arguments that say what to present."""
+        return {"token": self.token, "ca": self.ca, "data_dir": self.data_dir, "insecure": self.insecure}
 
     def validate(self) -> None:
         if not 1 <= self.clients <= CLIENTS_MAX:
@@ -223,7 +234,7 @@ async def _client_async(conn, workload: workloads.Workload, rng: random.Random, 
 
 async def _setup_async(options: Options, workload: workloads.Workload) -> None:
     conn = await client_mod.connect_async(endpoints=options.endpoints, timeout_s=SETUP_TIMEOUT_S,
-                                          client_name="quorumdb-bench-setup")
+                                          client_name="quorumdb-bench-setup", **options.credentials)
     try:
         await _run_steps_async(conn, workload.setup())
     finally:
@@ -242,7 +253,7 @@ async def run_async(options: Options, workload: workloads.Workload, tally: Tally
         await _setup_async(options, workload)
     conns = await asyncio.gather(*(
         client_mod.connect_async(endpoints=_endpoints_for(options, i), timeout_s=options.timeout_s,
-                                 client_name="quorumdb-bench", session_sql=options.session_sql)
+                                 client_name="quorumdb-bench", session_sql=options.session_sql, **options.credentials)
         for i in range(options.clients)
     ), return_exceptions=True)
     opened = [conn for conn in conns if isinstance(conn, client_mod.AsyncConnection)]
@@ -298,7 +309,7 @@ def _client_thread(options: Options, index: int, workload: workloads.Workload, r
     conn = None
     try:
         conn = client_mod.connect(endpoints=_endpoints_for(options, index), timeout_s=options.timeout_s,
-                                  client_name="quorumdb-bench", session_sql=options.session_sql)
+                                  client_name="quorumdb-bench", session_sql=options.session_sql, **options.credentials)
     except client_mod.DatabaseError as error:
         tally.error(error)
     try:

@@ -29,7 +29,7 @@ import grpc
 
 from quorumdb import config as config_mod
 from quorumdb import limits, rpc, timefmt
-from tools import nodestatus
+from tools import nodestatus, toolcreds
 from quorumdb.pb import (
     adjudicator_pb2,
     adjudicator_pb2_grpc,
@@ -163,15 +163,16 @@ async def wait_applied(channels: rpc.Channels, storages: Sequence[config_mod.Nod
 
 async def backtrack(cluster: config_mod.ClusterConfig, to_text: str, out: TextIO,
                     now_ns: Callable[[], int] = time.time_ns,
-                    wait_timeout_s: float = limits.BACKTRACK_APPLY_WAIT_S) -> int:
-    """The whole command; returns the exit status. Raises BacktrackError before anything changed."""
+                    wait_timeout_s: float = limits.BACKTRACK_APPLY_WAIT_S, credentials=None) -> int:
+    """The whole command; returns the exit status. Raises BacktrackError before anything changed.
+    `credentials` (tools/toolcreds.py): default, the cluster's data directory's."""
     def say(text: str) -> None:
         out.write(text + "\n")
         out.flush()
 
     to_ts = parse_target(to_text, now_ns())
     storages = list(cluster.storages)
-    channels = rpc.Channels()
+    channels = toolcreds.Channels(credentials if credentials is not None else toolcreds.for_cluster(cluster))
     try:
         start_ts = window_start(await nodestatus.gather_statuses(storages, channels=channels))
         now = now_ns()

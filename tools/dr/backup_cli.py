@@ -35,7 +35,7 @@ from typing import Any, TextIO
 from quorumdb import backup_layout as layout
 from tools import format as fmt
 from quorumdb import limits, timefmt
-from tools import nodestatus
+from tools import nodestatus, toolcreds
 from tools.dr import locate as locate_mod
 from quorumdb.objectstore import (
     ObjectCorrupt,
@@ -309,7 +309,8 @@ def _open(located: locate_mod.Located) -> ObjectStore:
 def _copies(located: locate_mod.Located) -> list[CopyBackup] | None:
     if not located.storage_nodes:
         return None
-    statuses = nodestatus.fetch_statuses(located.storage_nodes, limits.STATUS_TIMEOUT_S)
+    statuses = nodestatus.fetch_statuses(located.storage_nodes, limits.STATUS_TIMEOUT_S,
+                                         credentials=toolcreds.source(located.data_dir))
     return [CopyBackup(node.name, status) for node, status in zip(located.storage_nodes, statuses, strict=True)]
 
 

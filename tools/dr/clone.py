@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 
 from quorumdb import config as config_mod
 from quorumdb import timefmt
-from tools import nodestatus
+from tools import nodestatus, toolcreds
 from tools.dr import newcluster
 from quorumdb.durable import fsync_dir
 from quorumdb.pb import common_pb2
@@ -325,7 +325,10 @@ def read_copy(directory: pathlib.Path, name: str, status: common_pb2.NodeStatus 
 def storage_statuses(source: config_mod.ClusterConfig) -> dict[str, common_pb2.NodeStatus]:
     """Status of every storage copy that answers (concurrently, each within STATUS_TIMEOUT_S)."""
     nodes = source.storages
-    replies = nodestatus.fetch_statuses(nodes, STATUS_TIMEOUT_S)
+    credentials = toolcreds.source(source.data_dir, required=False)
+    if credentials is None:
+        return {}  # no credentials (e.g. a stopped cluster from before TLS): treated as not running
+    replies = nodestatus.fetch_statuses(nodes, STATUS_TIMEOUT_S, credentials=credentials)
     return {node.name: reply for node, reply in zip(nodes, replies)
             if reply is not None and reply.service == "storage" and reply.name == node.name}
 

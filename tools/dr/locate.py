@@ -22,6 +22,7 @@ import grpc
 from quorumdb import config as config_mod
 from quorumdb import limits, rpc
 from tools import supervisor as supervisor_mod
+from tools import toolcreds
 from quorumdb.pb import supervisor_pb2, supervisor_pb2_grpc
 
 
@@ -38,9 +39,10 @@ class Located:
 
 
 def from_supervisor(base_port: int, host: str = supervisor_mod.HOST,
-                    timeout_s: float = limits.CHAOS_CONNECT_TIMEOUT_S) -> Located:
+                    timeout_s: float = limits.CHAOS_CONNECT_TIMEOUT_S, credentials=None) -> Located:
+    """`credentials` (tools/toolcreds.py): default, $QUORUMDB_TOKEN/$QUORUMDB_CA or the default data directory's."""
     target = supervisor_mod.address(base_port, host)
-    with grpc.insecure_channel(target, options=rpc.OPTIONS) as channel:
+    with toolcreds.sync_channel(target, credentials if credentials is not None else toolcreds.source()) as channel:
         try:
             reply = supervisor_pb2_grpc.SupervisorStub(channel).Nodes(supervisor_pb2.NodesRequest(), timeout=timeout_s)
         except grpc.RpcError as error:

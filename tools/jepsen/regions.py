@@ -249,10 +249,11 @@ def run_regions(data_dir: pathlib.Path, workload_name: str, seed: int, duration_
     nemesis = RegionNemesis(data_dir, faults, recorder, threading.Event(), log, chaos)
     events: list[dict] = []
     try:
-        if _retry("setup", lambda c: workload.setup(c) or True, every, limits.FINAL_READ_TIMEOUT_S, log) is None:
+        if _retry("setup", lambda c: workload.setup(c) or True, every, limits.FINAL_READ_TIMEOUT_S, log,
+                  data_dir) is None:
             raise RuntimeError("workload setup failed")
         stop = nemesis.stop
-        threads = [ClientThread(i, clients, workload, by_region[client_region[i]], recorder, stop, seed, log)
+        threads = [ClientThread(i, clients, workload, by_region[client_region[i]], recorder, stop, seed, log, data_dir)
                    for i in range(clients)]
         recorder.origin = time.monotonic()
         recorder.record({"type": "start"})
@@ -279,7 +280,7 @@ def run_regions(data_dir: pathlib.Path, workload_name: str, seed: int, duration_
         if ready is not None:
             ready()
         events = list(recorder.events)
-        final = _retry("final read", workload.final_read, every, limits.FINAL_READ_TIMEOUT_S, log)
+        final = _retry("final read", workload.final_read, every, limits.FINAL_READ_TIMEOUT_S, log, data_dir)
         recorder.record({"type": "final", "value": final})
         verdict = workload.check(history_mod.pair_ops(events), final)
     except Exception as error:

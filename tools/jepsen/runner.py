@@ -88,8 +88,10 @@ class ClientThread:
     """One client: a session on one compute node at a time, one operation at a time."""
 
     def __init__(self, index: int, clients: int, workload: Workload, addresses: list[tuple[str, int]],
-                 recorder: Recorder, stop: threading.Event, seed: int, log: Callable[[str], None]):
+                 recorder: Recorder, stop: threading.Event, seed: int, log: Callable[[str], None],
+                 data_dir: pathlib.Path | None = None):
         self.index = index
+        self.data_dir = data_dir  # the cluster's: its CA and token secret (quorumdb.credentials)
         self.clients = clients
         self.workload = workload
         self.addresses = addresses
@@ -109,7 +111,7 @@ class ClientThread:
             host, port = self.addresses[self.node]
             try:
                 return qclient.Connection(host, port, timeout_s=limits.CLIENT_TIMEOUT_S,
-                                          client_name=f"jepsen-{self.index}")
+                                          client_name=f"jepsen-{self.index}", data_dir=self.data_dir)
             except qclient.DatabaseError:
                 self.node = (self.node + 1) % len(self.addresses)
             if self.stop.is_set():
@@ -162,22 +164,23 @@ class ClientThread:
 # --- the run ---------------------------------------------------------------------------------
 
 
-def _connect_any(addresses: list[tuple[str, int]]) -> qclient.Connection | None:
+def _connect_any(addresses: list[tuple[str, int]], data_dir: pathlib.Path | None = None) -> qclient.Connection | None:
     for host, port in addresses:
         try:
-            return qclient.Connection(host, port, timeout_s=limits.CLIENT_TIMEOUT_S, client_name="jepsen-control")
+            return qclient.Connection(host, port, timeout_s=limits.CLIENT_TIMEOUT_S, client_name="jepsen-control",
+                                      data_dir=data_dir)
         except qclient.DatabaseError:
             continue
     return None
 
 
 def _retry(what: str, fn: Callable[[qclient.Connection], Any], addresses, timeout_s: float,
-           log: Callable[[str], None]) -> Any:
+           log: Callable[[str], None], data_dir: pathlib.Path | None = None) -> Any:
     """fn(conn) through any compute node until it succeeds or timeout_s passes (then None)."""
     deadline = time.monotonic() + timeout_s
     last = ""
     while time.monotonic() < deadline:
-        conn = _connect_any(addresses)
+        conn = _connect_any(addresses, data_dir)
         if conn is not None:
             try:
                 return fn(conn)
@@ -239,11 +242,12 @@ def run(options: Options, log: Callable[[str], None] = print) -> RunResult:
         cluster.wait_ready(timeout_s=limits.CLUSTER_READY_TIMEOUT_S, healthy=True)
         log(f"jepsen: cluster ready in {time.monotonic() - started:.1f} s")
         addresses = [(n.host, n.port) for n in cfg.computes]
-        if _retry("setup", lambda c: _setup(workload, c), addresses, limits.FINAL_READ_TIMEOUT_S, log) is None:
+        if _retry("setup", lambda c: _setup(workload, c), addresses, limits.FINAL_READ_TIMEOUT_S, log,
+                  data_dir) is None:
             raise RuntimeError("workload setup failed")
 
         stop = threading.Event()
-        clients = [ClientThread(i, options.clients, workload, addresses, recorder, stop, options.seed, log)
+        clients = [ClientThread(i, options.clients, workload, addresses, recorder, stop, options.seed, log, data_dir)
                    for i in range(options.clients)]
         nemesis = nemesis_mod.Nemesis(cluster, faults, recorder, stop, log)
         recorder.origin = time.monotonic()
@@ -276,7 +280,7 @@ def run(options: Options, log: Callable[[str], None] = print) -> RunResult:
             notes.append(f"recovery: {error}")
             log(f"jepsen: recovery incomplete: {error}")
         events = list(recorder.events)
-        final = _retry("final read", workload.final_read, addresses, limits.FINAL_READ_TIMEOUT_S, log)
+        final = _retry("final read", workload.final_read, addresses, limits.FINAL_READ_TIMEOUT_S, log, data_dir)
         recorder.record({"type": "final", "value": final})
         ops = history_mod.pair_ops(events)
         verdict = workload.check(ops, final)

@@ -118,7 +118,9 @@ def run_seed(seed: int, workload: str = "bank", faults: bool = True, duration_s:
 async def _connect(world: World, name: str, first: int) -> qclient.AsyncConnection:
     endpoints = [(n.host, n.port) for n in world.cluster.computes]
     endpoints = endpoints[first % len(endpoints):] + endpoints[:first % len(endpoints)]
-    return qclient.AsyncConnection(endpoints=endpoints, timeout_s=sim_limits.CLIENT_TIMEOUT_S, client_name=name)
+    # insecure: the simulation's transport has no TLS and its nodes ask for no token.
+    return qclient.AsyncConnection(endpoints=endpoints, timeout_s=sim_limits.CLIENT_TIMEOUT_S, client_name=name,
+                                   insecure=True)
 
 
 async def _setup(world: World, spec) -> None:
