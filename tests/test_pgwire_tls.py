@@ -9,6 +9,7 @@ against real processes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pathlib
 import socket
@@ -121,12 +122,13 @@ def test_verify_full_against_another_ca_fails(server, other_ca):
         psycopg.connect(server.dsn(sslmode="verify-full", sslrootcert=other_ca))
 
 
-def test_pg8000_and_asyncpg_over_tls(server, certs_dir):
+def test_pg8000_and_asyncpg_over_tls(server, certs_dir, caplog):
     """Two drivers that do not use libpq: pg8000 (scramp: SCRAM-SHA-256-PLUS when it can bind) and
     asyncpg (plain SCRAM over TLS, flag n), both verifying the server with the CA."""
     import asyncpg
     import pg8000.native
 
+    caplog.set_level(logging.INFO, logger="compute_node.pgwire")
     context = ssl.create_default_context(cafile=str(certs.ca_path(certs_dir)))
     conn = pg8000.native.Connection("admin", host="127.0.0.1", port=server.port, password=server.token(),
                                     database="postgres", ssl_context=context, timeout=10)
@@ -134,6 +136,8 @@ def test_pg8000_and_asyncpg_over_tls(server, certs_dir):
         assert conn.run("SELECT 2 * 21") == [[42]]
     finally:
         conn.close()
+    assert "(TLS, SCRAM-SHA-256-PLUS)" in caplog.text, "pg8000 binds when it can"
+    caplog.clear()
 
     async def run():
         connection = await asyncpg.connect(host="127.0.0.1", port=server.port, user="admin",
@@ -143,6 +147,7 @@ def test_pg8000_and_asyncpg_over_tls(server, certs_dir):
         finally:
             await connection.close()
     assert asyncio.run(run()) == 42
+    assert "(TLS, SCRAM-SHA-256)" in caplog.text, "asyncpg does not bind: plain SCRAM, flag n, accepted over TLS"
 
 
 def test_ssl_request_handshake_and_unencrypted_bytes_after_it(server):

@@ -78,6 +78,8 @@ def test_psycopg_verify_full_with_channel_binding_on_every_compute_node(secure):
     with psycopg.connect(dsn(secure, 1, sslmode="require"), autocommit=True) as conn:
         assert conn.info.pgconn.ssl_in_use
         assert conn.execute("SELECT count(*) FROM tls_rows").fetchone() == (1,)
+    log = secure.config.log_path(secure.config.computes[0].name).read_text(errors="replace")
+    assert "(TLS, SCRAM-SHA-256-PLUS)" in log, "channel_binding=require authenticated with the PLUS mechanism"
 
 
 def test_psql_verify_full_require_and_disable(secure):

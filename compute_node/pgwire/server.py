@@ -220,6 +220,7 @@ class PgConnection:
         self.deadline_s = 0.0
         self.peer = writer.get_extra_info("peername")
         self.tls: tls_mod.Loaded | None = None  # the context this connection was handshaken with
+        self.mechanism = "trust"
 
     # --- top level -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -384,7 +385,8 @@ class PgConnection:
         messages.append(protocol.backend_key_data(self.process_id, self.secret_key))
         messages.append(protocol.ready_for_query("I"))
         await self._send(*messages)
-        log.info("PostgreSQL session %d: user %s, database %s, from %s", self.process_id, user, database, self.peer)
+        log.info("PostgreSQL session %d: user %s, database %s, from %s (%s, %s)", self.process_id, user, database,
+                 self.peer, "TLS" if self.tls is not None else "plaintext", self.mechanism)
 
     async def _authenticate(self, user: str) -> None:
         binding = self.tls.binding if self.tls is not None else None
@@ -401,6 +403,7 @@ class PgConnection:
         exchange = scram.ScramServer(secrets.token_urlsafe(18), salt, self.config.scram_iterations, binding)
         try:
             server_first = exchange.server_first(client_first, mechanism)
+            self.mechanism = mechanism
         except scram.ScramError as error:
             raise Fatal(protocol.PROTOCOL_VIOLATION, f"malformed SCRAM message: {error}") from None
         await self._send(protocol.authentication_sasl_continue(server_first))
