@@ -13,7 +13,7 @@ import sqlglot
 
 from compute_node.pgwire import admission, extended, protocol, scram, settings
 from compute_node.sql import pgtypes
-from quorumdb import sqllex
+from quorumdb import certs, sqllex
 from compute_node.pgwire.protocol import Frontend, Phase, ProtocolViolation
 from quorumdb.errors import SqlError
 
@@ -265,13 +265,14 @@ def test_result_text_formats():
 
 
 # --- SCRAM ---------------------------------------------------------------------------------------
-def _client_exchange(server: scram.ScramServer, password: str, gs2: str = "n,,") -> tuple[bytes, bytes]:
+def _client_exchange(server: scram.ScramServer, password: str, gs2: str = "n,,",
+                     mechanism: str = scram.MECHANISM, binding: bytes = b"") -> tuple[bytes, bytes]:
     client_nonce = "rOprNGfwEbeRWgbNEkqO"
     bare = f"n=,r={client_nonce}"
-    server_first = server.server_first(f"{gs2}{bare}".encode()).decode()
+    server_first = server.server_first(f"{gs2}{bare}".encode(), mechanism).decode()
     attributes = dict(part.split("=", 1) for part in server_first.split(","))
     salt, iterations = base64.b64decode(attributes["s"]), int(attributes["i"])
-    without_proof = f"c={base64.b64encode(gs2.encode()).decode()},r={attributes['r']}"
+    without_proof = f"c={base64.b64encode(gs2.encode() + binding).decode()},r={attributes['r']}"
     auth_message = f"{bare},{server_first},{without_proof}".encode()
     proof = scram.client_proof(password, salt, iterations, auth_message)
     salted = scram.salted_password(password, salt, iterations)
@@ -304,6 +305,71 @@ def test_scram_refuses_wrong_password_and_bad_messages():
     tampered = client_final.replace(b"servernonce", b"othernonce!")
     with pytest.raises(scram.ScramError, match="nonce"):
         server.server_final(tampered, [])
+
+
+def _binding() -> bytes:
+    """tls-server-end-point of a real certificate (the hash of its DER form, SHA-256 for ECDSA-SHA256)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    import datetime
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "compute1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    der = cert.public_bytes(serialization.Encoding.DER)
+    binding = certs.tls_server_end_point(der)
+    assert binding == hashlib.sha256(der).digest()
+    return binding
+
+
+def test_scram_plus_binds_the_exchange_to_the_certificate():
+    binding = _binding()
+    assert scram.mechanisms(True) == ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]
+    assert scram.mechanisms(False) == ["SCRAM-SHA-256"]
+    candidates = [scram.keys_for("token", b"saltsalt", 4096)]
+    gs2 = "p=tls-server-end-point,,"
+    server = scram.ScramServer("servernonce", b"saltsalt", 4096, binding)
+    client_final, expected = _client_exchange(server, "token", gs2, scram.MECHANISM_PLUS, binding)
+    assert server.server_final(client_final, candidates) == (0, expected)
+    # A man in the middle terminates TLS with another certificate: the client binds to that one.
+    server = scram.ScramServer("servernonce", b"saltsalt", 4096, binding)
+    client_final, _ = _client_exchange(server, "token", gs2, scram.MECHANISM_PLUS, bytes(32))
+    with pytest.raises(scram.ScramError, match="channel binding check failed"):
+        server.server_final(client_final, candidates)
+    # c= must carry the binding data, not only the header.
+    server = scram.ScramServer("servernonce", b"saltsalt", 4096, binding)
+    client_final, _ = _client_exchange(server, "token", gs2, scram.MECHANISM_PLUS, b"")
+    with pytest.raises(scram.ScramError, match="channel binding check failed"):
+        server.server_final(client_final, candidates)
+
+
+def test_scram_over_tls_without_binding_and_the_refusals():
+    binding = _binding()
+    candidates = [scram.keys_for("token", b"saltsalt", 4096)]
+    # Over TLS a client may still choose plain SCRAM with flag n (it does not bind).
+    server = scram.ScramServer("servernonce", b"saltsalt", 4096, binding)
+    client_final, expected = _client_exchange(server, "token", "n,,")
+    assert server.server_final(client_final, candidates) == (0, expected)
+    # Without TLS, flag y (client could bind, believes the server cannot) is fine.
+    server = scram.ScramServer("servernonce", b"saltsalt", 4096)
+    client_final, expected = _client_exchange(server, "token", "y,,")
+    assert server.server_final(client_final, candidates) == (0, expected)
+    refusals = [
+        (binding, scram.MECHANISM, "y,,", "negotiation error"),                   # PLUS stripped: downgrade
+        (None, scram.MECHANISM, "p=tls-server-end-point,,", "not encrypted"),     # no TLS, no binding
+        (None, scram.MECHANISM_PLUS, "p=tls-server-end-point,,", "invalid SASL"),  # PLUS never offered
+        (binding, scram.MECHANISM_PLUS, "n,,", "does not include channel binding data"),
+        (binding, scram.MECHANISM_PLUS, "y,,", "does not include channel binding data"),
+        (binding, scram.MECHANISM, "p=tls-server-end-point,,", "includes channel binding data"),
+        (binding, scram.MECHANISM_PLUS, "p=tls-unique,,", "unsupported SCRAM channel-binding type"),
+        (binding, "SCRAM-SHA-1", "n,,", "invalid SASL"),
+    ]
+    for channel_binding, mechanism, gs2, message in refusals:
+        with pytest.raises(scram.ScramError, match=message):
+            scram.ScramServer("n", b"s", 4096, channel_binding).server_first(f"{gs2}n=,r=abc".encode(), mechanism)
 
 
 def test_verifier_cache_is_bounded():

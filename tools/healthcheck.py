@@ -10,8 +10,7 @@ It imports only grpc, the common protobuf messages and what reads the certificat
 costs little CPU: fifteen containers run it every interval on the same machine.
 
 Unless the cluster is `--insecure` the check speaks TLS, as every client must: it verifies the
-node against the cluster's CA and presents a certificate of the cluster (the admin one when it is
-mounted, else the node's own) from the certs directory the cluster file names (the compose
+node against the cluster's CA and presents the node's own certificate from the certs directory the cluster file names (the compose
 deployment mounts it at /etc/quorumdb/certs), and a token minted from the cluster's secret when
 the container holds it (a compute node's Status wants a token).
 """

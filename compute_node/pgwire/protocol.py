@@ -5,7 +5,7 @@ Theory of operation
 Pure code, no I/O (h11's model): `Frontend` buffers the bytes a client sends and hands back one
 decoded message at a time, checking that it is legal in the connection's phase:
 
-    STARTUP         untyped packets: SSLRequest / GSSENCRequest (answered 'N', still STARTUP),
+    STARTUP         untyped packets: SSLRequest ('S' and TLS, or 'N') / GSSENCRequest ('N'), still STARTUP,
                     CancelRequest (-> CLOSED), StartupMessage (-> AUTHENTICATING)
     AUTHENTICATING  only 'p' (SASL / password messages) and Terminate; the shell calls
                     `authenticated()` when the exchange succeeds (-> READY)
@@ -539,3 +539,4 @@ def notice_response(sqlstate: str, message: str, detail: str = "", hint: str = "
 
 
 SSL_NOT_SUPPORTED = b"N"
+SSL_SUPPORTED = b"S"

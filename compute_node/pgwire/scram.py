@@ -10,8 +10,22 @@ does not know, so the exchange is checked against a list of *candidate passwords
 is tested against each in turn (StoredKey comparison with hmac.compare_digest) and the first
 match wins. With tokens on the expiry grid this is a few hundred HMACs.
 
-Only the mechanism SCRAM-SHA-256 without channel binding is offered (there is no TLS):
-gs2 header `n,,` or `y,,`; `p=` (binding requested) is refused, as a server without TLS must.
+Channel binding (RFC 5929 tls-server-end-point, RFC 5802 section 6): over TLS the server offers
+SCRAM-SHA-256-PLUS first and SCRAM-SHA-256 second, and the exchange is given the binding data (the
+hash of the server's DER certificate, quorumdb/certs.py). With PLUS the client's gs2 header must be
+`p=tls-server-end-point,,` and its final message's `c=` must be the base64 of that header followed
+by the binding data: a man in the middle that terminated TLS with another certificate cannot
+forge it without the password. The rules, as PostgreSQL's auth-scram.c applies them:
+
+    mechanism   gs2 flag   over TLS                        without TLS
+    PLUS        p=...      checked against the binding     refused (PLUS is never offered)
+    PLUS        n / y      refused (binding data missing)  refused
+    plain       p=...      refused (inconsistent)          refused (no binding possible)
+    plain       y          refused: the client thinks the  accepted
+                           server cannot bind but it can,
+                           so someone stripped PLUS from
+                           the offer (a downgrade)
+    plain       n          accepted (client does not bind) accepted
 """
 from __future__ import annotations
 
@@ -23,6 +37,13 @@ import threading
 from typing import Callable, Iterable
 
 MECHANISM = "SCRAM-SHA-256"
+MECHANISM_PLUS = "SCRAM-SHA-256-PLUS"
+BINDING_TYPE = "tls-server-end-point"
+
+
+def mechanisms(binding_available: bool) -> list[str]:
+    """What the server offers, best first (AuthenticationSASL)."""
+    return [MECHANISM_PLUS, MECHANISM] if binding_available else [MECHANISM]
 
 
 class ScramError(ValueError):
@@ -66,27 +87,55 @@ def _attributes(message: str) -> list[tuple[str, str]]:
 
 @dataclasses.dataclass
 class ScramServer:
-    """One exchange: `server_first(client_first)`, then `server_final(client_final, candidates)`."""
+    """One exchange: `server_first(client_first, mechanism)`, then `server_final(client_final, candidates)`.
+
+    `channel_binding`: the connection's tls-server-end-point data when it runs over TLS (the server
+    then offers PLUS), None without TLS.
+    """
 
     server_nonce: str            # printable, no ','
     salt: bytes
     iterations: int
+    channel_binding: bytes | None = None
     _client_first_bare: str = ""
     _server_first: str = ""
     _gs2_header: str = ""
     _nonce: str = ""
+    _binding_expected: bytes = b""
 
-    def server_first(self, client_first: bytes) -> bytes:
+    def _check_binding_flag(self, flag: str, plus: bool) -> None:
+        if flag.startswith("p="):
+            if self.channel_binding is None:
+                raise ScramError("the client requested channel binding, but the connection is not encrypted")
+            if not plus:
+                raise ScramError("the client selected SCRAM-SHA-256 without channel binding, but the SCRAM "
+                                 "message includes channel binding data")
+            if flag[2:] != BINDING_TYPE:
+                raise ScramError(f"unsupported SCRAM channel-binding type {flag[2:]!r}")
+            return
+        if flag not in ("n", "y"):
+            raise ScramError("malformed SCRAM client-first-message")
+        if plus:
+            raise ScramError("the client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include "
+                             "channel binding data")
+        if flag == "y" and self.channel_binding is not None:
+            # The client can bind and believes the server cannot, though PLUS was offered: the
+            # offer was altered on the way (a downgrade attack), so the exchange stops here.
+            raise ScramError("SCRAM channel binding negotiation error: the client supports channel binding "
+                             "but thinks the server does not, and this server does support it")
+
+    def server_first(self, client_first: bytes, mechanism: str = MECHANISM) -> bytes:
         try:
             text = client_first.decode("utf-8")
         except UnicodeDecodeError:
             raise ScramError("SCRAM message is not UTF-8") from None
+        if mechanism not in mechanisms(self.channel_binding is not None):
+            raise ScramError(f"client selected an invalid SASL authentication mechanism {mechanism!r}")
         flag, _, rest = text.partition(",")
         authzid, _, bare = rest.partition(",")
-        if flag.startswith("p"):
-            raise ScramError("channel binding is not supported (the server has no TLS)")
-        if flag not in ("n", "y") or not bare:
+        if not bare:
             raise ScramError("malformed SCRAM client-first-message")
+        self._check_binding_flag(flag, mechanism == MECHANISM_PLUS)
         if authzid:
             raise ScramError("SCRAM authorization identity is not supported")
         attributes = _attributes(bare)
@@ -96,6 +145,7 @@ class ScramServer:
         if any(not (0x21 <= ord(ch) <= 0x7E) or ch == "," for ch in client_nonce):
             raise ScramError("invalid SCRAM client nonce")
         self._gs2_header = f"{flag},{authzid},"
+        self._binding_expected = self._gs2_header.encode() + (self.channel_binding if flag.startswith("p") else b"")
         self._client_first_bare = bare
         self._nonce = client_nonce + self.server_nonce
         self._server_first = f"r={self._nonce},s={_b64(self.salt)},i={self.iterations}"
@@ -116,8 +166,8 @@ class ScramServer:
         if not separator:
             raise ScramError("SCRAM client-final-message has no proof")
         attributes = dict(_attributes(without_proof))
-        if _unb64(attributes.get("c", "")) != self._gs2_header.encode():
-            raise ScramError("SCRAM channel binding does not match")
+        if not hmac.compare_digest(_unb64(attributes.get("c", "")), self._binding_expected):
+            raise ScramError("SCRAM channel binding check failed")
         if attributes.get("r") != self._nonce:
             raise ScramError("SCRAM nonce does not match")
         proof = _unb64(proof_text)

@@ -6,11 +6,15 @@ One asyncio task per connection. It reads bytes into `protocol.Frontend`, which 
 decoded messages (a malformed or oversized one raises ProtocolViolation: the connection gets
 FATAL 08P01 and is closed; no other connection notices). The phases:
 
-  startup   SSLRequest / GSSENCRequest -> 'N'; CancelRequest -> cancel the matching running
-            statement, close; StartupMessage -> admission (limits: 53300 too many connections,
-            53400 too many new connections per second) -> authentication.
+  startup   SSLRequest -> 'S' and a TLS handshake with the node's certificate (tls.py; reloaded
+            when `quorumdb certs rotate` replaced it), or 'N' on an --insecure cluster;
+            GSSENCRequest -> 'N'; CancelRequest -> cancel the matching running statement, close;
+            StartupMessage -> refused with FATAL 28000 over plaintext unless the cluster is
+            --insecure -> admission (limits: 53300 too many connections, 53400 too many new
+            connections per second) -> authentication.
   auth      `trust`: none. Otherwise SCRAM-SHA-256 with the token as the password
-            (quorumdb/tokens.py, scram.py); a wrong, forged or expired token -> FATAL 28P01.
+            (quorumdb/tokens.py, scram.py), and over TLS SCRAM-SHA-256-PLUS (channel binding to
+            the certificate) offered first; a wrong, forged or expired token -> FATAL 28P01.
             Startup and authentication must finish within PG_STARTUP_TIMEOUT_S.
   ready     ParameterStatus, BackendKeyData, ReadyForQuery; then simple and extended queries.
             Statements run on a `bridge.PgSession` over the node's engine Session, each as a
@@ -48,6 +52,7 @@ import hmac
 import itertools
 import logging
 import secrets
+import ssl
 import struct
 import time
 import uuid
@@ -55,12 +60,13 @@ from typing import Any, Callable
 
 from compute_node.pgwire import admission as admission_mod
 from compute_node.pgwire import protocol, scram
+from compute_node.pgwire import tls as tls_mod
 from compute_node.sql import pgtypes
 from compute_node.pgwire.bridge import TRANSACTION_WORDS, Outcome, PgSession
 from compute_node.pgwire.extended import ExtendedState, Portal, PreparedStatement
 from compute_node.pgwire.protocol import ProtocolViolation
 from compute_node.sessions import copy as copy_mod
-from quorumdb import copyformat, errors, limits, sqllex, tokens
+from quorumdb import certs, copyformat, errors, limits, sqllex, tokens
 from quorumdb.errors import SqlError
 
 log = logging.getLogger("compute_node.pgwire")
@@ -81,6 +87,10 @@ class PgConfig:
     startup_timeout_s: float = limits.PG_STARTUP_TIMEOUT_S
     message_bytes_max: int = limits.PG_MESSAGE_BYTES_MAX
     scram_iterations: int = limits.PG_SCRAM_ITERATIONS
+    # The node's certificate (the cluster is not --insecure): TLS is served and required. None:
+    # plaintext only, SSLRequest answered 'N'.
+    tls: tls_mod.TlsSource | None = None
+    ca_path: str = ""                          # the cluster CA, named in the hint of a refusal
 
     def __post_init__(self):
         assert self.trust or self.secret is not None, "token authentication needs the cluster secret"
@@ -122,11 +132,18 @@ class PgServer:
         self._server = await asyncio.start_server(self._accept, self.config.host, self.config.port,
                                                   limit=limits.PG_READ_CHUNK_BYTES)
         self.port = self._server.sockets[0].getsockname()[1]
+        if self.config.tls is None:
+            log.warning("PostgreSQL endpoint on %s:%d: INSECURE, plaintext only (the cluster runs --insecure); "
+                        "never use this outside development", self.config.host, self.port)
+        elif self.config.tls.current() is None:
+            log.error("PostgreSQL endpoint on %s:%d has no usable certificate (%s): every connection is "
+                      "refused until it exists", self.config.host, self.port, self.config.tls.error)
         if self.config.trust:
             log.warning("*** PostgreSQL endpoint on %s:%d runs in TRUST mode: NO AUTHENTICATION, any user "
                         "connects without a token. For development only. ***", self.config.host, self.port)
         else:
-            log.info("PostgreSQL endpoint on %s:%d (SCRAM-SHA-256 with `quorumdb token`)", self.config.host, self.port)
+            log.info("PostgreSQL endpoint on %s:%d (%sSCRAM-SHA-256 with `quorumdb token`)", self.config.host,
+                     self.port, "TLS required, " if self.config.tls is not None else "")
         return self.port
 
     async def close(self) -> None:
@@ -197,6 +214,8 @@ class PgConnection:
         self.admitted = False
         self.deadline_s = 0.0
         self.peer = writer.get_extra_info("peername")
+        self.tls: tls_mod.Loaded | None = None  # the context this connection was handshaken with
+        self.mechanism = "trust"
 
     # --- top level -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -215,7 +234,7 @@ class PgConnection:
             await self._fatal(violation.sqlstate, violation.message)
         except TimeoutError:
             await self._fatal(errors.PROTOCOL_VIOLATION, "canceling authentication due to timeout")
-        except (ConnectionClosed, ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionClosed, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
@@ -273,7 +292,11 @@ class PgConnection:
         while True:
             message = await self._next_message()
             match message:
-                case protocol.SSLRequest() | protocol.GSSENCRequest():
+                case protocol.SSLRequest():
+                    await self._start_tls()
+                case protocol.GSSENCRequest():
+                    if self.tls is not None:
+                        raise ProtocolViolation("GSSENCRequest on an encrypted connection")
                     await self._send(protocol.SSL_NOT_SUPPORTED)
                 case protocol.CancelRequest(process_id=process_id, secret_key=secret_key):
                     cancelled = self.server.cancel(process_id, secret_key)
@@ -285,7 +308,49 @@ class PgConnection:
                 case _:
                     raise ProtocolViolation(f"unexpected {type(message).__name__} during startup")
 
+    async def _start_tls(self) -> None:
+        if self.tls is not None:
+            raise ProtocolViolation("SSLRequest on a connection that is already encrypted")
+        source = self.config.tls
+        loaded = source.current() if source is not None else None
+        if loaded is None:
+            await self._send(protocol.SSL_NOT_SUPPORTED)  # the startup that follows is refused (or allowed: --insecure)
+            return
+        if self.frontend.buffered_bytes or len(getattr(self.reader, "_buffer", b"")):
+            # Bytes sent after SSLRequest but before our answer would be taken as if they had come
+            # through TLS (PostgreSQL's CVE-2021-23214): a client never does that, an attacker might.
+            raise ProtocolViolation("received unencrypted data after SSL request")
+        await self._send(protocol.SSL_SUPPORTED)
+        try:
+            await self.writer.start_tls(loaded.context, ssl_handshake_timeout=self.config.startup_timeout_s)
+        except (ssl.SSLError, OSError) as error:
+            log.info("TLS handshake with %s failed: %s", self.peer, error)
+            raise ConnectionClosed() from None
+        self.tls = loaded
+
+    def _refuse_plaintext(self, startup: protocol.StartupMessage) -> None:
+        """Over plaintext a secure cluster accepts nothing: a token (and every row) would cross the
+        network in the clear. Said as PostgreSQL says a hostssl-only refusal, with what to do."""
+        user = startup.parameters.get("user", "")
+        database = startup.parameters.get("database") or user
+        host = self.peer[0] if isinstance(self.peer, tuple) and self.peer else "unknown"
+        source = self.config.tls
+        if source is not None and source.current() is None:
+            raise Fatal(INVALID_AUTHORIZATION, "SSL is required, but this node cannot serve it: its certificate "
+                        "is missing or unreadable", detail=source.error,
+                        hint="Create the node certificates with `quorumdb certs` (or `quorumdb up`), "
+                             "or run the cluster with --insecure for development.")
+        hint = "Use sslmode=require, or sslmode=verify-full"
+        hint += f" sslrootcert={self.config.ca_path}" if self.config.ca_path else " with the cluster's ca.crt as sslrootcert"
+        hint += " to check the server's certificate."
+        raise Fatal(INVALID_AUTHORIZATION,
+                    "SSL is required: connect with sslmode=require (the cluster is not --insecure)",
+                    detail=f'no encryption: this endpoint accepts only TLS connections (host "{host}", '
+                           f'user "{user}", database "{database}")', hint=hint)
+
     async def _begin_session(self, startup: protocol.StartupMessage) -> None:
+        if self.tls is None and self.config.tls is not None:
+            self._refuse_plaintext(startup)
         refusal = self.server.admission.admit(self.server.monotonic())
         if refusal is not None:
             raise Fatal(*refusal)
@@ -315,21 +380,25 @@ class PgConnection:
         messages.append(protocol.backend_key_data(self.process_id, self.secret_key))
         messages.append(protocol.ready_for_query("I"))
         await self._send(*messages)
-        log.info("PostgreSQL session %d: user %s, database %s, from %s", self.process_id, user, database, self.peer)
+        log.info("PostgreSQL session %d: user %s, database %s, from %s (%s, %s)", self.process_id, user, database,
+                 self.peer, "TLS" if self.tls is not None else "plaintext", self.mechanism)
 
     async def _authenticate(self, user: str) -> None:
-        await self._send(protocol.authentication_sasl([scram.MECHANISM]))
+        binding = self.tls.binding if self.tls is not None else None
+        offered = scram.mechanisms(binding is not None)
+        await self._send(protocol.authentication_sasl(offered))
         initial = await self._next_message()
         if not isinstance(initial, protocol.PasswordData):
             raise ProtocolViolation("expected SASL response")
         mechanism, client_first = _sasl_initial(initial.payload)
-        if mechanism != scram.MECHANISM:
+        if mechanism not in offered:
             raise Fatal(errors.PROTOCOL_VIOLATION, f"client selected an invalid SASL authentication mechanism {mechanism!r}")
         secret = self.config.secret
         salt = tokens.scram_salt(secret, user)
-        exchange = scram.ScramServer(secrets.token_urlsafe(18), salt, self.config.scram_iterations)
+        exchange = scram.ScramServer(secrets.token_urlsafe(18), salt, self.config.scram_iterations, binding)
         try:
-            server_first = exchange.server_first(client_first)
+            server_first = exchange.server_first(client_first, mechanism)
+            self.mechanism = mechanism
         except scram.ScramError as error:
             raise Fatal(errors.PROTOCOL_VIOLATION, f"malformed SCRAM message: {error}") from None
         await self._send(protocol.authentication_sasl_continue(server_first))
@@ -913,8 +982,10 @@ async def start_for_node(cluster: Any, node: Any, backend: Any,
 
     secret = None if cluster.pg_trust else await asyncio.to_thread(tokens.load_or_create_secret,
                                                                    tokens.secret_dir(cluster.data_dir))
+    source = None if cluster.insecure else tls_mod.for_node(cluster.certs_path, cluster.cert_name(node.name))
     config = PgConfig(host=cluster.bind_host(node), port=cluster.pg_port(node.name), trust=cluster.pg_trust,
-                      secret=secret, node_name=node.name, lifetime_s=cluster.pg_connection_lifetime_s,
+                      secret=secret, node_name=node.name, tls=source,
+                      ca_path=str(certs.ca_path(cluster.certs_path)) if source is not None else "", lifetime_s=cluster.pg_connection_lifetime_s,
                       connections_max=cluster.pg_connections_max, connections_per_s=cluster.pg_connections_per_s,
                       connections_burst=max(limits.PG_CONNECTIONS_BURST, int(cluster.pg_connections_per_s)))
     server = PgServer(config, backend, session_factory, CommitTracker)
