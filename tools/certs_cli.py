@@ -3,6 +3,10 @@
     quorumdb certs [list] [--data-dir DIR] [--json]   one row per certificate (CA, admin, nodes)
     quorumdb certs rotate NODE [--data-dir DIR]       a new key and certificate for one node
     quorumdb certs rotate --all [--data-dir DIR]      ... for every node of the cluster file
+    quorumdb certs init --cluster FILE [--certs-dir DIR]
+                                 the CA and every node's certificate for a cluster file, made
+                                 outside any data directory: for a deployment that mounts them
+                                 (scripts/compose-certs does it for docker-compose.yml)
 
 The certs directory is the cluster file's (`certs_dir`, by default DIR/certs; quorumdb/certs.py
 describes its layout). A Global Database's directory (DIR/global.toml) has one CA for all of its
@@ -31,7 +35,8 @@ from quorumdb import regions as regions_mod
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SHORT_FINGERPRINT_CHARS = 16
 
-USAGE = "quorumdb certs [list] [--data-dir DIR] [--json] | quorumdb certs rotate (NODE | --all) [--data-dir DIR]"
+USAGE = ("quorumdb certs [list] [--data-dir DIR] [--json] | quorumdb certs rotate (NODE | --all) [--data-dir DIR] "
+         "| quorumdb certs init --cluster FILE [--certs-dir DIR]")
 
 
 class CertsCliError(Exception):
@@ -53,8 +58,12 @@ def add_parser(commands: argparse._SubParsersAction, default_data_dir: str) -> N
     parser = commands.add_parser(
         "certs", help="list the cluster's certificates and their expiry, or rotate a node's certificate",
         usage=USAGE, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("certs_action", nargs="?", default="list", choices=["list", "rotate"], metavar="list|rotate",
-                        help="list (the default) or rotate")
+    add_arguments(parser, default_data_dir)
+
+
+def add_arguments(parser: argparse.ArgumentParser, default_data_dir: str) -> None:
+    parser.add_argument("certs_action", nargs="?", default="list", choices=["list", "rotate", "init"],
+                        metavar="list|rotate|init", help="list (the default), rotate or init")
     parser.add_argument("node", nargs="?", default=None, metavar="NODE",
                         help="for rotate: the node (REGION/NODE in a Global Database; quorumdb-admin for the "
                              "tools' certificate)")
@@ -63,6 +72,11 @@ def add_parser(commands: argparse._SubParsersAction, default_data_dir: str) -> N
                         help=f"the cluster's data directory, or a Global Database's (default ./{default_data_dir} "
                              "or $QUORUMDB_DATA_DIR)")
     parser.add_argument("--json", action="store_true", help="for list: print a JSON list")
+    parser.add_argument("--cluster", default=None, metavar="FILE",
+                        help="for init: the cluster file whose nodes get certificates (their host names "
+                             "become the certificates' names)")
+    parser.add_argument("--certs-dir", default=None, metavar="DIR",
+                        help="for init: where to write them (default: the cluster file's certs_dir)")
 
 
 def resolve(data_dir: pathlib.Path | str) -> Target:
@@ -169,11 +183,29 @@ def command_rotate(target: Target, node: str | None, every: bool, now: datetime.
     return EXIT_OK
 
 
+def command_init(cluster_file: str | None, certs_dir: str | None, out: TextIO) -> int:
+    """The CA, the admin certificate and one per node of the cluster file; existing ones are kept."""
+    if not cluster_file:
+        raise CertsCliError("init needs --cluster FILE", EXIT_USAGE)
+    cluster = config_mod.load(cluster_file)
+    target = pathlib.Path(certs_dir).resolve() if certs_dir else cluster.certs_path
+    # Each node's certificate names it as its peers and the host dial it: its name, its host
+    # from the cluster file (a compose service name), localhost and 127.0.0.1.
+    created = certs_mod.ensure(target, [(cluster.cert_name(node.name), certs_mod.default_hosts(node.name, node.host))
+                                        for node in cluster.nodes])
+    kept = len(cluster.nodes) + 2 - len(created)
+    out.write(f"{target}: created {', '.join(created) if created else 'nothing'}"
+              f"{f' (kept {kept} existing)' if kept else ''}\n")
+    return EXIT_OK
+
+
 def command(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None,
             now: datetime.datetime | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     now = now or datetime.datetime.now(datetime.timezone.utc)
     try:
+        if args.certs_action == "init":
+            return command_init(args.cluster, args.certs_dir, out)
         target = resolve(args.data_dir)
         if args.certs_action == "rotate":
             return command_rotate(target, args.node, args.all, now, out)
@@ -186,3 +218,16 @@ def command(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | N
     except (certs_mod.CertError, ValueError, OSError) as error:
         err.write(f"quorumdb certs: {error}\n")
         return EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tools.certs_cli ...`: the same as `quorumdb certs ...`, importing only the
+    certificate code (scripts/compose-certs runs it on a host without gRPC)."""
+    parser = argparse.ArgumentParser(prog="python -m tools.certs_cli", usage=USAGE, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser, "quorumdb-data")
+    return command(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
