@@ -297,3 +297,24 @@ def test_certs_in_a_global_database_share_one_ca_and_name_region_nodes(tmp_path)
     assert after["east/compute-az1"] == before["east/compute-az1"]
     refused = run_certs("rotate", "compute-az1", "--data-dir", str(global_cfg.data_dir))
     assert refused.returncode == 2 and "east/compute-az1" in refused.stderr
+
+
+# --- docs/SECURITY.md --------------------------------------------------------------------------------
+def role_table() -> str:
+    """quorumdb.authz.CALLS as the Markdown table docs/SECURITY.md shows: one row per method."""
+    from quorumdb import authz
+
+    methods = sorted(set().union(*authz.CALLS.values()), key=lambda m: (m.split("/")[1], m.split("/")[2]))
+    lines = ["| method | " + " | ".join(authz.ROLES) + " |", "| --- |" + " :-: |" * len(authz.ROLES)]
+    lines += [f"| `{method}` | " + " | ".join("yes" if method in authz.CALLS[role] else "" for role in authz.ROLES)
+              + " |" for method in methods]
+    return "\n".join(lines) + "\n"
+
+
+def test_security_doc_shows_the_role_table_of_the_code():
+    text = (ROOT / "docs" / "SECURITY.md").read_text()
+    start = text.index("-->\n", text.index("<!-- role table")) + len("-->\n")
+    shown = text[start:text.index("<!-- end of role table -->")]
+    assert shown == role_table(), "docs/SECURITY.md's role table differs from quorumdb/authz.py: paste role_table()"
+    assert "(docs/SECURITY.md)" in (ROOT / "README.md").read_text()
+    assert "SECURITY.md" in (ROOT / "docs" / "ARCHITECTURE.md").read_text()
