@@ -29,6 +29,8 @@ RUN chmod 0755 /usr/local/bin/quorumdb-entrypoint && mkdir -p /data /secret /etc
 
 # The default cluster file; docker-compose.yml mounts docker/cluster.toml over it.
 COPY docker/cluster.toml /etc/quorumdb/cluster.toml
+# No certificate or key is ever copied in (.dockerignore keeps them out of the build context):
+# docker-compose.yml mounts the host's docker/certs at /etc/quorumdb/certs (scripts/compose-certs).
 
 VOLUME ["/data"]
 EXPOSE 7100-7102 7110-7112 7120-7122 7130-7135 5433-5435

@@ -24,7 +24,6 @@ import pytest
 
 from quorumdb import config as config_mod
 from tools import observe
-from quorumdb.pb import supervisor_pb2, supervisor_pb2_grpc
 from tests.test_cli import UP_READY_TIMEOUT_S, UpProcess, run_cli, wait_all_gone
 from tests.util import free_base_port, require
 
@@ -69,14 +68,24 @@ def up(tmp_path_factory):
 STALE_RETRIES_MAX = 20  # the page redraws every poll; a read is retried at most this often
 
 
-def supervisor_states(cluster) -> dict[str, str]:
-    from quorumdb import rpc
-    from tests.util import admin_credentials
+def console_post(cluster, body: dict, headers: dict | None = None) -> tuple[int, dict, dict]:
+    """(status, JSON answer, headers) of a POST to the console, as any HTTP client would send it."""
+    request = urllib.request.Request(f"http://127.0.0.1:{cluster.base_port + 55}/api/chaos",
+                                     data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read()), dict(answer.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read()), dict(error.headers)
 
-    address = f"127.0.0.1:{cluster.base_port + 39}"
-    with rpc.sync_client_channel(address, admin_credentials(cluster)) as channel:
-        reply = supervisor_pb2_grpc.SupervisorStub(channel).Nodes(supervisor_pb2.NodesRequest(), timeout=5)
-    return {node.name: node.state for node in reply.nodes}
+
+def supervisor_states(cluster) -> dict[str, str]:
+    """Each node's state as `quorumdb up`'s supervisor reports it, read through the console's
+    watch view (open without a token; the supervisor's own gRPC port wants one)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.base_port + 55}/api/state", timeout=10) as answer:
+        view = json.loads(answer.read())["view"]
+    return {node["name"]: node["state"] for node in view["nodes"]}
 
 
 def test_up_prints_the_console_metrics_and_prometheus(up):
@@ -211,6 +220,15 @@ def test_console_in_a_browser_kills_the_leader_and_restarts_it_with_a_token(up, 
     assert "leader adjudicator-az1 (epoch" in stable(lambda: browser.find_element(By.ID, "summary").text)
     shot("1-loaded")
 
+    # Watching needs no token; acting does. The page says so while its token field is empty.
+    assert "need a token" in stable(lambda: browser.find_element(By.ID, "auth-mode").text)
+    status, answer, headers = console_post(cluster, {"action": "kill", "target": "adjudicator-az1"})
+    assert status == 401 and "quorumdb token" in answer["error"], answer
+    assert headers.get("WWW-Authenticate", "").startswith("Bearer")
+    status, answer, _ = console_post(cluster, {"action": "kill-leader"},
+                                     {"Authorization": "Bearer qdb1.1.forged", "X-QuorumDB-User": "admin"})
+    assert status == 401 and "token refused" in answer["error"], answer
+
     # Without a valid token the page is refused and nothing changes.
     browser.find_element(By.ID, "token").clear()
     refused = press("kill", "adjudicator-az1")
@@ -226,6 +244,9 @@ def test_console_in_a_browser_kills_the_leader_and_restarts_it_with_a_token(up, 
     browser.find_element(By.ID, "token").send_keys(token)
     killed = press("kill", "adjudicator-az1")
     assert killed.startswith("killed adjudicator-az1 (pid "), killed
+    # The page keeps the token for this tab only (sessionStorage), as typed.
+    assert browser.execute_script("return sessionStorage.getItem('quorumdb-token')") == token
+    assert browser.execute_script("return localStorage.getItem('quorumdb-token')") is None
     until("the killed leader to show as down", lambda: card_attribute("adjudicator-az1", "data-up") == "false")
     new_leader = until("a new leader to appear", lambda: (l if (l := leader_card()) not in (None, "adjudicator-az1")
                                                           else None))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import pathlib
 import re
+import stat
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ import pytest
 import yaml
 
 from quorumdb import config as config_mod
-from quorumdb import limits, rpc
+from quorumdb import certs, limits, rpc
 from tools import healthcheck
 from tools.launcher import ensure_certs
 from tests.util import free_base_port
@@ -73,9 +75,76 @@ def test_compose_services_are_the_nodes_attached_labelled_published_and_on_volum
         volumes = service["volumes"]
         assert f"{node.name}:/data" in volumes
         assert "./docker/cluster.toml:/etc/quorumdb/cluster.toml:ro" in volumes
+        # the certificates from the host, read-only, at the cluster file's certs_dir; the CA's key hidden
+        mounts = [volume for volume in volumes if isinstance(volume, dict)]
+        assert mounts == [CERTS_MOUNT, NO_CA_KEY_MOUNT], mounts
         assert ("token-secret:/secret" in volumes) == (node.service == "compute")
         # every storage copy reads and writes the one backup store named in the cluster file
         assert (f"backup:{DOCKER_CLUSTER.backup_location}" in volumes) == (node.service == "storage")
+
+
+CERTS_MOUNT = {"type": "bind", "source": "${QUORUMDB_CERTS_DIR:-./docker/certs}", "target": "/etc/quorumdb/certs",
+               "read_only": True, "bind": {"create_host_path": False}}
+NO_CA_KEY_MOUNT = {"type": "bind", "source": "/dev/null", "target": "/etc/quorumdb/certs/ca.key", "read_only": True}
+
+
+def test_the_cluster_file_runs_tls_with_the_mounted_certificates():
+    assert DOCKER_CLUSTER.insecure is False
+    assert str(DOCKER_CLUSTER.certs_path) == CERTS_MOUNT["target"]
+    assert NO_CA_KEY_MOUNT["target"] == str(certs.ca_path(DOCKER_CLUSTER.certs_path)).replace(".crt", ".key")
+
+
+def dockerignore_excludes(path: str) -> bool:
+    """Docker's .dockerignore rule for one path: the last matching pattern wins ('!' re-includes);
+    a pattern also matches everything under a directory it matches."""
+    import fnmatch
+
+    excluded = False
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate, pattern = line.startswith("!"), line.lstrip("!").rstrip("/")
+        parts = path.split("/")
+        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        regex = fnmatch.translate(pattern).replace(".*", "[^/]*").replace("[^/]*[^/]*", ".*")
+        if pattern.startswith("**/"):
+            matched = any(fnmatch.fnmatch(prefix.rsplit("/", 1)[-1], pattern[3:]) for prefix in prefixes)
+        else:
+            matched = any(re.fullmatch(regex, prefix) for prefix in prefixes)
+        if matched:
+            excluded = not negate
+    return excluded
+
+
+def test_no_certificate_or_key_goes_into_the_image():
+    # The build context holds the wheels and docker/, never the certificates made beside them.
+    assert not dockerignore_excludes("build/wheels/quorumdb-0.1.0-py3-none-any.whl")
+    assert not dockerignore_excludes("docker/entrypoint.sh") and not dockerignore_excludes("docker/cluster.toml")
+    for path in ("docker/certs/ca.key", "docker/certs/ca.crt", "docker/certs/nodes/journal-az1.key",
+                 "docker/certs/quorumdb-admin.crt", "docker/other/node.key", "docker/token_secret", "quorumdb-data/x"):
+        assert dockerignore_excludes(path), path
+    # The Dockerfile copies only the wheels, the entrypoint and the default cluster file.
+    text = (ROOT / "Dockerfile").read_text()
+    copies = re.findall(r"^(?:COPY|ADD)\s+(.*)$", text, re.M)
+    assert [copy.split()[0] for copy in copies] == ["build/wheels/", "docker/entrypoint.sh", "docker/cluster.toml"]
+    assert not re.search(r"^(?:COPY|ADD|RUN).*(certs|\.key|\.crt|token_secret)", text, re.M)
+    assert "/docker/certs/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_compose_certs_makes_certificates_for_every_service_name(tmp_path):
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "compose-certs"), str(tmp_path / "certs")],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE((tmp_path / "certs").stat().st_mode) == 0o700
+    for node in DOCKER_CLUSTER.nodes:
+        info = certs.info_of(certs.pair_paths(tmp_path / "certs", node.name)[0])
+        assert info.name == node.name and node.host in info.hosts and "127.0.0.1" in info.hosts
+        assert stat.S_IMODE(certs.pair_paths(tmp_path / "certs", node.name)[1].stat().st_mode) == 0o600
+    assert certs.pair_paths(tmp_path / "certs", certs.ADMIN)[0].exists()
+    again = subprocess.run(["bash", str(ROOT / "scripts" / "compose-certs"), str(tmp_path / "certs")],
+                           capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
+    assert again.returncode == 0 and "created nothing" in again.stdout, again.stdout + again.stderr
 
 
 def test_compose_prometheus_scrapes_every_node_from_the_regional_network():

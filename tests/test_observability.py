@@ -355,14 +355,18 @@ def test_console_chaos_needs_a_valid_token_and_a_refusal_changes_nothing(console
     secret = tokens.load_or_create_secret(cluster.data_dir)
     token, _ = tokens.issue(secret, "admin", 900, time.time())
     other_cluster, _ = tokens.issue(b"\x01" * 32, "admin", 900, time.time())
+    expired, _ = tokens.issue(secret, "admin", 300, time.time() - 3_600)
     refused = [
         request(url, kill),
         request(url, kill, {"Authorization": "Bearer ", "X-QuorumDB-User": "admin"}),
         request(url, kill, {"Authorization": f"Bearer {token}", "X-QuorumDB-User": "mallory"}),
         request(url, kill, {"Authorization": f"Bearer {other_cluster}", "X-QuorumDB-User": "admin"}),
         request(url, kill, {"Authorization": f"Bearer {token}"}),
+        request(url, kill, {"Authorization": f"Bearer {expired}", "X-QuorumDB-User": "admin"}),
     ]
-    assert [status for status, _ in refused] == [401] * 5
+    assert [status for status, _ in refused] == [401] * 6
+    assert "expired" in json.loads(refused[-1][1])["error"]
+    assert "quorumdb token" in json.loads(refused[0][1])["error"]
     assert supervisor.calls == []
     good = {"Authorization": f"Bearer {token}", "X-QuorumDB-User": "admin"}
     assert request(url, {"action": "explode"}, good)[0] == 400
@@ -374,18 +378,23 @@ def test_console_chaos_needs_a_valid_token_and_a_refusal_changes_nothing(console
     assert any(e["text"] == "console (admin): kill storage-az1-a" for e in events)
 
 
-def test_console_in_trust_mode_needs_no_token(tmp_path):
+def test_console_of_an_insecure_cluster_needs_no_token_and_pg_trust_is_not_enough(tmp_path):
     from tests.util import free_base_port
 
-    cluster = dataclasses.replace(config_mod.default_cluster(tmp_path, base_port=free_base_port()), pg_trust=True)
-    supervisor = FakeSupervisor()
-    running = console_server.Console(cluster, supervisor)
-    running.start()
-    try:
-        status, _ = request(running.url + "api/chaos", {"action": "heal"})
-    finally:
-        running.close()
-    assert status == 200 and supervisor.calls == [("heal",)]
+    base = config_mod.default_cluster(tmp_path, base_port=free_base_port())
+    answers = []
+    for settings in ({"insecure": True}, {"pg_trust": True}):
+        supervisor = FakeSupervisor()
+        running = console_server.Console(dataclasses.replace(base, **settings), supervisor)
+        running.start()
+        try:
+            status, body = request(running.url + "api/chaos", {"action": "heal"})
+            auth = json.loads(request(running.url + "api/state")[1])["cluster"]["auth"]
+        finally:
+            running.close()
+        answers.append((status, auth, supervisor.calls))
+    # --insecure turns authentication off everywhere; --trust only on the PostgreSQL endpoint.
+    assert answers == [(200, "insecure", [("heal",)]), (401, "token", [])]
 
 
 # --- EXPLAIN ANALYZE ------------------------------------------------------------------------------------

@@ -1806,6 +1806,8 @@ def build_parser() -> argparse.ArgumentParser:
     backup_cli.add_parsers(commands)
     from tools import global_cli  # `quorumdb global ...` (docs/REGIONS.md)
     global_cli.add_parser(commands, DEFAULT_DATA_DIR)
+    from tools import certs_cli  # `quorumdb certs list|rotate` (docs/SECURITY.md)
+    certs_cli.add_parser(commands, DEFAULT_DATA_DIR)
     # `quorumdb restore` (tools/dr/restore.py, docs/DR.md)
     from tools.dr import restore as restore_command
     restore = commands.add_parser("restore", help="restore a backup to a point in time into a new cluster",
@@ -1859,6 +1861,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         case "global":
             from tools import global_cli
             return global_cli.command(args)
+        case "certs":
+            from tools import certs_cli
+            return certs_cli.command(args)
         case "clone":
             return command_clone(args)
         case "sim":

@@ -11,6 +11,12 @@ port published on 127.0.0.1 at the default layout (so nothing else may hold 7100
 5433-5435 meanwhile), talks to the cluster only from the host (quorumdb.client, the nodes'
 Status), breaks it with scripts/compose-az, and always ends with `docker compose down -v`.
 
+The cluster runs TLS as deployed: scripts/compose-certs makes its certificates in the test's
+temporary directory before `up` (QUORUMDB_CERTS_DIR: the directory docker-compose.yml mounts);
+the host's calls verify the nodes with that CA, present the admin certificate to the nodes'
+ports, and carry a token that a compute container mints (`quorumdb token`, from the cluster's
+secret, which only the compute containers hold).
+
 The scenario:
   1. up, every container healthy; a table; rows written through compute-az1;
   2. az1 stopped (all 5 containers): writes and reads go on through compute-az2, and every
@@ -33,12 +39,13 @@ import subprocess
 import time
 from typing import Callable, Iterable, TypeVar
 
+import grpc
 import pytest
 
-from quorumdb import client, errors
-from tools import cli
-from tools import toolcreds
+from quorumdb import certs, client, errors
 from quorumdb import config as config_mod
+from quorumdb.pb import common_pb2
+from tools import healthcheck
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1200)]
 
@@ -47,6 +54,7 @@ T = TypeVar("T")
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 COMPOSE_AZ = ROOT / "scripts" / "compose-az"
+COMPOSE_CERTS = ROOT / "scripts" / "compose-certs"
 CLUSTER = config_mod.load(ROOT / "docker" / "cluster.toml")
 PROJECT = "quorumdb-composetest"
 IMAGE = os.environ.get("QUORUMDB_IMAGE", "quorumdb:latest")
@@ -111,11 +119,12 @@ def port_in_use(port: int) -> bool:
 
 
 class Compose:
-    def __init__(self) -> None:
+    def __init__(self, certs_dir: pathlib.Path) -> None:
         self.base = compose_command() + ["-f", str(COMPOSE_FILE), "-p", PROJECT]
         # Health checks every 10 s (docker-compose.yml's default is 15 s): the first one comes sooner.
         self.env = dict(os.environ, QUORUMDB_IMAGE=IMAGE, QUORUMDB_HEALTH_INTERVAL="10s",
-                        QUORUMDB_CROSS_AZ_DELAY_MS="0", COMPOSE_PROJECT_NAME=PROJECT)
+                        QUORUMDB_CROSS_AZ_DELAY_MS="0", COMPOSE_PROJECT_NAME=PROJECT,
+                        QUORUMDB_CERTS_DIR=str(certs_dir))
 
     def __call__(self, *args: str, timeout_s: float = 120, check: bool = True) -> subprocess.CompletedProcess:
         return run(self.base + list(args), timeout_s, check=check, env=self.env)
@@ -151,14 +160,50 @@ class Compose:
 
 
 # --- the cluster, seen from the host ------------------------------------------------------------
+class Access:
+    """What the host presents: the CA and admin certificate (read from the mounted certs
+    directory) and a token (set by the fixture once a compute container runs)."""
+    certs_dir: pathlib.Path | None = None
+    token: str = ""
+
+    @classmethod
+    def channel_credentials(cls) -> grpc.ChannelCredentials:
+        key, cert = certs.read_pair(cls.certs_dir, certs.ADMIN)
+        return grpc.ssl_channel_credentials(root_certificates=certs.read_ca(cls.certs_dir), private_key=key,
+                                            certificate_chain=cert)
+
+
+def status_of(node: config_mod.NodeConfig, timeout_s: float = 3.0):
+    """The node's Status over TLS (node certificates name 127.0.0.1), or None if it does not answer."""
+    method = f"/quorumdb.{healthcheck.GRPC_SERVICES[node.service]}/Status"
+    with grpc.secure_channel(node.address, Access.channel_credentials()) as channel:
+        call = channel.unary_unary(method, request_serializer=common_pb2.StatusRequest.SerializeToString,
+                                   response_deserializer=common_pb2.NodeStatus.FromString)
+        try:
+            return call(common_pb2.StatusRequest(), timeout=timeout_s,
+                        metadata=[("authorization", f"Bearer {Access.token}")])
+        except grpc.RpcError:
+            return None
+
+
 def statuses() -> dict[str, object]:
     """name -> NodeStatus (None for a node that does not answer), through the published ports."""
-    return dict(zip((n.name for n in HOST_NODES), cli.fetch_statuses(HOST_NODES, 3.0, credentials=toolcreds.source())))
+    return {node.name: status_of(node) for node in HOST_NODES}
 
 
 def execute(az: str, sql: str) -> list[tuple]:
-    with client.connect("127.0.0.1", COMPUTE_PORT[az], timeout_s=STATEMENT_TIMEOUT_S) as connection:
+    with client.connect("127.0.0.1", COMPUTE_PORT[az], timeout_s=STATEMENT_TIMEOUT_S, token=Access.token,
+                        ca=str(certs.ca_path(Access.certs_dir))) as connection:
         return connection.execute(sql).rows
+
+
+def mint_token(compose: Compose) -> str:
+    """A token from the cluster's secret, which the compute containers share (docker/entrypoint.sh)."""
+    done = compose("exec", "-T", "compute-az1", "python3", "-m", "tools.cli", "token", "--user", "admin",
+                   "--expires", "2h", "--data-dir", "/data", timeout_s=60)
+    token = done.stdout.strip()
+    assert token.startswith("qdb1."), done.stdout + done.stderr
+    return token
 
 
 def ids_via(az: str) -> set[int]:
@@ -223,12 +268,16 @@ def assert_has_every_acked(az: str, writer: Writer) -> set[int]:
 
 # --- the fixture --------------------------------------------------------------------------------
 @pytest.fixture
-def compose_cluster(request):
+def compose_cluster(request, tmp_path):
     if run(["docker", "info"], 60, check=False).returncode != 0:
         pytest.fail("no Docker engine answers `docker info` (.ci/run starts dockerd)")
     if run(["docker", "image", "inspect", IMAGE], 60, check=False).returncode != 0:
         pytest.fail(f"image {IMAGE} is missing: run scripts/build-images first")
-    compose = Compose()
+    # The certificates first: docker-compose.yml mounts them (and refuses to start without them).
+    certs_dir = tmp_path / "certs"
+    run(["bash", str(COMPOSE_CERTS), str(certs_dir)], 120)
+    Access.certs_dir, Access.token = certs_dir, ""
+    compose = Compose(certs_dir)
     compose("down", "-v", "--timeout", "10", timeout_s=300, check=False)  # leftovers of an interrupted run
     busy = [port for port in PUBLISHED_PORTS if port_in_use(port)]
     if busy:
@@ -256,6 +305,17 @@ def test_az_loss_restart_and_partition(compose_cluster):
     # 1. Up and healthy: Docker's health checks (gRPC Status, health "ok") pass for all 15.
     health = wait_for("every container healthy", lambda: all_healthy(compose), HEALTHY_TIMEOUT_S, interval_s=2.0)
     assert sorted(health) == sorted(node.name for node in CLUSTER.nodes)
+    Access.token = mint_token(compose)
+    # Every door locked: a node's port refuses plaintext, and a TLS caller without a certificate.
+    journal = next(node for node in HOST_NODES if node.name == "journal-az1")
+    for channel in (grpc.insecure_channel(journal.address),
+                    grpc.secure_channel(journal.address, grpc.ssl_channel_credentials(certs.read_ca(Access.certs_dir)))):
+        with channel:
+            call = channel.unary_unary("/quorumdb.Journal/Status",
+                                       request_serializer=common_pb2.StatusRequest.SerializeToString,
+                                       response_deserializer=common_pb2.NodeStatus.FromString)
+            with pytest.raises(grpc.RpcError):
+                call(common_pb2.StatusRequest(), timeout=5)
     for az in config_mod.AZS:  # labelled and attached to its AZ's network and the regional one
         networks = compose.networks(az)
         assert len(networks) == 5 and all(nets == sorted([f"{PROJECT}_{az}", f"{PROJECT}_regional"])

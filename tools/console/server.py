@@ -17,9 +17,11 @@ Theory of operation
 * A chaos action calls the same `Supervisor` as `quorumdb chaos`, and only with a valid token: the
   same signed token as the PostgreSQL endpoint's password (`quorumdb token --user NAME`, checked
   with quorumdb.tokens against the cluster's secret), sent as `Authorization: Bearer <token>` with
-  the user in `X-QuorumDB-User`. A request without one is refused (401) before anything is done.
-  A cluster started with `--trust` (no authentication on the PostgreSQL endpoint) needs none here
-  either.
+  the user in `X-QuorumDB-User`. A request without one, or with an expired or forged one, is
+  refused (401, a JSON error) before anything is done. Watching (the page, `GET /api/state`) stays
+  open: it changes nothing, and the console listens on 127.0.0.1 only. A cluster started with
+  `--insecure` (plaintext, no authentication anywhere) needs no token here either, and the page
+  says so.
 """
 from __future__ import annotations
 
@@ -106,7 +108,7 @@ class ConsoleState:
             view = self.view
             return {
                 "cluster": {"data_dir": str(self.cluster.data_dir), "base_port": self.cluster.base_port,
-                            "auth": "trust" if self.cluster.pg_trust else "token", "polls": self.polls,
+                            "auth": "insecure" if self.cluster.insecure else "token", "polls": self.polls,
                             "azs": sorted({node.az for node in self.cluster.nodes})},
                 "view": observe.view_json(view) if view is not None else None,
                 "history": list(self.history),
@@ -234,13 +236,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         status, answer = console.chaos(self.headers.get("Authorization", ""), self.headers.get("X-QuorumDB-User", ""),
                                        body if isinstance(body, dict) else {})
-        self._json(status, answer)
+        # RFC 6750: a 401 names the scheme the client must use.
+        self._json(status, answer, {"WWW-Authenticate": 'Bearer realm="quorumdb"'} if status == 401 else None)
 
-    def _json(self, status: int, answer: dict[str, Any]) -> None:
-        self._send(status, "application/json", json.dumps(answer).encode())
+    def _json(self, status: int, answer: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self._send(status, "application/json", json.dumps(answer).encode(), headers)
 
-    def _send(self, status: int, content_type: str, body: bytes) -> None:
+    def _send(self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
@@ -291,7 +296,7 @@ class Console:
     # --- chaos ------------------------------------------------------------------------------------
     def authorize(self, authorization: str, user: str) -> str | None:
         """None when the request may act; else why not."""
-        if self.cluster.pg_trust:
+        if self.cluster.insecure:
             return None
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -299,7 +304,8 @@ class Console:
         if not user:
             return "the token's user is needed (X-QuorumDB-User)"
         try:
-            secret = tokens.load_secret(self.cluster.data_dir)
+            # A region of a Global Database signs with the global directory's secret.
+            secret = tokens.load_secret(tokens.secret_dir(self.cluster.data_dir))
         except tokens.TokenError as error:
             return str(error)
         if secret is None:
@@ -323,7 +329,7 @@ class Console:
             return 400, {"error": f"{action} takes {'a ' + takes if takes else 'no target'}"}
         if self.supervisor is None:
             return 503, {"error": "this console has no supervisor"}
-        self.state.event("chaos", f"console ({user or 'trust'}): {action}{' ' + target if target else ''}")
+        self.state.event("chaos", f"console ({user or 'insecure'}): {action}{' ' + target if target else ''}")
         try:
             result = getattr(self.supervisor, method)(*([target] if takes else []))
         except SupervisorError as error:

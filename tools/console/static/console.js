@@ -201,7 +201,19 @@ function drawSummary(state) {
   }
   summary.dataset.leader = view.leader || "";
   $("updated").textContent = `updated ${new Date(view.wall * 1000).toLocaleTimeString()}`;
-  $("auth-mode").textContent = state.cluster.auth === "trust" ? "trust mode: no token needed" : "";
+  drawAuthMode(state);
+}
+
+// Watching is open to anyone who reaches the page; chaos actions need a token unless the cluster runs
+// --insecure (then the server checks nothing, and the page says so).
+function drawAuthMode(state) {
+  const insecure = state.cluster.auth === "insecure";
+  const mode = $("auth-mode");
+  mode.dataset.auth = state.cluster.auth;
+  mode.classList.toggle("warning", insecure);
+  if (insecure) mode.textContent = "INSECURE cluster (quorumdb up --insecure): chaos actions need no token";
+  else if (!$("token").value.trim()) mode.textContent = "chaos actions need a token: quorumdb token --user admin";
+  else mode.textContent = "";
 }
 
 function drawEvents(state) {
@@ -264,4 +276,7 @@ document.addEventListener("click", (event) => {
 
 $("user").value = sessionStorage.getItem("quorumdb-user") || "admin";
 $("token").value = sessionStorage.getItem("quorumdb-token") || "";
+// Kept for this tab only (sessionStorage, not localStorage): a token is a password.
+$("user").addEventListener("change", () => sessionStorage.setItem("quorumdb-user", $("user").value.trim()));
+$("token").addEventListener("change", () => sessionStorage.setItem("quorumdb-token", $("token").value.trim()));
 poll();
