@@ -311,12 +311,24 @@ def _lost_transaction_error() -> OperationalError:
 
 
 class _CredentialSource(credentials_mod.Source):
-    """The connection's credentials (`credentials_mod.Source`), the lack of any as a 28000 error."""
+    """The connection's credentials (`credentials_mod.Source`), the lack of any as a 28000 error.
+
+    Given nothing (no argument, environment or default data directory), a process that started
+    the cluster itself (tools.launcher remembers it in quorumdb.rpc) uses that cluster's
+    credentials: it holds its data directory anyway."""
+
+    def __init__(self, *args, addresses: Sequence[str] = (), **kwargs) -> None:
+        self.addresses = tuple(addresses)
+        super().__init__(*args, **kwargs)
 
     def resolve(self) -> credentials_mod.ClientCredentials:
         try:
             return super().resolve()
         except credentials_mod.CredentialsError as error:
+            for address in self.addresses:
+                known = rpc.known_credentials(address)
+                if known is not None:
+                    return known
             raise DatabaseError(errors.INVALID_AUTHORIZATION_SPECIFICATION, str(error)) from None
 
 
@@ -334,7 +346,8 @@ class Connection:
         # credentials: already resolved ones (a tool's); server_name: the name the node's
         # certificate must carry when it is not the host dialled.
         self._credentials = _CredentialSource(token, ca, data_dir, insecure, given=credentials,
-                                              default_data_dir=credentials_mod.DEFAULT_DATA_DIR)
+                                              default_data_dir=credentials_mod.DEFAULT_DATA_DIR,
+                                              addresses=[f"{h}:{p}" for h, p in self.endpoints])
         self._server_name = server_name
         # Run on every session this connection opens (e.g. SET quorumdb.read_mode = 'single'),
         # so a session setting survives reconnects and failover to another compute node.
@@ -620,7 +633,8 @@ class AsyncConnection:
                  credentials: credentials_mod.ClientCredentials | None = None, server_name: str | None = None):
         self.endpoints = parse_endpoints(host, port, endpoints)
         self._credentials = _CredentialSource(token, ca, data_dir, insecure, given=credentials,
-                                              default_data_dir=credentials_mod.DEFAULT_DATA_DIR)  # as Connection's
+                                              default_data_dir=credentials_mod.DEFAULT_DATA_DIR,
+                                              addresses=[f"{h}:{p}" for h, p in self.endpoints])  # as Connection's
         self._server_name = server_name
         self.session_sql = tuple(session_sql)  # as Connection.session_sql
         self.timeout_s = timeout_s

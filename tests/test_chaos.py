@@ -179,7 +179,11 @@ def test_kill_leader_kills_the_highest_epoch_leader(supervised):
 
 def test_chaos_without_a_running_up_fails_clearly():
     base = free_base_port()
+    # Without a data directory or a token there is nothing to authenticate with: said first.
     result = run_cli("chaos", "--base-port", str(base), "kill-leader")
+    assert result.returncode == 1
+    assert "no token supplied" in result.stderr and "--token" in result.stderr
+    result = run_cli("chaos", "--base-port", str(base), "--insecure", "kill-leader")
     assert result.returncode == 1
     assert f"no `quorumdb up` answers at 127.0.0.1:{base + 39}" in result.stderr
     usage = run_cli("chaos", "--base-port", str(base), "kill")

@@ -58,7 +58,7 @@ def service():
 
 def shell_for(service) -> tuple[qsql.Shell, io.StringIO, io.StringIO]:
     out, err = io.StringIO(), io.StringIO()
-    connection = qclient.connect("127.0.0.1", service.port)
+    connection = qclient.connect("127.0.0.1", service.port, insecure=True)  # an in-process plaintext service
     return qsql.Shell(connection, out=out, err=err), out, err
 
 
@@ -131,7 +131,7 @@ def test_backslash_copy_round_trip_through_grpc(service, tmp_path):
 
 def test_async_client_copy(service):
     async def main():
-        connection = await qclient.connect_async("127.0.0.1", service.port)
+        connection = await qclient.connect_async("127.0.0.1", service.port, insecure=True)
         async with connection:
             await connection.execute("CREATE TABLE a (id INT PRIMARY KEY, v TEXT)")
             result, _ = await connection.copy("COPY a FROM STDIN (FORMAT csv)", b'1,"x,y"\n2,\n')

@@ -24,6 +24,7 @@ import pytest
 from tools import cli
 from quorumdb import config as config_mod
 from quorumdb import regions as regions_mod
+from tools import launcher
 from tools import supervisor as supervisor_mod
 from tools.launcher import PORT_BLOCK, free_base_ports, node_status
 from tests.test_chaos import FakeCluster
@@ -199,7 +200,8 @@ def test_kill_all_and_restart_all(tmp_path):
 def global_dir(tmp_path):
     base = free_base_ports(2)
     global_cfg = cli.prepare_global(tmp_path / "g", "a:primary,b:secondary", None, base)
-    cli.region_clusters(global_cfg, up_args(tmp_path / "g"))
+    for cluster in cli.region_clusters(global_cfg, up_args(tmp_path / "g")):
+        launcher.ensure_certs(cluster)  # as `quorumdb up` does before it starts a node
     return global_cfg
 
 

@@ -336,14 +336,14 @@ class PgConnection:
         host = self.peer[0] if isinstance(self.peer, tuple) and self.peer else "unknown"
         source = self.config.tls
         if source is not None and source.current() is None:
-            raise Fatal(INVALID_AUTHORIZATION, "SSL is required, but this node cannot serve it: its certificate "
+            raise Fatal(errors.INVALID_AUTHORIZATION_SPECIFICATION, "SSL is required, but this node cannot serve it: its certificate "
                         "is missing or unreadable", detail=source.error,
                         hint="Create the node certificates with `quorumdb certs` (or `quorumdb up`), "
                              "or run the cluster with --insecure for development.")
         hint = "Use sslmode=require, or sslmode=verify-full"
         hint += f" sslrootcert={self.config.ca_path}" if self.config.ca_path else " with the cluster's ca.crt as sslrootcert"
         hint += " to check the server's certificate."
-        raise Fatal(INVALID_AUTHORIZATION,
+        raise Fatal(errors.INVALID_AUTHORIZATION_SPECIFICATION,
                     "SSL is required: connect with sslmode=require (the cluster is not --insecure)",
                     detail=f'no encryption: this endpoint accepts only TLS connections (host "{host}", '
                            f'user "{user}", database "{database}")', hint=hint)
