@@ -329,6 +329,8 @@ class _CredentialSource(credentials_mod.Source):
                 known = rpc.known_credentials(address)
                 if known is not None:
                     return known
+                if rpc.known_insecure(address):
+                    return credentials_mod.INSECURE
             raise DatabaseError(errors.INVALID_AUTHORIZATION_SPECIFICATION, str(error)) from None
 
 

@@ -575,16 +575,21 @@ _known_clusters: dict[str, ClusterConfig] = {}
 # (certs dir, data dir) -> (credentials, when minted): a token is minted for an hour and renewed
 # after half of it, so a long-running `quorumdb up` never presents an expired one.
 _admin_cache: dict[tuple[str, str], tuple[ClientCredentials, float]] = {}
+# address -> data dir of an --insecure cluster this process started.
+_known_insecure: dict[str, object] = {}
 ADMIN_TOKEN_LIFETIME_S = 3_600
 
 
 def remember_cluster(cluster: ClusterConfig) -> None:
-    """Use `cluster`'s admin credentials by default for channels this process opens to its nodes."""
+    """Use `cluster`'s admin credentials by default for channels this process opens to its nodes
+    (an --insecure cluster's addresses are remembered as plaintext ones: `known_insecure`)."""
     for node in cluster.nodes:
         if cluster.insecure:
             _known_clusters.pop(node.address, None)
+            _known_insecure[node.address] = cluster.data_dir
         else:
             _known_clusters[node.address] = cluster
+            _known_insecure.pop(node.address, None)
 
 
 def forget_cluster(cluster: ClusterConfig) -> None:
@@ -594,6 +599,13 @@ def forget_cluster(cluster: ClusterConfig) -> None:
         known = _known_clusters.get(node.address)
         if known is not None and known.data_dir == cluster.data_dir:
             del _known_clusters[node.address]
+        if _known_insecure.get(node.address) == cluster.data_dir:
+            del _known_insecure[node.address]
+
+
+def known_insecure(address: str) -> bool:
+    """Whether `address` is a node of an --insecure cluster this process started."""
+    return address in _known_insecure
 
 
 def known_credentials(address: str) -> ClientCredentials | None:

@@ -13,15 +13,12 @@ import pytest
 
 from tools.launcher import Cluster
 from tests.differential.pgserver import PostgresMissing, PostgresServer
-from tests.util import client_speaks_tls, make_config
+from tests.util import make_config
 
 READY_TIMEOUT_S = 90.0
 
 
 def start_cluster(tmp_path: pathlib.Path, **settings) -> Cluster:
-    # These clusters serve tests that talk SQL through quorumdb.connect: TLS as soon as the client
-    # can present a token and verify the CA, plaintext before.
-    settings.setdefault("insecure", not client_speaks_tls())
     cluster = Cluster(make_config(tmp_path, **settings))
     try:
         cluster.start()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import os
 import subprocess
 import sys
 
@@ -22,7 +23,9 @@ RUN_TIMEOUT_S = 120.0  # python start-up + table setup + 1.5 s of load, on a loa
 def bench(cluster, *args: str) -> subprocess.CompletedProcess:
     port = cluster.config.node("compute-az1").port
     command = [sys.executable, "-m", "tools.cli", "bench", "--base-port", str(port), *args]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    # The cluster's data directory supplies the CA and a token (as QUORUMDB_DATA_DIR, credentials only).
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+                          env=dict(os.environ, QUORUMDB_DATA_DIR=str(cluster.config.data_dir)))
 
 
 @pytest.mark.parametrize("workload", list(workloads.WORKLOADS))
@@ -73,7 +76,7 @@ def test_setup_is_idempotent_and_the_data_is_there(shared_cluster):
 
 def test_unreachable_cluster_fails_fast_with_a_message():
     done = subprocess.run([sys.executable, "-m", "tools.cli", "bench", "--workload", "point-read", "--port", "1",
-                           "--duration", "1", "--timeout", "2"],
+                           "--duration", "1", "--timeout", "2", "--insecure"],
                           cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert done.returncode == 1
     assert "quorumdb bench:" in done.stderr

@@ -27,9 +27,11 @@ ROWS = 300
 TIMEOUT_S = 120.0  # python start-up + set-up + 2 s of load, on a loaded 2-core machine
 
 
-def _quorumdb(*args: str) -> subprocess.CompletedProcess:
+def _quorumdb(*args: str, data_dir=None) -> subprocess.CompletedProcess:
+    # data_dir: the cluster's, for the CA and a token (QUORUMDB_DATA_DIR: credentials only).
+    env = dict(os.environ, QUORUMDB_DATA_DIR=str(data_dir)) if data_dir is not None else None
     return subprocess.run([sys.executable, "-m", "tools.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=TIMEOUT_S)
+                          timeout=TIMEOUT_S, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def prepared(shared_cluster):
     config = shared_cluster.config
     base = config.node("compute-az1").port
     done = _quorumdb("bench", "--workload", "point-write", "--clients", "1", "--duration", "0.3", "--warmup", "0",
-                     "--rows", str(ROWS), "--base-port", str(base), "--json")
+                     "--rows", str(ROWS), "--base-port", str(base), "--json", data_dir=config.data_dir)
     assert done.returncode == 0, done.stderr
     token = _quorumdb("token", "--user", "admin", "--data-dir", str(config.data_dir))
     assert token.returncode == 0, token.stderr
@@ -57,11 +59,11 @@ def test_pgbench_scripts_run_against_quorumdb(prepared, tmp_path, workload):
                                              str(tmp_path / f"node{len(commands)}"), variables={"rows": ROWS}))
     pids = procstat.cluster_node_pids(cluster.config.config_path)
     assert set(pids) == set(cluster.pids.values())  # all 15 nodes, found by their config file
-    counters_before = report.parse_read_counters(_quorumdb("status", "--base-port", str(base), "--json").stdout)
+    counters_before = report.parse_read_counters(_quorumdb("status", "--base-port", str(base), "--json", data_dir=cluster.config.data_dir).stdout)
     figures, problem, before, after = compare_main.measure_pgbench(
         commands, tmp_path, duration_s=1.0, seconds=2, env=env, probe=lambda: procstat.snapshot(pids))
     counters = report.read_counter_delta(
-        counters_before, report.parse_read_counters(_quorumdb("status", "--base-port", str(base), "--json").stdout))
+        counters_before, report.parse_read_counters(_quorumdb("status", "--base-port", str(base), "--json", data_dir=cluster.config.data_dir).stdout))
     print(f"\n{workload} via pgbench: {json.dumps(figures)}\nreads: {counters}")
     assert problem is None, problem
     assert figures["processes"] == 3 and figures["errors"] == 0

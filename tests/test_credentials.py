@@ -182,7 +182,7 @@ def test_connect_without_credentials_is_28000_saying_how(tmp_path):
 def test_connect_insecure_tries_plaintext(tmp_path):
     with pytest.raises(client.OperationalError) as raised:
         client.connect("127.0.0.1", free_base_port(), timeout_s=1.0, insecure=True)
-    assert raised.value.sqlstate == client.CLIENT_CANNOT_CONNECT
+    assert raised.value.sqlstate == errors.SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION
 
 
 def test_qsql_flags_and_one_line_error(tmp_path, capsys):
@@ -298,7 +298,7 @@ async def test_a_node_of_another_ca_is_refused(tmp_path):
 
         with pytest.raises(client.OperationalError) as refused:
             await asyncio.to_thread(sync_connect)
-        assert refused.value.sqlstate == client.CLIENT_CANNOT_CONNECT
+        assert refused.value.sqlstate == errors.SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION
         assert refused.value.hint.startswith("TLS failed: the node's certificate is not of the CA given")
         assert fake.authorizations == []
     finally:

@@ -13,15 +13,6 @@ def make_config(tmp_path: pathlib.Path, **settings) -> config_mod.ClusterConfig:
     return cluster
 
 
-def client_speaks_tls() -> bool:
-    """Whether quorumdb.connect can present a token over TLS (it takes `token=`)."""
-    import inspect
-
-    from quorumdb import client
-
-    return "token" in inspect.signature(client.connect).parameters
-
-
 def require(found: object, what: str, install: str) -> None:
     """Fail (never skip) when a program the suite tests with is missing: a skipped test would hide
     whatever it checks. `make test` (scripts/setup test) installs them all."""
