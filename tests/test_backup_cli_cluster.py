@@ -47,10 +47,12 @@ def segment_keys(store) -> dict[str, int]:
     return {info.key: info.size for info in store.list(layout.SEGMENT_PREFIX)}
 
 
-def test_backup_status_and_a_snapshot_on_a_running_cluster(cluster_factory):
+def test_backup_status_and_a_snapshot_on_a_running_cluster(cluster_factory, monkeypatch):
     # A new base at every checkpoint, so retention has old bases to reclaim within the test.
     cluster = cluster_factory(backup_retention_s=RETENTION_S, storage_checkpoint_entries=CHECKPOINT_ENTRIES,
                               backup_base_log_bytes=1)
+    # The commands find the CA and a token in the data directory, as a user's `--base-port` run would.
+    monkeypatch.setenv("QUORUMDB_DATA_DIR", str(cluster.config.data_dir))
     base = str(cluster.config.base_port)
     said: list[str] = []
     server = supervisor_mod.serve(supervisor_mod.Supervisor(cluster, said.append),

@@ -237,8 +237,10 @@ def insert_through(port: int, key: int):
 
 
 @pytest.mark.cluster
-def test_up_and_chaos_end_to_end(tmp_path):
+def test_up_and_chaos_end_to_end(tmp_path, monkeypatch):
     base = free_base_port()
+    # qsql and `quorumdb chaos` find the CA and a token in the data directory, as a user's would.
+    monkeypatch.setenv("QUORUMDB_DATA_DIR", str(tmp_path / "data"))
     up = UpProcess(tmp_path / "data", base)
     pids: dict[str, int] = {}
     try:

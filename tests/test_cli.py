@@ -31,14 +31,20 @@ UP_EXIT_TIMEOUT_S = 40.0
 QSQL_TIMEOUT_S = 60.0
 
 
-def run_cli(*args: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess:
+def _env(data_dir) -> dict[str, str] | None:
+    """The environment of a tool run against the cluster of `data_dir`: its CA and a token come
+    from there (QUORUMDB_DATA_DIR, as a user exports it; credentials only)."""
+    return None if data_dir is None else dict(os.environ, QUORUMDB_DATA_DIR=str(data_dir))
+
+
+def run_cli(*args: str, timeout_s: float = 30.0, data_dir=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tools.cli", *args], capture_output=True, text=True,
-                          timeout=timeout_s)
+                          timeout=timeout_s, env=_env(data_dir))
 
 
-def run_qsql(port: int, *args: str) -> subprocess.CompletedProcess:
+def run_qsql(port: int, *args: str, data_dir=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tools.qsql", "-p", str(port), "-X", *args],
-                          capture_output=True, text=True, timeout=QSQL_TIMEOUT_S)
+                          capture_output=True, text=True, timeout=QSQL_TIMEOUT_S, env=_env(data_dir))
 
 
 # --- no cluster needed ----------------------------------------------------------------------
@@ -93,7 +99,7 @@ def test_status_reports_running_journals_and_down_nodes(tmp_path):
         cluster.start(journals)
         cluster.wait_ready(journals, timeout_s=60.0)
         base = cli.base_port_of(config)
-        result = run_cli("status", "--base-port", str(base), "--json", "--insecure")
+        result = run_cli("status", "--base-port", str(base), "--json", data_dir=config.data_dir)
         table = run_cli("status", "--data-dir", str(config.data_dir))
     assert result.returncode == 1, result.stderr
     nodes = {node["name"]: node for node in json.loads(result.stdout)}
@@ -218,23 +224,23 @@ def test_up_end_to_end_then_restart_keeps_rows(tmp_path):
     base = free_base_port()
 
     def first_run() -> None:
-        created = run_qsql(base, "-c", "CREATE TABLE pets (id int PRIMARY KEY, name text)")
+        created = run_qsql(base, "-c", "CREATE TABLE pets (id int PRIMARY KEY, name text)", data_dir=data_dir)
         assert (created.returncode, created.stdout, created.stderr) == (0, "CREATE TABLE\n", "")
-        inserted = run_qsql(base, "-c", "INSERT INTO pets VALUES (1, 'cat'), (2, NULL), (3, 'dog')")
+        inserted = run_qsql(base, "-c", "INSERT INTO pets VALUES (1, 'cat'), (2, NULL), (3, 'dog')", data_dir=data_dir)
         assert (inserted.returncode, inserted.stdout) == (0, "INSERT 0 3\n"), inserted.stderr
         # Through another compute node (another AZ): the commit is visible there at once.
-        selected = run_qsql(base + 1, "-c", "SELECT id, name FROM pets ORDER BY id")
+        selected = run_qsql(base + 1, "-c", "SELECT id, name FROM pets ORDER BY id", data_dir=data_dir)
         assert selected.stdout == " id | name \n----+------\n  1 | cat\n  2 | \n  3 | dog\n(3 rows)\n\n"
-        failed = run_qsql(base, "-v", "VERBOSITY=verbose", "-c", "SELECT * FROM no_such_table")
+        failed = run_qsql(base, "-v", "VERBOSITY=verbose", "-c", "SELECT * FROM no_such_table", data_dir=data_dir)
         assert failed.returncode == 1
         assert failed.stderr.startswith("ERROR:  42P01: ")
         script = tmp_path / "script.sql"
         script.write_text("SELECT count(*) AS pets FROM pets;\nSELECT * FROM nope;\nSELECT 2;\n")
-        stopped = run_qsql(base, "-v", "ON_ERROR_STOP=1", "-f", str(script))
+        stopped = run_qsql(base, "-v", "ON_ERROR_STOP=1", "-f", str(script), data_dir=data_dir)
         assert stopped.returncode == 3
         assert stopped.stdout == " pets \n------\n    3\n(1 row)\n\n"
         assert stopped.stderr == f'qsql:{script}:2: ERROR:  relation "nope" does not exist\n'
-        status = run_cli("status", "--base-port", str(base))
+        status = run_cli("status", "--base-port", str(base), data_dir=data_dir)
         assert status.returncode == 0, status.stdout
         assert status.stdout.splitlines()[-1] == "(15 of 15 nodes up)"
 
@@ -246,7 +252,7 @@ def test_up_end_to_end_then_restart_keeps_rows(tmp_path):
     assert " | down " not in output, "every node answered before `up` said it was ready"
 
     def second_run() -> None:
-        selected = run_qsql(base, "-A", "-t", "-c", "SELECT id, name FROM pets ORDER BY id")
+        selected = run_qsql(base, "-A", "-t", "-c", "SELECT id, name FROM pets ORDER BY id", data_dir=data_dir)
         assert (selected.returncode, selected.stdout) == (0, "1|cat\n2|\n3|dog\n"), selected.stderr
 
     # A different --base-port is ignored with a warning: the cluster file decides.
