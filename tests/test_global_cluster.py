@@ -80,7 +80,7 @@ class GlobalDb:
         return self.cluster(name).computes[i].port
 
     def connect(self, name: str, i: int = 0) -> object:
-        return quorumdb.connect("127.0.0.1", self.port(name, i))
+        return quorumdb.connect("127.0.0.1", self.port(name, i), data_dir=self.data_dir)
 
     def cli(self, *args: str, timeout_s: float = 180.0) -> subprocess.CompletedProcess:
         return run_cli(*args, "--data-dir", str(self.data_dir), timeout_s=timeout_s)
