@@ -27,6 +27,7 @@ import pytest
 import quorumdb
 from quorumdb.client import DatabaseError
 from quorumdb import config as config_mod
+from quorumdb import credentials
 from quorumdb import regions, rpc
 from quorumdb.pb import journal_pb2, journal_pb2_grpc
 from tests.test_cli import UpProcess, run_cli
@@ -103,7 +104,8 @@ class GlobalDb:
         import asyncio
 
         async def read() -> dict[int, tuple]:
-            channels = rpc.Channels()
+            # The admin certificate and a token of the Global Database (journals want a certificate).
+            channels = rpc.Channels(credentials=credentials.for_data_dir(self.data_dir))
             found: dict[int, tuple] = {}
             try:
                 for node in self.cluster(name).journals:
