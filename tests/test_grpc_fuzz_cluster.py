@@ -18,6 +18,10 @@ node's certificate (refused). Writes peers make (Append, Commit, ReportScl, ...)
 through the same refusal, never with the writing role's certificate: a peer is trusted to send
 well-formed entries, the point here is what a caller who may not write can do.
 
+A unary request that does not parse is refused by the guard after the authorization
+(INVALID_ARGUMENT), never logged: the node logs hold no parse error afterwards. No handler raises
+(UNKNOWN), and a compute node's certificate is refused every journal Append and Fence.
+
 Afterwards every node process is the same PID, answers Status ok, and the database commits
 through the Python client and reads the row back from another compute node.
 
@@ -79,6 +83,7 @@ SERVICES = {
 # Methods the admin certificate may call that change the cluster: only unparseable bytes with it.
 ACTING_ADMIN_METHODS = frozenset({"/quorumdb.Adjudicator/TakeOver", "/quorumdb.Adjudicator/Backtrack",
                                   "/quorumdb.Adjudicator/Switchover", "/quorumdb.Adjudicator/Promote"})
+APPEND_STREAM = "/quorumdb.Journal/AppendStream"
 # Stream methods and the certificate of the role that opens them (zero or garbage messages only).
 STREAM_OPENER = {
     "/quorumdb.Journal/AppendStream": "adjudicator-az1",
@@ -399,6 +404,13 @@ async def fuzz_cluster(config: config_mod.ClusterConfig, rng: random.Random, fuz
                     await channel.close()
 
         await asyncio.gather(*(send_oversized(node) for node in config.nodes))
+        # And one on a stream, by the role that opens it (the message past the limit ends the stream).
+        journal = config.journals[0]
+        streamed = oversize_channel(journal.address, node_credentials(config, STREAM_OPENER[APPEND_STREAM]))
+        try:
+            await fuzzer.bidi(streamed, journal.name, APPEND_STREAM, "oversized", [oversized], linger_s=30.0)
+        finally:
+            await streamed.close()
 
         # Streams abandoned in every way, with the role that opens them and with the admin's.
         for node in config.nodes:
@@ -649,7 +661,7 @@ def test_fuzzing_the_grpc_api_of_every_node_leaves_every_node_serving(shared_clu
     assert not raised, why(f"handlers raised on fuzzed input: {raised[:5]}")
     for outcome in by_kind["oversized"]:
         assert outcome.code == grpc.StatusCode.RESOURCE_EXHAUSTED, why(f"oversized: {outcome}")
-    assert len(by_kind["oversized"]) == len(config.nodes)
+    assert len(by_kind["oversized"]) == len(config.nodes) + 1
     for outcome in by_kind["unknown"]:
         assert outcome.code == grpc.StatusCode.UNIMPLEMENTED, why(f"unknown method: {outcome}")
     for outcome in by_kind.get("parseable-as-compute", []):
