@@ -1963,13 +1963,50 @@ def guard_handler(handler: grpc.RpcMethodHandler, state: netfault.PartitionState
     behavior = getattr(handler, field)
     if handler.response_streaming:
         if inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior):
-            return handler._replace(**{field: _guarded_stream(behavior, state, auth)})
+            return _lenient(handler)._replace(**{field: _guarded_stream(behavior, state, auth)})
         return handler  # a synchronous generator: no QuorumDB service has one
     if inspect.iscoroutinefunction(behavior):
         if timer is not None:
-            return handler._replace(**{field: _timed_unary(behavior, state, timer, auth)})
-        return handler._replace(**{field: _guarded_unary(behavior, state, auth)})
-    return handler._replace(**{field: _guarded_sync_unary(behavior, state, auth)})
+            return _lenient(handler)._replace(**{field: _timed_unary(behavior, state, timer, auth)})
+        return _lenient(handler)._replace(**{field: _guarded_unary(behavior, state, auth)})
+    return _lenient(handler)._replace(**{field: _guarded_sync_unary(behavior, state, auth)})
+
+
+class _Unparseable:
+    """A unary request that did not parse, handed to the guard instead of an exception.
+
+    When a request deserializer raises, gRPC answers UNKNOWN (aio) or INTERNAL (sync) and logs an
+    ERROR with a traceback, before any guard ran: anyone who reaches the port, with no credential
+    at all on a token port, could fill a node's log with one garbage request after another. The
+    guard instead refuses it after the authorization, with INVALID_ARGUMENT and no log line."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _lenient(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """`handler` whose unary request deserializer returns _Unparseable instead of raising (a
+    streamed request's messages are read by the service itself: its deserializer stays)."""
+    deserializer = handler.request_deserializer
+    if handler.request_streaming or deserializer is None:
+        return handler
+
+    def deserialize(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as error:  # DecodeError, or a RecursionError on deeply nested input
+            return _Unparseable(f"{type(error).__name__}: {error}")
+
+    return handler._replace(request_deserializer=deserialize)
+
+
+def _unparseable(request, auth: MethodAuth | None) -> tuple[grpc.StatusCode, str] | None:
+    if type(request) is not _Unparseable:
+        return None
+    method = auth.method if auth is not None else "the request"
+    return grpc.StatusCode.INVALID_ARGUMENT, f"{method}: the request does not parse ({request.reason})"
 
 
 def _guarded_unary(behavior, state: netfault.PartitionState, auth: MethodAuth | None = None):
@@ -1978,6 +2015,8 @@ def _guarded_unary(behavior, state: netfault.PartitionState, auth: MethodAuth | 
             refusal = auth.check(context)
             if refusal is not None:
                 await context.abort(*refusal)
+        if type(request_or_iterator) is _Unparseable:
+            await context.abort(*_unparseable(request_or_iterator, auth))
         # Almost always nobody is cut: then a call costs this test, not a read of its metadata.
         if state.cut_peers:
             peer = caller_node(context.invocation_metadata())
@@ -1999,6 +2038,8 @@ def _timed_unary(behavior, state: netfault.PartitionState, timer, auth: MethodAu
                 refusal = auth.check(context)
                 if refusal is not None:
                     await context.abort(*refusal)
+            if type(request_or_iterator) is _Unparseable:
+                await context.abort(*_unparseable(request_or_iterator, auth))
             if state.cut_peers:
                 peer = caller_node(context.invocation_metadata())
                 if peer is not None and peer in state.cut_peers:
@@ -2016,6 +2057,8 @@ def _guarded_sync_unary(behavior, state: netfault.PartitionState, auth: MethodAu
             refusal = auth.check(context)
             if refusal is not None:
                 context.abort(*refusal)
+        if type(request_or_iterator) is _Unparseable:
+            context.abort(*_unparseable(request_or_iterator, auth))
         if state.cut_peers:
             peer = caller_node(context.invocation_metadata())
             if peer is not None and peer in state.cut_peers:
@@ -2035,6 +2078,8 @@ def _guarded_stream(behavior, state: netfault.PartitionState, auth: MethodAuth |
             refusal = auth.check(context)
             if refusal is not None:
                 await context.abort(*refusal)
+        if type(request_or_iterator) is _Unparseable:
+            await context.abort(*_unparseable(request_or_iterator, auth))
         peer = caller_node(context.invocation_metadata())
         if peer is None or peer == state.name:  # a tool, or this node itself: never cut
             await run(request_or_iterator, context)

@@ -346,3 +346,60 @@ async def test_generic_handlers_are_guarded_once_whatever_their_kind(cluster):
         await channels.close()
         await tool_channel.close()
         await server.stop(None)
+
+
+# --- requests that do not parse ---------------------------------------------------------------------------
+GARBAGE = (b"\x07garbage", b"\xff" * 11, b"\x0a\xe8\x07short")  # never a valid message of any type
+
+
+async def test_a_request_that_does_not_parse_is_refused_by_the_guard_without_a_logged_traceback(cluster, caplog):
+    """Without the guard, gRPC answers UNKNOWN and logs an ERROR with a traceback per garbage
+    request, before any authorization: a log anyone reaching the port could fill."""
+    async with Node(cluster) as node:
+        with caplog.at_level("INFO"):
+            for method in ("/quorumdb.Storage/Status", "/quorumdb.Storage/ReadCheckpoint"):
+                for payload in GARBAGE:
+                    if method.endswith("Status"):
+                        call = node.tool_channel.unary_unary(method)(payload, timeout=WAIT_S)
+                    else:
+                        call = node.tool_channel.unary_stream(method)(payload, timeout=WAIT_S).read()
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        await call
+                    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value
+                    assert "does not parse" in refused.value.details()
+        assert node.storage.callers == []
+        assert not [record for record in caplog.records if record.levelname == "ERROR"], caplog.text
+        # The server still answers, and a valid request goes through.
+        stub = storage_pb2_grpc.StorageStub(node.tool_channel)
+        assert (await stub.Status(common_pb2.StatusRequest(), timeout=WAIT_S)).name == SERVER
+
+
+class FakeContext:
+    def __init__(self, metadata=()) -> None:
+        self.metadata = metadata
+
+    def invocation_metadata(self):
+        return self.metadata
+
+    def auth_context(self):
+        return {}
+
+    async def abort(self, code, details):
+        raise grpc.RpcError(code, details)
+
+
+async def test_the_authorization_comes_before_the_parse_error():
+    """An unauthenticated caller learns nothing from the parser: refused as unauthenticated first."""
+    authorizer = rpc.Authorizer({}, rpc.TokenCheck(lambda: bytes(32)))
+    method = "/quorumdb.Compute/Execute"
+
+    async def execute(request, context):
+        raise AssertionError("never reached")
+
+    handler = grpc.unary_unary_rpc_method_handler(execute, request_deserializer=common_pb2.StatusRequest.FromString)
+    guarded = rpc.guard_handler(handler, rpc._NO_PARTITIONS, auth=authorizer.for_method(method))
+    request = guarded.request_deserializer(GARBAGE[0])
+    with pytest.raises(grpc.RpcError) as refused:
+        await guarded.unary_unary(request, FakeContext())
+    assert refused.value.args[0] == grpc.StatusCode.UNAUTHENTICATED
+    assert guarded.request_deserializer(b"") == common_pb2.StatusRequest()
