@@ -1271,14 +1271,25 @@ def _deadline_error() -> grpc.aio.AioRpcError:
     return status_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
 
 
-class _WanUnaryUnaryCall(grpc.aio.UnaryUnaryCall):
-    """A unary call across the WAN: one task, started at once as grpc starts its own calls."""
+class _WanClock:
+    """What both WAN call kinds keep from their start: the link (its state and peer region) and
+    the call's deadline on the event loop's clock."""
 
-    def __init__(self, send, state: wan.WanState, peer_region: str, timeout: float | None) -> None:
+    def __init__(self, state: wan.WanState, peer_region: str, timeout: float | None) -> None:
         self._loop = asyncio.get_running_loop()
         self._state = state
         self._peer = peer_region
         self._deadline = None if timeout is None else self._loop.time() + timeout
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else max(0.0, self._deadline - self._loop.time())
+
+
+class _WanUnaryUnaryCall(_WanClock, grpc.aio.UnaryUnaryCall):
+    """A unary call across the WAN: one task, started at once as grpc starts its own calls."""
+
+    def __init__(self, send, state: wan.WanState, peer_region: str, timeout: float | None) -> None:
+        _WanClock.__init__(self, state, peer_region, timeout)
         self._call: grpc.aio.UnaryUnaryCall | None = None
         self._task = asyncio.ensure_future(self._run(send))
         self._task.add_done_callback(_retrieve)  # a caller may drop a call it does not need
@@ -1323,9 +1334,6 @@ class _WanUnaryUnaryCall(grpc.aio.UnaryUnaryCall):
     def done(self) -> bool:
         return self._task.done()
 
-    def time_remaining(self) -> float | None:
-        return None if self._deadline is None else max(0.0, self._deadline - self._loop.time())
-
     def add_done_callback(self, callback) -> None:
         self._task.add_done_callback(lambda _: callback(self))
 
@@ -1343,7 +1351,7 @@ class _WanUnaryUnaryCall(grpc.aio.UnaryUnaryCall):
     async def details(self) -> str:
         await self._finished()
         if self._task.cancelled():
-            return "Locally cancelled by application!"
+            return _LOCALLY_CANCELLED
         error = self._task.exception()
         return error.details() if isinstance(error, grpc.aio.AioRpcError) else ("" if error is None else repr(error))
 
@@ -1363,6 +1371,9 @@ class _RepliesByRead:
     """`async for` over a streaming call wrapper: its own read() until EOF (shared by the WAN's
     and the partition-cut stream calls, whose read() does the work)."""
 
+    def __aiter__(self):
+        return self._replies_iterator()
+
     async def _replies_iterator(self):
         while True:
             reply = await self.read()
@@ -1371,7 +1382,7 @@ class _RepliesByRead:
             yield reply
 
 
-class _WanStreamCall(_RepliesByRead):
+class _WanStreamCall(_WanClock, _RepliesByRead):
     """A streaming call across the WAN (see the section comment); the four call kinds share it.
 
     Its outcome (what code(), done() and the done callbacks see) is decided once
@@ -1383,10 +1394,7 @@ class _WanStreamCall(_RepliesByRead):
 
     def __init__(self, open_call, state: wan.WanState, peer_region: str, timeout: float | None, *,
                  request_streaming: bool, response_streaming: bool, request_iterator=None) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._state = state
-        self._peer = peer_region
-        self._deadline = None if timeout is None else self._loop.time() + timeout
+        _WanClock.__init__(self, state, peer_region, timeout)
         self._response_streaming = response_streaming
         self._replies = _DelayLine(limits.WAN_STREAM_MESSAGES_MAX)
         self._requests = _DelayLine(limits.WAN_STREAM_MESSAGES_MAX) if request_streaming else None
@@ -1600,9 +1608,6 @@ class _WanStreamCall(_RepliesByRead):
     def done(self) -> bool:
         return self._outcome is not None
 
-    def time_remaining(self) -> float | None:
-        return None if self._deadline is None else max(0.0, self._deadline - self._loop.time())
-
     def add_done_callback(self, callback) -> None:
         if self._outcome is not None:
             callback(self)
@@ -1634,13 +1639,11 @@ _LOCALLY_CANCELLED = "Locally cancelled by application!"
 
 
 class _WanUnaryStreamCall(_WanStreamCall, grpc.aio.UnaryStreamCall):
-    def __aiter__(self):
-        return self._replies_iterator()
+    pass
 
 
 class _WanStreamStreamCall(_WanStreamCall, grpc.aio.StreamStreamCall):
-    def __aiter__(self):
-        return self._replies_iterator()
+    pass
 
 
 class _WanStreamUnaryCall(_WanStreamCall, grpc.aio.StreamUnaryCall):
@@ -1728,13 +1731,11 @@ class _CuttableCall(_RepliesByRead):
 
 
 class _CuttableUnaryStreamCall(_CuttableCall, grpc.aio.UnaryStreamCall):
-    def __aiter__(self):
-        return self._replies_iterator()
+    pass
 
 
 class _CuttableStreamStreamCall(_CuttableCall, grpc.aio.StreamStreamCall):
-    def __aiter__(self):
-        return self._replies_iterator()
+    pass
 
 
 class _CuttableStreamUnaryCall(_CuttableCall, grpc.aio.StreamUnaryCall):

@@ -285,6 +285,17 @@ class Supervisor:
             pass
 
 
+def _action(method: str, target_field: str | None = None):
+    """A SupervisorService handler: Supervisor.<method>(request.<target_field>) as an ActionReply."""
+
+    def handler(self, request, context):
+        args = () if target_field is None else (getattr(request, target_field),)
+        return self._act(context, getattr(self.supervisor, method), *args)
+
+    handler.__name__ = method
+    return handler
+
+
 class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
     """The gRPC shell: request -> Supervisor method -> ActionReply, SupervisorError -> status."""
 
@@ -310,41 +321,19 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
             backup_location=self.supervisor.config.backup_location,
         )
 
-    def Kill(self, request, context):
-        return self._act(context, self.supervisor.kill, request.name)
-
-    def Restart(self, request, context):
-        return self._act(context, self.supervisor.restart, request.name)
-
-    def Pause(self, request, context):
-        return self._act(context, self.supervisor.pause, request.name)
-
-    def Resume(self, request, context):
-        return self._act(context, self.supervisor.resume, request.name)
-
-    def Stop(self, request, context):
-        return self._act(context, self.supervisor.stop, request.name)
-
-    def KillAz(self, request, context):
-        return self._act(context, self.supervisor.kill_az, request.az)
-
-    def RestartAz(self, request, context):
-        return self._act(context, self.supervisor.restart_az, request.az)
-
-    def Partition(self, request, context):
-        return self._act(context, self.supervisor.partition, request.az)
-
-    def Heal(self, request, context):
-        return self._act(context, self.supervisor.heal)
-
-    def KillLeader(self, request, context):
-        return self._act(context, self.supervisor.kill_leader)
-
-    def KillAll(self, request, context):
-        return self._act(context, self.supervisor.kill_all)
-
-    def RestartAll(self, request, context):
-        return self._act(context, self.supervisor.restart_all)
+    # Each action RPC calls one Supervisor method with the request field that names its target.
+    Kill = _action("kill", "name")
+    Restart = _action("restart", "name")
+    Pause = _action("pause", "name")
+    Resume = _action("resume", "name")
+    Stop = _action("stop", "name")
+    KillAz = _action("kill_az", "az")
+    RestartAz = _action("restart_az", "az")
+    Partition = _action("partition", "az")
+    Heal = _action("heal")
+    KillLeader = _action("kill_leader")
+    KillAll = _action("kill_all")
+    RestartAll = _action("restart_all")
 
 
 def serve(supervisor: Supervisor, listen: str) -> grpc.Server:
