@@ -115,6 +115,13 @@ _EXPLAIN_COMMIT_STATEMENT = re.compile(
 )
 
 
+def _invalid_value(setting: str, value: str, allowed) -> StatementResult:
+    return StatementResult.failed(SqlError(
+        errors.INVALID_PARAMETER_VALUE,
+        f'invalid value for parameter "{setting}": "{value}"',
+        hint=f"Available values: {', '.join(allowed)}."))
+
+
 class Session:
     def __init__(self, backend: Backend, session_id: str, rng: random.Random | None = None,
                  engine: Engine | None = None):
@@ -240,33 +247,36 @@ class Session:
             await self._txn.abort()
         self._end()
 
-    def _write_forwarding(self, statement: re.Match) -> StatementResult:
-        """SET / RESET / SHOW quorumdb.write_forwarding (off | session | global)."""
+    def _setting_refused(self, setting: str, backend_attribute: str) -> StatementResult | None:
+        """Why a quorumdb.* setting cannot be used now: a failed transaction block, or a backend
+        without it. None when it can."""
         if self._failed:
             return StatementResult.failed(SqlError(errors.IN_FAILED_SQL_TRANSACTION, IN_FAILED_BLOCK))
-        if not hasattr(self.backend, "write_forwarding"):
+        if not hasattr(self.backend, backend_attribute):
             return StatementResult.failed(SqlError(errors.FEATURE_NOT_SUPPORTED,
-                                                   f"{WRITE_FORWARDING_SETTING} cannot be set on this backend"))
+                                                   f"{setting} cannot be set on this backend"))
+        return None
+
+    def _write_forwarding(self, statement: re.Match) -> StatementResult:
+        """SET / RESET / SHOW quorumdb.write_forwarding (off | session | global)."""
+        refused = self._setting_refused(WRITE_FORWARDING_SETTING, "write_forwarding")
+        if refused is not None:
+            return refused
         if statement["show"]:
             return StatementResult([(WRITE_FORWARDING_SETTING, "text")], [(self.backend.write_forwarding,)], "SHOW")
         value = "off" if statement["reset"] else statement["value"].strip("'").lower()
         if value == "default":
             value = "off"
         if value not in WRITE_FORWARDING_MODES:
-            return StatementResult.failed(SqlError(
-                errors.INVALID_PARAMETER_VALUE,
-                f'invalid value for parameter "{WRITE_FORWARDING_SETTING}": "{value}"',
-                hint=f"Available values: {', '.join(WRITE_FORWARDING_MODES)}."))
+            return _invalid_value(WRITE_FORWARDING_SETTING, value, WRITE_FORWARDING_MODES)
         self.backend.write_forwarding = value
         return StatementResult.tag("RESET" if statement["reset"] else "SET")
 
     def _read_mode(self, statement: re.Match) -> StatementResult:
         """SET / RESET / SHOW quorumdb.read_mode (see the module docstring)."""
-        if self._failed:
-            return StatementResult.failed(SqlError(errors.IN_FAILED_SQL_TRANSACTION, IN_FAILED_BLOCK))
-        if not hasattr(self.backend, "session_read_mode"):
-            return StatementResult.failed(SqlError(errors.FEATURE_NOT_SUPPORTED,
-                                                   f"{READ_MODE_SETTING} cannot be set on this backend"))
+        refused = self._setting_refused(READ_MODE_SETTING, "session_read_mode")
+        if refused is not None:
+            return refused
         if statement["show"]:
             mode = self.backend.session_read_mode or getattr(self.backend, "read_mode", "quorum")
             return StatementResult([(READ_MODE_SETTING, "text")], [(mode,)], "SHOW")
@@ -274,10 +284,7 @@ class Session:
         if value == "default":
             value = None
         if value is not None and value not in READ_MODES:
-            return StatementResult.failed(SqlError(
-                errors.INVALID_PARAMETER_VALUE,
-                f'invalid value for parameter "{READ_MODE_SETTING}": "{value}"',
-                hint=f"Available values: {', '.join(READ_MODES)}."))
+            return _invalid_value(READ_MODE_SETTING, value, READ_MODES)
         self.backend.session_read_mode = value
         return StatementResult.tag("RESET" if statement["reset"] else "SET")
 

@@ -43,6 +43,7 @@ from tools.jepsen import history as history_mod
 from tools.jepsen import limits
 from tools.jepsen.checker import Verdict
 from tools.jepsen.history import OK, Recorder
+from tools.jepsen.nemesis import NemesisThread
 from tools.jepsen.runner import ClientThread, _retry
 from tools.jepsen.workloads import WORKLOADS
 
@@ -119,28 +120,15 @@ def chaos_command(data_dir: pathlib.Path, *args: str) -> None:
                            f"{result.stderr.strip() or result.stdout.strip()}")
 
 
-class RegionNemesis:
+class RegionNemesis(NemesisThread):
     """Carries out a region schedule in its own thread."""
 
     def __init__(self, data_dir: pathlib.Path, faults: list[RegionFault], recorder: Recorder,
                  stop: threading.Event, log: Callable[[str], None] = print,
                  chaos: Callable[..., None] | None = None) -> None:
+        super().__init__(faults, recorder, stop, log, "region-nemesis")
         self.data_dir = data_dir
-        self.faults = faults
-        self.recorder = recorder
-        self.stop = stop
-        self.log = log
         self.chaos = chaos or (lambda *args: chaos_command(data_dir, *args))
-        self.injected: list[dict] = []
-        self.errors: list[str] = []
-        self._thread = threading.Thread(target=self._run, name="region-nemesis", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout_s: float) -> bool:
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
 
     def _run(self) -> None:
         # The schedule's gaps count from the previous fault's heal: restarting a region takes
