@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import signal
 import time
 
 import pytest
@@ -29,7 +27,7 @@ from tools.launcher import PORT_BLOCK, free_base_ports
 from quorumdb.pb import common_pb2
 from tests.test_chaos import FakeCluster
 from tests.test_cli import UpProcess, process_alive, run_cli, wait_all_gone
-from tests.test_regions_up import node_processes_of, up_args
+from tests.test_regions_up import kill_regions_up, stop_regions_up, up_args
 
 UP_READY_TIMEOUT_S = 180.0
 CHAOS_TIMEOUT_S = 60.0
@@ -419,21 +417,9 @@ def test_up_an_active_active_cluster_and_use_its_tools(tmp_path):
         pids["w1"] = {name: int(pid) for name, pid in re.findall(r"(\S+) \(was down, pid (\d+)\)", restarted.stdout)}
         assert len(pids["w1"]) == 3
 
-        up.process.send_signal(signal.SIGINT)
-        assert up.process.wait(timeout=UP_EXIT_TIMEOUT_S) == 0
-        every = {f"{region}/{name}": pid for region, nodes in pids.items() for name, pid in nodes.items()}
-        assert not wait_all_gone(every, timeout_s=10.0)
-        assert node_processes_of(data_dir) == []
+        stop_regions_up(up, pids, data_dir, UP_EXIT_TIMEOUT_S)
     finally:
-        if up.process.poll() is None:
-            up.process.kill()
-            up.process.wait(timeout=10.0)
-        for nodes in pids.values():
-            for pid in nodes.values():
-                if process_alive(pid):
-                    os.kill(pid, signal.SIGKILL)
-        for pid in node_processes_of(data_dir):
-            os.kill(pid, signal.SIGKILL)
+        kill_regions_up(up, pids, data_dir)
 
 
 def test_status_chaos_and_bench_find_the_regions_in_the_default_data_dir(tmp_path, monkeypatch):

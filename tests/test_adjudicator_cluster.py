@@ -8,6 +8,7 @@ test SIGKILLs the leader and checks that a standby takes over on its own.
 """
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 
@@ -17,8 +18,8 @@ import pytest
 from quorumdb.clock import Clock
 from tools.launcher import Cluster
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2
-from tests.conftest import dump_logs
-from tests.util import admin_sync_channel, make_config
+from tests.conftest import call_failed, dump_logs
+from tests.util import admin_sync_channel, make_config, poll_until
 
 pytestmark = pytest.mark.cluster
 
@@ -44,14 +45,7 @@ def status(stub_) -> common_pb2.NodeStatus:
     return stub_.Status(common_pb2.StatusRequest(), timeout=RPC_TIMEOUT_S)
 
 
-def wait_until(predicate, what: str, timeout_s: float = 20.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
-        time.sleep(0.05)
+wait_until = functools.partial(poll_until, timeout_s=20.0)
 
 
 @pytest.fixture
@@ -66,7 +60,7 @@ def small_cluster(tmp_path, request):
 
     started: list[Cluster] = []
     yield start
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    failed = call_failed(request)
     for cluster in started:
         if failed:
             dump_logs(cluster, lines=40)

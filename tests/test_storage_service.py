@@ -7,6 +7,7 @@ when the journal has truncated past what a node needs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 
 import grpc
@@ -108,9 +109,10 @@ class Running:
         await asyncio.wait_for(self.task, WAIT_S)
 
 
-@pytest.fixture
-async def world(tmp_path):
-    cluster = make_config(tmp_path)
+@contextlib.asynccontextmanager
+async def storage_nodes(cluster):
+    """A FakeJournal, and start(name) -> (Running, stub) for the storage nodes of `cluster`; every
+    node started is halted on the way out."""
     journal = FakeJournal()
     channels = rpc.Channels()
     nodes: list[Running] = []
@@ -121,11 +123,19 @@ async def world(tmp_path):
         nodes.append(running)
         return running, storage_pb2_grpc.StorageStub(channels.get(cluster.node(name).address))
 
-    yield journal, start
-    for running in nodes:
-        if running.task is not None and not running.task.done():
-            await running.halt()
-    await channels.close()
+    try:
+        yield journal, start
+    finally:
+        for running in nodes:
+            if running.task is not None and not running.task.done():
+                await running.halt()
+        await channels.close()
+
+
+@pytest.fixture
+async def world(tmp_path):
+    async with storage_nodes(make_config(tmp_path)) as (journal, start):
+        yield journal, start
 
 
 async def wait_applied(stub, index: int) -> common_pb2.NodeStatus:
