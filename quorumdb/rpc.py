@@ -916,36 +916,31 @@ class _LinkGuard:
         return call_details._replace(metadata=tagged)
 
 
-class _UnaryUnaryGuard(grpc.aio.UnaryUnaryClientInterceptor):
+class _GuardInterceptor:
+    """A client interceptor that checks the link (`_LinkGuard.prepare`) before grpc's call; the
+    four call kinds differ only in the name grpc calls it by."""
+
     def __init__(self, guard: _LinkGuard) -> None:
         self.guard = guard
 
-    async def intercept_unary_unary(self, continuation, client_call_details, request):
-        return await continuation(await self.guard.prepare(client_call_details), request)
+    async def _intercept(self, continuation, client_call_details, request_or_iterator):
+        return await continuation(await self.guard.prepare(client_call_details), request_or_iterator)
 
 
-class _UnaryStreamGuard(grpc.aio.UnaryStreamClientInterceptor):
-    def __init__(self, guard: _LinkGuard) -> None:
-        self.guard = guard
-
-    async def intercept_unary_stream(self, continuation, client_call_details, request):
-        return await continuation(await self.guard.prepare(client_call_details), request)
+class _UnaryUnaryGuard(_GuardInterceptor, grpc.aio.UnaryUnaryClientInterceptor):
+    intercept_unary_unary = _GuardInterceptor._intercept
 
 
-class _StreamUnaryGuard(grpc.aio.StreamUnaryClientInterceptor):
-    def __init__(self, guard: _LinkGuard) -> None:
-        self.guard = guard
-
-    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
-        return await continuation(await self.guard.prepare(client_call_details), request_iterator)
+class _UnaryStreamGuard(_GuardInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    intercept_unary_stream = _GuardInterceptor._intercept
 
 
-class _StreamStreamGuard(grpc.aio.StreamStreamClientInterceptor):
-    def __init__(self, guard: _LinkGuard) -> None:
-        self.guard = guard
+class _StreamUnaryGuard(_GuardInterceptor, grpc.aio.StreamUnaryClientInterceptor):
+    intercept_stream_unary = _GuardInterceptor._intercept
 
-    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
-        return await continuation(await self.guard.prepare(client_call_details), request_iterator)
+
+class _StreamStreamGuard(_GuardInterceptor, grpc.aio.StreamStreamClientInterceptor):
+    intercept_stream_stream = _GuardInterceptor._intercept
 
 
 def cross_az_wait_s(target: str, state: netfault.PartitionState | None = None) -> float:

@@ -45,12 +45,7 @@ class PushdownBackend(MemoryBackend):
         self.pushed_scans += 1
         spec = pushdown_mod.parse(pushdown)
         walked, more = [], False
-        for key in sorted(self.versions):
-            if key < start or (end is not None and key >= end):
-                continue
-            value = self._read(key, ts)
-            if value is None:
-                continue
+        for key, value in self.visible(start, end, ts):
             if len(walked) == self.examine_max:
                 more = True
                 break

@@ -262,11 +262,12 @@ def test_status_of_a_global_directory_has_a_section_per_region(global_dir):
 
 # --- a real two-region cluster ------------------------------------------------------------------------
 def region_pids(up: UpProcess) -> dict[str, dict[str, int]]:
-    """Region -> node -> PID, from the tables `up` printed (a title line `region NAME ...` before each)."""
+    """Region -> node -> PID, from the tables `up` printed: a title line before each, `region NAME
+    (initial role ...` for a primary/secondary pair, `region NAME (peer ...` or `(witness ...` active-active."""
     pids: dict[str, dict[str, int]] = {}
     region = None
     for line in up.output:
-        title = re.match(r"^region (\S+) \(initial role", line)
+        title = re.match(r"^region (\S+) \((initial role|peer|witness)", line)
         if title:
             region = title.group(1)
             pids[region] = {}

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 
 import grpc
 import pytest
 
+from journal.follower import FollowBatch
 from quorumdb import rpc
 from quorumdb.pb import common_pb2, storage_pb2, storage_pb2_grpc
 from storage_node.main import StorageNode
@@ -25,17 +25,6 @@ class FakeTruncated(Exception):
     def __init__(self, first_index: int):
         super().__init__(f"journal starts at {first_index}")
         self.first_index = first_index
-
-
-@dataclasses.dataclass
-class FakeBatch:
-    entries: list
-    commit_index: int
-    closed_ts: int
-    closed_index: int
-    epoch: int = 1
-    leader: str = "adjudicator-az1"
-    skipped_to: int = 0
 
 
 class FakeJournal:
@@ -84,7 +73,7 @@ class FakeFollower:
             changed = journal.changed
             entries = [journal.entries[i] for i in range(next_index, journal.last_index + 1)]
             next_index += len(entries)
-            yield FakeBatch(entries, journal.last_index, journal.closed[0], journal.closed[1])
+            yield FollowBatch(entries, journal.last_index, journal.closed[0], journal.closed[1], 1, "adjudicator-az1")
             await asyncio.wait_for(changed.wait(), WAIT_S)
 
 

@@ -25,6 +25,18 @@ def poll_until(predicate, what: str, timeout_s: float, every_s: float = 0.05):
         time.sleep(every_s)
 
 
+def stop_process(process, timeout_s: float = 10.0) -> None:
+    """SIGTERM to a process the test started, SIGKILL if it has not exited after `timeout_s`."""
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout_s)
+
+
 def client_speaks_tls() -> bool:
     """Whether quorumdb.connect can present a token over TLS (it takes `token=`)."""
     import inspect

@@ -123,6 +123,14 @@ class Supervisor:
         process = self.launched.processes.get(name)
         return process.pid if process is not None and process.poll() is None else None
 
+    def _running_pid_locked(self, name: str) -> int:
+        """The pid of node `name`, which an action needs running (under the lock, `up` not closing)."""
+        self._check_open()
+        pid = self._running_pid(name)
+        if pid is None:
+            raise SupervisorError(grpc.StatusCode.FAILED_PRECONDITION, f"{name} is not running")
+        return pid
+
     def _check_open(self) -> None:
         if self._closing:
             raise SupervisorError(grpc.StatusCode.UNAVAILABLE, "quorumdb up is shutting down")
@@ -147,10 +155,7 @@ class Supervisor:
     def stop(self, name: str) -> ActionResult:
         self._node(name)
         with self._lock:
-            self._check_open()
-            pid = self._running_pid(name)
-            if pid is None:
-                raise SupervisorError(grpc.StatusCode.FAILED_PRECONDITION, f"{name} is not running")
+            pid = self._running_pid_locked(name)
             self._expected_exit_pids.add(pid)
             self._intent[name] = STOPPED
             self.launched.stop_node(name, timeout_s=limits.UP_STOP_TIMEOUT_S)
@@ -160,10 +165,7 @@ class Supervisor:
     def pause(self, name: str) -> ActionResult:
         self._node(name)
         with self._lock:
-            self._check_open()
-            pid = self._running_pid(name)
-            if pid is None:
-                raise SupervisorError(grpc.StatusCode.FAILED_PRECONDITION, f"{name} is not running")
+            pid = self._running_pid_locked(name)
             if self._intent.get(name) == PAUSED:
                 raise SupervisorError(grpc.StatusCode.FAILED_PRECONDITION, f"{name} is already paused")
             self._intent[name] = PAUSED
@@ -173,10 +175,7 @@ class Supervisor:
     def resume(self, name: str) -> ActionResult:
         self._node(name)
         with self._lock:
-            self._check_open()
-            pid = self._running_pid(name)
-            if pid is None:
-                raise SupervisorError(grpc.StatusCode.FAILED_PRECONDITION, f"{name} is not running")
+            pid = self._running_pid_locked(name)
             if self._intent.get(name) != PAUSED:
                 raise SupervisorError(grpc.StatusCode.FAILED_PRECONDITION, f"{name} is not paused")
             self.launched.resume(name)

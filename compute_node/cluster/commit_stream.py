@@ -99,6 +99,15 @@ async def wait_for_work(wake: asyncio.Event, reader: asyncio.Task, idle_s: float
     return bool(done)
 
 
+async def stop_reader(reader: asyncio.Task) -> BaseException | None:
+    """A stream's reader once its sender is done with the stream: cancelled (and awaited) if it is
+    still running; the error it ended with of its own, if any."""
+    if not reader.done():
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+    return None if reader.cancelled() else reader.exception()
+
+
 async def linger(answered: asyncio.Event, queued_at: float, loop: asyncio.AbstractEventLoop) -> bool:
     """Ack-clocked batching: while the last message has no answer yet, hold the next one back (up
     to STREAM_LINGER_S after the last message left) so more requests join it. True if it waited."""
@@ -265,11 +274,8 @@ class CommitStream:
             call.cancel()
             raise
         finally:
-            if not reader.done():
-                reader.cancel()
-                await asyncio.gather(reader, return_exceptions=True)
-        if error is None and reader.done() and not reader.cancelled() and reader.exception() is not None:
-            exc = reader.exception()
+            exc = await stop_reader(reader)
+        if error is None and exc is not None:
             error = (exc.code(), exc.details() or "") if isinstance(exc, grpc.aio.AioRpcError) else (None, repr(exc))
         if written:
             code, details = error or (None, "the stream ended without answering")

@@ -35,7 +35,7 @@ import logging
 
 import grpc
 
-from compute_node.cluster.commit_stream import linger, take_batch, wait_for_work
+from compute_node.cluster.commit_stream import linger, stop_reader, take_batch, wait_for_work
 from quorumdb import limits, rpc
 from quorumdb.pb import storage_pb2, storage_pb2_grpc
 
@@ -174,11 +174,8 @@ class ReadStream:
             call.cancel()
             raise
         finally:
-            if not reader.done():
-                reader.cancel()
-                await asyncio.gather(reader, return_exceptions=True)
-        if error is None and reader.done() and not reader.cancelled() and reader.exception() is not None:
-            exc = reader.exception()
+            exc = await stop_reader(reader)
+        if error is None and exc is not None:
             error = exc if isinstance(exc, grpc.aio.AioRpcError) else stream_error(
                 grpc.StatusCode.UNAVAILABLE, f"read stream to {self.target} broke: {exc!r}")
         if written:

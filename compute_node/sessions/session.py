@@ -62,7 +62,7 @@ import random
 import re
 import uuid
 import weakref
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from compute_node.sessions import copy as copy_mod
 from compute_node.cluster import trace as trace_mod
@@ -308,12 +308,21 @@ class Session:
             self._failed = True  # as PostgreSQL (it does nothing here either way)
             return StatementResult.failed(SqlError(errors.ACTIVE_SQL_TRANSACTION,
                                                    "VACUUM cannot run inside a transaction block"))
-        try:
+
+        async def run() -> StatementResult:
             self._check_age(self._txn)
             self._txn.last_plan = None
             result = await self._execute_checked(self._txn, statement)
             self.last_plan = self._txn.last_plan
             return result
+
+        return await self._in_block(run)
+
+    async def _in_block(self, work: Callable[[], Awaitable[StatementResult]]) -> StatementResult:
+        """`work` inside the open transaction block: any error fails the block (a SqlError is the
+        statement's result, anything else goes on up)."""
+        try:
+            return await work()
         except SqlError as error:
             self._failed = True
             return StatementResult.failed(error)
@@ -422,20 +431,16 @@ class Session:
                 return StatementResult.tag(f"COPY {count}")
             if self._failed:
                 return StatementResult.failed(SqlError(errors.IN_FAILED_SQL_TRANSACTION, IN_FAILED_BLOCK))
-            try:
+            async def load() -> StatementResult:
                 self._check_age(self._txn)
                 try:
                     count = await copy_mod.load_in_transaction(self._txn, statement, records)
                 except SchemaStale:
                     self._txn.forget_stale_schema()
                     count = await copy_mod.load_in_transaction(self._txn, statement, records)
-            except SqlError as error:
-                self._failed = True
-                return StatementResult.failed(error)
-            except BaseException:
-                self._failed = True
-                raise
-            return StatementResult.tag(f"COPY {count}")
+                return StatementResult.tag(f"COPY {count}")
+
+            return await self._in_block(load)
 
     def fail_block(self) -> None:
         """The wire layer refused a statement of the open block (a write in a READ ONLY block):
