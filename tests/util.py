@@ -5,7 +5,7 @@ import pathlib
 import time
 
 from quorumdb import config as config_mod
-from tools.launcher import free_base_port  # noqa: F401 - re-exported for tests
+from tools.launcher import free_base_port, stop_process  # noqa: F401 - re-exported for tests
 
 
 def make_config(tmp_path: pathlib.Path, **settings) -> config_mod.ClusterConfig:
@@ -23,18 +23,6 @@ def poll_until(predicate, what: str, timeout_s: float, every_s: float = 0.05):
             return value
         assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
         time.sleep(every_s)
-
-
-def stop_process(process, timeout_s: float = 10.0) -> None:
-    """SIGTERM to a process the test started, SIGKILL if it has not exited after `timeout_s`."""
-    import subprocess
-
-    process.terminate()
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=timeout_s)
 
 
 def client_speaks_tls() -> bool:
