@@ -103,8 +103,7 @@ async def stop_reader(reader: asyncio.Task) -> BaseException | None:
     """A stream's reader once its sender is done with the stream: cancelled (and awaited) if it is
     still running; the error it ended with of its own, if any."""
     if not reader.done():
-        reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
+        await aio.cancel_and_wait(reader)
     return None if reader.cancelled() else reader.exception()
 
 
@@ -207,9 +206,7 @@ class CommitStream:
     async def close(self) -> None:
         self._closed = True
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await aio.cancel_and_wait(task)
         for pending in self._queue:
             self._fail(pending, SendError(SendFailure.NOT_SENT, "CANCELLED", "compute node is stopping"))
         self._queue.clear()

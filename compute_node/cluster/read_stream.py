@@ -36,7 +36,7 @@ import logging
 import grpc
 
 from compute_node.cluster.commit_stream import linger, stop_reader, take_batch, wait_for_work
-from quorumdb import limits, rpc
+from quorumdb import aio, limits, rpc
 from quorumdb.pb import storage_pb2, storage_pb2_grpc
 
 log = logging.getLogger("compute_node.cluster.read_stream")
@@ -108,9 +108,7 @@ class ReadStream:
     async def close(self) -> None:
         self._closed = True
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await aio.cancel_and_wait(task)
         error = stream_error(grpc.StatusCode.CANCELLED, "compute node is stopping")
         for _, future, _ in self._queue:
             _fail(future, error)
