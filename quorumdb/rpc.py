@@ -1230,36 +1230,44 @@ class _WanUnaryStream(_WanMultiCallable, grpc.aio.UnaryStreamMultiCallable):
                                    response_streaming=True)
 
 
-class _WanStreamUnary(_WanMultiCallable, grpc.aio.StreamUnaryMultiCallable):
+class _WanRequestStream(_WanMultiCallable):
+    """A multicallable whose requests stream (stream-unary, stream-stream): the two differ only in
+    their call classes (`_call_kinds`) and whether replies stream."""
+
+    _response_streaming: bool
+
+    def _call_kinds(self) -> tuple[type, type, type]:
+        """The refused, the partition-cut and the WAN-delayed call class of this kind."""
+        raise NotImplementedError
+
     def __call__(self, request_iterator=None, timeout=None, metadata=None, credentials=None, wait_for_ready=None,
                  compression=None):
+        refused, cuttable, delayed = self._call_kinds()
         refusal = self._refusal()
         if refusal is not None:
-            return _RefusedStreamUnaryCall(refusal)
+            return refused(refusal)
         if not self._state.rules.delayed:
-            return _CuttableStreamUnaryCall(self._multicallable(
+            return cuttable(self._multicallable(
                 request_iterator, timeout=timeout, metadata=metadata, credentials=credentials,
                 wait_for_ready=wait_for_ready, compression=compression), self._state, self._peer)
         open_call = functools.partial(self._multicallable, None, metadata=metadata, credentials=credentials,
                                       wait_for_ready=wait_for_ready, compression=compression)
-        return _WanStreamUnaryCall(open_call, self._state, self._peer, timeout, request_streaming=True,
-                                   response_streaming=False, request_iterator=request_iterator)
+        return delayed(open_call, self._state, self._peer, timeout, request_streaming=True,
+                       response_streaming=self._response_streaming, request_iterator=request_iterator)
 
 
-class _WanStreamStream(_WanMultiCallable, grpc.aio.StreamStreamMultiCallable):
-    def __call__(self, request_iterator=None, timeout=None, metadata=None, credentials=None, wait_for_ready=None,
-                 compression=None):
-        refusal = self._refusal()
-        if refusal is not None:
-            return _RefusedStreamStreamCall(refusal)
-        if not self._state.rules.delayed:
-            return _CuttableStreamStreamCall(self._multicallable(
-                request_iterator, timeout=timeout, metadata=metadata, credentials=credentials,
-                wait_for_ready=wait_for_ready, compression=compression), self._state, self._peer)
-        open_call = functools.partial(self._multicallable, None, metadata=metadata, credentials=credentials,
-                                      wait_for_ready=wait_for_ready, compression=compression)
-        return _WanStreamStreamCall(open_call, self._state, self._peer, timeout, request_streaming=True,
-                                    response_streaming=True, request_iterator=request_iterator)
+class _WanStreamUnary(_WanRequestStream, grpc.aio.StreamUnaryMultiCallable):
+    _response_streaming = False
+
+    def _call_kinds(self) -> tuple[type, type, type]:
+        return _RefusedStreamUnaryCall, _CuttableStreamUnaryCall, _WanStreamUnaryCall
+
+
+class _WanStreamStream(_WanRequestStream, grpc.aio.StreamStreamMultiCallable):
+    _response_streaming = True
+
+    def _call_kinds(self) -> tuple[type, type, type]:
+        return _RefusedStreamStreamCall, _CuttableStreamStreamCall, _WanStreamStreamCall
 
 
 def _deadline_error() -> grpc.aio.AioRpcError:
