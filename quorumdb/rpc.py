@@ -1964,17 +1964,27 @@ def guard_handler(handler: grpc.RpcMethodHandler, state: netfault.PartitionState
     return handler._replace(**{field: _guarded_sync_unary(behavior, state, auth)})
 
 
+def _unary_refusal(context, state: netfault.PartitionState,
+                   auth: MethodAuth | None) -> tuple[grpc.StatusCode, str] | None:
+    """Why a unary call is not served (the caller may not call the method, or is cut from this
+    node), as context.abort's arguments; None to serve it."""
+    if auth is not None:
+        refusal = auth.check(context)
+        if refusal is not None:
+            return refusal
+    # Almost always nobody is cut: then a call costs this test, not a read of its metadata.
+    if state.cut_peers:
+        peer = caller_node(context.invocation_metadata())
+        if peer is not None and peer in state.cut_peers:
+            return grpc.StatusCode.UNAVAILABLE, netfault.partition_message(state.name, peer)
+    return None
+
+
 def _guarded_unary(behavior, state: netfault.PartitionState, auth: MethodAuth | None = None):
     async def guarded(request_or_iterator, context):
-        if auth is not None:
-            refusal = auth.check(context)
-            if refusal is not None:
-                await context.abort(*refusal)
-        # Almost always nobody is cut: then a call costs this test, not a read of its metadata.
-        if state.cut_peers:
-            peer = caller_node(context.invocation_metadata())
-            if peer is not None and peer in state.cut_peers:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, netfault.partition_message(state.name, peer))
+        refusal = _unary_refusal(context, state, auth)
+        if refusal is not None:
+            await context.abort(*refusal)
         return await behavior(request_or_iterator, context)
 
     return guarded
@@ -1987,14 +1997,9 @@ def _timed_unary(behavior, state: netfault.PartitionState, timer, auth: MethodAu
     async def timed(request_or_iterator, context):
         started = clock()
         try:
-            if auth is not None:
-                refusal = auth.check(context)
-                if refusal is not None:
-                    await context.abort(*refusal)
-            if state.cut_peers:
-                peer = caller_node(context.invocation_metadata())
-                if peer is not None and peer in state.cut_peers:
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, netfault.partition_message(state.name, peer))
+            refusal = _unary_refusal(context, state, auth)
+            if refusal is not None:
+                await context.abort(*refusal)
             return await behavior(request_or_iterator, context)
         finally:
             timer.observe(clock() - started)
@@ -2004,14 +2009,9 @@ def _timed_unary(behavior, state: netfault.PartitionState, timer, auth: MethodAu
 
 def _guarded_sync_unary(behavior, state: netfault.PartitionState, auth: MethodAuth | None = None):
     def guarded(request_or_iterator, context):  # runs in grpc's thread pool; context.abort raises
-        if auth is not None:
-            refusal = auth.check(context)
-            if refusal is not None:
-                context.abort(*refusal)
-        if state.cut_peers:
-            peer = caller_node(context.invocation_metadata())
-            if peer is not None and peer in state.cut_peers:
-                context.abort(grpc.StatusCode.UNAVAILABLE, netfault.partition_message(state.name, peer))
+        refusal = _unary_refusal(context, state, auth)
+        if refusal is not None:
+            context.abort(*refusal)
         return behavior(request_or_iterator, context)
 
     return guarded
