@@ -21,6 +21,13 @@ async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
     return event.is_set()
 
 
+async def cancel_and_wait(task: asyncio.Task | None) -> None:
+    """Cancel `task` (if any) and wait until it has ended, whatever it ends with."""
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def wait_clock_past(clock, ts: int) -> None:
     """Return once clock.now().earliest > ts (a commit-wait): every later now().latest, on any
     node whose clock keeps its error bound, is then above ts."""

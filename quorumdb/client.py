@@ -337,13 +337,13 @@ class _CredentialSource(credentials_mod.Source):
 # --- sync connection -------------------------------------------------------------------
 
 
-class Connection:
-    """One session on one compute node (of `endpoints`). Not thread-safe: use one Connection per thread."""
+class _SessionState:
+    """What Connection and AsyncConnection share apart from their I/O: the endpoints, the
+    session's state, and what a failed opening or a lost node means for them."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 7100, timeout_s: float = 30.0, client_name: str = "python",
-                 endpoints=None, session_sql: Sequence[str] = (), *, token: str | None = None, ca: str | None = None,
-                 data_dir=None, insecure: bool = False,
-                 credentials: credentials_mod.ClientCredentials | None = None, server_name: str | None = None):
+    def __init__(self, host: str, port: int, timeout_s: float, client_name: str, endpoints,
+                 session_sql: Sequence[str], token: str | None, ca: str | None, data_dir, insecure: bool,
+                 credentials: credentials_mod.ClientCredentials | None, server_name: str | None):
         self.endpoints = parse_endpoints(host, port, endpoints)
         # credentials: already resolved ones (a tool's); server_name: the name the node's
         # certificate must carry when it is not the host dialled.
@@ -357,7 +357,6 @@ class Connection:
         self.timeout_s = timeout_s
         self._client_name = client_name
         self._position = 0  # the endpoint in use (or to try first)
-        self._channel: grpc.Channel | None = None
         self._stub: compute_pb2_grpc.ComputeStub | None = None
         self.address = self._endpoint_address(0)
         self.transaction_status = "I"
@@ -365,11 +364,58 @@ class Connection:
         self._lost_transaction = False  # the session died with a transaction open
         self._closed = False
         self.failovers = 0  # sessions opened on another endpoint after a failure
-        self._open_session()
 
     def _endpoint_address(self, position: int) -> str:
         host, port = self.endpoints[position % len(self.endpoints)]
         return f"{host}:{port}"
+
+    def _opening_error(self, error: grpc.RpcError) -> DatabaseError:
+        return _rpc_error(error, self.address, opening=True, token_sent=self._credentials.token_sent)
+
+    def _note_open_failure(self, failures: list[DatabaseError], error: grpc.RpcError) -> None:
+        """An endpoint did not open a session: try the next one only if it could not be reached;
+        a node that answered (e.g. too many sessions) gives the caller its answer."""
+        failures.append(self._opening_error(error))
+        if failures[-1].sqlstate != SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION:
+            raise failures[-1] from None
+
+    def _session_opened(self, reply: compute_pb2.OpenSessionReply, offset: int) -> None:
+        if offset:
+            self.failovers += 1
+        self._session_id = reply.session_id
+        self.transaction_status = "I"
+        self._lost_transaction = False
+
+    def _no_session(self, failures: list[DatabaseError]) -> DatabaseError:
+        """What to raise when no endpoint opened a session (08001)."""
+        if len(failures) == 1:
+            return failures[0]
+        return OperationalError(
+            SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+            f"could not open a session on any of {len(self.endpoints)} compute nodes",
+            detail="; ".join(f.message for f in failures),
+        )
+
+    def _forget_session(self) -> None:
+        """The node stopped answering: the session is gone (with any open transaction), and the
+        next one is opened on the next endpoint. The caller drops the channel."""
+        self._lost_transaction = self._lost_transaction or self.transaction_status != "I"
+        self._session_id = None
+        self._position = (self._position + 1) % len(self.endpoints)
+        self.transaction_status = "I"
+
+
+class Connection(_SessionState):
+    """One session on one compute node (of `endpoints`). Not thread-safe: use one Connection per thread."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 7100, timeout_s: float = 30.0, client_name: str = "python",
+                 endpoints=None, session_sql: Sequence[str] = (), *, token: str | None = None, ca: str | None = None,
+                 data_dir=None, insecure: bool = False,
+                 credentials: credentials_mod.ClientCredentials | None = None, server_name: str | None = None):
+        super().__init__(host, port, timeout_s, client_name, endpoints, session_sql, token, ca, data_dir, insecure,
+                         credentials, server_name)
+        self._channel: grpc.Channel | None = None
+        self._open_session()
 
     def _use_endpoint(self, position: int) -> None:
         address = self._endpoint_address(position)
@@ -404,31 +450,19 @@ class Connection:
                     compute_pb2.OpenSessionRequest(client=self._client_name), timeout=self.timeout_s
                 )
             except grpc.RpcError as error:
-                failures.append(_rpc_error(error, self.address, opening=True, token_sent=self._credentials.token_sent))
-                if failures[-1].sqlstate != SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION:
-                    raise failures[-1] from None  # the node answered (e.g. too many sessions)
+                self._note_open_failure(failures, error)
                 continue
-            if offset:
-                self.failovers += 1
-            self._session_id = reply.session_id
-            self.transaction_status = "I"
-            self._lost_transaction = False
+            self._session_opened(reply, offset)
             for sql in self.session_sql:
                 try:
                     reply = self._stub.Execute(compute_pb2.ExecuteRequest(session_id=self._session_id, sql=sql),
                                                timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S)
                 except grpc.RpcError as error:
-                    raise _rpc_error(error, self.address, opening=True, token_sent=self._credentials.token_sent) from None
+                    raise self._opening_error(error) from None
                 _raise_first_error([_result_from_pb(result) for result in reply.results])
             return
         self._drop_channel()
-        if len(failures) == 1:
-            raise failures[0]
-        raise OperationalError(
-            SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-            f"could not open a session on any of {len(self.endpoints)} compute nodes",
-            detail="; ".join(f.message for f in failures),
-        )
+        raise self._no_session(failures)
 
     def reconnect(self) -> None:
         """Open a fresh session (the old one's open transaction is lost)."""
@@ -437,11 +471,8 @@ class Connection:
 
     def _session_lost(self) -> None:
         """The node stopped answering: forget the session; the next statement opens one elsewhere."""
-        self._lost_transaction = self._lost_transaction or self.transaction_status != "I"
-        self._session_id = None
+        self._forget_session()
         self._drop_channel()
-        self._position = (self._position + 1) % len(self.endpoints)
-        self.transaction_status = "I"
 
     def execute_script(self, sql: str, params: Sequence | None = None) -> list[Result]:
         """Every statement's result; the failing one has .error set. Raises only OperationalError
@@ -625,7 +656,7 @@ def connect(host: str = "127.0.0.1", port: int = 7100, endpoints=None, **kw) -> 
 # --- asyncio connection ------------------------------------------------------------------
 
 
-class AsyncConnection:
+class AsyncConnection(_SessionState):
     """The asyncio twin of Connection (endpoints and failover included).
     Create it with `await connect_async(host, port)` or `await connect_async(endpoints=...)`."""
 
@@ -633,27 +664,12 @@ class AsyncConnection:
                  client_name: str = "python-async", endpoints=None, session_sql: Sequence[str] = (), *,
                  token: str | None = None, ca: str | None = None, data_dir=None, insecure: bool = False,
                  credentials: credentials_mod.ClientCredentials | None = None, server_name: str | None = None):
-        self.endpoints = parse_endpoints(host, port, endpoints)
-        self._credentials = _CredentialSource(token, ca, data_dir, insecure, given=credentials,
-                                              default_data_dir=credentials_mod.DEFAULT_DATA_DIR,
-                                              addresses=[f"{h}:{p}" for h, p in self.endpoints])  # as Connection's
-        self._server_name = server_name
-        self.session_sql = tuple(session_sql)  # as Connection.session_sql
-        self.timeout_s = timeout_s
-        self._client_name = client_name
-        self._position = 0
-        self.address = ""
+        super().__init__(host, port, timeout_s, client_name, endpoints, session_sql, token, ca, data_dir, insecure,
+                         credentials, server_name)
         self._channel: grpc.aio.Channel | None = None
-        self._stub: compute_pb2_grpc.ComputeStub | None = None
-        self.transaction_status = "I"
-        self._session_id: str | None = None
-        self._lost_transaction = False
-        self._closed = False
-        self.failovers = 0
 
     async def _use_endpoint(self, position: int) -> None:
-        host, port = self.endpoints[position % len(self.endpoints)]
-        address = f"{host}:{port}"
+        address = self._endpoint_address(position)
         if self._channel is not None and address == self.address:
             return
         await self._drop_channel()
@@ -682,42 +698,27 @@ class AsyncConnection:
                     compute_pb2.OpenSessionRequest(client=self._client_name), timeout=self.timeout_s
                 )
             except grpc.RpcError as error:
-                failures.append(_rpc_error(error, self.address, opening=True, token_sent=self._credentials.token_sent))
-                if failures[-1].sqlstate != SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION:
-                    raise failures[-1] from None
+                self._note_open_failure(failures, error)
                 continue
-            if offset:
-                self.failovers += 1
-            self._session_id = reply.session_id
-            self.transaction_status = "I"
-            self._lost_transaction = False
+            self._session_opened(reply, offset)
             for sql in self.session_sql:
                 try:
                     reply = await self._stub.Execute(compute_pb2.ExecuteRequest(session_id=self._session_id, sql=sql),
                                                      timeout=self.timeout_s + limits.CLIENT_DEADLINE_MARGIN_S)
                 except grpc.RpcError as error:
-                    raise _rpc_error(error, self.address, opening=True, token_sent=self._credentials.token_sent) from None
+                    raise self._opening_error(error) from None
                 _raise_first_error([_result_from_pb(result) for result in reply.results])
             return self
         await self._drop_channel()
-        if len(failures) == 1:
-            raise failures[0]
-        raise OperationalError(
-            SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-            f"could not open a session on any of {len(self.endpoints)} compute nodes",
-            detail="; ".join(f.message for f in failures),
-        )
+        raise self._no_session(failures)
 
     async def reconnect(self) -> None:
         await self._close_session()
         await self.open()
 
     async def _session_lost(self) -> None:
-        self._lost_transaction = self._lost_transaction or self.transaction_status != "I"
-        self._session_id = None
+        self._forget_session()
         await self._drop_channel()
-        self._position = (self._position + 1) % len(self.endpoints)
-        self.transaction_status = "I"
 
     async def execute_script(self, sql: str, params: Sequence | None = None) -> list[Result]:
         values = _param_values(params)

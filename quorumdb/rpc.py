@@ -928,36 +928,31 @@ class _LinkGuard:
         return call_details._replace(metadata=tagged)
 
 
-class _UnaryUnaryGuard(grpc.aio.UnaryUnaryClientInterceptor):
+class _GuardInterceptor:
+    """A client interceptor that checks the link (`_LinkGuard.prepare`) before grpc's call; the
+    four call kinds differ only in the name grpc calls it by."""
+
     def __init__(self, guard: _LinkGuard) -> None:
         self.guard = guard
 
-    async def intercept_unary_unary(self, continuation, client_call_details, request):
-        return await continuation(await self.guard.prepare(client_call_details), request)
+    async def _intercept(self, continuation, client_call_details, request_or_iterator):
+        return await continuation(await self.guard.prepare(client_call_details), request_or_iterator)
 
 
-class _UnaryStreamGuard(grpc.aio.UnaryStreamClientInterceptor):
-    def __init__(self, guard: _LinkGuard) -> None:
-        self.guard = guard
-
-    async def intercept_unary_stream(self, continuation, client_call_details, request):
-        return await continuation(await self.guard.prepare(client_call_details), request)
+class _UnaryUnaryGuard(_GuardInterceptor, grpc.aio.UnaryUnaryClientInterceptor):
+    intercept_unary_unary = _GuardInterceptor._intercept
 
 
-class _StreamUnaryGuard(grpc.aio.StreamUnaryClientInterceptor):
-    def __init__(self, guard: _LinkGuard) -> None:
-        self.guard = guard
-
-    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
-        return await continuation(await self.guard.prepare(client_call_details), request_iterator)
+class _UnaryStreamGuard(_GuardInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    intercept_unary_stream = _GuardInterceptor._intercept
 
 
-class _StreamStreamGuard(grpc.aio.StreamStreamClientInterceptor):
-    def __init__(self, guard: _LinkGuard) -> None:
-        self.guard = guard
+class _StreamUnaryGuard(_GuardInterceptor, grpc.aio.StreamUnaryClientInterceptor):
+    intercept_stream_unary = _GuardInterceptor._intercept
 
-    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
-        return await continuation(await self.guard.prepare(client_call_details), request_iterator)
+
+class _StreamStreamGuard(_GuardInterceptor, grpc.aio.StreamStreamClientInterceptor):
+    intercept_stream_stream = _GuardInterceptor._intercept
 
 
 def cross_az_wait_s(target: str, state: netfault.PartitionState | None = None) -> float:
@@ -1247,50 +1242,69 @@ class _WanUnaryStream(_WanMultiCallable, grpc.aio.UnaryStreamMultiCallable):
                                    response_streaming=True)
 
 
-class _WanStreamUnary(_WanMultiCallable, grpc.aio.StreamUnaryMultiCallable):
+class _WanRequestStream(_WanMultiCallable):
+    """A multicallable whose requests stream (stream-unary, stream-stream): the two differ only in
+    their call classes (`_call_kinds`) and whether replies stream."""
+
+    _response_streaming: bool
+
+    def _call_kinds(self) -> tuple[type, type, type]:
+        """The refused, the partition-cut and the WAN-delayed call class of this kind."""
+        raise NotImplementedError
+
     def __call__(self, request_iterator=None, timeout=None, metadata=None, credentials=None, wait_for_ready=None,
                  compression=None):
+        refused, cuttable, delayed = self._call_kinds()
         refusal = self._refusal()
         if refusal is not None:
-            return _RefusedStreamUnaryCall(refusal)
+            return refused(refusal)
         if not self._state.rules.delayed:
-            return _CuttableStreamUnaryCall(self._multicallable(
+            return cuttable(self._multicallable(
                 request_iterator, timeout=timeout, metadata=metadata, credentials=credentials,
                 wait_for_ready=wait_for_ready, compression=compression), self._state, self._peer)
         open_call = functools.partial(self._multicallable, None, metadata=metadata, credentials=credentials,
                                       wait_for_ready=wait_for_ready, compression=compression)
-        return _WanStreamUnaryCall(open_call, self._state, self._peer, timeout, request_streaming=True,
-                                   response_streaming=False, request_iterator=request_iterator)
+        return delayed(open_call, self._state, self._peer, timeout, request_streaming=True,
+                       response_streaming=self._response_streaming, request_iterator=request_iterator)
 
 
-class _WanStreamStream(_WanMultiCallable, grpc.aio.StreamStreamMultiCallable):
-    def __call__(self, request_iterator=None, timeout=None, metadata=None, credentials=None, wait_for_ready=None,
-                 compression=None):
-        refusal = self._refusal()
-        if refusal is not None:
-            return _RefusedStreamStreamCall(refusal)
-        if not self._state.rules.delayed:
-            return _CuttableStreamStreamCall(self._multicallable(
-                request_iterator, timeout=timeout, metadata=metadata, credentials=credentials,
-                wait_for_ready=wait_for_ready, compression=compression), self._state, self._peer)
-        open_call = functools.partial(self._multicallable, None, metadata=metadata, credentials=credentials,
-                                      wait_for_ready=wait_for_ready, compression=compression)
-        return _WanStreamStreamCall(open_call, self._state, self._peer, timeout, request_streaming=True,
-                                    response_streaming=True, request_iterator=request_iterator)
+class _WanStreamUnary(_WanRequestStream, grpc.aio.StreamUnaryMultiCallable):
+    _response_streaming = False
+
+    def _call_kinds(self) -> tuple[type, type, type]:
+        return _RefusedStreamUnaryCall, _CuttableStreamUnaryCall, _WanStreamUnaryCall
+
+
+class _WanStreamStream(_WanRequestStream, grpc.aio.StreamStreamMultiCallable):
+    _response_streaming = True
+
+    def _call_kinds(self) -> tuple[type, type, type]:
+        return _RefusedStreamStreamCall, _CuttableStreamStreamCall, _WanStreamStreamCall
 
 
 def _deadline_error() -> grpc.aio.AioRpcError:
     return status_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
 
 
-class _WanUnaryUnaryCall(grpc.aio.UnaryUnaryCall):
-    """A unary call across the WAN: one task, started at once as grpc starts its own calls."""
+class _WanClock:
+    """What both WAN call kinds keep from their start: the link (its state and peer region) and
+    the call's deadline on the event loop's clock."""
 
-    def __init__(self, send, state: wan.WanState, peer_region: str, timeout: float | None) -> None:
+    def __init__(self, state: wan.WanState, peer_region: str, timeout: float | None) -> None:
         self._loop = asyncio.get_running_loop()
         self._state = state
         self._peer = peer_region
         self._deadline = None if timeout is None else self._loop.time() + timeout
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else max(0.0, self._deadline - self._loop.time())
+
+
+class _WanUnaryUnaryCall(_WanClock, grpc.aio.UnaryUnaryCall):
+    """A unary call across the WAN: one task, started at once as grpc starts its own calls."""
+
+    def __init__(self, send, state: wan.WanState, peer_region: str, timeout: float | None) -> None:
+        _WanClock.__init__(self, state, peer_region, timeout)
         self._call: grpc.aio.UnaryUnaryCall | None = None
         self._task = asyncio.ensure_future(self._run(send))
         self._task.add_done_callback(_retrieve)  # a caller may drop a call it does not need
@@ -1335,9 +1349,6 @@ class _WanUnaryUnaryCall(grpc.aio.UnaryUnaryCall):
     def done(self) -> bool:
         return self._task.done()
 
-    def time_remaining(self) -> float | None:
-        return None if self._deadline is None else max(0.0, self._deadline - self._loop.time())
-
     def add_done_callback(self, callback) -> None:
         self._task.add_done_callback(lambda _: callback(self))
 
@@ -1355,7 +1366,7 @@ class _WanUnaryUnaryCall(grpc.aio.UnaryUnaryCall):
     async def details(self) -> str:
         await self._finished()
         if self._task.cancelled():
-            return "Locally cancelled by application!"
+            return _LOCALLY_CANCELLED
         error = self._task.exception()
         return error.details() if isinstance(error, grpc.aio.AioRpcError) else ("" if error is None else repr(error))
 
@@ -1375,6 +1386,9 @@ class _RepliesByRead:
     """`async for` over a streaming call wrapper: its own read() until EOF (shared by the WAN's
     and the partition-cut stream calls, whose read() does the work)."""
 
+    def __aiter__(self):
+        return self._replies_iterator()
+
     async def _replies_iterator(self):
         while True:
             reply = await self.read()
@@ -1383,7 +1397,7 @@ class _RepliesByRead:
             yield reply
 
 
-class _WanStreamCall(_RepliesByRead):
+class _WanStreamCall(_WanClock, _RepliesByRead):
     """A streaming call across the WAN (see the section comment); the four call kinds share it.
 
     Its outcome (what code(), done() and the done callbacks see) is decided once
@@ -1395,10 +1409,7 @@ class _WanStreamCall(_RepliesByRead):
 
     def __init__(self, open_call, state: wan.WanState, peer_region: str, timeout: float | None, *,
                  request_streaming: bool, response_streaming: bool, request_iterator=None) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._state = state
-        self._peer = peer_region
-        self._deadline = None if timeout is None else self._loop.time() + timeout
+        _WanClock.__init__(self, state, peer_region, timeout)
         self._response_streaming = response_streaming
         self._replies = _DelayLine(limits.WAN_STREAM_MESSAGES_MAX)
         self._requests = _DelayLine(limits.WAN_STREAM_MESSAGES_MAX) if request_streaming else None
@@ -1612,9 +1623,6 @@ class _WanStreamCall(_RepliesByRead):
     def done(self) -> bool:
         return self._outcome is not None
 
-    def time_remaining(self) -> float | None:
-        return None if self._deadline is None else max(0.0, self._deadline - self._loop.time())
-
     def add_done_callback(self, callback) -> None:
         if self._outcome is not None:
             callback(self)
@@ -1646,13 +1654,11 @@ _LOCALLY_CANCELLED = "Locally cancelled by application!"
 
 
 class _WanUnaryStreamCall(_WanStreamCall, grpc.aio.UnaryStreamCall):
-    def __aiter__(self):
-        return self._replies_iterator()
+    pass
 
 
 class _WanStreamStreamCall(_WanStreamCall, grpc.aio.StreamStreamCall):
-    def __aiter__(self):
-        return self._replies_iterator()
+    pass
 
 
 class _WanStreamUnaryCall(_WanStreamCall, grpc.aio.StreamUnaryCall):
@@ -1740,13 +1746,11 @@ class _CuttableCall(_RepliesByRead):
 
 
 class _CuttableUnaryStreamCall(_CuttableCall, grpc.aio.UnaryStreamCall):
-    def __aiter__(self):
-        return self._replies_iterator()
+    pass
 
 
 class _CuttableStreamStreamCall(_CuttableCall, grpc.aio.StreamStreamCall):
-    def __aiter__(self):
-        return self._replies_iterator()
+    pass
 
 
 class _CuttableStreamUnaryCall(_CuttableCall, grpc.aio.StreamUnaryCall):
@@ -2009,19 +2013,29 @@ def _unparseable(request, auth: MethodAuth | None) -> tuple[grpc.StatusCode, str
     return grpc.StatusCode.INVALID_ARGUMENT, f"{method}: the request does not parse ({request.reason})"
 
 
+def _unary_refusal(context, state: netfault.PartitionState, auth: MethodAuth | None,
+                   request=None) -> tuple[grpc.StatusCode, str] | None:
+    """Why a unary call is not served (the caller may not call the method, its request does not
+    parse, or it is cut from this node), as context.abort's arguments; None to serve it."""
+    if auth is not None:
+        refusal = auth.check(context)
+        if refusal is not None:
+            return refusal
+    if type(request) is _Unparseable:
+        return _unparseable(request, auth)
+    # Almost always nobody is cut: then a call costs this test, not a read of its metadata.
+    if state.cut_peers:
+        peer = caller_node(context.invocation_metadata())
+        if peer is not None and peer in state.cut_peers:
+            return grpc.StatusCode.UNAVAILABLE, netfault.partition_message(state.name, peer)
+    return None
+
+
 def _guarded_unary(behavior, state: netfault.PartitionState, auth: MethodAuth | None = None):
     async def guarded(request_or_iterator, context):
-        if auth is not None:
-            refusal = auth.check(context)
-            if refusal is not None:
-                await context.abort(*refusal)
-        if type(request_or_iterator) is _Unparseable:
-            await context.abort(*_unparseable(request_or_iterator, auth))
-        # Almost always nobody is cut: then a call costs this test, not a read of its metadata.
-        if state.cut_peers:
-            peer = caller_node(context.invocation_metadata())
-            if peer is not None and peer in state.cut_peers:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, netfault.partition_message(state.name, peer))
+        refusal = _unary_refusal(context, state, auth, request_or_iterator)
+        if refusal is not None:
+            await context.abort(*refusal)
         return await behavior(request_or_iterator, context)
 
     return guarded
@@ -2034,16 +2048,9 @@ def _timed_unary(behavior, state: netfault.PartitionState, timer, auth: MethodAu
     async def timed(request_or_iterator, context):
         started = clock()
         try:
-            if auth is not None:
-                refusal = auth.check(context)
-                if refusal is not None:
-                    await context.abort(*refusal)
-            if type(request_or_iterator) is _Unparseable:
-                await context.abort(*_unparseable(request_or_iterator, auth))
-            if state.cut_peers:
-                peer = caller_node(context.invocation_metadata())
-                if peer is not None and peer in state.cut_peers:
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, netfault.partition_message(state.name, peer))
+            refusal = _unary_refusal(context, state, auth, request_or_iterator)
+            if refusal is not None:
+                await context.abort(*refusal)
             return await behavior(request_or_iterator, context)
         finally:
             timer.observe(clock() - started)
@@ -2053,16 +2060,9 @@ def _timed_unary(behavior, state: netfault.PartitionState, timer, auth: MethodAu
 
 def _guarded_sync_unary(behavior, state: netfault.PartitionState, auth: MethodAuth | None = None):
     def guarded(request_or_iterator, context):  # runs in grpc's thread pool; context.abort raises
-        if auth is not None:
-            refusal = auth.check(context)
-            if refusal is not None:
-                context.abort(*refusal)
-        if type(request_or_iterator) is _Unparseable:
-            context.abort(*_unparseable(request_or_iterator, auth))
-        if state.cut_peers:
-            peer = caller_node(context.invocation_metadata())
-            if peer is not None and peer in state.cut_peers:
-                context.abort(grpc.StatusCode.UNAVAILABLE, netfault.partition_message(state.name, peer))
+        refusal = _unary_refusal(context, state, auth, request_or_iterator)
+        if refusal is not None:
+            context.abort(*refusal)
         return behavior(request_or_iterator, context)
 
     return guarded

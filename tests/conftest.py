@@ -7,6 +7,7 @@ at teardown (by PID), and the tail of each node's log is printed if the test fai
 """
 from __future__ import annotations
 
+import contextlib
 import pathlib
 
 import pytest
@@ -19,7 +20,13 @@ READY_TIMEOUT_S = 90.0
 
 
 def start_cluster(tmp_path: pathlib.Path, **settings) -> Cluster:
-    cluster = Cluster(make_config(tmp_path, **settings))
+    return start_ready(make_config(tmp_path, **settings))
+
+
+def start_ready(config) -> Cluster:
+    """Start the nodes of `config` and wait until every one is healthy; on failure their logs are
+    printed and they are stopped."""
+    cluster = Cluster(config)
     try:
         cluster.start()
         cluster.wait_ready(timeout_s=READY_TIMEOUT_S, healthy=True)
@@ -28,6 +35,28 @@ def start_cluster(tmp_path: pathlib.Path, **settings) -> Cluster:
         cluster.stop_all()
         raise
     return cluster
+
+
+def call_failed(request) -> bool:
+    """Whether the test using a fixture failed (its report is kept by pytest_runtest_makereport)."""
+    return getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+
+
+@contextlib.contextmanager
+def running_nodes(cluster: Cluster, names, request, timeout_s: float, healthy: bool = False):
+    """Start `names` of `cluster` and wait until they answer; their logs are printed if that fails
+    or the test does; they are stopped on the way out."""
+    try:
+        cluster.start(names)
+        cluster.wait_ready(names, timeout_s=timeout_s, healthy=healthy)
+        yield cluster
+    except BaseException:
+        dump_logs(cluster)
+        raise
+    finally:
+        if call_failed(request):
+            dump_logs(cluster)
+        cluster.stop_all()
 
 
 def dump_logs(cluster: Cluster, lines: int = 25) -> None:
@@ -74,7 +103,7 @@ def cluster_factory(tmp_path, request):
         return cluster
 
     yield factory
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    failed = call_failed(request)
     for cluster in started:
         if failed:
             dump_logs(cluster)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 
@@ -62,3 +63,13 @@ class ServerThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
         assert not self._thread.is_alive()
+
+
+@contextlib.contextmanager
+def serving(**config):
+    """A ServerThread(**config), stopped on the way out whatever the test did."""
+    started = ServerThread(**config)
+    try:
+        yield started
+    finally:
+        started.stop()

@@ -53,16 +53,20 @@ class MemoryBackend:
         self.scan_calls += 1
         assert limit > 0
         rows = []
+        for row in self.visible(start, end, ts):
+            if len(rows) == limit:
+                return rows, True
+            rows.append(row)
+        return rows, False
+
+    def visible(self, start: bytes, end: bytes | None, ts: int):
+        """(key, value) of each row in [start, end) that a read at `ts` sees, in key order."""
         for key in sorted(self.versions):
             if key < start or (end is not None and key >= end):
                 continue
             value = self._read(key, ts)
-            if value is None:
-                continue
-            if len(rows) == limit:
-                return rows, True
-            rows.append((key, value))
-        return rows, False
+            if value is not None:
+                yield key, value
 
     async def commit(self, start_ts, writes, lock_keys, txn_id, private_keyspace=False) -> int:
         if private_keyspace:

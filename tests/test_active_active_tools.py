@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import signal
 import time
 
 import pytest
@@ -29,7 +27,7 @@ from tools.launcher import PORT_BLOCK, free_base_ports
 from quorumdb.pb import common_pb2
 from tests.test_chaos import FakeCluster
 from tests.test_cli import UpProcess, process_alive, run_cli, wait_all_gone
-from tests.test_regions_up import node_processes_of, up_args
+from tests.test_regions_up import kill_regions_up, region_pids, stop_regions_up, up_args
 
 UP_READY_TIMEOUT_S = 180.0
 CHAOS_TIMEOUT_S = 60.0
@@ -350,22 +348,6 @@ def test_kill_leader_on_a_witness_says_it_has_no_adjudicators(tmp_path):
 
 
 # --- a real active-active cluster ------------------------------------------------------------------
-def aa_region_pids(up: UpProcess) -> dict[str, dict[str, int]]:
-    """Region -> node -> PID, from the tables `up` printed (a title `region NAME (peer|witness...` before each)."""
-    pids: dict[str, dict[str, int]] = {}
-    region = None
-    for line in up.output:
-        title = re.match(r"^region (\S+) \((peer|witness)", line)
-        if title:
-            region = title.group(1)
-            pids[region] = {}
-            continue
-        cells = [cell.strip() for cell in line.split("|")]
-        if region is not None and len(cells) == 6 and cells[5].isdigit():
-            pids[region][cells[0]] = int(cells[5])
-    return pids
-
-
 @pytest.mark.cluster
 @pytest.mark.regions  # 33 processes: the CI step of its own (python -m pytest -m regions)
 def test_up_an_active_active_cluster_and_use_its_tools(tmp_path):
@@ -377,7 +359,7 @@ def test_up_an_active_active_cluster_and_use_its_tools(tmp_path):
     try:
         up.wait_for("active-active cluster is ready", UP_READY_TIMEOUT_S)
         assert "3 regions (peers a1, a2; witness w1), 33 nodes up" in up.output[-1], up.text()
-        pids = aa_region_pids(up)
+        pids = region_pids(up)
         assert {region: len(nodes) for region, nodes in pids.items()} == {"a1": 15, "a2": 15, "w1": 3}, up.text()
         assert all(process_alive(pid) for nodes in pids.values() for pid in nodes.values())
         assert "no writer endpoint" in up.text() and "region-link-cut a1 a2" in up.text()
@@ -419,21 +401,9 @@ def test_up_an_active_active_cluster_and_use_its_tools(tmp_path):
         pids["w1"] = {name: int(pid) for name, pid in re.findall(r"(\S+) \(was down, pid (\d+)\)", restarted.stdout)}
         assert len(pids["w1"]) == 3
 
-        up.process.send_signal(signal.SIGINT)
-        assert up.process.wait(timeout=UP_EXIT_TIMEOUT_S) == 0
-        every = {f"{region}/{name}": pid for region, nodes in pids.items() for name, pid in nodes.items()}
-        assert not wait_all_gone(every, timeout_s=10.0)
-        assert node_processes_of(data_dir) == []
+        stop_regions_up(up, pids, data_dir, UP_EXIT_TIMEOUT_S)
     finally:
-        if up.process.poll() is None:
-            up.process.kill()
-            up.process.wait(timeout=10.0)
-        for nodes in pids.values():
-            for pid in nodes.values():
-                if process_alive(pid):
-                    os.kill(pid, signal.SIGKILL)
-        for pid in node_processes_of(data_dir):
-            os.kill(pid, signal.SIGKILL)
+        kill_regions_up(up, pids, data_dir)
 
 
 def test_status_chaos_and_bench_find_the_regions_in_the_default_data_dir(tmp_path, monkeypatch):

@@ -8,6 +8,8 @@ test SIGKILLs the leader and checks that a standby takes over on its own.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 import uuid
 
@@ -17,8 +19,8 @@ import pytest
 from quorumdb.clock import Clock
 from tools.launcher import Cluster
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2
-from tests.conftest import dump_logs
-from tests.util import admin_sync_channel, make_config
+from tests.conftest import call_failed, dump_logs
+from tests.util import admin_sync_channel, make_config, poll_until
 
 pytestmark = pytest.mark.cluster
 
@@ -29,6 +31,20 @@ READY_TIMEOUT_S = 60.0
 def stub(cluster: Cluster, name: str) -> tuple[grpc.Channel, adjudicator_pb2_grpc.AdjudicatorStub]:
     channel = admin_sync_channel(cluster.config, name)
     return channel, adjudicator_pb2_grpc.AdjudicatorStub(channel)
+
+
+@contextlib.contextmanager
+def adjudicator_stubs(cluster: Cluster):
+    """A stub for each adjudicator of `cluster`, by name; their channels closed on the way out."""
+    channels, stubs = [], {}
+    try:
+        for node in cluster.config.adjudicators:
+            channel, stubs[node.name] = stub(cluster, node.name)
+            channels.append(channel)
+        yield stubs
+    finally:
+        for channel in channels:
+            channel.close()
 
 
 def commit(stub_, clock: Clock, key: bytes, start_ts: int | None = None, txn_id: str = "") -> adjudicator_pb2.CommitReply:
@@ -44,14 +60,7 @@ def status(stub_) -> common_pb2.NodeStatus:
     return stub_.Status(common_pb2.StatusRequest(), timeout=RPC_TIMEOUT_S)
 
 
-def wait_until(predicate, what: str, timeout_s: float = 20.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
-        time.sleep(0.05)
+wait_until = functools.partial(poll_until, timeout_s=20.0)
 
 
 @pytest.fixture
@@ -66,7 +75,7 @@ def small_cluster(tmp_path, request):
 
     started: list[Cluster] = []
     yield start
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    failed = call_failed(request)
     for cluster in started:
         if failed:
             dump_logs(cluster, lines=40)
@@ -76,12 +85,7 @@ def small_cluster(tmp_path, request):
 def test_commit_conflict_redirect_and_take_over(small_cluster):
     cluster = small_cluster(failover_timeout_ms=0)
     clock = Clock(cluster.config.clock_error_ns)
-    channels = []
-    try:
-        stubs = {}
-        for node in cluster.config.adjudicators:
-            channel, stubs[node.name] = stub(cluster, node.name)
-            channels.append(channel)
+    with adjudicator_stubs(cluster) as stubs:
         old_name, new_name = "adjudicator-az1", "adjudicator-az2"
         old, new = stubs[old_name], stubs[new_name]
 
@@ -118,20 +122,12 @@ def test_commit_conflict_redirect_and_take_over(small_cluster):
         hinted = wait_until(lambda: (r := commit(old, clock, b"account-5")).leader_hint == new_name and r,
                             "the old leader to point at the new one")
         assert hinted.outcome == adjudicator_pb2.NOT_LEADER
-    finally:
-        for channel in channels:
-            channel.close()
 
 
 def test_standby_takes_over_after_the_leader_is_killed(small_cluster):
     cluster = small_cluster(failover_timeout_ms=600)
     clock = Clock(cluster.config.clock_error_ns)
-    channels = []
-    try:
-        stubs = {}
-        for node in cluster.config.adjudicators:
-            channel, stubs[node.name] = stub(cluster, node.name)
-            channels.append(channel)
+    with adjudicator_stubs(cluster) as stubs:
         before = commit(stubs["adjudicator-az1"], clock, b"k")
         assert before.outcome == adjudicator_pb2.COMMITTED, before
         killed_at = time.monotonic()
@@ -153,6 +149,3 @@ def test_standby_takes_over_after_the_leader_is_killed(small_cluster):
             lambda: (r := commit(stubs[leader], clock, b"k")).outcome == adjudicator_pb2.COMMITTED and r,
             "a commit through the new leader")
         assert after.commit_ts > before.commit_ts and after.index > before.index
-    finally:
-        for channel in channels:
-            channel.close()

@@ -15,6 +15,7 @@ import pytest
 
 from adjudicator import election
 from adjudicator.service import AdjudicatorNode, Role
+from journal.follower import FollowBatch
 from journal.writer import Fenced, JournalUnavailable
 from quorumdb import limits, rpc, runtime
 from quorumdb.clock import Clock
@@ -141,17 +142,6 @@ class FakeWriter:
         self.closed = True
 
 
-@dataclasses.dataclass
-class FakeBatch:
-    entries: list
-    commit_index: int
-    closed_ts: int
-    closed_index: int
-    epoch: int
-    leader: str
-    skipped_to: int = 0
-
-
 class FakeFollower:
     def __init__(self, journal: FakeJournal):
         self.journal = journal
@@ -168,7 +158,7 @@ class FakeFollower:
             if entries or self.journal.closed_ts != sent_closed_ts:
                 next_index += len(entries)
                 sent_closed_ts = self.journal.closed_ts
-                yield FakeBatch(list(entries), len(self.journal.entries), self.journal.closed_ts,
+                yield FollowBatch(list(entries), len(self.journal.entries), self.journal.closed_ts,
                                 len(self.journal.entries), self.journal.promised_epoch, self.journal.leader, skipped_to)
                 skipped_to = 0
             self.journal.changed.clear()
@@ -643,11 +633,11 @@ def test_a_higher_epoch_restarts_a_standbys_silence_clock(tmp_path):
     must give it a whole failover timeout, not depose it for the silence of the leader it replaced."""
     h = Harness(tmp_path)
     standby = h.nodes["adjudicator-az3"]
-    standby._on_batch(FakeBatch([], 0, 0, 0, 3, "adjudicator-az2"))
+    standby._on_batch(FollowBatch([], 0, 0, 0, 3, "adjudicator-az2"))
     standby.last_progress_mono -= 0.6  # the old leader died 0.6 s ago: nothing since
     silent_before = runtime.monotonic() - standby.last_progress_mono
-    standby._on_batch(FakeBatch([], 0, 0, 0, 3, "adjudicator-az2"))  # the same state again: still silent
+    standby._on_batch(FollowBatch([], 0, 0, 0, 3, "adjudicator-az2"))  # the same state again: still silent
     assert runtime.monotonic() - standby.last_progress_mono >= silent_before
-    standby._on_batch(FakeBatch([], 0, 0, 0, 4, "adjudicator-az1"))  # epoch 4: a new leader, no entries yet
+    standby._on_batch(FollowBatch([], 0, 0, 0, 4, "adjudicator-az1"))  # epoch 4: a new leader, no entries yet
     assert runtime.monotonic() - standby.last_progress_mono < 0.1
     assert (standby.leader_seen, standby.epoch_seen) == ("adjudicator-az1", 4)

@@ -536,6 +536,12 @@ def test_tree_ticks_adds_live_and_reaped_backends():
     assert procstat.tree_ticks(7, pids=stats, stat_of=stats.get) is None
 
 
+def test_own_seconds_counts_the_live_processes_own_threads():
+    stats = {1: _stat(1, 100, 50, cutime=300, cstime=30, ppid=0), 2: _stat(2, 40, 10, ppid=1)}
+    seconds = procstat.own_seconds([1, 2, 3], stat_of=stats.get)  # 3 is gone: it counts nothing
+    assert seconds == pytest.approx((150 + 50) / procstat.CLOCK_TICKS_PER_S)
+
+
 def test_cpu_per_operation():
     assert procstat.per_op_ms(1.5, 1000) == pytest.approx(1.5)
     assert procstat.per_op_ms(1.5, 0) is None and procstat.per_op_ms(None, 10) is None

@@ -16,7 +16,7 @@ from compute_node.cluster.backend import QuorumBackend
 from quorumdb import errors, limits, rpc
 from tools.launcher import Cluster
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc, common_pb2
-from tests.conftest import READY_TIMEOUT_S, dump_logs
+from tests.conftest import READY_TIMEOUT_S, running_nodes
 from tests.util import admin_channel, admin_sync_channel, make_config, node_credentials
 
 pytestmark = pytest.mark.cluster
@@ -28,19 +28,8 @@ SERVICES_BELOW_COMPUTE = ("journal", "adjudicator", "storage")
 def lower_cluster(tmp_path, request):
     """Journal, adjudicators and storage (no compute), healthy."""
     cluster = Cluster(make_config(tmp_path))
-    names = cluster.names(SERVICES_BELOW_COMPUTE)
-    try:
-        cluster.start(names)
-        cluster.wait_ready(names, timeout_s=READY_TIMEOUT_S, healthy=True)
+    with running_nodes(cluster, cluster.names(SERVICES_BELOW_COMPUTE), request, READY_TIMEOUT_S, healthy=True):
         yield cluster
-    except BaseException:
-        dump_logs(cluster)
-        raise
-    finally:
-        failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-        if failed:
-            dump_logs(cluster)
-        cluster.stop_all()
 
 
 @pytest.fixture

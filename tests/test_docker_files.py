@@ -25,7 +25,7 @@ from quorumdb import config as config_mod
 from quorumdb import certs, limits, rpc
 from tools import healthcheck
 from tools.launcher import ensure_certs
-from tests.util import free_base_port
+from tests.util import free_base_port, stop_process
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCKER_CLUSTER = config_mod.load(ROOT / "docker" / "cluster.toml")
@@ -236,9 +236,4 @@ def test_a_node_keeps_its_data_in_data_dir_listens_on_listen_host_and_passes_the
         other = cluster.node("journal-az2")  # nobody listens there
         assert healthcheck.check(other, "127.0.0.1", timeout_s=0.5)[0] is False
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)

@@ -134,14 +134,19 @@ def assert_all_present(cluster, workload: InsertWorkload) -> None:
     assert not extra, f"rows that were never acknowledged nor unknown: {sorted(extra)[:5]}"
 
 
-def test_kill_storage_and_journal_mid_workload_then_every_copy_has_every_commit(cluster_factory):
-    cluster = cluster_factory()
+def start_inserts(cluster) -> InsertWorkload:
+    """The acks table, and a workload inserting into it through the cluster (started)."""
     c0 = cluster.config.computes[0]
     with connect(c0.host, c0.port) as conn:
         conn.execute("CREATE TABLE acks (id BIGINT PRIMARY KEY, who TEXT)")
-
     workload = InsertWorkload(cluster)
     workload.start()
+    return workload
+
+
+def test_kill_storage_and_journal_mid_workload_then_every_copy_has_every_commit(cluster_factory):
+    cluster = cluster_factory()
+    workload = start_inserts(cluster)
     try:
         wait_for(lambda: workload.count() >= 30, 30, "30 acknowledged inserts before the faults")
         cluster.kill("storage-az2-a")
@@ -172,11 +177,7 @@ def test_kill_storage_and_journal_mid_workload_then_every_copy_has_every_commit(
 
 def test_whole_cluster_sigkill_and_restart_keeps_every_acknowledged_commit(cluster_factory):
     cluster = cluster_factory()
-    c0 = cluster.config.computes[0]
-    with connect(c0.host, c0.port) as conn:
-        conn.execute("CREATE TABLE acks (id BIGINT PRIMARY KEY, who TEXT)")
-    workload = InsertWorkload(cluster)
-    workload.start()
+    workload = start_inserts(cluster)
     try:
         wait_for(lambda: workload.count() >= 50, 30, "50 acknowledged inserts")
     finally:
@@ -189,6 +190,7 @@ def test_whole_cluster_sigkill_and_restart_keeps_every_acknowledged_commit(clust
     cluster.wait_ready(timeout_s=90, healthy=True)
     assert_all_present(cluster, workload)
     # The restarted cluster takes new writes.
+    c0 = cluster.config.computes[0]
     with connect(c0.host, c0.port) as conn:
         conn.execute("INSERT INTO acks VALUES (-1, 'after restart')")
         assert conn.execute("SELECT who FROM acks WHERE id = -1").rows == [("after restart",)]

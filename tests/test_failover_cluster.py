@@ -16,6 +16,7 @@ deadline naming the cause; nothing acknowledged is lost once they are back).
 """
 from __future__ import annotations
 
+import functools
 import asyncio
 import collections
 import statistics
@@ -27,7 +28,7 @@ import pytest
 from quorumdb import client, limits
 from tools.launcher import Cluster, node_status
 from quorumdb.pb import journal_pb2, journal_pb2_grpc
-from tests.util import admin_channel
+from tests.util import admin_channel, poll_until
 
 pytestmark = pytest.mark.cluster
 
@@ -49,14 +50,7 @@ def adjudicator_roles(cluster: Cluster) -> dict[str, tuple[str, int]]:
     return roles
 
 
-def wait_until(predicate, what: str, timeout_s: float = 30.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
-        time.sleep(0.05)
+wait_until = functools.partial(poll_until, timeout_s=30.0)
 
 
 def the_leader(cluster: Cluster) -> tuple[str, int] | None:

@@ -24,9 +24,8 @@ import grpc
 import pytest
 
 from quorumdb import limits
-from tools.launcher import Cluster
 from quorumdb.pb import storage_pb2
-from tests.test_storage_cluster import DEADLINE_S, SERVICES, Harness
+from tests.test_storage_cluster import DEADLINE_S, Harness, running_harness
 from tests.util import make_config
 
 pytestmark = pytest.mark.cluster
@@ -39,17 +38,8 @@ CHECKPOINT_ENTRIES = 200
 def harness(tmp_path_factory):
     config = make_config(tmp_path_factory.mktemp("heal-cluster"), journal_segment_entries=SEGMENT_ENTRIES,
                          storage_checkpoint_entries=CHECKPOINT_ENTRIES)
-    cluster = Cluster(config)
-    try:
-        names = cluster.names(SERVICES)
-        cluster.start(names)
-        cluster.wait_ready(names, timeout_s=DEADLINE_S)
-        harness = Harness(cluster)
-        harness.commit({b"warmup": b"1"})
+    with running_harness(config) as harness:
         yield harness
-        harness.close()
-    finally:
-        cluster.stop_all()
 
 
 def storage_names(harness: Harness) -> list[str]:

@@ -14,9 +14,8 @@ import shutil
 import grpc
 import pytest
 
-from quorumdb import rpc
-from quorumdb.pb import common_pb2, storage_pb2, storage_pb2_grpc
-from tests.test_storage_service import FakeJournal, Running, wait_applied
+from quorumdb.pb import common_pb2, storage_pb2
+from tests.test_storage_service import FakeJournal, storage_nodes, wait_applied
 from tests.util import make_config
 
 WAIT_S = 20.0
@@ -26,21 +25,8 @@ CHECKPOINT_ENTRIES = 10
 @pytest.fixture
 async def world(tmp_path):
     cluster = make_config(tmp_path, storage_checkpoint_entries=CHECKPOINT_ENTRIES)
-    journal = FakeJournal()
-    channels = rpc.Channels()
-    nodes: list[Running] = []
-
-    async def start(name: str) -> tuple[Running, storage_pb2_grpc.StorageStub]:
-        running = Running(cluster, name, journal)
-        await running.start()
-        nodes.append(running)
-        return running, storage_pb2_grpc.StorageStub(channels.get(cluster.node(name).address))
-
-    yield cluster, journal, start
-    for running in nodes:
-        if running.task is not None and not running.task.done():
-            await running.halt()
-    await channels.close()
+    async with storage_nodes(cluster) as (journal, start):
+        yield cluster, journal, start
 
 
 def detail_field(status: common_pb2.NodeStatus, name: str) -> int:

@@ -11,7 +11,7 @@ import pytest
 from quorumdb import config as config_mod
 from quorumdb import rpc
 from quorumdb.pb import common_pb2, journal_pb2_grpc
-from tests.util import free_base_port
+from tests.util import free_base_port, stop_process
 from tools import cli
 
 
@@ -50,9 +50,4 @@ def test_an_insecure_node_serves_plaintext_and_says_so(tmp_path):
         text = log_path.read_text(errors="replace")
         assert "WARNING" in text and rpc.INSECURE_WARNING in text
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)

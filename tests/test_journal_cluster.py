@@ -12,7 +12,7 @@ from quorumdb import limits, rpc
 from quorumdb.clock import Clock
 from tools.launcher import Cluster, node_status
 from quorumdb.pb import common_pb2, journal_pb2, journal_pb2_grpc
-from tests.conftest import dump_logs
+from tests.conftest import running_nodes
 from tests.util import make_config, node_credentials
 
 pytestmark = pytest.mark.cluster
@@ -24,16 +24,8 @@ READY_S = 60.0
 @pytest.fixture
 def journals(tmp_path, request):
     cluster = Cluster(make_config(tmp_path))
-    names = [n.name for n in cluster.config.journals]
-    try:
-        cluster.start(names)
-        cluster.wait_ready(names, timeout_s=READY_S)
+    with running_nodes(cluster, [n.name for n in cluster.config.journals], request, READY_S):
         yield cluster
-    finally:
-        failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-        if failed:
-            dump_logs(cluster)
-        cluster.stop_all()
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ import pathlib
 
 import pytest
 
+from quorumdb import graphs
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("quorumdb", "journal", "adjudicator", "storage_node", "compute_node", "tools")
 
@@ -154,51 +156,9 @@ def test_package_init_files_import_nothing_at_import_time():
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components with more than one module (iterative Tarjan)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    components = []
-    counter = 0
-    for start in graph:
-        if start in index:
-            continue
-        work = [(start, iter(sorted(graph[start])))]
-        index[start] = low[start] = counter
-        counter += 1
-        stack.append(start)
-        on_stack.add(start)
-        while work:
-            node, successors = work[-1]
-            advanced = False
-            for successor in successors:
-                if successor not in index:
-                    index[successor] = low[successor] = counter
-                    counter += 1
-                    stack.append(successor)
-                    on_stack.add(successor)
-                    work.append((successor, iter(sorted(graph.get(successor, ())))))
-                    advanced = True
-                    break
-                if successor in on_stack:
-                    low[node] = min(low[node], index[successor])
-            if advanced:
-                continue
-            work.pop()
-            if work:
-                low[work[-1][0]] = min(low[work[-1][0]], low[node])
-            if low[node] == index[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
-                if len(component) > 1:
-                    components.append(sorted(component))
-    return components
+    """Groups of modules that import each other, round a cycle (each sorted)."""
+    return [sorted(component)
+            for component in graphs.strongly_connected(graph, lambda module: sorted(graph.get(module, ())))]
 
 
 def test_the_cycle_finder_finds_a_cycle():

@@ -10,12 +10,13 @@ Printed: time to the first commit on the majority side, time for az3 to catch up
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
 import grpc
 
-from tests.util import admin_sync_channel
+from tests.util import admin_sync_channel, poll_until
 import pytest
 
 from quorumdb import client, limits, netfault
@@ -42,14 +43,7 @@ def status(stub) -> common_pb2.NodeStatus | None:
         return None
 
 
-def wait_until(predicate, what: str, timeout_s: float = RECOVERY_TIMEOUT_S):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
-        time.sleep(0.1)
+wait_until = functools.partial(poll_until, timeout_s=RECOVERY_TIMEOUT_S, every_s=0.1)
 
 
 def sql(port: int, statement: str, timeout_s: float = limits.STATEMENT_TIMEOUT_S):

@@ -10,6 +10,7 @@ over pg_catalog's relations (nothing recognises their text).
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -77,6 +78,17 @@ def postgres():
         yield server
     finally:
         server.stop()
+
+
+def pg_dump_text(pg_dump: str, port: int, database: str, password: str | None, *options: str) -> str:
+    """pg_dump's output for `database` on 127.0.0.1:`port`, without the lines that differ by
+    construction (the dump's random \\restrict key, the version lines)."""
+    env = dict(os.environ, PGCONNECT_TIMEOUT="10", **({"PGPASSWORD": password} if password else {}))
+    done = subprocess.run([pg_dump, *options, "-h", "127.0.0.1", "-p", str(port), "-U", USER, database],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    return "\n".join(line for line in done.stdout.splitlines()
+                     if not line.startswith(("\\restrict", "\\unrestrict", "-- Dumped from")))
 
 
 @pytest.mark.cluster
@@ -147,14 +159,7 @@ def test_pg_dump_schema_only_matches_postgresql(postgres):
             done = psql(postgres.port, "qdb", None, "-v", "ON_ERROR_STOP=1", "-c", statement)
             assert done.returncode == 0, done.stderr
 
-        def dump(port: int, database: str, password: str | None, *options: str) -> str:
-            env = dict(os.environ, PGCONNECT_TIMEOUT="10", **({"PGPASSWORD": password} if password else {}))
-            done = subprocess.run([pg_dump, *options, "-h", "127.0.0.1", "-p", str(port), "-U", USER, database],
-                                  capture_output=True, text=True, timeout=120, env=env)
-            assert done.returncode == 0, done.stderr
-            # the dump's random \restrict key and the version lines differ by construction
-            return "\n".join(line for line in done.stdout.splitlines()
-                             if not line.startswith(("\\restrict", "\\unrestrict", "-- Dumped from")))
+        dump = functools.partial(pg_dump_text, pg_dump)
 
         ours = dump(server.port, "postgres", server.token(USER), "--schema-only")
         assert ours == dump(postgres.port, "qdb", None, "--schema-only")
@@ -252,13 +257,7 @@ def test_sequences_in_psql_and_pg_dump_match_postgresql(postgres):
         last_value, log_cnt, is_called = ours.strip().split("|")
         assert int(last_value) >= 2 and is_called == "t"
 
-        def dump(port: int, database: str, password: str | None, *options: str) -> str:
-            env = dict(os.environ, PGCONNECT_TIMEOUT="10", **({"PGPASSWORD": password} if password else {}))
-            done = subprocess.run([pg_dump, *options, "-h", "127.0.0.1", "-p", str(port), "-U", USER, database],
-                                  capture_output=True, text=True, timeout=120, env=env)
-            assert done.returncode == 0, done.stderr
-            return "\n".join(line for line in done.stdout.splitlines()
-                             if not line.startswith(("\\restrict", "\\unrestrict", "-- Dumped from")))
+        dump = functools.partial(pg_dump_text, pg_dump)
 
         ours = dump(server.port, "postgres", token, "--schema-only")
         assert ours == dump(postgres.port, "seqdb", None, "--schema-only")

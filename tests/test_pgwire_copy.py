@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from quorumdb import limits
-from tests.pgwire_util import ServerThread
+from tests.pgwire_util import ServerThread, serving
 from tests.test_pgwire_server import RawClient, fields, msg
 
 PSQL = shutil.which("psql")
@@ -26,17 +26,15 @@ PSQL = shutil.which("psql")
 
 @pytest.fixture
 def server():
-    started = ServerThread()
-    yield started
-    started.stop()
+    with serving() as started:
+        yield started
 
 
 @pytest.fixture
 def trusting():
     """For the raw protocol client, which does not authenticate."""
-    started = ServerThread(trust=True)
-    yield started
-    started.stop()
+    with serving(trust=True) as started:
+        yield started
 
 
 def connect(server: ServerThread) -> psycopg.Connection:

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from compute_node.pgwire import protocol
-from tests.pgwire_util import SECRET, ServerThread
+from tests.pgwire_util import SECRET, ServerThread, serving
 
 PSQL = shutil.which("psql")
 # psql comes with Debian's postgresql package (scripts/install-postgres, run by .ci/run).
@@ -34,9 +34,8 @@ def require_psql():
 
 @pytest.fixture
 def server():
-    started = ServerThread()
-    yield started
-    started.stop()
+    with serving() as started:
+        yield started
 
 
 @pytest.fixture

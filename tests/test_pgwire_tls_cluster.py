@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from quorumdb import certs
-from tests.conftest import READY_TIMEOUT_S, dump_logs
+from tests.conftest import start_ready
 from tests.test_pgwire_cluster import make_token
 from tests.util import make_config, require
 from tools.launcher import Cluster
@@ -28,15 +28,7 @@ def start_with_certs(directory, **settings) -> Cluster:
     if not config.insecure:
         certs.ensure(config.certs_path, [(config.cert_name(node.name), certs.default_hosts(node.name, node.host))
                                          for node in config.nodes])
-    cluster = Cluster(config)
-    try:
-        cluster.start()
-        cluster.wait_ready(timeout_s=READY_TIMEOUT_S, healthy=True)
-    except BaseException:
-        dump_logs(cluster)
-        cluster.stop_all()
-        raise
-    return cluster
+    return start_ready(config)
 
 
 @pytest.fixture(scope="module")

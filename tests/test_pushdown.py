@@ -19,6 +19,7 @@ from compute_node.cluster import read_core
 from compute_node.sessions.session import Session
 from compute_node.sql import pushdown as sql_pushdown
 from compute_node.sql.catalog import TableDef
+from compute_node.sql.planner import split_and
 from quorumdb import keys, limits
 from quorumdb import pushdown
 from tests.sql_memory_backend import MemoryBackend
@@ -44,12 +45,7 @@ class PushdownBackend(MemoryBackend):
         self.pushed_scans += 1
         spec = pushdown_mod.parse(pushdown)
         walked, more = [], False
-        for key in sorted(self.versions):
-            if key < start or (end is not None and key >= end):
-                continue
-            value = self._read(key, ts)
-            if value is None:
-                continue
+        for key, value in self.visible(start, end, ts):
             if len(walked) == self.examine_max:
                 more = True
                 break
@@ -179,7 +175,7 @@ def test_evaluator_agrees_with_the_engine_on_random_rows_and_predicates():
                 continue
             expected = {row[0] for row in results[0].rows}
             where = sqlglot.parse_one(sql, read="postgres").args["where"].this
-            conjuncts = _conjuncts(where)
+            conjuncts = split_and(where)
 
             def position_of(column: exp.Column):
                 return table.column_index(column.name)
@@ -201,14 +197,6 @@ def test_evaluator_agrees_with_the_engine_on_random_rows_and_predicates():
         print(f"predicates checked: {checked}, fully pushed: {fully_pushed}")
         assert checked > 500 and fully_pushed > 300
     run(main())
-
-
-def _conjuncts(node):
-    while isinstance(node, exp.Paren):
-        node = node.this
-    if isinstance(node, exp.And):
-        return _conjuncts(node.this) + _conjuncts(node.expression)
-    return [node]
 
 
 def test_sessions_with_and_without_pushdown_return_the_same_rows():

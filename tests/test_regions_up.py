@@ -262,11 +262,12 @@ def test_status_of_a_global_directory_has_a_section_per_region(global_dir):
 
 # --- a real two-region cluster ------------------------------------------------------------------------
 def region_pids(up: UpProcess) -> dict[str, dict[str, int]]:
-    """Region -> node -> PID, from the tables `up` printed (a title line `region NAME ...` before each)."""
+    """Region -> node -> PID, from the tables `up` printed: a title line before each, `region NAME
+    (initial role ...` for a primary/secondary pair, `region NAME (peer ...` or `(witness ...` active-active."""
     pids: dict[str, dict[str, int]] = {}
     region = None
     for line in up.output:
-        title = re.match(r"^region (\S+) \(initial role", line)
+        title = re.match(r"^region (\S+) \((initial role|peer|witness)", line)
         if title:
             region = title.group(1)
             pids[region] = {}
@@ -313,6 +314,28 @@ def node_processes_of(data_dir) -> list[int]:
 
 
 @pytest.mark.cluster
+def stop_regions_up(up, pids: dict[str, dict[str, int]], data_dir, exit_timeout_s: float) -> None:
+    """Ctrl-C to `up --regions`: it exits 0 and every region's nodes (`pids`, by region) are gone."""
+    up.process.send_signal(signal.SIGINT)
+    assert up.process.wait(timeout=exit_timeout_s) == 0
+    every = {f"{region}/{name}": pid for region, nodes in pids.items() for name, pid in nodes.items()}
+    assert not wait_all_gone(every, timeout_s=10.0)
+    assert node_processes_of(data_dir) == []
+
+
+def kill_regions_up(up, pids: dict[str, dict[str, int]], data_dir) -> None:
+    """After a test, whatever happened: `up` and every node it started are killed."""
+    if up.process.poll() is None:
+        up.process.kill()
+        up.process.wait(timeout=10.0)
+    for nodes in pids.values():
+        for pid in nodes.values():
+            if process_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    for pid in node_processes_of(data_dir):
+        os.kill(pid, signal.SIGKILL)
+
+
 def test_up_two_regions_kill_and_restart_a_region_then_stop(tmp_path):
     base = free_base_ports(2)
     data_dir = tmp_path / "gdb"
@@ -349,18 +372,6 @@ def test_up_two_regions_kill_and_restart_a_region_then_stop(tmp_path):
         assert status.returncode == 0, status.stdout
         assert [r["name"] for r in json.loads(status.stdout)["regions"]] == ["a", "b"]
 
-        up.process.send_signal(signal.SIGINT)
-        assert up.process.wait(timeout=UP_EXIT_TIMEOUT_S) == 0
-        every = {f"{region}/{name}": pid for region, nodes in pids.items() for name, pid in nodes.items()}
-        assert not wait_all_gone(every, timeout_s=10.0)
-        assert node_processes_of(data_dir) == []
+        stop_regions_up(up, pids, data_dir, UP_EXIT_TIMEOUT_S)
     finally:
-        if up.process.poll() is None:
-            up.process.kill()
-            up.process.wait(timeout=10.0)
-        for nodes in pids.values():
-            for pid in nodes.values():
-                if process_alive(pid):
-                    os.kill(pid, signal.SIGKILL)
-        for pid in node_processes_of(data_dir):
-            os.kill(pid, signal.SIGKILL)
+        kill_regions_up(up, pids, data_dir)

@@ -7,6 +7,7 @@ from compute_node.sessions.session import Session
 from quorumdb import errors, limits
 from quorumdb.errors import SqlError
 from tests.sql_memory_backend import MemoryBackend
+from tests.test_sql_statements import ok, rows
 
 
 @pytest.fixture
@@ -22,17 +23,6 @@ def session(backend):
 @pytest.fixture
 def other(backend):
     return Session(backend, "b")
-
-
-async def ok(session: Session, sql: str):
-    results = await session.execute(sql)
-    for result in results:
-        assert result.error is None, f"{sql}: {result.error!r}"
-    return results[-1]
-
-
-async def rows(session: Session, sql: str):
-    return (await ok(session, sql)).rows
 
 
 async def error_of(session: Session, sql: str) -> SqlError:

@@ -9,6 +9,7 @@ The tests share one cluster and run in file order.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import threading
 import time
 import uuid
@@ -118,6 +119,13 @@ class Harness:
 def harness(tmp_path_factory):
     # Small journal segments: the peer-repair test needs the journal to truncate past a down node.
     config = make_config(tmp_path_factory.mktemp("storage-cluster"), journal_segment_entries=500)
+    with running_harness(config) as harness:
+        yield harness
+
+
+@contextlib.contextmanager
+def running_harness(config):
+    """The journal, adjudicators and storage of `config` running, able to commit; stopped on the way out."""
     cluster = Cluster(config)
     try:
         names = cluster.names(SERVICES)

@@ -7,11 +7,12 @@ when the journal has truncated past what a node needs.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 
 import grpc
 import pytest
 
+from journal.follower import FollowBatch
 from quorumdb import rpc
 from quorumdb.pb import common_pb2, storage_pb2, storage_pb2_grpc
 from storage_node.main import StorageNode
@@ -24,17 +25,6 @@ class FakeTruncated(Exception):
     def __init__(self, first_index: int):
         super().__init__(f"journal starts at {first_index}")
         self.first_index = first_index
-
-
-@dataclasses.dataclass
-class FakeBatch:
-    entries: list
-    commit_index: int
-    closed_ts: int
-    closed_index: int
-    epoch: int = 1
-    leader: str = "adjudicator-az1"
-    skipped_to: int = 0
 
 
 class FakeJournal:
@@ -83,7 +73,7 @@ class FakeFollower:
             changed = journal.changed
             entries = [journal.entries[i] for i in range(next_index, journal.last_index + 1)]
             next_index += len(entries)
-            yield FakeBatch(entries, journal.last_index, journal.closed[0], journal.closed[1])
+            yield FollowBatch(entries, journal.last_index, journal.closed[0], journal.closed[1], 1, "adjudicator-az1")
             await asyncio.wait_for(changed.wait(), WAIT_S)
 
 
@@ -108,9 +98,10 @@ class Running:
         await asyncio.wait_for(self.task, WAIT_S)
 
 
-@pytest.fixture
-async def world(tmp_path):
-    cluster = make_config(tmp_path)
+@contextlib.asynccontextmanager
+async def storage_nodes(cluster):
+    """A FakeJournal, and start(name) -> (Running, stub) for the storage nodes of `cluster`; every
+    node started is halted on the way out."""
     journal = FakeJournal()
     channels = rpc.Channels()
     nodes: list[Running] = []
@@ -121,11 +112,19 @@ async def world(tmp_path):
         nodes.append(running)
         return running, storage_pb2_grpc.StorageStub(channels.get(cluster.node(name).address))
 
-    yield journal, start
-    for running in nodes:
-        if running.task is not None and not running.task.done():
-            await running.halt()
-    await channels.close()
+    try:
+        yield journal, start
+    finally:
+        for running in nodes:
+            if running.task is not None and not running.task.done():
+                await running.halt()
+        await channels.close()
+
+
+@pytest.fixture
+async def world(tmp_path):
+    async with storage_nodes(make_config(tmp_path)) as (journal, start):
+        yield journal, start
 
 
 async def wait_applied(stub, index: int) -> common_pb2.NodeStatus:

@@ -2,15 +2,27 @@
 from __future__ import annotations
 
 import pathlib
+import time
 
 from quorumdb import config as config_mod
-from tools.launcher import free_base_port  # noqa: F401 - re-exported for tests
+from tools.launcher import free_base_port, stop_process  # noqa: F401 - re-exported for tests
 
 
 def make_config(tmp_path: pathlib.Path, **settings) -> config_mod.ClusterConfig:
     cluster = config_mod.default_cluster(tmp_path / "cluster", base_port=free_base_port(), **settings)
     cluster.write()
     return cluster
+
+
+def poll_until(predicate, what: str, timeout_s: float, every_s: float = 0.05):
+    """predicate()'s first true value, asked every `every_s`; fails the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        time.sleep(every_s)
 
 
 def require(found: object, what: str, install: str) -> None:

@@ -719,20 +719,9 @@ def _host_port(address: str) -> tuple[str, int]:
 
 
 def _stop(launched: Any, supervisor: Any = None, supervisor_server: Any = None, extras: Any = None) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if supervisor is not None:
-        supervisor.close()  # no chaos action starts a node after this
-    if supervisor_server is not None:
-        supervisor_server.stop(grace=1.0)
-    if extras is not None:
-        try:
-            extras.stop()
-        except Exception as error:  # noqa: BLE001 - the nodes below are stopped regardless
-            sys.stderr.write(f"quorumdb up: stopping the console or Prometheus failed: {error!r}\n")
-    launched.stop_all(timeout_s=limits.UP_STOP_TIMEOUT_S)
-    still_running = launched.pids
-    assert not still_running, f"nodes still running after stop_all: {still_running}"
+    """Stop one cluster as `_stop_regions` stops every region's."""
+    _stop_regions(launched, [supervisor] if supervisor is not None else [],
+                  [supervisor_server] if supervisor_server is not None else [], extras, [])
 
 
 # --- up --regions: a Global Database on one machine ------------------------------------------
@@ -1096,23 +1085,21 @@ def command_up_regions(args: argparse.Namespace, out: TextIO = sys.stdout, err: 
 
 
 def _stop_regions(launched: Any, supervisors: Any, servers: list[Any], extras: Any, writer: list[Any]) -> None:
-    """What `_stop` does for one cluster, for every region: no chaos action after it starts, the
-    writer endpoint and the console first, then every region's nodes."""
+    """Stop `up`: signals ignored, no chaos action after this starts, the writer endpoint and the
+    console first, then every region's nodes (all of them, whatever failed before)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for supervisor in supervisors:
-        supervisor.close()
+        supervisor.close()  # no chaos action starts a node after this
     for server in servers:
         server.stop(grace=1.0)
-    for handle in writer:
+    for handle, what in [(handle, "the writer endpoint") for handle in writer] + [(extras, "the console or Prometheus")]:
+        if handle is None:
+            continue
         try:
             handle.stop()
         except Exception as error:  # noqa: BLE001 - the nodes below are stopped regardless
-            sys.stderr.write(f"quorumdb up: stopping the writer endpoint failed: {error!r}\n")
-    try:
-        extras.stop()
-    except Exception as error:  # noqa: BLE001 - the nodes below are stopped regardless
-        sys.stderr.write(f"quorumdb up: stopping the console or Prometheus failed: {error!r}\n")
+            sys.stderr.write(f"quorumdb up: stopping {what} failed: {error!r}\n")
     launched.stop_all(timeout_s=limits.UP_STOP_TIMEOUT_S)
     still_running = launched.pids
     assert not still_running, f"nodes still running after stop_all: {still_running}"

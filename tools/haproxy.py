@@ -45,6 +45,7 @@ from typing import Callable, Sequence
 from quorumdb import config as config_mod
 from quorumdb import limits
 from quorumdb import regions as regions_mod
+from tools.launcher import stop_process
 
 BINARY = "haproxy"
 INSTALL_HINT = "install it with `apt-get install haproxy` (Debian) or `bash scripts/install-haproxy`"
@@ -296,14 +297,7 @@ class HaproxyHandle:
 
     def stop(self, timeout_s: float = limits.HAPROXY_STOP_TIMEOUT_S) -> None:
         """SIGTERM (HAProxy's hard stop: it closes every session at once), SIGKILL after timeout_s."""
-        if self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=timeout_s)
+        stop_process(self.process, timeout_s)
 
 
 def _warn(line: str) -> None:

@@ -100,6 +100,19 @@ def free_base_port(attempts: int = 200) -> int:
     raise RuntimeError("no free block of ports found")
 
 
+def stop_process(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """SIGTERM to a process this one started (by its PID), SIGKILL if it has not exited within
+    `timeout_s`; nothing if it has already exited."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout_s)
+
+
 class LaunchError(RuntimeError):
     pass
 
@@ -177,12 +190,7 @@ class Cluster:
             os.kill(process.pid, signal.SIGCONT)  # a paused node cannot handle SIGTERM
         except ProcessLookupError:
             pass
-        process.terminate()
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process, timeout_s)
 
     def restart(self, name: str, kill: bool = True) -> None:
         if kill:

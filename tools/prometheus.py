@@ -15,6 +15,7 @@ import subprocess
 
 from quorumdb import config as config_mod
 from quorumdb import limits
+from tools.launcher import stop_process
 
 BINARY = "prometheus"
 INSTALL_HINT = "install it with `apt-get install prometheus` (Debian) or `bash scripts/install-observability`"
@@ -76,11 +77,4 @@ def start(cluster: config_mod.ClusterConfig, binary: str) -> subprocess.Popen:
 
 def stop(process: subprocess.Popen, timeout_s: float = limits.PROMETHEUS_STOP_TIMEOUT_S) -> None:
     """SIGTERM, then SIGKILL after timeout_s (by its PID)."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=timeout_s)
+    stop_process(process, timeout_s)

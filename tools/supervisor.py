@@ -123,6 +123,14 @@ class Supervisor:
         process = self.launched.processes.get(name)
         return process.pid if process is not None and process.poll() is None else None
 
+    def _running_pid_locked(self, name: str) -> int:
+        """The pid of node `name`, which an action needs running (under the lock, `up` not closing)."""
+        self._check_open()
+        pid = self._running_pid(name)
+        if pid is None:
+            raise SupervisorError(grpc.StatusCode.FAILED_PRECONDITION, f"{name} is not running")
+        return pid
+
     def _check_open(self) -> None:
         if self._closing:
             raise SupervisorError(grpc.StatusCode.UNAVAILABLE, "quorumdb up is shutting down")
@@ -147,10 +155,7 @@ class Supervisor:
     def stop(self, name: str) -> ActionResult:
         self._node(name)
         with self._lock:
-            self._check_open()
-            pid = self._running_pid(name)
-            if pid is None:
-                raise SupervisorError(grpc.StatusCode.FAILED_PRECONDITION, f"{name} is not running")
+            pid = self._running_pid_locked(name)
             self._expected_exit_pids.add(pid)
             self._intent[name] = STOPPED
             self.launched.stop_node(name, timeout_s=limits.UP_STOP_TIMEOUT_S)
@@ -160,10 +165,7 @@ class Supervisor:
     def pause(self, name: str) -> ActionResult:
         self._node(name)
         with self._lock:
-            self._check_open()
-            pid = self._running_pid(name)
-            if pid is None:
-                raise SupervisorError(grpc.StatusCode.FAILED_PRECONDITION, f"{name} is not running")
+            pid = self._running_pid_locked(name)
             if self._intent.get(name) == PAUSED:
                 raise SupervisorError(grpc.StatusCode.FAILED_PRECONDITION, f"{name} is already paused")
             self._intent[name] = PAUSED
@@ -173,10 +175,7 @@ class Supervisor:
     def resume(self, name: str) -> ActionResult:
         self._node(name)
         with self._lock:
-            self._check_open()
-            pid = self._running_pid(name)
-            if pid is None:
-                raise SupervisorError(grpc.StatusCode.FAILED_PRECONDITION, f"{name} is not running")
+            pid = self._running_pid_locked(name)
             if self._intent.get(name) != PAUSED:
                 raise SupervisorError(grpc.StatusCode.FAILED_PRECONDITION, f"{name} is not paused")
             self.launched.resume(name)
@@ -285,6 +284,17 @@ class Supervisor:
             pass
 
 
+def _action(method: str, target_field: str | None = None):
+    """A SupervisorService handler: Supervisor.<method>(request.<target_field>) as an ActionReply."""
+
+    def handler(self, request, context):
+        args = () if target_field is None else (getattr(request, target_field),)
+        return self._act(context, getattr(self.supervisor, method), *args)
+
+    handler.__name__ = method
+    return handler
+
+
 class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
     """The gRPC shell: request -> Supervisor method -> ActionReply, SupervisorError -> status."""
 
@@ -310,41 +320,19 @@ class SupervisorService(supervisor_pb2_grpc.SupervisorServicer):
             backup_location=self.supervisor.config.backup_location,
         )
 
-    def Kill(self, request, context):
-        return self._act(context, self.supervisor.kill, request.name)
-
-    def Restart(self, request, context):
-        return self._act(context, self.supervisor.restart, request.name)
-
-    def Pause(self, request, context):
-        return self._act(context, self.supervisor.pause, request.name)
-
-    def Resume(self, request, context):
-        return self._act(context, self.supervisor.resume, request.name)
-
-    def Stop(self, request, context):
-        return self._act(context, self.supervisor.stop, request.name)
-
-    def KillAz(self, request, context):
-        return self._act(context, self.supervisor.kill_az, request.az)
-
-    def RestartAz(self, request, context):
-        return self._act(context, self.supervisor.restart_az, request.az)
-
-    def Partition(self, request, context):
-        return self._act(context, self.supervisor.partition, request.az)
-
-    def Heal(self, request, context):
-        return self._act(context, self.supervisor.heal)
-
-    def KillLeader(self, request, context):
-        return self._act(context, self.supervisor.kill_leader)
-
-    def KillAll(self, request, context):
-        return self._act(context, self.supervisor.kill_all)
-
-    def RestartAll(self, request, context):
-        return self._act(context, self.supervisor.restart_all)
+    # Each action RPC calls one Supervisor method with the request field that names its target.
+    Kill = _action("kill", "name")
+    Restart = _action("restart", "name")
+    Pause = _action("pause", "name")
+    Resume = _action("resume", "name")
+    Stop = _action("stop", "name")
+    KillAz = _action("kill_az", "az")
+    RestartAz = _action("restart_az", "az")
+    Partition = _action("partition", "az")
+    Heal = _action("heal")
+    KillLeader = _action("kill_leader")
+    KillAll = _action("kill_all")
+    RestartAll = _action("restart_all")
 
 
 def serve(supervisor: Supervisor, listen: str) -> grpc.Server:

@@ -89,6 +89,34 @@ def take_batch(sizes: Sequence[int], max_requests: int, max_bytes: int) -> int:
     return count
 
 
+async def wait_for_work(wake: asyncio.Event, reader: asyncio.Task, idle_s: float) -> bool:
+    """A stream's sender with nothing queued: wait until more is queued (`wake`) or the stream's
+    reader ends. False after `idle_s` of neither: the stream is idle."""
+    wake.clear()
+    waiter = asyncio.ensure_future(wake.wait())
+    done, _ = await asyncio.wait((waiter, reader), timeout=idle_s, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    return bool(done)
+
+
+async def stop_reader(reader: asyncio.Task) -> BaseException | None:
+    """A stream's reader once its sender is done with the stream: cancelled (and awaited) if it is
+    still running; the error it ended with of its own, if any."""
+    if not reader.done():
+        await aio.cancel_and_wait(reader)
+    return None if reader.cancelled() else reader.exception()
+
+
+async def linger(answered: asyncio.Event, queued_at: float, loop: asyncio.AbstractEventLoop) -> bool:
+    """Ack-clocked batching: while the last message has no answer yet, hold the next one back (up
+    to STREAM_LINGER_S after the last message left) so more requests join it. True if it waited."""
+    linger_s = queued_at + limits.STREAM_LINGER_S - loop.time()
+    if linger_s <= 0:
+        return False
+    await aio.wait_event(answered, linger_s)
+    return True
+
+
 @dataclasses.dataclass(eq=False)
 class _Pending:
     request: adjudicator_pb2.CommitRequest  # a copy, with this send's seq
@@ -178,9 +206,7 @@ class CommitStream:
     async def close(self) -> None:
         self._closed = True
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await aio.cancel_and_wait(task)
         for pending in self._queue:
             self._fail(pending, SendError(SendFailure.NOT_SENT, "CANCELLED", "compute node is stopping"))
         self._queue.clear()
@@ -201,20 +227,13 @@ class CommitStream:
         try:
             while not reader.done():
                 if not self._queue and not self._reads_active:
-                    self._wake.clear()
-                    waiter = asyncio.ensure_future(self._wake.wait())
-                    done, _ = await asyncio.wait((waiter, reader), timeout=limits.COMMIT_STREAM_IDLE_S,
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                    waiter.cancel()
-                    if not done and not written:
+                    if not await wait_for_work(self._wake, reader, limits.COMMIT_STREAM_IDLE_S) and not written:
                         break  # idle: half-close
                     continue
                 if loop.time() - opened > limits.COMMIT_STREAM_LIFETIME_S / 2:
                     break  # rotate: new requests go on a new stream
                 if (written and not self._answered.is_set() and len(self._queue) < limits.COMMIT_STREAM_BATCH_MAX):
-                    linger_s = self._queued_at + limits.STREAM_LINGER_S - loop.time()
-                    if linger_s > 0:  # ack-clocked (compute_node/cluster/read_stream.py): no answer since the last message
-                        await aio.wait_event(self._answered, linger_s)
+                    if await linger(self._answered, self._queued_at, loop):
                         continue
                 self._answered.clear()  # the next message waits for an answer to this one
                 self._queued_at = loop.time()
@@ -252,11 +271,8 @@ class CommitStream:
             call.cancel()
             raise
         finally:
-            if not reader.done():
-                reader.cancel()
-                await asyncio.gather(reader, return_exceptions=True)
-        if error is None and reader.done() and not reader.cancelled() and reader.exception() is not None:
-            exc = reader.exception()
+            exc = await stop_reader(reader)
+        if error is None and exc is not None:
             error = (exc.code(), exc.details() or "") if isinstance(exc, grpc.aio.AioRpcError) else (None, repr(exc))
         if written:
             code, details = error or (None, "the stream ended without answering")

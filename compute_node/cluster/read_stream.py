@@ -35,7 +35,7 @@ import logging
 
 import grpc
 
-from compute_node.cluster.commit_stream import take_batch
+from compute_node.cluster.commit_stream import linger, stop_reader, take_batch, wait_for_work
 from quorumdb import aio, limits, rpc
 from quorumdb.pb import storage_pb2, storage_pb2_grpc
 
@@ -108,9 +108,7 @@ class ReadStream:
     async def close(self) -> None:
         self._closed = True
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await aio.cancel_and_wait(task)
         error = stream_error(grpc.StatusCode.CANCELLED, "compute node is stopping")
         for _, future, _ in self._queue:
             _fail(future, error)
@@ -133,20 +131,13 @@ class ReadStream:
         try:
             while not reader.done():
                 if not self._queue:
-                    self._wake.clear()
-                    waiter = asyncio.ensure_future(self._wake.wait())
-                    done, _ = await asyncio.wait((waiter, reader), timeout=limits.READ_STREAM_IDLE_S,
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                    waiter.cancel()
-                    if not done and not written:
+                    if not await wait_for_work(self._wake, reader, limits.READ_STREAM_IDLE_S) and not written:
                         break  # idle: half-close
                     continue
                 if loop.time() - opened > limits.READ_STREAM_LIFETIME_S / 2:
                     break  # rotate: new ops go on a new stream
                 if written and not self._answered.is_set() and len(self._queue) < limits.READ_STREAM_BATCH_MAX:
-                    linger_s = self._queued_at + limits.STREAM_LINGER_S - loop.time()
-                    if linger_s > 0:  # ack-clocked: no answer since the last message yet
-                        await aio.wait_event(self._answered, linger_s)
+                    if await linger(self._answered, self._queued_at, loop):
                         continue
                 self._answered.clear()  # the next message waits for an answer to this one
                 count = take_batch([size for _, _, size in self._queue], limits.READ_STREAM_BATCH_MAX,
@@ -181,11 +172,8 @@ class ReadStream:
             call.cancel()
             raise
         finally:
-            if not reader.done():
-                reader.cancel()
-                await asyncio.gather(reader, return_exceptions=True)
-        if error is None and reader.done() and not reader.cancelled() and reader.exception() is not None:
-            exc = reader.exception()
+            exc = await stop_reader(reader)
+        if error is None and exc is not None:
             error = exc if isinstance(exc, grpc.aio.AioRpcError) else stream_error(
                 grpc.StatusCode.UNAVAILABLE, f"read stream to {self.target} broke: {exc!r}")
         if written:

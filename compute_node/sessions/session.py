@@ -62,7 +62,7 @@ import random
 import re
 import uuid
 import weakref
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from compute_node.sessions import copy as copy_mod
 from compute_node.cluster import trace as trace_mod
@@ -113,6 +113,13 @@ _EXPLAIN_COMMIT_STATEMENT = re.compile(
     r"(?:\s+(?:WORK|TRANSACTION))?\s*;?\s*",
     re.IGNORECASE,
 )
+
+
+def _invalid_value(setting: str, value: str, allowed) -> StatementResult:
+    return StatementResult.failed(SqlError(
+        errors.INVALID_PARAMETER_VALUE,
+        f'invalid value for parameter "{setting}": "{value}"',
+        hint=f"Available values: {', '.join(allowed)}."))
 
 
 class Session:
@@ -240,33 +247,36 @@ class Session:
             await self._txn.abort()
         self._end()
 
-    def _write_forwarding(self, statement: re.Match) -> StatementResult:
-        """SET / RESET / SHOW quorumdb.write_forwarding (off | session | global)."""
+    def _setting_refused(self, setting: str, backend_attribute: str) -> StatementResult | None:
+        """Why a quorumdb.* setting cannot be used now: a failed transaction block, or a backend
+        without it. None when it can."""
         if self._failed:
             return StatementResult.failed(SqlError(errors.IN_FAILED_SQL_TRANSACTION, IN_FAILED_BLOCK))
-        if not hasattr(self.backend, "write_forwarding"):
+        if not hasattr(self.backend, backend_attribute):
             return StatementResult.failed(SqlError(errors.FEATURE_NOT_SUPPORTED,
-                                                   f"{WRITE_FORWARDING_SETTING} cannot be set on this backend"))
+                                                   f"{setting} cannot be set on this backend"))
+        return None
+
+    def _write_forwarding(self, statement: re.Match) -> StatementResult:
+        """SET / RESET / SHOW quorumdb.write_forwarding (off | session | global)."""
+        refused = self._setting_refused(WRITE_FORWARDING_SETTING, "write_forwarding")
+        if refused is not None:
+            return refused
         if statement["show"]:
             return StatementResult([(WRITE_FORWARDING_SETTING, "text")], [(self.backend.write_forwarding,)], "SHOW")
         value = "off" if statement["reset"] else statement["value"].strip("'").lower()
         if value == "default":
             value = "off"
         if value not in WRITE_FORWARDING_MODES:
-            return StatementResult.failed(SqlError(
-                errors.INVALID_PARAMETER_VALUE,
-                f'invalid value for parameter "{WRITE_FORWARDING_SETTING}": "{value}"',
-                hint=f"Available values: {', '.join(WRITE_FORWARDING_MODES)}."))
+            return _invalid_value(WRITE_FORWARDING_SETTING, value, WRITE_FORWARDING_MODES)
         self.backend.write_forwarding = value
         return StatementResult.tag("RESET" if statement["reset"] else "SET")
 
     def _read_mode(self, statement: re.Match) -> StatementResult:
         """SET / RESET / SHOW quorumdb.read_mode (see the module docstring)."""
-        if self._failed:
-            return StatementResult.failed(SqlError(errors.IN_FAILED_SQL_TRANSACTION, IN_FAILED_BLOCK))
-        if not hasattr(self.backend, "session_read_mode"):
-            return StatementResult.failed(SqlError(errors.FEATURE_NOT_SUPPORTED,
-                                                   f"{READ_MODE_SETTING} cannot be set on this backend"))
+        refused = self._setting_refused(READ_MODE_SETTING, "session_read_mode")
+        if refused is not None:
+            return refused
         if statement["show"]:
             mode = self.backend.session_read_mode or getattr(self.backend, "read_mode", "quorum")
             return StatementResult([(READ_MODE_SETTING, "text")], [(mode,)], "SHOW")
@@ -274,10 +284,7 @@ class Session:
         if value == "default":
             value = None
         if value is not None and value not in READ_MODES:
-            return StatementResult.failed(SqlError(
-                errors.INVALID_PARAMETER_VALUE,
-                f'invalid value for parameter "{READ_MODE_SETTING}": "{value}"',
-                hint=f"Available values: {', '.join(READ_MODES)}."))
+            return _invalid_value(READ_MODE_SETTING, value, READ_MODES)
         self.backend.session_read_mode = value
         return StatementResult.tag("RESET" if statement["reset"] else "SET")
 
@@ -301,12 +308,21 @@ class Session:
             self._failed = True  # as PostgreSQL (it does nothing here either way)
             return StatementResult.failed(SqlError(errors.ACTIVE_SQL_TRANSACTION,
                                                    "VACUUM cannot run inside a transaction block"))
-        try:
+
+        async def run() -> StatementResult:
             self._check_age(self._txn)
             self._txn.last_plan = None
             result = await self._execute_checked(self._txn, statement)
             self.last_plan = self._txn.last_plan
             return result
+
+        return await self._in_block(run)
+
+    async def _in_block(self, work: Callable[[], Awaitable[StatementResult]]) -> StatementResult:
+        """`work` inside the open transaction block: any error fails the block (a SqlError is the
+        statement's result, anything else goes on up)."""
+        try:
+            return await work()
         except SqlError as error:
             self._failed = True
             return StatementResult.failed(error)
@@ -415,20 +431,16 @@ class Session:
                 return StatementResult.tag(f"COPY {count}")
             if self._failed:
                 return StatementResult.failed(SqlError(errors.IN_FAILED_SQL_TRANSACTION, IN_FAILED_BLOCK))
-            try:
+            async def load() -> StatementResult:
                 self._check_age(self._txn)
                 try:
                     count = await copy_mod.load_in_transaction(self._txn, statement, records)
                 except SchemaStale:
                     self._txn.forget_stale_schema()
                     count = await copy_mod.load_in_transaction(self._txn, statement, records)
-            except SqlError as error:
-                self._failed = True
-                return StatementResult.failed(error)
-            except BaseException:
-                self._failed = True
-                raise
-            return StatementResult.tag(f"COPY {count}")
+                return StatementResult.tag(f"COPY {count}")
+
+            return await self._in_block(load)
 
     def fail_block(self) -> None:
         """The wire layer refused a statement of the open block (a write in a READ ONLY block):

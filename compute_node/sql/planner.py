@@ -94,11 +94,11 @@ ColumnPosition = Callable[[exp.Expression], "int | None"]
 
 def plan_access(table: TableDef, where: exp.Expression | Sequence[exp.Expression] | None,
                 column_position: ColumnPosition | None = None) -> AccessPlan:
-    conjuncts = where if isinstance(where, (list, tuple)) else _conjuncts(where)
+    conjuncts = where if isinstance(where, (list, tuple)) else split_and(where)
     position_of = column_position or (lambda node: _column_by_name(table, node))
     bounds: dict[int, _ColumnBounds] = {}
     for conjunct in conjuncts:
-        for part in _conjuncts(conjunct):
+        for part in split_and(conjunct):
             _collect(table, part, bounds, position_of)
     prefix = table.rows_prefix
     pk_pinned = _pinned_prefix(table.primary_key, bounds)
@@ -211,13 +211,14 @@ def _show(value: Any) -> str:
     return "'" + types.format_value(value).replace("'", "''") + "'"
 
 
-def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
+def split_and(node: exp.Expression | None) -> list[exp.Expression]:
+    """The conjuncts of a condition (a AND (b AND c) -> [a, b, c]); none for no condition."""
     if node is None:
         return []
     if isinstance(node, exp.Paren):
-        return _conjuncts(node.this)
+        return split_and(node.this)
     if isinstance(node, exp.And):
-        return _conjuncts(node.this) + _conjuncts(node.expression)
+        return split_and(node.this) + split_and(node.expression)
     return [node]
 
 

@@ -60,7 +60,7 @@ from compute_node.sql.expressions import (
     Compiled, Compiler, Context, Relation, Scope, _group_key_value,
     coerce, contains_aggregate, output_name, sql_and,
 )
-from compute_node.sql.planner import AccessPlan, PlanKind, plan_access
+from compute_node.sql.planner import AccessPlan, PlanKind, plan_access, split_and
 from compute_node.sql.pushdown import Pushdown
 from compute_node.sql.pushdown import build as build_pushdown
 from compute_node.sql.query import SelectProgram, _limit_value, compile_select
@@ -1035,7 +1035,7 @@ def compile_select_plan(select: exp.Select, parent: Scope | None, ctx: QueryCont
         prefix.cell = scope.cell
         star_entries = _compile_join(join, source, sources[:position], prefix, scope, ctx, star_entries)
     where = select.args.get("where")
-    where_conjuncts = _conjuncts(where.this) if where is not None else []
+    where_conjuncts = split_and(where.this) if where is not None else []
     for position, source in enumerate(sources):
         if source.kind != "table":
             continue
@@ -1044,7 +1044,7 @@ def compile_select_plan(select: exp.Select, parent: Scope | None, ctx: QueryCont
             usable += where_conjuncts
         join = items[position][1]
         if join is not None and join.args.get("on") is not None and source.join_kind in ("inner", "left"):
-            usable += _conjuncts(join.args["on"])
+            usable += split_and(join.args["on"])
         source.plan = plan_access(source.table, usable, _position_in(scope, source))
     if len(sources) == 1 and sources[0].kind == "table" and sources[0].plan.kind in (PlanKind.FULL, PlanKind.RANGE):
         root = sources[0]
@@ -1108,16 +1108,6 @@ def _position_in(scope: Scope, source: Source):
             return table.column_index(relation.columns[index][0])
         return None
     return position_of
-
-
-def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
-    if node is None:
-        return []
-    if isinstance(node, exp.Paren):
-        return _conjuncts(node.this)
-    if isinstance(node, exp.And):
-        return _conjuncts(node.this) + _conjuncts(node.expression)
-    return [node]
 
 
 def _make_source(item: exp.Expression, parent: Scope | None, ctx: QueryContext, before: list[Source],
@@ -1337,7 +1327,7 @@ def _compile_join(join: exp.Join, source: Source, left_sources: list[Source], pr
     on = join.args.get("on")
     non_equalities = 0
     if on is not None:
-        for conjunct in _conjuncts(on):
+        for conjunct in split_and(on):
             pair = None if source.lateral else _equi_pair(conjunct, prefix, source, compiler)
             if pair is not None:
                 hash_left.append(pair[0])

@@ -21,7 +21,8 @@ import sys
 import tempfile
 import time
 
-from tools.bench.global_main import cli, cpu_seconds, node_pids, start_up, stop_up
+from tools.bench import procstat
+from tools.bench.global_main import cli, node_pids, start_up, stop_up
 from tools.launcher import free_base_port
 
 IDLE_S = 20.0
@@ -77,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         wait_voted_in(data_dir)
         time.sleep(5.0)
         pids = node_pids(data_dir)
-        before = cpu_seconds(pids)
+        before = procstat.own_seconds(pids)
         time.sleep(IDLE_S)
-        results["idle_cpu_pct_of_one_core"] = round(100 * (cpu_seconds(pids) - before) / IDLE_S, 1)
+        results["idle_cpu_pct_of_one_core"] = round(100 * (procstat.own_seconds(pids) - before) / IDLE_S, 1)
         results["nodes"] = len(pids)
         say(f"idle: {results['idle_cpu_pct_of_one_core']} % of one core for {len(pids)} node processes")
         for delay in delays:

@@ -87,16 +87,6 @@ def node_pids(data_dir: pathlib.Path) -> list[int]:
     return [int(pid) for pid in out.stdout.split()]
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            total += procstat.parse_stat(pathlib.Path(f"/proc/{pid}/stat").read_text()).own_ticks
-        except (OSError, ValueError):
-            continue
-    return total / procstat.CLOCK_TICKS_PER_S
-
-
 def load(ports: list[int], seconds: float, data_dir: pathlib.Path) -> subprocess.Popen:
     """`quorumdb bench` on these ports, with the credentials of the Global Database in data_dir."""
     return subprocess.Popen([sys.executable, "-m", "tools.cli", "bench", "--workload", "point-write",
@@ -155,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         clusters = {r.name: r.cluster() for r in cfg.regions}
         time.sleep(5.0)
         pids = node_pids(data_dir)
-        before = cpu_seconds(pids)
+        before = procstat.own_seconds(pids)
         idle_lag = sample_lag(clusters["eu"], IDLE_S)
-        results["idle_cpu_pct_of_one_core"] = round(100 * (cpu_seconds(pids) - before) / IDLE_S, 1)
+        results["idle_cpu_pct_of_one_core"] = round(100 * (procstat.own_seconds(pids) - before) / IDLE_S, 1)
         results["nodes"] = len(pids)
         results["idle_lag_ms"] = percentiles(idle_lag)
         say(f"idle: {results['idle_cpu_pct_of_one_core']} % of one core for {len(pids)} nodes; lag {results['idle_lag_ms']}")

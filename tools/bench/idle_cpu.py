@@ -29,19 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         nodes.wait_ready(timeout_s=120)
         time.sleep(5.0)  # past the start-up work
         pids = list(nodes.pids.values())
-
-        def ticks() -> int:
-            total = 0
-            for pid in pids:
-                try:
-                    total += procstat.parse_stat(pathlib.Path(f"/proc/{pid}/stat").read_text()).own_ticks
-                except (OSError, ValueError):
-                    continue
-            return total
-
-        before = ticks()
+        before_s = procstat.own_seconds(pids)
         time.sleep(args.seconds)
-        used_s = (ticks() - before) / procstat.CLOCK_TICKS_PER_S
+        used_s = procstat.own_seconds(pids) - before_s
     print(f"idle CPU: {100 * used_s / args.seconds:.1f} % of one core ({len(pids)} nodes, {args.seconds:g} s)")
     return 0
 

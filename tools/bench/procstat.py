@@ -66,6 +66,11 @@ def read_stat(pid: int) -> ProcStat | None:
         return None  # gone, or not ours to read
 
 
+def own_seconds(pids: Iterable[int], stat_of: Callable[[int], ProcStat | None] = read_stat) -> float:
+    """CPU seconds of the processes' own threads so far; a process that is gone counts nothing."""
+    return sum(stat.own_ticks for pid in pids if (stat := stat_of(pid)) is not None) / CLOCK_TICKS_PER_S
+
+
 def is_running(pid: int) -> bool:
     """Alive and not a zombie."""
     stat = read_stat(pid)

@@ -43,7 +43,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
 
 from quorumdb import config as config_mod
 from quorumdb import netfault
-from tools.launcher import free_base_port
+from tools.launcher import free_base_port, stop_process
 from quorumdb.pb import common_pb2, storage_pb2, storage_pb2_grpc
 
 SERVER = "storage-az1-a"
@@ -282,13 +282,7 @@ def start_server(variant: str, base_port: int, data_dir: str, old_ref: str) -> s
 
 
 def stop_server(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
+    stop_process(process, STOP_TIMEOUT_S)
 
 
 def main() -> None:

@@ -51,6 +51,7 @@ import collections
 import dataclasses
 from typing import Any, Iterable
 
+from quorumdb import graphs
 from tools.jepsen import limits
 from tools.jepsen.history import FAIL, INFO, OK, Op
 
@@ -244,52 +245,8 @@ class _Graph:
 
 
 def _sccs(nodes: Iterable[int], graph: _Graph, kinds: frozenset[str]) -> list[set[int]]:
-    """Strongly connected components with more than one node (Tarjan, iterative)."""
-    index_of: dict[int, int] = {}
-    low: dict[int, int] = {}
-    on_stack: set[int] = set()
-    stack: list[int] = []
-    components: list[set[int]] = []
-    counter = 0
-    for root in nodes:
-        if root in index_of:
-            continue
-        work = [(root, iter(list(graph.successors(root, kinds))))]
-        index_of[root] = low[root] = counter
-        counter += 1
-        stack.append(root)
-        on_stack.add(root)
-        while work:
-            node, successors = work[-1]
-            advanced = False
-            for succ in successors:
-                if succ not in index_of:
-                    index_of[succ] = low[succ] = counter
-                    counter += 1
-                    stack.append(succ)
-                    on_stack.add(succ)
-                    work.append((succ, iter(list(graph.successors(succ, kinds)))))
-                    advanced = True
-                    break
-                if succ in on_stack:
-                    low[node] = min(low[node], index_of[succ])
-            if advanced:
-                continue
-            work.pop()
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-            if low[node] == index_of[node]:
-                component = set()
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.add(member)
-                    if member == node:
-                        break
-                if len(component) > 1:
-                    components.append(component)
-    return components
+    """Strongly connected components with more than one node, over the edges of `kinds`."""
+    return graphs.strongly_connected(nodes, lambda node: graph.successors(node, kinds))
 
 
 def _path(graph: _Graph, start: int, goal: int, kinds: frozenset[str], within: set[int]) -> list[int] | None:

@@ -109,21 +109,22 @@ def load_netfault():
     return module if all(callable(getattr(module, name, None)) for name in needed) else None
 
 
-class Nemesis:
-    """Carries out a schedule against a running Cluster, in its own thread."""
+class NemesisThread:
+    """A fault schedule carried out in its own thread (`_run`), stopped by `stop`; what it
+    injected and the errors it met are read after join()."""
 
-    def __init__(self, cluster: Cluster, faults: list[Fault], recorder: Recorder,
-                 stop: threading.Event, log: Callable[[str], None] = print):
-        self.cluster = cluster
+    def __init__(self, faults: list, recorder: Recorder, stop: threading.Event,
+                 log: Callable[[str], None], thread_name: str) -> None:
         self.faults = faults
         self.recorder = recorder
         self.stop = stop
         self.log = log
-        self.netfault = load_netfault()
-        self.partitioned = False
         self.injected: list[dict] = []
         self.errors: list[str] = []
-        self._thread = threading.Thread(target=self._run, name="nemesis", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
 
     def start(self) -> None:
         self._thread.start()
@@ -131,6 +132,17 @@ class Nemesis:
     def join(self, timeout_s: float) -> bool:
         self._thread.join(timeout_s)
         return not self._thread.is_alive()
+
+
+class Nemesis(NemesisThread):
+    """Carries out a schedule against a running Cluster, in its own thread."""
+
+    def __init__(self, cluster: Cluster, faults: list[Fault], recorder: Recorder,
+                 stop: threading.Event, log: Callable[[str], None] = print):
+        super().__init__(faults, recorder, stop, log, "nemesis")
+        self.cluster = cluster
+        self.netfault = load_netfault()
+        self.partitioned = False
 
     def _run(self) -> None:
         for fault in self.faults:

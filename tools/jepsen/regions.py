@@ -43,7 +43,8 @@ from tools.jepsen import history as history_mod
 from tools.jepsen import limits
 from tools.jepsen.checker import Verdict
 from tools.jepsen.history import OK, Recorder
-from tools.jepsen.runner import ClientThread, _retry
+from tools.jepsen.nemesis import NemesisThread
+from tools.jepsen.runner import ClientThread, _retry, final_verdict, note_run_error, stop_clients
 from tools.jepsen.workloads import WORKLOADS
 
 REGION_KINDS = ("region-kill", "region-partition", "witness-kill", "witness-partition", "link-cut")
@@ -119,28 +120,15 @@ def chaos_command(data_dir: pathlib.Path, *args: str) -> None:
                            f"{result.stderr.strip() or result.stdout.strip()}")
 
 
-class RegionNemesis:
+class RegionNemesis(NemesisThread):
     """Carries out a region schedule in its own thread."""
 
     def __init__(self, data_dir: pathlib.Path, faults: list[RegionFault], recorder: Recorder,
                  stop: threading.Event, log: Callable[[str], None] = print,
                  chaos: Callable[..., None] | None = None) -> None:
+        super().__init__(faults, recorder, stop, log, "region-nemesis")
         self.data_dir = data_dir
-        self.faults = faults
-        self.recorder = recorder
-        self.stop = stop
-        self.log = log
         self.chaos = chaos or (lambda *args: chaos_command(data_dir, *args))
-        self.injected: list[dict] = []
-        self.errors: list[str] = []
-        self._thread = threading.Thread(target=self._run, name="region-nemesis", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout_s: float) -> bool:
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
 
     def _run(self) -> None:
         # The schedule's gaps count from the previous fault's heal: restarting a region takes
@@ -266,27 +254,15 @@ def run_regions(data_dir: pathlib.Path, workload_name: str, seed: int, duration_
         deadline = time.monotonic() + FIRST_PASS_EXTRA_MAX_S
         while len(nemesis.injected) + len(nemesis.errors) < first_pass and time.monotonic() < deadline:
             time.sleep(0.2)
-        stop.set()
-        recorder.record({"type": "stop"})
-        deadline = time.monotonic() + limits.CLIENT_JOIN_TIMEOUT_S
-        for client in threads:
-            client.thread.join(max(0.0, deadline - time.monotonic()))
-        stuck = [c.index for c in threads if c.thread.is_alive()]
-        if stuck:
-            notes.append(f"clients {stuck} still in an operation after {limits.CLIENT_JOIN_TIMEOUT_S:.0f} s")
+        stop_clients(stop, recorder, threads, notes)
         if not nemesis.join(limits.CLIENT_JOIN_TIMEOUT_S + CHAOS_TIMEOUT_S):
             notes.append("the nemesis did not finish its last fault in time")
         nemesis.heal_all()
         if ready is not None:
             ready()
-        events = list(recorder.events)
-        final = _retry("final read", workload.final_read, every, limits.FINAL_READ_TIMEOUT_S, log, data_dir)
-        recorder.record({"type": "final", "value": final})
-        verdict = workload.check(history_mod.pair_ops(events), final)
+        events, verdict = final_verdict(workload, recorder, every, log, data_dir)
     except Exception as error:
-        notes.append(f"run error: {error!r}")
-        log(f"jepsen: run error: {error!r}")
-        verdict.add("run-error", repr(error))
+        note_run_error(error, verdict, notes, log)
         events = events or list(recorder.events)
         try:
             nemesis.heal_all()

@@ -199,6 +199,37 @@ def _retry(what: str, fn: Callable[[qclient.Connection], Any], addresses, timeou
     log(f"{what} did not succeed within {timeout_s:.0f} s: {last}")
     return None
 
+def stop_clients(stop: threading.Event, recorder: Recorder, clients: list[ClientThread], notes: list[str]) -> None:
+    """End the run's operations: the clients stop (each within CLIENT_JOIN_TIMEOUT_S of the others)
+    and those still in an operation are noted; their operations count as unknown."""
+    stop.set()
+    recorder.record({"type": "stop"})
+    deadline = time.monotonic() + limits.CLIENT_JOIN_TIMEOUT_S
+    for client in clients:
+        client.thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [c.index for c in clients if c.thread.is_alive()]
+    if stuck:
+        notes.append(f"clients {stuck} still in an operation after {limits.CLIENT_JOIN_TIMEOUT_S:.0f} s "
+                     f"(their operations count as unknown)")
+
+
+def final_verdict(workload, recorder: Recorder, addresses, log: Callable[[str], None],
+                  data_dir: pathlib.Path | None) -> tuple[list[dict], Verdict]:
+    """After the faults are healed: the history, then the final read (recorded with it), then
+    the workload's verdict on both."""
+    events = list(recorder.events)
+    final = _retry("final read", workload.final_read, addresses, limits.FINAL_READ_TIMEOUT_S, log, data_dir)
+    recorder.record({"type": "final", "value": final})
+    return events, workload.check(history_mod.pair_ops(events), final)
+
+
+def note_run_error(error: Exception, verdict: Verdict, notes: list[str], log: Callable[[str], None]) -> None:
+    """A run that broke off: the verdict fails with the error, which the notes and the log say."""
+    notes.append(f"run error: {error!r}")
+    log(f"jepsen: run error: {error!r}")
+    verdict.add("run-error", repr(error))
+
+
 
 def _setup(workload: Workload, conn: qclient.Connection) -> bool:
     workload.setup(conn)
@@ -256,16 +287,8 @@ def run(options: Options, log: Callable[[str], None] = print) -> RunResult:
             client.thread.start()
         nemesis.start()
         stop.wait(options.duration_s)
-        stop.set()
-        recorder.record({"type": "stop"})
         log(f"jepsen: t+{recorder.now():.2f}s duration over; stopping clients")
-        deadline = time.monotonic() + limits.CLIENT_JOIN_TIMEOUT_S
-        for client in clients:
-            client.thread.join(max(0.0, deadline - time.monotonic()))
-        stuck = [c.index for c in clients if c.thread.is_alive()]
-        if stuck:
-            notes.append(f"clients {stuck} still in an operation after {limits.CLIENT_JOIN_TIMEOUT_S:.0f} s "
-                         f"(their operations count as unknown)")
+        stop_clients(stop, recorder, clients, notes)
         if not nemesis.join(limits.CLIENT_JOIN_TIMEOUT_S):
             notes.append("the nemesis did not finish its last fault in time")
 
@@ -279,15 +302,9 @@ def run(options: Options, log: Callable[[str], None] = print) -> RunResult:
         except LaunchError as error:
             notes.append(f"recovery: {error}")
             log(f"jepsen: recovery incomplete: {error}")
-        events = list(recorder.events)
-        final = _retry("final read", workload.final_read, addresses, limits.FINAL_READ_TIMEOUT_S, log, data_dir)
-        recorder.record({"type": "final", "value": final})
-        ops = history_mod.pair_ops(events)
-        verdict = workload.check(ops, final)
+        events, verdict = final_verdict(workload, recorder, addresses, log, data_dir)
     except Exception as error:
-        notes.append(f"run error: {error!r}")
-        log(f"jepsen: run error: {error!r}")
-        verdict.add("run-error", repr(error))
+        note_run_error(error, verdict, notes, log)
         events = events or list(recorder.events)
     finally:
         cluster.stop_all()
