@@ -24,6 +24,7 @@ import pytest
 from tools import cli
 from quorumdb import config as config_mod
 from quorumdb import regions as regions_mod
+from quorumdb import rpc
 from tools import launcher
 from tools import supervisor as supervisor_mod
 from tools.launcher import PORT_BLOCK, free_base_ports, node_status
@@ -283,8 +284,9 @@ def all_answer(cluster: config_mod.ClusterConfig, timeout_s: float = ANSWER_TIME
     2-core machine a busy node can miss one 2 s deadline)."""
     deadline = time.monotonic() + timeout_s
     pending = list(cluster.nodes)
+    admin = rpc.admin_credentials(cluster)  # `up` (another process) started it: its certs dir and secret
     while pending and time.monotonic() < deadline:
-        pending = [node for node in pending if node_status(node) is None]
+        pending = [node for node in pending if node_status(node, credentials=admin) is None]
     return not pending
 
 
@@ -356,7 +358,7 @@ def test_up_two_regions_kill_and_restart_a_region_then_stop(tmp_path):
         assert killed.returncode == 0, killed.stderr
         assert killed.stdout.startswith("region b: killed all 15 running nodes")
         assert not wait_all_gone(pids["b"], timeout_s=10.0)
-        assert all(node_status(node) is None for node in clusters["b"].nodes)
+        assert all(node_status(node, credentials=rpc.admin_credentials(clusters["b"])) is None for node in clusters["b"].nodes)
         assert all(process_alive(pid) for pid in pids["a"].values())
         assert all_answer(clusters["a"])
 

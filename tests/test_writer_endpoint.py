@@ -418,14 +418,16 @@ def test_haproxy_routes_psycopg_and_the_client_api_to_the_running_writer_region(
                 return conn.execute("SELECT 1").fetchone() == (1,)
 
         assert wait_until("SELECT 1 through the writer endpoint", select_one)
-        psql = shutil.which("psql")  # Debian's client (bash scripts/install-postgres); skipped without it
+        psql = shutil.which("psql")
+        require(psql, "Debian's psql", "bash scripts/install-postgres")
         if psql is not None:
             done = subprocess.run([psql, "-h", host, "-p", pg_port, "-U", "admin", "-d", "postgres", "-Atc",
                                    "SELECT 40 + 2"], check=False, capture_output=True, text=True, timeout=60,
                                   stdin=subprocess.DEVNULL)
             assert done.returncode == 0 and done.stdout.strip() == "42", done.stderr
         api_host, api_port = handle.api_address.rsplit(":", 1)
-        with quorumdb.connect(api_host, int(api_port), timeout_s=30) as conn:
+        # Through HAProxy (TLS passes through it): the primary's CA and a token from its data dir.
+        with quorumdb.connect(api_host, int(api_port), timeout_s=30, data_dir=primary_cluster.config.data_dir) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS writer_probe (id INT PRIMARY KEY, v TEXT)")
             conn.execute("INSERT INTO writer_probe VALUES (1, 'through haproxy')")
             assert conn.execute("SELECT v FROM writer_probe WHERE id = 1").rows == [("through haproxy",)]
