@@ -299,8 +299,9 @@ def status_until_all_up(data_dir, timeout_s: float = ANSWER_TIMEOUT_S) -> subpro
         time.sleep(1.0)
 
 
-def node_processes_of(data_dir) -> list[int]:
-    """PIDs of node processes whose command line names a cluster file under data_dir."""
+def node_processes_of(data_dir, any_process: bool = False) -> list[int]:
+    """PIDs of node processes (any_process: of every process but this one) whose command line
+    names a file under data_dir."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -310,7 +311,8 @@ def node_processes_of(data_dir) -> list[int]:
                 command = f.read().decode(errors="replace")
         except OSError:
             continue
-        if "tools.node" in command and str(data_dir) in command and process_alive(int(entry)):
+        if ((any_process and int(entry) != os.getpid()) or "tools.node" in command) and str(data_dir) in command \
+                and process_alive(int(entry)):
             found.append(int(entry))
     return found
 
@@ -334,7 +336,7 @@ def kill_regions_up(up, pids: dict[str, dict[str, int]], data_dir) -> None:
         for pid in nodes.values():
             if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
-    for pid in node_processes_of(data_dir):
+    for pid in node_processes_of(data_dir, any_process=True):  # HAProxy too, when `up` died before it
         os.kill(pid, signal.SIGKILL)
 
 
