@@ -14,7 +14,8 @@ SETUP = ROOT / "scripts" / "setup"
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment of a newcomer's shell: no virtual environment, no PYTHON override."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("VIRTUAL_ENV", "PYTHON", "QUORUMDB_SETUP_UID", "MAKEFLAGS", "MAKELEVEL")}
+           if k not in ("VIRTUAL_ENV", "PYTHON", "QUORUMDB_SETUP_UID", "MAKEFLAGS", "MAKELEVEL", "MFLAGS",
+                         "MAKEOVERRIDES", "PYTEST_ARGS", "ARGS")}
     env.update(extra)
     return env
 
