@@ -69,15 +69,16 @@ def dump_logs(cluster: Cluster, lines: int = 25) -> None:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `compose` (Docker, tests/compose) or `regions` (an active-active cluster of
-    three regions, 33 node processes) run only when `-m` names the marker.
+    """Tests marked `compose` (Docker, tests/compose), `regions` (an active-active cluster of
+    three regions, 33 node processes) or `long` (a minute or more each) run only when `-m` names
+    the marker (the default suite stays within its 20 minutes).
 
     So `python -m pytest` and `python -m pytest -m "not cluster"` never start Docker or three
     regions; `python -m pytest -m compose tests/compose` and `python -m pytest -m regions` (as
     .ci/run does, each as a step of its own) do.
     """
     expression = config.option.markexpr or ""
-    separate = [marker for marker in ("compose", "regions") if marker not in expression]
+    separate = [marker for marker in ("compose", "regions", "long") if marker not in expression]
     if not separate:
         return
     dropped = [item for item in items if any(item.get_closest_marker(m) is not None for m in separate)]

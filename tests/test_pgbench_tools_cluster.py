@@ -68,6 +68,7 @@ def test_pgbench_init_with_server_side_generation(endpoint):
         == [(11, 11)]
 
 
+@pytest.mark.long
 def test_pgbench_init_then_builtin_scripts_keep_the_money_consistent(endpoint):
     env, _, _ = endpoint
     done = _pgbench(env, "-i", "-s", str(SCALE), timeout=INIT_TIMEOUT_S)

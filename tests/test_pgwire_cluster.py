@@ -59,6 +59,7 @@ def test_up_report_prints_the_pg_ports(tmp_path):
 
 
 @pytest.mark.cluster
+@pytest.mark.long
 def test_psql_copy_of_100000_rows_out_and_back_in(cluster_factory, tmp_path):
     """psql's \\copy, unmodified: 100,000 rows out of a table into a file and into another table in
     autocommit (validated whole, then committed in batches of at most TXN_ROWS_MAX rows); the two
