@@ -473,7 +473,21 @@ _tls: _Tls | None = None
 
 
 def services_of(cluster: ClusterConfig) -> dict[str, str]:
-    return {node.name: node.service for node in cluster.nodes}
+    """Node name -> service, for the roles of callers: this cluster's nodes and, in a region of a
+    Global Database or an active-active cluster, every region's (a witness region has journal
+    replicas only, and the adjudicators that append to them are other regions' nodes)."""
+    services = {node.name: node.service for node in cluster.nodes}
+    if cluster.global_file:
+        from quorumdb import regions
+
+        try:
+            for region in regions.load(cluster.global_file).regions:
+                for node in region.cluster().nodes:
+                    services.setdefault(node.name, node.service)
+        except (OSError, ValueError) as error:
+            log.warning("cannot read the other regions' cluster files (%s): only this region's roles are known",
+                        error)
+    return services
 
 
 def authorizer_for(cluster: ClusterConfig) -> Authorizer:

@@ -63,7 +63,7 @@ class ActiveActive:
 
     def connect(self, region: str, i: int = 0):
         node = self.cfg.region(region).cluster().computes[i]
-        return quorumdb.connect(node.host, node.port)
+        return quorumdb.connect(node.host, node.port, data_dir=self.data_dir)
 
     def wait_voted_in(self, names: list[str], timeout_s: float = VOTED_IN_TIMEOUT_S) -> dict:
         deadline = time.monotonic() + timeout_s

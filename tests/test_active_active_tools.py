@@ -20,6 +20,7 @@ from tools import cli
 from quorumdb import certs
 from quorumdb import config as config_mod
 from quorumdb import regions as regions_mod
+from quorumdb import rpc
 from tools import supervisor as supervisor_mod
 from quorumdb import wan
 from tools.bench import command as bench_command
@@ -431,3 +432,15 @@ def test_status_chaos_and_bench_find_the_regions_in_the_default_data_dir(tmp_pat
     args = parser.parse_args(["status"])
     cli.adopt_default_regions_dir(args, ["status"])
     assert args.data_dir is None
+
+
+def test_a_witness_knows_the_roles_of_the_other_regions_nodes(aa_dir):
+    # A witness region's cluster file names its journal replicas only; the adjudicators that append
+    # to them are the peers' nodes. Without their roles every append was UNAUTHENTICATED and the
+    # witness never voted in.
+    witness = next(region for region in aa_dir.regions if region.name == "w1").cluster()
+    assert {node.service for node in witness.nodes} == {"journal"}
+    services = rpc.services_of(witness)
+    assert services["adjudicator-az1"] == "adjudicator" and services["journal-az2"] == "journal"
+    assert rpc.cert_role("p1/adjudicator-az1", services) == "adjudicator"
+    assert rpc.cert_role("p2/compute-az3", services) == "compute"
