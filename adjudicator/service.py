@@ -458,9 +458,17 @@ class AdjudicatorNode:
                 # A replication agent's journal is quiet while the primary is unreachable: ask it.
                 self.last_progress_mono = runtime.monotonic()
                 continue
+            silent_since = self.last_progress_mono
             assessment = await self._assess(timeout_ms, deferred_epoch)
             jitter_s = self._failover_jitter_s()  # redrawn after every attempt: two standbys rarely fire together
             if self.term is not None or self._transition_lock.locked():
+                continue
+            if self.last_progress_mono != silent_since:
+                # The stream showed progress while the replicas were asked: typically a rival that
+                # has just fenced (a higher epoch) but not yet closed time, so the replicas' closed
+                # timestamps still look old. Fencing over it now would depose a fresh leader.
+                log.info("leader silent for %.2f s, but the journal progressed while assessing "
+                         "(leader %r, epoch %d): not taking over", silent_s, self.leader_seen, self.epoch_seen)
                 continue
             match assessment.verdict:
                 case election.Verdict.LEADER_ALIVE:

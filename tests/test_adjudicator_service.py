@@ -524,6 +524,39 @@ async def test_starved_standby_does_not_depose_a_live_leader(tmp_path):
         await h.close()
 
 
+async def test_a_standby_does_not_depose_a_rival_that_fenced_while_it_asked_the_journal(tmp_path):
+    """Two standbys time out on a dead leader; one fences first. The other asks the replicas
+    meanwhile: they answer with the winner's epoch (which its stream delivered during the ask)
+    and a closed timestamp still from the dead leader. It must give the winner a whole timeout,
+    not fence over it (a spurious second failover)."""
+    h = Harness(tmp_path, failover_timeout_ms=200, heartbeat_ms=10)
+    leader, standby = h.nodes["adjudicator-az1"], h.nodes["adjudicator-az2"]
+    await leader.start()
+    await standby.start()  # adjudicator-az3 is the rival, played by the rigged probe below
+    probes: list[int] = []  # the journal's take-over count at each of the standby's probes
+
+    async def rival_fences_during_the_first_probe() -> list[election.ReplicaView]:
+        probes.append(h.journal.fences)
+        views = await h.probe()
+        if len(probes) > 1:
+            return views
+        rival_epoch = h.journal.promised_epoch + 1
+        standby._on_batch(FollowBatch([], 0, 0, 0, rival_epoch, "adjudicator-az3"))
+        return [dataclasses.replace(view, promised_epoch=rival_epoch, leader="adjudicator-az3") for view in views]
+
+    standby._journal_probe = rival_fences_during_the_first_probe
+    try:
+        await wait_for(lambda: leader.role is Role.LEADER, "the initial leader")
+        await leader.close()  # the leader dies
+        await wait_for(lambda: len(probes) >= 2 or standby.role is Role.LEADER,
+                       "the standby to ask the journal again, or to take over", timeout_s=5.0)
+        assert len(probes) >= 2 and probes[1] == probes[0], "the standby fenced over the rival that had just fenced"
+        # The rival never shows life: a whole timeout later the standby takes over after all.
+        await wait_for(lambda: standby.role is Role.LEADER, "the standby to take over from the silent rival")
+    finally:
+        await h.close()
+
+
 async def test_restarted_initial_leader_joins_as_standby(tmp_path):
     h = Harness(tmp_path, failover_timeout_ms=200, heartbeat_ms=10)
     await h.start()

@@ -16,13 +16,14 @@ import stat
 import subprocess
 import sys
 import time
+from typing import Callable
 
 import grpc
 import pytest
 import yaml
 
 from quorumdb import config as config_mod
-from quorumdb import certs, limits, rpc
+from quorumdb import certs, limits, rpc, tokens
 from tools import healthcheck
 from tools.launcher import ensure_certs
 from tests.util import free_base_port, stop_process
@@ -210,30 +211,47 @@ def test_cross_az_delay_waits_a_round_trip_before_calls_to_other_azs_only(tmp_pa
 
 
 @pytest.mark.cluster
-def test_a_node_keeps_its_data_in_data_dir_listens_on_listen_host_and_passes_the_healthcheck(tmp_path):
-    """What each container does: the cluster file read-only elsewhere, data on the volume."""
+def test_a_node_keeps_its_data_in_data_dir_listens_on_listen_host_and_passes_the_healthcheck(tmp_path, monkeypatch,
+                                                                                             capsys):
+    """What each container does: the cluster file read-only elsewhere, data (and a compute node's
+    token secret) on the volume, and the health check run with only the image's environment."""
     cluster = dataclasses.replace(config_mod.default_cluster(tmp_path / "etc", base_port=free_base_port()),
                                   listen_host="0.0.0.0")
     cluster.write()
-    node = cluster.node("journal-az1")
-    as_node_sees_it = dataclasses.replace(cluster, data_dir=(tmp_path / "data").resolve())
+    data = tmp_path / "data"
+    as_node_sees_it = dataclasses.replace(cluster, data_dir=data.resolve())
     ensure_certs(as_node_sees_it)  # in DATA/certs, as a deployment mounts them
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tools.node", "--config", str(cluster.config_path), "--name", node.name,
-         "--data-dir", str(tmp_path / "data")],
+    tokens.load_or_create_secret(data)  # the compute containers share it on a volume
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "tools.node", "--config", str(cluster.config_path), "--name", name,
+         "--data-dir", str(data)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for name in ("journal-az1", "compute-az1")]
+    # docker/entrypoint.sh and docker-compose.yml: the check gets no option, only these variables.
+    monkeypatch.setenv("QUORUMDB_CONFIG", str(cluster.config_path))
+    monkeypatch.setenv("QUORUMDB_DATA", str(data))
+    monkeypatch.delenv("QUORUMDB_DATA_DIR", raising=False)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            healthy, line = healthcheck.check(node, "127.0.0.1", timeout_s=1.0, cluster=as_node_sees_it)
-            if healthy or time.monotonic() > deadline or process.poll() is not None:
-                break
-            time.sleep(0.2)
-        assert healthy, line
-        assert line.startswith("journal-az1: replica") and line.endswith(": ok")
-        assert (tmp_path / "data" / "nodes" / "journal-az1" / "journal").is_dir()
+        def check_line(name: str, done: Callable[[str], bool]) -> str:
+            monkeypatch.setenv("QUORUMDB_NODE", name)
+            deadline = time.monotonic() + 30
+            while True:
+                healthcheck.main(["--timeout", "1.0"])
+                line = capsys.readouterr().out.strip().splitlines()[-1]
+                if done(line) or time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                    return line
+                time.sleep(0.2)
+
+        line = check_line("journal-az1", lambda line: line.endswith(": ok"))
+        assert line.startswith("journal-az1: replica") and line.endswith(": ok"), line
+        # A compute node alone is degraded (no storage), but it answers: the check found the token
+        # secret where the node keeps it, and its token was accepted.
+        line = check_line("compute-az1", lambda line: line.startswith("compute-az1: query"))
+        assert line.startswith("compute-az1: query epoch"), line
+        assert (data / "nodes" / "journal-az1" / "journal").is_dir()
         assert not (tmp_path / "etc" / "nodes").exists()
         other = cluster.node("journal-az2")  # nobody listens there
         assert healthcheck.check(other, "127.0.0.1", timeout_s=0.5)[0] is False
     finally:
-        stop_process(process)
+        for process in processes:
+            stop_process(process)

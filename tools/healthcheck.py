@@ -71,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=os.environ.get("QUORUMDB_CONFIG", DEFAULT_CONFIG))
     parser.add_argument("--name", default=os.environ.get("QUORUMDB_NODE"))
     parser.add_argument("--host", default="127.0.0.1", help="where the node listens (default 127.0.0.1)")
-    parser.add_argument("--data-dir", default=os.environ.get("QUORUMDB_DATA_DIR"),
-                        help="the cluster's data directory, as the node's --data-dir (default: the cluster file's)")
+    # The image's entrypoint passes --data-dir $QUORUMDB_DATA to the node (docker/entrypoint.sh):
+    # the check must look where the node keeps its token secret, or a compute node refuses it.
+    parser.add_argument("--data-dir", default=os.environ.get("QUORUMDB_DATA") or os.environ.get("QUORUMDB_DATA_DIR"),
+                        help="the node's data directory, as its --data-dir (default: $QUORUMDB_DATA, as the "
+                             "image's entrypoint uses, else $QUORUMDB_DATA_DIR, else the cluster file's)")
     parser.add_argument("--timeout", type=float, default=limits.STATUS_TIMEOUT_S, help="seconds (default %(default)s)")
     args = parser.parse_args(argv)
     if not args.name:
