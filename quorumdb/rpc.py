@@ -112,6 +112,16 @@ OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 1_000),
 ]
 
+# A server must accept those keepalive pings on an idle connection: by default it allows one
+# every 5 minutes without data, counts faster ones as strikes and after two sends GOAWAY
+# "too_many_pings", which fails any call caught on that connection with UNAVAILABLE.
+KEEPALIVE_PING_ALLOWED_MS = 5_000
+assert KEEPALIVE_PING_ALLOWED_MS < dict(OPTIONS)["grpc.keepalive_time_ms"]
+SERVER_OPTIONS = [
+    *OPTIONS,
+    ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_PING_ALLOWED_MS),
+]
+
 # Status codes that mean "the peer did not answer"; the request may or may not have
 # been processed (for a commit that makes the outcome unknown).
 UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
@@ -1852,7 +1862,7 @@ def new_server(state: netfault.PartitionState | None = None) -> grpc.aio.Server:
     if simulated is not None:
         return simulated
     state = state if state is not None else _identity
-    server = grpc.aio.server(options=OPTIONS)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
     authorizer = _tls.authorizer if _tls is not None and state is _identity else None
     if state is None and authorizer is None:
         return server

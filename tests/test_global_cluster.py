@@ -60,7 +60,7 @@ def _port_free(port: int) -> bool:
 
 def _kill_tree_under(data_dir) -> None:
     """Every process whose command line names the data directory (nodes, HAProxy), by PID."""
-    out = subprocess.run(["pgrep", "-f", str(data_dir)], capture_output=True, text=True).stdout
+    out = subprocess.run(["pgrep", "-f", str(data_dir)], capture_output=True, text=True, timeout=30).stdout
     for pid in (int(p) for p in out.split()):
         if pid != os.getpid():
             with contextlib.suppress(ProcessLookupError):
@@ -218,7 +218,7 @@ def test_secondary_reads_are_never_ahead_never_backwards_and_forwarding_reads_it
     import psycopg
     cluster = gdb.cluster("eu")
     password = subprocess.run([sys.executable, "-m", "tools.cli", "token", "--user", "admin", "--data-dir",
-                               str(gdb.data_dir)], capture_output=True, text=True).stdout.strip()
+                               str(gdb.data_dir)], capture_output=True, text=True, timeout=60).stdout.strip()
     with psycopg.connect(host="127.0.0.1", port=cluster.pg_port(cluster.computes[0].name), user="admin",
                          password=password, dbname="postgres", autocommit=True, connect_timeout=10) as pg:
         with pytest.raises(psycopg.Error) as refused_pg:
@@ -307,7 +307,8 @@ def test_switchover_under_bank_workload_loses_nothing(gdb):
     writer = gdb.status()["writer_endpoint"]
     host, port = writer.rsplit(":", 1)
     password = subprocess.run([sys.executable, "-m", "tools.cli", "token", "--user", "admin", "--data-dir",
-                               str(gdb.cfg.region("us").data_dir)], capture_output=True, text=True).stdout.strip()
+                               str(gdb.cfg.region("us").data_dir)], capture_output=True, text=True,
+                              timeout=60).stdout.strip()
     acked: list[int] = []
     unknown: list[int] = []
     stop = threading.Event()

@@ -196,6 +196,7 @@ def _sim(*args: str, timeout: float) -> subprocess.CompletedProcess:
                           timeout=timeout, env=env)
 
 
+@pytest.mark.long  # about 40 s each: the CI's regions-and-long step runs them, the planted bugs stay in the suite
 @pytest.mark.parametrize("workload", ["bank", "append"])
 def test_default_run_of_200_seeds_with_every_fault_finds_no_violation(workload):
     done = _sim("--workload", workload, "--seeds", DEFAULT_SEEDS, "--faults", "all", "--duration", DEFAULT_DURATION,

@@ -341,7 +341,7 @@ def serve(supervisor: Supervisor, listen: str) -> grpc.Server:
 
     server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(max_workers=limits.SUPERVISOR_WORKERS, thread_name_prefix="supervisor"),
-        options=rpc.OPTIONS,
+        options=rpc.SERVER_OPTIONS,
         maximum_concurrent_rpcs=4 * limits.SUPERVISOR_WORKERS,
     )
     # TLS with the tools' certificate and a token on every call, unless the cluster is insecure:
