@@ -452,12 +452,14 @@ def wait_for(condition, what: str, timeout_s: float = 5.0) -> None:
 def test_token_authentication(server):
     with psycopg.connect(server.dsn()) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("admin",)
+    from quorumdb import tokens
     wrong_user = server.dsn("bob", password=server.token("admin"))
-    for dsn in (server.dsn(password="qdb1.1.forged"), wrong_user, server.dsn(password="x")):
+    other_cluster, _ = tokens.issue(bytes(32), "admin", 900, time.time())  # another cluster's secret
+    for dsn in (server.dsn(password="qdb1.1.forged"), wrong_user, server.dsn(password="x"),
+                server.dsn(password=other_cluster)):
         with pytest.raises(psycopg.OperationalError) as caught:
             psycopg.connect(dsn)
         assert "password authentication failed" in str(caught.value)
-    from quorumdb import tokens
     expired = tokens.token_for(SECRET, "admin", (int(time.time()) // 300) * 300)
     with pytest.raises(psycopg.OperationalError) as caught:
         psycopg.connect(server.dsn(password=expired))

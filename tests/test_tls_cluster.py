@@ -129,17 +129,23 @@ def compute_call(config, credentials: ClientCredentials):
         return reply
 
 
-def test_compute_nodes_want_a_valid_token_of_this_cluster(cluster):
-    config = cluster.config
-    ca = certs.read_ca(config.certs_path)
+def bad_tokens(config) -> dict[str | None, str]:
+    """token -> why it is refused: none, expired, forged, and one of another cluster's secret."""
     secret = tokens.load_secret(tokens.secret_dir(config.data_dir))
     assert secret is not None
     now = time.time()
     expired = tokens.token_for(secret, "admin", int(now) - 60)
     forged = f"qdb1.{int(now) + 600}.{'A' * 43}"
     foreign, _ = tokens.issue(bytes(32), "admin", 900, now)
-    expected = {None: "no token", expired: "token expired", forged: "invalid token", foreign: "invalid token"}
-    for token, why in expected.items():
+    return {None: "no token", expired: "token expired", forged: "invalid token", foreign: "invalid token"}
+
+
+def test_compute_nodes_want_a_valid_token_of_this_cluster(cluster):
+    config = cluster.config
+    ca = certs.read_ca(config.certs_path)
+    secret = tokens.load_secret(tokens.secret_dir(config.data_dir))
+    now = time.time()
+    for token, why in bad_tokens(config).items():
         error = refused(lambda: compute_call(config, ClientCredentials(ca_pem=ca, token=token)))
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED and why in error.details(), (token, error)
     # The admin certificate is no token: a compute port does not verify client certificates.
@@ -152,14 +158,15 @@ def test_compute_nodes_want_a_valid_token_of_this_cluster(cluster):
     assert refused(lambda: compute_call(config, None)).code() == grpc.StatusCode.UNAVAILABLE
 
 
-def test_the_supervisor_wants_a_token(cluster):
+def test_the_supervisor_wants_a_valid_token_of_this_cluster(cluster):
     config = cluster.config
     address = supervisor_mod.address(base_port(config))
     ca = certs.read_ca(config.certs_path)
-    with rpc.sync_client_channel(address, ClientCredentials(ca_pem=ca)) as channel:
-        error = refused(lambda: supervisor_pb2_grpc.SupervisorStub(channel).Nodes(supervisor_pb2.NodesRequest(),
-                                                                                  timeout=CALL_TIMEOUT_S))
-        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    for token, why in bad_tokens(config).items():
+        with rpc.sync_client_channel(address, ClientCredentials(ca_pem=ca, token=token)) as channel:
+            error = refused(lambda: supervisor_pb2_grpc.SupervisorStub(channel).Nodes(supervisor_pb2.NodesRequest(),
+                                                                                      timeout=CALL_TIMEOUT_S))
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED and why in error.details(), (token, error)
     with rpc.sync_client_channel(address, admin_credentials(config)) as channel:
         reply = supervisor_pb2_grpc.SupervisorStub(channel).Nodes(supervisor_pb2.NodesRequest(), timeout=CALL_TIMEOUT_S)
     assert {node.name for node in reply.nodes} == {node.name for node in config.nodes}
