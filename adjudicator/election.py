@@ -24,6 +24,10 @@ leader. So before fencing it asks every journal replica for its Status and calls
                   next assessment sees the same promised epoch and takes over.
   TAKE_OVER       otherwise: fence with an epoch above every promised one (`fence_epoch`).
 
+The caller acts on the verdict only if its own stream showed no progress while the replicas
+answered: a rival that fenced meanwhile has the same epoch as the one the standby just saw and
+the dead leader's closed timestamps, which reads as TAKE_OVER (adjudicator/service.py).
+
 The same assessment tells a restarting initial leader whether to lead at once (a fresh
 cluster: no leader known anywhere, or a silent one) or to join as a standby (LEADER_ALIVE).
 
