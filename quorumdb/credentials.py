@@ -88,14 +88,13 @@ def token_expiry(token: str | None) -> int | None:
     return None
 
 
-def for_data_dir(data_dir: pathlib.Path | str, user: str = "admin", lifetime_s: int = CLIENT_TOKEN_LIFETIME_S,
-                 now_s: float | None = None) -> ClientCredentials:
+def for_cluster(cluster: config_mod.ClusterConfig, user: str = "admin", lifetime_s: int = CLIENT_TOKEN_LIFETIME_S,
+                now_s: float | None = None) -> ClientCredentials:
     """Everything a process holding the cluster's data directory presents: the CA, the admin
     certificate (node ports need one) and a fresh token (compute nodes and the supervisor need
-    one); INSECURE for an `--insecure` cluster."""
+    one); INSECURE for an `--insecure` cluster. The tools, the launcher and the tests all use it."""
     from quorumdb import certs  # here: cryptography costs a client that never reads a certificate
 
-    cluster = cluster_of(data_dir)
     if cluster.insecure:
         return INSECURE
     try:
@@ -103,8 +102,14 @@ def for_data_dir(data_dir: pathlib.Path | str, user: str = "admin", lifetime_s: 
         key_pem, cert_pem = certs.read_pair(cluster.certs_path, certs.ADMIN)
         token = mint_token(cluster.data_dir, user, lifetime_s, now_s)
     except (certs.CertError, tokens.TokenError, OSError) as error:
-        raise CredentialsError(f"cannot make credentials from {data_dir}: {error}") from None
+        raise CredentialsError(f"cannot make credentials from {cluster.data_dir}: {error}") from None
     return ClientCredentials(ca_pem=ca_pem, token=token, key_pem=key_pem, cert_pem=cert_pem)
+
+
+def for_data_dir(data_dir: pathlib.Path | str, user: str = "admin", lifetime_s: int = CLIENT_TOKEN_LIFETIME_S,
+                 now_s: float | None = None) -> ClientCredentials:
+    """`for_cluster` of the cluster whose data directory this is (a Global Database's: any region's)."""
+    return for_cluster(cluster_of(data_dir), user, lifetime_s, now_s)
 
 
 def _read_ca_file(path: str, where: str) -> bytes:
@@ -117,7 +122,7 @@ def _read_ca_file(path: str, where: str) -> bytes:
     return data
 
 
-def _holds_cluster(data_dir: pathlib.Path | str) -> bool:
+def holds_cluster(data_dir: pathlib.Path | str) -> bool:
     directory = pathlib.Path(data_dir)
     return (directory / config_mod.CONFIG_FILE).exists() or regions_mod.is_global(directory)
 
@@ -147,7 +152,7 @@ def resolve(token: str | None = None, ca: str | None = None, data_dir: pathlib.P
     token = token or env.get(TOKEN_ENV) or None
     ca_path, ca_where = (ca, "--ca") if ca else (env.get(CA_ENV) or None, CA_ENV)
     directory = data_dir or env.get(DATA_DIR_ENV) or None
-    if directory is None and default_data_dir is not None and _holds_cluster(default_data_dir):
+    if directory is None and default_data_dir is not None and holds_cluster(default_data_dir):
         directory = default_data_dir
     if directory is not None:
         base = for_data_dir(directory)

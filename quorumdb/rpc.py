@@ -94,6 +94,7 @@ import grpc
 
 from quorumdb import aio, authz, certs, limits, netfault, runtime, tokens, wan
 from quorumdb.config import ClusterConfig
+from quorumdb import credentials as credentials_mod
 from quorumdb.credentials import ClientCredentials
 
 log = logging.getLogger("quorumdb.rpc")
@@ -582,14 +583,10 @@ def add_node_port(server, cluster: ClusterConfig, node) -> int:
 
 def admin_credentials(cluster: ClusterConfig, user: str = TOKEN_USER, lifetime_s: int = 3_600,
                       now_s: float | None = None) -> ClientCredentials:
-    """The tools' credentials from a cluster's data directory: the CA, the admin certificate, and
-    a token minted from the cluster's secret (created if missing); INSECURE for an insecure cluster."""
-    if cluster.insecure:
-        return ClientCredentials()
-    secret = tokens.load_or_create_secret(tokens.secret_dir(cluster.data_dir))
-    token, _ = tokens.issue(secret, user, lifetime_s, time.time() if now_s is None else now_s)
-    key, cert = certs.read_pair(cluster.certs_path, certs.ADMIN)
-    return ClientCredentials(ca_pem=certs.read_ca(cluster.certs_path), token=token, key_pem=key, cert_pem=cert)
+    """The tools' credentials from a cluster's data directory (credentials.for_cluster): the CA,
+    the admin certificate, and a token minted from the cluster's secret; INSECURE for an insecure
+    cluster."""
+    return credentials_mod.for_cluster(cluster, user, lifetime_s, now_s)
 
 
 # Tools that start clusters (the launcher: `quorumdb up`, the tests) remember them here, so that

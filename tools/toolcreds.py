@@ -45,7 +45,7 @@ def source(data_dir: pathlib.Path | str | None = None, token: str | None = None,
     """The credentials for the cluster in `data_dir` (None: $QUORUMDB_DATA_DIR, else ./quorumdb-data
     when it holds a cluster, else --token and --ca alone); when there are none, SystemExit with
     the reason (not `required`: None)."""
-    if data_dir is not None and not _holds_cluster(data_dir):
+    if data_dir is not None and not credentials_mod.holds_cluster(data_dir):
         data_dir = None  # e.g. `status --base-port N` run elsewhere: nothing to read there
     try:
         return credentials_mod.Source(token, ca, data_dir, insecure, default_data_dir=DEFAULT_DATA_DIR)
@@ -66,10 +66,6 @@ def for_cluster(cluster: config_mod.ClusterConfig, args: argparse.Namespace | No
     return source(cluster.data_dir, getattr(args, "token", None), getattr(args, "ca", None),
                   insecure=getattr(args, "insecure", False))
 
-
-def _holds_cluster(data_dir: pathlib.Path | str) -> bool:
-    directory = pathlib.Path(data_dir)
-    return (directory / config_mod.CONFIG_FILE).exists() or (directory / "global.toml").exists()
 
 
 
