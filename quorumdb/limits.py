@@ -56,6 +56,9 @@ JOURNAL_RPC_TIMEOUT_S = 2.0
 SUBSCRIBE_STREAM_S = 60.0
 # Status RPCs from tools.
 STATUS_TIMEOUT_S = 2.0
+# How long one gRPC connection attempt (TCP, TLS handshake, HTTP/2 settings) may take before the
+# channel gives it up and tries again (quorumdb/rpc.py OPTIONS).
+CONNECT_ATTEMPT_TIMEOUT_MS = 5_000
 
 # Journal lease (journal/core.py, journal/writer_core.py): a replica that acknowledges the
 # leader's append refuses fences for this long, so while 2 replicas do, the leader may publish

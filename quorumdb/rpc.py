@@ -109,8 +109,12 @@ OPTIONS = [
     ("grpc.http2.max_pings_without_data", 0),
     # Reconnect quickly after a peer restarts (the default backoff reaches 120 s).
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1_000),
+    # gRPC's "min reconnect backoff" is the time one connection attempt may take (TCP, the TLS
+    # handshake, HTTP/2 settings), not a backoff: at 100 ms a handshake with a busy node was cut
+    # off ("handshaker shutdown") and the call failed UNAVAILABLE. A call's own deadline still
+    # bounds every wait.
+    ("grpc.min_reconnect_backoff_ms", limits.CONNECT_ATTEMPT_TIMEOUT_MS),
 ]
 
 # A server must accept those keepalive pings on an idle connection: by default it allows one

@@ -66,7 +66,7 @@ async def region_point(channels: rpc.Channels, cluster: config_mod.ClusterConfig
     results = await asyncio.gather(*answers, return_exceptions=True)
     for node, result in zip(cluster.adjudicators, results):
         if isinstance(result, grpc.aio.AioRpcError):
-            problems.append(f"{node.name}: {result.code().name}")
+            problems.append(f"{node.name}: {result.code().name} {result.details() or ''}".rstrip())
         elif isinstance(result, BaseException):
             problems.append(f"{node.name}: {result!r}")
         elif result.is_leader:
