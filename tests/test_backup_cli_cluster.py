@@ -47,6 +47,7 @@ def segment_keys(store) -> dict[str, int]:
     return {info.key: info.size for info in store.list(layout.SEGMENT_PREFIX)}
 
 
+@pytest.mark.long  # about a minute (waits for retention to reclaim): the CI's regions-and-long step runs it
 def test_backup_status_and_a_snapshot_on_a_running_cluster(cluster_factory, monkeypatch):
     # A new base at every checkpoint, so retention has old bases to reclaim within the test.
     cluster = cluster_factory(backup_retention_s=RETENTION_S, storage_checkpoint_entries=CHECKPOINT_ENTRIES,
