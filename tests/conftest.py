@@ -70,8 +70,8 @@ def dump_logs(cluster: Cluster, lines: int = 25) -> None:
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked `compose` (Docker, tests/compose), `regions` (an active-active cluster of
-    three regions, 33 node processes) or `long` (a minute or more each) run only when `-m` names
-    the marker (the default suite stays within its 20 minutes).
+    three regions, 33 node processes) or `long` (the slowest single tests, half a minute or more)
+    run only when `-m` names the marker (the default suite stays within its 20 minutes).
 
     So `python -m pytest` and `python -m pytest -m "not cluster"` never start Docker or three
     regions; `python -m pytest -m compose tests/compose` and `python -m pytest -m regions` (as

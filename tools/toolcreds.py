@@ -67,9 +67,6 @@ def for_cluster(cluster: config_mod.ClusterConfig, args: argparse.Namespace | No
                   insecure=getattr(args, "insecure", False))
 
 
-
-
-
 def sync_channel(address: str, creds: credentials_mod.Source | credentials_mod.ClientCredentials) -> grpc.Channel:
     current = creds.current if isinstance(creds, credentials_mod.Source) else creds
     return rpc.sync_client_channel(address, current)
