@@ -25,7 +25,7 @@ from compute_node import metrics as compute_metrics
 from compute_node.cluster import trace as trace_mod
 from compute_node.sessions.session import Session
 from quorumdb import errors, metrics, rpc, tokens
-from tools import cli, observe, prometheus, top
+from tools import cli, launcher, observe, prometheus, top
 from quorumdb import config as config_mod
 from tools.console import server as console_server
 from quorumdb.pb import adjudicator_pb2, common_pb2
@@ -325,6 +325,7 @@ def console(tmp_path):
 
     cluster = config_mod.default_cluster(tmp_path / "data", base_port=free_base_port())
     cluster.write()
+    launcher.ensure_certs(cluster)  # as `quorumdb up` does before the console starts
     supervisor = FakeSupervisor()
     running = console_server.Console(cluster, supervisor)
     running.start()
@@ -378,14 +379,27 @@ def test_console_chaos_needs_a_valid_token_and_a_refusal_changes_nothing(console
     assert any(e["text"] == "console (admin): kill storage-az1-a" for e in events)
 
 
+def test_console_of_a_cluster_without_its_ca_refuses_to_start_and_says_why(tmp_path):
+    from tests.util import free_base_port
+
+    cluster = config_mod.default_cluster(tmp_path / "data", base_port=free_base_port())
+    cluster.write()  # never `up`: no certificates were made
+    with pytest.raises(SystemExit) as refused:
+        console_server.Console(cluster, FakeSupervisor())
+    assert "no cluster CA" in str(refused.value) and str(cluster.data_dir) in str(refused.value)
+
+
 def test_console_of_an_insecure_cluster_needs_no_token_and_pg_trust_is_not_enough(tmp_path):
     from tests.util import free_base_port
 
     base = config_mod.default_cluster(tmp_path, base_port=free_base_port())
     answers = []
     for settings in ({"insecure": True}, {"pg_trust": True}):
+        cluster = dataclasses.replace(base, **settings)
+        cluster.write()
+        launcher.ensure_certs(cluster)  # none for the insecure one
         supervisor = FakeSupervisor()
-        running = console_server.Console(dataclasses.replace(base, **settings), supervisor)
+        running = console_server.Console(cluster, supervisor)
         running.start()
         try:
             status, body = request(running.url + "api/chaos", {"action": "heal"})

@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 from quorumdb import config as config_mod
 from quorumdb import limits, netfault, tokens
-from tools import observe
+from tools import observe, toolcreds
 
 log = logging.getLogger("tools.console")
 
@@ -121,10 +121,11 @@ class ConsoleState:
 class Watcher(threading.Thread):
     """Polls the cluster into a ConsoleState until stop() (see the module docstring)."""
 
-    def __init__(self, state: ConsoleState, supervisor=None) -> None:
+    def __init__(self, state: ConsoleState, supervisor=None, credentials=None) -> None:
         super().__init__(name="console-watcher", daemon=True)
         self.state = state
         self.supervisor = supervisor
+        self.credentials = credentials  # None: the cluster's data directory's (tools/toolcreds.py)
         self._stop_event = threading.Event()
         self.wake = threading.Event()  # a request for a page nobody watched: poll now
 
@@ -132,7 +133,7 @@ class Watcher(threading.Thread):
         asyncio.run(self._main())
 
     async def _main(self) -> None:
-        observer = observe.Observer(self.state.cluster)
+        observer = observe.Observer(self.state.cluster, credentials=self.credentials)
         previous: observe.Snapshot | None = None
         try:
             while not self._stop_event.is_set():
@@ -262,7 +263,10 @@ class Console:
         self.supervisor = supervisor
         self.now = now
         self.state = ConsoleState(cluster)
-        self.watcher = Watcher(self.state, supervisor)
+        # Made here, not in the watcher's thread: a cluster without its CA or token secret stops
+        # the console before it starts, loudly, instead of leaving a page that never fills in.
+        credentials = toolcreds.for_cluster(cluster)
+        self.watcher = Watcher(self.state, supervisor, credentials)
         self._server = _BoundedServer(listen or address(cluster), _Handler, self)
         self._thread = threading.Thread(target=self._server.serve_forever, name="console-http", daemon=True)
 
