@@ -69,12 +69,12 @@ def dump_logs(cluster: Cluster, lines: int = 25) -> None:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `compose` (Docker, tests/compose), `regions` (an active-active cluster of
-    three regions, 33 node processes) or `long` (the slowest single tests, half a minute or more)
+    """Tests marked `compose` (Docker, tests/compose), `regions` (clusters of several regions:
+    active-active, 33 node processes, and the Global Database, 30) or `long` (the slowest single tests, half a minute or more)
     run only when `-m` names the marker (the default suite stays within its 20 minutes).
 
-    So `python -m pytest` and `python -m pytest -m "not cluster"` never start Docker or three
-    regions; `python -m pytest -m compose tests/compose` and `python -m pytest -m regions` (as
+    So `python -m pytest` and `python -m pytest -m "not cluster"` never start Docker or a cluster
+    of several regions; `python -m pytest -m compose tests/compose` and `python -m pytest -m regions` (as
     .ci/run does, each as a step of its own) do.
     """
     expression = config.option.markexpr or ""

@@ -33,7 +33,9 @@ from quorumdb.pb import journal_pb2, journal_pb2_grpc
 from tests.test_cli import UpProcess, run_cli
 from tests.util import free_base_port
 
-pytestmark = pytest.mark.cluster
+# Two whole clusters (30 processes) over a simulated WAN: with the active-active tests, in the CI's
+# regions step (python -m pytest -m regions), not the default suite.
+pytestmark = [pytest.mark.cluster, pytest.mark.regions]
 
 UP_READY_TIMEOUT_S = 240.0
 WAN_MS = 20
