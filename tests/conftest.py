@@ -70,12 +70,13 @@ def dump_logs(cluster: Cluster, lines: int = 25) -> None:
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked `compose` (Docker, tests/compose), `regions` (clusters of several regions:
-    active-active, 33 node processes, and the Global Database, 30) or `long` (the slowest single tests, half a minute or more)
-    run only when `-m` names the marker (the default suite stays within its 20 minutes).
+    active-active, 33 node processes, and the Global Database, 30) or `long` (the slowest single
+    tests, half a minute or more) run only when `-m` names the marker (the default suite stays
+    within its 20 minutes).
 
     So `python -m pytest` and `python -m pytest -m "not cluster"` never start Docker or a cluster
-    of several regions; `python -m pytest -m compose tests/compose` and `python -m pytest -m regions` (as
-    .ci/run does, each as a step of its own) do.
+    of several regions; `python -m pytest -m compose tests/compose` and `python -m pytest -m
+    regions` (as .ci/run does, each as a step of its own) do.
     """
     expression = config.option.markexpr or ""
     separate = [marker for marker in ("compose", "regions", "long") if marker not in expression]

@@ -30,6 +30,7 @@ from quorumdb import config as config_mod
 from tools.console import server as console_server
 from quorumdb.pb import adjudicator_pb2, common_pb2
 from tests.sql_memory_backend import MemoryBackend
+from tests.util import free_base_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 METRIC_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -321,8 +322,6 @@ def request(url: str, body: dict | None = None, headers: dict | None = None) -> 
 
 @pytest.fixture
 def console(tmp_path):
-    from tests.util import free_base_port
-
     cluster = config_mod.default_cluster(tmp_path / "data", base_port=free_base_port())
     cluster.write()
     launcher.ensure_certs(cluster)  # as `quorumdb up` does before the console starts
@@ -380,8 +379,6 @@ def test_console_chaos_needs_a_valid_token_and_a_refusal_changes_nothing(console
 
 
 def test_console_of_a_cluster_without_its_ca_refuses_to_start_and_says_why(tmp_path):
-    from tests.util import free_base_port
-
     cluster = config_mod.default_cluster(tmp_path / "data", base_port=free_base_port())
     cluster.write()  # never `up`: no certificates were made
     with pytest.raises(SystemExit) as refused:
@@ -390,8 +387,6 @@ def test_console_of_a_cluster_without_its_ca_refuses_to_start_and_says_why(tmp_p
 
 
 def test_console_of_an_insecure_cluster_needs_no_token_and_pg_trust_is_not_enough(tmp_path):
-    from tests.util import free_base_port
-
     base = config_mod.default_cluster(tmp_path, base_port=free_base_port())
     answers = []
     for settings in ({"insecure": True}, {"pg_trust": True}):

@@ -43,6 +43,15 @@ class Answers(journal_pb2_grpc.JournalServicer):
         return common_pb2.NodeStatus(role="replica", health="ok")
 
 
+async def _answering_server() -> tuple[grpc.aio.Server, int]:
+    """A started product server (rpc.new_server: the servers' options) answering Status; its port."""
+    server = rpc.new_server()
+    journal_pb2_grpc.add_JournalServicer_to_server(Answers(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
+
+
 def test_the_servers_allow_the_clients_keepalive_rate():
     client = dict(rpc.OPTIONS)
     server = dict(rpc.SERVER_OPTIONS)
@@ -52,10 +61,7 @@ def test_the_servers_allow_the_clients_keepalive_rate():
 
 @pytest.mark.long
 async def test_an_idle_channel_stays_connected_through_keepalive_pings():
-    server = rpc.new_server()
-    journal_pb2_grpc.add_JournalServicer_to_server(Answers(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    server, port = await _answering_server()
     options = [(key, CLIENT_KEEPALIVE_MS if key == "grpc.keepalive_time_ms" else value) for key, value in rpc.OPTIONS]
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
     try:
@@ -97,10 +103,7 @@ async def _slow_proxy(target_port: int, held_s: float) -> asyncio.Server:
 
 
 async def test_a_slow_connection_attempt_is_not_cut_off():
-    server = rpc.new_server()
-    journal_pb2_grpc.add_JournalServicer_to_server(Answers(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    server, port = await _answering_server()
     proxy = await _slow_proxy(port, HELD_S)
     proxy_port = proxy.sockets[0].getsockname()[1]
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{proxy_port}", options=rpc.OPTIONS)

@@ -121,11 +121,11 @@ class ConsoleState:
 class Watcher(threading.Thread):
     """Polls the cluster into a ConsoleState until stop() (see the module docstring)."""
 
-    def __init__(self, state: ConsoleState, supervisor=None, credentials=None) -> None:
+    def __init__(self, state: ConsoleState, credentials, supervisor=None) -> None:
         super().__init__(name="console-watcher", daemon=True)
         self.state = state
+        self.credentials = credentials  # made by the console before the thread starts
         self.supervisor = supervisor
-        self.credentials = credentials  # None: the cluster's data directory's (tools/toolcreds.py)
         self._stop_event = threading.Event()
         self.wake = threading.Event()  # a request for a page nobody watched: poll now
 
@@ -265,8 +265,7 @@ class Console:
         self.state = ConsoleState(cluster)
         # Made here, not in the watcher's thread: a cluster without its CA or token secret stops
         # the console before it starts, loudly, instead of leaving a page that never fills in.
-        credentials = toolcreds.for_cluster(cluster)
-        self.watcher = Watcher(self.state, supervisor, credentials)
+        self.watcher = Watcher(self.state, toolcreds.for_cluster(cluster), supervisor)
         self._server = _BoundedServer(listen or address(cluster), _Handler, self)
         self._thread = threading.Thread(target=self._server.serve_forever, name="console-http", daemon=True)
 
