@@ -121,6 +121,8 @@ def test_status_names_the_regions_the_witness_the_votes_and_the_leader(aa):
 def test_commits_in_either_peer_are_synchronous_and_read_at_once_in_the_other(aa):
     one, two = aa.connect("a1"), aa.connect("a2")
     one.execute("CREATE TABLE kv (k INT PRIMARY KEY, v INT NOT NULL)")
+    leader = aa.leader_region()
+    other = "a2" if leader == "a1" else "a1"
     latencies: dict[str, list[float]] = {"a1": [], "a2": []}
     for i in range(30):
         writer, reader, region = (one, two, "a1") if i % 2 == 0 else (two, one, "a2")
@@ -129,17 +131,23 @@ def test_commits_in_either_peer_are_synchronous_and_read_at_once_in_the_other(aa
         elapsed = time.monotonic() - started
         latencies[region].append(elapsed)
         # Synchronous: the commit was durable in a second region before the answer, so it
-        # took at least one round trip between regions.
-        assert elapsed >= RTT_S, f"commit {i} in {region} acknowledged after {elapsed * 1000:.1f} ms"
+        # took at least one round trip between regions; one from the peer without the leader
+        # also crossed to the leader and its answer crossed back: at least two. These are lower
+        # bounds the simulated WAN enforces (every message waits at least its delay), so a busy
+        # machine cannot break them; how much more the extra hop costs is a benchmark's figure
+        # (docs/ACTIVE_ACTIVE.md), not a test's: under load the medians of 15 commits each
+        # differ by more than a round trip either way.
+        hops = 2 if region == other else 1
+        assert elapsed >= hops * RTT_S, (
+            f"commit {i} in {region} (leader in {leader}) acknowledged after {elapsed * 1000:.1f} ms, "
+            f"under {hops} WAN round trip(s) of {RTT_S * 1000:.0f} ms")
         # Never stale: a transaction that starts after the acknowledgement, in the other peer,
         # sees the row (its read waits for the local copies to cover its start).
         assert _rows(reader.execute(f"SELECT v FROM kv WHERE k = {i}")) == [[str(i * 7)]]
-    leader = aa.leader_region()
     print(f"commit latency (WAN {WAN_MS} ms one way, leader in {leader}): "
           + ", ".join(f"{r} median {statistics.median(v) * 1000:.1f} ms" for r, v in latencies.items()))
-    other = "a2" if leader == "a1" else "a1"
-    # The peer without the leader pays one more round trip to reach it.
-    assert statistics.median(latencies[other]) >= statistics.median(latencies[leader]) + 0.5 * RTT_S
+    # The bounds above assumed the leader stood still: on a healthy cluster it must.
+    assert aa.leader_region() == leader, "the leader moved to another region during 30 commits on a healthy cluster"
     one.close()
     two.close()
 
