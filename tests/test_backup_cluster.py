@@ -187,6 +187,7 @@ def check_cut(bank: Bank, to_ts: int, present: set[str], balances: dict[int, int
     assert sum(balances.values()) == ACCOUNTS * INITIAL
 
 
+@pytest.mark.long  # about a minute (restores at many times under faults): the CI's regions-and-long step runs it
 def test_pitr_is_exact_under_faults_and_survives_the_uploader_dying(cluster_factory, tmp_path):
     print(f"seed {SEED}")
     cluster = cluster_factory(heartbeat_ms=20)

@@ -237,6 +237,7 @@ def insert_through(port: int, key: int):
 
 
 @pytest.mark.cluster
+@pytest.mark.long  # about a minute (up, every chaos action, stop): the CI's regions-and-long step runs it
 def test_up_and_chaos_end_to_end(tmp_path, monkeypatch):
     base = free_base_port()
     # qsql and `quorumdb chaos` find the CA and a token in the data directory, as a user's would.

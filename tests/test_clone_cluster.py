@@ -55,6 +55,7 @@ def small_writes(conn: client.Connection) -> None:
         conn.execute("INSERT INTO small VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET n = excluded.n", [i % 3, i])
 
 
+@pytest.mark.long  # about 30 s (writes the source ten times over): the CI's regions-and-long step runs it
 def test_bytes_a_clone_adds_do_not_grow_with_the_data(source, tmp_path):
     figures = {}
     with connect(source) as conn:

@@ -83,6 +83,7 @@ def keys_through(port: int) -> set[int] | None:
     return None if error is not None else {row[0] for row in rows}
 
 
+@pytest.mark.long  # about 35 s (waits out an AZ's isolation and its catch-up): the CI's regions-and-long step runs it
 def test_isolated_az_stops_committing_and_catches_up_after_heal(cluster_factory):
     cluster = cluster_factory()
     config = cluster.config

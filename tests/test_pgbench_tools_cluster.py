@@ -59,6 +59,7 @@ def _counts(env) -> dict[str, int]:
             for table in ("branches", "tellers", "accounts", "history")}
 
 
+@pytest.mark.long  # about 40 s (100,000 rows generated in the server): the CI's regions-and-long step runs it
 def test_pgbench_init_with_server_side_generation(endpoint):
     env, _, _ = endpoint
     done = _pgbench(env, "-i", "-s", "1", "-I", "dtGvp", timeout=INIT_TIMEOUT_S)

@@ -317,7 +317,6 @@ def node_processes_of(data_dir, any_process: bool = False) -> list[int]:
     return found
 
 
-@pytest.mark.cluster
 def stop_regions_up(up, pids: dict[str, dict[str, int]], data_dir, exit_timeout_s: float) -> None:
     """Ctrl-C to `up --regions`: it exits 0 and every region's nodes (`pids`, by region) are gone."""
     up.process.send_signal(signal.SIGINT)
@@ -340,6 +339,8 @@ def kill_regions_up(up, pids: dict[str, dict[str, int]], data_dir) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.cluster
+@pytest.mark.long  # about 30 s (two regions, 30 processes): the CI's regions-and-long step runs it
 def test_up_two_regions_kill_and_restart_a_region_then_stop(tmp_path):
     base = free_base_ports(2)
     data_dir = tmp_path / "gdb"

@@ -42,6 +42,7 @@ def load_statements(first: int, count: int) -> list[str]:
     return statements
 
 
+@pytest.mark.long  # about 30 s (bulk loads on three nodes): the CI's regions-and-long step runs it
 def test_bulk_load_add_primary_key_and_serial_across_nodes(cluster_factory):
     assert ROWS > limits.TXN_ROWS_MAX * 6, "the load must be far over one transaction's quota"
     cluster = cluster_factory()
@@ -129,6 +130,7 @@ def test_bulk_load_add_primary_key_and_serial_across_nodes(cluster_factory):
         assert first.execute("SELECT count(*), count(DISTINCT id) FROM ident").fetchone() == (2, 2)
 
 
+@pytest.mark.long  # about 40 s (100,000 rows through COPY): the CI's regions-and-long step runs it
 def test_pgbench_init_with_copy(cluster_factory):
     """Unmodified `pgbench -i` (drop, create without keys, BEGIN; TRUNCATE; COPY ...; COMMIT,
     vacuum, primary keys) at scale 1: 100,000 accounts, 33 times the transaction row quota."""
