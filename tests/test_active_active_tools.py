@@ -158,7 +158,7 @@ def test_the_ready_lines_name_regions_witness_wan_endpoints_and_chaos(tmp_path):
     assert "peer p1: client API 127.0.0.1:24000, 127.0.0.1:24001, 127.0.0.1:24002; PostgreSQL 127.0.0.1:24003" in lines
     assert "peer p2: client API 127.0.0.1:24060" in lines and "NOT serving SQL yet" in lines
     assert "witness w1: journal replicas 127.0.0.1:24130, 127.0.0.1:24131, 127.0.0.1:24132" in lines
-    assert f"region-link-cut p1 p2" in lines and "bench --data-dir" in lines
+    assert "region-link-cut p1 p2" in lines and "bench --data-dir" in lines
     assert lines.splitlines()[-1].startswith("QuorumDB active-active cluster is ready: 3 regions (peers p1, p2; "
                                              "witness w1), 33 nodes up")
 
