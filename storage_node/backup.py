@@ -79,7 +79,8 @@ class BackupAgent:
         future = loop.run_in_executor(self._executor, fn, *args)
         timeout_s = core.call_timeout_s(data_bytes)
         try:
-            return await asyncio.wait_for(future, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await future
         except TimeoutError:
             raise ObjectStoreError(f"{self.location}: {getattr(fn, '__name__', 'call')} took more than "
                                    f"{timeout_s:.0f}s") from None

@@ -17,7 +17,7 @@ from adjudicator import election
 from adjudicator.service import AdjudicatorNode, Role
 from journal.follower import FollowBatch
 from journal.writer import Fenced, JournalUnavailable
-from quorumdb import limits, rpc, runtime
+from quorumdb import aio, limits, rpc, runtime
 from quorumdb.clock import Clock
 from quorumdb.config import default_cluster
 from quorumdb.pb import adjudicator_pb2, common_pb2
@@ -162,10 +162,7 @@ class FakeFollower:
                                 len(self.journal.entries), self.journal.promised_epoch, self.journal.leader, skipped_to)
                 skipped_to = 0
             self.journal.changed.clear()
-            try:
-                await asyncio.wait_for(self.journal.changed.wait(), 0.05)
-            except TimeoutError:
-                pass
+            await aio.wait_event(self.journal.changed, 0.05)  # never wait_for: see quorumdb/aio.py
 
 
 class Harness:

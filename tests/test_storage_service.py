@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from journal.follower import FollowBatch
-from quorumdb import rpc
+from quorumdb import aio, rpc
 from quorumdb.pb import common_pb2, storage_pb2, storage_pb2_grpc
 from storage_node.main import StorageNode
 from tests.util import make_config
@@ -74,7 +74,8 @@ class FakeFollower:
             entries = [journal.entries[i] for i in range(next_index, journal.last_index + 1)]
             next_index += len(entries)
             yield FollowBatch(entries, journal.last_index, journal.closed[0], journal.closed[1], 1, "adjudicator-az1")
-            await asyncio.wait_for(changed.wait(), WAIT_S)
+            # aio.wait_event, not wait_for, which may drop the cancellation that stops this loop
+            assert await aio.wait_event(changed, WAIT_S), f"no journal change within {WAIT_S} s"
 
 
 class Running:

@@ -156,7 +156,8 @@ class PgServer:
                 await task
         if self._server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), timeout=2.0)
+                async with asyncio.timeout(2.0):
+                    await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -260,12 +261,14 @@ class PgConnection:
             self.admitted = False
         with contextlib.suppress(Exception):
             self.writer.close()
-            await asyncio.wait_for(self.writer.wait_closed(), timeout=1.0)
+            async with asyncio.timeout(1.0):
+                await self.writer.wait_closed()
 
     async def _fatal(self, sqlstate: str, message: str, detail: str = "", hint: str = "") -> None:
         with contextlib.suppress(Exception):
             self.writer.write(protocol.error_response(sqlstate, message, detail, hint, severity="FATAL"))
-            await asyncio.wait_for(self.writer.drain(), timeout=1.0)
+            async with asyncio.timeout(1.0):
+                await self.writer.drain()
 
     async def _next_message(self, timeout_s: float | None = None):
         while True:

@@ -118,12 +118,14 @@ async def _client(endpoint: tuple[str, int], seed: int, measure_from: float, end
         while time.monotonic() < end_at:
             try:
                 if writer is None:
-                    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT_S)
+                    async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                        reader, writer = await asyncio.open_connection(host, port)
                 body = put_body(f"bench-{rng.randrange(KEY_SPACE):05d}", rng.randbytes(VALUE_BYTES))
                 request = build_request(host, port, "/v3/kv/put", body)
                 started = time.monotonic()
                 writer.write(request)
-                status, reply, close = await asyncio.wait_for(_read_response(reader), REQUEST_TIMEOUT_S)
+                async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                    status, reply, close = await _read_response(reader)
                 finished = time.monotonic()
                 if status != 200 or b'"header"' not in reply:
                     raise ValueError(f"HTTP {status}: {reply[:200]!r}")

@@ -201,7 +201,8 @@ async def _recover_async(conn: client_mod.AsyncConnection, error: BaseException)
     """After a failed statement: end the transaction (or the lost session) so the next one starts clean."""
     try:
         if isinstance(error, client_mod.OperationalError):
-            await asyncio.wait_for(conn.reconnect(), conn.timeout_s)
+            async with asyncio.timeout(conn.timeout_s):
+                await conn.reconnect()
         elif conn.transaction_status != "I":
             await conn.rollback()
     except (client_mod.DatabaseError, asyncio.TimeoutError):
