@@ -32,6 +32,7 @@ def backup_status(location: str) -> dict:
     return json.loads(out.getvalue()) if code == 0 else {}
 
 
+@pytest.mark.long  # about 30 s (a cluster backed up to moto and restored; tests/test_objectstore.py keeps S3 in the suite): the CI's regions-and-long step runs it
 def test_backup_to_s3_and_restore_from_it(moto_endpoint, cluster_factory, tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)  # inherited by every node the launcher starts
     bucket = _new_bucket(moto_endpoint)

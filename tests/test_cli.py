@@ -219,6 +219,7 @@ def run_up_session(data_dir: pathlib.Path, base_port: int, check) -> str:
 
 
 @pytest.mark.cluster
+@pytest.mark.long  # about 30 s (up, rows, Ctrl-C, up again; the CI's quickstart step runs `make up` too): the CI's regions-and-long step runs it
 def test_up_end_to_end_then_restart_keeps_rows(tmp_path):
     data_dir = tmp_path / "data"
     base = free_base_port()

@@ -322,6 +322,7 @@ def test_bank_with_leader_node_and_az_kills(tmp_path, read_mode):
 
 @pytest.mark.cluster
 @pytest.mark.timeout(240)
+@pytest.mark.long  # about 35 s: the CI's regions-and-long step runs it (append keeps single reads in the suite)
 @pytest.mark.parametrize("read_mode", ["single"])
 def test_set_with_faults(tmp_path, read_mode):
     result = _run(tmp_path, "set", 11, 20, ["kill-az-plus-one", "partition-az", "kill"], read_mode=read_mode)
@@ -333,7 +334,7 @@ def test_set_with_faults(tmp_path, read_mode):
 @pytest.mark.cluster
 @pytest.mark.timeout(240)
 # Append's quorum-read run is marked `long` (about 35 s; the CI's regions-and-long step runs it):
-# the default suite still has both read modes, through bank (quorum) and set and append (single).
+# the default suite still has both read modes, through bank (quorum) and append (single).
 @pytest.mark.parametrize("read_mode", [pytest.param("quorum", marks=pytest.mark.long), "single"])
 def test_append_with_faults(tmp_path, read_mode):
     result = _run(tmp_path, "append", 5, 25, ["kill-leader", "kill", "partition-az"], read_mode=read_mode)

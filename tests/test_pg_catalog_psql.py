@@ -92,6 +92,7 @@ def pg_dump_text(pg_dump: str, port: int, database: str, password: str | None, *
 
 
 @pytest.mark.cluster
+@pytest.mark.long  # 30-50 s (every describe command in psql against PostgreSQL's output): the CI's regions-and-long step runs it
 def test_psql_describe_commands_match_postgresql(postgres, cluster_factory):
     cluster = cluster_factory()
     token = make_token(cluster.config.data_dir, USER)
