@@ -195,7 +195,16 @@ class RegionAgent:
         cluster = self._region_cluster(source)
         writer = term.writer
         claims: list[tuple[int, int]] = []  # (closed_index, closed_ts) not yet covered locally
+        # The replicated point starts from this region's own journal: commit the tail this
+        # writer inherited, and every entry up to its last one is the primary's, ts included. A
+        # new leader whose primary is cut off hears nothing more, and must still know (and
+        # report) how far behind it is rather than nothing.
+        try:
+            await writer.wait_committed(writer.last_index, limits.JOURNAL_COMMIT_TIMEOUT_S)
+        except (Fenced, JournalUnavailable) as error:
+            return f"local journal: {error}"
         self.replicated_index = max(self.replicated_index, writer.commit_index)
+        self.replicated_ts = max(self.replicated_ts, writer.last_ts)
         reporter = asyncio.create_task(self._report_forever(term, source), name="replica-report")
         follower = JournalFollower(cluster, f"{self.region}/{self.node.node.name}", "", _RemoteChannels(
             self.node.channels, source))
@@ -273,22 +282,30 @@ class RegionAgent:
     # --- status -------------------------------------------------------------------------------
     def point(self) -> adjudicator_pb2.RegionPointReply:
         view = self.view
-        now = self.node.clock.now().latest
-        return adjudicator_pb2.RegionPointReply(
+        leading = self.node.term is not None
+        reply = adjudicator_pb2.RegionPointReply(
             region=self.region, role=view.role.value, primary_region=view.primary, global_epoch=view.global_epoch,
             replicated_ts=self.replicated_ts, replicated_index=self.replicated_index,
             primary_commit_index=self.primary_commit_index,
-            lag_ms=rc.lag_ms(now, self.replicated_ts) if view.replicates else 0,
-            leader=self.node.leader_seen, is_leader=self.node.term is not None,
+            leader=self.node.leader_seen, is_leader=leading,
             message=view.reason or self.copy_problem, rpo_s=self.control.rpo_s)
+        if not view.replicates:
+            reply.lag_ms = 0
+        elif leading:
+            # Only the leader replicates; a standby's point is whatever it had when it last led.
+            lag = rc.lag_ms(self.node.clock.now().latest, self.replicated_ts)
+            if lag is not None:
+                reply.lag_ms = lag
+        return reply
 
     def status_detail(self) -> str:
         view = self.view
         text = f"region={self.region} region_role={view.role.value} primary_region={view.primary} " \
                f"global_epoch={view.global_epoch}"
         if view.replicates:
+            lag = rc.lag_ms(self.node.clock.now().latest, self.replicated_ts)
             text += (f" replicated_index={self.replicated_index} primary_commit_index={self.primary_commit_index}"
-                     f" lag_ms={rc.lag_ms(self.node.clock.now().latest, self.replicated_ts)}")
+                     f" lag_ms={'unknown' if lag is None else lag}")
         if self.reports:
             text += " " + " ".join(f"replica_{r.region}={r.index}" for r in self.reports.values())
         return text

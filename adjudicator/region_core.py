@@ -144,10 +144,11 @@ def rpo_violation(reports: dict[str, ReplicaReport], secondaries: list[str], now
             f"({'; '.join(behind)}); nothing was committed")
 
 
-def lag_ms(now_latest: int, replicated_ts: int) -> int:
-    """How far the replicated point is behind now (0 when nothing is known yet to compare)."""
+def lag_ms(now_latest: int, replicated_ts: int) -> int | None:
+    """How far the replicated point is behind now; None while no replicated point is known (a
+    lag of 0 would claim the region is up to date)."""
     if replicated_ts <= 0:
-        return 0
+        return None
     return max(0, (now_latest - replicated_ts) // 1_000_000)
 
 

@@ -98,7 +98,8 @@ class CommitTracker:
         if view.is_writer:
             return f"0 ms, 0 entries ({point.role or 'primary'})"
         entries = max(0, point.primary_commit_index - point.replicated_index)
-        return f"{point.lag_ms} ms, {entries} entries ({point.role} of {point.primary_region})"
+        lag = "unknown" if point.lag_ms is None else f"{point.lag_ms} ms"
+        return f"{lag}, {entries} entries ({point.role} of {point.primary_region})"
 
     def now_ts(self) -> int:
         return self._backend.now_ts()

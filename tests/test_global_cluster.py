@@ -4,8 +4,9 @@ One `quorumdb up --regions us:primary,eu:secondary --wan-ms 20` (30 node process
 supervisor per region, HAProxy as the writer endpoint when installed) serves every test of
 this module, in order: reads on the secondary and write forwarding, bad input, the RPO
 limit with the secondary partitioned, a switchover under a bank workload through the writer
-endpoint, then an unplanned failover after the primary region is killed, the old primary's
-return (fenced) and its rejoin. The module stops `up` at the end, and on any failure kills
+endpoint, the secondary's lag when its leader dies while the primary is cut off, then an
+unplanned failover after the primary region is killed, the old primary's return (fenced) and
+its rejoin. The module stops `up` at the end, and on any failure kills
 every process started under its data directory, by PID.
 """
 from __future__ import annotations
@@ -373,6 +374,56 @@ def test_switchover_under_bank_workload_loses_nothing(gdb):
 
 
 # --- unplanned failover after the primary region is killed ---------------------------------------
+# --- the replication lag, when the primary is cut off --------------------------------------------
+def _region_row(gdb, name: str) -> dict:
+    return next(r for r in gdb.status()["regions"] if r["name"] == name)
+
+
+def _known_lag(gdb, name: str, other_than: str = "", timeout_s: float = 60.0) -> tuple[int, float, float, str]:
+    """The region's lag once its leader (not `other_than`) knows it: (lag_ms, monotonic time before
+    and after the status command that gave it, leader). A lag nobody knows is null, never 0."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        before = time.monotonic()
+        row = _region_row(gdb, name)
+        after = time.monotonic()
+        if row["lag_ms"] is not None and row["leader"] and row["leader"] != other_than:
+            return row["lag_ms"], before, after, row["leader"]
+        assert after < deadline, f"no leader of {name} knew its lag in {timeout_s:.0f} s: {row}"
+        time.sleep(0.2)
+
+
+def test_a_new_secondary_leader_knows_its_lag_while_the_primary_is_cut_off(gdb):
+    """A secondary whose adjudicator leader dies while the primary is cut off hears nothing more from
+    the primary; the new leader must still know how far behind the region is (its own journal
+    says) and report that, not 0: the lag is what a user reads before choosing to fail over."""
+    primary, standby = "eu", "us"  # after the switchover above
+    gdb.wait_role(standby, "secondary")
+    _, _, _, old_leader = _known_lag(gdb, standby)
+    assert gdb.cli("chaos", "region-partition", primary).returncode == 0
+    cut_at = time.monotonic()  # the command returns once every live node has applied the cut
+    try:
+        killed = gdb.cli("chaos", "kill-leader", standby)
+        assert killed.returncode == 0, killed.stderr
+        first, first_before, first_after, _ = _known_lag(gdb, standby, other_than=old_leader)
+        # Nothing newer than the cut reached the region: its point is no later than the cut, give or
+        # take the clock error (1 ms) and a node that applied the cut late on a loaded machine.
+        assert first >= (first_before - cut_at) * 1000 - 500, (first, (first_before - cut_at) * 1000)
+        time.sleep(1.5)
+        # Whichever leader answers, its point is the journal's last entry: the lag grows with time.
+        second, second_before, _, _ = _known_lag(gdb, standby)
+        assert second - first >= (second_before - first_after) * 1000 - 1, (first, second)
+    finally:
+        assert gdb.cli("chaos", "region-heal").returncode == 0
+        restarted = gdb.cli("chaos", "restart", f"{standby}/{old_leader}", timeout_s=120)
+        assert restarted.returncode == 0, restarted.stderr
+    # Replication resumes under the new leader and the lag comes back down.
+    deadline = time.monotonic() + 60.0
+    while (lag := _region_row(gdb, standby)["lag_ms"]) is None or lag > 2000:
+        assert time.monotonic() < deadline, f"{standby} did not catch up after the heal: lag {lag}"
+        time.sleep(0.2)
+
+
 def test_failover_after_region_kill_keeps_a_prefix_and_saves_the_rest(gdb):
     primary, standby = "eu", "us"  # after the switchover above
     gdb.wait_role(standby, "secondary")
@@ -401,10 +452,10 @@ def test_failover_after_region_kill_keeps_a_prefix_and_saves_the_rest(gdb):
     # on never reaches the secondary, so the kill loses acknowledged commits.
     assert gdb.cli("chaos", "region-partition", primary).returncode == 0
     time.sleep(1.0)
-    # The clock starts before the status command: the lag is measured somewhere inside it, and the
-    # primary goes on acknowledging while the command finishes, as it does until the kill ends.
-    measured = time.monotonic()
-    lag_ms = next(r["lag_ms"] for r in gdb.status()["regions"] if r["name"] == standby)
+    # The clock starts before the status command that gave the lag: the lag is measured somewhere
+    # inside it, and the primary goes on acknowledging while the command finishes, as it does until
+    # the kill ends.
+    lag_ms, measured, _, _ = _known_lag(gdb, standby)
     killed = gdb.cli("chaos", "region-kill", primary)
     assert killed.returncode == 0, killed.stderr
     kill_took_ms = (time.monotonic() - measured) * 1000  # the primary acknowledges until it is dead

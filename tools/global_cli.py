@@ -96,6 +96,21 @@ def writer_endpoint(global_cfg: regions.GlobalConfig, states: list[RegionState])
     return ""
 
 
+def lag_of(point: adjudicator_pb2.RegionPointReply | None, replicates: bool) -> int | None:
+    """A region's replication lag in ms: 0 for a region that does not replicate (a primary, a
+    detached region), None when it is not known (unreachable, no leader answered, a new leader
+    still reading its point): a region whose lag nobody knows is not shown as up to date."""
+    if point is None:
+        return None
+    if not replicates:
+        return 0
+    return int(point.lag_ms) if point.HasField("lag_ms") else None
+
+
+def lag_text(lag_ms: int | None) -> str:
+    return "unknown" if lag_ms is None else f"{lag_ms} ms"
+
+
 def status_report(global_cfg: regions.GlobalConfig, states: list[RegionState],
                   control: regions.ControlState) -> dict[str, Any]:
     rows = []
@@ -107,7 +122,7 @@ def status_report(global_cfg: regions.GlobalConfig, states: list[RegionState],
         rows.append({
             "name": state.name,
             "role": role,
-            "lag_ms": int(point.lag_ms) if point is not None and replicates else 0,
+            "lag_ms": lag_of(point, replicates),
             "lag_entries": (max(0, point.primary_commit_index - point.replicated_index)
                             if point is not None and replicates else 0),
             "replicated_index": int(point.replicated_index) if point is not None else 0,
@@ -126,7 +141,7 @@ def status_report(global_cfg: regions.GlobalConfig, states: list[RegionState],
 def status_text(report: dict[str, Any]) -> str:
     lines = [f"{'region':<12} {'role':<10} {'lag':>9} {'entries':>8} {'leader':<18} endpoints (client API / PostgreSQL)"]
     for row in report["regions"]:
-        lag = f"{row['lag_ms']} ms" if row["role"] != "primary" else "-"
+        lag = lag_text(row["lag_ms"]) if row["role"] != "primary" else "-"
         entries = str(row["lag_entries"]) if row["role"] != "primary" else "-"
         lines.append(f"{row['name']:<12} {row['role']:<10} {lag:>9} {entries:>8} {row['leader'] or '-':<18} "
                      f"{','.join(row['endpoints'])} / {','.join(row['pg_endpoints'])}")
@@ -220,7 +235,7 @@ async def failover(global_cfg: regions.GlobalConfig, to: str, allow_data_loss: b
         if target.role not in ("secondary", "promoting") or not target.leader:
             raise GlobalError(f"region {to} cannot be promoted: it is {target.role}"
                               f"{f' ({target.problem})' if target.problem else ''}")
-        lag_ms = target.point.lag_ms
+        lag = lag_text(lag_of(target.point, True))
         control = regions.read_state(global_cfg.data_dir)
         epoch = max([control.global_epoch] + [s.point.global_epoch for s in states if s.point is not None]) + 1
         others = [name for name in global_cfg.names if name != to and name not in control.detached]
@@ -242,7 +257,7 @@ async def failover(global_cfg: regions.GlobalConfig, to: str, allow_data_loss: b
         heard_beyond = max(0, reply.primary_commit_index - reply.promotion_index)
         out.write(f"failover to {to}: promoted at index {reply.promotion_index} (global epoch {epoch}); RTO {rto:.2f} s\n"
                   f"lost: the commits the old primary made after index {reply.promotion_index}: at most the "
-                  f"replication lag, {lag_ms} ms when the failover began ({heard_beyond} entries heard of but not "
+                  f"replication lag, {lag} when the failover began ({heard_beyond} entries heard of but not "
                   f"replicated); the exact ones go to a recovery snapshot when it rejoins\n"
                   f"fenced: {', '.join(others) or '-'} (each commits nothing until `quorumdb global rejoin`)\n")
     finally:

@@ -32,7 +32,7 @@ class RegionPoint:
     replicated_ts: int = 0
     replicated_index: int = 0
     primary_commit_index: int = 0
-    lag_ms: int = 0
+    lag_ms: int | None = 0  # None: the leader does not know its lag yet
     message: str = ""
     rpo_s: float = 0.0
 
@@ -123,7 +123,8 @@ class RegionView:
         self.point = RegionPoint(reply.region, reply.role, reply.primary_region, reply.global_epoch,
                                  replicated_ts, max(reply.replicated_index, old.replicated_index
                                                     if reply.role == old.role else 0),
-                                 reply.primary_commit_index, reply.lag_ms, reply.message, reply.rpo_s)
+                                 reply.primary_commit_index,
+                                 reply.lag_ms if reply.HasField("lag_ms") else None, reply.message, reply.rpo_s)
         if old.role != self.point.role:
             log.info("region %s: role %s (primary %s, global epoch %d)", self.region, self.point.role,
                      self.point.primary_region, self.point.global_epoch)

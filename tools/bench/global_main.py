@@ -31,7 +31,7 @@ import time
 
 from tools import toolcreds
 from tools.bench import procstat
-from quorumdb import regions, rpc
+from quorumdb import regions
 from tools.launcher import free_base_port
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc
 
@@ -73,7 +73,8 @@ def sample_lag(cluster, seconds: float) -> list[float]:
                     except Exception:  # noqa: BLE001 - a node restarting: try the next
                         continue
                     if reply.is_leader:
-                        found.append(float(reply.lag_ms))
+                        if reply.HasField("lag_ms"):  # a new leader may not know it for a moment
+                            found.append(float(reply.lag_ms))
                         break
                 await asyncio.sleep(SAMPLE_S)
         finally:
