@@ -173,6 +173,7 @@ def browser():
 
 def test_console_in_a_browser_kills_the_leader_and_restarts_it_with_a_token(up, browser, tmp_path):
     from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
     _, cluster = up
@@ -186,7 +187,7 @@ def test_console_in_a_browser_kills_the_leader_and_restarts_it_with_a_token(up, 
 
     def stable(read):
         """read() again when the page re-rendered the element between finding and reading it
-        (it redraws the node cards at every poll)."""
+        (a card whose shape changes at a poll, a node going down, is replaced)."""
         for _ in range(STALE_RETRIES_MAX):
             try:
                 return read()
@@ -206,10 +207,15 @@ def test_console_in_a_browser_kills_the_leader_and_restarts_it_with_a_token(up, 
             return leaders[0].get_attribute("data-node") if len(leaders) == 1 else None
         return stable(read)
 
-    def press(action: str, target: str) -> str:
+    def press(action: str, target: str, hold_s: float = 0.0) -> str:
+        """Click the card's button (held down for hold_s, as a slow hand does); the page's answer."""
         result = browser.find_element(By.ID, "action-result")
         browser.execute_script("arguments[0].textContent = ''", result)
-        stable(lambda: card(target).find_element(By.CSS_SELECTOR, f'button[data-action="{action}"]').click())
+        button = stable(lambda: card(target).find_element(By.CSS_SELECTOR, f'button[data-action="{action}"]'))
+        if hold_s:
+            ActionChains(browser).click_and_hold(button).pause(hold_s).release().perform()
+        else:
+            stable(lambda: card(target).find_element(By.CSS_SELECTOR, f'button[data-action="{action}"]').click())
         return until(f"the page to report {action} {target}", lambda: (
             t if (t := result.text) and not t.endswith("...") else None))
 
@@ -219,6 +225,11 @@ def test_console_in_a_browser_kills_the_leader_and_restarts_it_with_a_token(up, 
     assert leader_card() == "adjudicator-az1"
     assert "leader adjudicator-az1 (epoch" in stable(lambda: browser.find_element(By.ID, "summary").text)
     shot("1-loaded")
+    # The page redraws every second in place: a button stays the same element across polls, so a
+    # press that spans a redraw still clicks (a button replaced between press and release does not).
+    kill_button = stable(lambda: card("adjudicator-az1").find_element(By.CSS_SELECTOR, 'button[data-action="kill"]'))
+    time.sleep(2.5)
+    assert kill_button.get_attribute("data-target") == "adjudicator-az1"  # stale: raises
 
     # Watching needs no token; acting does. The page says so while its token field is empty.
     assert "need a token" in stable(lambda: browser.find_element(By.ID, "auth-mode").text)
@@ -231,7 +242,8 @@ def test_console_in_a_browser_kills_the_leader_and_restarts_it_with_a_token(up, 
 
     # Without a valid token the page is refused and nothing changes.
     browser.find_element(By.ID, "token").clear()
-    refused = press("kill", "adjudicator-az1")
+    # Held for 1.5 s, across a redraw: the press must still reach the page.
+    refused = press("kill", "adjudicator-az1", hold_s=1.5)
     assert refused.startswith("refused (401)"), refused
     browser.find_element(By.ID, "token").send_keys("qdb1.9999999999.forged")
     assert press("kill", "adjudicator-az1").startswith("refused (401)")

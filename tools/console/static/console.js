@@ -67,9 +67,31 @@ function actionButton(action, target, label) {
   return button;
 }
 
+// Bring `old` to look like `fresh`, keeping every element whose place and tag are unchanged: the page
+// redraws once a second, and a button replaced between a press and its release gets no click (the
+// press is lost). Returns the element now in the document.
+function patch(old, fresh) {
+  if (old.isEqualNode(fresh)) return old;
+  if (old.nodeType !== Node.ELEMENT_NODE || old.tagName !== fresh.tagName
+      || old.childNodes.length !== fresh.childNodes.length) {
+    old.replaceWith(fresh);
+    return fresh;
+  }
+  for (const name of old.getAttributeNames()) if (!fresh.hasAttribute(name)) old.removeAttribute(name);
+  for (const name of fresh.getAttributeNames()) old.setAttribute(name, fresh.getAttribute(name));
+  const pairs = [...old.childNodes].map((child, i) => [child, fresh.childNodes[i]]);
+  for (const [child, freshChild] of pairs) patch(child, freshChild);
+  return old;
+}
+
 function drawRegion(state) {
-  const region = $("region");
-  region.replaceChildren();
+  const current = $("region");
+  const region = current.cloneNode(false);
+  drawRegionInto(region, state);
+  patch(current, region);
+}
+
+function drawRegionInto(region, state) {
   const view = state.view;
   if (!view) return;
   const cutAzs = new Set();
