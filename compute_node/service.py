@@ -21,7 +21,7 @@ from typing import Any, Callable, Protocol
 import grpc
 
 from quorumdb import config as config_mod
-from quorumdb import errors, limits, runtime, sqllex
+from quorumdb import errors, limits, regions, runtime, sqllex
 from compute_node.sql.catalog_functions import RegOid
 from quorumdb.pb import common_pb2, compute_pb2, compute_pb2_grpc
 
@@ -98,8 +98,7 @@ class CommitTracker:
         if view.is_writer:
             return f"0 ms, 0 entries ({point.role or 'primary'})"
         entries = max(0, point.primary_commit_index - point.replicated_index)
-        lag = "unknown" if point.lag_ms is None else f"{point.lag_ms} ms"
-        return f"{lag}, {entries} entries ({point.role} of {point.primary_region})"
+        return f"{regions.lag_text(point.lag_ms)}, {entries} entries ({point.role} of {point.primary_region})"
 
     def now_ts(self) -> int:
         return self._backend.now_ts()

@@ -242,6 +242,18 @@ def is_global(data_dir: pathlib.Path | str) -> bool:
     return (pathlib.Path(data_dir) / GLOBAL_FILE).exists()
 
 
+# --- the replication lag as users read it -------------------------------------------------------------
+def reported_lag_ms(reply) -> int | None:
+    """A RegionPoint reply's lag_ms; None when the adjudicator left it out because nobody knows it
+    (a standby answering, a leader still reading its point)."""
+    return int(reply.lag_ms) if reply.HasField("lag_ms") else None
+
+
+def lag_text(lag_ms: int | None) -> str:
+    """A lag as `global status` and `SHOW quorumdb.replica_lag` show it: unknown is never 0 ms."""
+    return "unknown" if lag_ms is None else f"{lag_ms} ms"
+
+
 # --- the global control state ---------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class ControlState:

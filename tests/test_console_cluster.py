@@ -211,11 +211,12 @@ def test_console_in_a_browser_kills_the_leader_and_restarts_it_with_a_token(up, 
         """Click the card's button (held down for hold_s, as a slow hand does); the page's answer."""
         result = browser.find_element(By.ID, "action-result")
         browser.execute_script("arguments[0].textContent = ''", result)
-        button = stable(lambda: card(target).find_element(By.CSS_SELECTOR, f'button[data-action="{action}"]'))
+        def button():
+            return card(target).find_element(By.CSS_SELECTOR, f'button[data-action="{action}"]')
         if hold_s:
-            ActionChains(browser).click_and_hold(button).pause(hold_s).release().perform()
+            ActionChains(browser).click_and_hold(stable(button)).pause(hold_s).release().perform()
         else:
-            stable(lambda: card(target).find_element(By.CSS_SELECTOR, f'button[data-action="{action}"]').click())
+            stable(lambda: button().click())
         return until(f"the page to report {action} {target}", lambda: (
             t if (t := result.text) and not t.endswith("...") else None))
 

@@ -93,8 +93,12 @@ class GlobalDb:
         result = self.cli("global", "status", "--json", timeout_s=30.0)
         return json.loads(result.stdout)
 
+    def row(self, name: str) -> dict:
+        """The region's row of `global status --json`."""
+        return next(r for r in self.status()["regions"] if r["name"] == name)
+
     def role(self, name: str) -> str:
-        return next(r["role"] for r in self.status()["regions"] if r["name"] == name)
+        return self.row(name)["role"]
 
     def wait_role(self, name: str, role: str, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -373,19 +377,14 @@ def test_switchover_under_bank_workload_loses_nothing(gdb):
     assert all(ours[i] == theirs[i] for i in common), "an index holds different entries in the two regions"
 
 
-# --- unplanned failover after the primary region is killed ---------------------------------------
 # --- the replication lag, when the primary is cut off --------------------------------------------
-def _region_row(gdb, name: str) -> dict:
-    return next(r for r in gdb.status()["regions"] if r["name"] == name)
-
-
 def _known_lag(gdb, name: str, other_than: str = "", timeout_s: float = 60.0) -> tuple[int, float, float, str]:
     """The region's lag once its leader (not `other_than`) knows it: (lag_ms, monotonic time before
     and after the status command that gave it, leader). A lag nobody knows is null, never 0."""
     deadline = time.monotonic() + timeout_s
     while True:
         before = time.monotonic()
-        row = _region_row(gdb, name)
+        row = gdb.row(name)
         after = time.monotonic()
         if row["lag_ms"] is not None and row["leader"] and row["leader"] != other_than:
             return row["lag_ms"], before, after, row["leader"]
@@ -419,11 +418,12 @@ def test_a_new_secondary_leader_knows_its_lag_while_the_primary_is_cut_off(gdb):
         assert restarted.returncode == 0, restarted.stderr
     # Replication resumes under the new leader and the lag comes back down.
     deadline = time.monotonic() + 60.0
-    while (lag := _region_row(gdb, standby)["lag_ms"]) is None or lag > 2000:
+    while (lag := gdb.row(standby)["lag_ms"]) is None or lag > 2000:
         assert time.monotonic() < deadline, f"{standby} did not catch up after the heal: lag {lag}"
         time.sleep(0.2)
 
 
+# --- unplanned failover after the primary region is killed ---------------------------------------
 def test_failover_after_region_kill_keeps_a_prefix_and_saves_the_rest(gdb):
     primary, standby = "eu", "us"  # after the switchover above
     gdb.wait_role(standby, "secondary")

@@ -104,11 +104,7 @@ def lag_of(point: adjudicator_pb2.RegionPointReply | None, replicates: bool) -> 
         return None
     if not replicates:
         return 0
-    return int(point.lag_ms) if point.HasField("lag_ms") else None
-
-
-def lag_text(lag_ms: int | None) -> str:
-    return "unknown" if lag_ms is None else f"{lag_ms} ms"
+    return regions.reported_lag_ms(point)
 
 
 def status_report(global_cfg: regions.GlobalConfig, states: list[RegionState],
@@ -141,7 +137,7 @@ def status_report(global_cfg: regions.GlobalConfig, states: list[RegionState],
 def status_text(report: dict[str, Any]) -> str:
     lines = [f"{'region':<12} {'role':<10} {'lag':>9} {'entries':>8} {'leader':<18} endpoints (client API / PostgreSQL)"]
     for row in report["regions"]:
-        lag = lag_text(row["lag_ms"]) if row["role"] != "primary" else "-"
+        lag = regions.lag_text(row["lag_ms"]) if row["role"] != "primary" else "-"
         entries = str(row["lag_entries"]) if row["role"] != "primary" else "-"
         lines.append(f"{row['name']:<12} {row['role']:<10} {lag:>9} {entries:>8} {row['leader'] or '-':<18} "
                      f"{','.join(row['endpoints'])} / {','.join(row['pg_endpoints'])}")
@@ -235,7 +231,7 @@ async def failover(global_cfg: regions.GlobalConfig, to: str, allow_data_loss: b
         if target.role not in ("secondary", "promoting") or not target.leader:
             raise GlobalError(f"region {to} cannot be promoted: it is {target.role}"
                               f"{f' ({target.problem})' if target.problem else ''}")
-        lag = lag_text(lag_of(target.point, True))
+        lag = regions.lag_text(lag_of(target.point, True))
         control = regions.read_state(global_cfg.data_dir)
         epoch = max([control.global_epoch] + [s.point.global_epoch for s in states if s.point is not None]) + 1
         others = [name for name in global_cfg.names if name != to and name not in control.detached]

@@ -17,7 +17,7 @@ import logging
 import grpc
 
 from quorumdb import config as config_mod
-from quorumdb import limits, members, rpc
+from quorumdb import limits, members, regions, rpc
 from quorumdb.pb import adjudicator_pb2, adjudicator_pb2_grpc
 
 log = logging.getLogger("compute_node.cluster.region_view")
@@ -123,8 +123,8 @@ class RegionView:
         self.point = RegionPoint(reply.region, reply.role, reply.primary_region, reply.global_epoch,
                                  replicated_ts, max(reply.replicated_index, old.replicated_index
                                                     if reply.role == old.role else 0),
-                                 reply.primary_commit_index,
-                                 reply.lag_ms if reply.HasField("lag_ms") else None, reply.message, reply.rpo_s)
+                                 reply.primary_commit_index, regions.reported_lag_ms(reply), reply.message,
+                                 reply.rpo_s)
         if old.role != self.point.role:
             log.info("region %s: role %s (primary %s, global epoch %d)", self.region, self.point.role,
                      self.point.primary_region, self.point.global_epoch)

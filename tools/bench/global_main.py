@@ -73,8 +73,9 @@ def sample_lag(cluster, seconds: float) -> list[float]:
                     except Exception:  # noqa: BLE001 - a node restarting: try the next
                         continue
                     if reply.is_leader:
-                        if reply.HasField("lag_ms"):  # a new leader may not know it for a moment
-                            found.append(float(reply.lag_ms))
+                        lag = regions.reported_lag_ms(reply)
+                        if lag is not None:  # a new leader may not know it for a moment
+                            found.append(float(lag))
                         break
                 await asyncio.sleep(SAMPLE_S)
         finally:
