@@ -112,6 +112,12 @@ async def test_replica_that_missed_truncated_entries_rejoins(setup):
         await asyncio.wait_for(first.take_over(5), 10)
         await append_txns(first, 50)  # j3 is down for all of it
         await first.heartbeat(first.clock.now().earliest)
+        # The heartbeat may be granted under the writer's lease with no round trip, and a replica
+        # drops only what it knows is committed: wait until both have heard index 50.
+        deadline = asyncio.get_running_loop().time() + 10.0
+        while any(r.service.core.commit_index < 50 for r in (j1, j2)):
+            assert asyncio.get_running_loop().time() < deadline, "the replicas never heard the commit index"
+            await asyncio.sleep(0.01)
     finally:
         await first.close()
     for replica in (j1, j2):
